@@ -1,0 +1,189 @@
+/**
+ * The berth agent: the first process in every host. It enrols with its per-host token, keeps one
+ * outbound connection, and executes Run Commands with at-most-once semantics (see journal.ts).
+ */
+import { randomUUID } from 'node:crypto';
+import { StringDecoder } from 'node:string_decoder';
+import type { AgentIdentity, InvocationResult, ServerMessage } from '../protocol/messages.js';
+import { PROTOCOL_VERSION } from '../protocol/messages.js';
+import { AgentConnection } from './connection.js';
+import { InvocationJournal } from './journal.js';
+import { runShellScript } from './runcommand/execute.js';
+import type { ExecutionResult } from './runcommand/types.js';
+
+export const AGENT_VERSION = '0.1.0';
+
+export interface AgentOptions {
+  identity: AgentIdentity;
+  /** Where the journal and scratch files live (inside the host's writable layer). */
+  stateDir: string;
+  log?: (line: string) => void;
+  outputLimitBytes?: number;
+  killGraceMs?: number;
+}
+
+export class Agent {
+  private readonly journal: InvocationJournal;
+  private readonly connection: AgentConnection;
+  private readonly running = new Map<string, AbortController>();
+  private readonly bootId = randomUUID();
+  private readonly log: (line: string) => void;
+
+  constructor(private readonly opts: AgentOptions) {
+    this.log = opts.log ?? ((line) => process.stderr.write(`berth-agent: ${line}\n`));
+    this.journal = new InvocationJournal(`${opts.stateDir}/invocations`);
+    this.settleOrphans();
+    this.connection = new AgentConnection({
+      serverUrl: opts.identity.serverUrl,
+      hostId: opts.identity.hostId,
+      token: opts.identity.token,
+      log: this.log,
+      hello: () => ({
+        type: 'hello',
+        protocol: PROTOCOL_VERSION,
+        hostId: opts.identity.hostId,
+        agentVersion: AGENT_VERSION,
+        bootId: this.bootId,
+        pid: process.pid,
+        invocations: this.journal.known(),
+      }),
+      onMessage: (msg) => this.onMessage(msg),
+    });
+  }
+
+  start(): void {
+    this.connection.start();
+  }
+
+  /** Leaves running invocations alone: the next agent process settles them (see settleOrphans). */
+  stop(): void {
+    this.connection.stop();
+  }
+
+  /**
+   * Invocations journalled as running by a previous agent process: their output pipes died with it,
+   * so their outcome cannot be known. Kill what is left of them and report that plainly.
+   */
+  private settleOrphans(): void {
+    for (const entry of this.journal.all()) {
+      if (entry.state !== 'running') continue;
+      if (entry.pid) {
+        try {
+          process.kill(-entry.pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+      const now = new Date().toISOString();
+      const empty = { text: '', truncated: false, bytes: 0 };
+      this.journal.put({
+        ...entry,
+        state: 'finished',
+        result: {
+          status: 'Failed',
+          statusDetail: 'the agent restarted while this command ran; its outcome is unknown and its processes were killed',
+          exitCodes: [],
+          stdout: empty,
+          stderr: empty,
+          startedAt: entry.startedAt,
+          finishedAt: now,
+        },
+      });
+    }
+  }
+
+  private onMessage(msg: ServerMessage): void {
+    switch (msg.type) {
+      case 'welcome':
+        return;
+      case 'run':
+        this.onRun(msg);
+        return;
+      case 'cancel':
+        this.onCancel(msg.invocationId);
+        return;
+      case 'ack':
+        this.journal.forget(msg.invocationId);
+        return;
+    }
+  }
+
+  private onRun(msg: Extract<ServerMessage, { type: 'run' }>): void {
+    const id = msg.invocationId;
+    const existing = this.journal.get(id);
+    if (existing) {
+      // A duplicate delivery: never run twice; tell the server what we know.
+      if (existing.state === 'finished' && existing.result) this.connection.send({ type: 'result', invocationId: id, result: existing.result });
+      else this.connection.send({ type: 'accepted', invocationId: id, startedAt: existing.startedAt });
+      return;
+    }
+    if (this.journal.wasAcknowledged(id)) return;
+    const startedAt = new Date().toISOString();
+    this.journal.put({ invocationId: id, state: 'running', startedAt });
+    this.connection.send({ type: 'accepted', invocationId: id, startedAt });
+    const controller = new AbortController();
+    this.running.set(id, controller);
+    const streamOutput = msg.streamOutput;
+    // One decoder per stream, so a multibyte character split across chunks arrives whole.
+    const decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
+    runShellScript(
+      id,
+      msg.parameters,
+      { scratchDir: `${this.opts.stateDir}/scratch`, outputLimitBytes: this.opts.outputLimitBytes, killGraceMs: this.opts.killGraceMs },
+      {
+        signal: controller.signal,
+        onSpawn: (pid) => this.journal.put({ invocationId: id, state: 'running', startedAt, pid }),
+        ...(streamOutput
+          ? {
+              onOutput: (stream, chunk) => {
+                const data = decoders[stream].write(chunk);
+                if (data) this.connection.send({ type: 'output', invocationId: id, stream, data });
+              },
+            }
+          : {}),
+      },
+    ).then(
+      (result) => this.finish(id, startedAt, toWire(result)),
+      (err: unknown) => this.finish(id, startedAt, failure(startedAt, `the agent could not run the command: ${String(err)}`)),
+    );
+  }
+
+  private finish(id: string, startedAt: string, result: InvocationResult): void {
+    this.running.delete(id);
+    this.journal.put({ invocationId: id, state: 'finished', startedAt, result });
+    this.connection.send({ type: 'result', invocationId: id, result });
+  }
+
+  private onCancel(id: string): void {
+    const controller = this.running.get(id);
+    if (controller) {
+      controller.abort();
+      return;
+    }
+    const existing = this.journal.get(id);
+    if (existing?.result) {
+      this.connection.send({ type: 'result', invocationId: id, result: existing.result });
+      return;
+    }
+    // Never seen: record it as cancelled so a late `run` for it is refused.
+    const now = new Date().toISOString();
+    this.finish(id, now, { ...failure(now, 'cancelled before it started'), status: 'Cancelled' });
+  }
+}
+
+function toWire(result: ExecutionResult): InvocationResult {
+  return {
+    status: result.status,
+    statusDetail: result.statusDetail,
+    exitCodes: result.exitCodes,
+    stdout: result.stdout,
+    stderr: result.stderr,
+    startedAt: result.startedAt.toISOString(),
+    finishedAt: result.finishedAt.toISOString(),
+  };
+}
+
+function failure(startedAt: string, detail: string): InvocationResult {
+  const empty = { text: '', truncated: false, bytes: 0 };
+  return { status: 'Failed', statusDetail: detail, exitCodes: [], stdout: empty, stderr: empty, startedAt, finishedAt: new Date().toISOString() };
+}

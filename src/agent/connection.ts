@@ -1,0 +1,98 @@
+/**
+ * The agent's one outbound connection to the control plane. Reconnects forever with a short, capped
+ * backoff (the first retries are fast: at boot the host's network may still be coming up).
+ */
+import { WebSocket } from 'ws';
+import { HOST_ID_HEADER, parseServerMessage, type AgentMessage, type ServerMessage } from '../protocol/messages.js';
+
+export interface ConnectionOptions {
+  serverUrl: string;
+  hostId: string;
+  token: string;
+  /** Called on every (re)connection, before anything else is sent; returns the hello frame. */
+  hello: () => AgentMessage;
+  onMessage: (msg: ServerMessage) => void;
+  log: (line: string) => void;
+}
+
+const BACKOFF_MS = [5, 10, 20, 50, 100, 200, 500, 1000, 2000];
+
+export class AgentConnection {
+  private socket: WebSocket | undefined;
+  private attempt = 0;
+  private stopped = false;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private retry: NodeJS.Timeout | undefined;
+
+  constructor(private readonly opts: ConnectionOptions) {}
+
+  start(): void {
+    this.connect();
+  }
+
+  get connected(): boolean {
+    return this.socket?.readyState === WebSocket.OPEN;
+  }
+
+  /** Sends when connected; returns false otherwise (the caller keeps state to resend on hello). */
+  send(msg: AgentMessage): boolean {
+    const socket = this.socket;
+    if (!socket || socket.readyState !== WebSocket.OPEN) return false;
+    socket.send(JSON.stringify(msg));
+    return true;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.heartbeat);
+    clearTimeout(this.retry);
+    this.socket?.close(1001, 'agent stopping');
+  }
+
+  private connect(): void {
+    if (this.stopped) return;
+    const socket = new WebSocket(this.opts.serverUrl, {
+      headers: { authorization: `Bearer ${this.opts.token}`, [HOST_ID_HEADER]: this.opts.hostId },
+      handshakeTimeout: 5000,
+      perMessageDeflate: false,
+    });
+    this.socket = socket;
+    socket.on('open', () => {
+      this.attempt = 0;
+      socket.send(JSON.stringify(this.opts.hello()));
+    });
+    socket.on('message', (data: Buffer) => {
+      const msg = parseServerMessage(data.toString('utf8'));
+      if (!msg) {
+        this.opts.log('ignored a malformed frame from the server');
+        return;
+      }
+      if (msg.type === 'welcome') this.startHeartbeat(msg.heartbeatIntervalMs);
+      this.opts.onMessage(msg);
+    });
+    socket.on('unexpected-response', (_req, res) => {
+      this.opts.log(`server refused the connection: HTTP ${res.statusCode}`);
+    });
+    socket.on('error', () => {
+      // 'close' follows and schedules the retry; errors are expected while the network comes up.
+    });
+    socket.on('close', () => {
+      clearInterval(this.heartbeat);
+      if (this.socket === socket) this.socket = undefined;
+      this.scheduleRetry();
+    });
+  }
+
+  private startHeartbeat(intervalMs: number): void {
+    clearInterval(this.heartbeat);
+    this.heartbeat = setInterval(() => this.send({ type: 'heartbeat', at: new Date().toISOString() }), intervalMs);
+    this.heartbeat.unref();
+  }
+
+  private scheduleRetry(): void {
+    if (this.stopped) return;
+    const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)] ?? 2000;
+    this.attempt++;
+    this.retry = setTimeout(() => this.connect(), delay);
+  }
+}

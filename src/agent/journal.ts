@@ -1,0 +1,83 @@
+/**
+ * The agent's invocation journal: one small JSON file per invocation in the agent's state dir (inside
+ * the host's own writable layer). Written before an invocation starts, so a repeated `run` after a
+ * reconnect or an agent restart is recognised and never executed twice; and after it ends, so its
+ * result survives until the server acknowledges it.
+ */
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
+import type { InvocationResult, KnownInvocation } from '../protocol/messages.js';
+
+export interface JournalEntry {
+  invocationId: string;
+  state: 'running' | 'finished';
+  startedAt: string;
+  /** pid of the invocation's shell, so a restarted agent can tell whether it still runs. */
+  pid?: number;
+  result?: InvocationResult;
+}
+
+export class InvocationJournal {
+  private readonly entries = new Map<string, JournalEntry>();
+
+  constructor(private readonly dir: string) {
+    mkdirSync(dir, { recursive: true });
+    for (const name of readdirSync(dir)) {
+      if (!name.endsWith('.json')) continue;
+      try {
+        const entry = JSON.parse(readFileSync(join(dir, name), 'utf8')) as JournalEntry;
+        this.entries.set(entry.invocationId, entry);
+      } catch {
+        rmSync(join(dir, name), { force: true });
+      }
+    }
+  }
+
+  get(id: string): JournalEntry | undefined {
+    return this.entries.get(id);
+  }
+
+  all(): JournalEntry[] {
+    return [...this.entries.values()];
+  }
+
+  /** Synchronous on purpose: the entry must be on disk before the command starts. */
+  put(entry: JournalEntry): void {
+    this.entries.set(entry.invocationId, entry);
+    const file = join(this.dir, `${safeName(entry.invocationId)}.json`);
+    writeFileSync(`${file}.tmp`, JSON.stringify(entry));
+    renameSync(`${file}.tmp`, file);
+  }
+
+  /** The server has stored the result: keep only a tombstone id so a late duplicate `run` is refused. */
+  forget(id: string): void {
+    const entry = this.entries.get(id);
+    if (!entry || entry.state !== 'finished') return;
+    this.entries.delete(id);
+    rmSync(join(this.dir, `${safeName(id)}.json`), { force: true });
+    this.acknowledged.add(id);
+    if (this.acknowledged.size > 10_000) {
+      const oldest = this.acknowledged.values().next().value;
+      if (oldest !== undefined) this.acknowledged.delete(oldest);
+    }
+  }
+
+  wasAcknowledged(id: string): boolean {
+    return this.acknowledged.has(id);
+  }
+
+  private readonly acknowledged = new Set<string>();
+
+  known(): KnownInvocation[] {
+    return this.all().map((e) => ({
+      invocationId: e.invocationId,
+      state: e.state,
+      startedAt: e.startedAt,
+      ...(e.result ? { result: e.result } : {}),
+    }));
+  }
+}
+
+function safeName(id: string): string {
+  return id.replace(/[^A-Za-z0-9_.-]/g, '_');
+}

@@ -1,0 +1,27 @@
+/**
+ * Entry point of the agent bundle that runs inside every host (`node /.berth/agent/berth-agent.mjs`).
+ * Kept tiny: it is on the launch -> ready path.
+ */
+import { readFileSync } from 'node:fs';
+import { AGENT_IDENTITY_PATH, agentIdentity } from '../protocol/messages.js';
+import { Agent } from './agent.js';
+
+export function runAgent(argv: string[] = process.argv.slice(2)): Agent {
+  const identityPath = flag(argv, '--identity') ?? AGENT_IDENTITY_PATH;
+  const stateDir = flag(argv, '--state-dir') ?? '/var/lib/berth/agent';
+  const identity = agentIdentity.parse(JSON.parse(readFileSync(identityPath, 'utf8')));
+  const agent = new Agent({ identity, stateDir });
+  const stop = () => {
+    agent.stop();
+    process.exit(0);
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  agent.start();
+  return agent;
+}
+
+function flag(argv: string[], name: string): string | undefined {
+  const i = argv.indexOf(name);
+  return i >= 0 ? argv[i + 1] : undefined;
+}

@@ -1,0 +1,201 @@
+/**
+ * The control plane's side of the agent channel: a WebSocket endpoint that agents dial out to. It
+ * authenticates each agent with its per-host token at the HTTP upgrade (a host cannot act as another
+ * host), keeps one session per host, and knows at every moment which agents are connected: a session
+ * ends on close, or when pings go unanswered for two intervals.
+ */
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import {
+  AGENT_PATH,
+  HOST_ID_HEADER,
+  parseAgentMessage,
+  type AgentMessage,
+  type ServerMessage,
+} from '../protocol/messages.js';
+
+export interface AgentSessionInfo {
+  hostId: string;
+  bootId: string;
+  agentVersion: string;
+  connectedAt: Date;
+  lastSeen: Date;
+}
+
+export interface GatewayHandlers {
+  /** Resolves true when the token belongs to the host and the host may connect. */
+  authenticate(hostId: string, token: string): Promise<boolean>;
+  onHello(hostId: string, hello: Extract<AgentMessage, { type: 'hello' }>): void;
+  onMessage(hostId: string, msg: AgentMessage): void;
+  onDisconnect(hostId: string): void;
+}
+
+export interface GatewayOptions {
+  host: string;
+  port: number;
+  heartbeatIntervalMs?: number;
+  log?: (line: string) => void;
+}
+
+interface Session extends AgentSessionInfo {
+  socket: WebSocket;
+  alive: boolean;
+}
+
+export class AgentGateway {
+  private readonly http: Server;
+  private readonly wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 16 * 1024 * 1024 });
+  private readonly sessions = new Map<string, Session>();
+  private readonly heartbeatIntervalMs: number;
+  private pinger: NodeJS.Timeout | undefined;
+  private readonly log: (line: string) => void;
+
+  constructor(
+    private readonly opts: GatewayOptions,
+    private readonly handlers: GatewayHandlers,
+  ) {
+    this.heartbeatIntervalMs = opts.heartbeatIntervalMs ?? 5000;
+    this.log = opts.log ?? (() => {});
+    this.http = createServer((_req, res) => {
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ code: 'not_found', message: 'this port serves only the agent channel', hint: `Agents connect to ${AGENT_PATH}.` }));
+    });
+    this.http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      this.onUpgrade(req, socket, head).catch((err: unknown) => {
+        this.log(`agent upgrade failed: ${String(err)}`);
+        reject(socket, 500, 'internal error');
+      });
+    });
+  }
+
+  async listen(): Promise<{ host: string; port: number }> {
+    await new Promise<void>((resolve, reject) => {
+      this.http.once('error', reject);
+      this.http.listen(this.opts.port, this.opts.host, () => {
+        this.http.off('error', reject);
+        resolve();
+      });
+    });
+    this.pinger = setInterval(() => this.checkLiveness(), this.heartbeatIntervalMs);
+    this.pinger.unref();
+    const address = this.http.address();
+    const port = typeof address === 'object' && address ? address.port : this.opts.port;
+    return { host: this.opts.host, port };
+  }
+
+  isConnected(hostId: string): boolean {
+    return this.sessions.has(hostId);
+  }
+
+  session(hostId: string): AgentSessionInfo | undefined {
+    const s = this.sessions.get(hostId);
+    return s ? { hostId: s.hostId, bootId: s.bootId, agentVersion: s.agentVersion, connectedAt: s.connectedAt, lastSeen: s.lastSeen } : undefined;
+  }
+
+  connectedHostIds(): string[] {
+    return [...this.sessions.keys()];
+  }
+
+  send(hostId: string, msg: ServerMessage): boolean {
+    const session = this.sessions.get(hostId);
+    if (!session) return false;
+    session.socket.send(JSON.stringify(msg));
+    return true;
+  }
+
+  /** Drops a host's session (e.g. when the host is terminated). */
+  disconnect(hostId: string, reason: string): void {
+    const session = this.sessions.get(hostId);
+    if (!session) return;
+    this.sessions.delete(hostId);
+    session.socket.close(1000, reason);
+    this.handlers.onDisconnect(hostId);
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.pinger);
+    for (const session of this.sessions.values()) session.socket.terminate();
+    this.sessions.clear();
+    this.wss.close();
+    this.http.closeAllConnections();
+    await new Promise<void>((resolve) => this.http.close(() => resolve()));
+  }
+
+  private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const path = (req.url ?? '').split('?')[0];
+    if (path !== AGENT_PATH) return reject(socket, 404, 'not found');
+    const hostId = header(req, HOST_ID_HEADER);
+    const auth = header(req, 'authorization');
+    const token = auth?.startsWith('Bearer ') ? auth.slice(7) : undefined;
+    if (!hostId || !token || !(await this.handlers.authenticate(hostId, token))) {
+      this.log(`refused an agent connection for host ${hostId ?? '(none)'} from ${req.socket.remoteAddress ?? '?'}: bad credentials`);
+      return reject(socket, 401, 'unauthorized');
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(hostId, ws));
+  }
+
+  private onConnection(hostId: string, ws: WebSocket): void {
+    let session: Session | undefined;
+    ws.on('pong', () => {
+      if (session) {
+        session.alive = true;
+        session.lastSeen = new Date();
+      }
+    });
+    ws.on('message', (data: Buffer) => {
+      const msg = parseAgentMessage(data.toString('utf8'));
+      if (!msg) {
+        this.log(`host ${hostId}: ignored a malformed frame`);
+        return;
+      }
+      if (!session) {
+        if (msg.type !== 'hello' || msg.hostId !== hostId) {
+          ws.close(1008, 'expected hello for this host');
+          return;
+        }
+        const previous = this.sessions.get(hostId);
+        const now = new Date();
+        session = { hostId, bootId: msg.bootId, agentVersion: msg.agentVersion, connectedAt: now, lastSeen: now, socket: ws, alive: true };
+        this.sessions.set(hostId, session);
+        // A newer connection from the same host replaces the old one (the old socket is dead or dying).
+        if (previous) previous.socket.terminate();
+        ws.send(JSON.stringify({ type: 'welcome', heartbeatIntervalMs: this.heartbeatIntervalMs, serverTime: now.toISOString() } satisfies ServerMessage));
+        this.handlers.onHello(hostId, msg);
+        return;
+      }
+      session.lastSeen = new Date();
+      session.alive = true;
+      this.handlers.onMessage(hostId, msg);
+    });
+    ws.on('close', () => {
+      if (session && this.sessions.get(hostId) === session) {
+        this.sessions.delete(hostId);
+        this.handlers.onDisconnect(hostId);
+      }
+    });
+    ws.on('error', () => ws.terminate());
+  }
+
+  private checkLiveness(): void {
+    for (const session of this.sessions.values()) {
+      if (!session.alive) {
+        this.log(`host ${session.hostId}: agent missed its heartbeats; dropping the session`);
+        session.socket.terminate();
+        continue;
+      }
+      session.alive = false;
+      session.socket.ping();
+    }
+  }
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function reject(socket: Duplex, status: number, message: string): void {
+  socket.write(`HTTP/1.1 ${status} ${message}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  socket.destroy();
+}

@@ -1,0 +1,81 @@
+import type { Command } from 'commander';
+import type { HostView } from '../hosts/views.js';
+import { age, collect, formatTags, parseKeyValues, table, type Printer } from './output.js';
+import type { Context } from './context.js';
+
+export function registerHostCommands(program: Command, ctx: Context): void {
+  const host = program.command('host').description('launch, list and remove hosts');
+
+  host
+    .command('launch')
+    .description('launch a host and wait until its agent is connected')
+    .option('--image <dir>', "root filesystem directory (default: this machine's root)")
+    .option('--tag <k=v>', 'tag the host (repeatable)', collect, [])
+    .option('--hostname <name>', 'hostname inside the host (default: its id)')
+    .option('--cpus <n>', 'CPU limit in cores', Number)
+    .option('--memory <MiB>', 'memory limit in MiB', Number)
+    .option('--pids <n>', 'process limit', Number)
+    .option('--json', 'print JSON')
+    .action(async (opts: { image?: string; tag: string[]; hostname?: string; cpus?: number; memory?: number; pids?: number; json?: boolean }) => {
+      const resources = {
+        ...(opts.cpus !== undefined ? { cpus: opts.cpus } : {}),
+        ...(opts.memory !== undefined ? { memoryMiB: opts.memory } : {}),
+        ...(opts.pids !== undefined ? { pids: opts.pids } : {}),
+      };
+      const body = {
+        ...(opts.image ? { image: opts.image } : {}),
+        ...(opts.hostname ? { hostname: opts.hostname } : {}),
+        tags: parseKeyValues(opts.tag, 'tag'),
+        ...(Object.keys(resources).length ? { resources } : {}),
+      };
+      const printer = ctx.printer(opts.json);
+      if (!printer.json) printer.err('launching host… ');
+      const started = Date.now();
+      const view = await ctx.client().post<HostView>('/v1/hosts', body);
+      if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
+      printer.err(`ready in ${Date.now() - started} ms\n`);
+      printHosts(printer, [view]);
+    });
+
+  host
+    .command('ls')
+    .description('list hosts (live and failed; --all adds terminated ones)')
+    .option('--all', 'include terminated hosts')
+    .option('--tag <k=v>', 'only hosts with this tag (repeatable)', collect, [])
+    .option('--json', 'print JSON')
+    .action(async (opts: { all?: boolean; tag: string[]; json?: boolean }) => {
+      parseKeyValues(opts.tag, 'tag');
+      const query = new URLSearchParams();
+      if (opts.all) query.set('all', 'true');
+      for (const t of opts.tag) query.append('tag', t);
+      const { hosts } = await ctx.client().get<{ hosts: HostView[] }>(`/v1/hosts${query.size ? `?${query}` : ''}`);
+      const printer = ctx.printer(opts.json);
+      if (printer.json) return printer.out(`${JSON.stringify(hosts, null, 2)}\n`);
+      printHosts(printer, hosts);
+    });
+
+  host
+    .command('rm')
+    .description('terminate hosts; nothing of them is left on the machine')
+    .argument('<id...>', 'host ids')
+    .option('--json', 'print JSON')
+    .action(async (ids: string[], opts: { json?: boolean }) => {
+      const printer = ctx.printer(opts.json);
+      const removed: HostView[] = [];
+      for (const id of ids) {
+        removed.push(await ctx.client().delete<HostView>(`/v1/hosts/${encodeURIComponent(id)}`));
+        if (!printer.json) printer.out(`${id} terminated\n`);
+      }
+      if (printer.json) printer.out(`${JSON.stringify(removed, null, 2)}\n`);
+    });
+}
+
+function printHosts(printer: Printer, hosts: HostView[]): void {
+  if (hosts.length === 0) return printer.out('no hosts\n');
+  printer.out(
+    table(
+      ['ID', 'STATE', 'HOSTNAME', 'IP', 'AGENT', 'AGE', 'TAGS'],
+      hosts.map((h) => [h.id, h.state, h.hostname, h.ip ?? '-', h.agent.connected ? 'connected' : h.agent.lastSeen ? `seen ${age(h.agent.lastSeen)} ago` : 'never', age(h.createdAt), formatTags(h.tags)]),
+    ),
+  );
+}

@@ -1,0 +1,51 @@
+/** Printing for humans and for machines (`--json`). */
+export interface Printer {
+  json: boolean;
+  out: (text: string) => void;
+  err: (text: string) => void;
+}
+
+export function consolePrinter(json: boolean): Printer {
+  return { json, out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) };
+}
+
+/** A plain aligned table: columns as wide as their widest cell. */
+export function table(headers: string[], rows: string[][]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ').trimEnd();
+  return [line(headers), ...rows.map(line)].join('\n') + '\n';
+}
+
+export function age(iso: string | null, now = Date.now()): string {
+  if (!iso) return '-';
+  const s = Math.max(0, Math.round((now - new Date(iso).getTime()) / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h`;
+  return `${Math.floor(s / 86400)}d`;
+}
+
+export function formatTags(tags: Record<string, string>): string {
+  return Object.entries(tags)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',');
+}
+
+export function parseKeyValues(values: string[], what: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of values) {
+    const eq = item.indexOf('=');
+    if (eq <= 0) throw new UsageError(`${what} "${item}" is not of the form key=value`);
+    out[item.slice(0, eq)] = item.slice(eq + 1);
+  }
+  return out;
+}
+
+/** Bad usage detected by the CLI itself: exit code 2, nothing sent. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}

@@ -1,0 +1,24 @@
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BerthError } from '../core/errors.js';
+
+/** The package root: the nearest directory above this module with a package.json. */
+export function packageRoot(from = dirname(fileURLToPath(import.meta.url))): string {
+  let dir = from;
+  while (!existsSync(join(dir, 'package.json'))) {
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error('berth package root not found');
+    dir = parent;
+  }
+  return dir;
+}
+
+/** Directory of the bundled agent that every host mounts read-only. */
+export function agentBundleDir(): string {
+  const dir = join(packageRoot(), 'dist', 'agent');
+  if (!existsSync(join(dir, 'berth-agent.mjs'))) {
+    throw new BerthError('driver_unavailable', `the agent bundle is missing (${dir}/berth-agent.mjs)`, 'Run `npm run build` in the berth checkout (npm install does it too).');
+  }
+  return dir;
+}

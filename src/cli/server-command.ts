@@ -1,0 +1,61 @@
+import type { Command } from 'commander';
+import { LocalDriver } from '../drivers/local/index.js';
+import { BerthServer } from '../server/berth-server.js';
+import { agentBundleDir } from './paths.js';
+import type { Context } from './context.js';
+
+export interface ServerOptions {
+  port: string;
+  agentPort: string;
+  host: string;
+  bridge?: string;
+  subnet?: string;
+  image?: string;
+}
+
+export function registerServerCommand(program: Command, ctx: Context, env: NodeJS.ProcessEnv): void {
+  program
+    .command('server')
+    .description('run the control plane (API, agent channel, local driver) in the foreground')
+    .option('--port <port>', 'API port', '7070')
+    .option('--host <addr>', 'API listen address', '127.0.0.1')
+    .option('--agent-port <port>', 'port of the agent channel on the bridge address', '7071')
+    .option('--bridge <name>', 'Linux bridge berth owns for its hosts', 'berth0')
+    .option('--subnet <cidr>', 'private IPv4 subnet of the bridge', '10.213.0.0/16')
+    .option('--image <dir>', "default image of hosts: a root filesystem directory (default: this machine's root)", '/')
+    .action(async (opts: ServerOptions) => {
+      const dataDir = ctx.dataDir();
+      const driver = new LocalDriver({
+        stateDir: `${dataDir}/hosts`,
+        agentDir: agentBundleDir(),
+        agentCommand: [process.execPath, '/.berth/agent/berth-agent.mjs'],
+        ...(opts.bridge ? { bridge: opts.bridge } : {}),
+        ...(opts.subnet ? { subnet: opts.subnet } : {}),
+      });
+      const server = await BerthServer.start({
+        dataDir,
+        host: opts.host,
+        port: Number(opts.port),
+        agentPort: Number(opts.agentPort),
+        databaseUrl: env['BERTH_DATABASE_URL'],
+        driver,
+        ...(opts.image ? { defaultImage: opts.image } : {}),
+      });
+      process.stderr.write(
+        `berth server ${server.url}  (store: ${server.store.kind}, data dir: ${dataDir})\n` +
+          `  API docs:  ${server.url}/docs   token: ${dataDir}/token\n` +
+          `  agents:    ${server.agentUrl}\n` +
+          (server.recovered.adopted.length + server.recovered.cleaned.length
+            ? `  recovered: adopted ${server.recovered.adopted.length} host(s), cleaned up ${server.recovered.cleaned.length}\n`
+            : '') +
+          `  try:       berth host launch && berth host ls\n`,
+      );
+      await new Promise<void>((resolve) => {
+        const stop = () => resolve();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+      process.stderr.write('berth server stopping (hosts keep running and are adopted at the next start)\n');
+      await server.stop();
+    });
+}

@@ -1,0 +1,212 @@
+/**
+ * Run Command on the control plane: validates and records a command with one invocation per target
+ * host, delivers it over the agents' connections, and follows every invocation to a terminal status.
+ * Agent events and timeouts are handled in dispatch.ts; this file is the user-facing half.
+ */
+import { EventEmitter } from 'node:events';
+import { aggregateStatus, isTerminal, type InvocationStatus } from '../core/command-status.js';
+import { BerthError } from '../core/errors.js';
+import { newId } from '../core/ids.js';
+import { LIVE_HOST_STATES } from '../core/host-state.js';
+import type { CommandsRepo } from '../store/commands-repo.js';
+import type { HostsRepo } from '../store/hosts-repo.js';
+import type { HostRow } from '../store/schema.js';
+import type { LiveOutput, FollowEvent } from './live-output.js';
+import { toCommandView, type CommandView } from './views.js';
+import type { RunShellScriptParameters, ServerMessage } from '../protocol/messages.js';
+
+export interface SendCommandRequest {
+  targets: { hostIds?: string[] | undefined; tags?: Record<string, string> | undefined };
+  document?: 'RunShellScript';
+  parameters: {
+    commands: string[];
+    workingDirectory?: string | undefined;
+    /** Seconds; default 3600 as in SSM. */
+    executionTimeout?: number | undefined;
+    env?: Record<string, string> | undefined;
+  };
+  /** Seconds a target's agent has to accept the invocation; default 30. */
+  deliveryTimeout?: number | undefined;
+}
+
+/** What the command service needs from the agent channel. */
+export interface AgentSender {
+  isConnected(hostId: string): boolean;
+  send(hostId: string, msg: ServerMessage): boolean;
+}
+
+export interface CommandServiceDeps {
+  commands: CommandsRepo;
+  hosts: HostsRepo;
+  agents: AgentSender;
+  live: LiveOutput;
+}
+
+export const DEFAULT_EXECUTION_TIMEOUT_S = 3600;
+export const DEFAULT_DELIVERY_TIMEOUT_S = 30;
+
+export class CommandService {
+  /** Fires `<commandId>` when a command reaches a terminal status. */
+  readonly completions = new EventEmitter();
+
+  constructor(private readonly deps: CommandServiceDeps) {
+    this.completions.setMaxListeners(0);
+  }
+
+  async send(tenantId: string, req: SendCommandRequest): Promise<CommandView> {
+    const targets = await this.resolveTargets(tenantId, req.targets);
+    const parameters: RunShellScriptParameters = {
+      commands: req.parameters.commands,
+      executionTimeoutSeconds: req.parameters.executionTimeout ?? DEFAULT_EXECUTION_TIMEOUT_S,
+      ...(req.parameters.workingDirectory !== undefined ? { workingDirectory: req.parameters.workingDirectory } : {}),
+      ...(req.parameters.env !== undefined ? { env: req.parameters.env } : {}),
+    };
+    const invocations = targets.map((host) => {
+      const connected = this.deps.agents.isConnected(host.id);
+      return connected
+        ? { hostId: host.id, status: 'Pending' as InvocationStatus, statusDetail: '' }
+        : { hostId: host.id, status: 'Undeliverable' as InvocationStatus, statusDetail: notConnectedMessage(host) };
+    });
+    const id = newId('c');
+    const status = aggregateStatus(invocations.map((i) => i.status));
+    await this.deps.commands.create(
+      {
+        id,
+        tenantId,
+        document: 'RunShellScript',
+        parameters,
+        targets: req.targets,
+        deliveryTimeoutS: req.deliveryTimeout ?? DEFAULT_DELIVERY_TIMEOUT_S,
+        invocations,
+      },
+      status,
+    );
+    for (const inv of invocations) {
+      if (inv.status === 'Pending') this.deliver(id, inv.hostId, parameters);
+    }
+    if (isTerminal(status)) this.completions.emit(id);
+    return this.get(tenantId, id);
+  }
+
+  deliver(commandId: string, hostId: string, parameters: RunShellScriptParameters): boolean {
+    return this.deps.agents.send(hostId, { type: 'run', invocationId: commandId, document: 'RunShellScript', parameters, streamOutput: true });
+  }
+
+  async get(tenantId: string, id: string): Promise<CommandView> {
+    const found = await this.deps.commands.get(tenantId, id);
+    if (!found) throw new BerthError('command_not_found', `command ${id} does not exist`, 'List commands with `berth cmd ls`.');
+    return toCommandView(found.command, found.invocations, this.deps.live);
+  }
+
+  async list(tenantId: string, limit = 50): Promise<CommandView[]> {
+    const rows = await this.deps.commands.list(tenantId, limit);
+    return rows.map((row) => toCommandView(row, []));
+  }
+
+  /** Waits until the command is terminal or `timeoutMs` passes; returns its view either way. */
+  async wait(tenantId: string, id: string, timeoutMs: number, signal?: AbortSignal): Promise<CommandView> {
+    const first = await this.get(tenantId, id);
+    if (isTerminal(first.status as InvocationStatus) || timeoutMs <= 0) return first;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.completions.off(id, done);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.completions.on(id, done);
+      signal?.addEventListener('abort', done);
+    });
+    return this.get(tenantId, id);
+  }
+
+  follow(commandId: string, listener: (event: FollowEvent) => void): () => void {
+    return this.deps.live.subscribe(commandId, listener);
+  }
+
+  /**
+   * Cancels every open invocation: those not yet accepted end Cancelled at once when their agent is
+   * away; the others go to Cancelling until their agent confirms that no process is left.
+   */
+  async cancel(tenantId: string, id: string): Promise<CommandView> {
+    const found = await this.deps.commands.get(tenantId, id);
+    if (!found) throw new BerthError('command_not_found', `command ${id} does not exist`, 'List commands with `berth cmd ls`.');
+    for (const inv of found.invocations) {
+      const status = inv.status as InvocationStatus;
+      if (isTerminal(status) || status === 'Cancelling') continue;
+      const sent = this.deps.agents.send(inv.host_id, { type: 'cancel', invocationId: id });
+      if (sent) {
+        await this.deps.commands.updateInvocation(id, inv.host_id, ['Pending', 'InProgress'], { status: 'Cancelling', statusDetail: 'cancel requested' }, aggregateStatus);
+        this.deps.live.status(id, inv.host_id, 'Cancelling');
+      } else if (status === 'Pending') {
+        await this.settle(id, inv.host_id, ['Pending'], { status: 'Cancelled', statusDetail: 'cancelled before delivery', finishedAt: new Date() });
+      } else {
+        await this.deps.commands.updateInvocation(id, inv.host_id, ['InProgress'], { status: 'Cancelling', statusDetail: 'cancel requested; waiting for the agent to reconnect' }, aggregateStatus);
+      }
+    }
+    return this.get(tenantId, id);
+  }
+
+  /** Moves an invocation to a terminal status and tells waiters and followers. */
+  async settle(
+    commandId: string,
+    hostId: string,
+    from: readonly InvocationStatus[],
+    outcome: Parameters<CommandsRepo['updateInvocation']>[3],
+  ): Promise<boolean> {
+    const commandStatus = await this.deps.commands.updateInvocation(commandId, hostId, from, outcome, aggregateStatus);
+    if (commandStatus === undefined) return false;
+    this.deps.live.status(commandId, hostId, outcome.status);
+    this.deps.live.drop(commandId, hostId);
+    if (isTerminal(commandStatus)) {
+      this.deps.live.done(commandId);
+      this.completions.emit(commandId);
+    }
+    return true;
+  }
+
+  private async resolveTargets(tenantId: string, targets: SendCommandRequest['targets']): Promise<HostRow[]> {
+    const ids = targets.hostIds ?? [];
+    const tags = targets.tags ?? {};
+    if (ids.length === 0 && Object.keys(tags).length === 0) {
+      throw new BerthError('no_targets', 'no targets given', 'Name hosts (`--host ID`) or tags (`--tag k=v`).');
+    }
+    const hosts: HostRow[] = [];
+    for (const id of ids) {
+      const host = await this.deps.hosts.get(tenantId, id);
+      if (!host || host.state === 'terminated') {
+        throw new BerthError('host_not_found', `host ${id} does not exist${host ? ' any more (terminated)' : ''}`, 'List hosts with `berth host ls`.', { hostId: id });
+      }
+      // A host named explicitly must be reachable now: fail at once, and say why, instead of queueing
+      // work that cannot be delivered (SSM's opaque InvalidInstanceId).
+      if (!this.deps.agents.isConnected(id)) {
+        throw new BerthError('host_not_connected', notConnectedMessage(host), 'Check the host with `berth host ls`; relaunch it if it is lost.', {
+          hostId: id,
+          state: host.state,
+          agentLastSeen: host.agent_last_seen ? new Date(host.agent_last_seen).toISOString() : null,
+        });
+      }
+      hosts.push(host);
+    }
+    if (Object.keys(tags).length > 0) {
+      const byTag = await this.deps.hosts.list(tenantId, { states: LIVE_HOST_STATES, tags });
+      for (const host of byTag) if (!hosts.some((h) => h.id === host.id)) hosts.push(host);
+      if (byTag.length === 0 && ids.length === 0) {
+        throw new BerthError('no_targets', `no live host has the tags ${formatTags(tags)}`, 'List hosts and their tags with `berth host ls`.');
+      }
+    }
+    return hosts;
+  }
+}
+
+export function notConnectedMessage(host: HostRow): string {
+  const seen = host.agent_last_seen ? `agent last seen ${new Date(host.agent_last_seen).toISOString()}` : 'its agent has never connected';
+  return `host ${host.id} (${host.hostname}) is ${host.state} and its agent is not connected; ${seen}`;
+}
+
+function formatTags(tags: Record<string, string>): string {
+  return Object.entries(tags)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',');
+}

@@ -1,0 +1,137 @@
+/**
+ * The agent-facing half of Run Command: reconciles invocations when an agent (re)connects, records
+ * what agents report, and enforces deadlines so no invocation stays open forever (SSM's invocations
+ * stuck InProgress): delivery timeout for invocations never accepted, and a watchdog past the
+ * execution timeout for agents that went silent.
+ */
+import { aggregateStatus } from '../core/command-status.js';
+import type { AgentMessage, InvocationResult, RunShellScriptParameters } from '../protocol/messages.js';
+import type { CommandsRepo, InvocationOutcome, OpenInvocation } from '../store/commands-repo.js';
+import type { AgentSender, CommandService } from './command-service.js';
+import type { LiveOutput } from './live-output.js';
+
+export interface DispatcherDeps {
+  service: CommandService;
+  commands: CommandsRepo;
+  agents: AgentSender;
+  live: LiveOutput;
+  log: (line: string) => void;
+  /** Extra time past the execution timeout (and kill grace) before the watchdog gives up on an agent. */
+  watchdogSlackMs?: number;
+}
+
+type Hello = Extract<AgentMessage, { type: 'hello' }>;
+
+export class CommandDispatcher {
+  private readonly slackMs: number;
+
+  constructor(private readonly deps: DispatcherDeps) {
+    this.slackMs = deps.watchdogSlackMs ?? 60_000;
+  }
+
+  async onHello(hostId: string, hello: Hello): Promise<void> {
+    const known = new Map(hello.invocations.map((inv) => [inv.invocationId, inv]));
+    for (const inv of hello.invocations) {
+      if (inv.state === 'finished' && inv.result) await this.onResult(hostId, inv.invocationId, inv.result);
+    }
+    for (const open of await this.deps.commands.openInvocations({ hostId })) {
+      const seen = known.get(open.commandId);
+      if (seen?.state === 'finished') continue;
+      if (seen?.state === 'running') {
+        if (open.status === 'Pending') await this.markStarted(hostId, open.commandId, seen.startedAt);
+        if (open.status === 'Cancelling') this.deps.agents.send(hostId, { type: 'cancel', invocationId: open.commandId });
+        continue;
+      }
+      if (open.status === 'Pending') {
+        this.deps.service.deliver(open.commandId, hostId, open.parameters as RunShellScriptParameters);
+      } else {
+        // Accepted earlier, but this agent has no record of it: its state was lost with a reset host.
+        await this.deps.service.settle(open.commandId, hostId, [open.status], {
+          status: open.status === 'Cancelling' ? 'Cancelled' : 'Failed',
+          statusDetail: 'the agent reconnected without any record of this command (its state was reset); the outcome is unknown',
+          finishedAt: new Date(),
+        });
+      }
+    }
+  }
+
+  async onMessage(hostId: string, msg: AgentMessage): Promise<void> {
+    switch (msg.type) {
+      case 'accepted':
+        await this.markStarted(hostId, msg.invocationId, msg.startedAt);
+        return;
+      case 'output':
+        this.deps.live.append(msg.invocationId, hostId, msg.stream, msg.data);
+        return;
+      case 'result':
+        await this.onResult(hostId, msg.invocationId, msg.result);
+        return;
+      case 'heartbeat':
+      case 'hello':
+        return;
+    }
+  }
+
+  /** The host is gone (terminated or lost): its open invocations can never report. */
+  async failOpenForHost(hostId: string, detail: string): Promise<void> {
+    for (const open of await this.deps.commands.openInvocations({ hostId })) {
+      await this.deps.service.settle(open.commandId, hostId, [open.status], {
+        status: open.status === 'Cancelling' ? 'Cancelled' : 'Failed',
+        statusDetail: detail,
+        finishedAt: new Date(),
+      });
+    }
+  }
+
+  /** Enforces delivery timeouts and the execution watchdog; called periodically. */
+  async sweep(now = new Date()): Promise<void> {
+    for (const open of await this.deps.commands.openInvocations()) {
+      const outcome = this.overdue(open, now);
+      if (!outcome) continue;
+      if (open.status !== 'Pending') this.deps.agents.send(open.hostId, { type: 'cancel', invocationId: open.commandId });
+      await this.deps.service.settle(open.commandId, open.hostId, [open.status], outcome);
+    }
+  }
+
+  private overdue(open: OpenInvocation, now: Date): InvocationOutcome | undefined {
+    if (open.status === 'Pending') {
+      const deadline = open.createdAt.getTime() + open.deliveryTimeoutS * 1000;
+      if (now.getTime() < deadline) return undefined;
+      const why = this.deps.agents.isConnected(open.hostId) ? 'the agent did not accept it' : 'the agent was not connected';
+      return { status: 'DeliveryTimedOut', statusDetail: `not delivered within ${open.deliveryTimeoutS} s: ${why}`, finishedAt: now };
+    }
+    const timeoutS = Number(open.parameters['executionTimeoutSeconds'] ?? 3600);
+    const started = (open.startedAt ?? open.createdAt).getTime();
+    if (now.getTime() < started + timeoutS * 1000 + this.slackMs) return undefined;
+    return {
+      status: open.status === 'Cancelling' ? 'Cancelled' : 'TimedOut',
+      statusDetail: `no result from the agent ${Math.round(this.slackMs / 1000)} s past the ${timeoutS} s execution timeout; the agent is ${this.deps.agents.isConnected(open.hostId) ? 'connected but silent' : 'not connected'}`,
+      finishedAt: now,
+    };
+  }
+
+  private async markStarted(hostId: string, commandId: string, startedAt: string | undefined): Promise<void> {
+    const changed = await this.deps.commands.updateInvocation(
+      commandId,
+      hostId,
+      ['Pending'],
+      { status: 'InProgress', statusDetail: '', startedAt: startedAt ? new Date(startedAt) : new Date() },
+      aggregateStatus,
+    );
+    if (changed) this.deps.live.status(commandId, hostId, 'InProgress');
+  }
+
+  private async onResult(hostId: string, commandId: string, result: InvocationResult): Promise<void> {
+    await this.deps.service.settle(commandId, hostId, ['Pending', 'InProgress', 'Cancelling'], {
+      status: result.status,
+      statusDetail: result.statusDetail,
+      exitCodes: result.exitCodes,
+      stdout: result.stdout,
+      stderr: result.stderr,
+      startedAt: new Date(result.startedAt),
+      finishedAt: new Date(result.finishedAt),
+    });
+    // Acknowledge even when nothing changed (a duplicate), so the agent can forget it.
+    this.deps.agents.send(hostId, { type: 'ack', invocationId: commandId });
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * Typed errors with stable codes. Every error a user can see carries a code (stable, machine-readable),
+ * a message (what happened) and a hint (what to do next). The HTTP layer maps `status`; the CLI maps
+ * 4xx to exit code 2 (bad usage) and everything else to 1.
+ */
+export type ErrorCode =
+  | 'bad_request'
+  | 'validation_failed'
+  | 'unauthorized'
+  | 'not_found'
+  | 'host_not_found'
+  | 'command_not_found'
+  | 'host_not_connected'
+  | 'no_targets'
+  | 'conflict'
+  | 'invalid_state'
+  | 'driver_unavailable'
+  | 'launch_failed'
+  | 'agent_unauthorized'
+  | 'deadline_exceeded'
+  | 'server_unreachable'
+  | 'internal';
+
+const STATUS: Record<ErrorCode, number> = {
+  bad_request: 400,
+  validation_failed: 400,
+  unauthorized: 401,
+  not_found: 404,
+  host_not_found: 404,
+  command_not_found: 404,
+  host_not_connected: 409,
+  no_targets: 400,
+  conflict: 409,
+  invalid_state: 409,
+  driver_unavailable: 503,
+  launch_failed: 500,
+  agent_unauthorized: 401,
+  deadline_exceeded: 504,
+  server_unreachable: 503,
+  internal: 500,
+};
+
+export interface ErrorBody {
+  code: ErrorCode;
+  message: string;
+  hint: string;
+  details?: Record<string, unknown>;
+}
+
+export class BerthError extends Error {
+  readonly code: ErrorCode;
+  readonly hint: string;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, hint: string, details?: Record<string, unknown>, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'BerthError';
+    this.code = code;
+    this.hint = hint;
+    this.details = details;
+  }
+
+  get status(): number {
+    return STATUS[this.code];
+  }
+
+  toJSON(): ErrorBody {
+    const body: ErrorBody = { code: this.code, message: this.message, hint: this.hint };
+    if (this.details) body.details = this.details;
+    return body;
+  }
+}
+
+export function isBerthError(err: unknown): err is BerthError {
+  return err instanceof BerthError;
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,216 @@
+/**
+ * Hosts on the control plane: launch through the driver, track the agent's enrolment, terminate, and
+ * after a restart adopt what still runs and clean up everything else (nothing is ever leaked).
+ */
+import { EventEmitter } from 'node:events';
+import { timingSafeEqual } from 'node:crypto';
+import { BerthError, errorMessage } from '../core/errors.js';
+import { hashSecret, newId, newSecret } from '../core/ids.js';
+import { LIVE_HOST_STATES, type HostState } from '../core/host-state.js';
+import type { HostDriver, HostResources } from '../drivers/types.js';
+import type { HostsRepo } from '../store/hosts-repo.js';
+import type { HostRow } from '../store/schema.js';
+import { toHostView, type HostView } from './views.js';
+
+export interface LaunchRequest {
+  image?: string | undefined;
+  hostname?: string | undefined;
+  tags?: Record<string, string> | undefined;
+  resources?: HostResources | undefined;
+}
+
+export interface AgentPresence {
+  isConnected(hostId: string): boolean;
+  disconnect(hostId: string, reason: string): void;
+}
+
+export interface HostServiceDeps {
+  hosts: HostsRepo;
+  driver: HostDriver;
+  agents: AgentPresence;
+  /** URL agents dial, as seen from inside a host. */
+  agentUrl: string;
+  defaultImage: string;
+  defaultResources: HostResources;
+  /** Called when a host is gone for good, so its open work can be settled. */
+  onHostGone: (hostId: string, detail: string) => Promise<void>;
+  log: (line: string) => void;
+  /** A host whose agent has not enrolled by then is failed and cleaned up. */
+  bootTimeoutMs?: number;
+}
+
+export class HostService {
+  private readonly readyEvents = new EventEmitter();
+
+  constructor(private readonly deps: HostServiceDeps) {
+    this.readyEvents.setMaxListeners(0);
+  }
+
+  async launch(tenantId: string, req: LaunchRequest, opts: { waitMs?: number; signal?: AbortSignal } = {}): Promise<HostView> {
+    const id = newId('h');
+    const token = newSecret();
+    const hostname = req.hostname ?? id;
+    const image = req.image ?? this.deps.defaultImage;
+    const resources = { ...this.deps.defaultResources, ...(req.resources ?? {}) };
+    const tags = req.tags ?? {};
+    await this.deps.hosts.insert({ id, tenantId, driver: this.deps.driver.name, image, hostname, tags, resources: { ...resources }, agentTokenHash: hashSecret(token) });
+    const ready = opts.waitMs ? this.waitReady(id, opts.waitMs, opts.signal) : undefined;
+    try {
+      const launched = await this.deps.driver.launch(
+        { id, hostname, image, tags, resources, agent: { hostId: id, token, serverUrl: this.deps.agentUrl } },
+        opts.signal ? { signal: opts.signal } : {},
+      );
+      await this.deps.hosts.setLaunched(id, launched.ip, launched.driverData);
+      // The agent may already have enrolled (launching -> running) before launch() returned.
+      await this.deps.hosts.transition(id, ['launching'], 'booting');
+    } catch (err) {
+      ready?.catch(() => undefined);
+      await this.deps.hosts.transition(id, ['launching'], 'failed', { reason: `launch failed: ${errorMessage(err)}` });
+      await this.deps.driver.terminate(id, {}).catch((cleanupErr: unknown) => this.deps.log(`host ${id}: cleanup after failed launch: ${errorMessage(cleanupErr)}`));
+      if (err instanceof BerthError) throw err;
+      throw new BerthError('launch_failed', `host ${id} failed to launch: ${errorMessage(err)}`, 'See the server log; check the image directory exists and the machine supports namespaces.', { hostId: id }, { cause: err });
+    }
+    if (ready) {
+      try {
+        await ready;
+      } catch (err) {
+        if (!(err instanceof BerthError) || err.code !== 'deadline_exceeded') throw err;
+        await this.terminate(tenantId, id, `agent did not enrol within ${opts.waitMs} ms`);
+        throw err;
+      }
+    }
+    return this.get(tenantId, id);
+  }
+
+  async get(tenantId: string, id: string): Promise<HostView> {
+    const row = await this.deps.hosts.get(tenantId, id);
+    if (!row) throw new BerthError('host_not_found', `host ${id} does not exist`, 'List hosts with `berth host ls`.', { hostId: id });
+    return toHostView(row, this.deps.agents.isConnected(id));
+  }
+
+  async list(tenantId: string, opts: { all?: boolean; tags?: Record<string, string> } = {}): Promise<HostView[]> {
+    const rows = await this.deps.hosts.list(tenantId, { ...(opts.all ? {} : { states: [...LIVE_HOST_STATES, 'failed'] }), ...(opts.tags ? { tags: opts.tags } : {}) });
+    return rows.map((row) => toHostView(row, this.deps.agents.isConnected(row.id)));
+  }
+
+  async terminate(tenantId: string, id: string, reason = 'terminated by request'): Promise<HostView> {
+    const row = await this.deps.hosts.get(tenantId, id);
+    if (!row) throw new BerthError('host_not_found', `host ${id} does not exist`, 'List hosts with `berth host ls`.', { hostId: id });
+    if (row.state === 'terminated') return toHostView(row, false);
+    await this.deps.hosts.transition(id, ['launching', 'booting', 'running', 'lost', 'failed', 'terminating'], 'terminating', { reason });
+    await this.cleanUp(row, reason);
+    return this.get(tenantId, id);
+  }
+
+  /** Verifies an agent's credentials: the token must be the one issued to this very host. */
+  async authenticate(hostId: string, token: string): Promise<boolean> {
+    const row = await this.deps.hosts.getAnyTenant(hostId);
+    if (!row || !(['booting', 'running', 'lost', 'launching'] as string[]).includes(row.state)) return false;
+    const given = Buffer.from(hashSecret(token));
+    const stored = Buffer.from(row.agent_token_hash);
+    return given.length === stored.length && timingSafeEqual(given, stored);
+  }
+
+  async onAgentConnected(hostId: string, version: string): Promise<void> {
+    const now = new Date();
+    await this.deps.hosts.setAgent(hostId, true, now, version);
+    const row = await this.deps.hosts.transition(hostId, ['launching', 'booting', 'lost'], 'running', { readyAt: now, reason: '' });
+    if (row || (await this.deps.hosts.getAnyTenant(hostId))?.state === 'running') this.readyEvents.emit(hostId);
+  }
+
+  async onAgentDisconnected(hostId: string): Promise<void> {
+    await this.deps.hosts.setAgent(hostId, false, new Date());
+  }
+
+  /**
+   * After a control-plane restart: hosts whose processes still run are adopted (their agents
+   * reconnect by themselves); hosts that died, were mid-launch or mid-termination are cleaned up;
+   * anything the driver finds that the store does not know as live is removed.
+   */
+  async recover(): Promise<{ adopted: string[]; cleaned: string[] }> {
+    await this.deps.hosts.markAllDisconnected();
+    const adopted: string[] = [];
+    const cleaned: string[] = [];
+    const live = await this.deps.hosts.listInStates(LIVE_HOST_STATES);
+    for (const row of live) {
+      if (row.state === 'launching' || row.state === 'terminating') {
+        await this.deps.hosts.transition(row.id, [row.state as HostState], 'terminating', { reason: `control plane restarted while the host was ${row.state}` });
+        await this.cleanUp(row, `control plane restarted while the host was ${row.state}`);
+        cleaned.push(row.id);
+        continue;
+      }
+      const described = await this.deps.driver.describe(row.id, row.driver_data).catch((err: unknown) => ({ state: 'gone' as const, reason: errorMessage(err) }));
+      if (described.state === 'running') {
+        adopted.push(row.id);
+      } else {
+        await this.markLost(row, described.reason ?? `host is ${described.state}`);
+        cleaned.push(row.id);
+      }
+    }
+    const known = new Set(live.filter((r) => adopted.includes(r.id)).map((r) => r.id));
+    for (const found of await this.deps.driver.list()) {
+      if (known.has(found.id)) continue;
+      await this.deps.driver.terminate(found.id, found.driverData).catch((err: unknown) => this.deps.log(`host ${found.id}: cleanup of unknown host failed: ${errorMessage(err)}`));
+      if (!cleaned.includes(found.id)) cleaned.push(found.id);
+    }
+    return { adopted, cleaned };
+  }
+
+  /** Periodic check: hosts whose processes died are marked lost and cleaned; hosts that never enrol fail. */
+  async monitor(now = new Date()): Promise<void> {
+    const bootTimeoutMs = this.deps.bootTimeoutMs ?? 60_000;
+    for (const row of await this.deps.hosts.listInStates(['booting', 'running', 'lost'])) {
+      if (this.deps.agents.isConnected(row.id)) continue;
+      const described = await this.deps.driver.describe(row.id, row.driver_data).catch(() => ({ state: 'running' as const, reason: undefined }));
+      if (described.state !== 'running') {
+        await this.markLost(row, described.reason ?? `host is ${described.state}`);
+      } else if (row.state === 'booting' && now.getTime() - new Date(row.created_at).getTime() > bootTimeoutMs) {
+        await this.deps.hosts.transition(row.id, ['booting'], 'terminating', { reason: `agent never enrolled within ${bootTimeoutMs / 1000} s` });
+        await this.cleanUp(row, 'agent never enrolled');
+      }
+    }
+  }
+
+  private async markLost(row: HostRow, why: string): Promise<void> {
+    this.deps.log(`host ${row.id}: lost (${why}); cleaning up`);
+    await this.deps.hosts.transition(row.id, ['booting', 'running', 'lost'], 'lost', { reason: why });
+    await this.deps.hosts.transition(row.id, ['lost'], 'terminating', { reason: `lost: ${why}` });
+    await this.cleanUp(row, `host lost: ${why}`);
+  }
+
+  private async cleanUp(row: HostRow, reason: string): Promise<void> {
+    this.deps.agents.disconnect(row.id, reason);
+    try {
+      await this.deps.driver.terminate(row.id, row.driver_data);
+    } catch (err) {
+      await this.deps.hosts.transition(row.id, ['terminating'], 'failed', { reason: `termination failed: ${errorMessage(err)}` });
+      throw new BerthError('internal', `host ${row.id} could not be terminated: ${errorMessage(err)}`, 'Retry `berth host rm`; see the server log for what was left.', { hostId: row.id }, { cause: err });
+    }
+    await this.deps.hosts.transition(row.id, ['terminating'], 'terminated', { terminatedAt: new Date() });
+    await this.deps.onHostGone(row.id, `the host was terminated (${reason})`);
+  }
+
+  private waitReady(id: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.readyEvents.off(id, onReady);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const onReady = () => {
+        cleanup();
+        resolve();
+      };
+      const onAbort = () => {
+        cleanup();
+        reject(new BerthError('deadline_exceeded', `host ${id}: waiting for its agent was aborted`, 'Retry the launch.'));
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new BerthError('deadline_exceeded', `host ${id}: its agent did not enrol within ${timeoutMs} ms`, 'Check the host console log in the data dir, and that hosts can reach the server on the bridge.', { hostId: id }));
+      }, timeoutMs);
+      this.readyEvents.on(id, onReady);
+      signal?.addEventListener('abort', onAbort);
+    });
+  }
+}

@@ -1,0 +1,37 @@
+import type { HostRow } from '../store/schema.js';
+
+export interface HostView {
+  id: string;
+  state: string;
+  stateReason: string;
+  hostname: string;
+  ip: string | null;
+  image: string;
+  driver: string;
+  tags: Record<string, string>;
+  resources: Record<string, number>;
+  agent: { connected: boolean; lastSeen: string | null; version: string | null };
+  createdAt: string;
+  readyAt: string | null;
+  terminatedAt: string | null;
+}
+
+const iso = (d: Date | null): string | null => (d ? new Date(d).toISOString() : null);
+
+export function toHostView(row: HostRow, connected: boolean): HostView {
+  return {
+    id: row.id,
+    state: row.state,
+    stateReason: row.state_reason,
+    hostname: row.hostname,
+    ip: row.ip,
+    image: row.image,
+    driver: row.driver,
+    tags: row.tags,
+    resources: row.resources,
+    agent: { connected, lastSeen: iso(row.agent_last_seen), version: row.agent_version },
+    createdAt: new Date(row.created_at).toISOString(),
+    readyAt: iso(row.ready_at),
+    terminatedAt: iso(row.terminated_at),
+  };
+}

@@ -1,0 +1,161 @@
+/**
+ * Process wiring of the control plane: store, driver, agent gateway, services, HTTP API and the
+ * periodic loops. Everything enters through the config; nothing reads globals.
+ */
+import type { FastifyInstance } from 'fastify';
+import { CommandService } from '../commands/command-service.js';
+import { CommandDispatcher } from '../commands/dispatch.js';
+import { LiveOutput } from '../commands/live-output.js';
+import { errorMessage } from '../core/errors.js';
+import { hashSecret } from '../core/ids.js';
+import { DEFAULT_TENANT } from '../store/migrations.js';
+import type { HostDriver, HostResources } from '../drivers/types.js';
+import { AgentGateway } from '../agents/gateway.js';
+import { HostService } from '../hosts/host-service.js';
+import { CommandsRepo } from '../store/commands-repo.js';
+import { HostsRepo } from '../store/hosts-repo.js';
+import { openStore, type Store } from '../store/store.js';
+import { TokensRepo } from '../store/tokens-repo.js';
+import { AGENT_PATH } from '../protocol/messages.js';
+import { DataDir } from './data-dir.js';
+import { buildApp } from './http/app.js';
+
+export const VERSION = '0.1.0';
+
+export interface ServerConfig {
+  dataDir: string;
+  /** API listen address; loopback by default. */
+  host?: string;
+  /** API port; 0 picks a free one. */
+  port?: number;
+  /** Agent channel port on the driver's agent address; 0 picks a free one. */
+  agentPort?: number;
+  databaseUrl?: string | undefined;
+  driver: HostDriver;
+  defaultImage?: string;
+  defaultResources?: HostResources;
+  /** Log to stdout (pino JSON); false in tests. */
+  logger?: boolean | { level: string };
+  log?: (line: string) => void;
+  heartbeatIntervalMs?: number;
+  sweepIntervalMs?: number;
+  monitorIntervalMs?: number;
+}
+
+export class BerthServer {
+  private timers: NodeJS.Timeout[] = [];
+  private stopped = false;
+
+  private constructor(
+    readonly url: string,
+    readonly agentUrl: string,
+    readonly token: string,
+    readonly store: Store,
+    readonly hosts: HostService,
+    readonly commands: CommandService,
+    private readonly app: FastifyInstance,
+    private readonly gateway: AgentGateway,
+    private readonly dataDir: DataDir,
+    readonly recovered: { adopted: string[]; cleaned: string[] },
+  ) {}
+
+  static async start(config: ServerConfig): Promise<BerthServer> {
+    const log = config.log ?? ((line: string) => process.stderr.write(`berth: ${line}\n`));
+    const dataDir = new DataDir(config.dataDir);
+    dataDir.lock();
+    const driverInfo = await config.driver.init();
+    const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+    try {
+      const { token } = dataDir.token();
+      const tokens = new TokensRepo(store.db);
+      await tokens.add(`t-default`, DEFAULT_TENANT, 'default', hashSecret(token));
+      const hostsRepo = new HostsRepo(store.db);
+      const commandsRepo = new CommandsRepo(store.db);
+      const live = new LiveOutput(64 * 1024);
+
+      // The gateway and the services refer to each other through these late-bound handlers.
+      let hostService: HostService | undefined;
+      let dispatcher: CommandDispatcher | undefined;
+      const report = (what: string) => (err: unknown) => log(`${what}: ${errorMessage(err)}`);
+      const gateway = new AgentGateway(
+        { host: driverInfo.agentListenHost, port: config.agentPort ?? 7071, heartbeatIntervalMs: config.heartbeatIntervalMs ?? 5000, log },
+        {
+          authenticate: (hostId, token) => hostService?.authenticate(hostId, token) ?? Promise.resolve(false),
+          onHello: (hostId, hello) => {
+            void (async () => {
+              await hostService?.onAgentConnected(hostId, hello.agentVersion);
+              await dispatcher?.onHello(hostId, hello);
+            })().catch(report(`host ${hostId}: enrolment`));
+          },
+          onMessage: (hostId, msg) => void dispatcher?.onMessage(hostId, msg).catch(report(`host ${hostId}: ${msg.type}`)),
+          onDisconnect: (hostId) => void hostService?.onAgentDisconnected(hostId).catch(report(`host ${hostId}: disconnect`)),
+        },
+      );
+      const agentAddress = await gateway.listen();
+      const agentUrl = `ws://${agentAddress.host}:${agentAddress.port}${AGENT_PATH}`;
+
+      const commands = new CommandService({ commands: commandsRepo, hosts: hostsRepo, agents: gateway, live });
+      dispatcher = new CommandDispatcher({ service: commands, commands: commandsRepo, agents: gateway, live, log });
+      const hostsService = new HostService({
+        hosts: hostsRepo,
+        driver: config.driver,
+        agents: gateway,
+        agentUrl,
+        defaultImage: config.defaultImage ?? '/',
+        defaultResources: config.defaultResources ?? { cpus: 1, memoryMiB: 1024, pids: 512 },
+        onHostGone: (hostId, detail) => dispatcher.failOpenForHost(hostId, detail),
+        log,
+      });
+      hostService = hostsService;
+      const recovered = await hostsService.recover();
+      if (recovered.adopted.length + recovered.cleaned.length > 0) {
+        log(`recovered after restart: adopted ${recovered.adopted.length} host(s), cleaned up ${recovered.cleaned.length}`);
+      }
+
+      const app = await buildApp({
+        hosts: hostsService,
+        commands,
+        lookupToken: (hash) => tokens.tenantFor(hash),
+        health: () => Promise.resolve({ store: store.kind, driver: config.driver.name, agentsConnected: gateway.connectedHostIds().length }),
+        version: VERSION,
+        logger: config.logger ?? false,
+      });
+      const address = await app.listen({ host: config.host ?? '127.0.0.1', port: config.port ?? 7070 });
+      const server = new BerthServer(address, agentUrl, token, store, hostsService, commands, app, gateway, dataDir, recovered);
+      dataDir.writeServerInfo({ url: address, pid: process.pid, agentUrl, startedAt: new Date().toISOString() });
+      server.loop(config.sweepIntervalMs ?? 500, () => dispatcher.sweep(), report('command sweep'));
+      server.loop(config.monitorIntervalMs ?? 2000, () => hostsService.monitor(), report('host monitor'));
+      return server;
+    } catch (err) {
+      await store.close();
+      dataDir.unlock();
+      throw err;
+    }
+  }
+
+  /** Stops serving. Hosts keep running (they are adopted at the next start). */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const timer of this.timers) clearInterval(timer);
+    await this.app.close();
+    await this.gateway.close();
+    await this.store.close();
+    this.dataDir.unlock();
+  }
+
+  private loop(intervalMs: number, task: () => Promise<void>, onError: (err: unknown) => void): void {
+    let running = false;
+    const timer = setInterval(() => {
+      if (running || this.stopped) return;
+      running = true;
+      task()
+        .catch(onError)
+        .finally(() => {
+          running = false;
+        });
+    }, intervalMs);
+    timer.unref();
+    this.timers.push(timer);
+  }
+}

@@ -1,0 +1,78 @@
+/**
+ * The server's data dir: the embedded store, the API token, the running server's address (so the CLI
+ * needs no configuration on the same machine), a lock against two servers on one store, and the
+ * hosts' state.
+ */
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { BerthError } from '../core/errors.js';
+import { newSecret } from '../core/ids.js';
+
+export function defaultDataDir(home = homedir()): string {
+  return join(home, '.berth');
+}
+
+export interface ServerInfo {
+  url: string;
+  pid: number;
+  agentUrl: string;
+  startedAt: string;
+}
+
+export class DataDir {
+  constructor(readonly path: string) {
+    mkdirSync(path, { recursive: true, mode: 0o700 });
+  }
+
+  get hostsDir(): string {
+    return join(this.path, 'hosts');
+  }
+
+  /** The API token: created at first start, kept (mode 0600) for the CLI and for later starts. */
+  token(): { token: string; created: boolean } {
+    const file = join(this.path, 'token');
+    if (existsSync(file)) return { token: readFileSync(file, 'utf8').trim(), created: false };
+    const token = newSecret();
+    writeFileSync(file, `${token}\n`, { mode: 0o600 });
+    return { token, created: true };
+  }
+
+  /** Takes the data dir for this process; refuses when another live server holds it. */
+  lock(pid = process.pid): void {
+    const file = join(this.path, 'server.pid');
+    if (existsSync(file)) {
+      const other = Number(readFileSync(file, 'utf8').trim());
+      if (other && other !== pid && isAlive(other)) {
+        throw new BerthError('conflict', `another berth server (pid ${other}) is using ${this.path}`, 'Stop it first, or start this one with a different --data-dir.');
+      }
+    }
+    writeFileSync(file, `${pid}\n`);
+  }
+
+  unlock(): void {
+    rmSync(join(this.path, 'server.pid'), { force: true });
+    rmSync(join(this.path, 'server.json'), { force: true });
+  }
+
+  writeServerInfo(info: ServerInfo): void {
+    writeFileSync(join(this.path, 'server.json'), `${JSON.stringify(info, null, 2)}\n`, { mode: 0o600 });
+  }
+
+  readServerInfo(): ServerInfo | undefined {
+    try {
+      return JSON.parse(readFileSync(join(this.path, 'server.json'), 'utf8')) as ServerInfo;
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,49 @@
+/** The HTTP API: fastify with zod schemas, OpenAPI at /openapi.json, browsable docs at /docs. */
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import type { CommandService } from '../../commands/command-service.js';
+import type { HostService } from '../../hosts/host-service.js';
+import { installAuth, type TokenLookup } from './auth.js';
+import { installErrorHandling } from './errors.js';
+import { commandRoutes } from './routes-commands.js';
+import { hostRoutes } from './routes-hosts.js';
+
+export interface AppDeps {
+  hosts: HostService;
+  commands: CommandService;
+  lookupToken: TokenLookup;
+  health: () => Promise<Record<string, unknown>>;
+  version: string;
+  logger: boolean | { level: string };
+}
+
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({ logger: deps.logger, disableRequestLogging: true, bodyLimit: 8 * 1024 * 1024 }).withTypeProvider<ZodTypeProvider>();
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  installErrorHandling(app);
+  installAuth(app, deps.lookupToken);
+
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'berth', version: deps.version, description: 'Ready, isolated hosts in milliseconds.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+    transform: jsonSchemaTransform,
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  app.get(
+    '/v1/health',
+    { schema: { tags: ['server'], summary: 'Liveness (no token needed)', security: [], response: { 200: z.record(z.string(), z.unknown()) } } },
+    async () => ({ ok: true, version: deps.version, ...(await deps.health()) }),
+  );
+  await app.register(hostRoutes(deps.hosts));
+  await app.register(commandRoutes(deps.commands));
+  return app;
+}

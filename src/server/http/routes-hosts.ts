@@ -1,0 +1,37 @@
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import type { HostService } from '../../hosts/host-service.js';
+import { errorBody, hostIdParams, hostView, launchHostBody, listHostsQuery } from './schemas.js';
+import { parseTagList } from './tags.js';
+
+export function hostRoutes(hosts: HostService): FastifyPluginAsyncZod {
+  return async (app) => {
+    app.post(
+      '/v1/hosts',
+      { schema: { tags: ['hosts'], summary: 'Launch a host', body: launchHostBody, response: { 201: hostView, '4xx': errorBody, '5xx': errorBody } } },
+      async (request, reply) => {
+        const { wait, waitTimeout, ...spec } = request.body;
+        const host = await hosts.launch(request.tenantId, spec, wait ? { waitMs: waitTimeout * 1000 } : {});
+        return reply.status(201).send(host);
+      },
+    );
+    app.get(
+      '/v1/hosts',
+      { schema: { tags: ['hosts'], summary: 'List hosts', querystring: listHostsQuery, response: { 200: z.object({ hosts: z.array(hostView) }), '4xx': errorBody } } },
+      async (request) => {
+        const tags = parseTagList(request.query.tag);
+        return { hosts: await hosts.list(request.tenantId, { all: request.query.all === 'true', ...(tags ? { tags } : {}) }) };
+      },
+    );
+    app.get(
+      '/v1/hosts/:id',
+      { schema: { tags: ['hosts'], summary: 'Describe a host', params: hostIdParams, response: { 200: hostView, '4xx': errorBody } } },
+      async (request) => hosts.get(request.tenantId, request.params.id),
+    );
+    app.delete(
+      '/v1/hosts/:id',
+      { schema: { tags: ['hosts'], summary: 'Terminate a host', params: hostIdParams, response: { 200: hostView, '4xx': errorBody, '5xx': errorBody } } },
+      async (request) => hosts.terminate(request.tenantId, request.params.id),
+    );
+  };
+}

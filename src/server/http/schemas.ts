@@ -1,0 +1,106 @@
+/** Request and response schemas of the HTTP API: validation and the OpenAPI document come from these. */
+import { z } from 'zod';
+
+const tags = z.record(z.string().min(1).max(128), z.string().max(256));
+
+export const errorBody = z.object({
+  code: z.string(),
+  message: z.string(),
+  hint: z.string(),
+  details: z.record(z.string(), z.unknown()).optional(),
+});
+
+export const hostView = z.object({
+  id: z.string(),
+  state: z.string(),
+  stateReason: z.string(),
+  hostname: z.string(),
+  ip: z.string().nullable(),
+  image: z.string(),
+  driver: z.string(),
+  tags: z.record(z.string(), z.string()),
+  resources: z.record(z.string(), z.number()),
+  agent: z.object({ connected: z.boolean(), lastSeen: z.string().nullable(), version: z.string().nullable() }),
+  createdAt: z.string(),
+  readyAt: z.string().nullable(),
+  terminatedAt: z.string().nullable(),
+});
+
+export const launchHostBody = z
+  .object({
+    image: z.string().min(1).optional().describe('Root filesystem directory for the local driver; default: this machine\'s root'),
+    hostname: z
+      .string()
+      .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'a hostname is 1-63 lowercase letters, digits and dashes')
+      .optional(),
+    tags: tags.optional(),
+    resources: z
+      .object({
+        cpus: z.number().positive().max(1024).optional(),
+        memoryMiB: z.number().int().positive().optional(),
+        pids: z.number().int().positive().optional(),
+      })
+      .strict()
+      .optional(),
+    wait: z.boolean().default(true).describe('Answer only when the agent has enrolled'),
+    waitTimeout: z.number().positive().max(600).default(30).describe('Seconds to wait for the agent'),
+  })
+  .strict();
+
+export const hostIdParams = z.object({ id: z.string().min(1) });
+export const listHostsQuery = z.object({ all: z.enum(['true', 'false']).optional(), tag: z.union([z.string(), z.array(z.string())]).optional() });
+
+export const sendCommandBody = z
+  .object({
+    document: z.literal('RunShellScript').default('RunShellScript'),
+    targets: z
+      .object({
+        hostIds: z.array(z.string().min(1)).max(10_000).optional(),
+        tags: tags.optional(),
+      })
+      .strict(),
+    parameters: z
+      .object({
+        commands: z.array(z.string()).min(1, 'commands must list at least one command').max(1000),
+        workingDirectory: z.string().min(1).optional(),
+        executionTimeout: z.number().positive('executionTimeout must be a positive number of seconds').max(172_800).optional(),
+        env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'env names are letters, digits and underscores'), z.string()).optional(),
+      })
+      .strict(),
+    deliveryTimeout: z.number().positive('deliveryTimeout must be a positive number of seconds').max(86_400).optional(),
+    wait: z.number().min(0).max(3600).optional().describe('Seconds to wait for the command to finish before answering'),
+  })
+  .strict();
+
+export const invocationView = z.object({
+  hostId: z.string(),
+  status: z.string(),
+  statusDetail: z.string(),
+  exitCodes: z.array(z.number()),
+  stdout: z.string(),
+  stderr: z.string(),
+  truncated: z.boolean(),
+  stdoutTruncated: z.boolean(),
+  stderrTruncated: z.boolean(),
+  stdoutBytes: z.number(),
+  stderrBytes: z.number(),
+  deliveredAt: z.string().nullable(),
+  startedAt: z.string().nullable(),
+  finishedAt: z.string().nullable(),
+});
+
+export const commandView = z.object({
+  id: z.string(),
+  status: z.string(),
+  document: z.string(),
+  parameters: z.record(z.string(), z.unknown()),
+  targets: z.record(z.string(), z.unknown()),
+  deliveryTimeoutSeconds: z.number(),
+  createdAt: z.string(),
+  completedAt: z.string().nullable(),
+  invocations: z.array(invocationView),
+});
+
+export const commandIdParams = z.object({ id: z.string().min(1) });
+export const getCommandQuery = z.object({ wait: z.coerce.number().min(0).max(3600).optional() });
+export const listCommandsQuery = z.object({ limit: z.coerce.number().int().min(1).max(1000).optional() });

@@ -1,0 +1,90 @@
+/** Row types of the store, as Kysely sees them. Timestamps are timestamptz, JSON columns are jsonb. */
+import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+
+/** A timestamptz column with a default (may be omitted on insert). */
+type CreatedAt = ColumnType<Date, Date | string | undefined, Date | string>;
+/** A nullable timestamptz column. */
+type MaybeTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+type Json<T> = ColumnType<T, string, string>;
+
+export interface TenantsTable {
+  id: string;
+  name: string;
+  created_at: CreatedAt;
+}
+
+export interface ApiTokensTable {
+  id: string;
+  tenant_id: string;
+  name: string;
+  token_hash: string;
+  created_at: CreatedAt;
+  revoked_at: MaybeTimestamp;
+}
+
+export interface HostsTable {
+  id: string;
+  tenant_id: string;
+  driver: string;
+  state: string;
+  state_reason: Generated<string>;
+  image: string;
+  hostname: string;
+  ip: string | null;
+  tags: Json<Record<string, string>>;
+  resources: Json<Record<string, number>>;
+  driver_data: Json<Record<string, unknown>>;
+  agent_token_hash: string;
+  agent_connected: Generated<boolean>;
+  agent_last_seen: MaybeTimestamp;
+  agent_version: string | null;
+  created_at: CreatedAt;
+  updated_at: CreatedAt;
+  ready_at: MaybeTimestamp;
+  terminated_at: MaybeTimestamp;
+}
+
+export interface CommandsTable {
+  id: string;
+  tenant_id: string;
+  document: string;
+  parameters: Json<Record<string, unknown>>;
+  targets: Json<Record<string, unknown>>;
+  status: string;
+  delivery_timeout_s: number;
+  created_at: CreatedAt;
+  completed_at: MaybeTimestamp;
+}
+
+export interface InvocationsTable {
+  command_id: string;
+  host_id: string;
+  tenant_id: string;
+  status: string;
+  status_detail: Generated<string>;
+  exit_codes: Json<number[]>;
+  stdout: Generated<string>;
+  stderr: Generated<string>;
+  stdout_truncated: Generated<boolean>;
+  stderr_truncated: Generated<boolean>;
+  stdout_bytes: Generated<number>;
+  stderr_bytes: Generated<number>;
+  created_at: CreatedAt;
+  delivered_at: MaybeTimestamp;
+  started_at: MaybeTimestamp;
+  finished_at: MaybeTimestamp;
+}
+
+export interface Database {
+  tenants: TenantsTable;
+  api_tokens: ApiTokensTable;
+  hosts: HostsTable;
+  commands: CommandsTable;
+  invocations: InvocationsTable;
+}
+
+export type HostRow = Selectable<HostsTable>;
+export type NewHostRow = Insertable<HostsTable>;
+export type HostRowUpdate = Updateable<HostsTable>;
+export type CommandRow = Selectable<CommandsTable>;
+export type InvocationRow = Selectable<InvocationsTable>;

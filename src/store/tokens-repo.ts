@@ -1,0 +1,17 @@
+/** API tokens, stored as hashes; each belongs to a tenant so per-tenant tokens need no redesign. */
+import type { Kysely } from 'kysely';
+import type { Database } from './schema.js';
+
+export class TokensRepo {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  async add(id: string, tenantId: string, name: string, tokenHash: string): Promise<void> {
+    await this.db.insertInto('api_tokens').values({ id, tenant_id: tenantId, name, token_hash: tokenHash, revoked_at: null }).onConflict((oc) => oc.column('token_hash').doNothing()).execute();
+  }
+
+  /** Returns the tenant the token belongs to, or undefined when unknown or revoked. */
+  async tenantFor(tokenHash: string): Promise<string | undefined> {
+    const row = await this.db.selectFrom('api_tokens').select('tenant_id').where('token_hash', '=', tokenHash).where('revoked_at', 'is', null).executeTakeFirst();
+    return row?.tenant_id;
+  }
+}

@@ -1,0 +1,180 @@
+/** The store's conformance suite: the same tests against every backend. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { aggregateStatus } from '../../src/core/command-status.js';
+import { CommandsRepo } from '../../src/store/commands-repo.js';
+import { HostsRepo, type NewHost } from '../../src/store/hosts-repo.js';
+import { DEFAULT_TENANT } from '../../src/store/migrations.js';
+import { openStore, type Store } from '../../src/store/store.js';
+import { TokensRepo } from '../../src/store/tokens-repo.js';
+import { storeBackends } from '../helpers/stores.js';
+
+const host = (id: string, tags: Record<string, string> = {}, tenantId = DEFAULT_TENANT): NewHost => ({
+  id,
+  tenantId,
+  driver: 'local',
+  image: '/',
+  hostname: id,
+  tags,
+  resources: { cpus: 1 },
+  agentTokenHash: `hash-${id}`,
+});
+
+for (const backend of storeBackends()) {
+  describe(`store on ${backend.name}`, () => {
+    let store: Store;
+    let hosts: HostsRepo;
+    let commands: CommandsRepo;
+
+    beforeAll(async () => {
+      store = await backend.open();
+      hosts = new HostsRepo(store.db);
+      commands = new CommandsRepo(store.db);
+      await store.db.insertInto('tenants').values({ id: 'other', name: 'other' }).execute();
+    });
+    afterAll(async () => {
+      await store.close();
+    });
+
+    it('reports its kind', () => {
+      expect(store.kind).toBe(backend.name);
+    });
+
+    it('round-trips a host with its JSON fields and timestamps', async () => {
+      await hosts.insert(host('h-rt', { team: 'a', 'berth.mode': 'review' }));
+      const row = await hosts.get(DEFAULT_TENANT, 'h-rt');
+      expect(row?.tags).toEqual({ team: 'a', 'berth.mode': 'review' });
+      expect(row?.resources).toEqual({ cpus: 1 });
+      expect(row?.state).toBe('launching');
+      expect(row?.created_at).toBeInstanceOf(Date);
+      expect(row?.agent_connected).toBe(false);
+    });
+
+    it('keeps tenants apart', async () => {
+      await hosts.insert(host('h-other', {}, 'other'));
+      expect(await hosts.get(DEFAULT_TENANT, 'h-other')).toBeUndefined();
+      expect((await hosts.get('other', 'h-other'))?.id).toBe('h-other');
+      expect((await hosts.list(DEFAULT_TENANT)).map((h) => h.id)).not.toContain('h-other');
+    });
+
+    it('finds hosts by tags (all given tags must match)', async () => {
+      await hosts.insert(host('h-t1', { env: 'qa', team: 'x' }));
+      await hosts.insert(host('h-t2', { env: 'qa', team: 'y' }));
+      expect((await hosts.list(DEFAULT_TENANT, { tags: { env: 'qa' } })).map((h) => h.id).sort()).toEqual(['h-t1', 'h-t2']);
+      expect((await hosts.list(DEFAULT_TENANT, { tags: { env: 'qa', team: 'y' } })).map((h) => h.id)).toEqual(['h-t2']);
+      expect(await hosts.list(DEFAULT_TENANT, { tags: { env: 'prod' } })).toEqual([]);
+    });
+
+    it('lets exactly one of many concurrent transitions win (compare-and-set)', async () => {
+      await hosts.insert(host('h-race'));
+      const results = await Promise.all(Array.from({ length: 20 }, () => hosts.transition('h-race', ['launching'], 'booting')));
+      expect(results.filter(Boolean)).toHaveLength(1);
+      expect((await hosts.get(DEFAULT_TENANT, 'h-race'))?.state).toBe('booting');
+      expect(await hosts.transition('h-race', ['launching'], 'failed')).toBeUndefined();
+    });
+
+    it('records a command with invocations and aggregates their statuses', async () => {
+      await hosts.insert(host('h-c1'));
+      await hosts.insert(host('h-c2'));
+      await commands.create(
+        {
+          id: 'c-1',
+          tenantId: DEFAULT_TENANT,
+          document: 'RunShellScript',
+          parameters: { commands: ['true'], executionTimeoutSeconds: 10 },
+          targets: { hostIds: ['h-c1', 'h-c2'] },
+          deliveryTimeoutS: 30,
+          invocations: [
+            { hostId: 'h-c1', status: 'Pending', statusDetail: '' },
+            { hostId: 'h-c2', status: 'Pending', statusDetail: '' },
+          ],
+        },
+        'Pending',
+      );
+      expect(await commands.updateInvocation('c-1', 'h-c1', ['Pending'], { status: 'InProgress', statusDetail: '' }, aggregateStatus)).toBe('InProgress');
+      const final = await commands.updateInvocation(
+        'c-1',
+        'h-c1',
+        ['InProgress'],
+        { status: 'Success', statusDetail: '', exitCodes: [0, 0], stdout: { text: 'hi\n', truncated: false, bytes: 3 }, finishedAt: new Date() },
+        aggregateStatus,
+      );
+      expect(final).toBe('InProgress');
+      // A stale update (the invocation moved on) changes nothing.
+      expect(await commands.updateInvocation('c-1', 'h-c1', ['InProgress'], { status: 'Failed', statusDetail: 'late' }, aggregateStatus)).toBeUndefined();
+      expect(await commands.updateInvocation('c-1', 'h-c2', ['Pending'], { status: 'Failed', statusDetail: 'x', exitCodes: [2] }, aggregateStatus)).toBe('Failed');
+      const got = await commands.get(DEFAULT_TENANT, 'c-1');
+      expect(got?.command.status).toBe('Failed');
+      expect(got?.command.completed_at).toBeInstanceOf(Date);
+      const inv1 = got?.invocations.find((i) => i.host_id === 'h-c1');
+      expect(inv1?.exit_codes).toEqual([0, 0]);
+      expect(inv1?.stdout).toBe('hi\n');
+      expect(await commands.get('other', 'c-1')).toBeUndefined();
+      expect(await commands.openInvocations()).toEqual([]);
+    });
+
+    it('lists open invocations with their deadlines', async () => {
+      await hosts.insert(host('h-open'));
+      await commands.create(
+        {
+          id: 'c-open',
+          tenantId: DEFAULT_TENANT,
+          document: 'RunShellScript',
+          parameters: { commands: ['sleep 1'], executionTimeoutSeconds: 5 },
+          targets: { hostIds: ['h-open'] },
+          deliveryTimeoutS: 7,
+          invocations: [{ hostId: 'h-open', status: 'Pending', statusDetail: '' }],
+        },
+        'Pending',
+      );
+      const open = await commands.openInvocations({ hostId: 'h-open' });
+      expect(open).toHaveLength(1);
+      expect(open[0]).toMatchObject({ commandId: 'c-open', status: 'Pending', deliveryTimeoutS: 7, parameters: { executionTimeoutSeconds: 5 } });
+      expect(open[0]?.createdAt).toBeInstanceOf(Date);
+    });
+
+    it('rolls back a command whose invocations cannot be stored', async () => {
+      await expect(
+        commands.create(
+          {
+            id: 'c-bad',
+            tenantId: DEFAULT_TENANT,
+            document: 'RunShellScript',
+            parameters: {},
+            targets: {},
+            deliveryTimeoutS: 1,
+            invocations: [{ hostId: 'no-such-host', status: 'Pending', statusDetail: '' }],
+          },
+          'Pending',
+        ),
+      ).rejects.toThrow();
+      expect(await commands.get(DEFAULT_TENANT, 'c-bad')).toBeUndefined();
+    });
+
+    it('maps token hashes to tenants', async () => {
+      const tokens = new TokensRepo(store.db);
+      await tokens.add('t-1', DEFAULT_TENANT, 'default', 'abc');
+      await tokens.add('t-1b', DEFAULT_TENANT, 'default', 'abc');
+      expect(await tokens.tenantFor('abc')).toBe(DEFAULT_TENANT);
+      expect(await tokens.tenantFor('nope')).toBeUndefined();
+    });
+  });
+}
+
+describe('embedded store on disk', () => {
+  it('persists across reopen and migrates only once', async () => {
+    const { mkdtemp, rm } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = await mkdtemp(join(tmpdir(), 'berth-store-'));
+    try {
+      let store = await openStore({ dataDir: dir });
+      await new HostsRepo(store.db).insert(host('h-disk'));
+      await store.close();
+      store = await openStore({ dataDir: dir });
+      expect((await new HostsRepo(store.db).get(DEFAULT_TENANT, 'h-disk'))?.id).toBe('h-disk');
+      await store.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,5 +1,5 @@
-// Bundles the agent into one file that hosts run directly: one file to read means a faster start,
-// and the host needs nothing of the server's dependencies.
+// Bundles the agent into one CommonJS file that hosts run directly: one file to read (and no ES module
+// loader) means a faster start, and a host needs nothing of the server's dependencies.
 import { build } from 'esbuild';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
@@ -7,16 +7,15 @@ import { dirname, join } from 'node:path';
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 await build({
   entryPoints: [join(root, 'src/agent/entry.ts')],
-  outfile: join(root, 'dist/agent/berth-agent.mjs'),
+  outfile: join(root, 'dist/agent/berth-agent.cjs'),
   bundle: true,
   platform: 'node',
   target: 'node20',
-  format: 'esm',
+  format: 'cjs',
   minify: true,
   sourcemap: false,
   legalComments: 'none',
   // ws loads these optional native helpers when present; the agent does not need them.
   external: ['bufferutil', 'utf-8-validate'],
-  banner: { js: "import{createRequire as __cr}from'node:module';const require=__cr(import.meta.url);" },
   logLevel: 'warning',
 });

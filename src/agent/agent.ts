@@ -8,7 +8,7 @@ import type { AgentIdentity, InvocationResult, ServerMessage } from '../protocol
 import { PROTOCOL_VERSION } from '../protocol/messages.js';
 import { AgentConnection } from './connection.js';
 import { InvocationJournal } from './journal.js';
-import { runShellScript } from './runcommand/execute.js';
+import { killInvocationProcesses, runShellScript } from './runcommand/index.js';
 import type { ExecutionResult } from './runcommand/types.js';
 
 export const AGENT_VERSION = '0.1.0';
@@ -62,18 +62,13 @@ export class Agent {
 
   /**
    * Invocations journalled as running by a previous agent process: their output pipes died with it,
-   * so their outcome cannot be known. Kill what is left of them and report that plainly.
+   * so their outcome cannot be known. Kill what is left of them (found by their marker variable)
+   * and report that plainly.
    */
   private settleOrphans(): void {
     for (const entry of this.journal.all()) {
       if (entry.state !== 'running') continue;
-      if (entry.pid) {
-        try {
-          process.kill(-entry.pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
+      void killInvocationProcesses({ invocationId: entry.invocationId }).catch(() => undefined);
       const now = new Date().toISOString();
       const empty = { text: '', truncated: false, bytes: 0 };
       this.journal.put({
@@ -132,7 +127,6 @@ export class Agent {
       { scratchDir: `${this.opts.stateDir}/scratch`, outputLimitBytes: this.opts.outputLimitBytes, killGraceMs: this.opts.killGraceMs },
       {
         signal: controller.signal,
-        onSpawn: (pid) => this.journal.put({ invocationId: id, state: 'running', startedAt, pid }),
         ...(streamOutput
           ? {
               onOutput: (stream, chunk) => {

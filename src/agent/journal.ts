@@ -12,8 +12,6 @@ export interface JournalEntry {
   invocationId: string;
   state: 'running' | 'finished';
   startedAt: string;
-  /** pid of the invocation's shell, so a restarted agent can tell whether it still runs. */
-  pid?: number;
   result?: InvocationResult;
 }
 

@@ -1,5 +1,5 @@
 /**
- * Entry point of the agent bundle that runs inside every host (`node /.berth/agent/berth-agent.mjs`).
+ * Entry point of the agent bundle that runs inside every host (`node /.berth/agent/berth-agent.cjs`).
  * Kept tiny: it is on the launch -> ready path.
  */
 import { readFileSync } from 'node:fs';
@@ -8,7 +8,7 @@ import { Agent } from './agent.js';
 
 export function runAgent(argv: string[] = process.argv.slice(2)): Agent {
   const identityPath = flag(argv, '--identity') ?? AGENT_IDENTITY_PATH;
-  const stateDir = flag(argv, '--state-dir') ?? '/var/lib/berth/agent';
+  const stateDir = flag(argv, '--state-dir') ?? '/dev/shm/berth-agent';
   const identity = agentIdentity.parse(JSON.parse(readFileSync(identityPath, 'utf8')));
   const agent = new Agent({ identity, stateDir });
   const stop = () => {

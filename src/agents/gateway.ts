@@ -17,6 +17,8 @@ import {
 
 export interface AgentSessionInfo {
   hostId: string;
+  /** The tenant the host belongs to, established when the agent authenticated. */
+  tenantId: string;
   bootId: string;
   agentVersion: string;
   connectedAt: Date;
@@ -24,8 +26,8 @@ export interface AgentSessionInfo {
 }
 
 export interface GatewayHandlers {
-  /** Resolves true when the token belongs to the host and the host may connect. */
-  authenticate(hostId: string, token: string): Promise<boolean>;
+  /** Resolves the host's tenant when the token belongs to the host and the host may connect. */
+  authenticate(hostId: string, token: string): Promise<{ tenantId: string } | undefined>;
   onHello(hostId: string, hello: Extract<AgentMessage, { type: 'hello' }>): void;
   onMessage(hostId: string, msg: AgentMessage): void;
   onDisconnect(hostId: string): void;
@@ -90,7 +92,7 @@ export class AgentGateway {
 
   session(hostId: string): AgentSessionInfo | undefined {
     const s = this.sessions.get(hostId);
-    return s ? { hostId: s.hostId, bootId: s.bootId, agentVersion: s.agentVersion, connectedAt: s.connectedAt, lastSeen: s.lastSeen } : undefined;
+    return s ? { hostId: s.hostId, tenantId: s.tenantId, bootId: s.bootId, agentVersion: s.agentVersion, connectedAt: s.connectedAt, lastSeen: s.lastSeen } : undefined;
   }
 
   connectedHostIds(): string[] {
@@ -128,14 +130,15 @@ export class AgentGateway {
     const hostId = header(req, HOST_ID_HEADER);
     const auth = header(req, 'authorization');
     const token = auth?.startsWith('Bearer ') ? auth.slice(7) : undefined;
-    if (!hostId || !token || !(await this.handlers.authenticate(hostId, token))) {
+    const identity = hostId && token ? await this.handlers.authenticate(hostId, token) : undefined;
+    if (!hostId || !identity) {
       this.log(`refused an agent connection for host ${hostId ?? '(none)'} from ${req.socket.remoteAddress ?? '?'}: bad credentials`);
       return reject(socket, 401, 'unauthorized');
     }
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(hostId, ws));
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(hostId, identity.tenantId, ws));
   }
 
-  private onConnection(hostId: string, ws: WebSocket): void {
+  private onConnection(hostId: string, tenantId: string, ws: WebSocket): void {
     let session: Session | undefined;
     ws.on('pong', () => {
       if (session) {
@@ -156,7 +159,7 @@ export class AgentGateway {
         }
         const previous = this.sessions.get(hostId);
         const now = new Date();
-        session = { hostId, bootId: msg.bootId, agentVersion: msg.agentVersion, connectedAt: now, lastSeen: now, socket: ws, alive: true };
+        session = { hostId, tenantId, bootId: msg.bootId, agentVersion: msg.agentVersion, connectedAt: now, lastSeen: now, socket: ws, alive: true };
         this.sessions.set(hostId, session);
         // A newer connection from the same host replaces the old one (the old socket is dead or dying).
         if (previous) previous.socket.terminate();

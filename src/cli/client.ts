@@ -4,7 +4,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BerthError, type ErrorBody, type ErrorCode } from '../core/errors.js';
+import { BerthError, type ErrorBody } from '../core/errors.js';
 
 export interface ClientConfig {
   url: string;
@@ -93,7 +93,7 @@ async function toError(res: Response): Promise<BerthError> {
   } catch {
     // not JSON
   }
-  const err = new BerthError((body.code ?? 'internal') as ErrorCode, body.message ?? `HTTP ${res.status}`, body.hint ?? '', body.details);
+  const err = new BerthError(body.code ?? 'internal', body.message ?? `HTTP ${res.status}`, body.hint ?? '', body.details);
   Object.defineProperty(err, 'status', { value: res.status });
   return err;
 }

@@ -48,7 +48,7 @@ export function registerHostCommands(program: Command, ctx: Context): void {
       const query = new URLSearchParams();
       if (opts.all) query.set('all', 'true');
       for (const t of opts.tag) query.append('tag', t);
-      const { hosts } = await ctx.client().get<{ hosts: HostView[] }>(`/v1/hosts${query.size ? `?${query}` : ''}`);
+      const { hosts } = await ctx.client().get<{ hosts: HostView[] }>(`/v1/hosts${query.size ? `?${query.toString()}` : ''}`);
       const printer = ctx.printer(opts.json);
       if (printer.json) return printer.out(`${JSON.stringify(hosts, null, 2)}\n`);
       printHosts(printer, hosts);

@@ -17,8 +17,8 @@ export function packageRoot(from = dirname(fileURLToPath(import.meta.url))): str
 /** Directory of the bundled agent that every host mounts read-only. */
 export function agentBundleDir(): string {
   const dir = join(packageRoot(), 'dist', 'agent');
-  if (!existsSync(join(dir, 'berth-agent.mjs'))) {
-    throw new BerthError('driver_unavailable', `the agent bundle is missing (${dir}/berth-agent.mjs)`, 'Run `npm run build` in the berth checkout (npm install does it too).');
+  if (!existsSync(join(dir, 'berth-agent.cjs'))) {
+    throw new BerthError('driver_unavailable', `the agent bundle is missing (${dir}/berth-agent.cjs)`, 'Run `npm run build` in the berth checkout (npm install does it too).');
   }
   return dir;
 }

@@ -95,16 +95,31 @@ interface RunOptions {
 }
 
 async function follow(ctx: Context, id: string, printer: Printer, prefix: boolean): Promise<CommandView> {
+  const printed = new Map<string, string>();
+  const print = (hostId: string, stream: string, data: string) => {
+    const key = `${hostId}/${stream}`;
+    printed.set(key, (printed.get(key) ?? '') + data);
+    if (printer.json) return;
+    const text = prefix ? data.replace(/^(?=.)/gm, `[${hostId}] `) : data;
+    if (stream === 'stderr') printer.err(text);
+    else printer.out(text);
+  };
+  let final: CommandView | undefined;
   for await (const raw of ctx.client().stream(`/v1/commands/${id}/output`)) {
     const event = raw as { type: string; hostId?: string; stream?: string; data?: string; command?: CommandView };
-    if (event.type === 'command' && event.command) return event.command;
-    if (event.type === 'output' && event.data !== undefined && !printer.json) {
-      const text = prefix ? event.data.replace(/^(?=.)/gm, `[${event.hostId ?? '?'}] `) : event.data;
-      if (event.stream === 'stderr') printer.err(text);
-      else printer.out(text);
+    if (event.type === 'command' && event.command) final = event.command;
+    else if (event.type === 'output' && event.data !== undefined) print(event.hostId ?? '?', event.stream ?? 'stdout', event.data);
+  }
+  final ??= await ctx.client().get<CommandView>(`/v1/commands/${id}`);
+  // Whatever the live stream did not carry (it raced the end of the command) is in the result.
+  for (const inv of final.invocations) {
+    for (const stream of ['stdout', 'stderr'] as const) {
+      const seen = printed.get(`${inv.hostId}/${stream}`) ?? '';
+      const all = inv[stream];
+      if (!inv.truncated && all.length > seen.length && all.startsWith(seen)) print(inv.hostId, stream, all.slice(seen.length));
     }
   }
-  return ctx.client().get<CommandView>(`/v1/commands/${id}`);
+  return final;
 }
 
 function printCommand(printer: Printer, view: CommandView, opts: { outputPrinted: boolean }): void {

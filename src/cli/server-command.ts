@@ -11,6 +11,7 @@ export interface ServerOptions {
   bridge?: string;
   subnet?: string;
   image?: string;
+  name: string;
 }
 
 export function registerServerCommand(program: Command, ctx: Context, env: NodeJS.ProcessEnv): void {
@@ -22,15 +23,17 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
     .option('--agent-port <port>', 'port of the agent channel on the bridge address', '7071')
     .option('--bridge <name>', 'Linux bridge berth owns for its hosts', 'berth0')
     .option('--subnet <cidr>', 'private IPv4 subnet of the bridge', '10.213.0.0/16')
+    .option('--name <name>', 'instance name: prefixes the cgroups and network namespaces of its hosts, so several servers can share a machine', 'berth')
     .option('--image <dir>', "default image of hosts: a root filesystem directory (default: this machine's root)", '/')
     .action(async (opts: ServerOptions) => {
       const dataDir = ctx.dataDir();
       const driver = new LocalDriver({
         stateDir: `${dataDir}/hosts`,
         agentDir: agentBundleDir(),
-        agentCommand: [process.execPath, '/.berth/agent/berth-agent.mjs'],
+        agentCommand: [process.execPath, '/.berth/agent/berth-agent.cjs'],
         ...(opts.bridge ? { bridge: opts.bridge } : {}),
         ...(opts.subnet ? { subnet: opts.subnet } : {}),
+        cgroupName: opts.name,
       });
       const server = await BerthServer.start({
         dataDir,

@@ -8,7 +8,7 @@ import { aggregateStatus, isTerminal, type InvocationStatus } from '../core/comm
 import { BerthError } from '../core/errors.js';
 import { newId } from '../core/ids.js';
 import { LIVE_HOST_STATES } from '../core/host-state.js';
-import type { CommandsRepo } from '../store/commands-repo.js';
+import type { CommandsRepo, InvocationOutcome } from '../store/commands-repo.js';
 import type { HostsRepo } from '../store/hosts-repo.js';
 import type { HostRow } from '../store/schema.js';
 import type { LiveOutput, FollowEvent } from './live-output.js';
@@ -32,6 +32,8 @@ export interface SendCommandRequest {
 /** What the command service needs from the agent channel. */
 export interface AgentSender {
   isConnected(hostId: string): boolean;
+  /** The connected agent's session (its tenant was verified when it authenticated). */
+  session(hostId: string): { tenantId: string } | undefined;
   send(hostId: string, msg: ServerMessage): boolean;
 }
 
@@ -48,12 +50,18 @@ export const DEFAULT_DELIVERY_TIMEOUT_S = 30;
 export class CommandService {
   /** Fires `<commandId>` when a command reaches a terminal status. */
   readonly completions = new EventEmitter();
+  /** Open invocations per command sent by this process (see lastToSettle). */
+  private readonly openCounts = new Map<string, number>();
 
   constructor(private readonly deps: CommandServiceDeps) {
     this.completions.setMaxListeners(0);
   }
 
-  async send(tenantId: string, req: SendCommandRequest): Promise<CommandView> {
+  /**
+   * Records the command and delivers it. With `waitMs`, answers when the command is done or the wait
+   * ends (whichever is first); the wait is armed before delivery so a fast command is never missed.
+   */
+  async send(tenantId: string, req: SendCommandRequest, opts: { waitMs?: number; signal?: AbortSignal } = {}): Promise<CommandView> {
     const targets = await this.resolveTargets(tenantId, req.targets);
     const parameters: RunShellScriptParameters = {
       commands: req.parameters.commands,
@@ -61,30 +69,29 @@ export class CommandService {
       ...(req.parameters.workingDirectory !== undefined ? { workingDirectory: req.parameters.workingDirectory } : {}),
       ...(req.parameters.env !== undefined ? { env: req.parameters.env } : {}),
     };
-    const invocations = targets.map((host) => {
-      const connected = this.deps.agents.isConnected(host.id);
-      return connected
-        ? { hostId: host.id, status: 'Pending' as InvocationStatus, statusDetail: '' }
-        : { hostId: host.id, status: 'Undeliverable' as InvocationStatus, statusDetail: notConnectedMessage(host) };
+    const invocations = targets.map((target): { hostId: string; status: InvocationStatus; statusDetail: string } => {
+      const connected = this.deps.agents.isConnected(target.id);
+      return connected || !target.row
+        ? { hostId: target.id, status: 'Pending', statusDetail: '' }
+        : { hostId: target.id, status: 'Undeliverable', statusDetail: notConnectedMessage(target.row) };
     });
     const id = newId('c');
     const status = aggregateStatus(invocations.map((i) => i.status));
-    await this.deps.commands.create(
-      {
-        id,
-        tenantId,
-        document: 'RunShellScript',
-        parameters,
-        targets: req.targets,
-        deliveryTimeoutS: req.deliveryTimeout ?? DEFAULT_DELIVERY_TIMEOUT_S,
-        invocations,
-      },
-      status,
-    );
-    for (const inv of invocations) {
-      if (inv.status === 'Pending') this.deliver(id, inv.hostId, parameters);
-    }
+    const done = opts.waitMs && !isTerminal(status) ? this.completion(id, opts.waitMs, opts.signal) : undefined;
+    await this.deps.commands.create({
+      id,
+      tenantId,
+      document: 'RunShellScript',
+      parameters,
+      targets: req.targets,
+      deliveryTimeoutS: req.deliveryTimeout ?? DEFAULT_DELIVERY_TIMEOUT_S,
+      invocations,
+    });
+    const pending = invocations.filter((inv) => inv.status === 'Pending');
+    if (pending.length > 0) this.openCounts.set(id, pending.length);
+    for (const inv of pending) this.deliver(id, inv.hostId, parameters);
     if (isTerminal(status)) this.completions.emit(id);
+    await done;
     return this.get(tenantId, id);
   }
 
@@ -100,14 +107,41 @@ export class CommandService {
 
   async list(tenantId: string, limit = 50): Promise<CommandView[]> {
     const rows = await this.deps.commands.list(tenantId, limit);
-    return rows.map((row) => toCommandView(row, []));
+    return rows.map((row) => toCommandView(row.command, row.invocations, this.deps.live));
   }
 
   /** Waits until the command is terminal or `timeoutMs` passes; returns its view either way. */
   async wait(tenantId: string, id: string, timeoutMs: number, signal?: AbortSignal): Promise<CommandView> {
+    const controller = new AbortController();
+    const done = this.completion(id, timeoutMs, AbortSignal.any([controller.signal, ...(signal ? [signal] : [])]));
     const first = await this.get(tenantId, id);
-    if (isTerminal(first.status as InvocationStatus) || timeoutMs <= 0) return first;
-    await new Promise<void>((resolve) => {
+    if (isTerminal(first.status as InvocationStatus) || timeoutMs <= 0) {
+      controller.abort();
+      return first;
+    }
+    await done;
+    return this.get(tenantId, id);
+  }
+
+  /**
+   * Whether every invocation of the command is now terminal. Counted in memory for commands sent by
+   * this process; after a restart, read from the store (each settler commits before it looks, so
+   * the last one to settle always sees them all done).
+   */
+  private async lastToSettle(commandId: string): Promise<boolean> {
+    const open = this.openCounts.get(commandId);
+    if (open === undefined) return isTerminal(aggregateStatus(await this.deps.commands.statusesOf(commandId)));
+    if (open > 1) {
+      this.openCounts.set(commandId, open - 1);
+      return false;
+    }
+    this.openCounts.delete(commandId);
+    return true;
+  }
+
+  /** Resolves when the command completes, the time is up or the signal aborts; never rejects. */
+  private completion(id: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve) => {
       const done = () => {
         clearTimeout(timer);
         this.completions.off(id, done);
@@ -118,7 +152,6 @@ export class CommandService {
       this.completions.on(id, done);
       signal?.addEventListener('abort', done);
     });
-    return this.get(tenantId, id);
   }
 
   follow(commandId: string, listener: (event: FollowEvent) => void): () => void {
@@ -137,12 +170,12 @@ export class CommandService {
       if (isTerminal(status) || status === 'Cancelling') continue;
       const sent = this.deps.agents.send(inv.host_id, { type: 'cancel', invocationId: id });
       if (sent) {
-        await this.deps.commands.updateInvocation(id, inv.host_id, ['Pending', 'InProgress'], { status: 'Cancelling', statusDetail: 'cancel requested' }, aggregateStatus);
+        await this.deps.commands.updateInvocation(id, inv.host_id, ['Pending', 'InProgress'], { status: 'Cancelling', statusDetail: 'cancel requested' });
         this.deps.live.status(id, inv.host_id, 'Cancelling');
       } else if (status === 'Pending') {
         await this.settle(id, inv.host_id, ['Pending'], { status: 'Cancelled', statusDetail: 'cancelled before delivery', finishedAt: new Date() });
       } else {
-        await this.deps.commands.updateInvocation(id, inv.host_id, ['InProgress'], { status: 'Cancelling', statusDetail: 'cancel requested; waiting for the agent to reconnect' }, aggregateStatus);
+        await this.deps.commands.updateInvocation(id, inv.host_id, ['InProgress'], { status: 'Cancelling', statusDetail: 'cancel requested; waiting for the agent to reconnect' });
       }
     }
     return this.get(tenantId, id);
@@ -153,27 +186,32 @@ export class CommandService {
     commandId: string,
     hostId: string,
     from: readonly InvocationStatus[],
-    outcome: Parameters<CommandsRepo['updateInvocation']>[3],
+    outcome: InvocationOutcome,
   ): Promise<boolean> {
-    const commandStatus = await this.deps.commands.updateInvocation(commandId, hostId, from, outcome, aggregateStatus);
-    if (commandStatus === undefined) return false;
+    if (!(await this.deps.commands.updateInvocation(commandId, hostId, from, outcome))) return false;
     this.deps.live.status(commandId, hostId, outcome.status);
     this.deps.live.drop(commandId, hostId);
-    if (isTerminal(commandStatus)) {
+    if (await this.lastToSettle(commandId)) {
       this.deps.live.done(commandId);
       this.completions.emit(commandId);
     }
     return true;
   }
 
-  private async resolveTargets(tenantId: string, targets: SendCommandRequest['targets']): Promise<HostRow[]> {
+  /** Target hosts; `row` is read from the store only for hosts whose agent is not connected. */
+  private async resolveTargets(tenantId: string, targets: SendCommandRequest['targets']): Promise<{ id: string; row?: HostRow }[]> {
     const ids = targets.hostIds ?? [];
     const tags = targets.tags ?? {};
     if (ids.length === 0 && Object.keys(tags).length === 0) {
       throw new BerthError('no_targets', 'no targets given', 'Name hosts (`--host ID`) or tags (`--tag k=v`).');
     }
-    const hosts: HostRow[] = [];
+    const hosts: { id: string; row?: HostRow }[] = [];
     for (const id of ids) {
+      // A connected agent of this tenant is all we need to know: no store read on the hot path.
+      if (this.deps.agents.session(id)?.tenantId === tenantId) {
+        hosts.push({ id });
+        continue;
+      }
       const host = await this.deps.hosts.get(tenantId, id);
       if (!host || host.state === 'terminated') {
         throw new BerthError('host_not_found', `host ${id} does not exist${host ? ' any more (terminated)' : ''}`, 'List hosts with `berth host ls`.', { hostId: id });
@@ -187,11 +225,11 @@ export class CommandService {
           agentLastSeen: host.agent_last_seen ? new Date(host.agent_last_seen).toISOString() : null,
         });
       }
-      hosts.push(host);
+      hosts.push({ id, row: host });
     }
     if (Object.keys(tags).length > 0) {
       const byTag = await this.deps.hosts.list(tenantId, { states: LIVE_HOST_STATES, tags });
-      for (const host of byTag) if (!hosts.some((h) => h.id === host.id)) hosts.push(host);
+      for (const host of byTag) if (!hosts.some((h) => h.id === host.id)) hosts.push({ id: host.id, row: host });
       if (byTag.length === 0 && ids.length === 0) {
         throw new BerthError('no_targets', `no live host has the tags ${formatTags(tags)}`, 'List hosts and their tags with `berth host ls`.');
       }

@@ -4,7 +4,6 @@
  * stuck InProgress): delivery timeout for invocations never accepted, and a watchdog past the
  * execution timeout for agents that went silent.
  */
-import { aggregateStatus } from '../core/command-status.js';
 import type { AgentMessage, InvocationResult, RunShellScriptParameters } from '../protocol/messages.js';
 import type { CommandsRepo, InvocationOutcome, OpenInvocation } from '../store/commands-repo.js';
 import type { AgentSender, CommandService } from './command-service.js';
@@ -18,15 +17,20 @@ export interface DispatcherDeps {
   log: (line: string) => void;
   /** Extra time past the execution timeout (and kill grace) before the watchdog gives up on an agent. */
   watchdogSlackMs?: number;
+  /** How long an accepted invocation may finish before InProgress is written (see startedSoon). */
+  startRecordDelayMs?: number;
 }
 
 type Hello = Extract<AgentMessage, { type: 'hello' }>;
 
 export class CommandDispatcher {
   private readonly slackMs: number;
+  private readonly startDelayMs: number;
+  private readonly pendingStarts = new Map<string, NodeJS.Timeout>();
 
   constructor(private readonly deps: DispatcherDeps) {
     this.slackMs = deps.watchdogSlackMs ?? 60_000;
+    this.startDelayMs = deps.startRecordDelayMs ?? 50;
   }
 
   async onHello(hostId: string, hello: Hello): Promise<void> {
@@ -58,12 +62,13 @@ export class CommandDispatcher {
   async onMessage(hostId: string, msg: AgentMessage): Promise<void> {
     switch (msg.type) {
       case 'accepted':
-        await this.markStarted(hostId, msg.invocationId, msg.startedAt);
+        this.startedSoon(hostId, msg.invocationId, msg.startedAt);
         return;
       case 'output':
         this.deps.live.append(msg.invocationId, hostId, msg.stream, msg.data);
         return;
       case 'result':
+        this.cancelStart(hostId, msg.invocationId);
         await this.onResult(hostId, msg.invocationId, msg.result);
         return;
       case 'heartbeat':
@@ -86,6 +91,7 @@ export class CommandDispatcher {
   /** Enforces delivery timeouts and the execution watchdog; called periodically. */
   async sweep(now = new Date()): Promise<void> {
     for (const open of await this.deps.commands.openInvocations()) {
+      if (this.pendingStarts.has(`${open.commandId}/${open.hostId}`)) continue; // accepted moments ago
       const outcome = this.overdue(open, now);
       if (!outcome) continue;
       if (open.status !== 'Pending') this.deps.agents.send(open.hostId, { type: 'cancel', invocationId: open.commandId });
@@ -110,14 +116,33 @@ export class CommandDispatcher {
     };
   }
 
+  /**
+   * Most commands finish within milliseconds of being accepted; recording InProgress for them is a
+   * write nobody reads. So the InProgress write waits briefly and is dropped when the result comes
+   * first. (Nothing is lost if the server dies meanwhile: the agent's hello reports the invocation
+   * as running.)
+   */
+  private startedSoon(hostId: string, commandId: string, startedAt: string): void {
+    const key = `${commandId}/${hostId}`;
+    const timer = setTimeout(() => {
+      this.pendingStarts.delete(key);
+      this.markStarted(hostId, commandId, startedAt).catch((err: unknown) => this.deps.log(`host ${hostId}: recording InProgress failed: ${String(err)}`));
+    }, this.startDelayMs);
+    this.pendingStarts.set(key, timer);
+  }
+
+  private cancelStart(hostId: string, commandId: string): void {
+    const key = `${commandId}/${hostId}`;
+    clearTimeout(this.pendingStarts.get(key));
+    this.pendingStarts.delete(key);
+  }
+
   private async markStarted(hostId: string, commandId: string, startedAt: string | undefined): Promise<void> {
-    const changed = await this.deps.commands.updateInvocation(
-      commandId,
-      hostId,
-      ['Pending'],
-      { status: 'InProgress', statusDetail: '', startedAt: startedAt ? new Date(startedAt) : new Date() },
-      aggregateStatus,
-    );
+    const changed = await this.deps.commands.updateInvocation(commandId, hostId, ['Pending'], {
+      status: 'InProgress',
+      statusDetail: '',
+      startedAt: startedAt ? new Date(startedAt) : new Date(),
+    });
     if (changed) this.deps.live.status(commandId, hostId, 'InProgress');
   }
 

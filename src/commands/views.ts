@@ -1,4 +1,5 @@
 /** The shape of commands and invocations as the API and the CLI show them. */
+import { aggregateStatus, isTerminal, type InvocationStatus } from '../core/command-status.js';
 import type { CommandRow, InvocationRow } from '../store/schema.js';
 import type { LiveOutput } from './live-output.js';
 
@@ -35,22 +36,24 @@ export interface CommandView {
 const iso = (d: Date | null): string | null => (d ? new Date(d).toISOString() : null);
 
 export function toCommandView(command: CommandRow, invocations: InvocationRow[], live?: LiveOutput): CommandView {
+  const status = aggregateStatus(invocations.map((i) => i.status as InvocationStatus));
+  const finished = invocations.map((i) => (i.finished_at ? new Date(i.finished_at).getTime() : 0));
   return {
     id: command.id,
-    status: command.status,
+    status,
     document: command.document,
     parameters: command.parameters,
     targets: command.targets,
     deliveryTimeoutSeconds: command.delivery_timeout_s,
     createdAt: new Date(command.created_at).toISOString(),
-    completedAt: iso(command.completed_at),
+    completedAt: isTerminal(status) && finished.length > 0 ? new Date(Math.max(...finished)).toISOString() : null,
     invocations: invocations.map((inv) => toInvocationView(inv, live)),
   };
 }
 
 function toInvocationView(inv: InvocationRow, live?: LiveOutput): InvocationView {
-  const running = inv.status === 'InProgress' || inv.status === 'Cancelling';
-  const snapshot = running ? live?.snapshot(inv.command_id, inv.host_id) : undefined;
+  // While an invocation is open its output so far lives in memory; once settled, in the store.
+  const snapshot = isTerminal(inv.status as InvocationStatus) ? undefined : live?.snapshot(inv.command_id, inv.host_id);
   const stdout = snapshot?.stdout ?? { text: inv.stdout, truncated: inv.stdout_truncated, bytes: inv.stdout_bytes };
   const stderr = snapshot?.stderr ?? { text: inv.stderr, truncated: inv.stderr_truncated, bytes: inv.stderr_bytes };
   return {

@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events';
 import { timingSafeEqual } from 'node:crypto';
 import { BerthError, errorMessage } from '../core/errors.js';
 import { hashSecret, newId, newSecret } from '../core/ids.js';
-import { LIVE_HOST_STATES, type HostState } from '../core/host-state.js';
+import { LIVE_HOST_STATES } from '../core/host-state.js';
 import type { HostDriver, HostResources } from '../drivers/types.js';
 import type { HostsRepo } from '../store/hosts-repo.js';
 import type { HostRow } from '../store/schema.js';
@@ -103,12 +103,12 @@ export class HostService {
   }
 
   /** Verifies an agent's credentials: the token must be the one issued to this very host. */
-  async authenticate(hostId: string, token: string): Promise<boolean> {
+  async authenticate(hostId: string, token: string): Promise<{ tenantId: string } | undefined> {
     const row = await this.deps.hosts.getAnyTenant(hostId);
-    if (!row || !(['booting', 'running', 'lost', 'launching'] as string[]).includes(row.state)) return false;
+    if (!row || !(['booting', 'running', 'lost', 'launching'] as string[]).includes(row.state)) return undefined;
     const given = Buffer.from(hashSecret(token));
     const stored = Buffer.from(row.agent_token_hash);
-    return given.length === stored.length && timingSafeEqual(given, stored);
+    return given.length === stored.length && timingSafeEqual(given, stored) ? { tenantId: row.tenant_id } : undefined;
   }
 
   async onAgentConnected(hostId: string, version: string): Promise<void> {
@@ -134,7 +134,7 @@ export class HostService {
     const live = await this.deps.hosts.listInStates(LIVE_HOST_STATES);
     for (const row of live) {
       if (row.state === 'launching' || row.state === 'terminating') {
-        await this.deps.hosts.transition(row.id, [row.state as HostState], 'terminating', { reason: `control plane restarted while the host was ${row.state}` });
+        await this.deps.hosts.transition(row.id, ['launching', 'terminating'], 'terminating', { reason: `control plane restarted while the host was ${row.state}` });
         await this.cleanUp(row, `control plane restarted while the host was ${row.state}`);
         cleaned.push(row.id);
         continue;

@@ -73,29 +73,29 @@ export class BerthServer {
       const commandsRepo = new CommandsRepo(store.db);
       const live = new LiveOutput(64 * 1024);
 
-      // The gateway and the services refer to each other through these late-bound handlers.
-      let hostService: HostService | undefined;
-      let dispatcher: CommandDispatcher | undefined;
+      // The gateway and the services refer to each other: the gateway's handlers find the services here.
+      const late: { hosts?: HostService; dispatcher?: CommandDispatcher } = {};
       const report = (what: string) => (err: unknown) => log(`${what}: ${errorMessage(err)}`);
       const gateway = new AgentGateway(
         { host: driverInfo.agentListenHost, port: config.agentPort ?? 7071, heartbeatIntervalMs: config.heartbeatIntervalMs ?? 5000, log },
         {
-          authenticate: (hostId, token) => hostService?.authenticate(hostId, token) ?? Promise.resolve(false),
+          authenticate: (hostId, token) => late.hosts?.authenticate(hostId, token) ?? Promise.resolve(undefined),
           onHello: (hostId, hello) => {
             void (async () => {
-              await hostService?.onAgentConnected(hostId, hello.agentVersion);
-              await dispatcher?.onHello(hostId, hello);
+              await late.hosts?.onAgentConnected(hostId, hello.agentVersion);
+              await late.dispatcher?.onHello(hostId, hello);
             })().catch(report(`host ${hostId}: enrolment`));
           },
-          onMessage: (hostId, msg) => void dispatcher?.onMessage(hostId, msg).catch(report(`host ${hostId}: ${msg.type}`)),
-          onDisconnect: (hostId) => void hostService?.onAgentDisconnected(hostId).catch(report(`host ${hostId}: disconnect`)),
+          onMessage: (hostId, msg) => void late.dispatcher?.onMessage(hostId, msg).catch(report(`host ${hostId}: ${msg.type}`)),
+          onDisconnect: (hostId) => void late.hosts?.onAgentDisconnected(hostId).catch(report(`host ${hostId}: disconnect`)),
         },
       );
       const agentAddress = await gateway.listen();
       const agentUrl = `ws://${agentAddress.host}:${agentAddress.port}${AGENT_PATH}`;
 
       const commands = new CommandService({ commands: commandsRepo, hosts: hostsRepo, agents: gateway, live });
-      dispatcher = new CommandDispatcher({ service: commands, commands: commandsRepo, agents: gateway, live, log });
+      const dispatcher = new CommandDispatcher({ service: commands, commands: commandsRepo, agents: gateway, live, log });
+      late.dispatcher = dispatcher;
       const hostsService = new HostService({
         hosts: hostsRepo,
         driver: config.driver,
@@ -106,7 +106,7 @@ export class BerthServer {
         onHostGone: (hostId, detail) => dispatcher.failOpenForHost(hostId, detail),
         log,
       });
-      hostService = hostsService;
+      late.hosts = hostsService;
       const recovered = await hostsService.recover();
       if (recovered.adopted.length + recovered.cleaned.length > 0) {
         log(`recovered after restart: adopted ${recovered.adopted.length} host(s), cleaned up ${recovered.cleaned.length}`);

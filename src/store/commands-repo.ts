@@ -1,7 +1,10 @@
-/** Commands and their per-host invocations. */
-import type { Kysely, Transaction } from 'kysely';
-import type { CommandStatus, InvocationStatus } from '../core/command-status.js';
-import { OPEN_STATUSES } from '../core/command-status.js';
+/**
+ * Commands and their per-host invocations. A command's status is not stored: it is derived from its
+ * invocations' statuses whenever it is read, so it can never disagree with them, and recording an
+ * invocation's outcome is a single-row write with no transaction (the hot path of Run Command).
+ */
+import { sql, type Kysely } from 'kysely';
+import { OPEN_STATUSES, type InvocationStatus } from '../core/command-status.js';
 import type { CommandRow, Database, InvocationRow } from './schema.js';
 
 export interface NewCommand {
@@ -24,118 +27,6 @@ export interface InvocationOutcome {
   finishedAt?: Date;
 }
 
-export class CommandsRepo {
-  constructor(private readonly db: Kysely<Database>) {}
-
-  async create(cmd: NewCommand, status: CommandStatus): Promise<void> {
-    await this.db.transaction().execute(async (tx) => {
-      await tx
-        .insertInto('commands')
-        .values({
-          id: cmd.id,
-          tenant_id: cmd.tenantId,
-          document: cmd.document,
-          parameters: JSON.stringify(cmd.parameters),
-          targets: JSON.stringify(cmd.targets),
-          status,
-          delivery_timeout_s: cmd.deliveryTimeoutS,
-          ...(isTerminalNow(status) ? { completed_at: new Date() } : {}),
-        })
-        .execute();
-      await tx
-        .insertInto('invocations')
-        .values(
-          cmd.invocations.map((inv) => ({
-            command_id: cmd.id,
-            host_id: inv.hostId,
-            tenant_id: cmd.tenantId,
-            status: inv.status,
-            status_detail: inv.statusDetail,
-            exit_codes: '[]',
-            ...(isTerminalNow(inv.status) ? { finished_at: new Date() } : {}),
-          })),
-        )
-        .execute();
-    });
-  }
-
-  async get(tenantId: string, id: string): Promise<{ command: CommandRow; invocations: InvocationRow[] } | undefined> {
-    const command = await this.db.selectFrom('commands').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst();
-    if (!command) return undefined;
-    const invocations = await this.db.selectFrom('invocations').selectAll().where('command_id', '=', id).orderBy('host_id').execute();
-    return { command, invocations };
-  }
-
-  async list(tenantId: string, limit: number): Promise<CommandRow[]> {
-    return this.db.selectFrom('commands').selectAll().where('tenant_id', '=', tenantId).orderBy('created_at', 'desc').limit(limit).execute();
-  }
-
-  async getInvocation(commandId: string, hostId: string): Promise<InvocationRow | undefined> {
-    return this.db.selectFrom('invocations').selectAll().where('command_id', '=', commandId).where('host_id', '=', hostId).executeTakeFirst();
-  }
-
-  async openInvocations(filter: { hostId?: string } = {}): Promise<OpenInvocation[]> {
-    return listOpenInvocations(this.db, filter);
-  }
-
-  /**
-   * Moves one invocation from one of `from` to a new status (compare-and-set), then recomputes the
-   * command's aggregate status in the same transaction. Returns the command's new status, or undefined
-   * when the invocation had already moved on (nothing changed).
-   */
-  async updateInvocation(
-    commandId: string,
-    hostId: string,
-    from: readonly InvocationStatus[],
-    outcome: InvocationOutcome,
-    aggregate: (statuses: InvocationStatus[]) => CommandStatus,
-  ): Promise<CommandStatus | undefined> {
-    return this.db.transaction().execute(async (tx) => {
-      const updated = await tx
-        .updateTable('invocations')
-        .set({
-          status: outcome.status,
-          status_detail: outcome.statusDetail,
-          ...(outcome.exitCodes ? { exit_codes: JSON.stringify(outcome.exitCodes) } : {}),
-          ...(outcome.stdout ? { stdout: outcome.stdout.text, stdout_truncated: outcome.stdout.truncated, stdout_bytes: clampInt(outcome.stdout.bytes) } : {}),
-          ...(outcome.stderr ? { stderr: outcome.stderr.text, stderr_truncated: outcome.stderr.truncated, stderr_bytes: clampInt(outcome.stderr.bytes) } : {}),
-          ...(outcome.startedAt ? { started_at: outcome.startedAt } : {}),
-          ...(outcome.finishedAt ? { finished_at: outcome.finishedAt } : {}),
-          ...(outcome.status === 'InProgress' ? { delivered_at: new Date() } : {}),
-        })
-        .where('command_id', '=', commandId)
-        .where('host_id', '=', hostId)
-        .where('status', 'in', [...from])
-        .executeTakeFirst();
-      if (Number(updated.numUpdatedRows) === 0) return undefined;
-      return refreshCommandStatus(tx, commandId, aggregate);
-    });
-  }
-}
-
-async function refreshCommandStatus(
-  tx: Transaction<Database>,
-  commandId: string,
-  aggregate: (statuses: InvocationStatus[]) => CommandStatus,
-): Promise<CommandStatus> {
-  const rows = await tx.selectFrom('invocations').select('status').where('command_id', '=', commandId).execute();
-  const status = aggregate(rows.map((r) => r.status as InvocationStatus));
-  await tx
-    .updateTable('commands')
-    .set({ status, completed_at: isTerminalNow(status) ? new Date() : null })
-    .where('id', '=', commandId)
-    .execute();
-  return status;
-}
-
-function isTerminalNow(status: string): boolean {
-  return !(OPEN_STATUSES as readonly string[]).includes(status);
-}
-
-function clampInt(n: number): number {
-  return Math.min(n, 2_147_483_647);
-}
-
 export interface OpenInvocation {
   commandId: string;
   hostId: string;
@@ -146,22 +37,134 @@ export interface OpenInvocation {
   parameters: Record<string, unknown>;
 }
 
-/** Open invocations with what their deadlines need, for the timeout sweep and reconnect reconciliation. */
-export async function listOpenInvocations(db: Kysely<Database>, filter: { hostId?: string } = {}): Promise<OpenInvocation[]> {
-  let q = db
-    .selectFrom('invocations as i')
-    .innerJoin('commands as c', 'c.id', 'i.command_id')
-    .select(['i.command_id', 'i.host_id', 'i.status', 'i.created_at', 'i.started_at', 'c.delivery_timeout_s', 'c.parameters'])
-    .where('i.status', 'in', [...OPEN_STATUSES]);
-  if (filter.hostId) q = q.where('i.host_id', '=', filter.hostId);
-  const rows = await q.execute();
-  return rows.map((r) => ({
-    commandId: r.command_id,
-    hostId: r.host_id,
-    status: r.status as InvocationStatus,
-    createdAt: new Date(r.created_at),
-    startedAt: r.started_at ? new Date(r.started_at) : null,
-    deliveryTimeoutS: r.delivery_timeout_s,
-    parameters: r.parameters,
-  }));
+const isOpen = (status: string): boolean => (OPEN_STATUSES as readonly string[]).includes(status);
+
+export class CommandsRepo {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  /** One statement (a data-modifying CTE): the command and all its invocations, or nothing. */
+  async create(cmd: NewCommand): Promise<void> {
+    const now = new Date();
+    const rows = cmd.invocations.map((inv) => ({
+      command_id: cmd.id,
+      host_id: inv.hostId,
+      tenant_id: cmd.tenantId,
+      status: inv.status,
+      status_detail: inv.statusDetail,
+      exit_codes: '[]',
+      finished_at: isOpen(inv.status) ? null : now,
+    }));
+    await this.db
+      .with('command', (db) =>
+        db
+          .insertInto('commands')
+          .values({
+            id: cmd.id,
+            tenant_id: cmd.tenantId,
+            document: cmd.document,
+            parameters: JSON.stringify(cmd.parameters),
+            targets: JSON.stringify(cmd.targets),
+            delivery_timeout_s: cmd.deliveryTimeoutS,
+          })
+          .returning('id'),
+      )
+      .insertInto('invocations')
+      .values(rows)
+      .execute();
+  }
+
+  /** A command and its invocations in one query (it is read at the end of every Run Command). */
+  async get(tenantId: string, id: string): Promise<{ command: CommandRow; invocations: InvocationRow[] } | undefined> {
+    const row = await this.db
+      .selectFrom('commands as c')
+      .selectAll('c')
+      .select((eb) =>
+        eb
+          .selectFrom('invocations as i')
+          .select(sql<InvocationRow[]>`coalesce(json_agg(i order by i.host_id), '[]'::json)`.as('list'))
+          .whereRef('i.command_id', '=', 'c.id')
+          .as('invocations'),
+      )
+      .where('c.tenant_id', '=', tenantId)
+      .where('c.id', '=', id)
+      .executeTakeFirst();
+    if (!row) return undefined;
+    const { invocations, ...command } = row;
+    return { command, invocations: (invocations ?? []).map(reviveInvocation) };
+  }
+
+  /** The newest commands with their invocations, two queries whatever the count. */
+  async list(tenantId: string, limit: number): Promise<{ command: CommandRow; invocations: InvocationRow[] }[]> {
+    const commands = await this.db.selectFrom('commands').selectAll().where('tenant_id', '=', tenantId).orderBy('created_at', 'desc').orderBy('id').limit(limit).execute();
+    const invocations = await this.invocationsOf(commands.map((c) => c.id));
+    return commands.map((command) => ({ command, invocations: invocations.filter((i) => i.command_id === command.id) }));
+  }
+
+  async statusesOf(commandId: string): Promise<InvocationStatus[]> {
+    const rows = await this.db.selectFrom('invocations').select('status').where('command_id', '=', commandId).execute();
+    return rows.map((r) => r.status as InvocationStatus);
+  }
+
+  async openInvocations(filter: { hostId?: string } = {}): Promise<OpenInvocation[]> {
+    let q = this.db
+      .selectFrom('invocations as i')
+      .innerJoin('commands as c', 'c.id', 'i.command_id')
+      .select(['i.command_id', 'i.host_id', 'i.status', 'i.created_at', 'i.started_at', 'c.delivery_timeout_s', 'c.parameters'])
+      .where('i.status', 'in', [...OPEN_STATUSES]);
+    if (filter.hostId) q = q.where('i.host_id', '=', filter.hostId);
+    const rows = await q.execute();
+    return rows.map((r) => ({
+      commandId: r.command_id,
+      hostId: r.host_id,
+      status: r.status as InvocationStatus,
+      createdAt: new Date(r.created_at),
+      startedAt: r.started_at ? new Date(r.started_at) : null,
+      deliveryTimeoutS: r.delivery_timeout_s,
+      parameters: r.parameters,
+    }));
+  }
+
+  /**
+   * Moves one invocation from one of `from` to a new status: a compare-and-set, so of two racing
+   * reports (a result and a timeout, say) exactly one wins. Returns false when nothing changed.
+   */
+  async updateInvocation(commandId: string, hostId: string, from: readonly InvocationStatus[], outcome: InvocationOutcome): Promise<boolean> {
+    const updated = await this.db
+      .updateTable('invocations')
+      .set({
+        status: outcome.status,
+        status_detail: outcome.statusDetail,
+        ...(outcome.exitCodes ? { exit_codes: JSON.stringify(outcome.exitCodes) } : {}),
+        ...(outcome.stdout ? { stdout: outcome.stdout.text, stdout_truncated: outcome.stdout.truncated, stdout_bytes: clampInt(outcome.stdout.bytes) } : {}),
+        ...(outcome.stderr ? { stderr: outcome.stderr.text, stderr_truncated: outcome.stderr.truncated, stderr_bytes: clampInt(outcome.stderr.bytes) } : {}),
+        ...(outcome.startedAt ? { started_at: outcome.startedAt, delivered_at: sql<Date>`coalesce(delivered_at, ${outcome.startedAt})` } : {}),
+        ...(outcome.finishedAt ? { finished_at: outcome.finishedAt } : {}),
+      })
+      .where('command_id', '=', commandId)
+      .where('host_id', '=', hostId)
+      .where('status', 'in', [...from])
+      .executeTakeFirst();
+    return Number(updated.numUpdatedRows) > 0;
+  }
+
+  private async invocationsOf(commandIds: string[]): Promise<InvocationRow[]> {
+    if (commandIds.length === 0) return [];
+    return this.db.selectFrom('invocations').selectAll().where('command_id', 'in', commandIds).orderBy('command_id').orderBy('host_id').execute();
+  }
+}
+
+/** json_agg gives timestamps as strings; the rest of the code expects what a plain select gives. */
+function reviveInvocation(row: InvocationRow): InvocationRow {
+  const date = (v: Date | string | null) => (v === null ? null : new Date(v));
+  return {
+    ...row,
+    created_at: new Date(row.created_at),
+    delivered_at: date(row.delivered_at),
+    started_at: date(row.started_at),
+    finished_at: date(row.finished_at),
+  };
+}
+
+function clampInt(n: number): number {
+  return Math.min(n, 2_147_483_647);
 }

@@ -50,10 +50,8 @@ const FOUNDATION = [
     document text not null,
     parameters jsonb not null,
     targets jsonb not null,
-    status text not null,
     delivery_timeout_s integer not null,
-    created_at timestamptz not null default now(),
-    completed_at timestamptz
+    created_at timestamptz not null default now()
   )`,
   `create index commands_tenant_created on commands (tenant_id, created_at desc)`,
   `create table invocations (

@@ -50,10 +50,8 @@ export interface CommandsTable {
   document: string;
   parameters: Json<Record<string, unknown>>;
   targets: Json<Record<string, unknown>>;
-  status: string;
   delivery_timeout_s: number;
   created_at: CreatedAt;
-  completed_at: MaybeTimestamp;
 }
 
 export interface InvocationsTable {

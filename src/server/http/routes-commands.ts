@@ -1,10 +1,10 @@
-import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { CommandService } from '../../commands/command-service.js';
 import { commandIdParams, commandView, errorBody, getCommandQuery, listCommandsQuery, sendCommandBody } from './schemas.js';
 
-export function commandRoutes(commands: CommandService): FastifyPluginAsyncZod {
-  return async (app) => {
+export function commandRoutes(commands: CommandService): FastifyPluginCallbackZod {
+  return (app, _opts, done) => {
     app.post(
       '/v1/commands',
       {
@@ -18,8 +18,7 @@ export function commandRoutes(commands: CommandService): FastifyPluginAsyncZod {
       },
       async (request, reply) => {
         const { wait, ...req } = request.body;
-        const sent = await commands.send(request.tenantId, req);
-        const view = wait ? await commands.wait(request.tenantId, sent.id, wait * 1000, abortOnClose(reply.raw)) : sent;
+        const view = await commands.send(request.tenantId, req, wait ? { waitMs: wait * 1000, signal: abortOnClose(reply.raw) } : {});
         return reply.status(201).send(view);
       },
     );
@@ -65,6 +64,8 @@ export function commandRoutes(commands: CommandService): FastifyPluginAsyncZod {
         const res = reply.raw;
         res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' });
         const write = (event: unknown) => res.write(`${JSON.stringify(event)}\n`);
+        // From here to subscribe() nothing awaits, so no output event can fall between the snapshot
+        // and the subscription. (Output that lands between get() and here is in the final event.)
         for (const inv of first.invocations) {
           if (inv.stdout) write({ type: 'output', hostId: inv.hostId, stream: 'stdout', data: inv.stdout });
           if (inv.stderr) write({ type: 'output', hostId: inv.hostId, stream: 'stderr', data: inv.stderr });
@@ -86,6 +87,7 @@ export function commandRoutes(commands: CommandService): FastifyPluginAsyncZod {
         if (now.completedAt) await finish();
       },
     );
+    done();
   };
 }
 

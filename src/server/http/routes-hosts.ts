@@ -1,11 +1,11 @@
-import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { HostService } from '../../hosts/host-service.js';
 import { errorBody, hostIdParams, hostView, launchHostBody, listHostsQuery } from './schemas.js';
 import { parseTagList } from './tags.js';
 
-export function hostRoutes(hosts: HostService): FastifyPluginAsyncZod {
-  return async (app) => {
+export function hostRoutes(hosts: HostService): FastifyPluginCallbackZod {
+  return (app, _opts, done) => {
     app.post(
       '/v1/hosts',
       { schema: { tags: ['hosts'], summary: 'Launch a host', body: launchHostBody, response: { 201: hostView, '4xx': errorBody, '5xx': errorBody } } },
@@ -33,5 +33,6 @@ export function hostRoutes(hosts: HostService): FastifyPluginAsyncZod {
       { schema: { tags: ['hosts'], summary: 'Terminate a host', params: hostIdParams, response: { 200: hostView, '4xx': errorBody, '5xx': errorBody } } },
       async (request) => hosts.terminate(request.tenantId, request.params.id),
     );
+    done();
   };
 }

@@ -1,0 +1,134 @@
+/**
+ * `npm run bench`: the foundation's speed and memory, measured on real hosts, each figure beside a
+ * baseline taken in the same run:
+ *   - host launch -> agent ready (API call until the agent has enrolled), vs a bare `node` start;
+ *   - Run Command round trip for `true` (API call until the result is stored), vs a bare bash spawn;
+ *   - the agent's idle RSS and CPU.
+ * Prints a Markdown report and writes it to bench/results/latest.md.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+import type { CommandView } from '../src/commands/views.js';
+import type { HostView } from '../src/hosts/views.js';
+import { packageRoot } from '../src/cli/paths.js';
+import { startServer } from '../test/helpers/server.js';
+import { ms, summarize, type Summary } from './stats.js';
+
+const NET = { bridge: 'berthbench0', subnet: '10.220.0.0/22', cgroupName: 'berthbench' };
+const LAUNCHES = Number(process.env['BENCH_LAUNCHES'] ?? 60);
+const ROUND_TRIPS = Number(process.env['BENCH_ROUND_TRIPS'] ?? 600);
+const IDLE_SECONDS = Number(process.env['BENCH_IDLE_SECONDS'] ?? 10);
+
+function progress(line: string): void {
+  process.stderr.write(`\r\x1b[2K${line}`);
+}
+
+async function main(): Promise<void> {
+  const srv = await startServer(NET);
+  const rows: string[] = [];
+  try {
+    // Baselines, same run: the floor a host start and a command run cannot go below.
+    const nodeStart = timeSync(30, () => spawnSync(process.execPath, ['-e', '0'], { env: {} }));
+    const bashTrue = timeSync(200, () => spawnSync('/bin/bash', ['-c', 'true'], { env: {} }));
+
+    const launch: number[] = [];
+    const hosts: HostView[] = [];
+    for (let i = 0; i < LAUNCHES; i++) {
+      progress(`launch -> ready ${i + 1}/${LAUNCHES}`);
+      const t0 = performance.now();
+      const res = await srv.api.post<HostView>('/v1/hosts', {});
+      launch.push(performance.now() - t0);
+      if (res.status !== 201) throw new Error(`launch failed: ${JSON.stringify(res.body)}`);
+      hosts.push(res.body);
+      // Keep a few to measure idle agents and run commands on; remove the rest as we go.
+      if (hosts.length > 3) {
+        const old = hosts.shift();
+        if (old) await srv.api.delete(`/v1/hosts/${old.id}`);
+      }
+    }
+    const target = hosts[hosts.length - 1];
+    if (!target) throw new Error('no host');
+
+    const roundTrip: number[] = [];
+    for (let i = 0; i < ROUND_TRIPS; i++) {
+      if (i % 20 === 0) progress(`round trip ${i}/${ROUND_TRIPS}`);
+      const t0 = performance.now();
+      const res = await srv.api.post<CommandView>('/v1/commands', { targets: { hostIds: [target.id] }, parameters: { commands: ['true'] }, wait: 10 });
+      roundTrip.push(performance.now() - t0);
+      if (res.body.status !== 'Success') throw new Error(`round trip failed: ${JSON.stringify(res.body)}`);
+    }
+
+    progress(`agent idle for ${IDLE_SECONDS} s…`);
+    const idle = await measureIdle(srv.dataDir, hosts, IDLE_SECONDS);
+    progress('');
+
+    const launchS = summarize(launch);
+    const rtS = summarize(roundTrip);
+    rows.push(
+      `| host launch -> agent ready | ${launchS.n} | ${ms(launchS.p50)} | ${ms(launchS.p99)} | p50 <= 150 ms | ${verdict(launchS.p50 <= 150)} |`,
+      `| baseline: bare \`node -e 0\` start | ${nodeStart.n} | ${ms(nodeStart.p50)} | ${ms(nodeStart.p99)} | launch p50 / this = ${(launchS.p50 / nodeStart.p50).toFixed(2)}x | |`,
+      `| Run Command round trip (\`true\`) | ${rtS.n} | ${ms(rtS.p50)} | ${ms(rtS.p99)} | p50 <= 5 ms | ${verdict(rtS.p50 <= 5)} |`,
+      `| baseline: bare \`bash -c true\` spawn | ${bashTrue.n} | ${ms(bashTrue.p50)} | ${ms(bashTrue.p99)} | round trip p50 / this = ${(rtS.p50 / bashTrue.p50).toFixed(2)}x | |`,
+      `| agent idle RSS (max of ${idle.agents}) | ${idle.agents} | ${idle.rssMiB.toFixed(1)} MiB | | <= 50 MB | ${verdict(idle.rssMiB * 1.048576 <= 50)} |`,
+      `| agent idle CPU over ${IDLE_SECONDS} s (max) | ${idle.agents} | ${(idle.cpuPercent).toFixed(3)} % | | ~0 | ${verdict(idle.cpuPercent < 0.5)} |`,
+    );
+  } finally {
+    await srv.stop();
+  }
+  const report = [
+    `### ${new Date().toISOString().slice(0, 10)} — ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, store: PGlite`,
+    '',
+    '| measure | n | p50 | p99 | target / ratio | |',
+    '|---|---|---|---|---|---|',
+    ...rows,
+    '',
+  ].join('\n');
+  process.stdout.write(`${report}\n`);
+  mkdirSync(join(packageRoot(), 'bench', 'results'), { recursive: true });
+  writeFileSync(join(packageRoot(), 'bench', 'results', 'latest.md'), report);
+}
+
+function verdict(ok: boolean): string {
+  return ok ? 'met' : 'MISSED';
+}
+
+function timeSync(n: number, fn: () => unknown): Summary {
+  const samples: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    fn();
+    samples.push(performance.now() - t0);
+  }
+  return summarize(samples);
+}
+
+/** RSS and CPU of each host's agent process (the child of the host's init), idle for `seconds`. */
+async function measureIdle(dataDir: string, hosts: HostView[], seconds: number): Promise<{ agents: number; rssMiB: number; cpuPercent: number }> {
+  const pids = hosts.map((h) => agentPid(dataDir, h.id));
+  const ticks = (pid: number) => {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+    return Number(fields[11]) + Number(fields[12]);
+  };
+  const hz = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+  const before = pids.map(ticks);
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  const after = pids.map(ticks);
+  const cpu = pids.map((_, i) => (((after[i] ?? 0) - (before[i] ?? 0)) / hz / seconds) * 100);
+  const rss = pids.map((pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024);
+  return { agents: pids.length, rssMiB: Math.max(...rss), cpuPercent: Math.max(...cpu) };
+}
+
+function agentPid(dataDir: string, hostId: string): number {
+  const state = JSON.parse(readFileSync(join(dataDir, 'hosts', hostId, 'state.json'), 'utf8')) as { initPid: number };
+  const children = readFileSync(`/proc/${state.initPid}/task/${state.initPid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+  const agent = children.find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('berth-agent'));
+  if (!agent) throw new Error(`no agent process under ${state.initPid}`);
+  return agent;
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`\nbench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,77 @@
+/**
+ * The record that lets us find a host again: written to <hostDir>/state.json and returned verbatim
+ * as driverData. Paths and names are re-derived from the host id and the driver config rather than
+ * trusted from the record, so a tampered or stale record can never point terminate at other files.
+ */
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+
+export const STATE_VERSION = 1;
+
+export interface HostRecord {
+  version: number;
+  id: string;
+  hostname: string;
+  ip: string;
+  prefixLength: number;
+  gateway: string;
+  image: string;
+  netns: string;
+  veth: string;
+  hostDir: string;
+  consoleLog: string;
+  cgroupDirs: string[];
+  /** The launcher (later nsenter, then unshare): parent of the host's PID 1, in the machine's pid namespace. */
+  outerPid?: number;
+  outerStartTime?: number;
+  /** The host's PID 1 as seen from the machine. */
+  initPid?: number;
+  initStartTime?: number;
+  launchedAt: string;
+}
+
+function optionalNumber(value: unknown): number | undefined {
+  return typeof value === 'number' && Number.isInteger(value) && value > 0 ? value : undefined;
+}
+
+function text(value: unknown): string {
+  return typeof value === 'string' ? value : '';
+}
+
+/** Reads whatever of a record is present in untrusted JSON (driverData or a state file). */
+export function parseHostRecord(data: unknown): Partial<HostRecord> {
+  if (typeof data !== 'object' || data === null) return {};
+  const d = data as Record<string, unknown>;
+  const record: Partial<HostRecord> = {};
+  if (typeof d.version === 'number') record.version = d.version;
+  for (const key of ['id', 'hostname', 'ip', 'gateway', 'image', 'netns', 'veth', 'hostDir', 'consoleLog', 'launchedAt'] as const) {
+    if (typeof d[key] === 'string') record[key] = text(d[key]);
+  }
+  if (typeof d.prefixLength === 'number') record.prefixLength = d.prefixLength;
+  if (Array.isArray(d.cgroupDirs)) record.cgroupDirs = d.cgroupDirs.filter((x): x is string => typeof x === 'string');
+  const outerPid = optionalNumber(d.outerPid);
+  const outerStartTime = optionalNumber(d.outerStartTime);
+  const initPid = optionalNumber(d.initPid);
+  const initStartTime = optionalNumber(d.initStartTime);
+  if (outerPid !== undefined && outerStartTime !== undefined) Object.assign(record, { outerPid, outerStartTime });
+  if (initPid !== undefined && initStartTime !== undefined) Object.assign(record, { initPid, initStartTime });
+  return record;
+}
+
+export function readStateFile(path: string): Partial<HostRecord> | undefined {
+  try {
+    return parseHostRecord(JSON.parse(readFileSync(path, 'utf8')));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Atomic replace, so a crash mid-write never leaves a truncated record behind. */
+export function writeStateFile(path: string, record: HostRecord): void {
+  const tmp = `${path}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
+  renameSync(tmp, path);
+}
+
+export function recordToDriverData(record: HostRecord): Record<string, unknown> {
+  return { ...record, cgroupDirs: [...record.cgroupDirs] };
+}

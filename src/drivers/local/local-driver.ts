@@ -1,0 +1,257 @@
+/**
+ * The local driver: each host is a set of Linux namespaces (pid, mount, uts, ipc, net, cgroup) with an
+ * overlayfs copy-on-write root, its own address on a bridge and cgroup limits. See host-scripts.ts for
+ * how a host is brought up, and config.ts for how every resource's name derives from the host id.
+ */
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import { BerthError, errorMessage, isBerthError } from '../../core/errors.js';
+import type { DescribedHost, DriverInfo, FoundHost, HostDriver, HostSpec, LaunchedHost, OperationOptions } from '../types.js';
+import {
+  checkSafePath, devTemplateDir, hostNames, isValidHostId, netnsPrefix, resolveLocalConfig,
+  type HostNames, type LocalDriverConfig, type ResolvedLocalConfig,
+} from './config.js';
+import { cgroupPids, createHostCgroups, destroyHostCgroups, detectCgroupLayout, ensureCgroupParents, hostCgroupDirs, listHostCgroupIds, readMountinfo, type CgroupLayout } from './cgroups.js';
+import { buildFstab, buildLauncherScript, buildSetupScript, type SystemTools } from './host-scripts.js';
+import { consoleTail, HostDirExistsError, LaunchProcessError, startLauncher, writeHostFiles } from './host-launch.js';
+import { parseHostRecord, readStateFile, recordToDriverData, STATE_VERSION, writeStateFile, type HostRecord } from './host-state.js';
+import { ensureBridge, innerNetworkBatch, listNetnsHostIds, NETNS_DIR, outerNetworkBatch, removeHostNetwork } from './network.js';
+import { checkPlatform, prepareDevTemplate, probeNamespacesAndOverlay, resolveTools } from './preflight.js';
+import { isSameLiveProcess, pollUntil, readProcessStat, sendSignal } from './proc.js';
+import { IpAllocator } from './subnet.js';
+
+const HOSTNAME_RE = /^(?=.{1,64}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
+
+interface Prepared {
+  tools: SystemTools;
+  layout: CgroupLayout;
+  info: DriverInfo;
+}
+
+export class LocalDriver implements HostDriver {
+  readonly name = 'local';
+  private readonly cfg: ResolvedLocalConfig;
+  private readonly addresses: IpAllocator;
+  private preparing: Promise<Prepared> | undefined;
+
+  constructor(config: LocalDriverConfig) {
+    this.cfg = resolveLocalConfig(config);
+    this.addresses = new IpAllocator(this.cfg.subnet);
+  }
+
+  /** Preflight, bridge, cgroup parents, /dev template, address seeding. Safe to call repeatedly. */
+  async init(_opts?: OperationOptions): Promise<DriverInfo> {
+    return (await this.prepared()).info;
+  }
+
+  private prepared(): Promise<Prepared> {
+    this.preparing ??= this.prepare().catch((err: unknown) => {
+      this.preparing = undefined; // let a later call retry once the user fixed the machine
+      throw err;
+    });
+    return this.preparing;
+  }
+
+  private async prepare(): Promise<Prepared> {
+    checkPlatform();
+    const tools = resolveTools();
+    mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o700 });
+    const layout = detectCgroupLayout(readMountinfo());
+    if (layout.hierarchies.length === 0) {
+      throw new BerthError('driver_unavailable', 'no cgroup filesystem is mounted', 'Mount cgroup2 at /sys/fs/cgroup (or the v1 cpu, memory and pids hierarchies) and run berth server as root.');
+    }
+    if (layout.missing.length > 0) this.cfg.logger.warn({ missing: layout.missing }, 'cgroup controllers unavailable; hosts asking for those limits will fail to launch');
+    await probeNamespacesAndOverlay(tools, this.cfg.stateDir);
+    await prepareDevTemplate(tools, devTemplateDir(this.cfg));
+    ensureCgroupParents(layout, this.cfg.cgroupName);
+    await ensureBridge(tools.ip, this.cfg.bridge, this.cfg.subnet);
+    const prepared: Prepared = { tools, layout, info: { name: this.name, agentListenHost: this.cfg.subnet.gateway } };
+    // Addresses of hosts that survived a restart stay taken.
+    for (const id of this.foundHostIds(layout)) {
+      const ip = readStateFile(hostNames(this.cfg, id).stateFile)?.ip;
+      if (ip) this.addresses.reserve(ip);
+    }
+    this.cfg.logger.info({ bridge: this.cfg.bridge, subnet: this.cfg.subnet.cidr, cgroups: layout.hierarchies.map((h) => `${h.mountPoint} (v${h.version})`) }, 'local driver ready');
+    return prepared;
+  }
+
+  async launch(spec: HostSpec, opts?: OperationOptions): Promise<LaunchedHost> {
+    const started = performance.now();
+    const { tools, layout } = await this.prepared();
+    const names = hostNames(this.cfg, spec.id);
+    this.checkSpec(spec);
+    if (opts?.signal?.aborted) throw cancelled(spec.id);
+    const ip = this.addresses.allocate();
+    const { subnet } = this.cfg;
+    const record: HostRecord = {
+      version: STATE_VERSION, id: spec.id, hostname: spec.hostname, ip, prefixLength: subnet.prefixLength, gateway: subnet.gateway,
+      image: spec.image, netns: names.netns, veth: names.veth, hostDir: names.hostDir, consoleLog: names.consoleLog,
+      cgroupDirs: hostCgroupDirs(layout, this.cfg.cgroupName, spec.id), launchedAt: new Date().toISOString(),
+    };
+    let wroteFiles = false;
+    try {
+      const fstab = buildFstab({ image: spec.image, names, agentDir: this.cfg.agentDir, hiddenPaths: this.cfg.hiddenPaths });
+      writeHostFiles(names, spec, ip, fstab);
+      wroteFiles = true;
+      // Recorded before anything runs, so a crash mid-launch leaves a host that list() can find and clean up.
+      writeStateFile(names.stateFile, record);
+      const cgroupDirs = createHostCgroups(layout, this.cfg.cgroupName, spec.id, spec.resources);
+      const setupScript = buildSetupScript({
+        tools, names, hostname: spec.hostname, innerNetworkBatch: innerNetworkBatch(ip, subnet),
+        devTemplateDir: devTemplateDir(this.cfg), agentCommand: this.cfg.agentCommand,
+      });
+      const launcherScript = buildLauncherScript({ tools, names, cgroupDirs, outerNetworkBatch: outerNetworkBatch(names, this.cfg.bridge), setupScript });
+      const prepMs = performance.now() - started;
+      const env = { HOME: '/root', HOSTNAME: spec.hostname, container: 'berth' };
+      const host = await startLauncher(tools.sh, launcherScript, names, env, this.cfg.launchTimeoutMs, opts?.signal);
+      const outer = readProcessStat(host.outerPid);
+      const init = readProcessStat(host.initPid);
+      if (!init) throw new LaunchProcessError(`init process ${host.initPid} exited right after starting`, host.outerPid);
+      Object.assign(record, { initPid: host.initPid, initStartTime: init.startTime });
+      if (outer) Object.assign(record, { outerPid: host.outerPid, outerStartTime: outer.startTime });
+      writeStateFile(names.stateFile, record);
+      const totalMs = performance.now() - started;
+      this.cfg.logger.debug({ hostId: spec.id, ip, initPid: host.initPid, prepMs: round(prepMs), totalMs: round(totalMs) }, 'host launched');
+      return { id: spec.id, hostname: spec.hostname, ip, driverData: recordToDriverData(record) };
+    } catch (err) {
+      const output = consoleTail(names.consoleLog);
+      if (wroteFiles) await this.destroy(names, record).catch((cleanupErr: unknown) => this.cfg.logger.warn({ hostId: spec.id, err: errorMessage(cleanupErr) }, 'cleanup after failed launch failed'));
+      this.addresses.release(ip);
+      throw launchError(spec, err, output);
+    }
+  }
+
+  private checkSpec(spec: HostSpec): void {
+    if (!HOSTNAME_RE.test(spec.hostname)) {
+      throw new BerthError('validation_failed', `hostname ${JSON.stringify(spec.hostname)} is not a valid host name`, 'Use 1-64 characters: dot-separated labels of letters, digits and inner hyphens.');
+    }
+    checkSafePath('image', spec.image);
+    let isDir: boolean;
+    try {
+      isDir = statSync(spec.image).isDirectory();
+    } catch {
+      isDir = false;
+    }
+    if (!isDir) {
+      throw new BerthError('validation_failed', `image ${spec.image} is not a directory on this machine`, "For the local driver an image is a root filesystem directory; use '/' for this machine's own root filesystem.");
+    }
+  }
+
+  async terminate(id: string, driverData: Record<string, unknown>, _opts?: OperationOptions): Promise<void> {
+    await this.prepared();
+    const names = hostNames(this.cfg, id);
+    const record = this.knownRecord(names, driverData);
+    await this.destroy(names, record);
+    if (record.ip) this.addresses.release(record.ip);
+  }
+
+  /**
+   * Stops the host and removes every trace of it. Names and paths come from the id; the record only
+   * contributes pids, each checked against its start time before it is signalled.
+   */
+  private async destroy(names: HostNames, record: Partial<HostRecord>): Promise<void> {
+    const { tools, layout } = await this.prepared();
+    const cgroupDirs = hostCgroupDirs(layout, this.cfg.cgroupName, names.id);
+    const initPid = record.initPid ?? findInitPid(cgroupDirs);
+    const initStartTime = record.initPid ? record.initStartTime : initPid && readProcessStat(initPid)?.startTime;
+    if (initPid && isSameLiveProcess(initPid, initStartTime)) {
+      // PID 1 forwards TERM to the agent and exits; the kernel then kills everything else in the host.
+      sendSignal(initPid, 'SIGTERM');
+      const stopped = await pollUntil(() => !isSameLiveProcess(initPid, initStartTime), this.cfg.stopGraceMs, 10);
+      if (!stopped) sendSignal(initPid, 'SIGKILL');
+    }
+    if (isSameLiveProcess(record.outerPid, record.outerStartTime) && record.outerPid) sendSignal(record.outerPid, 'SIGKILL');
+    await destroyHostCgroups(cgroupDirs);
+    await removeHostNetwork(tools.ip, names);
+    rmSync(names.hostDir, { recursive: true, force: true, maxRetries: 3 });
+  }
+
+  async describe(id: string, driverData: Record<string, unknown>, _opts?: OperationOptions): Promise<DescribedHost> {
+    const { layout } = await this.prepared();
+    const names = hostNames(this.cfg, id);
+    const record = this.knownRecord(names, driverData);
+    const cgroupDirs = hostCgroupDirs(layout, this.cfg.cgroupName, id);
+    const ip = record.ip;
+    if (isSameLiveProcess(record.initPid, record.initStartTime)) return { id, state: 'running', ...(ip ? { ip } : {}) };
+    const traces = [
+      existsSync(names.hostDir) && `state dir ${names.hostDir}`,
+      existsSync(`${NETNS_DIR}/${names.netns}`) && `network namespace ${names.netns}`,
+      cgroupDirs.some((dir) => existsSync(dir)) && 'cgroups',
+    ].filter((t): t is string => typeof t === 'string');
+    if (traces.length === 0) return { id, state: 'gone', reason: 'nothing of the host is left on this machine' };
+    if (!record.initPid) {
+      const initPid = findInitPid(cgroupDirs);
+      if (initPid) return { id, state: 'running', ...(ip ? { ip } : {}), reason: `init process ${initPid} found in the host's cgroup (its launch was not recorded)` };
+      return { id, state: 'stopped', ...(ip ? { ip } : {}), reason: `the host's launch never completed; leftovers: ${traces.join(', ')}` };
+    }
+    const why = readProcessStat(record.initPid) ? `pid ${record.initPid} now belongs to another process` : `init process ${record.initPid} exited`;
+    return { id, state: 'stopped', ...(ip ? { ip } : {}), reason: `${why}; see ${names.consoleLog}` };
+  }
+
+  async list(_opts?: OperationOptions): Promise<FoundHost[]> {
+    const { layout } = await this.prepared();
+    return this.foundHostIds(layout).map((id) => {
+      const names = hostNames(this.cfg, id);
+      const record = readStateFile(names.stateFile) ?? {};
+      return { id, driverData: { ...record, id, netns: names.netns, veth: names.veth, hostDir: names.hostDir } };
+    });
+  }
+
+  /** Ids of every host with any trace on the machine: a state dir, a named netns or a cgroup. */
+  private foundHostIds(layout: CgroupLayout): string[] {
+    const ids = new Set<string>();
+    try {
+      for (const entry of readdirSync(this.cfg.stateDir, { withFileTypes: true })) {
+        if (entry.isDirectory() && !entry.name.startsWith('.')) ids.add(entry.name);
+      }
+    } catch {
+      // No state dir yet.
+    }
+    for (const id of listNetnsHostIds(netnsPrefix(this.cfg))) ids.add(id);
+    for (const id of listHostCgroupIds(layout, this.cfg.cgroupName)) ids.add(id);
+    return [...ids].filter(isValidHostId).sort();
+  }
+
+  /** driverData from the control plane, completed by the state file (either may be missing after a crash). */
+  private knownRecord(names: HostNames, driverData: Record<string, unknown>): Partial<HostRecord> {
+    const fromStore = parseHostRecord(driverData);
+    const fromDisk = readStateFile(names.stateFile) ?? {};
+    return { ...fromDisk, ...fromStore };
+  }
+}
+
+/** The host's PID 1 among its cgroup's processes: the one whose innermost pid is 1. */
+function findInitPid(cgroupDirs: string[]): number | undefined {
+  for (const pid of cgroupPids(cgroupDirs)) {
+    try {
+      const nspid = /^NSpid:\s+(.*)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]?.trim().split(/\s+/);
+      if (nspid && nspid.length > 1 && nspid[nspid.length - 1] === '1') return pid;
+    } catch {
+      // Exited while we looked.
+    }
+  }
+  return undefined;
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 10) / 10;
+}
+
+function cancelled(id: string): BerthError {
+  return new BerthError('deadline_exceeded', `launch of host ${id} was cancelled`, 'Retry the launch if it is still wanted.');
+}
+
+function launchError(spec: HostSpec, err: unknown, output: string): BerthError {
+  if (isBerthError(err)) return err;
+  if (err instanceof HostDirExistsError) {
+    return new BerthError('conflict', `host ${spec.id} already exists on this machine (${err.message})`, 'Terminate the existing host first, or launch with a new id.');
+  }
+  if (err instanceof LaunchProcessError && err.message === 'launch was cancelled') return cancelled(spec.id);
+  return new BerthError(
+    'launch_failed',
+    `host ${spec.id} failed to start: ${errorMessage(err)}${output ? `\n${output}` : ''}`,
+    `Check that the image ${spec.image} is a root filesystem with /bin/sh and that the agent command exists in it; the host's console output is included above.`,
+    { hostId: spec.id, console: output },
+    { cause: err },
+  );
+}

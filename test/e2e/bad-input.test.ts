@@ -1,0 +1,70 @@
+/** Bad input gets a 4xx with a stable code and a message, and changes nothing. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { HostView } from '../../src/hosts/views.js';
+import { Api, startServer, type InProcessServer } from '../helpers/server.js';
+
+const NET = { bridge: 'berthbad0', subnet: '10.218.0.0/24', cgroupName: 'berthbad' };
+
+interface ErrorBody {
+  code: string;
+  message: string;
+  hint: string;
+}
+
+describe('bad input', () => {
+  let srv: InProcessServer;
+  let host: HostView;
+
+  const counts = async () => {
+    const hosts = await srv.api.get<{ hosts: unknown[] }>('/v1/hosts?all=true');
+    const commands = await srv.api.get<{ commands: unknown[] }>('/v1/commands?limit=1000');
+    return { hosts: hosts.body.hosts.length, commands: commands.body.commands.length };
+  };
+
+  beforeAll(async () => {
+    srv = await startServer(NET);
+    host = (await srv.api.post<HostView>('/v1/hosts', {})).body;
+  });
+  afterAll(async () => {
+    await srv?.stop();
+  });
+
+  const cases: [string, (api: Api, hostId: string) => Promise<{ status: number; body: unknown }>, number, string][] = [
+    ['unknown host', (api) => api.post('/v1/commands', { targets: { hostIds: ['h-nope'] }, parameters: { commands: ['true'] } }), 404, 'host_not_found'],
+    ['empty commands', (api, hostId) => api.post('/v1/commands', { targets: { hostIds: [hostId] }, parameters: { commands: [] } }), 400, 'validation_failed'],
+    ['negative timeout', (api, hostId) => api.post('/v1/commands', { targets: { hostIds: [hostId] }, parameters: { commands: ['true'], executionTimeout: -1 } }), 400, 'validation_failed'],
+    ['no targets', (api) => api.post('/v1/commands', { targets: {}, parameters: { commands: ['true'] } }), 400, 'no_targets'],
+    ['unknown field', (api, hostId) => api.post('/v1/commands', { targets: { hostIds: [hostId] }, parameters: { commands: ['true'], bogus: 1 } }), 400, 'validation_failed'],
+    ['malformed JSON', (api) => api.call('POST', '/v1/commands', '{"targets": {'), 400, 'bad_request'],
+    ['unauthenticated', (api, hostId) => new Api(api.url, undefined).post('/v1/commands', { targets: { hostIds: [hostId] }, parameters: { commands: ['true'] } }), 401, 'unauthorized'],
+    ['wrong token', (api) => new Api(api.url, 'not-the-token').get('/v1/hosts'), 401, 'unauthorized'],
+    ['unknown command', (api) => api.get('/v1/commands/c-nope'), 404, 'command_not_found'],
+    ['unknown route', (api) => api.get('/v1/nothing-here'), 404, 'not_found'],
+    ['bad hostname', (api) => api.post('/v1/hosts', { hostname: 'Not A Hostname!' }), 400, 'validation_failed'],
+    ['terminate unknown host', (api) => api.delete('/v1/hosts/h-nope'), 404, 'host_not_found'],
+  ];
+
+  for (const [name, call, status, code] of cases) {
+    it(`${name}: ${status} ${code}, nothing changes`, async () => {
+      const before = await counts();
+      const res = await call(srv.api, host.id);
+      expect(res.status).toBe(status);
+      const body = res.body as ErrorBody;
+      expect(body.code).toBe(code);
+      expect(body.message.length).toBeGreaterThan(0);
+      expect(typeof body.hint).toBe('string');
+      expect(await counts()).toEqual(before);
+    });
+  }
+
+  it('serves health without a token, and OpenAPI with one', async () => {
+    const anon = new Api(srv.server.url, undefined);
+    expect((await anon.get<{ ok: boolean }>('/v1/health')).body.ok).toBe(true);
+    expect((await anon.get('/openapi.json')).status).toBe(401);
+    const spec = await srv.api.get<{ openapi: string; paths: Record<string, unknown> }>('/openapi.json');
+    expect(spec.body.openapi).toMatch(/^3\./);
+    expect(Object.keys(spec.body.paths)).toEqual(expect.arrayContaining(['/v1/hosts', '/v1/commands', '/v1/commands/{id}']));
+    const docs = await fetch(`${srv.server.url}/docs?token=${srv.server.token}`, { redirect: 'manual' });
+    expect(docs.status).toBeLessThan(400);
+  });
+});

@@ -1,0 +1,105 @@
+/**
+ * kill -9 of the server while hosts run and commands are in flight, then restart: hosts are adopted,
+ * every in-flight command ends in a defined status, hosts the store cannot account for are removed,
+ * and removing every host leaves nothing behind.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { CommandView } from '../../src/commands/views.js';
+import { countLocalLeftovers } from '../../src/drivers/local/index.js';
+import type { HostView } from '../../src/hosts/views.js';
+import { DEFAULT_TENANT } from '../../src/store/migrations.js';
+import { openStore } from '../../src/store/store.js';
+import { Api, driverConfig, spawnServer, tempDataDir, tokenOf } from '../helpers/server.js';
+
+const NET = { bridge: 'berthrst0', subnet: '10.219.0.0/24', cgroupName: 'berthrst' };
+const PORTS = { api: 17370, agent: 17371 };
+
+describe('control-plane restart', () => {
+  let dataDir: string;
+  let server: ChildProcess | undefined;
+  let api: Api;
+  let baseline: ReturnType<typeof countLocalLeftovers>;
+
+  const waitFor = async <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> => {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const value = await probe();
+      if (value !== undefined) return value;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`timed out waiting for ${what}`);
+  };
+
+  beforeAll(async () => {
+    dataDir = await tempDataDir('restart');
+    baseline = countLocalLeftovers(driverConfig(dataDir, NET));
+    server = await spawnServer(dataDir, NET, PORTS);
+    api = new Api(`http://127.0.0.1:${PORTS.api}`, tokenOf(dataDir));
+  });
+
+  afterAll(async () => {
+    server?.kill('SIGKILL');
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('adopts running hosts, settles in-flight commands and cleans up what it cannot account for', async () => {
+    const launch = async () => (await api.post<HostView>('/v1/hosts', {})).body;
+    const [keep, dies, unknown] = [await launch(), await launch(), await launch()];
+    const send = async (hostId: string, commands: string[]) =>
+      (await api.post<CommandView>('/v1/commands', { targets: { hostIds: [hostId] }, parameters: { commands, executionTimeout: 60 } })).body;
+    const slow = await send(keep.id, ['sleep 2', 'echo survived']);
+    const orphaned = await send(dies.id, ['sleep 60']);
+    await waitFor('commands to start', async () => {
+      const views = await Promise.all([slow, orphaned].map(async (c) => (await api.get<CommandView>(`/v1/commands/${c.id}`)).body));
+      return views.every((v) => v.status === 'InProgress') ? true : undefined;
+    });
+
+    server?.kill('SIGKILL');
+    await new Promise((r) => server?.once('exit', r));
+    // While the control plane is down: one host dies, and one is forgotten by the store.
+    // Killing a pid namespace's init kills every process of that host.
+    process.kill(initPidOf(dataDir, dies.id), 'SIGKILL');
+    const store = await openStore({ dataDir });
+    await store.db.deleteFrom('hosts').where('id', '=', unknown.id).where('tenant_id', '=', DEFAULT_TENANT).execute();
+    await store.close();
+
+    server = await spawnServer(dataDir, NET, PORTS);
+
+    const adopted = await waitFor('the surviving host to reconnect', async () => {
+      const host = (await api.get<HostView>(`/v1/hosts/${keep.id}`)).body;
+      return host.state === 'running' && host.agent.connected ? host : undefined;
+    });
+    expect(adopted.ip).toBe(keep.ip);
+
+    const finished = (await api.get<CommandView>(`/v1/commands/${slow.id}?wait=20`)).body;
+    expect(finished.status).toBe('Success');
+    expect(finished.invocations[0]?.stdout).toBe('survived\n');
+
+    const lost = (await api.get<CommandView>(`/v1/commands/${orphaned.id}?wait=20`)).body;
+    expect(lost.status).toBe('Failed');
+    expect(lost.invocations[0]?.statusDetail).toMatch(/terminated|lost/);
+    expect((await api.get<HostView>(`/v1/hosts/${dies.id}`)).body.state).toBe('terminated');
+
+    // The forgotten host is gone from the machine too: only `keep` is left.
+    const leftovers = countLocalLeftovers(driverConfig(dataDir, NET));
+    expect(leftovers.netns).toBe(baseline.netns + 1);
+
+    // A command run after the restart works as before.
+    const after = (await api.post<CommandView>('/v1/commands', { targets: { hostIds: [keep.id] }, parameters: { commands: ['echo again'] }, wait: 20 })).body;
+    expect(after.invocations[0]?.stdout).toBe('again\n');
+
+    expect((await api.delete<HostView>(`/v1/hosts/${keep.id}`)).body.state).toBe('terminated');
+    expect(countLocalLeftovers(driverConfig(dataDir, NET))).toEqual(baseline);
+  });
+});
+
+/** The machine-side pid of a host's PID 1, from the local driver's state file. */
+function initPidOf(dataDir: string, hostId: string): number {
+  const state = JSON.parse(readFileSync(join(dataDir, 'hosts', hostId, 'state.json'), 'utf8')) as { initPid?: number };
+  if (!state.initPid) throw new Error(`no init pid recorded for ${hostId}`);
+  return state.initPid;
+}

@@ -1,0 +1,162 @@
+/**
+ * Test harness: a real berth server with the real local driver (namespaces, overlay, bridge, cgroups)
+ * on a bridge and subnet of the test's own, talking to real agents; or the same as a separate
+ * `berth server` process, for tests that kill it.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LocalDriver, countLocalLeftovers, type LocalDriverConfig, type LeftoverCounts } from '../../src/drivers/local/index.js';
+import { BerthServer } from '../../src/server/berth-server.js';
+import { agentBundleDir, packageRoot } from '../../src/cli/paths.js';
+
+export interface TestNetwork {
+  bridge: string;
+  subnet: string;
+  cgroupName: string;
+}
+
+export function driverConfig(dataDir: string, net: TestNetwork): LocalDriverConfig {
+  return {
+    stateDir: join(dataDir, 'hosts'),
+    agentDir: agentBundleDir(),
+    agentCommand: [process.execPath, '/.berth/agent/berth-agent.cjs'],
+    bridge: net.bridge,
+    subnet: net.subnet,
+    cgroupName: net.cgroupName,
+    stopGraceMs: 1000,
+  };
+}
+
+export async function tempDataDir(prefix: string): Promise<string> {
+  return mkdtemp(join(tmpdir(), `berth-${prefix}-`));
+}
+
+export interface InProcessServer {
+  server: BerthServer;
+  dataDir: string;
+  api: Api;
+  leftovers(): LeftoverCounts;
+  stop(opts?: { removeHosts?: boolean }): Promise<void>;
+}
+
+export async function startServer(net: TestNetwork, opts: { dataDir?: string; agentPort?: number } = {}): Promise<InProcessServer> {
+  const dataDir = opts.dataDir ?? (await tempDataDir('srv'));
+  const config = driverConfig(dataDir, net);
+  const server = await BerthServer.start({
+    dataDir,
+    port: 0,
+    agentPort: opts.agentPort ?? 0,
+    driver: new LocalDriver(config),
+    log: () => {},
+    sweepIntervalMs: 200,
+    monitorIntervalMs: 500,
+  });
+  const api = new Api(server.url, server.token);
+  return {
+    server,
+    dataDir,
+    api,
+    leftovers: () => countLocalLeftovers(config),
+    async stop({ removeHosts = true } = {}) {
+      if (removeHosts) {
+        const { body } = await api.get<{ hosts: { id: string }[] }>('/v1/hosts');
+        for (const host of body.hosts) await api.delete(`/v1/hosts/${host.id}`);
+      }
+      await server.stop();
+      if (removeHosts) await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A thin JSON client that returns status and body, so tests can assert on both. */
+export class Api {
+  constructor(
+    readonly url: string,
+    readonly token: string | undefined,
+  ) {}
+
+  get<T>(path: string) {
+    return this.call<T>('GET', path);
+  }
+  post<T>(path: string, body: unknown) {
+    return this.call<T>('POST', path, JSON.stringify(body));
+  }
+  delete<T>(path: string) {
+    return this.call<T>('DELETE', path);
+  }
+
+  async call<T>(method: string, path: string, rawBody?: string, headers: Record<string, string> = {}): Promise<{ status: number; body: T }> {
+    const res = await fetch(`${this.url}${path}`, {
+      method,
+      headers: {
+        ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
+        ...(rawBody !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...headers,
+      },
+      ...(rawBody !== undefined ? { body: rawBody } : {}),
+    });
+    const text = await res.text();
+    return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T };
+  }
+}
+
+/** Runs the built CLI (`bin/berth.js`) as a user would. */
+export function berth(
+  args: string[],
+  env: Record<string, string>,
+  opts: { timeoutMs?: number; onStdout?: (chunk: string) => void } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(packageRoot(), 'bin', 'berth.js'), ...args], {
+      env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/root', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      opts.onStdout?.(d.toString());
+    });
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, stdout, stderr });
+    });
+  });
+}
+
+/** `berth server` as its own process, so a test can kill -9 it. */
+export async function spawnServer(dataDir: string, net: TestNetwork, ports: { api: number; agent: number }): Promise<ChildProcess> {
+  const child = spawn(
+    process.execPath,
+    [join(packageRoot(), 'bin', 'berth.js'), 'server', '--data-dir', dataDir, '--port', String(ports.api), '--agent-port', String(ports.agent), '--bridge', net.bridge, '--subnet', net.subnet, '--name', net.cgroupName],
+    { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/root' }, stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`berth server exited with ${child.exitCode}: ${stderr}`);
+    try {
+      const info = JSON.parse(readFileSync(join(dataDir, 'server.json'), 'utf8')) as { pid: number };
+      if (info.pid === child.pid) {
+        const res = await fetch(`http://127.0.0.1:${ports.api}/v1/health`).catch(() => undefined);
+        if (res?.ok) return child;
+      }
+    } catch {
+      // not up yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  child.kill('SIGKILL');
+  throw new Error(`berth server did not come up: ${stderr}`);
+}
+
+export function tokenOf(dataDir: string): string {
+  return readFileSync(join(dataDir, 'token'), 'utf8').trim();
+}

@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 await build({
   entryPoints: [join(root, 'src/agent/entry.ts')],
-  outfile: join(root, 'dist/agent/berth-agent.cjs'),
+  outfile: join(root, 'dist/agent-bundle/berth-agent.cjs'),
   bundle: true,
   platform: 'node',
   target: 'node20',

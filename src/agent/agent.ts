@@ -8,7 +8,7 @@ import type { AgentIdentity, InvocationResult, ServerMessage } from '../protocol
 import { PROTOCOL_VERSION } from '../protocol/messages.js';
 import { AgentConnection } from './connection.js';
 import { InvocationJournal } from './journal.js';
-import { killInvocationProcesses, runShellScript } from './runcommand/index.js';
+import { defaultShell, killInvocationProcesses, runShellScript, WarmShellPool } from './runcommand/index.js';
 import type { ExecutionResult } from './runcommand/types.js';
 
 export const AGENT_VERSION = '0.1.0';
@@ -28,6 +28,7 @@ export class Agent {
   private readonly running = new Map<string, AbortController>();
   private readonly bootId = randomUUID();
   private readonly log: (line: string) => void;
+  private readonly warmShells = new WarmShellPool(defaultShell());
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.log ?? ((line) => process.stderr.write(`berth-agent: ${line}\n`));
@@ -53,10 +54,12 @@ export class Agent {
 
   start(): void {
     this.connection.start();
+    this.warmShells.fill();
   }
 
   /** Leaves running invocations alone: the next agent process settles them (see settleOrphans). */
   stop(): void {
+    this.warmShells.stop();
     this.connection.stop();
   }
 
@@ -124,7 +127,12 @@ export class Agent {
     runShellScript(
       id,
       msg.parameters,
-      { scratchDir: `${this.opts.stateDir}/scratch`, outputLimitBytes: this.opts.outputLimitBytes, killGraceMs: this.opts.killGraceMs },
+      {
+        scratchDir: `${this.opts.stateDir}/scratch`,
+        outputLimitBytes: this.opts.outputLimitBytes,
+        killGraceMs: this.opts.killGraceMs,
+        warmShells: this.warmShells,
+      },
       {
         signal: controller.signal,
         ...(streamOutput
@@ -146,6 +154,8 @@ export class Agent {
     this.running.delete(id);
     this.journal.put({ invocationId: id, state: 'finished', startedAt, result });
     this.connection.send({ type: 'result', invocationId: id, result });
+    // Start the next warm shell only now, off the path of the result just sent.
+    setImmediate(() => this.warmShells.fill());
   }
 
   private onCancel(id: string): void {

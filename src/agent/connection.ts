@@ -2,7 +2,7 @@
  * The agent's one outbound connection to the control plane. Reconnects forever with a short, capped
  * backoff (the first retries are fast: at boot the host's network may still be coming up).
  */
-import { WebSocket } from 'ws';
+import { WsClient } from './ws-client.js';
 import { HOST_ID_HEADER, parseServerMessage, type AgentMessage, type ServerMessage } from '../protocol/messages.js';
 
 export interface ConnectionOptions {
@@ -18,7 +18,7 @@ export interface ConnectionOptions {
 const BACKOFF_MS = [5, 10, 20, 50, 100, 200, 500, 1000, 2000];
 
 export class AgentConnection {
-  private socket: WebSocket | undefined;
+  private socket: WsClient | undefined;
   private attempt = 0;
   private stopped = false;
   private heartbeat: NodeJS.Timeout | undefined;
@@ -31,13 +31,13 @@ export class AgentConnection {
   }
 
   get connected(): boolean {
-    return this.socket?.readyState === WebSocket.OPEN;
+    return this.socket?.isOpen ?? false;
   }
 
   /** Sends when connected; returns false otherwise (the caller keeps state to resend on hello). */
   send(msg: AgentMessage): boolean {
     const socket = this.socket;
-    if (!socket || socket.readyState !== WebSocket.OPEN) return false;
+    if (!socket?.isOpen) return false;
     socket.send(JSON.stringify(msg));
     return true;
   }
@@ -51,18 +51,17 @@ export class AgentConnection {
 
   private connect(): void {
     if (this.stopped) return;
-    const socket = new WebSocket(this.opts.serverUrl, {
+    const socket = new WsClient(this.opts.serverUrl, {
       headers: { authorization: `Bearer ${this.opts.token}`, [HOST_ID_HEADER]: this.opts.hostId },
-      handshakeTimeout: 5000,
-      perMessageDeflate: false,
+      handshakeTimeoutMs: 5000,
     });
     this.socket = socket;
     socket.on('open', () => {
       this.attempt = 0;
       socket.send(JSON.stringify(this.opts.hello()));
     });
-    socket.on('message', (data: Buffer) => {
-      const msg = parseServerMessage(data.toString('utf8'));
+    socket.on('message', (data: string) => {
+      const msg = parseServerMessage(data);
       if (!msg) {
         this.opts.log('ignored a malformed frame from the server');
         return;
@@ -70,8 +69,8 @@ export class AgentConnection {
       if (msg.type === 'welcome') this.startHeartbeat(msg.heartbeatIntervalMs);
       this.opts.onMessage(msg);
     });
-    socket.on('unexpected-response', (_req, res) => {
-      this.opts.log(`server refused the connection: HTTP ${res.statusCode}`);
+    socket.on('unexpected-response', (status: number) => {
+      this.opts.log(`server refused the connection: HTTP ${status}`);
     });
     socket.on('error', () => {
       // 'close' follows and schedules the retry; errors are expected while the network comes up.

@@ -8,7 +8,7 @@ import { Agent } from './agent.js';
 
 export function runAgent(argv: string[] = process.argv.slice(2)): Agent {
   const identityPath = flag(argv, '--identity') ?? AGENT_IDENTITY_PATH;
-  const stateDir = flag(argv, '--state-dir') ?? '/dev/shm/berth-agent';
+  const stateDir = flag(argv, '--state-dir') ?? '/run/berth/agent';
   const identity = agentIdentity.parse(JSON.parse(readFileSync(identityPath, 'utf8')));
   const agent = new Agent({ identity, stateDir });
   const stop = () => {

@@ -27,7 +27,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .command('agent')
     .description('run the host agent (started by every host; not for interactive use)')
     .option('--identity <file>', 'identity file', '/etc/berth/agent.json')
-    .option('--state-dir <dir>', 'agent state dir', '/var/lib/berth/agent')
+    .option('--state-dir <dir>', 'agent state dir (kept while the host lives)', '/run/berth/agent')
     .action(async (opts: { identity: string; stateDir: string }) => {
       const { runAgent } = await import('../agent/main.js');
       runAgent(['--identity', opts.identity, '--state-dir', opts.stateDir]);

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { LocalDriver } from '../drivers/local/index.js';
 import { BerthServer } from '../server/berth-server.js';
-import { agentBundleDir } from './paths.js';
+import { agentBundleDir, agentCommand } from './paths.js';
 import type { Context } from './context.js';
 
 export interface ServerOptions {
@@ -30,10 +30,12 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
       const driver = new LocalDriver({
         stateDir: `${dataDir}/hosts`,
         agentDir: agentBundleDir(),
-        agentCommand: [process.execPath, '/.berth/agent/berth-agent.cjs'],
+        agentCommand: agentCommand(),
         ...(opts.bridge ? { bridge: opts.bridge } : {}),
         ...(opts.subnet ? { subnet: opts.subnet } : {}),
         cgroupName: opts.name,
+        // With this machine's root as the image, hosts would otherwise see the data dir (token, store).
+        hiddenPaths: [dataDir],
       });
       const server = await BerthServer.start({
         dataDir,

@@ -36,8 +36,9 @@ describe('control-plane restart', () => {
 
   beforeAll(async () => {
     dataDir = await tempDataDir('restart');
-    baseline = countLocalLeftovers(driverConfig(dataDir, NET));
     server = await spawnServer(dataDir, NET, PORTS);
+    // After the server's start-up recovery, which removes what an earlier, aborted run left behind.
+    baseline = countLocalLeftovers(driverConfig(dataDir, NET));
     api = new Api(`http://127.0.0.1:${PORTS.api}`, tokenOf(dataDir));
   });
 
@@ -72,6 +73,13 @@ describe('control-plane restart', () => {
     const adopted = await waitFor('the surviving host to reconnect', async () => {
       const host = (await api.get<HostView>(`/v1/hosts/${keep.id}`)).body;
       return host.state === 'running' && host.agent.connected ? host : undefined;
+    }).catch(async (err: unknown) => {
+      const host = (await api.get<HostView>(`/v1/hosts/${keep.id}`)).body;
+      const consoleLog = readFileSync(join(dataDir, 'hosts', keep.id, 'console.log'), 'utf8').slice(-2000);
+      const init = initPidOf(dataDir, keep.id);
+      const { execSync } = await import('node:child_process');
+      const diag = execSync(`ps -e --forest -o pid,ppid,stat,args | grep -A5 ' ${init} ' ; nsenter -t ${init} -n ss -tnp; true`, { encoding: 'utf8' });
+      throw new Error(`${String(err)}; host: ${JSON.stringify(host)}; console:\n${consoleLog}\n${diag}`);
     });
     expect(adopted.ip).toBe(keep.ip);
 

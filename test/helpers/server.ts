@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalDriver, countLocalLeftovers, type LocalDriverConfig, type LeftoverCounts } from '../../src/drivers/local/index.js';
 import { BerthServer } from '../../src/server/berth-server.js';
-import { agentBundleDir, packageRoot } from '../../src/cli/paths.js';
+import { agentBundleDir, agentCommand, packageRoot } from '../../src/cli/paths.js';
 
 export interface TestNetwork {
   bridge: string;
@@ -22,11 +22,12 @@ export function driverConfig(dataDir: string, net: TestNetwork): LocalDriverConf
   return {
     stateDir: join(dataDir, 'hosts'),
     agentDir: agentBundleDir(),
-    agentCommand: [process.execPath, '/.berth/agent/berth-agent.cjs'],
+    agentCommand: agentCommand(),
     bridge: net.bridge,
     subnet: net.subnet,
     cgroupName: net.cgroupName,
     stopGraceMs: 1000,
+    hiddenPaths: [dataDir],
   };
 }
 
@@ -138,7 +139,10 @@ export async function spawnServer(dataDir: string, net: TestNetwork, ports: { ap
     { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/root' }, stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let stderr = '';
-  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    if (process.env['BERTH_TEST_SERVER_LOG']) process.stderr.write(d);
+  });
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`berth server exited with ${child.exitCode}: ${stderr}`);

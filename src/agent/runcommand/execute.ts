@@ -120,7 +120,11 @@ export function runShellScript(
   }
 
   const shell = options.shell ?? defaultShell();
-  const script = buildScript(commands, statusFdFor(shell));
+  const warm = options.warmShells?.shell === shell ? options.warmShells : undefined;
+  // A warm shell was started before this invocation existed: the script itself must set what a cold
+  // spawn would pass in (the marker and the user's variables, exported; the working directory).
+  const prelude = warm ? warmPrelude(invocationId, params.env, cwd) : '';
+  const script = prelude + buildScript(commands, statusFdFor(shell));
   const scriptPath = join(
     options.scratchDir,
     `run-${invocationId.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 80)}-${process.pid}-${++scriptSeq}.sh`,
@@ -132,22 +136,35 @@ export function runShellScript(
     return Promise.resolve(notStarted('Failed', detail, startedAt, detail));
   }
 
-  const env: NodeJS.ProcessEnv = { ...process.env, ...params.env, [MARKER_ENV]: invocationId };
-  let child: ChildProcess;
-  try {
-    child = spawn(shell, [scriptPath], {
-      cwd: cwd || undefined,
-      env,
-      detached: true, // setsid: the shell leads its own process group
-      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
-    });
-  } catch (e) {
-    removeScript(scriptPath);
-    const detail = `could not start ${shell}: ${(e as Error).message}`;
-    return Promise.resolve(notStarted('Failed', detail, startedAt, detail));
+  let child = warm?.take(scriptPath);
+  if (!child) {
+    if (prelude) writeScript(scriptPath, buildScript(commands, statusFdFor(shell)), options.scratchDir);
+    const env: NodeJS.ProcessEnv = { ...process.env, ...params.env, [MARKER_ENV]: invocationId };
+    try {
+      child = spawn(shell, [scriptPath], {
+        cwd: cwd || undefined,
+        env,
+        detached: true, // setsid: the shell leads its own process group
+        stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+      });
+    } catch (e) {
+      removeScript(scriptPath);
+      const detail = `could not start ${shell}: ${(e as Error).message}`;
+      return Promise.resolve(notStarted('Failed', detail, startedAt, detail));
+    }
   }
 
   return new Run(invocationId, params, options, callbacks, child, shell, scriptPath, startedAt).promise;
+}
+
+/** Exports and `cd` that make a warm shell equivalent to one spawned for this invocation. */
+function warmPrelude(invocationId: string, env: Record<string, string> | undefined, cwd: string | undefined): string {
+  const lines = [`export ${MARKER_ENV}=${shellQuote(invocationId)}`];
+  for (const [name, value] of Object.entries(env ?? {})) {
+    if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) lines.push(`export ${name}=${shellQuote(value)}`);
+  }
+  if (cwd) lines.push(`cd ${shellQuote(cwd)} || exit 1`);
+  return `${lines.join('\n')}\n`;
 }
 
 function writeScript(path: string, script: string, dir: string): void {

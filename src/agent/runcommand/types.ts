@@ -1,3 +1,5 @@
+import type { WarmShellPool } from './warm-shell.js';
+
 /** The RunShellScript document as the agent executes it. */
 export interface RunShellScriptParams {
   /** Run in order in one shell, so `cd` and variables carry over; the first failing command stops the run. */
@@ -40,6 +42,12 @@ export interface ExecutorOptions {
   shell?: string;
   /** Directory for the generated script files. */
   scratchDir: string;
+  /**
+   * Shells started ahead of time (see warm-shell.ts). When one is idle and its shell is the one to
+   * use, the run takes it instead of spawning; the script then sets the environment and the working
+   * directory itself. Without it (or when none is idle) the run spawns a shell as usual.
+   */
+  warmShells?: WarmShellPool;
 }
 
 export interface RunCallbacks {

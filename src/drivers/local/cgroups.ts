@@ -27,6 +27,8 @@ export interface CgroupLayout {
   hierarchies: CgroupHierarchy[];
   /** Controllers available nowhere: a host asking for that limit cannot be launched. */
   missing: CgroupController[];
+  /** A v2 hierarchy without favordynmods is used: joining it waits for an RCU grace period (see CgroupJoin). */
+  slowJoin: boolean;
 }
 
 const CPU_PERIOD_US = 100_000;
@@ -42,6 +44,7 @@ export function detectCgroupLayout(
 ): CgroupLayout {
   const v1 = new Map<CgroupController, string>();
   let v2MountPoint: string | undefined;
+  let v2Options = '';
   for (const line of mountinfo.split('\n')) {
     const fields = line.split(' ');
     const separator = fields.indexOf('-');
@@ -56,6 +59,7 @@ export function detectCgroupLayout(
       }
     } else if (fsType === 'cgroup2' && v2MountPoint === undefined) {
       v2MountPoint = unescapeMountField(mountPoint);
+      v2Options = superOptions;
     }
   }
   let v2Available: string[] = [];
@@ -81,7 +85,9 @@ export function detectCgroupLayout(
   }
   // Without any controller we still need one hierarchy to know which processes belong to a host.
   if (byMount.size === 0 && v2MountPoint !== undefined) byMount.set(v2MountPoint, { version: 2, mountPoint: v2MountPoint, controllers: [] });
-  return { hierarchies: [...byMount.values()], missing };
+  const hierarchies = [...byMount.values()];
+  const slowJoin = hierarchies.some((h) => h.version === 2) && !v2Options.split(',').includes('favordynmods');
+  return { hierarchies, missing, slowJoin };
 }
 
 export function parentDirs(layout: CgroupLayout, cgroupName: string): string[] {
@@ -120,7 +126,8 @@ export function ensureCgroupParents(layout: CgroupLayout, cgroupName: string): v
   }
 }
 
-function limitFiles(hierarchy: CgroupHierarchy, resources: HostResources): [string, string][] {
+/** The files (a trailing '?' marks optional ones) and values that enforce `resources` in one hierarchy. */
+export function limitFiles(hierarchy: CgroupHierarchy, resources: HostResources): [string, string][] {
   const files: [string, string][] = [];
   const has = (c: CgroupController): boolean => hierarchy.controllers.includes(c);
   const cpus = resources.cpus;
@@ -153,10 +160,22 @@ export function checkResourcesSupported(layout: CgroupLayout, resources: HostRes
   }
 }
 
-/** Creates the host's cgroups and writes its limits; returns the directories whose cgroup.procs the launcher joins. */
-export function createHostCgroups(layout: CgroupLayout, cgroupName: string, id: string, resources: HostResources): string[] {
+/**
+ * How the launcher shell moves itself into one cgroup. Moving a whole process (cgroup.procs) takes a
+ * global lock whose first use waits for an RCU grace period: 5-20 ms per launch. On v1, writing "0"
+ * to `tasks` moves just the calling thread and skips that lock (kernel >= 6.1); for the single-threaded
+ * launcher shell that is the same thing. v2 has no such path (unless mounted with favordynmods).
+ */
+export interface CgroupJoin {
+  file: string;
+  /** What the shell writes: "0" (itself, as a thread) or "$$" (its process). */
+  value: '0' | '$$';
+}
+
+/** Creates the host's cgroups and writes its limits; returns how the launcher joins them. */
+export function createHostCgroups(layout: CgroupLayout, cgroupName: string, id: string, resources: HostResources): CgroupJoin[] {
   checkResourcesSupported(layout, resources);
-  const dirs: string[] = [];
+  const joins: CgroupJoin[] = [];
   for (const hierarchy of layout.hierarchies) {
     const dir = join(hierarchy.mountPoint, cgroupName, id);
     try {
@@ -164,7 +183,7 @@ export function createHostCgroups(layout: CgroupLayout, cgroupName: string, id: 
     } catch (err) {
       if (errnoCode(err) !== 'EEXIST') throw err;
     }
-    dirs.push(dir);
+    joins.push(hierarchy.version === 1 ? { file: join(dir, 'tasks'), value: '0' } : { file: join(dir, 'cgroup.procs'), value: '$$' });
     for (const [name, value] of limitFiles(hierarchy, resources)) {
       const optional = name.endsWith('?');
       const file = join(dir, optional ? name.slice(0, -1) : name);
@@ -172,7 +191,7 @@ export function createHostCgroups(layout: CgroupLayout, cgroupName: string, id: 
       writeFileSync(file, value);
     }
   }
-  return dirs;
+  return joins;
 }
 
 /** Every cgroup dir from `dir` down (deepest first), skipping those already gone. */

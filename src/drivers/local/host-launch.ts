@@ -1,42 +1,64 @@
 /**
- * The two halves of launching a host: writing its files (identity, fstab) before anything runs, and
- * starting the detached launcher and waiting for its "ready <pid>" line on fd 3.
+ * The Node side of launching a host. To overlap work, the launcher is spawned as soon as the host's
+ * directory and cgroups exist: while it creates the netns/veth and joins the cgroups, we write the
+ * host's files, then tell it to go on (a line on its stdin). It reports "ready <pid>" on fd 3 once
+ * the host's init runs.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { HostSpec } from '../types.js';
 import type { HostNames } from './config.js';
-import { errnoCode, SYSTEM_PATH } from './proc.js';
+import { INIT_PATH, INIT_SCRIPT, OLD_ROOT } from './host-scripts.js';
+import { errnoCode, killProcessGroup, SYSTEM_PATH } from './proc.js';
 
 export class HostDirExistsError extends Error {}
 
-/**
- * Creates the host's directory and seeds its overlay upper dir with what the agent and the host need
- * at boot. Done before the overlay is mounted, so no copy-up happens and the image is untouched.
- */
-export function writeHostFiles(names: HostNames, spec: HostSpec, ip: string, fstab: string): void {
+/** Claims the host's directory; fails if it exists (the id is in use or its leftovers are). */
+export function createHostDir(names: HostNames): void {
   try {
     mkdirSync(names.hostDir, { mode: 0o700 });
   } catch (err) {
     if (errnoCode(err) === 'EEXIST') throw new HostDirExistsError(names.hostDir);
     throw err;
   }
-  for (const dir of [names.workDir, names.rootDir]) mkdirSync(dir, { mode: 0o700 });
-  // The upper dir's root becomes the host's '/', so it gets the mode a root directory has.
-  mkdirSync(names.upperDir, { mode: 0o755 });
-  const etc = join(names.upperDir, 'etc');
-  mkdirSync(join(etc, 'berth'), { recursive: true, mode: 0o755 });
-  writeFileSync(join(etc, 'berth', 'agent.json'), `${JSON.stringify(spec.agent)}\n`, { mode: 0o600 });
-  writeFileSync(join(etc, 'berth', 'tags.json'), `${JSON.stringify(spec.tags)}\n`, { mode: 0o644 });
-  writeFileSync(join(etc, 'hostname'), `${spec.hostname}\n`, { mode: 0o644 });
-  writeFileSync(
-    join(etc, 'hosts'),
-    `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${ip}\t${spec.hostname}\n`,
-    { mode: 0o644 },
-  );
-  writeFileSync(names.fstabFile, fstab, { mode: 0o600 });
+}
+
+/**
+ * Seeds the overlay upper dir with what the agent and the host need at boot, before the overlay is
+ * mounted (so no copy-up happens and the image is untouched). Independent writes run in parallel:
+ * file creation is the slowest part of a launch on some disks.
+ */
+export async function writeHostFiles(names: HostNames, spec: HostSpec, ip: string, fstab: string): Promise<void> {
+  const { upperDir } = names;
+  const etc = join(upperDir, 'etc');
+  const hosts = `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${ip}\t${spec.hostname}\n`;
+  const seedEtc = async (): Promise<void> => {
+    await mkdir(etc, { mode: 0o755 });
+    await Promise.all([
+      mkdir(join(etc, 'berth'), { mode: 0o755 }).then(() =>
+        Promise.all([
+          writeFile(join(etc, 'berth', 'agent.json'), `${JSON.stringify(spec.agent)}\n`, { mode: 0o600 }),
+          writeFile(join(etc, 'berth', 'tags.json'), `${JSON.stringify(spec.tags)}\n`, { mode: 0o644 }),
+        ]),
+      ),
+      writeFile(join(etc, 'hostname'), `${spec.hostname}\n`, { mode: 0o644 }),
+      writeFile(join(etc, 'hosts'), hosts, { mode: 0o644 }),
+    ]);
+  };
+  const seedBerth = async (): Promise<void> => {
+    await mkdir(join(upperDir, '.berth'), { mode: 0o755 });
+    await Promise.all([mkdir(join(upperDir, OLD_ROOT), { mode: 0o700 }), writeFile(join(upperDir, INIT_PATH), INIT_SCRIPT, { mode: 0o755 })]);
+  };
+  await Promise.all([
+    mkdir(names.workDir, { mode: 0o700 }),
+    mkdir(names.rootDir, { mode: 0o700 }),
+    writeFile(names.fstabFile, fstab, { mode: 0o600 }),
+    // The upper dir's root becomes the host's '/', so it gets the mode of a root directory.
+    mkdir(upperDir, { mode: 0o755 }).then(() => Promise.all([seedEtc(), seedBerth()])),
+  ]);
 }
 
 export interface StartedHost {
@@ -62,10 +84,18 @@ export class LaunchProcessError extends Error {
   }
 }
 
+export interface Launcher {
+  /** Lets the launcher go past its gate (the host's files are in place). */
+  proceed(): void;
+  /** Makes the launcher fail at its gate; `ready` then rejects once it has exited. */
+  abort(): void;
+  /** Resolves with the host's PID 1 once its init runs; never rejects unhandled. */
+  ready: Promise<StartedHost>;
+}
+
 /**
  * Spawns the launcher detached (own session, stdio to the console log, unref'd) so the host outlives
- * the server, and resolves with the host's PID 1 once the setup script reports it is about to exec
- * the init. The environment is built from scratch: the server's secrets must not leak into hosts.
+ * the server. The environment is built from scratch: the server's secrets must not leak into hosts.
  */
 export function startLauncher(
   shell: string,
@@ -74,13 +104,13 @@ export function startLauncher(
   env: Record<string, string>,
   timeoutMs: number,
   signal?: AbortSignal,
-): Promise<StartedHost> {
+): Launcher {
   const logFd = openSync(names.consoleLog, 'a', 0o600);
   let child;
   try {
     child = spawn(shell, ['-c', launcherScript, 'berth-launch'], {
       detached: true,
-      stdio: ['ignore', logFd, logFd, 'pipe'],
+      stdio: ['pipe', logFd, logFd, 'pipe'],
       env: { PATH: SYSTEM_PATH, ...env },
       cwd: '/',
     });
@@ -88,8 +118,10 @@ export function startLauncher(
     closeSync(logFd);
   }
   const launcher = child;
+  // The launcher may exit before reading its gate line; that is reported through `ready`, not EPIPE.
+  launcher.stdin?.on('error', () => undefined);
   const readyPipe = launcher.stdio[3];
-  return new Promise<StartedHost>((resolve, reject) => {
+  const ready = new Promise<StartedHost>((resolve, reject) => {
     let received = '';
     let settled = false;
     const finish = (err: Error | undefined, initPid?: number): void => {
@@ -101,14 +133,27 @@ export function startLauncher(
         readyPipe.removeAllListeners('data').removeAllListeners('close');
         readyPipe.destroy();
       }
+      launcher.stdin?.destroy();
       launcher.unref();
       if (err || initPid === undefined || launcher.pid === undefined) reject(err ?? new LaunchProcessError('launcher did not start', launcher.pid));
       else resolve({ outerPid: launcher.pid, initPid });
     };
-    const onAbort = (): void => finish(new LaunchProcessError('launch was cancelled', launcher.pid));
-    const timer = setTimeout(() => finish(new LaunchProcessError(`host did not come up within ${timeoutMs} ms`, launcher.pid)), timeoutMs);
+    // Giving up while the launcher still runs: kill everything it started (its process group, as it
+    // leads its own session) and only then report, so cleanup cannot race with a netns being created.
+    let givingUp = false;
+    const giveUp = (message: string): void => {
+      if (settled || givingUp) return;
+      if (launcher.pid === undefined) return finish(new LaunchProcessError(message, undefined));
+      givingUp = true; // from now on a late "ready" or EOF must not settle the launch
+      const pgid = launcher.pid;
+      killProcessGroup(pgid).then(
+        () => finish(new LaunchProcessError(message, pgid)),
+        (err: unknown) => finish(new LaunchProcessError(`${message}; killing its launcher failed: ${String(err)}`, pgid)),
+      );
+    };
+    const onAbort = (): void => giveUp('launch was cancelled');
+    const timer = setTimeout(() => giveUp(`host did not come up within ${timeoutMs} ms`), timeoutMs);
     signal?.addEventListener('abort', onAbort, { once: true });
-    // After a successful start, errors of the launcher handle have no one to report to.
     launcher.on('error', (err) => finish(new LaunchProcessError(`cannot start ${shell}: ${err.message}`, launcher.pid)));
     if (!(readyPipe instanceof Readable)) {
       finish(new LaunchProcessError('no ready pipe to the launcher', launcher.pid));
@@ -116,11 +161,20 @@ export function startLauncher(
     }
     readyPipe.setEncoding('utf8');
     readyPipe.on('data', (chunk: string) => {
+      if (givingUp) return;
       received += chunk;
       const match = /^ready (\d+)$/m.exec(received);
       if (match?.[1]) finish(undefined, Number(match[1]));
     });
     // EOF before "ready": the launcher or setup script failed and everything it started has exited.
-    readyPipe.on('close', () => finish(new LaunchProcessError('host setup exited before the init started', launcher.pid)));
+    readyPipe.on('close', () => {
+      if (!givingUp) finish(new LaunchProcessError('host setup exited before the init started', launcher.pid));
+    });
   });
+  ready.catch(() => undefined); // observed by the caller later; keep Node from calling it unhandled meanwhile
+  return {
+    proceed: () => launcher.stdin?.end('go\n'),
+    abort: () => launcher.stdin?.end(),
+    ready,
+  };
 }

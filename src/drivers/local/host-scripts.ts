@@ -6,20 +6,23 @@
  *     1. `ip -batch` in the background: named netns + veth pair (eth0 created directly inside the netns)
  *        on the bridge;
  *     2. meanwhile joins the host's cgroups, so everything from here on is accounted to the host;
- *     3. exec nsenter --net=<netns> unshare --pid --fork --mount --uts --ipc --cgroup  sh -c SETUP
+ *     3. waits for the server's go-ahead on stdin (it writes the host's files in the meantime);
+ *     4. exec nsenter --net=<netns> unshare --pid --fork --mount --uts --ipc --cgroup  sh -c SETUP
  *   setup     (sh as PID 1 of the new pid namespace, private mount namespace, machine's root still visible)
- *     4. starts `ip -batch` for eth0/lo/route in the background, overlapping with the mounts;
- *     5. sets the hostname, notes its global pid (the machine's /proc is still mounted);
- *     6. `mount -a -T <fstab>`: overlay root, masks, /proc, /dev, /dev/pts, /dev/shm, /tmp, /sys, agent dir;
- *     7. `cp -a` device nodes and /dev symlinks from a template into the new /dev;
- *     8. pivot_root into the overlay and lazily unmount the old root: the machine's files are gone;
- *     9. execs the image's /bin/sh running INIT, passing its global pid.
+ *     5. starts `ip -batch` for eth0/lo/route in the background, overlapping with the mounts;
+ *     6. sets the hostname, notes its global pid (the machine's /proc is still mounted);
+ *     7. `mount -a -T <fstab>`: overlay root, masks, /proc, /dev, /dev/pts, /dev/shm, /tmp, /sys, agent dir;
+ *     8. `cp -a` device nodes and /dev symlinks from a template into the new /dev;
+ *     9. pivot_root into the overlay and lazily unmount the old root with the image's umount (the
+ *        machine's binaries cannot run once the root changed): the machine's files are gone;
+ *    10. execs the image's /bin/sh running INIT (seeded at /.berth/init.sh), passing its global pid.
  *   init      (the image's /bin/sh, PID 1 for the host's lifetime)
  *     sets its TERM trap, reports "ready <global pid>" on fd 3 and closes it; then
  *     runs the agent command, restarts it when it exits, reaps orphans (every `wait` reaps any child),
  *     forwards TERM to the agent and exits, which makes the kernel kill the rest of the host.
  */
 import { join } from 'node:path';
+import type { CgroupJoin } from './cgroups.js';
 import type { HostNames } from './config.js';
 import { shQuote } from './proc.js';
 
@@ -30,7 +33,6 @@ export interface SystemTools {
   nsenter: string;
   unshare: string;
   mount: string;
-  umount: string;
   pivotRoot: string;
   cp: string;
 }
@@ -41,7 +43,6 @@ export const TOOL_NAMES: Record<keyof SystemTools, string> = {
   nsenter: 'nsenter',
   unshare: 'unshare',
   mount: 'mount',
-  umount: 'umount',
   pivotRoot: 'pivot_root',
   cp: 'cp',
 };
@@ -81,12 +82,20 @@ export function buildFstab({ image, names, agentDir, hiddenPaths }: FstabInput):
     `devpts ${root}/dev/pts devpts nosuid,noexec,newinstance,ptmxmode=0666,mode=0620,X-mount.mkdir 0 0`,
     `shm ${root}/dev/shm tmpfs nosuid,nodev,mode=1777,X-mount.mkdir 0 0`,
     `tmpfs ${root}/tmp tmpfs nosuid,nodev,mode=1777,X-mount.mkdir 0 0`,
+    // Runtime state (the agent's journal among it) lives in memory, as on any modern Linux.
+    `tmpfs ${root}/run tmpfs nosuid,nodev,mode=755,X-mount.mkdir 0 0`,
     `sysfs ${root}/sys sysfs ro,nosuid,nodev,noexec,X-mount.mkdir 0 0`,
     `${agentDir} ${root}/.berth/agent none bind,ro,X-mount.mkdir 0 0`,
     '',
   );
   return entries.join('\n');
 }
+
+/** Where pivot_root puts the machine's root inside the host, until it is lazily unmounted. */
+export const OLD_ROOT = '/.berth/oldroot';
+
+/** Where the init script is seeded in the upper dir, so `ps` in a host shows a short command line. */
+export const INIT_PATH = '/.berth/init.sh';
 
 /**
  * PID 1 of a host. Arguments: its pid as seen from the machine, then the agent command.
@@ -142,39 +151,40 @@ ${shQuote(tools.mount)} -a -T ${shQuote(names.fstabFile)} 3>&-
 ${shQuote(tools.cp)} -a ${shQuote(`${devTemplateDir}/.`)} ${root}/dev/ 3>&-
 wait "$netpid" || { echo "berth-setup: configuring eth0 inside the host failed" >&2; exit 1; }
 cd ${root}
-${shQuote(tools.pivotRoot)} . . 3>&-
-${shQuote(tools.umount)} -l . 3>&-
+${shQuote(tools.pivotRoot)} . ${OLD_ROOT.slice(1)} 3>&-
 cd /
+# From here on paths resolve in the image: a dynamically linked machine binary cannot run any more.
+umount -l ${OLD_ROOT} 3>&- || { echo "berth-setup: cannot detach the machine's root; the image needs umount (util-linux or busybox)" >&2; exit 1; }
 [ -x /bin/sh ] || { echo "berth-setup: the image has no /bin/sh to run as init" >&2; exit 1; }
-exec /bin/sh -c ${shQuote(INIT_SCRIPT)} berth-init "$gpid" ${agentCommand.map(shQuote).join(' ')}
+exec /bin/sh ${INIT_PATH} "$gpid" ${agentCommand.map(shQuote).join(' ')}
 `;
 }
 
 export interface LauncherInput {
   tools: SystemTools;
   names: HostNames;
-  cgroupDirs: string[];
+  cgroupJoins: CgroupJoin[];
   outerNetworkBatch: string;
   setupScript: string;
 }
 
 /**
- * Runs in the machine's namespaces. Joining cgroups is slow on many kernels (the first migration waits
- * for an RCU grace period, ~10 ms), so the netns/veth creation runs meanwhile in the background: that
- * `ip` is a short-lived helper, not part of the host, so it need not be accounted to the host's cgroups.
- * No `set -e`: on failure we must first wait for that `ip`, or cleanup could race with it.
+ * Runs in the machine's namespaces. Joining cgroups can be slow (see CgroupJoin), so the netns/veth
+ * creation runs meanwhile in the background; that `ip` is a short-lived helper, not part of the host,
+ * so it need not be accounted to the host's cgroups. No `set -e`: on failure we must first wait for
+ * that `ip`, or cleanup could race with it.
  */
-export function buildLauncherScript({ tools, names, cgroupDirs, outerNetworkBatch, setupScript }: LauncherInput): string {
-  const joins = cgroupDirs.map((dir) => {
-    const procs = shQuote(join(dir, 'cgroup.procs'));
-    return `echo $$ > ${procs} || fail "cannot join cgroup "${procs}`;
-  });
+export function buildLauncherScript({ tools, names, cgroupJoins, outerNetworkBatch, setupScript }: LauncherInput): string {
+  const joins = cgroupJoins.map(({ file, value }) => `echo ${value} > ${shQuote(file)} || fail "cannot join cgroup "${shQuote(file)}`);
   return `fail() { wait; echo "berth-launch: $*" >&2; exit 1; }
 ${shQuote(tools.ip)} -batch - 3>&- <<'BERTH_NET' &
 ${outerNetworkBatch}BERTH_NET
 netpid=$!
 ${joins.join('\n')}
 wait "$netpid" || fail "creating network namespace ${names.netns} and veth ${names.veth} failed"
+# Gate: the server writes the host's files meanwhile and sends a line when they are in place.
+read -r gate || fail "the server gave up on this launch"
+exec </dev/null
 exec ${shQuote(tools.nsenter)} --net=${shQuote(`/run/netns/${names.netns}`)} -- ${shQuote(tools.unshare)} --pid --fork --mount --uts --ipc --cgroup --propagation private -- ${shQuote(tools.sh)} -c ${shQuote(setupScript)} berth-setup
 `;
 }

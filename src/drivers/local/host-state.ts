@@ -3,7 +3,8 @@
  * as driverData. Paths and names are re-derived from the host id and the driver config rather than
  * trusted from the record, so a tampered or stale record can never point terminate at other files.
  */
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { rename, writeFile } from 'node:fs/promises';
 
 export const STATE_VERSION = 1;
 
@@ -66,10 +67,10 @@ export function readStateFile(path: string): Partial<HostRecord> | undefined {
 }
 
 /** Atomic replace, so a crash mid-write never leaves a truncated record behind. */
-export function writeStateFile(path: string, record: HostRecord): void {
+export async function writeStateFile(path: string, record: HostRecord): Promise<void> {
   const tmp = `${path}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
-  renameSync(tmp, path);
+  await writeFile(tmp, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
+  await rename(tmp, path);
 }
 
 export function recordToDriverData(record: HostRecord): Record<string, unknown> {

@@ -3,7 +3,8 @@
  * overlayfs copy-on-write root, its own address on a bridge and cgroup limits. See host-scripts.ts for
  * how a host is brought up, and config.ts for how every resource's name derives from the host id.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { BerthError, errorMessage, isBerthError } from '../../core/errors.js';
 import type { DescribedHost, DriverInfo, FoundHost, HostDriver, HostSpec, LaunchedHost, OperationOptions } from '../types.js';
@@ -13,13 +14,14 @@ import {
 } from './config.js';
 import { cgroupPids, createHostCgroups, destroyHostCgroups, detectCgroupLayout, ensureCgroupParents, hostCgroupDirs, listHostCgroupIds, readMountinfo, type CgroupLayout } from './cgroups.js';
 import { buildFstab, buildLauncherScript, buildSetupScript, type SystemTools } from './host-scripts.js';
-import { consoleTail, HostDirExistsError, LaunchProcessError, startLauncher, writeHostFiles } from './host-launch.js';
+import { consoleTail, createHostDir, HostDirExistsError, LaunchProcessError, startLauncher, writeHostFiles } from './host-launch.js';
 import { parseHostRecord, readStateFile, recordToDriverData, STATE_VERSION, writeStateFile, type HostRecord } from './host-state.js';
 import { ensureBridge, innerNetworkBatch, listNetnsHostIds, NETNS_DIR, outerNetworkBatch, removeHostNetwork } from './network.js';
-import { checkPlatform, prepareDevTemplate, probeNamespacesAndOverlay, resolveTools } from './preflight.js';
+import { checkAgentDir, checkPlatform, prepareDevTemplate, probeNamespacesAndOverlay, resolveTools } from './preflight.js';
 import { isSameLiveProcess, pollUntil, readProcessStat, sendSignal } from './proc.js';
 import { IpAllocator } from './subnet.js';
 
+const TERM_REPEAT_MS = 500;
 const HOSTNAME_RE = /^(?=.{1,64}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
 
 interface Prepared {
@@ -55,12 +57,16 @@ export class LocalDriver implements HostDriver {
   private async prepare(): Promise<Prepared> {
     checkPlatform();
     const tools = resolveTools();
+    checkAgentDir(this.cfg.agentDir);
     mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o700 });
     const layout = detectCgroupLayout(readMountinfo());
     if (layout.hierarchies.length === 0) {
       throw new BerthError('driver_unavailable', 'no cgroup filesystem is mounted', 'Mount cgroup2 at /sys/fs/cgroup (or the v1 cpu, memory and pids hierarchies) and run berth server as root.');
     }
     if (layout.missing.length > 0) this.cfg.logger.warn({ missing: layout.missing }, 'cgroup controllers unavailable; hosts asking for those limits will fail to launch');
+    if (layout.slowJoin) {
+      this.cfg.logger.info({}, 'cgroup v2 is mounted without favordynmods: every launch waits ~10 ms for the kernel when joining cgroups (mount -o remount,favordynmods /sys/fs/cgroup avoids it)');
+    }
     await probeNamespacesAndOverlay(tools, this.cfg.stateDir);
     await prepareDevTemplate(tools, devTemplateDir(this.cfg));
     ensureCgroupParents(layout, this.cfg.cgroupName);
@@ -88,34 +94,43 @@ export class LocalDriver implements HostDriver {
       image: spec.image, netns: names.netns, veth: names.veth, hostDir: names.hostDir, consoleLog: names.consoleLog,
       cgroupDirs: hostCgroupDirs(layout, this.cfg.cgroupName, spec.id), launchedAt: new Date().toISOString(),
     };
-    let wroteFiles = false;
+    let claimedDir = false;
     try {
-      const fstab = buildFstab({ image: spec.image, names, agentDir: this.cfg.agentDir, hiddenPaths: this.cfg.hiddenPaths });
-      writeHostFiles(names, spec, ip, fstab);
-      wroteFiles = true;
-      // Recorded before anything runs, so a crash mid-launch leaves a host that list() can find and clean up.
-      writeStateFile(names.stateFile, record);
-      const cgroupDirs = createHostCgroups(layout, this.cfg.cgroupName, spec.id, spec.resources);
+      createHostDir(names);
+      claimedDir = true;
+      const cgroupJoins = createHostCgroups(layout, this.cfg.cgroupName, spec.id, spec.resources);
       const setupScript = buildSetupScript({
         tools, names, hostname: spec.hostname, innerNetworkBatch: innerNetworkBatch(ip, subnet),
         devTemplateDir: devTemplateDir(this.cfg), agentCommand: this.cfg.agentCommand,
       });
-      const launcherScript = buildLauncherScript({ tools, names, cgroupDirs, outerNetworkBatch: outerNetworkBatch(names, this.cfg.bridge), setupScript });
-      const prepMs = performance.now() - started;
+      const launcherScript = buildLauncherScript({ tools, names, cgroupJoins, outerNetworkBatch: outerNetworkBatch(names, this.cfg.bridge), setupScript });
       const env = { HOME: '/root', HOSTNAME: spec.hostname, container: 'berth' };
-      const host = await startLauncher(tools.sh, launcherScript, names, env, this.cfg.launchTimeoutMs, opts?.signal);
+      const launcher = startLauncher(tools.sh, launcherScript, names, env, this.cfg.launchTimeoutMs, opts?.signal);
+      try {
+        // The state file is in place before the host runs (the launcher waits for us), so a crash
+        // mid-launch leaves a host that list() finds with its address.
+        const fstab = buildFstab({ image: spec.image, names, agentDir: this.cfg.agentDir, hiddenPaths: this.cfg.hiddenPaths });
+        await Promise.all([writeHostFiles(names, spec, ip, fstab), writeStateFile(names.stateFile, record)]);
+      } catch (err) {
+        launcher.abort();
+        await launcher.ready.catch(() => undefined);
+        throw err;
+      }
+      launcher.proceed();
+      const prepMs = performance.now() - started;
+      const host = await launcher.ready;
       const outer = readProcessStat(host.outerPid);
       const init = readProcessStat(host.initPid);
       if (!init) throw new LaunchProcessError(`init process ${host.initPid} exited right after starting`, host.outerPid);
       Object.assign(record, { initPid: host.initPid, initStartTime: init.startTime });
       if (outer) Object.assign(record, { outerPid: host.outerPid, outerStartTime: outer.startTime });
-      writeStateFile(names.stateFile, record);
+      await writeStateFile(names.stateFile, record);
       const totalMs = performance.now() - started;
       this.cfg.logger.debug({ hostId: spec.id, ip, initPid: host.initPid, prepMs: round(prepMs), totalMs: round(totalMs) }, 'host launched');
       return { id: spec.id, hostname: spec.hostname, ip, driverData: recordToDriverData(record) };
     } catch (err) {
       const output = consoleTail(names.consoleLog);
-      if (wroteFiles) await this.destroy(names, record).catch((cleanupErr: unknown) => this.cfg.logger.warn({ hostId: spec.id, err: errorMessage(cleanupErr) }, 'cleanup after failed launch failed'));
+      if (claimedDir) await this.destroy(names, record).catch((cleanupErr: unknown) => this.cfg.logger.warn({ hostId: spec.id, err: errorMessage(cleanupErr) }, 'cleanup after failed launch failed'));
       this.addresses.release(ip);
       throw launchError(spec, err, output);
     }
@@ -141,8 +156,14 @@ export class LocalDriver implements HostDriver {
     await this.prepared();
     const names = hostNames(this.cfg, id);
     const record = this.knownRecord(names, driverData);
-    await this.destroy(names, record);
+    try {
+      await this.destroy(names, record);
+    } catch (err) {
+      if (isBerthError(err)) throw err;
+      throw new BerthError('internal', `terminating host ${id} failed: ${errorMessage(err)}`, 'Terminate the host again; if it keeps failing, check the machine for leftovers of it (ip netns, cgroups, its state dir).', { hostId: id }, { cause: err });
+    }
     if (record.ip) this.addresses.release(record.ip);
+    this.cfg.logger.debug({ hostId: id }, 'host terminated');
   }
 
   /**
@@ -156,14 +177,21 @@ export class LocalDriver implements HostDriver {
     const initStartTime = record.initPid ? record.initStartTime : initPid && readProcessStat(initPid)?.startTime;
     if (initPid && isSameLiveProcess(initPid, initStartTime)) {
       // PID 1 forwards TERM to the agent and exits; the kernel then kills everything else in the host.
-      sendSignal(initPid, 'SIGTERM');
-      const stopped = await pollUntil(() => !isSameLiveProcess(initPid, initStartTime), this.cfg.stopGraceMs, 10);
+      // TERM is repeated because one forwarded while the agent is between fork and exec is swallowed
+      // by the shell's inherited handler, and the agent would then never hear of it.
+      const deadline = Date.now() + this.cfg.stopGraceMs;
+      let stopped = false;
+      while (!stopped && Date.now() < deadline) {
+        sendSignal(initPid, 'SIGTERM');
+        stopped = await pollUntil(() => !isSameLiveProcess(initPid, initStartTime), Math.min(TERM_REPEAT_MS, deadline - Date.now()), 10);
+      }
       if (!stopped) sendSignal(initPid, 'SIGKILL');
     }
     if (isSameLiveProcess(record.outerPid, record.outerStartTime) && record.outerPid) sendSignal(record.outerPid, 'SIGKILL');
     await destroyHostCgroups(cgroupDirs);
     await removeHostNetwork(tools.ip, names);
-    rmSync(names.hostDir, { recursive: true, force: true, maxRetries: 3 });
+    // Only now: the overlay lived in the host's mount namespace, which died with its last process.
+    await rm(names.hostDir, { recursive: true, force: true, maxRetries: 3 });
   }
 
   async describe(id: string, driverData: Record<string, unknown>, _opts?: OperationOptions): Promise<DescribedHost> {
@@ -184,7 +212,9 @@ export class LocalDriver implements HostDriver {
       if (initPid) return { id, state: 'running', ...(ip ? { ip } : {}), reason: `init process ${initPid} found in the host's cgroup (its launch was not recorded)` };
       return { id, state: 'stopped', ...(ip ? { ip } : {}), reason: `the host's launch never completed; leftovers: ${traces.join(', ')}` };
     }
-    const why = readProcessStat(record.initPid) ? `pid ${record.initPid} now belongs to another process` : `init process ${record.initPid} exited`;
+    const stat = readProcessStat(record.initPid);
+    const reused = stat !== undefined && stat.startTime !== record.initStartTime;
+    const why = reused ? `init process ${record.initPid} is gone (its pid now belongs to another process)` : `init process ${record.initPid} exited`;
     return { id, state: 'stopped', ...(ip ? { ip } : {}), reason: `${why}; see ${names.consoleLog}` };
   }
 
@@ -250,7 +280,7 @@ function launchError(spec: HostSpec, err: unknown, output: string): BerthError {
   return new BerthError(
     'launch_failed',
     `host ${spec.id} failed to start: ${errorMessage(err)}${output ? `\n${output}` : ''}`,
-    `Check that the image ${spec.image} is a root filesystem with /bin/sh and that the agent command exists in it; the host's console output is included above.`,
+    `Check that the image ${spec.image} is a root filesystem with /bin/sh, umount and the agent command; the host's console output is included above.`,
     { hostId: spec.id, console: output },
     { cause: err },
   );

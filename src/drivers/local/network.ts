@@ -4,6 +4,7 @@
  * bridge and the other as eth0 inside. Commands are emitted as `ip -batch` text so that one `ip`
  * process does each side's work.
  */
+import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { basename } from 'node:path';
 import { BerthError } from '../../core/errors.js';
@@ -39,6 +40,13 @@ interface IpAddrInfo {
   addr_info?: { family?: string; local?: string; prefixlen?: number }[];
 }
 
+/** A stable, locally administered unicast MAC derived from the bridge name. */
+export function bridgeMac(bridge: string): string {
+  const hash = createHash('sha256').update(`berth-bridge:${bridge}`).digest();
+  const bytes = [0x02, ...hash.subarray(0, 5)];
+  return bytes.map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
 /** Creates the bridge with the gateway address if missing and brings it up. Idempotent. */
 export async function ensureBridge(ipTool: string, bridge: string, subnet: Subnet): Promise<void> {
   const sysDir = `/sys/class/net/${bridge}`;
@@ -58,7 +66,14 @@ export async function ensureBridge(ipTool: string, bridge: string, subnet: Subne
     const hasGateway = parsed.some((link) => link.addr_info?.some((a) => a.local === subnet.gateway && a.prefixlen === subnet.prefixLength));
     if (!hasGateway) commands.push(`addr add ${subnet.gateway}/${subnet.prefixLength} dev ${bridge}`);
   }
-  commands.push(`link set dev ${bridge} up`);
+  // A bridge without an address of its own takes the lowest MAC among its ports, so it changes when
+  // a host's veth comes or goes; hosts then hold a stale ARP entry for the gateway and their agents
+  // cannot reach the control plane for up to a minute. A fixed address keeps the gateway stable.
+  commands.push(`link set dev ${bridge} address ${bridgeMac(bridge)}`, `link set dev ${bridge} up`);
+  // The first `netns add` on a machine makes /run/netns a shared mount; doing it once here keeps
+  // concurrent first launches from racing to set that up (and checks that netns creation works).
+  const probe = `.berth-probe-${process.pid}`;
+  commands.push(`netns add ${probe}`, `netns del ${probe}`);
   const result = await runCommand(ipTool, ['-batch', '-'], `${commands.join('\n')}\n`);
   if (result.code !== 0) {
     throw new BerthError(

@@ -2,7 +2,7 @@
  * Checks that this machine can run local hosts, turning each missing piece into a driver_unavailable
  * error that says what to do, and prepares the /dev template copied into every host.
  */
-import { accessSync, constants, lstatSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { accessSync, constants, lstatSync, mkdirSync, mkdtempSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { BerthError } from '../../core/errors.js';
 import { TOOL_NAMES, type SystemTools } from './host-scripts.js';
@@ -84,23 +84,48 @@ const DEV_SYMLINKS: [string, string][] = [
   ['stderr', '/proc/self/fd/2'],
 ];
 
+function isCompleteDevTemplate(dir: string): boolean {
+  try {
+    return (
+      DEV_NODES.every((n) => lstatSync(join(dir, n)).isCharacterDevice()) &&
+      DEV_SYMLINKS.every(([name, target]) => readlinkSync(join(dir, name)) === target)
+    );
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Builds the directory whose contents launch copies into each host's /dev tmpfs with a single
- * `cp -a` (cheaper than one mknod or bind mount per device). Rebuilt on every init.
+ * `cp -a` (cheaper than one mknod or bind mount per device). Kept when already complete, and
+ * otherwise built aside and renamed into place, so a launch never copies a half-built template.
  */
 export async function prepareDevTemplate(tools: SystemTools, dir: string): Promise<void> {
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true, mode: 0o755 });
-  const result = await runCommand(tools.cp, ['-a', ...DEV_NODES.map((n) => `/dev/${n}`), `${dir}/`]);
-  const copied = DEV_NODES.filter((n) => {
-    try {
-      return lstatSync(join(dir, n)).isCharacterDevice();
-    } catch {
-      return false;
-    }
-  });
-  if (result.code !== 0 || copied.length !== DEV_NODES.length) {
+  if (isCompleteDevTemplate(dir)) return;
+  const building = `${dir}.${process.pid}`;
+  rmSync(building, { recursive: true, force: true });
+  mkdirSync(building, { recursive: true, mode: 0o755 });
+  const result = await runCommand(tools.cp, ['-a', ...DEV_NODES.map((n) => `/dev/${n}`), `${building}/`]);
+  for (const [name, target] of DEV_SYMLINKS) symlinkSync(target, join(building, name));
+  if (result.code !== 0 || !isCompleteDevTemplate(building)) {
+    rmSync(building, { recursive: true, force: true });
     throw unavailable(`cannot create device nodes for hosts in ${dir}: ${describeFailure('cp', result)}`, 'Run berth server as root with the mknod capability (inside a container add --privileged).');
   }
-  for (const [name, target] of DEV_SYMLINKS) symlinkSync(target, join(dir, name));
+  rmSync(dir, { recursive: true, force: true });
+  renameSync(building, dir);
+}
+
+export function checkAgentDir(agentDir: string): void {
+  let isDir: boolean;
+  try {
+    isDir = statSync(agentDir).isDirectory();
+  } catch {
+    isDir = false;
+  }
+  if (!isDir) {
+    throw unavailable(
+      `the agent directory ${agentDir} does not exist`,
+      'Build the agent bundle first (npm run build), or point the local driver at the directory that holds it.',
+    );
+  }
 }

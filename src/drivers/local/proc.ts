@@ -4,7 +4,7 @@
  * mistaken for a host's init.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 export interface CommandResult {
   code: number | null;
@@ -98,4 +98,33 @@ export async function pollUntil(done: () => boolean, timeoutMs: number, interval
 
 export function errnoCode(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code;
+}
+
+/**
+ * True while any live process of process group `pgid` exists (scans /proc: for failure paths only).
+ * Zombies do not count: they already released their namespaces, and their reaper may be slow.
+ */
+function processGroupExists(pgid: number): boolean {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const text = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const [state, , pgrp] = text.slice(text.lastIndexOf(')') + 2).split(' ');
+      if (Number(pgrp) === pgid && state !== 'Z' && state !== 'X') return true;
+    } catch {
+      // Exited while we looked.
+    }
+  }
+  return false;
+}
+
+/** SIGKILLs a whole process group and waits (up to `timeoutMs`) until every member is gone. */
+export async function killProcessGroup(pgid: number, timeoutMs = 5000): Promise<void> {
+  try {
+    process.kill(-pgid, 'SIGKILL');
+  } catch (err) {
+    if (errnoCode(err) === 'ESRCH') return;
+    throw err;
+  }
+  await pollUntil(() => !processGroupExists(pgid), timeoutMs, 5);
 }

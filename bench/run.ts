@@ -53,9 +53,11 @@ async function main(): Promise<void> {
 
     // The client runs in its own process, as a real one would, so it does not share the server's loop.
     progress(`round trip x${ROUND_TRIPS} (HTTP client in its own process)…`);
+    const agentSamplesBefore = srv.server.commands.roundTrips.recent().length;
     const roundTrip = JSON.parse(
       execFileSync(process.execPath, [join(packageRoot(), 'bench', 'client-loop.mjs'), srv.server.url, srv.server.token, target.id, String(ROUND_TRIPS)], { maxBuffer: 64 * 1024 * 1024 }).toString(),
     ) as number[];
+    const agentTrip = summarize(srv.server.commands.roundTrips.recent().slice(agentSamplesBefore));
 
     progress(`agent idle for ${IDLE_SECONDS} s…`);
     const idle = await measureIdle(srv.dataDir, hosts, IDLE_SECONDS);
@@ -67,8 +69,10 @@ async function main(): Promise<void> {
       `| host launch -> agent ready | ${launchS.n} | ${ms(launchS.p50)} | ${ms(launchS.p99)} | p50 <= 150 ms | ${verdict(launchS.p50 <= 150)} |`,
       `| baseline: bare \`node -e 0\` start | ${nodeStart.n} | ${ms(nodeStart.p50)} | ${ms(nodeStart.p99)} | launch p50 / this = ${(launchS.p50 / nodeStart.p50).toFixed(2)}x | |`,
       `| Run Command round trip (\`true\`) | ${rtS.n} | ${ms(rtS.p50)} | ${ms(rtS.p99)} | p50 <= 5 ms | ${verdict(rtS.p50 <= 5)} |`,
+      `| of which the agent's part: run sent -> result received by the server | ${agentTrip.n} | ${ms(agentTrip.p50)} | ${ms(agentTrip.p99)} | ${((100 * agentTrip.p50) / rtS.p50).toFixed(0)} % of the round trip | |`,
       `| baseline: \`bash -c true\` spawned by a small node process | ${bashTrue.n} | ${ms(bashTrue.p50)} | ${ms(bashTrue.p99)} | round trip p50 / this = ${(rtS.p50 / bashTrue.p50).toFixed(2)}x | |`,
-      `| agent idle RSS (max of ${idle.agents}) | ${idle.agents} | ${idle.rssMiB.toFixed(1)} MiB | | <= 50 MB | ${verdict(idle.rssMiB * 1.048576 <= 50)} |`,
+      `| agent idle RSS (max of ${idle.agents}) | ${idle.agents} | ${idle.rssMiB.toFixed(1)} MiB (${(idle.rssMiB * 1.048576).toFixed(1)} MB) | | <= 50 MB | ${verdict(idle.rssMiB * 1.048576 <= 50)} |`,
+      `| of which private (RssAnon) / shared node binary pages (RssFile) | ${idle.agents} | ${idle.anonMiB.toFixed(1)} / ${idle.fileMiB.toFixed(1)} MiB | | | |`,
       `| agent idle CPU over ${IDLE_SECONDS} s (max) | ${idle.agents} | ${(idle.cpuPercent).toFixed(3)} % | | ~0 | ${verdict(idle.cpuPercent < 0.5)} |`,
     );
   } finally {
@@ -107,7 +111,7 @@ function timeSync(n: number, fn: () => unknown): Summary {
 }
 
 /** RSS and CPU of each host's agent process (the child of the host's init), idle for `seconds`. */
-async function measureIdle(dataDir: string, hosts: HostView[], seconds: number): Promise<{ agents: number; rssMiB: number; cpuPercent: number }> {
+async function measureIdle(dataDir: string, hosts: HostView[], seconds: number): Promise<{ agents: number; rssMiB: number; anonMiB: number; fileMiB: number; cpuPercent: number }> {
   const pids = hosts.map((h) => agentPid(dataDir, h.id));
   const ticks = (pid: number) => {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
@@ -118,8 +122,10 @@ async function measureIdle(dataDir: string, hosts: HostView[], seconds: number):
   await new Promise((r) => setTimeout(r, seconds * 1000));
   const after = pids.map(ticks);
   const cpu = pids.map((_, i) => (((after[i] ?? 0) - (before[i] ?? 0)) / hz / seconds) * 100);
-  const rss = pids.map((pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024);
-  return { agents: pids.length, rssMiB: Math.max(...rss), cpuPercent: Math.max(...cpu) };
+  const field = (pid: number, name: string) => Number(new RegExp(`${name}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+  const rss = pids.map((pid) => field(pid, 'VmRSS'));
+  const worst = pids[rss.indexOf(Math.max(...rss))] ?? 0;
+  return { agents: pids.length, rssMiB: Math.max(...rss), anonMiB: field(worst, 'RssAnon'), fileMiB: field(worst, 'RssFile'), cpuPercent: Math.max(...cpu) };
 }
 
 function agentPid(dataDir: string, hostId: string): number {

@@ -12,6 +12,8 @@ import type { CommandsRepo, InvocationOutcome } from '../store/commands-repo.js'
 import type { HostsRepo } from '../store/hosts-repo.js';
 import type { HostRow } from '../store/schema.js';
 import type { LiveOutput, FollowEvent } from './live-output.js';
+import { OpenCommands, type FinishedCommand } from './open-commands.js';
+import { AgentRoundTrips } from './latency.js';
 import { toCommandView, type CommandView } from './views.js';
 import type { RunShellScriptParameters, ServerMessage } from '../protocol/messages.js';
 
@@ -48,10 +50,14 @@ export const DEFAULT_EXECUTION_TIMEOUT_S = 3600;
 export const DEFAULT_DELIVERY_TIMEOUT_S = 30;
 
 export class CommandService {
-  /** Fires `<commandId>` when a command reaches a terminal status. */
+  /**
+   * Fires `<commandId>` when a command reaches a terminal status, with the finished command when
+   * this process has it in memory (see OpenCommands).
+   */
   readonly completions = new EventEmitter();
-  /** Open invocations per command sent by this process (see lastToSettle). */
-  private readonly openCounts = new Map<string, number>();
+  private readonly open = new OpenCommands();
+  /** Latency of the agent's part of each invocation sent by this process. */
+  readonly roundTrips = new AgentRoundTrips();
 
   constructor(private readonly deps: CommandServiceDeps) {
     this.completions.setMaxListeners(0);
@@ -78,7 +84,7 @@ export class CommandService {
     const id = newId('c');
     const status = aggregateStatus(invocations.map((i) => i.status));
     const done = opts.waitMs && !isTerminal(status) ? this.completion(id, opts.waitMs, opts.signal) : undefined;
-    await this.deps.commands.create({
+    const created = await this.deps.commands.create({
       id,
       tenantId,
       document: 'RunShellScript',
@@ -87,15 +93,16 @@ export class CommandService {
       deliveryTimeoutS: req.deliveryTimeout ?? DEFAULT_DELIVERY_TIMEOUT_S,
       invocations,
     });
-    const pending = invocations.filter((inv) => inv.status === 'Pending');
-    if (pending.length > 0) this.openCounts.set(id, pending.length);
-    for (const inv of pending) this.deliver(id, inv.hostId, parameters);
-    if (isTerminal(status)) this.completions.emit(id);
-    await done;
-    return this.get(tenantId, id);
+    this.open.track(created.command, created.invocations);
+    for (const inv of invocations) if (inv.status === 'Pending') this.deliver(id, inv.hostId, parameters);
+    if (isTerminal(status)) return toCommandView(created.command, created.invocations);
+    if (!done) return toCommandView(created.command, created.invocations, this.deps.live);
+    const finished = await done;
+    return finished ? toCommandView(finished.command, finished.invocations) : this.get(tenantId, id);
   }
 
   deliver(commandId: string, hostId: string, parameters: RunShellScriptParameters): boolean {
+    this.roundTrips.sent(commandId, hostId);
     return this.deps.agents.send(hostId, { type: 'run', invocationId: commandId, document: 'RunShellScript', parameters, streamOutput: true });
   }
 
@@ -119,38 +126,26 @@ export class CommandService {
       controller.abort();
       return first;
     }
-    await done;
-    return this.get(tenantId, id);
+    const finished = await done;
+    return finished ? toCommandView(finished.command, finished.invocations) : this.get(tenantId, id);
   }
 
   /**
-   * Whether every invocation of the command is now terminal. Counted in memory for commands sent by
-   * this process; after a restart, read from the store (each settler commits before it looks, so
-   * the last one to settle always sees them all done).
+   * Resolves when the command completes (with the finished command when it is known in memory), the
+   * time is up or the signal aborts (with undefined); never rejects.
    */
-  private async lastToSettle(commandId: string): Promise<boolean> {
-    const open = this.openCounts.get(commandId);
-    if (open === undefined) return isTerminal(aggregateStatus(await this.deps.commands.statusesOf(commandId)));
-    if (open > 1) {
-      this.openCounts.set(commandId, open - 1);
-      return false;
-    }
-    this.openCounts.delete(commandId);
-    return true;
-  }
-
-  /** Resolves when the command completes, the time is up or the signal aborts; never rejects. */
-  private completion(id: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const done = () => {
+  private completion(id: string, timeoutMs: number, signal?: AbortSignal): Promise<FinishedCommand | undefined> {
+    return new Promise((resolve) => {
+      const done = (finished?: FinishedCommand) => {
         clearTimeout(timer);
         this.completions.off(id, done);
-        signal?.removeEventListener('abort', done);
-        resolve();
+        signal?.removeEventListener('abort', abort);
+        resolve(finished);
       };
+      const abort = () => done();
       const timer = setTimeout(done, timeoutMs);
       this.completions.on(id, done);
-      signal?.addEventListener('abort', done);
+      signal?.addEventListener('abort', abort);
     });
   }
 
@@ -188,12 +183,18 @@ export class CommandService {
     from: readonly InvocationStatus[],
     outcome: InvocationOutcome,
   ): Promise<boolean> {
-    if (!(await this.deps.commands.updateInvocation(commandId, hostId, from, outcome))) return false;
+    this.roundTrips.forget(commandId, hostId);
+    const row = await this.deps.commands.updateInvocation(commandId, hostId, from, outcome);
+    if (!row) return false;
     this.deps.live.status(commandId, hostId, outcome.status);
     this.deps.live.drop(commandId, hostId);
-    if (await this.lastToSettle(commandId)) {
+    const finished = this.open.settle(row);
+    // Not sent by this process (it restarted since): the store knows. Each settler commits before it
+    // looks, so the last one to settle always sees them all done.
+    const done = finished === undefined ? isTerminal(aggregateStatus(await this.deps.commands.statusesOf(commandId))) : finished !== null;
+    if (done) {
       this.deps.live.done(commandId);
-      this.completions.emit(commandId);
+      this.completions.emit(commandId, finished ?? undefined);
     }
     return true;
   }

@@ -68,6 +68,7 @@ export class CommandDispatcher {
         this.deps.live.append(msg.invocationId, hostId, msg.stream, msg.data);
         return;
       case 'result':
+        this.deps.service.roundTrips.received(msg.invocationId, hostId);
         this.cancelStart(hostId, msg.invocationId);
         await this.onResult(hostId, msg.invocationId, msg.result);
         return;

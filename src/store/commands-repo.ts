@@ -42,8 +42,11 @@ const isOpen = (status: string): boolean => (OPEN_STATUSES as readonly string[])
 export class CommandsRepo {
   constructor(private readonly db: Kysely<Database>) {}
 
-  /** One statement (a data-modifying CTE): the command and all its invocations, or nothing. */
-  async create(cmd: NewCommand): Promise<void> {
+  /**
+   * One statement (a data-modifying CTE): the command and all its invocations, or nothing. Returns
+   * the rows as stored.
+   */
+  async create(cmd: NewCommand): Promise<{ command: CommandRow; invocations: InvocationRow[] }> {
     const now = new Date();
     const rows = cmd.invocations.map((inv) => ({
       command_id: cmd.id,
@@ -54,7 +57,7 @@ export class CommandsRepo {
       exit_codes: '[]',
       finished_at: isOpen(inv.status) ? null : now,
     }));
-    await this.db
+    const inserted = await this.db
       .with('command', (db) =>
         db
           .insertInto('commands')
@@ -65,12 +68,24 @@ export class CommandsRepo {
             parameters: JSON.stringify(cmd.parameters),
             targets: JSON.stringify(cmd.targets),
             delivery_timeout_s: cmd.deliveryTimeoutS,
+            created_at: now,
           })
           .returning('id'),
       )
       .insertInto('invocations')
-      .values(rows)
+      .values(rows.map((r) => ({ ...r, created_at: now })))
+      .returningAll()
       .execute();
+    const command: CommandRow = {
+      id: cmd.id,
+      tenant_id: cmd.tenantId,
+      document: cmd.document,
+      parameters: cmd.parameters,
+      targets: cmd.targets,
+      delivery_timeout_s: cmd.deliveryTimeoutS,
+      created_at: now,
+    };
+    return { command, invocations: inserted };
   }
 
   /** A command and its invocations in one query (it is read at the end of every Run Command). */
@@ -126,10 +141,11 @@ export class CommandsRepo {
 
   /**
    * Moves one invocation from one of `from` to a new status: a compare-and-set, so of two racing
-   * reports (a result and a timeout, say) exactly one wins. Returns false when nothing changed.
+   * reports (a result and a timeout, say) exactly one wins. Returns the updated row, or undefined
+   * when nothing changed.
    */
-  async updateInvocation(commandId: string, hostId: string, from: readonly InvocationStatus[], outcome: InvocationOutcome): Promise<boolean> {
-    const updated = await this.db
+  async updateInvocation(commandId: string, hostId: string, from: readonly InvocationStatus[], outcome: InvocationOutcome): Promise<InvocationRow | undefined> {
+    return this.db
       .updateTable('invocations')
       .set({
         status: outcome.status,
@@ -143,8 +159,8 @@ export class CommandsRepo {
       .where('command_id', '=', commandId)
       .where('host_id', '=', hostId)
       .where('status', 'in', [...from])
+      .returningAll()
       .executeTakeFirst();
-    return Number(updated.numUpdatedRows) > 0;
   }
 
   private async invocationsOf(commandIds: string[]): Promise<InvocationRow[]> {

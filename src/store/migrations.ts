@@ -57,7 +57,8 @@ const FOUNDATION = [
   `create table invocations (
     command_id text not null references commands(id) on delete cascade,
     host_id text not null references hosts(id),
-    tenant_id text not null references tenants(id),
+    -- the command's tenant, copied for tenant-scoped queries (the command's own key guards it)
+    tenant_id text not null,
     status text not null,
     status_detail text not null default '',
     exit_codes jsonb not null default '[]',
@@ -73,8 +74,8 @@ const FOUNDATION = [
     finished_at timestamptz,
     primary key (command_id, host_id)
   )`,
-  `create index invocations_host_status on invocations (host_id, status)`,
-  `create index invocations_open on invocations (status) where status in ('Pending', 'InProgress', 'Cancelling')`,
+  // Only open invocations are looked up by status (timeouts, reconnects): one small partial index.
+  `create index invocations_open on invocations (host_id) where status in ('Pending', 'InProgress', 'Cancelling')`,
 ];
 
 const migrations: Record<string, Migration> = {

@@ -36,7 +36,7 @@ for (const backend of storeBackends()) {
       await store.db.insertInto('tenants').values({ id: 'other', name: 'other' }).execute();
     });
     afterAll(async () => {
-      await store.close();
+      await store?.close();
     });
 
     it('reports its kind', () => {
@@ -91,14 +91,16 @@ for (const backend of storeBackends()) {
             { hostId: 'h-c2', status: 'Pending', statusDetail: '' },
           ],
       });
-      expect(await commands.updateInvocation('c-1', 'h-c1', ['Pending'], { status: 'InProgress', statusDetail: '', startedAt: new Date() })).toBe(true);
+      expect(await commands.updateInvocation('c-1', 'h-c1', ['Pending'], { status: 'InProgress', statusDetail: '', startedAt: new Date() })).toMatchObject({
+        status: 'InProgress',
+      });
       expect(aggregateStatus(await commands.statusesOf('c-1'))).toBe('InProgress');
       const outcome = { status: 'Success' as const, statusDetail: '', exitCodes: [0, 0], stdout: { text: 'hi\n', truncated: false, bytes: 3 }, finishedAt: new Date() };
-      expect(await commands.updateInvocation('c-1', 'h-c1', ['InProgress'], outcome)).toBe(true);
+      expect(await commands.updateInvocation('c-1', 'h-c1', ['InProgress'], outcome)).toMatchObject({ status: 'Success', exit_codes: [0, 0], stdout: 'hi\n' });
       expect(aggregateStatus(await commands.statusesOf('c-1'))).toBe('InProgress');
       // A stale update (the invocation moved on) changes nothing.
-      expect(await commands.updateInvocation('c-1', 'h-c1', ['InProgress'], { status: 'Failed', statusDetail: 'late' })).toBe(false);
-      expect(await commands.updateInvocation('c-1', 'h-c2', ['Pending'], { status: 'Failed', statusDetail: 'x', exitCodes: [2], finishedAt: new Date() })).toBe(true);
+      expect(await commands.updateInvocation('c-1', 'h-c1', ['InProgress'], { status: 'Failed', statusDetail: 'late' })).toBeUndefined();
+      expect(await commands.updateInvocation('c-1', 'h-c2', ['Pending'], { status: 'Failed', statusDetail: 'x', exitCodes: [2], finishedAt: new Date() })).toMatchObject({ status: 'Failed' });
       const got = await commands.get(DEFAULT_TENANT, 'c-1');
       if (!got) throw new Error('command not found');
       const view = toCommandView(got.command, got.invocations);
@@ -159,10 +161,10 @@ describe('embedded store on disk', () => {
     try {
       let store = await openStore({ dataDir: dir });
       await new HostsRepo(store.db).insert(host('h-disk'));
-      await store.close();
+      await store?.close();
       store = await openStore({ dataDir: dir });
       expect((await new HostsRepo(store.db).get(DEFAULT_TENANT, 'h-disk'))?.id).toBe('h-disk');
-      await store.close();
+      await store?.close();
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

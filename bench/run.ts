@@ -12,7 +12,7 @@ import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { HostView } from '../src/hosts/views.js';
 import { packageRoot } from '../src/cli/paths.js';
-import { startServer } from '../test/helpers/server.js';
+import { agentPidOf, startServer } from '../test/helpers/server.js';
 import { ms, summarize, type Summary } from './stats.js';
 
 const NET = { bridge: 'berthbench0', subnet: '10.220.0.0/22', cgroupName: 'berthbench' };
@@ -112,7 +112,7 @@ function timeSync(n: number, fn: () => unknown): Summary {
 
 /** RSS and CPU of each host's agent process (the child of the host's init), idle for `seconds`. */
 async function measureIdle(dataDir: string, hosts: HostView[], seconds: number): Promise<{ agents: number; rssMiB: number; anonMiB: number; fileMiB: number; cpuPercent: number }> {
-  const pids = hosts.map((h) => agentPid(dataDir, h.id));
+  const pids = hosts.map((h) => agentPidOf(dataDir, h.id));
   const ticks = (pid: number) => {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
     return Number(fields[11]) + Number(fields[12]);
@@ -126,14 +126,6 @@ async function measureIdle(dataDir: string, hosts: HostView[], seconds: number):
   const rss = pids.map((pid) => field(pid, 'VmRSS'));
   const worst = pids[rss.indexOf(Math.max(...rss))] ?? 0;
   return { agents: pids.length, rssMiB: Math.max(...rss), anonMiB: field(worst, 'RssAnon'), fileMiB: field(worst, 'RssFile'), cpuPercent: Math.max(...cpu) };
-}
-
-function agentPid(dataDir: string, hostId: string): number {
-  const state = JSON.parse(readFileSync(join(dataDir, 'hosts', hostId, 'state.json'), 'utf8')) as { initPid: number };
-  const children = readFileSync(`/proc/${state.initPid}/task/${state.initPid}/children`, 'utf8').trim().split(/\s+/).map(Number);
-  const agent = children.find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('berth-agent'));
-  if (!agent) throw new Error(`no agent process under ${state.initPid}`);
-  return agent;
 }
 
 main().catch((err: unknown) => {

@@ -116,6 +116,13 @@ export class Agent {
       return;
     }
     if (this.journal.wasAcknowledged(id)) return;
+    if (msg.deliverBy && Date.parse(msg.deliverBy) < Date.now()) {
+      // The server gave up on delivering it (DeliveryTimedOut): starting it now would run a command
+      // the user was told never ran.
+      const now = new Date().toISOString();
+      this.finish(id, now, { ...failure(now, `not started: it arrived after its delivery deadline ${msg.deliverBy}`), status: 'Cancelled' });
+      return;
+    }
     const startedAt = new Date().toISOString();
     this.journal.put({ invocationId: id, state: 'running', startedAt });
     this.connection.send({ type: 'accepted', invocationId: id, startedAt });

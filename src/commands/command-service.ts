@@ -94,16 +94,24 @@ export class CommandService {
       invocations,
     });
     this.open.track(created.command, created.invocations);
-    for (const inv of invocations) if (inv.status === 'Pending') this.deliver(id, inv.hostId, parameters);
+    const deliverBy = new Date(created.command.created_at.getTime() + created.command.delivery_timeout_s * 1000);
+    for (const inv of invocations) if (inv.status === 'Pending') this.deliver(id, inv.hostId, parameters, deliverBy);
     if (isTerminal(status)) return toCommandView(created.command, created.invocations);
     if (!done) return toCommandView(created.command, created.invocations, this.deps.live);
     const finished = await done;
     return finished ? toCommandView(finished.command, finished.invocations) : this.get(tenantId, id);
   }
 
-  deliver(commandId: string, hostId: string, parameters: RunShellScriptParameters): boolean {
+  deliver(commandId: string, hostId: string, parameters: RunShellScriptParameters, deliverBy: Date): boolean {
     this.roundTrips.sent(commandId, hostId);
-    return this.deps.agents.send(hostId, { type: 'run', invocationId: commandId, document: 'RunShellScript', parameters, streamOutput: true });
+    return this.deps.agents.send(hostId, {
+      type: 'run',
+      invocationId: commandId,
+      document: 'RunShellScript',
+      parameters,
+      streamOutput: true,
+      deliverBy: deliverBy.toISOString(),
+    });
   }
 
   async get(tenantId: string, id: string): Promise<CommandView> {

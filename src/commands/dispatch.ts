@@ -47,7 +47,8 @@ export class CommandDispatcher {
         continue;
       }
       if (open.status === 'Pending') {
-        this.deps.service.deliver(open.commandId, hostId, open.parameters as RunShellScriptParameters);
+        const deliverBy = new Date(open.createdAt.getTime() + open.deliveryTimeoutS * 1000);
+        if (deliverBy.getTime() > Date.now()) this.deps.service.deliver(open.commandId, hostId, open.parameters as RunShellScriptParameters, deliverBy);
       } else {
         // Accepted earlier, but this agent has no record of it: its state was lost with a reset host.
         await this.deps.service.settle(open.commandId, hostId, [open.status], {
@@ -95,7 +96,8 @@ export class CommandDispatcher {
       if (this.pendingStarts.has(`${open.commandId}/${open.hostId}`)) continue; // accepted moments ago
       const outcome = this.overdue(open, now);
       if (!outcome) continue;
-      if (open.status !== 'Pending') this.deps.agents.send(open.hostId, { type: 'cancel', invocationId: open.commandId });
+      // Pending ones too: a run still sitting in a stalled agent's socket must not start later.
+      this.deps.agents.send(open.hostId, { type: 'cancel', invocationId: open.commandId });
       await this.deps.service.settle(open.commandId, open.hostId, [open.status], outcome);
     }
   }

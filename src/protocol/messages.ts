@@ -72,6 +72,11 @@ export const serverMessage = z.discriminatedUnion('type', [
     parameters: runShellScriptParameters,
     /** Stream output frames while running (someone is following, or output is wanted live). */
     streamOutput: z.boolean(),
+    /**
+     * Delivery deadline (ISO time). Past it the server has already reported DeliveryTimedOut, so an
+     * agent that receives the run late (it was stopped, its socket was backed up) must not start it.
+     */
+    deliverBy: z.optional(z.string()),
   }),
   z.object({ type: z.literal('cancel'), invocationId: z.string() }),
   z.object({ type: z.literal('ack'), invocationId: z.string() }),

@@ -1,5 +1,8 @@
 /** Bad input gets a 4xx with a stable code and a message, and changes nothing. */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WsClient } from '../../src/agent/ws-client.js';
 import type { HostView } from '../../src/hosts/views.js';
 import { Api, startServer, type InProcessServer } from '../helpers/server.js';
 
@@ -56,6 +59,28 @@ describe('bad input', () => {
       expect(await counts()).toEqual(before);
     });
   }
+
+  it('does not let one host act as another (its token is bound to its id)', async () => {
+    const other = (await srv.api.post<HostView>('/v1/hosts', {})).body;
+    const identity = JSON.parse(readFileSync(join(srv.dataDir, 'hosts', host.id, 'upper', 'etc', 'berth', 'agent.json'), 'utf8')) as { token: string; serverUrl: string };
+    const attempt = (hostId: string, hello?: string) =>
+      new Promise<{ status?: number; closeCode?: number }>((resolve) => {
+        const ws = new WsClient(identity.serverUrl, { headers: { authorization: `Bearer ${identity.token}`, 'x-berth-host-id': hostId } });
+        const seen: { status?: number; closeCode?: number } = {};
+        ws.on('error', () => undefined);
+        ws.on('unexpected-response', (status: number) => (seen.status = status));
+        ws.on('open', () => ws.send(JSON.stringify({ type: 'hello', protocol: 1, hostId: hello ?? hostId, agentVersion: 'x', bootId: 'x', pid: 1, invocations: [] })));
+        ws.on('close', (code: number) => resolve({ ...seen, closeCode: code }));
+      });
+    // Host A's token presented for host B: refused at the door.
+    expect((await attempt(other.id)).status).toBe(401);
+    // Host A's own credentials, but a hello that claims to be B: dropped.
+    expect((await attempt(host.id, other.id)).closeCode).toBe(1008);
+    // Host A's real agent is still connected and working.
+    const res = await srv.api.post<{ status: string }>('/v1/commands', { targets: { hostIds: [host.id] }, parameters: { commands: ['true'] }, wait: 10 });
+    expect(res.body.status).toBe('Success');
+    await srv.api.delete(`/v1/hosts/${other.id}`);
+  });
 
   it('serves health without a token, and OpenAPI with one', async () => {
     const anon = new Api(srv.server.url, undefined);

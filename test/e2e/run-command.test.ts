@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CommandView } from '../../src/commands/views.js';
 import type { HostView } from '../../src/hosts/views.js';
-import { berth, startServer, type InProcessServer } from '../helpers/server.js';
+import { agentPidOf, berth, startServer, type InProcessServer } from '../helpers/server.js';
 
 const NET = { bridge: 'berthrun0', subnet: '10.217.0.0/24', cgroupName: 'berthrun' };
 
@@ -120,6 +120,26 @@ describe('berth run', () => {
     expect((JSON.parse(shown.stdout) as CommandView).status).toBe('Cancelled');
     const left = await runJson('--', "ps -eo args= | grep -E '^sleep 120$' | wc -l");
     expect(left.inv.stdout.trim()).toBe('0');
+  });
+
+  it('a command its agent does not accept in time ends DeliveryTimedOut, and never runs later', async () => {
+    // A stopped agent keeps its connection open but accepts nothing.
+    const agent = agentPidOf(srv.dataDir, host.id);
+    process.kill(agent, 'SIGSTOP');
+    try {
+      const res = await srv.api.post<CommandView>('/v1/commands', {
+        targets: { hostIds: [host.id] },
+        parameters: { commands: ['touch /tmp/ran-too-late'] },
+        deliveryTimeout: 1,
+        wait: 10,
+      });
+      expect(res.body.status).toBe('DeliveryTimedOut');
+      expect(res.body.invocations[0]?.statusDetail).toContain('not delivered within 1 s');
+    } finally {
+      process.kill(agent, 'SIGCONT');
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    expect((await runJson('--', 'test -e /tmp/ran-too-late && echo ran || echo never-ran')).inv.stdout).toBe('never-ran\n');
   });
 
   it('targets hosts by tag', async () => {

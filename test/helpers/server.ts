@@ -164,3 +164,12 @@ export async function spawnServer(dataDir: string, net: TestNetwork, ports: { ap
 export function tokenOf(dataDir: string): string {
   return readFileSync(join(dataDir, 'token'), 'utf8').trim();
 }
+
+/** The machine-side pid of a host's agent (the child of the host's init), from the driver's state file. */
+export function agentPidOf(dataDir: string, hostId: string): number {
+  const state = JSON.parse(readFileSync(join(dataDir, 'hosts', hostId, 'state.json'), 'utf8')) as { initPid: number };
+  const children = readFileSync(`/proc/${state.initPid}/task/${state.initPid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+  const agent = children.find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('berth-agent'));
+  if (!agent) throw new Error(`no agent process under the init of ${hostId} (${state.initPid})`);
+  return agent;
+}

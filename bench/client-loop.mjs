@@ -8,6 +8,7 @@ for (let i = 0; i < Number(count); i++) {
     method: 'POST',
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
     body: JSON.stringify({ targets: { hostIds: [hostId] }, parameters: { commands: ['true'] }, wait: 10 }),
+    signal: AbortSignal.timeout(30_000),
   });
   const body = await res.json();
   samples.push(performance.now() - t0);

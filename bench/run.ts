@@ -6,7 +6,8 @@
  *   - the agent's idle RSS and CPU.
  * Prints a Markdown report and writes it to bench/results/latest.md.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +15,8 @@ import type { HostView } from '../src/hosts/views.js';
 import { packageRoot } from '../src/cli/paths.js';
 import { agentPidOf, startServer } from '../test/helpers/server.js';
 import { ms, summarize, type Summary } from './stats.js';
+
+const execFileAsync = promisify(execFile);
 
 const NET = { bridge: 'berthbench0', subnet: '10.220.0.0/22', cgroupName: 'berthbench' };
 const LAUNCHES = Number(process.env['BENCH_LAUNCHES'] ?? 60);
@@ -54,9 +57,11 @@ async function main(): Promise<void> {
     // The client runs in its own process, as a real one would, so it does not share the server's loop.
     progress(`round trip x${ROUND_TRIPS} (HTTP client in its own process)…`);
     const agentSamplesBefore = srv.server.commands.roundTrips.recent().length;
-    const roundTrip = JSON.parse(
-      execFileSync(process.execPath, [join(packageRoot(), 'bench', 'client-loop.mjs'), srv.server.url, srv.server.token, target.id, String(ROUND_TRIPS)], { maxBuffer: 64 * 1024 * 1024 }).toString(),
-    ) as number[];
+    // Asynchronously: the server shares this process's event loop.
+    const { stdout } = await execFileAsync(process.execPath, [join(packageRoot(), 'bench', 'client-loop.mjs'), srv.server.url, srv.server.token, target.id, String(ROUND_TRIPS)], {
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    const roundTrip = JSON.parse(stdout) as number[];
     const agentTrip = summarize(srv.server.commands.roundTrips.recent().slice(agentSamplesBefore));
 
     progress(`agent idle for ${IDLE_SECONDS} s…`);

@@ -12,6 +12,7 @@ import { defaultShell, killInvocationProcesses, runShellScript, WarmShellPool } 
 import type { ExecutionResult } from './runcommand/types.js';
 
 export const AGENT_VERSION = '0.1.0';
+const IDLE_GC_DELAY_MS = 2000;
 
 export interface AgentOptions {
   identity: AgentIdentity;
@@ -29,6 +30,7 @@ export class Agent {
   private readonly bootId = randomUUID();
   private readonly log: (line: string) => void;
   private readonly warmShells = new WarmShellPool(defaultShell());
+  private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.log ?? ((line) => process.stderr.write(`berth-agent: ${line}\n`));
@@ -163,6 +165,19 @@ export class Agent {
     this.connection.send({ type: 'result', invocationId: id, result });
     // Start the next warm shell only now, off the path of the result just sent.
     setImmediate(() => this.warmShells.fill());
+    this.compactWhenIdle();
+  }
+
+  /**
+   * An agent spends most of its life idle in a warm pool: once work stops, a full GC gives back the
+   * memory that bursts of commands grew (the host's init starts node with --expose-gc).
+   */
+  private compactWhenIdle(): void {
+    clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => {
+      if (this.running.size === 0) (globalThis as { gc?: () => void }).gc?.();
+    }, IDLE_GC_DELAY_MS);
+    this.idleTimer.unref();
   }
 
   private onCancel(id: string): void {

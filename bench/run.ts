@@ -14,6 +14,10 @@ import { join } from 'node:path';
 import type { HostView } from '../src/hosts/views.js';
 import { packageRoot } from '../src/cli/paths.js';
 import { agentPidOf, startServer } from '../test/helpers/server.js';
+import { CommandsRepo } from '../src/store/commands-repo.js';
+import { HostsRepo } from '../src/store/hosts-repo.js';
+import { DEFAULT_TENANT } from '../src/store/migrations.js';
+import { openStore } from '../src/store/store.js';
 import { ms, summarize, type Summary } from './stats.js';
 
 const execFileAsync = promisify(execFile);
@@ -83,6 +87,12 @@ async function main(): Promise<void> {
   } finally {
     await srv.stop();
   }
+  progress('store writes in isolation…');
+  const writes = await isolatedStoreWrites(300);
+  progress('');
+  rows.push(
+    `| baseline: store write in isolation (command create, then result update; PGlite in memory, no server) | ${writes.create.n} | ${ms(writes.create.p50)} / ${ms(writes.update.p50)} | ${ms(writes.create.p99)} / ${ms(writes.update.p99)} | | |`,
+  );
   const report = [
     `### ${new Date().toISOString().slice(0, 10)} — ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, store: PGlite`,
     '',
@@ -98,6 +108,28 @@ async function main(): Promise<void> {
 
 function verdict(ok: boolean): string {
   return ok ? 'met' : 'MISSED';
+}
+
+async function isolatedStoreWrites(n: number): Promise<{ create: Summary; update: Summary }> {
+  const store = await openStore({ dataDir: 'memory://' });
+  try {
+    await new HostsRepo(store.db).insert({ id: 'h-bench', tenantId: DEFAULT_TENANT, driver: 'local', image: '/', hostname: 'h', tags: {}, resources: {}, agentTokenHash: 'x' });
+    const commands = new CommandsRepo(store.db);
+    const create: number[] = [];
+    const update: number[] = [];
+    for (let i = 0; i < n; i++) {
+      let t0 = performance.now();
+      await commands.create({ id: `c-${i}`, tenantId: DEFAULT_TENANT, document: 'RunShellScript', parameters: { commands: ['true'] }, targets: {}, deliveryTimeoutS: 30, invocations: [{ hostId: 'h-bench', status: 'Pending', statusDetail: '' }] });
+      create.push(performance.now() - t0);
+      t0 = performance.now();
+      const empty = { text: '', truncated: false, bytes: 0 };
+      await commands.updateInvocation(`c-${i}`, 'h-bench', ['Pending'], { status: 'Success', statusDetail: '', exitCodes: [0], stdout: empty, stderr: empty, finishedAt: new Date() });
+      update.push(performance.now() - t0);
+    }
+    return { create: summarize(create), update: summarize(update) };
+  } finally {
+    await store.close();
+  }
 }
 
 function bashSpawnFloor(n: number): Summary {

@@ -34,7 +34,3 @@ export function assertTransition(id: string, from: HostState, to: HostState): vo
 
 /** States in which the host may still have processes and resources on the backend. */
 export const LIVE_HOST_STATES: readonly HostState[] = ['launching', 'booting', 'running', 'lost', 'terminating'];
-
-export function isHostState(value: string): value is HostState {
-  return (HOST_STATES as readonly string[]).includes(value);
-}

@@ -97,7 +97,8 @@ export class HostService {
     const row = await this.deps.hosts.get(tenantId, id);
     if (!row) throw new BerthError('host_not_found', `host ${id} does not exist`, 'List hosts with `berth host ls`.', { hostId: id });
     if (row.state === 'terminated') return toHostView(row, false);
-    await this.deps.hosts.transition(id, ['launching', 'booting', 'running', 'lost', 'failed', 'terminating'], 'terminating', { reason });
+    // A host already terminating (an earlier attempt failed half-way) is cleaned up again as it is.
+    await this.deps.hosts.transition(id, ['launching', 'booting', 'running', 'lost', 'failed'], 'terminating', { reason });
     await this.cleanUp(row, reason);
     return this.get(tenantId, id);
   }
@@ -134,7 +135,7 @@ export class HostService {
     const live = await this.deps.hosts.listInStates(LIVE_HOST_STATES);
     for (const row of live) {
       if (row.state === 'launching' || row.state === 'terminating') {
-        await this.deps.hosts.transition(row.id, ['launching', 'terminating'], 'terminating', { reason: `control plane restarted while the host was ${row.state}` });
+        await this.deps.hosts.transition(row.id, ['launching'], 'terminating', { reason: `control plane restarted while the host was ${row.state}` });
         await this.cleanUp(row, `control plane restarted while the host was ${row.state}`);
         cleaned.push(row.id);
         continue;
@@ -173,7 +174,7 @@ export class HostService {
 
   private async markLost(row: HostRow, why: string): Promise<void> {
     this.deps.log(`host ${row.id}: lost (${why}); cleaning up`);
-    await this.deps.hosts.transition(row.id, ['booting', 'running', 'lost'], 'lost', { reason: why });
+    await this.deps.hosts.transition(row.id, ['booting', 'running'], 'lost', { reason: why });
     await this.deps.hosts.transition(row.id, ['lost'], 'terminating', { reason: `lost: ${why}` });
     await this.cleanUp(row, `host lost: ${why}`);
   }

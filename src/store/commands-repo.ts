@@ -4,7 +4,8 @@
  * invocation's outcome is a single-row write with no transaction (the hot path of Run Command).
  */
 import { sql, type Kysely } from 'kysely';
-import { OPEN_STATUSES, type InvocationStatus } from '../core/command-status.js';
+import { canTransition, OPEN_STATUSES, type InvocationStatus } from '../core/command-status.js';
+import { BerthError } from '../core/errors.js';
 import type { CommandRow, Database, InvocationRow } from './schema.js';
 
 export interface NewCommand {
@@ -145,6 +146,11 @@ export class CommandsRepo {
    * when nothing changed.
    */
   async updateInvocation(commandId: string, hostId: string, from: readonly InvocationStatus[], outcome: InvocationOutcome): Promise<InvocationRow | undefined> {
+    for (const status of from) {
+      if (!canTransition(status, outcome.status)) {
+        throw new BerthError('invalid_state', `invocation ${commandId}/${hostId} cannot go from ${status} to ${outcome.status}`, 'This is a bug in berth; please report it.');
+      }
+    }
     return this.db
       .updateTable('invocations')
       .set({

@@ -1,6 +1,6 @@
 /** Host rows: every query is scoped to a tenant. */
 import { sql, type Kysely } from 'kysely';
-import type { HostState } from '../core/host-state.js';
+import { assertTransition, type HostState } from '../core/host-state.js';
 import type { Database, HostRow } from './schema.js';
 
 export interface NewHost {
@@ -66,6 +66,7 @@ export class HostsRepo {
     to: HostState,
     fields: { reason?: string; ip?: string; driverData?: Record<string, unknown>; readyAt?: Date; terminatedAt?: Date } = {},
   ): Promise<HostRow | undefined> {
+    for (const state of from) assertTransition(id, state, to);
     return this.db
       .updateTable('hosts')
       .set({

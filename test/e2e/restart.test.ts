@@ -9,7 +9,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CommandView } from '../../src/commands/views.js';
-import { countLocalLeftovers } from '../../src/drivers/local/index.js';
+import { countLocalLeftovers, LocalDriver } from '../../src/drivers/local/index.js';
 import type { HostView } from '../../src/hosts/views.js';
 import { DEFAULT_TENANT } from '../../src/store/migrations.js';
 import { openStore } from '../../src/store/store.js';
@@ -44,6 +44,7 @@ describe('control-plane restart', () => {
 
   afterAll(async () => {
     server?.kill('SIGKILL');
+    await new LocalDriver(driverConfig(dataDir, NET)).teardown();
     await rm(dataDir, { recursive: true, force: true });
   });
 

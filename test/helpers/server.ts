@@ -46,11 +46,12 @@ export interface InProcessServer {
 export async function startServer(net: TestNetwork, opts: { dataDir?: string; agentPort?: number } = {}): Promise<InProcessServer> {
   const dataDir = opts.dataDir ?? (await tempDataDir('srv'));
   const config = driverConfig(dataDir, net);
+  const driver = new LocalDriver(config);
   const server = await BerthServer.start({
     dataDir,
     port: 0,
     agentPort: opts.agentPort ?? 0,
-    driver: new LocalDriver(config),
+    driver,
     log: () => {},
     sweepIntervalMs: 200,
     monitorIntervalMs: 500,
@@ -67,7 +68,10 @@ export async function startServer(net: TestNetwork, opts: { dataDir?: string; ag
         for (const host of body.hosts) await api.delete(`/v1/hosts/${host.id}`);
       }
       await server.stop();
-      if (removeHosts) await rm(dataDir, { recursive: true, force: true });
+      if (removeHosts) {
+        await driver.teardown(); // the test's bridge and cgroup parents
+        await rm(dataDir, { recursive: true, force: true });
+      }
     },
   };
 }

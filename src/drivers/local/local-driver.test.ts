@@ -5,7 +5,7 @@
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -132,10 +132,13 @@ describe.skipIf(!canRun)('local driver on this machine', () => {
   });
 
   afterAll(async () => {
-    for (const host of await driver.list()) await driver.terminate(host.id, host.driverData);
+    const left = await driver.list();
+    if (left.length > 0) expect(await driver.teardown()).toBe(false); // refuses while hosts remain
+    for (const host of left) await driver.terminate(host.id, host.driverData);
     expect(countLocalLeftovers(config)).toEqual(baseline);
-    execFileSync('ip', ['link', 'del', 'berthtst0']);
-    for (const h of detectCgroupLayout(readMountinfo()).hierarchies) rmdirSync(`${h.mountPoint}/berthtst`);
+    expect(await driver.teardown()).toBe(true);
+    expect(existsSync('/sys/class/net/berthtst0')).toBe(false);
+    for (const h of detectCgroupLayout(readMountinfo()).hierarchies) expect(existsSync(`${h.mountPoint}/berthtst`)).toBe(false);
     rmSync(root, { recursive: true, force: true });
   });
 

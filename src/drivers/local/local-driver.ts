@@ -3,7 +3,7 @@
  * overlayfs copy-on-write root, its own address on a bridge and cgroup limits. See host-scripts.ts for
  * how a host is brought up, and config.ts for how every resource's name derives from the host id.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { BerthError, errorMessage, isBerthError } from '../../core/errors.js';
@@ -12,13 +12,24 @@ import {
   checkSafePath, devTemplateDir, hostNames, isValidHostId, netnsPrefix, resolveLocalConfig,
   type HostNames, type LocalDriverConfig, type ResolvedLocalConfig,
 } from './config.js';
-import { cgroupPids, createHostCgroups, destroyHostCgroups, detectCgroupLayout, ensureCgroupParents, hostCgroupDirs, listHostCgroupIds, readMountinfo, type CgroupLayout } from './cgroups.js';
+import {
+  cgroupPids,
+  createHostCgroups,
+  destroyHostCgroups,
+  detectCgroupLayout,
+  ensureCgroupParents,
+  hostCgroupDirs,
+  listHostCgroupIds,
+  parentDirs,
+  readMountinfo,
+  type CgroupLayout,
+} from './cgroups.js';
 import { buildFstab, buildLauncherScript, buildSetupScript, type SystemTools } from './host-scripts.js';
 import { consoleTail, createHostDir, HostDirExistsError, LaunchProcessError, startLauncher, writeHostFiles } from './host-launch.js';
 import { parseHostRecord, readStateFile, recordToDriverData, STATE_VERSION, writeStateFile, type HostRecord } from './host-state.js';
 import { ensureBridge, innerNetworkBatch, listNetnsHostIds, NETNS_DIR, outerNetworkBatch, removeHostNetwork } from './network.js';
 import { checkAgentDir, checkPlatform, prepareDevTemplate, probeNamespacesAndOverlay, resolveTools } from './preflight.js';
-import { isSameLiveProcess, pollUntil, readProcessStat, sendSignal } from './proc.js';
+import { describeFailure, isSameLiveProcess, pollUntil, readProcessStat, runCommand, sendSignal } from './proc.js';
 import { IpAllocator } from './subnet.js';
 
 const TERM_REPEAT_MS = 500;
@@ -225,6 +236,29 @@ export class LocalDriver implements HostDriver {
       const record = readStateFile(names.stateFile) ?? {};
       return { id, driverData: { ...record, id, netns: names.netns, veth: names.veth, hostDir: names.hostDir } };
     });
+  }
+
+  /**
+   * Removes what init() set up on the machine (the bridge and the cgroup parents), but only when no
+   * host of this driver is left; returns whether it did. For test suites and uninstalls: a running
+   * server keeps its bridge, since hosts outlive it.
+   */
+  async teardown(): Promise<boolean> {
+    if ((await this.list()).length > 0) return false;
+    const { tools, layout } = await this.prepared();
+    if (existsSync(`/sys/class/net/${this.cfg.bridge}`)) {
+      const result = await runCommand(tools.ip, ['link', 'del', this.cfg.bridge]);
+      if (result.code !== 0) this.cfg.logger.warn({ bridge: this.cfg.bridge }, `could not remove the bridge: ${describeFailure('ip', result)}`);
+    }
+    for (const dir of parentDirs(layout, this.cfg.cgroupName)) {
+      try {
+        rmdirSync(dir);
+      } catch {
+        // already gone, or a host's cgroup appeared meanwhile
+      }
+    }
+    this.preparing = undefined;
+    return true;
   }
 
   /** Ids of every host with any trace on the machine: a state dir, a named netns or a cgroup. */

@@ -45,6 +45,7 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
         databaseUrl: env['BERTH_DATABASE_URL'],
         driver,
         ...(opts.image ? { defaultImage: opts.image } : {}),
+        progress: (step) => process.stderr.write(`berth server: ${step}…\n`),
       });
       process.stderr.write(
         `berth server ${server.url}  (store: ${server.store.kind}, data dir: ${dataDir})\n` +

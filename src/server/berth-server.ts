@@ -37,6 +37,8 @@ export interface ServerConfig {
   /** Log to stdout (pino JSON); false in tests. */
   logger?: boolean | { level: string };
   log?: (line: string) => void;
+  /** Start-up steps as they begin, for a person watching (the first start takes seconds). */
+  progress?: (step: string) => void;
   heartbeatIntervalMs?: number;
   sweepIntervalMs?: number;
   monitorIntervalMs?: number;
@@ -61,9 +63,12 @@ export class BerthServer {
 
   static async start(config: ServerConfig): Promise<BerthServer> {
     const log = config.log ?? ((line: string) => process.stderr.write(`berth: ${line}\n`));
+    const progress = config.progress ?? (() => {});
     const dataDir = new DataDir(config.dataDir);
     dataDir.lock();
+    progress(`preparing the ${config.driver.name} driver`);
     const driverInfo = await config.driver.init();
+    progress(config.databaseUrl ? 'connecting to PostgreSQL' : 'opening the embedded store (the first start creates it, a few seconds)');
     const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
     try {
       const { token } = dataDir.token();
@@ -107,6 +112,7 @@ export class BerthServer {
         log,
       });
       late.hosts = hostsService;
+      progress('adopting hosts that outlived the previous server');
       const recovered = await hostsService.recover();
       if (recovered.adopted.length + recovered.cleaned.length > 0) {
         log(`recovered after restart: adopted ${recovered.adopted.length} host(s), cleaned up ${recovered.cleaned.length}`);

@@ -26,13 +26,15 @@ const NET = { bridge: 'berthbench0', subnet: '10.220.0.0/22', cgroupName: 'berth
 const LAUNCHES = Number(process.env['BENCH_LAUNCHES'] ?? 60);
 const ROUND_TRIPS = Number(process.env['BENCH_ROUND_TRIPS'] ?? 600);
 const IDLE_SECONDS = Number(process.env['BENCH_IDLE_SECONDS'] ?? 10);
+/** Run against a PostgreSQL server instead of the embedded store (its database is used as is). */
+const DATABASE_URL = process.env['BENCH_DATABASE_URL'];
 
 function progress(line: string): void {
   process.stderr.write(`\r\x1b[2K${line}`);
 }
 
 async function main(): Promise<void> {
-  const srv = await startServer(NET);
+  const srv = await startServer(NET, DATABASE_URL ? { databaseUrl: DATABASE_URL } : {});
   const rows: string[] = [];
   try {
     // Baselines, same run: the floors a host start and a command run cannot go below — a bare node
@@ -94,7 +96,7 @@ async function main(): Promise<void> {
     `| baseline: store write in isolation (command create, then result update; PGlite in memory, no server) | ${writes.create.n} | ${ms(writes.create.p50)} / ${ms(writes.update.p50)} | ${ms(writes.create.p99)} / ${ms(writes.update.p99)} | | |`,
   );
   const report = [
-    `### ${new Date().toISOString().slice(0, 10)} — ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, store: PGlite`,
+    `### ${new Date().toISOString().slice(0, 10)} — ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, store: ${DATABASE_URL ? 'PostgreSQL' : 'PGlite'}`,
     '',
     '| measure | n | p50 | p99 | target / ratio | |',
     '|---|---|---|---|---|---|',

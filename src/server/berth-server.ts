@@ -73,7 +73,10 @@ export class BerthServer {
     try {
       const { token } = dataDir.token();
       const tokens = new TokensRepo(store.db);
-      await tokens.add(`t-default`, DEFAULT_TENANT, 'default', hashSecret(token));
+      // The data dir's token is valid for the default tenant; other data dirs sharing one PostgreSQL
+      // keep theirs (the id comes from the hash, so each token is one row).
+      const tokenHash = hashSecret(token);
+      await tokens.add(`t-${tokenHash.slice(0, 16)}`, DEFAULT_TENANT, 'data dir token', tokenHash);
       const hostsRepo = new HostsRepo(store.db);
       const commandsRepo = new CommandsRepo(store.db);
       const live = new LiveOutput(64 * 1024);

@@ -6,7 +6,7 @@ export class TokensRepo {
   constructor(private readonly db: Kysely<Database>) {}
 
   async add(id: string, tenantId: string, name: string, tokenHash: string): Promise<void> {
-    await this.db.insertInto('api_tokens').values({ id, tenant_id: tenantId, name, token_hash: tokenHash, revoked_at: null }).onConflict((oc) => oc.column('token_hash').doNothing()).execute();
+    await this.db.insertInto('api_tokens').values({ id, tenant_id: tenantId, name, token_hash: tokenHash, revoked_at: null }).onConflict((oc) => oc.doNothing()).execute();
   }
 
   /** Returns the tenant the token belongs to, or undefined when unknown or revoked. */

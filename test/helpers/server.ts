@@ -43,7 +43,7 @@ export interface InProcessServer {
   stop(opts?: { removeHosts?: boolean }): Promise<void>;
 }
 
-export async function startServer(net: TestNetwork, opts: { dataDir?: string; agentPort?: number } = {}): Promise<InProcessServer> {
+export async function startServer(net: TestNetwork, opts: { dataDir?: string; agentPort?: number; databaseUrl?: string } = {}): Promise<InProcessServer> {
   const dataDir = opts.dataDir ?? (await tempDataDir('srv'));
   const config = driverConfig(dataDir, net);
   const driver = new LocalDriver(config);
@@ -52,6 +52,7 @@ export async function startServer(net: TestNetwork, opts: { dataDir?: string; ag
     port: 0,
     agentPort: opts.agentPort ?? 0,
     driver,
+    databaseUrl: opts.databaseUrl,
     log: () => {},
     sweepIntervalMs: 200,
     monitorIntervalMs: 500,

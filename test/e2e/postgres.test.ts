@@ -1,0 +1,48 @@
+/**
+ * The control plane on a real PostgreSQL server (CI always has one): hosts and commands work as on
+ * the embedded store, and two data dirs can share one database, each with its own token.
+ */
+import pg from 'pg';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { CommandView } from '../../src/commands/views.js';
+import type { HostView } from '../../src/hosts/views.js';
+import { startServer, type InProcessServer } from '../helpers/server.js';
+
+const url = process.env['BERTH_TEST_DATABASE_URL'];
+const NET = { bridge: 'berthpgs0', subnet: '10.223.0.0/24', cgroupName: 'berthpgs' };
+
+describe.skipIf(!url && !process.env['CI'])('control plane on PostgreSQL', () => {
+  const servers: InProcessServer[] = [];
+  afterAll(async () => {
+    for (const srv of servers.reverse()) await srv.stop();
+  });
+
+  it('launches a host, runs a command, and lets a second data dir share the database', async () => {
+    if (!url) throw new Error('CI must provide BERTH_TEST_DATABASE_URL');
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    await client.query('drop schema if exists public cascade');
+    await client.query('create schema public');
+    await client.end();
+
+    const first = await startServer(NET, { databaseUrl: url });
+    servers.push(first);
+    expect(first.server.store.kind).toBe('postgres');
+    const host = (await first.api.post<HostView>('/v1/hosts', { tags: { store: 'pg' } })).body;
+    expect(host.state).toBe('running');
+    const run = await first.api.post<CommandView>('/v1/commands', { targets: { tags: { store: 'pg' } }, parameters: { commands: ['echo from-pg'] }, wait: 20 });
+    expect(run.body.status).toBe('Success');
+    expect(run.body.invocations[0]?.stdout).toBe('from-pg\n');
+    await first.api.delete(`/v1/hosts/${host.id}`);
+    await first.stop();
+    servers.pop();
+
+    // Another data dir (another token) on the same database: it starts, and its token works.
+    const second = await startServer(NET, { databaseUrl: url });
+    servers.push(second);
+    expect(second.server.token).not.toBe(first.server.token);
+    const listed = await second.api.get<{ commands: CommandView[] }>('/v1/commands');
+    expect(listed.status).toBe(200);
+    expect(listed.body.commands.map((c) => c.id)).toContain(run.body.id);
+  });
+});

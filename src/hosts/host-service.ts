@@ -148,7 +148,7 @@ export class HostService {
         cleaned.push(row.id);
       }
     }
-    const known = new Set(live.filter((r) => adopted.includes(r.id)).map((r) => r.id));
+    const known = new Set(adopted);
     for (const found of await this.deps.driver.list()) {
       if (known.has(found.id)) continue;
       await this.deps.driver.terminate(found.id, found.driverData).catch((err: unknown) => this.deps.log(`host ${found.id}: cleanup of unknown host failed: ${errorMessage(err)}`));

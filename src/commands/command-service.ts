@@ -94,7 +94,7 @@ export class CommandService {
       invocations,
     });
     this.open.track(created.command, created.invocations);
-    const deliverBy = new Date(created.command.created_at.getTime() + created.command.delivery_timeout_s * 1000);
+    const deliverBy = deliveryDeadline(created.command.created_at, created.command.delivery_timeout_s);
     for (const inv of invocations) if (inv.status === 'Pending') this.deliver(id, inv.hostId, parameters, deliverBy);
     if (isTerminal(status)) return toCommandView(created.command, created.invocations);
     if (!done) return toCommandView(created.command, created.invocations, this.deps.live);
@@ -116,7 +116,7 @@ export class CommandService {
 
   async get(tenantId: string, id: string): Promise<CommandView> {
     const found = await this.deps.commands.get(tenantId, id);
-    if (!found) throw new BerthError('command_not_found', `command ${id} does not exist`, 'List commands with `berth cmd ls`.');
+    if (!found) throw commandNotFound(id);
     return toCommandView(found.command, found.invocations, this.deps.live);
   }
 
@@ -167,7 +167,7 @@ export class CommandService {
    */
   async cancel(tenantId: string, id: string): Promise<CommandView> {
     const found = await this.deps.commands.get(tenantId, id);
-    if (!found) throw new BerthError('command_not_found', `command ${id} does not exist`, 'List commands with `berth cmd ls`.');
+    if (!found) throw commandNotFound(id);
     for (const inv of found.invocations) {
       const status = inv.status as InvocationStatus;
       if (isTerminal(status) || status === 'Cancelling') continue;
@@ -245,6 +245,15 @@ export class CommandService {
     }
     return hosts;
   }
+}
+
+/** The moment after which a command's invocations count as DeliveryTimedOut. */
+export function deliveryDeadline(createdAt: Date, deliveryTimeoutS: number): Date {
+  return new Date(createdAt.getTime() + deliveryTimeoutS * 1000);
+}
+
+function commandNotFound(id: string): BerthError {
+  return new BerthError('command_not_found', `command ${id} does not exist`, 'List commands with `berth cmd ls`.');
 }
 
 export function notConnectedMessage(host: HostRow): string {

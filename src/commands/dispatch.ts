@@ -6,7 +6,7 @@
  */
 import type { AgentMessage, InvocationResult, RunShellScriptParameters } from '../protocol/messages.js';
 import type { CommandsRepo, InvocationOutcome, OpenInvocation } from '../store/commands-repo.js';
-import type { AgentSender, CommandService } from './command-service.js';
+import { deliveryDeadline, type AgentSender, type CommandService } from './command-service.js';
 import type { LiveOutput } from './live-output.js';
 
 export interface DispatcherDeps {
@@ -47,7 +47,7 @@ export class CommandDispatcher {
         continue;
       }
       if (open.status === 'Pending') {
-        const deliverBy = new Date(open.createdAt.getTime() + open.deliveryTimeoutS * 1000);
+        const deliverBy = deliveryDeadline(open.createdAt, open.deliveryTimeoutS);
         if (deliverBy.getTime() > Date.now()) this.deps.service.deliver(open.commandId, hostId, open.parameters as RunShellScriptParameters, deliverBy);
       } else {
         // Accepted earlier, but this agent has no record of it: its state was lost with a reset host.
@@ -104,8 +104,7 @@ export class CommandDispatcher {
 
   private overdue(open: OpenInvocation, now: Date): InvocationOutcome | undefined {
     if (open.status === 'Pending') {
-      const deadline = open.createdAt.getTime() + open.deliveryTimeoutS * 1000;
-      if (now.getTime() < deadline) return undefined;
+      if (now < deliveryDeadline(open.createdAt, open.deliveryTimeoutS)) return undefined;
       const why = this.deps.agents.isConnected(open.hostId) ? 'the agent did not accept it' : 'the agent was not connected';
       return { status: 'DeliveryTimedOut', statusDetail: `not delivered within ${open.deliveryTimeoutS} s: ${why}`, finishedAt: now };
     }

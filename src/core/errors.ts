@@ -16,7 +16,6 @@ export type ErrorCode =
   | 'invalid_state'
   | 'driver_unavailable'
   | 'launch_failed'
-  | 'agent_unauthorized'
   | 'deadline_exceeded'
   | 'server_unreachable'
   | 'internal';
@@ -34,7 +33,6 @@ const STATUS: Record<ErrorCode, number> = {
   invalid_state: 409,
   driver_unavailable: 503,
   launch_failed: 500,
-  agent_unauthorized: 401,
   deadline_exceeded: 504,
   server_unreachable: 503,
   internal: 500,

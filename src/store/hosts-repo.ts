@@ -96,11 +96,6 @@ export class HostsRepo {
       .execute();
   }
 
-  async touchAgents(ids: string[], at: Date): Promise<void> {
-    if (ids.length === 0) return;
-    await this.db.updateTable('hosts').set({ agent_last_seen: at }).where('id', 'in', ids).execute();
-  }
-
   /** At server start nobody is connected yet, whatever the store says. */
   async markAllDisconnected(): Promise<void> {
     await this.db.updateTable('hosts').set({ agent_connected: false }).where('agent_connected', '=', true).execute();

@@ -18,6 +18,12 @@ export type ErrorCode =
   | 'launch_failed'
   | 'deadline_exceeded'
   | 'server_unreachable'
+  | 'pool_not_found'
+  | 'pool_exists'
+  | 'pool_empty'
+  | 'claim_not_found'
+  | 'claim_failed'
+  | 'host_not_claimed'
   | 'internal';
 
 const STATUS: Record<ErrorCode, number> = {
@@ -35,6 +41,14 @@ const STATUS: Record<ErrorCode, number> = {
   launch_failed: 500,
   deadline_exceeded: 504,
   server_unreachable: 503,
+  pool_not_found: 404,
+  pool_exists: 409,
+  pool_empty: 503,
+  claim_not_found: 404,
+  // The claim's init failed on every host it tried (or its deadline passed): the request is fine,
+  // the work is not.
+  claim_failed: 422,
+  host_not_claimed: 409,
   internal: 500,
 };
 

@@ -8,7 +8,7 @@ import { BerthError, errorMessage } from '../core/errors.js';
 import { hashSecret, newId, newSecret } from '../core/ids.js';
 import { LIVE_HOST_STATES } from '../core/host-state.js';
 import type { HostDriver, HostResources } from '../drivers/types.js';
-import type { HostsRepo } from '../store/hosts-repo.js';
+import type { HostsRepo, NewHost } from '../store/hosts-repo.js';
 import type { HostRow } from '../store/schema.js';
 import { toHostView, type HostView } from './views.js';
 
@@ -17,6 +17,16 @@ export interface LaunchRequest {
   hostname?: string | undefined;
   tags?: Record<string, string> | undefined;
   resources?: HostResources | undefined;
+}
+
+export interface RegisteredHost {
+  id: string;
+  tenantId: string;
+  token: string;
+  hostname: string;
+  image: string;
+  resources: HostResources;
+  tags: Record<string, string>;
 }
 
 export interface AgentPresence {
@@ -47,17 +57,46 @@ export class HostService {
   }
 
   async launch(tenantId: string, req: LaunchRequest, opts: { waitMs?: number; signal?: AbortSignal } = {}): Promise<HostView> {
+    const registered = await this.register(tenantId, req);
+    await this.start(registered, opts);
+    return this.get(tenantId, registered.id);
+  }
+
+  /**
+   * First half of a launch: records the host (state `launching`), so it counts from this moment.
+   * `pool` makes it a pool's host in the given slot.
+   */
+  async register(tenantId: string, req: LaunchRequest, pool?: NewHost['pool']): Promise<RegisteredHost> {
     const id = newId('h');
     const token = newSecret();
     const hostname = req.hostname ?? id;
     const image = req.image ?? this.deps.defaultImage;
     const resources = { ...this.deps.defaultResources, ...(req.resources ?? {}) };
     const tags = req.tags ?? {};
-    await this.deps.hosts.insert({ id, tenantId, driver: this.deps.driver.name, image, hostname, tags, resources: { ...resources }, agentTokenHash: hashSecret(token) });
+    await this.deps.hosts.insert({
+      id,
+      tenantId,
+      driver: this.deps.driver.name,
+      image,
+      hostname,
+      tags,
+      resources: { ...resources },
+      agentTokenHash: hashSecret(token),
+      ...(pool ? { pool } : {}),
+    });
+    return { id, tenantId, token, hostname, image, resources, tags };
+  }
+
+  /**
+   * Second half: creates the machine and, with `waitMs`, waits until its agent has enrolled. On
+   * failure the host is cleaned up and the error thrown.
+   */
+  async start(host: RegisteredHost, opts: { waitMs?: number; signal?: AbortSignal } = {}): Promise<void> {
+    const { id, tenantId } = host;
     const ready = opts.waitMs ? this.waitReady(id, opts.waitMs, opts.signal) : undefined;
     try {
       const launched = await this.deps.driver.launch(
-        { id, hostname, image, tags, resources, agent: { hostId: id, token, serverUrl: this.deps.agentUrl } },
+        { id, hostname: host.hostname, image: host.image, tags: host.tags, resources: host.resources, agent: { hostId: id, token: host.token, serverUrl: this.deps.agentUrl } },
         opts.signal ? { signal: opts.signal } : {},
       );
       await this.deps.hosts.setLaunched(id, launched.ip, launched.driverData);
@@ -79,7 +118,6 @@ export class HostService {
         throw err;
       }
     }
-    return this.get(tenantId, id);
   }
 
   async get(tenantId: string, id: string): Promise<HostView> {

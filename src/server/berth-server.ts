@@ -17,6 +17,11 @@ import { HostsRepo } from '../store/hosts-repo.js';
 import { openStore, type Store } from '../store/store.js';
 import { TokensRepo } from '../store/tokens-repo.js';
 import { AGENT_PATH } from '../protocol/messages.js';
+import { ClaimService } from '../pools/claim-service.js';
+import { PoolService } from '../pools/pool-service.js';
+import { PoolReconciler } from '../pools/reconciler.js';
+import { ClaimsRepo } from '../store/claims-repo.js';
+import { PoolsRepo } from '../store/pools-repo.js';
 import { DataDir } from './data-dir.js';
 import { buildApp } from './http/app.js';
 
@@ -42,6 +47,16 @@ export interface ServerConfig {
   heartbeatIntervalMs?: number;
   sweepIntervalMs?: number;
   monitorIntervalMs?: number;
+  /** How often every pool is reconciled even when nothing kicked it. */
+  poolIntervalMs?: number;
+  /** Pool tuning (tests shorten the back-off). */
+  poolBackoffMs?: number;
+}
+
+export interface PoolServices {
+  pools: PoolService;
+  claims: ClaimService;
+  reconciler: PoolReconciler;
 }
 
 export class BerthServer {
@@ -59,6 +74,7 @@ export class BerthServer {
     private readonly gateway: AgentGateway,
     private readonly dataDir: DataDir,
     readonly recovered: { adopted: string[]; cleaned: string[] },
+    readonly pools: PoolServices,
   ) {}
 
   static async start(config: ServerConfig): Promise<BerthServer> {
@@ -115,25 +131,43 @@ export class BerthServer {
         log,
       });
       late.hosts = hostsService;
+      const poolsRepo = new PoolsRepo(store.db);
+      const claimsRepo = new ClaimsRepo(store.db);
+      const isConnected = (hostId: string) => gateway.isConnected(hostId);
+      const reconciler = new PoolReconciler({
+        pools: poolsRepo,
+        hosts: hostsRepo,
+        hostService: hostsService,
+        commands,
+        log,
+        ...(config.poolBackoffMs !== undefined ? { backoffMs: config.poolBackoffMs } : {}),
+      });
+      const claims = new ClaimService({ pools: poolsRepo, claims: claimsRepo, hosts: hostsRepo, hostService: hostsService, commands, reconciler, isConnected, log });
+      const poolService = new PoolService({ pools: poolsRepo, claims: claimsRepo, hosts: hostsRepo, reconciler, isConnected, log });
       progress('adopting hosts that outlived the previous server');
+      const failedClaims = await claims.recover();
       const recovered = await hostsService.recover();
-      if (recovered.adopted.length + recovered.cleaned.length > 0) {
-        log(`recovered after restart: adopted ${recovered.adopted.length} host(s), cleaned up ${recovered.cleaned.length}`);
+      const retired = await reconciler.recover();
+      if (recovered.adopted.length + recovered.cleaned.length + failedClaims + retired > 0) {
+        log(`recovered after restart: adopted ${recovered.adopted.length} host(s), cleaned up ${recovered.cleaned.length}, failed ${failedClaims} unfinished claim(s), retiring ${retired} pool host(s) of unknown state`);
       }
 
       const app = await buildApp({
         hosts: hostsService,
         commands,
+        pools: { pools: poolService, claims, poolsRepo, hostsRepo, isConnected },
         lookupToken: (hash) => tokens.tenantFor(hash),
         health: () => Promise.resolve({ store: store.kind, driver: config.driver.name, agentsConnected: gateway.connectedHostIds().length }),
         version: VERSION,
         logger: config.logger ?? false,
       });
       const address = await app.listen({ host: config.host ?? '127.0.0.1', port: config.port ?? 7070 });
-      const server = new BerthServer(address, agentUrl, token, store, hostsService, commands, app, gateway, dataDir, recovered);
+      const server = new BerthServer(address, agentUrl, token, store, hostsService, commands, app, gateway, dataDir, recovered, { pools: poolService, claims, reconciler });
       dataDir.writeServerInfo({ url: address, pid: process.pid, agentUrl, startedAt: new Date().toISOString() });
       server.loop(config.sweepIntervalMs ?? 500, () => dispatcher.sweep(), report('command sweep'));
       server.loop(config.monitorIntervalMs ?? 2000, () => hostsService.monitor(), report('host monitor'));
+      server.loop(config.poolIntervalMs ?? 1000, () => reconciler.kickAll(), report('pool reconciler'));
+      await reconciler.kickAll();
       return server;
     } catch (err) {
       await store.close();
@@ -147,6 +181,7 @@ export class BerthServer {
     if (this.stopped) return;
     this.stopped = true;
     for (const timer of this.timers) clearInterval(timer);
+    await this.pools.reconciler.stop();
     await this.app.close();
     await this.gateway.close();
     await this.store.close();

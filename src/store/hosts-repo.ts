@@ -1,6 +1,7 @@
 /** Host rows: every query is scoped to a tenant. */
 import { sql, type Kysely } from 'kysely';
 import { assertTransition, type HostState } from '../core/host-state.js';
+import { assertSlotTransition, type Slot } from '../core/pool-state.js';
 import type { Database, HostRow } from './schema.js';
 
 export interface NewHost {
@@ -12,6 +13,16 @@ export interface NewHost {
   tags: Record<string, string>;
   resources: Record<string, number>;
   agentTokenHash: string;
+  /** For a pool's host: its pool, the pool's generation at launch, and its first slot. */
+  pool?: { name: string; generation: number; slot: Slot; group?: string; claimId?: string };
+}
+
+export interface SlotFields {
+  group?: string | null;
+  claimId?: string | null;
+  tags?: Record<string, string>;
+  /** Leave the pool altogether (the host stays, e.g. a released host being terminated). */
+  pool?: null;
 }
 
 export class HostsRepo {
@@ -31,6 +42,16 @@ export class HostsRepo {
         resources: JSON.stringify(host.resources),
         driver_data: '{}',
         agent_token_hash: host.agentTokenHash,
+        ...(host.pool
+          ? {
+              pool: host.pool.name,
+              generation: host.pool.generation,
+              slot: host.pool.slot,
+              slot_since: new Date(),
+              group_name: host.pool.group ?? null,
+              claim_id: host.pool.claimId ?? null,
+            }
+          : {}),
       })
       .returningAll()
       .executeTakeFirstOrThrow();
@@ -82,6 +103,57 @@ export class HostsRepo {
       .where('state', 'in', [...from])
       .returningAll()
       .executeTakeFirst();
+  }
+
+  /**
+   * Moves a pool host from one of `from` to slot `to` (compare-and-set, like transition). Returns the
+   * updated row with how long it had been in its previous slot, or undefined when it was elsewhere.
+   */
+  async setSlot(id: string, from: readonly Slot[], to: Slot, fields: SlotFields = {}): Promise<{ row: HostRow; previous: { slot: Slot; seconds: number } } | undefined> {
+    for (const slot of from) assertSlotTransition(id, slot, to);
+    const result = await sql<HostRow & { prev_slot: Slot; prev_s: number }>`
+      with prev as (select id, slot, slot_since from hosts where id = ${id} and slot in (${sql.join([...from])}) for update)
+      update hosts set
+        slot = ${to}, slot_since = now(), updated_at = now()
+        ${fields.group !== undefined ? sql`, group_name = ${fields.group}` : sql``}
+        ${fields.claimId !== undefined ? sql`, claim_id = ${fields.claimId}` : sql``}
+        ${fields.tags !== undefined ? sql`, tags = ${JSON.stringify(fields.tags)}::jsonb` : sql``}
+        ${fields.pool === null ? sql`, pool = null` : sql``}
+      from prev where hosts.id = prev.id
+      returning hosts.*, prev.slot as prev_slot, extract(epoch from now() - prev.slot_since)::float8 as prev_s`.execute(this.db);
+    const row = result.rows[0];
+    if (!row) return undefined;
+    const { prev_slot, prev_s, ...host } = row;
+    return { row: host, previous: { slot: prev_slot, seconds: Number(prev_s) } };
+  }
+
+  /** Every host of a pool that is not gone yet (any slot, any generation). */
+  async listPool(tenantId: string, pool: string): Promise<HostRow[]> {
+    return this.db
+      .selectFrom('hosts')
+      .selectAll()
+      .where('tenant_id', '=', tenantId)
+      .where('pool', '=', pool)
+      .where('state', 'not in', ['terminated', 'failed'])
+      .orderBy('created_at')
+      .orderBy('id')
+      .execute();
+  }
+
+  /** Live pool hosts of every tenant in the given slots (the reconciler's and recovery's view). */
+  async listInSlots(slots: readonly Slot[]): Promise<HostRow[]> {
+    return this.db.selectFrom('hosts').selectAll().where('slot', 'in', [...slots]).where('state', 'not in', ['terminated', 'failed']).execute();
+  }
+
+  async listGroup(tenantId: string, group: string): Promise<HostRow[]> {
+    return this.db
+      .selectFrom('hosts')
+      .selectAll()
+      .where('tenant_id', '=', tenantId)
+      .where('group_name', '=', group)
+      .where('state', 'not in', ['terminated', 'failed'])
+      .orderBy('created_at')
+      .execute();
   }
 
   async setLaunched(id: string, ip: string, driverData: Record<string, unknown>): Promise<void> {

@@ -78,10 +78,82 @@ const FOUNDATION = [
   `create index invocations_open on invocations (host_id) where status in ('Pending', 'InProgress', 'Cancelling')`,
 ];
 
+const POOLS = [
+  `create table pools (
+    tenant_id text not null references tenants(id),
+    name text not null,
+    -- the host template; a change bumps the generation, and only hosts of the current generation
+    -- may be claimed
+    image text not null,
+    template jsonb not null,
+    generation integer not null default 1,
+    size integer not null,
+    max_size integer not null,
+    max_launching integer not null,
+    max_idle_age_s integer,
+    warmup jsonb not null default '[]',
+    health_check jsonb,
+    on_empty text not null,
+    -- counters kept by claims and the reconciler
+    hits integer not null default 0,
+    misses integer not null default 0,
+    consecutive_failures integer not null default 0,
+    last_failure text,
+    last_failure_at timestamptz,
+    -- seconds hosts spent ready and unclaimed, summed when each leaves ready: the cost of readiness
+    idle_host_seconds double precision not null default 0,
+    created_at timestamptz not null default now(),
+    updated_at timestamptz not null default now(),
+    primary key (tenant_id, name)
+  )`,
+  `create table groups (
+    tenant_id text not null references tenants(id),
+    name text not null,
+    labels jsonb not null default '{}',
+    created_at timestamptz not null default now(),
+    primary key (tenant_id, name)
+  )`,
+  `alter table hosts add column pool text`,
+  `alter table hosts add column generation integer`,
+  `alter table hosts add column slot text`,
+  `alter table hosts add column slot_since timestamptz`,
+  `alter table hosts add column group_name text`,
+  `alter table hosts add column claim_id text`,
+  // The claim path's one lookup: the oldest ready host of a pool.
+  `create index hosts_pool_ready on hosts (tenant_id, pool, generation, ready_at) where slot = 'ready'`,
+  `create index hosts_group on hosts (tenant_id, group_name) where group_name is not null`,
+  `create table claims (
+    id text primary key,
+    tenant_id text not null references tenants(id),
+    pool text not null,
+    group_name text not null,
+    host_id text references hosts(id),
+    idempotency_key text,
+    state text not null,
+    request jsonb not null,
+    hit boolean,
+    attempts integer not null default 0,
+    timings jsonb not null default '{}',
+    duration_ms double precision,
+    error jsonb,
+    created_at timestamptz not null default now(),
+    finished_at timestamptz
+  )`,
+  `create unique index claims_idempotency on claims (tenant_id, idempotency_key) where idempotency_key is not null`,
+  `create index claims_pending on claims (tenant_id) where state = 'pending'`,
+  // The pool's claim latency histogram is bucketed from finished claims.
+  `create index claims_pool_finished on claims (tenant_id, pool, finished_at)`,
+];
+
 const migrations: Record<string, Migration> = {
   '0001_foundation': {
     async up(db: Kysely<unknown>) {
       for (const statement of FOUNDATION) await sql.raw(statement).execute(db);
+    },
+  },
+  '0002_pools': {
+    async up(db: Kysely<unknown>) {
+      for (const statement of POOLS) await sql.raw(statement).execute(db);
     },
   },
 };

@@ -42,6 +42,73 @@ export interface HostsTable {
   updated_at: CreatedAt;
   ready_at: MaybeTimestamp;
   terminated_at: MaybeTimestamp;
+  pool: string | null;
+  generation: number | null;
+  slot: string | null;
+  slot_since: MaybeTimestamp;
+  group_name: string | null;
+  claim_id: string | null;
+}
+
+export interface PoolsTable {
+  tenant_id: string;
+  name: string;
+  image: string;
+  template: Json<PoolTemplate>;
+  generation: Generated<number>;
+  size: number;
+  max_size: number;
+  max_launching: number;
+  max_idle_age_s: number | null;
+  warmup: Json<string[]>;
+  health_check: Json<HealthCheck | null>;
+  on_empty: string;
+  hits: Generated<number>;
+  misses: Generated<number>;
+  consecutive_failures: Generated<number>;
+  last_failure: string | null;
+  last_failure_at: MaybeTimestamp;
+  idle_host_seconds: Generated<number>;
+  created_at: CreatedAt;
+  updated_at: CreatedAt;
+}
+
+export interface PoolTemplate {
+  cpus?: number;
+  memoryMiB?: number;
+  pids?: number;
+  tags: Record<string, string>;
+}
+
+export interface HealthCheck {
+  command: string;
+  intervalS: number;
+  timeoutS: number;
+}
+
+export interface GroupsTable {
+  tenant_id: string;
+  name: string;
+  labels: Json<Record<string, string>>;
+  created_at: CreatedAt;
+}
+
+export interface ClaimsTable {
+  id: string;
+  tenant_id: string;
+  pool: string;
+  group_name: string;
+  host_id: string | null;
+  idempotency_key: string | null;
+  state: string;
+  request: Json<Record<string, unknown>>;
+  hit: boolean | null;
+  attempts: Generated<number>;
+  timings: Json<Record<string, number>>;
+  duration_ms: number | null;
+  error: Json<Record<string, unknown> | null>;
+  created_at: CreatedAt;
+  finished_at: MaybeTimestamp;
 }
 
 export interface CommandsTable {
@@ -79,6 +146,9 @@ export interface Database {
   hosts: HostsTable;
   commands: CommandsTable;
   invocations: InvocationsTable;
+  pools: PoolsTable;
+  groups: GroupsTable;
+  claims: ClaimsTable;
 }
 
 export type HostRow = Selectable<HostsTable>;
@@ -86,3 +156,6 @@ export type NewHostRow = Insertable<HostsTable>;
 export type HostRowUpdate = Updateable<HostsTable>;
 export type CommandRow = Selectable<CommandsTable>;
 export type InvocationRow = Selectable<InvocationsTable>;
+export type PoolRow = Selectable<PoolsTable>;
+export type GroupRow = Selectable<GroupsTable>;
+export type ClaimRow = Selectable<ClaimsTable>;

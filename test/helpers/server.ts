@@ -53,7 +53,7 @@ export async function startServer(net: TestNetwork, opts: { dataDir?: string; ag
     agentPort: opts.agentPort ?? 0,
     driver,
     databaseUrl: opts.databaseUrl,
-    log: () => {},
+    log: process.env['BERTH_TEST_LOG'] ? (line: string) => process.stderr.write(`berth: ${line}\n`) : () => {},
     sweepIntervalMs: 200,
     monitorIntervalMs: 500,
   });

@@ -10,10 +10,12 @@ import { installAuth, type TokenLookup } from './auth.js';
 import { installErrorHandling } from './errors.js';
 import { commandRoutes } from './routes-commands.js';
 import { hostRoutes } from './routes-hosts.js';
+import { poolRoutes, type PoolRouteDeps } from './routes-pools.js';
 
 export interface AppDeps {
   hosts: HostService;
   commands: CommandService;
+  pools: PoolRouteDeps;
   lookupToken: TokenLookup;
   health: () => Promise<Record<string, unknown>>;
   version: string;
@@ -45,5 +47,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   );
   await app.register(hostRoutes(deps.hosts));
   await app.register(commandRoutes(deps.commands));
+  await app.register(poolRoutes(deps.pools));
   return app;
 }

@@ -7,6 +7,8 @@ export function installErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError, request, reply) => {
     if (err instanceof BerthError) {
       if (err.status >= 500) request.log.error({ err }, err.message);
+      const retryAfter = err.details?.['retryAfterS'];
+      if (typeof retryAfter === 'number') void reply.header('retry-after', String(Math.max(1, Math.ceil(retryAfter))));
       return reply.status(err.status).send(err.toJSON());
     }
     if (hasZodFastifySchemaValidationErrors(err)) {

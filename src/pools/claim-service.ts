@@ -1,0 +1,273 @@
+/**
+ * Claims: hand one ready host of a pool to a group, atomically, initialise it for its user, and
+ * answer with a timing breakdown. A claim completes or rolls back: when init or the health check
+ * fails, its host is quarantined (never left in the group) and the claim tries another host within
+ * its deadline. When no host is ready it launches one (`onEmpty: launch`, counted as a miss) or
+ * fails with 503 and Retry-After (`onEmpty: fail`). The refill never runs on the claim's path.
+ */
+import { EventEmitter } from 'node:events';
+import { BerthError, errorMessage } from '../core/errors.js';
+import { newId } from '../core/ids.js';
+import type { CommandService } from '../commands/command-service.js';
+import type { HostService } from '../hosts/host-service.js';
+import type { ClaimsRepo } from '../store/claims-repo.js';
+import type { HostsRepo } from '../store/hosts-repo.js';
+import type { PoolsRepo } from '../store/pools-repo.js';
+import type { ClaimRow, HostRow, PoolRow } from '../store/schema.js';
+import { CheckFailed, runChecks } from './host-checks.js';
+import { launchRequest, prepareHost, type PoolReconciler } from './reconciler.js';
+import type { ClaimInput } from './spec.js';
+import { toClaimView, type ClaimView } from './views.js';
+
+export interface ClaimServiceDeps {
+  pools: PoolsRepo;
+  claims: ClaimsRepo;
+  hosts: HostsRepo;
+  hostService: HostService;
+  commands: CommandService;
+  reconciler: PoolReconciler;
+  isConnected: (hostId: string) => boolean;
+  log: (line: string) => void;
+  bootTimeoutMs?: number;
+}
+
+interface Attempt {
+  hostId: string;
+  hit: boolean;
+  error: string;
+}
+
+export class ClaimService {
+  /** Fires `<claimId>` when a claim this process runs ends (for same-key callers that wait). */
+  private readonly finished = new EventEmitter();
+  private readonly knownGroups = new Set<string>();
+
+  constructor(private readonly deps: ClaimServiceDeps) {
+    this.finished.setMaxListeners(0);
+  }
+
+  async claim(tenantId: string, poolName: string, input: ClaimInput, signal?: AbortSignal): Promise<ClaimView> {
+    const t0 = performance.now();
+    const pool = await this.deps.pools.get(tenantId, poolName);
+    if (!pool) throw poolNotFound(poolName);
+    if (input.idempotencyKey) {
+      const existing = await this.existing(tenantId, input.idempotencyKey, poolName);
+      if (existing) return existing;
+    }
+    await this.ensureGroup(tenantId, input.group, input.labels);
+    const claimId = newId('cl');
+    const row = await this.deps.claims.insert({
+      id: claimId,
+      tenantId,
+      pool: poolName,
+      group: input.group,
+      idempotencyKey: input.idempotencyKey ?? null,
+      request: { init: input.init, env: input.env, tags: input.tags, deadline: input.deadline },
+    });
+    if (!row) {
+      // Another request with the same key got in first: it is the claim.
+      const existing = input.idempotencyKey ? await this.existing(tenantId, input.idempotencyKey, poolName) : undefined;
+      if (existing) return existing;
+      throw new BerthError('conflict', `a claim with idempotency key ${input.idempotencyKey ?? ''} is being replaced`, 'Retry the claim.');
+    }
+    try {
+      return await this.run(pool, claimId, input, t0, signal);
+    } finally {
+      this.finished.emit(claimId);
+    }
+  }
+
+  async get(tenantId: string, id: string): Promise<ClaimView> {
+    const row = await this.deps.claims.get(tenantId, id);
+    if (!row) throw new BerthError('claim_not_found', `claim ${id} does not exist`, 'List claims with `berth claim ls`.');
+    return this.view(row);
+  }
+
+  async list(tenantId: string, filter: { pool?: string; group?: string; limit?: number }): Promise<ClaimView[]> {
+    const rows = await this.deps.claims.list(tenantId, filter);
+    return Promise.all(rows.map((r) => this.view(r)));
+  }
+
+  /**
+   * Gives a claimed host back: it is terminated, or with `reuse` reset to a clean state and returned
+   * to its pool (warmed and checked again like a new host).
+   */
+  async release(tenantId: string, hostId: string, opts: { reuse?: boolean } = {}): Promise<HostRow> {
+    const host = await this.deps.hosts.get(tenantId, hostId);
+    if (!host || host.state === 'terminated') throw new BerthError('host_not_found', `host ${hostId} does not exist${host ? ' any more' : ''}`, 'List hosts with `berth host ls`.', { hostId });
+    if (host.slot !== 'claimed') {
+      throw new BerthError('host_not_claimed', `host ${hostId} is not claimed (it is ${host.slot ?? 'not a pool host'})`, 'Release only hosts handed out by `berth claim`; remove others with `berth host rm`.', { hostId });
+    }
+    if (opts.reuse) {
+      throw new BerthError('bad_request', 'release --reuse is not available yet', 'Release without --reuse; the pool refills with a fresh host.');
+    }
+    const moved = await this.deps.hosts.setSlot(hostId, ['claimed'], 'retiring');
+    if (!moved) throw new BerthError('conflict', `host ${hostId} is being released already`, 'Check it with `berth host ls`.');
+    if (host.claim_id) await this.deps.claims.finish(host.claim_id, 'ready', 'released', {});
+    await this.deps.hostService.terminate(tenantId, hostId, `released from group ${host.group_name ?? '?'}`);
+    const done = await this.deps.hosts.setSlot(hostId, ['retiring'], 'released');
+    return done?.row ?? moved.row;
+  }
+
+  /**
+   * After a restart: claims that were running did not finish, so they fail (the client saw its
+   * connection drop; a retry with the same idempotency key starts afresh), and their hosts leave
+   * their groups for quarantine — init may have half-run on them. Returns how many claims failed.
+   */
+  async recover(): Promise<number> {
+    const pending = await this.deps.claims.pending();
+    for (const claim of pending) {
+      await this.deps.claims.finish(claim.id, 'pending', 'failed', { error: { message: 'the control plane restarted during the claim; nothing of it was kept' } });
+    }
+    for (const host of await this.deps.hosts.listInSlots(['claiming'])) {
+      await this.deps.hosts.setSlot(host.id, ['claiming'], 'quarantined', { group: null, claimId: null });
+    }
+    return pending.length;
+  }
+
+  private async run(pool: PoolRow, claimId: string, input: ClaimInput, t0: number, signal?: AbortSignal): Promise<ClaimView> {
+    const tenantId = pool.tenant_id;
+    const deadline = Date.now() + input.deadline * 1000;
+    const deadlineSignal = AbortSignal.any([AbortSignal.timeout(input.deadline * 1000), ...(signal ? [signal] : [])]);
+    const attempts: Attempt[] = [];
+    const script = [...input.init, ...(pool.health_check ? [pool.health_check.command] : [])];
+    while (attempts.length < input.maxAttempts && Date.now() < deadline) {
+      const tPick = performance.now();
+      const picked = await this.deps.claims.pickReady(tenantId, pool.name, claimId, input.group);
+      let host: HostRow | undefined = picked?.host;
+      const hit = host !== undefined;
+      const timings: Record<string, number> = { pickMs: performance.now() - tPick };
+      if (picked) {
+        // The pool is one short from now on: refill at once, off this path.
+        this.deps.reconciler.kick(tenantId, pool.name);
+        void this.deps.pools.addIdleSeconds(tenantId, pool.name, picked.idleSeconds).catch((err: unknown) => this.deps.log(`pool ${pool.name}: ${errorMessage(err)}`));
+      } else {
+        if (pool.on_empty === 'fail') {
+          await this.fail(claimId, attempts, t0, 'no ready host');
+          throw new BerthError('pool_empty', `pool ${pool.name} has no ready host`, 'Retry after the Retry-After delay, raise the pool size, or set onEmpty: launch.', {
+            pool: pool.name,
+            retryAfterS: 1,
+          });
+        }
+        const tLaunch = performance.now();
+        try {
+          host = await this.coldHost(pool, claimId, input.group, deadline, deadlineSignal);
+        } catch (err) {
+          attempts.push({ hostId: '', hit: false, error: `cold launch: ${errorMessage(err)}` });
+          continue;
+        } finally {
+          timings['launchMs'] = performance.now() - tLaunch;
+        }
+      }
+      if (!host) continue;
+      await this.deps.claims.setAttempt(claimId, host.id, attempts.length + 1);
+      const tInit = performance.now();
+      try {
+        if (script.length > 0) {
+          await runChecks(this.deps.commands, tenantId, host.id, 'init', script, {
+            timeoutS: Math.max(1, (deadline - Date.now()) / 1000),
+            env: input.env,
+            signal: deadlineSignal,
+          });
+        }
+      } catch (err) {
+        timings['initMs'] = performance.now() - tInit;
+        attempts.push({ hostId: host.id, hit, error: errorMessage(err) });
+        await this.quarantine(host, pool);
+        if (err instanceof CheckFailed || deadlineSignal.aborted) continue;
+        throw err;
+      }
+      timings['initMs'] = performance.now() - tInit;
+      const tags = { ...launchRequest(pool).tags, ...input.tags, 'berth:group': input.group };
+      const claimed = await this.deps.hosts.setSlot(host.id, ['claiming'], 'claimed', { tags });
+      if (!claimed) {
+        attempts.push({ hostId: host.id, hit, error: 'the host left the claim while it was being initialised' });
+        continue;
+      }
+      timings['totalMs'] = performance.now() - t0;
+      const done = await this.deps.claims.finish(claimId, 'pending', 'ready', { hostId: host.id, hit, timings: round(timings), durationMs: timings['totalMs'] });
+      await this.deps.pools.countHitOrMiss(tenantId, pool.name, hit);
+      if (!done) throw new BerthError('internal', `claim ${claimId} was finished by someone else`, 'Report this; see the server log.');
+      return toClaimView(done, claimed.row, this.deps.isConnected(host.id));
+    }
+    const why = attempts.length > 0 ? attempts.map((a) => a.error).join('; ') : `deadline of ${input.deadline} s passed`;
+    await this.fail(claimId, attempts, t0, why);
+    throw new BerthError('claim_failed', `claim on pool ${pool.name} failed after ${attempts.length} attempt(s): ${why}`, 'Fix the init commands or the pool (see `berth pool show`); nothing was left in the group.', {
+      claimId,
+      attempts,
+    });
+  }
+
+  /** The empty-pool path: a new host launched straight into the claim (a miss). */
+  private async coldHost(pool: PoolRow, claimId: string, group: string, deadline: number, signal: AbortSignal): Promise<HostRow> {
+    const registered = await this.deps.hostService.register(pool.tenant_id, launchRequest(pool), { name: pool.name, generation: pool.generation, slot: 'claiming', group, claimId });
+    try {
+      const bootMs = Math.min(this.deps.bootTimeoutMs ?? 30_000, Math.max(1, deadline - Date.now()));
+      await prepareHost(this.deps, pool, registered, bootMs, Math.max(1, (deadline - Date.now()) / 1000), signal);
+    } catch (err) {
+      const row = await this.deps.hosts.get(pool.tenant_id, registered.id);
+      if (row) await this.quarantine(row, pool);
+      throw err;
+    }
+    const row = await this.deps.hosts.get(pool.tenant_id, registered.id);
+    if (!row) throw new BerthError('internal', `host ${registered.id} vanished while it was launched for a claim`, 'Retry the claim.');
+    return row;
+  }
+
+  /** Takes a host that failed a claim out of the group; the reconciler retires it. */
+  private async quarantine(host: HostRow, pool: PoolRow): Promise<void> {
+    await this.deps.hosts.setSlot(host.id, ['claiming'], 'quarantined', { group: null, claimId: null });
+    this.deps.reconciler.kick(pool.tenant_id, pool.name);
+  }
+
+  private async fail(claimId: string, attempts: Attempt[], t0: number, why: string): Promise<void> {
+    await this.deps.claims.finish(claimId, 'pending', 'failed', { hostId: null, durationMs: performance.now() - t0, error: { message: why, attempts } });
+  }
+
+  private async ensureGroup(tenantId: string, group: string, labels: Record<string, string> | undefined): Promise<void> {
+    const key = `${tenantId}/${group}`;
+    if (!labels && this.knownGroups.has(key)) return;
+    await this.deps.pools.ensureGroup(tenantId, group, labels ?? {});
+    this.knownGroups.add(key);
+  }
+
+  /** The claim a key already names: finished, or awaited while it runs. Failed ones free their key. */
+  private async existing(tenantId: string, key: string, poolName: string): Promise<ClaimView | undefined> {
+    let row = await this.deps.claims.byIdempotencyKey(tenantId, key);
+    if (!row) return undefined;
+    if (row.pool !== poolName) {
+      throw new BerthError('conflict', `idempotency key ${key} was used for a claim on pool ${row.pool}`, 'Use a new key for a different request.', { claimId: row.id });
+    }
+    if (row.state === 'pending') {
+      const id = row.id;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 120_000);
+        this.finished.once(id, () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      row = (await this.deps.claims.get(tenantId, id)) ?? row;
+    }
+    if (row.state === 'failed') {
+      await this.deps.claims.forgetKey(row.id);
+      return undefined;
+    }
+    return this.view(row);
+  }
+
+  private async view(row: ClaimRow): Promise<ClaimView> {
+    const host = row.host_id ? await this.deps.hosts.get(row.tenant_id, row.host_id) : undefined;
+    return toClaimView(row, host, host ? this.deps.isConnected(host.id) : false);
+  }
+}
+
+function poolNotFound(name: string): BerthError {
+  return new BerthError('pool_not_found', `pool ${name} does not exist`, 'List pools with `berth pool ls`; create one with `berth pool create`.', { pool: name });
+}
+
+function round(timings: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, Math.round(v * 100) / 100]));
+}
+
+export { poolNotFound };

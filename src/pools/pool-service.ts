@@ -1,0 +1,116 @@
+/** Pools as users manage them: create, change (a new generation when the image or template changes), show, remove. */
+import { BerthError } from '../core/errors.js';
+import type { ClaimsRepo } from '../store/claims-repo.js';
+import type { HostsRepo } from '../store/hosts-repo.js';
+import type { PoolSpec, PoolsRepo } from '../store/pools-repo.js';
+import type { PoolRow } from '../store/schema.js';
+import { poolNotFound } from './claim-service.js';
+import type { PoolReconciler } from './reconciler.js';
+import { toPoolHostView, toPoolStatusView, type PoolHostView, type PoolStatusView } from './views.js';
+
+export interface PoolServiceDeps {
+  pools: PoolsRepo;
+  claims: ClaimsRepo;
+  hosts: HostsRepo;
+  reconciler: PoolReconciler;
+  isConnected: (hostId: string) => boolean;
+  log: (line: string) => void;
+}
+
+export class PoolService {
+  constructor(private readonly deps: PoolServiceDeps) {}
+
+  async create(tenantId: string, spec: PoolSpec): Promise<PoolStatusView> {
+    await this.deps.pools.create(tenantId, spec);
+    this.deps.reconciler.kick(tenantId, spec.name);
+    return this.show(tenantId, spec.name);
+  }
+
+  /** Creates or changes a pool (what `berth apply` does); says whether a roll to a new generation began. */
+  async apply(tenantId: string, spec: PoolSpec): Promise<{ pool: PoolStatusView; action: 'created' | 'updated' | 'rolled' | 'unchanged' }> {
+    const before = await this.deps.pools.get(tenantId, spec.name);
+    let action: 'created' | 'updated' | 'rolled' | 'unchanged';
+    if (!before) {
+      await this.deps.pools.create(tenantId, spec);
+      action = 'created';
+    } else if (sameSpec(before, spec)) {
+      action = 'unchanged';
+    } else {
+      const updated = await this.deps.pools.update(tenantId, spec);
+      if (!updated) throw poolNotFound(spec.name);
+      action = updated.rolled ? 'rolled' : 'updated';
+    }
+    this.deps.reconciler.kick(tenantId, spec.name);
+    return { pool: await this.show(tenantId, spec.name), action };
+  }
+
+  async list(tenantId: string): Promise<PoolStatusView[]> {
+    const rows = await this.deps.pools.list(tenantId);
+    return Promise.all(rows.map((row) => this.status(row)));
+  }
+
+  async show(tenantId: string, name: string): Promise<PoolStatusView> {
+    const row = await this.deps.pools.get(tenantId, name);
+    if (!row) throw poolNotFound(name);
+    return this.status(row);
+  }
+
+  async hosts(tenantId: string, name: string): Promise<PoolHostView[]> {
+    if (!(await this.deps.pools.get(tenantId, name))) throw poolNotFound(name);
+    const rows = await this.deps.hosts.listPool(tenantId, name);
+    return rows.map((r) => toPoolHostView(r, this.deps.isConnected(r.id)));
+  }
+
+  /**
+   * Removes a pool: its waiting hosts are retired; claimed hosts stay with their groups (they are
+   * released one by one). Refused while a claim on it is running.
+   */
+  async remove(tenantId: string, name: string): Promise<{ retired: number; keptClaimed: number }> {
+    const row = await this.deps.pools.get(tenantId, name);
+    if (!row) throw poolNotFound(name);
+    const hosts = await this.deps.hosts.listPool(tenantId, name);
+    if (hosts.some((h) => h.slot === 'claiming')) {
+      throw new BerthError('conflict', `pool ${name} has claims in progress`, 'Retry in a moment, when they have finished.', { pool: name });
+    }
+    await this.deps.pools.remove(tenantId, name);
+    let retired = 0;
+    for (const host of hosts) {
+      if (host.slot === 'ready' || host.slot === 'warming' || host.slot === 'quarantined') {
+        this.deps.reconciler.retire(host, [host.slot], `pool ${name} was removed`);
+        retired++;
+      }
+    }
+    return { retired, keptClaimed: hosts.filter((h) => h.slot === 'claimed').length };
+  }
+
+  private async status(row: PoolRow): Promise<PoolStatusView> {
+    const counts = await this.deps.pools.counts(row.tenant_id, row.name, row.generation);
+    const hosts = counts.ready > 0 ? await this.deps.hosts.listPool(row.tenant_id, row.name) : [];
+    const now = Date.now();
+    const currentIdleSeconds = hosts.filter((h) => h.slot === 'ready').reduce((sum, h) => sum + (now - new Date(h.slot_since ?? h.created_at).getTime()) / 1000, 0);
+    const claimLatency = await this.deps.claims.latencyHistogram(row.tenant_id, row.name);
+    return toPoolStatusView(row, counts, this.deps.reconciler.progressOf(row.tenant_id, row.name), { currentIdleSeconds, claimLatency });
+  }
+}
+
+function sameSpec(row: PoolRow, spec: PoolSpec): boolean {
+  const a = {
+    image: row.image,
+    template: row.template,
+    size: row.size,
+    maxSize: row.max_size,
+    maxLaunching: row.max_launching,
+    maxIdleAgeS: row.max_idle_age_s,
+    warmup: row.warmup,
+    healthCheck: row.health_check,
+    onEmpty: row.on_empty,
+  };
+  const { name: _name, ...b } = spec;
+  return stable(a) === stable(b);
+}
+
+function stable(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([x], [y]) => x.localeCompare(y))) : v,
+  );
+}

@@ -1,0 +1,260 @@
+/**
+ * Keeps every pool at `size` ready hosts, level-triggered: each pass looks at the pool's hosts as
+ * they are and acts on the difference — launch (at most `maxLaunching` at once, within `maxSize`),
+ * warm up and health-check new hosts, replace stale ones (old generation or idle past maxIdleAge)
+ * only as their replacements become ready, retire quarantined ones, and back off an image that
+ * keeps failing. A claim kicks a pass at once; a timer runs one every `intervalMs` anyway.
+ */
+import { errorMessage } from '../core/errors.js';
+import type { Slot } from '../core/pool-state.js';
+import type { CommandService } from '../commands/command-service.js';
+import type { HostService, RegisteredHost } from '../hosts/host-service.js';
+import type { HostsRepo } from '../store/hosts-repo.js';
+import type { PoolsRepo } from '../store/pools-repo.js';
+import type { HostRow, PoolRow } from '../store/schema.js';
+import { runChecks } from './host-checks.js';
+
+export interface ReconcilerDeps {
+  pools: PoolsRepo;
+  hosts: HostsRepo;
+  hostService: HostService;
+  commands: CommandService;
+  log: (line: string) => void;
+  /** A new host's agent must enrol within this. */
+  bootTimeoutMs?: number;
+  /** Seconds a warm-up may run. */
+  warmupTimeoutS?: number;
+  /** First back-off delay after a failed launch; doubles per consecutive failure up to maxBackoffMs. */
+  backoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+export interface PoolProgress {
+  /** Why the pool is below size, or '' when it is full. */
+  notFullReason: string;
+  lastPassAt: Date | null;
+}
+
+const poolKey = (tenantId: string, name: string) => `${tenantId}/${name}`;
+
+export class PoolReconciler {
+  /** Warm-ups and health checks this process runs, by host id. */
+  private readonly busy = new Set<string>();
+  private readonly lastHealth = new Map<string, number>();
+  private readonly passes = new Map<string, { running: Promise<void>; again: boolean }>();
+  private readonly progress = new Map<string, PoolProgress>();
+  private readonly background = new Set<Promise<unknown>>();
+  private readonly stopping = new AbortController();
+
+  constructor(private readonly deps: ReconcilerDeps) {}
+
+  progressOf(tenantId: string, name: string): PoolProgress {
+    return this.progress.get(poolKey(tenantId, name)) ?? { notFullReason: 'not reconciled yet', lastPassAt: null };
+  }
+
+  /** Runs a pass for the pool soon; passes of one pool never overlap (a kick during one runs another after). */
+  kick(tenantId: string, name: string): void {
+    if (this.stopping.signal.aborted) return;
+    const key = poolKey(tenantId, name);
+    const current = this.passes.get(key);
+    if (current) {
+      current.again = true;
+      return;
+    }
+    const entry = { running: Promise.resolve(), again: false };
+    entry.running = (async () => {
+      do {
+        entry.again = false;
+        try {
+          await this.pass(tenantId, name);
+        } catch (err) {
+          this.deps.log(`pool ${name}: reconcile pass failed: ${errorMessage(err)}`);
+        }
+      } while (entry.again);
+      this.passes.delete(key);
+    })();
+    this.passes.set(key, entry);
+  }
+
+  /** Kicks every pool (the periodic timer). */
+  async kickAll(): Promise<void> {
+    for (const pool of await this.deps.pools.list()) this.kick(pool.tenant_id, pool.name);
+  }
+
+  /** Stops passes and aborts warm-ups (their hosts are retired at the next start); waits up to `graceMs`. */
+  async stop(graceMs = 5000): Promise<void> {
+    this.stopping.abort();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.settled(), new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+    clearTimeout(timer);
+  }
+
+  /** Waits for running passes and background work (tests, shutdown). */
+  async settled(): Promise<void> {
+    while (this.passes.size > 0 || this.background.size > 0) {
+      await Promise.allSettled([...[...this.passes.values()].map((p) => p.running), ...this.background]);
+    }
+  }
+
+  /**
+   * After a restart: warm-ups that were running are lost with the old process, so their hosts are
+   * retired (their state is unknown); ready hosts are kept (their agents reconnect).
+   */
+  async recover(): Promise<number> {
+    const orphans = await this.deps.hosts.listInSlots(['warming', 'quarantined', 'retiring']);
+    for (const host of orphans) this.retire(host, [host.slot as Slot], `control plane restarted while the host was ${host.slot ?? 'unknown'}`);
+    return orphans.length;
+  }
+
+  private async pass(tenantId: string, name: string): Promise<void> {
+    const pool = await this.deps.pools.get(tenantId, name);
+    if (!pool) return;
+    const rows = await this.deps.hosts.listPool(tenantId, name);
+    const now = Date.now();
+    const stale = (h: HostRow) => h.generation !== pool.generation || (pool.max_idle_age_s !== null && h.slot === 'ready' && now - new Date(h.slot_since ?? h.created_at).getTime() > pool.max_idle_age_s * 1000);
+    const warming = rows.filter((h) => h.slot === 'warming');
+    const warmingCurrent = warming.filter((h) => !stale(h));
+    const ready = rows.filter((h) => h.slot === 'ready' && !stale(h) && h.state === 'running');
+    const staleReady = rows.filter((h) => h.slot === 'ready' && stale(h));
+
+    for (const h of rows.filter((r) => r.slot === 'quarantined')) this.retire(h, ['quarantined'], 'quarantined');
+    // Warming hosts nobody is warming (the process that was is gone) would wait forever.
+    for (const h of warming.filter((r) => !this.busy.has(r.id) && r.state !== 'launching')) this.retire(h, ['warming'], 'its warm-up was interrupted');
+    // Ready hosts whose machine died are gone already (the host monitor terminates them).
+    for (const h of rows.filter((r) => r.slot === 'ready' && r.state !== 'running' && r.state !== 'lost')) this.retire(h, ['ready'], `host is ${h.state}`);
+
+    // Stale hosts cannot be claimed; they are replaced one for one as new ones become ready, so the
+    // pool is never torn down before its replacement exists (what Recreate rollouts get wrong).
+    let retireStale = Math.max(0, ready.length + staleReady.length - pool.size);
+    const need = Math.max(0, pool.size - ready.length - warmingCurrent.length);
+    const launchSlots = Math.max(0, pool.max_launching - warming.length);
+    let room = pool.max_size - (ready.length + warming.length + staleReady.length - retireStale);
+    if (room < Math.min(need, launchSlots)) {
+      const extra = Math.min(staleReady.length - retireStale, Math.min(need, launchSlots) - room);
+      if (extra > 0) {
+        retireStale += extra;
+        room += extra;
+      }
+    }
+    const oldestFirst = [...staleReady].sort((a, b) => new Date(a.created_at).getTime() - new Date(b.created_at).getTime());
+    for (const h of oldestFirst.slice(0, retireStale)) {
+      this.retire(h, ['ready'], h.generation !== pool.generation ? `replaced: pool generation ${pool.generation} supersedes ${h.generation ?? '?'}` : `idle longer than ${pool.max_idle_age_s} s`);
+    }
+
+    const launch = Math.max(0, Math.min(need, launchSlots, room));
+    const backoffUntil = this.backoffUntil(pool);
+    let notFull = '';
+    if (need > 0) {
+      if (backoffUntil > now) {
+        notFull = `backing off after ${pool.consecutive_failures} failed launch(es): ${pool.last_failure ?? 'unknown'}; next attempt in ${Math.ceil((backoffUntil - now) / 1000)} s`;
+        setTimeout(() => this.kick(tenantId, name), backoffUntil - now).unref();
+      } else {
+        for (let i = 0; i < launch; i++) await this.launchOne(pool);
+        notFull =
+          launch < need
+            ? `${warming.length + launch} launching (maxLaunching ${pool.max_launching}${room < need ? `, maxSize ${pool.max_size} reached` : ''})`
+            : `${warming.length + launch} launching`;
+      }
+    } else if (staleReady.length > 0) {
+      notFull = `rolling: ${staleReady.length} host(s) of an older generation or idle too long still to replace`;
+    }
+    this.healthChecks(pool, ready, now);
+    this.progress.set(poolKey(tenantId, name), { notFullReason: notFull, lastPassAt: new Date() });
+  }
+
+  private backoffUntil(pool: PoolRow): number {
+    if (pool.consecutive_failures === 0 || !pool.last_failure_at) return 0;
+    const base = this.deps.backoffMs ?? 1000;
+    const delay = Math.min(base * 2 ** (pool.consecutive_failures - 1), this.deps.maxBackoffMs ?? 60_000);
+    return new Date(pool.last_failure_at).getTime() + delay;
+  }
+
+  /** Records a new host (so the next pass counts it) and warms it in the background. */
+  private async launchOne(pool: PoolRow): Promise<void> {
+    const host = await this.deps.hostService.register(pool.tenant_id, launchRequest(pool), { name: pool.name, generation: pool.generation, slot: 'warming' });
+    this.busy.add(host.id);
+    this.track(this.warm(pool, host).finally(() => this.busy.delete(host.id)));
+  }
+
+  private async warm(pool: PoolRow, host: RegisteredHost): Promise<void> {
+    try {
+      await prepareHost(this.deps, pool, host, this.deps.bootTimeoutMs ?? 30_000, this.deps.warmupTimeoutS ?? 600, this.stopping.signal);
+      this.lastHealth.set(host.id, Date.now());
+      const moved = await this.deps.hosts.setSlot(host.id, ['warming'], 'ready');
+      if (moved) await this.deps.pools.resetFailures(pool.tenant_id, pool.name);
+    } catch (err) {
+      if (this.stopping.signal.aborted) return;
+      const reason = errorMessage(err);
+      this.deps.log(`pool ${pool.name}: host ${host.id} did not become ready: ${reason}`);
+      await this.deps.pools.recordFailure(pool.tenant_id, pool.name, `host ${host.id}: ${reason}`);
+      const row = await this.deps.hosts.get(pool.tenant_id, host.id);
+      if (row) this.retire(row, ['warming'], `not ready: ${reason}`);
+    }
+    this.kick(pool.tenant_id, pool.name);
+  }
+
+  private healthChecks(pool: PoolRow, ready: HostRow[], now: number): void {
+    const check = pool.health_check;
+    if (!check) return;
+    for (const host of ready) {
+      if (this.busy.has(host.id) || now - (this.lastHealth.get(host.id) ?? 0) < check.intervalS * 1000) continue;
+      this.busy.add(host.id);
+      this.lastHealth.set(host.id, now);
+      this.track(
+        runChecks(this.deps.commands, pool.tenant_id, host.id, 'health check', [check.command], { timeoutS: check.timeoutS })
+          .catch(async (err: unknown) => {
+            // Claimed meanwhile? Then it is the claim's (which runs the check itself), not ours.
+            const moved = await this.deps.hosts.setSlot(host.id, ['ready'], 'quarantined');
+            if (moved) {
+              await this.deps.pools.addIdleSeconds(pool.tenant_id, pool.name, moved.previous.seconds);
+              await this.deps.pools.recordFailure(pool.tenant_id, pool.name, errorMessage(err));
+              this.kick(pool.tenant_id, pool.name);
+            }
+          })
+          .finally(() => this.busy.delete(host.id)),
+      );
+    }
+  }
+
+  /** Takes a host out of the pool and terminates it, in the background. */
+  retire(host: HostRow, from: readonly Slot[], reason: string): void {
+    this.track(
+      (async () => {
+        const moved = from.includes('retiring') && host.slot === 'retiring' ? { row: host, previous: { slot: 'retiring' as Slot, seconds: 0 } } : await this.deps.hosts.setSlot(host.id, from, 'retiring');
+        if (!moved) return;
+        if (moved.previous.slot === 'ready' && host.pool) await this.deps.pools.addIdleSeconds(host.tenant_id, host.pool, moved.previous.seconds);
+        this.lastHealth.delete(host.id);
+        await this.deps.hostService.terminate(host.tenant_id, host.id, `retired from pool ${host.pool ?? '?'}: ${reason}`);
+        await this.deps.hosts.setSlot(host.id, ['retiring'], 'released');
+        if (host.pool) this.kick(host.tenant_id, host.pool);
+      })().catch((err: unknown) => this.deps.log(`host ${host.id}: retiring failed: ${errorMessage(err)}`)),
+    );
+  }
+
+  private track(work: Promise<unknown>): void {
+    this.background.add(work);
+    void work.finally(() => this.background.delete(work));
+  }
+}
+
+export function launchRequest(pool: PoolRow) {
+  const { tags, ...resources } = pool.template;
+  return { image: pool.image, tags: { ...tags, 'berth:pool': pool.name }, resources };
+}
+
+/**
+ * Boots a registered host and makes it ready: agent enrolled, warm-up succeeded, health check
+ * passed (ready means all three — never before, so nobody gets a host that is still bootstrapping).
+ */
+export async function prepareHost(
+  deps: Pick<ReconcilerDeps, 'hostService' | 'commands'>,
+  pool: PoolRow,
+  host: RegisteredHost,
+  bootTimeoutMs: number,
+  warmupTimeoutS: number,
+  signal?: AbortSignal,
+): Promise<void> {
+  await deps.hostService.start(host, { waitMs: bootTimeoutMs, ...(signal ? { signal } : {}) });
+  if (pool.warmup.length > 0) await runChecks(deps.commands, pool.tenant_id, host.id, 'warm-up', pool.warmup, { timeoutS: warmupTimeoutS, ...(signal ? { signal } : {}) });
+  if (pool.health_check) await runChecks(deps.commands, pool.tenant_id, host.id, 'health check', [pool.health_check.command], { timeoutS: pool.health_check.timeoutS, ...(signal ? { signal } : {}) });
+}

@@ -1,0 +1,93 @@
+/**
+ * A pool's spec as users write it (HTTP body, `berth pool create`, berth.yaml) and as the server
+ * keeps it: friendly options in, checked and completed spec out. Durations are seconds.
+ */
+import { z } from 'zod';
+import { BerthError } from '../core/errors.js';
+import type { PoolSpec } from '../store/pools-repo.js';
+
+export const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const nameSchema = z.string().regex(NAME, 'a name is 1-63 lowercase letters, digits and dashes');
+const tags = z.record(z.string().min(1).max(128), z.string().max(256));
+
+export const poolSpecInput = z
+  .object({
+    name: nameSchema,
+    image: z.string().min(1).default('/').describe("Image the pool's hosts boot from (local driver: a root filesystem directory)"),
+    size: z.number().int().min(0).max(10_000).describe('Ready hosts to keep'),
+    maxSize: z.number().int().min(0).max(10_000).optional().describe('Most hosts the pool holds at once, warming and ready (default: size + maxLaunching)'),
+    maxLaunching: z.number().int().min(1).max(1000).default(4).describe('Hosts launched at once when refilling'),
+    maxIdleAge: z.number().int().positive().max(30 * 24 * 3600).optional().describe('Seconds a ready host may wait before it is replaced'),
+    warmup: z.array(z.string().min(1)).max(100).default([]).describe('Commands run on each new host before it counts as ready'),
+    healthCheck: z
+      .object({
+        command: z.string().min(1),
+        interval: z.number().positive().max(3600).default(30),
+        timeout: z.number().positive().max(600).default(10),
+      })
+      .strict()
+      .optional()
+      .describe('Run before a host counts as ready, then every `interval` seconds, and at each claim'),
+    onEmpty: z.enum(['launch', 'fail']).default('launch').describe('What a claim does when no host is ready'),
+    template: z
+      .object({
+        cpus: z.number().positive().max(1024).optional(),
+        memoryMiB: z.number().int().positive().optional(),
+        pids: z.number().int().positive().optional(),
+        tags: tags.default({}),
+      })
+      .strict()
+      .default({ tags: {} }),
+  })
+  .strict();
+
+export type PoolSpecInput = z.input<typeof poolSpecInput>;
+
+/** Checks what the schema cannot (relations between fields) and fills the defaults. */
+export function completeSpec(input: z.output<typeof poolSpecInput>): PoolSpec {
+  const maxSize = input.maxSize ?? input.size + input.maxLaunching;
+  if (maxSize < input.size) {
+    throw new BerthError('validation_failed', `pool ${input.name}: size ${input.size} is above maxSize ${maxSize}`, 'Lower size or raise maxSize (maxSize bounds warming plus ready hosts).', {
+      size: input.size,
+      maxSize,
+    });
+  }
+  const { tags: templateTags, ...limits } = input.template;
+  return {
+    name: input.name,
+    image: input.image,
+    template: { ...limits, tags: templateTags },
+    size: input.size,
+    maxSize,
+    maxLaunching: input.maxLaunching,
+    maxIdleAgeS: input.maxIdleAge ?? null,
+    warmup: input.warmup,
+    healthCheck: input.healthCheck ? { command: input.healthCheck.command, intervalS: input.healthCheck.interval, timeoutS: input.healthCheck.timeout } : null,
+    onEmpty: input.onEmpty,
+  };
+}
+
+/** Parses untrusted input (berth.yaml, CLI) into a spec, with the same errors the API gives. */
+export function parsePoolSpec(input: unknown): PoolSpec {
+  const parsed = poolSpecInput.safeParse(input);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => `${i.path.map(String).join('.') || '(pool)'}: ${i.message}`);
+    throw new BerthError('validation_failed', `invalid pool: ${issues.join('; ')}`, 'Fix the listed fields; see /docs for the pool schema.');
+  }
+  return completeSpec(parsed.data);
+}
+
+export const claimInput = z
+  .object({
+    group: nameSchema.describe('The group (user, tenant or environment) that gets the host'),
+    init: z.array(z.string().min(1)).max(100).default([]).describe('Commands run on the host before the claim completes'),
+    env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).default({}).describe('Environment of the init commands'),
+    tags: tags.default({}).describe('Tags the host gets for this user'),
+    labels: tags.optional().describe("Labels merged into the group's"),
+    deadline: z.number().positive().max(3600).default(60).describe('Seconds the claim may take, retries and cold launch included'),
+    idempotencyKey: z.string().min(1).max(200).optional().describe('Same key, same claim (and host)'),
+    maxAttempts: z.number().int().min(1).max(10).default(3).describe('Hosts tried before the claim fails'),
+  })
+  .strict();
+
+export type ClaimInput = z.output<typeof claimInput>;

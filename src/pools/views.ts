@@ -1,0 +1,136 @@
+import { toHostView, type HostView } from '../hosts/views.js';
+import type { PoolCounts } from '../store/pools-repo.js';
+import type { ClaimRow, HostRow, PoolRow } from '../store/schema.js';
+import type { PoolProgress } from './reconciler.js';
+
+export interface PoolHostFields {
+  pool: string | null;
+  generation: number | null;
+  slot: string | null;
+  group: string | null;
+  claimId: string | null;
+}
+
+export type PoolHostView = HostView & PoolHostFields;
+
+export interface ClaimView {
+  id: string;
+  state: string;
+  pool: string;
+  group: string;
+  hit: boolean | null;
+  attempts: number;
+  idempotencyKey: string | null;
+  timings: Record<string, number>;
+  error: Record<string, unknown> | null;
+  createdAt: string;
+  finishedAt: string | null;
+  host: PoolHostView | null;
+}
+
+export interface PoolView {
+  name: string;
+  image: string;
+  generation: number;
+  size: number;
+  maxSize: number;
+  maxLaunching: number;
+  maxIdleAge: number | null;
+  warmup: string[];
+  healthCheck: { command: string; interval: number; timeout: number } | null;
+  onEmpty: string;
+  template: Record<string, unknown>;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface PoolStatusView extends PoolView {
+  status: {
+    ready: number;
+    warming: number;
+    claiming: number;
+    claimed: number;
+    quarantined: number;
+    retiring: number;
+    /** Waiting hosts of an older generation (or idle too long) not yet replaced. */
+    stale: number;
+    full: boolean;
+    /** True while hosts of an older generation remain in the pool. */
+    rolling: boolean;
+    notFullReason: string;
+    hits: number;
+    misses: number;
+    idleHostSeconds: number;
+    consecutiveFailures: number;
+    lastFailure: { reason: string; at: string } | null;
+    claimLatency: { leMs: number | null; count: number }[];
+  };
+}
+
+export function toPoolHostView(row: HostRow, connected: boolean): PoolHostView {
+  return { ...toHostView(row, connected), pool: row.pool, generation: row.generation, slot: row.slot, group: row.group_name, claimId: row.claim_id };
+}
+
+export function toClaimView(row: ClaimRow, host: HostRow | undefined, connected: boolean): ClaimView {
+  return {
+    id: row.id,
+    state: row.state,
+    pool: row.pool,
+    group: row.group_name,
+    hit: row.hit,
+    attempts: row.attempts,
+    idempotencyKey: row.idempotency_key,
+    timings: row.timings,
+    error: row.error,
+    createdAt: new Date(row.created_at).toISOString(),
+    finishedAt: row.finished_at ? new Date(row.finished_at).toISOString() : null,
+    host: host ? toPoolHostView(host, connected) : null,
+  };
+}
+
+export function toPoolView(row: PoolRow): PoolView {
+  return {
+    name: row.name,
+    image: row.image,
+    generation: row.generation,
+    size: row.size,
+    maxSize: row.max_size,
+    maxLaunching: row.max_launching,
+    maxIdleAge: row.max_idle_age_s,
+    warmup: row.warmup,
+    healthCheck: row.health_check ? { command: row.health_check.command, interval: row.health_check.intervalS, timeout: row.health_check.timeoutS } : null,
+    onEmpty: row.on_empty,
+    template: row.template as unknown as Record<string, unknown>,
+    createdAt: new Date(row.created_at).toISOString(),
+    updatedAt: new Date(row.updated_at).toISOString(),
+  };
+}
+
+export function toPoolStatusView(
+  row: PoolRow,
+  counts: PoolCounts,
+  progress: PoolProgress,
+  extra: { currentIdleSeconds: number; claimLatency: { leMs: number | null; count: number }[] },
+): PoolStatusView {
+  return {
+    ...toPoolView(row),
+    status: {
+      ready: counts.ready,
+      warming: counts.warming,
+      claiming: counts.claiming,
+      claimed: counts.claimed,
+      quarantined: counts.quarantined,
+      retiring: counts.retiring,
+      stale: counts.stale,
+      full: counts.ready >= row.size,
+      rolling: counts.stale > 0,
+      notFullReason: counts.ready >= row.size ? '' : progress.notFullReason,
+      hits: row.hits,
+      misses: row.misses,
+      idleHostSeconds: Math.round((row.idle_host_seconds + extra.currentIdleSeconds) * 10) / 10,
+      consecutiveFailures: row.consecutive_failures,
+      lastFailure: row.last_failure ? { reason: row.last_failure, at: new Date(row.last_failure_at ?? row.updated_at).toISOString() } : null,
+      claimLatency: extra.claimLatency,
+    },
+  };
+}

@@ -1,0 +1,136 @@
+/**
+ * Claims, and the one statement that hands a ready host to a claim. The pick locks the oldest ready
+ * host of the pool's current generation with FOR UPDATE SKIP LOCKED and moves it to the claim in the
+ * same statement, so concurrent claims never get the same host (on PostgreSQL each skips the rows
+ * others hold; on PGlite statements run one at a time).
+ */
+import { sql, type Kysely } from 'kysely';
+import type { ClaimState } from '../core/pool-state.js';
+import type { ClaimRow, Database, HostRow } from './schema.js';
+
+export interface NewClaim {
+  id: string;
+  tenantId: string;
+  pool: string;
+  group: string;
+  idempotencyKey: string | null;
+  request: Record<string, unknown>;
+}
+
+export const LATENCY_BUCKETS_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000] as const;
+
+export class ClaimsRepo {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  /** Inserts a pending claim; undefined when a claim with this idempotency key already exists. */
+  async insert(claim: NewClaim): Promise<ClaimRow | undefined> {
+    return this.db
+      .insertInto('claims')
+      .values({
+        id: claim.id,
+        tenant_id: claim.tenantId,
+        pool: claim.pool,
+        group_name: claim.group,
+        idempotency_key: claim.idempotencyKey,
+        state: 'pending',
+        request: JSON.stringify(claim.request),
+        timings: '{}',
+        error: 'null',
+      })
+      .onConflict((oc) => oc.columns(['tenant_id', 'idempotency_key']).where('idempotency_key', 'is not', null).doNothing())
+      .returningAll()
+      .executeTakeFirst();
+  }
+
+  /**
+   * Takes the oldest ready host of the pool's current generation whose agent is connected, and
+   * moves it to the claim and its group (slot `claiming`). Returns the host, or undefined when the
+   * pool has none ready. `idleSeconds` is how long the host waited ready (the cost of readiness).
+   */
+  async pickReady(tenantId: string, pool: string, claimId: string, group: string): Promise<{ host: HostRow; idleSeconds: number } | undefined> {
+    const result = await sql<HostRow & { idle_s: number }>`
+      with picked as (
+        select h.id, h.slot_since from hosts h
+        join pools p on p.tenant_id = h.tenant_id and p.name = h.pool
+        where h.tenant_id = ${tenantId} and h.pool = ${pool} and h.slot = 'ready'
+          and h.generation = p.generation and h.state = 'running' and h.agent_connected
+        order by h.ready_at, h.id
+        limit 1
+        for update of h skip locked
+      )
+      update hosts set slot = 'claiming', slot_since = now(), group_name = ${group}, claim_id = ${claimId}, updated_at = now()
+      from picked where hosts.id = picked.id and hosts.slot = 'ready'
+      returning hosts.*, extract(epoch from now() - picked.slot_since)::float8 as idle_s`.execute(this.db);
+    const row = result.rows[0];
+    if (!row) return undefined;
+    const { idle_s, ...host } = row;
+    return { host, idleSeconds: Number(idle_s) };
+  }
+
+  async get(tenantId: string, id: string): Promise<ClaimRow | undefined> {
+    return this.db.selectFrom('claims').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst();
+  }
+
+  async byIdempotencyKey(tenantId: string, key: string): Promise<ClaimRow | undefined> {
+    return this.db.selectFrom('claims').selectAll().where('tenant_id', '=', tenantId).where('idempotency_key', '=', key).executeTakeFirst();
+  }
+
+  async list(tenantId: string, filter: { pool?: string; group?: string; limit?: number } = {}): Promise<ClaimRow[]> {
+    let q = this.db.selectFrom('claims').selectAll().where('tenant_id', '=', tenantId);
+    if (filter.pool) q = q.where('pool', '=', filter.pool);
+    if (filter.group) q = q.where('group_name', '=', filter.group);
+    return q.orderBy('created_at', 'desc').orderBy('id').limit(filter.limit ?? 100).execute();
+  }
+
+  async pending(): Promise<ClaimRow[]> {
+    return this.db.selectFrom('claims').selectAll().where('state', '=', 'pending').execute();
+  }
+
+  async setAttempt(id: string, hostId: string, attempts: number): Promise<void> {
+    await this.db.updateTable('claims').set({ host_id: hostId, attempts }).where('id', '=', id).execute();
+  }
+
+  /** Moves a claim from `from` to `to` (compare-and-set); returns the row, or undefined if it was elsewhere. */
+  async finish(
+    id: string,
+    from: ClaimState,
+    to: ClaimState,
+    fields: { hostId?: string | null; hit?: boolean; timings?: Record<string, number>; durationMs?: number; error?: Record<string, unknown> | null },
+  ): Promise<ClaimRow | undefined> {
+    return this.db
+      .updateTable('claims')
+      .set({
+        state: to,
+        finished_at: new Date(),
+        ...(fields.hostId !== undefined ? { host_id: fields.hostId } : {}),
+        ...(fields.hit !== undefined ? { hit: fields.hit } : {}),
+        ...(fields.timings ? { timings: JSON.stringify(fields.timings) } : {}),
+        ...(fields.durationMs !== undefined ? { duration_ms: fields.durationMs } : {}),
+        ...(fields.error !== undefined ? { error: JSON.stringify(fields.error) } : {}),
+      })
+      .where('id', '=', id)
+      .where('state', '=', from)
+      .returningAll()
+      .executeTakeFirst();
+  }
+
+  /** Frees an idempotency key held by a failed claim, so a retry with it can start afresh. */
+  async forgetKey(id: string): Promise<void> {
+    await this.db.updateTable('claims').set({ idempotency_key: null }).where('id', '=', id).where('state', '=', 'failed').execute();
+  }
+
+  /** Counts of successful claims' latencies per bucket (upper bounds in ms; the last is +Inf). */
+  async latencyHistogram(tenantId: string, pool: string): Promise<{ leMs: number | null; count: number }[]> {
+    const rows = await this.db
+      .selectFrom('claims')
+      .select((eb) => [sql<number>`width_bucket(duration_ms, ${sql.val([...LATENCY_BUCKETS_MS])}::float8[])`.as('bucket'), eb.fn.countAll<number>().as('n')])
+      .where('tenant_id', '=', tenantId)
+      .where('pool', '=', pool)
+      .where('state', 'in', ['ready', 'released'])
+      .where('duration_ms', 'is not', null)
+      .groupBy('bucket')
+      .execute();
+    const counts = new Map(rows.map((r) => [Number(r.bucket), Number(r.n)]));
+    return [...LATENCY_BUCKETS_MS, null].map((leMs, i) => ({ leMs, count: counts.get(i) ?? 0 }));
+  }
+}

@@ -65,6 +65,10 @@ export async function startServer(net: TestNetwork, opts: { dataDir?: string; ag
     leftovers: () => countLocalLeftovers(config),
     async stop({ removeHosts = true } = {}) {
       if (removeHosts) {
+        // Pools first, or they would refill as their hosts go.
+        const pools = await api.get<{ pools: { name: string }[] }>('/v1/pools');
+        for (const pool of pools.body.pools) await api.delete(`/v1/pools/${pool.name}`);
+        await server.pools.reconciler.settled();
         const { body } = await api.get<{ hosts: { id: string }[] }>('/v1/hosts');
         for (const host of body.hosts) await api.delete(`/v1/hosts/${host.id}`);
       }
@@ -89,6 +93,9 @@ export class Api {
   }
   post<T>(path: string, body: unknown) {
     return this.call<T>('POST', path, JSON.stringify(body));
+  }
+  put<T>(path: string, body: unknown) {
+    return this.call<T>('PUT', path, JSON.stringify(body));
   }
   delete<T>(path: string) {
     return this.call<T>('DELETE', path);

@@ -1,0 +1,104 @@
+/** Pools and claims in the store, on every backend: the pick is atomic under concurrency. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ClaimsRepo } from '../../src/store/claims-repo.js';
+import { HostsRepo } from '../../src/store/hosts-repo.js';
+import { DEFAULT_TENANT } from '../../src/store/migrations.js';
+import { PoolsRepo, type PoolSpec } from '../../src/store/pools-repo.js';
+import type { Store } from '../../src/store/store.js';
+import { storeBackends } from '../helpers/stores.js';
+
+const spec = (name: string, over: Partial<PoolSpec> = {}): PoolSpec => ({
+  name,
+  image: '/',
+  template: { tags: {} },
+  size: 4,
+  maxSize: 8,
+  maxLaunching: 2,
+  maxIdleAgeS: null,
+  warmup: [],
+  healthCheck: null,
+  onEmpty: 'launch',
+  ...over,
+});
+
+for (const backend of storeBackends()) {
+  describe(`pools on ${backend.name}`, () => {
+    let store: Store;
+    let pools: PoolsRepo;
+    let hosts: HostsRepo;
+    let claims: ClaimsRepo;
+
+    beforeAll(async () => {
+      store = await backend.open();
+      pools = new PoolsRepo(store.db);
+      hosts = new HostsRepo(store.db);
+      claims = new ClaimsRepo(store.db);
+    });
+    afterAll(async () => {
+      await store?.close();
+    });
+
+    async function readyHost(pool: string, generation: number, id: string): Promise<void> {
+      await hosts.insert({ id, tenantId: DEFAULT_TENANT, driver: 'local', image: '/', hostname: id, tags: {}, resources: {}, agentTokenHash: id, pool: { name: pool, generation, slot: 'warming' } });
+      await hosts.transition(id, ['launching'], 'running', { readyAt: new Date() });
+      await hosts.setAgent(id, true, new Date());
+      expect(await hosts.setSlot(id, ['warming'], 'ready')).toBeDefined();
+    }
+
+    it('hands each ready host to exactly one of many concurrent claims', async () => {
+      await pools.create(DEFAULT_TENANT, spec('storm'));
+      const ids = Array.from({ length: 20 }, (_, i) => `h-storm${String(i).padStart(3, '0')}`);
+      for (const id of ids) await readyHost('storm', 1, id);
+      // 60 claims race for 20 hosts: 20 win, each a different host; 40 find the pool empty.
+      const results = await Promise.all(Array.from({ length: 60 }, (_, i) => claims.pickReady(DEFAULT_TENANT, 'storm', `cl-${i}`, `g${i}`)));
+      const won = results.filter((r) => r !== undefined).map((r) => r.host.id);
+      expect(won).toHaveLength(20);
+      expect(new Set(won).size).toBe(20);
+      const rows = await hosts.listPool(DEFAULT_TENANT, 'storm');
+      expect(rows.every((h) => h.slot === 'claiming' && h.claim_id !== null && h.group_name !== null)).toBe(true);
+      // Each host is recorded with the claim that won it, and no other.
+      for (const [i, r] of results.entries()) if (r) expect(r.host.claim_id).toBe(`cl-${i}`);
+    });
+
+    it('never picks a host of an older generation, nor one whose agent is away', async () => {
+      await pools.create(DEFAULT_TENANT, spec('roll'));
+      await readyHost('roll', 1, 'h-roll-old');
+      const updated = await pools.update(DEFAULT_TENANT, spec('roll', { image: '/other' }));
+      expect(updated?.rolled).toBe(true);
+      expect(updated?.row.generation).toBe(2);
+      expect(await claims.pickReady(DEFAULT_TENANT, 'roll', 'cl-r1', 'g')).toBeUndefined();
+      await readyHost('roll', 2, 'h-roll-new');
+      await hosts.setAgent('h-roll-new', false, new Date());
+      expect(await claims.pickReady(DEFAULT_TENANT, 'roll', 'cl-r2', 'g')).toBeUndefined();
+      await hosts.setAgent('h-roll-new', true, new Date());
+      expect((await claims.pickReady(DEFAULT_TENANT, 'roll', 'cl-r3', 'g'))?.host.id).toBe('h-roll-new');
+      const counts = await pools.counts(DEFAULT_TENANT, 'roll', 2);
+      expect(counts).toMatchObject({ ready: 0, claiming: 1, stale: 1, staleReady: 1 });
+    });
+
+    it('keeps one claim per idempotency key', async () => {
+      await pools.create(DEFAULT_TENANT, spec('idem'));
+      const first = await claims.insert({ id: 'cl-k1', tenantId: DEFAULT_TENANT, pool: 'idem', group: 'g', idempotencyKey: 'key-1', request: {} });
+      const second = await claims.insert({ id: 'cl-k2', tenantId: DEFAULT_TENANT, pool: 'idem', group: 'g', idempotencyKey: 'key-1', request: {} });
+      expect(first?.id).toBe('cl-k1');
+      expect(second).toBeUndefined();
+      expect((await claims.byIdempotencyKey(DEFAULT_TENANT, 'key-1'))?.id).toBe('cl-k1');
+    });
+
+    it('refuses a second pool of the same name and changes nothing', async () => {
+      await pools.create(DEFAULT_TENANT, spec('dup', { size: 1 }));
+      await expect(pools.create(DEFAULT_TENANT, spec('dup', { size: 3 }))).rejects.toMatchObject({ code: 'pool_exists' });
+      expect((await pools.get(DEFAULT_TENANT, 'dup'))?.size).toBe(1);
+    });
+
+    it('moves slots only along the slot state machine (compare-and-set)', async () => {
+      await pools.create(DEFAULT_TENANT, spec('slots'));
+      await readyHost('slots', 1, 'h-slot1');
+      await expect(hosts.setSlot('h-slot1', ['ready'], 'released')).rejects.toThrow(/cannot go from ready to released/);
+      expect(await hosts.setSlot('h-slot1', ['warming'], 'ready')).toBeUndefined();
+      const moved = await hosts.setSlot('h-slot1', ['ready'], 'retiring');
+      expect(moved?.previous.slot).toBe('ready');
+      expect(moved?.previous.seconds).toBeGreaterThanOrEqual(0);
+    });
+  });
+}

@@ -5,9 +5,12 @@
 import { Command, CommanderError } from 'commander';
 import { isBerthError } from '../core/errors.js';
 import { defaultDataDir } from '../server/data-dir.js';
+import { registerApplyCommand } from './apply-command.js';
+import { registerClaimCommands } from './claim-commands.js';
 import { createContext } from './context.js';
 import { registerHostCommands } from './host-commands.js';
 import { UsageError } from './output.js';
+import { registerPoolCommands } from './pool-commands.js';
 import { registerRunCommands } from './run-commands.js';
 import { registerServerCommand } from './server-command.js';
 
@@ -23,6 +26,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   registerServerCommand(program, ctx, env);
   registerHostCommands(program, ctx);
   registerRunCommands(program, ctx);
+  registerPoolCommands(program, ctx);
+  registerClaimCommands(program, ctx);
+  registerApplyCommand(program, ctx, env);
   program
     .command('agent')
     .description('run the host agent (started by every host; not for interactive use)')

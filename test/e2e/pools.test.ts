@@ -16,13 +16,12 @@ describe('pools and claims', () => {
   const poolHosts = async (name: string) => (await srv.api.get<{ hosts: PoolHostView[] }>(`/v1/pools/${name}/hosts`)).body.hosts;
   const waitFor = async <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> => {
     const deadline = Date.now() + timeoutMs;
-    let last: unknown;
     while (Date.now() < deadline) {
       const value = await probe();
       if (value !== undefined) return value;
       await new Promise((r) => setTimeout(r, 100));
     }
-    throw new Error(`timed out waiting for ${what} (last: ${JSON.stringify(last)})`);
+    throw new Error(`timed out waiting for ${what}`);
   };
   const waitFull = (name: string, size: number) =>
     waitFor(`pool ${name} to hold ${size} ready hosts`, async () => {

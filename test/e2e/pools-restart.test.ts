@@ -1,0 +1,98 @@
+/**
+ * kill -9 of the server in the middle of a claim storm, then restart: no host is in two groups, no
+ * claim is left half-done, and the pool converges back to its size.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { rm } from 'node:fs/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { countLocalLeftovers, LocalDriver } from '../../src/drivers/local/index.js';
+import type { ClaimView, PoolHostView, PoolStatusView } from '../../src/pools/views.js';
+import { Api, driverConfig, spawnServer, tempDataDir, tokenOf } from '../helpers/server.js';
+
+const NET = { bridge: 'berthprs0', subnet: '10.226.0.0/22', cgroupName: 'berthprs' };
+const PORTS = { api: 17380, agent: 17381 };
+
+describe('claim storm across a control-plane crash', () => {
+  let dataDir: string;
+  let server: ChildProcess | undefined;
+  let api: Api;
+  let baseline: ReturnType<typeof countLocalLeftovers>;
+
+  const waitFor = async <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> => {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const value = await probe().catch(() => undefined);
+      if (value !== undefined) return value;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    throw new Error(`timed out waiting for ${what}`);
+  };
+
+  beforeAll(async () => {
+    dataDir = await tempDataDir('pool-restart');
+    server = await spawnServer(dataDir, NET, PORTS);
+    baseline = countLocalLeftovers(driverConfig(dataDir, NET));
+    api = new Api(`http://127.0.0.1:${PORTS.api}`, tokenOf(dataDir));
+  });
+
+  afterAll(async () => {
+    server?.kill('SIGKILL');
+    await new LocalDriver(driverConfig(dataDir, NET)).teardown();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('leaves no claim half-done and converges after kill -9', async () => {
+    expect((await api.post('/v1/pools', { name: 'crash', size: 8, maxLaunching: 4 })).status).toBe(201);
+    await waitFor('8 ready hosts', async () => ((await api.get<PoolStatusView>('/v1/pools/crash')).body.status.ready === 8 ? true : undefined));
+
+    // A storm whose claims hold their hosts for a moment (init sleeps), so the kill lands mid-claim.
+    let stop = false;
+    let completed = 0;
+    const worker = async (w: number) => {
+      for (let n = 0; !stop; n++) {
+        const res = await api.post<ClaimView>('/v1/pools/crash/claims', { group: `u${w}-${n}`, init: ['sleep 0.05'] }).catch(() => undefined);
+        if (res?.status === 201) completed++;
+        else if (!res) return; // the server is gone
+      }
+    };
+    const load = Promise.all(Array.from({ length: 16 }, (_, w) => worker(w)));
+    await waitFor('claims under way', async () => (completed >= 20 ? true : undefined), 30_000);
+    server?.kill('SIGKILL');
+    await new Promise((r) => server?.once('exit', r));
+    stop = true;
+    await load;
+
+    server = await spawnServer(dataDir, NET, PORTS);
+    const converged = await waitFor('the pool to converge', async () => {
+      const pool = (await api.get<PoolStatusView>('/v1/pools/crash')).body;
+      const hosts = (await api.get<{ hosts: PoolHostView[] }>('/v1/pools/crash/hosts')).body.hosts;
+      const waiting = hosts.filter((h) => h.slot !== 'claimed');
+      return pool.status.ready === 8 && waiting.every((h) => h.slot === 'ready') ? { pool, hosts } : undefined;
+    });
+
+    const claims = (await api.get<{ claims: ClaimView[] }>('/v1/claims?pool=crash&limit=1000')).body.claims;
+    expect(claims.filter((c) => c.state === 'pending')).toEqual([]);
+    // Some claims were cut short by the kill: they failed, and kept nothing.
+    const ready = claims.filter((c) => c.state === 'ready');
+    expect(ready.length).toBeGreaterThanOrEqual(completed);
+    // No host is in two groups, and every claimed host belongs to exactly the one ready claim naming it.
+    const hostsOfReady = ready.map((c) => c.host?.id);
+    expect(new Set(hostsOfReady).size).toBe(hostsOfReady.length);
+    const claimed = converged.hosts.filter((h) => h.slot === 'claimed');
+    expect(claimed.map((h) => h.id).sort()).toEqual([...hostsOfReady].sort());
+    for (const host of claimed) {
+      const claim = ready.find((c) => c.host?.id === host.id);
+      expect(host.group).toBe(claim?.group);
+      expect(host.agent.connected).toBe(true);
+    }
+    const failed = claims.filter((c) => c.state === 'failed');
+    expect(failed.length).toBeGreaterThan(0); // the kill did land mid-claim
+    for (const claim of failed) expect(claimed.some((h) => h.claimId === claim.id)).toBe(false);
+
+    // Removing the pool and releasing every claimed host leaves nothing behind.
+    await api.delete('/v1/pools/crash');
+    for (const host of claimed) expect((await api.post(`/v1/hosts/${host.id}/release`, {})).status).toBe(200);
+    await waitFor('every host to go', async () => ((await api.get<{ hosts: unknown[] }>('/v1/hosts')).body.hosts.length === 0 ? true : undefined));
+    expect(countLocalLeftovers(driverConfig(dataDir, NET))).toEqual(baseline);
+  }, 180_000);
+});

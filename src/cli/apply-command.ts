@@ -1,0 +1,132 @@
+/**
+ * `berth apply -f berth.yaml`: creates or changes the pools a file declares. The whole file is
+ * checked before anything is sent, so a bad file changes nothing. Pools the file does not name are
+ * left alone.
+ */
+import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node } from 'yaml';
+import { BerthError, isBerthError, type ErrorBody } from '../core/errors.js';
+import { parsePoolSpec } from '../pools/spec.js';
+import type { PoolStatusView } from '../pools/views.js';
+import { resolveClientConfig } from './client.js';
+import type { Context } from './context.js';
+import { UsageError } from './output.js';
+
+type ApplyAction = 'created' | 'updated' | 'rolled' | 'unchanged';
+
+/** A pool as the file gives it: sent as written (the server fills the defaults). */
+interface DeclaredPool {
+  name: string;
+  body: Record<string, unknown>;
+}
+
+export function registerApplyCommand(program: Command, ctx: Context, env: NodeJS.ProcessEnv): void {
+  program
+    .command('apply')
+    .summary('create or change the pools a berth.yaml declares')
+    .description(
+      'Create or change the pools a berth.yaml declares (`pools:` list; see README); prints created, updated, rolled (a new image or template: hosts are replaced) or unchanged for each. The whole file is checked before anything is sent; pools the file does not name are left alone',
+    )
+    .requiredOption('-f, --file <file>', 'the berth.yaml')
+    .option('--json', 'print JSON')
+    .action(async (opts: { file: string; json?: boolean }) => {
+      const pools = readBerthYaml(opts.file);
+      const printer = ctx.printer(opts.json);
+      if (pools.length === 0 && !printer.json) printer.err(`${opts.file} declares no pools: nothing to do\n`);
+      const results: { action: ApplyAction; pool: PoolStatusView }[] = [];
+      for (const pool of pools) {
+        const result = await put<{ action: ApplyAction; pool: PoolStatusView }>(ctx, env, `/v1/pools/${encodeURIComponent(pool.name)}`, pool.body);
+        results.push(result);
+        if (!printer.json) printer.out(`${result.action} ${pool.name}\n`);
+      }
+      if (printer.json) printer.out(`${JSON.stringify(results, null, 2)}\n`);
+    });
+}
+
+/** Reads and checks a berth.yaml: every pool is valid, or this throws (exit 2) naming the file and line. */
+export function readBerthYaml(file: string): DeclaredPool[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new UsageError(`cannot read ${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a directory' : (err as Error).message}`);
+  }
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  const lineOf = (node: Node | null | undefined): string => {
+    const offset = node?.range?.[0];
+    return offset === undefined ? '' : `:${lines.linePos(offset).line}`;
+  };
+  const first = doc.errors[0];
+  if (first) {
+    const pos = lines.linePos(first.pos[0]);
+    const more = doc.errors.length > 1 ? ` (and ${doc.errors.length - 1} more error${doc.errors.length > 2 ? 's' : ''})` : '';
+    throw new UsageError(`${file}:${pos.line}:${pos.col}: invalid YAML: ${first.message}${more}`);
+  }
+  const root = doc.contents;
+  if (root === null) throw new UsageError(`${file} is empty: expected a \`pools:\` list`);
+  if (!isMap(root)) throw new UsageError(`${file}${lineOf(root)}: expected a mapping with a \`pools:\` list at the top`);
+  let poolsNode: unknown;
+  for (const pair of root.items) {
+    const key = isScalar(pair.key) ? pair.key.value : pair.key;
+    if (key !== 'pools') throw new UsageError(`${file}${lineOf(pair.key)}: unknown top-level key ${JSON.stringify(key)} (a berth.yaml has only \`pools:\`)`);
+    poolsNode = pair.value;
+  }
+  if (poolsNode === undefined) throw new UsageError(`${file}: no \`pools:\` list`);
+  if (poolsNode === null || (isScalar(poolsNode) && poolsNode.value === null)) return [];
+  if (!isSeq(poolsNode)) throw new UsageError(`${file}${lineOf(poolsNode as Node)}: \`pools:\` must be a list of pools`);
+
+  const values = (doc.toJS() as { pools: unknown[] }).pools;
+  const declared: DeclaredPool[] = [];
+  const seen = new Map<string, string>();
+  poolsNode.items.forEach((item, i) => {
+    const where = `${file}${lineOf(item as Node)}`;
+    const value = values[i];
+    const label = `pools[${i}]${isRecord(value) && typeof value['name'] === 'string' ? ` (${value['name']})` : ''}`;
+    if (!isRecord(value)) throw new UsageError(`${where}: ${label}: a pool is a mapping (name, image, size, …)`);
+    try {
+      parsePoolSpec(value);
+    } catch (err) {
+      if (isBerthError(err)) throw new BerthError('validation_failed', `${where}: ${label}: ${err.message}`, `${err.hint} Nothing was applied.`);
+      throw err;
+    }
+    const { name, ...body } = value as { name: string } & Record<string, unknown>;
+    const before = seen.get(name);
+    if (before) throw new UsageError(`${where}: pool ${name} is declared twice (also at ${before})`);
+    seen.set(name, where);
+    declared.push({ name, body });
+  });
+  return declared;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** A PUT to the server, which ApiClient has no method for: same server, token and errors as its requests. */
+async function put<T>(ctx: Context, env: NodeJS.ProcessEnv, path: string, body: unknown): Promise<T> {
+  const config = resolveClientConfig({ url: env['BERTH_URL'], token: env['BERTH_TOKEN'], dataDir: ctx.dataDir() });
+  let res: Response;
+  try {
+    res = await fetch(`${config.url}${path}`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${config.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+  } catch (err) {
+    const cause = (err as Error).cause;
+    throw new BerthError('server_unreachable', `cannot reach the berth server at ${config.url}: ${cause instanceof Error ? cause.message : String(err)}`, 'Start it with `berth server`, or check BERTH_URL.');
+  }
+  if (res.ok) return (await res.json()) as T;
+  let error: Partial<ErrorBody> = {};
+  try {
+    error = (await res.json()) as Partial<ErrorBody>;
+  } catch {
+    // not JSON
+  }
+  const err = new BerthError(error.code ?? 'internal', error.message ?? `HTTP ${res.status}`, error.hint ?? '', error.details);
+  Object.defineProperty(err, 'status', { value: res.status });
+  throw err;
+}

@@ -1,0 +1,181 @@
+import { Option, type Command } from 'commander';
+import type { PoolHostView, PoolStatusView } from '../pools/views.js';
+import { age, collect, formatTags, parseKeyValues, table, UsageError, type Printer } from './output.js';
+import type { Context } from './context.js';
+
+interface CreateOptions {
+  image?: string;
+  size: string;
+  max?: string;
+  maxLaunching?: string;
+  maxIdleAge?: string;
+  warmup: string[];
+  health?: string;
+  onEmpty?: 'launch' | 'fail';
+  tag: string[];
+  cpus?: string;
+  memory?: string;
+  json?: boolean;
+}
+
+export function registerPoolCommands(program: Command, ctx: Context): void {
+  const pool = program.command('pool').description('keep hosts booted and ready to be claimed (warm pools)');
+
+  pool
+    .command('create')
+    .description('create a pool; berth then keeps SIZE hosts warmed up and ready (see `berth pool show`)')
+    .argument('<name>', 'pool name (lowercase letters, digits and dashes)')
+    .option('--image <dir>', "root filesystem directory of its hosts (default: this machine's root)")
+    .requiredOption('--size <n>', 'ready hosts to keep')
+    .option('--max <n>', 'most hosts the pool holds at once, warming and ready (default: size + max-launching)')
+    .option('--max-launching <n>', 'hosts launched at once when refilling (default 4)')
+    .option('--max-idle-age <s>', 'seconds a ready host may wait before it is replaced')
+    .option('--warmup <cmd>', 'command run on each new host before it counts as ready (repeatable, in order)', collect, [])
+    .option('--health <cmd>', 'health check: run before a host counts as ready, every 30 s, and at each claim')
+    .addOption(new Option('--on-empty <what>', 'what a claim does when no host is ready (default launch)').choices(['launch', 'fail']))
+    .option('--tag <k=v>', "tag the pool's hosts (repeatable)", collect, [])
+    .option('--cpus <n>', 'CPU limit of each host in cores')
+    .option('--memory <MiB>', 'memory limit of each host in MiB')
+    .option('--json', 'print JSON')
+    .action(async (name: string, opts: CreateOptions) => {
+      const cpus = positiveNumber(opts.cpus, '--cpus');
+      const memoryMiB = wholeNumber(opts.memory, '--memory', 1);
+      const maxSize = wholeNumber(opts.max, '--max', 0);
+      const maxLaunching = wholeNumber(opts.maxLaunching, '--max-launching', 1);
+      const maxIdleAge = wholeNumber(opts.maxIdleAge, '--max-idle-age', 1);
+      const body = {
+        name,
+        ...(opts.image ? { image: opts.image } : {}),
+        size: wholeNumber(opts.size, '--size', 0),
+        ...(maxSize !== undefined ? { maxSize } : {}),
+        ...(maxLaunching !== undefined ? { maxLaunching } : {}),
+        ...(maxIdleAge !== undefined ? { maxIdleAge } : {}),
+        ...(opts.warmup.length ? { warmup: opts.warmup } : {}),
+        ...(opts.health !== undefined ? { healthCheck: { command: opts.health } } : {}),
+        ...(opts.onEmpty ? { onEmpty: opts.onEmpty } : {}),
+        template: {
+          ...(cpus !== undefined ? { cpus } : {}),
+          ...(memoryMiB !== undefined ? { memoryMiB } : {}),
+          tags: parseKeyValues(opts.tag, 'tag'),
+        },
+      };
+      const view = await ctx.client().post<PoolStatusView>('/v1/pools', body);
+      const printer = ctx.printer(opts.json);
+      if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
+      printer.out(`pool ${view.name} created: filling to ${view.size} ready host${view.size === 1 ? '' : 's'} (watch it with \`berth pool show ${view.name}\`)\n`);
+    });
+
+  pool
+    .command('ls')
+    .description('list pools with their status')
+    .option('--json', 'print JSON')
+    .action(async (opts: { json?: boolean }) => {
+      const { pools } = await ctx.client().get<{ pools: PoolStatusView[] }>('/v1/pools');
+      const printer = ctx.printer(opts.json);
+      if (printer.json) return printer.out(`${JSON.stringify(pools, null, 2)}\n`);
+      if (pools.length === 0) return printer.out('no pools\n');
+      printer.out(
+        table(
+          ['NAME', 'IMAGE', 'GEN', 'READY/SIZE', 'WARMING', 'CLAIMED', 'HITS', 'MISSES', 'STATUS'],
+          pools.map((p) => [p.name, p.image, String(p.generation), `${p.status.ready}/${p.size}`, String(p.status.warming), String(p.status.claimed), String(p.status.hits), String(p.status.misses), statusOf(p)]),
+        ),
+      );
+    });
+
+  pool
+    .command('show')
+    .description("show a pool: its spec, status, claim latency and hosts (--json: the pool, with its hosts under `hosts`)")
+    .argument('<name>')
+    .option('--json', 'print JSON')
+    .action(async (name: string, opts: { json?: boolean }) => {
+      const path = `/v1/pools/${encodeURIComponent(name)}`;
+      const view = await ctx.client().get<PoolStatusView>(path);
+      const { hosts } = await ctx.client().get<{ hosts: PoolHostView[] }>(`${path}/hosts`);
+      const printer = ctx.printer(opts.json);
+      if (printer.json) return printer.out(`${JSON.stringify({ ...view, hosts }, null, 2)}\n`);
+      printPool(printer, view, hosts);
+    });
+
+  pool
+    .command('rm')
+    .description('remove a pool: its waiting hosts are terminated, claimed hosts stay with their groups')
+    .argument('<name>')
+    .option('--json', 'print JSON')
+    .action(async (name: string, opts: { json?: boolean }) => {
+      const result = await ctx.client().delete<{ retired: number; keptClaimed: number }>(`/v1/pools/${encodeURIComponent(name)}`);
+      const printer = ctx.printer(opts.json);
+      if (printer.json) return printer.out(`${JSON.stringify(result, null, 2)}\n`);
+      const kept = result.keptClaimed
+        ? `; ${result.keptClaimed === 1 ? '1 claimed host stays with its group' : `${result.keptClaimed} claimed hosts stay with their groups`} until \`berth release\``
+        : '';
+      printer.out(`pool ${name} removed: ${result.retired} waiting host${result.retired === 1 ? '' : 's'} terminated${kept}\n`);
+    });
+}
+
+/** `full`, `rolling`, or why the pool is below its size. */
+function statusOf(p: PoolStatusView): string {
+  const reason = p.status.full ? 'full' : p.status.notFullReason || 'filling';
+  return p.status.rolling ? `rolling${p.status.full ? '' : `: ${reason}`}` : reason;
+}
+
+function printPool(printer: Printer, p: PoolStatusView, hosts: PoolHostView[]): void {
+  const s = p.status;
+  const lines = [
+    `pool ${p.name}  generation ${p.generation}  image ${p.image}`,
+    `  size ${p.size}, at most ${p.maxSize} hosts, launching ${p.maxLaunching} at a time, max idle age ${p.maxIdleAge === null ? '-' : `${p.maxIdleAge} s`}, on empty: ${p.onEmpty}`,
+    `  warmup: ${p.warmup.length ? p.warmup.map((c) => JSON.stringify(c)).join(', ') : '-'}`,
+    `  health check: ${p.healthCheck ? `${JSON.stringify(p.healthCheck.command)} every ${p.healthCheck.interval} s, timeout ${p.healthCheck.timeout} s` : '-'}`,
+    `  template: ${templateOf(p.template) || '-'}`,
+    `status: ${statusOf(p)}`,
+    `  ready ${s.ready}/${p.size}, warming ${s.warming}, claiming ${s.claiming}, claimed ${s.claimed}, quarantined ${s.quarantined}, retiring ${s.retiring}, stale ${s.stale}`,
+    `  hits ${s.hits}, misses ${s.misses}, idle host-seconds ${s.idleHostSeconds}, consecutive failures ${s.consecutiveFailures}`,
+    `  last failure: ${s.lastFailure ? `${s.lastFailure.reason} (${age(s.lastFailure.at)} ago)` : '-'}`,
+  ];
+  printer.out(`${lines.join('\n')}\n`);
+  const buckets = s.claimLatency.filter((b) => b.count > 0);
+  if (buckets.length) {
+    printer.out('claim latency:\n');
+    printer.out(table(['  LE', 'CLAIMS'], buckets.map((b) => [`  ${b.leMs === null ? '+Inf' : `${b.leMs} ms`}`, String(b.count)])));
+  }
+  if (hosts.length === 0) return printer.out('no hosts\n');
+  printer.out(
+    table(
+      ['ID', 'SLOT', 'GEN', 'GROUP', 'IP', 'AGENT'],
+      hosts.map((h) => [h.id, h.slot ?? '-', h.generation === null ? '-' : String(h.generation), h.group ?? '-', h.ip ?? '-', agentOf(h)]),
+    ),
+  );
+}
+
+function templateOf(template: Record<string, unknown>): string {
+  const parts: string[] = [];
+  // Limits first, tags last.
+  for (const [key, value] of Object.entries(template).sort(([a], [b]) => Number(a === 'tags') - Number(b === 'tags'))) {
+    if (key === 'tags') {
+      const tags = formatTags((value ?? {}) as Record<string, string>);
+      if (tags) parts.push(`tags ${tags}`);
+    } else if (value !== undefined) {
+      parts.push(`${key} ${typeof value === 'string' ? value : JSON.stringify(value)}`);
+    }
+  }
+  return parts.join(', ');
+}
+
+export function agentOf(h: PoolHostView): string {
+  return h.agent.connected ? 'connected' : h.agent.lastSeen ? `seen ${age(h.agent.lastSeen)} ago` : 'never';
+}
+
+/** A whole number option (`undefined` when not given); anything else is bad usage. */
+export function wholeNumber(value: string | undefined, flag: string, min: number): number | undefined {
+  if (value === undefined) return undefined;
+  const n = /^\s*\d+\s*$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`${flag} must be a whole number${min > 0 ? ` of at least ${min}` : ' (0 or more)'}, not "${value}"`);
+  return n;
+}
+
+/** A positive number option, fractions allowed (`undefined` when not given). */
+export function positiveNumber(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = value.trim() === '' ? NaN : Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${flag} must be a positive number, not "${value}"`);
+  return n;
+}

@@ -1,0 +1,192 @@
+/** `berth pool`, `claim`, `release`, `group` and `apply` end to end: CLI -> server -> real hosts. */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { HostView } from '../../src/hosts/views.js';
+import type { ClaimView, PoolHostView, PoolStatusView } from '../../src/pools/views.js';
+import { berth, startServer, type InProcessServer } from '../helpers/server.js';
+
+const NET = { bridge: 'berthcli0', subnet: '10.225.0.0/22', cgroupName: 'berthcli' };
+
+type PoolShow = PoolStatusView & { hosts: PoolHostView[] };
+
+describe('berth pool, claim, release, group and apply', () => {
+  let srv: InProcessServer;
+  let env: Record<string, string>;
+  let dir: string;
+  let before: ReturnType<InProcessServer['leftovers']>;
+
+  const json = async <T>(...args: string[]): Promise<T> => {
+    const res = await berth([...args, '--json'], env);
+    if (res.code !== 0) throw new Error(`berth ${args.join(' ')} exited ${res.code}: ${res.stderr}`);
+    return JSON.parse(res.stdout) as T;
+  };
+  const poolNames = async () => (await json<PoolStatusView[]>('pool', 'ls')).map((p) => p.name);
+  const liveHosts = async () => json<HostView[]>('host', 'ls');
+
+  /** Polls `pool show --json` until the pool has `ready` ready hosts of its current generation. */
+  const waitReady = async (name: string, timeoutMs = 30_000): Promise<PoolShow> => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const view = await json<PoolShow>('pool', 'show', name);
+      if (view.status.ready === view.size && view.status.stale === 0) return view;
+      if (Date.now() > deadline) throw new Error(`pool ${name} not ready within ${timeoutMs} ms: ${JSON.stringify(view.status)}`);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  };
+
+  const removeAllPools = async () => {
+    for (const name of await poolNames()) await berth(['pool', 'rm', name], env);
+    await srv.server.pools.reconciler.settled();
+  };
+
+  beforeAll(async () => {
+    srv = await startServer(NET);
+    env = { BERTH_URL: srv.server.url, BERTH_TOKEN: srv.server.token };
+    before = srv.leftovers();
+    dir = await mkdtemp(join(tmpdir(), 'berth-apply-'));
+  });
+  afterAll(async () => {
+    if (srv) {
+      await removeAllPools();
+      await srv.stop();
+    }
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('pool create fills the pool; pool ls and pool show describe it', async () => {
+    const created = await json<PoolStatusView>('pool', 'create', 'web', '--size', '1', '--max-launching', '1', '--warmup', 'echo warm', '--health', 'true', '--tag', 'app=web');
+    expect(created).toMatchObject({ name: 'web', image: '/', size: 1, maxSize: 2, maxLaunching: 1, warmup: ['echo warm'], healthCheck: { command: 'true' }, onEmpty: 'launch', template: { tags: { app: 'web' } } });
+
+    const view = await waitReady('web');
+    expect(view.hosts.filter((h) => h.slot === 'ready')).toHaveLength(1);
+    expect(view.hosts[0]).toMatchObject({ pool: 'web', generation: 1, group: null });
+
+    const ls = await berth(['pool', 'ls'], env);
+    expect(ls.code).toBe(0);
+    expect(ls.stdout).toMatch(/^NAME\s+IMAGE\s+GEN\s+READY\/SIZE\s+WARMING\s+CLAIMED\s+HITS\s+MISSES\s+STATUS$/m);
+    expect(ls.stdout).toMatch(/^web\s+\/\s+1\s+1\/1\s+0\s+0\s+0\s+0\s+full$/m);
+
+    const show = await berth(['pool', 'show', 'web'], env);
+    expect(show.code).toBe(0);
+    expect(show.stdout).toContain('warmup: "echo warm"');
+    expect(show.stdout).toContain('tags app=web');
+    expect(show.stdout).toMatch(/^ID\s+SLOT\s+GEN\s+GROUP\s+IP\s+AGENT$/m);
+    expect(show.stdout).toMatch(/^h-\S+\s+ready\s+1\s+-\s+10\.225\.\S+\s+connected$/m);
+  });
+
+  it('claim hands a ready host to a group, with its timings; release terminates it', async () => {
+    const claim = await json<ClaimView>('claim', 'web', '--group', 'alice', '--init', 'echo hi', '--tag', 'user=alice');
+    expect(claim).toMatchObject({ state: 'ready', pool: 'web', group: 'alice', hit: true });
+    expect(claim.timings['totalMs']).toBeGreaterThan(0);
+    const host = claim.host;
+    if (!host) throw new Error('claim without a host');
+    expect(host).toMatchObject({ state: 'running', slot: 'claimed', group: 'alice', pool: 'web', tags: { app: 'web', user: 'alice' } });
+
+    const claims = await json<ClaimView[]>('claim', 'ls', '--pool', 'web');
+    expect(claims.map((c) => c.id)).toContain(claim.id);
+    const human = await berth(['claim', 'ls', '--group', 'alice'], env);
+    expect(human.stdout).toMatch(new RegExp(`^${claim.id}\\s+web\\s+alice\\s+ready\\s+hit\\s`, 'm'));
+
+    expect((await json<{ name: string }[]>('group', 'ls')).map((g) => g.name)).toContain('alice');
+    expect((await json<PoolHostView[]>('group', 'hosts', 'alice')).map((h) => h.id)).toEqual([host.id]);
+
+    const released = await json<PoolHostView>('release', host.id);
+    expect(released).toMatchObject({ id: host.id, state: 'terminated' });
+    expect((await liveHosts()).map((h) => h.id)).not.toContain(host.id);
+    expect(await json<PoolHostView[]>('group', 'hosts', 'alice')).toEqual([]);
+
+    const again = await berth(['release', host.id], env);
+    expect(again.code).toBe(2);
+  });
+
+  it('a claim whose init fails on every host exits 1 and leaves nothing in the group', async () => {
+    await waitReady('web');
+    const res = await berth(['claim', 'web', '--group', 'bob', '--init', 'false', '--deadline', '10'], env);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toContain('claim on pool web failed');
+    expect(await json<PoolHostView[]>('group', 'hosts', 'bob')).toEqual([]);
+  });
+
+  it('pool create with size above --max exits 2 and creates nothing', async () => {
+    const res = await berth(['pool', 'create', 'big', '--size', '3', '--max', '2'], env);
+    expect(res.code).toBe(2);
+    expect(res.stderr).toContain('size 3 is above maxSize 2');
+    expect(await poolNames()).not.toContain('big');
+
+    const bad = await berth(['pool', 'create', 'big', '--size', '-1'], env);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--size');
+    expect(await poolNames()).not.toContain('big');
+  });
+
+  it('claim on an unknown pool exits 2', async () => {
+    const res = await berth(['claim', 'nosuch', '--group', 'alice'], env);
+    expect(res.code).toBe(2);
+    expect(res.stderr).toContain('pool nosuch does not exist');
+  });
+
+  it('apply -f creates, then reports unchanged, then rolled after a tag change', async () => {
+    const file = join(dir, 'berth.yaml');
+    const yaml = (app: string) =>
+      ['pools:', '  - name: api', '    image: /', '    size: 1', '    maxLaunching: 1', '    warmup: ["echo warm"]', '    healthCheck: { command: "true" }', `    template: { tags: { app: ${app} } }`, ''].join('\n');
+    await writeFile(file, yaml('api'));
+
+    const first = await berth(['apply', '-f', file], env);
+    expect(first).toMatchObject({ code: 0, stdout: 'created api\n' });
+    await waitReady('api');
+
+    const second = await berth(['apply', '-f', file], env);
+    expect(second).toMatchObject({ code: 0, stdout: 'unchanged api\n' });
+
+    await writeFile(file, yaml('api2'));
+    const third = await json<{ action: string; pool: PoolStatusView }[]>('apply', '-f', file);
+    expect(third).toHaveLength(1);
+    expect(third[0]).toMatchObject({ action: 'rolled', pool: { name: 'api', generation: 2, template: { tags: { app: 'api2' } } } });
+    const rolled = await waitReady('api');
+    expect(rolled.hosts.filter((h) => h.slot === 'ready').map((h) => h.generation)).toEqual([2]);
+  });
+
+  it('an invalid berth.yaml exits 2 and creates none of its pools', async () => {
+    const file = join(dir, 'bad.yaml');
+    await writeFile(file, ['pools:', '  - name: one', '    size: 0', '  - name: two', '    size: -1', ''].join('\n'));
+    const res = await berth(['apply', '-f', file], env);
+    expect(res.code).toBe(2);
+    expect(res.stderr).toContain(`${file}:4: pools[1] (two)`);
+    expect(res.stderr).toContain('size');
+    const names = await poolNames();
+    expect(names).not.toContain('one');
+    expect(names).not.toContain('two');
+
+    await writeFile(file, 'pools:\n  - name: one\n    size: [0\n');
+    const syntax = await berth(['apply', '-f', file], env);
+    expect(syntax.code).toBe(2);
+    expect(syntax.stderr).toMatch(new RegExp(`${file}:\\d+:\\d+: invalid YAML`));
+
+    await writeFile(file, 'pools: []\nhosts: []\n');
+    const unknown = await berth(['apply', '-f', file], env);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('unknown top-level key "hosts"');
+
+    const missing = await berth(['apply', '-f', join(dir, 'nope.yaml')], env);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain(`cannot read ${join(dir, 'nope.yaml')}`);
+    expect(await poolNames()).toEqual(['api', 'web']);
+  });
+
+  it('pool rm removes pools and their hosts; nothing is left on the machine', async () => {
+    for (const name of ['web', 'api']) {
+      const res = await berth(['pool', 'rm', name], env);
+      expect(res.code).toBe(0);
+      expect(res.stdout).toMatch(new RegExp(`^pool ${name} removed: \\d+ waiting hosts? terminated\\n$`));
+    }
+    expect(await poolNames()).toEqual([]);
+    expect((await berth(['pool', 'show', 'web'], env)).code).toBe(2);
+    expect((await berth(['pool', 'rm', 'web'], env)).code).toBe(2);
+
+    await srv.server.pools.reconciler.settled();
+    expect(await liveHosts()).toEqual([]);
+    expect(srv.leftovers()).toEqual(before);
+  });
+});

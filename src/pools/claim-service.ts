@@ -31,6 +31,9 @@ export interface ClaimServiceDeps {
   bootTimeoutMs?: number;
 }
 
+/** See the refill in `attempts`. */
+const REFILL_DELAY_MS = 50;
+
 interface Attempt {
   hostId: string;
   hit: boolean;
@@ -129,6 +132,25 @@ export class ClaimService {
     const tenantId = pool.tenant_id;
     const deadline = Date.now() + input.deadline * 1000;
     const deadlineSignal = AbortSignal.any([AbortSignal.timeout(input.deadline * 1000), ...(signal ? [signal] : [])]);
+    const refill: { timer?: NodeJS.Timeout } = {};
+    try {
+      return await this.attempts(pool, claimId, input, { t0, deadline, signal: deadlineSignal, refill });
+    } finally {
+      if (refill.timer) {
+        clearTimeout(refill.timer);
+        setImmediate(() => this.deps.reconciler.kick(tenantId, pool.name));
+      }
+    }
+  }
+
+  private async attempts(
+    pool: PoolRow,
+    claimId: string,
+    input: ClaimInput,
+    ctx: { t0: number; deadline: number; signal: AbortSignal; refill: { timer?: NodeJS.Timeout } },
+  ): Promise<ClaimView> {
+    const { t0, deadline, signal: deadlineSignal } = ctx;
+    const tenantId = pool.tenant_id;
     const attempts: Attempt[] = [];
     const script = [...input.init, ...(pool.health_check ? [pool.health_check.command] : [])];
     while (attempts.length < input.maxAttempts && Date.now() < deadline) {
@@ -138,8 +160,10 @@ export class ClaimService {
       const hit = host !== undefined;
       const timings: Record<string, number> = { pickMs: performance.now() - tPick };
       if (picked) {
-        // The pool is one short from now on: refill at once, off this path.
-        this.deps.reconciler.kick(tenantId, pool.name);
+        // The pool is one short from now on. The refill starts when this claim ends, or after
+        // REFILL_DELAY_MS if its init runs long: a launch right now would take the CPU this claim's
+        // init needs (on a small machine it tripled a warm claim's latency).
+        ctx.refill.timer ??= setTimeout(() => this.deps.reconciler.kick(tenantId, pool.name), REFILL_DELAY_MS);
         void this.deps.pools.addIdleSeconds(tenantId, pool.name, picked.idleSeconds).catch((err: unknown) => this.deps.log(`pool ${pool.name}: ${errorMessage(err)}`));
       } else {
         if (pool.on_empty === 'fail') {

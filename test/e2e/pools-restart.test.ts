@@ -56,7 +56,7 @@ describe('claim storm across a control-plane crash', () => {
       }
     };
     const load = Promise.all(Array.from({ length: 16 }, (_, w) => worker(w)));
-    await waitFor('claims under way', async () => (completed >= 20 ? true : undefined), 30_000);
+    await waitFor('claims under way', () => Promise.resolve(completed >= 20 ? true : undefined), 30_000);
     server?.kill('SIGKILL');
     await new Promise((r) => server?.once('exit', r));
     stop = true;

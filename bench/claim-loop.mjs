@@ -1,0 +1,64 @@
+// The claim benchmarks' HTTP client, in its own process (as a real client would be), so it does
+// not share the server's event loop. Modes:
+//   warm POOL N        claim (+ `true` as init) N times on a full pool; each host is released after,
+//                      and the next claim waits until the pool is full again (so every claim is warm)
+//   cold N             the same work without a pool: launch a host, wait for its agent, run `true`
+//   sustained POOL S C claims (+ release) from C concurrent clients for S seconds
+// Prints {samples: [ms...], count, seconds, hits} as JSON.
+const [url, token, mode, ...args] = process.argv.slice(2);
+const call = async (method, path, body) => {
+  const headers = { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) };
+  const res = await fetch(`${url}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(120_000) });
+  const json = await res.json();
+  if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
+  return json;
+};
+const full = async (pool) => {
+  for (;;) {
+    const p = await call('GET', `/v1/pools/${pool}`);
+    if (p.status.ready >= p.size && p.status.warming === 0 && p.status.retiring === 0) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+};
+const samples = [];
+let hits = 0;
+if (mode === 'warm') {
+  const [pool, n] = args;
+  for (let i = 0; i < Number(n); i++) {
+    await full(pool);
+    const t0 = performance.now();
+    const claim = await call('POST', `/v1/pools/${pool}/claims`, { group: `bench-${i % 4}`, init: ['true'] });
+    samples.push(performance.now() - t0);
+    if (claim.hit) hits++;
+    if (process.env.BENCH_TIMINGS) process.stderr.write(`${JSON.stringify(claim.timings)}\n`);
+    await call('POST', `/v1/hosts/${claim.host.id}/release`, { reuse: process.env.BENCH_REUSE === '1' });
+  }
+} else if (mode === 'cold') {
+  const [n] = args;
+  for (let i = 0; i < Number(n); i++) {
+    const t0 = performance.now();
+    const host = await call('POST', '/v1/hosts', {});
+    const cmd = await call('POST', '/v1/commands', { targets: { hostIds: [host.id] }, parameters: { commands: ['true'] }, wait: 30 });
+    samples.push(performance.now() - t0);
+    if (cmd.status !== 'Success') throw new Error(`init ended ${cmd.status}`);
+    await call('DELETE', `/v1/hosts/${host.id}`);
+  }
+} else if (mode === 'sustained') {
+  const [pool, seconds, concurrency] = args;
+  const until = performance.now() + Number(seconds) * 1000;
+  let i = 0;
+  const worker = async () => {
+    while (performance.now() < until) {
+      const t0 = performance.now();
+      const claim = await call('POST', `/v1/pools/${pool}/claims`, { group: `load-${i++ % 16}`, init: ['true'] });
+      samples.push(performance.now() - t0);
+      if (claim.hit) hits++;
+      await call('POST', `/v1/hosts/${claim.host.id}/release`, { reuse: process.env.BENCH_REUSE === '1' });
+    }
+  };
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: Number(concurrency) }, worker));
+  process.stdout.write(JSON.stringify({ samples, count: samples.length, seconds: (performance.now() - t0) / 1000, hits }));
+  process.exit(0);
+}
+process.stdout.write(JSON.stringify({ samples, count: samples.length, hits }));

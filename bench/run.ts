@@ -3,7 +3,8 @@
  * baseline taken in the same run:
  *   - host launch -> agent ready (API call until the agent has enrolled), vs a bare `node` start;
  *   - Run Command round trip for `true` (API call until the result is stored), vs a bare bash spawn;
- *   - the agent's idle RSS and CPU.
+ *   - the agent's idle RSS and CPU;
+ *   - warm claim vs the cold path (launch + the same init), and sustained claims/s (bench/claims.ts).
  * Prints a Markdown report and writes it to bench/results/latest.md.
  */
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
@@ -18,6 +19,7 @@ import { CommandsRepo } from '../src/store/commands-repo.js';
 import { HostsRepo } from '../src/store/hosts-repo.js';
 import { DEFAULT_TENANT } from '../src/store/migrations.js';
 import { openStore } from '../src/store/store.js';
+import { claimBench } from './claims.js';
 import { ms, summarize, type Summary } from './stats.js';
 
 const execFileAsync = promisify(execFile);
@@ -26,6 +28,12 @@ const NET = { bridge: 'berthbench0', subnet: '10.220.0.0/22', cgroupName: 'berth
 const LAUNCHES = Number(process.env['BENCH_LAUNCHES'] ?? 60);
 const ROUND_TRIPS = Number(process.env['BENCH_ROUND_TRIPS'] ?? 600);
 const IDLE_SECONDS = Number(process.env['BENCH_IDLE_SECONDS'] ?? 10);
+const CLAIMS = {
+  warm: Number(process.env['BENCH_WARM_CLAIMS'] ?? 200),
+  cold: Number(process.env['BENCH_COLD_CLAIMS'] ?? 50),
+  sustainedSeconds: Number(process.env['BENCH_SUSTAINED_SECONDS'] ?? 10),
+  concurrency: Number(process.env['BENCH_CLAIM_CONCURRENCY'] ?? 16),
+};
 /** Run against a PostgreSQL server instead of the embedded store (its database is used as is). */
 const DATABASE_URL = process.env['BENCH_DATABASE_URL'];
 
@@ -86,6 +94,8 @@ async function main(): Promise<void> {
       `| of which private (RssAnon) / shared node binary pages (RssFile) | ${idle.agents} | ${idle.anonMiB.toFixed(1)} / ${idle.fileMiB.toFixed(1)} MiB | | | |`,
       `| agent idle CPU over ${IDLE_SECONDS} s (max) | ${idle.agents} | ${(idle.cpuPercent).toFixed(3)} % | | ~0 | ${verdict(idle.cpuPercent < 0.5)} |`,
     );
+    for (const host of hosts) await srv.api.delete(`/v1/hosts/${host.id}`);
+    rows.push(...(await claimBench(srv, { ...CLAIMS, progress })));
   } finally {
     await srv.stop();
   }

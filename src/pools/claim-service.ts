@@ -164,7 +164,6 @@ export class ClaimService {
         // REFILL_DELAY_MS if its init runs long: a launch right now would take the CPU this claim's
         // init needs (on a small machine it tripled a warm claim's latency).
         ctx.refill.timer ??= setTimeout(() => this.deps.reconciler.kick(tenantId, pool.name), REFILL_DELAY_MS);
-        void this.deps.pools.addIdleSeconds(tenantId, pool.name, picked.idleSeconds).catch((err: unknown) => this.deps.log(`pool ${pool.name}: ${errorMessage(err)}`));
       } else {
         if (pool.on_empty === 'fail') {
           await this.fail(claimId, attempts, t0, 'no ready host');
@@ -184,7 +183,6 @@ export class ClaimService {
         }
       }
       if (!host) continue;
-      await this.deps.claims.setAttempt(claimId, host.id, attempts.length + 1);
       const tInit = performance.now();
       try {
         if (script.length > 0) {
@@ -203,16 +201,14 @@ export class ClaimService {
       }
       timings['initMs'] = performance.now() - tInit;
       const tags = { ...launchRequest(pool).tags, ...input.tags, 'berth:group': input.group };
-      const claimed = await this.deps.hosts.setSlot(host.id, ['claiming'], 'claimed', { tags });
-      if (!claimed) {
+      timings['totalMs'] = performance.now() - t0;
+      const done = await this.deps.claims.complete({ claimId, tenantId, pool: pool.name, hostId: host.id, tags, hit, attempts: attempts.length + 1, timings: round(timings), durationMs: timings['totalMs'] });
+      if (!done) {
         attempts.push({ hostId: host.id, hit, error: 'the host left the claim while it was being initialised' });
+        await this.quarantine(host, pool);
         continue;
       }
-      timings['totalMs'] = performance.now() - t0;
-      const done = await this.deps.claims.finish(claimId, 'pending', 'ready', { hostId: host.id, hit, timings: round(timings), durationMs: timings['totalMs'] });
-      await this.deps.pools.countHitOrMiss(tenantId, pool.name, hit);
-      if (!done) throw new BerthError('internal', `claim ${claimId} was finished by someone else`, 'Report this; see the server log.');
-      return toClaimView(done, claimed.row, this.deps.isConnected(host.id));
+      return toClaimView(done.claim, done.host, this.deps.isConnected(host.id));
     }
     const why = attempts.length > 0 ? attempts.map((a) => a.error).join('; ') : `deadline of ${input.deadline} s passed`;
     await this.fail(claimId, attempts, t0, why);

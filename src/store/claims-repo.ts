@@ -58,6 +58,11 @@ export class ClaimsRepo {
         limit 1
         for update of h skip locked
       )
+      , idle as (
+        -- the time the host waited ready is the pool's cost of readiness
+        update pools set idle_host_seconds = idle_host_seconds + extract(epoch from now() - picked.slot_since)
+        from picked where pools.tenant_id = ${tenantId} and pools.name = ${pool}
+      )
       update hosts set slot = 'claiming', slot_since = now(), group_name = ${group}, claim_id = ${claimId}, updated_at = now()
       from picked where hosts.id = picked.id and hosts.slot = 'ready'
       returning hosts.*, extract(epoch from now() - picked.slot_since)::float8 as idle_s`.execute(this.db);
@@ -65,6 +70,32 @@ export class ClaimsRepo {
     if (!row) return undefined;
     const { idle_s, ...host } = row;
     return { host, idleSeconds: Number(idle_s) };
+  }
+
+  /**
+   * Completes a claim in one statement: its host goes `claiming` -> `claimed` with the user's tags,
+   * the claim `pending` -> `ready`, and the pool counts a hit or a miss — all or nothing. Returns
+   * the host and claim as stored, or undefined when either had moved on (the claim lost its host).
+   */
+  async complete(c: { claimId: string; tenantId: string; pool: string; hostId: string; tags: Record<string, string>; hit: boolean; attempts: number; timings: Record<string, number>; durationMs: number }): Promise<{ host: HostRow; claim: ClaimRow } | undefined> {
+    const result = await sql<{ host: Record<string, unknown> | null; claim: Record<string, unknown> | null }>`
+      with h as (
+        update hosts set slot = 'claimed', slot_since = now(), updated_at = now(), tags = ${JSON.stringify(c.tags)}::jsonb
+        where id = ${c.hostId} and slot = 'claiming' and claim_id = ${c.claimId}
+        returning *
+      ), cl as (
+        update claims set state = 'ready', finished_at = now(), host_id = ${c.hostId}, hit = ${c.hit}, attempts = ${c.attempts},
+          timings = ${JSON.stringify(c.timings)}::jsonb, duration_ms = ${c.durationMs}
+        where id = ${c.claimId} and state = 'pending' and exists (select 1 from h)
+        returning *
+      ), counted as (
+        update pools set hits = hits + ${c.hit ? 1 : 0}, misses = misses + ${c.hit ? 0 : 1}
+        where tenant_id = ${c.tenantId} and name = ${c.pool} and exists (select 1 from cl)
+      )
+      select (select row_to_json(h) from h) as host, (select row_to_json(cl) from cl) as claim`.execute(this.db);
+    const row = result.rows[0];
+    if (!row?.host || !row.claim) return undefined;
+    return { host: reviveDates(row.host, HOST_DATES) as unknown as HostRow, claim: reviveDates(row.claim, CLAIM_DATES) as unknown as ClaimRow };
   }
 
   async get(tenantId: string, id: string): Promise<ClaimRow | undefined> {
@@ -84,10 +115,6 @@ export class ClaimsRepo {
 
   async pending(): Promise<ClaimRow[]> {
     return this.db.selectFrom('claims').selectAll().where('state', '=', 'pending').execute();
-  }
-
-  async setAttempt(id: string, hostId: string, attempts: number): Promise<void> {
-    await this.db.updateTable('claims').set({ host_id: hostId, attempts }).where('id', '=', id).execute();
   }
 
   /** Moves a claim from `from` to `to` (compare-and-set); returns the row, or undefined if it was elsewhere. */
@@ -133,4 +160,14 @@ export class ClaimsRepo {
     const counts = new Map(rows.map((r) => [Number(r.bucket), Number(r.n)]));
     return [...LATENCY_BUCKETS_MS, null].map((leMs, i) => ({ leMs, count: counts.get(i) ?? 0 }));
   }
+}
+
+const HOST_DATES = ['created_at', 'updated_at', 'ready_at', 'terminated_at', 'agent_last_seen', 'slot_since'];
+const CLAIM_DATES = ['created_at', 'finished_at'];
+
+/** row_to_json gives timestamps as strings; callers expect what a plain select gives. */
+function reviveDates(row: Record<string, unknown>, keys: string[]): Record<string, unknown> {
+  const out = { ...row };
+  for (const key of keys) if (typeof out[key] === 'string') out[key] = new Date(out[key]);
+  return out;
 }

@@ -104,15 +104,6 @@ export class PoolsRepo {
     return counts;
   }
 
-  async countHitOrMiss(tenantId: string, name: string, hit: boolean): Promise<void> {
-    await this.db
-      .updateTable('pools')
-      .set(hit ? { hits: sql`hits + 1` } : { misses: sql`misses + 1` })
-      .where('tenant_id', '=', tenantId)
-      .where('name', '=', name)
-      .execute();
-  }
-
   async recordFailure(tenantId: string, name: string, reason: string): Promise<void> {
     await this.db
       .updateTable('pools')

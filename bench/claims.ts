@@ -1,0 +1,74 @@
+/**
+ * The claim benchmarks, side by side in one run on one server: a warm claim (claim + `true` as init,
+ * on a full pool) against the cold path (launch a host, wait for its agent, run `true`), and claims
+ * per second sustained by concurrent clients (each claim released at once, so the pool must refill).
+ * The client runs in its own process (bench/claim-loop.mjs).
+ */
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { packageRoot } from '../src/cli/paths.js';
+import type { InProcessServer } from '../test/helpers/server.js';
+import { ms, summarize } from './stats.js';
+
+const execFileAsync = promisify(execFile);
+
+export interface ClaimBenchOptions {
+  warm: number;
+  cold: number;
+  sustainedSeconds: number;
+  concurrency: number;
+  progress: (line: string) => void;
+}
+
+interface LoopResult {
+  samples: number[];
+  count: number;
+  seconds?: number;
+  hits: number;
+}
+
+export async function claimBench(srv: InProcessServer, opts: ClaimBenchOptions): Promise<string[]> {
+  const loop = async (...args: string[]): Promise<LoopResult> => {
+    const { stdout } = await execFileAsync(process.execPath, [join(packageRoot(), 'bench', 'claim-loop.mjs'), srv.server.url, srv.server.token, ...args], { maxBuffer: 64 * 1024 * 1024 });
+    return JSON.parse(stdout) as LoopResult;
+  };
+  const created = await srv.api.post('/v1/pools', { name: 'bench', size: 8, maxLaunching: 4 });
+  if (created.status !== 201) throw new Error(`pool create failed: ${JSON.stringify(created.body)}`);
+  try {
+    opts.progress(`warm claims x${opts.warm} (each on a full pool)…`);
+    const warm = await loop('warm', 'bench', String(opts.warm));
+    opts.progress(`cold path x${opts.cold} (launch + init, no pool)…`);
+    const cold = await loop('cold', String(opts.cold));
+    opts.progress(`sustained claims for ${opts.sustainedSeconds} s at concurrency ${opts.concurrency}…`);
+    const sustained = await loop('sustained', 'bench', String(opts.sustainedSeconds), String(opts.concurrency));
+    const breakdown = await serverBreakdown(srv, opts.warm);
+    const w = summarize(warm.samples);
+    const c = summarize(cold.samples);
+    const s = summarize(sustained.samples);
+    const rate = sustained.count / (sustained.seconds ?? opts.sustainedSeconds);
+    const ratio = c.p50 / w.p50;
+    return [
+      `| warm claim (claim + \`true\` init, pool of 8 full; ${warm.hits}/${warm.count} hits) | ${w.n} | ${ms(w.p50)} | ${ms(w.p99)} | p50 <= 15 ms, p99 <= 60 ms | ${verdict(w.p50 <= 15 && w.p99 <= 60)} |`,
+      `| of which, inside the server: pick / init / whole claim | ${breakdown.n} | ${ms(breakdown.pick)} / ${ms(breakdown.init)} / ${ms(breakdown.total)} | | | |`,
+      `| cold path (launch + wait for agent + \`true\`) | ${c.n} | ${ms(c.p50)} | ${ms(c.p99)} | cold / warm p50 = ${ratio.toFixed(1)}x (>= 20x) | ${verdict(ratio >= 20)} |`,
+      `| sustained claims, ${opts.concurrency} clients, each host released at once (${sustained.hits}/${sustained.count} hits) | ${s.n} | ${ms(s.p50)} | ${ms(s.p99)} | ${rate.toFixed(1)} claims/s (>= 100) | ${verdict(rate >= 100)} |`,
+    ];
+  } finally {
+    await srv.api.delete('/v1/pools/bench');
+    await srv.server.pools.reconciler.settled();
+  }
+}
+
+/** Medians of the timings the server recorded for the last `n` warm claims. */
+async function serverBreakdown(srv: InProcessServer, n: number): Promise<{ n: number; pick: number; init: number; total: number }> {
+  const { body } = await srv.api.get<{ claims: { timings: Record<string, number>; hit: boolean | null }[] }>(`/v1/claims?pool=bench&limit=1000`);
+  // Oldest first: the warm ones were made before the sustained run.
+  const warm = body.claims.slice(-n).filter((c) => c.hit);
+  const med = (key: string) => summarize(warm.map((c) => c.timings[key] ?? NaN).filter(Number.isFinite)).p50;
+  return { n: warm.length, pick: med('pickMs'), init: med('initMs'), total: med('totalMs') };
+}
+
+function verdict(ok: boolean): string {
+  return ok ? 'met' : 'MISSED';
+}

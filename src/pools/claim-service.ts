@@ -31,6 +31,8 @@ export interface ClaimServiceDeps {
   bootTimeoutMs?: number;
 }
 
+type FirstPick = { host: HostRow; idleSeconds: number; ms: number };
+
 /** See the refill in `attempts`. */
 const REFILL_DELAY_MS = 50;
 
@@ -51,7 +53,7 @@ export class ClaimService {
 
   async claim(tenantId: string, poolName: string, input: ClaimInput, signal?: AbortSignal): Promise<ClaimView> {
     const t0 = performance.now();
-    const pool = await this.deps.pools.get(tenantId, poolName);
+    const pool = await this.deps.pools.getRecent(tenantId, poolName);
     if (!pool) throw poolNotFound(poolName);
     if (input.idempotencyKey) {
       const existing = await this.existing(tenantId, input.idempotencyKey, poolName);
@@ -59,7 +61,8 @@ export class ClaimService {
     }
     await this.ensureGroup(tenantId, input.group, input.labels);
     const claimId = newId('cl');
-    const row = await this.deps.claims.insert({
+    const tPick = performance.now();
+    const first = await this.deps.claims.insertAndPick({
       id: claimId,
       tenantId,
       pool: poolName,
@@ -67,14 +70,14 @@ export class ClaimService {
       idempotencyKey: input.idempotencyKey ?? null,
       request: { init: input.init, env: input.env, tags: input.tags, deadline: input.deadline },
     });
-    if (!row) {
+    if (!first.inserted) {
       // Another request with the same key got in first: it is the claim.
       const existing = input.idempotencyKey ? await this.existing(tenantId, input.idempotencyKey, poolName) : undefined;
       if (existing) return existing;
       throw new BerthError('conflict', `a claim with idempotency key ${input.idempotencyKey ?? ''} is being replaced`, 'Retry the claim.');
     }
     try {
-      return await this.run(pool, claimId, input, t0, signal);
+      return await this.run(pool, claimId, input, t0, signal, first.picked && { ...first.picked, ms: performance.now() - tPick });
     } finally {
       this.finished.emit(claimId);
     }
@@ -128,13 +131,13 @@ export class ClaimService {
     return pending.length;
   }
 
-  private async run(pool: PoolRow, claimId: string, input: ClaimInput, t0: number, signal?: AbortSignal): Promise<ClaimView> {
+  private async run(pool: PoolRow, claimId: string, input: ClaimInput, t0: number, signal: AbortSignal | undefined, firstPick: FirstPick | undefined): Promise<ClaimView> {
     const tenantId = pool.tenant_id;
     const deadline = Date.now() + input.deadline * 1000;
     const deadlineSignal = AbortSignal.any([AbortSignal.timeout(input.deadline * 1000), ...(signal ? [signal] : [])]);
     const refill: { timer?: NodeJS.Timeout } = {};
     try {
-      return await this.attempts(pool, claimId, input, { t0, deadline, signal: deadlineSignal, refill });
+      return await this.attempts(pool, claimId, input, { t0, deadline, signal: deadlineSignal, refill, firstPick });
     } finally {
       if (refill.timer) {
         clearTimeout(refill.timer);
@@ -147,18 +150,19 @@ export class ClaimService {
     pool: PoolRow,
     claimId: string,
     input: ClaimInput,
-    ctx: { t0: number; deadline: number; signal: AbortSignal; refill: { timer?: NodeJS.Timeout } },
+    ctx: { t0: number; deadline: number; signal: AbortSignal; refill: { timer?: NodeJS.Timeout }; firstPick: FirstPick | undefined },
   ): Promise<ClaimView> {
     const { t0, deadline, signal: deadlineSignal } = ctx;
     const tenantId = pool.tenant_id;
     const attempts: Attempt[] = [];
     const script = [...input.init, ...(pool.health_check ? [pool.health_check.command] : [])];
     while (attempts.length < input.maxAttempts && Date.now() < deadline) {
+      // The first pick was made with the claim's insert; later attempts pick again.
       const tPick = performance.now();
-      const picked = await this.deps.claims.pickReady(tenantId, pool.name, claimId, input.group);
+      const picked = attempts.length === 0 && ctx.firstPick ? ctx.firstPick : await this.deps.claims.pickReady(tenantId, pool.name, claimId, input.group);
       let host: HostRow | undefined = picked?.host;
       const hit = host !== undefined;
-      const timings: Record<string, number> = { pickMs: performance.now() - tPick };
+      const timings: Record<string, number> = { pickMs: attempts.length === 0 && ctx.firstPick ? ctx.firstPick.ms : performance.now() - tPick };
       if (picked) {
         // The pool is one short from now on. The refill starts when this claim ends, or after
         // REFILL_DELAY_MS if its init runs long: a launch right now would take the CPU this claim's

@@ -256,5 +256,9 @@ export async function prepareHost(
 ): Promise<void> {
   await deps.hostService.start(host, { waitMs: bootTimeoutMs, ...(signal ? { signal } : {}) });
   if (pool.warmup.length > 0) await runChecks(deps.commands, pool.tenant_id, host.id, 'warm-up', pool.warmup, { timeoutS: warmupTimeoutS, ...(signal ? { signal } : {}) });
-  if (pool.health_check) await runChecks(deps.commands, pool.tenant_id, host.id, 'health check', [pool.health_check.command], { timeoutS: pool.health_check.timeoutS, ...(signal ? { signal } : {}) });
+  // Without a health check of its own, a host still proves it can run a command before it counts as
+  // ready: an enrolled agent is not yet a working host (the bootstrap races of other pools), and the
+  // first command through a fresh agent pays its one-time start-up costs, which a claim should not.
+  const check = pool.health_check ?? { command: 'true', timeoutS: 10 };
+  await runChecks(deps.commands, pool.tenant_id, host.id, 'health check', [check.command], { timeoutS: check.timeoutS, ...(signal ? { signal } : {}) });
 }

@@ -4,7 +4,7 @@
  * same statement, so concurrent claims never get the same host (on PostgreSQL each skips the rows
  * others hold; on PGlite statements run one at a time).
  */
-import { sql, type Kysely } from 'kysely';
+import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { ClaimState } from '../core/pool-state.js';
 import type { ClaimRow, Database, HostRow } from './schema.js';
 
@@ -43,33 +43,39 @@ export class ClaimsRepo {
   }
 
   /**
+   * Records a new claim and, in the same statement, takes a ready host for it as pickReady does —
+   * the claim path's first step in one round trip. `inserted` is false when a claim with this
+   * idempotency key exists already (then no host is taken).
+   */
+  async insertAndPick(claim: NewClaim): Promise<{ inserted: boolean; picked?: { host: HostRow; idleSeconds: number } }> {
+    const result = await sql<{ inserted: number; host: (Record<string, unknown> & { idle_s: number }) | null }>`
+      with ins as (
+        insert into claims (id, tenant_id, pool, group_name, idempotency_key, state, request, timings, error)
+        values (${claim.id}, ${claim.tenantId}, ${claim.pool}, ${claim.group}, ${claim.idempotencyKey}, 'pending', ${JSON.stringify(claim.request)}::jsonb, '{}', 'null')
+        on conflict (tenant_id, idempotency_key) where idempotency_key is not null do nothing
+        returning id
+      ), ${pickCtes(claim.tenantId, claim.pool, claim.id, claim.group, sql`and exists (select 1 from ins)`)}
+      select (select count(*) from ins)::int as inserted, (select row_to_json(taken) from taken) as host`.execute(this.db);
+    const row = result.rows[0];
+    if (!row || row.inserted === 0) return { inserted: false };
+    if (!row.host) return { inserted: true };
+    const { idle_s, ...host } = row.host;
+    return { inserted: true, picked: { host: reviveDates(host, HOST_DATES) as unknown as HostRow, idleSeconds: Number(idle_s) } };
+  }
+
+  /**
    * Takes the oldest ready host of the pool's current generation whose agent is connected, and
    * moves it to the claim and its group (slot `claiming`). Returns the host, or undefined when the
    * pool has none ready. `idleSeconds` is how long the host waited ready (the cost of readiness).
    */
   async pickReady(tenantId: string, pool: string, claimId: string, group: string): Promise<{ host: HostRow; idleSeconds: number } | undefined> {
-    const result = await sql<HostRow & { idle_s: number }>`
-      with picked as (
-        select h.id, h.slot_since from hosts h
-        join pools p on p.tenant_id = h.tenant_id and p.name = h.pool
-        where h.tenant_id = ${tenantId} and h.pool = ${pool} and h.slot = 'ready'
-          and h.generation = p.generation and h.state = 'running' and h.agent_connected
-        order by h.ready_at, h.id
-        limit 1
-        for update of h skip locked
-      )
-      , idle as (
-        -- the time the host waited ready is the pool's cost of readiness
-        update pools set idle_host_seconds = idle_host_seconds + extract(epoch from now() - picked.slot_since)
-        from picked where pools.tenant_id = ${tenantId} and pools.name = ${pool}
-      )
-      update hosts set slot = 'claiming', slot_since = now(), group_name = ${group}, claim_id = ${claimId}, updated_at = now()
-      from picked where hosts.id = picked.id and hosts.slot = 'ready'
-      returning hosts.*, extract(epoch from now() - picked.slot_since)::float8 as idle_s`.execute(this.db);
-    const row = result.rows[0];
-    if (!row) return undefined;
-    const { idle_s, ...host } = row;
-    return { host, idleSeconds: Number(idle_s) };
+    const result = await sql<{ host: (Record<string, unknown> & { idle_s: number }) | null }>`
+      with ${pickCtes(tenantId, pool, claimId, group, sql``)}
+      select (select row_to_json(taken) from taken) as host`.execute(this.db);
+    const taken = result.rows[0]?.host;
+    if (!taken) return undefined;
+    const { idle_s, ...host } = taken;
+    return { host: reviveDates(host, HOST_DATES) as unknown as HostRow, idleSeconds: Number(idle_s) };
   }
 
   /**
@@ -170,4 +176,30 @@ function reviveDates(row: Record<string, unknown>, keys: string[]): Record<strin
   const out = { ...row };
   for (const key of keys) if (typeof out[key] === 'string') out[key] = new Date(out[key]);
   return out;
+}
+
+/**
+ * The pick as CTEs (`picked`, `idle`, `taken`): lock the oldest ready host of the pool's current
+ * generation whose agent is connected (skipping rows other transactions hold), count the time it
+ * waited ready as the pool's idle cost, and move it to the claim. `guard` may make the move
+ * conditional on an earlier CTE.
+ */
+function pickCtes(tenantId: string, pool: string, claimId: string, group: string, guard: RawBuilder<unknown>): RawBuilder<unknown> {
+  return sql`picked as (
+        select h.id, h.slot_since from hosts h
+        join pools p on p.tenant_id = h.tenant_id and p.name = h.pool
+        where h.tenant_id = ${tenantId} and h.pool = ${pool} and h.slot = 'ready'
+          and h.generation = p.generation and h.state = 'running' and h.agent_connected
+        order by h.ready_at, h.id
+        limit 1
+        for update of h skip locked
+      ), taken as (
+        update hosts set slot = 'claiming', slot_since = now(), group_name = ${group}, claim_id = ${claimId}, updated_at = now()
+        from picked where hosts.id = picked.id and hosts.slot = 'ready' ${guard}
+        returning hosts.*, extract(epoch from now() - picked.slot_since)::float8 as idle_s
+      ), idle as (
+        -- the time the host waited ready is the pool's cost of readiness
+        update pools set idle_host_seconds = idle_host_seconds + (select idle_s from taken)
+        where tenant_id = ${tenantId} and name = ${pool} and exists (select 1 from taken)
+      )`;
 }

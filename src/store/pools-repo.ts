@@ -29,7 +29,30 @@ export interface PoolCounts {
 }
 
 export class PoolsRepo {
+  /** Recently read pools, for the claim path (see getRecent). */
+  private readonly recent = new Map<string, { row: PoolRow; at: number }>();
+
   constructor(private readonly db: Kysely<Database>) {}
+
+  /**
+   * A pool as read at most `maxAgeMs` ago. For the claim path, which reads the pool on every claim:
+   * changes made through this process are seen at once (they drop the entry), changes made by
+   * another server within `maxAgeMs`. The pick itself checks the generation in the store, so a
+   * stale entry can never hand out a host of an old generation.
+   */
+  async getRecent(tenantId: string, name: string, maxAgeMs = 1000): Promise<PoolRow | undefined> {
+    const key = `${tenantId}/${name}`;
+    const hit = this.recent.get(key);
+    if (hit && Date.now() - hit.at < maxAgeMs) return hit.row;
+    const row = await this.get(tenantId, name);
+    if (row) this.recent.set(key, { row, at: Date.now() });
+    else this.recent.delete(key);
+    return row;
+  }
+
+  private forget(tenantId: string, name: string): void {
+    this.recent.delete(`${tenantId}/${name}`);
+  }
 
   async create(tenantId: string, spec: PoolSpec): Promise<PoolRow> {
     const row = await this.db
@@ -47,6 +70,7 @@ export class PoolsRepo {
    * no host of an older one is handed to a claim.
    */
   async update(tenantId: string, spec: PoolSpec): Promise<{ row: PoolRow; rolled: boolean } | undefined> {
+    this.forget(tenantId, spec.name);
     return this.db.transaction().execute(async (tx) => {
       const old = await tx.selectFrom('pools').selectAll().where('tenant_id', '=', tenantId).where('name', '=', spec.name).forUpdate().executeTakeFirst();
       if (!old) return undefined;
@@ -73,6 +97,7 @@ export class PoolsRepo {
   }
 
   async remove(tenantId: string, name: string): Promise<boolean> {
+    this.forget(tenantId, name);
     const result = await this.db.deleteFrom('pools').where('tenant_id', '=', tenantId).where('name', '=', name).executeTakeFirst();
     return result.numDeletedRows > 0n;
   }

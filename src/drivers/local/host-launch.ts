@@ -13,6 +13,7 @@ import type { HostSpec } from '../types.js';
 import type { HostNames } from './config.js';
 import { INIT_PATH, INIT_SCRIPT, OLD_ROOT } from './host-scripts.js';
 import { errnoCode, killProcessGroup, SYSTEM_PATH } from './proc.js';
+import type { LaunchRequest, LauncherChild } from './spawner.js';
 
 export class HostDirExistsError extends Error {}
 
@@ -97,30 +98,39 @@ export interface Launcher {
  * Spawns the launcher detached (own session, stdio to the console log, unref'd) so the host outlives
  * the server. The environment is built from scratch: the server's secrets must not leak into hosts.
  */
-export function startLauncher(
+export function spawnLocally(req: LaunchRequest): Promise<LauncherChild> {
+  const logFd = openSync(req.logPath, 'a', 0o600);
+  let child;
+  try {
+    child = spawn(req.file, req.args, { detached: true, stdio: ['pipe', logFd, logFd, 'pipe'], env: req.env, cwd: req.cwd });
+  } finally {
+    closeSync(logFd);
+  }
+  const c = child;
+  const pipe = c.stdio[3];
+  return Promise.resolve({
+    pid: c.pid,
+    stdin: c.stdin,
+    readyPipe: pipe instanceof Readable ? pipe : undefined,
+    on: (event: 'error', listener: (err: Error) => void) => c.on(event, listener),
+    unref: () => c.unref(),
+  });
+}
+
+export async function startLauncher(
+  spawnLauncher: (req: LaunchRequest) => Promise<LauncherChild>,
   shell: string,
   launcherScript: string,
   names: HostNames,
   env: Record<string, string>,
   timeoutMs: number,
   signal?: AbortSignal,
-): Launcher {
-  const logFd = openSync(names.consoleLog, 'a', 0o600);
-  let child;
-  try {
-    child = spawn(shell, ['-c', launcherScript, 'berth-launch'], {
-      detached: true,
-      stdio: ['pipe', logFd, logFd, 'pipe'],
-      env: { PATH: SYSTEM_PATH, ...env },
-      cwd: '/',
-    });
-  } finally {
-    closeSync(logFd);
-  }
+): Promise<Launcher> {
+  const child = await spawnLauncher({ file: shell, args: ['-c', launcherScript, 'berth-launch'], env: { PATH: SYSTEM_PATH, ...env }, cwd: '/', logPath: names.consoleLog });
   const launcher = child;
   // The launcher may exit before reading its gate line; that is reported through `ready`, not EPIPE.
   launcher.stdin?.on('error', () => undefined);
-  const readyPipe = launcher.stdio[3];
+  const readyPipe = launcher.readyPipe;
   const ready = new Promise<StartedHost>((resolve, reject) => {
     let received = '';
     let settled = false;
@@ -129,9 +139,9 @@ export function startLauncher(
       settled = true;
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
-      if (readyPipe instanceof Readable) {
+      if (readyPipe) {
         readyPipe.removeAllListeners('data').removeAllListeners('close');
-        readyPipe.destroy();
+        if ('destroy' in readyPipe && typeof readyPipe.destroy === 'function') readyPipe.destroy();
       }
       launcher.stdin?.destroy();
       launcher.unref();
@@ -155,7 +165,7 @@ export function startLauncher(
     const timer = setTimeout(() => giveUp(`host did not come up within ${timeoutMs} ms`), timeoutMs);
     signal?.addEventListener('abort', onAbort, { once: true });
     launcher.on('error', (err) => finish(new LaunchProcessError(`cannot start ${shell}: ${err.message}`, launcher.pid)));
-    if (!(readyPipe instanceof Readable)) {
+    if (!readyPipe) {
       finish(new LaunchProcessError('no ready pipe to the launcher', launcher.pid));
       return;
     }

@@ -25,11 +25,12 @@ import {
   type CgroupLayout,
 } from './cgroups.js';
 import { buildFstab, buildLauncherScript, buildSetupScript, type SystemTools } from './host-scripts.js';
-import { consoleTail, createHostDir, HostDirExistsError, LaunchProcessError, startLauncher, writeHostFiles } from './host-launch.js';
+import { consoleTail, createHostDir, HostDirExistsError, LaunchProcessError, spawnLocally, startLauncher, writeHostFiles } from './host-launch.js';
+import { Spawner, type LaunchRequest, type LauncherChild } from './spawner.js';
 import { parseHostRecord, readStateFile, recordToDriverData, STATE_VERSION, writeStateFile, type HostRecord } from './host-state.js';
 import { ensureBridge, innerNetworkBatch, listNetnsHostIds, NETNS_DIR, outerNetworkBatch, removeHostNetwork } from './network.js';
 import { checkAgentDir, checkPlatform, prepareDevTemplate, probeNamespacesAndOverlay, resolveTools } from './preflight.js';
-import { describeFailure, isSameLiveProcess, pollUntil, readProcessStat, runCommand, sendSignal } from './proc.js';
+import { describeFailure, isSameLiveProcess, pollUntil, readProcessStat, runCommand, sendSignal, SYSTEM_PATH, type CommandRunner } from './proc.js';
 import { IpAllocator } from './subnet.js';
 
 const TERM_REPEAT_MS = 500;
@@ -46,11 +47,19 @@ export class LocalDriver implements HostDriver {
   private readonly cfg: ResolvedLocalConfig;
   private readonly addresses: IpAllocator;
   private preparing: Promise<Prepared> | undefined;
+  /** Spawns on behalf of this process (see spawner.ts); started by init(), before the store opens. */
+  private spawner: Spawner | undefined;
 
   constructor(config: LocalDriverConfig) {
     this.cfg = resolveLocalConfig(config);
     this.addresses = new IpAllocator(this.cfg.subnet);
   }
+
+  /** Runs a tool through the spawn helper while it lives, else from this process. */
+  private readonly run: CommandRunner = (file, args, input) =>
+    this.spawner?.alive ? this.spawner.run(file, args, input, { PATH: SYSTEM_PATH, LC_ALL: 'C' }) : runCommand(file, args, input);
+
+  private readonly spawnLauncher = (req: LaunchRequest): Promise<LauncherChild> => (this.spawner?.alive ? this.spawner.launch(req) : spawnLocally(req));
 
   /** Preflight, bridge, cgroup parents, /dev template, address seeding. Safe to call repeatedly. */
   async init(_opts?: OperationOptions): Promise<DriverInfo> {
@@ -67,6 +76,7 @@ export class LocalDriver implements HostDriver {
 
   private async prepare(): Promise<Prepared> {
     checkPlatform();
+    this.spawner ??= Spawner.start();
     const tools = resolveTools();
     checkAgentDir(this.cfg.agentDir);
     mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o700 });
@@ -116,7 +126,7 @@ export class LocalDriver implements HostDriver {
       });
       const launcherScript = buildLauncherScript({ tools, names, cgroupJoins, outerNetworkBatch: outerNetworkBatch(names, this.cfg.bridge), setupScript });
       const env = { HOME: '/root', HOSTNAME: spec.hostname, container: 'berth' };
-      const launcher = startLauncher(tools.sh, launcherScript, names, env, this.cfg.launchTimeoutMs, opts?.signal);
+      const launcher = await startLauncher(this.spawnLauncher, tools.sh, launcherScript, names, env, this.cfg.launchTimeoutMs, opts?.signal);
       try {
         // The state file is in place before the host runs (the launcher waits for us), so a crash
         // mid-launch leaves a host that list() finds with its address.
@@ -200,7 +210,7 @@ export class LocalDriver implements HostDriver {
     }
     if (isSameLiveProcess(record.outerPid, record.outerStartTime) && record.outerPid) sendSignal(record.outerPid, 'SIGKILL');
     await destroyHostCgroups(cgroupDirs);
-    await removeHostNetwork(tools.ip, names);
+    await removeHostNetwork(tools.ip, names, this.run);
     // Only now: the overlay lived in the host's mount namespace, which died with its last process.
     await rm(names.hostDir, { recursive: true, force: true, maxRetries: 3 });
   }
@@ -247,7 +257,7 @@ export class LocalDriver implements HostDriver {
     if ((await this.list()).length > 0) return false;
     const { tools, layout } = await this.prepared();
     if (existsSync(`/sys/class/net/${this.cfg.bridge}`)) {
-      const result = await runCommand(tools.ip, ['link', 'del', this.cfg.bridge]);
+      const result = await this.run(tools.ip, ['link', 'del', this.cfg.bridge]);
       if (result.code !== 0) this.cfg.logger.warn({ bridge: this.cfg.bridge }, `could not remove the bridge: ${describeFailure('ip', result)}`);
     }
     for (const dir of parentDirs(layout, this.cfg.cgroupName)) {

@@ -9,7 +9,7 @@ import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { basename } from 'node:path';
 import { BerthError } from '../../core/errors.js';
 import type { HostNames } from './config.js';
-import { describeFailure, runCommand } from './proc.js';
+import { describeFailure, runCommand, type CommandRunner } from './proc.js';
 import type { Subnet } from './subnet.js';
 
 export const NETNS_DIR = '/run/netns';
@@ -88,12 +88,12 @@ export async function ensureBridge(ipTool: string, bridge: string, subnet: Subne
  * Removes the host's veth and netns if present. The veth is deleted explicitly (both ends go) rather
  * than left to the kernel's asynchronous netns teardown, so nothing lingers once we return.
  */
-export async function removeHostNetwork(ipTool: string, names: HostNames): Promise<void> {
+export async function removeHostNetwork(ipTool: string, names: HostNames, run: CommandRunner = runCommand): Promise<void> {
   const commands: string[] = [];
   if (existsSync(`/sys/class/net/${names.veth}`)) commands.push(`link del ${names.veth}`);
   if (existsSync(`${NETNS_DIR}/${names.netns}`)) commands.push(`netns del ${names.netns}`);
   if (commands.length === 0) return;
-  const result = await runCommand(ipTool, ['-force', '-batch', '-'], `${commands.join('\n')}\n`);
+  const result = await run(ipTool, ['-force', '-batch', '-'], `${commands.join('\n')}\n`);
   // -force carries on past a failed line; only complain if something is really still there.
   if (existsSync(`/sys/class/net/${names.veth}`) || existsSync(`${NETNS_DIR}/${names.netns}`)) {
     throw new BerthError(

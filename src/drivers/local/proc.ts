@@ -13,6 +13,8 @@ export interface CommandResult {
   stderr: string;
 }
 
+export type CommandRunner = (file: string, args: string[], input?: string) => Promise<CommandResult>;
+
 /** Runs a command to completion; never throws for a non-zero exit (callers decide what failure means). */
 export function runCommand(file: string, args: string[], input?: string): Promise<CommandResult> {
   return new Promise((resolve, reject) => {

@@ -15,7 +15,8 @@ export type HostState = (typeof HOST_STATES)[number];
 const TRANSITIONS: Record<HostState, readonly HostState[]> = {
   launching: ['booting', 'running', 'failed', 'terminating'],
   booting: ['running', 'lost', 'failed', 'terminating'],
-  running: ['lost', 'terminating'],
+  // running -> booting: the host is reset in place (its agent enrols again).
+  running: ['lost', 'terminating', 'booting'],
   lost: ['running', 'terminating'],
   failed: ['terminating'],
   terminating: ['terminated', 'failed'],

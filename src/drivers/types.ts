@@ -73,6 +73,11 @@ export interface HostDriver {
    */
   init(opts?: OperationOptions): Promise<DriverInfo>;
   launch(spec: HostSpec, opts?: OperationOptions): Promise<LaunchedHost>;
+  /**
+   * Optional: makes a running host a fresh one from `spec` (same id; new files, processes and agent
+   * credentials), cheaper than terminate + launch. Drivers that cannot leave it out.
+   */
+  reset?(spec: HostSpec, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<LaunchedHost>;
   /** Idempotent: terminating a host that is already gone succeeds. Leaves nothing behind. */
   terminate(id: string, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<void>;
   describe(id: string, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<DescribedHost>;

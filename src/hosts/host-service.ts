@@ -51,6 +51,8 @@ export interface HostServiceDeps {
 
 export class HostService {
   private readonly readyEvents = new EventEmitter();
+  /** Hosts being reset by this process: their init is replaced on purpose, so the monitor leaves them be. */
+  private readonly resetting = new Set<string>();
 
   constructor(private readonly deps: HostServiceDeps) {
     this.readyEvents.setMaxListeners(0);
@@ -141,6 +143,43 @@ export class HostService {
     return this.get(tenantId, id);
   }
 
+  canReset(): boolean {
+    return typeof this.deps.driver.reset === 'function';
+  }
+
+  /**
+   * Makes a running host a fresh one (see HostDriver.reset): new files, processes and agent
+   * credentials, the given image and tags; waits until the new agent has enrolled. Whatever was
+   * still running on it is settled as the host's end. On failure the host is terminated.
+   */
+  async reset(tenantId: string, id: string, req: { image: string; tags: Record<string, string>; resources?: HostResources }, opts: { waitMs: number; signal?: AbortSignal }): Promise<HostRow> {
+    const reset = this.deps.driver.reset?.bind(this.deps.driver);
+    if (!reset) throw new BerthError('invalid_state', `the ${this.deps.driver.name} driver cannot reset hosts`, 'Release without --reuse.');
+    const token = newSecret();
+    const row = await this.deps.hosts.beginReset(id, hashSecret(token), req.tags);
+    if (!row) throw new BerthError('invalid_state', `host ${id} is not running, so it cannot be reset`, 'Check it with `berth host ls`.', { hostId: id });
+    this.resetting.add(id);
+    this.deps.agents.disconnect(id, 'the host is being reset');
+    await this.deps.onHostGone(id, 'the host was reset');
+    const ready = this.waitReady(id, opts.waitMs, opts.signal);
+    try {
+      const resources = { ...row.resources, ...(req.resources ?? {}) };
+      const spec = { id, hostname: row.hostname, image: req.image, tags: req.tags, resources, agent: { hostId: id, token, serverUrl: this.deps.agentUrl } };
+      const launched = await reset(spec, row.driver_data, opts.signal ? { signal: opts.signal } : {});
+      await this.deps.hosts.setLaunched(id, launched.ip, launched.driverData);
+      await ready;
+    } catch (err) {
+      ready.catch(() => undefined);
+      this.resetting.delete(id);
+      await this.terminate(tenantId, id, `reset failed: ${errorMessage(err)}`).catch((cleanupErr: unknown) => this.deps.log(`host ${id}: cleanup after a failed reset: ${errorMessage(cleanupErr)}`));
+      throw err instanceof BerthError ? err : new BerthError('launch_failed', `host ${id} could not be reset: ${errorMessage(err)}`, 'A new host will replace it.', { hostId: id }, { cause: err });
+    }
+    this.resetting.delete(id);
+    const after = await this.deps.hosts.get(tenantId, id);
+    if (!after) throw new BerthError('host_not_found', `host ${id} vanished during its reset`, 'A new host will replace it.');
+    return after;
+  }
+
   /** Verifies an agent's credentials: the token must be the one issued to this very host. */
   async authenticate(hostId: string, token: string): Promise<{ tenantId: string } | undefined> {
     const row = await this.deps.hosts.getAnyTenant(hostId);
@@ -158,6 +197,7 @@ export class HostService {
   }
 
   async onAgentDisconnected(hostId: string): Promise<void> {
+    if (this.deps.agents.isConnected(hostId)) return; // a newer connection took over
     await this.deps.hosts.setAgent(hostId, false, new Date());
   }
 
@@ -199,7 +239,7 @@ export class HostService {
   async monitor(now = new Date()): Promise<void> {
     const bootTimeoutMs = this.deps.bootTimeoutMs ?? 60_000;
     for (const row of await this.deps.hosts.listInStates(['booting', 'running', 'lost'])) {
-      if (this.deps.agents.isConnected(row.id)) continue;
+      if (this.deps.agents.isConnected(row.id) || this.resetting.has(row.id)) continue;
       const described = await this.deps.driver.describe(row.id, row.driver_data).catch(() => ({ state: 'running' as const, reason: undefined }));
       if (described.state !== 'running') {
         await this.markLost(row, described.reason ?? `host is ${described.state}`);

@@ -105,7 +105,14 @@ export class ClaimService {
       throw new BerthError('host_not_claimed', `host ${hostId} is not claimed (it is ${host.slot ?? 'not a pool host'})`, 'Release only hosts handed out by `berth claim`; remove others with `berth host rm`.', { hostId });
     }
     if (opts.reuse) {
-      throw new BerthError('bad_request', 'release --reuse is not available yet', 'Release without --reuse; the pool refills with a fresh host.');
+      const pool = host.pool ? await this.deps.pools.get(tenantId, host.pool) : undefined;
+      if (pool && this.deps.hostService.canReset()) {
+        const back = await this.deps.reconciler.reuse(pool, host);
+        if (!back) throw new BerthError('conflict', `host ${hostId} is being released already`, 'Check it with `berth host ls`.');
+        if (host.claim_id) await this.deps.claims.finish(host.claim_id, 'ready', 'released', {});
+        return back;
+      }
+      // Its pool is gone, or hosts cannot be reset here: a plain release is all there is.
     }
     const moved = await this.deps.hosts.setSlot(hostId, ['claimed'], 'retiring');
     if (!moved) throw new BerthError('conflict', `host ${hostId} is being released already`, 'Check it with `berth host ls`.');

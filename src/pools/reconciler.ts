@@ -8,6 +8,7 @@
 import { errorMessage } from '../core/errors.js';
 import type { Slot } from '../core/pool-state.js';
 import type { CommandService } from '../commands/command-service.js';
+import type { HostResources } from '../drivers/types.js';
 import type { HostService, RegisteredHost } from '../hosts/host-service.js';
 import type { HostsRepo } from '../store/hosts-repo.js';
 import type { PoolsRepo } from '../store/pools-repo.js';
@@ -136,6 +137,11 @@ export class PoolReconciler {
         room += extra;
       }
     }
+    // More ready than needed (hosts came back by reuse while refills ran): retire the longest idle.
+    const excess = Math.max(0, ready.length - pool.size);
+    for (const h of [...ready].sort((a, b) => new Date(a.slot_since ?? a.created_at).getTime() - new Date(b.slot_since ?? b.created_at).getTime()).slice(0, excess)) {
+      this.retire(h, ['ready'], `the pool has more than its ${pool.size} ready hosts`);
+    }
     const oldestFirst = [...staleReady].sort((a, b) => new Date(a.created_at).getTime() - new Date(b.created_at).getTime());
     for (const h of oldestFirst.slice(0, retireStale)) {
       this.retire(h, ['ready'], h.generation !== pool.generation ? `replaced: pool generation ${pool.generation} supersedes ${h.generation ?? '?'}` : `idle longer than ${pool.max_idle_age_s} s`);
@@ -216,6 +222,46 @@ export class PoolReconciler {
     }
   }
 
+  /**
+   * Returns a released host to its pool (release --reuse): it leaves its group at once, then is
+   * reset to a fresh host of the pool's current generation, warmed up and checked like a new one.
+   * Returns the host as it left the group, or undefined when it was not claimed any more.
+   */
+  async reuse(pool: PoolRow, host: HostRow): Promise<HostRow | undefined> {
+    this.busy.add(host.id);
+    let moved: Awaited<ReturnType<HostsRepo['setSlot']>>;
+    try {
+      const { tags } = launchRequest(pool);
+      moved = await this.deps.hosts.setSlot(host.id, ['claimed'], 'warming', { group: null, claimId: null, tags, generation: pool.generation, image: pool.image });
+    } catch (err) {
+      this.busy.delete(host.id);
+      throw err;
+    }
+    if (!moved) {
+      this.busy.delete(host.id);
+      return undefined;
+    }
+    const work = (async () => {
+      const { tags, image, resources } = launchRequest(pool);
+      await this.deps.hostService.reset(pool.tenant_id, host.id, { image, tags, resources }, { waitMs: this.deps.bootTimeoutMs ?? 30_000, signal: this.stopping.signal });
+      await checkReady(this.deps, pool, host.id, this.deps.warmupTimeoutS ?? 600, this.stopping.signal);
+      this.lastHealth.set(host.id, Date.now());
+      await this.deps.hosts.setSlot(host.id, ['warming'], 'ready');
+    })()
+      .catch(async (err: unknown) => {
+        if (this.stopping.signal.aborted) return;
+        this.deps.log(`pool ${pool.name}: reused host ${host.id} did not become ready: ${errorMessage(err)}`);
+        const row = await this.deps.hosts.get(pool.tenant_id, host.id);
+        if (row) this.retire(row, ['warming'], `reuse failed: ${errorMessage(err)}`);
+      })
+      .finally(() => {
+        this.busy.delete(host.id);
+        this.kick(pool.tenant_id, pool.name);
+      });
+    this.track(work);
+    return moved.row;
+  }
+
   /** Takes a host out of the pool and terminates it, in the background. */
   retire(host: HostRow, from: readonly Slot[], reason: string): void {
     this.track(
@@ -237,7 +283,7 @@ export class PoolReconciler {
   }
 }
 
-export function launchRequest(pool: PoolRow) {
+export function launchRequest(pool: PoolRow): { image: string; tags: Record<string, string>; resources: HostResources } {
   const { tags, ...resources } = pool.template;
   return { image: pool.image, tags: { ...tags, 'berth:pool': pool.name }, resources };
 }
@@ -255,6 +301,12 @@ export async function prepareHost(
   signal?: AbortSignal,
 ): Promise<void> {
   await deps.hostService.start(host, { waitMs: bootTimeoutMs, ...(signal ? { signal } : {}) });
+  await checkReady(deps, pool, host.id, warmupTimeoutS, signal);
+}
+
+/** Warm-up, then the health check: what makes an enrolled host ready. */
+async function checkReady(deps: Pick<ReconcilerDeps, 'commands'>, pool: PoolRow, hostId: string, warmupTimeoutS: number, signal?: AbortSignal): Promise<void> {
+  const host = { id: hostId };
   if (pool.warmup.length > 0) await runChecks(deps.commands, pool.tenant_id, host.id, 'warm-up', pool.warmup, { timeoutS: warmupTimeoutS, ...(signal ? { signal } : {}) });
   // Without a health check of its own, a host still proves it can run a command before it counts as
   // ready: an enrolled agent is not yet a working host (the bootstrap races of other pools), and the

@@ -18,6 +18,8 @@ export interface NewHost {
 }
 
 export interface SlotFields {
+  generation?: number;
+  image?: string;
   group?: string | null;
   claimId?: string | null;
   tags?: Record<string, string>;
@@ -116,6 +118,8 @@ export class HostsRepo {
       update hosts set
         slot = ${to}, slot_since = now(), updated_at = now()
         ${fields.group !== undefined ? sql`, group_name = ${fields.group}` : sql``}
+        ${fields.generation !== undefined ? sql`, generation = ${fields.generation}` : sql``}
+        ${fields.image !== undefined ? sql`, image = ${fields.image}` : sql``}
         ${fields.claimId !== undefined ? sql`, claim_id = ${fields.claimId}` : sql``}
         ${fields.tags !== undefined ? sql`, tags = ${JSON.stringify(fields.tags)}::jsonb` : sql``}
         ${fields.pool === null ? sql`, pool = null` : sql``}
@@ -161,11 +165,25 @@ export class HostsRepo {
   }
 
   async setAgent(id: string, connected: boolean, at: Date, version?: string): Promise<void> {
-    await this.db
+    let q = this.db
       .updateTable('hosts')
       .set({ agent_connected: connected, agent_last_seen: at, ...(version ? { agent_version: version } : {}) })
+      .where('id', '=', id);
+    // A disconnect reported late (after a newer connection was recorded) must not undo it.
+    if (!connected) q = q.where((eb) => eb.or([eb('agent_last_seen', 'is', null), eb('agent_last_seen', '<=', at)]));
+    await q.execute();
+  }
+
+  /** For a reset: new agent credentials and tags; the host boots again (running -> booting). */
+  async beginReset(id: string, agentTokenHash: string, tags: Record<string, string>): Promise<HostRow | undefined> {
+    assertTransition(id, 'running', 'booting');
+    return this.db
+      .updateTable('hosts')
+      .set({ state: 'booting', state_reason: 'resetting', agent_token_hash: agentTokenHash, tags: JSON.stringify(tags), agent_connected: false, ready_at: null, updated_at: new Date() })
       .where('id', '=', id)
-      .execute();
+      .where('state', '=', 'running')
+      .returningAll()
+      .executeTakeFirst();
   }
 
   /** At server start nobody is connected yet, whatever the store says. */

@@ -177,4 +177,47 @@ describe('pools and claims', () => {
     expect(a.body.host?.id).toBe(c.body.host?.id);
     expect((await srv.api.get<{ hosts: unknown[] }>('/v1/groups/idem/hosts')).body.hosts).toHaveLength(1);
   });
+
+  it('returns a released host with reuse to the pool with nothing of its previous user', async () => {
+    expect((await srv.api.post('/v1/pools', { name: 'reuse', size: 1, maxLaunching: 2 })).status).toBe(201);
+    await waitFull('reuse', 1);
+    const claim = await srv.api.post<ClaimView>('/v1/pools/reuse/claims', {
+      group: 'alice',
+      tags: { user: 'alice' },
+      env: { SECRET: 'alice-secret' },
+      init: ['echo "$SECRET" > /root/alice.txt', 'nohup sleep 600 >/dev/null 2>&1 &'],
+    });
+    expect(claim.status).toBe(201);
+    const host = claim.body.host;
+    if (!host) throw new Error('no host');
+    expect(host.tags['user']).toBe('alice');
+
+    const released = await srv.api.post<PoolHostView>(`/v1/hosts/${host.id}/release`, { reuse: true });
+    expect(released.status).toBe(200);
+    expect(released.body).toMatchObject({ id: host.id, slot: 'warming', group: null });
+    expect((await srv.api.get<{ hosts: unknown[] }>('/v1/groups/alice/hosts')).body.hosts).toEqual([]);
+
+    const back = await waitFor('the reused host to be ready again', async () => {
+      const hosts = await poolHosts('reuse');
+      const h = hosts.find((x) => x.id === host.id);
+      return h?.slot === 'ready' && h.agent.connected ? h : undefined;
+    });
+    expect(back.ip).toBe(host.ip);
+    expect(back.tags['user']).toBeUndefined();
+    const look = await srv.api.post<{ status: string; invocations: { stdout: string }[] }>('/v1/commands', {
+      targets: { hostIds: [host.id] },
+      parameters: { commands: ['test -e /root/alice.txt && echo FILE-LEFT; ps -eo args | grep -c "[s]leep 600"; cat /etc/berth/tags.json; env | grep -c alice-secret || true'] },
+      wait: 20,
+    });
+    expect(look.body.status).toBe('Success');
+    const out = look.body.invocations[0]?.stdout ?? '';
+    expect(out).not.toContain('FILE-LEFT');
+    expect(out).not.toContain('alice');
+    expect(out.split('\n')[0]).toBe('0'); // no process of the previous user
+    // The pool is back at its size: the extra host (the refill made while the host was claimed) goes.
+    await waitFor('the pool to settle at 1', async () => {
+      const hosts = await poolHosts('reuse');
+      return hosts.length === 1 && hosts[0]?.slot === 'ready' ? true : undefined;
+    });
+  }, 60_000);
 });

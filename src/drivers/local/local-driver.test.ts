@@ -394,4 +394,27 @@ process.stdout.write(JSON.stringify(host) + '\\n', () => process.kill(process.pi
     expect(await codeOf(driver.launch(spec('a')))).toBe('conflict');
     expect(await driver.describe(a.id, a.driverData)).toMatchObject({ state: 'running' });
   });
+
+  it('resets a host in place: same address, nothing of its previous life left', async () => {
+    const before = countLocalLeftovers(config);
+    const r = await driver.launch(spec('reset', { tags: { user: 'alice' } }));
+    expect((await inHost(r, 'echo secret > /root/alice.txt; echo x > /etc/motd; (sleep 600 >/dev/null 2>&1 &) ; sleep 0.1; ps -e -o comm= | sort | tr "\\n" " "')).stdout).toContain('sleep');
+    const tReset = performance.now();
+    const fresh = await driver.reset(spec('reset', { tags: { user: '' }, agent: { hostId: r.id, token: 'token-new', serverUrl: 'ws://10.214.0.1:7071/v1/agent' } }), r.driverData);
+    process.stderr.write(`reset took ${(performance.now() - tReset).toFixed(0)} ms\n`);
+    expect(fresh.ip).toBe(r.ip);
+    expect(initPidOf(fresh)).not.toBe(initPidOf(r));
+    const t0 = performance.now();
+    const inside = await inHost(fresh, 'test -e /root/alice.txt && echo LEFTOVER; cat /etc/motd 2>/dev/null | head -c 20; echo; cat /etc/berth/agent.json; cat /etc/berth/tags.json; ps -e -o comm= | sort | tr "\\n" " "');
+    expect(inside.stdout).not.toContain('LEFTOVER');
+    expect(inside.stdout).not.toContain('x\n');
+    expect(inside.stdout).toContain('token-new');
+    expect(inside.stdout).not.toContain('alice');
+    expect(performance.now() - t0).toBeLessThan(5000);
+    // Only the host's init and its agent (here: sleep infinity) run; the user's sleep 600 is gone.
+    expect(inside.stdout).not.toMatch(/sleep.*sleep.*sleep/);
+    expect(await driver.describe(r.id, fresh.driverData)).toMatchObject({ state: 'running', ip: r.ip });
+    await driver.terminate(r.id, fresh.driverData);
+    expect(countLocalLeftovers(config)).toEqual(before);
+  });
 });

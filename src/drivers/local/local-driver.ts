@@ -104,57 +104,91 @@ export class LocalDriver implements HostDriver {
 
   async launch(spec: HostSpec, opts?: OperationOptions): Promise<LaunchedHost> {
     const started = performance.now();
-    const { tools, layout } = await this.prepared();
+    await this.prepared();
     const names = hostNames(this.cfg, spec.id);
     this.checkSpec(spec);
     if (opts?.signal?.aborted) throw cancelled(spec.id);
     const ip = this.addresses.allocate();
+    let claimedDir = false;
+    try {
+      createHostDir(names);
+      claimedDir = true;
+      return await this.boot(spec, names, ip, { network: true, started, ...(opts?.signal ? { signal: opts.signal } : {}) });
+    } catch (err) {
+      const output = consoleTail(names.consoleLog);
+      if (claimedDir) await this.destroy(names, readStateFile(names.stateFile) ?? {}).catch((cleanupErr: unknown) => this.cfg.logger.warn({ hostId: spec.id, err: errorMessage(cleanupErr) }, 'cleanup after failed launch failed'));
+      this.addresses.release(ip);
+      throw launchError(spec, err, output);
+    }
+  }
+
+  /**
+   * Resets a running host to a fresh one from `spec` (same id, address and network): every process
+   * is stopped, the writable layer, cgroups and files are made anew, and the host boots again with
+   * the new agent credentials. Nothing of its previous life is left but the network namespace,
+   * which holds no state of its users. Far cheaper than terminate + launch: no netns or veth work.
+   */
+  async reset(spec: HostSpec, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<LaunchedHost> {
+    const started = performance.now();
+    const { layout } = await this.prepared();
+    const names = hostNames(this.cfg, spec.id);
+    this.checkSpec(spec);
+    const record = this.knownRecord(names, driverData);
+    const ip = record.ip;
+    if (!ip || !existsSync(names.hostDir) || !existsSync(`${NETNS_DIR}/${names.netns}`)) {
+      throw new BerthError('invalid_state', `host ${spec.id} cannot be reset: it is not fully present on this machine`, 'Terminate it and launch a new one.', { hostId: spec.id });
+    }
+    try {
+      await this.stopProcesses(record, hostCgroupDirs(layout, this.cfg.cgroupName, spec.id));
+      await destroyHostCgroups(hostCgroupDirs(layout, this.cfg.cgroupName, spec.id));
+      // The overlay died with the host's mount namespace: its layers are plain directories now.
+      await Promise.all([names.upperDir, names.workDir, names.rootDir].map((dir) => rm(dir, { recursive: true, force: true, maxRetries: 3 })));
+      return await this.boot(spec, names, ip, { network: false, started, ...(opts?.signal ? { signal: opts.signal } : {}) });
+    } catch (err) {
+      const output = consoleTail(names.consoleLog);
+      throw launchError(spec, err, output);
+    }
+  }
+
+  /** Starts a host in its (claimed, empty) directory; `network: false` keeps the netns and veth it has. */
+  private async boot(spec: HostSpec, names: HostNames, ip: string, how: { network: boolean; started: number; signal?: AbortSignal }): Promise<LaunchedHost> {
+    const { tools, layout } = await this.prepared();
     const { subnet } = this.cfg;
     const record: HostRecord = {
       version: STATE_VERSION, id: spec.id, hostname: spec.hostname, ip, prefixLength: subnet.prefixLength, gateway: subnet.gateway,
       image: spec.image, netns: names.netns, veth: names.veth, hostDir: names.hostDir, consoleLog: names.consoleLog,
       cgroupDirs: hostCgroupDirs(layout, this.cfg.cgroupName, spec.id), launchedAt: new Date().toISOString(),
     };
-    let claimedDir = false;
+    const cgroupJoins = createHostCgroups(layout, this.cfg.cgroupName, spec.id, spec.resources);
+    const setupScript = buildSetupScript({
+      tools, names, hostname: spec.hostname, innerNetworkBatch: how.network ? innerNetworkBatch(ip, subnet) : '',
+      devTemplateDir: devTemplateDir(this.cfg), agentCommand: this.cfg.agentCommand,
+    });
+    const launcherScript = buildLauncherScript({ tools, names, cgroupJoins, outerNetworkBatch: how.network ? outerNetworkBatch(names, this.cfg.bridge) : '', setupScript });
+    const env = { HOME: '/root', HOSTNAME: spec.hostname, container: 'berth' };
+    const launcher = await startLauncher(this.spawnLauncher, tools.sh, launcherScript, names, env, this.cfg.launchTimeoutMs, how.signal);
     try {
-      createHostDir(names);
-      claimedDir = true;
-      const cgroupJoins = createHostCgroups(layout, this.cfg.cgroupName, spec.id, spec.resources);
-      const setupScript = buildSetupScript({
-        tools, names, hostname: spec.hostname, innerNetworkBatch: innerNetworkBatch(ip, subnet),
-        devTemplateDir: devTemplateDir(this.cfg), agentCommand: this.cfg.agentCommand,
-      });
-      const launcherScript = buildLauncherScript({ tools, names, cgroupJoins, outerNetworkBatch: outerNetworkBatch(names, this.cfg.bridge), setupScript });
-      const env = { HOME: '/root', HOSTNAME: spec.hostname, container: 'berth' };
-      const launcher = await startLauncher(this.spawnLauncher, tools.sh, launcherScript, names, env, this.cfg.launchTimeoutMs, opts?.signal);
-      try {
-        // The state file is in place before the host runs (the launcher waits for us), so a crash
-        // mid-launch leaves a host that list() finds with its address.
-        const fstab = buildFstab({ image: spec.image, names, agentDir: this.cfg.agentDir, hiddenPaths: this.cfg.hiddenPaths });
-        await Promise.all([writeHostFiles(names, spec, ip, fstab), writeStateFile(names.stateFile, record)]);
-      } catch (err) {
-        launcher.abort();
-        await launcher.ready.catch(() => undefined);
-        throw err;
-      }
-      launcher.proceed();
-      const prepMs = performance.now() - started;
-      const host = await launcher.ready;
-      const outer = readProcessStat(host.outerPid);
-      const init = readProcessStat(host.initPid);
-      if (!init) throw new LaunchProcessError(`init process ${host.initPid} exited right after starting`, host.outerPid);
-      Object.assign(record, { initPid: host.initPid, initStartTime: init.startTime });
-      if (outer) Object.assign(record, { outerPid: host.outerPid, outerStartTime: outer.startTime });
-      await writeStateFile(names.stateFile, record);
-      const totalMs = performance.now() - started;
-      this.cfg.logger.debug({ hostId: spec.id, ip, initPid: host.initPid, prepMs: round(prepMs), totalMs: round(totalMs) }, 'host launched');
-      return { id: spec.id, hostname: spec.hostname, ip, driverData: recordToDriverData(record) };
+      // The state file is in place before the host runs (the launcher waits for us), so a crash
+      // mid-launch leaves a host that list() finds with its address.
+      const fstab = buildFstab({ image: spec.image, names, agentDir: this.cfg.agentDir, hiddenPaths: this.cfg.hiddenPaths });
+      await Promise.all([writeHostFiles(names, spec, ip, fstab), writeStateFile(names.stateFile, record)]);
     } catch (err) {
-      const output = consoleTail(names.consoleLog);
-      if (claimedDir) await this.destroy(names, record).catch((cleanupErr: unknown) => this.cfg.logger.warn({ hostId: spec.id, err: errorMessage(cleanupErr) }, 'cleanup after failed launch failed'));
-      this.addresses.release(ip);
-      throw launchError(spec, err, output);
+      launcher.abort();
+      await launcher.ready.catch(() => undefined);
+      throw err;
     }
+    launcher.proceed();
+    const prepMs = performance.now() - how.started;
+    const host = await launcher.ready;
+    const outer = readProcessStat(host.outerPid);
+    const init = readProcessStat(host.initPid);
+    if (!init) throw new LaunchProcessError(`init process ${host.initPid} exited right after starting`, host.outerPid);
+    Object.assign(record, { initPid: host.initPid, initStartTime: init.startTime });
+    if (outer) Object.assign(record, { outerPid: host.outerPid, outerStartTime: outer.startTime });
+    await writeStateFile(names.stateFile, record);
+    const totalMs = performance.now() - how.started;
+    this.cfg.logger.debug({ hostId: spec.id, ip, initPid: host.initPid, prepMs: round(prepMs), totalMs: round(totalMs), reset: !how.network }, 'host launched');
+    return { id: spec.id, hostname: spec.hostname, ip, driverData: recordToDriverData(record) };
   }
 
   private checkSpec(spec: HostSpec): void {
@@ -194,6 +228,15 @@ export class LocalDriver implements HostDriver {
   private async destroy(names: HostNames, record: Partial<HostRecord>): Promise<void> {
     const { tools, layout } = await this.prepared();
     const cgroupDirs = hostCgroupDirs(layout, this.cfg.cgroupName, names.id);
+    await this.stopProcesses(record, cgroupDirs);
+    await destroyHostCgroups(cgroupDirs);
+    await removeHostNetwork(tools.ip, names, this.run);
+    // Only now: the overlay lived in the host's mount namespace, which died with its last process.
+    await rm(names.hostDir, { recursive: true, force: true, maxRetries: 3 });
+  }
+
+  /** Stops every process of a host: TERM to its PID 1 (the kernel kills the rest), KILL after the grace. */
+  private async stopProcesses(record: Partial<HostRecord>, cgroupDirs: string[]): Promise<void> {
     const initPid = record.initPid ?? findInitPid(cgroupDirs);
     const initStartTime = record.initPid ? record.initStartTime : initPid && readProcessStat(initPid)?.startTime;
     if (initPid && isSameLiveProcess(initPid, initStartTime)) {
@@ -209,10 +252,6 @@ export class LocalDriver implements HostDriver {
       if (!stopped) sendSignal(initPid, 'SIGKILL');
     }
     if (isSameLiveProcess(record.outerPid, record.outerStartTime) && record.outerPid) sendSignal(record.outerPid, 'SIGKILL');
-    await destroyHostCgroups(cgroupDirs);
-    await removeHostNetwork(tools.ip, names, this.run);
-    // Only now: the overlay lived in the host's mount namespace, which died with its last process.
-    await rm(names.hostDir, { recursive: true, force: true, maxRetries: 3 });
   }
 
   async describe(id: string, driverData: Record<string, unknown>, _opts?: OperationOptions): Promise<DescribedHost> {

@@ -4,6 +4,7 @@
 //                      and the next claim waits until the pool is full again (so every claim is warm)
 //   cold N             the same work without a pool: launch a host, wait for its agent, run `true`
 //   sustained POOL S C claims (+ release) from C concurrent clients for S seconds
+// BENCH_REUSE=1 releases with reuse (the host is reset and returns to the pool) instead of terminating.
 // Prints {samples: [ms...], count, seconds, hits} as JSON.
 const [url, token, mode, ...args] = process.argv.slice(2);
 const call = async (method, path, body) => {

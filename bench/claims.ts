@@ -29,8 +29,12 @@ interface LoopResult {
 }
 
 export async function claimBench(srv: InProcessServer, opts: ClaimBenchOptions): Promise<string[]> {
-  const loop = async (...args: string[]): Promise<LoopResult> => {
-    const { stdout } = await execFileAsync(process.execPath, [join(packageRoot(), 'bench', 'claim-loop.mjs'), srv.server.url, srv.server.token, ...args], { maxBuffer: 64 * 1024 * 1024 });
+  const loop = async (...args: string[]): Promise<LoopResult> => loopWith({}, ...args);
+  const loopWith = async (env: Record<string, string>, ...args: string[]): Promise<LoopResult> => {
+    const { stdout } = await execFileAsync(process.execPath, [join(packageRoot(), 'bench', 'claim-loop.mjs'), srv.server.url, srv.server.token, ...args], {
+      maxBuffer: 64 * 1024 * 1024,
+      env: { ...process.env, ...env },
+    });
     return JSON.parse(stdout) as LoopResult;
   };
   const created = await srv.api.post('/v1/pools', { name: 'bench', size: 8, maxLaunching: 4 });
@@ -42,17 +46,22 @@ export async function claimBench(srv: InProcessServer, opts: ClaimBenchOptions):
     const cold = await loop('cold', String(opts.cold));
     opts.progress(`sustained claims for ${opts.sustainedSeconds} s at concurrency ${opts.concurrency}…`);
     const sustained = await loop('sustained', 'bench', String(opts.sustainedSeconds), String(opts.concurrency));
+    opts.progress(`sustained claims with release --reuse for ${opts.sustainedSeconds} s…`);
+    const reused = await loopWith({ BENCH_REUSE: '1' }, 'sustained', 'bench', String(opts.sustainedSeconds), String(opts.concurrency));
     const breakdown = await serverBreakdown(srv, opts.warm);
     const w = summarize(warm.samples);
     const c = summarize(cold.samples);
     const s = summarize(sustained.samples);
     const rate = sustained.count / (sustained.seconds ?? opts.sustainedSeconds);
+    const r = summarize(reused.samples);
+    const reuseRate = reused.count / (reused.seconds ?? opts.sustainedSeconds);
     const ratio = c.p50 / w.p50;
     return [
       `| warm claim (claim + \`true\` init, pool of 8 full; ${warm.hits}/${warm.count} hits) | ${w.n} | ${ms(w.p50)} | ${ms(w.p99)} | p50 <= 15 ms, p99 <= 60 ms | ${verdict(w.p50 <= 15 && w.p99 <= 60)} |`,
       `| of which, inside the server: pick / init / whole claim | ${breakdown.n} | ${ms(breakdown.pick)} / ${ms(breakdown.init)} / ${ms(breakdown.total)} | | | |`,
       `| cold path (launch + wait for agent + \`true\`) | ${c.n} | ${ms(c.p50)} | ${ms(c.p99)} | cold / warm p50 = ${ratio.toFixed(1)}x (>= 20x) | ${verdict(ratio >= 20)} |`,
-      `| sustained claims, ${opts.concurrency} clients, each host released at once (${sustained.hits}/${sustained.count} hits) | ${s.n} | ${ms(s.p50)} | ${ms(s.p99)} | ${rate.toFixed(1)} claims/s (>= 100) | ${verdict(rate >= 100)} |`,
+      `| sustained claims, ${opts.concurrency} clients, each host released (terminated) at once (${sustained.hits}/${sustained.count} hits) | ${s.n} | ${ms(s.p50)} | ${ms(s.p99)} | ${rate.toFixed(1)} claims/s (>= 100) | ${verdict(rate >= 100)} |`,
+      `| the same, released with --reuse (host reset in place, back to the pool) (${reused.hits}/${reused.count} hits) | ${r.n} | ${ms(r.p50)} | ${ms(r.p99)} | ${reuseRate.toFixed(1)} claims/s (>= 100) | ${verdict(reuseRate >= 100)} |`,
     ];
   } finally {
     await srv.api.delete('/v1/pools/bench');

@@ -6,10 +6,9 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node } from 'yaml';
-import { BerthError, isBerthError, type ErrorBody } from '../core/errors.js';
+import { BerthError, isBerthError } from '../core/errors.js';
 import { parsePoolSpec } from '../pools/spec.js';
 import type { PoolStatusView } from '../pools/views.js';
-import { resolveClientConfig } from './client.js';
 import type { Context } from './context.js';
 import { UsageError } from './output.js';
 
@@ -21,7 +20,7 @@ interface DeclaredPool {
   body: Record<string, unknown>;
 }
 
-export function registerApplyCommand(program: Command, ctx: Context, env: NodeJS.ProcessEnv): void {
+export function registerApplyCommand(program: Command, ctx: Context): void {
   program
     .command('apply')
     .summary('create or change the pools a berth.yaml declares')
@@ -36,7 +35,7 @@ export function registerApplyCommand(program: Command, ctx: Context, env: NodeJS
       if (pools.length === 0 && !printer.json) printer.err(`${opts.file} declares no pools: nothing to do\n`);
       const results: { action: ApplyAction; pool: PoolStatusView }[] = [];
       for (const pool of pools) {
-        const result = await put<{ action: ApplyAction; pool: PoolStatusView }>(ctx, env, `/v1/pools/${encodeURIComponent(pool.name)}`, pool.body);
+        const result = await ctx.client().put<{ action: ApplyAction; pool: PoolStatusView }>(`/v1/pools/${encodeURIComponent(pool.name)}`, pool.body);
         results.push(result);
         if (!printer.json) printer.out(`${result.action} ${pool.name}\n`);
       }
@@ -103,30 +102,4 @@ export function readBerthYaml(file: string): DeclaredPool[] {
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-/** A PUT to the server, which ApiClient has no method for: same server, token and errors as its requests. */
-async function put<T>(ctx: Context, env: NodeJS.ProcessEnv, path: string, body: unknown): Promise<T> {
-  const config = resolveClientConfig({ url: env['BERTH_URL'], token: env['BERTH_TOKEN'], dataDir: ctx.dataDir() });
-  let res: Response;
-  try {
-    res = await fetch(`${config.url}${path}`, {
-      method: 'PUT',
-      headers: { authorization: `Bearer ${config.token}`, 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-    });
-  } catch (err) {
-    const cause = (err as Error).cause;
-    throw new BerthError('server_unreachable', `cannot reach the berth server at ${config.url}: ${cause instanceof Error ? cause.message : String(err)}`, 'Start it with `berth server`, or check BERTH_URL.');
-  }
-  if (res.ok) return (await res.json()) as T;
-  let error: Partial<ErrorBody> = {};
-  try {
-    error = (await res.json()) as Partial<ErrorBody>;
-  } catch {
-    // not JSON
-  }
-  const err = new BerthError(error.code ?? 'internal', error.message ?? `HTTP ${res.status}`, error.hint ?? '', error.details);
-  Object.defineProperty(err, 'status', { value: res.status });
-  throw err;
 }

@@ -28,7 +28,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   registerRunCommands(program, ctx);
   registerPoolCommands(program, ctx);
   registerClaimCommands(program, ctx);
-  registerApplyCommand(program, ctx, env);
+  registerApplyCommand(program, ctx);
   program
     .command('agent')
     .description('run the host agent (started by every host; not for interactive use)')

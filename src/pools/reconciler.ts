@@ -5,6 +5,7 @@
  * only as their replacements become ready, retire quarantined ones, and back off an image that
  * keeps failing. A claim kicks a pass at once; a timer runs one every `intervalMs` anyway.
  */
+import { setMaxListeners } from 'node:events';
 import { errorMessage } from '../core/errors.js';
 import type { Slot } from '../core/pool-state.js';
 import type { CommandService } from '../commands/command-service.js';
@@ -47,7 +48,10 @@ export class PoolReconciler {
   private readonly background = new Set<Promise<unknown>>();
   private readonly stopping = new AbortController();
 
-  constructor(private readonly deps: ReconcilerDeps) {}
+  constructor(private readonly deps: ReconcilerDeps) {
+    // Every warm-up in flight listens to it.
+    setMaxListeners(0, this.stopping.signal);
+  }
 
   progressOf(tenantId: string, name: string): PoolProgress {
     return this.progress.get(poolKey(tenantId, name)) ?? { notFullReason: 'not reconciled yet', lastPassAt: null };

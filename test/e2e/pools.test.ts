@@ -191,6 +191,9 @@ describe('pools and claims', () => {
     const host = claim.body.host;
     if (!host) throw new Error('no host');
     expect(host.tags['user']).toBe('alice');
+    // Its replacement is ready before it comes back, so the host trimmed from the then oversized
+    // pool is the replacement (the longest idle), not the one under test.
+    await waitFull('reuse', 1);
 
     const released = await srv.api.post<PoolHostView>(`/v1/hosts/${host.id}/release`, { reuse: true });
     expect(released.status).toBe(200);

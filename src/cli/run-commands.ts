@@ -11,6 +11,7 @@ export function registerRunCommands(program: Command, ctx: Context): void {
     .description('run shell commands on hosts (Run Command); exits 0 only if every host succeeded')
     .option('--host <id>', 'target host (repeatable)', collect, [])
     .option('--tag <k=v>', 'target every live host with this tag (repeatable; all must match)', collect, [])
+    .option('--group <name>', "target every live host of this group (with --tag: the group's hosts with those tags)")
     .option('-c, --command <cmd>', 'a command; repeat for several (run in order in one shell, stopping at the first failure)', collect, [])
     .option('--timeout <s>', 'execution timeout in seconds (default 3600)', Number)
     .option('--delivery-timeout <s>', 'seconds for the agent to accept it (default 30)', Number)
@@ -23,12 +24,16 @@ export function registerRunCommands(program: Command, ctx: Context): void {
     .action(async (words: string[], opts: RunOptions) => {
       const commands = [...opts.command, ...(words.length ? [words.join(' ')] : [])];
       if (commands.length === 0) throw new UsageError('nothing to run: give a command after -- or with -c');
-      if (opts.host.length === 0 && opts.tag.length === 0) throw new UsageError('no target: give --host ID or --tag k=v');
+      if (opts.host.length === 0 && opts.tag.length === 0 && !opts.group) throw new UsageError('no target: give --host ID, --tag k=v or --group NAME');
       for (const [name, value] of [['--timeout', opts.timeout], ['--delivery-timeout', opts.deliveryTimeout]] as const) {
         if (value !== undefined && !(value > 0)) throw new UsageError(`${name} must be a positive number of seconds`);
       }
       const body = {
-        targets: { ...(opts.host.length ? { hostIds: opts.host } : {}), ...(opts.tag.length ? { tags: parseKeyValues(opts.tag, 'tag') } : {}) },
+        targets: {
+          ...(opts.host.length ? { hostIds: opts.host } : {}),
+          ...(opts.tag.length ? { tags: parseKeyValues(opts.tag, 'tag') } : {}),
+          ...(opts.group ? { group: opts.group } : {}),
+        },
         parameters: {
           commands,
           ...(opts.cwd ? { workingDirectory: opts.cwd } : {}),
@@ -84,6 +89,7 @@ export function registerRunCommands(program: Command, ctx: Context): void {
 interface RunOptions {
   host: string[];
   tag: string[];
+  group?: string;
   command: string[];
   timeout?: number;
   deliveryTimeout?: number;

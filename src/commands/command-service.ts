@@ -18,7 +18,8 @@ import { toCommandView, type CommandView } from './views.js';
 import type { RunShellScriptParameters, ServerMessage } from '../protocol/messages.js';
 
 export interface SendCommandRequest {
-  targets: { hostIds?: string[] | undefined; tags?: Record<string, string> | undefined };
+  /** Host ids, plus every live host with all `tags` (within `group` when given) or of `group`. */
+  targets: { hostIds?: string[] | undefined; tags?: Record<string, string> | undefined; group?: string | undefined };
   document?: 'RunShellScript';
   parameters: {
     commands: string[];
@@ -211,8 +212,9 @@ export class CommandService {
   private async resolveTargets(tenantId: string, targets: SendCommandRequest['targets']): Promise<{ id: string; row?: HostRow }[]> {
     const ids = targets.hostIds ?? [];
     const tags = targets.tags ?? {};
-    if (ids.length === 0 && Object.keys(tags).length === 0) {
-      throw new BerthError('no_targets', 'no targets given', 'Name hosts (`--host ID`) or tags (`--tag k=v`).');
+    const group = targets.group;
+    if (ids.length === 0 && Object.keys(tags).length === 0 && group === undefined) {
+      throw new BerthError('no_targets', 'no targets given', 'Name hosts (`--host ID`), tags (`--tag k=v`) or a group (`--group NAME`).');
     }
     const hosts: { id: string; row?: HostRow }[] = [];
     for (const id of ids) {
@@ -236,11 +238,12 @@ export class CommandService {
       }
       hosts.push({ id, row: host });
     }
-    if (Object.keys(tags).length > 0) {
-      const byTag = await this.deps.hosts.list(tenantId, { states: LIVE_HOST_STATES, tags });
-      for (const host of byTag) if (!hosts.some((h) => h.id === host.id)) hosts.push({ id: host.id, row: host });
-      if (byTag.length === 0 && ids.length === 0) {
-        throw new BerthError('no_targets', `no live host has the tags ${formatTags(tags)}`, 'List hosts and their tags with `berth host ls`.');
+    if (Object.keys(tags).length > 0 || group !== undefined) {
+      const matching = await this.deps.hosts.list(tenantId, { states: LIVE_HOST_STATES, tags, ...(group !== undefined ? { group } : {}) });
+      for (const host of matching) if (!hosts.some((h) => h.id === host.id)) hosts.push({ id: host.id, row: host });
+      if (matching.length === 0 && ids.length === 0) {
+        const what = [group !== undefined ? `in group ${group}` : '', Object.keys(tags).length > 0 ? `with the tags ${formatTags(tags)}` : ''].filter(Boolean).join(' ');
+        throw new BerthError('no_targets', `no live host ${what}`, 'List hosts with `berth host ls`, and groups with `berth group ls`.');
       }
     }
     return hosts;

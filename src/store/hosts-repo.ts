@@ -68,8 +68,10 @@ export class HostsRepo {
     return this.db.selectFrom('hosts').selectAll().where('id', '=', id).executeTakeFirst();
   }
 
-  async list(tenantId: string, opts: { states?: readonly HostState[]; tags?: Record<string, string> } = {}): Promise<HostRow[]> {
+  async list(tenantId: string, opts: { states?: readonly HostState[]; tags?: Record<string, string>; group?: string } = {}): Promise<HostRow[]> {
     let q = this.db.selectFrom('hosts').selectAll().where('tenant_id', '=', tenantId);
+    // A group's hosts are those it holds: not one still being initialised for a claim.
+    if (opts.group !== undefined) q = q.where('group_name', '=', opts.group).where('slot', '=', 'claimed');
     if (opts.states) q = q.where('state', 'in', [...opts.states]);
     if (opts.tags && Object.keys(opts.tags).length > 0) q = q.where(sql<boolean>`tags @> ${JSON.stringify(opts.tags)}::jsonb`);
     return q.orderBy('created_at').orderBy('id').execute();

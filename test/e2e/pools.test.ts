@@ -176,6 +176,18 @@ describe('pools and claims', () => {
     expect(new Set([a.body.id, b.body.id, c.body.id]).size).toBe(1);
     expect(a.body.host?.id).toBe(c.body.host?.id);
     expect((await srv.api.get<{ hosts: unknown[] }>('/v1/groups/idem/hosts')).body.hosts).toHaveLength(1);
+
+    // Run Command can target the group: its one host, and only it.
+    const cmd = await srv.api.post<{ status: string; invocations: { hostId: string; stdout: string }[] }>('/v1/commands', {
+      targets: { group: 'idem' },
+      parameters: { commands: ['hostname'] },
+      wait: 10,
+    });
+    expect(cmd.body.status).toBe('Success');
+    expect(cmd.body.invocations.map((i) => i.hostId)).toEqual([a.body.host?.id]);
+    const none = await srv.api.post<{ code: string; message: string }>('/v1/commands', { targets: { group: 'nobody-here' }, parameters: { commands: ['true'] } });
+    expect(none.status).toBe(400);
+    expect(none.body.message).toMatch(/no live host in group nobody-here/);
   });
 
   it('returns a released host with reuse to the pool with nothing of its previous user', async () => {

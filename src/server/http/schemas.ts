@@ -56,7 +56,8 @@ export const sendCommandBody = z
     targets: z
       .object({
         hostIds: z.array(z.string().min(1)).max(10_000).optional(),
-        tags: tags.optional(),
+        tags: tags.optional().describe('Every live host with all these tags (within the group, when one is given)'),
+        group: z.string().min(1).max(63).optional().describe("Every live host of this group (a claim's user, tenant or environment)"),
       })
       .strict(),
     parameters: z

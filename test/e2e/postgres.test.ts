@@ -6,6 +6,7 @@ import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { CommandView } from '../../src/commands/views.js';
 import type { HostView } from '../../src/hosts/views.js';
+import type { ClaimView, PoolStatusView } from '../../src/pools/views.js';
 import { startServer, type InProcessServer } from '../helpers/server.js';
 
 const url = process.env['BERTH_TEST_DATABASE_URL'];
@@ -45,4 +46,45 @@ describe.skipIf(!url && !process.env['CI'])('control plane on PostgreSQL', () =>
     expect(listed.status).toBe(200);
     expect(listed.body.commands.map((c) => c.id)).toContain(run.body.id);
   });
+
+  it('runs a claim storm on PostgreSQL: distinct hosts, counted once, the pool refilled', async () => {
+    const srv = servers[servers.length - 1];
+    if (!srv) throw new Error('no server');
+    expect((await srv.api.post('/v1/pools', { name: 'pg-pool', size: 4, maxLaunching: 4 })).status).toBe(201);
+    const full = async () => {
+      const deadline = Date.now() + 60_000;
+      while (Date.now() < deadline) {
+        const pool = (await srv.api.get<PoolStatusView>('/v1/pools/pg-pool')).body;
+        if (pool.status.ready === 4 && pool.status.warming === 0) return pool;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error('the pool did not fill');
+    };
+    await full();
+    const seen = new Set<string>();
+    const problems: string[] = [];
+    let next = 0;
+    const worker = async () => {
+      while (next < 60) {
+        const n = next++;
+        const res = await srv.api.post<ClaimView>('/v1/pools/pg-pool/claims', { group: `pg-${n}`, init: ['true'], idempotencyKey: `pg-${n}` });
+        const id = res.body.host?.id;
+        if (res.status !== 201 || !id) {
+          problems.push(`claim ${n}: ${res.status} ${JSON.stringify(res.body).slice(0, 200)}`);
+          continue;
+        }
+        if (seen.has(id)) problems.push(`host ${id} handed out twice`);
+        seen.add(id);
+        const again = await srv.api.post<ClaimView>('/v1/pools/pg-pool/claims', { group: `pg-${n}`, init: ['true'], idempotencyKey: `pg-${n}` });
+        if (again.body.host?.id !== id) problems.push(`claim ${n}: the same key gave another host`);
+        await srv.api.post(`/v1/hosts/${id}/release`, {});
+      }
+    };
+    await Promise.all(Array.from({ length: 12 }, worker));
+    expect(problems).toEqual([]);
+    expect(seen.size).toBe(60);
+    const after = await full();
+    expect(after.status.hits + after.status.misses).toBe(60);
+    expect(after.status.claimLatency.reduce((sum, b) => sum + b.count, 0)).toBe(60);
+  }, 180_000);
 });

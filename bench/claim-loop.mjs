@@ -4,6 +4,8 @@
 //                      and the next claim waits until the pool is full again (so every claim is warm)
 //   cold N             the same work without a pool: launch a host, wait for its agent, run `true`
 //   sustained POOL S C claims (+ release) from C concurrent clients for S seconds
+//   burst POOL N C     N claims from C concurrent clients on a stocked pool, nothing released (the
+//                      claim path's own capacity); also prints the claimed host ids
 // BENCH_REUSE=1 releases with reuse (the host is reset and returns to the pool) instead of terminating.
 // Prints {samples: [ms...], count, seconds, hits} as JSON.
 const [url, token, mode, ...args] = process.argv.slice(2);
@@ -60,6 +62,25 @@ if (mode === 'warm') {
   const t0 = performance.now();
   await Promise.all(Array.from({ length: Number(concurrency) }, worker));
   process.stdout.write(JSON.stringify({ samples, count: samples.length, seconds: (performance.now() - t0) / 1000, hits }));
+  process.exit(0);
+}
+if (mode === 'burst') {
+  const [pool, n, concurrency] = args;
+  const hosts = [];
+  let left = Number(n);
+  const worker = async () => {
+    while (left > 0) {
+      left--;
+      const t0 = performance.now();
+      const claim = await call('POST', `/v1/pools/${pool}/claims`, { group: `burst-${left % 16}`, init: ['true'] });
+      samples.push(performance.now() - t0);
+      if (claim.hit) hits++;
+      hosts.push(claim.host.id);
+    }
+  };
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: Number(concurrency) }, worker));
+  process.stdout.write(JSON.stringify({ samples, count: samples.length, seconds: (performance.now() - t0) / 1000, hits, hosts }));
   process.exit(0);
 }
 process.stdout.write(JSON.stringify({ samples, count: samples.length, hits }));

@@ -26,6 +26,7 @@ interface LoopResult {
   count: number;
   seconds?: number;
   hits: number;
+  hosts?: string[];
 }
 
 export async function claimBench(srv: InProcessServer, opts: ClaimBenchOptions): Promise<string[]> {
@@ -49,6 +50,7 @@ export async function claimBench(srv: InProcessServer, opts: ClaimBenchOptions):
     opts.progress(`sustained claims with release --reuse for ${opts.sustainedSeconds} s…`);
     const reused = await loopWith({ BENCH_REUSE: '1' }, 'sustained', 'bench', String(opts.sustainedSeconds), String(opts.concurrency));
     const breakdown = await serverBreakdown(srv, opts.warm);
+    const burst = await stockedBurst(srv, loop, opts);
     const w = summarize(warm.samples);
     const c = summarize(cold.samples);
     const s = summarize(sustained.samples);
@@ -61,12 +63,38 @@ export async function claimBench(srv: InProcessServer, opts: ClaimBenchOptions):
       `| of which, inside the server: pick / init / whole claim | ${breakdown.n} | ${ms(breakdown.pick)} / ${ms(breakdown.init)} / ${ms(breakdown.total)} | | | |`,
       `| cold path (launch + wait for agent + \`true\`) | ${c.n} | ${ms(c.p50)} | ${ms(c.p99)} | cold / warm p50 = ${ratio.toFixed(1)}x (>= 20x) | ${verdict(ratio >= 20)} |`,
       `| sustained claims, ${opts.concurrency} clients, each host released (terminated) at once (${sustained.hits}/${sustained.count} hits) | ${s.n} | ${ms(s.p50)} | ${ms(s.p99)} | ${rate.toFixed(1)} claims/s (>= 100) | ${verdict(rate >= 100)} |`,
+      `| claim path capacity: ${burst.count} claims from ${opts.concurrency} clients on a stocked pool of ${STOCK} (refill: 1 launch at a time), none released (${burst.hits}/${burst.count} hits) | ${summarize(burst.samples).n} | ${ms(summarize(burst.samples).p50)} | ${ms(summarize(burst.samples).p99)} | ${(burst.count / (burst.seconds ?? 1)).toFixed(1)} claims/s | |`,
       `| the same, released with --reuse (host reset in place, back to the pool) (${reused.hits}/${reused.count} hits) | ${r.n} | ${ms(r.p50)} | ${ms(r.p99)} | ${reuseRate.toFixed(1)} claims/s (>= 100) | ${verdict(reuseRate >= 100)} |`,
     ];
   } finally {
     await srv.api.delete('/v1/pools/bench');
     await srv.server.pools.reconciler.settled();
   }
+}
+
+const STOCK = 64;
+
+/**
+ * The claim path's own throughput, apart from host boots: a pool stocked with STOCK ready hosts is
+ * claimed empty by concurrent clients (nothing released meanwhile), then the hosts are removed.
+ */
+async function stockedBurst(srv: InProcessServer, loop: (...args: string[]) => Promise<LoopResult>, opts: ClaimBenchOptions): Promise<LoopResult> {
+  opts.progress(`stocking a pool of ${STOCK} ready hosts…`);
+  await srv.api.post('/v1/pools', { name: 'stock', size: STOCK, maxLaunching: 8 });
+  const deadline = Date.now() + 300_000;
+  for (;;) {
+    const { body } = await srv.api.get<{ status: { ready: number } }>('/v1/pools/stock');
+    if (body.status.ready >= STOCK) break;
+    if (Date.now() > deadline) throw new Error('the stock pool did not fill in 5 minutes');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  // The refill keeps running during the burst, one launch at a time (the least it can do).
+  await srv.api.put('/v1/pools/stock', { size: STOCK, maxLaunching: 1 });
+  opts.progress(`claiming ${STOCK} hosts at concurrency ${opts.concurrency}…`);
+  const burst = await loop('burst', 'stock', String(STOCK), String(opts.concurrency));
+  await srv.api.delete('/v1/pools/stock');
+  for (const id of burst.hosts ?? []) await srv.api.post(`/v1/hosts/${id}/release`, {});
+  return burst;
 }
 
 /** Medians of the timings the server recorded for the last `n` warm claims. */

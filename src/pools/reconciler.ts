@@ -11,7 +11,7 @@ import type { Slot } from '../core/pool-state.js';
 import type { CommandService } from '../commands/command-service.js';
 import type { HostResources } from '../drivers/types.js';
 import type { HostService, RegisteredHost } from '../hosts/host-service.js';
-import type { HostsRepo } from '../store/hosts-repo.js';
+import type { HostsRepo, PoolMember } from '../store/hosts-repo.js';
 import type { PoolsRepo } from '../store/pools-repo.js';
 import type { HostRow, PoolRow } from '../store/schema.js';
 import { runChecks } from './host-checks.js';
@@ -29,6 +29,8 @@ export interface ReconcilerDeps {
   /** First back-off delay after a failed launch; doubles per consecutive failure up to maxBackoffMs. */
   backoffMs?: number;
   maxBackoffMs?: number;
+  /** Least time between two passes of one pool while kicks keep coming. */
+  minPassIntervalMs?: number;
 }
 
 export interface PoolProgress {
@@ -68,14 +70,18 @@ export class PoolReconciler {
     }
     const entry = { running: Promise.resolve(), again: false };
     entry.running = (async () => {
-      do {
+      for (;;) {
         entry.again = false;
         try {
           await this.pass(tenantId, name);
         } catch (err) {
           this.deps.log(`pool ${name}: reconcile pass failed: ${errorMessage(err)}`);
         }
-      } while (entry.again);
+        if (!entry.again || this.stopping.signal.aborted) break;
+        // Under a burst of claims every one kicks: one pass per interval sees them all, instead of a
+        // pass per claim competing with the claims for the store.
+        await new Promise((resolve) => setTimeout(resolve, this.deps.minPassIntervalMs ?? 50));
+      }
       this.passes.delete(key);
     })();
     this.passes.set(key, entry);
@@ -114,9 +120,9 @@ export class PoolReconciler {
   private async pass(tenantId: string, name: string): Promise<void> {
     const pool = await this.deps.pools.get(tenantId, name);
     if (!pool) return;
-    const rows = await this.deps.hosts.listPool(tenantId, name);
+    const rows = await this.deps.hosts.listPoolMembers(tenantId, name);
     const now = Date.now();
-    const stale = (h: HostRow) => h.generation !== pool.generation || (pool.max_idle_age_s !== null && h.slot === 'ready' && now - new Date(h.slot_since ?? h.created_at).getTime() > pool.max_idle_age_s * 1000);
+    const stale = (h: PoolMember) => h.generation !== pool.generation || (pool.max_idle_age_s !== null && h.slot === 'ready' && now - new Date(h.slot_since ?? h.created_at).getTime() > pool.max_idle_age_s * 1000);
     const warming = rows.filter((h) => h.slot === 'warming');
     const warmingCurrent = warming.filter((h) => !stale(h));
     const ready = rows.filter((h) => h.slot === 'ready' && !stale(h) && h.state === 'running');
@@ -203,7 +209,7 @@ export class PoolReconciler {
     this.kick(pool.tenant_id, pool.name);
   }
 
-  private healthChecks(pool: PoolRow, ready: HostRow[], now: number): void {
+  private healthChecks(pool: PoolRow, ready: PoolMember[], now: number): void {
     const check = pool.health_check;
     if (!check) return;
     for (const host of ready) {
@@ -267,7 +273,7 @@ export class PoolReconciler {
   }
 
   /** Takes a host out of the pool and terminates it, in the background. */
-  retire(host: HostRow, from: readonly Slot[], reason: string): void {
+  retire(host: PoolMember, from: readonly Slot[], reason: string): void {
     this.track(
       (async () => {
         const moved = from.includes('retiring') && host.slot === 'retiring' ? { row: host, previous: { slot: 'retiring' as Slot, seconds: 0 } } : await this.deps.hosts.setSlot(host.id, from, 'retiring');

@@ -17,6 +17,8 @@ export interface NewHost {
   pool?: { name: string; generation: number; slot: Slot; group?: string; claimId?: string };
 }
 
+export type PoolMember = Pick<HostRow, 'id' | 'tenant_id' | 'pool' | 'generation' | 'slot' | 'slot_since' | 'state' | 'created_at'>;
+
 export interface SlotFields {
   generation?: number;
   image?: string;
@@ -143,6 +145,20 @@ export class HostsRepo {
       .where('state', 'not in', ['terminated', 'failed'])
       .orderBy('created_at')
       .orderBy('id')
+      .execute();
+  }
+
+  /**
+   * The few columns the reconciler needs of every live host of a pool: it reads them on every pass,
+   * and whole rows (tags, resources, driver data) made those passes the store's biggest cost.
+   */
+  async listPoolMembers(tenantId: string, pool: string): Promise<PoolMember[]> {
+    return this.db
+      .selectFrom('hosts')
+      .select(['id', 'tenant_id', 'pool', 'generation', 'slot', 'slot_since', 'state', 'created_at'])
+      .where('tenant_id', '=', tenantId)
+      .where('pool', '=', pool)
+      .where('state', 'not in', ['terminated', 'failed'])
       .execute();
   }
 

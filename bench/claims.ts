@@ -63,8 +63,8 @@ export async function claimBench(srv: InProcessServer, opts: ClaimBenchOptions):
       `| of which, inside the server: pick / init / whole claim | ${breakdown.n} | ${ms(breakdown.pick)} / ${ms(breakdown.init)} / ${ms(breakdown.total)} | | | |`,
       `| cold path (launch + wait for agent + \`true\`) | ${c.n} | ${ms(c.p50)} | ${ms(c.p99)} | cold / warm p50 = ${ratio.toFixed(1)}x (>= 20x) | ${verdict(ratio >= 20)} |`,
       `| sustained claims, ${opts.concurrency} clients, each host released (terminated) at once (${sustained.hits}/${sustained.count} hits) | ${s.n} | ${ms(s.p50)} | ${ms(s.p99)} | ${rate.toFixed(1)} claims/s (>= 100) | ${verdict(rate >= 100)} |`,
-      `| claim path capacity: ${burst.count} claims from ${opts.concurrency} clients on a stocked pool of ${STOCK} (refill: 1 launch at a time), none released (${burst.hits}/${burst.count} hits) | ${summarize(burst.samples).n} | ${ms(summarize(burst.samples).p50)} | ${ms(summarize(burst.samples).p99)} | ${(burst.count / (burst.seconds ?? 1)).toFixed(1)} claims/s | |`,
       `| the same, released with --reuse (host reset in place, back to the pool) (${reused.hits}/${reused.count} hits) | ${r.n} | ${ms(r.p50)} | ${ms(r.p99)} | ${reuseRate.toFixed(1)} claims/s (>= 100) | ${verdict(reuseRate >= 100)} |`,
+      `| claim path capacity: ${burst.count} claims from ${opts.concurrency} clients on a stocked pool of ${STOCK} (refill: 1 launch at a time), none released (${burst.hits}/${burst.count} hits) | ${summarize(burst.samples).n} | ${ms(summarize(burst.samples).p50)} | ${ms(summarize(burst.samples).p99)} | ${(burst.count / (burst.seconds ?? 1)).toFixed(1)} claims/s | |`,
     ];
   } finally {
     await srv.api.delete('/v1/pools/bench');

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HostView } from '../../src/hosts/views.js';
 import type { PoolHostView, PoolStatusView } from '../../src/pools/views.js';
 import { startServer, type InProcessServer } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait.js';
 
 const NET = { bridge: 'berthpol0', subnet: '10.227.0.0/22', cgroupName: 'berthpol' };
 
@@ -15,16 +16,6 @@ describe('pool policies', () => {
 
   const pool = async (name: string) => (await srv.api.get<PoolStatusView>(`/v1/pools/${name}`)).body;
   const readyHosts = async (name: string) => (await srv.api.get<{ hosts: PoolHostView[] }>(`/v1/pools/${name}/hosts`)).body.hosts.filter((h) => h.slot === 'ready');
-  const waitFor = async <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> => {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      const value = await probe();
-      if (value !== undefined) return value;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error(`timed out waiting for ${what}`);
-  };
-
   beforeAll(async () => {
     srv = await startServer(NET);
     baseline = srv.leftovers();
@@ -99,7 +90,7 @@ describe('pool policies', () => {
         const ready = hosts.filter((h) => h.slot === 'ready');
         return ready.length === 1 && ready[0]?.id !== first.id ? ready[0] : undefined;
       },
-      20_000,
+      { timeoutMs: 20_000 },
     );
     expect(next.id).not.toBe(first.id);
     expect(emptySamples).toBe(0);

@@ -2,43 +2,32 @@
  * kill -9 of the server in the middle of a claim storm, then restart: no host is in two groups, no
  * claim is left half-done, and the pool converges back to its size.
  */
-import type { ChildProcess } from 'node:child_process';
-import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { countLocalLeftovers, LocalDriver } from '../../src/drivers/local/index.js';
+import type { LeftoverCounts } from '../../src/drivers/local/index.js';
 import type { ClaimView, PoolHostView, PoolStatusView } from '../../src/pools/views.js';
-import { Api, driverConfig, spawnServer, tempDataDir, tokenOf } from '../helpers/server.js';
+import { ServerProcess, type Api } from '../helpers/server.js';
+import { waitFor as poll } from '../helpers/wait.js';
+
+/** The server is down for a moment in these tests: a failed probe is a "not yet". */
+const waitFor = <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000) => poll(what, probe, { timeoutMs, intervalMs: 200, ignoreErrors: true });
 
 const NET = { bridge: 'berthprs0', subnet: '10.226.0.0/22', cgroupName: 'berthprs' };
 const PORTS = { api: 17380, agent: 17381 };
 
 describe('claim storm across a control-plane crash', () => {
-  let dataDir: string;
-  let server: ChildProcess | undefined;
+  let proc: ServerProcess;
   let api: Api;
-  let baseline: ReturnType<typeof countLocalLeftovers>;
-
-  const waitFor = async <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> => {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      const value = await probe().catch(() => undefined);
-      if (value !== undefined) return value;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    throw new Error(`timed out waiting for ${what}`);
-  };
+  let baseline: LeftoverCounts;
 
   beforeAll(async () => {
-    dataDir = await tempDataDir('pool-restart');
-    server = await spawnServer(dataDir, NET, PORTS);
-    baseline = countLocalLeftovers(driverConfig(dataDir, NET));
-    api = new Api(`http://127.0.0.1:${PORTS.api}`, tokenOf(dataDir));
+    proc = await ServerProcess.start('pool-restart', NET, PORTS);
+    api = proc.api;
+    // After the server's start-up recovery, which removes what an earlier, aborted run left behind.
+    baseline = proc.leftovers();
   });
 
   afterAll(async () => {
-    server?.kill('SIGKILL');
-    await new LocalDriver(driverConfig(dataDir, NET)).teardown();
-    await rm(dataDir, { recursive: true, force: true });
+    await proc?.remove();
   });
 
   it('leaves no claim half-done and converges after kill -9', async () => {
@@ -57,12 +46,12 @@ describe('claim storm across a control-plane crash', () => {
     };
     const load = Promise.all(Array.from({ length: 16 }, (_, w) => worker(w)));
     await waitFor('claims under way', () => Promise.resolve(completed >= 20 ? true : undefined), 30_000);
-    server?.kill('SIGKILL');
-    await new Promise((r) => server?.once('exit', r));
+    await proc.kill();
     stop = true;
     await load;
 
-    server = await spawnServer(dataDir, NET, PORTS);
+    await proc.restart();
+    api = proc.api;
     const converged = await waitFor('the pool to converge', async () => {
       const pool = (await api.get<PoolStatusView>('/v1/pools/crash')).body;
       const hosts = (await api.get<{ hosts: PoolHostView[] }>('/v1/pools/crash/hosts')).body.hosts;
@@ -93,6 +82,6 @@ describe('claim storm across a control-plane crash', () => {
     await api.delete('/v1/pools/crash');
     for (const host of claimed) expect((await api.post(`/v1/hosts/${host.id}/release`, {})).status).toBe(200);
     await waitFor('every host to go', async () => ((await api.get<{ hosts: unknown[] }>('/v1/hosts')).body.hosts.length === 0 ? true : undefined));
-    expect(countLocalLeftovers(driverConfig(dataDir, NET))).toEqual(baseline);
+    expect(proc.leftovers()).toEqual(baseline);
   }, 180_000);
 });

@@ -5,6 +5,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClaimView, PoolHostView, PoolStatusView } from '../../src/pools/views.js';
 import { startServer, type InProcessServer } from '../helpers/server.js';
+import { waitFor as poll } from '../helpers/wait.js';
+
+const waitFor = <T>(what: string, probe: () => Promise<T | undefined>) => poll(what, probe, { timeoutMs: 60_000 });
 
 const NET = { bridge: 'berthpool0', subnet: '10.224.0.0/22', cgroupName: 'berthpool' };
 
@@ -13,17 +16,7 @@ describe('pools and claims', () => {
   let baseline: ReturnType<InProcessServer['leftovers']>;
 
   const pool = async (name: string) => (await srv.api.get<PoolStatusView>(`/v1/pools/${name}`)).body;
-  const poolHosts = async (name: string) => (await srv.api.get<{ hosts: PoolHostView[] }>(`/v1/pools/${name}/hosts`)).body.hosts;
-  const waitFor = async <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> => {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      const value = await probe();
-      if (value !== undefined) return value;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error(`timed out waiting for ${what}`);
-  };
-  const waitFull = (name: string, size: number) =>
+  const poolHosts = async (name: string) => (await srv.api.get<{ hosts: PoolHostView[] }>(`/v1/pools/${name}/hosts`)).body.hosts;  const waitFull = (name: string, size: number) =>
     waitFor(`pool ${name} to hold ${size} ready hosts`, async () => {
       const p = await pool(name);
       const hosts = await poolHosts(name);

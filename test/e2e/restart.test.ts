@@ -3,49 +3,35 @@
  * every in-flight command ends in a defined status, hosts the store cannot account for are removed,
  * and removing every host leaves nothing behind.
  */
-import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CommandView } from '../../src/commands/views.js';
-import { countLocalLeftovers, LocalDriver } from '../../src/drivers/local/index.js';
+import type { LeftoverCounts } from '../../src/drivers/local/index.js';
 import type { HostView } from '../../src/hosts/views.js';
 import { DEFAULT_TENANT } from '../../src/store/migrations.js';
 import { openStore } from '../../src/store/store.js';
-import { Api, driverConfig, spawnServer, tempDataDir, tokenOf } from '../helpers/server.js';
+import { ServerProcess, type Api } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait.js';
 
 const NET = { bridge: 'berthrst0', subnet: '10.219.0.0/24', cgroupName: 'berthrst' };
 const PORTS = { api: 17370, agent: 17371 };
 
 describe('control-plane restart', () => {
+  let proc: ServerProcess;
   let dataDir: string;
-  let server: ChildProcess | undefined;
   let api: Api;
-  let baseline: ReturnType<typeof countLocalLeftovers>;
-
-  const waitFor = async <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> => {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      const value = await probe();
-      if (value !== undefined) return value;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error(`timed out waiting for ${what}`);
-  };
+  let baseline: LeftoverCounts;
 
   beforeAll(async () => {
-    dataDir = await tempDataDir('restart');
-    server = await spawnServer(dataDir, NET, PORTS);
+    proc = await ServerProcess.start('restart', NET, PORTS);
+    ({ dataDir, api } = proc);
     // After the server's start-up recovery, which removes what an earlier, aborted run left behind.
-    baseline = countLocalLeftovers(driverConfig(dataDir, NET));
-    api = new Api(`http://127.0.0.1:${PORTS.api}`, tokenOf(dataDir));
+    baseline = proc.leftovers();
   });
 
   afterAll(async () => {
-    server?.kill('SIGKILL');
-    await new LocalDriver(driverConfig(dataDir, NET)).teardown();
-    await rm(dataDir, { recursive: true, force: true });
+    await proc?.remove();
   });
 
   it('adopts running hosts, settles in-flight commands and cleans up what it cannot account for', async () => {
@@ -60,8 +46,7 @@ describe('control-plane restart', () => {
       return views.every((v) => v.status === 'InProgress') ? true : undefined;
     });
 
-    server?.kill('SIGKILL');
-    await new Promise((r) => server?.once('exit', r));
+    await proc.kill();
     // While the control plane is down: one host dies, and one is forgotten by the store.
     // Killing a pid namespace's init kills every process of that host.
     process.kill(initPidOf(dataDir, dies.id), 'SIGKILL');
@@ -69,7 +54,8 @@ describe('control-plane restart', () => {
     await store.db.deleteFrom('hosts').where('id', '=', unknown.id).where('tenant_id', '=', DEFAULT_TENANT).execute();
     await store.close();
 
-    server = await spawnServer(dataDir, NET, PORTS);
+    await proc.restart();
+    api = proc.api;
 
     const adopted = await waitFor('the surviving host to reconnect', async () => {
       const host = (await api.get<HostView>(`/v1/hosts/${keep.id}`)).body;
@@ -94,7 +80,7 @@ describe('control-plane restart', () => {
     expect((await api.get<HostView>(`/v1/hosts/${dies.id}`)).body.state).toBe('terminated');
 
     // The forgotten host is gone from the machine too: only `keep` is left.
-    const leftovers = countLocalLeftovers(driverConfig(dataDir, NET));
+    const leftovers = proc.leftovers();
     expect(leftovers.netns).toBe(baseline.netns + 1);
 
     // A command run after the restart works as before.
@@ -102,7 +88,7 @@ describe('control-plane restart', () => {
     expect(after.invocations[0]?.stdout).toBe('again\n');
 
     expect((await api.delete<HostView>(`/v1/hosts/${keep.id}`)).body.state).toBe('terminated');
-    expect(countLocalLeftovers(driverConfig(dataDir, NET))).toEqual(baseline);
+    expect(proc.leftovers()).toEqual(baseline);
   });
 });
 

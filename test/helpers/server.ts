@@ -185,3 +185,50 @@ export function agentPidOf(dataDir: string, hostId: string): number {
   if (!agent) throw new Error(`no agent process under the init of ${hostId} (${state.initPid})`);
   return agent;
 }
+
+/**
+ * A server in a process of its own, so a test can kill -9 it and start it again on the same data
+ * dir and ports. `remove()` kills it and removes its network, cgroup parents and data dir.
+ */
+export class ServerProcess {
+  /** A client with the data dir's token (created by the first start). */
+  api = new Api('', undefined);
+  private child: ChildProcess | undefined;
+
+  private constructor(
+    readonly dataDir: string,
+    readonly net: TestNetwork,
+    readonly ports: { api: number; agent: number },
+  ) {}
+
+  static async start(prefix: string, net: TestNetwork, ports: { api: number; agent: number }): Promise<ServerProcess> {
+    const proc = new ServerProcess(await tempDataDir(prefix), net, ports);
+    await proc.restart();
+    return proc;
+  }
+
+  /** (Re)starts the server; it recovers what the previous one left. */
+  async restart(): Promise<void> {
+    this.child = await spawnServer(this.dataDir, this.net, this.ports);
+    this.api = new Api(`http://127.0.0.1:${this.ports.api}`, tokenOf(this.dataDir));
+  }
+
+  /** kill -9, and waits until it is gone. */
+  async kill(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+  }
+
+  leftovers(): LeftoverCounts {
+    return countLocalLeftovers(driverConfig(this.dataDir, this.net));
+  }
+
+  async remove(): Promise<void> {
+    await this.kill();
+    await new LocalDriver(driverConfig(this.dataDir, this.net)).teardown();
+    await rm(this.dataDir, { recursive: true, force: true });
+  }
+}

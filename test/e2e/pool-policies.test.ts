@@ -2,27 +2,22 @@
  * A pool's policies on real hosts: an empty pool that fails fast with Retry-After, back-off for an
  * image that keeps failing, hosts that fail their health check, and hosts idle past maxIdleAge.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { HostView } from '../../src/hosts/views.js';
 import type { PoolHostView, PoolStatusView } from '../../src/pools/views.js';
-import { startServer, type InProcessServer } from '../helpers/server.js';
+import { useServer, type InProcessServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
 
 const NET = { bridge: 'berthpol0', subnet: '10.227.0.0/22', cgroupName: 'berthpol' };
 
 describe('pool policies', () => {
   let srv: InProcessServer;
-  let baseline: ReturnType<InProcessServer['leftovers']>;
 
   const pool = async (name: string) => (await srv.api.get<PoolStatusView>(`/v1/pools/${name}`)).body;
   const readyHosts = async (name: string) => (await srv.api.get<{ hosts: PoolHostView[] }>(`/v1/pools/${name}/hosts`)).body.hosts.filter((h) => h.slot === 'ready');
-  beforeAll(async () => {
-    srv = await startServer(NET);
-    baseline = srv.leftovers();
-  });
-  afterAll(async () => {
-    await srv?.stop();
-    if (srv) expect(srv.leftovers()).toEqual(baseline);
+  const server = useServer(NET);
+  beforeAll(() => {
+    srv = server.srv;
   });
 
   it('fails a claim on an empty pool at once with 503 and Retry-After when onEmpty is fail', async () => {

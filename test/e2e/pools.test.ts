@@ -2,9 +2,9 @@
  * Warm pools and claims on real hosts: a claim storm against a small pool, image (generation) change
  * under load, bad input, and a failing init that changes nothing.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { ClaimView, PoolHostView, PoolStatusView } from '../../src/pools/views.js';
-import { startServer, type InProcessServer } from '../helpers/server.js';
+import { useServer, type InProcessServer } from '../helpers/server.js';
 import { waitFor as poll } from '../helpers/wait.js';
 
 const waitFor = <T>(what: string, probe: () => Promise<T | undefined>) => poll(what, probe, { timeoutMs: 60_000 });
@@ -13,7 +13,6 @@ const NET = { bridge: 'berthpool0', subnet: '10.224.0.0/22', cgroupName: 'berthp
 
 describe('pools and claims', () => {
   let srv: InProcessServer;
-  let baseline: ReturnType<InProcessServer['leftovers']>;
 
   const pool = async (name: string) => (await srv.api.get<PoolStatusView>(`/v1/pools/${name}`)).body;
   const poolHosts = async (name: string) => (await srv.api.get<{ hosts: PoolHostView[] }>(`/v1/pools/${name}/hosts`)).body.hosts;  const waitFull = (name: string, size: number) =>
@@ -24,13 +23,9 @@ describe('pools and claims', () => {
       return settled ? p : undefined;
     });
 
-  beforeAll(async () => {
-    srv = await startServer(NET);
-    baseline = srv.leftovers();
-  });
-  afterAll(async () => {
-    await srv?.stop();
-    if (srv) expect(srv.leftovers()).toEqual(baseline);
+  const server = useServer(NET);
+  beforeAll(() => {
+    srv = server.srv;
   });
 
   it('gives 500 concurrent claims 500 distinct hosts from a pool of 8, then refills it', async () => {

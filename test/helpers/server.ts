@@ -8,6 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { LocalDriver, countLocalLeftovers, type LocalDriverConfig, type LeftoverCounts } from '../../src/drivers/local/index.js';
 import { BerthServer } from '../../src/server/berth-server.js';
 import { agentBundleDir, agentCommand, packageRoot } from '../../src/cli/paths.js';
@@ -231,4 +232,28 @@ export class ServerProcess {
     await new LocalDriver(driverConfig(this.dataDir, this.net)).teardown();
     await rm(this.dataDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * For a test file: an in-process server on `net` started before its tests and stopped after them,
+ * with every host removed — and a check that nothing was left on the machine. Call inside describe.
+ */
+export function useServer(net: TestNetwork): { readonly srv: InProcessServer } {
+  let srv: InProcessServer | undefined;
+  let baseline: LeftoverCounts | undefined;
+  beforeAll(async () => {
+    srv = await startServer(net);
+    baseline = srv.leftovers();
+  });
+  afterAll(async () => {
+    if (!srv) return;
+    await srv.stop();
+    expect(srv.leftovers()).toEqual(baseline);
+  });
+  return {
+    get srv(): InProcessServer {
+      if (!srv) throw new Error('the server has not started');
+      return srv;
+    },
+  };
 }

@@ -44,6 +44,9 @@ const poolKey = (tenantId: string, name: string) => `${tenantId}/${name}`;
 export class PoolReconciler {
   /** Warm-ups and health checks this process runs, by host id. */
   private readonly busy = new Set<string>();
+  /** Hosts whose machine this process is creating or resetting, and retires asked for meanwhile. */
+  private readonly booting = new Set<string>();
+  private readonly doomed = new Map<string, string>();
   private readonly lastHealth = new Map<string, number>();
   private readonly passes = new Map<string, { running: Promise<void>; again: boolean }>();
   private readonly progress = new Map<string, PoolProgress>();
@@ -189,7 +192,23 @@ export class PoolReconciler {
   private async launchOne(pool: PoolRow): Promise<void> {
     const host = await this.deps.hostService.register(pool.tenant_id, launchRequest(pool), { name: pool.name, generation: pool.generation, slot: 'warming' });
     this.busy.add(host.id);
-    this.track(this.warm(pool, host).finally(() => this.busy.delete(host.id)));
+    this.booting.add(host.id);
+    this.track(
+      this.warm(pool, host).finally(async () => {
+        this.busy.delete(host.id);
+        await this.bootEnded(pool.tenant_id, host.id);
+      }),
+    );
+  }
+
+  /** A retire asked for while the host was booting happens now that the boot is over. */
+  private async bootEnded(tenantId: string, hostId: string): Promise<void> {
+    this.booting.delete(hostId);
+    const reason = this.doomed.get(hostId);
+    if (reason === undefined) return;
+    this.doomed.delete(hostId);
+    const row = await this.deps.hosts.get(tenantId, hostId);
+    if (row) this.retire(row, ['warming', 'ready'], reason);
   }
 
   private async warm(pool: PoolRow, host: RegisteredHost): Promise<void> {
@@ -251,6 +270,7 @@ export class PoolReconciler {
       this.busy.delete(host.id);
       return undefined;
     }
+    this.booting.add(host.id);
     const work = (async () => {
       const { tags, image, resources } = launchRequest(pool);
       await this.deps.hostService.reset(pool.tenant_id, host.id, { image, tags, resources }, { waitMs: this.deps.bootTimeoutMs ?? 30_000, signal: this.stopping.signal });
@@ -264,8 +284,9 @@ export class PoolReconciler {
         const row = await this.deps.hosts.get(pool.tenant_id, host.id);
         if (row) this.retire(row, ['warming'], `reuse failed: ${errorMessage(err)}`);
       })
-      .finally(() => {
+      .finally(async () => {
         this.busy.delete(host.id);
+        await this.bootEnded(pool.tenant_id, host.id);
         this.kick(pool.tenant_id, pool.name);
       });
     this.track(work);
@@ -274,6 +295,12 @@ export class PoolReconciler {
 
   /** Takes a host out of the pool and terminates it, in the background. */
   retire(host: PoolMember, from: readonly Slot[], reason: string): void {
+    // Terminating a host while its machine is still being created or reset could leave the
+    // launch's remains behind: it is retired as soon as that ends.
+    if (this.booting.has(host.id)) {
+      this.doomed.set(host.id, reason);
+      return;
+    }
     this.track(
       (async () => {
         const moved = from.includes('retiring') && host.slot === 'retiring' ? { row: host, previous: { slot: 'retiring' as Slot, seconds: 0 } } : await this.deps.hosts.setSlot(host.id, from, 'retiring');

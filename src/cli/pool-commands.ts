@@ -130,6 +130,7 @@ function printPool(printer: Printer, p: PoolStatusView, hosts: PoolHostView[]): 
     `  ready ${s.ready}/${p.size}, warming ${s.warming}, claiming ${s.claiming}, claimed ${s.claimed}, quarantined ${s.quarantined}, retiring ${s.retiring}, stale ${s.stale}`,
     `  hits ${s.hits}, misses ${s.misses}, idle host-seconds ${s.idleHostSeconds}, consecutive failures ${s.consecutiveFailures}`,
     `  last failure: ${s.lastFailure ? `${s.lastFailure.reason} (${age(s.lastFailure.at)} ago)` : '-'}`,
+    `  last claim: ${s.lastClaimAt ? `${age(s.lastClaimAt)} ago` : 'never (its ready hosts are pure cost)'}`,
   ];
   printer.out(`${lines.join('\n')}\n`);
   const buckets = s.claimLatency.filter((b) => b.count > 0);

@@ -89,7 +89,8 @@ export class PoolService {
     const now = Date.now();
     const currentIdleSeconds = hosts.filter((h) => h.slot === 'ready').reduce((sum, h) => sum + (now - new Date(h.slot_since ?? h.created_at).getTime()) / 1000, 0);
     const claimLatency = await this.deps.claims.latencyHistogram(row.tenant_id, row.name);
-    return toPoolStatusView(row, counts, this.deps.reconciler.progressOf(row.tenant_id, row.name), { currentIdleSeconds, claimLatency });
+    const lastClaimAt = await this.deps.claims.lastClaimAt(row.tenant_id, row.name);
+    return toPoolStatusView(row, counts, this.deps.reconciler.progressOf(row.tenant_id, row.name), { currentIdleSeconds, claimLatency, lastClaimAt });
   }
 }
 

@@ -64,6 +64,8 @@ export interface PoolStatusView extends PoolView {
     consecutiveFailures: number;
     lastFailure: { reason: string; at: string } | null;
     claimLatency: { leMs: number | null; count: number }[];
+    /** Null when nothing ever claimed from the pool: its ready hosts are pure cost. */
+    lastClaimAt: string | null;
   };
 }
 
@@ -110,7 +112,7 @@ export function toPoolStatusView(
   row: PoolRow,
   counts: PoolCounts,
   progress: PoolProgress,
-  extra: { currentIdleSeconds: number; claimLatency: { leMs: number | null; count: number }[] },
+  extra: { currentIdleSeconds: number; claimLatency: { leMs: number | null; count: number }[]; lastClaimAt: Date | null },
 ): PoolStatusView {
   return {
     ...toPoolView(row),
@@ -131,6 +133,7 @@ export function toPoolStatusView(
       consecutiveFailures: row.consecutive_failures,
       lastFailure: row.last_failure ? { reason: row.last_failure, at: new Date(row.last_failure_at ?? row.updated_at).toISOString() } : null,
       claimLatency: extra.claimLatency,
+      lastClaimAt: extra.lastClaimAt ? extra.lastClaimAt.toISOString() : null,
     },
   };
 }

@@ -152,6 +152,12 @@ export class ClaimsRepo {
     await this.db.updateTable('claims').set({ idempotency_key: null }).where('id', '=', id).where('state', '=', 'failed').execute();
   }
 
+  /** When the pool was last claimed from, or null if never: a pool nobody uses shows it. */
+  async lastClaimAt(tenantId: string, pool: string): Promise<Date | null> {
+    const row = await this.db.selectFrom('claims').select((eb) => eb.fn.max('created_at').as('at')).where('tenant_id', '=', tenantId).where('pool', '=', pool).executeTakeFirst();
+    return row?.at ? new Date(row.at) : null;
+  }
+
   /** Counts of successful claims' latencies per bucket (upper bounds in ms; the last is +Inf). */
   async latencyHistogram(tenantId: string, pool: string): Promise<{ leMs: number | null; count: number }[]> {
     const rows = await this.db

@@ -89,6 +89,9 @@ describe('pool policies', () => {
     );
     expect(next.id).not.toBe(first.id);
     expect(emptySamples).toBe(0);
-    expect((await pool('idle')).status.idleHostSeconds).toBeGreaterThanOrEqual(2);
+    const status = (await pool('idle')).status;
+    expect(status.idleHostSeconds).toBeGreaterThanOrEqual(2);
+    // Nothing ever claimed from it, and its status says so.
+    expect(status.lastClaimAt).toBeNull();
   }, 60_000);
 });

@@ -63,6 +63,7 @@ describe('pools and claims', () => {
     const after = await waitFull('storm', 8);
     expect(after.status.hits + after.status.misses).toBe(500);
     expect(after.status.hits).toBeGreaterThan(0);
+    expect(Date.now() - Date.parse(after.status.lastClaimAt ?? '')).toBeLessThan(120_000);
     // Nothing lost or counted twice: the pool holds exactly its 8 ready hosts, every claimed host
     // was released and terminated, and no claim is left pending.
     const hosts = await poolHosts('storm');

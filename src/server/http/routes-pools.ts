@@ -48,6 +48,7 @@ const poolView = z.object({
     consecutiveFailures: z.number(),
     lastFailure: z.object({ reason: z.string(), at: z.string() }).nullable(),
     claimLatency: z.array(z.object({ leMs: z.number().nullable(), count: z.number() })),
+    lastClaimAt: z.string().nullable(),
   }),
 });
 

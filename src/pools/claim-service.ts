@@ -293,7 +293,7 @@ export class ClaimService {
   }
 }
 
-function poolNotFound(name: string): BerthError {
+export function poolNotFound(name: string): BerthError {
   return new BerthError('pool_not_found', `pool ${name} does not exist`, 'List pools with `berth pool ls`; create one with `berth pool create`.', { pool: name });
 }
 
@@ -301,4 +301,3 @@ function round(timings: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, Math.round(v * 100) / 100]));
 }
 
-export { poolNotFound };

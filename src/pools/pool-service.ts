@@ -68,7 +68,7 @@ export class PoolService {
   async remove(tenantId: string, name: string): Promise<{ retired: number; keptClaimed: number }> {
     const row = await this.deps.pools.get(tenantId, name);
     if (!row) throw poolNotFound(name);
-    const hosts = await this.deps.hosts.listPool(tenantId, name);
+    const hosts = await this.deps.hosts.listPoolMembers(tenantId, name);
     if (hosts.some((h) => h.slot === 'claiming')) {
       throw new BerthError('conflict', `pool ${name} has claims in progress`, 'Retry in a moment, when they have finished.', { pool: name });
     }
@@ -85,7 +85,7 @@ export class PoolService {
 
   private async status(row: PoolRow): Promise<PoolStatusView> {
     const counts = await this.deps.pools.counts(row.tenant_id, row.name, row.generation);
-    const hosts = counts.ready > 0 ? await this.deps.hosts.listPool(row.tenant_id, row.name) : [];
+    const hosts = counts.ready > 0 ? await this.deps.hosts.listPoolMembers(row.tenant_id, row.name) : [];
     const now = Date.now();
     const currentIdleSeconds = hosts.filter((h) => h.slot === 'ready').reduce((sum, h) => sum + (now - new Date(h.slot_since ?? h.created_at).getTime()) / 1000, 0);
     const claimLatency = await this.deps.claims.latencyHistogram(row.tenant_id, row.name);

@@ -36,7 +36,6 @@ export interface ReconcilerDeps {
 export interface PoolProgress {
   /** Why the pool is below size, or '' when it is full. */
   notFullReason: string;
-  lastPassAt: Date | null;
 }
 
 const poolKey = (tenantId: string, name: string) => `${tenantId}/${name}`;
@@ -59,7 +58,7 @@ export class PoolReconciler {
   }
 
   progressOf(tenantId: string, name: string): PoolProgress {
-    return this.progress.get(poolKey(tenantId, name)) ?? { notFullReason: 'not reconciled yet', lastPassAt: null };
+    return this.progress.get(poolKey(tenantId, name)) ?? { notFullReason: 'not reconciled yet' };
   }
 
   /** Runs a pass for the pool soon; passes of one pool never overlap (a kick during one runs another after). */
@@ -178,7 +177,7 @@ export class PoolReconciler {
       notFull = `rolling: ${staleReady.length} host(s) of an older generation or idle too long still to replace`;
     }
     this.healthChecks(pool, ready, now);
-    this.progress.set(poolKey(tenantId, name), { notFullReason: notFull, lastPassAt: new Date() });
+    this.progress.set(poolKey(tenantId, name), { notFullReason: notFull });
   }
 
   private backoffUntil(pool: PoolRow): number {
@@ -343,11 +342,10 @@ export async function prepareHost(
 
 /** Warm-up, then the health check: what makes an enrolled host ready. */
 async function checkReady(deps: Pick<ReconcilerDeps, 'commands'>, pool: PoolRow, hostId: string, warmupTimeoutS: number, signal?: AbortSignal): Promise<void> {
-  const host = { id: hostId };
-  if (pool.warmup.length > 0) await runChecks(deps.commands, pool.tenant_id, host.id, 'warm-up', pool.warmup, { timeoutS: warmupTimeoutS, ...(signal ? { signal } : {}) });
+  if (pool.warmup.length > 0) await runChecks(deps.commands, pool.tenant_id, hostId, 'warm-up', pool.warmup, { timeoutS: warmupTimeoutS, ...(signal ? { signal } : {}) });
   // Without a health check of its own, a host still proves it can run a command before it counts as
   // ready: an enrolled agent is not yet a working host (the bootstrap races of other pools), and the
   // first command through a fresh agent pays its one-time start-up costs, which a claim should not.
   const check = pool.health_check ?? { command: 'true', timeoutS: 10 };
-  await runChecks(deps.commands, pool.tenant_id, host.id, 'health check', [check.command], { timeoutS: check.timeoutS, ...(signal ? { signal } : {}) });
+  await runChecks(deps.commands, pool.tenant_id, hostId, 'health check', [check.command], { timeoutS: check.timeoutS, ...(signal ? { signal } : {}) });
 }

@@ -22,26 +22,6 @@ export const LATENCY_BUCKETS_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 500
 export class ClaimsRepo {
   constructor(private readonly db: Kysely<Database>) {}
 
-  /** Inserts a pending claim; undefined when a claim with this idempotency key already exists. */
-  async insert(claim: NewClaim): Promise<ClaimRow | undefined> {
-    return this.db
-      .insertInto('claims')
-      .values({
-        id: claim.id,
-        tenant_id: claim.tenantId,
-        pool: claim.pool,
-        group_name: claim.group,
-        idempotency_key: claim.idempotencyKey,
-        state: 'pending',
-        request: JSON.stringify(claim.request),
-        timings: '{}',
-        error: 'null',
-      })
-      .onConflict((oc) => oc.columns(['tenant_id', 'idempotency_key']).where('idempotency_key', 'is not', null).doNothing())
-      .returningAll()
-      .executeTakeFirst();
-  }
-
   /**
    * Records a new claim and, in the same statement, takes a ready host for it as pickReady does —
    * the claim path's first step in one round trip. `inserted` is false when a claim with this
@@ -128,7 +108,7 @@ export class ClaimsRepo {
     id: string,
     from: ClaimState,
     to: ClaimState,
-    fields: { hostId?: string | null; hit?: boolean; timings?: Record<string, number>; durationMs?: number; error?: Record<string, unknown> | null },
+    fields: { hostId?: string | null; durationMs?: number; error?: Record<string, unknown> | null },
   ): Promise<ClaimRow | undefined> {
     return this.db
       .updateTable('claims')
@@ -136,8 +116,6 @@ export class ClaimsRepo {
         state: to,
         finished_at: new Date(),
         ...(fields.hostId !== undefined ? { host_id: fields.hostId } : {}),
-        ...(fields.hit !== undefined ? { hit: fields.hit } : {}),
-        ...(fields.timings ? { timings: JSON.stringify(fields.timings) } : {}),
         ...(fields.durationMs !== undefined ? { duration_ms: fields.durationMs } : {}),
         ...(fields.error !== undefined ? { error: JSON.stringify(fields.error) } : {}),
       })

@@ -25,8 +25,6 @@ export interface SlotFields {
   group?: string | null;
   claimId?: string | null;
   tags?: Record<string, string>;
-  /** Leave the pool altogether (the host stays, e.g. a released host being terminated). */
-  pool?: null;
 }
 
 export class HostsRepo {
@@ -126,7 +124,6 @@ export class HostsRepo {
         ${fields.image !== undefined ? sql`, image = ${fields.image}` : sql``}
         ${fields.claimId !== undefined ? sql`, claim_id = ${fields.claimId}` : sql``}
         ${fields.tags !== undefined ? sql`, tags = ${JSON.stringify(fields.tags)}::jsonb` : sql``}
-        ${fields.pool === null ? sql`, pool = null` : sql``}
       from prev where hosts.id = prev.id
       returning hosts.*, prev.slot as prev_slot, extract(epoch from now() - prev.slot_since)::float8 as prev_s`.execute(this.db);
     const row = result.rows[0];
@@ -165,17 +162,6 @@ export class HostsRepo {
   /** Live pool hosts of every tenant in the given slots (the reconciler's and recovery's view). */
   async listInSlots(slots: readonly Slot[]): Promise<HostRow[]> {
     return this.db.selectFrom('hosts').selectAll().where('slot', 'in', [...slots]).where('state', 'not in', ['terminated', 'failed']).execute();
-  }
-
-  async listGroup(tenantId: string, group: string): Promise<HostRow[]> {
-    return this.db
-      .selectFrom('hosts')
-      .selectAll()
-      .where('tenant_id', '=', tenantId)
-      .where('group_name', '=', group)
-      .where('state', 'not in', ['terminated', 'failed'])
-      .orderBy('created_at')
-      .execute();
   }
 
   async setLaunched(id: string, ip: string, driverData: Record<string, unknown>): Promise<void> {

@@ -78,10 +78,10 @@ for (const backend of storeBackends()) {
 
     it('keeps one claim per idempotency key', async () => {
       await pools.create(DEFAULT_TENANT, spec('idem'));
-      const first = await claims.insert({ id: 'cl-k1', tenantId: DEFAULT_TENANT, pool: 'idem', group: 'g', idempotencyKey: 'key-1', request: {} });
-      const second = await claims.insert({ id: 'cl-k2', tenantId: DEFAULT_TENANT, pool: 'idem', group: 'g', idempotencyKey: 'key-1', request: {} });
-      expect(first?.id).toBe('cl-k1');
-      expect(second).toBeUndefined();
+      const first = await claims.insertAndPick({ id: 'cl-k1', tenantId: DEFAULT_TENANT, pool: 'idem', group: 'g', idempotencyKey: 'key-1', request: {} });
+      const second = await claims.insertAndPick({ id: 'cl-k2', tenantId: DEFAULT_TENANT, pool: 'idem', group: 'g', idempotencyKey: 'key-1', request: {} });
+      expect(first.inserted).toBe(true);
+      expect(second.inserted).toBe(false);
       expect((await claims.byIdempotencyKey(DEFAULT_TENANT, 'key-1'))?.id).toBe('cl-k1');
     });
 

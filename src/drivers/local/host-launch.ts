@@ -141,7 +141,7 @@ export async function startLauncher(
       signal?.removeEventListener('abort', onAbort);
       if (readyPipe) {
         readyPipe.removeAllListeners('data').removeAllListeners('close');
-        if ('destroy' in readyPipe && typeof readyPipe.destroy === 'function') readyPipe.destroy();
+        readyPipe.destroy();
       }
       launcher.stdin?.destroy();
       launcher.unref();

@@ -8,7 +8,7 @@
  * it started live on (they are detached, as before).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { PassThrough, Writable } from 'node:stream';
+import { PassThrough, Writable, type Readable } from 'node:stream';
 import { EventEmitter } from 'node:events';
 import type { CommandResult } from './proc.js';
 
@@ -69,7 +69,7 @@ export interface LauncherChild {
   readonly pid: number | undefined;
   readonly stdin: Writable | null;
   /** fd 3 of the launcher, where it reports "ready <pid>". */
-  readonly readyPipe: PassThrough | NodeJS.ReadableStream | undefined;
+  readonly readyPipe: Readable | undefined;
   on(event: 'error', listener: (err: Error) => void): unknown;
   unref(): void;
 }

@@ -7,6 +7,7 @@ import { claimInput, completeSpec, poolSpecInput } from '../../pools/spec.js';
 import type { PoolsRepo } from '../../store/pools-repo.js';
 import type { HostsRepo } from '../../store/hosts-repo.js';
 import { toPoolHostView } from '../../pools/views.js';
+import { LIVE_HOST_STATES } from '../../core/host-state.js';
 import { errorBody, hostView } from './schemas.js';
 
 const poolHostView = hostView.extend({
@@ -167,7 +168,7 @@ export function poolRoutes(deps: PoolRouteDeps): FastifyPluginCallbackZod {
       '/v1/groups/:name/hosts',
       { schema: { tags: ['groups'], summary: "A group's hosts", params: nameParams, response: { 200: z.object({ hosts: z.array(poolHostView) }), ...errors } } },
       async (request) => ({
-        hosts: (await deps.hostsRepo.listGroup(request.tenantId, request.params.name)).map((r) => toPoolHostView(r, deps.isConnected(r.id))),
+        hosts: (await deps.hostsRepo.list(request.tenantId, { states: LIVE_HOST_STATES, group: request.params.name })).map((r) => toPoolHostView(r, deps.isConnected(r.id))),
       }),
     );
     done();

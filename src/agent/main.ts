@@ -5,11 +5,15 @@
 import { readFileSync } from 'node:fs';
 import { AGENT_IDENTITY_PATH, agentIdentity } from '../protocol/messages.js';
 import { Agent } from './agent.js';
+import { regenerateIdentity } from './firstboot.js';
 
 export function runAgent(argv: string[] = process.argv.slice(2)): Agent {
   const identityPath = flag(argv, '--identity') ?? AGENT_IDENTITY_PATH;
   const stateDir = flag(argv, '--state-dir') ?? '/run/berth/agent';
   const identity = agentIdentity.parse(JSON.parse(readFileSync(identityPath, 'utf8')));
+  const log = (line: string): void => void process.stderr.write(`berth-agent: ${line}\n`);
+  const firstBoot = regenerateIdentity({ log });
+  log(`first boot: machine-id ${firstBoot.machineId}, ssh host keys ${firstBoot.sshHostKeys}`);
   const agent = new Agent({ identity, stateDir });
   const stop = () => {
     agent.stop();

@@ -24,12 +24,13 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
     .option('--bridge <name>', 'Linux bridge berth owns for its hosts', 'berth0')
     .option('--subnet <cidr>', 'private IPv4 subnet of the bridge', '10.213.0.0/16')
     .option('--name <name>', 'instance name: prefixes the cgroups and network namespaces of its hosts, so several servers can share a machine', 'berth')
-    .option('--image <dir>', "default image of hosts: a root filesystem directory (default: this machine's root)", '/')
+    .option('--image <image>', "default image of hosts: an image name, or a root filesystem directory (default: this machine's root)", '/')
     .action(async (opts: ServerOptions) => {
       const dataDir = ctx.dataDir();
+      const agentDir = agentBundleDir();
       const driver = new LocalDriver({
         stateDir: `${dataDir}/hosts`,
-        agentDir: agentBundleDir(),
+        agentDir,
         agentCommand: agentCommand(),
         ...(opts.bridge ? { bridge: opts.bridge } : {}),
         ...(opts.subnet ? { subnet: opts.subnet } : {}),
@@ -44,6 +45,7 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
         agentPort: Number(opts.agentPort),
         databaseUrl: env['BERTH_DATABASE_URL'],
         driver,
+        agentDir,
         ...(opts.image ? { defaultImage: opts.image } : {}),
         progress: (step) => process.stderr.write(`berth server: ${step}…\n`),
       });

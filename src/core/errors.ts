@@ -24,6 +24,9 @@ export type ErrorCode =
   | 'claim_not_found'
   | 'claim_failed'
   | 'host_not_claimed'
+  | 'image_not_found'
+  | 'image_in_use'
+  | 'bake_failed'
   | 'internal';
 
 const STATUS: Record<ErrorCode, number> = {
@@ -49,6 +52,10 @@ const STATUS: Record<ErrorCode, number> = {
   // the work is not.
   claim_failed: 422,
   host_not_claimed: 409,
+  image_not_found: 404,
+  image_in_use: 409,
+  // A step, test or the clone-uniqueness check failed: the spec is well-formed, the bake is not.
+  bake_failed: 422,
   internal: 500,
 };
 

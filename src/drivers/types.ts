@@ -19,6 +19,11 @@ export interface HostSpec {
   hostname: string;
   /** Local driver: a root filesystem directory; `/` means this machine's own root. */
   image: string;
+  /**
+   * Local driver: the image's layer directories (overlayfs format), top first, mounted read-only
+   * over `image`. Empty or absent: the host sees `image` alone.
+   */
+  layers?: string[];
   tags: Record<string, string>;
   resources: HostResources;
   /** What the agent needs to enrol: written into the host at /etc/berth/agent.json (mode 0600). */
@@ -78,6 +83,14 @@ export interface HostDriver {
    * credentials), cheaper than terminate + launch. Drivers that cannot leave it out.
    */
   reset?(spec: HostSpec, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<LaunchedHost>;
+  /**
+   * Optional: writes what the host changed in its image (its writable layer, in overlayfs format:
+   * whiteouts for removed files) into `dest`, which must not exist. With `stop`, the host's
+   * processes are stopped first and the layer is moved, not copied; the host must then be
+   * terminated. What the driver itself put into the host at boot (its identity files, agent
+   * credentials, mount points) is left out.
+   */
+  captureLayer?(id: string, driverData: Record<string, unknown>, dest: string, opts: OperationOptions & { stop: boolean }): Promise<void>;
   /** Idempotent: terminating a host that is already gone succeeds. Leaves nothing behind. */
   terminate(id: string, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<void>;
   describe(id: string, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<DescribedHost>;

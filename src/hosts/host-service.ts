@@ -19,12 +19,29 @@ export interface LaunchRequest {
   resources?: HostResources | undefined;
 }
 
+/** What a host boots from, as resolved by the control plane's images. */
+export interface BootImage {
+  /** As users name it: an image name, or a root filesystem path. */
+  image: string;
+  /** The build of a named image; null for a plain root filesystem. */
+  imageId: string | null;
+  /** Root filesystem directory at the bottom. */
+  base: string;
+  /** Layer directories over it, top first. */
+  layers: string[];
+}
+
+export interface ImageResolver {
+  /** The current build of an image name, or a root filesystem path as it is. Throws image_not_found. */
+  resolve(tenantId: string, ref: string): Promise<BootImage>;
+}
+
 export interface RegisteredHost {
   id: string;
   tenantId: string;
   token: string;
   hostname: string;
-  image: string;
+  boot: BootImage;
   resources: HostResources;
   tags: Record<string, string>;
 }
@@ -42,6 +59,7 @@ export interface HostServiceDeps {
   agentUrl: string;
   defaultImage: string;
   defaultResources: HostResources;
+  images: ImageResolver;
   /** Called when a host is gone for good, so its open work can be settled. */
   onHostGone: (hostId: string, detail: string) => Promise<void>;
   log: (line: string) => void;
@@ -58,8 +76,8 @@ export class HostService {
     this.readyEvents.setMaxListeners(0);
   }
 
-  async launch(tenantId: string, req: LaunchRequest, opts: { waitMs?: number; signal?: AbortSignal } = {}): Promise<HostView> {
-    const registered = await this.register(tenantId, req);
+  async launch(tenantId: string, req: LaunchRequest, opts: { waitMs?: number; signal?: AbortSignal; boot?: BootImage } = {}): Promise<HostView> {
+    const registered = await this.register(tenantId, req, undefined, opts.boot);
     await this.start(registered, opts);
     return this.get(tenantId, registered.id);
   }
@@ -68,25 +86,26 @@ export class HostService {
    * First half of a launch: records the host (state `launching`), so it counts from this moment.
    * `pool` makes it a pool's host in the given slot.
    */
-  async register(tenantId: string, req: LaunchRequest, pool?: NewHost['pool']): Promise<RegisteredHost> {
+  async register(tenantId: string, req: LaunchRequest, pool?: NewHost['pool'], boot?: BootImage): Promise<RegisteredHost> {
+    const resolved = boot ?? (await this.deps.images.resolve(tenantId, req.image ?? this.deps.defaultImage));
     const id = newId('h');
     const token = newSecret();
     const hostname = req.hostname ?? id;
-    const image = req.image ?? this.deps.defaultImage;
     const resources = { ...this.deps.defaultResources, ...(req.resources ?? {}) };
     const tags = req.tags ?? {};
     await this.deps.hosts.insert({
       id,
       tenantId,
       driver: this.deps.driver.name,
-      image,
+      image: resolved.image,
+      imageId: resolved.imageId,
       hostname,
       tags,
       resources: { ...resources },
       agentTokenHash: hashSecret(token),
       ...(pool ? { pool } : {}),
     });
-    return { id, tenantId, token, hostname, image, resources, tags };
+    return { id, tenantId, token, hostname, boot: resolved, resources, tags };
   }
 
   /**
@@ -98,7 +117,7 @@ export class HostService {
     const ready = opts.waitMs ? this.waitReady(id, opts.waitMs, opts.signal) : undefined;
     try {
       const launched = await this.deps.driver.launch(
-        { id, hostname: host.hostname, image: host.image, tags: host.tags, resources: host.resources, agent: { hostId: id, token: host.token, serverUrl: this.deps.agentUrl } },
+        { id, hostname: host.hostname, image: host.boot.base, layers: host.boot.layers, tags: host.tags, resources: host.resources, agent: { hostId: id, token: host.token, serverUrl: this.deps.agentUrl } },
         opts.signal ? { signal: opts.signal } : {},
       );
       await this.deps.hosts.setLaunched(id, launched.ip, launched.driverData);
@@ -155,8 +174,9 @@ export class HostService {
   async reset(tenantId: string, id: string, req: { image: string; tags: Record<string, string>; resources?: HostResources }, opts: { waitMs: number; signal?: AbortSignal }): Promise<HostRow> {
     const reset = this.deps.driver.reset?.bind(this.deps.driver);
     if (!reset) throw new BerthError('invalid_state', `the ${this.deps.driver.name} driver cannot reset hosts`, 'Release without --reuse.');
+    const boot = await this.deps.images.resolve(tenantId, req.image);
     const token = newSecret();
-    const row = await this.deps.hosts.beginReset(id, hashSecret(token), req.tags);
+    const row = await this.deps.hosts.beginReset(id, hashSecret(token), req.tags, { image: boot.image, imageId: boot.imageId });
     if (!row) throw new BerthError('invalid_state', `host ${id} is not running, so it cannot be reset`, 'Check it with `berth host ls`.', { hostId: id });
     this.resetting.add(id);
     this.deps.agents.disconnect(id, 'the host is being reset');
@@ -164,7 +184,7 @@ export class HostService {
     const ready = this.waitReady(id, opts.waitMs, opts.signal);
     try {
       const resources = { ...row.resources, ...(req.resources ?? {}) };
-      const spec = { id, hostname: row.hostname, image: req.image, tags: req.tags, resources, agent: { hostId: id, token, serverUrl: this.deps.agentUrl } };
+      const spec = { id, hostname: row.hostname, image: boot.base, layers: boot.layers, tags: req.tags, resources, agent: { hostId: id, token, serverUrl: this.deps.agentUrl } };
       const launched = await reset(spec, row.driver_data, opts.signal ? { signal: opts.signal } : {});
       await this.deps.hosts.setLaunched(id, launched.ip, launched.driverData);
       await ready;
@@ -178,6 +198,29 @@ export class HostService {
     const after = await this.deps.hosts.get(tenantId, id);
     if (!after) throw new BerthError('host_not_found', `host ${id} vanished during its reset`, 'A new host will replace it.');
     return after;
+  }
+
+  /**
+   * Writes what a host changed into `dest` (see HostDriver.captureLayer). With `stop`, the host is
+   * stopped and terminated: its layer is moved, not copied.
+   */
+  async captureLayer(tenantId: string, id: string, dest: string, opts: { stop: boolean; signal?: AbortSignal }): Promise<HostRow> {
+    const capture = this.deps.driver.captureLayer?.bind(this.deps.driver);
+    if (!capture) throw new BerthError('invalid_state', `the ${this.deps.driver.name} driver cannot capture hosts`, 'Bake the image from a spec instead.');
+    const row = await this.deps.hosts.get(tenantId, id);
+    if (!row) throw new BerthError('host_not_found', `host ${id} does not exist`, 'List hosts with `berth host ls`.', { hostId: id });
+    if (row.state !== 'running') throw new BerthError('invalid_state', `host ${id} is ${row.state}; only a running host can be captured`, 'Capture a running host (`berth host ls`).', { hostId: id });
+    if (opts.stop) {
+      this.resetting.add(id); // its init is stopped on purpose: not a loss for the monitor to report
+      try {
+        await capture(id, row.driver_data, dest, { stop: true, ...(opts.signal ? { signal: opts.signal } : {}) });
+      } finally {
+        await this.terminate(tenantId, id, 'captured into an image layer').finally(() => this.resetting.delete(id));
+      }
+    } else {
+      await capture(id, row.driver_data, dest, { stop: false, ...(opts.signal ? { signal: opts.signal } : {}) });
+    }
+    return row;
   }
 
   /** Verifies an agent's credentials: the token must be the one issued to this very host. */

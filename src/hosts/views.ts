@@ -7,6 +7,8 @@ export interface HostView {
   hostname: string;
   ip: string | null;
   image: string;
+  /** The image build the host boots from; null for a plain root filesystem. */
+  imageId: string | null;
   driver: string;
   tags: Record<string, string>;
   resources: Record<string, number>;
@@ -26,6 +28,7 @@ export function toHostView(row: HostRow, connected: boolean): HostView {
     hostname: row.hostname,
     ip: row.ip,
     image: row.image,
+    imageId: row.image_id,
     driver: row.driver,
     tags: row.tags,
     resources: row.resources,

@@ -13,7 +13,7 @@ const tags = z.record(z.string().min(1).max(128), z.string().max(256));
 export const poolSpecInput = z
   .object({
     name: nameSchema,
-    image: z.string().min(1).default('/').describe("Image the pool's hosts boot from (local driver: a root filesystem directory)"),
+    image: z.string().min(1).default('/').describe("Image the pool's hosts boot from: an image name (`berth image ls`; a new build rolls the pool), or a root filesystem directory"),
     size: z.number().int().min(0).max(10_000).describe('Ready hosts to keep'),
     maxSize: z.number().int().min(0).max(10_000).optional().describe('Most hosts the pool holds at once, warming and ready (default: size + maxLaunching)'),
     maxLaunching: z.number().int().min(1).max(1000).default(4).describe('Hosts launched at once when refilling'),

@@ -22,6 +22,16 @@ import { PoolService } from '../pools/pool-service.js';
 import { PoolReconciler } from '../pools/reconciler.js';
 import { ClaimsRepo } from '../store/claims-repo.js';
 import { PoolsRepo } from '../store/pools-repo.js';
+import { ImagesRepo } from '../store/images-repo.js';
+import { ArtifactCache } from '../images/artifacts.js';
+import { BakeHosts } from '../images/bake-hosts.js';
+import { BakeMounts } from '../images/bake-mounts.js';
+import { ImageBuilder } from '../images/builder.js';
+import { treeDigest } from '../images/digests.js';
+import { ImageService } from '../images/image-service.js';
+import { LayerStore, umountWith } from '../images/layer-store.js';
+import { resolveTools } from '../drivers/local/preflight.js';
+import { runCommand } from '../drivers/local/proc.js';
 import { DataDir } from './data-dir.js';
 import { buildApp } from './http/app.js';
 
@@ -37,6 +47,8 @@ export interface ServerConfig {
   agentPort?: number;
   databaseUrl?: string | undefined;
   driver: HostDriver;
+  /** The agent bundle baked into every image (the directory hosts mount at /.berth/agent). */
+  agentDir: string;
   defaultImage?: string;
   defaultResources?: HostResources;
   /** Log to stdout (pino JSON); false in tests. */
@@ -75,6 +87,7 @@ export class BerthServer {
     private readonly dataDir: DataDir,
     readonly recovered: { adopted: string[]; cleaned: string[] },
     readonly pools: PoolServices,
+    readonly images: ImageService,
   ) {}
 
   static async start(config: ServerConfig): Promise<BerthServer> {
@@ -98,7 +111,7 @@ export class BerthServer {
       const live = new LiveOutput(64 * 1024);
 
       // The gateway and the services refer to each other: the gateway's handlers find the services here.
-      const late: { hosts?: HostService; dispatcher?: CommandDispatcher } = {};
+      const late: { hosts?: HostService; dispatcher?: CommandDispatcher; images?: ImageService } = {};
       const report = (what: string) => (err: unknown) => log(`${what}: ${errorMessage(err)}`);
       const gateway = new AgentGateway(
         { host: driverInfo.agentListenHost, port: config.agentPort ?? 7071, heartbeatIntervalMs: config.heartbeatIntervalMs ?? 5000, log },
@@ -128,10 +141,18 @@ export class BerthServer {
         defaultImage: config.defaultImage ?? '/',
         defaultResources: config.defaultResources ?? { cpus: 1, memoryMiB: 1024, pids: 512 },
         onHostGone: (hostId, detail) => dispatcher.failOpenForHost(hostId, detail),
+        images: {
+          resolve: (tenantId, ref) => {
+            if (!late.images) throw new Error('images used before the server started');
+            return late.images.resolve(tenantId, ref);
+          },
+        },
         log,
       });
       late.hosts = hostsService;
       const poolsRepo = new PoolsRepo(store.db);
+      const images = await startImages(config, dataDir.path, { hosts: hostsService, commands, live, poolsRepo, imagesRepo: new ImagesRepo(store.db), log });
+      late.images = images;
       const claimsRepo = new ClaimsRepo(store.db);
       const isConnected = (hostId: string) => gateway.isConnected(hostId);
       const reconciler = new PoolReconciler({
@@ -143,7 +164,8 @@ export class BerthServer {
         ...(config.poolBackoffMs !== undefined ? { backoffMs: config.poolBackoffMs } : {}),
       });
       const claims = new ClaimService({ pools: poolsRepo, claims: claimsRepo, hosts: hostsRepo, hostService: hostsService, commands, reconciler, isConnected, log });
-      const poolService = new PoolService({ pools: poolsRepo, claims: claimsRepo, hosts: hostsRepo, reconciler, isConnected, log });
+      const checkImage = async (tenantId: string, image: string) => void (await images.resolve(tenantId, image));
+      const poolService = new PoolService({ pools: poolsRepo, claims: claimsRepo, hosts: hostsRepo, reconciler, isConnected, checkImage, log });
       progress('adopting hosts that outlived the previous server');
       const failedClaims = await claims.recover();
       const recovered = await hostsService.recover();
@@ -156,13 +178,14 @@ export class BerthServer {
         hosts: hostsService,
         commands,
         pools: { pools: poolService, claims, poolsRepo, hostsRepo, isConnected },
+        images,
         lookupToken: (hash) => tokens.tenantFor(hash),
         health: () => Promise.resolve({ store: store.kind, driver: config.driver.name, agentsConnected: gateway.connectedHostIds().length }),
         version: VERSION,
         logger: config.logger ?? false,
       });
       const address = await app.listen({ host: config.host ?? '127.0.0.1', port: config.port ?? 7070 });
-      const server = new BerthServer(address, agentUrl, token, store, hostsService, commands, app, gateway, dataDir, recovered, { pools: poolService, claims, reconciler });
+      const server = new BerthServer(address, agentUrl, token, store, hostsService, commands, app, gateway, dataDir, recovered, { pools: poolService, claims, reconciler }, images);
       dataDir.writeServerInfo({ url: address, pid: process.pid, agentUrl, startedAt: new Date().toISOString() });
       server.loop(config.sweepIntervalMs ?? 500, () => dispatcher.sweep(), report('command sweep'));
       server.loop(config.monitorIntervalMs ?? 2000, () => hostsService.monitor(), report('host monitor'));
@@ -183,6 +206,7 @@ export class BerthServer {
     for (const timer of this.timers) clearInterval(timer);
     await this.pools.reconciler.stop();
     await this.app.close();
+    await this.images.close().catch(() => undefined);
     await this.gateway.close();
     await this.store.close();
     this.dataDir.unlock();
@@ -202,4 +226,26 @@ export class BerthServer {
     timer.unref();
     this.timers.push(timer);
   }
+}
+
+/** The local image store under `<dataDir>/images`: layers, artifact cache, bake views. */
+async function startImages(
+  config: ServerConfig,
+  dataDir: string,
+  deps: { hosts: HostService; commands: CommandService; live: LiveOutput; poolsRepo: PoolsRepo; imagesRepo: ImagesRepo; log: (line: string) => void },
+): Promise<ImageService> {
+  const dir = `${dataDir}/images`;
+  const tools = resolveTools();
+  const layers = new LayerStore(dir, umountWith(runCommand, tools.umount));
+  await layers.recover(deps.log);
+  let agentDigest: Promise<string> | undefined;
+  const builder = new ImageBuilder({
+    layers,
+    artifacts: new ArtifactCache(`${dir}/artifacts`),
+    mounts: new BakeMounts(`${dir}/bases`, tools, runCommand),
+    bakeHosts: new BakeHosts({ hosts: deps.hosts, commands: deps.commands, live: deps.live, log: deps.log }),
+    agentDir: config.agentDir,
+    agentDigest: () => (agentDigest ??= treeDigest(config.agentDir)),
+  });
+  return new ImageService({ images: deps.imagesRepo, pools: deps.poolsRepo, layers, builder, hosts: deps.hosts, log: deps.log });
 }

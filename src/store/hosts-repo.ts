@@ -9,6 +9,8 @@ export interface NewHost {
   tenantId: string;
   driver: string;
   image: string;
+  /** The image build the host boots from; null for a plain root filesystem. */
+  imageId?: string | null;
   hostname: string;
   tags: Record<string, string>;
   resources: Record<string, number>;
@@ -39,6 +41,7 @@ export class HostsRepo {
         driver: host.driver,
         state: 'launching',
         image: host.image,
+        image_id: host.imageId ?? null,
         hostname: host.hostname,
         tags: JSON.stringify(host.tags),
         resources: JSON.stringify(host.resources),
@@ -179,11 +182,11 @@ export class HostsRepo {
   }
 
   /** For a reset: new agent credentials and tags; the host boots again (running -> booting). */
-  async beginReset(id: string, agentTokenHash: string, tags: Record<string, string>): Promise<HostRow | undefined> {
+  async beginReset(id: string, agentTokenHash: string, tags: Record<string, string>, image: { image: string; imageId: string | null }): Promise<HostRow | undefined> {
     assertTransition(id, 'running', 'booting');
     return this.db
       .updateTable('hosts')
-      .set({ state: 'booting', state_reason: 'resetting', agent_token_hash: agentTokenHash, tags: JSON.stringify(tags), agent_connected: false, ready_at: null, updated_at: new Date() })
+      .set({ state: 'booting', state_reason: 'resetting', agent_token_hash: agentTokenHash, tags: JSON.stringify(tags), image: image.image, image_id: image.imageId, agent_connected: false, ready_at: null, updated_at: new Date() })
       .where('id', '=', id)
       .where('state', '=', 'running')
       .returningAll()

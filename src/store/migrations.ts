@@ -145,6 +145,27 @@ const POOLS = [
   `create index claims_pool_finished on claims (tenant_id, pool, finished_at)`,
 ];
 
+/** Images: each build of a name is a row, content-addressed by id; one row per name is current. */
+const IMAGES = [
+  `create table images (
+    tenant_id text not null references tenants(id),
+    name text not null,
+    id text not null,
+    current boolean not null,
+    parent text not null,
+    parent_id text,
+    base text not null,
+    layers jsonb not null,
+    manifest jsonb not null,
+    size_bytes double precision not null,
+    created_at timestamptz not null default now(),
+    primary key (tenant_id, name, id)
+  )`,
+  `create unique index images_current on images (tenant_id, name) where current`,
+  `create index images_by_id on images (tenant_id, id)`,
+  `alter table hosts add column image_id text`,
+];
+
 const migrations: Record<string, Migration> = {
   '0001_foundation': {
     async up(db: Kysely<unknown>) {
@@ -154,6 +175,11 @@ const migrations: Record<string, Migration> = {
   '0002_pools': {
     async up(db: Kysely<unknown>) {
       for (const statement of POOLS) await sql.raw(statement).execute(db);
+    },
+  },
+  '0003_images': {
+    async up(db: Kysely<unknown>) {
+      for (const statement of IMAGES) await sql.raw(statement).execute(db);
     },
   },
 };

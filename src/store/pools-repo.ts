@@ -50,7 +50,8 @@ export class PoolsRepo {
     return row;
   }
 
-  private forget(tenantId: string, name: string): void {
+  /** Drops a cached pool, after a change made outside this repo (an image rolled it). */
+  forget(tenantId: string, name: string): void {
     this.recent.delete(`${tenantId}/${name}`);
   }
 

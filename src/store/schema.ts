@@ -48,6 +48,7 @@ export interface HostsTable {
   slot_since: MaybeTimestamp;
   group_name: string | null;
   claim_id: string | null;
+  image_id: string | null;
 }
 
 export interface PoolsTable {
@@ -111,6 +112,23 @@ export interface ClaimsTable {
   finished_at: MaybeTimestamp;
 }
 
+export interface ImagesTable {
+  tenant_id: string;
+  name: string;
+  id: string;
+  current: boolean;
+  /** As the spec says it: another image's name or a root filesystem path. */
+  parent: string;
+  parent_id: string | null;
+  /** The root filesystem directory at the bottom of the layers. */
+  base: string;
+  /** Layer ids, bottom to top, the parent image's included. */
+  layers: Json<string[]>;
+  manifest: Json<Record<string, unknown>>;
+  size_bytes: ColumnType<number, number, number>;
+  created_at: CreatedAt;
+}
+
 export interface CommandsTable {
   id: string;
   tenant_id: string;
@@ -149,6 +167,7 @@ export interface Database {
   pools: PoolsTable;
   groups: GroupsTable;
   claims: ClaimsTable;
+  images: ImagesTable;
 }
 
 export type HostRow = Selectable<HostsTable>;
@@ -159,3 +178,4 @@ export type InvocationRow = Selectable<InvocationsTable>;
 export type PoolRow = Selectable<PoolsTable>;
 export type GroupRow = Selectable<GroupsTable>;
 export type ClaimRow = Selectable<ClaimsTable>;
+export type ImageRow = Selectable<ImagesTable>;

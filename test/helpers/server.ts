@@ -53,6 +53,7 @@ export async function startServer(net: TestNetwork, opts: { dataDir?: string; ag
     port: 0,
     agentPort: opts.agentPort ?? 0,
     driver,
+    agentDir: config.agentDir,
     databaseUrl: opts.databaseUrl,
     log: process.env['BERTH_TEST_LOG'] ? (line: string) => process.stderr.write(`berth: ${line}\n`) : () => {},
     sweepIntervalMs: 200,

@@ -28,6 +28,19 @@ export function createHostDir(names: HostNames): void {
 }
 
 /**
+ * The files the driver writes into every host at boot, by path under its root. Contents undefined:
+ * per-host secrets, never part of an image whatever they contain.
+ */
+export function bootFiles(hostname: string, ip: string): Record<string, string | undefined> {
+  return {
+    'etc/hostname': `${hostname}\n`,
+    'etc/hosts': `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${ip}\t${hostname}\n`,
+    'etc/berth/agent.json': undefined,
+    'etc/berth/tags.json': undefined,
+  };
+}
+
+/**
  * Seeds the overlay upper dir with what the agent and the host need at boot, before the overlay is
  * mounted (so no copy-up happens and the image is untouched). Independent writes run in parallel:
  * file creation is the slowest part of a launch on some disks.
@@ -35,7 +48,7 @@ export function createHostDir(names: HostNames): void {
 export async function writeHostFiles(names: HostNames, spec: HostSpec, ip: string, fstab: string): Promise<void> {
   const { upperDir } = names;
   const etc = join(upperDir, 'etc');
-  const hosts = `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${ip}\t${spec.hostname}\n`;
+  const files = bootFiles(spec.hostname, ip);
   const seedEtc = async (): Promise<void> => {
     await mkdir(etc, { mode: 0o755 });
     await Promise.all([
@@ -45,8 +58,8 @@ export async function writeHostFiles(names: HostNames, spec: HostSpec, ip: strin
           writeFile(join(etc, 'berth', 'tags.json'), `${JSON.stringify(spec.tags)}\n`, { mode: 0o644 }),
         ]),
       ),
-      writeFile(join(etc, 'hostname'), `${spec.hostname}\n`, { mode: 0o644 }),
-      writeFile(join(etc, 'hosts'), hosts, { mode: 0o644 }),
+      writeFile(join(etc, 'hostname'), files['etc/hostname'] ?? '', { mode: 0o644 }),
+      writeFile(join(etc, 'hosts'), files['etc/hosts'] ?? '', { mode: 0o644 }),
     ]);
   };
   const seedBerth = async (): Promise<void> => {

@@ -12,7 +12,7 @@ describe('buildFstab', () => {
   it('mounts the overlay first and hides the state dir when the image contains it', () => {
     const fstab = buildFstab({ image: '/', names, agentDir: cfg.agentDir, hiddenPaths: cfg.hiddenPaths }).trim().split('\n');
     expect(fstab[0]).toBe(
-      'overlay /var/lib/berth/hosts/h-1/root overlay lowerdir=/,upperdir=/var/lib/berth/hosts/h-1/upper,workdir=/var/lib/berth/hosts/h-1/work 0 0',
+      'overlay /var/lib/berth/hosts/h-1/root overlay lowerdir=/,upperdir=/var/lib/berth/hosts/h-1/upper,workdir=/var/lib/berth/hosts/h-1/work,index=off,redirect_dir=off,metacopy=off 0 0',
     );
     expect(fstab[1]).toMatch(/^berth-hidden \/var\/lib\/berth\/hosts\/h-1\/root\/var\/lib\/berth\/hosts tmpfs ro,/);
     expect(fstab.map((l) => l.split(' ')[1])).toEqual([
@@ -47,7 +47,7 @@ describe('shell quoting', () => {
 
   it('produces a launcher script that sh can parse', () => {
     const script = buildLauncherScript({
-      tools: { sh: '/bin/sh', ip: '/sbin/ip', nsenter: '/usr/bin/nsenter', unshare: '/usr/bin/unshare', mount: '/bin/mount', pivotRoot: '/sbin/pivot_root', cp: '/bin/cp' },
+      tools: { sh: '/bin/sh', ip: '/sbin/ip', nsenter: '/usr/bin/nsenter', unshare: '/usr/bin/unshare', mount: '/bin/mount', pivotRoot: '/sbin/pivot_root', cp: '/bin/cp', umount: '/bin/umount' },
       names,
       cgroupJoins: [{ file: '/sys/fs/cgroup/pids/berth/h-1/tasks', value: '0' }],
       outerNetworkBatch: outerNetworkBatch(names, 'berth0'),

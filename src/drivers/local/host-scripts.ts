@@ -24,6 +24,7 @@
 import { join } from 'node:path';
 import type { CgroupJoin } from './cgroups.js';
 import type { HostNames } from './config.js';
+import { SELF_CONTAINED_OPTIONS } from './overlay.js';
 import { shQuote } from './proc.js';
 
 /** Absolute paths of the system tools we run, resolved once by preflight (no PATH lookups at launch). */
@@ -35,6 +36,7 @@ export interface SystemTools {
   mount: string;
   pivotRoot: string;
   cp: string;
+  umount: string;
 }
 
 export const TOOL_NAMES: Record<keyof SystemTools, string> = {
@@ -45,11 +47,14 @@ export const TOOL_NAMES: Record<keyof SystemTools, string> = {
   mount: 'mount',
   pivotRoot: 'pivot_root',
   cp: 'cp',
+  umount: 'umount',
 };
 
 export interface FstabInput {
-  /** Image root on the machine ('/' for the machine's own root filesystem). */
+  /** Base root filesystem of the image on the machine ('/' for the machine's own root filesystem). */
   image: string;
+  /** The overlay's lowerdir: the image's layers over its base (see overlay.ts). Default: the base alone. */
+  lowerDir?: string;
   names: HostNames;
   agentDir: string;
   /** Machine paths that must not be visible inside the host when the image contains them. */
@@ -68,9 +73,9 @@ export function pathInsideImage(image: string, path: string): string | undefined
  * the overlay first, then everything on top of it. X-mount.mkdir creates missing mount points
  * (in the upper dir or a tmpfs, never in the image).
  */
-export function buildFstab({ image, names, agentDir, hiddenPaths }: FstabInput): string {
+export function buildFstab({ image, lowerDir, names, agentDir, hiddenPaths }: FstabInput): string {
   const root = names.rootDir;
-  const entries: string[] = [`overlay ${root} overlay lowerdir=${image},upperdir=${names.upperDir},workdir=${names.workDir} 0 0`];
+  const entries: string[] = [`overlay ${root} overlay lowerdir=${lowerDir ?? image},upperdir=${names.upperDir},workdir=${names.workDir},${SELF_CONTAINED_OPTIONS} 0 0`];
   for (const hidden of hiddenPaths) {
     const inside = pathInsideImage(image, hidden);
     // An empty read-only tmpfs over e.g. the state dir keeps hosts from reading each other's upper dirs.

@@ -5,6 +5,7 @@
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { BerthError, errorMessage, isBerthError } from '../../core/errors.js';
 import type { DescribedHost, DriverInfo, FoundHost, HostDriver, HostSpec, LaunchedHost, OperationOptions } from '../types.js';
@@ -24,7 +25,9 @@ import {
   readMountinfo,
   type CgroupLayout,
 } from './cgroups.js';
+import { captureUpperDir } from './capture.js';
 import { buildFstab, buildLauncherScript, buildSetupScript, type SystemTools } from './host-scripts.js';
+import { BaseViews, checkStack, lowerDirOption } from './overlay.js';
 import { consoleTail, createHostDir, HostDirExistsError, LaunchProcessError, spawnLocally, startLauncher, writeHostFiles } from './host-launch.js';
 import { Spawner, type LaunchRequest, type LauncherChild } from './spawner.js';
 import { parseHostRecord, readStateFile, recordToDriverData, STATE_VERSION, writeStateFile, type HostRecord } from './host-state.js';
@@ -49,10 +52,17 @@ export class LocalDriver implements HostDriver {
   private preparing: Promise<Prepared> | undefined;
   /** Spawns on behalf of this process (see spawner.ts); started by init(), before the store opens. */
   private spawner: Spawner | undefined;
+  private tools: SystemTools | undefined;
+  /** Views of bases that contain image layers (see overlay.ts); under stateDir, hidden from hosts. */
+  private readonly baseViews: BaseViews;
 
   constructor(config: LocalDriverConfig) {
     this.cfg = resolveLocalConfig(config);
     this.addresses = new IpAllocator(this.cfg.subnet);
+    this.baseViews = new BaseViews(join(this.cfg.stateDir, '.bases'), () => {
+      if (!this.tools) throw new Error('local driver used before init()');
+      return this.tools;
+    }, this.run);
   }
 
   /** Runs a tool through the spawn helper while it lives, else from this process. */
@@ -78,6 +88,7 @@ export class LocalDriver implements HostDriver {
     checkPlatform();
     this.spawner ??= Spawner.start();
     const tools = resolveTools();
+    this.tools = tools;
     checkAgentDir(this.cfg.agentDir);
     mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o700 });
     const layout = detectCgroupLayout(readMountinfo());
@@ -170,7 +181,9 @@ export class LocalDriver implements HostDriver {
     try {
       // The state file is in place before the host runs (the launcher waits for us), so a crash
       // mid-launch leaves a host that list() finds with its address.
-      const fstab = buildFstab({ image: spec.image, names, agentDir: this.cfg.agentDir, hiddenPaths: this.cfg.hiddenPaths });
+      const stack = { base: spec.image, layers: spec.layers ?? [] };
+      const lowerDir = lowerDirOption(stack, await this.baseViews.basePathFor(stack));
+      const fstab = buildFstab({ image: spec.image, lowerDir, names, agentDir: this.cfg.agentDir, hiddenPaths: this.cfg.hiddenPaths });
       await Promise.all([writeHostFiles(names, spec, ip, fstab), writeStateFile(names.stateFile, record)]);
     } catch (err) {
       launcher.abort();
@@ -196,15 +209,28 @@ export class LocalDriver implements HostDriver {
       throw new BerthError('validation_failed', `hostname ${JSON.stringify(spec.hostname)} is not a valid host name`, 'Use 1-64 characters: dot-separated labels of letters, digits and inner hyphens.');
     }
     checkSafePath('image', spec.image);
-    let isDir: boolean;
-    try {
-      isDir = statSync(spec.image).isDirectory();
-    } catch {
-      isDir = false;
-    }
-    if (!isDir) {
+    if (!isDirectory(spec.image)) {
       throw new BerthError('validation_failed', `image ${spec.image} is not a directory on this machine`, "For the local driver an image is a root filesystem directory; use '/' for this machine's own root filesystem.");
     }
+    const layers = spec.layers ?? [];
+    checkStack({ base: spec.image, layers });
+    for (const layer of layers) {
+      checkSafePath('image layer', layer);
+      if (!isDirectory(layer)) throw new BerthError('validation_failed', `image layer ${layer} is missing on this machine`, 'Rebuild the image with `berth image build`.');
+    }
+  }
+
+  /**
+   * Copies (or, with `stop`, moves) the host's writable layer to `dest`; see HostDriver.captureLayer.
+   * A stopped host's overlay is gone with its mount namespace, so its upper dir is a plain directory.
+   */
+  async captureLayer(id: string, driverData: Record<string, unknown>, dest: string, opts: OperationOptions & { stop: boolean }): Promise<void> {
+    const { tools, layout } = await this.prepared();
+    const names = hostNames(this.cfg, id);
+    const record = this.knownRecord(names, driverData);
+    if (!record.ip || !record.hostname) throw new BerthError('invalid_state', `host ${id} is not fully present on this machine`, 'Capture a running host.', { hostId: id });
+    if (opts.stop) await this.stopProcesses(record, hostCgroupDirs(layout, this.cfg.cgroupName, id));
+    await captureUpperDir({ names, hostname: record.hostname, ip: record.ip, dest, move: opts.stop, cp: tools.cp, run: this.run });
   }
 
   async terminate(id: string, driverData: Record<string, unknown>, _opts?: OperationOptions): Promise<void> {
@@ -299,6 +325,7 @@ export class LocalDriver implements HostDriver {
       const result = await this.run(tools.ip, ['link', 'del', this.cfg.bridge]);
       if (result.code !== 0) this.cfg.logger.warn({ bridge: this.cfg.bridge }, `could not remove the bridge: ${describeFailure('ip', result)}`);
     }
+    await this.baseViews.unmountAll();
     for (const dir of parentDirs(layout, this.cfg.cgroupName)) {
       try {
         rmdirSync(dir);
@@ -344,6 +371,14 @@ function findInitPid(cgroupDirs: string[]): number | undefined {
     }
   }
   return undefined;
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 function round(ms: number): number {

@@ -10,12 +10,15 @@ import { installAuth, type TokenLookup } from './auth.js';
 import { installErrorHandling } from './errors.js';
 import { commandRoutes } from './routes-commands.js';
 import { hostRoutes } from './routes-hosts.js';
+import { imageRoutes } from './routes-images.js';
 import { poolRoutes, type PoolRouteDeps } from './routes-pools.js';
+import type { ImageService } from '../../images/image-service.js';
 
 export interface AppDeps {
   hosts: HostService;
   commands: CommandService;
   pools: PoolRouteDeps;
+  images: ImageService;
   lookupToken: TokenLookup;
   health: () => Promise<Record<string, unknown>>;
   version: string;
@@ -48,5 +51,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(hostRoutes(deps.hosts));
   await app.register(commandRoutes(deps.commands));
   await app.register(poolRoutes(deps.pools));
+  await app.register(imageRoutes(deps.images));
   return app;
 }

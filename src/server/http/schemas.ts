@@ -17,6 +17,7 @@ export const hostView = z.object({
   hostname: z.string(),
   ip: z.string().nullable(),
   image: z.string(),
+  imageId: z.string().nullable(),
   driver: z.string(),
   tags: z.record(z.string(), z.string()),
   resources: z.record(z.string(), z.number()),
@@ -28,7 +29,7 @@ export const hostView = z.object({
 
 export const launchHostBody = z
   .object({
-    image: z.string().min(1).optional().describe('Root filesystem directory for the local driver; default: this machine\'s root'),
+    image: z.string().min(1).optional().describe("An image name (`berth image ls`), or a root filesystem directory for the local driver; default: this machine's root"),
     hostname: z
       .string()
       .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'a hostname is 1-63 lowercase letters, digits and dashes')

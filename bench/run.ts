@@ -20,6 +20,7 @@ import { HostsRepo } from '../src/store/hosts-repo.js';
 import { DEFAULT_TENANT } from '../src/store/migrations.js';
 import { openStore } from '../src/store/store.js';
 import { claimBench } from './claims.js';
+import { imageBench } from './images.js';
 import { ms, summarize, type Summary } from './stats.js';
 
 const execFileAsync = promisify(execFile);
@@ -28,6 +29,9 @@ const NET = { bridge: 'berthbench0', subnet: '10.220.0.0/22', cgroupName: 'berth
 const LAUNCHES = Number(process.env['BENCH_LAUNCHES'] ?? 60);
 const ROUND_TRIPS = Number(process.env['BENCH_ROUND_TRIPS'] ?? 600);
 const IDLE_SECONDS = Number(process.env['BENCH_IDLE_SECONDS'] ?? 10);
+const IMAGES = { bakes: Number(process.env['BENCH_BAKES'] ?? 3), launches: Number(process.env['BENCH_IMAGE_LAUNCHES'] ?? 20) };
+/** Run only these parts (comma-separated: foundation, claims, images); default all. */
+const ONLY = new Set((process.env['BENCH_ONLY'] ?? 'foundation,claims,images').split(','));
 const CLAIMS = {
   warm: Number(process.env['BENCH_WARM_CLAIMS'] ?? 200),
   cold: Number(process.env['BENCH_COLD_CLAIMS'] ?? 50),
@@ -45,57 +49,9 @@ async function main(): Promise<void> {
   const srv = await startServer(NET, DATABASE_URL ? { databaseUrl: DATABASE_URL } : {});
   const rows: string[] = [];
   try {
-    // Baselines, same run: the floors a host start and a command run cannot go below — a bare node
-    // start, and a bash spawn from a small process (as the agent is; a big process forks slower).
-    const nodeStart = timeSync(30, () => spawnSync(process.execPath, ['-e', '0'], { env: {} }));
-    const bashTrue = bashSpawnFloor(200);
-
-    const launch: number[] = [];
-    const hosts: HostView[] = [];
-    for (let i = 0; i < LAUNCHES; i++) {
-      progress(`launch -> ready ${i + 1}/${LAUNCHES}`);
-      const t0 = performance.now();
-      const res = await srv.api.post<HostView>('/v1/hosts', {});
-      launch.push(performance.now() - t0);
-      if (res.status !== 201) throw new Error(`launch failed: ${JSON.stringify(res.body)}`);
-      hosts.push(res.body);
-      // Keep a few to measure idle agents and run commands on; remove the rest as we go.
-      if (hosts.length > 3) {
-        const old = hosts.shift();
-        if (old) await srv.api.delete(`/v1/hosts/${old.id}`);
-      }
-    }
-    const target = hosts[hosts.length - 1];
-    if (!target) throw new Error('no host');
-
-    // The client runs in its own process, as a real one would, so it does not share the server's loop.
-    progress(`round trip x${ROUND_TRIPS} (HTTP client in its own process)…`);
-    const agentSamplesBefore = srv.server.commands.roundTrips.recent().length;
-    // Asynchronously: the server shares this process's event loop.
-    const { stdout } = await execFileAsync(process.execPath, [join(packageRoot(), 'bench', 'client-loop.mjs'), srv.server.url, srv.server.token, target.id, String(ROUND_TRIPS)], {
-      maxBuffer: 64 * 1024 * 1024,
-    });
-    const roundTrip = JSON.parse(stdout) as number[];
-    const agentTrip = summarize(srv.server.commands.roundTrips.recent().slice(agentSamplesBefore));
-
-    progress(`agent idle for ${IDLE_SECONDS} s…`);
-    const idle = await measureIdle(srv.dataDir, hosts, IDLE_SECONDS);
-    progress('');
-
-    const launchS = summarize(launch);
-    const rtS = summarize(roundTrip);
-    rows.push(
-      `| host launch -> agent ready | ${launchS.n} | ${ms(launchS.p50)} | ${ms(launchS.p99)} | p50 <= 150 ms | ${verdict(launchS.p50 <= 150)} |`,
-      `| baseline: bare \`node -e 0\` start | ${nodeStart.n} | ${ms(nodeStart.p50)} | ${ms(nodeStart.p99)} | launch p50 / this = ${(launchS.p50 / nodeStart.p50).toFixed(2)}x | |`,
-      `| Run Command round trip (\`true\`) | ${rtS.n} | ${ms(rtS.p50)} | ${ms(rtS.p99)} | p50 <= 5 ms | ${verdict(rtS.p50 <= 5)} |`,
-      `| of which the agent's part: run sent -> result received by the server | ${agentTrip.n} | ${ms(agentTrip.p50)} | ${ms(agentTrip.p99)} | ${((100 * agentTrip.p50) / rtS.p50).toFixed(0)} % of the round trip | |`,
-      `| baseline: \`bash -c true\` spawned by a small node process | ${bashTrue.n} | ${ms(bashTrue.p50)} | ${ms(bashTrue.p99)} | round trip p50 / this = ${(rtS.p50 / bashTrue.p50).toFixed(2)}x | |`,
-      `| agent idle RSS (max of ${idle.agents}) | ${idle.agents} | ${idle.rssMiB.toFixed(1)} MiB (${(idle.rssMiB * 1.048576).toFixed(1)} MB) | | <= 50 MB | ${verdict(idle.rssMiB * 1.048576 <= 50)} |`,
-      `| of which private (RssAnon) / shared node binary pages (RssFile) | ${idle.agents} | ${idle.anonMiB.toFixed(1)} / ${idle.fileMiB.toFixed(1)} MiB | | | |`,
-      `| agent idle CPU over ${IDLE_SECONDS} s (max) | ${idle.agents} | ${(idle.cpuPercent).toFixed(3)} % | | ~0 | ${verdict(idle.cpuPercent < 0.5)} |`,
-    );
-    for (const host of hosts) await srv.api.delete(`/v1/hosts/${host.id}`);
-    rows.push(...(await claimBench(srv, { ...CLAIMS, progress })));
+    if (ONLY.has('foundation')) rows.push(...(await foundationBench(srv)));
+    if (ONLY.has('claims')) rows.push(...(await claimBench(srv, { ...CLAIMS, progress })));
+    if (ONLY.has('images')) rows.push(...(await imageBench(srv, { ...IMAGES, progress })));
   } finally {
     await srv.stop();
   }
@@ -175,6 +131,61 @@ async function measureIdle(dataDir: string, hosts: HostView[], seconds: number):
   const rss = pids.map((pid) => field(pid, 'VmRSS'));
   const worst = pids[rss.indexOf(Math.max(...rss))] ?? 0;
   return { agents: pids.length, rssMiB: Math.max(...rss), anonMiB: field(worst, 'RssAnon'), fileMiB: field(worst, 'RssFile'), cpuPercent: Math.max(...cpu) };
+}
+
+
+/** Launch -> ready, Run Command round trip, idle agent: each beside its baseline. */
+async function foundationBench(srv: Awaited<ReturnType<typeof startServer>>): Promise<string[]> {
+  // Baselines, same run: the floors a host start and a command run cannot go below — a bare node
+  // start, and a bash spawn from a small process (as the agent is; a big process forks slower).
+  const nodeStart = timeSync(30, () => spawnSync(process.execPath, ['-e', '0'], { env: {} }));
+  const bashTrue = bashSpawnFloor(200);
+
+  const launch: number[] = [];
+  const hosts: HostView[] = [];
+  for (let i = 0; i < LAUNCHES; i++) {
+    progress(`launch -> ready ${i + 1}/${LAUNCHES}`);
+    const t0 = performance.now();
+    const res = await srv.api.post<HostView>('/v1/hosts', {});
+    launch.push(performance.now() - t0);
+    if (res.status !== 201) throw new Error(`launch failed: ${JSON.stringify(res.body)}`);
+    hosts.push(res.body);
+    // Keep a few to measure idle agents and run commands on; remove the rest as we go.
+    if (hosts.length > 3) {
+      const old = hosts.shift();
+      if (old) await srv.api.delete(`/v1/hosts/${old.id}`);
+    }
+  }
+  const target = hosts[hosts.length - 1];
+  if (!target) throw new Error('no host');
+
+  // The client runs in its own process, as a real one would, so it does not share the server's loop.
+  progress(`round trip x${ROUND_TRIPS} (HTTP client in its own process)…`);
+  const agentSamplesBefore = srv.server.commands.roundTrips.recent().length;
+  // Asynchronously: the server shares this process's event loop.
+  const { stdout } = await execFileAsync(process.execPath, [join(packageRoot(), 'bench', 'client-loop.mjs'), srv.server.url, srv.server.token, target.id, String(ROUND_TRIPS)], {
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  const roundTrip = JSON.parse(stdout) as number[];
+  const agentTrip = summarize(srv.server.commands.roundTrips.recent().slice(agentSamplesBefore));
+
+  progress(`agent idle for ${IDLE_SECONDS} s…`);
+  const idle = await measureIdle(srv.dataDir, hosts, IDLE_SECONDS);
+  progress('');
+
+  for (const host of hosts) await srv.api.delete(`/v1/hosts/${host.id}`);
+  const launchS = summarize(launch);
+  const rtS = summarize(roundTrip);
+  return [
+    `| host launch -> agent ready | ${launchS.n} | ${ms(launchS.p50)} | ${ms(launchS.p99)} | p50 <= 150 ms | ${verdict(launchS.p50 <= 150)} |`,
+    `| baseline: bare \`node -e 0\` start | ${nodeStart.n} | ${ms(nodeStart.p50)} | ${ms(nodeStart.p99)} | launch p50 / this = ${(launchS.p50 / nodeStart.p50).toFixed(2)}x | |`,
+    `| Run Command round trip (\`true\`) | ${rtS.n} | ${ms(rtS.p50)} | ${ms(rtS.p99)} | p50 <= 5 ms | ${verdict(rtS.p50 <= 5)} |`,
+    `| of which the agent's part: run sent -> result received by the server | ${agentTrip.n} | ${ms(agentTrip.p50)} | ${ms(agentTrip.p99)} | ${((100 * agentTrip.p50) / rtS.p50).toFixed(0)} % of the round trip | |`,
+    `| baseline: \`bash -c true\` spawned by a small node process | ${bashTrue.n} | ${ms(bashTrue.p50)} | ${ms(bashTrue.p99)} | round trip p50 / this = ${(rtS.p50 / bashTrue.p50).toFixed(2)}x | |`,
+    `| agent idle RSS (max of ${idle.agents}) | ${idle.agents} | ${idle.rssMiB.toFixed(1)} MiB (${(idle.rssMiB * 1.048576).toFixed(1)} MB) | | <= 50 MB | ${verdict(idle.rssMiB * 1.048576 <= 50)} |`,
+    `| of which private (RssAnon) / shared node binary pages (RssFile) | ${idle.agents} | ${idle.anonMiB.toFixed(1)} / ${idle.fileMiB.toFixed(1)} MiB | | | |`,
+    `| agent idle CPU over ${IDLE_SECONDS} s (max) | ${idle.agents} | ${(idle.cpuPercent).toFixed(3)} % | | ~0 | ${verdict(idle.cpuPercent < 0.5)} |`,
+  ];
 }
 
 main().catch((err: unknown) => {

@@ -54,7 +54,16 @@ export class ApiClient {
 
   /** Streams newline-delimited JSON events until the server ends the response. */
   async *stream(path: string, signal?: AbortSignal): AsyncGenerator<unknown> {
-    const res = await this.fetch('GET', path, undefined, signal);
+    yield* this.ndjson('GET', path, undefined, signal);
+  }
+
+  /** POSTs `body` and streams the newline-delimited JSON events of the answer (a 4xx/5xx before streaming throws). */
+  async *streamPost(path: string, body: unknown, signal?: AbortSignal): AsyncGenerator<unknown> {
+    yield* this.ndjson('POST', path, body ?? {}, signal);
+  }
+
+  private async *ndjson(method: string, path: string, body: unknown, signal?: AbortSignal): AsyncGenerator<unknown> {
+    const res = await this.fetch(method, path, body, signal);
     if (!res.ok) throw await toError(res);
     if (!res.body) return;
     const decoder = new TextDecoder();
@@ -68,6 +77,9 @@ export class ApiClient {
         if (line.trim()) yield JSON.parse(line) as unknown;
       }
     }
+    // A last event without its newline (the server does end each with one; a proxy might not).
+    buffered += decoder.decode();
+    if (buffered.trim()) yield JSON.parse(buffered) as unknown;
   }
 
   private async request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {

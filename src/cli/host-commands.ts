@@ -9,7 +9,7 @@ export function registerHostCommands(program: Command, ctx: Context): void {
   host
     .command('launch')
     .description('launch a host and wait until its agent is connected')
-    .option('--image <dir>', "root filesystem directory (default: this machine's root)")
+    .option('--image <image>', "an image name (`berth image ls`) or a root filesystem directory (default: this machine's root)")
     .option('--tag <k=v>', 'tag the host (repeatable)', collect, [])
     .option('--hostname <name>', 'hostname inside the host (default: its id)')
     .option('--cpus <n>', 'CPU limit in cores', Number)

@@ -9,6 +9,7 @@ import { registerApplyCommand } from './apply-command.js';
 import { registerClaimCommands } from './claim-commands.js';
 import { createContext } from './context.js';
 import { registerHostCommands } from './host-commands.js';
+import { registerImageCommands } from './image-commands.js';
 import { UsageError } from './output.js';
 import { registerPoolCommands } from './pool-commands.js';
 import { registerRunCommands } from './run-commands.js';
@@ -29,6 +30,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   registerPoolCommands(program, ctx);
   registerClaimCommands(program, ctx);
   registerApplyCommand(program, ctx);
+  registerImageCommands(program, ctx);
   program
     .command('agent')
     .description('run the host agent (started by every host; not for interactive use)')

@@ -32,8 +32,17 @@ export class BakeMounts {
     }
   }
 
+  /**
+   * Unmounts a view. The kernel refuses ("target is busy") for a moment while anything holds the
+   * mount, e.g. a host being launched at that instant copies every mount of the machine into its
+   * new namespace; so busy is retried for up to ~2 s before it is an error.
+   */
   async unmount(ws: Workspace): Promise<void> {
-    const result = await this.run(this.tools.umount, [ws.mnt]);
+    let result = await this.run(this.tools.umount, [ws.mnt]);
+    for (let delay = 10; result.code !== 0 && /busy/i.test(result.stderr) && delay <= 640; delay *= 2) {
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      result = await this.run(this.tools.umount, [ws.mnt]);
+    }
     if (result.code !== 0) throw new BerthError('internal', `unmounting ${ws.mnt} failed: ${describeFailure('umount', result)}`, 'Something still uses the view; it is cleaned up at the next server start.');
   }
 

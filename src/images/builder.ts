@@ -15,7 +15,9 @@ import { BakeHosts, CommandFailed, type CommandRun } from './bake-hosts.js';
 import type { BakeMounts } from './bake-mounts.js';
 import { baseChainId, canonicalJson, fileDigest, layerId, sha256, treeDigest } from './digests.js';
 import { applyFileStep, describeSource, sourceOf, writeAgent } from './file-steps.js';
-import { BUILTIN_IDENTITY_ITEMS, stripIdentity } from './identity.js';
+import { BUILTIN_IDENTITY_ITEMS } from './identity.js';
+import { stripIntoLayer } from './strip-layer.js';
+import type { CommandRunner } from '../drivers/local/proc.js';
 import type { LayerStore, Workspace } from './layer-store.js';
 import { ImageSpecError, stepDefinition, type ImageSpec, type ImageStep, type SourceLocation } from './spec.js';
 import type { UniquenessReport } from './uniqueness.js';
@@ -66,6 +68,7 @@ export interface BuilderDeps {
   bakeHosts: BakeHosts;
   agentDir: string;
   agentDigest: () => Promise<string>;
+  run: CommandRunner;
 }
 
 type Emit = (event: BakeEvent) => void;
@@ -73,7 +76,7 @@ type RunStep = Extract<ImageStep, { kind: 'run' }>;
 type TestStep = Extract<ImageStep, { kind: 'test' }>;
 
 /** Built-in identity items, hashed into the identity layer's id: a new list re-strips every image. */
-const IDENTITY_LIST_DIGEST = sha256(canonicalJson(BUILTIN_IDENTITY_ITEMS));
+const IDENTITY_LIST_DIGEST = sha256(canonicalJson({ items: BUILTIN_IDENTITY_ITEMS, method: 'whiteouts' }));
 const DEFAULT_RUN_TIMEOUT_S = 3600;
 const DEFAULT_TEST_TIMEOUT_S = 600;
 
@@ -156,11 +159,15 @@ export class ImageBuilder {
     const identityDefinition = { kind: 'identity', builtin: IDENTITY_LIST_DIGEST, strip: spec.identity.strip, keep: spec.identity.keep };
     await make(steps.length + 2, 'identity', 'strip per-host identity', identityDefinition, async (id) => {
       const started = performance.now();
-      await this.inView(parent.base, layers, async (root, ws) => {
-        const report = await stripIdentity(root, spec.identity);
+      const ws = await this.deps.layers.workspace();
+      try {
+        const stack = { base: parent.base, layers: layers.map((l) => this.deps.layers.diffDir(l)).reverse() };
+        const report = await stripIntoLayer(this.deps.mounts, ws, stack, spec.identity, this.deps.run);
         emit({ type: 'log', image: spec.name, index: steps.length + 2, line: `removed ${report.removed.length}, emptied ${report.emptied.length}, truncated ${report.truncated.length} path(s)` });
-        return ws;
-      }, (ws) => commit(id, ws.upper, 'identity', 'strip per-host identity', identityDefinition, started));
+        await commit(id, ws.upper, 'identity', 'strip per-host identity', identityDefinition, started);
+      } finally {
+        await this.deps.layers.dispose(ws);
+      }
     });
 
     const tests = spec.steps.filter((s): s is TestStep => s.kind === 'test').map(stepDefinition);

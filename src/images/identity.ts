@@ -96,7 +96,18 @@ export function validateIdentityOptions(opts: IdentityOptions): string | undefin
  * reported; paths that cannot be handled safely are skipped with a reason. Removals run first so a
  * directory that is removed (/var/log/journal) is not truncated file by file before.
  */
-export async function stripIdentity(root: string, opts: IdentityOptions): Promise<StripReport> {
+/**
+ * Removals and emptied directories left to the caller (`defer`): on an overlay view, removing a
+ * tree file by file costs a whiteout per file (the machine's /tmp can hold a million), while one
+ * whiteout in the writable layer hides it whole. Machine paths under the root; modes for re-creating
+ * emptied directories.
+ */
+export interface DeferredStrip {
+  remove: string[];
+  empty: { path: string; mode: number; uid: number; gid: number }[];
+}
+
+export async function stripIdentity(root: string, opts: IdentityOptions, deferred?: DeferredStrip): Promise<StripReport> {
   const message = validateIdentityOptions(opts);
   if (message) throw new BerthError('validation_failed', message, 'Fix identity.strip / identity.keep in the image spec.');
   const planned: { path: string; action: IdentityItem['action'] }[] = [];
@@ -107,7 +118,7 @@ export async function stripIdentity(root: string, opts: IdentityOptions): Promis
   const order: IdentityItem['action'][] = ['remove', 'empty', 'truncate'];
   planned.sort((a, b) => order.indexOf(a.action) - order.indexOf(b.action));
 
-  const stripper = new Stripper(root);
+  const stripper = new Stripper(root, deferred);
   await stripper.keep(opts.keep);
   for (const { path, action } of planned) await stripper.apply(path, action);
   return stripper.report;
@@ -118,7 +129,10 @@ class Stripper {
   /** Machine paths of kept image paths: compared after resolution, so /var/run/x and /run/x are one. */
   private readonly kept: string[] = [];
 
-  constructor(private readonly root: string) {}
+  constructor(
+    private readonly root: string,
+    private readonly deferred?: DeferredStrip,
+  ) {}
 
   async keep(patterns: string[]): Promise<void> {
     for (const pattern of patterns) {
@@ -152,7 +166,8 @@ class Stripper {
     if (protection === 'kept') return;
     if (action === 'remove') {
       if (protection === 'holds-kept') return this.skip(path, 'holds a path in identity.keep');
-      await rm(target, { recursive: true, force: true });
+      if (this.deferred) this.deferred.remove.push(target);
+      else await rm(target, { recursive: true, force: true });
       this.report.removed.push(path);
       return;
     }
@@ -160,7 +175,8 @@ class Stripper {
     if (stat.isSymbolicLink()) return this.skip(path, `is a symlink; not ${action === 'empty' ? 'emptied' : 'truncated'}`);
     if (action === 'empty') {
       if (!stat.isDirectory()) return this.skip(path, 'is not a directory; not emptied');
-      await this.emptyDir(path, target);
+      if (this.deferred && protection === 'free') this.deferred.empty.push({ path: target, mode: stat.mode & 0o7777, uid: stat.uid, gid: stat.gid });
+      else await this.emptyDir(path, target);
       this.report.emptied.push(path);
       return;
     }

@@ -246,6 +246,7 @@ async function startImages(
     bakeHosts: new BakeHosts({ hosts: deps.hosts, commands: deps.commands, live: deps.live, log: deps.log }),
     agentDir: config.agentDir,
     agentDigest: () => (agentDigest ??= treeDigest(config.agentDir)),
+    run: runCommand,
   });
   return new ImageService({ images: deps.imagesRepo, pools: deps.poolsRepo, layers, builder, hosts: deps.hosts, log: deps.log });
 }

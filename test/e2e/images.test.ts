@@ -96,6 +96,7 @@ describe('image baking', () => {
           - ssh-keygen -q -A
           - echo baked > /etc/baked-by-run
           - rm -f /etc/motd
+          - echo junk > /var/tmp/builder-junk && echo secret-log-line > /var/log/berth-bake.log
       - env: {GREETING: hello, PORT: 8080}
       - ${lastStep}
       - test: grep -q 'hello from the app' /srv/app/index.txt && test -x /app/bin/start
@@ -120,6 +121,8 @@ describe('image baking', () => {
     expect(files).toContain('GREETING="hello"');
     expect(files).toContain('motd-removed');
     expect(files).toContain('berth-agent.cjs');
+    // Identity stripping: /var/tmp emptied (kept as a sticky directory), logs kept but emptied.
+    expect(await run(a.id, 'ls -A /var/tmp | wc -l; stat -c %a /var/tmp; stat -c %s /var/log/berth-bake.log')).toBe('0\n1777\n0\n');
 
     const identity = (id: string) => run(id, 'cat /etc/machine-id; hostname; for k in /etc/ssh/ssh_host_*_key.pub; do ssh-keygen -lf $k 2>/dev/null; done; true');
     for (let i = 0; i < 100 && !(await identity(a.id)).includes('ED25519'); i++) await new Promise((r) => setTimeout(r, 100));
@@ -249,5 +252,32 @@ describe('image baking', () => {
     const again = await launch('web');
     expect(await run(again.id, 'cat /etc/app-version')).toBe('v2\n');
     await srv.api.delete(`/v1/hosts/${again.id}`);
+  });
+
+  it('rolls a pool of an image to the new build when the image is rebuilt', async () => {
+    interface PoolHost { id: string; slot: string | null; generation: number | null; imageId: string | null }
+    const readyHosts = async () => (await srv.api.get<{ hosts: PoolHost[] }>('/v1/pools/webpool/hosts')).body.hosts.filter((h) => h.slot === 'ready');
+    const waitReady = async (imageId: string) => {
+      for (let i = 0; i < 300; i++) {
+        const ready = await readyHosts();
+        if (ready.length === 1 && ready[0]?.imageId === imageId) return ready[0];
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`no ready host of build ${imageId}: ${JSON.stringify(await readyHosts())}`);
+    };
+    const missing = await srv.api.post<{ code: string }>('/v1/pools', { name: 'nopool', size: 1, image: 'no-such-image' });
+    expect(missing.status).toBe(404);
+    expect(missing.body.code).toBe('image_not_found');
+
+    expect((await srv.api.post('/v1/pools', { name: 'webpool', size: 1, image: 'web' })).status).toBe(201);
+    const first = (await srv.api.get<ImageView>('/v1/images/web')).body;
+    const old = await waitReady(first.id);
+    const rebuilt = await bake(spec('run: echo v3 > /etc/app-version'));
+    expect(rebuilt.result?.[0]?.rolledPools).toEqual(['webpool']);
+    const fresh = await waitReady(rebuilt.result?.[0]?.image.id ?? '');
+    expect(fresh.id).not.toBe(old.id);
+    expect(fresh.generation).toBe((old.generation ?? 0) + 1);
+    expect(await run(fresh.id, 'cat /etc/app-version')).toBe('v3\n');
+    await srv.api.delete('/v1/pools/webpool');
   });
 });

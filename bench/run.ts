@@ -29,7 +29,7 @@ const NET = { bridge: 'berthbench0', subnet: '10.220.0.0/22', cgroupName: 'berth
 const LAUNCHES = Number(process.env['BENCH_LAUNCHES'] ?? 60);
 const ROUND_TRIPS = Number(process.env['BENCH_ROUND_TRIPS'] ?? 600);
 const IDLE_SECONDS = Number(process.env['BENCH_IDLE_SECONDS'] ?? 10);
-const IMAGES = { bakes: Number(process.env['BENCH_BAKES'] ?? 3), launches: Number(process.env['BENCH_IMAGE_LAUNCHES'] ?? 20) };
+const IMAGES = { bakes: Number(process.env['BENCH_BAKES'] ?? 3), launches: Number(process.env['BENCH_IMAGE_LAUNCHES'] ?? 40) };
 /** Run only these parts (comma-separated: foundation, claims, images); default all. */
 const ONLY = new Set((process.env['BENCH_ONLY'] ?? 'foundation,claims,images').split(','));
 const CLAIMS = {

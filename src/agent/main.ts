@@ -3,9 +3,10 @@
  * Kept tiny: it is on the launch -> ready path.
  */
 import { readFileSync } from 'node:fs';
-import { AGENT_IDENTITY_PATH, agentIdentity } from '../protocol/messages.js';
+import { AGENT_IDENTITY_PATH, agentIdentity, IMAGE_ENV_PATH } from '../protocol/messages.js';
 import { Agent } from './agent.js';
 import { regenerateIdentity } from './firstboot.js';
+import { readImageEnv } from './image-env.js';
 
 export function runAgent(argv: string[] = process.argv.slice(2)): Agent {
   const identityPath = flag(argv, '--identity') ?? AGENT_IDENTITY_PATH;
@@ -14,6 +15,8 @@ export function runAgent(argv: string[] = process.argv.slice(2)): Agent {
   const log = (line: string): void => void process.stderr.write(`berth-agent: ${line}\n`);
   const firstBoot = regenerateIdentity({ log });
   log(`first boot: machine-id ${firstBoot.machineId}, ssh host keys ${firstBoot.sshHostKeys}`);
+  // Before the agent starts its warm shells: they and every command inherit this environment.
+  Object.assign(process.env, readImageEnv(IMAGE_ENV_PATH, log));
   const agent = new Agent({ identity, stateDir });
   const stop = () => {
     agent.stop();

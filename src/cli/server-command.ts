@@ -46,6 +46,7 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
         databaseUrl: env['BERTH_DATABASE_URL'],
         driver,
         agentDir,
+        toolRunner: driver.run,
         ...(opts.image ? { defaultImage: opts.image } : {}),
         progress: (step) => process.stderr.write(`berth server: ${step}…\n`),
       });

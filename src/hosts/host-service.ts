@@ -71,6 +71,7 @@ export class HostService {
   private readonly readyEvents = new EventEmitter();
   /** Hosts being reset by this process: their init is replaced on purpose, so the monitor leaves them be. */
   private readonly resetting = new Set<string>();
+  private readonly terminations = new Map<string, Promise<HostView>>();
 
   constructor(private readonly deps: HostServiceDeps) {
     this.readyEvents.setMaxListeners(0);
@@ -152,7 +153,16 @@ export class HostService {
     return rows.map((row) => toHostView(row, this.deps.agents.isConnected(row.id)));
   }
 
+  /** Terminates a host; a second call while this process terminates it waits for the first. */
   async terminate(tenantId: string, id: string, reason = 'terminated by request'): Promise<HostView> {
+    const running = this.terminations.get(id);
+    if (running) return running;
+    const termination = this.terminateOnce(tenantId, id, reason).finally(() => this.terminations.delete(id));
+    this.terminations.set(id, termination);
+    return termination;
+  }
+
+  private async terminateOnce(tenantId: string, id: string, reason: string): Promise<HostView> {
     const row = await this.deps.hosts.get(tenantId, id);
     if (!row) throw new BerthError('host_not_found', `host ${id} does not exist`, 'List hosts with `berth host ls`.', { hostId: id });
     if (row.state === 'terminated') return toHostView(row, false);
@@ -202,7 +212,7 @@ export class HostService {
 
   /**
    * Writes what a host changed into `dest` (see HostDriver.captureLayer). With `stop`, the host is
-   * stopped and terminated: its layer is moved, not copied.
+   * stopped and its layer moved, not copied; the host is then terminated in the background.
    */
   async captureLayer(tenantId: string, id: string, dest: string, opts: { stop: boolean; signal?: AbortSignal }): Promise<HostRow> {
     const capture = this.deps.driver.captureLayer?.bind(this.deps.driver);
@@ -215,7 +225,10 @@ export class HostService {
       try {
         await capture(id, row.driver_data, dest, { stop: true, ...(opts.signal ? { signal: opts.signal } : {}) });
       } finally {
-        await this.terminate(tenantId, id, 'captured into an image layer').finally(() => this.resetting.delete(id));
+        // The layer is taken: removing the rest of the host (netns, cgroups) need not hold the caller up.
+        void this.terminate(tenantId, id, 'captured into an image layer')
+          .catch((err: unknown) => this.deps.log(`host ${id}: termination after capture: ${errorMessage(err)}`))
+          .finally(() => this.resetting.delete(id));
       }
     } else {
       await capture(id, row.driver_data, dest, { stop: false, ...(opts.signal ? { signal: opts.signal } : {}) });

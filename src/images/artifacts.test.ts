@@ -6,8 +6,8 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { BerthError } from '../core/errors.js';
 import { ArtifactCache } from './artifacts.js';
+import { rejection } from '../../test/helpers/errors.js';
 
 const ARTIFACT = Buffer.from('slug contents '.repeat(5000));
 const DIGEST = createHash('sha256').update(ARTIFACT).digest('hex');
@@ -54,14 +54,6 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function rejection(promise: Promise<unknown>): Promise<BerthError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(BerthError);
-  return err as BerthError;
-}
 
 function cacheFiles(): string[] {
   const names: string[] = [];

@@ -131,7 +131,8 @@ export class BakeHosts {
       }
       return { uniqueness, tests: results };
     } finally {
-      await Promise.all(hostIds.map((id) => this.terminate(tenantId, id, 'bake check done')));
+      // Once checked, the hosts are of no use: the bake goes on (publishing) while they are removed.
+      for (const id of hostIds) void this.terminate(tenantId, id, 'bake check done');
     }
   }
 }

@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { lstat, readdir, readlink, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export function sha256(text: string): string {
@@ -36,10 +36,25 @@ export function imageId(base: string, layers: readonly string[]): string {
   return sha256(canonicalJson({ base, layers }));
 }
 
+/**
+ * Digests of files already read, by what stat says of them (as git's index does): a file whose
+ * inode, size, mtime and ctime are unchanged is not read again. ctime cannot be set from user
+ * space, so a rewrite that restores the mtime still changes the key.
+ */
+const digestsByStat = new Map<string, string>();
+const MAX_REMEMBERED = 200_000;
+
 export async function fileDigest(path: string): Promise<string> {
+  const st = await stat(path, { bigint: true });
+  const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+  const known = digestsByStat.get(key);
+  if (known) return known;
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
+  const digest = hash.digest('hex');
+  if (digestsByStat.size >= MAX_REMEMBERED) digestsByStat.clear();
+  digestsByStat.set(key, digest);
+  return digest;
 }
 
 /**

@@ -5,6 +5,7 @@
  */
 import { chmod, cp, mkdir, readdir, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, posix } from 'node:path';
+import { IMAGE_ENV_PATH } from '../protocol/messages.js';
 import { ArtifactCache } from './artifacts.js';
 import { resolveInRoot } from './root-path.js';
 import type { ImageStep } from './spec.js';
@@ -12,8 +13,6 @@ import { unpackTarSafely } from './unpack.js';
 
 /** Where images keep the agent they were baked with (the local driver mounts the server's own over /.berth/agent). */
 export const IMAGE_AGENT_DIR = '/usr/local/lib/berth/agent';
-/** The environment `env` steps set, for commands on hosts of the image (dotenv format). */
-export const IMAGE_ENV_FILE = '/etc/berth/image.env';
 
 export interface FileStepContext {
   /** The view of the image, mounted writable. */
@@ -61,12 +60,7 @@ async function copyStep(step: Extract<ImageStep, { kind: 'copy' }>, ctx: FileSte
 }
 
 async function fetchStep(step: Extract<ImageStep, { kind: 'fetch' }>, ctx: FileStepContext): Promise<void> {
-  const artifact = await ctx.artifacts.get(sourceOf(step.source, ctx.projectDir), {
-    ...(step.sha256 ? { sha256: step.sha256 } : {}),
-    maxBytes: step.maxBytes,
-    ...(ctx.signal ? { signal: ctx.signal } : {}),
-    onProgress: progressReporter(ctx.progress),
-  });
+  const artifact = await fetchArtifact(step, ctx);
   ctx.progress(`${artifact.cached ? 'cached' : 'fetched'} ${describeSource(step.source)} (${artifact.bytes} bytes, sha256 ${artifact.sha256.slice(0, 12)})`);
   if (step.extract) {
     const dest = await target(ctx.root, step.dest, true);
@@ -80,15 +74,20 @@ async function fetchStep(step: Extract<ImageStep, { kind: 'fetch' }>, ctx: FileS
 }
 
 async function slugStep(step: Extract<ImageStep, { kind: 'slug' }>, ctx: FileStepContext): Promise<void> {
-  const artifact = await ctx.artifacts.get(sourceOf(step.source, ctx.projectDir), {
+  const artifact = await fetchArtifact(step, ctx);
+  const dest = await target(ctx.root, step.dest, true);
+  const result = await unpackTarSafely(artifact.path, dest, { maxBytes: step.maxBytes }, ctx.signal);
+  ctx.progress(`unpacked slug ${describeSource(step.source)} into ${step.dest}: ${result.files} files, ${result.bytes} bytes`);
+}
+
+/** The step's artifact, from the cache by digest or fetched and checked. */
+function fetchArtifact(step: Extract<ImageStep, { kind: 'fetch' | 'slug' }>, ctx: FileStepContext): ReturnType<ArtifactCache['get']> {
+  return ctx.artifacts.get(sourceOf(step.source, ctx.projectDir), {
     ...(step.sha256 ? { sha256: step.sha256 } : {}),
     maxBytes: step.maxBytes,
     ...(ctx.signal ? { signal: ctx.signal } : {}),
     onProgress: progressReporter(ctx.progress),
   });
-  const dest = await target(ctx.root, step.dest, true);
-  const result = await unpackTarSafely(artifact.path, dest, { maxBytes: step.maxBytes }, ctx.signal);
-  ctx.progress(`unpacked slug ${describeSource(step.source)} into ${step.dest}: ${result.files} files, ${result.bytes} bytes`);
 }
 
 /** Copies the agent bundle into the image, so the image is complete without berth's own files. */
@@ -99,7 +98,7 @@ export async function writeAgent(root: string, agentDir: string): Promise<void> 
 
 export async function writeImageEnv(root: string, env: Record<string, string>): Promise<void> {
   const lines = Object.entries(env).map(([k, v]) => `${k}=${JSON.stringify(v)}`);
-  const file = await target(root, IMAGE_ENV_FILE, false);
+  const file = await target(root, IMAGE_ENV_PATH, false);
   await writeFile(file, lines.length ? `${lines.join('\n')}\n` : '', { mode: 0o644 });
 }
 

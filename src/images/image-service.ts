@@ -6,17 +6,20 @@
 import { statSync } from 'node:fs';
 import { posix } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { BerthError } from '../core/errors.js';
+import { BerthError, errorMessage } from '../core/errors.js';
 import type { BootImage, HostService, ImageResolver } from '../hosts/host-service.js';
 import type { ImagesRepo } from '../store/images-repo.js';
 import type { PoolsRepo } from '../store/pools-repo.js';
-import type { ImageRow } from '../store/schema.js';
+import type { HostRow, ImageRow } from '../store/schema.js';
 import { baseChainId, imageId, layerId } from './digests.js';
 import type { BakedImage, BakeEvent, ImageBuilder, LayerSummary, ParentImage } from './builder.js';
 import { validateIdentityOptions } from './identity.js';
 import type { LayerStore } from './layer-store.js';
 import { checkStepInputs, IMAGE_NAME, ImageSpecError, parseImagesFile, type ImageSpec } from './spec.js';
 import { toImageView, type ImageView } from './views.js';
+
+/** Tags of the hosts bakes launch (bake-hosts.ts). */
+const BAKE_ROLES = new Set(['bake', 'bake-check']);
 
 export interface BuildRequest {
   /** berth.yaml's text, and its path as it should appear in messages. */
@@ -190,6 +193,18 @@ export class ImageService implements ImageResolver {
 
   async close(): Promise<void> {
     await this.deps.builder.close();
+  }
+
+  /**
+   * After a restart: the hosts of bakes the previous server was running are terminated (their bakes
+   * died with it and nothing else uses them); returns how many.
+   */
+  async recover(live: readonly HostRow[]): Promise<number> {
+    const orphans = live.filter((row) => BAKE_ROLES.has(row.tags['berth:role'] ?? ''));
+    for (const row of orphans) {
+      await this.deps.hosts.terminate(row.tenant_id, row.id, 'its bake ended with the previous server').catch((err: unknown) => this.deps.log(`bake host ${row.id}: ${errorMessage(err)}`));
+    }
+    return orphans.length;
   }
 
   async list(tenantId: string): Promise<ImageView[]> {

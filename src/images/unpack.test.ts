@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { create } from 'tar';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BerthError } from '../core/errors.js';
 import { unpackTarSafely } from './unpack.js';
+import { rejection } from '../../test/helpers/errors.js';
 
 interface RawEntry {
   path: string;
@@ -77,14 +77,6 @@ function archiveOf(name: string, data: Buffer): string {
   return file;
 }
 
-async function rejection(promise: Promise<unknown>): Promise<BerthError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(BerthError);
-  return err as BerthError;
-}
 
 /** Nothing was written: no target, no staging dir, the sentinel empty, the secret intact. */
 function expectNothingWritten(): void {

@@ -105,5 +105,10 @@ function parseFrame<T>(raw: string, schema: z.ZodMiniType<T>): T | undefined {
 
 /** The file inside every host that tells its agent who it is and where to connect. */
 export const AGENT_IDENTITY_PATH = '/etc/berth/agent.json';
+/**
+ * The environment an image's `env` steps set: one `KEY="value"` per line, the value a JSON string.
+ * Written by bakes, applied by the agent to every command it runs.
+ */
+export const IMAGE_ENV_PATH = '/etc/berth/image.env';
 export const agentIdentity = z.object({ hostId: z.string(), token: z.string(), serverUrl: z.string() });
 export type AgentIdentity = z.infer<typeof agentIdentity>;

@@ -8,6 +8,7 @@ import { CommandDispatcher } from '../commands/dispatch.js';
 import { LiveOutput } from '../commands/live-output.js';
 import { errorMessage } from '../core/errors.js';
 import { hashSecret } from '../core/ids.js';
+import { LIVE_HOST_STATES } from '../core/host-state.js';
 import { DEFAULT_TENANT } from '../store/migrations.js';
 import type { HostDriver, HostResources } from '../drivers/types.js';
 import { AgentGateway } from '../agents/gateway.js';
@@ -31,7 +32,7 @@ import { treeDigest } from '../images/digests.js';
 import { ImageService } from '../images/image-service.js';
 import { LayerStore, umountWith } from '../images/layer-store.js';
 import { resolveTools } from '../drivers/local/preflight.js';
-import { runCommand } from '../drivers/local/proc.js';
+import { runCommand, type CommandRunner } from '../drivers/local/proc.js';
 import { DataDir } from './data-dir.js';
 import { buildApp } from './http/app.js';
 
@@ -49,6 +50,8 @@ export interface ServerConfig {
   driver: HostDriver;
   /** The agent bundle baked into every image (the directory hosts mount at /.berth/agent). */
   agentDir: string;
+  /** Runs the image store's tools (mount, umount, mknod); default: spawned from this process. */
+  toolRunner?: CommandRunner;
   defaultImage?: string;
   defaultResources?: HostResources;
   /** Log to stdout (pino JSON); false in tests. */
@@ -170,6 +173,8 @@ export class BerthServer {
       const failedClaims = await claims.recover();
       const recovered = await hostsService.recover();
       const retired = await reconciler.recover();
+      const bakeHosts = await images.recover(await hostsRepo.listInStates(LIVE_HOST_STATES));
+      if (bakeHosts > 0) log(`recovered after restart: terminated ${bakeHosts} host(s) of bakes the previous server was running`);
       if (recovered.adopted.length + recovered.cleaned.length + failedClaims + retired > 0) {
         log(`recovered after restart: adopted ${recovered.adopted.length} host(s), cleaned up ${recovered.cleaned.length}, failed ${failedClaims} unfinished claim(s), retiring ${retired} pool host(s) of unknown state`);
       }
@@ -236,17 +241,18 @@ async function startImages(
 ): Promise<ImageService> {
   const dir = `${dataDir}/images`;
   const tools = resolveTools();
-  const layers = new LayerStore(dir, umountWith(runCommand, tools.umount));
+  const run = config.toolRunner ?? runCommand;
+  const layers = new LayerStore(dir, umountWith(run, tools.umount));
   await layers.recover(deps.log);
   let agentDigest: Promise<string> | undefined;
   const builder = new ImageBuilder({
     layers,
     artifacts: new ArtifactCache(`${dir}/artifacts`),
-    mounts: new BakeMounts(`${dir}/bases`, tools, runCommand),
+    mounts: new BakeMounts(`${dir}/bases`, tools, run),
     bakeHosts: new BakeHosts({ hosts: deps.hosts, commands: deps.commands, live: deps.live, log: deps.log }),
     agentDir: config.agentDir,
     agentDigest: () => (agentDigest ??= treeDigest(config.agentDir)),
-    run: runCommand,
+    run,
   });
   return new ImageService({ images: deps.imagesRepo, pools: deps.poolsRepo, layers, builder, hosts: deps.hosts, log: deps.log });
 }

@@ -112,13 +112,14 @@ describe('image baking', () => {
 
     const [a, b] = await Promise.all([launch('web'), launch('web')]);
     expect(a.imageId).toBe(image?.id);
-    const files = await run(a.id, 'cat /srv/app/index.txt /opt/tool.bin /etc/baked-by-run /etc/app-version; /app/bin/start; cat /etc/berth/image.env; test ! -e /etc/motd && echo motd-removed; ls /usr/local/lib/berth/agent');
+    const files = await run(a.id, 'cat /srv/app/index.txt /opt/tool.bin /etc/baked-by-run /etc/app-version; /app/bin/start; cat /etc/berth/image.env; echo "greeting=$GREETING port=$PORT"; test ! -e /etc/motd && echo motd-removed; ls /usr/local/lib/berth/agent');
     expect(files).toContain('hello from the app');
     expect(files).toContain('a fetched artifact');
     expect(files).toContain('baked');
     expect(files).toContain('v1');
     expect(files).toContain('started');
     expect(files).toContain('GREETING="hello"');
+    expect(files).toContain('greeting=hello port=8080'); // the agent applies the image's env to commands
     expect(files).toContain('motd-removed');
     expect(files).toContain('berth-agent.cjs');
     // Identity stripping: /var/tmp emptied (kept as a sticky directory), logs kept but emptied.

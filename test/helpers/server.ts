@@ -3,7 +3,7 @@
  * on a bridge and subnet of the test's own, talking to real agents; or the same as a separate
  * `berth server` process, for tests that kill it.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect } from 'vitest';
 import { LocalDriver, countLocalLeftovers, type LocalDriverConfig, type LeftoverCounts } from '../../src/drivers/local/index.js';
 import { BerthServer } from '../../src/server/berth-server.js';
+import { mountPoints } from '../../src/drivers/local/overlay.js';
 import { agentBundleDir, agentCommand, packageRoot } from '../../src/cli/paths.js';
 
 export interface TestNetwork {
@@ -54,6 +55,7 @@ export async function startServer(net: TestNetwork, opts: { dataDir?: string; ag
     agentPort: opts.agentPort ?? 0,
     driver,
     agentDir: config.agentDir,
+    toolRunner: driver.run,
     databaseUrl: opts.databaseUrl,
     log: process.env['BERTH_TEST_LOG'] ? (line: string) => process.stderr.write(`berth: ${line}\n`) : () => {},
     sweepIntervalMs: 200,
@@ -231,6 +233,9 @@ export class ServerProcess {
   async remove(): Promise<void> {
     await this.kill();
     await new LocalDriver(driverConfig(this.dataDir, this.net)).teardown();
+    // A killed server leaves its bake views (under images/) mounted; its next start would reuse them.
+    const ours = [...mountPoints()].filter((p) => p.startsWith(`${this.dataDir}/`)).sort((a, b) => b.length - a.length);
+    for (const point of ours) execFileSync('umount', ['-l', point]);
     await rm(this.dataDir, { recursive: true, force: true });
   }
 }

@@ -65,8 +65,11 @@ export class LocalDriver implements HostDriver {
     }, this.run);
   }
 
-  /** Runs a tool through the spawn helper while it lives, else from this process. */
-  private readonly run: CommandRunner = (file, args, input) =>
+  /**
+   * Runs a tool through the spawn helper while it lives, else from this process. Public for the
+   * local image store's mounts: a spawn from the server itself costs ~18 ms once the store is loaded.
+   */
+  readonly run: CommandRunner = (file, args, input) =>
     this.spawner?.alive ? this.spawner.run(file, args, input, { PATH: SYSTEM_PATH, LC_ALL: 'C' }) : runCommand(file, args, input);
 
   private readonly spawnLauncher = (req: LaunchRequest): Promise<LauncherChild> => (this.spawner?.alive ? this.spawner.launch(req) : spawnLocally(req));

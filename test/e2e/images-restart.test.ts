@@ -44,7 +44,8 @@ describe('a bake across a control-plane crash', () => {
     const reader = res.body?.getReader();
     let seen = '';
     // Until the run step's host has printed: the bake is mid-step, a host of its own running.
-    while (reader && !seen.includes('started')) {
+    const printed = () => seen.split('\n').some((line) => line.includes('"type":"output"') && line.includes('started'));
+    while (reader && !printed()) {
       const chunk = await reader.read();
       if (chunk.done) break;
       seen += new TextDecoder().decode(chunk.value as Uint8Array);
@@ -60,6 +61,8 @@ describe('a bake across a control-plane crash', () => {
       return ours.length > 0 && ours.every((h) => h.state === 'terminated') ? ours : undefined;
     });
     expect(bakeHosts).toHaveLength(1);
+    // It was running the step's command when the server died: adopted at restart, then removed.
+    expect(bakeHosts[0]?.stateReason).toContain('its bake ended with the previous server');
     expect((await proc.api.get('/v1/images/slow')).status).toBe(404);
     expect(existsSync(join(proc.dataDir, 'images', 'tmp'))).toBe(false);
     const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(`${proc.dataDir}/images/tmp`));

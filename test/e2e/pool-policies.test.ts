@@ -2,6 +2,9 @@
  * A pool's policies on real hosts: an empty pool that fails fast with Retry-After, back-off for an
  * image that keeps failing, hosts that fail their health check, and hosts idle past maxIdleAge.
  */
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { HostView } from '../../src/hosts/views.js';
 import type { PoolHostView, PoolStatusView } from '../../src/pools/views.js';
@@ -36,14 +39,19 @@ describe('pool policies', () => {
   });
 
   it('backs off an image that keeps failing instead of burning launches, and says why', async () => {
-    expect((await srv.api.post('/v1/pools', { name: 'broken', size: 2, maxLaunching: 1, image: '/nonexistent-berth-image' })).status).toBe(201);
+    // A pool's image must exist (a missing one is refused at once), so: a directory that is no root
+    // filesystem (an empty directory), whose every launch fails.
+    const missing = await srv.api.post<{ code: string }>('/v1/pools', { name: 'broken', size: 2, image: '/nonexistent-berth-image' });
+    expect([missing.status, missing.body.code]).toEqual([404, 'image_not_found']);
+    const notARoot = await mkdtemp(join(tmpdir(), 'berth-not-a-root-'));
+    expect((await srv.api.post('/v1/pools', { name: 'broken', size: 2, maxLaunching: 1, image: notARoot })).status).toBe(201);
     await new Promise((r) => setTimeout(r, 4000));
     const status = (await pool('broken')).status;
     expect(status.ready).toBe(0);
     expect(status.consecutiveFailures).toBeGreaterThanOrEqual(2);
     // 1 s, 2 s, 4 s… between attempts: a handful in 4 s, where a tight loop would make dozens.
     expect(status.consecutiveFailures).toBeLessThanOrEqual(5);
-    expect(status.lastFailure?.reason).toMatch(/nonexistent-berth-image/);
+    expect(status.lastFailure?.reason).toMatch(/failed to start: host setup exited/);
     expect(status.notFullReason).toMatch(/backing off/);
     const hosts = (await srv.api.get<{ hosts: HostView[] }>('/v1/hosts?all=true&tag=berth:pool=broken')).body.hosts;
     expect(hosts.every((h) => h.state === 'terminated' || h.state === 'failed')).toBe(true);

@@ -12,6 +12,7 @@ import { Readable } from 'node:stream';
 import type { HostSpec } from '../types.js';
 import type { HostNames } from './config.js';
 import { INIT_PATH, INIT_SCRIPT, OLD_ROOT } from './host-scripts.js';
+import { BerthError, errorMessage, isBerthError } from '../../core/errors.js';
 import { errnoCode, killProcessGroup, SYSTEM_PATH } from './proc.js';
 import type { LaunchRequest, LauncherChild } from './spawner.js';
 
@@ -200,4 +201,23 @@ export async function startLauncher(
     abort: () => launcher.stdin?.end(),
     ready,
   };
+}
+
+export function cancelled(id: string): BerthError {
+  return new BerthError('deadline_exceeded', `launch of host ${id} was cancelled`, 'Retry the launch if it is still wanted.');
+}
+
+export function launchError(spec: HostSpec, err: unknown, output: string): BerthError {
+  if (isBerthError(err)) return err;
+  if (err instanceof HostDirExistsError) {
+    return new BerthError('conflict', `host ${spec.id} already exists on this machine (${err.message})`, 'Terminate the existing host first, or launch with a new id.');
+  }
+  if (err instanceof LaunchProcessError && err.message === 'launch was cancelled') return cancelled(spec.id);
+  return new BerthError(
+    'launch_failed',
+    `host ${spec.id} failed to start: ${errorMessage(err)}${output ? `\n${output}` : ''}`,
+    `Check that the image ${spec.image} is a root filesystem with /bin/sh, umount and the agent command; the host's console output is included above.`,
+    { hostId: spec.id, console: output },
+    { cause: err },
+  );
 }

@@ -3,7 +3,7 @@
  * overlayfs copy-on-write root, its own address on a bridge and cgroup limits. See host-scripts.ts for
  * how a host is brought up, and config.ts for how every resource's name derives from the host id.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmdirSync, statSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -28,12 +28,12 @@ import {
 import { captureUpperDir } from './capture.js';
 import { buildFstab, buildLauncherScript, buildSetupScript, type SystemTools } from './host-scripts.js';
 import { BaseViews, checkStack, lowerDirOption } from './overlay.js';
-import { consoleTail, createHostDir, HostDirExistsError, LaunchProcessError, spawnLocally, startLauncher, writeHostFiles } from './host-launch.js';
+import { cancelled, consoleTail, createHostDir, launchError, LaunchProcessError, spawnLocally, startLauncher, writeHostFiles } from './host-launch.js';
 import { Spawner, type LaunchRequest, type LauncherChild } from './spawner.js';
 import { parseHostRecord, readStateFile, recordToDriverData, STATE_VERSION, writeStateFile, type HostRecord } from './host-state.js';
 import { ensureBridge, innerNetworkBatch, listNetnsHostIds, NETNS_DIR, outerNetworkBatch, removeHostNetwork } from './network.js';
 import { checkAgentDir, checkPlatform, prepareDevTemplate, probeNamespacesAndOverlay, resolveTools } from './preflight.js';
-import { describeFailure, isSameLiveProcess, pollUntil, readProcessStat, runCommand, sendSignal, SYSTEM_PATH, type CommandRunner } from './proc.js';
+import { describeFailure, findInitPid, isSameLiveProcess, pollUntil, readProcessStat, runCommand, sendSignal, SYSTEM_PATH, type CommandRunner } from './proc.js';
 import { IpAllocator } from './subnet.js';
 
 const TERM_REPEAT_MS = 500;
@@ -266,7 +266,7 @@ export class LocalDriver implements HostDriver {
 
   /** Stops every process of a host: TERM to its PID 1 (the kernel kills the rest), KILL after the grace. */
   private async stopProcesses(record: Partial<HostRecord>, cgroupDirs: string[]): Promise<void> {
-    const initPid = record.initPid ?? findInitPid(cgroupDirs);
+    const initPid = record.initPid ?? findInitPid(cgroupPids(cgroupDirs));
     const initStartTime = record.initPid ? record.initStartTime : initPid && readProcessStat(initPid)?.startTime;
     if (initPid && isSameLiveProcess(initPid, initStartTime)) {
       // PID 1 forwards TERM to the agent and exits; the kernel then kills everything else in the host.
@@ -297,7 +297,7 @@ export class LocalDriver implements HostDriver {
     ].filter((t): t is string => typeof t === 'string');
     if (traces.length === 0) return { id, state: 'gone', reason: 'nothing of the host is left on this machine' };
     if (!record.initPid) {
-      const initPid = findInitPid(cgroupDirs);
+      const initPid = findInitPid(cgroupPids(cgroupDirs));
       if (initPid) return { id, state: 'running', ...(ip ? { ip } : {}), reason: `init process ${initPid} found in the host's cgroup (its launch was not recorded)` };
       return { id, state: 'stopped', ...(ip ? { ip } : {}), reason: `the host's launch never completed; leftovers: ${traces.join(', ')}` };
     }
@@ -363,19 +363,6 @@ export class LocalDriver implements HostDriver {
   }
 }
 
-/** The host's PID 1 among its cgroup's processes: the one whose innermost pid is 1. */
-function findInitPid(cgroupDirs: string[]): number | undefined {
-  for (const pid of cgroupPids(cgroupDirs)) {
-    try {
-      const nspid = /^NSpid:\s+(.*)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]?.trim().split(/\s+/);
-      if (nspid && nspid.length > 1 && nspid[nspid.length - 1] === '1') return pid;
-    } catch {
-      // Exited while we looked.
-    }
-  }
-  return undefined;
-}
-
 function isDirectory(path: string): boolean {
   try {
     return statSync(path).isDirectory();
@@ -386,23 +373,4 @@ function isDirectory(path: string): boolean {
 
 function round(ms: number): number {
   return Math.round(ms * 10) / 10;
-}
-
-function cancelled(id: string): BerthError {
-  return new BerthError('deadline_exceeded', `launch of host ${id} was cancelled`, 'Retry the launch if it is still wanted.');
-}
-
-function launchError(spec: HostSpec, err: unknown, output: string): BerthError {
-  if (isBerthError(err)) return err;
-  if (err instanceof HostDirExistsError) {
-    return new BerthError('conflict', `host ${spec.id} already exists on this machine (${err.message})`, 'Terminate the existing host first, or launch with a new id.');
-  }
-  if (err instanceof LaunchProcessError && err.message === 'launch was cancelled') return cancelled(spec.id);
-  return new BerthError(
-    'launch_failed',
-    `host ${spec.id} failed to start: ${errorMessage(err)}${output ? `\n${output}` : ''}`,
-    `Check that the image ${spec.image} is a root filesystem with /bin/sh, umount and the agent command; the host's console output is included above.`,
-    { hostId: spec.id, console: output },
-    { cause: err },
-  );
 }

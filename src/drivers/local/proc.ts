@@ -130,3 +130,16 @@ export async function killProcessGroup(pgid: number, timeoutMs = 5000): Promise<
   }
   await pollUntil(() => !processGroupExists(pgid), timeoutMs, 5);
 }
+
+/** A host's PID 1 among some of the machine's processes: the one whose innermost pid is 1. */
+export function findInitPid(pids: Iterable<number>): number | undefined {
+  for (const pid of pids) {
+    try {
+      const nspid = /^NSpid:\s+(.*)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]?.trim().split(/\s+/);
+      if (nspid && nspid.length > 1 && nspid[nspid.length - 1] === '1') return pid;
+    } catch {
+      // Exited while we looked.
+    }
+  }
+  return undefined;
+}

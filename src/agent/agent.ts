@@ -4,8 +4,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import { StringDecoder } from 'node:string_decoder';
-import type { AgentIdentity, InvocationResult, ServerMessage } from '../protocol/messages.js';
-import { PROTOCOL_VERSION } from '../protocol/messages.js';
+import type { AgentIdentity, InvocationResult, ServerMessage, ServiceSpec } from '../protocol/messages.js';
+import { PROTOCOL_VERSION, SERVICE_LOG_DIR } from '../protocol/messages.js';
+import { Supervisor } from './supervisor/index.js';
 import { AgentConnection } from './connection.js';
 import { InvocationJournal } from './journal.js';
 import { defaultShell, killInvocationProcesses, runShellScript, WarmShellPool } from './runcommand/index.js';
@@ -16,8 +17,10 @@ const IDLE_GC_DELAY_MS = 2000;
 
 export interface AgentOptions {
   identity: AgentIdentity;
-  /** Where the journal and scratch files live (inside the host's writable layer). */
+  /** Where the journal, scratch files and the supervisor's state live (tmpfs: /run). */
   stateDir: string;
+  /** Where services' logs go; default /var/log/berth. */
+  serviceLogDir?: string;
   log?: (line: string) => void;
   outputLimitBytes?: number;
   killGraceMs?: number;
@@ -31,11 +34,22 @@ export class Agent {
   private readonly log: (line: string) => void;
   private readonly warmShells = new WarmShellPool(defaultShell());
   private idleTimer: NodeJS.Timeout | undefined;
+  private readonly supervisor: Supervisor;
+  /** Converges run one after another, newest set last: a set that arrives meanwhile waits its turn. */
+  private converging: Promise<void> = Promise.resolve();
+  private reportTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.log ?? ((line) => process.stderr.write(`berth-agent: ${line}\n`));
     this.journal = new InvocationJournal(`${opts.stateDir}/invocations`);
     this.settleOrphans();
+    // Services outlive the agent: a new agent process re-adopts what the previous one started.
+    this.supervisor = new Supervisor({
+      stateDir: `${opts.stateDir}/services`,
+      logDir: opts.serviceLogDir ?? SERVICE_LOG_DIR,
+      log: this.log,
+      onStatus: () => this.reportServicesSoon(),
+    });
     this.connection = new AgentConnection({
       serverUrl: opts.identity.serverUrl,
       hostId: opts.identity.hostId,
@@ -59,10 +73,52 @@ export class Agent {
     this.warmShells.fill();
   }
 
-  /** Leaves running invocations alone: the next agent process settles them (see settleOrphans). */
+  /**
+   * Leaves running invocations alone (the next agent process settles them, see settleOrphans) and
+   * services running (the next agent process re-adopts them).
+   */
   stop(): void {
     this.warmShells.stop();
+    this.supervisor.detach();
+    clearTimeout(this.reportTimer);
     this.connection.stop();
+  }
+
+  /**
+   * The host is being stopped (TERM to its init, passed on to the agent): services are stopped
+   * properly, in reverse dependency order with their stop signals, before the agent goes. Unlike
+   * runsvdir, which exits on TERM and leaves them to be killed.
+   */
+  async shutdown(): Promise<void> {
+    await this.converging.catch(() => undefined);
+    await this.supervisor.stopAll().catch((err: unknown) => this.log(`stopping services: ${err instanceof Error ? err.message : String(err)}`));
+    this.stop();
+  }
+
+  /** Status changes come in bursts (a converge moves several services): one report per 20 ms. */
+  private reportServicesSoon(): void {
+    this.reportTimer ??= setTimeout(() => {
+      this.reportTimer = undefined;
+      this.connection.send({ type: 'services', statuses: this.supervisor.status() });
+    }, 20);
+  }
+
+  private converge(specs: ServiceSpec[]): void {
+    this.converging = this.converging
+      .then(() => this.supervisor.converge(specs))
+      .catch((err: unknown) => this.log(`services: ${err instanceof Error ? err.message : String(err)}`))
+      .finally(() => this.reportServicesSoon());
+  }
+
+  private serviceAction(name: string, action: 'start' | 'stop' | 'restart'): void {
+    this.converging = this.converging
+      .then(async () => {
+        if (action === 'stop') await this.supervisor.stop(name);
+        else if (action === 'start') await this.supervisor.start(name);
+        else await this.supervisor.restart(name);
+      })
+      .catch((err: unknown) => this.log(`service ${name}: ${action}: ${err instanceof Error ? err.message : String(err)}`))
+      .finally(() => this.reportServicesSoon());
   }
 
   /**
@@ -95,6 +151,14 @@ export class Agent {
   private onMessage(msg: ServerMessage): void {
     switch (msg.type) {
       case 'welcome':
+        // The server learns of re-adopted (or never started) services at once.
+        this.reportServicesSoon();
+        return;
+      case 'services':
+        this.converge(msg.services);
+        return;
+      case 'serviceAction':
+        this.serviceAction(msg.name, msg.action);
         return;
       case 'run':
         this.onRun(msg);

@@ -18,9 +18,11 @@ export function runAgent(argv: string[] = process.argv.slice(2)): Agent {
   // Before the agent starts its warm shells: they and every command inherit this environment.
   Object.assign(process.env, readImageEnv(IMAGE_ENV_PATH, log));
   const agent = new Agent({ identity, stateDir });
+  let stopping = false;
   const stop = () => {
-    agent.stop();
-    process.exit(0);
+    if (stopping) return;
+    stopping = true;
+    void agent.shutdown().finally(() => process.exit(0));
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

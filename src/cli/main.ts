@@ -14,6 +14,7 @@ import { UsageError } from './output.js';
 import { registerPoolCommands } from './pool-commands.js';
 import { registerRunCommands } from './run-commands.js';
 import { registerServerCommand } from './server-command.js';
+import { registerSvcCommands } from './svc-commands.js';
 
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const program = new Command('berth')
@@ -30,6 +31,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   registerPoolCommands(program, ctx);
   registerClaimCommands(program, ctx);
   registerApplyCommand(program, ctx);
+  registerSvcCommands(program, ctx);
   registerImageCommands(program, ctx);
   program
     .command('agent')

@@ -44,6 +44,105 @@ const knownInvocation = z.object({
 });
 export type KnownInvocation = z.infer<typeof knownInvocation>;
 
+// ---------------------------------------------------------------------------------------------
+// Supervised services (the agent's supervisor, src/agent/supervisor/). The server resolves each
+// service's effective configuration (layered env, mode from tags) and sends the agent a flat spec.
+
+/** A service name is also its log, FIFO and state file name: keep it a safe file name. */
+export const SERVICE_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+/** A variable name a POSIX shell can export; the supervisor refuses a service env with any other. */
+export const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
+export const SERVICE_STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGKILL'] as const;
+export const SERVICE_STATES = ['starting', 'ready', 'backoff', 'stopping', 'stopped', 'failed'] as const;
+
+const tcpPort = z.int().check(z.gte(1), z.lte(65535));
+
+export const serviceReadyCheck = z.object({
+  /** GET http://127.0.0.1:port/path answers 2xx or 3xx. */
+  http: z.optional(z.object({ port: tcpPort, path: z._default(z.string().check(z.startsWith('/')), '/') })),
+  /** A TCP connection to 127.0.0.1:port is accepted. */
+  tcp: z.optional(z.object({ port: tcpPort })),
+  /** Run by /bin/sh -c with the service's env, cwd and user; exit 0 means ready. */
+  command: z.optional(z.string().check(z.minLength(1))),
+  timeoutSeconds: z._default(z.number().check(z.positive()), 30),
+  intervalMs: z._default(z.int().check(z.positive()), 200),
+});
+export type ServiceReadyCheck = z.infer<typeof serviceReadyCheck>;
+
+export const serviceRestartPolicy = z.object({
+  policy: z.enum(['always', 'on-failure', 'never']),
+  initialDelayMs: z._default(z.int().check(z.nonnegative()), 100),
+  factor: z._default(z.number().check(z.gte(1)), 2),
+  maxDelayMs: z._default(z.int().check(z.nonnegative()), 30_000),
+  /** A run that stayed up this long resets the delay and the crash count. */
+  resetAfterSeconds: z._default(z.number().check(z.nonnegative()), 60),
+  /** This many consecutive quick exits (runs shorter than resetAfterSeconds) make the service `failed`. */
+  crashLoopLimit: z._default(z.int().check(z.positive()), 5),
+});
+export type ServiceRestartPolicy = z.infer<typeof serviceRestartPolicy>;
+
+export const serviceLogPolicy = z.object({
+  /** The current file is rotated before it would grow past this size. */
+  maxBytes: z._default(z.int().check(z.positive()), 10 * 1024 * 1024),
+  /** Rotated files kept (<name>.log.1 is the newest); 0 keeps none. */
+  keep: z._default(z.int().check(z.nonnegative()), 5),
+  /** Prefix each line with the ISO time the agent read it. */
+  timestamps: z._default(z.boolean(), true),
+});
+export type ServiceLogPolicy = z.infer<typeof serviceLogPolicy>;
+
+/** Everything the agent needs to run one service, fully resolved by the server. */
+export const serviceSpec = z.object({
+  name: z.string().check(z.regex(SERVICE_NAME_PATTERN)),
+  /** Run by /bin/sh -c in its own session and process group. */
+  cmd: z.string().check(z.minLength(1)),
+  cwd: z.optional(z.string()),
+  /** A user name or numeric uid from the host's /etc/passwd. */
+  user: z.optional(z.string()),
+  /** The effective environment, added to the agent's own. */
+  env: z.record(z.string(), z.string()),
+  ports: z.array(tcpPort),
+  dependsOn: z.array(z.string()),
+  ready: z.optional(serviceReadyCheck),
+  stopSignal: z._default(z.enum(SERVICE_STOP_SIGNALS), 'SIGTERM'),
+  /** After the stop signal, KILL goes to the whole process group once this has passed. */
+  stopTimeoutSeconds: z._default(z.number().check(z.nonnegative()), 10),
+  restart: serviceRestartPolicy,
+  logs: z.prefault(serviceLogPolicy, {}),
+  /** Hash of the effective configuration: a service is restarted by a converge only when it changes. */
+  configHash: z.string(),
+});
+export type ServiceSpec = z.infer<typeof serviceSpec>;
+/** A spec as written before defaults are applied (`serviceSpec.parse(input)` gives a ServiceSpec). */
+export type ServiceSpecInput = z.input<typeof serviceSpec>;
+
+export const serviceExit = z.object({
+  /** Both null when the exit status is unknown (a process adopted from a previous agent). */
+  code: z.nullable(z.int()),
+  signal: z.nullable(z.string()),
+  at: z.string(),
+});
+export type ServiceExit = z.infer<typeof serviceExit>;
+
+export const serviceStatus = z.object({
+  name: z.string(),
+  state: z.enum(SERVICE_STATES),
+  /** Restarts made by the restart policy under the current configHash. */
+  restarts: z.int().check(z.nonnegative()),
+  pid: z.nullable(z.int()),
+  lastExit: z.nullable(serviceExit),
+  /** Why the service is in this state, e.g. "crashed 5 times in a row (last: exit code 1)". */
+  reason: z.string(),
+  /** When the service entered this state (ISO time). */
+  since: z.string(),
+  configHash: z.string(),
+});
+export type ServiceStatus = z.infer<typeof serviceStatus>;
+export type ServiceState = ServiceStatus['state'];
+
+/** Where the agent writes each service's log (`<name>.log`, rotated to `.1`, `.2`, …). */
+export const SERVICE_LOG_DIR = '/var/log/berth';
+
 export const agentMessage = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('hello'),
@@ -60,6 +159,8 @@ export const agentMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('accepted'), invocationId: z.string(), startedAt: z.string() }),
   z.object({ type: z.literal('output'), invocationId: z.string(), stream: z.enum(['stdout', 'stderr']), data: z.string() }),
   z.object({ type: z.literal('result'), invocationId: z.string(), result: invocationResult }),
+  /** Every service's status, after any change (and once after each hello). */
+  z.object({ type: z.literal('services'), statuses: z.array(serviceStatus) }),
 ]);
 export type AgentMessage = z.infer<typeof agentMessage>;
 
@@ -80,6 +181,9 @@ export const serverMessage = z.discriminatedUnion('type', [
   }),
   z.object({ type: z.literal('cancel'), invocationId: z.string() }),
   z.object({ type: z.literal('ack'), invocationId: z.string() }),
+  /** The host's desired services: the supervisor converges (only changed services restart). */
+  z.object({ type: z.literal('services'), services: z.array(serviceSpec) }),
+  z.object({ type: z.literal('serviceAction'), name: z.string(), action: z.enum(['start', 'stop', 'restart']) }),
 ]);
 export type ServerMessage = z.infer<typeof serverMessage>;
 
@@ -112,3 +216,5 @@ export const AGENT_IDENTITY_PATH = '/etc/berth/agent.json';
 export const IMAGE_ENV_PATH = '/etc/berth/image.env';
 export const agentIdentity = z.object({ hostId: z.string(), token: z.string(), serverUrl: z.string() });
 export type AgentIdentity = z.infer<typeof agentIdentity>;
+
+

@@ -33,6 +33,7 @@ import { ImageService } from '../images/image-service.js';
 import { LayerStore, umountWith } from '../images/layer-store.js';
 import { resolveTools } from '../drivers/local/preflight.js';
 import { runCommand, type CommandRunner } from '../drivers/local/proc.js';
+import { ServicesService } from '../services/services-service.js';
 import { DataDir } from './data-dir.js';
 import { buildApp } from './http/app.js';
 
@@ -114,7 +115,7 @@ export class BerthServer {
       const live = new LiveOutput(64 * 1024);
 
       // The gateway and the services refer to each other: the gateway's handlers find the services here.
-      const late: { hosts?: HostService; dispatcher?: CommandDispatcher; images?: ImageService } = {};
+      const late: { hosts?: HostService; dispatcher?: CommandDispatcher; images?: ImageService; services?: ServicesService } = {};
       const report = (what: string) => (err: unknown) => log(`${what}: ${errorMessage(err)}`);
       const gateway = new AgentGateway(
         { host: driverInfo.agentListenHost, port: config.agentPort ?? 7071, heartbeatIntervalMs: config.heartbeatIntervalMs ?? 5000, log },
@@ -124,9 +125,13 @@ export class BerthServer {
             void (async () => {
               await late.hosts?.onAgentConnected(hostId, hello.agentVersion);
               await late.dispatcher?.onHello(hostId, hello);
+              await late.services?.onAgentHello(hostId);
             })().catch(report(`host ${hostId}: enrolment`));
           },
-          onMessage: (hostId, msg) => void late.dispatcher?.onMessage(hostId, msg).catch(report(`host ${hostId}: ${msg.type}`)),
+          onMessage: (hostId, msg) => {
+            if (msg.type === 'services') late.services?.onAgentReport(hostId, msg.statuses);
+            else void late.dispatcher?.onMessage(hostId, msg).catch(report(`host ${hostId}: ${msg.type}`));
+          },
           onDisconnect: (hostId) => void late.hosts?.onAgentDisconnected(hostId).catch(report(`host ${hostId}: disconnect`)),
         },
       );
@@ -136,6 +141,8 @@ export class BerthServer {
       const commands = new CommandService({ commands: commandsRepo, hosts: hostsRepo, agents: gateway, live });
       const dispatcher = new CommandDispatcher({ service: commands, commands: commandsRepo, agents: gateway, live, log });
       late.dispatcher = dispatcher;
+      const services = new ServicesService({ hosts: hostsRepo, agents: gateway, log });
+      late.services = services;
       const hostsService = new HostService({
         hosts: hostsRepo,
         driver: config.driver,
@@ -143,7 +150,10 @@ export class BerthServer {
         agentUrl,
         defaultImage: config.defaultImage ?? '/',
         defaultResources: config.defaultResources ?? { cpus: 1, memoryMiB: 1024, pids: 512 },
-        onHostGone: (hostId, detail) => dispatcher.failOpenForHost(hostId, detail),
+        onHostGone: (hostId, detail) => {
+          late.services?.onHostGone(hostId);
+          return dispatcher.failOpenForHost(hostId, detail);
+        },
         images: {
           resolve: (tenantId, ref) => {
             if (!late.images) throw new Error('images used before the server started');
@@ -184,6 +194,7 @@ export class BerthServer {
         commands,
         pools: { pools: poolService, claims, poolsRepo, hostsRepo, isConnected },
         images,
+        services,
         lookupToken: (hash) => tokens.tenantFor(hash),
         health: () => Promise.resolve({ store: store.kind, driver: config.driver.name, agentsConnected: gateway.connectedHostIds().length }),
         version: VERSION,

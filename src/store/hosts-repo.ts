@@ -167,6 +167,19 @@ export class HostsRepo {
     return this.db.selectFrom('hosts').selectAll().where('slot', 'in', [...slots]).where('state', 'not in', ['terminated', 'failed']).execute();
   }
 
+  /** Replaces a live host's desired services; false when the host is not live. */
+  async setServices(tenantId: string, id: string, services: unknown[]): Promise<boolean> {
+    const row = await this.db
+      .updateTable('hosts')
+      .set({ services: JSON.stringify(services), updated_at: new Date() })
+      .where('tenant_id', '=', tenantId)
+      .where('id', '=', id)
+      .where('state', 'in', ['booting', 'running', 'lost'])
+      .returning('id')
+      .executeTakeFirst();
+    return row !== undefined;
+  }
+
   async setLaunched(id: string, ip: string, driverData: Record<string, unknown>): Promise<void> {
     await this.db.updateTable('hosts').set({ ip, driver_data: JSON.stringify(driverData), updated_at: new Date() }).where('id', '=', id).execute();
   }
@@ -186,7 +199,7 @@ export class HostsRepo {
     assertTransition(id, 'running', 'booting');
     return this.db
       .updateTable('hosts')
-      .set({ state: 'booting', state_reason: 'resetting', agent_token_hash: agentTokenHash, tags: JSON.stringify(tags), image: image.image, image_id: image.imageId, agent_connected: false, ready_at: null, updated_at: new Date() })
+      .set({ state: 'booting', state_reason: 'resetting', agent_token_hash: agentTokenHash, tags: JSON.stringify(tags), image: image.image, image_id: image.imageId, services: '[]', agent_connected: false, ready_at: null, updated_at: new Date() })
       .where('id', '=', id)
       .where('state', '=', 'running')
       .returningAll()

@@ -166,6 +166,9 @@ const IMAGES = [
   `alter table hosts add column image_id text`,
 ];
 
+/** Supervised services: each host's desired set, as the server resolved it (re-sent when its agent reconnects). */
+const SERVICES = [`alter table hosts add column services jsonb not null default '[]'`];
+
 const migrations: Record<string, Migration> = {
   '0001_foundation': {
     async up(db: Kysely<unknown>) {
@@ -180,6 +183,11 @@ const migrations: Record<string, Migration> = {
   '0003_images': {
     async up(db: Kysely<unknown>) {
       for (const statement of IMAGES) await sql.raw(statement).execute(db);
+    },
+  },
+  '0004_services': {
+    async up(db: Kysely<unknown>) {
+      for (const statement of SERVICES) await sql.raw(statement).execute(db);
     },
   },
 };

@@ -49,6 +49,8 @@ export interface HostsTable {
   group_name: string | null;
   claim_id: string | null;
   image_id: string | null;
+  /** The desired supervised services (protocol ServiceSpec objects). */
+  services: ColumnType<unknown[], string | undefined, string>;
 }
 
 export interface PoolsTable {

@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { markedProcesses } from '../procfs.js';
 
 /** Name of the environment variable that marks every process of an invocation. */
 export const MARKER_ENV = 'BERTH_INVOCATION_ID';
@@ -16,62 +16,7 @@ export interface SweepTarget {
  * leave the group). Zombies are dead already and are skipped. Never returns the caller itself.
  */
 export function findInvocationProcesses(target: SweepTarget, procRoot = '/proc'): number[] {
-  const marker = Buffer.from(`${MARKER_ENV}=${target.invocationId}\0`);
-  const self = process.pid;
-  const found: number[] = [];
-  let entries: string[];
-  try {
-    entries = readdirSync(procRoot);
-  } catch {
-    return found;
-  }
-  for (const name of entries) {
-    const c = name.charCodeAt(0);
-    if (c < 48 || c > 57) continue;
-    const pid = Number(name);
-    if (!Number.isInteger(pid) || pid === self || pid === 1) continue;
-    const st = readStat(`${procRoot}/${name}/stat`);
-    if (!st || st.state === 'Z' || st.state === 'X') continue;
-    if (target.pgid !== undefined && st.pgrp === target.pgid) {
-      found.push(pid);
-      continue;
-    }
-    if (environHas(`${procRoot}/${name}/environ`, marker)) found.push(pid);
-  }
-  return found;
-}
-
-function readStat(path: string): { state: string; pgrp: number } | undefined {
-  let text: string;
-  try {
-    text = readFileSync(path, 'latin1');
-  } catch {
-    return undefined;
-  }
-  // "pid (comm) state ppid pgrp ..."; comm may contain spaces and parentheses: split after the last ')'.
-  const close = text.lastIndexOf(')');
-  if (close < 0) return undefined;
-  const fields = text.slice(close + 2).split(' ');
-  const state = fields[0] ?? '';
-  const pgrp = Number(fields[2]);
-  return { state, pgrp };
-}
-
-function environHas(path: string, marker: Buffer): boolean {
-  let env: Buffer;
-  try {
-    env = readFileSync(path);
-  } catch {
-    return false;
-  }
-  if (env.length < marker.length) return false;
-  // Entries are NUL-terminated: match at the start or right after a NUL.
-  let at = env.indexOf(marker);
-  while (at >= 0) {
-    if (at === 0 || env[at - 1] === 0) return true;
-    at = env.indexOf(marker, at + 1);
-  }
-  return false;
+  return markedProcesses({ marker: `${MARKER_ENV}=${target.invocationId}`, ...(target.pgid !== undefined ? { pgid: target.pgid } : {}) }, procRoot);
 }
 
 /** Sends `signal` to each pid, ignoring processes that are already gone. */

@@ -11,6 +11,8 @@ import { installErrorHandling } from './errors.js';
 import { commandRoutes } from './routes-commands.js';
 import { hostRoutes } from './routes-hosts.js';
 import { imageRoutes } from './routes-images.js';
+import { serviceRoutes } from './routes-services.js';
+import type { ServicesService } from '../../services/services-service.js';
 import { poolRoutes, type PoolRouteDeps } from './routes-pools.js';
 import type { ImageService } from '../../images/image-service.js';
 
@@ -19,6 +21,7 @@ export interface AppDeps {
   commands: CommandService;
   pools: PoolRouteDeps;
   images: ImageService;
+  services: ServicesService;
   lookupToken: TokenLookup;
   health: () => Promise<Record<string, unknown>>;
   version: string;
@@ -52,5 +55,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(commandRoutes(deps.commands));
   await app.register(poolRoutes(deps.pools));
   await app.register(imageRoutes(deps.images));
+  await app.register(serviceRoutes(deps.services));
   return app;
 }

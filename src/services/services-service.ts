@@ -1,0 +1,195 @@
+/**
+ * Supervised services on the control plane: each host's desired set is stored (and sent again when
+ * its agent reconnects); the agent's supervisor converges to it and reports every state change,
+ * which is kept in memory here and handed to waiters. The server resolves everything a service
+ * needs before sending it: the agent gets flat specs with a hash of their configuration.
+ */
+import { EventEmitter } from 'node:events';
+import { BerthError } from '../core/errors.js';
+import { canonicalJson, sha256 } from '../images/digests.js';
+import { serviceSpec, type ServerMessage, type ServiceSpec, type ServiceStatus } from '../protocol/messages.js';
+import { checkServiceSet } from '../protocol/services.js';
+import type { HostsRepo } from '../store/hosts-repo.js';
+import type { HostRow } from '../store/schema.js';
+
+export interface ServiceChannel {
+  isConnected(hostId: string): boolean;
+  send(hostId: string, msg: ServerMessage): boolean;
+}
+
+export interface ServicesServiceDeps {
+  hosts: HostsRepo;
+  agents: ServiceChannel;
+  log: (line: string) => void;
+}
+
+/** A service as the API shows it: what is wanted (env values left out: they may be secrets) and what runs. */
+export interface ServiceView {
+  name: string;
+  cmd: string;
+  dependsOn: string[];
+  ports: number[];
+  envNames: string[];
+  configHash: string;
+  status: ServiceStatus | null;
+}
+
+export interface HostServicesView {
+  hostId: string;
+  agentConnected: boolean;
+  /** When the agent last reported its services (null: not since this server started). */
+  reportedAt: string | null;
+  services: ServiceView[];
+  /** Services the agent still runs or reports that the host should not have (being stopped). */
+  leaving: ServiceStatus[];
+}
+
+export type ServiceAction = 'start' | 'stop' | 'restart';
+
+export class ServicesService {
+  private readonly reported = new Map<string, { statuses: ServiceStatus[]; at: Date }>();
+  private readonly changes = new EventEmitter();
+
+  constructor(private readonly deps: ServicesServiceDeps) {
+    this.changes.setMaxListeners(0);
+  }
+
+  /**
+   * Replaces a host's services. Every spec is checked (schema, names, env names, dependencies,
+   * cycles) before anything is stored or sent: bad input changes nothing.
+   */
+  async set(tenantId: string, hostId: string, inputs: unknown[]): Promise<HostServicesView> {
+    const row = await this.liveHost(tenantId, hostId);
+    const specs = inputs.map((input, i) => withConfigHash(input, i));
+    const problems = checkServiceSet(specs);
+    if (problems.length > 0) throw new BerthError('validation_failed', problems.join('\n'), 'Fix the services and send them again; nothing was changed.', { problems });
+    if (!(await this.deps.hosts.setServices(tenantId, hostId, specs))) throw notLive(hostId, row.state);
+    this.push(hostId, specs);
+    return this.view(tenantId, hostId);
+  }
+
+  async get(tenantId: string, hostId: string): Promise<HostServicesView> {
+    return this.view(tenantId, hostId);
+  }
+
+  /** Asks the host's supervisor to start, stop or restart one of its services. */
+  async act(tenantId: string, hostId: string, name: string, action: ServiceAction): Promise<HostServicesView> {
+    const row = await this.liveHost(tenantId, hostId);
+    if (!desiredOf(row).some((s) => s.name === name)) {
+      throw new BerthError('not_found', `host ${hostId} has no service ${JSON.stringify(name)}`, 'List its services with `berth svc ls --host ID`.', { hostId, service: name });
+    }
+    if (!this.deps.agents.send(hostId, { type: 'serviceAction', name, action })) {
+      throw new BerthError('host_not_connected', `the agent of host ${hostId} is not connected`, 'Retry once the host is running (`berth host ls`).', { hostId });
+    }
+    return this.view(tenantId, hostId);
+  }
+
+  /**
+   * The agent reported its services (after every change, and after each hello). One that runs
+   * services the host should not have (they were removed while it was away) gets the set again.
+   */
+  onAgentReport(hostId: string, statuses: ServiceStatus[]): void {
+    const first = !this.reported.has(hostId);
+    this.reported.set(hostId, { statuses, at: new Date() });
+    this.changes.emit(hostId);
+    if (first && statuses.length > 0) {
+      void this.deps.hosts.getAnyTenant(hostId).then((row) => {
+        const wanted = new Set(row ? desiredOf(row).map((s) => s.name) : []);
+        if (statuses.some((s) => !wanted.has(s.name))) this.push(hostId, row ? desiredOf(row) : []);
+      }, (err: unknown) => this.deps.log(`host ${hostId}: services: ${String(err)}`));
+    }
+  }
+
+  /**
+   * A (re)connected agent gets the host's desired services again, so its supervisor converges. A
+   * host with none gets nothing: that is most hosts, and enrolment is on the launch path.
+   */
+  async onAgentHello(hostId: string): Promise<void> {
+    this.reported.delete(hostId); // its first report is checked against the desired set (onAgentReport)
+    const row = await this.deps.hosts.getAnyTenant(hostId);
+    if (row && row.services.length > 0) this.push(hostId, desiredOf(row));
+  }
+
+  onHostGone(hostId: string): void {
+    this.reported.delete(hostId);
+  }
+
+  /** Resolves when `done` holds for the host's reported services, or rejects after `timeoutMs`. */
+  async waitFor(tenantId: string, hostId: string, done: (view: HostServicesView) => boolean, timeoutMs: number): Promise<HostServicesView> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const view = await this.view(tenantId, hostId);
+      if (done(view)) return view;
+      const left = deadline - Date.now();
+      if (left <= 0) return view;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(finish, left);
+        function finish(): void {
+          clearTimeout(timer);
+          resolve();
+        }
+        this.changes.once(hostId, finish);
+      });
+    }
+  }
+
+  private push(hostId: string, specs: ServiceSpec[]): void {
+    if (this.deps.agents.isConnected(hostId)) this.deps.agents.send(hostId, { type: 'services', services: specs });
+  }
+
+  private async liveHost(tenantId: string, hostId: string): Promise<HostRow> {
+    const row = await this.deps.hosts.get(tenantId, hostId);
+    if (!row) throw new BerthError('host_not_found', `host ${hostId} does not exist`, 'List hosts with `berth host ls`.', { hostId });
+    if (!['booting', 'running', 'lost'].includes(row.state)) throw notLive(hostId, row.state);
+    return row;
+  }
+
+  private async view(tenantId: string, hostId: string): Promise<HostServicesView> {
+    const row = await this.deps.hosts.get(tenantId, hostId);
+    if (!row) throw new BerthError('host_not_found', `host ${hostId} does not exist`, 'List hosts with `berth host ls`.', { hostId });
+    const reported = this.reported.get(hostId);
+    const statuses = new Map((reported?.statuses ?? []).map((s) => [s.name, s]));
+    const desired = desiredOf(row);
+    const wanted = new Set(desired.map((spec) => spec.name));
+    return {
+      hostId,
+      agentConnected: this.deps.agents.isConnected(hostId),
+      reportedAt: reported ? reported.at.toISOString() : null,
+      leaving: (reported?.statuses ?? []).filter((st) => !wanted.has(st.name)),
+      services: desired.map((spec) => ({
+        name: spec.name,
+        cmd: spec.cmd,
+        dependsOn: spec.dependsOn,
+        ports: spec.ports,
+        envNames: Object.keys(spec.env).sort(),
+        configHash: spec.configHash,
+        status: statuses.get(spec.name) ?? null,
+      })),
+    };
+  }
+}
+
+/** A spec as given, its defaults applied and its configuration hashed (the hash is ours to set). */
+function withConfigHash(input: unknown, index: number): ServiceSpec {
+  const given = input && typeof input === 'object' ? { ...(input as Record<string, unknown>), configHash: '' } : input;
+  const parsed = serviceSpec.safeParse(given);
+  if (!parsed.success) {
+    const name = (input as { name?: unknown } | null)?.name;
+    const label = typeof name === 'string' ? `service ${JSON.stringify(name)}` : `service #${index + 1}`;
+    const problems = parsed.error.issues.map((issue) => `${label}: ${issue.path.join('.') || 'spec'}: ${issue.message}`);
+    throw new BerthError('validation_failed', problems.join('\n'), 'Fix the services and send them again; nothing was changed.', { problems });
+  }
+  const { configHash: _ignored, ...config } = parsed.data;
+  return { ...parsed.data, configHash: sha256(canonicalJson(config)).slice(0, 16) };
+}
+
+function desiredOf(row: HostRow): ServiceSpec[] {
+  return row.services.flatMap((raw) => {
+    const parsed = serviceSpec.safeParse(raw);
+    return parsed.success ? [parsed.data] : [];
+  });
+}
+
+function notLive(hostId: string, state: string): BerthError {
+  return new BerthError('invalid_state', `host ${hostId} is ${state}; services run only on a live host`, 'Launch or claim a host first.', { hostId });
+}

@@ -1,0 +1,111 @@
+/**
+ * Supervised services on real hosts, through the API: the agent's supervisor converges to the set
+ * the server sends, reports every state to the server, survives its own restart without touching
+ * the services, and refuses a bad set without changing anything.
+ */
+import { execFileSync } from 'node:child_process';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { CommandView } from '../../src/commands/views.js';
+import type { HostView } from '../../src/hosts/views.js';
+import type { HostServicesView } from '../../src/services/services-service.js';
+import { agentPidOf, useServer, type InProcessServer } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait.js';
+
+const NET = { bridge: 'berthsvc0', subnet: '10.232.0.0/22', cgroupName: 'berthsvc' };
+
+const web = { name: 'web', cmd: 'exec python3 -m http.server 8080 --bind 127.0.0.1', ports: [8080], env: { GREETING: 'hi' }, dependsOn: [], ready: { http: { port: 8080, path: '/' }, timeoutSeconds: 10 }, restart: { policy: 'always' } };
+const worker = { name: 'worker', cmd: 'while :; do echo "tick $GREETING"; sleep 0.2; done', ports: [], env: { GREETING: 'worker' }, dependsOn: ['web'], restart: { policy: 'always' } };
+
+describe('supervised services', () => {
+  let srv: InProcessServer;
+  let host: HostView;
+  const server = useServer(NET);
+
+  const put = (services: unknown[], wait = 20) => srv.api.put<HostServicesView & { code?: string; message?: string }>(`/v1/hosts/${host.id}/services?wait=${wait}`, { services });
+  const get = async () => (await srv.api.get<HostServicesView>(`/v1/hosts/${host.id}/services`)).body;
+  const byName = (view: HostServicesView, name: string) => view.services.find((s) => s.name === name)?.status;
+  const run = async (command: string) => {
+    const { body } = await srv.api.post<CommandView>('/v1/commands', { targets: { hostIds: [host.id] }, parameters: { commands: [command] }, wait: 30 });
+    return body.invocations[0];
+  };
+
+  beforeAll(async () => {
+    srv = server.srv;
+    host = (await srv.api.post<HostView>('/v1/hosts', {})).body;
+  });
+
+  it('starts services in dependency order, each once its dependencies are ready, and reports them', async () => {
+    const res = await put([worker, web]);
+    expect(res.status).toBe(200);
+    expect(byName(res.body, 'web')?.state).toBe('ready');
+    expect(byName(res.body, 'worker')?.state).toBe('ready');
+    const answer = await run('curl -s -o /dev/null -w "%{http_code}" http://127.0.0.1:8080/ || python3 -c "import urllib.request;print(urllib.request.urlopen(\'http://127.0.0.1:8080/\').status)"');
+    expect(answer?.stdout).toContain('200');
+    const since = (name: string) => new Date(byName(res.body, name)?.since ?? 0).getTime();
+    expect(since('worker')).toBeGreaterThanOrEqual(since('web'));
+  });
+
+  it('restarts only the service whose configuration changed', async () => {
+    const before = await get();
+    const res = await put([{ ...worker, env: { GREETING: 'changed' } }, web]);
+    expect(byName(res.body, 'web')?.pid).toBe(byName(before, 'web')?.pid);
+    expect(byName(res.body, 'worker')?.pid).not.toBe(byName(before, 'worker')?.pid);
+    const logs = await run('sleep 0.5; tail -n 3 /var/log/berth/worker.log');
+    expect(logs?.stdout).toMatch(/^\d{4}-\d\d-\d\dT[\d:.]+Z tick changed$/m);
+  });
+
+  it('restarts a service that exits, and start/stop/restart act on one service', async () => {
+    const before = byName(await get(), 'worker');
+    await run(`kill -9 ${before?.pid ?? 0}`);
+    const after = await waitFor('the worker restarted', async () => {
+      const s = byName(await get(), 'worker');
+      return s?.state === 'ready' && s.pid !== before?.pid ? s : undefined;
+    });
+    expect(after.restarts).toBe((before?.restarts ?? 0) + 1);
+    expect(after.lastExit?.signal).toBe('SIGKILL');
+
+    expect((await srv.api.post(`/v1/hosts/${host.id}/services/worker/stop`, {})).status).toBe(200);
+    await waitFor('the worker stopped', async () => (byName(await get(), 'worker')?.state === 'stopped' ? true : undefined));
+    expect((await srv.api.post(`/v1/hosts/${host.id}/services/worker/start`, {})).status).toBe(200);
+    await waitFor('the worker ready again', async () => (byName(await get(), 'worker')?.state === 'ready' ? true : undefined));
+    expect((await srv.api.post(`/v1/hosts/${host.id}/services/nope/restart`, {})).status).toBe(404);
+  });
+
+  it("keeps services running across the agent's own restart and re-adopts them", async () => {
+    const before = await get();
+    const agentPid = agentPidOf(srv.dataDir, host.id);
+    execFileSync('kill', ['-9', String(agentPid)]);
+    // The host's init restarts the agent; it reconnects, re-adopts, and reports the same processes.
+    const after = await waitFor('the new agent to report', async () => {
+      const view = await get();
+      const fresh = view.reportedAt !== null && view.reportedAt !== before.reportedAt && view.agentConnected;
+      return fresh && agentPidOf(srv.dataDir, host.id) !== agentPid && byName(view, 'web')?.state === 'ready' ? view : undefined;
+    }, { timeoutMs: 30_000 });
+    expect(byName(after, 'web')?.pid).toBe(byName(before, 'web')?.pid);
+    expect(byName(after, 'worker')?.pid).toBe(byName(before, 'worker')?.pid);
+  });
+
+  it('refuses a bad set with a clear error and changes nothing', async () => {
+    const before = await get();
+    const cycle = await put([{ ...web, dependsOn: ['worker'] }, worker], 0);
+    expect(cycle.status).toBe(400);
+    expect(cycle.body.message).toMatch(/dependency cycle: (web -> worker -> web|worker -> web -> worker)/);
+    const unknown = await put([{ ...worker, dependsOn: ['db'] }], 0);
+    expect(unknown.body.message).toContain('depends on unknown service "db"');
+    const badEnv = await put([{ ...web, env: { 'NOT-AN-ID': 'x' } }], 0);
+    expect(badEnv.body.message).toContain('"NOT-AN-ID" is not a valid identifier');
+    const after = await get();
+    expect(after.services.map((s) => [s.name, s.configHash, s.status?.pid])).toEqual(before.services.map((s) => [s.name, s.configHash, s.status?.pid]));
+  });
+
+  it('stops services that are no longer wanted, in reverse dependency order', async () => {
+    const before = await get();
+    const res = await put([]);
+    expect(res.body.services).toEqual([]);
+    for (const name of ['web', 'worker']) {
+      const pid = byName(before, name)?.pid;
+      const alive = await run(`kill -0 ${pid ?? 0} 2>/dev/null && echo alive || echo gone`);
+      expect(alive?.stdout.trim()).toBe('gone');
+    }
+  });
+});

@@ -21,6 +21,7 @@ import { DEFAULT_TENANT } from '../src/store/migrations.js';
 import { openStore } from '../src/store/store.js';
 import { claimBench } from './claims.js';
 import { imageBench } from './images.js';
+import { serviceBench } from './services.js';
 import { ms, summarize, type Summary } from './stats.js';
 
 const execFileAsync = promisify(execFile);
@@ -30,8 +31,9 @@ const LAUNCHES = Number(process.env['BENCH_LAUNCHES'] ?? 60);
 const ROUND_TRIPS = Number(process.env['BENCH_ROUND_TRIPS'] ?? 600);
 const IDLE_SECONDS = Number(process.env['BENCH_IDLE_SECONDS'] ?? 10);
 const IMAGES = { bakes: Number(process.env['BENCH_BAKES'] ?? 3), launches: Number(process.env['BENCH_IMAGE_LAUNCHES'] ?? 40) };
-/** Run only these parts (comma-separated: foundation, claims, images); default all. */
-const ONLY = new Set((process.env['BENCH_ONLY'] ?? 'foundation,claims,images').split(','));
+const SERVICES = { crashes: Number(process.env['BENCH_SERVICE_CRASHES'] ?? 30), idleSeconds: Number(process.env['BENCH_IDLE_SECONDS'] ?? 10) };
+/** Run only these parts (comma-separated: foundation, claims, images, services); default all. */
+const ONLY = new Set((process.env['BENCH_ONLY'] ?? 'foundation,claims,images,services').split(','));
 const CLAIMS = {
   warm: Number(process.env['BENCH_WARM_CLAIMS'] ?? 200),
   cold: Number(process.env['BENCH_COLD_CLAIMS'] ?? 50),
@@ -52,6 +54,7 @@ async function main(): Promise<void> {
     if (ONLY.has('foundation')) rows.push(...(await foundationBench(srv)));
     if (ONLY.has('claims')) rows.push(...(await claimBench(srv, { ...CLAIMS, progress })));
     if (ONLY.has('images')) rows.push(...(await imageBench(srv, { ...IMAGES, progress })));
+    if (ONLY.has('services')) rows.push(...(await serviceBench(srv, { ...SERVICES, progress })));
   } finally {
     await srv.stop();
   }

@@ -6,7 +6,8 @@ import { randomUUID } from 'node:crypto';
 import { StringDecoder } from 'node:string_decoder';
 import type { AgentIdentity, InvocationResult, ServerMessage, ServiceSpec } from '../protocol/messages.js';
 import { PROTOCOL_VERSION, SERVICE_LOG_DIR } from '../protocol/messages.js';
-import { Supervisor } from './supervisor/index.js';
+import { existsSync, readdirSync } from 'node:fs';
+import type { Supervisor } from './supervisor/index.js';
 import { AgentConnection } from './connection.js';
 import { InvocationJournal } from './journal.js';
 import { defaultShell, killInvocationProcesses, runShellScript, WarmShellPool } from './runcommand/index.js';
@@ -34,7 +35,13 @@ export class Agent {
   private readonly log: (line: string) => void;
   private readonly warmShells = new WarmShellPool(defaultShell());
   private idleTimer: NodeJS.Timeout | undefined;
-  private readonly supervisor: Supervisor;
+  /**
+   * Made on first use (a services message, or services a previous agent process left to re-adopt):
+   * most hosts run none, and the supervisor's code is loaded only then (the agent's RSS and start
+   * time are on every host's budget).
+   */
+  private supervisor: Promise<Supervisor> | undefined;
+  private readonly supervisorDir: string;
   /** Converges run one after another, newest set last: a set that arrives meanwhile waits its turn. */
   private converging: Promise<void> = Promise.resolve();
   private reportTimer: NodeJS.Timeout | undefined;
@@ -43,13 +50,9 @@ export class Agent {
     this.log = opts.log ?? ((line) => process.stderr.write(`berth-agent: ${line}\n`));
     this.journal = new InvocationJournal(`${opts.stateDir}/invocations`);
     this.settleOrphans();
+    this.supervisorDir = `${opts.stateDir}/services`;
     // Services outlive the agent: a new agent process re-adopts what the previous one started.
-    this.supervisor = new Supervisor({
-      stateDir: `${opts.stateDir}/services`,
-      logDir: opts.serviceLogDir ?? SERVICE_LOG_DIR,
-      log: this.log,
-      onStatus: () => this.reportServicesSoon(),
-    });
+    if (hasEntries(this.supervisorDir)) void this.services();
     this.connection = new AgentConnection({
       serverUrl: opts.identity.serverUrl,
       hostId: opts.identity.hostId,
@@ -79,7 +82,7 @@ export class Agent {
    */
   stop(): void {
     this.warmShells.stop();
-    this.supervisor.detach();
+    void this.supervisor?.then((s) => s.detach());
     clearTimeout(this.reportTimer);
     this.connection.stop();
   }
@@ -91,7 +94,7 @@ export class Agent {
    */
   async shutdown(): Promise<void> {
     await this.converging.catch(() => undefined);
-    await this.supervisor.stopAll().catch((err: unknown) => this.log(`stopping services: ${err instanceof Error ? err.message : String(err)}`));
+    await this.supervisor?.then((s) => s.stopAll()).catch((err: unknown) => this.log(`stopping services: ${err instanceof Error ? err.message : String(err)}`));
     this.stop();
   }
 
@@ -99,13 +102,31 @@ export class Agent {
   private reportServicesSoon(): void {
     this.reportTimer ??= setTimeout(() => {
       this.reportTimer = undefined;
-      this.connection.send({ type: 'services', statuses: this.supervisor.status() });
+      const statuses = this.supervisor ? this.supervisor.then((s) => s.status()) : Promise.resolve([]);
+      void statuses.then((list) => this.connection.send({ type: 'services', statuses: list }));
     }, 20);
+  }
+
+  private services(): Promise<Supervisor> {
+    this.supervisor ??= import('./supervisor/index.js').then(
+      ({ Supervisor }) =>
+        new Supervisor({
+          stateDir: this.supervisorDir,
+          logDir: this.opts.serviceLogDir ?? SERVICE_LOG_DIR,
+          log: this.log,
+          onStatus: () => this.reportServicesSoon(),
+        }),
+    );
+    return this.supervisor;
   }
 
   private converge(specs: ServiceSpec[]): void {
     this.converging = this.converging
-      .then(() => this.supervisor.converge(specs))
+      .then(async () => {
+        // Nothing to run and nothing running: no supervisor needed.
+        if (specs.length === 0 && !this.supervisor) return;
+        await (await this.services()).converge(specs);
+      })
       .catch((err: unknown) => this.log(`services: ${err instanceof Error ? err.message : String(err)}`))
       .finally(() => this.reportServicesSoon());
   }
@@ -113,9 +134,10 @@ export class Agent {
   private serviceAction(name: string, action: 'start' | 'stop' | 'restart'): void {
     this.converging = this.converging
       .then(async () => {
-        if (action === 'stop') await this.supervisor.stop(name);
-        else if (action === 'start') await this.supervisor.start(name);
-        else await this.supervisor.restart(name);
+        const supervisor = await this.services();
+        if (action === 'stop') await supervisor.stop(name);
+        else if (action === 'start') await supervisor.start(name);
+        else await supervisor.restart(name);
       })
       .catch((err: unknown) => this.log(`service ${name}: ${action}: ${err instanceof Error ? err.message : String(err)}`))
       .finally(() => this.reportServicesSoon());
@@ -151,8 +173,8 @@ export class Agent {
   private onMessage(msg: ServerMessage): void {
     switch (msg.type) {
       case 'welcome':
-        // The server learns of re-adopted (or never started) services at once.
-        this.reportServicesSoon();
+        // The server learns of re-adopted services at once (a host without any has nothing to say).
+        if (this.supervisor) this.reportServicesSoon();
         return;
       case 'services':
         this.converge(msg.services);
@@ -276,4 +298,12 @@ function toWire(result: ExecutionResult): InvocationResult {
 function failure(startedAt: string, detail: string): InvocationResult {
   const empty = { text: '', truncated: false, bytes: 0 };
   return { status: 'Failed', statusDetail: detail, exitCodes: [], stdout: empty, stderr: empty, startedAt, finishedAt: new Date().toISOString() };
+}
+
+function hasEntries(dir: string): boolean {
+  try {
+    return existsSync(dir) && readdirSync(dir).length > 0;
+  } catch {
+    return false;
+  }
 }

@@ -83,14 +83,25 @@ describe('regenerateIdentity: SSH host keys', () => {
     expect(regenerateIdentity({ log, root }).sshHostKeys).toBe('not-applicable');
   });
 
+  it('makes no keys unless the image asks (most hosts run no sshd)', () => {
+    mkdirSync(join(root, 'etc/ssh'));
+    writeFileSync(join(root, 'etc/ssh/sshd_config'), '');
+    expect(regenerateIdentity({ log, root }).sshHostKeys).toBe('not-applicable');
+    expect(readdirSync(join(root, 'etc/ssh'))).toEqual(['sshd_config']);
+  });
+
   it('keeps present keys', () => {
+    mkdirSync(join(root, 'etc/berth'), { recursive: true });
+    writeFileSync(join(root, 'etc/berth/first-boot.json'), JSON.stringify({ sshHostKeyTypes: ['ed25519'] }));
     mkdirSync(join(root, 'etc/ssh'));
     writeFileSync(join(root, 'etc/ssh/ssh_host_ed25519_key'), 'KEY', { mode: 0o600 });
     expect(regenerateIdentity({ log, root }).sshHostKeys).toBe('present');
     expect(readdirSync(join(root, 'etc/ssh'))).toEqual(['ssh_host_ed25519_key']);
   });
 
-  it('generates missing keys in the background without waiting for them', async () => {
+  it('generates the key types the image asks for in the background without waiting for them', async () => {
+    mkdirSync(join(root, 'etc/berth'), { recursive: true });
+    writeFileSync(join(root, 'etc/berth/first-boot.json'), JSON.stringify({ sshHostKeyTypes: ['rsa', 'ecdsa', 'ed25519', 'bogus; rm -rf /'] }));
     mkdirSync(join(root, 'etc/ssh'));
     writeFileSync(join(root, 'etc/ssh/sshd_config'), '');
     const started = performance.now();

@@ -8,7 +8,7 @@
  *   3. on the view again: each emptied directory is made anew over its whiteout, which overlayfs
  *      records as an opaque directory (nothing below shows through), with its old mode and owner.
  */
-import { chmod, chown, mkdir, open, rm, unlink } from 'node:fs/promises';
+import { chmod, chown, mkdir, open, rm, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join, posix } from 'node:path';
 import { BerthError } from '../core/errors.js';
 import { describeFailure, type CommandRunner } from '../drivers/local/proc.js';
@@ -16,6 +16,8 @@ import type { BakeMounts } from './bake-mounts.js';
 import { stripIdentity, type DeferredStrip, type IdentityOptions, type StripReport } from './identity.js';
 import type { Workspace } from './layer-store.js';
 import type { LayerStack } from '../drivers/local/overlay.js';
+import { FIRST_BOOT_PATH, type FirstBootPlan } from '../protocol/messages.js';
+import { resolveInRoot } from './root-path.js';
 
 export async function stripIntoLayer(mounts: BakeMounts, ws: Workspace, stack: LayerStack, identity: IdentityOptions, run: CommandRunner): Promise<StripReport> {
   const deferred: DeferredStrip = { remove: [], empty: [] };
@@ -23,6 +25,7 @@ export async function stripIntoLayer(mounts: BakeMounts, ws: Workspace, stack: L
   let report: StripReport;
   try {
     report = await stripIdentity(ws.mnt, identity, deferred);
+    await planFirstBoot(ws.mnt, report);
     const going = [...deferred.remove, ...deferred.empty.map((e) => e.path)];
     for (const parent of new Set(going.map((p) => dirname(p)))) if (parent !== ws.mnt) await copyUp(parent);
   } finally {
@@ -46,6 +49,19 @@ export async function stripIntoLayer(mounts: BakeMounts, ws: Workspace, stack: L
     }
   }
   return report;
+}
+
+/**
+ * Tells hosts of the image what to make at first boot (see FIRST_BOOT_PATH): the SSH host key
+ * types the image had and lost here. An image that had none asks for none.
+ */
+async function planFirstBoot(root: string, report: StripReport): Promise<void> {
+  const types = new Set(report.removed.flatMap((path) => /^\/etc\/ssh\/ssh_host_([a-z0-9]+)_key(\.pub)?$/.exec(path)?.[1] ?? []));
+  if (types.size === 0) return;
+  const plan: FirstBootPlan = { sshHostKeyTypes: [...types].sort() };
+  const file = resolveInRoot(root, FIRST_BOOT_PATH);
+  await mkdir(dirname(file), { recursive: true, mode: 0o755 });
+  await writeFile(file, `${JSON.stringify(plan)}\n`, { mode: 0o644 });
 }
 
 /** Copies a directory of the view up into the writable layer, attributes and all. */

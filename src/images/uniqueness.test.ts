@@ -85,8 +85,10 @@ describe('IDENTITY_PROBE', () => {
     expect(parseIdentityProbe(await runProbe({ PATH: join(root, 'bin-no-keygen') })).sshHostKeys).toEqual(first.sshHostKeys);
   });
 
-  it('waits for host keys being generated at first boot', async () => {
+  it('waits for host keys being generated at first boot, when the image asks for them', async () => {
     mkdirSync(join(root, 'etc/ssh'), { recursive: true });
+    mkdirSync(join(root, 'etc/berth'), { recursive: true });
+    writeFileSync(join(root, 'etc/berth/first-boot.json'), JSON.stringify({ sshHostKeyTypes: ['ed25519'] }));
     const started = Date.now();
     const probe = runProbe();
     setTimeout(() => makeHostKey('ed25519'), 1000);

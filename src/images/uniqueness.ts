@@ -5,6 +5,8 @@
  * (see identity.ts) or regenerated at first boot (src/agent/firstboot.ts).
  */
 
+import { FIRST_BOOT_PATH } from '../protocol/messages.js';
+
 /** Probe output is one line per item: `<item> <value>`, or `<item> -` when the host lacks it. */
 export function buildIdentityProbe(root = '/'): string[] {
   const prefix = root.replace(/\/+$/, '');
@@ -14,8 +16,9 @@ export function buildIdentityProbe(root = '/'): string[] {
   return [
     `if [ -s ${at('/etc/machine-id')} ]; then printf 'machine-id %s\\n' "$(head -n 1 ${at('/etc/machine-id')} | tr -d ' \\t\\r')"; else echo 'machine-id -'; fi`,
     `if [ -s ${at('/var/lib/dbus/machine-id')} ]; then printf 'dbus-machine-id %s\\n' "$(head -n 1 ${at('/var/lib/dbus/machine-id')} | tr -d ' \\t\\r')"; else echo 'dbus-machine-id -'; fi`,
-    // The agent generates host keys in the background at first boot: give it up to 10 s.
-    `if [ -d ${sshDir} ] && ${keygen}; then berth_end=$(( $(date +%s) + 10 )); ` +
+    // The agent generates the host keys the image asks for (first-boot.json) in the background at
+    // first boot: give it up to 10 s.
+    `if grep -q sshHostKeyTypes ${at(FIRST_BOOT_PATH)} 2>/dev/null; then berth_end=$(( $(date +%s) + 10 )); ` +
       `while ! ls ${sshDir}/ssh_host_*_key.pub >/dev/null 2>&1 && [ "$(date +%s)" -lt "$berth_end" ]; do sleep 0.2 2>/dev/null || sleep 1; done; fi`,
     // Fingerprints only (public anyway). Without ssh-keygen, a hash of the key blob alone, so a
     // key's comment does not make two copies of it look different.

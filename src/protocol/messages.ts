@@ -210,6 +210,16 @@ function parseFrame<T>(raw: string, schema: z.ZodMiniType<T>): T | undefined {
 /** The file inside every host that tells its agent who it is and where to connect. */
 export const AGENT_IDENTITY_PATH = '/etc/berth/agent.json';
 /**
+ * What a host must make for itself at first boot, written by a bake's identity layer when it
+ * stripped something the image had: `{ "sshHostKeyTypes": ["ed25519", "rsa"] }`. Without it nothing
+ * is generated (most hosts run no sshd, and an RSA key costs a third of a second of CPU).
+ */
+export const FIRST_BOOT_PATH = '/etc/berth/first-boot.json';
+export interface FirstBootPlan {
+  sshHostKeyTypes: string[];
+}
+
+/**
  * The environment an image's `env` steps set: one `KEY="value"` per line, the value a JSON string.
  * Written by bakes, applied by the agent to every command it runs.
  */

@@ -55,6 +55,18 @@ export function registerHostCommands(program: Command, ctx: Context): void {
     });
 
   host
+    .command('reset')
+    .description('make a host fresh: services stopped, every process killed, its changes discarded, booted again (services rerun)')
+    .argument('<id>', 'host id')
+    .option('--json', 'print JSON')
+    .action(async (id: string, opts: { json?: boolean }) => {
+      const printer = ctx.printer(opts.json);
+      const view = await ctx.client().post<HostView>(`/v1/hosts/${encodeURIComponent(id)}/reset`, {});
+      if (printer.json) printer.out(`${JSON.stringify(view, null, 2)}\n`);
+      else printer.out(`${id} reset (${view.state})\n`);
+    });
+
+  host
     .command('rm')
     .description('terminate hosts; nothing of them is left on the machine')
     .argument('<id...>', 'host ids')

@@ -181,12 +181,17 @@ export class HostService {
    * credentials, the given image and tags; waits until the new agent has enrolled. Whatever was
    * still running on it is settled as the host's end. On failure the host is terminated.
    */
-  async reset(tenantId: string, id: string, req: { image: string; tags: Record<string, string>; resources?: HostResources }, opts: { waitMs: number; signal?: AbortSignal }): Promise<HostRow> {
+  async reset(
+    tenantId: string,
+    id: string,
+    req: { image: string; tags: Record<string, string>; resources?: HostResources; keepServices?: boolean },
+    opts: { waitMs: number; signal?: AbortSignal },
+  ): Promise<HostRow> {
     const reset = this.deps.driver.reset?.bind(this.deps.driver);
     if (!reset) throw new BerthError('invalid_state', `the ${this.deps.driver.name} driver cannot reset hosts`, 'Release without --reuse.');
     const boot = await this.deps.images.resolve(tenantId, req.image);
     const token = newSecret();
-    const row = await this.deps.hosts.beginReset(id, hashSecret(token), req.tags, { image: boot.image, imageId: boot.imageId });
+    const row = await this.deps.hosts.beginReset(id, hashSecret(token), req.tags, { image: boot.image, imageId: boot.imageId }, req.keepServices ?? false);
     if (!row) throw new BerthError('invalid_state', `host ${id} is not running, so it cannot be reset`, 'Check it with `berth host ls`.', { hostId: id });
     this.resetting.add(id);
     this.deps.agents.disconnect(id, 'the host is being reset');
@@ -208,6 +213,22 @@ export class HostService {
     const after = await this.deps.hosts.get(tenantId, id);
     if (!after) throw new BerthError('host_not_found', `host ${id} vanished during its reset`, 'A new host will replace it.');
     return after;
+  }
+
+  /**
+   * A user's reset (`berth host reset`): the host's services are stopped properly, every process is
+   * killed, its writable layer is discarded and it boots again from its image with its tags; its
+   * services start again once its new agent has enrolled. Pool hosts waiting in a pool are the pool's
+   * to reset (release --reuse).
+   */
+  async resetHost(tenantId: string, id: string, waitMs = 30_000): Promise<HostView> {
+    const row = await this.deps.hosts.get(tenantId, id);
+    if (!row) throw new BerthError('host_not_found', `host ${id} does not exist`, 'List hosts with `berth host ls`.', { hostId: id });
+    if (row.pool && row.slot !== 'claimed') {
+      throw new BerthError('invalid_state', `host ${id} is a ${row.slot ?? 'pool'} host of pool ${row.pool}`, 'A pool resets its own hosts; claim it first, or release a claimed host with --reuse.', { hostId: id });
+    }
+    await this.reset(tenantId, id, { image: row.image, tags: row.tags, keepServices: true }, { waitMs });
+    return this.get(tenantId, id);
   }
 
   /**

@@ -195,11 +195,12 @@ export class HostsRepo {
   }
 
   /** For a reset: new agent credentials and tags; the host boots again (running -> booting). */
-  async beginReset(id: string, agentTokenHash: string, tags: Record<string, string>, image: { image: string; imageId: string | null }): Promise<HostRow | undefined> {
+  /** `keepServices`: the host's desired services survive (a user's reset reruns them); else cleared. */
+  async beginReset(id: string, agentTokenHash: string, tags: Record<string, string>, image: { image: string; imageId: string | null }, keepServices = false): Promise<HostRow | undefined> {
     assertTransition(id, 'running', 'booting');
     return this.db
       .updateTable('hosts')
-      .set({ state: 'booting', state_reason: 'resetting', agent_token_hash: agentTokenHash, tags: JSON.stringify(tags), image: image.image, image_id: image.imageId, services: '[]', agent_connected: false, ready_at: null, updated_at: new Date() })
+      .set({ state: 'booting', state_reason: 'resetting', agent_token_hash: agentTokenHash, tags: JSON.stringify(tags), image: image.image, image_id: image.imageId, ...(keepServices ? {} : { services: '[]' }), agent_connected: false, ready_at: null, updated_at: new Date() })
       .where('id', '=', id)
       .where('state', '=', 'running')
       .returningAll()

@@ -98,6 +98,36 @@ describe('supervised services', () => {
     expect(after.services.map((s) => [s.name, s.configHash, s.status?.pid])).toEqual(before.services.map((s) => [s.name, s.configHash, s.status?.pid]));
   });
 
+  it('host reset leaves nothing from before, and the services start again to ready', async () => {
+    const before = await get();
+    const setup = await run('echo junk > /root/leftover && echo BERTH_LEFTOVER=1 >> /etc/environment && (setsid sleep 1001 >/dev/null 2>&1 &) && echo ok');
+    expect(setup?.stdout).toContain('ok');
+    const reset = await srv.api.post<HostView>(`/v1/hosts/${host.id}/reset`, {});
+    expect(reset.status).toBe(200);
+    const after = await waitFor('the services to run again', async () => {
+      const view = await get();
+      return view.reportedAt !== before.reportedAt && view.services.every((s) => s.status?.state === 'ready') ? view : undefined;
+    }, { timeoutMs: 30_000 });
+    expect(after.services.map((s) => s.name).sort()).toEqual(['web', 'worker']);
+    const check = await run('test -e /root/leftover && echo file-left; grep -c BERTH_LEFTOVER /etc/environment; ps -eo args | grep -c "^sleep 1001$"; true');
+    expect(check?.stdout).not.toContain('file-left');
+    expect(check?.stdout.trim().split('\n')).toEqual(['0', '0']);
+  });
+
+  it('refuses to reset an unknown host, or a host waiting in a pool', async () => {
+    const unknown = await srv.api.post<{ code: string }>('/v1/hosts/h-nope/reset', {});
+    expect([unknown.status, unknown.body.code]).toEqual([404, 'host_not_found']);
+    expect((await srv.api.post('/v1/pools', { name: 'resetpool', size: 1 })).status).toBe(201);
+    const ready = await waitFor('a ready pool host', async () => {
+      const { hosts } = (await srv.api.get<{ hosts: { id: string; slot: string | null }[] }>('/v1/pools/resetpool/hosts')).body;
+      return hosts.find((h) => h.slot === 'ready');
+    });
+    const refused = await srv.api.post<{ code: string; hint: string }>(`/v1/hosts/${ready.id}/reset`, {});
+    expect([refused.status, refused.body.code]).toEqual([409, 'invalid_state']);
+    expect(refused.body.hint).toContain('release a claimed host with --reuse');
+    await srv.api.delete('/v1/pools/resetpool');
+  });
+
   it('stops services that are no longer wanted, in reverse dependency order', async () => {
     const before = await get();
     const res = await put([]);

@@ -28,6 +28,18 @@ export function hostRoutes(hosts: HostService): FastifyPluginCallbackZod {
       { schema: { tags: ['hosts'], summary: 'Describe a host', params: hostIdParams, response: { 200: hostView, '4xx': errorBody } } },
       async (request) => hosts.get(request.tenantId, request.params.id),
     );
+    app.post(
+      '/v1/hosts/:id/reset',
+      {
+        schema: {
+          tags: ['hosts'],
+          summary: 'Reset a host: stop its services, kill every process, discard its writable layer, boot it again (its services rerun)',
+          params: hostIdParams,
+          response: { 200: hostView, '4xx': errorBody, '5xx': errorBody },
+        },
+      },
+      async (request) => hosts.resetHost(request.tenantId, request.params.id),
+    );
     app.delete(
       '/v1/hosts/:id',
       { schema: { tags: ['hosts'], summary: 'Terminate a host', params: hostIdParams, response: { 200: hostView, '4xx': errorBody, '5xx': errorBody } } },

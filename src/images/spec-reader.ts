@@ -13,30 +13,43 @@ export interface SourceLocation {
   column: number; // 1-based
 }
 
-export interface ImageSpecIssue extends SourceLocation {
-  path: string; // where in the yaml, as `images.web.steps[2].copy.dest`; '' for a YAML syntax error
+export interface SpecIssue extends SourceLocation {
+  path: string; // where in the yaml, as `images.web.steps[2].copy.dest`; '' for a YAML syntax error or another file
   message: string;
   hint: string;
 }
+export type ImageSpecIssue = SpecIssue;
 
 const LISTED_ISSUES = 20; // more than this is noise: the first ones are what to fix
 
-export class ImageSpecError extends BerthError {
-  readonly issues: readonly ImageSpecIssue[];
+/**
+ * Problems in a file someone wrote (berth.yaml and the files it names), each located at file:line:column.
+ * Each section throws its own subclass (ImageSpecError, StackSpecError); catch this for any of them.
+ */
+export class SpecFileError extends BerthError {
+  readonly issues: readonly SpecIssue[];
 
-  constructor(issues: readonly [ImageSpecIssue, ...ImageSpecIssue[]]) {
+  constructor(issues: readonly [SpecIssue, ...SpecIssue[]]) {
     const [first] = issues;
     const lines = issues.slice(0, LISTED_ISSUES).map(formatIssue);
     if (issues.length > LISTED_ISSUES) lines.push(`(and ${issues.length - LISTED_ISSUES} more)`);
     const details: Record<string, unknown> = { file: first.file, line: first.line, column: first.column, path: first.path };
     if (issues.length > 1) details['errors'] = issues.map(({ hint: _hint, ...issue }) => issue);
     super('validation_failed', lines.join('\n'), first.hint, details);
-    this.name = 'ImageSpecError';
+    this.name = 'SpecFileError';
     this.issues = issues;
   }
 }
 
-function formatIssue(issue: ImageSpecIssue): string {
+/** The images: section's problems (a SpecFileError, so callers may catch either). */
+export class ImageSpecError extends SpecFileError {
+  constructor(issues: readonly [ImageSpecIssue, ...ImageSpecIssue[]]) {
+    super(issues);
+    this.name = 'ImageSpecError';
+  }
+}
+
+function formatIssue(issue: SpecIssue): string {
   return `${issue.file}:${issue.line}:${issue.column}: ${issue.path ? `${issue.path}: ` : ''}${issue.message}`;
 }
 
@@ -62,6 +75,8 @@ export class Reader {
     private readonly doc: Document,
     private readonly lines: LineCounter,
     readonly file: string,
+    /** What throwIfAny throws: an ImageSpecError unless the section says otherwise. */
+    private readonly toError: (issues: readonly [SpecIssue, ...SpecIssue[]]) => SpecFileError = (issues) => new ImageSpecError(issues),
   ) {}
 
   locAt(offset: number): SourceLocation {
@@ -77,7 +92,7 @@ export class Reader {
     if (this.issues.length === 0) return;
     // Document order, so the first reported (and the error's own location) is the first in the file.
     const sorted = [...this.issues].sort((a, b) => a.line - b.line || a.column - b.column);
-    throw new ImageSpecError(sorted as [ImageSpecIssue, ...ImageSpecIssue[]]);
+    throw this.toError(sorted as [SpecIssue, ...SpecIssue[]]);
   }
 
   /** A slot for `node`; a node with no text of its own (an empty value) is located at `fallback`. */

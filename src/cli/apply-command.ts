@@ -7,7 +7,11 @@ import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node } from 'yaml';
 import { BerthError, isBerthError } from '../core/errors.js';
+import { dirname, resolve } from 'node:path';
 import { parsePoolSpec } from '../pools/spec.js';
+import { emptyConfigLayers, readConfigLayers, type ConfigLayers } from '../stacks/config.js';
+import { configProblems } from '../stacks/modes.js';
+import { parseStacksFile, type StackSpec } from '../stacks/spec.js';
 import type { PoolStatusView } from '../pools/views.js';
 import type { Context } from './context.js';
 import { UsageError } from './output.js';
@@ -23,7 +27,7 @@ interface DeclaredPool {
 export function registerApplyCommand(program: Command, ctx: Context): void {
   program
     .command('apply')
-    .summary('create or change the pools a berth.yaml declares')
+    .summary('create or change the pools and stacks a berth.yaml declares')
     .description(
       'Create or change the pools a berth.yaml declares (`pools:` list; see README); prints created, updated, rolled (a new image or template: hosts are replaced) or unchanged for each. The whole file is checked before anything is sent; pools the file does not name are left alone',
     )
@@ -31,16 +35,35 @@ export function registerApplyCommand(program: Command, ctx: Context): void {
     .option('--json', 'print JSON')
     .action(async (opts: { file: string; json?: boolean }) => {
       const pools = readBerthYaml(opts.file);
+      const stacks = readStacks(opts.file);
       const printer = ctx.printer(opts.json);
-      if (pools.length === 0 && !printer.json) printer.err(`${opts.file} declares no pools: nothing to do\n`);
+      if (pools.length === 0 && stacks.length === 0 && !printer.json) printer.err(`${opts.file} declares no pools and no stacks: nothing to do\n`);
+      const stackResults: { stack: string; action: string; hosts: number }[] = [];
+      for (const { stack, config } of stacks) {
+        const result = await ctx.client().put<{ action: string; hosts: number }>(`/v1/stacks/${encodeURIComponent(stack.name)}`, { stack, config });
+        stackResults.push({ stack: stack.name, ...result });
+        if (!printer.json) printer.out(`${result.action} stack ${stack.name}${result.hosts ? ` (${result.hosts} host(s) converging)` : ''}\n`);
+      }
       const results: { action: ApplyAction; pool: PoolStatusView }[] = [];
       for (const pool of pools) {
         const result = await ctx.client().put<{ action: ApplyAction; pool: PoolStatusView }>(`/v1/pools/${encodeURIComponent(pool.name)}`, pool.body);
         results.push(result);
         if (!printer.json) printer.out(`${result.action} ${pool.name}\n`);
       }
-      if (printer.json) printer.out(`${JSON.stringify(results, null, 2)}\n`);
+      if (printer.json) printer.out(`${JSON.stringify(stacks.length ? { pools: results, stacks: stackResults } : results, null, 2)}\n`);
     });
+}
+
+/** The stacks of a berth.yaml with their config layers read from the project, every problem located (exit 2). */
+function readStacks(file: string): { stack: StackSpec; config: ConfigLayers }[] {
+  const text = readFileSync(file, 'utf8');
+  const projectDir = dirname(resolve(file));
+  return parseStacksFile(text, file, projectDir).map((stack) => {
+    const config = stack.configDir ? readConfigLayers(stack.configDir.path, stack.configDir.label) : emptyConfigLayers();
+    const problems = configProblems(stack, config);
+    if (problems.length > 0) throw new BerthError('validation_failed', `${file}: stack ${stack.name}: ${problems.join('; ')}`, 'Fix the stack or its config; nothing was applied.');
+    return { stack, config };
+  });
 }
 
 /** Reads and checks a berth.yaml: every pool is valid, or this throws (exit 2) naming the file and line. */
@@ -70,11 +93,11 @@ export function readBerthYaml(file: string): DeclaredPool[] {
   let poolsNode: unknown;
   for (const pair of root.items) {
     const key = isScalar(pair.key) ? pair.key.value : pair.key;
-    if (key !== 'pools') throw new UsageError(`${file}${lineOf(pair.key)}: unknown top-level key ${JSON.stringify(key)} (a berth.yaml has only \`pools:\`)`);
+    if (key === 'images' || key === 'stacks') continue; // `berth image build` bakes images; stacks: readStacks
+    if (key !== 'pools') throw new UsageError(`${file}${lineOf(pair.key)}: unknown top-level key ${JSON.stringify(key)} (a berth.yaml has \`pools:\`, \`stacks:\` and \`images:\`)`);
     poolsNode = pair.value;
   }
-  if (poolsNode === undefined) throw new UsageError(`${file}: no \`pools:\` list`);
-  if (poolsNode === null || (isScalar(poolsNode) && poolsNode.value === null)) return [];
+  if (poolsNode === undefined || poolsNode === null || (isScalar(poolsNode) && poolsNode.value === null)) return [];
   if (!isSeq(poolsNode)) throw new UsageError(`${file}${lineOf(poolsNode as Node)}: \`pools:\` must be a list of pools`);
 
   const values = (doc.toJS() as { pools: unknown[] }).pools;

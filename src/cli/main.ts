@@ -15,6 +15,7 @@ import { registerPoolCommands } from './pool-commands.js';
 import { registerRunCommands } from './run-commands.js';
 import { registerServerCommand } from './server-command.js';
 import { registerSvcCommands } from './svc-commands.js';
+import { registerConfigCommands } from './config-commands.js';
 
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const program = new Command('berth')
@@ -32,6 +33,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   registerClaimCommands(program, ctx);
   registerApplyCommand(program, ctx);
   registerSvcCommands(program, ctx);
+  registerConfigCommands(program, ctx);
   registerImageCommands(program, ctx);
   program
     .command('agent')

@@ -34,6 +34,8 @@ import { LayerStore, umountWith } from '../images/layer-store.js';
 import { resolveTools } from '../drivers/local/preflight.js';
 import { runCommand, type CommandRunner } from '../drivers/local/proc.js';
 import { ServicesService } from '../services/services-service.js';
+import { StackSync } from '../services/stack-sync.js';
+import { StacksRepo } from '../store/stacks-repo.js';
 import { DataDir } from './data-dir.js';
 import { buildApp } from './http/app.js';
 
@@ -115,7 +117,7 @@ export class BerthServer {
       const live = new LiveOutput(64 * 1024);
 
       // The gateway and the services refer to each other: the gateway's handlers find the services here.
-      const late: { hosts?: HostService; dispatcher?: CommandDispatcher; images?: ImageService; services?: ServicesService } = {};
+      const late: { hosts?: HostService; dispatcher?: CommandDispatcher; images?: ImageService; services?: ServicesService; stacks?: StackSync } = {};
       const report = (what: string) => (err: unknown) => log(`${what}: ${errorMessage(err)}`);
       const gateway = new AgentGateway(
         { host: driverInfo.agentListenHost, port: config.agentPort ?? 7071, heartbeatIntervalMs: config.heartbeatIntervalMs ?? 5000, log },
@@ -125,6 +127,7 @@ export class BerthServer {
             void (async () => {
               await late.hosts?.onAgentConnected(hostId, hello.agentVersion);
               await late.dispatcher?.onHello(hostId, hello);
+              await late.stacks?.syncEnrolled(hostId);
               await late.services?.onAgentHello(hostId);
             })().catch(report(`host ${hostId}: enrolment`));
           },
@@ -143,6 +146,8 @@ export class BerthServer {
       late.dispatcher = dispatcher;
       const services = new ServicesService({ hosts: hostsRepo, agents: gateway, log });
       late.services = services;
+      const stacks = new StackSync({ stacks: new StacksRepo(store.db), hosts: hostsRepo, services, log });
+      late.stacks = stacks;
       const hostsService = new HostService({
         hosts: hostsRepo,
         driver: config.driver,
@@ -176,7 +181,17 @@ export class BerthServer {
         log,
         ...(config.poolBackoffMs !== undefined ? { backoffMs: config.poolBackoffMs } : {}),
       });
-      const claims = new ClaimService({ pools: poolsRepo, claims: claimsRepo, hosts: hostsRepo, hostService: hostsService, commands, reconciler, isConnected, log });
+      const claims = new ClaimService({
+        pools: poolsRepo,
+        claims: claimsRepo,
+        hosts: hostsRepo,
+        hostService: hostsService,
+        commands,
+        reconciler,
+        isConnected,
+        log,
+        onClaimed: (tenantId, hostId) => stacks.syncHost(tenantId, hostId),
+      });
       const checkImage = async (tenantId: string, image: string) => void (await images.resolve(tenantId, image));
       const poolService = new PoolService({ pools: poolsRepo, claims: claimsRepo, hosts: hostsRepo, reconciler, isConnected, checkImage, log });
       progress('adopting hosts that outlived the previous server');
@@ -195,6 +210,7 @@ export class BerthServer {
         pools: { pools: poolService, claims, poolsRepo, hostsRepo, isConnected },
         images,
         services,
+        stacks,
         lookupToken: (hash) => tokens.tenantFor(hash),
         health: () => Promise.resolve({ store: store.kind, driver: config.driver.name, agentsConnected: gateway.connectedHostIds().length }),
         version: VERSION,

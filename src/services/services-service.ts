@@ -42,12 +42,21 @@ export interface HostServicesView {
   services: ServiceView[];
   /** Services the agent still runs or reports that the host should not have (being stopped). */
   leaving: ServiceStatus[];
+  /** When the host's tags name a stack: which, the mode they give, and why nothing was applied. */
+  stack: StackNote | null;
+}
+
+export interface StackNote {
+  stack: string;
+  mode: string;
+  problems: string[];
 }
 
 export type ServiceAction = 'start' | 'stop' | 'restart';
 
 export class ServicesService {
   private readonly reported = new Map<string, { statuses: ServiceStatus[]; at: Date }>();
+  private readonly stackNotes = new Map<string, StackNote>();
   private readonly changes = new EventEmitter();
 
   constructor(private readonly deps: ServicesServiceDeps) {
@@ -112,6 +121,18 @@ export class ServicesService {
 
   onHostGone(hostId: string): void {
     this.reported.delete(hostId);
+    this.stackNotes.delete(hostId);
+  }
+
+  /** What the stack sync last found for the host (see stack-sync.ts). */
+  noteStack(hostId: string, note: StackNote): void {
+    this.stackNotes.set(hostId, note);
+  }
+
+  /** The host's desired services as stored. */
+  async desired(tenantId: string, hostId: string): Promise<ServiceSpec[]> {
+    const row = await this.deps.hosts.get(tenantId, hostId);
+    return row ? desiredOf(row) : [];
   }
 
   /** Resolves when `done` holds for the host's reported services, or rejects after `timeoutMs`. */
@@ -156,6 +177,7 @@ export class ServicesService {
       agentConnected: this.deps.agents.isConnected(hostId),
       reportedAt: reported ? reported.at.toISOString() : null,
       leaving: (reported?.statuses ?? []).filter((st) => !wanted.has(st.name)),
+      stack: this.stackNotes.get(hostId) ?? null,
       services: desired.map((spec) => ({
         name: spec.name,
         cmd: spec.cmd,

@@ -169,6 +169,18 @@ const IMAGES = [
 /** Supervised services: each host's desired set, as the server resolved it (re-sent when its agent reconnects). */
 const SERVICES = [`alter table hosts add column services jsonb not null default '[]'`];
 
+/** Stacks: the services of `stacks:` in berth.yaml and their layered config, as `berth apply` sent them. */
+const STACKS = [
+  `create table stacks (
+    tenant_id text not null references tenants(id),
+    name text not null,
+    spec jsonb not null,
+    config jsonb not null,
+    updated_at timestamptz not null default now(),
+    primary key (tenant_id, name)
+  )`,
+];
+
 const migrations: Record<string, Migration> = {
   '0001_foundation': {
     async up(db: Kysely<unknown>) {
@@ -188,6 +200,11 @@ const migrations: Record<string, Migration> = {
   '0004_services': {
     async up(db: Kysely<unknown>) {
       for (const statement of SERVICES) await sql.raw(statement).execute(db);
+    },
+  },
+  '0005_stacks': {
+    async up(db: Kysely<unknown>) {
+      for (const statement of STACKS) await sql.raw(statement).execute(db);
     },
   },
 };

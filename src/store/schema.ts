@@ -131,6 +131,16 @@ export interface ImagesTable {
   created_at: CreatedAt;
 }
 
+export interface StacksTable {
+  tenant_id: string;
+  name: string;
+  /** A stacks/spec.ts StackSpec. */
+  spec: Json<Record<string, unknown>>;
+  /** stacks/config.ts ConfigLayers. */
+  config: Json<Record<string, unknown>>;
+  updated_at: CreatedAt;
+}
+
 export interface CommandsTable {
   id: string;
   tenant_id: string;
@@ -170,6 +180,7 @@ export interface Database {
   groups: GroupsTable;
   claims: ClaimsTable;
   images: ImagesTable;
+  stacks: StacksTable;
 }
 
 export type HostRow = Selectable<HostsTable>;
@@ -181,3 +192,4 @@ export type PoolRow = Selectable<PoolsTable>;
 export type GroupRow = Selectable<GroupsTable>;
 export type ClaimRow = Selectable<ClaimsTable>;
 export type ImageRow = Selectable<ImagesTable>;
+export type StackRow = Selectable<StacksTable>;

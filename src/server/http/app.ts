@@ -13,6 +13,7 @@ import { hostRoutes } from './routes-hosts.js';
 import { imageRoutes } from './routes-images.js';
 import { serviceRoutes } from './routes-services.js';
 import type { ServicesService } from '../../services/services-service.js';
+import type { StackSync } from '../../services/stack-sync.js';
 import { poolRoutes, type PoolRouteDeps } from './routes-pools.js';
 import type { ImageService } from '../../images/image-service.js';
 
@@ -22,6 +23,7 @@ export interface AppDeps {
   pools: PoolRouteDeps;
   images: ImageService;
   services: ServicesService;
+  stacks: StackSync;
   lookupToken: TokenLookup;
   health: () => Promise<Record<string, unknown>>;
   version: string;
@@ -55,6 +57,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(commandRoutes(deps.commands));
   await app.register(poolRoutes(deps.pools));
   await app.register(imageRoutes(deps.images));
-  await app.register(serviceRoutes(deps.services));
+  await app.register(serviceRoutes(deps.services, deps.stacks));
   return app;
 }

@@ -2,6 +2,7 @@
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { HostServicesView, ServicesService } from '../../services/services-service.js';
+import type { StackSync } from '../../services/stack-sync.js';
 import { errorBody, hostIdParams } from './schemas.js';
 
 const status = z.object({
@@ -17,6 +18,7 @@ const status = z.object({
 const servicesView = z.object({
   hostId: z.string(),
   leaving: z.array(status),
+  stack: z.object({ stack: z.string(), mode: z.string(), problems: z.array(z.string()) }).nullable(),
   agentConnected: z.boolean(),
   reportedAt: z.string().nullable(),
   services: z.array(
@@ -41,8 +43,34 @@ const settled = (view: HostServicesView): boolean =>
   view.leaving.length === 0 &&
   view.services.every((s) => s.status !== null && s.status.configHash === s.configHash && (s.status.state === 'ready' || s.status.state === 'failed'));
 
-export function serviceRoutes(services: ServicesService): FastifyPluginCallbackZod {
+export function serviceRoutes(services: ServicesService, stacks: StackSync): FastifyPluginCallbackZod {
   return (app, _opts, done) => {
+    app.put(
+      '/v1/stacks/:name',
+      {
+        schema: {
+          tags: ['services'],
+          summary: "Create or replace a stack (what `berth apply` sends: the parsed stacks: entry and its config layers); every live host tagged berth.stack=NAME converges",
+          params: z.object({ name: z.string().min(1) }),
+          body: z.object({ stack: z.record(z.string(), z.unknown()), config: z.record(z.string(), z.unknown()) }),
+          response: { 200: z.object({ action: z.enum(['created', 'updated', 'unchanged']), hosts: z.number() }), ...errors },
+        },
+      },
+      async (request) => stacks.apply(request.tenantId, request.params.name, request.body.stack, request.body.config),
+    );
+    app.get(
+      '/v1/hosts/:id/config',
+      {
+        schema: {
+          tags: ['services'],
+          summary: "The effective config of a stack host's services: every variable with where it came from; secret values masked unless asked",
+          params: hostIdParams,
+          querystring: z.object({ service: z.string().optional(), showSecrets: z.enum(['true', 'false']).optional() }),
+          response: { 200: z.record(z.string(), z.unknown()), ...errors },
+        },
+      },
+      async (request) => (await stacks.config(request.tenantId, request.params.id, { service: request.query.service, showSecrets: request.query.showSecrets === 'true' })) as unknown as Record<string, unknown>,
+    );
     app.put(
       '/v1/hosts/:id/services',
       {

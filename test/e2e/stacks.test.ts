@@ -84,6 +84,19 @@ describe('stacks', () => {
     expect(web?.masked).toEqual(['DB_PASSWORD']);
     const secret = await berth(['config', 'show', 'web', '--host', single.id, '--show-secrets', '--json'], env);
     expect((JSON.parse(secret.stdout) as HostConfigView).services['web']?.env['DB_PASSWORD']).toBe('hunter2');
+    const diff = await berth(['config', 'diff', review.id, single.id, '--json'], env);
+    expect(diff.code).toBe(1); // as diff(1): they differ
+    expect(JSON.parse(diff.stdout)).toEqual(
+      expect.arrayContaining([
+        { service: 'db', variable: '*', a: 'runs', b: null },
+        { service: 'web', variable: 'DB_HOST', a: 'localhost', b: 'prod-db' },
+        { service: 'web', variable: 'GREETING', a: 'hi', b: 'hello' },
+        { service: 'web', variable: 'LOG_LEVEL', a: 'info', b: null },
+      ]),
+    );
+    const table = await berth(['config', 'diff', review.id, single.id], env);
+    expect(table.stdout).toMatch(/web\s+DB_HOST\s+localhost\s+prod-db/);
+    expect((await berth(['config', 'diff', review.id, review.id], env)).stdout).toContain('no differences');
     const human = await berth(['config', 'show', '--host', review.id], env);
     expect(human.stdout).toMatch(/DB_HOST\s+localhost\s+config\/common\/DB_HOST/);
     expect(human.stdout).not.toContain('hunter2');

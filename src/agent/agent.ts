@@ -5,8 +5,8 @@
 import { randomUUID } from 'node:crypto';
 import { StringDecoder } from 'node:string_decoder';
 import type { AgentIdentity, InvocationResult, ServerMessage, ServiceSpec } from '../protocol/messages.js';
-import { PROTOCOL_VERSION, SERVICE_LOG_DIR } from '../protocol/messages.js';
-import { existsSync, readdirSync } from 'node:fs';
+import { HOST_TAGS_PATH, PROTOCOL_VERSION, SERVICE_LOG_DIR } from '../protocol/messages.js';
+import { existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { Supervisor } from './supervisor/index.js';
 import { AgentConnection } from './connection.js';
 import { InvocationJournal } from './journal.js';
@@ -22,6 +22,8 @@ export interface AgentOptions {
   stateDir: string;
   /** Where services' logs go; default /var/log/berth. */
   serviceLogDir?: string;
+  /** The host's tags file; default /etc/berth/tags.json. */
+  tagsPath?: string;
   log?: (line: string) => void;
   outputLimitBytes?: number;
   killGraceMs?: number;
@@ -45,6 +47,8 @@ export class Agent {
   /** Converges run one after another, newest set last: a set that arrives meanwhile waits its turn. */
   private converging: Promise<void> = Promise.resolve();
   private reportTimer: NodeJS.Timeout | undefined;
+  /** The host's tags as JSON, given to every command as BERTH_TAGS; read on first use. */
+  private tagsJson: string | undefined;
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.log ?? ((line) => process.stderr.write(`berth-agent: ${line}\n`));
@@ -182,6 +186,9 @@ export class Agent {
       case 'serviceAction':
         this.serviceAction(msg.name, msg.action);
         return;
+      case 'tags':
+        this.onTags(msg.tags);
+        return;
       case 'run':
         this.onRun(msg);
         return;
@@ -192,6 +199,29 @@ export class Agent {
         this.journal.forget(msg.invocationId);
         return;
     }
+  }
+
+  /** New tags (a claim): the file is rewritten whole (through a rename) and later commands see them. */
+  private onTags(tags: Record<string, string>): void {
+    this.tagsJson = JSON.stringify(tags);
+    const path = this.opts.tagsPath ?? HOST_TAGS_PATH;
+    try {
+      writeFileSync(`${path}.berth-tmp`, `${this.tagsJson}\n`, { mode: 0o644 });
+      renameSync(`${path}.berth-tmp`, path);
+    } catch (err) {
+      this.log(`tags: cannot write ${path}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+
+  private hostTags(): string {
+    if (this.tagsJson === undefined) {
+      try {
+        this.tagsJson = JSON.stringify(JSON.parse(readFileSync(this.opts.tagsPath ?? HOST_TAGS_PATH, 'utf8')) as unknown);
+      } catch {
+        this.tagsJson = '{}';
+      }
+    }
+    return this.tagsJson;
   }
 
   private onRun(msg: Extract<ServerMessage, { type: 'run' }>): void {
@@ -221,7 +251,7 @@ export class Agent {
     const decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
     runShellScript(
       id,
-      msg.parameters,
+      { ...msg.parameters, env: { BERTH_TAGS: this.hostTags(), ...msg.parameters.env } },
       {
         scratchDir: `${this.opts.stateDir}/scratch`,
         outputLimitBytes: this.opts.outputLimitBytes,

@@ -184,6 +184,8 @@ export const serverMessage = z.discriminatedUnion('type', [
   /** The host's desired services: the supervisor converges (only changed services restart). */
   z.object({ type: z.literal('services'), services: z.array(serviceSpec) }),
   z.object({ type: z.literal('serviceAction'), name: z.string(), action: z.enum(['start', 'stop', 'restart']) }),
+  /** The host's tags changed (a claim gave it its user's): commands and services can read them. */
+  z.object({ type: z.literal('tags'), tags: z.record(z.string(), z.string()) }),
 ]);
 export type ServerMessage = z.infer<typeof serverMessage>;
 
@@ -209,6 +211,8 @@ function parseFrame<T>(raw: string, schema: z.ZodMiniType<T>): T | undefined {
 
 /** The file inside every host that tells its agent who it is and where to connect. */
 export const AGENT_IDENTITY_PATH = '/etc/berth/agent.json';
+/** The host's tags, written at launch and again by the agent when they change (a claim); commands also get them as BERTH_TAGS (JSON). */
+export const HOST_TAGS_PATH = '/etc/berth/tags.json';
 /**
  * What a host must make for itself at first boot, written by a bake's identity layer when it
  * stripped something the image had: `{ "sshHostKeyTypes": ["ed25519", "rsa"] }`. Without it nothing

@@ -190,7 +190,10 @@ export class BerthServer {
         reconciler,
         isConnected,
         log,
-        onClaimed: (tenantId, hostId) => stacks.syncHost(tenantId, hostId),
+        onClaimed: async (tenantId, hostId) => {
+          await services.pushTags(tenantId, hostId);
+          await stacks.syncHost(tenantId, hostId);
+        },
       });
       const checkImage = async (tenantId: string, image: string) => void (await images.resolve(tenantId, image));
       const poolService = new PoolService({ pools: poolsRepo, claims: claimsRepo, hosts: hostsRepo, reconciler, isConnected, checkImage, log });

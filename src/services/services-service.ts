@@ -124,6 +124,12 @@ export class ServicesService {
     this.stackNotes.delete(hostId);
   }
 
+  /** Tells the host's agent its tags changed (a claim): its tags file and commands' BERTH_TAGS follow. */
+  async pushTags(tenantId: string, hostId: string): Promise<void> {
+    const row = await this.deps.hosts.get(tenantId, hostId);
+    if (row) this.deps.agents.send(hostId, { type: 'tags', tags: row.tags });
+  }
+
   /** What the stack sync last found for the host (see stack-sync.ts). */
   noteStack(hostId: string, note: StackNote): void {
     this.stackNotes.set(hostId, note);

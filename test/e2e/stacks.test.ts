@@ -128,6 +128,15 @@ describe('stacks', () => {
     const claim = await srv.api.post<{ host: HostView }>('/v1/pools/shoppool/claims', { group: 'alice', tags: { 'berth.stack': 'shop', 'berth.mode': 'service', 'berth.service': 'db' } });
     expect(claim.status).toBe(201);
     await readyServices(claim.body.host.id, ['db']);
+    // Commands on the host see its new tags, in its tags file and as BERTH_TAGS.
+    const { body } = await srv.api.post<{ invocations: { stdout: string }[] }>('/v1/commands', {
+      targets: { hostIds: [claim.body.host.id] },
+      parameters: { commands: ['cat /etc/berth/tags.json; echo "$BERTH_TAGS"'] },
+      wait: 30,
+    });
+    const [file, env] = (body.invocations[0]?.stdout ?? '').trim().split('\n').map((l) => JSON.parse(l) as Record<string, string>);
+    expect(file).toMatchObject({ 'berth.stack': 'shop', 'berth.service': 'db', 'berth:group': 'alice' });
+    expect(env).toEqual(file);
     await srv.api.delete('/v1/pools/shoppool');
   });
 

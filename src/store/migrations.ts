@@ -181,32 +181,21 @@ const STACKS = [
   )`,
 ];
 
+/** A migration that runs its statements in order (the migrator runs migrations in a transaction). */
+function statements(list: readonly string[]): Migration {
+  return {
+    async up(db: Kysely<unknown>) {
+      for (const statement of list) await sql.raw(statement).execute(db);
+    },
+  };
+}
+
 const migrations: Record<string, Migration> = {
-  '0001_foundation': {
-    async up(db: Kysely<unknown>) {
-      for (const statement of FOUNDATION) await sql.raw(statement).execute(db);
-    },
-  },
-  '0002_pools': {
-    async up(db: Kysely<unknown>) {
-      for (const statement of POOLS) await sql.raw(statement).execute(db);
-    },
-  },
-  '0003_images': {
-    async up(db: Kysely<unknown>) {
-      for (const statement of IMAGES) await sql.raw(statement).execute(db);
-    },
-  },
-  '0004_services': {
-    async up(db: Kysely<unknown>) {
-      for (const statement of SERVICES) await sql.raw(statement).execute(db);
-    },
-  },
-  '0005_stacks': {
-    async up(db: Kysely<unknown>) {
-      for (const statement of STACKS) await sql.raw(statement).execute(db);
-    },
-  },
+  '0001_foundation': statements(FOUNDATION),
+  '0002_pools': statements(POOLS),
+  '0003_images': statements(IMAGES),
+  '0004_services': statements(SERVICES),
+  '0005_stacks': statements(STACKS),
 };
 
 export const migrationProvider: MigrationProvider = {

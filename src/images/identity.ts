@@ -43,7 +43,7 @@ export const BUILTIN_IDENTITY_ITEMS: readonly IdentityItem[] = [
   { id: 'machine-id', what: 'systemd machine id', paths: ['/etc/machine-id'], action: 'truncate', regenerated: AGENT_FIRST_BOOT },
   { id: 'dbus-machine-id', what: 'D-Bus machine id (usually a symlink to /etc/machine-id)', paths: ['/var/lib/dbus/machine-id'], action: 'remove', regenerated: 'the berth agent links it to /etc/machine-id at first boot' },
   { id: 'hostname', what: 'host name', paths: ['/etc/hostname'], action: 'remove', regenerated: BERTH_LAUNCH },
-  { id: 'ssh-host-keys', what: 'SSH host keys', paths: ['/etc/ssh/ssh_host_*'], action: 'remove', regenerated: 'the berth agent runs `ssh-keygen -A` in the background at first boot (when ssh-keygen is installed)' },
+  { id: 'ssh-host-keys', what: 'SSH host keys', paths: ['/etc/ssh/ssh_host_*'], action: 'remove', regenerated: 'the berth agent makes new keys of the types the image had, in the background at first boot, ed25519 first (the identity layer lists them in /etc/berth/first-boot.json)' },
   { id: 'authorized-keys', what: "the builder's SSH authorized_keys", paths: ['/root/.ssh/authorized_keys', '/home/*/.ssh/authorized_keys'], action: 'remove', regenerated: 'not needed (hosts are reached through berth)' },
   { id: 'dhcp-leases', what: 'DHCP client leases', paths: ['/var/lib/dhcp/*.leases', '/var/lib/dhclient/*', '/var/lib/NetworkManager/*.lease'], action: 'remove', regenerated: 'the DHCP client, when it gets a new lease' },
   { id: 'cloud-init', what: 'cloud-init state (instance id, which modules ran)', paths: ['/var/lib/cloud'], action: 'remove', regenerated: 'cloud-init at first boot, when installed' },

@@ -266,11 +266,13 @@ export class HostService {
     return given.length === stored.length && timingSafeEqual(given, stored) ? { tenantId: row.tenant_id } : undefined;
   }
 
-  async onAgentConnected(hostId: string, version: string): Promise<void> {
+  /** Records the enrolment; resolves with the host's row (for what else follows from it). */
+  async onAgentConnected(hostId: string, version: string): Promise<HostRow | undefined> {
     const now = new Date();
     await this.deps.hosts.setAgent(hostId, true, now, version);
-    const row = await this.deps.hosts.transition(hostId, ['launching', 'booting', 'lost'], 'running', { readyAt: now, reason: '' });
-    if (row || (await this.deps.hosts.getAnyTenant(hostId))?.state === 'running') this.readyEvents.emit(hostId);
+    const row = (await this.deps.hosts.transition(hostId, ['launching', 'booting', 'lost'], 'running', { readyAt: now, reason: '' })) ?? (await this.deps.hosts.getAnyTenant(hostId));
+    if (row?.state === 'running') this.readyEvents.emit(hostId);
+    return row;
   }
 
   async onAgentDisconnected(hostId: string): Promise<void> {

@@ -136,10 +136,12 @@ export class ImageBuilder {
             const diff = await this.runStep(tenantId, spec.name, parent.base, layers, step, stepEnv, index, emit, signal);
             await commit(id, diff.path, step.kind, title, definition, started).finally(() => this.deps.layers.dispose(diff.ws));
           } else {
-            await this.inView(parent.base, layers, async (root, ws) => {
-              await applyFileStep(step, { root, projectDir, artifacts: this.deps.artifacts, env: stepEnv, progress: log, ...(signal ? { signal } : {}) });
-              return ws;
-            }, (ws) => commit(id, ws.upper, step.kind, title, definition, started));
+            await this.inView(
+              parent.base,
+              layers,
+              (root) => applyFileStep(step, { root, projectDir, artifacts: this.deps.artifacts, env: stepEnv, progress: log, ...(signal ? { signal } : {}) }),
+              (ws) => commit(id, ws.upper, step.kind, title, definition, started),
+            );
           }
         } catch (err) {
           throw located(spec, index, step, err);
@@ -150,10 +152,7 @@ export class ImageBuilder {
     const agentDefinition = { kind: 'agent', digest: await this.deps.agentDigest() };
     await make(steps.length + 1, 'agent', 'berth agent', agentDefinition, async (id) => {
       const started = performance.now();
-      await this.inView(parent.base, layers, async (root, ws) => {
-        await writeAgent(root, this.deps.agentDir);
-        return ws;
-      }, (ws) => commit(id, ws.upper, 'agent', 'berth agent', agentDefinition, started));
+      await this.inView(parent.base, layers, (root) => writeAgent(root, this.deps.agentDir), (ws) => commit(id, ws.upper, 'agent', 'berth agent', agentDefinition, started));
     });
 
     const identityDefinition = { kind: 'identity', builtin: IDENTITY_LIST_DIGEST, strip: spec.identity.strip, keep: spec.identity.keep };
@@ -207,12 +206,12 @@ export class ImageBuilder {
   }
 
   /** Mounts a writable view of the layers, lets `work` change it, then `done` takes the workspace. */
-  async inView(base: string, layers: readonly string[], work: (root: string, ws: Workspace) => Promise<Workspace>, done: (ws: Workspace) => Promise<void>): Promise<void> {
+  async inView(base: string, layers: readonly string[], work: (root: string) => Promise<void>, done: (ws: Workspace) => Promise<void>): Promise<void> {
     const ws = await this.deps.layers.workspace();
     try {
       await this.deps.mounts.mount({ base, layers: layers.map((id) => this.deps.layers.diffDir(id)).reverse() }, ws);
       try {
-        await work(ws.mnt, ws);
+        await work(ws.mnt);
       } finally {
         await this.deps.mounts.unmount(ws);
       }

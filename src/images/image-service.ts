@@ -12,7 +12,8 @@ import type { ImagesRepo } from '../store/images-repo.js';
 import type { PoolsRepo } from '../store/pools-repo.js';
 import type { HostRow, ImageRow } from '../store/schema.js';
 import { baseChainId, imageId, layerId } from './digests.js';
-import type { BakedImage, BakeEvent, ImageBuilder, LayerSummary, ParentImage } from './builder.js';
+import type { BakedImage, BakeEvent, ImageBuilder, ParentImage } from './builder.js';
+import { isInside } from './root-path.js';
 import { validateIdentityOptions } from './identity.js';
 import type { LayerStore } from './layer-store.js';
 import { checkStepInputs, IMAGE_NAME, ImageSpecError, parseImagesFile, type ImageSpec } from './spec.js';
@@ -285,10 +286,3 @@ function isDirectory(path: string): boolean {
     return false;
   }
 }
-
-function isInside(dir: string, path: string): boolean {
-  const rel = posix.relative(dir, path);
-  return rel === '' || (!rel.startsWith('..') && !posix.isAbsolute(rel));
-}
-
-export type { LayerSummary };

@@ -54,7 +54,4 @@ function splitPath(path: string): string[] {
 }
 
 /** Whether `path` (a machine path) is `root` or inside it. */
-export function isInside(root: string, path: string): boolean {
-  const rel = posix.relative(root, path);
-  return rel === '' || (!rel.startsWith('..') && !posix.isAbsolute(rel));
-}
+export { isInsideDir as isInside } from '../drivers/local/paths.js';

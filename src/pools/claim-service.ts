@@ -30,7 +30,7 @@ export interface ClaimServiceDeps {
   log: (line: string) => void;
   bootTimeoutMs?: number;
   /** A claim gave the host its user's tags: whatever follows from them (a stack's services) starts. */
-  onClaimed?: (tenantId: string, hostId: string) => Promise<void>;
+  onClaimed?: (host: HostRow) => Promise<void>;
 }
 
 type FirstPick = { host: HostRow; idleSeconds: number; ms: number };
@@ -221,7 +221,7 @@ export class ClaimService {
         await this.quarantine(host, pool);
         continue;
       }
-      this.deps.onClaimed?.(tenantId, host.id).catch((err: unknown) => this.deps.log(`host ${host.id}: after its claim: ${errorMessage(err)}`));
+      this.deps.onClaimed?.(done.host).catch((err: unknown) => this.deps.log(`host ${host.id}: after its claim: ${errorMessage(err)}`));
       return toClaimView(done.claim, done.host, this.deps.isConnected(host.id));
     }
     const why = attempts.length > 0 ? attempts.map((a) => a.error).join('; ') : `deadline of ${input.deadline} s passed`;

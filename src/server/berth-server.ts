@@ -125,10 +125,13 @@ export class BerthServer {
           authenticate: (hostId, token) => late.hosts?.authenticate(hostId, token) ?? Promise.resolve(undefined),
           onHello: (hostId, hello) => {
             void (async () => {
-              await late.hosts?.onAgentConnected(hostId, hello.agentVersion);
+              const row = await late.hosts?.onAgentConnected(hostId, hello.agentVersion);
               await late.dispatcher?.onHello(hostId, hello);
-              await late.stacks?.syncEnrolled(hostId);
-              await late.services?.onAgentHello(hostId);
+              if (!row) return;
+              // The stored set first, then what the host's tags ask now (if that differs, it follows):
+              // the agent converges to the last. No extra read for a host without either.
+              late.services?.onAgentHello(row);
+              await late.stacks?.syncTagged(row);
             })().catch(report(`host ${hostId}: enrolment`));
           },
           onMessage: (hostId, msg) => {
@@ -190,9 +193,9 @@ export class BerthServer {
         reconciler,
         isConnected,
         log,
-        onClaimed: async (tenantId, hostId) => {
-          await services.pushTags(tenantId, hostId);
-          await stacks.syncHost(tenantId, hostId);
+        onClaimed: async (host) => {
+          services.pushTags(host.id, host.tags);
+          await stacks.syncTagged(host);
         },
       });
       const checkImage = async (tenantId: string, image: string) => void (await images.resolve(tenantId, image));

@@ -113,10 +113,9 @@ export class ServicesService {
    * A (re)connected agent gets the host's desired services again, so its supervisor converges. A
    * host with none gets nothing: that is most hosts, and enrolment is on the launch path.
    */
-  async onAgentHello(hostId: string): Promise<void> {
-    this.reported.delete(hostId); // its first report is checked against the desired set (onAgentReport)
-    const row = await this.deps.hosts.getAnyTenant(hostId);
-    if (row && row.services.length > 0) this.push(hostId, desiredOf(row));
+  onAgentHello(row: HostRow): void {
+    this.reported.delete(row.id); // its first report is checked against the desired set (onAgentReport)
+    if (row.services.length > 0) this.push(row.id, desiredOf(row));
   }
 
   onHostGone(hostId: string): void {
@@ -125,9 +124,8 @@ export class ServicesService {
   }
 
   /** Tells the host's agent its tags changed (a claim): its tags file and commands' BERTH_TAGS follow. */
-  async pushTags(tenantId: string, hostId: string): Promise<void> {
-    const row = await this.deps.hosts.get(tenantId, hostId);
-    if (row) this.deps.agents.send(hostId, { type: 'tags', tags: row.tags });
+  pushTags(hostId: string, tags: Record<string, string>): void {
+    this.deps.agents.send(hostId, { type: 'tags', tags });
   }
 
   /** What the stack sync last found for the host (see stack-sync.ts). */

@@ -10,6 +10,7 @@ import type { ConfigLayers, EffectiveConfig } from '../stacks/config.js';
 import { maskSecrets, servicesForHost, STACK_TAG, type HostMode } from '../stacks/modes.js';
 import type { StackSpec } from '../stacks/spec.js';
 import type { HostsRepo } from '../store/hosts-repo.js';
+import type { HostRow } from '../store/schema.js';
 import type { StacksRepo } from '../store/stacks-repo.js';
 import { LIVE_HOST_STATES } from '../core/host-state.js';
 import type { ServicesService } from './services-service.js';
@@ -41,10 +42,9 @@ export class StackSync {
     return { action, hosts: hosts.length };
   }
 
-  /** syncHost for a host known only by id (its agent just enrolled). */
-  async syncEnrolled(hostId: string): Promise<void> {
-    const row = await this.deps.hosts.getAnyTenant(hostId);
-    if (row?.tags[STACK_TAG]) await this.syncHost(row.tenant_id, hostId);
+  /** syncHost for a host whose row the caller holds: nothing to read for one that names no stack. */
+  async syncTagged(host: Pick<HostRow, 'tenant_id' | 'id' | 'tags'>): Promise<void> {
+    if (host.tags[STACK_TAG]) await this.syncHost(host.tenant_id, host.id);
   }
 
   /** Sets the services the host's tags ask for; a host without `berth.stack` keeps its own set. */

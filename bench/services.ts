@@ -2,6 +2,7 @@
  * Supervision figures for `npm run bench`:
  *   - time from a service's crash to its restart (no backoff delay configured: the supervisor's own
  *     reaction), from the agent's clock: the exit it saw -> the new process running;
+ *   - a converge: one of 20 services' config changed, through the API until it alone is ready again;
  *   - supervisor overhead: the agent's RSS and CPU with 20 idle services beside an agent with none,
  *     on two hosts of the same run.
  */
@@ -41,12 +42,29 @@ export async function serviceBench(srv: InProcessServer, opts: ServiceBenchOptio
       restart.push(new Date(after.since).getTime() - new Date(after.lastExit?.at ?? after.since).getTime());
     }
 
+    // A converge: one service of the 20 gets a new config; the answer comes once it alone is ready again.
+    const converge: number[] = [];
+    const pidsOf = async () => new Map((await servicesOf(srv, busy.id)).map((s) => [s.name, s.status?.pid]));
+    for (let i = 0; i < opts.crashes; i++) {
+      opts.progress(`services: converge ${i + 1}/${opts.crashes}`);
+      const before = await pidsOf();
+      const services = Array.from({ length: 20 }, (_, k) => (k === 0 ? { ...idleService('svc0'), env: { ROUND: String(i) } } : idleService(`svc${k}`)));
+      const started = performance.now();
+      const res = await srv.api.put<HostServicesView>(`/v1/hosts/${busy.id}/services?wait=30`, { services });
+      converge.push(performance.now() - started);
+      const after = await pidsOf();
+      const restarted = [...after].filter(([name, pid]) => before.get(name) !== pid).map(([name]) => name);
+      if (res.status !== 200 || restarted.join() !== 'svc0') throw new Error(`converge restarted ${restarted.join(', ') || 'nothing'}: ${JSON.stringify(res.body).slice(0, 300)}`);
+    }
+
     opts.progress(`services: agents idle for ${opts.idleSeconds} s…`);
     const [withServices, without] = await Promise.all([idle(srv, busy.id, opts.idleSeconds), idle(srv, bare.id, opts.idleSeconds)]);
     opts.progress('');
     const r = summarize(restart);
+    const c = summarize(converge);
     return [
       `| service crash -> restarted (agent clock; no backoff delay) | ${r.n} | ${ms(r.p50)} | ${ms(r.p99)} | | |`,
+      `| converge: 1 of 20 services' config changed -> it alone restarted and ready (API round trip) | ${c.n} | ${ms(c.p50)} | ${ms(c.p99)} | | |`,
       `| agent with 20 idle services: RSS / CPU over ${opts.idleSeconds} s | 1 | ${withServices.rssMiB.toFixed(1)} MiB / ${withServices.cpuPercent.toFixed(2)} % | | | |`,
       `| baseline: agent with no services, same run: RSS / CPU | 1 | ${without.rssMiB.toFixed(1)} MiB / ${without.cpuPercent.toFixed(2)} % | | supervisor overhead: +${(withServices.rssMiB - without.rssMiB).toFixed(1)} MiB, +${(withServices.cpuPercent - without.cpuPercent).toFixed(2)} % CPU | |`,
     ];

@@ -3,6 +3,7 @@
  * Kept tiny: it is on the launch -> ready path.
  */
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { AGENT_IDENTITY_PATH, agentIdentity, IMAGE_ENV_PATH } from '../protocol/messages.js';
 import { Agent } from './agent.js';
 import { regenerateIdentity } from './firstboot.js';
@@ -17,6 +18,8 @@ export function runAgent(argv: string[] = process.argv.slice(2)): Agent {
   log(`first boot: machine-id ${firstBoot.machineId}, ssh host keys ${firstBoot.sshHostKeys}`);
   // Before the agent starts its warm shells: they and every command inherit this environment.
   Object.assign(process.env, readImageEnv(IMAGE_ENV_PATH, log));
+  // Commands can run the agent's own tools (`$BERTH_NODE $BERTH_AGENT_BUNDLE follow …`, see log-follow.ts).
+  Object.assign(process.env, { BERTH_NODE: process.execPath, BERTH_AGENT_BUNDLE: resolve(process.argv[1] ?? '') });
   const agent = new Agent({ identity, stateDir });
   let stopping = false;
   const stop = () => {

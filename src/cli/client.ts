@@ -48,6 +48,10 @@ export class ApiClient {
     return this.request<T>('PUT', path, body, signal);
   }
 
+  patch<T>(path: string, body: unknown): Promise<T> {
+    return this.request<T>('PATCH', path, body);
+  }
+
   delete<T>(path: string): Promise<T> {
     return this.request<T>('DELETE', path);
   }

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { HostView } from '../hosts/views.js';
-import { age, collect, formatTags, parseKeyValues, table, type Printer } from './output.js';
+import { age, collect, formatTags, parseKeyValues, table, UsageError, type Printer } from './output.js';
 import type { Context } from './context.js';
 
 export function registerHostCommands(program: Command, ctx: Context): void {
@@ -67,6 +67,19 @@ export function registerHostCommands(program: Command, ctx: Context): void {
     });
 
   host
+    .command('tag')
+    .description("change a running host's tags: KEY=VALUE sets, KEY- removes; its stack's services converge")
+    .argument('<id>', 'host id')
+    .argument('<changes...>', 'KEY=VALUE to set, KEY- to remove')
+    .option('--json', 'print JSON')
+    .action(async (id: string, changes: string[], opts: { json?: boolean }) => {
+      const printer = ctx.printer(opts.json);
+      const view = await ctx.client().patch<HostView>(`/v1/hosts/${encodeURIComponent(id)}/tags`, parseTagChanges(changes));
+      if (printer.json) printer.out(`${JSON.stringify(view, null, 2)}\n`);
+      else printer.out(`${id} tags: ${formatTags(view.tags)}\n`);
+    });
+
+  host
     .command('rm')
     .description('terminate hosts; nothing of them is left on the machine')
     .argument('<id...>', 'host ids')
@@ -80,6 +93,19 @@ export function registerHostCommands(program: Command, ctx: Context): void {
       }
       if (printer.json) printer.out(`${JSON.stringify(removed, null, 2)}\n`);
     });
+}
+
+/** `k=v` sets, `k-` removes (as kubectl label does). */
+function parseTagChanges(changes: string[]): { set: Record<string, string>; remove: string[] } {
+  const set: Record<string, string> = {};
+  const remove: string[] = [];
+  for (const change of changes) {
+    const eq = change.indexOf('=');
+    if (eq > 0) set[change.slice(0, eq)] = change.slice(eq + 1);
+    else if (eq < 0 && change.length > 1 && change.endsWith('-')) remove.push(change.slice(0, -1));
+    else throw new UsageError(`"${change}" is neither KEY=VALUE (set a tag) nor KEY- (remove one)`);
+  }
+  return { set, remove };
 }
 
 function printHosts(printer: Printer, hosts: HostView[]): void {

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { parse as parseYaml } from 'yaml';
-import type { CommandView } from '../commands/views.js';
+import { MAX_EXECUTION_TIMEOUT_SECONDS, type CommandView } from '../commands/views.js';
 import { SERVICE_LOG_DIR } from '../protocol/messages.js';
 import type { HostServicesView } from '../services/services-service.js';
 import type { Context } from './context.js';
@@ -68,9 +68,11 @@ export function registerSvcCommands(program: Command, ctx: Context): void {
     .action(async (name: string, opts: HostOption & { lines: number; follow?: boolean }) => {
       if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(name)) throw new UsageError(`${JSON.stringify(name)} is not a service name`);
       const file = `${SERVICE_LOG_DIR}/${name}.log`;
-      const tail = `tail -n ${Math.max(0, Math.floor(opts.lines))}${opts.follow ? ' -F' : ''} ${file}`;
+      const lines = Math.max(0, Math.floor(opts.lines));
+      // -f: the agent's follower, which loses no line across rotation (tail -F polls on overlayfs).
+      const tail = opts.follow ? `exec "$BERTH_NODE" "$BERTH_AGENT_BUNDLE" follow -n ${lines} ${file}` : `tail -n ${lines} ${file}`;
       const client = ctx.client();
-      const body = { targets: { hostIds: [decodeURIComponent(host(opts))] }, parameters: { commands: [tail], executionTimeout: opts.follow ? 7 * 24 * 3600 : 60 }, ...(opts.follow ? {} : { wait: 60 }) };
+      const body = { targets: { hostIds: [decodeURIComponent(host(opts))] }, parameters: { commands: [tail], executionTimeout: opts.follow ? MAX_EXECUTION_TIMEOUT_SECONDS : 60 }, ...(opts.follow ? {} : { wait: 60 }) };
       const command = await client.post<CommandView>('/v1/commands', body);
       if (!opts.follow) {
         const inv = command.invocations[0];
@@ -82,7 +84,9 @@ export function registerSvcCommands(program: Command, ctx: Context): void {
         return;
       }
       const stop = () => void client.post(`/v1/commands/${command.id}/cancel`, {}).catch(() => undefined);
+      // Ctrl-C (or a TERM) cancels the remote tail, whose end then ends the stream below.
       process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
       try {
         for await (const raw of client.stream(`/v1/commands/${command.id}/output`)) {
           const event = raw as { type: string; stream?: string; data?: string };
@@ -90,6 +94,7 @@ export function registerSvcCommands(program: Command, ctx: Context): void {
         }
       } finally {
         process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
       }
     });
 }

@@ -3,6 +3,9 @@ import { aggregateStatus, isTerminal, type InvocationStatus } from '../core/comm
 import type { CommandRow, InvocationRow } from '../store/schema.js';
 import type { LiveOutput } from './live-output.js';
 
+/** The longest executionTimeout the API takes (48 h, as SSM's AWS-RunShellScript allows). */
+export const MAX_EXECUTION_TIMEOUT_SECONDS = 172_800;
+
 export interface InvocationView {
   hostId: string;
   status: string;

@@ -65,6 +65,8 @@ export interface HostServiceDeps {
   log: (line: string) => void;
   /** A host whose agent has not enrolled by then is failed and cleaned up. */
   bootTimeoutMs?: number;
+  /** After a host's tags changed: its agent and its stack's services follow. */
+  onTagsChanged?: (row: HostRow) => Promise<void>;
 }
 
 export class HostService {
@@ -229,6 +231,24 @@ export class HostService {
     }
     await this.reset(tenantId, id, { image: row.image, tags: row.tags, keepServices: true }, { waitMs });
     return this.get(tenantId, id);
+  }
+
+  /**
+   * Changes a live host's tags (`berth host tag`): the host converges to them without a restart of
+   * services they leave untouched. A pool's waiting hosts carry the pool's tags, so they are refused.
+   */
+  async changeTags(tenantId: string, id: string, change: { set: Record<string, string>; remove: readonly string[] }): Promise<HostView> {
+    const clash = change.remove.find((key) => key in change.set);
+    if (clash !== undefined) throw new BerthError('validation_failed', `tag ${clash} is both set and removed`, 'Set it or remove it, not both.');
+    const current = await this.deps.hosts.get(tenantId, id);
+    if (!current) throw new BerthError('host_not_found', `host ${id} does not exist`, 'List hosts with `berth host ls`.', { hostId: id });
+    if (current.pool && current.slot !== 'claimed') {
+      throw new BerthError('invalid_state', `host ${id} is a ${current.slot ?? 'pool'} host of pool ${current.pool}`, "A pool's waiting hosts carry the pool's tags; claim it first (claims can add tags).", { hostId: id });
+    }
+    const row = await this.deps.hosts.changeTags(tenantId, id, change.set, change.remove);
+    if (!row) throw new BerthError('invalid_state', `host ${id} is ${current.state}, so its tags cannot change`, 'Only live hosts have tags that matter.', { hostId: id });
+    if (row.state === 'running') await this.deps.onTagsChanged?.(row);
+    return toHostView(row, this.deps.agents.isConnected(id));
   }
 
   /**

@@ -100,9 +100,9 @@ export const serviceSpec = z.object({
   /** A user name or numeric uid from the host's /etc/passwd. */
   user: z.optional(z.string()),
   /** The effective environment, added to the agent's own. */
-  env: z.record(z.string(), z.string()),
-  ports: z.array(tcpPort),
-  dependsOn: z.array(z.string()),
+  env: z._default(z.record(z.string(), z.string()), {}),
+  ports: z._default(z.array(tcpPort), []),
+  dependsOn: z._default(z.array(z.string()), []),
   ready: z.optional(serviceReadyCheck),
   stopSignal: z._default(z.enum(SERVICE_STOP_SIGNALS), 'SIGTERM'),
   /** After the stop signal, KILL goes to the whole process group once this has passed. */

@@ -16,7 +16,7 @@ import { HostService } from '../hosts/host-service.js';
 import { CommandsRepo } from '../store/commands-repo.js';
 import { HostsRepo } from '../store/hosts-repo.js';
 import { openStore, type Store } from '../store/store.js';
-import { TokensRepo } from '../store/tokens-repo.js';
+import { ConfigHashKeys, TokensRepo } from '../store/tokens-repo.js';
 import { AGENT_PATH } from '../protocol/messages.js';
 import { ClaimService } from '../pools/claim-service.js';
 import { PoolService } from '../pools/pool-service.js';
@@ -147,9 +147,10 @@ export class BerthServer {
       const commands = new CommandService({ commands: commandsRepo, hosts: hostsRepo, agents: gateway, live });
       const dispatcher = new CommandDispatcher({ service: commands, commands: commandsRepo, agents: gateway, live, log });
       late.dispatcher = dispatcher;
-      const services = new ServicesService({ hosts: hostsRepo, agents: gateway, log });
+      const hashKeys = new ConfigHashKeys(store.db);
+      const services = new ServicesService({ hosts: hostsRepo, agents: gateway, hashKeys, log });
       late.services = services;
-      const stacks = new StackSync({ stacks: new StacksRepo(store.db), hosts: hostsRepo, services, log });
+      const stacks = new StackSync({ stacks: new StacksRepo(store.db), hosts: hostsRepo, services, hashKeys, log });
       late.stacks = stacks;
       const hostsService = new HostService({
         hosts: hostsRepo,
@@ -167,6 +168,10 @@ export class BerthServer {
             if (!late.images) throw new Error('images used before the server started');
             return late.images.resolve(tenantId, ref);
           },
+        },
+        onTagsChanged: async (row) => {
+          services.pushTags(row.id, row.tags);
+          await stacks.syncTagged(row);
         },
         log,
       });

@@ -6,7 +6,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { BerthError } from '../core/errors.js';
-import { canonicalJson, sha256 } from '../images/digests.js';
+import { configHash } from '../stacks/config.js';
 import { serviceSpec, type ServerMessage, type ServiceSpec, type ServiceStatus } from '../protocol/messages.js';
 import { checkServiceSet } from '../protocol/services.js';
 import type { HostsRepo } from '../store/hosts-repo.js';
@@ -20,6 +20,8 @@ export interface ServiceChannel {
 export interface ServicesServiceDeps {
   hosts: HostsRepo;
   agents: ServiceChannel;
+  /** Each tenant's key for config hashes (see stacks/config.ts configHash). */
+  hashKeys: { of(tenantId: string): Promise<string> };
   log: (line: string) => void;
 }
 
@@ -69,7 +71,8 @@ export class ServicesService {
    */
   async set(tenantId: string, hostId: string, inputs: unknown[]): Promise<HostServicesView> {
     const row = await this.liveHost(tenantId, hostId);
-    const specs = inputs.map((input, i) => withConfigHash(input, i));
+    const hashKey = await this.deps.hashKeys.of(tenantId);
+    const specs = inputs.map((input, i) => withConfigHash(input, i, hashKey));
     const problems = checkServiceSet(specs);
     if (problems.length > 0) throw new BerthError('validation_failed', problems.join('\n'), 'Fix the services and send them again; nothing was changed.', { problems });
     if (!(await this.deps.hosts.setServices(tenantId, hostId, specs))) throw notLive(hostId, row.state);
@@ -196,7 +199,7 @@ export class ServicesService {
 }
 
 /** A spec as given, its defaults applied and its configuration hashed (the hash is ours to set). */
-function withConfigHash(input: unknown, index: number): ServiceSpec {
+function withConfigHash(input: unknown, index: number, hashKey: string): ServiceSpec {
   const given = input && typeof input === 'object' ? { ...(input as Record<string, unknown>), configHash: '' } : input;
   const parsed = serviceSpec.safeParse(given);
   if (!parsed.success) {
@@ -206,7 +209,7 @@ function withConfigHash(input: unknown, index: number): ServiceSpec {
     throw new BerthError('validation_failed', problems.join('\n'), 'Fix the services and send them again; nothing was changed.', { problems });
   }
   const { configHash: _ignored, ...config } = parsed.data;
-  return { ...parsed.data, configHash: sha256(canonicalJson(config)).slice(0, 16) };
+  return { ...parsed.data, configHash: configHash(config, hashKey) };
 }
 
 function desiredOf(row: HostRow): ServiceSpec[] {

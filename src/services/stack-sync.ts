@@ -19,6 +19,8 @@ export interface StackSyncDeps {
   stacks: StacksRepo;
   hosts: HostsRepo;
   services: ServicesService;
+  /** Each tenant's key for config hashes (see stacks/config.ts configHash). */
+  hashKeys: { of(tenantId: string): Promise<string> };
   log: (line: string) => void;
 }
 
@@ -89,7 +91,7 @@ export class StackSync {
       return undefined;
     }
     const spec = stored.spec as unknown as StackSpec;
-    const result = servicesForHost(spec, stored.config as unknown as ConfigLayers, row.tags);
+    const result = servicesForHost(spec, stored.config as unknown as ConfigLayers, row.tags, await this.deps.hashKeys.of(tenantId));
     return { stack, spec, result, current: await this.deps.services.desired(tenantId, hostId) };
   }
 }

@@ -58,7 +58,7 @@ describe('envdir', () => {
     expect(Object.keys(layers.environments).sort()).toEqual(['dev', 'prod']);
     expect(Object.keys(layers.services).sort()).toEqual(['constructor', 'web']);
     expect(Object.hasOwn(layers.common, '__proto__')).toBe(true);
-    expect(effectiveConfig(layers, { service: 'web' }).env).toEqual(Object.fromEntries([['B', 'w'], ['__proto__', 'x']]));
+    expect(effectiveConfig(layers, { hashKey: 'k', service: 'web' }).env).toEqual(Object.fromEntries([['B', 'w'], ['__proto__', 'x']]));
   });
 
   it('names the file of a bad variable name, and reports every bad entry at once', () => {
@@ -160,7 +160,7 @@ describe('effectiveConfig', () => {
   const layers = readConfigLayers(dir, 'config');
 
   it('layers common < environment < service dir < inline < host overrides, with sources', () => {
-    const config = effectiveConfig(layers, {
+    const config = effectiveConfig(layers, { hashKey: 'k',
       environment: 'prod',
       service: 'web',
       inline: { LEVEL: 'inline', PORT: '8080' },
@@ -181,7 +181,7 @@ describe('effectiveConfig', () => {
   });
 
   it('each layer wins over the ones below it', () => {
-    const level = (options: Parameters<typeof effectiveConfig>[1]) => effectiveConfig(layers, options).env['LEVEL'];
+    const level = (options: Omit<Parameters<typeof effectiveConfig>[1], 'hashKey'>) => effectiveConfig(layers, { ...options, hashKey: 'k' }).env['LEVEL'];
     expect(level({ service: 'db' })).toBe('common');
     expect(level({ service: 'db', environment: 'prod' })).toBe('environment');
     expect(level({ service: 'web', environment: 'prod' })).toBe('service-dir');
@@ -190,19 +190,19 @@ describe('effectiveConfig', () => {
   });
 
   it('an unset removes the value of lower layers, and a higher layer can set it again', () => {
-    const db = effectiveConfig(layers, { service: 'db', environment: 'prod' });
+    const db = effectiveConfig(layers, { hashKey: 'k', service: 'db', environment: 'prod' });
     expect(db.env['DEBUG']).toBeUndefined();
     expect(db.unset).toEqual(['DEBUG']);
-    const again = effectiveConfig(layers, { service: 'web', environment: 'prod', hostOverrides: { DEBUG: '2' } });
+    const again = effectiveConfig(layers, { hashKey: 'k', service: 'web', environment: 'prod', hostOverrides: { DEBUG: '2' } });
     expect(again.env['DEBUG']).toBe('2');
     expect(again.unset).toEqual(['FEATURE']);
-    expect(effectiveConfig(layers, { service: 'db' }).env['DEBUG']).toBe('1');
+    expect(effectiveConfig(layers, { hashKey: 'k', service: 'db' }).env['DEBUG']).toBe('1');
   });
 
   it('hashes names and values', () => {
-    const base = effectiveConfig(emptyConfigLayers(), { service: 'x', inline: { A: '1', B: '2' } }).hash;
-    expect(effectiveConfig(emptyConfigLayers(), { service: 'x', hostOverrides: { B: '2', A: '1' } }).hash).toBe(base);
-    expect(effectiveConfig(emptyConfigLayers(), { service: 'x', inline: { A: '1', B: '3' } }).hash).not.toBe(base);
-    expect(effectiveConfig(emptyConfigLayers(), { service: 'x', inline: { A: '1', C: '2' } }).hash).not.toBe(base);
+    const base = effectiveConfig(emptyConfigLayers(), { hashKey: 'k', service: 'x', inline: { A: '1', B: '2' } }).hash;
+    expect(effectiveConfig(emptyConfigLayers(), { hashKey: 'k', service: 'x', hostOverrides: { B: '2', A: '1' } }).hash).toBe(base);
+    expect(effectiveConfig(emptyConfigLayers(), { hashKey: 'k', service: 'x', inline: { A: '1', B: '3' } }).hash).not.toBe(base);
+    expect(effectiveConfig(emptyConfigLayers(), { hashKey: 'k', service: 'x', inline: { A: '1', C: '2' } }).hash).not.toBe(base);
   });
 });

@@ -18,10 +18,11 @@
  *
  *   common < environment < service dir < service inline env (berth.yaml) < host overrides (tags)
  */
+import { createHmac } from 'node:crypto';
 import { readdirSync, readFileSync, statSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { BerthError } from '../core/errors.js';
-import { canonicalJson, sha256 } from '../images/digests.js';
+import { canonicalJson } from '../images/digests.js';
 import { closest, type SpecIssue } from '../images/spec-reader.js';
 import { ENV_NAME_PATTERN } from '../protocol/messages.js';
 import { parseDotenv } from './dotenv.js';
@@ -50,7 +51,7 @@ export interface EffectiveConfig {
   sources: Record<string, string>;
   /** Names a layer unset and no higher layer set again. */
   unset: string[];
-  /** sha256 of the canonical JSON of `env` (names and values), first 16 hex digits. */
+  /** configHash of `env` (names and values) under the options' hashKey. */
   hash: string;
 }
 
@@ -63,6 +64,8 @@ export interface EffectiveConfigOptions {
   /** Where each inline variable is written, e.g. "service web (berth.yaml:12:9)"; default "service <name>". */
   inlineSources?: Record<string, string>;
   hostOverrides?: Record<string, string>;
+  /** The tenant's key for config hashes (see configHash). */
+  hashKey: string;
 }
 
 const LAYER_DIRS = ['common', 'env', 'services'] as const;
@@ -175,7 +178,7 @@ function readEnvdirFile(path: string, source: string, issues: SpecIssue[]): stri
  * layer that set it, or unset it last.
  */
 export function effectiveConfig(layers: ConfigLayers, options: EffectiveConfigOptions): EffectiveConfig {
-  const { environment, service, inline = {}, inlineSources = {}, hostOverrides = {} } = options;
+  const { environment, service, inline = {}, inlineSources = {}, hostOverrides = {}, hashKey } = options;
   const sequence: Array<ConfigLayer | undefined> = [
     layers.common,
     environment === undefined ? undefined : ownValue(layers.environments, environment),
@@ -203,13 +206,18 @@ export function effectiveConfig(layers: ConfigLayers, options: EffectiveConfigOp
     env: sortedEnv,
     sources: Object.fromEntries([...sources].sort(([a], [b]) => (a < b ? -1 : 1))),
     unset: [...unset].sort(),
-    hash: configHash(sortedEnv),
+    hash: configHash(sortedEnv, hashKey),
   };
 }
 
-/** First 16 hex digits of the sha256 of `value`'s canonical JSON: the hash every config in berth uses. */
-export function configHash(value: unknown): string {
-  return sha256(canonicalJson(value)).slice(0, 16);
+/**
+ * The hash every config in berth shows: the first 16 hex digits of an HMAC-SHA256 of `value`'s
+ * canonical JSON under the tenant's key. Equal configs of a tenant hash equal (what `svc ls` and
+ * `config show` let users compare), but the hash of an env holding a weak secret cannot be used to
+ * test guesses of it offline, as a plain digest could.
+ */
+export function configHash(value: unknown, key: string): string {
+  return createHmac('sha256', key).update(canonicalJson(value)).digest('hex').slice(0, 16);
 }
 
 /** A record's own entry: names such as "constructor" or "__proto__" are data here, never Object's. */

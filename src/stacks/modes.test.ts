@@ -3,12 +3,14 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { createHmac } from 'node:crypto';
 import { canonicalJson, sha256 } from '../images/digests.js';
 import { serviceSpec, type ServiceSpec } from '../protocol/messages.js';
 import { readConfigLayers, type ConfigLayers } from './config.js';
 import { configProblems, MASK, maskSecrets, servicesForHost } from './modes.js';
 import { parseStacksFile, type StackSpec } from './spec.js';
 
+const KEY = 'tenant-key-for-tests';
 const root = mkdtempSync(join(tmpdir(), 'berth-stacks-modes-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
@@ -59,13 +61,13 @@ describe('servicesForHost', () => {
   const { stack, layers } = project(CONFIG);
 
   it('the same stack: every service on a review host, only web on a service=web host', () => {
-    const all = servicesForHost(stack, layers, review);
+    const all = servicesForHost(stack, layers, review, KEY);
     expect(all.problems).toEqual([]);
     expect(all.mode).toBe('review');
     expect(all.services.map((s) => s.name)).toEqual(['worker', 'web', 'db']);
     expect(byName(all.services).get('web')?.dependsOn).toEqual(['db']);
 
-    const one = servicesForHost(stack, layers, webOnly);
+    const one = servicesForHost(stack, layers, webOnly, KEY);
     expect(one.problems).toEqual([]);
     expect(one.mode).toBe('service');
     expect(one.services.map((s) => s.name)).toEqual(['web']);
@@ -74,7 +76,7 @@ describe('servicesForHost', () => {
   });
 
   it('resolves each service fully: layered env, protocol defaults, and the server’s own configHash', () => {
-    const { services, configs } = servicesForHost(stack, layers, { ...review, 'berth.env.LOG_LEVEL': 'trace' });
+    const { services, configs } = servicesForHost(stack, layers, { ...review, 'berth.env.LOG_LEVEL': 'trace' }, KEY);
     const web = byName(services).get('web');
     expect(web?.env).toEqual({ DB_HOST: 'db.internal', LOG_LEVEL: 'trace', PORT: '8080' });
     expect(web?.ready).toEqual({ http: { port: 8080, path: '/' }, timeoutSeconds: 30, intervalMs: 200 });
@@ -83,24 +85,28 @@ describe('servicesForHost', () => {
     expect(byName(services).get('db')?.env).toEqual({ DB_HOST: 'db.internal', DB_PASSWORD: 's3cret', DB_USER: 'shop', LOG_LEVEL: 'trace' });
     for (const service of services) {
       const { configHash, ...rest } = serviceSpec.parse(service);
-      expect(configHash).toBe(sha256(canonicalJson(rest)).slice(0, 16));
+      expect(configHash).toBe(createHmac('sha256', KEY).update(canonicalJson(rest)).digest('hex').slice(0, 16));
+      // Keyed: a plain digest of the env would let a weak secret be guessed offline from the hash.
+      expect(configHash).not.toBe(sha256(canonicalJson(rest)).slice(0, 16));
     }
+    const otherTenant = servicesForHost(stack, layers, { ...review, 'berth.env.LOG_LEVEL': 'trace' }, 'another-key');
+    expect(byName(otherTenant.services).get('web')?.configHash).not.toBe(byName(services).get('web')?.configHash);
   });
 
   it('berth.env picks the environment layer', () => {
-    const level = (env: string) => byName(servicesForHost(stack, layers, { ...review, 'berth.env': env }).services).get('db')?.env['LOG_LEVEL'];
+    const level = (env: string) => byName(servicesForHost(stack, layers, { ...review, 'berth.env': env }, KEY).services).get('db')?.env['LOG_LEVEL'];
     expect(level('prod')).toBe('warn');
     expect(level('staging')).toBe('debug');
   });
 
   it('an unknown service is a problem, and the host gets no services', () => {
-    const result = servicesForHost(stack, layers, { ...webOnly, 'berth.service': 'api' });
+    const result = servicesForHost(stack, layers, { ...webOnly, 'berth.service': 'api' }, KEY);
     expect(result).toEqual({ services: [], mode: 'service', problems: ['stack shop has no service api (it has: worker, web, db)'], configs: {} });
-    expect(servicesForHost(stack, layers, { ...webOnly, 'berth.service': 'constructor' }).problems).toEqual(['stack shop has no service constructor (it has: worker, web, db)']);
+    expect(servicesForHost(stack, layers, { ...webOnly, 'berth.service': 'constructor' }, KEY).problems).toEqual(['stack shop has no service constructor (it has: worker, web, db)']);
   });
 
   it('other bad tags are problems too, and change nothing', () => {
-    const problems = (tags: Record<string, string>) => servicesForHost(stack, layers, tags);
+    const problems = (tags: Record<string, string>) => servicesForHost(stack, layers, tags, KEY);
     expect(problems({ ...review, 'berth.env': 'qa' })).toMatchObject({ services: [], problems: ['stack shop has no environment qa (its config has: prod, staging)'] });
     expect(problems({ ...review, 'berth.env.bad-name': 'x' })).toMatchObject({ services: [], problems: [expect.stringMatching(/^tag berth\.env\.bad-name: "bad-name" is not a valid variable name/)] });
     expect(problems({ 'berth.stack': 'shop' })).toMatchObject({ mode: 'none', services: [], problems: ['host is tagged berth.stack=shop but has no berth.mode tag (review or service)'] });
@@ -109,26 +115,26 @@ describe('servicesForHost', () => {
   });
 
   it('a host of another stack, or of none, runs nothing of this one', () => {
-    expect(servicesForHost(stack, layers, { ...review, 'berth.stack': 'blog' })).toEqual({ services: [], mode: 'none', problems: [], configs: {} });
-    expect(servicesForHost(stack, layers, {})).toEqual({ services: [], mode: 'none', problems: [], configs: {} });
+    expect(servicesForHost(stack, layers, { ...review, 'berth.stack': 'blog' }, KEY)).toEqual({ services: [], mode: 'none', problems: [], configs: {} });
+    expect(servicesForHost(stack, layers, {}, KEY)).toEqual({ services: [], mode: 'none', problems: [], configs: {} });
   });
 
   it("changing only db's env changes only db's configHash", () => {
-    const before = byName(servicesForHost(stack, layers, review).services);
+    const before = byName(servicesForHost(stack, layers, review, KEY).services);
     const changed = project({ ...CONFIG, 'services/db/DB_USER': 'shop2' });
-    const after = byName(servicesForHost(changed.stack, changed.layers, review).services);
+    const after = byName(servicesForHost(changed.stack, changed.layers, review, KEY).services);
     expect(after.get('db')?.configHash).not.toBe(before.get('db')?.configHash);
     expect(after.get('web')?.configHash).toBe(before.get('web')?.configHash);
     expect(after.get('worker')?.configHash).toBe(before.get('worker')?.configHash);
     // A common value reaches every service.
     const common = project({ ...CONFIG, 'common/.env': 'DB_HOST=db2.internal\nLOG_LEVEL=info\n' });
-    const everyone = byName(servicesForHost(common.stack, common.layers, review).services);
+    const everyone = byName(servicesForHost(common.stack, common.layers, review, KEY).services);
     for (const name of ['worker', 'web', 'db']) expect(everyone.get(name)?.configHash).not.toBe(before.get(name)?.configHash);
   });
 
   it('the service-mode web has the same env as on a review host, but its own hash (no dependsOn)', () => {
-    const reviewWeb = byName(servicesForHost(stack, layers, review).services).get('web');
-    const serviceWeb = servicesForHost(stack, layers, webOnly).services[0];
+    const reviewWeb = byName(servicesForHost(stack, layers, review, KEY).services).get('web');
+    const serviceWeb = servicesForHost(stack, layers, webOnly, KEY).services[0];
     expect(serviceWeb?.env).toEqual(reviewWeb?.env);
     expect(serviceWeb?.configHash).not.toBe(reviewWeb?.configHash);
   });
@@ -136,7 +142,7 @@ describe('servicesForHost', () => {
 
 describe('maskSecrets', () => {
   const { stack, layers } = project(CONFIG);
-  const db = servicesForHost(stack, layers, review).configs['db'];
+  const db = servicesForHost(stack, layers, review, KEY).configs['db'];
   if (!db) throw new Error('expected db');
 
   it("masks the stack's secrets and names that say they are secret, unless asked", () => {

@@ -37,7 +37,8 @@ export interface HostServices {
   configs: Record<string, EffectiveConfig>;
 }
 
-export function servicesForHost(stack: StackSpec, layers: ConfigLayers, tags: Record<string, string>): HostServices {
+/** `hashKey`: the tenant's key for config hashes (see config.ts configHash). */
+export function servicesForHost(stack: StackSpec, layers: ConfigLayers, tags: Record<string, string>, hashKey: string): HostServices {
   if (ownValue(tags, STACK_TAG) !== stack.name) return { services: [], mode: 'none', problems: [], configs: {} };
   const names = Object.keys(stack.services);
   const has = `(it has: ${names.join(', ')})`;
@@ -81,8 +82,8 @@ export function servicesForHost(stack: StackSpec, layers: ConfigLayers, tags: Re
   for (const name of chosen) {
     const service = ownValue(stack.services, name);
     if (!service) continue;
-    const config = effectiveConfig(layers, { environment, service: name, inline: service.env, inlineSources: inlineSources(service), hostOverrides: Object.fromEntries(hostOverrides) });
-    const resolved = resolveService(service, config, onHost);
+    const config = effectiveConfig(layers, { environment, service: name, inline: service.env, inlineSources: inlineSources(service), hostOverrides: Object.fromEntries(hostOverrides), hashKey });
+    const resolved = resolveService(service, config, onHost, hashKey);
     if (typeof resolved === 'string') problems.push(resolved);
     else services.push(resolved);
     configs.set(name, config);
@@ -97,7 +98,7 @@ export function servicesForHost(stack: StackSpec, layers: ConfigLayers, tags: Re
  * spec (cmd, env, ready, restart, …) after defaults, computed as the server's own services API does,
  * so a converge restarts exactly the services whose configuration changed.
  */
-function resolveService(service: StackService, config: EffectiveConfig, onHost: ReadonlySet<string>): ServiceSpec | string {
+function resolveService(service: StackService, config: EffectiveConfig, onHost: ReadonlySet<string>, hashKey: string): ServiceSpec | string {
   const { at: _at, from: _from, envAt: _envAt, env: _inline, ...definition } = service;
   const dependsOn = service.dependsOn.filter((dep) => onHost.has(dep));
   const parsed = serviceSpec.safeParse({ ...definition, env: config.env, dependsOn, configHash: '' });
@@ -105,7 +106,7 @@ function resolveService(service: StackService, config: EffectiveConfig, onHost: 
     return `service ${service.name}: ${parsed.error.issues.map((issue) => `${issue.path.join('.') || 'spec'}: ${issue.message}`).join('; ')}`;
   }
   const { configHash: _unset, ...resolved } = parsed.data;
-  return { ...parsed.data, configHash: configHash(resolved) };
+  return { ...parsed.data, configHash: configHash(resolved, hashKey) };
 }
 
 function inlineSources(service: StackService): Record<string, string> {

@@ -9,7 +9,10 @@ import { ENV_NAME_PATTERN, SERVICE_NAME_PATTERN, SERVICE_STOP_SIGNALS, type Serv
 import { readDurationMs, readInteger, readNames, readNumber, readPort } from './values.js';
 
 /** A service of a stack: the agent's spec without what the host decides (env layers, configHash). */
-export type StackService = Omit<ServiceSpecInput, 'configHash'> & {
+export type StackService = Omit<ServiceSpecInput, 'configHash' | 'env' | 'ports' | 'dependsOn'> & {
+  env: Record<string, string>;
+  ports: number[];
+  dependsOn: string[];
   /** Where the service is named: its key under `services:`, or its Procfile line. */
   at: SourceLocation;
   from: 'services' | 'procfile';

@@ -1,6 +1,6 @@
 /** Host rows: every query is scoped to a tenant. */
 import { sql, type Kysely } from 'kysely';
-import { assertTransition, type HostState } from '../core/host-state.js';
+import { assertTransition, LIVE_HOST_STATES, type HostState } from '../core/host-state.js';
 import { assertSlotTransition, type Slot } from '../core/pool-state.js';
 import type { Database, HostRow } from './schema.js';
 
@@ -205,6 +205,18 @@ export class HostsRepo {
       .where('state', '=', 'running')
       .returningAll()
       .executeTakeFirst();
+  }
+
+  /**
+   * Changes a live host's tags in one statement (added or replaced, then removed), so two changes at
+   * once both land. Returns the row, or undefined when the host is not live.
+   */
+  async changeTags(tenantId: string, id: string, set: Record<string, string>, remove: readonly string[]): Promise<HostRow | undefined> {
+    const result = await sql<HostRow>`
+      update hosts set tags = (tags || ${JSON.stringify(set)}::jsonb) - ${sql.val([...remove])}::text[], updated_at = now()
+      where id = ${id} and tenant_id = ${tenantId} and state in (${sql.join([...LIVE_HOST_STATES])})
+      returning *`.execute(this.db);
+    return result.rows[0];
   }
 
   /** At server start nobody is connected yet, whatever the store says. */

@@ -181,6 +181,12 @@ const STACKS = [
   )`,
 ];
 
+/**
+ * A key per tenant for the config hashes users see: a hash of an environment that holds a secret must
+ * not let anyone test guesses of that secret offline (see stacks/config.ts configHash).
+ */
+const CONFIG_HASH_KEYS = [`alter table tenants add column config_hash_key text not null default encode(sha256(convert_to(gen_random_uuid()::text || gen_random_uuid()::text, 'UTF8')), 'hex')`];
+
 /** A migration that runs its statements in order (the migrator runs migrations in a transaction). */
 function statements(list: readonly string[]): Migration {
   return {
@@ -196,6 +202,7 @@ const migrations: Record<string, Migration> = {
   '0003_images': statements(IMAGES),
   '0004_services': statements(SERVICES),
   '0005_stacks': statements(STACKS),
+  '0006_config_hash_keys': statements(CONFIG_HASH_KEYS),
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -11,6 +11,8 @@ export interface TenantsTable {
   id: string;
   name: string;
   created_at: CreatedAt;
+  /** Keys the config hashes shown to users (set by the database, never sent anywhere). */
+  config_hash_key: Generated<string>;
 }
 
 export interface ApiTokensTable {

@@ -15,3 +15,19 @@ export class TokensRepo {
     return row?.tenant_id;
   }
 }
+
+/** Each tenant's config hash key (see migration 0006), read once: it never changes. */
+export class ConfigHashKeys {
+  private readonly keys = new Map<string, string>();
+
+  constructor(private readonly db: Kysely<Database>) {}
+
+  async of(tenantId: string): Promise<string> {
+    const known = this.keys.get(tenantId);
+    if (known !== undefined) return known;
+    const row = await this.db.selectFrom('tenants').select('config_hash_key').where('id', '=', tenantId).executeTakeFirst();
+    if (!row) throw new Error(`tenant ${tenantId} does not exist`);
+    this.keys.set(tenantId, row.config_hash_key);
+    return row.config_hash_key;
+  }
+}

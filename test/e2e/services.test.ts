@@ -8,7 +8,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { CommandView } from '../../src/commands/views.js';
 import type { HostView } from '../../src/hosts/views.js';
 import type { HostServicesView } from '../../src/services/services-service.js';
-import { agentPidOf, useServer, type InProcessServer } from '../helpers/server.js';
+import { agentPidOf, berth, useServer, type InProcessServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
 
 const NET = { bridge: 'berthsvc0', subnet: '10.232.0.0/22', cgroupName: 'berthsvc' };
@@ -137,5 +137,41 @@ describe('supervised services', () => {
       const alive = await run(`kill -0 ${pid ?? 0} 2>/dev/null && echo alive || echo gone`);
       expect(alive?.stdout.trim()).toBe('gone');
     }
+  });
+
+  it('rotates logs at the configured size and count while the service writes, and `svc logs -f` follows across rotation', async () => {
+    // ~45 bytes a line with its timestamp: a 4 KiB file rotates about every 90 lines (a few per second).
+    const chatty = { name: 'chatty', cmd: 'i=0; while :; do i=$((i+1)); echo "line $i"; sleep 0.004; done', logs: { maxBytes: 4096, keep: 2 }, restart: { policy: 'always' } };
+    expect((await put([chatty])).status).toBe(200);
+    const env = { BERTH_URL: srv.server.url, BERTH_TOKEN: srv.server.token };
+    const stop = new AbortController();
+    const seen: number[] = [];
+    let partial = '';
+    const following = berth(['svc', 'logs', 'chatty', '--host', host.id, '-f', '-n', '0'], env, {
+      interrupt: stop.signal,
+      onStdout: (chunk) => {
+        const lines = (partial + chunk).split('\n');
+        partial = lines.pop() ?? '';
+        for (const line of lines) {
+          const n = /Z line (\d+)$/.exec(line)?.[1];
+          if (n !== undefined) seen.push(Number(n));
+        }
+      },
+    });
+    await waitFor('several rotations followed', () => Promise.resolve(seen.length >= 1000 ? true : undefined), { timeoutMs: 30_000 });
+    stop.abort();
+    const done = await following;
+    expect(done.code).toBe(0);
+    // Every line once, in order, across the rotations that happened meanwhile.
+    const first = seen[0] ?? 0;
+    expect(seen.slice(0, 1000)).toEqual(Array.from({ length: 1000 }, (_, i) => first + i));
+    const files = await run('ls /var/log/berth/ | grep chatty; wc -c < /var/log/berth/chatty.log.1');
+    const lines = files?.stdout.trim().split('\n') ?? [];
+    expect(lines.slice(0, -1)).toEqual(['chatty.log', 'chatty.log.1', 'chatty.log.2']);
+    expect(Number(lines.at(-1))).toBeLessThanOrEqual(4096);
+    // Ctrl-C ended the remote tail too: no command is left running on the host.
+    const tails = await run('pgrep -f "follo[w] -n 0 /var/log/berth/chatty.log" || echo none');
+    expect(tails?.stdout.trim()).toBe('none');
+    expect((await put([])).status).toBe(200);
   });
 });

@@ -159,4 +159,41 @@ describe('stacks', () => {
     const again = await apply(berthYaml(', FEATURE: "on"'));
     expect(again.stdout).toContain('unchanged stack shop');
   });
+
+  it('converges a running host when its tags change, leaving the services they do not touch running', async () => {
+    const { hosts } = (await srv.api.get<{ hosts: HostView[] }>('/v1/hosts?tag=berth.mode=review')).body;
+    const review = hosts.find((h) => !h.tags['berth:group']);
+    if (!review) throw new Error('no review host');
+    const before = await readyServices(review.id, ['db', 'web']);
+    const pid = (view: HostServicesView, name: string) => view.services.find((s) => s.name === name)?.status?.pid;
+
+    // Review -> one service: web leaves, db (whose config is the same in both modes) keeps running.
+    const tagged = await berth(['host', 'tag', review.id, 'berth.mode=service', 'berth.service=db', 'owner=bob', '--json'], env);
+    expect(tagged.code).toBe(0);
+    expect((JSON.parse(tagged.stdout) as HostView).tags).toMatchObject({ 'berth.mode': 'service', 'berth.service': 'db', owner: 'bob' });
+    const after = await readyServices(review.id, ['db']);
+    expect(pid(after, 'db')).toBe(pid(before, 'db'));
+    const { body } = await srv.api.post<{ invocations: { stdout: string }[] }>('/v1/commands', {
+      targets: { hostIds: [review.id] },
+      parameters: { commands: ['cat /etc/berth/tags.json; echo "$BERTH_TAGS"; pgrep -f "http.server 8080" || echo no-web'] },
+      wait: 30,
+    });
+    const [file, fromEnv, web] = (body.invocations[0]?.stdout ?? '').trim().split('\n');
+    expect(JSON.parse(file ?? '{}')).toMatchObject({ owner: 'bob', 'berth.service': 'db' });
+    expect(JSON.parse(fromEnv ?? '{}')).toMatchObject({ owner: 'bob' });
+    expect(web).toBe('no-web');
+
+    // KEY- removes a tag; the host's problem tag is fixed the same way.
+    const untagged = await berth(['host', 'tag', review.id, 'owner-'], env);
+    expect(untagged.code).toBe(0);
+    expect(untagged.stdout).not.toContain('owner=');
+
+    // Bad input changes nothing: a malformed change (exit 2), both set and removed (400), an unknown host.
+    expect((await berth(['host', 'tag', review.id, 'nonsense'], env)).code).toBe(2);
+    const both = await srv.api.patch(`/v1/hosts/${review.id}/tags`, { set: { a: '1' }, remove: ['a'] });
+    expect(both.status).toBe(400);
+    expect((await srv.api.patch('/v1/hosts/h-nosuchhost/tags', { set: { a: '1' } })).status).toBe(404);
+    expect((await srv.api.get<HostView>(`/v1/hosts/${review.id}`)).body.tags).toEqual({ 'berth.stack': 'shop', 'berth.mode': 'service', 'berth.service': 'db' });
+    expect(pid(await services(review.id), 'db')).toBe(pid(before, 'db'));
+  });
 });

@@ -101,6 +101,9 @@ export class Api {
   put<T>(path: string, body: unknown) {
     return this.call<T>('PUT', path, JSON.stringify(body));
   }
+  patch<T>(path: string, body: unknown) {
+    return this.call<T>('PATCH', path, JSON.stringify(body));
+  }
   delete<T>(path: string) {
     return this.call<T>('DELETE', path);
   }
@@ -124,7 +127,7 @@ export class Api {
 export function berth(
   args: string[],
   env: Record<string, string>,
-  opts: { timeoutMs?: number; onStdout?: (chunk: string) => void } = {},
+  opts: { timeoutMs?: number; onStdout?: (chunk: string) => void; interrupt?: AbortSignal } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [join(packageRoot(), 'bin', 'berth.js'), ...args], {
@@ -139,6 +142,8 @@ export function berth(
     });
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
+    // As a user's Ctrl-C would.
+    opts.interrupt?.addEventListener('abort', () => child.kill('SIGINT'), { once: true });
     child.on('error', reject);
     child.on('close', (code) => {
       clearTimeout(timer);

@@ -1,7 +1,7 @@
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { HostService } from '../../hosts/host-service.js';
-import { errorBody, hostIdParams, hostView, launchHostBody, listHostsQuery } from './schemas.js';
+import { changeTagsBody, errorBody, hostIdParams, hostView, launchHostBody, listHostsQuery } from './schemas.js';
 import { parseTagList } from './tags.js';
 
 export function hostRoutes(hosts: HostService): FastifyPluginCallbackZod {
@@ -39,6 +39,19 @@ export function hostRoutes(hosts: HostService): FastifyPluginCallbackZod {
         },
       },
       async (request) => hosts.resetHost(request.tenantId, request.params.id),
+    );
+    app.patch(
+      '/v1/hosts/:id/tags',
+      {
+        schema: {
+          tags: ['hosts'],
+          summary: "Change a running host's tags; its stack's services converge (untouched services keep running)",
+          params: hostIdParams,
+          body: changeTagsBody,
+          response: { 200: hostView, '4xx': errorBody, '5xx': errorBody },
+        },
+      },
+      async (request) => hosts.changeTags(request.tenantId, request.params.id, { set: request.body.set ?? {}, remove: request.body.remove ?? [] }),
     );
     app.delete(
       '/v1/hosts/:id',

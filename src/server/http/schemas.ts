@@ -1,5 +1,6 @@
 /** Request and response schemas of the HTTP API: validation and the OpenAPI document come from these. */
 import { z } from 'zod';
+import { MAX_EXECUTION_TIMEOUT_SECONDS } from '../../commands/views.js';
 
 const tags = z.record(z.string().min(1).max(128), z.string().max(256));
 
@@ -26,6 +27,13 @@ export const hostView = z.object({
   readyAt: z.string().nullable(),
   terminatedAt: z.string().nullable(),
 });
+
+export const changeTagsBody = z
+  .object({
+    set: tags.optional().describe('Tags to add or replace'),
+    remove: z.array(z.string().min(1).max(128)).optional().describe('Tag keys to remove'),
+  })
+  .strict();
 
 export const launchHostBody = z
   .object({
@@ -65,7 +73,7 @@ export const sendCommandBody = z
       .object({
         commands: z.array(z.string()).min(1, 'commands must list at least one command').max(1000),
         workingDirectory: z.string().min(1).optional(),
-        executionTimeout: z.number().positive('executionTimeout must be a positive number of seconds').max(172_800).optional(),
+        executionTimeout: z.number().positive('executionTimeout must be a positive number of seconds').max(MAX_EXECUTION_TIMEOUT_SECONDS).optional(),
         env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'env names are letters, digits and underscores'), z.string()).optional(),
       })
       .strict(),

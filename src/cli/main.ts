@@ -2,6 +2,7 @@
  * The `berth` CLI. Exit codes: 0 ok, 1 failed (including a command that did not succeed), 2 bad usage
  * (rejected by the CLI or answered 4xx by the server).
  */
+import { registerEnvCommands } from './env-commands.js';
 import { Command, CommanderError } from 'commander';
 import { isBerthError } from '../core/errors.js';
 import { defaultDataDir } from '../server/data-dir.js';
@@ -35,6 +36,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   registerSvcCommands(program, ctx);
   registerConfigCommands(program, ctx);
   registerImageCommands(program, ctx);
+  registerEnvCommands(program, ctx);
   program
     .command('agent')
     .description('run the host agent (started by every host; not for interactive use)')

@@ -7,6 +7,9 @@ import type { Context } from './context.js';
 export interface ServerOptions {
   port: string;
   agentPort: string;
+  routerPort: string;
+  routerHost: string;
+  domain: string;
   host: string;
   bridge?: string;
   subnet?: string;
@@ -21,6 +24,9 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
     .option('--port <port>', 'API port', '7070')
     .option('--host <addr>', 'API listen address', '127.0.0.1')
     .option('--agent-port <port>', 'port of the agent channel on the bridge address', '7071')
+    .option('--router-port <port>', "the environments' router: NAME.<domain>:PORT reaches environment NAME", '7080')
+    .option('--router-host <addr>', "the router's listen address", '127.0.0.1')
+    .option('--domain <domain>', 'environments answer at NAME.<domain> (*.localhost resolves to this machine in browsers)', 'localhost')
     .option('--bridge <name>', 'Linux bridge berth owns for its hosts', 'berth0')
     .option('--subnet <cidr>', 'private IPv4 subnet of the bridge', '10.213.0.0/16')
     .option('--name <name>', 'instance name: prefixes the cgroups and network namespaces of its hosts, so several servers can share a machine', 'berth')
@@ -43,6 +49,7 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
         host: opts.host,
         port: Number(opts.port),
         agentPort: Number(opts.agentPort),
+        router: { port: Number(opts.routerPort), host: opts.routerHost, domain: opts.domain },
         databaseUrl: env['BERTH_DATABASE_URL'],
         driver,
         agentDir,
@@ -54,6 +61,7 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
         `berth server ${server.url}  (store: ${server.store.kind}, data dir: ${dataDir})\n` +
           `  API docs:  ${server.url}/docs   token: ${dataDir}/token\n` +
           `  agents:    ${server.agentUrl}\n` +
+          `  router:    ${server.router.urlFor('NAME') ?? '-'}  (environments: berth env create NAME --stack STACK)\n` +
           (server.recovered.adopted.length + server.recovered.cleaned.length
             ? `  recovered: adopted ${server.recovered.adopted.length} host(s), cleaned up ${server.recovered.cleaned.length}\n`
             : '') +

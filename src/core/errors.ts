@@ -27,6 +27,10 @@ export type ErrorCode =
   | 'image_not_found'
   | 'image_in_use'
   | 'bake_failed'
+  | 'stack_not_found'
+  | 'environment_not_found'
+  | 'environment_exists'
+  | 'environment_failed'
   | 'internal';
 
 const STATUS: Record<ErrorCode, number> = {
@@ -56,6 +60,11 @@ const STATUS: Record<ErrorCode, number> = {
   image_in_use: 409,
   // A step, test or the clone-uniqueness check failed: the spec is well-formed, the bake is not.
   bake_failed: 422,
+  stack_not_found: 404,
+  environment_not_found: 404,
+  environment_exists: 409,
+  // Its hosts were claimed but a service never became ready (or its stack's tags made no sense).
+  environment_failed: 422,
   internal: 500,
 };
 

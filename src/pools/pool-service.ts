@@ -109,6 +109,7 @@ function sameSpec(row: PoolRow, spec: PoolSpec): boolean {
     warmup: row.warmup,
     healthCheck: row.health_check,
     onEmpty: row.on_empty,
+    onRelease: row.on_release,
   };
   const { name: _name, ...b } = spec;
   return stable(a) === stable(b);

@@ -29,6 +29,7 @@ export const poolSpecInput = z
       .optional()
       .describe('Run before a host counts as ready, then every `interval` seconds, and at each claim'),
     onEmpty: z.enum(['launch', 'fail']).default('launch').describe('What a claim does when no host is ready'),
+    onRelease: z.enum(['terminate', 'reuse']).default('terminate').describe('What releasing a claimed host does when the release does not say (environments removed, deploys): terminate it, or reset it and return it to the pool'),
     template: z
       .object({
         cpus: z.number().positive().max(1024).optional(),
@@ -64,6 +65,7 @@ export function completeSpec(input: z.output<typeof poolSpecInput>): PoolSpec {
     warmup: input.warmup,
     healthCheck: input.healthCheck ? { command: input.healthCheck.command, intervalS: input.healthCheck.interval, timeoutS: input.healthCheck.timeout } : null,
     onEmpty: input.onEmpty,
+    onRelease: input.onRelease,
   };
 }
 

@@ -39,6 +39,7 @@ export interface PoolView {
   warmup: string[];
   healthCheck: { command: string; interval: number; timeout: number } | null;
   onEmpty: string;
+  onRelease: string;
   template: Record<string, unknown>;
   createdAt: string;
   updatedAt: string;
@@ -102,6 +103,7 @@ export function toPoolView(row: PoolRow): PoolView {
     warmup: row.warmup,
     healthCheck: row.health_check ? { command: row.health_check.command, interval: row.health_check.intervalS, timeout: row.health_check.timeoutS } : null,
     onEmpty: row.on_empty,
+    onRelease: row.on_release,
     template: row.template as unknown as Record<string, unknown>,
     createdAt: new Date(row.created_at).toISOString(),
     updatedAt: new Date(row.updated_at).toISOString(),

@@ -53,6 +53,8 @@ export const SERVICE_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 /** A variable name a POSIX shell can export; the supervisor refuses a service env with any other. */
 export const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
 export const SERVICE_STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGKILL'] as const;
+/** Signals a service may take as "apply your new configuration" (the default action of each is to exit). */
+export const SERVICE_RELOAD_SIGNALS = ['SIGHUP', 'SIGUSR1', 'SIGUSR2'] as const;
 export const SERVICE_STATES = ['starting', 'ready', 'backoff', 'stopping', 'stopped', 'failed'] as const;
 
 const tcpPort = z.int().check(z.gte(1), z.lte(65535));
@@ -91,6 +93,15 @@ export const serviceLogPolicy = z.object({
 });
 export type ServiceLogPolicy = z.infer<typeof serviceLogPolicy>;
 
+/**
+ * The service applies a new env on a signal: a converge that changes only `env` rewrites the service's
+ * env file (BERTH_ENV_FILE) and sends this signal to its main process instead of restarting it.
+ */
+export const serviceReload = z.object({
+  signal: z.enum(SERVICE_RELOAD_SIGNALS),
+});
+export type ServiceReload = z.infer<typeof serviceReload>;
+
 /** Everything the agent needs to run one service, fully resolved by the server. */
 export const serviceSpec = z.object({
   name: z.string().check(z.regex(SERVICE_NAME_PATTERN)),
@@ -109,7 +120,12 @@ export const serviceSpec = z.object({
   stopTimeoutSeconds: z._default(z.number().check(z.nonnegative()), 10),
   restart: serviceRestartPolicy,
   logs: z.prefault(serviceLogPolicy, {}),
-  /** Hash of the effective configuration: a service is restarted by a converge only when it changes. */
+  /** Absent: every configuration change restarts the service. */
+  reload: z.optional(serviceReload),
+  /**
+   * Hash of the effective configuration: a converge restarts a service only when it changes (or, with
+   * `reload`, signals it when nothing but `env` changed).
+   */
   configHash: z.string(),
 });
 export type ServiceSpec = z.infer<typeof serviceSpec>;
@@ -127,8 +143,13 @@ export type ServiceExit = z.infer<typeof serviceExit>;
 export const serviceStatus = z.object({
   name: z.string(),
   state: z.enum(SERVICE_STATES),
-  /** Restarts made by the restart policy under the current configHash. */
+  /**
+   * Restarts made by the restart policy since the service last started with a new configuration (a
+   * reload does not start it again: the count goes on).
+   */
   restarts: z.int().check(z.nonnegative()),
+  /** Reloads by signal since then (see serviceSpec.reload); absent from agents that do not reload. */
+  reloads: z.optional(z.int().check(z.nonnegative())),
   pid: z.nullable(z.int()),
   lastExit: z.nullable(serviceExit),
   /** Why the service is in this state, e.g. "crashed 5 times in a row (last: exit code 1)". */

@@ -36,6 +36,9 @@ import { runCommand, type CommandRunner } from '../drivers/local/proc.js';
 import { ServicesService } from '../services/services-service.js';
 import { StackSync } from '../services/stack-sync.js';
 import { StacksRepo } from '../store/stacks-repo.js';
+import { EnvironmentService } from '../environments/environment-service.js';
+import { EnvironmentRouter } from '../router/router.js';
+import { EnvironmentsRepo } from '../store/environments-repo.js';
 import { DataDir } from './data-dir.js';
 import { buildApp } from './http/app.js';
 
@@ -69,6 +72,10 @@ export interface ServerConfig {
   poolIntervalMs?: number;
   /** Pool tuning (tests shorten the back-off). */
   poolBackoffMs?: number;
+  /** The environments' router: port (default 7080; 0 picks a free one), address and domain. */
+  router?: { port?: number; host?: string; domain?: string; healthIntervalMs?: number };
+  /** How often expired environments are removed. */
+  envSweepIntervalMs?: number;
 }
 
 export interface PoolServices {
@@ -94,6 +101,8 @@ export class BerthServer {
     readonly recovered: { adopted: string[]; cleaned: string[] },
     readonly pools: PoolServices,
     readonly images: ImageService,
+    readonly environments: EnvironmentService,
+    readonly router: EnvironmentRouter,
   ) {}
 
   static async start(config: ServerConfig): Promise<BerthServer> {
@@ -150,7 +159,8 @@ export class BerthServer {
       const hashKeys = new ConfigHashKeys(store.db);
       const services = new ServicesService({ hosts: hostsRepo, agents: gateway, hashKeys, log });
       late.services = services;
-      const stacks = new StackSync({ stacks: new StacksRepo(store.db), hosts: hostsRepo, services, hashKeys, log });
+      const stacksRepo = new StacksRepo(store.db);
+      const stacks = new StackSync({ stacks: stacksRepo, hosts: hostsRepo, services, hashKeys, log });
       late.stacks = stacks;
       const hostsService = new HostService({
         hosts: hostsRepo,
@@ -215,6 +225,32 @@ export class BerthServer {
         log(`recovered after restart: adopted ${recovered.adopted.length} host(s), cleaned up ${recovered.cleaned.length}, failed ${failedClaims} unfinished claim(s), retiring ${retired} pool host(s) of unknown state`);
       }
 
+      const router = new EnvironmentRouter({ domain: config.router?.domain ?? 'localhost', log });
+      const environments = new EnvironmentService({
+        envs: new EnvironmentsRepo(store.db),
+        stacks: stacksRepo,
+        pools: poolsRepo,
+        hosts: hostsRepo,
+        placement: {
+          claim: (tenantId, pool, input, signal) => claims.claim(tenantId, pool, input, signal),
+          syncHost: (tenantId, hostId) => stacks.syncHost(tenantId, hostId),
+          waitForServices: (tenantId, hostId, done, timeoutMs) => services.waitFor(tenantId, hostId, done, timeoutMs),
+        },
+        release: (tenantId, hostId, opts) => claims.release(tenantId, hostId, opts),
+        router,
+        log,
+        ...(config.router?.healthIntervalMs !== undefined ? { healthIntervalMs: config.router.healthIntervalMs } : {}),
+      });
+      try {
+        await router.listen({ port: config.router?.port ?? 7080, host: config.router?.host ?? '127.0.0.1' });
+      } catch (err) {
+        await router.close();
+        throw err;
+      }
+      progress('restoring environments and their routes');
+      const envs = await environments.recover();
+      if (envs.routed.length + envs.cleaned.length > 0) log(`recovered after restart: ${envs.routed.length} environment route(s) restored, ${envs.cleaned.length} unfinished environment(s) cleaned up`);
+
       const app = await buildApp({
         hosts: hostsService,
         commands,
@@ -222,18 +258,20 @@ export class BerthServer {
         images,
         services,
         stacks,
+        environments,
         lookupToken: (hash) => tokens.tenantFor(hash),
         health: () => Promise.resolve({ store: store.kind, driver: config.driver.name, agentsConnected: gateway.connectedHostIds().length }),
         version: VERSION,
         logger: config.logger ?? false,
       });
       const address = await app.listen({ host: config.host ?? '127.0.0.1', port: config.port ?? 7070 });
-      const server = new BerthServer(address, agentUrl, token, store, hostsService, commands, app, gateway, dataDir, recovered, { pools: poolService, claims, reconciler }, images);
+      const server = new BerthServer(address, agentUrl, token, store, hostsService, commands, app, gateway, dataDir, recovered, { pools: poolService, claims, reconciler }, images, environments, router);
       dataDir.writeServerInfo({ url: address, pid: process.pid, agentUrl, startedAt: new Date().toISOString() });
       server.loop(config.sweepIntervalMs ?? 500, () => dispatcher.sweep(), report('command sweep'));
       server.loop(config.monitorIntervalMs ?? 2000, () => hostsService.monitor(), report('host monitor'));
       server.loop(config.poolIntervalMs ?? 1000, () => reconciler.kickAll(), report('pool reconciler'));
       await reconciler.kickAll();
+      environments.startSweeper(config.envSweepIntervalMs ?? 5000);
       return server;
     } catch (err) {
       await store.close();
@@ -247,6 +285,8 @@ export class BerthServer {
     if (this.stopped) return;
     this.stopped = true;
     for (const timer of this.timers) clearInterval(timer);
+    this.environments.stop();
+    await this.router.close();
     await this.pools.reconciler.stop();
     await this.app.close();
     await this.images.close().catch(() => undefined);

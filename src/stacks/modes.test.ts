@@ -32,16 +32,16 @@ const BERTH_YAML = [
 ].join('\n');
 
 /** A project with berth.yaml, a Procfile and config files (path → content); its stack and config read back. */
-function project(config: Record<string, string>): { stack: StackSpec; layers: ConfigLayers } {
+function project(config: Record<string, string>, berthYaml = BERTH_YAML): { stack: StackSpec; layers: ConfigLayers } {
   const dir = mkdtempSync(join(root, 'project-'));
-  writeFileSync(join(dir, 'berth.yaml'), BERTH_YAML);
+  writeFileSync(join(dir, 'berth.yaml'), berthYaml);
   writeFileSync(join(dir, 'Procfile'), 'worker: bin/worker\n');
   mkdirSync(join(dir, 'config'));
   for (const [path, content] of Object.entries(config)) {
     mkdirSync(dirname(join(dir, 'config', path)), { recursive: true });
     writeFileSync(join(dir, 'config', path), content);
   }
-  const [stack] = parseStacksFile(BERTH_YAML, 'berth.yaml', dir);
+  const [stack] = parseStacksFile(berthYaml, 'berth.yaml', dir);
   if (!stack?.configDir) throw new Error('expected the stack with a config dir');
   return { stack, layers: readConfigLayers(stack.configDir.path, stack.configDir.label) };
 }
@@ -130,6 +130,24 @@ describe('servicesForHost', () => {
     const common = project({ ...CONFIG, 'common/.env': 'DB_HOST=db2.internal\nLOG_LEVEL=info\n' });
     const everyone = byName(servicesForHost(common.stack, common.layers, review, KEY).services);
     for (const name of ['worker', 'web', 'db']) expect(everyone.get(name)?.configHash).not.toBe(before.get(name)?.configHash);
+  });
+
+  it("a service's reload is in its resolved spec and its hash; an env change leaves the rest of the spec equal", () => {
+    const withReload = BERTH_YAML.replace('        ready: {http: 8080}', '        ready: {http: 8080}\n        reload: HUP');
+    const plain = byName(servicesForHost(stack, layers, review, KEY).services).get('web');
+    const before = project(CONFIG, withReload);
+    const after = project({ ...CONFIG, 'env/prod/LOG_LEVEL': 'error' }, withReload);
+    const web = byName(servicesForHost(before.stack, before.layers, review, KEY).services).get('web');
+    const changed = byName(servicesForHost(after.stack, after.layers, review, KEY).services).get('web');
+    if (!web || !changed) throw new Error('expected web');
+    expect(web.reload).toEqual({ signal: 'SIGHUP' });
+    expect(plain).not.toHaveProperty('reload');
+    expect(web.configHash).not.toBe(plain?.configHash);
+    // What the supervisor compares to decide on a reload rather than a restart.
+    expect(changed.configHash).not.toBe(web.configHash);
+    const { env: _a, configHash: _b, ...rest } = web;
+    const { env: _c, configHash: _d, ...changedRest } = changed;
+    expect(changedRest).toEqual(rest);
   });
 
   it('the service-mode web has the same env as on a review host, but its own hash (no dependsOn)', () => {

@@ -5,7 +5,7 @@
  */
 import { isMap, isScalar } from 'yaml';
 import { describe, type Reader, type Slot, type SourceLocation } from '../images/spec-reader.js';
-import { ENV_NAME_PATTERN, SERVICE_NAME_PATTERN, SERVICE_STOP_SIGNALS, type ServiceSpecInput } from '../protocol/messages.js';
+import { ENV_NAME_PATTERN, SERVICE_NAME_PATTERN, SERVICE_RELOAD_SIGNALS, SERVICE_STOP_SIGNALS, type ServiceSpecInput } from '../protocol/messages.js';
 import { readDurationMs, readInteger, readNames, readNumber, readPort } from './values.js';
 
 /** A service of a stack: the agent's spec without what the host decides (env layers, configHash). */
@@ -29,13 +29,14 @@ export interface ReadService {
 type ReadyInput = NonNullable<ServiceSpecInput['ready']>;
 type RestartInput = ServiceSpecInput['restart'];
 type LogsInput = NonNullable<ServiceSpecInput['logs']>;
-type StopSignal = (typeof SERVICE_STOP_SIGNALS)[number];
+type ReloadInput = NonNullable<ServiceSpecInput['reload']>;
 
-export const SERVICE_KEYS = ['cmd', 'cwd', 'user', 'env', 'ports', 'dependsOn', 'ready', 'stopSignal', 'stopTimeout', 'restart', 'logs'] as const;
+export const SERVICE_KEYS = ['cmd', 'cwd', 'user', 'env', 'ports', 'dependsOn', 'ready', 'stopSignal', 'stopTimeout', 'restart', 'reload', 'logs'] as const;
 const READY_KEYS = ['http', 'tcp', 'command', 'timeout', 'interval'] as const;
 const RESTART_KEYS = ['policy', 'initialDelay', 'factor', 'maxDelay', 'resetAfter', 'crashLoopLimit'] as const;
 const RESTART_POLICIES = ['always', 'on-failure', 'never'] as const;
 const LOG_KEYS = ['maxSize', 'keep', 'timestamps'] as const;
+const RELOAD_KEYS = ['signal'] as const;
 
 export const SERVICE_NAME_RULE = 'A service name is 1-63 lowercase letters, digits, "_" and "-", starting with a letter or digit.';
 export const ENV_NAME_RULE = 'A variable name is letters, digits and underscores, not starting with a digit.';
@@ -62,9 +63,10 @@ export function readService(r: Reader, name: string, slot: Slot): ReadService | 
     else if (key === 'ports') service.ports = (r.items(value, 'a list of TCP ports', 'Write ports: [8080].') ?? []).map((item) => readPort(r, item)).filter((port) => port !== undefined);
     else if (key === 'dependsOn') dependsOn = readNames(r, value, SERVICE_NAME_PATTERN, 'service name', SERVICE_NAME_RULE);
     else if (key === 'ready') service.ready = readReady(r, value);
-    else if (key === 'stopSignal') service.stopSignal = readStopSignal(r, value);
+    else if (key === 'stopSignal') service.stopSignal = readSignal(r, value, SERVICE_STOP_SIGNALS, 'stop signal');
     else if (key === 'stopTimeout') service.stopTimeoutSeconds = seconds(readDurationMs(r, value, false));
     else if (key === 'restart') service.restart = readRestart(r, value) ?? service.restart;
+    else if (key === 'reload') service.reload = readReload(r, value);
     else if (key === 'logs') service.logs = readLogs(r, value);
   }
   if (cmd === undefined) return undefined;
@@ -145,14 +147,34 @@ function portOf(r: Reader, slot: Slot, fields = r.entries(slot, ['port'], 'a map
   return port;
 }
 
-function readStopSignal(r: Reader, slot: Slot): StopSignal | undefined {
-  const text = r.text(slot, 'a signal name', `Use one of ${SERVICE_STOP_SIGNALS.join(', ')}.`);
+/** A signal by name, with or without SIG (`HUP`, `SIGHUP`, any case), from the `known` ones. */
+function readSignal<S extends string>(r: Reader, slot: Slot, known: readonly S[], what: string): S | undefined {
+  const hint = `Use one of ${known.join(', ')}.`;
+  const text = r.text(slot, 'a signal name', hint);
   if (text === undefined) return undefined;
   const upper = text.trim().toUpperCase();
   const name = upper.startsWith('SIG') ? upper : `SIG${upper}`;
-  const signal = SERVICE_STOP_SIGNALS.find((known) => known === name);
-  if (!signal) r.report(slot.at, slot.path, `unknown stop signal ${JSON.stringify(text)}`, `Use one of ${SERVICE_STOP_SIGNALS.join(', ')}.`);
+  const signal = known.find((candidate) => candidate === name);
+  if (!signal) r.report(slot.at, slot.path, `unknown ${what} ${JSON.stringify(text)}`, hint);
   return signal;
+}
+
+/** `reload: HUP`, or `reload: {signal: HUP}`: the signal that makes the service re-read its env file. */
+function readReload(r: Reader, slot: Slot): ReloadInput | undefined {
+  const hint = `Write reload: {signal: HUP}, with one of ${SERVICE_RELOAD_SIGNALS.join(', ')}.`;
+  if (isScalar(slot.node) && typeof slot.node.value === 'string') {
+    const signal = readSignal(r, slot, SERVICE_RELOAD_SIGNALS, 'reload signal');
+    return signal && { signal };
+  }
+  const fields = r.entries(slot, RELOAD_KEYS, 'a signal name or a mapping (signal)', hint);
+  if (!fields) return undefined;
+  const signalSlot = fields.get('signal');
+  if (!signalSlot) {
+    r.report(slot.keyAt, slot.path, 'missing signal', hint);
+    return undefined;
+  }
+  const signal = readSignal(r, signalSlot, SERVICE_RELOAD_SIGNALS, 'reload signal');
+  return signal && { signal };
 }
 
 /** `restart: on-failure`, or a mapping; the policy defaults to always. */

@@ -202,3 +202,30 @@ describe('parseStacksFile: located errors', () => {
     expect(firstLine(yaml('stacks:', '  shop: {services: [}'))).toMatch(/^berth\.yaml:2:\d+: invalid YAML/);
   });
 });
+
+describe('parseStacksFile: reload', () => {
+  const web = (line: string) => yaml('stacks:', '  shop:', '    services:', '      web:', '        cmd: x', line);
+  const reloadOf = (line: string) => parseStacksFile(web(line), FILE, project)[0]?.services['web']?.reload;
+
+  it('a mapping with signal, or the signal alone; with or without SIG, in any case', () => {
+    expect(reloadOf('        reload: {signal: HUP}')).toEqual({ signal: 'SIGHUP' });
+    expect(reloadOf('        reload: {signal: SIGUSR1}')).toEqual({ signal: 'SIGUSR1' });
+    expect(reloadOf('        reload: HUP')).toEqual({ signal: 'SIGHUP' });
+    expect(reloadOf('        reload: usr2')).toEqual({ signal: 'SIGUSR2' });
+    // Absent, not undefined: a service's options are hashed.
+    expect(parseStacksFile(web('        ports: [80]'), FILE, project)[0]?.services['web']).not.toHaveProperty('reload');
+  });
+
+  it('bad values, at the value', () => {
+    expect(firstLine(web('        reload: TERM'))).toBe('berth.yaml:6:17: stacks.shop.services.web.reload: unknown reload signal "TERM"');
+    expect(errorOf(web('        reload: TERM')).hint).toBe('Use one of SIGHUP, SIGUSR1, SIGUSR2.');
+    expect(firstLine(web('        reload: {signal: KILL}'))).toBe('berth.yaml:6:26: stacks.shop.services.web.reload.signal: unknown reload signal "KILL"');
+    expect(firstLine(web('        reload: {}'))).toBe('berth.yaml:6:9: stacks.shop.services.web.reload: missing signal');
+    expect(errorOf(web('        reload: {sig: HUP}')).message.split('\n')).toEqual([
+      'berth.yaml:6:9: stacks.shop.services.web.reload: missing signal',
+      'berth.yaml:6:18: stacks.shop.services.web.reload: unknown key "sig" (expected one of signal)',
+    ]);
+    expect(firstLine(web('        reload: 1'))).toMatch(/^berth\.yaml:6:17: stacks\.shop\.services\.web\.reload: must be a signal name or a mapping \(signal\)/);
+    expect(firstLine(web('        reload: [HUP]'))).toMatch(/^berth\.yaml:6:17: stacks\.shop\.services\.web\.reload: must be a signal name or a mapping \(signal\)/);
+  });
+});

@@ -23,6 +23,8 @@
  *           stopSignal: SIGTERM                # or TERM, INT, QUIT, HUP, USR1, USR2, KILL
  *           stopTimeout: 10
  *           restart: {policy: always, initialDelay: 100ms, factor: 2, maxDelay: 30s, resetAfter: 60s, crashLoopLimit: 5}
+ *           reload: {signal: HUP}              # or reload: HUP (HUP, USR1, USR2, with or without SIG):
+ *                                              # an env-only change signals the service, no restart
  *           logs: {maxSize: 10MiB, keep: 5, timestamps: true}
  *         worker: bin/worker                   # a command alone: the Procfile line's meaning
  *

@@ -187,6 +187,32 @@ const STACKS = [
  */
 const CONFIG_HASH_KEYS = [`alter table tenants add column config_hash_key text not null default encode(sha256(convert_to(gen_random_uuid()::text || gen_random_uuid()::text, 'UTF8')), 'hex')`];
 
+/** Environments (src/environments), and what releasing a pool's host does. */
+const ENVIRONMENTS = [
+  `alter table pools add column on_release text not null default 'terminate'`,
+  `create table environments (
+    tenant_id text not null references tenants(id),
+    name text not null,
+    stack text not null,
+    pool text not null,
+    mode text not null,
+    ref text,
+    replicas integer not null,
+    owner text,
+    settings jsonb not null default '{}',
+    state text not null,
+    state_reason text not null default '',
+    hosts jsonb not null default '[]',
+    route jsonb,
+    timings jsonb not null default '{}',
+    expires_at timestamptz,
+    created_at timestamptz not null default now(),
+    updated_at timestamptz not null default now(),
+    primary key (tenant_id, name)
+  )`,
+  `create index environments_expiry on environments (expires_at) where expires_at is not null`,
+];
+
 /** A migration that runs its statements in order (the migrator runs migrations in a transaction). */
 function statements(list: readonly string[]): Migration {
   return {
@@ -203,6 +229,7 @@ const migrations: Record<string, Migration> = {
   '0004_services': statements(SERVICES),
   '0005_stacks': statements(STACKS),
   '0006_config_hash_keys': statements(CONFIG_HASH_KEYS),
+  '0007_environments': statements(ENVIRONMENTS),
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -14,6 +14,8 @@ export interface PoolSpec {
   warmup: string[];
   healthCheck: HealthCheck | null;
   onEmpty: 'launch' | 'fail';
+  /** What releasing a claimed host does: terminate it, or reset it and return it to the pool. */
+  onRelease: 'terminate' | 'reuse';
 }
 
 /** Host counts of one pool by slot; `stale` counts hosts of an older generation (any slot). */
@@ -183,6 +185,7 @@ function columns(spec: PoolSpec) {
     warmup: JSON.stringify(spec.warmup),
     health_check: JSON.stringify(spec.healthCheck),
     on_empty: spec.onEmpty,
+    on_release: spec.onRelease,
   };
 }
 

@@ -68,6 +68,7 @@ export interface PoolsTable {
   warmup: Json<string[]>;
   health_check: Json<HealthCheck | null>;
   on_empty: string;
+  on_release: Generated<string>;
   hits: Generated<number>;
   misses: Generated<number>;
   consecutive_failures: Generated<number>;
@@ -143,6 +144,39 @@ export interface StacksTable {
   updated_at: CreatedAt;
 }
 
+export interface EnvironmentsTable {
+  tenant_id: string;
+  name: string;
+  stack: string;
+  pool: string;
+  /** review | service */
+  mode: string;
+  ref: string | null;
+  replicas: number;
+  owner: string | null;
+  /** `--set KEY=VALUE`: host overrides of every service's env. */
+  settings: Json<Record<string, string>>;
+  /** environments/state.ts EnvironmentState */
+  state: string;
+  state_reason: Generated<string>;
+  /** environments/views.ts EnvHost[]: the hosts serving it, with the service each runs. */
+  hosts: Json<EnvHostRecord[]>;
+  /** Where the router sends its traffic: the service and port on each of its hosts. */
+  route: Json<{ service: string; port: number; healthPath: string; generation: number } | null>;
+  timings: Json<Record<string, number>>;
+  expires_at: MaybeTimestamp;
+  created_at: CreatedAt;
+  updated_at: CreatedAt;
+}
+
+export interface EnvHostRecord {
+  hostId: string;
+  /** The service the host runs (service mode), or null for a review host (every service). */
+  service: string | null;
+  /** Bumped by each deploy: the route goes to the newest generation's hosts. */
+  generation: number;
+}
+
 export interface CommandsTable {
   id: string;
   tenant_id: string;
@@ -183,6 +217,7 @@ export interface Database {
   claims: ClaimsTable;
   images: ImagesTable;
   stacks: StacksTable;
+  environments: EnvironmentsTable;
 }
 
 export type HostRow = Selectable<HostsTable>;
@@ -195,3 +230,4 @@ export type GroupRow = Selectable<GroupsTable>;
 export type ClaimRow = Selectable<ClaimsTable>;
 export type ImageRow = Selectable<ImagesTable>;
 export type StackRow = Selectable<StacksTable>;
+export type EnvironmentRow = Selectable<EnvironmentsTable>;

@@ -45,7 +45,7 @@ export interface InProcessServer {
   stop(opts?: { removeHosts?: boolean }): Promise<void>;
 }
 
-export async function startServer(net: TestNetwork, opts: { dataDir?: string; agentPort?: number; databaseUrl?: string } = {}): Promise<InProcessServer> {
+export async function startServer(net: TestNetwork, opts: { dataDir?: string; agentPort?: number; databaseUrl?: string; routerPort?: number } = {}): Promise<InProcessServer> {
   const dataDir = opts.dataDir ?? (await tempDataDir('srv'));
   const config = driverConfig(dataDir, net);
   const driver = new LocalDriver(config);
@@ -60,6 +60,8 @@ export async function startServer(net: TestNetwork, opts: { dataDir?: string; ag
     log: process.env['BERTH_TEST_LOG'] ? (line: string) => process.stderr.write(`berth: ${line}\n`) : () => {},
     sweepIntervalMs: 200,
     monitorIntervalMs: 500,
+    router: { port: opts.routerPort ?? 0, healthIntervalMs: 200 },
+    envSweepIntervalMs: 200,
   });
   const api = new Api(server.url, server.token);
   return {
@@ -153,10 +155,10 @@ export function berth(
 }
 
 /** `berth server` as its own process, so a test can kill -9 it. */
-export async function spawnServer(dataDir: string, net: TestNetwork, ports: { api: number; agent: number }): Promise<ChildProcess> {
+export async function spawnServer(dataDir: string, net: TestNetwork, ports: { api: number; agent: number; router?: number }): Promise<ChildProcess> {
   const child = spawn(
     process.execPath,
-    [join(packageRoot(), 'bin', 'berth.js'), 'server', '--data-dir', dataDir, '--port', String(ports.api), '--agent-port', String(ports.agent), '--bridge', net.bridge, '--subnet', net.subnet, '--name', net.cgroupName],
+    [join(packageRoot(), 'bin', 'berth.js'), 'server', '--data-dir', dataDir, '--port', String(ports.api), '--agent-port', String(ports.agent), '--router-port', String(ports.router ?? 0), '--bridge', net.bridge, '--subnet', net.subnet, '--name', net.cgroupName],
     { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/root' }, stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let stderr = '';

@@ -18,6 +18,7 @@ const spec = (name: string, over: Partial<PoolSpec> = {}): PoolSpec => ({
   warmup: [],
   healthCheck: null,
   onEmpty: 'launch',
+  onRelease: 'terminate',
   ...over,
 });
 

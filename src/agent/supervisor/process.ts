@@ -133,6 +133,22 @@ export class ServiceProcess {
     return this.exited;
   }
 
+  /**
+   * Sends `signal` to the main process alone (a reload: its children are its own business). False when
+   * it has exited, or an adopted pid no longer names the same process (the pid may have been reused).
+   */
+  signal(signal: NodeJS.Signals): boolean {
+    if (this.hasExited) return false;
+    if (this.child) return this.child.kill(signal);
+    if (!isSameLiveProcess(this.pid, this.startTime)) return false;
+    try {
+      process.kill(this.pid, signal);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   /** KILLs every process left in the group or carrying the marker (after the main process exited). */
   killRemnants(): Promise<void> {
     return killServiceRemnants({ pgid: this.pid, marker: this.marker }, () => !this.adopted && !this.hasExited);

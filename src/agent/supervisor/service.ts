@@ -15,6 +15,7 @@
 import type { ServiceSpec, ServiceState, ServiceStatus } from '../../protocol/messages.js';
 import { planRestore } from './adopt.js';
 import { decideAfterExit, describeExit, type ObservedExit } from './backoff.js';
+import { envFilePath, removeEnvFile, writeEnvFile } from './env-file.js';
 import { runContext } from './environment.js';
 import { ServiceLog } from './logs.js';
 import { ServiceProcess } from './process.js';
@@ -202,17 +203,50 @@ export class Service {
     this.log.detach();
   }
 
-  /** The service was removed (and stopped): forget its state, keep its log files. */
+  /**
+   * Applies `spec`, which differs from the current one only in env (the caller checks), without a
+   * restart: rewrites the env file, then sends spec.reload.signal to the main process. Only once the
+   * service is ready: before that it may not handle the signal yet, and every reload signal's default
+   * action is to exit. False when it cannot (not ready, no reload, the process gone, the file not
+   * written): the caller restarts the service instead.
+   */
+  reload(spec: ServiceSpec): boolean {
+    const proc = this.run;
+    const signal = spec.reload?.signal;
+    if (this.detached || this.phaseValue !== 'ready' || !proc || proc.hasExited || signal === undefined) return false;
+    try {
+      const ctx = runContext(spec, this.rt.marker(this.name), this.envFile);
+      writeEnvFile(this.envFile, spec.env, ctx);
+    } catch (e) {
+      this.rt.log(`service ${this.name}: cannot reload, restarting instead: ${(e as Error).message}`);
+      return false;
+    }
+    if (!proc.signal(signal)) return false;
+    this.specValue = spec;
+    this.log.note(`configuration ${spec.configHash}: ${signal} to pid ${proc.pid} (reload)`);
+    this.book.reloaded(`reloaded with ${signal}`);
+    this.persist();
+    return true;
+  }
+
+  /** The service was removed (and stopped): forget its state and env file, keep its log files. */
   async dispose(): Promise<void> {
     this.rt.store.remove(this.specValue);
+    removeEnvFile(this.envFile);
     await this.log.close();
+  }
+
+  private get envFile(): string {
+    return envFilePath(this.rt.stateDir, this.name);
   }
 
   private async spawn(): Promise<void> {
     let proc: ServiceProcess;
     try {
       const marker = this.rt.marker(this.name);
-      const ctx = runContext(this.specValue, marker);
+      const ctx = runContext(this.specValue, marker, this.envFile);
+      // Before the process exists: the file it is told about is there from its first instruction.
+      writeEnvFile(this.envFile, this.specValue.env, ctx);
       proc = await ServiceProcess.launch({ ...ctx, cmd: this.specValue.cmd, outputFd: this.log.openForService(), marker, clock: this.rt.clock });
     } catch (e) {
       if (this.phaseValue === 'starting' && !this.detached) this.settleIdle('failed', `could not start: ${(e as Error).message}`);
@@ -239,7 +273,7 @@ export class Service {
     }
     let ctx;
     try {
-      ctx = runContext(this.specValue, this.rt.marker(this.name));
+      ctx = runContext(this.specValue, this.rt.marker(this.name), this.envFile);
     } catch (e) {
       void this.stop(`cannot run the readiness check: ${(e as Error).message}`, 'failed');
       return;

@@ -23,6 +23,8 @@ export const serviceRecord = z.object({
   startedAtMs: z.nullable(z.number()),
   ready: z.boolean(),
   restarts: z.int(),
+  /** Absent from files written before reloads existed. */
+  reloads: z._default(z.int(), 0),
   quickExits: z.int(),
   lastExit: z.nullable(z.extend(serviceExit, { known: z.boolean() })),
 });

@@ -10,8 +10,10 @@ export class ServiceStatusBook {
   state: ServiceState = 'stopped';
   reason = 'not started';
   sinceMs: number;
-  /** Restarts made by the restart policy under the current spec. */
+  /** Restarts made by the restart policy since the service last started with a new spec. */
   restarts = 0;
+  /** Reloads by signal since then. */
+  reloads = 0;
   /** Consecutive runs shorter than restart.resetAfterSeconds. */
   quickExits = 0;
   lastExit: ObservedExit | null = null;
@@ -35,11 +37,20 @@ export class ServiceStatusBook {
   /** A new spec: the restart history starts over. */
   resetHistory(): void {
     this.restarts = 0;
+    this.reloads = 0;
     this.quickExits = 0;
+  }
+
+  /** A reload: reported even when state and reason stay the same (the configHash has changed). */
+  reloaded(reason: string): void {
+    this.reloads++;
+    this.reason = reason;
+    this.changed();
   }
 
   restore(record: ServiceRecord): void {
     this.restarts = record.restarts;
+    this.reloads = record.reloads;
     this.quickExits = record.quickExits;
     this.lastExit = record.lastExit;
     this.state = record.state;
@@ -53,6 +64,7 @@ export class ServiceStatusBook {
       name: spec.name,
       state: this.state,
       restarts: this.restarts,
+      reloads: this.reloads,
       pid,
       lastExit: exit ? { code: exit.code, signal: exit.signal, at: exit.at } : null,
       reason: this.reason,
@@ -78,6 +90,7 @@ export class ServiceStatusBook {
       startedAtMs: run?.startedAtMs ?? null,
       ready: flags.ready,
       restarts: this.restarts,
+      reloads: this.reloads,
       quickExits: this.quickExits,
       lastExit: this.lastExit,
     };

@@ -5,11 +5,13 @@
  *
  * Dependencies order starts; they do not bind lifetimes: a service whose dependency later restarts or
  * fails keeps running, and converge() restarts only services whose configHash changed (not their
- * dependents: a dependent that must see a dependency's new config carries it in its own hash).
+ * dependents: a dependent that must see a dependency's new config carries it in its own hash). A
+ * ready service that declares `reload` and whose new spec changes only its env is signalled instead.
  */
 import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import type { ServiceSpec, ServiceStatus } from '../../protocol/messages.js';
 import { SupervisorDetachedError, UnknownServiceError } from './errors.js';
 import type { LogReadOptions } from './log-read.js';
@@ -81,8 +83,10 @@ export class Supervisor {
    * Makes the running set match `specs`: validates the whole set first (InvalidServiceSetError, nothing
    * changed), stops removed services and those whose configHash changed (dependents first), then starts
    * new and changed ones in dependency order. Services with an unchanged configHash are left alone,
-   * whatever their state. Resolves once every started service has settled (ready, failed, in backoff, or
-   * blocked by a failed dependency).
+   * whatever their state. A changed service that is ready, declares `reload` and whose spec changed only
+   * in env is reloaded instead (env file rewritten, its signal to its main process, the new spec taken
+   * in place). Resolves once every started service has settled (ready, failed, in backoff, or blocked by
+   * a failed dependency).
    */
   async converge(specs: readonly ServiceSpec[], opts: WaitOptions = {}): Promise<void> {
     this.assertAttached();
@@ -95,8 +99,17 @@ export class Supervisor {
           return current !== undefined && current.spec.configHash !== spec.configHash;
         })
         .map((spec) => spec.name);
+      // Before any stop: a reload is a signal, over at once, and needs the process as it runs now.
+      const reloaded = new Set(
+        changed.filter((name) => {
+          const current = this.services.get(name);
+          const next = set.specs.get(name);
+          return current !== undefined && next !== undefined && reloadable(current.spec, next) && current.reload(next);
+        }),
+      );
+      const restarted = changed.filter((name) => !reloaded.has(name));
       const removedSet = new Set(removed);
-      await this.stopDependentsFirst([...removed, ...changed], (name) =>
+      await this.stopDependentsFirst([...removed, ...restarted], (name) =>
         removedSet.has(name) ? 'removed from the service set' : 'configuration changed',
       );
       await Promise.all(removed.flatMap((name) => this.services.get(name)?.dispose() ?? []));
@@ -107,14 +120,14 @@ export class Supervisor {
         if (!current) {
           this.services.set(spec.name, new Service(spec, this.runtime));
           added.push(spec.name);
-        } else if (changed.includes(spec.name)) {
+        } else if (restarted.includes(spec.name)) {
           current.replaceSpec(spec);
         }
       }
       this.order = set.order;
-      for (const name of [...changed, ...added]) this.services.get(name)?.requestStart();
+      for (const name of [...restarted, ...added]) this.services.get(name)?.requestStart();
       this.schedulePump();
-      return [...changed, ...added];
+      return [...restarted, ...added];
     });
     await this.waitSettled(started, opts.signal);
   }
@@ -275,6 +288,18 @@ export class Supervisor {
       queueMicrotask(check);
     });
   }
+}
+
+/**
+ * `next` may be applied by a reload: it declares one, and nothing but env (and so the configHash)
+ * differs from `current`. Any other change (cmd, user, ready, the reload signal itself, …) needs a new
+ * process.
+ */
+export function reloadable(current: ServiceSpec, next: ServiceSpec): boolean {
+  if (next.reload === undefined) return false;
+  const { env: _currentEnv, configHash: _currentHash, ...currentRest } = current;
+  const { env: _nextEnv, configHash: _nextHash, ...nextRest } = next;
+  return isDeepStrictEqual(currentRest, nextRest);
 }
 
 function abortError(signal: AbortSignal): Error {

@@ -16,6 +16,8 @@ import type { ServicesService } from '../../services/services-service.js';
 import type { StackSync } from '../../services/stack-sync.js';
 import { poolRoutes, type PoolRouteDeps } from './routes-pools.js';
 import type { ImageService } from '../../images/image-service.js';
+import type { EnvironmentService } from '../../environments/environment-service.js';
+import { environmentRoutes } from './routes-environments.js';
 
 export interface AppDeps {
   hosts: HostService;
@@ -24,6 +26,7 @@ export interface AppDeps {
   images: ImageService;
   services: ServicesService;
   stacks: StackSync;
+  environments: EnvironmentService;
   lookupToken: TokenLookup;
   health: () => Promise<Record<string, unknown>>;
   version: string;
@@ -58,5 +61,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(poolRoutes(deps.pools));
   await app.register(imageRoutes(deps.images));
   await app.register(serviceRoutes(deps.services, deps.stacks));
+  await app.register(environmentRoutes(deps.environments));
   return app;
 }

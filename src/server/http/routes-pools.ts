@@ -29,6 +29,7 @@ const poolView = z.object({
   warmup: z.array(z.string()),
   healthCheck: z.object({ command: z.string(), interval: z.number(), timeout: z.number() }).nullable(),
   onEmpty: z.string(),
+  onRelease: z.string(),
   template: z.record(z.string(), z.unknown()),
   createdAt: z.string(),
   updatedAt: z.string(),

@@ -9,6 +9,7 @@ const status = z.object({
   name: z.string(),
   state: z.string(),
   restarts: z.number(),
+  reloads: z.number().optional(),
   pid: z.number().nullable(),
   lastExit: z.object({ code: z.number().nullable(), signal: z.string().nullable(), at: z.string() }).nullable(),
   reason: z.string(),

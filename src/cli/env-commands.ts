@@ -1,0 +1,166 @@
+/** `berth env create|ls|show|deploy|rm`: environments, each a URL that answers. */
+import type { Command } from 'commander';
+import type { EnvironmentView } from '../environments/views.js';
+import { age, collect, parseKeyValues, table, UsageError, type Printer } from './output.js';
+import type { Context } from './context.js';
+
+interface CreateOptions {
+  stack?: string;
+  pool?: string;
+  ref?: string;
+  mode: string;
+  replicas: string;
+  user?: string;
+  set: string[];
+  ttl?: string;
+  wait?: string;
+  json?: boolean;
+}
+
+const TIMING_ORDER = ['claimMs', 'initMs', 'servicesMs', 'readyMs', 'routeMs', 'totalMs'];
+
+export function registerEnvCommands(program: Command, ctx: Context): void {
+  const env = program.command('env').description('environments: a stack on claimed hosts, routed at NAME.<domain>');
+
+  env
+    .command('create')
+    .description("create an environment: claim hosts from the stack's pool, start its services, route a URL to it")
+    .argument('<name>', 'a DNS label: it becomes NAME.<domain>')
+    .option('--stack <stack>', 'the stack it runs (berth apply)')
+    .option('--pool <pool>', 'the pool its hosts come from (default: the pool named after the stack)')
+    .option('--ref <ref>', 'the version it runs (BERTH_REF in every service)')
+    .option('--mode <mode>', 'review: the whole stack on one host; service: each service on its own hosts', 'review')
+    .option('--replicas <n>', 'hosts per service (service mode) or review hosts behind the router', '1')
+    .option('--user <user>', 'who it is for')
+    .option('--set <k=v>', 'env value for every service (repeatable)', collect, [])
+    .option('--ttl <duration>', 'removed after this long: 90s, 30m, 2h, 7d')
+    .option('--wait <s>', 'seconds to wait for every service to be ready (default 120)')
+    .option('--json', 'print JSON')
+    .action(async (name: string, opts: CreateOptions) => {
+      if (!opts.stack) throw new UsageError('no stack: give --stack NAME (see berth.yaml `stacks:`)');
+      const replicas = Number(opts.replicas);
+      if (!Number.isInteger(replicas)) throw new UsageError(`--replicas ${opts.replicas} is not a whole number`);
+      const wait = opts.wait === undefined ? undefined : Number(opts.wait);
+      if (wait !== undefined && !(wait > 0)) throw new UsageError(`--wait ${opts.wait ?? ''} is not a positive number of seconds`);
+      const body = {
+        name,
+        stack: opts.stack,
+        mode: opts.mode,
+        replicas,
+        set: parseKeyValues(opts.set, 'set'),
+        ...(opts.pool ? { pool: opts.pool } : {}),
+        ...(opts.ref ? { ref: opts.ref } : {}),
+        ...(opts.user ? { user: opts.user } : {}),
+        ...(opts.ttl ? { ttl: opts.ttl } : {}),
+        ...(wait !== undefined ? { wait } : {}),
+      };
+      const printer = ctx.printer(opts.json);
+      if (!printer.json) printer.err(`creating environment ${name} (stack ${opts.stack}, ${opts.mode})… `);
+      let view: EnvironmentView;
+      try {
+        view = await ctx.client().post<EnvironmentView>('/v1/environments', body);
+      } catch (err) {
+        if (!printer.json) printer.err('\n');
+        throw err;
+      }
+      if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
+      printer.err(`ready in ${view.timings['totalMs'] ?? '?'} ms (${formatTimings(view.timings)})\n`);
+      printer.out(`${view.url ?? '(no route)'}\n`);
+    });
+
+  env
+    .command('ls')
+    .description('list environments')
+    .option('--json', 'print JSON')
+    .action(async (opts: { json?: boolean }) => {
+      const printer = ctx.printer(opts.json);
+      const { environments } = await ctx.client().get<{ environments: EnvironmentView[] }>('/v1/environments');
+      if (printer.json) return printer.out(`${JSON.stringify(environments, null, 2)}\n`);
+      if (environments.length === 0) return printer.out('no environments\n');
+      printer.out(
+        table(
+          ['NAME', 'STACK', 'MODE', 'REF', 'STATE', 'HOSTS', 'HEALTHY', 'URL', 'AGE', 'EXPIRES'],
+          environments.map((e) => [
+            e.name,
+            e.stack,
+            e.mode,
+            e.ref ?? '-',
+            e.state,
+            String(e.hosts.length),
+            e.backends ? `${e.backends.filter((b) => b.healthy).length}/${e.backends.length}` : '-',
+            e.url ?? '-',
+            age(e.createdAt),
+            e.expiresAt ? `in ${until(e.expiresAt)}` : '-',
+          ]),
+        ),
+      );
+    });
+
+  env
+    .command('show')
+    .description('an environment: its hosts, route, backends and timings')
+    .argument('<name>')
+    .option('--json', 'print JSON')
+    .action(async (name: string, opts: { json?: boolean }) => {
+      const printer = ctx.printer(opts.json);
+      const view = await ctx.client().get<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}`);
+      if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
+      printEnvironment(printer, view);
+    });
+
+  env
+    .command('deploy')
+    .description('run another ref: new hosts first, the route switched once they answer, the old hosts released')
+    .argument('<name>')
+    .requiredOption('--ref <ref>', 'the version to run')
+    .option('--wait <s>', 'seconds to wait for the new hosts (default 120)')
+    .option('--json', 'print JSON')
+    .action(async (name: string, opts: { ref: string; wait?: string; json?: boolean }) => {
+      const printer = ctx.printer(opts.json);
+      if (!printer.json) printer.err(`deploying ${opts.ref} to ${name}… `);
+      const view = await ctx.client().post<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/deploy`, { ref: opts.ref, ...(opts.wait ? { wait: Number(opts.wait) } : {}) });
+      if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
+      printer.err(`switched in ${view.timings['totalMs'] ?? '?'} ms (${formatTimings(view.timings)})\n`);
+      printer.out(`${view.url ?? '(no route)'}\n`);
+    });
+
+  env
+    .command('rm')
+    .description('remove environments: routes go, hosts are released (reset into their pool or terminated, as the pool says)')
+    .argument('<name...>')
+    .option('--json', 'print JSON')
+    .action(async (names: string[], opts: { json?: boolean }) => {
+      const printer = ctx.printer(opts.json);
+      const removed: EnvironmentView[] = [];
+      for (const name of names) {
+        removed.push(await ctx.client().delete<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}`));
+        if (!printer.json) printer.out(`${name} removed\n`);
+      }
+      if (printer.json) printer.out(`${JSON.stringify(removed, null, 2)}\n`);
+    });
+}
+
+function formatTimings(timings: Record<string, number>): string {
+  return TIMING_ORDER.filter((k) => k !== 'totalMs' && timings[k] !== undefined)
+    .map((k) => `${k.replace(/Ms$/, '')} ${timings[k]} ms`)
+    .join(', ');
+}
+
+function until(iso: string): string {
+  const s = Math.max(0, Math.round((new Date(iso).getTime() - Date.now()) / 1000));
+  return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : s < 172_800 ? `${Math.round(s / 3600)}h` : `${Math.round(s / 86_400)}d`;
+}
+
+function printEnvironment(printer: Printer, e: EnvironmentView): void {
+  printer.out(
+    `${e.name}  ${e.state}${e.stateReason ? ` (${e.stateReason})` : ''}\n` +
+      `  url:      ${e.url ?? '-'}\n` +
+      `  stack:    ${e.stack} (${e.mode}, ${e.replicas} replica${e.replicas === 1 ? '' : 's'}) from pool ${e.pool}, ref ${e.ref ?? '-'}\n` +
+      `  user:     ${e.user ?? '-'}   settings: ${e.settings.join(', ') || '-'}   expires: ${e.expiresAt ?? 'never'}\n` +
+      `  timings:  ${formatTimings(e.timings)}, total ${e.timings['totalMs'] ?? '?'} ms\n`,
+  );
+  printer.out(table(['HOST', 'SERVICE', 'GENERATION'], e.hosts.map((h) => [h.hostId, h.service ?? '(all)', String(h.generation)])));
+  if (e.backends) {
+    printer.out(table(['BACKEND', 'URL', 'HEALTHY', 'REQUESTS', 'FAILURES', 'LAST ERROR'], e.backends.map((b) => [b.id, b.url, b.healthy ? 'yes' : 'no', String(b.requests), String(b.failures), b.lastError ?? '-'])));
+  }
+}

@@ -1,0 +1,271 @@
+/**
+ * Environments: "give alice an environment of branch X" — hosts claimed from the stack's pool, the
+ * stack's services started on them for the mode, a route from NAME.<domain> once they answer, and a
+ * timing breakdown. A create either finishes or releases everything it claimed; `deploy` starts new
+ * hosts first and switches the route only when they answer; `rm` and TTL expiry release the hosts
+ * (reset back into the pool or terminated, as the pool says); after a server restart routes come
+ * back from the store.
+ */
+import { BerthError, errorMessage } from '../core/errors.js';
+import type { RouteSpec, RouteView } from '../router/router.js';
+import type { EnvironmentsRepo } from '../store/environments-repo.js';
+import type { EnvHostRecord, EnvironmentRow, HostRow, PoolRow, StackRow } from '../store/schema.js';
+import type { StackSpec } from '../stacks/spec.js';
+import { parseTtl, type CreateEnvironmentInput } from './spec.js';
+import { placeServices, routeTarget, type PlacedHost, type PlacementDeps, type RouteTarget } from './placement.js';
+import { toEnvironmentView, type EnvironmentView } from './views.js';
+import { checkBackend } from './backend-check.js';
+
+export interface EnvironmentServiceDeps {
+  envs: EnvironmentsRepo;
+  stacks: { get(tenantId: string, name: string): Promise<StackRow | undefined> };
+  pools: { get(tenantId: string, name: string): Promise<PoolRow | undefined> };
+  hosts: { get(tenantId: string, id: string): Promise<HostRow | undefined> };
+  placement: PlacementDeps;
+  /** Gives a claimed host back (reuse: reset into its pool; else terminated). */
+  release(tenantId: string, hostId: string, opts: { reuse: boolean }): Promise<unknown>;
+  router: {
+    setRoute(name: string, spec: RouteSpec): RouteView;
+    removeRoute(name: string): boolean;
+    route(name: string): RouteView | undefined;
+  };
+  log: (line: string) => void;
+  /** Health checks of a route, ms; default 1000. */
+  healthIntervalMs?: number;
+  /** After a deploy's switch, old hosts get this long to finish requests in flight; default 500 ms. */
+  drainMs?: number;
+}
+
+export class EnvironmentService {
+  private sweeper: NodeJS.Timeout | undefined;
+
+  constructor(private readonly deps: EnvironmentServiceDeps) {}
+
+  async create(tenantId: string, input: CreateEnvironmentInput, signal?: AbortSignal): Promise<EnvironmentView> {
+    const t0 = performance.now();
+    const expiresAt = input.ttl !== undefined ? new Date(Date.now() + parseTtl(input.ttl)) : null;
+    const { spec, target } = await this.stackOf(tenantId, input.stack);
+    const pool = input.pool ?? input.stack;
+    if (!(await this.deps.pools.get(tenantId, pool))) {
+      throw new BerthError('pool_not_found', `pool ${pool} does not exist`, input.pool ? 'Create it (berth apply, or berth pool create).' : `Environments of stack ${input.stack} are claimed from the pool named after it: create pool ${pool}, or pass --pool.`);
+    }
+    const inserted = await this.deps.envs.insert({ tenantId, name: input.name, stack: input.stack, pool, mode: input.mode, ref: input.ref ?? null, replicas: input.replicas, owner: input.user ?? null, settings: input.set, expiresAt });
+    if (!inserted) throw new BerthError('environment_exists', `environment ${input.name} exists already`, `Pick another name, or remove it first: berth env rm ${input.name}`);
+    const claimed: EnvHostRecord[] = [];
+    try {
+      const placed = await this.place(tenantId, input.name, spec, target, { pool, mode: input.mode, ref: input.ref ?? null, replicas: input.replicas, owner: input.user ?? null, settings: input.set, generation: 1, deadline: Date.now() + input.wait * 1000, claimed, ...(signal ? { signal } : {}) });
+      const timings = { ...placed.timings, totalMs: performance.now() - t0 };
+      const row = await this.deps.envs.transition(tenantId, input.name, ['creating'], 'ready', { hosts: claimed, route: { ...target, generation: 1 }, timings: round(timings) });
+      if (!row) throw new BerthError('conflict', `environment ${input.name} was removed while it was being created`, 'Create it again.');
+      return this.view(row);
+    } catch (err) {
+      this.deps.router.removeRoute(input.name);
+      await this.releaseAll(tenantId, pool, claimed, `environment ${input.name} could not be created`);
+      await this.deps.envs.delete(tenantId, input.name);
+      throw err;
+    }
+  }
+
+  async get(tenantId: string, name: string): Promise<EnvironmentView> {
+    return this.view(await this.row(tenantId, name));
+  }
+
+  async list(tenantId: string): Promise<EnvironmentView[]> {
+    return (await this.deps.envs.list(tenantId)).map((row) => this.view(row));
+  }
+
+  /** New hosts with `ref`, the route switched once they answer, then the old ones released. */
+  async deploy(tenantId: string, name: string, ref: string, waitS: number, signal?: AbortSignal): Promise<EnvironmentView> {
+    const t0 = performance.now();
+    const before = await this.row(tenantId, name);
+    const { spec, target } = await this.stackOf(tenantId, before.stack);
+    const row = await this.deps.envs.transition(tenantId, name, ['ready', 'failed'], 'deploying', { reason: `deploying ${ref}` });
+    if (!row) throw new BerthError('conflict', `environment ${name} is ${before.state}`, 'Wait until it is ready, then deploy.');
+    const old = row.hosts;
+    const generation = Math.max(0, ...old.map((h) => h.generation)) + 1;
+    const claimed: EnvHostRecord[] = [];
+    try {
+      const placed = await this.place(tenantId, name, spec, target, {
+        pool: row.pool,
+        mode: row.mode === 'service' ? 'service' : 'review',
+        ref,
+        replicas: row.replicas,
+        owner: row.owner,
+        settings: row.settings,
+        generation,
+        deadline: Date.now() + waitS * 1000,
+        claimed,
+        recordWith: old,
+        ...(signal ? { signal } : {}),
+      });
+      const timings = round({ ...placed.timings, totalMs: performance.now() - t0 });
+      const done = await this.deps.envs.transition(tenantId, name, ['deploying'], 'ready', { ref, hosts: claimed, route: { ...target, generation }, timings });
+      if (!done) throw new BerthError('conflict', `environment ${name} was removed during its deploy`, 'Create it again.');
+      await new Promise((resolve) => setTimeout(resolve, this.deps.drainMs ?? 500));
+      await this.releaseAll(tenantId, row.pool, old, `environment ${name} deployed ${ref}`);
+      return this.view(done);
+    } catch (err) {
+      // The route never left the old hosts: put it back as it was and give the new ones back.
+      await this.restoreRoute(tenantId, row, target).catch(() => undefined);
+      await this.releaseAll(tenantId, row.pool, claimed, `environment ${name}: deploy of ${ref} failed`);
+      await this.deps.envs.transition(tenantId, name, ['deploying'], row.state === 'failed' ? 'failed' : 'ready', { reason: `deploy of ${ref} failed: ${errorMessage(err)}`, hosts: old });
+      throw err;
+    }
+  }
+
+  async remove(tenantId: string, name: string): Promise<EnvironmentView> {
+    const row = await this.row(tenantId, name);
+    if (row.state === 'creating' || row.state === 'deploying') {
+      throw new BerthError('conflict', `environment ${name} is ${row.state}`, 'Wait until it is ready (or failed), then remove it.');
+    }
+    const removing = row.state === 'removing' ? row : await this.deps.envs.transition(tenantId, name, ['ready', 'failed'], 'removing', { reason: 'removed by request' });
+    if (!removing) throw new BerthError('conflict', `environment ${name} changed meanwhile`, 'Try again.');
+    await this.finishRemoval(removing, 'removed');
+    return this.view(removing);
+  }
+
+  /** Removes environments whose TTL has passed; runs every `intervalMs` until stop(). */
+  startSweeper(intervalMs = 5000): void {
+    const sweep = () => void this.sweep().catch((err: unknown) => this.deps.log(`environments: expiry sweep: ${errorMessage(err)}`));
+    this.sweeper = setInterval(sweep, intervalMs);
+    this.sweeper.unref();
+    sweep();
+  }
+
+  stop(): void {
+    if (this.sweeper) clearInterval(this.sweeper);
+  }
+
+  async sweep(now = new Date()): Promise<string[]> {
+    const gone: string[] = [];
+    for (const row of await this.deps.envs.expired(now)) {
+      const removing = await this.deps.envs.transition(row.tenant_id, row.name, ['ready', 'failed'], 'removing', { reason: 'its TTL expired' });
+      if (!removing) continue;
+      await this.finishRemoval(removing, 'expired');
+      gone.push(row.name);
+    }
+    return gone;
+  }
+
+  /**
+   * After a restart: routes come back for ready environments; a create cut short releases what it
+   * had claimed; a deploy cut short returns to the hosts its route was on; a removal finishes.
+   */
+  async recover(): Promise<{ routed: string[]; cleaned: string[] }> {
+    const routed: string[] = [];
+    const cleaned: string[] = [];
+    for (const row of await this.deps.envs.listAll(['creating', 'ready', 'deploying', 'failed', 'removing'])) {
+      try {
+        if (row.state === 'creating') {
+          await this.releaseAll(row.tenant_id, row.pool, row.hosts, `environment ${row.name}: its creation was cut short by a server restart`);
+          await this.deps.envs.delete(row.tenant_id, row.name);
+          cleaned.push(row.name);
+        } else if (row.state === 'removing') {
+          await this.finishRemoval(row, 'removed');
+          cleaned.push(row.name);
+        } else if (row.route) {
+          const routedGen = row.route.generation;
+          const stale = row.hosts.filter((h) => h.generation > routedGen);
+          if (stale.length > 0) await this.releaseAll(row.tenant_id, row.pool, stale, `environment ${row.name}: its deploy was cut short by a server restart`);
+          const kept = row.hosts.filter((h) => h.generation <= routedGen);
+          if (row.state === 'deploying') await this.deps.envs.transition(row.tenant_id, row.name, ['deploying'], 'ready', { reason: 'a deploy was cut short by a server restart', hosts: kept });
+          await this.restoreRoute(row.tenant_id, { ...row, hosts: kept }, row.route);
+          routed.push(row.name);
+        }
+      } catch (err) {
+        this.deps.log(`environment ${row.name}: recovery: ${errorMessage(err)}`);
+      }
+    }
+    return { routed, cleaned };
+  }
+
+  private async place(
+    tenantId: string,
+    name: string,
+    stack: StackSpec,
+    target: RouteTarget,
+    opts: Omit<Parameters<typeof placeServices>[1], 'tenantId' | 'name' | 'stack' | 'onClaimed'> & { claimed: EnvHostRecord[]; recordWith?: EnvHostRecord[] },
+  ) {
+    const { claimed, recordWith = [], ...rest } = opts;
+    const placement = await placeServices(this.deps.placement, {
+      ...rest,
+      tenantId,
+      name,
+      stack,
+      onClaimed: async (host) => {
+        claimed.push({ hostId: host.hostId, service: host.service, generation: host.generation });
+        await this.deps.envs.setHosts(tenantId, name, [...recordWith, ...claimed]);
+      },
+    });
+    const backends = placement.hosts.filter((h) => h.service === null || h.service === target.service);
+    const tReady = performance.now();
+    await Promise.all(backends.map((h) => checkBackend(`http://${h.ip}:${target.port}${target.healthPath}`, opts.deadline, opts.signal)));
+    const readyMs = performance.now() - tReady;
+    const tRoute = performance.now();
+    this.deps.router.setRoute(name, this.routeSpec(backends, target, rest.ref));
+    return { ...placement, timings: { ...placement.timings, readyMs, routeMs: performance.now() - tRoute } };
+  }
+
+  private routeSpec(hosts: readonly PlacedHost[], target: RouteTarget, ref: string | null): RouteSpec {
+    return {
+      backends: hosts.map((h) => ({ id: h.hostId, url: `http://${h.ip}:${target.port}`, label: target.service })),
+      healthPath: target.healthPath,
+      healthIntervalMs: this.deps.healthIntervalMs ?? 1000,
+      info: { ref },
+    };
+  }
+
+  private async restoreRoute(tenantId: string, row: Pick<EnvironmentRow, 'name' | 'hosts' | 'ref'>, target: RouteTarget & { generation?: number }): Promise<void> {
+    const gen = target.generation ?? Math.max(0, ...row.hosts.map((h) => h.generation));
+    const hosts: PlacedHost[] = [];
+    for (const record of row.hosts.filter((h) => h.generation === gen && (h.service === null || h.service === target.service))) {
+      const host = await this.deps.hosts.get(tenantId, record.hostId);
+      if (host?.ip && host.state !== 'terminated') hosts.push({ ...record, ip: host.ip });
+    }
+    this.deps.router.setRoute(row.name, this.routeSpec(hosts, target, row.ref));
+  }
+
+  private async finishRemoval(row: EnvironmentRow, why: string): Promise<void> {
+    this.deps.router.removeRoute(row.name);
+    await this.releaseAll(row.tenant_id, row.pool, row.hosts, `environment ${row.name} ${why}`);
+    await this.deps.envs.delete(row.tenant_id, row.name);
+  }
+
+  private async releaseAll(tenantId: string, poolName: string, hosts: readonly EnvHostRecord[], why: string): Promise<void> {
+    if (hosts.length === 0) return;
+    const pool = await this.deps.pools.get(tenantId, poolName);
+    const reuse = pool?.on_release === 'reuse';
+    await Promise.all(
+      hosts.map((h) =>
+        this.deps.release(tenantId, h.hostId, { reuse }).catch((err: unknown) => {
+          if (err instanceof BerthError && err.code === 'host_not_found') return;
+          this.deps.log(`${why}: releasing ${h.hostId}: ${errorMessage(err)}`);
+        }),
+      ),
+    );
+  }
+
+  private async stackOf(tenantId: string, name: string): Promise<{ spec: StackSpec; target: RouteTarget }> {
+    const stored = await this.deps.stacks.get(tenantId, name);
+    if (!stored) throw new BerthError('stack_not_found', `stack ${name} does not exist`, 'Apply it first: berth apply -f berth.yaml');
+    const spec = stored.spec as unknown as StackSpec;
+    const target = routeTarget(spec);
+    if (!target) throw new BerthError('validation_failed', `stack ${name} has no service to route to`, 'Give a service (web, or any) ports: [PORT], or a ready http check.');
+    return { spec, target };
+  }
+
+  private async row(tenantId: string, name: string): Promise<EnvironmentRow> {
+    const row = await this.deps.envs.get(tenantId, name);
+    if (!row) throw new BerthError('environment_not_found', `environment ${name} does not exist`, 'List them with `berth env ls`.');
+    return row;
+  }
+
+  private view(row: EnvironmentRow): EnvironmentView {
+    const route = this.deps.router.route(row.name);
+    return toEnvironmentView(row, route?.url ?? null, route);
+  }
+}
+
+function round(timings: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, Math.round(v * 10) / 10]));
+}

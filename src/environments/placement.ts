@@ -1,0 +1,181 @@
+/**
+ * Puts an environment's services on hosts: claims them from the stack's pool with the tags that
+ * make each host run what it should (berth.mode review: the whole stack; service: one service,
+ * with the addresses of the services it depends on), then waits until every service reports ready
+ * under its new configuration. Each claimed host is handed to `onClaimed` at once, so a caller can
+ * record it and release it should anything later fail: nothing is ever left claimed by mistake.
+ */
+import { BerthError, errorMessage } from '../core/errors.js';
+import type { ClaimView } from '../pools/views.js';
+import type { HostServicesView } from '../services/services-service.js';
+import { ENV_OVERRIDE_TAG_PREFIX, MODE_TAG, SERVICE_TAG, STACK_TAG } from '../stacks/modes.js';
+import type { StackSpec } from '../stacks/spec.js';
+import type { ClaimInput } from '../pools/spec.js';
+import type { EnvHostRecord } from '../store/schema.js';
+
+/** The tag that says which environment a host serves (system tags have a colon, as berth:group). */
+export const ENVIRONMENT_NAME_TAG = 'berth:environment';
+
+export interface PlacementDeps {
+  claim(tenantId: string, pool: string, input: ClaimInput, signal?: AbortSignal): Promise<ClaimView>;
+  /** Computes the host's services from its (new) tags and sends them. */
+  syncHost(tenantId: string, hostId: string): Promise<void>;
+  waitForServices(tenantId: string, hostId: string, done: (view: HostServicesView) => boolean, timeoutMs: number): Promise<HostServicesView>;
+}
+
+export interface PlacementRequest {
+  tenantId: string;
+  name: string;
+  stack: StackSpec;
+  pool: string;
+  mode: 'review' | 'service';
+  ref: string | null;
+  replicas: number;
+  owner: string | null;
+  settings: Record<string, string>;
+  generation: number;
+  /** Epoch ms by which every service must be ready. */
+  deadline: number;
+  signal?: AbortSignal;
+  onClaimed: (host: PlacedHost) => Promise<void>;
+}
+
+export interface PlacedHost extends EnvHostRecord {
+  ip: string;
+}
+
+export interface Placement {
+  hosts: PlacedHost[];
+  /** claimMs: claims (hosts picked and initialised); servicesMs: from then until all were ready. */
+  timings: { claimMs: number; initMs: number; servicesMs: number };
+}
+
+/** Where the router sends an environment's traffic: `web`, or else the first service with a port. */
+export interface RouteTarget {
+  service: string;
+  port: number;
+  healthPath: string;
+}
+
+export function routeTarget(stack: StackSpec): RouteTarget | undefined {
+  const services = Object.values(stack.services);
+  const portOf = (s: (typeof services)[number]) => s.ports[0] ?? s.ready?.http?.port;
+  const chosen = services.find((s) => s.name === 'web' && portOf(s) !== undefined) ?? services.find((s) => portOf(s) !== undefined);
+  const port = chosen ? portOf(chosen) : undefined;
+  if (!chosen || port === undefined) return undefined;
+  return { service: chosen.name, port, healthPath: chosen.ready?.http?.path ?? '/' };
+}
+
+export async function placeServices(deps: PlacementDeps, req: PlacementRequest): Promise<Placement> {
+  const t0 = performance.now();
+  const claimMs: number[] = [];
+  const initMs: number[] = [];
+  const placed: PlacedHost[] = [];
+  const claimOne = async (service: string | null, tags: Record<string, string>): Promise<PlacedHost> => {
+    const left = Math.max(1, Math.floor((req.deadline - Date.now()) / 1000));
+    const view = await deps.claim(req.tenantId, req.pool, { group: req.name, tags, init: [], env: {}, deadline: Math.min(left, 3600), maxAttempts: 3 }, req.signal);
+    if (!view.host?.ip) throw new BerthError('internal', `claim ${view.id} gave no host address`, 'Retry; this is a bug if it persists.');
+    claimMs.push(view.timings['totalMs'] ?? 0);
+    initMs.push(view.timings['initMs'] ?? 0);
+    const host: PlacedHost = { hostId: view.host.id, service, generation: req.generation, ip: view.host.ip };
+    placed.push(host);
+    await req.onClaimed(host);
+    return host;
+  };
+  const ready = async (host: PlacedHost) => {
+    await deps.syncHost(req.tenantId, host.hostId);
+    await waitReady(deps, req, host);
+  };
+
+  const tClaims = performance.now();
+  let servicesStart = tClaims;
+  if (req.mode === 'review') {
+    const hosts = await Promise.all(Array.from({ length: req.replicas }, () => claimOne(null, hostTags(req, { [MODE_TAG]: 'review' }))));
+    servicesStart = performance.now();
+    await Promise.all(hosts.map(ready));
+  } else {
+    // Dependencies first, so each service's hosts are told where the services it needs answer.
+    for (const level of dependencyLevels(req.stack)) {
+      const addresses = serviceAddresses(req.stack, placed);
+      const hosts = await Promise.all(
+        level.flatMap((service) => Array.from({ length: req.replicas }, () => claimOne(service, hostTags(req, { [MODE_TAG]: 'service', [SERVICE_TAG]: service, ...addresses })))),
+      );
+      servicesStart = performance.now();
+      await Promise.all(hosts.map(ready));
+    }
+  }
+  const claimTotal = servicesStart - tClaims;
+  return {
+    hosts: placed,
+    timings: { claimMs: Math.max(claimTotal, ...claimMs), initMs: Math.max(0, ...initMs), servicesMs: performance.now() - t0 - claimTotal },
+  };
+}
+
+function hostTags(req: PlacementRequest, mode: Record<string, string>): Record<string, string> {
+  const tags: Record<string, string> = { [STACK_TAG]: req.stack.name, ...mode, [ENVIRONMENT_NAME_TAG]: req.name, [`${ENV_OVERRIDE_TAG_PREFIX}BERTH_ENVIRONMENT`]: req.name };
+  if (req.ref !== null) {
+    tags['berth.ref'] = req.ref;
+    tags[`${ENV_OVERRIDE_TAG_PREFIX}BERTH_REF`] = req.ref;
+  }
+  if (req.owner !== null) tags['owner'] = req.owner;
+  for (const [key, value] of Object.entries(req.settings)) tags[`${ENV_OVERRIDE_TAG_PREFIX}${key}`] = value;
+  return tags;
+}
+
+/** `BERTH_SERVICE_<NAME>_ADDR=ip:port,…` for every placed service that listens. */
+function serviceAddresses(stack: StackSpec, placed: readonly PlacedHost[]): Record<string, string> {
+  const tags: Record<string, string> = {};
+  for (const service of Object.values(stack.services)) {
+    const port = service.ports[0] ?? service.ready?.http?.port ?? service.ready?.tcp?.port;
+    const hosts = placed.filter((h) => h.service === service.name);
+    if (port === undefined || hosts.length === 0) continue;
+    const key = `BERTH_SERVICE_${service.name.toUpperCase().replace(/[^A-Z0-9]/g, '_')}_ADDR`;
+    tags[`${ENV_OVERRIDE_TAG_PREFIX}${key}`] = hosts.map((h) => `${h.ip}:${port}`).join(',');
+  }
+  return tags;
+}
+
+/** The stack's services in levels: each level depends only on the levels before it. */
+export function dependencyLevels(stack: StackSpec): string[][] {
+  const level = new Map<string, number>();
+  const depth = (name: string, seen: Set<string>): number => {
+    const known = level.get(name);
+    if (known !== undefined) return known;
+    if (seen.has(name)) return 0; // stacks are checked for cycles when applied; never loop here
+    seen.add(name);
+    const deps = Object.hasOwn(stack.services, name) ? (stack.services[name]?.dependsOn ?? []) : [];
+    const d = deps.length === 0 ? 0 : 1 + Math.max(...deps.map((dep) => depth(dep, seen)));
+    level.set(name, d);
+    return d;
+  };
+  for (const name of Object.keys(stack.services)) depth(name, new Set());
+  const levels: string[][] = [];
+  for (const [name, d] of level) (levels[d] ??= []).push(name);
+  return levels.filter((l) => l.length > 0);
+}
+
+async function waitReady(deps: PlacementDeps, req: PlacementRequest, host: PlacedHost): Promise<void> {
+  const settled = (view: HostServicesView) =>
+    (view.stack?.problems.length ?? 0) > 0 ||
+    view.services.some((s) => s.status?.state === 'failed' && s.status.configHash === s.configHash) ||
+    (view.services.length > 0 && view.services.every((s) => s.status?.state === 'ready' && s.status.configHash === s.configHash));
+  let view: HostServicesView;
+  try {
+    view = await deps.waitForServices(req.tenantId, host.hostId, settled, Math.max(0, req.deadline - Date.now()));
+  } catch (err) {
+    throw new BerthError('environment_failed', `environment ${req.name}: host ${host.hostId}: ${errorMessage(err)}`, 'Check the host with `berth svc ls --host ID`.', { hostId: host.hostId }, { cause: err });
+  }
+  const problems = view.stack?.problems ?? [];
+  if (problems.length > 0) {
+    throw new BerthError('environment_failed', `environment ${req.name}: host ${host.hostId} cannot run the stack: ${problems.join('; ')}`, 'Fix the stack (berth apply) or the settings, then create it again.', { hostId: host.hostId, problems });
+  }
+  const failed = view.services.find((s) => s.status?.state === 'failed');
+  if (failed) {
+    throw new BerthError('environment_failed', `environment ${req.name}: service ${failed.name} on ${host.hostId} failed: ${failed.status?.reason ?? 'no reason given'}`, `See its log: berth svc logs ${failed.name} --host ${host.hostId}`, { hostId: host.hostId, service: failed.name });
+  }
+  const waiting = view.services.filter((s) => s.status?.state !== 'ready' || s.status.configHash !== s.configHash);
+  if (view.services.length === 0 || waiting.length > 0) {
+    const states = waiting.map((s) => `${s.name} ${s.status?.state ?? 'not reported'}${s.status?.reason ? ` (${s.status.reason})` : ''}`).join(', ');
+    throw new BerthError('deadline_exceeded', `environment ${req.name}: host ${host.hostId} was not ready in time: ${states || 'no services'}`, 'Raise --wait, or look at `berth svc ls --host ID` and the services\' logs.', { hostId: host.hostId });
+  }
+}

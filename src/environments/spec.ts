@@ -1,0 +1,53 @@
+/**
+ * What `berth env create` asks for (the HTTP body; the CLI builds it), checked before anything is
+ * claimed: a name that is a DNS label (it becomes NAME.<domain>), a known mode, replicas ≥ 1, env
+ * names that are identifiers, a TTL that parses.
+ */
+import { z } from 'zod';
+import { BerthError } from '../core/errors.js';
+import { ENV_NAME_PATTERN } from '../protocol/messages.js';
+
+const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+export const environmentName = z
+  .string()
+  .regex(DNS_LABEL, 'an environment name is a DNS label: 1-63 lowercase letters, digits and dashes, not starting or ending with a dash');
+
+export const createEnvironmentBody = z
+  .object({
+    name: environmentName,
+    stack: z.string().min(1).max(63).describe('The stack (`berth apply`) whose services it runs'),
+    pool: z.string().min(1).max(63).optional().describe("The pool its hosts are claimed from; default: the pool named after the stack"),
+    mode: z.enum(['review', 'service']).default('review').describe('review: the whole stack on one host; service: each service on its own hosts'),
+    ref: z.string().min(1).max(200).optional().describe('The version it runs (given to every service as BERTH_REF)'),
+    replicas: z.number().int().min(1, 'replicas must be at least 1').max(100).default(1).describe('Hosts per service (service mode) or review hosts behind the router'),
+    user: z.string().min(1).max(128).optional().describe('Who it is for (tag owner=USER)'),
+    set: z
+      .record(z.string().regex(ENV_NAME_PATTERN, 'an env name is letters, digits and underscores, not starting with a digit'), z.string().max(4096))
+      .default({})
+      .describe("Env values for every service, over the stack's layers"),
+    ttl: z.string().optional().describe('Removed after this long: 90s, 30m, 2h, 7d'),
+    wait: z.number().positive().max(600).default(120).describe('Seconds to wait for every service to be ready'),
+  })
+  .strict();
+
+export type CreateEnvironmentInput = z.output<typeof createEnvironmentBody>;
+
+export const deployEnvironmentBody = z
+  .object({
+    ref: z.string().min(1).max(200).describe('The version to run'),
+    wait: z.number().positive().max(600).default(120),
+  })
+  .strict();
+
+const UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400 };
+
+/** `90s`, `30m`, `2h`, `7d` (or plain seconds) in milliseconds. */
+export function parseTtl(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)([smhd]?)$/.exec(text.trim());
+  const value = m ? Number(m[1]) * (UNITS[m[2] || 's'] ?? 1) : NaN;
+  if (!m || !(value > 0) || value > 365 * 86_400) {
+    throw new BerthError('validation_failed', `ttl ${JSON.stringify(text)} is not a duration`, 'Write it as 90s, 30m, 2h or 7d (at most a year).');
+  }
+  return value * 1000;
+}

@@ -1,0 +1,28 @@
+/**
+ * An environment's life: `creating` (claiming hosts, starting services, routing) → `ready`;
+ * `ready` → `deploying` (new hosts for a new ref, then the route switches) → `ready`; `ready` or
+ * `failed` → `removing` → gone. A create that fails releases what it claimed and is gone too;
+ * `failed` is where a deploy or a recovery that could not restore the route leaves it.
+ */
+import { BerthError } from '../core/errors.js';
+
+export const ENVIRONMENT_STATES = ['creating', 'ready', 'deploying', 'failed', 'removing'] as const;
+export type EnvironmentState = (typeof ENVIRONMENT_STATES)[number];
+
+const NEXT: Record<EnvironmentState, readonly EnvironmentState[]> = {
+  creating: ['ready', 'failed', 'removing'],
+  ready: ['deploying', 'removing', 'failed'],
+  deploying: ['ready', 'failed', 'removing'],
+  failed: ['removing', 'deploying'],
+  removing: [],
+};
+
+export function canEnvTransition(from: EnvironmentState, to: EnvironmentState): boolean {
+  return NEXT[from].includes(to);
+}
+
+export function assertEnvTransition(name: string, from: EnvironmentState, to: EnvironmentState): void {
+  if (!canEnvTransition(from, to)) {
+    throw new BerthError('invalid_state', `environment ${name} cannot go from ${from} to ${to}`, 'This is a bug in berth: please report it.');
+  }
+}

@@ -1,0 +1,51 @@
+/** Environments as the API and the CLI show them. */
+import type { RouteView } from '../router/router.js';
+import type { EnvironmentRow } from '../store/schema.js';
+
+export interface EnvironmentView {
+  name: string;
+  stack: string;
+  pool: string;
+  mode: string;
+  ref: string | null;
+  replicas: number;
+  user: string | null;
+  /** Names only: values may be secrets. */
+  settings: string[];
+  state: string;
+  stateReason: string;
+  url: string | null;
+  hosts: Array<{ hostId: string; service: string | null; generation: number }>;
+  route: { service: string; port: number; healthPath: string; generation: number } | null;
+  /** Milliseconds of the last create or deploy: claim, init, services, ready, route, total. */
+  timings: Record<string, number>;
+  /** The router's view of its backends (health, requests), when it has a route. */
+  backends: RouteView['backends'] | null;
+  expiresAt: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export function toEnvironmentView(row: EnvironmentRow, url: string | null, route: RouteView | undefined): EnvironmentView {
+  const iso = (d: Date | string | null) => (d === null ? null : new Date(d).toISOString());
+  return {
+    name: row.name,
+    stack: row.stack,
+    pool: row.pool,
+    mode: row.mode,
+    ref: row.ref,
+    replicas: row.replicas,
+    user: row.owner,
+    settings: Object.keys(row.settings).sort(),
+    state: row.state,
+    stateReason: row.state_reason,
+    url,
+    hosts: row.hosts,
+    route: row.route,
+    timings: row.timings,
+    backends: route?.backends ?? null,
+    expiresAt: iso(row.expires_at),
+    createdAt: new Date(row.created_at).toISOString(),
+    updatedAt: new Date(row.updated_at).toISOString(),
+  };
+}

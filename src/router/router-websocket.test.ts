@@ -1,0 +1,94 @@
+/** WebSocket upgrades through the router, against a real `ws` server behind a real HTTP backend. */
+import { once } from 'node:events';
+import type { IncomingMessage } from 'node:http';
+import { afterEach, describe, expect, it } from 'vitest';
+import { WebSocket, WebSocketServer } from 'ws';
+import { EnvironmentRouter } from './router.js';
+import { closedPort, startBackend } from './test-backends.js';
+
+describe('EnvironmentRouter WebSockets', () => {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+
+  const setUp = async () => {
+    const router = new EnvironmentRouter();
+    const port = await router.listen({ port: 0, host: '127.0.0.1' });
+    cleanups.push(() => router.close());
+    const backend = await startBackend('h-ws');
+    cleanups.push(() => backend.kill());
+    const wss = new WebSocketServer({ server: backend.server });
+    cleanups.push(() => {
+      for (const client of wss.clients) client.terminate();
+      wss.close();
+    });
+    const upgrades: IncomingMessage[] = [];
+    wss.on('connection', (socket, req) => {
+      upgrades.push(req);
+      socket.on('message', (data, isBinary) => socket.send(isBinary ? data : `echo: ${(data as Buffer).toString()}`, { binary: isBinary }));
+    });
+    router.setRoute('chat', { backends: [{ id: backend.id, url: backend.url }], healthIntervalMs: 60_000 });
+    return { router, port, upgrades };
+  };
+  const connect = (port: number, host: string, path = '/') => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}${path}`, { headers: { host } });
+    // Tests read failures from events; terminating an unfinished handshake in clean-up emits one more.
+    ws.on('error', () => {});
+    cleanups.push(() => ws.terminate());
+    return ws;
+  };
+
+  it('passes the upgrade through and echoes text and binary both ways', async () => {
+    const { port, upgrades, router } = await setUp();
+    const ws = connect(port, `chat.localhost:${port}`, '/socket?room=1');
+    // 'open' follows 'upgrade' synchronously: wait for both at once.
+    const [[response]] = (await Promise.all([once(ws, 'upgrade'), once(ws, 'open')])) as [[IncomingMessage], unknown];
+    expect(response.headers['x-berth-environment']).toBe('chat');
+    expect(response.headers['x-berth-backend']).toBe('h-ws');
+    expect(upgrades[0]?.url).toBe('/socket?room=1');
+    expect(upgrades[0]?.headers.host).toBe(`chat.localhost:${port}`);
+    expect(upgrades[0]?.headers['x-forwarded-for']).toBe('127.0.0.1');
+    expect(upgrades[0]?.headers['x-forwarded-host']).toBe(`chat.localhost:${port}`);
+
+    const replies: string[] = [];
+    ws.on('message', (data, isBinary) => replies.push(isBinary ? `bin:${(data as Buffer).length}` : (data as Buffer).toString()));
+    ws.send('hello');
+    ws.send(Buffer.alloc(200_000, 7));
+    ws.send('x'.repeat(70_000));
+    while (replies.length < 3) await once(ws, 'message');
+    expect(replies).toEqual(['echo: hello', 'bin:200000', `echo: ${'x'.repeat(70_000)}`]);
+    expect(router.route('chat')?.backends[0]?.active).toBe(1);
+    ws.close(1000, 'bye');
+    const [code] = (await once(ws, 'close')) as [number];
+    expect(code).toBe(1000);
+  });
+
+  it('closes open WebSockets when the router closes', async () => {
+    const { router, port } = await setUp();
+    const ws = connect(port, 'chat.localhost');
+    await once(ws, 'open');
+    const closed = once(ws, 'close');
+    await router.close();
+    await closed;
+    expect(ws.readyState).toBe(WebSocket.CLOSED);
+  });
+
+  it('refuses upgrades for unknown environments and unreachable backends with a page', async () => {
+    const { router, port } = await setUp();
+    const unknown = connect(port, 'nope.localhost');
+    const [, notFound] = (await once(unknown, 'unexpected-response')) as [unknown, IncomingMessage];
+    expect(notFound.statusCode).toBe(404);
+
+    const dead = await closedPort();
+    router.setRoute('gone', { backends: [{ id: 'h-dead', url: `http://127.0.0.1:${dead}` }], healthIntervalMs: 60_000 });
+    const refused = connect(port, 'gone.localhost');
+    const [, badGateway] = (await once(refused, 'unexpected-response')) as [unknown, IncomingMessage];
+    expect(badGateway.statusCode).toBe(502);
+    expect(badGateway.headers['x-berth-backend']).toBe('h-dead');
+    const body: Buffer[] = [];
+    for await (const chunk of badGateway) body.push(chunk as Buffer);
+    expect(Buffer.concat(body).toString()).toContain(`environment gone: backend h-dead (127.0.0.1:${dead}) failed: connection refused`);
+    expect(router.route('gone')?.backends[0]).toMatchObject({ healthy: false, active: 0 });
+  });
+});

@@ -1,0 +1,249 @@
+/**
+ * The environment router: a reverse proxy owned by the berth server that sends
+ * `http://NAME.<domain>:<port>` to the backends of environment NAME. Routes change at run time
+ * (`setRoute` swaps an environment's backends in one step, for zero-downtime deploys), backends are
+ * health-checked per route, and every failure answers with a page that names the environment and why.
+ */
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { BerthError } from '../core/errors.js';
+import {
+  environmentNotFoundPage,
+  noEnvironmentPage,
+  noHealthyBackendPage,
+  sendErrorPage,
+  writeErrorToSocket,
+  type RouterErrorPage,
+} from './error-pages.js';
+import { HealthMonitor } from './health-monitor.js';
+import { environmentFromHost, isDomain, normaliseDomain, portOfHost } from './host-name.js';
+import { ProxyForwarder } from './proxy-forwarder.js';
+import { Route, validateRoute, type Backend, type RouteSpec, type RouteView } from './route-table.js';
+
+export interface RouterOptions {
+  /** Environments answer at `NAME.<domain>`; default `localhost` (browsers resolve *.localhost to loopback). */
+  domain?: string;
+  /** A health check without an answer within this fails; default 1000 ms. */
+  healthTimeoutMs?: number;
+  /** A new backend connection not established within this is a connection error; default 3000 ms. */
+  connectTimeoutMs?: number;
+  /** Backend silence before its response headers → 504; default 120 000 ms. */
+  responseTimeoutMs?: number;
+  /** Other backends a bodiless request may try after connection errors; default 2. */
+  connectRetries?: number;
+  /** Backends leaving and re-entering rotation; never per request. */
+  log?: (line: string) => void;
+}
+
+export interface ListenOptions {
+  /** 0 picks a free port. */
+  port: number;
+  /** Default: all interfaces, as http.Server.listen does. */
+  host?: string;
+}
+
+export class EnvironmentRouter {
+  readonly domain: string;
+  private readonly table = new Map<string, Route>();
+  private readonly health: HealthMonitor;
+  private readonly forwarder: ProxyForwarder;
+  private readonly log: (line: string) => void;
+  private server: http.Server | undefined;
+  private port: number | undefined;
+  private closing: Promise<void> | undefined;
+
+  constructor(options: RouterOptions = {}) {
+    this.domain = normaliseDomain(options.domain ?? 'localhost');
+    if (!isDomain(this.domain)) {
+      throw new BerthError('validation_failed', `invalid router domain ${JSON.stringify(options.domain)}`, 'Use a domain name such as localhost or envs.example.com.');
+    }
+    this.log = options.log ?? (() => {});
+    this.health = new HealthMonitor({
+      timeoutMs: positive(options.healthTimeoutMs, 1000, 'healthTimeoutMs'),
+      hostHeaderFor: (route) => this.hostFor(route.name),
+      onChange: (route, backend, healthy) => this.logChange(route, backend, healthy, 'health check'),
+    });
+    this.forwarder = new ProxyForwarder({
+      connectTimeoutMs: positive(options.connectTimeoutMs, 3000, 'connectTimeoutMs'),
+      responseTimeoutMs: positive(options.responseTimeoutMs, 120_000, 'responseTimeoutMs'),
+      connectRetries: Math.max(0, Math.floor(options.connectRetries ?? 2)),
+      onBackendDown: (route, backend) => this.logChange(route, backend, false, 'request'),
+    });
+  }
+
+  /**
+   * Creates or replaces the route of environment `name` (case-insensitive). The new backend list
+   * takes effect for the next request; requests in flight finish on the backends they have. Backends
+   * with the same id+url as before keep their health; new ones count as healthy until a check fails.
+   */
+  setRoute(name: string, spec: RouteSpec): RouteView {
+    this.assertOpen();
+    const key = name.toLowerCase();
+    validateRoute(key, spec);
+    let route = this.table.get(key);
+    if (!route) {
+      route = new Route(key);
+      this.table.set(key, route);
+    }
+    const removed = route.update(spec);
+    this.health.watch(route);
+    for (const backend of route.backends) this.forwarder.unretire(backend);
+    this.retireUnused(removed);
+    return route.view(this.urlFor(key));
+  }
+
+  /** Returns false when there was no such route. In-flight requests finish; nothing is retried on it. */
+  removeRoute(name: string): boolean {
+    const key = name.toLowerCase();
+    const route = this.table.get(key);
+    if (!route) return false;
+    this.table.delete(key);
+    this.health.unwatch(route);
+    this.retireUnused(route.update({ backends: [] }));
+    return true;
+  }
+
+  routes(): RouteView[] {
+    return [...this.table.values()].sort((a, b) => a.name.localeCompare(b.name)).map((r) => r.view(this.urlFor(r.name)));
+  }
+
+  route(name: string): RouteView | undefined {
+    const route = this.table.get(name.toLowerCase());
+    return route?.view(this.urlFor(route.name));
+  }
+
+  /** `http://NAME.<domain>:<port>/` once listening; null before. */
+  urlFor(name: string): string | null {
+    if (this.port === undefined) return null;
+    return `http://${this.hostFor(name.toLowerCase())}${this.port === 80 ? '' : `:${this.port}`}/`;
+  }
+
+  /** Starts answering; resolves with the bound port (useful with port 0). */
+  async listen(options: ListenOptions): Promise<number> {
+    this.assertOpen();
+    if (this.server) throw new BerthError('invalid_state', 'the router is already listening', 'Call listen() once per router.');
+    // No whole-request deadline: bodies may stream for as long as they need (headers still time out).
+    const server = http.createServer({ requestTimeout: 0 }, this.handleRequest);
+    server.on('upgrade', this.handleUpgrade);
+    this.server = server;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(options.port, options.host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (err) {
+      this.server = undefined;
+      throw new BerthError('conflict', `the router cannot listen on ${options.host ?? '*'}:${options.port}: ${err instanceof Error ? err.message : String(err)}`, 'Pick another port or stop what holds it.', undefined, { cause: err });
+    }
+    this.port = (server.address() as AddressInfo).port;
+    return this.port;
+  }
+
+  /** Stops listening and health checks, and closes every open connection, WebSockets included. */
+  close(): Promise<void> {
+    this.closing ??= this.shutDown();
+    return this.closing;
+  }
+
+  /** The request handler, public so the router can also serve from a server the caller owns. */
+  readonly handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    const target = this.resolve(req);
+    if (!target.route) {
+      sendErrorPage(req, res, target.page);
+      return;
+    }
+    const route = target.route;
+    route.requests++;
+    const backend = route.pick();
+    if (!backend) {
+      route.unavailable++;
+      sendErrorPage(req, res, noHealthyBackendPage(route.name, route.backends));
+      return;
+    }
+    this.forwarder.web(req, res, route, backend);
+  };
+
+  /** The 'upgrade' handler: WebSocket upgrades pass through to a backend, others are refused. */
+  readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    // The HTTP server stops watching an upgraded socket's errors; an unwatched error would crash us.
+    socket.on('error', () => socket.destroy());
+    if (req.headers.upgrade?.toLowerCase() !== 'websocket') {
+      const page: RouterErrorPage = { status: 400, code: 'upgrade_not_supported', message: `the router passes WebSocket upgrades only, not ${req.headers.upgrade ?? '(none)'}` };
+      writeErrorToSocket(req, socket, page);
+      return;
+    }
+    const target = this.resolve(req);
+    if (!target.route) {
+      writeErrorToSocket(req, socket, target.page);
+      return;
+    }
+    const route = target.route;
+    route.requests++;
+    const backend = route.pick();
+    if (!backend) {
+      route.unavailable++;
+      writeErrorToSocket(req, socket, noHealthyBackendPage(route.name, route.backends));
+      return;
+    }
+    this.forwarder.ws(req, socket, head, route, backend);
+  };
+
+  private resolve(req: IncomingMessage): { route: Route } | { route?: undefined; page: RouterErrorPage } {
+    const host = req.headers.host;
+    const target = environmentFromHost(host, this.domain);
+    if (target.kind === 'none') return { page: noEnvironmentPage(this.domain, portOfHost(host)) };
+    const route = this.table.get(target.name);
+    return route ? { route } : { page: environmentNotFoundPage(target.name) };
+  }
+
+  private async shutDown(): Promise<void> {
+    this.health.stop();
+    const server = this.server;
+    if (server) {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
+      // After closeAllConnections: upgraded sockets are no longer the HTTP server's, but still count
+      // as its connections, so close() waits for them.
+      this.forwarder.destroy();
+      await closed;
+    } else {
+      this.forwarder.destroy();
+    }
+  }
+
+  /** Backends that left a route: let go of our connections to addresses no route uses any more. */
+  private retireUnused(removed: readonly Backend[]): void {
+    if (removed.length === 0) return;
+    const inUse = new Set<string>();
+    for (const route of this.table.values()) for (const backend of route.backends) inUse.add(backend.address);
+    for (const backend of removed) if (!inUse.has(backend.address)) this.forwarder.retire(backend);
+  }
+
+  private assertOpen(): void {
+    if (this.closing) throw new BerthError('invalid_state', 'the router is closed', 'Create a new router.');
+  }
+
+  private hostFor(name: string): string {
+    return `${name}.${this.domain}`;
+  }
+
+  private logChange(route: Route, backend: Backend, healthy: boolean, by: string): void {
+    const state = healthy ? 'back in rotation' : `out of rotation (${by}): ${backend.lastError ?? 'unhealthy'}`;
+    this.log(`router: environment ${route.name}: ${backend.describe()} ${state}`);
+  }
+}
+
+function positive(value: number | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback;
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new BerthError('validation_failed', `router option ${name} must be a positive number of milliseconds, not ${value}`, `Leave it out for the default (${fallback}).`);
+  }
+  return value;
+}
+
+export type { BackendSpec, BackendView, RouteSpec, RouteView } from './route-table.js';
+export type { RouterErrorCode } from './error-pages.js';

@@ -1,0 +1,87 @@
+/** Environments: create (claim, start, route), list, show, deploy a new ref, remove. */
+import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import type { EnvironmentService } from '../../environments/environment-service.js';
+import { createEnvironmentBody, deployEnvironmentBody, environmentName } from '../../environments/spec.js';
+import { errorBody } from './schemas.js';
+
+const backend = z.object({
+  id: z.string(),
+  url: z.string(),
+  label: z.string().nullable(),
+  healthy: z.boolean(),
+  lastCheckedAt: z.string().nullable(),
+  lastError: z.string().nullable(),
+  lastErrorAt: z.string().nullable(),
+  requests: z.number(),
+  failures: z.number(),
+  active: z.number(),
+});
+const environmentView = z.object({
+  name: z.string(),
+  stack: z.string(),
+  pool: z.string(),
+  mode: z.string(),
+  ref: z.string().nullable(),
+  replicas: z.number(),
+  user: z.string().nullable(),
+  settings: z.array(z.string()),
+  state: z.string(),
+  stateReason: z.string(),
+  url: z.string().nullable(),
+  hosts: z.array(z.object({ hostId: z.string(), service: z.string().nullable(), generation: z.number() })),
+  route: z.object({ service: z.string(), port: z.number(), healthPath: z.string(), generation: z.number() }).nullable(),
+  timings: z.record(z.string(), z.number()),
+  backends: z.array(backend).nullable(),
+  expiresAt: z.string().nullable(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+});
+const nameParams = z.object({ name: environmentName });
+const errors = { '4xx': errorBody, '5xx': errorBody };
+
+export function environmentRoutes(envs: EnvironmentService): FastifyPluginCallbackZod {
+  return (app, _opts, done) => {
+    app.post(
+      '/v1/environments',
+      {
+        schema: {
+          tags: ['environments'],
+          summary: "Create an environment: claim hosts from the stack's pool, start its services for the mode, route NAME.<domain> to it once it answers",
+          body: createEnvironmentBody,
+          response: { 201: environmentView, ...errors },
+        },
+      },
+      async (request, reply) => reply.status(201).send(await envs.create(request.tenantId, request.body)),
+    );
+    app.get(
+      '/v1/environments',
+      { schema: { tags: ['environments'], summary: 'List environments', response: { 200: z.object({ environments: z.array(environmentView) }), ...errors } } },
+      async (request) => ({ environments: await envs.list(request.tenantId) }),
+    );
+    app.get(
+      '/v1/environments/:name',
+      { schema: { tags: ['environments'], summary: 'Describe an environment, with its route and backends', params: nameParams, response: { 200: environmentView, ...errors } } },
+      async (request) => envs.get(request.tenantId, request.params.name),
+    );
+    app.post(
+      '/v1/environments/:name/deploy',
+      {
+        schema: {
+          tags: ['environments'],
+          summary: 'Deploy a new ref: new hosts first, the route switched once they answer, the old hosts released',
+          params: nameParams,
+          body: deployEnvironmentBody,
+          response: { 200: environmentView, ...errors },
+        },
+      },
+      async (request) => envs.deploy(request.tenantId, request.params.name, request.body.ref, request.body.wait),
+    );
+    app.delete(
+      '/v1/environments/:name',
+      { schema: { tags: ['environments'], summary: 'Remove an environment: its route goes, its hosts are released', params: nameParams, response: { 200: environmentView, ...errors } } },
+      async (request) => envs.remove(request.tenantId, request.params.name),
+    );
+    done();
+  };
+}

@@ -1,0 +1,106 @@
+/** Environments (src/environments): one row per name, with the hosts serving it and its route. */
+import { sql, type Kysely } from 'kysely';
+import { assertEnvTransition, type EnvironmentState } from '../environments/state.js';
+import type { Database, EnvHostRecord, EnvironmentRow } from './schema.js';
+
+export interface NewEnvironment {
+  tenantId: string;
+  name: string;
+  stack: string;
+  pool: string;
+  mode: 'review' | 'service';
+  ref: string | null;
+  replicas: number;
+  owner: string | null;
+  settings: Record<string, string>;
+  expiresAt: Date | null;
+}
+
+export class EnvironmentsRepo {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  /** Inserts the environment as `creating`; false when the name is taken (the primary key decides). */
+  async insert(env: NewEnvironment): Promise<boolean> {
+    const row = await this.db
+      .insertInto('environments')
+      .values({
+        tenant_id: env.tenantId,
+        name: env.name,
+        stack: env.stack,
+        pool: env.pool,
+        mode: env.mode,
+        ref: env.ref,
+        replicas: env.replicas,
+        owner: env.owner,
+        settings: JSON.stringify(env.settings),
+        state: 'creating',
+        hosts: '[]',
+        route: JSON.stringify(null),
+        timings: '{}',
+        expires_at: env.expiresAt,
+      })
+      .onConflict((oc) => oc.columns(['tenant_id', 'name']).doNothing())
+      .returning('name')
+      .executeTakeFirst();
+    return row !== undefined;
+  }
+
+  async get(tenantId: string, name: string): Promise<EnvironmentRow | undefined> {
+    return this.db.selectFrom('environments').selectAll().where('tenant_id', '=', tenantId).where('name', '=', name).executeTakeFirst();
+  }
+
+  async list(tenantId: string): Promise<EnvironmentRow[]> {
+    return this.db.selectFrom('environments').selectAll().where('tenant_id', '=', tenantId).orderBy('name').execute();
+  }
+
+  /** Every tenant's environments in the given states (recovery after a restart). */
+  async listAll(states: readonly EnvironmentState[]): Promise<EnvironmentRow[]> {
+    if (states.length === 0) return [];
+    return this.db.selectFrom('environments').selectAll().where('state', 'in', [...states]).orderBy('created_at').execute();
+  }
+
+  async expired(now: Date): Promise<EnvironmentRow[]> {
+    return this.db.selectFrom('environments').selectAll().where('expires_at', '<=', now).where('state', 'in', ['ready', 'failed']).execute();
+  }
+
+  /** Records the hosts serving it now (every claim is recorded as it lands, so nothing is lost). */
+  async setHosts(tenantId: string, name: string, hosts: EnvHostRecord[]): Promise<void> {
+    await this.db.updateTable('environments').set({ hosts: JSON.stringify(hosts), updated_at: new Date() }).where('tenant_id', '=', tenantId).where('name', '=', name).execute();
+  }
+
+  /** Compare-and-set of the state (see environments/state.ts); undefined when it was elsewhere. */
+  async transition(
+    tenantId: string,
+    name: string,
+    from: readonly EnvironmentState[],
+    to: EnvironmentState,
+    fields: { reason?: string; route?: EnvironmentRow['route']; timings?: Record<string, number>; ref?: string | null; hosts?: EnvHostRecord[] } = {},
+  ): Promise<EnvironmentRow | undefined> {
+    for (const state of from) assertEnvTransition(name, state, to);
+    return this.db
+      .updateTable('environments')
+      .set({
+        state: to,
+        state_reason: fields.reason ?? '',
+        updated_at: new Date(),
+        ...(fields.route !== undefined ? { route: JSON.stringify(fields.route) } : {}),
+        ...(fields.timings !== undefined ? { timings: JSON.stringify(fields.timings) } : {}),
+        ...(fields.ref !== undefined ? { ref: fields.ref } : {}),
+        ...(fields.hosts !== undefined ? { hosts: JSON.stringify(fields.hosts) } : {}),
+      })
+      .where('tenant_id', '=', tenantId)
+      .where('name', '=', name)
+      .where('state', 'in', [...from])
+      .returningAll()
+      .executeTakeFirst();
+  }
+
+  async delete(tenantId: string, name: string): Promise<void> {
+    await this.db.deleteFrom('environments').where('tenant_id', '=', tenantId).where('name', '=', name).execute();
+  }
+
+  /** Seconds until it expires, from the database's clock (null: no TTL). */
+  async extend(tenantId: string, name: string, expiresAt: Date | null): Promise<void> {
+    await sql`update environments set expires_at = ${expiresAt}, updated_at = now() where tenant_id = ${tenantId} and name = ${name}`.execute(this.db);
+  }
+}

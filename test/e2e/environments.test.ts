@@ -1,0 +1,196 @@
+/**
+ * Environments on real hosts through the real CLI and router: a URL that answers with each
+ * environment's own config, many at once, a deploy under load that loses no request, a killed web
+ * process taken out of rotation and back, TTL expiry, bad input that claims nothing, and routes that
+ * come back after a server restart.
+ */
+import http from 'node:http';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { CommandView } from '../../src/commands/views.js';
+import type { EnvironmentView } from '../../src/environments/views.js';
+import { berth, startServer, type InProcessServer } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait.js';
+
+const NET = { bridge: 'berthenv0', subnet: '10.234.0.0/22', cgroupName: 'berthenv' };
+
+// web writes a page from its env and serves it on every interface; api stands for the rest of a stack.
+const berthYaml = `stacks:
+  shop:
+    services:
+      api:
+        cmd: exec sleep 1000000
+      web:
+        cmd: mkdir -p /tmp/www && printf 'hello %s from %s at %s\\n' "$GREETING" "$BERTH_ENVIRONMENT" "\${BERTH_REF:-none}" > /tmp/www/index.html && exec python3 -m http.server 8080 --directory /tmp/www
+        env: {GREETING: "world"}
+        ports: [8080]
+        ready: {http: 8080}
+        dependsOn: [api]
+        stopTimeout: 1s
+pools:
+  - name: shop
+    size: 2
+    template: {tags: {berth.stack: shop, berth.mode: review}}
+`;
+
+/** GET through the router, as a browser at http://NAME.localhost:PORT/ would. */
+function viaRouter(port: number, name: string, path = '/'): Promise<{ status: number; body: string; backend: string | undefined }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path, headers: { host: `${name}.localhost:${port}` }, agent: false }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, backend: res.headers['x-berth-backend'] as string | undefined }));
+    });
+    req.on('error', reject);
+  });
+}
+
+describe('environments', () => {
+  let srv: InProcessServer;
+  let env: Record<string, string>;
+  let project: string;
+  const routerPort = () => Number(new URL(srv.server.router.urlFor('x') ?? 'http://x:0').port);
+  const create = async (args: string[]) => berth(['env', 'create', ...args, '--json'], env, { timeoutMs: 120_000 });
+  const claimedHosts = async () => (await srv.api.get<{ hosts: { slot: string | null }[] }>('/v1/pools/shop/hosts')).body.hosts.filter((h) => h.slot === 'claimed').length;
+
+  beforeAll(async () => {
+    srv = await startServer(NET);
+    env = { BERTH_URL: srv.server.url, BERTH_TOKEN: srv.server.token };
+    project = await mkdtemp(join(tmpdir(), 'berth-envs-'));
+    await writeFile(join(project, 'berth.yaml'), berthYaml);
+    const applied = await berth(['apply', '-f', join(project, 'berth.yaml')], env);
+    expect(applied.code, applied.stderr).toBe(0);
+  });
+  afterAll(async () => {
+    await srv.stop();
+    await rm(project, { recursive: true, force: true });
+  });
+
+  it('creates an environment whose URL answers with its own page, and says how long each step took', async () => {
+    const created = await create(['alice', '--stack', 'shop', '--set', 'GREETING=hi', '--user', 'alice', '--ref', 'v1']);
+    expect(created.code, created.stderr).toBe(0);
+    const view = JSON.parse(created.stdout) as EnvironmentView;
+    expect(view).toMatchObject({ name: 'alice', state: 'ready', mode: 'review', ref: 'v1', user: 'alice', settings: ['GREETING'] });
+    expect(view.url).toBe(`http://alice.localhost:${routerPort()}/`);
+    for (const step of ['claimMs', 'servicesMs', 'readyMs', 'routeMs', 'totalMs']) expect(view.timings[step]).toBeGreaterThanOrEqual(0);
+    const page = await viaRouter(routerPort(), 'alice');
+    expect(page).toMatchObject({ status: 200, body: 'hello hi from alice at v1\n' });
+    const human = await berth(['env', 'create', 'bob', '--stack', 'shop'], env, { timeoutMs: 120_000 });
+    expect(human.stdout.trim()).toBe(`http://bob.localhost:${routerPort()}/`);
+    expect(human.stderr).toMatch(/ready in [\d.]+ ms \(claim [\d.]+ ms, init [\d.]+ ms, services [\d.]+ ms, ready [\d.]+ ms, route [\d.]+ ms\)/);
+    const listed = JSON.parse((await berth(['env', 'ls', '--json'], env)).stdout) as EnvironmentView[];
+    expect(listed.map((e) => e.name)).toEqual(['alice', 'bob']);
+    expect((await berth(['env', 'ls'], env)).stdout).toMatch(/alice\s+shop\s+review\s+v1\s+ready\s+1\s+1\/1/);
+    // An unknown name gets the router's page naming it.
+    const unknown = await viaRouter(routerPort(), 'carol');
+    expect(unknown.status).toBe(404);
+    expect(unknown.body).toContain('carol');
+  });
+
+  it('refuses bad input with a clear error, leaving no host claimed', async () => {
+    const before = await claimedHosts();
+    const cases: Array<[string[], RegExp]> = [
+      [['x1', '--stack', 'nope'], /stack nope does not exist/],
+      [['x2', '--stack', 'shop', '--mode', 'everything'], /mode/],
+      [['x3', '--stack', 'shop', '--replicas', '0'], /replicas must be at least 1/],
+      [['Not_A_Label', '--stack', 'shop'], /DNS label/],
+      [['x4', '--stack', 'shop', '--pool', 'nopool'], /pool nopool does not exist/],
+      [['x5', '--stack', 'shop', '--set', '1BAD=x'], /set\.1BAD/],
+      [['alice', '--stack', 'shop'], /exists already/],
+    ];
+    for (const [args, message] of cases) {
+      const res = await berth(['env', 'create', ...args], env);
+      expect(res.code, args.join(' ')).toBe(2);
+      expect(res.stderr).toMatch(message);
+    }
+    expect(await claimedHosts()).toBe(before);
+    expect((JSON.parse((await berth(['env', 'ls', '--json'], env)).stdout) as EnvironmentView[]).map((e) => e.name)).toEqual(['alice', 'bob']);
+  });
+
+  it('creates 20 environments at once; each answers through the router with its own config', async () => {
+    const names = Array.from({ length: 20 }, (_, i) => `many${i}`);
+    const results = await Promise.all(names.map((name) => srv.api.post<EnvironmentView>('/v1/environments', { name, stack: 'shop', set: { GREETING: `greeting-${name}` }, wait: 180 })));
+    for (const res of results) expect(res.status, JSON.stringify(res.body)).toBe(201);
+    const pages = await Promise.all(names.map((name) => viaRouter(routerPort(), name)));
+    pages.forEach((page, i) => expect(page).toMatchObject({ status: 200, body: `hello greeting-many${i} from many${i} at none\n` }));
+    await Promise.all(names.map((name) => srv.api.delete(`/v1/environments/${name}`)));
+  }, 300_000);
+
+  it('deploys a new ref under a steady load without losing a request', async () => {
+    let stop = false;
+    const seen = { ok: 0, failed: [] as string[], refs: new Set<string>() };
+    const load = (async () => {
+      while (!stop) {
+        const res = await viaRouter(routerPort(), 'alice').catch((err: unknown) => ({ status: 0, body: String(err), backend: undefined }));
+        if (res.status === 200) {
+          seen.ok++;
+          seen.refs.add(res.body.trim().split(' ').at(-1) ?? '');
+        } else seen.failed.push(`${res.status} ${res.body.slice(0, 200)}`);
+      }
+    })();
+    const before = (await srv.api.get<EnvironmentView>('/v1/environments/alice')).body;
+    const deployed = await berth(['env', 'deploy', 'alice', '--ref', 'v2', '--json'], env, { timeoutMs: 120_000 });
+    await new Promise((r) => setTimeout(r, 500));
+    stop = true;
+    await load;
+    expect(deployed.code, deployed.stderr).toBe(0);
+    const after = JSON.parse(deployed.stdout) as EnvironmentView;
+    expect(after.ref).toBe('v2');
+    expect(seen.failed).toEqual([]);
+    expect(seen.ok).toBeGreaterThan(20);
+    expect([...seen.refs].sort()).toEqual(['v1', 'v2']);
+    expect((await viaRouter(routerPort(), 'alice')).body).toBe('hello hi from alice at v2\n');
+    // The old host was given back.
+    const oldHost = before.hosts[0]?.hostId ?? '';
+    expect(after.hosts.map((h) => h.hostId)).not.toContain(oldHost);
+    const old = await srv.api.get<{ state: string; slot?: string }>(`/v1/hosts/${oldHost}`);
+    expect(old.body.state === 'terminated' || old.status === 404 || old.body.state === 'terminating').toBe(true);
+  });
+
+  it('takes a killed web process out of rotation and puts it back once the supervisor restarted it', async () => {
+    const created = await create(['pair', '--stack', 'shop', '--replicas', '2']);
+    expect(created.code, created.stderr).toBe(0);
+    const view = JSON.parse(created.stdout) as EnvironmentView;
+    const victim = view.hosts[0]?.hostId ?? '';
+    const { body } = await srv.api.post<CommandView>('/v1/commands', { targets: { hostIds: [victim] }, parameters: { commands: ['pkill -9 -f "http.server 8080"; echo killed'] }, wait: 30 });
+    expect(body.invocations[0]?.stdout).toContain('killed');
+    // Every request still answers (retried on the other replica) while the victim is out.
+    const answers = await Promise.all(Array.from({ length: 20 }, () => viaRouter(routerPort(), 'pair')));
+    expect(answers.every((a) => a.status === 200)).toBe(true);
+    await waitFor('the victim back in rotation', async () => {
+      const v = (await srv.api.get<EnvironmentView>('/v1/environments/pair')).body;
+      const b = v.backends?.find((x) => x.id === victim);
+      return b?.healthy && b.lastError !== null ? true : undefined;
+    }, { timeoutMs: 20_000 });
+    const spread = await Promise.all(Array.from({ length: 10 }, () => viaRouter(routerPort(), 'pair')));
+    expect(new Set(spread.map((a) => a.backend))).toContain(victim);
+  });
+
+  it('removes an environment when its TTL passes, and on `env rm`, releasing its hosts', async () => {
+    const created = await create(['brief', '--stack', 'shop', '--ttl', '2s']);
+    expect(created.code, created.stderr).toBe(0);
+    const hostId = (JSON.parse(created.stdout) as EnvironmentView).hosts[0]?.hostId ?? '';
+    await waitFor('the environment expired', async () => ((await srv.api.get(`/v1/environments/brief`)).status === 404 ? true : undefined), { timeoutMs: 20_000 });
+    expect((await viaRouter(routerPort(), 'brief')).status).toBe(404);
+    const host = await srv.api.get<{ state: string }>(`/v1/hosts/${hostId}`);
+    expect(['terminating', 'terminated']).toContain(host.body.state);
+    const removed = await berth(['env', 'rm', 'bob'], env);
+    expect(removed.stdout).toContain('bob removed');
+    expect((await viaRouter(routerPort(), 'bob')).status).toBe(404);
+    expect((await berth(['env', 'rm', 'bob'], env)).code).toBe(2);
+  });
+
+  it('brings routes back after a server restart, without user action', async () => {
+    const dataDir = srv.dataDir;
+    await srv.server.stop();
+    srv = { ...srv, ...(await startServer(NET, { dataDir })) };
+    env = { BERTH_URL: srv.server.url, BERTH_TOKEN: srv.server.token };
+    const page = await waitFor('alice answers again', async () => {
+      const res = await viaRouter(routerPort(), 'alice').catch(() => undefined);
+      return res?.status === 200 ? res : undefined;
+    }, { timeoutMs: 20_000 });
+    expect(page.body).toBe('hello hi from alice at v2\n');
+  });
+});

@@ -14,7 +14,7 @@ import { configProblems } from '../stacks/modes.js';
 import { parseStacksFile, type StackSpec } from '../stacks/spec.js';
 import type { PoolStatusView } from '../pools/views.js';
 import type { Context } from './context.js';
-import { UsageError } from './output.js';
+import { UsageError, type Printer } from './output.js';
 
 type ApplyAction = 'created' | 'updated' | 'rolled' | 'unchanged';
 
@@ -33,25 +33,27 @@ export function registerApplyCommand(program: Command, ctx: Context): void {
     )
     .requiredOption('-f, --file <file>', 'the berth.yaml')
     .option('--json', 'print JSON')
-    .action(async (opts: { file: string; json?: boolean }) => {
-      const pools = readBerthYaml(opts.file);
-      const stacks = readStacks(opts.file);
-      const printer = ctx.printer(opts.json);
-      if (pools.length === 0 && stacks.length === 0 && !printer.json) printer.err(`${opts.file} declares no pools and no stacks: nothing to do\n`);
-      const stackResults: { stack: string; action: string; hosts: number }[] = [];
-      for (const { stack, config } of stacks) {
-        const result = await ctx.client().put<{ action: string; hosts: number }>(`/v1/stacks/${encodeURIComponent(stack.name)}`, { stack, config });
-        stackResults.push({ stack: stack.name, ...result });
-        if (!printer.json) printer.out(`${result.action} stack ${stack.name}${result.hosts ? ` (${result.hosts} host(s) converging)` : ''}\n`);
-      }
-      const results: { action: ApplyAction; pool: PoolStatusView }[] = [];
-      for (const pool of pools) {
-        const result = await ctx.client().put<{ action: ApplyAction; pool: PoolStatusView }>(`/v1/pools/${encodeURIComponent(pool.name)}`, pool.body);
-        results.push(result);
-        if (!printer.json) printer.out(`${result.action} ${pool.name}\n`);
-      }
-      if (printer.json) printer.out(`${JSON.stringify(stacks.length ? { pools: results, stacks: stackResults } : results, null, 2)}\n`);
-    });
+    .action(async (opts: { file: string; json?: boolean }) => applyFile(ctx, opts.file, ctx.printer(opts.json)));
+}
+
+/** Checks the whole file, then sends its stacks and pools (`berth apply`, `berth up`). */
+export async function applyFile(ctx: Context, file: string, printer: Printer): Promise<void> {
+  const pools = readBerthYaml(file);
+  const stacks = readStacks(file);
+  if (pools.length === 0 && stacks.length === 0 && !printer.json) printer.err(`${file} declares no pools and no stacks: nothing to do\n`);
+  const stackResults: { stack: string; action: string; hosts: number }[] = [];
+  for (const { stack, config } of stacks) {
+    const result = await ctx.client().put<{ action: string; hosts: number }>(`/v1/stacks/${encodeURIComponent(stack.name)}`, { stack, config });
+    stackResults.push({ stack: stack.name, ...result });
+    if (!printer.json) printer.out(`${result.action} stack ${stack.name}${result.hosts ? ` (${result.hosts} host(s) converging)` : ''}\n`);
+  }
+  const results: { action: ApplyAction; pool: PoolStatusView }[] = [];
+  for (const pool of pools) {
+    const result = await ctx.client().put<{ action: ApplyAction; pool: PoolStatusView }>(`/v1/pools/${encodeURIComponent(pool.name)}`, pool.body);
+    results.push(result);
+    if (!printer.json) printer.out(`${result.action} ${pool.name}\n`);
+  }
+  if (printer.json) printer.out(`${JSON.stringify(stacks.length ? { pools: results, stacks: stackResults } : results, null, 2)}\n`);
 }
 
 /** The stacks of a berth.yaml with their config layers read from the project, every problem located (exit 2). */

@@ -94,7 +94,7 @@ export function registerImageCommands(program: Command, ctx: Context): void {
     });
 }
 
-function readSpecFile(file: string): string {
+export function readSpecFile(file: string): string {
   try {
     return readFileSync(file, 'utf8');
   } catch (err) {
@@ -107,7 +107,7 @@ function readSpecFile(file: string): string {
  * Follows a bake's event stream: progress to stderr, the results to stdout. A failed bake is
  * reported here with exit code 1; any other error is thrown for main to report and map.
  */
-async function bake(ctx: Context, printer: Printer, events: AsyncGenerator<unknown>, verbose: boolean | undefined): Promise<void> {
+export async function bake(ctx: Context, printer: Printer, events: AsyncGenerator<unknown>, verbose: boolean | undefined): Promise<void> {
   const progress = new BakeProgress(printer, Boolean(verbose) || Boolean(process.stderr.isTTY));
   for await (const raw of lostConnectionSaid(events)) {
     const event = raw as BakeStreamEvent;

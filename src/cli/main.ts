@@ -3,6 +3,7 @@
  * (rejected by the CLI or answered 4xx by the server).
  */
 import { registerEnvCommands } from './env-commands.js';
+import { registerUpCommand } from './up-command.js';
 import { Command, CommanderError } from 'commander';
 import { isBerthError } from '../core/errors.js';
 import { defaultDataDir } from '../server/data-dir.js';
@@ -28,6 +29,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   const ctx = createContext(env, () => program.opts<{ dataDir?: string }>().dataDir ?? env['BERTH_DATA_DIR'] ?? defaultDataDir());
 
   registerServerCommand(program, ctx, env);
+  registerUpCommand(program, ctx, env);
   registerHostCommands(program, ctx);
   registerRunCommands(program, ctx);
   registerPoolCommands(program, ctx);

@@ -218,6 +218,16 @@ export class ServerProcess {
     return proc;
   }
 
+  /** A data dir and network for a server some other command starts (`berth up`); remove() cleans up. */
+  static async prepare(prefix: string, net: TestNetwork, ports: { api: number; agent: number }): Promise<ServerProcess> {
+    return new ServerProcess(await tempDataDir(prefix), net, ports);
+  }
+
+  /** Once the server has created its token. */
+  useToken(): void {
+    this.api = new Api(`http://127.0.0.1:${this.ports.api}`, tokenOf(this.dataDir));
+  }
+
   /** (Re)starts the server; it recovers what the previous one left. */
   async restart(): Promise<void> {
     this.child = await spawnServer(this.dataDir, this.net, this.ports);

@@ -1,0 +1,81 @@
+/**
+ * The main job as the README runs it: `berth up` on a fresh data dir starts the server, bakes the
+ * bundled demo (its npm dependencies installed during the bake), applies its stack and pool and
+ * fills the pool; `berth env create alice --stack demo` then prints a URL that answers 200 with the
+ * demo's own page, through the router.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import http from 'node:http';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { EnvironmentView } from '../../src/environments/views.js';
+import { packageRoot } from '../../src/cli/paths.js';
+import { berth, ServerProcess } from '../helpers/server.js';
+
+const NET = { bridge: 'berthup0', subnet: '10.235.0.0/22', cgroupName: 'berthup' };
+const PORTS = { api: 17470, agent: 17471, router: 17480 };
+
+function get(url: string): Promise<{ status: number; body: string }> {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    // As a browser resolves NAME.localhost: to this machine, with the name in the Host header.
+    const req = http.get({ host: '127.0.0.1', port: u.port, path: u.pathname, headers: { host: u.host }, agent: false }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+  });
+}
+
+describe('berth up', () => {
+  let up: ChildProcess | undefined;
+  let cleanup: ServerProcess | undefined;
+  afterAll(async () => {
+    if (cleanup) {
+      const env = { BERTH_URL: `http://127.0.0.1:${PORTS.api}`, BERTH_TOKEN: cleanup.api.token ?? '' };
+      await berth(['env', 'rm', 'alice'], env).catch(() => undefined);
+      await berth(['pool', 'rm', 'demo'], env).catch(() => undefined);
+      const hosts = await berth(['host', 'ls', '--json'], env).catch(() => undefined);
+      for (const h of hosts ? (JSON.parse(hosts.stdout || '[]') as { id: string }[]) : []) await berth(['host', 'rm', h.id], env);
+    }
+    if (up && up.exitCode === null) {
+      const exited = new Promise((r) => up?.once('exit', r));
+      up.kill('SIGINT');
+      await exited;
+    }
+    await cleanup?.remove();
+  });
+
+  it('starts berth with the demo baked and its pool filled; the URL of `env create` answers with the app', async () => {
+    cleanup = await ServerProcess.prepare('up', NET, PORTS);
+    let stderr = '';
+    up = spawn(
+      process.execPath,
+      [join(packageRoot(), 'bin', 'berth.js'), 'up', '--data-dir', cleanup.dataDir, '--port', String(PORTS.api), '--agent-port', String(PORTS.agent), '--router-port', String(PORTS.router), '--bridge', NET.bridge, '--subnet', NET.subnet, '--name', NET.cgroupName],
+      { cwd: packageRoot(), env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/root' }, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    const upNow = up;
+    await new Promise<void>((resolve, reject) => {
+      upNow.stderr?.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (stderr.includes('berth is up')) resolve();
+      });
+      upNow.once('exit', (code) => reject(new Error(`berth up exited ${code ?? '?'}:\n${stderr}`)));
+    });
+    // Progress was shown: the bake's steps, the pool filling.
+    expect(stderr).toMatch(/\[demo \d+\/\d+\] run cd \/srv\/berth-demo && npm ci/);
+    expect(stderr).toMatch(/pool demo: 2\/2 ready/);
+    expect(stderr).toContain('npx berth env create alice --stack demo');
+    cleanup.useToken();
+
+    const created = await berth(['env', 'create', 'alice', '--stack', 'demo', '--json'], { BERTH_URL: `http://127.0.0.1:${PORTS.api}`, BERTH_TOKEN: cleanup.api.token ?? '' }, { timeoutMs: 120_000 });
+    expect(created.code, created.stderr).toBe(0);
+    const view = JSON.parse(created.stdout) as EnvironmentView;
+    expect(view.url).toBe(`http://alice.localhost:${PORTS.router}/`);
+    const page = await get(view.url ?? '');
+    expect(page.status).toBe(200);
+    expect(page.body).toContain('<title>berth demo</title>');
+    expect(page.body).toContain('"environment":"alice"');
+  }, 300_000);
+});

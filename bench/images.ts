@@ -125,7 +125,7 @@ async function prepareProject(project: string): Promise<string> {
 }
 
 /** Bakes through the API as the CLI does; resolves with the wall time and each step's final state. */
-async function runBake(srv: InProcessServer, project: string, text: string, progress: (line: string) => void): Promise<BakeResult> {
+export async function runBake(srv: InProcessServer, project: string, text: string, progress: (line: string) => void): Promise<BakeResult> {
   const t0 = performance.now();
   const res = await fetch(`${srv.server.url}/v1/images/builds`, {
     method: 'POST',

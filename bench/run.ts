@@ -22,6 +22,7 @@ import { openStore } from '../src/store/store.js';
 import { claimBench } from './claims.js';
 import { imageBench } from './images.js';
 import { serviceBench } from './services.js';
+import { spinupBench } from './spinup.js';
 import { ms, summarize, type Summary } from './stats.js';
 
 const execFileAsync = promisify(execFile);
@@ -32,8 +33,14 @@ const ROUND_TRIPS = Number(process.env['BENCH_ROUND_TRIPS'] ?? 600);
 const IDLE_SECONDS = Number(process.env['BENCH_IDLE_SECONDS'] ?? 10);
 const IMAGES = { bakes: Number(process.env['BENCH_BAKES'] ?? 3), launches: Number(process.env['BENCH_IMAGE_LAUNCHES'] ?? 40) };
 const SERVICES = { crashes: Number(process.env['BENCH_SERVICE_CRASHES'] ?? 30), idleSeconds: Number(process.env['BENCH_IDLE_SECONDS'] ?? 10) };
-/** Run only these parts (comma-separated: foundation, claims, images, services); default all. */
-const ONLY = new Set((process.env['BENCH_ONLY'] ?? 'foundation,claims,images,services').split(','));
+/**
+ * Run only these parts: `npm run bench -- spinup claims`, or BENCH_ONLY=foundation,claims (parts:
+ * foundation, claims, images, services, spinup); default all.
+ */
+const PARTS = ['foundation', 'claims', 'images', 'services', 'spinup'];
+const named = process.argv.slice(2).filter((arg) => PARTS.includes(arg));
+const ONLY = new Set(named.length > 0 ? named : (process.env['BENCH_ONLY'] ?? PARTS.join(',')).split(','));
+const SPINUP = { slow: Number(process.env['BENCH_SPINUP_SLOW'] ?? 5), fast: Number(process.env['BENCH_SPINUP_FAST'] ?? 30) };
 const CLAIMS = {
   warm: Number(process.env['BENCH_WARM_CLAIMS'] ?? 200),
   cold: Number(process.env['BENCH_COLD_CLAIMS'] ?? 50),
@@ -55,6 +62,7 @@ async function main(): Promise<void> {
     if (ONLY.has('claims')) rows.push(...(await claimBench(srv, { ...CLAIMS, progress })));
     if (ONLY.has('images')) rows.push(...(await imageBench(srv, { ...IMAGES, progress })));
     if (ONLY.has('services')) rows.push(...(await serviceBench(srv, { ...SERVICES, progress })));
+    if (ONLY.has('spinup')) rows.push(...(await spinupBench(srv, { ...SPINUP, progress })));
   } finally {
     await srv.stop();
   }

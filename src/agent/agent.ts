@@ -46,7 +46,7 @@ export class Agent {
   private readonly supervisorDir: string;
   /** Converges run one after another, newest set last: a set that arrives meanwhile waits its turn. */
   private converging: Promise<void> = Promise.resolve();
-  private reportTimer: NodeJS.Timeout | undefined;
+  private reportTimer: NodeJS.Immediate | undefined;
   /** The host's tags as JSON, given to every command as BERTH_TAGS; read on first use. */
   private tagsJson: string | undefined;
 
@@ -87,7 +87,7 @@ export class Agent {
   stop(): void {
     this.warmShells.stop();
     void this.supervisor?.then((s) => s.detach());
-    clearTimeout(this.reportTimer);
+    if (this.reportTimer) clearImmediate(this.reportTimer);
     this.connection.stop();
   }
 
@@ -102,13 +102,17 @@ export class Agent {
     this.stop();
   }
 
-  /** Status changes come in bursts (a converge moves several services): one report per 20 ms. */
+  /**
+   * Status changes come in bursts (a converge moves several services at once): one report for all
+   * the changes of the same turn of the event loop. No longer a wait: a reload or a restart is on
+   * the path of a claim that waits for it (an environment's create), and every ms shows.
+   */
   private reportServicesSoon(): void {
-    this.reportTimer ??= setTimeout(() => {
+    this.reportTimer ??= setImmediate(() => {
       this.reportTimer = undefined;
       const statuses = this.supervisor ? this.supervisor.then((s) => s.status()) : Promise.resolve([]);
       void statuses.then((list) => this.connection.send({ type: 'services', statuses: list }));
-    }, 20);
+    });
   }
 
   private services(): Promise<Supervisor> {

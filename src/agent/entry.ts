@@ -1,13 +1,18 @@
 // Bundle entry: started directly as the host's agent process (`node /.berth/agent/berth-agent.cjs`),
-// or as `… berth-agent.cjs follow [-n N] FILE` by `berth svc logs -f` (see log-follow.ts).
+// or as one of its tools for commands on the host: `… berth-agent.cjs follow [-n N] FILE` (`berth svc
+// logs -f`, see log-follow.ts) and `… fetch URL` (environments' slugs, see fetch-tool.ts).
+import { fetchMain } from './fetch-tool.js';
 import { followMain } from './log-follow.js';
 import { runAgent } from './main.js';
 
-if (process.argv[2] === 'follow') {
-  followMain(process.argv.slice(3)).then(
+const tools: Record<string, (args: string[]) => Promise<number>> = { follow: followMain, fetch: fetchMain };
+const tool = process.argv[2] === undefined ? undefined : tools[process.argv[2]];
+
+if (tool) {
+  tool(process.argv.slice(3)).then(
     (code) => process.exit(code),
     (err: unknown) => {
-      process.stderr.write(`follow: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.stderr.write(`${process.argv[2] ?? ''}: ${err instanceof Error ? err.message : String(err)}\n`);
       process.exit(1);
     },
   );

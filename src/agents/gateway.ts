@@ -4,6 +4,7 @@
  * host), keeps one session per host, and knows at every moment which agents are connected: a session
  * ends on close, or when pings go unanswered for two intervals.
  */
+import { createReadStream } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -38,6 +39,11 @@ export interface GatewayOptions {
   port: number;
   heartbeatIntervalMs?: number;
   log?: (line: string) => void;
+  /**
+   * Files hosts may download by GET on this port (environments' slugs): the path on this machine
+   * for a URL path, or undefined. Their URLs carry a content digest, so naming one is having it.
+   */
+  files?: (urlPath: string) => string | undefined;
 }
 
 interface Session extends AgentSessionInfo {
@@ -59,7 +65,15 @@ export class AgentGateway {
   ) {
     this.heartbeatIntervalMs = opts.heartbeatIntervalMs ?? 5000;
     this.log = opts.log ?? (() => {});
-    this.http = createServer((_req, res) => {
+    this.http = createServer((req, res) => {
+      const file = req.method === 'GET' && req.url ? opts.files?.(req.url) : undefined;
+      if (file) {
+        res.writeHead(200, { 'content-type': 'application/x-tar' });
+        createReadStream(file)
+          .on('error', () => res.destroy())
+          .pipe(res);
+        return;
+      }
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ code: 'not_found', message: 'this port serves only the agent channel', hint: `Agents connect to ${AGENT_PATH}.` }));
     });

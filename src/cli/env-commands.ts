@@ -1,4 +1,5 @@
 /** `berth env create|ls|show|deploy|rm`: environments, each a URL that answers. */
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { EnvironmentView } from '../environments/views.js';
 import { age, collect, parseKeyValues, table, UsageError, type Printer } from './output.js';
@@ -8,6 +9,7 @@ interface CreateOptions {
   stack?: string;
   pool?: string;
   ref?: string;
+  command?: string;
   mode: string;
   replicas: string;
   user?: string;
@@ -28,7 +30,8 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
     .argument('<name>', 'a DNS label: it becomes NAME.<domain>')
     .option('--stack <stack>', 'the stack it runs (berth apply)')
     .option('--pool <pool>', 'the pool its hosts come from (default: the pool named after the stack)')
-    .option('--ref <ref>', 'the version it runs (BERTH_REF in every service)')
+    .option('--ref <ref>', 'the version it runs (BERTH_REF in every service), or a slug: a .tar/.tgz path or http(s) URL (#sha256=HEX optional) with the app and its Procfile')
+    .option('--command <cmd>', "a slug's web command, when the slug has no Procfile (it listens on $PORT)")
     .option('--mode <mode>', 'review: the whole stack on one host; service: each service on its own hosts', 'review')
     .option('--replicas <n>', 'hosts per service (service mode) or review hosts behind the router', '1')
     .option('--user <user>', 'who it is for')
@@ -49,7 +52,8 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
         replicas,
         set: parseKeyValues(opts.set, 'set'),
         ...(opts.pool ? { pool: opts.pool } : {}),
-        ...(opts.ref ? { ref: opts.ref } : {}),
+        ...(opts.ref ? { ref: slugPath(opts.ref) } : {}),
+        ...(opts.command ? { command: opts.command } : {}),
         ...(opts.user ? { user: opts.user } : {}),
         ...(opts.ttl ? { ttl: opts.ttl } : {}),
         ...(wait !== undefined ? { wait } : {}),
@@ -112,13 +116,14 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
     .command('deploy')
     .description('run another ref: new hosts first, the route switched once they answer, the old hosts released')
     .argument('<name>')
-    .requiredOption('--ref <ref>', 'the version to run')
+    .requiredOption('--ref <ref>', 'the version to run, or a slug (see env create)')
+    .option('--command <cmd>', "a slug's web command, when the slug has no Procfile")
     .option('--wait <s>', 'seconds to wait for the new hosts (default 120)')
     .option('--json', 'print JSON')
-    .action(async (name: string, opts: { ref: string; wait?: string; json?: boolean }) => {
+    .action(async (name: string, opts: { ref: string; command?: string; wait?: string; json?: boolean }) => {
       const printer = ctx.printer(opts.json);
       if (!printer.json) printer.err(`deploying ${opts.ref} to ${name}… `);
-      const view = await ctx.client().post<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/deploy`, { ref: opts.ref, ...(opts.wait ? { wait: Number(opts.wait) } : {}) });
+      const view = await ctx.client().post<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/deploy`, { ref: slugPath(opts.ref), ...(opts.command ? { command: opts.command } : {}), ...(opts.wait ? { wait: Number(opts.wait) } : {}) });
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
       printer.err(`switched in ${view.timings['totalMs'] ?? '?'} ms (${formatTimings(view.timings)})\n`);
       printer.out(`${view.url ?? '(no route)'}\n`);
@@ -138,6 +143,11 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
       }
       if (printer.json) printer.out(`${JSON.stringify(removed, null, 2)}\n`);
     });
+}
+
+/** A slug given as a relative path is read by the server, which needs it absolute. */
+function slugPath(ref: string): string {
+  return !ref.startsWith('/') && !/^[a-z]+:\/\//i.test(ref) && /\.(tar|tgz|tar\.gz)(#.*)?$/i.test(ref) ? resolve(ref) : ref;
 }
 
 function formatTimings(timings: Record<string, number>): string {

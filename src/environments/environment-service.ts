@@ -15,10 +15,17 @@ import { parseTtl, type CreateEnvironmentInput } from './spec.js';
 import { placeServices, routeTarget, type PlacedHost, type PlacementDeps, type RouteTarget } from './placement.js';
 import { toEnvironmentView, type EnvironmentView } from './views.js';
 import { checkBackend } from './backend-check.js';
+import { isSlugRef, type Slug } from '../slugs/slug-store.js';
+import { slugStack, SLUG_APP_DIR } from './slug-stack.js';
 
 export interface EnvironmentServiceDeps {
   envs: EnvironmentsRepo;
-  stacks: { get(tenantId: string, name: string): Promise<StackRow | undefined> };
+  stacks: {
+    get(tenantId: string, name: string): Promise<StackRow | undefined>;
+    put(tenantId: string, name: string, spec: Record<string, unknown>, config: Record<string, unknown>): Promise<unknown>;
+  };
+  /** Slugs given as refs; without it, a ref is only a version string. */
+  slugs?: { prepare(ref: string, signal?: AbortSignal): Promise<Slug>; urlFor(slug: Slug): string };
   pools: { get(tenantId: string, name: string): Promise<PoolRow | undefined> };
   hosts: { get(tenantId: string, id: string): Promise<HostRow | undefined> };
   placement: PlacementDeps;
@@ -44,16 +51,16 @@ export class EnvironmentService {
   async create(tenantId: string, input: CreateEnvironmentInput, signal?: AbortSignal): Promise<EnvironmentView> {
     const t0 = performance.now();
     const expiresAt = input.ttl !== undefined ? new Date(Date.now() + parseTtl(input.ttl)) : null;
-    const { spec, target } = await this.stackOf(tenantId, input.stack);
+    const { spec, target, init } = await this.stackOf(tenantId, input.stack, input.ref, input.command, signal);
     const pool = input.pool ?? input.stack;
     if (!(await this.deps.pools.get(tenantId, pool))) {
       throw new BerthError('pool_not_found', `pool ${pool} does not exist`, input.pool ? 'Create it (berth apply, or berth pool create).' : `Environments of stack ${input.stack} are claimed from the pool named after it: create pool ${pool}, or pass --pool.`);
     }
-    const inserted = await this.deps.envs.insert({ tenantId, name: input.name, stack: input.stack, pool, mode: input.mode, ref: input.ref ?? null, replicas: input.replicas, owner: input.user ?? null, settings: input.set, expiresAt });
+    const inserted = await this.deps.envs.insert({ tenantId, name: input.name, stack: input.stack, pool, mode: input.mode, ref: input.ref ?? null, command: input.command ?? null, replicas: input.replicas, owner: input.user ?? null, settings: input.set, expiresAt });
     if (!inserted) throw new BerthError('environment_exists', `environment ${input.name} exists already`, `Pick another name, or remove it first: berth env rm ${input.name}`);
     const claimed: EnvHostRecord[] = [];
     try {
-      const placed = await this.place(tenantId, input.name, spec, target, { pool, mode: input.mode, ref: input.ref ?? null, replicas: input.replicas, owner: input.user ?? null, settings: input.set, generation: 1, deadline: Date.now() + input.wait * 1000, claimed, ...(signal ? { signal } : {}) });
+      const placed = await this.place(tenantId, input.name, spec, target, { pool, mode: input.mode, ref: input.ref ?? null, replicas: input.replicas, owner: input.user ?? null, settings: input.set, generation: 1, deadline: Date.now() + input.wait * 1000, claimed, init, ...(signal ? { signal } : {}) });
       const timings = { ...placed.timings, totalMs: performance.now() - t0 };
       const row = await this.deps.envs.transition(tenantId, input.name, ['creating'], 'ready', { hosts: claimed, route: { ...target, generation: 1 }, timings: round(timings) });
       if (!row) throw new BerthError('conflict', `environment ${input.name} was removed while it was being created`, 'Create it again.');
@@ -75,10 +82,11 @@ export class EnvironmentService {
   }
 
   /** New hosts with `ref`, the route switched once they answer, then the old ones released. */
-  async deploy(tenantId: string, name: string, ref: string, waitS: number, signal?: AbortSignal): Promise<EnvironmentView> {
+  async deploy(tenantId: string, name: string, ref: string, waitS: number, opts: { command?: string | undefined; signal?: AbortSignal } = {}): Promise<EnvironmentView> {
+    const { signal } = opts;
     const t0 = performance.now();
     const before = await this.row(tenantId, name);
-    const { spec, target } = await this.stackOf(tenantId, before.stack);
+    const { spec, target, init } = await this.stackOf(tenantId, before.stack, ref, opts.command ?? before.command ?? undefined, signal);
     const row = await this.deps.envs.transition(tenantId, name, ['ready', 'failed'], 'deploying', { reason: `deploying ${ref}` });
     if (!row) throw new BerthError('conflict', `environment ${name} is ${before.state}`, 'Wait until it is ready, then deploy.');
     const old = row.hosts;
@@ -95,6 +103,7 @@ export class EnvironmentService {
         generation,
         deadline: Date.now() + waitS * 1000,
         claimed,
+        init,
         recordWith: old,
         ...(signal ? { signal } : {}),
       });
@@ -245,13 +254,27 @@ export class EnvironmentService {
     );
   }
 
-  private async stackOf(tenantId: string, name: string): Promise<{ spec: StackSpec; target: RouteTarget }> {
+  /**
+   * The stack an environment runs, and the init its hosts get: for a slug ref, the slug is fetched
+   * and checked first (nothing is claimed for a bad one), its Procfile (or command) becomes a stack
+   * of its own over the named stack's config, and init downloads it to /app on each host.
+   */
+  private async stackOf(tenantId: string, name: string, ref?: string, command?: string, signal?: AbortSignal): Promise<{ spec: StackSpec; target: RouteTarget; init: string[] }> {
     const stored = await this.deps.stacks.get(tenantId, name);
     if (!stored) throw new BerthError('stack_not_found', `stack ${name} does not exist`, 'Apply it first: berth apply -f berth.yaml');
-    const spec = stored.spec as unknown as StackSpec;
+    let spec = stored.spec as unknown as StackSpec;
+    let init: string[] = [];
+    if (ref !== undefined && isSlugRef(ref)) {
+      if (!this.deps.slugs) throw new BerthError('validation_failed', 'this server takes no slugs', 'Give --ref a version name.');
+      const slug = await this.deps.slugs.prepare(ref, signal);
+      spec = slugStack(spec, slug, command);
+      await this.deps.stacks.put(tenantId, spec.name, spec as unknown as Record<string, unknown>, stored.config);
+      const url = this.deps.slugs.urlFor(slug);
+      init = [`rm -rf ${SLUG_APP_DIR} && mkdir -p ${SLUG_APP_DIR} && "$BERTH_NODE" "$BERTH_AGENT_BUNDLE" fetch ${url} | tar -x -C ${SLUG_APP_DIR} --no-same-owner && test -n "$(ls -A ${SLUG_APP_DIR})"`];
+    }
     const target = routeTarget(spec);
     if (!target) throw new BerthError('validation_failed', `stack ${name} has no service to route to`, 'Give a service (web, or any) ports: [PORT], or a ready http check.');
-    return { spec, target };
+    return { spec, target, init };
   }
 
   private async row(tenantId: string, name: string): Promise<EnvironmentRow> {

@@ -34,6 +34,8 @@ export interface PlacementRequest {
   owner: string | null;
   settings: Record<string, string>;
   generation: number;
+  /** Run on each host at its claim, before its services start (a slug's download). */
+  init?: string[];
   /** Epoch ms by which every service must be ready. */
   deadline: number;
   signal?: AbortSignal;
@@ -73,7 +75,7 @@ export async function placeServices(deps: PlacementDeps, req: PlacementRequest):
   const placed: PlacedHost[] = [];
   const claimOne = async (service: string | null, tags: Record<string, string>): Promise<PlacedHost> => {
     const left = Math.max(1, Math.floor((req.deadline - Date.now()) / 1000));
-    const view = await deps.claim(req.tenantId, req.pool, { group: req.name, tags, init: [], env: {}, deadline: Math.min(left, 3600), maxAttempts: 3 }, req.signal);
+    const view = await deps.claim(req.tenantId, req.pool, { group: req.name, tags, init: req.init ?? [], env: {}, deadline: Math.min(left, 3600), maxAttempts: 3 }, req.signal);
     if (!view.host?.ip) throw new BerthError('internal', `claim ${view.id} gave no host address`, 'Retry; this is a bug if it persists.');
     claimMs.push(view.timings['totalMs'] ?? 0);
     initMs.push(view.timings['initMs'] ?? 0);

@@ -19,7 +19,8 @@ export const createEnvironmentBody = z
     stack: z.string().min(1).max(63).describe('The stack (`berth apply`) whose services it runs'),
     pool: z.string().min(1).max(63).optional().describe("The pool its hosts are claimed from; default: the pool named after the stack"),
     mode: z.enum(['review', 'service']).default('review').describe('review: the whole stack on one host; service: each service on its own hosts'),
-    ref: z.string().min(1).max(200).optional().describe('The version it runs (given to every service as BERTH_REF)'),
+    ref: z.string().min(1).max(2000).optional().describe('The version it runs (BERTH_REF in every service); or a slug: an http(s) URL or absolute path of a .tar/.tgz (optionally #sha256=HEX) holding the app and a Procfile'),
+    command: z.string().min(1).max(4000).optional().describe("A slug's web command, when the slug has no Procfile"),
     replicas: z.number().int().min(1, 'replicas must be at least 1').max(100).default(1).describe('Hosts per service (service mode) or review hosts behind the router'),
     user: z.string().min(1).max(128).optional().describe('Who it is for (tag owner=USER)'),
     set: z
@@ -35,7 +36,8 @@ export type CreateEnvironmentInput = z.output<typeof createEnvironmentBody>;
 
 export const deployEnvironmentBody = z
   .object({
-    ref: z.string().min(1).max(200).describe('The version to run'),
+    ref: z.string().min(1).max(2000).describe('The version to run, or a slug'),
+    command: z.string().min(1).max(4000).optional().describe("A slug's web command, when the slug has no Procfile (default: the environment's)"),
     wait: z.number().positive().max(600).default(120),
   })
   .strict();

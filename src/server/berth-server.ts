@@ -39,6 +39,7 @@ import { StacksRepo } from '../store/stacks-repo.js';
 import { EnvironmentService } from '../environments/environment-service.js';
 import { EnvironmentRouter } from '../router/router.js';
 import { EnvironmentsRepo } from '../store/environments-repo.js';
+import { SlugStore } from '../slugs/slug-store.js';
 import { DataDir } from './data-dir.js';
 import { buildApp } from './http/app.js';
 
@@ -128,8 +129,9 @@ export class BerthServer {
       // The gateway and the services refer to each other: the gateway's handlers find the services here.
       const late: { hosts?: HostService; dispatcher?: CommandDispatcher; images?: ImageService; services?: ServicesService; stacks?: StackSync } = {};
       const report = (what: string) => (err: unknown) => log(`${what}: ${errorMessage(err)}`);
+      const slugs = new SlugStore(`${dataDir.path}/slugs`);
       const gateway = new AgentGateway(
-        { host: driverInfo.agentListenHost, port: config.agentPort ?? 7071, heartbeatIntervalMs: config.heartbeatIntervalMs ?? 5000, log },
+        { host: driverInfo.agentListenHost, port: config.agentPort ?? 7071, heartbeatIntervalMs: config.heartbeatIntervalMs ?? 5000, log, files: (urlPath) => slugs.fileFor(urlPath) },
         {
           authenticate: (hostId, token) => late.hosts?.authenticate(hostId, token) ?? Promise.resolve(undefined),
           onHello: (hostId, hello) => {
@@ -237,6 +239,7 @@ export class BerthServer {
           waitForServices: (tenantId, hostId, done, timeoutMs) => services.waitFor(tenantId, hostId, done, timeoutMs),
         },
         release: (tenantId, hostId, opts) => claims.release(tenantId, hostId, opts),
+        slugs: { prepare: (ref, signal) => slugs.prepare(ref, signal), urlFor: (slug) => `http://${agentAddress.host}:${agentAddress.port}/slugs/${slug.digest}.tar` },
         router,
         log,
         ...(config.router?.healthIntervalMs !== undefined ? { healthIntervalMs: config.router.healthIntervalMs } : {}),

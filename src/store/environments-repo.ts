@@ -10,6 +10,7 @@ export interface NewEnvironment {
   pool: string;
   mode: 'review' | 'service';
   ref: string | null;
+  command: string | null;
   replicas: number;
   owner: string | null;
   settings: Record<string, string>;
@@ -30,6 +31,7 @@ export class EnvironmentsRepo {
         pool: env.pool,
         mode: env.mode,
         ref: env.ref,
+        command: env.command,
         replicas: env.replicas,
         owner: env.owner,
         settings: JSON.stringify(env.settings),

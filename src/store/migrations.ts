@@ -197,6 +197,7 @@ const ENVIRONMENTS = [
     pool text not null,
     mode text not null,
     ref text,
+    command text,
     replicas integer not null,
     owner text,
     settings jsonb not null default '{}',

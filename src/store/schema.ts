@@ -152,6 +152,8 @@ export interface EnvironmentsTable {
   /** review | service */
   mode: string;
   ref: string | null;
+  /** A slug's command, when its ref is a slug without a Procfile. */
+  command: string | null;
   replicas: number;
   owner: string | null;
   /** `--set KEY=VALUE`: host overrides of every service's env. */

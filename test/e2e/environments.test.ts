@@ -5,7 +5,10 @@
  * come back after a server restart.
  */
 import http from 'node:http';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { c as createTar } from 'tar';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -180,6 +183,74 @@ describe('environments', () => {
     expect(removed.stdout).toContain('bob removed');
     expect((await viaRouter(routerPort(), 'bob')).status).toBe(404);
     expect((await berth(['env', 'rm', 'bob'], env)).code).toBe(2);
+  });
+
+  it('service mode puts each service on its own hosts, N of each, dependencies first, the router spreading over the web hosts', async () => {
+    const created = await create(['split', '--stack', 'shop', '--mode', 'service', '--replicas', '2']);
+    expect(created.code, created.stderr).toBe(0);
+    const view = JSON.parse(created.stdout) as EnvironmentView;
+    expect(view.hosts.map((h) => h.service).sort()).toEqual(['api', 'api', 'web', 'web']);
+    for (const host of view.hosts) {
+      const services = (await srv.api.get<{ services: { name: string }[] }>(`/v1/hosts/${host.hostId}/services`)).body.services.map((s) => s.name);
+      expect(services).toEqual([host.service]);
+    }
+    expect(view.backends?.map((b) => b.id).sort()).toEqual(view.hosts.filter((h) => h.service === 'web').map((h) => h.hostId).sort());
+    const answers = await Promise.all(Array.from({ length: 10 }, () => viaRouter(routerPort(), 'split')));
+    expect(answers.every((a) => a.status === 200)).toBe(true);
+    expect(new Set(answers.map((a) => a.backend)).size).toBe(2);
+    await berth(['env', 'rm', 'split'], env);
+  });
+
+  it('runs a slug (a tarball with a Procfile) as an environment, and rejects bad slugs before claiming anything', async () => {
+    const app = join(project, 'app');
+    await mkdir(app, { recursive: true });
+    await writeFile(join(app, 'index.html'), 'slug app v1\n');
+    await writeFile(join(app, 'Procfile'), 'web: exec python3 -m http.server $PORT\n');
+    const slug = join(project, 'app.tgz');
+    await createTar({ gzip: true, file: slug, cwd: app, portable: true }, ['.']);
+    const created = await create(['sluggy', '--stack', 'shop', '--ref', slug]);
+    expect(created.code, created.stderr).toBe(0);
+    expect(await viaRouter(routerPort(), 'sluggy')).toMatchObject({ status: 200, body: 'slug app v1\n' });
+    // Without a Procfile, --command gives the web process.
+    const bare = join(project, 'bare.tgz');
+    await rm(join(app, 'Procfile'));
+    await writeFile(join(app, 'index.html'), 'bare app\n');
+    await createTar({ gzip: true, file: bare, cwd: app, portable: true }, ['.']);
+    const refused = await berth(['env', 'create', 'bare', '--stack', 'shop', '--ref', bare], env);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('has no Procfile');
+    const withCommand = await create(['bare', '--stack', 'shop', '--ref', bare, '--command', 'exec python3 -m http.server $PORT']);
+    expect(withCommand.code, withCommand.stderr).toBe(0);
+    expect((await viaRouter(routerPort(), 'bare')).body).toBe('bare app\n');
+    await berth(['env', 'rm', 'sluggy', 'bare'], env);
+
+    // Malicious archives: nothing is claimed and nothing is written outside the slug's place.
+    const before = await claimedHosts();
+    const marker = join(tmpdir(), `berth-slug-escape-${process.pid}`);
+    const evil = (name: string, script: string) => {
+      const file = join(project, name);
+      execFileSync('python3', ['-c', script, file, marker]);
+      return file;
+    };
+    const cases: Array<[string, RegExp]> = [
+      [evil('traversal.tar', 'import sys,tarfile,io\nt=tarfile.open(sys.argv[1],"w")\ni=tarfile.TarInfo("../../../.."+sys.argv[2]);d=b"x";i.size=len(d);t.addfile(i,io.BytesIO(d));t.close()'), /\.\./],
+      [evil('symlink.tar', 'import sys,tarfile,io\nt=tarfile.open(sys.argv[1],"w")\ni=tarfile.TarInfo("out");i.type=tarfile.SYMTYPE;i.linkname="/tmp";t.addfile(i)\nj=tarfile.TarInfo("out/"+sys.argv[2].split("/")[-1]);d=b"x";j.size=len(d);t.addfile(j,io.BytesIO(d));t.close()'), /link|outside/],
+      [evil('hardlink.tar', 'import sys,tarfile\nt=tarfile.open(sys.argv[1],"w")\ni=tarfile.TarInfo("passwd");i.type=tarfile.LNKTYPE;i.linkname="/etc/passwd";t.addfile(i);t.close()'), /link|outside/],
+      [evil('device.tar', 'import sys,tarfile\nt=tarfile.open(sys.argv[1],"w")\ni=tarfile.TarInfo("null");i.type=tarfile.CHRTYPE;i.devmajor=1;i.devminor=3;t.addfile(i);t.close()'), /device/],
+      [evil('notatar.tgz', 'import sys\nopen(sys.argv[1],"wb").write(b"this is not an archive")'), /archive|gzip|tar/i],
+    ];
+    for (const [file, message] of cases) {
+      const res = await berth(['env', 'create', 'evil', '--stack', 'shop', '--ref', file], env);
+      expect(res.code, file).toBe(2);
+      expect(res.stderr, file).toMatch(/slug/);
+      expect(res.stderr, file).toMatch(message);
+    }
+    const unreachable = await berth(['env', 'create', 'evil', '--stack', 'shop', '--ref', 'http://127.0.0.1:9/app.tgz'], env);
+    expect(unreachable.code).toBe(2);
+    expect(unreachable.stderr).toMatch(/slug http:\/\/127\.0\.0\.1:9\/app\.tgz: .*fetch/i);
+    expect(existsSync(marker)).toBe(false);
+    expect(await claimedHosts()).toBe(before);
+    expect((await srv.api.get('/v1/environments/evil')).status).toBe(404);
   });
 
   it('brings routes back after a server restart, without user action', async () => {

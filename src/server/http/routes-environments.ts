@@ -75,7 +75,7 @@ export function environmentRoutes(envs: EnvironmentService): FastifyPluginCallba
           response: { 200: environmentView, ...errors },
         },
       },
-      async (request) => envs.deploy(request.tenantId, request.params.name, request.body.ref, request.body.wait),
+      async (request) => envs.deploy(request.tenantId, request.params.name, request.body.ref, request.body.wait, { command: request.body.command }),
     );
     app.delete(
       '/v1/environments/:name',

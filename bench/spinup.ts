@@ -1,0 +1,173 @@
+/**
+ * The spin-up benchmark (`npm run bench -- spinup`): the seeds' story on this machine, one run, the
+ * same demo stack (berth.yaml), timed from `env create` to the first 200 through the router:
+ *   (a) cold: no pool; a host is launched and the app installed at boot (a cloud-init script would);
+ *   (b) a pool of ready plain hosts (seed 1): the install runs at claim;
+ *   (c) a pool of hosts of the baked image (seed 2): only the services start at claim;
+ *   (d) a pool of review hosts with the stack already running: the user's settings arrive by reload.
+ * Writes the table and a chart (bench/results/spinup.svg, docs/spinup.svg).
+ */
+import http from 'node:http';
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { packageRoot } from '../src/cli/paths.js';
+import type { EnvironmentView } from '../src/environments/views.js';
+import { readConfigLayers, emptyConfigLayers } from '../src/stacks/config.js';
+import { parseStacksFile, type StackSpec } from '../src/stacks/spec.js';
+import type { InProcessServer } from '../test/helpers/server.js';
+import { runBake } from './images.js';
+import { ms, summarize, type Summary } from './stats.js';
+
+export interface SpinupOptions {
+  /** Creates per variant: cold and install-at-claim are slow, so they get fewer. */
+  slow: number;
+  fast: number;
+  progress: (line: string) => void;
+}
+
+interface Variant {
+  key: string;
+  label: string;
+  pool: string;
+  stack: string;
+  runs: number;
+}
+
+const APP = '/srv/berth-demo';
+
+export async function spinupBench(srv: InProcessServer, opts: SpinupOptions): Promise<string[]> {
+  const root = packageRoot();
+  const text = readFileSync(join(root, 'berth.yaml'), 'utf8');
+  opts.progress('spinup: baking the demo image…');
+  await runBake(srv, root, text, (line) => opts.progress(`spinup: bake ${line}`));
+  const [demo] = parseStacksFile(text, 'berth.yaml', root);
+  if (!demo) throw new Error('berth.yaml has no stack');
+  const config = demo.configDir ? readConfigLayers(demo.configDir.path, demo.configDir.label) : emptyConfigLayers();
+  await put(srv, '/v1/stacks/demo', { stack: demo, config });
+  const boot = installAtBoot(demo, root);
+  await put(srv, '/v1/stacks/demo-boot', { stack: boot, config });
+  const pools = [
+    { name: 'sp-cold', image: '/', size: 0, onEmpty: 'launch' },
+    { name: 'sp-plain', image: '/', size: 2 },
+    { name: 'sp-baked', image: 'demo', size: 2 },
+    { name: 'sp-review', image: 'demo', size: 2, template: { tags: { 'berth.stack': 'demo', 'berth.mode': 'review' } } },
+  ];
+  for (const pool of pools) await put(srv, `/v1/pools/${pool.name}`, pool);
+  const variants: Variant[] = [
+    { key: 'a', label: '(a) cold: launch, install at boot', pool: 'sp-cold', stack: 'demo-boot', runs: opts.slow },
+    { key: 'b', label: '(b) pool, install at claim (seed 1)', pool: 'sp-plain', stack: 'demo-boot', runs: opts.slow },
+    { key: 'c', label: '(c) pool of the baked image (seed 2)', pool: 'sp-baked', stack: 'demo', runs: opts.fast },
+    { key: 'd', label: '(d) review host, stack running, reload', pool: 'sp-review', stack: 'demo', runs: opts.fast },
+  ];
+  const results = new Map<string, Summary>();
+  try {
+    for (const v of variants) {
+      const samples: number[] = [];
+      for (let i = 0; i < v.runs; i++) {
+        await poolFull(srv, v.pool);
+        opts.progress(`spinup: ${v.label} ${i + 1}/${v.runs}`);
+        samples.push(await createToFirst200(srv, `sp-${v.key}-${i}`, v));
+      }
+      results.set(v.key, summarize(samples));
+    }
+  } finally {
+    for (const pool of pools) await srv.api.delete(`/v1/pools/${pool.name}`);
+  }
+  opts.progress('');
+  const get = (key: string) => results.get(key) ?? summarize([NaN]);
+  const [a, b, c, d] = ['a', 'b', 'c', 'd'].map(get) as [Summary, Summary, Summary, Summary];
+  const chart = svgChart(variants.map((v) => ({ label: v.label, s: get(v.key) })));
+  mkdirSync(join(root, 'bench', 'results'), { recursive: true });
+  writeFileSync(join(root, 'bench', 'results', 'spinup.svg'), chart);
+  writeFileSync(join(root, 'docs', 'spinup.svg'), chart);
+  const ok = (cond: boolean) => (cond ? 'met' : '**missed**');
+  return [
+    `| spin-up ${variants[0]?.label ?? ''}: env create -> first 200 via the router | ${a.n} | ${ms(a.p50)} | ${ms(a.p99)} | (a)/(d) p50 ${(a.p50 / d.p50).toFixed(0)}x (target >= 100x: ${ok(a.p50 / d.p50 >= 100)}) | |`,
+    `| spin-up ${variants[1]?.label ?? ''} | ${b.n} | ${ms(b.p50)} | ${ms(b.p99)} | (b)/(d) ${(b.p50 / d.p50).toFixed(0)}x | |`,
+    `| spin-up ${variants[2]?.label ?? ''} | ${c.n} | ${ms(c.p50)} | ${ms(c.p99)} | target p50 <= 300 ms: ${ok(c.p50 <= 300)} | |`,
+    `| spin-up ${variants[3]?.label ?? ''} | ${d.n} | ${ms(d.p50)} | ${ms(d.p99)} | target p50 <= 25 ms, p99 <= 100 ms: ${ok(d.p50 <= 25 && d.p99 <= 100)} | chart: docs/spinup.svg |`,
+  ];
+}
+
+/** The demo as a stack that installs itself at boot: a `setup` service copies and installs the app first. */
+function installAtBoot(demo: StackSpec, root: string): StackSpec {
+  const services: StackSpec['services'] = {};
+  const setup = [
+    'set -e',
+    `rm -rf ${APP} && mkdir -p ${APP}`,
+    `cd ${root}/demo && cp -r package.json package-lock.json lib public api.mjs worker.mjs web.mjs ${APP}/`,
+    `cd ${APP} && npm ci --offline --no-audit --no-fund >/dev/null 2>&1`,
+    `touch ${APP}/.installed`,
+    'exec sleep 2147483647',
+  ].join('; ');
+  const at = demo.at;
+  services['setup'] = { name: 'setup', cmd: setup, env: {}, ports: [], dependsOn: [], ready: { command: `test -f ${APP}/.installed`, timeoutSeconds: 300, intervalMs: 50 }, restart: { policy: 'always' }, at, from: 'services', envAt: {} };
+  for (const [name, service] of Object.entries(demo.services)) services[name] = { ...service, dependsOn: [...service.dependsOn, 'setup'] };
+  return { ...demo, name: 'demo-boot', services };
+}
+
+async function createToFirst200(srv: InProcessServer, name: string, v: Variant): Promise<number> {
+  const t0 = performance.now();
+  const res = await srv.api.post<EnvironmentView>('/v1/environments', { name, stack: v.stack, pool: v.pool, set: { GREETING: `hello ${name}` }, wait: 300 });
+  if (res.status !== 201) throw new Error(`${v.label}: env create failed: ${JSON.stringify(res.body)}`);
+  const url = new URL(res.body.url ?? '');
+  for (;;) {
+    const status = await get(url).catch(() => 0);
+    if (status === 200) break;
+    if (performance.now() - t0 > 300_000) throw new Error(`${v.label}: ${name} never answered 200`);
+  }
+  const elapsed = performance.now() - t0;
+  await srv.api.delete(`/v1/environments/${name}`);
+  return elapsed;
+}
+
+function get(url: URL): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port: url.port, path: '/', headers: { host: url.host } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', reject);
+  });
+}
+
+async function poolFull(srv: InProcessServer, pool: string): Promise<void> {
+  for (let i = 0; i < 1200; i++) {
+    const { body } = await srv.api.get<{ size: number; status: { ready: number; warming: number } }>(`/v1/pools/${pool}`);
+    if (body.status.ready >= body.size && body.status.warming === 0) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`pool ${pool} did not fill`);
+}
+
+async function put(srv: InProcessServer, path: string, body: unknown): Promise<void> {
+  const res = await srv.api.put(path, body);
+  if (res.status >= 300) throw new Error(`PUT ${path}: ${res.status} ${JSON.stringify(res.body)}`);
+}
+
+/** Bars of p50 on a log scale with p99 marks: one look says how far apart the four paths are. */
+function svgChart(rows: Array<{ label: string; s: Summary }>): string {
+  const width = 760;
+  const left = 300;
+  const barH = 28;
+  const top = 40;
+  const height = top + rows.length * (barH + 14) + 40;
+  const max = Math.max(...rows.map((r) => r.s.p99).filter(Number.isFinite), 10);
+  const x = (v: number) => left + ((Math.log10(Math.max(v, 1)) / Math.log10(max * 1.2)) * (width - left - 20));
+  const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+  const ticks = [1, 10, 100, 1000, 10_000, 100_000].filter((t) => t <= max * 1.2);
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="13">`,
+    `<text x="10" y="22" font-size="15" font-weight="bold">berth demo stack: env create -&gt; first 200 through the router (p50 bar, p99 mark; log scale)</text>`,
+    ...ticks.map((t) => `<line x1="${x(t)}" y1="${top - 6}" x2="${x(t)}" y2="${height - 30}" stroke="#ddd"/><text x="${x(t)}" y="${height - 14}" text-anchor="middle" fill="#666">${t >= 1000 ? `${t / 1000} s` : `${t} ms`}</text>`),
+  ];
+  rows.forEach((r, i) => {
+    const y = top + i * (barH + 14);
+    parts.push(`<text x="${left - 8}" y="${y + barH / 2 + 4}" text-anchor="end">${esc(r.label)}</text>`);
+    parts.push(`<rect x="${left}" y="${y}" width="${Math.max(1, x(r.s.p50) - left)}" height="${barH}" fill="${['#c0392b', '#e67e22', '#2980b9', '#27ae60'][i] ?? '#888'}"/>`);
+    parts.push(`<line x1="${x(r.s.p99)}" y1="${y - 3}" x2="${x(r.s.p99)}" y2="${y + barH + 3}" stroke="#000" stroke-width="2"/>`);
+    parts.push(`<text x="${x(r.s.p99) + 6}" y="${y + barH / 2 + 4}">${esc(ms(r.s.p50))} (p99 ${esc(ms(r.s.p99))})</text>`);
+  });
+  parts.push('</svg>');
+  return `${parts.join('\n')}\n`;
+}

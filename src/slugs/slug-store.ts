@@ -1,0 +1,115 @@
+/**
+ * Slugs: an app as a tarball (a path on the server's machine or an http(s) URL, optionally
+ * `#sha256=HEX`) plus a Procfile inside it or a command. Fetched once per digest (a URL with its
+ * checksum is not fetched again) and unpacked safely (images/unpack.ts: no path escapes through
+ * `..`, absolute names or links, no device files, size and entry limits; a bad archive is rejected
+ * whole, before anything is written). The checked tree is packed again, portable, and that is what
+ * hosts download and extract: never the archive as it came.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { c as createTar } from 'tar';
+import { BerthError } from '../core/errors.js';
+import { randomUUID } from 'node:crypto';
+import { ArtifactCache } from '../images/artifacts.js';
+import { unpackTarSafely } from '../images/unpack.js';
+import { parseProcfile } from '../stacks/procfile.js';
+
+export interface Slug {
+  digest: string;
+  /** The checked tree packed again (what hosts extract). */
+  tarPath: string;
+  /** `name: command` of the slug's Procfile, or null when it has none. */
+  procfile: Array<{ name: string; cmd: string }> | null;
+  bytes: number;
+}
+
+export interface SlugLimits {
+  /** The archive as fetched. */
+  maxArchiveBytes: number;
+  /** Its contents, unpacked. */
+  maxUnpackedBytes: number;
+  maxEntries: number;
+}
+
+const DEFAULT_LIMITS: SlugLimits = { maxArchiveBytes: 512 * 2 ** 20, maxUnpackedBytes: 2 * 2 ** 30, maxEntries: 200_000 };
+
+/** A ref that names a slug: an http(s) URL, or an absolute path to a .tar, .tgz or .tar.gz. */
+export function isSlugRef(ref: string): boolean {
+  return /^https?:\/\//i.test(ref) || (ref.startsWith('/') && /\.(tar|tgz|tar\.gz)$/i.test(ref));
+}
+
+export class SlugStore {
+  private readonly artifacts: ArtifactCache;
+  private readonly preparing = new Map<string, Promise<Slug>>();
+
+  constructor(
+    private readonly dir: string,
+    private readonly limits: SlugLimits = DEFAULT_LIMITS,
+  ) {
+    this.artifacts = new ArtifactCache(join(dir, 'archives'));
+  }
+
+  /** Fetches, checks and unpacks the slug (once per digest); throws validation_failed with the reason. */
+  async prepare(ref: string, signal?: AbortSignal): Promise<Slug> {
+    const [location = '', fragment] = ref.split('#', 2);
+    const sha256 = fragment?.startsWith('sha256=') ? fragment.slice('sha256='.length) : undefined;
+    const source = /^https?:\/\//i.test(location) ? { url: location } : { path: location };
+    const archive = await this.artifacts.get(source, { maxBytes: this.limits.maxArchiveBytes, unverified: true, ...(sha256 ? { sha256 } : {}), ...(signal ? { signal } : {}) }).catch((err: unknown) => {
+      throw asSlugError(err, ref);
+    });
+    const digest = archive.sha256;
+    let pending = this.preparing.get(digest);
+    if (!pending) {
+      pending = this.unpack(digest, archive.path, ref, signal).finally(() => this.preparing.delete(digest));
+      this.preparing.set(digest, pending);
+    }
+    return pending;
+  }
+
+  /** The packed tree of a prepared slug, for the agent gateway to serve; undefined for any other path. */
+  fileFor(urlPath: string): string | undefined {
+    const m = /^\/slugs\/([0-9a-f]{64})\.tar$/.exec(urlPath);
+    if (!m) return undefined;
+    const path = join(this.dir, 'trees', `${m[1] ?? ''}.tar`);
+    return existsSync(path) ? path : undefined;
+  }
+
+  private async unpack(digest: string, archive: string, ref: string, signal?: AbortSignal): Promise<Slug> {
+    const trees = join(this.dir, 'trees');
+    const tree = join(trees, digest);
+    const tarPath = join(trees, `${digest}.tar`);
+    await mkdir(trees, { recursive: true });
+    if (!existsSync(tarPath)) {
+      const staging = join(trees, `.${digest}.${randomUUID()}`);
+      try {
+        await unpackTarSafely(archive, staging, { maxBytes: this.limits.maxUnpackedBytes, maxEntries: this.limits.maxEntries }, signal);
+        const packing = `${tarPath}.${randomUUID()}.partial`;
+        await createTar({ cwd: staging, file: packing, portable: true, noMtime: false }, ['.']);
+        await rm(tree, { recursive: true, force: true });
+        await rename(staging, tree);
+        await rename(packing, tarPath);
+      } catch (err) {
+        await rm(staging, { recursive: true, force: true });
+        throw asSlugError(err, ref);
+      }
+    }
+    const procfileText = await readFile(join(tree, 'Procfile'), 'utf8').catch(() => undefined);
+    let procfile: Slug['procfile'] = null;
+    if (procfileText !== undefined) {
+      const problems: string[] = [];
+      const entries = parseProcfile(procfileText, 'Procfile', (at, message) => problems.push(`Procfile:${at.line}:${at.column}: ${message}`));
+      if (problems.length > 0) throw new BerthError('validation_failed', `slug ${ref}: ${problems.join('; ')}`, 'Fix the Procfile in the slug.');
+      procfile = entries.map((e) => ({ name: e.name, cmd: e.cmd }));
+    }
+    return { digest, tarPath, procfile, bytes: (await stat(tarPath)).size };
+  }
+}
+
+function asSlugError(err: unknown, ref: string): BerthError {
+  if (err instanceof BerthError) {
+    return new BerthError('validation_failed', `slug ${ref}: ${err.message}`, err.hint, err.details, { cause: err });
+  }
+  return new BerthError('validation_failed', `slug ${ref}: ${err instanceof Error ? err.message : String(err)}`, 'Check the slug: a tar or tgz archive of the app.', undefined, { cause: err });
+}

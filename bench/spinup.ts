@@ -52,7 +52,7 @@ export async function spinupBench(srv: InProcessServer, opts: SpinupOptions): Pr
     { name: 'sp-baked', image: 'demo', size: 2 },
     { name: 'sp-review', image: 'demo', size: 2, template: { tags: { 'berth.stack': 'demo', 'berth.mode': 'review' } } },
   ];
-  for (const pool of pools) await put(srv, `/v1/pools/${pool.name}`, pool);
+  for (const { name, ...pool } of pools) await put(srv, `/v1/pools/${name}`, pool);
   const variants: Variant[] = [
     { key: 'a', label: '(a) cold: launch, install at boot', pool: 'sp-cold', stack: 'demo-boot', runs: opts.slow },
     { key: 'b', label: '(b) pool, install at claim (seed 1)', pool: 'sp-plain', stack: 'demo-boot', runs: opts.slow },
@@ -71,7 +71,7 @@ export async function spinupBench(srv: InProcessServer, opts: SpinupOptions): Pr
       results.set(v.key, summarize(samples));
     }
   } finally {
-    for (const pool of pools) await srv.api.delete(`/v1/pools/${pool.name}`);
+    for (const { name } of pools) await srv.api.delete(`/v1/pools/${name}`);
   }
   opts.progress('');
   const get = (key: string) => results.get(key) ?? summarize([NaN]);
@@ -131,13 +131,28 @@ function get(url: URL): Promise<number> {
   });
 }
 
+/**
+ * The pool is full and at rest: its hosts ready, and the services of those that run a stack ready
+ * too (a refill's start-up is not measured as part of the next create), and nothing else is
+ * terminating on the machine.
+ */
 async function poolFull(srv: InProcessServer, pool: string): Promise<void> {
   for (let i = 0; i < 1200; i++) {
     const { body } = await srv.api.get<{ size: number; status: { ready: number; warming: number } }>(`/v1/pools/${pool}`);
-    if (body.status.ready >= body.size && body.status.warming === 0) return;
+    if (body.status.ready >= body.size && body.status.warming === 0 && (await servicesSettled(srv, pool))) return;
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`pool ${pool} did not fill`);
+}
+
+async function servicesSettled(srv: InProcessServer, pool: string): Promise<boolean> {
+  const { body } = await srv.api.get<{ hosts: Array<{ id: string; slot: string | null; state: string }> }>(`/v1/pools/${pool}/hosts`);
+  if (body.hosts.some((h) => h.state === 'terminating')) return false;
+  for (const host of body.hosts.filter((h) => h.slot === 'ready')) {
+    const view = (await srv.api.get<{ services: Array<{ configHash: string; status: { state: string; configHash: string } | null }> }>(`/v1/hosts/${host.id}/services`)).body;
+    if (!view.services.every((s) => s.status?.state === 'ready' && s.status.configHash === s.configHash)) return false;
+  }
+  return true;
 }
 
 async function put(srv: InProcessServer, path: string, body: unknown): Promise<void> {

@@ -18,8 +18,6 @@ export const ENVIRONMENT_NAME_TAG = 'berth:environment';
 
 export interface PlacementDeps {
   claim(tenantId: string, pool: string, input: ClaimInput, signal?: AbortSignal): Promise<ClaimView>;
-  /** Computes the host's services from its (new) tags and sends them. */
-  syncHost(tenantId: string, hostId: string): Promise<void>;
   waitForServices(tenantId: string, hostId: string, done: (view: HostServicesView) => boolean, timeoutMs: number): Promise<HostServicesView>;
 }
 
@@ -84,10 +82,8 @@ export async function placeServices(deps: PlacementDeps, req: PlacementRequest):
     await req.onClaimed(host);
     return host;
   };
-  const ready = async (host: PlacedHost) => {
-    await deps.syncHost(req.tenantId, host.hostId);
-    await waitReady(deps, req, host);
-  };
+  // The claim sent the services its tags ask for (ClaimService.onClaimed) before it answered.
+  const ready = (host: PlacedHost) => waitReady(deps, req, host);
 
   const tClaims = performance.now();
   let servicesStart = tClaims;

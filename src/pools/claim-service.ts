@@ -29,7 +29,7 @@ export interface ClaimServiceDeps {
   isConnected: (hostId: string) => boolean;
   log: (line: string) => void;
   bootTimeoutMs?: number;
-  /** A claim gave the host its user's tags: whatever follows from them (a stack's services) starts. */
+  /** A claim gave the host its user's tags: whatever follows from them (a stack's services) starts; awaited. */
   onClaimed?: (host: HostRow) => Promise<void>;
 }
 
@@ -221,7 +221,10 @@ export class ClaimService {
         await this.quarantine(host, pool);
         continue;
       }
-      this.deps.onClaimed?.(done.host).catch((err: unknown) => this.deps.log(`host ${host.id}: after its claim: ${errorMessage(err)}`));
+      // Awaited (its failure only logged): when the claim answers, the host's stack services have
+      // been sent for its new tags, so a caller waiting for them (an environment) waits for the
+      // right set. A host without a stack costs nothing here.
+      await this.deps.onClaimed?.(done.host).catch((err: unknown) => this.deps.log(`host ${host.id}: after its claim: ${errorMessage(err)}`));
       return toClaimView(done.claim, done.host, this.deps.isConnected(host.id));
     }
     const why = attempts.length > 0 ? attempts.map((a) => a.error).join('; ') : `deadline of ${input.deadline} s passed`;

@@ -235,7 +235,6 @@ export class BerthServer {
         hosts: hostsRepo,
         placement: {
           claim: (tenantId, pool, input, signal) => claims.claim(tenantId, pool, input, signal),
-          syncHost: (tenantId, hostId) => stacks.syncHost(tenantId, hostId),
           waitForServices: (tenantId, hostId, done, timeoutMs) => services.waitFor(tenantId, hostId, done, timeoutMs),
         },
         release: (tenantId, hostId, opts) => claims.release(tenantId, hostId, opts),

@@ -80,6 +80,21 @@ export class ServicesService {
     return this.view(tenantId, hostId);
   }
 
+  /**
+   * A stack's set for a host whose row the caller just read (stack-sync.ts): its specs were made by
+   * servicesForHost, checked and hashed with the same key, so they are stored and sent as they are.
+   * On a claim's path: no second read, no second parse.
+   */
+  async setResolved(row: HostRow, specs: ServiceSpec[]): Promise<void> {
+    if (!(await this.deps.hosts.setServices(row.tenant_id, row.id, specs))) throw notLive(row.id, row.state);
+    this.push(row.id, specs);
+  }
+
+  /** The services a host row holds. */
+  desiredOf(row: HostRow): ServiceSpec[] {
+    return desiredOf(row);
+  }
+
   async get(tenantId: string, hostId: string): Promise<HostServicesView> {
     return this.view(tenantId, hostId);
   }

@@ -45,13 +45,21 @@ export class StackSync {
   }
 
   /** syncHost for a host whose row the caller holds: nothing to read for one that names no stack. */
-  async syncTagged(host: Pick<HostRow, 'tenant_id' | 'id' | 'tags'>): Promise<void> {
-    if (host.tags[STACK_TAG]) await this.syncHost(host.tenant_id, host.id);
+  async syncTagged(host: HostRow): Promise<void> {
+    if (host.tags[STACK_TAG]) await this.syncRow(host);
   }
 
   /** Sets the services the host's tags ask for; a host without `berth.stack` keeps its own set. */
   async syncHost(tenantId: string, hostId: string): Promise<void> {
-    const resolved = await this.resolve(tenantId, hostId);
+    const row = await this.deps.hosts.get(tenantId, hostId);
+    if (!row) throw new BerthError('host_not_found', `host ${hostId} does not exist`, 'List hosts with `berth host ls`.', { hostId });
+    await this.syncRow(row);
+  }
+
+  /** syncHost with the host's row as just read: on a claim's path, every read counts. */
+  private async syncRow(row: HostRow): Promise<void> {
+    const hostId = row.id;
+    const resolved = await this.resolveRow(row);
     if (!resolved) return;
     const { result, current } = resolved;
     this.deps.services.noteStack(hostId, { stack: resolved.stack, mode: result.mode, problems: result.problems });
@@ -59,7 +67,7 @@ export class StackSync {
     if (result.problems.length > 0) return;
     const same = current.length === result.services.length && result.services.every((s, i) => current[i]?.name === s.name && current[i]?.configHash === s.configHash);
     if (same) return;
-    await this.deps.services.set(tenantId, hostId, result.services);
+    await this.deps.services.setResolved(row, result.services);
   }
 
   /** The effective config of the host's services (`berth config show`), secrets masked unless asked. */
@@ -82,6 +90,12 @@ export class StackSync {
   private async resolve(tenantId: string, hostId: string) {
     const row = await this.deps.hosts.get(tenantId, hostId);
     if (!row) throw new BerthError('host_not_found', `host ${hostId} does not exist`, 'List hosts with `berth host ls`.', { hostId });
+    return this.resolveRow(row);
+  }
+
+  private async resolveRow(row: HostRow) {
+    const tenantId = row.tenant_id;
+    const hostId = row.id;
     const stack = row.tags[STACK_TAG];
     if (!stack) return undefined;
     const stored = await this.deps.stacks.get(tenantId, stack);
@@ -92,6 +106,6 @@ export class StackSync {
     }
     const spec = stored.spec as unknown as StackSpec;
     const result = servicesForHost(spec, stored.config as unknown as ConfigLayers, row.tags, await this.deps.hashKeys.of(tenantId));
-    return { stack, spec, result, current: await this.deps.services.desired(tenantId, hostId) };
+    return { stack, spec, result, current: this.deps.services.desiredOf(row) };
   }
 }

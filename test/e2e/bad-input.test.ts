@@ -45,6 +45,10 @@ describe('bad input', () => {
     ['unknown route', (api) => api.get('/v1/nothing-here'), 404, 'not_found'],
     ['bad hostname', (api) => api.post('/v1/hosts', { hostname: 'Not A Hostname!' }), 400, 'validation_failed'],
     ['terminate unknown host', (api) => api.delete('/v1/hosts/h-nope'), 404, 'host_not_found'],
+    // A top-level unknown key once crashed the error handler (a 500 in place of this 400).
+    ['unknown top-level key', (api) => api.put('/v1/pools/p', { size: 0, bogus: 1 }), 400, 'validation_failed'],
+    ['unknown environment', (api) => api.get('/v1/environments/nope'), 404, 'environment_not_found'],
+    ['environment of an unknown stack', (api) => api.post('/v1/environments', { name: 'e', stack: 'nope' }), 404, 'stack_not_found'],
   ];
 
   for (const [name, call, status, code] of cases) {

@@ -1,6 +1,9 @@
 /**
- * Readiness checks: an HTTP GET, a TCP connect and/or a command, all of which must pass, polled every
- * intervalMs until timeoutSeconds. Every probe is bounded by the deadline and stops on abort.
+ * Readiness checks: an HTTP GET, a TCP connect and/or a command, all of which must pass, polled until
+ * timeoutSeconds: at most every intervalMs, and sooner while the service is young (a quarter of the
+ * time since the checks began, at least 5 ms), so a service is seen ready within about a quarter of
+ * the time it took: on a claim's path, a fixed 200 ms poll was most of the wait. Every probe is
+ * bounded by the deadline and stops on abort.
  */
 import { spawn } from 'node:child_process';
 import { request } from 'node:http';
@@ -24,6 +27,7 @@ const HOST = '127.0.0.1';
  * "did not answer" and hide the real failure (refused, 503) from the reason.
  */
 const MIN_PROBE_TIMEOUT_MS = 250;
+const MIN_POLL_MS = 5;
 
 /** True when the check has at least one probe; a service without one is ready once started. */
 export function hasProbes(check: ServiceReadyCheck | undefined): check is ServiceReadyCheck {
@@ -31,7 +35,8 @@ export function hasProbes(check: ServiceReadyCheck | undefined): check is Servic
 }
 
 export async function waitUntilReady(check: ServiceReadyCheck, ctx: ProbeContext, signal: AbortSignal): Promise<ReadinessOutcome> {
-  const deadline = performance.now() + check.timeoutSeconds * 1000;
+  const started = performance.now();
+  const deadline = started + check.timeoutSeconds * 1000;
   for (;;) {
     let failure: string | undefined;
     try {
@@ -43,7 +48,8 @@ export async function waitUntilReady(check: ServiceReadyCheck, ctx: ProbeContext
     if (failure === undefined) return { outcome: 'ready' };
     const left = deadline - performance.now();
     if (left <= 0) return { outcome: 'timeout', reason: `not ready within ${check.timeoutSeconds} s: ${failure}` };
-    await sleep(Math.min(check.intervalMs, left), signal);
+    const young = Math.max(MIN_POLL_MS, (performance.now() - started) / 4);
+    await sleep(Math.min(check.intervalMs, young, left), signal);
     if (signal.aborted) return { outcome: 'aborted' };
     if (performance.now() >= deadline) return { outcome: 'timeout', reason: `not ready within ${check.timeoutSeconds} s: ${failure}` };
   }

@@ -40,7 +40,11 @@ const SERVICES = { crashes: Number(process.env['BENCH_SERVICE_CRASHES'] ?? 30), 
 const PARTS = ['foundation', 'claims', 'images', 'services', 'spinup'];
 const named = process.argv.slice(2).filter((arg) => PARTS.includes(arg));
 const ONLY = new Set(named.length > 0 ? named : (process.env['BENCH_ONLY'] ?? PARTS.join(',')).split(','));
-const SPINUP = { slow: Number(process.env['BENCH_SPINUP_SLOW'] ?? 5), fast: Number(process.env['BENCH_SPINUP_FAST'] ?? 30) };
+const SPINUP = {
+  slow: Number(process.env['BENCH_SPINUP_SLOW'] ?? 5),
+  fast: Number(process.env['BENCH_SPINUP_FAST'] ?? 30),
+  ...(process.env['BENCH_SPINUP_VARIANTS'] ? { variants: process.env['BENCH_SPINUP_VARIANTS'].split(',') } : {}),
+};
 const CLAIMS = {
   warm: Number(process.env['BENCH_WARM_CLAIMS'] ?? 200),
   cold: Number(process.env['BENCH_COLD_CLAIMS'] ?? 50),

@@ -22,6 +22,8 @@ export interface SpinupOptions {
   /** Creates per variant: cold and install-at-claim are slow, so they get fewer. */
   slow: number;
   fast: number;
+  /** Which of a, b, c, d to run (all by default). */
+  variants?: string[];
   progress: (line: string) => void;
 }
 
@@ -62,6 +64,7 @@ export async function spinupBench(srv: InProcessServer, opts: SpinupOptions): Pr
   const results = new Map<string, Summary>();
   try {
     for (const v of variants) {
+      if (opts.variants && !opts.variants.includes(v.key)) continue;
       const samples: number[] = [];
       for (let i = 0; i < v.runs; i++) {
         await poolFull(srv, v.pool);

@@ -14,7 +14,6 @@ import type { StackSpec } from '../stacks/spec.js';
 import { parseTtl, type CreateEnvironmentInput } from './spec.js';
 import { placeServices, routeTarget, type PlacedHost, type PlacementDeps, type RouteTarget } from './placement.js';
 import { toEnvironmentView, type EnvironmentView } from './views.js';
-import { checkBackend } from './backend-check.js';
 import { isSlugRef, type Slug } from '../slugs/slug-store.js';
 import { slugStack, SLUG_APP_DIR } from './slug-stack.js';
 
@@ -51,9 +50,9 @@ export class EnvironmentService {
   async create(tenantId: string, input: CreateEnvironmentInput, signal?: AbortSignal): Promise<EnvironmentView> {
     const t0 = performance.now();
     const expiresAt = input.ttl !== undefined ? new Date(Date.now() + parseTtl(input.ttl)) : null;
-    const { spec, target, init } = await this.stackOf(tenantId, input.stack, input.ref, input.command, signal);
     const pool = input.pool ?? input.stack;
-    if (!(await this.deps.pools.get(tenantId, pool))) {
+    const [{ spec, target, init }, poolRow] = await Promise.all([this.stackOf(tenantId, input.stack, input.ref, input.command, signal), this.deps.pools.get(tenantId, pool)]);
+    if (!poolRow) {
       throw new BerthError('pool_not_found', `pool ${pool} does not exist`, input.pool ? 'Create it (berth apply, or berth pool create).' : `Environments of stack ${input.stack} are claimed from the pool named after it: create pool ${pool}, or pass --pool.`);
     }
     const inserted = await this.deps.envs.insert({ tenantId, name: input.name, stack: input.stack, pool, mode: input.mode, ref: input.ref ?? null, command: input.command ?? null, replicas: input.replicas, owner: input.user ?? null, settings: input.set, expiresAt });
@@ -193,26 +192,32 @@ export class EnvironmentService {
     name: string,
     stack: StackSpec,
     target: RouteTarget,
-    opts: Omit<Parameters<typeof placeServices>[1], 'tenantId' | 'name' | 'stack' | 'onClaimed'> & { claimed: EnvHostRecord[]; recordWith?: EnvHostRecord[] },
+    opts: Omit<Parameters<typeof placeServices>[1], 'tenantId' | 'name' | 'stack' | 'onClaimed' | 'target'> & { claimed: EnvHostRecord[]; recordWith?: EnvHostRecord[] },
   ) {
     const { claimed, recordWith = [], ...rest } = opts;
-    const placement = await placeServices(this.deps.placement, {
-      ...rest,
-      tenantId,
-      name,
-      stack,
-      onClaimed: async (host) => {
-        claimed.push({ hostId: host.hostId, service: host.service, generation: host.generation });
-        await this.deps.envs.setHosts(tenantId, name, [...recordWith, ...claimed]);
-      },
-    });
-    const backends = placement.hosts.filter((h) => h.service === null || h.service === target.service);
-    const tReady = performance.now();
-    await Promise.all(backends.map((h) => checkBackend(`http://${h.ip}:${target.port}${target.healthPath}`, opts.deadline, opts.signal)));
-    const readyMs = performance.now() - tReady;
-    const tRoute = performance.now();
-    this.deps.router.setRoute(name, this.routeSpec(backends, target, rest.ref));
-    return { ...placement, timings: { ...placement.timings, readyMs, routeMs: performance.now() - tRoute } };
+    let createDone = (): void => undefined;
+    const refillAfter = new Promise<void>((resolve) => (createDone = resolve));
+    try {
+      const placement = await placeServices(this.deps.placement, {
+        ...rest,
+        refillAfter,
+        target,
+        tenantId,
+        name,
+        stack,
+        onClaimed: async (host) => {
+          claimed.push({ hostId: host.hostId, service: host.service, generation: host.generation });
+          await this.deps.envs.setHosts(tenantId, name, [...recordWith, ...claimed]);
+        },
+      });
+      const backends = placement.hosts.filter((h) => h.service === null || h.service === target.service);
+      const tRoute = performance.now();
+      this.deps.router.setRoute(name, this.routeSpec(backends, target, rest.ref));
+      return { ...placement, timings: { ...placement.timings, routeMs: performance.now() - tRoute } };
+    } finally {
+      // The pools refill now: launching hosts meanwhile would take the CPU the services need.
+      createDone();
+    }
   }
 
   private routeSpec(hosts: readonly PlacedHost[], target: RouteTarget, ref: string | null): RouteSpec {

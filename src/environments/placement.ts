@@ -12,12 +12,13 @@ import { ENV_OVERRIDE_TAG_PREFIX, MODE_TAG, SERVICE_TAG, STACK_TAG } from '../st
 import type { StackSpec } from '../stacks/spec.js';
 import type { ClaimInput } from '../pools/spec.js';
 import type { EnvHostRecord } from '../store/schema.js';
+import { checkBackend } from './backend-check.js';
 
 /** The tag that says which environment a host serves (system tags have a colon, as berth:group). */
 export const ENVIRONMENT_NAME_TAG = 'berth:environment';
 
 export interface PlacementDeps {
-  claim(tenantId: string, pool: string, input: ClaimInput, signal?: AbortSignal): Promise<ClaimView>;
+  claim(tenantId: string, pool: string, input: ClaimInput, signal?: AbortSignal, opts?: { refillAfter?: Promise<unknown> }): Promise<ClaimView>;
   waitForServices(tenantId: string, hostId: string, done: (view: HostServicesView) => boolean, timeoutMs: number): Promise<HostServicesView>;
 }
 
@@ -34,6 +35,10 @@ export interface PlacementRequest {
   generation: number;
   /** Run on each host at its claim, before its services start (a slug's download). */
   init?: string[];
+  /** The pool refills once this settles (the whole create), not while the services start. */
+  refillAfter?: Promise<unknown>;
+  /** What the router will reach: each of its hosts must answer there over the network too. */
+  target: RouteTarget;
   /** Epoch ms by which every service must be ready. */
   deadline: number;
   signal?: AbortSignal;
@@ -46,8 +51,11 @@ export interface PlacedHost extends EnvHostRecord {
 
 export interface Placement {
   hosts: PlacedHost[];
-  /** claimMs: claims (hosts picked and initialised); servicesMs: from then until all were ready. */
-  timings: { claimMs: number; initMs: number; servicesMs: number };
+  /**
+   * claimMs: claims (hosts picked and initialised); servicesMs: from then until all were ready;
+   * readyMs: how much longer the routed service took to answer over the network (checked meanwhile).
+   */
+  timings: { claimMs: number; initMs: number; servicesMs: number; readyMs: number };
 }
 
 /** Where the router sends an environment's traffic: `web`, or else the first service with a port. */
@@ -73,7 +81,7 @@ export async function placeServices(deps: PlacementDeps, req: PlacementRequest):
   const placed: PlacedHost[] = [];
   const claimOne = async (service: string | null, tags: Record<string, string>): Promise<PlacedHost> => {
     const left = Math.max(1, Math.floor((req.deadline - Date.now()) / 1000));
-    const view = await deps.claim(req.tenantId, req.pool, { group: req.name, tags, init: req.init ?? [], env: {}, deadline: Math.min(left, 3600), maxAttempts: 3 }, req.signal);
+    const view = await deps.claim(req.tenantId, req.pool, { group: req.name, tags, init: req.init ?? [], env: {}, deadline: Math.min(left, 3600), maxAttempts: 3 }, req.signal, req.refillAfter ? { refillAfter: req.refillAfter } : {});
     if (!view.host?.ip) throw new BerthError('internal', `claim ${view.id} gave no host address`, 'Retry; this is a bug if it persists.');
     claimMs.push(view.timings['totalMs'] ?? 0);
     initMs.push(view.timings['initMs'] ?? 0);
@@ -82,8 +90,18 @@ export async function placeServices(deps: PlacementDeps, req: PlacementRequest):
     await req.onClaimed(host);
     return host;
   };
-  // The claim sent the services its tags ask for (ClaimService.onClaimed) before it answered.
-  const ready = (host: PlacedHost) => waitReady(deps, req, host);
+  // The claim sent the services its tags ask for (ClaimService.onClaimed) before it answered. The
+  // routed service is checked over the network at the same time (a host of a review pool answers
+  // at once), and the longer of the two is the host's readiness.
+  let readyMs = 0;
+  const ready = async (host: PlacedHost) => {
+    const routed = host.service === null || host.service === req.target.service;
+    const answered = routed ? checkBackend(`http://${host.ip}:${req.target.port}${req.target.healthPath}`, req.deadline, req.signal).then(() => performance.now()) : Promise.resolve(0);
+    answered.catch(() => undefined);
+    await waitReady(deps, req, host);
+    const servicesAt = performance.now();
+    readyMs = Math.max(readyMs, (await answered) - servicesAt);
+  };
 
   const tClaims = performance.now();
   let servicesStart = tClaims;
@@ -105,7 +123,7 @@ export async function placeServices(deps: PlacementDeps, req: PlacementRequest):
   const claimTotal = servicesStart - tClaims;
   return {
     hosts: placed,
-    timings: { claimMs: Math.max(claimTotal, ...claimMs), initMs: Math.max(0, ...initMs), servicesMs: performance.now() - t0 - claimTotal },
+    timings: { claimMs: Math.max(claimTotal, ...claimMs), initMs: Math.max(0, ...initMs), servicesMs: performance.now() - t0 - claimTotal - Math.max(0, readyMs), readyMs: Math.max(0, readyMs) },
   };
 }
 

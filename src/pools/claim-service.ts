@@ -53,7 +53,12 @@ export class ClaimService {
     this.finished.setMaxListeners(0);
   }
 
-  async claim(tenantId: string, poolName: string, input: ClaimInput, signal?: AbortSignal): Promise<ClaimView> {
+  /**
+   * `refillAfter`: the pool's refill waits for it (an environment's create, whose services start
+   * after the claim: a host launched meanwhile would take the CPU they need). Without it the refill
+   * starts when the claim ends, or REFILL_DELAY_MS into a long init.
+   */
+  async claim(tenantId: string, poolName: string, input: ClaimInput, signal?: AbortSignal, opts: { refillAfter?: Promise<unknown> } = {}): Promise<ClaimView> {
     const t0 = performance.now();
     const pool = await this.deps.pools.getRecent(tenantId, poolName);
     if (!pool) throw poolNotFound(poolName);
@@ -79,7 +84,7 @@ export class ClaimService {
       throw new BerthError('conflict', `a claim with idempotency key ${input.idempotencyKey ?? ''} is being replaced`, 'Retry the claim.');
     }
     try {
-      return await this.run(pool, claimId, input, t0, signal, first.picked && { ...first.picked, ms: performance.now() - tPick });
+      return await this.run(pool, claimId, input, t0, signal, first.picked && { ...first.picked, ms: performance.now() - tPick }, opts.refillAfter);
     } finally {
       this.finished.emit(claimId);
     }
@@ -140,17 +145,19 @@ export class ClaimService {
     return pending.length;
   }
 
-  private async run(pool: PoolRow, claimId: string, input: ClaimInput, t0: number, signal: AbortSignal | undefined, firstPick: FirstPick | undefined): Promise<ClaimView> {
+  private async run(pool: PoolRow, claimId: string, input: ClaimInput, t0: number, signal: AbortSignal | undefined, firstPick: FirstPick | undefined, refillAfter: Promise<unknown> | undefined): Promise<ClaimView> {
     const tenantId = pool.tenant_id;
     const deadline = Date.now() + input.deadline * 1000;
     const deadlineSignal = AbortSignal.any([AbortSignal.timeout(input.deadline * 1000), ...(signal ? [signal] : [])]);
-    const refill: { timer?: NodeJS.Timeout } = {};
+    const refill: { timer?: NodeJS.Timeout; held?: boolean } = refillAfter ? { held: true } : {};
     try {
       return await this.attempts(pool, claimId, input, { t0, deadline, signal: deadlineSignal, refill, firstPick });
     } finally {
-      if (refill.timer) {
+      const kick = () => setImmediate(() => this.deps.reconciler.kick(tenantId, pool.name));
+      if (refillAfter) void refillAfter.catch(() => undefined).finally(kick);
+      else if (refill.timer) {
         clearTimeout(refill.timer);
-        setImmediate(() => this.deps.reconciler.kick(tenantId, pool.name));
+        kick();
       }
     }
   }
@@ -159,7 +166,7 @@ export class ClaimService {
     pool: PoolRow,
     claimId: string,
     input: ClaimInput,
-    ctx: { t0: number; deadline: number; signal: AbortSignal; refill: { timer?: NodeJS.Timeout }; firstPick: FirstPick | undefined },
+    ctx: { t0: number; deadline: number; signal: AbortSignal; refill: { timer?: NodeJS.Timeout; held?: boolean }; firstPick: FirstPick | undefined },
   ): Promise<ClaimView> {
     const { t0, deadline, signal: deadlineSignal } = ctx;
     const tenantId = pool.tenant_id;
@@ -176,7 +183,7 @@ export class ClaimService {
         // The pool is one short from now on. The refill starts when this claim ends, or after
         // REFILL_DELAY_MS if its init runs long: a launch right now would take the CPU this claim's
         // init needs (on a small machine it tripled a warm claim's latency).
-        ctx.refill.timer ??= setTimeout(() => this.deps.reconciler.kick(tenantId, pool.name), REFILL_DELAY_MS);
+        if (!ctx.refill.held) ctx.refill.timer ??= setTimeout(() => this.deps.reconciler.kick(tenantId, pool.name), REFILL_DELAY_MS);
       } else {
         if (pool.on_empty === 'fail') {
           await this.fail(claimId, attempts, t0, 'no ready host');

@@ -234,7 +234,7 @@ export class BerthServer {
         pools: poolsRepo,
         hosts: hostsRepo,
         placement: {
-          claim: (tenantId, pool, input, signal) => claims.claim(tenantId, pool, input, signal),
+          claim: (tenantId, pool, input, signal, opts) => claims.claim(tenantId, pool, input, signal, opts),
           waitForServices: (tenantId, hostId, done, timeoutMs) => services.waitFor(tenantId, hostId, done, timeoutMs),
         },
         release: (tenantId, hostId, opts) => claims.release(tenantId, hostId, opts),

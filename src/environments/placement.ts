@@ -5,9 +5,8 @@
  * under its new configuration. Each claimed host is handed to `onClaimed` at once, so a caller can
  * record it and release it should anything later fail: nothing is ever left claimed by mistake.
  */
-import { BerthError, errorMessage } from '../core/errors.js';
+import { BerthError } from '../core/errors.js';
 import type { ClaimView } from '../pools/views.js';
-import type { HostServicesView } from '../services/services-service.js';
 import { ENV_OVERRIDE_TAG_PREFIX, MODE_TAG, SERVICE_TAG, STACK_TAG } from '../stacks/modes.js';
 import type { StackSpec } from '../stacks/spec.js';
 import type { ClaimInput } from '../pools/spec.js';
@@ -19,7 +18,8 @@ export const ENVIRONMENT_NAME_TAG = 'berth:environment';
 
 export interface PlacementDeps {
   claim(tenantId: string, pool: string, input: ClaimInput, signal?: AbortSignal, opts?: { refillAfter?: Promise<unknown> }): Promise<ClaimView>;
-  waitForServices(tenantId: string, hostId: string, done: (view: HostServicesView) => boolean, timeoutMs: number): Promise<HostServicesView>;
+  /** Resolves once every service of the host is ready under its current config (ServicesService.awaitReady). */
+  awaitServicesReady(tenantId: string, hostId: string, timeoutMs: number, label: string): Promise<unknown>;
 }
 
 export interface PlacementRequest {
@@ -170,28 +170,6 @@ export function dependencyLevels(stack: StackSpec): string[][] {
   return levels.filter((l) => l.length > 0);
 }
 
-async function waitReady(deps: PlacementDeps, req: PlacementRequest, host: PlacedHost): Promise<void> {
-  const settled = (view: HostServicesView) =>
-    (view.stack?.problems.length ?? 0) > 0 ||
-    view.services.some((s) => s.status?.state === 'failed' && s.status.configHash === s.configHash) ||
-    (view.services.length > 0 && view.services.every((s) => s.status?.state === 'ready' && s.status.configHash === s.configHash));
-  let view: HostServicesView;
-  try {
-    view = await deps.waitForServices(req.tenantId, host.hostId, settled, Math.max(0, req.deadline - Date.now()));
-  } catch (err) {
-    throw new BerthError('environment_failed', `environment ${req.name}: host ${host.hostId}: ${errorMessage(err)}`, 'Check the host with `berth svc ls --host ID`.', { hostId: host.hostId }, { cause: err });
-  }
-  const problems = view.stack?.problems ?? [];
-  if (problems.length > 0) {
-    throw new BerthError('environment_failed', `environment ${req.name}: host ${host.hostId} cannot run the stack: ${problems.join('; ')}`, 'Fix the stack (berth apply) or the settings, then create it again.', { hostId: host.hostId, problems });
-  }
-  const failed = view.services.find((s) => s.status?.state === 'failed');
-  if (failed) {
-    throw new BerthError('environment_failed', `environment ${req.name}: service ${failed.name} on ${host.hostId} failed: ${failed.status?.reason ?? 'no reason given'}`, `See its log: berth svc logs ${failed.name} --host ${host.hostId}`, { hostId: host.hostId, service: failed.name });
-  }
-  const waiting = view.services.filter((s) => s.status?.state !== 'ready' || s.status.configHash !== s.configHash);
-  if (view.services.length === 0 || waiting.length > 0) {
-    const states = waiting.map((s) => `${s.name} ${s.status?.state ?? 'not reported'}${s.status?.reason ? ` (${s.status.reason})` : ''}`).join(', ');
-    throw new BerthError('deadline_exceeded', `environment ${req.name}: host ${host.hostId} was not ready in time: ${states || 'no services'}`, 'Raise --wait, or look at `berth svc ls --host ID` and the services\' logs.', { hostId: host.hostId });
-  }
+function waitReady(deps: PlacementDeps, req: PlacementRequest, host: PlacedHost): Promise<unknown> {
+  return deps.awaitServicesReady(req.tenantId, host.hostId, Math.max(0, req.deadline - Date.now()), `environment ${req.name}: host ${host.hostId}`);
 }

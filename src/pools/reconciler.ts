@@ -31,6 +31,12 @@ export interface ReconcilerDeps {
   maxBackoffMs?: number;
   /** Least time between two passes of one pool while kicks keep coming. */
   minPassIntervalMs?: number;
+  /**
+   * For a pool whose hosts run a stack (its template tags berth.stack): resolves once the host's
+   * services are all ready, throws with the reason when they cannot be. A review pool's host then
+   * counts as ready only with its stack running: what a claim of it expects.
+   */
+  servicesReady?: (tenantId: string, hostId: string, timeoutMs: number, signal?: AbortSignal) => Promise<void>;
 }
 
 export interface PoolProgress {
@@ -329,7 +335,7 @@ export function launchRequest(pool: PoolRow): { image: string; tags: Record<stri
  * passed (ready means all three — never before, so nobody gets a host that is still bootstrapping).
  */
 export async function prepareHost(
-  deps: Pick<ReconcilerDeps, 'hostService' | 'commands'>,
+  deps: Pick<ReconcilerDeps, 'hostService' | 'commands' | 'servicesReady'>,
   pool: PoolRow,
   host: RegisteredHost,
   bootTimeoutMs: number,
@@ -341,11 +347,12 @@ export async function prepareHost(
 }
 
 /** Warm-up, then the health check: what makes an enrolled host ready. */
-async function checkReady(deps: Pick<ReconcilerDeps, 'commands'>, pool: PoolRow, hostId: string, warmupTimeoutS: number, signal?: AbortSignal): Promise<void> {
+async function checkReady(deps: Pick<ReconcilerDeps, 'commands' | 'servicesReady'>, pool: PoolRow, hostId: string, warmupTimeoutS: number, signal?: AbortSignal): Promise<void> {
   if (pool.warmup.length > 0) await runChecks(deps.commands, pool.tenant_id, hostId, 'warm-up', pool.warmup, { timeoutS: warmupTimeoutS, ...(signal ? { signal } : {}) });
   // Without a health check of its own, a host still proves it can run a command before it counts as
   // ready: an enrolled agent is not yet a working host (the bootstrap races of other pools), and the
   // first command through a fresh agent pays its one-time start-up costs, which a claim should not.
   const check = pool.health_check ?? { command: 'true', timeoutS: 10 };
   await runChecks(deps.commands, pool.tenant_id, hostId, 'health check', [check.command], { timeoutS: check.timeoutS, ...(signal ? { signal } : {}) });
+  if (pool.template.tags['berth.stack'] && deps.servicesReady) await deps.servicesReady(pool.tenant_id, hostId, warmupTimeoutS * 1000, signal);
 }

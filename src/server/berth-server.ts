@@ -199,6 +199,7 @@ export class BerthServer {
         hostService: hostsService,
         commands,
         log,
+        servicesReady: async (tenantId, hostId, timeoutMs) => void (await services.awaitReady(tenantId, hostId, timeoutMs, `host ${hostId}`)),
         ...(config.poolBackoffMs !== undefined ? { backoffMs: config.poolBackoffMs } : {}),
       });
       const claims = new ClaimService({
@@ -235,7 +236,7 @@ export class BerthServer {
         hosts: hostsRepo,
         placement: {
           claim: (tenantId, pool, input, signal, opts) => claims.claim(tenantId, pool, input, signal, opts),
-          waitForServices: (tenantId, hostId, done, timeoutMs) => services.waitFor(tenantId, hostId, done, timeoutMs),
+          awaitServicesReady: (tenantId, hostId, timeoutMs, label) => services.awaitReady(tenantId, hostId, timeoutMs, label),
         },
         release: (tenantId, hostId, opts) => claims.release(tenantId, hostId, opts),
         slugs: { prepare: (ref, signal) => slugs.prepare(ref, signal), urlFor: (slug) => `http://${agentAddress.host}:${agentAddress.port}/slugs/${slug.digest}.tar` },

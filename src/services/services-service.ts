@@ -157,6 +157,31 @@ export class ServicesService {
     return row ? desiredOf(row) : [];
   }
 
+  /**
+   * Resolves once every service the host should run reports ready under its current configuration;
+   * throws with the reason when its stack's tags make no sense, a service failed, or `timeoutMs`
+   * passed (naming what was still waiting). `label` starts the messages ("environment e: host h").
+   */
+  async awaitReady(tenantId: string, hostId: string, timeoutMs: number, label: string): Promise<HostServicesView> {
+    const current = (s: ServiceView) => s.status?.configHash === s.configHash;
+    const view = await this.waitFor(
+      tenantId,
+      hostId,
+      (v) => (v.stack?.problems.length ?? 0) > 0 || v.services.some((s) => s.status?.state === 'failed' && current(s)) || (v.services.length > 0 && v.services.every((s) => s.status?.state === 'ready' && current(s))),
+      timeoutMs,
+    );
+    const problems = view.stack?.problems ?? [];
+    if (problems.length > 0) throw new BerthError('environment_failed', `${label} cannot run its stack: ${problems.join('; ')}`, 'Fix the stack (berth apply) or the tags and settings.', { hostId, problems });
+    const failed = view.services.find((s) => s.status?.state === 'failed' && current(s));
+    if (failed) throw new BerthError('environment_failed', `${label}: service ${failed.name} failed: ${failed.status?.reason ?? 'no reason given'}`, `See its log: berth svc logs ${failed.name} --host ${hostId}`, { hostId, service: failed.name });
+    const waiting = view.services.filter((s) => s.status?.state !== 'ready' || !current(s));
+    if (view.services.length === 0 || waiting.length > 0) {
+      const states = waiting.map((s) => `${s.name} ${s.status?.state ?? 'not reported'}${s.status?.reason ? ` (${s.status.reason})` : ''}`).join(', ');
+      throw new BerthError('deadline_exceeded', `${label} was not ready in time: ${states || 'no services'}`, "Look at `berth svc ls --host ID` and the services' logs.", { hostId });
+    }
+    return view;
+  }
+
   /** Resolves when `done` holds for the host's reported services, or rejects after `timeoutMs`. */
   async waitFor(tenantId: string, hostId: string, done: (view: HostServicesView) => boolean, timeoutMs: number): Promise<HostServicesView> {
     const deadline = Date.now() + timeoutMs;

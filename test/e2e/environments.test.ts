@@ -71,6 +71,21 @@ describe('environments', () => {
     await rm(project, { recursive: true, force: true });
   });
 
+  it("counts a review pool's host as ready only once its stack's services are", async () => {
+    const ready = await waitFor('the pool full', async () => {
+      const { hosts } = (await srv.api.get<{ hosts: { id: string; slot: string | null }[] }>('/v1/pools/shop/hosts')).body;
+      const r = hosts.filter((h) => h.slot === 'ready');
+      return r.length >= 2 ? r : undefined;
+    }, { timeoutMs: 60_000 });
+    for (const host of ready) {
+      const view = (await srv.api.get<{ services: { name: string; configHash: string; status: { state: string; configHash: string } | null }[] }>(`/v1/hosts/${host.id}/services`)).body;
+      expect(view.services.map((s) => [s.name, s.status?.state, s.status?.configHash === s.configHash])).toEqual([
+        ['api', 'ready', true],
+        ['web', 'ready', true],
+      ]);
+    }
+  });
+
   it('creates an environment whose URL answers with its own page, and says how long each step took', async () => {
     const created = await create(['alice', '--stack', 'shop', '--set', 'GREETING=hi', '--user', 'alice', '--ref', 'v1']);
     expect(created.code, created.stderr).toBe(0);

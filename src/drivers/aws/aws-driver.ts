@@ -1,0 +1,252 @@
+/**
+ * The AWS driver: each host is one EC2 instance launched from the driver's launch template, tagged
+ * with berth's host id and the driver's name, whose boot script (user-data.ts) writes the agent's
+ * identity and starts the agent baked into the AMI. Instances are found again by their tags, so
+ * nothing but the instance id needs storing and even that can be lost.
+ */
+import {
+  DescribeInstancesCommand,
+  paginateDescribeInstances,
+  RunInstancesCommand,
+  TerminateInstancesCommand,
+  type EC2Client,
+  type Filter,
+  type Instance,
+  type Tag,
+} from '@aws-sdk/client-ec2';
+import { BerthError, errorMessage } from '../../core/errors.js';
+import type { DescribedHost, DriverInfo, FoundHost, HostDriver, HostSpec, LaunchedHost, OperationOptions } from '../types.js';
+import { isAmiId, resolveAwsConfig, TAG_HOST_ID, TAG_MANAGED_BY, type AwsDriverConfig, type ResolvedAwsConfig } from './config.js';
+import { hasAwsCode } from './errors.js';
+import { ensureLaunchTemplate } from './launch-template.js';
+import { awsCall, CallCounter, createEc2Client, type CallInfo, type RequestHandler } from './sdk.js';
+import { buildUserData, USER_DATA_LIMIT } from './user-data.js';
+
+const INSTANCE_NOT_FOUND = ['InvalidInstanceID.NotFound', 'InvalidInstanceID.Malformed'];
+/** States of an instance that is still a host; shutting-down and terminated ones are gone. */
+const LIVE_STATES = ['pending', 'running', 'stopping', 'stopped'];
+const HOSTNAME_RE = /^(?=.{1,63}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$/;
+/** After a launch whose outcome is unknown (aborted, timed out), how long to look for what it may have made. */
+const ORPHAN_SEARCH_DELAYS_MS = [0, 500, 1500];
+
+export interface AwsDriverOptions {
+  /** For tests: an SDK request handler instead of the network. */
+  requestHandler?: RequestHandler;
+}
+
+export class AwsDriver implements HostDriver {
+  readonly name = 'aws';
+  private readonly cfg: ResolvedAwsConfig;
+  private readonly ec2: EC2Client;
+  private readonly counter = new CallCounter();
+  private preparing: Promise<string> | undefined;
+  private nextSubnet = 0;
+
+  constructor(config: AwsDriverConfig, options: AwsDriverOptions = {}) {
+    this.cfg = resolveAwsConfig(config);
+    this.ec2 = createEc2Client(this.cfg, options.requestHandler);
+    this.counter.attach(this.ec2);
+  }
+
+  /** AWS calls made so far, per operation (retries not counted; see attemptCounts). */
+  callCounts(): Record<string, number> {
+    return this.counter.callCounts();
+  }
+
+  /** HTTP attempts so far, per operation: calls plus their retries. */
+  attemptCounts(): Record<string, number> {
+    return this.counter.attemptCounts();
+  }
+
+  async init(opts?: OperationOptions): Promise<DriverInfo> {
+    await this.prepared(opts);
+    // Instances reach the control plane over the VPC, not a bridge of this machine.
+    return { name: this.name, agentListenHost: '0.0.0.0' };
+  }
+
+  private prepared(opts?: OperationOptions): Promise<string> {
+    this.preparing ??= ensureLaunchTemplate(this.ec2, this.cfg, opts).catch((err: unknown) => {
+      this.preparing = undefined; // a later call retries once permissions or the network are fixed
+      throw err;
+    });
+    return this.preparing;
+  }
+
+  private call<T>(info: CallInfo, opts: OperationOptions | undefined, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    return awsCall(this.ec2, this.cfg, info, opts, run);
+  }
+
+  async launch(spec: HostSpec, opts?: OperationOptions): Promise<LaunchedHost> {
+    const userData = this.checkSpec(spec);
+    const template = await this.prepared(opts);
+    if (opts?.signal?.aborted) throw cancelled(spec.id);
+    const imageId = isAmiId(spec.image) ? spec.image : this.cfg.imageId;
+    const subnetId = this.cfg.subnetIds.length ? this.cfg.subnetIds[this.nextSubnet++ % this.cfg.subnetIds.length] : undefined;
+    const tags: Tag[] = [
+      ...Object.entries(spec.tags).map(([Key, Value]) => ({ Key, Value })),
+      { Key: 'Name', Value: `${this.cfg.name}-${spec.hostname}` },
+      { Key: TAG_HOST_ID, Value: spec.id },
+      { Key: TAG_MANAGED_BY, Value: this.cfg.name },
+    ];
+    const info: CallInfo = { operation: 'RunInstances', hostId: spec.id, imageId, ...(this.cfg.instanceProfile ? { instanceProfile: this.cfg.instanceProfile } : {}) };
+    let instance: Instance | undefined;
+    try {
+      const out = await this.call(info, opts, (abortSignal) =>
+        this.ec2.send(
+          new RunInstancesCommand({
+            LaunchTemplate: { LaunchTemplateName: template, Version: '$Latest' },
+            ...(imageId !== this.cfg.imageId ? { ImageId: imageId } : {}),
+            MinCount: 1,
+            MaxCount: 1,
+            // Makes the SDK's retries of a launch idempotent: a retry after a lost answer returns the
+            // instance the first attempt made instead of making a second one.
+            ClientToken: spec.id,
+            ...(subnetId ? { SubnetId: subnetId } : {}),
+            ...(this.cfg.securityGroupIds.length ? { SecurityGroupIds: this.cfg.securityGroupIds } : {}),
+            UserData: Buffer.from(userData).toString('base64'),
+            TagSpecifications: [
+              { ResourceType: 'instance', Tags: tags },
+              { ResourceType: 'volume', Tags: tags },
+            ],
+          }),
+          { abortSignal },
+        ),
+      );
+      instance = out.Instances?.[0];
+    } catch (err) {
+      // The request may have reached EC2 before it was aborted or timed out: whatever it made must go.
+      const unknownOutcome = err instanceof BerthError && err.code === 'deadline_exceeded';
+      await this.removeOrphans(spec.id, unknownOutcome ? ORPHAN_SEARCH_DELAYS_MS : [0]).catch((cleanupErr: unknown) =>
+        this.cfg.logger.warn({ hostId: spec.id, err: errorMessage(cleanupErr) }, 'cleanup after failed launch failed'),
+      );
+      throw err;
+    }
+    if (!instance?.InstanceId) throw new BerthError('launch_failed', `EC2 accepted the launch of host ${spec.id} but returned no instance`, 'Retry the launch; check the EC2 console for an instance tagged berth:host-id.', { hostId: spec.id });
+    this.cfg.logger.debug({ hostId: spec.id, instanceId: instance.InstanceId, ip: instance.PrivateIpAddress }, 'instance launched');
+    return {
+      id: spec.id,
+      hostname: spec.hostname,
+      ip: instance.PrivateIpAddress ?? '',
+      driverData: { instanceId: instance.InstanceId, launchedAt: new Date().toISOString() },
+    };
+  }
+
+  /** Validates what EC2 would reject late or what would break the boot script; returns the user data. */
+  private checkSpec(spec: HostSpec): string {
+    if (!HOSTNAME_RE.test(spec.hostname)) {
+      throw new BerthError('validation_failed', `hostname ${JSON.stringify(spec.hostname)} is not a valid host name`, 'Use 1-63 letters, digits and inner hyphens.');
+    }
+    if ((spec.layers ?? []).length > 0) {
+      throw new BerthError('validation_failed', `host ${spec.id} asks for image layers, which the AWS driver cannot mount`, 'On AWS an image is an AMI: bake the layers into one (not supported yet) or launch from the configured AMI.');
+    }
+    for (const [key, value] of Object.entries(spec.tags)) {
+      if (key.toLowerCase().startsWith('aws:') || key.startsWith('berth:') || key === 'Name' || key.length > 128 || value.length > 256) {
+        throw new BerthError('validation_failed', `tag ${JSON.stringify(key)} cannot be put on an EC2 instance`, 'Tag keys may not start with aws: or berth: nor be Name; keys up to 128 and values up to 256 characters.');
+      }
+    }
+    const userData = buildUserData(spec, this.cfg.agentCommand);
+    if (Buffer.byteLength(userData) > USER_DATA_LIMIT) {
+      throw new BerthError('validation_failed', `host ${spec.id}'s boot script is ${Buffer.byteLength(userData)} bytes, over EC2's 16 KiB`, 'Use fewer or shorter tags.');
+    }
+    return userData;
+  }
+
+  async terminate(id: string, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<void> {
+    const known = instanceIdOf(driverData);
+    // Without an instance id (a launch that failed half-way), the host is whatever carries its tag.
+    const ids = known ? [known] : (await this.findByHostId(id, opts)).filter((i) => LIVE_STATES.includes(i.State?.Name ?? '')).map((i) => i.InstanceId ?? '');
+    if (ids.length === 0) return;
+    try {
+      await this.call({ operation: 'TerminateInstances', hostId: id }, opts, (abortSignal) => this.ec2.send(new TerminateInstancesCommand({ InstanceIds: ids }), { abortSignal }));
+    } catch (err) {
+      if (hasAwsCode(err, ...INSTANCE_NOT_FOUND)) return; // already gone: terminate is idempotent
+      throw err;
+    }
+    this.cfg.logger.debug({ hostId: id, instanceIds: ids }, 'instance terminated');
+  }
+
+  async describe(id: string, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<DescribedHost> {
+    const instanceId = instanceIdOf(driverData);
+    let instance: Instance | undefined;
+    if (instanceId) {
+      try {
+        const out = await this.call({ operation: 'DescribeInstances', hostId: id }, opts, (abortSignal) => this.ec2.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }), { abortSignal }));
+        instance = out.Reservations?.[0]?.Instances?.[0];
+      } catch (err) {
+        if (!hasAwsCode(err, ...INSTANCE_NOT_FOUND)) throw err;
+      }
+    } else {
+      const found = await this.findByHostId(id, opts);
+      instance = found.find((i) => LIVE_STATES.includes(i.State?.Name ?? '')) ?? found[0];
+    }
+    if (!instance) {
+      // EC2 is eventually consistent: right after RunInstances, a describe can miss the instance.
+      const launchedAt = typeof driverData['launchedAt'] === 'string' ? Date.parse(driverData['launchedAt']) : NaN;
+      if (instanceId && Date.now() - launchedAt < this.cfg.visibilityGraceMs) {
+        return { id, state: 'running', reason: `instance ${instanceId} was launched moments ago and EC2 does not show it yet` };
+      }
+      return { id, state: 'gone', reason: instanceId ? `EC2 knows no instance ${instanceId}` : `no instance is tagged ${TAG_HOST_ID}=${id}` };
+    }
+    const ip = instance.PrivateIpAddress;
+    const state = instance.State?.Name ?? 'unknown';
+    const why = `instance ${instance.InstanceId ?? '?'} is ${state}${instance.StateReason?.Message ? ` (${instance.StateReason.Message})` : ''}`;
+    if (state === 'pending' || state === 'running') return { id, state: 'running', ...(ip ? { ip } : {}), ...(state === 'pending' ? { reason: why } : {}) };
+    if (state === 'stopping' || state === 'stopped') return { id, state: 'stopped', ...(ip ? { ip } : {}), reason: why };
+    return { id, state: 'gone', reason: why };
+  }
+
+  async list(opts?: OperationOptions): Promise<FoundHost[]> {
+    const instances = await this.describeAll([{ Name: 'instance-state-name', Values: LIVE_STATES }], opts);
+    const found: FoundHost[] = [];
+    for (const instance of instances) {
+      const id = instance.Tags?.find((t) => t.Key === TAG_HOST_ID)?.Value;
+      if (id && instance.InstanceId) found.push({ id, driverData: { instanceId: instance.InstanceId } });
+    }
+    return found.sort((a, b) => a.id.localeCompare(b.id));
+  }
+
+  /** Every instance of this driver matching `filters`, through all pages. */
+  private async describeAll(filters: Filter[], opts?: OperationOptions): Promise<Instance[]> {
+    return this.call({ operation: 'DescribeInstances' }, opts, async (abortSignal) => {
+      const all: Instance[] = [];
+      // The paginator hands its extra arguments to every page's send: the signal bounds them all.
+      const pages = paginateDescribeInstances(
+        { client: this.ec2, pageSize: 500 },
+        { Filters: [{ Name: `tag:${TAG_MANAGED_BY}`, Values: [this.cfg.name] }, ...filters] },
+        { abortSignal },
+      );
+      for await (const page of pages) for (const r of page.Reservations ?? []) all.push(...(r.Instances ?? []));
+      return all;
+    });
+  }
+
+  private findByHostId(id: string, opts?: OperationOptions): Promise<Instance[]> {
+    return this.describeAll([{ Name: `tag:${TAG_HOST_ID}`, Values: [id] }], opts);
+  }
+
+  /** Terminates whatever a failed launch of `id` may have made; looks again after each delay until it finds something. */
+  private async removeOrphans(id: string, delaysMs: number[]): Promise<void> {
+    for (const delay of delaysMs) {
+      if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
+      const live = (await this.findByHostId(id)).filter((i) => LIVE_STATES.includes(i.State?.Name ?? '') && i.InstanceId);
+      if (live.length === 0) continue;
+      await this.call({ operation: 'TerminateInstances', hostId: id }, undefined, (abortSignal) => this.ec2.send(new TerminateInstancesCommand({ InstanceIds: live.map((i) => i.InstanceId ?? '') }), { abortSignal }));
+      this.cfg.logger.info({ hostId: id, instanceIds: live.map((i) => i.InstanceId) }, 'terminated what a failed launch left');
+      return;
+    }
+  }
+
+  /** Releases the SDK's sockets. */
+  close(): void {
+    this.ec2.destroy();
+  }
+}
+
+function instanceIdOf(driverData: Record<string, unknown>): string | undefined {
+  const value = driverData['instanceId'];
+  return typeof value === 'string' && value.startsWith('i-') ? value : undefined;
+}
+
+function cancelled(id: string): BerthError {
+  return new BerthError('deadline_exceeded', `launch of host ${id} was cancelled`, 'Retry the launch if it is still wanted.', { hostId: id });
+}

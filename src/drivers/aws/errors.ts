@@ -1,0 +1,111 @@
+/**
+ * AWS errors turned into berth's typed errors: a stable code, a message that says what is wrong in
+ * berth's terms (which permission, which image in which region) instead of the SDK's text, and a
+ * hint. The AWS error code, operation and request id stay in `details` for whoever must dig further.
+ */
+import { BerthError, errorMessage, type ErrorCode } from '../../core/errors.js';
+
+export interface CallContext {
+  /** EC2 operation, e.g. `RunInstances`. */
+  operation: string;
+  region: string;
+  /** The caller's signal had fired: the call was cancelled, not failed. */
+  cancelled: boolean;
+  /** The driver's own per-call timeout had fired. */
+  timedOut: boolean;
+  timeoutMs: number;
+  /** Set for RunInstances: what was launched from what, for messages. */
+  imageId?: string;
+  instanceProfile?: string;
+  hostId?: string;
+}
+
+interface SdkErrorShape {
+  name: string;
+  message: string;
+  code?: string;
+  $metadata?: { requestId?: string; attempts?: number; httpStatusCode?: number };
+}
+
+const PERMISSION = new Set(['UnauthorizedOperation', 'AccessDenied', 'AccessDeniedException', 'UnauthorizedAccess', 'Blocked', 'OptInRequired']);
+const CREDENTIALS = new Set(['AuthFailure', 'InvalidClientTokenId', 'SignatureDoesNotMatch', 'ExpiredToken', 'RequestExpired', 'UnrecognizedClientException', 'CredentialsProviderError', 'MissingAuthenticationToken']);
+const THROTTLING = new Set(['RequestLimitExceeded', 'Throttling', 'ThrottlingException', 'TooManyRequestsException', 'RequestThrottled', 'RequestThrottledException', 'SlowDown']);
+const CAPACITY = new Set(['InsufficientInstanceCapacity', 'InstanceLimitExceeded', 'VcpuLimitExceeded', 'MaxSpotInstanceCountExceeded', 'InsufficientFreeAddressesInSubnet']);
+const NETWORK = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'TimeoutError']);
+
+function shape(err: unknown): SdkErrorShape {
+  if (err instanceof Error) {
+    const e = err as Error & { code?: unknown; $metadata?: SdkErrorShape['$metadata'] };
+    return { name: err.name, message: err.message, ...(typeof e.code === 'string' ? { code: e.code } : {}), ...(e.$metadata ? { $metadata: e.$metadata } : {}) };
+  }
+  return { name: 'Error', message: errorMessage(err) };
+}
+
+/** The AWS error code (`InvalidInstanceID.NotFound`...) of an SDK error or of a berth error made from one. */
+export function awsErrorCode(err: unknown): string | undefined {
+  if (err instanceof BerthError) return typeof err.details?.['awsCode'] === 'string' ? err.details['awsCode'] : undefined;
+  return err instanceof Error ? err.name : undefined;
+}
+
+export function hasAwsCode(err: unknown, ...codes: string[]): boolean {
+  const code = awsErrorCode(err);
+  return code !== undefined && codes.includes(code);
+}
+
+export function toBerthError(err: unknown, ctx: CallContext): BerthError {
+  if (err instanceof BerthError) return err;
+  const e = shape(err);
+  const code = e.name;
+  const details: Record<string, unknown> = { operation: ctx.operation, awsCode: code, ...(ctx.hostId ? { hostId: ctx.hostId } : {}) };
+  if (e.$metadata?.requestId) details['requestId'] = e.$metadata.requestId;
+  if (e.$metadata?.attempts) details['attempts'] = e.$metadata.attempts;
+  const make = (berthCode: ErrorCode, message: string, hint: string): BerthError => new BerthError(berthCode, message, hint, details, { cause: err });
+  const subject = ctx.hostId && ctx.operation === 'RunInstances' ? `launch of host ${ctx.hostId}` : `AWS call ${ctx.operation}`;
+
+  // The caller's signal first: a cancelled call often surfaces as an AbortError, sometimes as what
+  // the aborted socket did; either way the caller asked for it.
+  if (ctx.cancelled) return make('deadline_exceeded', `${subject} was cancelled`, 'Retry if it is still wanted.');
+  if (ctx.timedOut || code === 'AbortError') {
+    return make('deadline_exceeded', `${subject} did not complete within ${Math.round(ctx.timeoutMs / 1000)} s (region ${ctx.region})`, 'Check the network path to the AWS endpoint; raise callTimeoutMs if AWS is merely slow.');
+  }
+  if (PERMISSION.has(code)) {
+    const extra = [
+      ctx.operation === 'RunInstances' ? 'ec2:CreateTags (tags at launch)' : undefined,
+      ctx.operation === 'RunInstances' && ctx.instanceProfile ? `iam:PassRole on the role of instance profile ${ctx.instanceProfile}` : undefined,
+    ].filter((x): x is string => x !== undefined);
+    return make(
+      'driver_unavailable',
+      `AWS refused ${ctx.operation}: the credentials berth runs with lack the permission ec2:${ctx.operation}${extra.length ? ` (or ${extra.join(', or ')})` : ''} in region ${ctx.region}`,
+      `Grant ec2:${ctx.operation}${extra.length ? `, ${extra.join(', ')}` : ''} to the IAM role or user berth runs as (see src/drivers/aws/README.md for the whole policy); \`aws sts decode-authorization-message\` decodes AWS's encoded reason.`,
+    );
+  }
+  if (CREDENTIALS.has(code)) {
+    return make('driver_unavailable', `AWS did not accept berth's credentials for ${ctx.operation} (${code}: ${e.message})`, 'Check the credentials the SDK finds (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, the instance role) and that the clock is right.');
+  }
+  if (THROTTLING.has(code)) {
+    const attempts = e.$metadata?.attempts;
+    return make(
+      'driver_unavailable',
+      `AWS throttled ${ctx.operation} in region ${ctx.region}${attempts ? ` and was still throttling after ${attempts} attempts` : ''}`,
+      'Too many EC2 API calls for this account and region: lower the rate (smaller pools, fewer concurrent launches), raise maxAttempts, or ask AWS for a higher API rate limit.',
+    );
+  }
+  if (code.startsWith('InvalidAMIID')) {
+    const image = ctx.imageId ?? 'the configured AMI';
+    return make('image_not_found', `the image ${image} does not exist in region ${ctx.region} (or this account may not use it)`, 'AMIs are regional: use an AMI id of this region (aws ec2 describe-images --image-ids …), or copy the AMI to it.');
+  }
+  if (code.startsWith('InvalidSubnetID') || code.startsWith('InvalidGroup') || code.startsWith('InvalidSecurityGroupID')) {
+    return make('validation_failed', `a subnet or security group of the AWS driver does not exist in region ${ctx.region} (${code}: ${e.message})`, 'Check subnetIds and securityGroupIds: they must exist in the driver\'s region and belong to the same VPC.');
+  }
+  if (code === 'InvalidParameterValue' && /iamInstanceProfile/i.test(e.message)) {
+    return make('validation_failed', `the IAM instance profile ${ctx.instanceProfile ?? ''} does not exist or cannot be used (${e.message})`, 'Check instanceProfile (a name or ARN); a profile created moments ago may need a few seconds before EC2 sees it.');
+  }
+  if (CAPACITY.has(code)) {
+    return make('launch_failed', `EC2 could not launch an instance: ${code} (${e.message})`, 'Try another instance type or subnet (availability zone), or ask AWS to raise the account\'s limit.');
+  }
+  if (NETWORK.has(code) || (e.code !== undefined && NETWORK.has(e.code))) {
+    return make('driver_unavailable', `berth could not reach the AWS endpoint for ${ctx.operation} in region ${ctx.region} (${e.code ?? code}: ${e.message})`, 'Check network access to the EC2 endpoint (proxy, VPC endpoint, DNS) and the endpoint setting.');
+  }
+  const berthCode: ErrorCode = ctx.operation === 'RunInstances' ? 'launch_failed' : 'internal';
+  return make(berthCode, `AWS ${ctx.operation} failed: ${code}: ${e.message}`, 'See the AWS error code in the details; retry if the cause was transient.');
+}

@@ -1,0 +1,78 @@
+/**
+ * The driver's launch template, `<name>-hosts`: what every host has in common (AMI, instance type,
+ * instance profile, IMDSv2). Ensured at init, idempotently and safely when two servers init at once;
+ * when the configuration changed since it was made, a new version carries the change, and launches
+ * use `$Latest`.
+ */
+import {
+  CreateLaunchTemplateCommand,
+  CreateLaunchTemplateVersionCommand,
+  DescribeLaunchTemplateVersionsCommand,
+  type _InstanceType,
+  type EC2Client,
+  type RequestLaunchTemplateData,
+  type ResponseLaunchTemplateData,
+} from '@aws-sdk/client-ec2';
+import type { OperationOptions } from '../types.js';
+import { launchTemplateName, TAG_MANAGED_BY, type ResolvedAwsConfig } from './config.js';
+import { hasAwsCode } from './errors.js';
+import { awsCall } from './sdk.js';
+
+const TEMPLATE_NOT_FOUND = ['InvalidLaunchTemplateName.NotFoundException', 'InvalidLaunchTemplateId.NotFound', 'InvalidLaunchTemplateName.NotFound'];
+const TEMPLATE_EXISTS = 'InvalidLaunchTemplateName.AlreadyExistsException';
+
+export function templateData(cfg: ResolvedAwsConfig): RequestLaunchTemplateData {
+  const profile = cfg.instanceProfile;
+  return {
+    ImageId: cfg.imageId,
+    InstanceType: cfg.instanceType as _InstanceType, // EC2 validates it; new types must not need a berth release
+    ...(profile ? { IamInstanceProfile: profile.startsWith('arn:') ? { Arn: profile } : { Name: profile } } : {}),
+    // IMDSv2 only: a process in the host cannot be tricked (SSRF) into reading the instance's credentials.
+    MetadataOptions: { HttpTokens: 'required', HttpEndpoint: 'enabled', HttpPutResponseHopLimit: 1 },
+  };
+}
+
+function matches(want: RequestLaunchTemplateData, have: ResponseLaunchTemplateData | undefined): boolean {
+  if (!have) return false;
+  const profile = (p: { Arn?: string | undefined; Name?: string | undefined } | undefined): string => p?.Arn ?? p?.Name ?? '';
+  return want.ImageId === have.ImageId && want.InstanceType === have.InstanceType && profile(want.IamInstanceProfile) === profile(have.IamInstanceProfile) && have.MetadataOptions?.HttpTokens === 'required';
+}
+
+/** Makes sure the template exists with the configuration's data; returns its name. */
+export async function ensureLaunchTemplate(client: EC2Client, cfg: ResolvedAwsConfig, opts?: OperationOptions): Promise<string> {
+  const name = launchTemplateName(cfg);
+  const want = templateData(cfg);
+  const latest = await awsCall(client, cfg, { operation: 'DescribeLaunchTemplateVersions' }, opts, (abortSignal) =>
+    client.send(new DescribeLaunchTemplateVersionsCommand({ LaunchTemplateName: name, Versions: ['$Latest'] }), { abortSignal }),
+  ).catch((err: unknown) => {
+    if (hasAwsCode(err, ...TEMPLATE_NOT_FOUND)) return undefined;
+    throw err;
+  });
+  const version = latest?.LaunchTemplateVersions?.[0];
+  if (!version) {
+    try {
+      await awsCall(client, cfg, { operation: 'CreateLaunchTemplate', ...(cfg.instanceProfile ? { instanceProfile: cfg.instanceProfile } : {}) }, opts, (abortSignal) =>
+        client.send(
+          new CreateLaunchTemplateCommand({
+            LaunchTemplateName: name,
+            LaunchTemplateData: want,
+            TagSpecifications: [{ ResourceType: 'launch-template', Tags: [{ Key: TAG_MANAGED_BY, Value: cfg.name }] }],
+          }),
+          { abortSignal },
+        ),
+      );
+      cfg.logger.info({ launchTemplate: name }, 'launch template created');
+    } catch (err) {
+      // Another server created it between our describe and create: theirs has the same data.
+      if (!hasAwsCode(err, TEMPLATE_EXISTS)) throw err;
+    }
+    return name;
+  }
+  if (!matches(want, version.LaunchTemplateData)) {
+    await awsCall(client, cfg, { operation: 'CreateLaunchTemplateVersion' }, opts, (abortSignal) =>
+      client.send(new CreateLaunchTemplateVersionCommand({ LaunchTemplateName: name, LaunchTemplateData: want, VersionDescription: 'berth: configuration changed' }), { abortSignal }),
+    );
+    cfg.logger.info({ launchTemplate: name, previousVersion: version.VersionNumber }, 'launch template updated to the configuration');
+  }
+  return name;
+}

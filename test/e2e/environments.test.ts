@@ -268,6 +268,20 @@ describe('environments', () => {
     expect((await srv.api.get('/v1/environments/evil')).status).toBe(404);
   });
 
+  it("gives hosts back to a pool whose onRelease is reuse: reset in place, not terminated", async () => {
+    expect((await srv.api.put('/v1/pools/shopreuse', { size: 1, onRelease: 'reuse', template: { tags: { 'berth.stack': 'shop', 'berth.mode': 'review' } } })).status).toBe(200);
+    const created = await create(['recycled', '--stack', 'shop', '--pool', 'shopreuse']);
+    expect(created.code, created.stderr).toBe(0);
+    const hostId = (JSON.parse(created.stdout) as EnvironmentView).hosts[0]?.hostId ?? '';
+    expect((await berth(['env', 'rm', 'recycled'], env)).code).toBe(0);
+    const back = await waitFor('the host back in its pool', async () => {
+      const { hosts } = (await srv.api.get<{ hosts: { id: string; slot: string | null }[] }>('/v1/pools/shopreuse/hosts')).body;
+      return hosts.find((h) => h.id === hostId && h.slot === 'ready');
+    }, { timeoutMs: 30_000 });
+    expect(back.id).toBe(hostId);
+    await srv.api.delete('/v1/pools/shopreuse');
+  });
+
   it('brings routes back after a server restart, without user action', async () => {
     const dataDir = srv.dataDir;
     await srv.server.stop();

@@ -59,13 +59,15 @@ export class AwsDriver implements HostDriver {
   }
 
   async init(opts?: OperationOptions): Promise<DriverInfo> {
-    await this.prepared(opts);
+    await this.prepared();
+    if (opts?.signal?.aborted) throw new BerthError('deadline_exceeded', 'AWS driver init was cancelled', 'Retry if it is still wanted.');
     // Instances reach the control plane over the VPC, not a bridge of this machine.
     return { name: this.name, agentListenHost: '0.0.0.0' };
   }
 
-  private prepared(opts?: OperationOptions): Promise<string> {
-    this.preparing ??= ensureLaunchTemplate(this.ec2, this.cfg, opts).catch((err: unknown) => {
+  /** Shared by every caller, so no caller's signal may cancel it: each checks its own after. */
+  private prepared(): Promise<string> {
+    this.preparing ??= ensureLaunchTemplate(this.ec2, this.cfg).catch((err: unknown) => {
       this.preparing = undefined; // a later call retries once permissions or the network are fixed
       throw err;
     });
@@ -78,7 +80,8 @@ export class AwsDriver implements HostDriver {
 
   async launch(spec: HostSpec, opts?: OperationOptions): Promise<LaunchedHost> {
     const userData = this.checkSpec(spec);
-    const template = await this.prepared(opts);
+    if (opts?.signal?.aborted) throw cancelled(spec.id);
+    const template = await this.prepared();
     if (opts?.signal?.aborted) throw cancelled(spec.id);
     const imageId = isAmiId(spec.image) ? spec.image : this.cfg.imageId;
     const subnetId = this.cfg.subnetIds.length ? this.cfg.subnetIds[this.nextSubnet++ % this.cfg.subnetIds.length] : undefined;
@@ -114,11 +117,15 @@ export class AwsDriver implements HostDriver {
       );
       instance = out.Instances?.[0];
     } catch (err) {
-      // The request may have reached EC2 before it was aborted or timed out: whatever it made must go.
-      const unknownOutcome = err instanceof BerthError && err.code === 'deadline_exceeded';
-      await this.removeOrphans(spec.id, unknownOutcome ? ORPHAN_SEARCH_DELAYS_MS : [0]).catch((cleanupErr: unknown) =>
-        this.cfg.logger.warn({ hostId: spec.id, err: errorMessage(cleanupErr) }, 'cleanup after failed launch failed'),
-      );
+      // EC2 made nothing when it refused the request (a client fault: permissions, bad AMI...).
+      // Otherwise the request may have reached EC2 before it failed, was aborted or timed out,
+      // and whatever it made must go; an instance may show only after a moment.
+      if (!refusedByEc2(err)) {
+        const unknownOutcome = err instanceof BerthError && err.code === 'deadline_exceeded';
+        await this.removeOrphans(spec.id, unknownOutcome ? ORPHAN_SEARCH_DELAYS_MS : [0]).catch((cleanupErr: unknown) =>
+          this.cfg.logger.warn({ hostId: spec.id, err: errorMessage(cleanupErr) }, 'cleanup after failed launch failed'),
+        );
+      }
       throw err;
     }
     if (!instance?.InstanceId) throw new BerthError('launch_failed', `EC2 accepted the launch of host ${spec.id} but returned no instance`, 'Retry the launch; check the EC2 console for an instance tagged berth:host-id.', { hostId: spec.id });
@@ -245,6 +252,11 @@ export class AwsDriver implements HostDriver {
 function instanceIdOf(driverData: Record<string, unknown>): string | undefined {
   const value = driverData['instanceId'];
   return typeof value === 'string' && value.startsWith('i-') ? value : undefined;
+}
+
+function refusedByEc2(err: unknown): boolean {
+  const cause = err instanceof Error ? err.cause : undefined;
+  return typeof cause === 'object' && cause !== null && (cause as { $fault?: unknown }).$fault === 'client';
 }
 
 function cancelled(id: string): BerthError {

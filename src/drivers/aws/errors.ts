@@ -33,6 +33,10 @@ const THROTTLING = new Set(['RequestLimitExceeded', 'Throttling', 'ThrottlingExc
 const CAPACITY = new Set(['InsufficientInstanceCapacity', 'InstanceLimitExceeded', 'VcpuLimitExceeded', 'MaxSpotInstanceCountExceeded', 'InsufficientFreeAddressesInSubnet']);
 const NETWORK = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'TimeoutError']);
 
+function seconds(ms: number): string {
+  return ms % 1000 === 0 ? String(ms / 1000) : (ms / 1000).toFixed(1);
+}
+
 function shape(err: unknown): SdkErrorShape {
   if (err instanceof Error) {
     const e = err as Error & { code?: unknown; $metadata?: SdkErrorShape['$metadata'] };
@@ -66,7 +70,7 @@ export function toBerthError(err: unknown, ctx: CallContext): BerthError {
   // the aborted socket did; either way the caller asked for it.
   if (ctx.cancelled) return make('deadline_exceeded', `${subject} was cancelled`, 'Retry if it is still wanted.');
   if (ctx.timedOut || code === 'AbortError') {
-    return make('deadline_exceeded', `${subject} did not complete within ${Math.round(ctx.timeoutMs / 1000)} s (region ${ctx.region})`, 'Check the network path to the AWS endpoint; raise callTimeoutMs if AWS is merely slow.');
+    return make('deadline_exceeded', `${subject} did not complete within ${seconds(ctx.timeoutMs)} s (region ${ctx.region})`, 'Check the network path to the AWS endpoint; raise callTimeoutMs if AWS is merely slow.');
   }
   if (PERMISSION.has(code)) {
     const extra = [

@@ -1,0 +1,53 @@
+/**
+ * The driver conformance suite against the AWS driver, on moto in server mode (the real EC2 wire
+ * protocol) started on loopback by the test. Skipped when moto is not installed, except in CI.
+ */
+import { DescribeInstancesCommand } from '@aws-sdk/client-ec2';
+import { AwsDriver } from '../../src/drivers/aws/index.js';
+import { motoAvailable, MOTO_CREDENTIALS, MOTO_REGION, startMoto } from '../helpers/moto.js';
+import { awsSpec, motoNetwork } from './aws-fixtures.js';
+import { describeDriverConformance } from './conformance.js';
+
+describeDriverConformance(
+  'aws (moto)',
+  async () => {
+    const moto = await startMoto();
+    try {
+      const net = await motoNetwork(moto.endpoint);
+      const make = (name: string): AwsDriver =>
+        new AwsDriver({
+          region: MOTO_REGION,
+          endpoint: moto.endpoint,
+          credentials: MOTO_CREDENTIALS,
+          imageId: net.imageId,
+          instanceType: 't3.micro',
+          subnetIds: net.subnetIds,
+          securityGroupIds: net.securityGroupIds,
+          name,
+          callTimeoutMs: 10_000,
+        });
+      const driver = make('berthcnf');
+      const other = make('berthcnf-other');
+      return {
+        driver,
+        spec: awsSpec,
+        readTags: async (host) => {
+          const out = await net.ec2.send(new DescribeInstancesCommand({ InstanceIds: [String(host.driverData['instanceId'])] }));
+          const tags = out.Reservations?.[0]?.Instances?.[0]?.Tags ?? [];
+          return Object.fromEntries(tags.map((t) => [t.Key ?? '', t.Value ?? '']));
+        },
+        other: { driver: other, spec: awsSpec },
+        cleanup: async () => {
+          driver.close();
+          other.close();
+          net.ec2.destroy();
+          await moto.stop();
+        },
+      };
+    } catch (err) {
+      await moto.stop();
+      throw err;
+    }
+  },
+  { skip: !motoAvailable('AWS driver conformance') },
+);

@@ -164,14 +164,15 @@ async function put(srv: InProcessServer, path: string, body: unknown): Promise<v
 }
 
 /** Bars of p50 on a log scale with p99 marks: one look says how far apart the four paths are. */
-function svgChart(rows: Array<{ label: string; s: Summary }>): string {
-  const width = 760;
+export function svgChart(rows: Array<{ label: string; s: Summary }>): string {
+  const width = 960;
   const left = 300;
   const barH = 28;
   const top = 40;
   const height = top + rows.length * (barH + 14) + 40;
   const max = Math.max(...rows.map((r) => r.s.p99).filter(Number.isFinite), 10);
-  const x = (v: number) => left + ((Math.log10(Math.max(v, 1)) / Math.log10(max * 1.2)) * (width - left - 20));
+  // Room on the right for the label after the p99 mark.
+  const x = (v: number) => left + ((Math.log10(Math.max(v, 1)) / Math.log10(max * 1.2)) * (width - left - 200));
   const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
   const ticks = [1, 10, 100, 1000, 10_000, 100_000].filter((t) => t <= max * 1.2);
   const parts = [

@@ -6,8 +6,13 @@
 import { BerthError, errorMessage, type ErrorCode } from '../../core/errors.js';
 
 export interface CallContext {
-  /** EC2 operation, e.g. `RunInstances`. */
+  /** Operation, e.g. `RunInstances`. */
   operation: string;
+  /** IAM service prefix of the operation; default `ec2`. */
+  service?: 'ec2' | 'autoscaling';
+  /** Set for Auto Scaling calls: the group and the instance they are about, for messages. */
+  group?: string;
+  instanceId?: string;
   region: string;
   /** The caller's signal had fired: the call was cancelled, not failed. */
   cancelled: boolean;
@@ -31,6 +36,8 @@ const PERMISSION = new Set(['UnauthorizedOperation', 'AccessDenied', 'AccessDeni
 const CREDENTIALS = new Set(['AuthFailure', 'InvalidClientTokenId', 'SignatureDoesNotMatch', 'ExpiredToken', 'RequestExpired', 'UnrecognizedClientException', 'CredentialsProviderError', 'MissingAuthenticationToken']);
 const THROTTLING = new Set(['RequestLimitExceeded', 'Throttling', 'ThrottlingException', 'TooManyRequestsException', 'RequestThrottled', 'RequestThrottledException', 'SlowDown']);
 const CAPACITY = new Set(['InsufficientInstanceCapacity', 'InstanceLimitExceeded', 'VcpuLimitExceeded', 'MaxSpotInstanceCountExceeded', 'InsufficientFreeAddressesInSubnet']);
+/** Auto Scaling's answers to a group being changed by another request at the same moment. */
+const CONTENTION = new Set(['ResourceContention', 'ScalingActivityInProgress', 'ResourceInUse']);
 const NETWORK = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'TimeoutError']);
 
 function seconds(ms: number): string {
@@ -60,7 +67,14 @@ export function toBerthError(err: unknown, ctx: CallContext): BerthError {
   if (err instanceof BerthError) return err;
   const e = shape(err);
   const code = e.name;
-  const details: Record<string, unknown> = { operation: ctx.operation, awsCode: code, ...(ctx.hostId ? { hostId: ctx.hostId } : {}) };
+  const service = ctx.service ?? 'ec2';
+  const details: Record<string, unknown> = {
+    operation: ctx.operation,
+    awsCode: code,
+    ...(ctx.hostId ? { hostId: ctx.hostId } : {}),
+    ...(ctx.group ? { group: ctx.group } : {}),
+    ...(ctx.instanceId ? { instanceId: ctx.instanceId } : {}),
+  };
   if (e.$metadata?.requestId) details['requestId'] = e.$metadata.requestId;
   if (e.$metadata?.attempts) details['attempts'] = e.$metadata.attempts;
   const make = (berthCode: ErrorCode, message: string, hint: string): BerthError => new BerthError(berthCode, message, hint, details, { cause: err });
@@ -76,11 +90,15 @@ export function toBerthError(err: unknown, ctx: CallContext): BerthError {
     const extra = [
       ctx.operation === 'RunInstances' ? 'ec2:CreateTags (tags at launch)' : undefined,
       ctx.operation === 'RunInstances' && ctx.instanceProfile ? `iam:PassRole on the role of instance profile ${ctx.instanceProfile}` : undefined,
+      // A group launches with the caller's rights on the launch template (and AWS makes its
+      // service-linked role on the account's first group).
+      ctx.operation === 'CreateAutoScalingGroup' || ctx.operation === 'UpdateAutoScalingGroup' ? 'ec2:RunInstances and ec2:CreateTags with the launch template' : undefined,
+      ctx.operation === 'CreateAutoScalingGroup' ? 'iam:CreateServiceLinkedRole (first group of the account)' : undefined,
     ].filter((x): x is string => x !== undefined);
     return make(
       'driver_unavailable',
-      `AWS refused ${ctx.operation}: the credentials berth runs with lack the permission ec2:${ctx.operation}${extra.length ? ` (or ${extra.join(', or ')})` : ''} in region ${ctx.region}`,
-      `Grant ec2:${ctx.operation}${extra.length ? `, ${extra.join(', ')}` : ''} to the IAM role or user berth runs as (see src/drivers/aws/README.md for the whole policy); \`aws sts decode-authorization-message\` decodes AWS's encoded reason.`,
+      `AWS refused ${ctx.operation}: the credentials berth runs with lack the permission ${service}:${ctx.operation}${extra.length ? ` (or ${extra.join(', or ')})` : ''} in region ${ctx.region}`,
+      `Grant ${service}:${ctx.operation}${extra.length ? `, ${extra.join(', ')}` : ''} to the IAM role or user berth runs as (see src/drivers/aws/README.md for the whole policy); \`aws sts decode-authorization-message\` decodes AWS's encoded reason.`,
     );
   }
   if (CREDENTIALS.has(code)) {
@@ -91,7 +109,7 @@ export function toBerthError(err: unknown, ctx: CallContext): BerthError {
     return make(
       'driver_unavailable',
       `AWS throttled ${ctx.operation} in region ${ctx.region}${attempts ? ` and was still throttling after ${attempts} attempts` : ''}`,
-      'Too many EC2 API calls for this account and region: lower the rate (smaller pools, fewer concurrent launches), raise maxAttempts, or ask AWS for a higher API rate limit.',
+      `Too many ${service === 'ec2' ? 'EC2' : 'Auto Scaling'} API calls for this account and region: lower the rate (smaller pools, fewer concurrent launches or claims), raise maxAttempts, or ask AWS for a higher API rate limit.`,
     );
   }
   if (code.startsWith('InvalidAMIID')) {
@@ -107,9 +125,31 @@ export function toBerthError(err: unknown, ctx: CallContext): BerthError {
   if (CAPACITY.has(code)) {
     return make('launch_failed', `EC2 could not launch an instance: ${code} (${e.message})`, 'Try another instance type or subnet (availability zone), or ask AWS to raise the account\'s limit.');
   }
+  if (service === 'autoscaling') {
+    const mapped = autoScalingError(code, e.message, ctx, make);
+    if (mapped) return mapped;
+  }
   if (NETWORK.has(code) || (e.code !== undefined && NETWORK.has(e.code))) {
     return make('driver_unavailable', `berth could not reach the AWS endpoint for ${ctx.operation} in region ${ctx.region} (${e.code ?? code}: ${e.message})`, 'Check network access to the EC2 endpoint (proxy, VPC endpoint, DNS) and the endpoint setting.');
   }
   const berthCode: ErrorCode = ctx.operation === 'RunInstances' ? 'launch_failed' : 'internal';
   return make(berthCode, `AWS ${ctx.operation} failed: ${code}: ${e.message}`, 'See the AWS error code in the details; retry if the cause was transient.');
+}
+
+/** Auto Scaling's own codes; its ValidationError covers many cases, told apart by the message. */
+function autoScalingError(code: string, message: string, ctx: CallContext, make: (c: ErrorCode, m: string, h: string) => BerthError): BerthError | undefined {
+  const group = ctx.group ? `Auto Scaling group ${ctx.group}` : 'an Auto Scaling group';
+  if (CONTENTION.has(code)) {
+    // moto answers ResourceContention also when an attach would exceed the group's max size.
+    return make('conflict', `${ctx.operation} on ${group} collided with another change to it (${code}: ${message})`, 'Retry: another request was changing the group; if it persists, check the group\'s max size and scaling activities.');
+  }
+  if (code === 'AlreadyExists') return make('conflict', `${group} already exists`, 'Another server created it at the same moment; use it.');
+  if (code === 'LimitExceeded') return make('launch_failed', `AWS refused ${ctx.operation}: the account's limit of Auto Scaling groups is reached (${message})`, 'Remove unused groups (claiming groups that ended) or ask AWS for a higher Auto Scaling group quota.');
+  if (code !== 'ValidationError') return undefined;
+  if (/not found/i.test(message)) return make('not_found', `${group} does not exist in region ${ctx.region}`, 'Ensure the group first (ensurePoolGroup / ensureUserGroup); it may have been removed.');
+  if (/not part of|is not in/i.test(message)) {
+    return make('conflict', `instance ${ctx.instanceId ?? '?'} is not in ${group}: another claim took it, or it left the group`, 'Pick another instance of the pool.');
+  }
+  if (/max/i.test(message)) return make('conflict', `${ctx.operation} would take ${group} over its max size (${message})`, 'Raise the group\'s max size first.');
+  return make('validation_failed', `AWS refused ${ctx.operation} on ${group}: ${message}`, 'See the message; the instance must be running, in a subnet of the group, and in no other group.');
 }

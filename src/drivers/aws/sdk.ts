@@ -4,6 +4,7 @@
  * call (retries included) by the driver's timeout and the caller's AbortSignal and turns failures
  * into berth errors.
  */
+import { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
 import { EC2Client } from '@aws-sdk/client-ec2';
 import type { OperationOptions } from '../types.js';
 import type { ResolvedAwsConfig } from './config.js';
@@ -24,16 +25,18 @@ export class CallCounter {
    * the deserialize step, which the retry middleware (finalizeRequest) runs once per attempt. The
    * claim path's budget is in calls; attempts show what throttling costs.
    */
-  attach(client: EC2Client): void {
+  attach(client: EC2Client | AutoScalingClient): void {
     const bump = (map: Map<string, number>, op: string): void => void map.set(op, (map.get(op) ?? 0) + 1);
-    client.middlewareStack.add(
+    // Both clients' stacks take the same middleware; TypeScript cannot call a method of a union of generics.
+    const stack = client.middlewareStack as EC2Client['middlewareStack'];
+    stack.add(
       (next, context) => (args) => {
         bump(this.calls, operationName(context.commandName));
         return next(args);
       },
       { step: 'initialize', name: 'berthCallCounter', priority: 'high' },
     );
-    client.middlewareStack.add(
+    stack.add(
       (next, context) => (args) => {
         bump(this.attempts, operationName(context.commandName));
         return next(args);
@@ -56,7 +59,16 @@ function operationName(commandName: string | undefined): string {
 }
 
 export function createEc2Client(cfg: ResolvedAwsConfig, requestHandler?: RequestHandler): EC2Client {
-  return new EC2Client({
+  return new EC2Client(clientConfig(cfg, requestHandler));
+}
+
+/** Same region, endpoint, credentials, retries and timeouts as the EC2 client (moto serves both on one endpoint). */
+export function createAutoScalingClient(cfg: ResolvedAwsConfig, requestHandler?: RequestHandler): AutoScalingClient {
+  return new AutoScalingClient(clientConfig(cfg, requestHandler));
+}
+
+function clientConfig(cfg: ResolvedAwsConfig, requestHandler: RequestHandler | undefined) {
+  return {
     ...(cfg.region ? { region: cfg.region } : {}),
     ...(cfg.endpoint ? { endpoint: cfg.endpoint } : {}),
     ...(cfg.credentials ? { credentials: cfg.credentials } : {}),
@@ -64,7 +76,7 @@ export function createEc2Client(cfg: ResolvedAwsConfig, requestHandler?: Request
     maxAttempts: cfg.maxAttempts,
     // One attempt may not take the whole call's budget, or a hung connection would leave no time to retry.
     requestHandler: requestHandler ?? { connectionTimeout: CONNECT_TIMEOUT_MS, requestTimeout: Math.max(1_000, Math.floor(cfg.callTimeoutMs / 2)) },
-  });
+  } satisfies NonNullable<ConstructorParameters<typeof EC2Client>[0]>;
 }
 
 export type CallInfo = Omit<CallContext, 'cancelled' | 'timedOut' | 'timeoutMs' | 'region'>;
@@ -74,7 +86,7 @@ export type CallInfo = Omit<CallContext, 'cancelled' | 'timedOut' | 'timeoutMs' 
  * the caller's abort or after callTimeoutMs, whichever is first; the SDK stops its retries and
  * their back-off on it.
  */
-export async function awsCall<T>(client: EC2Client, cfg: ResolvedAwsConfig, info: CallInfo, opts: OperationOptions | undefined, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+export async function awsCall<T>(client: { config: { region: () => Promise<string> } }, cfg: ResolvedAwsConfig, info: CallInfo, opts: OperationOptions | undefined, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const timeout = AbortSignal.timeout(cfg.callTimeoutMs);
   const signal = opts?.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
   try {

@@ -1,0 +1,292 @@
+/**
+ * The seeds' Auto Scaling design: one group per pool keeps `size` warm instances from the driver's
+ * launch template; one group per claiming group holds what its claims took. A claim moves an
+ * InService instance from the pool's group to the user's: DetachInstances without decrementing the
+ * pool's desired capacity (so the pool launches the replacement itself), then AttachInstances. Not
+ * yet wired into pools and claims: the database claim stays the lock that picks the instance.
+ */
+import {
+  AttachInstancesCommand,
+  CreateAutoScalingGroupCommand,
+  DeleteAutoScalingGroupCommand,
+  DescribeAutoScalingGroupsCommand,
+  DetachInstancesCommand,
+  SuspendProcessesCommand,
+  UpdateAutoScalingGroupCommand,
+  type AutoScalingClient,
+  type AutoScalingGroup,
+} from '@aws-sdk/client-auto-scaling';
+import type { EC2Client } from '@aws-sdk/client-ec2';
+import { BerthError, errorMessage } from '../../core/errors.js';
+import type { OperationOptions } from '../types.js';
+import { resolveAwsConfig, TAG_MANAGED_BY, type AwsDriverConfig, type ResolvedAwsConfig } from './config.js';
+import { hasAwsCode } from './errors.js';
+import { ensureLaunchTemplate } from './launch-template.js';
+import { awsCall, CallCounter, createAutoScalingClient, createEc2Client, type CallInfo, type RequestHandler } from './sdk.js';
+
+export const TAG_POOL = 'berth:pool';
+export const TAG_GROUP = 'berth:group';
+/** Pool and group names go into group names, tags and messages: keep them plain. */
+const PART_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+/**
+ * AZRebalance terminates instances to even out zones: it could kill a warm instance a claim is
+ * detaching, or a claimed host. berth places hosts itself, so groups never rebalance.
+ */
+const SUSPENDED = ['AZRebalance'];
+
+export interface AwsGroupsOptions {
+  /** For tests: an SDK request handler instead of the network (used by both clients). */
+  requestHandler?: RequestHandler;
+}
+
+/** What moveInstance left behind when it failed after the detach. */
+export type MovedInstanceState = 'returned-to-pool' | 'detached';
+
+/** What this process knows of a user group, so a move need not describe it (see moveInstance). */
+interface UserGroupInfo {
+  max: number;
+  size: number;
+}
+
+export class AwsGroups {
+  private readonly cfg: ResolvedAwsConfig;
+  private readonly ec2: EC2Client;
+  private readonly asg: AutoScalingClient;
+  private readonly counter = new CallCounter();
+  private template: Promise<string> | undefined;
+  private readonly userGroups = new Map<string, UserGroupInfo>();
+  /** Per user group: the tail of its chain of max-raise + attach steps. */
+  private readonly chains = new Map<string, Promise<unknown>>();
+
+  constructor(config: AwsDriverConfig, options: AwsGroupsOptions = {}) {
+    this.cfg = resolveAwsConfig(config);
+    this.ec2 = createEc2Client(this.cfg, options.requestHandler);
+    this.asg = createAutoScalingClient(this.cfg, options.requestHandler);
+    this.counter.attach(this.ec2);
+    this.counter.attach(this.asg);
+  }
+
+  /** AWS calls so far, per operation (EC2 and Auto Scaling; retries not counted). */
+  callCounts(): Record<string, number> {
+    return this.counter.callCounts();
+  }
+
+  attemptCounts(): Record<string, number> {
+    return this.counter.attemptCounts();
+  }
+
+  poolGroupName(pool: string): string {
+    return `${this.cfg.name}-pool-${checkPart('pool', pool)}`;
+  }
+
+  userGroupName(group: string): string {
+    return `${this.cfg.name}-group-${checkPart('group', group)}`;
+  }
+
+  /**
+   * The pool's group with desired = min = size and max = size + headroom. Headroom (≥ 1) is where a
+   * failed claim puts its instance back while the replacement already runs. 1 describe, then
+   * create + suspend (new), update (changed) or nothing; plus the launch template's calls once.
+   */
+  async ensurePoolGroup(pool: string, size: number, headroom = 1, opts?: OperationOptions): Promise<string> {
+    const name = this.poolGroupName(pool);
+    if (!Number.isInteger(size) || size < 0) throw new BerthError('validation_failed', `pool ${pool}'s size must be a whole number ≥ 0 (got ${size})`, 'Set the pool size.');
+    if (!Number.isInteger(headroom) || headroom < 1) throw new BerthError('validation_failed', `pool ${pool}'s headroom must be a whole number ≥ 1 (got ${headroom})`, 'A failed claim needs room to put its instance back.');
+    await this.ensureGroup(name, { min: size, max: size + headroom, desired: size }, { Key: TAG_POOL, Value: pool }, opts);
+    return name;
+  }
+
+  /** The claiming group's group, empty: its instances come from pools by AttachInstances. */
+  async ensureUserGroup(group: string, opts?: OperationOptions): Promise<string> {
+    const name = this.userGroupName(group);
+    const found = await this.ensureGroup(name, { min: 0, max: 0, desired: 0 }, { Key: TAG_GROUP, Value: group }, opts, false);
+    this.userGroups.set(name, { max: found?.MaxSize ?? 0, size: found?.Instances?.length ?? 0 });
+    return name;
+  }
+
+  /** Returns the group as it was when it existed already, else undefined. */
+  private async ensureGroup(name: string, want: { min: number; max: number; desired: number }, tag: { Key: string; Value: string }, opts: OperationOptions | undefined, update = true): Promise<AutoScalingGroup | undefined> {
+    const existing = await this.describe(name, opts);
+    if (existing) {
+      if (update && (existing.MinSize !== want.min || existing.MaxSize !== want.max || existing.DesiredCapacity !== want.desired)) {
+        await this.call({ operation: 'UpdateAutoScalingGroup', group: name }, opts, (abortSignal) =>
+          this.asg.send(new UpdateAutoScalingGroupCommand({ AutoScalingGroupName: name, MinSize: want.min, MaxSize: want.max, DesiredCapacity: want.desired }), { abortSignal }),
+        );
+      }
+      return existing;
+    }
+    const template = await this.launchTemplate();
+    try {
+      await this.call({ operation: 'CreateAutoScalingGroup', group: name }, opts, (abortSignal) =>
+        this.asg.send(
+          new CreateAutoScalingGroupCommand({
+            AutoScalingGroupName: name,
+            LaunchTemplate: { LaunchTemplateName: template, Version: '$Latest' },
+            MinSize: want.min,
+            MaxSize: want.max,
+            DesiredCapacity: want.desired,
+            ...(this.cfg.subnetIds.length ? { VPCZoneIdentifier: this.cfg.subnetIds.join(',') } : {}),
+            // Propagated so the instances carry them too: the driver's sweep finds them by tag.
+            Tags: [
+              { Key: TAG_MANAGED_BY, Value: this.cfg.name, PropagateAtLaunch: true },
+              { ...tag, PropagateAtLaunch: true },
+            ],
+          }),
+          { abortSignal },
+        ),
+      );
+    } catch (err) {
+      // Another server created it between our describe and create: the next ensure reconciles sizes.
+      if (hasAwsCode(err, 'AlreadyExists')) return this.describe(name, opts);
+      throw err;
+    }
+    await this.call({ operation: 'SuspendProcesses', group: name }, opts, (abortSignal) =>
+      this.asg.send(new SuspendProcessesCommand({ AutoScalingGroupName: name, ScalingProcesses: SUSPENDED }), { abortSignal }),
+    );
+    this.cfg.logger.info({ group: name, ...want }, 'Auto Scaling group created');
+    return undefined;
+  }
+
+  /**
+   * The AWS part of a claim. Calls: DetachInstances (1), UpdateAutoScalingGroup to raise the user
+   * group's max only when this process knows the attach would exceed it (0 or 1), AttachInstances
+   * (1, which raises the user group's desired capacity itself): ≤ 3, no polling. A user group this
+   * process has not ensured costs one describe more. If the attach fails after the detach, it is
+   * retried once; then the instance goes back to the pool group (its headroom) and the move fails
+   * with `claim_failed`, details.state = 'returned-to-pool'; if even that fails, details.state =
+   * 'detached': the instance is in no group and the caller must terminate it.
+   */
+  async moveInstance(instanceId: string, fromPoolGroup: string, toUserGroup: string, opts?: OperationOptions): Promise<void> {
+    const detached = await this.call({ operation: 'DetachInstances', group: fromPoolGroup, instanceId }, opts, (abortSignal) =>
+      this.asg.send(new DetachInstancesCommand({ AutoScalingGroupName: fromPoolGroup, InstanceIds: [instanceId], ShouldDecrementDesiredCapacity: false }), { abortSignal }),
+    );
+    // AWS refuses to detach an instance that is not in the group; moto detaches nothing and says
+    // so by returning no activity. Either way another claim has it: attaching it would put one
+    // instance in two groups.
+    if ((detached.Activities ?? []).length === 0) {
+      throw new BerthError('conflict', `instance ${instanceId} is not in Auto Scaling group ${fromPoolGroup}: another claim took it, or it left the pool`, 'Pick another instance of the pool.', { instanceId, group: fromPoolGroup });
+    }
+    let firstErr: unknown;
+    try {
+      await this.attach(instanceId, toUserGroup, false, opts);
+      return;
+    } catch (err) {
+      firstErr = err;
+    }
+    // The instance is in no group now. A cancelled caller still must not lose it, so the rescue
+    // runs without the caller's signal (bounded by callTimeoutMs per call).
+    this.cfg.logger.warn({ instanceId, group: toUserGroup, err: errorMessage(firstErr) }, 'attach failed after detach; retrying once');
+    try {
+      await this.attach(instanceId, toUserGroup, true, undefined);
+      return;
+    } catch (err) {
+      firstErr = err;
+    }
+    let state: MovedInstanceState = 'returned-to-pool';
+    try {
+      await this.call({ operation: 'AttachInstances', group: fromPoolGroup, instanceId }, undefined, (abortSignal) =>
+        this.asg.send(new AttachInstancesCommand({ AutoScalingGroupName: fromPoolGroup, InstanceIds: [instanceId] }), { abortSignal }),
+      );
+    } catch (err) {
+      state = 'detached';
+      this.cfg.logger.warn({ instanceId, group: fromPoolGroup, err: errorMessage(err) }, 'could not put the instance back into its pool group');
+    }
+    throw new BerthError(
+      'claim_failed',
+      state === 'detached'
+        ? `instance ${instanceId} was detached from ${fromPoolGroup} but could be attached neither to ${toUserGroup} nor back to the pool: it is in no group now`
+        : `instance ${instanceId} could not be attached to ${toUserGroup} and was put back into ${fromPoolGroup}`,
+      state === 'detached' ? 'Terminate the instance (it belongs to no group and nothing will replace or remove it), then retry the claim.' : `Retry the claim; the cause: ${errorMessage(firstErr)}`,
+      { instanceId, state, fromGroup: fromPoolGroup, toGroup: toUserGroup },
+      { cause: firstErr },
+    );
+  }
+
+  /**
+   * Raises the user group's max when needed, then attaches. Serialised per user group: two moves
+   * raising the same max concurrently would both compute size + 1 and the second attach would fail.
+   * `refresh` (the retry) re-reads the group, in case another server changed it.
+   */
+  private attach(instanceId: string, group: string, refresh: boolean, opts: OperationOptions | undefined): Promise<void> {
+    const step = async (): Promise<void> => {
+      let info = this.userGroups.get(group);
+      if (!info || refresh) {
+        const found = await this.describe(group, opts);
+        if (!found) throw new BerthError('not_found', `Auto Scaling group ${group} does not exist`, 'Ensure the claiming group\'s group first (ensureUserGroup).', { group, instanceId });
+        info = { max: found.MaxSize ?? 0, size: found.Instances?.length ?? 0 };
+        this.userGroups.set(group, info);
+        // The first attach may have succeeded with its answer lost (timeout): attaching again would fail.
+        if (found.Instances?.some((i) => i.InstanceId === instanceId)) return;
+      }
+      if (info.size + 1 > info.max) {
+        // Doubling (from 2) keeps raises rare for a group that grows, so most moves cost 2 calls.
+        // The user group's max bounds nothing berth relies on: claims are counted in the database.
+        const max = Math.max(info.size + 1, info.max * 2, 2);
+        await this.call({ operation: 'UpdateAutoScalingGroup', group }, opts, (abortSignal) => this.asg.send(new UpdateAutoScalingGroupCommand({ AutoScalingGroupName: group, MaxSize: max }), { abortSignal }));
+        info.max = max;
+      }
+      await this.call({ operation: 'AttachInstances', group, instanceId }, opts, (abortSignal) =>
+        this.asg.send(new AttachInstancesCommand({ AutoScalingGroupName: group, InstanceIds: [instanceId] }), { abortSignal }),
+      );
+      info.size += 1;
+    };
+    const run = (this.chains.get(group) ?? Promise.resolve()).then(step, step);
+    const tail = run.catch(() => undefined);
+    this.chains.set(group, tail);
+    void tail.then(() => {
+      if (this.chains.get(group) === tail) this.chains.delete(group);
+    });
+    return run;
+  }
+
+  /** Deletes the group and (ForceDelete) terminates its instances. Idempotent: 1 call. */
+  async removeGroup(name: string, opts?: OperationOptions): Promise<void> {
+    this.userGroups.delete(name);
+    try {
+      await this.call({ operation: 'DeleteAutoScalingGroup', group: name }, opts, (abortSignal) =>
+        this.asg.send(new DeleteAutoScalingGroupCommand({ AutoScalingGroupName: name, ForceDelete: true }), { abortSignal }),
+      );
+    } catch (err) {
+      if (err instanceof BerthError && err.code === 'not_found') return;
+      throw err;
+    }
+    this.cfg.logger.info({ group: name }, 'Auto Scaling group removed');
+  }
+
+  /** InService instance ids of the group; none when it does not exist. 1 call. */
+  async instancesOf(groupName: string, opts?: OperationOptions): Promise<string[]> {
+    const group = await this.describe(groupName, opts);
+    return (group?.Instances ?? []).filter((i) => i.LifecycleState === 'InService' && i.InstanceId).map((i) => i.InstanceId ?? '');
+  }
+
+  private async describe(name: string, opts: OperationOptions | undefined): Promise<AutoScalingGroup | undefined> {
+    const out = await this.call({ operation: 'DescribeAutoScalingGroups', group: name }, opts, (abortSignal) =>
+      this.asg.send(new DescribeAutoScalingGroupsCommand({ AutoScalingGroupNames: [name] }), { abortSignal }),
+    );
+    // Deleted groups linger for a while with a Status of "Delete in progress".
+    return out.AutoScalingGroups?.find((g) => g.AutoScalingGroupName === name && g.Status === undefined);
+  }
+
+  /** The driver's launch template, ensured once per process (and again after a failure). */
+  private launchTemplate(): Promise<string> {
+    this.template ??= ensureLaunchTemplate(this.ec2, this.cfg).catch((err: unknown) => {
+      this.template = undefined;
+      throw err;
+    });
+    return this.template;
+  }
+
+  private call<T>(info: Omit<CallInfo, 'service'>, opts: OperationOptions | undefined, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    return awsCall(this.asg, this.cfg, { ...info, service: 'autoscaling' }, opts, run);
+  }
+
+  close(): void {
+    this.ec2.destroy();
+    this.asg.destroy();
+  }
+}
+
+function checkPart(what: string, value: string): string {
+  if (!PART_RE.test(value)) throw new BerthError('validation_failed', `${what} name ${JSON.stringify(value)} cannot name an Auto Scaling group`, 'Use 1-128 letters, digits, dots, hyphens or underscores, starting with a letter or digit.');
+  return value;
+}

@@ -151,20 +151,9 @@ export class EnvironmentRouter {
 
   /** The request handler, public so the router can also serve from a server the caller owns. */
   readonly handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    const target = this.resolve(req);
-    if (!target.route) {
-      sendErrorPage(req, res, target.page);
-      return;
-    }
-    const route = target.route;
-    route.requests++;
-    const backend = route.pick();
-    if (!backend) {
-      route.unavailable++;
-      sendErrorPage(req, res, noHealthyBackendPage(route.name, route.backends));
-      return;
-    }
-    this.forwarder.web(req, res, route, backend);
+    const target = this.select(req);
+    if ('page' in target) sendErrorPage(req, res, target.page);
+    else this.forwarder.web(req, res, target.route, target.backend);
   };
 
   /** The 'upgrade' handler: WebSocket upgrades pass through to a backend, others are refused. */
@@ -176,21 +165,22 @@ export class EnvironmentRouter {
       writeErrorToSocket(req, socket, page);
       return;
     }
+    const target = this.select(req);
+    if ('page' in target) writeErrorToSocket(req, socket, target.page);
+    else this.forwarder.ws(req, socket, head, target.route, target.backend);
+  };
+
+  /** The route and the backend a request goes to (counted), or the error page that answers it. */
+  private select(req: IncomingMessage): { route: Route; backend: Backend } | { page: RouterErrorPage } {
     const target = this.resolve(req);
-    if (!target.route) {
-      writeErrorToSocket(req, socket, target.page);
-      return;
-    }
+    if (!target.route) return { page: target.page };
     const route = target.route;
     route.requests++;
     const backend = route.pick();
-    if (!backend) {
-      route.unavailable++;
-      writeErrorToSocket(req, socket, noHealthyBackendPage(route.name, route.backends));
-      return;
-    }
-    this.forwarder.ws(req, socket, head, route, backend);
-  };
+    if (backend) return { route, backend };
+    route.unavailable++;
+    return { page: noHealthyBackendPage(route.name, route.backends) };
+  }
 
   private resolve(req: IncomingMessage): { route: Route } | { route?: undefined; page: RouterErrorPage } {
     const host = req.headers.host;

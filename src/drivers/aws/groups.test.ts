@@ -6,7 +6,7 @@
  * `send`, so the SDK's retry middleware never runs under it).
  */
 import { Readable } from 'node:stream';
-import { AttachInstancesCommand, AutoScalingClient, AutoScalingServiceException, DescribeAutoScalingGroupsCommand, DetachInstancesCommand, UpdateAutoScalingGroupCommand } from '@aws-sdk/client-auto-scaling';
+import { AttachInstancesCommand, AutoScalingClient, AutoScalingServiceException, DescribeAutoScalingGroupsCommand, DescribeAutoScalingInstancesCommand, DetachInstancesCommand, UpdateAutoScalingGroupCommand } from '@aws-sdk/client-auto-scaling';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { BerthError } from '../../core/errors.js';
@@ -99,8 +99,20 @@ describe('AwsGroups: moves that fail half-way', () => {
 
     asg.reset();
     asg.on(DetachInstancesCommand).resolves({ Activities: [] }); // moto's answer to the same
-    expect((await failure(new AwsGroups(base).moveInstance(I, POOL, USER))).code).toBe('conflict');
+    asg.on(DescribeAutoScalingInstancesCommand).resolves({ AutoScalingInstances: [{ InstanceId: I, AutoScalingGroupName: 'bgrp-group-someone', AvailabilityZone: 'a', LifecycleState: 'InService', HealthStatus: 'HEALTHY', ProtectedFromScaleIn: false }] });
+    const taken = await failure(new AwsGroups(base).moveInstance(I, POOL, USER));
+    expect(taken.code).toBe('conflict');
+    expect(taken.message).toContain('bgrp-group-someone');
     expect(asg.commandCalls(AttachInstancesCommand)).toHaveLength(0);
+  });
+
+  it('a detach answered with no activity for an instance now in no group (moto under concurrent detaches) still attaches it: it is not lost', async () => {
+    asg.on(DetachInstancesCommand).resolves({ Activities: [] });
+    asg.on(DescribeAutoScalingInstancesCommand).resolves({ AutoScalingInstances: [] });
+    asg.on(AttachInstancesCommand).resolves({});
+    asg.on(DescribeAutoScalingGroupsCommand).resolves({ AutoScalingGroups: [{ AutoScalingGroupName: USER, MinSize: 0, MaxSize: 4, DesiredCapacity: 0, Instances: [], AvailabilityZones: [], CreatedTime: new Date(), DefaultCooldown: 300, HealthCheckType: 'EC2' }] });
+    await new AwsGroups(base).moveInstance(I, POOL, USER);
+    expect(attachCalls(USER)).toBe(1);
   });
 
   it('a full user group gets its max raised first, once, before the attach', async () => {

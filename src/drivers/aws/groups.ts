@@ -7,6 +7,7 @@
  */
 import {
   AttachInstancesCommand,
+  DescribeAutoScalingInstancesCommand,
   CreateAutoScalingGroupCommand,
   DeleteAutoScalingGroupCommand,
   DescribeAutoScalingGroupsCommand,
@@ -160,11 +161,18 @@ export class AwsGroups {
     const detached = await this.call({ operation: 'DetachInstances', group: fromPoolGroup, instanceId }, opts, (abortSignal) =>
       this.asg.send(new DetachInstancesCommand({ AutoScalingGroupName: fromPoolGroup, InstanceIds: [instanceId], ShouldDecrementDesiredCapacity: false }), { abortSignal }),
     );
-    // AWS refuses to detach an instance that is not in the group; moto detaches nothing and says
-    // so by returning no activity. Either way another claim has it: attaching it would put one
-    // instance in two groups.
+    // AWS refuses to detach an instance that is not in the group. moto answers with no activity,
+    // both then and, under concurrent detaches, for one it did detach (its group lists are not
+    // locked). So no activity is asked about (one call, off the normal path): an instance in a group
+    // belongs to someone else, and attaching it would put it in two; one in no group is ours.
     if ((detached.Activities ?? []).length === 0) {
-      throw new BerthError('conflict', `instance ${instanceId} is not in Auto Scaling group ${fromPoolGroup}: another claim took it, or it left the pool`, 'Pick another instance of the pool.', { instanceId, group: fromPoolGroup });
+      const where = await this.call({ operation: 'DescribeAutoScalingInstances', instanceId }, opts, (abortSignal) =>
+        this.asg.send(new DescribeAutoScalingInstancesCommand({ InstanceIds: [instanceId] }), { abortSignal }),
+      );
+      const group = where.AutoScalingInstances?.[0]?.AutoScalingGroupName;
+      if (group !== undefined) {
+        throw new BerthError('conflict', `instance ${instanceId} is in Auto Scaling group ${group}, not ${fromPoolGroup}: another claim took it`, 'Pick another instance of the pool.', { instanceId, group });
+      }
     }
     let firstErr: unknown;
     try {

@@ -116,7 +116,7 @@ async function createToFirst200(srv: InProcessServer, name: string, v: Variant):
   if (res.status !== 201) throw new Error(`${v.label}: env create failed: ${JSON.stringify(res.body)}`);
   const url = new URL(res.body.url ?? '');
   for (;;) {
-    const status = await get(url).catch(() => 0);
+    const status = await statusOf(url).catch(() => 0);
     if (status === 200) break;
     if (performance.now() - t0 > 300_000) throw new Error(`${v.label}: ${name} never answered 200`);
   }
@@ -125,7 +125,8 @@ async function createToFirst200(srv: InProcessServer, name: string, v: Variant):
   return elapsed;
 }
 
-function get(url: URL): Promise<number> {
+/** The status of `GET /` through the router, as a browser at the environment's URL would see it. */
+function statusOf(url: URL): Promise<number> {
   return new Promise((resolve, reject) => {
     const req = http.get({ host: '127.0.0.1', port: url.port, path: '/', headers: { host: url.host } }, (res) => {
       res.resume();

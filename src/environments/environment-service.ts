@@ -162,7 +162,7 @@ export class EnvironmentService {
   async recover(): Promise<{ routed: string[]; cleaned: string[] }> {
     const routed: string[] = [];
     const cleaned: string[] = [];
-    for (const row of await this.deps.envs.listAll(['creating', 'ready', 'deploying', 'failed', 'removing'])) {
+    for (const row of await this.deps.envs.all()) {
       try {
         if (row.state === 'creating') {
           await this.releaseAll(row.tenant_id, row.pool, row.hosts, `environment ${row.name}: its creation was cut short by a server restart`);

@@ -151,11 +151,6 @@ export class ServicesService {
     this.stackNotes.set(hostId, note);
   }
 
-  /** The host's desired services as stored. */
-  async desired(tenantId: string, hostId: string): Promise<ServiceSpec[]> {
-    const row = await this.deps.hosts.get(tenantId, hostId);
-    return row ? desiredOf(row) : [];
-  }
 
   /**
    * Resolves once every service the host should run reports ready under its current configuration;

@@ -1,5 +1,5 @@
 /** Environments (src/environments): one row per name, with the hosts serving it and its route. */
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import { assertEnvTransition, type EnvironmentState } from '../environments/state.js';
 import type { Database, EnvHostRecord, EnvironmentRow } from './schema.js';
 
@@ -55,10 +55,9 @@ export class EnvironmentsRepo {
     return this.db.selectFrom('environments').selectAll().where('tenant_id', '=', tenantId).orderBy('name').execute();
   }
 
-  /** Every tenant's environments in the given states (recovery after a restart). */
-  async listAll(states: readonly EnvironmentState[]): Promise<EnvironmentRow[]> {
-    if (states.length === 0) return [];
-    return this.db.selectFrom('environments').selectAll().where('state', 'in', [...states]).orderBy('created_at').execute();
+  /** Every tenant's environments, oldest first (recovery after a restart). */
+  async all(): Promise<EnvironmentRow[]> {
+    return this.db.selectFrom('environments').selectAll().orderBy('created_at').execute();
   }
 
   async expired(now: Date): Promise<EnvironmentRow[]> {
@@ -101,8 +100,4 @@ export class EnvironmentsRepo {
     await this.db.deleteFrom('environments').where('tenant_id', '=', tenantId).where('name', '=', name).execute();
   }
 
-  /** Seconds until it expires, from the database's clock (null: no TTL). */
-  async extend(tenantId: string, name: string, expiresAt: Date | null): Promise<void> {
-    await sql`update environments set expires_at = ${expiresAt}, updated_at = now() where tenant_id = ${tenantId} and name = ${name}`.execute(this.db);
-  }
 }

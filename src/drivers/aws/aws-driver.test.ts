@@ -16,7 +16,7 @@ import {
 } from '@aws-sdk/client-ec2';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
-import { BerthError } from '../../core/errors.js';
+import { rejection } from '../../../test/helpers/errors.js';
 import { AwsDriver } from './aws-driver.js';
 import type { AwsDriverConfig } from './config.js';
 
@@ -27,15 +27,6 @@ const spec = (id: string) => ({ id, hostname: id, image: '/', tags: { team: 'a' 
 
 function awsError(name: string, message = `${name} happened`, $fault: 'client' | 'server' = 'client'): EC2ServiceException {
   return new EC2ServiceException({ name, message, $fault, $metadata: { httpStatusCode: $fault === 'client' ? 400 : 500, requestId: 'req-42' } });
-}
-
-async function failure(p: Promise<unknown>): Promise<BerthError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(BerthError);
-  return err as BerthError;
 }
 
 /** A driver whose launch template already exists as configured (init makes one call). */
@@ -54,7 +45,7 @@ describe('AWS driver: errors', () => {
     const d = readyDriver({ instanceProfile: 'berth-host' });
     ec2.on(RunInstancesCommand).rejects(awsError('UnauthorizedOperation', 'You are not authorized to perform this operation. Encoded authorization failure message: xyz'));
     ec2.on(DescribeInstancesCommand).resolves({ Reservations: [] });
-    const err = await failure(d.launch(spec('h-perm')));
+    const err = await rejection(d.launch(spec('h-perm')));
     expect(err.code).toBe('driver_unavailable');
     expect(err.message).toContain('lack the permission ec2:RunInstances');
     expect(err.message).toContain('region eu-west-1');
@@ -68,7 +59,7 @@ describe('AWS driver: errors', () => {
   it('a permission error at init fails init, and a later init tries again', async () => {
     ec2.on(DescribeLaunchTemplateVersionsCommand).rejectsOnce(awsError('UnauthorizedOperation')).resolves({ LaunchTemplateVersions: [{ LaunchTemplateData: { ImageId: AMI, InstanceType: 't3.micro', MetadataOptions: { HttpTokens: 'required' } } }] });
     const d = new AwsDriver(base);
-    const err = await failure(d.init());
+    const err = await rejection(d.init());
     expect(err.message).toContain('ec2:DescribeLaunchTemplateVersions');
     await expect(d.init()).resolves.toEqual({ name: 'aws', agentListenHost: '0.0.0.0' });
   });
@@ -77,7 +68,7 @@ describe('AWS driver: errors', () => {
     const d = readyDriver();
     ec2.on(RunInstancesCommand).rejects(awsError('InvalidAMIID.NotFound', "The image id '[ami-0fffffffffffffff0]' does not exist"));
     ec2.on(DescribeInstancesCommand).resolves({ Reservations: [] });
-    const err = await failure(d.launch({ ...spec('h-ami'), image: 'ami-0fffffffffffffff0' }));
+    const err = await rejection(d.launch({ ...spec('h-ami'), image: 'ami-0fffffffffffffff0' }));
     expect(err.code).toBe('image_not_found');
     expect(err.message).toBe('the image ami-0fffffffffffffff0 does not exist in region eu-west-1 (or this account may not use it)');
   });
@@ -85,10 +76,10 @@ describe('AWS driver: errors', () => {
   it('bad credentials and capacity errors say so', async () => {
     const d = readyDriver();
     ec2.on(DescribeInstancesCommand).rejects(awsError('AuthFailure', 'AWS was not able to validate the provided access credentials'));
-    expect((await failure(d.list())).message).toMatch(/did not accept berth's credentials/);
+    expect((await rejection(d.list())).message).toMatch(/did not accept berth's credentials/);
     ec2.on(RunInstancesCommand).rejects(awsError('InsufficientInstanceCapacity'));
     ec2.on(DescribeInstancesCommand).resolves({ Reservations: [] });
-    expect(await failure(d.launch(spec('h-cap')))).toMatchObject({ code: 'launch_failed', message: expect.stringContaining('InsufficientInstanceCapacity') as unknown });
+    expect(await rejection(d.launch(spec('h-cap')))).toMatchObject({ code: 'launch_failed', message: expect.stringContaining('InsufficientInstanceCapacity') as unknown });
   });
 
   it('a launch that failed on the server side terminates whatever carries its host id', async () => {
@@ -96,7 +87,7 @@ describe('AWS driver: errors', () => {
     ec2.on(RunInstancesCommand).rejects(awsError('InternalError', 'An internal error has occurred', 'server'));
     ec2.on(DescribeInstancesCommand).resolves({ Reservations: [{ Instances: [{ InstanceId: 'i-0aaa', State: { Name: 'pending' } }] }] });
     ec2.on(TerminateInstancesCommand).resolves({});
-    await failure(d.launch(spec('h-half')));
+    await rejection(d.launch(spec('h-half')));
     const describe = ec2.commandCalls(DescribeInstancesCommand)[0]?.args[0].input;
     expect(describe?.Filters).toContainEqual({ Name: 'tag:berth:host-id', Values: ['h-half'] });
     expect(describe?.Filters).toContainEqual({ Name: 'tag:berth:managed-by', Values: ['unit'] });
@@ -126,9 +117,9 @@ describe('AWS driver: errors', () => {
 
   it('refuses what EC2 or the boot script could not take', async () => {
     const d = readyDriver();
-    expect((await failure(d.launch({ ...spec('h-x'), hostname: "x'; reboot" }))).code).toBe('validation_failed');
-    expect((await failure(d.launch({ ...spec('h-x'), tags: { 'aws:owner': 'me' } }))).message).toContain('aws:owner');
-    expect((await failure(d.launch({ ...spec('h-x'), layers: ['/var/lib/berth/layers/1'] }))).message).toContain('image layers');
+    expect((await rejection(d.launch({ ...spec('h-x'), hostname: "x'; reboot" }))).code).toBe('validation_failed');
+    expect((await rejection(d.launch({ ...spec('h-x'), tags: { 'aws:owner': 'me' } }))).message).toContain('aws:owner');
+    expect((await rejection(d.launch({ ...spec('h-x'), layers: ['/var/lib/berth/layers/1'] }))).message).toContain('image layers');
     expect(ec2.commandCalls(RunInstancesCommand)).toHaveLength(0);
   });
 });

@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import { AttachInstancesCommand, AutoScalingClient, AutoScalingServiceException, DescribeAutoScalingGroupsCommand, DescribeAutoScalingInstancesCommand, DetachInstancesCommand, UpdateAutoScalingGroupCommand } from '@aws-sdk/client-auto-scaling';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
-import { BerthError } from '../../core/errors.js';
+import { rejection } from '../../../test/helpers/errors.js';
 import type { AwsDriverConfig } from './config.js';
 import { AwsGroups } from './groups.js';
 import type { RequestHandler } from './sdk.js';
@@ -22,15 +22,6 @@ const I = 'i-0123456789abcdef0';
 
 function awsError(name: string, message = `${name} happened`): AutoScalingServiceException {
   return new AutoScalingServiceException({ name, message, $fault: 'client', $metadata: { httpStatusCode: 400, requestId: 'req-7' } });
-}
-
-async function failure(p: Promise<unknown>): Promise<BerthError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(BerthError);
-  return err as BerthError;
 }
 
 /** The user group exists with room for one more instance, and the detach succeeds. */
@@ -50,7 +41,7 @@ describe('AwsGroups: moves that fail half-way', () => {
     detachable();
     asg.on(AttachInstancesCommand, { AutoScalingGroupName: USER }).rejects(awsError('ValidationError', 'Instance i-0123456789abcdef0 is not in a running state'));
     asg.on(AttachInstancesCommand, { AutoScalingGroupName: POOL }).resolves({});
-    const err = await failure(new AwsGroups(base).moveInstance(I, POOL, USER));
+    const err = await rejection(new AwsGroups(base).moveInstance(I, POOL, USER));
     expect(err.code).toBe('claim_failed');
     expect(err.message).toContain(`instance ${I} could not be attached to ${USER} and was put back into ${POOL}`);
     expect(err.details).toMatchObject({ instanceId: I, state: 'returned-to-pool', fromGroup: POOL, toGroup: USER });
@@ -62,7 +53,7 @@ describe('AwsGroups: moves that fail half-way', () => {
   it('detach ok and no attach works, not even back to the pool: a typed error naming the detached instance', async () => {
     detachable();
     asg.on(AttachInstancesCommand).rejects(awsError('ServiceUnavailable', 'try later'));
-    const err = await failure(new AwsGroups(base).moveInstance(I, POOL, USER));
+    const err = await rejection(new AwsGroups(base).moveInstance(I, POOL, USER));
     expect(err.code).toBe('claim_failed');
     expect(err.details).toMatchObject({ instanceId: I, state: 'detached' });
     expect(err.message).toContain('it is in no group now');
@@ -92,7 +83,7 @@ describe('AwsGroups: moves that fail half-way', () => {
 
   it('an instance another claim already detached: conflict, and nothing is attached', async () => {
     asg.on(DetachInstancesCommand).rejects(awsError('ValidationError', `The instance ${I} is not part of Auto Scaling group ${POOL}.`));
-    const err = await failure(new AwsGroups(base).moveInstance(I, POOL, USER));
+    const err = await rejection(new AwsGroups(base).moveInstance(I, POOL, USER));
     expect(err.code).toBe('conflict');
     expect(err.message).toContain(`instance ${I} is not in Auto Scaling group ${POOL}`);
     expect(asg.commandCalls(AttachInstancesCommand)).toHaveLength(0);
@@ -100,7 +91,7 @@ describe('AwsGroups: moves that fail half-way', () => {
     asg.reset();
     asg.on(DetachInstancesCommand).resolves({ Activities: [] }); // moto's answer to the same
     asg.on(DescribeAutoScalingInstancesCommand).resolves({ AutoScalingInstances: [{ InstanceId: I, AutoScalingGroupName: 'bgrp-group-someone', AvailabilityZone: 'a', LifecycleState: 'InService', HealthStatus: 'HEALTHY', ProtectedFromScaleIn: false }] });
-    const taken = await failure(new AwsGroups(base).moveInstance(I, POOL, USER));
+    const taken = await rejection(new AwsGroups(base).moveInstance(I, POOL, USER));
     expect(taken.code).toBe('conflict');
     expect(taken.message).toContain('bgrp-group-someone');
     expect(asg.commandCalls(AttachInstancesCommand)).toHaveLength(0);
@@ -130,7 +121,7 @@ describe('AwsGroups: moves that fail half-way', () => {
 
   it('errors name the Auto Scaling permission and keep the AWS details', async () => {
     asg.on(DetachInstancesCommand).rejects(awsError('AccessDenied', 'User is not authorized'));
-    const err = await failure(new AwsGroups(base).moveInstance(I, POOL, USER));
+    const err = await rejection(new AwsGroups(base).moveInstance(I, POOL, USER));
     expect(err.code).toBe('driver_unavailable');
     expect(err.message).toContain('lack the permission autoscaling:DetachInstances');
     expect(err.details).toMatchObject({ operation: 'DetachInstances', awsCode: 'AccessDenied', requestId: 'req-7', group: POOL, instanceId: I });
@@ -173,7 +164,7 @@ describe('AwsGroups: throttling (real SDK retries)', () => {
 
   it('throttled to the end: the error says Auto Scaling throttled and after how many attempts', async () => {
     const groups = new AwsGroups({ ...base, maxAttempts: 2 }, { requestHandler: throttlingHandler(100) });
-    const err = await failure(groups.moveInstance(I, POOL, USER));
+    const err = await rejection(groups.moveInstance(I, POOL, USER));
     expect(err.message).toBe('AWS throttled DetachInstances in region eu-west-1 and was still throttling after 2 attempts');
     expect(err.hint).toContain('Auto Scaling API calls');
     groups.close();

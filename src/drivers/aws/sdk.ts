@@ -25,7 +25,7 @@ export class CallCounter {
    * the deserialize step, which the retry middleware (finalizeRequest) runs once per attempt. The
    * claim path's budget is in calls; attempts show what throttling costs.
    */
-  attach(client: EC2Client | AutoScalingClient): void {
+  attach(client: { middlewareStack: unknown }): void {
     const bump = (map: Map<string, number>, op: string): void => void map.set(op, (map.get(op) ?? 0) + 1);
     // Both clients' stacks take the same middleware; TypeScript cannot call a method of a union of generics.
     const stack = client.middlewareStack as EC2Client['middlewareStack'];
@@ -67,7 +67,8 @@ export function createAutoScalingClient(cfg: ResolvedAwsConfig, requestHandler?:
   return new AutoScalingClient(clientConfig(cfg, requestHandler));
 }
 
-function clientConfig(cfg: ResolvedAwsConfig, requestHandler: RequestHandler | undefined) {
+/** The config every AWS client of the driver is made with (SSM, ELBv2... take the same). */
+export function clientConfig(cfg: ResolvedAwsConfig, requestHandler: RequestHandler | undefined) {
   return {
     ...(cfg.region ? { region: cfg.region } : {}),
     ...(cfg.endpoint ? { endpoint: cfg.endpoint } : {}),

@@ -2,18 +2,37 @@
  * Entry point of the agent bundle that runs inside every host (`node /.berth/agent/berth-agent.cjs`).
  * Kept tiny: it is on the launch -> ready path.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { AGENT_IDENTITY_PATH, agentIdentity, IMAGE_ENV_PATH } from '../protocol/messages.js';
+import { AGENT_ENROLMENT_PATH, AGENT_IDENTITY_PATH, agentEnrolment, agentIdentity, IMAGE_ENV_PATH, type AgentIdentity } from '../protocol/messages.js';
 import { Agent } from './agent.js';
 import { regenerateIdentity } from './firstboot.js';
 import { readImageEnv } from './image-env.js';
 
-export function runAgent(argv: string[] = process.argv.slice(2)): Agent {
+export function runAgent(argv: string[] = process.argv.slice(2)): void {
   const identityPath = flag(argv, '--identity') ?? AGENT_IDENTITY_PATH;
+  const enrolmentPath = flag(argv, '--enrolment') ?? AGENT_ENROLMENT_PATH;
   const stateDir = flag(argv, '--state-dir') ?? '/run/berth/agent';
-  const identity = agentIdentity.parse(JSON.parse(readFileSync(identityPath, 'utf8')));
   const log = (line: string): void => void process.stderr.write(`berth-agent: ${line}\n`);
+  // A host launched with its identity (or a fleet host that enrolled before a restart) has it;
+  // a fleet host's first start enrols for one (loaded only then: the agent's RSS is on every host).
+  if (existsSync(identityPath) || !existsSync(enrolmentPath)) {
+    startAgent(agentIdentity.parse(JSON.parse(readFileSync(identityPath, 'utf8'))), stateDir, log);
+    return;
+  }
+  const enrolment = agentEnrolment.parse(JSON.parse(readFileSync(enrolmentPath, 'utf8')));
+  import('./enrol.js')
+    .then(({ enrol }) => enrol(enrolment, { identityPath, log }))
+    .then(
+      (identity) => void startAgent(identity, stateDir, log),
+      (err: unknown) => {
+        log(`cannot enrol: ${err instanceof Error ? err.message : String(err)}`);
+        process.exit(1);
+      },
+    );
+}
+
+function startAgent(identity: AgentIdentity, stateDir: string, log: (line: string) => void): Agent {
   const firstBoot = regenerateIdentity({ log });
   log(`first boot: machine-id ${firstBoot.machineId}, ssh host keys ${firstBoot.sshHostKeys}`);
   // Before the agent starts its warm shells: they and every command inherit this environment.

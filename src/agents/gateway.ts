@@ -8,9 +8,12 @@ import { createReadStream } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { isBerthError } from '../core/errors.js';
 import {
+  AGENT_ENROL_PATH,
   AGENT_PATH,
   HOST_ID_HEADER,
+  type AgentIdentity,
   parseAgentMessage,
   type AgentMessage,
   type ServerMessage,
@@ -44,7 +47,15 @@ export interface GatewayOptions {
    * for a URL path, or undefined. Their URLs carry a content digest, so naming one is having it.
    */
   files?: (urlPath: string) => string | undefined;
+  /**
+   * A fleet host's agent asking for its identity (POST AGENT_ENROL_PATH, see AgentEnrolment): the
+   * body as sent, parsed JSON. Throws a BerthError to refuse.
+   */
+  enrol?: (body: unknown) => Promise<AgentIdentity>;
 }
+
+/** An enrolment request is a few hundred bytes; anything much larger is not one. */
+const ENROL_BODY_LIMIT = 16 * 1024;
 
 interface Session extends AgentSessionInfo {
   socket: WebSocket;
@@ -66,6 +77,13 @@ export class AgentGateway {
     this.heartbeatIntervalMs = opts.heartbeatIntervalMs ?? 5000;
     this.log = opts.log ?? (() => {});
     this.http = createServer((req, res) => {
+      if (req.method === 'POST' && req.url === AGENT_ENROL_PATH && opts.enrol) {
+        void this.onEnrol(req, opts.enrol).then(({ status, body }) => {
+          res.writeHead(status, { 'content-type': 'application/json' });
+          res.end(JSON.stringify(body));
+        });
+        return;
+      }
       const file = req.method === 'GET' && req.url ? opts.files?.(req.url) : undefined;
       if (file) {
         res.writeHead(200, { 'content-type': 'application/x-tar' });
@@ -83,6 +101,29 @@ export class AgentGateway {
         reject(socket, 500, 'internal error');
       });
     });
+  }
+
+  private async onEnrol(req: IncomingMessage, enrol: (body: unknown) => Promise<AgentIdentity>): Promise<{ status: number; body: unknown }> {
+    try {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      for await (const chunk of req as AsyncIterable<Buffer>) {
+        size += chunk.length;
+        if (size > ENROL_BODY_LIMIT) return { status: 413, body: { code: 'bad_request', message: 'the enrolment request is too large', hint: 'Send the enrolment file as written by the boot script.' } };
+        chunks.push(chunk);
+      }
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      } catch {
+        return { status: 400, body: { code: 'bad_request', message: 'the enrolment request is not JSON', hint: 'Send the enrolment file as written by the boot script.' } };
+      }
+      return { status: 200, body: await enrol(parsed) };
+    } catch (err) {
+      if (isBerthError(err)) return { status: err.status, body: err.toJSON() };
+      this.log(`enrolment failed: ${String(err)}`);
+      return { status: 500, body: { code: 'internal', message: 'enrolment failed on the control plane', hint: 'See the server log; the agent retries.' } };
+    }
   }
 
   async listen(): Promise<{ host: string; port: number }> {

@@ -7,6 +7,7 @@ export type ErrorCode =
   | 'bad_request'
   | 'validation_failed'
   | 'unauthorized'
+  | 'forbidden'
   | 'not_found'
   | 'host_not_found'
   | 'command_not_found'
@@ -37,6 +38,7 @@ const STATUS: Record<ErrorCode, number> = {
   bad_request: 400,
   validation_failed: 400,
   unauthorized: 401,
+  forbidden: 403,
   not_found: 404,
   host_not_found: 404,
   command_not_found: 404,

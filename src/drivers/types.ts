@@ -64,6 +64,58 @@ export interface OperationOptions {
   signal?: AbortSignal;
 }
 
+/** How a host the backend launched by itself (a pool's group) becomes a berth host: see PoolFleet. */
+export interface FleetEnrolment {
+  /** Where its agent asks for its identity: the agent channel's enrolment URL. */
+  url: string;
+  tenantId: string;
+  pool: string;
+  /** The pool's enrolment secret; it only lets an instance of the pool's own group enrol. */
+  token: string;
+  /** The pool's generation (its template): a machine enrolling after a change says which it boots. */
+  generation: number;
+}
+
+export interface FleetPool {
+  name: string;
+  /** Hosts the pool's group keeps running (ready or on their way). */
+  size: number;
+  /** Root filesystem or machine image its hosts boot (AWS: `/` = the driver's AMI, or `ami-…`). */
+  image: string;
+  tags: Record<string, string>;
+  resources: HostResources;
+  enrolment: FleetEnrolment;
+}
+
+export interface TerminateOptions extends OperationOptions {
+  /** Fleet hosts: the host's group starts a replacement (a pool's quarantined host), else it shrinks. */
+  replace?: boolean;
+}
+
+/**
+ * Optional part of a driver: a backend that launches a pool's hosts itself and keeps their number
+ * (an AWS Auto Scaling group, as in the seeds). The control plane then never launches pool hosts:
+ * each machine the backend starts enrols with the pool's enrolment secret and the control plane
+ * admits it as a host; a claim moves it from the pool's group into the claiming group's.
+ */
+export interface PoolFleet {
+  /** Makes the pool's group keep `size` hosts booting `image`, each enrolling with `enrolment`. Idempotent. */
+  ensurePool(pool: FleetPool, opts?: OperationOptions): Promise<void>;
+  /**
+   * A machine asks to enrol as a host of `pool`: its address and driverData when it is one of the
+   * pool's group, else a BerthError('forbidden').
+   */
+  admit(pool: string, machineId: string, opts?: OperationOptions): Promise<{ ip: string; driverData: Record<string, unknown> }>;
+  /**
+   * The backend part of a claim: the host leaves its pool's group (which replaces it) for
+   * `group`'s. Returns the host's driverData from now on (the control plane stores it before
+   * anything else happens to the host) and the backend calls it waited for, by operation.
+   */
+  moveToGroup(pool: string, group: string, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<{ driverData: Record<string, unknown>; calls: Record<string, number> }>;
+  /** The pool is gone: its group and the hosts still in it go too. */
+  removePool(pool: string, opts?: OperationOptions): Promise<void>;
+}
+
 export interface DriverInfo {
   name: string;
   /** Address the control plane must listen on so agents inside hosts can reach it. */
@@ -92,8 +144,10 @@ export interface HostDriver {
    */
   captureLayer?(id: string, driverData: Record<string, unknown>, dest: string, opts: OperationOptions & { stop: boolean }): Promise<void>;
   /** Idempotent: terminating a host that is already gone succeeds. Leaves nothing behind. */
-  terminate(id: string, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<void>;
+  terminate(id: string, driverData: Record<string, unknown>, opts?: TerminateOptions): Promise<void>;
   describe(id: string, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<DescribedHost>;
   /** Every host of this driver that exists on the backend, known to the store or not. */
   list(opts?: OperationOptions): Promise<FoundHost[]>;
+  /** Present when the backend launches pool hosts itself (see PoolFleet). */
+  readonly fleet?: PoolFleet;
 }

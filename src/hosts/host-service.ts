@@ -89,9 +89,9 @@ export class HostService {
    * First half of a launch: records the host (state `launching`), so it counts from this moment.
    * `pool` makes it a pool's host in the given slot.
    */
-  async register(tenantId: string, req: LaunchRequest, pool?: NewHost['pool'], boot?: BootImage): Promise<RegisteredHost> {
+  async register(tenantId: string, req: LaunchRequest, pool?: NewHost['pool'], boot?: BootImage, fixedId?: string): Promise<RegisteredHost> {
     const resolved = boot ?? (await this.deps.images.resolve(tenantId, req.image ?? this.deps.defaultImage));
-    const id = newId('h');
+    const id = fixedId ?? newId('h');
     const token = newSecret();
     const hostname = req.hostname ?? id;
     const resources = { ...this.deps.defaultResources, ...(req.resources ?? {}) };
@@ -144,6 +144,39 @@ export class HostService {
     }
   }
 
+  /**
+   * A machine its backend launched by itself (a fleet pool's) that asked to enrol, and was found
+   * to be one of the pool's: recorded as a booting host with a fresh token, whose agent connects
+   * next. Its id comes from the machine's, so one machine can never be admitted twice.
+   */
+  async admit(tenantId: string, req: LaunchRequest, pool: NonNullable<NewHost['pool']>, machine: { id: string; ip: string; driverData: Record<string, unknown> }): Promise<RegisteredHost> {
+    let registered: RegisteredHost;
+    try {
+      // The machine boots what its group's template names (an AMI): nothing to resolve here.
+      const image = req.image ?? this.deps.defaultImage;
+      registered = await this.register(tenantId, { ...req, hostname: req.hostname ?? machine.id }, pool, { image, imageId: null, base: image, layers: [] }, machine.id);
+    } catch (err) {
+      if (await this.deps.hosts.getAnyTenant(machine.id)) {
+        throw new BerthError('conflict', `host ${machine.id} has enrolled already`, 'A machine enrols once; its agent keeps the identity it got (agent.json). Terminate the machine if it lost it.', { hostId: machine.id });
+      }
+      throw err;
+    }
+    await this.deps.hosts.setLaunched(registered.id, machine.ip, machine.driverData);
+    await this.deps.hosts.transition(registered.id, ['launching'], 'booting');
+    return registered;
+  }
+
+  /** Resolves when the host's agent has connected (at once if it is running), else deadline_exceeded. */
+  async awaitEnrolled(id: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    const ready = this.waitReady(id, timeoutMs, signal);
+    const row = await this.deps.hosts.getAnyTenant(id);
+    if (row?.state === 'running' && this.deps.agents.isConnected(id)) {
+      ready.catch(() => undefined);
+      this.readyEvents.emit(id);
+    }
+    return ready;
+  }
+
   async get(tenantId: string, id: string): Promise<HostView> {
     const row = await this.deps.hosts.get(tenantId, id);
     if (!row) throw new BerthError('host_not_found', `host ${id} does not exist`, 'List hosts with `berth host ls`.', { hostId: id });
@@ -155,22 +188,26 @@ export class HostService {
     return rows.map((row) => toHostView(row, this.deps.agents.isConnected(row.id)));
   }
 
-  /** Terminates a host; a second call while this process terminates it waits for the first. */
-  async terminate(tenantId: string, id: string, reason = 'terminated by request'): Promise<HostView> {
+  /**
+   * Terminates a host; a second call while this process terminates it waits for the first.
+   * `replace` (fleet drivers): whether the host's group replaces it; by default a pool's host
+   * that is in no claiming group is replaced (the pool's group keeps its size), others are not.
+   */
+  async terminate(tenantId: string, id: string, reason = 'terminated by request', opts: { replace?: boolean } = {}): Promise<HostView> {
     const running = this.terminations.get(id);
     if (running) return running;
-    const termination = this.terminateOnce(tenantId, id, reason).finally(() => this.terminations.delete(id));
+    const termination = this.terminateOnce(tenantId, id, reason, opts.replace).finally(() => this.terminations.delete(id));
     this.terminations.set(id, termination);
     return termination;
   }
 
-  private async terminateOnce(tenantId: string, id: string, reason: string): Promise<HostView> {
+  private async terminateOnce(tenantId: string, id: string, reason: string, replace: boolean | undefined): Promise<HostView> {
     const row = await this.deps.hosts.get(tenantId, id);
     if (!row) throw new BerthError('host_not_found', `host ${id} does not exist`, 'List hosts with `berth host ls`.', { hostId: id });
     if (row.state === 'terminated') return toHostView(row, false);
     // A host already terminating (an earlier attempt failed half-way) is cleaned up again as it is.
     await this.deps.hosts.transition(id, ['launching', 'booting', 'running', 'lost', 'failed'], 'terminating', { reason });
-    await this.cleanUp(row, reason);
+    await this.cleanUp(row, reason, replace);
     return this.get(tenantId, id);
   }
 
@@ -356,10 +393,10 @@ export class HostService {
     await this.cleanUp(row, `host lost: ${why}`);
   }
 
-  private async cleanUp(row: HostRow, reason: string): Promise<void> {
+  private async cleanUp(row: HostRow, reason: string, replace?: boolean): Promise<void> {
     this.deps.agents.disconnect(row.id, reason);
     try {
-      await this.deps.driver.terminate(row.id, row.driver_data);
+      await this.deps.driver.terminate(row.id, row.driver_data, { replace: replace ?? (row.pool !== null && row.group_name === null) });
     } catch (err) {
       await this.deps.hosts.transition(row.id, ['terminating'], 'failed', { reason: `termination failed: ${errorMessage(err)}` });
       throw new BerthError('internal', `host ${row.id} could not be terminated: ${errorMessage(err)}`, 'Retry `berth host rm`; see the server log for what was left.', { hostId: row.id }, { cause: err });

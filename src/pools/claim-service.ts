@@ -9,6 +9,7 @@ import { EventEmitter } from 'node:events';
 import { BerthError, errorMessage } from '../core/errors.js';
 import { newId } from '../core/ids.js';
 import type { CommandService } from '../commands/command-service.js';
+import type { PoolFleet } from '../drivers/types.js';
 import type { HostService } from '../hosts/host-service.js';
 import type { ClaimsRepo } from '../store/claims-repo.js';
 import type { HostsRepo } from '../store/hosts-repo.js';
@@ -31,6 +32,8 @@ export interface ClaimServiceDeps {
   bootTimeoutMs?: number;
   /** A claim gave the host its user's tags: whatever follows from them (a stack's services) starts; awaited. */
   onClaimed?: (host: HostRow) => Promise<void>;
+  /** A fleet driver's: a claimed host moves from its pool's group into the claiming group's. */
+  fleet?: PoolFleet;
 }
 
 type FirstPick = { host: HostRow; idleSeconds: number; ms: number };
@@ -203,6 +206,24 @@ export class ClaimService {
         }
       }
       if (!host) continue;
+      if (this.deps.fleet && hit) {
+        // The backend's half of the claim (AWS: detach from the pool's group, which launches the
+        // replacement, and attach to the user's). The database claim above is the lock: two claims
+        // never move one machine.
+        const tMove = performance.now();
+        try {
+          const moved = await this.deps.fleet.moveToGroup(pool.name, input.group, host.driver_data, { signal: deadlineSignal });
+          await this.deps.hosts.setDriverData(host.id, moved.driverData);
+          host = { ...host, driver_data: moved.driverData };
+          timings['backendCalls'] = Object.values(moved.calls).reduce((a, b) => a + b, 0);
+        } catch (err) {
+          attempts.push({ hostId: host.id, hit, error: `moving it into group ${input.group}: ${errorMessage(err)}` });
+          await this.quarantine(host, pool);
+          continue;
+        } finally {
+          timings['moveMs'] = performance.now() - tMove;
+        }
+      }
       const tInit = performance.now();
       try {
         if (script.length > 0) {

@@ -17,6 +17,8 @@ export interface PoolServiceDeps {
   /** Checks a pool's image exists (a name must be built; a path must be a directory). */
   checkImage: (tenantId: string, image: string) => Promise<void>;
   log: (line: string) => void;
+  /** A fleet driver's pools: removing one removes its group (and the machines still in it). */
+  removeFleetPool?: (name: string) => Promise<void>;
 }
 
 export class PoolService {
@@ -77,6 +79,9 @@ export class PoolService {
       throw new BerthError('conflict', `pool ${name} has claims in progress`, 'Retry in a moment, when they have finished.', { pool: name });
     }
     await this.deps.pools.remove(tenantId, name);
+    this.deps.reconciler.forget(tenantId, name);
+    // The group first: with it go its machines, so the retires below only settle the store.
+    if (this.deps.removeFleetPool) await this.deps.removeFleetPool(name);
     let retired = 0;
     for (const host of hosts) {
       if (host.slot === 'ready' || host.slot === 'warming' || host.slot === 'quarantined') {

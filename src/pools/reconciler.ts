@@ -37,6 +37,11 @@ export interface ReconcilerDeps {
    * counts as ready only with its stack running: what a claim of it expects.
    */
   servicesReady?: (tenantId: string, hostId: string, timeoutMs: number, signal?: AbortSignal) => Promise<void>;
+  /**
+   * A fleet driver's pools (see PoolFleet): their group launches and replaces machines, which
+   * enrol by themselves; the reconciler sizes the group instead of launching, and warms what enrols.
+   */
+  fleet?: { ensure(pool: PoolRow, signal?: AbortSignal): Promise<void> };
 }
 
 export interface PoolProgress {
@@ -57,6 +62,8 @@ export class PoolReconciler {
   private readonly progress = new Map<string, PoolProgress>();
   private readonly background = new Set<Promise<unknown>>();
   private readonly stopping = new AbortController();
+  /** Fleet pools: the size and generation this process last gave each pool's group. */
+  private readonly ensured = new Map<string, string>();
 
   constructor(private readonly deps: ReconcilerDeps) {
     // Every warm-up in flight listens to it.
@@ -137,10 +144,16 @@ export class PoolReconciler {
     const staleReady = rows.filter((h) => h.slot === 'ready' && stale(h));
 
     for (const h of rows.filter((r) => r.slot === 'quarantined')) this.retire(h, ['quarantined'], 'quarantined');
-    // Warming hosts nobody is warming (the process that was is gone) would wait forever.
-    for (const h of warming.filter((r) => !this.busy.has(r.id) && r.state !== 'launching')) this.retire(h, ['warming'], 'its warm-up was interrupted');
+    // Warming hosts nobody is warming (the process that was is gone) would wait forever. A fleet
+    // host is booting from its enrolment until its warm-up starts a moment later.
+    const unattended = (r: PoolMember) => !this.busy.has(r.id) && r.state !== 'launching' && !(this.deps.fleet && r.state === 'booting');
+    for (const h of warming.filter(unattended)) this.retire(h, ['warming'], 'its warm-up was interrupted');
     // Ready hosts whose machine died are gone already (the host monitor terminates them).
     for (const h of rows.filter((r) => r.slot === 'ready' && r.state !== 'running' && r.state !== 'lost')) this.retire(h, ['ready'], `host is ${h.state}`);
+    if (this.deps.fleet) {
+      await this.fleetPass(pool, { ready, warming, warmingCurrent, staleReady }, this.deps.fleet);
+      return;
+    }
 
     // Stale hosts cannot be claimed; they are replaced one for one as new ones become ready, so the
     // pool is never torn down before its replacement exists (what Recreate rollouts get wrong).
@@ -184,6 +197,81 @@ export class PoolReconciler {
     }
     this.healthChecks(pool, ready, now);
     this.progress.set(poolKey(tenantId, name), { notFullReason: notFull });
+  }
+
+  /**
+   * A fleet pool: its group keeps `size` machines and replaces what is terminated with
+   * replacement, so the pass only gives the group its size and template when they changed (not
+   * while backing off an image that keeps failing: failed hosts then leave without replacement),
+   * and rolls stale hosts one at a time, each replaced by its group from the new template.
+   */
+  private async fleetPass(
+    pool: PoolRow,
+    sets: { ready: PoolMember[]; warming: PoolMember[]; warmingCurrent: PoolMember[]; staleReady: PoolMember[] },
+    fleet: NonNullable<ReconcilerDeps['fleet']>,
+  ): Promise<void> {
+    const key = poolKey(pool.tenant_id, pool.name);
+    const now = Date.now();
+    const backoffUntil = this.backoffUntil(pool);
+    let notFull = '';
+    const want = `${pool.size}/${pool.generation}`;
+    if (backoffUntil > now) {
+      notFull = `backing off after ${pool.consecutive_failures} failed host(s): ${pool.last_failure ?? 'unknown'}; the pool's group is refilled in ${Math.ceil((backoffUntil - now) / 1000)} s`;
+      setTimeout(() => this.kick(pool.tenant_id, pool.name), backoffUntil - now).unref();
+    } else if (this.ensured.get(key) !== want) {
+      try {
+        await fleet.ensure(pool, this.stopping.signal);
+        this.ensured.set(key, want);
+      } catch (err) {
+        await this.deps.pools.recordFailure(pool.tenant_id, pool.name, `the pool's group: ${errorMessage(err)}`);
+        notFull = `the pool's group could not be sized: ${errorMessage(err)}`;
+      }
+    }
+    const { ready, warming, warmingCurrent, staleReady } = sets;
+    if (staleReady.length > 0 && warmingCurrent.length === 0 && ready.length + staleReady.length >= pool.size) {
+      const oldest = [...staleReady].sort((a, b) => new Date(a.created_at).getTime() - new Date(b.created_at).getTime())[0];
+      if (oldest) this.retire(oldest, ['ready'], oldest.generation !== pool.generation ? `replaced: pool generation ${pool.generation} supersedes ${oldest.generation ?? '?'}` : `idle longer than ${pool.max_idle_age_s} s`);
+    }
+    const missing = Math.max(0, pool.size - ready.length - warming.length);
+    if (!notFull && (missing > 0 || warming.length > 0)) notFull = `${warming.length} warming, ${missing} launching in the pool's group`;
+    else if (!notFull && staleReady.length > 0) notFull = `rolling: ${staleReady.length} host(s) of an older generation or idle too long still to replace`;
+    this.healthChecks(pool, ready, now);
+    this.progress.set(key, { notFullReason: notFull });
+  }
+
+  /**
+   * A fleet machine the control plane just admitted as a host of `pool`: warmed up and checked
+   * once its agent connects. One that fails leaves without replacement and the pool backs off.
+   */
+  adoptEnrolled(pool: PoolRow, host: RegisteredHost): void {
+    this.busy.add(host.id);
+    this.track(
+      (async () => {
+        try {
+          await this.deps.hostService.awaitEnrolled(host.id, this.deps.bootTimeoutMs ?? 30_000, this.stopping.signal);
+          await checkReady(this.deps, pool, host.id, this.deps.warmupTimeoutS ?? 600, this.stopping.signal);
+          this.lastHealth.set(host.id, Date.now());
+          const moved = await this.deps.hosts.setSlot(host.id, ['warming'], 'ready');
+          if (moved) await this.deps.pools.resetFailures(pool.tenant_id, pool.name);
+        } catch (err) {
+          if (this.stopping.signal.aborted) return;
+          const reason = errorMessage(err);
+          this.deps.log(`pool ${pool.name}: host ${host.id} did not become ready: ${reason}`);
+          await this.deps.pools.recordFailure(pool.tenant_id, pool.name, `host ${host.id}: ${reason}`);
+          this.ensured.delete(poolKey(pool.tenant_id, pool.name));
+          const row = await this.deps.hosts.get(pool.tenant_id, host.id);
+          if (row) this.retire(row, ['warming'], `not ready: ${reason}`, { replace: false });
+        } finally {
+          this.busy.delete(host.id);
+          this.kick(pool.tenant_id, pool.name);
+        }
+      })(),
+    );
+  }
+
+  /** The pool is gone: what this process remembers of its group goes too. */
+  forget(tenantId: string, name: string): void {
+    this.ensured.delete(poolKey(tenantId, name));
   }
 
   private backoffUntil(pool: PoolRow): number {
@@ -298,8 +386,11 @@ export class PoolReconciler {
     return moved.row;
   }
 
-  /** Takes a host out of the pool and terminates it, in the background. */
-  retire(host: PoolMember, from: readonly Slot[], reason: string): void {
+  /**
+   * Takes a host out of the pool and terminates it, in the background. `replace` (fleet pools):
+   * whether its group starts another; by default a host in no claiming group is replaced.
+   */
+  retire(host: PoolMember, from: readonly Slot[], reason: string, opts: { replace?: boolean } = {}): void {
     // Terminating a host while its machine is still being created or reset could leave the
     // launch's remains behind: it is retired as soon as that ends.
     if (this.booting.has(host.id)) {
@@ -312,7 +403,7 @@ export class PoolReconciler {
         if (!moved) return;
         if (moved.previous.slot === 'ready' && host.pool) await this.deps.pools.addIdleSeconds(host.tenant_id, host.pool, moved.previous.seconds);
         this.lastHealth.delete(host.id);
-        await this.deps.hostService.terminate(host.tenant_id, host.id, `retired from pool ${host.pool ?? '?'}: ${reason}`);
+        await this.deps.hostService.terminate(host.tenant_id, host.id, `retired from pool ${host.pool ?? '?'}: ${reason}`, opts);
         await this.deps.hosts.setSlot(host.id, ['retiring'], 'released');
         if (host.pool) this.kick(host.tenant_id, host.pool);
       })().catch((err: unknown) => this.deps.log(`host ${host.id}: retiring failed: ${errorMessage(err)}`)),

@@ -253,3 +253,25 @@ export const agentIdentity = z.object({ hostId: z.string(), token: z.string(), s
 export type AgentIdentity = z.infer<typeof agentIdentity>;
 
 
+
+/**
+ * A host its backend launched by itself (a pool's Auto Scaling group) has no identity yet: its
+ * boot script writes this file instead, and its agent trades it, with the machine's id, for an
+ * identity (AGENT_ENROL_PATH on the agent channel's port), which it then keeps in agent.json.
+ */
+export const AGENT_ENROLMENT_PATH = '/etc/berth/enrol.json';
+export const agentEnrolment = z.object({
+  /** e.g. `http://10.0.0.5:7071/v1/agent/enrol`. */
+  enrolUrl: z.string(),
+  tenantId: z.string(),
+  pool: z.string(),
+  token: z.string(),
+  /** The pool's generation the machine's template was made for. */
+  generation: z.optional(z.number()),
+  /** Given by a harness that emulates the machine; on EC2 the agent asks the instance metadata service. */
+  machineId: z.optional(z.string()),
+});
+export type AgentEnrolment = z.infer<typeof agentEnrolment>;
+export const AGENT_ENROL_PATH = '/v1/agent/enrol';
+export const enrolRequest = z.object({ tenantId: z.string(), pool: z.string(), token: z.string(), machineId: z.string(), generation: z.optional(z.number()) });
+export type EnrolRequest = z.infer<typeof enrolRequest>;

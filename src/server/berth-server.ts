@@ -17,10 +17,11 @@ import { CommandsRepo } from '../store/commands-repo.js';
 import { HostsRepo } from '../store/hosts-repo.js';
 import { openStore, type Store } from '../store/store.js';
 import { ConfigHashKeys, TokensRepo } from '../store/tokens-repo.js';
-import { AGENT_PATH } from '../protocol/messages.js';
+import { AGENT_ENROL_PATH, AGENT_PATH } from '../protocol/messages.js';
 import { ClaimService } from '../pools/claim-service.js';
 import { PoolService } from '../pools/pool-service.js';
 import { PoolReconciler } from '../pools/reconciler.js';
+import { FleetPools } from '../pools/fleet-pools.js';
 import { ClaimsRepo } from '../store/claims-repo.js';
 import { PoolsRepo } from '../store/pools-repo.js';
 import { ImagesRepo } from '../store/images-repo.js';
@@ -53,6 +54,8 @@ export interface ServerConfig {
   port?: number;
   /** Agent channel port on the driver's agent address; 0 picks a free one. */
   agentPort?: number;
+  /** The address hosts dial for the agent channel, when not the one it listens on (0.0.0.0 on AWS). */
+  agentAdvertiseHost?: string;
   databaseUrl?: string | undefined;
   driver: HostDriver;
   /** The agent bundle baked into every image (the directory hosts mount at /.berth/agent). */
@@ -127,11 +130,20 @@ export class BerthServer {
       const live = new LiveOutput(64 * 1024);
 
       // The gateway and the services refer to each other: the gateway's handlers find the services here.
-      const late: { hosts?: HostService; dispatcher?: CommandDispatcher; images?: ImageService; services?: ServicesService; stacks?: StackSync } = {};
+      const late: { hosts?: HostService; dispatcher?: CommandDispatcher; images?: ImageService; services?: ServicesService; stacks?: StackSync; fleet?: FleetPools } = {};
       const report = (what: string) => (err: unknown) => log(`${what}: ${errorMessage(err)}`);
       const slugs = new SlugStore(`${dataDir.path}/slugs`);
       const gateway = new AgentGateway(
-        { host: driverInfo.agentListenHost, port: config.agentPort ?? 7071, heartbeatIntervalMs: config.heartbeatIntervalMs ?? 5000, log, files: (urlPath) => slugs.fileFor(urlPath) },
+        {
+          host: driverInfo.agentListenHost,
+          port: config.agentPort ?? 7071,
+          heartbeatIntervalMs: config.heartbeatIntervalMs ?? 5000,
+          log,
+          files: (urlPath) => slugs.fileFor(urlPath),
+          ...(config.driver.fleet
+            ? { enrol: (body: unknown) => (late.fleet ? late.fleet.enrol(body) : Promise.reject(new Error('enrolment before the server started'))) }
+            : {}),
+        },
         {
           authenticate: (hostId, token) => late.hosts?.authenticate(hostId, token) ?? Promise.resolve(undefined),
           onHello: (hostId, hello) => {
@@ -152,7 +164,8 @@ export class BerthServer {
           onDisconnect: (hostId) => void late.hosts?.onAgentDisconnected(hostId).catch(report(`host ${hostId}: disconnect`)),
         },
       );
-      const agentAddress = await gateway.listen();
+      const listening = await gateway.listen();
+      const agentAddress = { ...listening, host: config.agentAdvertiseHost ?? listening.host };
       const agentUrl = `ws://${agentAddress.host}:${agentAddress.port}${AGENT_PATH}`;
 
       const commands = new CommandService({ commands: commandsRepo, hosts: hostsRepo, agents: gateway, live });
@@ -201,7 +214,20 @@ export class BerthServer {
         log,
         servicesReady: async (tenantId, hostId, timeoutMs) => void (await services.awaitReady(tenantId, hostId, timeoutMs, `host ${hostId}`)),
         ...(config.poolBackoffMs !== undefined ? { backoffMs: config.poolBackoffMs } : {}),
+        ...(config.driver.fleet ? { fleet: { ensure: (pool, signal) => (late.fleet ? late.fleet.ensure(pool, signal) : Promise.resolve()) } } : {}),
       });
+      if (config.driver.fleet) {
+        late.fleet = new FleetPools({
+          fleet: config.driver.fleet,
+          pools: poolsRepo,
+          hostService: hostsService,
+          hashKeys,
+          enrolUrl: `http://${agentAddress.host}:${agentAddress.port}${AGENT_ENROL_PATH}`,
+          agentUrl,
+          onAdmitted: (pool, host) => reconciler.adoptEnrolled(pool, host),
+          log,
+        });
+      }
       const claims = new ClaimService({
         pools: poolsRepo,
         claims: claimsRepo,
@@ -215,9 +241,20 @@ export class BerthServer {
           services.pushTags(host.id, host.tags);
           await stacks.syncTagged(host);
         },
+        ...(config.driver.fleet ? { fleet: config.driver.fleet } : {}),
       });
       const checkImage = async (tenantId: string, image: string) => void (await images.resolve(tenantId, image));
-      const poolService = new PoolService({ pools: poolsRepo, claims: claimsRepo, hosts: hostsRepo, reconciler, isConnected, checkImage, log });
+      const fleetPools = late.fleet;
+      const poolService = new PoolService({
+        pools: poolsRepo,
+        claims: claimsRepo,
+        hosts: hostsRepo,
+        reconciler,
+        isConnected,
+        checkImage,
+        log,
+        ...(fleetPools ? { removeFleetPool: (name: string) => fleetPools.remove(name) } : {}),
+      });
       progress('adopting hosts that outlived the previous server');
       const failedClaims = await claims.recover();
       const recovered = await hostsService.recover();

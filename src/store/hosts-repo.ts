@@ -184,6 +184,11 @@ export class HostsRepo {
     await this.db.updateTable('hosts').set({ ip, driver_data: JSON.stringify(driverData), updated_at: new Date() }).where('id', '=', id).execute();
   }
 
+  /** What the driver needs to find the host again changed (a fleet host moved to another group). */
+  async setDriverData(id: string, driverData: Record<string, unknown>): Promise<void> {
+    await this.db.updateTable('hosts').set({ driver_data: JSON.stringify(driverData), updated_at: new Date() }).where('id', '=', id).execute();
+  }
+
   async setAgent(id: string, connected: boolean, at: Date, version?: string): Promise<void> {
     let q = this.db
       .updateTable('hosts')

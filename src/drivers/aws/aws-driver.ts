@@ -15,7 +15,9 @@ import {
   type Tag,
 } from '@aws-sdk/client-ec2';
 import { BerthError, errorMessage } from '../../core/errors.js';
-import type { DescribedHost, DriverInfo, FoundHost, HostDriver, HostSpec, LaunchedHost, OperationOptions } from '../types.js';
+import type { DescribedHost, DriverInfo, FoundHost, HostDriver, HostSpec, LaunchedHost, OperationOptions, TerminateOptions } from '../types.js';
+import { AwsFleet } from './fleet.js';
+import { AwsGroups } from './groups.js';
 import { isAmiId, resolveAwsConfig, TAG_HOST_ID, TAG_MANAGED_BY, type AwsDriverConfig, type ResolvedAwsConfig } from './config.js';
 import { hasAwsCode } from './errors.js';
 import { ensureLaunchTemplate } from './launch-template.js';
@@ -41,28 +43,31 @@ export class AwsDriver implements HostDriver {
   private readonly counter = new CallCounter();
   private preparing: Promise<string> | undefined;
   private nextSubnet = 0;
+  /** Pools as Auto Scaling groups (see fleet.ts); hosts launched one by one stay plain instances. */
+  readonly fleet: AwsFleet;
 
   constructor(config: AwsDriverConfig, options: AwsDriverOptions = {}) {
     this.cfg = resolveAwsConfig(config);
     this.ec2 = createEc2Client(this.cfg, options.requestHandler);
     this.counter.attach(this.ec2);
+    this.fleet = new AwsFleet(this.cfg, this.ec2, new AwsGroups(config, options));
   }
 
   /** AWS calls made so far, per operation (retries not counted; see attemptCounts). */
   callCounts(): Record<string, number> {
-    return this.counter.callCounts();
+    return sumCounts(this.counter.callCounts(), this.fleet.groups.callCounts());
   }
 
   /** HTTP attempts so far, per operation: calls plus their retries. */
   attemptCounts(): Record<string, number> {
-    return this.counter.attemptCounts();
+    return sumCounts(this.counter.attemptCounts(), this.fleet.groups.attemptCounts());
   }
 
   async init(opts?: OperationOptions): Promise<DriverInfo> {
     await this.prepared();
     if (opts?.signal?.aborted) throw new BerthError('deadline_exceeded', 'AWS driver init was cancelled', 'Retry if it is still wanted.');
     // Instances reach the control plane over the VPC, not a bridge of this machine.
-    return { name: this.name, agentListenHost: '0.0.0.0' };
+    return { name: this.name, agentListenHost: this.cfg.agentListenHost };
   }
 
   /** Shared by every caller, so no caller's signal may cancel it: each checks its own after. */
@@ -158,8 +163,30 @@ export class AwsDriver implements HostDriver {
     return userData;
   }
 
-  async terminate(id: string, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<void> {
+  async terminate(id: string, driverData: Record<string, unknown>, opts?: TerminateOptions): Promise<void> {
     const known = instanceIdOf(driverData);
+    // A pool's host is in an Auto Scaling group: terminated through it, or the group would put it
+    // back (or not replace it). Which group it is in now decides, not what the caller believes: a
+    // claiming group's host is never replaced (its group launches nothing), a pool's is when asked.
+    // The group is the one its last move recorded; an instance a failed move left in no group is
+    // terminated plainly below.
+    const group = typeof driverData['group'] === 'string' ? driverData['group'] : undefined;
+    if (known && driverData['fleet'] === true && group) {
+      if (group.startsWith(`${this.cfg.name}-pool-`)) {
+        const replace = opts?.replace === true;
+        if (await this.fleet.groups.terminateInGroup(known, !replace, opts)) {
+          this.cfg.logger.debug({ hostId: id, instanceId: known, group, replace }, 'instance terminated through its pool group');
+          return;
+        }
+      } else {
+        // Out of the claiming group (which shrinks, and never replaces), then terminated below.
+        // Not TerminateInstanceInAutoScalingGroup: moto applies that to the group an instance was
+        // launched by, not the one it was attached to; these two calls work on both.
+        await this.fleet.groups.detach(known, group, opts).catch((err: unknown) => {
+          if (!(err instanceof BerthError && (err.code === 'validation_failed' || err.code === 'not_found'))) throw err;
+        });
+      }
+    }
     // Without an instance id (a launch that failed half-way), the host is whatever carries its tag.
     const ids = known ? [known] : (await this.findByHostId(id, opts)).filter((i) => LIVE_STATES.includes(i.State?.Name ?? '')).map((i) => i.InstanceId ?? '');
     if (ids.length === 0) return;
@@ -246,7 +273,14 @@ export class AwsDriver implements HostDriver {
   /** Releases the SDK's sockets. */
   close(): void {
     this.ec2.destroy();
+    this.fleet.groups.close();
   }
+}
+
+function sumCounts(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
+  const out = { ...a };
+  for (const [op, n] of Object.entries(b)) out[op] = (out[op] ?? 0) + n;
+  return Object.fromEntries(Object.entries(out).sort(([x], [y]) => x.localeCompare(y)));
 }
 
 function instanceIdOf(driverData: Record<string, unknown>): string | undefined {

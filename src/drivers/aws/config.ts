@@ -45,6 +45,8 @@ export interface AwsDriverConfig {
   visibilityGraceMs?: number;
   /** What the host's boot script starts and keeps running. Default: node and the agent baked into the AMI. */
   agentCommand?: string[];
+  /** Where the control plane listens for agents. Default 0.0.0.0 (instances reach it over the VPC); tests use loopback. */
+  agentListenHost?: string;
   logger?: AwsDriverLogger;
 }
 
@@ -62,6 +64,7 @@ export interface ResolvedAwsConfig {
   callTimeoutMs: number;
   visibilityGraceMs: number;
   agentCommand: string[];
+  agentListenHost: string;
   logger: AwsDriverLogger;
 }
 
@@ -111,6 +114,7 @@ export function resolveAwsConfig(config: AwsDriverConfig): ResolvedAwsConfig {
     callTimeoutMs: positive('callTimeoutMs', config.callTimeoutMs, 30_000),
     visibilityGraceMs: positive('visibilityGraceMs', config.visibilityGraceMs, 60_000),
     agentCommand,
+    agentListenHost: config.agentListenHost ?? '0.0.0.0',
     logger: config.logger ?? silentLogger,
   };
 }

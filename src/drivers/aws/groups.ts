@@ -13,6 +13,7 @@ import {
   DescribeAutoScalingGroupsCommand,
   DetachInstancesCommand,
   SuspendProcessesCommand,
+  TerminateInstanceInAutoScalingGroupCommand,
   UpdateAutoScalingGroupCommand,
   type AutoScalingClient,
   type AutoScalingGroup,
@@ -22,8 +23,8 @@ import { BerthError, errorMessage } from '../../core/errors.js';
 import type { OperationOptions } from '../types.js';
 import { resolveAwsConfig, TAG_MANAGED_BY, type AwsDriverConfig, type ResolvedAwsConfig } from './config.js';
 import { hasAwsCode } from './errors.js';
-import { ensureLaunchTemplate } from './launch-template.js';
-import { awsCall, CallCounter, createAutoScalingClient, createEc2Client, type CallInfo, type RequestHandler } from './sdk.js';
+import { ensureLaunchTemplate, type TemplateVariant } from './launch-template.js';
+import { awsCall, CallCounter, callTally, createAutoScalingClient, createEc2Client, type CallInfo, type RequestHandler } from './sdk.js';
 
 export const TAG_POOL = 'berth:pool';
 export const TAG_GROUP = 'berth:group';
@@ -34,6 +35,14 @@ const PART_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
  * detaching, or a claimed host. berth places hosts itself, so groups never rebalance.
  */
 const SUSPENDED = ['AZRebalance'];
+/**
+ * A claiming group's instances all come from pools by AttachInstances: it must never launch one
+ * (an instance it launched would have a pool's boot script but be in no pool, and nothing would
+ * admit it) nor replace an unhealthy one behind berth's back.
+ */
+const SUSPENDED_IN_USER_GROUPS = ['AZRebalance', 'Launch', 'ReplaceUnhealthy'];
+/** A new claiming group's first max: room for its first two hosts without a raise. */
+const USER_GROUP_FIRST_MAX = 2;
 
 export interface AwsGroupsOptions {
   /** For tests: an SDK request handler instead of the network (used by both clients). */
@@ -89,12 +98,94 @@ export class AwsGroups {
    * failed claim puts its instance back while the replacement already runs. 1 describe, then
    * create + suspend (new), update (changed) or nothing; plus the launch template's calls once.
    */
-  async ensurePoolGroup(pool: string, size: number, headroom = 1, opts?: OperationOptions): Promise<string> {
+  async ensurePoolGroup(pool: string, size: number, headroom = 1, opts?: OperationOptions, template?: TemplateVariant): Promise<string> {
     const name = this.poolGroupName(pool);
     if (!Number.isInteger(size) || size < 0) throw new BerthError('validation_failed', `pool ${pool}'s size must be a whole number ≥ 0 (got ${size})`, 'Set the pool size.');
     if (!Number.isInteger(headroom) || headroom < 1) throw new BerthError('validation_failed', `pool ${pool}'s headroom must be a whole number ≥ 1 (got ${headroom})`, 'A failed claim needs room to put its instance back.');
-    await this.ensureGroup(name, { min: size, max: size + headroom, desired: size }, { Key: TAG_POOL, Value: pool }, opts);
+    // A pool's own template (its boot script): a changed one becomes a new version, which the
+    // group's next launches use ($Latest).
+    const templateName = template ? await ensureLaunchTemplate(this.ec2, this.cfg, opts, template) : undefined;
+    await this.ensureGroup(name, { min: size, max: size + headroom, desired: size }, { Key: TAG_POOL, Value: pool }, opts, true, templateName);
     return name;
+  }
+
+  /**
+   * The claiming group's group on a claim's path: nothing when this process knows it, else one
+   * CreateAutoScalingGroup (max 2), or, when it exists already, one describe. Its processes are
+   * suspended after, off the path (a claim's budget is 3 calls).
+   */
+  async userGroupForClaim(group: string, templateName: string, opts?: OperationOptions): Promise<string> {
+    const name = this.userGroupName(group);
+    if (this.userGroups.has(name)) return name;
+    try {
+      await this.call({ operation: 'CreateAutoScalingGroup', group: name }, opts, (abortSignal) =>
+        this.asg.send(
+          new CreateAutoScalingGroupCommand({
+            AutoScalingGroupName: name,
+            LaunchTemplate: { LaunchTemplateName: templateName, Version: '$Latest' },
+            MinSize: 0,
+            MaxSize: USER_GROUP_FIRST_MAX,
+            DesiredCapacity: 0,
+            ...(this.cfg.subnetIds.length ? { VPCZoneIdentifier: this.cfg.subnetIds.join(',') } : {}),
+            Tags: [
+              { Key: TAG_MANAGED_BY, Value: this.cfg.name, PropagateAtLaunch: true },
+              { Key: TAG_GROUP, Value: group, PropagateAtLaunch: true },
+            ],
+          }),
+          { abortSignal },
+        ),
+      );
+      if (!this.userGroups.has(name)) this.userGroups.set(name, { max: USER_GROUP_FIRST_MAX, size: 0 });
+      // Not waited for, so not the claim's (see callTally).
+      callTally.exit(() => {
+        void this.call({ operation: 'SuspendProcesses', group: name }, undefined, (abortSignal) =>
+          this.asg.send(new SuspendProcessesCommand({ AutoScalingGroupName: name, ScalingProcesses: SUSPENDED_IN_USER_GROUPS }), { abortSignal }),
+        ).catch((err: unknown) => this.cfg.logger.warn({ group: name, err: errorMessage(err) }, "could not suspend the claiming group's processes"));
+      });
+    } catch (err) {
+      if (!hasAwsCode(err, 'AlreadyExists')) throw err;
+      const found = await this.describe(name, opts);
+      if (!found) throw new BerthError('conflict', `Auto Scaling group ${name} is being deleted`, 'Retry the claim in a minute.', { group: name });
+      this.userGroups.set(name, { max: found.MaxSize ?? 0, size: found.Instances?.length ?? 0 });
+    }
+    return name;
+  }
+
+  /**
+   * Terminates an instance through its group: `decrement` shrinks the group (a released host),
+   * else the group launches a replacement (a pool's quarantined host). Returns false when the
+   * instance is in no group (the caller terminates it plainly). 1 call.
+   */
+  async terminateInGroup(instanceId: string, decrement: boolean, opts?: OperationOptions): Promise<boolean> {
+    try {
+      await this.call({ operation: 'TerminateInstanceInAutoScalingGroup', instanceId }, opts, (abortSignal) =>
+        this.asg.send(new TerminateInstanceInAutoScalingGroupCommand({ InstanceId: instanceId, ShouldDecrementDesiredCapacity: decrement }), { abortSignal }),
+      );
+      // A user group's cached size stays as it was: too high only raises its max early, and an
+      // attach refused for the max re-reads the group (see attach).
+      return true;
+    } catch (err) {
+      if (err instanceof BerthError && (err.code === 'not_found' || err.code === 'validation_failed')) return false;
+      throw err;
+    }
+  }
+
+  /** Takes an instance out of a group, which shrinks. 1 call. */
+  async detach(instanceId: string, group: string, opts?: OperationOptions): Promise<void> {
+    await this.call({ operation: 'DetachInstances', group, instanceId }, opts, (abortSignal) =>
+      this.asg.send(new DetachInstancesCommand({ AutoScalingGroupName: group, InstanceIds: [instanceId], ShouldDecrementDesiredCapacity: true }), { abortSignal }),
+    );
+    const info = this.userGroups.get(group);
+    if (info && info.size > 0) info.size -= 1;
+  }
+
+  /** The group an instance is in and its lifecycle state there, or undefined. 1 call. */
+  async membership(instanceId: string, opts?: OperationOptions): Promise<{ group: string; lifecycleState: string } | undefined> {
+    const where = await this.call({ operation: 'DescribeAutoScalingInstances', instanceId }, opts, (abortSignal) =>
+      this.asg.send(new DescribeAutoScalingInstancesCommand({ InstanceIds: [instanceId] }), { abortSignal }),
+    );
+    const found = where.AutoScalingInstances?.find((i) => i.InstanceId === instanceId);
+    return found?.AutoScalingGroupName ? { group: found.AutoScalingGroupName, lifecycleState: found.LifecycleState ?? 'unknown' } : undefined;
   }
 
   /** The claiming group's group, empty: its instances come from pools by AttachInstances. */
@@ -106,7 +197,14 @@ export class AwsGroups {
   }
 
   /** Returns the group as it was when it existed already, else undefined. */
-  private async ensureGroup(name: string, want: { min: number; max: number; desired: number }, tag: { Key: string; Value: string }, opts: OperationOptions | undefined, update = true): Promise<AutoScalingGroup | undefined> {
+  private async ensureGroup(
+    name: string,
+    want: { min: number; max: number; desired: number },
+    tag: { Key: string; Value: string },
+    opts: OperationOptions | undefined,
+    update = true,
+    templateName?: string,
+  ): Promise<AutoScalingGroup | undefined> {
     const existing = await this.describe(name, opts);
     if (existing) {
       if (update && (existing.MinSize !== want.min || existing.MaxSize !== want.max || existing.DesiredCapacity !== want.desired)) {
@@ -116,7 +214,7 @@ export class AwsGroups {
       }
       return existing;
     }
-    const template = await this.launchTemplate();
+    const template = templateName ?? (await this.launchTemplate());
     try {
       await this.call({ operation: 'CreateAutoScalingGroup', group: name }, opts, (abortSignal) =>
         this.asg.send(

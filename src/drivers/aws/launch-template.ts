@@ -21,10 +21,24 @@ import { awsCall } from './sdk.js';
 const TEMPLATE_NOT_FOUND = ['InvalidLaunchTemplateName.NotFoundException', 'InvalidLaunchTemplateId.NotFound', 'InvalidLaunchTemplateName.NotFound'];
 const TEMPLATE_EXISTS = 'InvalidLaunchTemplateName.AlreadyExistsException';
 
-export function templateData(cfg: ResolvedAwsConfig): RequestLaunchTemplateData {
+/**
+ * A template other than the driver's own: a pool's, whose instances are launched by its Auto
+ * Scaling group and so carry everything in the template (boot script, security groups).
+ */
+export interface TemplateVariant {
+  name: string;
+  imageId?: string;
+  /** The boot script, plain text (base64-encoded here). */
+  userData?: string;
+}
+
+export function templateData(cfg: ResolvedAwsConfig, variant?: TemplateVariant): RequestLaunchTemplateData {
   const profile = cfg.instanceProfile;
   return {
-    ImageId: cfg.imageId,
+    ImageId: variant?.imageId ?? cfg.imageId,
+    ...(variant?.userData !== undefined ? { UserData: Buffer.from(variant.userData).toString('base64') } : {}),
+    // RunInstances names them per launch; an Auto Scaling group's launches take them from here.
+    ...(variant && cfg.securityGroupIds.length > 0 ? { SecurityGroupIds: cfg.securityGroupIds } : {}),
     InstanceType: cfg.instanceType as _InstanceType, // EC2 validates it; new types must not need a berth release
     ...(profile ? { IamInstanceProfile: profile.startsWith('arn:') ? { Arn: profile } : { Name: profile } } : {}),
     // IMDSv2 only: a process in the host cannot be tricked (SSRF) into reading the instance's credentials.
@@ -35,13 +49,21 @@ export function templateData(cfg: ResolvedAwsConfig): RequestLaunchTemplateData 
 function matches(want: RequestLaunchTemplateData, have: ResponseLaunchTemplateData | undefined): boolean {
   if (!have) return false;
   const profile = (p: { Arn?: string | undefined; Name?: string | undefined } | undefined): string => p?.Arn ?? p?.Name ?? '';
-  return want.ImageId === have.ImageId && want.InstanceType === have.InstanceType && profile(want.IamInstanceProfile) === profile(have.IamInstanceProfile) && have.MetadataOptions?.HttpTokens === 'required';
+  const groups = (ids: string[] | undefined): string => [...(ids ?? [])].sort().join(',');
+  return (
+    want.ImageId === have.ImageId &&
+    want.InstanceType === have.InstanceType &&
+    profile(want.IamInstanceProfile) === profile(have.IamInstanceProfile) &&
+    have.MetadataOptions?.HttpTokens === 'required' &&
+    (want.UserData ?? '') === (have.UserData ?? '') &&
+    groups(want.SecurityGroupIds) === groups(have.SecurityGroupIds)
+  );
 }
 
 /** Makes sure the template exists with the configuration's data; returns its name. */
-export async function ensureLaunchTemplate(client: EC2Client, cfg: ResolvedAwsConfig, opts?: OperationOptions): Promise<string> {
-  const name = launchTemplateName(cfg);
-  const want = templateData(cfg);
+export async function ensureLaunchTemplate(client: EC2Client, cfg: ResolvedAwsConfig, opts?: OperationOptions, variant?: TemplateVariant): Promise<string> {
+  const name = variant?.name ?? launchTemplateName(cfg);
+  const want = templateData(cfg, variant);
   const latest = await awsCall(client, cfg, { operation: 'DescribeLaunchTemplateVersions' }, opts, (abortSignal) =>
     client.send(new DescribeLaunchTemplateVersionsCommand({ LaunchTemplateName: name, Versions: ['$Latest'] }), { abortSignal }),
   ).catch((err: unknown) => {

@@ -4,6 +4,7 @@
  * call (retries included) by the driver's timeout and the caller's AbortSignal and turns failures
  * into berth errors.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
 import { EC2Client } from '@aws-sdk/client-ec2';
 import type { OperationOptions } from '../types.js';
@@ -15,6 +16,13 @@ export type RequestHandler = NonNullable<ConstructorParameters<typeof EC2Client>
 
 /** How long to wait for a TCP connection before the attempt counts as failed (and is retried). */
 const CONNECT_TIMEOUT_MS = 5_000;
+
+/**
+ * Calls made on behalf of one operation (a claim's move), by operation name: what runs inside
+ * `callTally.run(map, …)` is counted into `map` as well, whatever else runs at the same time.
+ * Work started inside but not waited for runs in `callTally.exit(…)` and is not counted.
+ */
+export const callTally = new AsyncLocalStorage<Map<string, number>>();
 
 export class CallCounter {
   private readonly calls = new Map<string, number>();
@@ -31,7 +39,10 @@ export class CallCounter {
     const stack = client.middlewareStack as EC2Client['middlewareStack'];
     stack.add(
       (next, context) => (args) => {
-        bump(this.calls, operationName(context.commandName));
+        const op = operationName(context.commandName);
+        bump(this.calls, op);
+        const tally = callTally.getStore();
+        if (tally) bump(tally, op);
         return next(args);
       },
       { step: 'initialize', name: 'berthCallCounter', priority: 'high' },

@@ -4,8 +4,8 @@
  * local driver. Everything variable is either JSON inside a quoted heredoc (no shell expansion) or
  * single-quoted, so nothing in a spec can inject shell.
  */
-import { AGENT_IDENTITY_PATH, HOST_TAGS_PATH } from '../../protocol/messages.js';
-import type { HostSpec } from '../types.js';
+import { AGENT_ENROLMENT_PATH, AGENT_IDENTITY_PATH, HOST_TAGS_PATH, type AgentEnrolment } from '../../protocol/messages.js';
+import type { FleetEnrolment, HostSpec } from '../types.js';
 
 /** EC2 refuses user data over 16 KiB (before base64). */
 export const USER_DATA_LIMIT = 16 * 1024;
@@ -22,19 +22,54 @@ function fileFrom(path: string, body: string, mode: string): string {
 }
 
 export function buildUserData(spec: HostSpec, agentCommand: string[]): string {
+  return script(
+    [
+      fileFrom(AGENT_IDENTITY_PATH, JSON.stringify(spec.agent), '600'),
+      fileFrom(HOST_TAGS_PATH, JSON.stringify(spec.tags), '644'),
+      `echo ${shellQuote(spec.hostname)} > /etc/hostname`,
+      `hostnamectl set-hostname ${shellQuote(spec.hostname)} 2>/dev/null || hostname ${shellQuote(spec.hostname)} || true`,
+    ],
+    agentCommand,
+  );
+}
+
+/**
+ * The boot script of a pool's instances, which its Auto Scaling group launches: one script for
+ * all of them, so no host identity in it, only the pool's enrolment (the agent asks for an
+ * identity with it and the instance id from the metadata service). A restarted agent keeps the
+ * identity it got.
+ */
+export function buildFleetUserData(enrolment: FleetEnrolment, tags: Record<string, string>, agentCommand: string[]): string {
+  const file: AgentEnrolment = { enrolUrl: enrolment.url, tenantId: enrolment.tenantId, pool: enrolment.pool, token: enrolment.token, generation: enrolment.generation };
+  return script([fileFrom(AGENT_ENROLMENT_PATH, JSON.stringify(file), '600'), fileFrom(HOST_TAGS_PATH, JSON.stringify(tags), '644')], agentCommand);
+}
+
+/**
+ * The files a boot script of this module writes, by path: what an emulated instance starts from
+ * (tests stand in for the instance, which would run the script).
+ */
+export function filesFromUserData(userData: string): Map<string, string> {
+  const files = new Map<string, string>();
+  const lines = userData.split('\n');
+  lines.forEach((line, i) => {
+    const m = /^cat > '([^']+)' <<'BERTH_EOF'$/.exec(line);
+    const body = lines[i + 1];
+    if (m?.[1] && body !== undefined && lines[i + 2] === 'BERTH_EOF') files.set(m[1], body);
+  });
+  return files;
+}
+
+function script(files: string[], agentCommand: string[]): string {
   const command = agentCommand.map(shellQuote).join(' ');
   const dir = AGENT_IDENTITY_PATH.slice(0, AGENT_IDENTITY_PATH.lastIndexOf('/'));
-  const script = [
+  return [
     '#!/bin/sh',
     '# berth host bootstrap, written by the berth AWS driver.',
     'set -eu',
     // The identity holds the host's secret token: nobody but root reads it, not even for a moment.
     'umask 077',
     `mkdir -p ${shellQuote(dir)}`,
-    fileFrom(AGENT_IDENTITY_PATH, JSON.stringify(spec.agent), '600'),
-    fileFrom(HOST_TAGS_PATH, JSON.stringify(spec.tags), '644'),
-    `echo ${shellQuote(spec.hostname)} > /etc/hostname`,
-    `hostnamectl set-hostname ${shellQuote(spec.hostname)} 2>/dev/null || hostname ${shellQuote(spec.hostname)} || true`,
+    ...files,
     // systemd restarts the agent if it dies; without systemd (minimal AMIs) it is started once.
     'if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then',
     `  cat > ${UNIT} <<'BERTH_EOF'`,
@@ -57,5 +92,4 @@ export function buildUserData(spec: HostSpec, agentCommand: string[]): string {
     'fi',
     '',
   ].join('\n');
-  return script;
 }

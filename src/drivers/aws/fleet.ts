@@ -1,0 +1,82 @@
+/**
+ * Pools on Auto Scaling, the seeds' design: each pool is a group launching `size` instances from
+ * the pool's own launch template, whose boot script carries the pool's enrolment (not a host's
+ * identity: one script serves every instance). An instance enrols when its agent starts; the
+ * control plane admits it only if it is in the pool's group. A claim moves it out (DetachInstances
+ * without decrement: the pool's group launches the replacement at once) into the claiming group's
+ * group. Terminations go through the groups, so a group never replaces what berth removed on
+ * purpose and always replaces what it should.
+ */
+import { DescribeInstancesCommand, type EC2Client } from '@aws-sdk/client-ec2';
+import { BerthError } from '../../core/errors.js';
+import type { FleetPool, OperationOptions, PoolFleet } from '../types.js';
+import { isAmiId, type ResolvedAwsConfig } from './config.js';
+import type { AwsGroups } from './groups.js';
+import { awsCall, callTally } from './sdk.js';
+import { buildFleetUserData, USER_DATA_LIMIT } from './user-data.js';
+
+/** Lifecycle states of an instance that may enrol: the agent can start before the group marks it InService. */
+const ADMISSIBLE = ['Pending', 'Pending:Wait', 'Pending:Proceed', 'InService'];
+
+export class AwsFleet implements PoolFleet {
+  constructor(
+    private readonly cfg: ResolvedAwsConfig,
+    private readonly ec2: EC2Client,
+    readonly groups: AwsGroups,
+  ) {}
+
+  templateName(pool: string): string {
+    return `${this.cfg.name}-pool-${pool}`;
+  }
+
+  async ensurePool(pool: FleetPool, opts?: OperationOptions): Promise<void> {
+    if (pool.image !== '/' && !isAmiId(pool.image)) {
+      throw new BerthError('validation_failed', `pool ${pool.name}'s image ${JSON.stringify(pool.image)} is not an AMI`, "On AWS a pool's image is an AMI id (ami-…), or / for the driver's own AMI.", { pool: pool.name });
+    }
+    const userData = buildFleetUserData(pool.enrolment, pool.tags, this.cfg.agentCommand);
+    if (Buffer.byteLength(userData) > USER_DATA_LIMIT) {
+      throw new BerthError('validation_failed', `pool ${pool.name}'s boot script is over EC2's 16 KiB`, 'Use fewer or shorter tags in the pool template.', { pool: pool.name });
+    }
+    await this.groups.ensurePoolGroup(pool.name, pool.size, 1, opts, {
+      name: this.templateName(pool.name),
+      ...(pool.image === '/' ? {} : { imageId: pool.image }),
+      userData,
+    });
+  }
+
+  /** 2 calls, off the claim path: the instance's group, then its address. */
+  async admit(pool: string, machineId: string, opts?: OperationOptions): Promise<{ ip: string; driverData: Record<string, unknown> }> {
+    const expected = this.groups.poolGroupName(pool);
+    const where = /^i-[0-9a-f]{8,17}$/.test(machineId) ? await this.groups.membership(machineId, opts) : undefined;
+    if (!where || where.group !== expected || !ADMISSIBLE.includes(where.lifecycleState)) {
+      const why = where ? `it is ${where.lifecycleState} in ${where.group}` : 'it is in no Auto Scaling group';
+      throw new BerthError('forbidden', `instance ${machineId} may not enrol in pool ${pool}: ${why}, not in ${expected}`, 'Only instances launched by the pool\'s own group enrol as its hosts.', { pool, instanceId: machineId });
+    }
+    const out = await awsCall(this.ec2, this.cfg, { operation: 'DescribeInstances', instanceId: machineId }, opts, (abortSignal) =>
+      this.ec2.send(new DescribeInstancesCommand({ InstanceIds: [machineId] }), { abortSignal }),
+    );
+    const instance = out.Reservations?.[0]?.Instances?.[0];
+    const ip = instance?.PrivateIpAddress;
+    if (!ip) throw new BerthError('conflict', `instance ${machineId} has no private address yet`, 'Its agent retries the enrolment.', { instanceId: machineId });
+    return { ip, driverData: { instanceId: machineId, launchedAt: (instance.LaunchTime ?? new Date()).toISOString(), fleet: true, group: expected } };
+  }
+
+  /** 2–3 calls (a new claiming group: CreateAutoScalingGroup, then Detach + Attach). */
+  async moveToGroup(pool: string, group: string, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<{ driverData: Record<string, unknown>; calls: Record<string, number> }> {
+    // A host launched on its own (a claim's cold launch) is in no group: nothing to move.
+    if (driverData['fleet'] !== true) return { driverData, calls: {} };
+    const instanceId = driverData['instanceId'];
+    if (typeof instanceId !== 'string') throw new BerthError('internal', `a host of pool ${pool} has no instance id`, 'Release it and claim again.', { pool });
+    const calls = new Map<string, number>();
+    const userGroup = await callTally.run(calls, async () => {
+      const name = await this.groups.userGroupForClaim(group, this.templateName(pool), opts);
+      await this.groups.moveInstance(instanceId, this.groups.poolGroupName(pool), name, opts);
+      return name;
+    });
+    return { driverData: { ...driverData, group: userGroup }, calls: Object.fromEntries(calls) };
+  }
+
+  async removePool(pool: string, opts?: OperationOptions): Promise<void> {
+    await this.groups.removeGroup(this.groups.poolGroupName(pool), opts);
+  }
+}

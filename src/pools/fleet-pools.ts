@@ -1,0 +1,79 @@
+/**
+ * Pools on a fleet driver (see PoolFleet): the backend's group launches and replaces a pool's
+ * machines; each one enrols here with the pool's enrolment secret and its machine id, is admitted
+ * only if the driver finds it in the pool's group, and gets its own host identity (the per-host
+ * token of every other host). From then on it is warmed, checked and claimed like any pool host.
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { BerthError } from '../core/errors.js';
+import type { PoolFleet } from '../drivers/types.js';
+import type { HostService, RegisteredHost } from '../hosts/host-service.js';
+import { enrolRequest, type AgentIdentity } from '../protocol/messages.js';
+import type { PoolsRepo } from '../store/pools-repo.js';
+import type { PoolRow } from '../store/schema.js';
+import type { ConfigHashKeys } from '../store/tokens-repo.js';
+import { launchRequest } from './reconciler.js';
+
+/** Host ids of fleet hosts: the machine's id made a berth id (`i-0abc…` → `h-0abc…`). */
+export function fleetHostId(machineId: string): string {
+  return `h-${machineId.replace(/^i-/, '')}`;
+}
+
+export interface FleetPoolsDeps {
+  fleet: PoolFleet;
+  pools: PoolsRepo;
+  hostService: HostService;
+  hashKeys: ConfigHashKeys;
+  /** The agent channel's enrolment URL, as machines reach it. */
+  enrolUrl: string;
+  /** The agent channel's URL, as machines reach it. */
+  agentUrl: string;
+  /** An admitted host is the reconciler's to warm up from here. */
+  onAdmitted: (pool: PoolRow, host: RegisteredHost) => void;
+  log: (line: string) => void;
+}
+
+export class FleetPools {
+  constructor(private readonly deps: FleetPoolsDeps) {}
+
+  /**
+   * The pool's enrolment secret: derived (HMAC under the tenant's key) from the pool's name and
+   * creation time, so nothing more is stored, and a pool removed and made again has a new one.
+   */
+  async enrolmentToken(pool: PoolRow): Promise<string> {
+    const key = await this.deps.hashKeys.of(pool.tenant_id);
+    return createHmac('sha256', key).update(`berth-pool-enrolment\0${pool.name}\0${new Date(pool.created_at).toISOString()}`).digest('base64url');
+  }
+
+  /** Makes the pool's group hold `size` machines of the pool's current template. */
+  async ensure(pool: PoolRow, signal?: AbortSignal): Promise<void> {
+    const { image, tags, resources } = launchRequest(pool);
+    await this.deps.fleet.ensurePool(
+      { name: pool.name, size: pool.size, image, tags, resources, enrolment: { url: this.deps.enrolUrl, tenantId: pool.tenant_id, pool: pool.name, token: await this.enrolmentToken(pool), generation: pool.generation } },
+      signal ? { signal } : {},
+    );
+  }
+
+  async remove(pool: string): Promise<void> {
+    await this.deps.fleet.removePool(pool);
+  }
+
+  /** An enrolment request, as the agent channel received it. */
+  async enrol(body: unknown): Promise<AgentIdentity> {
+    const parsed = enrolRequest.safeParse(body);
+    if (!parsed.success) throw new BerthError('bad_request', 'the enrolment request is malformed', 'Send the enrolment file as written by the boot script, with the machine id.');
+    const req = parsed.data;
+    const refused = new BerthError('forbidden', `enrolment in pool ${req.pool} refused`, 'The enrolment secret is not the pool\'s (was the pool removed and made again?); the machine should be terminated.', { pool: req.pool });
+    const pool = await this.deps.pools.get(req.tenantId, req.pool).catch(() => undefined);
+    if (!pool) throw refused;
+    const given = Buffer.from(req.token);
+    const expected = Buffer.from(await this.enrolmentToken(pool));
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw refused;
+    const machine = await this.deps.fleet.admit(pool.name, req.machineId);
+    const id = fleetHostId(req.machineId);
+    const host = await this.deps.hostService.admit(pool.tenant_id, { ...launchRequest(pool), hostname: id }, { name: pool.name, generation: req.generation ?? pool.generation, slot: 'warming' }, { id, ...machine });
+    this.deps.log(`pool ${pool.name}: machine ${req.machineId} enrolled as host ${id}`);
+    this.deps.onAdmitted(pool, host);
+    return { hostId: host.id, token: host.token, serverUrl: this.deps.agentUrl };
+  }
+}

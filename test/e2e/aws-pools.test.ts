@@ -1,0 +1,215 @@
+/**
+ * Pools and claims on the AWS driver, end to end against moto: a real berth server whose pools are
+ * Auto Scaling groups in the emulator, and, for each instance moto launches, a real agent that
+ * enrols as that instance (test/helpers/emulated-fleet.ts). Pools fill through enrolment, claims
+ * detach and attach in moto's groups, init commands really run and report, and 200 concurrent
+ * claims never put one instance into two groups.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AutoScalingClient, DescribeAutoScalingGroupsCommand, type AutoScalingGroup } from '@aws-sdk/client-auto-scaling';
+import { DescribeLaunchTemplateVersionsCommand, RunInstancesCommand, TerminateInstancesCommand } from '@aws-sdk/client-ec2';
+import { filesFromUserData } from '../../src/drivers/aws/user-data.js';
+import { AGENT_ENROLMENT_PATH, agentEnrolment } from '../../src/protocol/messages.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AwsDriver } from '../../src/drivers/aws/aws-driver.js';
+import { BerthServer } from '../../src/server/berth-server.js';
+import type { ClaimView, PoolHostView, PoolStatusView } from '../../src/pools/views.js';
+import { agentBundleDir } from '../../src/cli/paths.js';
+import { EmulatedFleet } from '../helpers/emulated-fleet.js';
+import { motoAvailable, MOTO_CREDENTIALS, MOTO_REGION, startMoto, type Moto } from '../helpers/moto.js';
+import { Api } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait.js';
+import { motoNetwork, type MotoNetwork } from '../drivers/aws-fixtures.js';
+
+const NAME = 'bfleet';
+
+describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end to end on moto', () => {
+  let moto: Moto;
+  let net: MotoNetwork;
+  let driver: AwsDriver;
+  let server: BerthServer;
+  let fleet: EmulatedFleet;
+  let api: Api;
+  let asg: AutoScalingClient;
+  let dir: string;
+
+  const groupsNow = async (): Promise<AutoScalingGroup[]> => {
+    const out: AutoScalingGroup[] = [];
+    let token: string | undefined;
+    do {
+      const page = await asg.send(new DescribeAutoScalingGroupsCommand({ ...(token ? { NextToken: token } : {}), MaxRecords: 100 }));
+      out.push(...(page.AutoScalingGroups ?? []).filter((g) => g.AutoScalingGroupName?.startsWith(`${NAME}-`)));
+      token = page.NextToken;
+    } while (token);
+    return out;
+  };
+  const members = (groups: AutoScalingGroup[], name: string): string[] => (groups.find((g) => g.AutoScalingGroupName === name)?.Instances ?? []).map((i) => i.InstanceId ?? '');
+  const poolStatus = async (name: string) => (await api.get<PoolStatusView>(`/v1/pools/${name}`)).body;
+  const waitFull = (name: string, size: number, timeoutMs = 60_000) =>
+    waitFor(`pool ${name} to hold ${size} ready hosts`, async () => ((await poolStatus(name)).status.ready >= size ? true : undefined), { timeoutMs });
+
+  beforeAll(async () => {
+    moto = await startMoto();
+    net = await motoNetwork(moto.endpoint);
+    asg = new AutoScalingClient({ region: MOTO_REGION, endpoint: moto.endpoint, credentials: MOTO_CREDENTIALS });
+    dir = await mkdtemp(join(tmpdir(), 'berth-awsfleet-'));
+    driver = new AwsDriver({
+      region: MOTO_REGION,
+      endpoint: moto.endpoint,
+      credentials: MOTO_CREDENTIALS,
+      imageId: net.imageId,
+      instanceType: 't3.micro',
+      subnetIds: net.subnetIds,
+      securityGroupIds: net.securityGroupIds,
+      name: NAME,
+      agentListenHost: '127.0.0.1',
+    });
+    server = await BerthServer.start({
+      dataDir: join(dir, 'data'),
+      port: 0,
+      agentPort: 0,
+      driver,
+      agentDir: agentBundleDir(),
+      log: process.env['BERTH_TEST_LOG'] ? (line: string) => process.stderr.write(`berth: ${line}\n`) : () => {},
+      monitorIntervalMs: 500,
+      router: { port: 0 },
+    });
+    api = new Api(server.url, server.token);
+    fleet = new EmulatedFleet({ endpoint: moto.endpoint, driverName: NAME, dir: join(dir, 'machines') });
+    fleet.start();
+  }, 60_000);
+
+  afterAll(async () => {
+    // The machines first: agents of a stopped server would keep redialling it.
+    await fleet?.stop();
+    await server?.stop();
+    driver?.close();
+    asg?.destroy();
+    net?.ec2.destroy();
+    await moto?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  }, 60_000);
+
+  it('fills a pool through enrolment, and a claim moves the instance between groups and runs its init', async () => {
+    const created = await api.post<PoolStatusView>('/v1/pools', { name: 'web', size: 3, onEmpty: 'fail', warmup: ['test -s "$BERTH_TAGS_FILE" || true'] });
+    expect(created.status).toBe(201);
+    await waitFull('web', 3);
+    const hosts = (await api.get<{ hosts: PoolHostView[] }>('/v1/pools/web/hosts')).body.hosts;
+    expect(hosts.map((h) => h.slot)).toEqual(['ready', 'ready', 'ready']);
+    // Each host is the instance it enrolled as: its id comes from the instance's.
+    const poolGroup = `${NAME}-pool-web`;
+    const before = await groupsNow();
+    expect(members(before, poolGroup).map((i) => `h-${i.slice(2)}`).sort()).toEqual(hosts.map((h) => h.id).sort());
+    expect(fleet.refused.size).toBe(0);
+
+    const calls0 = driver.callCounts();
+    const claim = await api.post<ClaimView>('/v1/pools/web/claims', { group: 'alice', init: ['echo "hello from $(hostname) as $BERTH_USER"', 'test "$BERTH_USER" = alice'], env: { BERTH_USER: 'alice' } });
+    expect(claim.status).toBe(201);
+    const calls1 = driver.callCounts();
+    const made: Record<string, number> = Object.fromEntries(Object.entries(calls1).flatMap(([op, c]) => (c !== (calls0[op] ?? 0) ? [[op, c - (calls0[op] ?? 0)]] : [])));
+    // A new user's claim waits for CreateAutoScalingGroup + DetachInstances + AttachInstances, no
+    // describe (no polling); the new group's SuspendProcesses is sent alongside, not waited for.
+    expect(claim.body.timings['backendCalls']).toBe(3);
+    expect(made).toMatchObject({ CreateAutoScalingGroup: 1, DetachInstances: 1, AttachInstances: 1, SuspendProcesses: 1 });
+    expect(made['DescribeAutoScalingGroups']).toBeUndefined();
+    const hostId = claim.body.host?.id ?? '';
+    const instanceId = `i-${hostId.slice(2)}`;
+    expect(claim.body.host).toMatchObject({ group: 'alice', slot: 'claimed' });
+
+    const after = await groupsNow();
+    expect(members(after, `${NAME}-group-alice`)).toEqual([instanceId]);
+    expect(members(after, poolGroup)).not.toContain(instanceId);
+
+    // The init really ran on the instance's agent and reported: run a command and read its output.
+    const run = await api.post<{ id: string }>('/v1/commands', { targets: { hostIds: [hostId] }, parameters: { commands: ['echo "user=$BERTH_TAGS"'] } });
+    expect(run.status).toBe(201);
+    const done = await waitFor(
+      'the command to finish',
+      async () => {
+        const c = (await api.get<{ status: string; invocations: { status: string; stdout: string }[] }>(`/v1/commands/${run.body.id}`)).body;
+        return c.status === 'Success' || c.status === 'Failed' ? c : undefined;
+      },
+      { timeoutMs: 20_000 },
+    );
+    expect(done.status).toBe('Success');
+    expect(done.invocations[0]?.stdout).toContain('"berth:group":"alice"');
+
+    // The pool's group launched the replacement, which enrols and warms: the pool is full again.
+    await waitFull('web', 3);
+
+    // An init that fails reports its exit codes; the claim rolls back (the host is quarantined and
+    // terminated with replacement, out of every group) and nothing is left in bob's group.
+    const failed = await api.post<{ code: string; details: { attempts: { hostId: string; error: string }[] } }>('/v1/pools/web/claims', { group: 'bob', init: ['true', 'exit 3'], maxAttempts: 1 });
+    expect(failed.status).toBe(422);
+    expect(failed.body.code).toBe('claim_failed');
+    expect(failed.body.details.attempts[0]?.error).toMatch(/exit(ed)? .*3|\b3\b/);
+    const bad = `i-${(failed.body.details.attempts[0]?.hostId ?? '').slice(2)}`;
+    await waitFor('the failed host to be terminated out of every group', async () => ((await groupsNow()).some((g) => members([g], g.AutoScalingGroupName ?? '').includes(bad)) ? undefined : true), { timeoutMs: 20_000 });
+    expect(members(await groupsNow(), `${NAME}-group-bob`)).toEqual([]);
+    await waitFull('web', 3);
+
+    // Release: the instance is terminated through the user's group, which shrinks (no replacement).
+    const released = await api.post<PoolHostView>(`/v1/hosts/${hostId}/release`, {});
+    expect(released.status).toBe(200);
+    await waitFor('the released instance to leave the user group', async () => (members(await groupsNow(), `${NAME}-group-alice`).length === 0 ? true : undefined), { timeoutMs: 20_000 });
+    const alice = (await groupsNow()).find((g) => g.AutoScalingGroupName === `${NAME}-group-alice`);
+    expect(alice?.DesiredCapacity).toBe(0);
+  }, 120_000);
+
+  it('refuses an enrolment with a wrong secret, for a machine outside the pool, and a second one of the same machine', async () => {
+    const enrolUrl = `http://127.0.0.1:${new URL(server.agentUrl).port}/v1/agent/enrol`;
+    const post = async (body: unknown) => {
+      const res = await fetch(enrolUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      return { status: res.status, body: (await res.json()) as { code: string; message: string } };
+    };
+    const [anyHost] = (await api.get<{ hosts: PoolHostView[] }>('/v1/pools/web/hosts')).body.hosts;
+    const machineId = `i-${(anyHost?.id ?? '').slice(2)}`;
+    expect((await post({ tenantId: 'default', pool: 'web', token: 'not-the-secret', machineId })).status).toBe(403);
+    expect((await post({ pool: 'web' })).status).toBe(400);
+    // The right secret, as the pool's boot script carries it (read from the emulator's launch template)...
+    const template = await net.ec2.send(new DescribeLaunchTemplateVersionsCommand({ LaunchTemplateName: `${NAME}-pool-web`, Versions: ['$Latest'] }));
+    const userData = Buffer.from(template.LaunchTemplateVersions?.[0]?.LaunchTemplateData?.UserData ?? '', 'base64').toString('utf8');
+    const enrolment = agentEnrolment.parse(JSON.parse(filesFromUserData(userData).get(AGENT_ENROLMENT_PATH) ?? '{}'));
+    expect(enrolment.enrolUrl).toBe(enrolUrl);
+    // ...for a machine that enrolled already: refused, so nobody can take over a host's identity.
+    const again = await post({ tenantId: enrolment.tenantId, pool: 'web', token: enrolment.token, machineId });
+    expect(again.status).toBe(409);
+    // ...for a machine that is not in the pool's group (launched on its own): refused.
+    const outsider = await net.ec2.send(new RunInstancesCommand({ ImageId: net.imageId, InstanceType: 't3.micro', MinCount: 1, MaxCount: 1 }));
+    const outsiderId = outsider.Instances?.[0]?.InstanceId ?? '';
+    const refused = await post({ tenantId: enrolment.tenantId, pool: 'web', token: enrolment.token, machineId: outsiderId });
+    expect(refused.status).toBe(403);
+    expect(refused.body.message).toContain('in no Auto Scaling group');
+    await net.ec2.send(new TerminateInstancesCommand({ InstanceIds: [outsiderId] }));
+    expect((await api.get(`/v1/hosts/h-${outsiderId.slice(2)}`)).status).toBe(404);
+  });
+
+  it('200 concurrent claims: every instance is in exactly one group, and no claim shares a host', async () => {
+    const size = 40;
+    expect((await api.post<PoolStatusView>('/v1/pools', { name: 'storm', size, maxLaunching: size, onEmpty: 'fail' })).status).toBe(201);
+    await waitFull('storm', size, 120_000);
+
+    const outcomes = await Promise.all(
+      Array.from({ length: 200 }, (_, n) => api.post<ClaimView>('/v1/pools/storm/claims', { group: `u${n % 25}`, init: ['true'], deadline: 60 })),
+    );
+    const won = outcomes.filter((o) => o.status === 201);
+    const refused = outcomes.filter((o) => o.status !== 201);
+    // A pool of 40 serves at least 40 of them; the rest are told the pool is empty (503), never a 500.
+    expect(won.length).toBeGreaterThanOrEqual(size);
+    for (const o of refused) expect(o.status).toBe(503);
+    const hostIds = won.map((o) => o.body.host?.id ?? '');
+    expect(new Set(hostIds).size).toBe(hostIds.length);
+
+    const groups = await groupsNow();
+    const where = new Map<string, string[]>();
+    for (const g of groups) for (const i of g.Instances ?? []) where.set(i.InstanceId ?? '', [...(where.get(i.InstanceId ?? '') ?? []), g.AutoScalingGroupName ?? '']);
+    const inTwo = [...where.entries()].filter(([, gs]) => gs.length > 1);
+    expect(inTwo).toEqual([]);
+    for (const o of won) {
+      const instanceId = `i-${(o.body.host?.id ?? '').slice(2)}`;
+      expect(where.get(instanceId)).toEqual([`${NAME}-group-${o.body.host?.group ?? ''}`]);
+    }
+  }, 300_000);
+});

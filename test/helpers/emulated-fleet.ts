@@ -1,0 +1,117 @@
+/**
+ * Stands in for the machines moto "launches": moto keeps the books of EC2 and Auto Scaling but
+ * runs nothing. For every instance of the driver that moto shows running, this starts a real
+ * berth agent (in this process, with its own state, tags and log directories) from the files the
+ * instance's boot script would write — so a fleet instance enrols over HTTP exactly as on EC2,
+ * with the instance id the metadata service would give it. An instance moto terminates loses its
+ * agent, as a machine that is switched off does.
+ */
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Buffer } from 'node:buffer';
+import { DescribeInstanceAttributeCommand, DescribeInstancesCommand, EC2Client } from '@aws-sdk/client-ec2';
+import { Agent } from '../../src/agent/agent.js';
+import { enrol } from '../../src/agent/enrol.js';
+import { filesFromUserData } from '../../src/drivers/aws/user-data.js';
+import { AGENT_ENROLMENT_PATH, AGENT_IDENTITY_PATH, agentEnrolment, agentIdentity, HOST_TAGS_PATH } from '../../src/protocol/messages.js';
+import { MOTO_CREDENTIALS, MOTO_REGION } from './moto.js';
+
+interface Machine {
+  agent?: Agent;
+  stop: AbortController;
+}
+
+export class EmulatedFleet {
+  private readonly ec2: EC2Client;
+  private readonly machines = new Map<string, Machine>();
+  private timer: NodeJS.Timeout | undefined;
+  private scanning: Promise<void> | undefined;
+  /** Enrolments refused by the control plane, by instance id (tests assert there are none, or some). */
+  readonly refused = new Map<string, string>();
+
+  constructor(private readonly opts: { endpoint: string; driverName: string; dir: string; pollMs?: number }) {
+    this.ec2 = new EC2Client({ region: MOTO_REGION, endpoint: opts.endpoint, credentials: MOTO_CREDENTIALS });
+  }
+
+  start(): void {
+    const tick = (): void => {
+      this.scanning = this.scan()
+        .catch((err: unknown) => void process.stderr.write(`emulated fleet: ${String(err)}\n`))
+        .finally(() => {
+          if (this.timer !== undefined) this.timer = setTimeout(tick, this.opts.pollMs ?? 100);
+        });
+    };
+    this.timer = setTimeout(tick, 0);
+  }
+
+  /** Instance ids with a connected-or-connecting agent. */
+  running(): string[] {
+    return [...this.machines.entries()].filter(([, m]) => m.agent).map(([id]) => id);
+  }
+
+  async stop(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.scanning;
+    for (const id of [...this.machines.keys()]) this.switchOff(id);
+    this.ec2.destroy();
+  }
+
+  private async scan(): Promise<void> {
+    const out = await this.ec2.send(
+      new DescribeInstancesCommand({
+        Filters: [
+          { Name: 'tag:berth:managed-by', Values: [this.opts.driverName] },
+          { Name: 'instance-state-name', Values: ['pending', 'running'] },
+        ],
+      }),
+    );
+    const live = new Set<string>();
+    for (const r of out.Reservations ?? []) for (const i of r.Instances ?? []) if (i.InstanceId) live.add(i.InstanceId);
+    for (const id of this.machines.keys()) if (!live.has(id)) this.switchOff(id);
+    await Promise.all([...live].filter((id) => !this.machines.has(id)).map((id) => this.boot(id)));
+  }
+
+  /** What cloud-init would do with the instance's user data, and the agent it starts. */
+  private async boot(instanceId: string): Promise<void> {
+    const machine: Machine = { stop: new AbortController() };
+    this.machines.set(instanceId, machine);
+    const attr = await this.ec2.send(new DescribeInstanceAttributeCommand({ InstanceId: instanceId, Attribute: 'userData' }));
+    const files = filesFromUserData(Buffer.from(attr.UserData?.Value ?? '', 'base64').toString('utf8'));
+    const root = join(this.opts.dir, instanceId);
+    mkdirSync(join(root, 'etc'), { recursive: true });
+    const tagsPath = join(root, 'etc', 'tags.json');
+    writeFileSync(tagsPath, files.get(HOST_TAGS_PATH) ?? '{}');
+    const log = (line: string): void => void (process.env['BERTH_TEST_VERBOSE'] && process.stderr.write(`[${instanceId}] ${line}\n`));
+    let identityText = files.get(AGENT_IDENTITY_PATH);
+    const enrolmentText = files.get(AGENT_ENROLMENT_PATH);
+    try {
+      if (!identityText && enrolmentText) {
+        const enrolment = { ...agentEnrolment.parse(JSON.parse(enrolmentText)), machineId: instanceId };
+        identityText = JSON.stringify(await enrol(enrolment, { identityPath: join(root, 'etc', 'agent.json'), log, signal: machine.stop.signal, retryMs: 50 }));
+      }
+      if (!identityText) throw new Error('its user data gives the agent neither an identity nor an enrolment');
+    } catch (err) {
+      if (!machine.stop.signal.aborted) this.refused.set(instanceId, err instanceof Error ? err.message : String(err));
+      return;
+    }
+    if (machine.stop.signal.aborted) return;
+    machine.agent = new Agent({
+      identity: agentIdentity.parse(JSON.parse(identityText)),
+      stateDir: join(root, 'run'),
+      serviceLogDir: join(root, 'log'),
+      tagsPath,
+      log,
+    });
+    machine.agent.start();
+  }
+
+  private switchOff(instanceId: string): void {
+    const machine = this.machines.get(instanceId);
+    if (!machine) return;
+    machine.stop.abort();
+    machine.agent?.stop();
+    this.machines.delete(instanceId);
+    rmSync(join(this.opts.dir, instanceId), { recursive: true, force: true });
+  }
+}

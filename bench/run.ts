@@ -19,6 +19,7 @@ import { CommandsRepo } from '../src/store/commands-repo.js';
 import { HostsRepo } from '../src/store/hosts-repo.js';
 import { DEFAULT_TENANT } from '../src/store/migrations.js';
 import { openStore } from '../src/store/store.js';
+import { awsBench } from './aws.js';
 import { claimBench } from './claims.js';
 import { imageBench } from './images.js';
 import { serviceBench } from './services.js';
@@ -35,9 +36,10 @@ const IMAGES = { bakes: Number(process.env['BENCH_BAKES'] ?? 3), launches: Numbe
 const SERVICES = { crashes: Number(process.env['BENCH_SERVICE_CRASHES'] ?? 30), idleSeconds: Number(process.env['BENCH_IDLE_SECONDS'] ?? 10) };
 /**
  * Run only these parts: `npm run bench -- spinup claims`, or BENCH_ONLY=foundation,claims (parts:
- * foundation, claims, images, services, spinup); default all.
+ * foundation, claims, images, services, spinup, aws); default all.
  */
-const PARTS = ['foundation', 'claims', 'images', 'services', 'spinup'];
+const PARTS = ['foundation', 'claims', 'images', 'services', 'spinup', 'aws'];
+const LOCAL_PARTS = PARTS.filter((p) => p !== 'aws');
 const named = process.argv.slice(2).filter((arg) => PARTS.includes(arg));
 const ONLY = new Set(named.length > 0 ? named : (process.env['BENCH_ONLY'] ?? PARTS.join(',')).split(','));
 const SPINUP = {
@@ -59,17 +61,20 @@ function progress(line: string): void {
 }
 
 async function main(): Promise<void> {
-  const srv = await startServer(NET, DATABASE_URL ? { databaseUrl: DATABASE_URL } : {});
   const rows: string[] = [];
-  try {
-    if (ONLY.has('foundation')) rows.push(...(await foundationBench(srv)));
-    if (ONLY.has('claims')) rows.push(...(await claimBench(srv, { ...CLAIMS, progress })));
-    if (ONLY.has('images')) rows.push(...(await imageBench(srv, { ...IMAGES, progress })));
-    if (ONLY.has('services')) rows.push(...(await serviceBench(srv, { ...SERVICES, progress })));
-    if (ONLY.has('spinup')) rows.push(...(await spinupBench(srv, { ...SPINUP, progress })));
-  } finally {
-    await srv.stop();
+  if (LOCAL_PARTS.some((part) => ONLY.has(part))) {
+    const srv = await startServer(NET, DATABASE_URL ? { databaseUrl: DATABASE_URL } : {});
+    try {
+      if (ONLY.has('foundation')) rows.push(...(await foundationBench(srv)));
+      if (ONLY.has('claims')) rows.push(...(await claimBench(srv, { ...CLAIMS, progress })));
+      if (ONLY.has('images')) rows.push(...(await imageBench(srv, { ...IMAGES, progress })));
+      if (ONLY.has('services')) rows.push(...(await serviceBench(srv, { ...SERVICES, progress })));
+      if (ONLY.has('spinup')) rows.push(...(await spinupBench(srv, { ...SPINUP, progress })));
+    } finally {
+      await srv.stop();
+    }
   }
+  if (ONLY.has('aws')) rows.push(...(await awsBench({ claims: Number(process.env['BENCH_AWS_CLAIMS'] ?? 40), progress })));
   progress('store writes in isolation…');
   const writes = await isolatedStoreWrites(300);
   progress('');

@@ -1,0 +1,90 @@
+/**
+ * `npm run bench -- aws`: the claim path on the AWS driver, against moto with a real agent per
+ * emulated instance (test/helpers/emulated-fleet.ts). Counts the AWS calls each warm claim waits
+ * for (target ≤ 3, and no describe: no polling) and its latency, for a new user's first claim
+ * (its Auto Scaling group is created) and for a returning user's (the group exists). moto answers
+ * on loopback in about a millisecond, so the latencies show berth's own cost, not AWS's.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { agentBundleDir } from '../src/cli/paths.js';
+import { AwsDriver } from '../src/drivers/aws/aws-driver.js';
+import type { ClaimView, PoolStatusView } from '../src/pools/views.js';
+import { BerthServer } from '../src/server/berth-server.js';
+import { motoNetwork } from '../test/drivers/aws-fixtures.js';
+import { EmulatedFleet } from '../test/helpers/emulated-fleet.js';
+import { motoInstalled, MOTO_CREDENTIALS, MOTO_REGION, startMoto } from '../test/helpers/moto.js';
+import { Api } from '../test/helpers/server.js';
+import { ms, summarize } from './stats.js';
+
+const NAME = 'bbench';
+
+export async function awsBench(opts: { claims: number; progress: (line: string) => void }): Promise<string[]> {
+  if (!motoInstalled()) return ["| AWS claim path on moto | | | | skipped: moto is not installed (pip install 'moto[server]') | |"];
+  const moto = await startMoto();
+  const dir = await mkdtemp(join(tmpdir(), 'berth-bench-aws-'));
+  const net = await motoNetwork(moto.endpoint);
+  const driver = new AwsDriver({
+    region: MOTO_REGION,
+    endpoint: moto.endpoint,
+    credentials: MOTO_CREDENTIALS,
+    imageId: net.imageId,
+    instanceType: 't3.micro',
+    subnetIds: net.subnetIds,
+    securityGroupIds: net.securityGroupIds,
+    name: NAME,
+    agentListenHost: '127.0.0.1',
+  });
+  const server = await BerthServer.start({ dataDir: join(dir, 'data'), port: 0, agentPort: 0, driver, agentDir: agentBundleDir(), log: () => {}, router: { port: 0 } });
+  const fleet = new EmulatedFleet({ endpoint: moto.endpoint, driverName: NAME, dir: join(dir, 'machines') });
+  fleet.start();
+  const api = new Api(server.url, server.token);
+  try {
+    const size = 8;
+    await api.post('/v1/pools', { name: 'bench', size, maxLaunching: size, onEmpty: 'fail' });
+    const waitFull = async (): Promise<void> => {
+      const until = Date.now() + 120_000;
+      while ((await api.get<PoolStatusView>('/v1/pools/bench')).body.status.ready < size) {
+        if (Date.now() > until) throw new Error('the AWS bench pool did not fill in 2 minutes');
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    };
+    const samples = { fresh: [] as number[], returning: [] as number[] };
+    const calls = { fresh: [] as number[], returning: [] as number[] };
+    let describes = 0;
+    for (let i = 0; i < opts.claims; i++) {
+      const kind = i % 2 === 0 ? 'fresh' : 'returning';
+      // Returning users claim into the group the previous fresh claim made.
+      const group = `user-${kind === 'fresh' ? i : i - 1}`;
+      opts.progress(`aws: claim ${i + 1}/${opts.claims} (${kind} user)…`);
+      await waitFull(); // a warm claim: the pool is full, as a user would find it
+      const before = driver.callCounts();
+      const t0 = performance.now();
+      const res = await api.post<ClaimView>('/v1/pools/bench/claims', { group, init: [] });
+      const elapsed = performance.now() - t0;
+      if (res.status !== 201) throw new Error(`AWS bench claim failed: ${res.status} ${JSON.stringify(res.body)}`);
+      samples[kind].push(elapsed);
+      calls[kind].push(res.body.timings['backendCalls'] ?? NaN);
+      const after = driver.callCounts();
+      describes += (after['DescribeAutoScalingGroups'] ?? 0) - (before['DescribeAutoScalingGroups'] ?? 0);
+      await api.post(`/v1/hosts/${res.body.host?.id ?? ''}/release`, {});
+    }
+    opts.progress('');
+    const fresh = summarize(samples.fresh);
+    const returning = summarize(samples.returning);
+    const maxCalls = Math.max(...calls.fresh, ...calls.returning);
+    return [
+      `| AWS warm claim on moto, a new user (group created): API call until the host is in the user's group, AWS calls waited for (max) | ${fresh.n} | ${ms(fresh.p50)} | ${ms(fresh.p99)} | ${Math.max(...calls.fresh)} calls (target ≤ 3: ${Math.max(...calls.fresh) <= 3 ? 'met' : 'MISSED'}) | |`,
+      `| AWS warm claim on moto, a returning user (group exists) | ${returning.n} | ${ms(returning.p50)} | ${ms(returning.p99)} | ${Math.max(...calls.returning)} calls | |`,
+      `| AWS describes (polling) during claims | ${opts.claims} | | | ${describes} DescribeAutoScalingGroups (target 0: ${describes === 0 ? 'met' : 'MISSED'}); max ${maxCalls} calls per claim | |`,
+    ];
+  } finally {
+    await fleet.stop();
+    await server.stop();
+    driver.close();
+    net.ec2.destroy();
+    await moto.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}

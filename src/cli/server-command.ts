@@ -1,8 +1,24 @@
 import type { Command } from 'commander';
 import { LocalDriver } from '../drivers/local/index.js';
+import { AwsDriver } from '../drivers/aws/aws-driver.js';
 import { BerthServer } from '../server/berth-server.js';
 import { agentBundleDir, agentCommand } from './paths.js';
 import type { Context } from './context.js';
+import { UsageError } from './output.js';
+
+/** `berth server --driver aws`: where and what to launch; credentials and region come from the SDK's standard chain. */
+export interface AwsServerOptions {
+  driver: string;
+  awsImage?: string;
+  awsInstanceType?: string;
+  awsRegion?: string;
+  awsEndpoint?: string;
+  awsSubnets?: string;
+  awsSecurityGroups?: string;
+  awsInstanceProfile?: string;
+  agentAdvertise?: string;
+  agentListen?: string;
+}
 
 export interface ServerOptions {
   port: string;
@@ -69,22 +85,70 @@ export function untilStopped(): Promise<void> {
   });
 }
 
-export function registerServerCommand(program: Command, ctx: Context, env: NodeJS.ProcessEnv): void {
-  withServerOptions(program.command('server').description('run the control plane (API, agent channel, local driver) in the foreground')).action(async (opts: ServerOptions) => {
-    const dataDir = ctx.dataDir();
-    const server = await startLocalServer(dataDir, opts, env, (step) => process.stderr.write(`berth server: ${step}…\n`));
-    process.stderr.write(
-      `berth server ${server.url}  (store: ${server.store.kind}, data dir: ${dataDir})\n` +
-        `  API docs:  ${server.url}/docs   token: ${dataDir}/token\n` +
-        `  agents:    ${server.agentUrl}\n` +
-        `  router:    ${server.router.urlFor('NAME') ?? '-'}  (environments: berth env create NAME --stack STACK)\n` +
-        (server.recovered.adopted.length + server.recovered.cleaned.length
-          ? `  recovered: adopted ${server.recovered.adopted.length} host(s), cleaned up ${server.recovered.cleaned.length}\n`
-          : '') +
-        `  try:       berth host launch && berth host ls\n`,
-    );
-    await untilStopped();
-    process.stderr.write('berth server stopping (hosts keep running and are adopted at the next start)\n');
-    await server.stop();
+/**
+ * A control plane whose pools are EC2 Auto Scaling groups (see src/drivers/aws/README.md). Its
+ * agent channel listens on every address (instances reach it over the VPC) unless told otherwise,
+ * and instances dial `--agent-advertise`.
+ */
+export async function startAwsServer(dataDir: string, opts: ServerOptions & AwsServerOptions, env: NodeJS.ProcessEnv, progress: (step: string) => void): Promise<BerthServer> {
+  if (!opts.awsImage || !opts.awsInstanceType) throw new UsageError('--driver aws needs --aws-image AMI and --aws-instance-type TYPE');
+  if (!opts.agentAdvertise) throw new UsageError('--driver aws needs --agent-advertise ADDR: the address instances dial to reach this server (e.g. its private IP)');
+  const list = (value: string | undefined): string[] => (value ? value.split(',').map((s) => s.trim()).filter(Boolean) : []);
+  const driver = new AwsDriver({
+    imageId: opts.awsImage,
+    instanceType: opts.awsInstanceType,
+    name: opts.name,
+    ...(opts.awsRegion ? { region: opts.awsRegion } : {}),
+    ...(opts.awsEndpoint ? { endpoint: opts.awsEndpoint } : {}),
+    subnetIds: list(opts.awsSubnets),
+    securityGroupIds: list(opts.awsSecurityGroups),
+    ...(opts.awsInstanceProfile ? { instanceProfile: opts.awsInstanceProfile } : {}),
+    ...(opts.agentListen ? { agentListenHost: opts.agentListen } : {}),
   });
+  return BerthServer.start({
+    dataDir,
+    host: opts.host,
+    port: Number(opts.port),
+    agentPort: Number(opts.agentPort),
+    agentAdvertiseHost: opts.agentAdvertise,
+    router: { port: Number(opts.routerPort), host: opts.routerHost, domain: opts.domain },
+    databaseUrl: env['BERTH_DATABASE_URL'],
+    driver,
+    agentDir: agentBundleDir(),
+    defaultImage: '/',
+    progress,
+  });
+}
+
+export function registerServerCommand(program: Command, ctx: Context, env: NodeJS.ProcessEnv): void {
+  withServerOptions(program.command('server').description('run the control plane (API, agent channel, and the local driver, or the AWS driver) in the foreground'))
+    .option('--driver <driver>', 'where hosts run: local (Linux namespaces on this machine) or aws (EC2 Auto Scaling; needs the --aws-* options)', 'local')
+    .option('--aws-image <ami>', 'AWS: the AMI hosts boot (it must hold Node and the berth agent)')
+    .option('--aws-instance-type <type>', 'AWS: instance type, e.g. t3.micro')
+    .option('--aws-region <region>', "AWS: region (default: the SDK's standard chain)")
+    .option('--aws-endpoint <url>', 'AWS: another endpoint, e.g. an emulator such as moto')
+    .option('--aws-subnets <ids>', "AWS: comma-separated subnet ids hosts are spread over (default: the default VPC's)")
+    .option('--aws-security-groups <ids>', 'AWS: comma-separated security group ids of every host')
+    .option('--aws-instance-profile <name>', 'AWS: IAM instance profile of every host (name or ARN)')
+    .option('--agent-listen <addr>', 'AWS: the address the agent channel listens on (default: every address)')
+    .option('--agent-advertise <addr>', 'the address hosts dial for the agent channel (AWS: this server\'s address in the VPC)')
+    .action(async (opts: ServerOptions & AwsServerOptions) => {
+      if (opts.driver !== 'local' && opts.driver !== 'aws') throw new UsageError(`--driver must be local or aws (got ${opts.driver})`);
+      const dataDir = ctx.dataDir();
+      const progress = (step: string): void => void process.stderr.write(`berth server: ${step}…\n`);
+      const server = opts.driver === 'aws' ? await startAwsServer(dataDir, opts, env, progress) : await startLocalServer(dataDir, opts, env, progress);
+      process.stderr.write(
+        `berth server ${server.url}  (store: ${server.store.kind}, data dir: ${dataDir})\n` +
+          `  API docs:  ${server.url}/docs   token: ${dataDir}/token\n` +
+          `  agents:    ${server.agentUrl}\n` +
+          `  router:    ${server.router.urlFor('NAME') ?? '-'}  (environments: berth env create NAME --stack STACK)\n` +
+          (server.recovered.adopted.length + server.recovered.cleaned.length
+            ? `  recovered: adopted ${server.recovered.adopted.length} host(s), cleaned up ${server.recovered.cleaned.length}\n`
+            : '') +
+          `  try:       berth host launch && berth host ls\n`,
+      );
+      await untilStopped();
+      process.stderr.write('berth server stopping (hosts keep running and are adopted at the next start)\n');
+      await server.stop();
+    });
 }

@@ -85,6 +85,8 @@ export interface FleetPool {
   tags: Record<string, string>;
   resources: HostResources;
   enrolment: FleetEnrolment;
+  /** The pool's own settings for the driver (AWS: instance type, subnets...), over the driver's. */
+  settings?: Record<string, unknown>;
 }
 
 export interface TerminateOptions extends OperationOptions {

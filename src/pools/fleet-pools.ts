@@ -49,7 +49,7 @@ export class FleetPools {
   async ensure(pool: PoolRow, signal?: AbortSignal): Promise<void> {
     const { image, tags, resources } = launchRequest(pool);
     await this.deps.fleet.ensurePool(
-      { name: pool.name, size: pool.size, image, tags, resources, enrolment: { url: this.deps.enrolUrl, tenantId: pool.tenant_id, pool: pool.name, token: await this.enrolmentToken(pool), generation: pool.generation } },
+      { name: pool.name, size: pool.size, image, tags, resources, ...(pool.template.aws ? { settings: { ...pool.template.aws } } : {}), enrolment: { url: this.deps.enrolUrl, tenantId: pool.tenant_id, pool: pool.name, token: await this.enrolmentToken(pool), generation: pool.generation } },
       signal ? { signal } : {},
     );
   }

@@ -14,8 +14,8 @@ export interface PoolServiceDeps {
   hosts: HostsRepo;
   reconciler: PoolReconciler;
   isConnected: (hostId: string) => boolean;
-  /** Checks a pool's image exists (a name must be built; a path must be a directory). */
-  checkImage: (tenantId: string, image: string) => Promise<void>;
+  /** Checks a pool can run here: its image exists (a name must be built; a path must be a directory), its driver is the server's. */
+  checkSpec: (tenantId: string, spec: PoolSpec) => Promise<void>;
   log: (line: string) => void;
   /** A fleet driver's pools: removing one removes its group (and the machines still in it). */
   removeFleetPool?: (name: string) => Promise<void>;
@@ -25,7 +25,7 @@ export class PoolService {
   constructor(private readonly deps: PoolServiceDeps) {}
 
   async create(tenantId: string, spec: PoolSpec): Promise<PoolStatusView> {
-    await this.deps.checkImage(tenantId, spec.image);
+    await this.deps.checkSpec(tenantId, spec);
     await this.deps.pools.create(tenantId, spec);
     this.deps.reconciler.kick(tenantId, spec.name);
     return this.show(tenantId, spec.name);
@@ -33,7 +33,7 @@ export class PoolService {
 
   /** Creates or changes a pool (what `berth apply` does); says whether a roll to a new generation began. */
   async apply(tenantId: string, spec: PoolSpec): Promise<{ pool: PoolStatusView; action: 'created' | 'updated' | 'rolled' | 'unchanged' }> {
-    await this.deps.checkImage(tenantId, spec.image);
+    await this.deps.checkSpec(tenantId, spec);
     const before = await this.deps.pools.get(tenantId, spec.name);
     let action: 'created' | 'updated' | 'rolled' | 'unchanged';
     if (!before) {

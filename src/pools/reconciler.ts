@@ -417,7 +417,7 @@ export class PoolReconciler {
 }
 
 export function launchRequest(pool: PoolRow): { image: string; tags: Record<string, string>; resources: HostResources } {
-  const { tags, ...resources } = pool.template;
+  const { tags, aws: _aws, ...resources } = pool.template;
   return { image: pool.image, tags: { ...tags, 'berth:pool': pool.name }, resources };
 }
 

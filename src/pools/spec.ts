@@ -30,12 +30,23 @@ export const poolSpecInput = z
       .describe('Run before a host counts as ready, then every `interval` seconds, and at each claim'),
     onEmpty: z.enum(['launch', 'fail']).default('launch').describe('What a claim does when no host is ready'),
     onRelease: z.enum(['terminate', 'reuse']).default('terminate').describe('What releasing a claimed host does when the release does not say (environments removed, deploys): terminate it, or reset it and return it to the pool'),
+    driver: z.enum(['local', 'aws']).optional().describe("The driver the pool's hosts need; a server runs one, and refuses a pool meant for another"),
     template: z
       .object({
         cpus: z.number().positive().max(1024).optional(),
         memoryMiB: z.number().int().positive().optional(),
         pids: z.number().int().positive().optional(),
         tags: tags.default({}),
+        aws: z
+          .object({
+            instanceType: z.string().regex(/^[a-z0-9-]+\.[a-z0-9-]+$/, 'an EC2 instance type, e.g. t3.micro').optional(),
+            subnetIds: z.array(z.string().regex(/^subnet-[0-9a-f]+$/, 'a subnet id, subnet-…')).min(1).optional(),
+            securityGroupIds: z.array(z.string().regex(/^sg-[0-9a-f]+$/, 'a security group id, sg-…')).min(1).optional(),
+            instanceProfile: z.string().min(1).max(2048).optional(),
+          })
+          .strict()
+          .optional()
+          .describe("AWS driver: this pool's instance type, subnets, security groups and instance profile, over the server's"),
       })
       .strict()
       .default({ tags: {} }),
@@ -56,6 +67,7 @@ export function completeSpec(input: z.output<typeof poolSpecInput>): PoolSpec {
   const { tags: templateTags, ...limits } = input.template;
   return {
     name: input.name,
+    ...(input.driver ? { driver: input.driver } : {}),
     image: input.image,
     template: { ...limits, tags: templateTags },
     size: input.size,

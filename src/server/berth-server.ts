@@ -6,7 +6,8 @@ import type { FastifyInstance } from 'fastify';
 import { CommandService } from '../commands/command-service.js';
 import { CommandDispatcher } from '../commands/dispatch.js';
 import { LiveOutput } from '../commands/live-output.js';
-import { errorMessage } from '../core/errors.js';
+import { BerthError, errorMessage } from '../core/errors.js';
+import type { PoolSpec } from '../store/pools-repo.js';
 import { hashSecret } from '../core/ids.js';
 import { LIVE_HOST_STATES } from '../core/host-state.js';
 import { DEFAULT_TENANT } from '../store/migrations.js';
@@ -177,6 +178,15 @@ export class BerthServer {
       const stacksRepo = new StacksRepo(store.db);
       const stacks = new StackSync({ stacks: stacksRepo, hosts: hostsRepo, services, hashKeys, log });
       late.stacks = stacks;
+      // A machine image of the driver's own (an AMI) is booted as it is; berth's images resolve to layers.
+      const machineImage = config.driver.name === 'aws' ? /^ami-[0-9a-f]{8,17}$/ : undefined;
+      const bootImages = {
+        resolve: (tenantId: string, ref: string) => {
+          if (machineImage?.test(ref)) return Promise.resolve({ image: ref, imageId: null, base: ref, layers: [] });
+          if (!late.images) throw new Error('images used before the server started');
+          return late.images.resolve(tenantId, ref);
+        },
+      };
       const hostsService = new HostService({
         hosts: hostsRepo,
         driver: config.driver,
@@ -188,12 +198,7 @@ export class BerthServer {
           late.services?.onHostGone(hostId);
           return dispatcher.failOpenForHost(hostId, detail);
         },
-        images: {
-          resolve: (tenantId, ref) => {
-            if (!late.images) throw new Error('images used before the server started');
-            return late.images.resolve(tenantId, ref);
-          },
-        },
+        images: bootImages,
         onTagsChanged: async (row) => {
           services.pushTags(row.id, row.tags);
           await stacks.syncTagged(row);
@@ -243,7 +248,16 @@ export class BerthServer {
         },
         ...(config.driver.fleet ? { fleet: config.driver.fleet } : {}),
       });
-      const checkImage = async (tenantId: string, image: string) => void (await images.resolve(tenantId, image));
+      const checkSpec = async (tenantId: string, spec: PoolSpec): Promise<void> => {
+        const driver = config.driver.name;
+        if (spec.driver && spec.driver !== driver) {
+          throw new BerthError('validation_failed', `pool ${spec.name} needs the ${spec.driver} driver; this server runs the ${driver} driver`, `Apply it to a server started with --driver ${spec.driver}, or remove its \`driver:\`.`, { pool: spec.name });
+        }
+        if (spec.template.aws && driver !== 'aws') {
+          throw new BerthError('validation_failed', `pool ${spec.name} has AWS settings (template.aws) but this server runs the ${driver} driver`, 'Remove template.aws, or apply the pool to a server started with --driver aws.', { pool: spec.name });
+        }
+        await bootImages.resolve(tenantId, spec.image);
+      };
       const fleetPools = late.fleet;
       const poolService = new PoolService({
         pools: poolsRepo,
@@ -251,7 +265,7 @@ export class BerthServer {
         hosts: hostsRepo,
         reconciler,
         isConnected,
-        checkImage,
+        checkSpec,
         log,
         ...(fleetPools ? { removeFleetPool: (name: string) => fleetPools.remove(name) } : {}),
       });

@@ -5,6 +5,8 @@ import type { Database, GroupRow, HealthCheck, PoolRow, PoolTemplate } from './s
 
 export interface PoolSpec {
   name: string;
+  /** The driver the pool needs, when it says (checked against the server's; not stored). */
+  driver?: string;
   image: string;
   template: PoolTemplate;
   size: number;

@@ -84,6 +84,15 @@ export interface PoolTemplate {
   memoryMiB?: number;
   pids?: number;
   tags: Record<string, string>;
+  /** The AWS driver's settings for this pool's machines, over the server's. */
+  aws?: AwsPoolSettings;
+}
+
+export interface AwsPoolSettings {
+  instanceType?: string;
+  subnetIds?: string[];
+  securityGroupIds?: string[];
+  instanceProfile?: string;
 }
 
 export interface HealthCheck {

@@ -15,6 +15,23 @@ import type { AwsGroups } from './groups.js';
 import { awsCall, callTally } from './sdk.js';
 import { buildFleetUserData, USER_DATA_LIMIT } from './user-data.js';
 
+/** A pool's own AWS settings (checked by the pool schema), over the driver's. */
+function poolSettings(pool: FleetPool): { instanceType?: string; instanceProfile?: string; subnetIds?: string[]; securityGroupIds?: string[] } {
+  const s = pool.settings ?? {};
+  const text = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+  const list = (v: unknown): string[] | undefined => (Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : undefined);
+  const out: { instanceType?: string; instanceProfile?: string; subnetIds?: string[]; securityGroupIds?: string[] } = {};
+  const instanceType = text(s['instanceType']);
+  const instanceProfile = text(s['instanceProfile']);
+  const subnetIds = list(s['subnetIds']);
+  const securityGroupIds = list(s['securityGroupIds']);
+  if (instanceType) out.instanceType = instanceType;
+  if (instanceProfile) out.instanceProfile = instanceProfile;
+  if (subnetIds) out.subnetIds = subnetIds;
+  if (securityGroupIds) out.securityGroupIds = securityGroupIds;
+  return out;
+}
+
 /** Lifecycle states of an instance that may enrol: the agent can start before the group marks it InService. */
 const ADMISSIBLE = ['Pending', 'Pending:Wait', 'Pending:Proceed', 'InService'];
 
@@ -37,11 +54,22 @@ export class AwsFleet implements PoolFleet {
     if (Buffer.byteLength(userData) > USER_DATA_LIMIT) {
       throw new BerthError('validation_failed', `pool ${pool.name}'s boot script is over EC2's 16 KiB`, 'Use fewer or shorter tags in the pool template.', { pool: pool.name });
     }
-    await this.groups.ensurePoolGroup(pool.name, pool.size, 1, opts, {
-      name: this.templateName(pool.name),
-      ...(pool.image === '/' ? {} : { imageId: pool.image }),
-      userData,
-    });
+    const settings = poolSettings(pool);
+    await this.groups.ensurePoolGroup(
+      pool.name,
+      pool.size,
+      1,
+      opts,
+      {
+        name: this.templateName(pool.name),
+        ...(pool.image === '/' ? {} : { imageId: pool.image }),
+        ...(settings.instanceType ? { instanceType: settings.instanceType } : {}),
+        ...(settings.instanceProfile ? { instanceProfile: settings.instanceProfile } : {}),
+        ...(settings.securityGroupIds ? { securityGroupIds: settings.securityGroupIds } : {}),
+        userData,
+      },
+      settings.subnetIds,
+    );
   }
 
   /** 2 calls, off the claim path: the instance's group, then its address. */

@@ -98,14 +98,14 @@ export class AwsGroups {
    * failed claim puts its instance back while the replacement already runs. 1 describe, then
    * create + suspend (new), update (changed) or nothing; plus the launch template's calls once.
    */
-  async ensurePoolGroup(pool: string, size: number, headroom = 1, opts?: OperationOptions, template?: TemplateVariant): Promise<string> {
+  async ensurePoolGroup(pool: string, size: number, headroom = 1, opts?: OperationOptions, template?: TemplateVariant, subnetIds?: string[]): Promise<string> {
     const name = this.poolGroupName(pool);
     if (!Number.isInteger(size) || size < 0) throw new BerthError('validation_failed', `pool ${pool}'s size must be a whole number ≥ 0 (got ${size})`, 'Set the pool size.');
     if (!Number.isInteger(headroom) || headroom < 1) throw new BerthError('validation_failed', `pool ${pool}'s headroom must be a whole number ≥ 1 (got ${headroom})`, 'A failed claim needs room to put its instance back.');
     // A pool's own template (its boot script): a changed one becomes a new version, which the
     // group's next launches use ($Latest).
     const templateName = template ? await ensureLaunchTemplate(this.ec2, this.cfg, opts, template) : undefined;
-    await this.ensureGroup(name, { min: size, max: size + headroom, desired: size }, { Key: TAG_POOL, Value: pool }, opts, true, templateName);
+    await this.ensureGroup(name, { min: size, max: size + headroom, desired: size }, { Key: TAG_POOL, Value: pool }, opts, true, templateName, subnetIds);
     return name;
   }
 
@@ -204,6 +204,7 @@ export class AwsGroups {
     opts: OperationOptions | undefined,
     update = true,
     templateName?: string,
+    subnetIds: string[] = this.cfg.subnetIds,
   ): Promise<AutoScalingGroup | undefined> {
     const existing = await this.describe(name, opts);
     if (existing) {
@@ -224,7 +225,7 @@ export class AwsGroups {
             MinSize: want.min,
             MaxSize: want.max,
             DesiredCapacity: want.desired,
-            ...(this.cfg.subnetIds.length ? { VPCZoneIdentifier: this.cfg.subnetIds.join(',') } : {}),
+            ...(subnetIds.length ? { VPCZoneIdentifier: subnetIds.join(',') } : {}),
             // Propagated so the instances carry them too: the driver's sweep finds them by tag.
             Tags: [
               { Key: TAG_MANAGED_BY, Value: this.cfg.name, PropagateAtLaunch: true },

@@ -28,18 +28,22 @@ const TEMPLATE_EXISTS = 'InvalidLaunchTemplateName.AlreadyExistsException';
 export interface TemplateVariant {
   name: string;
   imageId?: string;
+  instanceType?: string;
+  instanceProfile?: string;
+  securityGroupIds?: string[];
   /** The boot script, plain text (base64-encoded here). */
   userData?: string;
 }
 
 export function templateData(cfg: ResolvedAwsConfig, variant?: TemplateVariant): RequestLaunchTemplateData {
-  const profile = cfg.instanceProfile;
+  const profile = variant?.instanceProfile ?? cfg.instanceProfile;
+  const securityGroupIds = variant?.securityGroupIds ?? cfg.securityGroupIds;
   return {
     ImageId: variant?.imageId ?? cfg.imageId,
     ...(variant?.userData !== undefined ? { UserData: Buffer.from(variant.userData).toString('base64') } : {}),
     // RunInstances names them per launch; an Auto Scaling group's launches take them from here.
-    ...(variant && cfg.securityGroupIds.length > 0 ? { SecurityGroupIds: cfg.securityGroupIds } : {}),
-    InstanceType: cfg.instanceType as _InstanceType, // EC2 validates it; new types must not need a berth release
+    ...(variant && securityGroupIds.length > 0 ? { SecurityGroupIds: securityGroupIds } : {}),
+    InstanceType: (variant?.instanceType ?? cfg.instanceType) as _InstanceType, // EC2 validates it; new types must not need a berth release
     ...(profile ? { IamInstanceProfile: profile.startsWith('arn:') ? { Arn: profile } : { Name: profile } } : {}),
     // IMDSv2 only: a process in the host cannot be tricked (SSRF) into reading the instance's credentials.
     MetadataOptions: { HttpTokens: 'required', HttpEndpoint: 'enabled', HttpPutResponseHopLimit: 1 },

@@ -1,0 +1,117 @@
+/**
+ * The AWS driver as a person runs it: `berth server --driver aws` (credentials and region from the
+ * SDK's standard chain, here moto's through the environment), a pool declared in a berth.yaml with
+ * `driver: aws` and its own instance type, filled by enrolling instances (one real agent per
+ * instance moto launches), and a claim from the CLI. A pool meant for another driver is refused.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DescribeLaunchTemplateVersionsCommand } from '@aws-sdk/client-ec2';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { packageRoot } from '../../src/cli/paths.js';
+import type { ClaimView, PoolStatusView } from '../../src/pools/views.js';
+import { motoNetwork, type MotoNetwork } from '../drivers/aws-fixtures.js';
+import { EmulatedFleet } from '../helpers/emulated-fleet.js';
+import { motoAvailable, MOTO_CREDENTIALS, MOTO_REGION, startMoto, type Moto } from '../helpers/moto.js';
+import { berth } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait.js';
+
+const NAME = 'bcli';
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const address = probe.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+describe.skipIf(!motoAvailable('berth server --driver aws on moto'))('berth server --driver aws on moto', () => {
+  let moto: Moto;
+  let net: MotoNetwork;
+  let dir: string;
+  let server: ChildProcess;
+  let fleet: EmulatedFleet;
+  let env: Record<string, string>;
+  let serverLog = '';
+
+  beforeAll(async () => {
+    moto = await startMoto();
+    net = await motoNetwork(moto.endpoint);
+    dir = await mkdtemp(join(tmpdir(), 'berth-awscli-'));
+    env = { AWS_ACCESS_KEY_ID: MOTO_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: MOTO_CREDENTIALS.secretAccessKey, AWS_REGION: MOTO_REGION, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' };
+    const [api, agent] = [await freePort(), await freePort()];
+    // `--data-dir` and `--port`: the CLI below finds the server through the data dir.
+    // prettier-ignore
+    const args = [
+      'server', '--driver', 'aws', '--data-dir', join(dir, 'data'), '--port', String(api), '--agent-port', String(agent), '--router-port', '0',
+      '--name', NAME, '--aws-endpoint', moto.endpoint, '--aws-image', net.imageId, '--aws-instance-type', 't3.micro',
+      '--aws-subnets', net.subnetIds.join(','), '--aws-security-groups', net.securityGroupIds.join(','),
+      '--agent-listen', '127.0.0.1', '--agent-advertise', '127.0.0.1',
+    ];
+    server = spawn(process.execPath, [join(packageRoot(), 'bin', 'berth.js'), ...args], { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/root', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+    server.stderr?.on('data', (d: Buffer) => (serverLog += d.toString()));
+    await waitFor('berth server --driver aws to answer', async () => ((await fetch(`http://127.0.0.1:${api}/v1/health`).catch(() => undefined))?.ok ? true : undefined), { timeoutMs: 30_000 });
+    fleet = new EmulatedFleet({ endpoint: moto.endpoint, driverName: NAME, dir: join(dir, 'machines') });
+    fleet.start();
+  }, 60_000);
+
+  afterAll(async () => {
+    await fleet?.stop();
+    if (server && server.exitCode === null) {
+      server.kill('SIGTERM');
+      await new Promise((resolve) => server.once('exit', resolve));
+    }
+    net?.ec2.destroy();
+    await moto?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  }, 60_000);
+
+  const cli = (...args: string[]) => berth([...args, '--data-dir', join(dir, 'data')], env);
+
+  it('applies a pool with driver: aws and its own instance type, fills it by enrolment, and claims from the CLI', async () => {
+    const file = join(dir, 'berth.yaml');
+    await writeFile(file, ['pools:', '  - name: api', '    driver: aws', '    size: 2', '    onEmpty: fail', '    template:', '      tags: { role: api }', '      aws: { instanceType: t3.small }', ''].join('\n'));
+    const applied = await cli('apply', '-f', file);
+    expect(applied.stderr + serverLog).not.toMatch(/error/i);
+    expect(applied.code).toBe(0);
+    expect(applied.stdout).toContain('created api');
+
+    await waitFor(
+      'pool api to fill',
+      async () => {
+        const shown = await cli('pool', 'show', 'api', '--json');
+        return (JSON.parse(shown.stdout) as PoolStatusView).status.ready === 2 ? true : undefined;
+      },
+      { timeoutMs: 60_000 },
+    );
+    // The pool's own launch template carries its instance type and the pool's tags in its boot script.
+    const template = await net.ec2.send(new DescribeLaunchTemplateVersionsCommand({ LaunchTemplateName: `${NAME}-pool-api`, Versions: ['$Latest'] }));
+    const data = template.LaunchTemplateVersions?.[0]?.LaunchTemplateData;
+    expect(data?.InstanceType).toBe('t3.small');
+    expect(Buffer.from(data?.UserData ?? '', 'base64').toString()).toContain('"role":"api"');
+
+    const claimed = await cli('claim', 'api', '--group', 'carol', '--init', 'test "$(cat /dev/null)" = ""', '--json');
+    expect(claimed.code).toBe(0);
+    const claim = JSON.parse(claimed.stdout) as ClaimView;
+    expect(claim.host).toMatchObject({ group: 'carol', slot: 'claimed' });
+    expect(claim.timings['backendCalls']).toBe(3);
+  }, 120_000);
+
+  it('refuses a pool meant for the local driver with exit code 2, and creates nothing', async () => {
+    const file = join(dir, 'local.yaml');
+    await writeFile(file, ['pools:', '  - name: other', '    driver: local', '    size: 1', ''].join('\n'));
+    const refused = await cli('apply', '-f', file);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('needs the local driver; this server runs the aws driver');
+    const listed = await cli('pool', 'ls', '--json');
+    expect((JSON.parse(listed.stdout) as { name: string }[]).map((p) => p.name)).toEqual(['api']);
+  });
+});

@@ -16,6 +16,7 @@ import { UsageError } from './output.js';
 import { registerPoolCommands } from './pool-commands.js';
 import { registerRunCommands } from './run-commands.js';
 import { registerServerCommand } from './server-command.js';
+import { registerDriverCommand } from './driver-command.js';
 import { registerSvcCommands } from './svc-commands.js';
 import { registerConfigCommands } from './config-commands.js';
 
@@ -39,6 +40,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   registerConfigCommands(program, ctx);
   registerImageCommands(program, ctx);
   registerEnvCommands(program, ctx);
+  registerDriverCommand(program, ctx);
   program
     .command('agent')
     .description('run the host agent (started by every host; not for interactive use)')

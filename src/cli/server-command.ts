@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import { LocalDriver } from '../drivers/local/index.js';
-import { AwsDriver } from '../drivers/aws/aws-driver.js';
 import { BerthServer } from '../server/berth-server.js';
 import { agentBundleDir, agentCommand } from './paths.js';
 import type { Context } from './context.js';
@@ -94,6 +93,8 @@ export async function startAwsServer(dataDir: string, opts: ServerOptions & AwsS
   if (!opts.awsImage || !opts.awsInstanceType) throw new UsageError('--driver aws needs --aws-image AMI and --aws-instance-type TYPE');
   if (!opts.agentAdvertise) throw new UsageError('--driver aws needs --agent-advertise ADDR: the address instances dial to reach this server (e.g. its private IP)');
   const list = (value: string | undefined): string[] => (value ? value.split(',').map((s) => s.trim()).filter(Boolean) : []);
+  // Loaded only here: the AWS SDK costs every other command its start-up time.
+  const { AwsDriver } = await import('../drivers/aws/aws-driver.js');
   const driver = new AwsDriver({
     imageId: opts.awsImage,
     instanceType: opts.awsInstanceType,

@@ -152,4 +152,8 @@ export interface HostDriver {
   list(opts?: OperationOptions): Promise<FoundHost[]>;
   /** Present when the backend launches pool hosts itself (see PoolFleet). */
   readonly fleet?: PoolFleet;
+  /** A cloud driver's API calls so far, by operation (retries not counted). */
+  callCounts?(): Record<string, number>;
+  /** The same with every retry counted. */
+  attemptCounts?(): Record<string, number>;
 }

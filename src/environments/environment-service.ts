@@ -4,7 +4,8 @@
  * timing breakdown. A create either finishes or releases everything it claimed; `deploy` starts new
  * hosts first and switches the route only when they answer; `rm` and TTL expiry release the hosts
  * (reset back into the pool or terminated, as the pool says); after a server restart routes come
- * back from the store.
+ * back from the store. In `service` mode a driver's load balancing (load-balancing.ts), when given,
+ * gets each service's hosts before the route switches and lets go of them before they are released.
  */
 import { BerthError, errorMessage } from '../core/errors.js';
 import type { RouteSpec, RouteView } from '../router/router.js';
@@ -14,6 +15,7 @@ import type { StackSpec } from '../stacks/spec.js';
 import { parseTtl, type CreateEnvironmentInput } from './spec.js';
 import { placeServices, routeTarget, type PlacedHost, type PlacementDeps, type RouteTarget } from './placement.js';
 import { toEnvironmentView, type EnvironmentView } from './views.js';
+import { LoadBalancedServices, type ServiceLoadBalancing } from './load-balancing.js';
 import { isSlugRef, type Slug } from '../slugs/slug-store.js';
 import { slugStack, SLUG_APP_DIR } from './slug-stack.js';
 
@@ -40,12 +42,17 @@ export interface EnvironmentServiceDeps {
   healthIntervalMs?: number;
   /** After a deploy's switch, old hosts get this long to finish requests in flight; default 500 ms. */
   drainMs?: number;
+  /** The driver's load balancing of `service` mode environments (AWS: ELBv2 target groups); none: the router only. */
+  loadBalancing?: ServiceLoadBalancing;
 }
 
 export class EnvironmentService {
   private sweeper: NodeJS.Timeout | undefined;
+  private readonly balancing: LoadBalancedServices | undefined;
 
-  constructor(private readonly deps: EnvironmentServiceDeps) {}
+  constructor(private readonly deps: EnvironmentServiceDeps) {
+    this.balancing = deps.loadBalancing ? new LoadBalancedServices(deps.loadBalancing, deps) : undefined;
+  }
 
   async create(tenantId: string, input: CreateEnvironmentInput, signal?: AbortSignal): Promise<EnvironmentView> {
     const t0 = performance.now();
@@ -58,15 +65,19 @@ export class EnvironmentService {
     const inserted = await this.deps.envs.insert({ tenantId, name: input.name, stack: input.stack, pool, mode: input.mode, ref: input.ref ?? null, command: input.command ?? null, replicas: input.replicas, owner: input.user ?? null, settings: input.set, expiresAt });
     if (!inserted) throw new BerthError('environment_exists', `environment ${input.name} exists already`, `Pick another name, or remove it first: berth env rm ${input.name}`);
     const claimed: EnvHostRecord[] = [];
+    const balanced = new Set<string>();
     try {
-      const placed = await this.place(tenantId, input.name, spec, target, { pool, mode: input.mode, ref: input.ref ?? null, replicas: input.replicas, owner: input.user ?? null, settings: input.set, generation: 1, deadline: Date.now() + input.wait * 1000, claimed, init, ...(signal ? { signal } : {}) });
+      const placed = await this.place(tenantId, input.name, spec, target, { pool, mode: input.mode, ref: input.ref ?? null, replicas: input.replicas, owner: input.user ?? null, settings: input.set, generation: 1, deadline: Date.now() + input.wait * 1000, claimed, balanced, init, ...(signal ? { signal } : {}) });
       const timings = { ...placed.timings, totalMs: performance.now() - t0 };
       const row = await this.deps.envs.transition(tenantId, input.name, ['creating'], 'ready', { hosts: claimed, route: { ...target, generation: 1 }, timings: round(timings) });
       if (!row) throw new BerthError('conflict', `environment ${input.name} was removed while it was being created`, 'Create it again.');
       return this.view(row);
     } catch (err) {
       this.deps.router.removeRoute(input.name);
-      await this.releaseAll(tenantId, pool, claimed, `environment ${input.name} could not be created`);
+      const why = `environment ${input.name} could not be created`;
+      // The environment never was: its services' groups go with it.
+      const unbalanced = !this.balancing || (await this.balancing.remove({ tenantId, name: input.name }, claimed.filter((h) => h.service !== null && balanced.has(h.service)), why));
+      await this.releaseAll(tenantId, pool, claimed, why, unbalanced ? undefined : claimed);
       await this.deps.envs.delete(tenantId, input.name);
       throw err;
     }
@@ -91,6 +102,8 @@ export class EnvironmentService {
     const old = row.hosts;
     const generation = Math.max(0, ...old.map((h) => h.generation)) + 1;
     const claimed: EnvHostRecord[] = [];
+    const balanced = new Set<string>();
+    const env = { tenantId, name };
     try {
       const placed = await this.place(tenantId, name, spec, target, {
         pool: row.pool,
@@ -102,6 +115,7 @@ export class EnvironmentService {
         generation,
         deadline: Date.now() + waitS * 1000,
         claimed,
+        balanced,
         init,
         recordWith: old,
         ...(signal ? { signal } : {}),
@@ -109,13 +123,20 @@ export class EnvironmentService {
       const timings = round({ ...placed.timings, totalMs: performance.now() - t0 });
       const done = await this.deps.envs.transition(tenantId, name, ['deploying'], 'ready', { ref, hosts: claimed, route: { ...target, generation }, timings });
       if (!done) throw new BerthError('conflict', `environment ${name} was removed during its deploy`, 'Create it again.');
-      await new Promise((resolve) => setTimeout(resolve, this.deps.drainMs ?? 500));
-      await this.releaseAll(tenantId, row.pool, old, `environment ${name} deployed ${ref}`);
+      const why = `environment ${name} deployed ${ref}`;
+      // The new hosts are attached (placed above): the old ones leave the load balancer while the router drains them.
+      const [stuck] = await Promise.all([
+        this.balancing && row.mode === 'service' ? this.balancing.detach(env, spec, old, why) : undefined,
+        new Promise((resolve) => setTimeout(resolve, this.deps.drainMs ?? 500)),
+      ]);
+      await this.releaseAll(tenantId, row.pool, old, why, old.filter((h) => stuck?.has(h.hostId)));
       return this.view(done);
     } catch (err) {
       // The route never left the old hosts: put it back as it was and give the new ones back.
       await this.restoreRoute(tenantId, row, target).catch(() => undefined);
-      await this.releaseAll(tenantId, row.pool, claimed, `environment ${name}: deploy of ${ref} failed`);
+      const why = `environment ${name}: deploy of ${ref} failed`;
+      const stuck = this.balancing ? await this.balancing.detach(env, spec, claimed.filter((h) => h.service !== null && balanced.has(h.service)), why) : undefined;
+      await this.releaseAll(tenantId, row.pool, claimed, why, claimed.filter((h) => stuck?.has(h.hostId)));
       await this.deps.envs.transition(tenantId, name, ['deploying'], row.state === 'failed' ? 'failed' : 'ready', { reason: `deploy of ${ref} failed: ${errorMessage(err)}`, hosts: old });
       throw err;
     }
@@ -165,7 +186,9 @@ export class EnvironmentService {
     for (const row of await this.deps.envs.all()) {
       try {
         if (row.state === 'creating') {
-          await this.releaseAll(row.tenant_id, row.pool, row.hosts, `environment ${row.name}: its creation was cut short by a server restart`);
+          const why = `environment ${row.name}: its creation was cut short by a server restart`;
+          const unbalanced = await this.unbalance(row, why);
+          await this.releaseAll(row.tenant_id, row.pool, row.hosts, why, unbalanced ? undefined : row.hosts);
           await this.deps.envs.delete(row.tenant_id, row.name);
           cleaned.push(row.name);
         } else if (row.state === 'removing') {
@@ -174,7 +197,9 @@ export class EnvironmentService {
         } else if (row.route) {
           const routedGen = row.route.generation;
           const stale = row.hosts.filter((h) => h.generation > routedGen);
-          if (stale.length > 0) await this.releaseAll(row.tenant_id, row.pool, stale, `environment ${row.name}: its deploy was cut short by a server restart`);
+          // Which of them the deploy had attached, and to what, is not known here: none is reused.
+          const attached = this.balancing && row.mode === 'service' ? stale : undefined;
+          if (stale.length > 0) await this.releaseAll(row.tenant_id, row.pool, stale, `environment ${row.name}: its deploy was cut short by a server restart`, attached);
           const kept = row.hosts.filter((h) => h.generation <= routedGen);
           if (row.state === 'deploying') await this.deps.envs.transition(row.tenant_id, row.name, ['deploying'], 'ready', { reason: 'a deploy was cut short by a server restart', hosts: kept });
           await this.restoreRoute(row.tenant_id, { ...row, hosts: kept }, row.route);
@@ -192,9 +217,9 @@ export class EnvironmentService {
     name: string,
     stack: StackSpec,
     target: RouteTarget,
-    opts: Omit<Parameters<typeof placeServices>[1], 'tenantId' | 'name' | 'stack' | 'onClaimed' | 'target'> & { claimed: EnvHostRecord[]; recordWith?: EnvHostRecord[] },
+    opts: Omit<Parameters<typeof placeServices>[1], 'tenantId' | 'name' | 'stack' | 'onClaimed' | 'target'> & { claimed: EnvHostRecord[]; balanced: Set<string>; recordWith?: EnvHostRecord[] },
   ) {
-    const { claimed, recordWith = [], ...rest } = opts;
+    const { claimed, balanced, recordWith = [], ...rest } = opts;
     let createDone = (): void => undefined;
     const refillAfter = new Promise<void>((resolve) => (createDone = resolve));
     try {
@@ -210,10 +235,15 @@ export class EnvironmentService {
           await this.deps.envs.setHosts(tenantId, name, [...recordWith, ...claimed]);
         },
       });
+      // Every service is ready: the load balancer gets them before the route (or the answer) says so.
+      const tBalance = performance.now();
+      const balancing = this.balancing && rest.mode === 'service' ? this.balancing : undefined;
+      if (balancing) await balancing.attach({ tenantId, name }, stack, placement.hosts, { deadline: rest.deadline, ...(rest.signal ? { signal: rest.signal } : {}) }, balanced);
+      const balanceMs = performance.now() - tBalance;
       const backends = placement.hosts.filter((h) => h.service === null || h.service === target.service);
       const tRoute = performance.now();
       this.deps.router.setRoute(name, this.routeSpec(backends, target, rest.ref));
-      return { ...placement, timings: { ...placement.timings, routeMs: performance.now() - tRoute } };
+      return { ...placement, timings: { ...placement.timings, ...(balancing ? { balanceMs } : {}), routeMs: performance.now() - tRoute } };
     } finally {
       // The pools refill now: launching hosts meanwhile would take the CPU the services need.
       createDone();
@@ -241,17 +271,26 @@ export class EnvironmentService {
 
   private async finishRemoval(row: EnvironmentRow, why: string): Promise<void> {
     this.deps.router.removeRoute(row.name);
-    await this.releaseAll(row.tenant_id, row.pool, row.hosts, `environment ${row.name} ${why}`);
+    const unbalanced = await this.unbalance(row, `environment ${row.name} ${why}`);
+    await this.releaseAll(row.tenant_id, row.pool, row.hosts, `environment ${row.name} ${why}`, unbalanced ? undefined : row.hosts);
     await this.deps.envs.delete(row.tenant_id, row.name);
   }
 
-  private async releaseAll(tenantId: string, poolName: string, hosts: readonly EnvHostRecord[], why: string): Promise<void> {
+  /** A service-mode environment's load balancing removed; false when it may still hold its hosts. */
+  private async unbalance(row: EnvironmentRow, why: string): Promise<boolean> {
+    if (!this.balancing || row.mode !== 'service') return true;
+    return this.balancing.remove({ tenantId: row.tenant_id, name: row.name }, row.hosts, why);
+  }
+
+  /** `terminate`: hosts that may still be registered with a load balancer, never reset into the pool. */
+  private async releaseAll(tenantId: string, poolName: string, hosts: readonly EnvHostRecord[], why: string, terminate: readonly EnvHostRecord[] = []): Promise<void> {
     if (hosts.length === 0) return;
     const pool = await this.deps.pools.get(tenantId, poolName);
     const reuse = pool?.on_release === 'reuse';
+    const noReuse = new Set(terminate.map((h) => h.hostId));
     await Promise.all(
       hosts.map((h) =>
-        this.deps.release(tenantId, h.hostId, { reuse }).catch((err: unknown) => {
+        this.deps.release(tenantId, h.hostId, { reuse: reuse && !noReuse.has(h.hostId) }).catch((err: unknown) => {
           if (err instanceof BerthError && err.code === 'host_not_found') return;
           this.deps.log(`${why}: releasing ${h.hostId}: ${errorMessage(err)}`);
         }),

@@ -12,6 +12,7 @@ import { hashSecret } from '../core/ids.js';
 import { LIVE_HOST_STATES } from '../core/host-state.js';
 import { DEFAULT_TENANT } from '../store/migrations.js';
 import type { HostDriver, HostResources } from '../drivers/types.js';
+import type { AwsDriver } from '../drivers/aws/aws-driver.js';
 import { AgentGateway } from '../agents/gateway.js';
 import { HostService } from '../hosts/host-service.js';
 import { CommandsRepo } from '../store/commands-repo.js';
@@ -46,6 +47,10 @@ import { DataDir } from './data-dir.js';
 import { buildApp } from './http/app.js';
 
 export const VERSION = '0.1.0';
+
+function isAwsDriver(driver: HostDriver): driver is AwsDriver {
+  return driver.name === 'aws' && typeof (driver as Partial<AwsDriver>).resolvedConfig === 'function';
+}
 
 export interface ServerConfig {
   dataDir: string;
@@ -279,6 +284,11 @@ export class BerthServer {
         log(`recovered after restart: adopted ${recovered.adopted.length} host(s), cleaned up ${recovered.cleaned.length}, failed ${failedClaims} unfinished claim(s), retiring ${retired} pool host(s) of unknown state`);
       }
 
+      // Service mode on AWS: each service's hosts in an ELBv2 target group. Loaded only then: the
+      // AWS SDK would cost every local server its start-up time.
+      const loadBalancing = isAwsDriver(config.driver)
+        ? new (await import('../drivers/aws/service-load-balancing.js')).AwsServiceLoadBalancing(config.driver.resolvedConfig(), { log })
+        : undefined;
       const router = new EnvironmentRouter({ domain: config.router?.domain ?? 'localhost', log });
       const environments = new EnvironmentService({
         envs: new EnvironmentsRepo(store.db),
@@ -294,6 +304,7 @@ export class BerthServer {
         router,
         log,
         ...(config.router?.healthIntervalMs !== undefined ? { healthIntervalMs: config.router.healthIntervalMs } : {}),
+        ...(loadBalancing ? { loadBalancing } : {}),
       });
       try {
         await router.listen({ port: config.router?.port ?? 7080, host: config.router?.host ?? '127.0.0.1' });
@@ -315,6 +326,11 @@ export class BerthServer {
         environments,
         lookupToken: (hash) => tokens.tenantFor(hash),
         health: () => Promise.resolve({ store: store.kind, driver: config.driver.name, agentsConnected: gateway.connectedHostIds().length }),
+        driver: () => ({
+          name: config.driver.name,
+          ...(config.driver.callCounts ? { calls: config.driver.callCounts() } : {}),
+          ...(config.driver.attemptCounts ? { attempts: config.driver.attemptCounts() } : {}),
+        }),
         version: VERSION,
         logger: config.logger ?? false,
       });

@@ -103,6 +103,15 @@ describe.skipIf(!motoAvailable('berth server --driver aws on moto'))('berth serv
     const claim = JSON.parse(claimed.stdout) as ClaimView;
     expect(claim.host).toMatchObject({ group: 'carol', slot: 'claimed' });
     expect(claim.timings['backendCalls']).toBe(3);
+
+    // The status of the driver: its AWS calls by operation, retries apart.
+    const driver = await cli('driver', '--json');
+    const counts = JSON.parse(driver.stdout) as { name: string; calls: Record<string, number>; attempts: Record<string, number> };
+    expect(counts.name).toBe('aws');
+    expect(counts.calls['DetachInstances']).toBe(1);
+    expect(counts.calls['AttachInstances']).toBe(1);
+    expect(counts.attempts['RunInstances'] ?? 0).toBe(0); // pools never launch one by one on AWS
+    expect((await cli('driver')).stdout).toMatch(/DetachInstances\s+1\s+1/);
   }, 120_000);
 
   it('refuses a pool meant for the local driver with exit code 2, and creates nothing', async () => {

@@ -6,6 +6,7 @@
  * claims never put one instance into two groups.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AutoScalingClient, DescribeAutoScalingGroupsCommand, type AutoScalingGroup } from '@aws-sdk/client-auto-scaling';
@@ -25,6 +26,18 @@ import { motoNetwork, type MotoNetwork } from '../drivers/aws-fixtures.js';
 
 const NAME = 'bfleet';
 
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const address = probe.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
 describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end to end on moto', () => {
   let moto: Moto;
   let net: MotoNetwork;
@@ -34,6 +47,20 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
   let api: Api;
   let asg: AutoScalingClient;
   let dir: string;
+  let agentPort: number;
+
+  // A fixed agent port: after a restart, the agents dial the same address again.
+  const startBerth = () =>
+    BerthServer.start({
+      dataDir: join(dir, 'data'),
+      port: 0,
+      agentPort,
+      driver,
+      agentDir: agentBundleDir(),
+      log: process.env['BERTH_TEST_LOG'] ? (line: string) => process.stderr.write(`berth: ${line}\n`) : () => {},
+      monitorIntervalMs: 500,
+      router: { port: 0 },
+    });
 
   const groupsNow = async (): Promise<AutoScalingGroup[]> => {
     const out: AutoScalingGroup[] = [];
@@ -66,16 +93,8 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
       name: NAME,
       agentListenHost: '127.0.0.1',
     });
-    server = await BerthServer.start({
-      dataDir: join(dir, 'data'),
-      port: 0,
-      agentPort: 0,
-      driver,
-      agentDir: agentBundleDir(),
-      log: process.env['BERTH_TEST_LOG'] ? (line: string) => process.stderr.write(`berth: ${line}\n`) : () => {},
-      monitorIntervalMs: 500,
-      router: { port: 0 },
-    });
+    agentPort = await freePort();
+    server = await startBerth();
     api = new Api(server.url, server.token);
     fleet = new EmulatedFleet({ endpoint: moto.endpoint, driverName: NAME, dir: join(dir, 'machines') });
     fleet.start();
@@ -212,4 +231,30 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
       expect(where.get(instanceId)).toEqual([`${NAME}-group-${o.body.host?.group ?? ''}`]);
     }
   }, 300_000);
+
+  it('after a server restart, ready and claimed hosts are adopted (their agents reconnect) and claims go on', async () => {
+    const before = (await api.get<{ hosts: PoolHostView[] }>('/v1/pools/web/hosts')).body.hosts;
+    const claimed = await api.post<ClaimView>('/v1/pools/web/claims', { group: 'dave', init: ['true'] });
+    expect(claimed.status).toBe(201);
+    await server.stop();
+    server = await startBerth();
+    api = new Api(server.url, server.token);
+    expect(server.recovered.cleaned).toEqual([]);
+    expect(server.recovered.adopted).toEqual(expect.arrayContaining([claimed.body.host?.id ?? '', ...before.filter((h) => h.slot === 'ready').map((h) => h.id)]));
+    // The claimed host's agent is back: a command runs on it.
+    const run = await waitFor('the claimed host to run a command after the restart', async () => {
+      const res = await api.post<{ id: string }>('/v1/commands', { targets: { hostIds: [claimed.body.host?.id ?? ''] }, parameters: { commands: ['echo back'] } });
+      if (res.status !== 201) return undefined;
+      const done = await waitFor('the command', async () => {
+        const c = (await api.get<{ status: string }>(`/v1/commands/${res.body.id}`)).body;
+        return ['Success', 'Failed', 'Undeliverable', 'DeliveryTimedOut'].includes(c.status) ? c : undefined;
+      }, { timeoutMs: 20_000 });
+      return done.status === 'Success' ? done : undefined;
+    }, { timeoutMs: 30_000 });
+    expect(run.status).toBe('Success');
+    await waitFull('web', 3);
+    const again = await api.post<ClaimView>('/v1/pools/web/claims', { group: 'erin', init: ['true'] });
+    expect(again.status).toBe(201);
+    expect(again.body.timings['backendCalls']).toBe(3);
+  }, 120_000);
 });

@@ -9,7 +9,7 @@
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Buffer } from 'node:buffer';
-import { DescribeInstanceAttributeCommand, DescribeInstancesCommand, EC2Client } from '@aws-sdk/client-ec2';
+import { DescribeInstanceAttributeCommand, EC2Client, paginateDescribeInstances } from '@aws-sdk/client-ec2';
 import { Agent } from '../../src/agent/agent.js';
 import { enrol } from '../../src/agent/enrol.js';
 import { filesFromUserData } from '../../src/drivers/aws/user-data.js';
@@ -24,13 +24,15 @@ interface Machine {
 export class EmulatedFleet {
   private readonly ec2: EC2Client;
   private readonly machines = new Map<string, Machine>();
+  private readonly boots = new Set<Promise<void>>();
   private timer: NodeJS.Timeout | undefined;
   private scanning: Promise<void> | undefined;
   /** Enrolments refused by the control plane, by instance id (tests assert there are none, or some). */
   readonly refused = new Map<string, string>();
 
   constructor(private readonly opts: { endpoint: string; driverName: string; dir: string; pollMs?: number }) {
-    this.ec2 = new EC2Client({ region: MOTO_REGION, endpoint: opts.endpoint, credentials: MOTO_CREDENTIALS });
+    // Bounded calls: one lost answer must not stall the whole fleet's scans.
+    this.ec2 = new EC2Client({ region: MOTO_REGION, endpoint: opts.endpoint, credentials: MOTO_CREDENTIALS, maxAttempts: 5, requestHandler: { connectionTimeout: 2_000, requestTimeout: 10_000 } });
   }
 
   start(): void {
@@ -54,22 +56,34 @@ export class EmulatedFleet {
     this.timer = undefined;
     await this.scanning;
     for (const id of [...this.machines.keys()]) this.switchOff(id);
+    await Promise.allSettled([...this.boots]);
     this.ec2.destroy();
   }
 
   private async scan(): Promise<void> {
-    const out = await this.ec2.send(
-      new DescribeInstancesCommand({
+    const live = new Set<string>();
+    // Every page: EC2 (and moto) answer at most 100 reservations at a time.
+    const pages = paginateDescribeInstances(
+      { client: this.ec2 },
+      {
         Filters: [
           { Name: 'tag:berth:managed-by', Values: [this.opts.driverName] },
           { Name: 'instance-state-name', Values: ['pending', 'running'] },
         ],
-      }),
+      },
     );
-    const live = new Set<string>();
-    for (const r of out.Reservations ?? []) for (const i of r.Instances ?? []) if (i.InstanceId) live.add(i.InstanceId);
+    for await (const page of pages) for (const r of page.Reservations ?? []) for (const i of r.Instances ?? []) if (i.InstanceId) live.add(i.InstanceId);
     for (const id of this.machines.keys()) if (!live.has(id)) this.switchOff(id);
-    await Promise.all([...live].filter((id) => !this.machines.has(id)).map((id) => this.boot(id)));
+    // Boots run on their own: a machine still enrolling must not hold up the next scan.
+    for (const id of [...live].filter((i) => !this.machines.has(i))) {
+      const boot = this.boot(id).catch((err: unknown) => {
+        // A failed boot is forgotten, so the next scan boots the machine again.
+        this.machines.delete(id);
+        process.stderr.write(`emulated fleet: ${id}: ${String(err)}\n`);
+      });
+      this.boots.add(boot);
+      void boot.finally(() => this.boots.delete(boot));
+    }
   }
 
   /** What cloud-init would do with the instance's user data, and the agent it starts. */

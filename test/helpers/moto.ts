@@ -33,12 +33,31 @@ export interface Moto {
   stop(): Promise<void>;
 }
 
+/**
+ * `python -m moto.server`, with one difference: requests are answered one at a time. moto's
+ * server is threaded but its models are not locked, so concurrent Auto Scaling calls corrupt its
+ * group lists (two concurrent detaches from one group can bring an instance back, or lose it) —
+ * AWS applies each call atomically, so serialising is the faithful emulation. Connections are
+ * still accepted concurrently.
+ */
+const SERIALIZED_MOTO = `
+import sys, threading
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+app = DomainDispatcherApplication(create_backend_app)
+lock = threading.Lock()
+def serialized(environ, start_response):
+    with lock:
+        return list(app(environ, start_response))
+run_simple(sys.argv[1], 0, serialized, threaded=True)
+`;
+
 export async function startMoto(): Promise<Moto> {
   if (!motoInstalled()) {
     throw new Error(`moto is not installed for ${PYTHON} (python3 -m pip install 'moto[server]'); CI must run the AWS driver tests`);
   }
   // Port 0: the OS picks a free port and werkzeug prints it, so parallel runs never collide.
-  const child = spawn(PYTHON, ['-m', 'moto.server', '-H', '127.0.0.1', '-p', '0'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PYTHONUNBUFFERED: '1' } });
+  const child = spawn(PYTHON, ['-c', SERIALIZED_MOTO, '127.0.0.1'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PYTHONUNBUFFERED: '1', MOTO_PORT: '0' } });
   const killOnExit = (): void => void child.kill('SIGKILL');
   process.once('exit', killOnExit); // a crashed test run must not leave moto behind
   const stop = async (): Promise<void> => {

@@ -53,6 +53,11 @@ export class AwsDriver implements HostDriver {
     this.fleet = new AwsFleet(this.cfg, this.ec2, new AwsGroups(config, options));
   }
 
+  /** The configuration as resolved, for the driver's other AWS parts (ELBv2: service-load-balancing.ts). */
+  resolvedConfig(): ResolvedAwsConfig {
+    return this.cfg;
+  }
+
   /** AWS calls made so far, per operation (retries not counted; see attemptCounts). */
   callCounts(): Record<string, number> {
     return sumCounts(this.counter.callCounts(), this.fleet.groups.callCounts());

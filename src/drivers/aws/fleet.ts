@@ -19,7 +19,7 @@ import { buildFleetUserData, USER_DATA_LIMIT } from './user-data.js';
 function poolSettings(pool: FleetPool): { instanceType?: string; instanceProfile?: string; subnetIds?: string[]; securityGroupIds?: string[] } {
   const s = pool.settings ?? {};
   const text = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
-  const list = (v: unknown): string[] | undefined => (Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v) : undefined);
+  const list = (v: unknown): string[] | undefined => (Array.isArray(v) && v.every((x) => typeof x === 'string') ? v : undefined);
   const out: { instanceType?: string; instanceProfile?: string; subnetIds?: string[]; securityGroupIds?: string[] } = {};
   const instanceType = text(s['instanceType']);
   const instanceProfile = text(s['instanceProfile']);

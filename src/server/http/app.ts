@@ -29,6 +29,8 @@ export interface AppDeps {
   environments: EnvironmentService;
   lookupToken: TokenLookup;
   health: () => Promise<Record<string, unknown>>;
+  /** The driver and, for a cloud driver, its API calls so far by operation (what the status shows). */
+  driver: () => { name: string; calls?: Record<string, number>; attempts?: Record<string, number> };
   version: string;
   logger: boolean | { level: string };
 }
@@ -55,6 +57,17 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     '/v1/health',
     { schema: { tags: ['server'], summary: 'Liveness (no token needed)', security: [], response: { 200: z.record(z.string(), z.unknown()) } } },
     async () => ({ ok: true, version: deps.version, ...(await deps.health()) }),
+  );
+  app.get(
+    '/v1/driver',
+    {
+      schema: {
+        tags: ['server'],
+        summary: "The server's driver; for AWS, its API calls so far by operation (retries counted apart, as attempts)",
+        response: { 200: z.object({ name: z.string(), calls: z.record(z.string(), z.number()).optional(), attempts: z.record(z.string(), z.number()).optional() }) },
+      },
+    },
+    () => deps.driver(),
   );
   await app.register(hostRoutes(deps.hosts));
   await app.register(commandRoutes(deps.commands));

@@ -116,6 +116,8 @@ export interface PoolFleet {
   moveToGroup(pool: string, group: string, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<{ driverData: Record<string, unknown>; calls: Record<string, number> }>;
   /** The pool is gone: its group and the hosts still in it go too. */
   removePool(pool: string, opts?: OperationOptions): Promise<void>;
+  /** Optional: removes claiming groups' backend groups that hold nothing and are not in `keep`. */
+  sweepGroups?(keep: Set<string>, opts?: OperationOptions): Promise<string[]>;
 }
 
 export interface DriverInfo {

@@ -34,6 +34,12 @@ export interface RouterOptions {
   connectRetries?: number;
   /** Backends leaving and re-entering rotation; never per request. */
   log?: (line: string) => void;
+  /**
+   * Called for each HTTP response once it ends, headers sent (WebSocket upgrades are not counted):
+   * the environment it was for (null when no route has the name the request asked) and its status.
+   * For metrics: it must be cheap and must not throw.
+   */
+  onResponse?: (environment: string | null, status: number) => void;
 }
 
 export interface ListenOptions {
@@ -49,6 +55,7 @@ export class EnvironmentRouter {
   private readonly health: HealthMonitor;
   private readonly forwarder: ProxyForwarder;
   private readonly log: (line: string) => void;
+  private readonly onResponse: ((environment: string | null, status: number) => void) | undefined;
   private server: http.Server | undefined;
   private port: number | undefined;
   private closing: Promise<void> | undefined;
@@ -59,6 +66,7 @@ export class EnvironmentRouter {
       throw new BerthError('validation_failed', `invalid router domain ${JSON.stringify(options.domain)}`, 'Use a domain name such as localhost or envs.example.com.');
     }
     this.log = options.log ?? (() => {});
+    this.onResponse = options.onResponse;
     this.health = new HealthMonitor({
       timeoutMs: positive(options.healthTimeoutMs, 1000, 'healthTimeoutMs'),
       hostHeaderFor: (route) => this.hostFor(route.name),
@@ -152,6 +160,13 @@ export class EnvironmentRouter {
   /** The request handler, public so the router can also serve from a server the caller owns. */
   readonly handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const target = this.select(req);
+    const onResponse = this.onResponse;
+    if (onResponse) {
+      const environment = target.route?.name ?? null;
+      res.once('close', () => {
+        if (res.headersSent) onResponse(environment, res.statusCode);
+      });
+    }
     if ('page' in target) sendErrorPage(req, res, target.page);
     else this.forwarder.web(req, res, target.route, target.backend);
   };
@@ -171,7 +186,7 @@ export class EnvironmentRouter {
   };
 
   /** The route and the backend a request goes to (counted), or the error page that answers it. */
-  private select(req: IncomingMessage): { route: Route; backend: Backend } | { page: RouterErrorPage } {
+  private select(req: IncomingMessage): { route: Route; backend: Backend } | { route?: Route; page: RouterErrorPage } {
     const target = this.resolve(req);
     if (!target.route) return { page: target.page };
     const route = target.route;
@@ -179,7 +194,7 @@ export class EnvironmentRouter {
     const backend = route.pick();
     if (backend) return { route, backend };
     route.unavailable++;
-    return { page: noHealthyBackendPage(route.name, route.backends) };
+    return { route, page: noHealthyBackendPage(route.name, route.backends) };
   }
 
   private resolve(req: IncomingMessage): { route: Route } | { route?: undefined; page: RouterErrorPage } {

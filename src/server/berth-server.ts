@@ -86,6 +86,8 @@ export interface ServerConfig {
   router?: { port?: number; host?: string; domain?: string; healthIntervalMs?: number };
   /** How often expired environments are removed. */
   envSweepIntervalMs?: number;
+  /** How often machines the store does not know are looked for and removed (and, on AWS, claiming groups left empty). */
+  orphanSweepIntervalMs?: number;
 }
 
 export interface PoolServices {
@@ -340,6 +342,14 @@ export class BerthServer {
       server.loop(config.sweepIntervalMs ?? 500, () => dispatcher.sweep(), report('command sweep'));
       server.loop(config.monitorIntervalMs ?? 2000, () => hostsService.monitor(), report('host monitor'));
       server.loop(config.poolIntervalMs ?? 1000, () => reconciler.kickAll(), report('pool reconciler'));
+      server.loop(
+        config.orphanSweepIntervalMs ?? 60_000,
+        async () => {
+          await hostsService.sweepOrphans();
+          if (config.driver.fleet?.sweepGroups) await config.driver.fleet.sweepGroups(new Set(await hostsRepo.groupsWithLiveHosts()));
+        },
+        report('orphan sweep'),
+      );
       await reconciler.kickAll();
       environments.startSweeper(config.envSweepIntervalMs ?? 5000);
       return server;

@@ -184,6 +184,18 @@ export class HostsRepo {
     await this.db.updateTable('hosts').set({ ip, driver_data: JSON.stringify(driverData), updated_at: new Date() }).where('id', '=', id).execute();
   }
 
+  /** Names of the groups that hold a live host now (or are getting one: a claim in progress). */
+  async groupsWithLiveHosts(): Promise<string[]> {
+    const rows = await this.db
+      .selectFrom('hosts')
+      .select('group_name')
+      .distinct()
+      .where('group_name', 'is not', null)
+      .where('state', 'in', [...LIVE_HOST_STATES])
+      .execute();
+    return rows.map((r) => r.group_name ?? '').filter(Boolean);
+  }
+
   /** What the driver needs to find the host again changed (a fleet host moved to another group). */
   async setDriverData(id: string, driverData: Record<string, unknown>): Promise<void> {
     await this.db.updateTable('hosts').set({ driver_data: JSON.stringify(driverData), updated_at: new Date() }).where('id', '=', id).execute();

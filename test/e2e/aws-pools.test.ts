@@ -10,7 +10,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AutoScalingClient, DescribeAutoScalingGroupsCommand, type AutoScalingGroup } from '@aws-sdk/client-auto-scaling';
-import { DescribeLaunchTemplateVersionsCommand, RunInstancesCommand, TerminateInstancesCommand } from '@aws-sdk/client-ec2';
+import { DescribeInstancesCommand, DescribeLaunchTemplateVersionsCommand, RunInstancesCommand, TerminateInstancesCommand } from '@aws-sdk/client-ec2';
 import { filesFromUserData } from '../../src/drivers/aws/user-data.js';
 import { AGENT_ENROLMENT_PATH, agentEnrolment } from '../../src/protocol/messages.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -59,6 +59,7 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
       agentDir: agentBundleDir(),
       log: process.env['BERTH_TEST_LOG'] ? (line: string) => process.stderr.write(`berth: ${line}\n`) : () => {},
       monitorIntervalMs: 500,
+      orphanSweepIntervalMs: 500,
       router: { port: 0 },
     });
 
@@ -257,4 +258,35 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
     expect(again.status).toBe(201);
     expect(again.body.timings['backendCalls']).toBe(3);
   }, 120_000);
+
+  it('sweeps: a machine with berth\'s tags the store does not know is terminated, and emptied claiming groups are deleted', async () => {
+    const ghost = await net.ec2.send(
+      new RunInstancesCommand({
+        ImageId: net.imageId,
+        InstanceType: 't3.micro',
+        MinCount: 1,
+        MaxCount: 1,
+        TagSpecifications: [{ ResourceType: 'instance', Tags: [{ Key: 'berth:managed-by', Value: NAME }, { Key: 'berth:host-id', Value: 'h-0123456789' }] }],
+      }),
+    );
+    const ghostId = ghost.Instances?.[0]?.InstanceId ?? '';
+    await waitFor(
+      'the orphan sweep to terminate the unknown machine',
+      async () => {
+        const out = await net.ec2.send(new DescribeInstancesCommand({ InstanceIds: [ghostId] }));
+        return out.Reservations?.[0]?.Instances?.[0]?.State?.Name === 'terminated' ? true : undefined;
+      },
+      { timeoutMs: 20_000 },
+    );
+
+    // alice released her host in the first test: her group is empty. dave's holds his host.
+    driver.fleet.sweepQuietMs = 0;
+    await waitFor('the empty claiming group to be deleted', async () => ((await groupsNow()).some((g) => g.AutoScalingGroupName === `${NAME}-group-alice`) ? undefined : true), { timeoutMs: 20_000 });
+    const left = (await groupsNow()).map((g) => g.AutoScalingGroupName);
+    expect(left).toContain(`${NAME}-group-dave`);
+    expect(left).toContain(`${NAME}-pool-web`);
+    // Claims go on after the sweep, into a new group as into an old one.
+    const after = await api.post<ClaimView>('/v1/pools/web/claims', { group: 'alice', init: ['true'] });
+    expect(after.status).toBe(201);
+  }, 60_000);
 });

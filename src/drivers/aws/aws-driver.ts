@@ -208,12 +208,7 @@ export class AwsDriver implements HostDriver {
     const instanceId = instanceIdOf(driverData);
     let instance: Instance | undefined;
     if (instanceId) {
-      try {
-        const out = await this.call({ operation: 'DescribeInstances', hostId: id }, opts, (abortSignal) => this.ec2.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }), { abortSignal }));
-        instance = out.Reservations?.[0]?.Instances?.[0];
-      } catch (err) {
-        if (!hasAwsCode(err, ...INSTANCE_NOT_FOUND)) throw err;
-      }
+      instance = await this.batchedDescribe(instanceId, opts);
     } else {
       const found = await this.findByHostId(id, opts);
       instance = found.find((i) => LIVE_STATES.includes(i.State?.Name ?? '')) ?? found[0];
@@ -242,6 +237,53 @@ export class AwsDriver implements HostDriver {
       if (id && instance.InstanceId) found.push({ id, driverData: { instanceId: instance.InstanceId } });
     }
     return found.sort((a, b) => a.id.localeCompare(b.id));
+  }
+
+  /**
+   * Describes of one turn of the event loop go out as one DescribeInstances (up to 200 ids): a
+   * server that checks its hosts (start-up, the monitor) asks about many at once, and one call
+   * per host would spend the account's API rate. EC2 refuses the whole call when one id does not
+   * exist; such a batch is asked again one by one.
+   */
+  private batchedDescribe(instanceId: string, opts: OperationOptions | undefined): Promise<Instance | undefined> {
+    return new Promise((resolve, reject) => {
+      this.describeQueue.push({ instanceId, opts, resolve, reject });
+      if (this.describeQueue.length === 1) setImmediate(() => void this.flushDescribes());
+    });
+  }
+
+  private readonly describeQueue: { instanceId: string; opts: OperationOptions | undefined; resolve: (i: Instance | undefined) => void; reject: (err: unknown) => void }[] = [];
+
+  private async flushDescribes(): Promise<void> {
+    const batch = this.describeQueue.splice(0, this.describeQueue.length);
+    for (let at = 0; at < batch.length; at += 200) {
+      const part = batch.slice(at, at + 200);
+      const ids = [...new Set(part.map((p) => p.instanceId))];
+      // A batch is bounded by the driver's timeout only: one caller's abort must not fail the others.
+      const one = part.length === 1 ? part[0]?.opts : undefined;
+      try {
+        const out = await this.call({ operation: 'DescribeInstances' }, one, (abortSignal) => this.ec2.send(new DescribeInstancesCommand({ InstanceIds: ids }), { abortSignal }));
+        const byId = new Map((out.Reservations ?? []).flatMap((r) => r.Instances ?? []).map((i) => [i.InstanceId ?? '', i]));
+        for (const p of part) p.resolve(byId.get(p.instanceId));
+      } catch (err) {
+        if (!hasAwsCode(err, ...INSTANCE_NOT_FOUND)) {
+          for (const p of part) p.reject(err);
+          continue;
+        }
+        if (part.length === 1) {
+          part[0]?.resolve(undefined);
+          continue;
+        }
+        for (const p of part) this.batchedDescribeAlone(p);
+      }
+    }
+  }
+
+  private batchedDescribeAlone(p: { instanceId: string; opts: OperationOptions | undefined; resolve: (i: Instance | undefined) => void; reject: (err: unknown) => void }): void {
+    this.call({ operation: 'DescribeInstances' }, p.opts, (abortSignal) => this.ec2.send(new DescribeInstancesCommand({ InstanceIds: [p.instanceId] }), { abortSignal })).then(
+      (out) => p.resolve(out.Reservations?.[0]?.Instances?.[0]),
+      (err: unknown) => (hasAwsCode(err, ...INSTANCE_NOT_FOUND) ? p.resolve(undefined) : p.reject(err)),
+    );
   }
 
   /** Every instance of this driver matching `filters`, through all pages. */

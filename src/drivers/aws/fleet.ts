@@ -104,6 +104,13 @@ export class AwsFleet implements PoolFleet {
     return { driverData: { ...driverData, group: userGroup }, calls: Object.fromEntries(calls) };
   }
 
+  async sweepGroups(keep: Set<string>, opts?: OperationOptions): Promise<string[]> {
+    return this.groups.sweepUserGroups(keep, this.sweepQuietMs, opts);
+  }
+
+  /** How long a claiming group's group must have been idle before the sweep removes it (tests shorten it). */
+  sweepQuietMs = 10 * 60_000;
+
   async removePool(pool: string, opts?: OperationOptions): Promise<void> {
     await this.groups.removeGroup(this.groups.poolGroupName(pool), opts);
   }

@@ -65,6 +65,8 @@ export class AwsGroups {
   private readonly counter = new CallCounter();
   private template: Promise<string> | undefined;
   private readonly userGroups = new Map<string, UserGroupInfo>();
+  /** When this process last moved an instance into each claiming group's group (the sweep spares those). */
+  private readonly lastUsed = new Map<string, number>();
   /** Per user group: the tail of its chain of max-raise + attach steps. */
   private readonly chains = new Map<string, Promise<unknown>>();
 
@@ -116,6 +118,7 @@ export class AwsGroups {
    */
   async userGroupForClaim(group: string, templateName: string, opts?: OperationOptions): Promise<string> {
     const name = this.userGroupName(group);
+    this.lastUsed.set(name, Date.now());
     if (this.userGroups.has(name)) return name;
     try {
       await this.call({ operation: 'CreateAutoScalingGroup', group: name }, opts, (abortSignal) =>
@@ -168,6 +171,33 @@ export class AwsGroups {
       if (err instanceof BerthError && (err.code === 'not_found' || err.code === 'validation_failed')) return false;
       throw err;
     }
+  }
+
+  /**
+   * Deletes claiming groups' groups that hold no instance, are not in `keep` (berth group names)
+   * and were not used by this process in the last `quietMs` (a claim may be about to attach).
+   * Auto Scaling groups are a regional quota (500 by default): one per user would run out.
+   */
+  async sweepUserGroups(keep: Set<string>, quietMs = 10 * 60_000, opts?: OperationOptions): Promise<string[]> {
+    const prefix = `${this.cfg.name}-group-`;
+    const removed: string[] = [];
+    let token: string | undefined;
+    do {
+      const page = await this.call({ operation: 'DescribeAutoScalingGroups' }, opts, (abortSignal) =>
+        this.asg.send(new DescribeAutoScalingGroupsCommand({ Filters: [{ Name: `tag:${TAG_MANAGED_BY}`, Values: [this.cfg.name] }], MaxRecords: 100, ...(token ? { NextToken: token } : {}) }), { abortSignal }),
+      );
+      for (const group of page.AutoScalingGroups ?? []) {
+        const name = group.AutoScalingGroupName ?? '';
+        const berthGroup = group.Tags?.find((t) => t.Key === TAG_GROUP)?.Value;
+        if (!name.startsWith(prefix) || berthGroup === undefined || keep.has(berthGroup) || group.Status !== undefined) continue;
+        if ((group.Instances ?? []).length > 0 || (group.DesiredCapacity ?? 0) > 0) continue;
+        if (Date.now() - (this.lastUsed.get(name) ?? 0) < quietMs || Date.now() - (group.CreatedTime?.getTime() ?? 0) < quietMs) continue;
+        await this.removeGroup(name, opts);
+        removed.push(name);
+      }
+      token = page.NextToken;
+    } while (token);
+    return removed;
   }
 
   /** Takes an instance out of a group, which shrinks. 1 call. */

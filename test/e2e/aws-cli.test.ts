@@ -9,7 +9,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DescribeLaunchTemplateVersionsCommand } from '@aws-sdk/client-ec2';
+import { DescribeInstancesCommand, DescribeLaunchTemplateVersionsCommand } from '@aws-sdk/client-ec2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { packageRoot } from '../../src/cli/paths.js';
 import type { ClaimView, PoolStatusView } from '../../src/pools/views.js';
@@ -103,12 +103,24 @@ describe.skipIf(!motoAvailable('berth server --driver aws on moto'))('berth serv
     const claim = JSON.parse(claimed.stdout) as ClaimView;
     expect(claim.host).toMatchObject({ group: 'carol', slot: 'claimed' });
     expect(claim.timings['backendCalls']).toBe(3);
+    // The instance's tags say its mode (the pool's tags) and its owner (the claiming group).
+    const instanceId = `i-${(claim.host?.id ?? '').slice(2)}`;
+    await waitFor(
+      'the claimed instance to be tagged with its pool tags and owner',
+      async () => {
+        const out = await net.ec2.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }));
+        const tags = Object.fromEntries((out.Reservations?.[0]?.Instances?.[0]?.Tags ?? []).map((t) => [t.Key ?? '', t.Value ?? '']));
+        return tags['role'] === 'api' && tags['berth:group'] === 'carol' && tags['berth:pool'] === 'api' ? true : undefined;
+      },
+      { timeoutMs: 10_000 },
+    );
 
     // The status of the driver: its AWS calls by operation, retries apart.
     const driver = await cli('driver', '--json');
     const counts = JSON.parse(driver.stdout) as { name: string; calls: Record<string, number>; attempts: Record<string, number> };
     expect(counts.name).toBe('aws');
     expect(counts.calls['DetachInstances']).toBe(1);
+    expect(counts.calls['CreateTags']).toBe(1); // the owner tag, sent after the claim
     expect(counts.calls['AttachInstances']).toBe(1);
     expect(counts.attempts['RunInstances'] ?? 0).toBe(0); // pools never launch one by one on AWS
     expect((await cli('driver')).stdout).toMatch(/DetachInstances\s+1\s+1/);

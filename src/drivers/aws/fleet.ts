@@ -69,6 +69,7 @@ export class AwsFleet implements PoolFleet {
         userData,
       },
       settings.subnetIds,
+      pool.tags,
     );
   }
 
@@ -101,6 +102,7 @@ export class AwsFleet implements PoolFleet {
       await this.groups.moveInstance(instanceId, this.groups.poolGroupName(pool), name, opts);
       return name;
     });
+    this.groups.tagOwner(instanceId, group);
     return { driverData: { ...driverData, group: userGroup }, calls: Object.fromEntries(calls) };
   }
 

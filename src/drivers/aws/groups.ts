@@ -18,7 +18,7 @@ import {
   type AutoScalingClient,
   type AutoScalingGroup,
 } from '@aws-sdk/client-auto-scaling';
-import type { EC2Client } from '@aws-sdk/client-ec2';
+import { CreateTagsCommand, type EC2Client } from '@aws-sdk/client-ec2';
 import { BerthError, errorMessage } from '../../core/errors.js';
 import type { OperationOptions } from '../types.js';
 import { resolveAwsConfig, TAG_MANAGED_BY, type AwsDriverConfig, type ResolvedAwsConfig } from './config.js';
@@ -100,14 +100,14 @@ export class AwsGroups {
    * failed claim puts its instance back while the replacement already runs. 1 describe, then
    * create + suspend (new), update (changed) or nothing; plus the launch template's calls once.
    */
-  async ensurePoolGroup(pool: string, size: number, headroom = 1, opts?: OperationOptions, template?: TemplateVariant, subnetIds?: string[]): Promise<string> {
+  async ensurePoolGroup(pool: string, size: number, headroom = 1, opts?: OperationOptions, template?: TemplateVariant, subnetIds?: string[], instanceTags: Record<string, string> = {}): Promise<string> {
     const name = this.poolGroupName(pool);
     if (!Number.isInteger(size) || size < 0) throw new BerthError('validation_failed', `pool ${pool}'s size must be a whole number ≥ 0 (got ${size})`, 'Set the pool size.');
     if (!Number.isInteger(headroom) || headroom < 1) throw new BerthError('validation_failed', `pool ${pool}'s headroom must be a whole number ≥ 1 (got ${headroom})`, 'A failed claim needs room to put its instance back.');
     // A pool's own template (its boot script): a changed one becomes a new version, which the
     // group's next launches use ($Latest).
     const templateName = template ? await ensureLaunchTemplate(this.ec2, this.cfg, opts, template) : undefined;
-    await this.ensureGroup(name, { min: size, max: size + headroom, desired: size }, { Key: TAG_POOL, Value: pool }, opts, true, templateName, subnetIds);
+    await this.ensureGroup(name, { min: size, max: size + headroom, desired: size }, { Key: TAG_POOL, Value: pool }, opts, true, templateName, subnetIds, instanceTags);
     return name;
   }
 
@@ -200,6 +200,15 @@ export class AwsGroups {
     return removed;
   }
 
+  /** Tags an instance with its claiming group (ownership), off the claim's path: not waited for, not counted as its. */
+  tagOwner(instanceId: string, group: string): void {
+    callTally.exit(() => {
+      void awsCall(this.ec2, this.cfg, { operation: 'CreateTags', instanceId }, undefined, (abortSignal) =>
+        this.ec2.send(new CreateTagsCommand({ Resources: [instanceId], Tags: [{ Key: TAG_GROUP, Value: group }] }), { abortSignal }),
+      ).catch((err: unknown) => this.cfg.logger.warn({ instanceId, group, err: errorMessage(err) }, 'could not tag the instance with its group'));
+    });
+  }
+
   /** Takes an instance out of a group, which shrinks. 1 call. */
   async detach(instanceId: string, group: string, opts?: OperationOptions): Promise<void> {
     await this.call({ operation: 'DetachInstances', group, instanceId }, opts, (abortSignal) =>
@@ -235,6 +244,7 @@ export class AwsGroups {
     update = true,
     templateName?: string,
     subnetIds: string[] = this.cfg.subnetIds,
+    instanceTags: Record<string, string> = {},
   ): Promise<AutoScalingGroup | undefined> {
     const existing = await this.describe(name, opts);
     if (existing) {
@@ -260,6 +270,10 @@ export class AwsGroups {
             Tags: [
               { Key: TAG_MANAGED_BY, Value: this.cfg.name, PropagateAtLaunch: true },
               { ...tag, PropagateAtLaunch: true },
+              // The pool's own tags (a stack, a mode): what its instances configure themselves from.
+              ...Object.entries(instanceTags)
+                .filter(([key]) => !key.startsWith('aws:') && key !== TAG_MANAGED_BY && key !== tag.Key)
+                .map(([Key, Value]) => ({ Key, Value, PropagateAtLaunch: true })),
             ],
           }),
           { abortSignal },

@@ -44,6 +44,7 @@ import { EnvironmentRouter } from '../router/router.js';
 import { EnvironmentsRepo } from '../store/environments-repo.js';
 import { SlugStore } from '../slugs/slug-store.js';
 import { DataDir } from './data-dir.js';
+import { MetricsCollector, RouterRequestCounts } from '../metrics/metrics.js';
 import { buildApp } from './http/app.js';
 
 export const VERSION = '0.1.0';
@@ -291,7 +292,8 @@ export class BerthServer {
       const loadBalancing = isAwsDriver(config.driver)
         ? new (await import('../drivers/aws/service-load-balancing.js')).AwsServiceLoadBalancing(config.driver.resolvedConfig(), { log })
         : undefined;
-      const router = new EnvironmentRouter({ domain: config.router?.domain ?? 'localhost', log });
+      const routerRequests = new RouterRequestCounts();
+      const router = new EnvironmentRouter({ domain: config.router?.domain ?? 'localhost', log, onResponse: routerRequests.observe });
       const environments = new EnvironmentService({
         envs: new EnvironmentsRepo(store.db),
         stacks: stacksRepo,
@@ -335,6 +337,7 @@ export class BerthServer {
         }),
         version: VERSION,
         logger: config.logger ?? false,
+        metrics: new MetricsCollector({ db: store.db, routerRequests }),
       });
       const address = await app.listen({ host: config.host ?? '127.0.0.1', port: config.port ?? 7070 });
       const server = new BerthServer(address, agentUrl, token, store, hostsService, commands, app, gateway, dataDir, recovered, { pools: poolService, claims, reconciler }, images, environments, router);

@@ -131,9 +131,9 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
     const made: Record<string, number> = Object.fromEntries(Object.entries(calls1).flatMap(([op, c]) => (c !== (calls0[op] ?? 0) ? [[op, c - (calls0[op] ?? 0)]] : [])));
     // A new user's claim waits for CreateAutoScalingGroup + DetachInstances + AttachInstances, no
     // describe (no polling); the new group's SuspendProcesses is sent alongside, not waited for.
+    // (The driver's totals may also hold a sweep's or a replacement's calls made meanwhile.)
     expect(claim.body.timings['backendCalls']).toBe(3);
     expect(made).toMatchObject({ CreateAutoScalingGroup: 1, DetachInstances: 1, AttachInstances: 1, SuspendProcesses: 1 });
-    expect(made['DescribeAutoScalingGroups']).toBeUndefined();
     const hostId = claim.body.host?.id ?? '';
     const instanceId = `i-${hostId.slice(2)}`;
     expect(claim.body.host).toMatchObject({ group: 'alice', slot: 'claimed' });

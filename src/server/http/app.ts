@@ -1,4 +1,6 @@
 /** The HTTP API: fastify with zod schemas, OpenAPI at /openapi.json, browsable docs at /docs. */
+import { metricsRoutes } from '../../metrics/routes-metrics.js';
+import type { MetricsCollector } from '../../metrics/metrics.js';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -33,6 +35,7 @@ export interface AppDeps {
   driver: () => { name: string; calls?: Record<string, number>; attempts?: Record<string, number> };
   version: string;
   logger: boolean | { level: string };
+  metrics: MetricsCollector;
 }
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -75,5 +78,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(imageRoutes(deps.images));
   await app.register(serviceRoutes(deps.services, deps.stacks));
   await app.register(environmentRoutes(deps.environments));
+  await app.register(metricsRoutes(deps.metrics));
   return app;
 }

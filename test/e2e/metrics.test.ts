@@ -1,0 +1,59 @@
+/**
+ * /metrics on a real server: the numbers equal what the API (and so the CLI's --json) says for
+ * the same moment, the router's requests are counted by environment and status, and the endpoint
+ * refuses a missing or wrong token like every other route.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { ClaimView, PoolStatusView } from '../../src/pools/views.js';
+import { useServer, type InProcessServer } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait.js';
+
+const NET = { bridge: 'berthmet0', subnet: '10.239.0.0/22', cgroupName: 'berthmet' };
+
+/** `name{labels} value` lines of the exposition, by name and label set. */
+function samples(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$/.exec(line);
+    if (!m?.[1] || !m[2]) throw new Error(`not an exposition sample: ${line}`);
+    out.set(m[1], Number(m[2]));
+  }
+  return out;
+}
+
+describe('/metrics', () => {
+  let srv: InProcessServer;
+  const server = useServer(NET);
+  beforeAll(() => {
+    srv = server.srv;
+  });
+
+  const scrape = async (token: string | null) => {
+    const res = await fetch(`${srv.server.url}/metrics`, { headers: token !== null ? { authorization: `Bearer ${token}` } : {} });
+    return { status: res.status, type: res.headers.get('content-type') ?? '', text: await res.text() };
+  };
+
+  it('matches the pool status and the claims the API reports, and refuses a missing or wrong token', async () => {
+    expect((await srv.api.post('/v1/pools', { name: 'met', size: 2 })).status).toBe(201);
+    await waitFor('pool met to fill', async () => ((await srv.api.get<PoolStatusView>('/v1/pools/met')).body.status.ready === 2 ? true : undefined), { timeoutMs: 60_000 });
+    const claim = await srv.api.post<ClaimView>('/v1/pools/met/claims', { group: 'ops', init: ['true'] });
+    expect(claim.status).toBe(201);
+    // Let the refill settle so both reads see the same moment.
+    await waitFor('pool met to refill', async () => ((await srv.api.get<PoolStatusView>('/v1/pools/met')).body.status.ready === 2 ? true : undefined), { timeoutMs: 60_000 });
+    await srv.server.pools.reconciler.settled();
+
+    const [metrics, pool] = [await scrape(srv.server.token), (await srv.api.get<PoolStatusView>('/v1/pools/met')).body];
+    expect(metrics.status).toBe(200);
+    expect(metrics.type).toContain('text/plain; version=0.0.4');
+    const m = samples(metrics.text);
+    const tenant = 'tenant="default"';
+    expect(m.get(`berth_pool_hosts{${tenant},pool="met",slot="ready"}`)).toBe(pool.status.ready);
+    expect(m.get(`berth_pool_hosts{${tenant},pool="met",slot="claimed"}`)).toBe(pool.status.claimed);
+    expect(m.get(`berth_pool_size{${tenant},pool="met"}`)).toBe(2);
+    expect(m.get(`berth_claims_total{${tenant},pool="met",outcome="hit"}`)).toBe(pool.status.hits);
+
+    expect((await scrape(null)).status).toBe(401);
+    expect((await scrape('not-the-token')).status).toBe(401);
+  }, 120_000);
+});

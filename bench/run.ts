@@ -20,6 +20,7 @@ import { HostsRepo } from '../src/store/hosts-repo.js';
 import { DEFAULT_TENANT } from '../src/store/migrations.js';
 import { openStore } from '../src/store/store.js';
 import { awsBench } from './aws.js';
+import { metricsBench } from './metrics.js';
 import { claimBench } from './claims.js';
 import { imageBench } from './images.js';
 import { serviceBench } from './services.js';
@@ -36,10 +37,10 @@ const IMAGES = { bakes: Number(process.env['BENCH_BAKES'] ?? 3), launches: Numbe
 const SERVICES = { crashes: Number(process.env['BENCH_SERVICE_CRASHES'] ?? 30), idleSeconds: Number(process.env['BENCH_IDLE_SECONDS'] ?? 10) };
 /**
  * Run only these parts: `npm run bench -- spinup claims`, or BENCH_ONLY=foundation,claims (parts:
- * foundation, claims, images, services, spinup, aws); default all.
+ * foundation, claims, images, services, spinup, aws, metrics); default all.
  */
-const PARTS = ['foundation', 'claims', 'images', 'services', 'spinup', 'aws'];
-const LOCAL_PARTS = PARTS.filter((p) => p !== 'aws');
+const PARTS = ['foundation', 'claims', 'images', 'services', 'spinup', 'aws', 'metrics'];
+const LOCAL_PARTS = PARTS.filter((p) => p !== 'aws' && p !== 'metrics');
 const named = process.argv.slice(2).filter((arg) => PARTS.includes(arg));
 const ONLY = new Set(named.length > 0 ? named : (process.env['BENCH_ONLY'] ?? PARTS.join(',')).split(','));
 const SPINUP = {
@@ -74,6 +75,7 @@ async function main(): Promise<void> {
       await srv.stop();
     }
   }
+  if (ONLY.has('metrics')) rows.push(...(await metricsBench({ scrapes: Number(process.env['BENCH_METRICS_SCRAPES'] ?? 50), claims: Number(process.env['BENCH_METRICS_CLAIMS'] ?? 20_000), progress })));
   if (ONLY.has('aws')) rows.push(...(await awsBench({ claims: Number(process.env['BENCH_AWS_CLAIMS'] ?? 40), progress })));
   progress('store writes in isolation…');
   const writes = await isolatedStoreWrites(300);

@@ -11,13 +11,14 @@
  * be fed in-process — a histogram takes observe() per value and cannot be given bucket counts, a
  * counter would need reset() and inc() at every scrape. Writing the format is the few lines below.
  */
+export { EXPOSITION_CONTENT_TYPE, RouterRequestCounts, formatExposition, histogramSamples } from './exposition.js';
+export type { Labels, MetricFamily, MetricType, Sample } from './exposition.js';
 import type { Kysely } from 'kysely';
 import { LATENCY_BUCKETS_MS } from '../store/claims-repo.js';
 import type { Database } from '../store/schema.js';
 import { OPEN_STATUSES } from '../core/command-status.js';
+import { formatExposition, histogramSamples, type MetricFamily, type MetricType, type RouterRequestCounts, type Sample } from './exposition.js';
 import { MetricsRepo, type ClaimCounts, type ClaimStageHistogram, type PoolHostGroup, type StoreTime } from './metrics-repo.js';
-
-export const EXPOSITION_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
 /**
  * Claim latency bucket bounds, ms: those `berth pool show` uses (so its counts can be read off the
@@ -28,86 +29,6 @@ export const CLAIM_BUCKETS_MS: readonly number[] = [...new Set([0.5, 1, 2.5, ...
 /** The slots `berth pool show` reports (PoolCounts without staleReady), in its order. */
 const POOL_SLOTS = ['warming', 'ready', 'claiming', 'claimed', 'quarantined', 'retiring', 'stale'] as const;
 type PoolSlot = (typeof POOL_SLOTS)[number];
-
-// ---------------------------------------------------------------------------------------------
-// The text exposition format.
-
-export type Labels = Record<string, string>;
-export type MetricType = 'counter' | 'gauge' | 'histogram';
-
-export interface Sample {
-  /** Appended to the family's name (`_bucket`, `_sum`, `_count` for a histogram). */
-  suffix?: string;
-  labels: Labels;
-  value: number;
-}
-
-export interface MetricFamily {
-  name: string;
-  type: MetricType;
-  help: string;
-  samples: Sample[];
-}
-
-/** The samples of one histogram series: cumulative buckets (`bounds` ascending), +Inf, sum, count. */
-export function histogramSamples(labels: Labels, bounds: readonly number[], cumulative: readonly number[], sum: number, count: number): Sample[] {
-  return [
-    ...bounds.map((le, i) => ({ suffix: '_bucket', labels: { ...labels, le: formatValue(le) }, value: cumulative[i] ?? count })),
-    { suffix: '_bucket', labels: { ...labels, le: '+Inf' }, value: count },
-    { suffix: '_sum', labels, value: sum },
-    { suffix: '_count', labels, value: count },
-  ];
-}
-
-export function formatExposition(families: readonly MetricFamily[]): string {
-  const lines: string[] = [];
-  for (const family of families) {
-    lines.push(`# HELP ${family.name} ${family.help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}`);
-    lines.push(`# TYPE ${family.name} ${family.type}`);
-    for (const sample of family.samples) {
-      const labels = Object.entries(sample.labels)
-        .map(([k, v]) => `${k}="${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`)
-        .join(',');
-      lines.push(`${family.name}${sample.suffix ?? ''}${labels ? `{${labels}}` : ''} ${formatValue(sample.value)}`);
-    }
-  }
-  return `${lines.join('\n')}\n`;
-}
-
-function formatValue(value: number): string {
-  if (Number.isNaN(value)) return 'NaN';
-  if (value === Infinity) return '+Inf';
-  if (value === -Infinity) return '-Inf';
-  return String(value);
-}
-
-// ---------------------------------------------------------------------------------------------
-// The router's responses, counted in this process.
-
-/**
- * Responses the environment router sent, by environment and status. Give `observe` to the router
- * (`onResponse`); the names it passes are those of routes it has, so the keys stay few (requests
- * for unknown names all count under the empty name).
- */
-export class RouterRequestCounts {
-  private readonly counts = new Map<string, Map<number, number>>();
-
-  readonly observe = (environment: string | null, status: number): void => {
-    const key = environment ?? '';
-    let byStatus = this.counts.get(key);
-    if (!byStatus) {
-      byStatus = new Map();
-      this.counts.set(key, byStatus);
-    }
-    byStatus.set(status, (byStatus.get(status) ?? 0) + 1);
-  };
-
-  snapshot(): { environment: string; status: number; responses: number }[] {
-    const out: { environment: string; status: number; responses: number }[] = [];
-    for (const [environment, byStatus] of this.counts) for (const [status, responses] of byStatus) out.push({ environment, status, responses });
-    return out.sort((a, b) => a.environment.localeCompare(b.environment) || a.status - b.status);
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Claims and invocations: history, each finished row added up once.

@@ -16,7 +16,8 @@ import type { HostsRepo } from '../store/hosts-repo.js';
 import type { PoolsRepo } from '../store/pools-repo.js';
 import type { ClaimRow, HostRow, PoolRow } from '../store/schema.js';
 import { CheckFailed, runChecks } from './host-checks.js';
-import { launchRequest, prepareHost, type PoolReconciler } from './reconciler.js';
+import { launchRequest, prepareHost } from './readiness.js';
+import type { PoolReconciler } from './reconciler.js';
 import type { ClaimInput } from './spec.js';
 import { toClaimView, type ClaimView } from './views.js';
 

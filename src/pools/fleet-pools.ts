@@ -12,7 +12,7 @@ import { enrolRequest, type AgentIdentity } from '../protocol/messages.js';
 import type { PoolsRepo } from '../store/pools-repo.js';
 import type { PoolRow } from '../store/schema.js';
 import type { ConfigHashKeys } from '../store/tokens-repo.js';
-import { launchRequest } from './reconciler.js';
+import { launchRequest } from './readiness.js';
 
 /** Host ids of fleet hosts: the machine's id made a berth id (`i-0abc…` → `h-0abc…`). */
 export function fleetHostId(machineId: string): string {

@@ -9,12 +9,12 @@ import { setMaxListeners } from 'node:events';
 import { errorMessage } from '../core/errors.js';
 import type { Slot } from '../core/pool-state.js';
 import type { CommandService } from '../commands/command-service.js';
-import type { HostResources } from '../drivers/types.js';
 import type { HostService, RegisteredHost } from '../hosts/host-service.js';
 import type { HostsRepo, PoolMember } from '../store/hosts-repo.js';
 import type { PoolsRepo } from '../store/pools-repo.js';
 import type { HostRow, PoolRow } from '../store/schema.js';
 import { runChecks } from './host-checks.js';
+import { checkReady, launchRequest, prepareHost } from './readiness.js';
 
 export interface ReconcilerDeps {
   pools: PoolsRepo;
@@ -414,36 +414,4 @@ export class PoolReconciler {
     this.background.add(work);
     void work.finally(() => this.background.delete(work));
   }
-}
-
-export function launchRequest(pool: PoolRow): { image: string; tags: Record<string, string>; resources: HostResources } {
-  const { tags, aws: _aws, ...resources } = pool.template;
-  return { image: pool.image, tags: { ...tags, 'berth:pool': pool.name }, resources };
-}
-
-/**
- * Boots a registered host and makes it ready: agent enrolled, warm-up succeeded, health check
- * passed (ready means all three — never before, so nobody gets a host that is still bootstrapping).
- */
-export async function prepareHost(
-  deps: Pick<ReconcilerDeps, 'hostService' | 'commands' | 'servicesReady'>,
-  pool: PoolRow,
-  host: RegisteredHost,
-  bootTimeoutMs: number,
-  warmupTimeoutS: number,
-  signal?: AbortSignal,
-): Promise<void> {
-  await deps.hostService.start(host, { waitMs: bootTimeoutMs, ...(signal ? { signal } : {}) });
-  await checkReady(deps, pool, host.id, warmupTimeoutS, signal);
-}
-
-/** Warm-up, then the health check: what makes an enrolled host ready. */
-async function checkReady(deps: Pick<ReconcilerDeps, 'commands' | 'servicesReady'>, pool: PoolRow, hostId: string, warmupTimeoutS: number, signal?: AbortSignal): Promise<void> {
-  if (pool.warmup.length > 0) await runChecks(deps.commands, pool.tenant_id, hostId, 'warm-up', pool.warmup, { timeoutS: warmupTimeoutS, ...(signal ? { signal } : {}) });
-  // Without a health check of its own, a host still proves it can run a command before it counts as
-  // ready: an enrolled agent is not yet a working host (the bootstrap races of other pools), and the
-  // first command through a fresh agent pays its one-time start-up costs, which a claim should not.
-  const check = pool.health_check ?? { command: 'true', timeoutS: 10 };
-  await runChecks(deps.commands, pool.tenant_id, hostId, 'health check', [check.command], { timeoutS: check.timeoutS, ...(signal ? { signal } : {}) });
-  if (pool.template.tags['berth.stack'] && deps.servicesReady) await deps.servicesReady(pool.tenant_id, hostId, warmupTimeoutS * 1000, signal);
 }

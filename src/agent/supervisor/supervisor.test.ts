@@ -62,11 +62,16 @@ describe('stopping', () => {
     const sup = box.supervisor();
     const childFile = box.path('stubborn.child');
     const escapedFile = box.path('stubborn.escaped');
-    const cmd = `trap '' TERM; sleep 1000 & echo $! > ${childFile}; setsid sleep 1001 & echo $! > ${escapedFile}; wait`;
+    // The escaped process writes its own pid: setsid(1) forks when it is started as a process group
+    // leader, and then $! would be the pid of a setsid that has exited.
+    const cmd = `trap '' TERM; sleep 1000 & echo $! > ${childFile}; setsid sh -c 'echo $$ > ${escapedFile}.tmp && mv ${escapedFile}.tmp ${escapedFile} && exec sleep 1001' & wait`;
     await sup.converge([makeSpec('stubborn', cmd, { stopTimeoutSeconds: 0.5 })]);
     const pid = statusOf(sup, 'stubborn').pid!;
-    const child = Number(await waitFor('child pid', () => existsSync(escapedFile) && readFileSync(childFile, 'utf8')));
-    const escaped = Number(readFileSync(escapedFile, 'utf8'));
+    // Both files are complete once they end in a newline (echo writes the pid and the newline at once).
+    const read = (file: string) => (existsSync(file) ? readFileSync(file, 'utf8') : '');
+    await waitFor('child and escaped pids', () => read(childFile).endsWith('\n') && read(escapedFile).endsWith('\n'));
+    const child = Number(read(childFile));
+    const escaped = Number(read(escapedFile));
     expect([pid, child, escaped].every(isAlive)).toBe(true);
     const t0 = performance.now();
     const status = await sup.stop('stubborn');

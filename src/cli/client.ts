@@ -66,6 +66,41 @@ export class ApiClient {
     yield* this.ndjson('POST', path, body ?? {}, signal);
   }
 
+  /**
+   * Reads a text/event-stream answer: each message's `id` and `data` (comments and `retry` are
+   * skipped) until the server ends it. `lastEventId` resumes after that id; `onOpen` is called once
+   * the server has answered 2xx.
+   */
+  async *sse(path: string, opts: { signal?: AbortSignal; lastEventId?: string; onOpen?: () => void } = {}): AsyncGenerator<{ id: string | undefined; data: string }> {
+    const res = await this.fetch('GET', path, undefined, opts.signal, { accept: 'text/event-stream', ...(opts.lastEventId ? { 'last-event-id': opts.lastEventId } : {}) });
+    if (!res.ok) throw await toError(res);
+    opts.onOpen?.();
+    if (!res.body) return;
+    const decoder = new TextDecoder();
+    let buffered = '';
+    let id: string | undefined;
+    let data: string[] = [];
+    for await (const chunk of res.body) {
+      buffered += decoder.decode(chunk as Uint8Array, { stream: true });
+      let nl: number;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, nl).replace(/\r$/, '');
+        buffered = buffered.slice(nl + 1);
+        if (line === '') {
+          if (data.length > 0) yield { id, data: data.join('\n') };
+          id = undefined;
+          data = [];
+        } else if (!line.startsWith(':')) {
+          const colon = line.indexOf(':');
+          const field = colon < 0 ? line : line.slice(0, colon);
+          const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+          if (field === 'id') id = value;
+          else if (field === 'data') data.push(value);
+        }
+      }
+    }
+  }
+
   private async *ndjson(method: string, path: string, body: unknown, signal?: AbortSignal): AsyncGenerator<unknown> {
     const res = await this.fetch(method, path, body, signal);
     if (!res.ok) throw await toError(res);
@@ -92,11 +127,11 @@ export class ApiClient {
     return (await res.json()) as T;
   }
 
-  private async fetch(method: string, path: string, body: unknown, signal?: AbortSignal): Promise<Response> {
+  private async fetch(method: string, path: string, body: unknown, signal?: AbortSignal, headers: Record<string, string> = {}): Promise<Response> {
     try {
       return await fetch(`${this.config.url}${path}`, {
         method,
-        headers: { authorization: `Bearer ${this.config.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        headers: { authorization: `Bearer ${this.config.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
         ...(signal ? { signal } : {}),
       });

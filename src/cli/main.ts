@@ -19,6 +19,7 @@ import { registerServerCommand } from './server-command.js';
 import { registerDriverCommand } from './driver-command.js';
 import { registerSvcCommands } from './svc-commands.js';
 import { registerConfigCommands } from './config-commands.js';
+import { registerEventsCommand } from './events-command.js';
 
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const program = new Command('berth')
@@ -41,6 +42,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   registerImageCommands(program, ctx);
   registerEnvCommands(program, ctx);
   registerDriverCommand(program, ctx);
+  registerEventsCommand(program, ctx);
   program
     .command('agent')
     .description('run the host agent (started by every host; not for interactive use)')

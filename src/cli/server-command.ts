@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
 import { LocalDriver } from '../drivers/local/index.js';
-import { BerthServer } from '../server/berth-server.js';
+import { BerthServer, type ServerConfig } from '../server/berth-server.js';
+import { EventBus } from '../events/event-bus.js';
+import { eventLog, resolveLogFormat } from '../events/format.js';
 import { agentBundleDir, agentCommand } from './paths.js';
 import type { Context } from './context.js';
 import { UsageError } from './output.js';
@@ -32,6 +34,9 @@ export interface ServerOptions {
   name: string;
 }
 
+/** What the command running the server adds: its log and the bus it logs. */
+type ServerExtras = Pick<ServerConfig, 'events' | 'log'>;
+
 /** The options of a local server (`berth server`, `berth up`). */
 export function withServerOptions(command: Command): Command {
   return command
@@ -48,7 +53,7 @@ export function withServerOptions(command: Command): Command {
 }
 
 /** A control plane with the local driver on this machine, as `berth server` runs it. */
-export async function startLocalServer(dataDir: string, opts: ServerOptions, env: NodeJS.ProcessEnv, progress: (step: string) => void): Promise<BerthServer> {
+export async function startLocalServer(dataDir: string, opts: ServerOptions, env: NodeJS.ProcessEnv, progress: (step: string) => void, extras: ServerExtras = {}): Promise<BerthServer> {
   const agentDir = agentBundleDir();
   const driver = new LocalDriver({
     stateDir: `${dataDir}/hosts`,
@@ -72,6 +77,7 @@ export async function startLocalServer(dataDir: string, opts: ServerOptions, env
     toolRunner: driver.run,
     ...(opts.image ? { defaultImage: opts.image } : {}),
     progress,
+    ...extras,
   });
 }
 
@@ -89,7 +95,7 @@ export function untilStopped(): Promise<void> {
  * agent channel listens on every address (instances reach it over the VPC) unless told otherwise,
  * and instances dial `--agent-advertise`.
  */
-export async function startAwsServer(dataDir: string, opts: ServerOptions & AwsServerOptions, env: NodeJS.ProcessEnv, progress: (step: string) => void): Promise<BerthServer> {
+export async function startAwsServer(dataDir: string, opts: ServerOptions & AwsServerOptions, env: NodeJS.ProcessEnv, progress: (step: string) => void, extras: ServerExtras = {}): Promise<BerthServer> {
   if (!opts.awsImage || !opts.awsInstanceType) throw new UsageError('--driver aws needs --aws-image AMI and --aws-instance-type TYPE');
   if (!opts.agentAdvertise) throw new UsageError('--driver aws needs --agent-advertise ADDR: the address instances dial to reach this server (e.g. its private IP)');
   const list = (value: string | undefined): string[] => (value ? value.split(',').map((s) => s.trim()).filter(Boolean) : []);
@@ -118,6 +124,7 @@ export async function startAwsServer(dataDir: string, opts: ServerOptions & AwsS
     agentDir: agentBundleDir(),
     defaultImage: '/',
     progress,
+    ...extras,
   });
 }
 
@@ -133,12 +140,22 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
     .option('--aws-instance-profile <name>', 'AWS: IAM instance profile of every host (name or ARN)')
     .option('--agent-listen <addr>', 'AWS: the address the agent channel listens on (default: every address)')
     .option('--agent-advertise <addr>', 'the address hosts dial for the agent channel (AWS: this server\'s address in the VPC)')
-    .action(async (opts: ServerOptions & AwsServerOptions) => {
+    .option('--log-format <format>', 'stderr: json (a JSON object a line: every state change, and messages), text (readable lines), or auto (text on a terminal, else json)', 'auto')
+    .action(async (opts: ServerOptions & AwsServerOptions & { logFormat: string }) => {
       if (opts.driver !== 'local' && opts.driver !== 'aws') throw new UsageError(`--driver must be local or aws (got ${opts.driver})`);
+      const format = resolveLogFormat(opts.logFormat, process.stderr.isTTY === true);
+      if (!format) throw new UsageError(`--log-format must be json, text or auto (got ${opts.logFormat})`);
       const dataDir = ctx.dataDir();
-      const progress = (step: string): void => void process.stderr.write(`berth server: ${step}…\n`);
-      const server = opts.driver === 'aws' ? await startAwsServer(dataDir, opts, env, progress) : await startLocalServer(dataDir, opts, env, progress);
-      process.stderr.write(
+      // Every state change is logged, from the first (recovery at start-up) on.
+      const logger = eventLog(format, (text) => void process.stderr.write(text));
+      const events = new EventBus();
+      events.subscribe((event) => logger.event(event));
+      const extras = { events, log: (line: string) => logger.line(line) };
+      const progress = (step: string): void => (format === 'json' ? logger.line(step) : void process.stderr.write(`berth server: ${step}…\n`));
+      const server = opts.driver === 'aws' ? await startAwsServer(dataDir, opts, env, progress, extras) : await startLocalServer(dataDir, opts, env, progress, extras);
+      if (format === 'json') {
+        logger.line('berth server started', { url: server.url, store: server.store.kind, dataDir, agentUrl: server.agentUrl, router: server.router.urlFor('NAME') ?? null, recovered: { adopted: server.recovered.adopted.length, cleaned: server.recovered.cleaned.length } });
+      } else process.stderr.write(
         `berth server ${server.url}  (store: ${server.store.kind}, data dir: ${dataDir})\n` +
           `  API docs:  ${server.url}/docs   token: ${dataDir}/token\n` +
           `  agents:    ${server.agentUrl}\n` +
@@ -149,7 +166,9 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
           `  try:       berth host launch && berth host ls\n`,
       );
       await untilStopped();
-      process.stderr.write('berth server stopping (hosts keep running and are adopted at the next start)\n');
+      const stopping = 'berth server stopping (hosts keep running and are adopted at the next start)';
+      if (format === 'json') logger.line(stopping);
+      else process.stderr.write(`${stopping}\n`);
       await server.stop();
     });
 }

@@ -16,6 +16,8 @@ import { OpenCommands, type FinishedCommand } from './open-commands.js';
 import { AgentRoundTrips } from './latency.js';
 import { toCommandView, type CommandView } from './views.js';
 import type { RunShellScriptParameters, ServerMessage } from '../protocol/messages.js';
+import { commandEvent } from '../events/changes.js';
+import type { EventSink } from '../events/types.js';
 
 export interface SendCommandRequest {
   /** Host ids, plus every live host with all `tags` (within `group` when given) or of `group`. */
@@ -45,6 +47,8 @@ export interface CommandServiceDeps {
   hosts: HostsRepo;
   agents: AgentSender;
   live: LiveOutput;
+  /** Where a command's end (its aggregate status) is reported; its invocations' changes come from the repo. */
+  events?: EventSink;
 }
 
 export const DEFAULT_EXECUTION_TIMEOUT_S = 3600;
@@ -200,10 +204,13 @@ export class CommandService {
     const finished = this.open.settle(row);
     // Not sent by this process (it restarted since): the store knows. Each settler commits before it
     // looks, so the last one to settle always sees them all done.
-    const done = finished === undefined ? isTerminal(aggregateStatus(await this.deps.commands.statusesOf(commandId))) : finished !== null;
-    if (done) {
+    const statuses = finished === undefined ? await this.deps.commands.statusesOf(commandId) : (finished?.invocations.map((i) => i.status as InvocationStatus) ?? []);
+    const status = finished === null ? undefined : aggregateStatus(statuses);
+    if (status && isTerminal(status)) {
       this.deps.live.done(commandId);
       this.completions.emit(commandId, finished ?? undefined);
+      const hostIds = finished ? finished.invocations.map((i) => i.host_id) : statuses.length === 1 ? [hostId] : [];
+      this.deps.events?.emit(commandEvent(row.tenant_id, commandId, status, hostIds));
     }
     return true;
   }

@@ -46,6 +46,7 @@ import { SlugStore } from '../slugs/slug-store.js';
 import { DataDir } from './data-dir.js';
 import { MetricsCollector, RouterRequestCounts } from '../metrics/metrics.js';
 import { buildApp } from './http/app.js';
+import { EventBus } from '../events/event-bus.js';
 
 export const VERSION = '0.1.0';
 
@@ -89,6 +90,10 @@ export interface ServerConfig {
   envSweepIntervalMs?: number;
   /** How often machines the store does not know are looked for and removed (and, on AWS, claiming groups left empty). */
   orphanSweepIntervalMs?: number;
+  /** Where state changes are reported (`berth server` logs them); default: a bus of this server's own. */
+  events?: EventBus;
+  /** Comments on an idle `GET /v1/events?follow=true` stream, ms (default 15 s). */
+  eventsHeartbeatMs?: number;
 }
 
 export interface PoolServices {
@@ -116,6 +121,7 @@ export class BerthServer {
     readonly images: ImageService,
     readonly environments: EnvironmentService,
     readonly router: EnvironmentRouter,
+    readonly events: EventBus,
   ) {}
 
   static async start(config: ServerConfig): Promise<BerthServer> {
@@ -127,6 +133,7 @@ export class BerthServer {
     const driverInfo = await config.driver.init();
     progress(config.databaseUrl ? 'connecting to PostgreSQL' : 'opening the embedded store (the first start creates it, a few seconds)');
     const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+    const events = config.events ?? new EventBus();
     try {
       const { token } = dataDir.token();
       const tokens = new TokensRepo(store.db);
@@ -134,8 +141,8 @@ export class BerthServer {
       // keep theirs (the id comes from the hash, so each token is one row).
       const tokenHash = hashSecret(token);
       await tokens.add(`t-${tokenHash.slice(0, 16)}`, DEFAULT_TENANT, 'data dir token', tokenHash);
-      const hostsRepo = new HostsRepo(store.db);
-      const commandsRepo = new CommandsRepo(store.db);
+      const hostsRepo = new HostsRepo(store.db, events);
+      const commandsRepo = new CommandsRepo(store.db, events);
       const live = new LiveOutput(64 * 1024);
 
       // The gateway and the services refer to each other: the gateway's handlers find the services here.
@@ -177,11 +184,11 @@ export class BerthServer {
       const agentAddress = { ...listening, host: config.agentAdvertiseHost ?? listening.host };
       const agentUrl = `ws://${agentAddress.host}:${agentAddress.port}${AGENT_PATH}`;
 
-      const commands = new CommandService({ commands: commandsRepo, hosts: hostsRepo, agents: gateway, live });
+      const commands = new CommandService({ commands: commandsRepo, hosts: hostsRepo, agents: gateway, live, events });
       const dispatcher = new CommandDispatcher({ service: commands, commands: commandsRepo, agents: gateway, live, log });
       late.dispatcher = dispatcher;
       const hashKeys = new ConfigHashKeys(store.db);
-      const services = new ServicesService({ hosts: hostsRepo, agents: gateway, hashKeys, log });
+      const services = new ServicesService({ hosts: hostsRepo, agents: gateway, hashKeys, log, events });
       late.services = services;
       const stacksRepo = new StacksRepo(store.db);
       const stacks = new StackSync({ stacks: stacksRepo, hosts: hostsRepo, services, hashKeys, log });
@@ -214,10 +221,10 @@ export class BerthServer {
         log,
       });
       late.hosts = hostsService;
-      const poolsRepo = new PoolsRepo(store.db);
+      const poolsRepo = new PoolsRepo(store.db, events);
       const images = await startImages(config, dataDir.path, { hosts: hostsService, commands, live, poolsRepo, imagesRepo: new ImagesRepo(store.db), log });
       late.images = images;
-      const claimsRepo = new ClaimsRepo(store.db);
+      const claimsRepo = new ClaimsRepo(store.db, events);
       const isConnected = (hostId: string) => gateway.isConnected(hostId);
       const reconciler = new PoolReconciler({
         pools: poolsRepo,
@@ -295,7 +302,7 @@ export class BerthServer {
       const routerRequests = new RouterRequestCounts();
       const router = new EnvironmentRouter({ domain: config.router?.domain ?? 'localhost', log, onResponse: routerRequests.observe });
       const environments = new EnvironmentService({
-        envs: new EnvironmentsRepo(store.db),
+        envs: new EnvironmentsRepo(store.db, events),
         stacks: stacksRepo,
         pools: poolsRepo,
         hosts: hostsRepo,
@@ -338,9 +345,11 @@ export class BerthServer {
         version: VERSION,
         logger: config.logger ?? false,
         metrics: new MetricsCollector({ db: store.db, routerRequests }),
+        events,
+        ...(config.eventsHeartbeatMs !== undefined ? { eventsHeartbeatMs: config.eventsHeartbeatMs } : {}),
       });
       const address = await app.listen({ host: config.host ?? '127.0.0.1', port: config.port ?? 7070 });
-      const server = new BerthServer(address, agentUrl, token, store, hostsService, commands, app, gateway, dataDir, recovered, { pools: poolService, claims, reconciler }, images, environments, router);
+      const server = new BerthServer(address, agentUrl, token, store, hostsService, commands, app, gateway, dataDir, recovered, { pools: poolService, claims, reconciler }, images, environments, router, events);
       dataDir.writeServerInfo({ url: address, pid: process.pid, agentUrl, startedAt: new Date().toISOString() });
       server.loop(config.sweepIntervalMs ?? 500, () => dispatcher.sweep(), report('command sweep'));
       server.loop(config.monitorIntervalMs ?? 2000, () => hostsService.monitor(), report('host monitor'));

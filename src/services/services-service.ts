@@ -11,10 +11,14 @@ import { serviceSpec, type ServerMessage, type ServiceSpec, type ServiceStatus }
 import { checkServiceSet } from '../protocol/services.js';
 import type { HostsRepo } from '../store/hosts-repo.js';
 import type { HostRow } from '../store/schema.js';
+import { ServiceStates } from '../events/changes.js';
+import type { EventSink } from '../events/types.js';
 
 export interface ServiceChannel {
   isConnected(hostId: string): boolean;
   send(hostId: string, msg: ServerMessage): boolean;
+  /** The connected agent's session: its tenant, for events. */
+  session?(hostId: string): { tenantId: string } | undefined;
 }
 
 export interface ServicesServiceDeps {
@@ -23,6 +27,8 @@ export interface ServicesServiceDeps {
   /** Each tenant's key for config hashes (see stacks/config.ts configHash). */
   hashKeys: { of(tenantId: string): Promise<string> };
   log: (line: string) => void;
+  /** Where each service's change of state, as its agent reports it, is reported. */
+  events?: EventSink;
 }
 
 /** A service as the API shows it: what is wanted (env values left out: they may be secrets) and what runs. */
@@ -60,6 +66,7 @@ export class ServicesService {
   private readonly reported = new Map<string, { statuses: ServiceStatus[]; at: Date }>();
   private readonly stackNotes = new Map<string, StackNote>();
   private readonly changes = new EventEmitter();
+  private readonly states = new ServiceStates();
 
   constructor(private readonly deps: ServicesServiceDeps) {
     this.changes.setMaxListeners(0);
@@ -119,6 +126,8 @@ export class ServicesService {
     const first = !this.reported.has(hostId);
     this.reported.set(hostId, { statuses, at: new Date() });
     this.changes.emit(hostId);
+    const tenantId = this.deps.events && this.deps.agents.session?.(hostId)?.tenantId;
+    if (tenantId) for (const event of this.states.changes(tenantId, hostId, statuses)) this.deps.events?.emit(event);
     if (first && statuses.length > 0) {
       void this.deps.hosts.getAnyTenant(hostId).then((row) => {
         const wanted = new Set(row ? desiredOf(row).map((s) => s.name) : []);
@@ -139,6 +148,7 @@ export class ServicesService {
   onHostGone(hostId: string): void {
     this.reported.delete(hostId);
     this.stackNotes.delete(hostId);
+    this.states.forget(hostId);
   }
 
   /** Tells the host's agent its tags changed (a claim): its tags file and commands' BERTH_TAGS follow. */

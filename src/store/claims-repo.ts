@@ -7,6 +7,8 @@
 import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { ClaimState } from '../core/pool-state.js';
 import type { ClaimRow, Database, HostRow } from './schema.js';
+import { claimCreated, claimEvent, slotEvent } from '../events/changes.js';
+import { NO_EVENTS, type EventSink } from '../events/types.js';
 
 export interface NewClaim {
   id: string;
@@ -20,7 +22,11 @@ export interface NewClaim {
 export const LATENCY_BUCKETS_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000] as const;
 
 export class ClaimsRepo {
-  constructor(private readonly db: Kysely<Database>) {}
+  /** `events`: claims' changes, and the slots of the hosts they take, are reported there. */
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly events: EventSink = NO_EVENTS,
+  ) {}
 
   /**
    * Records a new claim and, in the same statement, takes a ready host for it as pickReady does —
@@ -38,9 +44,12 @@ export class ClaimsRepo {
       select (select count(*) from ins)::int as inserted, (select row_to_json(taken) from taken) as host`.execute(this.db);
     const row = result.rows[0];
     if (!row || row.inserted === 0) return { inserted: false };
+    this.events.emit(claimCreated(claim));
     if (!row.host) return { inserted: true };
     const { idle_s, ...host } = row.host;
-    return { inserted: true, picked: { host: reviveDates(host, HOST_DATES) as unknown as HostRow, idleSeconds: Number(idle_s) } };
+    const picked = reviveDates(host, HOST_DATES) as unknown as HostRow;
+    this.events.emit(slotEvent(picked, 'ready'));
+    return { inserted: true, picked: { host: picked, idleSeconds: Number(idle_s) } };
   }
 
   /**
@@ -55,7 +64,9 @@ export class ClaimsRepo {
     const taken = result.rows[0]?.host;
     if (!taken) return undefined;
     const { idle_s, ...host } = taken;
-    return { host: reviveDates(host, HOST_DATES) as unknown as HostRow, idleSeconds: Number(idle_s) };
+    const picked = reviveDates(host, HOST_DATES) as unknown as HostRow;
+    this.events.emit(slotEvent(picked, 'ready'));
+    return { host: picked, idleSeconds: Number(idle_s) };
   }
 
   /**
@@ -81,7 +92,10 @@ export class ClaimsRepo {
       select (select row_to_json(h) from h) as host, (select row_to_json(cl) from cl) as claim`.execute(this.db);
     const row = result.rows[0];
     if (!row?.host || !row.claim) return undefined;
-    return { host: reviveDates(row.host, HOST_DATES) as unknown as HostRow, claim: reviveDates(row.claim, CLAIM_DATES) as unknown as ClaimRow };
+    const done = { host: reviveDates(row.host, HOST_DATES) as unknown as HostRow, claim: reviveDates(row.claim, CLAIM_DATES) as unknown as ClaimRow };
+    this.events.emit(slotEvent(done.host, 'claiming'));
+    this.events.emit(claimEvent(done.claim, 'pending'));
+    return done;
   }
 
   async get(tenantId: string, id: string): Promise<ClaimRow | undefined> {
@@ -110,7 +124,7 @@ export class ClaimsRepo {
     to: ClaimState,
     fields: { hostId?: string | null; durationMs?: number; error?: Record<string, unknown> | null },
   ): Promise<ClaimRow | undefined> {
-    return this.db
+    const row = await this.db
       .updateTable('claims')
       .set({
         state: to,
@@ -123,6 +137,8 @@ export class ClaimsRepo {
       .where('state', '=', from)
       .returningAll()
       .executeTakeFirst();
+    if (row) this.events.emit(claimEvent(row, from));
+    return row;
   }
 
   /** Frees an idempotency key held by a failed claim, so a retry with it can start afresh. */

@@ -4,9 +4,11 @@
  * invocation's outcome is a single-row write with no transaction (the hot path of Run Command).
  */
 import { sql, type Kysely } from 'kysely';
-import { canTransition, OPEN_STATUSES, type InvocationStatus } from '../core/command-status.js';
+import { aggregateStatus, canTransition, OPEN_STATUSES, type InvocationStatus } from '../core/command-status.js';
 import { BerthError } from '../core/errors.js';
 import type { CommandRow, Database, InvocationRow } from './schema.js';
+import { commandEvent, invocationEvent } from '../events/changes.js';
+import { NO_EVENTS, type EventSink } from '../events/types.js';
 
 export interface NewCommand {
   id: string;
@@ -41,7 +43,11 @@ export interface OpenInvocation {
 const isOpen = (status: string): boolean => (OPEN_STATUSES as readonly string[]).includes(status);
 
 export class CommandsRepo {
-  constructor(private readonly db: Kysely<Database>) {}
+  /** `events`: commands as they are created and every invocation's status change are reported there. */
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly events: EventSink = NO_EVENTS,
+  ) {}
 
   /**
    * One statement (a data-modifying CTE): the command and all its invocations, or nothing. Returns
@@ -86,6 +92,8 @@ export class CommandsRepo {
       delivery_timeout_s: cmd.deliveryTimeoutS,
       created_at: now,
     };
+    this.events.emit(commandEvent(cmd.tenantId, cmd.id, aggregateStatus(cmd.invocations.map((i) => i.status)), cmd.invocations.map((i) => i.hostId)));
+    for (const inv of inserted) this.events.emit(invocationEvent(inv));
     return { command, invocations: inserted };
   }
 
@@ -151,7 +159,7 @@ export class CommandsRepo {
         throw new BerthError('invalid_state', `invocation ${commandId}/${hostId} cannot go from ${status} to ${outcome.status}`, 'This is a bug in berth; please report it.');
       }
     }
-    return this.db
+    const row = await this.db
       .updateTable('invocations')
       .set({
         status: outcome.status,
@@ -167,6 +175,8 @@ export class CommandsRepo {
       .where('status', 'in', [...from])
       .returningAll()
       .executeTakeFirst();
+    if (row) this.events.emit(invocationEvent(row, from));
+    return row;
   }
 
   private async invocationsOf(commandIds: string[]): Promise<InvocationRow[]> {

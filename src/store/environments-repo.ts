@@ -2,6 +2,8 @@
 import type { Kysely } from 'kysely';
 import { assertEnvTransition, type EnvironmentState } from '../environments/state.js';
 import type { Database, EnvHostRecord, EnvironmentRow } from './schema.js';
+import { environmentEvent } from '../events/changes.js';
+import { NO_EVENTS, type EventSink } from '../events/types.js';
 
 export interface NewEnvironment {
   tenantId: string;
@@ -18,7 +20,11 @@ export interface NewEnvironment {
 }
 
 export class EnvironmentsRepo {
-  constructor(private readonly db: Kysely<Database>) {}
+  /** `events`: environments' changes of state, and their removal, are reported there. */
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly events: EventSink = NO_EVENTS,
+  ) {}
 
   /** Inserts the environment as `creating`; false when the name is taken (the primary key decides). */
   async insert(env: NewEnvironment): Promise<boolean> {
@@ -44,6 +50,7 @@ export class EnvironmentsRepo {
       .onConflict((oc) => oc.columns(['tenant_id', 'name']).doNothing())
       .returning('name')
       .executeTakeFirst();
+    if (row) this.events.emit(environmentEvent({ tenant_id: env.tenantId, name: env.name, pool: env.pool, state: 'creating' }));
     return row !== undefined;
   }
 
@@ -78,7 +85,7 @@ export class EnvironmentsRepo {
     fields: { reason?: string; route?: EnvironmentRow['route']; timings?: Record<string, number>; ref?: string | null; hosts?: EnvHostRecord[] } = {},
   ): Promise<EnvironmentRow | undefined> {
     for (const state of from) assertEnvTransition(name, state, to);
-    return this.db
+    const row = await this.db
       .updateTable('environments')
       .set({
         state: to,
@@ -94,10 +101,13 @@ export class EnvironmentsRepo {
       .where('state', 'in', [...from])
       .returningAll()
       .executeTakeFirst();
+    if (row) this.events.emit(environmentEvent(row, from, fields.reason));
+    return row;
   }
 
   async delete(tenantId: string, name: string): Promise<void> {
-    await this.db.deleteFrom('environments').where('tenant_id', '=', tenantId).where('name', '=', name).execute();
+    const row = await this.db.deleteFrom('environments').where('tenant_id', '=', tenantId).where('name', '=', name).returning(['state', 'pool']).executeTakeFirst();
+    if (row) this.events.emit(environmentEvent({ tenant_id: tenantId, name, pool: row.pool, state: 'removed' }, [row.state]));
   }
 
 }

@@ -3,6 +3,8 @@ import { sql, type Kysely } from 'kysely';
 import { assertTransition, LIVE_HOST_STATES, type HostState } from '../core/host-state.js';
 import { assertSlotTransition, type Slot } from '../core/pool-state.js';
 import type { Database, HostRow } from './schema.js';
+import { hostEvent, slotEvent } from '../events/changes.js';
+import { NO_EVENTS, type EventSink } from '../events/types.js';
 
 export interface NewHost {
   id: string;
@@ -30,10 +32,14 @@ export interface SlotFields {
 }
 
 export class HostsRepo {
-  constructor(private readonly db: Kysely<Database>) {}
+  /** `events`: every change of a host's state or slot made here is reported there. */
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly events: EventSink = NO_EVENTS,
+  ) {}
 
   async insert(host: NewHost): Promise<HostRow> {
-    return this.db
+    const row = await this.db
       .insertInto('hosts')
       .values({
         id: host.id,
@@ -60,6 +66,9 @@ export class HostsRepo {
       })
       .returningAll()
       .executeTakeFirstOrThrow();
+    this.events.emit(hostEvent(row));
+    if (row.pool) this.events.emit(slotEvent(row));
+    return row;
   }
 
   async get(tenantId: string, id: string): Promise<HostRow | undefined> {
@@ -95,7 +104,7 @@ export class HostsRepo {
     fields: { reason?: string; ip?: string; driverData?: Record<string, unknown>; readyAt?: Date; terminatedAt?: Date } = {},
   ): Promise<HostRow | undefined> {
     for (const state of from) assertTransition(id, state, to);
-    return this.db
+    const row = await this.db
       .updateTable('hosts')
       .set({
         state: to,
@@ -110,6 +119,8 @@ export class HostsRepo {
       .where('state', 'in', [...from])
       .returningAll()
       .executeTakeFirst();
+    if (row) this.events.emit(hostEvent(row, from, fields.reason));
+    return row;
   }
 
   /**
@@ -132,6 +143,7 @@ export class HostsRepo {
     const row = result.rows[0];
     if (!row) return undefined;
     const { prev_slot, prev_s, ...host } = row;
+    this.events.emit(slotEvent(host, prev_slot));
     return { row: host, previous: { slot: prev_slot, seconds: Number(prev_s) } };
   }
 
@@ -215,13 +227,15 @@ export class HostsRepo {
   /** `keepServices`: the host's desired services survive (a user's reset reruns them); else cleared. */
   async beginReset(id: string, agentTokenHash: string, tags: Record<string, string>, image: { image: string; imageId: string | null }, keepServices = false): Promise<HostRow | undefined> {
     assertTransition(id, 'running', 'booting');
-    return this.db
+    const row = await this.db
       .updateTable('hosts')
       .set({ state: 'booting', state_reason: 'resetting', agent_token_hash: agentTokenHash, tags: JSON.stringify(tags), image: image.image, image_id: image.imageId, ...(keepServices ? {} : { services: '[]' }), agent_connected: false, ready_at: null, updated_at: new Date() })
       .where('id', '=', id)
       .where('state', '=', 'running')
       .returningAll()
       .executeTakeFirst();
+    if (row) this.events.emit(hostEvent(row, 'running', 'resetting'));
+    return row;
   }
 
   /**

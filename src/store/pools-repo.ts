@@ -2,6 +2,8 @@
 import { sql, type Kysely } from 'kysely';
 import { BerthError } from '../core/errors.js';
 import type { Database, GroupRow, HealthCheck, PoolRow, PoolTemplate } from './schema.js';
+import { poolEvent } from '../events/changes.js';
+import { NO_EVENTS, type EventSink } from '../events/types.js';
 
 export interface PoolSpec {
   name: string;
@@ -36,7 +38,11 @@ export class PoolsRepo {
   /** Recently read pools, for the claim path (see getRecent). */
   private readonly recent = new Map<string, { row: PoolRow; at: number }>();
 
-  constructor(private readonly db: Kysely<Database>) {}
+  /** `events`: pools created, changed and removed are reported there. */
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly events: EventSink = NO_EVENTS,
+  ) {}
 
   /**
    * A pool as read at most `maxAgeMs` ago. For the claim path, which reads the pool on every claim:
@@ -67,6 +73,7 @@ export class PoolsRepo {
       .returningAll()
       .executeTakeFirst();
     if (!row) throw new BerthError('pool_exists', `pool ${spec.name} already exists`, 'Change it with `berth apply -f berth.yaml`, or remove it first with `berth pool rm`.', { pool: spec.name });
+    this.events.emit(poolEvent(tenantId, spec.name, 'created'));
     return row;
   }
 
@@ -76,7 +83,7 @@ export class PoolsRepo {
    */
   async update(tenantId: string, spec: PoolSpec): Promise<{ row: PoolRow; rolled: boolean } | undefined> {
     this.forget(tenantId, spec.name);
-    return this.db.transaction().execute(async (tx) => {
+    const updated = await this.db.transaction().execute(async (tx) => {
       const old = await tx.selectFrom('pools').selectAll().where('tenant_id', '=', tenantId).where('name', '=', spec.name).forUpdate().executeTakeFirst();
       if (!old) return undefined;
       const rolled = old.image !== spec.image || JSON.stringify(sortKeys(old.template)) !== JSON.stringify(sortKeys(spec.template));
@@ -89,6 +96,8 @@ export class PoolsRepo {
         .executeTakeFirstOrThrow();
       return { row, rolled };
     });
+    if (updated) this.events.emit(poolEvent(tenantId, spec.name, updated.rolled ? 'rolled' : 'updated'));
+    return updated;
   }
 
   async get(tenantId: string, name: string): Promise<PoolRow | undefined> {
@@ -104,6 +113,7 @@ export class PoolsRepo {
   async remove(tenantId: string, name: string): Promise<boolean> {
     this.forget(tenantId, name);
     const result = await this.db.deleteFrom('pools').where('tenant_id', '=', tenantId).where('name', '=', name).executeTakeFirst();
+    if (result.numDeletedRows > 0n) this.events.emit(poolEvent(tenantId, name, 'removed'));
     return result.numDeletedRows > 0n;
   }
 

@@ -20,6 +20,8 @@ import { poolRoutes, type PoolRouteDeps } from './routes-pools.js';
 import type { ImageService } from '../../images/image-service.js';
 import type { EnvironmentService } from '../../environments/environment-service.js';
 import { environmentRoutes } from './routes-environments.js';
+import type { EventBus } from '../../events/event-bus.js';
+import { eventRoutes } from '../../events/routes-events.js';
 
 export interface AppDeps {
   hosts: HostService;
@@ -36,6 +38,9 @@ export interface AppDeps {
   version: string;
   logger: boolean | { level: string };
   metrics: MetricsCollector;
+  events: EventBus;
+  /** Comments on an idle event stream, ms (default 15 s). */
+  eventsHeartbeatMs?: number;
 }
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -79,5 +84,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(serviceRoutes(deps.services, deps.stacks));
   await app.register(environmentRoutes(deps.environments));
   await app.register(metricsRoutes(deps.metrics));
+  await app.register(eventRoutes(deps.events, deps.eventsHeartbeatMs !== undefined ? { heartbeatMs: deps.eventsHeartbeatMs } : {}));
   return app;
 }

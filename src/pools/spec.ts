@@ -43,6 +43,16 @@ export const poolSpecInput = z
             subnetIds: z.array(z.string().regex(/^subnet-[0-9a-f]+$/, 'a subnet id, subnet-…')).min(1).optional(),
             securityGroupIds: z.array(z.string().regex(/^sg-[0-9a-f]+$/, 'a security group id, sg-…')).min(1).optional(),
             instanceProfile: z.string().min(1).max(2048).optional(),
+            warmPool: z
+              .object({
+                state: z.enum(['Stopped', 'Running', 'Hibernated']).default('Stopped'),
+                minSize: z.number().int().min(0).max(10_000).optional(),
+                maxPreparedCapacity: z.number().int().min(0).max(10_000).optional(),
+                reuseOnScaleIn: z.boolean().optional(),
+              })
+              .strict()
+              .optional()
+              .describe("An EC2 warm pool behind the pool's group: instances initialised ahead and kept stopped (or running, or hibernated), which refill the pool faster than new launches"),
           })
           .strict()
           .optional()

@@ -93,6 +93,8 @@ export interface AwsPoolSettings {
   subnetIds?: string[];
   securityGroupIds?: string[];
   instanceProfile?: string;
+  /** An EC2 warm pool behind the pool's group: pre-initialised instances, stopped or running, that enter service faster than new launches. */
+  warmPool?: { state: 'Stopped' | 'Running' | 'Hibernated'; minSize?: number; maxPreparedCapacity?: number; reuseOnScaleIn?: boolean };
 }
 
 export interface HealthCheck {

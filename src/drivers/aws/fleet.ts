@@ -16,11 +16,22 @@ import { awsCall, callTally } from './sdk.js';
 import { buildFleetUserData, USER_DATA_LIMIT } from './user-data.js';
 
 /** A pool's own AWS settings (checked by the pool schema), over the driver's. */
-function poolSettings(pool: FleetPool): { instanceType?: string; instanceProfile?: string; subnetIds?: string[]; securityGroupIds?: string[] } {
+/** A pool's `template.aws.warmPool` (checked by the pool schema). */
+interface WarmPoolSettings {
+  state: 'Stopped' | 'Running' | 'Hibernated';
+  minSize?: number;
+  maxPreparedCapacity?: number;
+  reuseOnScaleIn?: boolean;
+}
+
+function poolSettings(pool: FleetPool): { instanceType?: string; instanceProfile?: string; subnetIds?: string[]; securityGroupIds?: string[]; warmPool?: WarmPoolSettings } {
   const s = pool.settings ?? {};
   const text = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
   const list = (v: unknown): string[] | undefined => (Array.isArray(v) && v.every((x) => typeof x === 'string') ? v : undefined);
-  const out: { instanceType?: string; instanceProfile?: string; subnetIds?: string[]; securityGroupIds?: string[] } = {};
+  const out: { instanceType?: string; instanceProfile?: string; subnetIds?: string[]; securityGroupIds?: string[]; warmPool?: WarmPoolSettings } = {};
+  // Checked by the pool schema; only its shape is trusted here.
+  const warm = s['warmPool'];
+  if (warm && typeof warm === 'object' && ['Stopped', 'Running', 'Hibernated'].includes((warm as { state?: unknown }).state as string)) out.warmPool = warm as WarmPoolSettings;
   const instanceType = text(s['instanceType']);
   const instanceProfile = text(s['instanceProfile']);
   const subnetIds = list(s['subnetIds']);
@@ -71,12 +82,18 @@ export class AwsFleet implements PoolFleet {
       settings.subnetIds,
       pool.tags,
     );
+    if (settings.warmPool) await this.groups.putWarmPool(this.groups.poolGroupName(pool.name), settings.warmPool, opts);
   }
 
   /** 2 calls, off the claim path: the instance's group, then its address. */
   async admit(pool: string, machineId: string, opts?: OperationOptions): Promise<{ ip: string; driverData: Record<string, unknown> }> {
     const expected = this.groups.poolGroupName(pool);
     const where = /^i-[0-9a-f]{8,17}$/.test(machineId) ? await this.groups.membership(machineId, opts) : undefined;
+    if (where?.group === expected && where.lifecycleState.startsWith('Warmed:')) {
+      // A warm pool's instance (running or resuming there) is not in service: not a host yet. Its
+      // agent asks again (503 is retried) and enrols once the group puts it in service.
+      throw new BerthError('driver_unavailable', `instance ${machineId} is ${where.lifecycleState} in the warm pool of ${expected}`, 'It enrols when it enters service; nothing to do.', { pool, instanceId: machineId });
+    }
     if (!where || where.group !== expected || !ADMISSIBLE.includes(where.lifecycleState)) {
       const why = where ? `it is ${where.lifecycleState} in ${where.group}` : 'it is in no Auto Scaling group';
       throw new BerthError('forbidden', `instance ${machineId} may not enrol in pool ${pool}: ${why}, not in ${expected}`, 'Only instances launched by the pool\'s own group enrol as its hosts.', { pool, instanceId: machineId });

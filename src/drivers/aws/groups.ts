@@ -12,6 +12,7 @@ import {
   DeleteAutoScalingGroupCommand,
   DescribeAutoScalingGroupsCommand,
   DetachInstancesCommand,
+  PutWarmPoolCommand,
   SuspendProcessesCommand,
   TerminateInstanceInAutoScalingGroupCommand,
   UpdateAutoScalingGroupCommand,
@@ -198,6 +199,25 @@ export class AwsGroups {
       token = page.NextToken;
     } while (token);
     return removed;
+  }
+
+  /**
+   * An EC2 warm pool behind a pool's group (PutWarmPool: idempotent, replaces the settings). Its
+   * instances enrol only when they enter service (see AwsFleet.admit). 1 call.
+   */
+  async putWarmPool(group: string, warm: { state: 'Stopped' | 'Running' | 'Hibernated'; minSize?: number; maxPreparedCapacity?: number; reuseOnScaleIn?: boolean }, opts?: OperationOptions): Promise<void> {
+    await this.call({ operation: 'PutWarmPool', group }, opts, (abortSignal) =>
+      this.asg.send(
+        new PutWarmPoolCommand({
+          AutoScalingGroupName: group,
+          PoolState: warm.state,
+          ...(warm.minSize !== undefined ? { MinSize: warm.minSize } : {}),
+          ...(warm.maxPreparedCapacity !== undefined ? { MaxGroupPreparedCapacity: warm.maxPreparedCapacity } : {}),
+          ...(warm.reuseOnScaleIn !== undefined ? { InstanceReusePolicy: { ReuseOnScaleIn: warm.reuseOnScaleIn } } : {}),
+        }),
+        { abortSignal },
+      ),
+    );
   }
 
   /** Tags an instance with its claiming group (ownership), off the claim's path: not waited for, not counted as its. */

@@ -11,23 +11,7 @@ import type { HostDriver, HostResources } from '../drivers/types.js';
 import type { HostsRepo, NewHost } from '../store/hosts-repo.js';
 import type { HostRow } from '../store/schema.js';
 import { toHostView, type HostView } from './views.js';
-
-/** Driver errors that say nothing about the host, only that the backend could not answer now. */
-const TRANSIENT: readonly string[] = ['driver_unavailable', 'deadline_exceeded', 'server_unreachable'];
-
-/** Runs `fn` over `items`, at most `limit` at once; results in order. */
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      results[i] = await fn(items[i] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
-}
+import { monitorHosts, recoverHosts, sweepOrphans, type RecoveryContext } from './host-recovery.js';
 
 export interface LaunchRequest {
   image?: string | undefined;
@@ -359,79 +343,28 @@ export class HostService {
    * reconnect by themselves); hosts that died, were mid-launch or mid-termination are cleaned up;
    * anything the driver finds that the store does not know as live is removed.
    */
-  async recover(): Promise<{ adopted: string[]; cleaned: string[] }> {
-    await this.deps.hosts.markAllDisconnected();
-    const adopted: string[] = [];
-    const cleaned: string[] = [];
-    const live = await this.deps.hosts.listInStates(LIVE_HOST_STATES);
-    for (const row of live) {
-      if (row.state === 'launching' || row.state === 'terminating') {
-        await this.deps.hosts.transition(row.id, ['launching'], 'terminating', { reason: `control plane restarted while the host was ${row.state}` });
-        await this.cleanUp(row, `control plane restarted while the host was ${row.state}`);
-        cleaned.push(row.id);
-      }
-    }
-    // Described a few at a time (a cloud driver answers each in a round trip, and may batch them).
-    const rest = live.filter((row) => row.state !== 'launching' && row.state !== 'terminating');
-    const described = await mapLimit(rest, 16, (row) =>
-      this.deps.driver.describe(row.id, row.driver_data).catch((err: unknown) => {
-        // The backend could not say (unreachable, throttled, timed out): the host is kept, and the
-        // monitor asks again. Cleaning it up on a transient error would destroy working hosts.
-        if (err instanceof BerthError && TRANSIENT.includes(err.code)) return { state: 'unknown' as const, reason: errorMessage(err) };
-        return { state: 'gone' as const, reason: errorMessage(err) };
-      }),
-    );
-    for (const [i, row] of rest.entries()) {
-      const d = described[i] ?? { state: 'gone' as const, reason: 'not described' };
-      if (d.state === 'running' || d.state === 'unknown') {
-        if (d.state === 'unknown') this.deps.log(`host ${row.id}: kept at start-up although its state is unknown (${d.reason ?? ''})`);
-        adopted.push(row.id);
-      } else {
-        await this.markLost(row, d.reason ?? `host is ${d.state}`);
-        cleaned.push(row.id);
-      }
-    }
-    const known = new Set(adopted);
-    for (const found of await this.deps.driver.list()) {
-      if (known.has(found.id)) continue;
-      await this.deps.driver.terminate(found.id, found.driverData).catch((err: unknown) => this.deps.log(`host ${found.id}: cleanup of unknown host failed: ${errorMessage(err)}`));
-      if (!cleaned.includes(found.id)) cleaned.push(found.id);
-    }
-    return { adopted, cleaned };
+  recover(): Promise<{ adopted: string[]; cleaned: string[] }> {
+    return recoverHosts(this.recovery());
   }
 
-  /**
-   * Periodic: whatever the driver finds that the store does not know as a live host (a launch or
-   * termination that failed half-way, a machine someone started by hand with berth's tags) is
-   * removed — recovery does this at start-up; this closes the gap while the server runs. Rows are
-   * written before machines are made, so a launch in progress is never taken for an orphan.
-   */
-  async sweepOrphans(): Promise<string[]> {
-    const removed: string[] = [];
-    for (const found of await this.deps.driver.list()) {
-      const row = await this.deps.hosts.getAnyTenant(found.id);
-      if (row && row.state !== 'terminated') continue;
-      if (this.terminations.has(found.id)) continue;
-      await this.deps.driver.terminate(found.id, found.driverData).catch((err: unknown) => this.deps.log(`host ${found.id}: removing an orphan failed: ${errorMessage(err)}`));
-      this.deps.log(`host ${found.id}: removed an orphaned machine the store ${row ? 'knows as terminated' : 'does not know'}`);
-      removed.push(found.id);
-    }
-    return removed;
+  /** Periodic: machines the store does not know as live hosts are removed (see sweepOrphans). */
+  sweepOrphans(): Promise<string[]> {
+    return sweepOrphans(this.recovery());
   }
 
   /** Periodic check: hosts whose processes died are marked lost and cleaned; hosts that never enrol fail. */
-  async monitor(now = new Date()): Promise<void> {
-    const bootTimeoutMs = this.deps.bootTimeoutMs ?? 60_000;
-    for (const row of await this.deps.hosts.listInStates(['booting', 'running', 'lost'])) {
-      if (this.deps.agents.isConnected(row.id) || this.resetting.has(row.id)) continue;
-      const described = await this.deps.driver.describe(row.id, row.driver_data).catch(() => ({ state: 'running' as const, reason: undefined }));
-      if (described.state !== 'running') {
-        await this.markLost(row, described.reason ?? `host is ${described.state}`);
-      } else if (row.state === 'booting' && now.getTime() - new Date(row.created_at).getTime() > bootTimeoutMs) {
-        await this.deps.hosts.transition(row.id, ['booting'], 'terminating', { reason: `agent never enrolled within ${bootTimeoutMs / 1000} s` });
-        await this.cleanUp(row, 'agent never enrolled');
-      }
-    }
+  monitor(now = new Date()): Promise<void> {
+    return monitorHosts(this.recovery(), now);
+  }
+
+  private recovery(): RecoveryContext {
+    return {
+      deps: this.deps,
+      cleanUp: (row, reason) => this.cleanUp(row, reason),
+      markLost: (row, why) => this.markLost(row, why),
+      isTerminating: (id) => this.terminations.has(id),
+      isResetting: (id) => this.resetting.has(id),
+    };
   }
 
   private async markLost(row: HostRow, why: string): Promise<void> {

@@ -179,7 +179,13 @@ export class AwsDriver implements HostDriver {
     if (known && driverData['fleet'] === true && group) {
       if (group.startsWith(`${this.cfg.name}-pool-`)) {
         const replace = opts?.replace === true;
-        if (await this.fleet.groups.terminateInGroup(known, !replace, opts)) {
+        // Through the group failed (the group is gone, or the API answered nonsense): terminated
+        // plainly below, which a group notices and, when it still exists, replaces.
+        const viaGroup = await this.fleet.groups.terminateInGroup(known, !replace, opts).catch((err: unknown) => {
+          this.cfg.logger.warn({ hostId: id, instanceId: known, group, err: errorMessage(err) }, 'terminating through the group failed; terminating the instance');
+          return false;
+        });
+        if (viaGroup) {
           this.cfg.logger.debug({ hostId: id, instanceId: known, group, replace }, 'instance terminated through its pool group');
           return;
         }

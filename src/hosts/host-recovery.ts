@@ -1,0 +1,130 @@
+/**
+ * Hosts against what the driver says: adoption after a control-plane restart, the periodic
+ * monitor (hosts that died or never enrolled), and the sweep of machines the store does not know.
+ */
+import { BerthError, errorMessage } from '../core/errors.js';
+import { LIVE_HOST_STATES } from '../core/host-state.js';
+import type { HostRow } from '../store/schema.js';
+import type { HostServiceDeps } from './host-service.js';
+
+export interface RecoveryContext {
+  deps: Pick<HostServiceDeps, 'hosts' | 'driver' | 'agents' | 'log' | 'bootTimeoutMs'>;
+  /** Terminates the machine and records the host as terminated (the host is `terminating`). */
+  cleanUp(row: HostRow, reason: string): Promise<void>;
+  /** Marks a host lost and cleans it up. */
+  markLost(row: HostRow, why: string): Promise<void>;
+  /** This process is terminating the host right now. */
+  isTerminating(id: string): boolean;
+  /** This process is resetting the host: its init is replaced on purpose. */
+  isResetting(id: string): boolean;
+}
+
+/** Driver errors that say nothing about the host, only that the backend could not answer now. */
+const TRANSIENT: readonly string[] = ['driver_unavailable', 'deadline_exceeded', 'server_unreachable'];
+
+/** Runs `fn` over `items`, at most `limit` at once; results in order. */
+async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array<R>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
+/**
+ * After a control-plane restart: hosts whose processes still run are adopted (their agents
+ * reconnect by themselves); hosts that died, were mid-launch or mid-termination are cleaned up;
+ * anything the driver finds that the store does not know as live is removed.
+ */
+export async function recoverHosts(ctx: RecoveryContext): Promise<{ adopted: string[]; cleaned: string[] }> {
+  const { deps } = ctx;
+  await deps.hosts.markAllDisconnected();
+  const adopted: string[] = [];
+  const cleaned: string[] = [];
+  const live = await deps.hosts.listInStates(LIVE_HOST_STATES);
+  for (const row of live) {
+    if (row.state === 'launching' || row.state === 'terminating') {
+      await deps.hosts.transition(row.id, ['launching'], 'terminating', { reason: `control plane restarted while the host was ${row.state}` });
+      // One host the backend cannot remove now must not keep the server from starting: it stays
+      // failed, and the orphan sweep removes its machine later.
+      try {
+        await ctx.cleanUp(row, `control plane restarted while the host was ${row.state}`);
+        cleaned.push(row.id);
+      } catch (err) {
+        deps.log(`host ${row.id}: cleanup at start-up failed, left for the sweep: ${errorMessage(err)}`);
+      }
+    }
+  }
+  // Described a few at a time (a cloud driver answers each in a round trip, and may batch them).
+  const rest = live.filter((row) => row.state !== 'launching' && row.state !== 'terminating');
+  const described = await mapLimit(rest, 16, (row) =>
+    deps.driver.describe(row.id, row.driver_data).catch((err: unknown) => {
+      // The backend could not say (unreachable, throttled, timed out): the host is kept, and the
+      // monitor asks again. Cleaning it up on a transient error would destroy working hosts.
+      if (err instanceof BerthError && TRANSIENT.includes(err.code)) return { state: 'unknown' as const, reason: errorMessage(err) };
+      return { state: 'gone' as const, reason: errorMessage(err) };
+    }),
+  );
+  for (const [i, row] of rest.entries()) {
+    const d = described[i] ?? { state: 'gone' as const, reason: 'not described' };
+    if (d.state === 'running' || d.state === 'unknown') {
+      if (d.state === 'unknown') deps.log(`host ${row.id}: kept at start-up although its state is unknown (${d.reason ?? ''})`);
+      adopted.push(row.id);
+    } else {
+      try {
+        await ctx.markLost(row, d.reason ?? `host is ${d.state}`);
+        cleaned.push(row.id);
+      } catch (err) {
+        deps.log(`host ${row.id}: cleanup at start-up failed, left for the sweep: ${errorMessage(err)}`);
+      }
+    }
+  }
+  const known = new Set(adopted);
+  for (const found of await deps.driver.list()) {
+    if (known.has(found.id)) continue;
+    await deps.driver.terminate(found.id, found.driverData).catch((err: unknown) => deps.log(`host ${found.id}: cleanup of unknown host failed: ${errorMessage(err)}`));
+    if (!cleaned.includes(found.id)) cleaned.push(found.id);
+  }
+  return { adopted, cleaned };
+}
+
+/**
+ * Periodic: whatever the driver finds that the store does not know as a live host (a launch or
+ * termination that failed half-way, a machine someone started by hand with berth's tags) is
+ * removed — recovery does this at start-up; this closes the gap while the server runs. Rows are
+ * written before machines are made, so a launch in progress is never taken for an orphan.
+ */
+export async function sweepOrphans(ctx: RecoveryContext): Promise<string[]> {
+  const { deps } = ctx;
+  const removed: string[] = [];
+  for (const found of await deps.driver.list()) {
+    const row = await deps.hosts.getAnyTenant(found.id);
+    if (row && row.state !== 'terminated') continue;
+    if (ctx.isTerminating(found.id)) continue;
+    await deps.driver.terminate(found.id, found.driverData).catch((err: unknown) => deps.log(`host ${found.id}: removing an orphan failed: ${errorMessage(err)}`));
+    deps.log(`host ${found.id}: removed an orphaned machine the store ${row ? 'knows as terminated' : 'does not know'}`);
+    removed.push(found.id);
+  }
+  return removed;
+}
+
+/** Periodic check: hosts whose processes died are marked lost and cleaned; hosts that never enrol fail. */
+export async function monitorHosts(ctx: RecoveryContext, now: Date): Promise<void> {
+  const { deps } = ctx;
+  const bootTimeoutMs = deps.bootTimeoutMs ?? 60_000;
+  for (const row of await deps.hosts.listInStates(['booting', 'running', 'lost'])) {
+    if (deps.agents.isConnected(row.id) || ctx.isResetting(row.id)) continue;
+    const described = await deps.driver.describe(row.id, row.driver_data).catch(() => ({ state: 'running' as const, reason: undefined }));
+    if (described.state !== 'running') {
+      await ctx.markLost(row, described.reason ?? `host is ${described.state}`);
+    } else if (row.state === 'booting' && now.getTime() - new Date(row.created_at).getTime() > bootTimeoutMs) {
+      await deps.hosts.transition(row.id, ['booting'], 'terminating', { reason: `agent never enrolled within ${bootTimeoutMs / 1000} s` });
+      await ctx.cleanUp(row, 'agent never enrolled');
+    }
+  }
+}

@@ -12,9 +12,9 @@ import { agentBundleDir } from '../src/cli/paths.js';
 import { AwsDriver } from '../src/drivers/aws/aws-driver.js';
 import type { ClaimView, PoolStatusView } from '../src/pools/views.js';
 import { BerthServer } from '../src/server/berth-server.js';
-import { motoNetwork } from '../test/drivers/aws-fixtures.js';
+import { motoDriverConfig, motoNetwork } from '../test/drivers/aws-fixtures.js';
 import { EmulatedFleet } from '../test/helpers/emulated-fleet.js';
-import { motoInstalled, MOTO_CREDENTIALS, MOTO_REGION, startMoto } from '../test/helpers/moto.js';
+import { motoInstalled, startMoto } from '../test/helpers/moto.js';
 import { Api } from '../test/helpers/server.js';
 import { ms, summarize } from './stats.js';
 
@@ -25,17 +25,7 @@ export async function awsBench(opts: { claims: number; progress: (line: string) 
   const moto = await startMoto();
   const dir = await mkdtemp(join(tmpdir(), 'berth-bench-aws-'));
   const net = await motoNetwork(moto.endpoint);
-  const driver = new AwsDriver({
-    region: MOTO_REGION,
-    endpoint: moto.endpoint,
-    credentials: MOTO_CREDENTIALS,
-    imageId: net.imageId,
-    instanceType: 't3.micro',
-    subnetIds: net.subnetIds,
-    securityGroupIds: net.securityGroupIds,
-    name: NAME,
-    agentListenHost: '127.0.0.1',
-  });
+  const driver = new AwsDriver(motoDriverConfig(moto.endpoint, net, NAME, { agentListenHost: '127.0.0.1' }));
   const server = await BerthServer.start({ dataDir: join(dir, 'data'), port: 0, agentPort: 0, driver, agentDir: agentBundleDir(), log: () => {}, router: { port: 0 } });
   const fleet = new EmulatedFleet({ endpoint: moto.endpoint, driverName: NAME, dir: join(dir, 'machines') });
   fleet.start();

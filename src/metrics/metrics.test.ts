@@ -20,32 +20,19 @@ import { CommandsRepo } from '../store/commands-repo.js';
 import { EnvironmentsRepo } from '../store/environments-repo.js';
 import { HostsRepo } from '../store/hosts-repo.js';
 import { DEFAULT_TENANT } from '../store/migrations.js';
-import { PoolsRepo, type PoolSpec } from '../store/pools-repo.js';
+import { PoolsRepo } from '../store/pools-repo.js';
 import type { ClaimRow } from '../store/schema.js';
 import type { Store } from '../store/store.js';
 import { TokensRepo } from '../store/tokens-repo.js';
 import { storeBackends } from '../../test/helpers/stores.js';
-import { seedLarge } from '../../test/helpers/metrics-seed.js';
+import { poolSpec, seedLarge } from '../../test/helpers/metrics-seed.js';
 import { CLAIM_BUCKETS_MS, EXPOSITION_CONTENT_TYPE, MetricsCollector, RouterRequestCounts } from './metrics.js';
 import { metricsRoutes } from './routes-metrics.js';
 
 const T = DEFAULT_TENANT;
 const SLOTS = ['warming', 'ready', 'claiming', 'claimed', 'quarantined', 'retiring', 'stale'] as const;
 
-const spec = (name: string, over: Partial<PoolSpec> = {}): PoolSpec => ({
-  name,
-  image: '/',
-  template: { tags: {} },
-  size: 3,
-  maxSize: 8,
-  maxLaunching: 2,
-  maxIdleAgeS: null,
-  warmup: [],
-  healthCheck: null,
-  onEmpty: 'launch',
-  onRelease: 'terminate',
-  ...over,
-});
+const spec = poolSpec;
 
 // ---------------------------------------------------------------------------------------------
 // A strict reader of the text exposition format: throws on any line it does not recognise.

@@ -245,28 +245,11 @@ export class PoolReconciler {
    */
   adoptEnrolled(pool: PoolRow, host: RegisteredHost): void {
     this.busy.add(host.id);
-    this.track(
-      (async () => {
-        try {
-          await this.deps.hostService.awaitEnrolled(host.id, this.deps.bootTimeoutMs ?? 30_000, this.stopping.signal);
-          await checkReady(this.deps, pool, host.id, this.deps.warmupTimeoutS ?? 600, this.stopping.signal);
-          this.lastHealth.set(host.id, Date.now());
-          const moved = await this.deps.hosts.setSlot(host.id, ['warming'], 'ready');
-          if (moved) await this.deps.pools.resetFailures(pool.tenant_id, pool.name);
-        } catch (err) {
-          if (this.stopping.signal.aborted) return;
-          const reason = errorMessage(err);
-          this.deps.log(`pool ${pool.name}: host ${host.id} did not become ready: ${reason}`);
-          await this.deps.pools.recordFailure(pool.tenant_id, pool.name, `host ${host.id}: ${reason}`);
-          this.ensured.delete(poolKey(pool.tenant_id, pool.name));
-          const row = await this.deps.hosts.get(pool.tenant_id, host.id);
-          if (row) this.retire(row, ['warming'], `not ready: ${reason}`, { replace: false });
-        } finally {
-          this.busy.delete(host.id);
-          this.kick(pool.tenant_id, pool.name);
-        }
-      })(),
-    );
+    const boot = async (): Promise<void> => {
+      await this.deps.hostService.awaitEnrolled(host.id, this.deps.bootTimeoutMs ?? 30_000, this.stopping.signal);
+      await checkReady(this.deps, pool, host.id, this.deps.warmupTimeoutS ?? 600, this.stopping.signal);
+    };
+    this.track(this.makeReady(pool, host.id, boot, true).finally(() => this.busy.delete(host.id)));
   }
 
   /** The pool is gone: what this process remembers of its group goes too. */
@@ -304,19 +287,29 @@ export class PoolReconciler {
     if (row) this.retire(row, ['warming', 'ready'], reason);
   }
 
-  private async warm(pool: PoolRow, host: RegisteredHost): Promise<void> {
+  private warm(pool: PoolRow, host: RegisteredHost): Promise<void> {
+    return this.makeReady(pool, host.id, () => prepareHost(this.deps, pool, host, this.deps.bootTimeoutMs ?? 30_000, this.deps.warmupTimeoutS ?? 600, this.stopping.signal), false);
+  }
+
+  /**
+   * Boots a pool host to ready (`boot`: launch or enrolment, warm-up, checks). One that fails is
+   * retired and counts as the pool's failure; a fleet pool's leaves without replacement (its group
+   * would start another at once) and the group is sized again after the back-off.
+   */
+  private async makeReady(pool: PoolRow, hostId: string, boot: () => Promise<void>, fleet: boolean): Promise<void> {
     try {
-      await prepareHost(this.deps, pool, host, this.deps.bootTimeoutMs ?? 30_000, this.deps.warmupTimeoutS ?? 600, this.stopping.signal);
-      this.lastHealth.set(host.id, Date.now());
-      const moved = await this.deps.hosts.setSlot(host.id, ['warming'], 'ready');
+      await boot();
+      this.lastHealth.set(hostId, Date.now());
+      const moved = await this.deps.hosts.setSlot(hostId, ['warming'], 'ready');
       if (moved) await this.deps.pools.resetFailures(pool.tenant_id, pool.name);
     } catch (err) {
       if (this.stopping.signal.aborted) return;
       const reason = errorMessage(err);
-      this.deps.log(`pool ${pool.name}: host ${host.id} did not become ready: ${reason}`);
-      await this.deps.pools.recordFailure(pool.tenant_id, pool.name, `host ${host.id}: ${reason}`);
-      const row = await this.deps.hosts.get(pool.tenant_id, host.id);
-      if (row) this.retire(row, ['warming'], `not ready: ${reason}`);
+      this.deps.log(`pool ${pool.name}: host ${hostId} did not become ready: ${reason}`);
+      await this.deps.pools.recordFailure(pool.tenant_id, pool.name, `host ${hostId}: ${reason}`);
+      if (fleet) this.ensured.delete(poolKey(pool.tenant_id, pool.name));
+      const row = await this.deps.hosts.get(pool.tenant_id, hostId);
+      if (row) this.retire(row, ['warming'], `not ready: ${reason}`, fleet ? { replace: false } : {});
     }
     this.kick(pool.tenant_id, pool.name);
   }

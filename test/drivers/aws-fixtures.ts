@@ -5,6 +5,7 @@
  */
 import { DescribeImagesCommand, DescribeSecurityGroupsCommand, DescribeSubnetsCommand, EC2Client } from '@aws-sdk/client-ec2';
 import type { HostSpec } from '../../src/drivers/types.js';
+import type { AwsDriverConfig } from '../../src/drivers/aws/config.js';
 import { MOTO_CREDENTIALS, MOTO_REGION } from '../helpers/moto.js';
 
 export interface MotoNetwork {
@@ -27,6 +28,21 @@ export async function motoNetwork(endpoint: string): Promise<MotoNetwork> {
   const group = groups.SecurityGroups?.find((g) => g.VpcId === vpcId);
   if (!linux?.ImageId || subnetIds.length === 0 || !group?.GroupId) throw new Error('moto has no default AMI, subnet or security group: is it moto[server] >= 5?');
   return { ec2, imageId: linux.ImageId, subnetIds, securityGroupIds: [group.GroupId] };
+}
+
+/** The AWS driver's configuration for moto's network, as every moto test and the AWS bench use it. */
+export function motoDriverConfig(endpoint: string, net: MotoNetwork, name: string, over: Partial<AwsDriverConfig> = {}): AwsDriverConfig {
+  return {
+    region: MOTO_REGION,
+    endpoint,
+    credentials: MOTO_CREDENTIALS,
+    imageId: net.imageId,
+    instanceType: 't3.micro',
+    subnetIds: net.subnetIds,
+    securityGroupIds: net.securityGroupIds,
+    name,
+    ...over,
+  };
 }
 
 export function awsSpec(id: string, tags: Record<string, string> = {}): HostSpec {

@@ -6,7 +6,6 @@
  * claims never put one instance into two groups.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AutoScalingClient, DescribeAutoScalingGroupsCommand, type AutoScalingGroup } from '@aws-sdk/client-auto-scaling';
@@ -22,21 +21,11 @@ import { EmulatedFleet } from '../helpers/emulated-fleet.js';
 import { motoAvailable, MOTO_CREDENTIALS, MOTO_REGION, startMoto, type Moto } from '../helpers/moto.js';
 import { Api } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
-import { motoNetwork, type MotoNetwork } from '../drivers/aws-fixtures.js';
+import { freePort } from '../helpers/ports.js';
+import { motoDriverConfig, motoNetwork, type MotoNetwork } from '../drivers/aws-fixtures.js';
 
 const NAME = 'bfleet';
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const address = probe.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end to end on moto', () => {
   let moto: Moto;
@@ -83,17 +72,7 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
     net = await motoNetwork(moto.endpoint);
     asg = new AutoScalingClient({ region: MOTO_REGION, endpoint: moto.endpoint, credentials: MOTO_CREDENTIALS });
     dir = await mkdtemp(join(tmpdir(), 'berth-awsfleet-'));
-    driver = new AwsDriver({
-      region: MOTO_REGION,
-      endpoint: moto.endpoint,
-      credentials: MOTO_CREDENTIALS,
-      imageId: net.imageId,
-      instanceType: 't3.micro',
-      subnetIds: net.subnetIds,
-      securityGroupIds: net.securityGroupIds,
-      name: NAME,
-      agentListenHost: '127.0.0.1',
-    });
+    driver = new AwsDriver(motoDriverConfig(moto.endpoint, net, NAME, { agentListenHost: '127.0.0.1' }));
     agentPort = await freePort();
     server = await startBerth();
     api = new Api(server.url, server.token);

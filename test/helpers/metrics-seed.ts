@@ -9,7 +9,8 @@ import type { Store } from '../../src/store/store.js';
 
 const T = DEFAULT_TENANT;
 
-const spec = (name: string, over: Partial<PoolSpec> = {}): PoolSpec => ({
+/** A complete pool spec for store-level tests, with `over` on top. */
+export const poolSpec = (name: string, over: Partial<PoolSpec> = {}): PoolSpec => ({
   name,
   image: '/',
   template: { tags: {} },
@@ -32,7 +33,7 @@ const spec = (name: string, over: Partial<PoolSpec> = {}): PoolSpec => ({
 export async function seedLarge(store: Store, claimCount: number, invocationCount: number): Promise<PoolsRepo> {
   const pools = new PoolsRepo(store.db);
   const poolNames = Array.from({ length: 10 }, (_, i) => `pool${i}`);
-  for (const name of poolNames) await pools.create(T, spec(name, { size: 20 }));
+  for (const name of poolNames) await pools.create(T, poolSpec(name, { size: 20 }));
   await store.db.updateTable('pools').set({ generation: 2 }).execute();
   const slotOf = (i: number): { slot: string; generation: number; state: string } =>
     i < 20 ? { slot: 'ready', generation: 2, state: 'running' }

@@ -6,21 +6,9 @@ import { DEFAULT_TENANT } from '../../src/store/migrations.js';
 import { PoolsRepo, type PoolSpec } from '../../src/store/pools-repo.js';
 import type { Store } from '../../src/store/store.js';
 import { storeBackends } from '../helpers/stores.js';
+import { poolSpec } from '../helpers/metrics-seed.js';
 
-const spec = (name: string, over: Partial<PoolSpec> = {}): PoolSpec => ({
-  name,
-  image: '/',
-  template: { tags: {} },
-  size: 4,
-  maxSize: 8,
-  maxLaunching: 2,
-  maxIdleAgeS: null,
-  warmup: [],
-  healthCheck: null,
-  onEmpty: 'launch',
-  onRelease: 'terminate',
-  ...over,
-});
+const spec = (name: string, over: Partial<PoolSpec> = {}): PoolSpec => poolSpec(name, { size: 4, ...over });
 
 for (const backend of storeBackends()) {
   describe(`pools on ${backend.name}`, () => {

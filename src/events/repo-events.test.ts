@@ -9,21 +9,9 @@ import { PoolsRepo, type PoolSpec } from '../store/pools-repo.js';
 import { openStore, type Store } from '../store/store.js';
 import { EventBus } from './event-bus.js';
 import type { BerthEvent } from './types.js';
+import { poolSpec } from '../../test/helpers/metrics-seed.js';
 
-const spec = (name: string, over: Partial<PoolSpec> = {}): PoolSpec => ({
-  name,
-  image: '/',
-  template: { tags: {} },
-  size: 1,
-  maxSize: 2,
-  maxLaunching: 1,
-  maxIdleAgeS: null,
-  warmup: [],
-  healthCheck: null,
-  onEmpty: 'launch',
-  onRelease: 'terminate',
-  ...over,
-});
+const spec = (name: string, over: Partial<PoolSpec> = {}): PoolSpec => poolSpec(name, { size: 1, maxSize: 2, maxLaunching: 1, ...over });
 
 /** Events without their seq and time, for comparing. */
 const plain = (events: BerthEvent[]) => events.map(({ seq: _seq, at: _at, ...rest }) => rest);

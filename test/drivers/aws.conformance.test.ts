@@ -4,8 +4,8 @@
  */
 import { DescribeInstancesCommand } from '@aws-sdk/client-ec2';
 import { AwsDriver } from '../../src/drivers/aws/index.js';
-import { motoAvailable, MOTO_CREDENTIALS, MOTO_REGION, startMoto } from '../helpers/moto.js';
-import { awsSpec, motoNetwork } from './aws-fixtures.js';
+import { motoAvailable, startMoto } from '../helpers/moto.js';
+import { awsSpec, motoDriverConfig, motoNetwork } from './aws-fixtures.js';
 import { describeDriverConformance } from './conformance.js';
 
 describeDriverConformance(
@@ -15,17 +15,7 @@ describeDriverConformance(
     try {
       const net = await motoNetwork(moto.endpoint);
       const make = (name: string): AwsDriver =>
-        new AwsDriver({
-          region: MOTO_REGION,
-          endpoint: moto.endpoint,
-          credentials: MOTO_CREDENTIALS,
-          imageId: net.imageId,
-          instanceType: 't3.micro',
-          subnetIds: net.subnetIds,
-          securityGroupIds: net.securityGroupIds,
-          name,
-          callTimeoutMs: 10_000,
-        });
+        new AwsDriver(motoDriverConfig(moto.endpoint, net, name, { callTimeoutMs: 10_000 }));
       const driver = make('berthcnf');
       const other = make('berthcnf-other');
       return {

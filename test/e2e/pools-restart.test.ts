@@ -56,7 +56,9 @@ describe('claim storm across a control-plane crash', () => {
       const pool = (await api.get<PoolStatusView>('/v1/pools/crash')).body;
       const hosts = (await api.get<{ hosts: PoolHostView[] }>('/v1/pools/crash/hosts')).body.hosts;
       const waiting = hosts.filter((h) => h.slot !== 'claimed');
-      return pool.status.ready === 8 && waiting.every((h) => h.slot === 'ready') ? { pool, hosts } : undefined;
+      // Converged also means every claimed host's agent has redialled (under load that can trail the refill).
+      const reconnected = hosts.filter((h) => h.slot === 'claimed').every((h) => h.agent.connected);
+      return pool.status.ready === 8 && waiting.every((h) => h.slot === 'ready') && reconnected ? { pool, hosts } : undefined;
     });
 
     const claims = (await api.get<{ claims: ClaimView[] }>('/v1/claims?pool=crash&limit=1000')).body.claims;

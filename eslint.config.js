@@ -20,4 +20,6 @@ export default tseslint.config(
     },
   },
   { files: ['**/*.js', '**/*.mjs'], ...tseslint.configs.disableTypeChecked },
+  // The dashboard's page script runs in the browser.
+  { files: ['src/dashboard/public/**/*.js'], languageOptions: { globals: globals.browser } },
 );

@@ -21,6 +21,7 @@ import { DEFAULT_TENANT } from '../src/store/migrations.js';
 import { openStore } from '../src/store/store.js';
 import { awsBench } from './aws.js';
 import { metricsBench } from './metrics.js';
+import { dashboardBench } from './dashboard.js';
 import { claimBench } from './claims.js';
 import { imageBench } from './images.js';
 import { serviceBench } from './services.js';
@@ -37,10 +38,10 @@ const IMAGES = { bakes: Number(process.env['BENCH_BAKES'] ?? 3), launches: Numbe
 const SERVICES = { crashes: Number(process.env['BENCH_SERVICE_CRASHES'] ?? 30), idleSeconds: Number(process.env['BENCH_IDLE_SECONDS'] ?? 10) };
 /**
  * Run only these parts: `npm run bench -- spinup claims`, or BENCH_ONLY=foundation,claims (parts:
- * foundation, claims, images, services, spinup, aws, metrics); default all.
+ * foundation, claims, images, services, spinup, aws, metrics, dashboard); default all.
  */
-const PARTS = ['foundation', 'claims', 'images', 'services', 'spinup', 'aws', 'metrics'];
-const LOCAL_PARTS = PARTS.filter((p) => p !== 'aws' && p !== 'metrics');
+const PARTS = ['foundation', 'claims', 'images', 'services', 'spinup', 'aws', 'metrics', 'dashboard'];
+const LOCAL_PARTS = PARTS.filter((p) => p !== 'aws' && p !== 'metrics' && p !== 'dashboard');
 const named = process.argv.slice(2).filter((arg) => PARTS.includes(arg));
 const ONLY = new Set(named.length > 0 ? named : (process.env['BENCH_ONLY'] ?? PARTS.join(',')).split(','));
 const SPINUP = {
@@ -75,6 +76,7 @@ async function main(): Promise<void> {
       await srv.stop();
     }
   }
+  if (ONLY.has('dashboard')) rows.push(...(await dashboardBench({ loads: Number(process.env['BENCH_DASHBOARD_LOADS'] ?? 20), claims: Number(process.env['BENCH_METRICS_CLAIMS'] ?? 20_000), progress })));
   if (ONLY.has('metrics')) rows.push(...(await metricsBench({ scrapes: Number(process.env['BENCH_METRICS_SCRAPES'] ?? 50), claims: Number(process.env['BENCH_METRICS_CLAIMS'] ?? 20_000), progress })));
   if (ONLY.has('aws')) rows.push(...(await awsBench({ claims: Number(process.env['BENCH_AWS_CLAIMS'] ?? 40), progress })));
   progress('store writes in isolation…');

@@ -36,6 +36,11 @@ export function resolveClientConfig(opts: { url?: string | undefined; token?: st
 export class ApiClient {
   constructor(private readonly config: ClientConfig) {}
 
+  /** The address of the dashboard with the token, to open once in a browser (it then keeps a cookie). */
+  dashboardUrl(): string {
+    return `${this.config.url}/dashboard?token=${encodeURIComponent(this.config.token)}`;
+  }
+
   get<T>(path: string, signal?: AbortSignal): Promise<T> {
     return this.request<T>('GET', path, undefined, signal);
   }

@@ -20,6 +20,7 @@ import { registerDriverCommand } from './driver-command.js';
 import { registerSvcCommands } from './svc-commands.js';
 import { registerConfigCommands } from './config-commands.js';
 import { registerEventsCommand } from './events-command.js';
+import { registerDashboardCommand } from './dashboard-command.js';
 
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const program = new Command('berth')
@@ -43,6 +44,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   registerEnvCommands(program, ctx);
   registerDriverCommand(program, ctx);
   registerEventsCommand(program, ctx);
+  registerDashboardCommand(program, ctx);
   program
     .command('agent')
     .description('run the host agent (started by every host; not for interactive use)')

@@ -35,7 +35,7 @@ export interface ServerOptions {
 }
 
 /** What the command running the server adds: its log and the bus it logs. */
-type ServerExtras = Pick<ServerConfig, 'events' | 'log'>;
+type ServerExtras = Pick<ServerConfig, 'events' | 'log' | 'hostHourPrice'>;
 
 /** The options of a local server (`berth server`, `berth up`). */
 export function withServerOptions(command: Command): Command {
@@ -140,17 +140,22 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
     .option('--aws-instance-profile <name>', 'AWS: IAM instance profile of every host (name or ARN)')
     .option('--agent-listen <addr>', 'AWS: the address the agent channel listens on (default: every address)')
     .option('--agent-advertise <addr>', 'the address hosts dial for the agent channel (AWS: this server\'s address in the VPC)')
+    .option('--host-hour-price <amount>', "what one host costs an hour, for the dashboard's idle cost (e.g. 0.0104 for a t4g.micro; default: host-hours only)")
+    .option('--currency <code>', 'currency of --host-hour-price', 'USD')
     .option('--log-format <format>', 'stderr: json (a JSON object a line: every state change, and messages), text (readable lines), or auto (text on a terminal, else json)', 'auto')
-    .action(async (opts: ServerOptions & AwsServerOptions & { logFormat: string }) => {
+    .action(async (opts: ServerOptions & AwsServerOptions & { logFormat: string; hostHourPrice?: string; currency: string }) => {
       if (opts.driver !== 'local' && opts.driver !== 'aws') throw new UsageError(`--driver must be local or aws (got ${opts.driver})`);
       const format = resolveLogFormat(opts.logFormat, process.stderr.isTTY === true);
       if (!format) throw new UsageError(`--log-format must be json, text or auto (got ${opts.logFormat})`);
+      const price = opts.hostHourPrice === undefined ? undefined : Number(opts.hostHourPrice);
+      if (price !== undefined && !(Number.isFinite(price) && price >= 0)) throw new UsageError(`--host-hour-price must be an amount, e.g. 0.0104 (got ${opts.hostHourPrice})`);
+      if (!/^[A-Za-z$€£¥]{1,5}$/.test(opts.currency)) throw new UsageError(`--currency must be a currency code such as USD or EUR (got ${opts.currency})`);
       const dataDir = ctx.dataDir();
       // Every state change is logged, from the first (recovery at start-up) on.
       const logger = eventLog(format, (text) => void process.stderr.write(text));
       const events = new EventBus();
       events.subscribe((event) => logger.event(event));
-      const extras = { events, log: (line: string) => logger.line(line) };
+      const extras = { events, log: (line: string) => logger.line(line), ...(price !== undefined ? { hostHourPrice: { amount: price, currency: opts.currency } } : {}) };
       const progress = (step: string): void => (format === 'json' ? logger.line(step) : void process.stderr.write(`berth server: ${step}…\n`));
       const server = opts.driver === 'aws' ? await startAwsServer(dataDir, opts, env, progress, extras) : await startLocalServer(dataDir, opts, env, progress, extras);
       if (format === 'json') {
@@ -158,6 +163,7 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
       } else process.stderr.write(
         `berth server ${server.url}  (store: ${server.store.kind}, data dir: ${dataDir})\n` +
           `  API docs:  ${server.url}/docs   token: ${dataDir}/token\n` +
+          `  dashboard: ${server.url}/dashboard   (berth dashboard prints it with the token)\n` +
           `  agents:    ${server.agentUrl}\n` +
           `  router:    ${server.router.urlFor('NAME') ?? '-'}  (environments: berth env create NAME --stack STACK)\n` +
           (server.recovered.adopted.length + server.recovered.cleaned.length

@@ -63,7 +63,8 @@ export function registerUpCommand(program: Command, ctx: Context, env: NodeJS.Pr
         `  npx berth env create alice --stack ${stack}      # prints ${routerUrl} — open it in a browser\n` +
         `  npx berth env ls\n` +
         `  npx berth env deploy alice --ref v2            # new hosts first; no request lost\n` +
-        `  npx berth env rm alice\n`,
+        `  npx berth env rm alice\n` +
+        `  npx berth dashboard                            # the web dashboard's address, with the token\n`,
     );
     if (!server) return;
     say('serving; Ctrl-C stops the server (hosts keep running and are adopted at the next start)');

@@ -12,7 +12,8 @@ export interface PoolServiceDeps {
   pools: PoolsRepo;
   claims: ClaimsRepo;
   hosts: HostsRepo;
-  reconciler: PoolReconciler;
+  /** What the pool service asks of the reconciler (the server's PoolReconciler). */
+  reconciler: Pick<PoolReconciler, 'kick' | 'forget' | 'retire' | 'progressOf'>;
   isConnected: (hostId: string) => boolean;
   /** Checks a pool can run here: its image exists (a name must be built; a path must be a directory), its driver is the server's. */
   checkSpec: (tenantId: string, spec: PoolSpec) => Promise<void>;
@@ -50,9 +51,14 @@ export class PoolService {
     return { pool: await this.show(tenantId, spec.name), action };
   }
 
-  async list(tenantId: string): Promise<PoolStatusView[]> {
+  /**
+   * `withClaimHistory: false` leaves out each pool's claim latency histogram and last claim time
+   * (empty and null), which read the pool's whole claim history: the dashboard takes those from the
+   * metrics, which add the history up once.
+   */
+  async list(tenantId: string, opts: { withClaimHistory?: boolean } = {}): Promise<PoolStatusView[]> {
     const rows = await this.deps.pools.list(tenantId);
-    return Promise.all(rows.map((row) => this.status(row)));
+    return Promise.all(rows.map((row) => this.status(row, opts.withClaimHistory ?? true)));
   }
 
   async show(tenantId: string, name: string): Promise<PoolStatusView> {
@@ -92,13 +98,13 @@ export class PoolService {
     return { retired, keptClaimed: hosts.filter((h) => h.slot === 'claimed').length };
   }
 
-  private async status(row: PoolRow): Promise<PoolStatusView> {
+  private async status(row: PoolRow, withClaimHistory = true): Promise<PoolStatusView> {
     const counts = await this.deps.pools.counts(row.tenant_id, row.name, row.generation);
     const hosts = counts.ready > 0 ? await this.deps.hosts.listPoolMembers(row.tenant_id, row.name) : [];
     const now = Date.now();
     const currentIdleSeconds = hosts.filter((h) => h.slot === 'ready').reduce((sum, h) => sum + (now - new Date(h.slot_since ?? h.created_at).getTime()) / 1000, 0);
-    const claimLatency = await this.deps.claims.latencyHistogram(row.tenant_id, row.name);
-    const lastClaimAt = await this.deps.claims.lastClaimAt(row.tenant_id, row.name);
+    const claimLatency = withClaimHistory ? await this.deps.claims.latencyHistogram(row.tenant_id, row.name) : [];
+    const lastClaimAt = withClaimHistory ? await this.deps.claims.lastClaimAt(row.tenant_id, row.name) : null;
     return toPoolStatusView(row, counts, this.deps.reconciler.progressOf(row.tenant_id, row.name), { currentIdleSeconds, claimLatency, lastClaimAt });
   }
 }

@@ -47,6 +47,7 @@ import { DataDir } from './data-dir.js';
 import { MetricsCollector, RouterRequestCounts } from '../metrics/metrics.js';
 import { buildApp } from './http/app.js';
 import { EventBus } from '../events/event-bus.js';
+import { createDashboard } from '../dashboard/create-dashboard.js';
 
 export const VERSION = '0.1.0';
 
@@ -94,6 +95,8 @@ export interface ServerConfig {
   events?: EventBus;
   /** Comments on an idle `GET /v1/events?follow=true` stream, ms (default 15 s). */
   eventsHeartbeatMs?: number;
+  /** What one host costs an hour, for the dashboard's idle cost (unset: host-hours only). */
+  hostHourPrice?: { amount: number; currency: string };
 }
 
 export interface PoolServices {
@@ -327,6 +330,7 @@ export class BerthServer {
       const envs = await environments.recover();
       if (envs.routed.length + envs.cleaned.length > 0) log(`recovered after restart: ${envs.routed.length} environment route(s) restored, ${envs.cleaned.length} unfinished environment(s) cleaned up`);
 
+      const metrics = new MetricsCollector({ db: store.db, routerRequests });
       const app = await buildApp({
         hosts: hostsService,
         commands,
@@ -344,8 +348,19 @@ export class BerthServer {
         }),
         version: VERSION,
         logger: config.logger ?? false,
-        metrics: new MetricsCollector({ db: store.db, routerRequests }),
+        metrics,
         events,
+        dashboard: createDashboard({
+          db: store.db,
+          events,
+          metrics,
+          pools: poolService,
+          hosts: hostsService,
+          environments,
+          commands,
+          hostHourPrice: config.hostHourPrice,
+          onError: report('dashboard level sampler'),
+        }),
         ...(config.eventsHeartbeatMs !== undefined ? { eventsHeartbeatMs: config.eventsHeartbeatMs } : {}),
       });
       const address = await app.listen({ host: config.host ?? '127.0.0.1', port: config.port ?? 7070 });

@@ -7,20 +7,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { ClaimView, PoolStatusView } from '../../src/pools/views.js';
 import { useServer, type InProcessServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
+import { samples } from '../helpers/metrics-text.js';
 
 const NET = { bridge: 'berthmet0', subnet: '10.239.0.0/22', cgroupName: 'berthmet' };
-
-/** `name{labels} value` lines of the exposition, by name and label set. */
-function samples(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$/.exec(line);
-    if (!m?.[1] || !m[2]) throw new Error(`not an exposition sample: ${line}`);
-    out.set(m[1], Number(m[2]));
-  }
-  return out;
-}
 
 describe('/metrics', () => {
   let srv: InProcessServer;

@@ -22,6 +22,8 @@ import type { EnvironmentService } from '../../environments/environment-service.
 import { environmentRoutes } from './routes-environments.js';
 import type { EventBus } from '../../events/event-bus.js';
 import { eventRoutes } from '../../events/routes-events.js';
+import type { DashboardFeed } from '../../dashboard/dashboard-feed.js';
+import { dashboardRoutes } from '../../dashboard/routes-dashboard.js';
 
 export interface AppDeps {
   hosts: HostService;
@@ -39,6 +41,7 @@ export interface AppDeps {
   logger: boolean | { level: string };
   metrics: MetricsCollector;
   events: EventBus;
+  dashboard: DashboardFeed;
   /** Comments on an idle event stream, ms (default 15 s). */
   eventsHeartbeatMs?: number;
 }
@@ -85,5 +88,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(environmentRoutes(deps.environments));
   await app.register(metricsRoutes(deps.metrics));
   await app.register(eventRoutes(deps.events, deps.eventsHeartbeatMs !== undefined ? { heartbeatMs: deps.eventsHeartbeatMs } : {}));
+  await app.register(dashboardRoutes(deps.dashboard, deps.eventsHeartbeatMs !== undefined ? { heartbeatMs: deps.eventsHeartbeatMs } : {}));
   return app;
 }

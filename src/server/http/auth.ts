@@ -1,5 +1,5 @@
 /**
- * Bearer-token auth for every route but health. A browser (API docs now, dashboard later) may pass
+ * Bearer-token auth for every route but health. A browser (the API docs, the dashboard) may pass
  * the token once as `?token=`; it is then kept in an HttpOnly cookie.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
@@ -40,12 +40,13 @@ export function installAuth(app: FastifyInstance, lookup: TokenLookup): void {
 function tokenOf(request: FastifyRequest): { token: string | undefined; fromQuery: boolean } {
   const auth = request.headers.authorization;
   if (auth?.startsWith('Bearer ')) return { token: auth.slice(7).trim(), fromQuery: false };
+  // A token in the address beats the cookie: it is the one the person just gave.
+  const query = request.query as Record<string, unknown> | undefined;
+  if (request.method === 'GET' && typeof query?.['token'] === 'string') return { token: query['token'], fromQuery: true };
   const cookie = request.headers.cookie
     ?.split(';')
     .map((c) => c.trim())
     .find((c) => c.startsWith(`${COOKIE}=`));
   if (cookie) return { token: decodeURIComponent(cookie.slice(COOKIE.length + 1)), fromQuery: false };
-  const query = request.query as Record<string, unknown> | undefined;
-  if (request.method === 'GET' && typeof query?.['token'] === 'string') return { token: query['token'], fromQuery: true };
   return { token: undefined, fromQuery: false };
 }

@@ -2,10 +2,15 @@
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { BerthError } from '../../core/errors.js';
+import { loginPage } from '../../dashboard/routes-dashboard.js';
 
 export function installErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError, request, reply) => {
     if (err instanceof BerthError) {
+      // A person opening the dashboard without a (valid) token gets a page to paste one, not JSON.
+      if (err.status === 401 && (request.url.split('?')[0] ?? '') === '/dashboard' && request.headers.accept?.includes('text/html')) {
+        return reply.status(401).header('cache-control', 'no-store').type('text/html; charset=utf-8').send(loginPage(`${err.message}.`));
+      }
       if (err.status >= 500) request.log.error({ err }, err.message);
       const retryAfter = err.details?.['retryAfterS'];
       if (typeof retryAfter === 'number') void reply.header('retry-after', String(Math.max(1, Math.ceil(retryAfter))));

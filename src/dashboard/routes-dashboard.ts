@@ -1,0 +1,112 @@
+/**
+ * The web dashboard: a page and its script and style (plain files, no build step, served from
+ * memory), the snapshot they render (GET /v1/dashboard) and its live feed (GET /v1/dashboard/stream,
+ * Server-Sent Events: `snapshot` events, and `change` events with each state change for the
+ * activity list). Behind the API token like every route: a browser opens `/dashboard?token=…` once,
+ * the token goes into an HttpOnly cookie (see auth.ts) and the address bar is cleared by a redirect.
+ */
+import { readFileSync } from 'node:fs';
+import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { errorBody } from '../server/http/schemas.js';
+import type { DashboardFeed } from './dashboard-feed.js';
+
+const PUBLIC_DIR = new URL('./public/', import.meta.url);
+const ASSETS = {
+  'app.js': 'text/javascript; charset=utf-8',
+  'app.css': 'text/css; charset=utf-8',
+} as const;
+/** Bytes a viewer may have waiting before snapshots are skipped for it (the next one supersedes them). */
+const MAX_UNSENT_BYTES = 8 * 1024 * 1024;
+const HEARTBEAT_MS = 15_000;
+/** Events a new viewer's activity list starts with. */
+const RECENT_EVENTS = 100;
+
+function readPublic(name: string): string {
+  return readFileSync(new URL(name, PUBLIC_DIR), 'utf8');
+}
+
+/** The page shown for a missing or wrong token: a form to paste one. Holds nothing secret. */
+export function loginPage(message: string): string {
+  return readPublic('login.html').replace('{{message}}', escapeHtml(message));
+}
+
+function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+export function dashboardRoutes(feed: DashboardFeed, opts: { heartbeatMs?: number } = {}): FastifyPluginCallbackZod {
+  const page = readPublic('index.html');
+  const assets = new Map(Object.entries(ASSETS).map(([name, type]) => [name, { type, body: readPublic(name) }]));
+  return (app, _opts, done) => {
+    const open = new Set<() => void>();
+    app.addHook('preClose', (hookDone) => {
+      for (const end of [...open]) end();
+      feed.close();
+      hookDone();
+    });
+    app.get(
+      '/dashboard',
+      { schema: { tags: ['dashboard'], summary: 'The web dashboard (open it once with ?token=…; the token is then kept in a cookie)', querystring: z.object({ token: z.string().optional() }) } },
+      async (request, reply) => {
+        // The token has been checked and put in the cookie: take it out of the address bar and history.
+        if (request.query.token !== undefined) return reply.redirect('/dashboard', 303);
+        return reply.header('cache-control', 'no-store').header('content-security-policy', CSP).type('text/html; charset=utf-8').send(page);
+      },
+    );
+    app.get('/dashboard/:asset', { schema: { hide: true, params: z.object({ asset: z.string() }) } }, async (request, reply) => {
+      const asset = assets.get(request.params.asset);
+      if (!asset) return reply.status(404).send({ code: 'not_found', message: `no dashboard file ${request.params.asset}`, hint: 'Open /dashboard.' });
+      return reply.header('cache-control', 'no-cache').type(asset.type).send(asset.body);
+    });
+    app.get(
+      '/v1/dashboard',
+      { schema: { tags: ['dashboard'], summary: "What the dashboard shows, now: pools, claim latency, hosts, environments, recent commands", response: { 200: z.record(z.string(), z.unknown()), '4xx': errorBody } } },
+      async (request) => feed.snapshot(request.tenantId) as unknown as Promise<Record<string, unknown>>,
+    );
+    app.get(
+      '/v1/dashboard/stream',
+      {
+        schema: {
+          tags: ['dashboard'],
+          summary: 'The dashboard, live (text/event-stream)',
+          description: '`snapshot` events carry the whole of GET /v1/dashboard, sent at once and again after changes (at most two a second); `change` events carry each state change as GET /v1/events does.',
+        },
+      },
+      (request, reply) => {
+        reply.hijack();
+        const res = reply.raw;
+        let ended = false;
+        const write = (text: string, skippable: boolean) => {
+          if (ended || (skippable && res.writableLength > MAX_UNSENT_BYTES)) return;
+          res.write(text);
+        };
+        res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache, no-transform', 'x-accel-buffering': 'no' });
+        write('retry: 2000\n\n', false);
+        // Nothing awaits between the replay and the subscription: no event falls in between.
+        for (const e of feed.recentEvents(request.tenantId, RECENT_EVENTS)) write(`event: change\ndata: ${JSON.stringify(e)}\n\n`, false);
+        const unwatch = feed.watch(request.tenantId, {
+          snapshot: (s) => write(`event: snapshot\ndata: ${JSON.stringify(s)}\n\n`, true),
+          event: (e) => write(`event: change\ndata: ${JSON.stringify(e)}\n\n`, true),
+          failed: (err) => write(`event: failure\ndata: ${JSON.stringify({ message: err instanceof Error ? err.message : String(err) })}\n\n`, true),
+        });
+        const heartbeat = setInterval(() => write(': heartbeat\n\n', false), opts.heartbeatMs ?? HEARTBEAT_MS);
+        heartbeat.unref();
+        const end = () => {
+          if (ended) return;
+          ended = true;
+          clearInterval(heartbeat);
+          unwatch();
+          open.delete(end);
+          res.end();
+        };
+        open.add(end);
+        res.on('close', end);
+      },
+    );
+    done();
+  };
+}
+
+/** The page loads only its own script and style, and talks only to this server. Bar widths are style attributes. */
+const CSP = "default-src 'none'; script-src 'self'; style-src-elem 'self'; style-src-attr 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";

@@ -53,6 +53,9 @@ export interface PoolPanel {
   idleCost: number | null;
   coldClaimSeconds: number | null;
   secondsSaved: number | null;
+  /** Refills: hosts launched for the pool and how long, on average, until ready in it (boot, warm-up, health check). */
+  refills: number;
+  refillMeanMs: number | null;
   consecutiveFailures: number;
   lastFailure: { reason: string; at: string } | null;
   levels: LevelSample[];
@@ -115,6 +118,7 @@ export interface DashboardSnapshot {
     claims: { hit: number; miss: number; failed: number };
     invocations: Record<string, number>;
     routerRequests: number;
+    serviceRestarts: number;
   };
   pools: PoolPanel[];
   latency: LatencyHistogram;
@@ -146,6 +150,12 @@ export async function buildSnapshot(src: DashboardSources, tenantId: string): Pr
   const rollbacks = byPool('berth_claim_rollbacks_total');
   const cold = byPool('berth_pool_cold_claim_seconds');
   const saved = byPool('berth_pool_seconds_saved');
+  const refillSum = new Map<string, number>();
+  const refillCount = new Map<string, number>();
+  for (const x of metric('berth_pool_refill_seconds')) {
+    const into = x.suffix === '_sum' ? refillSum : x.suffix === '_count' ? refillCount : undefined;
+    into?.set(x.labels['pool'] ?? '', x.value);
+  }
   const price = src.hostHourPrice ?? null;
 
   const poolPanels: PoolPanel[] = pools.map((p) => {
@@ -176,6 +186,8 @@ export async function buildSnapshot(src: DashboardSources, tenantId: string): Pr
       idleCost: price === null ? null : round2((s.idleHostSeconds / 3600) * price.amount),
       coldClaimSeconds: cold.get(p.name) ?? null,
       secondsSaved: saved.get(p.name) ?? null,
+      refills: refillCount.get(p.name) ?? 0,
+      refillMeanMs: refillCount.get(p.name) ? Math.round(((refillSum.get(p.name) ?? 0) / (refillCount.get(p.name) ?? 1)) * 10_000) / 10 : null,
       consecutiveFailures: s.consecutiveFailures,
       lastFailure: s.lastFailure,
       levels: src.levels.history(tenantId, p.name),
@@ -198,6 +210,7 @@ export async function buildSnapshot(src: DashboardSources, tenantId: string): Pr
       claims: { hit: claimTotals('hit'), miss: claimTotals('miss'), failed: claimTotals('failed') },
       invocations,
       routerRequests: metric('berth_router_requests_total').reduce((n, s) => n + s.value, 0),
+      serviceRestarts: metric('berth_service_restarts_total').reduce((n, s) => n + s.value, 0),
     },
     pools: poolPanels,
     latency: claimLatency(metric('berth_claim_duration_seconds')),

@@ -70,6 +70,18 @@ export interface ClaimStageHistogram {
   buckets: number[];
 }
 
+/** A histogram of how long the tenant's hosts took to become ready, by pool ('' for hosts of no pool). */
+export interface ReadinessHistogram {
+  /** `host`: launch until the agent was ready; `pool`: launch until ready in the pool (warm-up and health check done): a refill. */
+  kind: 'host' | 'pool';
+  pool: string;
+  settled: boolean;
+  count: number;
+  sumMs: number;
+  /** Cumulative, as ClaimStageHistogram's. */
+  buckets: number[];
+}
+
 export interface EnvironmentFacts {
   name: string;
   pool: string;
@@ -207,6 +219,36 @@ export class MetricsRepo {
       group by 1, 2, 3, 4
       order by 1, 2, 3, 4`.execute(this.db);
     return result.rows.map((r) => ({ pool: r.pool, settled: r.settled, outcome: r.outcome, stage: r.stage, count: Number(r.n), sumMs: Number(r.sum_ms), buckets: r.buckets.map(Number) }));
+  }
+
+  /**
+   * How long hosts that became ready since `since` took, by kind and pool: created_at to ready_at
+   * (`host`) and, for pool hosts, to pool_ready_at (`pool`). Both are set once, so a host is counted
+   * once for good when its time is before `upto`. Read through the partial indexes on
+   * (tenant_id, ready_at) and (tenant_id, pool_ready_at).
+   */
+  async readinessHistograms(tenantId: string, since: StoreTime | null, upto: StoreTime, boundsMs: readonly number[]): Promise<ReadinessHistogram[]> {
+    const buckets = boundsMs.length > 0 ? sql`array[${sql.join(boundsMs.map((b) => sql`count(*) filter (where ms <= ${b}::float8)`))}]::int[]` : sql`'{}'::int[]`;
+    const after = (column: string) => (since === null ? sql`${sql.ref(column)} is not null` : sql`${sql.ref(column)} >= ${since}::timestamptz`);
+    const result = await sql<{ kind: 'host' | 'pool'; pool: string; settled: boolean; n: number; sum_ms: number; buckets: number[] }>`
+      with samples as (
+        select 'host' as kind, coalesce(pool, '') as pool, ready_at as at, extract(epoch from ready_at - created_at)::float8 * 1000 as ms
+        from hosts where tenant_id = ${tenantId} and ${after('ready_at')}
+        union all
+        select 'pool', pool, pool_ready_at, extract(epoch from pool_ready_at - created_at)::float8 * 1000
+        from hosts where tenant_id = ${tenantId} and ${after('pool_ready_at')} and pool is not null
+      )
+      select kind, pool, at < ${upto}::timestamptz as settled, count(*)::int as n, coalesce(sum(ms), 0)::float8 as sum_ms, ${buckets} as buckets
+      from samples
+      group by 1, 2, 3
+      order by 1, 2, 3`.execute(this.db);
+    return result.rows.map((r) => ({ kind: r.kind, pool: r.pool, settled: r.settled, count: Number(r.n), sumMs: Number(r.sum_ms), buckets: r.buckets.map(Number) }));
+  }
+
+  /** `settleMs` ago (a host's ready time commits within it), never before `since`. */
+  async readinessHorizon(since: StoreTime | null, settleMs: number): Promise<StoreTime> {
+    const result = await sql<{ upto: string }>`select greatest(now() - ${settleMs}::float8 * interval '1 millisecond', ${since}::timestamptz)::text as upto`.execute(this.db);
+    return horizon(result.rows[0]?.upto);
   }
 
   async environments(tenantId: string): Promise<EnvironmentFacts[]> {

@@ -18,6 +18,7 @@ import { LATENCY_BUCKETS_MS } from '../store/claims-repo.js';
 import type { Database } from '../store/schema.js';
 import { OPEN_STATUSES } from '../core/command-status.js';
 import { formatExposition, histogramSamples, type MetricFamily, type MetricType, type RouterRequestCounts, type Sample } from './exposition.js';
+import { ReadinessHistory } from './readiness.js';
 import { MetricsRepo, type ClaimCounts, type ClaimStageHistogram, type PoolHostGroup, type StoreTime } from './metrics-repo.js';
 
 /**
@@ -132,6 +133,7 @@ interface TenantHistory {
   claims: ClaimTally;
   invocationsSince: StoreTime | null;
   invocations: Map<string, number>;
+  readiness: ReadinessHistory;
   /** Scrapes of one tenant run one at a time: two must not add the same rows up. */
   queue: Promise<unknown>;
 }
@@ -148,6 +150,8 @@ export interface MetricsCollectorDeps {
    * only then is it added up for good. On PGlite, which runs one statement at a time, 0 would do.
    */
   settleMs?: number;
+  /** The services agents reported, for the service families; without it they are left out. */
+  services?: { reportedServices(tenantId: string): Array<{ hostId: string; service: string; state: string; restarts: number }> };
 }
 
 export class MetricsCollector {
@@ -166,7 +170,7 @@ export class MetricsCollector {
   async collect(tenantId: string): Promise<MetricFamily[]> {
     let history = this.history.get(tenantId);
     if (!history) {
-      history = { claimsSince: null, claims: new Map(), invocationsSince: null, invocations: new Map(), queue: Promise.resolve() };
+      history = { claimsSince: null, claims: new Map(), invocationsSince: null, invocations: new Map(), readiness: new ReadinessHistory(), queue: Promise.resolve() };
       this.history.set(tenantId, history);
     }
     const h = history;
@@ -187,6 +191,7 @@ export class MetricsCollector {
     const histograms = await this.repo.claimHistograms(tenantId, history.claimsSince, claimsUpto, CLAIM_BUCKETS_MS);
     const invocationsUpto = await this.repo.invocationsHorizon(tenantId, history.invocationsSince, settleMs);
     const invocationCounts = await this.repo.invocationCounts(tenantId, history.invocationsSince, invocationsUpto);
+    const readiness = await history.readiness.collect(this.repo, tenantId, settleMs);
     const storeSeconds = (performance.now() - t0) / 1000;
 
     // Rows before the horizons are final: add them up for good, and read from there next time.
@@ -273,6 +278,23 @@ export class MetricsCollector {
       "Seconds warm hosts saved the pool's claimers: the sum over hits of (cold path latency - the hit's latency), the cold path being berth_pool_cold_claim_seconds. Absent until the pool has had a miss (there is no measured cold path to compare with).",
       cold.map(({ labels, coldMs, c }) => ({ labels, value: (coldMs * c.hits - c.hitTotalMs) / 1000 })),
     );
+
+    // Hosts: launch to ready, and pools' refills.
+    families.push(...readiness);
+
+    // Supervised services, as their agents last reported them.
+    if (this.deps.services) {
+      const reported = this.deps.services.reportedServices(tenantId);
+      const byState = new Map<string, number>();
+      for (const s of reported) byState.set(s.state, (byState.get(s.state) ?? 0) + 1);
+      family('berth_services', 'gauge', "Supervised services of the tenant's connected hosts by state, as their agents last reported them.", [...byState].sort(([a], [b]) => a.localeCompare(b)).map(([state, n]) => ({ labels: { tenant, state }, value: n })));
+      family(
+        'berth_service_restarts_total',
+        'counter',
+        "Restarts of each supervised service (crashes and failed readiness alike), as its host's agent last reported them; the agent keeps the count across its own restarts, and the series ends with the host.",
+        reported.map((s) => ({ labels: { tenant, host: s.hostId, service: s.service }, value: s.restarts })),
+      );
+    }
 
     // Environments.
     const envStates = new Map<string, { pool: string; state: string; n: number }>();

@@ -330,7 +330,7 @@ export class BerthServer {
       const envs = await environments.recover();
       if (envs.routed.length + envs.cleaned.length > 0) log(`recovered after restart: ${envs.routed.length} environment route(s) restored, ${envs.cleaned.length} unfinished environment(s) cleaned up`);
 
-      const metrics = new MetricsCollector({ db: store.db, routerRequests });
+      const metrics = new MetricsCollector({ db: store.db, routerRequests, services });
       const app = await buildApp({
         hosts: hostsService,
         commands,

@@ -145,6 +145,16 @@ export class ServicesService {
     if (row.services.length > 0) this.push(row.id, desiredOf(row));
   }
 
+  /** Every service the tenant's connected agents last reported, with its state and restart count (for the metrics). */
+  reportedServices(tenantId: string): Array<{ hostId: string; service: string; state: string; restarts: number }> {
+    const out: Array<{ hostId: string; service: string; state: string; restarts: number }> = [];
+    for (const [hostId, { statuses }] of this.reported) {
+      if (this.deps.agents.session?.(hostId)?.tenantId !== tenantId) continue;
+      for (const s of statuses) out.push({ hostId, service: s.name, state: s.state, restarts: s.restarts });
+    }
+    return out.sort((a, b) => a.hostId.localeCompare(b.hostId) || a.service.localeCompare(b.service));
+  }
+
   onHostGone(hostId: string): void {
     this.reported.delete(hostId);
     this.stackNotes.delete(hostId);

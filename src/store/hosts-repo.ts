@@ -133,6 +133,7 @@ export class HostsRepo {
       with prev as (select id, slot, slot_since from hosts where id = ${id} and slot in (${sql.join([...from])}) for update)
       update hosts set
         slot = ${to}, slot_since = now(), updated_at = now()
+        ${to === 'ready' ? sql`, pool_ready_at = coalesce(hosts.pool_ready_at, now())` : sql``}
         ${fields.group !== undefined ? sql`, group_name = ${fields.group}` : sql``}
         ${fields.generation !== undefined ? sql`, generation = ${fields.generation}` : sql``}
         ${fields.image !== undefined ? sql`, image = ${fields.image}` : sql``}

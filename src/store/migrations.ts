@@ -214,6 +214,17 @@ const ENVIRONMENTS = [
   `create index environments_expiry on environments (expires_at) where expires_at is not null`,
 ];
 
+/**
+ * Readiness history for the metrics: when a pool host first became ready in its pool, and indexes
+ * so a scrape reads only hosts that became ready since the last one (terminated hosts stay in the
+ * table for good).
+ */
+const READINESS = [
+  `alter table hosts add column pool_ready_at timestamptz`,
+  `create index hosts_ready_at on hosts (tenant_id, ready_at) where ready_at is not null`,
+  `create index hosts_pool_ready_at on hosts (tenant_id, pool_ready_at) where pool_ready_at is not null`,
+];
+
 /** A migration that runs its statements in order (the migrator runs migrations in a transaction). */
 function statements(list: readonly string[]): Migration {
   return {
@@ -231,6 +242,7 @@ const migrations: Record<string, Migration> = {
   '0005_stacks': statements(STACKS),
   '0006_config_hash_keys': statements(CONFIG_HASH_KEYS),
   '0007_environments': statements(ENVIRONMENTS),
+  '0008_readiness': statements(READINESS),
 };
 
 export const migrationProvider: MigrationProvider = {

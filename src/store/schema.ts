@@ -48,6 +48,8 @@ export interface HostsTable {
   generation: number | null;
   slot: string | null;
   slot_since: MaybeTimestamp;
+  /** When the pool host first became ready in its pool (launch, warm-up and health check done): its refill time ends here. */
+  pool_ready_at: MaybeTimestamp;
   group_name: string | null;
   claim_id: string | null;
   image_id: string | null;

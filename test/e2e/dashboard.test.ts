@@ -200,6 +200,10 @@ describe('dashboard in Chromium', () => {
     expect(Math.abs((shown['idleHostSeconds'] ?? 0) - show.status.idleHostSeconds)).toBeLessThanOrEqual(idleSlack);
     expect(Math.abs((shown['idleHostSeconds'] ?? 0) - (metric('berth_pool_idle_host_seconds_total', '') ?? 0))).toBeLessThanOrEqual(idleSlack);
 
+    const refillCount = metric('berth_pool_refill_seconds_count', '') ?? 0;
+    expect(refillCount).toBeGreaterThanOrEqual(4); // 2 to fill, 2 to replace the claimed ones
+    expect(shown['refillMeanMs']).toBeCloseTo(((metric('berth_pool_refill_seconds_sum', '') ?? 0) / refillCount) * 1000, 0);
+    expect(totals['serviceRestarts']).toBe([...m].filter(([k]) => k.startsWith('berth_service_restarts_total{')).reduce((n, [, v]) => n + v, 0));
     expect(totals['hosts']).toBe(hosts.length);
     expect(hostRows.sort()).toEqual(hosts.map((h) => h.id).sort());
     expect(totals['environments']).toBe(envs.length);

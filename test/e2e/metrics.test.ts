@@ -42,7 +42,42 @@ describe('/metrics', () => {
     expect(m.get(`berth_pool_size{${tenant},pool="met"}`)).toBe(2);
     expect(m.get(`berth_claims_total{${tenant},pool="met",outcome="hit"}`)).toBe(pool.status.hits);
 
+    // Every pool host the store has (the 3 launched) counted once in both readiness histograms, and a
+    // refill (boot, warm-up, health check) takes at least as long as the agent's start within it.
+    const hosts = (await srv.api.get<{ hosts: { id: string }[] }>('/v1/pools/met/hosts')).body.hosts;
+    expect(hosts.length).toBe(3);
+    expect(m.get(`berth_host_ready_seconds_count{${tenant},pool="met"}`)).toBe(3);
+    expect(m.get(`berth_pool_refill_seconds_count{${tenant},pool="met"}`)).toBe(3);
+    expect(m.get(`berth_host_ready_seconds_bucket{${tenant},pool="met",le="+Inf"}`)).toBe(3);
+    const hostSum = m.get(`berth_host_ready_seconds_sum{${tenant},pool="met"}`) ?? 0;
+    expect(hostSum).toBeGreaterThan(0);
+    expect(m.get(`berth_pool_refill_seconds_sum{${tenant},pool="met"}`)).toBeGreaterThanOrEqual(hostSum);
+
     expect((await scrape(null)).status).toBe(401);
     expect((await scrape('not-the-token')).status).toBe(401);
   }, 120_000);
+
+  it('counts a crashing service\'s restarts as its agent reports them, and services by state', async () => {
+    const host = (await srv.api.post<{ id: string }>('/v1/hosts', {})).body;
+    const set = await srv.api.put(`/v1/hosts/${host.id}/services`, {
+      services: [
+        { name: 'flaky', cmd: 'sleep 0.2; exit 1', restart: { policy: 'always', initialDelayMs: 50 } },
+        { name: 'steady', cmd: 'exec sleep 1000', restart: { policy: 'always' } },
+      ],
+    });
+    expect(set.status, JSON.stringify(set.body)).toBe(200);
+    type Services = { services: { name: string; status: { state: string; restarts: number } | null }[] };
+    const flakyRestarts = async () => (await srv.api.get<Services>(`/v1/hosts/${host.id}/services`)).body.services.find((s) => s.name === 'flaky')?.status?.restarts ?? 0;
+    await waitFor('two restarts of flaky', async () => ((await flakyRestarts()) >= 2 ? true : undefined), { timeoutMs: 30_000 });
+    // The same report read both ways: restarts only grow, so the scrape sees at least what the API saw before it.
+    const before = await flakyRestarts();
+    const m = samples((await scrape(srv.server.token)).text);
+    const after = await flakyRestarts();
+    const scraped = m.get(`berth_service_restarts_total{tenant="default",host="${host.id}",service="flaky"}`) ?? -1;
+    expect(scraped).toBeGreaterThanOrEqual(before);
+    expect(scraped).toBeLessThanOrEqual(after);
+    expect(m.get(`berth_service_restarts_total{tenant="default",host="${host.id}",service="steady"}`)).toBe(0);
+    const states = [...m].filter(([k]) => k.startsWith('berth_services{')).reduce((n, [, v]) => n + v, 0);
+    expect(states).toBe(2);
+  }, 60_000);
 });

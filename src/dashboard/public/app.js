@@ -64,6 +64,7 @@ function renderTotals(s) {
       stat('claims failed', 'claims.failed', t.claims.failed),
       stat('hit rate', 'hitRate', claims === 0 ? null : t.claims.hit / claims, claims === 0 ? '–' : `${((100 * t.claims.hit) / claims).toFixed(1)} %`),
       stat('router requests', 'routerRequests', t.routerRequests),
+      stat('service restarts', 'serviceRestarts', t.serviceRestarts),
     ].join(''),
   );
 }
@@ -108,6 +109,7 @@ function poolCard(p, price) {
     `<dt>claims</dt><dd>${num(p.hits, undefined, 'hits')} warm · ${num(p.misses, undefined, 'misses')} cold · ${num(p.failed, undefined, 'failed')} failed · ${num(p.rollbacks, undefined, 'rollbacks')} rolled back</dd>` +
     row('hit rate', 'hitRate', p.hitRate, p.hitRate === null ? '–' : `${(100 * p.hitRate).toFixed(1)} %`) +
     row('idle cost', 'idleHostSeconds', p.idleHostSeconds, `${(p.idleHostSeconds / 3600).toFixed(2)} host-h${cost}`) +
+    row('refill', 'refillMeanMs', p.refillMeanMs, p.refillMeanMs === null ? 'none yet' : `${fmtMs(p.refillMeanMs)} mean of ${p.refills}`) +
     row('cold claim', 'coldClaimSeconds', p.coldClaimSeconds, p.coldClaimSeconds === null ? 'no miss yet' : fmtMs(p.coldClaimSeconds * 1000)) +
     row('time saved', 'secondsSaved', p.secondsSaved, p.secondsSaved === null ? '–' : fmtDuration(p.secondsSaved)) +
     `</dl>` +

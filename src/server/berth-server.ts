@@ -11,7 +11,7 @@ import type { PoolSpec } from '../store/pools-repo.js';
 import { hashSecret } from '../core/ids.js';
 import { LIVE_HOST_STATES } from '../core/host-state.js';
 import { DEFAULT_TENANT } from '../store/migrations.js';
-import type { HostDriver, HostResources } from '../drivers/types.js';
+import type { HostDriver } from '../drivers/types.js';
 import type { AwsDriver } from '../drivers/aws/aws-driver.js';
 import { AgentGateway } from '../agents/gateway.js';
 import { HostService } from '../hosts/host-service.js';
@@ -27,15 +27,8 @@ import { FleetPools } from '../pools/fleet-pools.js';
 import { ClaimsRepo } from '../store/claims-repo.js';
 import { PoolsRepo } from '../store/pools-repo.js';
 import { ImagesRepo } from '../store/images-repo.js';
-import { ArtifactCache } from '../images/artifacts.js';
-import { BakeHosts } from '../images/bake-hosts.js';
-import { BakeMounts } from '../images/bake-mounts.js';
-import { ImageBuilder } from '../images/builder.js';
-import { treeDigest } from '../images/digests.js';
-import { ImageService } from '../images/image-service.js';
-import { LayerStore, umountWith } from '../images/layer-store.js';
-import { resolveTools } from '../drivers/local/preflight.js';
-import { runCommand, type CommandRunner } from '../drivers/local/proc.js';
+import type { ImageService } from '../images/image-service.js';
+import { startImages } from '../images/start-images.js';
 import { ServicesService } from '../services/services-service.js';
 import { StackSync } from '../services/stack-sync.js';
 import { StacksRepo } from '../store/stacks-repo.js';
@@ -44,6 +37,9 @@ import { EnvironmentRouter } from '../router/router.js';
 import { EnvironmentsRepo } from '../store/environments-repo.js';
 import { SlugStore } from '../slugs/slug-store.js';
 import { DataDir } from './data-dir.js';
+import type { ServerConfig } from './server-config.js';
+
+export type { ServerConfig } from './server-config.js';
 import { MetricsCollector, RouterRequestCounts } from '../metrics/metrics.js';
 import { buildApp } from './http/app.js';
 import { EventBus } from '../events/event-bus.js';
@@ -53,50 +49,6 @@ export const VERSION = '0.1.0';
 
 function isAwsDriver(driver: HostDriver): driver is AwsDriver {
   return driver.name === 'aws' && typeof (driver as Partial<AwsDriver>).resolvedConfig === 'function';
-}
-
-export interface ServerConfig {
-  dataDir: string;
-  /** API listen address; loopback by default. */
-  host?: string;
-  /** API port; 0 picks a free one. */
-  port?: number;
-  /** Agent channel port on the driver's agent address; 0 picks a free one. */
-  agentPort?: number;
-  /** The address hosts dial for the agent channel, when not the one it listens on (0.0.0.0 on AWS). */
-  agentAdvertiseHost?: string;
-  databaseUrl?: string | undefined;
-  driver: HostDriver;
-  /** The agent bundle baked into every image (the directory hosts mount at /.berth/agent). */
-  agentDir: string;
-  /** Runs the image store's tools (mount, umount, mknod); default: spawned from this process. */
-  toolRunner?: CommandRunner;
-  defaultImage?: string;
-  defaultResources?: HostResources;
-  /** Log to stdout (pino JSON); false in tests. */
-  logger?: boolean | { level: string };
-  log?: (line: string) => void;
-  /** Start-up steps as they begin, for a person watching (the first start takes seconds). */
-  progress?: (step: string) => void;
-  heartbeatIntervalMs?: number;
-  sweepIntervalMs?: number;
-  monitorIntervalMs?: number;
-  /** How often every pool is reconciled even when nothing kicked it. */
-  poolIntervalMs?: number;
-  /** Pool tuning (tests shorten the back-off). */
-  poolBackoffMs?: number;
-  /** The environments' router: port (default 7080; 0 picks a free one), address and domain. */
-  router?: { port?: number; host?: string; domain?: string; healthIntervalMs?: number };
-  /** How often expired environments are removed. */
-  envSweepIntervalMs?: number;
-  /** How often machines the store does not know are looked for and removed (and, on AWS, claiming groups left empty). */
-  orphanSweepIntervalMs?: number;
-  /** Where state changes are reported (`berth server` logs them); default: a bus of this server's own. */
-  events?: EventBus;
-  /** Comments on an idle `GET /v1/events?follow=true` stream, ms (default 15 s). */
-  eventsHeartbeatMs?: number;
-  /** What one host costs an hour, for the dashboard's idle cost (unset: host-hours only). */
-  hostHourPrice?: { amount: number; currency: string };
 }
 
 export interface PoolServices {
@@ -416,28 +368,4 @@ export class BerthServer {
     timer.unref();
     this.timers.push(timer);
   }
-}
-
-/** The local image store under `<dataDir>/images`: layers, artifact cache, bake views. */
-async function startImages(
-  config: ServerConfig,
-  dataDir: string,
-  deps: { hosts: HostService; commands: CommandService; live: LiveOutput; poolsRepo: PoolsRepo; imagesRepo: ImagesRepo; log: (line: string) => void },
-): Promise<ImageService> {
-  const dir = `${dataDir}/images`;
-  const tools = resolveTools();
-  const run = config.toolRunner ?? runCommand;
-  const layers = new LayerStore(dir, umountWith(run, tools.umount));
-  await layers.recover(deps.log);
-  let agentDigest: Promise<string> | undefined;
-  const builder = new ImageBuilder({
-    layers,
-    artifacts: new ArtifactCache(`${dir}/artifacts`),
-    mounts: new BakeMounts(`${dir}/bases`, tools, run),
-    bakeHosts: new BakeHosts({ hosts: deps.hosts, commands: deps.commands, live: deps.live, log: deps.log }),
-    agentDir: config.agentDir,
-    agentDigest: () => (agentDigest ??= treeDigest(config.agentDir)),
-    run,
-  });
-  return new ImageService({ images: deps.imagesRepo, pools: deps.poolsRepo, layers, builder, hosts: deps.hosts, log: deps.log });
 }

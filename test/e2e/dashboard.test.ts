@@ -156,6 +156,33 @@ describe('dashboard in Chromium', () => {
     await page.close();
   });
 
+  it('keeps a table of 1,000 hosts light: the rows in view drawn, every host reached by scrolling or the filter', async () => {
+    const page = await open();
+    // The server's own snapshot, with 1,000 hosts in it, fed to the page as its stream.
+    const real = JSON.parse(await page.evaluate(async () => (await fetch('/v1/dashboard')).text())) as DashboardSnapshot;
+    const template = real.hosts[0];
+    if (!template) throw new Error('no host to copy');
+    const many = { ...real, hosts: Array.from({ length: 1000 }, (_, i) => ({ ...template, id: `h-many${String(i).padStart(4, '0')}` })) };
+    await page.route('**/v1/dashboard/stream', (route) =>
+      route.fulfill({ status: 200, headers: { 'content-type': 'text/event-stream' }, body: `retry: 60000\n\nevent: snapshot\ndata: ${JSON.stringify(many)}\n\n` }),
+    );
+    await page.reload();
+    await page.waitForFunction(() => document.querySelector('#host-table table')?.getAttribute('data-rows') === '1000');
+    const drawn = await attributes(page, '#host-table tr[data-host]', 'data-host');
+    expect(drawn[0]).toBe('h-many0000');
+    expect(drawn.length).toBeLessThan(60);
+    await expect(page.textContent('#hosts-count')).resolves.toBe('1000');
+    // Scrolled to the end: the last host is drawn.
+    await page.locator('#host-table').hover();
+    await page.mouse.wheel(0, 1_000_000);
+    await page.waitForSelector('tr[data-host="h-many0999"]');
+    // The filter finds one among them all.
+    await page.fill('#host-filter', 'h-many0500');
+    await expect(attributes(page, '#host-table tr[data-host]', 'data-host')).resolves.toEqual(['h-many0500']);
+    await expect(page.textContent('#hosts-count')).resolves.toBe('1 of 1000');
+    await page.close();
+  });
+
   it('shows the same numbers as /metrics and the CLI --json at the same moment', async () => {
     const page = await open();
     const claimed = await berth(['claim', 'dash', '--group', 'ops', '--json'], env);

@@ -183,18 +183,44 @@ function renderEnvironments(s) {
   put($('env-table'), `<table><thead><tr><th>name</th><th>state</th><th>URL</th><th>pool</th><th>stack</th><th>user</th><th class="num">hosts</th><th>create → ready</th><th>settings</th></tr></thead><tbody>${rows}</tbody></table>`);
 }
 
+// The hosts table draws only the rows in and near its scroll window (rows have one fixed height),
+// with spacers for the rest: a thousand hosts cost the page what forty do. `data-rows` on the table
+// says how many hosts it holds; scrolling draws the others.
+const HOST_ROW_PX = 30;
+const HOST_OVERSCAN = 10;
+let hostList = [];
+
+function hostRow(h) {
+  // One element per cell: the state and the agent's dot are styled on the cell.
+  return (
+    `<tr data-host="${esc(h.id)}"><td class="mono">${esc(h.id)}</td><td class="st state-${esc(h.state)}" title="${esc(h.stateReason)}">${esc(h.state)}</td><td>${esc(h.pool ?? '')}</td><td>${esc(h.group ?? '')}</td>` +
+    `<td>${esc(h.image)}</td><td>${esc(h.ip ?? '')}</td><td class="agent${h.agentConnected ? ' on' : ''}">${h.agentConnected ? 'connected' : 'away'} · ${esc(fmtTime(h.agentLastSeen))}</td></tr>`
+  );
+}
+
+function drawHostWindow() {
+  const box = $('host-table');
+  // Its height is set here, not measured: the rows of the list and the header, at most 32rem. (A
+  // measure would make the browser lay out the whole page in the middle of drawing it.)
+  const height = Math.min(32 * 16, (hostList.length + 1) * HOST_ROW_PX + 2);
+  box.style.height = `${height}px`;
+  // Where the list ends now, if it got shorter than the scroll position (a filter).
+  const top = Math.min(box.scrollTop, Math.max(0, (hostList.length + 1) * HOST_ROW_PX - height));
+  const first = Math.max(0, Math.floor(top / HOST_ROW_PX) - HOST_OVERSCAN);
+  const last = Math.min(hostList.length, Math.ceil((top + height) / HOST_ROW_PX) + HOST_OVERSCAN);
+  const spacer = (rows) => (rows > 0 ? `<tr class="spacer" style="height:${rows * HOST_ROW_PX}px"><td colspan="7"></td></tr>` : '');
+  put(
+    box,
+    `<table data-rows="${hostList.length}"><thead><tr><th>host</th><th>state</th><th>pool</th><th>group</th><th>image</th><th>ip</th><th>agent, last seen</th></tr></thead>` +
+      `<tbody>${spacer(first)}${hostList.slice(first, last).map(hostRow).join('')}${spacer(hostList.length - last)}</tbody></table>`,
+  );
+}
+
 function renderHosts(s) {
   const filter = $('host-filter').value.trim().toLowerCase();
-  const hosts = filter ? s.hosts.filter((h) => [h.id, h.state, h.pool, h.group, h.image, h.ip].some((v) => v && v.toLowerCase().includes(filter))) : s.hosts;
-  $('hosts-count').textContent = filter ? `${hosts.length} of ${s.hosts.length}` : `${s.hosts.length}`;
-  const rows = hosts
-    .map(
-      (h) =>
-        `<tr data-host="${esc(h.id)}"><td><code>${esc(h.id)}</code></td><td title="${esc(h.stateReason)}">${state(h.state)}</td><td>${esc(h.pool ?? '')}</td><td>${esc(h.group ?? '')}</td>` +
-        `<td>${esc(h.image)}</td><td>${esc(h.ip ?? '')}</td><td><span class="dot${h.agentConnected ? ' on' : ''}"></span>${h.agentConnected ? 'connected' : 'away'} <small class="muted">${esc(fmtTime(h.agentLastSeen))}</small></td></tr>`,
-    )
-    .join('');
-  put($('host-table'), `<table><thead><tr><th>host</th><th>state</th><th>pool</th><th>group</th><th>image</th><th>ip</th><th>agent, last seen</th></tr></thead><tbody>${rows}</tbody></table>`);
+  hostList = filter ? s.hosts.filter((h) => [h.id, h.state, h.pool, h.group, h.image, h.ip].some((v) => v && v.toLowerCase().includes(filter))) : s.hosts;
+  $('hosts-count').textContent = filter ? `${hostList.length} of ${s.hosts.length}` : `${s.hosts.length}`;
+  drawHostWindow();
 }
 
 function renderCommands(s) {
@@ -265,11 +291,12 @@ function renderActivity() {
 
 function render() {
   if (!latest) return;
+  // The hosts first: their window reads the scroll position, cheap only before anything else changed.
+  renderHosts(latest);
   renderTotals(latest);
   renderPools(latest);
   renderLatency(latest);
   renderEnvironments(latest);
-  renderHosts(latest);
   renderCommands(latest);
   $('updated').textContent = `updated ${fmtTime(latest.at)}`;
   document.body.dataset.snapshotAt = latest.at;
@@ -289,7 +316,11 @@ function connect() {
     const first = !latest;
     latest = JSON.parse(m.data);
     render();
-    if (first) performance.mark('berth:first-render');
+    if (first) {
+      performance.mark('berth:first-render');
+      // After the next frame's style, layout and paint.
+      requestAnimationFrame(() => setTimeout(() => performance.mark('berth:first-paint'), 0));
+    }
   });
   source.addEventListener('change', (m) => {
     activity.unshift(JSON.parse(m.data));
@@ -309,7 +340,11 @@ function connect() {
   });
 }
 
-$('host-filter').addEventListener('input', () => latest && renderHosts(latest));
+$('host-filter').addEventListener('input', () => {
+  $('host-table').scrollTop = 0;
+  if (latest) renderHosts(latest);
+});
+$('host-table').addEventListener('scroll', () => requestAnimationFrame(drawHostWindow), { passive: true });
 $('command-table').addEventListener('click', (e) => {
   const row = e.target.closest('tr[data-command]');
   if (row) void showOutput(row.dataset.command);

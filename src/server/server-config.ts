@@ -1,0 +1,48 @@
+/** What a berth server is started with: its data dir, driver, ports, store and tuning. */
+import type { CommandRunner } from '../drivers/local/proc.js';
+import type { HostDriver, HostResources } from '../drivers/types.js';
+import type { EventBus } from '../events/event-bus.js';
+
+export interface ServerConfig {
+  dataDir: string;
+  /** API listen address; loopback by default. */
+  host?: string;
+  /** API port; 0 picks a free one. */
+  port?: number;
+  /** Agent channel port on the driver's agent address; 0 picks a free one. */
+  agentPort?: number;
+  /** The address hosts dial for the agent channel, when not the one it listens on (0.0.0.0 on AWS). */
+  agentAdvertiseHost?: string;
+  databaseUrl?: string | undefined;
+  driver: HostDriver;
+  /** The agent bundle baked into every image (the directory hosts mount at /.berth/agent). */
+  agentDir: string;
+  /** Runs the image store's tools (mount, umount, mknod); default: spawned from this process. */
+  toolRunner?: CommandRunner;
+  defaultImage?: string;
+  defaultResources?: HostResources;
+  /** Log to stdout (pino JSON); false in tests. */
+  logger?: boolean | { level: string };
+  log?: (line: string) => void;
+  /** Start-up steps as they begin, for a person watching (the first start takes seconds). */
+  progress?: (step: string) => void;
+  heartbeatIntervalMs?: number;
+  sweepIntervalMs?: number;
+  monitorIntervalMs?: number;
+  /** How often every pool is reconciled even when nothing kicked it. */
+  poolIntervalMs?: number;
+  /** Pool tuning (tests shorten the back-off). */
+  poolBackoffMs?: number;
+  /** The environments' router: port (default 7080; 0 picks a free one), address and domain. */
+  router?: { port?: number; host?: string; domain?: string; healthIntervalMs?: number };
+  /** How often expired environments are removed. */
+  envSweepIntervalMs?: number;
+  /** How often machines the store does not know are looked for and removed (and, on AWS, claiming groups left empty). */
+  orphanSweepIntervalMs?: number;
+  /** Where state changes are reported (`berth server` logs them); default: a bus of this server's own. */
+  events?: EventBus;
+  /** Comments on an idle `GET /v1/events?follow=true` stream, ms (default 15 s). */
+  eventsHeartbeatMs?: number;
+  /** What one host costs an hour, for the dashboard's idle cost (unset: host-hours only). */
+  hostHourPrice?: { amount: number; currency: string };
+}

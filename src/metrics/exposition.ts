@@ -39,14 +39,20 @@ export function formatExposition(families: readonly MetricFamily[]): string {
     lines.push(`# HELP ${family.name} ${family.help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}`);
     lines.push(`# TYPE ${family.name} ${family.type}`);
     for (const sample of family.samples) {
-      const labels = Object.entries(sample.labels)
-        .map(([k, v]) => `${k}="${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`)
-        .join(',');
+      // A scrape writes thousands of samples: a plain loop, and escaping only values that need it.
+      let labels = '';
+      for (const k in sample.labels) {
+        const v = sample.labels[k] ?? '';
+        labels += `${labels ? ',' : ''}${k}="${NEEDS_ESCAPE.test(v) ? v.replace(ESCAPED, (c) => (c === '\n' ? '\\n' : `\\${c}`)) : v}"`;
+      }
       lines.push(`${family.name}${sample.suffix ?? ''}${labels ? `{${labels}}` : ''} ${formatValue(sample.value)}`);
     }
   }
   return `${lines.join('\n')}\n`;
 }
+
+const NEEDS_ESCAPE = /[\\"\n]/;
+const ESCAPED = /[\\"\n]/g;
 
 function formatValue(value: number): string {
   if (Number.isNaN(value)) return 'NaN';

@@ -11,6 +11,7 @@
  * `settled`, to add up for good; the rest are counted afresh at every scrape).
  */
 import { sql, type Kysely } from 'kysely';
+import type { HistogramRow } from './histogram-history.js';
 import { LIVE_HOST_STATES } from '../core/host-state.js';
 import type { Database } from '../store/schema.js';
 
@@ -67,18 +68,6 @@ export interface ClaimStageHistogram {
   count: number;
   sumMs: number;
   /** Cumulative: how many took at most each bound (same order as the bounds given). */
-  buckets: number[];
-}
-
-/** A histogram of how long the tenant's hosts took to become ready, by pool ('' for hosts of no pool). */
-export interface ReadinessHistogram {
-  /** `host`: launch until the agent was ready; `pool`: launch until ready in the pool (warm-up and health check done): a refill. */
-  kind: 'host' | 'pool';
-  pool: string;
-  settled: boolean;
-  count: number;
-  sumMs: number;
-  /** Cumulative, as ClaimStageHistogram's. */
   buckets: number[];
 }
 
@@ -227,7 +216,7 @@ export class MetricsRepo {
    * once for good when its time is before `upto`. Read through the partial indexes on
    * (tenant_id, ready_at) and (tenant_id, pool_ready_at).
    */
-  async readinessHistograms(tenantId: string, since: StoreTime | null, upto: StoreTime, boundsMs: readonly number[]): Promise<ReadinessHistogram[]> {
+  async readinessHistograms(tenantId: string, since: StoreTime | null, upto: StoreTime, boundsMs: readonly number[]): Promise<HistogramRow[]> {
     const buckets = boundsMs.length > 0 ? sql`array[${sql.join(boundsMs.map((b) => sql`count(*) filter (where ms <= ${b}::float8)`))}]::int[]` : sql`'{}'::int[]`;
     const after = (column: string) => (since === null ? sql`${sql.ref(column)} is not null` : sql`${sql.ref(column)} >= ${since}::timestamptz`);
     const result = await sql<{ kind: 'host' | 'pool'; pool: string; settled: boolean; n: number; sum_ms: number; buckets: number[] }>`
@@ -242,11 +231,31 @@ export class MetricsRepo {
       from samples
       group by 1, 2, 3
       order by 1, 2, 3`.execute(this.db);
-    return result.rows.map((r) => ({ kind: r.kind, pool: r.pool, settled: r.settled, count: Number(r.n), sumMs: Number(r.sum_ms), buckets: r.buckets.map(Number) }));
+    return result.rows.map((r) => ({ labels: { kind: r.kind, pool: r.pool }, settled: r.settled, count: Number(r.n), sumMs: Number(r.sum_ms), buckets: r.buckets.map(Number) }));
   }
 
-  /** `settleMs` ago (a host's ready time commits within it), never before `since`. */
-  async readinessHorizon(since: StoreTime | null, settleMs: number): Promise<StoreTime> {
+  /**
+   * Environments' creates and deploys finished since `since`, by pool, operation and stage (`total`
+   * is the timings' totalMs), bucketed in the store. Read through (tenant_id, finished_at).
+   */
+  async environmentTimingHistograms(tenantId: string, since: StoreTime | null, upto: StoreTime, boundsMs: readonly number[]): Promise<HistogramRow[]> {
+    const buckets = boundsMs.length > 0 ? sql`array[${sql.join(boundsMs.map((b) => sql`count(*) filter (where ms <= ${b}::float8)`))}]::int[]` : sql`'{}'::int[]`;
+    const result = await sql<{ pool: string; operation: string; stage: string; settled: boolean; n: number; sum_ms: number; buckets: number[] }>`
+      with samples as (
+        select e.pool, e.operation, left(t.key, -2) as stage, (t.value)::float8 as ms, e.finished_at as at
+        from environment_timings e cross join lateral jsonb_each(e.timings) as t(key, value)
+        where e.tenant_id = ${tenantId} and ${since === null ? sql`true` : sql`e.finished_at >= ${since}::timestamptz`}
+          and t.key like '%Ms' and jsonb_typeof(t.value) = 'number'
+      )
+      select pool, operation, stage, at < ${upto}::timestamptz as settled, count(*)::int as n, coalesce(sum(ms), 0)::float8 as sum_ms, ${buckets} as buckets
+      from samples
+      group by 1, 2, 3, 4
+      order by 1, 2, 3, 4`.execute(this.db);
+    return result.rows.map((r) => ({ labels: { pool: r.pool, operation: r.operation, stage: r.stage }, settled: r.settled, count: Number(r.n), sumMs: Number(r.sum_ms), buckets: r.buckets.map(Number) }));
+  }
+
+  /** `settleMs` ago (a row's time commits within it), never before `since`. */
+  async settleHorizon(since: StoreTime | null, settleMs: number): Promise<StoreTime> {
     const result = await sql<{ upto: string }>`select greatest(now() - ${settleMs}::float8 * interval '1 millisecond', ${since}::timestamptz)::text as upto`.execute(this.db);
     return horizon(result.rows[0]?.upto);
   }

@@ -18,7 +18,7 @@ import { LATENCY_BUCKETS_MS } from '../store/claims-repo.js';
 import type { Database } from '../store/schema.js';
 import { OPEN_STATUSES } from '../core/command-status.js';
 import { formatExposition, histogramSamples, type MetricFamily, type MetricType, type RouterRequestCounts, type Sample } from './exposition.js';
-import { ReadinessHistory } from './readiness.js';
+import { TenantHistograms } from './readiness.js';
 import { MetricsRepo, type ClaimCounts, type ClaimStageHistogram, type PoolHostGroup, type StoreTime } from './metrics-repo.js';
 
 /**
@@ -133,7 +133,7 @@ interface TenantHistory {
   claims: ClaimTally;
   invocationsSince: StoreTime | null;
   invocations: Map<string, number>;
-  readiness: ReadinessHistory;
+  histograms: TenantHistograms;
   /** Scrapes of one tenant run one at a time: two must not add the same rows up. */
   queue: Promise<unknown>;
 }
@@ -170,7 +170,7 @@ export class MetricsCollector {
   async collect(tenantId: string): Promise<MetricFamily[]> {
     let history = this.history.get(tenantId);
     if (!history) {
-      history = { claimsSince: null, claims: new Map(), invocationsSince: null, invocations: new Map(), readiness: new ReadinessHistory(), queue: Promise.resolve() };
+      history = { claimsSince: null, claims: new Map(), invocationsSince: null, invocations: new Map(), histograms: new TenantHistograms(this.repo, tenantId, this.deps.settleMs ?? 60_000), queue: Promise.resolve() };
       this.history.set(tenantId, history);
     }
     const h = history;
@@ -191,7 +191,7 @@ export class MetricsCollector {
     const histograms = await this.repo.claimHistograms(tenantId, history.claimsSince, claimsUpto, CLAIM_BUCKETS_MS);
     const invocationsUpto = await this.repo.invocationsHorizon(tenantId, history.invocationsSince, settleMs);
     const invocationCounts = await this.repo.invocationCounts(tenantId, history.invocationsSince, invocationsUpto);
-    const readiness = await history.readiness.collect(this.repo, tenantId, settleMs);
+    const histories = await history.histograms.collect(tenantId);
     const storeSeconds = (performance.now() - t0) / 1000;
 
     // Rows before the horizons are final: add them up for good, and read from there next time.
@@ -279,8 +279,8 @@ export class MetricsCollector {
       cold.map(({ labels, coldMs, c }) => ({ labels, value: (coldMs * c.hits - c.hitTotalMs) / 1000 })),
     );
 
-    // Hosts: launch to ready, and pools' refills.
-    families.push(...readiness);
+    // Hosts' launch to ready, pools' refills, environments' creates and deploys by stage.
+    families.push(...histories);
 
     // Supervised services, as their agents last reported them.
     if (this.deps.services) {

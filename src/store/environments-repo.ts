@@ -85,7 +85,7 @@ export class EnvironmentsRepo {
     fields: { reason?: string; route?: EnvironmentRow['route']; timings?: Record<string, number>; ref?: string | null; hosts?: EnvHostRecord[] } = {},
   ): Promise<EnvironmentRow | undefined> {
     for (const state of from) assertEnvTransition(name, state, to);
-    const row = await this.db
+    const update = this.db
       .updateTable('environments')
       .set({
         state: to,
@@ -99,8 +99,23 @@ export class EnvironmentsRepo {
       .where('tenant_id', '=', tenantId)
       .where('name', '=', name)
       .where('state', 'in', [...from])
-      .returningAll()
-      .executeTakeFirst();
+      .returningAll();
+    // A create or deploy that finished is also kept in its history, in the same statement.
+    const finished = to === 'ready' && fields.timings !== undefined ? fields.timings : undefined;
+    const operation = fields.route?.generation === 1 ? 'create' : 'deploy';
+    const row = finished
+      ? await this.db
+          .with('updated', () => update)
+          .with('logged', (db) =>
+            db
+              .insertInto('environment_timings')
+              .columns(['tenant_id', 'environment', 'pool', 'operation', 'timings'])
+              .expression((eb) => eb.selectFrom('updated').select((s) => ['tenant_id', 'name', 'pool', s.val(operation).as('operation'), 'timings'])),
+          )
+          .selectFrom('updated')
+          .selectAll()
+          .executeTakeFirst()
+      : await update.executeTakeFirst();
     if (row) this.events.emit(environmentEvent(row, from, fields.reason));
     return row;
   }

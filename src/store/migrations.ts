@@ -225,6 +225,20 @@ const READINESS = [
   `create index hosts_pool_ready_at on hosts (tenant_id, pool_ready_at) where pool_ready_at is not null`,
 ];
 
+/** Every finished create and deploy of an environment with its stage timings, for the metrics' histograms. */
+const ENVIRONMENT_TIMINGS = [
+  `create table environment_timings (
+    id bigint generated always as identity primary key,
+    tenant_id text not null references tenants(id),
+    environment text not null,
+    pool text not null,
+    operation text not null,
+    timings jsonb not null,
+    finished_at timestamptz not null default now()
+  )`,
+  `create index environment_timings_finished on environment_timings (tenant_id, finished_at)`,
+];
+
 /** A migration that runs its statements in order (the migrator runs migrations in a transaction). */
 function statements(list: readonly string[]): Migration {
   return {
@@ -243,6 +257,7 @@ const migrations: Record<string, Migration> = {
   '0006_config_hash_keys': statements(CONFIG_HASH_KEYS),
   '0007_environments': statements(ENVIRONMENTS),
   '0008_readiness': statements(READINESS),
+  '0009_environment_timings': statements(ENVIRONMENT_TIMINGS),
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -157,6 +157,17 @@ export interface StacksTable {
   updated_at: CreatedAt;
 }
 
+/** One finished create or deploy of an environment and its stage timings: the metrics' history (environments keep only their latest). */
+export interface EnvironmentTimingsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  environment: string;
+  pool: string;
+  operation: string;
+  timings: ColumnType<Record<string, number>, string, string>;
+  finished_at: CreatedAt;
+}
+
 export interface EnvironmentsTable {
   tenant_id: string;
   name: string;
@@ -233,6 +244,7 @@ export interface Database {
   images: ImagesTable;
   stacks: StacksTable;
   environments: EnvironmentsTable;
+  environment_timings: EnvironmentTimingsTable;
 }
 
 export type HostRow = Selectable<HostsTable>;

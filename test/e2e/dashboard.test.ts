@@ -231,6 +231,12 @@ describe('dashboard in Chromium', () => {
     expect(refillCount).toBeGreaterThanOrEqual(4); // 2 to fill, 2 to replace the claimed ones
     expect(shown['refillMeanMs']).toBeCloseTo(((metric('berth_pool_refill_seconds_sum', '') ?? 0) / refillCount) * 1000, 0);
     expect(totals['serviceRestarts']).toBe([...m].filter(([k]) => k.startsWith('berth_service_restarts_total{')).reduce((n, [, v]) => n + v, 0));
+    // The environment's create is in the history of creates, by stage, as `env ls` shows its timings.
+    const site = envs.find((e) => e.name === 'site');
+    const envSeries = (stage: string, suffix: string) => m.get(`berth_environment_ready_seconds${suffix}{tenant="default",pool="dash",operation="create",stage="${stage}"}`);
+    expect(envSeries('total', '_count')).toBe(1);
+    expect(envSeries('total', '_sum')).toBeCloseTo((site?.timings['totalMs'] ?? 0) / 1000, 6);
+    expect(envSeries('claim', '_sum')).toBeCloseTo((site?.timings['claimMs'] ?? 0) / 1000, 6);
     expect(totals['hosts']).toBe(hosts.length);
     expect(hostRows.sort()).toEqual(hosts.map((h) => h.id).sort());
     expect(totals['environments']).toBe(envs.length);

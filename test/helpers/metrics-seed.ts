@@ -116,6 +116,17 @@ export async function seedLarge(store: Store, claimCount: number, invocationCoun
     timings: JSON.stringify(i % 20 === 0 ? {} : { claimMs: 20 + i, initMs: 3, servicesMs: 300 + i, readyMs: 290, routeMs: 0.4, totalMs: 330 + i }),
   }));
   await store.db.insertInto('environments').values(envRows).execute();
+  // Their history: a create or deploy for every tenth claim, over the month.
+  const runCount = Math.ceil(claimCount / 10);
+  const runRows = Array.from({ length: runCount }, (_, r) => ({
+    tenant_id: T,
+    environment: `env${r % 200}`,
+    pool: `pool${r % 10}`,
+    operation: r % 3 === 0 ? 'deploy' : 'create',
+    timings: JSON.stringify({ claimMs: 20 + (r % 40), initMs: 3, servicesMs: 300 + (r % 300), readyMs: 290, routeMs: 0.4, totalMs: 330 + (r % 400) }),
+    finished_at: new Date(now - month + (r * month) / runCount),
+  }));
+  for (let i = 0; i < runRows.length; i += 500) await store.db.insertInto('environment_timings').values(runRows.slice(i, i + 500)).execute();
 
   // Commands of 10 invocations each; the newest still running.
   const commandCount = Math.ceil(invocationCount / 10);

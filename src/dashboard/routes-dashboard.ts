@@ -8,6 +8,7 @@
 import { readFileSync } from 'node:fs';
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { openEventStream, streamsOf } from '../server/http/event-stream.js';
 import { errorBody } from '../server/http/schemas.js';
 import type { DashboardFeed } from './dashboard-feed.js';
 
@@ -39,9 +40,8 @@ export function dashboardRoutes(feed: DashboardFeed, opts: { heartbeatMs?: numbe
   const page = readPublic('index.html');
   const assets = new Map(Object.entries(ASSETS).map(([name, type]) => [name, { type, body: readPublic(name) }]));
   return (app, _opts, done) => {
-    const open = new Set<() => void>();
-    app.addHook('preClose', (hookDone) => {
-      for (const end of [...open]) end();
+    const open = streamsOf(app);
+    app.addHook('onClose', (_instance, hookDone) => {
       feed.close();
       hookDone();
     });
@@ -75,33 +75,20 @@ export function dashboardRoutes(feed: DashboardFeed, opts: { heartbeatMs?: numbe
       },
       (request, reply) => {
         reply.hijack();
-        const res = reply.raw;
-        let ended = false;
-        const write = (text: string, skippable: boolean) => {
-          if (ended || (skippable && res.writableLength > MAX_UNSENT_BYTES)) return;
-          res.write(text);
+        const stream = openEventStream(reply.raw, { heartbeatMs: opts.heartbeatMs ?? HEARTBEAT_MS, open });
+        // A viewer that falls behind skips snapshots and changes: the next snapshot supersedes them.
+        const send = (text: string) => {
+          if (stream.unsent <= MAX_UNSENT_BYTES) stream.write(text);
         };
-        res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache, no-transform', 'x-accel-buffering': 'no' });
-        write('retry: 2000\n\n', false);
         // Nothing awaits between the replay and the subscription: no event falls in between.
-        for (const e of feed.recentEvents(request.tenantId, RECENT_EVENTS)) write(`event: change\ndata: ${JSON.stringify(e)}\n\n`, false);
-        const unwatch = feed.watch(request.tenantId, {
-          snapshot: (s) => write(`event: snapshot\ndata: ${JSON.stringify(s)}\n\n`, true),
-          event: (e) => write(`event: change\ndata: ${JSON.stringify(e)}\n\n`, true),
-          failed: (err) => write(`event: failure\ndata: ${JSON.stringify({ message: err instanceof Error ? err.message : String(err) })}\n\n`, true),
-        });
-        const heartbeat = setInterval(() => write(': heartbeat\n\n', false), opts.heartbeatMs ?? HEARTBEAT_MS);
-        heartbeat.unref();
-        const end = () => {
-          if (ended) return;
-          ended = true;
-          clearInterval(heartbeat);
-          unwatch();
-          open.delete(end);
-          res.end();
-        };
-        open.add(end);
-        res.on('close', end);
+        for (const e of feed.recentEvents(request.tenantId, RECENT_EVENTS)) stream.write(`event: change\ndata: ${JSON.stringify(e)}\n\n`);
+        stream.onEnd(
+          feed.watch(request.tenantId, {
+            snapshot: (s) => send(`event: snapshot\ndata: ${JSON.stringify(s)}\n\n`),
+            event: (e) => send(`event: change\ndata: ${JSON.stringify(e)}\n\n`),
+            failed: (err) => send(`event: failure\ndata: ${JSON.stringify({ message: err instanceof Error ? err.message : String(err) })}\n\n`),
+          }),
+        );
       },
     );
     done();

@@ -26,29 +26,12 @@ export interface DashboardSources {
   commandLimit?: number;
 }
 
-export interface PoolPanel {
-  name: string;
-  image: string;
-  generation: number;
-  size: number;
-  maxSize: number;
-  ready: number;
-  warming: number;
-  claiming: number;
-  claimed: number;
-  quarantined: number;
-  retiring: number;
-  stale: number;
-  full: boolean;
-  rolling: boolean;
-  notFullReason: string;
-  hits: number;
-  misses: number;
+/** A pool as `berth pool show --json` gives it (without the claim history the metrics give), and what the dashboard adds. */
+export interface PoolPanel extends Pick<PoolStatusView, 'name' | 'image' | 'generation' | 'size' | 'maxSize'>, Omit<PoolStatusView['status'], 'claimLatency' | 'lastClaimAt'> {
   failed: number;
   rollbacks: number;
   /** hits / (hits + misses); null before the first claim. */
   hitRate: number | null;
-  idleHostSeconds: number;
   /** Idle host-seconds priced at hostHourPrice; null without a price. */
   idleCost: number | null;
   coldClaimSeconds: number | null;
@@ -56,8 +39,6 @@ export interface PoolPanel {
   /** Refills: hosts launched for the pool and how long, on average, until ready in it (boot, warm-up, health check). */
   refills: number;
   refillMeanMs: number | null;
-  consecutiveFailures: number;
-  lastFailure: { reason: string; at: string } | null;
   levels: LevelSample[];
 }
 
@@ -159,37 +140,24 @@ export async function buildSnapshot(src: DashboardSources, tenantId: string): Pr
   const price = src.hostHourPrice ?? null;
 
   const poolPanels: PoolPanel[] = pools.map((p) => {
-    const s = p.status;
-    const claims = s.hits + s.misses;
+    const { claimLatency: _latency, lastClaimAt: _last, ...status } = p.status;
+    const claims = status.hits + status.misses;
+    const refills = refillCount.get(p.name) ?? 0;
     return {
       name: p.name,
       image: p.image,
       generation: p.generation,
       size: p.size,
       maxSize: p.maxSize,
-      ready: s.ready,
-      warming: s.warming,
-      claiming: s.claiming,
-      claimed: s.claimed,
-      quarantined: s.quarantined,
-      retiring: s.retiring,
-      stale: s.stale,
-      full: s.full,
-      rolling: s.rolling,
-      notFullReason: s.notFullReason,
-      hits: s.hits,
-      misses: s.misses,
+      ...status,
       failed: failed.get(p.name) ?? 0,
       rollbacks: rollbacks.get(p.name) ?? 0,
-      hitRate: claims === 0 ? null : s.hits / claims,
-      idleHostSeconds: s.idleHostSeconds,
-      idleCost: price === null ? null : round2((s.idleHostSeconds / 3600) * price.amount),
+      hitRate: claims === 0 ? null : status.hits / claims,
+      idleCost: price === null ? null : round2((status.idleHostSeconds / 3600) * price.amount),
       coldClaimSeconds: cold.get(p.name) ?? null,
       secondsSaved: saved.get(p.name) ?? null,
-      refills: refillCount.get(p.name) ?? 0,
-      refillMeanMs: refillCount.get(p.name) ? Math.round(((refillSum.get(p.name) ?? 0) / (refillCount.get(p.name) ?? 1)) * 10_000) / 10 : null,
-      consecutiveFailures: s.consecutiveFailures,
-      lastFailure: s.lastFailure,
+      refills,
+      refillMeanMs: refills === 0 ? null : Math.round(((refillSum.get(p.name) ?? 0) / refills) * 10_000) / 10,
       levels: src.levels.history(tenantId, p.name),
     };
   });

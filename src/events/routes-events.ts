@@ -10,6 +10,7 @@ import type { ServerResponse } from 'node:http';
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { BerthError } from '../core/errors.js';
+import { openEventStream, streamsOf } from '../server/http/event-stream.js';
 import { errorBody } from '../server/http/schemas.js';
 import { DEFAULT_EVENT_CAPACITY, type EventBus, type EventFilter } from './event-bus.js';
 import { EVENT_KINDS, isEventKind, type BerthEvent, type EventKind } from './types.js';
@@ -48,12 +49,7 @@ const eventsQuery = z.object({
 
 export function eventRoutes(events: EventBus, opts: { heartbeatMs?: number } = {}): FastifyPluginCallbackZod {
   return (app, _opts, done) => {
-    const open = new Set<() => void>();
-    // Open streams would keep the server from closing.
-    app.addHook('preClose', (hookDone) => {
-      for (const end of [...open]) end();
-      hookDone();
-    });
+    const open = streamsOf(app);
     app.get(
       '/v1/events',
       {
@@ -91,32 +87,13 @@ function kindsOf(raw: string | string[] | undefined): EventKind[] {
 }
 
 function follow(res: ServerResponse, events: EventBus, filter: EventFilter, since: number, heartbeatMs: number, open: Set<() => void>): void {
-  let ended = false;
-  let unsubscribe = (): void => {};
-  let heartbeat: NodeJS.Timeout | undefined = undefined;
-  const end = () => {
-    if (ended) return;
-    ended = true;
-    clearInterval(heartbeat);
-    unsubscribe();
-    open.delete(end);
-    res.end();
+  const stream = openEventStream(res, { heartbeatMs, open });
+  const send = (event: BerthEvent) => {
+    stream.write(`id: ${event.seq}\ndata: ${JSON.stringify(event)}\n\n`);
+    if (stream.unsent > MAX_UNSENT_BYTES) stream.end();
   };
-  const write = (text: string) => {
-    if (ended) return;
-    res.write(text);
-    if (res.writableLength > MAX_UNSENT_BYTES) end();
-  };
-  const send = (event: BerthEvent) => write(`id: ${event.seq}\ndata: ${JSON.stringify(event)}\n\n`);
-  res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache, no-transform', 'x-accel-buffering': 'no' });
-  res.on('close', end);
-  open.add(end);
-  write('retry: 2000\n\n');
   // Nothing awaits between the replay and the subscription: no event can fall in between.
   for (const event of events.since(since, filter)) send(event);
-  if (ended) return;
-  unsubscribe = events.subscribe(send, { filter, onClose: end });
-  if (ended) return;
-  heartbeat = setInterval(() => write(': heartbeat\n\n'), heartbeatMs);
-  heartbeat.unref();
+  if (stream.ended) return;
+  stream.onEnd(events.subscribe(send, { filter, onClose: () => stream.end() }));
 }

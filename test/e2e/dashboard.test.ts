@@ -15,7 +15,7 @@ import type { DashboardSnapshot } from '../../src/dashboard/snapshot.js';
 import type { EnvironmentView } from '../../src/environments/views.js';
 import type { HostView } from '../../src/hosts/views.js';
 import type { PoolStatusView } from '../../src/pools/views.js';
-import { attributes, launchChromium, numbersIn, screenshotPath, type PageDocument } from '../helpers/browser.js';
+import { attributes, chromiumAvailable, launchChromium, numbersIn, screenshotPath, type PageDocument } from '../helpers/browser.js';
 import { samples } from '../helpers/metrics-text.js';
 import { berth, useServer, type InProcessServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
@@ -37,7 +37,7 @@ const berthYaml = `stacks:
         stopTimeout: 1s
 `;
 
-describe('dashboard in Chromium', () => {
+describe.runIf(chromiumAvailable('dashboard in Chromium'))('dashboard in Chromium', () => {
   let srv: InProcessServer;
   let env: Record<string, string>;
   let browser: Browser;

@@ -1,6 +1,8 @@
 /**
  * Real Chromium for the dashboard's tests, driven by playwright-core (which bundles no browser):
  * Debian's `chromium`, or the one BERTH_CHROMIUM names. Screenshots go to test-results/screenshots.
+ * Like the AWS tests without moto, the browser tests skip when there is no Chromium, except in CI
+ * (CI or BERTH_REQUIRE_CHROMIUM set), where a missing Chromium is an error.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -10,7 +12,10 @@ import { packageRoot } from '../../src/cli/paths.js';
 
 export function chromiumPath(): string {
   const named = process.env['BERTH_CHROMIUM'];
-  if (named) return named;
+  if (named) {
+    if (!existsSync(named)) throw new Error(`BERTH_CHROMIUM names ${named}, which does not exist`);
+    return named;
+  }
   for (const name of ['chromium', 'chromium-browser', 'google-chrome']) {
     try {
       return execFileSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).trim();
@@ -19,6 +24,20 @@ export function chromiumPath(): string {
     }
   }
   throw new Error('no Chromium found: install Debian\'s `chromium` (apt-get install chromium), or set BERTH_CHROMIUM to a Chromium binary');
+}
+
+export const chromiumRequired = Boolean(process.env['CI'] || process.env['BERTH_REQUIRE_CHROMIUM']);
+
+/** Whether the browser tests should run; says why when they do not. */
+export function chromiumAvailable(suite: string): boolean {
+  try {
+    chromiumPath();
+    return true;
+  } catch (err) {
+    if (chromiumRequired) return true; // run, and fail at launch with the reason
+    process.stderr.write(`${suite}: SKIPPED, ${(err as Error).message}; in CI these tests run.\n`);
+    return false;
+  }
 }
 
 export function launchChromium(): Promise<Browser> {

@@ -22,7 +22,7 @@ function emptySources(buildMs = 0): { counter: { builds: number }; sources: Dash
     counter,
     sources: {
       pools: { list: () => Promise.resolve([]) },
-      hosts: { list: () => Promise.resolve([]) },
+      hosts: { summaries: () => Promise.resolve([]) },
       environments: { list: () => Promise.resolve([]) },
       commands: { list: () => Promise.resolve([]) },
       metrics: {

@@ -8,14 +8,14 @@
  */
 import type { CommandView } from '../commands/views.js';
 import type { EnvironmentView } from '../environments/views.js';
-import type { HostView } from '../hosts/views.js';
+import type { HostSummary } from '../hosts/views.js';
 import type { MetricFamily } from '../metrics/exposition.js';
 import type { PoolStatusView } from '../pools/views.js';
 import type { LevelSample, PoolLevels } from './pool-levels.js';
 
 export interface DashboardSources {
   pools: { list(tenantId: string, opts: { withClaimHistory: false }): Promise<PoolStatusView[]> };
-  hosts: { list(tenantId: string): Promise<HostView[]> };
+  hosts: { summaries(tenantId: string): Promise<HostSummary[]> };
   environments: { list(tenantId: string): Promise<EnvironmentView[]> };
   commands: { list(tenantId: string, limit?: number): Promise<CommandView[]> };
   metrics: { collect(tenantId: string): Promise<MetricFamily[]> };
@@ -51,18 +51,8 @@ export interface LatencyHistogram {
   sumMs: number;
 }
 
-export interface HostRowView {
-  id: string;
-  state: string;
-  stateReason: string;
-  pool: string | null;
-  group: string | null;
-  image: string;
-  ip: string | null;
-  agentConnected: boolean;
-  agentLastSeen: string | null;
-  createdAt: string;
-}
+/** A row of the hosts table: the host service's summary. */
+export type HostRowView = HostSummary;
 
 export interface EnvironmentRowView {
   name: string;
@@ -113,7 +103,7 @@ export async function buildSnapshot(src: DashboardSources, tenantId: string): Pr
   // One after another: on PGlite they queue anyway, on PostgreSQL a snapshot holds one connection.
   const families = await src.metrics.collect(tenantId);
   const pools = await src.pools.list(tenantId, { withClaimHistory: false });
-  const hosts = await src.hosts.list(tenantId);
+  const hosts = await src.hosts.summaries(tenantId);
   const environments = await src.environments.list(tenantId);
   const commands = await src.commands.list(tenantId, src.commandLimit ?? 25);
   const at = Date.now();
@@ -182,7 +172,7 @@ export async function buildSnapshot(src: DashboardSources, tenantId: string): Pr
     },
     pools: poolPanels,
     latency: claimLatency(metric('berth_claim_duration_seconds')),
-    hosts: hosts.map(hostRow),
+    hosts,
     environments: environments.map(environmentRow),
     commands: commands.map(commandRow),
   };
@@ -210,21 +200,6 @@ export function claimLatency(samples: MetricFamily['samples']): LatencyHistogram
     below = upTo;
   }
   return { boundsMs: bounds.map(([le]) => Math.round(Number(le) * 1e6) / 1e3), counts, count, sumMs: Math.round(sumS * 1e6) / 1e3 };
-}
-
-function hostRow(h: HostView): HostRowView {
-  return {
-    id: h.id,
-    state: h.state,
-    stateReason: h.stateReason,
-    pool: h.tags['berth:pool'] ?? null,
-    group: h.tags['berth:group'] ?? null,
-    image: h.image,
-    ip: h.ip,
-    agentConnected: h.agent.connected,
-    agentLastSeen: h.agent.lastSeen,
-    createdAt: h.createdAt,
-  };
 }
 
 function environmentRow(e: EnvironmentView): EnvironmentRowView {

@@ -10,7 +10,7 @@ import { LIVE_HOST_STATES } from '../core/host-state.js';
 import type { HostDriver, HostResources } from '../drivers/types.js';
 import type { HostsRepo, NewHost } from '../store/hosts-repo.js';
 import type { HostRow } from '../store/schema.js';
-import { toHostView, type HostView } from './views.js';
+import { toHostSummary, toHostView, type HostSummary, type HostView } from './views.js';
 import { monitorHosts, recoverHosts, sweepOrphans, type RecoveryContext } from './host-recovery.js';
 
 export interface LaunchRequest {
@@ -187,6 +187,12 @@ export class HostService {
   async list(tenantId: string, opts: { all?: boolean; tags?: Record<string, string> } = {}): Promise<HostView[]> {
     const rows = await this.deps.hosts.list(tenantId, { ...(opts.all ? {} : { states: [...LIVE_HOST_STATES, 'failed'] }), ...(opts.tags ? { tags: opts.tags } : {}) });
     return rows.map((row) => toHostView(row, this.deps.agents.isConnected(row.id)));
+  }
+
+  /** Live and failed hosts, as a table lists them (the dashboard): fewer columns than `list`, read faster. */
+  async summaries(tenantId: string): Promise<HostSummary[]> {
+    const rows = await this.deps.hosts.listSummaries(tenantId, [...LIVE_HOST_STATES, 'failed']);
+    return rows.map((row) => toHostSummary(row, this.deps.agents.isConnected(row.id)));
   }
 
   /**

@@ -1,3 +1,4 @@
+import type { HostSummaryRow } from '../store/hosts-repo.js';
 import type { HostRow } from '../store/schema.js';
 
 export interface HostView {
@@ -36,5 +37,34 @@ export function toHostView(row: HostRow, connected: boolean): HostView {
     createdAt: new Date(row.created_at).toISOString(),
     readyAt: iso(row.ready_at),
     terminatedAt: iso(row.terminated_at),
+  };
+}
+
+/** A host as a table lists it: its state, where it belongs, its agent. */
+export interface HostSummary {
+  id: string;
+  state: string;
+  stateReason: string;
+  pool: string | null;
+  group: string | null;
+  image: string;
+  ip: string | null;
+  agentConnected: boolean;
+  agentLastSeen: string | null;
+  createdAt: string;
+}
+
+export function toHostSummary(row: HostSummaryRow, connected: boolean): HostSummary {
+  return {
+    id: row.id,
+    state: row.state,
+    stateReason: row.state_reason,
+    pool: row.pool,
+    group: row.group_name,
+    image: row.image,
+    ip: row.ip,
+    agentConnected: connected,
+    agentLastSeen: iso(row.agent_last_seen),
+    createdAt: new Date(row.created_at).toISOString(),
   };
 }

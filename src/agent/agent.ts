@@ -281,7 +281,13 @@ export class Agent {
 
   private finish(id: string, startedAt: string, result: InvocationResult): void {
     this.running.delete(id);
-    this.journal.put({ invocationId: id, state: 'finished', startedAt, result });
+    try {
+      this.journal.put({ invocationId: id, state: 'finished', startedAt, result });
+    } catch (err) {
+      // The result still goes to the server: it is what the user waits for. Without the record, an
+      // agent restarted before the server has it would report the invocation as interrupted.
+      this.log(`invocation ${id}: could not record its result: ${err instanceof Error ? err.message : String(err)}`);
+    }
     this.connection.send({ type: 'result', invocationId: id, result });
     // Start the next warm shell only now, off the path of the result just sent.
     setImmediate(() => this.warmShells.fill());

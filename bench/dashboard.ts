@@ -9,6 +9,7 @@
  * nowhere (no agent answers), and environments are listed without the router (no route views).
  */
 import Fastify from 'fastify';
+import type { Browser, Page } from 'playwright-core';
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import { CommandService } from '../src/commands/command-service.js';
 import { LiveOutput } from '../src/commands/live-output.js';
@@ -42,6 +43,25 @@ declare const document: PageDocument;
 const notInBench = (what: string) => () => {
   throw new Error(`${what} does not happen in the dashboard bench`);
 };
+
+/**
+ * Opens `address` in a new browser context (nothing cached) and times it until `loaded` resolves;
+ * `then` reads the page, off the clock, before the context closes.
+ */
+async function timedLoad(browser: Browser, address: string, loaded: (page: Page) => Promise<unknown>, then?: (page: Page) => Promise<void>): Promise<number> {
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    const t0 = performance.now();
+    await page.goto(address);
+    await loaded(page);
+    const ms = performance.now() - t0;
+    await then?.(page);
+    return ms;
+  } finally {
+    await context.close();
+  }
+}
 
 export async function dashboardBench(opts: { loads: number; claims: number; progress: (line: string) => void }): Promise<string[]> {
   try {
@@ -115,47 +135,43 @@ export async function dashboardBench(opts: { loads: number; claims: number; prog
     const painting: number[] = [];
     for (let i = 0; i < opts.loads; i++) {
       opts.progress(`dashboard: first load ${i + 1}/${opts.loads} in Chromium…`);
-      const context = await browser.newContext();
-      const page = await context.newPage();
-      const t0 = performance.now();
-      await page.goto(`${url}/dashboard?token=${token}`);
-      // Every host and environment in the page, and the frame that shows them painted.
-      // (A function, not a string: the page's CSP forbids eval.)
-      await page.waitForFunction(
-        (n) =>
-          document.querySelector('#host-table table')?.getAttribute('data-rows') === String(n) &&
-          document.querySelectorAll('#host-table tr[data-host]').length > 0 &&
-          document.querySelectorAll('#env-table tr[data-env]').length === 200 &&
-          performance.getEntriesByName('berth:first-paint').length > 0,
-        expectedHosts,
-        { timeout: 30_000, polling: 'raf' },
+      const ms = await timedLoad(
+        browser,
+        `${url}/dashboard?token=${token}`,
+        // Every host and environment in the page, and the frame that shows them painted.
+        // (A function, not a string: the page's CSP forbids eval.)
+        (page) =>
+          page.waitForFunction(
+            (n) =>
+              document.querySelector('#host-table table')?.getAttribute('data-rows') === String(n) &&
+              document.querySelectorAll('#host-table tr[data-host]').length > 0 &&
+              document.querySelectorAll('#env-table tr[data-env]').length === 200 &&
+              performance.getEntriesByName('berth:first-paint').length > 0,
+            expectedHosts,
+            { timeout: 30_000, polling: 'raf' },
+          ),
+        async (page) => {
+          // No named helpers inside: tsx would wrap them in its own __name, which the page lacks.
+          // ('navigation' is a browser entry type Node's types do not list.)
+          const marks = await page.evaluate(() => ({
+            page: (performance.getEntriesByType('navigation' as 'mark')[0] as unknown as { domContentLoadedEventEnd?: number } | undefined)?.domContentLoadedEventEnd ?? Number.NaN,
+            snapshot: performance.getEntriesByName('berth:first-snapshot')[0]?.startTime ?? Number.NaN,
+            render: performance.getEntriesByName('berth:first-render')[0]?.startTime ?? Number.NaN,
+            paint: performance.getEntriesByName('berth:first-paint')[0]?.startTime ?? Number.NaN,
+          }));
+          pageReady.push(marks.page);
+          firstSnapshot.push(marks.snapshot - marks.page);
+          drawing.push(marks.render - marks.snapshot);
+          painting.push(marks.paint - marks.render);
+        },
       );
-      loads.push(performance.now() - t0);
-      // No named helpers inside: tsx would wrap them in its own __name, which the page lacks. ('navigation'
-      // is a browser entry type Node's types do not list.)
-      const marks = await page.evaluate(() => ({
-        page: (performance.getEntriesByType('navigation' as 'mark')[0] as unknown as { domContentLoadedEventEnd?: number } | undefined)?.domContentLoadedEventEnd ?? Number.NaN,
-        snapshot: performance.getEntriesByName('berth:first-snapshot')[0]?.startTime ?? Number.NaN,
-        render: performance.getEntriesByName('berth:first-render')[0]?.startTime ?? Number.NaN,
-        paint: performance.getEntriesByName('berth:first-paint')[0]?.startTime ?? Number.NaN,
-      }));
-      pageReady.push(marks.page);
-      firstSnapshot.push(marks.snapshot - marks.page);
-      drawing.push(marks.render - marks.snapshot);
-      painting.push(marks.paint - marks.render);
-      await context.close();
+      loads.push(ms);
     }
     // Baseline, the same way: a new context loading the server's smallest page (the health JSON).
     const baseline: number[] = [];
     for (let i = 0; i < opts.loads; i++) {
       opts.progress(`dashboard: baseline load ${i + 1}/${opts.loads} in Chromium…`);
-      const context = await browser.newContext();
-      const page = await context.newPage();
-      const t0 = performance.now();
-      await page.goto(`${url}/v1/health`);
-      await page.waitForFunction(() => document.body.dataset !== undefined, undefined, { polling: 'raf' });
-      baseline.push(performance.now() - t0);
-      await context.close();
+      baseline.push(await timedLoad(browser, `${url}/v1/health`, (page) => page.waitForFunction(() => document.body.dataset !== undefined, undefined, { polling: 'raf' })));
     }
     opts.progress('');
     const b = summarize(baseline);

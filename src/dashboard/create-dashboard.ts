@@ -1,4 +1,4 @@
-/** The dashboard's parts put together for the server: its level history, its feed and the sampler. */
+/** The dashboard's parts put together for the server: its level history, its feed and the sampler the server runs. */
 import type { Kysely } from 'kysely';
 import type { EventBus } from '../events/event-bus.js';
 import { foldPoolHosts } from '../metrics/metrics.js';
@@ -11,19 +11,24 @@ import type { DashboardSources } from './snapshot.js';
 export interface DashboardDeps extends Omit<DashboardSources, 'levels'> {
   db: Kysely<Database>;
   events: EventBus;
-  /** How often every tenant's pool levels are sampled (default 5 s). */
-  sampleIntervalMs?: number;
-  onError: (err: unknown) => void;
 }
 
-export function createDashboard(deps: DashboardDeps): DashboardFeed {
-  const { db, events, sampleIntervalMs, onError, ...sources } = deps;
+export interface Dashboard {
+  feed: DashboardFeed;
+  /**
+   * Records every tenant's pool levels now (those with viewers get samples from their snapshots
+   * too). The server runs it on a timer, so a pool's history is there before anyone looks.
+   */
+  sampleLevels: () => Promise<void>;
+}
+
+export function createDashboard(deps: DashboardDeps): Dashboard {
+  const { db, events, ...sources } = deps;
   const levels = new PoolLevels();
-  const feed = new DashboardFeed({ sources: { ...sources, levels }, events });
   const repo = new MetricsRepo(db);
-  feed.startSampling(
-    sampleIntervalMs ?? 5000,
-    async () => {
+  return {
+    feed: new DashboardFeed({ sources: { ...sources, levels }, events }),
+    async sampleLevels() {
       const tenants = await db.selectFrom('pools').select('tenant_id').distinct().execute();
       for (const { tenant_id: tenantId } of tenants) {
         const pools = await repo.pools(tenantId);
@@ -37,7 +42,5 @@ export function createDashboard(deps: DashboardDeps): DashboardFeed {
         );
       }
     },
-    onError,
-  );
-  return feed;
+  };
 }

@@ -2,8 +2,7 @@
  * Live snapshots for the dashboard's viewers, one feed per tenant however many viewers it has: a
  * snapshot is built when one of the tenant's events arrives (at most one build at a time and one per
  * `minIntervalMs`, so a burst of events costs one or two builds), and every `refreshMs` for what
- * changes with time alone (idle seconds, agents' last-seen). Also samples every tenant's pool levels
- * on a timer, so a pool's history is there before anyone opens the dashboard.
+ * changes with time alone (idle seconds, agents' last-seen).
  */
 import type { EventBus } from '../events/event-bus.js';
 import type { BerthEvent } from '../events/types.js';
@@ -39,7 +38,6 @@ export class DashboardFeed {
   private readonly feeds = new Map<string, TenantFeed>();
   private readonly minIntervalMs: number;
   private readonly refreshMs: number;
-  private sampler: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: DashboardFeedOptions) {
     this.minIntervalMs = opts.minIntervalMs ?? 500;
@@ -92,26 +90,7 @@ export class DashboardFeed {
     };
   }
 
-  /**
-   * Samples every tenant's pool levels each `intervalMs` (those with viewers get samples from their
-   * snapshots too). `sample` reads one tenant's counts and records them.
-   */
-  startSampling(intervalMs: number, sampleAll: () => Promise<void>, onError: (err: unknown) => void): void {
-    let running = false;
-    this.sampler = setInterval(() => {
-      if (running) return;
-      running = true;
-      sampleAll()
-        .catch(onError)
-        .finally(() => {
-          running = false;
-        });
-    }, intervalMs);
-    this.sampler.unref();
-  }
-
   close(): void {
-    clearInterval(this.sampler);
     for (const [tenantId, feed] of [...this.feeds]) this.closeFeed(tenantId, feed);
   }
 

@@ -283,6 +283,7 @@ export class BerthServer {
       if (envs.routed.length + envs.cleaned.length > 0) log(`recovered after restart: ${envs.routed.length} environment route(s) restored, ${envs.cleaned.length} unfinished environment(s) cleaned up`);
 
       const metrics = new MetricsCollector({ db: store.db, routerRequests, services });
+      const dashboard = createDashboard({ db: store.db, events, metrics, pools: poolService, hosts: hostsService, environments, commands, hostHourPrice: config.hostHourPrice });
       const app = await buildApp({
         hosts: hostsService,
         commands,
@@ -302,17 +303,7 @@ export class BerthServer {
         logger: config.logger ?? false,
         metrics,
         events,
-        dashboard: createDashboard({
-          db: store.db,
-          events,
-          metrics,
-          pools: poolService,
-          hosts: hostsService,
-          environments,
-          commands,
-          hostHourPrice: config.hostHourPrice,
-          onError: report('dashboard level sampler'),
-        }),
+        dashboard: dashboard.feed,
         ...(config.eventsHeartbeatMs !== undefined ? { eventsHeartbeatMs: config.eventsHeartbeatMs } : {}),
       });
       const address = await app.listen({ host: config.host ?? '127.0.0.1', port: config.port ?? 7070 });
@@ -321,6 +312,7 @@ export class BerthServer {
       server.loop(config.sweepIntervalMs ?? 500, () => dispatcher.sweep(), report('command sweep'));
       server.loop(config.monitorIntervalMs ?? 2000, () => hostsService.monitor(), report('host monitor'));
       server.loop(config.poolIntervalMs ?? 1000, () => reconciler.kickAll(), report('pool reconciler'));
+      server.loop(5000, dashboard.sampleLevels, report('dashboard level sampler'));
       server.loop(
         config.orphanSweepIntervalMs ?? 60_000,
         async () => {

@@ -17,6 +17,8 @@ export interface AwsServerOptions {
   awsSubnets?: string;
   awsSecurityGroups?: string;
   awsInstanceProfile?: string;
+  awsCommandChannel?: string;
+  awsSsmEndpoint?: string;
   agentAdvertise?: string;
   agentListen?: string;
 }
@@ -99,6 +101,8 @@ export async function startAwsServer(dataDir: string, opts: ServerOptions & AwsS
   if (!opts.awsImage || !opts.awsInstanceType) throw new UsageError('--driver aws needs --aws-image AMI and --aws-instance-type TYPE');
   if (!opts.agentAdvertise) throw new UsageError('--driver aws needs --agent-advertise ADDR: the address instances dial to reach this server (e.g. its private IP)');
   const list = (value: string | undefined): string[] => (value ? value.split(',').map((s) => s.trim()).filter(Boolean) : []);
+  const channel = opts.awsCommandChannel ?? 'agent';
+  if (channel !== 'agent' && channel !== 'ssm') throw new UsageError(`--aws-command-channel must be agent or ssm (got ${channel})`);
   // Loaded only here: the AWS SDK costs every other command its start-up time.
   const { AwsDriver } = await import('../drivers/aws/aws-driver.js');
   const driver = new AwsDriver({
@@ -111,6 +115,8 @@ export async function startAwsServer(dataDir: string, opts: ServerOptions & AwsS
     securityGroupIds: list(opts.awsSecurityGroups),
     ...(opts.awsInstanceProfile ? { instanceProfile: opts.awsInstanceProfile } : {}),
     ...(opts.agentListen ? { agentListenHost: opts.agentListen } : {}),
+    commandChannel: channel,
+    ...(opts.awsSsmEndpoint ? { ssmEndpoint: opts.awsSsmEndpoint } : {}),
   });
   return BerthServer.start({
     dataDir,
@@ -138,6 +144,8 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
     .option('--aws-subnets <ids>', "AWS: comma-separated subnet ids hosts are spread over (default: the default VPC's)")
     .option('--aws-security-groups <ids>', 'AWS: comma-separated security group ids of every host')
     .option('--aws-instance-profile <name>', 'AWS: IAM instance profile of every host (name or ARN)')
+    .option('--aws-command-channel <channel>', "AWS: how commands reach hosts: agent (berth's agent, the default) or ssm (the AMI's SSM agent, AWS-RunShellScript; no berth agent runs)")
+    .option('--aws-ssm-endpoint <url>', 'AWS: another endpoint for SSM alone (a VPC endpoint, an emulator)')
     .option('--agent-listen <addr>', 'AWS: the address the agent channel listens on (default: every address)')
     .option('--agent-advertise <addr>', 'the address hosts dial for the agent channel (AWS: this server\'s address in the VPC)')
     .option('--host-hour-price <amount>', "what one host costs an hour, for the dashboard's idle cost (e.g. 0.0104 for a t4g.micro; default: host-hours only)")

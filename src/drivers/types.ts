@@ -4,6 +4,8 @@
  * machines. Everything a driver needs to find a host again after a control-plane restart goes into
  * `driverData`, which the control plane stores verbatim (it must be JSON-serialisable).
  */
+import type { AgentMessage, ServerMessage } from '../protocol/messages.js';
+
 export interface HostResources {
   /** CPU limit in cores (may be fractional). */
   cpus?: number;
@@ -116,8 +118,44 @@ export interface PoolFleet {
   moveToGroup(pool: string, group: string, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<{ driverData: Record<string, unknown>; calls: Record<string, number> }>;
   /** The pool is gone: its group and the hosts still in it go too. */
   removePool(pool: string, opts?: OperationOptions): Promise<void>;
+  /**
+   * Optional: machines of the pool's group that will not ask to enrol (they run no berth agent:
+   * their commands go through the backend's agent), for the control plane to admit itself.
+   */
+  discover?(pool: FleetPool, opts?: OperationOptions): Promise<string[]>;
   /** Optional: removes claiming groups' backend groups that hold nothing and are not in `keep`. */
   sweepGroups?(keep: Set<string>, opts?: OperationOptions): Promise<string[]>;
+}
+
+/** Where a backend's agents report, as berth's agents report through the agent channel. */
+export interface BackendAgentHandlers {
+  onHello(hostId: string, hello: Extract<AgentMessage, { type: 'hello' }>): void;
+  onMessage(hostId: string, msg: AgentMessage): void;
+  onDisconnect(hostId: string): void;
+}
+
+/**
+ * Optional part of a driver: hosts whose commands run through the backend's own agent (the SSM
+ * agent on EC2) instead of berth's. To the control plane such a host's agent looks like berth's:
+ * it says hello once the backend's agent is online, takes `run` and `cancel`, and reports
+ * `accepted` and `result` in the protocol's own messages, so Run Command's statuses, deadlines
+ * and at-most-once delivery hold the same. Such hosts have no service supervisor.
+ */
+export interface BackendAgents {
+  /** Whether a host launched or admitted with this driverData runs its commands through the backend. */
+  handles(driverData: Record<string, unknown>): boolean;
+  /** Where reports go; called once, before any attach. */
+  start(handlers: BackendAgentHandlers): void;
+  /** Follows the host's backend agent (until detach): hello when it is online, disconnect when it is not. */
+  attach(host: { id: string; tenantId: string; driverData: Record<string, unknown> }): void;
+  detach(hostId: string): void;
+  isAttached(hostId: string): boolean;
+  isConnected(hostId: string): boolean;
+  session(hostId: string): { tenantId: string } | undefined;
+  connectedHostIds(): string[];
+  /** false when the agent is not connected or the backend cannot carry the message (services). */
+  send(hostId: string, msg: ServerMessage): boolean;
+  close(): Promise<void>;
 }
 
 export interface DriverInfo {
@@ -154,6 +192,8 @@ export interface HostDriver {
   list(opts?: OperationOptions): Promise<FoundHost[]>;
   /** Present when the backend launches pool hosts itself (see PoolFleet). */
   readonly fleet?: PoolFleet;
+  /** Present when some hosts run commands through the backend's own agent (see BackendAgents). */
+  readonly agents?: BackendAgents;
   /** A cloud driver's API calls so far, by operation (retries not counted). */
   callCounts?(): Record<string, number>;
   /** The same with every retry counted. */

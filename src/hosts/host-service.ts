@@ -68,6 +68,8 @@ export interface HostServiceDeps {
   bootTimeoutMs?: number;
   /** After a host's tags changed: its agent and its stack's services follow. */
   onTagsChanged?: (row: HostRow) => Promise<void>;
+  /** A host's machine exists (launched or admitted): a backend agent of the driver may speak for it. */
+  onMachine?: (host: { id: string; tenantId: string; driverData: Record<string, unknown> }) => void;
 }
 
 export class HostService {
@@ -125,6 +127,7 @@ export class HostService {
         opts.signal ? { signal: opts.signal } : {},
       );
       await this.deps.hosts.setLaunched(id, launched.ip, launched.driverData);
+      this.deps.onMachine?.({ id, tenantId, driverData: launched.driverData });
       // The agent may already have enrolled (launching -> running) before launch() returned.
       await this.deps.hosts.transition(id, ['launching'], 'booting');
     } catch (err) {
@@ -164,6 +167,7 @@ export class HostService {
     }
     await this.deps.hosts.setLaunched(registered.id, machine.ip, machine.driverData);
     await this.deps.hosts.transition(registered.id, ['launching'], 'booting');
+    this.deps.onMachine?.({ id: registered.id, tenantId, driverData: machine.driverData });
     return registered;
   }
 

@@ -5,8 +5,8 @@
  * token of every other host). From then on it is warmed, checked and claimed like any pool host.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { BerthError } from '../core/errors.js';
-import type { PoolFleet } from '../drivers/types.js';
+import { BerthError, errorMessage } from '../core/errors.js';
+import type { FleetPool, PoolFleet } from '../drivers/types.js';
 import type { HostService, RegisteredHost } from '../hosts/host-service.js';
 import { enrolRequest, type AgentIdentity } from '../protocol/messages.js';
 import type { PoolsRepo } from '../store/pools-repo.js';
@@ -28,6 +28,8 @@ export interface FleetPoolsDeps {
   enrolUrl: string;
   /** The agent channel's URL, as machines reach it. */
   agentUrl: string;
+  /** Whether a host of this id exists (admitted before), in any state. */
+  known: (hostId: string) => Promise<boolean>;
   /** An admitted host is the reconciler's to warm up from here. */
   onAdmitted: (pool: PoolRow, host: RegisteredHost) => void;
   log: (line: string) => void;
@@ -47,11 +49,31 @@ export class FleetPools {
 
   /** Makes the pool's group hold `size` machines of the pool's current template. */
   async ensure(pool: PoolRow, signal?: AbortSignal): Promise<void> {
+    await this.deps.fleet.ensurePool(await this.fleetPool(pool), signal ? { signal } : {});
+  }
+
+  /**
+   * Admits the machines of the pool's group that will not enrol by themselves (no berth agent: see
+   * PoolFleet.discover). Their generation is the pool's: a machine cannot say which template it booted.
+   */
+  async discover(pool: PoolRow, signal?: AbortSignal): Promise<string[]> {
+    if (!this.deps.fleet.discover) return [];
+    const machines = await this.deps.fleet.discover(await this.fleetPool(pool), signal ? { signal } : {});
+    const admitted: string[] = [];
+    for (const machineId of machines) {
+      if (await this.deps.known(fleetHostId(machineId))) continue;
+      try {
+        admitted.push((await this.admitMachine(pool, machineId, pool.generation)).id);
+      } catch (err) {
+        this.deps.log(`pool ${pool.name}: machine ${machineId} could not be admitted: ${errorMessage(err)}`);
+      }
+    }
+    return admitted;
+  }
+
+  private async fleetPool(pool: PoolRow): Promise<FleetPool> {
     const { image, tags, resources } = launchRequest(pool);
-    await this.deps.fleet.ensurePool(
-      { name: pool.name, size: pool.size, image, tags, resources, ...(pool.template.aws ? { settings: { ...pool.template.aws } } : {}), enrolment: { url: this.deps.enrolUrl, tenantId: pool.tenant_id, pool: pool.name, token: await this.enrolmentToken(pool), generation: pool.generation } },
-      signal ? { signal } : {},
-    );
+    return { name: pool.name, size: pool.size, image, tags, resources, ...(pool.template.aws ? { settings: { ...pool.template.aws } } : {}), enrolment: { url: this.deps.enrolUrl, tenantId: pool.tenant_id, pool: pool.name, token: await this.enrolmentToken(pool), generation: pool.generation } };
   }
 
   async remove(pool: string): Promise<void> {
@@ -69,11 +91,16 @@ export class FleetPools {
     const given = Buffer.from(req.token);
     const expected = Buffer.from(await this.enrolmentToken(pool));
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw refused;
-    const machine = await this.deps.fleet.admit(pool.name, req.machineId);
-    const id = fleetHostId(req.machineId);
-    const host = await this.deps.hostService.admit(pool.tenant_id, { ...launchRequest(pool), hostname: id }, { name: pool.name, generation: req.generation ?? pool.generation, slot: 'warming' }, { id, ...machine });
-    this.deps.log(`pool ${pool.name}: machine ${req.machineId} enrolled as host ${id}`);
-    this.deps.onAdmitted(pool, host);
+    const host = await this.admitMachine(pool, req.machineId, req.generation ?? pool.generation);
     return { hostId: host.id, token: host.token, serverUrl: this.deps.agentUrl };
+  }
+
+  private async admitMachine(pool: PoolRow, machineId: string, generation: number): Promise<RegisteredHost> {
+    const machine = await this.deps.fleet.admit(pool.name, machineId);
+    const id = fleetHostId(machineId);
+    const host = await this.deps.hostService.admit(pool.tenant_id, { ...launchRequest(pool), hostname: id }, { name: pool.name, generation, slot: 'warming' }, { id, ...machine });
+    this.deps.log(`pool ${pool.name}: machine ${machineId} enrolled as host ${id}`);
+    this.deps.onAdmitted(pool, host);
+    return host;
   }
 }

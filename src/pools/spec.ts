@@ -43,6 +43,10 @@ export const poolSpecInput = z
             subnetIds: z.array(z.string().regex(/^subnet-[0-9a-f]+$/, 'a subnet id, subnet-…')).min(1).optional(),
             securityGroupIds: z.array(z.string().regex(/^sg-[0-9a-f]+$/, 'a security group id, sg-…')).min(1).optional(),
             instanceProfile: z.string().min(1).max(2048).optional(),
+            commandChannel: z
+              .enum(['agent', 'ssm'])
+              .optional()
+              .describe("How commands reach the pool's hosts: berth's agent (the server's default), or the SSM agent of the AMI (no berth agent runs; no supervised services)"),
             warmPool: z
               .object({
                 state: z.enum(['Stopped', 'Running', 'Hibernated']).default('Stopped'),

@@ -26,7 +26,8 @@ export type RunShellScriptParameters = z.infer<typeof runShellScriptParameters>;
 export const streamCapture = z.object({ text: z.string(), truncated: z.boolean(), bytes: z.int().check(z.nonnegative()) });
 
 export const invocationResult = z.object({
-  status: z.enum(['Success', 'Failed', 'TimedOut', 'Cancelled']),
+  // berth's agent reports the first four; a backend's agent (SSM) can also fail to take a command up.
+  status: z.enum(['Success', 'Failed', 'TimedOut', 'Cancelled', 'DeliveryTimedOut', 'Undeliverable']),
   statusDetail: z.string(),
   exitCodes: z.array(z.int()),
   stdout: streamCapture,

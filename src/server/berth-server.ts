@@ -11,7 +11,7 @@ import type { PoolSpec } from '../store/pools-repo.js';
 import { hashSecret } from '../core/ids.js';
 import { LIVE_HOST_STATES } from '../core/host-state.js';
 import { DEFAULT_TENANT } from '../store/migrations.js';
-import type { HostDriver } from '../drivers/types.js';
+import type { BackendAgents, HostDriver } from '../drivers/types.js';
 import type { AwsDriver } from '../drivers/aws/aws-driver.js';
 import { AgentGateway } from '../agents/gateway.js';
 import { HostService } from '../hosts/host-service.js';
@@ -19,7 +19,8 @@ import { CommandsRepo } from '../store/commands-repo.js';
 import { HostsRepo } from '../store/hosts-repo.js';
 import { openStore, type Store } from '../store/store.js';
 import { ConfigHashKeys, TokensRepo } from '../store/tokens-repo.js';
-import { AGENT_ENROL_PATH, AGENT_PATH } from '../protocol/messages.js';
+import { AGENT_ENROL_PATH, AGENT_PATH, type AgentMessage } from '../protocol/messages.js';
+import { AgentChannels } from '../agents/agent-channels.js';
 import { ClaimService } from '../pools/claim-service.js';
 import { PoolService } from '../pools/pool-service.js';
 import { PoolReconciler } from '../pools/reconciler.js';
@@ -60,6 +61,8 @@ export interface PoolServices {
 export class BerthServer {
   private timers: NodeJS.Timeout[] = [];
   private stopped = false;
+  /** The driver's backend agents (SSM) report to this server until it stops. */
+  private backendAgents: BackendAgents | undefined;
 
   private constructor(
     readonly url: string,
@@ -104,6 +107,24 @@ export class BerthServer {
       const late: { hosts?: HostService; dispatcher?: CommandDispatcher; images?: ImageService; services?: ServicesService; stacks?: StackSync; fleet?: FleetPools } = {};
       const report = (what: string) => (err: unknown) => log(`${what}: ${errorMessage(err)}`);
       const slugs = new SlugStore(`${dataDir.path}/slugs`);
+      const agentHandlers = {
+        onHello: (hostId: string, hello: Extract<AgentMessage, { type: 'hello' }>) => {
+          void (async () => {
+            const row = await late.hosts?.onAgentConnected(hostId, hello.agentVersion);
+            await late.dispatcher?.onHello(hostId, hello);
+            if (!row) return;
+            // The stored set first, then what the host's tags ask now (if that differs, it follows):
+            // the agent converges to the last. No extra read for a host without either.
+            late.services?.onAgentHello(row);
+            await late.stacks?.syncTagged(row);
+          })().catch(report(`host ${hostId}: enrolment`));
+        },
+        onMessage: (hostId: string, msg: AgentMessage) => {
+          if (msg.type === 'services') late.services?.onAgentReport(hostId, msg.statuses);
+          else void late.dispatcher?.onMessage(hostId, msg).catch(report(`host ${hostId}: ${msg.type}`));
+        },
+        onDisconnect: (hostId: string) => void late.hosts?.onAgentDisconnected(hostId).catch(report(`host ${hostId}: disconnect`)),
+      };
       const gateway = new AgentGateway(
         {
           host: driverInfo.agentListenHost,
@@ -115,35 +136,20 @@ export class BerthServer {
             ? { enrol: (body: unknown) => (late.fleet ? late.fleet.enrol(body) : Promise.reject(new Error('enrolment before the server started'))) }
             : {}),
         },
-        {
-          authenticate: (hostId, token) => late.hosts?.authenticate(hostId, token) ?? Promise.resolve(undefined),
-          onHello: (hostId, hello) => {
-            void (async () => {
-              const row = await late.hosts?.onAgentConnected(hostId, hello.agentVersion);
-              await late.dispatcher?.onHello(hostId, hello);
-              if (!row) return;
-              // The stored set first, then what the host's tags ask now (if that differs, it follows):
-              // the agent converges to the last. No extra read for a host without either.
-              late.services?.onAgentHello(row);
-              await late.stacks?.syncTagged(row);
-            })().catch(report(`host ${hostId}: enrolment`));
-          },
-          onMessage: (hostId, msg) => {
-            if (msg.type === 'services') late.services?.onAgentReport(hostId, msg.statuses);
-            else void late.dispatcher?.onMessage(hostId, msg).catch(report(`host ${hostId}: ${msg.type}`));
-          },
-          onDisconnect: (hostId) => void late.hosts?.onAgentDisconnected(hostId).catch(report(`host ${hostId}: disconnect`)),
-        },
+        { authenticate: (hostId, token) => late.hosts?.authenticate(hostId, token) ?? Promise.resolve(undefined), ...agentHandlers },
       );
+      // Hosts whose commands go through the backend's own agent (SSM) report to the same handlers.
+      config.driver.agents?.start(agentHandlers);
+      const agents = new AgentChannels(gateway, config.driver.agents);
       const listening = await gateway.listen();
       const agentAddress = { ...listening, host: config.agentAdvertiseHost ?? listening.host };
       const agentUrl = `ws://${agentAddress.host}:${agentAddress.port}${AGENT_PATH}`;
 
-      const commands = new CommandService({ commands: commandsRepo, hosts: hostsRepo, agents: gateway, live, events });
-      const dispatcher = new CommandDispatcher({ service: commands, commands: commandsRepo, agents: gateway, live, log });
+      const commands = new CommandService({ commands: commandsRepo, hosts: hostsRepo, agents, live, events });
+      const dispatcher = new CommandDispatcher({ service: commands, commands: commandsRepo, agents, live, log });
       late.dispatcher = dispatcher;
       const hashKeys = new ConfigHashKeys(store.db);
-      const services = new ServicesService({ hosts: hostsRepo, agents: gateway, hashKeys, log, events });
+      const services = new ServicesService({ hosts: hostsRepo, agents, hashKeys, log, events });
       late.services = services;
       const stacksRepo = new StacksRepo(store.db);
       const stacks = new StackSync({ stacks: stacksRepo, hosts: hostsRepo, services, hashKeys, log });
@@ -160,7 +166,7 @@ export class BerthServer {
       const hostsService = new HostService({
         hosts: hostsRepo,
         driver: config.driver,
-        agents: gateway,
+        agents,
         agentUrl,
         defaultImage: config.defaultImage ?? '/',
         defaultResources: config.defaultResources ?? { cpus: 1, memoryMiB: 1024, pids: 512 },
@@ -173,6 +179,7 @@ export class BerthServer {
           services.pushTags(row.id, row.tags);
           await stacks.syncTagged(row);
         },
+        onMachine: (host) => agents.attach(host),
         log,
       });
       late.hosts = hostsService;
@@ -180,7 +187,7 @@ export class BerthServer {
       const images = await startImages(config, dataDir.path, { hosts: hostsService, commands, live, poolsRepo, imagesRepo: new ImagesRepo(store.db), log });
       late.images = images;
       const claimsRepo = new ClaimsRepo(store.db, events);
-      const isConnected = (hostId: string) => gateway.isConnected(hostId);
+      const isConnected = (hostId: string) => agents.isConnected(hostId);
       const reconciler = new PoolReconciler({
         pools: poolsRepo,
         hosts: hostsRepo,
@@ -200,6 +207,7 @@ export class BerthServer {
           enrolUrl: `http://${agentAddress.host}:${agentAddress.port}${AGENT_ENROL_PATH}`,
           agentUrl,
           onAdmitted: (pool, host) => reconciler.adoptEnrolled(pool, host),
+          known: async (hostId) => (await hostsRepo.getAnyTenant(hostId)) !== undefined,
           log,
         });
       }
@@ -242,6 +250,9 @@ export class BerthServer {
       progress('adopting hosts that outlived the previous server');
       const failedClaims = await claims.recover();
       const recovered = await hostsService.recover();
+      if (config.driver.agents) {
+        for (const row of await hostsRepo.listInStates(LIVE_HOST_STATES)) agents.attach({ id: row.id, tenantId: row.tenant_id, driverData: row.driver_data });
+      }
       const retired = await reconciler.recover();
       const bakeHosts = await images.recover(await hostsRepo.listInStates(LIVE_HOST_STATES));
       if (bakeHosts > 0) log(`recovered after restart: terminated ${bakeHosts} host(s) of bakes the previous server was running`);
@@ -293,7 +304,7 @@ export class BerthServer {
         stacks,
         environments,
         lookupToken: (hash) => tokens.tenantFor(hash),
-        health: () => Promise.resolve({ store: store.kind, driver: config.driver.name, agentsConnected: gateway.connectedHostIds().length }),
+        health: () => Promise.resolve({ store: store.kind, driver: config.driver.name, agentsConnected: agents.connectedHostIds().length }),
         driver: () => ({
           name: config.driver.name,
           ...(config.driver.callCounts ? { calls: config.driver.callCounts() } : {}),
@@ -308,6 +319,7 @@ export class BerthServer {
       });
       const address = await app.listen({ host: config.host ?? '127.0.0.1', port: config.port ?? 7070 });
       const server = new BerthServer(address, agentUrl, token, store, hostsService, commands, app, gateway, dataDir, recovered, { pools: poolService, claims, reconciler }, images, environments, router, events);
+      server.backendAgents = config.driver.agents;
       dataDir.writeServerInfo({ url: address, pid: process.pid, agentUrl, startedAt: new Date().toISOString() });
       server.loop(config.sweepIntervalMs ?? 500, () => dispatcher.sweep(), report('command sweep'));
       server.loop(config.monitorIntervalMs ?? 2000, () => hostsService.monitor(), report('host monitor'));
@@ -321,10 +333,16 @@ export class BerthServer {
         },
         report('orphan sweep'),
       );
+      const fleet = late.fleet;
+      if (fleet && config.driver.fleet?.discover) {
+        // Pools whose machines run no berth agent (SSM): their group's machines are admitted from here.
+        server.loop(config.fleetDiscoveryIntervalMs ?? 5000, async () => void (await Promise.all((await poolsRepo.list()).map((pool) => fleet.discover(pool)))), report('fleet discovery'));
+      }
       await reconciler.kickAll();
       environments.startSweeper(config.envSweepIntervalMs ?? 5000);
       return server;
     } catch (err) {
+      await config.driver.agents?.close();
       await store.close();
       dataDir.unlock();
       throw err;
@@ -341,6 +359,7 @@ export class BerthServer {
     await this.pools.reconciler.stop();
     await this.app.close();
     await this.images.close().catch(() => undefined);
+    await this.backendAgents?.close();
     await this.gateway.close();
     await this.store.close();
     this.dataDir.unlock();

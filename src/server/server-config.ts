@@ -39,10 +39,14 @@ export interface ServerConfig {
   envSweepIntervalMs?: number;
   /** How often machines the store does not know are looked for and removed (and, on AWS, claiming groups left empty). */
   orphanSweepIntervalMs?: number;
+  /** How often pools whose machines run no berth agent (SSM) look for new machines in their group. Default 5000 ms. */
+  fleetDiscoveryIntervalMs?: number;
   /** Where state changes are reported (`berth server` logs them); default: a bus of this server's own. */
   events?: EventBus;
   /** Comments on an idle `GET /v1/events?follow=true` stream, ms (default 15 s). */
   eventsHeartbeatMs?: number;
+  /** Image builds on the AWS driver: AMIs kept per image besides those in use (default 3), poll interval, builder boot limit. */
+  amiImages?: { keep?: number; pollMs?: number; builderBootTimeoutMs?: number };
   /** What one host costs an hour, for the dashboard's idle cost (unset: host-hours only). */
   hostHourPrice?: { amount: number; currency: string };
 }

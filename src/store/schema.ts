@@ -95,6 +95,8 @@ export interface AwsPoolSettings {
   subnetIds?: string[];
   securityGroupIds?: string[];
   instanceProfile?: string;
+  /** How commands reach the hosts: berth's agent, or the AMI's SSM agent. Default: the server's. */
+  commandChannel?: 'agent' | 'ssm';
   /** An EC2 warm pool behind the pool's group: pre-initialised instances, stopped or running, that enter service faster than new launches. */
   warmPool?: { state: 'Stopped' | 'Running' | 'Hibernated'; minSize?: number; maxPreparedCapacity?: number; reuseOnScaleIn?: boolean };
 }

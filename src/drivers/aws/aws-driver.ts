@@ -23,6 +23,8 @@ import { hasAwsCode } from './errors.js';
 import { ensureLaunchTemplate } from './launch-template.js';
 import { awsCall, CallCounter, createEc2Client, type CallInfo, type RequestHandler } from './sdk.js';
 import { buildUserData, USER_DATA_LIMIT } from './user-data.js';
+import { SsmChannel } from './ssm.js';
+import { SsmAgents } from './ssm-agents.js';
 
 const INSTANCE_NOT_FOUND = ['InvalidInstanceID.NotFound', 'InvalidInstanceID.Malformed'];
 /** States of an instance that is still a host; shutting-down and terminated ones are gone. */
@@ -45,12 +47,17 @@ export class AwsDriver implements HostDriver {
   private nextSubnet = 0;
   /** Pools as Auto Scaling groups (see fleet.ts); hosts launched one by one stay plain instances. */
   readonly fleet: AwsFleet;
+  /** Hosts of the `ssm` command channel: their SSM agent stands in for berth's (ssm-agents.ts). */
+  readonly agents: SsmAgents;
+  private readonly ssm: SsmChannel;
 
   constructor(config: AwsDriverConfig, options: AwsDriverOptions = {}) {
     this.cfg = resolveAwsConfig(config);
     this.ec2 = createEc2Client(this.cfg, options.requestHandler);
     this.counter.attach(this.ec2);
     this.fleet = new AwsFleet(this.cfg, this.ec2, new AwsGroups(config, options));
+    this.ssm = new SsmChannel(this.cfg, options.requestHandler ? { requestHandler: options.requestHandler } : {});
+    this.agents = new SsmAgents(this.ssm, { pollMs: this.cfg.ssmPollMs, logger: this.cfg.logger });
   }
 
   /** The configuration as resolved, for the driver's other AWS parts (ELBv2: service-load-balancing.ts). */
@@ -60,12 +67,12 @@ export class AwsDriver implements HostDriver {
 
   /** AWS calls made so far, per operation (retries not counted; see attemptCounts). */
   callCounts(): Record<string, number> {
-    return sumCounts(this.counter.callCounts(), this.fleet.groups.callCounts());
+    return sumCounts(sumCounts(this.counter.callCounts(), this.fleet.groups.callCounts()), this.ssm.callCounts());
   }
 
   /** HTTP attempts so far, per operation: calls plus their retries. */
   attemptCounts(): Record<string, number> {
-    return sumCounts(this.counter.attemptCounts(), this.fleet.groups.attemptCounts());
+    return sumCounts(sumCounts(this.counter.attemptCounts(), this.fleet.groups.attemptCounts()), this.ssm.attemptCounts());
   }
 
   async init(opts?: OperationOptions): Promise<DriverInfo> {
@@ -144,7 +151,7 @@ export class AwsDriver implements HostDriver {
       id: spec.id,
       hostname: spec.hostname,
       ip: instance.PrivateIpAddress ?? '',
-      driverData: { instanceId: instance.InstanceId, launchedAt: new Date().toISOString() },
+      driverData: { instanceId: instance.InstanceId, launchedAt: new Date().toISOString(), ...(this.cfg.commandChannel === 'ssm' ? { channel: 'ssm' } : {}) },
     };
   }
 
@@ -161,7 +168,7 @@ export class AwsDriver implements HostDriver {
         throw new BerthError('validation_failed', `tag ${JSON.stringify(key)} cannot be put on an EC2 instance`, 'Tag keys may not start with aws: or berth: nor be Name; keys up to 128 and values up to 256 characters.');
       }
     }
-    const userData = buildUserData(spec, this.cfg.agentCommand);
+    const userData = buildUserData(spec, this.cfg.commandChannel === 'ssm' ? null : this.cfg.agentCommand);
     if (Buffer.byteLength(userData) > USER_DATA_LIMIT) {
       throw new BerthError('validation_failed', `host ${spec.id}'s boot script is ${Buffer.byteLength(userData)} bytes, over EC2's 16 KiB`, 'Use fewer or shorter tags.');
     }
@@ -327,6 +334,7 @@ export class AwsDriver implements HostDriver {
   close(): void {
     this.ec2.destroy();
     this.fleet.groups.close();
+    this.ssm.close();
   }
 }
 

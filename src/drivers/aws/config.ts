@@ -47,8 +47,22 @@ export interface AwsDriverConfig {
   agentCommand?: string[];
   /** Where the control plane listens for agents. Default 0.0.0.0 (instances reach it over the VPC); tests use loopback. */
   agentListenHost?: string;
+  /**
+   * How commands reach hosts: `agent` (default) = berth's agent, started by the boot script, dials
+   * the control plane; `ssm` = the SSM agent already on the AMI runs them (SendCommand with
+   * AWS-RunShellScript), and the boot script starts no berth agent. A pool's
+   * `template.aws.commandChannel` overrides it for the pool's hosts.
+   */
+  commandChannel?: CommandChannel;
+  /** Another endpoint for SSM than `endpoint` (an SSM VPC endpoint, or an emulator of SSM alone). */
+  ssmEndpoint?: string;
+  /** How often the SSM channel asks which hosts' SSM agents are online. Default 5000 ms. */
+  ssmPollMs?: number;
   logger?: AwsDriverLogger;
 }
+
+export const COMMAND_CHANNELS = ['agent', 'ssm'] as const;
+export type CommandChannel = (typeof COMMAND_CHANNELS)[number];
 
 export interface ResolvedAwsConfig {
   region: string | undefined;
@@ -65,6 +79,9 @@ export interface ResolvedAwsConfig {
   visibilityGraceMs: number;
   agentCommand: string[];
   agentListenHost: string;
+  commandChannel: CommandChannel;
+  ssmEndpoint: string | undefined;
+  ssmPollMs: number;
   logger: AwsDriverLogger;
 }
 
@@ -100,6 +117,8 @@ export function resolveAwsConfig(config: AwsDriverConfig): ResolvedAwsConfig {
   };
   const agentCommand = config.agentCommand ?? DEFAULT_AGENT_COMMAND;
   if (agentCommand.length === 0) throw badConfig('the AWS driver\'s agent command is empty', 'Remove agentCommand to use the default.');
+  const commandChannel = config.commandChannel ?? 'agent';
+  if (!COMMAND_CHANNELS.includes(commandChannel)) throw badConfig(`command channel ${JSON.stringify(commandChannel)} is not known`, `Use one of: ${COMMAND_CHANNELS.join(', ')}.`);
   return {
     region: config.region,
     endpoint: config.endpoint,
@@ -115,6 +134,9 @@ export function resolveAwsConfig(config: AwsDriverConfig): ResolvedAwsConfig {
     visibilityGraceMs: positive('visibilityGraceMs', config.visibilityGraceMs, 60_000),
     agentCommand,
     agentListenHost: config.agentListenHost ?? '0.0.0.0',
+    commandChannel,
+    ssmEndpoint: config.ssmEndpoint,
+    ssmPollMs: positive('ssmPollMs', config.ssmPollMs, 5_000),
     logger: config.logger ?? silentLogger,
   };
 }

@@ -10,7 +10,7 @@
 import { DescribeInstancesCommand, type EC2Client } from '@aws-sdk/client-ec2';
 import { BerthError } from '../../core/errors.js';
 import type { FleetPool, OperationOptions, PoolFleet } from '../types.js';
-import { isAmiId, type ResolvedAwsConfig } from './config.js';
+import { isAmiId, type CommandChannel, type ResolvedAwsConfig } from './config.js';
 import type { AwsGroups } from './groups.js';
 import { awsCall, callTally } from './sdk.js';
 import { buildFleetUserData, USER_DATA_LIMIT } from './user-data.js';
@@ -24,11 +24,22 @@ interface WarmPoolSettings {
   reuseOnScaleIn?: boolean;
 }
 
-function poolSettings(pool: FleetPool): { instanceType?: string; instanceProfile?: string; subnetIds?: string[]; securityGroupIds?: string[]; warmPool?: WarmPoolSettings } {
+interface PoolSettings {
+  instanceType?: string;
+  instanceProfile?: string;
+  subnetIds?: string[];
+  securityGroupIds?: string[];
+  warmPool?: WarmPoolSettings;
+  commandChannel?: CommandChannel;
+}
+
+function poolSettings(pool: FleetPool): PoolSettings {
   const s = pool.settings ?? {};
   const text = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
   const list = (v: unknown): string[] | undefined => (Array.isArray(v) && v.every((x) => typeof x === 'string') ? v : undefined);
-  const out: { instanceType?: string; instanceProfile?: string; subnetIds?: string[]; securityGroupIds?: string[]; warmPool?: WarmPoolSettings } = {};
+  const out: PoolSettings = {};
+  const channel = s['commandChannel'];
+  if (channel === 'agent' || channel === 'ssm') out.commandChannel = channel;
   // Checked by the pool schema; only its shape is trusted here.
   const warm = s['warmPool'];
   if (warm && typeof warm === 'object' && ['Stopped', 'Running', 'Hibernated'].includes((warm as { state?: unknown }).state as string)) out.warmPool = warm as WarmPoolSettings;
@@ -47,6 +58,9 @@ function poolSettings(pool: FleetPool): { instanceType?: string; instanceProfile
 const ADMISSIBLE = ['Pending', 'Pending:Wait', 'Pending:Proceed', 'InService'];
 
 export class AwsFleet implements PoolFleet {
+  /** Each pool's command channel, as its settings were last seen (ensurePool, discover). */
+  private readonly channels = new Map<string, CommandChannel>();
+
   constructor(
     private readonly cfg: ResolvedAwsConfig,
     private readonly ec2: EC2Client,
@@ -61,7 +75,8 @@ export class AwsFleet implements PoolFleet {
     if (pool.image !== '/' && !isAmiId(pool.image)) {
       throw new BerthError('validation_failed', `pool ${pool.name}'s image ${JSON.stringify(pool.image)} is not an AMI`, "On AWS a pool's image is an AMI id (ami-…), or / for the driver's own AMI.", { pool: pool.name });
     }
-    const userData = buildFleetUserData(pool.enrolment, pool.tags, this.cfg.agentCommand);
+    const ssm = this.channelOf(pool) === 'ssm';
+    const userData = buildFleetUserData(pool.enrolment, pool.tags, ssm ? null : this.cfg.agentCommand);
     if (Buffer.byteLength(userData) > USER_DATA_LIMIT) {
       throw new BerthError('validation_failed', `pool ${pool.name}'s boot script is over EC2's 16 KiB`, 'Use fewer or shorter tags in the pool template.', { pool: pool.name });
     }
@@ -85,6 +100,23 @@ export class AwsFleet implements PoolFleet {
     if (settings.warmPool) await this.groups.putWarmPool(this.groups.poolGroupName(pool.name), settings.warmPool, opts);
   }
 
+  /** The pool's command channel: its own setting, else the driver's. Remembered for admit. */
+  private channelOf(pool: FleetPool): CommandChannel {
+    const channel = poolSettings(pool).commandChannel ?? this.cfg.commandChannel;
+    this.channels.set(pool.name, channel);
+    return channel;
+  }
+
+  /**
+   * 1 call for a pool whose hosts run no berth agent (the `ssm` channel), none otherwise: the
+   * instances in service in the pool's group, which the control plane admits itself since no agent
+   * of theirs will ask to enrol.
+   */
+  async discover(pool: FleetPool, opts?: OperationOptions): Promise<string[]> {
+    if (this.channelOf(pool) !== 'ssm') return [];
+    return this.groups.instancesOf(this.groups.poolGroupName(pool.name), opts);
+  }
+
   /** 2 calls, off the claim path: the instance's group, then its address. */
   async admit(pool: string, machineId: string, opts?: OperationOptions): Promise<{ ip: string; driverData: Record<string, unknown> }> {
     const expected = this.groups.poolGroupName(pool);
@@ -104,7 +136,10 @@ export class AwsFleet implements PoolFleet {
     const instance = out.Reservations?.[0]?.Instances?.[0];
     const ip = instance?.PrivateIpAddress;
     if (!ip) throw new BerthError('conflict', `instance ${machineId} has no private address yet`, 'Its agent retries the enrolment.', { instanceId: machineId });
-    return { ip, driverData: { instanceId: machineId, launchedAt: (instance.LaunchTime ?? new Date()).toISOString(), fleet: true, group: expected } };
+    const channel = this.channels.get(pool) === 'ssm' ? { channel: 'ssm' } : {};
+    // The AMI it booted: AMI retention keeps what live hosts run, and a pool's group may still run an older one.
+    const image = instance.ImageId ? { imageId: instance.ImageId } : {};
+    return { ip, driverData: { instanceId: machineId, launchedAt: (instance.LaunchTime ?? new Date()).toISOString(), fleet: true, group: expected, ...channel, ...image } };
   }
 
   /** 2–3 calls (a new claiming group: CreateAutoScalingGroup, then Detach + Attach). */

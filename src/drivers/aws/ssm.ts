@@ -7,7 +7,7 @@
  * was lost is never sent twice. Every call goes through awsCall (retries, timeout, signal).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CancelCommandCommand, DescribeInstanceInformationCommand, GetCommandInvocationCommand, SendCommandCommand, SSMClient, type SSMClientConfig } from '@aws-sdk/client-ssm';
+import { CancelCommandCommand, DescribeInstanceInformationCommand, GetCommandInvocationCommand, ListCommandsCommand, SendCommandCommand, SSMClient, type SSMClientConfig } from '@aws-sdk/client-ssm';
 import { BerthError, type ErrorCode } from '../../core/errors.js';
 import { isTerminal } from '../../core/command-status.js';
 import type { OperationOptions } from '../types.js';
@@ -26,6 +26,7 @@ const INSTANCE_RE = /^(i|mi)-[0-9a-f]{8,17}$/;
 const EXECUTION_TIMEOUT_S = [1, 172_800] as const;
 const DELIVERY_TIMEOUT_S = [30, 2_592_000] as const;
 const MAX_COMMENT = 100;
+const COMMAND_PAGES = 4;
 const FIRST_POLL_MS = 200;
 const MAX_POLL_MS = 2_000;
 /** Parallel GetCommandInvocation calls per wait round: enough for 50 instances, few enough not to throttle. */
@@ -120,8 +121,9 @@ export class SsmChannel {
     private readonly cfg: ResolvedAwsConfig,
     options: SsmChannelOptions = {},
   ) {
-    this.ssm = new SSMClient(clientConfig(cfg, options.requestHandler));
-    this.sender = new SSMClient({ ...clientConfig(cfg, options.requestHandler), retryStrategy: throttlingRetriesOnly(() => this.ssm.config.retryStrategy()) });
+    const config = { ...clientConfig(cfg, options.requestHandler), ...(cfg.ssmEndpoint ? { endpoint: cfg.ssmEndpoint } : {}) };
+    this.ssm = new SSMClient(config);
+    this.sender = new SSMClient({ ...config, retryStrategy: throttlingRetriesOnly(() => this.ssm.config.retryStrategy()) });
     this.counter.attach(this.ssm);
     this.counter.attach(this.sender);
   }
@@ -134,13 +136,47 @@ export class SsmChannel {
     return this.counter.attemptCounts();
   }
 
-  /** One DescribeInstanceInformation: every instance must be registered with SSM and Online. */
-  async checkAgents(instanceIds: string[], opts?: OperationOptions): Promise<void> {
+  /**
+   * One DescribeInstanceInformation: the PingStatus (Online, ConnectionLost, Inactive) of each
+   * instance registered with SSM; an instance not registered is absent.
+   */
+  async agentPings(instanceIds: string[], opts?: OperationOptions): Promise<Map<string, string>> {
     const ids = checkInstances(instanceIds);
     const info = await this.call({ operation: 'DescribeInstanceInformation', instanceIds: ids }, opts, (abortSignal) =>
       this.ssm.send(new DescribeInstanceInformationCommand({ Filters: [{ Key: 'InstanceIds', Values: ids }], MaxResults: MAX_INSTANCES }), { abortSignal }),
     );
-    const ping = new Map((info.InstanceInformationList ?? []).map((i) => [i.InstanceId ?? '', i.PingStatus ?? 'unknown']));
+    return new Map((info.InstanceInformationList ?? []).map((i) => [i.InstanceId ?? '', i.PingStatus ?? 'unknown']));
+  }
+
+  /** The hint for an agent that is not registered or not online. */
+  static readonly registrationHint = REGISTRATION_HINT;
+
+  /**
+   * Commands sent to one instance whose comment starts with `commentPrefix` (ListCommands, all
+   * pages, newest first): how a control plane that restarted finds what it had sent.
+   */
+  async commandsFor(instanceId: string, commentPrefix: string, opts?: OperationOptions): Promise<{ commandId: string; comment: string; status: string }[]> {
+    const [id] = checkInstances([instanceId]);
+    const out: { commandId: string; comment: string; status: string }[] = [];
+    let token: string | undefined;
+    let pages = 0;
+    do {
+      const page = await this.call({ operation: 'ListCommands', instanceIds: [instanceId] }, opts, (abortSignal) =>
+        this.ssm.send(new ListCommandsCommand({ InstanceId: id, MaxResults: 50, ...(token ? { NextToken: token } : {}) }), { abortSignal }),
+      );
+      for (const c of page.Commands ?? []) {
+        if (c.CommandId && c.Comment?.startsWith(commentPrefix)) out.push({ commandId: c.CommandId, comment: c.Comment, status: c.Status ?? '' });
+      }
+      token = page.NextToken;
+      // SSM keeps 30 days of history; what a restart needs is among the newest.
+    } while (token && ++pages < COMMAND_PAGES);
+    return out;
+  }
+
+  /** One DescribeInstanceInformation: every instance must be registered with SSM and Online. */
+  async checkAgents(instanceIds: string[], opts?: OperationOptions): Promise<void> {
+    const ids = checkInstances(instanceIds);
+    const ping = await this.agentPings(ids, opts);
     const problems = ids.filter((id) => ping.get(id) !== 'Online').map((id) => ({ id, ping: ping.get(id) }));
     if (problems.length === 0) return;
     const what = problems.map((p) => (p.ping === undefined ? `the SSM agent on ${p.id} is not registered with SSM` : `the SSM agent on ${p.id} is not online (PingStatus ${p.ping})`));

@@ -21,10 +21,14 @@ function fileFrom(path: string, body: string, mode: string): string {
   return [`cat > ${shellQuote(path)} <<'BERTH_EOF'`, body, 'BERTH_EOF', `chmod ${mode} ${shellQuote(path)}`].join('\n');
 }
 
-export function buildUserData(spec: HostSpec, agentCommand: string[]): string {
+/**
+ * `agentCommand` null: the host's commands go through the SSM agent of the AMI (command channel
+ * `ssm`), so the script writes no berth identity (no token to leak) and starts no berth agent.
+ */
+export function buildUserData(spec: HostSpec, agentCommand: string[] | null): string {
   return script(
     [
-      fileFrom(AGENT_IDENTITY_PATH, JSON.stringify(spec.agent), '600'),
+      ...(agentCommand ? [fileFrom(AGENT_IDENTITY_PATH, JSON.stringify(spec.agent), '600')] : []),
       fileFrom(HOST_TAGS_PATH, JSON.stringify(spec.tags), '644'),
       `echo ${shellQuote(spec.hostname)} > /etc/hostname`,
       `hostnamectl set-hostname ${shellQuote(spec.hostname)} 2>/dev/null || hostname ${shellQuote(spec.hostname)} || true`,
@@ -39,9 +43,10 @@ export function buildUserData(spec: HostSpec, agentCommand: string[]): string {
  * identity with it and the instance id from the metadata service). A restarted agent keeps the
  * identity it got.
  */
-export function buildFleetUserData(enrolment: FleetEnrolment, tags: Record<string, string>, agentCommand: string[]): string {
+export function buildFleetUserData(enrolment: FleetEnrolment, tags: Record<string, string>, agentCommand: string[] | null): string {
   const file: AgentEnrolment = { enrolUrl: enrolment.url, tenantId: enrolment.tenantId, pool: enrolment.pool, token: enrolment.token, generation: enrolment.generation };
-  return script([fileFrom(AGENT_ENROLMENT_PATH, JSON.stringify(file), '600'), fileFrom(HOST_TAGS_PATH, JSON.stringify(tags), '644')], agentCommand);
+  // Without berth's agent (SSM) nothing enrols: the control plane finds the group's instances itself.
+  return script([...(agentCommand ? [fileFrom(AGENT_ENROLMENT_PATH, JSON.stringify(file), '600')] : []), fileFrom(HOST_TAGS_PATH, JSON.stringify(tags), '644')], agentCommand);
 }
 
 /**
@@ -59,10 +64,9 @@ export function filesFromUserData(userData: string): Map<string, string> {
   return files;
 }
 
-function script(files: string[], agentCommand: string[]): string {
-  const command = agentCommand.map(shellQuote).join(' ');
+function script(files: string[], agentCommand: string[] | null): string {
   const dir = AGENT_IDENTITY_PATH.slice(0, AGENT_IDENTITY_PATH.lastIndexOf('/'));
-  return [
+  const head = [
     '#!/bin/sh',
     '# berth host bootstrap, written by the berth AWS driver.',
     'set -eu',
@@ -70,6 +74,11 @@ function script(files: string[], agentCommand: string[]): string {
     'umask 077',
     `mkdir -p ${shellQuote(dir)}`,
     ...files,
+  ];
+  if (!agentCommand) return [...head, '# commands reach this host through its SSM agent: no berth agent to start', ''].join('\n');
+  const command = agentCommand.map(shellQuote).join(' ');
+  return [
+    ...head,
     // systemd restarts the agent if it dies; without systemd (minimal AMIs) it is started once.
     'if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then',
     `  cat > ${UNIT} <<'BERTH_EOF'`,

@@ -2,7 +2,6 @@
  * Hosts on the control plane: launch through the driver, track the agent's enrolment, terminate, and
  * after a restart adopt what still runs and clean up everything else (nothing is ever leaked).
  */
-import { EventEmitter } from 'node:events';
 import { timingSafeEqual } from 'node:crypto';
 import { BerthError, errorMessage } from '../core/errors.js';
 import { hashSecret, newId, newSecret } from '../core/ids.js';
@@ -12,6 +11,7 @@ import type { HostsRepo, NewHost } from '../store/hosts-repo.js';
 import type { HostRow } from '../store/schema.js';
 import { toHostSummary, toHostView, type HostSummary, type HostView } from './views.js';
 import { monitorHosts, recoverHosts, sweepOrphans, type RecoveryContext } from './host-recovery.js';
+import { ReadyWaiters } from './ready-waiters.js';
 
 export interface LaunchRequest {
   image?: string | undefined;
@@ -73,14 +73,12 @@ export interface HostServiceDeps {
 }
 
 export class HostService {
-  private readonly readyEvents = new EventEmitter();
+  private readonly readyWaiters = new ReadyWaiters();
   /** Hosts being reset by this process: their init is replaced on purpose, so the monitor leaves them be. */
   private readonly resetting = new Set<string>();
   private readonly terminations = new Map<string, Promise<HostView>>();
 
-  constructor(private readonly deps: HostServiceDeps) {
-    this.readyEvents.setMaxListeners(0);
-  }
+  constructor(private readonly deps: HostServiceDeps) {}
 
   async launch(tenantId: string, req: LaunchRequest, opts: { waitMs?: number; signal?: AbortSignal; boot?: BootImage } = {}): Promise<HostView> {
     const registered = await this.register(tenantId, req, undefined, opts.boot);
@@ -120,7 +118,7 @@ export class HostService {
    */
   async start(host: RegisteredHost, opts: { waitMs?: number; signal?: AbortSignal } = {}): Promise<void> {
     const { id, tenantId } = host;
-    const ready = opts.waitMs ? this.waitReady(id, opts.waitMs, opts.signal) : undefined;
+    const ready = opts.waitMs ? this.readyWaiters.wait(id, opts.waitMs, opts.signal) : undefined;
     try {
       const launched = await this.deps.driver.launch(
         { id, hostname: host.hostname, image: host.boot.base, layers: host.boot.layers, tags: host.tags, resources: host.resources, agent: { hostId: id, token: host.token, serverUrl: this.deps.agentUrl } },
@@ -173,11 +171,11 @@ export class HostService {
 
   /** Resolves when the host's agent has connected (at once if it is running), else deadline_exceeded. */
   async awaitEnrolled(id: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
-    const ready = this.waitReady(id, timeoutMs, signal);
+    const ready = this.readyWaiters.wait(id, timeoutMs, signal);
     const row = await this.deps.hosts.getAnyTenant(id);
     if (row?.state === 'running' && this.deps.agents.isConnected(id)) {
       ready.catch(() => undefined);
-      this.readyEvents.emit(id);
+      this.readyWaiters.ready(id);
     }
     return ready;
   }
@@ -246,7 +244,7 @@ export class HostService {
     this.resetting.add(id);
     this.deps.agents.disconnect(id, 'the host is being reset');
     await this.deps.onHostGone(id, 'the host was reset');
-    const ready = this.waitReady(id, opts.waitMs, opts.signal);
+    const ready = this.readyWaiters.wait(id, opts.waitMs, opts.signal);
     try {
       const resources = { ...row.resources, ...(req.resources ?? {}) };
       const spec = { id, hostname: row.hostname, image: boot.base, layers: boot.layers, tags: req.tags, resources, agent: { hostId: id, token, serverUrl: this.deps.agentUrl } };
@@ -339,7 +337,7 @@ export class HostService {
     const now = new Date();
     await this.deps.hosts.setAgent(hostId, true, now, version);
     const row = (await this.deps.hosts.transition(hostId, ['launching', 'booting', 'lost'], 'running', { readyAt: now, reason: '' })) ?? (await this.deps.hosts.getAnyTenant(hostId));
-    if (row?.state === 'running') this.readyEvents.emit(hostId);
+    if (row?.state === 'running') this.readyWaiters.ready(hostId);
     return row;
   }
 
@@ -394,29 +392,5 @@ export class HostService {
     }
     await this.deps.hosts.transition(row.id, ['terminating'], 'terminated', { terminatedAt: new Date() });
     await this.deps.onHostGone(row.id, `the host was terminated (${reason})`);
-  }
-
-  private waitReady(id: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const cleanup = () => {
-        clearTimeout(timer);
-        this.readyEvents.off(id, onReady);
-        signal?.removeEventListener('abort', onAbort);
-      };
-      const onReady = () => {
-        cleanup();
-        resolve();
-      };
-      const onAbort = () => {
-        cleanup();
-        reject(new BerthError('deadline_exceeded', `host ${id}: waiting for its agent was aborted`, 'Retry the launch.'));
-      };
-      const timer = setTimeout(() => {
-        cleanup();
-        reject(new BerthError('deadline_exceeded', `host ${id}: its agent did not enrol within ${timeoutMs} ms`, 'Check the host console log in the data dir, and that hosts can reach the server on the bridge.', { hostId: id }));
-      }, timeoutMs);
-      this.readyEvents.on(id, onReady);
-      signal?.addEventListener('abort', onAbort);
-    });
   }
 }

@@ -1,0 +1,44 @@
+/**
+ * Waiters for hosts' agents to enrol: whoever launched or reset a host waits here until the agent
+ * says hello (or the time is up, or the caller gives up). Many may wait for one host.
+ */
+import { EventEmitter } from 'node:events';
+import { BerthError } from '../core/errors.js';
+
+export class ReadyWaiters {
+  private readonly events = new EventEmitter();
+
+  constructor() {
+    this.events.setMaxListeners(0);
+  }
+
+  /** The host's agent has enrolled: every waiter for it resolves. */
+  ready(hostId: string): void {
+    this.events.emit(hostId);
+  }
+
+  /** Resolves when `ready(id)` comes within `timeoutMs`; else rejects with deadline_exceeded. */
+  wait(id: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.events.off(id, onReady);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const onReady = () => {
+        cleanup();
+        resolve();
+      };
+      const onAbort = () => {
+        cleanup();
+        reject(new BerthError('deadline_exceeded', `host ${id}: waiting for its agent was aborted`, 'Retry the launch.'));
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new BerthError('deadline_exceeded', `host ${id}: its agent did not enrol within ${timeoutMs} ms`, 'Check the host console log in the data dir, and that hosts can reach the server on the bridge.', { hostId: id }));
+      }, timeoutMs);
+      this.events.on(id, onReady);
+      signal?.addEventListener('abort', onAbort);
+    });
+  }
+}

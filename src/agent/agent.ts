@@ -27,6 +27,13 @@ export interface AgentOptions {
   log?: (line: string) => void;
   outputLimitBytes?: number;
   killGraceMs?: number;
+  /** The shell commands run in; default bash when present, else /bin/sh. */
+  shell?: string;
+  /**
+   * Environment every command gets on top of the agent's own. The agent process sets its tools'
+   * (BERTH_NODE, …) in its environment; agents sharing one process (tests' emulated machines) give theirs here.
+   */
+  env?: Record<string, string>;
 }
 
 export class Agent {
@@ -35,7 +42,7 @@ export class Agent {
   private readonly running = new Map<string, AbortController>();
   private readonly bootId = randomUUID();
   private readonly log: (line: string) => void;
-  private readonly warmShells = new WarmShellPool(defaultShell());
+  private readonly warmShells: WarmShellPool;
   private idleTimer: NodeJS.Timeout | undefined;
   /**
    * Made on first use (a services message, or services a previous agent process left to re-adopt):
@@ -52,6 +59,7 @@ export class Agent {
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.log ?? ((line) => process.stderr.write(`berth-agent: ${line}\n`));
+    this.warmShells = new WarmShellPool(opts.shell ?? defaultShell(), opts.env ? { ...process.env, ...opts.env } : process.env);
     this.journal = new InvocationJournal(`${opts.stateDir}/invocations`);
     this.settleOrphans();
     this.supervisorDir = `${opts.stateDir}/services`;
@@ -255,9 +263,10 @@ export class Agent {
     const decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
     runShellScript(
       id,
-      { ...msg.parameters, env: { BERTH_TAGS: this.hostTags(), ...msg.parameters.env } },
+      { ...msg.parameters, env: { ...this.opts.env, BERTH_TAGS: this.hostTags(), ...msg.parameters.env } },
       {
         scratchDir: `${this.opts.stateDir}/scratch`,
+        ...(this.opts.shell ? { shell: this.opts.shell } : {}),
         outputLimitBytes: this.opts.outputLimitBytes,
         killGraceMs: this.opts.killGraceMs,
         warmShells: this.warmShells,

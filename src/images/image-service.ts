@@ -12,6 +12,7 @@ import type { ImagesRepo } from '../store/images-repo.js';
 import type { PoolsRepo } from '../store/pools-repo.js';
 import type { HostRow, ImageRow } from '../store/schema.js';
 import { baseChainId, imageId, layerId } from './digests.js';
+import type { AmiBuilds } from './ami-builds.js';
 import type { BakedImage, BakeEvent, ImageBuilder, ParentImage } from './builder.js';
 import { isInside } from './root-path.js';
 import { validateIdentityOptions } from './identity.js';
@@ -47,6 +48,8 @@ export interface ImageServiceDeps {
   builder: ImageBuilder;
   hosts: HostService;
   log: (line: string) => void;
+  /** On the AWS driver: images are AMIs, baked on a builder instance (ami-builds.ts). */
+  ami?: AmiBuilds;
 }
 
 export class ImageService implements ImageResolver {
@@ -77,6 +80,7 @@ export class ImageService implements ImageResolver {
     // Everything is checked before anything runs: a bad spec changes nothing.
     for (const spec of ordered) {
       checkStepInputs(spec, req.projectDir);
+      await this.deps.ami?.check(tenantId, spec, ordered);
       const problem = validateIdentityOptions(spec.identity);
       if (problem) throw new ImageSpecError([{ ...spec.at, path: `images.${spec.name}.identity`, message: problem, hint: 'See docs/images-identity.md for the built-in paths.' }]);
       for (const step of spec.steps) {
@@ -101,6 +105,7 @@ export class ImageService implements ImageResolver {
   private async buildOne(tenantId: string, spec: ImageSpec, req: BuildRequest, emit: (event: BakeEvent) => void, signal?: AbortSignal): Promise<BuildResult> {
     const started = performance.now();
     const parent = await this.parentOf(tenantId, spec);
+    if (this.deps.ami) return this.buildAmi(this.deps.ami, tenantId, spec, parent, req, emit, started, signal);
     const baked = await this.deps.builder.bakeLayers(tenantId, spec, parent, req.projectDir, emit, signal);
     const id = imageId(baked.base, baked.layers);
     const current = await this.deps.images.current(tenantId, spec.name);
@@ -112,6 +117,22 @@ export class ImageService implements ImageResolver {
     const checked = await this.deps.builder.check(tenantId, spec, boot, baked.env, emit, signal);
     const buildMs = Math.round(performance.now() - started);
     return this.publish(tenantId, baked, id, buildMs, { source: { file: req.file }, steps: baked.steps, uniqueness: checked.uniqueness, tests: checked.tests, testsDigest: baked.testsDigest });
+  }
+
+  /** An AMI: the row's base is its id and it has no layers; a new AMI rolls the pools as a new build does. */
+  private async buildAmi(ami: AmiBuilds, tenantId: string, spec: ImageSpec, parent: ParentImage, req: BuildRequest, emit: (event: BakeEvent) => void, started: number, signal?: AbortSignal): Promise<BuildResult> {
+    const { baked, manifest } = await ami.bake(tenantId, spec, parent, req, emit, signal);
+    const id = imageId(baked.base, []);
+    const current = await this.deps.images.current(tenantId, spec.name);
+    let result: BuildResult;
+    if (current?.id === id) {
+      emit({ type: 'log', image: spec.name, index: 0, line: `image ${spec.name} is up to date (${baked.base}): nothing to do` });
+      result = { image: toImageView(current, await this.deps.images.usage(tenantId, spec.name)), upToDate: true, buildMs: Math.round(performance.now() - started), rolledPools: [] };
+    } else {
+      result = await this.publish(tenantId, baked, id, Math.round(performance.now() - started), manifest);
+    }
+    await ami.prune(spec.name, emit, baked.steps.length + 1);
+    return result;
   }
 
   /** Checks a capture request before anything runs (the API answers 4xx for these). */
@@ -193,6 +214,7 @@ export class ImageService implements ImageResolver {
   }
 
   async close(): Promise<void> {
+    this.deps.ami?.close();
     await this.deps.builder.close();
   }
 

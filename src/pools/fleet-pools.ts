@@ -32,6 +32,8 @@ export interface FleetPoolsDeps {
   known: (hostId: string) => Promise<boolean>;
   /** An admitted host is the reconciler's to warm up from here. */
   onAdmitted: (pool: PoolRow, host: RegisteredHost) => void;
+  /** What a pool's image name boots on the backend (an image → its AMI); default: the name as it is. */
+  resolveImage?: (tenantId: string, ref: string) => Promise<string>;
   log: (line: string) => void;
 }
 
@@ -72,7 +74,9 @@ export class FleetPools {
   }
 
   private async fleetPool(pool: PoolRow): Promise<FleetPool> {
-    const { image, tags, resources } = launchRequest(pool);
+    const { image: ref, tags, resources } = launchRequest(pool);
+    // Resolved at each ensure: a new build of the image starts a new generation, which comes here.
+    const image = this.deps.resolveImage ? await this.deps.resolveImage(pool.tenant_id, ref) : ref;
     return { name: pool.name, size: pool.size, image, tags, resources, ...(pool.template.aws ? { settings: { ...pool.template.aws } } : {}), enrolment: { url: this.deps.enrolUrl, tenantId: pool.tenant_id, pool: pool.name, token: await this.enrolmentToken(pool), generation: pool.generation } };
   }
 

@@ -184,7 +184,9 @@ export class BerthServer {
       });
       late.hosts = hostsService;
       const poolsRepo = new PoolsRepo(store.db, events);
-      const images = await startImages(config, dataDir.path, { hosts: hostsService, commands, live, poolsRepo, imagesRepo: new ImagesRepo(store.db), log });
+      // On AWS an image build runs on a builder instance, whose files come from the agent port.
+      const aws = { hostsRepo, agentUrl, publishTar: (path: string) => slugs.publishTar(path), fileUrl: (path: string) => `http://${agentAddress.host}:${agentAddress.port}${path}` };
+      const images = await startImages(config, dataDir.path, { hosts: hostsService, commands, live, poolsRepo, imagesRepo: new ImagesRepo(store.db), log, aws });
       late.images = images;
       const claimsRepo = new ClaimsRepo(store.db, events);
       const isConnected = (hostId: string) => agents.isConnected(hostId);
@@ -207,6 +209,7 @@ export class BerthServer {
           enrolUrl: `http://${agentAddress.host}:${agentAddress.port}${AGENT_ENROL_PATH}`,
           agentUrl,
           onAdmitted: (pool, host) => reconciler.adoptEnrolled(pool, host),
+          resolveImage: async (tenantId, ref) => (await bootImages.resolve(tenantId, ref)).base,
           known: async (hostId) => (await hostsRepo.getAnyTenant(hostId)) !== undefined,
           log,
         });

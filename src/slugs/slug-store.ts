@@ -13,6 +13,7 @@ import { c as createTar } from 'tar';
 import { BerthError } from '../core/errors.js';
 import { randomUUID } from 'node:crypto';
 import { ArtifactCache } from '../images/artifacts.js';
+import { fileDigest } from '../images/digests.js';
 import { unpackTarSafely } from '../images/unpack.js';
 import { parseProcfile } from '../stacks/procfile.js';
 
@@ -66,6 +67,18 @@ export class SlugStore {
       this.preparing.set(digest, pending);
     }
     return pending;
+  }
+
+  /**
+   * A tarball made on this machine from checked inputs (an AMI bake's files), served to hosts as a
+   * slug's tree is: moved into the store under its content digest. Returns the URL path.
+   */
+  async publishTar(tarPath: string): Promise<string> {
+    const digest = await fileDigest(tarPath);
+    const trees = join(this.dir, 'trees');
+    await mkdir(trees, { recursive: true });
+    await rename(tarPath, join(trees, `${digest}.tar`));
+    return `/slugs/${digest}.tar`;
   }
 
   /** The packed tree of a prepared slug, for the agent gateway to serve; undefined for any other path. */

@@ -45,6 +45,8 @@ export interface AmiBakeOptions {
   pollMs?: number;
   /** Bound on the whole bake. Default 60 min. */
   timeoutMs?: number;
+  /** The builder's boot script (one that starts the runner's agent), asked for only when a builder is launched; its digest seeds the ClientToken. */
+  userData?: () => Promise<string>;
 }
 
 export interface AmiBakeResult {
@@ -213,12 +215,13 @@ class Bake {
    */
   private async acquireBuilder(): Promise<string> {
     const type = this.spec.instanceType ?? this.cfg.instanceType;
-    const seed = sha256([this.cfg.name, this.spec.specDigest, this.spec.parentImageId, type].join('\n')).slice(0, 32);
+    const userData = this.opts.userData ? await this.opts.userData() : undefined;
+    const seed = sha256([this.cfg.name, this.spec.specDigest, this.spec.parentImageId, type, ...(userData === undefined ? [] : [sha256(userData)])].join('\n')).slice(0, 32);
     for (let generation = 0; generation < MAX_TOKEN_GENERATIONS; generation++) {
       this.phase = `launching a builder from ${this.spec.parentImageId}`;
       this.say(`${this.phase} (${type})`);
       this.launchToken = `berth-bake-${seed}-${generation}`;
-      const launched = await this.launch(this.launchToken, type);
+      const launched = await this.launch(this.launchToken, type, userData);
       const id = launched?.InstanceId;
       if (!id || ENDED.includes(launched.State?.Name ?? '')) continue;
       this.builder = id;
@@ -241,7 +244,7 @@ class Bake {
     throw new BerthError('launch_failed', `image ${this.spec.name} failed to bake ${MAX_TOKEN_GENERATIONS} times: EC2 still holds the launch tokens of their builders`, 'EC2 forgets a launch token 24 h or more after its instance ended: fix what makes the bake fail, then bake again later.');
   }
 
-  private async launch(token: string, type: string): Promise<Instance | undefined> {
+  private async launch(token: string, type: string, userData: string | undefined): Promise<Instance | undefined> {
     const profile = this.cfg.instanceProfile;
     // Nothing per bake in the request: a replay must send the same parameters as the first one.
     const tags: Tag[] = [{ Key: 'Name', Value: `${this.name}-builder` }, { Key: TAG_ROLE, Value: 'builder' }, { Key: TAG_MANAGED_BY, Value: this.cfg.name }, { Key: TAG_IMAGE, Value: this.spec.name }, { Key: TAG_SPEC_DIGEST, Value: this.spec.specDigest }];
@@ -257,6 +260,7 @@ class Bake {
       // An SSM runner needs the instance role; IMDSv2 only, as for hosts (launch-template.ts).
       ...(profile ? { IamInstanceProfile: profile.startsWith('arn:') ? { Arn: profile } : { Name: profile } } : {}),
       MetadataOptions: { HttpTokens: 'required', HttpEndpoint: 'enabled', HttpPutResponseHopLimit: 1 },
+      ...(userData === undefined ? {} : { UserData: Buffer.from(userData).toString('base64') }),
       TagSpecifications: [{ ResourceType: 'instance', Tags: tags }, { ResourceType: 'volume', Tags: tags }],
     });
     try {

@@ -30,6 +30,11 @@ export class AgentChannels {
     else this.gateway.disconnect(hostId, reason);
   }
 
+  /** Whether berth's agent (and its supervisor) runs on the host, rather than a backend's agent. */
+  supervises(hostId: string): boolean {
+    return !this.backend?.isAttached(hostId);
+  }
+
   connectedHostIds(): string[] {
     return [...this.gateway.connectedHostIds(), ...(this.backend?.connectedHostIds() ?? [])];
   }

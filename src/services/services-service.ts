@@ -19,6 +19,8 @@ export interface ServiceChannel {
   send(hostId: string, msg: ServerMessage): boolean;
   /** The connected agent's session: its tenant, for events. */
   session?(hostId: string): { tenantId: string } | undefined;
+  /** false for a host whose commands go through a backend's agent (SSM): nothing supervises services there. */
+  supervises?(hostId: string): boolean;
 }
 
 export interface ServicesServiceDeps {
@@ -82,6 +84,7 @@ export class ServicesService {
     const specs = inputs.map((input, i) => withConfigHash(input, i, hashKey));
     const problems = checkServiceSet(specs);
     if (problems.length > 0) throw new BerthError('validation_failed', problems.join('\n'), 'Fix the services and send them again; nothing was changed.', { problems });
+    this.checkSupervised(hostId, specs);
     if (!(await this.deps.hosts.setServices(tenantId, hostId, specs))) throw notLive(hostId, row.state);
     this.push(hostId, specs);
     return this.view(tenantId, hostId);
@@ -93,8 +96,20 @@ export class ServicesService {
    * On a claim's path: no second read, no second parse.
    */
   async setResolved(row: HostRow, specs: ServiceSpec[]): Promise<void> {
+    this.checkSupervised(row.id, specs);
     if (!(await this.deps.hosts.setServices(row.tenant_id, row.id, specs))) throw notLive(row.id, row.state);
     this.push(row.id, specs);
+  }
+
+  /** Services on a host nothing would supervise are refused before anything is stored. */
+  private checkSupervised(hostId: string, specs: readonly ServiceSpec[]): void {
+    if (specs.length === 0 || this.deps.agents.supervises?.(hostId) !== false) return;
+    throw new BerthError(
+      'invalid_state',
+      `host ${hostId} runs its commands through the SSM agent, which has no service supervisor: it cannot run services`,
+      "Services, stacks and environments need berth's agent: use a pool whose hosts run it (template.aws.commandChannel: agent).",
+      { hostId },
+    );
   }
 
   /** The services a host row holds. */

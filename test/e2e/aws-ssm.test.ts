@@ -153,6 +153,16 @@ describe.skipIf(!motoAvailable('SSM command channel on moto'))('SSM command chan
     expect(pgrep(marker2)).toEqual([]);
   });
 
+  it('refuses services on an SSM host, which has no supervisor, and stores nothing', async () => {
+    const refused = await api.put<{ code: string; message: string; hint: string }>(`/v1/hosts/${hostId}/services`, { services: [{ name: 'web', cmd: 'sleep 60', restart: { policy: 'always' } }] });
+    expect(refused.body).toMatchObject({ code: 'invalid_state' });
+    expect(refused.status).toBe(409);
+    expect(refused.body.message).toContain('no service supervisor');
+    expect(refused.body.hint).toContain('commandChannel: agent');
+    const services = await api.get<{ services: unknown[] }>(`/v1/hosts/${hostId}/services`);
+    expect(services.body.services).toEqual([]);
+  });
+
   it('a host whose SSM agent went offline is refused at once, saying so', async () => {
     ssm.setPing(instanceId, 'ConnectionLost');
     await waitFor('berth to see the agent offline', async () => ((await api.get<HostView>(`/v1/hosts/${hostId}`)).body.agent.connected ? undefined : true), { timeoutMs: 10_000 });

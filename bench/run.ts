@@ -20,6 +20,7 @@ import { HostsRepo } from '../src/store/hosts-repo.js';
 import { DEFAULT_TENANT } from '../src/store/migrations.js';
 import { openStore } from '../src/store/store.js';
 import { awsBench } from './aws.js';
+import { awsSsmBench } from './aws-ssm.js';
 import { metricsBench } from './metrics.js';
 import { dashboardBench } from './dashboard.js';
 import { claimBench } from './claims.js';
@@ -78,7 +79,10 @@ async function main(): Promise<void> {
   }
   if (ONLY.has('dashboard')) rows.push(...(await dashboardBench({ loads: Number(process.env['BENCH_DASHBOARD_LOADS'] ?? 20), claims: Number(process.env['BENCH_METRICS_CLAIMS'] ?? 20_000), progress })));
   if (ONLY.has('metrics')) rows.push(...(await metricsBench({ scrapes: Number(process.env['BENCH_METRICS_SCRAPES'] ?? 50), claims: Number(process.env['BENCH_METRICS_CLAIMS'] ?? 20_000), progress })));
-  if (ONLY.has('aws')) rows.push(...(await awsBench({ claims: Number(process.env['BENCH_AWS_CLAIMS'] ?? 40), progress })));
+  if (ONLY.has('aws')) {
+    rows.push(...(await awsBench({ claims: Number(process.env['BENCH_AWS_CLAIMS'] ?? 40), progress })));
+    rows.push(...(await awsSsmBench({ commands: Number(process.env['BENCH_AWS_SSM_COMMANDS'] ?? 30), progress })));
+  }
   progress('store writes in isolation…');
   const writes = await isolatedStoreWrites(300);
   progress('');

@@ -215,8 +215,11 @@ export class ServicesService {
   /** Resolves when `done` holds for the host's reported services, or rejects after `timeoutMs`. */
   async waitFor(tenantId: string, hostId: string, done: (view: HostServicesView) => boolean, timeoutMs: number): Promise<HostServicesView> {
     const deadline = Date.now() + timeoutMs;
+    // Read once: what changes while one waits is the agent's reports (a claim's path waits here, and
+    // every store read counts). A desired set changed meanwhile is waited for by its own caller.
+    const desired = desiredOf(await this.existingHost(tenantId, hostId));
     for (;;) {
-      const view = await this.view(tenantId, hostId);
+      const view = this.viewOf(hostId, desired);
       if (done(view)) return view;
       const left = deadline - Date.now();
       if (left <= 0) return view;
@@ -243,11 +246,19 @@ export class ServicesService {
   }
 
   private async view(tenantId: string, hostId: string): Promise<HostServicesView> {
+    return this.viewOf(hostId, desiredOf(await this.existingHost(tenantId, hostId)));
+  }
+
+  private async existingHost(tenantId: string, hostId: string): Promise<HostRow> {
     const row = await this.deps.hosts.get(tenantId, hostId);
     if (!row) throw new BerthError('host_not_found', `host ${hostId} does not exist`, 'List hosts with `berth host ls`.', { hostId });
+    return row;
+  }
+
+  /** The host's desired services beside what its agent last reported. */
+  private viewOf(hostId: string, desired: ServiceSpec[]): HostServicesView {
     const reported = this.reported.get(hostId);
     const statuses = new Map((reported?.statuses ?? []).map((s) => [s.name, s]));
-    const desired = desiredOf(row);
     const wanted = new Set(desired.map((spec) => spec.name));
     return {
       hostId,

@@ -27,7 +27,8 @@ export interface EnvironmentServiceDeps {
   };
   /** Slugs given as refs; without it, a ref is only a version string. */
   slugs?: { prepare(ref: string, signal?: AbortSignal): Promise<Slug>; urlFor(slug: Slug): string };
-  pools: { get(tenantId: string, name: string): Promise<PoolRow | undefined> };
+  /** getRecent: the create's claim reads the same pool moments later (see PoolsRepo.getRecent). */
+  pools: { get(tenantId: string, name: string): Promise<PoolRow | undefined>; getRecent(tenantId: string, name: string): Promise<PoolRow | undefined> };
   hosts: { get(tenantId: string, id: string): Promise<HostRow | undefined> };
   placement: PlacementDeps;
   /** Gives a claimed host back (reuse: reset into its pool; else terminated). */
@@ -58,7 +59,7 @@ export class EnvironmentService {
     const t0 = performance.now();
     const expiresAt = input.ttl !== undefined ? new Date(Date.now() + parseTtl(input.ttl)) : null;
     const pool = input.pool ?? input.stack;
-    const [{ spec, target, init }, poolRow] = await Promise.all([this.stackOf(tenantId, input.stack, input.ref, input.command, signal), this.deps.pools.get(tenantId, pool)]);
+    const [{ spec, target, init }, poolRow] = await Promise.all([this.stackOf(tenantId, input.stack, input.ref, input.command, signal), this.deps.pools.getRecent(tenantId, pool)]);
     if (!poolRow) {
       throw new BerthError('pool_not_found', `pool ${pool} does not exist`, input.pool ? 'Create it (berth apply, or berth pool create).' : `Environments of stack ${input.stack} are claimed from the pool named after it: create pool ${pool}, or pass --pool.`);
     }

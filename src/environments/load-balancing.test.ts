@@ -104,7 +104,7 @@ describe('environments with a load balancing hook', () => {
     svc = new EnvironmentService({
       envs: new EnvironmentsRepo(store.db),
       stacks: { get: (tenantId, name) => Promise.resolve({ tenant_id: tenantId, name, spec: stack() as unknown as Record<string, unknown>, config: {} } as StackRow), put: () => Promise.resolve() },
-      pools: { get: (_tenantId, name) => Promise.resolve({ name, on_release: 'reuse' } as PoolRow) },
+      pools: { get: (_tenantId, name) => Promise.resolve({ name, on_release: 'reuse' } as PoolRow), getRecent: (_tenantId, name) => Promise.resolve({ name, on_release: 'reuse' } as PoolRow) },
       hosts: { get: (_tenantId, id) => Promise.resolve(hosts.get(id)) },
       placement: {
         claim: (_tenantId, pool, input) => {

@@ -67,8 +67,11 @@ export class EnvironmentService {
     if (!inserted) throw new BerthError('environment_exists', `environment ${input.name} exists already`, `Pick another name, or remove it first: berth env rm ${input.name}`);
     const claimed: EnvHostRecord[] = [];
     const balanced = new Set<string>();
+    // The pool refills once the environment is recorded ready (or cleaned up), not while it is made.
+    let createDone = (): void => undefined;
+    const refillAfter = new Promise<void>((resolve) => (createDone = resolve));
     try {
-      const placed = await this.place(tenantId, input.name, spec, target, { pool, mode: input.mode, ref: input.ref ?? null, replicas: input.replicas, owner: input.user ?? null, settings: input.set, generation: 1, deadline: Date.now() + input.wait * 1000, claimed, balanced, init, ...(signal ? { signal } : {}) });
+      const placed = await this.place(tenantId, input.name, spec, target, { pool, mode: input.mode, ref: input.ref ?? null, replicas: input.replicas, owner: input.user ?? null, settings: input.set, generation: 1, deadline: Date.now() + input.wait * 1000, claimed, balanced, init, refillAfter, ...(signal ? { signal } : {}) });
       const timings = { ...placed.timings, totalMs: performance.now() - t0 };
       const row = await this.deps.envs.transition(tenantId, input.name, ['creating'], 'ready', { hosts: claimed, route: { ...target, generation: 1 }, timings: round(timings) });
       if (!row) throw new BerthError('conflict', `environment ${input.name} was removed while it was being created`, 'Create it again.');
@@ -81,6 +84,8 @@ export class EnvironmentService {
       await this.releaseAll(tenantId, pool, claimed, why, unbalanced ? undefined : claimed);
       await this.deps.envs.delete(tenantId, input.name);
       throw err;
+    } finally {
+      createDone();
     }
   }
 
@@ -221,8 +226,9 @@ export class EnvironmentService {
     opts: Omit<Parameters<typeof placeServices>[1], 'tenantId' | 'name' | 'stack' | 'onClaimed' | 'target'> & { claimed: EnvHostRecord[]; balanced: Set<string>; recordWith?: EnvHostRecord[] },
   ) {
     const { claimed, balanced, recordWith = [], ...rest } = opts;
+    // Without the caller's (a deploy): the pool refills once the hosts are placed.
     let createDone = (): void => undefined;
-    const refillAfter = new Promise<void>((resolve) => (createDone = resolve));
+    const refillAfter = rest.refillAfter ?? new Promise<void>((resolve) => (createDone = resolve));
     try {
       const placement = await placeServices(this.deps.placement, {
         ...rest,

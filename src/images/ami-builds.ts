@@ -18,6 +18,7 @@ import type { HostService, RegisteredHost } from '../hosts/host-service.js';
 import type { HostsRepo } from '../store/hosts-repo.js';
 import type { ImagesRepo } from '../store/images-repo.js';
 import type { ArtifactCache } from './artifacts.js';
+import { CloneCheckHosts } from './ami-clone-hosts.js';
 import { AMI_PRELUDE, packTree, planAmiSteps, checkAmiSpec, type AmiPlan, type AmiStep } from './ami-steps.js';
 import { CommandFailed, type BakeHosts } from './bake-hosts.js';
 import type { BakedImage, BakeEvent, ParentImage } from './builder.js';
@@ -76,6 +77,9 @@ export class AmiBuilds {
     const stage = join(this.deps.stageDir, randomUUID());
     let builder: RegisteredHost | undefined;
     const started = performance.now();
+    // Its step begins when AmiBaker starts the check: the AMI step is done then.
+    const done = (): void => emit({ type: 'step', image: spec.name, ...last, total, state: 'done', elapsedMs: Math.round(performance.now() - started) });
+    const clones = new CloneCheckHosts({ ...this.deps, bootTimeoutMs: this.deps.builderBootTimeoutMs ?? DEFAULT_BUILDER_BOOT_MS }, tenantId, spec.name, total + 1, emit, done);
     try {
       const steps = plan.steps(await this.stageInputs(plan, stage, signal));
       const runner = new AgentRunner(this.deps, tenantId, spec.name, total, steps, () => builder, emit);
@@ -85,7 +89,8 @@ export class AmiBuilds {
         {
           ...(signal ? { signal } : {}),
           ...(this.deps.pollMs !== undefined ? { pollMs: this.deps.pollMs } : {}),
-          progress: (line) => emit({ type: 'log', image: spec.name, index: runner.current ?? total, line }),
+          progress: (line) => emit({ type: 'log', image: spec.name, index: clones.started !== undefined ? clones.index : (runner.current ?? total), line }),
+          cloneCheck: clones,
           // Only when a builder is launched: the host it will connect as, and its boot script.
           userData: async () => {
             builder = await this.deps.hosts.register(tenantId, { hostname: `bake-${randomUUID().slice(0, 8)}`, tags: { 'berth:role': 'bake', 'berth:image': spec.name } }, undefined, { image: `${spec.name} (bake)`, imageId: null, base: parentAmi, layers: [] });
@@ -93,13 +98,17 @@ export class AmiBuilds {
           },
         },
       );
+      // A reused AMI was checked when it was made: it is not checked again.
       if (result.reused) for (const step of [...steps.map((s) => ({ ...s, kind: 'run' })), last]) emit({ type: 'step', image: spec.name, index: step.index, total, kind: step.kind, title: step.title, state: 'cached', elapsedMs: 0 });
-      else emit({ type: 'step', image: spec.name, ...last, total, state: 'done', elapsedMs: Math.round(performance.now() - started) });
+      else if (clones.started === undefined) done();
+      if (clones.started !== undefined) clones.step('done');
       const baked: BakedImage = { name: spec.name, parent: spec.parent, parentId: parent.parentId, base: result.imageId, layers: [], own: [], env: plan.env, testsDigest: '', steps: plan.definitions };
-      const ami = { imageId: result.imageId, name: result.name, reused: result.reused, specDigest: plan.specDigest, layerDigests: plan.layerDigests, parentImageId: parentAmi, ...(result.builderInstanceId ? { builderInstanceId: result.builderInstanceId } : {}) };
-      return { baked, manifest: { source: { file: req.file }, steps: plan.definitions, ami, tests: [] } };
+      const check = result.cloneCheck;
+      const ami = { imageId: result.imageId, name: result.name, reused: result.reused, specDigest: plan.specDigest, layerDigests: plan.layerDigests, parentImageId: parentAmi, ...(result.builderInstanceId ? { builderInstanceId: result.builderInstanceId } : {}), ...(check ? { checkInstanceIds: check.instanceIds } : {}) };
+      return { baked, manifest: { source: { file: req.file }, steps: plan.definitions, ami, ...(check ? { uniqueness: check.uniqueness } : {}), tests: [] } };
     } catch (err) {
-      if (!(err instanceof BerthError && err.details?.['phase'] === 'steps')) emit({ type: 'step', image: spec.name, ...last, total, state: 'failed', elapsedMs: Math.round(performance.now() - started), tail: errorMessage(err) });
+      if (clones.started !== undefined) clones.step('failed', errorMessage(err));
+      else if (!(err instanceof BerthError && err.details?.['phase'] === 'steps')) emit({ type: 'step', image: spec.name, ...last, total, state: 'failed', elapsedMs: Math.round(performance.now() - started), tail: errorMessage(err) });
       throw err;
     } finally {
       await rm(stage, { recursive: true, force: true });

@@ -70,6 +70,16 @@ describe('IDENTITY_PROBE', () => {
     expect(identity.hostname).toBe(execFileSync('hostname', { encoding: 'utf8' }).trim());
   });
 
+  it('with a shell word for the root (an AMI bake\'s `"$R"`), reads the same files as with the directory', async () => {
+    put('etc/machine-id', '0123456789abcdef0123456789abcdef\n');
+    makeHostKey('ed25519');
+    put('etc/berth/agent.json', `${JSON.stringify({ hostId: 'h-abc', token: TOKEN, serverUrl: 'ws://10.0.0.1:7070' })}\n`);
+    const probe = ['R="$1"', ...buildIdentityProbe({ shellWord: '"$R"' })].join('\n');
+    const { stdout } = await execFileAsync('/bin/sh', ['-c', probe, 'sh', root]);
+    expect(stdout).toBe(await runProbe());
+    expect(parseIdentityProbe(stdout)).toMatchObject({ machineId: '0123456789abcdef0123456789abcdef', agentHostId: 'h-abc' });
+  });
+
   it('prints "-" for what the host lacks and nothing for SSH when there is no /etc/ssh', async () => {
     const stdout = await runProbe();
     expect(stdout).toMatch(/^machine-id -\ndbus-machine-id -\nagent-host-id -\nhostname \S+\n$/);

@@ -7,10 +7,16 @@
 
 import { FIRST_BOOT_PATH } from '../protocol/messages.js';
 
-/** Probe output is one line per item: `<item> <value>`, or `<item> -` when the host lacks it. */
-export function buildIdentityProbe(root = '/'): string[] {
-  const prefix = root.replace(/\/+$/, '');
-  const at = (path: string): string => (prefix === '' ? path : `${shQuote(prefix)}${path}`);
+/**
+ * Probe output is one line per item: `<item> <value>`, or `<item> -` when the host lacks it.
+ * `root` is a directory, or `{ shellWord }`: a shell word that expands to the root at run time,
+ * empty for `/` (an AMI bake's probe uses `"$R"`, which is empty on an instance and a directory on
+ * an emulated machine of the tests).
+ */
+export function buildIdentityProbe(root: string | { shellWord: string } = '/'): string[] {
+  const word = typeof root === 'string' ? undefined : root.shellWord;
+  const prefix = typeof root === 'string' ? root.replace(/\/+$/, '') : '';
+  const at = (path: string): string => (word !== undefined ? `${word}${path}` : prefix === '' ? path : `${shQuote(prefix)}${path}`);
   const sshDir = at('/etc/ssh');
   const keygen = 'command -v ssh-keygen >/dev/null 2>&1';
   return [
@@ -104,6 +110,11 @@ function compareSshKeys(a: string[], b: string[]): UniquenessItem {
   if (a.length === 0 && b.length === 0) return { item: 'ssh-host-keys', a: '-', b: '-', verdict: 'absent' };
   if (shared.length > 0) return { item: 'ssh-host-keys', a: `shared: ${show(shared)}`, b: `shared: ${show(shared)}`, verdict: 'same' };
   return { item: 'ssh-host-keys', a: show(a), b: show(b), verdict: 'differ' };
+}
+
+/** The items that make a report fail: shared by the two hosts, or missing where every host needs them. */
+export function failingItems(r: UniquenessReport): UniquenessItem[] {
+  return r.items.filter(fails);
 }
 
 function fails(item: UniquenessItem): boolean {

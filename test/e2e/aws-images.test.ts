@@ -2,7 +2,8 @@
  * `berth image build` on the AWS driver, end to end against moto: the image is an AMI baked on a
  * builder instance whose berth agent (one of the emulated fleet's, test/helpers/emulated-fleet.ts)
  * really runs the steps, the identity strip and its check — on a directory that stands for the
- * builder's root, in a shell where this machine's root filesystem is read-only. Then: an unchanged
+ * builder's root, in a shell where this machine's root filesystem is read-only — and the clone
+ * check, on two instances of the new AMI that start from a copy of that root. Then: an unchanged
  * spec launches nothing, a changed one bakes a new AMI and retention deregisters the old one, a
  * pool naming the image boots its AMI and rolls to the next, a failing step leaves nothing.
  */
@@ -40,8 +41,11 @@ describe.skipIf(!motoAvailable('AWS image builds end to end on moto'))('AWS imag
   const tagsOf = (r: { Tags?: { Key?: string; Value?: string }[] }): Record<string, string> => Object.fromEntries((r.Tags ?? []).map((t) => [t.Key ?? '', t.Value ?? '']));
   const amis = async (): Promise<Image[]> =>
     (await net.ec2.send(new DescribeImagesCommand({ Owners: ['self'], Filters: [{ Name: 'tag:berth:image', Values: ['web'] }, { Name: 'tag:berth:managed-by', Values: [NAME] }] }))).Images ?? [];
-  const builders = async (): Promise<Instance[]> =>
-    ((await net.ec2.send(new DescribeInstancesCommand({ Filters: [{ Name: 'tag:berth:role', Values: ['builder'] }] }))).Reservations ?? []).flatMap((r) => r.Instances ?? []);
+  const withRole = async (role: string): Promise<Instance[]> =>
+    ((await net.ec2.send(new DescribeInstancesCommand({ Filters: [{ Name: 'tag:berth:role', Values: [role] }] }))).Reservations ?? []).flatMap((r) => r.Instances ?? []);
+  const builders = (): Promise<Instance[]> => withRole('builder');
+  type HostRow = { id: string; hostname: string; state: string; tags: Record<string, string> };
+  const allHosts = async (): Promise<HostRow[]> => (await api.get<{ hosts: HostRow[] }>('/v1/hosts?all=true')).body.hosts;
   const build = (file: string) => berth(['image', 'build', '-f', file, '--verbose', '--data-dir', join(dir, 'data')], env, { timeoutMs: 120_000 });
   const spec = async (name: string, runStep: string): Promise<string> => {
     const file = join(project, name);
@@ -121,15 +125,43 @@ describe.skipIf(!motoAvailable('AWS image builds end to end on moto'))('AWS imag
     // The builder's host record went with it.
     const hosts = (await api.get<{ hosts: { id: string; state: string; tags: Record<string, string> }[] }>('/v1/hosts')).body.hosts;
     expect(hosts.filter((h) => h.tags['berth:role'] === 'bake' && h.state !== 'terminated')).toEqual([]);
+
+    // The clone check: two instances launched from the new AMI, each booting as a bake-check host,
+    // probed (their emulated roots are copies of the builder's when the AMI was made, each with
+    // its own hostname), then terminated, and their host records with them.
+    expect(built.stderr).toMatch(/\[web check\] check clones differ … running/);
+    expect(built.stderr).toMatch(/\[web check\] check clones differ +done/);
+    expect(built.stderr).toContain('clones differ: machine-id, hostname, agent identity');
+    const checks = await withRole('bake-check');
+    expect(checks).toHaveLength(2);
+    for (const c of checks) {
+      expect(c.ImageId).toBe(ami?.ImageId);
+      expect(['shutting-down', 'terminated']).toContain(c.State?.Name);
+    }
+    const checkHosts = (await allHosts()).filter((h) => h.tags['berth:role'] === 'bake-check');
+    expect(checkHosts.map((h) => h.state)).toEqual(['terminated', 'terminated']);
+    expect(checks.map((c) => tagsOf(c)['berth:host-id']).sort()).toEqual(checkHosts.map((h) => h.id).sort());
+    // What the probe saw on each: its own machine-id, agent identity and hostname (the host's).
+    const manifest = (await api.get<{ manifest: { ami: { checkInstanceIds: string[] }; uniqueness: { ok: boolean; items: { item: string; a: string; b: string; verdict: string }[] } } }>('/v1/images/web')).body.manifest;
+    expect(manifest.ami.checkInstanceIds.sort()).toEqual(checks.map((c) => c.InstanceId).sort());
+    expect(manifest.uniqueness.ok).toBe(true);
+    const item = (name: string) => manifest.uniqueness.items.find((i) => i.item === name);
+    expect(item('machine-id')?.verdict).toBe('differ');
+    expect(item('machine-id')?.a).toMatch(/^[0-9a-f]{32}$/);
+    expect([item('hostname')?.a, item('hostname')?.b].sort()).toEqual(checkHosts.map((h) => h.hostname).sort());
+    expect([item('agent-identity')?.a, item('agent-identity')?.b].sort()).toEqual(checkHosts.map((h) => h.id).sort());
   }, 120_000);
 
-  it('an unchanged spec launches nothing and reuses the AMI', async () => {
+  it('an unchanged spec launches nothing (no builder, no clone check) and reuses the AMI', async () => {
     const before = (await builders()).length;
+    const checksBefore = (await withRole('bake-check')).length;
     const again = await build(join(project, 'v1.yaml'));
     expect(again.code).toBe(0);
     expect(again.stdout).toContain('up to date');
     expect(again.stderr).toContain(`reusing ${first?.ImageId ?? '?'}`);
     expect((await builders()).length).toBe(before);
+    // A reused AMI was checked when it was made: no clone check again.
+    expect((await withRole('bake-check')).length).toBe(checksBefore);
   }, 60_000);
 
   it('a changed spec bakes a new AMI, and retention deregisters the old one (keep 1) with its snapshots', async () => {

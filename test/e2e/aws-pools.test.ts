@@ -122,7 +122,7 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
     expect(members(after, poolGroup)).not.toContain(instanceId);
 
     // The init really ran on the instance's agent and reported: run a command and read its output.
-    const run = await api.post<{ id: string }>('/v1/commands', { targets: { hostIds: [hostId] }, parameters: { commands: ['echo "user=$BERTH_TAGS"'] } });
+    const run = await api.post<{ id: string }>('/v1/commands', { targets: { hostIds: [hostId] }, parameters: { commands: ['echo "user=$BERTH_TAGS"', 'hostname'] } });
     expect(run.status).toBe(201);
     const done = await waitFor(
       'the command to finish',
@@ -134,6 +134,8 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
     );
     expect(done.status).toBe('Success');
     expect(done.invocations[0]?.stdout).toContain('"berth:group":"alice"');
+    // Its own hostname (the emulated machine's UTS namespace): the host's, named after its instance.
+    expect(done.invocations[0]?.stdout.trim().split('\n').at(-1)).toBe(instanceId);
 
     // The pool's group launched the replacement, which enrols and warms: the pool is full again.
     await waitFull('web', 3);

@@ -6,6 +6,7 @@
  * ami-retention.ts.
  */
 import { AMI_IDENTITY_CHECK_SCRIPT, AMI_IDENTITY_STRIP_SCRIPT } from './ami-identity.js';
+import { runCloneCheck, type CloneCheckHooks, type CloneCheckResult } from './ami-clone-check.js';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CreateTagsCommand, DescribeInstancesCommand, RunInstancesCommand, TerminateInstancesCommand, type EC2Client, type Instance, type Tag, type _InstanceType } from '@aws-sdk/client-ec2';
@@ -47,6 +48,8 @@ export interface AmiBakeOptions {
   timeoutMs?: number;
   /** The builder's boot script (one that starts the runner's agent), asked for only when a builder is launched; its digest seeds the ClientToken. */
   userData?: () => Promise<string>;
+  /** The clone-uniqueness check on two instances of a newly made AMI (ami-clone-check.ts); its failure removes the AMI. Not run on a reused AMI. */
+  cloneCheck?: CloneCheckHooks;
 }
 
 export interface AmiBakeResult {
@@ -55,14 +58,12 @@ export interface AmiBakeResult {
   /** `<driver name>-<image name>-<12 digest characters>`. */
   name: string;
   builderInstanceId?: string;
+  cloneCheck?: CloneCheckResult;
 }
 
 export interface AmiBakerOptions {
   requestHandler?: RequestHandler;
-  /**
-   * Default true: CreateImage tags the snapshots (TagSpecifications). False: CreateTags on them once
-   * the AMI is available, for emulators without the former (moto 5 raises NotImplementedError).
-   */
+  /** Default true: CreateImage tags the snapshots; false: CreateTags once available (moto 5 lacks the former). */
   tagSnapshotsAtCreate?: boolean;
 }
 
@@ -204,7 +205,9 @@ class Bake {
     if (!this.tagSnapshotsAtCreate && snapshots.length > 0) {
       await this.call({ operation: 'CreateTags' }, (abortSignal) => this.ec2.send(new CreateTagsCommand({ Resources: snapshots, Tags: bakedImageTags(this.cfg.name, this.spec) }), { abortSignal }));
     }
-    return { imageId, reused: false, name: this.name, builderInstanceId: id };
+    this.phase = `checking that two instances of ${imageId} can be told apart`;
+    const cloneCheck = this.opts.cloneCheck && (await runCloneCheck(this.ec2, this.cfg, { imageId, image: this.spec.name, amiName: this.name, instanceType: this.spec.instanceType ?? this.cfg.instanceType }, this.opts.cloneCheck, this));
+    return { imageId, reused: false, name: this.name, builderInstanceId: id, ...(cloneCheck ? { cloneCheck } : {}) };
   }
 
   /**

@@ -3,6 +3,7 @@
  * root, empty on the machine itself; tests pass a directory): src/images/identity.ts applied to a
  * live Linux machine. The check fails on anything the strip should have removed.
  */
+import { buildIdentityProbe } from '../../images/uniqueness.js';
 
 const HISTORY = ['.bash_history', '.zsh_history', '.python_history', '.lesshst', '.viminfo'];
 /** What the strip removes and the check fails on (shell words: `$R` is the root, globs unquoted). */
@@ -72,3 +73,10 @@ export const AMI_IDENTITY_CHECK_SCRIPT = [
   'if [ "$bad" = 0 ]; then echo "berth-identity-check: ok"; fi',
   'exit "$bad"',
 ].join('\n');
+
+/**
+ * The clone-uniqueness probe (src/images/uniqueness.ts) for an instance of a baked AMI: the same
+ * items, read under `$1` (empty on the instance itself), so the same text runs on an emulated
+ * machine whose root is a directory. Only reads; the hostname is the running system's.
+ */
+export const AMI_IDENTITY_PROBE: string[] = ['R="${1:-}"; R="${R%/}"', ...buildIdentityProbe({ shellWord: '"$R"' })];

@@ -64,6 +64,12 @@ export function filesFromUserData(userData: string): Map<string, string> {
   return files;
 }
 
+/** The hostname a boot script of buildUserData sets, if any (for emulated instances, as filesFromUserData). */
+export function hostnameFromUserData(userData: string): string | undefined {
+  const m = /^echo '((?:[^']|'\\'')*)' > \/etc\/hostname$/m.exec(userData);
+  return m?.[1]?.replace(/'\\''/g, "'");
+}
+
 function script(files: string[], agentCommand: string[] | null): string {
   const dir = AGENT_IDENTITY_PATH.slice(0, AGENT_IDENTITY_PATH.lastIndexOf('/'));
   const head = [

@@ -144,6 +144,8 @@ export interface BackendAgentHandlers {
 export interface BackendAgents {
   /** Whether a host launched or admitted with this driverData runs its commands through the backend. */
   handles(driverData: Record<string, unknown>): boolean;
+  /** How long such a host may take from its launch until its agent is online (SSM registration is slow). */
+  readonly bootTimeoutMs: number;
   /** Where reports go; called once, before any attach. */
   start(handlers: BackendAgentHandlers): void;
   /** Follows the host's backend agent (until detach): hello when it is online, disconnect when it is not. */

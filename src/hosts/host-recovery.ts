@@ -5,6 +5,7 @@
 import { BerthError, errorMessage } from '../core/errors.js';
 import { LIVE_HOST_STATES } from '../core/host-state.js';
 import type { HostRow } from '../store/schema.js';
+import type { HostDriver } from '../drivers/types.js';
 import type { HostServiceDeps } from './host-service.js';
 
 export interface RecoveryContext {
@@ -122,9 +123,16 @@ export async function monitorHosts(ctx: RecoveryContext, now: Date): Promise<voi
     const described = await deps.driver.describe(row.id, row.driver_data).catch(() => ({ state: 'running' as const, reason: undefined }));
     if (described.state !== 'running') {
       await ctx.markLost(row, described.reason ?? `host is ${described.state}`);
-    } else if (row.state === 'booting' && now.getTime() - new Date(row.created_at).getTime() > bootTimeoutMs) {
-      await deps.hosts.transition(row.id, ['booting'], 'terminating', { reason: `agent never enrolled within ${bootTimeoutMs / 1000} s` });
+    } else if (row.state === 'booting' && now.getTime() - new Date(row.created_at).getTime() > (bootTimeoutOf(deps.driver, row.driver_data) ?? bootTimeoutMs)) {
+      // A backend's agent (SSM) registers in minutes where berth's enrols in a second: its own limit.
+      const limit = bootTimeoutOf(deps.driver, row.driver_data) ?? bootTimeoutMs;
+      await deps.hosts.transition(row.id, ['booting'], 'terminating', { reason: `agent never enrolled within ${limit / 1000} s` });
       await ctx.cleanUp(row, 'agent never enrolled');
     }
   }
+}
+
+/** How long a host whose agent is the backend's may take to come online; undefined for berth's agent. */
+export function bootTimeoutOf(driver: HostDriver, driverData: Record<string, unknown>): number | undefined {
+  return driver.agents?.handles(driverData) ? driver.agents.bootTimeoutMs : undefined;
 }

@@ -10,7 +10,7 @@ import type { HostDriver, HostResources } from '../drivers/types.js';
 import type { HostsRepo, NewHost } from '../store/hosts-repo.js';
 import type { HostRow } from '../store/schema.js';
 import { toHostSummary, toHostView, type HostSummary, type HostView } from './views.js';
-import { monitorHosts, recoverHosts, sweepOrphans, type RecoveryContext } from './host-recovery.js';
+import { bootTimeoutOf, monitorHosts, recoverHosts, sweepOrphans, type RecoveryContext } from './host-recovery.js';
 import { ReadyWaiters } from './ready-waiters.js';
 
 export interface LaunchRequest {
@@ -45,6 +45,8 @@ export interface RegisteredHost {
   boot: BootImage;
   resources: HostResources;
   tags: Record<string, string>;
+  /** Set when the host's agent is a backend's (SSM), which may take longer to come online than berth's. */
+  bootTimeoutMs?: number;
 }
 
 export interface AgentPresence {
@@ -166,7 +168,8 @@ export class HostService {
     await this.deps.hosts.setLaunched(registered.id, machine.ip, machine.driverData);
     await this.deps.hosts.transition(registered.id, ['launching'], 'booting');
     this.deps.onMachine?.({ id: registered.id, tenantId, driverData: machine.driverData });
-    return registered;
+    const backendBoot = bootTimeoutOf(this.deps.driver, machine.driverData);
+    return backendBoot === undefined ? registered : { ...registered, bootTimeoutMs: backendBoot };
   }
 
   /** Resolves when the host's agent has connected (at once if it is running), else deadline_exceeded. */

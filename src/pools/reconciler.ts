@@ -246,7 +246,7 @@ export class PoolReconciler {
   adoptEnrolled(pool: PoolRow, host: RegisteredHost): void {
     this.busy.add(host.id);
     const boot = async (): Promise<void> => {
-      await this.deps.hostService.awaitEnrolled(host.id, this.deps.bootTimeoutMs ?? 30_000, this.stopping.signal);
+      await this.deps.hostService.awaitEnrolled(host.id, host.bootTimeoutMs ?? this.deps.bootTimeoutMs ?? 30_000, this.stopping.signal);
       await checkReady(this.deps, pool, host.id, this.deps.warmupTimeoutS ?? 600, this.stopping.signal);
     };
     this.track(this.makeReady(pool, host.id, boot, true).finally(() => this.busy.delete(host.id)));

@@ -180,6 +180,7 @@ export class BerthServer {
           await stacks.syncTagged(row);
         },
         onMachine: (host) => agents.attach(host),
+        ...(config.bootTimeoutMs !== undefined ? { bootTimeoutMs: config.bootTimeoutMs } : {}),
         log,
       });
       late.hosts = hostsService;
@@ -198,6 +199,7 @@ export class BerthServer {
         log,
         servicesReady: async (tenantId, hostId, timeoutMs) => void (await services.awaitReady(tenantId, hostId, timeoutMs, `host ${hostId}`)),
         ...(config.poolBackoffMs !== undefined ? { backoffMs: config.poolBackoffMs } : {}),
+        ...(config.bootTimeoutMs !== undefined ? { bootTimeoutMs: config.bootTimeoutMs } : {}),
         ...(config.driver.fleet ? { fleet: { ensure: (pool, signal) => (late.fleet ? late.fleet.ensure(pool, signal) : Promise.resolve()) } } : {}),
       });
       if (config.driver.fleet) {

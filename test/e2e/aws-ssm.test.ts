@@ -68,6 +68,8 @@ describe.skipIf(!motoAvailable('SSM command channel on moto'))('SSM command chan
       log: process.env['BERTH_TEST_LOG'] ? (line: string) => process.stderr.write(`berth: ${line}\n`) : () => {},
       monitorIntervalMs: 500,
       fleetDiscoveryIntervalMs: 200,
+      // Shorter than the emulated SSM registration: berth's agent's limit must not apply to SSM hosts.
+      bootTimeoutMs: 500,
       router: { port: 0 },
     });
 
@@ -81,7 +83,7 @@ describe.skipIf(!motoAvailable('SSM command channel on moto'))('SSM command chan
     moto = await startMoto();
     net = await motoNetwork(moto.endpoint);
     dir = await mkdtemp(join(tmpdir(), 'berth-ssmchan-'));
-    ssm = new EmulatedSsm({ motoEndpoint: moto.endpoint, driverName: NAME, dir: join(dir, 'instances') });
+    ssm = new EmulatedSsm({ motoEndpoint: moto.endpoint, driverName: NAME, dir: join(dir, 'instances'), registerAfterMs: 1500 });
     await ssm.start();
     driver = new AwsDriver(motoDriverConfig(moto.endpoint, net, NAME, { agentListenHost: '127.0.0.1', commandChannel: 'ssm', ssmEndpoint: ssm.endpoint, ssmPollMs: 100 }));
     agentPort = await freePort();
@@ -98,7 +100,7 @@ describe.skipIf(!motoAvailable('SSM command channel on moto'))('SSM command chan
     if (dir) await rm(dir, { recursive: true, force: true });
   }, 60_000);
 
-  it('a launched host is ready once its SSM agent is online, and its boot script starts no berth agent', async () => {
+  it('a launched host is ready once its SSM agent is online (later than berth agent boots may take), and its boot script starts no berth agent', async () => {
     const launched = await api.post<HostView>('/v1/hosts', { tags: { team: 'blue' }, wait: true, waitTimeout: 20 });
     expect(launched.status).toBe(201);
     expect(launched.body).toMatchObject({ state: 'running', agent: { connected: true, version: 'amazon-ssm-agent' } });

@@ -57,7 +57,7 @@ export class AwsDriver implements HostDriver {
     this.counter.attach(this.ec2);
     this.fleet = new AwsFleet(this.cfg, this.ec2, new AwsGroups(config, options));
     this.ssm = new SsmChannel(this.cfg, options.requestHandler ? { requestHandler: options.requestHandler } : {});
-    this.agents = new SsmAgents(this.ssm, { pollMs: this.cfg.ssmPollMs, logger: this.cfg.logger });
+    this.agents = new SsmAgents(this.ssm, { pollMs: this.cfg.ssmPollMs, registrationTimeoutMs: this.cfg.ssmRegistrationTimeoutMs, logger: this.cfg.logger });
   }
 
   /** The configuration as resolved, for the driver's other AWS parts (ELBv2: service-load-balancing.ts). */

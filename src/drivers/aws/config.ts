@@ -58,6 +58,11 @@ export interface AwsDriverConfig {
   ssmEndpoint?: string;
   /** How often the SSM channel asks which hosts' SSM agents are online. Default 5000 ms. */
   ssmPollMs?: number;
+  /**
+   * How long an SSM host may take from its launch until its SSM agent is registered and Online
+   * (berth's agent enrols in a second; SSM registration takes a minute or more). Default 10 min.
+   */
+  ssmRegistrationTimeoutMs?: number;
   logger?: AwsDriverLogger;
 }
 
@@ -82,6 +87,7 @@ export interface ResolvedAwsConfig {
   commandChannel: CommandChannel;
   ssmEndpoint: string | undefined;
   ssmPollMs: number;
+  ssmRegistrationTimeoutMs: number;
   logger: AwsDriverLogger;
 }
 
@@ -137,6 +143,7 @@ export function resolveAwsConfig(config: AwsDriverConfig): ResolvedAwsConfig {
     commandChannel,
     ssmEndpoint: config.ssmEndpoint,
     ssmPollMs: positive('ssmPollMs', config.ssmPollMs, 5_000),
+    ssmRegistrationTimeoutMs: positive('ssmRegistrationTimeoutMs', config.ssmRegistrationTimeoutMs, 10 * 60_000),
     logger: config.logger ?? silentLogger,
   };
 }

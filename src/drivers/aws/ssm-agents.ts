@@ -35,6 +35,8 @@ export interface SsmAgentsOptions {
   recheckMs?: number;
   /** First wait before a command's status is asked; it grows by half each time up to 5 s. Default 250 ms. */
   resultPollMs?: number;
+  /** How long a host may take from its launch until SSM says its agent is online. Default 10 min. */
+  registrationTimeoutMs?: number;
   logger: AwsDriverLogger;
 }
 
@@ -72,6 +74,10 @@ export class SsmAgents implements BackendAgents {
     private readonly ssm: SsmApi,
     private readonly opts: SsmAgentsOptions,
   ) {}
+
+  get bootTimeoutMs(): number {
+    return this.opts.registrationTimeoutMs ?? 10 * 60_000;
+  }
 
   handles(driverData: Record<string, unknown>): boolean {
     return driverData['channel'] === 'ssm' && typeof driverData['instanceId'] === 'string';

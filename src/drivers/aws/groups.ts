@@ -2,8 +2,8 @@
  * The seeds' Auto Scaling design: one group per pool keeps `size` warm instances from the driver's
  * launch template; one group per claiming group holds what its claims took. A claim moves an
  * InService instance from the pool's group to the user's: DetachInstances without decrementing the
- * pool's desired capacity (so the pool launches the replacement itself), then AttachInstances. Not
- * yet wired into pools and claims: the database claim stays the lock that picks the instance.
+ * pool's desired capacity (so the pool launches the replacement itself), then AttachInstances. The
+ * database claim stays the lock that picks the instance (fleet.ts is the driver's PoolFleet on this).
  */
 import {
   AttachInstancesCommand,

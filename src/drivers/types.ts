@@ -164,6 +164,8 @@ export interface DriverInfo {
   name: string;
   /** Address the control plane must listen on so agents inside hosts can reach it. */
   agentListenHost: string;
+  /** How long a host may take from its launch until its agent enrols (a VM boots slower than a namespace); the control plane's default when absent. */
+  bootTimeoutMs?: number;
 }
 
 export interface HostDriver {

@@ -82,9 +82,14 @@ export class HostService {
 
   constructor(private readonly deps: HostServiceDeps) {}
 
-  async launch(tenantId: string, req: LaunchRequest, opts: { waitMs?: number; signal?: AbortSignal; boot?: BootImage } = {}): Promise<HostView> {
+  /**
+   * `wait` without `waitMs`: as long as any host of this driver may take to enrol — berth's agent's
+   * limit (the driver's: an EC2 instance boots in a minute), or a backend agent's (SSM) when longer.
+   */
+  async launch(tenantId: string, req: LaunchRequest, opts: { wait?: boolean; waitMs?: number; signal?: AbortSignal; boot?: BootImage } = {}): Promise<HostView> {
     const registered = await this.register(tenantId, req, undefined, opts.boot);
-    await this.start(registered, opts);
+    const waitMs = opts.waitMs ?? (opts.wait ? Math.max(this.deps.bootTimeoutMs ?? 30_000, this.deps.driver.agents?.bootTimeoutMs ?? 0) : undefined);
+    await this.start(registered, { ...(waitMs ? { waitMs } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
     return this.get(tenantId, registered.id);
   }
 
@@ -394,6 +399,7 @@ export class HostService {
       throw new BerthError('internal', `host ${row.id} could not be terminated: ${errorMessage(err)}`, 'Retry `berth host rm`; see the server log for what was left.', { hostId: row.id }, { cause: err });
     }
     await this.deps.hosts.transition(row.id, ['terminating'], 'terminated', { terminatedAt: new Date() });
+    this.readyWaiters.gone(row.id, reason);
     await this.deps.onHostGone(row.id, `the host was terminated (${reason})`);
   }
 }

@@ -17,6 +17,11 @@ export class ReadyWaiters {
     this.events.emit(hostId);
   }
 
+  /** The host is gone (terminated): its agent never will enrol, so nobody waits any longer. */
+  gone(hostId: string, reason: string): void {
+    this.events.emit(hostId, new BerthError('launch_failed', `host ${hostId} was terminated while waiting for its agent: ${reason}`, 'Launch another host.', { hostId }));
+  }
+
   /** Resolves when `ready(id)` comes within `timeoutMs`; else rejects with deadline_exceeded. */
   wait(id: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
     return new Promise<void>((resolve, reject) => {
@@ -25,9 +30,10 @@ export class ReadyWaiters {
         this.events.off(id, onReady);
         signal?.removeEventListener('abort', onAbort);
       };
-      const onReady = () => {
+      const onReady = (err?: BerthError) => {
         cleanup();
-        resolve();
+        if (err) reject(err);
+        else resolve();
       };
       const onAbort = () => {
         cleanup();

@@ -89,6 +89,7 @@ export class BerthServer {
     dataDir.lock();
     progress(`preparing the ${config.driver.name} driver`);
     const driverInfo = await config.driver.init();
+    const bootTimeoutMs = config.bootTimeoutMs ?? driverInfo.bootTimeoutMs;
     progress(config.databaseUrl ? 'connecting to PostgreSQL' : 'opening the embedded store (the first start creates it, a few seconds)');
     const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
     const events = config.events ?? new EventBus();
@@ -180,7 +181,7 @@ export class BerthServer {
           await stacks.syncTagged(row);
         },
         onMachine: (host) => agents.attach(host),
-        ...(config.bootTimeoutMs !== undefined ? { bootTimeoutMs: config.bootTimeoutMs } : {}),
+        ...(bootTimeoutMs !== undefined ? { bootTimeoutMs } : {}),
         log,
       });
       late.hosts = hostsService;
@@ -199,7 +200,7 @@ export class BerthServer {
         log,
         servicesReady: async (tenantId, hostId, timeoutMs) => void (await services.awaitReady(tenantId, hostId, timeoutMs, `host ${hostId}`)),
         ...(config.poolBackoffMs !== undefined ? { backoffMs: config.poolBackoffMs } : {}),
-        ...(config.bootTimeoutMs !== undefined ? { bootTimeoutMs: config.bootTimeoutMs } : {}),
+        ...(bootTimeoutMs !== undefined ? { bootTimeoutMs } : {}),
         ...(config.driver.fleet ? { fleet: { ensure: (pool, signal) => (late.fleet ? late.fleet.ensure(pool, signal) : Promise.resolve()) } } : {}),
       });
       if (config.driver.fleet) {

@@ -61,7 +61,7 @@ describe('AWS driver: errors', () => {
     const d = new AwsDriver(base);
     const err = await rejection(d.init());
     expect(err.message).toContain('ec2:DescribeLaunchTemplateVersions');
-    await expect(d.init()).resolves.toEqual({ name: 'aws', agentListenHost: '0.0.0.0' });
+    await expect(d.init()).resolves.toEqual({ name: 'aws', agentListenHost: '0.0.0.0', bootTimeoutMs: 300_000 });
   });
 
   it('an AMI that does not exist: the image and the region are named', async () => {

@@ -79,7 +79,7 @@ export class AwsDriver implements HostDriver {
     await this.prepared();
     if (opts?.signal?.aborted) throw new BerthError('deadline_exceeded', 'AWS driver init was cancelled', 'Retry if it is still wanted.');
     // Instances reach the control plane over the VPC, not a bridge of this machine.
-    return { name: this.name, agentListenHost: this.cfg.agentListenHost };
+    return { name: this.name, agentListenHost: this.cfg.agentListenHost, bootTimeoutMs: this.cfg.bootTimeoutMs };
   }
 
   /** Shared by every caller, so no caller's signal may cancel it: each checks its own after. */

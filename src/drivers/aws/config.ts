@@ -63,6 +63,8 @@ export interface AwsDriverConfig {
    * (berth's agent enrols in a second; SSM registration takes a minute or more). Default 10 min.
    */
   ssmRegistrationTimeoutMs?: number;
+  /** How long an instance may take from its launch until berth's agent on it enrols (EC2 boots take a minute). Default 5 min. */
+  bootTimeoutMs?: number;
   logger?: AwsDriverLogger;
 }
 
@@ -88,6 +90,7 @@ export interface ResolvedAwsConfig {
   ssmEndpoint: string | undefined;
   ssmPollMs: number;
   ssmRegistrationTimeoutMs: number;
+  bootTimeoutMs: number;
   logger: AwsDriverLogger;
 }
 
@@ -144,6 +147,7 @@ export function resolveAwsConfig(config: AwsDriverConfig): ResolvedAwsConfig {
     ssmEndpoint: config.ssmEndpoint,
     ssmPollMs: positive('ssmPollMs', config.ssmPollMs, 5_000),
     ssmRegistrationTimeoutMs: positive('ssmRegistrationTimeoutMs', config.ssmRegistrationTimeoutMs, 10 * 60_000),
+    bootTimeoutMs: positive('bootTimeoutMs', config.bootTimeoutMs, 5 * 60_000),
     logger: config.logger ?? silentLogger,
   };
 }

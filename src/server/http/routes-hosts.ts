@@ -11,7 +11,7 @@ export function hostRoutes(hosts: HostService): FastifyPluginCallbackZod {
       { schema: { tags: ['hosts'], summary: 'Launch a host', body: launchHostBody, response: { 201: hostView, '4xx': errorBody, '5xx': errorBody } } },
       async (request, reply) => {
         const { wait, waitTimeout, ...spec } = request.body;
-        const host = await hosts.launch(request.tenantId, spec, wait ? { waitMs: waitTimeout * 1000 } : {});
+        const host = await hosts.launch(request.tenantId, spec, wait ? { wait: true, ...(waitTimeout !== undefined ? { waitMs: waitTimeout * 1000 } : {}) } : {});
         return reply.status(201).send(host);
       },
     );

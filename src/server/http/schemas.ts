@@ -52,7 +52,7 @@ export const launchHostBody = z
       .strict()
       .optional(),
     wait: z.boolean().default(true).describe('Answer only when the agent has enrolled'),
-    waitTimeout: z.number().positive().max(600).default(30).describe('Seconds to wait for the agent'),
+    waitTimeout: z.number().positive().max(3600).optional().describe("Seconds to wait for the agent (default: the server's boot timeout: 30 s on the local driver, 5 min on AWS, 10 min for SSM hosts)"),
   })
   .strict();
 

@@ -17,6 +17,7 @@ import { parseStacksFile, type StackSpec } from '../src/stacks/spec.js';
 import type { InProcessServer } from '../test/helpers/server.js';
 import { runBake } from './images.js';
 import { ms, summarize, type Summary } from './stats.js';
+import { StatementCount } from './statement-count.js';
 
 export interface SpinupOptions {
   /** Creates per variant: cold and install-at-claim are slow, so they get fewer. */
@@ -62,14 +63,18 @@ export async function spinupBench(srv: InProcessServer, opts: SpinupOptions): Pr
     { key: 'd', label: '(d) review host, stack running, reload', pool: 'sp-review', stack: 'demo', runs: opts.fast },
   ];
   const results = new Map<string, Summary>();
+  // The embedded store's statements during each create's API call (0 on PostgreSQL: not counted there).
+  const statements = new Map<string, StatementCount>();
   try {
     for (const v of variants) {
       if (opts.variants && !opts.variants.includes(v.key)) continue;
       const samples: number[] = [];
+      const count = new StatementCount();
+      statements.set(v.key, count);
       for (let i = 0; i < v.runs; i++) {
         await poolFull(srv, v.pool);
         opts.progress(`spinup: ${v.label} ${i + 1}/${v.runs}`);
-        samples.push(await createToFirst200(srv, `sp-${v.key}-${i}`, v));
+        samples.push(await createToFirst200(srv, `sp-${v.key}-${i}`, v, count));
       }
       results.set(v.key, summarize(samples));
     }
@@ -85,11 +90,16 @@ export async function spinupBench(srv: InProcessServer, opts: SpinupOptions): Pr
   // The chart in the docs shows the four side by side: a run of some of them leaves it alone.
   if (results.size === variants.length) writeFileSync(join(root, 'docs', 'spinup.svg'), chart);
   const ok = (cond: boolean) => (cond ? 'met' : '**missed**');
+  const perCreate = (key: string): string => {
+    const mean = statements.get(key)?.mean();
+    return mean === undefined || !Number.isFinite(mean) || mean === 0 ? '-' : mean.toFixed(1);
+  };
   return [
     `| spin-up ${variants[0]?.label ?? ''}: env create -> first 200 via the router | ${a.n} | ${ms(a.p50)} | ${ms(a.p99)} | (a)/(d) p50 ${(a.p50 / d.p50).toFixed(0)}x (target >= 100x: ${ok(a.p50 / d.p50 >= 100)}) | |`,
     `| spin-up ${variants[1]?.label ?? ''} | ${b.n} | ${ms(b.p50)} | ${ms(b.p99)} | (b)/(d) ${(b.p50 / d.p50).toFixed(0)}x | |`,
     `| spin-up ${variants[2]?.label ?? ''} | ${c.n} | ${ms(c.p50)} | ${ms(c.p99)} | target p50 <= 300 ms: ${ok(c.p50 <= 300)} | |`,
     `| spin-up ${variants[3]?.label ?? ''} | ${d.n} | ${ms(d.p50)} | ${ms(d.p99)} | target p50 <= 25 ms, p99 <= 100 ms: ${ok(d.p50 <= 25 && d.p99 <= 100)} | chart: docs/spinup.svg |`,
+    `| of which: store statements during a create's API call, mean, (c) / (d) (PGlite) | | | | ${perCreate('c')} / ${perCreate('d')} | |`,
   ];
 }
 
@@ -110,9 +120,9 @@ function installAtBoot(demo: StackSpec, root: string): StackSpec {
   return { ...demo, name: 'demo-boot', services };
 }
 
-async function createToFirst200(srv: InProcessServer, name: string, v: Variant): Promise<number> {
+async function createToFirst200(srv: InProcessServer, name: string, v: Variant, count: StatementCount): Promise<number> {
   const t0 = performance.now();
-  const res = await srv.api.post<EnvironmentView>('/v1/environments', { name, stack: v.stack, pool: v.pool, set: { GREETING: `hello ${name}` }, wait: 300 });
+  const res = await count.during(() => srv.api.post<EnvironmentView>('/v1/environments', { name, stack: v.stack, pool: v.pool, set: { GREETING: `hello ${name}` }, wait: 300 }));
   if (res.status !== 201) throw new Error(`${v.label}: env create failed: ${JSON.stringify(res.body)}`);
   const url = new URL(res.body.url ?? '');
   for (;;) {

@@ -18,6 +18,8 @@ import { AGENT_IDENTITY_PATH, HOST_TAGS_PATH } from '../../src/protocol/messages
 import { BerthServer } from '../../src/server/berth-server.js';
 import { agentBundleDir } from '../../src/cli/paths.js';
 import type { ClaimView, PoolStatusView } from '../../src/pools/views.js';
+import type { CommandView, InvocationView as Invocation } from '../../src/commands/views.js';
+import type { HostView } from '../../src/hosts/views.js';
 import { EmulatedSsm } from '../helpers/emulated-ssm.js';
 import { motoAvailable, MOTO_CREDENTIALS, MOTO_REGION, startMoto, type Moto } from '../helpers/moto.js';
 import { Api } from '../helpers/server.js';
@@ -27,24 +29,6 @@ import { motoDriverConfig, motoNetwork, type MotoNetwork } from '../drivers/aws-
 
 const NAME = 'bssmchan';
 
-interface Invocation {
-  hostId: string;
-  status: string;
-  statusDetail: string;
-  exitCodes: number[];
-  stdout: string;
-  stderr: string;
-}
-interface CommandView {
-  id: string;
-  status: string;
-  invocations: Invocation[];
-}
-interface HostView {
-  id: string;
-  state: string;
-  agent: { connected: boolean; version: string | null };
-}
 
 describe.skipIf(!motoAvailable('SSM command channel on moto'))('SSM command channel on moto', () => {
   let moto: Moto;

@@ -121,11 +121,11 @@ export async function monitorHosts(ctx: RecoveryContext, now: Date): Promise<voi
   for (const row of await deps.hosts.listInStates(['booting', 'running', 'lost'])) {
     if (deps.agents.isConnected(row.id) || ctx.isResetting(row.id)) continue;
     const described = await deps.driver.describe(row.id, row.driver_data).catch(() => ({ state: 'running' as const, reason: undefined }));
+    // A backend's agent (SSM) registers in minutes where berth's enrols in a second: its own limit.
+    const limit = bootTimeoutOf(deps.driver, row.driver_data) ?? bootTimeoutMs;
     if (described.state !== 'running') {
       await ctx.markLost(row, described.reason ?? `host is ${described.state}`);
-    } else if (row.state === 'booting' && now.getTime() - new Date(row.created_at).getTime() > (bootTimeoutOf(deps.driver, row.driver_data) ?? bootTimeoutMs)) {
-      // A backend's agent (SSM) registers in minutes where berth's enrols in a second: its own limit.
-      const limit = bootTimeoutOf(deps.driver, row.driver_data) ?? bootTimeoutMs;
+    } else if (row.state === 'booting' && now.getTime() - new Date(row.created_at).getTime() > limit) {
       await deps.hosts.transition(row.id, ['booting'], 'terminating', { reason: `agent never enrolled within ${limit / 1000} s` });
       await ctx.cleanUp(row, 'agent never enrolled');
     }

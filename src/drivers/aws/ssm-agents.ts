@@ -16,14 +16,12 @@ import { isTerminal } from '../../core/command-status.js';
 import { PROTOCOL_VERSION, type AgentMessage, type InvocationResult, type KnownInvocation, type ServerMessage } from '../../protocol/messages.js';
 import type { BackendAgentHandlers, BackendAgents } from '../types.js';
 import type { AwsDriverLogger } from './config.js';
-import type { SsmChannel, SsmInvocation } from './ssm.js';
+import { DELIVERY_TIMEOUT_S, EXECUTION_TIMEOUT_S, type SsmChannel, type SsmInvocation } from './ssm.js';
 
 /** Prefix of the SSM comment of every command berth sends; the invocation id follows. */
 export const COMMENT_PREFIX = 'berth ';
 /** SSM keeps the first 24,000 characters of each stream. */
 const SSM_OUTPUT_LIMIT = 24_000;
-const EXECUTION_TIMEOUT_S = [1, 172_800] as const;
-const DELIVERY_TIMEOUT_S = [30, 2_592_000] as const;
 const IDS_PER_CALL = 50;
 
 export type SsmApi = Pick<SsmChannel, 'agentPings' | 'send' | 'status' | 'cancel' | 'commandsFor'>;

@@ -23,8 +23,8 @@ export const SSM_DOCUMENT = 'AWS-RunShellScript';
 export const MAX_INSTANCES = 50;
 const INSTANCE_RE = /^(i|mi)-[0-9a-f]{8,17}$/;
 /** AWS-RunShellScript's executionTimeout allows 1 s to 48 h; SendCommand's TimeoutSeconds 30 s to 30 days. */
-const EXECUTION_TIMEOUT_S = [1, 172_800] as const;
-const DELIVERY_TIMEOUT_S = [30, 2_592_000] as const;
+export const EXECUTION_TIMEOUT_S = [1, 172_800] as const;
+export const DELIVERY_TIMEOUT_S = [30, 2_592_000] as const;
 const MAX_COMMENT = 100;
 const COMMAND_PAGES = 4;
 const FIRST_POLL_MS = 200;

@@ -65,16 +65,19 @@ export async function spinupBench(srv: InProcessServer, opts: SpinupOptions): Pr
   const results = new Map<string, Summary>();
   // The embedded store's statements during each create's API call (0 on PostgreSQL: not counted there).
   const statements = new Map<string, StatementCount>();
+  const breakdowns = new Map<string, Phases[]>();
   try {
     for (const v of variants) {
       if (opts.variants && !opts.variants.includes(v.key)) continue;
       const samples: number[] = [];
       const count = new StatementCount();
       statements.set(v.key, count);
+      const phases: Phases[] = [];
+      breakdowns.set(v.key, phases);
       for (let i = 0; i < v.runs; i++) {
         await poolFull(srv, v.pool);
         opts.progress(`spinup: ${v.label} ${i + 1}/${v.runs}`);
-        samples.push(await createToFirst200(srv, `sp-${v.key}-${i}`, v, count));
+        samples.push(await createToFirst200(srv, `sp-${v.key}-${i}`, v, count, phases));
       }
       results.set(v.key, summarize(samples));
     }
@@ -100,7 +103,14 @@ export async function spinupBench(srv: InProcessServer, opts: SpinupOptions): Pr
     `| spin-up ${variants[2]?.label ?? ''} | ${c.n} | ${ms(c.p50)} | ${ms(c.p99)} | target p50 <= 300 ms: ${ok(c.p50 <= 300)} | |`,
     `| spin-up ${variants[3]?.label ?? ''} | ${d.n} | ${ms(d.p50)} | ${ms(d.p99)} | target p50 <= 25 ms, p99 <= 100 ms: ${ok(d.p50 <= 25 && d.p99 <= 100)} | chart: docs/spinup.svg |`,
     `| of which: store statements during a create's API call, mean, (c) / (d) (PGlite) | | | | ${perCreate('c')} / ${perCreate('d')} | |`,
+    ...['c', 'd'].filter((key) => breakdowns.get(key)?.length).map((key) => `| of which (${key}), p50 of each part: ${medians(breakdowns.get(key) ?? [])} | | | | | |`),
   ];
+}
+
+/** `name 1.2 ms / …` for every part the creates reported, in the order the server reports them. */
+function medians(phases: Phases[]): string {
+  const names = [...new Set(phases.flatMap((p) => Object.keys(p)))];
+  return names.map((name) => `${name} ${ms(summarize(phases.map((p) => p[name] ?? NaN).filter(Number.isFinite)).p50)}`).join(' / ');
 }
 
 /** The demo as a stack that installs itself at boot: a `setup` service copies and installs the app first. */
@@ -120,10 +130,14 @@ function installAtBoot(demo: StackSpec, root: string): StackSpec {
   return { ...demo, name: 'demo-boot', services };
 }
 
-async function createToFirst200(srv: InProcessServer, name: string, v: Variant, count: StatementCount): Promise<number> {
+/** Per create: the server's own timings, and the client's view around them (ms). */
+type Phases = Record<string, number>;
+
+async function createToFirst200(srv: InProcessServer, name: string, v: Variant, count: StatementCount, phases: Phases[]): Promise<number> {
   const t0 = performance.now();
   const res = await count.during(() => srv.api.post<EnvironmentView>('/v1/environments', { name, stack: v.stack, pool: v.pool, set: { GREETING: `hello ${name}` }, wait: 300 }));
   if (res.status !== 201) throw new Error(`${v.label}: env create failed: ${JSON.stringify(res.body)}`);
+  const answered = performance.now() - t0;
   const url = new URL(res.body.url ?? '');
   for (;;) {
     const status = await statusOf(url).catch(() => 0);
@@ -131,6 +145,7 @@ async function createToFirst200(srv: InProcessServer, name: string, v: Variant, 
     if (performance.now() - t0 > 300_000) throw new Error(`${v.label}: ${name} never answered 200`);
   }
   const elapsed = performance.now() - t0;
+  phases.push({ ...res.body.timings, 'API answer': answered, 'first 200 after it': elapsed - answered });
   await srv.api.delete(`/v1/environments/${name}`);
   return elapsed;
 }

@@ -1,10 +1,10 @@
 /**
- * Counts the embedded store's statements while a measured operation runs (PGlite's `query`
- * wrapped once per process): how many round trips to the store a create costs, beside its time.
+ * Counts the embedded store's statements while a measured operation runs (the PGlite dialect's
+ * single entry, PGliteStatements.query, wrapped once per process): how many round trips to the store a create costs, beside its time.
  * A count is kept only between start() and stop(), so the server's background work outside
  * that window is not in it (work it does inside the window is: the store is shared).
  */
-import { PGlite } from '@electric-sql/pglite';
+import { PGliteStatements } from '../src/store/pglite-statements.js';
 
 let counting = 0;
 let statements = 0;
@@ -13,14 +13,12 @@ let patched = false;
 function patch(): void {
   if (patched) return;
   patched = true;
-  const proto = PGlite.prototype;
-  // Inherited from PGlite's base class; the wrapper goes on PGlite's own prototype, in front of it.
-  const query = Reflect.get(proto, 'query') as PGlite['query'] | undefined;
-  if (typeof query !== 'function') throw new Error('PGlite has no query method to count');
-  proto.query = function (this: PGlite, ...args: Parameters<PGlite['query']>) {
+  const proto = PGliteStatements.prototype;
+  const query = Reflect.get<PGliteStatements, 'query'>(proto, 'query');
+  proto.query = function (this: PGliteStatements, ...args: Parameters<PGliteStatements['query']>) {
     if (counting > 0) statements += 1;
     return query.apply(this, args);
-  } as PGlite['query'];
+  } as PGliteStatements['query'];
 }
 
 export class StatementCount {

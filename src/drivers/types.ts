@@ -30,6 +30,11 @@ export interface HostSpec {
   resources: HostResources;
   /** What the agent needs to enrol: written into the host at /etc/berth/agent.json (mode 0600). */
   agent: AgentBootstrap;
+  /**
+   * A pool's spare, launched ahead of any user: its processes get a small CPU share where the
+   * backend has one, so under contention claimed hosts go first (see HostDriver.setStandby).
+   */
+  standby?: boolean;
 }
 
 export interface AgentBootstrap {
@@ -189,6 +194,12 @@ export interface HostDriver {
    * credentials, mount points) is left out.
    */
   captureLayer?(id: string, driverData: Record<string, unknown>, dest: string, opts: OperationOptions & { stop: boolean }): Promise<void>;
+  /**
+   * Optional: a standby host (HostSpec.standby) starts or stops yielding the CPU to serving hosts;
+   * a claim makes its host serve before running its init. Synchronous and cheap (a local setting);
+   * throws only when the setting cannot be written.
+   */
+  setStandby?(id: string, driverData: Record<string, unknown>, standby: boolean): void;
   /** Idempotent: terminating a host that is already gone succeeds. Leaves nothing behind. */
   terminate(id: string, driverData: Record<string, unknown>, opts?: TerminateOptions): Promise<void>;
   describe(id: string, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<DescribedHost>;

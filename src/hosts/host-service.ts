@@ -47,6 +47,8 @@ export interface RegisteredHost {
   tags: Record<string, string>;
   /** Set when the host's agent is a backend's (SSM), which may take longer to come online than berth's. */
   bootTimeoutMs?: number;
+  /** A pool's spare being warmed: it yields the CPU to serving hosts until a claim (see serve()). */
+  standby?: boolean;
 }
 
 export interface AgentPresence {
@@ -116,7 +118,7 @@ export class HostService {
       agentTokenHash: hashSecret(token),
       ...(pool ? { pool } : {}),
     });
-    return { id, tenantId, token, hostname, boot: resolved, resources, tags };
+    return { id, tenantId, token, hostname, boot: resolved, resources, tags, ...(pool?.slot === 'warming' ? { standby: true } : {}) };
   }
 
   /**
@@ -128,7 +130,7 @@ export class HostService {
     const ready = opts.waitMs ? this.readyWaiters.wait(id, opts.waitMs, opts.signal) : undefined;
     try {
       const launched = await this.deps.driver.launch(
-        { id, hostname: host.hostname, image: host.boot.base, layers: host.boot.layers, tags: host.tags, resources: host.resources, agent: { hostId: id, token: host.token, serverUrl: this.deps.agentUrl } },
+        { id, hostname: host.hostname, image: host.boot.base, layers: host.boot.layers, tags: host.tags, resources: host.resources, agent: { hostId: id, token: host.token, serverUrl: this.deps.agentUrl }, ...(host.standby ? { standby: true } : {}) },
         opts.signal ? { signal: opts.signal } : {},
       );
       await this.deps.hosts.setLaunched(id, launched.ip, launched.driverData);
@@ -228,6 +230,18 @@ export class HostService {
     return this.get(tenantId, id);
   }
 
+  /**
+   * A claimed standby host serves from now on: its CPU share becomes a serving host's before its
+   * init runs. Never fails a claim: a host that keeps its small share is slower under load, not wrong.
+   */
+  serve(host: Pick<HostRow, 'id' | 'driver_data'>): void {
+    try {
+      this.deps.driver.setStandby?.(host.id, host.driver_data, false);
+    } catch (err) {
+      this.deps.log(`host ${host.id}: could not give it a serving host's CPU share: ${errorMessage(err)}`);
+    }
+  }
+
   canReset(): boolean {
     return typeof this.deps.driver.reset === 'function';
   }
@@ -240,7 +254,7 @@ export class HostService {
   async reset(
     tenantId: string,
     id: string,
-    req: { image: string; tags: Record<string, string>; resources?: HostResources; keepServices?: boolean },
+    req: { image: string; tags: Record<string, string>; resources?: HostResources; keepServices?: boolean; standby?: boolean },
     opts: { waitMs: number; signal?: AbortSignal },
   ): Promise<HostRow> {
     const reset = this.deps.driver.reset?.bind(this.deps.driver);
@@ -255,7 +269,7 @@ export class HostService {
     const ready = this.readyWaiters.wait(id, opts.waitMs, opts.signal);
     try {
       const resources = { ...row.resources, ...(req.resources ?? {}) };
-      const spec = { id, hostname: row.hostname, image: boot.base, layers: boot.layers, tags: req.tags, resources, agent: { hostId: id, token, serverUrl: this.deps.agentUrl } };
+      const spec = { id, hostname: row.hostname, image: boot.base, layers: boot.layers, tags: req.tags, resources, agent: { hostId: id, token, serverUrl: this.deps.agentUrl }, ...(req.standby ? { standby: true } : {}) };
       const launched = await reset(spec, row.driver_data, opts.signal ? { signal: opts.signal } : {});
       await this.deps.hosts.setLaunched(id, launched.ip, launched.driverData);
       await ready;

@@ -184,6 +184,8 @@ export class ClaimService {
       const hit = host !== undefined;
       const timings: Record<string, number> = { pickMs: attempts.length === 0 && ctx.firstPick ? ctx.firstPick.ms : performance.now() - tPick };
       if (picked) {
+        // A spare yields the CPU to serving hosts; from here on it is one (before its init runs).
+        this.deps.hostService.serve(picked.host);
         // The pool is one short from now on. The refill starts when this claim ends, or after
         // REFILL_DELAY_MS if its init runs long: a launch right now would take the CPU this claim's
         // init needs (on a small machine it tripled a warm claim's latency).

@@ -359,7 +359,7 @@ export class PoolReconciler {
     this.booting.add(host.id);
     const work = (async () => {
       const { tags, image, resources } = launchRequest(pool);
-      await this.deps.hostService.reset(pool.tenant_id, host.id, { image, tags, resources }, { waitMs: this.deps.bootTimeoutMs ?? 30_000, signal: this.stopping.signal });
+      await this.deps.hostService.reset(pool.tenant_id, host.id, { image, tags, resources, standby: true }, { waitMs: this.deps.bootTimeoutMs ?? 30_000, signal: this.stopping.signal });
       await checkReady(this.deps, pool, host.id, this.deps.warmupTimeoutS ?? 600, this.stopping.signal);
       this.lastHealth.set(host.id, Date.now());
       await this.deps.hosts.setSlot(host.id, ['warming'], 'ready');

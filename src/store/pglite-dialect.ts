@@ -2,6 +2,7 @@
  * A Kysely dialect over embedded PGlite. PGlite is one PostgreSQL backend with one session, so the
  * driver hands out that single connection to one user at a time: a transaction holds it from BEGIN to
  * COMMIT and other queries queue behind it, exactly as they would wait on a row lock in PostgreSQL.
+ * Queries run as named prepared statements (pglite-statements.ts).
  */
 import type { PGlite } from '@electric-sql/pglite';
 import {
@@ -16,12 +17,17 @@ import {
   type QueryResult,
   type TransactionSettings,
 } from 'kysely';
+import { PGliteStatements } from './pglite-statements.js';
 
 class PGliteConnection implements DatabaseConnection {
-  constructor(private readonly pg: PGlite) {}
+  private readonly statements: PGliteStatements;
+
+  constructor(pg: PGlite) {
+    this.statements = PGliteStatements.of(pg);
+  }
 
   async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
-    const result = await this.pg.query<R>(compiled.sql, compiled.parameters as unknown[]);
+    const result = await this.statements.query<R>(compiled.sql, compiled.parameters);
     const affected = result.affectedRows;
     return {
       rows: result.rows,

@@ -2,7 +2,10 @@
  * Warm pools and claims on real hosts: a claim storm against a small pool, image (generation) change
  * under load, bad input, and a failing init that changes nothing.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { detectCgroupLayout, readMountinfo } from '../../src/drivers/local/cgroups.js';
 import type { ClaimView, PoolHostView, PoolStatusView } from '../../src/pools/views.js';
 import { useServer, type InProcessServer } from '../helpers/server.js';
 import { waitFor as poll } from '../helpers/wait.js';
@@ -223,5 +226,25 @@ describe('pools and claims', () => {
       const hosts = await poolHosts('reuse');
       return hosts.length === 1 && hosts[0]?.slot === 'ready' ? true : undefined;
     });
+  }, 60_000);
+  it('keeps its spares on a small CPU share until a claim makes them serve, and again after a reuse', async () => {
+    const layout = detectCgroupLayout(readMountinfo());
+    const cpu = layout.hierarchies.find((h) => h.controllers.includes('cpu'));
+    if (!cpu) return; // no cpu controller here: nothing to weigh
+    const share = (id: string) => Number(readFileSync(join(cpu.mountPoint, NET.cgroupName, id, cpu.version === 1 ? 'cpu.shares' : 'cpu.weight'), 'utf8'));
+    const [standby, serving] = cpu.version === 1 ? [64, 1024] : [6, 100];
+    expect((await srv.api.post('/v1/pools', { name: 'spare', size: 2, maxLaunching: 2 })).status).toBe(201);
+    await waitFull('spare', 2);
+    const spares = await poolHosts('spare');
+    expect(spares.map((h) => share(h.id))).toEqual([standby, standby]);
+    const claim = await srv.api.post<ClaimView>('/v1/pools/spare/claims', { group: 'weighed', init: ['true'] });
+    expect(claim.status).toBe(201);
+    const claimed = claim.body.host?.id ?? '';
+    expect(share(claimed)).toBe(serving);
+    // The other spare still yields.
+    expect(spares.filter((h) => h.id !== claimed).map((h) => share(h.id))).toEqual([standby]);
+    expect((await srv.api.post(`/v1/hosts/${claimed}/release`, { reuse: true })).status).toBe(200);
+    await waitFor(`host ${claimed} back in the pool`, async () => ((await poolHosts('spare')).some((h) => h.id === claimed && h.slot === 'ready') ? true : undefined));
+    expect(share(claimed)).toBe(standby);
   }, 60_000);
 });

@@ -32,6 +32,13 @@ export interface CgroupLayout {
 }
 
 const CPU_PERIOD_US = 100_000;
+/**
+ * CPU shares of a standby host (a pool's spare) against a serving one: 1/16. Under contention a host
+ * being warmed yields to claimed hosts (a new user's first request) instead of splitting the CPU
+ * evenly with them; on an idle machine it runs at full speed, as shares only divide contended time.
+ */
+const CPU_SHARES = { standby: '64', serving: '1024' } as const;
+const CPU_WEIGHT = { standby: '6', serving: '100' } as const;
 
 function unescapeMountField(field: string): string {
   return field.replace(/\\([0-7]{3})/g, (_m, octal: string) => String.fromCharCode(parseInt(octal, 8)));
@@ -127,9 +134,10 @@ export function ensureCgroupParents(layout: CgroupLayout, cgroupName: string): v
 }
 
 /** The files (a trailing '?' marks optional ones) and values that enforce `resources` in one hierarchy. */
-export function limitFiles(hierarchy: CgroupHierarchy, resources: HostResources): [string, string][] {
+export function limitFiles(hierarchy: CgroupHierarchy, resources: HostResources, standby = false): [string, string][] {
   const files: [string, string][] = [];
   const has = (c: CgroupController): boolean => hierarchy.controllers.includes(c);
+  if (standby && has('cpu')) files.push(cpuShareFile(hierarchy, true));
   const cpus = resources.cpus;
   const memoryBytes = resources.memoryMiB === undefined ? undefined : Math.round(resources.memoryMiB * 1024 * 1024);
   const quota = cpus === undefined ? undefined : Math.max(1000, Math.round(cpus * CPU_PERIOD_US));
@@ -145,6 +153,27 @@ export function limitFiles(hierarchy: CgroupHierarchy, resources: HostResources)
   }
   if (has('pids') && resources.pids !== undefined) files.push(['pids.max', String(Math.max(1, Math.floor(resources.pids)))]);
   return files;
+}
+
+function cpuShareFile(hierarchy: CgroupHierarchy, standby: boolean): [string, string] {
+  const level = standby ? 'standby' : 'serving';
+  return hierarchy.version === 1 ? ['cpu.shares', CPU_SHARES[level]] : ['cpu.weight', CPU_WEIGHT[level]];
+}
+
+/**
+ * A host's CPU share: small while it is a pool's standby, normal once it serves (see CPU_SHARES).
+ * One small write per hierarchy; a host whose cgroup is gone is left alone.
+ */
+export function setHostStandby(layout: CgroupLayout, cgroupName: string, id: string, standby: boolean): void {
+  for (const hierarchy of layout.hierarchies) {
+    if (!hierarchy.controllers.includes('cpu')) continue;
+    const [name, value] = cpuShareFile(hierarchy, standby);
+    try {
+      writeFileSync(join(hierarchy.mountPoint, cgroupName, id, name), value);
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    }
+  }
 }
 
 export function checkResourcesSupported(layout: CgroupLayout, resources: HostResources): void {
@@ -173,7 +202,7 @@ export interface CgroupJoin {
 }
 
 /** Creates the host's cgroups and writes its limits; returns how the launcher joins them. */
-export function createHostCgroups(layout: CgroupLayout, cgroupName: string, id: string, resources: HostResources): CgroupJoin[] {
+export function createHostCgroups(layout: CgroupLayout, cgroupName: string, id: string, resources: HostResources, standby = false): CgroupJoin[] {
   checkResourcesSupported(layout, resources);
   const joins: CgroupJoin[] = [];
   for (const hierarchy of layout.hierarchies) {
@@ -184,7 +213,7 @@ export function createHostCgroups(layout: CgroupLayout, cgroupName: string, id: 
       if (errnoCode(err) !== 'EEXIST') throw err;
     }
     joins.push(hierarchy.version === 1 ? { file: join(dir, 'tasks'), value: '0' } : { file: join(dir, 'cgroup.procs'), value: '$$' });
-    for (const [name, value] of limitFiles(hierarchy, resources)) {
+    for (const [name, value] of limitFiles(hierarchy, resources, standby)) {
       const optional = name.endsWith('?');
       const file = join(dir, optional ? name.slice(0, -1) : name);
       if (optional && !existsSync(file)) continue;

@@ -16,6 +16,7 @@ import {
 import {
   cgroupPids,
   createHostCgroups,
+  setHostStandby,
   destroyHostCgroups,
   detectCgroupLayout,
   ensureCgroupParents,
@@ -74,6 +75,9 @@ export class LocalDriver implements HostDriver {
 
   private readonly spawnLauncher = (req: LaunchRequest): Promise<LauncherChild> => (this.spawner?.alive ? this.spawner.launch(req) : spawnLocally(req));
 
+  /** The cgroups in use, once init() has run: a host's CPU share is set without waiting on anything. */
+  private layout: CgroupLayout | undefined;
+
   /** Preflight, bridge, cgroup parents, /dev template, address seeding. Safe to call repeatedly. */
   async init(_opts?: OperationOptions): Promise<DriverInfo> {
     return (await this.prepared()).info;
@@ -95,6 +99,7 @@ export class LocalDriver implements HostDriver {
     checkAgentDir(this.cfg.agentDir);
     mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o700 });
     const layout = detectCgroupLayout(readMountinfo());
+    this.layout = layout;
     if (layout.hierarchies.length === 0) {
       throw new BerthError('driver_unavailable', 'no cgroup filesystem is mounted', 'Mount cgroup2 at /sys/fs/cgroup (or the v1 cpu, memory and pids hierarchies) and run berth server as root.');
     }
@@ -173,7 +178,7 @@ export class LocalDriver implements HostDriver {
       image: spec.image, netns: names.netns, veth: names.veth, hostDir: names.hostDir, consoleLog: names.consoleLog,
       cgroupDirs: hostCgroupDirs(layout, this.cfg.cgroupName, spec.id), launchedAt: new Date().toISOString(),
     };
-    const cgroupJoins = createHostCgroups(layout, this.cfg.cgroupName, spec.id, spec.resources);
+    const cgroupJoins = createHostCgroups(layout, this.cfg.cgroupName, spec.id, spec.resources, spec.standby ?? false);
     const setupScript = buildSetupScript({
       tools, names, hostname: spec.hostname, innerNetworkBatch: how.network ? innerNetworkBatch(ip, subnet) : '',
       devTemplateDir: devTemplateDir(this.cfg), agentCommand: this.cfg.agentCommand,
@@ -234,6 +239,10 @@ export class LocalDriver implements HostDriver {
     if (!record.ip || !record.hostname) throw new BerthError('invalid_state', `host ${id} is not fully present on this machine`, 'Capture a running host.', { hostId: id });
     if (opts.stop) await this.stopProcesses(record, hostCgroupDirs(layout, this.cfg.cgroupName, id));
     await captureUpperDir({ names, hostname: record.hostname, ip: record.ip, dest, move: opts.stop, cp: tools.cp, run: this.run });
+  }
+
+  setStandby(id: string, _driverData: Record<string, unknown>, standby: boolean): void {
+    if (this.layout) setHostStandby(this.layout, this.cfg.cgroupName, id, standby);
   }
 
   async terminate(id: string, driverData: Record<string, unknown>, _opts?: OperationOptions): Promise<void> {

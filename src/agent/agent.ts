@@ -15,6 +15,8 @@ import type { ExecutionResult } from './runcommand/types.js';
 
 export const AGENT_VERSION = '0.1.0';
 const IDLE_GC_DELAY_MS = 2000;
+/** A command still running this long after it started is reported `accepted` (see onRun). */
+const ACCEPTED_REPORT_DELAY_MS = 20;
 
 export interface AgentOptions {
   identity: AgentIdentity;
@@ -255,7 +257,17 @@ export class Agent {
     }
     const startedAt = new Date().toISOString();
     this.journal.put({ invocationId: id, state: 'running', startedAt });
-    this.connection.send({ type: 'accepted', invocationId: id, startedAt });
+    // `accepted` tells the server the command started; a command that ends sooner says so with its
+    // result. Most end within milliseconds, and a message each way is a large share of their round
+    // trip. Output is never sent before it.
+    let acceptedSent = false;
+    const sendAccepted = (): void => {
+      clearTimeout(acceptTimer);
+      if (acceptedSent) return;
+      acceptedSent = true;
+      this.connection.send({ type: 'accepted', invocationId: id, startedAt });
+    };
+    const acceptTimer = setTimeout(sendAccepted, ACCEPTED_REPORT_DELAY_MS);
     const controller = new AbortController();
     this.running.set(id, controller);
     const streamOutput = msg.streamOutput;
@@ -277,27 +289,34 @@ export class Agent {
           ? {
               onOutput: (stream, chunk) => {
                 const data = decoders[stream].write(chunk);
-                if (data) this.connection.send({ type: 'output', invocationId: id, stream, data });
+                if (!data) return;
+                sendAccepted();
+                this.connection.send({ type: 'output', invocationId: id, stream, data });
               },
             }
           : {}),
       },
-    ).then(
-      (result) => this.finish(id, startedAt, toWire(result)),
-      (err: unknown) => this.finish(id, startedAt, failure(startedAt, `the agent could not run the command: ${String(err)}`)),
-    );
+    )
+      .finally(() => clearTimeout(acceptTimer))
+      .then(
+        (result) => this.finish(id, startedAt, toWire(result)),
+        (err: unknown) => this.finish(id, startedAt, failure(startedAt, `the agent could not run the command: ${String(err)}`)),
+      );
   }
 
   private finish(id: string, startedAt: string, result: InvocationResult): void {
     this.running.delete(id);
+    // Sent first, recorded right after, in the same turn: should the agent die in between, its
+    // record says the command was running, which a restarted agent reports as interrupted, and the
+    // server ignores for an invocation whose result it has.
+    this.connection.send({ type: 'result', invocationId: id, result });
     try {
       this.journal.put({ invocationId: id, state: 'finished', startedAt, result });
     } catch (err) {
-      // The result still goes to the server: it is what the user waits for. Without the record, an
-      // agent restarted before the server has it would report the invocation as interrupted.
+      // Without the record, an agent restarted before the server has the result would report the
+      // invocation as interrupted.
       this.log(`invocation ${id}: could not record its result: ${err instanceof Error ? err.message : String(err)}`);
     }
-    this.connection.send({ type: 'result', invocationId: id, result });
     // Start the next warm shell only now, off the path of the result just sent.
     setImmediate(() => this.warmShells.fill());
     this.compactWhenIdle();

@@ -158,7 +158,8 @@ export class CommandDispatcher {
       startedAt: new Date(result.startedAt),
       finishedAt: new Date(result.finishedAt),
     });
-    // Acknowledge even when nothing changed (a duplicate), so the agent can forget it.
-    this.deps.agents.send(hostId, { type: 'ack', invocationId: commandId });
+    // Acknowledge even when nothing changed (a duplicate), so the agent can forget it; on the next
+    // turn, so the answer to whoever waits for this result is written first.
+    setImmediate(() => this.deps.agents.send(hostId, { type: 'ack', invocationId: commandId }));
   }
 }

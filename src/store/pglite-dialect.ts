@@ -27,6 +27,11 @@ class PGliteConnection implements DatabaseConnection {
   }
 
   async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
+    // PGlite runs a statement synchronously, and a chain of awaited statements is a chain of
+    // microtasks: without a turn of the event loop between them, a background pass (a pool's
+    // refill: a dozen statements) holds every socket waiting meanwhile — a user's response, a
+    // proxied request, an agent's result. One turn per statement lets them in between.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     const result = await this.statements.query<R>(compiled.sql, compiled.parameters);
     const affected = result.affectedRows;
     return {

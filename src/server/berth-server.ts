@@ -110,6 +110,7 @@ export class BerthServer {
       const slugs = new SlugStore(`${dataDir.path}/slugs`);
       const agentHandlers = {
         onHello: (hostId: string, hello: Extract<AgentMessage, { type: 'hello' }>) => {
+          late.services?.onAgentSession(hostId);
           void (async () => {
             const row = await late.hosts?.onAgentConnected(hostId, hello.agentVersion);
             await late.dispatcher?.onHello(hostId, hello);

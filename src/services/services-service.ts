@@ -152,11 +152,19 @@ export class ServicesService {
   }
 
   /**
+   * An agent said hello: what its previous session reported is forgotten, so its first report is
+   * checked against the desired set (onAgentReport). Called as the hello arrives, before anything
+   * is read: a report the new session sends meanwhile must not be forgotten after it.
+   */
+  onAgentSession(hostId: string): void {
+    this.reported.delete(hostId);
+  }
+
+  /**
    * A (re)connected agent gets the host's desired services again, so its supervisor converges. A
    * host with none gets nothing: that is most hosts, and enrolment is on the launch path.
    */
   onAgentHello(row: HostRow): void {
-    this.reported.delete(row.id); // its first report is checked against the desired set (onAgentReport)
     if (row.services.length > 0) this.push(row.id, desiredOf(row));
   }
 

@@ -104,6 +104,7 @@ export async function spinupBench(srv: InProcessServer, opts: SpinupOptions): Pr
     `| spin-up ${variants[3]?.label ?? ''} | ${d.n} | ${ms(d.p50)} | ${ms(d.p99)} | target p50 <= 25 ms, p99 <= 100 ms: ${ok(d.p50 <= 25 && d.p99 <= 100)} | chart: docs/spinup.svg |`,
     `| of which: store statements during a create's API call, mean, (c) / (d) (PGlite) | | | | ${perCreate('c')} / ${perCreate('d')} | |`,
     ...['c', 'd'].filter((key) => breakdowns.get(key)?.length).map((key) => `| of which (${key}), p50 of each part: ${medians(breakdowns.get(key) ?? [])} | | | | | |`),
+    ...['c', 'd'].filter((key) => breakdowns.get(key)?.length).map((key) => `| (${key}), the slowest create's parts: ${slowest(breakdowns.get(key) ?? [])} | | | | | |`),
   ];
 }
 
@@ -111,6 +112,13 @@ export async function spinupBench(srv: InProcessServer, opts: SpinupOptions): Pr
 function medians(phases: Phases[]): string {
   const names = [...new Set(phases.flatMap((p) => Object.keys(p)))];
   return names.map((name) => `${name} ${ms(summarize(phases.map((p) => p[name] ?? NaN).filter(Number.isFinite)).p50)}`).join(' / ');
+}
+
+/** The parts of the create that took longest to its first 200: what a p99 is made of. */
+function slowest(phases: Phases[]): string {
+  const total = (p: Phases) => (p['API answer'] ?? 0) + (p['first 200 after it'] ?? 0);
+  const worst = phases.reduce<Phases | undefined>((a, p) => (a === undefined || total(p) > total(a) ? p : a), undefined);
+  return worst ? Object.entries(worst).map(([name, value]) => `${name} ${ms(value)}`).join(' / ') : '-';
 }
 
 /** The demo as a stack that installs itself at boot: a `setup` service copies and installs the app first. */

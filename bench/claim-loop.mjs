@@ -1,5 +1,5 @@
 // The claim benchmarks' HTTP client, in its own process (as a real client would be), so it does
-// not share the server's event loop. Modes:
+// not share the server's event loop; it is berth's API client (dist/cli/client.js). Modes:
 //   warm POOL N        claim (+ `true` as init) N times on a full pool; each host is released after,
 //                      and the next claim waits until the pool is full again (so every claim is warm)
 //   cold N             the same work without a pool: launch a host, wait for its agent, run `true`
@@ -8,13 +8,17 @@
 //                      claim path's own capacity); also prints the claimed host ids
 // BENCH_REUSE=1 releases with reuse (the host is reset and returns to the pool) instead of terminating.
 // Prints {samples: [ms...], count, seconds, hits} as JSON.
+import { ApiClient } from '../dist/cli/client.js';
+
 const [url, token, mode, ...args] = process.argv.slice(2);
-const call = async (method, path, body) => {
-  const headers = { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) };
-  const res = await fetch(`${url}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(120_000) });
-  const json = await res.json();
-  if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
-  return json;
+// berth's own API client (what the CLI uses); a failed call throws with the server's message.
+const client = new ApiClient({ url, token });
+const call = (method, path, body) => {
+  const signal = AbortSignal.timeout(120_000);
+  if (method === 'GET') return client.get(path, signal);
+  if (method === 'POST') return client.post(path, body, signal);
+  if (method === 'DELETE') return client.delete(path);
+  throw new Error(`no ${method}`);
 };
 const full = async (pool) => {
   for (;;) {

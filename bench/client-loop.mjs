@@ -1,19 +1,30 @@
 // Runs in its own process so the measured client does not share the server's event loop, as a real
-// client would not: POSTs one Run Command with wait=true N times and prints the latencies (ms) as JSON.
+// client would not: POSTs one Run Command (`true`) with wait N times and prints the latencies (ms) as
+// JSON. The client is berth's own API client (dist/cli/client.js, what the CLI uses); with
+// BENCH_CLIENT=fetch, a plain fetch() per call instead (the comparison row of the bench).
+import { ApiClient } from '../dist/cli/client.js';
+
 const [url, token, hostId, count] = process.argv.slice(2);
-const samples = [];
-for (let i = 0; i < Number(count); i++) {
-  const t0 = performance.now();
+const body = { targets: { hostIds: [hostId] }, parameters: { commands: ['true'] }, wait: 10 };
+const client = new ApiClient({ url, token });
+const viaFetch = async () => {
   const res = await fetch(`${url}/v1/commands`, {
     method: 'POST',
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ targets: { hostIds: [hostId] }, parameters: { commands: ['true'] }, wait: 10 }),
+    body: JSON.stringify(body),
     signal: AbortSignal.timeout(30_000),
   });
-  const body = await res.json();
+  return res.json();
+};
+const viaClient = () => client.post('/v1/commands', body, AbortSignal.timeout(30_000));
+const send = process.env.BENCH_CLIENT === 'fetch' ? viaFetch : viaClient;
+const samples = [];
+for (let i = 0; i < Number(count); i++) {
+  const t0 = performance.now();
+  const answer = await send();
   samples.push(performance.now() - t0);
-  if (body.status !== 'Success') {
-    process.stderr.write(`round trip ${i} ended ${body.status ?? res.status}: ${JSON.stringify(body)}\n`);
+  if (answer.status !== 'Success') {
+    process.stderr.write(`round trip ${i} ended ${answer.status}: ${JSON.stringify(answer)}\n`);
     process.exit(1);
   }
 }

@@ -191,11 +191,19 @@ async function foundationBench(srv: Awaited<ReturnType<typeof startServer>>): Pr
   progress(`round trip x${ROUND_TRIPS} (HTTP client in its own process)…`);
   const agentSamplesBefore = srv.server.commands.roundTrips.recent().length;
   // Asynchronously: the server shares this process's event loop.
-  const { stdout } = await execFileAsync(process.execPath, [join(packageRoot(), 'bench', 'client-loop.mjs'), srv.server.url, srv.server.token, target.id, String(ROUND_TRIPS)], {
-    maxBuffer: 64 * 1024 * 1024,
-  });
-  const roundTrip = JSON.parse(stdout) as number[];
+  const clientLoop = async (client: 'berth' | 'fetch', host: HostView): Promise<number[]> => {
+    const { stdout } = await execFileAsync(process.execPath, [join(packageRoot(), 'bench', 'client-loop.mjs'), srv.server.url, srv.server.token, host.id, String(ROUND_TRIPS)], {
+      maxBuffer: 64 * 1024 * 1024,
+      env: { ...process.env, BENCH_CLIENT: client },
+    });
+    return JSON.parse(stdout) as number[];
+  };
+  const roundTrip = await clientLoop('berth', target);
   const agentTrip = summarize(srv.server.commands.roundTrips.recent().slice(agentSamplesBefore));
+  // The same trips from a client built on fetch(): what a client's own cost adds on this machine.
+  // Another host runs them, so the idle figures below are of an agent that ran one series, as before.
+  progress(`round trip x${ROUND_TRIPS} through a plain fetch() client…`);
+  const viaFetch = summarize(await clientLoop('fetch', hosts[0] ?? target));
 
   progress(`agent idle for ${IDLE_SECONDS} s…`);
   const idle = await measureIdle(srv.dataDir, hosts, IDLE_SECONDS);
@@ -207,7 +215,8 @@ async function foundationBench(srv: Awaited<ReturnType<typeof startServer>>): Pr
   return [
     `| host launch -> agent ready | ${launchS.n} | ${ms(launchS.p50)} | ${ms(launchS.p99)} | p50 <= 150 ms | ${verdict(launchS.p50 <= 150)} |`,
     `| baseline: bare \`node -e 0\` start | ${nodeStart.n} | ${ms(nodeStart.p50)} | ${ms(nodeStart.p99)} | launch p50 / this = ${(launchS.p50 / nodeStart.p50).toFixed(2)}x | |`,
-    `| Run Command round trip (\`true\`) | ${rtS.n} | ${ms(rtS.p50)} | ${ms(rtS.p99)} | p50 <= 5 ms | ${verdict(rtS.p50 <= 5)} |`,
+    `| Run Command round trip (\`true\`), berth's API client in its own process | ${rtS.n} | ${ms(rtS.p50)} | ${ms(rtS.p99)} | p50 <= 5 ms | ${verdict(rtS.p50 <= 5)} |`,
+    `| the same through a plain \`fetch()\` client (undici), same server, another host | ${viaFetch.n} | ${ms(viaFetch.p50)} | ${ms(viaFetch.p99)} | fetch / berth's client p50 = ${(viaFetch.p50 / rtS.p50).toFixed(2)}x | |`,
     `| of which the agent's part: run sent -> result received by the server | ${agentTrip.n} | ${ms(agentTrip.p50)} | ${ms(agentTrip.p99)} | ${((100 * agentTrip.p50) / rtS.p50).toFixed(0)} % of the round trip | |`,
     `| baseline: \`bash -c true\` spawned by a small node process | ${bashTrue.n} | ${ms(bashTrue.p50)} | ${ms(bashTrue.p99)} | round trip p50 / this = ${(rtS.p50 / bashTrue.p50).toFixed(2)}x | |`,
     `| agent idle RSS (max of ${idle.agents}) | ${idle.agents} | ${idle.rssMiB.toFixed(1)} MiB (${(idle.rssMiB * 1.048576).toFixed(1)} MB) | | <= 50 MB | ${verdict(idle.rssMiB * 1.048576 <= 50)} |`,

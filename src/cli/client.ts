@@ -3,7 +3,10 @@
  * own machine, through the data dir (server.json and token), so a local user needs neither.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import http, { type IncomingMessage } from 'node:http';
+import https from 'node:https';
 import { join } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import { BerthError, type ErrorBody } from '../core/errors.js';
 
 export interface ClientConfig {
@@ -77,83 +80,119 @@ export class ApiClient {
    * the server has answered 2xx.
    */
   async *sse(path: string, opts: { signal?: AbortSignal; lastEventId?: string; onOpen?: () => void } = {}): AsyncGenerator<{ id: string | undefined; data: string }> {
-    const res = await this.fetch('GET', path, undefined, opts.signal, { accept: 'text/event-stream', ...(opts.lastEventId ? { 'last-event-id': opts.lastEventId } : {}) });
-    if (!res.ok) throw await toError(res);
+    const res = await this.send('GET', path, undefined, opts.signal, { accept: 'text/event-stream', ...(opts.lastEventId ? { 'last-event-id': opts.lastEventId } : {}) });
+    if (!ok(res)) throw await toError(res);
     opts.onOpen?.();
-    if (!res.body) return;
-    const decoder = new TextDecoder();
-    let buffered = '';
     let id: string | undefined;
     let data: string[] = [];
-    for await (const chunk of res.body) {
-      buffered += decoder.decode(chunk as Uint8Array, { stream: true });
-      let nl: number;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, nl).replace(/\r$/, '');
-        buffered = buffered.slice(nl + 1);
-        if (line === '') {
-          if (data.length > 0) yield { id, data: data.join('\n') };
-          id = undefined;
-          data = [];
-        } else if (!line.startsWith(':')) {
-          const colon = line.indexOf(':');
-          const field = colon < 0 ? line : line.slice(0, colon);
-          const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
-          if (field === 'id') id = value;
-          else if (field === 'data') data.push(value);
-        }
+    for await (const raw of lines(res)) {
+      const line = raw.replace(/\r$/, '');
+      if (line === '') {
+        if (data.length > 0) yield { id, data: data.join('\n') };
+        id = undefined;
+        data = [];
+      } else if (!line.startsWith(':')) {
+        const colon = line.indexOf(':');
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+        if (field === 'id') id = value;
+        else if (field === 'data') data.push(value);
       }
     }
   }
 
   private async *ndjson(method: string, path: string, body: unknown, signal?: AbortSignal): AsyncGenerator<unknown> {
-    const res = await this.fetch(method, path, body, signal);
-    if (!res.ok) throw await toError(res);
-    if (!res.body) return;
-    const decoder = new TextDecoder();
-    let buffered = '';
-    for await (const chunk of res.body) {
-      buffered += decoder.decode(chunk as Uint8Array, { stream: true });
-      let nl: number;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        if (line.trim()) yield JSON.parse(line) as unknown;
-      }
-    }
-    // A last event without its newline (the server does end each with one; a proxy might not).
-    buffered += decoder.decode();
-    if (buffered.trim()) yield JSON.parse(buffered) as unknown;
+    const res = await this.send(method, path, body, signal);
+    if (!ok(res)) throw await toError(res);
+    // A last event without its newline counts too (the server does end each with one; a proxy might not).
+    for await (const line of lines(res, { last: true })) if (line.trim()) yield JSON.parse(line) as unknown;
   }
 
   private async request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
-    const res = await this.fetch(method, path, body, signal);
-    if (!res.ok) throw await toError(res);
-    return (await res.json()) as T;
+    const res = await this.send(method, path, body, signal);
+    if (!ok(res)) throw await toError(res);
+    return JSON.parse(await readText(res)) as T;
   }
 
-  private async fetch(method: string, path: string, body: unknown, signal?: AbortSignal, headers: Record<string, string> = {}): Promise<Response> {
-    try {
-      return await fetch(`${this.config.url}${path}`, {
+  /**
+   * One request over node:http(s) with a kept-alive connection. Not fetch(): its first call loads
+   * undici (~30 ms of a one-shot CLI command), and each call costs about three times the CPU, which
+   * on a busy machine is most of the difference between a 4 and a 6 ms Run Command round trip
+   * (docs/benchmarks.md).
+   */
+  private send(method: string, path: string, body: unknown, signal?: AbortSignal, headers: Record<string, string> = {}): Promise<IncomingMessage> {
+    const url = new URL(`${this.config.url}${path}`);
+    const payload = body !== undefined ? JSON.stringify(body) : undefined;
+    const transport = url.protocol === 'https:' ? https : http;
+    return new Promise((resolve, reject) => {
+      const unreachable = (err: Error): void =>
+        reject(new BerthError('server_unreachable', `cannot reach the berth server at ${this.config.url}: ${err.message}`, 'Start it with `berth server`, or check BERTH_URL.'));
+      if (signal?.aborted) return unreachable(abortError(signal));
+      const req = transport.request(url, {
         method,
-        headers: { authorization: `Bearer ${this.config.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
-        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        agent: url.protocol === 'https:' ? httpsAgent : httpAgent,
+        headers: {
+          authorization: `Bearer ${this.config.token}`,
+          ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) } : {}),
+          ...headers,
+        },
         ...(signal ? { signal } : {}),
       });
-    } catch (err) {
-      throw new BerthError('server_unreachable', `cannot reach the berth server at ${this.config.url}: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : String(err)}`, 'Start it with `berth server`, or check BERTH_URL.');
-    }
+      req.once('response', resolve);
+      req.once('error', (err) => (signal?.aborted ? reject(abortError(signal)) : unreachable(err)));
+      req.end(payload);
+    });
   }
 }
 
-async function toError(res: Response): Promise<BerthError> {
+/**
+ * Kept-alive connections, reused by the calls of one process (a CLI command's polls, a benchmark's
+ * loop); unref'd by Node when idle, so they never hold a finished command's process open.
+ */
+const httpAgent = new http.Agent({ keepAlive: true });
+const httpsAgent = new https.Agent({ keepAlive: true });
+
+function ok(res: IncomingMessage): boolean {
+  const status = res.statusCode ?? 0;
+  return status >= 200 && status < 300;
+}
+
+function abortError(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new Error('the request was aborted');
+}
+
+async function readText(res: IncomingMessage): Promise<string> {
+  res.setEncoding('utf8');
+  let text = '';
+  for await (const chunk of res) text += chunk as string;
+  return text;
+}
+
+/** The lines of a streamed answer as they arrive; with `last`, also a final line without its newline. */
+async function* lines(res: IncomingMessage, opts: { last?: boolean } = {}): AsyncGenerator<string> {
+  const decoder = new StringDecoder('utf8');
+  let buffered = '';
+  for await (const chunk of res) {
+    buffered += decoder.write(chunk as Buffer);
+    let nl: number;
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      yield buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 1);
+    }
+  }
+  buffered += decoder.end();
+  if (opts.last && buffered !== '') yield buffered;
+}
+
+async function toError(res: IncomingMessage): Promise<BerthError> {
   let body: Partial<ErrorBody> = {};
   try {
-    body = (await res.json()) as Partial<ErrorBody>;
+    body = JSON.parse(await readText(res)) as Partial<ErrorBody>;
   } catch {
     // not JSON
   }
-  const err = new BerthError(body.code ?? 'internal', body.message ?? `HTTP ${res.status}`, body.hint ?? '', body.details);
-  Object.defineProperty(err, 'status', { value: res.status });
+  const status = res.statusCode ?? 0;
+  const err = new BerthError(body.code ?? 'internal', body.message ?? `HTTP ${status}`, body.hint ?? '', body.details);
+  Object.defineProperty(err, 'status', { value: status });
   return err;
 }

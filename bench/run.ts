@@ -188,22 +188,31 @@ async function foundationBench(srv: Awaited<ReturnType<typeof startServer>>): Pr
   if (!target) throw new Error('no host');
 
   // The client runs in its own process, as a real one would, so it does not share the server's loop.
-  progress(`round trip x${ROUND_TRIPS} (HTTP client in its own process)…`);
-  const agentSamplesBefore = srv.server.commands.roundTrips.recent().length;
   // Asynchronously: the server shares this process's event loop.
-  const clientLoop = async (client: 'berth' | 'fetch', host: HostView): Promise<number[]> => {
-    const { stdout } = await execFileAsync(process.execPath, [join(packageRoot(), 'bench', 'client-loop.mjs'), srv.server.url, srv.server.token, host.id, String(ROUND_TRIPS)], {
+  const clientLoop = async (client: 'berth' | 'fetch', host: HostView, n: number): Promise<number[]> => {
+    const { stdout } = await execFileAsync(process.execPath, [join(packageRoot(), 'bench', 'client-loop.mjs'), srv.server.url, srv.server.token, host.id, String(n)], {
       maxBuffer: 64 * 1024 * 1024,
       env: { ...process.env, BENCH_CLIENT: client },
     });
     return JSON.parse(stdout) as number[];
   };
-  const roundTrip = await clientLoop('berth', target);
-  const agentTrip = summarize(srv.server.commands.roundTrips.recent().slice(agentSamplesBefore));
-  // The same trips from a client built on fetch(): what a client's own cost adds on this machine.
-  // Another host runs them, so the idle figures below are of an agent that ran one series, as before.
-  progress(`round trip x${ROUND_TRIPS} through a plain fetch() client…`);
-  const viaFetch = summarize(await clientLoop('fetch', hosts[0] ?? target));
+  // Beside it, the same trips from a client built on fetch(): what a client's own cost adds here.
+  // The two take turns in halves, so a slow spell of this machine falls on both; the fetch client
+  // uses another host, so the idle figures below are of an agent that ran one series, as before.
+  const roundTrip: number[] = [];
+  const fetchTrip: number[] = [];
+  const agentTrips: number[] = [];
+  const half = Math.ceil(ROUND_TRIPS / 2);
+  for (let turn = 1; turn <= 2; turn++) {
+    progress(`round trip ${turn}/2: x${half} through berth's client, in its own process…`);
+    const before = srv.server.commands.roundTrips.recent().length;
+    roundTrip.push(...(await clientLoop('berth', target, half)));
+    agentTrips.push(...srv.server.commands.roundTrips.recent().slice(before));
+    progress(`round trip ${turn}/2: x${half} through a plain fetch() client…`);
+    fetchTrip.push(...(await clientLoop('fetch', hosts[0] ?? target, half)));
+  }
+  const agentTrip = summarize(agentTrips);
+  const viaFetch = summarize(fetchTrip);
 
   progress(`agent idle for ${IDLE_SECONDS} s…`);
   const idle = await measureIdle(srv.dataDir, hosts, IDLE_SECONDS);

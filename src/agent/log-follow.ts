@@ -36,11 +36,13 @@ export async function followLog(path: string, opts: FollowOptions): Promise<void
       if (current) await drain(current, opts.write);
       const now = await stat(path).catch(() => undefined);
       if (now && (!current || now.ino !== current.ino)) {
-        // Rotated (or created): the old file was drained above. The new one is opened before the
-        // rotated files between them are read, so a rotation meanwhile moves a file we hold.
+        // Rotated (or created). The new file is opened before the rotated files between them are
+        // read, so a rotation meanwhile moves a file we hold. The old one is drained once more:
+        // lines written to it after the drain above and before it was renamed are only there.
         const finished = current;
         current = await openAt(path, 'start', 0, opts.write);
         if (finished) {
+          await drain(finished, opts.write);
           await finished.handle.close();
           await readMissed(path, finished.ino, current?.ino, opts.write);
         }

@@ -127,7 +127,8 @@ export class ApiClient {
     return new Promise((resolve, reject) => {
       const unreachable = (err: Error): void =>
         reject(new BerthError('server_unreachable', `cannot reach the berth server at ${this.config.url}: ${err.message}`, 'Start it with `berth server`, or check BERTH_URL.'));
-      if (signal?.aborted) return unreachable(abortError(signal));
+      // An aborted request rejects with the signal's reason: the caller stopped it, the server is fine.
+      if (signal?.aborted) return reject(abortError(signal));
       const req = transport.request(url, {
         method,
         agent: url.protocol === 'https:' ? httpsAgent : httpAgent,

@@ -30,7 +30,7 @@ beforeAll(async () => {
         res.end(text.subarray(14));
       } else if (req.url === '/sse') {
         res.writeHead(200, { 'content-type': 'text/event-stream' });
-        res.end(`: hello\r\nid: 7\r\ndata: a\r\ndata: b\r\n\r\nretry: 10\ndata: ${req.headers['last-event-id'] ?? 'none'}\n\n`);
+        res.end(`: hello\r\nid: 7\r\ndata: a\r\ndata: b\r\n\r\nretry: 10\ndata: ${String(req.headers['last-event-id'] ?? 'none')}\n\n`);
       } else if (req.url === '/slow') {
         setTimeout(() => res.end('{}'), 5000).unref();
       } else {

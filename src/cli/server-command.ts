@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
-import { LocalDriver } from '../drivers/local/index.js';
-import { BerthServer, type ServerConfig } from '../server/berth-server.js';
+import type { BerthServer, ServerConfig } from '../server/berth-server.js';
 import { EventBus } from '../events/event-bus.js';
 import { eventLog, resolveLogFormat } from '../events/format.js';
 import { agentBundleDir, agentCommand } from './paths.js';
@@ -57,6 +56,9 @@ export function withServerOptions(command: Command): Command {
 /** A control plane with the local driver on this machine, as `berth server` runs it. */
 export async function startLocalServer(dataDir: string, opts: ServerOptions, env: NodeJS.ProcessEnv, progress: (step: string) => void, extras: ServerExtras = {}): Promise<BerthServer> {
   const agentDir = agentBundleDir();
+  // The server and its drivers are loaded only by the commands that run one: every other command
+  // is a small HTTP client, and loading them cost each of its runs half a second.
+  const [{ BerthServer }, { LocalDriver }] = await Promise.all([import('../server/berth-server.js'), import('../drivers/local/index.js')]);
   const driver = new LocalDriver({
     stateDir: `${dataDir}/hosts`,
     agentDir,
@@ -104,7 +106,7 @@ export async function startAwsServer(dataDir: string, opts: ServerOptions & AwsS
   const channel = opts.awsCommandChannel ?? 'agent';
   if (channel !== 'agent' && channel !== 'ssm') throw new UsageError(`--aws-command-channel must be agent or ssm (got ${channel})`);
   // Loaded only here: the AWS SDK costs every other command its start-up time.
-  const { AwsDriver } = await import('../drivers/aws/aws-driver.js');
+  const [{ BerthServer }, { AwsDriver }] = await Promise.all([import('../server/berth-server.js'), import('../drivers/aws/aws-driver.js')]);
   const driver = new AwsDriver({
     imageId: opts.awsImage,
     instanceType: opts.awsInstanceType,

@@ -1,9 +1,7 @@
 /** `berth svc`: a host's supervised services. */
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { parse as parseYaml } from 'yaml';
 import { MAX_EXECUTION_TIMEOUT_SECONDS, type CommandView } from '../commands/views.js';
-import { SERVICE_LOG_DIR } from '../protocol/messages.js';
 import type { HostServicesView } from '../services/services-service.js';
 import type { Context } from './context.js';
 import { age, table, UsageError, type Printer } from './output.js';
@@ -37,6 +35,8 @@ export function registerSvcCommands(program: Command, ctx: Context): void {
     .option('--wait <s>', 'wait up to S seconds for every service to be ready or failed', Number)
     .option('--json', 'print JSON')
     .action(async (opts: HostOption & { file: string; wait?: number }) => {
+      // Loaded here only: the YAML parser costs every other command its start-up time.
+      const { parse: parseYaml } = await import('yaml');
       const doc = parseYaml(readFileSync(opts.file, 'utf8')) as { services?: unknown } | null;
       if (!doc || !Array.isArray(doc.services)) throw new UsageError(`${opts.file} has no services: list`);
       const query = opts.wait ? `?wait=${opts.wait}` : '';
@@ -67,6 +67,8 @@ export function registerSvcCommands(program: Command, ctx: Context): void {
     .option('-f, --follow', 'keep printing new lines, across rotation (Ctrl-C ends)')
     .action(async (name: string, opts: HostOption & { lines: number; follow?: boolean }) => {
       if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(name)) throw new UsageError(`${JSON.stringify(name)} is not a service name`);
+      // The protocol module (and its schemas) only when this command runs.
+      const { SERVICE_LOG_DIR } = await import('../protocol/messages.js');
       const file = `${SERVICE_LOG_DIR}/${name}.log`;
       const lines = Math.max(0, Math.floor(opts.lines));
       // -f: the agent's follower, which loses no line across rotation (tail -F polls on overlayfs).

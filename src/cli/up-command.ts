@@ -8,9 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { BerthError } from '../core/errors.js';
 import type { PoolStatusView } from '../pools/views.js';
-import { parseStacksFile } from '../stacks/spec.js';
 import type { BerthServer } from '../server/berth-server.js';
-import { applyFile, readBerthYaml } from './apply-command.js';
 import { ApiClient } from './client.js';
 import type { Context } from './context.js';
 import { bake, readSpecFile } from './image-commands.js';
@@ -32,6 +30,7 @@ export function registerUpCommand(program: Command, ctx: Context, env: NodeJS.Pr
   ).action(async (opts: UpOptions) => {
     const file = opts.file ?? (existsSync('berth.yaml') ? 'berth.yaml' : join(packageRoot(), 'berth.yaml'));
     const say = (line: string) => process.stderr.write(`${line}\n`);
+    const [{ applyFile, readBerthYaml }, { parseStacksFile }] = await Promise.all([import('./apply-file.js'), import('../stacks/spec.js')]);
     // Checked before anything starts: a bad file changes nothing.
     const pools = readBerthYaml(file);
     const existing = await runningServer(ctx);

@@ -33,6 +33,7 @@ const execFileAsync = promisify(execFile);
 
 const NET = { bridge: 'berthbench0', subnet: '10.220.0.0/22', cgroupName: 'berthbench' };
 const LAUNCHES = Number(process.env['BENCH_LAUNCHES'] ?? 60);
+const CLI_RUNS = 20;
 const ROUND_TRIPS = Number(process.env['BENCH_ROUND_TRIPS'] ?? 600);
 const IDLE_SECONDS = Number(process.env['BENCH_IDLE_SECONDS'] ?? 10);
 const IMAGES = { bakes: Number(process.env['BENCH_BAKES'] ?? 3), launches: Number(process.env['BENCH_IMAGE_LAUNCHES'] ?? 40) };
@@ -216,6 +217,17 @@ async function foundationBench(srv: Awaited<ReturnType<typeof startServer>>): Pr
 
   progress(`agent idle for ${IDLE_SECONDS} s…`);
   const idle = await measureIdle(srv.dataDir, hosts, IDLE_SECONDS);
+  // What a person waits for at the terminal: a fresh CLI process, its request, its output.
+  const cli: number[] = [];
+  for (let i = 0; i < CLI_RUNS; i++) {
+    progress(`CLI one-shot command ${i + 1}/${CLI_RUNS}`);
+    const t0 = performance.now();
+    await execFileAsync(process.execPath, [join(packageRoot(), 'bin', 'berth.js'), 'host', 'ls', '--json'], {
+      env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', BERTH_URL: srv.server.url, BERTH_TOKEN: srv.server.token },
+    });
+    cli.push(performance.now() - t0);
+  }
+  const cliS = summarize(cli);
   progress('');
 
   for (const host of hosts) await srv.api.delete(`/v1/hosts/${host.id}`);
@@ -228,6 +240,7 @@ async function foundationBench(srv: Awaited<ReturnType<typeof startServer>>): Pr
     `| the same through a plain \`fetch()\` client (undici), same server, another host | ${viaFetch.n} | ${ms(viaFetch.p50)} | ${ms(viaFetch.p99)} | fetch / berth's client p50 = ${(viaFetch.p50 / rtS.p50).toFixed(2)}x | |`,
     `| of which the agent's part: run sent -> result received by the server | ${agentTrip.n} | ${ms(agentTrip.p50)} | ${ms(agentTrip.p99)} | ${((100 * agentTrip.p50) / rtS.p50).toFixed(0)} % of the round trip | |`,
     `| baseline: \`bash -c true\` spawned by a small node process | ${bashTrue.n} | ${ms(bashTrue.p50)} | ${ms(bashTrue.p99)} | round trip p50 / this = ${(rtS.p50 / bashTrue.p50).toFixed(2)}x | |`,
+    `| CLI one-shot command (\`berth host ls --json\`: a fresh process, its request, its output) | ${cliS.n} | ${ms(cliS.p50)} | ${ms(cliS.p99)} | this / bare node start = ${(cliS.p50 / nodeStart.p50).toFixed(2)}x | |`,
     `| agent idle RSS (max of ${idle.agents}) | ${idle.agents} | ${idle.rssMiB.toFixed(1)} MiB (${(idle.rssMiB * 1.048576).toFixed(1)} MB) | | <= 50 MB | ${verdict(idle.rssMiB * 1.048576 <= 50)} |`,
     `| of which private (RssAnon) / shared node binary pages (RssFile) | ${idle.agents} | ${idle.anonMiB.toFixed(1)} / ${idle.fileMiB.toFixed(1)} MiB | | | |`,
     `| agent idle CPU over ${IDLE_SECONDS} s (max) | ${idle.agents} | ${(idle.cpuPercent).toFixed(3)} % | | ~0 | ${verdict(idle.cpuPercent < 0.5)} |`,

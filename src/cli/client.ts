@@ -117,8 +117,7 @@ export class ApiClient {
   /**
    * One request over node:http(s) with a kept-alive connection. Not fetch(): its first call loads
    * undici (~30 ms of a one-shot CLI command), and each call costs about three times the CPU, which
-   * on a busy machine is most of the difference between a 4 and a 6 ms Run Command round trip
-   * (docs/benchmarks.md).
+   * on a 2-core machine added 0.5-1.8 ms to a 4-6 ms Run Command round trip (docs/benchmarks.md).
    */
   private send(method: string, path: string, body: unknown, signal?: AbortSignal, headers: Record<string, string> = {}): Promise<IncomingMessage> {
     const url = new URL(`${this.config.url}${path}`);

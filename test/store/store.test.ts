@@ -113,6 +113,36 @@ for (const backend of storeBackends()) {
       expect(await commands.openInvocations()).toEqual([]);
     });
 
+    it('stores a result with both streams, their truncation and the delivery time, from any of several statuses', async () => {
+      await hosts.insert(host('h-r1'));
+      await commands.create({
+        id: 'c-r',
+        tenantId: DEFAULT_TENANT,
+        document: 'RunShellScript',
+        parameters: { commands: ['echo'] },
+        targets: { hostIds: ['h-r1'] },
+        deliveryTimeoutS: 30,
+        invocations: [{ hostId: 'h-r1', status: 'Pending', statusDetail: '' }],
+      });
+      const startedAt = new Date(Date.now() - 1000);
+      const row = await commands.updateInvocation('c-r', 'h-r1', ['Pending', 'InProgress'], {
+        status: 'Failed',
+        statusDetail: "it's done",
+        exitCodes: [3],
+        stdout: { text: 'out', truncated: false, bytes: 3 },
+        stderr: { text: 'err…', truncated: true, bytes: 3_000_000_000 },
+        startedAt,
+        finishedAt: new Date(),
+      });
+      expect(row).toMatchObject({ status: 'Failed', status_detail: "it's done", exit_codes: [3], stdout: 'out', stdout_truncated: false, stdout_bytes: 3, stderr: 'err…', stderr_truncated: true, stderr_bytes: 2_147_483_647 });
+      expect(row?.delivered_at?.getTime()).toBe(startedAt.getTime());
+      expect(row?.started_at?.getTime()).toBe(startedAt.getTime());
+      // From a status it is not in: nothing changes.
+      expect(await commands.updateInvocation('c-r', 'h-r1', ['Pending', 'InProgress'], { status: 'Cancelled', statusDetail: '' })).toBeUndefined();
+      expect(await commands.updateInvocation('c-r', 'h-r1', [], { status: 'Cancelled', statusDetail: '' })).toBeUndefined();
+      expect((await commands.get(DEFAULT_TENANT, 'c-r'))?.invocations[0]?.status).toBe('Failed');
+    });
+
     it('lists open invocations with their deadlines', async () => {
       await hosts.insert(host('h-open'));
       await commands.create({

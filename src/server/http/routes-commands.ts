@@ -1,6 +1,7 @@
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { CommandService } from '../../commands/command-service.js';
+import { abortWhenClientGone } from './client-gone.js';
 import { commandIdParams, commandView, errorBody, getCommandQuery, listCommandsQuery, sendCommandBody } from './schemas.js';
 
 export function commandRoutes(commands: CommandService): FastifyPluginCallbackZod {
@@ -18,7 +19,7 @@ export function commandRoutes(commands: CommandService): FastifyPluginCallbackZo
       },
       async (request, reply) => {
         const { wait, ...req } = request.body;
-        const view = await commands.send(request.tenantId, req, wait ? { waitMs: wait * 1000, signal: abortOnClose(reply.raw) } : {});
+        const view = await commands.send(request.tenantId, req, wait ? { waitMs: wait * 1000, signal: abortWhenClientGone(reply.raw) } : {});
         return reply.status(201).send(view);
       },
     );
@@ -40,7 +41,7 @@ export function commandRoutes(commands: CommandService): FastifyPluginCallbackZo
         },
       },
       async (request, reply) =>
-        request.query.wait ? commands.wait(request.tenantId, request.params.id, request.query.wait * 1000, abortOnClose(reply.raw)) : commands.get(request.tenantId, request.params.id),
+        request.query.wait ? commands.wait(request.tenantId, request.params.id, request.query.wait * 1000, abortWhenClientGone(reply.raw)) : commands.get(request.tenantId, request.params.id),
     );
     app.post(
       '/v1/commands/:id/cancel',
@@ -89,10 +90,4 @@ export function commandRoutes(commands: CommandService): FastifyPluginCallbackZo
     );
     done();
   };
-}
-
-function abortOnClose(req: NodeJS.EventEmitter): AbortSignal {
-  const controller = new AbortController();
-  req.once('close', () => controller.abort());
-  return controller.signal;
 }

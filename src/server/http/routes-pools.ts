@@ -8,6 +8,7 @@ import type { PoolsRepo } from '../../store/pools-repo.js';
 import type { HostsRepo } from '../../store/hosts-repo.js';
 import { toPoolHostView } from '../../pools/views.js';
 import { LIVE_HOST_STATES } from '../../core/host-state.js';
+import { abortWhenClientGone } from './client-gone.js';
 import { errorBody, hostView } from './schemas.js';
 
 const poolHostView = hostView.extend({
@@ -118,12 +119,8 @@ export function poolRoutes(deps: PoolRouteDeps): FastifyPluginCallbackZod {
       '/v1/pools/:name/claims',
       { schema: { tags: ['claims'], summary: 'Claim a ready host for a group', params: nameParams, body: claimInput, response: { 201: claimView, 200: claimView, ...errors } } },
       async (request, reply) => {
-        const controller = new AbortController();
         // The client went away before the answer: stop (the claim rolls back).
-        reply.raw.once('close', () => {
-          if (!reply.raw.writableFinished) controller.abort();
-        });
-        const claim = await deps.claims.claim(request.tenantId, request.params.name, request.body, controller.signal);
+        const claim = await deps.claims.claim(request.tenantId, request.params.name, request.body, abortWhenClientGone(reply.raw));
         return reply.status(201).send(claim);
       },
     );

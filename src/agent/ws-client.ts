@@ -4,7 +4,8 @@
  * http, https, tls, zlib and streams — about 7 MB more RSS per agent. `wss://` loads `tls` lazily.
  * The server side uses `ws`; the two are tested against each other.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, randomFillSync } from 'node:crypto';
+import { endianness } from 'node:os';
 import { EventEmitter } from 'node:events';
 import { connect as netConnect, type Socket } from 'node:net';
 
@@ -180,24 +181,27 @@ export class WsClient extends EventEmitter {
   }
 
   private writeFrame(opcode: number, payload: Buffer): void {
-    const mask = randomBytes(4);
     const length = payload.length;
     const headerLength = length < 126 ? 2 : length < 65536 ? 4 : 10;
-    const frame = Buffer.allocUnsafe(headerLength + 4 + length);
-    frame[0] = 0x80 | opcode;
+    const header = Buffer.allocUnsafe(headerLength + 4);
+    header[0] = 0x80 | opcode;
     if (length < 126) {
-      frame[1] = 0x80 | length;
+      header[1] = 0x80 | length;
     } else if (length < 65536) {
-      frame[1] = 0x80 | 126;
-      frame.writeUInt16BE(length, 2);
+      header[1] = 0x80 | 126;
+      header.writeUInt16BE(length, 2);
     } else {
-      frame[1] = 0x80 | 127;
-      frame.writeBigUInt64BE(BigInt(length), 2);
+      header[1] = 0x80 | 127;
+      header.writeBigUInt64BE(BigInt(length), 2);
     }
-    mask.copy(frame, headerLength);
-    const body = headerLength + 4;
-    for (let i = 0; i < length; i++) frame[body + i] = (payload[i] ?? 0) ^ (mask[i & 3] ?? 0);
-    this.socket?.write(frame);
+    randomFillSync(header, headerLength, 4);
+    const socket = this.socket;
+    if (!socket) return;
+    // Header and body leave in one write (corked).
+    socket.cork();
+    socket.write(header);
+    if (length > 0) socket.write(masked(payload, header, headerLength));
+    socket.uncork();
   }
 
   private fail(err: Error): void {
@@ -213,4 +217,28 @@ export class WsClient extends EventEmitter {
     this.open = false;
     this.emit('close', code);
   }
+}
+
+const LITTLE_ENDIAN = endianness() === 'LE';
+
+/**
+ * The payload XORed with the 4-byte mask at `mask[at]`, four bytes at a time. The agent runs
+ * without V8's optimizing compilers (for its memory), where a byte-at-a-time loop cost ~60 ns a
+ * byte: 0.02 ms for a small result, ~8 ms for one carrying 128 KiB of output.
+ */
+function masked(payload: Buffer, mask: Buffer, at: number): Buffer {
+  const length = payload.length;
+  // Its own ArrayBuffer, so the word view starts aligned.
+  const out = Buffer.allocUnsafeSlow(length);
+  payload.copy(out);
+  const m0 = mask[at] ?? 0;
+  const m1 = mask[at + 1] ?? 0;
+  const m2 = mask[at + 2] ?? 0;
+  const m3 = mask[at + 3] ?? 0;
+  const word = (LITTLE_ENDIAN ? m0 | (m1 << 8) | (m2 << 16) | (m3 << 24) : (m0 << 24) | (m1 << 16) | (m2 << 8) | m3) >>> 0;
+  const words = new Uint32Array(out.buffer, 0, length >>> 2);
+  for (let i = 0; i < words.length; i++) words[i] = (words[i] ?? 0) ^ word;
+  const keys = [m0, m1, m2, m3];
+  for (let i = words.length * 4; i < length; i++) out[i] = (out[i] ?? 0) ^ (keys[i & 3] ?? 0);
+  return out;
 }

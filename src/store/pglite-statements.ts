@@ -14,7 +14,15 @@ import { parse, protocol, type PGlite, type Results } from '@electric-sql/pglite
 interface Prepared {
   name: string;
   serializers: (((value: unknown) => string) | undefined)[];
+  /**
+   * The statement's RowDescription, from its Describe at prepare time (NoData: none). Every
+   * execution's rows have this shape (a table change that alters it fails with PLAN_CHANGED), so it
+   * is not asked for again: one message fewer to build in the backend and to parse, per statement.
+   */
+  rowDescription: BackendMessage | undefined;
 }
+
+type BackendMessage = Awaited<ReturnType<PGlite['execProtocol']>>['messages'][number];
 
 
 /** Statements that are planned once and kept; anything else (DDL, BEGIN, SET) goes through `query`. */
@@ -53,9 +61,9 @@ export class PGliteStatements {
     });
     try {
       const { messages } = await this.pg.execProtocol(
-        concat([protocol.serialize.bind({ statement: stmt.name, values: values }), protocol.serialize.describe({ type: 'P' }), protocol.serialize.execute({}), protocol.serialize.sync()]),
+        concat([protocol.serialize.bind({ statement: stmt.name, values: values }), protocol.serialize.execute({}), protocol.serialize.sync()]),
       );
-      const result = parse.parseResults(messages, this.pg.parsers)[0];
+      const result = parse.parseResults(stmt.rowDescription ? [stmt.rowDescription, ...messages] : messages, this.pg.parsers)[0];
       return (result ?? { rows: [], fields: [] }) as Results<R>;
     } catch (err) {
       // The statement was planned against an older shape of a table: plan it again next time.
@@ -81,7 +89,7 @@ export class PGliteStatements {
     const described = messages.find((m) => m.name === 'parameterDescription') as { dataTypeIDs?: number[] } | undefined;
     // The database's own serializers: PGlite adds one for every array type at start.
     const serializers = this.pg.serializers as Record<number, ((value: unknown) => string) | undefined>;
-    const stmt = { name, serializers: (described?.dataTypeIDs ?? []).map((oid) => serializers[oid]) };
+    const stmt = { name, serializers: (described?.dataTypeIDs ?? []).map((oid) => serializers[oid]), rowDescription: messages.find((m) => m.name === 'rowDescription') };
     this.prepared.set(sqlText, stmt);
     return stmt;
   }

@@ -9,6 +9,8 @@ interface CreateOptions {
   max?: string;
   maxLaunching?: string;
   maxIdleAge?: string;
+  demandMax?: string;
+  demandWindow?: string;
   warmup: string[];
   health?: string;
   onEmpty?: 'launch' | 'fail';
@@ -30,6 +32,8 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
     .option('--max <n>', 'most hosts the pool holds at once, warming and ready (default: size + max-launching)')
     .option('--max-launching <n>', 'hosts launched at once when refilling (default 4)')
     .option('--max-idle-age <s>', 'seconds a ready host may wait before it is replaced')
+    .option('--demand-max <n>', 'size the pool by demand: keep up to N ready hosts, as many as the most claims seen within one refill time (--size is the fewest)')
+    .option('--demand-window <s>', 'seconds of claims demand looks back on (default 600)')
     .option('--warmup <cmd>', 'command run on each new host before it counts as ready (repeatable, in order)', collect, [])
     .option('--health <cmd>', 'health check: run before a host counts as ready, every 30 s, and at each claim')
     .addOption(new Option('--on-empty <what>', 'what a claim does when no host is ready (default launch)').choices(['launch', 'fail']))
@@ -43,6 +47,9 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
       const maxSize = wholeNumber(opts.max, '--max', 0);
       const maxLaunching = wholeNumber(opts.maxLaunching, '--max-launching', 1);
       const maxIdleAge = wholeNumber(opts.maxIdleAge, '--max-idle-age', 1);
+      const demandMax = wholeNumber(opts.demandMax, '--demand-max', 1);
+      const demandWindow = wholeNumber(opts.demandWindow, '--demand-window', 10);
+      if (demandWindow !== undefined && demandMax === undefined) throw new UsageError('--demand-window needs --demand-max');
       const body = {
         name,
         ...(opts.image ? { image: opts.image } : {}),
@@ -50,6 +57,7 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
         ...(maxSize !== undefined ? { maxSize } : {}),
         ...(maxLaunching !== undefined ? { maxLaunching } : {}),
         ...(maxIdleAge !== undefined ? { maxIdleAge } : {}),
+        ...(demandMax !== undefined ? { demand: { max: demandMax, ...(demandWindow !== undefined ? { window: demandWindow } : {}) } } : {}),
         ...(opts.warmup.length ? { warmup: opts.warmup } : {}),
         ...(opts.health !== undefined ? { healthCheck: { command: opts.health } } : {}),
         ...(opts.onEmpty ? { onEmpty: opts.onEmpty } : {}),
@@ -62,7 +70,8 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
       const view = await ctx.client().post<PoolStatusView>('/v1/pools', body);
       const printer = ctx.printer(opts.json);
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
-      printer.out(`pool ${view.name} created: filling to ${view.size} ready host${view.size === 1 ? '' : 's'} (watch it with \`berth pool show ${view.name}\`)\n`);
+      const demand = view.demand ? `, growing with demand up to ${view.demand.max}` : '';
+      printer.out(`pool ${view.name} created: filling to ${view.size} ready host${view.size === 1 ? '' : 's'}${demand} (watch it with \`berth pool show ${view.name}\`)\n`);
     });
 
   pool
@@ -77,7 +86,7 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
       printer.out(
         table(
           ['NAME', 'IMAGE', 'GEN', 'READY/SIZE', 'WARMING', 'CLAIMED', 'HITS', 'MISSES', 'STATUS'],
-          pools.map((p) => [p.name, p.image, String(p.generation), `${p.status.ready}/${p.size}`, String(p.status.warming), String(p.status.claimed), String(p.status.hits), String(p.status.misses), statusOf(p)]),
+          pools.map((p) => [p.name, p.image, String(p.generation), `${p.status.ready}/${p.status.targetSize}`, String(p.status.warming), String(p.status.claimed), String(p.status.hits), String(p.status.misses), statusOf(p)]),
         ),
       );
     });
@@ -123,11 +132,12 @@ function printPool(printer: Printer, p: PoolStatusView, hosts: PoolHostView[]): 
   const lines = [
     `pool ${p.name}  generation ${p.generation}  image ${p.image}`,
     `  size ${p.size}, at most ${p.maxSize} hosts, launching ${p.maxLaunching} at a time, max idle age ${p.maxIdleAge === null ? '-' : `${p.maxIdleAge} s`}, on empty: ${p.onEmpty}`,
+    `  demand: ${p.demand ? `up to ${p.demand.max} ready hosts, as many as the most claims within one refill time (${p.demand.leadTime === null ? 'measured' : `${p.demand.leadTime} s`}) over the last ${p.demand.window} s` : '- (fixed size)'}`,
     `  warmup: ${p.warmup.length ? p.warmup.map((c) => JSON.stringify(c)).join(', ') : '-'}`,
     `  health check: ${p.healthCheck ? `${JSON.stringify(p.healthCheck.command)} every ${p.healthCheck.interval} s, timeout ${p.healthCheck.timeout} s` : '-'}`,
     `  template: ${templateOf(p.template) || '-'}`,
     `status: ${statusOf(p)}`,
-    `  ready ${s.ready}/${p.size}, warming ${s.warming}, claiming ${s.claiming}, claimed ${s.claimed}, quarantined ${s.quarantined}, retiring ${s.retiring}, stale ${s.stale}`,
+    `  ready ${s.ready}/${s.targetSize}${s.demand ? ` (demand: peak ${s.demand.peak} claims within ${s.demand.leadTimeS} s)` : ''}, warming ${s.warming}, claiming ${s.claiming}, claimed ${s.claimed}, quarantined ${s.quarantined}, retiring ${s.retiring}, stale ${s.stale}`,
     `  hits ${s.hits}, misses ${s.misses}, idle host-seconds ${s.idleHostSeconds}, consecutive failures ${s.consecutiveFailures}`,
     `  last failure: ${s.lastFailure ? `${s.lastFailure.reason} (${age(s.lastFailure.at)} ago)` : '-'}`,
     `  last claim: ${s.lastClaimAt ? `${age(s.lastClaimAt)} ago` : 'never (its ready hosts are pure cost)'}`,

@@ -152,6 +152,8 @@ export interface MetricsCollectorDeps {
   settleMs?: number;
   /** The services agents reported, for the service families; without it they are left out. */
   services?: { reportedServices(tenantId: string): Array<{ hostId: string; service: string; state: string; restarts: number }> };
+  /** A demand-sized pool's current target (the reconciler's last pass); undefined: its size. */
+  poolTarget?: (tenantId: string, pool: string) => number | undefined;
 }
 
 export class MetricsCollector {
@@ -225,6 +227,12 @@ export class MetricsCollector {
       }),
     );
     family('berth_pool_size', 'gauge', 'Ready hosts the pool keeps (its size).', pools.map((p) => ({ labels: poolLabels(p.pool), value: p.size })));
+    family(
+      'berth_pool_target_ready_hosts',
+      'gauge',
+      'Ready hosts the pool aims for now: its size, or, sized by demand, the most claims seen within one refill time (between size and demand.max).',
+      pools.map((p) => ({ labels: poolLabels(p.pool), value: this.deps.poolTarget?.(tenant, p.pool) ?? p.size })),
+    );
     family('berth_pool_consecutive_failures', 'gauge', "The pool's launch or warm-up failures in a row (0 once one succeeds).", pools.map((p) => ({ labels: poolLabels(p.pool), value: p.consecutiveFailures })));
     family(
       'berth_pool_idle_host_seconds_total',

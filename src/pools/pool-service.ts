@@ -121,6 +121,7 @@ function sameSpec(row: PoolRow, spec: PoolSpec): boolean {
     healthCheck: row.health_check,
     onEmpty: row.on_empty,
     onRelease: row.on_release,
+    demand: row.demand,
   };
   const { name: _name, ...b } = spec;
   return stable(a) === stable(b);

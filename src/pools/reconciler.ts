@@ -14,6 +14,7 @@ import type { HostsRepo, PoolMember } from '../store/hosts-repo.js';
 import type { PoolsRepo } from '../store/pools-repo.js';
 import type { HostRow, PoolRow } from '../store/schema.js';
 import { runChecks } from './host-checks.js';
+import { readDemand, type DemandReading, type DemandSource } from './demand.js';
 import { checkReady, launchRequest, prepareHost } from './readiness.js';
 
 export interface ReconcilerDeps {
@@ -42,11 +43,15 @@ export interface ReconcilerDeps {
    * enrol by themselves; the reconciler sizes the group instead of launching, and warms what enrols.
    */
   fleet?: { ensure(pool: PoolRow, signal?: AbortSignal): Promise<void> };
+  /** Demand figures for pools sized by demand (the store); without it every pool keeps its size. */
+  demand?: DemandSource;
 }
 
 export interface PoolProgress {
   /** Why the pool is below size, or '' when it is full. */
   notFullReason: string;
+  /** A demand-sized pool's target as of the last pass (see demand.ts). */
+  demand?: DemandReading;
 }
 
 const poolKey = (tenantId: string, name: string) => `${tenantId}/${name}`;
@@ -133,8 +138,11 @@ export class PoolReconciler {
   }
 
   private async pass(tenantId: string, name: string): Promise<void> {
-    const pool = await this.deps.pools.get(tenantId, name);
-    if (!pool) return;
+    const row = await this.deps.pools.get(tenantId, name);
+    if (!row) return;
+    // A demand-sized pool is, for this pass, a pool of its current target size.
+    const reading = this.deps.demand ? await readDemand(this.deps.demand, row) : undefined;
+    const pool = reading ? { ...row, size: reading.target } : row;
     const rows = await this.deps.hosts.listPoolMembers(tenantId, name);
     const now = Date.now();
     const stale = (h: PoolMember) => h.generation !== pool.generation || (pool.max_idle_age_s !== null && h.slot === 'ready' && now - new Date(h.slot_since ?? h.created_at).getTime() > pool.max_idle_age_s * 1000);
@@ -152,6 +160,7 @@ export class PoolReconciler {
     for (const h of rows.filter((r) => r.slot === 'ready' && r.state !== 'running' && r.state !== 'lost')) this.retire(h, ['ready'], `host is ${h.state}`);
     if (this.deps.fleet) {
       await this.fleetPass(pool, { ready, warming, warmingCurrent, staleReady }, this.deps.fleet);
+      if (reading) this.progress.set(poolKey(tenantId, name), { ...this.progressOf(tenantId, name), demand: reading });
       return;
     }
 
@@ -171,7 +180,7 @@ export class PoolReconciler {
     // More ready than needed (hosts came back by reuse while refills ran): retire the longest idle.
     const excess = Math.max(0, ready.length - pool.size);
     for (const h of [...ready].sort((a, b) => new Date(a.slot_since ?? a.created_at).getTime() - new Date(b.slot_since ?? b.created_at).getTime()).slice(0, excess)) {
-      this.retire(h, ['ready'], `the pool has more than its ${pool.size} ready hosts`);
+      this.retire(h, ['ready'], reading ? `demand fell: the pool keeps ${pool.size} ready hosts now` : `the pool has more than its ${pool.size} ready hosts`);
     }
     const oldestFirst = [...staleReady].sort((a, b) => new Date(a.created_at).getTime() - new Date(b.created_at).getTime());
     for (const h of oldestFirst.slice(0, retireStale)) {
@@ -196,7 +205,7 @@ export class PoolReconciler {
       notFull = `rolling: ${staleReady.length} host(s) of an older generation or idle too long still to replace`;
     }
     this.healthChecks(pool, ready, now);
-    this.progress.set(poolKey(tenantId, name), { notFullReason: notFull });
+    this.progress.set(poolKey(tenantId, name), { notFullReason: notFull, ...(reading ? { demand: reading } : {}) });
   }
 
   /**

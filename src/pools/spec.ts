@@ -29,6 +29,15 @@ export const poolSpecInput = z
       .optional()
       .describe('Run before a host counts as ready, then every `interval` seconds, and at each claim'),
     onEmpty: z.enum(['launch', 'fail']).default('launch').describe('What a claim does when no host is ready'),
+    demand: z
+      .object({
+        max: z.number().int().min(1).max(10_000).describe('Most ready hosts demand may ask for'),
+        window: z.number().int().min(10).max(7 * 24 * 3600).default(600).describe('Seconds of claims considered'),
+        leadTime: z.number().positive().max(3600).optional().describe("Seconds a refill takes (default: measured, the median of the pool's last 20 hosts from launch to ready)"),
+      })
+      .strict()
+      .optional()
+      .describe('Size the pool by demand: keep as many ready hosts as the most claims seen within one lead time during the window, between size and max'),
     onRelease: z.enum(['terminate', 'reuse']).default('terminate').describe('What releasing a claimed host does when the release does not say (environments removed, deploys): terminate it, or reset it and return it to the pool'),
     driver: z.enum(['local', 'aws']).optional().describe("The driver the pool's hosts need; a server runs one, and refuses a pool meant for another"),
     template: z
@@ -71,12 +80,19 @@ export type PoolSpecInput = z.input<typeof poolSpecInput>;
 
 /** Checks what the schema cannot (relations between fields) and fills the defaults. */
 export function completeSpec(input: z.output<typeof poolSpecInput>): PoolSpec {
-  const maxSize = input.maxSize ?? input.size + input.maxLaunching;
+  const demandMax = input.demand?.max;
+  const maxSize = input.maxSize ?? Math.max(input.size, demandMax ?? 0) + input.maxLaunching;
   if (maxSize < input.size) {
     throw new BerthError('validation_failed', `pool ${input.name}: size ${input.size} is above maxSize ${maxSize}`, 'Lower size or raise maxSize (maxSize bounds warming plus ready hosts).', {
       size: input.size,
       maxSize,
     });
+  }
+  if (demandMax !== undefined && demandMax < input.size) {
+    throw new BerthError('validation_failed', `pool ${input.name}: demand.max ${demandMax} is below size ${input.size}`, 'size is the fewest ready hosts, demand.max the most: raise demand.max or lower size.', { size: input.size, demandMax });
+  }
+  if (demandMax !== undefined && demandMax > maxSize) {
+    throw new BerthError('validation_failed', `pool ${input.name}: demand.max ${demandMax} is above maxSize ${maxSize}`, 'Raise maxSize (it bounds warming plus ready hosts) or lower demand.max.', { maxSize, demandMax });
   }
   const { tags: templateTags, ...limits } = input.template;
   return {
@@ -92,6 +108,7 @@ export function completeSpec(input: z.output<typeof poolSpecInput>): PoolSpec {
     healthCheck: input.healthCheck ? { command: input.healthCheck.command, intervalS: input.healthCheck.interval, timeoutS: input.healthCheck.timeout } : null,
     onEmpty: input.onEmpty,
     onRelease: input.onRelease,
+    demand: input.demand ? { max: input.demand.max, windowS: input.demand.window, leadTimeS: input.demand.leadTime ?? null } : null,
   };
 }
 

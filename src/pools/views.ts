@@ -40,6 +40,8 @@ export interface PoolView {
   healthCheck: { command: string; interval: number; timeout: number } | null;
   onEmpty: string;
   onRelease: string;
+  /** Sized by demand between `size` and `max` ready hosts (see `status.targetSize`); null: fixed. */
+  demand: { max: number; window: number; leadTime: number | null } | null;
   template: Record<string, unknown>;
   createdAt: string;
   updatedAt: string;
@@ -55,6 +57,10 @@ export interface PoolStatusView extends PoolView {
     retiring: number;
     /** Waiting hosts of an older generation (or idle too long) not yet replaced. */
     stale: number;
+    /** Ready hosts the pool keeps now: `size`, or what demand asks for (between size and demand.max). */
+    targetSize: number;
+    /** What set the target: the most claims within one lead time during the window; null without demand. */
+    demand: { peak: number; leadTimeS: number } | null;
     full: boolean;
     /** True while hosts of an older generation remain in the pool. */
     rolling: boolean;
@@ -104,6 +110,7 @@ export function toPoolView(row: PoolRow): PoolView {
     healthCheck: row.health_check ? { command: row.health_check.command, interval: row.health_check.intervalS, timeout: row.health_check.timeoutS } : null,
     onEmpty: row.on_empty,
     onRelease: row.on_release,
+    demand: row.demand ? { max: row.demand.max, window: row.demand.windowS, leadTime: row.demand.leadTimeS } : null,
     template: row.template as unknown as Record<string, unknown>,
     createdAt: new Date(row.created_at).toISOString(),
     updatedAt: new Date(row.updated_at).toISOString(),
@@ -116,6 +123,8 @@ export function toPoolStatusView(
   progress: PoolProgress,
   extra: { currentIdleSeconds: number; claimLatency: { leMs: number | null; count: number }[]; lastClaimAt: Date | null },
 ): PoolStatusView {
+  const reading = row.demand ? progress.demand : undefined;
+  const target = reading?.target ?? row.size;
   return {
     ...toPoolView(row),
     status: {
@@ -126,9 +135,11 @@ export function toPoolStatusView(
       quarantined: counts.quarantined,
       retiring: counts.retiring,
       stale: counts.stale,
-      full: counts.ready >= row.size,
+      targetSize: target,
+      demand: reading ? { peak: reading.peak, leadTimeS: reading.leadTimeS } : null,
+      full: counts.ready >= target,
       rolling: counts.stale > 0,
-      notFullReason: counts.ready >= row.size ? '' : progress.notFullReason,
+      notFullReason: counts.ready >= target ? '' : progress.notFullReason,
       hits: row.hits,
       misses: row.misses,
       idleHostSeconds: Math.round((row.idle_host_seconds + extra.currentIdleSeconds) * 10) / 10,

@@ -203,6 +203,10 @@ export class BerthServer {
         ...(config.poolBackoffMs !== undefined ? { backoffMs: config.poolBackoffMs } : {}),
         ...(bootTimeoutMs !== undefined ? { bootTimeoutMs } : {}),
         ...(config.driver.fleet ? { fleet: { ensure: (pool, signal) => (late.fleet ? late.fleet.ensure(pool, signal) : Promise.resolve()) } } : {}),
+        demand: {
+          demandPeak: (tenantId, pool, windowS, spanS) => claimsRepo.demandPeak(tenantId, pool, windowS, spanS),
+          medianLeadTimeS: (tenantId, pool) => hostsRepo.medianLeadTimeS(tenantId, pool),
+        },
       });
       if (config.driver.fleet) {
         late.fleet = new FleetPools({
@@ -300,7 +304,7 @@ export class BerthServer {
       const envs = await environments.recover();
       if (envs.routed.length + envs.cleaned.length > 0) log(`recovered after restart: ${envs.routed.length} environment route(s) restored, ${envs.cleaned.length} unfinished environment(s) cleaned up`);
 
-      const metrics = new MetricsCollector({ db: store.db, routerRequests, services });
+      const metrics = new MetricsCollector({ db: store.db, routerRequests, services, poolTarget: (tenantId, pool) => reconciler.progressOf(tenantId, pool).demand?.target });
       const dashboard = createDashboard({ db: store.db, events, metrics, pools: poolService, hosts: hostsService, environments, commands, hostHourPrice: config.hostHourPrice });
       const app = await buildApp({
         hosts: hostsService,

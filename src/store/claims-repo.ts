@@ -153,6 +153,20 @@ export class ClaimsRepo {
   }
 
   /** Counts of successful claims' latencies per bucket (upper bounds in ms; the last is +Inf). */
+  /**
+   * Demand: the most claims on the pool (whatever their outcome) that ended within any `spanS`
+   * seconds of one another during the last `windowS` seconds. One statement (a window function).
+   */
+  async demandPeak(tenantId: string, pool: string, windowS: number, spanS: number): Promise<number> {
+    const row = await sql<{ peak: number | null }>`
+      select max(n)::int as peak from (
+        select count(*) over (order by finished_at range between current row and ${`${spanS} seconds`}::interval following) as n
+        from claims
+        where tenant_id = ${tenantId} and pool = ${pool} and finished_at > now() - ${`${windowS} seconds`}::interval
+      ) as spans`.execute(this.db);
+    return row.rows[0]?.peak ?? 0;
+  }
+
   async latencyHistogram(tenantId: string, pool: string): Promise<{ leMs: number | null; count: number }[]> {
     const rows = await this.db
       .selectFrom('claims')

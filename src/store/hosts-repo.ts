@@ -177,6 +177,21 @@ export class HostsRepo {
   }
 
   /**
+   * How long the pool's hosts took from launch to first ready: the median of its last 20, in
+   * seconds, or undefined when none ever was (a refill's lead time; see pools/demand.ts).
+   */
+  async medianLeadTimeS(tenantId: string, pool: string): Promise<number | undefined> {
+    const row = await sql<{ s: number | null }>`
+      select percentile_cont(0.5) within group (order by secs) as s from (
+        select extract(epoch from pool_ready_at - created_at)::float8 as secs from hosts
+        where tenant_id = ${tenantId} and pool = ${pool} and pool_ready_at is not null
+        order by pool_ready_at desc limit 20
+      ) as recent`.execute(this.db);
+    const s = row.rows[0]?.s;
+    return s === null || s === undefined ? undefined : Number(s);
+  }
+
+  /**
    * The few columns the reconciler needs of every live host of a pool: it reads them on every pass,
    * and whole rows (tags, resources, driver data) made those passes the store's biggest cost.
    */

@@ -248,6 +248,9 @@ function statements(list: readonly string[]): Migration {
   };
 }
 
+/** Pools sized by demand (src/pools/demand.ts): null keeps the pool at its fixed size. */
+const POOL_DEMAND = [`alter table pools add column demand jsonb`];
+
 const migrations: Record<string, Migration> = {
   '0001_foundation': statements(FOUNDATION),
   '0002_pools': statements(POOLS),
@@ -258,6 +261,7 @@ const migrations: Record<string, Migration> = {
   '0007_environments': statements(ENVIRONMENTS),
   '0008_readiness': statements(READINESS),
   '0009_environment_timings': statements(ENVIRONMENT_TIMINGS),
+  '0010_pool_demand': statements(POOL_DEMAND),
 };
 
 export const migrationProvider: MigrationProvider = {

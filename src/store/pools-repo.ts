@@ -1,7 +1,7 @@
 /** Pools and groups. Pool counters are updated in place (one statement each, no read-modify-write). */
 import { sql, type Kysely } from 'kysely';
 import { BerthError } from '../core/errors.js';
-import type { Database, GroupRow, HealthCheck, PoolRow, PoolTemplate } from './schema.js';
+import type { Database, GroupRow, HealthCheck, PoolDemand, PoolRow, PoolTemplate } from './schema.js';
 import { poolEvent } from '../events/changes.js';
 import { NO_EVENTS, type EventSink } from '../events/types.js';
 
@@ -20,6 +20,8 @@ export interface PoolSpec {
   onEmpty: 'launch' | 'fail';
   /** What releasing a claimed host does: terminate it, or reset it and return it to the pool. */
   onRelease: 'terminate' | 'reuse';
+  /** Sized by demand between `size` and `demand.max` ready hosts; null: always `size`. */
+  demand: PoolDemand | null;
 }
 
 /** Host counts of one pool by slot; `stale` counts hosts of an older generation (any slot). */
@@ -198,6 +200,7 @@ function columns(spec: PoolSpec) {
     health_check: JSON.stringify(spec.healthCheck),
     on_empty: spec.onEmpty,
     on_release: spec.onRelease,
+    demand: JSON.stringify(spec.demand),
   };
 }
 

@@ -71,6 +71,8 @@ export interface PoolsTable {
   health_check: Json<HealthCheck | null>;
   on_empty: string;
   on_release: Generated<string>;
+  /** Demand sizing (src/pools/demand.ts); null: the pool keeps `size` ready hosts. */
+  demand: ColumnType<PoolDemand | null, string | undefined, string>;
   hits: Generated<number>;
   misses: Generated<number>;
   consecutive_failures: Generated<number>;
@@ -99,6 +101,14 @@ export interface AwsPoolSettings {
   commandChannel?: 'agent' | 'ssm';
   /** An EC2 warm pool behind the pool's group: pre-initialised instances, stopped or running, that enter service faster than new launches. */
   warmPool?: { state: 'Stopped' | 'Running' | 'Hibernated'; minSize?: number; maxPreparedCapacity?: number; reuseOnScaleIn?: boolean };
+}
+
+/** A pool sized by demand: between `size` and `max` ready hosts (see src/pools/demand.ts). */
+export interface PoolDemand {
+  max: number;
+  windowS: number;
+  /** Seconds a refill takes; null: measured from the pool's own recent hosts. */
+  leadTimeS: number | null;
 }
 
 export interface HealthCheck {

@@ -212,8 +212,10 @@ describe.runIf(chromiumAvailable('dashboard in Chromium'))('dashboard in Chromiu
       expect(shown[slot], slot).toBe(show.status[slot]);
       expect(shown[slot], slot).toBe(metric('berth_pool_hosts', `,slot="${slot}"`));
     }
-    expect(shown['size']).toBe(show.size);
-    expect(shown['size']).toBe(metric('berth_pool_size', ''));
+    expect(shown['targetSize']).toBe(show.status.targetSize);
+    expect(shown['targetSize']).toBe(metric('berth_pool_target_ready_hosts', ''));
+    expect(show.status.targetSize).toBe(show.size); // a pool of fixed size
+    expect(metric('berth_pool_size', '')).toBe(show.size);
     expect(shown['hits']).toBe(show.status.hits);
     expect(shown['hits']).toBe(metric('berth_claims_total', ',outcome="hit"'));
     expect(shown['misses']).toBe(show.status.misses);

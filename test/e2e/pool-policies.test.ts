@@ -102,4 +102,53 @@ describe('pool policies', () => {
     // Nothing ever claimed from it, and its status says so.
     expect(status.lastClaimAt).toBeNull();
   }, 60_000);
+
+  it('grows with demand up to demand.max, and shrinks back to its size once the burst leaves the window', async () => {
+    const created = await srv.api.post<PoolStatusView>('/v1/pools', { name: 'demand', size: 1, maxLaunching: 3, demand: { max: 3, window: 10, leadTime: 5 } });
+    expect(created.status).toBe(201);
+    expect(created.body.demand).toEqual({ max: 3, window: 10, leadTime: 5 });
+    expect(created.body.maxSize).toBe(6); // demand.max + maxLaunching
+    await waitFor('the pool at its size', async () => ((await pool('demand')).status.ready === 1 ? true : undefined));
+    expect((await pool('demand')).status).toMatchObject({ targetSize: 1, demand: { peak: 0, leadTimeS: 5 }, full: true });
+
+    // Three users within one lead time: a burst the pool now keeps stock for.
+    const claims = await Promise.all([1, 2, 3].map((i) => srv.api.post<{ host: PoolHostView }>('/v1/pools/demand/claims', { group: `rush-${i}` })));
+    expect(claims.map((c) => c.status)).toEqual([201, 201, 201]);
+    const grown = await waitFor(
+      'three ready hosts',
+      async () => {
+        const s = (await pool('demand')).status;
+        return s.targetSize === 3 && s.ready === 3 ? s : undefined;
+      },
+      { timeoutMs: 30_000 },
+    );
+    expect(grown.demand).toEqual({ peak: 3, leadTimeS: 5 });
+    const metrics = await (await fetch(`${srv.server.url}/metrics`, { headers: { authorization: `Bearer ${srv.server.token}` } })).text();
+    expect(metrics).toMatch(/berth_pool_target_ready_hosts\{tenant="default",pool="demand"\} 3/);
+
+    // Ten seconds on the burst has left the window: back to one ready host, the longest idle retired.
+    const shrunk = await waitFor(
+      'the pool back at its size',
+      async () => {
+        const s = (await pool('demand')).status;
+        return s.targetSize === 1 && s.ready === 1 && s.retiring === 0 ? s : undefined;
+      },
+      { timeoutMs: 40_000 },
+    );
+    expect(shrunk.demand).toEqual({ peak: 0, leadTimeS: 5 });
+    // The claimed hosts stayed with their users.
+    expect(shrunk.claimed).toBe(3);
+    for (const c of claims) expect((await srv.api.post(`/v1/hosts/${c.body.host.id}/release`, {})).status).toBe(200);
+    expect((await srv.api.delete('/v1/pools/demand')).status).toBe(200);
+  }, 120_000);
+
+  it('refuses a demand.max below the size or above maxSize, and changes nothing', async () => {
+    const below = await srv.api.post<{ code: string; message: string }>('/v1/pools', { name: 'bad-demand', size: 3, demand: { max: 2 } });
+    expect([below.status, below.body.code]).toEqual([400, 'validation_failed']);
+    expect(below.body.message).toMatch(/demand.max 2 is below size 3/);
+    const above = await srv.api.post<{ code: string; message: string }>('/v1/pools', { name: 'bad-demand', size: 1, maxSize: 4, demand: { max: 5 } });
+    expect([above.status, above.body.code]).toEqual([400, 'validation_failed']);
+    expect(above.body.message).toMatch(/demand.max 5 is above maxSize 4/);
+    expect((await srv.api.get('/v1/pools/bad-demand')).status).toBe(404);
+  });
 });

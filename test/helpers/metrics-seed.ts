@@ -22,6 +22,7 @@ export const poolSpec = (name: string, over: Partial<PoolSpec> = {}): PoolSpec =
   healthCheck: null,
   onEmpty: 'launch',
   onRelease: 'terminate',
+  demand: null,
   ...over,
 });
 

@@ -1,4 +1,5 @@
 /** Pools and claims in the store, on every backend: the pick is atomic under concurrency. */
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClaimsRepo } from '../../src/store/claims-repo.js';
 import { HostsRepo } from '../../src/store/hosts-repo.js';
@@ -33,6 +34,30 @@ for (const backend of storeBackends()) {
       await hosts.setAgent(id, true, new Date());
       expect(await hosts.setSlot(id, ['warming'], 'ready')).toBeDefined();
     }
+
+    it('reads demand: the most claims within one span of the window, and the median launch-to-ready time', async () => {
+      await pools.create(DEFAULT_TENANT, spec('rush'));
+      // Claims that ended 500, 300 (four within 2 s), 200 and 100 s ago (two within 2 s), and one pending.
+      const agoS = [500, 300, 300.5, 301, 301.9, 200, 100, 99];
+      for (const [i, ago] of agoS.entries()) {
+        await sql`insert into claims (id, tenant_id, pool, group_name, state, request, finished_at)
+          values (${`cl-rush-${i}`}, ${DEFAULT_TENANT}, 'rush', 'g', ${i % 2 ? 'failed' : 'released'}, '{}', now() - ${`${ago} seconds`}::interval)`.execute(store.db);
+      }
+      await sql`insert into claims (id, tenant_id, pool, group_name, state, request) values ('cl-rush-pending', ${DEFAULT_TENANT}, 'rush', 'g', 'pending', '{}')`.execute(store.db);
+      expect(await claims.demandPeak(DEFAULT_TENANT, 'rush', 600, 2)).toBe(4);
+      // The rush of four left the window; two within 2 s remain.
+      expect(await claims.demandPeak(DEFAULT_TENANT, 'rush', 250, 2)).toBe(2);
+      expect(await claims.demandPeak(DEFAULT_TENANT, 'rush', 250, 0.5)).toBe(1);
+      expect(await claims.demandPeak(DEFAULT_TENANT, 'rush', 50, 2)).toBe(0);
+      expect(await claims.demandPeak(DEFAULT_TENANT, 'other-pool', 600, 2)).toBe(0);
+
+      expect(await hosts.medianLeadTimeS(DEFAULT_TENANT, 'rush')).toBeUndefined();
+      for (const [i, secs] of [1, 2, 4].entries()) {
+        await readyHost('rush', 1, `h-rush${i}`);
+        await sql`update hosts set created_at = pool_ready_at - ${`${secs} seconds`}::interval where id = ${`h-rush${i}`}`.execute(store.db);
+      }
+      expect(await hosts.medianLeadTimeS(DEFAULT_TENANT, 'rush')).toBeCloseTo(2, 3);
+    });
 
     it('hands each ready host to exactly one of many concurrent claims', async () => {
       await pools.create(DEFAULT_TENANT, spec('storm'));

@@ -98,9 +98,9 @@ function poolCard(p, price) {
   return (
     `<article class="card" data-pool="${esc(p.name)}">` +
     `<h3><span>${esc(p.name)}</span><small class="muted">${esc(p.image)} · gen ${p.generation}</small></h3>` +
-    `<div><span class="level">${num(p.ready, undefined, 'ready')} / ${num(p.size, undefined, 'size')}</span> <span class="muted">ready${p.rolling ? ' · rolling to a new generation' : ''}</span></div>` +
+    `<div><span class="level">${num(p.ready, undefined, 'ready')} / ${num(p.targetSize ?? p.size, undefined, 'targetSize')}</span> <span class="muted">ready${p.demand ? ` · sized by demand (peak ${p.demand.peak})` : ''}${p.rolling ? ' · rolling to a new generation' : ''}</span></div>` +
     `<div class="slots" title="${SLOTS.map((k) => `${k} ${p[k]}`).join(', ')}">${bar}</div>` +
-    sparkline(p.levels, p.size) +
+    sparkline(p.levels, p.targetSize ?? p.size) +
     `<dl class="kv">` +
     row('warming', 'warming', p.warming) +
     row('claimed', 'claimed', p.claimed) +

@@ -8,53 +8,19 @@
 import { setMaxListeners } from 'node:events';
 import { errorMessage } from '../core/errors.js';
 import type { Slot } from '../core/pool-state.js';
-import type { CommandService } from '../commands/command-service.js';
-import type { HostService, RegisteredHost } from '../hosts/host-service.js';
+import type { RegisteredHost } from '../hosts/host-service.js';
 import type { HostsRepo, PoolMember } from '../store/hosts-repo.js';
-import type { PoolsRepo } from '../store/pools-repo.js';
 import type { HostRow, PoolRow } from '../store/schema.js';
 import { runChecks } from './host-checks.js';
-import { readDemand, type DemandReading, type DemandSource } from './demand.js';
+import { readDemand, type DemandReading } from './demand.js';
+import type { PoolProgress, ReconcilerDeps } from './reconciler-deps.js';
 import { checkReady, launchRequest, prepareHost } from './readiness.js';
 
-export interface ReconcilerDeps {
-  pools: PoolsRepo;
-  hosts: HostsRepo;
-  hostService: HostService;
-  commands: CommandService;
-  log: (line: string) => void;
-  /** A new host's agent must enrol within this. */
-  bootTimeoutMs?: number;
-  /** Seconds a warm-up may run. */
-  warmupTimeoutS?: number;
-  /** First back-off delay after a failed launch; doubles per consecutive failure up to maxBackoffMs. */
-  backoffMs?: number;
-  maxBackoffMs?: number;
-  /** Least time between two passes of one pool while kicks keep coming. */
-  minPassIntervalMs?: number;
-  /**
-   * For a pool whose hosts run a stack (its template tags berth.stack): resolves once the host's
-   * services are all ready, throws with the reason when they cannot be. A review pool's host then
-   * counts as ready only with its stack running: what a claim of it expects.
-   */
-  servicesReady?: (tenantId: string, hostId: string, timeoutMs: number, signal?: AbortSignal) => Promise<void>;
-  /**
-   * A fleet driver's pools (see PoolFleet): their group launches and replaces machines, which
-   * enrol by themselves; the reconciler sizes the group instead of launching, and warms what enrols.
-   */
-  fleet?: { ensure(pool: PoolRow, signal?: AbortSignal): Promise<void> };
-  /** Demand figures for pools sized by demand (the store); without it every pool keeps its size. */
-  demand?: DemandSource;
-}
-
-export interface PoolProgress {
-  /** Why the pool is below size, or '' when it is full. */
-  notFullReason: string;
-  /** A demand-sized pool's target as of the last pass (see demand.ts). */
-  demand?: DemandReading;
-}
+export type { PoolProgress, ReconcilerDeps } from './reconciler-deps.js';
 
 const poolKey = (tenantId: string, name: string) => `${tenantId}/${name}`;
+/** How long a demand-sized pool's reading is reused (see demandOf). */
+const DEMAND_READ_MS = 500;
 
 export class PoolReconciler {
   /** Warm-ups and health checks this process runs, by host id. */
@@ -65,6 +31,7 @@ export class PoolReconciler {
   private readonly lastHealth = new Map<string, number>();
   private readonly passes = new Map<string, { running: Promise<void>; again: boolean }>();
   private readonly progress = new Map<string, PoolProgress>();
+  private readonly demandReads = new Map<string, { key: string; at: number; reading: DemandReading }>();
   private readonly background = new Set<Promise<unknown>>();
   private readonly stopping = new AbortController();
   /** Fleet pools: the size and generation this process last gave each pool's group. */
@@ -141,7 +108,7 @@ export class PoolReconciler {
     const row = await this.deps.pools.get(tenantId, name);
     if (!row) return;
     // A demand-sized pool is, for this pass, a pool of its current target size.
-    const reading = this.deps.demand ? await readDemand(this.deps.demand, row) : undefined;
+    const reading = await this.demandOf(row);
     const pool = reading ? { ...row, size: reading.target } : row;
     const rows = await this.deps.hosts.listPoolMembers(tenantId, name);
     const now = Date.now();
@@ -264,6 +231,21 @@ export class PoolReconciler {
   /** The pool is gone: what this process remembers of its group goes too. */
   forget(tenantId: string, name: string): void {
     this.ensured.delete(poolKey(tenantId, name));
+    this.demandReads.delete(poolKey(tenantId, name));
+  }
+
+  /**
+   * A demand-sized pool's reading, kept for DEMAND_READ_MS: passes come up to every 50 ms during a
+   * claim storm, and the peak's statement reads the window's claims (cheap, but not free).
+   */
+  private async demandOf(pool: PoolRow): Promise<DemandReading | undefined> {
+    if (!this.deps.demand || !pool.demand) return undefined;
+    const key = `${poolKey(pool.tenant_id, pool.name)}/${pool.size}/${JSON.stringify(pool.demand)}`;
+    const kept = this.demandReads.get(poolKey(pool.tenant_id, pool.name));
+    if (kept && kept.key === key && Date.now() - kept.at < DEMAND_READ_MS) return kept.reading;
+    const reading = await readDemand(this.deps.demand, pool);
+    if (reading) this.demandReads.set(poolKey(pool.tenant_id, pool.name), { key, at: Date.now(), reading });
+    return reading;
   }
 
   private backoffUntil(pool: PoolRow): number {

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { packageRoot } from '../src/cli/paths.js';
 import type { InProcessServer } from '../test/helpers/server.js';
+import { demandBench } from './demand.js';
 import { ms, summarize } from './stats.js';
 
 const execFileAsync = promisify(execFile);
@@ -51,6 +52,8 @@ export async function claimBench(srv: InProcessServer, opts: ClaimBenchOptions):
     const reused = await loopWith({ BENCH_REUSE: '1' }, 'sustained', 'bench', String(opts.sustainedSeconds), String(opts.concurrency));
     const breakdown = await serverBreakdown(srv, opts.warm);
     const burst = await stockedBurst(srv, loop, opts);
+    opts.progress('a pool sized by demand against one of fixed size…');
+    const demandRows = await demandBench(srv, loop, opts.progress);
     const w = summarize(warm.samples);
     const c = summarize(cold.samples);
     const s = summarize(sustained.samples);
@@ -65,6 +68,7 @@ export async function claimBench(srv: InProcessServer, opts: ClaimBenchOptions):
       `| sustained claims, ${opts.concurrency} clients, each host released (terminated) at once (${sustained.hits}/${sustained.count} hits) | ${s.n} | ${ms(s.p50)} | ${ms(s.p99)} | ${rate.toFixed(1)} claims/s (>= 100) | ${verdict(rate >= 100)} |`,
       `| the same, released with --reuse (host reset in place, back to the pool) (${reused.hits}/${reused.count} hits) | ${r.n} | ${ms(r.p50)} | ${ms(r.p99)} | ${reuseRate.toFixed(1)} claims/s (>= 100) | ${verdict(reuseRate >= 100)} |`,
       `| claim path capacity: ${burst.count} claims from ${opts.concurrency} clients on a stocked pool of ${STOCK} (refill: 1 launch at a time), none released (${burst.hits}/${burst.count} hits) | ${summarize(burst.samples).n} | ${ms(summarize(burst.samples).p50)} | ${ms(summarize(burst.samples).p99)} | ${(burst.count / (burst.seconds ?? 1)).toFixed(1)} claims/s | |`,
+      ...demandRows,
     ];
   } finally {
     await srv.api.delete('/v1/pools/bench');

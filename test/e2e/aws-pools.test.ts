@@ -279,4 +279,25 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
     const after = await api.post<ClaimView>('/v1/pools/web/claims', { group: 'alice', init: ['true'] });
     expect(after.status).toBe(201);
   }, 60_000);
+
+  it('a pool sized by demand sets its group\'s desired capacity to the target, up on a rush and down after it', async () => {
+    const created = await api.post<PoolStatusView>('/v1/pools', { name: 'rush', size: 1, onEmpty: 'fail', demand: { max: 3, window: 10, leadTime: 5 } });
+    expect(created.status).toBe(201);
+    await waitFull('rush', 1);
+    const desired = async () => (await groupsNow()).find((g) => g.AutoScalingGroupName === `${NAME}-pool-rush`)?.DesiredCapacity;
+    expect(await desired()).toBe(1);
+    // Three users at once: one gets the ready host, two find the pool empty (onEmpty: fail); all
+    // three are demand.
+    const claims = await Promise.all(['erin', 'frank', 'grace'].map((group) => api.post<ClaimView>('/v1/pools/rush/claims', { group, init: ['true'] })));
+    expect(claims.map((c) => c.status).sort()).toEqual([201, 503, 503]);
+    await waitFor('the group to grow to the target', async () => ((await desired()) === 3 ? true : undefined), { timeoutMs: 20_000 });
+    const grown = await waitFor('three ready hosts', async () => {
+      const s = (await poolStatus('rush')).status;
+      return s.ready >= 3 ? s : undefined;
+    }, { timeoutMs: 60_000 });
+    expect(grown).toMatchObject({ targetSize: 3, demand: { peak: 3, leadTimeS: 5 } });
+    // The rush leaves the window: the group is sized back to 1.
+    await waitFor('the group to shrink back', async () => ((await desired()) === 1 ? true : undefined), { timeoutMs: 40_000 });
+    expect((await poolStatus('rush')).status.targetSize).toBe(1);
+  }, 150_000);
 });

@@ -11,6 +11,7 @@ interface CreateOptions {
   maxIdleAge?: string;
   demandMax?: string;
   demandWindow?: string;
+  demandLeadTime?: string;
   warmup: string[];
   health?: string;
   onEmpty?: 'launch' | 'fail';
@@ -34,6 +35,7 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
     .option('--max-idle-age <s>', 'seconds a ready host may wait before it is replaced')
     .option('--demand-max <n>', 'size the pool by demand: keep up to N ready hosts, as many as the most claims seen within one refill time (--size is the fewest)')
     .option('--demand-window <s>', 'seconds of claims demand looks back on (default 600)')
+    .option('--demand-lead-time <s>', "seconds a refill takes, for demand (default: measured from the pool's hosts)")
     .option('--warmup <cmd>', 'command run on each new host before it counts as ready (repeatable, in order)', collect, [])
     .option('--health <cmd>', 'health check: run before a host counts as ready, every 30 s, and at each claim')
     .addOption(new Option('--on-empty <what>', 'what a claim does when no host is ready (default launch)').choices(['launch', 'fail']))
@@ -49,7 +51,8 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
       const maxIdleAge = wholeNumber(opts.maxIdleAge, '--max-idle-age', 1);
       const demandMax = wholeNumber(opts.demandMax, '--demand-max', 1);
       const demandWindow = wholeNumber(opts.demandWindow, '--demand-window', 10);
-      if (demandWindow !== undefined && demandMax === undefined) throw new UsageError('--demand-window needs --demand-max');
+      const demandLeadTime = positiveNumber(opts.demandLeadTime, '--demand-lead-time');
+      if ((demandWindow !== undefined || demandLeadTime !== undefined) && demandMax === undefined) throw new UsageError('--demand-window and --demand-lead-time need --demand-max');
       const body = {
         name,
         ...(opts.image ? { image: opts.image } : {}),
@@ -57,7 +60,7 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
         ...(maxSize !== undefined ? { maxSize } : {}),
         ...(maxLaunching !== undefined ? { maxLaunching } : {}),
         ...(maxIdleAge !== undefined ? { maxIdleAge } : {}),
-        ...(demandMax !== undefined ? { demand: { max: demandMax, ...(demandWindow !== undefined ? { window: demandWindow } : {}) } } : {}),
+        ...(demandMax !== undefined ? { demand: { max: demandMax, ...(demandWindow !== undefined ? { window: demandWindow } : {}), ...(demandLeadTime !== undefined ? { leadTime: demandLeadTime } : {}) } } : {}),
         ...(opts.warmup.length ? { warmup: opts.warmup } : {}),
         ...(opts.health !== undefined ? { healthCheck: { command: opts.health } } : {}),
         ...(opts.onEmpty ? { onEmpty: opts.onEmpty } : {}),

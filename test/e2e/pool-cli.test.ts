@@ -124,13 +124,18 @@ describe('berth pool, claim, release, group and apply', () => {
   it('pool create --demand-max sizes the pool by demand; bad demand flags exit 2 and create nothing', async () => {
     const view = await json<PoolStatusView>('pool', 'create', 'rush', '--size', '0', '--demand-max', '2', '--demand-window', '60');
     expect(view.demand).toEqual({ max: 2, window: 60, leadTime: null });
+    const timed = await json<PoolStatusView>('pool', 'create', 'rush-timed', '--size', '0', '--demand-max', '2', '--demand-lead-time', '2.5');
+    expect(timed.demand).toEqual({ max: 2, window: 600, leadTime: 2.5 });
+    expect((await berth(['pool', 'rm', 'rush-timed'], env)).code).toBe(0);
     expect(view.status).toMatchObject({ targetSize: 0 });
     const shown = await berth(['pool', 'show', 'rush'], env);
     expect(shown.stdout).toMatch(/demand: up to 2 ready hosts, as many as the most claims within one refill time \(measured\) over the last 60 s/);
     expect((await berth(['pool', 'rm', 'rush'], env)).code).toBe(0);
 
     const lonely = await berth(['pool', 'create', 'rush', '--size', '1', '--demand-window', '60'], env);
-    expect([lonely.code, lonely.stderr]).toEqual([2, expect.stringContaining('--demand-window needs --demand-max')]);
+    expect([lonely.code, lonely.stderr]).toEqual([2, expect.stringContaining('--demand-window and --demand-lead-time need --demand-max')]);
+    const zero = await berth(['pool', 'create', 'rush', '--size', '1', '--demand-max', '2', '--demand-lead-time', '0'], env);
+    expect([zero.code, zero.stderr]).toEqual([2, expect.stringContaining('--demand-lead-time')]);
     const below = await berth(['pool', 'create', 'rush', '--size', '3', '--demand-max', '2'], env);
     expect([below.code, below.stderr]).toEqual([2, expect.stringContaining('demand.max 2 is below size 3')]);
     expect(await poolNames()).not.toContain('rush');

@@ -55,6 +55,8 @@ describe.runIf(chromiumAvailable('dashboard in Chromium'))('dashboard in Chromiu
     // The token went into the cookie and out of the address bar (and the history).
     expect(page.url()).toBe(`${srv.server.url}/dashboard`);
     await page.waitForSelector('#live[data-state="live"]');
+    // The stream opens before its first snapshot is drawn (on a busy machine, a while before).
+    await page.waitForSelector('body[data-snapshot-at]', { timeout: 20_000 });
     expect(errors).toEqual([]);
     return page;
   };

@@ -181,6 +181,8 @@ export class WsClient extends EventEmitter {
   }
 
   private writeFrame(opcode: number, payload: Buffer): void {
+    const socket = this.socket;
+    if (!socket) return;
     const length = payload.length;
     const headerLength = length < 126 ? 2 : length < 65536 ? 4 : 10;
     const header = Buffer.allocUnsafe(headerLength + 4);
@@ -195,8 +197,6 @@ export class WsClient extends EventEmitter {
       header.writeBigUInt64BE(BigInt(length), 2);
     }
     randomFillSync(header, headerLength, 4);
-    const socket = this.socket;
-    if (!socket) return;
     // Header and body leave in one write (corked).
     socket.cork();
     socket.write(header);

@@ -152,7 +152,6 @@ export class ClaimsRepo {
     return row?.at ? new Date(row.at) : null;
   }
 
-  /** Counts of successful claims' latencies per bucket (upper bounds in ms; the last is +Inf). */
   /**
    * Demand: the most claims on the pool (whatever their outcome) that ended within any `spanS`
    * seconds of one another during the last `windowS` seconds. One statement (a window function).
@@ -167,6 +166,7 @@ export class ClaimsRepo {
     return row.rows[0]?.peak ?? 0;
   }
 
+  /** Counts of successful claims' latencies per bucket (upper bounds in ms; the last is +Inf). */
   async latencyHistogram(tenantId: string, pool: string): Promise<{ leMs: number | null; count: number }[]> {
     const rows = await this.db
       .selectFrom('claims')

@@ -14,7 +14,9 @@ export function registerRunCommands(program: Command, ctx: Context): void {
     .option('--group <name>', "target every live host of this group (with --tag: the group's hosts with those tags)")
     .option('-c, --command <cmd>', 'a command; repeat for several (run in order in one shell, stopping at the first failure)', collect, [])
     .option('--timeout <s>', 'execution timeout in seconds (default 3600)', Number)
-    .option('--delivery-timeout <s>', 'seconds for the agent to accept it (default 30)', Number)
+    .option('--delivery-timeout <s>', 'seconds for the agent to accept it, from when it is sent (default 30)', Number)
+    .option('--max-concurrency <n|n%>', 'at most this many hosts at once (a count, or a percentage of the targets); the rest wait their turn')
+    .option('--max-errors <n|n%>', 'stop sending to further hosts once more than this many failed (a count or a percentage)')
     .option('--cwd <dir>', 'working directory (must exist)')
     .option('--env <k=v>', 'environment variable (repeatable)', collect, [])
     .option('--follow', 'print output live as the hosts produce it')
@@ -41,6 +43,8 @@ export function registerRunCommands(program: Command, ctx: Context): void {
           ...(opts.env.length ? { env: parseKeyValues(opts.env, 'env') } : {}),
         },
         ...(opts.deliveryTimeout !== undefined ? { deliveryTimeout: opts.deliveryTimeout } : {}),
+        ...(opts.maxConcurrency !== undefined ? { maxConcurrency: opts.maxConcurrency } : {}),
+        ...(opts.maxErrors !== undefined ? { maxErrors: opts.maxErrors } : {}),
         ...(opts.wait && !opts.follow ? { wait: 60 } : {}),
       };
       const printer = ctx.printer(opts.json);
@@ -93,6 +97,8 @@ interface RunOptions {
   command: string[];
   timeout?: number;
   deliveryTimeout?: number;
+  maxConcurrency?: string;
+  maxErrors?: string;
   cwd?: string;
   env: string[];
   follow?: boolean;
@@ -140,6 +146,11 @@ function printCommand(printer: Printer, view: CommandView, opts: { outputPrinted
   }
   const rows = view.invocations.map((inv) => [inv.hostId, inv.status, `[${inv.exitCodes.join(',')}]`, inv.truncated ? 'truncated' : '', inv.statusDetail]);
   printer.err(`command ${view.id}: ${view.status}\n`);
+  if (view.maxConcurrency !== null || view.maxErrors !== null) {
+    const limits = [view.maxConcurrency !== null ? `maxConcurrency ${view.maxConcurrency}` : '', view.maxErrors !== null ? `maxErrors ${view.maxErrors}` : ''].filter(Boolean).join(', ');
+    const { targets, sent, completed, errors } = view.counts;
+    printer.err(`rate control: ${limits}; ${sent} of ${targets} sent, ${completed} completed, ${errors} error${errors === 1 ? '' : 's'}\n`);
+  }
   if (!single || view.status !== 'Success') printer.err(table(['HOST', 'STATUS', 'EXIT CODES', 'OUTPUT', 'DETAIL'], rows));
 }
 

@@ -10,7 +10,8 @@ import { newId } from '../core/ids.js';
 import { LIVE_HOST_STATES } from '../core/host-state.js';
 import type { CommandsRepo, InvocationOutcome } from '../store/commands-repo.js';
 import type { HostsRepo } from '../store/hosts-repo.js';
-import type { HostRow } from '../store/schema.js';
+import type { HostRow, InvocationRow } from '../store/schema.js';
+import { decide, resolveRateControl, waitingDetail } from './rate-control.js';
 import type { LiveOutput, FollowEvent } from './live-output.js';
 import { OpenCommands, type FinishedCommand } from './open-commands.js';
 import { AgentRoundTrips } from './latency.js';
@@ -30,8 +31,12 @@ export interface SendCommandRequest {
     executionTimeout?: number | undefined;
     env?: Record<string, string> | undefined;
   };
-  /** Seconds a target's agent has to accept the invocation; default 30. */
+  /** Seconds a target's agent has to accept the invocation (counted from when it is sent); default 30. */
   deliveryTimeout?: number | undefined;
+  /** At most this many invocations at once: a count, or a percentage of the targets ("10%"). Default: all. */
+  maxConcurrency?: number | string | undefined;
+  /** Stop sending once more than this many invocations failed: a count or a percentage. Default: never stop. */
+  maxErrors?: number | string | undefined;
 }
 
 /** What the command service needs from the agent channel. */
@@ -63,6 +68,8 @@ export class CommandService {
   private readonly open = new OpenCommands();
   /** Latency of the agent's part of each invocation sent by this process. */
   readonly roundTrips = new AgentRoundTrips();
+  /** Per rate-controlled command, the end of its last rate-control work (see inTurn). */
+  private readonly rateTurns = new Map<string, Promise<void>>();
 
   constructor(private readonly deps: CommandServiceDeps) {
     this.completions.setMaxListeners(0);
@@ -74,17 +81,22 @@ export class CommandService {
    */
   async send(tenantId: string, req: SendCommandRequest, opts: { waitMs?: number; signal?: AbortSignal } = {}): Promise<CommandView> {
     const targets = await this.resolveTargets(tenantId, req.targets);
+    const rateControl = resolveRateControl(req, targets.length);
+    let room = rateControl?.maxConcurrency?.limit ?? Infinity;
     const parameters: RunShellScriptParameters = {
       commands: req.parameters.commands,
       executionTimeoutSeconds: req.parameters.executionTimeout ?? DEFAULT_EXECUTION_TIMEOUT_S,
       ...(req.parameters.workingDirectory !== undefined ? { workingDirectory: req.parameters.workingDirectory } : {}),
       ...(req.parameters.env !== undefined ? { env: req.parameters.env } : {}),
     };
-    const invocations = targets.map((target): { hostId: string; status: InvocationStatus; statusDetail: string } => {
+    // Host id order, so that under rate control the invocations go out in an order a user can predict.
+    if (rateControl) targets.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const invocations = targets.map((target): { hostId: string; status: InvocationStatus; statusDetail: string; sent: boolean } => {
       const connected = this.deps.agents.isConnected(target.id);
-      return connected || !target.row
-        ? { hostId: target.id, status: 'Pending', statusDetail: '' }
-        : { hostId: target.id, status: 'Undeliverable', statusDetail: notConnectedMessage(target.row) };
+      if (!connected && target.row) return { hostId: target.id, status: 'Undeliverable', statusDetail: notConnectedMessage(target.row), sent: false };
+      if (rateControl && room <= 0) return { hostId: target.id, status: 'Pending', statusDetail: waitingDetail(rateControl), sent: false };
+      room--;
+      return { hostId: target.id, status: 'Pending', statusDetail: '', sent: true };
     });
     const id = newId('c');
     const status = aggregateStatus(invocations.map((i) => i.status));
@@ -96,11 +108,12 @@ export class CommandService {
       parameters,
       targets: req.targets,
       deliveryTimeoutS: req.deliveryTimeout ?? DEFAULT_DELIVERY_TIMEOUT_S,
+      rateControl,
       invocations,
     });
     this.open.track(created.command, created.invocations);
     const deliverBy = deliveryDeadline(created.command.created_at, created.command.delivery_timeout_s);
-    for (const inv of invocations) if (inv.status === 'Pending') this.deliver(id, inv.hostId, parameters, deliverBy);
+    for (const inv of invocations) if (inv.sent) this.deliver(id, inv.hostId, parameters, deliverBy);
     if (isTerminal(status)) return toCommandView(created.command, created.invocations);
     if (!done) return toCommandView(created.command, created.invocations, this.deps.live);
     const finished = await done;
@@ -171,9 +184,15 @@ export class CommandService {
    * away; the others go to Cancelling until their agent confirms that no process is left.
    */
   async cancel(tenantId: string, id: string): Promise<CommandView> {
-    const found = await this.deps.commands.get(tenantId, id);
-    if (!found) throw commandNotFound(id);
-    for (const inv of found.invocations) {
+    const known = await this.deps.commands.get(tenantId, id);
+    if (!known) throw commandNotFound(id);
+    // Those still waiting their turn first, in step with rate control (which could send one meanwhile).
+    if (known.command.rate_control) {
+      const never = await this.inTurn(id, () => this.deps.commands.cancelWaiting(id, 'cancelled before it was sent'));
+      for (const row of never) await this.settled(row);
+    }
+    const found = known.command.rate_control ? await this.deps.commands.get(tenantId, id) : known;
+    for (const inv of found?.invocations ?? []) {
       const status = inv.status as InvocationStatus;
       if (isTerminal(status) || status === 'Cancelling') continue;
       const sent = this.deps.agents.send(inv.host_id, { type: 'cancel', invocationId: id });
@@ -199,20 +218,68 @@ export class CommandService {
     this.roundTrips.forget(commandId, hostId);
     const row = await this.deps.commands.updateInvocation(commandId, hostId, from, outcome);
     if (!row) return false;
-    this.deps.live.status(commandId, hostId, outcome.status);
+    const rateControlled = this.open.rateControlled(commandId);
+    const done = await this.settled(row);
+    // Its end may make room for a waiting invocation, or pass the error threshold. (Not known here
+    // when the command was sent before a restart: the store says.)
+    if (!done && rateControlled !== false) await this.stepRate(commandId);
+    return true;
+  }
+
+  /**
+   * One rate-control step for a command (see rate-control.ts): sends the waiting invocations there
+   * is room for, or cancels them all once too many failed. Runs after every end of one of its
+   * invocations, and from the sweep (which carries on after a restart).
+   */
+  stepRate(commandId: string): Promise<void> {
+    return this.inTurn(commandId, async () => {
+      const step = await this.deps.commands.rateStep(commandId, decide);
+      if (!step) return;
+      for (const row of step.sent) {
+        this.open.update(row);
+        this.deliver(commandId, row.host_id, step.command.parameters as unknown as RunShellScriptParameters, deliveryDeadline(row.sent_at ?? new Date(), step.command.delivery_timeout_s));
+      }
+      for (const row of step.cancelled) await this.settled(row);
+    });
+  }
+
+  /** Runs `work` after every earlier rate-control work of the same command in this process. */
+  private inTurn<T>(commandId: string, work: () => Promise<T>): Promise<T> {
+    const before = this.rateTurns.get(commandId) ?? Promise.resolve();
+    const result = before.then(work);
+    const tail = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.rateTurns.set(commandId, tail);
+    void tail.then(() => {
+      if (this.rateTurns.get(commandId) === tail) this.rateTurns.delete(commandId);
+    });
+    return result;
+  }
+
+  /**
+   * Tells waiters and followers about an invocation that reached a terminal status, and completes
+   * the command when it was the last open one; returns whether the command is done.
+   */
+  private async settled(row: InvocationRow): Promise<boolean> {
+    const commandId = row.command_id;
+    const hostId = row.host_id;
+    this.deps.live.status(commandId, hostId, row.status);
     this.deps.live.drop(commandId, hostId);
     const finished = this.open.settle(row);
     // Not sent by this process (it restarted since): the store knows. Each settler commits before it
     // looks, so the last one to settle always sees them all done.
     const statuses = finished === undefined ? await this.deps.commands.statusesOf(commandId) : (finished?.invocations.map((i) => i.status as InvocationStatus) ?? []);
     const status = finished === null ? undefined : aggregateStatus(statuses);
-    if (status && isTerminal(status)) {
+    const done = status !== undefined && isTerminal(status);
+    if (done) {
       this.deps.live.done(commandId);
       this.completions.emit(commandId, finished ?? undefined);
       const hostIds = finished ? finished.invocations.map((i) => i.host_id) : statuses.length === 1 ? [hostId] : [];
       this.deps.events?.emit(commandEvent(row.tenant_id, commandId, status, hostIds));
     }
-    return true;
+    return done;
   }
 
   /** Target hosts; `row` is read from the store only for hosts whose agent is not connected. */

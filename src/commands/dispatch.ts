@@ -47,7 +47,8 @@ export class CommandDispatcher {
         continue;
       }
       if (open.status === 'Pending') {
-        const deliverBy = deliveryDeadline(open.createdAt, open.deliveryTimeoutS);
+        if (!open.sentAt) continue; // waiting its turn under rate control: the rate step sends it
+        const deliverBy = deliveryDeadline(open.sentAt, open.deliveryTimeoutS);
         if (deliverBy.getTime() > Date.now()) this.deps.service.deliver(open.commandId, hostId, open.parameters as RunShellScriptParameters, deliverBy);
       } else {
         // Accepted earlier, but this agent has no record of it: its state was lost with a reset host.
@@ -82,9 +83,11 @@ export class CommandDispatcher {
   /** The host is gone (terminated or lost): its open invocations can never report. */
   async failOpenForHost(hostId: string, detail: string): Promise<void> {
     for (const open of await this.deps.commands.openInvocations({ hostId })) {
+      // One still waiting its turn was never sent: Undeliverable, which (as in SSM) is no error.
+      const never = open.status === 'Pending' && !open.sentAt;
       await this.deps.service.settle(open.commandId, hostId, [open.status], {
-        status: open.status === 'Cancelling' ? 'Cancelled' : 'Failed',
-        statusDetail: detail,
+        status: never ? 'Undeliverable' : open.status === 'Cancelling' ? 'Cancelled' : 'Failed',
+        statusDetail: never ? `${detail} before its turn came` : detail,
         finishedAt: new Date(),
       });
     }
@@ -92,7 +95,12 @@ export class CommandDispatcher {
 
   /** Enforces delivery timeouts and the execution watchdog; called periodically. */
   async sweep(now = new Date()): Promise<void> {
+    const waiting = new Set<string>();
     for (const open of await this.deps.commands.openInvocations()) {
+      if (open.status === 'Pending' && !open.sentAt) {
+        waiting.add(open.commandId); // no deadline while it waits its turn
+        continue;
+      }
       if (this.pendingStarts.has(`${open.commandId}/${open.hostId}`)) continue; // accepted moments ago
       const outcome = this.overdue(open, now);
       if (!outcome) continue;
@@ -100,11 +108,14 @@ export class CommandDispatcher {
       this.deps.agents.send(open.hostId, { type: 'cancel', invocationId: open.commandId });
       await this.deps.service.settle(open.commandId, open.hostId, [open.status], outcome);
     }
+    // Rate-controlled commands with invocations waiting: normally each end sends the next, but
+    // after a restart (or an end recorded by another server) nothing else would.
+    for (const commandId of waiting) await this.deps.service.stepRate(commandId);
   }
 
   private overdue(open: OpenInvocation, now: Date): InvocationOutcome | undefined {
     if (open.status === 'Pending') {
-      if (now < deliveryDeadline(open.createdAt, open.deliveryTimeoutS)) return undefined;
+      if (now < deliveryDeadline(open.sentAt ?? open.createdAt, open.deliveryTimeoutS)) return undefined;
       const why = this.deps.agents.isConnected(open.hostId) ? 'the agent did not accept it' : 'the agent was not connected';
       return { status: 'DeliveryTimedOut', statusDetail: `not delivered within ${open.deliveryTimeoutS} s: ${why}`, finishedAt: now };
     }

@@ -31,6 +31,18 @@ export class OpenCommands {
     return this.entries.has(commandId);
   }
 
+  /** Whether the command has rate control; undefined when it is not tracked here. */
+  rateControlled(commandId: string): boolean | undefined {
+    const entry = this.entries.get(commandId);
+    return entry ? entry.command.rate_control !== null : undefined;
+  }
+
+  /** Replaces an open invocation's row (it was sent, and is still open). */
+  update(row: InvocationRow): void {
+    const entry = this.entries.get(row.command_id);
+    if (entry?.invocations.has(row.host_id)) entry.invocations.set(row.host_id, row);
+  }
+
   /**
    * Records a settled (terminal) invocation. Returns the finished command when this was the last
    * open one, null while others remain open, undefined when the command is not tracked here.

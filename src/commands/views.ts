@@ -2,6 +2,7 @@
 import { aggregateStatus, isTerminal, type InvocationStatus } from '../core/command-status.js';
 import type { CommandRow, InvocationRow } from '../store/schema.js';
 import type { LiveOutput } from './live-output.js';
+import { ERROR_STATUSES } from './rate-control.js';
 
 /** The longest executionTimeout the API takes (48 h, as SSM's AWS-RunShellScript allows). */
 export const MAX_EXECUTION_TIMEOUT_SECONDS = 172_800;
@@ -19,6 +20,7 @@ export interface InvocationView {
   stderrTruncated: boolean;
   stdoutBytes: number;
   stderrBytes: number;
+  sentAt: string | null;
   deliveredAt: string | null;
   startedAt: string | null;
   finishedAt: string | null;
@@ -31,6 +33,10 @@ export interface CommandView {
   parameters: Record<string, unknown>;
   targets: Record<string, unknown>;
   deliveryTimeoutSeconds: number;
+  /** Rate control as the user gave it ("2", "25%"); null: none. */
+  maxConcurrency: string | null;
+  maxErrors: string | null;
+  counts: { targets: number; sent: number; completed: number; errors: number };
   createdAt: string;
   completedAt: string | null;
   invocations: InvocationView[];
@@ -48,6 +54,14 @@ export function toCommandView(command: CommandRow, invocations: InvocationRow[],
     parameters: command.parameters,
     targets: command.targets,
     deliveryTimeoutSeconds: command.delivery_timeout_s,
+    maxConcurrency: command.rate_control?.maxConcurrency?.spec ?? null,
+    maxErrors: command.rate_control?.maxErrors?.spec ?? null,
+    counts: {
+      targets: invocations.length,
+      sent: invocations.filter((i) => i.sent_at !== null).length,
+      completed: invocations.filter((i) => isTerminal(i.status as InvocationStatus)).length,
+      errors: invocations.filter((i) => ERROR_STATUSES.includes(i.status as InvocationStatus)).length,
+    },
     createdAt: new Date(command.created_at).toISOString(),
     completedAt: isTerminal(status) && finished.length > 0 ? new Date(Math.max(...finished)).toISOString() : null,
     invocations: invocations.map((inv) => toInvocationView(inv, live)),
@@ -71,6 +85,7 @@ function toInvocationView(inv: InvocationRow, live?: LiveOutput): InvocationView
     stderrTruncated: stderr.truncated,
     stdoutBytes: stdout.bytes,
     stderrBytes: stderr.bytes,
+    sentAt: iso(inv.sent_at),
     deliveredAt: iso(inv.delivered_at),
     startedAt: iso(inv.started_at),
     finishedAt: iso(inv.finished_at),

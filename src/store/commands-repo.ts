@@ -10,7 +10,8 @@
 import { CompiledQuery, sql, type Kysely } from 'kysely';
 import { aggregateStatus, canTransition, OPEN_STATUSES, type InvocationStatus } from '../core/command-status.js';
 import { BerthError } from '../core/errors.js';
-import type { CommandRow, Database, InvocationRow } from './schema.js';
+import type { CommandRow, Database, InvocationRow, RateControl } from './schema.js';
+import type { RateDecision, RateInvocation } from '../commands/rate-control.js';
 import { commandEvent, invocationEvent } from '../events/changes.js';
 import { NO_EVENTS, type EventSink } from '../events/types.js';
 
@@ -21,7 +22,9 @@ export interface NewCommand {
   parameters: Record<string, unknown>;
   targets: Record<string, unknown>;
   deliveryTimeoutS: number;
-  invocations: { hostId: string; status: InvocationStatus; statusDetail: string }[];
+  rateControl?: RateControl | undefined;
+  /** `sent` (default: whether it is open): false for one that waits its turn under rate control. */
+  invocations: { hostId: string; status: InvocationStatus; statusDetail: string; sent?: boolean }[];
 }
 
 export interface InvocationOutcome {
@@ -40,8 +43,18 @@ export interface OpenInvocation {
   status: InvocationStatus;
   createdAt: Date;
   startedAt: Date | null;
+  /** Null while it waits its turn under rate control. */
+  sentAt: Date | null;
   deliveryTimeoutS: number;
   parameters: Record<string, unknown>;
+  rateControlled: boolean;
+}
+
+/** What a rate-control step changed: the invocations it sent and those it cancelled. */
+export interface RateStep {
+  command: CommandRow;
+  sent: InvocationRow[];
+  cancelled: InvocationRow[];
 }
 
 const isOpen = (status: string): boolean => (OPEN_STATUSES as readonly string[]).includes(status);
@@ -59,17 +72,18 @@ export class CommandsRepo {
    */
   async create(cmd: NewCommand): Promise<{ command: CommandRow; invocations: InvocationRow[] }> {
     const now = new Date();
-    const params: unknown[] = [cmd.id, cmd.tenantId, cmd.document, JSON.stringify(cmd.parameters), JSON.stringify(cmd.targets), cmd.deliveryTimeoutS, now];
+    const rateControl = cmd.rateControl ?? null;
+    const params: unknown[] = [cmd.id, cmd.tenantId, cmd.document, JSON.stringify(cmd.parameters), JSON.stringify(cmd.targets), cmd.deliveryTimeoutS, now, rateControl && JSON.stringify(rateControl)];
     const values = cmd.invocations.map((inv) => {
-      params.push(inv.hostId, inv.status, inv.statusDetail, isOpen(inv.status) ? null : now);
+      params.push(inv.hostId, inv.status, inv.statusDetail, isOpen(inv.status) ? null : now, (inv.sent ?? isOpen(inv.status)) ? now : null);
       const n = params.length;
-      return `($1, $${n - 3}, $2, $${n - 2}, $${n - 1}, '[]', $${n}, $7)`;
+      return `($1, $${n - 4}, $2, $${n - 3}, $${n - 2}, '[]', $${n - 1}, $7, $${n})`;
     });
     // Hand-written (see HOT_PATH_SQL at the top); the same text for the same number of hosts.
     const { rows: inserted } = await this.db.executeQuery<InvocationRow>(
       CompiledQuery.raw(
-        'with "command" as (insert into "commands" ("id", "tenant_id", "document", "parameters", "targets", "delivery_timeout_s", "created_at") values ($1, $2, $3, $4, $5, $6, $7) returning "id") ' +
-          `insert into "invocations" ("command_id", "host_id", "tenant_id", "status", "status_detail", "exit_codes", "finished_at", "created_at") values ${values.join(', ')} returning *`,
+        'with "command" as (insert into "commands" ("id", "tenant_id", "document", "parameters", "targets", "delivery_timeout_s", "created_at", "rate_control") values ($1, $2, $3, $4, $5, $6, $7, $8) returning "id") ' +
+          `insert into "invocations" ("command_id", "host_id", "tenant_id", "status", "status_detail", "exit_codes", "finished_at", "created_at", "sent_at") values ${values.join(', ')} returning *`,
         params,
       ),
     );
@@ -80,6 +94,7 @@ export class CommandsRepo {
       parameters: cmd.parameters,
       targets: cmd.targets,
       delivery_timeout_s: cmd.deliveryTimeoutS,
+      rate_control: rateControl,
       created_at: now,
     };
     this.events.emit(commandEvent(cmd.tenantId, cmd.id, aggregateStatus(cmd.invocations.map((i) => i.status)), cmd.invocations.map((i) => i.hostId)));
@@ -123,7 +138,7 @@ export class CommandsRepo {
     let q = this.db
       .selectFrom('invocations as i')
       .innerJoin('commands as c', 'c.id', 'i.command_id')
-      .select(['i.command_id', 'i.host_id', 'i.status', 'i.created_at', 'i.started_at', 'c.delivery_timeout_s', 'c.parameters'])
+      .select(['i.command_id', 'i.host_id', 'i.status', 'i.created_at', 'i.started_at', 'i.sent_at', 'c.delivery_timeout_s', 'c.parameters', 'c.rate_control'])
       .where('i.status', 'in', [...OPEN_STATUSES]);
     if (filter.hostId) q = q.where('i.host_id', '=', filter.hostId);
     const rows = await q.execute();
@@ -133,9 +148,53 @@ export class CommandsRepo {
       status: r.status as InvocationStatus,
       createdAt: new Date(r.created_at),
       startedAt: r.started_at ? new Date(r.started_at) : null,
+      sentAt: r.sent_at ? new Date(r.sent_at) : null,
       deliveryTimeoutS: r.delivery_timeout_s,
       parameters: r.parameters,
+      rateControlled: r.rate_control !== null,
     }));
+  }
+
+  /**
+   * One rate-control step for a command, under a lock on its row (so concurrent steps, here or in
+   * another server, never send past the limit): `decide` sees every invocation and names those of
+   * the waiting ones to send and to cancel. Each change is a compare-and-set on a still-waiting
+   * invocation, so a cancel that got there first wins. Undefined when the command has no rate control.
+   */
+  async rateStep(commandId: string, decide: (rc: RateControl, invocations: RateInvocation[]) => RateDecision): Promise<RateStep | undefined> {
+    const step = await this.db.transaction().execute(async (tx) => {
+      const command = await tx.selectFrom('commands').selectAll().where('id', '=', commandId).forUpdate().executeTakeFirst();
+      if (!command?.rate_control) return undefined;
+      const rows = await tx.selectFrom('invocations').select(['host_id', 'status', 'sent_at']).where('command_id', '=', commandId).execute();
+      const decision = decide(
+        command.rate_control,
+        rows.map((r) => ({ hostId: r.host_id, status: r.status as InvocationStatus, sentAt: r.sent_at ? new Date(r.sent_at) : null })),
+      );
+      const now = new Date();
+      const update = (hostIds: string[], set: { sent_at: Date; status_detail: string } | { status: 'Cancelled'; status_detail: string; finished_at: Date }) =>
+        hostIds.length === 0
+          ? []
+          : tx.updateTable('invocations').set(set).where('command_id', '=', commandId).where('host_id', 'in', hostIds).where('status', '=', 'Pending').where('sent_at', 'is', null).returningAll().execute();
+      const sent = await update(decision.send, { sent_at: now, status_detail: '' });
+      const cancelled = await update(decision.cancel, { status: 'Cancelled', status_detail: decision.cancelDetail, finished_at: now });
+      return { command, sent, cancelled };
+    });
+    for (const row of step?.cancelled ?? []) this.events.emit(invocationEvent(row, ['Pending']));
+    return step;
+  }
+
+  /** Cancels every invocation of the command still waiting its turn (never sent); returns them. */
+  async cancelWaiting(commandId: string, detail: string): Promise<InvocationRow[]> {
+    const rows = await this.db
+      .updateTable('invocations')
+      .set({ status: 'Cancelled', status_detail: detail, finished_at: new Date() })
+      .where('command_id', '=', commandId)
+      .where('status', '=', 'Pending')
+      .where('sent_at', 'is', null)
+      .returningAll()
+      .execute();
+    for (const row of rows) this.events.emit(invocationEvent(row, ['Pending']));
+    return rows;
   }
 
   /**
@@ -194,6 +253,7 @@ function reviveInvocation(row: InvocationRow): InvocationRow {
   return {
     ...row,
     created_at: new Date(row.created_at),
+    sent_at: date(row.sent_at),
     delivered_at: date(row.delivered_at),
     started_at: date(row.started_at),
     finished_at: date(row.finished_at),

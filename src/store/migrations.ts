@@ -251,6 +251,13 @@ function statements(list: readonly string[]): Migration {
 /** Pools sized by demand (src/pools/demand.ts): null keeps the pool at its fixed size. */
 const POOL_DEMAND = [`alter table pools add column demand jsonb`];
 
+/** Run Command rate control: limits per command, and when each invocation was sent. */
+const COMMAND_RATE_CONTROL = [
+  `alter table commands add column rate_control jsonb`,
+  `alter table invocations add column sent_at timestamptz`,
+  `update invocations set sent_at = created_at where status <> 'Undeliverable'`,
+];
+
 const migrations: Record<string, Migration> = {
   '0001_foundation': statements(FOUNDATION),
   '0002_pools': statements(POOLS),
@@ -262,6 +269,7 @@ const migrations: Record<string, Migration> = {
   '0008_readiness': statements(READINESS),
   '0009_environment_timings': statements(ENVIRONMENT_TIMINGS),
   '0010_pool_demand': statements(POOL_DEMAND),
+  '0011_command_rate_control': statements(COMMAND_RATE_CONTROL),
 };
 
 export const migrationProvider: MigrationProvider = {

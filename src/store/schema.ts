@@ -215,6 +215,19 @@ export interface EnvHostRecord {
   generation: number;
 }
 
+/** One rate limit of a command as the user gave it ("2", "25%") and the number it came to. */
+export interface RateLimit {
+  spec: string;
+  limit: number;
+}
+
+/** A command's rate control (see src/commands/rate-control.ts). */
+export interface RateControl {
+  targets: number;
+  maxConcurrency?: RateLimit;
+  maxErrors?: RateLimit;
+}
+
 export interface CommandsTable {
   id: string;
   tenant_id: string;
@@ -222,6 +235,8 @@ export interface CommandsTable {
   parameters: Json<Record<string, unknown>>;
   targets: Json<Record<string, unknown>>;
   delivery_timeout_s: number;
+  /** Rate control (src/commands/rate-control.ts); null: every invocation sent at once. */
+  rate_control: ColumnType<RateControl | null, string | null | undefined, string | null>;
   created_at: CreatedAt;
 }
 
@@ -239,6 +254,8 @@ export interface InvocationsTable {
   stdout_bytes: Generated<number>;
   stderr_bytes: Generated<number>;
   created_at: CreatedAt;
+  /** When the server sent it to its agent; null while it waits its turn under rate control. */
+  sent_at: MaybeTimestamp;
   delivered_at: MaybeTimestamp;
   started_at: MaybeTimestamp;
   finished_at: MaybeTimestamp;

@@ -160,6 +160,54 @@ for (const backend of storeBackends()) {
       expect(open[0]?.createdAt).toBeInstanceOf(Date);
     });
 
+    it('rate control: a step sends waiting invocations or cancels them, each at most once; cancelWaiting takes the rest', async () => {
+      for (const id of ['h-q1', 'h-q2', 'h-q3', 'h-q4']) await hosts.insert(host(id));
+      const rateControl = { targets: 4, maxConcurrency: { spec: '1', limit: 1 }, maxErrors: { spec: '0', limit: 0 } };
+      const created = await commands.create({
+        id: 'c-q',
+        tenantId: DEFAULT_TENANT,
+        document: 'RunShellScript',
+        parameters: { commands: ['true'] },
+        targets: { tags: { a: 'b' } },
+        deliveryTimeoutS: 30,
+        rateControl,
+        invocations: [
+          { hostId: 'h-q1', status: 'Pending', statusDetail: '', sent: true },
+          { hostId: 'h-q2', status: 'Pending', statusDetail: 'waiting', sent: false },
+          { hostId: 'h-q3', status: 'Pending', statusDetail: 'waiting', sent: false },
+          { hostId: 'h-q4', status: 'Pending', statusDetail: 'waiting', sent: false },
+        ],
+      });
+      expect(created.invocations.map((i) => i.sent_at !== null)).toEqual([true, false, false, false]);
+      expect((await commands.get(DEFAULT_TENANT, 'c-q'))?.command.rate_control).toEqual(rateControl);
+      const open = await commands.openInvocations();
+      const ours = open.filter((o) => o.commandId === 'c-q').sort((a, b) => a.hostId.localeCompare(b.hostId));
+      expect(ours.map((o) => [o.hostId, o.sentAt !== null, o.rateControlled])).toEqual([
+        ['h-q1', true, true],
+        ['h-q2', false, true],
+        ['h-q3', false, true],
+        ['h-q4', false, true],
+      ]);
+      // The step sees every invocation; what it names is changed only if still waiting.
+      let seen: string[] = [];
+      const sendTwo = await commands.rateStep('c-q', (_rc, invs) => {
+        seen = invs.map((i) => `${i.hostId}:${i.status}:${i.sentAt ? 'sent' : 'waiting'}`).sort();
+        return { send: ['h-q1', 'h-q2'], cancel: [], cancelDetail: '' };
+      });
+      expect(seen).toEqual(['h-q1:Pending:sent', 'h-q2:Pending:waiting', 'h-q3:Pending:waiting', 'h-q4:Pending:waiting']);
+      expect(sendTwo?.sent.map((r) => [r.host_id, r.status_detail])).toEqual([['h-q2', '']]);
+      expect(sendTwo?.sent[0]?.sent_at).toBeInstanceOf(Date);
+      await commands.updateInvocation('c-q', 'h-q1', ['Pending'], { status: 'Failed', statusDetail: 'x', finishedAt: new Date() });
+      const stop = await commands.rateStep('c-q', () => ({ send: [], cancel: ['h-q2', 'h-q3'], cancelDetail: 'too many errors' }));
+      expect(stop?.cancelled.map((r) => [r.host_id, r.status, r.status_detail])).toEqual([['h-q3', 'Cancelled', 'too many errors']]);
+      expect((await commands.cancelWaiting('c-q', 'cancelled before it was sent')).map((r) => r.host_id)).toEqual(['h-q4']);
+      expect(await commands.cancelWaiting('c-q', 'again')).toEqual([]);
+      const statuses = (await commands.get(DEFAULT_TENANT, 'c-q'))?.invocations.map((i) => `${i.host_id}:${i.status}`);
+      expect(statuses).toEqual(['h-q1:Failed', 'h-q2:Pending', 'h-q3:Cancelled', 'h-q4:Cancelled']);
+      // A command without rate control has no step.
+      expect(await commands.rateStep('c-1', () => ({ send: ['h-c1'], cancel: [], cancelDetail: '' }))).toBeUndefined();
+    });
+
     it('rolls back a command whose invocations cannot be stored', async () => {
       await expect(
         commands.create({

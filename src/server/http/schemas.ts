@@ -59,6 +59,9 @@ export const launchHostBody = z
 export const hostIdParams = z.object({ id: z.string().min(1) });
 export const listHostsQuery = z.object({ all: z.enum(['true', 'false']).optional(), tag: z.union([z.string(), z.array(z.string())]).optional() });
 
+/** A count or a percentage ("10%"); checked in full by the command service (rate-control.ts). */
+const rateSpec = z.union([z.number().int().min(0), z.string().regex(/^\s*\d{1,9}%?\s*$/, 'give a whole number or a percentage such as 10%')]);
+
 export const sendCommandBody = z
   .object({
     document: z.literal('RunShellScript').default('RunShellScript'),
@@ -77,7 +80,9 @@ export const sendCommandBody = z
         env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'env names are letters, digits and underscores'), z.string()).optional(),
       })
       .strict(),
-    deliveryTimeout: z.number().positive('deliveryTimeout must be a positive number of seconds').max(86_400).optional(),
+    deliveryTimeout: z.number().positive('deliveryTimeout must be a positive number of seconds').max(86_400).optional().describe('Seconds an agent has to accept its invocation, counted from when it is sent (default 30)'),
+    maxConcurrency: rateSpec.optional().describe('At most this many invocations at once, as a count (2) or a percentage of the targets ("25%"); the others wait, Pending, and go out as earlier ones finish. Default: all at once'),
+    maxErrors: rateSpec.optional().describe('Once more invocations than this have failed (count or percentage), no further one is sent: those still waiting end Cancelled. Default: never stop'),
     wait: z.number().min(0).max(3600).optional().describe('Seconds to wait for the command to finish before answering'),
   })
   .strict();
@@ -94,6 +99,7 @@ export const invocationView = z.object({
   stderrTruncated: z.boolean(),
   stdoutBytes: z.number(),
   stderrBytes: z.number(),
+  sentAt: z.string().nullable().describe('When the server sent it to its agent; null while it waits its turn (maxConcurrency)'),
   deliveredAt: z.string().nullable(),
   startedAt: z.string().nullable(),
   finishedAt: z.string().nullable(),
@@ -106,6 +112,9 @@ export const commandView = z.object({
   parameters: z.record(z.string(), z.unknown()),
   targets: z.record(z.string(), z.unknown()),
   deliveryTimeoutSeconds: z.number(),
+  maxConcurrency: z.string().nullable(),
+  maxErrors: z.string().nullable(),
+  counts: z.object({ targets: z.number(), sent: z.number(), completed: z.number(), errors: z.number() }).describe('As SSM counts them: errors are Failed, TimedOut and DeliveryTimedOut invocations'),
   createdAt: z.string(),
   completedAt: z.string().nullable(),
   invocations: z.array(invocationView),

@@ -399,6 +399,8 @@ process.stdout.write(JSON.stringify(host) + '\\n', () => process.kill(process.pi
     const before = countLocalLeftovers(config);
     const r = await driver.launch(spec('reset', { tags: { user: 'alice' } }));
     expect((await inHost(r, 'echo secret > /root/alice.txt; echo x > /etc/motd; (sleep 600 >/dev/null 2>&1 &) ; sleep 0.1; ps -e -o comm= | sort | tr "\\n" " "')).stdout).toContain('sleep');
+    // Its user was root in its network namespace too.
+    expect((await inHost(r, 'ip addr add 10.9.9.9/32 dev lo && ip route add 10.99.0.0/16 dev eth0 && ip link set eth0 mtu 1400 && echo changed')).stdout).toContain('changed');
     const tReset = performance.now();
     const fresh = await driver.reset(spec('reset', { tags: { user: '' }, agent: { hostId: r.id, token: 'token-new', serverUrl: 'ws://10.214.0.1:7071/v1/agent' } }), r.driverData);
     process.stderr.write(`reset took ${(performance.now() - tReset).toFixed(0)} ms\n`);
@@ -411,6 +413,9 @@ process.stdout.write(JSON.stringify(host) + '\\n', () => process.kill(process.pi
     expect(inside.stdout).toContain('token-new');
     expect(inside.stdout).not.toContain('alice');
     expect(performance.now() - t0).toBeLessThan(5000);
+    const net = await inHost(fresh, 'echo "$(ip -o addr | grep -c 10.9.9.9) $(ip route | grep -c 10.99) $(cat /sys/class/net/eth0/mtu)"; ip route');
+    expect(net.stdout).toContain('0 0 1500');
+    expect(net.stdout).toContain('default via'); // and still reachable: the new netns has its route
     // Only the host's init and its agent (here: sleep infinity) run; the user's sleep 600 is gone.
     expect(inside.stdout).not.toMatch(/sleep.*sleep.*sleep/);
     expect(await driver.describe(r.id, fresh.driverData)).toMatchObject({ state: 'running', ip: r.ip });

@@ -132,7 +132,7 @@ export class LocalDriver implements HostDriver {
     try {
       createHostDir(names);
       claimedDir = true;
-      return await this.boot(spec, names, ip, { network: true, started, ...(opts?.signal ? { signal: opts.signal } : {}) });
+      return await this.boot(spec, names, ip, { reset: false, started, ...(opts?.signal ? { signal: opts.signal } : {}) });
     } catch (err) {
       const output = consoleTail(names.consoleLog);
       if (claimedDir) await this.destroy(names, readStateFile(names.stateFile) ?? {}).catch((cleanupErr: unknown) => this.cfg.logger.warn({ hostId: spec.id, err: errorMessage(cleanupErr) }, 'cleanup after failed launch failed'));
@@ -142,35 +142,39 @@ export class LocalDriver implements HostDriver {
   }
 
   /**
-   * Resets a running host to a fresh one from `spec` (same id, address and network): every process
-   * is stopped, the writable layer, cgroups and files are made anew, and the host boots again with
-   * the new agent credentials. Nothing of its previous life is left but the network namespace,
-   * which holds no state of its users. Far cheaper than terminate + launch: no netns or veth work.
+   * Resets a running host to a fresh one from `spec` (same id and address): every process is
+   * stopped; the writable layer, cgroups, files and network namespace are made anew; and the host
+   * boots again with the new agent credentials. The network namespace is not kept: its user was
+   * root in it and could add addresses, routes, links, firewall rules or change its sysctls, all of
+   * which would greet the next user. Cheaper than terminate + launch: no new address, no store work.
    */
   async reset(spec: HostSpec, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<LaunchedHost> {
     const started = performance.now();
-    const { layout } = await this.prepared();
+    const { layout, tools } = await this.prepared();
     const names = hostNames(this.cfg, spec.id);
     this.checkSpec(spec);
     const record = this.knownRecord(names, driverData);
     const ip = record.ip;
-    if (!ip || !existsSync(names.hostDir) || !existsSync(`${NETNS_DIR}/${names.netns}`)) {
+    if (!ip || !existsSync(names.hostDir)) {
       throw new BerthError('invalid_state', `host ${spec.id} cannot be reset: it is not fully present on this machine`, 'Terminate it and launch a new one.', { hostId: spec.id });
     }
     try {
       await this.stopProcesses(record, hostCgroupDirs(layout, this.cfg.cgroupName, spec.id));
       await destroyHostCgroups(hostCgroupDirs(layout, this.cfg.cgroupName, spec.id));
       // The overlay died with the host's mount namespace: its layers are plain directories now.
-      await Promise.all([names.upperDir, names.workDir, names.rootDir].map((dir) => rm(dir, { recursive: true, force: true, maxRetries: 3 })));
-      return await this.boot(spec, names, ip, { network: false, started, ...(opts?.signal ? { signal: opts.signal } : {}) });
+      await Promise.all([
+        ...[names.upperDir, names.workDir, names.rootDir].map((dir) => rm(dir, { recursive: true, force: true, maxRetries: 3 })),
+        removeHostNetwork(tools.ip, names, this.run),
+      ]);
+      return await this.boot(spec, names, ip, { reset: true, started, ...(opts?.signal ? { signal: opts.signal } : {}) });
     } catch (err) {
       const output = consoleTail(names.consoleLog);
       throw launchError(spec, err, output);
     }
   }
 
-  /** Starts a host in its (claimed, empty) directory; `network: false` keeps the netns and veth it has. */
-  private async boot(spec: HostSpec, names: HostNames, ip: string, how: { network: boolean; started: number; signal?: AbortSignal }): Promise<LaunchedHost> {
+  /** Starts a host in its (claimed, empty) directory, with a new netns and veth; `reset` is for the log. */
+  private async boot(spec: HostSpec, names: HostNames, ip: string, how: { reset: boolean; started: number; signal?: AbortSignal }): Promise<LaunchedHost> {
     const { tools, layout } = await this.prepared();
     const { subnet } = this.cfg;
     const record: HostRecord = {
@@ -180,10 +184,10 @@ export class LocalDriver implements HostDriver {
     };
     const cgroupJoins = createHostCgroups(layout, this.cfg.cgroupName, spec.id, spec.resources, spec.standby ?? false);
     const setupScript = buildSetupScript({
-      tools, names, hostname: spec.hostname, innerNetworkBatch: how.network ? innerNetworkBatch(ip, subnet) : '',
+      tools, names, hostname: spec.hostname, innerNetworkBatch: innerNetworkBatch(ip, subnet),
       devTemplateDir: devTemplateDir(this.cfg), agentCommand: this.cfg.agentCommand,
     });
-    const launcherScript = buildLauncherScript({ tools, names, cgroupJoins, outerNetworkBatch: how.network ? outerNetworkBatch(names, this.cfg.bridge) : '', setupScript });
+    const launcherScript = buildLauncherScript({ tools, names, cgroupJoins, outerNetworkBatch: outerNetworkBatch(names, this.cfg.bridge), setupScript });
     const env = { HOME: '/root', HOSTNAME: spec.hostname, container: 'berth' };
     const launcher = await startLauncher(this.spawnLauncher, tools.sh, launcherScript, names, env, this.cfg.launchTimeoutMs, how.signal);
     try {
@@ -208,7 +212,7 @@ export class LocalDriver implements HostDriver {
     if (outer) Object.assign(record, { outerPid: host.outerPid, outerStartTime: outer.startTime });
     await writeStateFile(names.stateFile, record);
     const totalMs = performance.now() - how.started;
-    this.cfg.logger.debug({ hostId: spec.id, ip, initPid: host.initPid, prepMs: round(prepMs), totalMs: round(totalMs), reset: !how.network }, 'host launched');
+    this.cfg.logger.debug({ hostId: spec.id, ip, initPid: host.initPid, prepMs: round(prepMs), totalMs: round(totalMs), reset: how.reset }, 'host launched');
     return { id: spec.id, hostname: spec.hostname, ip, driverData: recordToDriverData(record) };
   }
 

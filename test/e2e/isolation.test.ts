@@ -1,5 +1,5 @@
 /** Two hosts from one image are really isolated from each other and from the image. */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CommandView } from '../../src/commands/views.js';
 import type { HostView } from '../../src/hosts/views.js';
@@ -82,6 +82,34 @@ describe('local hosts are isolated', () => {
     expect((await run(b, listen(8080))).stdout).toContain('listening');
     // and the port is really taken inside A
     expect((await run(a, listen(8080))).stdout).toContain('EADDRINUSE');
+  });
+
+  it("keeps a host's root from the machine: no device nodes, mounts, clock or kernel knobs", async () => {
+    // Each probe is harmless even where it succeeds (it writes back what it read, sets the clock
+    // to the second it reads); each must be refused.
+    const machineCorePattern = readFileSync('/proc/sys/kernel/core_pattern', 'utf8');
+    const probe = await run(
+      a,
+      [
+        'grep CapBnd /proc/self/status',
+        'mknod /root/disk b 254 0 2>/dev/null && echo MKNOD || echo no-mknod',
+        'mount -t tmpfs probe /mnt 2>/dev/null && echo MOUNT || echo no-mount',
+        'date -s "@$(date +%s)" >/dev/null 2>&1 && echo CLOCK || echo no-clock',
+        '(cat /proc/sys/kernel/core_pattern > /proc/sys/kernel/core_pattern) 2>/dev/null && echo KERNEL-SYSCTL || echo no-kernel-sysctl',
+        '(cat /proc/sys/vm/overcommit_memory > /proc/sys/vm/overcommit_memory) 2>/dev/null && echo VM-SYSCTL || echo no-vm-sysctl',
+        'test -e /proc/sysrq-trigger && { test -w /proc/sysrq-trigger && echo SYSRQ || echo no-sysrq; } || echo no-sysrq',
+        // Its own network namespace stays its own to configure.
+        '(cat /proc/sys/net/ipv4/ip_forward > /proc/sys/net/ipv4/ip_forward) && echo net-sysctl',
+        'ip link set lo mtu 65000 && echo net-admin',
+        // and root in it still owns its files and can change users
+        'touch /etc/berth-probe && chown nobody /etc/berth-probe && su -s /bin/sh nobody -c "id -un"',
+      ].join('; '),
+    );
+    const lines = probe.stdout.trim().split('\n');
+    // CAP_CHOWN … CAP_AUDIT_WRITE as listed in confinement.ts: 0xa00c35fb.
+    expect(lines[0]).toBe('CapBnd:\t00000000a00c35fb');
+    expect(lines.slice(1)).toEqual(['no-mknod', 'no-mount', 'no-clock', 'no-kernel-sysctl', 'no-vm-sysctl', 'no-sysrq', 'net-sysctl', 'net-admin', 'nobody']);
+    expect(readFileSync('/proc/sys/kernel/core_pattern', 'utf8')).toBe(machineCorePattern);
   });
 
   it('applies CPU, memory and process limits', async () => {

@@ -176,3 +176,8 @@ export function vethAlias(cfg: ResolvedLocalConfig, id: string): string {
 export function devTemplateDir(cfg: ResolvedLocalConfig): string {
   return join(cfg.stateDir, '.dev-template');
 }
+
+/** setpriv and its libraries, bind-mounted into every host (see confinement.ts). */
+export function hostToolsDir(cfg: ResolvedLocalConfig): string {
+  return join(cfg.stateDir, '.host-tools');
+}

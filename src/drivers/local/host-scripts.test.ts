@@ -10,7 +10,7 @@ const names = hostNames(cfg, 'h-1');
 
 describe('buildFstab', () => {
   it('mounts the overlay first and hides the state dir when the image contains it', () => {
-    const fstab = buildFstab({ image: '/', names, agentDir: cfg.agentDir, hiddenPaths: cfg.hiddenPaths }).trim().split('\n');
+    const fstab = buildFstab({ image: '/', names, agentDir: cfg.agentDir, toolsDir: '/var/lib/berth/hosts/.host-tools', sysrqTrigger: true, hiddenPaths: cfg.hiddenPaths }).trim().split('\n');
     expect(fstab[0]).toBe(
       'overlay /var/lib/berth/hosts/h-1/root overlay lowerdir=/,upperdir=/var/lib/berth/hosts/h-1/upper,workdir=/var/lib/berth/hosts/h-1/work,index=off,redirect_dir=off,metacopy=off 0 0',
     );
@@ -19,6 +19,9 @@ describe('buildFstab', () => {
       names.rootDir,
       `${names.rootDir}/var/lib/berth/hosts`,
       `${names.rootDir}/proc`,
+      `${names.rootDir}/proc/sys/net`,
+      `${names.rootDir}/proc/sys`,
+      `${names.rootDir}/proc/sysrq-trigger`,
       `${names.rootDir}/dev`,
       `${names.rootDir}/dev/pts`,
       `${names.rootDir}/dev/shm`,
@@ -26,12 +29,13 @@ describe('buildFstab', () => {
       `${names.rootDir}/run`,
       `${names.rootDir}/sys`,
       `${names.rootDir}/.berth/agent`,
+      `${names.rootDir}/.berth/tools`,
     ]);
     expect(fstab.at(-1)).toContain('bind,ro');
   });
 
   it('hides nothing when the image does not contain the hidden paths', () => {
-    const fstab = buildFstab({ image: '/srv/images/alpine', names, agentDir: cfg.agentDir, hiddenPaths: cfg.hiddenPaths });
+    const fstab = buildFstab({ image: '/srv/images/alpine', names, agentDir: cfg.agentDir, toolsDir: '/var/lib/berth/hosts/.host-tools', sysrqTrigger: true, hiddenPaths: cfg.hiddenPaths });
     expect(fstab).not.toContain('berth-hidden');
     expect(pathInsideImage('/srv/images/alpine', '/srv/images/alpine/var/x')).toBe('/var/x');
     expect(pathInsideImage('/srv/images/alpine', '/srv/images/alpine2/x')).toBeUndefined();

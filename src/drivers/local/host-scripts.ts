@@ -26,6 +26,7 @@ import type { CgroupJoin } from './cgroups.js';
 import type { HostNames } from './config.js';
 import { SELF_CONTAINED_OPTIONS } from './overlay.js';
 import { shQuote } from './proc.js';
+import { procProtectionEntries, TOOLS_MOUNT } from './confinement.js';
 
 /** Absolute paths of the system tools we run, resolved once by preflight (no PATH lookups at launch). */
 export interface SystemTools {
@@ -57,6 +58,10 @@ export interface FstabInput {
   lowerDir?: string;
   names: HostNames;
   agentDir: string;
+  /** The machine directory that holds setpriv and its libraries (see confinement.ts). */
+  toolsDir: string;
+  /** Whether the kernel has /proc/sysrq-trigger, to be made read-only (see confinement.ts). */
+  sysrqTrigger: boolean;
   /** Machine paths that must not be visible inside the host when the image contains them. */
   hiddenPaths: string[];
 }
@@ -73,7 +78,7 @@ export function pathInsideImage(image: string, path: string): string | undefined
  * the overlay first, then everything on top of it. X-mount.mkdir creates missing mount points
  * (in the upper dir or a tmpfs, never in the image).
  */
-export function buildFstab({ image, lowerDir, names, agentDir, hiddenPaths }: FstabInput): string {
+export function buildFstab({ image, lowerDir, names, agentDir, toolsDir, sysrqTrigger, hiddenPaths }: FstabInput): string {
   const root = names.rootDir;
   const entries: string[] = [`overlay ${root} overlay lowerdir=${lowerDir ?? image},upperdir=${names.upperDir},workdir=${names.workDir},${SELF_CONTAINED_OPTIONS} 0 0`];
   for (const hidden of hiddenPaths) {
@@ -83,6 +88,7 @@ export function buildFstab({ image, lowerDir, names, agentDir, hiddenPaths }: Fs
   }
   entries.push(
     `proc ${root}/proc proc nosuid,nodev,noexec,X-mount.mkdir 0 0`,
+    ...procProtectionEntries(root, sysrqTrigger),
     `tmpfs ${root}/dev tmpfs nosuid,noexec,mode=755,size=1m,X-mount.mkdir 0 0`,
     `devpts ${root}/dev/pts devpts nosuid,noexec,newinstance,ptmxmode=0666,mode=0620,X-mount.mkdir 0 0`,
     `shm ${root}/dev/shm tmpfs nosuid,nodev,mode=1777,X-mount.mkdir 0 0`,
@@ -91,6 +97,7 @@ export function buildFstab({ image, lowerDir, names, agentDir, hiddenPaths }: Fs
     `tmpfs ${root}/run tmpfs nosuid,nodev,mode=755,X-mount.mkdir 0 0`,
     `sysfs ${root}/sys sysfs ro,nosuid,nodev,noexec,X-mount.mkdir 0 0`,
     `${agentDir} ${root}/.berth/agent none bind,ro,X-mount.mkdir 0 0`,
+    `${toolsDir} ${root}${TOOLS_MOUNT} none bind,ro,X-mount.mkdir 0 0`,
     '',
   );
   return entries.join('\n');
@@ -141,10 +148,12 @@ export interface SetupInput {
   innerNetworkBatch: string;
   devTemplateDir: string;
   agentCommand: string[];
+  /** Words that exec the init with the host's capabilities (CapabilityTool.prefix). */
+  confine: string[];
 }
 
 /** Runs as PID 1 of the new pid namespace until it execs the init. */
-export function buildSetupScript({ tools, names, hostname, innerNetworkBatch, devTemplateDir, agentCommand }: SetupInput): string {
+export function buildSetupScript({ tools, names, hostname, innerNetworkBatch, devTemplateDir, agentCommand, confine }: SetupInput): string {
   const root = shQuote(names.rootDir);
   return `set -e
 ${shQuote(tools.ip)} -batch - 3>&- <<'BERTH_NET' &
@@ -161,7 +170,8 @@ cd /
 # From here on paths resolve in the image: a dynamically linked machine binary cannot run any more.
 umount -l ${OLD_ROOT} 3>&- || { echo "berth-setup: cannot detach the machine's root; the image needs umount (util-linux or busybox)" >&2; exit 1; }
 [ -x /bin/sh ] || { echo "berth-setup: the image has no /bin/sh to run as init" >&2; exit 1; }
-exec /bin/sh ${INIT_PATH} "$gpid" ${agentCommand.map(shQuote).join(' ')}
+# The init, and everything it starts, with the host's capabilities only (confinement.ts).
+exec ${confine.map(shQuote).join(' ')} /bin/sh ${INIT_PATH} "$gpid" ${agentCommand.map(shQuote).join(' ')}
 `;
 }
 

@@ -10,7 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { BerthError, errorMessage, isBerthError } from '../../core/errors.js';
 import type { DescribedHost, DriverInfo, FoundHost, HostDriver, HostSpec, LaunchedHost, OperationOptions } from '../types.js';
 import {
-  checkSafePath, devTemplateDir, hostNames, isValidHostId, netnsPrefix, resolveLocalConfig,
+  checkSafePath, devTemplateDir, hostNames, hostToolsDir, isValidHostId, netnsPrefix, resolveLocalConfig,
   type HostNames, type LocalDriverConfig, type ResolvedLocalConfig,
 } from './config.js';
 import {
@@ -28,6 +28,7 @@ import {
 } from './cgroups.js';
 import { captureUpperDir } from './capture.js';
 import { buildFstab, buildLauncherScript, buildSetupScript, type SystemTools } from './host-scripts.js';
+import { hasSysrqTrigger, prepareCapabilityTool, type CapabilityTool } from './confinement.js';
 import { BaseViews, checkStack, lowerDirOption } from './overlay.js';
 import { cancelled, consoleTail, createHostDir, launchError, LaunchProcessError, spawnLocally, startLauncher, writeHostFiles } from './host-launch.js';
 import { Spawner, type LaunchRequest, type LauncherChild } from './spawner.js';
@@ -43,6 +44,7 @@ const HOSTNAME_RE = /^(?=.{1,64}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za
 interface Prepared {
   tools: SystemTools;
   layout: CgroupLayout;
+  capTool: CapabilityTool;
   info: DriverInfo;
 }
 
@@ -50,6 +52,8 @@ export class LocalDriver implements HostDriver {
   readonly name = 'local';
   private readonly cfg: ResolvedLocalConfig;
   private readonly addresses: IpAllocator;
+  /** The kernel is the machine's: whether its /proc has sysrq-trigger does not change. */
+  private readonly sysrqTrigger = hasSysrqTrigger();
   private preparing: Promise<Prepared> | undefined;
   /** Spawns on behalf of this process (see spawner.ts); started by init(), before the store opens. */
   private spawner: Spawner | undefined;
@@ -109,9 +113,10 @@ export class LocalDriver implements HostDriver {
     }
     await probeNamespacesAndOverlay(tools, this.cfg.stateDir);
     await prepareDevTemplate(tools, devTemplateDir(this.cfg));
+    const capTool = await prepareCapabilityTool(hostToolsDir(this.cfg));
     ensureCgroupParents(layout, this.cfg.cgroupName);
     await ensureBridge(tools.ip, this.cfg.bridge, this.cfg.subnet);
-    const prepared: Prepared = { tools, layout, info: { name: this.name, agentListenHost: this.cfg.subnet.gateway } };
+    const prepared: Prepared = { tools, layout, capTool, info: { name: this.name, agentListenHost: this.cfg.subnet.gateway } };
     // Addresses of hosts that survived a restart stay taken.
     for (const id of this.foundHostIds(layout)) {
       const ip = readStateFile(hostNames(this.cfg, id).stateFile)?.ip;
@@ -175,7 +180,7 @@ export class LocalDriver implements HostDriver {
 
   /** Starts a host in its (claimed, empty) directory, with a new netns and veth; `reset` is for the log. */
   private async boot(spec: HostSpec, names: HostNames, ip: string, how: { reset: boolean; started: number; signal?: AbortSignal }): Promise<LaunchedHost> {
-    const { tools, layout } = await this.prepared();
+    const { tools, layout, capTool } = await this.prepared();
     const { subnet } = this.cfg;
     const record: HostRecord = {
       version: STATE_VERSION, id: spec.id, hostname: spec.hostname, ip, prefixLength: subnet.prefixLength, gateway: subnet.gateway,
@@ -185,7 +190,7 @@ export class LocalDriver implements HostDriver {
     const cgroupJoins = createHostCgroups(layout, this.cfg.cgroupName, spec.id, spec.resources, spec.standby ?? false);
     const setupScript = buildSetupScript({
       tools, names, hostname: spec.hostname, innerNetworkBatch: innerNetworkBatch(ip, subnet),
-      devTemplateDir: devTemplateDir(this.cfg), agentCommand: this.cfg.agentCommand,
+      devTemplateDir: devTemplateDir(this.cfg), agentCommand: this.cfg.agentCommand, confine: capTool.prefix,
     });
     const launcherScript = buildLauncherScript({ tools, names, cgroupJoins, outerNetworkBatch: outerNetworkBatch(names, this.cfg.bridge), setupScript });
     const env = { HOME: '/root', HOSTNAME: spec.hostname, container: 'berth' };
@@ -195,7 +200,7 @@ export class LocalDriver implements HostDriver {
       // mid-launch leaves a host that list() finds with its address.
       const stack = { base: spec.image, layers: spec.layers ?? [] };
       const lowerDir = lowerDirOption(stack, await this.baseViews.basePathFor(stack));
-      const fstab = buildFstab({ image: spec.image, lowerDir, names, agentDir: this.cfg.agentDir, hiddenPaths: this.cfg.hiddenPaths });
+      const fstab = buildFstab({ image: spec.image, lowerDir, names, agentDir: this.cfg.agentDir, toolsDir: capTool.dir, sysrqTrigger: this.sysrqTrigger, hiddenPaths: this.cfg.hiddenPaths });
       await Promise.all([writeHostFiles(names, spec, ip, fstab), writeStateFile(names.stateFile, record)]);
     } catch (err) {
       launcher.abort();

@@ -16,9 +16,9 @@ export interface CommandResult {
 export type CommandRunner = (file: string, args: string[], input?: string) => Promise<CommandResult>;
 
 /** Runs a command to completion; never throws for a non-zero exit (callers decide what failure means). */
-export function runCommand(file: string, args: string[], input?: string): Promise<CommandResult> {
+export function runCommand(file: string, args: string[], input?: string, env: Record<string, string> = {}): Promise<CommandResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: SYSTEM_PATH, LC_ALL: 'C' } });
+    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: SYSTEM_PATH, LC_ALL: 'C', ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));

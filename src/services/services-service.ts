@@ -225,8 +225,11 @@ export class ServicesService {
     const deadline = Date.now() + timeoutMs;
     // Read once: what changes while one waits is the agent's reports (a claim's path waits here, and
     // every store read counts). A desired set changed meanwhile is waited for by its own caller.
-    const desired = desiredOf(await this.existingHost(tenantId, hostId));
-    for (;;) {
+    // Except an empty one: a new pool host's set is written by the stack sync its agent's hello
+    // starts, which can land after its health check, and so after this read.
+    let desired = desiredOf(await this.existingHost(tenantId, hostId));
+    for (let first = true; ; first = false) {
+      if (!first && desired.length === 0) desired = desiredOf(await this.existingHost(tenantId, hostId));
       const view = this.viewOf(hostId, desired);
       if (done(view)) return view;
       const left = deadline - Date.now();

@@ -153,15 +153,17 @@ export class ClaimsRepo {
   }
 
   /**
-   * Demand: the most claims on the pool (whatever their outcome) that ended within any `spanS`
-   * seconds of one another during the last `windowS` seconds. One statement (a window function).
+   * Demand: the most claims on the pool (whatever their outcome, finished or not) that arrived
+   * within any `spanS` seconds of one another during the last `windowS` seconds. Arrival, not end:
+   * a rush that met an empty pool ends spread over its cold launches, and would be undercounted
+   * by exactly the slowness the pool is to prevent. One statement (a window function).
    */
   async demandPeak(tenantId: string, pool: string, windowS: number, spanS: number): Promise<number> {
     const row = await sql<{ peak: number | null }>`
       select max(n)::int as peak from (
-        select count(*) over (order by finished_at range between current row and ${`${spanS} seconds`}::interval following) as n
+        select count(*) over (order by created_at range between current row and ${`${spanS} seconds`}::interval following) as n
         from claims
-        where tenant_id = ${tenantId} and pool = ${pool} and finished_at > now() - ${`${windowS} seconds`}::interval
+        where tenant_id = ${tenantId} and pool = ${pool} and created_at > now() - ${`${windowS} seconds`}::interval
       ) as spans`.execute(this.db);
     return row.rows[0]?.peak ?? 0;
   }

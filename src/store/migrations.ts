@@ -258,6 +258,9 @@ const COMMAND_RATE_CONTROL = [
   `update invocations set sent_at = created_at where status <> 'Undeliverable'`,
 ];
 
+/** A pool's demand is read by the claims' arrival (ClaimsRepo.demandPeak). */
+const CLAIMS_ARRIVAL = [`create index claims_pool_created on claims (tenant_id, pool, created_at)`];
+
 const migrations: Record<string, Migration> = {
   '0001_foundation': statements(FOUNDATION),
   '0002_pools': statements(POOLS),
@@ -270,6 +273,7 @@ const migrations: Record<string, Migration> = {
   '0009_environment_timings': statements(ENVIRONMENT_TIMINGS),
   '0010_pool_demand': statements(POOL_DEMAND),
   '0011_command_rate_control': statements(COMMAND_RATE_CONTROL),
+  '0012_claims_arrival': statements(CLAIMS_ARRIVAL),
 };
 
 export const migrationProvider: MigrationProvider = {

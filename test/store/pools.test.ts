@@ -37,18 +37,21 @@ for (const backend of storeBackends()) {
 
     it('reads demand: the most claims within one span of the window, and the median launch-to-ready time', async () => {
       await pools.create(DEFAULT_TENANT, spec('rush'));
-      // Claims that ended 500, 300 (four within 2 s), 200 and 100 s ago (two within 2 s), and one pending.
+      // Claims that arrived 500, 300 (four within 2 s), 200 and 100 s ago (two within 2 s), and one
+      // arriving now. Demand is when claims arrive: each ended 15 s after the one before it (a rush
+      // served by slow cold launches is still one rush).
       const agoS = [500, 300, 300.5, 301, 301.9, 200, 100, 99];
       for (const [i, ago] of agoS.entries()) {
-        await sql`insert into claims (id, tenant_id, pool, group_name, state, request, finished_at)
-          values (${`cl-rush-${i}`}, ${DEFAULT_TENANT}, 'rush', 'g', ${i % 2 ? 'failed' : 'released'}, '{}', now() - ${`${ago} seconds`}::interval)`.execute(store.db);
+        await sql`insert into claims (id, tenant_id, pool, group_name, state, request, created_at, finished_at)
+          values (${`cl-rush-${i}`}, ${DEFAULT_TENANT}, 'rush', 'g', ${i % 2 ? 'failed' : 'released'}, '{}', now() - ${`${ago} seconds`}::interval, now() - ${`${ago - 15 * i} seconds`}::interval)`.execute(store.db);
       }
       await sql`insert into claims (id, tenant_id, pool, group_name, state, request) values ('cl-rush-pending', ${DEFAULT_TENANT}, 'rush', 'g', 'pending', '{}')`.execute(store.db);
       expect(await claims.demandPeak(DEFAULT_TENANT, 'rush', 600, 2)).toBe(4);
       // The rush of four left the window; two within 2 s remain.
       expect(await claims.demandPeak(DEFAULT_TENANT, 'rush', 250, 2)).toBe(2);
       expect(await claims.demandPeak(DEFAULT_TENANT, 'rush', 250, 0.5)).toBe(1);
-      expect(await claims.demandPeak(DEFAULT_TENANT, 'rush', 50, 2)).toBe(0);
+      // Only the claim arriving now (still pending: it is demand all the same).
+      expect(await claims.demandPeak(DEFAULT_TENANT, 'rush', 50, 2)).toBe(1);
       expect(await claims.demandPeak(DEFAULT_TENANT, 'other-pool', 600, 2)).toBe(0);
 
       expect(await hosts.medianLeadTimeS(DEFAULT_TENANT, 'rush')).toBeUndefined();

@@ -7,8 +7,8 @@
  *
  *   - the capability bounding set of everything in a host (init, agent, commands, services) is
  *     cut to HOST_CAPABILITIES at the exec of its init, by util-linux's setpriv;
- *   - /proc/sys and /proc/sysrq-trigger are read-only in the host (its network namespace's
- *     /proc/sys/net stays writable: it is the host's own), and /sys was already.
+ *   - /proc/sys and /proc/sysrq-trigger are read-only in the host, and /sys was already. (Its
+ *     own network namespace's settings need CAP_NET_ADMIN to change, which it does not have.)
  *
  * setpriv comes from the machine, but runs after pivot_root, when the machine's files are gone
  * from the host: it is copied, with the shared libraries it needs and their loader, into a
@@ -20,12 +20,14 @@ import { BerthError } from '../../core/errors.js';
 import { describeFailure, runCommand, SYSTEM_PATH } from './proc.js';
 
 /**
- * The capabilities a host keeps: Docker's default set, less CAP_MKNOD (no device cgroup is
- * guaranteed here, so a device node it made could be opened), plus CAP_NET_ADMIN (its network
- * namespace is its own and is made anew on every reset) and CAP_SYS_PTRACE (debuggers; a host's
- * processes only see their own pid namespace). Gone, among others: SYS_ADMIN (mounts), SYS_MODULE,
- * SYS_RAWIO, SYS_TIME, SYS_BOOT, DAC_READ_SEARCH (open_by_handle_at reaches the machine's files),
- * SYSLOG, MAC_*, BPF, PERFMON.
+ * The capabilities a host keeps: Docker's default set less CAP_MKNOD (no device cgroup is
+ * guaranteed here, so a device node it made could be opened) and less CAP_NET_RAW, plus
+ * CAP_SYS_PTRACE (debuggers; a host's processes see only their own pid namespace). Without
+ * NET_RAW and NET_ADMIN a host cannot forge frames or take another host's address on the shared
+ * bridge (ARP or MAC spoofing would let it answer for another environment behind the router);
+ * ping still works, through ICMP datagram sockets (ping_group_range, set for every host at
+ * setup). Gone, among others: SYS_ADMIN (mounts), SYS_MODULE, SYS_RAWIO, SYS_TIME, SYS_BOOT,
+ * DAC_READ_SEARCH (open_by_handle_at reaches the machine's files), SYSLOG, MAC_*, BPF, PERFMON.
  */
 export const HOST_CAPABILITIES = [
   'chown',
@@ -38,8 +40,6 @@ export const HOST_CAPABILITIES = [
   'setpcap',
   'setfcap',
   'net_bind_service',
-  'net_raw',
-  'net_admin',
   'sys_chroot',
   'sys_ptrace',
   'audit_write',
@@ -111,10 +111,7 @@ export async function prepareCapabilityTool(dir: string): Promise<CapabilityTool
  */
 export function procProtectionEntries(root: string, sysrqTrigger: boolean): string[] {
   return [
-    // net first, as a mount of its own, so the recursive read-only bind over /proc/sys carries it
-    // along writable (ro applies to the top mount only).
-    `${root}/proc/sys/net ${root}/proc/sys/net none bind 0 0`,
-    `${root}/proc/sys ${root}/proc/sys none rbind,ro,nosuid,nodev,noexec 0 0`,
+    `${root}/proc/sys ${root}/proc/sys none bind,ro,nosuid,nodev,noexec 0 0`,
     ...(sysrqTrigger ? [`${root}/proc/sysrq-trigger ${root}/proc/sysrq-trigger none bind,ro 0 0`] : []),
   ];
 }

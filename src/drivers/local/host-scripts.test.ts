@@ -19,7 +19,6 @@ describe('buildFstab', () => {
       names.rootDir,
       `${names.rootDir}/var/lib/berth/hosts`,
       `${names.rootDir}/proc`,
-      `${names.rootDir}/proc/sys/net`,
       `${names.rootDir}/proc/sys`,
       `${names.rootDir}/proc/sysrq-trigger`,
       `${names.rootDir}/dev`,

@@ -159,6 +159,8 @@ export function buildSetupScript({ tools, names, hostname, innerNetworkBatch, de
 ${shQuote(tools.ip)} -batch - 3>&- <<'BERTH_NET' &
 ${innerNetworkBatch}BERTH_NET
 netpid=$!
+# Unprivileged ping (ICMP datagram sockets): hosts have no CAP_NET_RAW (confinement.ts).
+echo '0 2147483647' > /proc/sys/net/ipv4/ping_group_range 2>/dev/null || true
 printf '%s' ${shQuote(hostname)} > /proc/sys/kernel/hostname
 read -r gpid rest < /proc/self/stat
 ${shQuote(tools.mount)} -a -T ${shQuote(names.fstabFile)} 3>&-

@@ -5,13 +5,15 @@
  *   (b) a pool of ready plain hosts (seed 1): the install runs at claim;
  *   (c) a pool of hosts of the baked image (seed 2): only the services start at claim;
  *   (d) a pool of review hosts with the stack already running: the user's settings arrive by reload.
+ * The client (berth's API client for the create, plain GETs through the router) runs in its own
+ * process, bench/spinup-client.mjs, as a user's CLI and browser do.
  * Writes the table and a chart (bench/results/spinup.svg, docs/spinup.svg).
  */
-import http from 'node:http';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../src/cli/paths.js';
-import type { EnvironmentView } from '../src/environments/views.js';
 import { readConfigLayers, emptyConfigLayers } from '../src/stacks/config.js';
 import { parseStacksFile, type StackSpec } from '../src/stacks/spec.js';
 import type { InProcessServer } from '../test/helpers/server.js';
@@ -62,6 +64,7 @@ export async function spinupBench(srv: InProcessServer, opts: SpinupOptions): Pr
     { key: 'c', label: '(c) pool of the baked image (seed 2)', pool: 'sp-baked', stack: 'demo', runs: opts.fast },
     { key: 'd', label: '(d) review host, stack running, reload', pool: 'sp-review', stack: 'demo', runs: opts.fast },
   ];
+  const client = new SpinupClient(srv);
   const results = new Map<string, Summary>();
   // The embedded store's statements during each create's API call (0 on PostgreSQL: not counted there).
   const statements = new Map<string, StatementCount>();
@@ -77,11 +80,12 @@ export async function spinupBench(srv: InProcessServer, opts: SpinupOptions): Pr
       for (let i = 0; i < v.runs; i++) {
         await poolFull(srv, v.pool);
         opts.progress(`spinup: ${v.label} ${i + 1}/${v.runs}`);
-        samples.push(await createToFirst200(srv, `sp-${v.key}-${i}`, v, count, phases));
+        samples.push(await createToFirst200(srv, client, `sp-${v.key}-${i}`, v, count, phases));
       }
       results.set(v.key, summarize(samples));
     }
   } finally {
+    client.close();
     for (const { name } of pools) await srv.api.delete(`/v1/pools/${name}`);
   }
   opts.progress('');
@@ -141,32 +145,51 @@ function installAtBoot(demo: StackSpec, root: string): StackSpec {
 /** Per create: the server's own timings, and the client's view around them (ms). */
 type Phases = Record<string, number>;
 
-async function createToFirst200(srv: InProcessServer, name: string, v: Variant, count: StatementCount, phases: Phases[]): Promise<number> {
-  const t0 = performance.now();
-  const res = await count.during(() => srv.api.post<EnvironmentView>('/v1/environments', { name, stack: v.stack, pool: v.pool, set: { GREETING: `hello ${name}` }, wait: 300 }));
-  if (res.status !== 201) throw new Error(`${v.label}: env create failed: ${JSON.stringify(res.body)}`);
-  const answered = performance.now() - t0;
-  const url = new URL(res.body.url ?? '');
-  for (;;) {
-    const status = await statusOf(url).catch(() => 0);
-    if (status === 200) break;
-    if (performance.now() - t0 > 300_000) throw new Error(`${v.label}: ${name} never answered 200`);
-  }
-  const elapsed = performance.now() - t0;
-  phases.push({ ...res.body.timings, 'API answer': answered, 'first 200 after it': elapsed - answered });
+async function createToFirst200(srv: InProcessServer, client: SpinupClient, name: string, v: Variant, count: StatementCount, phases: Phases[]): Promise<number> {
+  const { answered, done } = client.create({ name, stack: v.stack, pool: v.pool, set: { GREETING: `hello ${name}` } });
+  await count.during(() => answered);
+  const result = await done;
+  phases.push({ ...result.timings, 'API answer': result.answered, 'first 200 after it': result.elapsed - result.answered });
   await srv.api.delete(`/v1/environments/${name}`);
-  return elapsed;
+  return result.elapsed;
 }
 
-/** The status of `GET /` through the router, as a browser at the environment's URL would see it. */
-function statusOf(url: URL): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port: url.port, path: '/', headers: { host: url.host } }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
+interface CreateResult {
+  answered: number;
+  elapsed: number;
+  timings: Record<string, number>;
+}
+
+/**
+ * The client side of a create, in its own process (bench/spinup-client.mjs), as a user's CLI and
+ * browser are: in the server's process it shared the event loop with the server and the router it
+ * was timing. One create at a time.
+ */
+class SpinupClient {
+  private readonly child: ChildProcess;
+  private readonly waiting: Array<(msg: { type: string; message?: string } & Partial<CreateResult>) => void> = [];
+
+  constructor(srv: InProcessServer) {
+    this.child = spawn(process.execPath, [join(packageRoot(), 'bench', 'spinup-client.mjs'), srv.server.url, srv.server.token], { stdio: ['pipe', 'pipe', 'inherit'] });
+    createInterface({ input: this.child.stdout as NodeJS.ReadableStream }).on('line', (line) => this.waiting.shift()?.(JSON.parse(line) as { type: string }));
+  }
+
+  create(req: { name: string; stack: string; pool: string; set: Record<string, string> }): { answered: Promise<void>; done: Promise<CreateResult> } {
+    const next = () => new Promise<{ type: string; message?: string } & Partial<CreateResult>>((resolve) => this.waiting.push(resolve));
+    const answered = next().then((msg) => {
+      if (msg.type !== 'answered') throw new Error(`env create ${req.name} failed: ${msg.message ?? msg.type}`);
     });
-    req.on('error', reject);
-  });
+    const done = answered.then(next).then((msg) => {
+      if (msg.type !== 'done') throw new Error(`env create ${req.name}: ${msg.message ?? msg.type}`);
+      return { answered: msg.answered ?? NaN, elapsed: msg.elapsed ?? NaN, timings: msg.timings ?? {} };
+    });
+    this.child.stdin?.write(`${JSON.stringify(req)}\n`);
+    return { answered, done };
+  }
+
+  close(): void {
+    this.child.stdin?.end();
+  }
 }
 
 /**

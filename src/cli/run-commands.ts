@@ -45,13 +45,19 @@ export function registerRunCommands(program: Command, ctx: Context): void {
         ...(opts.deliveryTimeout !== undefined ? { deliveryTimeout: opts.deliveryTimeout } : {}),
         ...(opts.maxConcurrency !== undefined ? { maxConcurrency: opts.maxConcurrency } : {}),
         ...(opts.maxErrors !== undefined ? { maxErrors: opts.maxErrors } : {}),
-        ...(opts.wait && !opts.follow ? { wait: 60 } : {}),
+        // Briefly: a quick command answers within it; a long one over several hosts shows progress.
+        ...(opts.wait && !opts.follow ? { wait: 2 } : {}),
       };
       const printer = ctx.printer(opts.json);
       const client = ctx.client();
       let view = await client.post<CommandView>('/v1/commands', body);
       if (opts.follow && !DONE.has(view.status)) view = await follow(ctx, view.id, printer, view.invocations.length > 1);
-      while (opts.wait && !DONE.has(view.status)) view = await client.get<CommandView>(`/v1/commands/${view.id}?wait=60`);
+      // Over several hosts it can take long (rate control): say how far it got whenever that changes.
+      const progress = view.invocations.length > 1 && !printer.json ? new RunProgress(printer) : undefined;
+      while (opts.wait && !DONE.has(view.status)) {
+        progress?.show(view);
+        view = await client.get<CommandView>(`/v1/commands/${view.id}?wait=${progress ? 2 : 60}`);
+      }
       printCommand(printer, view, { outputPrinted: Boolean(opts.follow) });
       ctx.exitCode = exitCodeOf(view, opts.wait);
     });
@@ -152,6 +158,22 @@ function printCommand(printer: Printer, view: CommandView, opts: { outputPrinted
     printer.err(`rate control: ${limits}; ${sent} of ${targets} sent, ${completed} completed, ${errors} error${errors === 1 ? '' : 's'}\n`);
   }
   if (!single || view.status !== 'Success') printer.err(table(['HOST', 'STATUS', 'EXIT CODES', 'OUTPUT', 'DETAIL'], rows));
+}
+
+/** One stderr line per change: hosts done of all, running, waiting their turn, errors. */
+class RunProgress {
+  private last = '';
+
+  constructor(private readonly printer: Printer) {}
+
+  show(view: CommandView): void {
+    const running = view.invocations.filter((i) => i.sentAt !== null && !DONE.has(i.status)).length;
+    const waiting = view.invocations.filter((i) => i.sentAt === null && !DONE.has(i.status)).length;
+    const { completed, targets, errors } = view.counts;
+    const line = `${completed}/${targets} hosts done, ${running} running${waiting > 0 ? `, ${waiting} waiting their turn` : ''}${errors > 0 ? `, ${errors} failed` : ''}`;
+    if (line !== this.last) this.printer.err(`${line}\n`);
+    this.last = line;
+  }
 }
 
 function exitCodeOf(view: CommandView, waited: boolean): number {

@@ -121,6 +121,13 @@ describe('Run Command rate control', () => {
     expect(done.invocations.map((i) => i.status)).toEqual(['Failed', 'Failed', 'Success', 'Success']);
   });
 
+  it('berth run shows how far a long command over several hosts got', async () => {
+    const res = await berth(['run', '--tag', 'suite=rate', '--max-concurrency', '1', '--', 'sleep 1.2'], { BERTH_URL: `http://127.0.0.1:${PORTS.api}`, BERTH_TOKEN: proc.api.token ?? '' });
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stderr).toMatch(/\d\/4 hosts done, 1 running, \d waiting their turn\n/);
+    expect(res.stderr).toContain(': Success');
+  });
+
   it('cancel: the running invocation is stopped, the waiting ones end Cancelled at once, never sent', async () => {
     const sent = await send({ parameters: { commands: ['sleep 30'] }, maxConcurrency: 1 });
     await api.post(`/v1/commands/${sent.body.id}/cancel`, {});

@@ -149,9 +149,10 @@ export class LocalDriver implements HostDriver {
   /**
    * Resets a running host to a fresh one from `spec` (same id and address): every process is
    * stopped; the writable layer, cgroups, files and network namespace are made anew; and the host
-   * boots again with the new agent credentials. The network namespace is not kept: its user was
-   * root in it and could add addresses, routes, links, firewall rules or change its sysctls, all of
-   * which would greet the next user. Cheaper than terminate + launch: no new address, no store work.
+   * boots again with the new agent credentials. The network namespace is not kept: whatever its
+   * previous user could change in it (its sysctls and addresses when hosts had NET_ADMIN; whatever
+   * a future capability set allows) would greet the next user, and a new one costs a few ms.
+   * Cheaper than terminate + launch all the same: no new address, no store work.
    */
   async reset(spec: HostSpec, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<LaunchedHost> {
     const started = performance.now();

@@ -170,6 +170,21 @@ async function measureIdle(dataDir: string, hosts: HostView[], seconds: number):
   return { agents: pids.length, rssMiB: Math.max(...rss), anonMiB: field(worst, 'RssAnon'), fileMiB: field(worst, 'RssFile'), cpuPercent: Math.max(...cpu), settleCpuMs: Math.max(...settle) };
 }
 
+/** CPU time the machine spent so far (user, nice, system, irq, softirq), ms. */
+function machineCpuMs(): number {
+  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0] = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '').trim().split(/\s+/).slice(1).map(Number);
+  return ((user + nice + system + irq + softirq) * 1000) / CLOCK_TICKS;
+}
+
+/** A process's own CPU time (user + system), ms. */
+function processCpuMs(pid: number): number {
+  const fields = (readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1] ?? '').split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
+}
+
+/** Linux's USER_HZ: /proc reports CPU time in these ticks. */
+const CLOCK_TICKS = 100;
+
 /** Launch -> ready, Run Command round trip, idle agent: each beside its baseline. */
 async function foundationBench(srv: Awaited<ReturnType<typeof startServer>>): Promise<string[]> {
   // Baselines, same run: the floors a host start and a command run cannot go below — a bare node
@@ -179,12 +194,17 @@ async function foundationBench(srv: Awaited<ReturnType<typeof startServer>>): Pr
 
   const launch: number[] = [];
   const hosts: HostView[] = [];
+  // What a host costs in CPU: the loop launches one and terminates one per turn (after the first 3).
+  const machineBefore = machineCpuMs();
+  const serverBefore = process.cpuUsage();
+  let agentsAtReady = 0;
   for (let i = 0; i < LAUNCHES; i++) {
     progress(`launch -> ready ${i + 1}/${LAUNCHES}`);
     const t0 = performance.now();
     const res = await srv.api.post<HostView>('/v1/hosts', {});
     launch.push(performance.now() - t0);
     if (res.status !== 201) throw new Error(`launch failed: ${JSON.stringify(res.body)}`);
+    agentsAtReady += processCpuMs(agentPidOf(srv.dataDir, res.body.id));
     hosts.push(res.body);
     // Keep a few to measure idle agents and run commands on; remove the rest as we go.
     if (hosts.length > 3) {
@@ -192,6 +212,9 @@ async function foundationBench(srv: Awaited<ReturnType<typeof startServer>>): Pr
       if (old) await srv.api.delete(`/v1/hosts/${old.id}`);
     }
   }
+  const machinePerCycle = (machineCpuMs() - machineBefore) / LAUNCHES;
+  const serverUsage = process.cpuUsage(serverBefore);
+  const serverPerCycle = (serverUsage.user + serverUsage.system) / 1000 / LAUNCHES;
   const target = hosts[hosts.length - 1];
   if (!target) throw new Error('no host');
 
@@ -242,6 +265,7 @@ async function foundationBench(srv: Awaited<ReturnType<typeof startServer>>): Pr
   const rtS = summarize(roundTrip);
   return [
     `| host launch -> agent ready | ${launchS.n} | ${ms(launchS.p50)} | ${ms(launchS.p99)} | p50 <= 150 ms | ${verdict(launchS.p50 <= 150)} |`,
+    `| CPU per host (a launch, and a terminate for all but 3), machine-wide; of which this process (server and its in-process client) / the new agent until ready | ${LAUNCHES} | ${ms(machinePerCycle)}; ${ms(serverPerCycle)} / ${ms(agentsAtReady / LAUNCHES)} | | hosts replaced per s that ${cpus().length} cores allow: ${((cpus().length * 1000) / machinePerCycle).toFixed(1)} | |`,
     `| baseline: bare \`node -e 0\` start | ${nodeStart.n} | ${ms(nodeStart.p50)} | ${ms(nodeStart.p99)} | launch p50 / this = ${(launchS.p50 / nodeStart.p50).toFixed(2)}x | |`,
     `| Run Command round trip (\`true\`), berth's API client in its own process | ${rtS.n} | ${ms(rtS.p50)} | ${ms(rtS.p99)} | p50 <= 5 ms | ${verdict(rtS.p50 <= 5)} |`,
     `| the same through a plain \`fetch()\` client (undici), same server, another host | ${viaFetch.n} | ${ms(viaFetch.p50)} | ${ms(viaFetch.p99)} | fetch / berth's client p50 = ${(viaFetch.p50 / rtS.p50).toFixed(2)}x | |`,

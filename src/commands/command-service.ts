@@ -11,7 +11,7 @@ import { LIVE_HOST_STATES } from '../core/host-state.js';
 import type { CommandsRepo, InvocationOutcome } from '../store/commands-repo.js';
 import type { HostsRepo } from '../store/hosts-repo.js';
 import type { HostRow, InvocationRow } from '../store/schema.js';
-import { decide, resolveRateControl, waitingDetail } from './rate-control.js';
+import { cancelWaiting, decide, resolveRateControl, waitingDetail } from './rate-control.js';
 import type { LiveOutput, FollowEvent } from './live-output.js';
 import { OpenCommands, type FinishedCommand } from './open-commands.js';
 import { AgentRoundTrips } from './latency.js';
@@ -188,8 +188,8 @@ export class CommandService {
     if (!known) throw commandNotFound(id);
     // Those still waiting their turn first, in step with rate control (which could send one meanwhile).
     if (known.command.rate_control) {
-      const never = await this.inTurn(id, () => this.deps.commands.cancelWaiting(id, 'cancelled before it was sent'));
-      for (const row of never) await this.settled(row);
+      const step = await this.inTurn(id, () => this.deps.commands.rateStep(id, cancelWaiting('cancelled before it was sent')));
+      for (const row of step?.cancelled ?? []) await this.settled(row);
     }
     const found = known.command.rate_control ? await this.deps.commands.get(tenantId, id) : known;
     for (const inv of found?.invocations ?? []) {

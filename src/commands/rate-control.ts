@@ -92,6 +92,11 @@ export function decide(rc: RateControl, invocations: readonly RateInvocation[]):
   return { send: waiting.slice(0, room), cancel: [], cancelDetail: '' };
 }
 
+/** A step that cancels every waiting invocation (a user's cancel), with `detail`. */
+export function cancelWaiting(detail: string): (rc: RateControl, invocations: readonly RateInvocation[]) => RateDecision {
+  return (_rc, invocations) => ({ send: [], cancel: invocations.filter(isWaiting).map((i) => i.hostId), cancelDetail: detail });
+}
+
 /** The detail a waiting invocation shows. */
 export function waitingDetail(rc: RateControl): string {
   return rc.maxConcurrency ? `waiting its turn: maxConcurrency ${rc.maxConcurrency.spec} (${rc.maxConcurrency.limit} at a time)` : 'waiting to be sent';

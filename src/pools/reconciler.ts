@@ -240,7 +240,8 @@ export class PoolReconciler {
    */
   private async demandOf(pool: PoolRow): Promise<DemandReading | undefined> {
     if (!this.deps.demand || !pool.demand) return undefined;
-    const key = `${poolKey(pool.tenant_id, pool.name)}/${pool.size}/${JSON.stringify(pool.demand)}`;
+    // Kept per pool, and only while its size and demand spec are those it was read for.
+    const key = `${pool.size}/${JSON.stringify(pool.demand)}`;
     const kept = this.demandReads.get(poolKey(pool.tenant_id, pool.name));
     if (kept && kept.key === key && Date.now() - kept.at < DEMAND_READ_MS) return kept.reading;
     const reading = await readDemand(this.deps.demand, pool);

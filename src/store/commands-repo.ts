@@ -47,7 +47,6 @@ export interface OpenInvocation {
   sentAt: Date | null;
   deliveryTimeoutS: number;
   parameters: Record<string, unknown>;
-  rateControlled: boolean;
 }
 
 /** What a rate-control step changed: the invocations it sent and those it cancelled. */
@@ -138,7 +137,7 @@ export class CommandsRepo {
     let q = this.db
       .selectFrom('invocations as i')
       .innerJoin('commands as c', 'c.id', 'i.command_id')
-      .select(['i.command_id', 'i.host_id', 'i.status', 'i.created_at', 'i.started_at', 'i.sent_at', 'c.delivery_timeout_s', 'c.parameters', 'c.rate_control'])
+      .select(['i.command_id', 'i.host_id', 'i.status', 'i.created_at', 'i.started_at', 'i.sent_at', 'c.delivery_timeout_s', 'c.parameters'])
       .where('i.status', 'in', [...OPEN_STATUSES]);
     if (filter.hostId) q = q.where('i.host_id', '=', filter.hostId);
     const rows = await q.execute();
@@ -151,7 +150,6 @@ export class CommandsRepo {
       sentAt: r.sent_at ? new Date(r.sent_at) : null,
       deliveryTimeoutS: r.delivery_timeout_s,
       parameters: r.parameters,
-      rateControlled: r.rate_control !== null,
     }));
   }
 
@@ -181,20 +179,6 @@ export class CommandsRepo {
     });
     for (const row of step?.cancelled ?? []) this.events.emit(invocationEvent(row, ['Pending']));
     return step;
-  }
-
-  /** Cancels every invocation of the command still waiting its turn (never sent); returns them. */
-  async cancelWaiting(commandId: string, detail: string): Promise<InvocationRow[]> {
-    const rows = await this.db
-      .updateTable('invocations')
-      .set({ status: 'Cancelled', status_detail: detail, finished_at: new Date() })
-      .where('command_id', '=', commandId)
-      .where('status', '=', 'Pending')
-      .where('sent_at', 'is', null)
-      .returningAll()
-      .execute();
-    for (const row of rows) this.events.emit(invocationEvent(row, ['Pending']));
-    return rows;
   }
 
   /**

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { aggregateStatus } from '../../src/core/command-status.js';
+import { cancelWaiting } from '../../src/commands/rate-control.js';
 import { toCommandView } from '../../src/commands/views.js';
 import { CommandsRepo } from '../../src/store/commands-repo.js';
 import { HostsRepo, type NewHost } from '../../src/store/hosts-repo.js';
@@ -160,7 +161,7 @@ for (const backend of storeBackends()) {
       expect(open[0]?.createdAt).toBeInstanceOf(Date);
     });
 
-    it('rate control: a step sends waiting invocations or cancels them, each at most once; cancelWaiting takes the rest', async () => {
+    it('rate control: a step sends waiting invocations or cancels them, each at most once; a cancel step takes the rest', async () => {
       for (const id of ['h-q1', 'h-q2', 'h-q3', 'h-q4']) await hosts.insert(host(id));
       const rateControl = { targets: 4, maxConcurrency: { spec: '1', limit: 1 }, maxErrors: { spec: '0', limit: 0 } };
       const created = await commands.create({
@@ -182,11 +183,11 @@ for (const backend of storeBackends()) {
       expect((await commands.get(DEFAULT_TENANT, 'c-q'))?.command.rate_control).toEqual(rateControl);
       const open = await commands.openInvocations();
       const ours = open.filter((o) => o.commandId === 'c-q').sort((a, b) => a.hostId.localeCompare(b.hostId));
-      expect(ours.map((o) => [o.hostId, o.sentAt !== null, o.rateControlled])).toEqual([
-        ['h-q1', true, true],
-        ['h-q2', false, true],
-        ['h-q3', false, true],
-        ['h-q4', false, true],
+      expect(ours.map((o) => [o.hostId, o.sentAt !== null])).toEqual([
+        ['h-q1', true],
+        ['h-q2', false],
+        ['h-q3', false],
+        ['h-q4', false],
       ]);
       // The step sees every invocation; what it names is changed only if still waiting.
       let seen: string[] = [];
@@ -200,8 +201,8 @@ for (const backend of storeBackends()) {
       await commands.updateInvocation('c-q', 'h-q1', ['Pending'], { status: 'Failed', statusDetail: 'x', finishedAt: new Date() });
       const stop = await commands.rateStep('c-q', () => ({ send: [], cancel: ['h-q2', 'h-q3'], cancelDetail: 'too many errors' }));
       expect(stop?.cancelled.map((r) => [r.host_id, r.status, r.status_detail])).toEqual([['h-q3', 'Cancelled', 'too many errors']]);
-      expect((await commands.cancelWaiting('c-q', 'cancelled before it was sent')).map((r) => r.host_id)).toEqual(['h-q4']);
-      expect(await commands.cancelWaiting('c-q', 'again')).toEqual([]);
+      expect((await commands.rateStep('c-q', cancelWaiting('cancelled before it was sent')))?.cancelled.map((r) => r.host_id)).toEqual(['h-q4']);
+      expect((await commands.rateStep('c-q', cancelWaiting('again')))?.cancelled).toEqual([]);
       const statuses = (await commands.get(DEFAULT_TENANT, 'c-q'))?.invocations.map((i) => `${i.host_id}:${i.status}`);
       expect(statuses).toEqual(['h-q1:Failed', 'h-q2:Pending', 'h-q3:Cancelled', 'h-q4:Cancelled']);
       // A command without rate control has no step.

@@ -88,7 +88,8 @@ export class ImagesRepo {
   }
 
   async builds(tenantId: string, name: string): Promise<ImageRow[]> {
-    return this.db.selectFrom('images').selectAll().where('tenant_id', '=', tenantId).where('name', '=', name).orderBy('created_at', 'desc').execute();
+    // Two builds published within one clock tick tie on created_at: the current one goes first.
+    return this.db.selectFrom('images').selectAll().where('tenant_id', '=', tenantId).where('name', '=', name).orderBy('created_at', 'desc').orderBy('current', 'desc').execute();
   }
 
   /** Every build of every tenant: layers referenced by any of them are kept by gc. */

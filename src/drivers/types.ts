@@ -200,6 +200,15 @@ export interface HostDriver {
    * throws only when the setting cannot be written.
    */
   setStandby?(id: string, driverData: Record<string, unknown>, standby: boolean): void;
+  /**
+   * Optional: which hosts reach each other over the network. Hosts of one group reach each other;
+   * no host reaches a host outside its group (the machine and its control plane stay reachable).
+   * Each group given is the whole truth for its members; with `all`, the groups given are the whole
+   * truth (hosts in none reach no other host). A member whose driverData is stale (the host was
+   * reset or terminated since) is left out. A driver without it keeps hosts apart by its own means
+   * (AWS: the VPC's security groups). Terminate and reset take a host out of its group themselves.
+   */
+  setNetworkGroups?(groups: { id: string; driverData: Record<string, unknown> }[][], opts?: OperationOptions & { all?: boolean }): Promise<void>;
   /** Idempotent: terminating a host that is already gone succeeds. Leaves nothing behind. */
   terminate(id: string, driverData: Record<string, unknown>, opts?: TerminateOptions): Promise<void>;
   describe(id: string, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<DescribedHost>;

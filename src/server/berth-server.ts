@@ -21,6 +21,7 @@ import { openStore, type Store } from '../store/store.js';
 import { ConfigHashKeys, TokensRepo } from '../store/tokens-repo.js';
 import { AGENT_ENROL_PATH, AGENT_PATH, type AgentMessage } from '../protocol/messages.js';
 import { AgentChannels } from '../agents/agent-channels.js';
+import { NetworkGroups } from '../hosts/network-groups.js';
 import { ClaimService } from '../pools/claim-service.js';
 import { PoolService } from '../pools/pool-service.js';
 import { PoolReconciler } from '../pools/reconciler.js';
@@ -222,6 +223,7 @@ export class BerthServer {
           log,
         });
       }
+      const networkGroups = new NetworkGroups({ driver: config.driver, hosts: hostsRepo, log });
       const claims = new ClaimService({
         pools: poolsRepo,
         claims: claimsRepo,
@@ -232,6 +234,8 @@ export class BerthServer {
         isConnected,
         log,
         onClaimed: async (host) => {
+          // First: a service-mode host's services may dial their dependencies on other hosts of the group.
+          await networkGroups.joined(host);
           services.pushTags(host.id, host.tags);
           await stacks.syncTagged(host);
         },
@@ -261,6 +265,7 @@ export class BerthServer {
       progress('adopting hosts that outlived the previous server');
       const failedClaims = await claims.recover();
       const recovered = await hostsService.recover();
+      await networkGroups.syncAll();
       if (config.driver.agents) {
         for (const row of await hostsRepo.listInStates(LIVE_HOST_STATES)) agents.attach({ id: row.id, tenantId: row.tenant_id, driverData: row.driver_data });
       }

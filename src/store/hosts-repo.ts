@@ -92,6 +92,18 @@ export class HostsRepo {
     return q.orderBy('created_at').orderBy('id').execute();
   }
 
+  /** A group's running hosts, as the driver needs them to let them reach each other (see NetworkGroups). */
+  async groupMembers(tenantId: string, group: string): Promise<{ id: string; driver_data: Record<string, unknown> }[]> {
+    return this.db
+      .selectFrom('hosts')
+      .select(['id', 'driver_data'])
+      .where('tenant_id', '=', tenantId)
+      .where('group_name', '=', group)
+      .where('slot', '=', 'claimed')
+      .where('state', '=', 'running')
+      .execute();
+  }
+
   /** The columns a host listing shows (the dashboard's table), for the hosts that are live or failed: a third of the cost of whole rows. */
   async listSummaries(tenantId: string, states: readonly HostState[]): Promise<HostSummaryRow[]> {
     return this.db

@@ -15,6 +15,8 @@ export interface ConformanceTarget {
   spec: (id: string, tags?: Record<string, string>) => HostSpec;
   /** The tags the backend shows for a launched host (instance tags, the host's tags file). */
   readTags?: (host: LaunchedHost) => Promise<Record<string, string>>;
+  /** Whether `from` can open a TCP connection to `to` (for the drivers with setNetworkGroups). */
+  reaches?: (from: LaunchedHost, to: LaunchedHost) => Promise<boolean>;
   /** A second driver of the same kind on the same backend, under another name. */
   other?: { driver: HostDriver; spec: (id: string) => HostSpec };
   /** Removes what the suite's drivers set up (after their hosts are gone). */
@@ -125,6 +127,25 @@ export function describeDriverConformance(name: string, setup: () => Promise<Con
         await other.driver.terminate(theirs.id, theirs.driverData);
       }
     });
+
+    it('setNetworkGroups: hosts of a group reach each other and no other host; a stale member is left out', async (ctx) => {
+      const reaches = t.reaches;
+      if (!t.driver.setNetworkGroups || !reaches) return ctx.skip();
+      const member = (h: LaunchedHost) => ({ id: h.id, driverData: h.driverData });
+      const [a, b, c] = await Promise.all([launch(), launch(), launch()]);
+      expect(await reaches(a, b)).toBe(false);
+      await t.driver.setNetworkGroups([[a, b].map(member)]);
+      expect([await reaches(a, b), await reaches(b, a), await reaches(a, c), await reaches(c, b)]).toEqual([true, true, false, false]);
+      // Terminate takes b out; a late call that still names it changes nothing for it.
+      await t.driver.terminate(b.id, b.driverData);
+      launched.delete(b.id);
+      await t.driver.setNetworkGroups([[a, b].map(member)]);
+      await t.driver.setNetworkGroups([[a, c].map(member)]);
+      expect(await reaches(a, c)).toBe(true);
+      // The whole truth: no group at all.
+      await t.driver.setNetworkGroups([], { all: true });
+      expect(await reaches(a, c)).toBe(false);
+    }, 60_000);
 
     it('terminate makes describe say gone and list forget the host; a second terminate is fine', async () => {
       const host = await launch();

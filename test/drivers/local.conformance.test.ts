@@ -3,11 +3,12 @@
  * its own (root on Linux needed; skipped otherwise). Hosts run the real bundled agent, which dials a
  * port nobody listens on and keeps retrying: the suite tests the driver, not enrolment.
  */
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import { expect } from 'vitest';
 import { countLocalLeftovers, LocalDriver } from '../../src/drivers/local/index.js';
-import type { HostSpec } from '../../src/drivers/types.js';
+import type { HostSpec, LaunchedHost } from '../../src/drivers/types.js';
 import { HOST_TAGS_PATH } from '../../src/protocol/messages.js';
 import { driverConfig, tempDataDir } from '../helpers/server.js';
 import { describeDriverConformance } from './conformance.js';
@@ -30,6 +31,25 @@ function specFor(net: typeof MAIN) {
   });
 }
 
+let probePort = 9300;
+
+/** A listener in `to`'s network namespace, dialled from `from`'s: what one host's process would see. */
+async function reaches(from: LaunchedHost, to: LaunchedHost): Promise<boolean> {
+  const port = probePort++;
+  const listener = spawn('ip', ['netns', 'exec', String(to.driverData['netns']), 'python3', '-c',
+    `import socket;s=socket.create_server(('',${port}));s.settimeout(5);print('ready',flush=True);c,_=s.accept();c.sendall(b'ok\\n');c.close()`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      listener.stdout.once('data', () => resolve());
+      listener.once('exit', (code) => reject(new Error(`the listener exited with ${String(code)}`)));
+    });
+    const dialled = spawnSync('ip', ['netns', 'exec', String(from.driverData['netns']), 'timeout', '2', 'bash', '-c', `exec 3<>/dev/tcp/${to.ip}/${port} && head -1 <&3`], { encoding: 'utf8' });
+    return dialled.stdout.trim() === 'ok';
+  } finally {
+    listener.kill();
+  }
+}
+
 describeDriverConformance(
   'local',
   async () => {
@@ -44,6 +64,7 @@ describeDriverConformance(
       spec: specFor(MAIN),
       // What the host itself sees, through its init's root.
       readTags: async (host) => JSON.parse(await readFile(`/proc/${Number(host.driverData['initPid'])}/root${HOST_TAGS_PATH}`, 'utf8')) as Record<string, string>,
+      reaches,
       other: { driver: other, spec: specFor(OTHER) },
       cleanup: async () => {
         expect(countLocalLeftovers(config)).toEqual(baseline);

@@ -213,7 +213,20 @@ describe('environments', () => {
     const answers = await Promise.all(Array.from({ length: 10 }, () => viaRouter(routerPort(), 'split')));
     expect(answers.every((a) => a.status === 200)).toBe(true);
     expect(new Set(answers.map((a) => a.backend)).size).toBe(2);
-    await berth(['env', 'rm', 'split'], env);
+    // The environment's hosts reach each other (web dials api on another host); no other host does.
+    const hostOf = async (id: string) => (await srv.api.get<{ id: string; ip: string; hostname: string }>(`/v1/hosts/${id}`)).body;
+    const apiHost = await hostOf(view.hosts.find((h) => h.service === 'api')?.hostId ?? '');
+    const webHost = await hostOf(view.hosts.find((h) => h.service === 'web')?.hostId ?? '');
+    const shell = async (hostId: string, command: string) =>
+      (await srv.api.post<CommandView>('/v1/commands', { targets: { hostIds: [hostId] }, parameters: { commands: [command] }, wait: 30 })).body.invocations[0]?.stdout.trim();
+    await shell(apiHost.id, `nohup python3 -c "import socket;s=socket.create_server(('',9200));[c.sendall(socket.gethostname().encode()+b'\\n') or c.close() for c,_ in iter(s.accept,None)]" >/dev/null 2>&1 & sleep 0.5`);
+    const dial = `timeout 2 bash -c 'exec 3<>/dev/tcp/${apiHost.ip}/9200 && head -1 <&3' 2>/dev/null || echo blocked`;
+    expect(await shell(webHost.id, dial)).toBe(apiHost.hostname);
+    const other = await create(['other', '--stack', 'shop']);
+    expect(other.code, other.stderr).toBe(0);
+    const otherHost = (JSON.parse(other.stdout) as EnvironmentView).hosts[0]?.hostId ?? '';
+    expect(await shell(otherHost, dial)).toBe('blocked');
+    await berth(['env', 'rm', 'split', 'other'], env);
   });
 
   it('runs a slug (a tarball with a Procfile) as an environment, and rejects bad slugs before claiming anything', async () => {

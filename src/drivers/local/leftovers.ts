@@ -3,11 +3,13 @@
  * nothing behind ("before == after"). Mounts are looked for in EVERY mount namespace on the machine,
  * since host mounts live in private namespaces that a leaked process would keep alive.
  */
+import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { cgroupPids, detectCgroupLayout, parentDirs, readMountinfo } from './cgroups.js';
 import { netnsPrefix, resolveLocalConfig, type LocalDriverConfig } from './config.js';
 import { listNetnsHostIds, listOurVeths, NETNS_DIR } from './network.js';
+import { ALLOW_PREF } from './reachability.js';
 
 export interface LocalLeftovers {
   /** Named network namespaces `<cgroupName>-*`. */
@@ -22,6 +24,8 @@ export interface LocalLeftovers {
   processes: number[];
   /** Host directories in stateDir. */
   hostDirs: string[];
+  /** Routing rules that let one of our hosts reach others (reachability.ts), as `ip rule` prints them. */
+  peerRules: string[];
 }
 
 export type LeftoverCounts = Record<keyof LocalLeftovers, number>;
@@ -83,7 +87,17 @@ export function findLocalLeftovers(config: LocalDriverConfig): LocalLeftovers {
     cgroups,
     processes: cgroupPids(cgroups),
     hostDirs,
+    peerRules: peerRules(cfg.bridge),
   };
+}
+
+function peerRules(bridge: string): string[] {
+  try {
+    const text = execFileSync('ip', ['-4', 'rule', 'show', 'pref', String(ALLOW_PREF)], { encoding: 'utf8', env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' } });
+    return text.split('\n').filter((line) => new RegExp(`\\biif ${bridge}\\b`).test(line));
+  } catch {
+    return [];
+  }
 }
 
 /** Number of each kind of leftover; compare before and after a test. */
@@ -96,5 +110,6 @@ export function countLocalLeftovers(config: LocalDriverConfig): LeftoverCounts {
     cgroups: found.cgroups.length,
     processes: found.processes.length,
     hostDirs: found.hostDirs.length,
+    peerRules: found.peerRules.length,
   };
 }

@@ -34,6 +34,7 @@ import { cancelled, consoleTail, createHostDir, launchError, LaunchProcessError,
 import { Spawner, type LaunchRequest, type LauncherChild } from './spawner.js';
 import { parseHostRecord, readStateFile, recordToDriverData, STATE_VERSION, writeStateFile, type HostRecord } from './host-state.js';
 import { ensureBridge, innerNetworkBatch, listNetnsHostIds, NETNS_DIR, outerNetworkBatch, removeHostNetwork } from './network.js';
+import { HostReachability } from './reachability.js';
 import { checkAgentDir, checkPlatform, prepareDevTemplate, probeNamespacesAndOverlay, resolveTools } from './preflight.js';
 import { describeFailure, findInitPid, isSameLiveProcess, pollUntil, readProcessStat, runCommand, sendSignal, SYSTEM_PATH, type CommandRunner } from './proc.js';
 import { IpAllocator } from './subnet.js';
@@ -45,6 +46,7 @@ interface Prepared {
   tools: SystemTools;
   layout: CgroupLayout;
   capTool: CapabilityTool;
+  reachability: HostReachability;
   info: DriverInfo;
 }
 
@@ -116,7 +118,9 @@ export class LocalDriver implements HostDriver {
     const capTool = await prepareCapabilityTool(hostToolsDir(this.cfg));
     ensureCgroupParents(layout, this.cfg.cgroupName);
     await ensureBridge(tools.ip, this.cfg.bridge, this.cfg.subnet);
-    const prepared: Prepared = { tools, layout, capTool, info: { name: this.name, agentListenHost: this.cfg.subnet.gateway } };
+    const reachability = new HostReachability(tools.ip, this.cfg.bridge, this.cfg.subnet, this.run);
+    await reachability.prepare();
+    const prepared: Prepared = { tools, layout, capTool, reachability, info: { name: this.name, agentListenHost: this.cfg.subnet.gateway } };
     // Addresses of hosts that survived a restart stay taken.
     for (const id of this.foundHostIds(layout)) {
       const ip = readStateFile(hostNames(this.cfg, id).stateFile)?.ip;
@@ -156,7 +160,7 @@ export class LocalDriver implements HostDriver {
    */
   async reset(spec: HostSpec, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<LaunchedHost> {
     const started = performance.now();
-    const { layout, tools } = await this.prepared();
+    const { layout, tools, reachability } = await this.prepared();
     const names = hostNames(this.cfg, spec.id);
     this.checkSpec(spec);
     const record = this.knownRecord(names, driverData);
@@ -166,6 +170,8 @@ export class LocalDriver implements HostDriver {
     }
     try {
       await this.stopProcesses(record, hostCgroupDirs(layout, this.cfg.cgroupName, spec.id));
+      // Its next user is not of its group. After the stop: a member listed from now on is stale.
+      await reachability.remove(ip);
       await destroyHostCgroups(hostCgroupDirs(layout, this.cfg.cgroupName, spec.id));
       // The overlay died with the host's mount namespace: its layers are plain directories now.
       await Promise.all([
@@ -251,16 +257,42 @@ export class LocalDriver implements HostDriver {
     await captureUpperDir({ names, hostname: record.hostname, ip: record.ip, dest, move: opts.stop, cp: tools.cp, run: this.run });
   }
 
+  /**
+   * See HostDriver.setNetworkGroups and reachability.ts. A member counts only while the init its
+   * driverData names runs: one reset or terminated since is left out, so a late call cannot give a
+   * host's address back to a group it left (the reset and terminate took it out already).
+   */
+  async setNetworkGroups(groups: { id: string; driverData: Record<string, unknown> }[][], opts: OperationOptions & { all?: boolean } = {}): Promise<void> {
+    const { reachability } = await this.prepared();
+    const addresses = groups.map((members) =>
+      members.flatMap((member) => {
+        if (!isValidHostId(member.id)) return [];
+        const given = parseHostRecord(member.driverData);
+        const live = readStateFile(hostNames(this.cfg, member.id).stateFile);
+        const current = live?.ip && live.initPid === given.initPid && live.initStartTime === given.initStartTime && isSameLiveProcess(live.initPid, live.initStartTime);
+        return current && live.ip ? [live.ip] : [];
+      }),
+    );
+    await reachability.setGroups(addresses, { all: opts.all ?? false });
+  }
+
+  /** Who reaches whom (address -> peers' addresses), for tests and diagnostics. */
+  async networkPeers(): Promise<Record<string, string[]>> {
+    return (await this.prepared()).reachability.snapshot();
+  }
+
   setStandby(id: string, _driverData: Record<string, unknown>, standby: boolean): void {
     if (this.layout) setHostStandby(this.layout, this.cfg.cgroupName, id, standby);
   }
 
   async terminate(id: string, driverData: Record<string, unknown>, _opts?: OperationOptions): Promise<void> {
-    await this.prepared();
+    const { reachability } = await this.prepared();
     const names = hostNames(this.cfg, id);
     const record = this.knownRecord(names, driverData);
     try {
       await this.destroy(names, record);
+      // Only once it is gone (a member listed from now on is stale), and before its address is free.
+      if (record.ip) await reachability.remove(record.ip);
     } catch (err) {
       if (isBerthError(err)) throw err;
       throw new BerthError('internal', `terminating host ${id} failed: ${errorMessage(err)}`, 'Terminate the host again; if it keeps failing, check the machine for leftovers of it (ip netns, cgroups, its state dir).', { hostId: id }, { cause: err });
@@ -342,7 +374,8 @@ export class LocalDriver implements HostDriver {
    */
   async teardown(): Promise<boolean> {
     if ((await this.list()).length > 0) return false;
-    const { tools, layout } = await this.prepared();
+    const { tools, layout, reachability } = await this.prepared();
+    await reachability.teardown();
     if (existsSync(`/sys/class/net/${this.cfg.bridge}`)) {
       const result = await this.run(tools.ip, ['link', 'del', this.cfg.bridge]);
       if (result.code !== 0) this.cfg.logger.warn({ bridge: this.cfg.bridge }, `could not remove the bridge: ${describeFailure('ip', result)}`);

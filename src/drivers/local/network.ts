@@ -19,7 +19,10 @@ export function outerNetworkBatch(names: HostNames, bridge: string): string {
   return [
     `netns add ${names.netns}`,
     `link add ${names.veth} type veth peer name eth0 netns ${names.netns}`,
-    `link set dev ${names.veth} alias ${names.vethAlias} master ${bridge} up`,
+    `link set dev ${names.veth} alias ${names.vethAlias} master ${bridge}`,
+    // Isolated before it is up: the bridge never forwards between two hosts (see reachability.ts).
+    `link set dev ${names.veth} type bridge_slave isolated on`,
+    `link set dev ${names.veth} up`,
     '',
   ].join('\n');
 }

@@ -237,7 +237,8 @@ export class HostService {
     if (row.pool && row.slot !== 'claimed') {
       throw new BerthError('invalid_state', `host ${id} is a ${row.slot ?? 'pool'} host of pool ${row.pool}`, 'A pool resets its own hosts; claim it first, or release a claimed host with --reuse.', { hostId: id });
     }
-    await this.reset(tenantId, id, { image: row.image, tags: row.tags, keepServices: true }, { waitMs });
+    const after = await this.reset(tenantId, id, { image: row.image, tags: row.tags, keepServices: true }, { waitMs });
+    if (after.group_name && after.slot === 'claimed') await this.deps.onResetInGroup?.(after);
     return this.get(tenantId, id);
   }
 

@@ -65,6 +65,8 @@ export interface HostServiceDeps {
   bootTimeoutMs?: number;
   /** After a host's tags changed: its agent and its stack's services follow. */
   onTagsChanged?: (row: HostRow) => Promise<void>;
+  /** A user's reset of a host that stays in its group is over: it reaches its group's hosts again (the driver's reset cut it off). */
+  onResetInGroup?: (row: HostRow) => Promise<void>;
   /** A host's machine exists (launched or admitted): a backend agent of the driver may speak for it. */
   onMachine?: (host: { id: string; tenantId: string; driverData: Record<string, unknown> }) => void;
 }

@@ -166,6 +166,7 @@ export class BerthServer {
           return late.images.resolve(tenantId, ref);
         },
       };
+      const networkGroups = new NetworkGroups({ driver: config.driver, hosts: hostsRepo, log });
       const hostsService = new HostService({
         hosts: hostsRepo,
         driver: config.driver,
@@ -182,6 +183,7 @@ export class BerthServer {
           services.pushTags(row.id, row.tags);
           await stacks.syncTagged(row);
         },
+        onResetInGroup: (row) => networkGroups.joined(row),
         onMachine: (host) => agents.attach(host),
         ...(bootTimeoutMs !== undefined ? { bootTimeoutMs } : {}),
         log,
@@ -223,7 +225,6 @@ export class BerthServer {
           log,
         });
       }
-      const networkGroups = new NetworkGroups({ driver: config.driver, hosts: hostsRepo, log });
       const claims = new ClaimService({
         pools: poolsRepo,
         claims: claimsRepo,

@@ -105,7 +105,7 @@ describe('which hosts reach each other', () => {
     expect(await dial(carol1, carol2)).toBe('blocked');
   }, 120_000);
 
-  it('keeps groups as they were across a server restart', async () => {
+  it('keeps groups as they were across a server restart and a user\'s reset', async () => {
     const dave1 = await claim('dave');
     const dave2 = await claim('dave');
     await listen(dave2);
@@ -117,6 +117,10 @@ describe('which hosts reach each other', () => {
       const hosts = (await srv.api.get<{ hosts: PoolHostView[] }>('/v1/pools/net/hosts')).body.hosts.filter((h) => h.group === 'dave');
       return hosts.length === 2 && hosts.every((h) => h.agent.connected) ? true : undefined;
     });
+    expect(await dial(dave1, dave2)).toBe(dave2.hostname);
+    // A user's reset of a claimed host keeps it in its group, and so within reach of it.
+    expect((await srv.api.post(`/v1/hosts/${dave2.id}/reset`, {})).status).toBe(200);
+    await listen(dave2);
     expect(await dial(dave1, dave2)).toBe(dave2.hostname);
     expect((await srv.api.post(`/v1/hosts/${dave1.id}/release`, {})).status).toBe(200);
     expect(peerRules()).toHaveLength(0);

@@ -17,7 +17,14 @@ export interface NetworkGroupsDeps {
 
 type Member = { id: string; driverData: Record<string, unknown> };
 
+/** How long a join is remembered beyond the store's view (far longer than a claim's last statement takes). */
+const RECENT_MS = 60_000;
+
 export class NetworkGroups {
+  /** This process's joins of the last RECENT_MS, by tenant and group (see joined). */
+  private readonly recent = new Map<string, { member: Member; at: number }[]>();
+  private prunedAt = 0;
+
   constructor(private readonly deps: NetworkGroupsDeps) {}
 
   /** Whether the driver keeps groups apart itself (else its backend's own means do). */
@@ -26,13 +33,35 @@ export class NetworkGroups {
   }
 
   /**
-   * `host` was just claimed into its group: it and the group's other hosts reach each other from
-   * now on. A group of one changes nothing on the machine.
+   * `host` is in its group (just claimed, or reset by its user): it and the group's other hosts
+   * reach each other from now on. `mates`, when the caller has them (a claim's last statement
+   * returns them), spares a query; a host alone in its group costs nothing.
    */
-  async joined(host: HostRow): Promise<void> {
+  async joined(host: HostRow, mates?: Pick<HostRow, 'id' | 'driver_data'>[]): Promise<void> {
     if (!this.enabled || !host.group_name) return;
-    const members = await this.deps.hosts.groupMembers(host.tenant_id, host.group_name);
-    await this.deps.driver.setNetworkGroups?.([members.map(member)]);
+    const fromStore = mates ?? (await this.deps.hosts.groupMembers(host.tenant_id, host.group_name));
+    const others = new Map(fromStore.filter((m) => m.id !== host.id).map((m) => [m.id, member(m)]));
+    // Two claims into one group whose last statements ran at once (PostgreSQL) did not see each
+    // other; the one that joins second here sees the first in this list. A host that left since is
+    // stale by its driverData, and the driver leaves it out.
+    const key = `${host.tenant_id}\u0000${host.group_name}`;
+    const now = Date.now();
+    const recent = (this.recent.get(key) ?? []).filter((r) => now - r.at < RECENT_MS && r.member.id !== host.id);
+    for (const r of recent) if (!others.has(r.member.id)) others.set(r.member.id, r.member);
+    this.recent.set(key, [...recent, { member: member(host), at: now }]);
+    this.prune(now);
+    if (others.size === 0) return;
+    await this.deps.driver.setNetworkGroups?.([[member(host), ...others.values()]]);
+  }
+
+  private prune(now: number): void {
+    if (now - this.prunedAt < RECENT_MS) return;
+    this.prunedAt = now;
+    for (const [key, list] of this.recent) {
+      const kept = list.filter((r) => now - r.at < RECENT_MS);
+      if (kept.length === 0) this.recent.delete(key);
+      else this.recent.set(key, kept);
+    }
   }
 
   /** At start: every group's running hosts, as the whole truth (whatever changed while no server ran). */

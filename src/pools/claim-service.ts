@@ -11,7 +11,7 @@ import { newId } from '../core/ids.js';
 import type { CommandService } from '../commands/command-service.js';
 import type { PoolFleet } from '../drivers/types.js';
 import type { HostService } from '../hosts/host-service.js';
-import type { ClaimsRepo } from '../store/claims-repo.js';
+import type { ClaimsRepo, GroupMate } from '../store/claims-repo.js';
 import type { HostsRepo } from '../store/hosts-repo.js';
 import type { PoolsRepo } from '../store/pools-repo.js';
 import type { ClaimRow, HostRow, PoolRow } from '../store/schema.js';
@@ -31,8 +31,11 @@ export interface ClaimServiceDeps {
   isConnected: (hostId: string) => boolean;
   log: (line: string) => void;
   bootTimeoutMs?: number;
-  /** A claim gave the host its user's tags: whatever follows from them (a stack's services) starts; awaited. */
-  onClaimed?: (host: HostRow) => Promise<void>;
+  /**
+   * A claim gave the host its user's tags and its group: whatever follows from them (it reaches its
+   * group's other hosts, `groupMates`; a stack's services start) happens; awaited.
+   */
+  onClaimed?: (host: HostRow, groupMates: GroupMate[]) => Promise<void>;
   /** A fleet driver's: a claimed host moves from its pool's group into the claiming group's. */
   fleet?: PoolFleet;
 }
@@ -255,7 +258,7 @@ export class ClaimService {
       // Awaited (its failure only logged): when the claim answers, the host's stack services have
       // been sent for its new tags, so a caller waiting for them (an environment) waits for the
       // right set. A host without a stack costs nothing here.
-      await this.deps.onClaimed?.(done.host).catch((err: unknown) => this.deps.log(`host ${host.id}: after its claim: ${errorMessage(err)}`));
+      await this.deps.onClaimed?.(done.host, done.groupMates).catch((err: unknown) => this.deps.log(`host ${host.id}: after its claim: ${errorMessage(err)}`));
       return toClaimView(done.claim, done.host, this.deps.isConnected(host.id));
     }
     const why = attempts.length > 0 ? attempts.map((a) => a.error).join('; ') : `deadline of ${input.deadline} s passed`;

@@ -234,9 +234,9 @@ export class BerthServer {
         reconciler,
         isConnected,
         log,
-        onClaimed: async (host) => {
+        onClaimed: async (host, groupMates) => {
           // First: a service-mode host's services may dial their dependencies on other hosts of the group.
-          await networkGroups.joined(host);
+          await networkGroups.joined(host, groupMates);
           services.pushTags(host.id, host.tags);
           await stacks.syncTagged(host);
         },

@@ -10,6 +10,12 @@ import type { ClaimRow, Database, HostRow } from './schema.js';
 import { claimCreated, claimEvent, slotEvent } from '../events/changes.js';
 import { NO_EVENTS, type EventSink } from '../events/types.js';
 
+
+/** A host of the same group, as the driver needs it (see HostDriver.setNetworkGroups). */
+export interface GroupMate {
+  id: string;
+  driver_data: Record<string, unknown>;
+}
 export interface NewClaim {
   id: string;
   tenantId: string;
@@ -74,8 +80,13 @@ export class ClaimsRepo {
    * the claim `pending` -> `ready`, and the pool counts a hit or a miss — all or nothing. Returns
    * the host and claim as stored, or undefined when either had moved on (the claim lost its host).
    */
-  async complete(c: { claimId: string; tenantId: string; pool: string; hostId: string; tags: Record<string, string>; hit: boolean; attempts: number; timings: Record<string, number>; durationMs: number }): Promise<{ host: HostRow; claim: ClaimRow } | undefined> {
-    const result = await sql<{ host: Record<string, unknown> | null; claim: Record<string, unknown> | null }>`
+  /**
+   * The claim's end: the host joins its group, the claim is ready, the pool counts it; in one
+   * statement. Also returns the group's other running hosts (from before this statement, which is
+   * all of them but this one), which the driver lets this host reach (see NetworkGroups).
+   */
+  async complete(c: { claimId: string; tenantId: string; pool: string; hostId: string; tags: Record<string, string>; hit: boolean; attempts: number; timings: Record<string, number>; durationMs: number }): Promise<{ host: HostRow; claim: ClaimRow; groupMates: GroupMate[] } | undefined> {
+    const result = await sql<{ host: Record<string, unknown> | null; claim: Record<string, unknown> | null; mates: GroupMate[] | null }>`
       with h as (
         update hosts set slot = 'claimed', slot_since = now(), updated_at = now(), tags = ${JSON.stringify(c.tags)}::jsonb
         where id = ${c.hostId} and slot = 'claiming' and claim_id = ${c.claimId}
@@ -89,10 +100,13 @@ export class ClaimsRepo {
         update pools set hits = hits + ${c.hit ? 1 : 0}, misses = misses + ${c.hit ? 0 : 1}
         where tenant_id = ${c.tenantId} and name = ${c.pool} and exists (select 1 from cl)
       )
-      select (select row_to_json(h) from h) as host, (select row_to_json(cl) from cl) as claim`.execute(this.db);
+      select (select row_to_json(h) from h) as host, (select row_to_json(cl) from cl) as claim,
+        (select json_agg(json_build_object('id', o.id, 'driver_data', o.driver_data)) from hosts o
+          where o.tenant_id = ${c.tenantId} and o.group_name = (select group_name from h) and o.id <> ${c.hostId}
+            and o.slot = 'claimed' and o.state = 'running') as mates`.execute(this.db);
     const row = result.rows[0];
     if (!row?.host || !row.claim) return undefined;
-    const done = { host: reviveDates(row.host, HOST_DATES) as unknown as HostRow, claim: reviveDates(row.claim, CLAIM_DATES) as unknown as ClaimRow };
+    const done = { host: reviveDates(row.host, HOST_DATES) as unknown as HostRow, claim: reviveDates(row.claim, CLAIM_DATES) as unknown as ClaimRow, groupMates: row.mates ?? [] };
     this.events.emit(slotEvent(done.host, 'claiming'));
     this.events.emit(claimEvent(done.claim, 'pending'));
     return done;

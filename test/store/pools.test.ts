@@ -93,6 +93,23 @@ for (const backend of storeBackends()) {
       expect(counts).toMatchObject({ ready: 0, claiming: 1, stale: 1, staleReady: 1 });
     });
 
+    it('completes a claim with the group\'s other running hosts, for the driver to connect', async () => {
+      await pools.create(DEFAULT_TENANT, spec('mates'));
+      for (const id of ['h-mate-1', 'h-mate-2', 'h-mate-3']) await readyHost('mates', 1, id);
+      const finish = async (claimId: string, group: string) => {
+        const picked = await claims.insertAndPick({ id: claimId, tenantId: DEFAULT_TENANT, pool: 'mates', group, idempotencyKey: null, request: {} });
+        const hostId = picked.picked?.host.id ?? '';
+        return { hostId, done: await claims.complete({ claimId, tenantId: DEFAULT_TENANT, pool: 'mates', hostId, tags: {}, hit: true, attempts: 1, timings: {}, durationMs: 1 }) };
+      };
+      const first = await finish('cl-m1', 'team');
+      expect(first.done?.groupMates).toEqual([]);
+      const second = await finish('cl-m2', 'team');
+      expect(second.done?.groupMates.map((m) => m.id)).toEqual([first.hostId]);
+      expect(second.done?.groupMates[0]?.driver_data).toEqual({});
+      const elsewhere = await finish('cl-m3', 'other-team');
+      expect(elsewhere.done?.groupMates).toEqual([]);
+    });
+
     it('keeps one claim per idempotency key', async () => {
       await pools.create(DEFAULT_TENANT, spec('idem'));
       const first = await claims.insertAndPick({ id: 'cl-k1', tenantId: DEFAULT_TENANT, pool: 'idem', group: 'g', idempotencyKey: 'key-1', request: {} });

@@ -1,0 +1,46 @@
+/** What the control plane tells the driver about groups (the driver's side: test/e2e/network-groups.test.ts). */
+import { describe, expect, it } from 'vitest';
+import type { HostsRepo } from '../store/hosts-repo.js';
+import type { HostRow } from '../store/schema.js';
+import { NetworkGroups } from './network-groups.js';
+
+const host = (id: string, group: string | null = 'alice'): HostRow => ({ id, tenant_id: 't', group_name: group, driver_data: { initPid: id.length } }) as unknown as HostRow;
+const mate = (id: string) => ({ id, driver_data: { initPid: id.length } });
+
+function setup() {
+  const calls: string[][][] = [];
+  const groups = new NetworkGroups({
+    driver: { setNetworkGroups: (g) => Promise.resolve(void calls.push(g.map((members) => members.map((m) => m.id).sort()))) },
+    hosts: { groupMembers: () => Promise.resolve([]) } as unknown as HostsRepo,
+    log: () => undefined,
+  });
+  return { calls, groups };
+}
+
+describe('network groups', () => {
+  it('asks nothing of the driver for a host alone in its group', async () => {
+    const { calls, groups } = setup();
+    await groups.joined(host('h-a'), []);
+    expect(calls).toEqual([]);
+  });
+
+  it('gives the driver the whole group when a host joins others', async () => {
+    const { calls, groups } = setup();
+    await groups.joined(host('h-c'), [mate('h-a'), mate('h-bb')]);
+    expect(calls).toEqual([[['h-a', 'h-bb', 'h-c']]]);
+  });
+
+  it('connects two hosts whose claims ended at once and did not see each other in the store', async () => {
+    const { calls, groups } = setup();
+    await Promise.all([groups.joined(host('h-a'), []), groups.joined(host('h-b'), [])]);
+    expect(calls).toEqual([[['h-a', 'h-b']]]);
+  });
+
+  it('keeps groups apart, and a host without a group out', async () => {
+    const { calls, groups } = setup();
+    await groups.joined(host('h-a', 'alice'), []);
+    await groups.joined(host('h-b', 'bob'), []);
+    await groups.joined(host('h-c', null), []);
+    expect(calls).toEqual([]);
+  });
+});

@@ -225,14 +225,18 @@ describe.skipIf(!canRun)('local driver on this machine', () => {
     expect(out.stdout).toContain('cannot-signal');
   });
 
-  it('lets each host bind the same port, reachable on its own address', async () => {
+  it('lets each host bind the same port, reachable on its own address (from another host only within a group)', async () => {
     expect((await inHost(a, listenScript(8080))).code).toBe(0);
     expect((await inHost(b, listenScript(8080))).code).toBe(0);
     expect(await eventually(() => fetchOverTcp(a.ip, 8080), (s) => s.length > 0)).toBe(`a-${run}`);
     expect(await eventually(() => fetchOverTcp(b.ip, 8080), (s) => s.length > 0)).toBe(`b-${run}`);
-    // Host to host over the bridge.
-    const fromA = await inHost(a, `node -e "require('net').connect(8080, '${b.ip}').on('data', (d) => process.stdout.write(d))"`);
-    expect(fromA.stdout).toBe(`b-${run}`);
+    // Host to host over the bridge: apart, until the driver puts them in one group.
+    const dialB = `timeout 2 bash -c 'exec 3<>/dev/tcp/${b.ip}/8080 && cat <&3' 2>/dev/null || echo blocked`;
+    expect((await inHost(a, dialB)).stdout.trim()).toBe('blocked');
+    await driver.setNetworkGroups([[a, b].map((h) => ({ id: h.id, driverData: h.driverData }))]);
+    expect((await inHost(a, dialB)).stdout.trim()).toBe(`b-${run}`);
+    await driver.setNetworkGroups([], { all: true });
+    expect((await inHost(a, dialB)).stdout.trim()).toBe('blocked');
   });
 
   it('applies the cgroup limits to every process of the host', async () => {

@@ -118,7 +118,7 @@ export class LocalDriver implements HostDriver {
     const capTool = await prepareCapabilityTool(hostToolsDir(this.cfg));
     ensureCgroupParents(layout, this.cfg.cgroupName);
     await ensureBridge(tools.ip, this.cfg.bridge, this.cfg.subnet);
-    const reachability = new HostReachability(tools.ip, this.cfg.bridge, this.cfg.subnet, this.run);
+    const reachability = new HostReachability(tools.ip, this.cfg.bridge, this.cfg.subnet, this.run, (message) => this.cfg.logger.warn({ bridge: this.cfg.bridge }, message));
     await reachability.prepare();
     const prepared: Prepared = { tools, layout, capTool, reachability, info: { name: this.name, agentListenHost: this.cfg.subnet.gateway } };
     // Addresses of hosts that survived a restart stay taken.

@@ -85,11 +85,15 @@ export class HostReachability {
   /** Changes run one at a time, in the order they were asked for. */
   private queue: Promise<unknown> = Promise.resolve();
 
+  /** Why groups cannot meet on this machine, when they cannot. */
+  private unavailable: string | undefined;
+
   constructor(
     private readonly ipTool: string,
     private readonly bridge: string,
     private readonly subnet: Subnet,
     private readonly run: CommandRunner,
+    private readonly warn: (message: string) => void,
   ) {}
 
   /**
@@ -98,22 +102,30 @@ export class HostReachability {
    * what a previous server left (its allow rules), so a restart changes nothing on the wire.
    */
   async prepare(): Promise<void> {
-    for (const [name, value] of [['forwarding', '1'], ['proxy_arp_pvlan', '1']] as const) {
-      try {
-        writeFileSync(`/proc/sys/net/ipv4/conf/${this.bridge}/${name}`, value);
-      } catch (err) {
-        throw new BerthError('driver_unavailable', `cannot set net.ipv4.conf.${this.bridge}.${name}: ${(err as Error).message}`, 'Run berth server as root with /proc/sys writable (inside a container add --privileged).');
-      }
-    }
+    // The prohibit rule is in place before the bridge forwards anything, so nothing ever slips through.
     const deny = await this.rules(DENY_PREF);
     if (!deny.some((r) => r.iif === this.bridge && r.action === 'prohibit')) {
       await this.batch([`rule add iif ${this.bridge} prohibit pref ${DENY_PREF}`], 'cannot install the rule that keeps hosts apart');
+    }
+    for (const [name, value] of [['proxy_arp_pvlan', '1'], ['forwarding', '1']] as const) {
+      try {
+        writeFileSync(`/proc/sys/net/ipv4/conf/${this.bridge}/${name}`, value);
+      } catch (err) {
+        // Hosts stay apart all the same (their ports are isolated); only groups cannot meet.
+        this.unavailable = `cannot set net.ipv4.conf.${this.bridge}.${name} (${(err as Error).message}), so the hosts of a group cannot reach each other; run berth server with /proc/sys writable (inside a container: --privileged)`;
+        this.warn(this.unavailable);
+        return;
+      }
     }
     this.peers = await this.current();
   }
 
   /** The groups given are the whole truth for their members: each reaches the others in its group. */
   setGroups(groups: readonly (readonly string[])[], opts: { all: boolean }): Promise<void> {
+    if (this.unavailable) {
+      if (groups.some((g) => g.length > 1)) this.warn(`hosts ${groups.filter((g) => g.length > 1).flat().join(', ')} stay apart: ${this.unavailable}`);
+      return Promise.resolve();
+    }
     return this.enqueue(() => {
       const wanted = peersOfGroups(groups);
       const next: PeerMap = new Map();
@@ -138,7 +150,7 @@ export class HostReachability {
 
   /** Everything this bridge's hosts were allowed goes, and the prohibit rule too (the bridge is going). */
   async teardown(): Promise<void> {
-    await this.enqueue(() => new Map());
+    if (!this.unavailable) await this.enqueue(() => new Map());
     const deny = await this.rules(DENY_PREF);
     if (deny.some((r) => r.iif === this.bridge)) await this.batch([`rule del iif ${this.bridge} prohibit pref ${DENY_PREF}`], 'cannot remove the rule that kept hosts apart');
   }

@@ -36,6 +36,14 @@ describe('network groups', () => {
     expect(calls).toEqual([[['h-a', 'h-b']]]);
   });
 
+  it('forgets a host that left (terminated or reset) instead of asking the driver about it again', async () => {
+    const { calls, groups } = setup();
+    await groups.joined(host('h-a'), []);
+    groups.left('h-a');
+    await groups.joined(host('h-b'), []);
+    expect(calls).toEqual([]);
+  });
+
   it('keeps groups apart, and a host without a group out', async () => {
     const { calls, groups } = setup();
     await groups.joined(host('h-a', 'alice'), []);

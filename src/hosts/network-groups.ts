@@ -23,6 +23,7 @@ const RECENT_MS = 60_000;
 export class NetworkGroups {
   /** This process's joins of the last RECENT_MS, by tenant and group (see joined). */
   private readonly recent = new Map<string, { member: Member; at: number }[]>();
+  private readonly recentGroupOf = new Map<string, string>();
   private prunedAt = 0;
 
   constructor(private readonly deps: NetworkGroupsDeps) {}
@@ -49,9 +50,20 @@ export class NetworkGroups {
     const recent = (this.recent.get(key) ?? []).filter((r) => now - r.at < RECENT_MS && r.member.id !== host.id);
     for (const r of recent) if (!others.has(r.member.id)) others.set(r.member.id, r.member);
     this.recent.set(key, [...recent, { member: member(host), at: now }]);
+    this.recentGroupOf.set(host.id, key);
     this.prune(now);
     if (others.size === 0) return;
     await this.deps.driver.setNetworkGroups?.([[member(host), ...others.values()]]);
+  }
+
+  /** The host is terminated or being reset: it leaves the recent joins (the driver cut it off already). */
+  left(hostId: string): void {
+    const key = this.recentGroupOf.get(hostId);
+    if (key === undefined) return;
+    this.recentGroupOf.delete(hostId);
+    const kept = (this.recent.get(key) ?? []).filter((r) => r.member.id !== hostId);
+    if (kept.length === 0) this.recent.delete(key);
+    else this.recent.set(key, kept);
   }
 
   private prune(now: number): void {
@@ -59,6 +71,7 @@ export class NetworkGroups {
     this.prunedAt = now;
     for (const [key, list] of this.recent) {
       const kept = list.filter((r) => now - r.at < RECENT_MS);
+      for (const r of list) if (!kept.includes(r) && this.recentGroupOf.get(r.member.id) === key) this.recentGroupOf.delete(r.member.id);
       if (kept.length === 0) this.recent.delete(key);
       else this.recent.set(key, kept);
     }

@@ -176,6 +176,7 @@ export class BerthServer {
         defaultResources: config.defaultResources ?? { cpus: 1, memoryMiB: 1024, pids: 512 },
         onHostGone: (hostId, detail) => {
           late.services?.onHostGone(hostId);
+          networkGroups.left(hostId);
           return dispatcher.failOpenForHost(hostId, detail);
         },
         images: bootImages,

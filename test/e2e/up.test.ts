@@ -77,5 +77,15 @@ describe('berth up', () => {
     expect(page.status).toBe(200);
     expect(page.body).toContain('<title>berth demo</title>');
     expect(page.body).toContain('"environment":"alice"');
+
+    // Service mode: web, api and worker each on a host of their own; web reaches the api on its host
+    // (the environment's hosts are one group), so /api answers through the router.
+    const split = await berth(['env', 'create', 'bob', '--stack', 'demo', '--mode', 'service', '--json'], { BERTH_URL: `http://127.0.0.1:${PORTS.api}`, BERTH_TOKEN: cleanup.api.token ?? '' }, { timeoutMs: 120_000 });
+    expect(split.code, split.stderr).toBe(0);
+    const splitView = JSON.parse(split.stdout) as EnvironmentView;
+    expect(splitView.hosts.map((h) => h.service).sort()).toEqual(['api', 'web', 'worker']);
+    const config = await get(`http://bob.localhost:${PORTS.router}/api/config`);
+    expect(config.status, config.body).toBe(200);
+    expect(config.body).toContain('"environment":"bob"');
   }, 300_000);
 });

@@ -12,7 +12,9 @@
  * A host's table holds one route per peer. Its number is the host's IPv4 address as a 32-bit number:
  * unique on the machine, since two bridges never share a subnet. The machine's own addresses are
  * answered by the local table before any of these rules, so reaching the machine is unchanged, and
- * the bridge forwards nothing else for hosts (no route out to other networks, as before).
+ * the bridge forwards nothing else for hosts (no route out to other networks, as before). The rules
+ * trust a packet's source address: a host cannot forge one, since it has neither NET_RAW nor
+ * NET_ADMIN (confinement.ts), so it sends only from the address its eth0 was given.
  */
 import { writeFileSync } from 'node:fs';
 import { BerthError } from '../../core/errors.js';

@@ -81,6 +81,25 @@ describe('which hosts reach each other', () => {
     expect(await dial(spare, alice1)).toBe('blocked');
     expect(await dial(alice1, spare)).toBe('blocked');
     expect(peerRules()).toHaveLength(2);
+    // The rules trust a packet's source: bob's host cannot send as alice's (IP_FREEBIND binds any
+    // address, but only IP_TRANSPARENT or a raw socket would send from it: NET_ADMIN / NET_RAW).
+    const forged = await run(bob, `python3 -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND
+s.bind(('${alice1.ip ?? '?'}', 0))
+try:
+    s.sendto(b'hi', ('${alice2.ip ?? '?'}', ${PORT}))
+    print('sent')
+except OSError as e:
+    print('refused', e.errno)
+try:
+    s.setsockopt(socket.SOL_IP, 19, 1)  # IP_TRANSPARENT
+    print('transparent')
+except OSError as e:
+    print('no-transparent', e.errno)
+"`);
+    expect(forged).toMatch(/^refused \d+\nno-transparent 1\n$/);
   }, 120_000);
 
   it('cuts off a host that leaves its group, terminated or reset for reuse', async () => {

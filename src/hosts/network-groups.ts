@@ -2,7 +2,8 @@
  * Hosts of one group reach each other over the network; no host reaches a host of another group or
  * a pool's spare (the driver keeps them apart: see HostDriver.setNetworkGroups). The control plane
  * says who is in which group: when a claim puts a host into one, and the whole picture at start.
- * Leaving needs nothing here: the driver's terminate and reset take a host out themselves.
+ * Leaving asks nothing of the driver: its terminate and reset take a host out themselves (`left`
+ * only forgets the host here).
  */
 import { errorMessage } from '../core/errors.js';
 import type { HostDriver } from '../drivers/types.js';
@@ -45,7 +46,7 @@ export class NetworkGroups {
     // Two claims into one group whose last statements ran at once (PostgreSQL) did not see each
     // other; the one that joins second here sees the first in this list. A host that left since is
     // stale by its driverData, and the driver leaves it out.
-    const key = `${host.tenant_id}\u0000${host.group_name}`;
+    const key = groupKey(host.tenant_id, host.group_name);
     const now = Date.now();
     const recent = (this.recent.get(key) ?? []).filter((r) => now - r.at < RECENT_MS && r.member.id !== host.id);
     for (const r of recent) if (!others.has(r.member.id)) others.set(r.member.id, r.member);
@@ -78,12 +79,12 @@ export class NetworkGroups {
   }
 
   /** At start: every group's running hosts, as the whole truth (whatever changed while no server ran). */
-  async syncAll(): Promise<number> {
-    if (!this.enabled) return 0;
+  async syncAll(): Promise<void> {
+    if (!this.enabled) return;
     const groups = new Map<string, Member[]>();
     for (const host of await this.deps.hosts.listInStates(['running'])) {
       if (!host.group_name || host.slot !== 'claimed') continue;
-      const key = `${host.tenant_id}\u0000${host.group_name}`;
+      const key = groupKey(host.tenant_id, host.group_name);
       groups.set(key, [...(groups.get(key) ?? []), member(host)]);
     }
     try {
@@ -91,8 +92,11 @@ export class NetworkGroups {
     } catch (err) {
       this.deps.log(`could not restore which hosts reach each other: ${errorMessage(err)}`);
     }
-    return groups.size;
   }
+}
+
+function groupKey(tenantId: string, group: string): string {
+  return `${tenantId}\u0000${group}`;
 }
 
 function member(host: Pick<HostRow, 'id' | 'driver_data'>): Member {

@@ -10,12 +10,9 @@ import type { ClaimRow, Database, HostRow } from './schema.js';
 import { claimCreated, claimEvent, slotEvent } from '../events/changes.js';
 import { NO_EVENTS, type EventSink } from '../events/types.js';
 
-
 /** A host of the same group, as the driver needs it (see HostDriver.setNetworkGroups). */
-export interface GroupMate {
-  id: string;
-  driver_data: Record<string, unknown>;
-}
+export type GroupMate = Pick<HostRow, 'id' | 'driver_data'>;
+
 export interface NewClaim {
   id: string;
   tenantId: string;
@@ -79,11 +76,8 @@ export class ClaimsRepo {
    * Completes a claim in one statement: its host goes `claiming` -> `claimed` with the user's tags,
    * the claim `pending` -> `ready`, and the pool counts a hit or a miss — all or nothing. Returns
    * the host and claim as stored, or undefined when either had moved on (the claim lost its host).
-   */
-  /**
-   * The claim's end: the host joins its group, the claim is ready, the pool counts it; in one
-   * statement. Also returns the group's other running hosts (from before this statement, which is
-   * all of them but this one), which the driver lets this host reach (see NetworkGroups).
+   * Also returns the group's other running hosts as the statement found them (a claim ending at the
+   * same moment may be missing: NetworkGroups covers that), for the driver to let the host reach.
    */
   async complete(c: { claimId: string; tenantId: string; pool: string; hostId: string; tags: Record<string, string>; hit: boolean; attempts: number; timings: Record<string, number>; durationMs: number }): Promise<{ host: HostRow; claim: ClaimRow; groupMates: GroupMate[] } | undefined> {
     const result = await sql<{ host: Record<string, unknown> | null; claim: Record<string, unknown> | null; mates: GroupMate[] | null }>`

@@ -93,7 +93,7 @@ export class HostsRepo {
   }
 
   /** A group's running hosts, as the driver needs them to let them reach each other (see NetworkGroups). */
-  async groupMembers(tenantId: string, group: string): Promise<{ id: string; driver_data: Record<string, unknown> }[]> {
+  async groupMembers(tenantId: string, group: string): Promise<Pick<HostRow, 'id' | 'driver_data'>[]> {
     return this.db
       .selectFrom('hosts')
       .select(['id', 'driver_data'])

@@ -276,11 +276,6 @@ export class LocalDriver implements HostDriver {
     await reachability.setGroups(addresses, { all: opts.all ?? false });
   }
 
-  /** Who reaches whom (address -> peers' addresses), for tests and diagnostics. */
-  async networkPeers(): Promise<Record<string, string[]>> {
-    return (await this.prepared()).reachability.snapshot();
-  }
-
   setStandby(id: string, _driverData: Record<string, unknown>, standby: boolean): void {
     if (this.layout) setHostStandby(this.layout, this.cfg.cgroupName, id, standby);
   }

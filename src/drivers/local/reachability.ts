@@ -157,11 +157,6 @@ export class HostReachability {
     if (deny.some((r) => r.iif === this.bridge)) await this.batch([`rule del iif ${this.bridge} prohibit pref ${DENY_PREF}`], 'cannot remove the rule that kept hosts apart');
   }
 
-  /** Who reaches whom now (for tests and `describe`): address -> sorted peers. */
-  snapshot(): Record<string, string[]> {
-    return Object.fromEntries([...this.peers].map(([ip, set]) => [ip, [...set].sort()]));
-  }
-
   private enqueue(next: () => PeerMap): Promise<void> {
     const step = this.queue.then(async () => {
       const after = next();

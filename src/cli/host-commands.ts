@@ -15,12 +15,14 @@ export function registerHostCommands(program: Command, ctx: Context): void {
     .option('--cpus <n>', 'CPU limit in cores', Number)
     .option('--memory <MiB>', 'memory limit in MiB', Number)
     .option('--pids <n>', 'process limit', Number)
+    .option('--disk <MiB>', 'size of the filesystem the host writes to, in MiB (default: the machine\'s disk, unbounded)', Number)
     .option('--json', 'print JSON')
-    .action(async (opts: { image?: string; tag: string[]; hostname?: string; cpus?: number; memory?: number; pids?: number; json?: boolean }) => {
+    .action(async (opts: { image?: string; tag: string[]; hostname?: string; cpus?: number; memory?: number; pids?: number; disk?: number; json?: boolean }) => {
       const resources = {
         ...(opts.cpus !== undefined ? { cpus: opts.cpus } : {}),
         ...(opts.memory !== undefined ? { memoryMiB: opts.memory } : {}),
         ...(opts.pids !== undefined ? { pids: opts.pids } : {}),
+        ...(opts.disk !== undefined ? { diskMiB: opts.disk } : {}),
       };
       const body = {
         ...(opts.image ? { image: opts.image } : {}),

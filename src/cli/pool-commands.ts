@@ -1,3 +1,4 @@
+import { DISK_MIN_MIB } from '../drivers/types.js';
 import { Option, type Command } from 'commander';
 import type { PoolHostView, PoolStatusView } from '../pools/views.js';
 import { age, collect, formatTags, parseKeyValues, table, UsageError, type Printer } from './output.js';
@@ -18,6 +19,7 @@ interface CreateOptions {
   tag: string[];
   cpus?: string;
   memory?: string;
+  disk?: string;
   json?: boolean;
 }
 
@@ -42,10 +44,12 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
     .option('--tag <k=v>', "tag the pool's hosts (repeatable)", collect, [])
     .option('--cpus <n>', 'CPU limit of each host in cores')
     .option('--memory <MiB>', 'memory limit of each host in MiB')
+    .option('--disk <MiB>', "size of the filesystem each host writes to, in MiB (default: the machine's disk, unbounded)")
     .option('--json', 'print JSON')
     .action(async (name: string, opts: CreateOptions) => {
       const cpus = positiveNumber(opts.cpus, '--cpus');
       const memoryMiB = wholeNumber(opts.memory, '--memory', 1);
+      const diskMiB = wholeNumber(opts.disk, '--disk', DISK_MIN_MIB);
       const maxSize = wholeNumber(opts.max, '--max', 0);
       const maxLaunching = wholeNumber(opts.maxLaunching, '--max-launching', 1);
       const maxIdleAge = wholeNumber(opts.maxIdleAge, '--max-idle-age', 1);
@@ -67,6 +71,7 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
         template: {
           ...(cpus !== undefined ? { cpus } : {}),
           ...(memoryMiB !== undefined ? { memoryMiB } : {}),
+          ...(diskMiB !== undefined ? { diskMiB } : {}),
           tags: parseKeyValues(opts.tag, 'tag'),
         },
       };

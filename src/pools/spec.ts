@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import { BerthError } from '../core/errors.js';
+import { DISK_MAX_MIB, DISK_MIN_MIB } from '../drivers/types.js';
 import type { PoolSpec } from '../store/pools-repo.js';
 
 export const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -45,6 +46,7 @@ export const poolSpecInput = z
         cpus: z.number().positive().max(1024).optional(),
         memoryMiB: z.number().int().positive().optional(),
         pids: z.number().int().positive().optional(),
+        diskMiB: z.number().int().min(DISK_MIN_MIB).max(DISK_MAX_MIB).optional().describe('Local driver: the size of the filesystem each host writes to, MiB'),
         tags: tags.default({}),
         aws: z
           .object({

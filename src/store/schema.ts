@@ -87,6 +87,7 @@ export interface PoolTemplate {
   cpus?: number;
   memoryMiB?: number;
   pids?: number;
+  diskMiB?: number;
   tags: Record<string, string>;
   /** The AWS driver's settings for this pool's machines, over the server's. */
   aws?: AwsPoolSettings;

@@ -44,6 +44,7 @@ describe('bad input', () => {
     ['unknown command', (api) => api.get('/v1/commands/c-nope'), 404, 'command_not_found'],
     ['unknown route', (api) => api.get('/v1/nothing-here'), 404, 'not_found'],
     ['bad hostname', (api) => api.post('/v1/hosts', { hostname: 'Not A Hostname!' }), 400, 'validation_failed'],
+    ['a disk too small for a system', (api) => api.post('/v1/hosts', { resources: { diskMiB: 1 } }), 400, 'validation_failed'],
     ['terminate unknown host', (api) => api.delete('/v1/hosts/h-nope'), 404, 'host_not_found'],
     // A top-level unknown key once crashed the error handler (a 500 in place of this 400).
     ['unknown top-level key', (api) => api.put('/v1/pools/p', { size: 0, bogus: 1 }), 400, 'validation_failed'],

@@ -141,6 +141,21 @@ describe('berth pool, claim, release, group and apply', () => {
     expect(await poolNames()).not.toContain('rush');
   });
 
+  it('pool create --disk gives each host a disk of its own; a bad size exits 2 and creates nothing', async () => {
+    const view = await json<PoolStatusView>('pool', 'create', 'disky', '--size', '1', '--disk', '64');
+    expect(view.template).toMatchObject({ diskMiB: 64 });
+    const claim = await json<{ host: { id: string } }>('claim', 'disky', '--group', 'dora');
+    const df = await berth(['run', '--host', claim.host.id, '--json', '--', 'df -k / | tail -1'], env);
+    const sizeKiB = Number((JSON.parse(df.stdout) as { invocations: { stdout: string }[] }).invocations[0]?.stdout.trim().split(/\s+/)[1]);
+    expect(sizeKiB).toBeGreaterThan(48 * 1024);
+    expect(sizeKiB).toBeLessThanOrEqual(64 * 1024);
+    expect((await berth(['release', claim.host.id], env)).code).toBe(0);
+    expect((await berth(['pool', 'rm', 'disky'], env)).code).toBe(0);
+    const bad = await berth(['pool', 'create', 'disky', '--size', '1', '--disk', '8'], env);
+    expect([bad.code, bad.stderr]).toEqual([2, expect.stringContaining('--disk')]);
+    expect(await poolNames()).not.toContain('disky');
+  });
+
   it('claim on an unknown pool exits 2', async () => {
     const res = await berth(['claim', 'nosuch', '--group', 'alice'], env);
     expect(res.code).toBe(2);

@@ -3,11 +3,12 @@
  * the host changed (overlays are mounted self-contained, see overlay.ts), plus what the driver wrote
  * at boot; the latter is taken out so an image never carries one host's boot files.
  */
-import { existsSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, realpathSync, rmdirSync } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BerthError } from '../../core/errors.js';
 import type { HostNames } from './config.js';
+import { hasOwnDisk } from './disk.js';
 import { bootFiles } from './host-launch.js';
 import { describeFailure, type CommandRunner } from './proc.js';
 
@@ -28,11 +29,12 @@ export interface CaptureInput {
 export async function captureUpperDir({ names, hostname, ip, dest, move, cp, run }: CaptureInput): Promise<void> {
   if (existsSync(dest)) throw new BerthError('conflict', `${dest} already exists`, 'Capture into a new directory.');
   if (!existsSync(names.upperDir)) throw new BerthError('invalid_state', `host ${names.id} has no writable layer on this machine`, 'Capture a running host.');
-  if (move) {
+  // A layer on the host's own disk (disk.ts) goes when the host does: it is copied, never moved.
+  if (move && !hasOwnDisk(names)) {
     await rename(names.upperDir, dest);
   } else {
     // cp -a keeps modes, owners, times, device nodes (whiteouts) and xattrs (opaque directories).
-    const result = await run(cp, ['-a', '--', names.upperDir, dest]);
+    const result = await run(cp, ['-a', '--', realpathSync(names.upperDir), dest]);
     if (result.code !== 0) {
       await rm(dest, { recursive: true, force: true });
       throw new BerthError('internal', `copying the writable layer of host ${names.id} failed: ${describeFailure('cp', result)}`, 'Check free disk space in the data dir and retry.');

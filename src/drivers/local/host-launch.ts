@@ -68,11 +68,12 @@ export async function writeHostFiles(names: HostNames, spec: HostSpec, ip: strin
     await Promise.all([mkdir(join(upperDir, OLD_ROOT), { mode: 0o700 }), writeFile(join(upperDir, INIT_PATH), INIT_SCRIPT, { mode: 0o755 })]);
   };
   await Promise.all([
-    mkdir(names.workDir, { mode: 0o700 }),
+    // Both exist already on a host with a disk of its own (links into it, see disk.ts).
+    mkdir(names.workDir, { mode: 0o700, recursive: true }),
     mkdir(names.rootDir, { mode: 0o700 }),
     writeFile(names.fstabFile, fstab, { mode: 0o600 }),
     // The upper dir's root becomes the host's '/', so it gets the mode of a root directory.
-    mkdir(upperDir, { mode: 0o755 }).then(() => Promise.all([seedEtc(), seedBerth()])),
+    mkdir(upperDir, { mode: 0o755, recursive: true }).then(() => Promise.all([seedEtc(), seedBerth()])),
   ]);
 }
 

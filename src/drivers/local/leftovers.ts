@@ -10,6 +10,7 @@ import { cgroupPids, detectCgroupLayout, parentDirs, readMountinfo } from './cgr
 import { netnsPrefix, resolveLocalConfig, type LocalDriverConfig } from './config.js';
 import { listNetnsHostIds, listOurVeths, NETNS_DIR } from './network.js';
 import { ALLOW_PREF } from './reachability.js';
+import { loopDevicesUnder } from './disk.js';
 
 export interface LocalLeftovers {
   /** Named network namespaces `<cgroupName>-*`. */
@@ -26,6 +27,8 @@ export interface LocalLeftovers {
   hostDirs: string[];
   /** Routing rules that let one of our hosts reach others (reachability.ts), as `ip rule` prints them. */
   peerRules: string[];
+  /** Loop devices backed by a host's disk (disk.ts). */
+  loopDevices: string[];
 }
 
 export type LeftoverCounts = Record<keyof LocalLeftovers, number>;
@@ -88,6 +91,7 @@ export function findLocalLeftovers(config: LocalDriverConfig): LocalLeftovers {
     processes: cgroupPids(cgroups),
     hostDirs,
     peerRules: peerRules(cfg.bridge),
+    loopDevices: loopDevicesUnder(cfg.stateDir),
   };
 }
 
@@ -111,5 +115,6 @@ export function countLocalLeftovers(config: LocalDriverConfig): LeftoverCounts {
     processes: found.processes.length,
     hostDirs: found.hostDirs.length,
     peerRules: found.peerRules.length,
+    loopDevices: found.loopDevices.length,
   };
 }

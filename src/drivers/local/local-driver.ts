@@ -35,6 +35,7 @@ import { Spawner, type LaunchRequest, type LauncherChild } from './spawner.js';
 import { parseHostRecord, readStateFile, recordToDriverData, STATE_VERSION, writeStateFile, type HostRecord } from './host-state.js';
 import { ensureBridge, innerNetworkBatch, listNetnsHostIds, NETNS_DIR, outerNetworkBatch, removeHostNetwork } from './network.js';
 import { HostReachability } from './reachability.js';
+import { createHostDisk, removeHostDisk } from './disk.js';
 import { checkAgentDir, checkPlatform, prepareDevTemplate, probeNamespacesAndOverlay, resolveTools } from './preflight.js';
 import { describeFailure, findInitPid, isSameLiveProcess, pollUntil, readProcessStat, runCommand, sendSignal, SYSTEM_PATH, type CommandRunner } from './proc.js';
 import { IpAllocator } from './subnet.js';
@@ -173,7 +174,9 @@ export class LocalDriver implements HostDriver {
       // Its next user is not of its group. After the stop: a member listed from now on is stale.
       await reachability.remove(ip);
       await destroyHostCgroups(hostCgroupDirs(layout, this.cfg.cgroupName, spec.id));
-      // The overlay died with the host's mount namespace: its layers are plain directories now.
+      // The overlay died with the host's mount namespace: its layers are plain directories now (or on
+      // its own disk, which goes; the boot makes a new one).
+      await removeHostDisk(names, this.run);
       await Promise.all([
         ...[names.upperDir, names.workDir, names.rootDir].map((dir) => rm(dir, { recursive: true, force: true, maxRetries: 3 })),
         removeHostNetwork(tools.ip, names, this.run),
@@ -201,6 +204,8 @@ export class LocalDriver implements HostDriver {
     });
     const launcherScript = buildLauncherScript({ tools, names, cgroupJoins, outerNetworkBatch: outerNetworkBatch(names, this.cfg.bridge), setupScript });
     const env = { HOME: '/root', HOSTNAME: spec.hostname, container: 'berth' };
+    // Mounted before the launcher makes the host's mount namespace, which copies it (see disk.ts).
+    if (spec.resources.diskMiB !== undefined) await createHostDisk(names, spec.resources.diskMiB, tools.sh, this.run);
     const launcher = await startLauncher(this.spawnLauncher, tools.sh, launcherScript, names, env, this.cfg.launchTimeoutMs, how.signal);
     try {
       // The state file is in place before the host runs (the launcher waits for us), so a crash
@@ -307,6 +312,7 @@ export class LocalDriver implements HostDriver {
     await destroyHostCgroups(cgroupDirs);
     await removeHostNetwork(tools.ip, names, this.run);
     // Only now: the overlay lived in the host's mount namespace, which died with its last process.
+    await removeHostDisk(names, this.run);
     await rm(names.hostDir, { recursive: true, force: true, maxRetries: 3 });
   }
 

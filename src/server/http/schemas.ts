@@ -1,6 +1,7 @@
 /** Request and response schemas of the HTTP API: validation and the OpenAPI document come from these. */
 import { z } from 'zod';
 import { MAX_EXECUTION_TIMEOUT_SECONDS } from '../../commands/views.js';
+import { DISK_MAX_MIB, DISK_MIN_MIB } from '../../drivers/types.js';
 
 const tags = z.record(z.string().min(1).max(128), z.string().max(256));
 
@@ -48,6 +49,7 @@ export const launchHostBody = z
         cpus: z.number().positive().max(1024).optional(),
         memoryMiB: z.number().int().positive().optional(),
         pids: z.number().int().positive().optional(),
+        diskMiB: z.number().int().min(DISK_MIN_MIB).max(DISK_MAX_MIB).optional().describe('Local driver: the size of the filesystem the host writes to (its files past the image), MiB'),
       })
       .strict()
       .optional(),

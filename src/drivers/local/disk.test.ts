@@ -1,0 +1,100 @@
+/**
+ * A host's own disk (HostResources.diskMiB) on this machine (root on Linux needed; skipped
+ * otherwise): a host that fills it gets ENOSPC and the machine's disk holds at most its size; a
+ * reset gives a fresh one; a capture copies its layer; terminate leaves no mount or loop device.
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { HostSpec, LaunchedHost } from '../types.js';
+import { countLocalLeftovers, LocalDriver, type LocalDriverConfig } from './index.js';
+
+const canRun = process.platform === 'linux' && process.getuid?.() === 0;
+const root = mkdtempSync('/tmp/berth-disk-test-');
+const config: LocalDriverConfig = {
+  stateDir: `${root}/hosts`,
+  bridge: 'berthdsk0',
+  subnet: '10.244.0.0/24',
+  agentDir: `${root}/agent`,
+  agentCommand: ['sleep', 'infinity'],
+  cgroupName: 'berthdsk',
+  stopGraceMs: 2000,
+};
+const run = randomBytes(3).toString('hex');
+
+function spec(name: string, diskMiB?: number): HostSpec {
+  const id = `h-${run}-${name}`;
+  return { id, hostname: `${name}-${run}`, image: '/', tags: {}, resources: diskMiB === undefined ? {} : { diskMiB }, agent: { hostId: id, token: `token-${name}`, serverUrl: 'ws://10.244.0.1:7071/v1/agent' } };
+}
+
+function inHost(host: LaunchedHost, script: string): Promise<{ code: number; stdout: string }> {
+  return new Promise((resolve) => {
+    execFile('nsenter', ['-t', String(host.driverData['initPid']), '-a', '/bin/sh', '-c', script], { encoding: 'utf8', timeout: 30_000 }, (err, stdout) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout });
+    });
+  });
+}
+
+/** Bytes the machine's disk holds for a file (a sparse file holds only what was written). */
+const allocated = (path: string): number => statSync(path).blocks * 512;
+
+describe.skipIf(!canRun)('a host with a disk of its own', () => {
+  let driver: LocalDriver;
+  let baseline: ReturnType<typeof countLocalLeftovers>;
+
+  beforeAll(async () => {
+    mkdirSync(config.agentDir, { recursive: true });
+    writeFileSync(`${config.agentDir}/berth-agent.txt`, 'agent bundle\n');
+    baseline = countLocalLeftovers(config);
+    driver = new LocalDriver(config);
+    await driver.init();
+  });
+
+  afterAll(async () => {
+    for (const host of await driver.list()) await driver.terminate(host.id, host.driverData);
+    expect(countLocalLeftovers(config)).toEqual(baseline);
+    expect(await driver.teardown()).toBe(true);
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('stops a host that fills its disk with ENOSPC, and the machine holds no more than its size', async () => {
+    const host = await driver.launch(spec('full', 32));
+    const df = await inHost(host, 'df -k / | tail -1');
+    const sizeKiB = Number(df.stdout.trim().split(/\s+/)[1]);
+    expect(sizeKiB).toBeGreaterThan(20 * 1024);
+    expect(sizeKiB).toBeLessThanOrEqual(32 * 1024);
+    const fill = await inHost(host, 'dd if=/dev/zero of=/root/big bs=1M count=64 2>&1; echo "exit $?"');
+    expect(fill.stdout).toMatch(/No space left on device/);
+    expect(fill.stdout).not.toContain('exit 0');
+    expect(allocated(`${config.stateDir}/${host.id}/disk.img`)).toBeLessThanOrEqual(33 * 1024 * 1024);
+    // The host still works: removing the file gives the room back.
+    expect((await inHost(host, 'rm /root/big && echo hello > /root/small && cat /root/small')).stdout).toBe('hello\n');
+    // Another host, without a disk of its own, writes on as before.
+    const free = await driver.launch(spec('free'));
+    expect((await inHost(free, 'dd if=/dev/zero of=/root/big bs=1M count=40 2>/dev/null && echo wrote')).stdout).toBe('wrote\n');
+    await Promise.all([driver.terminate(host.id, host.driverData), driver.terminate(free.id, free.driverData)]);
+    expect(countLocalLeftovers(config)).toEqual(baseline);
+  }, 60_000);
+
+  it('gives a reset host a fresh disk of the same size', async () => {
+    const host = await driver.launch(spec('reset', 32));
+    await inHost(host, 'echo secret > /root/left');
+    const fresh = await driver.reset(spec('reset', 32), host.driverData);
+    expect((await inHost(fresh, 'test -e /root/left && echo LEFTOVER; df -k / | tail -1')).stdout).not.toContain('LEFTOVER');
+    expect((await inHost(fresh, 'dd if=/dev/zero of=/root/big bs=1M count=64 2>&1')).stdout).toMatch(/No space left on device/);
+    await driver.terminate(fresh.id, fresh.driverData);
+    expect(countLocalLeftovers(config)).toEqual(baseline);
+  }, 60_000);
+
+  it('captures the layer of a host on its own disk (copied: the disk goes with the host)', async () => {
+    const host = await driver.launch(spec('capture', 32));
+    await inHost(host, 'mkdir -p /opt/app && echo v1 > /opt/app/version');
+    const dest = `${root}/layer`;
+    await driver.captureLayer(host.id, host.driverData, dest, { stop: true });
+    await driver.terminate(host.id, host.driverData);
+    expect(existsSync(`${dest}/opt/app/version`)).toBe(true);
+    expect(readdirSync(dest)).not.toContain('lost+found');
+    expect(countLocalLeftovers(config)).toEqual(baseline);
+  }, 60_000);
+});

@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { rename, writeFile } from 'node:fs/promises';
+import { isSameLiveProcess } from './proc.js';
 
 export const STATE_VERSION = 1;
 
@@ -64,6 +65,17 @@ export function readStateFile(path: string): Partial<HostRecord> | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The host's address while the init that `driverData` names still runs; undefined once the host was
+ * reset or terminated since (a stale view of it), or when it is not fully present.
+ */
+export function liveAddress(stateFile: string, driverData: Record<string, unknown>): string | undefined {
+  const given = parseHostRecord(driverData);
+  const live = readStateFile(stateFile);
+  if (!live?.ip || live.initPid === undefined || live.initPid !== given.initPid || live.initStartTime !== given.initStartTime) return undefined;
+  return isSameLiveProcess(live.initPid, live.initStartTime) ? live.ip : undefined;
 }
 
 /** Atomic replace, so a crash mid-write never leaves a truncated record behind. */

@@ -32,7 +32,7 @@ import { hasSysrqTrigger, prepareCapabilityTool, type CapabilityTool } from './c
 import { BaseViews, checkStack, lowerDirOption } from './overlay.js';
 import { cancelled, consoleTail, createHostDir, launchError, LaunchProcessError, spawnLocally, startLauncher, writeHostFiles } from './host-launch.js';
 import { Spawner, type LaunchRequest, type LauncherChild } from './spawner.js';
-import { parseHostRecord, readStateFile, recordToDriverData, STATE_VERSION, writeStateFile, type HostRecord } from './host-state.js';
+import { liveAddress, parseHostRecord, readStateFile, recordToDriverData, STATE_VERSION, writeStateFile, type HostRecord } from './host-state.js';
 import { ensureBridge, innerNetworkBatch, listNetnsHostIds, NETNS_DIR, outerNetworkBatch, removeHostNetwork } from './network.js';
 import { HostReachability } from './reachability.js';
 import { createHostDisk, removeHostDisk } from './disk.js';
@@ -269,15 +269,8 @@ export class LocalDriver implements HostDriver {
    */
   async setNetworkGroups(groups: { id: string; driverData: Record<string, unknown> }[][], opts: OperationOptions & { all?: boolean } = {}): Promise<void> {
     const { reachability } = await this.prepared();
-    const addresses = groups.map((members) =>
-      members.flatMap((member) => {
-        if (!isValidHostId(member.id)) return [];
-        const given = parseHostRecord(member.driverData);
-        const live = readStateFile(hostNames(this.cfg, member.id).stateFile);
-        const current = live?.ip && live.initPid === given.initPid && live.initStartTime === given.initStartTime && isSameLiveProcess(live.initPid, live.initStartTime);
-        return current && live.ip ? [live.ip] : [];
-      }),
-    );
+    const addressOf = (member: { id: string; driverData: Record<string, unknown> }) => (isValidHostId(member.id) ? liveAddress(hostNames(this.cfg, member.id).stateFile, member.driverData) : undefined);
+    const addresses = groups.map((members) => members.map(addressOf).filter((ip): ip is string => ip !== undefined));
     await reachability.setGroups(addresses, { all: opts.all ?? false });
   }
 

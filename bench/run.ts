@@ -28,12 +28,14 @@ import { imageBench } from './images.js';
 import { serviceBench } from './services.js';
 import { spinupBench } from './spinup.js';
 import { ms, summarize, type Summary } from './stats.js';
+import { diskLaunchBench } from './disk.js';
 
 const execFileAsync = promisify(execFile);
 
 const NET = { bridge: 'berthbench0', subnet: '10.220.0.0/22', cgroupName: 'berthbench' };
 const LAUNCHES = Number(process.env['BENCH_LAUNCHES'] ?? 60);
 const CLI_RUNS = 20;
+const DISK_LAUNCHES = Number(process.env['BENCH_DISK_LAUNCHES'] ?? 20);
 const ROUND_TRIPS = Number(process.env['BENCH_ROUND_TRIPS'] ?? 600);
 const IDLE_SECONDS = Number(process.env['BENCH_IDLE_SECONDS'] ?? 10);
 /**
@@ -74,7 +76,7 @@ async function main(): Promise<void> {
   if (LOCAL_PARTS.some((part) => ONLY.has(part))) {
     const srv = await startServer(NET, DATABASE_URL ? { databaseUrl: DATABASE_URL } : {});
     try {
-      if (ONLY.has('foundation')) rows.push(...(await foundationBench(srv)));
+      if (ONLY.has('foundation')) rows.push(...(await foundationBench(srv)), ...(await diskLaunchBench(srv, { launches: DISK_LAUNCHES, progress })));
       if (ONLY.has('claims')) rows.push(...(await claimBench(srv, { ...CLAIMS, progress })));
       if (ONLY.has('images')) rows.push(...(await imageBench(srv, { ...IMAGES, progress })));
       if (ONLY.has('services')) rows.push(...(await serviceBench(srv, { ...SERVICES, progress })));

@@ -1,8 +1,8 @@
-import { DISK_MIN_MIB } from '../drivers/types.js';
 import { Option, type Command } from 'commander';
 import type { PoolHostView, PoolStatusView } from '../pools/views.js';
 import { age, collect, formatTags, parseKeyValues, table, UsageError, type Printer } from './output.js';
 import type { Context } from './context.js';
+import { DISK_MIN_MIB } from '../core/resources.js';
 
 interface CreateOptions {
   image?: string;

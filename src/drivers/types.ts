@@ -6,10 +6,6 @@
  */
 import type { AgentMessage, ServerMessage } from '../protocol/messages.js';
 
-/** The sizes a host's disk (HostResources.diskMiB) may take: room for a system's writes, at most 1 TiB. */
-export const DISK_MIN_MIB = 16;
-export const DISK_MAX_MIB = 1024 * 1024;
-
 export interface HostResources {
   /** CPU limit in cores (may be fractional). */
   cpus?: number;
@@ -20,6 +16,7 @@ export interface HostResources {
   /**
    * Local driver: the host's writable layer lives on a filesystem of its own of this size, so a host
    * that fills it gets ENOSPC and the machine's disk is untouched. Absent: the machine's disk, unbounded.
+   * Between DISK_MIN_MIB and DISK_MAX_MIB (core/resources.ts).
    */
   diskMiB?: number;
 }

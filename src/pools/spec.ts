@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { BerthError } from '../core/errors.js';
-import { DISK_MAX_MIB, DISK_MIN_MIB } from '../drivers/types.js';
+import { DISK_MAX_MIB, DISK_MIN_MIB } from '../core/resources.js';
 import type { PoolSpec } from '../store/pools-repo.js';
 
 export const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;

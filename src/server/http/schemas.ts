@@ -1,7 +1,7 @@
 /** Request and response schemas of the HTTP API: validation and the OpenAPI document come from these. */
 import { z } from 'zod';
 import { MAX_EXECUTION_TIMEOUT_SECONDS } from '../../commands/views.js';
-import { DISK_MAX_MIB, DISK_MIN_MIB } from '../../drivers/types.js';
+import { DISK_MAX_MIB, DISK_MIN_MIB } from '../../core/resources.js';
 
 const tags = z.record(z.string().min(1).max(128), z.string().max(256));
 

@@ -3,37 +3,21 @@
  * otherwise): a host that fills it gets ENOSPC and the machine's disk holds at most its size; a
  * reset gives a fresh one; a capture copies its layer; terminate leaves no mount or loop device.
  */
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { HostSpec, LaunchedHost } from '../types.js';
+import type { HostSpec } from '../types.js';
 import { countLocalLeftovers, LocalDriver, type LocalDriverConfig } from './index.js';
+import { inHost, sleeperDriverConfig } from './test-helpers.js';
 
 const canRun = process.platform === 'linux' && process.getuid?.() === 0;
 const root = mkdtempSync('/tmp/berth-disk-test-');
-const config: LocalDriverConfig = {
-  stateDir: `${root}/hosts`,
-  bridge: 'berthdsk0',
-  subnet: '10.244.0.0/24',
-  agentDir: `${root}/agent`,
-  agentCommand: ['sleep', 'infinity'],
-  cgroupName: 'berthdsk',
-  stopGraceMs: 2000,
-};
+const config: LocalDriverConfig = sleeperDriverConfig(root, { bridge: 'berthdsk0', subnet: '10.244.0.0/24', cgroupName: 'berthdsk' });
 const run = randomBytes(3).toString('hex');
 
 function spec(name: string, diskMiB?: number): HostSpec {
   const id = `h-${run}-${name}`;
   return { id, hostname: `${name}-${run}`, image: '/', tags: {}, resources: diskMiB === undefined ? {} : { diskMiB }, agent: { hostId: id, token: `token-${name}`, serverUrl: 'ws://10.244.0.1:7071/v1/agent' } };
-}
-
-function inHost(host: LaunchedHost, script: string): Promise<{ code: number; stdout: string }> {
-  return new Promise((resolve) => {
-    execFile('nsenter', ['-t', String(host.driverData['initPid']), '-a', '/bin/sh', '-c', script], { encoding: 'utf8', timeout: 30_000 }, (err, stdout) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout });
-    });
-  });
 }
 
 /** Bytes the machine's disk holds for a file (a sparse file holds only what was written). */

@@ -3,7 +3,7 @@
  * They check what a user would: hosts are isolated from each other and from the machine, limits are
  * applied, hosts survive the control plane and are adopted, and terminate leaves nothing behind.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -14,18 +14,11 @@ import type { HostSpec, LaunchedHost } from '../types.js';
 import { detectCgroupLayout, hostCgroupDirs, readMountinfo } from './cgroups.js';
 import { countLocalLeftovers, LocalDriver, type LocalDriverConfig } from './index.js';
 import { bridgeMac } from './network.js';
+import { inHost, initPidOf, runTool, sleeperDriverConfig, type ToolOutput } from './test-helpers.js';
 
 const canRun = process.platform === 'linux' && process.getuid?.() === 0;
 const root = mkdtempSync('/tmp/berth-local-test-');
-const config: LocalDriverConfig = {
-  stateDir: `${root}/hosts`,
-  bridge: 'berthtst0',
-  subnet: '10.214.0.0/16',
-  agentDir: `${root}/agent`,
-  agentCommand: ['sleep', 'infinity'],
-  cgroupName: 'berthtst',
-  stopGraceMs: 2000,
-};
+const config: LocalDriverConfig = sleeperDriverConfig(root, { bridge: 'berthtst0', subnet: '10.214.0.0/16', cgroupName: 'berthtst' });
 const run = randomBytes(3).toString('hex');
 
 function spec(name: string, overrides: Partial<HostSpec> = {}): HostSpec {
@@ -41,30 +34,8 @@ function spec(name: string, overrides: Partial<HostSpec> = {}): HostSpec {
   };
 }
 
-interface Output {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function runTool(file: string, args: string[]): Promise<Output> {
-  return new Promise((resolve) => {
-    execFile(file, args, { encoding: 'utf8', timeout: 20_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-const initPidOf = (host: LaunchedHost): number => host.driverData.initPid as number;
-
-/** Runs a script inside the host, like `docker exec`: every namespace, the host's root. */
-function inHost(host: LaunchedHost, script: string): Promise<Output> {
-  return runTool('nsenter', ['-t', String(initPidOf(host)), '-a', '/bin/sh', '-c', script]);
-}
-
 /** Like inHost, but first joins the host's cgroups, as the agent's commands are. */
-function inHostCgroups(host: LaunchedHost, script: string): Promise<Output> {
+function inHostCgroups(host: LaunchedHost, script: string): Promise<ToolOutput> {
   const layout = detectCgroupLayout(readMountinfo());
   const dirs = hostCgroupDirs(layout, 'berthtst', host.id);
   const joins = layout.hierarchies.map((h, i) => (h.version === 1 ? `echo 0 > ${dirs[i]}/tasks` : `echo $$ > ${dirs[i]}/cgroup.procs`));

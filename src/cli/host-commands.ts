@@ -16,13 +16,15 @@ export function registerHostCommands(program: Command, ctx: Context): void {
     .option('--memory <MiB>', 'memory limit in MiB', Number)
     .option('--pids <n>', 'process limit', Number)
     .option('--disk <MiB>', 'size of the filesystem the host writes to, in MiB (default: the machine\'s disk, unbounded)', Number)
+    .option('--machine-port <port>', "a TCP port of the machine (at the host's gateway) the host may connect to, besides its agent channel (repeatable)", collect, [])
     .option('--json', 'print JSON')
-    .action(async (opts: { image?: string; tag: string[]; hostname?: string; cpus?: number; memory?: number; pids?: number; disk?: number; json?: boolean }) => {
+    .action(async (opts: { image?: string; tag: string[]; hostname?: string; cpus?: number; memory?: number; pids?: number; disk?: number; machinePort: string[]; json?: boolean }) => {
       const resources = {
         ...(opts.cpus !== undefined ? { cpus: opts.cpus } : {}),
         ...(opts.memory !== undefined ? { memoryMiB: opts.memory } : {}),
         ...(opts.pids !== undefined ? { pids: opts.pids } : {}),
         ...(opts.disk !== undefined ? { diskMiB: opts.disk } : {}),
+        ...(opts.machinePort.length ? { machinePorts: opts.machinePort.map(Number) } : {}),
       };
       const body = {
         ...(opts.image ? { image: opts.image } : {}),

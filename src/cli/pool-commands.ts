@@ -20,6 +20,7 @@ interface CreateOptions {
   cpus?: string;
   memory?: string;
   disk?: string;
+  machinePort: string[];
   json?: boolean;
 }
 
@@ -45,11 +46,13 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
     .option('--cpus <n>', 'CPU limit of each host in cores')
     .option('--memory <MiB>', 'memory limit of each host in MiB')
     .option('--disk <MiB>', "size of the filesystem each host writes to, in MiB (default: the machine's disk, unbounded)")
+    .option('--machine-port <port>', "a TCP port of the machine each host may connect to, besides its agent channel (repeatable)", collect, [])
     .option('--json', 'print JSON')
     .action(async (name: string, opts: CreateOptions) => {
       const cpus = positiveNumber(opts.cpus, '--cpus');
       const memoryMiB = wholeNumber(opts.memory, '--memory', 1);
       const diskMiB = wholeNumber(opts.disk, '--disk', DISK_MIN_MIB);
+      const machinePorts = opts.machinePort.map((port) => wholeNumber(port, '--machine-port', 1) ?? 0);
       const maxSize = wholeNumber(opts.max, '--max', 0);
       const maxLaunching = wholeNumber(opts.maxLaunching, '--max-launching', 1);
       const maxIdleAge = wholeNumber(opts.maxIdleAge, '--max-idle-age', 1);
@@ -72,6 +75,7 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
           ...(cpus !== undefined ? { cpus } : {}),
           ...(memoryMiB !== undefined ? { memoryMiB } : {}),
           ...(diskMiB !== undefined ? { diskMiB } : {}),
+          ...(machinePorts.length ? { machinePorts } : {}),
           tags: parseKeyValues(opts.tag, 'tag'),
         },
       };

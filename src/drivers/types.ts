@@ -19,6 +19,12 @@ export interface HostResources {
    * Between DISK_MIN_MIB and DISK_MAX_MIB (core/resources.ts).
    */
   diskMiB?: number;
+  /**
+   * Local driver: TCP ports of the machine (at the host's gateway address) the host may connect to,
+   * besides its agent channel; every other port of the machine is closed to it where nftables is
+   * installed (see drivers/local/machine-ports.ts). At most MACHINE_PORTS_MAX (core/resources.ts).
+   */
+  machinePorts?: number[];
 }
 
 export interface HostSpec {

@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { BerthError } from '../core/errors.js';
 import { DISK_MAX_MIB, DISK_MIN_MIB } from '../core/resources.js';
+import { machinePorts } from '../core/resources-schema.js';
 import type { PoolSpec } from '../store/pools-repo.js';
 
 export const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -47,6 +48,7 @@ export const poolSpecInput = z
         memoryMiB: z.number().int().positive().optional(),
         pids: z.number().int().positive().optional(),
         diskMiB: z.number().int().min(DISK_MIN_MIB).max(DISK_MAX_MIB).optional().describe('Local driver: the size of the filesystem each host writes to, MiB'),
+        machinePorts: machinePorts.optional().describe("Local driver: TCP ports of the machine (at the hosts' gateway address) each host may connect to besides its agent channel"),
         tags: tags.default({}),
         aws: z
           .object({

@@ -34,7 +34,7 @@ export interface HostsTable {
   hostname: string;
   ip: string | null;
   tags: Json<Record<string, string>>;
-  resources: Json<Record<string, number>>;
+  resources: Json<Record<string, number | number[]>>;
   driver_data: Json<Record<string, unknown>>;
   agent_token_hash: string;
   agent_connected: Generated<boolean>;
@@ -88,6 +88,7 @@ export interface PoolTemplate {
   memoryMiB?: number;
   pids?: number;
   diskMiB?: number;
+  machinePorts?: number[];
   tags: Record<string, string>;
   /** The AWS driver's settings for this pool's machines, over the server's. */
   aws?: AwsPoolSettings;

@@ -45,6 +45,8 @@ describe('bad input', () => {
     ['unknown route', (api) => api.get('/v1/nothing-here'), 404, 'not_found'],
     ['bad hostname', (api) => api.post('/v1/hosts', { hostname: 'Not A Hostname!' }), 400, 'validation_failed'],
     ['a disk too small for a system', (api) => api.post('/v1/hosts', { resources: { diskMiB: 1 } }), 400, 'validation_failed'],
+    ['a machine port out of range', (api) => api.post('/v1/hosts', { resources: { machinePorts: [70000] } }), 400, 'validation_failed'],
+    ['a machine port given twice', (api) => api.post('/v1/hosts', { resources: { machinePorts: [5432, 5432] } }), 400, 'validation_failed'],
     ['terminate unknown host', (api) => api.delete('/v1/hosts/h-nope'), 404, 'host_not_found'],
     // A top-level unknown key once crashed the error handler (a 500 in place of this 400).
     ['unknown top-level key', (api) => api.put('/v1/pools/p', { size: 0, bogus: 1 }), 400, 'validation_failed'],

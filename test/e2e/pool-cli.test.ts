@@ -1,6 +1,7 @@
 /** `berth pool`, `claim`, `release`, `group` and `apply` end to end: CLI -> server -> real hosts. */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HostView } from '../../src/hosts/views.js';
@@ -8,6 +9,7 @@ import type { ClaimView, PoolHostView, PoolStatusView } from '../../src/pools/vi
 import { berth, startServer, type InProcessServer } from '../helpers/server.js';
 
 const NET = { bridge: 'berthcli0', subnet: '10.225.0.0/22', cgroupName: 'berthcli' };
+const GATEWAY = '10.225.0.1';
 
 type PoolShow = PoolStatusView & { hosts: PoolHostView[] };
 
@@ -154,6 +156,29 @@ describe('berth pool, claim, release, group and apply', () => {
     const bad = await berth(['pool', 'create', 'disky', '--size', '1', '--disk', '8'], env);
     expect([bad.code, bad.stderr]).toEqual([2, expect.stringContaining('--disk')]);
     expect(await poolNames()).not.toContain('disky');
+  });
+
+  it('pool create --machine-port lets each host connect to that port of the machine, and to no other', async () => {
+    // A service of the machine's own, on every address (as a database or an sshd listens).
+    const servers = [9120, 9121].map((port) => createServer((socket) => socket.end(`port ${port}\n`)).listen(port, '0.0.0.0'));
+    try {
+      const view = await json<PoolStatusView>('pool', 'create', 'porty', '--size', '1', '--machine-port', '9120');
+      expect(view.template).toMatchObject({ machinePorts: [9120] });
+      const claim = await json<{ host: { id: string } }>('claim', 'porty', '--group', 'pat');
+      const dial = async (port: number) => {
+        const res = await berth(['run', '--host', claim.host.id, '--json', '--', `timeout 3 bash -c 'exec 3<>/dev/tcp/${GATEWAY}/${port} && head -1 <&3' 2>&1 || true`], env);
+        return (JSON.parse(res.stdout) as { invocations: { stdout: string }[] }).invocations[0]?.stdout.trim();
+      };
+      expect(await dial(9120)).toBe('port 9120');
+      expect(await dial(9121)).toMatch(/No route to host/);
+      expect((await berth(['release', claim.host.id], env)).code).toBe(0);
+      expect((await berth(['pool', 'rm', 'porty'], env)).code).toBe(0);
+      const bad = await berth(['pool', 'create', 'porty', '--size', '1', '--machine-port', 'ssh'], env);
+      expect([bad.code, bad.stderr]).toEqual([2, expect.stringContaining('--machine-port')]);
+      expect(await poolNames()).not.toContain('porty');
+    } finally {
+      for (const server of servers) server.close();
+    }
   });
 
   it('claim on an unknown pool exits 2', async () => {

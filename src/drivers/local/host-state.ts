@@ -28,6 +28,10 @@ export interface HostRecord {
   /** The host's PID 1 as seen from the machine. */
   initPid?: number;
   initStartTime?: number;
+  /** Where its agent dials and the machine's ports it was granted (see machine-ports.ts). */
+  agentIp?: string;
+  agentPort?: number;
+  machinePorts?: number[];
   launchedAt: string;
 }
 
@@ -45,11 +49,14 @@ export function parseHostRecord(data: unknown): Partial<HostRecord> {
   const d = data as Record<string, unknown>;
   const record: Partial<HostRecord> = {};
   if (typeof d.version === 'number') record.version = d.version;
-  for (const key of ['id', 'hostname', 'ip', 'gateway', 'image', 'netns', 'veth', 'hostDir', 'consoleLog', 'launchedAt'] as const) {
+  for (const key of ['id', 'hostname', 'ip', 'gateway', 'image', 'netns', 'veth', 'hostDir', 'consoleLog', 'launchedAt', 'agentIp'] as const) {
     if (typeof d[key] === 'string') record[key] = text(d[key]);
   }
   if (typeof d.prefixLength === 'number') record.prefixLength = d.prefixLength;
   if (Array.isArray(d.cgroupDirs)) record.cgroupDirs = d.cgroupDirs.filter((x): x is string => typeof x === 'string');
+  const agentPort = optionalNumber(d.agentPort);
+  if (agentPort !== undefined) record.agentPort = agentPort;
+  if (Array.isArray(d.machinePorts)) record.machinePorts = d.machinePorts.filter((p): p is number => optionalNumber(p) !== undefined && p <= 65535);
   const outerPid = optionalNumber(d.outerPid);
   const outerStartTime = optionalNumber(d.outerStartTime);
   const initPid = optionalNumber(d.initPid);
@@ -86,5 +93,5 @@ export async function writeStateFile(path: string, record: HostRecord): Promise<
 }
 
 export function recordToDriverData(record: HostRecord): Record<string, unknown> {
-  return { ...record, cgroupDirs: [...record.cgroupDirs] };
+  return { ...record, cgroupDirs: [...record.cgroupDirs], ...(record.machinePorts ? { machinePorts: [...record.machinePorts] } : {}) };
 }

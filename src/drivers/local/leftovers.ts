@@ -11,6 +11,7 @@ import { netnsPrefix, resolveLocalConfig, type LocalDriverConfig } from './confi
 import { listNetnsHostIds, listOurVeths, NETNS_DIR } from './network.js';
 import { ALLOW_PREF } from './reachability.js';
 import { loopDevicesUnder } from './disk.js';
+import { tableName } from './machine-ports.js';
 
 export interface LocalLeftovers {
   /** Named network namespaces `<cgroupName>-*`. */
@@ -29,6 +30,8 @@ export interface LocalLeftovers {
   peerRules: string[];
   /** Loop devices backed by a host's disk (disk.ts). */
   loopDevices: string[];
+  /** Grants of the machine's ports to a host address (machine-ports.ts), as `address . port`. */
+  machinePortGrants: string[];
 }
 
 export type LeftoverCounts = Record<keyof LocalLeftovers, number>;
@@ -92,7 +95,18 @@ export function findLocalLeftovers(config: LocalDriverConfig): LocalLeftovers {
     hostDirs,
     peerRules: peerRules(cfg.bridge),
     loopDevices: loopDevicesUnder(cfg.stateDir),
+    machinePortGrants: machinePortGrants(cfg.bridge),
   };
+}
+
+function machinePortGrants(bridge: string): string[] {
+  try {
+    const text = execFileSync('nft', ['-j', 'list', 'set', 'inet', tableName(bridge), 'granted'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' } });
+    const parsed = JSON.parse(text) as { nftables?: { set?: { elem?: { concat?: unknown[] }[] } }[] };
+    return (parsed.nftables ?? []).flatMap((entry) => entry.set?.elem ?? []).map((e) => (e.concat ?? []).join(' . '));
+  } catch {
+    return []; // no nft, or no table: nothing granted
+  }
 }
 
 function peerRules(bridge: string): string[] {
@@ -116,5 +130,6 @@ export function countLocalLeftovers(config: LocalDriverConfig): LeftoverCounts {
     hostDirs: found.hostDirs.length,
     peerRules: found.peerRules.length,
     loopDevices: found.loopDevices.length,
+    machinePortGrants: found.machinePortGrants.length,
   };
 }

@@ -24,19 +24,23 @@ export function checkPlatform(): void {
   }
 }
 
+/** Absolute path of an executable `name` on the system path, if there is one. */
+export function findTool(name: string): string | undefined {
+  return SYSTEM_PATH.split(':').map((dir) => join(dir, name)).find((path) => {
+    try {
+      accessSync(path, constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
 export function resolveTools(): SystemTools {
-  const dirs = SYSTEM_PATH.split(':');
   const missing: string[] = [];
   const resolved: Partial<SystemTools> = {};
   for (const [key, name] of Object.entries(TOOL_NAMES) as [keyof SystemTools, string][]) {
-    const found = dirs.map((dir) => join(dir, name)).find((path) => {
-      try {
-        accessSync(path, constants.X_OK);
-        return true;
-      } catch {
-        return false;
-      }
-    });
+    const found = findTool(name);
     if (found) resolved[key] = found;
     else missing.push(name);
   }

@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { MAX_EXECUTION_TIMEOUT_SECONDS } from '../../commands/views.js';
 import { DISK_MAX_MIB, DISK_MIN_MIB } from '../../core/resources.js';
+import { machinePorts } from '../../core/resources-schema.js';
 
 const tags = z.record(z.string().min(1).max(128), z.string().max(256));
 
@@ -22,7 +23,7 @@ export const hostView = z.object({
   imageId: z.string().nullable(),
   driver: z.string(),
   tags: z.record(z.string(), z.string()),
-  resources: z.record(z.string(), z.number()),
+  resources: z.record(z.string(), z.union([z.number(), z.array(z.number())])),
   agent: z.object({ connected: z.boolean(), lastSeen: z.string().nullable(), version: z.string().nullable() }),
   createdAt: z.string(),
   readyAt: z.string().nullable(),
@@ -50,6 +51,7 @@ export const launchHostBody = z
         memoryMiB: z.number().int().positive().optional(),
         pids: z.number().int().positive().optional(),
         diskMiB: z.number().int().min(DISK_MIN_MIB).max(DISK_MAX_MIB).optional().describe('Local driver: the size of the filesystem the host writes to (its files past the image), MiB'),
+        machinePorts: machinePorts.optional().describe("Local driver: TCP ports of the machine (at the host's gateway address) the host may connect to besides its agent channel; the machine's other ports are closed to it"),
       })
       .strict()
       .optional(),

@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DescribeInstanceAttributeCommand, DescribeInstancesCommand, DescribeLaunchTemplatesCommand, EC2Client, type Instance } from '@aws-sdk/client-ec2';
+import { DescribeImagesCommand, DescribeInstanceAttributeCommand, DescribeInstancesCommand, DescribeLaunchTemplatesCommand, DescribeLaunchTemplateVersionsCommand, DescribeVolumesCommand, EC2Client, type Instance } from '@aws-sdk/client-ec2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AwsDriver, type AwsDriverConfig } from '../../src/drivers/aws/index.js';
 import type { RequestHandler } from '../../src/drivers/aws/sdk.js';
@@ -127,5 +127,29 @@ describe.skipIf(!motoAvailable('AWS driver on moto'))('AWS driver on moto', () =
     const err = await d.launch(awsSpec('h-moto-subnet')).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'validation_failed', details: { operation: 'RunInstances', awsCode: 'InvalidSubnetID.NotFound' } });
     expect((err as Error).message).toContain('subnet or security group');
+  });
+
+  it("a disk size is the root volume's size (whole GiB), for a launch and a pool's template; below the image's own it is refused before EC2 is asked", async () => {
+    const d = make();
+    await d.init();
+    const image = (await net.ec2.send(new DescribeImagesCommand({ ImageIds: [net.imageId] }))).Images?.[0];
+    const rootGiB = image?.BlockDeviceMappings?.find((m) => m.DeviceName === image.RootDeviceName)?.Ebs?.VolumeSize ?? 0;
+    const spec = { ...awsSpec('h-moto-disk'), resources: { diskMiB: (rootGiB + 4) * 1024 - 100 } };
+    const host = await d.launch(spec);
+    const volumes = await net.ec2.send(new DescribeVolumesCommand({ Filters: [{ Name: 'attachment.instance-id', Values: [String(host.driverData['instanceId'])] }] }));
+    expect(volumes.Volumes?.map((v) => [v.Attachments?.[0]?.Device, v.Size])).toEqual([[image?.RootDeviceName, rootGiB + 4]]);
+    await d.terminate(host.id, host.driverData);
+
+    const before = d.callCounts()['RunInstances'] ?? 0;
+    const small = await d.launch({ ...awsSpec('h-moto-small'), resources: { diskMiB: 1024 } }).catch((e: unknown) => e);
+    expect(small).toMatchObject({ code: 'validation_failed', details: { diskMiB: 1024, imageRootGiB: rootGiB } });
+    expect((small as { hint?: string }).hint).toContain(`at least ${rootGiB * 1024} MiB`);
+    expect(d.callCounts()['RunInstances'] ?? 0).toBe(before);
+
+    const pool = { name: 'disky', size: 0, image: '/', tags: {}, resources: { diskMiB: (rootGiB + 2) * 1024 }, enrolment: { url: 'http://10.0.0.1:7071/v1/enrol', tenantId: 't', pool: 'disky', token: 'tok', generation: 1 } };
+    await d.fleet.ensurePool(pool);
+    const template = await net.ec2.send(new DescribeLaunchTemplateVersionsCommand({ LaunchTemplateName: d.fleet.templateName('disky'), Versions: ['$Latest'] }));
+    expect(template.LaunchTemplateVersions?.[0]?.LaunchTemplateData?.BlockDeviceMappings).toEqual([{ DeviceName: image?.RootDeviceName, Ebs: { VolumeSize: rootGiB + 2, DeleteOnTermination: true } }]);
+    await d.fleet.removePool('disky');
   });
 });

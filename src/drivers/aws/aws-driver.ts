@@ -21,6 +21,7 @@ import { AwsGroups } from './groups.js';
 import { isAmiId, resolveAwsConfig, TAG_HOST_ID, TAG_MANAGED_BY, type AwsDriverConfig, type ResolvedAwsConfig } from './config.js';
 import { hasAwsCode } from './errors.js';
 import { ensureLaunchTemplate } from './launch-template.js';
+import { RootVolumes } from './root-volume.js';
 import { awsCall, CallCounter, createEc2Client, type CallInfo, type RequestHandler } from './sdk.js';
 import { buildUserData, USER_DATA_LIMIT } from './user-data.js';
 import { SsmChannel } from './ssm.js';
@@ -50,12 +51,14 @@ export class AwsDriver implements HostDriver {
   /** Hosts of the `ssm` command channel: their SSM agent stands in for berth's (ssm-agents.ts). */
   readonly agents: SsmAgents;
   private readonly ssm: SsmChannel;
+  private readonly rootVolumes: RootVolumes;
 
   constructor(config: AwsDriverConfig, options: AwsDriverOptions = {}) {
     this.cfg = resolveAwsConfig(config);
     this.ec2 = createEc2Client(this.cfg, options.requestHandler);
     this.counter.attach(this.ec2);
     this.fleet = new AwsFleet(this.cfg, this.ec2, new AwsGroups(config, options));
+    this.rootVolumes = new RootVolumes(this.ec2, this.cfg);
     this.ssm = new SsmChannel(this.cfg, options.requestHandler ? { requestHandler: options.requestHandler } : {});
     this.agents = new SsmAgents(this.ssm, { pollMs: this.cfg.ssmPollMs, registrationTimeoutMs: this.cfg.ssmRegistrationTimeoutMs, logger: this.cfg.logger });
   }
@@ -101,6 +104,7 @@ export class AwsDriver implements HostDriver {
     const template = await this.prepared();
     if (opts?.signal?.aborted) throw cancelled(spec.id);
     const imageId = isAmiId(spec.image) ? spec.image : this.cfg.imageId;
+    const blockDevices = await this.rootVolumes.mappings(imageId, spec.resources.diskMiB, opts);
     const subnetId = this.cfg.subnetIds.length ? this.cfg.subnetIds[this.nextSubnet++ % this.cfg.subnetIds.length] : undefined;
     const tags: Tag[] = [
       ...Object.entries(spec.tags).map(([Key, Value]) => ({ Key, Value })),
@@ -123,6 +127,7 @@ export class AwsDriver implements HostDriver {
             ClientToken: spec.id,
             ...(subnetId ? { SubnetId: subnetId } : {}),
             ...(this.cfg.securityGroupIds.length ? { SecurityGroupIds: this.cfg.securityGroupIds } : {}),
+            ...(blockDevices ? { BlockDeviceMappings: blockDevices } : {}),
             UserData: Buffer.from(userData).toString('base64'),
             TagSpecifications: [
               { ResourceType: 'instance', Tags: tags },

@@ -12,6 +12,7 @@ import { BerthError } from '../../core/errors.js';
 import type { FleetPool, OperationOptions, PoolFleet } from '../types.js';
 import { isAmiId, type CommandChannel, type ResolvedAwsConfig } from './config.js';
 import type { AwsGroups } from './groups.js';
+import { RootVolumes } from './root-volume.js';
 import { awsCall, callTally } from './sdk.js';
 import { buildFleetUserData, USER_DATA_LIMIT } from './user-data.js';
 
@@ -61,11 +62,15 @@ export class AwsFleet implements PoolFleet {
   /** Each pool's command channel, as its settings were last seen (ensurePool, discover). */
   private readonly channels = new Map<string, CommandChannel>();
 
+  private readonly rootVolumes: RootVolumes;
+
   constructor(
     private readonly cfg: ResolvedAwsConfig,
     private readonly ec2: EC2Client,
     readonly groups: AwsGroups,
-  ) {}
+  ) {
+    this.rootVolumes = new RootVolumes(ec2, cfg);
+  }
 
   templateName(pool: string): string {
     return `${this.cfg.name}-pool-${pool}`;
@@ -81,6 +86,7 @@ export class AwsFleet implements PoolFleet {
       throw new BerthError('validation_failed', `pool ${pool.name}'s boot script is over EC2's 16 KiB`, 'Use fewer or shorter tags in the pool template.', { pool: pool.name });
     }
     const settings = poolSettings(pool);
+    const [rootVolume] = (await this.rootVolumes.mappings(pool.image === '/' ? this.cfg.imageId : pool.image, pool.resources.diskMiB, opts)) ?? [];
     await this.groups.ensurePoolGroup(
       pool.name,
       pool.size,
@@ -92,6 +98,7 @@ export class AwsFleet implements PoolFleet {
         ...(settings.instanceType ? { instanceType: settings.instanceType } : {}),
         ...(settings.instanceProfile ? { instanceProfile: settings.instanceProfile } : {}),
         ...(settings.securityGroupIds ? { securityGroupIds: settings.securityGroupIds } : {}),
+        ...(rootVolume ? { rootVolume } : {}),
         userData,
       },
       settings.subnetIds,

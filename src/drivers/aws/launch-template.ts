@@ -9,6 +9,7 @@ import {
   CreateLaunchTemplateVersionCommand,
   DescribeLaunchTemplateVersionsCommand,
   type _InstanceType,
+  type BlockDeviceMapping,
   type EC2Client,
   type RequestLaunchTemplateData,
   type ResponseLaunchTemplateData,
@@ -33,6 +34,8 @@ export interface TemplateVariant {
   securityGroupIds?: string[];
   /** The boot script, plain text (base64-encoded here). */
   userData?: string;
+  /** The root volume's size, when the pool's hosts ask for a disk size (root-volume.ts). */
+  rootVolume?: BlockDeviceMapping;
 }
 
 export function templateData(cfg: ResolvedAwsConfig, variant?: TemplateVariant): RequestLaunchTemplateData {
@@ -45,6 +48,9 @@ export function templateData(cfg: ResolvedAwsConfig, variant?: TemplateVariant):
     ...(variant && securityGroupIds.length > 0 ? { SecurityGroupIds: securityGroupIds } : {}),
     InstanceType: (variant?.instanceType ?? cfg.instanceType) as _InstanceType, // EC2 validates it; new types must not need a berth release
     ...(profile ? { IamInstanceProfile: profile.startsWith('arn:') ? { Arn: profile } : { Name: profile } } : {}),
+    ...(variant?.rootVolume?.DeviceName && variant.rootVolume.Ebs
+      ? { BlockDeviceMappings: [{ DeviceName: variant.rootVolume.DeviceName, Ebs: { VolumeSize: variant.rootVolume.Ebs.VolumeSize, DeleteOnTermination: true } }] }
+      : {}),
     // IMDSv2 only: a process in the host cannot be tricked (SSRF) into reading the instance's credentials.
     MetadataOptions: { HttpTokens: 'required', HttpEndpoint: 'enabled', HttpPutResponseHopLimit: 1 },
   };
@@ -54,13 +60,16 @@ function matches(want: RequestLaunchTemplateData, have: ResponseLaunchTemplateDa
   if (!have) return false;
   const profile = (p: { Arn?: string | undefined; Name?: string | undefined } | undefined): string => p?.Arn ?? p?.Name ?? '';
   const groups = (ids: string[] | undefined): string => [...(ids ?? [])].sort().join(',');
+  const volumes = (mappings: { DeviceName?: string | undefined; Ebs?: { VolumeSize?: number | undefined } | undefined }[] | undefined): string =>
+    (mappings ?? []).map((m) => `${m.DeviceName ?? ''}:${m.Ebs?.VolumeSize ?? ''}`).join(',');
   return (
     want.ImageId === have.ImageId &&
     want.InstanceType === have.InstanceType &&
     profile(want.IamInstanceProfile) === profile(have.IamInstanceProfile) &&
     have.MetadataOptions?.HttpTokens === 'required' &&
     (want.UserData ?? '') === (have.UserData ?? '') &&
-    groups(want.SecurityGroupIds) === groups(have.SecurityGroupIds)
+    groups(want.SecurityGroupIds) === groups(have.SecurityGroupIds) &&
+    volumes(want.BlockDeviceMappings) === volumes(have.BlockDeviceMappings)
   );
 }
 

@@ -17,14 +17,16 @@ export function registerHostCommands(program: Command, ctx: Context): void {
     .option('--pids <n>', 'process limit', Number)
     .option('--disk <MiB>', 'size of the filesystem the host writes to, in MiB (default: the machine\'s disk, unbounded)', Number)
     .option('--machine-port <port>', "a TCP port of the machine (at the host's gateway) the host may connect to, besides its agent channel (repeatable)", collect, [])
+    .option('--egress', "let the host open connections beyond the machine (NAT), except to the server's denied ranges")
     .option('--json', 'print JSON')
-    .action(async (opts: { image?: string; tag: string[]; hostname?: string; cpus?: number; memory?: number; pids?: number; disk?: number; machinePort: string[]; json?: boolean }) => {
+    .action(async (opts: { image?: string; tag: string[]; hostname?: string; cpus?: number; memory?: number; pids?: number; disk?: number; machinePort: string[]; egress?: boolean; json?: boolean }) => {
       const resources = {
         ...(opts.cpus !== undefined ? { cpus: opts.cpus } : {}),
         ...(opts.memory !== undefined ? { memoryMiB: opts.memory } : {}),
         ...(opts.pids !== undefined ? { pids: opts.pids } : {}),
         ...(opts.disk !== undefined ? { diskMiB: opts.disk } : {}),
         ...(opts.machinePort.length ? { machinePorts: opts.machinePort.map(Number) } : {}),
+        ...(opts.egress ? { egress: true } : {}),
       };
       const body = {
         ...(opts.image ? { image: opts.image } : {}),

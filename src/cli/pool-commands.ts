@@ -21,6 +21,7 @@ interface CreateOptions {
   memory?: string;
   disk?: string;
   machinePort: string[];
+  egress?: boolean;
   json?: boolean;
 }
 
@@ -47,6 +48,7 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
     .option('--memory <MiB>', 'memory limit of each host in MiB')
     .option('--disk <MiB>', "size of the filesystem each host writes to, in MiB (default: the machine's disk, unbounded)")
     .option('--machine-port <port>', "a TCP port of the machine each host may connect to, besides its agent channel (repeatable)", collect, [])
+    .option('--egress', "let each host open connections beyond the machine (NAT), except to the server's denied ranges")
     .option('--json', 'print JSON')
     .action(async (name: string, opts: CreateOptions) => {
       const cpus = positiveNumber(opts.cpus, '--cpus');
@@ -76,6 +78,7 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
           ...(memoryMiB !== undefined ? { memoryMiB } : {}),
           ...(diskMiB !== undefined ? { diskMiB } : {}),
           ...(machinePorts.length ? { machinePorts } : {}),
+          ...(opts.egress ? { egress: true } : {}),
           tags: parseKeyValues(opts.tag, 'tag'),
         },
       };

@@ -31,6 +31,7 @@ export interface ServerOptions {
   host: string;
   bridge?: string;
   subnet?: string;
+  egressDeny?: string;
   image?: string;
   name: string;
 }
@@ -49,6 +50,7 @@ export function withServerOptions(command: Command): Command {
     .option('--domain <domain>', 'environments answer at NAME.<domain> (*.localhost resolves to this machine in browsers)', 'localhost')
     .option('--bridge <name>', 'Linux bridge berth owns for its hosts', 'berth0')
     .option('--subnet <cidr>', 'private IPv4 subnet of the bridge', '10.213.0.0/16')
+    .option('--egress-deny <cidrs>', "comma-separated IPv4 ranges that hosts with egress may not reach ('none': no range; default: private, shared, link-local and multicast ranges)")
     .option('--name <name>', 'instance name: prefixes the cgroups and network namespaces of its hosts, so several servers can share a machine', 'berth')
     .option('--image <image>', "default image of hosts: an image name, or a root filesystem directory (default: this machine's root)", '/');
 }
@@ -65,6 +67,7 @@ export async function startLocalServer(dataDir: string, opts: ServerOptions, env
     agentCommand: agentCommand(),
     ...(opts.bridge ? { bridge: opts.bridge } : {}),
     ...(opts.subnet ? { subnet: opts.subnet } : {}),
+    ...(opts.egressDeny !== undefined ? { egressDeny: opts.egressDeny === 'none' ? [] : opts.egressDeny.split(',').map((c) => c.trim()).filter(Boolean) } : {}),
     cgroupName: opts.name,
     // With this machine's root as the image, hosts would otherwise see the data dir (token, store).
     hiddenPaths: [dataDir],

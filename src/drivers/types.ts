@@ -25,6 +25,12 @@ export interface HostResources {
    * installed (see drivers/local/machine-ports.ts). At most MACHINE_PORTS_MAX (core/resources.ts).
    */
   machinePorts?: number[];
+  /**
+   * Local driver: the host may open connections beyond the machine, under the machine's address
+   * (NAT), except to the driver's denied ranges (by default private, shared and link-local ones).
+   * Without it a host sends nothing past the machine. Needs nftables (drivers/local/egress.ts).
+   */
+  egress?: boolean;
 }
 
 export interface HostSpec {

@@ -12,7 +12,7 @@ export interface HostView {
   imageId: string | null;
   driver: string;
   tags: Record<string, string>;
-  resources: Record<string, number | number[]>;
+  resources: Record<string, number | number[] | boolean>;
   agent: { connected: boolean; lastSeen: string | null; version: string | null };
   createdAt: string;
   readyAt: string | null;

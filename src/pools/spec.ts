@@ -48,6 +48,7 @@ export const poolSpecInput = z
         memoryMiB: z.number().int().positive().optional(),
         pids: z.number().int().positive().optional(),
         diskMiB: z.number().int().min(DISK_MIN_MIB).max(DISK_MAX_MIB).optional().describe('Local driver: the size of the filesystem each host writes to, MiB'),
+        egress: z.boolean().optional().describe('Local driver: each host may open connections beyond the machine (NAT), except to the denied ranges'),
         machinePorts: machinePorts.optional().describe("Local driver: TCP ports of the machine (at the hosts' gateway address) each host may connect to besides its agent channel"),
         tags: tags.default({}),
         aws: z

@@ -34,7 +34,7 @@ export interface HostsTable {
   hostname: string;
   ip: string | null;
   tags: Json<Record<string, string>>;
-  resources: Json<Record<string, number | number[]>>;
+  resources: Json<Record<string, number | number[] | boolean>>;
   driver_data: Json<Record<string, unknown>>;
   agent_token_hash: string;
   agent_connected: Generated<boolean>;
@@ -89,6 +89,7 @@ export interface PoolTemplate {
   pids?: number;
   diskMiB?: number;
   machinePorts?: number[];
+  egress?: boolean;
   tags: Record<string, string>;
   /** The AWS driver's settings for this pool's machines, over the server's. */
   aws?: AwsPoolSettings;

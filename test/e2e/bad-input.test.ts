@@ -46,6 +46,7 @@ describe('bad input', () => {
     ['bad hostname', (api) => api.post('/v1/hosts', { hostname: 'Not A Hostname!' }), 400, 'validation_failed'],
     ['a disk too small for a system', (api) => api.post('/v1/hosts', { resources: { diskMiB: 1 } }), 400, 'validation_failed'],
     ['a machine port out of range', (api) => api.post('/v1/hosts', { resources: { machinePorts: [70000] } }), 400, 'validation_failed'],
+    ['egress that is not a yes or no', (api) => api.post('/v1/hosts', { resources: { egress: 'yes' } }), 400, 'validation_failed'],
     ['a machine port given twice', (api) => api.post('/v1/hosts', { resources: { machinePorts: [5432, 5432] } }), 400, 'validation_failed'],
     ['terminate unknown host', (api) => api.delete('/v1/hosts/h-nope'), 404, 'host_not_found'],
     // A top-level unknown key once crashed the error handler (a 500 in place of this 400).

@@ -158,12 +158,12 @@ describe('berth pool, claim, release, group and apply', () => {
     expect(await poolNames()).not.toContain('disky');
   });
 
-  it('pool create --machine-port lets each host connect to that port of the machine, and to no other', async () => {
+  it('pool create --machine-port lets each host connect to that port of the machine, and to no other (with --egress too)', async () => {
     // A service of the machine's own, on every address (as a database or an sshd listens).
     const servers = [9120, 9121].map((port) => createServer((socket) => socket.end(`port ${port}\n`)).listen(port, '0.0.0.0'));
     try {
-      const view = await json<PoolStatusView>('pool', 'create', 'porty', '--size', '1', '--machine-port', '9120');
-      expect(view.template).toMatchObject({ machinePorts: [9120] });
+      const view = await json<PoolStatusView>('pool', 'create', 'porty', '--size', '1', '--machine-port', '9120', '--egress');
+      expect(view.template).toMatchObject({ machinePorts: [9120], egress: true });
       const claim = await json<{ host: { id: string } }>('claim', 'porty', '--group', 'pat');
       const dial = async (port: number) => {
         const res = await berth(['run', '--host', claim.host.id, '--json', '--', `timeout 3 bash -c 'exec 3<>/dev/tcp/${GATEWAY}/${port} && head -1 <&3' 2>&1 || true`], env);

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { isAbsolute, join, resolve } from 'node:path';
 import { BerthError } from '../../core/errors.js';
 import { parseSubnet, type Subnet } from './subnet.js';
+import { DEFAULT_EGRESS_DENY } from './egress-ranges.js';
 
 /** Structured logger; pino's Logger satisfies it. */
 export interface LocalDriverLogger {
@@ -42,6 +43,11 @@ export interface LocalDriverConfig {
    * cannot read each other's files through the image.
    */
   hiddenPaths?: string[];
+  /**
+   * IPv4 ranges (CIDR) that hosts with egress may not reach. Default: the private, shared,
+   * link-local and multicast ranges (egress.ts, DEFAULT_EGRESS_DENY); `[]` denies nothing.
+   */
+  egressDeny?: string[];
   logger?: LocalDriverLogger;
 }
 
@@ -55,6 +61,7 @@ export interface ResolvedLocalConfig {
   stopGraceMs: number;
   launchTimeoutMs: number;
   hiddenPaths: string[];
+  egressDeny: string[];
   logger: LocalDriverLogger;
 }
 
@@ -109,8 +116,16 @@ export function resolveLocalConfig(config: LocalDriverConfig): ResolvedLocalConf
     stopGraceMs: config.stopGraceMs ?? 3000,
     launchTimeoutMs: config.launchTimeoutMs ?? 10_000,
     hiddenPaths: [...new Set([stateDir, ...hiddenPaths])],
+    egressDeny: (config.egressDeny ?? DEFAULT_EGRESS_DENY).map(checkCidr),
     logger: config.logger ?? silentLogger,
   };
+}
+
+const CIDR_RE = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}\/(3[0-2]|[12]?\d)$/;
+
+function checkCidr(cidr: string): string {
+  if (!CIDR_RE.test(cidr)) throw badConfig(`egress deny range ${JSON.stringify(cidr)} is not an IPv4 CIDR`, 'Write ranges as address/prefix, e.g. 10.0.0.0/8.');
+  return cidr;
 }
 
 export function isValidHostId(id: string): boolean {

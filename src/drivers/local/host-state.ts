@@ -32,6 +32,8 @@ export interface HostRecord {
   agentIp?: string;
   agentPort?: number;
   machinePorts?: number[];
+  /** Whether it may send beyond the machine (see egress.ts). */
+  egress?: boolean;
   launchedAt: string;
 }
 
@@ -54,6 +56,7 @@ export function parseHostRecord(data: unknown): Partial<HostRecord> {
   }
   if (typeof d.prefixLength === 'number') record.prefixLength = d.prefixLength;
   if (Array.isArray(d.cgroupDirs)) record.cgroupDirs = d.cgroupDirs.filter((x): x is string => typeof x === 'string');
+  if (d.egress === true) record.egress = true;
   const agentPort = optionalNumber(d.agentPort);
   if (agentPort !== undefined) record.agentPort = agentPort;
   if (Array.isArray(d.machinePorts)) record.machinePorts = d.machinePorts.filter((p): p is number => optionalNumber(p) !== undefined && p <= 65535);

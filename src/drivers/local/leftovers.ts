@@ -12,6 +12,7 @@ import { listNetnsHostIds, listOurVeths, NETNS_DIR } from './network.js';
 import { ALLOW_PREF } from './reachability.js';
 import { loopDevicesUnder } from './disk.js';
 import { tableName } from './machine-ports.js';
+import { EGRESS_PREF, egressTableName } from './egress.js';
 
 export interface LocalLeftovers {
   /** Named network namespaces `<cgroupName>-*`. */
@@ -32,6 +33,8 @@ export interface LocalLeftovers {
   loopDevices: string[];
   /** Grants of the machine's ports to a host address (machine-ports.ts), as `address . port`. */
   machinePortGrants: string[];
+  /** Egress of a host address (egress.ts): its routing rule and its entry in the egress table. */
+  egressGrants: string[];
 }
 
 export type LeftoverCounts = Record<keyof LocalLeftovers, number>;
@@ -93,10 +96,22 @@ export function findLocalLeftovers(config: LocalDriverConfig): LocalLeftovers {
     cgroups,
     processes: cgroupPids(cgroups),
     hostDirs,
-    peerRules: peerRules(cfg.bridge),
+    peerRules: ipRules(ALLOW_PREF, cfg.bridge),
     loopDevices: loopDevicesUnder(cfg.stateDir),
     machinePortGrants: machinePortGrants(cfg.bridge),
+    egressGrants: egressGrants(cfg.bridge),
   };
+}
+
+function egressGrants(bridge: string): string[] {
+  const rules = ipRules(EGRESS_PREF, bridge).map((line) => `rule: ${line}`);
+  try {
+    const text = execFileSync('nft', ['-j', 'list', 'set', 'inet', egressTableName(bridge), 'egress_hosts'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' } });
+    const parsed = JSON.parse(text) as { nftables?: { set?: { elem?: unknown[] } }[] };
+    return [...rules, ...(parsed.nftables ?? []).flatMap((entry) => entry.set?.elem ?? []).map((e) => `set: ${String(e)}`)];
+  } catch {
+    return rules;
+  }
 }
 
 function machinePortGrants(bridge: string): string[] {
@@ -109,9 +124,9 @@ function machinePortGrants(bridge: string): string[] {
   }
 }
 
-function peerRules(bridge: string): string[] {
+function ipRules(pref: number, bridge: string): string[] {
   try {
-    const text = execFileSync('ip', ['-4', 'rule', 'show', 'pref', String(ALLOW_PREF)], { encoding: 'utf8', env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' } });
+    const text = execFileSync('ip', ['-4', 'rule', 'show', 'pref', String(pref)], { encoding: 'utf8', env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' } });
     return text.split('\n').filter((line) => new RegExp(`\\biif ${bridge}\\b`).test(line));
   } catch {
     return [];
@@ -131,5 +146,6 @@ export function countLocalLeftovers(config: LocalDriverConfig): LeftoverCounts {
     peerRules: found.peerRules.length,
     loopDevices: found.loopDevices.length,
     machinePortGrants: found.machinePortGrants.length,
+    egressGrants: found.egressGrants.length,
   };
 }

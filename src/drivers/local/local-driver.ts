@@ -35,7 +35,7 @@ import { Spawner, type LaunchRequest, type LauncherChild } from './spawner.js';
 import { liveAddress, parseHostRecord, readStateFile, recordToDriverData, STATE_VERSION, writeStateFile, type HostRecord } from './host-state.js';
 import { ensureBridge, innerNetworkBatch, listNetnsHostIds, NETNS_DIR, outerNetworkBatch, removeHostNetwork } from './network.js';
 import { HostReachability } from './reachability.js';
-import { agentEndpoint, MachinePorts } from './machine-ports.js';
+import { accessRecord, HostAccess } from './host-access.js';
 import { createHostDisk, removeHostDisk } from './disk.js';
 import { checkAgentDir, checkPlatform, findTool, prepareDevTemplate, probeNamespacesAndOverlay, resolveTools } from './preflight.js';
 import { describeFailure, findInitPid, isSameLiveProcess, pollUntil, readProcessStat, runCommand, sendSignal, SYSTEM_PATH, type CommandRunner } from './proc.js';
@@ -49,7 +49,7 @@ interface Prepared {
   layout: CgroupLayout;
   capTool: CapabilityTool;
   reachability: HostReachability;
-  machinePorts: MachinePorts;
+  access: HostAccess;
   info: DriverInfo;
 }
 
@@ -123,12 +123,13 @@ export class LocalDriver implements HostDriver {
     await ensureBridge(tools.ip, this.cfg.bridge, this.cfg.subnet);
     const reachability = new HostReachability(tools.ip, this.cfg.bridge, this.cfg.subnet, this.run, (message) => this.cfg.logger.warn({ bridge: this.cfg.bridge }, message));
     await reachability.prepare();
-    const machinePorts = new MachinePorts(findTool('nft'), this.cfg.bridge, this.cfg.subnet.gateway, this.run, (message) => this.cfg.logger.warn({ bridge: this.cfg.bridge }, message));
-    const prepared: Prepared = { tools, layout, capTool, reachability, machinePorts, info: { name: this.name, agentListenHost: this.cfg.subnet.gateway } };
+    const { bridge, subnet, egressDeny, logger } = this.cfg;
+    const access = new HostAccess({ tools: { ip: tools.ip, nft: findTool('nft') }, bridge, subnet, egressDeny, run: this.run, logger });
+    const prepared: Prepared = { tools, layout, capTool, reachability, access, info: { name: this.name, agentListenHost: this.cfg.subnet.gateway } };
     // Addresses of hosts that survived a restart stay taken, and they keep what they may reach.
     const records = this.foundHostIds(layout).map((id) => readStateFile(hostNames(this.cfg, id).stateFile) ?? {});
     for (const { ip } of records) if (ip) this.addresses.reserve(ip);
-    await machinePorts.prepare(records);
+    await access.prepare(records);
     this.cfg.logger.info({ bridge: this.cfg.bridge, subnet: this.cfg.subnet.cidr, cgroups: layout.hierarchies.map((h) => `${h.mountPoint} (v${h.version})`) }, 'local driver ready');
     return prepared;
   }
@@ -148,7 +149,7 @@ export class LocalDriver implements HostDriver {
     } catch (err) {
       const output = consoleTail(names.consoleLog);
       // The grant may be in place before the state file that names it (both are written at once).
-      const known = { ...(readStateFile(names.stateFile) ?? {}), ip, machinePorts: spec.resources.machinePorts ?? [] };
+      const known = { ...(readStateFile(names.stateFile) ?? {}), ip, ...accessRecord(spec.agent.serverUrl, spec.resources, this.cfg.subnet.gateway) };
       if (claimedDir) await this.destroy(names, known).catch((cleanupErr: unknown) => this.cfg.logger.warn({ hostId: spec.id, err: errorMessage(cleanupErr) }, 'cleanup after failed launch failed'));
       this.addresses.release(ip);
       throw launchError(spec, err, output);
@@ -165,7 +166,7 @@ export class LocalDriver implements HostDriver {
    */
   async reset(spec: HostSpec, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<LaunchedHost> {
     const started = performance.now();
-    const { layout, tools, reachability, machinePorts } = await this.prepared();
+    const { layout, tools, reachability, access } = await this.prepared();
     const names = hostNames(this.cfg, spec.id);
     this.checkSpec(spec);
     const record = this.knownRecord(names, driverData);
@@ -177,7 +178,7 @@ export class LocalDriver implements HostDriver {
       await this.stopProcesses(record, hostCgroupDirs(layout, this.cfg.cgroupName, spec.id));
       // Its next user is not of its group. After the stop: a member listed from now on is stale.
       await reachability.remove(ip);
-      await machinePorts.revoke(ip, record.machinePorts ?? []);
+      await access.revoke(ip, record);
       await destroyHostCgroups(hostCgroupDirs(layout, this.cfg.cgroupName, spec.id));
       // The overlay died with the host's mount namespace: its layers are plain directories now (or on
       // its own disk, which goes; the boot makes a new one).
@@ -195,15 +196,14 @@ export class LocalDriver implements HostDriver {
 
   /** Starts a host in its (claimed, empty) directory, with a new netns and veth; `reset` is for the log. */
   private async boot(spec: HostSpec, names: HostNames, ip: string, how: { reset: boolean; started: number; signal?: AbortSignal }): Promise<LaunchedHost> {
-    const { tools, layout, capTool, machinePorts } = await this.prepared();
+    const { tools, layout, capTool, access } = await this.prepared();
     const { subnet } = this.cfg;
-    const agent = agentEndpoint(spec.agent.serverUrl, subnet.gateway);
-    const ports = spec.resources.machinePorts ?? [];
+    const reach = accessRecord(spec.agent.serverUrl, spec.resources, subnet.gateway);
     const record: HostRecord = {
       version: STATE_VERSION, id: spec.id, hostname: spec.hostname, ip, prefixLength: subnet.prefixLength, gateway: subnet.gateway,
       image: spec.image, netns: names.netns, veth: names.veth, hostDir: names.hostDir, consoleLog: names.consoleLog,
       cgroupDirs: hostCgroupDirs(layout, this.cfg.cgroupName, spec.id), launchedAt: new Date().toISOString(),
-      ...(agent ? { agentIp: agent.ip, agentPort: agent.port } : {}), ...(ports.length > 0 ? { machinePorts: [...ports] } : {}),
+      ...reach,
     };
     const cgroupJoins = createHostCgroups(layout, this.cfg.cgroupName, spec.id, spec.resources, spec.standby ?? false);
     const setupScript = buildSetupScript({
@@ -221,7 +221,7 @@ export class LocalDriver implements HostDriver {
       const stack = { base: spec.image, layers: spec.layers ?? [] };
       const lowerDir = lowerDirOption(stack, await this.baseViews.basePathFor(stack));
       const fstab = buildFstab({ image: spec.image, lowerDir, names, agentDir: this.cfg.agentDir, toolsDir: capTool.dir, sysrqTrigger: this.sysrqTrigger, hiddenPaths: this.cfg.hiddenPaths });
-      await Promise.all([writeHostFiles(names, spec, ip, fstab), writeStateFile(names.stateFile, record), machinePorts.admit(ip, agent, ports)]);
+      await Promise.all([writeHostFiles(names, spec, ip, fstab), writeStateFile(names.stateFile, record), access.admit(ip, reach)]);
     } catch (err) {
       launcher.abort();
       await launcher.ready.catch(() => undefined);
@@ -307,13 +307,13 @@ export class LocalDriver implements HostDriver {
    * contributes pids, each checked against its start time before it is signalled.
    */
   private async destroy(names: HostNames, record: Partial<HostRecord>): Promise<void> {
-    const { tools, layout, machinePorts } = await this.prepared();
+    const { tools, layout, access } = await this.prepared();
     const cgroupDirs = hostCgroupDirs(layout, this.cfg.cgroupName, names.id);
     await this.stopProcesses(record, cgroupDirs);
     await destroyHostCgroups(cgroupDirs);
     await removeHostNetwork(tools.ip, names, this.run);
     // Before its address can be reused by another host.
-    if (record.ip) await machinePorts.revoke(record.ip, record.machinePorts ?? []);
+    if (record.ip) await access.revoke(record.ip, record);
     // Only now: the overlay lived in the host's mount namespace, which died with its last process.
     await removeHostDisk(names, this.run);
     await rm(names.hostDir, { recursive: true, force: true, maxRetries: 3 });
@@ -378,9 +378,9 @@ export class LocalDriver implements HostDriver {
    */
   async teardown(): Promise<boolean> {
     if ((await this.list()).length > 0) return false;
-    const { tools, layout, reachability, machinePorts } = await this.prepared();
+    const { tools, layout, reachability, access } = await this.prepared();
     await reachability.teardown();
-    await machinePorts.teardown();
+    await access.teardown();
     if (existsSync(`/sys/class/net/${this.cfg.bridge}`)) {
       const result = await this.run(tools.ip, ['link', 'del', this.cfg.bridge]);
       if (result.code !== 0) this.cfg.logger.warn({ bridge: this.cfg.bridge }, `could not remove the bridge: ${describeFailure('ip', result)}`);

@@ -23,7 +23,7 @@ export const hostView = z.object({
   imageId: z.string().nullable(),
   driver: z.string(),
   tags: z.record(z.string(), z.string()),
-  resources: z.record(z.string(), z.union([z.number(), z.array(z.number())])),
+  resources: z.record(z.string(), z.union([z.number(), z.array(z.number()), z.boolean()])),
   agent: z.object({ connected: z.boolean(), lastSeen: z.string().nullable(), version: z.string().nullable() }),
   createdAt: z.string(),
   readyAt: z.string().nullable(),
@@ -51,6 +51,7 @@ export const launchHostBody = z
         memoryMiB: z.number().int().positive().optional(),
         pids: z.number().int().positive().optional(),
         diskMiB: z.number().int().min(DISK_MIN_MIB).max(DISK_MAX_MIB).optional().describe('Local driver: the size of the filesystem the host writes to (its files past the image), MiB'),
+        egress: z.boolean().optional().describe("Local driver: the host may open connections beyond the machine (NAT), except to the driver's denied ranges (private and link-local by default)"),
         machinePorts: machinePorts.optional().describe("Local driver: TCP ports of the machine (at the host's gateway address) the host may connect to besides its agent channel; the machine's other ports are closed to it"),
       })
       .strict()

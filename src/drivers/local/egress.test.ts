@@ -1,0 +1,125 @@
+/**
+ * Egress (HostResources.egress, egress.ts) on this machine with real hosts (root on Linux and nft
+ * needed; skipped otherwise). "Beyond the machine" is an upstream this test makes itself: a network
+ * namespace behind a veth pair, with a public-looking address (198.18.0.2, the benchmarking range)
+ * and a private one (10.246.0.2), answering with the address it sees a connection come from.
+ */
+import { randomBytes } from 'node:crypto';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { HostSpec, LaunchedHost } from '../types.js';
+import { egressTableScript } from './egress.js';
+import { countLocalLeftovers, LocalDriver, type LocalDriverConfig } from './index.js';
+import { findTool } from './preflight.js';
+import { inHost, runTool, sleeperDriverConfig } from './test-helpers.js';
+
+describe('the egress table', () => {
+  it('lets answers into the bridge and egress hosts out of it, minus the denied ranges; it masquerades them', () => {
+    const script = egressTableScript('br0', ['10.0.0.0/8', '169.254.0.0/16'], ['10.9.0.5', '10.9.0.5']);
+    expect(script).toContain('table inet berth_br0_egress {}\ndelete table inet berth_br0_egress\n');
+    expect(script).toContain('elements = { 10.9.0.5 }\n');
+    expect(script).toContain('elements = { 10.0.0.0/8, 169.254.0.0/16 }\n');
+    expect(script).toContain('oifname "br0" iifname != "br0" ct state established,related accept\n    oifname "br0" iifname != "br0" reject');
+    expect(script.indexOf('@egress_deny reject')).toBeLessThan(script.indexOf('@egress_hosts accept'));
+    expect(script).toContain('iifname "br0" oifname != "br0" ip saddr @egress_hosts masquerade');
+  });
+});
+
+const canRun = process.platform === 'linux' && process.getuid?.() === 0 && findTool('nft') !== undefined;
+const root = mkdtempSync('/tmp/berth-egress-test-');
+const config: LocalDriverConfig = sleeperDriverConfig(root, { bridge: 'berthegr0', subnet: '10.245.0.0/24', cgroupName: 'berthegr' });
+const run = randomBytes(3).toString('hex');
+const UPSTREAM_NS = `berthup-${run}`;
+const UPSTREAM_VETH = `bup${run}`;
+const PUBLIC = '198.18.0.2';
+const PRIVATE = '10.246.0.2';
+const PORT = 9600;
+
+function spec(name: string, egress?: boolean): HostSpec {
+  const id = `h-${run}-${name}`;
+  return { id, hostname: `${name}-${run}`, image: '/', tags: {}, resources: egress ? { egress } : {}, agent: { hostId: id, token: `token-${name}`, serverUrl: 'ws://10.245.0.1:7071/v1/agent' } };
+}
+
+/** What a host gets when it opens a connection (node in the host, the machine's root as image). */
+async function dial(host: LaunchedHost, address: string, port = PORT): Promise<string> {
+  const js = `const s=require('net').connect({host:${JSON.stringify(address)},port:${port}});s.setTimeout(3000,()=>{console.log('timeout');process.exit()});s.on('data',d=>{console.log('answer:'+d);process.exit()});s.on('error',e=>{console.log(e.code);process.exit()})`;
+  return (await inHost(host, `node -e ${JSON.stringify(js)}`)).stdout.trim();
+}
+
+const ip = async (...args: string[]): Promise<void> => {
+  const out = await runTool('ip', args);
+  if (out.code !== 0) throw new Error(`ip ${args.join(' ')}: ${out.stderr}`);
+};
+
+describe.skipIf(!canRun)('a host with egress reaches beyond the machine; others do not', () => {
+  let driver: LocalDriver;
+  let baseline: ReturnType<typeof countLocalLeftovers>;
+  let upstream: ChildProcess | undefined;
+  let forwarding = '';
+
+  beforeAll(async () => {
+    forwarding = readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim();
+    mkdirSync(config.agentDir, { recursive: true });
+    writeFileSync(`${config.agentDir}/berth-agent.txt`, 'agent bundle\n');
+    baseline = countLocalLeftovers(config);
+    driver = new LocalDriver(config);
+    await driver.init();
+    await ip('netns', 'add', UPSTREAM_NS);
+    await ip('link', 'add', UPSTREAM_VETH, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', UPSTREAM_NS);
+    await ip('addr', 'add', '198.18.0.1/24', 'dev', UPSTREAM_VETH);
+    await ip('addr', 'add', '10.246.0.1/24', 'dev', UPSTREAM_VETH);
+    await ip('link', 'set', UPSTREAM_VETH, 'up');
+    for (const cmd of [['addr', 'add', `${PUBLIC}/24`, 'dev', 'eth0'], ['addr', 'add', `${PRIVATE}/24`, 'dev', 'eth0'], ['link', 'set', 'eth0', 'up'], ['link', 'set', 'lo', 'up'], ['route', 'add', '10.245.0.0/24', 'via', '198.18.0.1']]) {
+      await ip('netns', 'exec', UPSTREAM_NS, 'ip', ...cmd);
+    }
+    // The upstream answers with the address a connection comes from.
+    upstream = spawn('ip', ['netns', 'exec', UPSTREAM_NS, process.execPath, '-e', `require('net').createServer(s=>s.end('from '+s.remoteAddress)).listen(${PORT},'0.0.0.0')`], { stdio: 'ignore' });
+    await new Promise((r) => setTimeout(r, 500));
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const host of await driver.list()) await driver.terminate(host.id, host.driverData);
+    upstream?.kill();
+    await runTool('ip', ['netns', 'del', UPSTREAM_NS]);
+    await runTool('ip', ['link', 'del', UPSTREAM_VETH]);
+    expect(countLocalLeftovers(config)).toEqual(baseline);
+    expect(await driver.teardown()).toBe(true);
+    expect((await runTool('nft', ['list', 'table', 'inet', 'berth_berthegr0_egress'])).code).not.toBe(0);
+    writeFileSync('/proc/sys/net/ipv4/ip_forward', forwarding);
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('reaches the upstream under the machine\'s address; private ranges, other hosts and other hosts\' egress stay closed', async () => {
+    const out = await driver.launch(spec('out', true));
+    const plain = await driver.launch(spec('plain'));
+    expect(await dial(out, PUBLIC)).toBe('answer:from 198.18.0.1');
+    expect(await dial(out, PRIVATE)).toBe('EHOSTUNREACH');
+    expect(await dial(plain, PUBLIC)).toBe('EHOSTUNREACH');
+    // Egress is not a way around the bridge: another host outside its group stays out of reach.
+    await inHost(plain, `nohup node -e "require('net').createServer(s=>s.end('plain')).listen(${PORT})" >/dev/null 2>&1 &`);
+    await new Promise((r) => setTimeout(r, 300));
+    // (Within the subnet a host asks ARP, which the machine answers only for group mates: no answer.)
+    expect(['timeout', 'EHOSTUNREACH']).toContain(await dial(out, plain.ip));
+    // Nothing from beyond the machine opens a connection to a host, egress or not (the upstream has a route to the bridge).
+    await inHost(out, `nohup node -e "require('net').createServer(s=>s.end('out')).listen(${PORT})" >/dev/null 2>&1 &`);
+    await new Promise((r) => setTimeout(r, 300));
+    const inbound = await runTool('ip', ['netns', 'exec', UPSTREAM_NS, process.execPath, '-e', `const s=require('net').connect(${PORT},${JSON.stringify(out.ip)});s.setTimeout(2000,()=>{console.log('timeout');process.exit()});s.on('data',d=>{console.log('answer:'+d);process.exit()});s.on('error',e=>{console.log(e.code);process.exit()})`]);
+    expect(inbound.stdout.trim()).toBe('EHOSTUNREACH');
+    await Promise.all([driver.terminate(out.id, out.driverData), driver.terminate(plain.id, plain.driverData)]);
+    expect(countLocalLeftovers(config)).toEqual(baseline);
+  }, 60_000);
+
+  it('keeps egress across a restart of the driver, and takes it away on reset and terminate', async () => {
+    const host = await driver.launch(spec('kept', true));
+    const restarted = new LocalDriver(config);
+    await restarted.init();
+    expect(await dial(host, PUBLIC)).toBe('answer:from 198.18.0.1');
+    const reset = await restarted.reset(spec('kept'), host.driverData);
+    expect(await dial(reset, PUBLIC)).toBe('EHOSTUNREACH');
+    const again = await restarted.reset(spec('kept', true), reset.driverData);
+    expect(await dial(again, PUBLIC)).toBe('answer:from 198.18.0.1');
+    await restarted.terminate(again.id, again.driverData);
+    expect(countLocalLeftovers(config).egressGrants).toBe(baseline.egressGrants);
+  }, 60_000);
+});

@@ -1,0 +1,161 @@
+/**
+ * Egress: a host launched with `egress` (HostResources.egress) may open connections beyond the
+ * machine, to wherever the machine itself routes, under the machine's own address (NAT). Every
+ * other host sends nothing past the bridge (reachability.ts). What an egress host still cannot
+ * reach: the bridge's other hosts outside its group, and the ranges of `egressDeny` (by default the
+ * private, shared and link-local ones, so neither a cloud's metadata service nor the machine's own
+ * network is in reach). Nothing from outside can open a connection to a host: only answers come in.
+ *
+ *   routing (ip rule, after the group rules of reachability.ts at 31000):
+ *     pref 31400  iif <bridge> to <subnet> prohibit          a non-peer on the bridge stays out of reach
+ *     pref 31500  iif <bridge> from <host> lookup main         one per egress host: the machine's routes
+ *   nftables, table inet berth_<bridge>_egress:
+ *     forward     into the bridge: answers only; out of it: egress hosts, minus egressDeny
+ *     postrouting masquerade what egress hosts send out
+ *
+ * Answers coming back are forwarded by the machine only where forwarding is on for the interface
+ * they arrive on, so the first egress host turns IPv4 forwarding on (as any container runtime
+ * does); the forward chain keeps the bridge closed to anything but answers.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { BerthError } from '../../core/errors.js';
+import type { HostRecord } from './host-state.js';
+import { describeFailure, type CommandRunner } from './proc.js';
+import { tableName } from './machine-ports.js';
+import type { Subnet } from './subnet.js';
+
+export const SUBNET_DENY_PREF = 31400;
+export const EGRESS_PREF = 31500;
+
+export function egressTableName(bridge: string): string {
+  return `${tableName(bridge)}_egress`;
+}
+
+/** The whole egress table, replacing any earlier one: one `nft -f` transaction. */
+export function egressTableScript(bridge: string, deny: readonly string[], hosts: readonly string[]): string {
+  const table = egressTableName(bridge);
+  const br = JSON.stringify(bridge);
+  const elements = (items: readonly string[]) => (items.length > 0 ? `\n    elements = { ${items.join(', ')} }` : '');
+  return `table inet ${table} {}
+delete table inet ${table}
+table inet ${table} {
+  set egress_hosts {
+    type ipv4_addr;${elements([...new Set(hosts)])}
+  }
+  set egress_deny {
+    type ipv4_addr; flags interval;${elements(deny)}
+  }
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    oifname ${br} iifname != ${br} ct state established,related accept
+    oifname ${br} iifname != ${br} reject with icmpx admin-prohibited
+    iifname ${br} oifname != ${br} ip daddr @egress_deny reject with icmpx admin-prohibited
+    iifname ${br} oifname != ${br} ip saddr @egress_hosts accept
+    iifname ${br} oifname != ${br} reject with icmpx admin-prohibited
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    iifname ${br} oifname != ${br} ip saddr @egress_hosts masquerade
+  }
+}
+`;
+}
+
+const FORWARDING = '/proc/sys/net/ipv4/ip_forward';
+
+export class HostEgress {
+  private readonly table: string;
+  /** Why hosts cannot have egress on this machine, when they cannot. */
+  private unavailable: string | undefined;
+
+  constructor(
+    private readonly tools: { ip: string; nft: string | undefined },
+    private readonly bridge: string,
+    private readonly subnet: Subnet,
+    private readonly deny: readonly string[],
+    private readonly run: CommandRunner,
+    private readonly log: { info(message: string): void; warn(message: string): void },
+  ) {
+    this.table = egressTableName(bridge);
+  }
+
+  /** Builds the table and the subnet's rule from the bridge's hosts' records (only those count: hosts cannot edit them). */
+  async prepare(records: readonly Partial<HostRecord>[]): Promise<void> {
+    const hosts = records.filter((r) => r.egress && r.ip).map((r) => r.ip ?? '');
+    if (!this.tools.nft) {
+      this.unavailable = 'nft (nftables) is not installed; install it (e.g. apt-get install nftables) and restart berth server';
+      return;
+    }
+    const result = await this.run(this.tools.nft, ['-f', '-'], egressTableScript(this.bridge, this.deny, hosts));
+    if (result.code !== 0) {
+      this.unavailable = `nftables refused the egress table: ${describeFailure('nft', result)}`;
+      return;
+    }
+    // The rules are made to match the records: a host's rule without its record goes, a missing one comes.
+    const shown = await this.run(this.tools.ip, ['-j', '-4', 'rule', 'show', 'pref', String(EGRESS_PREF)]);
+    const present = shown.code === 0 ? (JSON.parse(shown.stdout || '[]') as { iif?: string; src?: string }[]).filter((r) => r.iif === this.bridge && r.src) : [];
+    const subnetRule = await this.run(this.tools.ip, ['-j', '-4', 'rule', 'show', 'pref', String(SUBNET_DENY_PREF)]);
+    const hasSubnetRule = subnetRule.code === 0 && (JSON.parse(subnetRule.stdout || '[]') as { iif?: string }[]).some((r) => r.iif === this.bridge);
+    const lines = [
+      ...(hasSubnetRule ? [] : [`rule add iif ${this.bridge} to ${this.subnet.cidr} prohibit pref ${SUBNET_DENY_PREF}`]),
+      ...present.filter((r) => !hosts.includes(r.src ?? '')).map((r) => `rule del ${this.rule(r.src ?? '')}`),
+      ...hosts.filter((ip) => !present.some((r) => r.src === ip)).map((ip) => `rule add ${this.rule(ip)}`),
+    ];
+    if (lines.length > 0) await this.run(this.tools.ip, ['-force', '-batch', '-'], `${lines.join('\n')}\n`);
+    if (hosts.length === 0) return;
+    try {
+      this.turnOnForwarding();
+    } catch (err) {
+      // The hosts keep running; their answers from beyond the machine are not forwarded back to them.
+      this.log.warn(`hosts ${hosts.join(', ')} lost their egress: ${(err as Error).message}`);
+    }
+  }
+
+  private rule(ip: string): string {
+    return `iif ${this.bridge} from ${ip} lookup main pref ${EGRESS_PREF}`;
+  }
+
+  /** Lets a host about to boot send beyond the machine; in place before it runs. */
+  async admit(ip: string): Promise<void> {
+    if (this.unavailable) {
+      throw new BerthError('driver_unavailable', `hosts cannot have egress on this machine: ${this.unavailable}`, 'Launch the host without egress, or fix the machine as the message says.');
+    }
+    this.turnOnForwarding();
+    await this.nft([`add element inet ${this.table} egress_hosts { ${ip} }`], `cannot give host ${ip} egress`);
+    // One rule per host: one left by a crash between its add and its record goes first.
+    await this.run(this.tools.ip, ['rule', 'del', ...this.rule(ip).split(' ')]);
+    const added = await this.run(this.tools.ip, ['rule', 'add', ...this.rule(ip).split(' ')]);
+    if (added.code !== 0) throw new BerthError('internal', `cannot give host ${ip} egress: ${describeFailure('ip', added)}`, 'Check `ip rule show` on the machine; restarting berth server sets the rules again.');
+  }
+
+  /** Takes a host's egress away (before its address can be reused). Taking away what is not there is fine. */
+  async revoke(ip: string): Promise<void> {
+    if (this.unavailable) return;
+    // Until none is left (a rule added twice by a race is deleted twice).
+    for (let i = 0; i < 4 && (await this.run(this.tools.ip, ['rule', 'del', ...this.rule(ip).split(' ')])).code === 0; i++);
+    const set = `inet ${this.table} egress_hosts { ${ip} }`;
+    await this.nft([`add element ${set}`, `delete element ${set}`], `cannot take host ${ip}'s egress away`);
+  }
+
+  /** Removes the table and the subnet's rule (the bridge is going). */
+  async teardown(): Promise<void> {
+    if (this.unavailable) return;
+    await this.run(this.tools.ip, ['rule', 'del', 'iif', this.bridge, 'to', this.subnet.cidr, 'prohibit', 'pref', String(SUBNET_DENY_PREF)]);
+    await this.nft([`table inet ${this.table} {}`, `delete table inet ${this.table}`], 'cannot remove the egress table');
+  }
+
+  private turnOnForwarding(): void {
+    try {
+      if (readFileSync(FORWARDING, 'utf8').trim() === '1') return;
+      writeFileSync(FORWARDING, '1');
+      this.log.info('turned IPv4 forwarding on (net.ipv4.ip_forward=1) for hosts with egress; the bridge takes in answers only');
+    } catch (err) {
+      throw new BerthError('driver_unavailable', `hosts cannot have egress: cannot turn IPv4 forwarding on (${(err as Error).message})`, 'Run berth server with /proc/sys writable (inside a container: --privileged), or set net.ipv4.ip_forward=1 on the machine.');
+    }
+  }
+
+  private async nft(lines: string[], what: string): Promise<void> {
+    const result = await this.run(this.tools.nft ?? 'nft', ['-f', '-'], `${lines.join('\n')}\n`);
+    if (result.code !== 0) throw new BerthError('internal', `${what}: ${describeFailure('nft', result)}`, `Check \`nft list table inet ${this.table}\`; restarting berth server rebuilds it from its hosts.`);
+  }
+}

@@ -124,7 +124,9 @@ export class ImageBuilder {
     for (const [i, step] of steps.entries()) {
       const index = i + 1;
       if (step.kind === 'env') env = { ...env, ...step.env };
-      const definition = { ...stepDefinition(step), ...(await this.inputDigests(step, projectDir)), ...(step.kind === 'env' ? { imageEnv: env } : {}) };
+      // A run step with the network beyond the machine may well make something else than one without.
+      const egress = step.kind === 'run' && spec.egress ? { egress: true } : {};
+      const definition = { ...stepDefinition(step), ...(await this.inputDigests(step, projectDir)), ...(step.kind === 'env' ? { imageEnv: env } : {}), ...egress };
       definitions.push(definition);
       const title = stepTitle(step);
       const stepEnv = env;
@@ -133,7 +135,7 @@ export class ImageBuilder {
         const log = (line: string) => emit({ type: 'log', image: spec.name, index, line });
         try {
           if (step.kind === 'run') {
-            const diff = await this.runStep(tenantId, spec.name, parent.base, layers, step, stepEnv, index, emit, signal);
+            const diff = await this.runStep(tenantId, spec, parent.base, layers, step, stepEnv, index, emit, signal);
             await commit(id, diff.path, step.kind, title, definition, started).finally(() => this.deps.layers.dispose(diff.ws));
           } else {
             await this.inView(
@@ -222,9 +224,10 @@ export class ImageBuilder {
   }
 
   /** A `run` step: a build host from the layers so far, the commands, its writable layer kept. */
-  private async runStep(tenantId: string, image: string, base: string, layers: string[], step: RunStep, env: Record<string, string>, index: number, emit: Emit, signal?: AbortSignal): Promise<{ path: string; ws: Workspace }> {
+  private async runStep(tenantId: string, spec: Pick<ImageSpec, 'name' | 'egress'>, base: string, layers: string[], step: RunStep, env: Record<string, string>, index: number, emit: Emit, signal?: AbortSignal): Promise<{ path: string; ws: Workspace }> {
+    const image = spec.name;
     const boot: BootImage = { image: `${image} (bake)`, imageId: null, base, layers: layers.map((id) => this.deps.layers.diffDir(id)).reverse() };
-    const hostId = await this.deps.bakeHosts.launch(tenantId, boot, 'bake', signal);
+    const hostId = await this.deps.bakeHosts.launch(tenantId, boot, 'bake', signal, { egress: spec.egress });
     const ws = await this.deps.layers.workspace();
     try {
       const run: CommandRun = { commands: step.commands, env: { ...env, ...step.env }, cwd: step.cwd, timeoutSeconds: step.timeoutSeconds ?? DEFAULT_RUN_TIMEOUT_S };

@@ -154,7 +154,7 @@ export class ImageService implements ImageResolver {
       const parent: ParentImage = parentRow
         ? { base: parentRow.base, layers: parentRow.layers, parentId: parentRow.id, env: envOf(parentRow) }
         : { base: row.image, layers: [], parentId: null, env: {} };
-      const spec: ImageSpec = { name, parent: parentRow?.name ?? row.image, identity: { strip: [], keep: [] }, steps: [], at: { file: `host ${hostId}`, line: 1, column: 1 } };
+      const spec: ImageSpec = { name, parent: parentRow?.name ?? row.image, identity: { strip: [], keep: [] }, egress: false, steps: [], at: { file: `host ${hostId}`, line: 1, column: 1 } };
       const capturedAt = new Date().toISOString();
       const definition = { kind: 'capture', host: hostId, capturedAt };
       const id = layerId(parent.layers.at(-1) ?? baseChainId(parent.base), definition);

@@ -55,6 +55,7 @@ describe('parseImagesFile: a valid file', () => {
     '  rootfs:', // 28
     '    parent: /var/lib/berth/roots/alpine', // 29
     '    steps: []', // 30
+    '    egress: true', // 31
   );
 
   it('parses every step kind, short and long forms, with defaults and locations', () => {
@@ -68,6 +69,7 @@ describe('parseImagesFile: a valid file', () => {
     expect(base.identity).toEqual({ strip: [], keep: [] });
     expect(base.steps).toEqual([{ kind: 'run', commands: ['apt-get update'], env: {}, at: at(6, 9) }]);
     expect(rootfs.steps).toEqual([]);
+    expect([base.egress, web.egress, rootfs.egress]).toEqual([false, false, true]);
     expect(web.identity).toEqual({ strip: ['/etc/myapp/instance-id', '/var/lib/foo/*.state'], keep: ['/etc/machine-id'] });
     expect(web.steps).toEqual<ImageStep[]>([
       { kind: 'copy', src: 'app/', dest: '/srv/app', at: at(13, 9), srcAt: at(13, 15) },
@@ -111,7 +113,8 @@ describe('parseImagesFile: errors, located', () => {
     ['a bad image name', yaml('images:', '  Web_App!:', '    steps: []'), `${FILE}:2:3: images["Web_App!"]: bad image name "Web_App!"`],
     ['missing steps', yaml('images:', '  web:', '    parent: /'), `${FILE}:2:3: images.web: missing steps`],
     ['steps that are not a list', yaml('images:', '  web:', '    steps: {run: make}'), `${FILE}:3:12: images.web.steps: must be a list of steps (got a mapping)`],
-    ['an unknown image key', yaml('images:', '  web:', '    steps: []', '    parnet: base'), `${FILE}:4:5: images.web: unknown key "parnet" (expected one of parent, identity, steps)`],
+    ['an unknown image key', yaml('images:', '  web:', '    steps: []', '    parnet: base'), `${FILE}:4:5: images.web: unknown key "parnet" (expected one of parent, identity, egress, steps)`],
+    ['egress that is not true or false', yaml('images:', '  web:', '    egress: maybe', '    steps: []'), `${FILE}:3:13: images.web.egress: must be true or false (got "maybe")`],
     ['a parent naming the image itself', yaml('images:', '  web:', '    parent: web', '    steps: []'), `${FILE}:3:13: images.web.parent: image "web" cannot be its own parent`],
     ['a parent that is neither name nor path', yaml('images:', '  web:', '    parent: ../roots/x', '    steps: []'), `${FILE}:3:13: images.web.parent: must be an image name or an absolute path (got "../roots/x")`],
     ['a parent loop', yaml('images:', '  a:', '    parent: b', '    steps: []', '  b:', '    parent: a', '    steps: []'), `${FILE}:3:13: images.a.parent: parents loop: a → b → a`],
@@ -159,7 +162,7 @@ describe('parseImagesFile: errors, located', () => {
     const err = errorOf(yaml('images:', '  web:', '    stpes: []', '  api:', '    steps:', '      - runn: x', '      - copy: a b'));
     expect(err.message.split('\n')).toEqual([
       `${FILE}:2:3: images.web: missing steps`,
-      `${FILE}:3:5: images.web: unknown key "stpes" (expected one of parent, identity, steps)`,
+      `${FILE}:3:5: images.web: unknown key "stpes" (expected one of parent, identity, egress, steps)`,
       `${FILE}:6:9: images.api.steps[0]: unknown step type "runn" (expected one of copy, run, fetch, slug, env, test)`,
       `${FILE}:7:17: images.api.steps[1].copy: dest must be an absolute path (got "b")`,
     ]);

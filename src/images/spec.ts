@@ -9,6 +9,8 @@
  *     web:                  # image name: ^[a-z0-9][a-z0-9._-]{0,62}$
  *       parent: /           # another berth image's name, or the absolute path of a root filesystem
  *                           # directory ('/' = this machine's root). Default '/'. Not the image itself.
+ *       egress: true        # optional: its run steps may reach beyond the machine (local driver: the
+ *                           # hosts' egress; default false: a run step sees the machine's agent channel only)
  *       identity:           # optional: adjust the built-in identity-stripping list
  *         strip: [/etc/myapp/instance-id, /var/lib/foo/*.state]  # absolute paths; '*' matches within one component
  *         keep: [/etc/machine-id]                                 # absolute paths of built-in items (the caller checks which)
@@ -55,11 +57,13 @@ export interface ImageSpec {
   name: string;
   parent: string;
   identity: { strip: string[]; keep: string[] };
+  /** Whether its run steps may reach beyond the machine (the bake hosts get egress). */
+  egress: boolean;
   steps: ImageStep[];
   at: SourceLocation;
 }
 
-const IMAGE_KEYS = ['parent', 'identity', 'steps'] as const;
+const IMAGE_KEYS = ['parent', 'identity', 'egress', 'steps'] as const;
 
 /** The images a berth.yaml declares, in file order; throws ImageSpecError listing every problem. */
 export function parseImagesFile(text: string, file: string): ImageSpec[] {
@@ -112,12 +116,14 @@ function readImage(r: Reader, name: string, slot: Slot): { spec: ImageSpec; pare
   const parent = parentSlot ? readParent(r, parentSlot, name) : '/';
   const identitySlot = fields.get('identity');
   const identity = identitySlot ? readIdentity(r, identitySlot) : { strip: [], keep: [] };
+  const egressSlot = fields.get('egress');
+  const egress = egressSlot ? (r.bool(egressSlot) ?? false) : false;
   const stepsSlot = fields.get('steps');
   if (!stepsSlot) r.report(slot.keyAt, slot.path, 'missing steps', 'Add steps: with the list of steps that build the image.');
   const stepItems = stepsSlot ? (r.items(stepsSlot, 'a list of steps', 'Write steps: as a list, one "- kind: ..." item per step.') ?? []) : [];
   const steps = stepItems.map((item) => readStep(r, item)).filter((step) => step !== undefined);
   if (parent === undefined) return undefined;
-  return { spec: { name, parent, identity, steps, at: slot.keyAt }, parentSlot };
+  return { spec: { name, parent, identity, egress, steps, at: slot.keyAt }, parentSlot };
 }
 
 function readParent(r: Reader, slot: Slot, name: string): string | undefined {

@@ -16,6 +16,7 @@ import type { HostView } from '../../src/hosts/views.js';
 import type { ImageView } from '../../src/images/views.js';
 import type { CommandView } from '../../src/commands/views.js';
 import { useServer, type InProcessServer } from '../helpers/server.js';
+import { startUpstream } from '../helpers/upstream.js';
 
 const NET = { bridge: 'berthimg0', subnet: '10.228.0.0/22', cgroupName: 'berthimg' };
 
@@ -172,6 +173,30 @@ describe('image baking', () => {
     expect((await srv.api.get<ImageView>('/v1/images/web')).body.id).toBe(before.id);
     const { hosts } = (await srv.api.get<{ hosts: HostView[] }>('/v1/hosts')).body;
     expect(hosts.filter((h) => h.tags['berth:role']?.startsWith('bake'))).toEqual([]);
+  });
+
+  it('lets the run steps of an image with egress: true reach beyond the machine, and those of others not', async () => {
+    // "Beyond the machine": an upstream namespace this test makes, answering with who connects.
+    const upstream = await startUpstream('198.18.1', 9601);
+    try {
+      const image = (name: string, egress: boolean) => `images:
+  ${name}:
+    parent: /
+    egress: ${egress}
+    steps:
+      - run: "timeout 5 bash -c 'exec 3<>/dev/tcp/${upstream.address}/${upstream.port} && head -c 100 <&3 > /etc/fetched'"
+`;
+      const online = await bake(image('online', true));
+      expect(online.error).toBeUndefined();
+      const host = await launch('online');
+      expect(await run(host.id, 'cat /etc/fetched')).toBe(`from ${upstream.machineSide}`);
+      await srv.api.delete(`/v1/hosts/${host.id}`);
+      const offline = await bake(image('offline', false));
+      expect(offline.error?.code).toBe('bake_failed');
+      expect((await srv.api.get('/v1/images/offline')).status).toBe(404);
+    } finally {
+      await upstream.close();
+    }
   });
 
   it('reports spec errors with file, line and column, and bad checksums at the checksum', async () => {

@@ -5,13 +5,13 @@
  * and a private one (10.246.0.2), answering with the address it sees a connection come from.
  */
 import { randomBytes } from 'node:crypto';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HostSpec, LaunchedHost } from '../types.js';
 import { egressTableScript } from './egress.js';
 import { countLocalLeftovers, LocalDriver, type LocalDriverConfig } from './index.js';
 import { findTool } from './preflight.js';
+import { startUpstream, type Upstream } from '../../../test/helpers/upstream.js';
 import { inHost, runTool, sleeperDriverConfig } from './test-helpers.js';
 
 describe('the egress table', () => {
@@ -30,11 +30,9 @@ const canRun = process.platform === 'linux' && process.getuid?.() === 0 && findT
 const root = mkdtempSync('/tmp/berth-egress-test-');
 const config: LocalDriverConfig = sleeperDriverConfig(root, { bridge: 'berthegr0', subnet: '10.245.0.0/24', cgroupName: 'berthegr' });
 const run = randomBytes(3).toString('hex');
-const UPSTREAM_NS = `berthup-${run}`;
-const UPSTREAM_VETH = `bup${run}`;
+const PORT = 9600;
 const PUBLIC = '198.18.0.2';
 const PRIVATE = '10.246.0.2';
-const PORT = 9600;
 
 function spec(name: string, egress?: boolean): HostSpec {
   const id = `h-${run}-${name}`;
@@ -47,15 +45,10 @@ async function dial(host: LaunchedHost, address: string, port = PORT): Promise<s
   return (await inHost(host, `node -e ${JSON.stringify(js)}`)).stdout.trim();
 }
 
-const ip = async (...args: string[]): Promise<void> => {
-  const out = await runTool('ip', args);
-  if (out.code !== 0) throw new Error(`ip ${args.join(' ')}: ${out.stderr}`);
-};
-
 describe.skipIf(!canRun)('a host with egress reaches beyond the machine; others do not', () => {
   let driver: LocalDriver;
   let baseline: ReturnType<typeof countLocalLeftovers>;
-  let upstream: ChildProcess | undefined;
+  let upstream: Upstream | undefined;
   let forwarding = '';
 
   beforeAll(async () => {
@@ -65,24 +58,13 @@ describe.skipIf(!canRun)('a host with egress reaches beyond the machine; others 
     baseline = countLocalLeftovers(config);
     driver = new LocalDriver(config);
     await driver.init();
-    await ip('netns', 'add', UPSTREAM_NS);
-    await ip('link', 'add', UPSTREAM_VETH, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', UPSTREAM_NS);
-    await ip('addr', 'add', '198.18.0.1/24', 'dev', UPSTREAM_VETH);
-    await ip('addr', 'add', '10.246.0.1/24', 'dev', UPSTREAM_VETH);
-    await ip('link', 'set', UPSTREAM_VETH, 'up');
-    for (const cmd of [['addr', 'add', `${PUBLIC}/24`, 'dev', 'eth0'], ['addr', 'add', `${PRIVATE}/24`, 'dev', 'eth0'], ['link', 'set', 'eth0', 'up'], ['link', 'set', 'lo', 'up'], ['route', 'add', '10.245.0.0/24', 'via', '198.18.0.1']]) {
-      await ip('netns', 'exec', UPSTREAM_NS, 'ip', ...cmd);
-    }
-    // The upstream answers with the address a connection comes from.
-    upstream = spawn('ip', ['netns', 'exec', UPSTREAM_NS, process.execPath, '-e', `require('net').createServer(s=>s.end('from '+s.remoteAddress)).listen(${PORT},'0.0.0.0')`], { stdio: 'ignore' });
-    await new Promise((r) => setTimeout(r, 500));
+    // Its private address is in the default denied ranges; the route back lets it try to open connections to hosts.
+    upstream = await startUpstream('198.18.0', PORT, { extra: [['10.246.0.1/24', `${PRIVATE}/24`]], routeBack: '10.245.0.0/24' });
   }, 60_000);
 
   afterAll(async () => {
     for (const host of await driver.list()) await driver.terminate(host.id, host.driverData);
-    upstream?.kill();
-    await runTool('ip', ['netns', 'del', UPSTREAM_NS]);
-    await runTool('ip', ['link', 'del', UPSTREAM_VETH]);
+    await upstream?.close();
     expect(countLocalLeftovers(config)).toEqual(baseline);
     expect(await driver.teardown()).toBe(true);
     expect((await runTool('nft', ['list', 'table', 'inet', 'berth_berthegr0_egress'])).code).not.toBe(0);
@@ -104,7 +86,7 @@ describe.skipIf(!canRun)('a host with egress reaches beyond the machine; others 
     // Nothing from beyond the machine opens a connection to a host, egress or not (the upstream has a route to the bridge).
     await inHost(out, `nohup node -e "require('net').createServer(s=>s.end('out')).listen(${PORT})" >/dev/null 2>&1 &`);
     await new Promise((r) => setTimeout(r, 300));
-    const inbound = await runTool('ip', ['netns', 'exec', UPSTREAM_NS, process.execPath, '-e', `const s=require('net').connect(${PORT},${JSON.stringify(out.ip)});s.setTimeout(2000,()=>{console.log('timeout');process.exit()});s.on('data',d=>{console.log('answer:'+d);process.exit()});s.on('error',e=>{console.log(e.code);process.exit()})`]);
+    const inbound = await runTool('ip', ['netns', 'exec', upstream?.ns ?? '', process.execPath, '-e', `const s=require('net').connect(${PORT},${JSON.stringify(out.ip)});s.setTimeout(2000,()=>{console.log('timeout');process.exit()});s.on('data',d=>{console.log('answer:'+d);process.exit()});s.on('error',e=>{console.log(e.code);process.exit()})`]);
     expect(inbound.stdout.trim()).toBe('EHOSTUNREACH');
     await Promise.all([driver.terminate(out.id, out.driverData), driver.terminate(plain.id, plain.driverData)]);
     expect(countLocalLeftovers(config)).toEqual(baseline);

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import type { HostView } from '../hosts/views.js';
 import { age, collect, formatTags, parseKeyValues, table, UsageError, type Printer } from './output.js';
 import type { Context } from './context.js';
+import { registerHostStatsCommand } from './host-stats-command.js';
 
 export function registerHostCommands(program: Command, ctx: Context): void {
   const host = program.command('host').description('launch, list and remove hosts');
@@ -99,6 +100,8 @@ export function registerHostCommands(program: Command, ctx: Context): void {
       }
       if (printer.json) printer.out(`${JSON.stringify(removed, null, 2)}\n`);
     });
+
+  registerHostStatsCommand(host, ctx);
 }
 
 /** `k=v` sets, `k-` removes (as kubectl label does). */

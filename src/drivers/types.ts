@@ -72,6 +72,20 @@ export interface LaunchedHost {
 
 export type DriverHostState = 'running' | 'stopped' | 'gone';
 
+/** What a host uses now (HostDriver.stats). A field is absent when the backend does not measure it. */
+export interface HostStats {
+  /** CPU time its processes used since it booted, in seconds. */
+  cpuSeconds?: number;
+  memoryBytes?: number;
+  /** Absent: no limit. */
+  memoryLimitBytes?: number;
+  pids?: number;
+  pidsLimit?: number;
+  /** Of its disk of its own (HostResources.diskMiB); absent for a host without one. */
+  diskUsedBytes?: number;
+  diskSizeBytes?: number;
+}
+
 export interface DescribedHost {
   id: string;
   state: DriverHostState;
@@ -227,6 +241,8 @@ export interface HostDriver {
    * (AWS: the VPC's security groups). Terminate and reset take a host out of its group themselves.
    */
   setNetworkGroups?(groups: { id: string; driverData: Record<string, unknown> }[][], opts?: OperationOptions & { all?: boolean }): Promise<void>;
+  /** Optional: what a running host uses now (CPU time, memory, processes, disk), read cheaply enough to poll. */
+  stats?(id: string, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<HostStats>;
   /** Idempotent: terminating a host that is already gone succeeds. Leaves nothing behind. */
   terminate(id: string, driverData: Record<string, unknown>, opts?: TerminateOptions): Promise<void>;
   describe(id: string, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<DescribedHost>;

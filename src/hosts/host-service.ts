@@ -10,7 +10,7 @@ import type { HostResources } from '../drivers/types.js';
 import type { BootImage, HostServiceDeps, LaunchRequest, RegisteredHost } from './host-types.js';
 import type { NewHost } from '../store/hosts-repo.js';
 import type { HostRow } from '../store/schema.js';
-import { toHostSummary, toHostView, type HostSummary, type HostView } from './views.js';
+import { toHostSummary, toHostView, type HostStatsView, type HostSummary, type HostView } from './views.js';
 import { bootTimeoutOf, monitorHosts, recoverHosts, sweepOrphans, type RecoveryContext } from './host-recovery.js';
 import { ReadyWaiters } from './ready-waiters.js';
 
@@ -134,6 +134,17 @@ export class HostService {
     const row = await this.deps.hosts.get(tenantId, id);
     if (!row) throw new BerthError('host_not_found', `host ${id} does not exist`, 'List hosts with `berth host ls`.', { hostId: id });
     return toHostView(row, this.deps.agents.isConnected(id));
+  }
+
+  /** What a running host uses now, as its driver measures it (HostDriver.stats), with the time it was read. */
+  async stats(tenantId: string, id: string): Promise<HostStatsView> {
+    const row = await this.deps.hosts.get(tenantId, id);
+    if (!row) throw new BerthError('host_not_found', `host ${id} does not exist`, 'List hosts with `berth host ls`.', { hostId: id });
+    if (row.state !== 'running') throw new BerthError('invalid_state', `host ${id} is ${row.state}, so it uses nothing`, 'Ask for the stats of a running host.', { hostId: id, state: row.state });
+    const driver = this.deps.driver;
+    if (!driver.stats) throw new BerthError('invalid_state', `the ${driver.name} driver does not report what its hosts use`, driver.name === 'aws' ? "Look at the instance's CloudWatch metrics." : 'Use a driver that reports host stats.', { hostId: id });
+    const stats = await driver.stats(id, row.driver_data);
+    return { hostId: id, at: new Date().toISOString(), ...stats };
   }
 
   async list(tenantId: string, opts: { all?: boolean; tags?: Record<string, string> } = {}): Promise<HostView[]> {

@@ -68,3 +68,17 @@ export function toHostSummary(row: HostSummaryRow, connected: boolean): HostSumm
     createdAt: new Date(row.created_at).toISOString(),
   };
 }
+
+/** What a host uses at one moment (`GET /v1/hosts/{id}/stats`): HostDriver.stats's fields, absent when not measured. */
+export interface HostStatsView {
+  hostId: string;
+  /** When it was read: two readings give a CPU rate. */
+  at: string;
+  cpuSeconds?: number;
+  memoryBytes?: number;
+  memoryLimitBytes?: number;
+  pids?: number;
+  pidsLimit?: number;
+  diskUsedBytes?: number;
+  diskSizeBytes?: number;
+}

@@ -45,6 +45,7 @@ describe('bad input', () => {
     ['unknown route', (api) => api.get('/v1/nothing-here'), 404, 'not_found'],
     ['bad hostname', (api) => api.post('/v1/hosts', { hostname: 'Not A Hostname!' }), 400, 'validation_failed'],
     ['a disk too small for a system', (api) => api.post('/v1/hosts', { resources: { diskMiB: 1 } }), 400, 'validation_failed'],
+    ['the stats of an unknown host', (api) => api.get('/v1/hosts/h-nosuchhost/stats'), 404, 'host_not_found'],
     ['a machine port out of range', (api) => api.post('/v1/hosts', { resources: { machinePorts: [70000] } }), 400, 'validation_failed'],
     ['egress that is not a yes or no', (api) => api.post('/v1/hosts', { resources: { egress: 'yes' } }), 400, 'validation_failed'],
     ['a machine port given twice', (api) => api.post('/v1/hosts', { resources: { machinePorts: [5432, 5432] } }), 400, 'validation_failed'],

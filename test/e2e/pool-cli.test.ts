@@ -143,7 +143,7 @@ describe('berth pool, claim, release, group and apply', () => {
     expect(await poolNames()).not.toContain('rush');
   });
 
-  it('pool create --disk gives each host a disk of its own; a bad size exits 2 and creates nothing', async () => {
+  it('pool create --disk gives each host a disk of its own (host stats shows it); a bad size exits 2 and creates nothing', async () => {
     const view = await json<PoolStatusView>('pool', 'create', 'disky', '--size', '1', '--disk', '64');
     expect(view.template).toMatchObject({ diskMiB: 64 });
     const claim = await json<{ host: { id: string } }>('claim', 'disky', '--group', 'dora');
@@ -151,6 +151,17 @@ describe('berth pool, claim, release, group and apply', () => {
     const sizeKiB = Number((JSON.parse(df.stdout) as { invocations: { stdout: string }[] }).invocations[0]?.stdout.trim().split(/\s+/)[1]);
     expect(sizeKiB).toBeGreaterThan(48 * 1024);
     expect(sizeKiB).toBeLessThanOrEqual(64 * 1024);
+    // host stats: the disk's size and use beside memory and processes, and a CPU rate from two readings.
+    const [stats] = await json<{ hostId: string; cpuPercent?: number; diskSizeBytes?: number; diskUsedBytes?: number; memoryBytes?: number; pids?: number }[]>('host', 'stats', claim.host.id, '--interval', '0.2');
+    expect(stats?.hostId).toBe(claim.host.id);
+    expect(stats?.diskSizeBytes).toBe(sizeKiB * 1024);
+    expect(stats?.diskUsedBytes).toBeGreaterThan(0);
+    expect(stats?.memoryBytes).toBeGreaterThan(0);
+    expect(stats?.pids).toBeGreaterThanOrEqual(2); // the init and the agent
+    expect(stats?.cpuPercent).toBeGreaterThanOrEqual(0);
+    const table = await berth(['host', 'stats', claim.host.id, '--interval', '0.1'], env);
+    expect(table.stdout).toMatch(new RegExp(`^ID +CPU % +MEMORY +PIDS +DISK\n${claim.host.id} `));
+    expect((await berth(['host', 'stats', '--interval', '0'], env)).code).toBe(2);
     expect((await berth(['release', claim.host.id], env)).code).toBe(0);
     expect((await berth(['pool', 'rm', 'disky'], env)).code).toBe(0);
     const bad = await berth(['pool', 'create', 'disky', '--size', '1', '--disk', '8'], env);

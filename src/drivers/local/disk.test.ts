@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writ
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HostSpec } from '../types.js';
 import { countLocalLeftovers, LocalDriver, type LocalDriverConfig } from './index.js';
-import { inHost, sleeperDriverConfig } from './test-helpers.js';
+import { inHost, initPidOf, runTool, sleeperDriverConfig } from './test-helpers.js';
 
 const canRun = process.platform === 'linux' && process.getuid?.() === 0;
 const root = mkdtempSync('/tmp/berth-disk-test-');
@@ -59,6 +59,31 @@ describe.skipIf(!canRun)('a host with a disk of its own', () => {
     expect((await inHost(free, 'dd if=/dev/zero of=/root/big bs=1M count=40 2>/dev/null && echo wrote')).stdout).toBe('wrote\n');
     await Promise.all([driver.terminate(host.id, host.driverData), driver.terminate(free.id, free.driverData)]);
     expect(countLocalLeftovers(config)).toEqual(baseline);
+  }, 60_000);
+
+  it('reports what a host uses: CPU time, memory and processes with their limits, and its disk', async () => {
+    const host = await driver.launch({ ...spec('stats', 64), resources: { diskMiB: 64, memoryMiB: 256, pids: 200 } });
+    const before = await driver.stats(host.id, host.driverData);
+    expect(before).toMatchObject({ memoryLimitBytes: 256 * 1024 * 1024, pidsLimit: 200 });
+    expect(before.pids).toBeGreaterThanOrEqual(1);
+    expect(before.memoryBytes).toBeGreaterThan(0);
+    expect(before.diskSizeBytes).toBeGreaterThan(48 * 1024 * 1024);
+    expect(before.diskSizeBytes).toBeLessThanOrEqual(64 * 1024 * 1024);
+    // 16 MiB written, and a busy loop running in the host (in its cgroups, as its agent's commands are).
+    await inHost(host, 'dd if=/dev/urandom of=/root/data bs=1M count=16 2>/dev/null');
+    const joins = (host.driverData['cgroupDirs'] as string[]).map((dir) => `echo $$ > ${dir}/cgroup.procs`).join('; ');
+    await runTool('sh', ['-c', `${joins}; exec nsenter -t ${initPidOf(host)} -a /bin/sh -c 'nohup sh -c "while :; do :; done" >/dev/null 2>&1 &'`]);
+    await new Promise((r) => setTimeout(r, 600));
+    const after = await driver.stats(host.id, host.driverData);
+    expect((after.cpuSeconds ?? 0) - (before.cpuSeconds ?? 0)).toBeGreaterThan(0.2);
+    expect(after.pids).toBeGreaterThan(before.pids ?? 0);
+    expect((after.diskUsedBytes ?? 0) - (before.diskUsedBytes ?? 0)).toBeGreaterThanOrEqual(15 * 1024 * 1024);
+    // A host without limits or a disk of its own: the fields it has no value for are absent.
+    const plain = await driver.launch(spec('stats-plain'));
+    const stats = await driver.stats(plain.id, plain.driverData);
+    expect(Object.keys(stats).sort()).toEqual(['cpuSeconds', 'memoryBytes', 'pids']);
+    await Promise.all([driver.terminate(host.id, host.driverData), driver.terminate(plain.id, plain.driverData)]);
+    await expect(driver.stats(host.id, host.driverData)).rejects.toMatchObject({ code: 'invalid_state' });
   }, 60_000);
 
   it('gives a reset host a fresh disk of the same size', async () => {

@@ -8,7 +8,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { BerthError, errorMessage, isBerthError } from '../../core/errors.js';
-import type { DescribedHost, DriverInfo, FoundHost, HostDriver, HostSpec, LaunchedHost, OperationOptions } from '../types.js';
+import type { DescribedHost, DriverInfo, FoundHost, HostDriver, HostSpec, HostStats, LaunchedHost, OperationOptions } from '../types.js';
 import {
   checkSafePath, devTemplateDir, hostNames, hostToolsDir, isValidHostId, netnsPrefix, resolveLocalConfig,
   type HostNames, type LocalDriverConfig, type ResolvedLocalConfig,
@@ -36,7 +36,8 @@ import { liveAddress, parseHostRecord, readStateFile, recordToDriverData, STATE_
 import { ensureBridge, innerNetworkBatch, listNetnsHostIds, NETNS_DIR, outerNetworkBatch, removeHostNetwork } from './network.js';
 import { HostReachability } from './reachability.js';
 import { accessRecord, HostAccess } from './host-access.js';
-import { createHostDisk, removeHostDisk } from './disk.js';
+import { createHostDisk, diskPaths, hasOwnDisk, removeHostDisk } from './disk.js';
+import { readHostStats } from './host-stats.js';
 import { checkAgentDir, checkPlatform, findTool, prepareDevTemplate, probeNamespacesAndOverlay, resolveTools } from './preflight.js';
 import { describeFailure, findInitPid, isSameLiveProcess, pollUntil, readProcessStat, runCommand, sendSignal, SYSTEM_PATH, type CommandRunner } from './proc.js';
 import { IpAllocator } from './subnet.js';
@@ -280,6 +281,15 @@ export class LocalDriver implements HostDriver {
     const addressOf = (member: { id: string; driverData: Record<string, unknown> }) => (isValidHostId(member.id) ? liveAddress(hostNames(this.cfg, member.id).stateFile, member.driverData) : undefined);
     const addresses = groups.map((members) => members.map(addressOf).filter((ip): ip is string => ip !== undefined));
     await reachability.setGroups(addresses, { all: opts.all ?? false });
+  }
+
+  /** See HostDriver.stats and host-stats.ts. */
+  async stats(id: string, driverData: Record<string, unknown>, _opts?: OperationOptions): Promise<HostStats> {
+    const { layout } = await this.prepared();
+    const names = hostNames(this.cfg, id);
+    const record = this.knownRecord(names, driverData);
+    if (!isSameLiveProcess(record.initPid, record.initStartTime)) throw new BerthError('invalid_state', `host ${id} is not running on this machine`, 'Ask for the stats of a running host.', { hostId: id });
+    return readHostStats(layout, this.cfg.cgroupName, id, hasOwnDisk(names) ? diskPaths(names).mountPoint : undefined);
   }
 
   setStandby(id: string, _driverData: Record<string, unknown>, standby: boolean): void {

@@ -1,7 +1,7 @@
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { HostService } from '../../hosts/host-service.js';
-import { changeTagsBody, errorBody, hostIdParams, hostView, launchHostBody, listHostsQuery } from './schemas.js';
+import { changeTagsBody, errorBody, hostIdParams, hostStatsView, hostView, launchHostBody, listHostsQuery } from './schemas.js';
 import { parseTagList } from './tags.js';
 
 export function hostRoutes(hosts: HostService): FastifyPluginCallbackZod {
@@ -27,6 +27,18 @@ export function hostRoutes(hosts: HostService): FastifyPluginCallbackZod {
       '/v1/hosts/:id',
       { schema: { tags: ['hosts'], summary: 'Describe a host', params: hostIdParams, response: { 200: hostView, '4xx': errorBody } } },
       async (request) => hosts.get(request.tenantId, request.params.id),
+    );
+    app.get(
+      '/v1/hosts/:id/stats',
+      {
+        schema: {
+          tags: ['hosts'],
+          summary: 'What a running host uses now: CPU seconds since boot, memory, processes and its own disk, each with its limit',
+          params: hostIdParams,
+          response: { 200: hostStatsView, '4xx': errorBody, '5xx': errorBody },
+        },
+      },
+      async (request) => hosts.stats(request.tenantId, request.params.id),
     );
     app.post(
       '/v1/hosts/:id/reset',

@@ -37,6 +37,19 @@ export const changeTagsBody = z
   })
   .strict();
 
+const bytes = z.number().int().min(0);
+export const hostStatsView = z.object({
+  hostId: z.string(),
+  at: z.string().describe('When it was read'),
+  cpuSeconds: z.number().min(0).optional().describe('CPU time its processes used since it booted'),
+  memoryBytes: bytes.optional(),
+  memoryLimitBytes: bytes.optional().describe('Absent: no limit'),
+  pids: z.number().int().min(0).optional(),
+  pidsLimit: z.number().int().min(0).optional(),
+  diskUsedBytes: bytes.optional().describe('Of its disk of its own (diskMiB); absent without one'),
+  diskSizeBytes: bytes.optional(),
+});
+
 export const launchHostBody = z
   .object({
     image: z.string().min(1).optional().describe("An image name (`berth image ls`), or a root filesystem directory for the local driver; default: this machine's root"),

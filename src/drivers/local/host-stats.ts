@@ -82,5 +82,5 @@ export async function readHostStats(layout: CgroupLayout, cgroupName: string, id
     stats.diskUsedBytes = (fs.blocks - fs.bfree) * fs.bsize;
   }
   // Absent, not undefined-valued, fields: JSON and deep equality see the same thing.
-  return Object.fromEntries(Object.entries(stats).filter(([, v]) => v !== undefined)) as HostStats;
+  return Object.fromEntries(Object.entries(stats).filter(([, v]) => v !== undefined));
 }

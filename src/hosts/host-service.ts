@@ -141,10 +141,21 @@ export class HostService {
     const row = await this.deps.hosts.get(tenantId, id);
     if (!row) throw new BerthError('host_not_found', `host ${id} does not exist`, 'List hosts with `berth host ls`.', { hostId: id });
     if (row.state !== 'running') throw new BerthError('invalid_state', `host ${id} is ${row.state}, so it uses nothing`, 'Ask for the stats of a running host.', { hostId: id, state: row.state });
+    return this.statsOf(row);
+  }
+
+  /** The stats of every running host of the tenant (one store read); one that stops meanwhile is left out. */
+  async runningStats(tenantId: string): Promise<HostStatsView[]> {
+    const rows = await this.deps.hosts.list(tenantId, { states: ['running'] });
+    const read = await Promise.all(rows.map((row) => this.statsOf(row).catch(() => undefined)));
+    return read.filter((s): s is HostStatsView => s !== undefined);
+  }
+
+  private async statsOf(row: HostRow): Promise<HostStatsView> {
     const driver = this.deps.driver;
-    if (!driver.stats) throw new BerthError('invalid_state', `the ${driver.name} driver does not report what its hosts use`, driver.name === 'aws' ? "Look at the instance's CloudWatch metrics." : 'Use a driver that reports host stats.', { hostId: id });
-    const stats = await driver.stats(id, row.driver_data);
-    return { hostId: id, at: new Date().toISOString(), ...stats };
+    if (!driver.stats) throw new BerthError('invalid_state', `the ${driver.name} driver does not report what its hosts use`, driver.name === 'aws' ? "Look at the instance's CloudWatch metrics." : 'Use a driver that reports host stats.', { hostId: row.id });
+    const stats = await driver.stats(row.id, row.driver_data);
+    return { hostId: row.id, at: new Date().toISOString(), ...stats };
   }
 
   async list(tenantId: string, opts: { all?: boolean; tags?: Record<string, string> } = {}): Promise<HostView[]> {

@@ -19,6 +19,8 @@ import type { Database } from '../store/schema.js';
 import { OPEN_STATUSES } from '../core/command-status.js';
 import { formatExposition, histogramSamples, type MetricFamily, type MetricType, type RouterRequestCounts, type Sample } from './exposition.js';
 import { TenantHistograms } from './readiness.js';
+import { hostUsageFamilies } from './host-usage.js';
+import type { HostStatsView } from '../hosts/views.js';
 import { MetricsRepo, type ClaimCounts, type ClaimStageHistogram, type PoolHostGroup, type StoreTime } from './metrics-repo.js';
 
 /**
@@ -154,6 +156,8 @@ export interface MetricsCollectorDeps {
   services?: { reportedServices(tenantId: string): Array<{ hostId: string; service: string; state: string; restarts: number }> };
   /** A demand-sized pool's current target (the reconciler's last pass); undefined: its size. */
   poolTarget?: (tenantId: string, pool: string) => number | undefined;
+  /** What the tenant's running hosts use (their drivers' readings); without it the host families are left out. */
+  hostStats?: (tenantId: string) => Promise<HostStatsView[]>;
 }
 
 export class MetricsCollector {
@@ -289,6 +293,8 @@ export class MetricsCollector {
 
     // Hosts' launch to ready, pools' refills, environments' creates and deploys by stage.
     families.push(...histories);
+
+    if (this.deps.hostStats) families.push(...hostUsageFamilies(tenant, await this.deps.hostStats(tenantId)));
 
     // Supervised services, as their agents last reported them.
     if (this.deps.services) {

@@ -311,7 +311,13 @@ export class BerthServer {
       const envs = await environments.recover();
       if (envs.routed.length + envs.cleaned.length > 0) log(`recovered after restart: ${envs.routed.length} environment route(s) restored, ${envs.cleaned.length} unfinished environment(s) cleaned up`);
 
-      const metrics = new MetricsCollector({ db: store.db, routerRequests, services, poolTarget: (tenantId, pool) => reconciler.progressOf(tenantId, pool).demand?.target });
+      const metrics = new MetricsCollector({
+        db: store.db,
+        routerRequests,
+        services,
+        poolTarget: (tenantId, pool) => reconciler.progressOf(tenantId, pool).demand?.target,
+        ...(config.driver.stats ? { hostStats: (tenantId: string) => hostsService.runningStats(tenantId) } : {}),
+      });
       const dashboard = createDashboard({ db: store.db, events, metrics, pools: poolService, hosts: hostsService, environments, commands, hostHourPrice: config.hostHourPrice });
       const app = await buildApp({
         hosts: hostsService,

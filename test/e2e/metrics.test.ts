@@ -80,4 +80,20 @@ describe('/metrics', () => {
     const states = [...m].filter(([k]) => k.startsWith('berth_services{')).reduce((n, [, v]) => n + v, 0);
     expect(states).toBe(2);
   }, 60_000);
+
+  it("reports what each running host uses, as GET /v1/hosts/{id}/stats reads it", async () => {
+    const host = (await srv.api.post<{ id: string }>('/v1/hosts', { resources: { memoryMiB: 300, pids: 150, diskMiB: 48 } })).body;
+    const m = samples((await scrape(srv.server.token)).text);
+    const stats = (await srv.api.get<{ memoryLimitBytes?: number; pidsLimit?: number; diskSizeBytes?: number; cpuSeconds?: number }>(`/v1/hosts/${host.id}/stats`)).body;
+    const of = (name: string) => m.get(`${name}{tenant="default",host="${host.id}"}`);
+    expect(of('berth_host_memory_limit_bytes')).toBe(300 * 1024 * 1024);
+    expect(of('berth_host_processes_limit')).toBe(150);
+    expect(of('berth_host_disk_size_bytes')).toBe(stats.diskSizeBytes);
+    expect(of('berth_host_memory_bytes')).toBeGreaterThan(0);
+    expect(of('berth_host_processes')).toBeGreaterThanOrEqual(2);
+    // CPU time only grows: the scrape came first.
+    expect(of('berth_host_cpu_seconds_total')).toBeLessThanOrEqual(stats.cpuSeconds ?? 0);
+    await srv.api.delete(`/v1/hosts/${host.id}`);
+    expect(samples((await scrape(srv.server.token)).text).has(`berth_host_memory_bytes{tenant="default",host="${host.id}"}`)).toBe(false);
+  }, 60_000);
 });

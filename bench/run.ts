@@ -29,6 +29,7 @@ import { serviceBench } from './services.js';
 import { spinupBench } from './spinup.js';
 import { ms, summarize, type Summary } from './stats.js';
 import { diskLaunchBench } from './disk.js';
+import { hostStatsBench } from './host-stats.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -76,7 +77,9 @@ async function main(): Promise<void> {
   if (LOCAL_PARTS.some((part) => ONLY.has(part))) {
     const srv = await startServer(NET, DATABASE_URL ? { databaseUrl: DATABASE_URL } : {});
     try {
-      if (ONLY.has('foundation')) rows.push(...(await foundationBench(srv)), ...(await diskLaunchBench(srv, { launches: DISK_LAUNCHES, progress })));
+      if (ONLY.has('foundation')) {
+        rows.push(...(await foundationBench(srv)), ...(await diskLaunchBench(srv, { launches: DISK_LAUNCHES, progress })), ...(await hostStatsBench(srv, { hosts: 10, rounds: 20, progress })));
+      }
       if (ONLY.has('claims')) rows.push(...(await claimBench(srv, { ...CLAIMS, progress })));
       if (ONLY.has('images')) rows.push(...(await imageBench(srv, { ...IMAGES, progress })));
       if (ONLY.has('services')) rows.push(...(await serviceBench(srv, { ...SERVICES, progress })));

@@ -144,11 +144,20 @@ export class HostService {
     return this.statsOf(row);
   }
 
-  /** The stats of every running host of the tenant (one store read); one that stops meanwhile is left out. */
+  /**
+   * The stats of every running host of the tenant (one store read); one that stops meanwhile is left
+   * out. One host after another, giving the event loop back every few: a reading costs ~0.2 ms of
+   * this process's time, and a scrape of hundreds of hosts must not hold up claims meanwhile.
+   */
   async runningStats(tenantId: string): Promise<HostStatsView[]> {
     const rows = await this.deps.hosts.list(tenantId, { states: ['running'] });
-    const read = await Promise.all(rows.map((row) => this.statsOf(row).catch(() => undefined)));
-    return read.filter((s): s is HostStatsView => s !== undefined);
+    const read: HostStatsView[] = [];
+    for (const [i, row] of rows.entries()) {
+      if (i > 0 && i % 16 === 0) await new Promise((resolve) => setImmediate(resolve));
+      const stats = await this.statsOf(row).catch(() => undefined);
+      if (stats) read.push(stats);
+    }
+    return read;
   }
 
   private async statsOf(row: HostRow): Promise<HostStatsView> {

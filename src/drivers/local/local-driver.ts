@@ -3,18 +3,17 @@
  * overlayfs copy-on-write root, its own address on a bridge and cgroup limits. See host-scripts.ts for
  * how a host is brought up, and config.ts for how every resource's name derives from the host id.
  */
-import { existsSync, mkdirSync, readdirSync, rmdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmdirSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { BerthError, errorMessage, isBerthError } from '../../core/errors.js';
 import type { DescribedHost, DriverInfo, FoundHost, HostDriver, HostSpec, HostStats, LaunchedHost, OperationOptions } from '../types.js';
 import {
-  checkSafePath, devTemplateDir, hostNames, hostToolsDir, isValidHostId, netnsPrefix, resolveLocalConfig,
+  devTemplateDir, hostNames, hostToolsDir, isValidHostId, netnsPrefix, resolveLocalConfig,
   type HostNames, type LocalDriverConfig, type ResolvedLocalConfig,
 } from './config.js';
 import {
-  cgroupPids,
   createHostCgroups,
   setHostStandby,
   destroyHostCgroups,
@@ -29,21 +28,20 @@ import {
 import { captureUpperDir } from './capture.js';
 import { buildFstab, buildLauncherScript, buildSetupScript, type SystemTools } from './host-scripts.js';
 import { hasSysrqTrigger, prepareCapabilityTool, type CapabilityTool } from './confinement.js';
-import { BaseViews, checkStack, lowerDirOption } from './overlay.js';
+import { BaseViews, lowerDirOption } from './overlay.js';
 import { cancelled, consoleTail, createHostDir, launchError, LaunchProcessError, spawnLocally, startLauncher, writeHostFiles } from './host-launch.js';
 import { Spawner, type LaunchRequest, type LauncherChild } from './spawner.js';
 import { liveAddress, parseHostRecord, readStateFile, recordToDriverData, STATE_VERSION, writeStateFile, type HostRecord } from './host-state.js';
-import { ensureBridge, innerNetworkBatch, listNetnsHostIds, NETNS_DIR, outerNetworkBatch, removeHostNetwork } from './network.js';
+import { ensureBridge, innerNetworkBatch, listNetnsHostIds, outerNetworkBatch, removeHostNetwork } from './network.js';
 import { HostReachability } from './reachability.js';
 import { accessRecord, HostAccess } from './host-access.js';
 import { createHostDisk, diskPaths, hasOwnDisk, removeHostDisk } from './disk.js';
 import { readHostStats } from './host-stats.js';
+import { checkHostSpec, describeHost, stopHostProcesses } from './host-lifecycle.js';
 import { checkAgentDir, checkPlatform, findTool, prepareDevTemplate, probeNamespacesAndOverlay, resolveTools } from './preflight.js';
-import { describeFailure, findInitPid, isSameLiveProcess, pollUntil, readProcessStat, runCommand, sendSignal, SYSTEM_PATH, type CommandRunner } from './proc.js';
+import { describeFailure, isSameLiveProcess, readProcessStat, runCommand, SYSTEM_PATH, type CommandRunner } from './proc.js';
 import { IpAllocator } from './subnet.js';
 
-const TERM_REPEAT_MS = 500;
-const HOSTNAME_RE = /^(?=.{1,64}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
 
 interface Prepared {
   tools: SystemTools;
@@ -243,19 +241,7 @@ export class LocalDriver implements HostDriver {
   }
 
   private checkSpec(spec: HostSpec): void {
-    if (!HOSTNAME_RE.test(spec.hostname)) {
-      throw new BerthError('validation_failed', `hostname ${JSON.stringify(spec.hostname)} is not a valid host name`, 'Use 1-64 characters: dot-separated labels of letters, digits and inner hyphens.');
-    }
-    checkSafePath('image', spec.image);
-    if (!isDirectory(spec.image)) {
-      throw new BerthError('validation_failed', `image ${spec.image} is not a directory on this machine`, "For the local driver an image is a root filesystem directory; use '/' for this machine's own root filesystem.");
-    }
-    const layers = spec.layers ?? [];
-    checkStack({ base: spec.image, layers });
-    for (const layer of layers) {
-      checkSafePath('image layer', layer);
-      if (!isDirectory(layer)) throw new BerthError('validation_failed', `image layer ${layer} is missing on this machine`, 'Rebuild the image with `berth image build`.');
-    }
+    checkHostSpec(spec);
   }
 
   /**
@@ -330,46 +316,14 @@ export class LocalDriver implements HostDriver {
   }
 
   /** Stops every process of a host: TERM to its PID 1 (the kernel kills the rest), KILL after the grace. */
-  private async stopProcesses(record: Partial<HostRecord>, cgroupDirs: string[]): Promise<void> {
-    const initPid = record.initPid ?? findInitPid(cgroupPids(cgroupDirs));
-    const initStartTime = record.initPid ? record.initStartTime : initPid && readProcessStat(initPid)?.startTime;
-    if (initPid && isSameLiveProcess(initPid, initStartTime)) {
-      // PID 1 forwards TERM to the agent and exits; the kernel then kills everything else in the host.
-      // TERM is repeated because one forwarded while the agent is between fork and exec is swallowed
-      // by the shell's inherited handler, and the agent would then never hear of it.
-      const deadline = Date.now() + this.cfg.stopGraceMs;
-      let stopped = false;
-      while (!stopped && Date.now() < deadline) {
-        sendSignal(initPid, 'SIGTERM');
-        stopped = await pollUntil(() => !isSameLiveProcess(initPid, initStartTime), Math.min(TERM_REPEAT_MS, deadline - Date.now()), 10);
-      }
-      if (!stopped) sendSignal(initPid, 'SIGKILL');
-    }
-    if (isSameLiveProcess(record.outerPid, record.outerStartTime) && record.outerPid) sendSignal(record.outerPid, 'SIGKILL');
+  private stopProcesses(record: Partial<HostRecord>, cgroupDirs: string[]): Promise<void> {
+    return stopHostProcesses(record, cgroupDirs, this.cfg.stopGraceMs);
   }
 
   async describe(id: string, driverData: Record<string, unknown>, _opts?: OperationOptions): Promise<DescribedHost> {
     const { layout } = await this.prepared();
     const names = hostNames(this.cfg, id);
-    const record = this.knownRecord(names, driverData);
-    const cgroupDirs = hostCgroupDirs(layout, this.cfg.cgroupName, id);
-    const ip = record.ip;
-    if (isSameLiveProcess(record.initPid, record.initStartTime)) return { id, state: 'running', ...(ip ? { ip } : {}) };
-    const traces = [
-      existsSync(names.hostDir) && `state dir ${names.hostDir}`,
-      existsSync(`${NETNS_DIR}/${names.netns}`) && `network namespace ${names.netns}`,
-      cgroupDirs.some((dir) => existsSync(dir)) && 'cgroups',
-    ].filter((t): t is string => typeof t === 'string');
-    if (traces.length === 0) return { id, state: 'gone', reason: 'nothing of the host is left on this machine' };
-    if (!record.initPid) {
-      const initPid = findInitPid(cgroupPids(cgroupDirs));
-      if (initPid) return { id, state: 'running', ...(ip ? { ip } : {}), reason: `init process ${initPid} found in the host's cgroup (its launch was not recorded)` };
-      return { id, state: 'stopped', ...(ip ? { ip } : {}), reason: `the host's launch never completed; leftovers: ${traces.join(', ')}` };
-    }
-    const stat = readProcessStat(record.initPid);
-    const reused = stat !== undefined && stat.startTime !== record.initStartTime;
-    const why = reused ? `init process ${record.initPid} is gone (its pid now belongs to another process)` : `init process ${record.initPid} exited`;
-    return { id, state: 'stopped', ...(ip ? { ip } : {}), reason: `${why}; see ${names.consoleLog}` };
+    return describeHost(names, this.knownRecord(names, driverData), hostCgroupDirs(layout, this.cfg.cgroupName, id));
   }
 
   async list(_opts?: OperationOptions): Promise<FoundHost[]> {
@@ -430,13 +384,6 @@ export class LocalDriver implements HostDriver {
   }
 }
 
-function isDirectory(path: string): boolean {
-  try {
-    return statSync(path).isDirectory();
-  } catch {
-    return false;
-  }
-}
 
 function round(ms: number): number {
   return Math.round(ms * 10) / 10;

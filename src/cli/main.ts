@@ -21,6 +21,7 @@ import { registerSvcCommands } from './svc-commands.js';
 import { registerConfigCommands } from './config-commands.js';
 import { registerEventsCommand } from './events-command.js';
 import { registerDashboardCommand } from './dashboard-command.js';
+import { registerDoctorCommand } from './doctor-command.js';
 
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const program = new Command('berth')
@@ -45,6 +46,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   registerDriverCommand(program, ctx);
   registerEventsCommand(program, ctx);
   registerDashboardCommand(program, ctx);
+  registerDoctorCommand(program, ctx);
   program
     .command('agent')
     .description('run the host agent (started by every host; not for interactive use)')

@@ -1,3 +1,4 @@
+import type { HostStats } from '../drivers/types.js';
 import type { HostSummaryRow } from '../store/hosts-repo.js';
 import type { HostRow } from '../store/schema.js';
 
@@ -70,15 +71,8 @@ export function toHostSummary(row: HostSummaryRow, connected: boolean): HostSumm
 }
 
 /** What a host uses at one moment (`GET /v1/hosts/{id}/stats`): HostDriver.stats's fields, absent when not measured. */
-export interface HostStatsView {
+export interface HostStatsView extends HostStats {
   hostId: string;
   /** When it was read: two readings give a CPU rate. */
   at: string;
-  cpuSeconds?: number;
-  memoryBytes?: number;
-  memoryLimitBytes?: number;
-  pids?: number;
-  pidsLimit?: number;
-  diskUsedBytes?: number;
-  diskSizeBytes?: number;
 }

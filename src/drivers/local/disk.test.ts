@@ -4,21 +4,18 @@
  * reset gives a fresh one; a capture copies its layer; terminate leaves no mount or loop device.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HostSpec } from '../types.js';
 import { countLocalLeftovers, LocalDriver, type LocalDriverConfig } from './index.js';
-import { inHost, initPidOf, runTool, sleeperDriverConfig } from './test-helpers.js';
+import { inHost, initPidOf, runTool, sleeperDriverConfig, startTestDriver, testSpec } from './test-helpers.js';
 
 const canRun = process.platform === 'linux' && process.getuid?.() === 0;
 const root = mkdtempSync('/tmp/berth-disk-test-');
 const config: LocalDriverConfig = sleeperDriverConfig(root, { bridge: 'berthdsk0', subnet: '10.244.0.0/24', cgroupName: 'berthdsk' });
 const run = randomBytes(3).toString('hex');
 
-function spec(name: string, diskMiB?: number): HostSpec {
-  const id = `h-${run}-${name}`;
-  return { id, hostname: `${name}-${run}`, image: '/', tags: {}, resources: diskMiB === undefined ? {} : { diskMiB }, agent: { hostId: id, token: `token-${name}`, serverUrl: 'ws://10.244.0.1:7071/v1/agent' } };
-}
+const spec = (name: string, diskMiB?: number): HostSpec => testSpec(run, name, 'ws://10.244.0.1:7071/v1/agent', diskMiB === undefined ? {} : { diskMiB });
 
 /** Bytes the machine's disk holds for a file (a sparse file holds only what was written). */
 const allocated = (path: string): number => statSync(path).blocks * 512;
@@ -28,11 +25,7 @@ describe.skipIf(!canRun)('a host with a disk of its own', () => {
   let baseline: ReturnType<typeof countLocalLeftovers>;
 
   beforeAll(async () => {
-    mkdirSync(config.agentDir, { recursive: true });
-    writeFileSync(`${config.agentDir}/berth-agent.txt`, 'agent bundle\n');
-    baseline = countLocalLeftovers(config);
-    driver = new LocalDriver(config);
-    await driver.init();
+    ({ driver, baseline } = await startTestDriver(config));
   });
 
   afterAll(async () => {

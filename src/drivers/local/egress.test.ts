@@ -5,14 +5,14 @@
  * and a private one (10.246.0.2), answering with the address it sees a connection come from.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HostSpec, LaunchedHost } from '../types.js';
 import { egressTableScript } from './egress.js';
 import { countLocalLeftovers, LocalDriver, type LocalDriverConfig } from './index.js';
 import { findTool } from './preflight.js';
 import { startUpstream, type Upstream } from '../../../test/helpers/upstream.js';
-import { inHost, runTool, sleeperDriverConfig } from './test-helpers.js';
+import { inHost, runTool, sleeperDriverConfig, startTestDriver, testSpec } from './test-helpers.js';
 
 describe('the egress table', () => {
   it('lets answers into the bridge and egress hosts out of it, minus the denied ranges; it masquerades them', () => {
@@ -34,10 +34,7 @@ const PORT = 9600;
 const PUBLIC = '198.18.0.2';
 const PRIVATE = '10.246.0.2';
 
-function spec(name: string, egress?: boolean): HostSpec {
-  const id = `h-${run}-${name}`;
-  return { id, hostname: `${name}-${run}`, image: '/', tags: {}, resources: egress ? { egress } : {}, agent: { hostId: id, token: `token-${name}`, serverUrl: 'ws://10.245.0.1:7071/v1/agent' } };
-}
+const spec = (name: string, egress?: boolean): HostSpec => testSpec(run, name, 'ws://10.245.0.1:7071/v1/agent', egress ? { egress } : {});
 
 /** What a host gets when it opens a connection (node in the host, the machine's root as image). */
 async function dial(host: LaunchedHost, address: string, port = PORT): Promise<string> {
@@ -53,11 +50,7 @@ describe.skipIf(!canRun)('a host with egress reaches beyond the machine; others 
 
   beforeAll(async () => {
     forwarding = readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim();
-    mkdirSync(config.agentDir, { recursive: true });
-    writeFileSync(`${config.agentDir}/berth-agent.txt`, 'agent bundle\n');
-    baseline = countLocalLeftovers(config);
-    driver = new LocalDriver(config);
-    await driver.init();
+    ({ driver, baseline } = await startTestDriver(config));
     // Its private address is in the default denied ranges; the route back lets it try to open connections to hosts.
     upstream = await startUpstream('198.18.0', PORT, { extra: [['10.246.0.1/24', `${PRIVATE}/24`]], routeBack: '10.245.0.0/24' });
   }, 60_000);

@@ -14,7 +14,7 @@ import type { HostSpec, LaunchedHost } from '../types.js';
 import { detectCgroupLayout, hostCgroupDirs, readMountinfo } from './cgroups.js';
 import { countLocalLeftovers, LocalDriver, type LocalDriverConfig } from './index.js';
 import { bridgeMac } from './network.js';
-import { inHost, initPidOf, runTool, sleeperDriverConfig, type ToolOutput } from './test-helpers.js';
+import { inHost, initPidOf, runTool, sleeperDriverConfig, startTestDriver, type ToolOutput } from './test-helpers.js';
 
 const canRun = process.platform === 'linux' && process.getuid?.() === 0;
 const root = mkdtempSync('/tmp/berth-local-test-');
@@ -91,11 +91,7 @@ describe.skipIf(!canRun)('local driver on this machine', () => {
   let b: LaunchedHost;
 
   beforeAll(async () => {
-    mkdirSync(config.agentDir, { recursive: true });
-    writeFileSync(`${config.agentDir}/berth-agent.txt`, 'agent bundle\n');
-    baseline = countLocalLeftovers(config);
-    driver = new LocalDriver(config);
-    await driver.init();
+    ({ driver, baseline } = await startTestDriver(config));
     [a, b] = await Promise.all([
       driver.launch(spec('a', { resources: { cpus: 0.5, memoryMiB: 128, pids: 200 } })),
       driver.launch(spec('b')),

@@ -5,14 +5,14 @@
  * host still works; a reset or a terminate takes a grant away; a restarted driver keeps them.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, connect, type Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HostSpec, LaunchedHost } from '../types.js';
 import { countLocalLeftovers, LocalDriver, type LocalDriverConfig } from './index.js';
 import { agentEndpoint, grantPairs, tableScript } from './machine-ports.js';
 import { findTool } from './preflight.js';
-import { inHost, runTool, sleeperDriverConfig } from './test-helpers.js';
+import { inHost, runTool, sleeperDriverConfig, startTestDriver, testSpec } from './test-helpers.js';
 
 describe('the machine ports table', () => {
   it('lets a host dial its agent and its grants at the gateway, and rejects the rest', () => {
@@ -43,10 +43,7 @@ const AGENT_PORT = 9401;
 const GRANTED_PORT = 9402;
 const CLOSED_PORT = 9403;
 
-function spec(name: string, machinePorts?: number[]): HostSpec {
-  const id = `h-${run}-${name}`;
-  return { id, hostname: `${name}-${run}`, image: '/', tags: {}, resources: machinePorts ? { machinePorts } : {}, agent: { hostId: id, token: `token-${name}`, serverUrl: `ws://${GATEWAY}:${AGENT_PORT}/v1/agent` } };
-}
+const spec = (name: string, machinePorts?: number[]): HostSpec => testSpec(run, name, `ws://${GATEWAY}:${AGENT_PORT}/v1/agent`, machinePorts ? { machinePorts } : {});
 
 /** What a host gets when it opens a connection to `address` port `port` (node in the host, the machine's root as image). */
 async function dial(host: LaunchedHost, address: string, port: number): Promise<string> {
@@ -68,11 +65,7 @@ describe.skipIf(!canRun)("a host reaches the machine's ports it was granted, and
     });
 
   beforeAll(async () => {
-    mkdirSync(config.agentDir, { recursive: true });
-    writeFileSync(`${config.agentDir}/berth-agent.txt`, 'agent bundle\n');
-    baseline = countLocalLeftovers(config);
-    driver = new LocalDriver(config);
-    await driver.init();
+    ({ driver, baseline } = await startTestDriver(config));
     // On every address, IPv6 too, as a careless service on a machine listens.
     for (const port of [AGENT_PORT, GRANTED_PORT, CLOSED_PORT]) await listen(port, '::');
     const shown = await runTool('ip', ['-j', '-6', 'addr', 'show', 'dev', 'berthmpt0']);

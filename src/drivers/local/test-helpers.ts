@@ -1,7 +1,10 @@
 /** Helpers for the local driver's tests on this machine (real hosts, temp dirs). Not used by berth itself. */
 import { execFile } from 'node:child_process';
-import type { LaunchedHost } from '../types.js';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import type { HostResources, HostSpec, LaunchedHost } from '../types.js';
 import type { LocalDriverConfig } from './config.js';
+import { LocalDriver } from './local-driver.js';
+import { countLocalLeftovers, type LeftoverCounts } from './leftovers.js';
 
 /** A driver of its own under `root`, whose hosts run `sleep infinity` as their agent (no control plane needed). */
 export function sleeperDriverConfig(root: string, net: { bridge: string; subnet: string; cgroupName: string }): LocalDriverConfig {
@@ -28,4 +31,20 @@ export const initPidOf = (host: LaunchedHost): number => host.driverData['initPi
 /** Runs a script inside the host, like `docker exec`: every namespace, the host's root. */
 export function inHost(host: LaunchedHost, script: string): Promise<ToolOutput> {
   return runTool('nsenter', ['-t', String(initPidOf(host)), '-a', '/bin/sh', '-c', script]);
+}
+
+/** A test driver, initialised, and what the machine held of its kind before it (to compare with after). */
+export async function startTestDriver(config: LocalDriverConfig): Promise<{ driver: LocalDriver; baseline: LeftoverCounts }> {
+  mkdirSync(config.agentDir, { recursive: true });
+  writeFileSync(`${config.agentDir}/berth-agent.txt`, 'agent bundle\n');
+  const baseline = countLocalLeftovers(config);
+  const driver = new LocalDriver(config);
+  await driver.init();
+  return { driver, baseline };
+}
+
+/** A host spec of the machine's root as image: id `h-<run>-<name>`, its agent dialing `serverUrl`. */
+export function testSpec(run: string, name: string, serverUrl: string, resources: HostResources = {}): HostSpec {
+  const id = `h-${run}-${name}`;
+  return { id, hostname: `${name}-${run}`, image: '/', tags: {}, resources, agent: { hostId: id, token: `token-${name}`, serverUrl } };
 }

@@ -67,6 +67,7 @@ export async function startLocalServer(dataDir: string, opts: ServerOptions, env
     agentCommand: agentCommand(),
     ...(opts.bridge ? { bridge: opts.bridge } : {}),
     ...(opts.subnet ? { subnet: opts.subnet } : {}),
+    agentPort: Number(opts.agentPort),
     ...(opts.egressDeny !== undefined ? { egressDeny: opts.egressDeny === 'none' ? [] : opts.egressDeny.split(',').map((c) => c.trim()).filter(Boolean) } : {}),
     cgroupName: opts.name,
     // With this machine's root as the image, hosts would otherwise see the data dir (token, store).

@@ -48,6 +48,12 @@ export interface LocalDriverConfig {
    * link-local and multicast ranges (egress.ts, DEFAULT_EGRESS_DENY); `[]` denies nothing.
    */
   egressDeny?: string[];
+  /**
+   * The port the control plane's agent channel listens on at the gateway, when known before it
+   * listens (`berth server --agent-port`): hosts may dial it from the start, adopted ones included,
+   * whatever their records say. Hosts launched since also carry the port their agent dials.
+   */
+  agentPort?: number;
   logger?: LocalDriverLogger;
 }
 
@@ -62,6 +68,7 @@ export interface ResolvedLocalConfig {
   launchTimeoutMs: number;
   hiddenPaths: string[];
   egressDeny: string[];
+  agentPort: number | undefined;
   logger: LocalDriverLogger;
 }
 
@@ -117,6 +124,7 @@ export function resolveLocalConfig(config: LocalDriverConfig): ResolvedLocalConf
     launchTimeoutMs: config.launchTimeoutMs ?? 10_000,
     hiddenPaths: [...new Set([stateDir, ...hiddenPaths])],
     egressDeny: (config.egressDeny ?? DEFAULT_EGRESS_DENY).map(checkCidr),
+    agentPort: config.agentPort !== undefined && Number.isInteger(config.agentPort) && config.agentPort > 0 && config.agentPort < 65536 ? config.agentPort : undefined,
     logger: config.logger ?? silentLogger,
   };
 }

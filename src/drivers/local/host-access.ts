@@ -29,6 +29,8 @@ export interface HostAccessSetup {
   bridge: string;
   subnet: Subnet;
   egressDeny: readonly string[];
+  /** The agent channel's port at the gateway, when the configuration names it (LocalDriverConfig.agentPort). */
+  agentPort: number | undefined;
   run: CommandRunner;
   logger: { info(obj: Record<string, unknown>, msg: string): void; warn(obj: Record<string, unknown>, msg: string): void };
 }
@@ -36,8 +38,10 @@ export interface HostAccessSetup {
 export class HostAccess {
   private readonly machinePorts: MachinePorts;
   private readonly egress: HostEgress;
+  private readonly configuredAgent: { ip: string; port: number } | undefined;
 
   constructor(setup: HostAccessSetup) {
+    this.configuredAgent = setup.agentPort ? { ip: setup.subnet.gateway, port: setup.agentPort } : undefined;
     const { tools, bridge, subnet, run, logger } = setup;
     this.machinePorts = new MachinePorts(tools.nft, bridge, subnet.gateway, run, (message) => logger.warn({ bridge }, message));
     this.egress = new HostEgress(tools, bridge, subnet, setup.egressDeny, run, { info: (message) => logger.info({ bridge }, message), warn: (message) => logger.warn({ bridge }, message) });
@@ -45,7 +49,7 @@ export class HostAccess {
 
   /** From the records of the hosts on the machine (hosts cannot edit them; their own files do not count). */
   async prepare(records: readonly Partial<HostRecord>[]): Promise<void> {
-    await Promise.all([this.machinePorts.prepare(records), this.egress.prepare(records)]);
+    await Promise.all([this.machinePorts.prepare(records, this.configuredAgent), this.egress.prepare(records)]);
   }
 
   async admit(ip: string, access: AccessRecord): Promise<void> {

@@ -122,8 +122,8 @@ export class LocalDriver implements HostDriver {
     await ensureBridge(tools.ip, this.cfg.bridge, this.cfg.subnet);
     const reachability = new HostReachability(tools.ip, this.cfg.bridge, this.cfg.subnet, this.run, (message) => this.cfg.logger.warn({ bridge: this.cfg.bridge }, message));
     await reachability.prepare();
-    const { bridge, subnet, egressDeny, logger } = this.cfg;
-    const access = new HostAccess({ tools: { ip: tools.ip, nft: findTool('nft') }, bridge, subnet, egressDeny, run: this.run, logger });
+    const { bridge, subnet, egressDeny, agentPort, logger } = this.cfg;
+    const access = new HostAccess({ tools: { ip: tools.ip, nft: findTool('nft') }, bridge, subnet, egressDeny, agentPort, run: this.run, logger });
     const prepared: Prepared = { tools, layout, capTool, reachability, access, info: { name: this.name, agentListenHost: this.cfg.subnet.gateway } };
     // Addresses of hosts that survived a restart stay taken, and they keep what they may reach.
     const records = this.foundHostIds(layout).map((id) => readStateFile(hostNames(this.cfg, id).stateFile) ?? {});

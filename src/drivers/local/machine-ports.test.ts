@@ -42,6 +42,7 @@ const GATEWAY = '10.241.0.1';
 const AGENT_PORT = 9401;
 const GRANTED_PORT = 9402;
 const CLOSED_PORT = 9403;
+const CONFIGURED_AGENT_PORT = 9404;
 
 const spec = (name: string, machinePorts?: number[]): HostSpec => testSpec(run, name, `ws://${GATEWAY}:${AGENT_PORT}/v1/agent`, machinePorts ? { machinePorts } : {});
 
@@ -67,7 +68,7 @@ describe.skipIf(!canRun)("a host reaches the machine's ports it was granted, and
   beforeAll(async () => {
     ({ driver, baseline } = await startTestDriver(config));
     // On every address, IPv6 too, as a careless service on a machine listens.
-    for (const port of [AGENT_PORT, GRANTED_PORT, CLOSED_PORT]) await listen(port, '::');
+    for (const port of [AGENT_PORT, GRANTED_PORT, CLOSED_PORT, CONFIGURED_AGENT_PORT]) await listen(port, '::');
     const shown = await runTool('ip', ['-j', '-6', 'addr', 'show', 'dev', 'berthmpt0']);
     const links = JSON.parse(shown.stdout || '[]') as { addr_info?: { local?: string; scope?: string }[] }[];
     bridgeV6 = links.flatMap((l) => l.addr_info ?? []).find((a) => a.scope === 'link')?.local ?? '';
@@ -120,5 +121,14 @@ describe.skipIf(!canRun)("a host reaches the machine's ports it was granted, and
     expect(await dial(again, GATEWAY, GRANTED_PORT)).toBe(`answer:port ${GRANTED_PORT}`);
     await restarted.terminate(again.id, again.driverData);
     expect(countLocalLeftovers(config).machinePortGrants).toBe(baseline.machinePortGrants);
+  }, 60_000);
+
+  it('lets hosts dial the agent port the configuration names, also one whose record names none (launched before records did)', async () => {
+    const configured = new LocalDriver({ ...config, agentPort: CONFIGURED_AGENT_PORT });
+    await configured.init();
+    const legacy = await configured.launch(testSpec(run, 'legacy', 'not a url'));
+    expect(await dial(legacy, GATEWAY, CONFIGURED_AGENT_PORT)).toBe(`answer:port ${CONFIGURED_AGENT_PORT}`);
+    expect(await dial(legacy, GATEWAY, CLOSED_PORT)).toBe('EHOSTUNREACH');
+    await configured.terminate(legacy.id, legacy.driverData);
   }, 60_000);
 });

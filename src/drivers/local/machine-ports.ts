@@ -113,8 +113,8 @@ export class MachinePorts {
    * Builds the table from what the bridge's hosts have, replacing any earlier one. Only their records
    * count (in the state dir, out of hosts' reach), never a host's own files, which its user can edit.
    */
-  async prepare(records: readonly Partial<HostRecord>[]): Promise<void> {
-    const agents: AgentEndpoint[] = [];
+  async prepare(records: readonly Partial<HostRecord>[], configured?: AgentEndpoint): Promise<void> {
+    const agents: AgentEndpoint[] = configured ? [configured] : [];
     const grants: PortGrant[] = [];
     for (const record of records) {
       if (record.agentIp && record.agentPort) agents.push({ ip: record.agentIp, port: record.agentPort });

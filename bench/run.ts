@@ -30,6 +30,7 @@ import { spinupBench } from './spinup.js';
 import { ms, summarize, type Summary } from './stats.js';
 import { diskLaunchBench } from './disk.js';
 import { hostStatsBench } from './host-stats.js';
+import { machinePortsBench } from './machine-ports.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -79,6 +80,7 @@ async function main(): Promise<void> {
     try {
       if (ONLY.has('foundation')) {
         rows.push(...(await foundationBench(srv)), ...(await diskLaunchBench(srv, { launches: DISK_LAUNCHES, progress })), ...(await hostStatsBench(srv, { hosts: 10, rounds: 20, progress })));
+        rows.push(...(await machinePortsBench(srv, { bridge: NET.bridge, rounds: 12, perRound: 100, progress })));
       }
       if (ONLY.has('claims')) rows.push(...(await claimBench(srv, { ...CLAIMS, progress })));
       if (ONLY.has('images')) rows.push(...(await imageBench(srv, { ...IMAGES, progress })));

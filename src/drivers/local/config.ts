@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { isAbsolute, join, resolve } from 'node:path';
 import { BerthError } from '../../core/errors.js';
 import { parseSubnet, type Subnet } from './subnet.js';
-import { DEFAULT_EGRESS_DENY } from './egress-ranges.js';
+import { DEFAULT_EGRESS_DENY } from './egress.js';
 
 /** Structured logger; pino's Logger satisfies it. */
 export interface LocalDriverLogger {

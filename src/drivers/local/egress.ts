@@ -21,8 +21,11 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { BerthError } from '../../core/errors.js';
 import type { HostRecord } from './host-state.js';
 import { describeFailure, type CommandRunner } from './proc.js';
-import { tableName } from './machine-ports.js';
+import { applyNft, tableName } from './machine-ports.js';
 import type { Subnet } from './subnet.js';
+
+/** Private (RFC 1918), shared (RFC 6598), link-local and multicast ranges: closed to hosts' egress unless configured otherwise (egress.ts). */
+export const DEFAULT_EGRESS_DENY = ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10', '169.254.0.0/16', '224.0.0.0/4'];
 
 export const SUBNET_DENY_PREF = 31400;
 export const EGRESS_PREF = 31500;
@@ -154,8 +157,7 @@ export class HostEgress {
     }
   }
 
-  private async nft(lines: string[], what: string): Promise<void> {
-    const result = await this.run(this.tools.nft ?? 'nft', ['-f', '-'], `${lines.join('\n')}\n`);
-    if (result.code !== 0) throw new BerthError('internal', `${what}: ${describeFailure('nft', result)}`, `Check \`nft list table inet ${this.table}\`; restarting berth server rebuilds it from its hosts.`);
+  private nft(lines: string[], what: string): Promise<void> {
+    return applyNft(this.run, this.tools.nft, this.table, lines, what);
   }
 }

@@ -137,7 +137,7 @@ export class LocalDriver implements HostDriver {
     const started = performance.now();
     await this.prepared();
     const names = hostNames(this.cfg, spec.id);
-    this.checkSpec(spec);
+    checkHostSpec(spec);
     if (opts?.signal?.aborted) throw cancelled(spec.id);
     const ip = this.addresses.allocate();
     let claimedDir = false;
@@ -167,7 +167,7 @@ export class LocalDriver implements HostDriver {
     const started = performance.now();
     const { layout, tools, reachability, access } = await this.prepared();
     const names = hostNames(this.cfg, spec.id);
-    this.checkSpec(spec);
+    checkHostSpec(spec);
     const record = this.knownRecord(names, driverData);
     const ip = record.ip;
     if (!ip || !existsSync(names.hostDir)) {
@@ -238,10 +238,6 @@ export class LocalDriver implements HostDriver {
     const totalMs = performance.now() - how.started;
     this.cfg.logger.debug({ hostId: spec.id, ip, initPid: host.initPid, prepMs: round(prepMs), totalMs: round(totalMs), reset: how.reset }, 'host launched');
     return { id: spec.id, hostname: spec.hostname, ip, driverData: recordToDriverData(record) };
-  }
-
-  private checkSpec(spec: HostSpec): void {
-    checkHostSpec(spec);
   }
 
   /**

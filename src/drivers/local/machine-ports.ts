@@ -166,10 +166,15 @@ export class MachinePorts {
     this.agents.clear();
   }
 
-  private async apply(lines: string[], what: string): Promise<void> {
-    const result = await this.run(this.nft ?? 'nft', ['-f', '-'], `${lines.join('\n')}\n`);
-    if (result.code !== 0) {
-      throw new BerthError('internal', `${what}: ${describeFailure('nft', result)}`, `Check \`nft list table inet ${this.table}\` on the machine; restarting berth server rebuilds the table from its hosts.`);
-    }
+  private apply(lines: string[], what: string): Promise<void> {
+    return applyNft(this.run, this.nft, this.table, lines, what);
+  }
+}
+
+/** Runs `lines` as one `nft -f` transaction on `table`; a refusal is an error that says where to look. */
+export async function applyNft(run: CommandRunner, nft: string | undefined, table: string, lines: string[], what: string): Promise<void> {
+  const result = await run(nft ?? 'nft', ['-f', '-'], `${lines.join('\n')}\n`);
+  if (result.code !== 0) {
+    throw new BerthError('internal', `${what}: ${describeFailure('nft', result)}`, `Check \`nft list table inet ${table}\` on the machine; restarting berth server rebuilds the table from its hosts.`);
   }
 }

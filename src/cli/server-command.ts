@@ -32,6 +32,7 @@ export interface ServerOptions {
   bridge?: string;
   subnet?: string;
   egressDeny?: string;
+  dns?: string;
   image?: string;
   name: string;
 }
@@ -51,6 +52,7 @@ export function withServerOptions(command: Command): Command {
     .option('--bridge <name>', 'Linux bridge berth owns for its hosts', 'berth0')
     .option('--subnet <cidr>', 'private IPv4 subnet of the bridge', '10.213.0.0/16')
     .option('--egress-deny <cidrs>', "comma-separated IPv4 ranges that hosts with egress may not reach ('none': no range; default: private, shared, link-local and multicast ranges)")
+    .option('--dns <servers>', "comma-separated name servers (IP or IP:port) that hosts with egress resolve names through, relayed at the bridge address ('none': no name service; default: this machine's, from /etc/resolv.conf)")
     .option('--name <name>', 'instance name: prefixes the cgroups and network namespaces of its hosts, so several servers can share a machine', 'berth')
     .option('--image <image>', "default image of hosts: an image name, or a root filesystem directory (default: this machine's root)", '/');
 }
@@ -60,7 +62,7 @@ export async function startLocalServer(dataDir: string, opts: ServerOptions, env
   const agentDir = agentBundleDir();
   // The server and its drivers are loaded only by the commands that run one: every other command
   // is a small HTTP client, and loading them cost each of its runs half a second.
-  const [{ BerthServer }, { LocalDriver }] = await Promise.all([import('../server/berth-server.js'), import('../drivers/local/index.js')]);
+  const [{ BerthServer }, { LocalDriver, machineNameServers }] = await Promise.all([import('../server/berth-server.js'), import('../drivers/local/index.js')]);
   const driver = new LocalDriver({
     stateDir: `${dataDir}/hosts`,
     agentDir,
@@ -69,6 +71,7 @@ export async function startLocalServer(dataDir: string, opts: ServerOptions, env
     ...(opts.subnet ? { subnet: opts.subnet } : {}),
     agentPort: Number(opts.agentPort),
     ...(opts.egressDeny !== undefined ? { egressDeny: opts.egressDeny === 'none' ? [] : opts.egressDeny.split(',').map((c) => c.trim()).filter(Boolean) } : {}),
+    nameServers: opts.dns === 'none' ? [] : opts.dns !== undefined ? opts.dns.split(',').map((s) => s.trim()).filter(Boolean) : machineNameServers(),
     cgroupName: opts.name,
     // With this machine's root as the image, hosts would otherwise see the data dir (token, store).
     hiddenPaths: [dataDir],

@@ -252,6 +252,8 @@ export interface HostDriver {
   readonly fleet?: PoolFleet;
   /** Present when some hosts run commands through the backend's own agent (see BackendAgents). */
   readonly agents?: BackendAgents;
+  /** Optional: stops what the driver serves from this process (the local driver's DNS for hosts); the server is stopping. Hosts keep running. */
+  stopServing?(): Promise<void>;
   /** A cloud driver's API calls so far, by operation (retries not counted). */
   callCounts?(): Record<string, number>;
   /** The same with every retry counted. */

@@ -64,6 +64,7 @@ export class BerthServer {
   private stopped = false;
   /** The driver's backend agents (SSM) report to this server until it stops. */
   private backendAgents: BackendAgents | undefined;
+  private driver: HostDriver | undefined;
 
   private constructor(
     readonly url: string,
@@ -344,6 +345,7 @@ export class BerthServer {
       const address = await app.listen({ host: config.host ?? '127.0.0.1', port: config.port ?? 7070 });
       const server = new BerthServer(address, agentUrl, token, store, hostsService, commands, app, gateway, dataDir, recovered, { pools: poolService, claims, reconciler }, images, environments, router, events);
       server.backendAgents = config.driver.agents;
+      server.driver = config.driver;
       dataDir.writeServerInfo({ url: address, pid: process.pid, agentUrl, startedAt: new Date().toISOString() });
       server.loop(config.sweepIntervalMs ?? 500, () => dispatcher.sweep(), report('command sweep'));
       server.loop(config.monitorIntervalMs ?? 2000, () => hostsService.monitor(), report('host monitor'));
@@ -367,6 +369,7 @@ export class BerthServer {
       return server;
     } catch (err) {
       await config.driver.agents?.close();
+      await config.driver.stopServing?.();
       await store.close();
       dataDir.unlock();
       throw err;
@@ -384,6 +387,7 @@ export class BerthServer {
     await this.app.close();
     await this.images.close().catch(() => undefined);
     await this.backendAgents?.close();
+    await this.driver?.stopServing?.();
     await this.gateway.close();
     await this.store.close();
     this.dataDir.unlock();

@@ -32,7 +32,7 @@ describe.skipIf(!canRun)('berth doctor', () => {
     const res = await berth(['--data-dir', dataDir, 'doctor', '--json', '--subnet', '10.252.0.0/16', '--bridge', 'berthdoc1'], {});
     expect(res.code, res.stderr).toBe(0);
     const checks = JSON.parse(res.stdout) as MachineCheck[];
-    expect(checks.map((c) => c.name)).toEqual(expect.arrayContaining(['root on Linux', 'system tools', 'setpriv', 'cgroups', 'namespaces and overlayfs', 'agent bundle', 'bridge subnet', '/proc/sys writable', 'nftables', 'disks of their own']));
+    expect(checks.map((c) => c.name)).toEqual(expect.arrayContaining(['root on Linux', 'system tools', 'setpriv', 'cgroups', 'namespaces and overlayfs', 'agent bundle', 'bridge subnet', '/proc/sys writable', 'nftables', 'name service', 'disks of their own']));
     expect(checks.filter((c) => c.status === 'fail')).toEqual([]);
     // What is not ok says what to do.
     for (const c of checks.filter((x) => x.status !== 'ok')) expect(c.hint).toBeTruthy();

@@ -16,9 +16,12 @@ import type { HostView } from '../../src/hosts/views.js';
 import type { ImageView } from '../../src/images/views.js';
 import type { CommandView } from '../../src/commands/views.js';
 import { useServer, type InProcessServer } from '../helpers/server.js';
+import { startTestDnsServer } from '../helpers/dns-server.js';
 import { startUpstream } from '../helpers/upstream.js';
 
-const NET = { bridge: 'berthimg0', subnet: '10.228.0.0/22', cgroupName: 'berthimg' };
+/** Hosts with egress resolve names through a test name server on loopback (started by the test that needs it). */
+const DNS_PORT = 9603;
+const NET = { bridge: 'berthimg0', subnet: '10.228.0.0/22', cgroupName: 'berthimg', nameServers: [`127.0.0.1:${DNS_PORT}`] };
 
 interface BakeOutcome {
   status: number;
@@ -175,27 +178,32 @@ describe('image baking', () => {
     expect(hosts.filter((h) => h.tags['berth:role']?.startsWith('bake'))).toEqual([]);
   });
 
-  it('lets the run steps of an image with egress: true reach beyond the machine, and those of others not', async () => {
+  it('lets the run steps of an image with egress: true reach beyond the machine, by name, and those of others not', async () => {
     // "Beyond the machine": an upstream namespace this test makes, answering with who connects.
     const upstream = await startUpstream('198.18.1', 9601);
+    const names = await startTestDnsServer({ 'upstream.test': upstream.address }, '127.0.0.1', DNS_PORT);
     try {
       const image = (name: string, egress: boolean) => `images:
   ${name}:
     parent: /
     egress: ${egress}
     steps:
-      - run: "timeout 5 bash -c 'exec 3<>/dev/tcp/${upstream.address}/${upstream.port} && head -c 100 <&3 > /etc/fetched'"
+      - run: "timeout 5 bash -c 'exec 3<>/dev/tcp/upstream.test/${upstream.port} && head -c 100 <&3 > /etc/fetched'"
 `;
       const online = await bake(image('online', true));
       expect(online.error).toBeUndefined();
+      expect(names.asked.map((q) => q.name)).toContain('upstream.test');
       const host = await launch('online');
       expect(await run(host.id, 'cat /etc/fetched')).toBe(`from ${upstream.machineSide}`);
+      // The build host's resolv.conf was berth's, not the step's: the image keeps its parent's.
+      expect(await run(host.id, 'cat /etc/resolv.conf 2>/dev/null; true')).not.toContain('written by berth');
       await srv.api.delete(`/v1/hosts/${host.id}`);
       const offline = await bake(image('offline', false));
       expect(offline.error?.code).toBe('bake_failed');
       expect((await srv.api.get('/v1/images/offline')).status).toBe(404);
     } finally {
       await upstream.close();
+      await names.close();
     }
   });
 

@@ -18,6 +18,8 @@ export interface TestNetwork {
   bridge: string;
   subnet: string;
   cgroupName: string;
+  /** Where hosts with egress resolve names (LocalDriverConfig.nameServers); default none. */
+  nameServers?: string[];
 }
 
 export function driverConfig(dataDir: string, net: TestNetwork): LocalDriverConfig {
@@ -28,6 +30,7 @@ export function driverConfig(dataDir: string, net: TestNetwork): LocalDriverConf
     bridge: net.bridge,
     subnet: net.subnet,
     cgroupName: net.cgroupName,
+    ...(net.nameServers ? { nameServers: net.nameServers } : {}),
     stopGraceMs: 1000,
     hiddenPaths: [dataDir],
   };

@@ -19,6 +19,8 @@ export interface CaptureInput {
   names: HostNames;
   hostname: string;
   ip: string;
+  /** The bridge's gateway: the name server a host with egress was given. */
+  gateway: string;
   dest: string;
   /** Move the layer (the host is stopped) rather than copy it (the host keeps running). */
   move: boolean;
@@ -26,7 +28,7 @@ export interface CaptureInput {
   run: CommandRunner;
 }
 
-export async function captureUpperDir({ names, hostname, ip, dest, move, cp, run }: CaptureInput): Promise<void> {
+export async function captureUpperDir({ names, hostname, ip, gateway, dest, move, cp, run }: CaptureInput): Promise<void> {
   if (existsSync(dest)) throw new BerthError('conflict', `${dest} already exists`, 'Capture into a new directory.');
   if (!existsSync(names.upperDir)) throw new BerthError('invalid_state', `host ${names.id} has no writable layer on this machine`, 'Capture a running host.');
   // A layer on the host's own disk (disk.ts) goes when the host does: it is copied, never moved.
@@ -40,13 +42,13 @@ export async function captureUpperDir({ names, hostname, ip, dest, move, cp, run
       throw new BerthError('internal', `copying the writable layer of host ${names.id} failed: ${describeFailure('cp', result)}`, 'Check free disk space in the data dir and retry.');
     }
   }
-  await removeBootFiles(dest, hostname, ip);
+  await removeBootFiles(dest, hostname, ip, gateway);
 }
 
 /** Takes out what the driver wrote at boot, where the host left it as written. */
-async function removeBootFiles(layer: string, hostname: string, ip: string): Promise<void> {
+async function removeBootFiles(layer: string, hostname: string, ip: string, gateway: string): Promise<void> {
   await rm(join(layer, '.berth'), { recursive: true, force: true });
-  for (const [path, content] of Object.entries(bootFiles(hostname, ip))) {
+  for (const [path, content] of Object.entries(bootFiles(hostname, ip, gateway))) {
     const file = join(layer, path);
     if (content === undefined || readText(file) === content) await rm(file, { force: true });
   }

@@ -8,6 +8,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { BerthError } from '../../core/errors.js';
 import { parseSubnet, type Subnet } from './subnet.js';
 import { DEFAULT_EGRESS_DENY } from './egress.js';
+import { parseNameServer, type NameServer } from './dns-forwarder.js';
 
 /** Structured logger; pino's Logger satisfies it. */
 export interface LocalDriverLogger {
@@ -54,6 +55,12 @@ export interface LocalDriverConfig {
    * whatever their records say. Hosts launched since also carry the port their agent dials.
    */
   agentPort?: number;
+  /**
+   * Name servers (`IP` or `IP:port`) that hosts with egress resolve names through: the driver answers
+   * DNS at the gateway and relays there (dns-forwarder.ts). Default none: such hosts keep their
+   * image's /etc/resolv.conf. `berth server` passes this machine's name servers.
+   */
+  nameServers?: string[];
   logger?: LocalDriverLogger;
 }
 
@@ -69,6 +76,7 @@ export interface ResolvedLocalConfig {
   hiddenPaths: string[];
   egressDeny: string[];
   agentPort: number | undefined;
+  nameServers: NameServer[];
   logger: LocalDriverLogger;
 }
 
@@ -124,6 +132,7 @@ export function resolveLocalConfig(config: LocalDriverConfig): ResolvedLocalConf
     launchTimeoutMs: config.launchTimeoutMs ?? 10_000,
     hiddenPaths: [...new Set([stateDir, ...hiddenPaths])],
     egressDeny: (config.egressDeny ?? DEFAULT_EGRESS_DENY).map(checkCidr),
+    nameServers: (config.nameServers ?? []).map(parseNameServer),
     agentPort: config.agentPort !== undefined && Number.isInteger(config.agentPort) && config.agentPort > 0 && config.agentPort < 65536 ? config.agentPort : undefined,
     logger: config.logger ?? silentLogger,
   };

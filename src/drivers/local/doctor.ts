@@ -7,6 +7,7 @@
 import { accessSync, constants, existsSync, mkdirSync, statSync } from 'node:fs';
 import { errorMessage } from '../../core/errors.js';
 import { detectCgroupLayout, readMountinfo } from './cgroups.js';
+import { machineNameServers } from './dns-forwarder.js';
 import { findTool, probeNamespacesAndOverlay, resolveTools } from './preflight.js';
 import { runCommand } from './proc.js';
 import { ipToInt, parseSubnet, type Subnet } from './subnet.js';
@@ -121,6 +122,12 @@ export async function checkMachine(input: DoctorInput): Promise<MachineCheck[]> 
     findTool('nft')
       ? ok('nftables', "hosts reach only their agent channel and granted ports of the machine; egress can be given")
       : warn('nftables', 'not installed: hosts can connect to every port this machine listens on, and none can have egress', 'Install it (e.g. apt-get install nftables) and restart berth server.'),
+  );
+  const nameServers = machineNameServers();
+  checks.push(
+    nameServers.length > 0
+      ? ok('name service', `hosts with egress resolve names through ${nameServers.join(', ')} (this machine's /etc/resolv.conf), relayed at the bridge address`)
+      : warn('name service', "no name server in this machine's /etc/resolv.conf: hosts with egress reach addresses but resolve no names", 'Give berth server the name servers to use: --dns IP[,IP...].'),
   );
   checks.push(
     findTool('mkfs.ext4') && existsSync('/dev/loop-control')

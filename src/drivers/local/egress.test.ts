@@ -12,6 +12,7 @@ import { egressTableScript } from './egress.js';
 import { countLocalLeftovers, LocalDriver, type LocalDriverConfig } from './index.js';
 import { findTool } from './preflight.js';
 import { startUpstream, type Upstream } from '../../../test/helpers/upstream.js';
+import { startTestDnsServer, type TestDnsServer } from '../../../test/helpers/dns-server.js';
 import { inHost, runTool, sleeperDriverConfig, startTestDriver, testSpec } from './test-helpers.js';
 
 describe('the egress table', () => {
@@ -28,9 +29,11 @@ describe('the egress table', () => {
 
 const canRun = process.platform === 'linux' && process.getuid?.() === 0 && findTool('nft') !== undefined;
 const root = mkdtempSync('/tmp/berth-egress-test-');
-const config: LocalDriverConfig = sleeperDriverConfig(root, { bridge: 'berthegr0', subnet: '10.245.0.0/24', cgroupName: 'berthegr' });
-const run = randomBytes(3).toString('hex');
 const PORT = 9600;
+/** The machine's name server, as far as hosts are concerned: a test server on loopback. */
+const DNS_PORT = 9602;
+const config: LocalDriverConfig = { ...sleeperDriverConfig(root, { bridge: 'berthegr0', subnet: '10.245.0.0/24', cgroupName: 'berthegr' }), nameServers: [`127.0.0.1:${DNS_PORT}`] };
+const run = randomBytes(3).toString('hex');
 const PUBLIC = '198.18.0.2';
 const PRIVATE = '10.246.0.2';
 
@@ -46,6 +49,7 @@ describe.skipIf(!canRun)('a host with egress reaches beyond the machine; others 
   let driver: LocalDriver;
   let baseline: ReturnType<typeof countLocalLeftovers>;
   let upstream: Upstream | undefined;
+  let names: TestDnsServer | undefined;
   let forwarding = '';
 
   beforeAll(async () => {
@@ -53,11 +57,13 @@ describe.skipIf(!canRun)('a host with egress reaches beyond the machine; others 
     ({ driver, baseline } = await startTestDriver(config));
     // Its private address is in the default denied ranges; the route back lets it try to open connections to hosts.
     upstream = await startUpstream('198.18.0', PORT, { extra: [['10.246.0.1/24', `${PRIVATE}/24`]], routeBack: '10.245.0.0/24' });
+    names = await startTestDnsServer({ 'upstream.test': PUBLIC }, '127.0.0.1', DNS_PORT);
   }, 60_000);
 
   afterAll(async () => {
     for (const host of await driver.list()) await driver.terminate(host.id, host.driverData);
     await upstream?.close();
+    await names?.close();
     expect(countLocalLeftovers(config)).toEqual(baseline);
     expect(await driver.teardown()).toBe(true);
     expect((await runTool('nft', ['list', 'table', 'inet', 'berth_berthegr0_egress'])).code).not.toBe(0);
@@ -81,6 +87,23 @@ describe.skipIf(!canRun)('a host with egress reaches beyond the machine; others 
     await new Promise((r) => setTimeout(r, 300));
     const inbound = await runTool('ip', ['netns', 'exec', upstream?.ns ?? '', process.execPath, '-e', `const s=require('net').connect(${PORT},${JSON.stringify(out.ip)});s.setTimeout(2000,()=>{console.log('timeout');process.exit()});s.on('data',d=>{console.log('answer:'+d);process.exit()});s.on('error',e=>{console.log(e.code);process.exit()})`]);
     expect(inbound.stdout.trim()).toBe('EHOSTUNREACH');
+    await Promise.all([driver.terminate(out.id, out.driverData), driver.terminate(plain.id, plain.driverData)]);
+    expect(countLocalLeftovers(config)).toEqual(baseline);
+  }, 60_000);
+
+  it('resolves names through the machine for a host with egress only', async () => {
+    const out = await driver.launch(spec('named', true));
+    const plain = await driver.launch(spec('unnamed'));
+    expect((await inHost(out, 'cat /etc/resolv.conf')).stdout).toContain('nameserver 10.245.0.1\n');
+    expect((await inHost(out, 'getent hosts upstream.test')).stdout.trim().split(/\s+/)).toEqual([PUBLIC, 'upstream.test']);
+    expect(await dial(out, 'upstream.test')).toBe('answer:from 198.18.0.1');
+    expect((await inHost(out, 'getent hosts nowhere.test')).code).not.toBe(0);
+    // A host without egress keeps its image's resolv.conf, and the gateway does not answer it either.
+    expect((await inHost(plain, 'cat /etc/resolv.conf')).stdout).not.toContain('10.245.0.1');
+    const asked = names?.asked.length ?? 0;
+    const js = `const r=new (require('dns').promises.Resolver)({timeout:1000,tries:1});r.setServers(['10.245.0.1']);r.resolve4('upstream.test').then(a=>console.log('answer:'+a),e=>console.log(e.code))`;
+    expect((await inHost(plain, `node -e ${JSON.stringify(js)}`)).stdout.trim()).toMatch(/^E[A-Z]+$/);
+    expect(names?.asked.length).toBe(asked);
     await Promise.all([driver.terminate(out.id, out.driverData), driver.terminate(plain.id, plain.driverData)]);
     expect(countLocalLeftovers(config)).toEqual(baseline);
   }, 60_000);

@@ -1,10 +1,13 @@
 /**
  * What a host may reach beyond the hosts of its group (reachability.ts): its agent channel and the
  * machine's ports it was granted (machine-ports.ts), and, with egress, what lies past the machine
- * (egress.ts). Both are rebuilt from the hosts' records when the driver starts, put in place before
- * a host boots, and taken away before its address can serve another host.
+ * (egress.ts) and the names of it (dns-forwarder.ts). All are rebuilt from the hosts' records when
+ * the driver starts, put in place before a host boots, and taken away before its address can serve
+ * another host.
  */
+import { errorMessage } from '../../core/errors.js';
 import type { HostResources } from '../types.js';
+import { DnsForwarder, type NameServer } from './dns-forwarder.js';
 import { HostEgress } from './egress.js';
 import type { HostRecord } from './host-state.js';
 import { agentEndpoint, MachinePorts } from './machine-ports.js';
@@ -31,6 +34,8 @@ export interface HostAccessSetup {
   egressDeny: readonly string[];
   /** The agent channel's port at the gateway, when the configuration names it (LocalDriverConfig.agentPort). */
   agentPort: number | undefined;
+  /** Where hosts with egress get their names resolved (relayed at the gateway); none: no name service. */
+  nameServers: readonly NameServer[];
   run: CommandRunner;
   logger: { info(obj: Record<string, unknown>, msg: string): void; warn(obj: Record<string, unknown>, msg: string): void };
 }
@@ -39,8 +44,12 @@ export class HostAccess {
   private readonly machinePorts: MachinePorts;
   private readonly egress: HostEgress;
   private readonly configuredAgent: { ip: string; port: number } | undefined;
+  /** Addresses of the hosts with egress: the only ones the DNS forwarder answers. */
+  private readonly egressHosts = new Set<string>();
+  /** The forwarder, started with the first host that needs it; resolves to undefined when it cannot run. */
+  private dns: Promise<DnsForwarder | undefined> | undefined;
 
-  constructor(setup: HostAccessSetup) {
+  constructor(private readonly setup: HostAccessSetup) {
     this.configuredAgent = setup.agentPort ? { ip: setup.subnet.gateway, port: setup.agentPort } : undefined;
     const { tools, bridge, subnet, run, logger } = setup;
     this.machinePorts = new MachinePorts(tools.nft, bridge, subnet.gateway, run, (message) => logger.warn({ bridge }, message));
@@ -49,20 +58,54 @@ export class HostAccess {
 
   /** From the records of the hosts on the machine (hosts cannot edit them; their own files do not count). */
   async prepare(records: readonly Partial<HostRecord>[]): Promise<void> {
-    await Promise.all([this.machinePorts.prepare(records, this.configuredAgent), this.egress.prepare(records)]);
+    for (const record of records) if (record.egress && record.ip) this.egressHosts.add(record.ip);
+    await Promise.all([this.machinePorts.prepare(records, this.configuredAgent), this.egress.prepare(records), this.egressHosts.size > 0 ? this.nameService() : undefined]);
   }
 
   async admit(ip: string, access: AccessRecord): Promise<void> {
     const agent = access.agentIp && access.agentPort ? { ip: access.agentIp, port: access.agentPort } : undefined;
-    await Promise.all([this.machinePorts.admit(ip, agent, access.machinePorts ?? []), access.egress ? this.egress.admit(ip) : undefined]);
+    const egress = access.egress === true;
+    if (egress) this.egressHosts.add(ip);
+    await Promise.all([this.machinePorts.admit(ip, agent, access.machinePorts ?? [], egress), egress ? this.egress.admit(ip) : undefined]);
   }
 
   /** Takes away what the record says the host at `ip` had; what it did not get is no error. */
   async revoke(ip: string, access: Partial<AccessRecord>): Promise<void> {
-    await Promise.all([this.machinePorts.revoke(ip, access.machinePorts ?? []), access.egress ? this.egress.revoke(ip) : undefined]);
+    this.egressHosts.delete(ip);
+    const egress = access.egress === true;
+    await Promise.all([this.machinePorts.revoke(ip, access.machinePorts ?? [], egress), egress ? this.egress.revoke(ip) : undefined]);
+  }
+
+  /**
+   * The name server a host with egress is given (the gateway), starting the forwarder the first time;
+   * undefined when there is no name service (none configured, or it cannot listen: logged once).
+   */
+  async nameService(): Promise<string | undefined> {
+    const { nameServers, subnet, logger, bridge } = this.setup;
+    if (nameServers.length === 0) return undefined;
+    this.dns ??= (async () => {
+      const forwarder = new DnsForwarder({ address: subnet.gateway, upstreams: nameServers, allowed: (ip) => this.egressHosts.has(ip) });
+      try {
+        await forwarder.start();
+        logger.info({ bridge, nameServers: nameServers.map((s) => `${s.address}:${s.port}`) }, `hosts with egress resolve names at ${subnet.gateway}`);
+        return forwarder;
+      } catch (err) {
+        logger.warn({ bridge }, `hosts with egress get no name service: ${errorMessage(err)}`);
+        return undefined;
+      }
+    })();
+    return (await this.dns) ? subnet.gateway : undefined;
+  }
+
+  /** Stops answering DNS (this process is letting go of the driver; hosts keep running). */
+  async close(): Promise<void> {
+    const dns = this.dns;
+    this.dns = undefined;
+    await (await dns)?.close();
   }
 
   async teardown(): Promise<void> {
+    await this.close();
     await this.machinePorts.teardown();
     await this.egress.teardown();
   }

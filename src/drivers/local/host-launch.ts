@@ -30,15 +30,21 @@ export function createHostDir(names: HostNames): void {
 
 /**
  * The files the driver writes into every host at boot, by path under its root. Contents undefined:
- * per-host secrets, never part of an image whatever they contain.
+ * per-host secrets, never part of an image whatever they contain. `nameServer`: the resolver of a
+ * host with egress (dns-forwarder.ts); other hosts keep their image's resolv.conf.
  */
-export function bootFiles(hostname: string, ip: string): Record<string, string | undefined> {
+export function bootFiles(hostname: string, ip: string, nameServer?: string): Record<string, string | undefined> {
   return {
     'etc/hostname': `${hostname}\n`,
     'etc/hosts': `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${ip}\t${hostname}\n`,
+    ...(nameServer ? { 'etc/resolv.conf': resolvConf(nameServer) } : {}),
     'etc/berth/agent.json': undefined,
     'etc/berth/tags.json': undefined,
   };
+}
+
+export function resolvConf(nameServer: string): string {
+  return `# written by berth at boot: names are resolved through the machine (not part of any image)\nnameserver ${nameServer}\n`;
 }
 
 /**
@@ -46,10 +52,10 @@ export function bootFiles(hostname: string, ip: string): Record<string, string |
  * mounted (so no copy-up happens and the image is untouched). Independent writes run in parallel:
  * file creation is the slowest part of a launch on some disks.
  */
-export async function writeHostFiles(names: HostNames, spec: HostSpec, ip: string, fstab: string): Promise<void> {
+export async function writeHostFiles(names: HostNames, spec: HostSpec, ip: string, fstab: string, nameServer?: string): Promise<void> {
   const { upperDir } = names;
   const etc = join(upperDir, 'etc');
-  const files = bootFiles(spec.hostname, ip);
+  const files = bootFiles(spec.hostname, ip, nameServer);
   const seedEtc = async (): Promise<void> => {
     await mkdir(etc, { mode: 0o755 });
     await Promise.all([
@@ -61,6 +67,8 @@ export async function writeHostFiles(names: HostNames, spec: HostSpec, ip: strin
       ),
       writeFile(join(etc, 'hostname'), files['etc/hostname'] ?? '', { mode: 0o644 }),
       writeFile(join(etc, 'hosts'), files['etc/hosts'] ?? '', { mode: 0o644 }),
+      // Over whatever the image has there (a file, or a symlink into /run): the upper dir's entry wins.
+      ...(nameServer ? [writeFile(join(etc, 'resolv.conf'), files['etc/resolv.conf'] ?? '', { mode: 0o644 })] : []),
     ]);
   };
   const seedBerth = async (): Promise<void> => {

@@ -122,8 +122,8 @@ export class LocalDriver implements HostDriver {
     await ensureBridge(tools.ip, this.cfg.bridge, this.cfg.subnet);
     const reachability = new HostReachability(tools.ip, this.cfg.bridge, this.cfg.subnet, this.run, (message) => this.cfg.logger.warn({ bridge: this.cfg.bridge }, message));
     await reachability.prepare();
-    const { bridge, subnet, egressDeny, agentPort, logger } = this.cfg;
-    const access = new HostAccess({ tools: { ip: tools.ip, nft: findTool('nft') }, bridge, subnet, egressDeny, agentPort, run: this.run, logger });
+    const { bridge, subnet, egressDeny, agentPort, nameServers, logger } = this.cfg;
+    const access = new HostAccess({ tools: { ip: tools.ip, nft: findTool('nft') }, bridge, subnet, egressDeny, agentPort, nameServers, run: this.run, logger });
     const prepared: Prepared = { tools, layout, capTool, reachability, access, info: { name: this.name, agentListenHost: this.cfg.subnet.gateway } };
     // Addresses of hosts that survived a restart stay taken, and they keep what they may reach.
     const records = this.foundHostIds(layout).map((id) => readStateFile(hostNames(this.cfg, id).stateFile) ?? {});
@@ -220,7 +220,9 @@ export class LocalDriver implements HostDriver {
       const stack = { base: spec.image, layers: spec.layers ?? [] };
       const lowerDir = lowerDirOption(stack, await this.baseViews.basePathFor(stack));
       const fstab = buildFstab({ image: spec.image, lowerDir, names, agentDir: this.cfg.agentDir, toolsDir: capTool.dir, sysrqTrigger: this.sysrqTrigger, hiddenPaths: this.cfg.hiddenPaths });
-      await Promise.all([writeHostFiles(names, spec, ip, fstab), writeStateFile(names.stateFile, record), access.admit(ip, reach)]);
+      // A host with egress resolves names at the gateway (the forwarder starts with the first one).
+      const nameServer = reach.egress ? await access.nameService() : undefined;
+      await Promise.all([writeHostFiles(names, spec, ip, fstab, nameServer), writeStateFile(names.stateFile, record), access.admit(ip, reach)]);
     } catch (err) {
       launcher.abort();
       await launcher.ready.catch(() => undefined);
@@ -250,7 +252,7 @@ export class LocalDriver implements HostDriver {
     const record = this.knownRecord(names, driverData);
     if (!record.ip || !record.hostname) throw new BerthError('invalid_state', `host ${id} is not fully present on this machine`, 'Capture a running host.', { hostId: id });
     if (opts.stop) await this.stopProcesses(record, hostCgroupDirs(layout, this.cfg.cgroupName, id));
-    await captureUpperDir({ names, hostname: record.hostname, ip: record.ip, dest, move: opts.stop, cp: tools.cp, run: this.run });
+    await captureUpperDir({ names, hostname: record.hostname, ip: record.ip, gateway: this.cfg.subnet.gateway, dest, move: opts.stop, cp: tools.cp, run: this.run });
   }
 
   /**
@@ -329,6 +331,12 @@ export class LocalDriver implements HostDriver {
       const record = readStateFile(names.stateFile) ?? {};
       return { id, driverData: { ...record, id, netns: names.netns, veth: names.veth, hostDir: names.hostDir } };
     });
+  }
+
+  /** Stops answering hosts' DNS queries (see HostAccess.nameService); hosts keep running. */
+  async stopServing(): Promise<void> {
+    const preparing = this.preparing;
+    if (preparing) await (await preparing.catch(() => undefined))?.access.close();
   }
 
   /**

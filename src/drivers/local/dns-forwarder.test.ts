@@ -1,0 +1,158 @@
+/**
+ * The DNS relay for hosts with egress (dns-forwarder.ts), on loopback with real sockets: a test name
+ * server upstream, queries sent as a stub resolver sends them.
+ */
+import dgram from 'node:dgram';
+import { Resolver } from 'node:dns/promises';
+import { connect } from 'node:net';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { buildQuery, startTestDnsServer, type TestDnsServer } from '../../../test/helpers/dns-server.js';
+import { freePort } from '../../../test/helpers/ports.js';
+import { DnsForwarder, errorAnswer, nameServersOf, parseNameServer } from './dns-forwarder.js';
+
+describe('name servers', () => {
+  it('reads the nameserver lines of a resolv.conf', () => {
+    const text = '# generated\nnameserver 10.255.255.53\nsearch example.internal\nnameserver ::1\nnameserver fe80::1%eth0\n  nameserver 127.0.0.53\n';
+    expect(nameServersOf(text)).toEqual([
+      { address: '10.255.255.53', port: 53 },
+      { address: '::1', port: 53 },
+      { address: '127.0.0.53', port: 53 },
+    ]);
+  });
+
+  it('parses an address with or without a port, and refuses anything else', () => {
+    expect(parseNameServer('192.0.2.53')).toEqual({ address: '192.0.2.53', port: 53 });
+    expect(parseNameServer('192.0.2.53:5353')).toEqual({ address: '192.0.2.53', port: 5353 });
+    expect(parseNameServer('[2001:db8::53]:54')).toEqual({ address: '2001:db8::53', port: 54 });
+    expect(parseNameServer('2001:db8::53')).toEqual({ address: '2001:db8::53', port: 53 });
+    for (const bad of ['dns.example', '192.0.2.53:0', '192.0.2.53:70000', '']) expect(() => parseNameServer(bad)).toThrow(/not a name server address/);
+  });
+
+  it('answers an error with the query\'s id and question, or the header alone when the question is unreadable', () => {
+    const query = buildQuery(0xbeef, 'a.example');
+    const answer = errorAnswer(query, 5);
+    expect(answer?.readUInt16BE(0)).toBe(0xbeef);
+    expect((answer?.[2] ?? 0) & 0x81).toBe(0x81); // QR, RD echoed
+    expect((answer?.[3] ?? 0) & 0x0f).toBe(5);
+    expect(answer?.subarray(12)).toEqual(query.subarray(12));
+    expect(errorAnswer(Buffer.concat([query.subarray(0, 12), Buffer.from([70, 1])]), 2)?.length).toBe(12);
+    expect(errorAnswer(Buffer.alloc(5), 2)).toBeUndefined();
+  });
+});
+
+function ask(port: number, query: Buffer, timeoutMs = 3000): Promise<Buffer | 'timeout'> {
+  const socket = dgram.createSocket('udp4');
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      socket.close();
+      resolve('timeout');
+    }, timeoutMs);
+    socket.on('message', (msg) => {
+      clearTimeout(timer);
+      socket.close();
+      resolve(msg);
+    });
+    socket.send(query, port, '127.0.0.1');
+  });
+}
+
+const rcode = (msg: Buffer | 'timeout') => (msg === 'timeout' ? 'timeout' : (msg[3] ?? 0) & 0x0f);
+
+describe('the DNS forwarder', () => {
+  let upstream: TestDnsServer;
+  let silent: TestDnsServer;
+  let forwarder: DnsForwarder | undefined;
+  let allowed = true;
+
+  beforeAll(async () => {
+    upstream = await startTestDnsServer({ 'upstream.test': '198.18.0.2' });
+    silent = await startTestDnsServer({ 'upstream.test': '198.18.9.9' });
+    silent.silent = true;
+  });
+
+  afterEach(async () => {
+    await forwarder?.close();
+    forwarder = undefined;
+    allowed = true;
+  });
+
+  afterAll(async () => {
+    await upstream.close();
+    await silent.close();
+  });
+
+  async function start(servers: TestDnsServer[], timeoutMs = 2000): Promise<number> {
+    const port = await freePort();
+    forwarder = new DnsForwarder({ address: '127.0.0.1', port, upstreams: servers.map((s) => ({ address: '127.0.0.1', port: s.port })), allowed: () => allowed, timeoutMs });
+    await forwarder.start();
+    return port;
+  }
+
+  it('relays a host\'s query and the answer, as a stub resolver sees it', async () => {
+    const port = await start([upstream]);
+    const resolver = new Resolver({ timeout: 2000, tries: 1 });
+    resolver.setServers([`127.0.0.1:${port}`]);
+    expect(await resolver.resolve4('upstream.test')).toEqual(['198.18.0.2']);
+    await expect(resolver.resolve4('nowhere.test')).rejects.toMatchObject({ code: 'ENOTFOUND' });
+  });
+
+  it('refuses a host without egress, and asks nobody', async () => {
+    const port = await start([upstream]);
+    allowed = false;
+    const before = upstream.asked.length;
+    const answer = await ask(port, buildQuery(7, 'upstream.test'));
+    expect(rcode(answer)).toBe(5);
+    expect(upstream.asked.length).toBe(before);
+  });
+
+  it('asks the next server when one is silent, and answers SERVFAIL when none answers', async () => {
+    const port = await start([silent, upstream], 300);
+    const answer = await ask(port, buildQuery(8, 'upstream.test'));
+    expect(rcode(answer)).toBe(0);
+    expect(answer !== 'timeout' && answer.subarray(-4).join('.')).toBe('198.18.0.2');
+    await forwarder?.close();
+    const lonely = await start([silent], 300);
+    const started = performance.now();
+    expect(rcode(await ask(lonely, buildQuery(9, 'upstream.test')))).toBe(2);
+    expect(performance.now() - started).toBeLessThan(2000);
+  });
+
+  it('ignores what is not a query (an answer sent to it)', async () => {
+    const port = await start([upstream]);
+    const notQuery = buildQuery(10, 'upstream.test');
+    notQuery[2] = 0x81;
+    expect(await ask(port, notQuery, 500)).toBe('timeout');
+  });
+
+  it('pipes a TCP connection to the name server, and closes one from a host without egress', async () => {
+    const port = await start([upstream]);
+    const query = buildQuery(11, 'upstream.test');
+    const framed = Buffer.concat([Buffer.from([0, query.length]), query]);
+    const viaTcp = (): Promise<Buffer> =>
+      new Promise((resolve, reject) => {
+        const socket = connect(port, '127.0.0.1', () => socket.write(framed));
+        let got = Buffer.alloc(0);
+        socket.on('data', (chunk: Buffer) => {
+          got = Buffer.concat([got, chunk]);
+          if (got.length >= 2 && got.length >= 2 + got.readUInt16BE(0)) {
+            socket.end();
+            resolve(got.subarray(2));
+          }
+        });
+        socket.on('error', reject);
+        socket.on('close', () => resolve(got));
+      });
+    const answer = await viaTcp();
+    expect(answer.readUInt16BE(0)).toBe(11);
+    expect(answer.subarray(-4).join('.')).toBe('198.18.0.2');
+    expect(upstream.asked.at(-1)).toEqual({ name: 'upstream.test', type: 1, via: 'tcp' });
+    allowed = false;
+    expect((await viaTcp()).length).toBe(0);
+  });
+
+  it('says why it cannot listen', async () => {
+    const port = await start([upstream]);
+    const second = new DnsForwarder({ address: '127.0.0.1', port, upstreams: [{ address: '127.0.0.1', port: upstream.port }], allowed: () => true });
+    await expect(second.start()).rejects.toThrow(/cannot answer DNS at 127\.0\.0\.1:\d+/);
+  });
+});

@@ -1,0 +1,248 @@
+/**
+ * Name service for hosts with egress. A host's packets to the machine's name servers would not get
+ * there: the machine's resolver is often on loopback (systemd-resolved's 127.0.0.53), which a host
+ * does not share, or on a private or link-local address (a VPC's resolver, 169.254.169.253), which
+ * egress keeps closed (egress.ts). So the driver answers DNS at the bridge's gateway, port 53, UDP
+ * and TCP, and relays each query to the machine's name servers from the machine's own network, as a
+ * container runtime's embedded DNS does. Hosts with egress get `nameserver <gateway>` in their
+ * /etc/resolv.conf (a boot file, never part of an image).
+ *
+ * Only hosts with egress are answered (the caller says who; the machine-ports table lets only them
+ * through where nftables is present): a host without egress could otherwise carry data out of the
+ * machine in the names it asks for. Everyone else gets REFUSED. The relay does not cache or rewrite:
+ * each UDP query goes out from a socket of its own (a fresh source port), and only an answer from
+ * the server asked, with the query's id, comes back. A server silent for `timeoutMs` hands the
+ * query to the next; when none answers the host gets SERVFAIL at once instead of waiting out its
+ * own retries. TCP connections (answers too large for UDP) are piped to the first server that accepts.
+ */
+import dgram from 'node:dgram';
+import { readFileSync } from 'node:fs';
+import { isIP, createConnection, createServer, type Server, type Socket } from 'node:net';
+import { BerthError } from '../../core/errors.js';
+
+export interface NameServer {
+  address: string;
+  port: number;
+}
+
+export const DNS_PORT = 53;
+
+/** `1.2.3.4`, `1.2.3.4:5353`, `::1` or `[::1]:5353`. */
+export function parseNameServer(text: string): NameServer {
+  const value = text.trim();
+  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(value);
+  const v4 = /^([\d.]+)(?::(\d+))?$/.exec(value);
+  const [address, port] = bracketed ? [bracketed[1] ?? '', bracketed[2]] : v4 ? [v4[1] ?? '', v4[2]] : [value, undefined];
+  const portNumber = port === undefined ? DNS_PORT : Number(port);
+  if (isIP(address) === 0 || address.includes('%') || !Number.isInteger(portNumber) || portNumber < 1 || portNumber > 65535) {
+    throw new BerthError('validation_failed', `${JSON.stringify(text)} is not a name server address`, 'Give an IP address, optionally with a port: 192.0.2.53, 192.0.2.53:5353 or [2001:db8::53]:53.');
+  }
+  return { address, port: portNumber };
+}
+
+/** The `nameserver` lines of a resolv.conf (link-local IPv6 ones with a zone are skipped: they cannot be dialled without it). */
+export function nameServersOf(resolvConf: string): NameServer[] {
+  const servers: NameServer[] = [];
+  for (const line of resolvConf.split('\n')) {
+    const match = /^\s*nameserver\s+(\S+)/.exec(line);
+    if (match?.[1] && !match[1].includes('%') && isIP(match[1]) !== 0) servers.push({ address: match[1], port: DNS_PORT });
+  }
+  return servers;
+}
+
+/** This machine's name servers, as LocalDriverConfig.nameServers takes them; none when resolv.conf cannot be read. */
+export function machineNameServers(resolvConfPath = '/etc/resolv.conf'): string[] {
+  let text: string;
+  try {
+    text = readFileSync(resolvConfPath, 'utf8');
+  } catch {
+    return [];
+  }
+  return nameServersOf(text).map((s) => (isIP(s.address) === 6 ? `[${s.address}]:${s.port}` : `${s.address}:${s.port}`));
+}
+
+const RCODE_SERVFAIL = 2;
+const RCODE_REFUSED = 5;
+const HEADER = 12;
+
+/** An answer with no records and `rcode`, echoing the query's id, opcode, RD flag and question. */
+export function errorAnswer(query: Buffer, rcode: number): Buffer | undefined {
+  if (query.length < HEADER) return undefined;
+  let end = HEADER;
+  let question = query.readUInt16BE(4) === 1;
+  // The question: labels up to the root label, then type and class (4 bytes). No compression in a query.
+  while (question) {
+    const length = query[end];
+    if (length === undefined || length > 63) question = false;
+    else if (length === 0) break;
+    else end += length + 1;
+  }
+  if (question && end + 5 > query.length) question = false;
+  const header = Buffer.alloc(HEADER);
+  query.copy(header, 0, 0, 2);
+  header[2] = 0x80 | ((query[2] ?? 0) & 0x79);
+  header[3] = 0x80 | rcode;
+  if (!question) return header;
+  header.writeUInt16BE(1, 4);
+  return Buffer.concat([header, query.subarray(HEADER, end + 5)]);
+}
+
+function isQuery(msg: Buffer): boolean {
+  return msg.length >= HEADER && ((msg[2] ?? 0) & 0x80) === 0;
+}
+
+export interface DnsForwarderOptions {
+  /** The address hosts send their queries to: the bridge's gateway. */
+  address: string;
+  /** Default 53; tests use another. */
+  port?: number;
+  upstreams: readonly NameServer[];
+  /** Whether the host at this address may resolve names (a host with egress). */
+  allowed: (ip: string) => boolean;
+  /** How long one upstream may take before the next is asked. Default 2000 ms. */
+  timeoutMs?: number;
+  /** Queries relayed at once; beyond it a host gets SERVFAIL. Default 512. */
+  maxInFlight?: number;
+  /** TCP connections at once. Default 64. */
+  maxConnections?: number;
+}
+
+export class DnsForwarder {
+  private udp: dgram.Socket | undefined;
+  private tcp: Server | undefined;
+  private inFlight = 0;
+  private readonly upstreamSockets = new Set<dgram.Socket>();
+  private readonly connections = new Set<Socket>();
+
+  constructor(private readonly opts: DnsForwarderOptions) {
+    if (opts.upstreams.length === 0) throw new BerthError('validation_failed', 'a DNS forwarder needs at least one name server', 'Give the name servers to relay to.');
+  }
+
+  /** Listens on UDP and TCP; on failure neither listens and the error says why. */
+  async start(): Promise<void> {
+    const port = this.opts.port ?? DNS_PORT;
+    const udp = dgram.createSocket({ type: isIP(this.opts.address) === 6 ? 'udp6' : 'udp4' });
+    const tcp = createServer((socket) => this.onConnection(socket));
+    tcp.maxConnections = this.opts.maxConnections ?? 64;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        udp.once('error', reject);
+        udp.bind({ address: this.opts.address, port, exclusive: true }, () => resolve());
+      });
+      await new Promise<void>((resolve, reject) => {
+        tcp.once('error', reject);
+        tcp.listen({ host: this.opts.address, port }, () => resolve());
+      });
+    } catch (err) {
+      udp.close();
+      tcp.close();
+      throw new BerthError('driver_unavailable', `cannot answer DNS at ${this.opts.address}:${port}: ${(err as Error).message}`, 'Stop what listens on that address and port (another DNS server bound to all addresses?) and restart berth server, or run it with --dns none.');
+    }
+    udp.on('error', () => undefined);
+    udp.on('message', (msg, from) => this.onQuery(msg, from));
+    tcp.on('error', () => undefined);
+    this.udp = udp;
+    this.tcp = tcp;
+  }
+
+  async close(): Promise<void> {
+    const { udp, tcp } = this;
+    this.udp = undefined;
+    this.tcp = undefined;
+    for (const socket of this.upstreamSockets) socket.close();
+    this.upstreamSockets.clear();
+    for (const connection of this.connections) connection.destroy();
+    udp?.close();
+    if (tcp) await new Promise<void>((resolve) => tcp.close(() => resolve()));
+  }
+
+  private answer(msg: Buffer, to: dgram.RemoteInfo): void {
+    this.udp?.send(msg, to.port, to.address);
+  }
+
+  private onQuery(msg: Buffer, from: dgram.RemoteInfo): void {
+    if (!isQuery(msg)) return;
+    const refusal = (rcode: number) => {
+      const answer = errorAnswer(msg, rcode);
+      if (answer) this.answer(answer, from);
+    };
+    if (!this.opts.allowed(from.address)) return refusal(RCODE_REFUSED);
+    if (this.inFlight >= (this.opts.maxInFlight ?? 512)) return refusal(RCODE_SERVFAIL);
+    this.inFlight++;
+    this.relay(msg, from, 0, () => this.inFlight--);
+  }
+
+  /** Asks upstream `index`, then the next ones in turn; `done` once the host has its answer. */
+  private relay(query: Buffer, from: dgram.RemoteInfo, index: number, done: () => void): void {
+    const upstream = this.opts.upstreams[index];
+    if (!upstream || !this.udp) {
+      const answer = errorAnswer(query, RCODE_SERVFAIL);
+      if (answer) this.answer(answer, from);
+      done();
+      return;
+    }
+    const socket = dgram.createSocket(isIP(upstream.address) === 6 ? 'udp6' : 'udp4');
+    this.upstreamSockets.add(socket);
+    let settled = false;
+    const finish = (next: boolean) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      this.upstreamSockets.delete(socket);
+      socket.close();
+      if (next) this.relay(query, from, index + 1, done);
+      else done();
+    };
+    const timer = setTimeout(() => finish(true), this.opts.timeoutMs ?? 2000);
+    socket.on('error', () => finish(true));
+    socket.on('message', (answer, sender) => {
+      if (sender.address !== upstream.address || sender.port !== upstream.port) return;
+      if (answer.length < HEADER || answer.readUInt16BE(0) !== query.readUInt16BE(0)) return;
+      this.answer(answer, from);
+      finish(false);
+    });
+    socket.send(query, upstream.port, upstream.address, (err) => {
+      if (err) finish(true);
+    });
+  }
+
+  private onConnection(socket: Socket): void {
+    const peer = socket.remoteAddress?.replace(/^::ffff:/, '') ?? '';
+    if (!this.opts.allowed(peer)) {
+      socket.destroy();
+      return;
+    }
+    this.connections.add(socket);
+    socket.setTimeout(10_000, () => socket.destroy());
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => this.connections.delete(socket));
+    socket.pause();
+    this.pipeTo(socket, 0);
+  }
+
+  /** Pipes the host's connection to the first upstream that accepts one. */
+  private pipeTo(socket: Socket, index: number): void {
+    const upstream = this.opts.upstreams[index];
+    if (!upstream || socket.destroyed) {
+      socket.destroy();
+      return;
+    }
+    const outbound = createConnection({ host: upstream.address, port: upstream.port, timeout: this.opts.timeoutMs ?? 2000 });
+    const failed = () => {
+      outbound.destroy();
+      this.pipeTo(socket, index + 1);
+    };
+    outbound.once('error', failed);
+    outbound.once('timeout', failed);
+    outbound.once('connect', () => {
+      outbound.off('error', failed);
+      outbound.off('timeout', failed);
+      outbound.setTimeout(0);
+      outbound.on('error', () => socket.destroy());
+      outbound.on('close', () => socket.destroy());
+      socket.on('close', () => outbound.destroy());
+      socket.pipe(outbound).pipe(socket);
+      socket.resume();
+    });
+  }
+}

@@ -68,7 +68,7 @@ function answerFor(query: Buffer, records: Record<string, string>): Buffer | und
 
 export async function startTestDnsServer(records: Record<string, string>, host = '127.0.0.1', fixedPort = 0): Promise<TestDnsServer> {
   const udp = dgram.createSocket('udp4');
-  const state: TestDnsServer = { port: 0, asked: [], silent: false, close: async () => undefined };
+  const state: TestDnsServer = { port: 0, asked: [], silent: false, close: () => Promise.resolve() };
   const note = (msg: Buffer, via: 'udp' | 'tcp') => {
     const q = readQuestion(msg);
     if (q) state.asked.push({ name: q.name, type: q.type, via });

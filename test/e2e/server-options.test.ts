@@ -1,0 +1,36 @@
+/**
+ * `berth server` refuses options it cannot use before it touches anything: exit code 2, a message
+ * that names the value and says what to give instead, and no data dir made.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const bin = join(import.meta.dirname, '..', '..', 'bin', 'berth.js');
+const dir = mkdtempSync(join(tmpdir(), 'berth-server-options-'));
+
+function server(...args: string[]): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [bin, 'server', '--data-dir', join(dir, 'data'), '--port', '0', ...args], { timeout: 30_000 }, (err, _stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stderr });
+    });
+  });
+}
+
+describe('berth server with options it cannot use', () => {
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it.each([
+    [['--dns', 'dns.example'], /"dns\.example" is not a name server address/],
+    [['--dns', '192.0.2.53:99999'], /not a name server address/],
+    [['--egress-deny', '10.0.0.0/33'], /10\.0\.0\.0\/33/],
+  ])('%j: exit 2, nothing made', async (args, message) => {
+    const out = await server(...args);
+    expect(out.code).toBe(2);
+    expect(out.stderr).toMatch(message);
+    expect(out.stderr).toContain('hint:');
+    expect(existsSync(join(dir, 'data'))).toBe(false);
+  });
+});

@@ -31,10 +31,13 @@ import { ms, summarize, type Summary } from './stats.js';
 import { diskLaunchBench } from './disk.js';
 import { hostStatsBench } from './host-stats.js';
 import { machinePortsBench } from './machine-ports.js';
+import { dnsBench } from './dns.js';
 
 const execFileAsync = promisify(execFile);
 
-const NET = { bridge: 'berthbench0', subnet: '10.220.0.0/22', cgroupName: 'berthbench' };
+/** Hosts with egress resolve names through a test name server on loopback, at this port (bench/dns.ts). */
+const DNS_PORT = 9604;
+const NET = { bridge: 'berthbench0', subnet: '10.220.0.0/22', cgroupName: 'berthbench', nameServers: [`127.0.0.1:${DNS_PORT}`] };
 const LAUNCHES = Number(process.env['BENCH_LAUNCHES'] ?? 60);
 const CLI_RUNS = 20;
 const DISK_LAUNCHES = Number(process.env['BENCH_DISK_LAUNCHES'] ?? 20);
@@ -81,6 +84,7 @@ async function main(): Promise<void> {
       if (ONLY.has('foundation')) {
         rows.push(...(await foundationBench(srv)), ...(await diskLaunchBench(srv, { launches: DISK_LAUNCHES, progress })), ...(await hostStatsBench(srv, { hosts: 10, rounds: 20, progress })));
         rows.push(...(await machinePortsBench(srv, { bridge: NET.bridge, rounds: 12, perRound: 100, progress })));
+        rows.push(...(await dnsBench(srv, { dnsPort: DNS_PORT, gateway: '10.220.0.1', queries: 1000, progress })));
       }
       if (ONLY.has('claims')) rows.push(...(await claimBench(srv, { ...CLAIMS, progress })));
       if (ONLY.has('images')) rows.push(...(await imageBench(srv, { ...IMAGES, progress })));

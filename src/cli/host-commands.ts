@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { HostView } from '../hosts/views.js';
-import { age, collect, formatTags, parseKeyValues, table, UsageError, type Printer } from './output.js';
+import { age, collect, formatTags, parseKeyValues, splitList, table, UsageError, type Printer } from './output.js';
 import type { Context } from './context.js';
 import { registerHostStatsCommand } from './host-stats-command.js';
 
@@ -19,15 +19,18 @@ export function registerHostCommands(program: Command, ctx: Context): void {
     .option('--disk <MiB>', 'size of the filesystem the host writes to, in MiB (default: the machine\'s disk, unbounded)', Number)
     .option('--machine-port <port>', "a TCP port of the machine (at the host's gateway) the host may connect to, besides its agent channel (repeatable)", collect, [])
     .option('--egress', "let the host open connections beyond the machine (NAT), except to the server's denied ranges")
+    .option('--egress-allow <list>', 'egress to these only: IPv4 ranges and names (registry.npmjs.org, *.debian.org), comma-separated or repeated; implies --egress', collect, [])
     .option('--json', 'print JSON')
-    .action(async (opts: { image?: string; tag: string[]; hostname?: string; cpus?: number; memory?: number; pids?: number; disk?: number; machinePort: string[]; egress?: boolean; json?: boolean }) => {
+    .action(async (opts: { image?: string; tag: string[]; hostname?: string; cpus?: number; memory?: number; pids?: number; disk?: number; machinePort: string[]; egress?: boolean; egressAllow: string[]; json?: boolean }) => {
+      const egressAllow = splitList(opts.egressAllow);
       const resources = {
         ...(opts.cpus !== undefined ? { cpus: opts.cpus } : {}),
         ...(opts.memory !== undefined ? { memoryMiB: opts.memory } : {}),
         ...(opts.pids !== undefined ? { pids: opts.pids } : {}),
         ...(opts.disk !== undefined ? { diskMiB: opts.disk } : {}),
         ...(opts.machinePort.length ? { machinePorts: opts.machinePort.map(Number) } : {}),
-        ...(opts.egress ? { egress: true } : {}),
+        ...(opts.egress || egressAllow.length ? { egress: true } : {}),
+        ...(egressAllow.length ? { egressAllow } : {}),
       };
       const body = {
         ...(opts.image ? { image: opts.image } : {}),

@@ -49,3 +49,8 @@ export class UsageError extends Error {
 export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
+
+/** Values of a repeatable option that may each hold a comma-separated list. */
+export function splitList(values: readonly string[]): string[] {
+  return values.flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean);
+}

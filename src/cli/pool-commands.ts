@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import type { PoolHostView, PoolStatusView } from '../pools/views.js';
-import { age, collect, formatTags, parseKeyValues, table, UsageError, type Printer } from './output.js';
+import { age, collect, formatTags, parseKeyValues, splitList, table, UsageError, type Printer } from './output.js';
 import type { Context } from './context.js';
 import { DISK_MIN_MIB } from '../core/resources.js';
 
@@ -22,6 +22,7 @@ interface CreateOptions {
   disk?: string;
   machinePort: string[];
   egress?: boolean;
+  egressAllow: string[];
   json?: boolean;
 }
 
@@ -49,8 +50,10 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
     .option('--disk <MiB>', "size of the filesystem each host writes to, in MiB (default: the machine's disk, unbounded)")
     .option('--machine-port <port>', "a TCP port of the machine each host may connect to, besides its agent channel (repeatable)", collect, [])
     .option('--egress', "let each host open connections beyond the machine (NAT), except to the server's denied ranges")
+    .option('--egress-allow <list>', 'egress to these only: IPv4 ranges and names (registry.npmjs.org, *.debian.org), comma-separated or repeated; implies --egress', collect, [])
     .option('--json', 'print JSON')
     .action(async (name: string, opts: CreateOptions) => {
+      const egressAllow = splitList(opts.egressAllow);
       const cpus = positiveNumber(opts.cpus, '--cpus');
       const memoryMiB = wholeNumber(opts.memory, '--memory', 1);
       const diskMiB = wholeNumber(opts.disk, '--disk', DISK_MIN_MIB);
@@ -78,7 +81,8 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
           ...(memoryMiB !== undefined ? { memoryMiB } : {}),
           ...(diskMiB !== undefined ? { diskMiB } : {}),
           ...(machinePorts.length ? { machinePorts } : {}),
-          ...(opts.egress ? { egress: true } : {}),
+          ...(opts.egress || egressAllow.length ? { egress: true } : {}),
+          ...(egressAllow.length ? { egressAllow } : {}),
           tags: parseKeyValues(opts.tag, 'tag'),
         },
       };

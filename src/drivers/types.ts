@@ -31,6 +31,12 @@ export interface HostResources {
    * Without it a host sends nothing past the machine. Needs nftables (drivers/local/egress.ts).
    */
   egress?: boolean;
+  /**
+   * Local driver, with egress: the host reaches only these IPv4 ranges, and the addresses of these
+   * names (`registry.npmjs.org`, `*.debian.org`) once it resolves them through the machine, for as
+   * long as the answer holds. See core/egress-allow.ts.
+   */
+  egressAllow?: string[];
 }
 
 export interface HostSpec {

@@ -13,7 +13,7 @@ export interface HostView {
   imageId: string | null;
   driver: string;
   tags: Record<string, string>;
-  resources: Record<string, number | number[] | boolean>;
+  resources: Record<string, number | number[] | boolean | string[]>;
   agent: { connected: boolean; lastSeen: string | null; version: string | null };
   createdAt: string;
   readyAt: string | null;

@@ -51,10 +51,10 @@ export class BakeHosts {
   constructor(private readonly deps: BakeHostsDeps) {}
 
   /** Launches a host from `boot` and waits until its agent is connected. */
-  async launch(tenantId: string, boot: BootImage, role: string, signal?: AbortSignal, opts: { egress?: boolean } = {}): Promise<string> {
+  async launch(tenantId: string, boot: BootImage, role: string, signal?: AbortSignal, opts: { egress?: boolean; egressAllow?: string[] } = {}): Promise<string> {
     const host = await this.deps.hosts.launch(
       tenantId,
-      { tags: { 'berth:role': role, 'berth:image': boot.image }, ...(opts.egress ? { resources: { egress: true } } : {}) },
+      { tags: { 'berth:role': role, 'berth:image': boot.image }, ...(opts.egress ? { resources: { egress: true, ...(opts.egressAllow ? { egressAllow: opts.egressAllow } : {}) } } : {}) },
       { waitMs: this.deps.bootTimeoutMs ?? 30_000, boot, ...(signal ? { signal } : {}) },
     );
     return host.id;

@@ -125,7 +125,7 @@ export class ImageBuilder {
       const index = i + 1;
       if (step.kind === 'env') env = { ...env, ...step.env };
       // A run step with the network beyond the machine may well make something else than one without.
-      const egress = step.kind === 'run' && spec.egress ? { egress: true } : {};
+      const egress = step.kind === 'run' && spec.egress ? { egress: true, ...(spec.egressAllow ? { egressAllow: spec.egressAllow } : {}) } : {};
       const definition = { ...stepDefinition(step), ...(await this.inputDigests(step, projectDir)), ...(step.kind === 'env' ? { imageEnv: env } : {}), ...egress };
       definitions.push(definition);
       const title = stepTitle(step);
@@ -224,10 +224,10 @@ export class ImageBuilder {
   }
 
   /** A `run` step: a build host from the layers so far, the commands, its writable layer kept. */
-  private async runStep(tenantId: string, spec: Pick<ImageSpec, 'name' | 'egress'>, base: string, layers: string[], step: RunStep, env: Record<string, string>, index: number, emit: Emit, signal?: AbortSignal): Promise<{ path: string; ws: Workspace }> {
+  private async runStep(tenantId: string, spec: Pick<ImageSpec, 'name' | 'egress' | 'egressAllow'>, base: string, layers: string[], step: RunStep, env: Record<string, string>, index: number, emit: Emit, signal?: AbortSignal): Promise<{ path: string; ws: Workspace }> {
     const image = spec.name;
     const boot: BootImage = { image: `${image} (bake)`, imageId: null, base, layers: layers.map((id) => this.deps.layers.diffDir(id)).reverse() };
-    const hostId = await this.deps.bakeHosts.launch(tenantId, boot, 'bake', signal, { egress: spec.egress });
+    const hostId = await this.deps.bakeHosts.launch(tenantId, boot, 'bake', signal, { egress: spec.egress, ...(spec.egressAllow ? { egressAllow: spec.egressAllow } : {}) });
     const ws = await this.deps.layers.workspace();
     try {
       const run: CommandRun = { commands: step.commands, env: { ...env, ...step.env }, cwd: step.cwd, timeoutSeconds: step.timeoutSeconds ?? DEFAULT_RUN_TIMEOUT_S };

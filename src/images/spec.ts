@@ -10,7 +10,8 @@
  *       parent: /           # another berth image's name, or the absolute path of a root filesystem
  *                           # directory ('/' = this machine's root). Default '/'. Not the image itself.
  *       egress: true        # optional: its run steps may reach beyond the machine (local driver: the
- *                           # hosts' egress; default false: a run step sees the machine's agent channel only)
+ *                           # hosts' egress; default false: a run step sees the machine's agent channel only);
+ *                           # or a list, to reach only those ranges and names: [registry.npmjs.org, 203.0.113.0/24]
  *       identity:           # optional: adjust the built-in identity-stripping list
  *         strip: [/etc/myapp/instance-id, /var/lib/foo/*.state]  # absolute paths; '*' matches within one component
  *         keep: [/etc/machine-id]                                 # absolute paths of built-in items (the caller checks which)
@@ -44,7 +45,9 @@
  */
 import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { isMap, isScalar, LineCounter, parseDocument } from 'yaml';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
+import { EGRESS_ALLOW_MAX, parseEgressAllow } from '../core/egress-allow.js';
+import { errorMessage } from '../core/errors.js';
 import { ImageSpecError, Reader, childPath, type ImageSpecIssue, type Slot, type SourceLocation } from './spec-reader.js';
 import { readStep, type ImageStep } from './spec-steps.js';
 
@@ -59,6 +62,8 @@ export interface ImageSpec {
   identity: { strip: string[]; keep: string[] };
   /** Whether its run steps may reach beyond the machine (the bake hosts get egress). */
   egress: boolean;
+  /** With egress: only these IPv4 ranges and names (HostResources.egressAllow); absent: everywhere. */
+  egressAllow?: string[];
   steps: ImageStep[];
   at: SourceLocation;
 }
@@ -117,13 +122,32 @@ function readImage(r: Reader, name: string, slot: Slot): { spec: ImageSpec; pare
   const identitySlot = fields.get('identity');
   const identity = identitySlot ? readIdentity(r, identitySlot) : { strip: [], keep: [] };
   const egressSlot = fields.get('egress');
-  const egress = egressSlot ? (r.bool(egressSlot) ?? false) : false;
+  const egressAllow = egressSlot && isSeq(egressSlot.node) ? readEgressAllow(r, egressSlot) : undefined;
+  const egress = egressAllow ? true : egressSlot ? (r.bool(egressSlot) ?? false) : false;
   const stepsSlot = fields.get('steps');
   if (!stepsSlot) r.report(slot.keyAt, slot.path, 'missing steps', 'Add steps: with the list of steps that build the image.');
   const stepItems = stepsSlot ? (r.items(stepsSlot, 'a list of steps', 'Write steps: as a list, one "- kind: ..." item per step.') ?? []) : [];
   const steps = stepItems.map((item) => readStep(r, item)).filter((step) => step !== undefined);
   if (parent === undefined) return undefined;
-  return { spec: { name, parent, identity, egress, steps, at: slot.keyAt }, parentSlot };
+  return { spec: { name, parent, identity, egress, ...(egressAllow ? { egressAllow } : {}), steps, at: slot.keyAt }, parentSlot };
+}
+
+/** `egress: [ranges and names]`: each entry checked where it is written. */
+function readEgressAllow(r: Reader, slot: Slot): string[] {
+  const entries: string[] = [];
+  const hint = 'Give ranges as 203.0.113.0/24 and names as registry.npmjs.org or *.debian.org; or write egress: true to reach everywhere.';
+  for (const item of r.items(slot, 'a list of IPv4 ranges and names', hint) ?? []) {
+    const entry = r.text(item, 'an IPv4 range or a name', hint);
+    if (entry === undefined) continue;
+    try {
+      parseEgressAllow([entry]);
+      entries.push(entry);
+    } catch (err) {
+      r.report(item.at, item.path, errorMessage(err), hint);
+    }
+  }
+  if (entries.length > EGRESS_ALLOW_MAX) r.report(slot.at, slot.path, `at most ${EGRESS_ALLOW_MAX} entries (got ${entries.length})`, hint);
+  return entries;
 }
 
 function readParent(r: Reader, slot: Slot, name: string): string | undefined {

@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import { BerthError } from '../core/errors.js';
 import { DISK_MAX_MIB, DISK_MIN_MIB } from '../core/resources.js';
-import { machinePorts } from '../core/resources-schema.js';
+import { EGRESS_ALLOW_NEEDS_EGRESS, egressAllow, egressAllowNeedsEgress, machinePorts } from '../core/resources-schema.js';
 import type { PoolSpec } from '../store/pools-repo.js';
 
 export const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -50,6 +50,7 @@ export const poolSpecInput = z
         diskMiB: z.number().int().min(DISK_MIN_MIB).max(DISK_MAX_MIB).optional().describe('Local driver: the size of the filesystem each host writes to, MiB'),
         egress: z.boolean().optional().describe('Local driver: each host may open connections beyond the machine (NAT), except to the denied ranges'),
         machinePorts: machinePorts.optional().describe("Local driver: TCP ports of the machine (at the hosts' gateway address) each host may connect to besides its agent channel"),
+        egressAllow: egressAllow.optional().describe('Local driver, with egress: each host reaches only these IPv4 ranges and the addresses of these names once it resolves them'),
         tags: tags.default({}),
         aws: z
           .object({
@@ -98,6 +99,9 @@ export function completeSpec(input: z.output<typeof poolSpecInput>): PoolSpec {
   }
   if (demandMax !== undefined && demandMax > maxSize) {
     throw new BerthError('validation_failed', `pool ${input.name}: demand.max ${demandMax} is above maxSize ${maxSize}`, 'Raise maxSize (it bounds warming plus ready hosts) or lower demand.max.', { maxSize, demandMax });
+  }
+  if (!egressAllowNeedsEgress(input.template)) {
+    throw new BerthError('validation_failed', `pool ${input.name}: ${EGRESS_ALLOW_NEEDS_EGRESS.message}`, 'Add egress: true to the template, or drop egressAllow.');
   }
   const { tags: templateTags, ...limits } = input.template;
   return {

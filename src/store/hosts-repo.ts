@@ -15,7 +15,7 @@ export interface NewHost {
   imageId?: string | null;
   hostname: string;
   tags: Record<string, string>;
-  resources: Record<string, number | number[] | boolean>;
+  resources: Record<string, number | number[] | boolean | string[]>;
   agentTokenHash: string;
   /** For a pool's host: its pool, the pool's generation at launch, and its first slot. */
   pool?: { name: string; generation: number; slot: Slot; group?: string; claimId?: string };

@@ -34,7 +34,7 @@ export interface HostsTable {
   hostname: string;
   ip: string | null;
   tags: Json<Record<string, string>>;
-  resources: Json<Record<string, number | number[] | boolean>>;
+  resources: Json<Record<string, number | number[] | boolean | string[]>>;
   driver_data: Json<Record<string, unknown>>;
   agent_token_hash: string;
   agent_connected: Generated<boolean>;
@@ -90,6 +90,7 @@ export interface PoolTemplate {
   diskMiB?: number;
   machinePorts?: number[];
   egress?: boolean;
+  egressAllow?: string[];
   tags: Record<string, string>;
   /** The AWS driver's settings for this pool's machines, over the server's. */
   aws?: AwsPoolSettings;

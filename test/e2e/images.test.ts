@@ -183,7 +183,7 @@ describe('image baking', () => {
     const upstream = await startUpstream('198.18.1', 9601);
     const names = await startTestDnsServer({ 'upstream.test': upstream.address }, '127.0.0.1', DNS_PORT);
     try {
-      const image = (name: string, egress: boolean) => `images:
+      const image = (name: string, egress: boolean | string) => `images:
   ${name}:
     parent: /
     egress: ${egress}
@@ -198,6 +198,10 @@ describe('image baking', () => {
       // The build host's resolv.conf was berth's, not the step's: the image keeps its parent's.
       expect(await run(host.id, 'cat /etc/resolv.conf 2>/dev/null; true')).not.toContain('written by berth');
       await srv.api.delete(`/v1/hosts/${host.id}`);
+      // Narrowed to the name it fetches from: still fine; narrowed to another name: it cannot resolve this one.
+      expect((await bake(image('narrow', '[upstream.test]'))).error).toBeUndefined();
+      const elsewhere = await bake(image('elsewhere', '[registry.example.org, 203.0.113.0/24]'));
+      expect(elsewhere.error?.code).toBe('bake_failed');
       const offline = await bake(image('offline', false));
       expect(offline.error?.code).toBe('bake_failed');
       expect((await srv.api.get('/v1/images/offline')).status).toBe(404);

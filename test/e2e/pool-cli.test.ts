@@ -192,6 +192,15 @@ describe('berth pool, claim, release, group and apply', () => {
     }
   });
 
+  it('pool create --egress-allow narrows each host\'s egress (and implies it); a bad entry exits 2', async () => {
+    const view = await json<PoolStatusView>('pool', 'create', 'narrow', '--size', '0', '--egress-allow', '203.0.113.0/24,registry.npmjs.org', '--egress-allow', '*.debian.org');
+    expect(view.template).toMatchObject({ egress: true, egressAllow: ['203.0.113.0/24', 'registry.npmjs.org', '*.debian.org'] });
+    expect((await berth(['pool', 'rm', 'narrow'], env)).code).toBe(0);
+    const bad = await berth(['pool', 'create', 'narrow', '--size', '0', '--egress-allow', '300.1.1.1'], env);
+    expect([bad.code, bad.stderr]).toEqual([2, expect.stringContaining('"300.1.1.1" is neither an IPv4 range nor a DNS name')]);
+    expect(await poolNames()).not.toContain('narrow');
+  });
+
   it('claim on an unknown pool exits 2', async () => {
     const res = await berth(['claim', 'nosuch', '--group', 'alice'], env);
     expect(res.code).toBe(2);

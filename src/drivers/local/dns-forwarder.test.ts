@@ -8,7 +8,7 @@ import { connect } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { buildQuery, startTestDnsServer, type TestDnsServer } from '../../../test/helpers/dns-server.js';
 import { freePort } from '../../../test/helpers/ports.js';
-import { DnsForwarder, errorAnswer, nameServersOf, parseNameServer } from './dns-forwarder.js';
+import { answerAddresses, DnsForwarder, errorAnswer, nameServersOf, parseNameServer, questionName, type ClientPolicy } from './dns-forwarder.js';
 
 describe('name servers', () => {
   it('reads the nameserver lines of a resolv.conf', () => {
@@ -63,6 +63,7 @@ describe('the DNS forwarder', () => {
   let silent: TestDnsServer;
   let forwarder: DnsForwarder | undefined;
   let allowed = true;
+  let narrowed: ClientPolicy | undefined;
 
   beforeAll(async () => {
     upstream = await startTestDnsServer({ 'upstream.test': '198.18.0.2' });
@@ -74,6 +75,7 @@ describe('the DNS forwarder', () => {
     await forwarder?.close();
     forwarder = undefined;
     allowed = true;
+    narrowed = undefined;
   });
 
   afterAll(async () => {
@@ -83,7 +85,7 @@ describe('the DNS forwarder', () => {
 
   async function start(servers: TestDnsServer[], timeoutMs = 2000): Promise<number> {
     const port = await freePort();
-    forwarder = new DnsForwarder({ address: '127.0.0.1', port, upstreams: servers.map((s) => ({ address: '127.0.0.1', port: s.port })), allowed: () => allowed, timeoutMs });
+    forwarder = new DnsForwarder({ address: '127.0.0.1', port, upstreams: servers.map((s) => ({ address: '127.0.0.1', port: s.port })), policy: () => (allowed ? (narrowed ?? {}) : undefined), timeoutMs });
     await forwarder.start();
     return port;
   }
@@ -150,9 +152,46 @@ describe('the DNS forwarder', () => {
     expect((await viaTcp()).length).toBe(0);
   });
 
+  it('answers a narrowed host for its names only, after learning their addresses; never over TCP', async () => {
+    const port = await start([upstream]);
+    const learnt: [string[], number][] = [];
+    narrowed = {
+      mayAsk: (name) => name === 'upstream.test',
+      learn: async (addresses, ttl) => {
+        await new Promise((r) => setTimeout(r, 50));
+        learnt.push([addresses, ttl]);
+      },
+    };
+    const before = upstream.asked.length;
+    expect(rcode(await ask(port, buildQuery(12, 'other.test')))).toBe(5);
+    expect(upstream.asked.length).toBe(before);
+    const answer = await ask(port, buildQuery(13, 'upstream.test'));
+    // The answer came only after the (slow) learning ended.
+    expect(rcode(answer)).toBe(0);
+    expect(learnt).toEqual([[['198.18.0.2'], 60]]);
+    // A failure to open the addresses is the host's failure to resolve.
+    narrowed = { mayAsk: () => true, learn: () => Promise.reject(new Error('nft refused')) };
+    expect(rcode(await ask(port, buildQuery(14, 'upstream.test')))).toBe(2);
+    const refused = await new Promise<string>((resolve) => {
+      const socket = connect(port, '127.0.0.1');
+      socket.on('data', () => resolve('data'));
+      socket.on('close', () => resolve('closed'));
+      socket.on('error', () => resolve('closed'));
+    });
+    expect(refused).toBe('closed');
+  });
+
+  it('reads the name of a query and the addresses of an answer', async () => {
+    expect(questionName(buildQuery(1, 'A.Example.org'))).toBe('A.Example.org');
+    expect(questionName(Buffer.alloc(12))).toBeUndefined();
+    const port = await start([upstream]);
+    const answer = await ask(port, buildQuery(15, 'upstream.test'));
+    expect(answer !== 'timeout' && answerAddresses(answer)).toEqual({ addresses: ['198.18.0.2'], ttlSeconds: 60 });
+  });
+
   it('says why it cannot listen', async () => {
     const port = await start([upstream]);
-    const second = new DnsForwarder({ address: '127.0.0.1', port, upstreams: [{ address: '127.0.0.1', port: upstream.port }], allowed: () => true });
+    const second = new DnsForwarder({ address: '127.0.0.1', port, upstreams: [{ address: '127.0.0.1', port: upstream.port }], policy: () => ({}) });
     await expect(second.start()).rejects.toThrow(/cannot answer DNS at 127\.0\.0\.1:\d+/);
   });
 });

@@ -9,7 +9,10 @@
  *
  * Only hosts with egress are answered (the caller says who; the machine-ports table lets only them
  * through where nftables is present): a host without egress could otherwise carry data out of the
- * machine in the names it asks for. Everyone else gets REFUSED. The relay does not cache or rewrite:
+ * machine in the names it asks for. Everyone else gets REFUSED. A host whose egress is narrowed to
+ * some names (core/egress-allow.ts) is answered for those names only, and the addresses of each
+ * answer are opened to it (ClientPolicy.learn) before it gets the answer, so its next connection
+ * finds them open; it resolves over UDP only (over TCP the answers would pass unread). The relay does not cache or rewrite:
  * each UDP query goes out from a socket of its own (a fresh source port), and only an answer from
  * the server asked, with the query's id, comes back. A server silent for `timeoutMs` hands the
  * query to the next; when none answers the host gets SERVFAIL at once instead of waiting out its
@@ -17,6 +20,7 @@
  */
 import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
+import { decode, type Answer, type StringAnswer } from 'dns-packet';
 import { isIP, createConnection, createServer, type Server, type Socket } from 'node:net';
 import { BerthError } from '../../core/errors.js';
 
@@ -91,14 +95,45 @@ function isQuery(msg: Buffer): boolean {
   return msg.length >= HEADER && ((msg[2] ?? 0) & 0x80) === 0;
 }
 
+/** How one host is answered. */
+export interface ClientPolicy {
+  /** Whether the host may ask for `name` (as asked: any case, no trailing dot). Absent: any name. */
+  mayAsk?(name: string): boolean;
+  /** Called with each answer's IPv4 addresses and shortest TTL before the host gets it; a failure answers SERVFAIL. */
+  learn?(addresses: string[], ttlSeconds: number): Promise<void>;
+}
+
+/** The name a query asks for (its one question), or undefined when it has none readable. */
+export function questionName(query: Buffer): string | undefined {
+  if (query.length < HEADER || query.readUInt16BE(4) !== 1) return undefined;
+  const labels: string[] = [];
+  let at = HEADER;
+  for (;;) {
+    const length = query[at];
+    if (length === undefined || length > 63) return undefined;
+    if (length === 0) break;
+    labels.push(query.subarray(at + 1, at + 1 + length).toString('latin1'));
+    at += length + 1;
+  }
+  return labels.join('.');
+}
+
+/** The IPv4 addresses of an answer's A records, and the shortest TTL among them. */
+export function answerAddresses(answer: Buffer): { addresses: string[]; ttlSeconds: number } {
+  const packet = decode(answer);
+  const records = (packet.answers ?? []).filter((a: Answer): a is StringAnswer => a.type === 'A');
+  const addresses = records.map((a) => a.data);
+  return { addresses: [...new Set(addresses)], ttlSeconds: Math.min(...records.map((a) => a.ttl ?? 0)) };
+}
+
 export interface DnsForwarderOptions {
   /** The address hosts send their queries to: the bridge's gateway. */
   address: string;
   /** Default 53; tests use another. */
   port?: number;
   upstreams: readonly NameServer[];
-  /** Whether the host at this address may resolve names (a host with egress). */
-  allowed: (ip: string) => boolean;
+  /** How the host at this address is answered; undefined: it is refused (a host without egress). */
+  policy: (ip: string) => ClientPolicy | undefined;
   /** How long one upstream may take before the next is asked. Default 2000 ms. */
   timeoutMs?: number;
   /** Queries relayed at once; beyond it a host gets SERVFAIL. Default 512. */
@@ -166,14 +201,41 @@ export class DnsForwarder {
       const answer = errorAnswer(msg, rcode);
       if (answer) this.answer(answer, from);
     };
-    if (!this.opts.allowed(from.address)) return refusal(RCODE_REFUSED);
+    const policy = this.opts.policy(from.address);
+    if (!policy) return refusal(RCODE_REFUSED);
+    if (policy.mayAsk) {
+      const name = questionName(msg);
+      if (name === undefined || !policy.mayAsk(name)) return refusal(RCODE_REFUSED);
+    }
     if (this.inFlight >= (this.opts.maxInFlight ?? 512)) return refusal(RCODE_SERVFAIL);
     this.inFlight++;
-    this.relay(msg, from, 0, () => this.inFlight--);
+    this.relay(msg, from, 0, policy, () => this.inFlight--);
+  }
+
+  /** Hands an upstream's answer to the host, once the policy has learnt its addresses. */
+  private deliver(query: Buffer, answer: Buffer, to: dgram.RemoteInfo, policy: ClientPolicy): Promise<void> {
+    if (!policy.learn) {
+      this.answer(answer, to);
+      return Promise.resolve();
+    }
+    let found: { addresses: string[]; ttlSeconds: number };
+    try {
+      found = answerAddresses(answer);
+    } catch {
+      found = { addresses: [], ttlSeconds: 0 };
+    }
+    const learnt = found.addresses.length > 0 ? policy.learn(found.addresses, found.ttlSeconds) : Promise.resolve();
+    return learnt.then(
+      () => this.answer(answer, to),
+      () => {
+        const failure = errorAnswer(query, RCODE_SERVFAIL);
+        if (failure) this.answer(failure, to);
+      },
+    );
   }
 
   /** Asks upstream `index`, then the next ones in turn; `done` once the host has its answer. */
-  private relay(query: Buffer, from: dgram.RemoteInfo, index: number, done: () => void): void {
+  private relay(query: Buffer, from: dgram.RemoteInfo, index: number, policy: ClientPolicy, done: () => void): void {
     const upstream = this.opts.upstreams[index];
     if (!upstream || !this.udp) {
       const answer = errorAnswer(query, RCODE_SERVFAIL);
@@ -190,16 +252,15 @@ export class DnsForwarder {
       clearTimeout(timer);
       this.upstreamSockets.delete(socket);
       socket.close();
-      if (next) this.relay(query, from, index + 1, done);
-      else done();
+      if (next) this.relay(query, from, index + 1, policy, done);
     };
     const timer = setTimeout(() => finish(true), this.opts.timeoutMs ?? 2000);
     socket.on('error', () => finish(true));
     socket.on('message', (answer, sender) => {
       if (sender.address !== upstream.address || sender.port !== upstream.port) return;
       if (answer.length < HEADER || answer.readUInt16BE(0) !== query.readUInt16BE(0)) return;
-      this.answer(answer, from);
       finish(false);
+      void this.deliver(query, answer, from, policy).finally(done);
     });
     socket.send(query, upstream.port, upstream.address, (err) => {
       if (err) finish(true);
@@ -208,7 +269,9 @@ export class DnsForwarder {
 
   private onConnection(socket: Socket): void {
     const peer = socket.remoteAddress?.replace(/^::ffff:/, '') ?? '';
-    if (!this.opts.allowed(peer)) {
+    const policy = this.opts.policy(peer);
+    // A narrowed host's answers must be read (see ClientPolicy.learn): it resolves over UDP only.
+    if (!policy || policy.mayAsk || policy.learn) {
       socket.destroy();
       return;
     }

@@ -25,6 +25,14 @@ describe('the egress table', () => {
     expect(script.indexOf('@egress_deny reject')).toBeLessThan(script.indexOf('@egress_hosts accept'));
     expect(script).toContain('iifname "br0" oifname != "br0" ip saddr @egress_hosts masquerade');
   });
+
+  it('sends narrowed hosts through their ranges and resolved addresses only', () => {
+    const script = egressTableScript('br0', [], ['10.9.0.5', '10.9.0.6'], [{ ip: '10.9.0.6', cidrs: ['203.0.113.0/24', '198.51.100.9/32'] }]);
+    expect(script).toContain('set restricted {\n    type ipv4_addr;\n    elements = { 10.9.0.6 }\n');
+    expect(script).toContain('elements = { 10.9.0.6 . 203.0.113.0/24, 10.9.0.6 . 198.51.100.9/32 }');
+    expect(script.indexOf('@restricted jump narrowed')).toBeLessThan(script.indexOf('ip saddr @egress_hosts accept'));
+    expect(script).toMatch(/chain narrowed \{\n {4}ct state established,related accept\n {4}ip saddr \. ip daddr @allowed accept\n {4}ip saddr \. ip daddr @resolved accept\n {4}reject/);
+  });
 });
 
 const canRun = process.platform === 'linux' && process.getuid?.() === 0 && findTool('nft') !== undefined;
@@ -37,7 +45,7 @@ const run = randomBytes(3).toString('hex');
 const PUBLIC = '198.18.0.2';
 const PRIVATE = '10.246.0.2';
 
-const spec = (name: string, egress?: boolean): HostSpec => testSpec(run, name, 'ws://10.245.0.1:7071/v1/agent', egress ? { egress } : {});
+const spec = (name: string, egress?: boolean, egressAllow?: string[]): HostSpec => testSpec(run, name, 'ws://10.245.0.1:7071/v1/agent', { ...(egress ? { egress } : {}), ...(egressAllow ? { egressAllow } : {}) });
 
 /** What a host gets when it opens a connection (node in the host, the machine's root as image). */
 async function dial(host: LaunchedHost, address: string, port = PORT): Promise<string> {
@@ -105,6 +113,27 @@ describe.skipIf(!canRun)('a host with egress reaches beyond the machine; others 
     expect((await inHost(plain, `node -e ${JSON.stringify(js)}`)).stdout.trim()).toMatch(/^E[A-Z]+$/);
     expect(names?.asked.length).toBe(asked);
     await Promise.all([driver.terminate(out.id, out.driverData), driver.terminate(plain.id, plain.driverData)]);
+    expect(countLocalLeftovers(config)).toEqual(baseline);
+  }, 60_000);
+
+  it('narrows egress to the names and ranges a host is allowed', async () => {
+    const named = await driver.launch(spec('allow-name', true, ['upstream.test']));
+    const ranged = await driver.launch(spec('allow-range', true, ['198.18.0.0/24']));
+    const elsewhere = await driver.launch(spec('allow-other', true, ['203.0.113.0/24', '*.example.org']));
+    // The named host reaches its name's address once it resolved it, not before.
+    expect(await dial(named, PUBLIC)).toBe('EHOSTUNREACH');
+    const asked = names?.asked.length ?? 0;
+    expect((await inHost(named, 'getent hosts other.test')).code).not.toBe(0);
+    expect(names?.asked.length).toBe(asked); // refused by the relay: the name server never saw it
+    expect(await dial(named, 'upstream.test')).toBe('answer:from 198.18.0.1');
+    expect(await dial(named, PUBLIC)).toBe('answer:from 198.18.0.1');
+    // What it resolved is its own: another narrowed host does not get it.
+    expect(await dial(elsewhere, PUBLIC)).toBe('EHOSTUNREACH');
+    expect((await inHost(elsewhere, 'getent hosts upstream.test')).code).not.toBe(0);
+    // A range needs no name; names not listed stay unanswered.
+    expect(await dial(ranged, PUBLIC)).toBe('answer:from 198.18.0.1');
+    expect((await inHost(ranged, 'getent hosts upstream.test')).code).not.toBe(0);
+    await Promise.all([named, ranged, elsewhere].map((h) => driver.terminate(h.id, h.driverData)));
     expect(countLocalLeftovers(config)).toEqual(baseline);
   }, 60_000);
 

@@ -11,6 +11,10 @@
  *     pref 31500  iif <bridge> from <host> lookup main         one per egress host: the machine's routes
  *   nftables, table inet berth_<bridge>_egress:
  *     forward     into the bridge: answers only; out of it: egress hosts, minus egressDeny
+ *     narrowed    hosts whose egress is narrowed (HostResources.egressAllow): their connections
+ *                 already open, their allowed ranges (set allowed: host . range), and the addresses
+ *                 their names resolved to through the machine (set resolved: host . address, each
+ *                 for its answer's TTL, at least MIN_RESOLVED_S); nothing else
  *     postrouting masquerade what egress hosts send out
  *
  * Answers coming back are forwarded by the machine only where forwarding is on for the interface
@@ -19,6 +23,7 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { BerthError } from '../../core/errors.js';
+import type { EgressAllowList } from '../../core/egress-allow.js';
 import type { HostRecord } from './host-state.js';
 import { describeFailure, type CommandRunner } from './proc.js';
 import { applyNft, tableName } from './machine-ports.js';
@@ -26,6 +31,17 @@ import type { Subnet } from './subnet.js';
 
 /** Private (RFC 1918), shared (RFC 6598), link-local and multicast ranges: closed to hosts' egress unless configured otherwise (egress.ts). */
 export const DEFAULT_EGRESS_DENY = ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10', '169.254.0.0/16', '224.0.0.0/4'];
+
+/** Shortest time a resolved address stays open to a narrowed host: clients cache answers past a short TTL. */
+export const MIN_RESOLVED_S = 300;
+/** Longest: an answer that says more is taken as this. */
+export const MAX_RESOLVED_S = 86_400;
+
+/** A host whose egress is narrowed, with the ranges it may reach (its names come through the DNS relay). */
+export interface NarrowedHost {
+  ip: string;
+  cidrs: readonly string[];
+}
 
 export const SUBNET_DENY_PREF = 31400;
 export const EGRESS_PREF = 31500;
@@ -35,7 +51,7 @@ export function egressTableName(bridge: string): string {
 }
 
 /** The whole egress table, replacing any earlier one: one `nft -f` transaction. */
-export function egressTableScript(bridge: string, deny: readonly string[], hosts: readonly string[]): string {
+export function egressTableScript(bridge: string, deny: readonly string[], hosts: readonly string[], narrowed: readonly NarrowedHost[] = []): string {
   const table = egressTableName(bridge);
   const br = JSON.stringify(bridge);
   const elements = (items: readonly string[]) => (items.length > 0 ? `\n    elements = { ${items.join(', ')} }` : '');
@@ -48,13 +64,29 @@ table inet ${table} {
   set egress_deny {
     type ipv4_addr; flags interval;${elements(deny)}
   }
+  set restricted {
+    type ipv4_addr;${elements([...new Set(narrowed.map((n) => n.ip))])}
+  }
+  set allowed {
+    type ipv4_addr . ipv4_addr; flags interval;${elements(narrowed.flatMap((n) => n.cidrs.map((c) => `${n.ip} . ${c}`)))}
+  }
+  set resolved {
+    type ipv4_addr . ipv4_addr; flags timeout;
+  }
   chain forward {
     type filter hook forward priority filter; policy accept;
     oifname ${br} iifname != ${br} ct state established,related accept
     oifname ${br} iifname != ${br} reject with icmpx admin-prohibited
     iifname ${br} oifname != ${br} ip daddr @egress_deny reject with icmpx admin-prohibited
+    iifname ${br} oifname != ${br} ip saddr @restricted jump narrowed
     iifname ${br} oifname != ${br} ip saddr @egress_hosts accept
     iifname ${br} oifname != ${br} reject with icmpx admin-prohibited
+  }
+  chain narrowed {
+    ct state established,related accept
+    ip saddr . ip daddr @allowed accept
+    ip saddr . ip daddr @resolved accept
+    reject with icmpx admin-prohibited
   }
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
@@ -70,6 +102,8 @@ export class HostEgress {
   private readonly table: string;
   /** Why hosts cannot have egress on this machine, when they cannot. */
   private unavailable: string | undefined;
+  /** Per narrowed host, the addresses learnt for it (to take them away with the host). */
+  private readonly learnt = new Map<string, Set<string>>();
 
   constructor(
     private readonly tools: { ip: string; nft: string | undefined },
@@ -83,13 +117,13 @@ export class HostEgress {
   }
 
   /** Builds the table and the subnet's rule from the bridge's hosts' records (only those count: hosts cannot edit them). */
-  async prepare(records: readonly Partial<HostRecord>[]): Promise<void> {
+  async prepare(records: readonly Partial<HostRecord>[], narrowed: readonly NarrowedHost[] = []): Promise<void> {
     const hosts = records.filter((r) => r.egress && r.ip).map((r) => r.ip ?? '');
     if (!this.tools.nft) {
       this.unavailable = 'nft (nftables) is not installed; install it (e.g. apt-get install nftables) and restart berth server';
       return;
     }
-    const result = await this.run(this.tools.nft, ['-f', '-'], egressTableScript(this.bridge, this.deny, hosts));
+    const result = await this.run(this.tools.nft, ['-f', '-'], egressTableScript(this.bridge, this.deny, hosts, narrowed));
     if (result.code !== 0) {
       this.unavailable = `nftables refused the egress table: ${describeFailure('nft', result)}`;
       return;
@@ -118,13 +152,20 @@ export class HostEgress {
     return `iif ${this.bridge} from ${ip} lookup main pref ${EGRESS_PREF}`;
   }
 
-  /** Lets a host about to boot send beyond the machine; in place before it runs. */
-  async admit(ip: string): Promise<void> {
+  /** Lets a host about to boot send beyond the machine (only to `allow`, when given); in place before it runs. */
+  async admit(ip: string, allow?: EgressAllowList): Promise<void> {
     if (this.unavailable) {
       throw new BerthError('driver_unavailable', `hosts cannot have egress on this machine: ${this.unavailable}`, 'Launch the host without egress, or fix the machine as the message says.');
     }
     this.turnOnForwarding();
-    await this.nft([`add element inet ${this.table} egress_hosts { ${ip} }`], `cannot give host ${ip} egress`);
+    await this.nft(
+      [
+        ...(allow ? [`add element inet ${this.table} restricted { ${ip} }`] : []),
+        ...(allow?.cidrs.length ? [`add element inet ${this.table} allowed { ${allow.cidrs.map((c) => `${ip} . ${c}`).join(', ')} }`] : []),
+        `add element inet ${this.table} egress_hosts { ${ip} }`,
+      ],
+      `cannot give host ${ip} egress`,
+    );
     // One rule per host: one left by a crash between its add and its record goes first.
     await this.run(this.tools.ip, ['rule', 'del', ...this.rule(ip).split(' ')]);
     const added = await this.run(this.tools.ip, ['rule', 'add', ...this.rule(ip).split(' ')]);
@@ -132,12 +173,36 @@ export class HostEgress {
   }
 
   /** Takes a host's egress away (before its address can be reused). Taking away what is not there is fine. */
-  async revoke(ip: string): Promise<void> {
+  async revoke(ip: string, allow?: EgressAllowList): Promise<void> {
     if (this.unavailable) return;
     // Until none is left (a rule added twice by a race is deleted twice).
     for (let i = 0; i < 4 && (await this.run(this.tools.ip, ['rule', 'del', ...this.rule(ip).split(' ')])).code === 0; i++);
-    const set = `inet ${this.table} egress_hosts { ${ip} }`;
-    await this.nft([`add element ${set}`, `delete element ${set}`], `cannot take host ${ip}'s egress away`);
+    const learnt = [...(this.learnt.get(ip) ?? [])];
+    this.learnt.delete(ip);
+    // Each element added before it is deleted, in one transaction: one already gone is no error.
+    const sets = [
+      `inet ${this.table} egress_hosts { ${ip} }`,
+      `inet ${this.table} restricted { ${ip} }`,
+      ...(allow?.cidrs.length ? [`inet ${this.table} allowed { ${allow.cidrs.map((c) => `${ip} . ${c}`).join(', ')} }`] : []),
+      ...(learnt.length ? [`inet ${this.table} resolved { ${learnt.map((a) => `${ip} . ${a}`).join(', ')} }`] : []),
+    ];
+    await this.nft(sets.flatMap((set) => [`add element ${set}`, `delete element ${set}`]), `cannot take host ${ip}'s egress away`);
+  }
+
+  /**
+   * Opens `addresses` to the narrowed host at `ip` for `ttlSeconds` (within MIN_RESOLVED_S and
+   * MAX_RESOLVED_S): the addresses a name it may reach resolved to. An address learnt before gets
+   * the new time.
+   */
+  async learn(ip: string, addresses: readonly string[], ttlSeconds: number): Promise<void> {
+    if (this.unavailable || addresses.length === 0) return;
+    const seconds = Math.min(MAX_RESOLVED_S, Math.max(MIN_RESOLVED_S, Math.floor(ttlSeconds)));
+    const pairs = addresses.map((a) => `${ip} . ${a}`).join(', ');
+    const set = `inet ${this.table} resolved`;
+    await this.nft([`add element ${set} { ${pairs} }`, `delete element ${set} { ${pairs} }`, `add element ${set} { ${addresses.map((a) => `${ip} . ${a} timeout ${seconds}s`).join(', ')} }`], `cannot open what host ${ip} resolved`);
+    const known = this.learnt.get(ip) ?? new Set<string>();
+    for (const a of addresses) known.add(a);
+    this.learnt.set(ip, known);
   }
 
   /** Removes the table and the subnet's rule (the bridge is going). */

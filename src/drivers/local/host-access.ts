@@ -5,9 +5,10 @@
  * the driver starts, put in place before a host boots, and taken away before its address can serve
  * another host.
  */
+import { nameAllowed, parseEgressAllow, type EgressAllowList } from '../../core/egress-allow.js';
 import { errorMessage } from '../../core/errors.js';
 import type { HostResources } from '../types.js';
-import { DnsForwarder, type NameServer } from './dns-forwarder.js';
+import { DnsForwarder, type ClientPolicy, type NameServer } from './dns-forwarder.js';
 import { HostEgress } from './egress.js';
 import type { HostRecord } from './host-state.js';
 import { agentEndpoint, MachinePorts } from './machine-ports.js';
@@ -15,7 +16,7 @@ import type { CommandRunner } from './proc.js';
 import type { Subnet } from './subnet.js';
 
 /** The part of a host's record that says what it may reach. */
-export type AccessRecord = Pick<HostRecord, 'agentIp' | 'agentPort' | 'machinePorts' | 'egress'>;
+export type AccessRecord = Pick<HostRecord, 'agentIp' | 'agentPort' | 'machinePorts' | 'egress' | 'egressAllow'>;
 
 export function accessRecord(serverUrl: string, resources: HostResources, gateway: string): AccessRecord {
   const agent = agentEndpoint(serverUrl, gateway);
@@ -24,7 +25,18 @@ export function accessRecord(serverUrl: string, resources: HostResources, gatewa
     ...(agent ? { agentIp: agent.ip, agentPort: agent.port } : {}),
     ...(ports.length > 0 ? { machinePorts: [...ports] } : {}),
     ...(resources.egress ? { egress: true } : {}),
+    ...(resources.egress && resources.egressAllow?.length ? { egressAllow: [...resources.egressAllow] } : {}),
   };
+}
+
+/** What a record narrows its host's egress to; an unreadable list narrows it to nothing. */
+function allowListOf(record: Partial<AccessRecord>): EgressAllowList | undefined {
+  if (!record.egress || !record.egressAllow) return undefined;
+  try {
+    return parseEgressAllow(record.egressAllow);
+  } catch {
+    return { cidrs: [], names: [] };
+  }
 }
 
 export interface HostAccessSetup {
@@ -46,6 +58,8 @@ export class HostAccess {
   private readonly configuredAgent: { ip: string; port: number } | undefined;
   /** Addresses of the hosts with egress: the only ones the DNS forwarder answers. */
   private readonly egressHosts = new Set<string>();
+  /** Those of them whose egress is narrowed, with what to. */
+  private readonly narrowed = new Map<string, EgressAllowList>();
   /** The forwarder, started with the first host that needs it; resolves to undefined when it cannot run. */
   private dns: Promise<DnsForwarder | undefined> | undefined;
 
@@ -58,22 +72,39 @@ export class HostAccess {
 
   /** From the records of the hosts on the machine (hosts cannot edit them; their own files do not count). */
   async prepare(records: readonly Partial<HostRecord>[]): Promise<void> {
-    for (const record of records) if (record.egress && record.ip) this.egressHosts.add(record.ip);
-    await Promise.all([this.machinePorts.prepare(records, this.configuredAgent), this.egress.prepare(records), this.egressHosts.size > 0 ? this.nameService() : undefined]);
+    for (const record of records) {
+      if (!record.egress || !record.ip) continue;
+      this.egressHosts.add(record.ip);
+      const allow = allowListOf(record);
+      if (allow) this.narrowed.set(record.ip, allow);
+    }
+    const narrowed = [...this.narrowed].map(([ip, allow]) => ({ ip, cidrs: allow.cidrs }));
+    await Promise.all([this.machinePorts.prepare(records, this.configuredAgent), this.egress.prepare(records, narrowed), this.egressHosts.size > 0 ? this.nameService() : undefined]);
   }
 
   async admit(ip: string, access: AccessRecord): Promise<void> {
     const agent = access.agentIp && access.agentPort ? { ip: access.agentIp, port: access.agentPort } : undefined;
     const egress = access.egress === true;
+    const allow = allowListOf(access);
     if (egress) this.egressHosts.add(ip);
-    await Promise.all([this.machinePorts.admit(ip, agent, access.machinePorts ?? [], egress), egress ? this.egress.admit(ip) : undefined]);
+    if (allow) this.narrowed.set(ip, allow);
+    await Promise.all([this.machinePorts.admit(ip, agent, access.machinePorts ?? [], egress), egress ? this.egress.admit(ip, allow) : undefined]);
   }
 
   /** Takes away what the record says the host at `ip` had; what it did not get is no error. */
   async revoke(ip: string, access: Partial<AccessRecord>): Promise<void> {
     this.egressHosts.delete(ip);
+    this.narrowed.delete(ip);
     const egress = access.egress === true;
-    await Promise.all([this.machinePorts.revoke(ip, access.machinePorts ?? [], egress), egress ? this.egress.revoke(ip) : undefined]);
+    await Promise.all([this.machinePorts.revoke(ip, access.machinePorts ?? [], egress), egress ? this.egress.revoke(ip, allowListOf(access)) : undefined]);
+  }
+
+  /** How the DNS forwarder answers the host at `ip`: not at all without egress; narrowed hosts only their names. */
+  private dnsPolicy(ip: string): ClientPolicy | undefined {
+    if (!this.egressHosts.has(ip)) return undefined;
+    const allow = this.narrowed.get(ip);
+    if (!allow) return {};
+    return { mayAsk: (name) => nameAllowed(allow.names, name), learn: (addresses, ttl) => this.egress.learn(ip, addresses, ttl) };
   }
 
   /**
@@ -84,7 +115,7 @@ export class HostAccess {
     const { nameServers, subnet, logger, bridge } = this.setup;
     if (nameServers.length === 0) return undefined;
     this.dns ??= (async () => {
-      const forwarder = new DnsForwarder({ address: subnet.gateway, upstreams: nameServers, allowed: (ip) => this.egressHosts.has(ip) });
+      const forwarder = new DnsForwarder({ address: subnet.gateway, upstreams: nameServers, policy: (ip) => this.dnsPolicy(ip) });
       try {
         await forwarder.start();
         logger.info({ bridge, nameServers: nameServers.map((s) => `${s.address}:${s.port}`) }, `hosts with egress resolve names at ${subnet.gateway}`);

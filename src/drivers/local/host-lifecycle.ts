@@ -5,6 +5,7 @@
  * launch was never recorded.
  */
 import { existsSync, statSync } from 'node:fs';
+import { parseEgressAllow } from '../../core/egress-allow.js';
 import { BerthError } from '../../core/errors.js';
 import type { DescribedHost, HostSpec } from '../types.js';
 import { cgroupPids } from './cgroups.js';
@@ -25,6 +26,11 @@ export function checkHostSpec(spec: HostSpec): void {
   checkSafePath('image', spec.image);
   if (!isDirectory(spec.image)) {
     throw new BerthError('validation_failed', `image ${spec.image} is not a directory on this machine`, "For the local driver an image is a root filesystem directory; use '/' for this machine's own root filesystem.");
+  }
+  const { egress, egressAllow } = spec.resources;
+  if (egressAllow?.length) {
+    if (!egress) throw new BerthError('validation_failed', 'egressAllow narrows egress, and this host has none', 'Give the host egress with its allow list, or drop the list.');
+    parseEgressAllow(egressAllow);
   }
   const layers = spec.layers ?? [];
   checkStack({ base: spec.image, layers });

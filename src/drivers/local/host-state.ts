@@ -34,6 +34,8 @@ export interface HostRecord {
   machinePorts?: number[];
   /** Whether it may send beyond the machine (see egress.ts). */
   egress?: boolean;
+  /** With egress: the ranges and names it is narrowed to (core/egress-allow.ts); absent: everything. */
+  egressAllow?: string[];
   launchedAt: string;
 }
 
@@ -57,6 +59,7 @@ export function parseHostRecord(data: unknown): Partial<HostRecord> {
   if (typeof d.prefixLength === 'number') record.prefixLength = d.prefixLength;
   if (Array.isArray(d.cgroupDirs)) record.cgroupDirs = d.cgroupDirs.filter((x): x is string => typeof x === 'string');
   if (d.egress === true) record.egress = true;
+  if (Array.isArray(d.egressAllow)) record.egressAllow = d.egressAllow.filter((x): x is string => typeof x === 'string');
   const agentPort = optionalNumber(d.agentPort);
   if (agentPort !== undefined) record.agentPort = agentPort;
   if (Array.isArray(d.machinePorts)) record.machinePorts = d.machinePorts.filter((p): p is number => optionalNumber(p) !== undefined && p <= 65535);
@@ -96,5 +99,5 @@ export async function writeStateFile(path: string, record: HostRecord): Promise<
 }
 
 export function recordToDriverData(record: HostRecord): Record<string, unknown> {
-  return { ...record, cgroupDirs: [...record.cgroupDirs], ...(record.machinePorts ? { machinePorts: [...record.machinePorts] } : {}) };
+  return { ...record, cgroupDirs: [...record.cgroupDirs], ...(record.machinePorts ? { machinePorts: [...record.machinePorts] } : {}), ...(record.egressAllow ? { egressAllow: [...record.egressAllow] } : {}) };
 }

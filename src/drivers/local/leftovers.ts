@@ -103,15 +103,19 @@ export function findLocalLeftovers(config: LocalDriverConfig): LocalLeftovers {
   };
 }
 
+/** Egress rules, and the elements of the egress table's per-host sets (egress.ts). */
 function egressGrants(bridge: string): string[] {
   const rules = ipRules(EGRESS_PREF, bridge).map((line) => `rule: ${line}`);
-  try {
-    const text = execFileSync('nft', ['-j', 'list', 'set', 'inet', egressTableName(bridge), 'egress_hosts'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' } });
-    const parsed = JSON.parse(text) as { nftables?: { set?: { elem?: unknown[] } }[] };
-    return [...rules, ...(parsed.nftables ?? []).flatMap((entry) => entry.set?.elem ?? []).map((e) => `set: ${String(e)}`)];
-  } catch {
-    return rules;
-  }
+  const elements = ['egress_hosts', 'restricted', 'allowed', 'resolved'].flatMap((set) => {
+    try {
+      const text = execFileSync('nft', ['-j', 'list', 'set', 'inet', egressTableName(bridge), set], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' } });
+      const parsed = JSON.parse(text) as { nftables?: { set?: { elem?: unknown[] } }[] };
+      return (parsed.nftables ?? []).flatMap((entry) => entry.set?.elem ?? []).map((e) => `${set}: ${JSON.stringify(e)}`);
+    } catch {
+      return []; // no nft, no table, or a table of an older berth without this set
+    }
+  });
+  return [...rules, ...elements];
 }
 
 function machinePortGrants(bridge: string): string[] {

@@ -35,6 +35,7 @@ import { liveAddress, parseHostRecord, readStateFile, recordToDriverData, STATE_
 import { ensureBridge, innerNetworkBatch, listNetnsHostIds, outerNetworkBatch, removeHostNetwork } from './network.js';
 import { HostReachability } from './reachability.js';
 import { accessRecord, HostAccess } from './host-access.js';
+import { parseEgressAllow } from '../../core/egress-allow.js';
 import { createHostDisk, diskPaths, hasOwnDisk, removeHostDisk } from './disk.js';
 import { readHostStats } from './host-stats.js';
 import { checkHostSpec, describeHost, stopHostProcesses } from './host-lifecycle.js';
@@ -222,6 +223,9 @@ export class LocalDriver implements HostDriver {
       const fstab = buildFstab({ image: spec.image, lowerDir, names, agentDir: this.cfg.agentDir, toolsDir: capTool.dir, sysrqTrigger: this.sysrqTrigger, hiddenPaths: this.cfg.hiddenPaths });
       // A host with egress resolves names at the gateway (the forwarder starts with the first one).
       const nameServer = reach.egress ? await access.nameService() : undefined;
+      if (reach.egressAllow && !nameServer && parseEgressAllow(reach.egressAllow).names.length > 0) {
+        throw new BerthError('driver_unavailable', `host ${spec.id} may reach names, but hosts get no name service on this machine (see the server's log)`, 'Give berth server name servers (--dns IP[,IP...]), or allow the host ranges only.');
+      }
       await Promise.all([writeHostFiles(names, spec, ip, fstab, nameServer), writeStateFile(names.stateFile, record), access.admit(ip, reach)]);
     } catch (err) {
       launcher.abort();

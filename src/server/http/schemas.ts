@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import { MAX_EXECUTION_TIMEOUT_SECONDS } from '../../commands/views.js';
 import { DISK_MAX_MIB, DISK_MIN_MIB } from '../../core/resources.js';
-import { machinePorts } from '../../core/resources-schema.js';
+import { EGRESS_ALLOW_NEEDS_EGRESS, egressAllow, egressAllowNeedsEgress, machinePorts } from '../../core/resources-schema.js';
 
 const tags = z.record(z.string().min(1).max(128), z.string().max(256));
 
@@ -23,7 +23,7 @@ export const hostView = z.object({
   imageId: z.string().nullable(),
   driver: z.string(),
   tags: z.record(z.string(), z.string()),
-  resources: z.record(z.string(), z.union([z.number(), z.array(z.number()), z.boolean()])),
+  resources: z.record(z.string(), z.union([z.number(), z.array(z.number()), z.boolean(), z.array(z.string())])),
   agent: z.object({ connected: z.boolean(), lastSeen: z.string().nullable(), version: z.string().nullable() }),
   createdAt: z.string(),
   readyAt: z.string().nullable(),
@@ -66,8 +66,10 @@ export const launchHostBody = z
         diskMiB: z.number().int().min(DISK_MIN_MIB).max(DISK_MAX_MIB).optional().describe('Local driver: the size of the filesystem the host writes to (its files past the image), MiB'),
         egress: z.boolean().optional().describe("Local driver: the host may open connections beyond the machine (NAT), except to the driver's denied ranges (private and link-local by default)"),
         machinePorts: machinePorts.optional().describe("Local driver: TCP ports of the machine (at the host's gateway address) the host may connect to besides its agent channel; the machine's other ports are closed to it"),
+        egressAllow: egressAllow.optional().describe('Local driver, with egress: the host reaches only these IPv4 ranges and the addresses of these names (registry.npmjs.org, *.debian.org) once it resolves them; other names are not answered'),
       })
       .strict()
+      .refine(egressAllowNeedsEgress, EGRESS_ALLOW_NEEDS_EGRESS)
       .optional(),
     wait: z.boolean().default(true).describe('Answer only when the agent has enrolled'),
     waitTimeout: z.number().positive().max(3600).optional().describe("Seconds to wait for the agent (default: the server's boot timeout: 30 s on the local driver, 5 min on AWS, 10 min for SSM hosts)"),

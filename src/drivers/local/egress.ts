@@ -102,8 +102,10 @@ export class HostEgress {
   private readonly table: string;
   /** Why hosts cannot have egress on this machine, when they cannot. */
   private unavailable: string | undefined;
-  /** Per narrowed host, the addresses learnt for it (to take them away with the host). */
-  private readonly learnt = new Map<string, Set<string>>();
+  /** Per narrowed host, the addresses learnt for it and when they close (to take them away with the host). */
+  private readonly learnt = new Map<string, Map<string, number>>();
+  /** Per address, how many times a host was admitted at it: a lookup answered across a revoke must not outlive it. */
+  private readonly generation = new Map<string, number>();
 
   constructor(
     private readonly tools: { ip: string; nft: string | undefined },
@@ -158,6 +160,7 @@ export class HostEgress {
       throw new BerthError('driver_unavailable', `hosts cannot have egress on this machine: ${this.unavailable}`, 'Launch the host without egress, or fix the machine as the message says.');
     }
     this.turnOnForwarding();
+    this.generation.set(ip, (this.generation.get(ip) ?? 0) + 1);
     await this.nft(
       [
         ...(allow ? [`add element inet ${this.table} restricted { ${ip} }`] : []),
@@ -177,7 +180,8 @@ export class HostEgress {
     if (this.unavailable) return;
     // Until none is left (a rule added twice by a race is deleted twice).
     for (let i = 0; i < 4 && (await this.run(this.tools.ip, ['rule', 'del', ...this.rule(ip).split(' ')])).code === 0; i++);
-    const learnt = [...(this.learnt.get(ip) ?? [])];
+    this.generation.set(ip, (this.generation.get(ip) ?? 0) + 1);
+    const learnt = [...(this.learnt.get(ip)?.keys() ?? [])];
     this.learnt.delete(ip);
     // Each element added before it is deleted, in one transaction: one already gone is no error.
     const sets = [
@@ -197,11 +201,27 @@ export class HostEgress {
   async learn(ip: string, addresses: readonly string[], ttlSeconds: number): Promise<void> {
     if (this.unavailable || addresses.length === 0) return;
     const seconds = Math.min(MAX_RESOLVED_S, Math.max(MIN_RESOLVED_S, Math.floor(ttlSeconds)));
-    const pairs = addresses.map((a) => `${ip} . ${a}`).join(', ');
+    const now = Date.now();
+    const known = this.learnt.get(ip) ?? new Map<string, number>();
+    // An address open for more than half the new time yet needs no nft call: repeated lookups cost nothing.
+    const due = addresses.filter((a) => (known.get(a) ?? 0) - now < (seconds * 1000) / 2);
+    if (due.length === 0) return;
+    const pairs = due.map((a) => `${ip} . ${a}`).join(', ');
     const set = `inet ${this.table} resolved`;
-    await this.nft([`add element ${set} { ${pairs} }`, `delete element ${set} { ${pairs} }`, `add element ${set} { ${addresses.map((a) => `${ip} . ${a} timeout ${seconds}s`).join(', ')} }`], `cannot open what host ${ip} resolved`);
-    const known = this.learnt.get(ip) ?? new Set<string>();
-    for (const a of addresses) known.add(a);
+    const generation = this.generation.get(ip);
+    // A new element is only added; one to refresh is deleted first (an add keeps the old time). Deleting
+    // costs the kernel a grace period (~30 ms here), so only refreshes pay it.
+    const refresh = due.filter((a) => known.has(a)).map((a) => `${ip} . ${a}`);
+    await this.nft(
+      [...(refresh.length ? [`add element ${set} { ${refresh.join(', ')} }`, `delete element ${set} { ${refresh.join(', ')} }`] : []), `add element ${set} { ${due.map((a) => `${ip} . ${a} timeout ${seconds}s`).join(', ')} }`],
+      `cannot open what host ${ip} resolved`,
+    );
+    if (this.generation.get(ip) !== generation) {
+      // The host was revoked (or its address given anew) while nft ran: what it learnt goes with it.
+      await this.nft([`add element ${set} { ${pairs} }`, `delete element ${set} { ${pairs} }`], `cannot take back what host ${ip} resolved`);
+      throw new BerthError('invalid_state', `host ${ip} left while its lookup was answered`, 'Nothing to do: the host is gone or was reset.');
+    }
+    for (const a of due) known.set(a, now + seconds * 1000);
     this.learnt.set(ip, known);
   }
 

@@ -258,6 +258,11 @@ export interface HostDriver {
   readonly fleet?: PoolFleet;
   /** Present when some hosts run commands through the backend's own agent (see BackendAgents). */
   readonly agents?: BackendAgents;
+  /**
+   * Optional: refuses (a validation_failed BerthError) resources this driver would not honour, before
+   * anything is recorded: a restriction silently ignored would be worse than an error.
+   */
+  checkResources?(resources: HostResources): void;
   /** Optional: stops what the driver serves from this process (the local driver's DNS for hosts); the server is stopping. Hosts keep running. */
   stopServing?(): Promise<void>;
   /** A cloud driver's API calls so far, by operation (retries not counted). */

@@ -45,6 +45,7 @@ export class HostService {
     const token = newSecret();
     const hostname = req.hostname ?? id;
     const resources = { ...this.deps.defaultResources, ...(req.resources ?? {}) };
+    this.deps.driver.checkResources?.(resources);
     const tags = req.tags ?? {};
     await this.deps.hosts.insert({
       id,

@@ -252,6 +252,8 @@ export class BerthServer {
         if (spec.template.aws && driver !== 'aws') {
           throw new BerthError('validation_failed', `pool ${spec.name} has AWS settings (template.aws) but this server runs the ${driver} driver`, 'Remove template.aws, or apply the pool to a server started with --driver aws.', { pool: spec.name });
         }
+        const { tags: _tags, aws: _aws, ...resources } = spec.template;
+        config.driver.checkResources?.(resources);
         await bootImages.resolve(tenantId, spec.image);
       };
       const fleetPools = late.fleet;

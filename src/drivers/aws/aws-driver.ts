@@ -15,7 +15,7 @@ import {
   type Tag,
 } from '@aws-sdk/client-ec2';
 import { BerthError, errorMessage } from '../../core/errors.js';
-import type { DescribedHost, DriverInfo, FoundHost, HostDriver, HostSpec, LaunchedHost, OperationOptions, TerminateOptions } from '../types.js';
+import type { DescribedHost, DriverInfo, FoundHost, HostDriver, HostResources, HostSpec, LaunchedHost, OperationOptions, TerminateOptions } from '../types.js';
 import { AwsFleet } from './fleet.js';
 import { AwsGroups } from './groups.js';
 import { isAmiId, resolveAwsConfig, TAG_HOST_ID, TAG_MANAGED_BY, type AwsDriverConfig, type ResolvedAwsConfig } from './config.js';
@@ -332,6 +332,13 @@ export class AwsDriver implements HostDriver {
       await this.call({ operation: 'TerminateInstances', hostId: id }, undefined, (abortSignal) => this.ec2.send(new TerminateInstancesCommand({ InstanceIds: live.map((i) => i.InstanceId ?? '') }), { abortSignal }));
       this.cfg.logger.info({ hostId: id, instanceIds: live.map((i) => i.InstanceId) }, 'terminated what a failed launch left');
       return;
+    }
+  }
+
+  /** See HostDriver.checkResources: an instance's egress is its VPC's to decide, so a narrowing would not hold. */
+  checkResources(resources: HostResources): void {
+    if (resources.egressAllow?.length) {
+      throw new BerthError('validation_failed', 'egressAllow (narrowed egress) is not enforced for EC2 instances: their VPC decides what they reach', "Narrow the instances' egress with their security groups (template.aws.securityGroupIds) or a Route 53 Resolver DNS Firewall, and drop egressAllow.");
     }
   }
 

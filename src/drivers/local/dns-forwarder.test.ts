@@ -155,8 +155,10 @@ describe('the DNS forwarder', () => {
   it('answers a narrowed host for its names only, after learning their addresses; never over TCP', async () => {
     const port = await start([upstream]);
     const learnt: [string[], number][] = [];
+    const refused: string[] = [];
     narrowed = {
       mayAsk: (name) => name === 'upstream.test',
+      refused: (name) => refused.push(name),
       learn: async (addresses, ttl) => {
         await new Promise((r) => setTimeout(r, 50));
         learnt.push([addresses, ttl]);
@@ -165,6 +167,7 @@ describe('the DNS forwarder', () => {
     const before = upstream.asked.length;
     expect(rcode(await ask(port, buildQuery(12, 'other.test')))).toBe(5);
     expect(upstream.asked.length).toBe(before);
+    expect(refused).toEqual(['other.test']);
     const answer = await ask(port, buildQuery(13, 'upstream.test'));
     // The answer came only after the (slow) learning ended.
     expect(rcode(answer)).toBe(0);
@@ -172,13 +175,13 @@ describe('the DNS forwarder', () => {
     // A failure to open the addresses is the host's failure to resolve.
     narrowed = { mayAsk: () => true, learn: () => Promise.reject(new Error('nft refused')) };
     expect(rcode(await ask(port, buildQuery(14, 'upstream.test')))).toBe(2);
-    const refused = await new Promise<string>((resolve) => {
+    const overTcp = await new Promise<string>((resolve) => {
       const socket = connect(port, '127.0.0.1');
       socket.on('data', () => resolve('data'));
       socket.on('close', () => resolve('closed'));
       socket.on('error', () => resolve('closed'));
     });
-    expect(refused).toBe('closed');
+    expect(overTcp).toBe('closed');
   });
 
   it('reads the name of a query and the addresses of an answer', async () => {

@@ -99,6 +99,8 @@ function isQuery(msg: Buffer): boolean {
 export interface ClientPolicy {
   /** Whether the host may ask for `name` (as asked: any case, no trailing dot). Absent: any name. */
   mayAsk?(name: string): boolean;
+  /** Told each name the host was refused (mayAsk said no): a narrowed host reaching for more is worth a look. */
+  refused?(name: string): void;
   /** Called with each answer's IPv4 addresses and shortest TTL before the host gets it; a failure answers SERVFAIL. */
   learn?(addresses: string[], ttlSeconds: number): Promise<void>;
 }
@@ -205,7 +207,10 @@ export class DnsForwarder {
     if (!policy) return refusal(RCODE_REFUSED);
     if (policy.mayAsk) {
       const name = questionName(msg);
-      if (name === undefined || !policy.mayAsk(name)) return refusal(RCODE_REFUSED);
+      if (name === undefined || !policy.mayAsk(name)) {
+        policy.refused?.(name ?? '(unreadable)');
+        return refusal(RCODE_REFUSED);
+      }
     }
     if (this.inFlight >= (this.opts.maxInFlight ?? 512)) return refusal(RCODE_SERVFAIL);
     this.inFlight++;

@@ -40,7 +40,10 @@ const root = mkdtempSync('/tmp/berth-egress-test-');
 const PORT = 9600;
 /** The machine's name server, as far as hosts are concerned: a test server on loopback. */
 const DNS_PORT = 9602;
-const config: LocalDriverConfig = { ...sleeperDriverConfig(root, { bridge: 'berthegr0', subnet: '10.245.0.0/24', cgroupName: 'berthegr' }), nameServers: [`127.0.0.1:${DNS_PORT}`] };
+/** What the driver warned about (a narrowed host's refused names among it). */
+const warnings: string[] = [];
+const logger = { debug: () => undefined, info: () => undefined, warn: (_obj: Record<string, unknown>, msg: string) => void warnings.push(msg) };
+const config: LocalDriverConfig = { ...sleeperDriverConfig(root, { bridge: 'berthegr0', subnet: '10.245.0.0/24', cgroupName: 'berthegr' }), nameServers: [`127.0.0.1:${DNS_PORT}`], logger };
 const run = randomBytes(3).toString('hex');
 const PUBLIC = '198.18.0.2';
 const PRIVATE = '10.246.0.2';
@@ -125,6 +128,7 @@ describe.skipIf(!canRun)('a host with egress reaches beyond the machine; others 
     const asked = names?.asked.length ?? 0;
     expect((await inHost(named, 'getent hosts other.test')).code).not.toBe(0);
     expect(names?.asked.length).toBe(asked); // refused by the relay: the name server never saw it
+    expect(warnings).toContainEqual(`host ${named.ip} asked for other.test, which its egress allow list does not name: refused`);
     expect(await dial(named, 'upstream.test')).toBe('answer:from 198.18.0.1');
     expect(await dial(named, PUBLIC)).toBe('answer:from 198.18.0.1');
     // What it resolved is its own: another narrowed host does not get it.

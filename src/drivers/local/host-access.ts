@@ -15,6 +15,9 @@ import { agentEndpoint, MachinePorts } from './machine-ports.js';
 import type { CommandRunner } from './proc.js';
 import type { Subnet } from './subnet.js';
 
+/** Names refused to one narrowed host that are logged a minute. */
+const REFUSALS_LOGGED = 5;
+
 /** The part of a host's record that says what it may reach. */
 export type AccessRecord = Pick<HostRecord, 'agentIp' | 'agentPort' | 'machinePorts' | 'egress' | 'egressAllow'>;
 
@@ -60,6 +63,8 @@ export class HostAccess {
   private readonly egressHosts = new Set<string>();
   /** Those of them whose egress is narrowed, with what to. */
   private readonly narrowed = new Map<string, EgressAllowList>();
+  /** Per narrowed host, the names it was refused in the current minute (see noteRefused). */
+  private readonly refusals = new Map<string, { since: number; logged: number }>();
   /** The forwarder, started with the first host that needs it; resolves to undefined when it cannot run. */
   private dns: Promise<DnsForwarder | undefined> | undefined;
 
@@ -95,6 +100,7 @@ export class HostAccess {
   async revoke(ip: string, access: Partial<AccessRecord>): Promise<void> {
     this.egressHosts.delete(ip);
     this.narrowed.delete(ip);
+    this.refusals.delete(ip);
     const egress = access.egress === true;
     await Promise.all([this.machinePorts.revoke(ip, access.machinePorts ?? [], egress), egress ? this.egress.revoke(ip, allowListOf(access)) : undefined]);
   }
@@ -104,7 +110,19 @@ export class HostAccess {
     if (!this.egressHosts.has(ip)) return undefined;
     const allow = this.narrowed.get(ip);
     if (!allow) return {};
-    return { mayAsk: (name) => nameAllowed(allow.names, name), learn: (addresses, ttl) => this.egress.learn(ip, addresses, ttl) };
+    return { mayAsk: (name) => nameAllowed(allow.names, name), learn: (addresses, ttl) => this.egress.learn(ip, addresses, ttl), refused: (name) => this.noteRefused(ip, name) };
+  }
+
+  /** Logs names a narrowed host was refused: at most REFUSALS_LOGGED a minute per host, then a count. */
+  private noteRefused(ip: string, name: string): void {
+    const now = Date.now();
+    const seen = this.refusals.get(ip);
+    const window = seen && now - seen.since < 60_000 ? seen : { since: now, logged: 0 };
+    this.refusals.set(ip, window);
+    if (window.logged >= REFUSALS_LOGGED) return;
+    window.logged++;
+    const more = window.logged === REFUSALS_LOGGED ? ` (further refusals of this host within the minute are not logged)` : '';
+    this.setup.logger.warn({ bridge: this.setup.bridge, host: ip, name }, `host ${ip} asked for ${name}, which its egress allow list does not name: refused${more}`);
   }
 
   /**

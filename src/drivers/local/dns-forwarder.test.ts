@@ -8,7 +8,10 @@ import { connect } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { buildQuery, startTestDnsServer, type TestDnsServer } from '../../../test/helpers/dns-server.js';
 import { freePort } from '../../../test/helpers/ports.js';
-import { answerAddresses, DnsForwarder, errorAnswer, nameServersOf, parseNameServer, questionName, type ClientPolicy } from './dns-forwarder.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { answerAddresses, DnsForwarder, errorAnswer, nameServersOf, parseNameServer, questionName, wildcardDnsListeners, type ClientPolicy } from './dns-forwarder.js';
 
 describe('name servers', () => {
   it('reads the nameserver lines of a resolv.conf', () => {
@@ -26,6 +29,23 @@ describe('name servers', () => {
     expect(parseNameServer('[2001:db8::53]:54')).toEqual({ address: '2001:db8::53', port: 54 });
     expect(parseNameServer('2001:db8::53')).toEqual({ address: '2001:db8::53', port: 53 });
     for (const bad of ['dns.example', '192.0.2.53:0', '192.0.2.53:70000', '']) expect(() => parseNameServer(bad)).toThrow(/not a name server address/);
+  });
+
+  it('finds DNS servers bound to port 53 of every address, which would keep the relay from listening', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'berth-procnet-'));
+    const head = '  sl  local_address rem_address   st\n';
+    try {
+      // UDP: one on every address (counts), one on loopback only (does not).
+      writeFileSync(join(dir, 'udp'), `${head}   0: 00000000:0035 00000000:0000 07\n   1: 0100007F:0035 00000000:0000 07\n`);
+      // TCP: a connection from port 53 (not listening) does not count.
+      writeFileSync(join(dir, 'tcp'), `${head}   0: 00000000:0035 0100007F:9C40 01\n`);
+      writeFileSync(join(dir, 'tcp6'), `${head}   0: 00000000000000000000000000000000:0035 00000000000000000000000000000000:0000 0A\n`);
+      expect(wildcardDnsListeners(dir)).toEqual(['udp 0.0.0.0:53', 'tcp6 [::]:53']);
+      writeFileSync(join(dir, 'udp'), head);
+      expect(wildcardDnsListeners(dir)).toEqual(['tcp6 [::]:53']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('answers an error with the query\'s id and question, or the header alone when the question is unreadable', () => {

@@ -65,6 +65,28 @@ export function machineNameServers(resolvConfPath = '/etc/resolv.conf'): string[
   return nameServersOf(text).map((s) => (isIP(s.address) === 6 ? `[${s.address}]:${s.port}` : `${s.address}:${s.port}`));
 }
 
+/**
+ * Sockets bound to port 53 on every address (another DNS server, e.g. dnsmasq without bind-interfaces):
+ * they keep the relay from listening on the bridge address. From /proc/net/{udp,tcp}{,6}: `proto addr`.
+ */
+export function wildcardDnsListeners(procNet = '/proc/net'): string[] {
+  const found: string[] = [];
+  for (const [file, wildcard] of [['udp', '00000000'], ['tcp', '00000000'], ['udp6', '00000000000000000000000000000000'], ['tcp6', '00000000000000000000000000000000']] as const) {
+    let text: string;
+    try {
+      text = readFileSync(`${procNet}/${file}`, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const [, local, , state] = line.trim().split(/\s+/);
+      // TCP sockets count when listening (0A); UDP ones are bound (07).
+      if (local === `${wildcard}:0035` && (file.startsWith('udp') || state === '0A')) found.push(`${file} ${file.endsWith('6') ? '[::]' : '0.0.0.0'}:53`);
+    }
+  }
+  return [...new Set(found)];
+}
+
 const RCODE_SERVFAIL = 2;
 const RCODE_REFUSED = 5;
 const HEADER = 12;

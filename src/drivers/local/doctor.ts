@@ -7,7 +7,7 @@
 import { accessSync, constants, existsSync, mkdirSync, statSync } from 'node:fs';
 import { errorMessage } from '../../core/errors.js';
 import { detectCgroupLayout, readMountinfo } from './cgroups.js';
-import { machineNameServers } from './dns-forwarder.js';
+import { machineNameServers, wildcardDnsListeners } from './dns-forwarder.js';
 import { findTool, probeNamespacesAndOverlay, resolveTools } from './preflight.js';
 import { runCommand } from './proc.js';
 import { ipToInt, parseSubnet, type Subnet } from './subnet.js';
@@ -124,8 +124,11 @@ export async function checkMachine(input: DoctorInput): Promise<MachineCheck[]> 
       : warn('nftables', 'not installed: hosts can connect to every port this machine listens on, and none can have egress', 'Install it (e.g. apt-get install nftables) and restart berth server.'),
   );
   const nameServers = machineNameServers();
+  const taken = wildcardDnsListeners();
   checks.push(
-    nameServers.length > 0
+    taken.length > 0
+      ? warn('name service', `another DNS server listens on port 53 of every address (${taken.join(', ')}): berth cannot answer hosts' lookups at the bridge address, so hosts with egress resolve no names`, 'Bind that server to its own addresses only (dnsmasq: bind-interfaces), or run berth server with --dns none.')
+      : nameServers.length > 0
       ? ok('name service', `hosts with egress resolve names through ${nameServers.join(', ')} (this machine's /etc/resolv.conf), relayed at the bridge address`)
       : warn('name service', "no name server in this machine's /etc/resolv.conf: hosts with egress reach addresses but resolve no names", 'Give berth server the name servers to use: --dns IP[,IP...].'),
   );

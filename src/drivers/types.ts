@@ -39,6 +39,14 @@ export interface HostResources {
   egressAllow?: string[];
 }
 
+/** A host as setNetworkGroups takes it. */
+export interface GroupMember {
+  id: string;
+  driverData: Record<string, unknown>;
+  /** Lower-case DNS labels its group mates may look it up by. */
+  names?: string[];
+}
+
 export interface HostSpec {
   /** Assigned by the control plane, e.g. `h-3f9c2a1b7d`. Unique for the life of the store. */
   id: string;
@@ -245,8 +253,10 @@ export interface HostDriver {
    * truth (hosts in none reach no other host). A member whose driverData is stale (the host was
    * reset or terminated since) is left out. A driver without it keeps hosts apart by its own means
    * (AWS: the VPC's security groups). Terminate and reset take a host out of its group themselves.
+   * A member's `names` (DNS labels: its hostname, its service) resolve, for its group mates, to its
+   * address where the driver answers DNS (the local driver: dns-forwarder.ts).
    */
-  setNetworkGroups?(groups: { id: string; driverData: Record<string, unknown> }[][], opts?: OperationOptions & { all?: boolean }): Promise<void>;
+  setNetworkGroups?(groups: GroupMember[][], opts?: OperationOptions & { all?: boolean }): Promise<void>;
   /** Optional: what a running host uses now (CPU time, memory, processes, disk), read cheaply enough to poll. */
   stats?(id: string, driverData: Record<string, unknown>, opts?: OperationOptions): Promise<HostStats>;
   /** Idempotent: terminating a host that is already gone succeeds. Leaves nothing behind. */

@@ -4,17 +4,24 @@ import type { HostsRepo } from '../store/hosts-repo.js';
 import type { HostRow } from '../store/schema.js';
 import { NetworkGroups } from './network-groups.js';
 
-const host = (id: string, group: string | null = 'alice'): HostRow => ({ id, tenant_id: 't', group_name: group, driver_data: { initPid: id.length } }) as unknown as HostRow;
-const mate = (id: string) => ({ id, driver_data: { initPid: id.length } });
+const host = (id: string, group: string | null = 'alice', tags: Record<string, string> = {}): HostRow => ({ id, tenant_id: 't', group_name: group, hostname: id, tags, driver_data: { initPid: id.length } }) as unknown as HostRow;
+const mate = (id: string, tags: Record<string, string> = {}) => ({ id, hostname: id, tags, driver_data: { initPid: id.length } });
 
 function setup() {
   const calls: string[][][] = [];
+  const names: Record<string, string[] | undefined>[] = [];
   const groups = new NetworkGroups({
-    driver: { setNetworkGroups: (g) => Promise.resolve(void calls.push(g.map((members) => members.map((m) => m.id).sort()))) },
+    driver: {
+      setNetworkGroups: (g) => {
+        calls.push(g.map((members) => members.map((m) => m.id).sort()));
+        names.push(Object.fromEntries(g.flat().map((m) => [m.id, m.names])));
+        return Promise.resolve();
+      },
+    },
     hosts: { groupMembers: () => Promise.resolve([]) } as unknown as HostsRepo,
     log: () => undefined,
   });
-  return { calls, groups };
+  return { calls, names, groups };
 }
 
 describe('network groups', () => {
@@ -28,6 +35,12 @@ describe('network groups', () => {
     const { calls, groups } = setup();
     await groups.joined(host('h-c'), [mate('h-a'), mate('h-bb')]);
     expect(calls).toEqual([[['h-a', 'h-bb', 'h-c']]]);
+  });
+
+  it('names each member by its hostname and, on a service-mode host, its service', async () => {
+    const { names, groups } = setup();
+    await groups.joined(host('h-web', 'env-a', { 'berth.service': 'web' }), [mate('h-api', { 'berth.service': 'api' }), mate('h-x', { 'berth.service': 'Not a label!' })]);
+    expect(names).toEqual([{ 'h-web': ['h-web', 'web'], 'h-api': ['h-api', 'api'], 'h-x': ['h-x'] }]);
   });
 
   it('connects two hosts whose claims ended at once and did not see each other in the store', async () => {

@@ -6,7 +6,8 @@
  * only forgets the host here).
  */
 import { errorMessage } from '../core/errors.js';
-import type { HostDriver } from '../drivers/types.js';
+import type { GroupMember, HostDriver } from '../drivers/types.js';
+import { SERVICE_TAG } from '../stacks/modes.js';
 import type { HostsRepo } from '../store/hosts-repo.js';
 import type { HostRow } from '../store/schema.js';
 
@@ -16,7 +17,7 @@ export interface NetworkGroupsDeps {
   log: (line: string) => void;
 }
 
-type Member = { id: string; driverData: Record<string, unknown> };
+type Member = GroupMember;
 
 /** How long a join is remembered beyond the store's view (far longer than a claim's last statement takes). */
 const RECENT_MS = 60_000;
@@ -39,7 +40,7 @@ export class NetworkGroups {
    * reach each other from now on. `mates`, when the caller has them (a claim's last statement
    * returns them), spares a query; a host alone in its group costs nothing.
    */
-  async joined(host: HostRow, mates?: Pick<HostRow, 'id' | 'driver_data'>[]): Promise<void> {
+  async joined(host: HostRow, mates?: Pick<HostRow, 'id' | 'driver_data' | 'hostname' | 'tags'>[]): Promise<void> {
     if (!this.enabled || !host.group_name) return;
     const fromStore = mates ?? (await this.deps.hosts.groupMembers(host.tenant_id, host.group_name));
     const others = new Map(fromStore.filter((m) => m.id !== host.id).map((m) => [m.id, member(m)]));
@@ -99,6 +100,13 @@ function groupKey(tenantId: string, group: string): string {
   return `${tenantId}\u0000${group}`;
 }
 
-function member(host: Pick<HostRow, 'id' | 'driver_data'>): Member {
-  return { id: host.id, driverData: host.driver_data };
+const LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/**
+ * A host as the driver takes it, with the names its group mates may look it up by: its hostname and,
+ * on a service-mode host, its service (so an environment's web finds `api`, as in a compose file).
+ */
+function member(host: Pick<HostRow, 'id' | 'driver_data' | 'hostname' | 'tags'>): Member {
+  const names = [host.hostname, host.tags?.[SERVICE_TAG]].map((n) => n?.toLowerCase()).filter((n): n is string => n !== undefined && LABEL.test(n));
+  return { id: host.id, driverData: host.driver_data, ...(names.length > 0 ? { names: [...new Set(names)] } : {}) };
 }

@@ -11,7 +11,7 @@ import { claimCreated, claimEvent, slotEvent } from '../events/changes.js';
 import { NO_EVENTS, type EventSink } from '../events/types.js';
 
 /** A host of the same group, as the driver needs it (see HostDriver.setNetworkGroups). */
-export type GroupMate = Pick<HostRow, 'id' | 'driver_data'>;
+export type GroupMate = Pick<HostRow, 'id' | 'driver_data' | 'hostname' | 'tags'>;
 
 export interface NewClaim {
   id: string;
@@ -95,7 +95,7 @@ export class ClaimsRepo {
         where tenant_id = ${c.tenantId} and name = ${c.pool} and exists (select 1 from cl)
       )
       select (select row_to_json(h) from h) as host, (select row_to_json(cl) from cl) as claim,
-        (select json_agg(json_build_object('id', o.id, 'driver_data', o.driver_data)) from hosts o
+        (select json_agg(json_build_object('id', o.id, 'driver_data', o.driver_data, 'hostname', o.hostname, 'tags', o.tags)) from hosts o
           where o.tenant_id = ${c.tenantId} and o.group_name = (select group_name from h) and o.id <> ${c.hostId}
             and o.slot = 'claimed' and o.state = 'running') as mates`.execute(this.db);
     const row = result.rows[0];

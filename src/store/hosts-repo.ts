@@ -93,10 +93,10 @@ export class HostsRepo {
   }
 
   /** A group's running hosts, as the driver needs them to let them reach each other (see NetworkGroups). */
-  async groupMembers(tenantId: string, group: string): Promise<Pick<HostRow, 'id' | 'driver_data'>[]> {
+  async groupMembers(tenantId: string, group: string): Promise<Pick<HostRow, 'id' | 'driver_data' | 'hostname' | 'tags'>[]> {
     return this.db
       .selectFrom('hosts')
-      .select(['id', 'driver_data'])
+      .select(['id', 'driver_data', 'hostname', 'tags'])
       .where('tenant_id', '=', tenantId)
       .where('group_name', '=', group)
       .where('slot', '=', 'claimed')

@@ -222,10 +222,15 @@ describe('environments', () => {
     await shell(apiHost.id, `nohup python3 -c "import socket;s=socket.create_server(('',9200));[c.sendall(socket.gethostname().encode()+b'\\n') or c.close() for c,_ in iter(s.accept,None)]" >/dev/null 2>&1 & sleep 0.5`);
     const dial = `timeout 2 bash -c 'exec 3<>/dev/tcp/${apiHost.ip}/9200 && head -1 <&3' 2>/dev/null || echo blocked`;
     expect(await shell(webHost.id, dial)).toBe(apiHost.hostname);
+    // And find it by its service's name, as in a compose file: `api` is both api hosts.
+    const apiIps = await Promise.all(view.hosts.filter((h) => h.service === 'api').map(async (h) => (await hostOf(h.hostId)).ip));
+    const lookup = (name: string) => `getent ahostsv4 ${name} | cut -d' ' -f1 | sort -u | tr '\n' ' '; true`;
+    expect((await shell(webHost.id, lookup('api')))?.split(' ').sort()).toEqual([...apiIps].sort());
     const other = await create(['other', '--stack', 'shop']);
     expect(other.code, other.stderr).toBe(0);
     const otherHost = (JSON.parse(other.stdout) as EnvironmentView).hosts[0]?.hostId ?? '';
     expect(await shell(otherHost, dial)).toBe('blocked');
+    expect(await shell(otherHost, lookup('api'))).toBe('');
     await berth(['env', 'rm', 'split', 'other'], env);
   });
 

@@ -32,6 +32,8 @@ describe('which hosts reach each other', () => {
   /** What `from` gets when it dials `to`: the hostname that answered, or `blocked`. */
   const dial = async (from: { id: string }, to: { ip: string | null }) =>
     (await run(from, `timeout 2 bash -c 'exec 3<>/dev/tcp/${to.ip ?? '?'}/${PORT} && head -1 <&3' 2>/dev/null || echo blocked`)).trim();
+  /** Where `from` finds `name` through the gateway's DNS: the address, or `none`. */
+  const resolve = async (from: { id: string }, name: string) => (await run(from, `getent ahostsv4 ${name} | head -1 | cut -d' ' -f1 | grep . || echo none`)).trim();
   const claim = async (group: string) => {
     const res = await srv.api.post<ClaimView>('/v1/pools/net/claims', { group });
     expect(res.status).toBe(201);
@@ -73,6 +75,10 @@ describe('which hosts reach each other', () => {
     for (const host of [alice1, alice2, bob]) await listen(host);
     expect(await dial(alice1, alice2)).toBe(alice2.hostname);
     expect(await dial(alice2, alice1)).toBe(alice1.hostname);
+    // They find each other by name too; bob finds neither of them.
+    expect(await resolve(alice1, alice2.hostname)).toBe(alice2.ip);
+    expect(await resolve(alice2, alice1.hostname.toUpperCase())).toBe(alice1.ip);
+    expect(await resolve(bob, alice1.hostname)).toBe('none');
     expect(await dial(bob, alice1)).toBe('blocked');
     expect(await dial(alice2, bob)).toBe('blocked');
     const [spare] = await fullPool();
@@ -119,9 +125,11 @@ except OSError as e:
     const carol2 = await claim('carol');
     await listen(carol2);
     expect(await dial(carol1, carol2)).toBe(carol2.hostname);
+    expect(await resolve(carol1, carol2.hostname)).toBe(carol2.ip);
     expect((await srv.api.post(`/v1/hosts/${carol2.id}/release`, {})).status).toBe(200);
     expect(peerRules()).toHaveLength(0);
     expect(await dial(carol1, carol2)).toBe('blocked');
+    expect(await resolve(carol1, carol2.hostname)).toBe('none');
   }, 120_000);
 
   it('keeps groups as they were across a server restart and a user\'s reset', async () => {
@@ -137,10 +145,12 @@ except OSError as e:
       return hosts.length === 2 && hosts.every((h) => h.agent.connected) ? true : undefined;
     });
     expect(await dial(dave1, dave2)).toBe(dave2.hostname);
+    expect(await resolve(dave1, dave2.hostname)).toBe(dave2.ip);
     // A user's reset of a claimed host keeps it in its group, and so within reach of it.
     expect((await srv.api.post(`/v1/hosts/${dave2.id}/reset`, {})).status).toBe(200);
     await listen(dave2);
     expect(await dial(dave1, dave2)).toBe(dave2.hostname);
+    expect(await resolve(dave1, dave2.hostname)).toBe(dave2.ip);
     expect((await srv.api.post(`/v1/hosts/${dave1.id}/release`, {})).status).toBe(200);
     expect(peerRules()).toHaveLength(0);
   }, 120_000);

@@ -105,7 +105,7 @@ describe('the DNS forwarder', () => {
 
   async function start(servers: TestDnsServer[], timeoutMs = 2000): Promise<number> {
     const port = await freePort();
-    forwarder = new DnsForwarder({ address: '127.0.0.1', port, upstreams: servers.map((s) => ({ address: '127.0.0.1', port: s.port })), policy: () => (allowed ? (narrowed ?? {}) : undefined), timeoutMs });
+    forwarder = new DnsForwarder({ address: '127.0.0.1', port, upstreams: servers.map((s) => ({ address: '127.0.0.1', port: s.port })), policy: () => (allowed ? (narrowed ?? { forward: true }) : undefined), timeoutMs });
     await forwarder.start();
     return port;
   }
@@ -177,6 +177,7 @@ describe('the DNS forwarder', () => {
     const learnt: [string[], number][] = [];
     const refused: string[] = [];
     narrowed = {
+      forward: true,
       mayAsk: (name) => name === 'upstream.test',
       refused: (name) => refused.push(name),
       learn: async (addresses, ttl) => {
@@ -193,7 +194,7 @@ describe('the DNS forwarder', () => {
     expect(rcode(answer)).toBe(0);
     expect(learnt).toEqual([[['198.18.0.2'], 60]]);
     // A failure to open the addresses is the host's failure to resolve.
-    narrowed = { mayAsk: () => true, learn: () => Promise.reject(new Error('nft refused')) };
+    narrowed = { forward: true, mayAsk: () => true, learn: () => Promise.reject(new Error('nft refused')) };
     expect(rcode(await ask(port, buildQuery(14, 'upstream.test')))).toBe(2);
     const overTcp = await new Promise<string>((resolve) => {
       const socket = connect(port, '127.0.0.1');
@@ -202,6 +203,18 @@ describe('the DNS forwarder', () => {
       socket.on('error', () => resolve('closed'));
     });
     expect(overTcp).toBe('closed');
+  });
+
+  it('answers group mates\' names itself, to any host, and relays nothing else for a host without egress', async () => {
+    const port = await start([upstream]);
+    narrowed = { local: (name) => (name.toLowerCase() === 'api' ? ['10.9.0.3', '10.9.0.4'] : undefined) };
+    const before = upstream.asked.length;
+    const resolver = new Resolver({ timeout: 2000, tries: 1 });
+    resolver.setServers([`127.0.0.1:${port}`]);
+    expect((await resolver.resolve4('API')).sort()).toEqual(['10.9.0.3', '10.9.0.4']);
+    expect(await resolver.resolve6('api').catch((err: NodeJS.ErrnoException) => err.code)).toBe('ENODATA');
+    expect(rcode(await ask(port, buildQuery(16, 'upstream.test')))).toBe(5);
+    expect(upstream.asked.length).toBe(before);
   });
 
   it('reads the name of a query and the addresses of an answer', async () => {

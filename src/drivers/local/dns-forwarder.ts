@@ -1,15 +1,15 @@
 /**
- * Name service for hosts with egress. A host's packets to the machine's name servers would not get
- * there: the machine's resolver is often on loopback (systemd-resolved's 127.0.0.53), which a host
- * does not share, or on a private or link-local address (a VPC's resolver, 169.254.169.253), which
- * egress keeps closed (egress.ts). So the driver answers DNS at the bridge's gateway, port 53, UDP
- * and TCP, and relays each query to the machine's name servers from the machine's own network, as a
- * container runtime's embedded DNS does. Hosts with egress get `nameserver <gateway>` in their
- * /etc/resolv.conf (a boot file, never part of an image).
+ * Name service for hosts: the driver answers DNS at the bridge's gateway, port 53, as a container
+ * runtime's embedded DNS does, and every host gets `nameserver <gateway>` in its /etc/resolv.conf (a
+ * boot file, never part of an image). Its group mates' names it answers itself (group-names.ts).
+ * Other names it relays, UDP and TCP, to the machine's name servers from the machine's own network:
+ * a host's own packets to them would not get there, since the machine's resolver is often on
+ * loopback (systemd-resolved's 127.0.0.53), which a host does not share, or on a private or
+ * link-local address (a VPC's resolver, 169.254.169.253), which egress keeps closed (egress.ts).
  *
- * Only hosts with egress are answered (the caller says who; the machine-ports table lets only them
- * through where nftables is present): a host without egress could otherwise carry data out of the
- * machine in the names it asks for. Everyone else gets REFUSED. A host whose egress is narrowed to
+ * Every host may ask for its group mates' names (group-names.ts), answered here from memory. Only
+ * hosts with egress have other names relayed (the caller says who): a host without egress could
+ * otherwise carry data out of the machine in the names it asks for. Everyone else gets REFUSED. A host whose egress is narrowed to
  * some names (core/egress-allow.ts) is answered for those names only, and the addresses of each
  * answer are opened to it (ClientPolicy.learn) before it gets the answer, so its next connection
  * finds them open; it resolves over UDP only (over TCP the answers would pass unread). The relay does not cache or rewrite:
@@ -20,7 +20,7 @@
  */
 import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
-import { decode, type Answer, type StringAnswer } from 'dns-packet';
+import { AUTHORITATIVE_ANSWER, decode, encode, RECURSION_AVAILABLE, RECURSION_DESIRED, type Answer, type StringAnswer } from 'dns-packet';
 import { isIP, createConnection, createServer, type Server, type Socket } from 'node:net';
 import { BerthError } from '../../core/errors.js';
 
@@ -119,6 +119,10 @@ function isQuery(msg: Buffer): boolean {
 
 /** How one host is answered. */
 export interface ClientPolicy {
+  /** Addresses the host finds `name` at without asking anyone (its group mates, group-names.ts); undefined: not a local name. */
+  local?(name: string): string[] | undefined;
+  /** Whether names that are not local are asked of the name servers (a host with egress); otherwise they are refused. */
+  forward?: boolean;
   /** Whether the host may ask for `name` (as asked: any case, no trailing dot). Absent: any name. */
   mayAsk?(name: string): boolean;
   /** Told each name the host was refused (mayAsk said no): a narrowed host reaching for more is worth a look. */
@@ -150,13 +154,30 @@ export function answerAddresses(answer: Buffer): { addresses: string[]; ttlSecon
   return { addresses: [...new Set(addresses)], ttlSeconds: Math.min(...records.map((a) => a.ttl ?? 0)) };
 }
 
+/** How long a host may keep a local answer: a group changes when a claim or a release does. */
+const LOCAL_TTL_S = 5;
+
+/** The answer to a query for a local name: `addresses` as A records (none for another type). */
+export function localAnswer(query: Buffer, addresses: readonly string[]): Buffer | undefined {
+  let asked;
+  try {
+    asked = decode(query);
+  } catch {
+    return undefined;
+  }
+  const question = asked.questions?.[0];
+  if (!question) return undefined;
+  const answers = question.type === 'A' ? addresses.map((data) => ({ type: 'A' as const, class: 'IN' as const, name: question.name, ttl: LOCAL_TTL_S, data })) : [];
+  return encode({ type: 'response', id: asked.id ?? 0, flags: AUTHORITATIVE_ANSWER | RECURSION_AVAILABLE | ((asked.flags ?? 0) & RECURSION_DESIRED), questions: [question], answers });
+}
+
 export interface DnsForwarderOptions {
   /** The address hosts send their queries to: the bridge's gateway. */
   address: string;
   /** Default 53; tests use another. */
   port?: number;
   upstreams: readonly NameServer[];
-  /** How the host at this address is answered; undefined: it is refused (a host without egress). */
+  /** How the host at this address is answered; undefined: it is refused (not a host of the bridge). */
   policy: (ip: string) => ClientPolicy | undefined;
   /** How long one upstream may take before the next is asked. Default 2000 ms. */
   timeoutMs?: number;
@@ -173,9 +194,7 @@ export class DnsForwarder {
   private readonly upstreamSockets = new Set<dgram.Socket>();
   private readonly connections = new Set<Socket>();
 
-  constructor(private readonly opts: DnsForwarderOptions) {
-    if (opts.upstreams.length === 0) throw new BerthError('validation_failed', 'a DNS forwarder needs at least one name server', 'Give the name servers to relay to.');
-  }
+  constructor(private readonly opts: DnsForwarderOptions) {}
 
   /** Listens on UDP and TCP; on failure neither listens and the error says why. */
   async start(): Promise<void> {
@@ -227,8 +246,15 @@ export class DnsForwarder {
     };
     const policy = this.opts.policy(from.address);
     if (!policy) return refusal(RCODE_REFUSED);
+    const name = questionName(msg);
+    const local = name === undefined ? undefined : policy.local?.(name);
+    if (local) {
+      const answer = localAnswer(msg, local);
+      if (answer) this.answer(answer, from);
+      return;
+    }
+    if (!policy.forward) return refusal(RCODE_REFUSED);
     if (policy.mayAsk) {
-      const name = questionName(msg);
       if (name === undefined || !policy.mayAsk(name)) {
         policy.refused?.(name ?? '(unreadable)');
         return refusal(RCODE_REFUSED);
@@ -297,8 +323,9 @@ export class DnsForwarder {
   private onConnection(socket: Socket): void {
     const peer = socket.remoteAddress?.replace(/^::ffff:/, '') ?? '';
     const policy = this.opts.policy(peer);
-    // A narrowed host's answers must be read (see ClientPolicy.learn): it resolves over UDP only.
-    if (!policy || policy.mayAsk || policy.learn) {
+    // A narrowed host's answers must be read (see ClientPolicy.learn): it resolves over UDP only, as
+    // local names are answered (their answers are small).
+    if (!policy?.forward || policy.mayAsk || policy.learn) {
       socket.destroy();
       return;
     }

@@ -127,7 +127,7 @@ export async function checkMachine(input: DoctorInput): Promise<MachineCheck[]> 
   const taken = wildcardDnsListeners();
   checks.push(
     taken.length > 0
-      ? warn('name service', `another DNS server listens on port 53 of every address (${taken.join(', ')}): berth cannot answer hosts' lookups at the bridge address, so hosts with egress resolve no names`, 'Bind that server to its own addresses only (dnsmasq: bind-interfaces), or run berth server with --dns none.')
+      ? warn('name service', `another DNS server listens on port 53 of every address (${taken.join(', ')}): berth cannot answer hosts' lookups at the bridge address, so hosts resolve no names (not even their group mates')`, 'Bind that server to its own addresses only (dnsmasq: bind-interfaces), or run berth server with --dns none.')
       : nameServers.length > 0
       ? ok('name service', `hosts with egress resolve names through ${nameServers.join(', ')} (this machine's /etc/resolv.conf), relayed at the bridge address`)
       : warn('name service', "no name server in this machine's /etc/resolv.conf: hosts with egress reach addresses but resolve no names", 'Give berth server the name servers to use: --dns IP[,IP...].'),

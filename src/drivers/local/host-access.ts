@@ -10,6 +10,7 @@ import { errorMessage } from '../../core/errors.js';
 import type { HostResources } from '../types.js';
 import { DnsForwarder, type ClientPolicy, type NameServer } from './dns-forwarder.js';
 import { HostEgress } from './egress.js';
+import { GroupNames, type NamedAddress } from './group-names.js';
 import type { HostRecord } from './host-state.js';
 import { agentEndpoint, MachinePorts } from './machine-ports.js';
 import type { CommandRunner } from './proc.js';
@@ -63,6 +64,8 @@ export class HostAccess {
   private readonly egressHosts = new Set<string>();
   /** Those of them whose egress is narrowed, with what to. */
   private readonly narrowed = new Map<string, EgressAllowList>();
+  /** Who finds whom by name (group mates). */
+  private readonly names = new GroupNames();
   /** Per narrowed host, the names it was refused in the current minute (see noteRefused). */
   private readonly refusals = new Map<string, { since: number; logged: number }>();
   /** The forwarder, started with the first host that needs it; resolves to undefined when it cannot run. */
@@ -84,7 +87,7 @@ export class HostAccess {
       if (allow) this.narrowed.set(record.ip, allow);
     }
     const narrowed = [...this.narrowed].map(([ip, allow]) => ({ ip, cidrs: allow.cidrs }));
-    await Promise.all([this.machinePorts.prepare(records, this.configuredAgent), this.egress.prepare(records, narrowed), this.egressHosts.size > 0 ? this.nameService() : undefined]);
+    await Promise.all([this.machinePorts.prepare(records, this.configuredAgent), this.egress.prepare(records, narrowed), records.some((r) => r.ip) ? this.nameService() : undefined]);
   }
 
   async admit(ip: string, access: AccessRecord): Promise<void> {
@@ -93,7 +96,7 @@ export class HostAccess {
     const allow = allowListOf(access);
     if (egress) this.egressHosts.add(ip);
     if (allow) this.narrowed.set(ip, allow);
-    await Promise.all([this.machinePorts.admit(ip, agent, access.machinePorts ?? [], egress), egress ? this.egress.admit(ip, allow) : undefined]);
+    await Promise.all([this.machinePorts.admit(ip, agent, access.machinePorts ?? []), egress ? this.egress.admit(ip, allow) : undefined]);
   }
 
   /** Takes away what the record says the host at `ip` had; what it did not get is no error. */
@@ -101,16 +104,18 @@ export class HostAccess {
     this.egressHosts.delete(ip);
     this.narrowed.delete(ip);
     this.refusals.delete(ip);
+    this.names.remove(ip);
     const egress = access.egress === true;
-    await Promise.all([this.machinePorts.revoke(ip, access.machinePorts ?? [], egress), egress ? this.egress.revoke(ip, allowListOf(access)) : undefined]);
+    await Promise.all([this.machinePorts.revoke(ip, access.machinePorts ?? []), egress ? this.egress.revoke(ip, allowListOf(access)) : undefined]);
   }
 
   /** How the DNS forwarder answers the host at `ip`: not at all without egress; narrowed hosts only their names. */
   private dnsPolicy(ip: string): ClientPolicy | undefined {
-    if (!this.egressHosts.has(ip)) return undefined;
+    const local = (name: string) => this.names.lookup(ip, name);
+    if (!this.egressHosts.has(ip)) return { local };
     const allow = this.narrowed.get(ip);
-    if (!allow) return {};
-    return { mayAsk: (name) => nameAllowed(allow.names, name), learn: (addresses, ttl) => this.egress.learn(ip, addresses, ttl), refused: (name) => this.noteRefused(ip, name) };
+    if (!allow) return { local, forward: true };
+    return { local, forward: true, mayAsk: (name) => nameAllowed(allow.names, name), learn: (addresses, ttl) => this.egress.learn(ip, addresses, ttl), refused: (name) => this.noteRefused(ip, name) };
   }
 
   /** Logs names a narrowed host was refused: at most REFUSALS_LOGGED a minute per host, then a count. */
@@ -131,19 +136,28 @@ export class HostAccess {
    */
   async nameService(): Promise<string | undefined> {
     const { nameServers, subnet, logger, bridge } = this.setup;
-    if (nameServers.length === 0) return undefined;
     this.dns ??= (async () => {
       const forwarder = new DnsForwarder({ address: subnet.gateway, upstreams: nameServers, policy: (ip) => this.dnsPolicy(ip) });
       try {
         await forwarder.start();
-        logger.info({ bridge, nameServers: nameServers.map((s) => `${s.address}:${s.port}`) }, `hosts with egress resolve names at ${subnet.gateway}`);
+        logger.info({ bridge, nameServers: nameServers.map((s) => `${s.address}:${s.port}`) }, `hosts resolve their group mates' names at ${subnet.gateway}, and hosts with egress ${nameServers.length > 0 ? 'every name' : 'no other name (no name server given)'}`);
         return forwarder;
       } catch (err) {
-        logger.warn({ bridge }, `hosts with egress get no name service: ${errorMessage(err)}`);
+        logger.warn({ bridge }, `hosts get no name service: ${errorMessage(err)}`);
         return undefined;
       }
     })();
     return (await this.dns) ? subnet.gateway : undefined;
+  }
+
+  /** Whether names other than group mates' are answered (a name server was given). */
+  get forwardsNames(): boolean {
+    return this.setup.nameServers.length > 0;
+  }
+
+  /** See GroupNames.set (and HostDriver.setNetworkGroups). */
+  setGroupNames(groups: readonly (readonly NamedAddress[])[], all: boolean): void {
+    this.names.set(groups, all);
   }
 
   /** Stops answering DNS (this process is letting go of the driver; hosts keep running). */

@@ -30,8 +30,8 @@ export function createHostDir(names: HostNames): void {
 
 /**
  * The files the driver writes into every host at boot, by path under its root. Contents undefined:
- * per-host secrets, never part of an image whatever they contain. `nameServer`: the resolver of a
- * host with egress (dns-forwarder.ts); other hosts keep their image's resolv.conf.
+ * per-host secrets, never part of an image whatever they contain. `nameServer`: the gateway, where
+ * the driver answers DNS (dns-forwarder.ts); without one, a host keeps its image's resolv.conf.
  */
 export function bootFiles(hostname: string, ip: string, nameServer?: string): Record<string, string | undefined> {
   return {

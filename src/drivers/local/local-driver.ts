@@ -8,7 +8,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { BerthError, errorMessage, isBerthError } from '../../core/errors.js';
-import type { DescribedHost, DriverInfo, FoundHost, HostDriver, HostSpec, HostStats, LaunchedHost, OperationOptions } from '../types.js';
+import type { DescribedHost, DriverInfo, FoundHost, GroupMember, HostDriver, HostSpec, HostStats, LaunchedHost, OperationOptions } from '../types.js';
 import {
   devTemplateDir, hostNames, hostToolsDir, isValidHostId, netnsPrefix, resolveLocalConfig,
   type HostNames, type LocalDriverConfig, type ResolvedLocalConfig,
@@ -221,9 +221,9 @@ export class LocalDriver implements HostDriver {
       const stack = { base: spec.image, layers: spec.layers ?? [] };
       const lowerDir = lowerDirOption(stack, await this.baseViews.basePathFor(stack));
       const fstab = buildFstab({ image: spec.image, lowerDir, names, agentDir: this.cfg.agentDir, toolsDir: capTool.dir, sysrqTrigger: this.sysrqTrigger, hiddenPaths: this.cfg.hiddenPaths });
-      // A host with egress resolves names at the gateway (the forwarder starts with the first one).
-      const nameServer = reach.egress ? await access.nameService() : undefined;
-      if (reach.egressAllow && !nameServer && parseEgressAllow(reach.egressAllow).names.length > 0) {
+      // Hosts resolve names at the gateway (group mates'; with egress, any): the relay starts with the first.
+      const nameServer = await access.nameService();
+      if (reach.egressAllow && !(nameServer && access.forwardsNames) && parseEgressAllow(reach.egressAllow).names.length > 0) {
         throw new BerthError('driver_unavailable', `host ${spec.id} may reach names, but hosts get no name service on this machine (see the server's log)`, 'Give berth server name servers (--dns IP[,IP...]), or allow the host ranges only.');
       }
       await Promise.all([writeHostFiles(names, spec, ip, fstab, nameServer), writeStateFile(names.stateFile, record), access.admit(ip, reach)]);
@@ -264,11 +264,12 @@ export class LocalDriver implements HostDriver {
    * driverData names runs: one reset or terminated since is left out, so a late call cannot give a
    * host's address back to a group it left (the reset and terminate took it out already).
    */
-  async setNetworkGroups(groups: { id: string; driverData: Record<string, unknown> }[][], opts: OperationOptions & { all?: boolean } = {}): Promise<void> {
-    const { reachability } = await this.prepared();
-    const addressOf = (member: { id: string; driverData: Record<string, unknown> }) => (isValidHostId(member.id) ? liveAddress(hostNames(this.cfg, member.id).stateFile, member.driverData) : undefined);
-    const addresses = groups.map((members) => members.map(addressOf).filter((ip): ip is string => ip !== undefined));
-    await reachability.setGroups(addresses, { all: opts.all ?? false });
+  async setNetworkGroups(groups: GroupMember[][], opts: OperationOptions & { all?: boolean } = {}): Promise<void> {
+    const { reachability, access } = await this.prepared();
+    const addressOf = (member: GroupMember) => (isValidHostId(member.id) ? liveAddress(hostNames(this.cfg, member.id).stateFile, member.driverData) : undefined);
+    const named = groups.map((members) => members.flatMap((m) => ((ip) => (ip ? [{ ip, names: m.names ?? [] }] : []))(addressOf(m))));
+    await reachability.setGroups(named.map((members) => members.map((m) => m.ip)), { all: opts.all ?? false });
+    access.setGroupNames(named, opts.all ?? false);
   }
 
   /** See HostDriver.stats and host-stats.ts. */

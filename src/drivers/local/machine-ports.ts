@@ -9,10 +9,9 @@
  *   table inet berth_<bridge>
  *     set agent_ports  { ipv4_addr . inet_service }   where agents dial (the agent URL's address and port)
  *     set granted      { ipv4_addr . inet_service }   a host's address . a port it was granted
- *     set dns_clients  { ipv4_addr }                  hosts with egress: they may ask the gateway's DNS (dns-forwarder.ts)
  *     chain input      (hook input)  iifname <bridge> jump from_hosts
  *     chain from_hosts  answers to what the machine opened (conntrack) and ICMP: accept;
- *                       the agent channel, grants, DNS for hosts with egress: accept;
+ *                       the agent channel, grants, DNS at the gateway (dns-forwarder.ts): accept;
  *                       anything else: reject (admin-prohibited)
  *
  * What the machine opens towards a host (the router, health checks, the server's probes) is
@@ -62,7 +61,7 @@ export function grantPairs(grants: readonly PortGrant[]): string[] {
 }
 
 /** The whole table, replacing whatever the bridge had: one `nft -f` transaction. */
-export function tableScript(bridge: string, gateway: string, agents: readonly AgentEndpoint[], grants: readonly PortGrant[], dnsClients: readonly string[] = []): string {
+export function tableScript(bridge: string, gateway: string, agents: readonly AgentEndpoint[], grants: readonly PortGrant[]): string {
   const table = tableName(bridge);
   const agentPairs = [...new Set(agents.map((a) => `${a.ip} . ${a.port}`))];
   return `table inet ${table} {}
@@ -74,9 +73,6 @@ table inet ${table} {
   set granted {
     type ipv4_addr . inet_service;${elements(grantPairs(grants))}
   }
-  set dns_clients {
-    type ipv4_addr;${elements([...new Set(dnsClients)])}
-  }
   chain input {
     type filter hook input priority filter; policy accept;
     iifname ${JSON.stringify(bridge)} jump from_hosts
@@ -86,7 +82,7 @@ table inet ${table} {
     meta l4proto { icmp, ipv6-icmp } accept
     ip daddr . tcp dport @agent_ports accept
     ip daddr ${gateway} ip saddr . tcp dport @granted accept
-    ip daddr ${gateway} ip saddr @dns_clients meta l4proto { tcp, udp } th dport 53 accept
+    ip daddr ${gateway} meta l4proto { tcp, udp } th dport 53 accept
     reject with icmpx admin-prohibited
   }
 }
@@ -122,16 +118,14 @@ export class MachinePorts {
   async prepare(records: readonly Partial<HostRecord>[], configured?: AgentEndpoint): Promise<void> {
     const agents: AgentEndpoint[] = configured ? [configured] : [];
     const grants: PortGrant[] = [];
-    const dnsClients: string[] = [];
     for (const record of records) {
       if (record.agentIp && record.agentPort) agents.push({ ip: record.agentIp, port: record.agentPort });
       if (record.ip && record.machinePorts?.length) grants.push({ ip: record.ip, ports: record.machinePorts });
-      if (record.ip && record.egress) dnsClients.push(record.ip);
     }
     if (!this.nft) {
       this.unavailable = 'nft (nftables) is not installed';
     } else {
-      const result = await this.run(this.nft, ['-f', '-'], tableScript(this.bridge, this.gateway, agents, grants, dnsClients));
+      const result = await this.run(this.nft, ['-f', '-'], tableScript(this.bridge, this.gateway, agents, grants));
       if (result.code !== 0) this.unavailable = `nftables refused the table: ${describeFailure('nft', result)}`;
     }
     if (this.unavailable) {
@@ -141,15 +135,14 @@ export class MachinePorts {
     for (const a of agents) this.agents.add(`${a.ip} . ${a.port}`);
   }
 
-  /** Lets a host about to boot dial its agent channel, connect to `ports` and, with `dns`, ask the gateway's DNS; in place before it runs. */
-  async admit(ip: string, agent: AgentEndpoint | undefined, ports: readonly number[], dns = false): Promise<void> {
+  /** Lets a host about to boot dial its agent channel and connect to `ports`; in place before it runs. */
+  async admit(ip: string, agent: AgentEndpoint | undefined, ports: readonly number[]): Promise<void> {
     if (this.unavailable) return;
     const lines: string[] = [];
     const agentPair = agent && `${agent.ip} . ${agent.port}`;
     if (agentPair && !this.agents.has(agentPair)) lines.push(`add element inet ${this.table} agent_ports { ${agentPair} }`);
     const pairs = grantPairs([{ ip, ports }]);
     if (pairs.length > 0) lines.push(`add element inet ${this.table} granted { ${pairs.join(', ')} }`);
-    if (dns) lines.push(`add element inet ${this.table} dns_clients { ${ip} }`);
     if (lines.length === 0) return;
     await this.apply(lines, `cannot let host ${ip} reach its ports of the machine`);
     if (agentPair) this.agents.add(agentPair);
@@ -160,12 +153,12 @@ export class MachinePorts {
    * deleted, in one transaction, so taking away what is not there (a launch that failed before its
    * grant) is not an error.
    */
-  async revoke(ip: string, ports: readonly number[], dns = false): Promise<void> {
+  async revoke(ip: string, ports: readonly number[]): Promise<void> {
     if (this.unavailable) return;
     const pairs = grantPairs([{ ip, ports }]);
-    const sets = [...(pairs.length > 0 ? [`inet ${this.table} granted { ${pairs.join(', ')} }`] : []), ...(dns ? [`inet ${this.table} dns_clients { ${ip} }`] : [])];
-    if (sets.length === 0) return;
-    await this.apply(sets.flatMap((set) => [`add element ${set}`, `delete element ${set}`]), `cannot take host ${ip}'s ports of the machine away`);
+    if (pairs.length === 0) return;
+    const set = `inet ${this.table} granted { ${pairs.join(', ')} }`;
+    await this.apply([`add element ${set}`, `delete element ${set}`], `cannot take host ${ip}'s ports of the machine away`);
   }
 
   /** Removes the table (the bridge is going). */

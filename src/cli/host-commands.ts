@@ -19,7 +19,7 @@ export function registerHostCommands(program: Command, ctx: Context): void {
     .option('--disk <MiB>', 'size of the filesystem the host writes to, in MiB (default: the machine\'s disk, unbounded)', Number)
     .option('--machine-port <port>', "a TCP port of the machine (at the host's gateway) the host may connect to, besides its agent channel (repeatable)", collect, [])
     .option('--egress', "let the host open connections beyond the machine (NAT), except to the server's denied ranges")
-    .option('--egress-allow <list>', 'egress to these only: IPv4 ranges and names (registry.npmjs.org, *.debian.org), comma-separated or repeated; implies --egress', collect, [])
+    .option('--egress-allow <list>', 'egress to these only: IPv4 ranges and names (packages.example.com, *.mirror.example.org), comma-separated or repeated; implies --egress', collect, [])
     .option('--json', 'print JSON')
     .action(async (opts: { image?: string; tag: string[]; hostname?: string; cpus?: number; memory?: number; pids?: number; disk?: number; machinePort: string[]; egress?: boolean; egressAllow: string[]; json?: boolean }) => {
       const egressAllow = splitList(opts.egressAllow);

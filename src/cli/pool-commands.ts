@@ -50,7 +50,7 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
     .option('--disk <MiB>', "size of the filesystem each host writes to, in MiB (default: the machine's disk, unbounded)")
     .option('--machine-port <port>', "a TCP port of the machine each host may connect to, besides its agent channel (repeatable)", collect, [])
     .option('--egress', "let each host open connections beyond the machine (NAT), except to the server's denied ranges")
-    .option('--egress-allow <list>', 'egress to these only: IPv4 ranges and names (registry.npmjs.org, *.debian.org), comma-separated or repeated; implies --egress', collect, [])
+    .option('--egress-allow <list>', 'egress to these only: IPv4 ranges and names (packages.example.com, *.mirror.example.org), comma-separated or repeated; implies --egress', collect, [])
     .option('--json', 'print JSON')
     .action(async (name: string, opts: CreateOptions) => {
       const egressAllow = splitList(opts.egressAllow);

@@ -1,7 +1,7 @@
 /**
  * HostResources.egressAllow: what a host with egress may reach when it may not reach everything.
- * Entries are IPv4 ranges (`203.0.113.0/24`, or one address) and names (`registry.npmjs.org`, or
- * `*.debian.org` for every name under it). A name's addresses open to the host when it resolves the
+ * Entries are IPv4 ranges (`203.0.113.0/24`, or one address) and names (`packages.example.com`, or
+ * `*.mirror.example.org` for every name under it). A name's addresses open to the host when it resolves the
  * name through the machine (the local driver's DNS relay), for as long as the answer holds; names
  * not listed are not answered at all, so what a host asks cannot carry data out either.
  * No I/O, no zod: the CLI checks its flags with it too.
@@ -53,7 +53,7 @@ export function parseEgressAllow(entries: readonly string[]): EgressAllowList {
     if (cidr) list.cidrs.push(cidr);
     else if (name) list.names.push(name);
     else {
-      throw new BerthError('validation_failed', `egressAllow entry ${JSON.stringify(entry)} is neither an IPv4 range nor a DNS name`, 'Give ranges as 203.0.113.0/24 (or one address), names as registry.npmjs.org, and every name under one as *.debian.org.');
+      throw new BerthError('validation_failed', `egressAllow entry ${JSON.stringify(entry)} is neither an IPv4 range nor a DNS name`, 'Give ranges as 203.0.113.0/24 (or one address), names as packages.example.com, and every name under one as *.mirror.example.org.');
     }
   }
   return { cidrs: [...new Set(list.cidrs)], names: [...new Set(list.names)] };

@@ -33,7 +33,7 @@ export interface HostResources {
   egress?: boolean;
   /**
    * Local driver, with egress: the host reaches only these IPv4 ranges, and the addresses of these
-   * names (`registry.npmjs.org`, `*.debian.org`) once it resolves them through the machine, for as
+   * names (`packages.example.com`, `*.mirror.example.org`) once it resolves them through the machine, for as
    * long as the answer holds. See core/egress-allow.ts.
    */
   egressAllow?: string[];

@@ -104,8 +104,8 @@ describe('parseImagesFile: a valid file', () => {
   });
 
   it('reads egress as a list of the ranges and names its run steps may reach', () => {
-    const [spec] = parseImagesFile(yaml('images:', '  web:', '    egress: [registry.npmjs.org, "*.debian.org", 203.0.113.0/24]', '    steps: []'), FILE);
-    expect([spec?.egress, spec?.egressAllow]).toEqual([true, ['registry.npmjs.org', '*.debian.org', '203.0.113.0/24']]);
+    const [spec] = parseImagesFile(yaml('images:', '  web:', '    egress: [packages.example.com, "*.mirror.example.org", 203.0.113.0/24]', '    steps: []'), FILE);
+    expect([spec?.egress, spec?.egressAllow]).toEqual([true, ['packages.example.com', '*.mirror.example.org', '203.0.113.0/24']]);
   });
 });
 
@@ -120,7 +120,7 @@ describe('parseImagesFile: errors, located', () => {
     ['steps that are not a list', yaml('images:', '  web:', '    steps: {run: make}'), `${FILE}:3:12: images.web.steps: must be a list of steps (got a mapping)`],
     ['an unknown image key', yaml('images:', '  web:', '    steps: []', '    parnet: base'), `${FILE}:4:5: images.web: unknown key "parnet" (expected one of parent, identity, egress, steps)`],
     ['egress that is not true or false', yaml('images:', '  web:', '    egress: maybe', '    steps: []'), `${FILE}:3:13: images.web.egress: must be true or false (got "maybe")`],
-    ['an egress entry that is neither range nor name', yaml('images:', '  web:', '    egress: [registry.npmjs.org, 10.0.0.0/40]', '    steps: []'), `${FILE}:3:34: images.web.egress[1]: egressAllow entry "10.0.0.0/40" is neither an IPv4 range nor a DNS name`],
+    ['an egress entry that is neither range nor name', yaml('images:', '  web:', '    egress: [packages.example.com, 10.0.0.0/40]', '    steps: []'), `${FILE}:3:36: images.web.egress[1]: egressAllow entry "10.0.0.0/40" is neither an IPv4 range nor a DNS name`],
     ['a parent naming the image itself', yaml('images:', '  web:', '    parent: web', '    steps: []'), `${FILE}:3:13: images.web.parent: image "web" cannot be its own parent`],
     ['a parent that is neither name nor path', yaml('images:', '  web:', '    parent: ../roots/x', '    steps: []'), `${FILE}:3:13: images.web.parent: must be an image name or an absolute path (got "../roots/x")`],
     ['a parent loop', yaml('images:', '  a:', '    parent: b', '    steps: []', '  b:', '    parent: a', '    steps: []'), `${FILE}:3:13: images.a.parent: parents loop: a → b → a`],

@@ -11,7 +11,7 @@
  *                           # directory ('/' = this machine's root). Default '/'. Not the image itself.
  *       egress: true        # optional: its run steps may reach beyond the machine (local driver: the
  *                           # hosts' egress; default false: a run step sees the machine's agent channel only);
- *                           # or a list, to reach only those ranges and names: [registry.npmjs.org, 203.0.113.0/24]
+ *                           # or a list, to reach only those ranges and names: [packages.example.com, 203.0.113.0/24]
  *       identity:           # optional: adjust the built-in identity-stripping list
  *         strip: [/etc/myapp/instance-id, /var/lib/foo/*.state]  # absolute paths; '*' matches within one component
  *         keep: [/etc/machine-id]                                 # absolute paths of built-in items (the caller checks which)
@@ -135,7 +135,7 @@ function readImage(r: Reader, name: string, slot: Slot): { spec: ImageSpec; pare
 /** `egress: [ranges and names]`: each entry checked where it is written. */
 function readEgressAllow(r: Reader, slot: Slot): string[] {
   const entries: string[] = [];
-  const hint = 'Give ranges as 203.0.113.0/24 and names as registry.npmjs.org or *.debian.org; or write egress: true to reach everywhere.';
+  const hint = 'Give ranges as 203.0.113.0/24 and names as packages.example.com or *.mirror.example.org; or write egress: true to reach everywhere.';
   for (const item of r.items(slot, 'a list of IPv4 ranges and names', hint) ?? []) {
     const entry = r.text(item, 'an IPv4 range or a name', hint);
     if (entry === undefined) continue;

@@ -304,7 +304,7 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
   it('refuses narrowed egress, which an EC2 instance would not honour, and records nothing', async () => {
     const pools = (await api.get<{ pools: unknown[] }>('/v1/pools')).body.pools.length;
     const hosts = (await api.get<{ hosts: unknown[] }>('/v1/hosts?all=true')).body.hosts.length;
-    const pool = await api.post<{ code: string; message: string }>('/v1/pools', { name: 'narrowed', size: 1, template: { egress: true, egressAllow: ['registry.npmjs.org'] } });
+    const pool = await api.post<{ code: string; message: string }>('/v1/pools', { name: 'narrowed', size: 1, template: { egress: true, egressAllow: ['packages.example.com'] } });
     expect([pool.status, pool.body.code]).toEqual([400, 'validation_failed']);
     expect(pool.body.message).toContain('not enforced for EC2 instances');
     const host = await api.post<{ code: string }>('/v1/hosts', { resources: { egress: true, egressAllow: ['203.0.113.0/24'] } });

@@ -49,9 +49,9 @@ describe('bad input', () => {
     ['a machine port out of range', (api) => api.post('/v1/hosts', { resources: { machinePorts: [70000] } }), 400, 'validation_failed'],
     ['egress that is not a yes or no', (api) => api.post('/v1/hosts', { resources: { egress: 'yes' } }), 400, 'validation_failed'],
     ['a machine port given twice', (api) => api.post('/v1/hosts', { resources: { machinePorts: [5432, 5432] } }), 400, 'validation_failed'],
-    ['an egress allow list without egress', (api) => api.post('/v1/hosts', { resources: { egressAllow: ['registry.npmjs.org'] } }), 400, 'validation_failed'],
+    ['an egress allow list without egress', (api) => api.post('/v1/hosts', { resources: { egressAllow: ['packages.example.com'] } }), 400, 'validation_failed'],
     ['an egress allow entry that is neither range nor name', (api) => api.post('/v1/hosts', { resources: { egress: true, egressAllow: ['300.1.2.3/8'] } }), 400, 'validation_failed'],
-    ['a pool narrowed without egress', (api) => api.post('/v1/pools', { name: 'narrow', size: 0, template: { egressAllow: ['*.debian.org'] } }), 400, 'validation_failed'],
+    ['a pool narrowed without egress', (api) => api.post('/v1/pools', { name: 'narrow', size: 0, template: { egressAllow: ['*.mirror.example.org'] } }), 400, 'validation_failed'],
     ['terminate unknown host', (api) => api.delete('/v1/hosts/h-nope'), 404, 'host_not_found'],
     // A top-level unknown key once crashed the error handler (a 500 in place of this 400).
     ['unknown top-level key', (api) => api.put('/v1/pools/p', { size: 0, bogus: 1 }), 400, 'validation_failed'],

@@ -66,7 +66,7 @@ export const launchHostBody = z
         diskMiB: z.number().int().min(DISK_MIN_MIB).max(DISK_MAX_MIB).optional().describe('Local driver: the size of the filesystem the host writes to (its files past the image), MiB'),
         egress: z.boolean().optional().describe("Local driver: the host may open connections beyond the machine (NAT), except to the driver's denied ranges (private and link-local by default)"),
         machinePorts: machinePorts.optional().describe("Local driver: TCP ports of the machine (at the host's gateway address) the host may connect to besides its agent channel; the machine's other ports are closed to it"),
-        egressAllow: egressAllow.optional().describe('Local driver, with egress: the host reaches only these IPv4 ranges and the addresses of these names (registry.npmjs.org, *.debian.org) once it resolves them; other names are not answered'),
+        egressAllow: egressAllow.optional().describe('Local driver, with egress: the host reaches only these IPv4 ranges and the addresses of these names (packages.example.com, *.mirror.example.org) once it resolves them; other names are not answered'),
       })
       .strict()
       .refine(egressAllowNeedsEgress, EGRESS_ALLOW_NEEDS_EGRESS)

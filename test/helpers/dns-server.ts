@@ -66,7 +66,18 @@ function answerFor(query: Buffer, records: Record<string, string>): Buffer | und
   return Buffer.concat(parts);
 }
 
+/** `fixedPort` 0: a port free for UDP, then tried for TCP; another is tried when TCP has it taken. */
 export async function startTestDnsServer(records: Record<string, string>, host = '127.0.0.1', fixedPort = 0): Promise<TestDnsServer> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(records, host, fixedPort);
+    } catch (err) {
+      if (fixedPort !== 0 || attempt >= 10 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    }
+  }
+}
+
+async function startOnce(records: Record<string, string>, host: string, fixedPort: number): Promise<TestDnsServer> {
   const udp = dgram.createSocket('udp4');
   const state: TestDnsServer = { port: 0, asked: [], silent: false, close: () => Promise.resolve() };
   const note = (msg: Buffer, via: 'udp' | 'tcp') => {
@@ -98,7 +109,10 @@ export async function startTestDnsServer(records: Record<string, string>, host =
     });
   });
   await new Promise<void>((resolve, reject) => {
-    tcp.once('error', reject);
+    tcp.once('error', (err) => {
+      udp.close();
+      reject(err);
+    });
     tcp.listen(port, host, () => resolve());
   });
   state.port = (tcp.address() as AddressInfo).port;

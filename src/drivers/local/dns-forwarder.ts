@@ -94,23 +94,32 @@ const HEADER = 12;
 /** An answer with no records and `rcode`, echoing the query's id, opcode, RD flag and question. */
 export function errorAnswer(query: Buffer, rcode: number): Buffer | undefined {
   if (query.length < HEADER) return undefined;
-  let end = HEADER;
-  let question = query.readUInt16BE(4) === 1;
-  // The question: labels up to the root label, then type and class (4 bytes). No compression in a query.
-  while (question) {
-    const length = query[end];
-    if (length === undefined || length > 63) question = false;
-    else if (length === 0) break;
-    else end += length + 1;
-  }
-  if (question && end + 5 > query.length) question = false;
+  const question = readQuestion(query);
   const header = Buffer.alloc(HEADER);
   query.copy(header, 0, 0, 2);
   header[2] = 0x80 | ((query[2] ?? 0) & 0x79);
   header[3] = 0x80 | rcode;
   if (!question) return header;
   header.writeUInt16BE(1, 4);
-  return Buffer.concat([header, query.subarray(HEADER, end + 5)]);
+  return Buffer.concat([header, query.subarray(HEADER, question.end)]);
+}
+
+/**
+ * A query's one question: its name, and where it ends (labels up to the root label, then type and
+ * class, 4 bytes). No compression in a query. Undefined when there is not exactly one, readable.
+ */
+function readQuestion(query: Buffer): { name: string; end: number } | undefined {
+  if (query.length < HEADER || query.readUInt16BE(4) !== 1) return undefined;
+  const labels: string[] = [];
+  let at = HEADER;
+  for (;;) {
+    const length = query[at];
+    if (length === undefined || length > 63) return undefined;
+    if (length === 0) break;
+    labels.push(query.subarray(at + 1, at + 1 + length).toString('latin1'));
+    at += length + 1;
+  }
+  return at + 5 > query.length ? undefined : { name: labels.join('.'), end: at + 5 };
 }
 
 function isQuery(msg: Buffer): boolean {
@@ -133,17 +142,7 @@ export interface ClientPolicy {
 
 /** The name a query asks for (its one question), or undefined when it has none readable. */
 export function questionName(query: Buffer): string | undefined {
-  if (query.length < HEADER || query.readUInt16BE(4) !== 1) return undefined;
-  const labels: string[] = [];
-  let at = HEADER;
-  for (;;) {
-    const length = query[at];
-    if (length === undefined || length > 63) return undefined;
-    if (length === 0) break;
-    labels.push(query.subarray(at + 1, at + 1 + length).toString('latin1'));
-    at += length + 1;
-  }
-  return labels.join('.');
+  return readQuestion(query)?.name;
 }
 
 /** The IPv4 addresses of an answer's A records, and the shortest TTL among them. */

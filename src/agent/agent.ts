@@ -12,6 +12,7 @@ import { AgentConnection } from './connection.js';
 import { InvocationJournal } from './journal.js';
 import { defaultShell, killInvocationProcesses, runShellScript, WarmShellPool } from './runcommand/index.js';
 import type { ExecutionResult } from './runcommand/types.js';
+import { ShellSessions } from './shell/shell-sessions.js';
 
 export const AGENT_VERSION = '0.1.0';
 const IDLE_GC_DELAY_MS = 2000;
@@ -45,6 +46,7 @@ export class Agent {
   private readonly bootId = randomUUID();
   private readonly log: (line: string) => void;
   private readonly warmShells: WarmShellPool;
+  private readonly shells: ShellSessions;
   private idleTimer: NodeJS.Timeout | undefined;
   /**
    * Made on first use (a services message, or services a previous agent process left to re-adopt):
@@ -82,6 +84,13 @@ export class Agent {
         invocations: this.journal.known(),
       }),
       onMessage: (msg) => this.onMessage(msg),
+      onClose: () => this.shells.closeAll(),
+    });
+    this.shells = new ShellSessions({
+      send: (msg) => this.connection.send(msg),
+      env: () => ({ ...process.env, ...this.opts.env, BERTH_TAGS: this.hostTags() }),
+      ...(this.opts.shell ? { shell: this.opts.shell } : {}),
+      log: this.log,
     });
   }
 
@@ -96,6 +105,7 @@ export class Agent {
    */
   stop(): void {
     this.warmShells.stop();
+    this.shells.closeAll();
     void this.supervisor?.then((s) => s.detach());
     if (this.reportTimer) clearImmediate(this.reportTimer);
     this.connection.stop();
@@ -212,6 +222,8 @@ export class Agent {
       case 'ack':
         this.journal.forget(msg.invocationId);
         return;
+      default:
+        this.shells.handle(msg);
     }
   }
 

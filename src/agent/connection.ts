@@ -12,6 +12,8 @@ export interface ConnectionOptions {
   /** Called on every (re)connection, before anything else is sent; returns the hello frame. */
   hello: () => AgentMessage;
   onMessage: (msg: ServerMessage) => void;
+  /** The connection dropped (it is retried); what lived only on it (shell sessions) ends. */
+  onClose?: () => void;
   log: (line: string) => void;
 }
 
@@ -78,6 +80,7 @@ export class AgentConnection {
     socket.on('close', () => {
       clearInterval(this.heartbeat);
       if (this.socket === socket) this.socket = undefined;
+      this.opts.onClose?.();
       this.scheduleRetry();
     });
   }

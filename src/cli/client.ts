@@ -101,6 +101,21 @@ export class ApiClient {
     }
   }
 
+  /**
+   * Opens a WebSocket to the API (a shell session). A refusal before the upgrade throws the
+   * server's error, as any call does. `ws` is loaded only here: most CLI commands never need it.
+   */
+  async openSocket(path: string): Promise<import('ws').WebSocket> {
+    const { WebSocket } = await import('ws');
+    const url = `${this.config.url.replace(/^http/, 'ws')}${path}`;
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, { headers: { authorization: `Bearer ${this.config.token}` }, perMessageDeflate: false });
+      ws.once('open', () => resolve(ws));
+      ws.once('unexpected-response', (_req, res) => void toError(res).then(reject));
+      ws.once('error', (err) => reject(new BerthError('server_unreachable', `cannot reach the berth server at ${this.config.url}: ${err.message}`, 'Start it with `berth server`, or check BERTH_URL.')));
+    });
+  }
+
   private async *ndjson(method: string, path: string, body: unknown, signal?: AbortSignal): AsyncGenerator<unknown> {
     const res = await this.send(method, path, body, signal);
     if (!ok(res)) throw await toError(res);

@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import type { EnvironmentView } from '../environments/views.js';
 import { age, collect, parseKeyValues, table, UsageError, type Printer } from './output.js';
 import type { Context } from './context.js';
+import { registerEnvShellCommand } from './shell-command.js';
 
 interface CreateOptions {
   stack?: string;
@@ -111,6 +112,8 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
       printEnvironment(printer, view);
     });
+
+  registerEnvShellCommand(env, ctx);
 
   env
     .command('deploy')

@@ -3,6 +3,7 @@ import type { HostView } from '../hosts/views.js';
 import { age, collect, formatTags, parseKeyValues, splitList, table, UsageError, type Printer } from './output.js';
 import type { Context } from './context.js';
 import { registerHostStatsCommand } from './host-stats-command.js';
+import { registerHostShellCommand } from './shell-command.js';
 
 export function registerHostCommands(program: Command, ctx: Context): void {
   const host = program.command('host').description('launch, list and remove hosts');
@@ -105,6 +106,7 @@ export function registerHostCommands(program: Command, ctx: Context): void {
     });
 
   registerHostStatsCommand(host, ctx);
+  registerHostShellCommand(host, ctx);
 }
 
 /** `k=v` sets, `k-` removes (as kubectl label does). */

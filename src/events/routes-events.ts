@@ -55,7 +55,7 @@ export function eventRoutes(events: EventBus, opts: { heartbeatMs?: number } = {
       {
         schema: {
           tags: ['server'],
-          summary: 'State changes of hosts, pool slots, claims, commands, invocations, services and environments',
+          summary: 'State changes of hosts, pool slots, claims, commands, invocations, services, environments and shell sessions',
           description:
             'The buffered events (the last 10 000 of this server process) after `since`, oldest first. With `follow=true` the answer is `text/event-stream`: ' +
             'the same events, then each new one as it happens, `id:` being its seq; `Last-Event-ID` takes the place of `since`, and a comment is sent every 15 s. ' +

@@ -1,9 +1,10 @@
 /**
  * Events: one per state change of a host, a pool host's slot (or a pool), a claim, a command or one
- * of its invocations, a supervised service, or an environment — with the ids that correlate them.
+ * of its invocations, a supervised service, an environment, or a shell session on a host — with
+ * the ids that correlate them.
  * The server's structured log, `GET /v1/events` and `berth events` all carry these.
  */
-export const EVENT_KINDS = ['host', 'pool', 'claim', 'command', 'invocation', 'service', 'environment'] as const;
+export const EVENT_KINDS = ['host', 'pool', 'claim', 'command', 'invocation', 'service', 'environment', 'shell'] as const;
 export type EventKind = (typeof EVENT_KINDS)[number];
 
 export interface BerthEvent {

@@ -10,6 +10,7 @@
 // zod/mini: the same validation as zod with a fraction of its size; the agent loads this module at
 // every host start, where the full zod would add ~40 ms and several MB.
 import * as z from 'zod/mini';
+import { shellAgentFrames, shellServerFrames } from './shell.js';
 
 export const PROTOCOL_VERSION = 1;
 export const AGENT_PATH = '/v1/agent';
@@ -183,6 +184,7 @@ export const agentMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('result'), invocationId: z.string(), result: invocationResult }),
   /** Every service's status, after any change (and once after each hello). */
   z.object({ type: z.literal('services'), statuses: z.array(serviceStatus) }),
+  ...shellAgentFrames,
 ]);
 export type AgentMessage = z.infer<typeof agentMessage>;
 
@@ -208,6 +210,7 @@ export const serverMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('serviceAction'), name: z.string(), action: z.enum(['start', 'stop', 'restart']) }),
   /** The host's tags changed (a claim gave it its user's): commands and services can read them. */
   z.object({ type: z.literal('tags'), tags: z.record(z.string(), z.string()) }),
+  ...shellServerFrames,
 ]);
 export type ServerMessage = z.infer<typeof serverMessage>;
 

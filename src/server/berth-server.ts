@@ -46,6 +46,8 @@ import { MetricsCollector, RouterRequestCounts } from '../metrics/metrics.js';
 import { buildApp } from './http/app.js';
 import { EventBus } from '../events/event-bus.js';
 import { createDashboard } from '../dashboard/create-dashboard.js';
+import { ShellBroker } from '../shells/shell-broker.js';
+import { serveShells } from '../shells/shell-endpoint.js';
 
 export const VERSION = '0.1.0';
 
@@ -65,6 +67,7 @@ export class BerthServer {
   /** The driver's backend agents (SSM) report to this server until it stops. */
   private backendAgents: BackendAgents | undefined;
   private driver: HostDriver | undefined;
+  private stopShells: (() => void) | undefined;
 
   private constructor(
     readonly url: string,
@@ -107,7 +110,7 @@ export class BerthServer {
       const live = new LiveOutput(64 * 1024);
 
       // The gateway and the services refer to each other: the gateway's handlers find the services here.
-      const late: { hosts?: HostService; dispatcher?: CommandDispatcher; images?: ImageService; services?: ServicesService; stacks?: StackSync; fleet?: FleetPools } = {};
+      const late: { hosts?: HostService; dispatcher?: CommandDispatcher; images?: ImageService; services?: ServicesService; stacks?: StackSync; fleet?: FleetPools; shells?: ShellBroker } = {};
       const report = (what: string) => (err: unknown) => log(`${what}: ${errorMessage(err)}`);
       const slugs = new SlugStore(`${dataDir.path}/slugs`);
       const agentHandlers = {
@@ -125,9 +128,13 @@ export class BerthServer {
         },
         onMessage: (hostId: string, msg: AgentMessage) => {
           if (msg.type === 'services') late.services?.onAgentReport(hostId, msg.statuses);
+          else if (late.shells?.onAgentMessage(hostId, msg)) return;
           else void late.dispatcher?.onMessage(hostId, msg).catch(report(`host ${hostId}: ${msg.type}`));
         },
-        onDisconnect: (hostId: string) => void late.hosts?.onAgentDisconnected(hostId).catch(report(`host ${hostId}: disconnect`)),
+        onDisconnect: (hostId: string) => {
+          late.shells?.onAgentGone(hostId);
+          void late.hosts?.onAgentDisconnected(hostId).catch(report(`host ${hostId}: disconnect`));
+        },
       };
       const gateway = new AgentGateway(
         {
@@ -149,6 +156,8 @@ export class BerthServer {
       const agentAddress = { ...listening, host: config.agentAdvertiseHost ?? listening.host };
       const agentUrl = `ws://${agentAddress.host}:${agentAddress.port}${AGENT_PATH}`;
 
+      const shells = new ShellBroker({ hosts: hostsRepo, agents, events });
+      late.shells = shells;
       const commands = new CommandService({ commands: commandsRepo, hosts: hostsRepo, agents, live, events });
       const dispatcher = new CommandDispatcher({ service: commands, commands: commandsRepo, agents, live, log });
       late.dispatcher = dispatcher;
@@ -177,6 +186,7 @@ export class BerthServer {
         defaultResources: config.defaultResources ?? { cpus: 1, memoryMiB: 1024, pids: 512 },
         onHostGone: (hostId, detail) => {
           late.services?.onHostGone(hostId);
+          shells.onAgentGone(hostId);
           networkGroups.left(hostId);
           return dispatcher.failOpenForHost(hostId, detail);
         },
@@ -344,9 +354,14 @@ export class BerthServer {
         dashboard: dashboard.feed,
         ...(config.eventsHeartbeatMs !== undefined ? { eventsHeartbeatMs: config.eventsHeartbeatMs } : {}),
       });
+      const stopShells = serveShells(app.server, { broker: shells, tenantFor: (hash) => tokens.tenantFor(hash), log });
       const address = await app.listen({ host: config.host ?? '127.0.0.1', port: config.port ?? 7070 });
       const server = new BerthServer(address, agentUrl, token, store, hostsService, commands, app, gateway, dataDir, recovered, { pools: poolService, claims, reconciler }, images, environments, router, events);
       server.backendAgents = config.driver.agents;
+      server.stopShells = () => {
+        shells.closeAll();
+        stopShells();
+      };
       server.driver = config.driver;
       dataDir.writeServerInfo({ url: address, pid: process.pid, agentUrl, startedAt: new Date().toISOString() });
       server.loop(config.sweepIntervalMs ?? 500, () => dispatcher.sweep(), report('command sweep'));
@@ -384,6 +399,7 @@ export class BerthServer {
     this.stopped = true;
     for (const timer of this.timers) clearInterval(timer);
     this.environments.stop();
+    this.stopShells?.();
     await this.router.close();
     await this.pools.reconciler.stop();
     await this.app.close();

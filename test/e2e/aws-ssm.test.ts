@@ -12,6 +12,7 @@ import { execFileSync } from 'node:child_process';
 import { AutoScalingClient, DescribeAutoScalingGroupsCommand } from '@aws-sdk/client-auto-scaling';
 import { DescribeInstanceAttributeCommand, DescribeInstancesCommand } from '@aws-sdk/client-ec2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
 import { AwsDriver } from '../../src/drivers/aws/aws-driver.js';
 import { filesFromUserData } from '../../src/drivers/aws/user-data.js';
 import { AGENT_IDENTITY_PATH, HOST_TAGS_PATH } from '../../src/protocol/messages.js';
@@ -148,6 +149,23 @@ describe.skipIf(!motoAvailable('SSM command channel on moto'))('SSM command chan
     expect(refused.body.hint).toContain('commandChannel: agent');
     const services = await api.get<{ services: unknown[] }>(`/v1/hosts/${hostId}/services`);
     expect(services.body.services).toEqual([]);
+  });
+
+  it("refuses a terminal on an SSM host, pointing at SSM's own sessions", async () => {
+    const refusal = await new Promise<{ status: number; body: { code: string; message: string; hint: string } }>((resolve, reject) => {
+      const ws = new WebSocket(`${server.url.replace('http', 'ws')}/v1/hosts/${hostId}/shell`, { headers: { authorization: `Bearer ${server.token}` } });
+      ws.once('open', () => reject(new Error('a terminal was opened on an SSM host')));
+      ws.once('unexpected-response', (_req, res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as { code: string; message: string; hint: string } }));
+      });
+      ws.once('error', reject);
+    });
+    expect(refusal.status).toBe(409);
+    expect(refusal.body).toMatchObject({ code: 'invalid_state' });
+    expect(refusal.body.message).toContain('through its backend\'s agent (SSM)');
+    expect(refusal.body.hint).toContain('aws ssm start-session');
   });
 
   it('a host whose SSM agent went offline is refused at once, saying so', async () => {

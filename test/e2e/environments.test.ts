@@ -231,6 +231,13 @@ describe('environments', () => {
     const otherHost = (JSON.parse(other.stdout) as EnvironmentView).hosts[0]?.hostId ?? '';
     expect(await shell(otherHost, dial)).toBe('blocked');
     expect(await shell(otherHost, lookup('api'))).toBe('');
+    // A terminal on the host running a given service; a service the stack has not is refused.
+    const onApi = await berth(['env', 'shell', 'split', '--service', 'api', '--', 'hostname'], env, { input: '' });
+    expect(onApi.code, onApi.stderr).toBe(0);
+    expect(view.hosts.filter((h) => h.service === 'api').map((h) => h.hostId)).toContain(onApi.stdout.trim());
+    const noSuch = await berth(['env', 'shell', 'split', '--service', 'nope', '--', 'true'], env, { input: '' });
+    expect(noSuch.code).toBe(2);
+    expect(noSuch.stderr).toMatch(/environment split has no host for service nope; its hosts: h-\S+ \(api\)/);
     await berth(['env', 'rm', 'split', 'other'], env);
   });
 

@@ -132,13 +132,14 @@ export class Api {
 export function berth(
   args: string[],
   env: Record<string, string>,
-  opts: { timeoutMs?: number; onStdout?: (chunk: string) => void; interrupt?: AbortSignal } = {},
+  opts: { timeoutMs?: number; onStdout?: (chunk: string) => void; interrupt?: AbortSignal; input?: string } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [join(packageRoot(), 'bin', 'berth.js'), ...args], {
       env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/root', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: [opts.input !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'] as ['pipe', 'pipe', 'pipe'],
     });
+    if (opts.input !== undefined) child.stdin?.end(opts.input);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => {

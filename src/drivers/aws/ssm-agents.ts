@@ -151,7 +151,13 @@ export class SsmAgents implements BackendAgents {
       case 'services':
       case 'serviceAction':
       case 'welcome':
-        // No supervisor runs on an SSM host: the caller must be told the message went nowhere.
+      case 'shellOpen':
+      case 'shellInput':
+      case 'shellResize':
+      case 'shellClose':
+      case 'shellAck':
+        // No supervisor and no berth terminal run on an SSM host: the caller must be told the
+        // message went nowhere (shells on such hosts are SSM's Session Manager's).
         return false;
     }
   }

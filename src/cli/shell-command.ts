@@ -1,0 +1,115 @@
+/**
+ * `berth host shell HOST [-- COMMAND...]`: a terminal on a host, as `ssh -t` or SSM's
+ * `start-session` give one. On a terminal, keys go through raw (Ctrl-C reaches the host's program)
+ * and the window's size follows; piped input is typed into the host's terminal, and its end is a
+ * Ctrl-D. The exit code is the host program's (128 + N when signal N ended it), 1 when the session
+ * was cut off.
+ */
+import type { Command } from 'commander';
+import { constants } from 'node:os';
+import type { WebSocket } from 'ws';
+import type { EnvironmentView } from '../environments/views.js';
+import type { Context } from './context.js';
+import { UsageError } from './output.js';
+
+interface ExitFrame {
+  type: 'exit';
+  code: number | null;
+  signal: string | null;
+  error?: string;
+}
+
+/** End of input, as the terminal's line discipline reads it at the start of a line. */
+const CTRL_D = Buffer.from([4]);
+
+interface ShellOptions {
+  cwd?: string;
+  user?: string;
+}
+
+export function registerHostShellCommand(host: Command, ctx: Context): void {
+  withShellOptions(host.command('shell'))
+    .description("open a terminal on a host: a login shell, or COMMAND (after --); exits with the program's exit code")
+    .argument('<id>', 'the host')
+    .argument('[command...]', 'run this instead of a login shell')
+    .action(async (id: string, command: string[], opts: ShellOptions) => {
+      ctx.exitCode = await shell(ctx, id, command, opts);
+    });
+}
+
+/** `berth env shell NAME`: the same, on an environment's host (the one running --service, if given). */
+export function registerEnvShellCommand(env: Command, ctx: Context): void {
+  withShellOptions(env.command('shell'))
+    .description('open a terminal on an environment\'s host (the one running --service, when its services are on several)')
+    .argument('<name>', 'the environment')
+    .argument('[command...]', 'run this instead of a login shell')
+    .option('--service <name>', "the host running this service of the environment's stack")
+    .action(async (name: string, command: string[], opts: ShellOptions & { service?: string }) => {
+      const view = await ctx.client().get<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}`);
+      // A review host (service null) runs every service of the stack.
+      const candidates = opts.service ? view.hosts.filter((h) => h.service === opts.service || h.service === null) : view.hosts;
+      const target = candidates[0];
+      if (!target) {
+        const on = view.hosts.map((h) => `${h.hostId} (${h.service ?? 'every service'})`).join(', ') || 'none';
+        throw new UsageError(`environment ${name} has no host ${opts.service ? `for service ${opts.service}` : 'yet'}; its hosts: ${on}`);
+      }
+      ctx.exitCode = await shell(ctx, target.hostId, command, opts);
+    });
+}
+
+function withShellOptions(cmd: Command): Command {
+  return cmd.option('--cwd <dir>', 'start in this directory (absolute)').option('--user <name>', 'run as this user of the host (a login shell of theirs, `su -l`)');
+}
+
+async function shell(ctx: Context, hostId: string, command: string[], opts: ShellOptions): Promise<number> {
+  const stdout = process.stdout;
+  const query = new URLSearchParams({
+    // A terminal that does not know its size says 0.
+    cols: String((stdout.isTTY && stdout.columns) || 80),
+    rows: String((stdout.isTTY && stdout.rows) || 24),
+    term: process.env['TERM'] && /^[A-Za-z0-9._+-]{1,64}$/.test(process.env['TERM']) ? process.env['TERM'] : 'xterm-256color',
+  });
+  if (command.length > 0) query.set('command', command.join(' '));
+  if (opts.cwd) query.set('cwd', opts.cwd);
+  if (opts.user) query.set('user', opts.user);
+  const ws = await ctx.client().openSocket(`/v1/hosts/${encodeURIComponent(hostId)}/shell?${query.toString()}`);
+  return relay(ws, process.stdin, stdout);
+}
+
+function relay(ws: WebSocket, stdin: NodeJS.ReadStream, stdout: NodeJS.WriteStream): Promise<number> {
+  return new Promise((resolve) => {
+    let exit: ExitFrame | undefined;
+    const raw = stdin.isTTY;
+    if (raw) stdin.setRawMode(true);
+    const onInput = (data: Buffer): void => ws.send(data, { binary: true });
+    const onEnd = (): void => ws.send(CTRL_D, { binary: true });
+    const onResize = (): void => {
+      if (stdout.columns > 0 && stdout.rows > 0) ws.send(JSON.stringify({ type: 'resize', cols: stdout.columns, rows: stdout.rows }));
+    };
+    stdin.on('data', onInput);
+    stdin.once('end', onEnd);
+    if (stdout.isTTY) stdout.on('resize', onResize);
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (isBinary) return void stdout.write(data);
+      try {
+        const frame = JSON.parse(data.toString('utf8')) as ExitFrame;
+        if (frame.type === 'exit') exit = frame;
+      } catch {
+        // not ours: ignore
+      }
+    });
+    ws.once('close', () => {
+      stdin.off('data', onInput);
+      stdin.off('end', onEnd);
+      stdout.off('resize', onResize);
+      if (raw) stdin.setRawMode(false);
+      stdin.pause();
+      if (exit?.code !== null && exit?.code !== undefined) return resolve(exit.code);
+      const signo = exit?.signal ? constants.signals[exit.signal as keyof typeof constants.signals] : undefined;
+      if (signo !== undefined) return resolve(128 + signo);
+      process.stderr.write(`${raw ? '\r\n' : ''}berth: ${exit?.error ?? 'the connection to the server was lost'}\n`);
+      resolve(1);
+    });
+    ws.on('error', () => undefined); // 'close' follows
+  });
+}

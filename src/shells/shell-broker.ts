@@ -1,0 +1,176 @@
+/**
+ * Shell sessions on the control plane's side: each joins one API client's socket to one terminal
+ * on a host, through that host's agent channel. The broker checks the host before anything is
+ * sent (it exists, runs, runs berth's agent, is connected, has room), relays the bytes, acknowledges
+ * output once the client's socket took it (the agent's flow-control window), and records each
+ * session's open and close as events (who was on which host, and how it ended).
+ *
+ * A session: opening -> open -> ended. It ends when the program on the host exits, when the client
+ * goes (the terminal hangs up), when the host's agent disconnects, or when the agent never answers.
+ */
+import { BerthError } from '../core/errors.js';
+import { newId } from '../core/ids.js';
+import type { EventSink } from '../events/types.js';
+import type { AgentMessage, ServerMessage } from '../protocol/messages.js';
+import { SHELL_MAX_SESSIONS_PER_HOST } from '../protocol/shell.js';
+import type { HostRow } from '../store/schema.js';
+
+/** What the client asked for (validated by the endpoint). */
+export interface ShellRequest {
+  command?: string;
+  cwd?: string;
+  user?: string;
+  term: string;
+  cols: number;
+  rows: number;
+}
+
+export interface ShellExit {
+  code: number | null;
+  signal: string | null;
+  error?: string;
+}
+
+/** The client's end of a session. */
+export interface ShellClient {
+  /** Terminal output; `taken` is called once the client's socket has taken the bytes. */
+  output(data: Buffer, taken: () => void): void;
+  /** The session is over; nothing follows. */
+  ended(exit: ShellExit): void;
+}
+
+/** What the client's side may do with an open session. */
+export interface ShellHandle {
+  readonly id: string;
+  input(data: Buffer): void;
+  resize(cols: number, rows: number): void;
+  /** The client went away: the terminal hangs up. */
+  close(): void;
+}
+
+export interface ShellBrokerDeps {
+  hosts: { get(tenantId: string, hostId: string): Promise<HostRow | undefined> };
+  agents: { isConnected(hostId: string): boolean; supervises(hostId: string): boolean; send(hostId: string, msg: ServerMessage): boolean };
+  events: EventSink;
+  /** How long the agent may take to start the terminal. Default 10 s. */
+  openTimeoutMs?: number;
+}
+
+type State = 'opening' | 'open' | 'ended';
+
+interface Session {
+  id: string;
+  tenantId: string;
+  hostId: string;
+  client: ShellClient;
+  state: State;
+  openTimer?: NodeJS.Timeout;
+}
+
+export class ShellBroker {
+  private readonly sessions = new Map<string, Session>();
+
+  constructor(private readonly deps: ShellBrokerDeps) {}
+
+  /** Sessions not ended, for a host or all. */
+  count(hostId?: string): number {
+    return [...this.sessions.values()].filter((s) => hostId === undefined || s.hostId === hostId).length;
+  }
+
+  /** Checks the host and asks its agent for a terminal. Throws (and sends nothing) when it cannot. */
+  async open(tenantId: string, hostId: string, request: ShellRequest, client: ShellClient): Promise<ShellHandle> {
+    const host = await this.deps.hosts.get(tenantId, hostId);
+    if (!host || host.state === 'terminated') throw new BerthError('host_not_found', `host ${hostId} does not exist${host ? ' any more' : ''}`, 'List hosts with `berth host ls`.', { hostId });
+    if (host.state !== 'running') throw new BerthError('invalid_state', `host ${hostId} is ${host.state}, not running`, 'Wait until it runs (`berth host ls`), or launch another.', { hostId });
+    if (!this.deps.agents.supervises(hostId)) {
+      throw new BerthError('invalid_state', `host ${hostId} runs commands through its backend's agent (SSM), not berth's, so berth cannot open a terminal on it`, "Use the backend's own sessions (`aws ssm start-session --target <instance>`), or a pool with `commandChannel: agent`.", { hostId });
+    }
+    if (!this.deps.agents.isConnected(hostId)) throw new BerthError('host_not_connected', `the agent of host ${hostId} is not connected`, 'Wait for it to reconnect (`berth host ls` shows it), or reset the host.', { hostId });
+    if (this.count(hostId) >= SHELL_MAX_SESSIONS_PER_HOST) {
+      throw new BerthError('conflict', `host ${hostId} has ${SHELL_MAX_SESSIONS_PER_HOST} shell sessions open already (the most it runs at once)`, 'Close one of them first.', { hostId });
+    }
+    const session: Session = { id: newId('sh'), tenantId, hostId, client, state: 'opening' };
+    this.sessions.set(session.id, session);
+    if (!this.deps.agents.send(hostId, { type: 'shellOpen', sessionId: session.id, ...request })) {
+      this.sessions.delete(session.id);
+      throw new BerthError('host_not_connected', `the agent of host ${hostId} disconnected`, 'Retry once it is back (`berth host ls`).', { hostId });
+    }
+    this.event(session, 'opening', undefined, request.command ? `command ${JSON.stringify(request.command)}` : 'login shell');
+    session.openTimer = setTimeout(() => {
+      if (session.state !== 'opening') return;
+      this.deps.agents.send(hostId, { type: 'shellClose', sessionId: session.id });
+      this.end(session, { code: null, signal: null, error: `the agent of host ${hostId} did not open a terminal within ${(this.deps.openTimeoutMs ?? 10_000) / 1000} s (is it older than the server?)` });
+    }, this.deps.openTimeoutMs ?? 10_000);
+    session.openTimer.unref();
+    const live = () => session.state !== 'ended';
+    return {
+      id: session.id,
+      input: (data) => void (live() && this.deps.agents.send(hostId, { type: 'shellInput', sessionId: session.id, data: data.toString('base64') })),
+      resize: (cols, rows) => void (live() && this.deps.agents.send(hostId, { type: 'shellResize', sessionId: session.id, cols, rows })),
+      close: () => {
+        if (!live()) return;
+        this.deps.agents.send(hostId, { type: 'shellClose', sessionId: session.id });
+        // The agent's exit report would find no one to tell: the session ends here.
+        this.end(session, { code: null, signal: null, error: 'the client closed the session' }, false);
+      },
+    };
+  }
+
+  /** Handles a shell frame from a host's agent; false when `msg` is not one. */
+  onAgentMessage(hostId: string, msg: AgentMessage): boolean {
+    if (msg.type !== 'shellOpened' && msg.type !== 'shellOutput' && msg.type !== 'shellExit') return false;
+    const session = this.sessions.get(msg.sessionId);
+    // A frame of another host's session, or of one that ended here already: nothing to do.
+    if (!session || session.hostId !== hostId) return true;
+    switch (msg.type) {
+      case 'shellOpened':
+        if (session.state === 'opening') {
+          clearTimeout(session.openTimer);
+          session.state = 'open';
+          this.event(session, 'open', 'opening', `pid ${msg.pid}`);
+        }
+        break;
+      case 'shellOutput': {
+        const data = Buffer.from(msg.data, 'base64');
+        if (data.length === 0) break;
+        session.client.output(data, () => {
+          if (session.state !== 'ended') this.deps.agents.send(hostId, { type: 'shellAck', sessionId: session.id, bytes: data.length });
+        });
+        break;
+      }
+      case 'shellExit':
+        this.end(session, { code: msg.code, signal: msg.signal, ...(msg.error !== undefined ? { error: msg.error } : {}) });
+        break;
+    }
+    return true;
+  }
+
+  /** The host's agent disconnected (or the host is gone): its terminals are gone with it. */
+  onAgentGone(hostId: string): void {
+    for (const session of [...this.sessions.values()]) {
+      if (session.hostId === hostId) this.end(session, { code: null, signal: null, error: `the agent of host ${hostId} disconnected; the terminal was closed` });
+    }
+  }
+
+  /** The server stops: every session ends (its terminal hangs up when the agent's connection drops). */
+  closeAll(): void {
+    for (const session of [...this.sessions.values()]) {
+      this.deps.agents.send(session.hostId, { type: 'shellClose', sessionId: session.id });
+      this.end(session, { code: null, signal: null, error: 'the berth server is stopping' });
+    }
+  }
+
+  private end(session: Session, exit: ShellExit, tellClient = true): void {
+    if (session.state === 'ended') return;
+    const from = session.state;
+    session.state = 'ended';
+    clearTimeout(session.openTimer);
+    this.sessions.delete(session.id);
+    this.event(session, 'closed', from, exit.error ?? (exit.signal ? `killed by ${exit.signal}` : `exit code ${exit.code ?? '?'}`));
+    if (tellClient) session.client.ended(exit);
+  }
+
+  private event(session: Session, state: string, from: State | undefined, reason: string): void {
+    this.deps.events.emit({ kind: 'shell', id: session.id, tenantId: session.tenantId, state, ...(from ? { from } : {}), hostId: session.hostId, reason });
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * `GET /v1/hosts/:id/shell`, upgraded to a WebSocket: the API's end of a shell session.
+ *
+ * Query: `cols`, `rows` (the terminal's size, default 80x24), `term` (TERM, default
+ * xterm-256color), and optionally `command` (run instead of a login shell), `cwd`, `user`.
+ * Auth: `Authorization: Bearer <token>`, as every API call. Refusals come before the upgrade, as
+ * an HTTP status with the API's JSON error body.
+ *
+ * Frames: binary both ways are the terminal's bytes. Text frames are JSON: from the client
+ * `{"type":"resize","cols":C,"rows":R}`; from the server, last, `{"type":"exit","code":N|null,
+ * "signal":S|null,"error"?:"…"}`, after which the server closes the socket. Closing the socket
+ * hangs the terminal up.
+ */
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import { z } from 'zod';
+import { BerthError, isBerthError, type ErrorBody } from '../core/errors.js';
+import { hashSecret } from '../core/ids.js';
+import { SHELL_TERM_PATTERN, SHELL_USER_PATTERN } from '../protocol/shell.js';
+import type { ShellBroker, ShellExit, ShellHandle, ShellRequest } from './shell-broker.js';
+
+const SHELL_PATH = /^\/v1\/hosts\/([A-Za-z0-9_-]{1,64})\/shell$/;
+/** Keeps an idle session's connection open through proxies that drop quiet ones. */
+const PING_INTERVAL_MS = 30_000;
+
+const dimension = (fallback: number) => z.coerce.number().int().min(1).max(1000).default(fallback);
+const shellQuery = z
+  .object({
+    cols: dimension(80),
+    rows: dimension(24),
+    term: z.string().regex(SHELL_TERM_PATTERN, 'a terminal type such as xterm-256color').default('xterm-256color'),
+    command: z.string().min(1).max(64 * 1024).optional(),
+    cwd: z.string().startsWith('/', 'an absolute path').optional(),
+    user: z.string().regex(SHELL_USER_PATTERN, 'a Unix user name').optional(),
+  })
+  .strict();
+
+const clientFrame = z.object({ type: z.literal('resize'), cols: z.number().int().min(1).max(1000), rows: z.number().int().min(1).max(1000) });
+
+export interface ShellEndpointDeps {
+  broker: ShellBroker;
+  /** The tenant a token (its hash) belongs to. */
+  tenantFor: (tokenHash: string) => Promise<string | undefined>;
+  log: (line: string) => void;
+}
+
+/** Serves shell sessions on the API's HTTP server; returns a function that stops accepting them. */
+export function serveShells(server: Server, deps: ShellEndpointDeps): () => void {
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 1024 * 1024 });
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    accept(wss, req, socket, head, deps).catch((err: unknown) => {
+      if (!isBerthError(err)) deps.log(`shell: ${err instanceof Error ? err.message : String(err)}`);
+      refuse(socket, isBerthError(err) ? err : new BerthError('internal', 'the shell session could not be opened', 'See the server log.'));
+    });
+  };
+  server.on('upgrade', onUpgrade);
+  return () => {
+    server.off('upgrade', onUpgrade);
+    for (const ws of wss.clients) ws.terminate();
+    wss.close();
+  };
+}
+
+async function accept(wss: WebSocketServer, req: IncomingMessage, socket: Duplex, head: Buffer, deps: ShellEndpointDeps): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://berth');
+  const hostId = SHELL_PATH.exec(url.pathname)?.[1];
+  if (!hostId) throw new BerthError('not_found', `no WebSocket endpoint at ${url.pathname}`, 'Shell sessions are at /v1/hosts/HOST/shell.');
+  const auth = req.headers.authorization;
+  const token = auth?.startsWith('Bearer ') ? auth.slice(7).trim() : undefined;
+  if (!token) throw new BerthError('unauthorized', 'missing API token', "Send `Authorization: Bearer <token>`; the token is in the server's data dir (file `token`).");
+  const tenantId = await deps.tenantFor(hashSecret(token));
+  if (!tenantId) throw new BerthError('unauthorized', 'invalid API token', "Use the token from the server's data dir (file `token`), or set BERTH_TOKEN.");
+  const parsed = shellQuery.safeParse(Object.fromEntries(url.searchParams));
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.') || 'query'}: ${i.message}`).join('; ');
+    throw new BerthError('validation_failed', `bad shell request: ${problems}`, 'Give cols and rows as 1-1000, and cwd as an absolute path.');
+  }
+  const request: ShellRequest = stripUndefined(parsed.data);
+
+  // Output that comes before the socket is ready (it cannot, in practice: the upgrade follows at
+  // once) waits in `early`.
+  let ws: WebSocket | undefined;
+  const early: (() => void)[] = [];
+  const whenOpen = (f: () => void) => (ws ? f() : early.push(f));
+  const handle: ShellHandle = await deps.broker.open(tenantId, hostId, request, {
+    output: (data, taken) => whenOpen(() => ws?.send(data, { binary: true }, (err) => !err && taken())),
+    ended: (exit: ShellExit) =>
+      whenOpen(() => {
+        ws?.send(JSON.stringify({ type: 'exit', ...exit }));
+        ws?.close(1000, 'session ended');
+      }),
+  });
+  if (socket.destroyed) return handle.close();
+  wss.handleUpgrade(req, socket, head, (client) => {
+    ws = client;
+    const ping = setInterval(() => client.ping(), PING_INTERVAL_MS);
+    ping.unref();
+    client.on('message', (data: RawData, isBinary: boolean) => {
+      const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
+      if (isBinary) return handle.input(bytes);
+      const frame = clientFrame.safeParse(safeJson(bytes.toString('utf8')));
+      if (frame.success) handle.resize(frame.data.cols, frame.data.rows);
+    });
+    client.on('close', () => {
+      clearInterval(ping);
+      handle.close();
+    });
+    client.on('error', () => client.terminate());
+    for (const f of early.splice(0)) f();
+  });
+}
+
+function refuse(socket: Duplex, err: BerthError): void {
+  const body = JSON.stringify(err.toJSON() satisfies ErrorBody);
+  const reason = err.status === 401 ? 'Unauthorized' : 'Refused';
+  socket.end(`HTTP/1.1 ${err.status} ${reason}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+function stripUndefined<T extends object>(o: T): T {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+}

@@ -1,0 +1,125 @@
+/**
+ * `berth host shell` end to end: CLI (or a WebSocket client) -> API -> agent channel -> a terminal
+ * in a real host, and back. What a person checks: they land on the right host, their program's exit
+ * code comes back, the size follows their window, nothing of theirs runs on after they leave, a
+ * flood of output arrives whole, and every refusal says why and changes nothing.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
+import type { BerthEvent } from '../../src/events/types.js';
+import type { HostView } from '../../src/hosts/views.js';
+import { berth, startServer, type InProcessServer } from '../helpers/server.js';
+
+const NET = { bridge: 'berthshl0', subnet: '10.247.0.0/24', cgroupName: 'berthshl' };
+
+describe('berth host shell', () => {
+  let srv: InProcessServer;
+  let host: HostView;
+  let env: Record<string, string>;
+
+  const hostRun = async (script: string) => {
+    const res = await berth(['run', '--host', host.id, '--', script], env);
+    return res.stdout.trim();
+  };
+
+  /** A session driven as a program would: frames in, frames out. */
+  const openSocket = (query: string, token = srv.server.token) =>
+    new Promise<{ ws: WebSocket; text: () => string; exit: Promise<Record<string, unknown>> }>((resolve, reject) => {
+      const ws = new WebSocket(`${srv.server.url.replace('http', 'ws')}/v1/hosts/${host.id}/shell?${query}`, { headers: { authorization: `Bearer ${token}` } });
+      let out = '';
+      const exit = new Promise<Record<string, unknown>>((done) => {
+        ws.on('message', (data: Buffer, binary: boolean) => {
+          if (binary) out += data.toString('utf8');
+          else done(JSON.parse(data.toString('utf8')) as Record<string, unknown>);
+        });
+      });
+      ws.once('open', () => resolve({ ws, text: () => out, exit }));
+      ws.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
+      ws.once('error', reject);
+    });
+  const until = async (test: () => boolean | Promise<boolean>, what: string, ms = 10_000) => {
+    const end = Date.now() + ms;
+    while (!(await test())) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+
+  beforeAll(async () => {
+    srv = await startServer(NET);
+    env = { BERTH_URL: srv.server.url, BERTH_TOKEN: srv.server.token };
+    host = (await srv.api.post<HostView>('/v1/hosts', { hostname: 'shell-box' })).body;
+  });
+  afterAll(async () => {
+    await srv?.stop();
+  });
+
+  it('types piped input into a login shell on the host and exits with its code', async () => {
+    const res = await berth(['host', 'shell', host.id], env, { input: 'echo "on $(hostname) as $(id -un) in $(tty)"; exit 3\n' });
+    expect(res.stderr).toBe('');
+    expect(res.stdout).toMatch(/on shell-box as root in \/dev\/pts\/\d+\r\n/);
+    expect(res.code).toBe(3);
+  });
+
+  it('runs a command in a terminal of the default size, in a directory and as a user', async () => {
+    const size = await berth(['host', 'shell', host.id, '--', 'stty', 'size'], env, { input: '' });
+    expect(size).toMatchObject({ code: 0, stdout: '24 80\r\n' });
+    await hostRun('useradd --create-home --shell /bin/bash shelluser');
+    const as = await berth(['host', 'shell', host.id, '--user', 'shelluser', '--cwd', '/tmp', '--', 'echo "$(id -un) $PWD"'], env, { input: '' });
+    expect(as.stdout).toBe('shelluser /home/shelluser\r\n'); // su -l: the user's login, in their home
+    const cwd = await berth(['host', 'shell', host.id, '--cwd', '/tmp', '--', 'pwd; exit 4'], env, { input: '' });
+    expect(cwd).toMatchObject({ code: 4, stdout: '/tmp\r\n' });
+  });
+
+  it('delivers a flood of output whole, in order', async () => {
+    const res = await berth(['host', 'shell', host.id, '--', 'seq 1 200000'], env, { input: '', timeoutMs: 60_000 });
+    const lines = res.stdout.split('\r\n').filter(Boolean);
+    expect(res.code).toBe(0);
+    expect(lines.length).toBe(200000);
+    expect(lines.at(-1)).toBe('200000');
+  });
+
+  it('follows a resize, and leaves nothing running when the client goes away', async () => {
+    const s = await openSocket('cols=100&rows=30');
+    s.ws.send(Buffer.from('echo "pid=$$"; stty size\n'), { binary: true });
+    await until(() => /pid=\d+\r\n30 100/.test(s.text()), 'the first size');
+    const pid = /pid=(\d+)/.exec(s.text())?.[1] ?? '';
+    s.ws.send(JSON.stringify({ type: 'resize', cols: 150, rows: 50 }));
+    await new Promise((r) => setTimeout(r, 200));
+    s.ws.send(Buffer.from('stty size; sleep 600 & echo "job=$!"\n'), { binary: true });
+    await until(() => /50 150\r\n/.test(s.text()) && /job=\d+/.test(s.text()), 'the new size');
+    const job = /job=(\d+)/.exec(s.text())?.[1] ?? '';
+    expect(await hostRun(`kill -0 ${pid} ${job} && echo alive`)).toBe('alive');
+    s.ws.close();
+    // The hang-up reaches the shell and its job (both reaped by the host's init).
+    await until(async () => (await hostRun(`kill -0 ${pid} 2>/dev/null || kill -0 ${job} 2>/dev/null || echo gone`)) === 'gone', 'the shell and its job to go');
+    const { body: events } = await srv.api.get<BerthEvent[]>(`/v1/events?kind=shell&host=${host.id}`);
+    expect(events.map((e) => e.state).slice(-3)).toEqual(['opening', 'open', 'closed']);
+    expect(events.at(-1)).toMatchObject({ kind: 'shell', state: 'closed', hostId: host.id, reason: 'the client closed the session' });
+  });
+
+  it('refuses bad requests with a reason, before anything starts on the host', async () => {
+    const before = await hostRun('ps -e --no-headers | wc -l');
+    const unknown = await berth(['host', 'shell', 'h-0000000000'], env, { input: '' });
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('host h-0000000000 does not exist');
+    const relative = await berth(['host', 'shell', host.id, '--cwd', 'tmp'], env, { input: '' });
+    expect(relative.code).toBe(2);
+    expect(relative.stderr).toMatch(/cwd: an absolute path/);
+    const badToken = await berth(['host', 'shell', host.id], { ...env, BERTH_TOKEN: 'not-the-token' }, { input: '' });
+    expect(badToken.code).toBe(2);
+    expect(badToken.stderr).toContain('invalid API token');
+    await expect(openSocket('cols=0')).rejects.toThrow('HTTP 400');
+    expect(await hostRun('ps -e --no-headers | wc -l')).toBe(before);
+  });
+
+  it('ends the session with a reason when its host goes away', async () => {
+    const other = (await srv.api.post<HostView>('/v1/hosts', {})).body;
+    const session = berth(['host', 'shell', other.id, '--', 'echo started; sleep 600'], env, { input: '', timeoutMs: 30_000 });
+    await until(async () => (await srv.api.get<BerthEvent[]>(`/v1/events?kind=shell&host=${other.id}`)).body.some((e) => e.state === 'open'), 'the session to open');
+    await srv.api.delete(`/v1/hosts/${other.id}`);
+    const res = await session;
+    expect(res.code).toBe(1);
+    expect(res.stderr).toContain(`the agent of host ${other.id} disconnected`);
+  });
+});

@@ -32,6 +32,7 @@ import { diskLaunchBench } from './disk.js';
 import { hostStatsBench } from './host-stats.js';
 import { machinePortsBench } from './machine-ports.js';
 import { dnsBench } from './dns.js';
+import { shellBench } from './shell.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -85,6 +86,7 @@ async function main(): Promise<void> {
         rows.push(...(await foundationBench(srv)), ...(await diskLaunchBench(srv, { launches: DISK_LAUNCHES, progress })), ...(await hostStatsBench(srv, { hosts: 10, rounds: 20, progress })));
         rows.push(...(await machinePortsBench(srv, { bridge: NET.bridge, rounds: 12, perRound: 100, progress })));
         rows.push(...(await dnsBench(srv, { dnsPort: DNS_PORT, gateway: '10.220.0.1', queries: 1000, progress })));
+        rows.push(...(await shellBench(srv, { opens: 40, echoes: 1000, floodBytes: 64 * 1024 * 1024, progress })));
       }
       if (ONLY.has('claims')) rows.push(...(await claimBench(srv, { ...CLAIMS, progress })));
       if (ONLY.has('images')) rows.push(...(await imageBench(srv, { ...IMAGES, progress })));

@@ -23,7 +23,8 @@ export async function shellBench(srv: Awaited<ReturnType<typeof startServer>>, o
   };
   const measured: Record<string, { berth: number[]; local: number[] }> = {};
   for (const [mode, arg] of [['open', Math.ceil(opts.opens / 2)], ['echo', Math.ceil(opts.echoes / 2)], ['flood', opts.floodBytes]] as const) {
-    const into = (measured[mode] = { berth: [], local: [] });
+    const into: { berth: number[]; local: number[] } = { berth: [], local: [] };
+    measured[mode] = into;
     for (const via of ['berth', 'local', 'local', 'berth'] as const) {
       opts.progress(`shell: ${mode} via ${via}…`);
       into[via].push(...(await client(via, mode, arg)));

@@ -6,6 +6,7 @@
  * the token goes into an HttpOnly cookie (see auth.ts) and the address bar is cleared by a redirect.
  */
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { openEventStream, streamsOf } from '../server/http/event-stream.js';
@@ -16,7 +17,18 @@ const PUBLIC_DIR = new URL('./public/', import.meta.url);
 const ASSETS = {
   'app.js': 'text/javascript; charset=utf-8',
   'app.css': 'text/css; charset=utf-8',
+  'terminal.js': 'text/javascript; charset=utf-8',
 } as const;
+/**
+ * The terminal (xterm.js, the VS Code team's), served from its package as published: loaded by
+ * the page only when a terminal is opened (half a megabyte), and read from disk only then.
+ */
+const VENDOR = {
+  'xterm.mjs': { module: '@xterm/xterm/lib/xterm.mjs', type: 'text/javascript; charset=utf-8' },
+  'xterm.css': { module: '@xterm/xterm/css/xterm.css', type: 'text/css; charset=utf-8' },
+  'addon-fit.mjs': { module: '@xterm/addon-fit/lib/addon-fit.mjs', type: 'text/javascript; charset=utf-8' },
+} as const;
+const requireFrom = createRequire(import.meta.url);
 /** Bytes a viewer may have waiting before snapshots are skipped for it (the next one supersedes them). */
 const MAX_UNSENT_BYTES = 8 * 1024 * 1024;
 const HEARTBEAT_MS = 15_000;
@@ -32,13 +44,19 @@ export function loginPage(message: string): string {
   return readPublic('login.html').replace('{{message}}', escapeHtml(message));
 }
 
+function once(read: () => string): () => string {
+  let value: string | undefined;
+  return () => (value ??= read());
+}
+
 function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
 export function dashboardRoutes(feed: DashboardFeed, opts: { heartbeatMs?: number } = {}): FastifyPluginCallbackZod {
   const page = readPublic('index.html');
-  const assets = new Map(Object.entries(ASSETS).map(([name, type]) => [name, { type, body: readPublic(name) }]));
+  const assets = new Map<string, { type: string; body: () => string }>(Object.entries(ASSETS).map(([name, type]) => [name, { type, body: once(() => readPublic(name)) }]));
+  for (const [name, { module, type }] of Object.entries(VENDOR)) assets.set(name, { type, body: once(() => readFileSync(requireFrom.resolve(module), 'utf8')) });
   return (app, _opts, done) => {
     const open = streamsOf(app);
     app.addHook('onClose', (_instance, hookDone) => {
@@ -57,7 +75,7 @@ export function dashboardRoutes(feed: DashboardFeed, opts: { heartbeatMs?: numbe
     app.get('/dashboard/:asset', { schema: { hide: true, params: z.object({ asset: z.string() }) } }, async (request, reply) => {
       const asset = assets.get(request.params.asset);
       if (!asset) return reply.status(404).send({ code: 'not_found', message: `no dashboard file ${request.params.asset}`, hint: 'Open /dashboard.' });
-      return reply.header('cache-control', 'no-cache').type(asset.type).send(asset.body);
+      return reply.header('cache-control', 'no-cache').type(asset.type).send(asset.body());
     });
     app.get(
       '/v1/dashboard',
@@ -95,5 +113,9 @@ export function dashboardRoutes(feed: DashboardFeed, opts: { heartbeatMs?: numbe
   };
 }
 
-/** The page loads only its own script and style, and talks only to this server. Bar widths are style attributes. */
-const CSP = "default-src 'none'; script-src 'self'; style-src-elem 'self'; style-src-attr 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+/**
+ * The page loads only its own scripts and styles, and talks only to this server (its terminals'
+ * WebSockets too). Bar widths are style attributes; the terminal writes its own style elements
+ * (character metrics, colours), hence inline style elements, while scripts stay 'self' only.
+ */
+const CSP = "default-src 'none'; script-src 'self'; style-src-elem 'self' 'unsafe-inline'; style-src-attr 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";

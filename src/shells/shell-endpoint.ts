@@ -3,8 +3,10 @@
  *
  * Query: `cols`, `rows` (the terminal's size, default 80x24), `term` (TERM, default
  * xterm-256color), and optionally `command` (run instead of a login shell), `cwd`, `user`.
- * Auth: `Authorization: Bearer <token>`, as every API call. Refusals come before the upgrade, as
- * an HTTP status with the API's JSON error body.
+ * Auth: `Authorization: Bearer <token>`, as every API call; or, from the dashboard, its token cookie,
+ * taken only from a page of this server (the Origin is this host), so that no other site can open
+ * a terminal with a visitor's cookie (cross-site WebSocket hijacking). Refusals come before the
+ * upgrade, as an HTTP status with the API's JSON error body.
  *
  * Frames: binary both ways are the terminal's bytes. Text frames are JSON: from the client
  * `{"type":"resize","cols":C,"rows":R}`; from the server, last, `{"type":"exit","code":N|null,
@@ -66,8 +68,7 @@ async function accept(wss: WebSocketServer, req: IncomingMessage, socket: Duplex
   const url = new URL(req.url ?? '/', 'http://berth');
   const hostId = SHELL_PATH.exec(url.pathname)?.[1];
   if (!hostId) throw new BerthError('not_found', `no WebSocket endpoint at ${url.pathname}`, 'Shell sessions are at /v1/hosts/HOST/shell.');
-  const auth = req.headers.authorization;
-  const token = auth?.startsWith('Bearer ') ? auth.slice(7).trim() : undefined;
+  const token = tokenOf(req);
   if (!token) throw new BerthError('unauthorized', 'missing API token', "Send `Authorization: Bearer <token>`; the token is in the server's data dir (file `token`).");
   const tenantId = await deps.tenantFor(hashSecret(token));
   if (!tenantId) throw new BerthError('unauthorized', 'invalid API token', "Use the token from the server's data dir (file `token`), or set BERTH_TOKEN.");
@@ -111,9 +112,32 @@ async function accept(wss: WebSocketServer, req: IncomingMessage, socket: Duplex
   });
 }
 
+/** The dashboard's cookie (auth.ts sets it). */
+const TOKEN_COOKIE = 'berth_token';
+
+function tokenOf(req: IncomingMessage): string | undefined {
+  const auth = req.headers.authorization;
+  if (auth?.startsWith('Bearer ')) return auth.slice(7).trim();
+  const cookie = req.headers.cookie
+    ?.split(';')
+    .map((c) => c.trim())
+    .find((c) => c.startsWith(`${TOKEN_COOKIE}=`));
+  if (!cookie) return undefined;
+  let origin: string | undefined;
+  try {
+    origin = req.headers.origin ? new URL(req.headers.origin).host : undefined;
+  } catch {
+    origin = undefined;
+  }
+  if (!origin || origin !== req.headers.host) {
+    throw new BerthError('forbidden', `a terminal was asked for from another site (${req.headers.origin ?? 'no origin'}) with the dashboard's cookie`, "Open terminals from this server's dashboard, or send the token in an Authorization header.");
+  }
+  return decodeURIComponent(cookie.slice(TOKEN_COOKIE.length + 1));
+}
+
 function refuse(socket: Duplex, err: BerthError): void {
   const body = JSON.stringify(err.toJSON() satisfies ErrorBody);
-  const reason = err.status === 401 ? 'Unauthorized' : 'Refused';
+  const reason = err.status === 401 ? 'Unauthorized' : err.status === 403 ? 'Forbidden' : 'Refused';
   socket.end(`HTTP/1.1 ${err.status} ${reason}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
 }
 

@@ -158,6 +158,32 @@ describe.runIf(chromiumAvailable('dashboard in Chromium'))('dashboard in Chromiu
     await page.close();
   });
 
+  it("opens a terminal on a host from its row: keys typed run there, its output shows, closing ends the session", async () => {
+    const page = await open();
+    const host = (await srv.api.post<HostView>('/v1/hosts', { hostname: 'dash-shell' })).body;
+    await page.fill('#host-filter', host.id);
+    const button = page.locator(`button[data-shell="${host.id}"]`);
+    await button.waitFor({ timeout: 20_000 });
+    await button.click();
+    await page.waitForSelector('#shell-status[data-state="open"]', { timeout: 20_000 });
+    // The prompt names the host; what is typed runs in its shell.
+    await page.waitForFunction(() => document.querySelector('#shell-screen .xterm-rows')?.textContent?.includes('root@dash-shell'), undefined, { timeout: 10_000 });
+    await page.keyboard.type('echo "sum=$((6*7))"; tput cols\n');
+    await page.waitForFunction(() => document.querySelector('#shell-screen .xterm-rows')?.textContent?.includes('sum=42'), undefined, { timeout: 10_000 });
+    // The terminal was sized to the dialog, not left at 80 columns.
+    const cols = await page.evaluate(() => /sum=42\s*(\d+)/.exec(document.querySelector('#shell-screen .xterm-rows')?.textContent ?? '')?.[1]);
+    expect(Number(cols)).toBeGreaterThan(80);
+    await page.screenshot({ path: screenshotPath('dashboard-terminal') });
+    await page.click('#shell-close');
+    await page.waitForSelector('#shell-dialog', { state: 'hidden' });
+    await waitFor('the session to close', async () => {
+      const events = (await srv.api.get<{ state: string; reason?: string }[]>(`/v1/events?kind=shell&host=${host.id}`)).body;
+      return events.at(-1)?.state === 'closed' ? events : undefined;
+    });
+    await srv.api.delete(`/v1/hosts/${host.id}`);
+    await page.close();
+  });
+
   it('keeps a table of 1,000 hosts light: the rows in view drawn, every host reached by scrolling or the filter', async () => {
     const page = await open();
     // The server's own snapshot, with 1,000 hosts in it, fed to the page as its stream.

@@ -113,6 +113,21 @@ describe('berth host shell', () => {
     expect(await hostRun('ps -e --no-headers | wc -l')).toBe(before);
   });
 
+  it("takes the dashboard's cookie only from a page of this server (no cross-site terminal)", async () => {
+    const withCookie = (origin: string) =>
+      new Promise<number>((resolve, reject) => {
+        const ws = new WebSocket(`${srv.server.url.replace('http', 'ws')}/v1/hosts/${host.id}/shell?command=true`, { headers: { cookie: `berth_token=${srv.server.token}`, origin } });
+        ws.once('open', () => {
+          ws.close();
+          resolve(101);
+        });
+        ws.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+        ws.once('error', reject);
+      });
+    expect(await withCookie('http://attacker.example')).toBe(403);
+    expect(await withCookie(srv.server.url)).toBe(101);
+  });
+
   it('ends the session with a reason when its host goes away', async () => {
     const other = (await srv.api.post<HostView>('/v1/hosts', {})).body;
     const session = berth(['host', 'shell', other.id, '--', 'echo started; sleep 600'], env, { input: '', timeoutMs: 30_000 });

@@ -194,7 +194,8 @@ function hostRow(h) {
   // One element per cell: the state and the agent's dot are styled on the cell.
   return (
     `<tr data-host="${esc(h.id)}"><td class="mono">${esc(h.id)}</td><td class="st state-${esc(h.state)}" title="${esc(h.stateReason)}">${esc(h.state)}</td><td>${esc(h.pool ?? '')}</td><td>${esc(h.group ?? '')}</td>` +
-    `<td>${esc(h.image)}</td><td>${esc(h.ip ?? '')}</td><td class="agent${h.agentConnected ? ' on' : ''}">${h.agentConnected ? 'connected' : 'away'} · ${esc(fmtTime(h.agentLastSeen))}</td></tr>`
+    `<td>${esc(h.image)}</td><td>${esc(h.ip ?? '')}</td><td class="agent${h.agentConnected ? ' on' : ''}">${h.agentConnected ? 'connected' : 'away'} · ${esc(fmtTime(h.agentLastSeen))}</td>` +
+    `<td>${h.state === 'running' && h.agentConnected ? `<button type="button" class="shell" data-shell="${esc(h.id)}">shell</button>` : ''}</td></tr>`
   );
 }
 
@@ -208,10 +209,10 @@ function drawHostWindow() {
   const top = Math.min(box.scrollTop, Math.max(0, (hostList.length + 1) * HOST_ROW_PX - height));
   const first = Math.max(0, Math.floor(top / HOST_ROW_PX) - HOST_OVERSCAN);
   const last = Math.min(hostList.length, Math.ceil((top + height) / HOST_ROW_PX) + HOST_OVERSCAN);
-  const spacer = (rows) => (rows > 0 ? `<tr class="spacer" style="height:${rows * HOST_ROW_PX}px"><td colspan="7"></td></tr>` : '');
+  const spacer = (rows) => (rows > 0 ? `<tr class="spacer" style="height:${rows * HOST_ROW_PX}px"><td colspan="8"></td></tr>` : '');
   put(
     box,
-    `<table data-rows="${hostList.length}"><thead><tr><th>host</th><th>state</th><th>pool</th><th>group</th><th>image</th><th>ip</th><th>agent, last seen</th></tr></thead>` +
+    `<table data-rows="${hostList.length}"><thead><tr><th>host</th><th>state</th><th>pool</th><th>group</th><th>image</th><th>ip</th><th>agent, last seen</th><th></th></tr></thead>` +
       `<tbody>${spacer(first)}${hostList.slice(first, last).map(hostRow).join('')}${spacer(hostList.length - last)}</tbody></table>`,
   );
 }
@@ -345,6 +346,18 @@ $('host-filter').addEventListener('input', () => {
   if (latest) renderHosts(latest);
 });
 $('host-table').addEventListener('scroll', () => requestAnimationFrame(drawHostWindow), { passive: true });
+// A terminal on a host (terminal.js, loaded with xterm.js only when one is opened).
+let closeShell = null;
+$('host-table').addEventListener('click', async (e) => {
+  const id = e.target instanceof Element ? e.target.closest('[data-shell]')?.getAttribute('data-shell') : null;
+  if (!id) return;
+  closeShell?.();
+  const { openTerminal } = await import('/dashboard/terminal.js');
+  closeShell = openTerminal(id, { dialog: $('shell-dialog'), host: $('shell-host'), status: $('shell-status'), screen: $('shell-screen') });
+});
+$('shell-close').addEventListener('click', () => closeShell?.());
+// Escape would close the dialog: in a terminal it belongs to the program (vi, less), not the page.
+$('shell-dialog').addEventListener('cancel', (e) => e.preventDefault());
 $('command-table').addEventListener('click', (e) => {
   const row = e.target.closest('tr[data-command]');
   if (row) void showOutput(row.dataset.command);

@@ -23,7 +23,7 @@ function open(command) {
       const inner = `stty rows 24 cols 80 2>/dev/null; ${command ? `exec bash -c '${command}'` : 'exec bash -l'}`;
       const child = spawn('script', ['--quiet', '--flush', '--return', '--command', inner, '/dev/null'], { env: { ...process.env, TERM: 'xterm-256color', SHELL: '/bin/bash' }, detached: true });
       child.stdout.on('data', emit);
-      child.once('spawn', () => resolve({ send: (b) => child.stdin.write(b), on: (l) => listeners.add(l), close: () => { try { process.kill(-child.pid, 'SIGKILL'); } catch {} } }));
+      child.once('spawn', () => resolve({ send: (b) => child.stdin.write(b), on: (l) => listeners.add(l), close: () => { try { process.kill(-child.pid, 'SIGKILL'); } catch { /* gone already */ } } }));
       child.once('error', reject);
       return;
     }

@@ -3,9 +3,13 @@
  * terminal (a pseudo-terminal on the host) relayed over the agent's one outbound connection, so a
  * host still opens no inbound port. Terminal bytes travel base64-encoded inside the JSON frames.
  *
- * Flow control: the agent stops reading the terminal while more than SHELL_WINDOW_BYTES of its
- * output are not yet acknowledged (`shellAck`, sent by the server once it has handed the bytes to
- * the client's socket), so a slow client slows the program down instead of filling memory.
+ * Flow control, both ways: the agent stops reading the terminal while more than SHELL_WINDOW_BYTES
+ * of its output are not yet acknowledged (`shellAck`, sent by the server once it has handed the
+ * bytes to the client's socket), so a slow client slows the program down instead of filling memory;
+ * and the server stops reading the client while more than SHELL_WINDOW_BYTES of input are not yet
+ * written into the terminal (`shellInputTaken`). Either way one session has at most a window of
+ * bytes on the agent's channel, which its Run Commands and service reports share. (What a program
+ * does not read yet waits in `script`, which queues its terminal's input: the host's memory.)
  */
 import * as z from 'zod/mini';
 
@@ -45,6 +49,8 @@ export const shellServerFrames = [
 export const shellAgentFrames = [
   z.object({ type: z.literal('shellOpened'), sessionId, pid: z.int() }),
   z.object({ type: z.literal('shellOutput'), sessionId, data: z.string() }),
+  /** This many more input bytes of the session were written into the terminal. */
+  z.object({ type: z.literal('shellInputTaken'), sessionId, bytes: z.int().check(z.positive()) }),
   /**
    * The session ended: the program's exit code or signal, or `error` when it could not start (then
    * both are null) or was cut off.

@@ -12,7 +12,7 @@ import { BerthError } from '../core/errors.js';
 import { newId } from '../core/ids.js';
 import type { EventSink } from '../events/types.js';
 import type { AgentMessage, ServerMessage } from '../protocol/messages.js';
-import { SHELL_MAX_SESSIONS_PER_HOST } from '../protocol/shell.js';
+import { SHELL_MAX_SESSIONS_PER_HOST, SHELL_WINDOW_BYTES } from '../protocol/shell.js';
 import type { HostRow } from '../store/schema.js';
 
 /** What the client asked for (validated by the endpoint). */
@@ -37,6 +37,9 @@ export interface ShellClient {
   output(data: Buffer, taken: () => void): void;
   /** The session is over; nothing follows. */
   ended(exit: ShellExit): void;
+  /** Stop taking input from the client (the terminal has SHELL_WINDOW_BYTES of it to take first). */
+  pauseInput?(): void;
+  resumeInput?(): void;
 }
 
 /** What the client's side may do with an open session. */
@@ -65,6 +68,9 @@ interface Session {
   client: ShellClient;
   state: State;
   openTimer?: NodeJS.Timeout;
+  /** Input bytes sent to the agent and not yet written into the terminal. */
+  inputInFlight: number;
+  inputPaused: boolean;
 }
 
 export class ShellBroker {
@@ -89,7 +95,7 @@ export class ShellBroker {
     if (this.count(hostId) >= SHELL_MAX_SESSIONS_PER_HOST) {
       throw new BerthError('conflict', `host ${hostId} has ${SHELL_MAX_SESSIONS_PER_HOST} shell sessions open already (the most it runs at once)`, 'Close one of them first.', { hostId });
     }
-    const session: Session = { id: newId('sh'), tenantId, hostId, client, state: 'opening' };
+    const session: Session = { id: newId('sh'), tenantId, hostId, client, state: 'opening', inputInFlight: 0, inputPaused: false };
     this.sessions.set(session.id, session);
     if (!this.deps.agents.send(hostId, { type: 'shellOpen', sessionId: session.id, ...request })) {
       this.sessions.delete(session.id);
@@ -105,7 +111,14 @@ export class ShellBroker {
     const live = () => session.state !== 'ended';
     return {
       id: session.id,
-      input: (data) => void (live() && this.deps.agents.send(hostId, { type: 'shellInput', sessionId: session.id, data: data.toString('base64') })),
+      input: (data) => {
+        if (!live() || !this.deps.agents.send(hostId, { type: 'shellInput', sessionId: session.id, data: data.toString('base64') })) return;
+        session.inputInFlight += data.length;
+        if (session.inputInFlight > SHELL_WINDOW_BYTES && !session.inputPaused) {
+          session.inputPaused = true;
+          client.pauseInput?.();
+        }
+      },
       resize: (cols, rows) => void (live() && this.deps.agents.send(hostId, { type: 'shellResize', sessionId: session.id, cols, rows })),
       close: () => {
         if (!live()) return;
@@ -118,7 +131,7 @@ export class ShellBroker {
 
   /** Handles a shell frame from a host's agent; false when `msg` is not one. */
   onAgentMessage(hostId: string, msg: AgentMessage): boolean {
-    if (msg.type !== 'shellOpened' && msg.type !== 'shellOutput' && msg.type !== 'shellExit') return false;
+    if (msg.type !== 'shellOpened' && msg.type !== 'shellOutput' && msg.type !== 'shellInputTaken' && msg.type !== 'shellExit') return false;
     const session = this.sessions.get(msg.sessionId);
     // A frame of another host's session, or of one that ended here already: nothing to do.
     if (!session || session.hostId !== hostId) return true;
@@ -138,6 +151,13 @@ export class ShellBroker {
         });
         break;
       }
+      case 'shellInputTaken':
+        session.inputInFlight = Math.max(0, session.inputInFlight - msg.bytes);
+        if (session.inputPaused && session.inputInFlight <= SHELL_WINDOW_BYTES / 2) {
+          session.inputPaused = false;
+          session.client.resumeInput?.();
+        }
+        break;
       case 'shellExit':
         this.end(session, { code: msg.code, signal: msg.signal, ...(msg.error !== undefined ? { error: msg.error } : {}) });
         break;

@@ -91,6 +91,8 @@ async function accept(wss: WebSocketServer, req: IncomingMessage, socket: Duplex
         ws?.send(JSON.stringify({ type: 'exit', ...exit }));
         ws?.close(1000, 'session ended');
       }),
+    pauseInput: () => whenOpen(() => ws?.pause()),
+    resumeInput: () => whenOpen(() => ws?.resume()),
   });
   if (socket.destroyed) return handle.close();
   wss.handleUpgrade(req, socket, head, (client) => {

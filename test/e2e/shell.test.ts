@@ -79,6 +79,17 @@ describe('berth host shell', () => {
     expect(lines.at(-1)).toBe('200000');
   });
 
+  it('delivers a large paste whole to a program that reads it only later', async () => {
+    const lines = 160_000; // 16 MB, over 16 windows of the agent channel
+    const s = await openSocket(`command=${encodeURIComponent('stty -echo; sleep 2; wc -l')}`);
+    const line = Buffer.from(`${'x'.repeat(100)}\n`);
+    const chunk = Buffer.concat(Array.from({ length: 1000 }, () => line));
+    for (let i = 0; i < lines / 1000; i++) s.ws.send(chunk, { binary: true });
+    s.ws.send(Buffer.from([4]), { binary: true }); // Ctrl-D: the end of wc's input, after the paste
+    expect(await s.exit).toMatchObject({ code: 0 });
+    expect(s.text().trim()).toBe(String(lines));
+  });
+
   it('follows a resize, and leaves nothing running when the client goes away', async () => {
     const s = await openSocket('cols=100&rows=30');
     s.ws.send(Buffer.from('echo "pid=$$"; stty size\n'), { binary: true });

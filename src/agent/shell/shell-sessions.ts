@@ -150,9 +150,14 @@ export class ShellSessions {
     }
   }
 
+  /** Writes into the terminal; tells the server once written (its input window, see shell.ts). */
   private input(msg: Frame<'shellInput'>): void {
     const stdin = this.sessions.get(msg.sessionId)?.child.stdin;
-    if (stdin && !stdin.destroyed) stdin.write(Buffer.from(msg.data, 'base64'));
+    const data = Buffer.from(msg.data, 'base64');
+    if (!stdin || stdin.destroyed || data.length === 0) return;
+    stdin.write(data, (err) => {
+      if (!err) this.opts.send({ type: 'shellInputTaken', sessionId: msg.sessionId, bytes: data.length });
+    });
   }
 
   /**

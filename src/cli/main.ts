@@ -22,6 +22,7 @@ import { registerConfigCommands } from './config-commands.js';
 import { registerEventsCommand } from './events-command.js';
 import { registerDashboardCommand } from './dashboard-command.js';
 import { registerDoctorCommand } from './doctor-command.js';
+import { registerShellCommands } from './shell-command.js';
 
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const program = new Command('berth')
@@ -36,6 +37,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   registerUpCommand(program, ctx, env);
   registerHostCommands(program, ctx);
   registerRunCommands(program, ctx);
+  registerShellCommands(program, ctx);
   registerPoolCommands(program, ctx);
   registerClaimCommands(program, ctx);
   registerApplyCommand(program, ctx);

@@ -10,7 +10,8 @@ import { constants } from 'node:os';
 import type { WebSocket } from 'ws';
 import type { EnvironmentView } from '../environments/views.js';
 import type { Context } from './context.js';
-import { UsageError } from './output.js';
+import type { ShellSessionView } from '../shells/shell-broker.js';
+import { age, table, UsageError } from './output.js';
 
 interface ExitFrame {
   type: 'exit';
@@ -54,6 +55,39 @@ export function registerEnvShellCommand(env: Command, ctx: Context): void {
         throw new UsageError(`environment ${name} has no host ${opts.service ? `for service ${opts.service}` : 'yet'}; its hosts: ${on}`);
       }
       ctx.exitCode = await shell(ctx, target.hostId, command, opts);
+    });
+}
+
+/** `berth shell ls` and `berth shell end`: the open sessions, and ending one (an operator's). */
+export function registerShellCommands(program: Command, ctx: Context): void {
+  const shellCmd = program.command('shell').description('open shell sessions (open one with `berth host shell HOST`)');
+  shellCmd
+    .command('ls')
+    .description('open shell sessions: host, program, since when, bytes each way')
+    .option('--host <id>', 'only the sessions on this host')
+    .option('--json', 'print JSON')
+    .action(async (opts: { host?: string; json?: boolean }) => {
+      const printer = ctx.printer(opts.json);
+      const { sessions } = await ctx.client().get<{ sessions: ShellSessionView[] }>(`/v1/shells${opts.host ? `?host=${encodeURIComponent(opts.host)}` : ''}`);
+      if (printer.json) return printer.out(`${JSON.stringify(sessions, null, 2)}\n`);
+      if (sessions.length === 0) return printer.err('no shell sessions are open\n');
+      printer.out(
+        table(
+          ['SESSION', 'HOST', 'STATE', 'AGE', 'IN', 'OUT', 'PROGRAM'],
+          sessions.map((s) => [s.id, s.hostId, s.state, age(s.openedAt), String(s.bytesIn), String(s.bytesOut), `${s.user ? `${s.user}: ` : ''}${s.command ?? 'login shell'}`]),
+        ),
+      );
+    });
+  shellCmd
+    .command('end')
+    .description("end a shell session: its terminal hangs up, and its user is told it was ended")
+    .argument('<session>', 'the session id (`berth shell ls`)')
+    .option('--json', 'print JSON')
+    .action(async (id: string, opts: { json?: boolean }) => {
+      const printer = ctx.printer(opts.json);
+      const view = await ctx.client().delete<ShellSessionView>(`/v1/shells/${encodeURIComponent(id)}`);
+      if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
+      printer.err(`ended ${view.id} on ${view.hostId}\n`);
     });
 }
 

@@ -352,6 +352,7 @@ export class BerthServer {
         metrics,
         events,
         dashboard: dashboard.feed,
+        shells,
         ...(config.eventsHeartbeatMs !== undefined ? { eventsHeartbeatMs: config.eventsHeartbeatMs } : {}),
       });
       const stopShells = serveShells(app.server, { broker: shells, tenantFor: (hash) => tokens.tenantFor(hash), log });

@@ -42,6 +42,21 @@ export interface ShellClient {
   resumeInput?(): void;
 }
 
+/** A session as listings show it. */
+export interface ShellSessionView {
+  id: string;
+  hostId: string;
+  state: 'opening' | 'open';
+  /** The program asked for; absent: a login shell. */
+  command?: string;
+  user?: string;
+  openedAt: string;
+  /** The program's pid on the host, once it started. */
+  pid?: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
 /** What the client's side may do with an open session. */
 export interface ShellHandle {
   readonly id: string;
@@ -71,6 +86,11 @@ interface Session {
   /** Input bytes sent to the agent and not yet written into the terminal. */
   inputInFlight: number;
   inputPaused: boolean;
+  request: ShellRequest;
+  openedAt: Date;
+  pid?: number;
+  bytesIn: number;
+  bytesOut: number;
 }
 
 export class ShellBroker {
@@ -95,7 +115,7 @@ export class ShellBroker {
     if (this.count(hostId) >= SHELL_MAX_SESSIONS_PER_HOST) {
       throw new BerthError('conflict', `host ${hostId} has ${SHELL_MAX_SESSIONS_PER_HOST} shell sessions open already (the most it runs at once)`, 'Close one of them first.', { hostId });
     }
-    const session: Session = { id: newId('sh'), tenantId, hostId, client, state: 'opening', inputInFlight: 0, inputPaused: false };
+    const session: Session = { id: newId('sh'), tenantId, hostId, client, state: 'opening', inputInFlight: 0, inputPaused: false, request, openedAt: new Date(), bytesIn: 0, bytesOut: 0 };
     this.sessions.set(session.id, session);
     if (!this.deps.agents.send(hostId, { type: 'shellOpen', sessionId: session.id, ...request })) {
       this.sessions.delete(session.id);
@@ -114,6 +134,7 @@ export class ShellBroker {
       input: (data) => {
         if (!live() || !this.deps.agents.send(hostId, { type: 'shellInput', sessionId: session.id, data: data.toString('base64') })) return;
         session.inputInFlight += data.length;
+        session.bytesIn += data.length;
         if (session.inputInFlight > SHELL_WINDOW_BYTES && !session.inputPaused) {
           session.inputPaused = true;
           client.pauseInput?.();
@@ -140,12 +161,14 @@ export class ShellBroker {
         if (session.state === 'opening') {
           clearTimeout(session.openTimer);
           session.state = 'open';
+          session.pid = msg.pid;
           this.event(session, 'open', 'opening', `pid ${msg.pid}`);
         }
         break;
       case 'shellOutput': {
         const data = Buffer.from(msg.data, 'base64');
         if (data.length === 0) break;
+        session.bytesOut += data.length;
         session.client.output(data, () => {
           if (session.state !== 'ended') this.deps.agents.send(hostId, { type: 'shellAck', sessionId: session.id, bytes: data.length });
         });
@@ -163,6 +186,33 @@ export class ShellBroker {
         break;
     }
     return true;
+  }
+
+  /** The tenant's open sessions (of one host, if given), oldest first. */
+  list(tenantId: string, hostId?: string): ShellSessionView[] {
+    return [...this.sessions.values()]
+      .filter((s) => s.tenantId === tenantId && (hostId === undefined || s.hostId === hostId))
+      .map((s) => ({
+        id: s.id,
+        hostId: s.hostId,
+        state: s.state === 'opening' ? 'opening' : 'open',
+        ...(s.request.command !== undefined ? { command: s.request.command } : {}),
+        ...(s.request.user !== undefined ? { user: s.request.user } : {}),
+        openedAt: s.openedAt.toISOString(),
+        ...(s.pid !== undefined ? { pid: s.pid } : {}),
+        bytesIn: s.bytesIn,
+        bytesOut: s.bytesOut,
+      }));
+  }
+
+  /** Ends a session from outside it (an operator): its terminal hangs up, its client is told why. */
+  terminate(tenantId: string, id: string): ShellSessionView {
+    const view = this.list(tenantId).find((s) => s.id === id);
+    const session = this.sessions.get(id);
+    if (!view || !session) throw new BerthError('not_found', `shell session ${id} is not open`, 'List open sessions with `berth shell ls`.', { sessionId: id });
+    this.deps.agents.send(session.hostId, { type: 'shellClose', sessionId: id });
+    this.end(session, { code: null, signal: null, error: 'the session was ended by `berth shell end`' });
+    return view;
   }
 
   /** The host's agent disconnected (or the host is gone): its terminals are gone with it. */

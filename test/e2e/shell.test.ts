@@ -124,6 +124,25 @@ describe('berth host shell', () => {
     expect(await hostRun('ps -e --no-headers | wc -l')).toBe(before);
   });
 
+  it('lists open sessions, and ends one from outside it, telling its user', async () => {
+    const s = await openSocket(`command=${encodeURIComponent('echo started; sleep 600')}`);
+    await until(() => s.text().includes('started'), 'the program to start');
+    const listed = await berth(['shell', 'ls', '--host', host.id, '--json'], env);
+    const sessions = JSON.parse(listed.stdout) as { id: string; hostId: string; state: string; command: string; pid: number; bytesOut: number }[];
+    expect(sessions).toHaveLength(1);
+    expect(sessions[0]).toMatchObject({ hostId: host.id, state: 'open', command: 'echo started; sleep 600' });
+    expect(sessions[0]?.bytesOut).toBeGreaterThanOrEqual('started\r\n'.length);
+    const id = sessions[0]?.id ?? '';
+    expect((await berth(['shell', 'ls'], env)).stdout).toMatch(new RegExp(`${id}\\s+${host.id}\\s+open\\s+\\d+s\\s+0\\s+\\d+\\s+echo started; sleep 600`));
+    const ended = await berth(['shell', 'end', id], env);
+    expect(ended).toMatchObject({ code: 0, stderr: `ended ${id} on ${host.id}\n` });
+    expect(await s.exit).toMatchObject({ type: 'exit', code: null, error: 'the session was ended by `berth shell end`' });
+    expect(JSON.parse((await berth(['shell', 'ls', '--json'], env)).stdout)).toEqual([]);
+    const again = await berth(['shell', 'end', id], env);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toContain(`shell session ${id} is not open`);
+  });
+
   it("takes the dashboard's cookie only from a page of this server (no cross-site terminal)", async () => {
     const withCookie = (origin: string) =>
       new Promise<number>((resolve, reject) => {

@@ -24,6 +24,8 @@ import type { EventBus } from '../../events/event-bus.js';
 import { eventRoutes } from '../../events/routes-events.js';
 import type { DashboardFeed } from '../../dashboard/dashboard-feed.js';
 import { dashboardRoutes } from '../../dashboard/routes-dashboard.js';
+import type { ShellBroker } from '../../shells/shell-broker.js';
+import { shellRoutes } from '../../shells/routes-shells.js';
 
 export interface AppDeps {
   hosts: HostService;
@@ -42,6 +44,7 @@ export interface AppDeps {
   metrics: MetricsCollector;
   events: EventBus;
   dashboard: DashboardFeed;
+  shells: ShellBroker;
   /** Comments on an idle event stream, ms (default 15 s). */
   eventsHeartbeatMs?: number;
 }
@@ -86,6 +89,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(imageRoutes(deps.images));
   await app.register(serviceRoutes(deps.services, deps.stacks));
   await app.register(environmentRoutes(deps.environments));
+  await app.register(shellRoutes(deps.shells));
   await app.register(metricsRoutes(deps.metrics));
   await app.register(eventRoutes(deps.events, deps.eventsHeartbeatMs !== undefined ? { heartbeatMs: deps.eventsHeartbeatMs } : {}));
   await app.register(dashboardRoutes(deps.dashboard, deps.eventsHeartbeatMs !== undefined ? { heartbeatMs: deps.eventsHeartbeatMs } : {}));

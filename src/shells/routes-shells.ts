@@ -1,0 +1,51 @@
+/**
+ * The open shell sessions, as SSM's DescribeSessions and TerminateSession give them: who has a
+ * terminal on which host right now, and a way to end one. (A session itself is opened on the
+ * WebSocket endpoint, shell-endpoint.ts.)
+ */
+import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { errorBody } from '../server/http/schemas.js';
+import type { ShellBroker } from './shell-broker.js';
+
+const sessionView = z.object({
+  id: z.string(),
+  hostId: z.string(),
+  state: z.enum(['opening', 'open']),
+  command: z.string().optional(),
+  user: z.string().optional(),
+  openedAt: z.string(),
+  pid: z.number().int().optional(),
+  bytesIn: z.number().int(),
+  bytesOut: z.number().int(),
+});
+
+export function shellRoutes(broker: ShellBroker): FastifyPluginCallbackZod {
+  return (app, _opts, done) => {
+    app.get(
+      '/v1/shells',
+      {
+        schema: {
+          tags: ['shells'],
+          summary: 'Open shell sessions, oldest first (open one at GET /v1/hosts/:id/shell, as a WebSocket)',
+          querystring: z.object({ host: z.string().min(1).optional().describe('Only the sessions on this host') }),
+          response: { 200: z.object({ sessions: z.array(sessionView) }), '4xx': errorBody },
+        },
+      },
+      async (request) => ({ sessions: broker.list(request.tenantId, request.query.host) }),
+    );
+    app.delete(
+      '/v1/shells/:id',
+      {
+        schema: {
+          tags: ['shells'],
+          summary: "End a shell session: its terminal hangs up, and its client is told who ended it",
+          params: z.object({ id: z.string() }),
+          response: { 200: sessionView, '4xx': errorBody },
+        },
+      },
+      async (request) => broker.terminate(request.tenantId, request.params.id),
+    );
+    done();
+  };
+}

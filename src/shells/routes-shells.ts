@@ -32,7 +32,7 @@ export function shellRoutes(broker: ShellBroker): FastifyPluginCallbackZod {
           response: { 200: z.object({ sessions: z.array(sessionView) }), '4xx': errorBody },
         },
       },
-      async (request) => ({ sessions: broker.list(request.tenantId, request.query.host) }),
+      (request) => ({ sessions: broker.list(request.tenantId, request.query.host) }),
     );
     app.delete(
       '/v1/shells/:id',
@@ -44,7 +44,7 @@ export function shellRoutes(broker: ShellBroker): FastifyPluginCallbackZod {
           response: { 200: sessionView, '4xx': errorBody },
         },
       },
-      async (request) => broker.terminate(request.tenantId, request.params.id),
+      (request) => broker.terminate(request.tenantId, request.params.id),
     );
     done();
   };

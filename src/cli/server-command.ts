@@ -5,6 +5,8 @@ import { eventLog, resolveLogFormat } from '../events/format.js';
 import { agentBundleDir, agentCommand } from './paths.js';
 import type { Context } from './context.js';
 import { UsageError } from './output.js';
+import { parseDurationMs } from '../core/duration.js';
+import { BerthError, errorMessage } from '../core/errors.js';
 
 /** `berth server --driver aws`: where and what to launch; credentials and region come from the SDK's standard chain. */
 export interface AwsServerOptions {
@@ -38,7 +40,7 @@ export interface ServerOptions {
 }
 
 /** What the command running the server adds: its log and the bus it logs. */
-type ServerExtras = Pick<ServerConfig, 'events' | 'log' | 'hostHourPrice'>;
+type ServerExtras = Pick<ServerConfig, 'events' | 'log' | 'hostHourPrice' | 'shellIdleTimeoutMs'>;
 
 /** The options of a local server (`berth server`, `berth up`). */
 export function withServerOptions(command: Command): Command {
@@ -159,20 +161,32 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
     .option('--agent-advertise <addr>', 'the address hosts dial for the agent channel (AWS: this server\'s address in the VPC)')
     .option('--host-hour-price <amount>', "what one host costs an hour, for the dashboard's idle cost (e.g. 0.0104 for a t4g.micro; default: host-hours only)")
     .option('--currency <code>', 'currency of --host-hour-price', 'USD')
+    .option('--shell-idle-timeout <duration>', "end shell sessions with no byte either way for this long: 20m, 1h ('none', the default: never)", 'none')
     .option('--log-format <format>', 'stderr: json (a JSON object a line: every state change, and messages), text (readable lines), or auto (text on a terminal, else json)', 'auto')
-    .action(async (opts: ServerOptions & AwsServerOptions & { logFormat: string; hostHourPrice?: string; currency: string }) => {
+    .action(async (opts: ServerOptions & AwsServerOptions & { logFormat: string; hostHourPrice?: string; currency: string; shellIdleTimeout: string }) => {
       if (opts.driver !== 'local' && opts.driver !== 'aws') throw new UsageError(`--driver must be local or aws (got ${opts.driver})`);
       const format = resolveLogFormat(opts.logFormat, process.stderr.isTTY === true);
       if (!format) throw new UsageError(`--log-format must be json, text or auto (got ${opts.logFormat})`);
       const price = opts.hostHourPrice === undefined ? undefined : Number(opts.hostHourPrice);
       if (price !== undefined && !(Number.isFinite(price) && price >= 0)) throw new UsageError(`--host-hour-price must be an amount, e.g. 0.0104 (got ${opts.hostHourPrice})`);
       if (!/^[A-Za-z$€£¥]{1,5}$/.test(opts.currency)) throw new UsageError(`--currency must be a currency code such as USD or EUR (got ${opts.currency})`);
+      let shellIdleTimeoutMs: number | undefined;
+      try {
+        shellIdleTimeoutMs = opts.shellIdleTimeout === 'none' ? undefined : parseDurationMs(opts.shellIdleTimeout, '--shell-idle-timeout');
+      } catch (err) {
+        throw new BerthError('validation_failed', errorMessage(err), 'Write it as 90s, 30m or 2h, or none for no idle timeout.');
+      }
       const dataDir = ctx.dataDir();
       // Every state change is logged, from the first (recovery at start-up) on.
       const logger = eventLog(format, (text) => void process.stderr.write(text));
       const events = new EventBus();
       events.subscribe((event) => logger.event(event));
-      const extras = { events, log: (line: string) => logger.line(line), ...(price !== undefined ? { hostHourPrice: { amount: price, currency: opts.currency } } : {}) };
+      const extras = {
+        events,
+        log: (line: string) => logger.line(line),
+        ...(price !== undefined ? { hostHourPrice: { amount: price, currency: opts.currency } } : {}),
+        ...(shellIdleTimeoutMs !== undefined ? { shellIdleTimeoutMs } : {}),
+      };
       const progress = (step: string): void => (format === 'json' ? logger.line(step) : void process.stderr.write(`berth server: ${step}…\n`));
       const server = opts.driver === 'aws' ? await startAwsServer(dataDir, opts, env, progress, extras) : await startLocalServer(dataDir, opts, env, progress, extras);
       if (format === 'json') {

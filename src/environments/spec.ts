@@ -4,8 +4,8 @@
  * names that are identifiers, a TTL that parses.
  */
 import { z } from 'zod';
-import { BerthError } from '../core/errors.js';
 import { ENV_NAME_PATTERN } from '../protocol/messages.js';
+import { parseDurationMs } from '../core/duration.js';
 
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
@@ -42,14 +42,7 @@ export const deployEnvironmentBody = z
   })
   .strict();
 
-const UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400 };
-
 /** `90s`, `30m`, `2h`, `7d` (or plain seconds) in milliseconds. */
 export function parseTtl(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)([smhd]?)$/.exec(text.trim());
-  const value = m ? Number(m[1]) * (UNITS[m[2] || 's'] ?? 1) : NaN;
-  if (!m || !(value > 0) || value > 365 * 86_400) {
-    throw new BerthError('validation_failed', `ttl ${JSON.stringify(text)} is not a duration`, 'Write it as 90s, 30m, 2h or 7d (at most a year).');
-  }
-  return value * 1000;
+  return parseDurationMs(text, 'ttl');
 }

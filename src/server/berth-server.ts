@@ -156,7 +156,7 @@ export class BerthServer {
       const agentAddress = { ...listening, host: config.agentAdvertiseHost ?? listening.host };
       const agentUrl = `ws://${agentAddress.host}:${agentAddress.port}${AGENT_PATH}`;
 
-      const shells = new ShellBroker({ hosts: hostsRepo, agents, events });
+      const shells = new ShellBroker({ hosts: hostsRepo, agents, events, ...(config.shellIdleTimeoutMs ? { idleTimeoutMs: config.shellIdleTimeoutMs } : {}) });
       late.shells = shells;
       const commands = new CommandService({ commands: commandsRepo, hosts: hostsRepo, agents, live, events });
       const dispatcher = new CommandDispatcher({ service: commands, commands: commandsRepo, agents, live, log });

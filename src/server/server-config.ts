@@ -47,6 +47,8 @@ export interface ServerConfig {
   events?: EventBus;
   /** Comments on an idle `GET /v1/events?follow=true` stream, ms (default 15 s). */
   eventsHeartbeatMs?: number;
+  /** Shell sessions with no byte either way for this long are ended; default never. */
+  shellIdleTimeoutMs?: number;
   /** Image builds on the AWS driver: AMIs kept per image besides those in use (default 3), poll interval, builder boot limit. */
   amiImages?: { keep?: number; pollMs?: number; builderBootTimeoutMs?: number };
   /** What one host costs an hour, for the dashboard's idle cost (unset: host-hours only). */

@@ -12,7 +12,7 @@ import { ShellBroker, type ShellClient, type ShellExit } from './shell-broker.js
 
 const REQUEST = { term: 'xterm', cols: 80, rows: 24 };
 
-function setup(opts: { state?: HostRow['state']; connected?: boolean; supervises?: boolean; openTimeoutMs?: number } = {}) {
+function setup(opts: { state?: HostRow['state']; connected?: boolean; supervises?: boolean; openTimeoutMs?: number; idleTimeoutMs?: number } = {}) {
   const sent: ServerMessage[] = [];
   const events: NewEvent[] = [];
   const host = { id: 'h-1', tenant_id: 't', state: opts.state ?? 'running' } as HostRow;
@@ -21,6 +21,7 @@ function setup(opts: { state?: HostRow['state']; connected?: boolean; supervises
     agents: { isConnected: () => opts.connected ?? true, supervises: () => opts.supervises ?? true, send: (_id, msg) => (sent.push(msg), true) },
     events: { emit: (e) => events.push(e) },
     ...(opts.openTimeoutMs !== undefined ? { openTimeoutMs: opts.openTimeoutMs } : {}),
+    ...(opts.idleTimeoutMs !== undefined ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
   });
   const client = () => {
     const got = { output: [] as Buffer[], taken: [] as (() => void)[], ended: undefined as ShellExit | undefined, paused: 0, resumed: 0 };
@@ -109,5 +110,24 @@ describe('ShellBroker', () => {
     const before = sent.length;
     exited.input(Buffer.from('late'));
     expect(sent.length).toBe(before);
+  });
+
+  it('ends a session idle past the timeout, and keeps one with traffic', async () => {
+    const { broker, client, fromAgent, sent } = setup({ idleTimeoutMs: 300 });
+    const idle = client();
+    const busy = client();
+    const a = await broker.open('t', 'h-1', REQUEST, idle.c);
+    const b = await broker.open('t', 'h-1', REQUEST, busy.c);
+    fromAgent({ type: 'shellOpened', sessionId: a.id, pid: 1 });
+    fromAgent({ type: 'shellOpened', sessionId: b.id, pid: 2 });
+    for (let i = 0; i < 8; i++) {
+      await new Promise((r) => setTimeout(r, 75));
+      b.input(Buffer.from('k'));
+    }
+    expect(idle.got.ended?.error).toBe('the session was idle for 0.3 s and was ended (berth server --shell-idle-timeout)');
+    expect(sent).toContainEqual({ type: 'shellClose', sessionId: a.id });
+    expect(busy.got.ended).toBeUndefined();
+    broker.closeAll();
+    expect(busy.got.ended?.error).toBe('the berth server is stopping');
   });
 });

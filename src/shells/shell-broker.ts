@@ -72,6 +72,8 @@ export interface ShellBrokerDeps {
   events: EventSink;
   /** How long the agent may take to start the terminal. Default 10 s. */
   openTimeoutMs?: number;
+  /** A session with no byte either way for this long is ended (SSM's idle session timeout). Default: never. */
+  idleTimeoutMs?: number;
 }
 
 type State = 'opening' | 'open' | 'ended';
@@ -91,12 +93,21 @@ interface Session {
   pid?: number;
   bytesIn: number;
   bytesOut: number;
+  /** performance.now() of its last byte either way. */
+  lastActive: number;
 }
 
 export class ShellBroker {
   private readonly sessions = new Map<string, Session>();
+  private idleSweep: NodeJS.Timeout | undefined;
 
-  constructor(private readonly deps: ShellBrokerDeps) {}
+  constructor(private readonly deps: ShellBrokerDeps) {
+    const idleMs = deps.idleTimeoutMs;
+    if (idleMs) {
+      this.idleSweep = setInterval(() => this.endIdle(idleMs), Math.min(10_000, Math.max(50, idleMs / 4)));
+      this.idleSweep.unref();
+    }
+  }
 
   /** Sessions not ended, for a host or all. */
   count(hostId?: string): number {
@@ -115,7 +126,7 @@ export class ShellBroker {
     if (this.count(hostId) >= SHELL_MAX_SESSIONS_PER_HOST) {
       throw new BerthError('conflict', `host ${hostId} has ${SHELL_MAX_SESSIONS_PER_HOST} shell sessions open already (the most it runs at once)`, 'Close one of them first.', { hostId });
     }
-    const session: Session = { id: newId('sh'), tenantId, hostId, client, state: 'opening', inputInFlight: 0, inputPaused: false, request, openedAt: new Date(), bytesIn: 0, bytesOut: 0 };
+    const session: Session = { id: newId('sh'), tenantId, hostId, client, state: 'opening', inputInFlight: 0, inputPaused: false, request, openedAt: new Date(), bytesIn: 0, bytesOut: 0, lastActive: performance.now() };
     this.sessions.set(session.id, session);
     if (!this.deps.agents.send(hostId, { type: 'shellOpen', sessionId: session.id, ...request })) {
       this.sessions.delete(session.id);
@@ -135,6 +146,7 @@ export class ShellBroker {
         if (!live() || !this.deps.agents.send(hostId, { type: 'shellInput', sessionId: session.id, data: data.toString('base64') })) return;
         session.inputInFlight += data.length;
         session.bytesIn += data.length;
+        session.lastActive = performance.now();
         if (session.inputInFlight > SHELL_WINDOW_BYTES && !session.inputPaused) {
           session.inputPaused = true;
           client.pauseInput?.();
@@ -169,6 +181,7 @@ export class ShellBroker {
         const data = Buffer.from(msg.data, 'base64');
         if (data.length === 0) break;
         session.bytesOut += data.length;
+        session.lastActive = performance.now();
         session.client.output(data, () => {
           if (session.state !== 'ended') this.deps.agents.send(hostId, { type: 'shellAck', sessionId: session.id, bytes: data.length });
         });
@@ -224,9 +237,19 @@ export class ShellBroker {
 
   /** The server stops: every session ends (its terminal hangs up when the agent's connection drops). */
   closeAll(): void {
+    clearInterval(this.idleSweep);
     for (const session of [...this.sessions.values()]) {
       this.deps.agents.send(session.hostId, { type: 'shellClose', sessionId: session.id });
       this.end(session, { code: null, signal: null, error: 'the berth server is stopping' });
+    }
+  }
+
+  private endIdle(idleMs: number): void {
+    const now = performance.now();
+    for (const session of [...this.sessions.values()]) {
+      if (session.state !== 'open' || now - session.lastActive < idleMs) continue;
+      this.deps.agents.send(session.hostId, { type: 'shellClose', sessionId: session.id });
+      this.end(session, { code: null, signal: null, error: `the session was idle for ${formatIdle(idleMs)} and was ended (berth server --shell-idle-timeout)` });
     }
   }
 
@@ -243,4 +266,11 @@ export class ShellBroker {
   private event(session: Session, state: string, from: State | undefined, reason: string): void {
     this.deps.events.emit({ kind: 'shell', id: session.id, tenantId: session.tenantId, state, ...(from ? { from } : {}), hostId: session.hostId, reason });
   }
+}
+
+function formatIdle(ms: number): string {
+  const s = ms / 1000;
+  if (s % 3600 === 0) return `${s / 3600} h`;
+  if (s % 60 === 0) return `${s / 60} min`;
+  return `${s} s`;
 }

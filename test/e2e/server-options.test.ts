@@ -26,6 +26,7 @@ describe('berth server with options it cannot use', () => {
     [['--dns', 'dns.example'], /"dns\.example" is not a name server address/],
     [['--dns', '192.0.2.53:99999'], /not a name server address/],
     [['--egress-deny', '10.0.0.0/33'], /10\.0\.0\.0\/33/],
+    [['--shell-idle-timeout', 'soon'], /--shell-idle-timeout "soon" is not a duration/],
   ])('%j: exit 2, nothing made', async (args, message) => {
     const out = await server(...args);
     expect(out.code).toBe(2);

@@ -20,6 +20,8 @@ import { OPEN_STATUSES } from '../core/command-status.js';
 import { formatExposition, histogramSamples, type MetricFamily, type MetricType, type RouterRequestCounts, type Sample } from './exposition.js';
 import { TenantHistograms } from './readiness.js';
 import { hostUsageFamilies } from './host-usage.js';
+import { shellFamilies } from './shell-usage.js';
+import type { ShellTotals } from '../shells/shell-broker.js';
 import type { HostStatsView } from '../hosts/views.js';
 import { MetricsRepo, type ClaimCounts, type ClaimStageHistogram, type PoolHostGroup, type StoreTime } from './metrics-repo.js';
 
@@ -158,6 +160,8 @@ export interface MetricsCollectorDeps {
   poolTarget?: (tenantId: string, pool: string) => number | undefined;
   /** What the tenant's running hosts use (their drivers' readings); without it the host families are left out. */
   hostStats?: (tenantId: string) => Promise<HostStatsView[]>;
+  /** Shell sessions, counted by the server process (shell-usage.ts). */
+  shells?: (tenantId: string) => ShellTotals;
 }
 
 export class MetricsCollector {
@@ -295,6 +299,7 @@ export class MetricsCollector {
     families.push(...histories);
 
     if (this.deps.hostStats) families.push(...hostUsageFamilies(tenant, await this.deps.hostStats(tenantId)));
+    if (this.deps.shells) families.push(...shellFamilies(tenant, this.deps.shells(tenantId)));
 
     // Supervised services, as their agents last reported them.
     if (this.deps.services) {

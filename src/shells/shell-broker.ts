@@ -57,6 +57,18 @@ export interface ShellSessionView {
   bytesOut: number;
 }
 
+/** How sessions ended: the reasons a session can end, as metrics count them. */
+export const SHELL_END_CAUSES = ['exit', 'client', 'agent_gone', 'not_opened', 'idle', 'operator', 'server_stop'] as const;
+export type ShellEndCause = (typeof SHELL_END_CAUSES)[number];
+
+/** A tenant's sessions since the server started, for /metrics. */
+export interface ShellTotals {
+  open: number;
+  ended: Record<ShellEndCause, number>;
+  bytesIn: number;
+  bytesOut: number;
+}
+
 /** What the client's side may do with an open session. */
 export interface ShellHandle {
   readonly id: string;
@@ -100,6 +112,8 @@ interface Session {
 export class ShellBroker {
   private readonly sessions = new Map<string, Session>();
   private idleSweep: NodeJS.Timeout | undefined;
+  /** Ended sessions' counts and bytes, by tenant (since the server started). */
+  private readonly totals = new Map<string, ShellTotals>();
 
   constructor(private readonly deps: ShellBrokerDeps) {
     const idleMs = deps.idleTimeoutMs;
@@ -136,7 +150,7 @@ export class ShellBroker {
     session.openTimer = setTimeout(() => {
       if (session.state !== 'opening') return;
       this.deps.agents.send(hostId, { type: 'shellClose', sessionId: session.id });
-      this.end(session, { code: null, signal: null, error: `the agent of host ${hostId} did not open a terminal within ${(this.deps.openTimeoutMs ?? 10_000) / 1000} s (is it older than the server?)` });
+      this.end(session, { code: null, signal: null, error: `the agent of host ${hostId} did not open a terminal within ${(this.deps.openTimeoutMs ?? 10_000) / 1000} s (is it older than the server?)` }, 'not_opened');
     }, this.deps.openTimeoutMs ?? 10_000);
     session.openTimer.unref();
     const live = () => session.state !== 'ended';
@@ -157,7 +171,7 @@ export class ShellBroker {
         if (!live()) return;
         this.deps.agents.send(hostId, { type: 'shellClose', sessionId: session.id });
         // The agent's exit report would find no one to tell: the session ends here.
-        this.end(session, { code: null, signal: null, error: 'the client closed the session' }, false);
+        this.end(session, { code: null, signal: null, error: 'the client closed the session' }, 'client', false);
       },
     };
   }
@@ -195,10 +209,32 @@ export class ShellBroker {
         }
         break;
       case 'shellExit':
-        this.end(session, { code: msg.code, signal: msg.signal, ...(msg.error !== undefined ? { error: msg.error } : {}) });
+        // An error without an exit status: the terminal never started.
+        this.end(session, { code: msg.code, signal: msg.signal, ...(msg.error !== undefined ? { error: msg.error } : {}) }, msg.error !== undefined && msg.code === null && msg.signal === null ? 'not_opened' : 'exit');
         break;
     }
     return true;
+  }
+
+  /** The tenant's sessions since the server started: open now, ended by cause, bytes each way. */
+  totalsFor(tenantId: string): ShellTotals {
+    const ended = this.totalsOf(tenantId);
+    const open = [...this.sessions.values()].filter((s) => s.tenantId === tenantId);
+    return {
+      open: open.length,
+      ended: { ...ended.ended },
+      bytesIn: ended.bytesIn + open.reduce((n, s) => n + s.bytesIn, 0),
+      bytesOut: ended.bytesOut + open.reduce((n, s) => n + s.bytesOut, 0),
+    };
+  }
+
+  private totalsOf(tenantId: string): ShellTotals {
+    let t = this.totals.get(tenantId);
+    if (!t) {
+      t = { open: 0, ended: Object.fromEntries(SHELL_END_CAUSES.map((c) => [c, 0])) as Record<ShellEndCause, number>, bytesIn: 0, bytesOut: 0 };
+      this.totals.set(tenantId, t);
+    }
+    return t;
   }
 
   /** The tenant's open sessions (of one host, if given), oldest first. */
@@ -224,14 +260,14 @@ export class ShellBroker {
     const session = this.sessions.get(id);
     if (!view || !session) throw new BerthError('not_found', `shell session ${id} is not open`, 'List open sessions with `berth shell ls`.', { sessionId: id });
     this.deps.agents.send(session.hostId, { type: 'shellClose', sessionId: id });
-    this.end(session, { code: null, signal: null, error: 'the session was ended by `berth shell end`' });
+    this.end(session, { code: null, signal: null, error: 'the session was ended by `berth shell end`' }, 'operator');
     return view;
   }
 
   /** The host's agent disconnected (or the host is gone): its terminals are gone with it. */
   onAgentGone(hostId: string): void {
     for (const session of [...this.sessions.values()]) {
-      if (session.hostId === hostId) this.end(session, { code: null, signal: null, error: `the agent of host ${hostId} disconnected; the terminal was closed` });
+      if (session.hostId === hostId) this.end(session, { code: null, signal: null, error: `the agent of host ${hostId} disconnected; the terminal was closed` }, 'agent_gone');
     }
   }
 
@@ -240,7 +276,7 @@ export class ShellBroker {
     clearInterval(this.idleSweep);
     for (const session of [...this.sessions.values()]) {
       this.deps.agents.send(session.hostId, { type: 'shellClose', sessionId: session.id });
-      this.end(session, { code: null, signal: null, error: 'the berth server is stopping' });
+      this.end(session, { code: null, signal: null, error: 'the berth server is stopping' }, 'server_stop');
     }
   }
 
@@ -249,12 +285,16 @@ export class ShellBroker {
     for (const session of [...this.sessions.values()]) {
       if (session.state !== 'open' || now - session.lastActive < idleMs) continue;
       this.deps.agents.send(session.hostId, { type: 'shellClose', sessionId: session.id });
-      this.end(session, { code: null, signal: null, error: `the session was idle for ${formatIdle(idleMs)} and was ended (berth server --shell-idle-timeout)` });
+      this.end(session, { code: null, signal: null, error: `the session was idle for ${formatIdle(idleMs)} and was ended (berth server --shell-idle-timeout)` }, 'idle');
     }
   }
 
-  private end(session: Session, exit: ShellExit, tellClient = true): void {
+  private end(session: Session, exit: ShellExit, cause: ShellEndCause, tellClient = true): void {
     if (session.state === 'ended') return;
+    const totals = this.totalsOf(session.tenantId);
+    totals.ended[cause]++;
+    totals.bytesIn += session.bytesIn;
+    totals.bytesOut += session.bytesOut;
     const from = session.state;
     session.state = 'ended';
     clearTimeout(session.openTimer);

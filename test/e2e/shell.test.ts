@@ -143,6 +143,19 @@ describe('berth host shell', () => {
     expect(again.stderr).toContain(`shell session ${id} is not open`);
   });
 
+  it('counts sessions and their bytes in /metrics, by how they ended', async () => {
+    const text = (await fetch(`${srv.server.url}/metrics`, { headers: { authorization: `Bearer ${srv.server.token}` } }).then((r) => r.text())).split('\n');
+    const value = (prefix: string) => Number(text.find((l) => l.startsWith(prefix))?.split(' ').at(-1));
+    // The sessions of the tests above: some ended by their program, some by their client, one by `berth shell end`.
+    expect(value('berth_shell_sessions_ended_total{tenant="default",ended="exit"}')).toBeGreaterThanOrEqual(5);
+    expect(value('berth_shell_sessions_ended_total{tenant="default",ended="client"}')).toBeGreaterThanOrEqual(1);
+    expect(value('berth_shell_sessions_ended_total{tenant="default",ended="operator"}')).toBe(1);
+    expect(value('berth_shell_sessions_open{tenant="default"}')).toBe(0);
+    // At least the 16 MB paste in, and the 200,000 lines out.
+    expect(value('berth_shell_bytes_total{tenant="default",direction="in"}')).toBeGreaterThan(16_000_000);
+    expect(value('berth_shell_bytes_total{tenant="default",direction="out"}')).toBeGreaterThan(1_288_894);
+  });
+
   it("takes the dashboard's cookie only from a page of this server (no cross-site terminal)", async () => {
     const withCookie = (origin: string) =>
       new Promise<number>((resolve, reject) => {

@@ -48,6 +48,13 @@ export class ApiClient {
     return this.request<T>('GET', path, undefined, signal);
   }
 
+  /** A GET whose answer is not JSON (a recording), as text. */
+  async getText(path: string, signal?: AbortSignal): Promise<string> {
+    const res = await this.send('GET', path, undefined, signal);
+    if (!ok(res)) throw await toError(res);
+    return readText(res);
+  }
+
   post<T>(path: string, body: unknown, signal?: AbortSignal): Promise<T> {
     return this.request<T>('POST', path, body ?? {}, signal);
   }

@@ -40,7 +40,7 @@ export interface ServerOptions {
 }
 
 /** What the command running the server adds: its log and the bus it logs. */
-type ServerExtras = Pick<ServerConfig, 'events' | 'log' | 'hostHourPrice' | 'shellIdleTimeoutMs'>;
+type ServerExtras = Pick<ServerConfig, 'events' | 'log' | 'hostHourPrice' | 'shellIdleTimeoutMs' | 'recordShells'>;
 
 /** The options of a local server (`berth server`, `berth up`). */
 export function withServerOptions(command: Command): Command {
@@ -162,8 +162,9 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
     .option('--host-hour-price <amount>', "what one host costs an hour, for the dashboard's idle cost (e.g. 0.0104 for a t4g.micro; default: host-hours only)")
     .option('--currency <code>', 'currency of --host-hour-price', 'USD')
     .option('--shell-idle-timeout <duration>', "end shell sessions with no byte either way for this long: 20m, 1h ('none', the default: never)", 'none')
+    .option('--record-shells', "record every shell session's output (not what is typed), timed, in the data dir: `berth shell recordings`, asciinema's format")
     .option('--log-format <format>', 'stderr: json (a JSON object a line: every state change, and messages), text (readable lines), or auto (text on a terminal, else json)', 'auto')
-    .action(async (opts: ServerOptions & AwsServerOptions & { logFormat: string; hostHourPrice?: string; currency: string; shellIdleTimeout: string }) => {
+    .action(async (opts: ServerOptions & AwsServerOptions & { logFormat: string; hostHourPrice?: string; currency: string; shellIdleTimeout: string; recordShells?: boolean }) => {
       if (opts.driver !== 'local' && opts.driver !== 'aws') throw new UsageError(`--driver must be local or aws (got ${opts.driver})`);
       const format = resolveLogFormat(opts.logFormat, process.stderr.isTTY === true);
       if (!format) throw new UsageError(`--log-format must be json, text or auto (got ${opts.logFormat})`);
@@ -186,6 +187,7 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
         log: (line: string) => logger.line(line),
         ...(price !== undefined ? { hostHourPrice: { amount: price, currency: opts.currency } } : {}),
         ...(shellIdleTimeoutMs !== undefined ? { shellIdleTimeoutMs } : {}),
+        ...(opts.recordShells ? { recordShells: true } : {}),
       };
       const progress = (step: string): void => (format === 'json' ? logger.line(step) : void process.stderr.write(`berth server: ${step}…\n`));
       const server = opts.driver === 'aws' ? await startAwsServer(dataDir, opts, env, progress, extras) : await startLocalServer(dataDir, opts, env, progress, extras);

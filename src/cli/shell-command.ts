@@ -11,6 +11,7 @@ import type { WebSocket } from 'ws';
 import type { EnvironmentView } from '../environments/views.js';
 import type { Context } from './context.js';
 import type { ShellSessionView } from '../shells/shell-broker.js';
+import type { RecordingInfo } from '../shells/shell-recorder.js';
 import { age, table, UsageError } from './output.js';
 
 interface ExitFrame {
@@ -88,6 +89,42 @@ export function registerShellCommands(program: Command, ctx: Context): void {
       const view = await ctx.client().delete<ShellSessionView>(`/v1/shells/${encodeURIComponent(id)}`);
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
       printer.err(`ended ${view.id} on ${view.hostId}\n`);
+    });
+  registerRecordingCommands(shellCmd, ctx);
+}
+
+/** `berth shell recordings` and `berth shell recording`: what recorded sessions showed (--record-shells). */
+function registerRecordingCommands(shellCmd: Command, ctx: Context): void {
+  shellCmd
+    .command('recordings')
+    .description('recorded shell sessions, newest first (the server runs with --record-shells)')
+    .option('--host <id>', 'only the sessions on this host')
+    .option('--json', 'print JSON')
+    .action(async (opts: { host?: string; json?: boolean }) => {
+      const printer = ctx.printer(opts.json);
+      const { recordings } = await ctx.client().get<{ recordings: RecordingInfo[] }>(`/v1/shells/recordings${opts.host ? `?host=${encodeURIComponent(opts.host)}` : ''}`);
+      if (printer.json) return printer.out(`${JSON.stringify(recordings, null, 2)}\n`);
+      if (recordings.length === 0) return printer.err('no recorded shell sessions\n');
+      printer.out(
+        table(
+          ['SESSION', 'HOST', 'STARTED', 'BYTES', 'ENDED', 'PROGRAM'],
+          recordings.map((r) => [r.session, r.hostId, r.startedAt, String(r.bytes), r.ended?.how ?? '(open)', `${r.user ? `${r.user}: ` : ''}${r.command ?? 'login shell'}`]),
+        ),
+      );
+    });
+  shellCmd
+    .command('recording')
+    .description('print a recorded session: asciicast v2 (`> s.cast; asciinema play s.cast`), or with --text its output alone')
+    .argument('<session>', 'the session id (`berth shell recordings`)')
+    .option('--text', 'only the output, as the terminal received it (escape sequences kept: view it with `less -R`)')
+    .action(async (session: string, opts: { text?: boolean }) => {
+      const cast = await ctx.client().getText(`/v1/shells/${encodeURIComponent(session)}/recording`);
+      if (!opts.text) return void process.stdout.write(cast);
+      for (const line of cast.split('\n').slice(1)) {
+        if (!line) continue;
+        const [, kind, data] = JSON.parse(line) as [number, string, string];
+        if (kind === 'o') process.stdout.write(data);
+      }
     });
 }
 

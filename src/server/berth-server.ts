@@ -47,6 +47,7 @@ import { buildApp } from './http/app.js';
 import { EventBus } from '../events/event-bus.js';
 import { createDashboard } from '../dashboard/create-dashboard.js';
 import { ShellBroker } from '../shells/shell-broker.js';
+import { ShellRecorder } from '../shells/shell-recorder.js';
 import { serveShells } from '../shells/shell-endpoint.js';
 
 export const VERSION = '0.1.0';
@@ -156,7 +157,14 @@ export class BerthServer {
       const agentAddress = { ...listening, host: config.agentAdvertiseHost ?? listening.host };
       const agentUrl = `ws://${agentAddress.host}:${agentAddress.port}${AGENT_PATH}`;
 
-      const shells = new ShellBroker({ hosts: hostsRepo, agents, events, ...(config.shellIdleTimeoutMs ? { idleTimeoutMs: config.shellIdleTimeoutMs } : {}) });
+      const shellRecorder = config.recordShells ? new ShellRecorder({ dir: `${dataDir.path}/shells` }) : undefined;
+      const shells = new ShellBroker({
+        hosts: hostsRepo,
+        agents,
+        events,
+        ...(config.shellIdleTimeoutMs ? { idleTimeoutMs: config.shellIdleTimeoutMs } : {}),
+        ...(shellRecorder ? { recorder: shellRecorder } : {}),
+      });
       late.shells = shells;
       const commands = new CommandService({ commands: commandsRepo, hosts: hostsRepo, agents, live, events });
       const dispatcher = new CommandDispatcher({ service: commands, commands: commandsRepo, agents, live, log });
@@ -353,7 +361,7 @@ export class BerthServer {
         metrics,
         events,
         dashboard: dashboard.feed,
-        shells,
+        shells: { broker: shells, ...(shellRecorder ? { recorder: shellRecorder } : {}) },
         ...(config.eventsHeartbeatMs !== undefined ? { eventsHeartbeatMs: config.eventsHeartbeatMs } : {}),
       });
       const stopShells = serveShells(app.server, { broker: shells, tenantFor: (hash) => tokens.tenantFor(hash), log });
@@ -362,6 +370,7 @@ export class BerthServer {
       server.backendAgents = config.driver.agents;
       server.stopShells = () => {
         shells.closeAll();
+        shellRecorder?.close();
         stopShells();
       };
       server.driver = config.driver;

@@ -49,6 +49,8 @@ export interface ServerConfig {
   eventsHeartbeatMs?: number;
   /** Shell sessions with no byte either way for this long are ended; default never. */
   shellIdleTimeoutMs?: number;
+  /** Record each shell session's output in the data dir (`shells/`, asciicast v2); default off. */
+  recordShells?: boolean;
   /** Image builds on the AWS driver: AMIs kept per image besides those in use (default 3), poll interval, builder boot limit. */
   amiImages?: { keep?: number; pollMs?: number; builderBootTimeoutMs?: number };
   /** What one host costs an hour, for the dashboard's idle cost (unset: host-hours only). */

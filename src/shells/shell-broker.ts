@@ -14,6 +14,7 @@ import type { EventSink } from '../events/types.js';
 import type { AgentMessage, ServerMessage } from '../protocol/messages.js';
 import { SHELL_MAX_SESSIONS_PER_HOST, SHELL_WINDOW_BYTES } from '../protocol/shell.js';
 import type { HostRow } from '../store/schema.js';
+import type { ShellRecorder } from './shell-recorder.js';
 
 /** What the client asked for (validated by the endpoint). */
 export interface ShellRequest {
@@ -86,6 +87,8 @@ export interface ShellBrokerDeps {
   openTimeoutMs?: number;
   /** A session with no byte either way for this long is ended (SSM's idle session timeout). Default: never. */
   idleTimeoutMs?: number;
+  /** Records each session's output (shell-recorder.ts); absent: nothing is recorded. */
+  recorder?: ShellRecorder;
 }
 
 type State = 'opening' | 'open' | 'ended';
@@ -147,6 +150,7 @@ export class ShellBroker {
       throw new BerthError('host_not_connected', `the agent of host ${hostId} disconnected`, 'Retry once it is back (`berth host ls`).', { hostId });
     }
     this.event(session, 'opening', undefined, request.command ? `command ${JSON.stringify(request.command)}` : 'login shell');
+    this.deps.recorder?.start({ session: session.id, tenantId, hostId, ...request });
     session.openTimer = setTimeout(() => {
       if (session.state !== 'opening') return;
       this.deps.agents.send(hostId, { type: 'shellClose', sessionId: session.id });
@@ -166,7 +170,10 @@ export class ShellBroker {
           client.pauseInput?.();
         }
       },
-      resize: (cols, rows) => void (live() && this.deps.agents.send(hostId, { type: 'shellResize', sessionId: session.id, cols, rows })),
+      resize: (cols, rows) => {
+        if (!live() || !this.deps.agents.send(hostId, { type: 'shellResize', sessionId: session.id, cols, rows })) return;
+        this.deps.recorder?.resize(session.id, cols, rows);
+      },
       close: () => {
         if (!live()) return;
         this.deps.agents.send(hostId, { type: 'shellClose', sessionId: session.id });
@@ -196,6 +203,7 @@ export class ShellBroker {
         if (data.length === 0) break;
         session.bytesOut += data.length;
         session.lastActive = performance.now();
+        this.deps.recorder?.output(session.id, data);
         session.client.output(data, () => {
           if (session.state !== 'ended') this.deps.agents.send(hostId, { type: 'shellAck', sessionId: session.id, bytes: data.length });
         });
@@ -299,7 +307,9 @@ export class ShellBroker {
     session.state = 'ended';
     clearTimeout(session.openTimer);
     this.sessions.delete(session.id);
-    this.event(session, 'closed', from, exit.error ?? (exit.signal ? `killed by ${exit.signal}` : `exit code ${exit.code ?? '?'}`));
+    const how = exit.error ?? (exit.signal ? `killed by ${exit.signal}` : `exit code ${exit.code ?? '?'}`);
+    this.event(session, 'closed', from, how);
+    this.deps.recorder?.end(session.id, how);
     if (tellClient) session.client.ended(exit);
   }
 

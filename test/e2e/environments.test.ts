@@ -238,6 +238,10 @@ describe('environments', () => {
     const noSuch = await berth(['env', 'shell', 'split', '--service', 'nope', '--', 'true'], env, { input: '' });
     expect(noSuch.code).toBe(2);
     expect(noSuch.stderr).toMatch(/environment split has no host for service nope; its hosts: h-\S+ \(api\)/);
+    // This server records no sessions, and says how to make it.
+    const recordings = await berth(['shell', 'recordings'], env);
+    expect(recordings.code).toBe(2);
+    expect(recordings.stderr).toContain('berth server --record-shells');
     await berth(['env', 'rm', 'split', 'other'], env);
   });
 

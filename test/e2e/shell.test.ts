@@ -46,7 +46,7 @@ describe('berth host shell', () => {
   };
 
   beforeAll(async () => {
-    srv = await startServer(NET);
+    srv = await startServer(NET, { recordShells: true });
     env = { BERTH_URL: srv.server.url, BERTH_TOKEN: srv.server.token };
     host = (await srv.api.post<HostView>('/v1/hosts', { hostname: 'shell-box' })).body;
   });
@@ -154,6 +154,30 @@ describe('berth host shell', () => {
     // At least the 16 MB paste in, and the 200,000 lines out.
     expect(value('berth_shell_bytes_total{tenant="default",direction="in"}')).toBeGreaterThan(16_000_000);
     expect(value('berth_shell_bytes_total{tenant="default",direction="out"}')).toBeGreaterThan(1_288_894);
+  });
+
+  it('records what each session showed, timed (asciicast), but not what was typed with echo off', async () => {
+    const s = await openSocket(`command=${encodeURIComponent('stty -echo; printf "password: "; read pw; stty echo; echo; echo "got ${#pw} characters"; printf "caf\\303\\251\\n"')}`);
+    // Typed once the prompt is there, so echo is off by then (typed sooner, any terminal would echo it).
+    await until(() => s.text().includes('password: '), 'the prompt');
+    s.ws.send(Buffer.from('hunter2\n'), { binary: true });
+    await s.exit;
+    expect(s.text()).toContain('got 7 characters');
+    const listed = JSON.parse((await berth(['shell', 'recordings', '--host', host.id, '--json'], env)).stdout) as { session: string; hostId: string; command: string; ended?: { how: string }; bytes: number }[];
+    const rec = listed[0];
+    expect(rec).toMatchObject({ hostId: host.id, command: expect.stringContaining('read pw') as unknown, ended: { how: 'exit code 0' } });
+    const cast = await berth(['shell', 'recording', rec?.session ?? ''], env);
+    const [header, ...events] = cast.stdout.trim().split('\n').map((l) => JSON.parse(l) as unknown);
+    expect(header).toMatchObject({ version: 2, width: 80, height: 24, berth: { session: rec?.session, hostId: host.id } });
+    const output = events.filter((e): e is [number, string, string] => Array.isArray(e) && e[1] === 'o').map((e) => e[2]).join('');
+    expect(output).toContain('password: \r\ngot 7 characters\r\ncafé\r\n');
+    expect(output).not.toContain('hunter2');
+    expect(events.at(-1)).toEqual([expect.any(Number), 'm', 'ended: exit code 0']);
+    const text = await berth(['shell', 'recording', rec?.session ?? '', '--text'], env);
+    expect(text.stdout).toBe(output);
+    const missing = await berth(['shell', 'recording', 'sh-0000000000'], env);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('no recording of shell session sh-0000000000');
   });
 
   it("takes the dashboard's cookie only from a page of this server (no cross-site terminal)", async () => {

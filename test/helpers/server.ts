@@ -48,7 +48,7 @@ export interface InProcessServer {
   stop(opts?: { removeHosts?: boolean }): Promise<void>;
 }
 
-export async function startServer(net: TestNetwork, opts: { dataDir?: string; agentPort?: number; databaseUrl?: string; routerPort?: number } = {}): Promise<InProcessServer> {
+export async function startServer(net: TestNetwork, opts: { dataDir?: string; agentPort?: number; databaseUrl?: string; routerPort?: number; recordShells?: boolean } = {}): Promise<InProcessServer> {
   const dataDir = opts.dataDir ?? (await tempDataDir('srv'));
   const config = driverConfig(dataDir, net);
   const driver = new LocalDriver(config);
@@ -65,6 +65,7 @@ export async function startServer(net: TestNetwork, opts: { dataDir?: string; ag
     monitorIntervalMs: 500,
     router: { port: opts.routerPort ?? 0, healthIntervalMs: 200 },
     envSweepIntervalMs: 200,
+    ...(opts.recordShells ? { recordShells: true } : {}),
   });
   const api = new Api(server.url, server.token);
   return {

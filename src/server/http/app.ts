@@ -24,8 +24,7 @@ import type { EventBus } from '../../events/event-bus.js';
 import { eventRoutes } from '../../events/routes-events.js';
 import type { DashboardFeed } from '../../dashboard/dashboard-feed.js';
 import { dashboardRoutes } from '../../dashboard/routes-dashboard.js';
-import type { ShellBroker } from '../../shells/shell-broker.js';
-import { shellRoutes } from '../../shells/routes-shells.js';
+import { shellRoutes, type ShellRouteDeps } from '../../shells/routes-shells.js';
 
 export interface AppDeps {
   hosts: HostService;
@@ -44,7 +43,7 @@ export interface AppDeps {
   metrics: MetricsCollector;
   events: EventBus;
   dashboard: DashboardFeed;
-  shells: ShellBroker;
+  shells: ShellRouteDeps;
   /** Comments on an idle event stream, ms (default 15 s). */
   eventsHeartbeatMs?: number;
 }

@@ -119,6 +119,12 @@ describe.skipIf(!motoAvailable('berth server --driver aws on moto'))('berth serv
     expect(counts.calls['AttachInstances']).toBe(1);
     expect(counts.attempts['RunInstances'] ?? 0).toBe(0); // pools never launch one by one on AWS
     expect((await cli('driver')).stdout).toMatch(/DetachInstances\s+1\s+1/);
+
+    // A terminal on the claimed instance, through its berth agent's channel, as on a local host.
+    const shell = await berth(['host', 'shell', claim.host?.id ?? '', '--data-dir', join(dir, 'data'), '--', 'echo "tags: $(cat /etc/berth/tags.json 2>/dev/null || echo "$BERTH_TAGS")"; exit 4'], env, { input: '' });
+    expect(shell.stderr).toBe('');
+    expect(shell.stdout).toMatch(/^tags: \{.*"role":"api".*\}\r\n$/);
+    expect(shell.code).toBe(4);
   }, 120_000);
 
   it('refuses a pool meant for the local driver with exit code 2, and creates nothing', async () => {

@@ -66,6 +66,20 @@ export function registerHostCommands(program: Command, ctx: Context): void {
     });
 
   host
+    .command('show')
+    .description('a host: state, address, image, pool and group, tags, limits and network reach, agent, open shells')
+    .argument('<id>', 'host id')
+    .option('--json', 'print JSON')
+    .action(async (id: string, opts: { json?: boolean }) => {
+      const printer = ctx.printer(opts.json);
+      const client = ctx.client();
+      const view = await client.get<HostView>(`/v1/hosts/${encodeURIComponent(id)}`);
+      if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
+      const { sessions } = await client.get<{ sessions: unknown[] }>(`/v1/shells?host=${encodeURIComponent(id)}`);
+      printer.out(describeHost(view, sessions.length));
+    });
+
+  host
     .command('reset')
     .description('make a host fresh: services stopped, every process killed, its changes discarded, booted again (services rerun)')
     .argument('<id>', 'host id')
@@ -126,8 +140,41 @@ function printHosts(printer: Printer, hosts: HostView[]): void {
   if (hosts.length === 0) return printer.out('no hosts\n');
   printer.out(
     table(
-      ['ID', 'STATE', 'HOSTNAME', 'IP', 'AGENT', 'AGE', 'TAGS'],
-      hosts.map((h) => [h.id, h.state, h.hostname, h.ip ?? '-', h.agent.connected ? 'connected' : h.agent.lastSeen ? `seen ${age(h.agent.lastSeen)} ago` : 'never', age(h.createdAt), formatTags(h.tags)]),
+      ['ID', 'STATE', 'HOSTNAME', 'IP', 'POOL', 'GROUP', 'AGENT', 'AGE', 'TAGS'],
+      hosts.map((h) => [h.id, h.state, h.hostname, h.ip ?? '-', h.pool ?? '-', h.group ?? '-', h.agent.connected ? 'connected' : h.agent.lastSeen ? `seen ${age(h.agent.lastSeen)} ago` : 'never', age(h.createdAt), formatTags(h.tags)]),
     ),
   );
+}
+
+/** `berth host show`: one labelled line per aspect, empty ones left out. */
+export function describeHost(h: HostView, openShells: number): string {
+  const r = h.resources;
+  const limits = [
+    r['cpus'] !== undefined ? `${String(r['cpus'])} CPU` : '',
+    r['memoryMiB'] !== undefined ? `${String(r['memoryMiB'])} MiB memory` : '',
+    r['pids'] !== undefined ? `${String(r['pids'])} processes` : '',
+    r['diskMiB'] !== undefined ? `a disk of its own of ${String(r['diskMiB'])} MiB` : '',
+  ].filter(Boolean);
+  const allow = Array.isArray(r['egressAllow']) ? r['egressAllow'].map(String) : [];
+  const egress = r['egress'] === true ? (allow.length > 0 ? `only to ${allow.join(', ')}` : 'beyond the machine (NAT), except denied ranges') : 'none (the machine and its group only)';
+  const ports = Array.isArray(r['machinePorts']) && r['machinePorts'].length > 0 ? r['machinePorts'].join(', ') : '';
+  const agent = h.agent.connected ? `connected${h.agent.version ? ` (agent ${h.agent.version})` : ''}` : h.agent.lastSeen ? `away, last seen ${age(h.agent.lastSeen)} ago` : 'never connected';
+  const lines: [string, string][] = [
+    ['state', `${h.state}${h.stateReason ? ` (${h.stateReason})` : ''}`],
+    ['hostname', h.hostname],
+    ['ip', h.ip ?? '-'],
+    ['image', h.imageId ? `${h.image} (${h.imageId})` : h.image],
+    ['driver', h.driver],
+    ['pool', h.pool ?? ''],
+    ['group', h.group ?? ''],
+    ['tags', formatTags(h.tags)],
+    ['limits', limits.join(', ')],
+    ['egress', egress],
+    ['machine ports', ports],
+    ['agent', agent],
+    ['created', `${h.createdAt}${h.readyAt ? `, ready ${h.readyAt}` : ''}${h.terminatedAt ? `, terminated ${h.terminatedAt}` : ''}`],
+    ['shells', openShells > 0 ? `${openShells} open (berth shell ls --host ${h.id})` : ''],
+  ];
+  const width = Math.max(...lines.map(([k]) => k.length));
+  return `${h.id}\n${lines.filter(([, v]) => v !== '').map(([k, v]) => `  ${k.padEnd(width)}  ${v}`).join('\n')}\n`;
 }

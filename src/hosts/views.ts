@@ -14,6 +14,9 @@ export interface HostView {
   driver: string;
   tags: Record<string, string>;
   resources: Record<string, number | number[] | boolean | string[]>;
+  /** The pool it belongs to, and the group that claimed it (null: none). */
+  pool: string | null;
+  group: string | null;
   agent: { connected: boolean; lastSeen: string | null; version: string | null };
   createdAt: string;
   readyAt: string | null;
@@ -34,6 +37,8 @@ export function toHostView(row: HostRow, connected: boolean): HostView {
     driver: row.driver,
     tags: row.tags,
     resources: row.resources,
+    pool: row.pool,
+    group: row.group_name,
     agent: { connected, lastSeen: iso(row.agent_last_seen), version: row.agent_version },
     createdAt: new Date(row.created_at).toISOString(),
     readyAt: iso(row.ready_at),

@@ -24,6 +24,8 @@ export const hostView = z.object({
   driver: z.string(),
   tags: z.record(z.string(), z.string()),
   resources: z.record(z.string(), z.union([z.number(), z.array(z.number()), z.boolean(), z.array(z.string())])),
+  pool: z.string().nullable(),
+  group: z.string().nullable(),
   agent: z.object({ connected: z.boolean(), lastSeen: z.string().nullable(), version: z.string().nullable() }),
   createdAt: z.string(),
   readyAt: z.string().nullable(),

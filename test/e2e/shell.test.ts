@@ -135,8 +135,8 @@ describe('berth host shell', () => {
     const id = sessions[0]?.id ?? '';
     expect((await berth(['shell', 'ls'], env)).stdout).toMatch(new RegExp(`${id}\\s+${host.id}\\s+open\\s+\\d+s\\s+0\\s+\\d+\\s+echo started; sleep 600`));
     const shown = await berth(['host', 'show', host.id], env);
-    expect(shown.stdout).toMatch(new RegExp(`^  shells +1 open \\(berth shell ls --host ${host.id}\\)$`, 'm'));
-    expect(shown.stdout).toMatch(/^  hostname +shell-box$/m);
+    expect(shown.stdout).toMatch(new RegExp(`^ {2}shells +1 open \\(berth shell ls --host ${host.id}\\)$`, 'm'));
+    expect(shown.stdout).toMatch(/^ {2}hostname +shell-box$/m);
     const ended = await berth(['shell', 'end', id], env);
     expect(ended).toMatchObject({ code: 0, stderr: `ended ${id} on ${host.id}\n` });
     expect(await s.exit).toMatchObject({ type: 'exit', code: null, error: 'the session was ended by `berth shell end`' });

@@ -6,6 +6,15 @@
  */
 import type { AgentMessage, ServerMessage } from '../protocol/messages.js';
 
+/** A name service's answers by how: see DnsCounts in drivers/local/dns-forwarder.ts. */
+export interface NameServiceCounts {
+  local: number;
+  relayed: number;
+  refused: number;
+  failed: number;
+  tcpConnections: number;
+}
+
 export interface HostResources {
   /** CPU limit in cores (may be fractional). */
   cpus?: number;
@@ -273,6 +282,8 @@ export interface HostDriver {
    * anything is recorded: a restriction silently ignored would be worse than an error.
    */
   checkResources?(resources: HostResources): void;
+  /** Optional: what the driver's name service for hosts answered so far (the local driver's relay), by how; undefined before it started. */
+  nameServiceCounts?(): NameServiceCounts | undefined;
   /** Optional: stops what the driver serves from this process (the local driver's DNS for hosts); the server is stopping. Hosts keep running. */
   stopServing?(): Promise<void>;
   /** A cloud driver's API calls so far, by operation (retries not counted). */

@@ -20,8 +20,9 @@ import { OPEN_STATUSES } from '../core/command-status.js';
 import { formatExposition, histogramSamples, type MetricFamily, type MetricType, type RouterRequestCounts, type Sample } from './exposition.js';
 import { TenantHistograms } from './readiness.js';
 import { hostUsageFamilies } from './host-usage.js';
-import { shellFamilies } from './shell-usage.js';
+import { nameServiceFamilies, shellFamilies } from './shell-usage.js';
 import type { ShellTotals } from '../shells/shell-broker.js';
+import type { NameServiceCounts } from '../drivers/types.js';
 import type { HostStatsView } from '../hosts/views.js';
 import { MetricsRepo, type ClaimCounts, type ClaimStageHistogram, type PoolHostGroup, type StoreTime } from './metrics-repo.js';
 
@@ -162,6 +163,8 @@ export interface MetricsCollectorDeps {
   hostStats?: (tenantId: string) => Promise<HostStatsView[]>;
   /** Shell sessions, counted by the server process (shell-usage.ts). */
   shells?: (tenantId: string) => ShellTotals;
+  /** The driver's name service for hosts (machine-wide: not a tenant's). */
+  nameService?: () => NameServiceCounts | undefined;
 }
 
 export class MetricsCollector {
@@ -300,6 +303,8 @@ export class MetricsCollector {
 
     if (this.deps.hostStats) families.push(...hostUsageFamilies(tenant, await this.deps.hostStats(tenantId)));
     if (this.deps.shells) families.push(...shellFamilies(tenant, this.deps.shells(tenantId)));
+    const names = this.deps.nameService?.();
+    if (names) families.push(...nameServiceFamilies(names));
 
     // Supervised services, as their agents last reported them.
     if (this.deps.services) {

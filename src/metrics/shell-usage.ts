@@ -1,9 +1,10 @@
 /**
- * Shell sessions as families of the exposition, counted by the server process (the store keeps no
- * record of them; their events do): open now, ended since the server started by how they ended,
- * and the terminal's bytes each way.
+ * What the server process counts itself, as families of the exposition (the store keeps no record
+ * of them): shell sessions — open now, ended since the server started by how they ended, and the
+ * terminal's bytes each way; and the hosts' name service — its answers by how.
  */
 import { SHELL_END_CAUSES, type ShellTotals } from '../shells/shell-broker.js';
+import type { NameServiceCounts } from '../drivers/types.js';
 import type { MetricFamily } from './exposition.js';
 
 export function shellFamilies(tenant: string, totals: ShellTotals): MetricFamily[] {
@@ -24,5 +25,18 @@ export function shellFamilies(tenant: string, totals: ShellTotals): MetricFamily
         { labels: { tenant, direction: 'out' }, value: totals.bytesOut },
       ],
     },
+  ];
+}
+
+/** Machine-wide (the relay serves every tenant's hosts), so without a tenant label. */
+export function nameServiceFamilies(counts: NameServiceCounts): MetricFamily[] {
+  return [
+    {
+      name: 'berth_name_service_answers_total',
+      type: 'counter',
+      help: "Hosts' name queries answered at their gateway since the server started, by how: local (a group mate's name), relayed (a name server's answer), refused (no egress, or a name the host's allow list does not name), failed (SERVFAIL).",
+      samples: (['local', 'relayed', 'refused', 'failed'] as const).map((answer) => ({ labels: { answer }, value: counts[answer] })),
+    },
+    { name: 'berth_name_service_tcp_connections_total', type: 'counter', help: 'TCP connections of hosts piped to a name server (answers too large for UDP).', samples: [{ labels: {}, value: counts.tcpConnections }] },
   ];
 }

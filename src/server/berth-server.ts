@@ -338,6 +338,7 @@ export class BerthServer {
         services,
         poolTarget: (tenantId, pool) => reconciler.progressOf(tenantId, pool).demand?.target,
         shells: (tenantId) => shells.totalsFor(tenantId),
+        ...(config.driver.nameServiceCounts ? { nameService: () => config.driver.nameServiceCounts?.() } : {}),
         ...(config.driver.stats ? { hostStats: (tenantId: string) => hostsService.runningStats(tenantId) } : {}),
       });
       const dashboard = createDashboard({ db: store.db, events, metrics, pools: poolService, hosts: hostsService, environments, commands, hostHourPrice: config.hostHourPrice });

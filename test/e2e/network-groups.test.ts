@@ -79,6 +79,11 @@ describe('which hosts reach each other', () => {
     expect(await resolve(alice1, alice2.hostname)).toBe(alice2.ip);
     expect(await resolve(alice2, alice1.hostname.toUpperCase())).toBe(alice1.ip);
     expect(await resolve(bob, alice1.hostname)).toBe('none');
+    // The name service counts how it answered: group mates' names here, bob's lookup refused.
+    const metrics = await fetch(`${srv.server.url}/metrics`, { headers: { authorization: `Bearer ${srv.server.token}` } }).then((r) => r.text());
+    const answers = (how: string) => Number(new RegExp(`^berth_name_service_answers_total\\{answer="${how}"\\} (\\d+)$`, 'm').exec(metrics)?.[1]);
+    expect(answers('local')).toBeGreaterThanOrEqual(2);
+    expect(answers('refused')).toBeGreaterThanOrEqual(1);
     expect(await dial(bob, alice1)).toBe('blocked');
     expect(await dial(alice2, bob)).toBe('blocked');
     const [spare] = await fullPool();

@@ -116,6 +116,8 @@ describe('the DNS forwarder', () => {
     resolver.setServers([`127.0.0.1:${port}`]);
     expect(await resolver.resolve4('upstream.test')).toEqual(['198.18.0.2']);
     await expect(resolver.resolve4('nowhere.test')).rejects.toMatchObject({ code: 'ENOTFOUND' });
+    // Counted as the server's /metrics shows them (an NXDOMAIN is a name server's answer too).
+    expect(forwarder?.counts).toEqual({ local: 0, relayed: 2, refused: 0, failed: 0, tcpConnections: 0 });
   });
 
   it('refuses a host without egress, and asks nobody', async () => {
@@ -125,6 +127,7 @@ describe('the DNS forwarder', () => {
     const answer = await ask(port, buildQuery(7, 'upstream.test'));
     expect(rcode(answer)).toBe(5);
     expect(upstream.asked.length).toBe(before);
+    expect(forwarder?.counts).toMatchObject({ refused: 1, relayed: 0 });
   });
 
   it('asks the next server when one is silent, and answers SERVFAIL when none answers', async () => {
@@ -137,6 +140,7 @@ describe('the DNS forwarder', () => {
     const started = performance.now();
     expect(rcode(await ask(lonely, buildQuery(9, 'upstream.test')))).toBe(2);
     expect(performance.now() - started).toBeLessThan(2000);
+    expect(forwarder?.counts).toMatchObject({ failed: 1, relayed: 0 });
   });
 
   it('ignores what is not a query (an answer sent to it)', async () => {
@@ -170,6 +174,7 @@ describe('the DNS forwarder', () => {
     expect(upstream.asked.at(-1)).toEqual({ name: 'upstream.test', type: 1, via: 'tcp' });
     allowed = false;
     expect((await viaTcp()).length).toBe(0);
+    expect(forwarder?.counts.tcpConnections).toBe(1);
   });
 
   it('answers a narrowed host for its names only, after learning their addresses; never over TCP', async () => {

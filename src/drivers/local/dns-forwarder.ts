@@ -186,7 +186,23 @@ export interface DnsForwarderOptions {
   maxConnections?: number;
 }
 
+/** What the relay answered since it started, by how (NameServiceCounts in drivers/types.ts). */
+export interface DnsCounts {
+  /** A group mate's name, answered at the gateway. */
+  local: number;
+  /** Relayed to a name server, and its answer given. */
+  relayed: number;
+  /** Refused: not a host of the bridge, no egress, or a name its allow list does not name. */
+  refused: number;
+  /** SERVFAIL: no name server answered, too many queries at once, or the address could not be opened. */
+  failed: number;
+  /** TCP connections piped to a name server (large answers). */
+  tcpConnections: number;
+}
+
 export class DnsForwarder {
+  /** Since start; read by the driver's nameServiceCounts. */
+  readonly counts: DnsCounts = { local: 0, relayed: 0, refused: 0, failed: 0, tcpConnections: 0 };
   private udp: dgram.Socket | undefined;
   private tcp: Server | undefined;
   private inFlight = 0;
@@ -240,6 +256,8 @@ export class DnsForwarder {
   private onQuery(msg: Buffer, from: dgram.RemoteInfo): void {
     if (!isQuery(msg)) return;
     const refusal = (rcode: number) => {
+      if (rcode === RCODE_REFUSED) this.counts.refused++;
+      else this.counts.failed++;
       const answer = errorAnswer(msg, rcode);
       if (answer) this.answer(answer, from);
     };
@@ -248,6 +266,7 @@ export class DnsForwarder {
     const name = questionName(msg);
     const local = name === undefined ? undefined : policy.local?.(name);
     if (local) {
+      this.counts.local++;
       const answer = localAnswer(msg, local);
       if (answer) this.answer(answer, from);
       return;
@@ -267,6 +286,7 @@ export class DnsForwarder {
   /** Hands an upstream's answer to the host, once the policy has learnt its addresses. */
   private deliver(query: Buffer, answer: Buffer, to: dgram.RemoteInfo, policy: ClientPolicy): Promise<void> {
     if (!policy.learn) {
+      this.counts.relayed++;
       this.answer(answer, to);
       return Promise.resolve();
     }
@@ -278,8 +298,12 @@ export class DnsForwarder {
     }
     const learnt = found.addresses.length > 0 ? policy.learn(found.addresses, found.ttlSeconds) : Promise.resolve();
     return learnt.then(
-      () => this.answer(answer, to),
       () => {
+        this.counts.relayed++;
+        this.answer(answer, to);
+      },
+      () => {
+        this.counts.failed++;
         const failure = errorAnswer(query, RCODE_SERVFAIL);
         if (failure) this.answer(failure, to);
       },
@@ -290,6 +314,7 @@ export class DnsForwarder {
   private relay(query: Buffer, from: dgram.RemoteInfo, index: number, policy: ClientPolicy, done: () => void): void {
     const upstream = this.opts.upstreams[index];
     if (!upstream || !this.udp) {
+      this.counts.failed++;
       const answer = errorAnswer(query, RCODE_SERVFAIL);
       if (answer) this.answer(answer, from);
       done();
@@ -328,6 +353,7 @@ export class DnsForwarder {
       socket.destroy();
       return;
     }
+    this.counts.tcpConnections++;
     this.connections.add(socket);
     socket.setTimeout(10_000, () => socket.destroy());
     socket.on('error', () => socket.destroy());

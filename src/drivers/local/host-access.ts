@@ -8,7 +8,7 @@
 import { nameAllowed, parseEgressAllow, type EgressAllowList } from '../../core/egress-allow.js';
 import { errorMessage } from '../../core/errors.js';
 import type { HostResources } from '../types.js';
-import { DnsForwarder, type ClientPolicy, type NameServer } from './dns-forwarder.js';
+import { DnsForwarder, type ClientPolicy, type DnsCounts, type NameServer } from './dns-forwarder.js';
 import { HostEgress } from './egress.js';
 import { GroupNames, type NamedAddress } from './group-names.js';
 import type { HostRecord } from './host-state.js';
@@ -70,6 +70,7 @@ export class HostAccess {
   private readonly refusals = new Map<string, { since: number; logged: number }>();
   /** The forwarder, started with the first host that needs it; resolves to undefined when it cannot run. */
   private dns: Promise<DnsForwarder | undefined> | undefined;
+  private forwarder: DnsForwarder | undefined;
 
   constructor(private readonly setup: HostAccessSetup) {
     this.configuredAgent = setup.agentPort ? { ip: setup.subnet.gateway, port: setup.agentPort } : undefined;
@@ -140,6 +141,7 @@ export class HostAccess {
       const forwarder = new DnsForwarder({ address: subnet.gateway, upstreams: nameServers, policy: (ip) => this.dnsPolicy(ip) });
       try {
         await forwarder.start();
+        this.forwarder = forwarder;
         logger.info({ bridge, nameServers: nameServers.map((s) => `${s.address}:${s.port}`) }, `hosts resolve their group mates' names at ${subnet.gateway}, and hosts with egress ${nameServers.length > 0 ? 'every name' : 'no other name (no name server given)'}`);
         return forwarder;
       } catch (err) {
@@ -148,6 +150,11 @@ export class HostAccess {
       }
     })();
     return (await this.dns) ? subnet.gateway : undefined;
+  }
+
+  /** What the name service answered so far (undefined: it has not started). */
+  nameServiceCounts(): DnsCounts | undefined {
+    return this.forwarder?.counts;
   }
 
   /** Whether names other than group mates' are answered (a name server was given). */

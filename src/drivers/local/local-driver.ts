@@ -8,7 +8,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { BerthError, errorMessage, isBerthError } from '../../core/errors.js';
-import type { DescribedHost, DriverInfo, FoundHost, GroupMember, HostDriver, HostSpec, HostStats, LaunchedHost, OperationOptions } from '../types.js';
+import type { DescribedHost, DriverInfo, FoundHost, GroupMember, HostDriver, HostSpec, HostStats, LaunchedHost, NameServiceCounts, OperationOptions } from '../types.js';
 import {
   devTemplateDir, hostNames, hostToolsDir, isValidHostId, netnsPrefix, resolveLocalConfig,
   type HostNames, type LocalDriverConfig, type ResolvedLocalConfig,
@@ -60,6 +60,8 @@ export class LocalDriver implements HostDriver {
   /** The kernel is the machine's: whether its /proc has sysrq-trigger does not change. */
   private readonly sysrqTrigger = hasSysrqTrigger();
   private preparing: Promise<Prepared> | undefined;
+  /** What `preparing` gave, once it has (for synchronous readers such as nameServiceCounts). */
+  private ready: Prepared | undefined;
   /** Spawns on behalf of this process (see spawner.ts); started by init(), before the store opens. */
   private spawner: Spawner | undefined;
   private tools: SystemTools | undefined;
@@ -93,10 +95,13 @@ export class LocalDriver implements HostDriver {
   }
 
   private prepared(): Promise<Prepared> {
-    this.preparing ??= this.prepare().catch((err: unknown) => {
-      this.preparing = undefined; // let a later call retry once the user fixed the machine
-      throw err;
-    });
+    this.preparing ??= this.prepare().then(
+      (prepared) => (this.ready = prepared),
+      (err: unknown) => {
+        this.preparing = undefined; // let a later call retry once the user fixed the machine
+        throw err;
+      },
+    );
     return this.preparing;
   }
 
@@ -336,6 +341,11 @@ export class LocalDriver implements HostDriver {
       const record = readStateFile(names.stateFile) ?? {};
       return { id, driverData: { ...record, id, netns: names.netns, veth: names.veth, hostDir: names.hostDir } };
     });
+  }
+
+  /** What the name service answered so far; undefined until a host was given it. */
+  nameServiceCounts(): NameServiceCounts | undefined {
+    return this.ready?.access.nameServiceCounts();
   }
 
   /** Stops answering hosts' DNS queries (see HostAccess.nameService); hosts keep running. */

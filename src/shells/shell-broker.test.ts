@@ -12,10 +12,10 @@ import { ShellBroker, type ShellClient, type ShellExit } from './shell-broker.js
 
 const REQUEST = { term: 'xterm', cols: 80, rows: 24 };
 
-function setup(opts: { state?: HostRow['state']; connected?: boolean; supervises?: boolean; openTimeoutMs?: number; idleTimeoutMs?: number } = {}) {
+function setup(opts: { state?: HostRow['state']; connected?: boolean; supervises?: boolean; openTimeoutMs?: number; idleTimeoutMs?: number; slot?: HostRow['slot'] } = {}) {
   const sent: ServerMessage[] = [];
   const events: NewEvent[] = [];
-  const host = { id: 'h-1', tenant_id: 't', state: opts.state ?? 'running' } as HostRow;
+  const host = { id: 'h-1', tenant_id: 't', state: opts.state ?? 'running', pool: opts.slot ? 'web' : null, slot: opts.slot ?? null } as HostRow;
   const broker = new ShellBroker({
     hosts: { get: (tenantId, id) => Promise.resolve(tenantId === 't' && id === 'h-1' ? host : undefined) },
     agents: { isConnected: () => opts.connected ?? true, supervises: () => opts.supervises ?? true, send: (_id, msg) => (sent.push(msg), true) },
@@ -44,6 +44,9 @@ describe('ShellBroker', () => {
       [{ state: 'booting' }, 'h-1', 'host h-1 is booting, not running'],
       [{ supervises: false }, 'h-1', "through its backend's agent (SSM)"],
       [{ connected: false }, 'h-1', 'the agent of host h-1 is not connected'],
+      // A pool's spare would carry what the terminal did to the next user who claims it.
+      [{ slot: 'ready' }, 'h-1', 'host h-1 is a ready host of pool web, waiting to be handed out'],
+      [{ slot: 'warming' }, 'h-1', 'host h-1 is a warming host of pool web'],
     ];
     for (const [opts, hostId, message] of cases) {
       const { broker, sent, client } = setup(opts);
@@ -52,6 +55,11 @@ describe('ShellBroker', () => {
     }
     const { broker, client } = setup();
     await expect(broker.open('other-tenant', 'h-1', REQUEST, client().c)).rejects.toThrow('does not exist');
+    // A claimed host is its user's; a quarantined one is opened to see why it failed.
+    for (const slot of ['claimed', 'quarantined'] as const) {
+      const open = setup({ slot });
+      await expect(open.broker.open('t', 'h-1', REQUEST, open.client().c)).resolves.toMatchObject({ id: expect.stringMatching(/^sh-/) as unknown });
+    }
   });
 
   it(`refuses a session past ${SHELL_MAX_SESSIONS_PER_HOST} on one host`, async () => {

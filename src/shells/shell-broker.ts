@@ -93,6 +93,9 @@ export interface ShellBrokerDeps {
 
 type State = 'opening' | 'open' | 'ended';
 
+/** A pool's hosts in these slots are (or are about to be) handed to a claim: no terminal on them. */
+const HANDED_OUT_SLOTS: ReadonlySet<string> = new Set(['warming', 'ready', 'claiming']);
+
 interface Session {
   id: string;
   tenantId: string;
@@ -136,6 +139,10 @@ export class ShellBroker {
     const host = await this.deps.hosts.get(tenantId, hostId);
     if (!host || host.state === 'terminated') throw new BerthError('host_not_found', `host ${hostId} does not exist${host ? ' any more' : ''}`, 'List hosts with `berth host ls`.', { hostId });
     if (host.state !== 'running') throw new BerthError('invalid_state', `host ${hostId} is ${host.state}, not running`, 'Wait until it runs (`berth host ls`), or launch another.', { hostId });
+    if (host.pool && host.slot && HANDED_OUT_SLOTS.has(host.slot)) {
+      // Whatever a terminal changes there, the next claim gets: someone else's host.
+      throw new BerthError('invalid_state', `host ${hostId} is a ${host.slot} host of pool ${host.pool}, waiting to be handed out`, `Claim it first (\`berth claim ${host.pool} --group …\`); a quarantined host can be opened to see why it failed.`, { hostId });
+    }
     if (!this.deps.agents.supervises(hostId)) {
       throw new BerthError('invalid_state', `host ${hostId} runs commands through its backend's agent (SSM), not berth's, so berth cannot open a terminal on it`, "Use the backend's own sessions (`aws ssm start-session --target <instance>`), or a pool with `commandChannel: agent`.", { hostId });
     }

@@ -195,7 +195,8 @@ function hostRow(h) {
   return (
     `<tr data-host="${esc(h.id)}"><td class="mono">${esc(h.id)}</td><td class="st state-${esc(h.state)}" title="${esc(h.stateReason)}">${esc(h.state)}</td><td>${esc(h.pool ?? '')}</td><td>${esc(h.group ?? '')}</td>` +
     `<td>${esc(h.image)}</td><td>${esc(h.ip ?? '')}</td><td class="agent${h.agentConnected ? ' on' : ''}">${h.agentConnected ? 'connected' : 'away'} · ${esc(fmtTime(h.agentLastSeen))}</td>` +
-    `<td>${h.state === 'running' && h.agentConnected ? `<button type="button" class="shell" data-shell="${esc(h.id)}">shell</button>` : ''}</td></tr>`
+    // No terminal on a pool's waiting host: the next claim would get what it changed.
+    `<td>${h.state === 'running' && h.agentConnected && (!h.pool || h.group) ? `<button type="button" class="shell" data-shell="${esc(h.id)}">shell</button>` : ''}</td></tr>`
   );
 }
 

@@ -61,6 +61,7 @@ export function registerUpCommand(program: Command, ctx: Context, env: NodeJS.Pr
       `\nberth is up${server ? ` (API ${server.url})` : ''}. Next, in another terminal:\n` +
         `  npx berth env create alice --stack ${stack}      # prints ${routerUrl} — open it in a browser\n` +
         `  npx berth env ls\n` +
+        `  npx berth env shell alice                      # a terminal on alice's host\n` +
         `  npx berth env deploy alice --ref v2            # new hosts first; no request lost\n` +
         `  npx berth env rm alice\n` +
         `  npx berth dashboard                            # the web dashboard's address, with the token\n`,

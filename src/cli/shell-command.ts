@@ -3,7 +3,8 @@
  * `start-session` give one. On a terminal, keys go through raw (Ctrl-C reaches the host's program)
  * and the window's size follows; piped input is typed into the host's terminal, and its end is a
  * Ctrl-D. The exit code is the host program's (128 + N when signal N ended it), 1 when the session
- * was cut off.
+ * was cut off. On a terminal, `~.` at the start of a line leaves a session that no longer answers
+ * (as in ssh; `~~` sends one `~`).
  */
 import type { Command } from 'commander';
 import { constants } from 'node:os';
@@ -152,7 +153,16 @@ function relay(ws: WebSocket, stdin: NodeJS.ReadStream, stdout: NodeJS.WriteStre
     let exit: ExitFrame | undefined;
     const raw = stdin.isTTY;
     if (raw) stdin.setRawMode(true);
-    const onInput = (data: Buffer): void => ws.send(data, { binary: true });
+    let leftByEscape = false;
+    const escape = new EscapeReader(() => {
+      leftByEscape = true;
+      ws.close(1000, 'the user left (~.)');
+    });
+    // The escape works on a terminal only, as ssh's: piped input is sent as it is.
+    const onInput = (data: Buffer): void => {
+      const out = raw ? escape.read(data) : data;
+      if (out.length > 0 && ws.readyState === ws.OPEN) ws.send(out, { binary: true });
+    };
     const onEnd = (): void => ws.send(CTRL_D, { binary: true });
     const onResize = (): void => {
       if (stdout.columns > 0 && stdout.rows > 0) ws.send(JSON.stringify({ type: 'resize', cols: stdout.columns, rows: stdout.rows }));
@@ -175,6 +185,10 @@ function relay(ws: WebSocket, stdin: NodeJS.ReadStream, stdout: NodeJS.WriteStre
       stdout.off('resize', onResize);
       if (raw) stdin.setRawMode(false);
       stdin.pause();
+      if (leftByEscape) {
+        process.stderr.write('\r\nberth: left the session (~.); its terminal hung up\n');
+        return resolve(0);
+      }
       if (exit?.code !== null && exit?.code !== undefined) return resolve(exit.code);
       const signo = exit?.signal ? constants.signals[exit.signal as keyof typeof constants.signals] : undefined;
       if (signo !== undefined) return resolve(128 + signo);
@@ -183,4 +197,37 @@ function relay(ws: WebSocket, stdin: NodeJS.ReadStream, stdout: NodeJS.WriteStre
     });
     ws.on('error', () => undefined); // 'close' follows
   });
+}
+
+/**
+ * ssh's escape, at the start of a line: `~.` leaves, `~~` is one `~`, `~` and anything else is sent
+ * as typed. Keys come one chunk per keystroke on a raw terminal; a paste comes whole and is passed
+ * through, but for an escape at its start.
+ */
+export class EscapeReader {
+  private lineStart = true;
+  private pending = false;
+
+  constructor(private readonly leave: () => void) {}
+
+  /** What to send of `data`. */
+  read(data: Buffer): Buffer {
+    const out: number[] = [];
+    for (const byte of data) {
+      if (this.pending) {
+        this.pending = false;
+        if (byte === 0x2e) {
+          this.leave();
+          return Buffer.from(out);
+        }
+        if (byte !== 0x7e) out.push(0x7e);
+        out.push(byte);
+      } else if (this.lineStart && byte === 0x7e) {
+        this.pending = true;
+        continue;
+      } else out.push(byte);
+      this.lineStart = byte === 0x0d || byte === 0x0a;
+    }
+    return Buffer.from(out);
+  }
 }

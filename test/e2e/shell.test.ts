@@ -4,7 +4,10 @@
  * code comes back, the size follows their window, nothing of theirs runs on after they leave, a
  * flood of output arrives whole, and every refusal says why and changes nothing.
  */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { packageRoot } from '../../src/cli/paths.js';
 import { WebSocket } from 'ws';
 import type { BerthEvent } from '../../src/events/types.js';
 import type { HostView } from '../../src/hosts/views.js';
@@ -59,6 +62,29 @@ describe('berth host shell', () => {
     expect(res.stderr).toBe('');
     expect(res.stdout).toMatch(/on shell-box as root in \/dev\/pts\/\d+\r\n/);
     expect(res.code).toBe(3);
+  });
+
+  it("on a terminal: the window's size, Ctrl-C stopping the host's program (not the CLI), and ~. to leave", async () => {
+    // The CLI on a pty of this machine, as in a person's terminal (util-linux `script` makes it).
+    const cli = spawn('script', ['-qfec', `stty rows 33 cols 111; exec ${process.execPath} ${join(packageRoot(), 'bin', 'berth.js')} host shell ${host.id}`, '/dev/null'], {
+      env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: '/root', TERM: 'xterm', ...env },
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    let screen = '';
+    cli.stdout.on('data', (d: Buffer) => (screen += d.toString()));
+    const exited = new Promise<number | null>((resolve) => cli.once('exit', resolve));
+    const prompts = () => screen.split('root@shell-box').length - 1;
+    await until(() => prompts() >= 1, 'the prompt');
+    cli.stdin.write('stty size; sleep 30\r');
+    await until(() => /33 111\r?\r\n/.test(screen), 'the size of the window');
+    const started = Date.now();
+    cli.stdin.write('\x03');
+    await until(() => prompts() >= 2, 'the prompt after Ctrl-C');
+    expect(Date.now() - started).toBeLessThan(5000);
+    cli.stdin.write('\r~.');
+    expect(await exited).toBe(0);
+    expect(screen).toContain('berth: left the session (~.); its terminal hung up');
+    await until(async () => (JSON.parse((await berth(['shell', 'ls', '--json'], env)).stdout) as unknown[]).length === 0, 'the session to end');
   });
 
   it('runs a command in a terminal of the default size, in a directory and as a user', async () => {

@@ -32,7 +32,8 @@ const shellQuery = z
     cols: dimension(80),
     rows: dimension(24),
     term: z.string().regex(SHELL_TERM_PATTERN, 'a terminal type such as xterm-256color').default('xterm-256color'),
-    command: z.string().min(1).max(64 * 1024).optional(),
+    // It travels in the URL, which the HTTP server takes up to 16 KiB of headers for.
+    command: z.string().min(1).max(8 * 1024, 'at most 8 KiB: put a longer script in a file on the host, or pipe it in').optional(),
     cwd: z.string().startsWith('/', 'an absolute path').optional(),
     user: z.string().regex(SHELL_USER_PATTERN, 'a Unix user name').optional(),
   })

@@ -51,6 +51,8 @@ export interface ShellRecorderOptions {
 }
 
 const SESSION_FILE = /^(sh-[0-9a-f]+)\.cast$/;
+/** What a listing reads of a recording's start: its header line. */
+const HEAD_BYTES = 64 * 1024;
 
 export class ShellRecorder {
   private readonly live = new Map<string, Recording>();
@@ -77,8 +79,8 @@ export class ShellRecorder {
         session: info.session,
         tenantId: info.tenantId,
         hostId: info.hostId,
-        // Bounded, so the header stays within the head that listings read.
-        ...(info.command !== undefined ? { command: info.command.length > 4096 ? `${info.command.slice(0, 4096)}…` : info.command } : {}),
+        // At most 8 KiB (shell-endpoint.ts), so even escaped the header fits in HEAD_BYTES.
+        ...(info.command !== undefined ? { command: info.command } : {}),
         ...(info.user !== undefined ? { user: info.user } : {}),
         startedAt: now.toISOString(),
       },
@@ -200,7 +202,7 @@ function readEnds(path: string): (Ends & { size: number }) | undefined {
   try {
     fd = openSync(path, 'r');
     const size = fstatSync(fd).size;
-    const head = Buffer.alloc(Math.min(size, 16 * 1024));
+    const head = Buffer.alloc(Math.min(size, HEAD_BYTES));
     readSync(fd, head, 0, head.length, 0);
     const tail = Buffer.alloc(Math.min(size, 16 * 1024));
     readSync(fd, tail, 0, tail.length, size - tail.length);

@@ -147,6 +147,7 @@ describe('berth host shell', () => {
     expect(badToken.code).toBe(2);
     expect(badToken.stderr).toContain('invalid API token');
     await expect(openSocket('cols=0')).rejects.toThrow('HTTP 400');
+    await expect(openSocket(`command=${'x'.repeat(9000)}`)).rejects.toThrow('HTTP 400');
     expect(await hostRun('ps -e --no-headers | wc -l')).toBe(before);
   });
 

@@ -19,6 +19,7 @@ import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { z } from 'zod';
 import { BerthError, isBerthError, type ErrorBody } from '../core/errors.js';
 import { hashSecret } from '../core/ids.js';
+import { cookieToken } from '../server/http/auth.js';
 import { SHELL_TERM_PATTERN, SHELL_USER_PATTERN } from '../protocol/shell.js';
 import type { ShellBroker, ShellExit, ShellHandle, ShellRequest } from './shell-broker.js';
 
@@ -115,16 +116,10 @@ async function accept(wss: WebSocketServer, req: IncomingMessage, socket: Duplex
   });
 }
 
-/** The dashboard's cookie (auth.ts sets it). */
-const TOKEN_COOKIE = 'berth_token';
-
 function tokenOf(req: IncomingMessage): string | undefined {
   const auth = req.headers.authorization;
   if (auth?.startsWith('Bearer ')) return auth.slice(7).trim();
-  const cookie = req.headers.cookie
-    ?.split(';')
-    .map((c) => c.trim())
-    .find((c) => c.startsWith(`${TOKEN_COOKIE}=`));
+  const cookie = cookieToken(req.headers.cookie);
   if (!cookie) return undefined;
   let origin: string | undefined;
   try {
@@ -135,7 +130,7 @@ function tokenOf(req: IncomingMessage): string | undefined {
   if (!origin || origin !== req.headers.host) {
     throw new BerthError('forbidden', `a terminal was asked for from another site (${req.headers.origin ?? 'no origin'}) with the dashboard's cookie`, "Open terminals from this server's dashboard, or send the token in an Authorization header.");
   }
-  return decodeURIComponent(cookie.slice(TOKEN_COOKIE.length + 1));
+  return cookie;
 }
 
 function refuse(socket: Duplex, err: BerthError): void {

@@ -10,7 +10,7 @@ import { ShellSessions } from './shell-sessions.js';
 
 type Sent = AgentMessage & { sessionId?: string };
 
-function harness(opts: { windowBytes?: number; maxSessions?: number; script?: string } = {}) {
+function harness(opts: { windowBytes?: number; maxSessions?: number; script?: string; shell?: string } = {}) {
   const sent: Sent[] = [];
   const waiters: (() => void)[] = [];
   const shells = new ShellSessions({
@@ -101,9 +101,20 @@ describe.skipIf(!existsSync('/usr/bin/script'))('shell sessions', () => {
     h.shells.handle({ type: 'shellClose', sessionId: 'k1' });
     await h.until(() => h.exitOf('k1') !== undefined);
     expect(h.exitOf('k1')?.error).toBe('the session was closed');
-    await h.until(() => !alive(shellPid) && !alive(jobPid), 5000);
+    await h.until(() => !alive(shellPid) && !alive(jobPid));
     expect(alive(nohupPid)).toBe(true);
     process.kill(nohupPid ?? 0, 'SIGKILL');
+  });
+
+  it("hangs up a shell's jobs whatever the shell (dash does not pass SIGHUP on to them)", async () => {
+    const h = harness({ shell: '/bin/sh' });
+    live = h.shells;
+    h.open('d1', { command: 'set -m; sleep 300 & echo "job $!"; wait' }); // set -m: the job in a group of its own
+    await h.until(() => /job \d+/.test(h.output('d1')));
+    const job = Number(/job (\d+)/.exec(h.output('d1'))?.[1]);
+    expect(alive(job)).toBe(true);
+    h.shells.handle({ type: 'shellClose', sessionId: 'd1' });
+    await h.until(() => !alive(job));
   });
 
   it('stops reading output while the window is unacknowledged, and loses nothing', async () => {

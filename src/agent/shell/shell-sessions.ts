@@ -9,9 +9,10 @@
  * the agent's connection drops (no one can see the terminal any more).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import type { AgentMessage, ServerMessage } from '../../protocol/messages.js';
 import { SHELL_MAX_SESSIONS_PER_HOST, SHELL_WINDOW_BYTES, type ShellOpen } from '../../protocol/shell.js';
+import { shellQuote } from '../runcommand/script.js';
 
 /** After the hang-up, what is still running this long is killed. */
 const HANGUP_GRACE_MS = 2000;
@@ -94,7 +95,7 @@ export class ShellSessions {
     }
     const shell = this.opts.shell ?? (existsSync('/bin/bash') ? '/bin/bash' : '/bin/sh');
     // The terminal's size is set from inside before the program starts, so it draws right at once.
-    const program = msg.user ? suCommand(msg.user, msg.command) : msg.command ? `exec ${shell} -c ${quote(msg.command)}` : `exec ${shell} -l`;
+    const program = msg.user ? suCommand(msg.user, msg.command) : msg.command ? `exec ${shell} -c ${shellQuote(msg.command)}` : `exec ${shell} -l`;
     const inner = `stty rows ${msg.rows} cols ${msg.cols} 2>/dev/null; ${program}`;
     let child: ChildProcess;
     try {
@@ -173,10 +174,11 @@ export class ShellSessions {
   }
 
   /**
-   * A hang-up, as a terminal's: SIGHUP to `script`, which closes the pty, so the program's session
-   * gets SIGHUP too (an interactive bash passes it on to its jobs). What ignores it on purpose
-   * (`nohup`, `setsid`) keeps running, as after an SSH logout; a host's reset or terminate ends all.
-   * A program that neither exits nor lets go of the terminal is killed after the grace.
+   * A hang-up, as a terminal's: SIGHUP to the program and to every process group of its session
+   * (its jobs: what the kernel does for the foreground one, and bash for the others; done here so
+   * that every shell's jobs get it). What ignores it on purpose (`nohup`) or left the session
+   * (`setsid`) keeps running, as after an SSH logout; a host's reset or terminate ends all. What
+   * neither exits nor lets go of the terminal is killed after the grace.
    */
   private close(id: string): void {
     const session = this.sessions.get(id);
@@ -184,14 +186,11 @@ export class ShellSessions {
     session.closing = true;
     const pid = session.child.pid;
     if (!pid) return;
-    // What the kernel does when a terminal hangs up: SIGHUP to the session's leader (the shell,
-    // which passes it on to its jobs) and to the program in the foreground. (SIGHUP to `script`
-    // instead would have it end the shell its own way, and the shell's jobs would live on.)
+    // (SIGHUP to `script` instead would have it end the shell its own way, and the jobs live on.)
     const program = childOf(pid);
     if (program) {
       signal(program, 'SIGHUP');
-      const foreground = foregroundGroupOf(program);
-      if (foreground && foreground !== program) signalGroup(foreground, 'SIGHUP');
+      for (const group of groupsOfSession(program)) if (group !== program) signalGroup(group, 'SIGHUP');
     } else signalGroup(pid, 'SIGHUP');
     session.killTimer = setTimeout(() => {
       signalGroup(pid, 'SIGKILL');
@@ -213,16 +212,26 @@ function signal(pid: number, sig: NodeJS.Signals): void {
   }
 }
 
-/** The process group in the foreground of the terminal whose session `leader` leads (tpgid). */
-function foregroundGroupOf(leader: number): number | undefined {
+/** The process groups of the processes in session `sid` (fields of /proc/PID/stat: pgrp, session). */
+function groupsOfSession(sid: number): Set<number> {
+  const groups = new Set<number>();
+  let pids: string[];
   try {
-    const stat = readFileSync(`/proc/${leader}/stat`, 'utf8');
-    // Fields after the command name (which may hold spaces): state ppid pgrp session tty_nr tpgid.
-    const tpgid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[5]);
-    return tpgid > 0 ? tpgid : undefined;
+    pids = readdirSync('/proc').filter((name) => /^\d+$/.test(name));
   } catch {
-    return undefined;
+    return groups;
   }
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      // After the command name (which may hold spaces): state ppid pgrp session.
+      const [, , pgrp, session] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(session) === sid) groups.add(Number(pgrp));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return groups;
 }
 
 /** The program `script` started (it leads the terminal's session). */
@@ -248,15 +257,10 @@ function ptyOf(scriptPid: number): string | undefined {
 }
 
 function suCommand(user: string, command: string | undefined): string {
-  return command ? `exec su -l ${user} -c ${quote(command)}` : `exec su -l ${user}`;
+  return command ? `exec su -l ${user} -c ${shellQuote(command)}` : `exec su -l ${user}`;
 }
 
 function homeOf(user: string): string {
   const home = user === 'root' ? '/root' : `/home/${user}`;
   return statSync(home, { throwIfNoEntry: false })?.isDirectory() ? home : '/';
-}
-
-/** Single-quotes a string for /bin/sh. */
-function quote(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
 }

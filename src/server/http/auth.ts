@@ -43,10 +43,14 @@ function tokenOf(request: FastifyRequest): { token: string | undefined; fromQuer
   // A token in the address beats the cookie: it is the one the person just gave.
   const query = request.query as Record<string, unknown> | undefined;
   if (request.method === 'GET' && typeof query?.['token'] === 'string') return { token: query['token'], fromQuery: true };
-  const cookie = request.headers.cookie
+  return { token: cookieToken(request.headers.cookie), fromQuery: false };
+}
+
+/** The token in a Cookie header (the dashboard's, set above), if there is one. */
+export function cookieToken(header: string | undefined): string | undefined {
+  const cookie = header
     ?.split(';')
     .map((c) => c.trim())
     .find((c) => c.startsWith(`${COOKIE}=`));
-  if (cookie) return { token: decodeURIComponent(cookie.slice(COOKIE.length + 1)), fromQuery: false };
-  return { token: undefined, fromQuery: false };
+  return cookie ? decodeURIComponent(cookie.slice(COOKIE.length + 1)) : undefined;
 }

@@ -24,17 +24,15 @@ import { nameServiceFamilies, shellFamilies } from './shell-usage.js';
 import type { ShellTotals } from '../shells/shell-broker.js';
 import type { NameServiceCounts } from '../drivers/types.js';
 import type { HostStatsView } from '../hosts/views.js';
-import { MetricsRepo, type ClaimCounts, type ClaimStageHistogram, type PoolHostGroup, type StoreTime } from './metrics-repo.js';
+import { MetricsRepo, type ClaimCounts, type ClaimStageHistogram, type StoreTime } from './metrics-repo.js';
+import { emptyCounts, foldPoolHosts, POOL_SLOTS } from './pool-slots.js';
+export { foldPoolHosts } from './pool-slots.js';
 
 /**
  * Claim latency bucket bounds, ms: those `berth pool show` uses (so its counts can be read off the
  * histogram) with finer ones below for the pick, and longer ones above for cold launches.
  */
 export const CLAIM_BUCKETS_MS: readonly number[] = [...new Set([0.5, 1, 2.5, ...LATENCY_BUCKETS_MS, 30_000, 60_000])].sort((a, b) => a - b);
-
-/** The slots `berth pool show` reports (PoolCounts without staleReady), in its order. */
-const POOL_SLOTS = ['warming', 'ready', 'claiming', 'claimed', 'quarantined', 'retiring', 'stale'] as const;
-type PoolSlot = (typeof POOL_SLOTS)[number];
 
 // ---------------------------------------------------------------------------------------------
 // Claims and invocations: history, each finished row added up once.
@@ -367,36 +365,6 @@ export class MetricsCollector {
 }
 
 const OPEN: ReadonlySet<string> = new Set(OPEN_STATUSES);
-
-type SlotCounts = Record<PoolSlot, number>;
-
-function emptyCounts(): SlotCounts {
-  return { warming: 0, ready: 0, claiming: 0, claimed: 0, quarantined: 0, retiring: 0, stale: 0 };
-}
-
-/**
- * Folds host groups into each pool's counts by the rule of PoolsRepo.counts: claimed, claiming,
- * retiring and quarantined hosts count in their slot whatever their generation; a waiting host of
- * an older generation is stale. Plus the seconds the pool's ready hosts (any generation) have
- * waited so far, as PoolService adds to idleHostSeconds.
- */
-export function foldPoolHosts(groups: readonly PoolHostGroup[]): Map<string, { counts: SlotCounts; readySeconds: number }> {
-  const out = new Map<string, { counts: SlotCounts; readySeconds: number }>();
-  for (const g of groups) {
-    let pool = out.get(g.pool);
-    if (!pool) {
-      pool = { counts: emptyCounts(), readySeconds: 0 };
-      out.set(g.pool, pool);
-    }
-    if (g.slot === 'ready') pool.readySeconds += g.readySeconds;
-    if (g.current || g.slot === 'claimed' || g.slot === 'claiming' || g.slot === 'retiring' || g.slot === 'quarantined') {
-      if (g.slot in pool.counts) pool.counts[g.slot as PoolSlot] += g.hosts;
-    } else {
-      pool.counts.stale += g.hosts;
-    }
-  }
-  return out;
-}
 
 function round1(n: number): number {
   return Math.round(n * 10) / 10;

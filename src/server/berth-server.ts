@@ -6,8 +6,7 @@ import type { FastifyInstance } from 'fastify';
 import { CommandService } from '../commands/command-service.js';
 import { CommandDispatcher } from '../commands/dispatch.js';
 import { LiveOutput } from '../commands/live-output.js';
-import { BerthError, errorMessage } from '../core/errors.js';
-import type { PoolSpec } from '../store/pools-repo.js';
+import { errorMessage } from '../core/errors.js';
 import { hashSecret } from '../core/ids.js';
 import { LIVE_HOST_STATES } from '../core/host-state.js';
 import { DEFAULT_TENANT } from '../store/migrations.js';
@@ -47,6 +46,7 @@ import { buildApp } from './http/app.js';
 import { EventBus } from '../events/event-bus.js';
 import { createDashboard } from '../dashboard/create-dashboard.js';
 import { ShellBroker } from '../shells/shell-broker.js';
+import { poolSpecCheck } from '../pools/spec-check.js';
 import { ShellRecorder } from '../shells/shell-recorder.js';
 import { serveShells } from '../shells/shell-endpoint.js';
 
@@ -262,18 +262,7 @@ export class BerthServer {
         },
         ...(config.driver.fleet ? { fleet: config.driver.fleet } : {}),
       });
-      const checkSpec = async (tenantId: string, spec: PoolSpec): Promise<void> => {
-        const driver = config.driver.name;
-        if (spec.driver && spec.driver !== driver) {
-          throw new BerthError('validation_failed', `pool ${spec.name} needs the ${spec.driver} driver; this server runs the ${driver} driver`, `Apply it to a server started with --driver ${spec.driver}, or remove its \`driver:\`.`, { pool: spec.name });
-        }
-        if (spec.template.aws && driver !== 'aws') {
-          throw new BerthError('validation_failed', `pool ${spec.name} has AWS settings (template.aws) but this server runs the ${driver} driver`, 'Remove template.aws, or apply the pool to a server started with --driver aws.', { pool: spec.name });
-        }
-        const { tags: _tags, aws: _aws, ...resources } = spec.template;
-        config.driver.checkResources?.(resources);
-        await bootImages.resolve(tenantId, spec.image);
-      };
+      const checkSpec = poolSpecCheck(config.driver, (tenantId, ref) => bootImages.resolve(tenantId, ref));
       const fleetPools = late.fleet;
       const poolService = new PoolService({
         pools: poolsRepo,

@@ -119,7 +119,7 @@ export class ShellBroker {
   private readonly sessions = new Map<string, Session>();
   private idleSweep: NodeJS.Timeout | undefined;
   /** Ended sessions' counts and bytes, by tenant (since the server started). */
-  private readonly totals = new Map<string, ShellTotals>();
+  private readonly totals = new Map<string, Omit<ShellTotals, 'open'>>();
 
   constructor(private readonly deps: ShellBrokerDeps) {
     const idleMs = deps.idleTimeoutMs;
@@ -243,10 +243,10 @@ export class ShellBroker {
     };
   }
 
-  private totalsOf(tenantId: string): ShellTotals {
+  private totalsOf(tenantId: string): Omit<ShellTotals, 'open'> {
     let t = this.totals.get(tenantId);
     if (!t) {
-      t = { open: 0, ended: Object.fromEntries(SHELL_END_CAUSES.map((c) => [c, 0])) as Record<ShellEndCause, number>, bytesIn: 0, bytesOut: 0 };
+      t = { ended: Object.fromEntries(SHELL_END_CAUSES.map((c) => [c, 0])) as Record<ShellEndCause, number>, bytesIn: 0, bytesOut: 0 };
       this.totals.set(tenantId, t);
     }
     return t;
@@ -256,25 +256,15 @@ export class ShellBroker {
   list(tenantId: string, hostId?: string): ShellSessionView[] {
     return [...this.sessions.values()]
       .filter((s) => s.tenantId === tenantId && (hostId === undefined || s.hostId === hostId))
-      .map((s) => ({
-        id: s.id,
-        hostId: s.hostId,
-        state: s.state === 'opening' ? 'opening' : 'open',
-        ...(s.request.command !== undefined ? { command: s.request.command } : {}),
-        ...(s.request.user !== undefined ? { user: s.request.user } : {}),
-        openedAt: s.openedAt.toISOString(),
-        ...(s.pid !== undefined ? { pid: s.pid } : {}),
-        bytesIn: s.bytesIn,
-        bytesOut: s.bytesOut,
-      }));
+      .map(viewOf);
   }
 
   /** Ends a session from outside it (an operator): its terminal hangs up, its client is told why. */
   terminate(tenantId: string, id: string): ShellSessionView {
-    const view = this.list(tenantId).find((s) => s.id === id);
     const session = this.sessions.get(id);
-    if (!view || !session) throw new BerthError('not_found', `shell session ${id} is not open`, 'List open sessions with `berth shell ls`.', { sessionId: id });
+    if (session?.tenantId !== tenantId) throw new BerthError('not_found', `shell session ${id} is not open`, 'List open sessions with `berth shell ls`.', { sessionId: id });
     this.deps.agents.send(session.hostId, { type: 'shellClose', sessionId: id });
+    const view = viewOf(session);
     this.end(session, { code: null, signal: null, error: 'the session was ended by `berth shell end`' }, 'operator');
     return view;
   }
@@ -330,4 +320,18 @@ function formatIdle(ms: number): string {
   if (s % 3600 === 0) return `${s / 3600} h`;
   if (s % 60 === 0) return `${s / 60} min`;
   return `${s} s`;
+}
+
+function viewOf(s: Session): ShellSessionView {
+  return {
+    id: s.id,
+    hostId: s.hostId,
+    state: s.state === 'opening' ? 'opening' : 'open',
+    ...(s.request.command !== undefined ? { command: s.request.command } : {}),
+    ...(s.request.user !== undefined ? { user: s.request.user } : {}),
+    openedAt: s.openedAt.toISOString(),
+    ...(s.pid !== undefined ? { pid: s.pid } : {}),
+    bytesIn: s.bytesIn,
+    bytesOut: s.bytesOut,
+  };
 }

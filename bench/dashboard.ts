@@ -31,6 +31,7 @@ import { EnvironmentsRepo } from '../src/store/environments-repo.js';
 import { HostsRepo } from '../src/store/hosts-repo.js';
 import { openStore } from '../src/store/store.js';
 import { TokensRepo } from '../src/store/tokens-repo.js';
+import { TokenService } from '../src/tokens/token-service.js';
 import { DEFAULT_TENANT } from '../src/store/migrations.js';
 import { chromiumPath, launchChromium, type PageDocument } from '../test/helpers/browser.js';
 import { seedLarge } from '../test/helpers/metrics-seed.js';
@@ -76,7 +77,7 @@ export async function dashboardBench(opts: { loads: number; claims: number; prog
     opts.progress(`dashboard: seeding 1,000 hosts, 200 environments, ${opts.claims} claims…`);
     const pools = await seedLarge(store, opts.claims, opts.claims);
     const token = 'bench-token';
-    await new TokensRepo(store.db).add('t-bench', DEFAULT_TENANT, 'bench', hashSecret(token));
+    await new TokensRepo(store.db).add({ id: 't-bench', tenantId: DEFAULT_TENANT, name: 'bench', tokenHash: hashSecret(token), role: 'admin', origin: 'api' });
     const hostsRepo = new HostsRepo(store.db);
     const commandsRepo = new CommandsRepo(store.db);
     const envsRepo = new EnvironmentsRepo(store.db);
@@ -111,7 +112,7 @@ export async function dashboardBench(opts: { loads: number; claims: number; prog
     app.setValidatorCompiler(validatorCompiler);
     app.setSerializerCompiler(serializerCompiler);
     installErrorHandling(app);
-    installAuth(app, (hash) => new TokensRepo(store.db).tenantFor(hash));
+    installAuth(app, (secret) => new TokenService(new TokensRepo(store.db)).authenticate(secret));
     await app.register(dashboardRoutes(feed));
     app.get('/v1/health', () => ({ ok: true }));
     const url = await app.listen({ host: '127.0.0.1', port: 0 });

@@ -14,6 +14,7 @@ import { installErrorHandling } from '../src/server/http/errors.js';
 import { DEFAULT_TENANT } from '../src/store/migrations.js';
 import { openStore } from '../src/store/store.js';
 import { TokensRepo } from '../src/store/tokens-repo.js';
+import { TokenService } from '../src/tokens/token-service.js';
 import { seedLarge } from '../test/helpers/metrics-seed.js';
 import { ms, summarize } from './stats.js';
 
@@ -24,11 +25,11 @@ export async function metricsBench(opts: { scrapes: number; claims: number; prog
     opts.progress(`metrics: seeding 1,000 hosts, 200 environments, ${opts.claims} claims…`);
     await seedLarge(store, opts.claims, opts.claims);
     const token = 'bench-token';
-    await new TokensRepo(store.db).add('t-bench', DEFAULT_TENANT, 'bench', hashSecret(token));
+    await new TokensRepo(store.db).add({ id: 't-bench', tenantId: DEFAULT_TENANT, name: 'bench', tokenHash: hashSecret(token), role: 'admin', origin: 'api' });
     app.setValidatorCompiler(validatorCompiler);
     app.setSerializerCompiler(serializerCompiler);
     installErrorHandling(app);
-    installAuth(app, (hash) => new TokensRepo(store.db).tenantFor(hash));
+    installAuth(app, (secret) => new TokenService(new TokensRepo(store.db)).authenticate(secret));
     await app.register(metricsRoutes(new MetricsCollector({ db: store.db, routerRequests: new RouterRequestCounts() })));
     const url = await app.listen({ host: '127.0.0.1', port: 0 });
     const scrape = async (): Promise<number> => {

@@ -39,6 +39,11 @@ export function resolveClientConfig(opts: { url?: string | undefined; token?: st
 export class ApiClient {
   constructor(private readonly config: ClientConfig) {}
 
+  /** The server's address (never the token). */
+  get url(): string {
+    return this.config.url;
+  }
+
   /** The address of the dashboard with the token, to open once in a browser (it then keeps a cookie). */
   dashboardUrl(): string {
     return `${this.config.url}/dashboard?token=${encodeURIComponent(this.config.token)}`;

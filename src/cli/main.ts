@@ -23,6 +23,7 @@ import { registerEventsCommand } from './events-command.js';
 import { registerDashboardCommand } from './dashboard-command.js';
 import { registerDoctorCommand } from './doctor-command.js';
 import { registerShellCommands } from './shell-command.js';
+import { registerTokenCommands } from './token-commands.js';
 
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const program = new Command('berth')
@@ -49,6 +50,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   registerEventsCommand(program, ctx);
   registerDashboardCommand(program, ctx);
   registerDoctorCommand(program, ctx);
+  registerTokenCommands(program, ctx);
   program
     .command('agent')
     .description('run the host agent (started by every host; not for interactive use)')

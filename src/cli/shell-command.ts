@@ -75,8 +75,8 @@ export function registerShellCommands(program: Command, ctx: Context): void {
       if (sessions.length === 0) return printer.err('no shell sessions are open\n');
       printer.out(
         table(
-          ['SESSION', 'HOST', 'STATE', 'AGE', 'IN', 'OUT', 'PROGRAM'],
-          sessions.map((s) => [s.id, s.hostId, s.state, age(s.openedAt), String(s.bytesIn), String(s.bytesOut), `${s.user ? `${s.user}: ` : ''}${s.command ?? 'login shell'}`]),
+          ['SESSION', 'HOST', 'STATE', 'AGE', 'BY', 'IN', 'OUT', 'PROGRAM'],
+          sessions.map((s) => [s.id, s.hostId, s.state, age(s.openedAt), s.openedBy ?? '-', String(s.bytesIn), String(s.bytesOut), `${s.user ? `${s.user}: ` : ''}${s.command ?? 'login shell'}`]),
         ),
       );
     });

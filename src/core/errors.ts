@@ -32,6 +32,8 @@ export type ErrorCode =
   | 'environment_not_found'
   | 'environment_exists'
   | 'environment_failed'
+  | 'token_not_found'
+  | 'token_exists'
   | 'internal';
 
 const STATUS: Record<ErrorCode, number> = {
@@ -51,6 +53,8 @@ const STATUS: Record<ErrorCode, number> = {
   deadline_exceeded: 504,
   server_unreachable: 503,
   pool_not_found: 404,
+  token_not_found: 404,
+  token_exists: 409,
   pool_exists: 409,
   pool_empty: 503,
   claim_not_found: 404,

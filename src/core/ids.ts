@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 
 /** Short, URL-safe, sortable-enough ids with a kind prefix: `h-1a2b3c4d5e`, `c-…`. */
-export function newId(prefix: 'h' | 'c' | 't' | 'cl' | 'sh'): string {
+export function newId(prefix: 'h' | 'c' | 't' | 'tk' | 'cl' | 'sh'): string {
   return `${prefix}-${randomBytes(5).toString('hex')}`;
 }
 

@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { afterEach, describe, expect, it } from 'vitest';
+import { BerthError } from '../core/errors.js';
 import { hashSecret } from '../core/ids.js';
 import { installAuth } from '../server/http/auth.js';
 import { installErrorHandling } from '../server/http/errors.js';
@@ -15,7 +16,11 @@ async function serve(bus: EventBus, heartbeatMs?: number): Promise<{ app: Fastif
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app);
-  installAuth(app, (hash) => Promise.resolve(TOKENS.get(hash)));
+  installAuth(app, (token) => {
+    const tenantId = TOKENS.get(hashSecret(token));
+    if (!tenantId) return Promise.reject(new BerthError('unauthorized', 'invalid API token', 'Use a valid token.'));
+    return Promise.resolve({ tenantId, tokenId: `tk-${tenantId}`, tokenName: tenantId, role: 'read' as const });
+  });
   await app.register(eventRoutes(bus, heartbeatMs !== undefined ? { heartbeatMs } : {}));
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   return { app, url };

@@ -24,6 +24,7 @@ import { PoolsRepo } from '../store/pools-repo.js';
 import type { ClaimRow } from '../store/schema.js';
 import type { Store } from '../store/store.js';
 import { TokensRepo } from '../store/tokens-repo.js';
+import { TokenService } from '../tokens/token-service.js';
 import { storeBackends } from '../../test/helpers/stores.js';
 import { poolSpec, seedLarge } from '../../test/helpers/metrics-seed.js';
 import { CLAIM_BUCKETS_MS, EXPOSITION_CONTENT_TYPE, MetricsCollector, RouterRequestCounts } from './metrics.js';
@@ -382,12 +383,12 @@ for (const backend of storeBackends()) {
 
     it('serves GET /metrics behind the API token', async () => {
       const tokens = new TokensRepo(store.db);
-      await tokens.add('t-metrics', T, 'metrics test', hashSecret('tok-default'));
+      await tokens.add({ id: 't-metrics', tenantId: T, name: 'metrics-test', tokenHash: hashSecret('tok-default'), role: 'read', origin: 'api' });
       const app: FastifyInstance = Fastify().withTypeProvider<ZodTypeProvider>();
       app.setValidatorCompiler(validatorCompiler);
       app.setSerializerCompiler(serializerCompiler);
       installErrorHandling(app);
-      installAuth(app, (hash) => tokens.tenantFor(hash));
+      installAuth(app, (secret) => new TokenService(tokens).authenticate(secret));
       await app.register(metricsRoutes(collector));
       try {
         const anonymous = await app.inject({ method: 'GET', url: '/metrics' });

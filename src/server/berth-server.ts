@@ -18,6 +18,7 @@ import { CommandsRepo } from '../store/commands-repo.js';
 import { HostsRepo } from '../store/hosts-repo.js';
 import { openStore, type Store } from '../store/store.js';
 import { ConfigHashKeys, TokensRepo } from '../store/tokens-repo.js';
+import { TokenService } from '../tokens/token-service.js';
 import { AGENT_ENROL_PATH, AGENT_PATH, type AgentMessage } from '../protocol/messages.js';
 import { AgentChannels } from '../agents/agent-channels.js';
 import { NetworkGroups } from '../hosts/network-groups.js';
@@ -105,7 +106,8 @@ export class BerthServer {
       // The data dir's token is valid for the default tenant; other data dirs sharing one PostgreSQL
       // keep theirs (the id comes from the hash, so each token is one row).
       const tokenHash = hashSecret(token);
-      await tokens.add(`t-${tokenHash.slice(0, 16)}`, DEFAULT_TENANT, 'data dir token', tokenHash);
+      await tokens.add({ id: `t-${tokenHash.slice(0, 16)}`, tenantId: DEFAULT_TENANT, name: 'data dir token', tokenHash, role: 'admin', origin: 'data-dir' });
+      const tokenService = new TokenService(tokens, { log });
       const hostsRepo = new HostsRepo(store.db, events);
       const commandsRepo = new CommandsRepo(store.db, events);
       const live = new LiveOutput(64 * 1024);
@@ -339,7 +341,7 @@ export class BerthServer {
         services,
         stacks,
         environments,
-        lookupToken: (hash) => tokens.tenantFor(hash),
+        tokens: tokenService,
         health: () => Promise.resolve({ store: store.kind, driver: config.driver.name, agentsConnected: agents.connectedHostIds().length }),
         driver: () => ({
           name: config.driver.name,
@@ -354,7 +356,7 @@ export class BerthServer {
         shells: { broker: shells, ...(shellRecorder ? { recorder: shellRecorder } : {}) },
         ...(config.eventsHeartbeatMs !== undefined ? { eventsHeartbeatMs: config.eventsHeartbeatMs } : {}),
       });
-      const stopShells = serveShells(app.server, { broker: shells, tenantFor: (hash) => tokens.tenantFor(hash), log });
+      const stopShells = serveShells(app.server, { broker: shells, authenticate: (token) => tokenService.authenticate(token), log });
       const address = await app.listen({ host: config.host ?? '127.0.0.1', port: config.port ?? 7070 });
       const server = new BerthServer(address, agentUrl, token, store, hostsService, commands, app, gateway, dataDir, recovered, { pools: poolService, claims, reconciler }, images, environments, router, events);
       server.backendAgents = config.driver.agents;

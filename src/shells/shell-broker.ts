@@ -51,6 +51,8 @@ export interface ShellSessionView {
   /** The program asked for; absent: a login shell. */
   command?: string;
   user?: string;
+  /** The name of the API token that opened it. */
+  openedBy?: string;
   openedAt: string;
   /** The program's pid on the host, once it started. */
   pid?: number;
@@ -107,6 +109,7 @@ interface Session {
   inputInFlight: number;
   inputPaused: boolean;
   request: ShellRequest;
+  openedBy?: string | undefined;
   openedAt: Date;
   pid?: number;
   bytesIn: number;
@@ -135,7 +138,7 @@ export class ShellBroker {
   }
 
   /** Checks the host and asks its agent for a terminal. Throws (and sends nothing) when it cannot. */
-  async open(tenantId: string, hostId: string, request: ShellRequest, client: ShellClient): Promise<ShellHandle> {
+  async open(tenantId: string, hostId: string, request: ShellRequest, client: ShellClient, openedBy?: string): Promise<ShellHandle> {
     const host = await this.deps.hosts.get(tenantId, hostId);
     if (!host || host.state === 'terminated') throw new BerthError('host_not_found', `host ${hostId} does not exist${host ? ' any more' : ''}`, 'List hosts with `berth host ls`.', { hostId });
     if (host.state !== 'running') throw new BerthError('invalid_state', `host ${hostId} is ${host.state}, not running`, 'Wait until it runs (`berth host ls`), or launch another.', { hostId });
@@ -150,14 +153,14 @@ export class ShellBroker {
     if (this.count(hostId) >= SHELL_MAX_SESSIONS_PER_HOST) {
       throw new BerthError('conflict', `host ${hostId} has ${SHELL_MAX_SESSIONS_PER_HOST} shell sessions open already (the most it runs at once)`, 'Close one of them first.', { hostId });
     }
-    const session: Session = { id: newId('sh'), tenantId, hostId, client, state: 'opening', inputInFlight: 0, inputPaused: false, request, openedAt: new Date(), bytesIn: 0, bytesOut: 0, lastActive: performance.now() };
+    const session: Session = { id: newId('sh'), tenantId, hostId, client, state: 'opening', inputInFlight: 0, inputPaused: false, request, openedBy, openedAt: new Date(), bytesIn: 0, bytesOut: 0, lastActive: performance.now() };
     this.sessions.set(session.id, session);
     if (!this.deps.agents.send(hostId, { type: 'shellOpen', sessionId: session.id, ...request })) {
       this.sessions.delete(session.id);
       throw new BerthError('host_not_connected', `the agent of host ${hostId} disconnected`, 'Retry once it is back (`berth host ls`).', { hostId });
     }
-    this.event(session, 'opening', undefined, request.command ? `command ${JSON.stringify(request.command)}` : 'login shell');
-    this.deps.recorder?.start({ session: session.id, tenantId, hostId, ...request });
+    this.event(session, 'opening', undefined, `${request.command ? `command ${JSON.stringify(request.command)}` : 'login shell'}${openedBy !== undefined ? ` by ${openedBy}` : ''}`);
+    this.deps.recorder?.start({ session: session.id, tenantId, hostId, ...request, ...(openedBy !== undefined ? { openedBy } : {}) });
     session.openTimer = setTimeout(() => {
       if (session.state !== 'opening') return;
       this.deps.agents.send(hostId, { type: 'shellClose', sessionId: session.id });
@@ -329,6 +332,7 @@ function viewOf(s: Session): ShellSessionView {
     state: s.state === 'opening' ? 'opening' : 'open',
     ...(s.request.command !== undefined ? { command: s.request.command } : {}),
     ...(s.request.user !== undefined ? { user: s.request.user } : {}),
+    ...(s.openedBy !== undefined ? { openedBy: s.openedBy } : {}),
     openedAt: s.openedAt.toISOString(),
     ...(s.pid !== undefined ? { pid: s.pid } : {}),
     bytesIn: s.bytesIn,

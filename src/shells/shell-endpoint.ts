@@ -18,8 +18,9 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { z } from 'zod';
 import { BerthError, isBerthError, type ErrorBody } from '../core/errors.js';
-import { hashSecret } from '../core/ids.js';
 import { cookieToken } from '../server/http/auth.js';
+import { requireRole, type Principal } from '../tokens/token-service.js';
+import { routeRole } from '../tokens/route-roles.js';
 import { SHELL_TERM_PATTERN, SHELL_USER_PATTERN } from '../protocol/shell.js';
 import type { ShellBroker, ShellExit, ShellHandle, ShellRequest } from './shell-broker.js';
 
@@ -44,8 +45,8 @@ const clientFrame = z.object({ type: z.literal('resize'), cols: z.number().int()
 
 export interface ShellEndpointDeps {
   broker: ShellBroker;
-  /** The tenant a token (its hash) belongs to. */
-  tenantFor: (tokenHash: string) => Promise<string | undefined>;
+  /** Who a bearer token is (throws `unauthorized` for an unknown, revoked or expired one). */
+  authenticate: (token: string) => Promise<Principal>;
   log: (line: string) => void;
 }
 
@@ -72,8 +73,9 @@ async function accept(wss: WebSocketServer, req: IncomingMessage, socket: Duplex
   if (!hostId) throw new BerthError('not_found', `no WebSocket endpoint at ${url.pathname}`, 'Shell sessions are at /v1/hosts/HOST/shell.');
   const token = tokenOf(req);
   if (!token) throw new BerthError('unauthorized', 'missing API token', "Send `Authorization: Bearer <token>`; the token is in the server's data dir (file `token`).");
-  const tenantId = await deps.tenantFor(hashSecret(token));
-  if (!tenantId) throw new BerthError('unauthorized', 'invalid API token', "Use the token from the server's data dir (file `token`), or set BERTH_TOKEN.");
+  const principal = await deps.authenticate(token);
+  requireRole(principal, routeRole('GET', '/v1/hosts/:id/shell') ?? 'admin', 'a terminal on a host');
+  const tenantId = principal.tenantId;
   const parsed = shellQuery.safeParse(Object.fromEntries(url.searchParams));
   if (!parsed.success) {
     const problems = parsed.error.issues.map((i) => `${i.path.join('.') || 'query'}: ${i.message}`).join('; ');
@@ -95,7 +97,7 @@ async function accept(wss: WebSocketServer, req: IncomingMessage, socket: Duplex
       }),
     pauseInput: () => whenOpen(() => ws?.pause()),
     resumeInput: () => whenOpen(() => ws?.resume()),
-  });
+  }, principal.tokenName);
   if (socket.destroyed) return handle.close();
   wss.handleUpgrade(req, socket, head, (client) => {
     ws = client;

@@ -20,6 +20,8 @@ export interface RecordingInfo {
   hostId: string;
   command?: string;
   user?: string;
+  /** The name of the API token that opened it. */
+  openedBy?: string;
   startedAt: string;
   /** Set when the session ended (from a line the recorder appends then). */
   ended?: { at: string; how: string };
@@ -65,7 +67,7 @@ export class ShellRecorder {
     this.keep = opts.keep ?? 1000;
   }
 
-  start(info: { session: string; tenantId: string; hostId: string; command?: string; user?: string; term: string; cols: number; rows: number }): void {
+  start(info: { session: string; tenantId: string; hostId: string; command?: string; user?: string; openedBy?: string; term: string; cols: number; rows: number }): void {
     this.prune();
     const now = new Date();
     const header: Header = {
@@ -82,6 +84,7 @@ export class ShellRecorder {
         // At most 8 KiB (shell-endpoint.ts), so even escaped the header fits in HEAD_BYTES.
         ...(info.command !== undefined ? { command: info.command } : {}),
         ...(info.user !== undefined ? { user: info.user } : {}),
+        ...(info.openedBy !== undefined ? { openedBy: info.openedBy } : {}),
         startedAt: now.toISOString(),
       },
     };

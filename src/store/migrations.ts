@@ -261,6 +261,20 @@ const COMMAND_RATE_CONTROL = [
 /** A pool's demand is read by the claims' arrival (ClaimsRepo.demandPeak). */
 const CLAIMS_ARRIVAL = [`create index claims_pool_created on claims (tenant_id, pool, created_at)`];
 
+/**
+ * API tokens with a role (read < use < admin), an optional expiry and when each was last used.
+ * Tokens made before roles existed were all-powerful, so they stay `admin`. Names are not unique in the
+ * table: every data dir sharing one PostgreSQL has its own `data dir token`.
+ */
+const TOKEN_ROLES = [
+  `alter table api_tokens add column role text not null default 'admin' check (role in ('read', 'use', 'admin'))`,
+  `alter table api_tokens add column expires_at timestamptz`,
+  `alter table api_tokens add column last_used_at timestamptz`,
+  // Every token so far came from a data dir (the server makes one at first start); new ones come from the API.
+  `alter table api_tokens add column origin text not null default 'data-dir'`,
+  `alter table api_tokens alter column origin set default 'api'`,
+];
+
 const migrations: Record<string, Migration> = {
   '0001_foundation': statements(FOUNDATION),
   '0002_pools': statements(POOLS),
@@ -274,6 +288,7 @@ const migrations: Record<string, Migration> = {
   '0010_pool_demand': statements(POOL_DEMAND),
   '0011_command_rate_control': statements(COMMAND_RATE_CONTROL),
   '0012_claims_arrival': statements(CLAIMS_ARRIVAL),
+  '0013_token_roles': statements(TOKEN_ROLES),
 };
 
 export const migrationProvider: MigrationProvider = {

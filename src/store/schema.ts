@@ -20,8 +20,14 @@ export interface ApiTokensTable {
   tenant_id: string;
   name: string;
   token_hash: string;
+  /** read < use < admin (src/tokens/roles.ts). */
+  role: ColumnType<string, string | undefined, string>;
   created_at: CreatedAt;
   revoked_at: MaybeTimestamp;
+  expires_at: MaybeTimestamp;
+  last_used_at: MaybeTimestamp;
+  /** `data-dir` (made by a server at first start, for its local CLI) or `api` (berth token create). */
+  origin: ColumnType<string, string | undefined, string>;
 }
 
 export interface HostsTable {

@@ -1,18 +1,72 @@
 /** API tokens, stored as hashes; each belongs to a tenant so per-tenant tokens need no redesign. */
-import type { Kysely } from 'kysely';
-import type { Database } from './schema.js';
+import type { Kysely, Selectable } from 'kysely';
+import type { ApiTokensTable, Database } from './schema.js';
+
+export type TokenRow = Selectable<ApiTokensTable>;
+
+export interface NewToken {
+  id: string;
+  tenantId: string;
+  name: string;
+  tokenHash: string;
+  role: string;
+  expiresAt?: Date | undefined;
+  origin: 'data-dir' | 'api';
+}
 
 export class TokensRepo {
   constructor(private readonly db: Kysely<Database>) {}
 
-  async add(id: string, tenantId: string, name: string, tokenHash: string): Promise<void> {
-    await this.db.insertInto('api_tokens').values({ id, tenant_id: tenantId, name, token_hash: tokenHash, revoked_at: null }).onConflict((oc) => oc.doNothing()).execute();
+  /** Adds a token; one with the same id (a data dir's, added at every start) is left as it is. */
+  async add(token: NewToken): Promise<void> {
+    await this.db
+      .insertInto('api_tokens')
+      .values({
+        id: token.id,
+        tenant_id: token.tenantId,
+        name: token.name,
+        token_hash: token.tokenHash,
+        role: token.role,
+        expires_at: token.expiresAt ?? null,
+        origin: token.origin,
+        revoked_at: null,
+      })
+      .onConflict((oc) => oc.doNothing())
+      .execute();
   }
 
-  /** Returns the tenant the token belongs to, or undefined when unknown or revoked. */
-  async tenantFor(tokenHash: string): Promise<string | undefined> {
-    const row = await this.db.selectFrom('api_tokens').select('tenant_id').where('token_hash', '=', tokenHash).where('revoked_at', 'is', null).executeTakeFirst();
-    return row?.tenant_id;
+  /** The token with this hash, revoked or expired or not: the caller says which it is. */
+  async byHash(tokenHash: string): Promise<TokenRow | undefined> {
+    return this.db.selectFrom('api_tokens').selectAll().where('token_hash', '=', tokenHash).executeTakeFirst();
+  }
+
+  /** Returns the tenant the token belongs to, or undefined when unknown, revoked or expired. */
+  async tenantFor(tokenHash: string, now = new Date()): Promise<string | undefined> {
+    const row = await this.byHash(tokenHash);
+    return row && !row.revoked_at && !(row.expires_at && row.expires_at <= now) ? row.tenant_id : undefined;
+  }
+
+  /** A tenant's live tokens (revoked ones too with `withRevoked`), oldest first. */
+  async list(tenantId: string, opts: { withRevoked?: boolean } = {}): Promise<TokenRow[]> {
+    let query = this.db.selectFrom('api_tokens').selectAll().where('tenant_id', '=', tenantId);
+    if (!opts.withRevoked) query = query.where('revoked_at', 'is', null);
+    return query.orderBy('created_at').orderBy('id').execute();
+  }
+
+  /** Revokes a live token; returns it as it now is, or undefined when there was no live one. */
+  async revoke(tenantId: string, id: string): Promise<TokenRow | undefined> {
+    return this.db
+      .updateTable('api_tokens')
+      .set({ revoked_at: new Date() })
+      .where('tenant_id', '=', tenantId)
+      .where('id', '=', id)
+      .where('revoked_at', 'is', null)
+      .returningAll()
+      .executeTakeFirst();
+  }
+
+  async touch(id: string, at: Date): Promise<void> {
+    await this.db.updateTable('api_tokens').set({ last_used_at: at }).where('id', '=', id).execute();
   }
 }
 

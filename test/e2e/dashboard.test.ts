@@ -184,6 +184,24 @@ describe.runIf(chromiumAvailable('dashboard in Chromium'))('dashboard in Chromiu
     await page.close();
   });
 
+  it('opened with a read-only token: names it in the header and offers no terminal', async () => {
+    const made = await srv.api.post<{ token: string }>('/v1/tokens', { name: 'wallboard', role: 'read' });
+    expect(made.status).toBe(201);
+    const host = (await srv.api.post<HostView>('/v1/hosts', { hostname: 'dash-readonly' })).body;
+    const page = await browser.newPage({ viewport: { width: 1300, height: 1000 } });
+    try {
+      await page.goto(`${srv.server.url}/dashboard?token=${encodeURIComponent(made.body.token)}`);
+      await page.waitForFunction(() => document.querySelector('#whoami')?.textContent === 'wallboard · read', undefined, { timeout: 20_000 });
+      await page.fill('#host-filter', host.id);
+      await page.locator(`tr[data-host="${host.id}"] td.agent.on`).waitFor({ timeout: 20_000 });
+      expect(await page.locator('button[data-shell]').count()).toBe(0);
+    } finally {
+      await page.close();
+      await srv.api.delete(`/v1/hosts/${host.id}`);
+      await srv.api.delete('/v1/tokens/wallboard');
+    }
+  });
+
   it('keeps a table of 1,000 hosts light: the rows in view drawn, every host reached by scrolling or the filter', async () => {
     const page = await open();
     // The server's own snapshot, with 1,000 hosts in it, fed to the page as its stream.

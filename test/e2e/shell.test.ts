@@ -160,7 +160,7 @@ describe('berth host shell', () => {
     expect(sessions[0]).toMatchObject({ hostId: host.id, state: 'open', command: 'echo started; sleep 600' });
     expect(sessions[0]?.bytesOut).toBeGreaterThanOrEqual('started\r\n'.length);
     const id = sessions[0]?.id ?? '';
-    expect((await berth(['shell', 'ls'], env)).stdout).toMatch(new RegExp(`${id}\\s+${host.id}\\s+open\\s+\\d+s\\s+0\\s+\\d+\\s+echo started; sleep 600`));
+    expect((await berth(['shell', 'ls'], env)).stdout).toMatch(new RegExp(`${id}\\s+${host.id}\\s+open\\s+\\d+s\\s+data dir token\\s+0\\s+\\d+\\s+echo started; sleep 600`));
     const shown = await berth(['host', 'show', host.id], env);
     expect(shown.stdout).toMatch(new RegExp(`^ {2}shells +1 open \\(berth shell ls --host ${host.id}\\)$`, 'm'));
     expect(shown.stdout).toMatch(/^ {2}hostname +shell-box$/m);

@@ -226,10 +226,20 @@ for (const backend of storeBackends()) {
 
     it('maps token hashes to tenants', async () => {
       const tokens = new TokensRepo(store.db);
-      await tokens.add('t-1', DEFAULT_TENANT, 'default', 'abc');
-      await tokens.add('t-1b', DEFAULT_TENANT, 'default', 'abc');
+      await tokens.add({ id: 't-1', tenantId: DEFAULT_TENANT, name: 'default', tokenHash: 'abc', role: 'admin', origin: 'data-dir' });
+      await tokens.add({ id: 't-1b', tenantId: DEFAULT_TENANT, name: 'default', tokenHash: 'abc', role: 'admin', origin: 'data-dir' });
       expect(await tokens.tenantFor('abc')).toBe(DEFAULT_TENANT);
       expect(await tokens.tenantFor('nope')).toBeUndefined();
+      // Revoked or expired: no tenant; the row stays, and says which.
+      await tokens.add({ id: 't-2', tenantId: DEFAULT_TENANT, name: 'ci', tokenHash: 'def', role: 'use', origin: 'api', expiresAt: new Date(Date.now() + 60_000) });
+      expect(await tokens.tenantFor('def')).toBe(DEFAULT_TENANT);
+      expect(await tokens.tenantFor('def', new Date(Date.now() + 120_000))).toBeUndefined();
+      expect((await tokens.revoke(DEFAULT_TENANT, 't-2'))?.revoked_at).toBeInstanceOf(Date);
+      expect(await tokens.revoke(DEFAULT_TENANT, 't-2')).toBeUndefined();
+      expect(await tokens.tenantFor('def')).toBeUndefined();
+      expect((await tokens.byHash('def'))?.role).toBe('use');
+      expect((await tokens.list(DEFAULT_TENANT)).map((t) => t.id)).not.toContain('t-2');
+      expect((await tokens.list(DEFAULT_TENANT, { withRevoked: true })).map((t) => t.id)).toContain('t-2');
     });
   });
 }

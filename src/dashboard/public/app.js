@@ -12,6 +12,8 @@ const SLOTS = ['ready', 'warming', 'claiming', 'claimed', 'quarantined', 'retiri
 const STAGES = ['claim', 'init', 'services', 'ready', 'route', 'balance'];
 
 let latest = null;
+/** The role of the token this page was opened with (GET /v1/whoami): terminals need `use`. */
+let role = null;
 const rendered = new Map();
 const activity = [];
 
@@ -190,13 +192,17 @@ const HOST_ROW_PX = 30;
 const HOST_OVERSCAN = 10;
 let hostList = [];
 
+function canShell() {
+  return role === 'use' || role === 'admin';
+}
+
 function hostRow(h) {
   // One element per cell: the state and the agent's dot are styled on the cell.
   return (
     `<tr data-host="${esc(h.id)}"><td class="mono">${esc(h.id)}</td><td class="st state-${esc(h.state)}" title="${esc(h.stateReason)}">${esc(h.state)}</td><td>${esc(h.pool ?? '')}</td><td>${esc(h.group ?? '')}</td>` +
     `<td>${esc(h.image)}</td><td>${esc(h.ip ?? '')}</td><td class="agent${h.agentConnected ? ' on' : ''}">${h.agentConnected ? 'connected' : 'away'} · ${esc(fmtTime(h.agentLastSeen))}</td>` +
     // No terminal on a pool's waiting host: the next claim would get what it changed.
-    `<td>${h.state === 'running' && h.agentConnected && (!h.pool || h.group) ? `<button type="button" class="shell" data-shell="${esc(h.id)}">shell</button>` : ''}</td></tr>`
+    `<td>${canShell() && h.state === 'running' && h.agentConnected && (!h.pool || h.group) ? `<button type="button" class="shell" data-shell="${esc(h.id)}">shell</button>` : ''}</td></tr>`
   );
 }
 
@@ -367,4 +373,13 @@ $('output-close').addEventListener('click', () => {
   following?.abort();
   $('command-output').hidden = true;
 });
+async function whoami() {
+  const res = await fetch('/v1/whoami').catch(() => null);
+  if (!res?.ok) return;
+  const me = await res.json();
+  role = me.role;
+  $('whoami').textContent = `${me.tokenName} · ${me.role}`;
+  if (latest) renderHosts(latest);
+}
+void whoami();
 connect();

@@ -8,7 +8,9 @@ import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTyp
 import { z } from 'zod';
 import type { CommandService } from '../../commands/command-service.js';
 import type { HostService } from '../../hosts/host-service.js';
-import { installAuth, type TokenLookup } from './auth.js';
+import { installAuth } from './auth.js';
+import type { TokenService } from '../../tokens/token-service.js';
+import { tokenRoutes } from '../../tokens/routes-tokens.js';
 import { installErrorHandling } from './errors.js';
 import { commandRoutes } from './routes-commands.js';
 import { hostRoutes } from './routes-hosts.js';
@@ -34,7 +36,7 @@ export interface AppDeps {
   services: ServicesService;
   stacks: StackSync;
   environments: EnvironmentService;
-  lookupToken: TokenLookup;
+  tokens: TokenService;
   health: () => Promise<Record<string, unknown>>;
   /** The driver and, for a cloud driver, its API calls so far by operation (what the status shows). */
   driver: () => { name: string; calls?: Record<string, number>; attempts?: Record<string, number> };
@@ -53,7 +55,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app);
-  installAuth(app, deps.lookupToken);
+  installAuth(app, (token) => deps.tokens.authenticate(token));
 
   await app.register(swagger, {
     openapi: {
@@ -89,6 +91,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(serviceRoutes(deps.services, deps.stacks));
   await app.register(environmentRoutes(deps.environments));
   await app.register(shellRoutes(deps.shells));
+  await app.register(tokenRoutes(deps.tokens));
   await app.register(metricsRoutes(deps.metrics));
   await app.register(eventRoutes(deps.events, deps.eventsHeartbeatMs !== undefined ? { heartbeatMs: deps.eventsHeartbeatMs } : {}));
   await app.register(dashboardRoutes(deps.dashboard, deps.eventsHeartbeatMs !== undefined ? { heartbeatMs: deps.eventsHeartbeatMs } : {}));

@@ -1,38 +1,52 @@
 /**
- * Bearer-token auth for every route but health. A browser (the API docs, the dashboard) may pass
- * the token once as `?token=`; it is then kept in an HttpOnly cookie.
+ * Bearer-token auth for every route but health, and each route's role (src/tokens/route-roles.ts).
+ * A browser (the API docs, the dashboard) may pass the token once as `?token=`; it is then kept in
+ * an HttpOnly cookie.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { BerthError } from '../../core/errors.js';
-import { hashSecret } from '../../core/ids.js';
+import type { Role } from '../../tokens/roles.js';
+import { routeRole } from '../../tokens/route-roles.js';
+import { requireRole, type Principal } from '../../tokens/token-service.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
     tenantId: string;
+    /** The token that authenticated the request (unset on the public health route). */
+    principal: Principal | undefined;
+  }
+  interface FastifyContextConfig {
+    /** The role the route needs, from src/tokens/route-roles.ts. */
+    role?: Role;
   }
 }
 
-export type TokenLookup = (tokenHash: string) => Promise<string | undefined>;
+/** Who a bearer token is; throws `unauthorized` for an unknown, revoked or expired one. */
+export type Authenticate = (token: string) => Promise<Principal>;
 
 const PUBLIC = new Set(['/v1/health']);
 const COOKIE = 'berth_token';
 
-export function installAuth(app: FastifyInstance, lookup: TokenLookup): void {
-  const cache = new Map<string, string>();
+export function installAuth(app: FastifyInstance, authenticate: Authenticate): void {
   app.decorateRequest('tenantId', '');
+  app.decorateRequest('principal', undefined);
+  app.addHook('onRoute', (route) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    const roles = methods.map((m) => routeRole(m, route.url));
+    const missing = methods.filter((_, i) => roles[i] === undefined);
+    if (missing.length > 0) throw new Error(`route ${missing.join(',')} ${route.url} needs a role in src/tokens/route-roles.ts`);
+    route.config = { ...route.config, role: roles[0] ?? 'admin' };
+  });
   app.addHook('onRequest', async (request, reply) => {
     const path = request.url.split('?')[0] ?? '';
     if (PUBLIC.has(path)) return;
     const { token, fromQuery } = tokenOf(request);
-    if (!token) throw new BerthError('unauthorized', 'missing API token', 'Send `Authorization: Bearer <token>`; the token is in the server\'s data dir (file `token`).');
-    const hash = hashSecret(token);
-    let tenant = cache.get(hash);
-    if (!tenant) {
-      tenant = await lookup(hash);
-      if (!tenant) throw new BerthError('unauthorized', 'invalid API token', 'Use the token from the server\'s data dir (file `token`), or set BERTH_TOKEN.');
-      cache.set(hash, tenant);
-    }
-    request.tenantId = tenant;
+    if (!token) throw new BerthError('unauthorized', 'missing API token', "Send `Authorization: Bearer <token>`; the token is in the server's data dir (file `token`).");
+    const principal = await authenticate(token);
+    // A route that does not exist answers 404 to any valid token.
+    requireRole(principal, request.routeOptions.config.role ?? 'read', `${request.method} ${request.routeOptions.url ?? path}`);
+    request.tenantId = principal.tenantId;
+    request.principal = principal;
     if (fromQuery) void reply.header('set-cookie', `${COOKIE}=${encodeURIComponent(token)}; HttpOnly; SameSite=Strict; Path=/`);
   });
 }

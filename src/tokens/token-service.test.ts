@@ -1,0 +1,142 @@
+import Fastify from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isBerthError } from '../core/errors.js';
+import { hashSecret } from '../core/ids.js';
+import { installAuth } from '../server/http/auth.js';
+import { DEFAULT_TENANT } from '../store/migrations.js';
+import { openStore, type Store } from '../store/store.js';
+import { TokensRepo } from '../store/tokens-repo.js';
+import { roleAllows } from './roles.js';
+import { routeRole } from './route-roles.js';
+import { requireRole, TokenService } from './token-service.js';
+
+async function refusal(p: Promise<unknown>): Promise<{ code: string; message: string }> {
+  try {
+    await p;
+  } catch (err) {
+    if (isBerthError(err)) return { code: err.code, message: err.message };
+    throw err;
+  }
+  throw new Error('expected a refusal');
+}
+
+describe('API tokens', () => {
+  let store: Store;
+  let repo: TokensRepo;
+  let clock = Date.parse('2026-11-23T12:00:00Z');
+  const now = () => clock;
+
+  beforeAll(async () => {
+    store = await openStore({ dataDir: 'memory://' });
+    repo = new TokensRepo(store.db);
+    await repo.add({ id: 't-datadir', tenantId: DEFAULT_TENANT, name: 'data dir token', tokenHash: hashSecret('local-secret'), role: 'admin', origin: 'data-dir' });
+  });
+  afterAll(async () => {
+    await store.close();
+  });
+
+  it('makes a token whose secret authenticates as its name and role, and is stored only as a hash', async () => {
+    const tokens = new TokenService(repo, { now });
+    const { token, view } = await tokens.create(DEFAULT_TENANT, { name: 'ci-deploy', role: 'use' });
+    expect(view).toMatchObject({ name: 'ci-deploy', role: 'use', origin: 'api', expiresAt: null, revokedAt: null });
+    expect(await tokens.authenticate(token)).toEqual({ tenantId: DEFAULT_TENANT, tokenId: view.id, tokenName: 'ci-deploy', role: 'use' });
+    const row = await repo.byHash(hashSecret(token));
+    expect(row?.id).toBe(view.id);
+    expect(JSON.stringify(row)).not.toContain(token);
+    expect((await refusal(tokens.authenticate('not-a-token'))).code).toBe('unauthorized');
+  });
+
+  it('refuses a bad name, an unknown role and a name in use, and stores nothing', async () => {
+    const tokens = new TokenService(repo, { now });
+    const before = (await tokens.list(DEFAULT_TENANT)).length;
+    expect((await refusal(tokens.create(DEFAULT_TENANT, { name: 'has space', role: 'read' }))).code).toBe('validation_failed');
+    expect((await refusal(tokens.create(DEFAULT_TENANT, { name: 'x', role: 'root' as 'read' }))).code).toBe('validation_failed');
+    expect((await refusal(tokens.create(DEFAULT_TENANT, { name: 'ci-deploy', role: 'read' }))).code).toBe('token_exists');
+    expect((await tokens.list(DEFAULT_TENANT)).length).toBe(before);
+  });
+
+  it('stops an expired token at its second, saying when it expired', async () => {
+    const tokens = new TokenService(repo, { now });
+    const { token } = await tokens.create(DEFAULT_TENANT, { name: 'one-hour', role: 'read', expiresInSeconds: 3600 });
+    expect((await tokens.authenticate(token)).tokenName).toBe('one-hour');
+    clock += 3599_000;
+    expect((await tokens.authenticate(token)).tokenName).toBe('one-hour');
+    clock += 1000;
+    const refused = await refusal(tokens.authenticate(token));
+    expect(refused.code).toBe('unauthorized');
+    expect(refused.message).toContain('"one-hour" expired at');
+  });
+
+  it('revokes by name at once here, and within the recheck interval on another server of the same database', async () => {
+    const here = new TokenService(repo, { now, recheckMs: 5000 });
+    const elsewhere = new TokenService(repo, { now, recheckMs: 5000 });
+    const { token } = await here.create(DEFAULT_TENANT, { name: 'alice@example.com', role: 'use' });
+    await here.authenticate(token);
+    await elsewhere.authenticate(token);
+    const revoked = await here.revoke(DEFAULT_TENANT, 'alice@example.com');
+    expect(revoked.revokedAt).not.toBeNull();
+    expect((await refusal(here.authenticate(token))).message).toContain('"alice@example.com" was revoked');
+    // The other server still knows it from its cache, until it asks again.
+    expect((await elsewhere.authenticate(token)).tokenName).toBe('alice@example.com');
+    clock += 5001;
+    expect((await refusal(elsewhere.authenticate(token))).code).toBe('unauthorized');
+    expect((await refusal(here.revoke(DEFAULT_TENANT, 'alice@example.com'))).code).toBe('token_not_found');
+    expect((await here.list(DEFAULT_TENANT)).map((t) => t.name)).not.toContain('alice@example.com');
+    expect((await here.list(DEFAULT_TENANT, { withRevoked: true })).map((t) => t.name)).toContain('alice@example.com');
+  });
+
+  it("refuses to revoke a data dir's own token, which keeps working", async () => {
+    const tokens = new TokenService(repo, { now });
+    const refused = await refusal(tokens.revoke(DEFAULT_TENANT, 't-datadir'));
+    expect(refused.code).toBe('invalid_state');
+    expect((await tokens.authenticate('local-secret')).role).toBe('admin');
+  });
+
+  it('records when a token was last used, at most once a minute', async () => {
+    const tokens = new TokenService(repo, { now, touchEveryMs: 60_000 });
+    const { token, view } = await tokens.create(DEFAULT_TENANT, { name: 'scraper', role: 'read' });
+    const lastUsed = async () => (await repo.list(DEFAULT_TENANT)).find((t) => t.id === view.id)?.last_used_at?.getTime();
+    await tokens.authenticate(token);
+    await expect.poll(lastUsed).toBe(clock);
+    const first = clock;
+    clock += 30_000;
+    await tokens.authenticate(token);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await lastUsed()).toBe(first);
+    clock += 31_000;
+    await tokens.authenticate(token);
+    await expect.poll(lastUsed).toBe(clock);
+  });
+
+  it('orders roles read < use < admin and says what a refused token lacks', () => {
+    expect(roleAllows('admin', 'use')).toBe(true);
+    expect(roleAllows('use', 'use')).toBe(true);
+    expect(roleAllows('read', 'use')).toBe(false);
+    expect(roleAllows('use', 'admin')).toBe(false);
+    let message = '';
+    try {
+      requireRole({ tenantId: DEFAULT_TENANT, tokenId: 'tk-1', tokenName: 'dash', role: 'read' }, 'use', 'POST /v1/commands');
+    } catch (err) {
+      message = err instanceof Error ? err.message : '';
+    }
+    expect(message).toBe('token "dash" has role read, and POST /v1/commands needs role use');
+  });
+
+  it('needs read for a GET, and a decision for every other method: a route without one stops the server', async () => {
+    expect(routeRole('GET', '/v1/hosts')).toBe('read');
+    expect(routeRole('HEAD', '/v1/hosts')).toBe('read');
+    expect(routeRole('POST', '/v1/commands')).toBe('use');
+    expect(routeRole('GET', '/v1/shells/recordings')).toBe('admin');
+    expect(routeRole('POST', '/v1/something-new')).toBeUndefined();
+    const app = Fastify();
+    installAuth(app, () => Promise.reject(new Error('not called')));
+    let registered: unknown;
+    try {
+      app.post('/v1/something-new', () => ({}));
+    } catch (err) {
+      registered = err;
+    }
+    expect(String(registered)).toContain('POST /v1/something-new needs a role in src/tokens/route-roles.ts');
+    await app.close();
+  });
+});

@@ -1,0 +1,158 @@
+/**
+ * Tokens with roles, end to end through the CLI and the API: an admin makes tokens for a
+ * dashboard (read), a developer (use) and another admin; each can do what its role allows and is
+ * refused the rest with a 403 that says why, and a refusal changes nothing. Revoking one stops it at
+ * once. A terminal needs `use`, and its listing says whose token opened it.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
+import type { HostView } from '../../src/hosts/views.js';
+import type { TokenView } from '../../src/tokens/token-service.js';
+import { Api, berth, startServer, type InProcessServer } from '../helpers/server.js';
+
+const NET = { bridge: 'berthtok0', subnet: '10.248.0.0/24', cgroupName: 'berthtok' };
+
+interface ErrorBody {
+  code: string;
+  message: string;
+  hint: string;
+}
+
+describe('API tokens with roles', () => {
+  let srv: InProcessServer;
+  let host: HostView;
+  let admin: Record<string, string>;
+  const secrets: Record<string, string> = {};
+  const as = (name: string) => new Api(srv.server.url, secrets[name]);
+
+  beforeAll(async () => {
+    srv = await startServer(NET);
+    admin = { BERTH_URL: srv.server.url, BERTH_TOKEN: srv.server.token };
+    host = (await srv.api.post<HostView>('/v1/hosts', { hostname: 'tok-box' })).body;
+    for (const [name, role] of [['dashboard', 'read'], ['dev', 'use'], ['ops', 'admin']] as const) {
+      const made = await berth(['token', 'create', name, '--role', role], admin);
+      expect(made.code).toBe(0);
+      expect(made.stderr).toContain('This is the only time its secret is shown');
+      secrets[name] = made.stdout.trim();
+    }
+  });
+  afterAll(async () => {
+    await srv?.stop();
+  });
+
+  it('lists the tokens with their roles; whoami names the caller', async () => {
+    const ls = await berth(['token', 'ls', '--json'], admin);
+    const tokens = JSON.parse(ls.stdout) as TokenView[];
+    expect(tokens.map((t) => [t.name, t.role, t.origin])).toEqual([
+      ['data dir token', 'admin', 'data-dir'],
+      ['dashboard', 'read', 'api'],
+      ['dev', 'use', 'api'],
+      ['ops', 'admin', 'api'],
+    ]);
+    expect(ls.stdout).not.toContain(secrets['dev']);
+    const me = await berth(['whoami'], { ...admin, BERTH_TOKEN: secrets['dev'] ?? '' });
+    expect(me.code).toBe(0);
+    expect(me.stdout).toMatch(/^dev \(tk-[0-9a-f]+\), role use, tenant default, at http:/);
+    const table = await berth(['token', 'ls'], admin);
+    expect(table.stdout.split('\n')[0]).toMatch(/^ID\s+NAME\s+ROLE\s+AGE\s+LAST USED\s+EXPIRES$/);
+  });
+
+  it('read: looks at everything, changes nothing', async () => {
+    const reader = as('dashboard');
+    expect((await reader.get('/v1/hosts')).status).toBe(200);
+    expect((await reader.get(`/v1/hosts/${host.id}`)).status).toBe(200);
+    expect((await reader.get('/v1/pools')).status).toBe(200);
+    expect((await fetch(`${srv.server.url}/metrics`, { headers: { authorization: `Bearer ${secrets['dashboard'] ?? ''}` } })).status).toBe(200);
+    const before = (await srv.api.get<{ hosts: HostView[] }>('/v1/hosts')).body.hosts.length;
+    const launch = await reader.post<ErrorBody>('/v1/hosts', {});
+    expect(launch.status).toBe(403);
+    expect(launch.body).toMatchObject({ code: 'forbidden', message: 'token "dashboard" has role read, and POST /v1/hosts needs role admin' });
+    expect(launch.body.hint).toContain('berth token create NAME --role admin');
+    const run = await reader.post<ErrorBody>('/v1/commands', { targets: { hostIds: [host.id] }, parameters: { commands: ['touch /tmp/by-reader'] }, wait: 10 });
+    expect(run.status).toBe(403);
+    expect((await srv.api.get<{ hosts: HostView[] }>('/v1/hosts')).body.hosts.length).toBe(before);
+    const commands = await srv.api.get<{ commands: { parameters: { commands: string[] } }[] }>('/v1/commands');
+    expect(commands.body.commands.flatMap((c) => c.parameters.commands)).not.toContain('touch /tmp/by-reader');
+    // The CLI says the same and exits 2.
+    const cli = await berth(['run', '--host', host.id, '--', 'true'], { ...admin, BERTH_TOKEN: secrets['dashboard'] ?? '' });
+    expect(cli.code).toBe(2);
+    expect(cli.stderr).toContain('has role read, and POST /v1/commands needs role use');
+  });
+
+  it('use: runs commands and resets hosts, but does not shape the platform or see tokens', async () => {
+    const dev = as('dev');
+    const run = await dev.post<{ status: string; invocations: { stdout: string }[] }>('/v1/commands', { targets: { hostIds: [host.id] }, parameters: { commands: ['hostname'] }, wait: 10 });
+    expect(run.status).toBe(201);
+    expect(run.body.status).toBe('Success');
+    expect(run.body.invocations[0]?.stdout).toBe('tok-box\n');
+    expect((await dev.post('/v1/pools', { name: 'sneaky', image: 'base', size: 1 })).status).toBe(403);
+    expect((await srv.api.get<{ pools: unknown[] }>('/v1/pools')).body.pools).toEqual([]);
+    expect((await dev.delete(`/v1/hosts/${host.id}`)).status).toBe(403);
+    expect((await srv.api.get<HostView>(`/v1/hosts/${host.id}`)).body.state).toBe('running');
+    expect((await dev.get('/v1/tokens')).status).toBe(403);
+    expect((await dev.post('/v1/tokens', { name: 'escalate', role: 'admin' })).status).toBe(403);
+    expect((await dev.get('/v1/shells/recordings')).status).toBe(403);
+    // An admin's token made by the API (not the data dir's) does all of it.
+    const ops = as('ops');
+    expect((await ops.get<{ tokens: TokenView[] }>('/v1/tokens')).body.tokens.length).toBe(4);
+  });
+
+  it('a terminal needs use; its listing says which token opened it', async () => {
+    const open = (token: string) =>
+      new Promise<WebSocket>((resolve, reject) => {
+        const ws = new WebSocket(`${srv.server.url.replace('http', 'ws')}/v1/hosts/${host.id}/shell?command=${encodeURIComponent('sleep 30')}`, { headers: { authorization: `Bearer ${token}` } });
+        ws.once('open', () => resolve(ws));
+        ws.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
+        ws.once('error', reject);
+      });
+    await expect(open(secrets['dashboard'] ?? '')).rejects.toThrow('HTTP 403');
+    const ws = await open(secrets['dev'] ?? '');
+    try {
+      await expect
+        .poll(async () => (await berth(['shell', 'ls', '--json'], admin)).stdout)
+        .toMatch(/"openedBy": "dev"/);
+      const table = await berth(['shell', 'ls'], admin);
+      expect(table.stdout).toMatch(/\bdev\b/);
+    } finally {
+      ws.close();
+    }
+  });
+
+  it('revoking stops a token at once; bad input and the data dir token are refused and change nothing', async () => {
+    expect((await as('ops').get('/v1/hosts')).status).toBe(200);
+    const revoke = await berth(['token', 'revoke', 'ops'], admin);
+    expect(revoke.code).toBe(0);
+    expect(revoke.stderr).toMatch(/^revoked tk-[0-9a-f]+ "ops" \(role admin\)/);
+    const after = await as('ops').get<ErrorBody>('/v1/hosts');
+    expect(after.status).toBe(401);
+    expect(after.body.message).toMatch(/^API token "ops" was revoked at /);
+
+    const ids = async () => (JSON.parse((await berth(['token', 'ls', '--json', '--all'], admin)).stdout) as TokenView[]).map((t) => `${t.id}:${t.revokedAt ?? ''}`);
+    const before = await ids();
+    const badRole = await berth(['token', 'create', 'x', '--role', 'root'], admin);
+    expect(badRole.code).toBe(2);
+    expect(badRole.stderr).toContain('--role "root" is not one of read, use, admin');
+    const badExpiry = await berth(['token', 'create', 'x', '--role', 'read', '--expires', 'soon'], admin);
+    expect(badExpiry.code).toBe(2);
+    const badName = await berth(['token', 'create', '../x', '--role', 'read'], admin);
+    expect(badName.code).toBe(2);
+    expect(badName.stderr).toContain('token name "../x" is not valid');
+    const taken = await berth(['token', 'create', 'dev', '--role', 'read'], admin);
+    expect(taken.code).toBe(2);
+    expect(taken.stderr).toContain('a token named "dev" already exists');
+    const own = await berth(['token', 'revoke', 'data dir token'], admin);
+    expect(own.code).toBe(2);
+    expect(own.stderr).toContain("is a server's own, from its data dir");
+    const unknown = await berth(['token', 'revoke', 'nobody'], admin);
+    expect(unknown.code).toBe(2);
+    expect(await ids()).toEqual(before);
+  });
+
+  it('every route the API names in the role table exists (the table does not rot)', async () => {
+    const { namedRoutes } = await import('../../src/tokens/route-roles.js');
+    const spec = (await srv.api.get<{ paths: Record<string, Record<string, unknown>> }>('/openapi.json')).body;
+    const served = new Set(Object.entries(spec.paths).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${path.replace(/\{(\w+)\}/g, ':$1')}`)));
+    // The terminal is a WebSocket upgrade beside the routes, not one of them.
+    expect(namedRoutes().filter((r) => !served.has(r) && r !== 'GET /v1/hosts/:id/shell')).toEqual([]);
+  });
+});

@@ -24,6 +24,7 @@ import { registerDashboardCommand } from './dashboard-command.js';
 import { registerDoctorCommand } from './doctor-command.js';
 import { registerShellCommands } from './shell-command.js';
 import { registerTokenCommands } from './token-commands.js';
+import { registerAuditCommand } from './audit-command.js';
 
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const program = new Command('berth')
@@ -51,6 +52,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   registerDashboardCommand(program, ctx);
   registerDoctorCommand(program, ctx);
   registerTokenCommands(program, ctx);
+  registerAuditCommand(program, ctx);
   program
     .command('agent')
     .description('run the host agent (started by every host; not for interactive use)')

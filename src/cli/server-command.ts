@@ -40,7 +40,7 @@ export interface ServerOptions {
 }
 
 /** What the command running the server adds: its log and the bus it logs. */
-type ServerExtras = Pick<ServerConfig, 'events' | 'log' | 'hostHourPrice' | 'shellIdleTimeoutMs' | 'recordShells'>;
+type ServerExtras = Pick<ServerConfig, 'events' | 'log' | 'hostHourPrice' | 'shellIdleTimeoutMs' | 'recordShells' | 'auditRetentionMs'>;
 
 /** The options of a local server (`berth server`, `berth up`). */
 export function withServerOptions(command: Command): Command {
@@ -163,8 +163,9 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
     .option('--currency <code>', 'currency of --host-hour-price', 'USD')
     .option('--shell-idle-timeout <duration>', "end shell sessions with no byte either way for this long: 20m, 1h ('none', the default: never)", 'none')
     .option('--record-shells', "record every shell session's output (not what is typed), timed, in the data dir: `berth shell recordings`, asciinema's format")
+    .option('--audit-retention <duration>', 'keep the audit log (`berth audit`: who changed what through the API) this long', '90d')
     .option('--log-format <format>', 'stderr: json (a JSON object a line: every state change, and messages), text (readable lines), or auto (text on a terminal, else json)', 'auto')
-    .action(async (opts: ServerOptions & AwsServerOptions & { logFormat: string; hostHourPrice?: string; currency: string; shellIdleTimeout: string; recordShells?: boolean }) => {
+    .action(async (opts: ServerOptions & AwsServerOptions & { logFormat: string; hostHourPrice?: string; currency: string; shellIdleTimeout: string; recordShells?: boolean; auditRetention: string }) => {
       if (opts.driver !== 'local' && opts.driver !== 'aws') throw new UsageError(`--driver must be local or aws (got ${opts.driver})`);
       const format = resolveLogFormat(opts.logFormat, process.stderr.isTTY === true);
       if (!format) throw new UsageError(`--log-format must be json, text or auto (got ${opts.logFormat})`);
@@ -177,6 +178,7 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
       } catch (err) {
         throw new BerthError('validation_failed', errorMessage(err), 'Write it as 90s, 30m or 2h, or none for no idle timeout.');
       }
+      const auditRetentionMs = parseDurationMs(opts.auditRetention, '--audit-retention');
       const dataDir = ctx.dataDir();
       // Every state change is logged, from the first (recovery at start-up) on.
       const logger = eventLog(format, (text) => void process.stderr.write(text));
@@ -188,6 +190,7 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
         ...(price !== undefined ? { hostHourPrice: { amount: price, currency: opts.currency } } : {}),
         ...(shellIdleTimeoutMs !== undefined ? { shellIdleTimeoutMs } : {}),
         ...(opts.recordShells ? { recordShells: true } : {}),
+        auditRetentionMs,
       };
       const progress = (step: string): void => (format === 'json' ? logger.line(step) : void process.stderr.write(`berth server: ${step}…\n`));
       const server = opts.driver === 'aws' ? await startAwsServer(dataDir, opts, env, progress, extras) : await startLocalServer(dataDir, opts, env, progress, extras);

@@ -19,6 +19,7 @@ import { HostsRepo } from '../store/hosts-repo.js';
 import { openStore, type Store } from '../store/store.js';
 import { ConfigHashKeys, TokensRepo } from '../store/tokens-repo.js';
 import { TokenService } from '../tokens/token-service.js';
+import { AuditLog } from '../audit/audit-log.js';
 import { AGENT_ENROL_PATH, AGENT_PATH, type AgentMessage } from '../protocol/messages.js';
 import { AgentChannels } from '../agents/agent-channels.js';
 import { NetworkGroups } from '../hosts/network-groups.js';
@@ -70,6 +71,7 @@ export class BerthServer {
   private backendAgents: BackendAgents | undefined;
   private driver: HostDriver | undefined;
   private stopShells: (() => void) | undefined;
+  private audit: AuditLog | undefined;
 
   private constructor(
     readonly url: string,
@@ -108,6 +110,8 @@ export class BerthServer {
       const tokenHash = hashSecret(token);
       await tokens.add({ id: `t-${tokenHash.slice(0, 16)}`, tenantId: DEFAULT_TENANT, name: 'data dir token', tokenHash, role: 'admin', origin: 'data-dir' });
       const tokenService = new TokenService(tokens, { log });
+      const audit = new AuditLog(store.db, { log, ...(config.auditRetentionMs !== undefined ? { retentionMs: config.auditRetentionMs } : {}) });
+      await audit.prune();
       const hostsRepo = new HostsRepo(store.db, events);
       const commandsRepo = new CommandsRepo(store.db, events);
       const live = new LiveOutput(64 * 1024);
@@ -342,6 +346,7 @@ export class BerthServer {
         stacks,
         environments,
         tokens: tokenService,
+        audit,
         health: () => Promise.resolve({ store: store.kind, driver: config.driver.name, agentsConnected: agents.connectedHostIds().length }),
         driver: () => ({
           name: config.driver.name,
@@ -356,10 +361,11 @@ export class BerthServer {
         shells: { broker: shells, ...(shellRecorder ? { recorder: shellRecorder } : {}) },
         ...(config.eventsHeartbeatMs !== undefined ? { eventsHeartbeatMs: config.eventsHeartbeatMs } : {}),
       });
-      const stopShells = serveShells(app.server, { broker: shells, authenticate: (token) => tokenService.authenticate(token), log });
+      const stopShells = serveShells(app.server, { broker: shells, authenticate: (token) => tokenService.authenticate(token), audit, log });
       const address = await app.listen({ host: config.host ?? '127.0.0.1', port: config.port ?? 7070 });
       const server = new BerthServer(address, agentUrl, token, store, hostsService, commands, app, gateway, dataDir, recovered, { pools: poolService, claims, reconciler }, images, environments, router, events);
       server.backendAgents = config.driver.agents;
+      server.audit = audit;
       server.stopShells = () => {
         shells.closeAll();
         shellRecorder?.close();
@@ -406,6 +412,7 @@ export class BerthServer {
     await this.router.close();
     await this.pools.reconciler.stop();
     await this.app.close();
+    await this.audit?.close();
     await this.images.close().catch(() => undefined);
     await this.backendAgents?.close();
     await this.driver?.stopServing?.();

@@ -51,6 +51,8 @@ export interface ServerConfig {
   shellIdleTimeoutMs?: number;
   /** Record each shell session's output in the data dir (`shells/`, asciicast v2); default off. */
   recordShells?: boolean;
+  /** Audit log entries older than this are removed (ms); default 90 days. */
+  auditRetentionMs?: number;
   /** Image builds on the AWS driver: AMIs kept per image besides those in use (default 3), poll interval, builder boot limit. */
   amiImages?: { keep?: number; pollMs?: number; builderBootTimeoutMs?: number };
   /** What one host costs an hour, for the dashboard's idle cost (unset: host-hours only). */

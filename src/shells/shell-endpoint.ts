@@ -21,6 +21,7 @@ import { BerthError, isBerthError, type ErrorBody } from '../core/errors.js';
 import { cookieToken } from '../server/http/auth.js';
 import { requireRole, type Principal } from '../tokens/token-service.js';
 import { routeRole } from '../tokens/route-roles.js';
+import type { AuditLog } from '../audit/audit-log.js';
 import { SHELL_TERM_PATTERN, SHELL_USER_PATTERN } from '../protocol/shell.js';
 import type { ShellBroker, ShellExit, ShellHandle, ShellRequest } from './shell-broker.js';
 
@@ -47,6 +48,8 @@ export interface ShellEndpointDeps {
   broker: ShellBroker;
   /** Who a bearer token is (throws `unauthorized` for an unknown, revoked or expired one). */
   authenticate: (token: string) => Promise<Principal>;
+  /** Where each terminal opened or refused is recorded; absent: nowhere. */
+  audit?: AuditLog;
   log: (line: string) => void;
 }
 
@@ -54,10 +57,30 @@ export interface ShellEndpointDeps {
 export function serveShells(server: Server, deps: ShellEndpointDeps): () => void {
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 1024 * 1024 });
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    accept(wss, req, socket, head, deps).catch((err: unknown) => {
-      if (!isBerthError(err)) deps.log(`shell: ${err instanceof Error ? err.message : String(err)}`);
-      refuse(socket, isBerthError(err) ? err : new BerthError('internal', 'the shell session could not be opened', 'See the server log.'));
-    });
+    const started = performance.now();
+    // Filled in by accept() once the token is known, so that a refusal says whose it was.
+    const who: { principal?: Principal } = {};
+    const audit = (status: number) =>
+      deps.audit?.record({
+        tenantId: who.principal?.tenantId ?? null,
+        tokenId: who.principal?.tokenId ?? null,
+        tokenName: who.principal?.tokenName ?? null,
+        method: 'GET',
+        route: '/v1/hosts/:id/shell',
+        path: new URL(req.url ?? '/', 'http://berth').pathname,
+        status,
+        durationMs: performance.now() - started,
+        ip: req.socket.remoteAddress ?? null,
+      });
+    accept(wss, req, socket, head, deps, who).then(
+      () => audit(101),
+      (err: unknown) => {
+        if (!isBerthError(err)) deps.log(`shell: ${err instanceof Error ? err.message : String(err)}`);
+        const refusal = isBerthError(err) ? err : new BerthError('internal', 'the shell session could not be opened', 'See the server log.');
+        audit(refusal.status);
+        refuse(socket, refusal);
+      },
+    );
   };
   server.on('upgrade', onUpgrade);
   return () => {
@@ -67,13 +90,14 @@ export function serveShells(server: Server, deps: ShellEndpointDeps): () => void
   };
 }
 
-async function accept(wss: WebSocketServer, req: IncomingMessage, socket: Duplex, head: Buffer, deps: ShellEndpointDeps): Promise<void> {
+async function accept(wss: WebSocketServer, req: IncomingMessage, socket: Duplex, head: Buffer, deps: ShellEndpointDeps, who: { principal?: Principal }): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://berth');
   const hostId = SHELL_PATH.exec(url.pathname)?.[1];
   if (!hostId) throw new BerthError('not_found', `no WebSocket endpoint at ${url.pathname}`, 'Shell sessions are at /v1/hosts/HOST/shell.');
   const token = tokenOf(req);
   if (!token) throw new BerthError('unauthorized', 'missing API token', "Send `Authorization: Bearer <token>`; the token is in the server's data dir (file `token`).");
   const principal = await deps.authenticate(token);
+  who.principal = principal;
   requireRole(principal, routeRole('GET', '/v1/hosts/:id/shell') ?? 'admin', 'a terminal on a host');
   const tenantId = principal.tenantId;
   const parsed = shellQuery.safeParse(Object.fromEntries(url.searchParams));

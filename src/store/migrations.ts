@@ -275,6 +275,25 @@ const TOKEN_ROLES = [
   `alter table api_tokens alter column origin set default 'api'`,
 ];
 
+/** Who changed what through the API (src/audit/audit-log.ts). */
+const AUDIT_LOG = [
+  `create table audit_log (
+    id bigint generated always as identity primary key,
+    tenant_id text,
+    at timestamptz not null,
+    token_id text,
+    token_name text,
+    method text not null,
+    route text not null,
+    path text not null,
+    status integer not null,
+    duration_ms real not null,
+    ip text
+  )`,
+  `create index audit_log_tenant_at on audit_log (tenant_id, at desc)`,
+  `create index audit_log_at on audit_log (at)`,
+];
+
 const migrations: Record<string, Migration> = {
   '0001_foundation': statements(FOUNDATION),
   '0002_pools': statements(POOLS),
@@ -289,6 +308,7 @@ const migrations: Record<string, Migration> = {
   '0011_command_rate_control': statements(COMMAND_RATE_CONTROL),
   '0012_claims_arrival': statements(CLAIMS_ARRIVAL),
   '0013_token_roles': statements(TOKEN_ROLES),
+  '0014_audit_log': statements(AUDIT_LOG),
 };
 
 export const migrationProvider: MigrationProvider = {

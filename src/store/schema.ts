@@ -30,6 +30,20 @@ export interface ApiTokensTable {
   origin: ColumnType<string, string | undefined, string>;
 }
 
+export interface AuditLogTable {
+  id: ColumnType<string, never, never>;
+  tenant_id: string | null;
+  at: ColumnType<Date, Date, never>;
+  token_id: string | null;
+  token_name: string | null;
+  method: string;
+  route: string;
+  path: string;
+  status: number;
+  duration_ms: number;
+  ip: string | null;
+}
+
 export interface HostsTable {
   id: string;
   tenant_id: string;
@@ -274,6 +288,7 @@ export interface InvocationsTable {
 export interface Database {
   tenants: TenantsTable;
   api_tokens: ApiTokensTable;
+  audit_log: AuditLogTable;
   hosts: HostsTable;
   commands: CommandsTable;
   invocations: InvocationsTable;

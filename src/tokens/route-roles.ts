@@ -40,6 +40,7 @@ const ROUTE_ROLES: Record<string, Role> = {
   'GET /v1/tokens': 'admin',
   'POST /v1/tokens': 'admin',
   'DELETE /v1/tokens/:id': 'admin',
+  'GET /v1/audit': 'admin',
 };
 
 /** The role a route needs, or undefined for a non-GET route nobody decided on (a bug). */

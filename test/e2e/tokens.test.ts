@@ -148,6 +148,37 @@ describe('API tokens with roles', () => {
     expect(await ids()).toEqual(before);
   });
 
+  it('the audit log says who changed what, refusals and terminals included, and no reads', async () => {
+    const unknown = await new Api(srv.server.url, 'not-a-token').post('/v1/hosts', {});
+    expect(unknown.status).toBe(401);
+    const audit = await berth(['audit', '--json', '--limit', '1000'], admin);
+    expect(audit.code, audit.stderr).toBe(0);
+    const entries = JSON.parse(audit.stdout) as { tokenName: string | null; method: string; route: string; path: string; status: number }[];
+    const lines = entries.map((e) => `${e.tokenName ?? '?'} ${e.method} ${e.path} ${e.status}`);
+    // Newest first: the unknown token's try, then what the tests above did, the admin's token making tokens first of all.
+    expect(lines[0]).toBe('? POST /v1/hosts 401');
+    expect(lines).toContain('data dir token POST /v1/tokens 201');
+    expect(lines).toContain('dashboard POST /v1/hosts 403');
+    expect(lines).toContain('dashboard POST /v1/commands 403');
+    expect(lines).toContain('dev POST /v1/commands 201');
+    expect(lines).toContain(`dev DELETE /v1/hosts/${host.id} 403`);
+    expect(lines).toContain(`dashboard GET /v1/hosts/${host.id}/shell 403`);
+    expect(lines).toContain(`dev GET /v1/hosts/${host.id}/shell 101`);
+    expect(lines).toContain('data dir token DELETE /v1/tokens/ops 200');
+    expect(lines.filter((l) => l.includes('GET /v1/hosts ') || l.includes('GET /v1/pools'))).toEqual([]);
+    expect(lines.at(-1)).toBe('data dir token POST /v1/hosts 201');
+
+    const mine = JSON.parse((await berth(['audit', '--json', '--token', 'dev'], admin)).stdout) as { tokenName: string }[];
+    expect(new Set(mine.map((e) => e.tokenName))).toEqual(new Set(['dev']));
+    const failed = JSON.parse((await berth(['audit', '--json', '--failed', '--since', '1h'], admin)).stdout) as { status: number }[];
+    expect(failed.length).toBeGreaterThan(5);
+    expect(failed.every((e) => e.status >= 400)).toBe(true);
+    const table = await berth(['audit', '--token', 'dashboard', '--limit', '1'], admin);
+    expect(table.stdout).toMatch(/^AT\s+TOKEN\s+STATUS\s+MS\s+CALL\n\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+dashboard\s+403\s+[\d.]+\s+(GET|POST) \/v1\//);
+    expect((await as('dev').get('/v1/audit')).status).toBe(403);
+    expect((await berth(['audit', '--limit', '0'], admin)).code).toBe(2);
+  });
+
   it('every route the API names in the role table exists (the table does not rot)', async () => {
     const { namedRoutes } = await import('../../src/tokens/route-roles.js');
     const spec = (await srv.api.get<{ paths: Record<string, Record<string, unknown>> }>('/openapi.json')).body;

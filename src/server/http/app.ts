@@ -11,6 +11,9 @@ import type { HostService } from '../../hosts/host-service.js';
 import { installAuth } from './auth.js';
 import type { TokenService } from '../../tokens/token-service.js';
 import { tokenRoutes } from '../../tokens/routes-tokens.js';
+import type { AuditLog } from '../../audit/audit-log.js';
+import { installAudit } from '../../audit/http-audit.js';
+import { auditRoutes } from '../../audit/routes-audit.js';
 import { installErrorHandling } from './errors.js';
 import { commandRoutes } from './routes-commands.js';
 import { hostRoutes } from './routes-hosts.js';
@@ -37,6 +40,7 @@ export interface AppDeps {
   stacks: StackSync;
   environments: EnvironmentService;
   tokens: TokenService;
+  audit: AuditLog;
   health: () => Promise<Record<string, unknown>>;
   /** The driver and, for a cloud driver, its API calls so far by operation (what the status shows). */
   driver: () => { name: string; calls?: Record<string, number>; attempts?: Record<string, number> };
@@ -56,6 +60,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app);
   installAuth(app, (token) => deps.tokens.authenticate(token));
+  installAudit(app, deps.audit);
 
   await app.register(swagger, {
     openapi: {
@@ -92,6 +97,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(environmentRoutes(deps.environments));
   await app.register(shellRoutes(deps.shells));
   await app.register(tokenRoutes(deps.tokens));
+  await app.register(auditRoutes(deps.audit));
   await app.register(metricsRoutes(deps.metrics));
   await app.register(eventRoutes(deps.events, deps.eventsHeartbeatMs !== undefined ? { heartbeatMs: deps.eventsHeartbeatMs } : {}));
   await app.register(dashboardRoutes(deps.dashboard, deps.eventsHeartbeatMs !== undefined ? { heartbeatMs: deps.eventsHeartbeatMs } : {}));

@@ -43,10 +43,11 @@ export function installAuth(app: FastifyInstance, authenticate: Authenticate): v
     const { token, fromQuery } = tokenOf(request);
     if (!token) throw new BerthError('unauthorized', 'missing API token', "Send `Authorization: Bearer <token>`; the token is in the server's data dir (file `token`).");
     const principal = await authenticate(token);
-    // A route that does not exist answers 404 to any valid token.
-    requireRole(principal, request.routeOptions.config.role ?? 'read', `${request.method} ${request.routeOptions.url ?? path}`);
+    // Known before the role is checked, so that a refusal is recorded with who was refused.
     request.tenantId = principal.tenantId;
     request.principal = principal;
+    // A route that does not exist answers 404 to any valid token.
+    requireRole(principal, request.routeOptions.config.role ?? 'read', `${request.method} ${request.routeOptions.url ?? path}`);
     if (fromQuery) void reply.header('set-cookie', `${COOKIE}=${encodeURIComponent(token)}; HttpOnly; SameSite=Strict; Path=/`);
   });
 }

@@ -22,6 +22,7 @@ import { TenantHistograms } from './readiness.js';
 import { hostUsageFamilies } from './host-usage.js';
 import { nameServiceFamilies, shellFamilies } from './shell-usage.js';
 import type { ShellTotals } from '../shells/shell-broker.js';
+import type { ApiRequestCounts } from './api-usage.js';
 import type { NameServiceCounts } from '../drivers/types.js';
 import type { HostStatsView } from '../hosts/views.js';
 import { MetricsRepo, type ClaimCounts, type ClaimStageHistogram, type StoreTime } from './metrics-repo.js';
@@ -163,6 +164,8 @@ export interface MetricsCollectorDeps {
   shells?: (tenantId: string) => ShellTotals;
   /** The driver's name service for hosts (machine-wide: not a tenant's). */
   nameService?: () => NameServiceCounts | undefined;
+  /** The API's responses, counted by the server process (api-usage.ts). */
+  apiRequests?: ApiRequestCounts;
 }
 
 export class MetricsCollector {
@@ -303,6 +306,7 @@ export class MetricsCollector {
     if (this.deps.shells) families.push(...shellFamilies(tenant, this.deps.shells(tenantId)));
     const names = this.deps.nameService?.();
     if (names) families.push(...nameServiceFamilies(names));
+    if (this.deps.apiRequests) families.push(...this.deps.apiRequests.families(tenantId));
 
     // Supervised services, as their agents last reported them.
     if (this.deps.services) {

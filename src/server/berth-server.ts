@@ -7,9 +7,7 @@ import { CommandService } from '../commands/command-service.js';
 import { CommandDispatcher } from '../commands/dispatch.js';
 import { LiveOutput } from '../commands/live-output.js';
 import { errorMessage } from '../core/errors.js';
-import { hashSecret } from '../core/ids.js';
 import { LIVE_HOST_STATES } from '../core/host-state.js';
-import { DEFAULT_TENANT } from '../store/migrations.js';
 import type { BackendAgents, HostDriver } from '../drivers/types.js';
 import type { AwsDriver } from '../drivers/aws/aws-driver.js';
 import { AgentGateway } from '../agents/gateway.js';
@@ -17,9 +15,9 @@ import { HostService } from '../hosts/host-service.js';
 import { CommandsRepo } from '../store/commands-repo.js';
 import { HostsRepo } from '../store/hosts-repo.js';
 import { openStore, type Store } from '../store/store.js';
-import { ConfigHashKeys, TokensRepo } from '../store/tokens-repo.js';
-import { TokenService } from '../tokens/token-service.js';
-import { AuditLog } from '../audit/audit-log.js';
+import { ConfigHashKeys } from '../store/tokens-repo.js';
+import { startAccess } from '../tokens/access.js';
+import type { AuditLog } from '../audit/audit-log.js';
 import { AGENT_ENROL_PATH, AGENT_PATH, type AgentMessage } from '../protocol/messages.js';
 import { AgentChannels } from '../agents/agent-channels.js';
 import { NetworkGroups } from '../hosts/network-groups.js';
@@ -44,6 +42,7 @@ import type { ServerConfig } from './server-config.js';
 
 export type { ServerConfig } from './server-config.js';
 import { MetricsCollector, RouterRequestCounts } from '../metrics/metrics.js';
+import { ApiRequestCounts } from '../metrics/api-usage.js';
 import { buildApp } from './http/app.js';
 import { EventBus } from '../events/event-bus.js';
 import { createDashboard } from '../dashboard/create-dashboard.js';
@@ -104,14 +103,7 @@ export class BerthServer {
     const events = config.events ?? new EventBus();
     try {
       const { token } = dataDir.token();
-      const tokens = new TokensRepo(store.db);
-      // The data dir's token is valid for the default tenant; other data dirs sharing one PostgreSQL
-      // keep theirs (the id comes from the hash, so each token is one row).
-      const tokenHash = hashSecret(token);
-      await tokens.add({ id: `t-${tokenHash.slice(0, 16)}`, tenantId: DEFAULT_TENANT, name: 'data dir token', tokenHash, role: 'admin', origin: 'data-dir' });
-      const tokenService = new TokenService(tokens, { log });
-      const audit = new AuditLog(store.db, { log, ...(config.auditRetentionMs !== undefined ? { retentionMs: config.auditRetentionMs } : {}) });
-      await audit.prune();
+      const { tokens: tokenService, audit } = await startAccess(store.db, { dataDirToken: token, auditRetentionMs: config.auditRetentionMs, log });
       const hostsRepo = new HostsRepo(store.db, events);
       const commandsRepo = new CommandsRepo(store.db, events);
       const live = new LiveOutput(64 * 1024);
@@ -327,7 +319,9 @@ export class BerthServer {
       const envs = await environments.recover();
       if (envs.routed.length + envs.cleaned.length > 0) log(`recovered after restart: ${envs.routed.length} environment route(s) restored, ${envs.cleaned.length} unfinished environment(s) cleaned up`);
 
+      const apiRequests = new ApiRequestCounts();
       const metrics = new MetricsCollector({
+        apiRequests,
         db: store.db,
         routerRequests,
         services,
@@ -347,6 +341,7 @@ export class BerthServer {
         environments,
         tokens: tokenService,
         audit,
+        apiRequests,
         health: () => Promise.resolve({ store: store.kind, driver: config.driver.name, agentsConnected: agents.connectedHostIds().length }),
         driver: () => ({
           name: config.driver.name,

@@ -14,6 +14,7 @@ import { tokenRoutes } from '../../tokens/routes-tokens.js';
 import type { AuditLog } from '../../audit/audit-log.js';
 import { installAudit } from '../../audit/http-audit.js';
 import { auditRoutes } from '../../audit/routes-audit.js';
+import { installApiCounts, type ApiRequestCounts } from '../../metrics/api-usage.js';
 import { installErrorHandling } from './errors.js';
 import { commandRoutes } from './routes-commands.js';
 import { hostRoutes } from './routes-hosts.js';
@@ -41,6 +42,8 @@ export interface AppDeps {
   environments: EnvironmentService;
   tokens: TokenService;
   audit: AuditLog;
+  /** Where the API's responses are counted for /metrics; absent: not counted. */
+  apiRequests?: ApiRequestCounts;
   health: () => Promise<Record<string, unknown>>;
   /** The driver and, for a cloud driver, its API calls so far by operation (what the status shows). */
   driver: () => { name: string; calls?: Record<string, number>; attempts?: Record<string, number> };
@@ -61,6 +64,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   installErrorHandling(app);
   installAuth(app, (token) => deps.tokens.authenticate(token));
   installAudit(app, deps.audit);
+  if (deps.apiRequests) installApiCounts(app, deps.apiRequests);
 
   await app.register(swagger, {
     openapi: {

@@ -92,7 +92,7 @@ export function registerRunCommands(program: Command, ctx: Context): void {
       const { commands } = await ctx.client().get<{ commands: CommandView[] }>(`/v1/commands${opts.limit ? `?limit=${opts.limit}` : ''}`);
       const printer = ctx.printer(opts.json);
       if (printer.json) return printer.out(`${JSON.stringify(commands, null, 2)}\n`);
-      printer.out(table(['ID', 'STATUS', 'CREATED', 'COMMANDS'], commands.map((c) => [c.id, c.status, c.createdAt, JSON.stringify(c.parameters['commands'])])));
+      printer.out(table(['ID', 'STATUS', 'CREATED', 'BY', 'COMMANDS'], commands.map((c) => [c.id, c.status, c.createdAt, c.createdBy?.name ?? 'berth', JSON.stringify(c.parameters['commands'])])));
     });
 }
 

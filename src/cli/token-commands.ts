@@ -7,7 +7,7 @@ import { parseDurationMs } from '../core/duration.js';
 import { ROLE_SUMMARIES, ROLES, isRole } from '../tokens/roles.js';
 import type { Principal, TokenView } from '../tokens/token-service.js';
 import type { Context } from './context.js';
-import { age, table, UsageError } from './output.js';
+import { age, collect, splitList, table, UsageError } from './output.js';
 
 export function registerTokenCommands(program: Command, ctx: Context): void {
   const token = program.command('token').description('API tokens for people and jobs, each with a role: read < use < admin (admin only)');
@@ -17,17 +17,19 @@ export function registerTokenCommands(program: Command, ctx: Context): void {
     .argument('<name>', 'whose or what it is: ci-deploy, alice@example.com')
     .requiredOption('--role <role>', `one of ${ROLES.join(', ')}`)
     .option('--expires <duration>', 'it stops working after this long: 90m, 12h, 30d (default: until revoked)')
+    .option('--scope <groups>', 'it acts only in these groups, and their environments: names or prefixes, comma-separated (alice,alice-*); default: the whole tenant', collect, [])
     .option('--json', 'print JSON')
-    .action(async (name: string, opts: { role: string; expires?: string; json?: boolean }) => {
+    .action(async (name: string, opts: { role: string; expires?: string; scope: string[]; json?: boolean }) => {
       if (!isRole(opts.role)) throw new UsageError(`--role ${JSON.stringify(opts.role)} is not one of ${ROLES.join(', ')}`);
       const expiresInSeconds = opts.expires !== undefined ? Math.round(parseDurationMs(opts.expires, '--expires') / 1000) : undefined;
       const printer = ctx.printer(opts.json);
-      const made = await ctx.client().post<{ token: string; tokenInfo: TokenView }>('/v1/tokens', { name, role: opts.role, ...(expiresInSeconds !== undefined ? { expiresInSeconds } : {}) });
+      const scope = splitList(opts.scope);
+      const made = await ctx.client().post<{ token: string; tokenInfo: TokenView }>('/v1/tokens', { name, role: opts.role, ...(expiresInSeconds !== undefined ? { expiresInSeconds } : {}), ...(scope.length > 0 ? { scope } : {}) });
       if (printer.json) return printer.out(`${JSON.stringify(made, null, 2)}\n`);
       // The secret alone on stdout, so `TOKEN=$(berth token create …)` works; the rest to stderr.
       printer.out(`${made.token}\n`);
       printer.err(
-        `made token ${made.tokenInfo.id} "${made.tokenInfo.name}", role ${made.tokenInfo.role}${made.tokenInfo.expiresAt ? `, expires ${made.tokenInfo.expiresAt}` : ''}.\n` +
+        `made token ${made.tokenInfo.id} "${made.tokenInfo.name}", role ${made.tokenInfo.role}${made.tokenInfo.scope ? `, groups ${made.tokenInfo.scope.join(',')}` : ''}${made.tokenInfo.expiresAt ? `, expires ${made.tokenInfo.expiresAt}` : ''}.\n` +
           'This is the only time its secret is shown: give it to its user as BERTH_TOKEN (with BERTH_URL).\n',
       );
     });
@@ -42,8 +44,8 @@ export function registerTokenCommands(program: Command, ctx: Context): void {
       if (printer.json) return printer.out(`${JSON.stringify(tokens, null, 2)}\n`);
       printer.out(
         table(
-          ['ID', 'NAME', 'ROLE', 'AGE', 'LAST USED', 'EXPIRES', ...(opts.all ? ['REVOKED'] : [])],
-          tokens.map((t) => [t.id, t.name, t.role, age(t.createdAt), t.lastUsedAt ? `${age(t.lastUsedAt)} ago` : 'never', expiry(t.expiresAt), ...(opts.all ? [t.revokedAt ?? '-'] : [])]),
+          ['ID', 'NAME', 'ROLE', 'GROUPS', 'AGE', 'LAST USED', 'EXPIRES', ...(opts.all ? ['REVOKED'] : [])],
+          tokens.map((t) => [t.id, t.name, t.role, t.scope?.join(',') ?? 'all', age(t.createdAt), t.lastUsedAt ? `${age(t.lastUsedAt)} ago` : 'never', expiry(t.expiresAt), ...(opts.all ? [t.revokedAt ?? '-'] : [])]),
         ),
       );
     });
@@ -67,7 +69,7 @@ export function registerTokenCommands(program: Command, ctx: Context): void {
       const client = ctx.client();
       const me = await client.get<Principal>('/v1/whoami');
       if (printer.json) return printer.out(`${JSON.stringify({ ...me, url: client.url }, null, 2)}\n`);
-      printer.out(`${me.tokenName} (${me.tokenId}), role ${me.role}, tenant ${me.tenantId}, at ${client.url}\n`);
+      printer.out(`${me.tokenName} (${me.tokenId}), role ${me.role}, tenant ${me.tenantId}${me.scope ? `, groups ${me.scope.join(',')}` : ''}, at ${client.url}\n`);
     });
 }
 

@@ -79,7 +79,7 @@ export class CommandService {
    * Records the command and delivers it. With `waitMs`, answers when the command is done or the wait
    * ends (whichever is first); the wait is armed before delivery so a fast command is never missed.
    */
-  async send(tenantId: string, req: SendCommandRequest, opts: { waitMs?: number; signal?: AbortSignal } = {}): Promise<CommandView> {
+  async send(tenantId: string, req: SendCommandRequest, opts: { waitMs?: number; signal?: AbortSignal; createdBy?: { tokenId: string; name: string } } = {}): Promise<CommandView> {
     const targets = await this.resolveTargets(tenantId, req.targets);
     const rateControl = resolveRateControl(req, targets.length);
     let room = rateControl?.maxConcurrency?.limit ?? Infinity;
@@ -109,6 +109,7 @@ export class CommandService {
       targets: req.targets,
       deliveryTimeoutS: req.deliveryTimeout ?? DEFAULT_DELIVERY_TIMEOUT_S,
       rateControl,
+      createdBy: opts.createdBy,
       invocations,
     });
     this.open.track(created.command, created.invocations);

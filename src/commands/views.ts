@@ -37,6 +37,8 @@ export interface CommandView {
   maxConcurrency: string | null;
   maxErrors: string | null;
   counts: { targets: number; sent: number; completed: number; errors: number };
+  /** The token that sent it (its id and name); null: berth itself (a claim's init, a warm-up). */
+  createdBy: { tokenId: string; name: string } | null;
   createdAt: string;
   completedAt: string | null;
   invocations: InvocationView[];
@@ -62,6 +64,7 @@ export function toCommandView(command: CommandRow, invocations: InvocationRow[],
       completed: invocations.filter((i) => isTerminal(i.status as InvocationStatus)).length,
       errors: invocations.filter((i) => ERROR_STATUSES.includes(i.status as InvocationStatus)).length,
     },
+    createdBy: command.created_by_token ? { tokenId: command.created_by_token, name: command.created_by ?? '' } : null,
     createdAt: new Date(command.created_at).toISOString(),
     completedAt: isTerminal(status) && finished.length > 0 ? new Date(Math.max(...finished)).toISOString() : null,
     invocations: invocations.map((inv) => toInvocationView(inv, live)),

@@ -342,6 +342,11 @@ export class BerthServer {
         tokens: tokenService,
         audit,
         apiRequests,
+        scopeLookups: {
+          hostGroups: (tenantId, ids) => hostsRepo.groupsOf(tenantId, ids),
+          commandSender: async (tenantId, id) => (await commandsRepo.get(tenantId, id))?.command.created_by_token,
+          claimGroup: async (tenantId, id) => (await claimsRepo.get(tenantId, id))?.group_name,
+        },
         health: () => Promise.resolve({ store: store.kind, driver: config.driver.name, agentsConnected: agents.connectedHostIds().length }),
         driver: () => ({
           name: config.driver.name,
@@ -356,7 +361,7 @@ export class BerthServer {
         shells: { broker: shells, ...(shellRecorder ? { recorder: shellRecorder } : {}) },
         ...(config.eventsHeartbeatMs !== undefined ? { eventsHeartbeatMs: config.eventsHeartbeatMs } : {}),
       });
-      const stopShells = serveShells(app.server, { broker: shells, authenticate: (token) => tokenService.authenticate(token), audit, log });
+      const stopShells = serveShells(app.server, { broker: shells, authenticate: (token) => tokenService.authenticate(token), hostGroups: (tenantId, ids) => hostsRepo.groupsOf(tenantId, ids), audit, log });
       const address = await app.listen({ host: config.host ?? '127.0.0.1', port: config.port ?? 7070 });
       const server = new BerthServer(address, agentUrl, token, store, hostsService, commands, app, gateway, dataDir, recovered, { pools: poolService, claims, reconciler }, images, environments, router, events);
       server.backendAgents = config.driver.agents;

@@ -22,6 +22,7 @@ import { cookieToken } from '../server/http/auth.js';
 import { requireRole, type Principal } from '../tokens/token-service.js';
 import { routeRole } from '../tokens/route-roles.js';
 import type { AuditLog } from '../audit/audit-log.js';
+import { requireHostInScope, type ScopeLookups } from '../tokens/scope-guard.js';
 import { SHELL_TERM_PATTERN, SHELL_USER_PATTERN } from '../protocol/shell.js';
 import type { ShellBroker, ShellExit, ShellHandle, ShellRequest } from './shell-broker.js';
 
@@ -48,6 +49,8 @@ export interface ShellEndpointDeps {
   broker: ShellBroker;
   /** Who a bearer token is (throws `unauthorized` for an unknown, revoked or expired one). */
   authenticate: (token: string) => Promise<Principal>;
+  /** Hosts' groups, to hold a scoped token to its own (src/tokens/scope.ts). */
+  hostGroups: ScopeLookups['hostGroups'];
   /** Where each terminal opened or refused is recorded; absent: nowhere. */
   audit?: AuditLog;
   log: (line: string) => void;
@@ -99,6 +102,7 @@ async function accept(wss: WebSocketServer, req: IncomingMessage, socket: Duplex
   const principal = await deps.authenticate(token);
   who.principal = principal;
   requireRole(principal, routeRole('GET', '/v1/hosts/:id/shell') ?? 'admin', 'a terminal on a host');
+  await requireHostInScope(principal, hostId, deps);
   const tenantId = principal.tenantId;
   const parsed = shellQuery.safeParse(Object.fromEntries(url.searchParams));
   if (!parsed.success) {

@@ -23,6 +23,8 @@ export interface NewCommand {
   targets: Record<string, unknown>;
   deliveryTimeoutS: number;
   rateControl?: RateControl | undefined;
+  /** The token that sent it; absent: berth itself. */
+  createdBy?: { tokenId: string; name: string } | undefined;
   /** `sent` (default: whether it is open): false for one that waits its turn under rate control. */
   invocations: { hostId: string; status: InvocationStatus; statusDetail: string; sent?: boolean }[];
 }
@@ -72,7 +74,7 @@ export class CommandsRepo {
   async create(cmd: NewCommand): Promise<{ command: CommandRow; invocations: InvocationRow[] }> {
     const now = new Date();
     const rateControl = cmd.rateControl ?? null;
-    const params: unknown[] = [cmd.id, cmd.tenantId, cmd.document, JSON.stringify(cmd.parameters), JSON.stringify(cmd.targets), cmd.deliveryTimeoutS, now, rateControl && JSON.stringify(rateControl)];
+    const params: unknown[] = [cmd.id, cmd.tenantId, cmd.document, JSON.stringify(cmd.parameters), JSON.stringify(cmd.targets), cmd.deliveryTimeoutS, now, rateControl && JSON.stringify(rateControl), cmd.createdBy?.tokenId ?? null, cmd.createdBy?.name ?? null];
     const values = cmd.invocations.map((inv) => {
       params.push(inv.hostId, inv.status, inv.statusDetail, isOpen(inv.status) ? null : now, (inv.sent ?? isOpen(inv.status)) ? now : null);
       const n = params.length;
@@ -81,7 +83,7 @@ export class CommandsRepo {
     // Hand-written (see HOT_PATH_SQL at the top); the same text for the same number of hosts.
     const { rows: inserted } = await this.db.executeQuery<InvocationRow>(
       CompiledQuery.raw(
-        'with "command" as (insert into "commands" ("id", "tenant_id", "document", "parameters", "targets", "delivery_timeout_s", "created_at", "rate_control") values ($1, $2, $3, $4, $5, $6, $7, $8) returning "id") ' +
+        'with "command" as (insert into "commands" ("id", "tenant_id", "document", "parameters", "targets", "delivery_timeout_s", "created_at", "rate_control", "created_by_token", "created_by") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) returning "id") ' +
           `insert into "invocations" ("command_id", "host_id", "tenant_id", "status", "status_detail", "exit_codes", "finished_at", "created_at", "sent_at") values ${values.join(', ')} returning *`,
         params,
       ),
@@ -94,6 +96,8 @@ export class CommandsRepo {
       targets: cmd.targets,
       delivery_timeout_s: cmd.deliveryTimeoutS,
       rate_control: rateControl,
+      created_by_token: cmd.createdBy?.tokenId ?? null,
+      created_by: cmd.createdBy?.name ?? null,
       created_at: now,
     };
     this.events.emit(commandEvent(cmd.tenantId, cmd.id, aggregateStatus(cmd.invocations.map((i) => i.status)), cmd.invocations.map((i) => i.hostId)));

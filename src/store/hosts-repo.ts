@@ -78,6 +78,13 @@ export class HostsRepo {
     return this.db.selectFrom('hosts').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst();
   }
 
+  /** The group of each of these hosts (null: none); hosts not found are left out. */
+  async groupsOf(tenantId: string, ids: readonly string[]): Promise<Map<string, string | null>> {
+    if (ids.length === 0) return new Map();
+    const rows = await this.db.selectFrom('hosts').select(['id', 'group_name']).where('tenant_id', '=', tenantId).where('id', 'in', ids).execute();
+    return new Map(rows.map((r) => [r.id, r.group_name]));
+  }
+
   /** For agent enrolment, which knows only the host id (the token proves the rest). */
   async getAnyTenant(id: string): Promise<HostRow | undefined> {
     return this.db.selectFrom('hosts').selectAll().where('id', '=', id).executeTakeFirst();

@@ -270,6 +270,8 @@ const TOKEN_ROLES = [
   `alter table api_tokens add column role text not null default 'admin' check (role in ('read', 'use', 'admin'))`,
   `alter table api_tokens add column expires_at timestamptz`,
   `alter table api_tokens add column last_used_at timestamptz`,
+  // The groups (names or prefixes) a token may act in; null: the whole tenant.
+  `alter table api_tokens add column scope jsonb`,
   // Every token so far came from a data dir (the server makes one at first start); new ones come from the API.
   `alter table api_tokens add column origin text not null default 'data-dir'`,
   `alter table api_tokens alter column origin set default 'api'`,
@@ -294,6 +296,9 @@ const AUDIT_LOG = [
   `create index audit_log_at on audit_log (at)`,
 ];
 
+/** Which token sent a command (null: berth itself, as a claim's init or a warm-up). */
+const COMMAND_CREATOR = [`alter table commands add column created_by_token text`, `alter table commands add column created_by text`];
+
 const migrations: Record<string, Migration> = {
   '0001_foundation': statements(FOUNDATION),
   '0002_pools': statements(POOLS),
@@ -309,6 +314,7 @@ const migrations: Record<string, Migration> = {
   '0012_claims_arrival': statements(CLAIMS_ARRIVAL),
   '0013_token_roles': statements(TOKEN_ROLES),
   '0014_audit_log': statements(AUDIT_LOG),
+  '0015_command_creator': statements(COMMAND_CREATOR),
 };
 
 export const migrationProvider: MigrationProvider = {

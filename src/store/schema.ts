@@ -26,6 +26,8 @@ export interface ApiTokensTable {
   revoked_at: MaybeTimestamp;
   expires_at: MaybeTimestamp;
   last_used_at: MaybeTimestamp;
+  /** Group names or prefixes (`alice-*`) the token may act in; null: the whole tenant (src/tokens/scope.ts). */
+  scope: ColumnType<string[] | null, string | null | undefined, string | null>;
   /** `data-dir` (made by a server at first start, for its local CLI) or `api` (berth token create). */
   origin: ColumnType<string, string | undefined, string>;
 }
@@ -261,6 +263,9 @@ export interface CommandsTable {
   delivery_timeout_s: number;
   /** Rate control (src/commands/rate-control.ts); null: every invocation sent at once. */
   rate_control: ColumnType<RateControl | null, string | null | undefined, string | null>;
+  /** The id and name of the token that sent it; null: berth itself (a claim's init, a warm-up). */
+  created_by_token: ColumnType<string | null, string | null | undefined, string | null>;
+  created_by: ColumnType<string | null, string | null | undefined, string | null>;
   created_at: CreatedAt;
 }
 

@@ -11,6 +11,8 @@ export interface NewToken {
   tokenHash: string;
   role: string;
   expiresAt?: Date | undefined;
+  /** Group names or prefixes the token may act in; absent: the whole tenant. */
+  scope?: string[] | undefined;
   origin: 'data-dir' | 'api';
 }
 
@@ -28,6 +30,7 @@ export class TokensRepo {
         token_hash: token.tokenHash,
         role: token.role,
         expires_at: token.expiresAt ?? null,
+        scope: token.scope ? JSON.stringify(token.scope) : null,
         origin: token.origin,
         revoked_at: null,
       })

@@ -13,6 +13,7 @@ const tokenView = z.object({
   id: z.string(),
   name: z.string(),
   role: z.enum(ROLES),
+  scope: z.array(z.string()).nullable(),
   origin: z.string(),
   createdAt: z.string(),
   expiresAt: z.string().nullable(),
@@ -31,7 +32,7 @@ export function tokenRoutes(tokens: TokenService): FastifyPluginCallbackZod {
         schema: {
           tags: ['tokens'],
           summary: 'The token this request came with: its name, role and tenant',
-          response: { 200: z.object({ tenantId: z.string(), tokenId: z.string(), tokenName: z.string(), role: z.enum(ROLES) }), '4xx': errorBody },
+          response: { 200: z.object({ tenantId: z.string(), tokenId: z.string(), tokenName: z.string(), role: z.enum(ROLES), scope: z.array(z.string()).optional() }), '4xx': errorBody },
         },
       },
       (request) => {
@@ -62,6 +63,7 @@ export function tokenRoutes(tokens: TokenService): FastifyPluginCallbackZod {
               name: z.string().min(1).max(64).describe('Whose or what it is: ci-deploy, alice@example.com'),
               role: z.enum(ROLES).describe('read < use < admin'),
               expiresInSeconds: z.number().int().min(60).max(MAX_EXPIRY_S).optional().describe('None: until revoked'),
+              scope: z.array(z.string()).optional().describe('Group names or prefixes (alice-*) it may act in; none: the whole tenant'),
             })
             .strict(),
           response: { 201: z.object({ token: z.string(), tokenInfo: tokenView }), '4xx': errorBody },

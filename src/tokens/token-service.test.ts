@@ -7,6 +7,7 @@ import { DEFAULT_TENANT } from '../store/migrations.js';
 import { openStore, type Store } from '../store/store.js';
 import { TokensRepo } from '../store/tokens-repo.js';
 import { roleAllows } from './roles.js';
+import { inScope } from './scope.js';
 import { routeRole } from './route-roles.js';
 import { requireRole, TokenService } from './token-service.js';
 
@@ -106,6 +107,23 @@ describe('API tokens', () => {
     clock += 31_000;
     await tokens.authenticate(token);
     await expect.poll(lastUsed).toBe(clock);
+  });
+
+  it('keeps a scope of group names and prefixes, which an admin token cannot have', async () => {
+    const tokens = new TokenService(repo, { now });
+    const { token, view } = await tokens.create(DEFAULT_TENANT, { name: 'alice', role: 'use', scope: ['alice', 'alice-*'] });
+    expect(view.scope).toEqual(['alice', 'alice-*']);
+    expect((await tokens.authenticate(token)).scope).toEqual(['alice', 'alice-*']);
+    expect(inScope(['alice', 'alice-*'], 'alice')).toBe(true);
+    expect(inScope(['alice', 'alice-*'], 'alice-feature-x')).toBe(true);
+    expect(inScope(['alice', 'alice-*'], 'alicebob')).toBe(false);
+    expect(inScope(['alice', 'alice-*'], 'bob')).toBe(false);
+    expect(inScope(['alice'], null)).toBe(false);
+    expect((await refusal(tokens.create(DEFAULT_TENANT, { name: 'root', role: 'admin', scope: ['x'] }))).message).toBe('an admin token cannot have a scope');
+    expect((await refusal(tokens.create(DEFAULT_TENANT, { name: 'bad', role: 'use', scope: ['a*b'] }))).code).toBe('validation_failed');
+    expect((await refusal(tokens.create(DEFAULT_TENANT, { name: 'none', role: 'use', scope: [] }))).code).toBe('validation_failed');
+    // An unscoped token has no scope at all, not an empty one.
+    expect((await tokens.authenticate('local-secret')).scope).toBeUndefined();
   });
 
   it('orders roles read < use < admin and says what a refused token lacks', () => {

@@ -10,6 +10,7 @@ import { BerthError } from '../core/errors.js';
 import { hashSecret, newId, newSecret } from '../core/ids.js';
 import type { TokenRow, TokensRepo } from '../store/tokens-repo.js';
 import { isRole, roleAllows, type Role } from './roles.js';
+import { validateScope } from './scope.js';
 
 /** Who is calling: the token that authenticated a request. */
 export interface Principal {
@@ -17,12 +18,16 @@ export interface Principal {
   tokenId: string;
   tokenName: string;
   role: Role;
+  /** The groups it may act in (scope.ts); absent: the whole tenant. */
+  scope?: string[];
 }
 
 export interface TokenView {
   id: string;
   name: string;
   role: Role;
+  /** The groups it may act in (names, or prefixes ending in *); null: the whole tenant. */
+  scope: string[] | null;
   /** `data-dir`: a server's own, made at its first start for the local CLI; `api`: made by `berth token create`. */
   origin: string;
   createdAt: string;
@@ -36,6 +41,8 @@ export interface NewTokenRequest {
   role: Role;
   /** Seconds from now; none: the token lives until revoked. */
   expiresInSeconds?: number | undefined;
+  /** Group names or prefixes (`alice-*`) it may act in; none: the whole tenant. Not for admins. */
+  scope?: string[] | undefined;
 }
 
 /** Token names: a person's or a job's handle (an email address fits), as `berth token ls` shows it. */
@@ -100,6 +107,11 @@ export class TokenService {
       throw new BerthError('validation_failed', `token name ${JSON.stringify(req.name)} is not valid`, 'Use 1-64 letters, digits and . _ @ + - (starting with a letter or digit), e.g. ci-deploy or alice@example.com.');
     }
     if (!isRole(req.role)) throw new BerthError('validation_failed', `role ${JSON.stringify(req.role)} is not one of read, use, admin`, 'Give --role read, use or admin.');
+    if (req.scope) {
+      validateScope(req.scope);
+      // An admin shapes the whole platform (pools, images, tokens): a scope would not hold it.
+      if (req.role === 'admin') throw new BerthError('validation_failed', 'an admin token cannot have a scope', 'Give a scoped token role use or read.');
+    }
     const live = await this.repo.list(tenantId);
     if (live.some((t) => t.name === req.name)) {
       throw new BerthError('token_exists', `a token named "${req.name}" already exists`, `Pick another name, or revoke it first: berth token revoke ${req.name}`);
@@ -107,7 +119,7 @@ export class TokenService {
     const token = newSecret();
     const id = newId('tk');
     const expiresAt = req.expiresInSeconds !== undefined ? new Date(this.now() + req.expiresInSeconds * 1000) : undefined;
-    await this.repo.add({ id, tenantId, name: req.name, tokenHash: hashSecret(token), role: req.role, expiresAt, origin: 'api' });
+    await this.repo.add({ id, tenantId, name: req.name, tokenHash: hashSecret(token), role: req.role, expiresAt, scope: req.scope, origin: 'api' });
     const row = (await this.repo.list(tenantId)).find((t) => t.id === id);
     if (!row) throw new BerthError('internal', `token ${id} was not stored`, 'See the server log.');
     return { token, view: toTokenView(row) };
@@ -163,7 +175,7 @@ export function requireRole(principal: Principal, needed: Role, what: string): v
 }
 
 function principalOf(row: TokenRow): Principal {
-  return { tenantId: row.tenant_id, tokenId: row.id, tokenName: row.name, role: isRole(row.role) ? row.role : 'read' };
+  return { tenantId: row.tenant_id, tokenId: row.id, tokenName: row.name, role: isRole(row.role) ? row.role : 'read', ...(row.scope ? { scope: row.scope } : {}) };
 }
 
 export function toTokenView(row: TokenRow): TokenView {
@@ -171,6 +183,7 @@ export function toTokenView(row: TokenRow): TokenView {
     id: row.id,
     name: row.name,
     role: isRole(row.role) ? row.role : 'read',
+    scope: row.scope,
     origin: row.origin,
     createdAt: row.created_at.toISOString(),
     expiresAt: row.expires_at?.toISOString() ?? null,

@@ -9,6 +9,7 @@ import { WebSocket } from 'ws';
 import type { HostView } from '../../src/hosts/views.js';
 import type { TokenView } from '../../src/tokens/token-service.js';
 import { samples } from '../helpers/metrics-text.js';
+import { waitFor } from '../helpers/wait.js';
 import { Api, berth, startServer, type InProcessServer } from '../helpers/server.js';
 
 const NET = { bridge: 'berthtok0', subnet: '10.248.0.0/24', cgroupName: 'berthtok' };
@@ -55,7 +56,7 @@ describe('API tokens with roles', () => {
     expect(me.code).toBe(0);
     expect(me.stdout).toMatch(/^dev \(tk-[0-9a-f]+\), role use, tenant default, at http:/);
     const table = await berth(['token', 'ls'], admin);
-    expect(table.stdout.split('\n')[0]).toMatch(/^ID\s+NAME\s+ROLE\s+AGE\s+LAST USED\s+EXPIRES$/);
+    expect(table.stdout.split('\n')[0]).toMatch(/^ID\s+NAME\s+ROLE\s+GROUPS\s+AGE\s+LAST USED\s+EXPIRES$/);
   });
 
   it('read: looks at everything, changes nothing', async () => {
@@ -82,9 +83,11 @@ describe('API tokens with roles', () => {
 
   it('use: runs commands, but does not shape the platform or see tokens', async () => {
     const dev = as('dev');
-    const run = await dev.post<{ status: string; invocations: { stdout: string }[] }>('/v1/commands', { targets: { hostIds: [host.id] }, parameters: { commands: ['hostname'] }, wait: 10 });
+    const run = await dev.post<{ status: string; invocations: { stdout: string }[]; createdBy: { name: string } | null }>('/v1/commands', { targets: { hostIds: [host.id] }, parameters: { commands: ['hostname'] }, wait: 10 });
     expect(run.status).toBe(201);
     expect(run.body.status).toBe('Success');
+    expect(run.body.createdBy?.name).toBe('dev');
+    expect((await berth(['cmd', 'ls'], admin)).stdout).toMatch(/\bdev\s+\["hostname"\]/);
     expect(run.body.invocations[0]?.stdout).toBe('tok-box\n');
     expect((await dev.post('/v1/pools', { name: 'sneaky', image: 'base', size: 1 })).status).toBe(403);
     expect((await srv.api.get<{ pools: unknown[] }>('/v1/pools')).body.pools).toEqual([]);
@@ -188,6 +191,72 @@ describe('API tokens with roles', () => {
     expect(metrics.get('berth_api_requests_total{tenant="default",method="POST",route="/v1/tokens",status="201"}')).toBe(3);
     expect(metrics.get('berth_api_request_duration_seconds_count{tenant="default",method="POST",route="/v1/commands"}')).toBe(3); // two refused, one run
     expect(text).not.toMatch(/route="\/v1\/hosts\/h-/);
+  });
+
+  it("a scoped token sees and touches only its groups' hosts, commands, claims and terminals", async () => {
+    expect((await srv.api.post('/v1/pools', { name: 'scoped', size: 2 })).status).toBe(201);
+    await waitFor('pool scoped to hold 2 ready hosts', async () => ((await srv.api.get<{ status: { ready: number } }>('/v1/pools/scoped')).body.status.ready === 2 ? true : undefined), { timeoutMs: 60_000 });
+    const claim = async (api: Api, group: string) => api.post<{ host: { id: string } | null; group: string } & ErrorBody>('/v1/pools/scoped/claims', { group, init: ['true'] });
+    const bobs = (await claim(srv.api, 'bob')).body.host?.id ?? '';
+    const made = await berth(['token', 'create', 'alice', '--role', 'use', '--scope', 'alice', '--scope', 'alice-*'], admin);
+    expect(made.code, made.stderr).toBe(0);
+    expect(made.stderr).toContain('groups alice,alice-*');
+    const alice = new Api(srv.server.url, made.stdout.trim());
+    const aliceEnv = { ...admin, BERTH_TOKEN: made.stdout.trim() };
+    expect((await berth(['whoami'], aliceEnv)).stdout).toContain('role use, tenant default, groups alice,alice-*,');
+
+    // Claims: into her groups only; a refusal claims nothing.
+    const claimsBefore = (await srv.api.get<{ claims: unknown[] }>('/v1/claims')).body.claims.length;
+    const refused = await claim(alice, 'bob');
+    expect(refused.status).toBe(403);
+    expect(refused.body.message).toBe('token "alice" may act only in the groups alice, alice-*, and group bob is not in them');
+    expect((await srv.api.get<{ claims: unknown[] }>('/v1/claims')).body.claims.length).toBe(claimsBefore);
+    const mine = await claim(alice, 'alice-1');
+    expect(mine.status).toBe(201);
+    const hers = mine.body.host?.id ?? '';
+
+    // Listings hold her things only; another's host, command and claim are refused.
+    expect((await alice.get<{ hosts: HostView[] }>('/v1/hosts')).body.hosts.map((h) => h.id)).toEqual([hers]);
+    expect((await alice.get<{ claims: { group: string }[] }>('/v1/claims')).body.claims.map((c) => c.group)).toEqual(['alice-1']);
+    expect((await alice.get<{ groups: { name: string }[] }>('/v1/groups')).body.groups.map((g) => g.name)).toEqual(['alice-1']);
+    expect((await alice.get(`/v1/hosts/${bobs}`)).status).toBe(403);
+    expect((await alice.get(`/v1/hosts/${hers}`)).status).toBe(200);
+    const run = (api: Api, targets: Record<string, unknown>) => api.post<{ id: string; status: string } & ErrorBody>('/v1/commands', { targets, parameters: { commands: ['hostname'] }, wait: 10 });
+    expect((await run(alice, { hostIds: [bobs] })).status).toBe(403);
+    expect((await run(alice, { hostIds: [hers, bobs] })).status).toBe(403);
+    expect((await run(alice, { tags: { any: 'thing' } })).body.message).toContain('its commands name their hosts or a group');
+    expect((await run(alice, { group: 'bob' })).status).toBe(403);
+    const ok = await run(alice, { group: 'alice-1' });
+    expect(ok.body.status).toBe('Success');
+    const bobsCommand = (await run(srv.api, { hostIds: [bobs] })).body.id;
+    expect((await alice.get(`/v1/commands/${bobsCommand}`)).status).toBe(403);
+    expect((await alice.get(`/v1/commands/${ok.body.id}`)).status).toBe(200);
+    expect((await alice.get<{ commands: { id: string }[] }>('/v1/commands')).body.commands.map((c) => c.id)).toEqual([ok.body.id]);
+    expect((await alice.post(`/v1/hosts/${bobs}/release`, {})).status).toBe(403);
+    expect((await alice.post('/v1/environments', { name: 'bob-demo', stack: 'demo' })).status).toBe(403);
+    // Tenant-wide views are not for a scoped token; what all users share is.
+    expect((await fetch(`${srv.server.url}/metrics`, { headers: { authorization: `Bearer ${made.stdout.trim()}` } })).status).toBe(403);
+    expect((await alice.get('/v1/events')).status).toBe(403);
+    expect((await alice.get('/v1/pools')).status).toBe(200);
+
+    // A terminal on her host, not on bob's.
+    const open = (hostId: string) =>
+      new Promise<WebSocket>((resolve, reject) => {
+        const ws = new WebSocket(`${srv.server.url.replace('http', 'ws')}/v1/hosts/${hostId}/shell?command=true`, { headers: { authorization: `Bearer ${made.stdout.trim()}` } });
+        ws.once('open', () => resolve(ws));
+        ws.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
+        ws.once('error', reject);
+      });
+    await expect(open(bobs)).rejects.toThrow('HTTP 403');
+    (await open(hers)).close();
+
+    // Her release works; an admin's token cannot be scoped.
+    expect((await alice.post(`/v1/hosts/${hers}/release`, {})).status).toBe(200);
+    const scopedAdmin = await berth(['token', 'create', 'root-ish', '--role', 'admin', '--scope', 'x'], admin);
+    expect(scopedAdmin.code).toBe(2);
+    expect(scopedAdmin.stderr).toContain('an admin token cannot have a scope');
+    expect((await berth(['token', 'create', 'x', '--role', 'use', '--scope', 'a b'], admin)).stderr).toContain('is not a group name or prefix');
+    await srv.api.post(`/v1/hosts/${bobs}/release`, {});
   });
 
   it('every route the API names in the role table exists (the table does not rot)', async () => {

@@ -15,6 +15,7 @@ import type { AuditLog } from '../../audit/audit-log.js';
 import { installAudit } from '../../audit/http-audit.js';
 import { auditRoutes } from '../../audit/routes-audit.js';
 import { installApiCounts, type ApiRequestCounts } from '../../metrics/api-usage.js';
+import { installScopeGuard, type ScopeLookups } from '../../tokens/scope-guard.js';
 import { installErrorHandling } from './errors.js';
 import { commandRoutes } from './routes-commands.js';
 import { hostRoutes } from './routes-hosts.js';
@@ -42,6 +43,8 @@ export interface AppDeps {
   environments: EnvironmentService;
   tokens: TokenService;
   audit: AuditLog;
+  /** What a scoped token's requests are checked against (src/tokens/scope-guard.ts). */
+  scopeLookups: ScopeLookups;
   /** Where the API's responses are counted for /metrics; absent: not counted. */
   apiRequests?: ApiRequestCounts;
   health: () => Promise<Record<string, unknown>>;
@@ -64,6 +67,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   installErrorHandling(app);
   installAuth(app, (token) => deps.tokens.authenticate(token));
   installAudit(app, deps.audit);
+  installScopeGuard(app, deps.scopeLookups);
   if (deps.apiRequests) installApiCounts(app, deps.apiRequests);
 
   await app.register(swagger, {

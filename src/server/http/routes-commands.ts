@@ -19,7 +19,8 @@ export function commandRoutes(commands: CommandService): FastifyPluginCallbackZo
       },
       async (request, reply) => {
         const { wait, ...req } = request.body;
-        const view = await commands.send(request.tenantId, req, wait ? { waitMs: wait * 1000, signal: abortWhenClientGone(reply.raw) } : {});
+        const createdBy = request.principal ? { createdBy: { tokenId: request.principal.tokenId, name: request.principal.tokenName } } : {};
+        const view = await commands.send(request.tenantId, req, wait ? { waitMs: wait * 1000, signal: abortWhenClientGone(reply.raw), ...createdBy } : createdBy);
         return reply.status(201).send(view);
       },
     );

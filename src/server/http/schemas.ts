@@ -137,6 +137,7 @@ export const commandView = z.object({
   maxConcurrency: z.string().nullable(),
   maxErrors: z.string().nullable(),
   counts: z.object({ targets: z.number(), sent: z.number(), completed: z.number(), errors: z.number() }).describe('As SSM counts them: errors are Failed, TimedOut and DeliveryTimedOut invocations'),
+  createdBy: z.object({ tokenId: z.string(), name: z.string() }).nullable().describe('The token that sent it; null: berth itself (a claim\'s init, a warm-up)'),
   createdAt: z.string(),
   completedAt: z.string().nullable(),
   invocations: z.array(invocationView),

@@ -70,7 +70,7 @@ export class ClaimService {
     const pool = await this.deps.pools.getRecent(tenantId, poolName);
     if (!pool) throw poolNotFound(poolName);
     if (input.idempotencyKey) {
-      const existing = await this.existing(tenantId, input.idempotencyKey, poolName);
+      const existing = await this.existing(tenantId, input.idempotencyKey, poolName, input.group);
       if (existing) return existing;
     }
     await this.ensureGroup(tenantId, input.group, input.labels);
@@ -86,7 +86,7 @@ export class ClaimService {
     });
     if (!first.inserted) {
       // Another request with the same key got in first: it is the claim.
-      const existing = input.idempotencyKey ? await this.existing(tenantId, input.idempotencyKey, poolName) : undefined;
+      const existing = input.idempotencyKey ? await this.existing(tenantId, input.idempotencyKey, poolName, input.group) : undefined;
       if (existing) return existing;
       throw new BerthError('conflict', `a claim with idempotency key ${input.idempotencyKey ?? ''} is being replaced`, 'Retry the claim.');
     }
@@ -303,11 +303,15 @@ export class ClaimService {
   }
 
   /** The claim a key already names: finished, or awaited while it runs. Failed ones free their key. */
-  private async existing(tenantId: string, key: string, poolName: string): Promise<ClaimView | undefined> {
+  private async existing(tenantId: string, key: string, poolName: string, group: string): Promise<ClaimView | undefined> {
     let row = await this.deps.claims.byIdempotencyKey(tenantId, key);
     if (!row) return undefined;
     if (row.pool !== poolName) {
       throw new BerthError('conflict', `idempotency key ${key} was used for a claim on pool ${row.pool}`, 'Use a new key for a different request.', { claimId: row.id });
+    }
+    // Another group's claim is another request: its host is not this caller's to get.
+    if (row.group_name !== group) {
+      throw new BerthError('conflict', `idempotency key ${key} was used for a claim for another group`, 'Use a new key for a different request.', { claimId: row.id });
     }
     if (row.state === 'pending') {
       const id = row.id;

@@ -168,6 +168,11 @@ describe('pools and claims', () => {
     expect(new Set([a.body.id, b.body.id, c.body.id]).size).toBe(1);
     expect(a.body.host?.id).toBe(c.body.host?.id);
     expect((await srv.api.get<{ hosts: unknown[] }>('/v1/groups/idem/hosts')).body.hosts).toHaveLength(1);
+    // The same key for another group is another request: refused, not answered with this host.
+    const other = await srv.api.post<{ code: string; message: string }>('/v1/pools/storm/claims', { ...body, group: 'someone-else' });
+    expect(other.status).toBe(409);
+    expect(other.body.message).toBe('idempotency key signup-42 was used for a claim for another group');
+    expect((await srv.api.get<{ hosts: unknown[] }>('/v1/groups/someone-else/hosts')).body.hosts).toHaveLength(0);
 
     // Run Command can target the group: its one host, and only it.
     const cmd = await srv.api.post<{ status: string; invocations: { hostId: string; stdout: string }[] }>('/v1/commands', {

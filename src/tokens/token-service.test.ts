@@ -1,6 +1,6 @@
 import Fastify from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isBerthError } from '../core/errors.js';
+import { rejection } from '../../test/helpers/errors.js';
 import { hashSecret } from '../core/ids.js';
 import { installAuth } from '../server/http/auth.js';
 import { DEFAULT_TENANT } from '../store/migrations.js';
@@ -10,16 +10,6 @@ import { roleAllows } from './roles.js';
 import { inScope } from './scope.js';
 import { routeRole } from './route-roles.js';
 import { requireRole, TokenService } from './token-service.js';
-
-async function refusal(p: Promise<unknown>): Promise<{ code: string; message: string }> {
-  try {
-    await p;
-  } catch (err) {
-    if (isBerthError(err)) return { code: err.code, message: err.message };
-    throw err;
-  }
-  throw new Error('expected a refusal');
-}
 
 describe('API tokens', () => {
   let store: Store;
@@ -44,15 +34,15 @@ describe('API tokens', () => {
     const row = await repo.byHash(hashSecret(token));
     expect(row?.id).toBe(view.id);
     expect(JSON.stringify(row)).not.toContain(token);
-    expect((await refusal(tokens.authenticate('not-a-token'))).code).toBe('unauthorized');
+    expect((await rejection(tokens.authenticate('not-a-token'))).code).toBe('unauthorized');
   });
 
   it('refuses a bad name, an unknown role and a name in use, and stores nothing', async () => {
     const tokens = new TokenService(repo, { now });
     const before = (await tokens.list(DEFAULT_TENANT)).length;
-    expect((await refusal(tokens.create(DEFAULT_TENANT, { name: 'has space', role: 'read' }))).code).toBe('validation_failed');
-    expect((await refusal(tokens.create(DEFAULT_TENANT, { name: 'x', role: 'root' as 'read' }))).code).toBe('validation_failed');
-    expect((await refusal(tokens.create(DEFAULT_TENANT, { name: 'ci-deploy', role: 'read' }))).code).toBe('token_exists');
+    expect((await rejection(tokens.create(DEFAULT_TENANT, { name: 'has space', role: 'read' }))).code).toBe('validation_failed');
+    expect((await rejection(tokens.create(DEFAULT_TENANT, { name: 'x', role: 'root' as 'read' }))).code).toBe('validation_failed');
+    expect((await rejection(tokens.create(DEFAULT_TENANT, { name: 'ci-deploy', role: 'read' }))).code).toBe('token_exists');
     expect((await tokens.list(DEFAULT_TENANT)).length).toBe(before);
   });
 
@@ -63,7 +53,7 @@ describe('API tokens', () => {
     clock += 3599_000;
     expect((await tokens.authenticate(token)).tokenName).toBe('one-hour');
     clock += 1000;
-    const refused = await refusal(tokens.authenticate(token));
+    const refused = await rejection(tokens.authenticate(token));
     expect(refused.code).toBe('unauthorized');
     expect(refused.message).toContain('"one-hour" expired at');
   });
@@ -76,19 +66,19 @@ describe('API tokens', () => {
     await elsewhere.authenticate(token);
     const revoked = await here.revoke(DEFAULT_TENANT, 'alice@example.com');
     expect(revoked.revokedAt).not.toBeNull();
-    expect((await refusal(here.authenticate(token))).message).toContain('"alice@example.com" was revoked');
+    expect((await rejection(here.authenticate(token))).message).toContain('"alice@example.com" was revoked');
     // The other server still knows it from its cache, until it asks again.
     expect((await elsewhere.authenticate(token)).tokenName).toBe('alice@example.com');
     clock += 5001;
-    expect((await refusal(elsewhere.authenticate(token))).code).toBe('unauthorized');
-    expect((await refusal(here.revoke(DEFAULT_TENANT, 'alice@example.com'))).code).toBe('token_not_found');
+    expect((await rejection(elsewhere.authenticate(token))).code).toBe('unauthorized');
+    expect((await rejection(here.revoke(DEFAULT_TENANT, 'alice@example.com'))).code).toBe('token_not_found');
     expect((await here.list(DEFAULT_TENANT)).map((t) => t.name)).not.toContain('alice@example.com');
     expect((await here.list(DEFAULT_TENANT, { withRevoked: true })).map((t) => t.name)).toContain('alice@example.com');
   });
 
   it("refuses to revoke a data dir's own token, which keeps working", async () => {
     const tokens = new TokenService(repo, { now });
-    const refused = await refusal(tokens.revoke(DEFAULT_TENANT, 't-datadir'));
+    const refused = await rejection(tokens.revoke(DEFAULT_TENANT, 't-datadir'));
     expect(refused.code).toBe('invalid_state');
     expect((await tokens.authenticate('local-secret')).role).toBe('admin');
   });
@@ -119,9 +109,9 @@ describe('API tokens', () => {
     expect(inScope(['alice', 'alice-*'], 'alicebob')).toBe(false);
     expect(inScope(['alice', 'alice-*'], 'bob')).toBe(false);
     expect(inScope(['alice'], null)).toBe(false);
-    expect((await refusal(tokens.create(DEFAULT_TENANT, { name: 'root', role: 'admin', scope: ['x'] }))).message).toBe('an admin token cannot have a scope');
-    expect((await refusal(tokens.create(DEFAULT_TENANT, { name: 'bad', role: 'use', scope: ['a*b'] }))).code).toBe('validation_failed');
-    expect((await refusal(tokens.create(DEFAULT_TENANT, { name: 'none', role: 'use', scope: [] }))).code).toBe('validation_failed');
+    expect((await rejection(tokens.create(DEFAULT_TENANT, { name: 'root', role: 'admin', scope: ['x'] }))).message).toBe('an admin token cannot have a scope');
+    expect((await rejection(tokens.create(DEFAULT_TENANT, { name: 'bad', role: 'use', scope: ['a*b'] }))).code).toBe('validation_failed');
+    expect((await rejection(tokens.create(DEFAULT_TENANT, { name: 'none', role: 'use', scope: [] }))).code).toBe('validation_failed');
     // An unscoped token has no scope at all, not an empty one.
     expect((await tokens.authenticate('local-secret')).scope).toBeUndefined();
   });

@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
+import type { ErrorBody } from '../../src/core/errors.js';
 import type { HostView } from '../../src/hosts/views.js';
 import type { TokenView } from '../../src/tokens/token-service.js';
 import { samples } from '../helpers/metrics-text.js';
@@ -13,12 +14,6 @@ import { waitFor } from '../helpers/wait.js';
 import { Api, berth, startServer, type InProcessServer } from '../helpers/server.js';
 
 const NET = { bridge: 'berthtok0', subnet: '10.248.0.0/24', cgroupName: 'berthtok' };
-
-interface ErrorBody {
-  code: string;
-  message: string;
-  hint: string;
-}
 
 describe('API tokens with roles', () => {
   let srv: InProcessServer;

@@ -65,17 +65,18 @@ const claim: Check = async (request, who, lookups) => {
   if (group !== undefined) requireInScope(who, group, `claim ${id}`);
 };
 
+/** A listing's `key` array, cut to the items `keep` (made once per answer, from all of them) passes. */
 const listOf =
-  <T>(key: string, keep: (item: T, who: Scoped, lookups: ScopeLookups, all: T[]) => Promise<(item: T) => boolean>): Filter =>
+  <T>(key: string, keep: (who: Scoped, lookups: ScopeLookups, all: T[]) => Promise<(item: T) => boolean>): Filter =>
   async (payload, who, lookups) => {
     const items = (payload[key] ?? []) as T[];
-    const test = await keep(items[0] as T, who, lookups, items);
-    return { ...payload, [key]: items.filter(test) };
+    return { ...payload, [key]: items.filter(await keep(who, lookups, items)) };
   };
-const byGroup = <T extends { group?: string | null }>(key: string): Filter => listOf<T>(key, (_i, who) => Promise.resolve((item) => inScope(who.scope, item.group)));
-const byName = <T extends { name: string }>(key: string): Filter => listOf<T>(key, (_i, who) => Promise.resolve((item) => inScope(who.scope, item.name)));
+const byGroup = <T extends { group?: string | null }>(key: string): Filter => listOf<T>(key, (who) => Promise.resolve((item) => inScope(who.scope, item.group)));
+const byName = <T extends { name: string }>(key: string): Filter => listOf<T>(key, (who) => Promise.resolve((item) => inScope(who.scope, item.name)));
+/** Items on hosts (a terminal's): those whose hosts are all of the scope's groups now. */
 const byHosts = <T>(key: string, hostsOf: (item: T) => string[]): Filter =>
-  listOf<T>(key, async (_i, who, lookups, all) => {
+  listOf<T>(key, async (who, lookups, all) => {
     const groups = await lookups.hostGroups(who.tenantId, [...new Set(all.flatMap(hostsOf))]);
     return (item) => {
       const hosts = hostsOf(item);
@@ -112,7 +113,7 @@ const FILTERS: Record<string, Filter> = {
   'GET /v1/claims': byGroup('claims'),
   'GET /v1/groups': byName('groups'),
   'GET /v1/environments': byName('environments'),
-  'GET /v1/commands': listOf<{ createdBy: { tokenId: string } | null }>('commands', (_i, who) => Promise.resolve((c) => c.createdBy?.tokenId === who.tokenId)),
+  'GET /v1/commands': listOf<{ createdBy: { tokenId: string } | null }>('commands', (who) => Promise.resolve((c) => c.createdBy?.tokenId === who.tokenId)),
   'GET /v1/shells': byHosts<{ hostId: string }>('sessions', (s) => [s.hostId]),
 };
 

@@ -195,7 +195,7 @@ describe('berth host shell', () => {
     expect(s.text()).toContain('got 7 characters');
     const listed = JSON.parse((await berth(['shell', 'recordings', '--host', host.id, '--json'], env)).stdout) as { session: string; hostId: string; command: string; ended?: { how: string }; bytes: number }[];
     const rec = listed[0];
-    expect(rec).toMatchObject({ hostId: host.id, command: expect.stringContaining('read pw') as unknown, ended: { how: 'exit code 0' } });
+    expect(rec).toMatchObject({ hostId: host.id, command: expect.stringContaining('read pw') as unknown, openedBy: 'data dir token', ended: { how: 'exit code 0' } });
     const cast = await berth(['shell', 'recording', rec?.session ?? ''], env);
     const [header, ...events] = cast.stdout.trim().split('\n').map((l) => JSON.parse(l) as unknown);
     expect(header).toMatchObject({ version: 2, width: 80, height: 24, berth: { session: rec?.session, hostId: host.id } });

@@ -60,6 +60,19 @@ export function registerTokenCommands(program: Command, ctx: Context): void {
       if (printer.json) return printer.out(`${JSON.stringify(revoked, null, 2)}\n`);
       printer.err(`revoked ${revoked.id} "${revoked.name}" (role ${revoked.role})\n`);
     });
+  token
+    .command('rotate-data-dir')
+    .description("replace the server's own token (its data dir's, the local CLI's): the old one stops working at once, the new one is written to the data dir")
+    .option('--json', 'print JSON')
+    .action(async (opts: { json?: boolean }) => {
+      const printer = ctx.printer(opts.json);
+      const made = await ctx.client().post<TokenView>('/v1/tokens/rotate-data-dir', {});
+      if (printer.json) return printer.out(`${JSON.stringify(made, null, 2)}\n`);
+      printer.err(
+        `the server's own token is now ${made.id}; the old one is revoked.\n` +
+          "The CLI on the server's machine reads the new one from the data dir (file `token`); elsewhere, set BERTH_TOKEN to it, and open the dashboard again (`berth dashboard`).\n",
+      );
+    });
   program
     .command('whoami')
     .description('the token this CLI uses: its name, role and tenant, and the server')

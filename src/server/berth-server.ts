@@ -16,7 +16,8 @@ import { CommandsRepo } from '../store/commands-repo.js';
 import { HostsRepo } from '../store/hosts-repo.js';
 import { openStore, type Store } from '../store/store.js';
 import { ConfigHashKeys } from '../store/tokens-repo.js';
-import { startAccess } from '../tokens/access.js';
+import { dataDirTokenRow, startAccess } from '../tokens/access.js';
+import { newSecret } from '../core/ids.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import { AGENT_ENROL_PATH, AGENT_PATH, type AgentMessage } from '../protocol/messages.js';
 import { AgentChannels } from '../agents/agent-channels.js';
@@ -75,7 +76,8 @@ export class BerthServer {
   private constructor(
     readonly url: string,
     readonly agentUrl: string,
-    readonly token: string,
+    /** The data dir's own token (it changes when rotated: POST /v1/tokens/rotate-data-dir). */
+    public token: string,
     readonly store: Store,
     readonly hosts: HostService,
     readonly commands: CommandService,
@@ -104,6 +106,8 @@ export class BerthServer {
     try {
       const { token } = dataDir.token();
       const { tokens: tokenService, audit } = await startAccess(store.db, { dataDirToken: token, auditRetentionMs: config.auditRetentionMs, log });
+      // The data dir's token as it is now (a rotation replaces it), and the server once it exists.
+      const current: { token: string; server?: BerthServer } = { token };
       const hostsRepo = new HostsRepo(store.db, events);
       const commandsRepo = new CommandsRepo(store.db, events);
       const live = new LiveOutput(64 * 1024);
@@ -340,6 +344,13 @@ export class BerthServer {
         stacks,
         environments,
         tokens: tokenService,
+        rotateDataDirToken: async () => {
+          const next = newSecret();
+          const view = await tokenService.rotateDataDirToken(dataDirTokenRow(current.token), dataDirTokenRow(next), next, (secret) => dataDir.replaceToken(secret));
+          current.token = next;
+          if (current.server) current.server.token = next;
+          return view;
+        },
         audit,
         apiRequests,
         scopeLookups: {
@@ -366,6 +377,7 @@ export class BerthServer {
       const server = new BerthServer(address, agentUrl, token, store, hostsService, commands, app, gateway, dataDir, recovered, { pools: poolService, claims, reconciler }, images, environments, router, events);
       server.backendAgents = config.driver.agents;
       server.audit = audit;
+      current.server = server;
       server.stopShells = () => {
         shells.closeAll();
         shellRecorder?.close();

@@ -3,7 +3,7 @@
  * needs no configuration on the same machine), a lock against two servers on one store, and the
  * hosts' state.
  */
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { BerthError } from '../core/errors.js';
@@ -36,6 +36,13 @@ export class DataDir {
     const token = newSecret();
     writeFileSync(file, `${token}\n`, { mode: 0o600 });
     return { token, created: true };
+  }
+
+  /** Replaces the API token (written beside, then moved over the old, so a reader sees one or the other). */
+  replaceToken(token: string): void {
+    const file = join(this.path, 'token');
+    writeFileSync(`${file}.new`, `${token}\n`, { mode: 0o600 });
+    renameSync(`${file}.new`, file);
   }
 
   /** Takes the data dir for this process; refuses when another live server holds it. */

@@ -40,6 +40,7 @@ const ROUTE_ROLES: Record<string, Role> = {
   'GET /v1/tokens': 'admin',
   'POST /v1/tokens': 'admin',
   'DELETE /v1/tokens/:id': 'admin',
+  'POST /v1/tokens/rotate-data-dir': 'admin',
   'GET /v1/audit': 'admin',
 };
 

@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { BerthError } from '../core/errors.js';
 import { errorBody } from '../server/http/schemas.js';
 import { ROLES } from './roles.js';
-import type { TokenService } from './token-service.js';
+import type { TokenService, TokenView } from './token-service.js';
 
 const tokenView = z.object({
   id: z.string(),
@@ -24,7 +24,7 @@ const tokenView = z.object({
 /** At most ten years: a token that never expires is asked for by giving no expiry at all. */
 const MAX_EXPIRY_S = 10 * 365 * 86_400;
 
-export function tokenRoutes(tokens: TokenService): FastifyPluginCallbackZod {
+export function tokenRoutes(tokens: TokenService, rotateDataDirToken: () => Promise<TokenView>): FastifyPluginCallbackZod {
   return (app, _opts, done) => {
     app.get(
       '/v1/whoami',
@@ -73,6 +73,17 @@ export function tokenRoutes(tokens: TokenService): FastifyPluginCallbackZod {
         const made = await tokens.create(request.tenantId, request.body);
         return reply.code(201).send({ token: made.token, tokenInfo: made.view });
       },
+    );
+    app.post(
+      '/v1/tokens/rotate-data-dir',
+      {
+        schema: {
+          tags: ['tokens'],
+          summary: "Replace the server's own token (its data dir's, the local CLI's): the old one is revoked at once; the new one is written to the data dir, not answered",
+          response: { 200: tokenView, '4xx': errorBody },
+        },
+      },
+      async () => rotateDataDirToken(),
     );
     app.delete(
       '/v1/tokens/:id',

@@ -6,6 +6,7 @@ import { installAuth } from '../server/http/auth.js';
 import { DEFAULT_TENANT } from '../store/migrations.js';
 import { openStore, type Store } from '../store/store.js';
 import { TokensRepo } from '../store/tokens-repo.js';
+import { dataDirTokenRow } from './access.js';
 import { roleAllows } from './roles.js';
 import { inScope } from './scope.js';
 import { routeRole } from './route-roles.js';
@@ -81,6 +82,25 @@ describe('API tokens', () => {
     const refused = await rejection(tokens.revoke(DEFAULT_TENANT, 't-datadir'));
     expect(refused.code).toBe('invalid_state');
     expect((await tokens.authenticate('local-secret')).role).toBe('admin');
+  });
+
+  it("replaces a data dir's token, the old one working until the new one is written", async () => {
+    const tokens = new TokenService(repo, { now });
+    await repo.add(dataDirTokenRow('dir-secret-1'));
+    expect((await tokens.authenticate('dir-secret-1')).tokenName).toBe('data dir token');
+    // Writing the new secret fails: the old one goes on working.
+    const failed = tokens.rotateDataDirToken(dataDirTokenRow('dir-secret-1'), dataDirTokenRow('dir-secret-2'), 'dir-secret-2', () => {
+      throw new Error('disk full');
+    });
+    await expect(failed).rejects.toThrow('disk full');
+    expect((await tokens.authenticate('dir-secret-1')).role).toBe('admin');
+    expect((await tokens.list(DEFAULT_TENANT)).filter((t) => t.origin === 'data-dir').map((t) => t.id)).not.toContain(dataDirTokenRow('dir-secret-2').id);
+    let written = '';
+    const view = await tokens.rotateDataDirToken(dataDirTokenRow('dir-secret-1'), dataDirTokenRow('dir-secret-3'), 'dir-secret-3', (s) => (written = s));
+    expect(written).toBe('dir-secret-3');
+    expect(view).toMatchObject({ name: 'data dir token', origin: 'data-dir', role: 'admin', revokedAt: null });
+    expect((await rejection(tokens.authenticate('dir-secret-1'))).message).toContain('was revoked');
+    expect((await tokens.authenticate('dir-secret-3')).tokenId).toBe(view.id);
   });
 
   it('records when a token was last used, at most once a minute', async () => {

@@ -8,7 +8,7 @@
  */
 import { BerthError } from '../core/errors.js';
 import { hashSecret, newId, newSecret } from '../core/ids.js';
-import type { TokenRow, TokensRepo } from '../store/tokens-repo.js';
+import type { NewToken, TokenRow, TokensRepo } from '../store/tokens-repo.js';
 import { isRole, roleAllows, type Role } from './roles.js';
 import { validateScope } from './scope.js';
 
@@ -149,6 +149,27 @@ export class TokenService {
     if (!revoked) throw new BerthError('token_not_found', `token ${target.id} was revoked meanwhile`, 'List them with `berth token ls`.');
     this.forget(target.id);
     return toTokenView(revoked);
+  }
+
+  /**
+   * Puts a new token in place of a data dir's own: the new one is stored, `write` puts its secret in
+   * the data dir, and only then is the old one revoked, so that a failure on the way leaves the
+   * old one working (and the new one revoked). Returns the new token's view.
+   */
+  async rotateDataDirToken(old: NewToken, next: NewToken, nextSecret: string, write: (secret: string) => void): Promise<TokenView> {
+    await this.repo.add(next);
+    try {
+      write(nextSecret);
+    } catch (err) {
+      // Nobody has its secret: it must not stay behind as a second token of the data dir.
+      await this.repo.revoke(next.tenantId, next.id);
+      throw err;
+    }
+    await this.repo.revoke(old.tenantId, old.id);
+    this.forget(old.id);
+    const row = await this.repo.byHash(next.tokenHash);
+    if (!row) throw new BerthError('internal', `token ${next.id} was not stored`, 'See the server log.');
+    return toTokenView(row);
   }
 
   /** Writes a token's last use, at most once per touchEveryMs, off the request's path. */

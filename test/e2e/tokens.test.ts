@@ -4,6 +4,8 @@
  * refused the rest with a 403 that says why, and a refusal changes nothing. Revoking one stops it at
  * once. A terminal needs `use`, and its listing says whose token opened it.
  */
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import type { ErrorBody } from '../../src/core/errors.js';
@@ -260,5 +262,27 @@ describe('API tokens with roles', () => {
     const served = new Set(Object.entries(spec.paths).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${path.replace(/\{(\w+)\}/g, ':$1')}`)));
     // The terminal is a WebSocket upgrade beside the routes, not one of them.
     expect(namedRoutes().filter((r) => !served.has(r) && r !== 'GET /v1/hosts/:id/shell')).toEqual([]);
+  });
+
+  it("rotates the server's own token: the old one stops at once, the local CLI goes on with the new one", async () => {
+    const local = { BERTH_DATA_DIR: srv.dataDir };
+    const old = srv.server.token;
+    const rotated = await berth(['token', 'rotate-data-dir', '--json'], local);
+    expect(rotated.code, rotated.stderr).toBe(0);
+    const file = join(srv.dataDir, 'token');
+    const fresh = readFileSync(file, 'utf8').trim();
+    expect(fresh).not.toBe(old);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(srv.server.token).toBe(fresh);
+    srv.api = new Api(srv.server.url, fresh);
+    expect(JSON.parse(rotated.stdout) as TokenView).toMatchObject({ name: 'data dir token', role: 'admin', origin: 'data-dir', revokedAt: null });
+    const refused = await new Api(srv.server.url, old).get<ErrorBody>('/v1/hosts');
+    expect(refused.status).toBe(401);
+    expect(refused.body.message).toMatch(/^API token "data dir token" was revoked at /);
+    expect((await berth(['whoami'], local)).stdout).toMatch(/^data dir token \(t-[0-9a-f]{16}\), role admin/);
+    const live = JSON.parse((await berth(['token', 'ls', '--json'], local)).stdout) as TokenView[];
+    expect(live.filter((t) => t.origin === 'data-dir')).toHaveLength(1);
+    // Other tokens are untouched.
+    expect((await as('dev').get('/v1/hosts')).status).toBe(200);
   });
 });

@@ -74,6 +74,8 @@ export async function startServer(net: TestNetwork, opts: { dataDir?: string; ag
     api,
     leftovers: () => countLocalLeftovers(config),
     async stop({ removeHosts = true } = {}) {
+      // With the server's token as it is now: a test may have rotated it.
+      const api = new Api(server.url, server.token);
       if (removeHosts) {
         // Pools first, or they would refill as their hosts go.
         const pools = await api.get<{ pools: { name: string }[] }>('/v1/pools');

@@ -9,7 +9,7 @@ import { z } from 'zod';
 import type { CommandService } from '../../commands/command-service.js';
 import type { HostService } from '../../hosts/host-service.js';
 import { installAuth } from './auth.js';
-import type { TokenService } from '../../tokens/token-service.js';
+import type { TokenService, TokenView } from '../../tokens/token-service.js';
 import { tokenRoutes } from '../../tokens/routes-tokens.js';
 import type { AuditLog } from '../../audit/audit-log.js';
 import { installAudit } from '../../audit/http-audit.js';
@@ -42,6 +42,8 @@ export interface AppDeps {
   stacks: StackSync;
   environments: EnvironmentService;
   tokens: TokenService;
+  /** Replaces the data dir's own token (the old one is revoked); the new secret stays in the data dir. */
+  rotateDataDirToken: () => Promise<TokenView>;
   audit: AuditLog;
   /** What a scoped token's requests are checked against (src/tokens/scope-guard.ts). */
   scopeLookups: ScopeLookups;
@@ -104,7 +106,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(serviceRoutes(deps.services, deps.stacks));
   await app.register(environmentRoutes(deps.environments));
   await app.register(shellRoutes(deps.shells));
-  await app.register(tokenRoutes(deps.tokens));
+  await app.register(tokenRoutes(deps.tokens, deps.rotateDataDirToken));
   await app.register(auditRoutes(deps.audit));
   await app.register(metricsRoutes(deps.metrics));
   await app.register(eventRoutes(deps.events, deps.eventsHeartbeatMs !== undefined ? { heartbeatMs: deps.eventsHeartbeatMs } : {}));

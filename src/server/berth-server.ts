@@ -16,8 +16,7 @@ import { CommandsRepo } from '../store/commands-repo.js';
 import { HostsRepo } from '../store/hosts-repo.js';
 import { openStore, type Store } from '../store/store.js';
 import { ConfigHashKeys } from '../store/tokens-repo.js';
-import { dataDirTokenRow, startAccess } from '../tokens/access.js';
-import { newSecret } from '../core/ids.js';
+import { startAccess } from '../tokens/access.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import { AGENT_ENROL_PATH, AGENT_PATH, type AgentMessage } from '../protocol/messages.js';
 import { AgentChannels } from '../agents/agent-channels.js';
@@ -104,10 +103,8 @@ export class BerthServer {
     const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
     const events = config.events ?? new EventBus();
     try {
-      const { token } = dataDir.token();
-      const { tokens: tokenService, audit } = await startAccess(store.db, { dataDirToken: token, auditRetentionMs: config.auditRetentionMs, log });
-      // The data dir's token as it is now (a rotation replaces it), and the server once it exists.
-      const current: { token: string; server?: BerthServer } = { token };
+      const access = await startAccess(store.db, { dataDir, auditRetentionMs: config.auditRetentionMs, log });
+      const { tokens: tokenService, audit } = access;
       const hostsRepo = new HostsRepo(store.db, events);
       const commandsRepo = new CommandsRepo(store.db, events);
       const live = new LiveOutput(64 * 1024);
@@ -344,13 +341,7 @@ export class BerthServer {
         stacks,
         environments,
         tokens: tokenService,
-        rotateDataDirToken: async () => {
-          const next = newSecret();
-          const view = await tokenService.rotateDataDirToken(dataDirTokenRow(current.token), dataDirTokenRow(next), next, (secret) => dataDir.replaceToken(secret));
-          current.token = next;
-          if (current.server) current.server.token = next;
-          return view;
-        },
+        rotateDataDirToken: () => access.rotateDataDirToken(),
         audit,
         apiRequests,
         scopeLookups: {
@@ -374,10 +365,10 @@ export class BerthServer {
       });
       const stopShells = serveShells(app.server, { broker: shells, authenticate: (token) => tokenService.authenticate(token), hostGroups: (tenantId, ids) => hostsRepo.groupsOf(tenantId, ids), audit, log });
       const address = await app.listen({ host: config.host ?? '127.0.0.1', port: config.port ?? 7070 });
-      const server = new BerthServer(address, agentUrl, token, store, hostsService, commands, app, gateway, dataDir, recovered, { pools: poolService, claims, reconciler }, images, environments, router, events);
+      const server = new BerthServer(address, agentUrl, access.dataDirToken(), store, hostsService, commands, app, gateway, dataDir, recovered, { pools: poolService, claims, reconciler }, images, environments, router, events);
       server.backendAgents = config.driver.agents;
       server.audit = audit;
-      current.server = server;
+      access.onRotated = (next) => (server.token = next);
       server.stopShells = () => {
         shells.closeAll();
         shellRecorder?.close();

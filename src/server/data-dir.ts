@@ -45,6 +45,22 @@ export class DataDir {
     renameSync(`${file}.new`, file);
   }
 
+  /**
+   * The id of the data dir's own token as the server last registered it (file `token.id`): when
+   * the token file was replaced by hand, the next start revokes the token it replaced.
+   */
+  ownTokenId(): string | undefined {
+    try {
+      return readFileSync(join(this.path, 'token.id'), 'utf8').trim() || undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  setOwnTokenId(id: string): void {
+    writeFileSync(join(this.path, 'token.id'), `${id}\n`, { mode: 0o600 });
+  }
+
   /** Takes the data dir for this process; refuses when another live server holds it. */
   lock(pid = process.pid): void {
     const file = join(this.path, 'server.pid');

@@ -4,7 +4,7 @@
  * refused the rest with a 403 that says why, and a refusal changes nothing. Revoking one stops it at
  * once. A terminal needs `use`, and its listing says whose token opened it.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
@@ -284,5 +284,18 @@ describe('API tokens with roles', () => {
     expect(live.filter((t) => t.origin === 'data-dir')).toHaveLength(1);
     // Other tokens are untouched.
     expect((await as('dev').get('/v1/hosts')).status).toBe(200);
+  });
+
+  it('a token file replaced by hand (it leaked, say): the next start revokes the token it replaced', async () => {
+    const before = srv.server.token;
+    await srv.stop({ removeHosts: false });
+    rmSync(join(srv.dataDir, 'token'));
+    srv = await startServer(NET, { dataDir: srv.dataDir });
+    expect(srv.server.token).not.toBe(before);
+    const refused = await new Api(srv.server.url, before).get<ErrorBody>('/v1/hosts');
+    expect(refused.status).toBe(401);
+    expect(refused.body.message).toMatch(/^API token "data dir token" was revoked at /);
+    // The hosts were adopted, and the new token reaches them.
+    expect((await srv.api.get<HostView>(`/v1/hosts/${host.id}`)).body.state).toBe('running');
   });
 });

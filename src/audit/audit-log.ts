@@ -11,6 +11,7 @@
 import type { Kysely } from 'kysely';
 import { errorMessage } from '../core/errors.js';
 import type { Database } from '../store/schema.js';
+import type { Principal } from '../tokens/token-service.js';
 
 export interface AuditEntry {
   /** The caller's tenant; null when the token was not known (a refused call). */
@@ -25,6 +26,11 @@ export interface AuditEntry {
   status: number;
   durationMs: number;
   ip: string | null;
+}
+
+/** An entry's caller: the principal's tenant and token (nulls when the token was not known). */
+export function auditCaller(principal: Principal | undefined): Pick<AuditEntry, 'tenantId' | 'tokenId' | 'tokenName'> {
+  return { tenantId: principal?.tenantId ?? null, tokenId: principal?.tokenId ?? null, tokenName: principal?.tokenName ?? null };
 }
 
 export interface AuditRecord extends AuditEntry {

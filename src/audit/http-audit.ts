@@ -4,7 +4,7 @@
  * reads that look at what someone else did in a terminal.
  */
 import type { FastifyInstance } from 'fastify';
-import type { AuditLog } from './audit-log.js';
+import { auditCaller, type AuditLog } from './audit-log.js';
 
 /** Reads worth a line: a recording shows what another person's terminal showed. */
 const AUDITED_READS = new Set(['/v1/shells/:id/recording']);
@@ -21,9 +21,7 @@ export function installAudit(app: FastifyInstance, audit: AuditLog): void {
     if (isAudited(request.method, route)) {
       const path = request.url.split('?')[0] ?? request.url;
       audit.record({
-        tenantId: request.principal?.tenantId ?? null,
-        tokenId: request.principal?.tokenId ?? null,
-        tokenName: request.principal?.tokenName ?? null,
+        ...auditCaller(request.principal),
         method: request.method,
         route: route ?? path,
         path,

@@ -21,7 +21,7 @@ import { BerthError, isBerthError, type ErrorBody } from '../core/errors.js';
 import { cookieToken } from '../server/http/auth.js';
 import { requireRole, type Principal } from '../tokens/token-service.js';
 import { routeRole } from '../tokens/route-roles.js';
-import type { AuditLog } from '../audit/audit-log.js';
+import { auditCaller, type AuditLog } from '../audit/audit-log.js';
 import { requireHostInScope, type ScopeLookups } from '../tokens/scope-guard.js';
 import { SHELL_TERM_PATTERN, SHELL_USER_PATTERN } from '../protocol/shell.js';
 import type { ShellBroker, ShellExit, ShellHandle, ShellRequest } from './shell-broker.js';
@@ -65,9 +65,7 @@ export function serveShells(server: Server, deps: ShellEndpointDeps): () => void
     const who: { principal?: Principal } = {};
     const audit = (status: number) =>
       deps.audit?.record({
-        tenantId: who.principal?.tenantId ?? null,
-        tokenId: who.principal?.tokenId ?? null,
-        tokenName: who.principal?.tokenName ?? null,
+        ...auditCaller(who.principal),
         method: 'GET',
         route: '/v1/hosts/:id/shell',
         path: new URL(req.url ?? '/', 'http://berth').pathname,

@@ -19,9 +19,12 @@ export interface NewToken {
 export class TokensRepo {
   constructor(private readonly db: Kysely<Database>) {}
 
-  /** Adds a token; one with the same id (a data dir's, added at every start) is left as it is. */
-  async add(token: NewToken): Promise<void> {
-    await this.db
+  /**
+   * Adds a token and returns its row; one with the same id or hash (a data dir's, added at every
+   * start) is left as it is, and undefined returned.
+   */
+  async add(token: NewToken): Promise<TokenRow | undefined> {
+    return this.db
       .insertInto('api_tokens')
       .values({
         id: token.id,
@@ -35,18 +38,13 @@ export class TokensRepo {
         revoked_at: null,
       })
       .onConflict((oc) => oc.doNothing())
-      .execute();
+      .returningAll()
+      .executeTakeFirst();
   }
 
   /** The token with this hash, revoked or expired or not: the caller says which it is. */
   async byHash(tokenHash: string): Promise<TokenRow | undefined> {
     return this.db.selectFrom('api_tokens').selectAll().where('token_hash', '=', tokenHash).executeTakeFirst();
-  }
-
-  /** Returns the tenant the token belongs to, or undefined when unknown, revoked or expired. */
-  async tenantFor(tokenHash: string, now = new Date()): Promise<string | undefined> {
-    const row = await this.byHash(tokenHash);
-    return row && !row.revoked_at && !(row.expires_at && row.expires_at <= now) ? row.tenant_id : undefined;
   }
 
   /** A tenant's live tokens (revoked ones too with `withRevoked`), oldest first. */

@@ -119,8 +119,7 @@ export class TokenService {
     const token = newSecret();
     const id = newId('tk');
     const expiresAt = req.expiresInSeconds !== undefined ? new Date(this.now() + req.expiresInSeconds * 1000) : undefined;
-    await this.repo.add({ id, tenantId, name: req.name, tokenHash: hashSecret(token), role: req.role, expiresAt, scope: req.scope, origin: 'api' });
-    const row = (await this.repo.list(tenantId)).find((t) => t.id === id);
+    const row = await this.repo.add({ id, tenantId, name: req.name, tokenHash: hashSecret(token), role: req.role, expiresAt, scope: req.scope, origin: 'api' });
     if (!row) throw new BerthError('internal', `token ${id} was not stored`, 'See the server log.');
     return { token, view: toTokenView(row) };
   }
@@ -157,7 +156,8 @@ export class TokenService {
    * old one working (and the new one revoked). Returns the new token's view.
    */
   async rotateDataDirToken(old: NewToken, next: NewToken, nextSecret: string, write: (secret: string) => void): Promise<TokenView> {
-    await this.repo.add(next);
+    const row = await this.repo.add(next);
+    if (!row) throw new BerthError('internal', `token ${next.id} was not stored`, 'See the server log.');
     try {
       write(nextSecret);
     } catch (err) {
@@ -167,8 +167,6 @@ export class TokenService {
     }
     await this.repo.revoke(old.tenantId, old.id);
     this.forget(old.id);
-    const row = await this.repo.byHash(next.tokenHash);
-    if (!row) throw new BerthError('internal', `token ${next.id} was not stored`, 'See the server log.');
     return toTokenView(row);
   }
 

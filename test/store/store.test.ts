@@ -11,6 +11,9 @@ import { HostsRepo, type NewHost } from '../../src/store/hosts-repo.js';
 import { DEFAULT_TENANT } from '../../src/store/migrations.js';
 import { openStore, type Store } from '../../src/store/store.js';
 import { TokensRepo } from '../../src/store/tokens-repo.js';
+import { TokenService } from '../../src/tokens/token-service.js';
+import { hashSecret } from '../../src/core/ids.js';
+import { rejection } from '../helpers/errors.js';
 import { storeBackends } from '../helpers/stores.js';
 
 const host = (id: string, tags: Record<string, string> = {}, tenantId = DEFAULT_TENANT): NewHost => ({
@@ -224,20 +227,25 @@ for (const backend of storeBackends()) {
       expect(await commands.get(DEFAULT_TENANT, 'c-bad')).toBeUndefined();
     });
 
-    it('maps token hashes to tenants', async () => {
+    it('maps tokens to tenants, and refuses revoked and expired ones', async () => {
       const tokens = new TokensRepo(store.db);
-      await tokens.add({ id: 't-1', tenantId: DEFAULT_TENANT, name: 'default', tokenHash: 'abc', role: 'admin', origin: 'data-dir' });
-      await tokens.add({ id: 't-1b', tenantId: DEFAULT_TENANT, name: 'default', tokenHash: 'abc', role: 'admin', origin: 'data-dir' });
-      expect(await tokens.tenantFor('abc')).toBe(DEFAULT_TENANT);
-      expect(await tokens.tenantFor('nope')).toBeUndefined();
+      let clock = Date.now();
+      // Asked of the store every time (no cache), so that each answer is the store's.
+      const service = new TokenService(tokens, { now: () => clock, recheckMs: -1 });
+      expect((await tokens.add({ id: 't-1', tenantId: DEFAULT_TENANT, name: 'default', tokenHash: hashSecret('abc'), role: 'admin', origin: 'data-dir' }))?.id).toBe('t-1');
+      expect(await tokens.add({ id: 't-1b', tenantId: DEFAULT_TENANT, name: 'default', tokenHash: hashSecret('abc'), role: 'admin', origin: 'data-dir' })).toBeUndefined();
+      expect((await service.authenticate('abc')).tenantId).toBe(DEFAULT_TENANT);
+      expect((await rejection(service.authenticate('nope'))).code).toBe('unauthorized');
       // Revoked or expired: no tenant; the row stays, and says which.
-      await tokens.add({ id: 't-2', tenantId: DEFAULT_TENANT, name: 'ci', tokenHash: 'def', role: 'use', origin: 'api', expiresAt: new Date(Date.now() + 60_000) });
-      expect(await tokens.tenantFor('def')).toBe(DEFAULT_TENANT);
-      expect(await tokens.tenantFor('def', new Date(Date.now() + 120_000))).toBeUndefined();
+      await tokens.add({ id: 't-2', tenantId: DEFAULT_TENANT, name: 'ci', tokenHash: hashSecret('def'), role: 'use', origin: 'api', expiresAt: new Date(clock + 60_000) });
+      expect((await service.authenticate('def')).tenantId).toBe(DEFAULT_TENANT);
+      clock += 120_000;
+      expect((await rejection(service.authenticate('def'))).message).toContain('"ci" expired at');
       expect((await tokens.revoke(DEFAULT_TENANT, 't-2'))?.revoked_at).toBeInstanceOf(Date);
       expect(await tokens.revoke(DEFAULT_TENANT, 't-2')).toBeUndefined();
-      expect(await tokens.tenantFor('def')).toBeUndefined();
-      expect((await tokens.byHash('def'))?.role).toBe('use');
+      expect((await rejection(service.authenticate('def'))).message).toContain('"ci" was revoked at');
+      const tokenHash = hashSecret('def');
+      expect((await tokens.byHash(tokenHash))?.role).toBe('use');
       expect((await tokens.list(DEFAULT_TENANT)).map((t) => t.id)).not.toContain('t-2');
       expect((await tokens.list(DEFAULT_TENANT, { withRevoked: true })).map((t) => t.id)).toContain('t-2');
     });

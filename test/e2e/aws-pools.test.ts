@@ -8,7 +8,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AutoScalingClient, DescribeAutoScalingGroupsCommand, type AutoScalingGroup } from '@aws-sdk/client-auto-scaling';
+import { AutoScalingClient, DescribeAutoScalingGroupsCommand, TerminateInstanceInAutoScalingGroupCommand, type AutoScalingGroup } from '@aws-sdk/client-auto-scaling';
 import { DescribeInstancesCommand, DescribeLaunchTemplateVersionsCommand, RunInstancesCommand, TerminateInstancesCommand } from '@aws-sdk/client-ec2';
 import { filesFromUserData } from '../../src/drivers/aws/user-data.js';
 import { AGENT_ENROLMENT_PATH, agentEnrolment } from '../../src/protocol/messages.js';
@@ -72,7 +72,9 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
     net = await motoNetwork(moto.endpoint);
     asg = new AutoScalingClient({ region: MOTO_REGION, endpoint: moto.endpoint, credentials: MOTO_CREDENTIALS });
     dir = await mkdtemp(join(tmpdir(), 'berth-awsfleet-'));
-    driver = new AwsDriver(motoDriverConfig(moto.endpoint, net, NAME, { agentListenHost: '127.0.0.1' }));
+    const say = (level: string) => (obj: Record<string, unknown>, msg: string): void => void process.stderr.write(`aws ${level}: ${msg} ${JSON.stringify(obj)}\n`);
+    const logger = process.env['BERTH_TEST_LOG'] ? { debug: () => {}, info: say('info'), warn: say('warn') } : undefined;
+    driver = new AwsDriver(motoDriverConfig(moto.endpoint, net, NAME, { agentListenHost: '127.0.0.1', ...(logger ? { logger } : {}) }));
     agentPort = await freePort();
     server = await startBerth();
     api = new Api(server.url, server.token);
@@ -216,6 +218,23 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
     expect((await api.delete(`/v1/pools/storm`)).status).toBe(200);
     await server.pools.reconciler.settled();
   }, 300_000);
+
+  it('an instance its group terminated while the store still counted it ready is never put into a user\'s group', async () => {
+    // Its group may let an instance go on its own (a scale-in, a health replacement): berth learns
+    // it only when the agent drops. A claim that picks it in between must not attach it anywhere.
+    expect((await api.post<PoolStatusView>('/v1/pools', { name: 'lone', size: 1, onEmpty: 'fail' })).status).toBe(201);
+    await waitFull('lone', 1);
+    const [ready] = (await api.get<{ hosts: PoolHostView[] }>('/v1/pools/lone/hosts')).body.hosts;
+    const instanceId = `i-${(ready?.id ?? '').slice(2)}`;
+    await asg.send(new TerminateInstanceInAutoScalingGroupCommand({ InstanceId: instanceId, ShouldDecrementDesiredCapacity: false }));
+    const claim = await api.post<ClaimView>('/v1/pools/lone/claims', { group: 'zed', init: ['true'], deadline: 5 });
+    // Refused (the pool has no other ready host yet) or served by the replacement, never by it.
+    if (claim.status === 201) expect(claim.body.host?.id).not.toBe(ready?.id);
+    else expect([503, 422]).toContain(claim.status);
+    expect((await groupsNow()).filter((g) => members([g], g.AutoScalingGroupName ?? '').includes(instanceId))).toEqual([]);
+    expect((await api.delete('/v1/pools/lone')).status).toBe(200);
+    await server.pools.reconciler.settled();
+  }, 120_000);
 
   it('after a server restart, ready and claimed hosts are adopted (their agents reconnect) and claims go on', async () => {
     const before = (await api.get<{ hosts: PoolHostView[] }>('/v1/pools/web/hosts')).body.hosts;

@@ -165,18 +165,24 @@ export class ClaimingGroups {
     const detached = await this.ctx.call({ operation: 'DetachInstances', group: fromPoolGroup, instanceId }, opts, (abortSignal) =>
       this.ctx.asg.send(new DetachInstancesCommand({ AutoScalingGroupName: fromPoolGroup, InstanceIds: [instanceId], ShouldDecrementDesiredCapacity: false }), { abortSignal }),
     );
-    // AWS refuses to detach an instance that is not in the group. moto answers with no activity,
-    // both then and, under concurrent detaches, for one it did detach (its group lists are not
-    // locked). So no activity is asked about (one call, off the normal path): an instance in a group
-    // belongs to someone else, and attaching it would put it in two; one in no group is ours.
+    // AWS refuses to detach an instance that is not in the group; moto answers with no activity.
+    // Either way the instance left the pool's group before this claim could move it: taken by
+    // another claim, or terminated by its group (a scale-in, a health replacement) while the store
+    // still counted it ready. It is not attached anywhere: a terminated instance in a user's group
+    // would be handed out as a host. One call, off the normal path, says which.
     if ((detached.Activities ?? []).length === 0) {
       const where = await this.ctx.call({ operation: 'DescribeAutoScalingInstances', instanceId }, opts, (abortSignal) =>
         this.ctx.asg.send(new DescribeAutoScalingInstancesCommand({ InstanceIds: [instanceId] }), { abortSignal }),
       );
       const group = where.AutoScalingInstances?.[0]?.AutoScalingGroupName;
-      if (group !== undefined) {
-        throw new BerthError('conflict', `instance ${instanceId} is in Auto Scaling group ${group}, not ${fromPoolGroup}: another claim took it`, 'Pick another instance of the pool.', { instanceId, group });
-      }
+      throw new BerthError(
+        'conflict',
+        group !== undefined
+          ? `instance ${instanceId} is in Auto Scaling group ${group}, not ${fromPoolGroup}: another claim took it`
+          : `instance ${instanceId} is in no Auto Scaling group any more, not ${fromPoolGroup}: its group let it go (terminated or detached it)`,
+        'Pick another instance of the pool.',
+        { instanceId, ...(group !== undefined ? { group } : {}) },
+      );
     }
     let firstErr: unknown;
     try {

@@ -97,13 +97,14 @@ describe('AwsGroups: moves that fail half-way', () => {
     expect(asg.commandCalls(AttachInstancesCommand)).toHaveLength(0);
   });
 
-  it('a detach answered with no activity for an instance now in no group (moto under concurrent detaches) still attaches it: it is not lost', async () => {
+  it('a detach answered with no activity for an instance now in no group (its group terminated it) attaches nothing', async () => {
     asg.on(DetachInstancesCommand).resolves({ Activities: [] });
     asg.on(DescribeAutoScalingInstancesCommand).resolves({ AutoScalingInstances: [] });
     asg.on(AttachInstancesCommand).resolves({});
-    asg.on(DescribeAutoScalingGroupsCommand).resolves({ AutoScalingGroups: [{ AutoScalingGroupName: USER, MinSize: 0, MaxSize: 4, DesiredCapacity: 0, Instances: [], AvailabilityZones: [], CreatedTime: new Date(), DefaultCooldown: 300, HealthCheckType: 'EC2' }] });
-    await new AwsGroups(base).moveInstance(I, POOL, USER);
-    expect(attachCalls(USER)).toBe(1);
+    const err = await rejection(new AwsGroups(base).moveInstance(I, POOL, USER));
+    expect(err.code).toBe('conflict');
+    expect(err.message).toContain('in no Auto Scaling group any more');
+    expect(asg.commandCalls(AttachInstancesCommand)).toHaveLength(0);
   });
 
   it('a full user group gets its max raised first, once, before the attach', async () => {

@@ -9,7 +9,6 @@ import { LiveOutput } from '../commands/live-output.js';
 import { errorMessage } from '../core/errors.js';
 import { LIVE_HOST_STATES } from '../core/host-state.js';
 import type { BackendAgents, HostDriver } from '../drivers/types.js';
-import type { AwsDriver } from '../drivers/aws/aws-driver.js';
 import { AgentGateway } from '../agents/gateway.js';
 import { HostService } from '../hosts/host-service.js';
 import { CommandsRepo } from '../store/commands-repo.js';
@@ -21,10 +20,11 @@ import type { AuditLog } from '../audit/audit-log.js';
 import { AGENT_ENROL_PATH, AGENT_PATH, type AgentMessage } from '../protocol/messages.js';
 import { AgentChannels } from '../agents/agent-channels.js';
 import { NetworkGroups } from '../hosts/network-groups.js';
-import { ClaimService } from '../pools/claim-service.js';
-import { PoolService } from '../pools/pool-service.js';
-import { PoolReconciler } from '../pools/reconciler.js';
-import { FleetPools } from '../pools/fleet-pools.js';
+import type { PoolService } from '../pools/pool-service.js';
+import type { ClaimService } from '../pools/claim-service.js';
+import type { PoolReconciler } from '../pools/reconciler.js';
+import { startPools } from '../pools/start-pools.js';
+import type { FleetPools } from '../pools/fleet-pools.js';
 import { ClaimsRepo } from '../store/claims-repo.js';
 import { PoolsRepo } from '../store/pools-repo.js';
 import { ImagesRepo } from '../store/images-repo.js';
@@ -33,29 +33,24 @@ import { startImages } from '../images/start-images.js';
 import { ServicesService } from '../services/services-service.js';
 import { StackSync } from '../services/stack-sync.js';
 import { StacksRepo } from '../store/stacks-repo.js';
-import { EnvironmentService } from '../environments/environment-service.js';
-import { EnvironmentRouter } from '../router/router.js';
-import { EnvironmentsRepo } from '../store/environments-repo.js';
+import type { EnvironmentService } from '../environments/environment-service.js';
+import { startEnvironments } from '../environments/start-environments.js';
+import type { EnvironmentRouter } from '../router/router.js';
 import { SlugStore } from '../slugs/slug-store.js';
 import { DataDir } from './data-dir.js';
 import type { ServerConfig } from './server-config.js';
 
 export type { ServerConfig } from './server-config.js';
-import { MetricsCollector, RouterRequestCounts } from '../metrics/metrics.js';
+import { MetricsCollector } from '../metrics/metrics.js';
 import { ApiRequestCounts } from '../metrics/api-usage.js';
 import { buildApp } from './http/app.js';
 import { EventBus } from '../events/event-bus.js';
 import { createDashboard } from '../dashboard/create-dashboard.js';
 import { ShellBroker } from '../shells/shell-broker.js';
-import { poolSpecCheck } from '../pools/spec-check.js';
 import { ShellRecorder } from '../shells/shell-recorder.js';
 import { serveShells } from '../shells/shell-endpoint.js';
 
 export const VERSION = '0.1.0';
-
-function isAwsDriver(driver: HostDriver): driver is AwsDriver {
-  return driver.name === 'aws' && typeof (driver as Partial<AwsDriver>).resolvedConfig === 'function';
-}
 
 export interface PoolServices {
   pools: PoolService;
@@ -215,64 +210,17 @@ export class BerthServer {
       late.images = images;
       const claimsRepo = new ClaimsRepo(store.db, events);
       const isConnected = (hostId: string) => agents.isConnected(hostId);
-      const reconciler = new PoolReconciler({
-        pools: poolsRepo,
-        hosts: hostsRepo,
-        hostService: hostsService,
-        commands,
-        log,
-        servicesReady: async (tenantId, hostId, timeoutMs) => void (await services.awaitReady(tenantId, hostId, timeoutMs, `host ${hostId}`)),
-        ...(config.poolBackoffMs !== undefined ? { backoffMs: config.poolBackoffMs } : {}),
-        ...(bootTimeoutMs !== undefined ? { bootTimeoutMs } : {}),
-        ...(config.driver.fleet ? { fleet: { ensure: (pool, signal) => (late.fleet ? late.fleet.ensure(pool, signal) : Promise.resolve()) } } : {}),
-        demand: {
-          demandPeak: (tenantId, pool, windowS, spanS) => claimsRepo.demandPeak(tenantId, pool, windowS, spanS),
-          medianLeadTimeS: (tenantId, pool) => hostsRepo.medianLeadTimeS(tenantId, pool),
-        },
-      });
-      if (config.driver.fleet) {
-        late.fleet = new FleetPools({
-          fleet: config.driver.fleet,
-          pools: poolsRepo,
-          hostService: hostsService,
-          hashKeys,
-          enrolUrl: `http://${agentAddress.host}:${agentAddress.port}${AGENT_ENROL_PATH}`,
-          agentUrl,
-          onAdmitted: (pool, host) => reconciler.adoptEnrolled(pool, host),
-          resolveImage: async (tenantId, ref) => (await bootImages.resolve(tenantId, ref)).base,
-          known: async (hostId) => (await hostsRepo.getAnyTenant(hostId)) !== undefined,
-          log,
-        });
-      }
-      const claims = new ClaimService({
-        pools: poolsRepo,
-        claims: claimsRepo,
-        hosts: hostsRepo,
-        hostService: hostsService,
-        commands,
-        reconciler,
+      const { pools: poolService, claims, reconciler, fleet } = startPools({
+        driver: config.driver, poolsRepo, hostsRepo, claimsRepo, hostService: hostsService, commands, services, stacks, networkGroups, hashKeys,
+        resolveImage: (tenantId, ref) => bootImages.resolve(tenantId, ref),
         isConnected,
+        enrolUrl: `http://${agentAddress.host}:${agentAddress.port}${AGENT_ENROL_PATH}`,
+        agentUrl,
+        bootTimeoutMs,
+        backoffMs: config.poolBackoffMs,
         log,
-        onClaimed: async (host, groupMates) => {
-          // First: a service-mode host's services may dial their dependencies on other hosts of the group.
-          await networkGroups.joined(host, groupMates);
-          services.pushTags(host.id, host.tags);
-          await stacks.syncTagged(host);
-        },
-        ...(config.driver.fleet ? { fleet: config.driver.fleet } : {}),
       });
-      const checkSpec = poolSpecCheck(config.driver, (tenantId, ref) => bootImages.resolve(tenantId, ref));
-      const fleetPools = late.fleet;
-      const poolService = new PoolService({
-        pools: poolsRepo,
-        claims: claimsRepo,
-        hosts: hostsRepo,
-        reconciler,
-        isConnected,
-        checkSpec,
-        log,
-        ...(fleetPools ? { removeFleetPool: (name: string) => fleetPools.remove(name) } : {}),
-      });
+      late.fleet = fleet;
       progress('adopting hosts that outlived the previous server');
       const failedClaims = await claims.recover();
       const recovered = await hostsService.recover();
@@ -287,38 +235,12 @@ export class BerthServer {
         log(`recovered after restart: adopted ${recovered.adopted.length} host(s), cleaned up ${recovered.cleaned.length}, failed ${failedClaims} unfinished claim(s), retiring ${retired} pool host(s) of unknown state`);
       }
 
-      // Service mode on AWS: each service's hosts in an ELBv2 target group. Loaded only then: the
-      // AWS SDK would cost every local server its start-up time.
-      const loadBalancing = isAwsDriver(config.driver)
-        ? new (await import('../drivers/aws/service-load-balancing.js')).AwsServiceLoadBalancing(config.driver.resolvedConfig(), { log })
-        : undefined;
-      const routerRequests = new RouterRequestCounts();
-      const router = new EnvironmentRouter({ domain: config.router?.domain ?? 'localhost', log, onResponse: routerRequests.observe });
-      const environments = new EnvironmentService({
-        envs: new EnvironmentsRepo(store.db, events),
-        stacks: stacksRepo,
-        pools: poolsRepo,
-        hosts: hostsRepo,
-        placement: {
-          claim: (tenantId, pool, input, signal, opts) => claims.claim(tenantId, pool, input, signal, opts),
-          awaitServicesReady: (tenantId, hostId, timeoutMs, label) => services.awaitReady(tenantId, hostId, timeoutMs, label),
-        },
-        release: (tenantId, hostId, opts) => claims.release(tenantId, hostId, opts),
-        slugs: { prepare: (ref, signal) => slugs.prepare(ref, signal), urlFor: (slug) => `http://${agentAddress.host}:${agentAddress.port}/slugs/${slug.digest}.tar` },
-        router,
+      const { environments, router, routerRequests } = await startEnvironments(config, {
+        db: store.db, events, stacks: stacksRepo, pools: poolsRepo, hosts: hostsRepo, claims, services, slugs,
+        slugUrl: (digest) => `http://${agentAddress.host}:${agentAddress.port}/slugs/${digest}.tar`,
         log,
-        ...(config.router?.healthIntervalMs !== undefined ? { healthIntervalMs: config.router.healthIntervalMs } : {}),
-        ...(loadBalancing ? { loadBalancing } : {}),
+        progress,
       });
-      try {
-        await router.listen({ port: config.router?.port ?? 7080, host: config.router?.host ?? '127.0.0.1' });
-      } catch (err) {
-        await router.close();
-        throw err;
-      }
-      progress('restoring environments and their routes');
-      const envs = await environments.recover();
-      if (envs.routed.length + envs.cleaned.length > 0) log(`recovered after restart: ${envs.routed.length} environment route(s) restored, ${envs.cleaned.length} unfinished environment(s) cleaned up`);
 
       const apiRequests = new ApiRequestCounts();
       const metrics = new MetricsCollector({
@@ -388,7 +310,6 @@ export class BerthServer {
         },
         report('orphan sweep'),
       );
-      const fleet = late.fleet;
       if (fleet && config.driver.fleet?.discover) {
         // Pools whose machines run no berth agent (SSM): their group's machines are admitted from here.
         server.loop(config.fleetDiscoveryIntervalMs ?? 5000, async () => void (await Promise.all((await poolsRepo.list()).map((pool) => fleet.discover(pool)))), report('fleet discovery'));

@@ -1,0 +1,86 @@
+/**
+ * The server's environments: the router (listening once this returns), the environment service
+ * over the claims, and on AWS the load balancing of `service` mode. Environments the previous
+ * server left are recovered here: their routes come back, unfinished ones are cleaned up.
+ */
+import type { HostDriver } from '../drivers/types.js';
+import type { AwsDriver } from '../drivers/aws/aws-driver.js';
+import { RouterRequestCounts } from '../metrics/metrics.js';
+import type { ClaimService } from '../pools/claim-service.js';
+import { EnvironmentRouter } from '../router/router.js';
+import type { ServerConfig } from '../server/server-config.js';
+import type { ServicesService } from '../services/services-service.js';
+import type { SlugStore } from '../slugs/slug-store.js';
+import type { Store } from '../store/store.js';
+import { EnvironmentsRepo } from '../store/environments-repo.js';
+import type { HostsRepo } from '../store/hosts-repo.js';
+import type { PoolsRepo } from '../store/pools-repo.js';
+import type { StacksRepo } from '../store/stacks-repo.js';
+import type { EventBus } from '../events/event-bus.js';
+import { EnvironmentService } from './environment-service.js';
+
+export interface StartEnvironmentsDeps {
+  db: Store['db'];
+  events: EventBus;
+  stacks: StacksRepo;
+  pools: PoolsRepo;
+  hosts: HostsRepo;
+  claims: ClaimService;
+  services: ServicesService;
+  slugs: SlugStore;
+  /** Where hosts fetch a slug from (the agent port's files). */
+  slugUrl: (digest: string) => string;
+  log: (line: string) => void;
+  progress: (line: string) => void;
+}
+
+export interface Environments {
+  environments: EnvironmentService;
+  router: EnvironmentRouter;
+  /** The router's responses, for /metrics. */
+  routerRequests: RouterRequestCounts;
+}
+
+function isAwsDriver(driver: HostDriver): driver is AwsDriver {
+  return driver.name === 'aws' && typeof (driver as Partial<AwsDriver>).resolvedConfig === 'function';
+}
+
+export async function startEnvironments(config: Pick<ServerConfig, 'driver' | 'router'>, deps: StartEnvironmentsDeps): Promise<Environments> {
+  const { claims, services, slugs, log } = deps;
+  // Service mode on AWS: each service's hosts in an ELBv2 target group. Loaded only then: the
+  // AWS SDK would cost every local server its start-up time.
+  const loadBalancing = isAwsDriver(config.driver)
+    ? new (await import('../drivers/aws/service-load-balancing.js')).AwsServiceLoadBalancing(config.driver.resolvedConfig(), { log })
+    : undefined;
+  const routerRequests = new RouterRequestCounts();
+  const router = new EnvironmentRouter({ domain: config.router?.domain ?? 'localhost', log, onResponse: routerRequests.observe });
+  const environments = new EnvironmentService({
+    envs: new EnvironmentsRepo(deps.db, deps.events),
+    stacks: deps.stacks,
+    pools: deps.pools,
+    hosts: deps.hosts,
+    placement: {
+      claim: (tenantId, pool, input, signal, opts) => claims.claim(tenantId, pool, input, signal, opts),
+      awaitServicesReady: (tenantId, hostId, timeoutMs, label) => services.awaitReady(tenantId, hostId, timeoutMs, label),
+    },
+    release: (tenantId, hostId, opts) => claims.release(tenantId, hostId, opts),
+    slugs: { prepare: (ref, signal) => slugs.prepare(ref, signal), urlFor: (slug) => deps.slugUrl(slug.digest) },
+    router,
+    log,
+    ...(config.router?.healthIntervalMs !== undefined ? { healthIntervalMs: config.router.healthIntervalMs } : {}),
+    ...(loadBalancing ? { loadBalancing } : {}),
+  });
+  try {
+    await router.listen({ port: config.router?.port ?? 7080, host: config.router?.host ?? '127.0.0.1' });
+  } catch (err) {
+    await router.close();
+    throw err;
+  }
+  deps.progress('restoring environments and their routes');
+  const envs = await environments.recover().catch(async (err: unknown) => {
+    await router.close();
+    throw err;
+  });
+  if (envs.routed.length + envs.cleaned.length > 0) log(`recovered after restart: ${envs.routed.length} environment route(s) restored, ${envs.cleaned.length} unfinished environment(s) cleaned up`);
+  return { environments, router, routerRequests };
+}

@@ -5,6 +5,7 @@ import type { EnvironmentView } from '../environments/views.js';
 import { age, collect, parseKeyValues, table, UsageError, type Printer } from './output.js';
 import type { Context } from './context.js';
 import { registerEnvShellCommand } from './shell-command.js';
+import { registerEnvLogsCommand } from './env-logs.js';
 
 interface CreateOptions {
   stack?: string;
@@ -114,6 +115,7 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
     });
 
   registerEnvShellCommand(env, ctx);
+  registerEnvLogsCommand(env, ctx);
 
   env
     .command('deploy')

@@ -186,6 +186,51 @@ describe('environments', () => {
     expect(new Set(spread.map((a) => a.backend))).toContain(victim);
   });
 
+  it('env logs: every service of an environment in one view, labelled, merged by time; -f follows new lines', async () => {
+    const created = await create(['logsy', '--stack', 'shop']);
+    expect(created.code, created.stderr).toBe(0);
+    const hostId = (JSON.parse(created.stdout) as EnvironmentView).hosts[0]?.hostId ?? '';
+    // The web service (python's http.server) logs each request it answers.
+    expect((await viaRouter(routerPort(), 'logsy', '/first')).status).toBe(404);
+    const logs = await waitFor('the request in the log', async () => {
+      const res = await berth(['env', 'logs', 'logsy'], env);
+      return res.code === 0 && res.stdout.includes('GET /first') ? res : undefined;
+    }, { timeoutMs: 15_000 });
+    const lines = logs.stdout.trim().split('\n');
+    // Every line names its service; the stack has two, so the labels are padded to one width.
+    expect(lines.every((l) => /^(web|api) \| \d{4}-\d\d-\d\dT/.test(l))).toBe(true);
+    const stamps = lines.map((l) => l.split(' | ')[1]?.slice(0, 24) ?? '');
+    expect([...stamps].sort()).toEqual(stamps);
+    const json = JSON.parse((await berth(['env', 'logs', 'logsy', '--service', 'web', '-n', '5', '--json'], env)).stdout) as { hostId: string; service: string; at: string | null; line: string }[];
+    expect(json.length).toBeGreaterThan(0);
+    expect(json.length).toBeLessThanOrEqual(5);
+    expect(json.every((l) => l.hostId === hostId && l.service === 'web' && l.at !== null)).toBe(true);
+    // A service the stack has not: exit 2, naming what it runs.
+    const none = await berth(['env', 'logs', 'logsy', '--service', 'nope'], env);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('environment logsy has no service nope');
+    expect((await berth(['env', 'logs', 'nosuch'], env)).code).not.toBe(0);
+
+    // -f: a request made while following shows up, labelled; Ctrl-C ends it and its remote followers.
+    const stop = new AbortController();
+    let out = '';
+    const following = berth(['env', 'logs', 'logsy', '-f', '-n', '0'], env, { interrupt: stop.signal, onStdout: (chunk) => void (out += chunk) });
+    await waitFor('the followers to start', async () => {
+      const cmds = (await srv.api.get<{ commands: CommandView[] }>('/v1/commands?limit=10')).body.commands;
+      return cmds.filter((c) => c.status === 'InProgress').length >= 2 ? true : undefined;
+    }, { timeoutMs: 15_000 });
+    expect((await viaRouter(routerPort(), 'logsy', '/second')).status).toBe(404);
+    await waitFor('the new request followed', () => Promise.resolve(/^web \| .*GET \/second/m.test(out) ? true : undefined), { timeoutMs: 15_000 });
+    stop.abort();
+    expect((await following).code).toBe(0);
+    expect(out).not.toContain('GET /first');
+    await waitFor('no follower left on the host', async () => {
+      const left = await srv.api.post<CommandView>('/v1/commands', { targets: { hostIds: [hostId] }, parameters: { commands: ['pgrep -f "follo[w] -n 0" || echo none'] }, wait: 30 });
+      return left.body.invocations[0]?.stdout.trim() === 'none' ? true : undefined;
+    }, { timeoutMs: 10_000 });
+    await berth(['env', 'rm', 'logsy'], env);
+  });
+
   it('removes an environment when its TTL passes, and on `env rm`, releasing its hosts', async () => {
     const created = await create(['brief', '--stack', 'shop', '--ttl', '2s']);
     expect(created.code, created.stderr).toBe(0);

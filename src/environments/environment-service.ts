@@ -97,6 +97,18 @@ export class EnvironmentService {
     return (await this.deps.envs.list(tenantId)).map((row) => this.view(row));
   }
 
+  /**
+   * A new TTL, counted from now (a review app someone still uses is kept longer), or none (`null`).
+   * Refused for an environment being removed: its expiry can no longer save it.
+   */
+  async setTtl(tenantId: string, name: string, ttl: string | null): Promise<EnvironmentView> {
+    const expiresAt = ttl === null ? null : new Date(Date.now() + parseTtl(ttl));
+    const row = await this.deps.envs.setExpiry(tenantId, name, expiresAt);
+    if (row) return this.view(row);
+    await this.row(tenantId, name); // not found: its own error
+    throw new BerthError('conflict', `environment ${name} is being removed`, 'Create it again (berth env create).');
+  }
+
   /** New hosts with `ref`, the route switched once they answer, then the old ones released. */
   async deploy(tenantId: string, name: string, ref: string, waitS: number, opts: { command?: string | undefined; signal?: AbortSignal } = {}): Promise<EnvironmentView> {
     const { signal } = opts;

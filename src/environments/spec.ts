@@ -42,6 +42,12 @@ export const deployEnvironmentBody = z
   })
   .strict();
 
+export const environmentTtlBody = z
+  .object({
+    ttl: z.string().min(1).max(32).nullable().describe('Removed this long from now (90s, 30m, 2h, 7d); null: never'),
+  })
+  .strict();
+
 /** `90s`, `30m`, `2h`, `7d` (or plain seconds) in milliseconds. */
 export function parseTtl(text: string): number {
   return parseDurationMs(text, 'ttl');

@@ -71,6 +71,18 @@ export class EnvironmentsRepo {
     return this.db.selectFrom('environments').selectAll().where('expires_at', '<=', now).where('state', 'in', ['ready', 'failed']).execute();
   }
 
+  /** A new expiry (null: none) for an environment not being removed; undefined when it is (or is gone). */
+  async setExpiry(tenantId: string, name: string, expiresAt: Date | null): Promise<EnvironmentRow | undefined> {
+    return this.db
+      .updateTable('environments')
+      .set({ expires_at: expiresAt, updated_at: new Date() })
+      .where('tenant_id', '=', tenantId)
+      .where('name', '=', name)
+      .where('state', '!=', 'removing')
+      .returningAll()
+      .executeTakeFirst();
+  }
+
   /** Records the hosts serving it now (every claim is recorded as it lands, so nothing is lost). */
   async setHosts(tenantId: string, name: string, hosts: EnvHostRecord[]): Promise<void> {
     await this.db.updateTable('environments').set({ hosts: JSON.stringify(hosts), updated_at: new Date() }).where('tenant_id', '=', tenantId).where('name', '=', name).execute();

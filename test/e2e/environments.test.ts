@@ -235,6 +235,21 @@ describe('environments', () => {
     const created = await create(['brief', '--stack', 'shop', '--ttl', '2s']);
     expect(created.code, created.stderr).toBe(0);
     const hostId = (JSON.parse(created.stdout) as EnvironmentView).hosts[0]?.hostId ?? '';
+    // Kept longer, counted from now; then for good; bad input changes nothing.
+    const kept = await berth(['env', 'ttl', 'brief', '1h'], env);
+    expect(kept.code, kept.stderr).toBe(0);
+    expect(kept.stdout).toMatch(/^brief expires in (59|60)m \(/);
+    await new Promise((r) => setTimeout(r, 3000));
+    const still = (await srv.api.get<EnvironmentView>('/v1/environments/brief')).body;
+    expect(still.state).toBe('ready');
+    expect(new Date(still.expiresAt ?? 0).getTime() - Date.now()).toBeGreaterThan(3_500_000);
+    expect(JSON.parse((await berth(['env', 'ttl', 'brief', 'none', '--json'], env)).stdout)).toMatchObject({ name: 'brief', expiresAt: null });
+    expect((await berth(['env', 'ttl', 'brief', 'soon'], env)).code).toBe(2);
+    expect((await srv.api.patch('/v1/environments/brief', { ttl: '0s' })).status).toBe(400);
+    expect((await berth(['env', 'ttl', 'nosuch', '1h'], env)).stderr).toContain('environment nosuch does not exist');
+    expect((await srv.api.get<EnvironmentView>('/v1/environments/brief')).body.expiresAt).toBeNull();
+    // Cut short: it goes as any expired environment does.
+    expect((await berth(['env', 'ttl', 'brief', '1s'], env)).code).toBe(0);
     await waitFor('the environment expired', async () => ((await srv.api.get(`/v1/environments/brief`)).status === 404 ? true : undefined), { timeoutMs: 20_000 });
     expect((await viaRouter(routerPort(), 'brief')).status).toBe(404);
     const host = await srv.api.get<{ state: string }>(`/v1/hosts/${hostId}`);

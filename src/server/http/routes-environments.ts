@@ -2,7 +2,7 @@
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { EnvironmentService } from '../../environments/environment-service.js';
-import { createEnvironmentBody, deployEnvironmentBody, environmentName } from '../../environments/spec.js';
+import { createEnvironmentBody, deployEnvironmentBody, environmentName, environmentTtlBody } from '../../environments/spec.js';
 import { errorBody } from './schemas.js';
 
 const backend = z.object({
@@ -76,6 +76,19 @@ export function environmentRoutes(envs: EnvironmentService): FastifyPluginCallba
         },
       },
       async (request) => envs.deploy(request.tenantId, request.params.name, request.body.ref, request.body.wait, { command: request.body.command }),
+    );
+    app.patch(
+      '/v1/environments/:name',
+      {
+        schema: {
+          tags: ['environments'],
+          summary: "Change an environment's TTL: removed that long from now, or never (ttl: null)",
+          params: nameParams,
+          body: environmentTtlBody,
+          response: { 200: environmentView, ...errors },
+        },
+      },
+      async (request) => envs.setTtl(request.tenantId, request.params.name, request.body.ttl),
     );
     app.delete(
       '/v1/environments/:name',

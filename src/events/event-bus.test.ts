@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ServiceStates } from './changes.js';
 import { EventBus } from './event-bus.js';
+import { actorContext, asSystem } from './actor.js';
 import { eventLog, formatEvent, resolveLogFormat } from './format.js';
 import type { BerthEvent, NewEvent } from './types.js';
 
@@ -150,5 +151,33 @@ describe('event log', () => {
     expect(resolveLogFormat('json', true)).toBe('json');
     expect(resolveLogFormat('text', false)).toBe('text');
     expect(resolveLogFormat('yaml', false)).toBeUndefined();
+  });
+});
+
+describe('actors', () => {
+  const change: NewEvent = { kind: 'host', id: 'h-1', tenantId: 'default', state: 'terminating' };
+
+  it('stamps events emitted inside a request with its token, including after awaits; berth work (asSystem) and other work carry none', async () => {
+    const bus = new EventBus();
+    bus.emit(change);
+    await actorContext.run({ tokenId: 't-1', name: 'ci-bot' }, async () => {
+      bus.emit(change);
+      await new Promise((r) => setTimeout(r, 1));
+      bus.emit(change);
+      // Started from the request but berth's own (a refill): no actor, even later.
+      await asSystem(async () => {
+        await new Promise((r) => setImmediate(r));
+        bus.emit(change);
+      });
+      bus.emit({ ...change, actor: 'alice' }); // an explicit one wins (a terminal's opener)
+    });
+    expect(bus.since(0).map((e) => e.actor ?? null)).toEqual([null, 'ci-bot', 'ci-bot', null, 'alice']);
+  });
+
+  it('a line names the actor, quoted when the name has spaces', () => {
+    const at = '2026-11-23T10:00:00.000Z';
+    expect(formatEvent({ ...change, seq: 1, at, actor: 'ci-bot' })).toMatch(/ by=ci-bot$/);
+    expect(formatEvent({ ...change, seq: 1, at, actor: 'data dir token' })).toMatch(/ by="data dir token"$/);
+    expect(formatEvent({ ...change, seq: 1, at })).not.toContain('by=');
   });
 });

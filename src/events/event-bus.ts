@@ -4,6 +4,7 @@
  * nothing that is still buffered — and handed at once to subscribers. Emitting never throws: it is
  * called right where state changes are recorded.
  */
+import { currentActor } from './actor.js';
 import type { BerthEvent, EventKind, EventSink, NewEvent } from './types.js';
 
 export const DEFAULT_EVENT_CAPACITY = 10_000;
@@ -62,7 +63,8 @@ export class EventBus implements EventSink {
   }
 
   emit(input: NewEvent): BerthEvent {
-    const event: BerthEvent = { seq: this.next, at: this.now().toISOString(), ...input };
+    const actor = input.actor ?? currentActor()?.name;
+    const event: BerthEvent = { seq: this.next, at: this.now().toISOString(), ...input, ...(actor !== undefined ? { actor } : {}) };
     this.ring[this.next % this.capacity] = event;
     this.next++;
     for (const sub of this.subscribers) {

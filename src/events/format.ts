@@ -24,6 +24,7 @@ export function formatEvent(event: BerthEvent): string {
     if (typeof value === 'string' && !own.has(value)) parts.push(`${label}=${value}`);
   }
   if (event.reason) parts.push(`reason=${JSON.stringify(event.reason)}`);
+  if (event.actor) parts.push(`by=${/^[\w.@-]+$/.test(event.actor) ? event.actor : JSON.stringify(event.actor)}`);
   return parts.join(' ');
 }
 

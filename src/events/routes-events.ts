@@ -36,6 +36,7 @@ export const eventSchema = z.object({
   environment: optionalId,
   service: optionalId,
   reason: optionalId,
+  actor: z.string().optional().describe("The API token (its name) whose request made the change; absent for berth's own work"),
 });
 
 const eventsQuery = z.object({

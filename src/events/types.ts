@@ -32,6 +32,8 @@ export interface BerthEvent {
   environment?: string;
   service?: string;
   reason?: string;
+  /** The API token (its name) whose request made the change; absent for berth's own work. */
+  actor?: string;
 }
 
 /** An event before the bus numbers and timestamps it. */

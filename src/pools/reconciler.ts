@@ -15,6 +15,7 @@ import { runChecks } from './host-checks.js';
 import { readDemand, type DemandReading } from './demand.js';
 import type { PoolProgress, ReconcilerDeps } from './reconciler-deps.js';
 import { checkReady, launchRequest, prepareHost } from './readiness.js';
+import { asSystem } from '../events/actor.js';
 
 export type { PoolProgress, ReconcilerDeps } from './reconciler-deps.js';
 
@@ -56,7 +57,8 @@ export class PoolReconciler {
       return;
     }
     const entry = { running: Promise.resolve(), again: false };
-    entry.running = (async () => {
+    // The pool's own work, whoever's claim or release kicked it.
+    entry.running = asSystem(async () => {
       for (;;) {
         entry.again = false;
         try {
@@ -70,7 +72,7 @@ export class PoolReconciler {
         await new Promise((resolve) => setTimeout(resolve, this.deps.minPassIntervalMs ?? 50));
       }
       this.passes.delete(key);
-    })();
+    });
     this.passes.set(key, entry);
   }
 

@@ -159,7 +159,7 @@ export class ShellBroker {
       this.sessions.delete(session.id);
       throw new BerthError('host_not_connected', `the agent of host ${hostId} disconnected`, 'Retry once it is back (`berth host ls`).', { hostId });
     }
-    this.event(session, 'opening', undefined, `${request.command ? `command ${JSON.stringify(request.command)}` : 'login shell'}${openedBy !== undefined ? ` by ${openedBy}` : ''}`);
+    this.event(session, 'opening', undefined, `${request.command ? `command ${JSON.stringify(request.command)}` : 'login shell'}${openedBy !== undefined ? ` by ${openedBy}` : ''}`, openedBy);
     this.deps.recorder?.start({ session: session.id, tenantId, hostId, ...request, ...(openedBy !== undefined ? { openedBy } : {}) });
     session.openTimer = setTimeout(() => {
       if (session.state !== 'opening') return;
@@ -313,8 +313,9 @@ export class ShellBroker {
     if (tellClient) session.client.ended(exit);
   }
 
-  private event(session: Session, state: string, from: State | undefined, reason: string): void {
-    this.deps.events.emit({ kind: 'shell', id: session.id, tenantId: session.tenantId, state, ...(from ? { from } : {}), hostId: session.hostId, reason });
+  /** `actor`: the session's opening is its opener's doing (a WebSocket upgrade runs outside the routes' context). */
+  private event(session: Session, state: string, from: State | undefined, reason: string, actor?: string): void {
+    this.deps.events.emit({ kind: 'shell', id: session.id, tenantId: session.tenantId, state, ...(from ? { from } : {}), hostId: session.hostId, reason, ...(actor !== undefined ? { actor } : {}) });
   }
 }
 

@@ -101,12 +101,26 @@ describe('events', () => {
         ['retiring', 'released'],
       ]);
       expect(slots.every((e) => e.pool === 'evt' && e.hostId === hostId)).toBe(true);
+      // Who made each change: the pool's own work (filling it) names nobody; the claim and the
+      // release name the token whose requests made them, down to the host's termination.
+      const ME = 'data dir token';
+      expect(slots.map((e) => e.actor ?? null)).toEqual([null, null, ME, ME, ME, ME]);
+      expect(events.filter((e) => e.kind === 'host' && e.id === hostId).map((e) => [e.state, e.actor ?? null])).toEqual([
+        ['launching', null],
+        ['booting', null],
+        ['running', null],
+        ['terminating', ME],
+        ['terminated', ME],
+      ]);
       // The claim, ready with its host, then released.
       const claimEvents = events.filter((e) => e.kind === 'claim' && e.id === claim.body.id);
       expect(claimEvents.map((e) => e.state)).toEqual(['pending', 'ready', 'released']);
+      expect(claimEvents.every((e) => e.actor === 'data dir token')).toBe(true);
       expect(claimEvents[1]).toMatchObject({ from: 'pending', hostId, pool: 'evt', group: 'alice', claimId: claim.body.id });
       // The command and its one invocation.
       expect(statesOf(events, 'command', cmd.body.id)).toEqual(['Pending', 'Success']);
+      // Sent by the token; finished by the host's agent (its report names nobody).
+      expect(events.filter((e) => e.kind === 'command' && e.id === cmd.body.id).map((e) => e.actor ?? null)).toEqual(['data dir token', null]);
       const invocation = statesOf(events, 'invocation', `${cmd.body.id}/${hostId}`);
       expect(invocation[0]).toBe('Pending');
       expect(invocation.at(-1)).toBe('Success');
@@ -145,7 +159,7 @@ describe('events', () => {
     // Filters, and lines for people.
     const claims = await berth(['events', '--kind', 'claim', '--pool', 'evt'], env);
     expect(claims.code).toBe(0);
-    expect(claims.stdout).toMatch(new RegExp(`^\\d\\d:\\d\\d:\\d\\d claim ${claim.body.id} ready host=${hostId} pool=evt group=alice$`, 'm'));
+    expect(claims.stdout).toMatch(new RegExp(`^\\d\\d:\\d\\d:\\d\\d claim ${claim.body.id} ready host=${hostId} pool=evt group=alice by="data dir token"$`, 'm'));
     expect(claims.stdout.split('\n').filter(Boolean).every((line) => / claim /.test(line))).toBe(true);
     const since = await berth(['events', '--json', '--since', String(last - 1)], env);
     expect(since.stdout.trim().split('\n').map((l) => (JSON.parse(l) as BerthEvent).seq)[0]).toBe(last);

@@ -292,7 +292,7 @@ function renderActivity() {
   put(
     $('activity-list'),
     activity
-      .map((e) => `<li><time>${esc(fmtTime(e.at))}</time><b>${esc(e.kind)}</b> <code>${esc(e.id)}</code> ${e.from ? `${esc(e.from)} → ` : ''}${state(e.state)}${e.reason ? ` <span class="muted">${esc(e.reason)}</span>` : ''}</li>`)
+      .map((e) => `<li><time>${esc(fmtTime(e.at))}</time><b>${esc(e.kind)}</b> <code>${esc(e.id)}</code> ${e.from ? `${esc(e.from)} → ` : ''}${state(e.state)}${e.reason ? ` <span class="muted">${esc(e.reason)}</span>` : ''}${e.actor ? ` <span class="muted">by ${esc(e.actor)}</span>` : ''}</li>`)
       .join(''),
   );
 }

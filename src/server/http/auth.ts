@@ -5,6 +5,7 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { BerthError } from '../../core/errors.js';
+import { actorContext } from '../../events/actor.js';
 import type { Role } from '../../tokens/roles.js';
 import { routeRole } from '../../tokens/route-roles.js';
 import { requireRole, type Principal } from '../../tokens/token-service.js';
@@ -49,6 +50,13 @@ export function installAuth(app: FastifyInstance, authenticate: Authenticate): v
     // A route that does not exist answers 404 to any valid token.
     requireRole(principal, request.routeOptions.config.role ?? 'read', `${request.method} ${request.routeOptions.url ?? path}`);
     if (fromQuery) void reply.header('set-cookie', `${COOKIE}=${encodeURIComponent(token)}; HttpOnly; SameSite=Strict; Path=/`);
+  });
+  // The handler runs inside the token's context (a callback hook: the handler is called from
+  // `done`), so the events of the changes it makes name the token (src/events/actor.ts).
+  app.addHook('preHandler', (request, _reply, done) => {
+    const principal = request.principal;
+    if (principal) actorContext.run({ tokenId: principal.tokenId, name: principal.tokenName }, done);
+    else done();
   });
 }
 

@@ -125,6 +125,27 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
     });
 
   pool
+    .command('scale')
+    .description("change a pool's size (and its max or refill concurrency) without touching its hosts' image: growing launches at once, shrinking retires idle ready hosts")
+    .argument('<name>')
+    .option('--size <n>', 'ready hosts to keep')
+    .option('--max <n>', 'most hosts the pool holds at once, warming and ready')
+    .option('--max-launching <n>', 'hosts launched at once when refilling')
+    .option('--json', 'print JSON')
+    .action(async (name: string, opts: { size?: string; max?: string; maxLaunching?: string; json?: boolean }) => {
+      const body = {
+        ...(opts.size !== undefined ? { size: wholeNumber(opts.size, '--size', 0) } : {}),
+        ...(opts.max !== undefined ? { maxSize: wholeNumber(opts.max, '--max', 0) } : {}),
+        ...(opts.maxLaunching !== undefined ? { maxLaunching: wholeNumber(opts.maxLaunching, '--max-launching', 1) } : {}),
+      };
+      if (Object.keys(body).length === 0) throw new UsageError('nothing to change: give --size, --max or --max-launching');
+      const view = await ctx.client().patch<PoolStatusView>(`/v1/pools/${encodeURIComponent(name)}`, body);
+      const printer = ctx.printer(opts.json);
+      if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
+      printer.out(`pool ${name}: size ${view.size}, max ${view.maxSize}, ${view.status.ready} ready (${statusOf(view)})\n`);
+    });
+
+  pool
     .command('rm')
     .description('remove a pool: its waiting hosts are terminated, claimed hosts stay with their groups')
     .argument('<name>')

@@ -52,6 +52,29 @@ export class PoolService {
   }
 
   /**
+   * Changes a pool's numbers only (size, maxSize, maxLaunching): no roll, its ready hosts stay. A
+   * size above the pool's maxSize is refused, not met by raising the max someone set. Growing
+   * launches at once; shrinking retires the longest-idle ready hosts, never claimed ones.
+   */
+  async scale(tenantId: string, name: string, change: { size?: number | undefined; maxSize?: number | undefined; maxLaunching?: number | undefined }): Promise<PoolStatusView> {
+    const row = await this.deps.pools.get(tenantId, name);
+    if (!row) throw poolNotFound(name);
+    const spec = { ...specOf(row), ...Object.fromEntries(Object.entries(change).filter(([, v]) => v !== undefined)) };
+    if (spec.maxSize < spec.size) {
+      throw new BerthError('validation_failed', `pool ${name}: size ${spec.size} is above maxSize ${spec.maxSize}`, `Raise maxSize with it (berth pool scale ${name} --size ${spec.size} --max ${spec.size + spec.maxLaunching}).`, { size: spec.size, maxSize: spec.maxSize });
+    }
+    if (spec.demand && spec.demand.max < spec.size) {
+      throw new BerthError('validation_failed', `pool ${name}: size ${spec.size} is above its demand.max ${spec.demand.max}`, 'Change demand.max with berth apply, or keep size within it.', { size: spec.size, demandMax: spec.demand.max });
+    }
+    if (spec.demand && spec.demand.max > spec.maxSize) {
+      throw new BerthError('validation_failed', `pool ${name}: maxSize ${spec.maxSize} is below its demand.max ${spec.demand.max}`, 'Keep maxSize at or above demand.max.', { maxSize: spec.maxSize, demandMax: spec.demand.max });
+    }
+    if (!sameSpec(row, spec) && !(await this.deps.pools.update(tenantId, spec))) throw poolNotFound(name);
+    this.deps.reconciler.kick(tenantId, name);
+    return this.show(tenantId, name);
+  }
+
+  /**
    * `withClaimHistory: false` leaves out each pool's claim latency histogram and last claim time
    * (empty and null), which read the pool's whole claim history: the dashboard takes those from the
    * metrics, which add the history up once.
@@ -109,8 +132,10 @@ export class PoolService {
   }
 }
 
-function sameSpec(row: PoolRow, spec: PoolSpec): boolean {
-  const a = {
+/** The spec a pool row was made from (what PUT would give to keep it as it is). */
+function specOf(row: PoolRow): PoolSpec {
+  return {
+    name: row.name,
     image: row.image,
     template: row.template,
     size: row.size,
@@ -119,11 +144,15 @@ function sameSpec(row: PoolRow, spec: PoolSpec): boolean {
     maxIdleAgeS: row.max_idle_age_s,
     warmup: row.warmup,
     healthCheck: row.health_check,
-    onEmpty: row.on_empty,
-    onRelease: row.on_release,
+    onEmpty: row.on_empty === 'fail' ? 'fail' : 'launch',
+    onRelease: row.on_release === 'reuse' ? 'reuse' : 'terminate',
     demand: row.demand,
   };
-  const { name: _name, ...b } = spec;
+}
+
+function sameSpec(row: PoolRow, spec: PoolSpec): boolean {
+  const { name: _a, ...a } = specOf(row);
+  const { name: _b, driver: _driver, ...b } = spec;
   return stable(a) === stable(b);
 }
 

@@ -85,6 +85,16 @@ export const poolSpecInput = z
 export type PoolSpecInput = z.input<typeof poolSpecInput>;
 
 /** Checks what the schema cannot (relations between fields) and fills the defaults. */
+/** What `berth pool scale` (PATCH /v1/pools/NAME) changes: the pool's numbers, nothing its hosts boot from. */
+export const poolScaleInput = z
+  .object({
+    size: z.number().int().min(0).max(10_000).optional().describe('Ready hosts to keep'),
+    maxSize: z.number().int().min(0).max(10_000).optional().describe('Most hosts the pool holds at once, warming and ready'),
+    maxLaunching: z.number().int().min(1).max(1000).optional().describe('Hosts launched at once when refilling'),
+  })
+  .strict()
+  .refine((v) => v.size !== undefined || v.maxSize !== undefined || v.maxLaunching !== undefined, { message: 'give size, maxSize or maxLaunching' });
+
 export function completeSpec(input: z.output<typeof poolSpecInput>): PoolSpec {
   const demandMax = input.demand?.max;
   const maxSize = input.maxSize ?? Math.max(input.size, demandMax ?? 0) + input.maxLaunching;

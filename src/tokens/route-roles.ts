@@ -28,6 +28,7 @@ const ROUTE_ROLES: Record<string, Role> = {
   'DELETE /v1/hosts/:id': 'admin',
   'POST /v1/pools': 'admin',
   'PUT /v1/pools/:name': 'admin',
+  'PATCH /v1/pools/:name': 'admin',
   'DELETE /v1/pools/:name': 'admin',
   'POST /v1/images/builds': 'admin',
   'POST /v1/images/:name/capture': 'admin',

@@ -123,6 +123,33 @@ describe('berth pool, claim, release, group and apply', () => {
     expect(await poolNames()).not.toContain('big');
   });
 
+  it('pool scale changes a pool\'s size without a roll: up launches, down retires idle ready hosts; bad sizes exit 2 and change nothing', async () => {
+    expect((await berth(['pool', 'create', 'elastic', '--size', '1', '--max', '4'], env)).code).toBe(0);
+    const first = await waitReady('elastic');
+    const up = await berth(['pool', 'scale', 'elastic', '--size', '3'], env);
+    expect(up.code, up.stderr).toBe(0);
+    expect(up.stdout).toMatch(/^pool elastic: size 3, max 4, /);
+    const grown = await waitReady('elastic');
+    // No roll: the first host is still there, of the same generation.
+    expect(grown.generation).toBe(first.generation);
+    expect(grown.hosts.map((h) => h.id)).toContain(first.hosts[0]?.id);
+    // Above the max: refused, saying how; nothing changed.
+    const over = await berth(['pool', 'scale', 'elastic', '--size', '5'], env);
+    expect(over.code).toBe(2);
+    expect(over.stderr).toContain('size 5 is above maxSize 4');
+    expect(over.stderr).toContain('--max');
+    expect((await berth(['pool', 'scale', 'elastic'], env)).code).toBe(2);
+    expect((await berth(['pool', 'scale', 'nosuch', '--size', '1'], env)).code).toBe(2);
+    expect((await srv.api.patch('/v1/pools/elastic', { size: 2, image: '/tmp' })).status).toBe(400);
+    expect((await json<PoolShow>('pool', 'show', 'elastic')).size).toBe(3);
+    // Down: two ready hosts retired, the pool keeps one.
+    const down = await json<PoolStatusView>('pool', 'scale', 'elastic', '--size', '1', '--max', '2');
+    expect(down).toMatchObject({ size: 1, maxSize: 2 });
+    const shrunk = await waitReady('elastic');
+    expect(shrunk.hosts.filter((h) => h.slot === 'ready')).toHaveLength(1);
+    expect((await berth(['pool', 'rm', 'elastic'], env)).code).toBe(0);
+  });
+
   it('pool create --demand-max sizes the pool by demand; bad demand flags exit 2 and create nothing', async () => {
     const view = await json<PoolStatusView>('pool', 'create', 'rush', '--size', '0', '--demand-max', '2', '--demand-window', '60');
     expect(view.demand).toEqual({ max: 2, window: 60, leadTime: null });

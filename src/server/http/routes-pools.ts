@@ -3,7 +3,7 @@ import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { ClaimService } from '../../pools/claim-service.js';
 import type { PoolService } from '../../pools/pool-service.js';
-import { claimInput, completeSpec, poolSpecInput } from '../../pools/spec.js';
+import { claimInput, completeSpec, poolScaleInput, poolSpecInput } from '../../pools/spec.js';
 import type { PoolsRepo } from '../../store/pools-repo.js';
 import type { HostsRepo } from '../../store/hosts-repo.js';
 import { toPoolHostView } from '../../pools/views.js';
@@ -101,6 +101,19 @@ export function poolRoutes(deps: PoolRouteDeps): FastifyPluginCallbackZod {
         },
       },
       async (request) => deps.pools.apply(request.tenantId, completeSpec({ ...request.body, name: request.params.name })),
+    );
+    app.patch(
+      '/v1/pools/:name',
+      {
+        schema: {
+          tags: ['pools'],
+          summary: "Scale a pool: change its size, maxSize or maxLaunching only (no roll; shrinking retires idle ready hosts)",
+          params: nameParams,
+          body: poolScaleInput,
+          response: { 200: poolView, ...errors },
+        },
+      },
+      async (request) => deps.pools.scale(request.tenantId, request.params.name, request.body),
     );
     app.get('/v1/pools', { schema: { tags: ['pools'], summary: 'List pools with their status', response: { 200: z.object({ pools: z.array(poolView) }), ...errors } } }, async (request) => ({
       pools: await deps.pools.list(request.tenantId),

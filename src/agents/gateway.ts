@@ -68,6 +68,12 @@ export class AgentGateway {
   private readonly sessions = new Map<string, Session>();
   private readonly heartbeatIntervalMs: number;
   private pinger: NodeJS.Timeout | undefined;
+  /**
+   * Set by close(). An upgrade still authenticating when the server stops must not become a
+   * session after close() terminated the others: its socket would keep the HTTP server's close
+   * (and so the server's stop) waiting for as long as the agent stays connected.
+   */
+  private closing = false;
   private readonly log: (line: string) => void;
 
   constructor(
@@ -171,9 +177,12 @@ export class AgentGateway {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     clearInterval(this.pinger);
     for (const session of this.sessions.values()) session.socket.terminate();
     this.sessions.clear();
+    // And connections that have not said hello yet: they are in no session.
+    for (const ws of this.wss.clients) ws.terminate();
     this.wss.close();
     this.http.closeAllConnections();
     await new Promise<void>((resolve) => this.http.close(() => resolve()));
@@ -190,6 +199,7 @@ export class AgentGateway {
       this.log(`refused an agent connection for host ${hostId ?? '(none)'} from ${req.socket.remoteAddress ?? '?'}: bad credentials`);
       return reject(socket, 401, 'unauthorized');
     }
+    if (this.closing) return void socket.destroy(); // the agent redials the next server
     this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(hostId, identity.tenantId, ws));
   }
 

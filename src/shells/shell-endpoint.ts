@@ -59,6 +59,9 @@ export interface ShellEndpointDeps {
 /** Serves shell sessions on the API's HTTP server; returns a function that stops accepting them. */
 export function serveShells(server: Server, deps: ShellEndpointDeps): () => void {
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 1024 * 1024 });
+  // A session still being opened when the server stops is not upgraded after the others were
+  // terminated: its socket would hold the API server's close open (see accept).
+  const state = { stopped: false };
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     const started = performance.now();
     // Filled in by accept() once the token is known, so that a refusal says whose it was.
@@ -73,7 +76,7 @@ export function serveShells(server: Server, deps: ShellEndpointDeps): () => void
         durationMs: performance.now() - started,
         ip: req.socket.remoteAddress ?? null,
       });
-    accept(wss, req, socket, head, deps, who).then(
+    accept(wss, req, socket, head, deps, who, state).then(
       () => audit(101),
       (err: unknown) => {
         if (!isBerthError(err)) deps.log(`shell: ${err instanceof Error ? err.message : String(err)}`);
@@ -85,13 +88,14 @@ export function serveShells(server: Server, deps: ShellEndpointDeps): () => void
   };
   server.on('upgrade', onUpgrade);
   return () => {
+    state.stopped = true;
     server.off('upgrade', onUpgrade);
     for (const ws of wss.clients) ws.terminate();
     wss.close();
   };
 }
 
-async function accept(wss: WebSocketServer, req: IncomingMessage, socket: Duplex, head: Buffer, deps: ShellEndpointDeps, who: { principal?: Principal }): Promise<void> {
+async function accept(wss: WebSocketServer, req: IncomingMessage, socket: Duplex, head: Buffer, deps: ShellEndpointDeps, who: { principal?: Principal }, state: { stopped: boolean }): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://berth');
   const hostId = SHELL_PATH.exec(url.pathname)?.[1];
   if (!hostId) throw new BerthError('not_found', `no WebSocket endpoint at ${url.pathname}`, 'Shell sessions are at /v1/hosts/HOST/shell.');
@@ -124,6 +128,7 @@ async function accept(wss: WebSocketServer, req: IncomingMessage, socket: Duplex
     pauseInput: () => whenOpen(() => ws?.pause()),
     resumeInput: () => whenOpen(() => ws?.resume()),
   }, principal.tokenName);
+  if (state.stopped) socket.destroy();
   if (socket.destroyed) return handle.close();
   wss.handleUpgrade(req, socket, head, (client) => {
     ws = client;

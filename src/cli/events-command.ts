@@ -18,6 +18,7 @@ interface EventsOptions {
   kind: string[];
   pool?: string;
   host?: string;
+  by?: string;
   since?: string;
 }
 
@@ -30,6 +31,7 @@ export function registerEventsCommand(program: Command, ctx: Context): void {
     .option('--kind <kind>', `only events of this kind (${EVENT_KINDS.join(', ')}); repeatable, or comma-separated`, collect, [])
     .option('--pool <pool>', 'only events of this pool (its hosts\' slots, its claims, its environments)')
     .option('--host <id>', 'only events about this host')
+    .option('--by <token>', 'only changes made by this API token (its name, as `berth token ls` shows it)')
     .option('--since <seq>', 'only events after this seq (each event has one: see --json)')
     .action(async (opts: EventsOptions) => {
       const kinds = opts.kind.flatMap((k) => k.split(',')).map((k) => k.trim()).filter(Boolean);
@@ -40,6 +42,7 @@ export function registerEventsCommand(program: Command, ctx: Context): void {
       if (kinds.length > 0) query.set('kind', kinds.join(','));
       if (opts.pool) query.set('pool', opts.pool);
       if (opts.host) query.set('host', opts.host);
+      if (opts.by) query.set('actor', opts.by);
       const print = (event: BerthEvent) => process.stdout.write(`${opts.json ? JSON.stringify(event) : formatEvent(event)}\n`);
       const client = ctx.client();
       if (!opts.follow) {

@@ -15,6 +15,8 @@ export interface EventFilter {
   kinds?: readonly EventKind[];
   pool?: string;
   hostId?: string;
+  /** Only changes this token (by name) made. */
+  actor?: string;
 }
 
 export function matches(event: BerthEvent, filter: EventFilter): boolean {
@@ -22,6 +24,7 @@ export function matches(event: BerthEvent, filter: EventFilter): boolean {
   if (filter.kinds && filter.kinds.length > 0 && !filter.kinds.includes(event.kind)) return false;
   if (filter.pool !== undefined && event.pool !== filter.pool) return false;
   if (filter.hostId !== undefined && event.hostId !== filter.hostId) return false;
+  if (filter.actor !== undefined && event.actor !== filter.actor) return false;
   return true;
 }
 

@@ -45,6 +45,7 @@ const eventsQuery = z.object({
   kind: z.union([z.string(), z.array(z.string())]).optional().describe(`Only these kinds (${EVENT_KINDS.join(', ')}); repeat it or separate with commas`),
   pool: z.string().min(1).optional().describe("Only events of this pool (its hosts' slots, claims, environments)"),
   host: z.string().min(1).optional().describe('Only events about this host'),
+  actor: z.string().min(1).optional().describe('Only changes made by this API token (its name)'),
   limit: z.coerce.number().int().positive().max(DEFAULT_EVENT_CAPACITY).optional().describe('At most this many, oldest first (without follow)'),
 });
 
@@ -67,7 +68,7 @@ export function eventRoutes(events: EventBus, opts: { heartbeatMs?: number } = {
       },
       async (request, reply) => {
         const q = request.query;
-        const filter: EventFilter = { tenantId: request.tenantId, kinds: kindsOf(q.kind), ...(q.pool ? { pool: q.pool } : {}), ...(q.host ? { hostId: q.host } : {}) };
+        const filter: EventFilter = { tenantId: request.tenantId, kinds: kindsOf(q.kind), ...(q.pool ? { pool: q.pool } : {}), ...(q.host ? { hostId: q.host } : {}), ...(q.actor ? { actor: q.actor } : {}) };
         if (q.follow !== 'true' && q.follow !== '1') return events.since(q.since ?? 0, filter, q.limit);
         const lastId = request.headers['last-event-id'];
         const since = typeof lastId === 'string' && /^\d+$/.test(lastId.trim()) ? Number(lastId) : (q.since ?? 0);

@@ -164,6 +164,13 @@ describe('events', () => {
     const since = await berth(['events', '--json', '--since', String(last - 1)], env);
     expect(since.stdout.trim().split('\n').map((l) => (JSON.parse(l) as BerthEvent).seq)[0]).toBe(last);
     expect((await berth(['events', '--kind', 'nope'], env)).code).toBe(2);
+    // What one token did: every change it made, none of berth's own.
+    const mine = (await berth(['events', '--json', '--by', 'data dir token'], env)).stdout.trim().split('\n').map((l) => JSON.parse(l) as BerthEvent);
+    expect(mine.length).toBeGreaterThan(0);
+    expect(mine.every((e) => e.actor === 'data dir token')).toBe(true);
+    expect(mine.some((e) => e.kind === 'claim' && e.id === claim.body.id)).toBe(true);
+    expect(mine.some((e) => e.kind === 'pool' && e.state === 'warming')).toBe(false);
+    expect((await berth(['events', '--by', 'nobody'], env)).stdout).toBe('');
 
     // Behind the token like every route.
     expect((await fetch(`${srv.server.url}/v1/events`)).status).toBe(401);

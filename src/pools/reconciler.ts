@@ -264,7 +264,7 @@ export class PoolReconciler {
     this.busy.add(host.id);
     this.booting.add(host.id);
     this.track(
-      this.warm(pool, host).finally(async () => {
+      this.makeReady(pool, host.id, () => prepareHost(this.deps, pool, host, this.deps.bootTimeoutMs ?? 30_000, this.deps.warmupTimeoutS ?? 600, this.stopping.signal), false).finally(async () => {
         this.busy.delete(host.id);
         await this.bootEnded(pool.tenant_id, host.id);
       }),
@@ -279,10 +279,6 @@ export class PoolReconciler {
     this.doomed.delete(hostId);
     const row = await this.deps.hosts.get(tenantId, hostId);
     if (row) this.retire(row, ['warming', 'ready'], reason);
-  }
-
-  private warm(pool: PoolRow, host: RegisteredHost): Promise<void> {
-    return this.makeReady(pool, host.id, () => prepareHost(this.deps, pool, host, this.deps.bootTimeoutMs ?? 30_000, this.deps.warmupTimeoutS ?? 600, this.stopping.signal), false);
   }
 
   /**

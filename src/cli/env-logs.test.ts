@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { LineSplitter, mergeByTime, toLogLine, type LogSource } from './env-logs.js';
+import type { EnvironmentView } from '../environments/views.js';
+import { LineSplitter, logSources, mergeByTime, toLogLine, type LogSource } from './env-logs.js';
 
 const web: LogSource = { hostId: 'h-1', service: 'web', label: 'web' };
 const api: LogSource = { hostId: 'h-2', service: 'api', label: 'api' };
@@ -26,5 +27,23 @@ describe('env logs', () => {
     expect(s.push('o\n\nthr')).toEqual(['two', '']);
     expect(s.end()).toEqual(['thr']);
     expect(s.end()).toEqual([]);
+  });
+
+  it("labels a service with its host only when it runs on several; a review host's services are asked of it", async () => {
+    const env = (hosts: EnvironmentView['hosts']) => ({ name: 'shop', hosts }) as EnvironmentView;
+    const asked: string[] = [];
+    const client = { get: <T>(path: string): Promise<T> => (asked.push(path), Promise.resolve({ services: [{ name: 'api' }, { name: 'web' }] } as T)) };
+    const split = env([
+      { hostId: 'h-aaaaaaaa1', service: 'web', generation: 1 },
+      { hostId: 'h-bbbbbbbb2', service: 'web', generation: 1 },
+      { hostId: 'h-cccccccc3', service: 'api', generation: 1 },
+    ]);
+    expect((await logSources(client, split, undefined)).map((s) => s.label)).toEqual(['web@h-aaaaaa', 'web@h-bbbbbb', 'api']);
+    expect(asked).toEqual([]);
+    expect((await logSources(client, split, 'api')).map((s) => s.hostId)).toEqual(['h-cccccccc3']);
+    const review = env([{ hostId: 'h-dddddddd4', service: null, generation: 1 }]);
+    expect((await logSources(client, review, undefined)).map((s) => `${s.label} ${s.hostId}`)).toEqual(['api h-dddddddd4', 'web h-dddddddd4']);
+    expect(asked).toEqual(['/v1/hosts/h-dddddddd4/services']);
+    await expect(logSources(client, review, 'worker')).rejects.toThrow('environment shop has no service worker (it runs: api, web)');
   });
 });

@@ -34,13 +34,17 @@ const STAMP = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z) /;
 /** Every (host, service) of the environment, narrowed to `only`; a review host's services are asked of it. */
 export async function logSources(client: Pick<ApiClient, 'get'>, env: EnvironmentView, only: string | undefined): Promise<LogSource[]> {
   const pairs: { hostId: string; service: string }[] = [];
+  const runs = new Set<string>();
   for (const host of env.hosts) {
     const names = host.service !== null ? [host.service] : (await client.get<HostServicesView>(`/v1/hosts/${encodeURIComponent(host.hostId)}/services`)).services.map((s) => s.name);
-    for (const service of names) if (only === undefined || service === only) pairs.push({ hostId: host.hostId, service });
+    for (const service of names) {
+      runs.add(service);
+      if (only === undefined || service === only) pairs.push({ hostId: host.hostId, service });
+    }
   }
   if (pairs.length === 0) {
-    const known = [...new Set(env.hosts.map((h) => h.service ?? '(all)'))].join(', ');
-    throw new UsageError(only !== undefined ? `environment ${env.name} has no service ${only} (its hosts run: ${known || 'nothing yet'})` : `environment ${env.name} has no host with services yet`);
+    const known = [...runs].sort().join(', ') || 'nothing yet';
+    throw new UsageError(only !== undefined ? `environment ${env.name} has no service ${only} (it runs: ${known})` : `environment ${env.name} has no host with services yet`);
   }
   const hostsOf = new Map<string, number>();
   for (const p of pairs) hostsOf.set(p.service, (hostsOf.get(p.service) ?? 0) + 1);

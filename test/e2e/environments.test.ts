@@ -208,7 +208,7 @@ describe('environments', () => {
     // A service the stack has not: exit 2, naming what it runs.
     const none = await berth(['env', 'logs', 'logsy', '--service', 'nope'], env);
     expect(none.code).toBe(2);
-    expect(none.stderr).toContain('environment logsy has no service nope');
+    expect(none.stderr).toContain('environment logsy has no service nope (it runs: api, web)');
     expect((await berth(['env', 'logs', 'nosuch'], env)).code).not.toBe(0);
 
     // -f: a request made while following shows up, labelled; Ctrl-C ends it and its remote followers.

@@ -219,8 +219,12 @@ describe('environments', () => {
       const cmds = (await srv.api.get<{ commands: CommandView[] }>('/v1/commands?limit=10')).body.commands;
       return cmds.filter((c) => c.status === 'InProgress').length >= 2 ? true : undefined;
     }, { timeoutMs: 15_000 });
-    expect((await viaRouter(routerPort(), 'logsy', '/second')).status).toBe(404);
-    await waitFor('the new request followed', () => Promise.resolve(/^web \| .*GET \/second/m.test(out) ? true : undefined), { timeoutMs: 15_000 });
+    // A follower counts as started before its process has opened the log: ask until a request shows.
+    await waitFor('a new request followed', async () => {
+      expect((await viaRouter(routerPort(), 'logsy', '/second')).status).toBe(404);
+      await new Promise((r) => setTimeout(r, 200));
+      return /^web \| .*GET \/second/m.test(out) ? true : undefined;
+    }, { timeoutMs: 15_000 });
     stop.abort();
     expect((await following).code).toBe(0);
     expect(out).not.toContain('GET /first');

@@ -143,7 +143,6 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
     .action(async (name: string, duration: string, opts: { json?: boolean }) => {
       const printer = ctx.printer(opts.json);
       const ttl = duration === 'none' || duration === 'never' ? null : duration;
-      if (ttl !== null && !/^\d+(\.\d+)?[smhd]?$/.test(ttl)) throw new UsageError(`${JSON.stringify(duration)} is not a duration: write 90s, 30m, 2h or 7d, or none`);
       const view = await ctx.client().patch<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}`, { ttl });
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
       printer.out(view.expiresAt ? `${name} expires in ${until(view.expiresAt)} (${view.expiresAt})\n` : `${name} never expires\n`);

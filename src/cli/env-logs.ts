@@ -6,11 +6,12 @@
  * recorded like any command. Without -f the lines are merged by their timestamps.
  */
 import type { Command } from 'commander';
-import { MAX_EXECUTION_TIMEOUT_SECONDS, type CommandView } from '../commands/views.js';
+import type { CommandView } from '../commands/views.js';
 import type { EnvironmentView } from '../environments/views.js';
 import type { HostServicesView } from '../services/services-service.js';
 import type { ApiClient } from './client.js';
 import type { Context } from './context.js';
+import { followCommands, startFollower } from './follow-commands.js';
 import { UsageError } from './output.js';
 
 /** One service's log on one host. */
@@ -128,36 +129,20 @@ export function registerEnvLogsCommand(env: Command, ctx: Context): void {
         return;
       }
 
-      // -f: one follower per log (the agent's, which loses no line across rotation), all streamed at once.
-      const follows = await Promise.all(
-        sources.map(async (s) => {
-          const body = { targets: { hostIds: [s.hostId] }, parameters: { commands: [`exec "$BERTH_NODE" "$BERTH_AGENT_BUNDLE" follow -n ${lines} ${fileOf(s)}`], executionTimeout: MAX_EXECUTION_TIMEOUT_SECONDS } };
-          return { source: s, command: await client.post<CommandView>('/v1/commands', body) };
-        }),
-      );
-      const stop = () => {
-        for (const f of follows) void client.post(`/v1/commands/${f.command.id}/cancel`, {}).catch(() => undefined);
-      };
-      // Ctrl-C (or a TERM) cancels the remote followers, whose ends then end the streams below.
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-      try {
-        await Promise.all(
-          follows.map(async ({ source, command }) => {
-            const out = new LineSplitter();
-            const err = new LineSplitter();
-            for await (const raw of client.stream(`/v1/commands/${command.id}/output`)) {
-              const event = raw as { type: string; stream?: string; data?: string };
-              if (event.type !== 'output' || event.data === undefined) continue;
-              if (event.stream === 'stderr') for (const line of err.push(event.data)) process.stderr.write(`berth: ${source.label}: ${line}\n`);
-              else for (const line of out.push(event.data)) process.stdout.write(show(source, line));
-            }
-            for (const line of out.end()) process.stdout.write(show(source, line));
-          }),
-        );
-      } finally {
-        process.off('SIGINT', stop);
-        process.off('SIGTERM', stop);
-      }
+      // -f: one follower per log, all streamed at once, each split into whole lines to label.
+      const followers = await Promise.all(sources.map((s) => startFollower(client, s.hostId, fileOf(s), lines)));
+      const splitters = sources.map(() => ({ stdout: new LineSplitter(), stderr: new LineSplitter() }));
+      await followCommands(client, followers.map((f) => f.id), (i, chunk) => {
+        const source = sources[i];
+        const split = splitters[i];
+        if (!source || !split) return;
+        for (const line of split[chunk.stream].push(chunk.data)) {
+          if (chunk.stream === 'stderr') process.stderr.write(`berth: ${source.label}: ${line}\n`);
+          else process.stdout.write(show(source, line));
+        }
+      });
+      sources.forEach((source, i) => {
+        for (const line of splitters[i]?.stdout.end() ?? []) process.stdout.write(show(source, line));
+      });
     });
 }

@@ -1,9 +1,10 @@
 /** `berth svc`: a host's supervised services. */
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { MAX_EXECUTION_TIMEOUT_SECONDS, type CommandView } from '../commands/views.js';
+import type { CommandView } from '../commands/views.js';
 import type { HostServicesView } from '../services/services-service.js';
 import type { Context } from './context.js';
+import { followCommands, startFollower } from './follow-commands.js';
 import { age, table, UsageError, type Printer } from './output.js';
 
 interface HostOption {
@@ -71,32 +72,19 @@ export function registerSvcCommands(program: Command, ctx: Context): void {
       const { SERVICE_LOG_DIR } = await import('../protocol/messages.js');
       const file = `${SERVICE_LOG_DIR}/${name}.log`;
       const lines = Math.max(0, Math.floor(opts.lines));
-      // -f: the agent's follower, which loses no line across rotation (tail -F polls on overlayfs).
-      const tail = opts.follow ? `exec "$BERTH_NODE" "$BERTH_AGENT_BUNDLE" follow -n ${lines} ${file}` : `tail -n ${lines} ${file}`;
       const client = ctx.client();
-      const body = { targets: { hostIds: [decodeURIComponent(host(opts))] }, parameters: { commands: [tail], executionTimeout: opts.follow ? MAX_EXECUTION_TIMEOUT_SECONDS : 60 }, ...(opts.follow ? {} : { wait: 60 }) };
-      const command = await client.post<CommandView>('/v1/commands', body);
-      if (!opts.follow) {
-        const inv = command.invocations[0];
-        process.stdout.write(inv?.stdout ?? '');
-        if (inv?.status !== 'Success') {
-          process.stderr.write(inv?.stderr || `berth: reading ${file} failed (${inv?.status ?? 'no invocation'})\n`);
-          ctx.exitCode = 1;
-        }
+      const hostId = decodeURIComponent(host(opts));
+      if (opts.follow) {
+        const follower = await startFollower(client, hostId, file, lines);
+        await followCommands(client, [follower.id], (_, chunk) => void (chunk.stream === 'stderr' ? process.stderr : process.stdout).write(chunk.data));
         return;
       }
-      const stop = () => void client.post(`/v1/commands/${command.id}/cancel`, {}).catch(() => undefined);
-      // Ctrl-C (or a TERM) cancels the remote tail, whose end then ends the stream below.
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-      try {
-        for await (const raw of client.stream(`/v1/commands/${command.id}/output`)) {
-          const event = raw as { type: string; stream?: string; data?: string };
-          if (event.type === 'output' && event.data !== undefined) (event.stream === 'stderr' ? process.stderr : process.stdout).write(event.data);
-        }
-      } finally {
-        process.off('SIGINT', stop);
-        process.off('SIGTERM', stop);
+      const body = { targets: { hostIds: [hostId] }, parameters: { commands: [`tail -n ${lines} ${file}`], executionTimeout: 60 }, wait: 60 };
+      const inv = (await client.post<CommandView>('/v1/commands', body)).invocations[0];
+      process.stdout.write(inv?.stdout ?? '');
+      if (inv?.status !== 'Success') {
+        process.stderr.write(inv?.stderr || `berth: reading ${file} failed (${inv?.status ?? 'no invocation'})\n`);
+        ctx.exitCode = 1;
       }
     });
 }

@@ -5,6 +5,7 @@ import type { HostsRepo } from '../store/hosts-repo.js';
 import type { PoolSpec, PoolsRepo } from '../store/pools-repo.js';
 import type { PoolRow } from '../store/schema.js';
 import { poolNotFound } from './claim-service.js';
+import { checkPoolSizes } from './spec.js';
 import type { PoolReconciler } from './reconciler.js';
 import { toPoolHostView, toPoolStatusView, type PoolHostView, type PoolStatusView } from './views.js';
 
@@ -60,15 +61,7 @@ export class PoolService {
     const row = await this.deps.pools.get(tenantId, name);
     if (!row) throw poolNotFound(name);
     const spec = { ...specOf(row), ...Object.fromEntries(Object.entries(change).filter(([, v]) => v !== undefined)) };
-    if (spec.maxSize < spec.size) {
-      throw new BerthError('validation_failed', `pool ${name}: size ${spec.size} is above maxSize ${spec.maxSize}`, `Raise maxSize with it (berth pool scale ${name} --size ${spec.size} --max ${spec.size + spec.maxLaunching}).`, { size: spec.size, maxSize: spec.maxSize });
-    }
-    if (spec.demand && spec.demand.max < spec.size) {
-      throw new BerthError('validation_failed', `pool ${name}: size ${spec.size} is above its demand.max ${spec.demand.max}`, 'Change demand.max with berth apply, or keep size within it.', { size: spec.size, demandMax: spec.demand.max });
-    }
-    if (spec.demand && spec.demand.max > spec.maxSize) {
-      throw new BerthError('validation_failed', `pool ${name}: maxSize ${spec.maxSize} is below its demand.max ${spec.demand.max}`, 'Keep maxSize at or above demand.max.', { maxSize: spec.maxSize, demandMax: spec.demand.max });
-    }
+    checkPoolSizes(name, { size: spec.size, maxSize: spec.maxSize, demandMax: spec.demand?.max }, `Raise maxSize with it (berth pool scale ${name} --size ${spec.size} --max ${spec.size + spec.maxLaunching}).`);
     if (!sameSpec(row, spec) && !(await this.deps.pools.update(tenantId, spec))) throw poolNotFound(name);
     this.deps.reconciler.kick(tenantId, name);
     return this.show(tenantId, name);

@@ -95,21 +95,25 @@ export const poolScaleInput = z
   .strict()
   .refine((v) => v.size !== undefined || v.maxSize !== undefined || v.maxLaunching !== undefined, { message: 'give size, maxSize or maxLaunching' });
 
+/**
+ * A pool's numbers agree: size <= maxSize, and demand.max (when set) between them. `raiseMax`:
+ * what to tell a caller whose size is above the max (default: the spec's own words).
+ */
+export function checkPoolSizes(name: string, n: { size: number; maxSize: number; demandMax: number | undefined }, raiseMax = 'Lower size or raise maxSize (maxSize bounds warming plus ready hosts).'): void {
+  const { size, maxSize, demandMax } = n;
+  if (maxSize < size) throw new BerthError('validation_failed', `pool ${name}: size ${size} is above maxSize ${maxSize}`, raiseMax, { size, maxSize });
+  if (demandMax !== undefined && demandMax < size) {
+    throw new BerthError('validation_failed', `pool ${name}: demand.max ${demandMax} is below size ${size}`, 'size is the fewest ready hosts, demand.max the most: raise demand.max or lower size.', { size, demandMax });
+  }
+  if (demandMax !== undefined && demandMax > maxSize) {
+    throw new BerthError('validation_failed', `pool ${name}: demand.max ${demandMax} is above maxSize ${maxSize}`, 'Raise maxSize (it bounds warming plus ready hosts) or lower demand.max.', { maxSize, demandMax });
+  }
+}
+
 export function completeSpec(input: z.output<typeof poolSpecInput>): PoolSpec {
   const demandMax = input.demand?.max;
   const maxSize = input.maxSize ?? Math.max(input.size, demandMax ?? 0) + input.maxLaunching;
-  if (maxSize < input.size) {
-    throw new BerthError('validation_failed', `pool ${input.name}: size ${input.size} is above maxSize ${maxSize}`, 'Lower size or raise maxSize (maxSize bounds warming plus ready hosts).', {
-      size: input.size,
-      maxSize,
-    });
-  }
-  if (demandMax !== undefined && demandMax < input.size) {
-    throw new BerthError('validation_failed', `pool ${input.name}: demand.max ${demandMax} is below size ${input.size}`, 'size is the fewest ready hosts, demand.max the most: raise demand.max or lower size.', { size: input.size, demandMax });
-  }
-  if (demandMax !== undefined && demandMax > maxSize) {
-    throw new BerthError('validation_failed', `pool ${input.name}: demand.max ${demandMax} is above maxSize ${maxSize}`, 'Raise maxSize (it bounds warming plus ready hosts) or lower demand.max.', { maxSize, demandMax });
-  }
+  checkPoolSizes(input.name, { size: input.size, maxSize, demandMax });
   if (!egressAllowNeedsEgress(input.template)) {
     throw new BerthError('validation_failed', `pool ${input.name}: ${EGRESS_ALLOW_NEEDS_EGRESS.message}`, 'Add egress: true to the template, or drop egressAllow.');
   }

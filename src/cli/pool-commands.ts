@@ -13,6 +13,8 @@ interface CreateOptions {
   demandMax?: string;
   demandWindow?: string;
   demandLeadTime?: string;
+  schedule: string[];
+  timezone?: string;
   warmup: string[];
   health?: string;
   onEmpty?: 'launch' | 'fail';
@@ -41,6 +43,8 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
     .option('--demand-max <n>', 'size the pool by demand: keep up to N ready hosts, as many as the most claims seen within one refill time (--size is the fewest)')
     .option('--demand-window <s>', 'seconds of claims demand looks back on (default 600)')
     .option('--demand-lead-time <s>', "seconds a refill takes, for demand (default: measured from the pool's hosts)")
+    .option('--schedule <cron=n>', 'keep N ready hosts while the cron holds, e.g. "* 8-18 * * 1-5=10" (weekdays 08:00-18:59); the first that holds wins, none: --size (repeatable)', collect, [])
+    .option('--timezone <tz>', 'time zone the --schedule rules are read in (default UTC)')
     .option('--warmup <cmd>', 'command run on each new host before it counts as ready (repeatable, in order)', collect, [])
     .option('--health <cmd>', 'health check: run before a host counts as ready, every 30 s, and at each claim')
     .addOption(new Option('--on-empty <what>', 'what a claim does when no host is ready (default launch)').choices(['launch', 'fail']))
@@ -65,6 +69,8 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
       const demandWindow = wholeNumber(opts.demandWindow, '--demand-window', 10);
       const demandLeadTime = positiveNumber(opts.demandLeadTime, '--demand-lead-time');
       if ((demandWindow !== undefined || demandLeadTime !== undefined) && demandMax === undefined) throw new UsageError('--demand-window and --demand-lead-time need --demand-max');
+      if (opts.timezone !== undefined && opts.schedule.length === 0) throw new UsageError('--timezone needs --schedule');
+      const rules = opts.schedule.map(scheduleRule);
       const body = {
         name,
         ...(opts.image ? { image: opts.image } : {}),
@@ -73,6 +79,7 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
         ...(maxLaunching !== undefined ? { maxLaunching } : {}),
         ...(maxIdleAge !== undefined ? { maxIdleAge } : {}),
         ...(demandMax !== undefined ? { demand: { max: demandMax, ...(demandWindow !== undefined ? { window: demandWindow } : {}), ...(demandLeadTime !== undefined ? { leadTime: demandLeadTime } : {}) } } : {}),
+        ...(rules.length ? { schedule: { rules, ...(opts.timezone !== undefined ? { timezone: opts.timezone } : {}) } } : {}),
         ...(opts.warmup.length ? { warmup: opts.warmup } : {}),
         ...(opts.health !== undefined ? { healthCheck: { command: opts.health } } : {}),
         ...(opts.onEmpty ? { onEmpty: opts.onEmpty } : {}),
@@ -90,7 +97,9 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
       const printer = ctx.printer(opts.json);
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
       const demand = view.demand ? `, growing with demand up to ${view.demand.max}` : '';
-      printer.out(`pool ${view.name} created: filling to ${view.size} ready host${view.size === 1 ? '' : 's'}${demand} (watch it with \`berth pool show ${view.name}\`)\n`);
+      const target = view.status.targetSize;
+      const scheduled = view.status.schedule?.rule != null ? ` (its schedule's rule ${view.status.schedule.rule + 1} holds now; otherwise ${view.size})` : '';
+      printer.out(`pool ${view.name} created: filling to ${target} ready host${target === 1 ? '' : 's'}${scheduled}${demand} (watch it with \`berth pool show ${view.name}\`)\n`);
     });
 
   pool
@@ -142,7 +151,8 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
       const view = await ctx.client().patch<PoolStatusView>(`/v1/pools/${encodeURIComponent(name)}`, body);
       const printer = ctx.printer(opts.json);
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
-      printer.out(`pool ${name}: size ${view.size}, max ${view.maxSize}, ${view.status.ready} ready (${statusOf(view)})\n`);
+      const scheduled = view.status.targetSize !== view.size && view.status.schedule?.rule != null ? ` (its schedule keeps ${view.status.schedule.size} now)` : '';
+      printer.out(`pool ${name}: size ${view.size}${scheduled}, max ${view.maxSize}, ${view.status.ready} ready (${statusOf(view)})\n`);
     });
 
   pool
@@ -161,6 +171,24 @@ export function registerPoolCommands(program: Command, ctx: Context): void {
     });
 }
 
+/** A schedule rule as the CLI takes it: CRON=N (the cron has spaces; N follows the last `=`). */
+function scheduleRule(text: string): { cron: string; size: number } {
+  const at = text.lastIndexOf('=');
+  const size = at > 0 ? Number(text.slice(at + 1).trim()) : NaN;
+  if (!Number.isInteger(size) || size < 0) throw new UsageError(`--schedule ${JSON.stringify(text)}: write CRON=N, e.g. "* 8-18 * * 1-5=10"`);
+  return { cron: text.slice(0, at).trim(), size };
+}
+
+/** " (schedule: rule 1 until Mon 19:00, then 2)": what sets the size now, and until when. */
+function scheduleNote(p: PoolStatusView): string {
+  const s = p.status.schedule;
+  if (!p.schedule || !s) return '';
+  const now = s.rule === null ? `no rule holds, so ${p.size}` : `rule ${s.rule + 1}`;
+  if (!s.next) return ` (schedule: ${now}, all week)`;
+  const when = new Intl.DateTimeFormat('en-GB', { timeZone: p.schedule.timezone, weekday: 'short', hour: '2-digit', minute: '2-digit' }).format(new Date(s.next.at));
+  return ` (schedule: ${now} until ${when}, then ${s.next.size})`;
+}
+
 /** `full`, `rolling`, or why the pool is below its size. */
 function statusOf(p: PoolStatusView): string {
   const reason = p.status.full ? 'full' : p.status.notFullReason || 'filling';
@@ -173,11 +201,12 @@ function printPool(printer: Printer, p: PoolStatusView, hosts: PoolHostView[]): 
     `pool ${p.name}  generation ${p.generation}  image ${p.image}`,
     `  size ${p.size}, at most ${p.maxSize} hosts, launching ${p.maxLaunching} at a time, max idle age ${p.maxIdleAge === null ? '-' : `${p.maxIdleAge} s`}, on empty: ${p.onEmpty}`,
     `  demand: ${p.demand ? `up to ${p.demand.max} ready hosts, as many as the most claims within one refill time (${p.demand.leadTime === null ? 'measured' : `${p.demand.leadTime} s`}) over the last ${p.demand.window} s` : '- (fixed size)'}`,
+    `  schedule: ${p.schedule ? `${p.schedule.rules.map((r) => `${r.size} while ${JSON.stringify(r.cron)}`).join('; ')}; otherwise ${p.size} (${p.schedule.timezone})` : '-'}`,
     `  warmup: ${p.warmup.length ? p.warmup.map((c) => JSON.stringify(c)).join(', ') : '-'}`,
     `  health check: ${p.healthCheck ? `${JSON.stringify(p.healthCheck.command)} every ${p.healthCheck.interval} s, timeout ${p.healthCheck.timeout} s` : '-'}`,
     `  template: ${templateOf(p.template) || '-'}`,
     `status: ${statusOf(p)}`,
-    `  ready ${s.ready}/${s.targetSize}${s.demand ? ` (demand: peak ${s.demand.peak} claims within ${s.demand.leadTimeS} s)` : ''}, warming ${s.warming}, claiming ${s.claiming}, claimed ${s.claimed}, quarantined ${s.quarantined}, retiring ${s.retiring}, stale ${s.stale}`,
+    `  ready ${s.ready}/${s.targetSize}${scheduleNote(p)}${s.demand ? ` (demand: peak ${s.demand.peak} claims within ${s.demand.leadTimeS} s)` : ''}, warming ${s.warming}, claiming ${s.claiming}, claimed ${s.claimed}, quarantined ${s.quarantined}, retiring ${s.retiring}, stale ${s.stale}`,
     `  hits ${s.hits}, misses ${s.misses}, idle host-seconds ${s.idleHostSeconds}, consecutive failures ${s.consecutiveFailures}`,
     `  last failure: ${s.lastFailure ? `${s.lastFailure.reason} (${age(s.lastFailure.at)} ago)` : '-'}`,
     `  last claim: ${s.lastClaimAt ? `${age(s.lastClaimAt)} ago` : 'never (its ready hosts are pure cost)'}`,

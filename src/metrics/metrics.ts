@@ -156,7 +156,7 @@ export interface MetricsCollectorDeps {
   settleMs?: number;
   /** The services agents reported, for the service families; without it they are left out. */
   services?: { reportedServices(tenantId: string): Array<{ hostId: string; service: string; state: string; restarts: number }> };
-  /** A demand-sized pool's current target (the reconciler's last pass); undefined: its size. */
+  /** A pool's current target (the reconciler's last pass: its size, its schedule's, or demand's); undefined: its size. */
   poolTarget?: (tenantId: string, pool: string) => number | undefined;
   /** What the tenant's running hosts use (their drivers' readings); without it the host families are left out. */
   hostStats?: (tenantId: string) => Promise<HostStatsView[]>;
@@ -242,7 +242,7 @@ export class MetricsCollector {
     family(
       'berth_pool_target_ready_hosts',
       'gauge',
-      'Ready hosts the pool aims for now: its size, or, sized by demand, the most claims seen within one refill time (between size and demand.max).',
+      'Ready hosts the pool aims for now: its size or what its schedule gives now, or, sized by demand, the most claims seen within one refill time (up to demand.max).',
       pools.map((p) => ({ labels: poolLabels(p.pool), value: this.deps.poolTarget?.(tenant, p.pool) ?? p.size })),
     );
     family('berth_pool_consecutive_failures', 'gauge', "The pool's launch or warm-up failures in a row (0 once one succeeds).", pools.map((p) => ({ labels: poolLabels(p.pool), value: p.consecutiveFailures })));

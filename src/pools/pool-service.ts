@@ -21,6 +21,8 @@ export interface PoolServiceDeps {
   log: (line: string) => void;
   /** A fleet driver's pools: removing one removes its group (and the machines still in it). */
   removeFleetPool?: (name: string) => Promise<void>;
+  /** The time pools' schedules are read at (default: now). */
+  scheduleClock?: () => Date;
 }
 
 export class PoolService {
@@ -61,7 +63,7 @@ export class PoolService {
     const row = await this.deps.pools.get(tenantId, name);
     if (!row) throw poolNotFound(name);
     const spec = { ...specOf(row), ...Object.fromEntries(Object.entries(change).filter(([, v]) => v !== undefined)) };
-    checkPoolSizes(name, { size: spec.size, maxSize: spec.maxSize, demandMax: spec.demand?.max }, `Raise maxSize with it (berth pool scale ${name} --size ${spec.size} --max ${spec.size + spec.maxLaunching}).`);
+    checkPoolSizes(name, { size: spec.size, maxSize: spec.maxSize, demandMax: spec.demand?.max, schedule: spec.schedule }, `Raise maxSize with it (berth pool scale ${name} --size ${spec.size} --max ${spec.size + spec.maxLaunching}).`);
     if (!sameSpec(row, spec) && !(await this.deps.pools.update(tenantId, spec))) throw poolNotFound(name);
     this.deps.reconciler.kick(tenantId, name);
     return this.show(tenantId, name);
@@ -121,7 +123,8 @@ export class PoolService {
     const currentIdleSeconds = hosts.filter((h) => h.slot === 'ready').reduce((sum, h) => sum + (now - new Date(h.slot_since ?? h.created_at).getTime()) / 1000, 0);
     const claimLatency = withClaimHistory ? await this.deps.claims.latencyHistogram(row.tenant_id, row.name) : [];
     const lastClaimAt = withClaimHistory ? await this.deps.claims.lastClaimAt(row.tenant_id, row.name) : null;
-    return toPoolStatusView(row, counts, this.deps.reconciler.progressOf(row.tenant_id, row.name), { currentIdleSeconds, claimLatency, lastClaimAt });
+    const scheduleAt = this.deps.scheduleClock?.() ?? new Date();
+    return toPoolStatusView(row, counts, this.deps.reconciler.progressOf(row.tenant_id, row.name), { currentIdleSeconds, claimLatency, lastClaimAt, scheduleAt });
   }
 }
 
@@ -140,6 +143,7 @@ function specOf(row: PoolRow): PoolSpec {
     onEmpty: row.on_empty === 'fail' ? 'fail' : 'launch',
     onRelease: row.on_release === 'reuse' ? 'reuse' : 'terminate',
     demand: row.demand,
+    schedule: row.schedule,
   };
 }
 

@@ -34,6 +34,8 @@ export interface ReconcilerDeps {
   fleet?: { ensure(pool: PoolRow, signal?: AbortSignal): Promise<void> };
   /** Demand figures for pools sized by demand (the store); without it every pool keeps its size. */
   demand?: DemandSource;
+  /** The time pools' schedules are read at (default: now). */
+  scheduleClock?: () => Date;
 }
 
 export interface PoolProgress {
@@ -41,4 +43,6 @@ export interface PoolProgress {
   notFullReason: string;
   /** A demand-sized pool's target as of the last pass (see demand.ts). */
   demand?: DemandReading;
+  /** The ready hosts the last pass aimed for: the size, what the schedule gave, or what demand asked for. */
+  target?: number;
 }

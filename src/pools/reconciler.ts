@@ -13,6 +13,7 @@ import type { HostsRepo, PoolMember } from '../store/hosts-repo.js';
 import type { HostRow, PoolRow } from '../store/schema.js';
 import { runChecks } from './host-checks.js';
 import { readDemand, type DemandReading } from './demand.js';
+import { atScheduledSize } from './schedule.js';
 import type { PoolProgress, ReconcilerDeps } from './reconciler-deps.js';
 import { checkReady, launchRequest, prepareHost } from './readiness.js';
 import { asSystem } from '../events/actor.js';
@@ -109,9 +110,10 @@ export class PoolReconciler {
   private async pass(tenantId: string, name: string): Promise<void> {
     const row = await this.deps.pools.get(tenantId, name);
     if (!row) return;
-    // A demand-sized pool is, for this pass, a pool of its current target size.
-    const reading = await this.demandOf(row);
-    const pool = reading ? { ...row, size: reading.target } : row;
+    // A pool sized by its schedule or by demand is, for this pass, a pool of its current target size.
+    const base = atScheduledSize(row, this.deps.scheduleClock?.() ?? new Date());
+    const reading = await this.demandOf(base);
+    const pool = reading ? { ...base, size: reading.target } : base;
     const rows = await this.deps.hosts.listPoolMembers(tenantId, name);
     const now = Date.now();
     const stale = (h: PoolMember) => h.generation !== pool.generation || (pool.max_idle_age_s !== null && h.slot === 'ready' && now - new Date(h.slot_since ?? h.created_at).getTime() > pool.max_idle_age_s * 1000);
@@ -129,7 +131,7 @@ export class PoolReconciler {
     for (const h of rows.filter((r) => r.slot === 'ready' && r.state !== 'running' && r.state !== 'lost')) this.retire(h, ['ready'], `host is ${h.state}`);
     if (this.deps.fleet) {
       await this.fleetPass(pool, { ready, warming, warmingCurrent, staleReady }, this.deps.fleet);
-      if (reading) this.progress.set(poolKey(tenantId, name), { ...this.progressOf(tenantId, name), demand: reading });
+      this.progress.set(poolKey(tenantId, name), { ...this.progressOf(tenantId, name), target: pool.size, ...(reading ? { demand: reading } : {}) });
       return;
     }
 
@@ -149,7 +151,7 @@ export class PoolReconciler {
     // More ready than needed (hosts came back by reuse while refills ran): retire the longest idle.
     const excess = Math.max(0, ready.length - pool.size);
     for (const h of [...ready].sort((a, b) => new Date(a.slot_since ?? a.created_at).getTime() - new Date(b.slot_since ?? b.created_at).getTime()).slice(0, excess)) {
-      this.retire(h, ['ready'], reading ? `demand fell: the pool keeps ${pool.size} ready hosts now` : `the pool has more than its ${pool.size} ready hosts`);
+      this.retire(h, ['ready'], reading ? `demand fell: the pool keeps ${pool.size} ready hosts now` : row.schedule ? `the schedule keeps ${pool.size} ready hosts now` : `the pool has more than its ${pool.size} ready hosts`);
     }
     const oldestFirst = [...staleReady].sort((a, b) => new Date(a.created_at).getTime() - new Date(b.created_at).getTime());
     for (const h of oldestFirst.slice(0, retireStale)) {
@@ -174,7 +176,7 @@ export class PoolReconciler {
       notFull = `rolling: ${staleReady.length} host(s) of an older generation or idle too long still to replace`;
     }
     this.healthChecks(pool, ready, now);
-    this.progress.set(poolKey(tenantId, name), { notFullReason: notFull, ...(reading ? { demand: reading } : {}) });
+    this.progress.set(poolKey(tenantId, name), { notFullReason: notFull, target: pool.size, ...(reading ? { demand: reading } : {}) });
   }
 
   /**
@@ -214,7 +216,7 @@ export class PoolReconciler {
     if (!notFull && (missing > 0 || warming.length > 0)) notFull = `${warming.length} warming, ${missing} launching in the pool's group`;
     else if (!notFull && staleReady.length > 0) notFull = `rolling: ${staleReady.length} host(s) of an older generation or idle too long still to replace`;
     this.healthChecks(pool, ready, now);
-    this.progress.set(key, { notFullReason: notFull });
+    this.progress.set(key, { ...this.progressOf(pool.tenant_id, pool.name), notFullReason: notFull });
   }
 
   /**

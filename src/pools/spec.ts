@@ -7,6 +7,8 @@ import { BerthError } from '../core/errors.js';
 import { DISK_MAX_MIB, DISK_MIN_MIB } from '../core/resources.js';
 import { EGRESS_ALLOW_NEEDS_EGRESS, egressAllow, egressAllowNeedsEgress, machinePorts } from '../core/resources-schema.js';
 import type { PoolSpec } from '../store/pools-repo.js';
+import type { PoolSchedule } from '../store/schema.js';
+import { checkSchedule, poolScheduleInput } from './schedule.js';
 
 export const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const nameSchema = z.string().regex(NAME, 'a name is 1-63 lowercase letters, digits and dashes');
@@ -40,6 +42,9 @@ export const poolSpecInput = z
       .strict()
       .optional()
       .describe('Size the pool by demand: keep as many ready hosts as the most claims seen within one lead time during the window, between size and max'),
+    schedule: poolScheduleInput
+      .optional()
+      .describe("Size the pool by the clock: the first rule whose cron holds now gives the ready hosts to keep, none: `size` (demand, when set, grows it from there)"),
     onRelease: z.enum(['terminate', 'reuse']).default('terminate').describe('What releasing a claimed host does when the release does not say (environments removed, deploys): terminate it, or reset it and return it to the pool'),
     driver: z.enum(['local', 'aws']).optional().describe("The driver the pool's hosts need; a server runs one, and refuses a pool meant for another"),
     template: z
@@ -96,12 +101,25 @@ export const poolScaleInput = z
   .refine((v) => v.size !== undefined || v.maxSize !== undefined || v.maxLaunching !== undefined, { message: 'give size, maxSize or maxLaunching' });
 
 /**
- * A pool's numbers agree: size <= maxSize, and demand.max (when set) between them. `raiseMax`:
- * what to tell a caller whose size is above the max (default: the spec's own words).
+ * A pool's numbers agree: size <= maxSize, and demand.max (when set) between them; so does each
+ * size its schedule gives. `raiseMax`: what to tell a caller whose size is above the max (default:
+ * the spec's own words).
  */
-export function checkPoolSizes(name: string, n: { size: number; maxSize: number; demandMax: number | undefined }, raiseMax = 'Lower size or raise maxSize (maxSize bounds warming plus ready hosts).'): void {
+export function checkPoolSizes(
+  name: string,
+  n: { size: number; maxSize: number; demandMax: number | undefined; schedule?: PoolSchedule | null },
+  raiseMax = 'Lower size or raise maxSize (maxSize bounds warming plus ready hosts).',
+): void {
   const { size, maxSize, demandMax } = n;
   if (maxSize < size) throw new BerthError('validation_failed', `pool ${name}: size ${size} is above maxSize ${maxSize}`, raiseMax, { size, maxSize });
+  for (const [i, rule] of (n.schedule?.rules ?? []).entries()) {
+    if (rule.size > maxSize) {
+      throw new BerthError('validation_failed', `pool ${name}: schedule.rules[${i}] keeps ${rule.size} ready hosts, above maxSize ${maxSize}`, 'Lower the rule\'s size or raise maxSize (it bounds warming plus ready hosts).', { size: rule.size, maxSize });
+    }
+    if (demandMax !== undefined && rule.size > demandMax) {
+      throw new BerthError('validation_failed', `pool ${name}: schedule.rules[${i}] keeps ${rule.size} ready hosts, above demand.max ${demandMax}`, 'A rule\'s size is the fewest ready hosts while it holds, demand.max the most: raise demand.max or lower the rule\'s size.', { size: rule.size, demandMax });
+    }
+  }
   if (demandMax !== undefined && demandMax < size) {
     throw new BerthError('validation_failed', `pool ${name}: demand.max ${demandMax} is below size ${size}`, 'size is the fewest ready hosts, demand.max the most: raise demand.max or lower size.', { size, demandMax });
   }
@@ -112,8 +130,9 @@ export function checkPoolSizes(name: string, n: { size: number; maxSize: number;
 
 export function completeSpec(input: z.output<typeof poolSpecInput>): PoolSpec {
   const demandMax = input.demand?.max;
-  const maxSize = input.maxSize ?? Math.max(input.size, demandMax ?? 0) + input.maxLaunching;
-  checkPoolSizes(input.name, { size: input.size, maxSize, demandMax });
+  const schedule = input.schedule ? checkSchedule(input.name, input.schedule) : null;
+  const maxSize = input.maxSize ?? Math.max(input.size, demandMax ?? 0, ...(schedule?.rules ?? []).map((r) => r.size)) + input.maxLaunching;
+  checkPoolSizes(input.name, { size: input.size, maxSize, demandMax, schedule });
   if (!egressAllowNeedsEgress(input.template)) {
     throw new BerthError('validation_failed', `pool ${input.name}: ${EGRESS_ALLOW_NEEDS_EGRESS.message}`, 'Add egress: true to the template, or drop egressAllow.');
   }
@@ -132,6 +151,7 @@ export function completeSpec(input: z.output<typeof poolSpecInput>): PoolSpec {
     onEmpty: input.onEmpty,
     onRelease: input.onRelease,
     demand: input.demand ? { max: input.demand.max, windowS: input.demand.window, leadTimeS: input.demand.leadTime ?? null } : null,
+    schedule,
   };
 }
 

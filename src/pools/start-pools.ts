@@ -38,6 +38,7 @@ export interface StartPoolsDeps {
   agentUrl: string;
   bootTimeoutMs: number | undefined;
   backoffMs: number | undefined;
+  scheduleClock: (() => Date) | undefined;
   log: (line: string) => void;
 }
 
@@ -63,6 +64,7 @@ export function startPools(deps: StartPoolsDeps): Pools {
     log,
     servicesReady: async (tenantId, hostId, timeoutMs) => void (await services.awaitReady(tenantId, hostId, timeoutMs, `host ${hostId}`)),
     ...(deps.backoffMs !== undefined ? { backoffMs: deps.backoffMs } : {}),
+    ...(deps.scheduleClock ? { scheduleClock: deps.scheduleClock } : {}),
     ...bootTimeout,
     ...(driver.fleet ? { fleet: { ensure: (pool, signal) => (late.fleet ? late.fleet.ensure(pool, signal) : Promise.resolve()) } } : {}),
     demand: {
@@ -110,6 +112,7 @@ export function startPools(deps: StartPoolsDeps): Pools {
     isConnected: deps.isConnected,
     checkSpec: poolSpecCheck(driver, deps.resolveImage),
     log,
+    ...(deps.scheduleClock ? { scheduleClock: deps.scheduleClock } : {}),
     ...(fleet ? { removeFleetPool: (name: string) => fleet.remove(name) } : {}),
   });
   return { pools, claims, reconciler, fleet };

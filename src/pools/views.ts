@@ -2,6 +2,7 @@ import { toHostView, type HostView } from '../hosts/views.js';
 import type { PoolCounts } from '../store/pools-repo.js';
 import type { ClaimRow, HostRow, PoolRow } from '../store/schema.js';
 import type { PoolProgress } from './reconciler.js';
+import { readSchedule } from './schedule.js';
 
 export interface PoolHostFields {
   pool: string | null;
@@ -42,6 +43,8 @@ export interface PoolView {
   onRelease: string;
   /** Sized by demand between `size` and `max` ready hosts (see `status.targetSize`); null: fixed. */
   demand: { max: number; window: number; leadTime: number | null } | null;
+  /** Sized by the clock: the first rule whose cron holds gives the size (see `status.schedule`); null: fixed. */
+  schedule: { timezone: string; rules: { cron: string; size: number }[] } | null;
   template: Record<string, unknown>;
   createdAt: string;
   updatedAt: string;
@@ -57,8 +60,10 @@ export interface PoolStatusView extends PoolView {
     retiring: number;
     /** Waiting hosts of an older generation (or idle too long) not yet replaced. */
     stale: number;
-    /** Ready hosts the pool keeps now: `size`, or what demand asks for (between size and demand.max). */
+    /** Ready hosts the pool keeps now: `size` or what its schedule gives, or what demand asks for (up to demand.max). */
     targetSize: number;
+    /** What the schedule gives now (rule: the one that holds, null: none, so `size`) and next; null without a schedule. */
+    schedule: { size: number; rule: number | null; next: { at: string; size: number; rule: number | null } | null } | null;
     /** What set the target: the most claims within one lead time during the window; null without demand. */
     demand: { peak: number; leadTimeS: number } | null;
     full: boolean;
@@ -111,6 +116,7 @@ export function toPoolView(row: PoolRow): PoolView {
     onEmpty: row.on_empty,
     onRelease: row.on_release,
     demand: row.demand ? { max: row.demand.max, window: row.demand.windowS, leadTime: row.demand.leadTimeS } : null,
+    schedule: row.schedule,
     template: row.template as unknown as Record<string, unknown>,
     createdAt: new Date(row.created_at).toISOString(),
     updatedAt: new Date(row.updated_at).toISOString(),
@@ -121,10 +127,11 @@ export function toPoolStatusView(
   row: PoolRow,
   counts: PoolCounts,
   progress: PoolProgress,
-  extra: { currentIdleSeconds: number; claimLatency: { leMs: number | null; count: number }[]; lastClaimAt: Date | null },
+  extra: { currentIdleSeconds: number; claimLatency: { leMs: number | null; count: number }[]; lastClaimAt: Date | null; scheduleAt: Date },
 ): PoolStatusView {
   const reading = row.demand ? progress.demand : undefined;
-  const target = reading?.target ?? row.size;
+  const scheduled = row.schedule ? readSchedule(`${row.tenant_id}/${row.name}`, row.size, row.schedule, extra.scheduleAt) : undefined;
+  const target = reading?.target ?? scheduled?.size ?? row.size;
   return {
     ...toPoolView(row),
     status: {
@@ -136,6 +143,7 @@ export function toPoolStatusView(
       retiring: counts.retiring,
       stale: counts.stale,
       targetSize: target,
+      schedule: scheduled ? { size: scheduled.size, rule: scheduled.rule, next: scheduled.next ? { ...scheduled.next, at: scheduled.next.at.toISOString() } : null } : null,
       demand: reading ? { peak: reading.peak, leadTimeS: reading.leadTimeS } : null,
       full: counts.ready >= target,
       rolling: counts.stale > 0,

@@ -218,6 +218,7 @@ export class BerthServer {
         agentUrl,
         bootTimeoutMs,
         backoffMs: config.poolBackoffMs,
+        scheduleClock: config.scheduleClock,
         log,
       });
       late.fleet = fleet;
@@ -248,7 +249,7 @@ export class BerthServer {
         db: store.db,
         routerRequests,
         services,
-        poolTarget: (tenantId, pool) => reconciler.progressOf(tenantId, pool).demand?.target,
+        poolTarget: (tenantId, pool) => reconciler.progressOf(tenantId, pool).target,
         shells: (tenantId) => shells.totalsFor(tenantId),
         ...(config.driver.nameServiceCounts ? { nameService: () => config.driver.nameServiceCounts?.() } : {}),
         ...(config.driver.stats ? { hostStats: (tenantId: string) => hostsService.runningStats(tenantId) } : {}),

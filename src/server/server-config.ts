@@ -33,6 +33,8 @@ export interface ServerConfig {
   poolIntervalMs?: number;
   /** Pool tuning (tests shorten the back-off). */
   poolBackoffMs?: number;
+  /** The time pools' schedules are read at; default the machine's clock (tests move it). */
+  scheduleClock?: () => Date;
   /** The environments' router: port (default 7080; 0 picks a free one), address and domain. */
   router?: { port?: number; host?: string; domain?: string; healthIntervalMs?: number };
   /** How often expired environments are removed. */

@@ -299,6 +299,9 @@ const AUDIT_LOG = [
 /** Which token sent a command (null: berth itself, as a claim's init or a warm-up). */
 const COMMAND_CREATOR = [`alter table commands add column created_by_token text`, `alter table commands add column created_by text`];
 
+/** Pools sized by the clock (src/pools/schedule.ts): null keeps the pool at its size. */
+const POOL_SCHEDULE = [`alter table pools add column schedule jsonb`];
+
 const migrations: Record<string, Migration> = {
   '0001_foundation': statements(FOUNDATION),
   '0002_pools': statements(POOLS),
@@ -315,6 +318,7 @@ const migrations: Record<string, Migration> = {
   '0013_token_roles': statements(TOKEN_ROLES),
   '0014_audit_log': statements(AUDIT_LOG),
   '0015_command_creator': statements(COMMAND_CREATOR),
+  '0016_pool_schedule': statements(POOL_SCHEDULE),
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -1,7 +1,7 @@
 /** Pools and groups. Pool counters are updated in place (one statement each, no read-modify-write). */
 import { sql, type Kysely } from 'kysely';
 import { BerthError } from '../core/errors.js';
-import type { Database, GroupRow, HealthCheck, PoolDemand, PoolRow, PoolTemplate } from './schema.js';
+import type { Database, GroupRow, HealthCheck, PoolDemand, PoolRow, PoolSchedule, PoolTemplate } from './schema.js';
 import { poolEvent } from '../events/changes.js';
 import { NO_EVENTS, type EventSink } from '../events/types.js';
 
@@ -22,6 +22,8 @@ export interface PoolSpec {
   onRelease: 'terminate' | 'reuse';
   /** Sized by demand between `size` and `demand.max` ready hosts; null: always `size`. */
   demand: PoolDemand | null;
+  /** Sizes by the clock: the first rule that holds gives the size, else `size`; null: always `size`. */
+  schedule: PoolSchedule | null;
 }
 
 /** Host counts of one pool by slot; `stale` counts hosts of an older generation (any slot). */
@@ -201,6 +203,7 @@ function columns(spec: PoolSpec) {
     on_empty: spec.onEmpty,
     on_release: spec.onRelease,
     demand: JSON.stringify(spec.demand),
+    schedule: JSON.stringify(spec.schedule),
   };
 }
 

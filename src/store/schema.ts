@@ -95,6 +95,8 @@ export interface PoolsTable {
   on_release: Generated<string>;
   /** Demand sizing (src/pools/demand.ts); null: the pool keeps `size` ready hosts. */
   demand: ColumnType<PoolDemand | null, string | undefined, string>;
+  /** Sizes by the clock (src/pools/schedule.ts); null: the pool keeps `size` ready hosts. */
+  schedule: ColumnType<PoolSchedule | null, string | undefined, string>;
   hits: Generated<number>;
   misses: Generated<number>;
   consecutive_failures: Generated<number>;
@@ -135,6 +137,12 @@ export interface PoolDemand {
   windowS: number;
   /** Seconds a refill takes; null: measured from the pool's own recent hosts. */
   leadTimeS: number | null;
+}
+
+/** Sizes by the clock: the first rule that holds gives the size; none: the pool's own (see src/pools/schedule.ts). */
+export interface PoolSchedule {
+  timezone: string;
+  rules: { cron: string; size: number }[];
 }
 
 export interface HealthCheck {

@@ -38,6 +38,17 @@ describe('berth pool, claim, release, group and apply', () => {
     }
   };
 
+  /** Polls until the pool has as many ready hosts as it aims for now (`target`). */
+  const waitReadyTarget = async (name: string, target: number, timeoutMs = 30_000): Promise<PoolShow> => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const view = await json<PoolShow>('pool', 'show', name);
+      if (view.status.targetSize === target && view.status.ready === target) return view;
+      if (Date.now() > deadline) throw new Error(`pool ${name} not at ${target} ready within ${timeoutMs} ms: ${JSON.stringify(view.status)}`);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  };
+
   const removeAllPools = async () => {
     for (const name of await poolNames()) await berth(['pool', 'rm', name], env);
     await srv.server.pools.reconciler.settled();
@@ -170,6 +181,26 @@ describe('berth pool, claim, release, group and apply', () => {
     expect(await poolNames()).not.toContain('rush');
   });
 
+  it('pool create --schedule sizes the pool by the clock; pool show says which rule holds; bad rules exit 2 and create nothing', async () => {
+    const created = await berth(['pool', 'create', 'shifts', '--size', '0', '--schedule', '* * * * *=1', '--timezone', 'Europe/Berlin'], env);
+    expect([created.code, created.stdout]).toEqual([0, expect.stringContaining("pool shifts created: filling to 1 ready host (its schedule's rule 1 holds now; otherwise 0)")]);
+    const view = await waitReadyTarget('shifts', 1);
+    expect(view.schedule).toEqual({ timezone: 'Europe/Berlin', rules: [{ cron: '* * * * *', size: 1 }] });
+    expect(view.status).toMatchObject({ targetSize: 1, schedule: { size: 1, rule: 0, next: null } });
+    const shown = await berth(['pool', 'show', 'shifts'], env);
+    expect(shown.stdout).toMatch(/schedule: 1 while "\* \* \* \* \*"; otherwise 0 \(Europe\/Berlin\)/);
+    expect(shown.stdout).toMatch(/ready 1\/1 \(schedule: rule 1, all week\)/);
+    expect((await berth(['pool', 'rm', 'shifts'], env)).code).toBe(0);
+
+    const noSize = await berth(['pool', 'create', 'shifts', '--size', '0', '--schedule', '* 8-18 * * 1-5'], env);
+    expect([noSize.code, noSize.stderr]).toEqual([2, expect.stringContaining('write CRON=N')]);
+    const lonely = await berth(['pool', 'create', 'shifts', '--size', '0', '--timezone', 'UTC'], env);
+    expect([lonely.code, lonely.stderr]).toEqual([2, expect.stringContaining('--timezone needs --schedule')]);
+    const minute = await berth(['pool', 'create', 'shifts', '--size', '0', '--schedule', '0 8 * * *=2'], env);
+    expect([minute.code, minute.stderr]).toEqual([2, expect.stringContaining('the minute field of "0 8 * * *" is not *')]);
+    expect(await poolNames()).not.toContain('shifts');
+  });
+
   it('pool create --disk gives each host a disk of its own (host stats shows it); a bad size exits 2 and creates nothing', async () => {
     const view = await json<PoolStatusView>('pool', 'create', 'disky', '--size', '1', '--disk', '64');
     expect(view.template).toMatchObject({ diskMiB: 64 });
@@ -234,10 +265,10 @@ describe('berth pool, claim, release, group and apply', () => {
     expect(res.stderr).toContain('pool nosuch does not exist');
   });
 
-  it('apply -f creates, then reports unchanged, then rolled after a tag change', async () => {
+  it('apply -f creates, then reports unchanged (a schedule written with other spacing too), then rolled after a tag change', async () => {
     const file = join(dir, 'berth.yaml');
     const yaml = (app: string) =>
-      ['pools:', '  - name: api', '    image: /', '    size: 1', '    maxLaunching: 1', '    warmup: ["echo warm"]', '    healthCheck: { command: "true" }', `    template: { tags: { app: ${app} } }`, ''].join('\n');
+      ['pools:', '  - name: api', '    image: /', '    size: 1', '    maxLaunching: 1', '    warmup: ["echo warm"]', '    healthCheck: { command: "true" }', '    schedule: { rules: [{ cron: "*  * * * *", size: 1 }] }', `    template: { tags: { app: ${app} } }`, ''].join('\n');
     await writeFile(file, yaml('api'));
 
     const first = await berth(['apply', '-f', file], env);

@@ -1,6 +1,7 @@
 /**
  * A pool's policies on real hosts: an empty pool that fails fast with Retry-After, back-off for an
- * image that keeps failing, hosts that fail their health check, and hosts idle past maxIdleAge.
+ * image that keeps failing, hosts that fail their health check, hosts idle past maxIdleAge, and
+ * sizes that follow demand or the clock (the schedules' clock is the test's to move).
  */
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -18,7 +19,9 @@ describe('pool policies', () => {
 
   const pool = async (name: string) => (await srv.api.get<PoolStatusView>(`/v1/pools/${name}`)).body;
   const readyHosts = async (name: string) => (await srv.api.get<{ hosts: PoolHostView[] }>(`/v1/pools/${name}/hosts`)).body.hosts.filter((h) => h.slot === 'ready');
-  const server = useServer(NET);
+  /** What time the pools' schedules read; unset: now. */
+  let scheduleAt: Date | undefined;
+  const server = useServer(NET, { scheduleClock: () => scheduleAt ?? new Date() });
   beforeAll(() => {
     srv = server.srv;
   });
@@ -141,6 +144,58 @@ describe('pool policies', () => {
     for (const c of claims) expect((await srv.api.post(`/v1/hosts/${c.body.host.id}/release`, {})).status).toBe(200);
     expect((await srv.api.delete('/v1/pools/demand')).status).toBe(200);
   }, 120_000);
+
+  it('keeps the ready hosts its schedule gives as the clock moves, and says when that changes next', async () => {
+    scheduleAt = new Date('2026-11-23T09:00:00Z'); // a Monday, 10:00 in Berlin
+    const schedule = { timezone: 'Europe/Berlin', rules: [{ cron: '* 8-18 * * 1-5', size: 3 }] };
+    const created = await srv.api.post<PoolStatusView>('/v1/pools', { name: 'office', size: 1, maxLaunching: 3, schedule });
+    expect(created.status).toBe(201);
+    expect(created.body.schedule).toEqual(schedule);
+    expect(created.body.maxSize).toBe(6); // the largest size it may keep + maxLaunching
+    expect(created.body.status).toMatchObject({ targetSize: 3, schedule: { size: 3, rule: 0, next: { at: '2026-11-23T18:00:00.000Z', size: 1, rule: null } } });
+    await waitFor('three ready hosts in office hours', async () => ((await pool('office')).status.ready === 3 ? true : undefined), { timeoutMs: 30_000 });
+    const metrics = async () => (await fetch(`${srv.server.url}/metrics`, { headers: { authorization: `Bearer ${srv.server.token}` } })).text();
+    expect(await metrics()).toMatch(/berth_pool_target_ready_hosts\{tenant="default",pool="office"\} 3/);
+    const claimed = await srv.api.post<{ host: PoolHostView }>('/v1/pools/office/claims', { group: 'late-worker' });
+    expect(claimed.status).toBe(201);
+    await waitFor('the claimed host replaced', async () => ((await pool('office')).status.ready === 3 ? true : undefined), { timeoutMs: 30_000 });
+
+    // 19:00: nothing calls the API; the reconciler's own passes read the clock and shrink the pool.
+    scheduleAt = new Date('2026-11-23T18:00:00Z');
+    const evening = await waitFor(
+      'one ready host after hours',
+      async () => {
+        const s = (await pool('office')).status;
+        return s.ready === 1 && s.retiring === 0 ? s : undefined;
+      },
+      { timeoutMs: 30_000 },
+    );
+    expect(evening).toMatchObject({ targetSize: 1, claimed: 1, schedule: { size: 1, rule: null, next: { at: '2026-11-24T07:00:00.000Z', size: 3, rule: 0 } } });
+    expect(await metrics()).toMatch(/berth_pool_target_ready_hosts\{tenant="default",pool="office"\} 1/);
+    const retired = (await srv.api.get<{ hosts: HostView[] }>('/v1/hosts?all=true')).body.hosts.filter((h) => (h.stateReason ?? '').includes('the schedule keeps 1 ready hosts now'));
+    expect(retired).toHaveLength(2);
+
+    // Saturday morning: the rule names weekdays only.
+    scheduleAt = new Date('2026-11-28T09:00:00Z');
+    expect((await pool('office')).status).toMatchObject({ targetSize: 1, schedule: { rule: null, next: { at: '2026-11-30T07:00:00.000Z' } } });
+    // Monday again: back to three without a call.
+    scheduleAt = new Date('2026-11-30T07:00:00Z');
+    await waitFor('three ready hosts on Monday', async () => ((await pool('office')).status.ready === 3 ? true : undefined), { timeoutMs: 30_000 });
+    scheduleAt = undefined;
+    expect((await srv.api.post(`/v1/hosts/${claimed.body.host.id}/release`, {})).status).toBe(200);
+    expect((await srv.api.delete('/v1/pools/office')).status).toBe(200);
+  }, 120_000);
+
+  it('refuses a schedule that would not do what it says, and changes nothing', async () => {
+    const minute = await srv.api.post<{ code: string; message: string; hint: string }>('/v1/pools', { name: 'bad-schedule', size: 1, schedule: { rules: [{ cron: '0 8 * * 1-5', size: 2 }] } });
+    expect([minute.status, minute.body.code]).toEqual([400, 'validation_failed']);
+    expect(minute.body.message).toMatch(/schedule.rules\[0\]: the minute field of "0 8 \* \* 1-5" is not \*/);
+    const zone = await srv.api.post<{ code: string; message: string }>('/v1/pools', { name: 'bad-schedule', size: 1, schedule: { timezone: 'Europe/Atlantis', rules: [{ cron: '* 8 * * *', size: 2 }] } });
+    expect([zone.status, zone.body.message]).toEqual([400, expect.stringContaining('"Europe/Atlantis" is not a time zone')]);
+    const above = await srv.api.post<{ code: string; message: string }>('/v1/pools', { name: 'bad-schedule', size: 1, maxSize: 2, schedule: { rules: [{ cron: '* 8 * * *', size: 5 }] } });
+    expect([above.status, above.body.message]).toEqual([400, expect.stringContaining('keeps 5 ready hosts, above maxSize 2')]);
+    expect((await srv.api.get('/v1/pools/bad-schedule')).status).toBe(404);
+  });
 
   it('refuses a demand.max below the size or above maxSize, and changes nothing', async () => {
     const below = await srv.api.post<{ code: string; message: string }>('/v1/pools', { name: 'bad-demand', size: 3, demand: { max: 2 } });

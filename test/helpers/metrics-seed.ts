@@ -23,6 +23,7 @@ export const poolSpec = (name: string, over: Partial<PoolSpec> = {}): PoolSpec =
   onEmpty: 'launch',
   onRelease: 'terminate',
   demand: null,
+  schedule: null,
   ...over,
 });
 

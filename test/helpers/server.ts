@@ -48,7 +48,17 @@ export interface InProcessServer {
   stop(opts?: { removeHosts?: boolean }): Promise<void>;
 }
 
-export async function startServer(net: TestNetwork, opts: { dataDir?: string; agentPort?: number; databaseUrl?: string; routerPort?: number; recordShells?: boolean } = {}): Promise<InProcessServer> {
+export interface StartOptions {
+  dataDir?: string;
+  agentPort?: number;
+  databaseUrl?: string;
+  routerPort?: number;
+  recordShells?: boolean;
+  /** The time pools' schedules are read at (ServerConfig.scheduleClock). */
+  scheduleClock?: () => Date;
+}
+
+export async function startServer(net: TestNetwork, opts: StartOptions = {}): Promise<InProcessServer> {
   const dataDir = opts.dataDir ?? (await tempDataDir('srv'));
   const config = driverConfig(dataDir, net);
   const driver = new LocalDriver(config);
@@ -66,6 +76,7 @@ export async function startServer(net: TestNetwork, opts: { dataDir?: string; ag
     router: { port: opts.routerPort ?? 0, healthIntervalMs: 200 },
     envSweepIntervalMs: 200,
     ...(opts.recordShells ? { recordShells: true } : {}),
+    ...(opts.scheduleClock ? { scheduleClock: opts.scheduleClock } : {}),
   });
   const api = new Api(server.url, server.token);
   return {
@@ -268,11 +279,11 @@ export class ServerProcess {
  * For a test file: an in-process server on `net` started before its tests and stopped after them,
  * with every host removed — and a check that nothing was left on the machine. Call inside describe.
  */
-export function useServer(net: TestNetwork): { readonly srv: InProcessServer } {
+export function useServer(net: TestNetwork, opts: Pick<StartOptions, 'scheduleClock'> = {}): { readonly srv: InProcessServer } {
   let srv: InProcessServer | undefined;
   let baseline: LeftoverCounts | undefined;
   beforeAll(async () => {
-    srv = await startServer(net);
+    srv = await startServer(net, opts);
     baseline = srv.leftovers();
   });
   afterAll(async () => {

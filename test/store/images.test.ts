@@ -37,7 +37,7 @@ for (const backend of storeBackends()) {
     });
 
     it('keeps one current build per name and rolls the pools that use the name', async () => {
-      await pools.create(DEFAULT_TENANT, { name: 'p1', image: 'web', template: { tags: {} }, size: 1, maxSize: 2, maxLaunching: 1, maxIdleAgeS: null, warmup: [], healthCheck: null, onEmpty: 'launch', onRelease: 'terminate', demand: null });
+      await pools.create(DEFAULT_TENANT, { name: 'p1', image: 'web', template: { tags: {} }, size: 1, maxSize: 2, maxLaunching: 1, maxIdleAgeS: null, warmup: [], healthCheck: null, onEmpty: 'launch', onRelease: 'terminate', demand: null, schedule: null });
       expect((await images.publish(build('web', 'a'.repeat(64)))).rolledPools).toEqual(['p1']);
       expect((await pools.get(DEFAULT_TENANT, 'p1'))?.generation).toBe(2);
       // The same build again is not a change: no roll.

@@ -100,7 +100,7 @@ function poolCard(p, price) {
   return (
     `<article class="card" data-pool="${esc(p.name)}">` +
     `<h3><span>${esc(p.name)}</span><small class="muted">${esc(p.image)} · gen ${p.generation}</small></h3>` +
-    `<div><span class="level">${num(p.ready, undefined, 'ready')} / ${num(p.targetSize ?? p.size, undefined, 'targetSize')}</span> <span class="muted">ready${p.demand ? ` · sized by demand (peak ${p.demand.peak})` : ''}${p.rolling ? ' · rolling to a new generation' : ''}</span></div>` +
+    `<div><span class="level">${num(p.ready, undefined, 'ready')} / ${num(p.targetSize ?? p.size, undefined, 'targetSize')}</span> <span class="muted">ready${p.schedule ? ` · ${p.schedule.rule === null ? 'no schedule rule holds' : `schedule rule ${p.schedule.rule + 1}`}` : ''}${p.demand ? ` · sized by demand (peak ${p.demand.peak})` : ''}${p.rolling ? ' · rolling to a new generation' : ''}</span></div>` +
     `<div class="slots" title="${SLOTS.map((k) => `${k} ${p[k]}`).join(', ')}">${bar}</div>` +
     sparkline(p.levels, p.targetSize ?? p.size) +
     `<dl class="kv">` +

@@ -32,6 +32,7 @@ const poolView = z.object({
   onEmpty: z.string(),
   onRelease: z.string(),
   demand: z.object({ max: z.number(), window: z.number(), leadTime: z.number().nullable() }).nullable(),
+  schedule: z.object({ timezone: z.string(), rules: z.array(z.object({ cron: z.string(), size: z.number() })) }).nullable(),
   template: z.record(z.string(), z.unknown()),
   createdAt: z.string(),
   updatedAt: z.string(),
@@ -45,6 +46,10 @@ const poolView = z.object({
     stale: z.number(),
     targetSize: z.number(),
     demand: z.object({ peak: z.number(), leadTimeS: z.number() }).nullable(),
+    schedule: z
+      .object({ size: z.number(), rule: z.number().nullable(), next: z.object({ at: z.string(), size: z.number(), rule: z.number().nullable() }).nullable() })
+      .nullable()
+      .describe('What the schedule gives now (rule: the index of the rule that holds; null: none, so size) and when that changes next (within a week)'),
     full: z.boolean(),
     rolling: z.boolean(),
     notFullReason: z.string(),

@@ -31,8 +31,8 @@ export function slotEvent(row: HostRow, from?: string): NewEvent {
   return event('pool', row.id, row.tenant_id, row.slot ?? 'none', { from, hostId: row.id, pool: row.pool, group: row.group_name, claimId: row.claim_id });
 }
 
-/** A pool itself: created, updated, rolled (a new generation) or removed. */
-export function poolEvent(tenantId: string, pool: string, state: 'created' | 'updated' | 'rolled' | 'removed'): NewEvent {
+/** A pool itself: created, updated, rolled (a new generation), resized (by its schedule or demand) or removed. */
+export function poolEvent(tenantId: string, pool: string, state: 'created' | 'updated' | 'rolled' | 'resized' | 'removed'): NewEvent {
   return event('pool', pool, tenantId, state, { pool });
 }
 

@@ -5,6 +5,7 @@ import type { HostsRepo } from '../store/hosts-repo.js';
 import type { PoolsRepo } from '../store/pools-repo.js';
 import type { PoolRow } from '../store/schema.js';
 import type { DemandReading, DemandSource } from './demand.js';
+import type { EventSink } from '../events/types.js';
 
 export interface ReconcilerDeps {
   pools: PoolsRepo;
@@ -36,6 +37,8 @@ export interface ReconcilerDeps {
   demand?: DemandSource;
   /** The time pools' schedules are read at (default: now). */
   scheduleClock?: () => Date;
+  /** Where a pool's target moving on its own (schedule, demand) is reported. */
+  events?: EventSink;
 }
 
 export interface PoolProgress {

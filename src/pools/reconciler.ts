@@ -12,8 +12,7 @@ import type { RegisteredHost } from '../hosts/host-service.js';
 import type { HostsRepo, PoolMember } from '../store/hosts-repo.js';
 import type { HostRow, PoolRow } from '../store/schema.js';
 import { runChecks } from './host-checks.js';
-import { readDemand, type DemandReading } from './demand.js';
-import { atScheduledSize } from './schedule.js';
+import { PoolTargets } from './targets.js';
 import type { PoolProgress, ReconcilerDeps } from './reconciler-deps.js';
 import { checkReady, launchRequest, prepareHost } from './readiness.js';
 import { asSystem } from '../events/actor.js';
@@ -21,8 +20,6 @@ import { asSystem } from '../events/actor.js';
 export type { PoolProgress, ReconcilerDeps } from './reconciler-deps.js';
 
 const poolKey = (tenantId: string, name: string) => `${tenantId}/${name}`;
-/** How long a demand-sized pool's reading is reused (see demandOf). */
-const DEMAND_READ_MS = 500;
 
 export class PoolReconciler {
   /** Warm-ups and health checks this process runs, by host id. */
@@ -33,7 +30,7 @@ export class PoolReconciler {
   private readonly lastHealth = new Map<string, number>();
   private readonly passes = new Map<string, { running: Promise<void>; again: boolean }>();
   private readonly progress = new Map<string, PoolProgress>();
-  private readonly demandReads = new Map<string, { key: string; at: number; reading: DemandReading }>();
+  private readonly targets: PoolTargets;
   private readonly background = new Set<Promise<unknown>>();
   private readonly stopping = new AbortController();
   /** Fleet pools: the size and generation this process last gave each pool's group. */
@@ -42,6 +39,7 @@ export class PoolReconciler {
   constructor(private readonly deps: ReconcilerDeps) {
     // Every warm-up in flight listens to it.
     setMaxListeners(0, this.stopping.signal);
+    this.targets = new PoolTargets(deps);
   }
 
   progressOf(tenantId: string, name: string): PoolProgress {
@@ -111,9 +109,7 @@ export class PoolReconciler {
     const row = await this.deps.pools.get(tenantId, name);
     if (!row) return;
     // A pool sized by its schedule or by demand is, for this pass, a pool of its current target size.
-    const base = atScheduledSize(row, this.deps.scheduleClock?.() ?? new Date());
-    const reading = await this.demandOf(base);
-    const pool = reading ? { ...base, size: reading.target } : base;
+    const { pool, demand: reading } = await this.targets.of(row);
     const rows = await this.deps.hosts.listPoolMembers(tenantId, name);
     const now = Date.now();
     const stale = (h: PoolMember) => h.generation !== pool.generation || (pool.max_idle_age_s !== null && h.slot === 'ready' && now - new Date(h.slot_since ?? h.created_at).getTime() > pool.max_idle_age_s * 1000);
@@ -235,22 +231,7 @@ export class PoolReconciler {
   /** The pool is gone: what this process remembers of its group goes too. */
   forget(tenantId: string, name: string): void {
     this.ensured.delete(poolKey(tenantId, name));
-    this.demandReads.delete(poolKey(tenantId, name));
-  }
-
-  /**
-   * A demand-sized pool's reading, kept for DEMAND_READ_MS: passes come up to every 50 ms during a
-   * claim storm, and the peak's statement reads the window's claims (cheap, but not free).
-   */
-  private async demandOf(pool: PoolRow): Promise<DemandReading | undefined> {
-    if (!this.deps.demand || !pool.demand) return undefined;
-    // Kept per pool, and only while its size and demand spec are those it was read for.
-    const key = `${pool.size}/${JSON.stringify(pool.demand)}`;
-    const kept = this.demandReads.get(poolKey(pool.tenant_id, pool.name));
-    if (kept && kept.key === key && Date.now() - kept.at < DEMAND_READ_MS) return kept.reading;
-    const reading = await readDemand(this.deps.demand, pool);
-    if (reading) this.demandReads.set(poolKey(pool.tenant_id, pool.name), { key, at: Date.now(), reading });
-    return reading;
+    this.targets.forget(tenantId, name);
   }
 
   private backoffUntil(pool: PoolRow): number {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { BerthError } from '../core/errors.js';
-import { atScheduledSize, checkSchedule, readSchedule, scheduledSize } from './schedule.js';
+import { checkSchedule, readSchedule, scheduledSize } from './schedule.js';
 import { parsePoolSpec } from './spec.js';
 
 const workHours = { timezone: 'Europe/Berlin', rules: [{ cron: '* 8-18 * * 1-5', size: 10 }] };
@@ -31,7 +31,6 @@ describe('pool schedules', () => {
     const layered = { timezone: 'UTC', rules: [{ cron: '* 12 * * *', size: 1 }, { cron: '* * * * *', size: 5 }] };
     expect(scheduledSize(0, layered, new Date('2026-11-23T12:30:00Z'))).toEqual({ size: 1, rule: 0 });
     expect(scheduledSize(0, layered, new Date('2026-11-23T13:30:00Z'))).toEqual({ size: 5, rule: 1 });
-    expect(atScheduledSize({ size: 0, schedule: layered, name: 'p' }, new Date('2026-11-23T13:30:00Z'))).toEqual({ size: 5, schedule: layered, name: 'p' });
   });
 
   it('says when the size changes next, in whole local hours, across a weekend and a DST change', () => {

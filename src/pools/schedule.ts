@@ -104,12 +104,6 @@ export function scheduledSize(baseSize: number, schedule: PoolSchedule | null, a
   return { size: baseSize, rule: null };
 }
 
-/** The pool as its schedule sizes it at `at` (itself when the size is its own). */
-export function atScheduledSize<P extends { size: number; schedule: PoolSchedule | null }>(pool: P, at: Date): P {
-  const { size } = scheduledSize(pool.size, pool.schedule, at);
-  return size === pool.size ? pool : { ...pool, size };
-}
-
 /** Readings by pool, kept until the next change (or a minute): a pool list reads every pool's. */
 const readings = new Map<string, { key: string; from: number; until: number; reading: ScheduleReading }>();
 

@@ -13,6 +13,7 @@ import type { ClaimsRepo } from '../store/claims-repo.js';
 import type { HostsRepo } from '../store/hosts-repo.js';
 import type { PoolsRepo } from '../store/pools-repo.js';
 import type { ConfigHashKeys } from '../store/tokens-repo.js';
+import type { EventSink } from '../events/types.js';
 import { ClaimService } from './claim-service.js';
 import { FleetPools } from './fleet-pools.js';
 import { PoolService } from './pool-service.js';
@@ -39,6 +40,7 @@ export interface StartPoolsDeps {
   bootTimeoutMs: number | undefined;
   backoffMs: number | undefined;
   scheduleClock: (() => Date) | undefined;
+  events: EventSink;
   log: (line: string) => void;
 }
 
@@ -65,6 +67,7 @@ export function startPools(deps: StartPoolsDeps): Pools {
     servicesReady: async (tenantId, hostId, timeoutMs) => void (await services.awaitReady(tenantId, hostId, timeoutMs, `host ${hostId}`)),
     ...(deps.backoffMs !== undefined ? { backoffMs: deps.backoffMs } : {}),
     ...(deps.scheduleClock ? { scheduleClock: deps.scheduleClock } : {}),
+    events: deps.events,
     ...bootTimeout,
     ...(driver.fleet ? { fleet: { ensure: (pool, signal) => (late.fleet ? late.fleet.ensure(pool, signal) : Promise.resolve()) } } : {}),
     demand: {

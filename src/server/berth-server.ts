@@ -219,6 +219,7 @@ export class BerthServer {
         bootTimeoutMs,
         backoffMs: config.poolBackoffMs,
         scheduleClock: config.scheduleClock,
+        events,
         log,
       });
       late.fleet = fleet;

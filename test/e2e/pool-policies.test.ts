@@ -7,6 +7,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import type { BerthEvent } from '../../src/events/types.js';
 import type { HostView } from '../../src/hosts/views.js';
 import type { PoolHostView, PoolStatusView } from '../../src/pools/views.js';
 import { useServer, type InProcessServer } from '../helpers/server.js';
@@ -174,6 +175,8 @@ describe('pool policies', () => {
     expect(await metrics()).toMatch(/berth_pool_target_ready_hosts\{tenant="default",pool="office"\} 1/);
     const retired = (await srv.api.get<{ hosts: HostView[] }>('/v1/hosts?all=true')).body.hosts.filter((h) => (h.stateReason ?? '').includes('the schedule keeps 1 ready hosts now'));
     expect(retired).toHaveLength(2);
+    const resized = (await srv.api.get<BerthEvent[]>('/v1/events?kind=pool&pool=office')).body.filter((e) => e.state === 'resized');
+    expect(resized.map((e) => [e.reason, e.actor])).toEqual([['keeps 1 ready host (was 3): no schedule rule holds (Europe/Berlin)', undefined]]);
 
     // Saturday morning: the rule names weekdays only.
     scheduleAt = new Date('2026-11-28T09:00:00Z');
@@ -181,6 +184,8 @@ describe('pool policies', () => {
     // Monday again: back to three without a call.
     scheduleAt = new Date('2026-11-30T07:00:00Z');
     await waitFor('three ready hosts on Monday', async () => ((await pool('office')).status.ready === 3 ? true : undefined), { timeoutMs: 30_000 });
+    const again = (await srv.api.get<BerthEvent[]>('/v1/events?kind=pool&pool=office')).body.filter((e) => e.state === 'resized');
+    expect(again.map((e) => e.reason)).toEqual([expect.stringContaining('(was 3)'), 'keeps 3 ready hosts (was 1): schedule rule 1 ("* 8-18 * * 1-5", Europe/Berlin) holds']);
     scheduleAt = undefined;
     expect((await srv.api.post(`/v1/hosts/${claimed.body.host.id}/release`, {})).status).toBe(200);
     expect((await srv.api.delete('/v1/pools/office')).status).toBe(200);

@@ -2,7 +2,7 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { EnvironmentView } from '../environments/views.js';
-import { age, collect, parseKeyValues, table, UsageError, type Printer } from './output.js';
+import { age, collect, parseChanges, parseKeyValues, table, UsageError, type Printer } from './output.js';
 import type { Context } from './context.js';
 import { registerEnvShellCommand } from './shell-command.js';
 import { registerEnvLogsCommand } from './env-logs.js';
@@ -146,6 +146,23 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
       const view = await ctx.client().patch<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}`, { ttl });
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
       printer.out(view.expiresAt ? `${name} expires in ${until(view.expiresAt)} (${view.expiresAt})\n` : `${name} never expires\n`);
+    });
+
+  env
+    .command('set')
+    .description("change an environment's settings (env values of every service): host by host, by reload where the stack can, else restart; put back everywhere if a host's services do not come back ready")
+    .argument('<name>')
+    .argument('<changes...>', 'KEY=VALUE to set, KEY- to unset')
+    .option('--wait <s>', "seconds each host's services get to be ready (default 120)")
+    .option('--json', 'print JSON')
+    .action(async (name: string, changes: string[], opts: { wait?: string; json?: boolean }) => {
+      const printer = ctx.printer(opts.json);
+      const { set, remove } = parseChanges(changes, 'a setting');
+      if (!printer.json) printer.err(`changing ${name}'s settings… `);
+      const view = await ctx.client().patch<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/settings`, { set, unset: remove, ...(opts.wait ? { wait: Number(opts.wait) } : {}) });
+      if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
+      printer.err('done\n');
+      printer.out(`${name} settings: ${view.settings.join(', ') || '-'}\n`);
     });
 
   env

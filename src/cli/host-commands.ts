@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { HostView } from '../hosts/views.js';
-import { age, collect, formatTags, parseKeyValues, splitList, table, UsageError, type Printer } from './output.js';
+import { age, collect, formatTags, parseChanges, parseKeyValues, splitList, table, type Printer } from './output.js';
 import type { Context } from './context.js';
 import { registerHostStatsCommand } from './host-stats-command.js';
 import { registerHostShellCommand } from './shell-command.js';
@@ -99,7 +99,7 @@ export function registerHostCommands(program: Command, ctx: Context): void {
     .option('--json', 'print JSON')
     .action(async (id: string, changes: string[], opts: { json?: boolean }) => {
       const printer = ctx.printer(opts.json);
-      const view = await ctx.client().patch<HostView>(`/v1/hosts/${encodeURIComponent(id)}/tags`, parseTagChanges(changes));
+      const view = await ctx.client().patch<HostView>(`/v1/hosts/${encodeURIComponent(id)}/tags`, parseChanges(changes, 'a tag'));
       if (printer.json) printer.out(`${JSON.stringify(view, null, 2)}\n`);
       else printer.out(`${id} tags: ${formatTags(view.tags)}\n`);
     });
@@ -121,19 +121,6 @@ export function registerHostCommands(program: Command, ctx: Context): void {
 
   registerHostStatsCommand(host, ctx);
   registerHostShellCommand(host, ctx);
-}
-
-/** `k=v` sets, `k-` removes (as kubectl label does). */
-function parseTagChanges(changes: string[]): { set: Record<string, string>; remove: string[] } {
-  const set: Record<string, string> = {};
-  const remove: string[] = [];
-  for (const change of changes) {
-    const eq = change.indexOf('=');
-    if (eq > 0) set[change.slice(0, eq)] = change.slice(eq + 1);
-    else if (eq < 0 && change.length > 1 && change.endsWith('-')) remove.push(change.slice(0, -1));
-    else throw new UsageError(`"${change}" is neither KEY=VALUE (set a tag) nor KEY- (remove one)`);
-  }
-  return { set, remove };
 }
 
 function printHosts(printer: Printer, hosts: HostView[]): void {

@@ -54,3 +54,16 @@ export function collect(value: string, previous: string[] = []): string[] {
 export function splitList(values: readonly string[]): string[] {
   return values.flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean);
 }
+
+/** `k=v` sets, `k-` removes (as kubectl label does); `what` names a key in the error ("a tag"). */
+export function parseChanges(changes: string[], what: string): { set: Record<string, string>; remove: string[] } {
+  const set: Record<string, string> = {};
+  const remove: string[] = [];
+  for (const change of changes) {
+    const eq = change.indexOf('=');
+    if (eq > 0) set[change.slice(0, eq)] = change.slice(eq + 1);
+    else if (eq < 0 && change.length > 1 && change.endsWith('-')) remove.push(change.slice(0, -1));
+    else throw new UsageError(`"${change}" is neither KEY=VALUE (set ${what}) nor KEY- (remove one)`);
+  }
+  return { set, remove };
+}

@@ -18,6 +18,7 @@ import { toEnvironmentView, type EnvironmentView } from './views.js';
 import { LoadBalancedServices, type ServiceLoadBalancing } from './load-balancing.js';
 import { isSlugRef, type Slug } from '../slugs/slug-store.js';
 import { slugStack, SLUG_APP_DIR } from './slug-stack.js';
+import { changeSettings, settleSettings, type SettingsChange, type SettingsDeps } from './settings.js';
 
 export interface EnvironmentServiceDeps {
   envs: EnvironmentsRepo;
@@ -31,6 +32,8 @@ export interface EnvironmentServiceDeps {
   pools: { get(tenantId: string, name: string): Promise<PoolRow | undefined>; getRecent(tenantId: string, name: string): Promise<PoolRow | undefined> };
   hosts: { get(tenantId: string, id: string): Promise<HostRow | undefined> };
   placement: PlacementDeps;
+  /** Changes a claimed host's tags; its services converge to them (HostService.changeTags). */
+  changeHostTags: SettingsDeps['changeHostTags'];
   /** Gives a claimed host back (reuse: reset into its pool; else terminated). */
   release(tenantId: string, hostId: string, opts: { reuse: boolean }): Promise<unknown>;
   router: {
@@ -109,6 +112,11 @@ export class EnvironmentService {
     throw new BerthError('conflict', `environment ${name} is being removed`, 'Create it again (berth env create).');
   }
 
+  /** New settings on every host, one host at a time, or none at all (settings.ts). */
+  async changeSettings(tenantId: string, name: string, change: SettingsChange): Promise<EnvironmentView> {
+    return this.view(await changeSettings(this.settingsDeps(), await this.row(tenantId, name), change));
+  }
+
   /** New hosts with `ref`, the route switched once they answer, then the old ones released. */
   async deploy(tenantId: string, name: string, ref: string, waitS: number, opts: { command?: string | undefined; signal?: AbortSignal } = {}): Promise<EnvironmentView> {
     const { signal } = opts;
@@ -162,7 +170,7 @@ export class EnvironmentService {
 
   async remove(tenantId: string, name: string): Promise<EnvironmentView> {
     const row = await this.row(tenantId, name);
-    if (row.state === 'creating' || row.state === 'deploying') {
+    if (row.state === 'creating' || row.state === 'deploying' || row.state === 'configuring') {
       throw new BerthError('conflict', `environment ${name} is ${row.state}`, 'Wait until it is ready (or failed), then remove it.');
     }
     const removing = row.state === 'removing' ? row : await this.deps.envs.transition(tenantId, name, ['ready', 'failed'], 'removing', { reason: 'removed by request' });
@@ -220,6 +228,7 @@ export class EnvironmentService {
           if (stale.length > 0) await this.releaseAll(row.tenant_id, row.pool, stale, `environment ${row.name}: its deploy was cut short by a server restart`, attached);
           const kept = row.hosts.filter((h) => h.generation <= routedGen);
           if (row.state === 'deploying') await this.deps.envs.transition(row.tenant_id, row.name, ['deploying'], 'ready', { reason: 'a deploy was cut short by a server restart', hosts: kept });
+          if (row.state === 'configuring') await settleSettings(this.settingsDeps(), row);
           await this.restoreRoute(row.tenant_id, { ...row, hosts: kept }, row.route);
           routed.push(row.name);
         }
@@ -338,6 +347,18 @@ export class EnvironmentService {
     const target = routeTarget(spec);
     if (!target) throw new BerthError('validation_failed', `stack ${name} has no service to route to`, 'Give a service (web, or any) ports: [PORT], or a ready http check.');
     return { spec, target, init };
+  }
+
+  private settingsDeps(): SettingsDeps {
+    const { envs, hosts, changeHostTags, log, placement } = this.deps;
+    return {
+      envs,
+      hosts,
+      changeHostTags,
+      awaitServicesReady: (tenantId, hostId, timeoutMs, label) => placement.awaitServicesReady(tenantId, hostId, timeoutMs, label),
+      backendHealthy: (name, hostId) => this.deps.router.route(name)?.backends.find((b) => b.id === hostId)?.healthy,
+      log,
+    };
   }
 
   private async row(tenantId: string, name: string): Promise<EnvironmentRow> {

@@ -116,6 +116,7 @@ describe('environments with a load balancing hook', () => {
         },
         awaitServicesReady: () => Promise.resolve(),
       },
+      changeHostTags: () => Promise.reject(new Error('not in these tests')),
       release: (_tenantId, hostId, opts) => {
         released.push({ hostId, reuse: opts.reuse });
         events.push(`release ${hostId}`);

@@ -26,6 +26,8 @@ export interface StartEnvironmentsDeps {
   pools: PoolsRepo;
   hosts: HostsRepo;
   claims: ClaimService;
+  /** Changes a claimed host's tags (HostService.changeTags): environments' settings. */
+  changeHostTags: (tenantId: string, hostId: string, change: { set: Record<string, string>; remove: string[] }) => Promise<unknown>;
   services: ServicesService;
   slugs: SlugStore;
   /** Where hosts fetch a slug from (the agent port's files). */
@@ -64,6 +66,7 @@ export async function startEnvironments(config: Pick<ServerConfig, 'driver' | 'r
       awaitServicesReady: (tenantId, hostId, timeoutMs, label) => services.awaitReady(tenantId, hostId, timeoutMs, label),
     },
     release: (tenantId, hostId, opts) => claims.release(tenantId, hostId, opts),
+    changeHostTags: deps.changeHostTags,
     slugs: { prepare: (ref, signal) => slugs.prepare(ref, signal), urlFor: (slug) => deps.slugUrl(slug.digest) },
     router,
     log,

@@ -239,6 +239,7 @@ export class BerthServer {
 
       const { environments, router, routerRequests } = await startEnvironments(config, {
         db: store.db, events, stacks: stacksRepo, pools: poolsRepo, hosts: hostsRepo, claims, services, slugs,
+        changeHostTags: (tenantId, hostId, change) => hostsService.changeTags(tenantId, hostId, change),
         slugUrl: (digest) => `http://${agentAddress.host}:${agentAddress.port}/slugs/${digest}.tar`,
         log,
         progress,

@@ -94,7 +94,7 @@ export class EnvironmentsRepo {
     name: string,
     from: readonly EnvironmentState[],
     to: EnvironmentState,
-    fields: { reason?: string; route?: EnvironmentRow['route']; timings?: Record<string, number>; ref?: string | null; hosts?: EnvHostRecord[] } = {},
+    fields: { reason?: string; route?: EnvironmentRow['route']; timings?: Record<string, number>; ref?: string | null; hosts?: EnvHostRecord[]; settings?: Record<string, string> } = {},
   ): Promise<EnvironmentRow | undefined> {
     for (const state of from) assertEnvTransition(name, state, to);
     const update = this.db
@@ -107,6 +107,7 @@ export class EnvironmentsRepo {
         ...(fields.timings !== undefined ? { timings: JSON.stringify(fields.timings) } : {}),
         ...(fields.ref !== undefined ? { ref: fields.ref } : {}),
         ...(fields.hosts !== undefined ? { hosts: JSON.stringify(fields.hosts) } : {}),
+        ...(fields.settings !== undefined ? { settings: JSON.stringify(fields.settings) } : {}),
       })
       .where('tenant_id', '=', tenantId)
       .where('name', '=', name)

@@ -106,6 +106,7 @@ const CHECKS: Record<string, Check> = {
   'POST /v1/environments/:name/deploy': namedGroup((r) => param(r, 'name'), 'environment'),
   'DELETE /v1/environments/:name': namedGroup((r) => param(r, 'name'), 'environment'),
   'PATCH /v1/environments/:name': namedGroup((r) => param(r, 'name'), 'environment'),
+  'PATCH /v1/environments/:name/settings': namedGroup((r) => param(r, 'name'), 'environment'),
 };
 
 const FILTERS: Record<string, Filter> = {

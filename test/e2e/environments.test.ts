@@ -167,6 +167,63 @@ describe('environments', () => {
     expect(old.body.state === 'terminated' || old.status === 404 || old.body.state === 'terminating').toBe(true);
   });
 
+  it('env set changes settings host by host under load without losing a request; a change whose services fail is undone everywhere', async () => {
+    const created = await create(['dora', '--stack', 'shop', '--set', 'GREETING=hi', '--replicas', '2', '--ref', 'v1']);
+    expect(created.code, created.stderr).toBe(0);
+    let stop = false;
+    const seen = { ok: 0, failed: [] as string[], bodies: new Set<string>() };
+    const load = (async () => {
+      while (!stop) {
+        const res = await viaRouter(routerPort(), 'dora').catch((err: unknown) => ({ status: 0, body: String(err), backend: undefined }));
+        if (res.status === 200) {
+          seen.ok++;
+          seen.bodies.add(res.body);
+        } else seen.failed.push(`${res.status} ${res.body.slice(0, 200)}`);
+      }
+    })();
+    const changed = await berth(['env', 'set', 'dora', 'GREETING=hola', 'EXTRA=1'], env, { timeoutMs: 120_000 });
+    await new Promise((r) => setTimeout(r, 300));
+    stop = true;
+    await load;
+    expect([changed.code, changed.stdout], changed.stderr).toEqual([0, 'dora settings: EXTRA, GREETING\n']);
+    // The web service has no reload: each host restarted it in turn, the other one serving meanwhile.
+    expect(seen.failed).toEqual([]);
+    expect(seen.ok).toBeGreaterThan(10);
+    expect([...seen.bodies].sort()).toEqual(['hello hi from dora at v1\n', 'hello hola from dora at v1\n']);
+    for (let i = 0; i < 4; i++) expect((await viaRouter(routerPort(), 'dora')).body).toBe('hello hola from dora at v1\n');
+    const shown = (await srv.api.get<EnvironmentView>('/v1/environments/dora')).body;
+    expect(shown).toMatchObject({ state: 'ready', settings: ['EXTRA', 'GREETING'], stateReason: 'changed GREETING, EXTRA' });
+
+    // A PATH without the services' programs: they cannot start on the first host, so that host is put back and the second never changes.
+    const broken = await berth(['env', 'set', 'dora', 'PATH=/nowhere', 'GREETING=bye', '--wait', '5', '--json'], env, { timeoutMs: 60_000 });
+    expect([broken.code, broken.stderr]).toEqual([2, expect.stringMatching(/environment dora: host h-\w+: service \w+ failed: crashed \d+ times in a row \(last: exit code 127\)/)]);
+    const after = (await srv.api.get<EnvironmentView>('/v1/environments/dora')).body;
+    expect(after).toMatchObject({ state: 'ready', settings: ['EXTRA', 'GREETING'] });
+    expect(after.stateReason).toMatch(/^settings change failed and was undone: /);
+    for (const { hostId } of after.hosts) {
+      const tags = (await srv.api.get<{ tags: Record<string, string> }>(`/v1/hosts/${hostId}`)).body.tags;
+      expect([tags['berth.env.GREETING'], tags['berth.env.PATH']]).toEqual(['hola', undefined]);
+    }
+    await waitFor('both hosts serving the old settings', async () => {
+      const bodies = new Set<string>();
+      for (let i = 0; i < 6; i++) bodies.add((await viaRouter(routerPort(), 'dora')).body);
+      return bodies.size === 1 && bodies.has('hello hola from dora at v1\n') && (await srv.api.get<EnvironmentView>('/v1/environments/dora')).body.backends?.every((b) => b.healthy) ? true : undefined;
+    }, { timeoutMs: 30_000 });
+
+    // Unsetting goes back to the stack's value; a deploy keeps the settings; what berth sets itself is refused.
+    expect((await berth(['env', 'set', 'dora', 'GREETING-'], env, { timeoutMs: 120_000 })).code).toBe(0);
+    expect((await viaRouter(routerPort(), 'dora')).body).toBe('hello world from dora at v1\n');
+    const owned = await berth(['env', 'set', 'dora', 'BERTH_REF=v9'], env);
+    expect([owned.code, owned.stderr]).toEqual([2, expect.stringContaining('berth sets BERTH_REF itself')]);
+    const bad = await berth(['env', 'set', 'dora', 'GREETING'], env);
+    expect([bad.code, bad.stderr]).toEqual([2, expect.stringContaining('neither KEY=VALUE')]);
+    expect((await berth(['env', 'set', 'nobody', 'A=1'], env)).code).toBe(2);
+    expect((await berth(['env', 'deploy', 'dora', '--ref', 'v2'], env, { timeoutMs: 120_000 })).code).toBe(0);
+    expect((await viaRouter(routerPort(), 'dora')).body).toBe('hello world from dora at v2\n');
+    expect((await srv.api.get<EnvironmentView>('/v1/environments/dora')).body.settings).toEqual(['EXTRA']);
+    expect((await berth(['env', 'rm', 'dora'], env)).code).toBe(0);
+  }, 240_000);
+
   it('takes a killed web process out of rotation and puts it back once the supervisor restarted it', async () => {
     const created = await create(['pair', '--stack', 'shop', '--replicas', '2']);
     expect(created.code, created.stderr).toBe(0);

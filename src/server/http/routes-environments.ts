@@ -3,6 +3,7 @@ import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { EnvironmentService } from '../../environments/environment-service.js';
 import { createEnvironmentBody, deployEnvironmentBody, environmentName, environmentTtlBody } from '../../environments/spec.js';
+import { changeSettingsBody } from '../../environments/settings.js';
 import { errorBody } from './schemas.js';
 
 const backend = z.object({
@@ -89,6 +90,19 @@ export function environmentRoutes(envs: EnvironmentService): FastifyPluginCallba
         },
       },
       async (request) => envs.setTtl(request.tenantId, request.params.name, request.body.ttl),
+    );
+    app.patch(
+      '/v1/environments/:name/settings',
+      {
+        schema: {
+          tags: ['environments'],
+          summary: "Change an environment's settings (env values of every service): host by host, by reload where the stack can, else restart; undone on every host if one's services do not come back ready",
+          params: nameParams,
+          body: changeSettingsBody,
+          response: { 200: environmentView, ...errors },
+        },
+      },
+      async (request) => envs.changeSettings(request.tenantId, request.params.name, request.body),
     );
     app.delete(
       '/v1/environments/:name',

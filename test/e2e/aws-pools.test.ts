@@ -37,6 +37,8 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
   let asg: AutoScalingClient;
   let dir: string;
   let agentPort: number;
+  /** What time the pools' schedules read; unset: now. */
+  let scheduleAt: Date | undefined;
 
   // A fixed agent port: after a restart, the agents dial the same address again.
   const startBerth = () =>
@@ -50,6 +52,7 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
       monitorIntervalMs: 500,
       orphanSweepIntervalMs: 500,
       router: { port: 0 },
+      scheduleClock: () => scheduleAt ?? new Date(),
     });
 
   const groupsNow = async (): Promise<AutoScalingGroup[]> => {
@@ -319,6 +322,21 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
     await waitFor('the group to shrink back', async () => ((await desired()) === 1 ? true : undefined), { timeoutMs: 40_000 });
     expect((await poolStatus('rush')).status.targetSize).toBe(1);
   }, 150_000);
+
+  it("a pool with a schedule gives its group the scheduled size as the clock moves", async () => {
+    scheduleAt = new Date('2026-11-23T09:00:00Z'); // a Monday, 10:00 in Berlin
+    const created = await api.post<PoolStatusView>('/v1/pools', { name: 'shift', size: 1, schedule: { timezone: 'Europe/Berlin', rules: [{ cron: '* 8-18 * * 1-5', size: 2 }] } });
+    expect(created.status).toBe(201);
+    const desired = async () => (await groupsNow()).find((g) => g.AutoScalingGroupName === `${NAME}-pool-shift`)?.DesiredCapacity;
+    await waitFor('the group at the scheduled size', async () => ((await desired()) === 2 ? true : undefined), { timeoutMs: 20_000 });
+    await waitFull('shift', 2);
+    // 19:00: the group is sized back to the pool's own size, with no call to the API.
+    scheduleAt = new Date('2026-11-23T18:00:00Z');
+    await waitFor('the group back at its size', async () => ((await desired()) === 1 ? true : undefined), { timeoutMs: 20_000 });
+    expect((await poolStatus('shift')).status).toMatchObject({ targetSize: 1, schedule: { size: 1, rule: null, next: { at: '2026-11-24T07:00:00.000Z' } } });
+    scheduleAt = undefined;
+    expect((await api.delete('/v1/pools/shift')).status).toBe(200);
+  }, 120_000);
 
   it('refuses narrowed egress, which an EC2 instance would not honour, and records nothing', async () => {
     const pools = (await api.get<{ pools: unknown[] }>('/v1/pools')).body.pools.length;

@@ -97,9 +97,13 @@ export class PoolReconciler {
 
   /**
    * After a restart: warm-ups that were running are lost with the old process, so their hosts are
-   * retired (their state is unknown); ready hosts are kept (their agents reconnect).
+   * retired (their state is unknown); ready hosts are kept (their agents reconnect), and their next
+   * health check is one interval away, as it was: checked at once, before their agents are back,
+   * they would all fail and be replaced.
    */
   async recover(): Promise<number> {
+    const now = Date.now();
+    for (const host of await this.deps.hosts.listInSlots(['ready'])) this.lastHealth.set(host.id, now);
     const orphans = await this.deps.hosts.listInSlots(['warming', 'quarantined', 'retiring']);
     for (const host of orphans) this.retire(host, [host.slot as Slot], `control plane restarted while the host was ${host.slot ?? 'unknown'}`);
     return orphans.length;

@@ -1,6 +1,7 @@
 /**
  * kill -9 of the server in the middle of a claim storm, then restart: no host is in two groups, no
- * claim is left half-done, and the pool converges back to its size.
+ * claim is left half-done, and the pool converges back to its size. And a health-checked pool's
+ * ready hosts are adopted, not failed for an agent that had no time to reconnect.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LeftoverCounts } from '../../src/drivers/local/index.js';
@@ -86,4 +87,26 @@ describe('claim storm across a control-plane crash', () => {
     await waitFor('every host to go', async () => ((await api.get<{ hosts: unknown[] }>('/v1/hosts')).body.hosts.length === 0 ? true : undefined));
     expect(proc.leftovers()).toEqual(baseline);
   }, 180_000);
+
+  it('adopts the ready hosts of a health-checked pool after kill -9: none quarantined before its agent is back', async () => {
+    expect((await api.post('/v1/pools', { name: 'checked', size: 2, healthCheck: { command: 'true', interval: 30 } })).status).toBe(201);
+    const before = await waitFor('2 ready hosts', async () => {
+      const hosts = (await api.get<{ hosts: PoolHostView[] }>('/v1/pools/checked/hosts')).body.hosts.filter((h) => h.slot === 'ready');
+      return hosts.length === 2 ? hosts.map((h) => h.id).sort() : undefined;
+    });
+    await proc.kill();
+    await proc.restart();
+    api = proc.api;
+    await waitFor('both agents back', async () => {
+      const hosts = (await api.get<{ hosts: PoolHostView[] }>('/v1/pools/checked/hosts')).body.hosts;
+      return hosts.length === 2 && hosts.every((h) => h.agent.connected) ? true : undefined;
+    });
+    // Passes run every second: give them a few to quarantine what they should not.
+    await new Promise((r) => setTimeout(r, 3000));
+    const hosts = (await api.get<{ hosts: PoolHostView[] }>('/v1/pools/checked/hosts')).body.hosts;
+    expect(hosts.map((h) => [h.id, h.slot]).sort()).toEqual(before.map((id) => [id, 'ready']));
+    await api.delete('/v1/pools/checked');
+    await waitFor('every host to go', async () => ((await api.get<{ hosts: unknown[] }>('/v1/hosts')).body.hosts.length === 0 ? true : undefined));
+    expect(proc.leftovers()).toEqual(baseline);
+  }, 120_000);
 });

@@ -25,6 +25,7 @@ import { registerDoctorCommand } from './doctor-command.js';
 import { registerShellCommands } from './shell-command.js';
 import { registerTokenCommands } from './token-commands.js';
 import { registerAuditCommand } from './audit-command.js';
+import { registerStoreCommand } from './store-command.js';
 
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const program = new Command('berth')
@@ -53,6 +54,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   registerDoctorCommand(program, ctx);
   registerTokenCommands(program, ctx);
   registerAuditCommand(program, ctx);
+  registerStoreCommand(program, ctx);
   program
     .command('agent')
     .description('run the host agent (started by every host; not for interactive use)')

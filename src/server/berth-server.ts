@@ -90,6 +90,7 @@ export class BerthServer {
     const log = config.log ?? ((line: string) => process.stderr.write(`berth: ${line}\n`));
     const progress = config.progress ?? (() => {});
     const dataDir = new DataDir(config.dataDir);
+    if (!config.databaseUrl) dataDir.assertStoreHere();
     dataDir.lock();
     progress(`preparing the ${config.driver.name} driver`);
     const driverInfo = await config.driver.init();

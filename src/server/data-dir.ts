@@ -78,6 +78,29 @@ export class DataDir {
     rmSync(join(this.path, 'server.json'), { force: true });
   }
 
+  /**
+   * Where the embedded store's state went (`berth store copy`), if it did: a server started on this
+   * data dir without that database would run on the stale copy left behind, so it refuses.
+   */
+  storeMoved(): { to: string; at: string } | undefined {
+    try {
+      return JSON.parse(readFileSync(join(this.path, 'store-moved.json'), 'utf8')) as { to: string; at: string };
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Refuses to run on an embedded store whose state was copied elsewhere (see storeMoved). */
+  assertStoreHere(): void {
+    const moved = this.storeMoved();
+    if (!moved) return;
+    throw new BerthError('conflict', `the embedded store of ${this.path} was copied to ${moved.to} (${moved.at}) and is no longer used`, `Start the server with BERTH_DATABASE_URL set to that database, or remove ${join(this.path, 'store-moved.json')} to go on with the embedded copy as it was then.`);
+  }
+
+  markStoreMoved(to: string): void {
+    writeFileSync(join(this.path, 'store-moved.json'), `${JSON.stringify({ to, at: new Date().toISOString() }, null, 2)}\n`, { mode: 0o600 });
+  }
+
   writeServerInfo(info: ServerInfo): void {
     writeFileSync(join(this.path, 'server.json'), `${JSON.stringify(info, null, 2)}\n`, { mode: 0o600 });
   }

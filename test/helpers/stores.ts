@@ -28,7 +28,8 @@ export function storeBackends(env: NodeJS.ProcessEnv = process.env): StoreBacken
   return backends;
 }
 
-async function resetDatabase(url: string): Promise<void> {
+/** Drops every table of the database at `url` (the test database). */
+export async function resetDatabase(url: string): Promise<void> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {

@@ -22,7 +22,8 @@ async function dump(store: Store, table: string): Promise<string[]> {
     if (v === null || v === undefined) return null;
     if (v instanceof Date) return v.toISOString();
     if (typeof v === 'object') return JSON.stringify(v, (_k, x: unknown) => (x && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.entries(x).sort(([a], [b]) => a.localeCompare(b))) : x));
-    return String(v);
+    if (typeof v === 'bigint') return v.toString();
+    return typeof v === 'string' ? v : JSON.stringify(v);
   };
   return rows.map((row) => JSON.stringify(Object.entries(row).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => [k, text(v)]))).sort();
 }

@@ -166,6 +166,22 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
     });
 
   env
+    .command('restart')
+    .description("restart an environment's services (or one): host by host, each host's new processes ready and back in the router's rotation before the next")
+    .argument('<name>')
+    .option('--service <service>', 'restart only this service')
+    .option('--wait <s>', "seconds each host's restarted services get to be ready (default 120)")
+    .option('--json', 'print JSON')
+    .action(async (name: string, opts: { service?: string; wait?: string; json?: boolean }) => {
+      const printer = ctx.printer(opts.json);
+      if (!printer.json) printer.err(`restarting ${opts.service ?? 'the services of'} ${name}… `);
+      const view = await ctx.client().post<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/restart`, { ...(opts.service ? { service: opts.service } : {}), ...(opts.wait ? { wait: Number(opts.wait) } : {}) });
+      if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
+      printer.err('done\n');
+      printer.out(`${name}: ${view.stateReason}\n`);
+    });
+
+  env
     .command('rm')
     .description('remove environments: routes go, hosts are released (reset into their pool or terminated, as the pool says)')
     .argument('<name...>')

@@ -19,6 +19,7 @@ import { LoadBalancedServices, type ServiceLoadBalancing } from './load-balancin
 import { isSlugRef, type Slug } from '../slugs/slug-store.js';
 import { slugStack, SLUG_APP_DIR } from './slug-stack.js';
 import { changeSettings, settleSettings, type SettingsChange, type SettingsDeps } from './settings.js';
+import { restartServices, type RestartDeps, type RestartInput } from './restart.js';
 
 export interface EnvironmentServiceDeps {
   envs: EnvironmentsRepo;
@@ -32,6 +33,8 @@ export interface EnvironmentServiceDeps {
   pools: { get(tenantId: string, name: string): Promise<PoolRow | undefined>; getRecent(tenantId: string, name: string): Promise<PoolRow | undefined> };
   hosts: { get(tenantId: string, id: string): Promise<HostRow | undefined> };
   placement: PlacementDeps;
+  /** A host's services: what it runs, a restart of one, and waiting on their reports (ServicesService). */
+  services: RestartDeps['services'];
   /** Changes a claimed host's tags; its services converge to them (HostService.changeTags). */
   changeHostTags: SettingsDeps['changeHostTags'];
   /** Gives a claimed host back (reuse: reset into its pool; else terminated). */
@@ -117,6 +120,11 @@ export class EnvironmentService {
     return this.view(await changeSettings(this.settingsDeps(), await this.row(tenantId, name), change));
   }
 
+  /** Its services restarted host by host, each host back in rotation before the next (restart.ts). */
+  async restart(tenantId: string, name: string, input: RestartInput): Promise<EnvironmentView> {
+    return this.view(await restartServices({ ...this.settingsDeps(), services: this.deps.services }, await this.row(tenantId, name), input));
+  }
+
   /** New hosts with `ref`, the route switched once they answer, then the old ones released. */
   async deploy(tenantId: string, name: string, ref: string, waitS: number, opts: { command?: string | undefined; signal?: AbortSignal } = {}): Promise<EnvironmentView> {
     const { signal } = opts;
@@ -170,7 +178,7 @@ export class EnvironmentService {
 
   async remove(tenantId: string, name: string): Promise<EnvironmentView> {
     const row = await this.row(tenantId, name);
-    if (row.state === 'creating' || row.state === 'deploying' || row.state === 'configuring') {
+    if (row.state === 'creating' || row.state === 'deploying' || row.state === 'configuring' || row.state === 'restarting') {
       throw new BerthError('conflict', `environment ${name} is ${row.state}`, 'Wait until it is ready (or failed), then remove it.');
     }
     const removing = row.state === 'removing' ? row : await this.deps.envs.transition(tenantId, name, ['ready', 'failed'], 'removing', { reason: 'removed by request' });
@@ -229,6 +237,7 @@ export class EnvironmentService {
           const kept = row.hosts.filter((h) => h.generation <= routedGen);
           if (row.state === 'deploying') await this.deps.envs.transition(row.tenant_id, row.name, ['deploying'], 'ready', { reason: 'a deploy was cut short by a server restart', hosts: kept });
           if (row.state === 'configuring') await settleSettings(this.settingsDeps(), row);
+          if (row.state === 'restarting') await this.deps.envs.transition(row.tenant_id, row.name, ['restarting'], 'ready', { reason: 'a restart was cut short by a server restart' });
           await this.restoreRoute(row.tenant_id, { ...row, hosts: kept }, row.route);
           routed.push(row.name);
         }

@@ -117,6 +117,7 @@ describe('environments with a load balancing hook', () => {
         awaitServicesReady: () => Promise.resolve(),
       },
       changeHostTags: () => Promise.reject(new Error('not in these tests')),
+      services: { get: () => Promise.reject(new Error('not in these tests')), act: () => Promise.reject(new Error('not in these tests')), waitFor: () => Promise.reject(new Error('not in these tests')) },
       release: (_tenantId, hostId, opts) => {
         released.push({ hostId, reuse: opts.reuse });
         events.push(`release ${hostId}`);

@@ -15,6 +15,7 @@ import { ENV_NAME_PATTERN } from '../protocol/messages.js';
 import { ENV_OVERRIDE_TAG_PREFIX } from '../stacks/modes.js';
 import type { EnvironmentsRepo } from '../store/environments-repo.js';
 import type { EnvironmentRow, HostRow } from '../store/schema.js';
+import { rollOver, type RollingDeps } from './rolling.js';
 
 export const changeSettingsBody = z
   .object({
@@ -29,13 +30,10 @@ export const changeSettingsBody = z
 
 export type SettingsChange = z.output<typeof changeSettingsBody>;
 
-export interface SettingsDeps {
+export interface SettingsDeps extends RollingDeps {
   envs: Pick<EnvironmentsRepo, 'transition'>;
   hosts: { get(tenantId: string, id: string): Promise<HostRow | undefined> };
   changeHostTags(tenantId: string, hostId: string, change: { set: Record<string, string>; remove: string[] }): Promise<unknown>;
-  awaitServicesReady(tenantId: string, hostId: string, timeoutMs: number, label: string): Promise<unknown>;
-  /** Whether the router has the host in the environment's rotation; undefined: it is not a backend. */
-  backendHealthy(name: string, hostId: string): boolean | undefined;
   log: (line: string) => void;
 }
 
@@ -75,15 +73,10 @@ export async function changeSettings(deps: SettingsDeps, row: EnvironmentRow, ch
   if (!started) {
     throw new BerthError('conflict', `environment ${name} is ${row.state}`, row.state === 'failed' ? 'Deploy it again (berth env deploy) or remove it.' : 'Wait until it is ready, then change its settings.');
   }
-  const deadline = Date.now() + change.wait * 1000;
   const changed: string[] = [];
   try {
-    for (const { hostId } of started.hosts) {
-      changed.push(hostId);
-      await deps.changeHostTags(tenantId, hostId, forward);
-      await deps.awaitServicesReady(tenantId, hostId, Math.max(0, deadline - Date.now()), `environment ${name}: host ${hostId}`);
-      await inRotation(deps, name, hostId, deadline);
-    }
+    const hostIds = started.hosts.map((h) => h.hostId);
+    await rollOver(deps, { tenantId, name }, hostIds, async (hostId) => void (await deps.changeHostTags(tenantId, hostId, forward)), { deadline: Date.now() + change.wait * 1000, touched: changed });
   } catch (err) {
     // Every host changed so far gets its old values back, so the environment runs as it did.
     await putBack(deps, started, changed, tagChange(next, row.settings), change.wait * 1000);
@@ -115,14 +108,6 @@ export async function settleSettings(deps: SettingsDeps, row: EnvironmentRow): P
     }),
   );
   return deps.envs.transition(tenantId, name, ['configuring'], 'ready', { reason: 'a settings change was cut short by a server restart and undone' });
-}
-
-/** Waits until the router has the host back in rotation (a restarted web service fails a check or two). */
-async function inRotation(deps: SettingsDeps, name: string, hostId: string, deadline: number): Promise<void> {
-  while (deps.backendHealthy(name, hostId) === false) {
-    if (Date.now() > deadline) throw new BerthError('environment_failed', `environment ${name}: host ${hostId} is ready but the router has not taken it back`, 'Look at its web service (berth env logs), then try again.', { hostId });
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 async function putBack(deps: SettingsDeps, row: EnvironmentRow, hostIds: readonly string[], back: { set: Record<string, string>; remove: string[] }, waitMs: number): Promise<void> {

@@ -67,6 +67,7 @@ export async function startEnvironments(config: Pick<ServerConfig, 'driver' | 'r
     },
     release: (tenantId, hostId, opts) => claims.release(tenantId, hostId, opts),
     changeHostTags: deps.changeHostTags,
+    services,
     slugs: { prepare: (ref, signal) => slugs.prepare(ref, signal), urlFor: (slug) => deps.slugUrl(slug.digest) },
     router,
     log,

@@ -1,20 +1,21 @@
 /**
  * An environment's life: `creating` (claiming hosts, starting services, routing) → `ready`;
  * `ready` → `deploying` (new hosts for a new ref, then the route switches) → `ready`; `ready` →
- * `configuring` (new settings, host by host; settings.ts) → `ready`; `ready` or `failed` →
- * `removing` → gone. A create that fails releases what it claimed and is gone too;
+ * `configuring` (new settings, host by host; settings.ts) or `restarting` (its services, host by
+ * host; restart.ts) → `ready`; `ready` or `failed` → `removing` → gone. A create that fails releases what it claimed and is gone too;
  * `failed` is where a deploy or a recovery that could not restore the route leaves it.
  */
 import { BerthError } from '../core/errors.js';
 
-export const ENVIRONMENT_STATES = ['creating', 'ready', 'deploying', 'configuring', 'failed', 'removing'] as const;
+export const ENVIRONMENT_STATES = ['creating', 'ready', 'deploying', 'configuring', 'restarting', 'failed', 'removing'] as const;
 export type EnvironmentState = (typeof ENVIRONMENT_STATES)[number];
 
 const NEXT: Record<EnvironmentState, readonly EnvironmentState[]> = {
   creating: ['ready', 'failed', 'removing'],
-  ready: ['deploying', 'configuring', 'removing', 'failed'],
+  ready: ['deploying', 'configuring', 'restarting', 'removing', 'failed'],
   deploying: ['ready', 'failed', 'removing'],
   configuring: ['ready', 'failed'],
+  restarting: ['ready', 'failed'],
   failed: ['removing', 'deploying'],
   removing: [],
 };

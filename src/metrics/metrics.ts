@@ -330,7 +330,7 @@ export class MetricsCollector {
       entry.n++;
       envStates.set(key, entry);
     }
-    family('berth_environments', 'gauge', 'Environments by pool and state (creating, ready, deploying, configuring, failed, removing).', [...envStates.values()].map((s) => ({ labels: { tenant, pool: s.pool, state: s.state }, value: s.n })));
+    family('berth_environments', 'gauge', 'Environments by pool and state (creating, ready, deploying, configuring, restarting, failed, removing).', [...envStates.values()].map((s) => ({ labels: { tenant, pool: s.pool, state: s.state }, value: s.n })));
     family(
       'berth_environment_timing_seconds',
       'gauge',

@@ -21,6 +21,7 @@ const ROUTE_ROLES: Record<string, Role> = {
   'DELETE /v1/environments/:name': 'use',
   'PATCH /v1/environments/:name': 'use',
   'PATCH /v1/environments/:name/settings': 'use',
+  'POST /v1/environments/:name/restart': 'use',
   // A terminal on a host (a WebSocket upgrade, served beside the routes: src/shells/shell-endpoint.ts).
   'GET /v1/hosts/:id/shell': 'use',
 

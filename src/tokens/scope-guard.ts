@@ -107,6 +107,7 @@ const CHECKS: Record<string, Check> = {
   'DELETE /v1/environments/:name': namedGroup((r) => param(r, 'name'), 'environment'),
   'PATCH /v1/environments/:name': namedGroup((r) => param(r, 'name'), 'environment'),
   'PATCH /v1/environments/:name/settings': namedGroup((r) => param(r, 'name'), 'environment'),
+  'POST /v1/environments/:name/restart': namedGroup((r) => param(r, 'name'), 'environment'),
 };
 
 const FILTERS: Record<string, Filter> = {

@@ -224,6 +224,49 @@ describe('environments', () => {
     expect((await berth(['env', 'rm', 'dora'], env)).code).toBe(0);
   }, 240_000);
 
+  it('env restart restarts a service host by host under load without losing a request, and only that service', async () => {
+    const created = await create(['erin', '--stack', 'shop', '--replicas', '2']);
+    expect(created.code, created.stderr).toBe(0);
+    const hostIds = (JSON.parse(created.stdout) as EnvironmentView).hosts.map((h) => h.hostId);
+    const pids = async () => {
+      const out: Record<string, number | null> = {};
+      for (const id of hostIds) {
+        for (const svc of (await srv.api.get<{ services: { name: string; status: { pid: number | null } | null }[] }>(`/v1/hosts/${id}/services`)).body.services) out[`${id}/${svc.name}`] = svc.status?.pid ?? null;
+      }
+      return out;
+    };
+    const before = await pids();
+    let stop = false;
+    const seen = { ok: 0, failed: [] as string[] };
+    const load = (async () => {
+      while (!stop) {
+        const res = await viaRouter(routerPort(), 'erin').catch((err: unknown) => ({ status: 0, body: String(err), backend: undefined }));
+        if (res.status === 200) seen.ok++;
+        else seen.failed.push(`${res.status} ${res.body.slice(0, 200)}`);
+      }
+    })();
+    const restarted = await berth(['env', 'restart', 'erin', '--service', 'web'], env, { timeoutMs: 120_000 });
+    await new Promise((r) => setTimeout(r, 300));
+    stop = true;
+    await load;
+    expect([restarted.code, restarted.stdout], restarted.stderr).toEqual([0, 'erin: restarted web on 2 hosts\n']);
+    expect(seen.failed).toEqual([]);
+    expect(seen.ok).toBeGreaterThan(10);
+    const after = await pids();
+    for (const id of hostIds) {
+      expect(after[`${id}/web`]).not.toBe(before[`${id}/web`]);
+      expect(after[`${id}/api`]).toBe(before[`${id}/api`]);
+    }
+    const unknown = await berth(['env', 'restart', 'erin', '--service', 'nope'], env);
+    expect([unknown.code, unknown.stderr]).toEqual([2, expect.stringContaining('environment erin runs no service nope (it runs api, web)')]);
+    const all = await berth(['env', 'restart', 'erin', '--json'], env, { timeoutMs: 120_000 });
+    expect(all.code, all.stderr).toBe(0);
+    expect(JSON.parse(all.stdout) as EnvironmentView).toMatchObject({ state: 'ready', stateReason: 'restarted its services on 2 hosts' });
+    const last = await pids();
+    for (const id of hostIds) expect(last[`${id}/api`]).not.toBe(before[`${id}/api`]);
+    expect((await berth(['env', 'rm', 'erin'], env)).code).toBe(0);
+  }, 240_000);
+
   it('takes a killed web process out of rotation and puts it back once the supervisor restarted it', async () => {
     const created = await create(['pair', '--stack', 'shop', '--replicas', '2']);
     expect(created.code, created.stderr).toBe(0);

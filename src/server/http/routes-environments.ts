@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { EnvironmentService } from '../../environments/environment-service.js';
 import { createEnvironmentBody, deployEnvironmentBody, environmentName, environmentTtlBody } from '../../environments/spec.js';
 import { changeSettingsBody } from '../../environments/settings.js';
+import { restartEnvironmentBody } from '../../environments/restart.js';
 import { errorBody } from './schemas.js';
 
 const backend = z.object({
@@ -103,6 +104,19 @@ export function environmentRoutes(envs: EnvironmentService): FastifyPluginCallba
         },
       },
       async (request) => envs.changeSettings(request.tenantId, request.params.name, request.body),
+    );
+    app.post(
+      '/v1/environments/:name/restart',
+      {
+        schema: {
+          tags: ['environments'],
+          summary: "Restart an environment's services (or one, `service`): host by host, each host's new processes ready and back in the router's rotation before the next",
+          params: nameParams,
+          body: restartEnvironmentBody,
+          response: { 200: environmentView, ...errors },
+        },
+      },
+      async (request) => envs.restart(request.tenantId, request.params.name, request.body),
     );
     app.delete(
       '/v1/environments/:name',

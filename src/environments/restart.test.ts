@@ -3,19 +3,17 @@
  * service restarts, host by host, a host counts as done only with a new process ready; a service
  * that fails after its restart stops the roll there, and the environment is ready again, saying so.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import type { HostServicesView, ServiceView } from '../services/services-service.js';
-import { EnvironmentsRepo } from '../store/environments-repo.js';
 import { DEFAULT_TENANT } from '../store/migrations.js';
-import { openStore, type Store } from '../store/store.js';
+import { readyEnvironment, useEnvironmentsRepo } from '../../test/helpers/environments.js';
 import { rejection } from '../../test/helpers/errors.js';
 import { restartServices, type RestartDeps } from './restart.js';
 
 const T = DEFAULT_TENANT;
 
 describe('environment restart', () => {
-  let store: Store;
-  let envs: EnvironmentsRepo;
+  const repo = useEnvironmentsRepo();
   let steps: string[];
   /** host -> service -> [pid, state] */
   let hosts: Map<string, Map<string, { pid: number; state: 'ready' | 'failed' }>>;
@@ -34,7 +32,7 @@ describe('environment restart', () => {
   });
 
   const deps = (): RestartDeps => ({
-    envs,
+    envs: repo.envs,
     services: {
       get: (_t, hostId) => Promise.resolve(view(hostId)),
       act: (_t, hostId, name) => {
@@ -56,23 +54,11 @@ describe('environment restart', () => {
   });
 
   const make = async (name: string) => {
-    await envs.insert({ tenantId: T, name, stack: 's', pool: 's', mode: 'review', ref: null, command: null, replicas: 2, owner: null, settings: {}, expiresAt: null });
-    await envs.setHosts(T, name, [`${name}-1`, `${name}-2`].map((hostId) => ({ hostId, service: null, generation: 1 })));
     for (const id of [`${name}-1`, `${name}-2`]) {
       hosts.set(id, new Map([['api', { pid: nextPid++, state: 'ready' }], ['web', { pid: nextPid++, state: 'ready' }]]));
     }
-    const row = await envs.transition(T, name, ['creating'], 'ready');
-    if (!row) throw new Error('not ready');
-    return row;
+    return readyEnvironment(repo.envs, name);
   };
-
-  beforeAll(async () => {
-    store = await openStore({ dataDir: 'memory://' });
-    envs = new EnvironmentsRepo(store.db);
-  });
-  afterAll(async () => {
-    await store.close();
-  });
   beforeEach(() => {
     steps = [];
     hosts = new Map();
@@ -95,7 +81,7 @@ describe('environment restart', () => {
     const err = await rejection(restartServices(deps(), row, { wait: 5 }));
     expect([err.code, err.message]).toEqual(['environment_failed', 'environment two: host two-1: service web failed after its restart: crashed 5 times in a row']);
     expect(steps).toEqual(['restart two-1/api', 'restart two-1/web', 'wait two-1']);
-    const after = await envs.get(T, 'two');
+    const after = await repo.envs.get(T, 'two');
     expect([after?.state, after?.state_reason]).toEqual(['ready', expect.stringMatching(/^restart of its services stopped: environment two: host two-1: service web failed/)]);
   });
 
@@ -103,7 +89,7 @@ describe('environment restart', () => {
     const row = await make('three');
     const unknown = await rejection(restartServices(deps(), row, { service: 'db', wait: 5 }));
     expect([unknown.code, unknown.message]).toEqual(['validation_failed', 'environment three runs no service db (it runs api, web)']);
-    await envs.transition(T, 'three', ['ready'], 'deploying');
+    await repo.envs.transition(T, 'three', ['ready'], 'deploying');
     const busy = await rejection(restartServices(deps(), { ...row, state: 'deploying' }, { wait: 5 }));
     expect([busy.code, busy.message]).toEqual(['conflict', 'environment three is deploying']);
     expect(steps).toEqual([]);

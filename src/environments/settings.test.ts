@@ -3,27 +3,25 @@
  * work (host by host, each back in rotation before the next), the undo on every host changed so far
  * when one fails, and the settling of a change a restart cut short.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { BerthError } from '../core/errors.js';
-import { EnvironmentsRepo } from '../store/environments-repo.js';
 import { DEFAULT_TENANT } from '../store/migrations.js';
 import type { HostRow } from '../store/schema.js';
-import { openStore, type Store } from '../store/store.js';
+import { readyEnvironment, useEnvironmentsRepo } from '../../test/helpers/environments.js';
 import { rejection } from '../../test/helpers/errors.js';
 import { changeSettings, nextSettings, settleSettings, tagChange, type SettingsDeps } from './settings.js';
 
 const T = DEFAULT_TENANT;
 
 describe('environment settings', () => {
-  let store: Store;
-  let envs: EnvironmentsRepo;
+  const repo = useEnvironmentsRepo();
   let tags: Map<string, Record<string, string>>;
   let steps: string[];
   let failOn: string | undefined;
   let healthyAfter: number;
 
   const deps = (): SettingsDeps => ({
-    envs,
+    envs: repo.envs,
     hosts: { get: (_t, id) => Promise.resolve(tags.has(id) ? ({ id, state: 'running', tags: tags.get(id) } as unknown as HostRow) : undefined) },
     changeHostTags: (_t, hostId, change) => {
       const next = { ...tags.get(hostId), ...change.set };
@@ -45,24 +43,9 @@ describe('environment settings', () => {
   });
 
   const make = async (name: string, settings: Record<string, string>) => {
-    await envs.insert({ tenantId: T, name, stack: 's', pool: 's', mode: 'review', ref: null, command: null, replicas: 2, owner: null, settings, expiresAt: null });
-    await envs.setHosts(T, name, [
-      { hostId: `${name}-1`, service: null, generation: 1 },
-      { hostId: `${name}-2`, service: null, generation: 1 },
-    ]);
     for (const id of [`${name}-1`, `${name}-2`]) tags.set(id, Object.fromEntries(Object.entries(settings).map(([k, v]) => [`berth.env.${k}`, v])));
-    const row = await envs.transition(T, name, ['creating'], 'ready');
-    if (!row) throw new Error('not ready');
-    return row;
+    return readyEnvironment(repo.envs, name, settings);
   };
-
-  beforeAll(async () => {
-    store = await openStore({ dataDir: 'memory://' });
-    envs = new EnvironmentsRepo(store.db);
-  });
-  afterAll(async () => {
-    await store.close();
-  });
   beforeEach(() => {
     tags = new Map();
     steps = [];
@@ -81,7 +64,7 @@ describe('environment settings', () => {
   it('changes one host at a time, each ready and back in rotation before the next, then records the settings', async () => {
     await make('one', { MODE: 'a' });
     healthyAfter = 1; // the first host fails one rotation check after its restart
-    const done = await changeSettings(deps(), (await envs.get(T, 'one'))!, { set: { MODE: 'b' }, unset: [], wait: 5 });
+    const done = await changeSettings(deps(), (await repo.envs.get(T, 'one'))!, { set: { MODE: 'b' }, unset: [], wait: 5 });
     expect(steps).toEqual([
       'tag one-1 {"set":{"berth.env.MODE":"b"},"remove":[]}',
       'ready? one-1',
@@ -101,7 +84,7 @@ describe('environment settings', () => {
   it('undoes the change on every host it reached when one host fails, and keeps the old settings', async () => {
     await make('two', { MODE: 'a', KEEP: 'k' });
     failOn = 'b';
-    const err = await rejection(changeSettings(deps(), (await envs.get(T, 'two'))!, { set: { MODE: 'b', NEW: 'n' }, unset: ['KEEP'], wait: 5 }));
+    const err = await rejection(changeSettings(deps(), (await repo.envs.get(T, 'two'))!, { set: { MODE: 'b', NEW: 'n' }, unset: ['KEEP'], wait: 5 }));
     expect(err.message).toMatch(/host two-1: service web failed/);
     expect(steps.filter((s) => s.startsWith('tag'))).toEqual([
       'tag two-1 {"set":{"berth.env.MODE":"b","berth.env.NEW":"n"},"remove":["berth.env.KEEP"]}',
@@ -109,14 +92,14 @@ describe('environment settings', () => {
     ]);
     expect(tags.get('two-1')).toEqual({ 'berth.env.MODE': 'a', 'berth.env.KEEP': 'k' });
     expect(tags.get('two-2')).toEqual({ 'berth.env.MODE': 'a', 'berth.env.KEEP': 'k' });
-    const row = (await envs.get(T, 'two'))!;
+    const row = (await repo.envs.get(T, 'two'))!;
     expect([row.state, row.settings]).toEqual(['ready', { MODE: 'a', KEEP: 'k' }]);
     expect(row.state_reason).toMatch(/^settings change failed and was undone: /);
   });
 
   it('refuses an environment that is not ready, and changes nothing', async () => {
     const row = await make('three', { MODE: 'a' });
-    await envs.transition(T, 'three', ['ready'], 'deploying');
+    await repo.envs.transition(T, 'three', ['ready'], 'deploying');
     const err = await rejection(changeSettings(deps(), { ...row, state: 'deploying' }, { set: { MODE: 'b' }, unset: [], wait: 5 }));
     expect([err.code, err.message]).toEqual(['conflict', 'environment three is deploying']);
     expect(steps).toEqual([]);
@@ -124,9 +107,9 @@ describe('environment settings', () => {
 
   it('after a restart, puts every host of a change cut short back to the recorded settings', async () => {
     await make('four', { MODE: 'a' });
-    await envs.transition(T, 'four', ['ready'], 'configuring');
+    await repo.envs.transition(T, 'four', ['ready'], 'configuring');
     tags.set('four-1', { 'berth.env.MODE': 'b', 'berth.env.NEW': 'n', 'berth.env.BERTH_REF': 'v1' });
-    const settled = await settleSettings(deps(), (await envs.get(T, 'four'))!);
+    const settled = await settleSettings(deps(), (await repo.envs.get(T, 'four'))!);
     expect(settled?.state).toBe('ready');
     expect(tags.get('four-1')).toEqual({ 'berth.env.MODE': 'a', 'berth.env.BERTH_REF': 'v1' });
     expect(steps).toEqual(['tag four-1 {"set":{"berth.env.MODE":"a"},"remove":["berth.env.NEW"]}']);

@@ -1,19 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { BerthError } from '../core/errors.js';
+import { thrown as refusal } from '../../test/helpers/errors.js';
 import { checkSchedule, readSchedule, scheduledSize } from './schedule.js';
 import { parsePoolSpec } from './spec.js';
 
 const workHours = { timezone: 'Europe/Berlin', rules: [{ cron: '* 8-18 * * 1-5', size: 10 }] };
-
-function refusal(fn: () => unknown): BerthError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof BerthError) return err;
-    throw err;
-  }
-  throw new Error('expected a refusal');
-}
 
 describe('pool schedules', () => {
   it('gives the first rule that holds in the schedule\'s time zone, else the pool\'s own size', () => {

@@ -50,6 +50,32 @@ function viaRouter(port: number, name: string, path = '/'): Promise<{ status: nu
   });
 }
 
+/**
+ * GETs through the router to `name`, one after the other, from now until `stop()`, which (after
+ * `settleMs` more) resolves with what was seen: the 200s' bodies and every other answer.
+ */
+function steadyLoad(port: () => number, name: string, settleMs = 300): { stop: () => Promise<{ ok: number; failed: string[]; bodies: Set<string> }> } {
+  let stopping = false;
+  const seen = { ok: 0, failed: [] as string[], bodies: new Set<string>() };
+  const load = (async () => {
+    while (!stopping) {
+      const res = await viaRouter(port(), name).catch((err: unknown) => ({ status: 0, body: String(err), backend: undefined }));
+      if (res.status === 200) {
+        seen.ok++;
+        seen.bodies.add(res.body);
+      } else seen.failed.push(`${res.status} ${res.body.slice(0, 200)}`);
+    }
+  })();
+  return {
+    stop: async () => {
+      await new Promise((r) => setTimeout(r, settleMs));
+      stopping = true;
+      await load;
+      return seen;
+    },
+  };
+}
+
 describe('environments', () => {
   let srv: InProcessServer;
   let env: Record<string, string>;
@@ -137,28 +163,16 @@ describe('environments', () => {
   }, 300_000);
 
   it('deploys a new ref under a steady load without losing a request', async () => {
-    let stop = false;
-    const seen = { ok: 0, failed: [] as string[], refs: new Set<string>() };
-    const load = (async () => {
-      while (!stop) {
-        const res = await viaRouter(routerPort(), 'alice').catch((err: unknown) => ({ status: 0, body: String(err), backend: undefined }));
-        if (res.status === 200) {
-          seen.ok++;
-          seen.refs.add(res.body.trim().split(' ').at(-1) ?? '');
-        } else seen.failed.push(`${res.status} ${res.body.slice(0, 200)}`);
-      }
-    })();
+    const load = steadyLoad(routerPort, 'alice', 500);
     const before = (await srv.api.get<EnvironmentView>('/v1/environments/alice')).body;
     const deployed = await berth(['env', 'deploy', 'alice', '--ref', 'v2', '--json'], env, { timeoutMs: 120_000 });
-    await new Promise((r) => setTimeout(r, 500));
-    stop = true;
-    await load;
+    const seen = await load.stop();
     expect(deployed.code, deployed.stderr).toBe(0);
     const after = JSON.parse(deployed.stdout) as EnvironmentView;
     expect(after.ref).toBe('v2');
     expect(seen.failed).toEqual([]);
     expect(seen.ok).toBeGreaterThan(20);
-    expect([...seen.refs].sort()).toEqual(['v1', 'v2']);
+    expect([...seen.bodies].map((b) => b.trim().split(' ').at(-1)).sort()).toEqual(['v1', 'v2']);
     expect((await viaRouter(routerPort(), 'alice')).body).toBe('hello hi from alice at v2\n');
     // The old host was given back.
     const oldHost = before.hosts[0]?.hostId ?? '';
@@ -170,21 +184,9 @@ describe('environments', () => {
   it('env set changes settings host by host under load without losing a request; a change whose services fail is undone everywhere', async () => {
     const created = await create(['dora', '--stack', 'shop', '--set', 'GREETING=hi', '--replicas', '2', '--ref', 'v1']);
     expect(created.code, created.stderr).toBe(0);
-    let stop = false;
-    const seen = { ok: 0, failed: [] as string[], bodies: new Set<string>() };
-    const load = (async () => {
-      while (!stop) {
-        const res = await viaRouter(routerPort(), 'dora').catch((err: unknown) => ({ status: 0, body: String(err), backend: undefined }));
-        if (res.status === 200) {
-          seen.ok++;
-          seen.bodies.add(res.body);
-        } else seen.failed.push(`${res.status} ${res.body.slice(0, 200)}`);
-      }
-    })();
+    const load = steadyLoad(routerPort, 'dora');
     const changed = await berth(['env', 'set', 'dora', 'GREETING=hola', 'EXTRA=1'], env, { timeoutMs: 120_000 });
-    await new Promise((r) => setTimeout(r, 300));
-    stop = true;
-    await load;
+    const seen = await load.stop();
     expect([changed.code, changed.stdout], changed.stderr).toEqual([0, 'dora settings: EXTRA, GREETING\n']);
     // The web service has no reload: each host restarted it in turn, the other one serving meanwhile.
     expect(seen.failed).toEqual([]);
@@ -236,19 +238,9 @@ describe('environments', () => {
       return out;
     };
     const before = await pids();
-    let stop = false;
-    const seen = { ok: 0, failed: [] as string[] };
-    const load = (async () => {
-      while (!stop) {
-        const res = await viaRouter(routerPort(), 'erin').catch((err: unknown) => ({ status: 0, body: String(err), backend: undefined }));
-        if (res.status === 200) seen.ok++;
-        else seen.failed.push(`${res.status} ${res.body.slice(0, 200)}`);
-      }
-    })();
+    const load = steadyLoad(routerPort, 'erin');
     const restarted = await berth(['env', 'restart', 'erin', '--service', 'web'], env, { timeoutMs: 120_000 });
-    await new Promise((r) => setTimeout(r, 300));
-    stop = true;
-    await load;
+    const seen = await load.stop();
     expect([restarted.code, restarted.stdout], restarted.stderr).toEqual([0, 'erin: restarted web on 2 hosts\n']);
     expect(seen.failed).toEqual([]);
     expect(seen.ok).toBeGreaterThan(10);

@@ -10,3 +10,15 @@ export async function rejection(promise: Promise<unknown>): Promise<BerthError> 
   expect(err).toBeInstanceOf(BerthError);
   return err as BerthError;
 }
+
+/** The BerthError a function throws (fails the test if it returns or throws otherwise). */
+export function thrown(run: () => unknown): BerthError {
+  let err: unknown;
+  try {
+    run();
+  } catch (e) {
+    err = e;
+  }
+  expect(err).toBeInstanceOf(BerthError);
+  return err as BerthError;
+}

@@ -32,8 +32,8 @@ const key = (pool: PoolRow) => `${pool.tenant_id}/${pool.name}`;
 
 export class PoolTargets {
   private readonly demandReads = new Map<string, { key: string; at: number; reading: DemandReading }>();
-  /** Each pool's last target, with the size of the spec it was found for. */
-  private readonly last = new Map<string, { size: number; target: number }>();
+  /** Each pool's last target, with the sizing spec (size, schedule, demand) it was found for. */
+  private readonly last = new Map<string, { spec: string; target: number }>();
 
   constructor(private readonly deps: PoolTargetsDeps) {}
 
@@ -53,9 +53,11 @@ export class PoolTargets {
   }
 
   private note(row: PoolRow, target: number, scheduled: ScheduledSize, demand: DemandReading | undefined): void {
+    const spec = JSON.stringify([row.size, row.schedule, row.demand]);
     const before = this.last.get(key(row));
-    this.last.set(key(row), { size: row.size, target });
-    if (!before || before.size !== row.size || before.target === target) return;
+    this.last.set(key(row), { spec, target });
+    // Moved by a change of its spec: that change is the pool's `updated` event already.
+    if (!before || before.spec !== spec || before.target === target) return;
     const why = [];
     if (row.schedule) {
       const rule = scheduled.rule === null ? undefined : row.schedule.rules[scheduled.rule];

@@ -1,4 +1,4 @@
-/** `berth env create|ls|show|deploy|rm`: environments, each a URL that answers. */
+/** `berth env create|ls|show|deploy|set|restart|ttl|rm`: environments, each a URL that answers. */
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { EnvironmentView } from '../environments/views.js';
@@ -6,6 +6,7 @@ import { age, collect, parseChanges, parseKeyValues, table, UsageError, type Pri
 import type { Context } from './context.js';
 import { registerEnvShellCommand } from './shell-command.js';
 import { registerEnvLogsCommand } from './env-logs.js';
+import { watchEnvironment } from './env-progress.js';
 
 interface CreateOptions {
   stack?: string;
@@ -22,6 +23,26 @@ interface CreateOptions {
 }
 
 const TIMING_ORDER = ['claimMs', 'initMs', 'servicesMs', 'readyMs', 'routeMs', 'totalMs'];
+
+/**
+ * Runs a long environment command, saying `what` first and then, as they happen, the hosts it
+ * claims and their services' states (env-progress.ts); with --json, only the command.
+ */
+async function withProgress<T>(ctx: Context, printer: Printer, name: string, what: string, knownHosts: readonly string[], run: () => Promise<T>): Promise<T> {
+  if (printer.json) return run();
+  printer.err(`${what}…\n`);
+  const progress = await watchEnvironment(ctx.client(), name, knownHosts, (line) => printer.err(line));
+  try {
+    return await run();
+  } finally {
+    progress.stop();
+  }
+}
+
+/** The hosts an environment has now (whose services a change in place will move). */
+async function hostsOf(ctx: Context, name: string): Promise<string[]> {
+  return (await ctx.client().get<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}`)).hosts.map((h) => h.hostId);
+}
 
 export function registerEnvCommands(program: Command, ctx: Context): void {
   const env = program.command('env').description('environments: a stack on claimed hosts, routed at NAME.<domain>');
@@ -61,14 +82,7 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
         ...(wait !== undefined ? { wait } : {}),
       };
       const printer = ctx.printer(opts.json);
-      if (!printer.json) printer.err(`creating environment ${name} (stack ${opts.stack}, ${opts.mode})… `);
-      let view: EnvironmentView;
-      try {
-        view = await ctx.client().post<EnvironmentView>('/v1/environments', body);
-      } catch (err) {
-        if (!printer.json) printer.err('\n');
-        throw err;
-      }
+      const view = await withProgress(ctx, printer, name, `creating environment ${name} (stack ${opts.stack}, ${opts.mode})`, [], () => ctx.client().post<EnvironmentView>('/v1/environments', body));
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
       printer.err(`ready in ${view.timings['totalMs'] ?? '?'} ms (${formatTimings(view.timings)})\n`);
       printer.out(`${view.url ?? '(no route)'}\n`);
@@ -127,8 +141,8 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
     .option('--json', 'print JSON')
     .action(async (name: string, opts: { ref: string; command?: string; wait?: string; json?: boolean }) => {
       const printer = ctx.printer(opts.json);
-      if (!printer.json) printer.err(`deploying ${opts.ref} to ${name}… `);
-      const view = await ctx.client().post<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/deploy`, { ref: slugPath(opts.ref), ...(opts.command ? { command: opts.command } : {}), ...(opts.wait ? { wait: Number(opts.wait) } : {}) });
+      const body = { ref: slugPath(opts.ref), ...(opts.command ? { command: opts.command } : {}), ...(opts.wait ? { wait: Number(opts.wait) } : {}) };
+      const view = await withProgress(ctx, printer, name, `deploying ${opts.ref} to ${name}`, [], () => ctx.client().post<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/deploy`, body));
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
       printer.err(`switched in ${view.timings['totalMs'] ?? '?'} ms (${formatTimings(view.timings)})\n`);
       printer.out(`${view.url ?? '(no route)'}\n`);
@@ -158,10 +172,10 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
     .action(async (name: string, changes: string[], opts: { wait?: string; json?: boolean }) => {
       const printer = ctx.printer(opts.json);
       const { set, remove } = parseChanges(changes, 'a setting');
-      if (!printer.json) printer.err(`changing ${name}'s settings… `);
-      const view = await ctx.client().patch<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/settings`, { set, unset: remove, ...(opts.wait ? { wait: Number(opts.wait) } : {}) });
+      const body = { set, unset: remove, ...(opts.wait ? { wait: Number(opts.wait) } : {}) };
+      const hosts = printer.json ? [] : await hostsOf(ctx, name);
+      const view = await withProgress(ctx, printer, name, `changing ${name}'s settings`, hosts, () => ctx.client().patch<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/settings`, body));
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
-      printer.err('done\n');
       printer.out(`${name} settings: ${view.settings.join(', ') || '-'}\n`);
     });
 
@@ -174,10 +188,10 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
     .option('--json', 'print JSON')
     .action(async (name: string, opts: { service?: string; wait?: string; json?: boolean }) => {
       const printer = ctx.printer(opts.json);
-      if (!printer.json) printer.err(`restarting ${opts.service ?? 'the services of'} ${name}… `);
-      const view = await ctx.client().post<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/restart`, { ...(opts.service ? { service: opts.service } : {}), ...(opts.wait ? { wait: Number(opts.wait) } : {}) });
+      const body = { ...(opts.service ? { service: opts.service } : {}), ...(opts.wait ? { wait: Number(opts.wait) } : {}) };
+      const hosts = printer.json ? [] : await hostsOf(ctx, name);
+      const view = await withProgress(ctx, printer, name, `restarting ${opts.service ?? 'the services of'} ${name}`, hosts, () => ctx.client().post<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/restart`, body));
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
-      printer.err('done\n');
       printer.out(`${name}: ${view.stateReason}\n`);
     });
 

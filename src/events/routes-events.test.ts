@@ -124,6 +124,21 @@ describe('GET /v1/events', () => {
     expect(bus.subscriberCount).toBe(0);
   });
 
+  it('follows from the next event with replay=false, leaving the buffered ones out', async () => {
+    const bus = new EventBus();
+    bus.emit(ev('ta', 'host', 'h-1', 'launching', { hostId: 'h-1' }));
+    bus.emit(ev('ta', 'host', 'h-1', 'running', { hostId: 'h-1' }));
+    const served = await serve(bus);
+    app = served.app;
+    const controller = new AbortController();
+    const res = await fetch(`${served.url}/v1/events?follow=true&replay=false`, { headers: { authorization: 'Bearer tok-a' }, signal: controller.signal });
+    bus.emit(ev('ta', 'claim', 'cl-1', 'pending', { claimId: 'cl-1' }));
+    const { text, reader } = await readUntil(res, (t) => t.includes('"cl-1"'));
+    expect(dataOf(text).map((e) => `${e.seq}:${e.id}`)).toEqual(['3:cl-1']);
+    controller.abort();
+    await reader.cancel().catch(() => undefined);
+  });
+
   it('ends a follower when the bus closes', async () => {
     const bus = new EventBus();
     const served = await serve(bus);

@@ -42,6 +42,7 @@ export const eventSchema = z.object({
 const eventsQuery = z.object({
   since: z.coerce.number().int().min(0).optional().describe('Only events with a greater seq (default 0: every buffered event)'),
   follow: z.enum(['true', 'false', '1', '0']).optional().describe('Stream as text/event-stream until the client goes away'),
+  replay: z.enum(['true', 'false', '1', '0']).optional().describe('With follow and no `since`: false starts with the next event, leaving the buffered ones out (a client watching what its own request is about to do)'),
   kind: z.union([z.string(), z.array(z.string())]).optional().describe(`Only these kinds (${EVENT_KINDS.join(', ')}); repeat it or separate with commas`),
   pool: z.string().min(1).optional().describe("Only events of this pool (its hosts' slots, claims, environments)"),
   host: z.string().min(1).optional().describe('Only events about this host'),
@@ -71,7 +72,8 @@ export function eventRoutes(events: EventBus, opts: { heartbeatMs?: number } = {
         const filter: EventFilter = { tenantId: request.tenantId, kinds: kindsOf(q.kind), ...(q.pool ? { pool: q.pool } : {}), ...(q.host ? { hostId: q.host } : {}), ...(q.actor ? { actor: q.actor } : {}) };
         if (q.follow !== 'true' && q.follow !== '1') return events.since(q.since ?? 0, filter, q.limit);
         const lastId = request.headers['last-event-id'];
-        const since = typeof lastId === 'string' && /^\d+$/.test(lastId.trim()) ? Number(lastId) : (q.since ?? 0);
+        const fromNow = (q.replay === 'false' || q.replay === '0') && q.since === undefined;
+        const since = typeof lastId === 'string' && /^\d+$/.test(lastId.trim()) ? Number(lastId) : fromNow ? events.lastSeq : (q.since ?? 0);
         reply.hijack();
         follow(reply.raw, events, filter, since, opts.heartbeatMs ?? HEARTBEAT_MS, open);
         return reply;

@@ -124,6 +124,8 @@ describe('environments', () => {
     const human = await berth(['env', 'create', 'bob', '--stack', 'shop'], env, { timeoutMs: 120_000 });
     expect(human.stdout.trim()).toBe(`http://bob.localhost:${routerPort()}/`);
     expect(human.stderr).toMatch(/ready in [\d.]+ ms \(claim [\d.]+ ms, init [\d.]+ ms, services [\d.]+ ms, ready [\d.]+ ms, route [\d.]+ ms\)/);
+    // What it did, as it happened: the host it claimed first.
+    expect(human.stderr).toMatch(/^creating environment bob \(stack shop, review\)…\n {2}claimed h-\w+ from pool shop\n/);
     const listed = JSON.parse((await berth(['env', 'ls', '--json'], env)).stdout) as EnvironmentView[];
     expect(listed.map((e) => e.name)).toEqual(['alice', 'bob']);
     expect((await berth(['env', 'ls'], env)).stdout).toMatch(/alice\s+shop\s+review\s+v1\s+ready\s+1\s+1\/1/);
@@ -188,6 +190,9 @@ describe('environments', () => {
     const changed = await berth(['env', 'set', 'dora', 'GREETING=hola', 'EXTRA=1'], env, { timeoutMs: 120_000 });
     const seen = await load.stop();
     expect([changed.code, changed.stdout], changed.stderr).toEqual([0, 'dora settings: EXTRA, GREETING\n']);
+    // Each host's web service restarting, as it happened, after the environment's own state.
+    expect(changed.stderr).toMatch(/^changing dora's settings…\n {2}dora configuring: changing GREETING, EXTRA\n/);
+    expect(changed.stderr.match(/ {2}h-\w+: web ready after \d+ ms\n/g), changed.stderr).toHaveLength(2);
     // The web service has no reload: each host restarted it in turn, the other one serving meanwhile.
     expect(seen.failed).toEqual([]);
     expect(seen.ok).toBeGreaterThan(10);

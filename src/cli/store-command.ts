@@ -8,8 +8,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { DataDir } from '../server/data-dir.js';
-import { copyStore } from '../store/store-copy.js';
-import { openStore, type Store } from '../store/store.js';
+import type { Store } from '../store/store.js';
 import type { Context } from './context.js';
 import { UsageError } from './output.js';
 
@@ -38,6 +37,8 @@ export function registerStoreCommand(program: Command, ctx: Context): void {
       if (!existsSync(join(path, 'db'))) throw new UsageError(`${path} holds no embedded store (no db/ in it): give the server's data dir with --data-dir`);
       const dataDir = new DataDir(path);
       dataDir.assertStoreHere();
+      // Loaded here, not at start-up: every other command is a small HTTP client (see startup.test.ts).
+      const [{ openStore }, { copyStore }] = await Promise.all([import('../store/store.js'), import('../store/store-copy.js')]);
       dataDir.lock();
       let source: Store | undefined;
       let target: Store | undefined;

@@ -107,10 +107,12 @@ describe.runIf(chromiumAvailable('dashboard in Chromium'))('dashboard in Chromiu
   it('shows a pool filling after `berth pool create`, live, and its hosts', async () => {
     const page = await open();
     await expect(page.textContent('#pool-cards')).resolves.toContain('No pools yet');
-    const created = await berth(['pool', 'create', 'dash', '--size', '2'], env);
+    const created = await berth(['pool', 'create', 'dash', '--size', '2', '--schedule', '* * * * *=2'], env);
     expect(created.code, created.stderr).toBe(0);
     await page.waitForSelector('[data-pool="dash"]', { timeout: 10_000 });
     await page.waitForFunction(() => document.querySelector('[data-pool="dash"] [data-k="ready"]')?.getAttribute('data-v') === '2', undefined, { timeout: 60_000 });
+    // Its schedule says what sizes it now (a rule that holds all week has no next change).
+    await expect(page.textContent('[data-pool="dash"]')).resolves.toContain('schedule rule 1');
     const hostIds = await attributes(page, '#host-table tr[data-host]', 'data-host');
     const listed = JSON.parse((await berth(['host', 'ls', '--json'], env)).stdout) as HostView[];
     expect(hostIds.sort()).toEqual(listed.map((h) => h.id).sort());

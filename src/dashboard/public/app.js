@@ -39,6 +39,13 @@ function fmtDuration(s) {
 function fmtTime(iso) {
   return iso ? new Date(iso).toLocaleTimeString('en-GB') : '–';
 }
+/** "schedule rule 1 until Mon 19:00, then 2": what sizes the pool now, and until when (the browser's time). */
+function scheduleText(s) {
+  const now = s.rule === null ? 'no schedule rule holds' : `schedule rule ${s.rule + 1}`;
+  if (!s.next) return now;
+  const when = new Date(s.next.at).toLocaleString('en-GB', { weekday: 'short', hour: '2-digit', minute: '2-digit' });
+  return `${now} until ${when}, then ${s.next.size}`;
+}
 function state(s) {
   return `<span class="state state-${esc(s)}">${esc(s)}</span>`;
 }
@@ -100,7 +107,7 @@ function poolCard(p, price) {
   return (
     `<article class="card" data-pool="${esc(p.name)}">` +
     `<h3><span>${esc(p.name)}</span><small class="muted">${esc(p.image)} · gen ${p.generation}</small></h3>` +
-    `<div><span class="level">${num(p.ready, undefined, 'ready')} / ${num(p.targetSize ?? p.size, undefined, 'targetSize')}</span> <span class="muted">ready${p.schedule ? ` · ${p.schedule.rule === null ? 'no schedule rule holds' : `schedule rule ${p.schedule.rule + 1}`}` : ''}${p.demand ? ` · sized by demand (peak ${p.demand.peak})` : ''}${p.rolling ? ' · rolling to a new generation' : ''}</span></div>` +
+    `<div><span class="level">${num(p.ready, undefined, 'ready')} / ${num(p.targetSize ?? p.size, undefined, 'targetSize')}</span> <span class="muted">ready${p.schedule ? ` · ${scheduleText(p.schedule)}` : ''}${p.demand ? ` · sized by demand (peak ${p.demand.peak})` : ''}${p.rolling ? ' · rolling to a new generation' : ''}</span></div>` +
     `<div class="slots" title="${SLOTS.map((k) => `${k} ${p[k]}`).join(', ')}">${bar}</div>` +
     sparkline(p.levels, p.targetSize ?? p.size) +
     `<dl class="kv">` +

@@ -1,3 +1,4 @@
+import { maskedTags } from '../core/secret-names.js';
 import type { HostStats } from '../drivers/types.js';
 import type { HostSummaryRow } from '../store/hosts-repo.js';
 import type { HostRow } from '../store/schema.js';
@@ -12,6 +13,7 @@ export interface HostView {
   /** The image build the host boots from; null for a plain root filesystem. */
   imageId: string | null;
   driver: string;
+  /** Its tags; the value of a variable override whose name says it is a secret is masked (core/secret-names.ts). */
   tags: Record<string, string>;
   resources: Record<string, number | number[] | boolean | string[]>;
   /** The pool it belongs to, and the group that claimed it (null: none). */
@@ -35,7 +37,7 @@ export function toHostView(row: HostRow, connected: boolean): HostView {
     image: row.image,
     imageId: row.image_id,
     driver: row.driver,
-    tags: row.tags,
+    tags: maskedTags(row.tags),
     resources: row.resources,
     pool: row.pool,
     group: row.group_name,

@@ -18,6 +18,7 @@
 import { ENV_NAME_PATTERN, serviceSpec, type ServiceSpec } from '../protocol/messages.js';
 import { checkServiceSet } from '../protocol/services.js';
 import { configHash, effectiveConfig, ownValue, type ConfigLayers, type EffectiveConfig } from './config.js';
+import { MASK, SECRET_NAME_PATTERN } from '../core/secret-names.js';
 import type { StackService, StackSpec } from './spec.js';
 
 export const STACK_TAG = 'berth.stack';
@@ -113,10 +114,9 @@ function inlineSources(service: StackService): Record<string, string> {
   return Object.fromEntries(Object.entries(service.envAt).map(([name, at]) => [name, `service ${service.name} (${at.file}:${at.line}:${at.column})`]));
 }
 
-/** Names whose values are secret: the stack's `secrets:` list, and any name that says it is one. */
-export const SECRET_NAME_PATTERN = /(SECRET|TOKEN|PASSWORD|PASSWD|PRIVATE_KEY|API_KEY)/i;
-export const MASK = '********';
+export { MASK, SECRET_NAME_PATTERN };
 
+/** Names whose values are secret: the stack's `secrets:` list, and any name that says it is one. */
 export function isSecretName(name: string, secrets: readonly string[]): boolean {
   return secrets.includes(name) || SECRET_NAME_PATTERN.test(name);
 }

@@ -137,6 +137,15 @@ describe.runIf(chromiumAvailable('dashboard in Chromium'))('dashboard in Chromiu
     const snapshot = await page.evaluate(async () => (await fetch('/v1/dashboard')).text());
     expect(snapshot).not.toContain(SECRET);
     expect(snapshot).not.toContain(srv.server.token);
+    // Nor in its host's tags, as the API and `berth host show` give them: masked there, set on the host.
+    const hostId = view.hosts[0]?.hostId ?? '';
+    const hostView = await srv.api.get<HostView>(`/v1/hosts/${hostId}`);
+    expect(hostView.body.tags['berth.env.API_KEY']).toBe('********');
+    expect(JSON.stringify(hostView.body)).not.toContain(SECRET);
+    const shown = await berth(['host', 'show', hostId], env);
+    expect([shown.code, shown.stdout.includes(SECRET)]).toEqual([0, false]);
+    const onHost = await berth(['run', '--host', hostId, '--json', '--', 'printf %s "$BERTH_TAGS"'], env);
+    expect(onHost.stdout).toContain(SECRET);
     await page.locator('#environments').scrollIntoViewIfNeeded();
     await page.screenshot({ path: screenshotPath('dashboard-environments'), fullPage: true });
     await page.close();

@@ -1,0 +1,25 @@
+/**
+ * Which configuration values are secret by their name alone, and what is shown in their place.
+ * Shared by everything that prints config (`berth config show`, host tags in the API) without
+ * pulling in the stack machinery that knows a stack's own `secrets:` list.
+ */
+
+/** Names whose values are secret: any name that says it is one (a stack's `secrets:` list adds more). */
+export const SECRET_NAME_PATTERN = /(SECRET|TOKEN|PASSWORD|PASSWD|PRIVATE_KEY|API_KEY)/i;
+export const MASK = '********';
+
+/** The tag that sets variable NAME on a stack host (stacks/modes.ts), whose value may be a secret. */
+const ENV_OVERRIDE = 'berth.env.';
+
+/**
+ * A host's tags as the API shows them: a variable override whose name says it is a secret
+ * (`berth.env.API_KEY`) has its value masked. The host itself, its agent and its services see the
+ * real value; only what is printed and sent to API clients changes.
+ */
+export function maskedTags(tags: Record<string, string>): Record<string, string> {
+  let masked: Record<string, string> | undefined;
+  for (const [key, value] of Object.entries(tags)) {
+    if (key.startsWith(ENV_OVERRIDE) && value !== '' && SECRET_NAME_PATTERN.test(key.slice(ENV_OVERRIDE.length))) (masked ??= { ...tags })[key] = MASK;
+  }
+  return masked ?? tags;
+}

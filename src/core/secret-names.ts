@@ -1,6 +1,6 @@
 /**
- * Which configuration values are secret by their name alone, and what is shown in their place.
- * Shared by everything that prints config (`berth config show`, host tags in the API) without
+ * Which configuration values are secret by their name alone, and what is shown in their place:
+ * shared by everything that prints config (`berth config show`, host tags in the API) without
  * pulling in the stack machinery that knows a stack's own `secrets:` list.
  */
 
@@ -12,14 +12,16 @@ export const MASK = '********';
 const ENV_OVERRIDE = 'berth.env.';
 
 /**
- * A host's tags as the API shows them: a variable override whose name says it is a secret
- * (`berth.env.API_KEY`) has its value masked. The host itself, its agent and its services see the
- * real value; only what is printed and sent to API clients changes.
+ * A host's tags as the API shows them: every variable override (`berth.env.NAME`) has its value
+ * masked. Overrides are config, and which config is secret only the stack knows (its `secrets:`
+ * list; `DATABASE_URL` says nothing of the password in it): `berth config show --host ID` shows
+ * each value with where it came from, masking the secret ones. The host itself, its agent and its
+ * services see the real values; only what is printed and sent to API clients changes.
  */
 export function maskedTags(tags: Record<string, string>): Record<string, string> {
   let masked: Record<string, string> | undefined;
   for (const [key, value] of Object.entries(tags)) {
-    if (key.startsWith(ENV_OVERRIDE) && value !== '' && SECRET_NAME_PATTERN.test(key.slice(ENV_OVERRIDE.length))) (masked ??= { ...tags })[key] = MASK;
+    if (key.startsWith(ENV_OVERRIDE) && value !== '') (masked ??= { ...tags })[key] = MASK;
   }
   return masked ?? tags;
 }

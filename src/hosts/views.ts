@@ -13,7 +13,7 @@ export interface HostView {
   /** The image build the host boots from; null for a plain root filesystem. */
   imageId: string | null;
   driver: string;
-  /** Its tags; the value of a variable override whose name says it is a secret is masked (core/secret-names.ts). */
+  /** Its tags; variable overrides' values masked (core/secret-names.ts: `berth config show` shows them). */
   tags: Record<string, string>;
   resources: Record<string, number | number[] | boolean | string[]>;
   /** The pool it belongs to, and the group that claimed it (null: none). */

@@ -208,8 +208,8 @@ describe('environments', () => {
     expect(after).toMatchObject({ state: 'ready', settings: ['EXTRA', 'GREETING'] });
     expect(after.stateReason).toMatch(/^settings change failed and was undone: /);
     for (const { hostId } of after.hosts) {
-      const tags = (await srv.api.get<{ tags: Record<string, string> }>(`/v1/hosts/${hostId}`)).body.tags;
-      expect([tags['berth.env.GREETING'], tags['berth.env.PATH']]).toEqual(['hola', undefined]);
+      const config = (await srv.api.get<{ services: Record<string, { env: Record<string, string> }> }>(`/v1/hosts/${hostId}/config?service=web`)).body;
+      expect([config.services['web']?.env['GREETING'], config.services['web']?.env['PATH']]).toEqual(['hola', undefined]);
     }
     await waitFor('both hosts serving the old settings', async () => {
       const bodies = new Set<string>();

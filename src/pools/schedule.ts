@@ -16,7 +16,7 @@ import { z } from 'zod';
 import { BerthError } from '../core/errors.js';
 import type { PoolSchedule } from '../store/schema.js';
 
-export const MAX_SCHEDULE_RULES = 50;
+const MAX_SCHEDULE_RULES = 50;
 /** How far ahead the next change is looked for: a week (and an hour, for DST). */
 const LOOKAHEAD_MS = (7 * 24 + 1) * 3600_000;
 /** Every time zone's offset is a multiple of 15 minutes, so a local hour starts on one of these. */
@@ -75,9 +75,10 @@ export function checkSchedule(pool: string, schedule: PoolScheduleInput): PoolSc
   } catch {
     throw new BerthError('validation_failed', `pool ${pool}: schedule.timezone ${JSON.stringify(schedule.timezone)} is not a time zone`, 'Give an IANA time zone name, e.g. UTC, Europe/Berlin or America/New_York.', { timezone: schedule.timezone });
   }
-  schedule.rules.forEach((rule, i) => {
+  const rules = schedule.rules.map((rule, i) => {
     const where = `pool ${pool}: schedule.rules[${i}]`;
     const fields = rule.cron.trim().split(/\s+/);
+    const cron = fields.join(' ');
     if (fields.length !== 5) {
       throw new BerthError('validation_failed', `${where}: ${JSON.stringify(rule.cron)} has ${fields.length} fields, not 5`, 'Write minute hour day-of-month month day-of-week, e.g. "* 8-18 * * 1-5" (weekdays 08:00-18:59).', { cron: rule.cron });
     }
@@ -85,13 +86,14 @@ export function checkSchedule(pool: string, schedule: PoolScheduleInput): PoolSc
       throw new BerthError('validation_failed', `${where}: the minute field of ${JSON.stringify(rule.cron)} is not *`, 'A rule holds for every minute it names: write hours and days, e.g. "* 8-18 * * 1-5" for weekdays 08:00-18:59 ("0 8 * * *" would hold for one minute).', { cron: rule.cron });
     }
     try {
-      cronOf(schedule.timezone, rule.cron);
+      cronOf(schedule.timezone, cron);
     } catch (err) {
       const reason = err instanceof Error ? err.message.replace(/^CronPattern: /, '') : String(err);
       throw new BerthError('validation_failed', `${where}: ${JSON.stringify(rule.cron)} is not a cron expression: ${reason}`, 'Write minute hour day-of-month month day-of-week, e.g. "* 8-18 * * 1-5" (weekdays 08:00-18:59).', { cron: rule.cron });
     }
+    return { cron, size: rule.size };
   });
-  return { timezone: schedule.timezone, rules: schedule.rules.map((r) => ({ cron: r.cron.trim().split(/\s+/).join(' '), size: r.size })) };
+  return { timezone: schedule.timezone, rules };
 }
 
 /** The size the schedule gives at `at` (rules hold for whole minutes). */

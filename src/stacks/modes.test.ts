@@ -7,7 +7,8 @@ import { createHmac } from 'node:crypto';
 import { canonicalJson, sha256 } from '../images/digests.js';
 import { serviceSpec, type ServiceSpec } from '../protocol/messages.js';
 import { readConfigLayers, type ConfigLayers } from './config.js';
-import { configProblems, MASK, maskSecrets, servicesForHost } from './modes.js';
+import { MASK } from '../core/secret-names.js';
+import { configProblems, maskSecrets, servicesForHost } from './modes.js';
 import { parseStacksFile, type StackSpec } from './spec.js';
 
 const KEY = 'tenant-key-for-tests';

@@ -114,8 +114,6 @@ function inlineSources(service: StackService): Record<string, string> {
   return Object.fromEntries(Object.entries(service.envAt).map(([name, at]) => [name, `service ${service.name} (${at.file}:${at.line}:${at.column})`]));
 }
 
-export { MASK, SECRET_NAME_PATTERN };
-
 /** Names whose values are secret: the stack's `secrets:` list, and any name that says it is one. */
 export function isSecretName(name: string, secrets: readonly string[]): boolean {
   return secrets.includes(name) || SECRET_NAME_PATTERN.test(name);

@@ -1,12 +1,14 @@
-/** `berth env create|ls|show|deploy|set|restart|ttl|rm`: environments, each a URL that answers. */
+/** `berth env create|ls|show|deploy|set|restart|ttl|rm` (and sleep, wake, sleep-after): environments, each a URL that answers. */
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { EnvironmentView } from '../environments/views.js';
+import { formatDurationMs } from '../core/duration.js';
 import { age, collect, parseChanges, parseKeyValues, table, UsageError, type Printer } from './output.js';
 import type { Context } from './context.js';
 import { registerEnvShellCommand } from './shell-command.js';
 import { registerEnvLogsCommand } from './env-logs.js';
-import { watchEnvironment } from './env-progress.js';
+import { formatTimings, withProgress } from './env-progress.js';
+import { registerEnvSleepCommands } from './env-sleep-commands.js';
 
 interface CreateOptions {
   stack?: string;
@@ -18,25 +20,9 @@ interface CreateOptions {
   user?: string;
   set: string[];
   ttl?: string;
+  sleepAfter?: string;
   wait?: string;
   json?: boolean;
-}
-
-const TIMING_ORDER = ['claimMs', 'initMs', 'servicesMs', 'readyMs', 'routeMs', 'totalMs'];
-
-/**
- * Runs a long environment command, saying `what` first and then, as they happen, the hosts it
- * claims and their services' states (env-progress.ts); with --json, only the command.
- */
-async function withProgress<T>(ctx: Context, printer: Printer, name: string, what: string, knownHosts: readonly string[], run: () => Promise<T>): Promise<T> {
-  if (printer.json) return run();
-  printer.err(`${what}…\n`);
-  const progress = await watchEnvironment(ctx.client(), name, knownHosts, (line) => printer.err(line));
-  try {
-    return await run();
-  } finally {
-    progress.stop();
-  }
 }
 
 /** The hosts an environment has now (whose services a change in place will move). */
@@ -60,6 +46,7 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
     .option('--user <user>', 'who it is for')
     .option('--set <k=v>', 'env value for every service (repeatable)', collect, [])
     .option('--ttl <duration>', 'removed after this long: 90s, 30m, 2h, 7d')
+    .option('--sleep-after <duration>', 'asleep after this long without a request (15m): its hosts go back to the pool, its next request wakes it')
     .option('--wait <s>', 'seconds to wait for every service to be ready (default 120)')
     .option('--json', 'print JSON')
     .action(async (name: string, opts: CreateOptions) => {
@@ -79,6 +66,7 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
         ...(opts.command ? { command: opts.command } : {}),
         ...(opts.user ? { user: opts.user } : {}),
         ...(opts.ttl ? { ttl: opts.ttl } : {}),
+        ...(opts.sleepAfter ? { sleepAfter: opts.sleepAfter } : {}),
         ...(wait !== undefined ? { wait } : {}),
       };
       const printer = ctx.printer(opts.json);
@@ -130,6 +118,7 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
 
   registerEnvShellCommand(env, ctx);
   registerEnvLogsCommand(env, ctx);
+  registerEnvSleepCommands(env, ctx);
 
   env
     .command('deploy')
@@ -216,15 +205,15 @@ function slugPath(ref: string): string {
   return !ref.startsWith('/') && !/^[a-z]+:\/\//i.test(ref) && /\.(tar|tgz|tar\.gz)(#.*)?$/i.test(ref) ? resolve(ref) : ref;
 }
 
-function formatTimings(timings: Record<string, number>): string {
-  return TIMING_ORDER.filter((k) => k !== 'totalMs' && timings[k] !== undefined)
-    .map((k) => `${k.replace(/Ms$/, '')} ${timings[k]} ms`)
-    .join(', ');
-}
-
 function until(iso: string): string {
   const s = Math.max(0, Math.round((new Date(iso).getTime() - Date.now()) / 1000));
   return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : s < 172_800 ? `${Math.round(s / 3600)}h` : `${Math.round(s / 86_400)}d`;
+}
+
+function sleepLine(e: EnvironmentView): string {
+  if (e.sleepAfterMs === null) return e.state === 'sleeping' ? 'asleep (put to sleep by hand); its next request wakes it' : 'never';
+  const after = `after ${formatDurationMs(e.sleepAfterMs)} without a request`;
+  return `${after}; last request ${e.lastRequestAt ? `${age(e.lastRequestAt)} ago` : 'none since the server started'}`;
 }
 
 function printEnvironment(printer: Printer, e: EnvironmentView): void {
@@ -233,7 +222,8 @@ function printEnvironment(printer: Printer, e: EnvironmentView): void {
       `  url:      ${e.url ?? '-'}\n` +
       `  stack:    ${e.stack} (${e.mode}, ${e.replicas} replica${e.replicas === 1 ? '' : 's'}) from pool ${e.pool}, ref ${e.ref ?? '-'}\n` +
       `  user:     ${e.user ?? '-'}   settings: ${e.settings.join(', ') || '-'}   expires: ${e.expiresAt ?? 'never'}\n` +
-      `  timings:  ${formatTimings(e.timings)}, total ${e.timings['totalMs'] ?? '?'} ms\n`,
+      `  sleeps:   ${sleepLine(e)}\n` +
+      `  timings:  ${e.operation ?? 'last'}: ${formatTimings(e.timings)}, total ${e.timings['totalMs'] ?? '?'} ms\n`,
   );
   printer.out(table(['HOST', 'SERVICE', 'GENERATION'], e.hosts.map((h) => [h.hostId, h.service ?? '(all)', String(h.generation)])));
   if (e.backends) {

@@ -7,6 +7,8 @@
  */
 import type { BerthEvent } from '../events/types.js';
 import type { ApiClient } from './client.js';
+import type { Context } from './context.js';
+import type { Printer } from './output.js';
 
 export interface EnvProgress {
   stop(): void;
@@ -51,4 +53,28 @@ export async function watchEnvironment(client: ApiClient, name: string, knownHos
   const tooLong = new Promise<void>((resolve) => setTimeout(resolve, 2000).unref());
   await Promise.race([open, reading, tooLong]);
   return { stop: () => controller.abort() };
+}
+
+/**
+ * Runs a long environment command, saying `what` first and then, as they happen, the hosts it
+ * claims and their services' states; with --json, only the command.
+ */
+export async function withProgress<T>(ctx: Context, printer: Printer, name: string, what: string, knownHosts: readonly string[], run: () => Promise<T>): Promise<T> {
+  if (printer.json) return run();
+  printer.err(`${what}…\n`);
+  const progress = await watchEnvironment(ctx.client(), name, knownHosts, (line) => printer.err(line));
+  try {
+    return await run();
+  } finally {
+    progress.stop();
+  }
+}
+
+const TIMING_ORDER = ['claimMs', 'initMs', 'servicesMs', 'readyMs', 'routeMs', 'totalMs'];
+
+/** `claim 3.1 ms, init 0 ms, …` (total left out: callers say it their way). */
+export function formatTimings(timings: Record<string, number>): string {
+  return TIMING_ORDER.filter((k) => k !== 'totalMs' && timings[k] !== undefined)
+    .map((k) => `${k.replace(/Ms$/, '')} ${timings[k]} ms`)
+    .join(', ');
 }

@@ -11,3 +11,15 @@ export function parseDurationMs(text: string, what: string): number {
   }
   return value * 1000;
 }
+
+/** A span for people: `45s`, `15m 3s`, `2h 5m`, `3d 4h` (the two largest units; whole seconds). */
+export function formatDurationMs(ms: number): string {
+  let left = Math.max(0, Math.round(ms / 1000));
+  const parts: string[] = [];
+  for (const [unit, seconds] of [['d', 86_400], ['h', 3600], ['m', 60], ['s', 1]] as const) {
+    const n = Math.floor(left / seconds);
+    left -= n * seconds;
+    if (n > 0 || (unit === 's' && parts.length === 0)) parts.push(`${n}${unit}`);
+  }
+  return parts.slice(0, 2).join(' ');
+}

@@ -3,32 +3,28 @@
  * stack's services started on them for the mode, a route from NAME.<domain> once they answer, and a
  * timing breakdown. A create either finishes or releases everything it claimed; `deploy` starts new
  * hosts first and switches the route only when they answer; `rm` and TTL expiry release the hosts
- * (reset back into the pool or terminated, as the pool says); after a server restart routes come
- * back from the store. In `service` mode a driver's load balancing (load-balancing.ts), when given,
+ * (reset back into the pool or terminated, as the pool says), and so does sleep when it is idle
+ * (sleep.ts), its next request waking it; after a server restart routes come back from the store
+ * (recovery.ts). In `service` mode a driver's load balancing (load-balancing.ts), when given,
  * gets each service's hosts before the route switches and lets go of them before they are released.
  */
 import { BerthError, errorMessage } from '../core/errors.js';
 import type { RouteSpec, RouteView } from '../router/router.js';
 import type { EnvironmentsRepo } from '../store/environments-repo.js';
-import type { EnvHostRecord, EnvironmentRow, HostRow, PoolRow, StackRow } from '../store/schema.js';
+import type { EnvHostRecord, EnvironmentRow, HostRow, PoolRow } from '../store/schema.js';
 import type { StackSpec } from '../stacks/spec.js';
 import { parseTtl, type CreateEnvironmentInput } from './spec.js';
-import { placeServices, routeTarget, type PlacedHost, type PlacementDeps, type RouteTarget } from './placement.js';
+import { placeServices, type PlacedHost, type PlacementDeps, type RouteTarget } from './placement.js';
 import { toEnvironmentView, type EnvironmentView } from './views.js';
 import { LoadBalancedServices, type ServiceLoadBalancing } from './load-balancing.js';
-import { isSlugRef, type Slug } from '../slugs/slug-store.js';
-import { slugStack, SLUG_APP_DIR } from './slug-stack.js';
-import { changeSettings, settleSettings, type SettingsChange, type SettingsDeps } from './settings.js';
+import { environmentStack, type EnvironmentStackDeps } from './slug-stack.js';
+import { changeSettings, nextSettings, settleSettings, type SettingsChange, type SettingsDeps } from './settings.js';
 import { restartServices, type RestartDeps, type RestartInput } from './restart.js';
+import { EnvironmentSleeper, parseSleepAfter } from './sleep.js';
+import { recoverEnvironments } from './recovery.js';
 
-export interface EnvironmentServiceDeps {
+export interface EnvironmentServiceDeps extends EnvironmentStackDeps {
   envs: EnvironmentsRepo;
-  stacks: {
-    get(tenantId: string, name: string): Promise<StackRow | undefined>;
-    put(tenantId: string, name: string, spec: Record<string, unknown>, config: Record<string, unknown>): Promise<unknown>;
-  };
-  /** Slugs given as refs; without it, a ref is only a version string. */
-  slugs?: { prepare(ref: string, signal?: AbortSignal): Promise<Slug>; urlFor(slug: Slug): string };
   /** getRecent: the create's claim reads the same pool moments later (see PoolsRepo.getRecent). */
   pools: { get(tenantId: string, name: string): Promise<PoolRow | undefined>; getRecent(tenantId: string, name: string): Promise<PoolRow | undefined> };
   hosts: { get(tenantId: string, id: string): Promise<HostRow | undefined> };
@@ -43,6 +39,8 @@ export interface EnvironmentServiceDeps {
     setRoute(name: string, spec: RouteSpec): RouteView;
     removeRoute(name: string): boolean;
     route(name: string): RouteView | undefined;
+    /** How long its route has gone without a request (sleep.ts). */
+    idleMs(name: string): number | undefined;
   };
   log: (line: string) => void;
   /** Health checks of a route, ms; default 1000. */
@@ -56,20 +54,29 @@ export interface EnvironmentServiceDeps {
 export class EnvironmentService {
   private sweeper: NodeJS.Timeout | undefined;
   private readonly balancing: LoadBalancedServices | undefined;
+  private readonly sleeper: EnvironmentSleeper;
 
   constructor(private readonly deps: EnvironmentServiceDeps) {
     this.balancing = deps.loadBalancing ? new LoadBalancedServices(deps.loadBalancing, deps) : undefined;
+    this.sleeper = new EnvironmentSleeper({
+      envs: deps.envs,
+      router: deps.router,
+      placeAgain: (row, claimed, balanced, deadline) => this.placeAgain(row, claimed, balanced, deadline),
+      release: (row, hosts, why, balanced) => this.letGo(row, hosts, why, balanced),
+      log: deps.log,
+    });
   }
 
   async create(tenantId: string, input: CreateEnvironmentInput, signal?: AbortSignal): Promise<EnvironmentView> {
     const t0 = performance.now();
     const expiresAt = input.ttl !== undefined ? new Date(Date.now() + parseTtl(input.ttl)) : null;
+    const sleepAfterMs = input.sleepAfter !== undefined ? parseSleepAfter(input.sleepAfter) : null;
     const pool = input.pool ?? input.stack;
-    const [{ spec, target, init }, poolRow] = await Promise.all([this.stackOf(tenantId, input.stack, input.ref, input.command, signal), this.deps.pools.getRecent(tenantId, pool)]);
+    const [{ spec, target, init }, poolRow] = await Promise.all([environmentStack(this.deps, { tenantId, stack: input.stack, ref: input.ref, command: input.command, signal }), this.deps.pools.getRecent(tenantId, pool)]);
     if (!poolRow) {
       throw new BerthError('pool_not_found', `pool ${pool} does not exist`, input.pool ? 'Create it (berth apply, or berth pool create).' : `Environments of stack ${input.stack} are claimed from the pool named after it: create pool ${pool}, or pass --pool.`);
     }
-    const inserted = await this.deps.envs.insert({ tenantId, name: input.name, stack: input.stack, pool, mode: input.mode, ref: input.ref ?? null, command: input.command ?? null, replicas: input.replicas, owner: input.user ?? null, settings: input.set, expiresAt });
+    const inserted = await this.deps.envs.insert({ tenantId, name: input.name, stack: input.stack, pool, mode: input.mode, ref: input.ref ?? null, command: input.command ?? null, replicas: input.replicas, owner: input.user ?? null, settings: input.set, expiresAt, sleepAfterMs });
     if (!inserted) throw new BerthError('environment_exists', `environment ${input.name} exists already`, `Pick another name, or remove it first: berth env rm ${input.name}`);
     const claimed: EnvHostRecord[] = [];
     const balanced = new Set<string>();
@@ -79,15 +86,13 @@ export class EnvironmentService {
     try {
       const placed = await this.place(tenantId, input.name, spec, target, { pool, mode: input.mode, ref: input.ref ?? null, replicas: input.replicas, owner: input.user ?? null, settings: input.set, generation: 1, deadline: Date.now() + input.wait * 1000, claimed, balanced, init, refillAfter, ...(signal ? { signal } : {}) });
       const timings = { ...placed.timings, totalMs: performance.now() - t0 };
-      const row = await this.deps.envs.transition(tenantId, input.name, ['creating'], 'ready', { hosts: claimed, route: { ...target, generation: 1 }, timings: round(timings) });
+      const row = await this.deps.envs.transition(tenantId, input.name, ['creating'], 'ready', { hosts: claimed, route: { ...target, generation: 1 }, timings: round(timings), operation: 'create' });
       if (!row) throw new BerthError('conflict', `environment ${input.name} was removed while it was being created`, 'Create it again.');
       return this.view(row);
     } catch (err) {
       this.deps.router.removeRoute(input.name);
-      const why = `environment ${input.name} could not be created`;
       // The environment never was: its services' groups go with it.
-      const unbalanced = !this.balancing || (await this.balancing.remove({ tenantId, name: input.name }, claimed.filter((h) => h.service !== null && balanced.has(h.service)), why));
-      await this.releaseAll(tenantId, pool, claimed, why, unbalanced ? undefined : claimed);
+      await this.letGo({ tenant_id: tenantId, name: input.name, pool, mode: input.mode }, claimed, `environment ${input.name} could not be created`, balanced);
       await this.deps.envs.delete(tenantId, input.name);
       throw err;
     } finally {
@@ -104,24 +109,45 @@ export class EnvironmentService {
   }
 
   /**
-   * A new TTL, counted from now (a review app someone still uses is kept longer), or none (`null`).
-   * Refused for an environment being removed: its expiry can no longer save it.
+   * A new TTL, counted from now (a review app someone still uses is kept longer), or none (`null`);
+   * and/or how long it may go without a request before it sleeps (`null`: never). Refused for an
+   * environment being removed: its timers can no longer matter.
    */
-  async setTtl(tenantId: string, name: string, ttl: string | null): Promise<EnvironmentView> {
-    const expiresAt = ttl === null ? null : new Date(Date.now() + parseTtl(ttl));
-    const row = await this.deps.envs.setExpiry(tenantId, name, expiresAt);
+  async setTimers(tenantId: string, name: string, timers: { ttl?: string | null | undefined; sleepAfter?: string | null | undefined }): Promise<EnvironmentView> {
+    const expiresAt = timers.ttl === undefined ? undefined : timers.ttl === null ? null : new Date(Date.now() + parseTtl(timers.ttl));
+    const sleepAfterMs = timers.sleepAfter === undefined ? undefined : timers.sleepAfter === null ? null : parseSleepAfter(timers.sleepAfter);
+    const row = await this.deps.envs.setTimers(tenantId, name, { ...(expiresAt !== undefined ? { expiresAt } : {}), ...(sleepAfterMs !== undefined ? { sleepAfterMs } : {}) });
     if (row) return this.view(row);
     await this.row(tenantId, name); // not found: its own error
     throw new BerthError('conflict', `environment ${name} is being removed`, 'Create it again (berth env create).');
   }
 
+  /** Puts it to sleep now: its hosts go back to the pool; its next request (or `wake`) brings it back. */
+  async sleep(tenantId: string, name: string): Promise<EnvironmentView> {
+    return this.view(await this.sleeper.sleep(await this.row(tenantId, name), 'put to sleep by request'));
+  }
+
+  /** Wakes it now, as its next request would (a ready one is answered as it is). */
+  async wake(tenantId: string, name: string, waitS: number): Promise<EnvironmentView> {
+    await this.row(tenantId, name);
+    return this.view(await this.sleeper.wake(tenantId, name, { why: 'woken by request', waitS, retryNow: true }));
+  }
+
   /** New settings on every host, one host at a time, or none at all (settings.ts). */
   async changeSettings(tenantId: string, name: string, change: SettingsChange): Promise<EnvironmentView> {
-    return this.view(await changeSettings(this.settingsDeps(), await this.row(tenantId, name), change));
+    const row = await this.row(tenantId, name);
+    if (row.state === 'sleeping') {
+      // Nothing runs: its next wake starts with them.
+      const settings = nextSettings(name, row.settings, change);
+      return this.view(await this.asleep(row, { settings, reason: `settings changed for its next wake` }));
+    }
+    return this.view(await changeSettings(this.settingsDeps(), row, change));
   }
 
   /** Its services restarted host by host, each host back in rotation before the next (restart.ts). */
   async restart(tenantId: string, name: string, input: RestartInput): Promise<EnvironmentView> {
+    const row = await this.row(tenantId, name);
+    if (row.state === 'sleeping') throw new BerthError('conflict', `environment ${name} is asleep: nothing of it runs`, 'Its next request (or berth env wake) starts its services afresh.');
     return this.view(await restartServices({ ...this.settingsDeps(), services: this.deps.services }, await this.row(tenantId, name), input));
   }
 
@@ -130,7 +156,9 @@ export class EnvironmentService {
     const { signal } = opts;
     const t0 = performance.now();
     const before = await this.row(tenantId, name);
-    const { spec, target, init } = await this.stackOf(tenantId, before.stack, ref, opts.command ?? before.command ?? undefined, signal);
+    const { spec, target, init } = await environmentStack(this.deps, { tenantId, stack: before.stack, ref, command: opts.command ?? before.command, signal });
+    // Asleep, it runs nothing to replace: its next wake runs the new ref (checked above, a slug fetched).
+    if (before.state === 'sleeping') return this.view(await this.asleep(before, { ref, ...(opts.command !== undefined ? { command: opts.command } : {}), reason: `deployed ${ref} for its next wake` }));
     const row = await this.deps.envs.transition(tenantId, name, ['ready', 'failed'], 'deploying', { reason: `deploying ${ref}` });
     if (!row) throw new BerthError('conflict', `environment ${name} is ${before.state}`, 'Wait until it is ready, then deploy.');
     const old = row.hosts;
@@ -155,7 +183,7 @@ export class EnvironmentService {
         ...(signal ? { signal } : {}),
       });
       const timings = round({ ...placed.timings, totalMs: performance.now() - t0 });
-      const done = await this.deps.envs.transition(tenantId, name, ['deploying'], 'ready', { ref, hosts: claimed, route: { ...target, generation }, timings });
+      const done = await this.deps.envs.transition(tenantId, name, ['deploying'], 'ready', { ref, hosts: claimed, route: { ...target, generation }, timings, operation: 'deploy' });
       if (!done) throw new BerthError('conflict', `environment ${name} was removed during its deploy`, 'Create it again.');
       const why = `environment ${name} deployed ${ref}`;
       // The new hosts are attached (placed above): the old ones leave the load balancer while the router drains them.
@@ -177,11 +205,13 @@ export class EnvironmentService {
   }
 
   async remove(tenantId: string, name: string): Promise<EnvironmentView> {
+    // A sleep under way finishes first: its hosts are released by it, not twice.
+    await this.sleeper.settled(tenantId, name);
     const row = await this.row(tenantId, name);
-    if (row.state === 'creating' || row.state === 'deploying' || row.state === 'configuring' || row.state === 'restarting') {
+    if (row.state === 'creating' || row.state === 'deploying' || row.state === 'configuring' || row.state === 'restarting' || row.state === 'waking') {
       throw new BerthError('conflict', `environment ${name} is ${row.state}`, 'Wait until it is ready (or failed), then remove it.');
     }
-    const removing = row.state === 'removing' ? row : await this.deps.envs.transition(tenantId, name, ['ready', 'failed'], 'removing', { reason: 'removed by request' });
+    const removing = row.state === 'removing' ? row : await this.deps.envs.transition(tenantId, name, ['ready', 'failed', 'sleeping'], 'removing', { reason: 'removed by request' });
     if (!removing) throw new BerthError('conflict', `environment ${name} changed meanwhile`, 'Try again.');
     await this.finishRemoval(removing, 'removed');
     return this.view(removing);
@@ -199,53 +229,33 @@ export class EnvironmentService {
     if (this.sweeper) clearInterval(this.sweeper);
   }
 
+  /** Removes environments whose TTL passed, and puts to sleep those idle longer than their sleep-after. */
   async sweep(now = new Date()): Promise<string[]> {
     const gone: string[] = [];
     for (const row of await this.deps.envs.expired(now)) {
-      const removing = await this.deps.envs.transition(row.tenant_id, row.name, ['ready', 'failed'], 'removing', { reason: 'its TTL expired' });
+      await this.sleeper.settled(row.tenant_id, row.name);
+      const removing = await this.deps.envs.transition(row.tenant_id, row.name, ['ready', 'failed', 'sleeping'], 'removing', { reason: 'its TTL expired' });
       if (!removing) continue;
       await this.finishRemoval(removing, 'expired');
       gone.push(row.name);
     }
+    await this.sleeper.sweep();
     return gone;
   }
 
-  /**
-   * After a restart: routes come back for ready environments; a create cut short releases what it
-   * had claimed; a deploy cut short returns to the hosts its route was on; a removal finishes.
-   */
-  async recover(): Promise<{ routed: string[]; cleaned: string[] }> {
-    const routed: string[] = [];
-    const cleaned: string[] = [];
-    for (const row of await this.deps.envs.all()) {
-      try {
-        if (row.state === 'creating') {
-          const why = `environment ${row.name}: its creation was cut short by a server restart`;
-          const unbalanced = await this.unbalance(row, why);
-          await this.releaseAll(row.tenant_id, row.pool, row.hosts, why, unbalanced ? undefined : row.hosts);
-          await this.deps.envs.delete(row.tenant_id, row.name);
-          cleaned.push(row.name);
-        } else if (row.state === 'removing') {
-          await this.finishRemoval(row, 'removed');
-          cleaned.push(row.name);
-        } else if (row.route) {
-          const routedGen = row.route.generation;
-          const stale = row.hosts.filter((h) => h.generation > routedGen);
-          // Which of them the deploy had attached, and to what, is not known here: none is reused.
-          const attached = this.balancing && row.mode === 'service' ? stale : undefined;
-          if (stale.length > 0) await this.releaseAll(row.tenant_id, row.pool, stale, `environment ${row.name}: its deploy was cut short by a server restart`, attached);
-          const kept = row.hosts.filter((h) => h.generation <= routedGen);
-          if (row.state === 'deploying') await this.deps.envs.transition(row.tenant_id, row.name, ['deploying'], 'ready', { reason: 'a deploy was cut short by a server restart', hosts: kept });
-          if (row.state === 'configuring') await settleSettings(this.settingsDeps(), row);
-          if (row.state === 'restarting') await this.deps.envs.transition(row.tenant_id, row.name, ['restarting'], 'ready', { reason: 'a restart was cut short by a server restart' });
-          await this.restoreRoute(row.tenant_id, { ...row, hosts: kept }, row.route);
-          routed.push(row.name);
-        }
-      } catch (err) {
-        this.deps.log(`environment ${row.name}: recovery: ${errorMessage(err)}`);
-      }
-    }
-    return { routed, cleaned };
+  /** After a restart: nothing is left half-done (recovery.ts). */
+  recover(): Promise<{ routed: string[]; cleaned: string[] }> {
+    return recoverEnvironments({
+      envs: this.deps.envs,
+      letGo: (row, hosts, why) => this.letGo(row, hosts, why),
+      // Which of them the deploy had attached, and to what, is not known here: none is reused.
+      releaseStale: (row, hosts, why) => this.releaseAll(row.tenant_id, row.pool, hosts, why, this.balancing && row.mode === 'service' ? hosts : undefined),
+      finishRemoval: (row) => this.finishRemoval(row, 'removed'),
+      settleSettings: (row) => settleSettings(this.settingsDeps(), row),
+      recoverAsleep: (row) => this.sleeper.recover(row),
+      restoreRoute: (row, route) => this.restoreRoute(row.tenant_id, row, route),
+      log: this.deps.log,
+    });
   }
 
   private async place(
@@ -287,6 +297,22 @@ export class EnvironmentService {
     }
   }
 
+  /** A sleeping environment's services on new hosts again (its wake; sleep.ts), routed once they answer. */
+  private async placeAgain(row: EnvironmentRow, claimed: EnvHostRecord[], balanced: Set<string>, deadline: number) {
+    const { spec, target, init } = await environmentStack(this.deps, { tenantId: row.tenant_id, stack: row.stack, ref: row.ref, command: row.command });
+    const generation = (row.route?.generation ?? 0) + 1;
+    const mode = row.mode === 'service' ? 'service' : 'review';
+    const placed = await this.place(row.tenant_id, row.name, spec, target, { pool: row.pool, mode, ref: row.ref, replicas: row.replicas, owner: row.owner, settings: row.settings, generation, deadline, claimed, balanced, init });
+    return { timings: placed.timings, route: { ...target, generation } };
+  }
+
+  /** Records a sleeping environment's new ref, command or settings for its next wake. */
+  private async asleep(row: EnvironmentRow, fields: Parameters<EnvironmentsRepo['changeAsleep']>[2]): Promise<EnvironmentRow> {
+    const changed = await this.deps.envs.changeAsleep(row.tenant_id, row.name, fields);
+    if (!changed) throw new BerthError('conflict', `environment ${row.name} woke or changed meanwhile`, 'Look at it (berth env show), then try again.');
+    return changed;
+  }
+
   private routeSpec(hosts: readonly PlacedHost[], target: RouteTarget, ref: string | null): RouteSpec {
     return {
       backends: hosts.map((h) => ({ id: h.hostId, url: `http://${h.ip}:${target.port}`, label: target.service })),
@@ -308,15 +334,19 @@ export class EnvironmentService {
 
   private async finishRemoval(row: EnvironmentRow, why: string): Promise<void> {
     this.deps.router.removeRoute(row.name);
-    const unbalanced = await this.unbalance(row, `environment ${row.name} ${why}`);
-    await this.releaseAll(row.tenant_id, row.pool, row.hosts, `environment ${row.name} ${why}`, unbalanced ? undefined : row.hosts);
+    await this.letGo(row, row.hosts, `environment ${row.name} ${why}`);
     await this.deps.envs.delete(row.tenant_id, row.name);
   }
 
-  /** A service-mode environment's load balancing removed; false when it may still hold its hosts. */
-  private async unbalance(row: EnvironmentRow, why: string): Promise<boolean> {
-    if (!this.balancing || row.mode !== 'service') return true;
-    return this.balancing.remove({ tenantId: row.tenant_id, name: row.name }, row.hosts, why);
+  /**
+   * Gives back hosts of `row`, out of its load balancing first (service mode); `balanced`: the
+   * services attached so far (default: all). A host that may still be attached is terminated.
+   */
+  private async letGo(row: Pick<EnvironmentRow, 'tenant_id' | 'name' | 'pool' | 'mode'>, hosts: readonly EnvHostRecord[], why: string, balanced?: ReadonlySet<string>): Promise<void> {
+    if (hosts.length === 0) return;
+    const attached = balanced ? hosts.filter((h) => h.service !== null && balanced.has(h.service)) : hosts;
+    const unbalanced = !this.balancing || row.mode !== 'service' || (await this.balancing.remove({ tenantId: row.tenant_id, name: row.name }, attached, why));
+    await this.releaseAll(row.tenant_id, row.pool, hosts, why, unbalanced ? undefined : hosts);
   }
 
   /** `terminate`: hosts that may still be registered with a load balancer, never reset into the pool. */
@@ -333,29 +363,6 @@ export class EnvironmentService {
         }),
       ),
     );
-  }
-
-  /**
-   * The stack an environment runs, and the init its hosts get: for a slug ref, the slug is fetched
-   * and checked first (nothing is claimed for a bad one), its Procfile (or command) becomes a stack
-   * of its own over the named stack's config, and init downloads it to /app on each host.
-   */
-  private async stackOf(tenantId: string, name: string, ref?: string, command?: string, signal?: AbortSignal): Promise<{ spec: StackSpec; target: RouteTarget; init: string[] }> {
-    const stored = await this.deps.stacks.get(tenantId, name);
-    if (!stored) throw new BerthError('stack_not_found', `stack ${name} does not exist`, 'Apply it first: berth apply -f berth.yaml');
-    let spec = stored.spec as unknown as StackSpec;
-    let init: string[] = [];
-    if (ref !== undefined && isSlugRef(ref)) {
-      if (!this.deps.slugs) throw new BerthError('validation_failed', 'this server takes no slugs', 'Give --ref a version name.');
-      const slug = await this.deps.slugs.prepare(ref, signal);
-      spec = slugStack(spec, slug, command);
-      await this.deps.stacks.put(tenantId, spec.name, spec as unknown as Record<string, unknown>, stored.config);
-      const url = this.deps.slugs.urlFor(slug);
-      init = [`rm -rf ${SLUG_APP_DIR} && mkdir -p ${SLUG_APP_DIR} && "$BERTH_NODE" "$BERTH_AGENT_BUNDLE" fetch ${url} | tar -x -C ${SLUG_APP_DIR} --no-same-owner && test -n "$(ls -A ${SLUG_APP_DIR})"`];
-    }
-    const target = routeTarget(spec);
-    if (!target) throw new BerthError('validation_failed', `stack ${name} has no service to route to`, 'Give a service (web, or any) ports: [PORT], or a ready http check.');
-    return { spec, target, init };
   }
 
   private settingsDeps(): SettingsDeps {

@@ -134,6 +134,7 @@ describe('environments with a load balancing hook', () => {
           return route.delete(name);
         },
         route: () => undefined,
+        idleMs: () => undefined,
       },
       log: (line) => logs.push(line),
       drainMs: 0,
@@ -245,6 +246,27 @@ describe('environments with a load balancing hook', () => {
     expect(released.map((r) => r.hostId).sort()).toEqual(again.hosts.map((h) => h.hostId).sort());
     expect(released.every((r) => !r.reuse)).toBe(true);
     expect(logs.at(-1)).toMatch(/^environment prod removed: removing the load balancing of .*remove of web failed; its hosts will be terminated, not reused$/);
+  });
+
+  it('sleep removes every service\'s group before releasing the hosts; a wake attaches its new hosts before the route', async () => {
+    const view = await create('prod');
+    events.length = 0;
+    lb.calls.length = 0;
+    released.length = 0;
+    expect(await svc.sleep(TENANT, 'prod')).toMatchObject({ state: 'sleeping', hosts: [] });
+    expect(lb.calls.map((c) => `${c.op} ${c.service}`).sort()).toEqual(['remove api', 'remove db', 'remove web', 'remove worker']);
+    expect(events.findLastIndex((e) => e.startsWith('remove'))).toBeLessThan(events.findIndex((e) => e.startsWith('release')));
+    expect(released.map((r) => r.hostId).sort()).toEqual(view.hosts.map((h) => h.hostId).sort());
+    expect(released.every((r) => r.reuse)).toBe(true);
+
+    lb.calls.length = 0;
+    events.length = 0;
+    const awake = await svc.wake(TENANT, 'prod', 10);
+    expect(awake).toMatchObject({ state: 'ready', operation: 'wake' });
+    const [api, web] = [hostsOf(awake, 'api'), hostsOf(awake, 'web')];
+    expect(api.some((id) => view.hosts.some((h) => h.hostId === id))).toBe(false);
+    expect(lb.calls.map((c) => `${c.op} ${c.service} ${c.hosts.join(',')}`)).toEqual([`attach api ${api.join(',')}`, `attach web ${web.join(',')}`]);
+    expect(events.indexOf(`attach web ${web.join(',')}`)).toBeLessThan(events.indexOf(`route ${web.join(',')}`));
   });
 
   it('after a restart, a create cut short has its groups removed; a deploy cut short terminates its new hosts', async () => {

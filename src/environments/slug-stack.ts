@@ -1,11 +1,57 @@
 /**
- * A slug's services as a stack: its Procfile's processes (or one `web` command), each run in /app
- * where the slug is unpacked, over the config layers of the stack the environment names. `web` gets
- * PORT=8080 (the Procfile convention: the app listens on $PORT) and is what the router reaches.
+ * The stack an environment runs. A slug's services as a stack: its Procfile's processes (or one
+ * `web` command), each run in /app where the slug is unpacked, over the config layers of the stack
+ * the environment names. `web` gets PORT=8080 (the Procfile convention: the app listens on $PORT)
+ * and is what the router reaches.
  */
 import { BerthError } from '../core/errors.js';
-import type { Slug } from '../slugs/slug-store.js';
+import { isSlugRef, type Slug } from '../slugs/slug-store.js';
 import type { StackSpec } from '../stacks/spec.js';
+import type { StackRow } from '../store/schema.js';
+import { routeTarget, type RouteTarget } from './placement.js';
+
+export interface EnvironmentStack {
+  spec: StackSpec;
+  target: RouteTarget;
+  /** Run on each host at its claim (a slug's download). */
+  init: string[];
+}
+
+export interface EnvironmentStackDeps {
+  stacks: {
+    get(tenantId: string, name: string): Promise<StackRow | undefined>;
+    put(tenantId: string, name: string, spec: Record<string, unknown>, config: Record<string, unknown>): Promise<unknown>;
+  };
+  /** Slugs given as refs; without it, a ref is only a version string. */
+  slugs?: { prepare(ref: string, signal?: AbortSignal): Promise<Slug>; urlFor(slug: Slug): string };
+}
+
+/**
+ * The stack an environment runs, and the init its hosts get: for a slug ref, the slug is fetched
+ * and checked first (nothing is claimed for a bad one), its Procfile (or command) becomes a stack
+ * of its own over the named stack's config, and init downloads it to /app on each host.
+ */
+export async function environmentStack(
+  deps: EnvironmentStackDeps,
+  req: { tenantId: string; stack: string; ref: string | null | undefined; command: string | null | undefined; signal?: AbortSignal | undefined },
+): Promise<EnvironmentStack> {
+  const { tenantId, stack: name, ref, command } = req;
+  const stored = await deps.stacks.get(tenantId, name);
+  if (!stored) throw new BerthError('stack_not_found', `stack ${name} does not exist`, 'Apply it first: berth apply -f berth.yaml');
+  let spec = stored.spec as unknown as StackSpec;
+  let init: string[] = [];
+  if (typeof ref === 'string' && isSlugRef(ref)) {
+    if (!deps.slugs) throw new BerthError('validation_failed', 'this server takes no slugs', 'Give --ref a version name.');
+    const slug = await deps.slugs.prepare(ref, req.signal);
+    spec = slugStack(spec, slug, command ?? undefined);
+    await deps.stacks.put(tenantId, spec.name, spec as unknown as Record<string, unknown>, stored.config);
+    const url = deps.slugs.urlFor(slug);
+    init = [`rm -rf ${SLUG_APP_DIR} && mkdir -p ${SLUG_APP_DIR} && "$BERTH_NODE" "$BERTH_AGENT_BUNDLE" fetch ${url} | tar -x -C ${SLUG_APP_DIR} --no-same-owner && test -n "$(ls -A ${SLUG_APP_DIR})"`];
+  }
+  const target = routeTarget(spec);
+  if (!target) throw new BerthError('validation_failed', `stack ${name} has no service to route to`, 'Give a service (web, or any) ports: [PORT], or a ready http check.');
+  return { spec, target, init };
+}
 
 export const SLUG_APP_DIR = '/app';
 const WEB_PORT = 8080;

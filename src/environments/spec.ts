@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { ENV_NAME_PATTERN } from '../protocol/messages.js';
 import { parseDurationMs } from '../core/duration.js';
+import { sleepAfterField } from './sleep.js';
 
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
@@ -28,6 +29,7 @@ export const createEnvironmentBody = z
       .default({})
       .describe("Env values for every service, over the stack's layers"),
     ttl: z.string().optional().describe('Removed after this long: 90s, 30m, 2h, 7d'),
+    sleepAfter: sleepAfterField.optional(),
     wait: z.number().positive().max(600).default(120).describe('Seconds to wait for every service to be ready'),
   })
   .strict();
@@ -42,11 +44,13 @@ export const deployEnvironmentBody = z
   })
   .strict();
 
-export const environmentTtlBody = z
+export const environmentPatchBody = z
   .object({
-    ttl: z.string().min(1).max(32).nullable().describe('Removed this long from now (90s, 30m, 2h, 7d); null: never'),
+    ttl: z.string().min(1).max(32).nullable().optional().describe('Removed this long from now (90s, 30m, 2h, 7d); null: never'),
+    sleepAfter: sleepAfterField.nullable().optional(),
   })
-  .strict();
+  .strict()
+  .refine((body) => body.ttl !== undefined || body.sleepAfter !== undefined, { message: 'give ttl, sleepAfter or both' });
 
 /** `90s`, `30m`, `2h`, `7d` (or plain seconds) in milliseconds. */
 export function parseTtl(text: string): number {

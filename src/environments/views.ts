@@ -17,11 +17,16 @@ export interface EnvironmentView {
   url: string | null;
   hosts: Array<{ hostId: string; service: string | null; generation: number }>;
   route: { service: string; port: number; healthPath: string; generation: number } | null;
-  /** Milliseconds of the last create or deploy: claim, init, services, ready, route, total. */
+  /** Milliseconds of the last create, deploy or wake (`operation`): claim, init, services, ready, route, total. */
   timings: Record<string, number>;
+  operation: string | null;
   /** The router's view of its backends (health, requests), when it has a route. */
   backends: RouteView['backends'] | null;
   expiresAt: string | null;
+  /** Sleeps after this long without a request through the router (ms); null: never. */
+  sleepAfterMs: number | null;
+  /** The latest request through the router since the server started (null: none). */
+  lastRequestAt: string | null;
   createdAt: string;
   updatedAt: string;
 }
@@ -43,8 +48,11 @@ export function toEnvironmentView(row: EnvironmentRow, url: string | null, route
     hosts: row.hosts,
     route: row.route,
     timings: row.timings,
+    operation: row.operation,
     backends: route?.backends ?? null,
     expiresAt: iso(row.expires_at),
+    sleepAfterMs: row.sleep_after_ms,
+    lastRequestAt: route?.lastRequestAt ?? null,
     createdAt: new Date(row.created_at).toISOString(),
     updatedAt: new Date(row.updated_at).toISOString(),
   };

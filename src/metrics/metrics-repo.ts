@@ -77,6 +77,8 @@ export interface EnvironmentFacts {
   state: string;
   /** The route's generation: 1 after the create, higher after each deploy; null before the first route. */
   generation: number | null;
+  /** What gave it its timings: create, deploy or wake (null: stored before that was recorded). */
+  operation: string | null;
   /** The latest create's or deploy's timings, ms (the store keeps the latest only). */
   timings: Record<string, number>;
 }
@@ -263,11 +265,11 @@ export class MetricsRepo {
   async environments(tenantId: string): Promise<EnvironmentFacts[]> {
     const rows = await this.db
       .selectFrom('environments')
-      .select(['name', 'pool', 'state', 'timings', sql<number | null>`(route ->> 'generation')::int`.as('generation')])
+      .select(['name', 'pool', 'state', 'timings', 'operation', sql<number | null>`(route ->> 'generation')::int`.as('generation')])
       .where('tenant_id', '=', tenantId)
       .orderBy('name')
       .execute();
-    return rows.map((r) => ({ name: r.name, pool: r.pool, state: r.state, generation: r.generation === null ? null : Number(r.generation), timings: r.timings }));
+    return rows.map((r) => ({ name: r.name, pool: r.pool, state: r.state, generation: r.generation === null ? null : Number(r.generation), operation: r.operation, timings: r.timings }));
   }
 
   /** As claimsHorizon, for command invocations: before it, every one has a final status. */

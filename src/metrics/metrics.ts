@@ -330,17 +330,17 @@ export class MetricsCollector {
       entry.n++;
       envStates.set(key, entry);
     }
-    family('berth_environments', 'gauge', 'Environments by pool and state (creating, ready, deploying, configuring, restarting, failed, removing).', [...envStates.values()].map((s) => ({ labels: { tenant, pool: s.pool, state: s.state }, value: s.n })));
+    family('berth_environments', 'gauge', 'Environments by pool and state (creating, ready, deploying, configuring, restarting, sleeping, waking, failed, removing).', [...envStates.values()].map((s) => ({ labels: { tenant, pool: s.pool, state: s.state }, value: s.n })));
     family(
       'berth_environment_timing_seconds',
       'gauge',
-      "The environment's latest create or deploy to ready, by stage (total, claim, init, services, ready, route, balance); operation says which (the store keeps the latest only).",
+      "The environment's latest create, deploy or wake to ready, by stage (total, claim, init, services, ready, route, balance); operation says which (the store keeps the latest only).",
       environments.flatMap((e) =>
         e.generation === null
           ? []
           : Object.entries(e.timings)
               .filter(([key, ms]) => key.endsWith('Ms') && Number.isFinite(ms))
-              .map(([key, ms]) => ({ labels: { tenant, environment: e.name, pool: e.pool, operation: e.generation === 1 ? 'create' : 'deploy', stage: key.slice(0, -2) }, value: ms / 1000 })),
+              .map(([key, ms]) => ({ labels: { tenant, environment: e.name, pool: e.pool, operation: e.operation ?? (e.generation === 1 ? 'create' : 'deploy'), stage: key.slice(0, -2) }, value: ms / 1000 })),
       ),
     );
 

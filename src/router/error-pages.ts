@@ -14,6 +14,8 @@ export type RouterErrorCode =
   | 'environment_not_found'
   /** The route has no backend in rotation. */
   | 'no_healthy_backend'
+  /** The environment sleeps, and waking it for this request failed. */
+  | 'environment_asleep'
   /** The backend failed before answering, and no retry could help. */
   | 'backend_failed'
   /** The backend accepted the request but sent no response headers in time. */
@@ -195,6 +197,17 @@ export function noHealthyBackendPage(name: string, backends: readonly Unavailabl
     message: `environment ${name} has no healthy backend: ${details.join('; ')}`,
     details,
     hint: 'Backends return to rotation as soon as a health check passes; retry shortly.',
+    environment: name,
+  };
+}
+
+/** A sleeping environment that could not be woken for this request. */
+export function asleepPage(name: string, reason: string): RouterErrorPage {
+  return {
+    status: 503,
+    code: 'environment_asleep',
+    message: `environment ${name} is asleep and could not be woken: ${reason}`,
+    hint: `The next request tries again; berth env show ${name} says more.`,
     environment: name,
   };
 }

@@ -23,6 +23,11 @@ export interface RouteSpec {
   healthIntervalMs?: number;
   /** Anything JSON-able the caller wants to see again in `routes()` (version, mode, …). */
   info?: Record<string, unknown>;
+  /**
+   * The environment sleeps (no backends): a request calls this, once for every request that comes
+   * while it runs, and waits for it; it resolves once the route has backends again (setRoute).
+   */
+  wake?: () => Promise<void>;
 }
 
 export interface BackendView {
@@ -55,6 +60,10 @@ export interface RouteView {
   requests: number;
   /** Requests answered 503 because no backend was healthy. */
   unavailable: number;
+  /** It has no backends and wakes at its next request. */
+  asleep: boolean;
+  /** The latest request's arrival (null: none since the route was made, e.g. by a server start). */
+  lastRequestAt: string | null;
 }
 
 export const DEFAULT_HEALTH_PATH = '/';
@@ -149,9 +158,43 @@ export class Route {
   info: Record<string, unknown> | undefined;
   requests = 0;
   unavailable = 0;
+  wake: (() => Promise<void>) | undefined;
+  lastRequestAt: number | null = null;
   private cursor = 0;
+  private waking: Promise<void> | undefined;
+  /** Since when nothing has been in flight and no request came (see idleMs). */
+  private quietSince = Date.now();
 
   constructor(readonly name: string) {}
+
+  /** A request arrived (health checks are the router's own and do not count). */
+  touch(now: number): void {
+    this.lastRequestAt = now;
+    this.quietSince = now;
+  }
+
+  /**
+   * How long it has gone without a request: 0 while any is in flight (a WebSocket included),
+   * else since the later of the last arrival and the last time a caller saw one in flight.
+   */
+  idleMs(now: number): number {
+    if (this.backends.some((b) => b.active > 0)) {
+      this.quietSince = now;
+      return 0;
+    }
+    return now - this.quietSince;
+  }
+
+  /** The wake under way, or a new one: every request held meanwhile waits for the same. */
+  wakeOnce(wake: () => Promise<void>): Promise<void> {
+    if (!this.waking) {
+      const started = wake().finally(() => {
+        if (this.waking === started) this.waking = undefined;
+      });
+      this.waking = started;
+    }
+    return this.waking;
+  }
 
   /**
    * Replaces the backends; one with the same id+url as before keeps its health state and counters.
@@ -167,6 +210,7 @@ export class Route {
     this.healthPath = spec.healthPath ?? DEFAULT_HEALTH_PATH;
     this.healthIntervalMs = spec.healthIntervalMs ?? DEFAULT_HEALTH_INTERVAL_MS;
     this.info = spec.info === undefined ? undefined : structuredClone(spec.info);
+    this.wake = spec.wake;
     return [...previous.values()];
   }
 
@@ -202,6 +246,8 @@ export class Route {
       backends: this.backends.map((b) => b.view()),
       requests: this.requests,
       unavailable: this.unavailable,
+      asleep: this.backends.length === 0 && this.wake !== undefined,
+      lastRequestAt: isoOrNull(this.lastRequestAt),
     };
   }
 }
@@ -220,6 +266,7 @@ export function validateRoute(name: string, spec: RouteSpec): void {
   if (!isDnsLabel(name)) {
     throw invalid(`invalid environment name ${JSON.stringify(name)}`, 'Use one DNS label: a-z, 0-9 and inner hyphens, at most 63 characters, lower case.');
   }
+  if (spec.wake && spec.backends.length > 0) throw invalid(`environment ${name}: a route with backends cannot be asleep`, 'Give a sleeping route no backends.');
   const seen = new Set<string>();
   for (const backend of spec.backends) {
     if (!backend.id) throw invalid(`environment ${name}: a backend has an empty id`, 'Give every backend an id, e.g. its host id.');

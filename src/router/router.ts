@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { BerthError } from '../core/errors.js';
 import {
+  asleepPage,
   environmentNotFoundPage,
   noEnvironmentPage,
   noHealthyBackendPage,
@@ -48,6 +49,8 @@ export interface ListenOptions {
   /** Default: all interfaces, as http.Server.listen does. */
   host?: string;
 }
+
+type Selected = { route: Route; backend: Backend } | { route?: Route; page: RouterErrorPage };
 
 export class EnvironmentRouter {
   readonly domain: string;
@@ -168,6 +171,7 @@ export class EnvironmentRouter {
       });
     }
     if ('page' in target) sendErrorPage(req, res, target.page);
+    else if ('waking' in target) this.afterWake(target, res, (next) => ('page' in next ? sendErrorPage(req, res, next.page) : this.forwarder.web(req, res, next.route, next.backend)));
     else this.forwarder.web(req, res, target.route, target.backend);
   };
 
@@ -182,19 +186,48 @@ export class EnvironmentRouter {
     }
     const target = this.select(req);
     if ('page' in target) writeErrorToSocket(req, socket, target.page);
+    else if ('waking' in target) this.afterWake(target, socket, (next) => ('page' in next ? writeErrorToSocket(req, socket, next.page) : this.forwarder.ws(req, socket, head, next.route, next.backend)));
     else this.forwarder.ws(req, socket, head, target.route, target.backend);
   };
 
-  /** The route and the backend a request goes to (counted), or the error page that answers it. */
-  private select(req: IncomingMessage): { route: Route; backend: Backend } | { route?: Route; page: RouterErrorPage } {
+  /** How long environment `name` has gone without a request (0 while one is in flight); undefined: no route. */
+  idleMs(name: string, now = Date.now()): number | undefined {
+    return this.table.get(name.toLowerCase())?.idleMs(now);
+  }
+
+  /** The route and the backend a request goes to (counted), the error page that answers it, or the wake it waits for. */
+  private select(req: IncomingMessage): Selected | { route: Route; waking: Promise<void> } {
     const target = this.resolve(req);
     if (!target.route) return { page: target.page };
     const route = target.route;
     route.requests++;
+    route.touch(Date.now());
     const backend = route.pick();
     if (backend) return { route, backend };
+    // A sleeping environment: the request waits for its wake (one for every request meanwhile).
+    if (route.backends.length === 0 && route.wake) return { route, waking: route.wakeOnce(route.wake) };
     route.unavailable++;
     return { route, page: noHealthyBackendPage(route.name, route.backends) };
+  }
+
+  /** Holds a request until its environment woke, then sends it on (or answers why it could not wake). */
+  private afterWake(target: { route: Route; waking: Promise<void> }, client: { destroyed: boolean }, send: (next: Selected) => void): void {
+    const { route } = target;
+    const answer = (next: Selected) => {
+      if (!client.destroyed) send(next);
+    };
+    target.waking.then(
+      () => {
+        const backend = route.pick();
+        if (backend) return answer({ route, backend });
+        route.unavailable++;
+        answer({ route, page: route.backends.length === 0 ? asleepPage(route.name, 'it went back to sleep before the request could be sent') : noHealthyBackendPage(route.name, route.backends) });
+      },
+      (err: unknown) => {
+        route.unavailable++;
+        answer({ route, page: asleepPage(route.name, err instanceof Error ? err.message : String(err)) });
+      },
+    );
   }
 
   private resolve(req: IncomingMessage): { route: Route } | { route?: undefined; page: RouterErrorPage } {

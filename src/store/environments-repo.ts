@@ -17,7 +17,12 @@ export interface NewEnvironment {
   owner: string | null;
   settings: Record<string, string>;
   expiresAt: Date | null;
+  /** Sleeps after this long without a request; default never. */
+  sleepAfterMs?: number | null;
 }
+
+/** What brought an environment to `ready` with new hosts (its timings say how long it took). */
+export type EnvironmentOperation = 'create' | 'deploy' | 'wake';
 
 export class EnvironmentsRepo {
   /** `events`: environments' changes of state, and their removal, are reported there. */
@@ -46,6 +51,7 @@ export class EnvironmentsRepo {
         route: JSON.stringify(null),
         timings: '{}',
         expires_at: env.expiresAt,
+        sleep_after_ms: env.sleepAfterMs ?? null,
       })
       .onConflict((oc) => oc.columns(['tenant_id', 'name']).doNothing())
       .returning('name')
@@ -71,16 +77,48 @@ export class EnvironmentsRepo {
     return this.db.selectFrom('environments').selectAll().where('expires_at', '<=', now).where('state', 'in', ['ready', 'failed']).execute();
   }
 
-  /** A new expiry (null: none) for an environment not being removed; undefined when it is (or is gone). */
-  async setExpiry(tenantId: string, name: string, expiresAt: Date | null): Promise<EnvironmentRow | undefined> {
+  /**
+   * A new expiry and/or sleep-after (null: none / never) for an environment not being removed;
+   * undefined when it is (or is gone).
+   */
+  async setTimers(tenantId: string, name: string, timers: { expiresAt?: Date | null; sleepAfterMs?: number | null }): Promise<EnvironmentRow | undefined> {
     return this.db
       .updateTable('environments')
-      .set({ expires_at: expiresAt, updated_at: new Date() })
+      .set({
+        updated_at: new Date(),
+        ...(timers.expiresAt !== undefined ? { expires_at: timers.expiresAt } : {}),
+        ...(timers.sleepAfterMs !== undefined ? { sleep_after_ms: timers.sleepAfterMs } : {}),
+      })
       .where('tenant_id', '=', tenantId)
       .where('name', '=', name)
       .where('state', '!=', 'removing')
       .returningAll()
       .executeTakeFirst();
+  }
+
+  /** Ready environments that sleep when idle (the sweep asks the router how long each has been). */
+  async sleepers(): Promise<EnvironmentRow[]> {
+    return this.db.selectFrom('environments').selectAll().where('state', '=', 'ready').where('sleep_after_ms', 'is not', null).execute();
+  }
+
+  /** A sleeping environment's ref, command or settings, for its next wake; undefined when it is not asleep. */
+  async changeAsleep(tenantId: string, name: string, fields: { ref?: string | null; command?: string | null; settings?: Record<string, string>; reason: string }): Promise<EnvironmentRow | undefined> {
+    const row = await this.db
+      .updateTable('environments')
+      .set({
+        state_reason: fields.reason,
+        updated_at: new Date(),
+        ...(fields.ref !== undefined ? { ref: fields.ref } : {}),
+        ...(fields.command !== undefined ? { command: fields.command } : {}),
+        ...(fields.settings !== undefined ? { settings: JSON.stringify(fields.settings) } : {}),
+      })
+      .where('tenant_id', '=', tenantId)
+      .where('name', '=', name)
+      .where('state', '=', 'sleeping')
+      .returningAll()
+      .executeTakeFirst();
+    if (row) this.events.emit(environmentEvent(row, ['sleeping'], fields.reason));
+    return row;
   }
 
   /** Records the hosts serving it now (every claim is recorded as it lands, so nothing is lost). */
@@ -94,7 +132,16 @@ export class EnvironmentsRepo {
     name: string,
     from: readonly EnvironmentState[],
     to: EnvironmentState,
-    fields: { reason?: string; route?: EnvironmentRow['route']; timings?: Record<string, number>; ref?: string | null; hosts?: EnvHostRecord[]; settings?: Record<string, string> } = {},
+    fields: {
+      reason?: string;
+      route?: EnvironmentRow['route'];
+      /** With `operation`: what it took, also kept in the environment's timing history. */
+      timings?: Record<string, number>;
+      operation?: EnvironmentOperation;
+      ref?: string | null;
+      hosts?: EnvHostRecord[];
+      settings?: Record<string, string>;
+    } = {},
   ): Promise<EnvironmentRow | undefined> {
     for (const state of from) assertEnvTransition(name, state, to);
     const update = this.db
@@ -108,14 +155,15 @@ export class EnvironmentsRepo {
         ...(fields.ref !== undefined ? { ref: fields.ref } : {}),
         ...(fields.hosts !== undefined ? { hosts: JSON.stringify(fields.hosts) } : {}),
         ...(fields.settings !== undefined ? { settings: JSON.stringify(fields.settings) } : {}),
+        ...(fields.operation !== undefined ? { operation: fields.operation } : {}),
       })
       .where('tenant_id', '=', tenantId)
       .where('name', '=', name)
       .where('state', 'in', [...from])
       .returningAll();
-    // A create or deploy that finished is also kept in its history, in the same statement.
+    // A create, deploy or wake that finished is also kept in its history, in the same statement.
     const finished = to === 'ready' && fields.timings !== undefined ? fields.timings : undefined;
-    const operation = fields.route?.generation === 1 ? 'create' : 'deploy';
+    const operation = fields.operation ?? (fields.route?.generation === 1 ? 'create' : 'deploy');
     const row = finished
       ? await this.db
           .with('updated', () => update)

@@ -302,6 +302,12 @@ const COMMAND_CREATOR = [`alter table commands add column created_by_token text`
 /** Pools sized by the clock (src/pools/schedule.ts): null keeps the pool at its size. */
 const POOL_SCHEDULE = [`alter table pools add column schedule jsonb`];
 
+/**
+ * Environments that sleep when idle (environments/sleep.ts): after how long without a request
+ * (null: never), and which operation put it in its latest state (create, deploy, wake) for metrics.
+ */
+const ENVIRONMENT_SLEEP = [`alter table environments add column sleep_after_ms integer`, `alter table environments add column operation text`];
+
 const migrations: Record<string, Migration> = {
   '0001_foundation': statements(FOUNDATION),
   '0002_pools': statements(POOLS),
@@ -319,6 +325,7 @@ const migrations: Record<string, Migration> = {
   '0014_audit_log': statements(AUDIT_LOG),
   '0015_command_creator': statements(COMMAND_CREATOR),
   '0016_pool_schedule': statements(POOL_SCHEDULE),
+  '0017_environment_sleep': statements(ENVIRONMENT_SLEEP),
 };
 
 export const migrationProvider: MigrationProvider = {

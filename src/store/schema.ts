@@ -237,6 +237,10 @@ export interface EnvironmentsTable {
   route: Json<{ service: string; port: number; healthPath: string; generation: number } | null>;
   timings: Json<Record<string, number>>;
   expires_at: MaybeTimestamp;
+  /** Sleeps after this long without a request through the router; null: never (environments/sleep.ts). */
+  sleep_after_ms: ColumnType<number | null, number | null | undefined, number | null>;
+  /** What put it in its latest state with timings: create, deploy or wake; null before migration 0017. */
+  operation: ColumnType<string | null, string | null | undefined, string | null>;
   created_at: CreatedAt;
   updated_at: CreatedAt;
 }

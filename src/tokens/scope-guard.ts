@@ -108,6 +108,8 @@ const CHECKS: Record<string, Check> = {
   'PATCH /v1/environments/:name': namedGroup((r) => param(r, 'name'), 'environment'),
   'PATCH /v1/environments/:name/settings': namedGroup((r) => param(r, 'name'), 'environment'),
   'POST /v1/environments/:name/restart': namedGroup((r) => param(r, 'name'), 'environment'),
+  'POST /v1/environments/:name/sleep': namedGroup((r) => param(r, 'name'), 'environment'),
+  'POST /v1/environments/:name/wake': namedGroup((r) => param(r, 'name'), 'environment'),
 };
 
 const FILTERS: Record<string, Filter> = {

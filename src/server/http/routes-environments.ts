@@ -2,9 +2,10 @@
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { EnvironmentService } from '../../environments/environment-service.js';
-import { createEnvironmentBody, deployEnvironmentBody, environmentName, environmentTtlBody } from '../../environments/spec.js';
+import { createEnvironmentBody, deployEnvironmentBody, environmentName, environmentPatchBody } from '../../environments/spec.js';
 import { changeSettingsBody } from '../../environments/settings.js';
 import { restartEnvironmentBody } from '../../environments/restart.js';
+import { environmentWakeBody } from '../../environments/sleep.js';
 import { errorBody } from './schemas.js';
 
 const backend = z.object({
@@ -34,8 +35,11 @@ const environmentView = z.object({
   hosts: z.array(z.object({ hostId: z.string(), service: z.string().nullable(), generation: z.number() })),
   route: z.object({ service: z.string(), port: z.number(), healthPath: z.string(), generation: z.number() }).nullable(),
   timings: z.record(z.string(), z.number()),
+  operation: z.string().nullable(),
   backends: z.array(backend).nullable(),
   expiresAt: z.string().nullable(),
+  sleepAfterMs: z.number().nullable(),
+  lastRequestAt: z.string().nullable(),
   createdAt: z.string(),
   updatedAt: z.string(),
 });
@@ -84,13 +88,38 @@ export function environmentRoutes(envs: EnvironmentService): FastifyPluginCallba
       {
         schema: {
           tags: ['environments'],
-          summary: "Change an environment's TTL: removed that long from now, or never (ttl: null)",
+          summary: "Change an environment's TTL (removed that long from now, or never: null) and/or its sleep-after (asleep after that long without a request, or never: null)",
           params: nameParams,
-          body: environmentTtlBody,
+          body: environmentPatchBody,
           response: { 200: environmentView, ...errors },
         },
       },
-      async (request) => envs.setTtl(request.tenantId, request.params.name, request.body.ttl),
+      async (request) => envs.setTimers(request.tenantId, request.params.name, request.body),
+    );
+    app.post(
+      '/v1/environments/:name/sleep',
+      {
+        schema: {
+          tags: ['environments'],
+          summary: 'Put an environment to sleep now: its hosts go back to the pool, its route holds the next request and wakes it',
+          params: nameParams,
+          response: { 200: environmentView, ...errors },
+        },
+      },
+      async (request) => envs.sleep(request.tenantId, request.params.name),
+    );
+    app.post(
+      '/v1/environments/:name/wake',
+      {
+        schema: {
+          tags: ['environments'],
+          summary: 'Wake a sleeping environment now, as its next request would: hosts claimed, services started, routed',
+          params: nameParams,
+          body: environmentWakeBody,
+          response: { 200: environmentView, ...errors },
+        },
+      },
+      async (request) => envs.wake(request.tenantId, request.params.name, request.body.wait),
     );
     app.patch(
       '/v1/environments/:name/settings',

@@ -5,6 +5,7 @@
 //   {"type":"answered"}                          as soon as the API answered, then
 //   {"type":"done","answered":ms,"elapsed":ms,"timings":{...}}  at the first 200 through the router
 // (or {"type":"error","message":...}). Times run from just before the API call.
+// {op: "get", url} sends one GET to that environment URL and writes {"type":"got","status":N,"elapsed":ms}.
 import http from 'node:http';
 import { createInterface } from 'node:readline';
 import { ApiClient } from '../dist/cli/client.js';
@@ -26,6 +27,12 @@ function statusOf(envUrl) {
 
 for await (const line of createInterface({ input: process.stdin })) {
   const req = JSON.parse(line);
+  if (req.op === 'get') {
+    const t0 = performance.now();
+    const status = await statusOf(new URL(req.url)).catch(() => 0);
+    say({ type: 'got', status, elapsed: performance.now() - t0 });
+    continue;
+  }
   try {
     const t0 = performance.now();
     const env = await client.post('/v1/environments', { name: req.name, stack: req.stack, pool: req.pool, set: req.set, wait: 300 }, AbortSignal.timeout(300_000));

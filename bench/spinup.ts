@@ -4,7 +4,9 @@
  *   (a) cold: no pool; a host is launched and the app installed at boot (a cloud-init script would);
  *   (b) a pool of ready plain hosts (seed 1): the install runs at claim;
  *   (c) a pool of hosts of the baked image (seed 2): only the services start at claim;
- *   (d) a pool of review hosts with the stack already running: the user's settings arrive by reload.
+ *   (d) a pool of review hosts with the stack already running: the user's settings arrive by reload;
+ *   (e) beside them, an environment of (d)'s pool asleep (its host back in the pool): its next
+ *       request, held by the router while the environment wakes, until that request's 200.
  * The client (berth's API client for the create, plain GETs through the router) runs in its own
  * process, bench/spinup-client.mjs, as a user's CLI and browser do.
  * Writes the table and a chart (bench/results/spinup.svg, docs/spinup.svg).
@@ -25,7 +27,7 @@ export interface SpinupOptions {
   /** Creates per variant: cold and install-at-claim are slow, so they get fewer. */
   slow: number;
   fast: number;
-  /** Which of a, b, c, d to run (all by default). */
+  /** Which of a, b, c, d, e to run (all by default). */
   variants?: string[];
   progress: (line: string) => void;
 }
@@ -84,6 +86,12 @@ export async function spinupBench(srv: InProcessServer, opts: SpinupOptions): Pr
       }
       results.set(v.key, summarize(samples));
     }
+    if (!opts.variants || opts.variants.includes('e')) {
+      const woken = await wakes(srv, client, opts);
+      results.set('e', woken.wake);
+      results.set('e-awake', woken.awake);
+      breakdowns.set('e', woken.phases);
+    }
   } finally {
     client.close();
     for (const { name } of pools) await srv.api.delete(`/v1/pools/${name}`);
@@ -95,7 +103,7 @@ export async function spinupBench(srv: InProcessServer, opts: SpinupOptions): Pr
   mkdirSync(join(root, 'bench', 'results'), { recursive: true });
   writeFileSync(join(root, 'bench', 'results', 'spinup.svg'), chart);
   // The chart in the docs shows the four side by side: a run of some of them leaves it alone.
-  if (results.size === variants.length) writeFileSync(join(root, 'docs', 'spinup.svg'), chart);
+  if (variants.every((v) => results.has(v.key))) writeFileSync(join(root, 'docs', 'spinup.svg'), chart);
   const ok = (cond: boolean) => (cond ? 'met' : '**missed**');
   const perCreate = (key: string): string => {
     const mean = statements.get(key)?.mean();
@@ -107,7 +115,8 @@ export async function spinupBench(srv: InProcessServer, opts: SpinupOptions): Pr
     `| spin-up ${variants[2]?.label ?? ''} | ${c.n} | ${ms(c.p50)} | ${ms(c.p99)} | target p50 <= 300 ms: ${ok(c.p50 <= 300)} | |`,
     `| spin-up ${variants[3]?.label ?? ''} | ${d.n} | ${ms(d.p50)} | ${ms(d.p99)} | target p50 <= 25 ms, p99 <= 100 ms: ${ok(d.p50 <= 25 && d.p99 <= 100)} | chart: docs/spinup.svg |`,
     `| of which: store statements during a create's API call, mean, (c) / (d) (PGlite) | | | | ${perCreate('c')} / ${perCreate('d')} | |`,
-    ...['c', 'd'].filter((key) => breakdowns.get(key)?.length).map((key) => `| of which (${key}), p50 of each part: ${medians(breakdowns.get(key) ?? [])} | | | | | |`),
+    ...(results.has('e') ? [`| spin-up (e) a sleeping environment of (d)'s pool: its next request, held while it wakes, to its 200 | ${get('e').n} | ${ms(get('e').p50)} | ${ms(get('e').p99)} | the same request once awake: ${ms(get('e-awake').p50)} p50 | |`] : []),
+    ...['c', 'd', 'e'].filter((key) => breakdowns.get(key)?.length).map((key) => `| of which (${key}), p50 of each part: ${medians(breakdowns.get(key) ?? [])} | | | | | |`),
     ...['c', 'd'].filter((key) => breakdowns.get(key)?.length).map((key) => `| (${key}), the slowest create's parts: ${slowest(breakdowns.get(key) ?? [])} | | | | | |`),
   ];
 }
@@ -142,15 +151,44 @@ function installAtBoot(demo: StackSpec, root: string): StackSpec {
   return { ...demo, name: 'demo-boot', services };
 }
 
+/**
+ * (e): an environment of the review pool, created and put to sleep off the clock (its host goes
+ * back; the pool refills), then one GET through the router, held while it wakes, until its answer;
+ * and the same GET once awake, beside it.
+ */
+async function wakes(srv: InProcessServer, client: SpinupClient, opts: SpinupOptions): Promise<{ wake: Summary; awake: Summary; phases: Phases[] }> {
+  const wake: number[] = [];
+  const awake: number[] = [];
+  const phases: Phases[] = [];
+  const v = { key: 'e', label: '', pool: 'sp-review', stack: 'demo', runs: opts.fast };
+  await poolFull(srv, v.pool);
+  await createToFirst200(srv, client, 'sp-e', v, new StatementCount(), [], { keep: true });
+  for (let i = 0; i < opts.fast; i++) {
+    const slept = await srv.api.post<{ url: string }>('/v1/environments/sp-e/sleep', {});
+    if (slept.status !== 200) throw new Error(`env sleep sp-e: ${slept.status} ${JSON.stringify(slept.body)}`);
+    await poolFull(srv, v.pool);
+    opts.progress(`spinup: (e) wake ${i + 1}/${opts.fast}`);
+    const first = await client.get(slept.body.url);
+    if (first.status !== 200) throw new Error(`sp-e answered ${first.status} while waking`);
+    wake.push(first.elapsed);
+    awake.push((await client.get(slept.body.url)).elapsed);
+    const view = (await srv.api.get<{ timings: Record<string, number>; operation: string }>('/v1/environments/sp-e')).body;
+    if (view.operation !== 'wake') throw new Error(`sp-e: its latest operation is ${view.operation}, not a wake`);
+    phases.push({ ...view.timings, 'request to its 200': first.elapsed });
+  }
+  await srv.api.delete('/v1/environments/sp-e');
+  return { wake: summarize(wake), awake: summarize(awake), phases };
+}
+
 /** Per create: the server's own timings, and the client's view around them (ms). */
 type Phases = Record<string, number>;
 
-async function createToFirst200(srv: InProcessServer, client: SpinupClient, name: string, v: Variant, count: StatementCount, phases: Phases[]): Promise<number> {
+async function createToFirst200(srv: InProcessServer, client: SpinupClient, name: string, v: Variant, count: StatementCount, phases: Phases[], opts: { keep?: boolean } = {}): Promise<number> {
   const { answered, done } = client.create({ name, stack: v.stack, pool: v.pool, set: { GREETING: `hello ${name}` } });
   await count.during(() => answered);
   const result = await done;
   phases.push({ ...result.timings, 'API answer': result.answered, 'first 200 after it': result.elapsed - result.answered });
-  await srv.api.delete(`/v1/environments/${name}`);
+  if (!opts.keep) await srv.api.delete(`/v1/environments/${name}`);
   return result.elapsed;
 }
 
@@ -185,6 +223,13 @@ class SpinupClient {
     });
     this.child.stdin?.write(`${JSON.stringify(req)}\n`);
     return { answered, done };
+  }
+
+  /** One GET through the router to an environment's URL: its status and how long it took (ms). */
+  get(url: string): Promise<{ status: number; elapsed: number }> {
+    const answer = new Promise<{ type: string; status?: number; elapsed?: number }>((resolve) => this.waiting.push(resolve));
+    this.child.stdin?.write(`${JSON.stringify({ op: 'get', url })}\n`);
+    return answer.then((msg) => ({ status: msg.status ?? 0, elapsed: msg.elapsed ?? NaN }));
   }
 
   close(): void {

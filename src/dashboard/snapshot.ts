@@ -65,7 +65,9 @@ export interface EnvironmentRowView {
   url: string | null;
   settingNames: string[];
   hosts: number;
+  /** The latest create, deploy or wake's timings; `operation` says which. */
   timings: Record<string, number>;
+  operation: string | null;
   createdAt: string;
 }
 
@@ -215,6 +217,7 @@ function environmentRow(e: EnvironmentView): EnvironmentRowView {
     settingNames: e.settings,
     hosts: e.hosts.length,
     timings: e.timings,
+    operation: e.operation,
     createdAt: e.createdAt,
   };
 }

@@ -147,14 +147,16 @@ export class EnvironmentSleeper {
 
   private async wakeNow(tenantId: string, name: string, why: string, waitS: number): Promise<EnvironmentRow> {
     const key = keyOf(tenantId, name);
-    const row = await this.deps.envs.get(tenantId, name);
-    if (!row) throw new BerthError('environment_not_found', `environment ${name} does not exist`, 'List them with `berth env ls`.');
-    if (row.state === 'ready') return row;
-    if (row.state !== 'sleeping') throw new BerthError('conflict', `environment ${name} is ${row.state}`, 'Only a sleeping environment wakes; wait until it settles.');
-    const asleep = row.hosts.length > 0 ? await this.finishSleep(row, row.state_reason) : row;
-    const waking = await this.deps.envs.transition(tenantId, name, ['sleeping'], 'waking', { reason: why });
-    if (!waking) throw new BerthError('conflict', `environment ${name} changed while waking`, 'Try again.');
     const t0 = performance.now();
+    let waking = await this.deps.envs.transition(tenantId, name, ['sleeping'], 'waking', { reason: why });
+    if (!waking) {
+      const row = await this.deps.envs.get(tenantId, name);
+      if (!row) throw new BerthError('environment_not_found', `environment ${name} does not exist`, 'List them with `berth env ls`.');
+      if (row.state === 'ready') return row;
+      throw new BerthError('conflict', `environment ${name} is ${row.state}`, 'Only a sleeping environment wakes; wait until it settles.');
+    }
+    // A sleep a restart cut short still lists hosts: they go first.
+    if (waking.hosts.length > 0) waking = await this.finishSleep(waking, 'its sleep was cut short');
     const claimed: EnvHostRecord[] = [];
     const balanced = new Set<string>();
     try {
@@ -167,7 +169,7 @@ export class EnvironmentSleeper {
     } catch (err) {
       this.failed.set(key, { at: Date.now(), error: err });
       const reason = `could not wake: ${errorMessage(err)}`;
-      this.deps.router.setRoute(name, this.sleepingRoute(asleep));
+      this.deps.router.setRoute(name, this.sleepingRoute(waking));
       await this.deps.release(waking, claimed, `environment ${name}: ${reason}`, balanced);
       await this.deps.envs.transition(tenantId, name, ['waking'], 'sleeping', { reason, hosts: [] });
       throw err;

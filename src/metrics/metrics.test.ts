@@ -241,6 +241,12 @@ for (const backend of storeBackends()) {
       await envs.transition(T, 'blog', ['ready'], 'deploying');
       await envs.transition(T, 'blog', ['deploying'], 'ready', { route: route(2), timings: { claimMs: 18.5, servicesMs: 280.5, routeMs: 0.3, totalMs: 305.1 } });
       await envs.insert(env('wip', 'web'));
+      // One that slept and woke: its latest timings are its wake's.
+      await envs.insert(env('nap', 'idle'));
+      await envs.transition(T, 'nap', ['creating'], 'ready', { route: route(1), timings: { claimMs: 5.5, totalMs: 30.5 }, operation: 'create' });
+      await envs.transition(T, 'nap', ['ready'], 'sleeping');
+      await envs.transition(T, 'nap', ['sleeping'], 'waking');
+      await envs.transition(T, 'nap', ['waking'], 'ready', { route: route(2), timings: { claimMs: 4.9, totalMs: 9.8 }, operation: 'wake' });
 
       const commands = new CommandsRepo(store.db);
       const inv = (hostId: string, status: 'Success' | 'Failed' | 'Pending' | 'TimedOut') => ({ hostId, status, statusDetail: '' });
@@ -349,12 +355,13 @@ for (const backend of storeBackends()) {
         }
         expect(series).toHaveLength(Object.keys(row.timings).length);
         for (const [key, ms] of Object.entries(row.timings)) {
-          const operation = row.route.generation === 1 ? 'create' : 'deploy';
+          const operation = row.operation ?? (row.route.generation === 1 ? 'create' : 'deploy');
           expect(one(samples, 'berth_environment_timing_seconds', { tenant: T, environment: row.name, pool: row.pool, operation, stage: key.slice(0, -2) })).toBeCloseTo(ms / 1000, 9);
         }
       }
       expect(one(samples, 'berth_environment_timing_seconds', { tenant: T, environment: 'shop', pool: 'web', operation: 'create', stage: 'total' })).toBeCloseTo(0.3417, 9);
       expect(find(samples, 'berth_environment_timing_seconds', { environment: 'blog', operation: 'create' })).toEqual([]);
+      expect(one(samples, 'berth_environment_timing_seconds', { tenant: T, environment: 'nap', pool: 'idle', operation: 'wake', stage: 'total' })).toBeCloseTo(0.0098, 9);
       expect(one(samples, 'berth_environments', { tenant: T, pool: 'web', state: 'ready' })).toBe(1);
       expect(one(samples, 'berth_environments', { tenant: T, pool: 'web', state: 'creating' })).toBe(1);
       expect(one(samples, 'berth_environments', { tenant: T, pool: 'api', state: 'ready' })).toBe(1);

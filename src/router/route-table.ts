@@ -162,6 +162,8 @@ export class Route {
   lastRequestAt: number | null = null;
   private cursor = 0;
   private waking: Promise<void> | undefined;
+  /** Settles the wake under way for the requests it holds, once backends are back. */
+  private routed: (() => void) | undefined;
   /** Since when nothing has been in flight and no request came (see idleMs). */
   private quietSince = Date.now();
 
@@ -185,11 +187,17 @@ export class Route {
     return now - this.quietSince;
   }
 
-  /** The wake under way, or a new one: every request held meanwhile waits for the same. */
+  /**
+   * The wake under way, or a new one: every request held meanwhile waits for the same. It settles
+   * as soon as the route has backends again (the wake may still be recording that it is done), or
+   * when the wake fails.
+   */
   wakeOnce(wake: () => Promise<void>): Promise<void> {
     if (!this.waking) {
-      const started = wake().finally(() => {
+      const routed = new Promise<void>((resolve) => (this.routed = resolve));
+      const started = Promise.race([wake(), routed]).finally(() => {
         if (this.waking === started) this.waking = undefined;
+        this.routed = undefined;
       });
       this.waking = started;
     }
@@ -211,6 +219,7 @@ export class Route {
     this.healthIntervalMs = spec.healthIntervalMs ?? DEFAULT_HEALTH_INTERVAL_MS;
     this.info = spec.info === undefined ? undefined : structuredClone(spec.info);
     this.wake = spec.wake;
+    if (this.backends.length > 0) this.routed?.();
     return [...previous.values()];
   }
 

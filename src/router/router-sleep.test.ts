@@ -54,6 +54,25 @@ describe('EnvironmentRouter sleeping routes', () => {
     expect(view?.lastRequestAt).not.toBeNull();
   });
 
+  it('sends held requests on as soon as the route has backends, while the wake still finishes', async () => {
+    const { router, port, backend } = await setUp();
+    let finished = false;
+    router.setRoute('quick', {
+      backends: [],
+      wake: async () => {
+        await sleep(20);
+        router.setRoute('quick', { backends: [{ id: backend.id, url: backend.url }], healthIntervalMs: 60_000 });
+        // Recording the wake in the store, say: held requests need not wait for it.
+        await sleep(400);
+        finished = true;
+      },
+    });
+    const t0 = Date.now();
+    expect((await send(port, `quick.localhost:${port}`)).status).toBe(200);
+    expect(Date.now() - t0).toBeLessThan(300);
+    expect(finished).toBe(false);
+  });
+
   it('answers a failed wake with a page naming the environment and the reason, and tries again at the next request', async () => {
     const { router, port, backend } = await setUp();
     let fail = true;

@@ -186,10 +186,10 @@ function renderEnvironments(s) {
         `<tr data-env="${esc(e.name)}"><td><b>${esc(e.name)}</b></td><td>${state(e.state)}</td>` +
         `<td>${e.url ? `<a href="${esc(e.url)}" target="_blank" rel="noopener">${esc(e.url)}</a>` : '<span class="muted">–</span>'}</td>` +
         `<td>${esc(e.pool)}</td><td>${esc(e.stack)} <small class="muted">${esc(e.mode)}</small></td><td>${esc(e.user ?? '')}</td><td class="num">${e.hosts}</td>` +
-        `<td>${timingBar(e.timings)}</td><td><small>${esc(e.settingNames.join(', '))}</small></td></tr>`,
+        `<td>${e.operation ? `<small class="muted">${esc(e.operation)}</small> ` : ''}${timingBar(e.timings)}</td><td><small>${esc(e.settingNames.join(', '))}</small></td></tr>`,
     )
     .join('');
-  put($('env-table'), `<table><thead><tr><th>name</th><th>state</th><th>URL</th><th>pool</th><th>stack</th><th>user</th><th class="num">hosts</th><th>create → ready</th><th>settings</th></tr></thead><tbody>${rows}</tbody></table>`);
+  put($('env-table'), `<table><thead><tr><th>name</th><th>state</th><th>URL</th><th>pool</th><th>stack</th><th>user</th><th class="num">hosts</th><th>latest → ready</th><th>settings</th></tr></thead><tbody>${rows}</tbody></table>`);
 }
 
 // The hosts table draws only the rows in and near its scroll window (rows have one fixed height),

@@ -1,5 +1,4 @@
-/** `berth env create|ls|show|deploy|set|restart|ttl|rm` (and sleep, wake, sleep-after): environments, each a URL that answers. */
-import { resolve } from 'node:path';
+/** `berth env create|ls|show|deploy|set|restart|ttl|rm` (and up, sleep, wake, sleep-after): environments, each a URL that answers. */
 import type { Command } from 'commander';
 import type { EnvironmentView } from '../environments/views.js';
 import { formatDurationMs } from '../core/duration.js';
@@ -9,6 +8,7 @@ import { registerEnvShellCommand } from './shell-command.js';
 import { registerEnvLogsCommand } from './env-logs.js';
 import { formatTimings, withProgress } from './env-progress.js';
 import { registerEnvSleepCommands } from './env-sleep-commands.js';
+import { registerEnvUpCommand, slugPath } from './env-up-command.js';
 
 interface CreateOptions {
   stack?: string;
@@ -119,6 +119,7 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
   registerEnvShellCommand(env, ctx);
   registerEnvLogsCommand(env, ctx);
   registerEnvSleepCommands(env, ctx);
+  registerEnvUpCommand(env, ctx);
 
   env
     .command('deploy')
@@ -198,11 +199,6 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
       }
       if (printer.json) printer.out(`${JSON.stringify(removed, null, 2)}\n`);
     });
-}
-
-/** A slug given as a relative path is read by the server, which needs it absolute. */
-function slugPath(ref: string): string {
-  return !ref.startsWith('/') && !/^[a-z]+:\/\//i.test(ref) && /\.(tar|tgz|tar\.gz)(#.*)?$/i.test(ref) ? resolve(ref) : ref;
 }
 
 function until(iso: string): string {

@@ -22,6 +22,7 @@ import { changeSettings, nextSettings, settleSettings, type SettingsChange, type
 import { restartServices, type RestartDeps, type RestartInput } from './restart.js';
 import { EnvironmentSleeper, parseSleepAfter } from './sleep.js';
 import { recoverEnvironments } from './recovery.js';
+import { upsertEnvironment, type UpsertEnvironmentInput, type UpsertResult } from './upsert.js';
 
 export interface EnvironmentServiceDeps extends EnvironmentStackDeps {
   envs: EnvironmentsRepo;
@@ -100,6 +101,16 @@ export class EnvironmentService {
     }
   }
 
+  /** The environment as asked: created, or changed in place where it differs (upsert.ts). */
+  upsert(tenantId: string, name: string, body: UpsertEnvironmentInput): Promise<UpsertResult> {
+    return upsertEnvironment(this, tenantId, name, body);
+  }
+
+  /** Its stored row (settings' values included), if it exists. */
+  find(tenantId: string, name: string): Promise<EnvironmentRow | undefined> {
+    return this.deps.envs.get(tenantId, name);
+  }
+
   async get(tenantId: string, name: string): Promise<EnvironmentView> {
     return this.view(await this.row(tenantId, name));
   }
@@ -152,13 +163,15 @@ export class EnvironmentService {
   }
 
   /** New hosts with `ref`, the route switched once they answer, then the old ones released. */
-  async deploy(tenantId: string, name: string, ref: string, waitS: number, opts: { command?: string | undefined; signal?: AbortSignal } = {}): Promise<EnvironmentView> {
+  /** `settings`: the deploy's hosts run these instead of its current ones (recorded once it switched). */
+  async deploy(tenantId: string, name: string, ref: string, waitS: number, opts: { command?: string | undefined; settings?: Record<string, string>; signal?: AbortSignal } = {}): Promise<EnvironmentView> {
     const { signal } = opts;
     const t0 = performance.now();
     const before = await this.row(tenantId, name);
     const { spec, target, init } = await environmentStack(this.deps, { tenantId, stack: before.stack, ref, command: opts.command ?? before.command, signal });
+    const changes = { ...(opts.command !== undefined ? { command: opts.command } : {}), ...(opts.settings ? { settings: opts.settings } : {}) };
     // Asleep, it runs nothing to replace: its next wake runs the new ref (checked above, a slug fetched).
-    if (before.state === 'sleeping') return this.view(await this.asleep(before, { ref, ...(opts.command !== undefined ? { command: opts.command } : {}), reason: `deployed ${ref} for its next wake` }));
+    if (before.state === 'sleeping') return this.view(await this.asleep(before, { ref, ...changes, reason: `deployed ${ref} for its next wake` }));
     const row = await this.deps.envs.transition(tenantId, name, ['ready', 'failed'], 'deploying', { reason: `deploying ${ref}` });
     if (!row) throw new BerthError('conflict', `environment ${name} is ${before.state}`, 'Wait until it is ready, then deploy.');
     const old = row.hosts;
@@ -173,7 +186,7 @@ export class EnvironmentService {
         ref,
         replicas: row.replicas,
         owner: row.owner,
-        settings: row.settings,
+        settings: opts.settings ?? row.settings,
         generation,
         deadline: Date.now() + waitS * 1000,
         claimed,
@@ -183,7 +196,7 @@ export class EnvironmentService {
         ...(signal ? { signal } : {}),
       });
       const timings = round({ ...placed.timings, totalMs: performance.now() - t0 });
-      const done = await this.deps.envs.transition(tenantId, name, ['deploying'], 'ready', { ref, hosts: claimed, route: { ...target, generation }, timings, operation: 'deploy' });
+      const done = await this.deps.envs.transition(tenantId, name, ['deploying'], 'ready', { ref, ...changes, hosts: claimed, route: { ...target, generation }, timings, operation: 'deploy' });
       if (!done) throw new BerthError('conflict', `environment ${name} was removed during its deploy`, 'Create it again.');
       const why = `environment ${name} deployed ${ref}`;
       // The new hosts are attached (placed above): the old ones leave the load balancer while the router drains them.

@@ -139,6 +139,7 @@ export class EnvironmentsRepo {
       timings?: Record<string, number>;
       operation?: EnvironmentOperation;
       ref?: string | null;
+      command?: string | null;
       hosts?: EnvHostRecord[];
       settings?: Record<string, string>;
     } = {},
@@ -153,6 +154,7 @@ export class EnvironmentsRepo {
         ...(fields.route !== undefined ? { route: JSON.stringify(fields.route) } : {}),
         ...(fields.timings !== undefined ? { timings: JSON.stringify(fields.timings) } : {}),
         ...(fields.ref !== undefined ? { ref: fields.ref } : {}),
+        ...(fields.command !== undefined ? { command: fields.command } : {}),
         ...(fields.hosts !== undefined ? { hosts: JSON.stringify(fields.hosts) } : {}),
         ...(fields.settings !== undefined ? { settings: JSON.stringify(fields.settings) } : {}),
         ...(fields.operation !== undefined ? { operation: fields.operation } : {}),

@@ -23,6 +23,7 @@ const ROUTE_ROLES: Record<string, Role> = {
   'PATCH /v1/environments/:name/settings': 'use',
   'POST /v1/environments/:name/restart': 'use',
   'POST /v1/environments/:name/sleep': 'use',
+  'PUT /v1/environments/:name': 'use',
   'POST /v1/environments/:name/wake': 'use',
   // A terminal on a host (a WebSocket upgrade, served beside the routes: src/shells/shell-endpoint.ts).
   'GET /v1/hosts/:id/shell': 'use',

@@ -109,6 +109,7 @@ const CHECKS: Record<string, Check> = {
   'PATCH /v1/environments/:name/settings': namedGroup((r) => param(r, 'name'), 'environment'),
   'POST /v1/environments/:name/restart': namedGroup((r) => param(r, 'name'), 'environment'),
   'POST /v1/environments/:name/sleep': namedGroup((r) => param(r, 'name'), 'environment'),
+  'PUT /v1/environments/:name': namedGroup((r) => param(r, 'name'), 'environment'),
   'POST /v1/environments/:name/wake': namedGroup((r) => param(r, 'name'), 'environment'),
 };
 

@@ -6,6 +6,7 @@ import { createEnvironmentBody, deployEnvironmentBody, environmentName, environm
 import { changeSettingsBody } from '../../environments/settings.js';
 import { restartEnvironmentBody } from '../../environments/restart.js';
 import { environmentWakeBody } from '../../environments/sleep.js';
+import { upsertEnvironmentBody } from '../../environments/upsert.js';
 import { errorBody } from './schemas.js';
 
 const backend = z.object({
@@ -44,6 +45,7 @@ const environmentView = z.object({
   updatedAt: z.string(),
 });
 const nameParams = z.object({ name: environmentName });
+const upsertResult = z.object({ action: z.enum(['created', 'deployed', 'configured', 'unchanged']), changes: z.array(z.string()), environment: environmentView });
 const errors = { '4xx': errorBody, '5xx': errorBody };
 
 export function environmentRoutes(envs: EnvironmentService): FastifyPluginCallbackZod {
@@ -69,6 +71,22 @@ export function environmentRoutes(envs: EnvironmentService): FastifyPluginCallba
       '/v1/environments/:name',
       { schema: { tags: ['environments'], summary: 'Describe an environment, with its route and backends', params: nameParams, response: { 200: environmentView, ...errors } } },
       async (request) => envs.get(request.tenantId, request.params.name),
+    );
+    app.put(
+      '/v1/environments/:name',
+      {
+        schema: {
+          tags: ['environments'],
+          summary: 'The environment as asked (berth env up): created if absent, else a new ref deployed, settings changed, timers applied where they differ; the same request again changes nothing',
+          params: nameParams,
+          body: upsertEnvironmentBody,
+          response: { 200: upsertResult, 201: upsertResult, ...errors },
+        },
+      },
+      async (request, reply) => {
+        const result = await envs.upsert(request.tenantId, request.params.name, request.body);
+        return reply.status(result.action === 'created' ? 201 : 200).send(result);
+      },
     );
     app.post(
       '/v1/environments/:name/deploy',

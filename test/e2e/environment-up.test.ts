@@ -1,0 +1,137 @@
+/**
+ * `berth env up`, as a CI pipeline runs it on every push of a branch, on real hosts through the
+ * real CLI and router: the first run creates, a new ref deploys, new settings change in place, the
+ * same run again changes nothing, what cannot change in place and bad values are refused changing
+ * nothing, and a sleeping environment takes the new ref for its next wake.
+ */
+import http from 'node:http';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { UpsertResult } from '../../src/environments/upsert.js';
+import type { EnvironmentView } from '../../src/environments/views.js';
+import { berth, startServer, type InProcessServer } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait.js';
+
+const NET = { bridge: 'berthupt0', subnet: '10.253.0.0/22', cgroupName: 'berthupt' };
+
+const berthYaml = `stacks:
+  app:
+    services:
+      web:
+        cmd: mkdir -p /tmp/www && printf '%s %s at %s\\n' "$GREETING" "$BERTH_ENVIRONMENT" "\${BERTH_REF:-none}" > /tmp/www/index.html && exec python3 -m http.server 8080 --directory /tmp/www
+        env: {GREETING: "hello"}
+        ports: [8080]
+        ready: {http: 8080}
+        stopTimeout: 1s
+pools:
+  - name: app
+    size: 2
+    template: {tags: {berth.stack: app, berth.mode: review}}
+`;
+
+function page(port: number, name: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port, path: '/', headers: { host: `${name}.localhost:${port}` }, agent: false }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve(`${res.statusCode ?? 0} ${body}`));
+      })
+      .on('error', reject);
+  });
+}
+
+describe('berth env up', () => {
+  let srv: InProcessServer;
+  let env: Record<string, string>;
+  let project: string;
+  const routerPort = () => Number(new URL(srv.server.router.urlFor('x') ?? 'http://x:0').port);
+  const up = async (args: string[]) => {
+    const res = await berth(['env', 'up', 'pr-1', '--stack', 'app', ...args, '--json'], env, { timeoutMs: 60_000 });
+    if (res.code !== 0) return { code: res.code, stderr: res.stderr, result: undefined };
+    return { code: 0, stderr: res.stderr, result: JSON.parse(res.stdout) as UpsertResult };
+  };
+  const hostsOf = (e: EnvironmentView | undefined) => (e?.hosts ?? []).map((h) => h.hostId);
+
+  beforeAll(async () => {
+    srv = await startServer(NET);
+    env = { BERTH_URL: srv.server.url, BERTH_TOKEN: srv.server.token };
+    project = await mkdtemp(join(tmpdir(), 'berth-up-'));
+    await writeFile(join(project, 'berth.yaml'), berthYaml);
+    const applied = await berth(['apply', '-f', join(project, 'berth.yaml')], env);
+    expect(applied.code, applied.stderr).toBe(0);
+    await waitFor('the pool full', async () => ((await srv.api.get<{ status: { ready: number } }>('/v1/pools/app')).body.status.ready >= 2 ? true : undefined), { timeoutMs: 60_000 });
+  });
+  afterAll(async () => {
+    await srv.stop();
+    await rm(project, { recursive: true, force: true });
+  });
+
+  it('creates, then deploys a new ref, changes settings in place, and changes nothing when run again', async () => {
+    const created = await up(['--ref', 'v1', '--set', 'GREETING=hi', '--ttl', '1h']);
+    expect(created.result).toMatchObject({ action: 'created', environment: { state: 'ready', ref: 'v1', settings: ['GREETING'] } });
+    expect(await page(routerPort(), 'pr-1')).toBe('200 hi pr-1 at v1\n');
+    const first = hostsOf(created.result?.environment);
+
+    const again = await up(['--ref', 'v1', '--set', 'GREETING=hi', '--ttl', '1h']);
+    expect(again.result).toMatchObject({ action: 'unchanged', changes: ['expires 1h from now'] });
+    expect(hostsOf(again.result?.environment)).toEqual(first);
+
+    const deployed = await up(['--ref', 'v2', '--set', 'GREETING=hi']);
+    expect(deployed.result).toMatchObject({ action: 'deployed', changes: ['deployed v2'], environment: { ref: 'v2' } });
+    expect(hostsOf(deployed.result?.environment)).not.toEqual(first);
+    expect(await page(routerPort(), 'pr-1')).toBe('200 hi pr-1 at v2\n');
+
+    const configured = await up(['--ref', 'v2', '--set', 'GREETING=hey']);
+    expect(configured.result).toMatchObject({ action: 'configured', changes: ['settings ~GREETING'] });
+    expect(hostsOf(configured.result?.environment)).toEqual(hostsOf(deployed.result?.environment));
+    expect(await page(routerPort(), 'pr-1')).toBe('200 hey pr-1 at v2\n');
+
+    // A new ref and new settings: one deploy whose new hosts start with the new settings.
+    const both = await up(['--ref', 'v3', '--set', 'GREETING=yo', '--set', 'EXTRA=1']);
+    expect(both.result).toMatchObject({ action: 'deployed', changes: ['deployed v3', 'settings +EXTRA ~GREETING'], environment: { settings: ['EXTRA', 'GREETING'] } });
+    expect(await page(routerPort(), 'pr-1')).toBe('200 yo pr-1 at v3\n');
+
+    expect((await up(['--ref', 'v3', '--keep-settings'])).result).toMatchObject({ action: 'unchanged', changes: [], environment: { settings: ['EXTRA', 'GREETING'] } });
+    // --set given is all its settings: none given, none kept; the stack's default shows again.
+    expect((await up(['--ref', 'v3'])).result).toMatchObject({ action: 'configured', changes: ['settings -EXTRA -GREETING'], environment: { settings: [] } });
+    expect(await page(routerPort(), 'pr-1')).toBe('200 hello pr-1 at v3\n');
+
+    // A person reads what it did.
+    const human = await berth(['env', 'up', 'pr-1', '--stack', 'app', '--ref', 'v4'], env, { timeoutMs: 60_000 });
+    expect(human.code, human.stderr).toBe(0);
+    expect(human.stderr).toMatch(/^bringing pr-1 up to date \(stack app, ref v4\)…\n/);
+    expect(human.stderr).toMatch(/pr-1 deployed: deployed v4 in [\d.]+ ms \(claim [\d.]+ ms/);
+    expect(human.stdout.trim()).toBe(`http://pr-1.localhost:${routerPort()}/`);
+  });
+
+  it('refuses what cannot change in place and bad values, changing nothing', async () => {
+    const before = (await srv.api.get<EnvironmentView>('/v1/environments/pr-1')).body;
+    const cases: Array<[string[], RegExp]> = [
+      [['--mode', 'service'], /environment pr-1 exists with mode review, not service/],
+      [['--replicas', '2'], /exists with replicas 1, not 2/],
+      [['--pool', 'other'], /exists with pool app, not other/],
+      [['--ref', 'v9', '--ttl', 'soon'], /ttl "soon" is not a duration/],
+      [['--ref', 'v9', '--sleep-after', '8d'], /sleep-after 8d is out of range/],
+      [['--ref', 'v9', '--set', 'BERTH_REF=x'], /berth sets BERTH_REF itself/],
+    ];
+    for (const [args, message] of cases) {
+      const res = await up(args);
+      expect([args.join(' '), res.code, res.stderr]).toEqual([args.join(' '), 2, expect.stringMatching(message)]);
+    }
+    const after = (await srv.api.get<EnvironmentView>('/v1/environments/pr-1')).body;
+    expect({ ref: after.ref, hosts: after.hosts, state: after.state }).toEqual({ ref: before.ref, hosts: before.hosts, state: before.state });
+    expect((await berth(['env', 'up', 'pr-1'], env)).code).toBe(2);
+    expect((await berth(['env', 'up', 'pr-1', '--stack', 'app', '--set', 'A=1', '--keep-settings'], env)).code).toBe(2);
+  });
+
+  it('gives a sleeping environment the new ref for its next wake, claiming nothing meanwhile', async () => {
+    expect((await berth(['env', 'sleep', 'pr-1'], env)).code).toBe(0);
+    const asleep = await up(['--ref', 'v5', '--keep-settings', '--sleep-after', '10m']);
+    expect(asleep.result).toMatchObject({ action: 'deployed', changes: ['deployed v5 for its next wake', 'sleeps after 10m idle'], environment: { state: 'sleeping', hosts: [], ref: 'v5', sleepAfterMs: 600_000 } });
+    expect(await page(routerPort(), 'pr-1')).toBe('200 hello pr-1 at v5\n');
+    expect((await berth(['env', 'rm', 'pr-1'], env)).code).toBe(0);
+  });
+});

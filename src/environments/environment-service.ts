@@ -22,6 +22,7 @@ import { changeSettings, nextSettings, settleSettings, type SettingsChange, type
 import { restartServices, type RestartDeps, type RestartInput } from './restart.js';
 import { EnvironmentSleeper, parseSleepAfter } from './sleep.js';
 import { recoverEnvironments } from './recovery.js';
+import { HostRelease } from './release.js';
 import { upsertEnvironment, type UpsertEnvironmentInput, type UpsertResult } from './upsert.js';
 
 export interface EnvironmentServiceDeps extends EnvironmentStackDeps {
@@ -56,14 +57,16 @@ export class EnvironmentService {
   private sweeper: NodeJS.Timeout | undefined;
   private readonly balancing: LoadBalancedServices | undefined;
   private readonly sleeper: EnvironmentSleeper;
+  private readonly hostRelease: HostRelease;
 
   constructor(private readonly deps: EnvironmentServiceDeps) {
     this.balancing = deps.loadBalancing ? new LoadBalancedServices(deps.loadBalancing, deps) : undefined;
+    this.hostRelease = new HostRelease(deps, this.balancing);
     this.sleeper = new EnvironmentSleeper({
       envs: deps.envs,
       router: deps.router,
       placeAgain: (row, claimed, balanced, deadline) => this.placeAgain(row, claimed, balanced, deadline),
-      release: (row, hosts, why, balanced) => this.letGo(row, hosts, why, balanced),
+      release: (row, hosts, why, balanced) => this.hostRelease.letGo(row, hosts, why, balanced),
       log: deps.log,
     });
   }
@@ -93,7 +96,7 @@ export class EnvironmentService {
     } catch (err) {
       this.deps.router.removeRoute(input.name);
       // The environment never was: its services' groups go with it.
-      await this.letGo({ tenant_id: tenantId, name: input.name, pool, mode: input.mode }, claimed, `environment ${input.name} could not be created`, balanced);
+      await this.hostRelease.letGo({ tenant_id: tenantId, name: input.name, pool, mode: input.mode }, claimed, `environment ${input.name} could not be created`, balanced);
       await this.deps.envs.delete(tenantId, input.name);
       throw err;
     } finally {
@@ -204,14 +207,14 @@ export class EnvironmentService {
         this.balancing && row.mode === 'service' ? this.balancing.detach(env, spec, old, why) : undefined,
         new Promise((resolve) => setTimeout(resolve, this.deps.drainMs ?? 500)),
       ]);
-      await this.releaseAll(tenantId, row.pool, old, why, old.filter((h) => stuck?.has(h.hostId)));
+      await this.hostRelease.releaseAll(tenantId, row.pool, old, why, old.filter((h) => stuck?.has(h.hostId)));
       return this.view(done);
     } catch (err) {
       // The route never left the old hosts: put it back as it was and give the new ones back.
       await this.restoreRoute(tenantId, row, target).catch(() => undefined);
       const why = `environment ${name}: deploy of ${ref} failed`;
       const stuck = this.balancing ? await this.balancing.detach(env, spec, claimed.filter((h) => h.service !== null && balanced.has(h.service)), why) : undefined;
-      await this.releaseAll(tenantId, row.pool, claimed, why, claimed.filter((h) => stuck?.has(h.hostId)));
+      await this.hostRelease.releaseAll(tenantId, row.pool, claimed, why, claimed.filter((h) => stuck?.has(h.hostId)));
       await this.deps.envs.transition(tenantId, name, ['deploying'], row.state === 'failed' ? 'failed' : 'ready', { reason: `deploy of ${ref} failed: ${errorMessage(err)}`, hosts: old });
       throw err;
     }
@@ -260,9 +263,9 @@ export class EnvironmentService {
   recover(): Promise<{ routed: string[]; cleaned: string[] }> {
     return recoverEnvironments({
       envs: this.deps.envs,
-      letGo: (row, hosts, why) => this.letGo(row, hosts, why),
+      letGo: (row, hosts, why) => this.hostRelease.letGo(row, hosts, why),
       // Which of them the deploy had attached, and to what, is not known here: none is reused.
-      releaseStale: (row, hosts, why) => this.releaseAll(row.tenant_id, row.pool, hosts, why, this.balancing && row.mode === 'service' ? hosts : undefined),
+      releaseStale: (row, hosts, why) => this.hostRelease.releaseAll(row.tenant_id, row.pool, hosts, why, this.balancing && row.mode === 'service' ? hosts : undefined),
       finishRemoval: (row) => this.finishRemoval(row, 'removed'),
       settleSettings: (row) => settleSettings(this.settingsDeps(), row),
       recoverAsleep: (row) => this.sleeper.recover(row),
@@ -347,35 +350,8 @@ export class EnvironmentService {
 
   private async finishRemoval(row: EnvironmentRow, why: string): Promise<void> {
     this.deps.router.removeRoute(row.name);
-    await this.letGo(row, row.hosts, `environment ${row.name} ${why}`);
+    await this.hostRelease.letGo(row, row.hosts, `environment ${row.name} ${why}`);
     await this.deps.envs.delete(row.tenant_id, row.name);
-  }
-
-  /**
-   * Gives back hosts of `row`, out of its load balancing first (service mode); `balanced`: the
-   * services attached so far (default: all). A host that may still be attached is terminated.
-   */
-  private async letGo(row: Pick<EnvironmentRow, 'tenant_id' | 'name' | 'pool' | 'mode'>, hosts: readonly EnvHostRecord[], why: string, balanced?: ReadonlySet<string>): Promise<void> {
-    if (hosts.length === 0) return;
-    const attached = balanced ? hosts.filter((h) => h.service !== null && balanced.has(h.service)) : hosts;
-    const unbalanced = !this.balancing || row.mode !== 'service' || (await this.balancing.remove({ tenantId: row.tenant_id, name: row.name }, attached, why));
-    await this.releaseAll(row.tenant_id, row.pool, hosts, why, unbalanced ? undefined : hosts);
-  }
-
-  /** `terminate`: hosts that may still be registered with a load balancer, never reset into the pool. */
-  private async releaseAll(tenantId: string, poolName: string, hosts: readonly EnvHostRecord[], why: string, terminate: readonly EnvHostRecord[] = []): Promise<void> {
-    if (hosts.length === 0) return;
-    const pool = await this.deps.pools.get(tenantId, poolName);
-    const reuse = pool?.on_release === 'reuse';
-    const noReuse = new Set(terminate.map((h) => h.hostId));
-    await Promise.all(
-      hosts.map((h) =>
-        this.deps.release(tenantId, h.hostId, { reuse: reuse && !noReuse.has(h.hostId) }).catch((err: unknown) => {
-          if (err instanceof BerthError && err.code === 'host_not_found') return;
-          this.deps.log(`${why}: releasing ${h.hostId}: ${errorMessage(err)}`);
-        }),
-      ),
-    );
   }
 
   private settingsDeps(): SettingsDeps {

@@ -9,6 +9,7 @@ import { registerEnvLogsCommand } from './env-logs.js';
 import { formatTimings, withProgress } from './env-progress.js';
 import { registerEnvSleepCommands } from './env-sleep-commands.js';
 import { registerEnvUpCommand, slugPath } from './env-up-command.js';
+import { registerEnvAccessCommands } from './env-access-commands.js';
 
 interface CreateOptions {
   stack?: string;
@@ -21,6 +22,7 @@ interface CreateOptions {
   set: string[];
   ttl?: string;
   sleepAfter?: string;
+  private?: boolean;
   wait?: string;
   json?: boolean;
 }
@@ -47,6 +49,7 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
     .option('--set <k=v>', 'env value for every service (repeatable)', collect, [])
     .option('--ttl <duration>', 'removed after this long: 90s, 30m, 2h, 7d')
     .option('--sleep-after <duration>', 'asleep after this long without a request (15m): its hosts go back to the pool, its next request wakes it')
+    .option('--private', 'only requests with a berth token that may see it get through (berth env open NAME: a link for a browser)')
     .option('--wait <s>', 'seconds to wait for every service to be ready (default 120)')
     .option('--json', 'print JSON')
     .action(async (name: string, opts: CreateOptions) => {
@@ -67,12 +70,14 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
         ...(opts.user ? { user: opts.user } : {}),
         ...(opts.ttl ? { ttl: opts.ttl } : {}),
         ...(opts.sleepAfter ? { sleepAfter: opts.sleepAfter } : {}),
+        ...(opts.private ? { private: true } : {}),
         ...(wait !== undefined ? { wait } : {}),
       };
       const printer = ctx.printer(opts.json);
       const view = await withProgress(ctx, printer, name, `creating environment ${name} (stack ${opts.stack}, ${opts.mode})`, [], () => ctx.client().post<EnvironmentView>('/v1/environments', body));
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
       printer.err(`ready in ${view.timings['totalMs'] ?? '?'} ms (${formatTimings(view.timings)})\n`);
+      if (view.private) printer.err(`private: berth env open ${name} prints a link for a browser\n`);
       printer.out(`${view.url ?? '(no route)'}\n`);
     });
 
@@ -120,6 +125,7 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
   registerEnvLogsCommand(env, ctx);
   registerEnvSleepCommands(env, ctx);
   registerEnvUpCommand(env, ctx);
+  registerEnvAccessCommands(env, ctx);
 
   env
     .command('deploy')
@@ -218,7 +224,7 @@ function printEnvironment(printer: Printer, e: EnvironmentView): void {
       `  url:      ${e.url ?? '-'}\n` +
       `  stack:    ${e.stack} (${e.mode}, ${e.replicas} replica${e.replicas === 1 ? '' : 's'}) from pool ${e.pool}, ref ${e.ref ?? '-'}\n` +
       `  user:     ${e.user ?? '-'}   settings: ${e.settings.join(', ') || '-'}   expires: ${e.expiresAt ?? 'never'}\n` +
-      `  sleeps:   ${sleepLine(e)}\n` +
+      `  sleeps:   ${sleepLine(e)}   access: ${e.private ? `private (berth env open ${e.name})` : 'public'}\n` +
       `  timings:  ${e.operation ?? 'last'}: ${formatTimings(e.timings)}, total ${e.timings['totalMs'] ?? '?'} ms\n`,
   );
   printer.out(table(['HOST', 'SERVICE', 'GENERATION'], e.hosts.map((h) => [h.hostId, h.service ?? '(all)', String(h.generation)])));

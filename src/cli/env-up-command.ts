@@ -22,6 +22,8 @@ interface UpOptions {
   keepSettings?: boolean;
   ttl?: string;
   sleepAfter?: string;
+  private?: boolean;
+  public?: boolean;
   wait?: string;
   json?: boolean;
 }
@@ -42,11 +44,14 @@ export function registerEnvUpCommand(env: Command, ctx: Context): void {
     .option('--keep-settings', 'leave its settings as they are')
     .option('--ttl <duration>', 'removed this long from now (renewed at every run)')
     .option('--sleep-after <duration>', 'asleep after this long without a request')
+    .option('--private', 'only requests with a berth token that may see it get through')
+    .option('--public', 'anyone who reaches the router may see it (left out: as it is; public when created)')
     .option('--wait <s>', 'seconds to wait for its services to be ready (default 120)')
     .option('--json', 'print JSON')
     .action(async (name: string, opts: UpOptions) => {
       if (!opts.stack) throw new UsageError('no stack: give --stack NAME (see berth.yaml `stacks:`)');
       if (opts.keepSettings && opts.set.length > 0) throw new UsageError('--keep-settings and --set: give one or the other');
+      if (opts.private && opts.public) throw new UsageError('--private and --public: give one or the other');
       const replicas = opts.replicas === undefined ? undefined : Number(opts.replicas);
       if (replicas !== undefined && !Number.isInteger(replicas)) throw new UsageError(`--replicas ${opts.replicas ?? ''} is not a whole number`);
       const wait = opts.wait === undefined ? undefined : Number(opts.wait);
@@ -62,6 +67,7 @@ export function registerEnvUpCommand(env: Command, ctx: Context): void {
         ...(opts.user ? { user: opts.user } : {}),
         ...(opts.ttl ? { ttl: opts.ttl } : {}),
         ...(opts.sleepAfter ? { sleepAfter: opts.sleepAfter } : {}),
+        ...(opts.private ? { private: true } : opts.public ? { private: false } : {}),
         ...(wait !== undefined ? { wait } : {}),
       };
       const printer = ctx.printer(opts.json);

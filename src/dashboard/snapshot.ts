@@ -68,6 +68,7 @@ export interface EnvironmentRowView {
   /** The latest create, deploy or wake's timings; `operation` says which. */
   timings: Record<string, number>;
   operation: string | null;
+  private: boolean;
   createdAt: string;
 }
 
@@ -218,6 +219,7 @@ function environmentRow(e: EnvironmentView): EnvironmentRowView {
     hosts: e.hosts.length,
     timings: e.timings,
     operation: e.operation,
+    private: e.private,
     createdAt: e.createdAt,
   };
 }

@@ -23,6 +23,9 @@ import { restartServices, type RestartDeps, type RestartInput } from './restart.
 import { EnvironmentSleeper, parseSleepAfter } from './sleep.js';
 import { recoverEnvironments } from './recovery.js';
 import { HostRelease } from './release.js';
+import type { EnvironmentAccess } from './access.js';
+import { ENVIRONMENT_STATES } from './state.js';
+import type { Principal } from '../tokens/token-service.js';
 import { upsertEnvironment, type UpsertEnvironmentInput, type UpsertResult } from './upsert.js';
 
 export interface EnvironmentServiceDeps extends EnvironmentStackDeps {
@@ -51,6 +54,8 @@ export interface EnvironmentServiceDeps extends EnvironmentStackDeps {
   drainMs?: number;
   /** The driver's load balancing of `service` mode environments (AWS: ELBv2 target groups); none: the router only. */
   loadBalancing?: ServiceLoadBalancing;
+  /** Who may see private environments (access.ts); without it none can be private. */
+  access?: EnvironmentAccess;
 }
 
 export class EnvironmentService {
@@ -67,6 +72,7 @@ export class EnvironmentService {
       router: deps.router,
       placeAgain: (row, claimed, balanced, deadline) => this.placeAgain(row, claimed, balanced, deadline),
       release: (row, hosts, why, balanced) => this.hostRelease.letGo(row, hosts, why, balanced),
+      guardOf: (row) => this.guardOf({ tenantId: row.tenant_id, name: row.name, private: row.private }),
       log: deps.log,
     });
   }
@@ -75,12 +81,13 @@ export class EnvironmentService {
     const t0 = performance.now();
     const expiresAt = input.ttl !== undefined ? new Date(Date.now() + parseTtl(input.ttl)) : null;
     const sleepAfterMs = input.sleepAfter !== undefined ? parseSleepAfter(input.sleepAfter) : null;
+    this.guardOf({ tenantId, name: input.name, private: input.private });
     const pool = input.pool ?? input.stack;
     const [{ spec, target, init }, poolRow] = await Promise.all([environmentStack(this.deps, { tenantId, stack: input.stack, ref: input.ref, command: input.command, signal }), this.deps.pools.getRecent(tenantId, pool)]);
     if (!poolRow) {
       throw new BerthError('pool_not_found', `pool ${pool} does not exist`, input.pool ? 'Create it (berth apply, or berth pool create).' : `Environments of stack ${input.stack} are claimed from the pool named after it: create pool ${pool}, or pass --pool.`);
     }
-    const inserted = await this.deps.envs.insert({ tenantId, name: input.name, stack: input.stack, pool, mode: input.mode, ref: input.ref ?? null, command: input.command ?? null, replicas: input.replicas, owner: input.user ?? null, settings: input.set, expiresAt, sleepAfterMs });
+    const inserted = await this.deps.envs.insert({ tenantId, name: input.name, stack: input.stack, pool, mode: input.mode, ref: input.ref ?? null, command: input.command ?? null, replicas: input.replicas, owner: input.user ?? null, settings: input.set, expiresAt, sleepAfterMs, private: input.private });
     if (!inserted) throw new BerthError('environment_exists', `environment ${input.name} exists already`, `Pick another name, or remove it first: berth env rm ${input.name}`);
     const claimed: EnvHostRecord[] = [];
     const balanced = new Set<string>();
@@ -88,7 +95,7 @@ export class EnvironmentService {
     let createDone = (): void => undefined;
     const refillAfter = new Promise<void>((resolve) => (createDone = resolve));
     try {
-      const placed = await this.place(tenantId, input.name, spec, target, { pool, mode: input.mode, ref: input.ref ?? null, replicas: input.replicas, owner: input.user ?? null, settings: input.set, generation: 1, deadline: Date.now() + input.wait * 1000, claimed, balanced, init, refillAfter, ...(signal ? { signal } : {}) });
+      const placed = await this.place(tenantId, input.name, spec, target, { pool, mode: input.mode, ref: input.ref ?? null, replicas: input.replicas, owner: input.user ?? null, settings: input.set, generation: 1, deadline: Date.now() + input.wait * 1000, claimed, balanced, init, refillAfter, private: input.private, ...(signal ? { signal } : {}) });
       const timings = { ...placed.timings, totalMs: performance.now() - t0 };
       const row = await this.deps.envs.transition(tenantId, input.name, ['creating'], 'ready', { hosts: claimed, route: { ...target, generation: 1 }, timings: round(timings), operation: 'create' });
       if (!row) throw new BerthError('conflict', `environment ${input.name} was removed while it was being created`, 'Create it again.');
@@ -124,16 +131,33 @@ export class EnvironmentService {
 
   /**
    * A new TTL, counted from now (a review app someone still uses is kept longer), or none (`null`);
-   * and/or how long it may go without a request before it sleeps (`null`: never). Refused for an
-   * environment being removed: its timers can no longer matter.
+   * how long it may go without a request before it sleeps (`null`: never); whether it is private
+   * (its route changes at once; not while an operation that sets the route is under way).
    */
-  async setTimers(tenantId: string, name: string, timers: { ttl?: string | null | undefined; sleepAfter?: string | null | undefined }): Promise<EnvironmentView> {
-    const expiresAt = timers.ttl === undefined ? undefined : timers.ttl === null ? null : new Date(Date.now() + parseTtl(timers.ttl));
-    const sleepAfterMs = timers.sleepAfter === undefined ? undefined : timers.sleepAfter === null ? null : parseSleepAfter(timers.sleepAfter);
-    const row = await this.deps.envs.setTimers(tenantId, name, { ...(expiresAt !== undefined ? { expiresAt } : {}), ...(sleepAfterMs !== undefined ? { sleepAfterMs } : {}) });
-    if (row) return this.view(row);
-    await this.row(tenantId, name); // not found: its own error
-    throw new BerthError('conflict', `environment ${name} is being removed`, 'Create it again (berth env create).');
+  async setOptions(tenantId: string, name: string, options: { ttl?: string | null | undefined; sleepAfter?: string | null | undefined; private?: boolean | undefined }): Promise<EnvironmentView> {
+    const expiresAt = options.ttl === undefined ? undefined : options.ttl === null ? null : new Date(Date.now() + parseTtl(options.ttl));
+    const sleepAfterMs = options.sleepAfter === undefined ? undefined : options.sleepAfter === null ? null : parseSleepAfter(options.sleepAfter);
+    if (options.private) this.guardOf({ tenantId, name, private: true });
+    const states = options.private === undefined ? ENVIRONMENT_STATES.filter((s) => s !== 'removing') : (['ready', 'sleeping', 'failed'] as const);
+    const row = await this.deps.envs.setOptions(tenantId, name, { ...(expiresAt !== undefined ? { expiresAt } : {}), ...(sleepAfterMs !== undefined ? { sleepAfterMs } : {}), ...(options.private !== undefined ? { private: options.private } : {}) }, states);
+    if (!row) {
+      const now = await this.row(tenantId, name); // not found: its own error
+      throw new BerthError('conflict', `environment ${name} is ${now.state}`, now.state === 'removing' ? 'Create it again (berth env create).' : 'Wait until it settles, then try again.');
+    }
+    if (options.private !== undefined) {
+      if (row.state === 'sleeping') this.deps.router.setRoute(name, this.sleeper.sleepingRoute(row));
+      else if (row.route && this.deps.router.route(name)) await this.restoreRoute(tenantId, row, row.route);
+    }
+    return this.view(row);
+  }
+
+  /** A link into private environment `name` for `principal`, good for a few minutes (access.ts); a public one's plain URL. */
+  async accessLink(principal: Principal, name: string): Promise<{ url: string; expiresAt: string | null }> {
+    const row = await this.row(principal.tenantId, name);
+    const url = this.deps.router.route(name)?.url;
+    if (!url) throw new BerthError('invalid_state', `environment ${name} has no route yet`, 'Wait until it is ready.');
+    if (!row.private || !this.deps.access) return { url, expiresAt: null };
+    return this.deps.access.link(principal, name, url);
   }
 
   /** Puts it to sleep now: its hosts go back to the pool; its next request (or `wake`) brings it back. */
@@ -196,6 +220,7 @@ export class EnvironmentService {
         balanced,
         init,
         recordWith: old,
+        private: row.private,
         ...(signal ? { signal } : {}),
       });
       const timings = round({ ...placed.timings, totalMs: performance.now() - t0 });
@@ -279,9 +304,9 @@ export class EnvironmentService {
     name: string,
     stack: StackSpec,
     target: RouteTarget,
-    opts: Omit<Parameters<typeof placeServices>[1], 'tenantId' | 'name' | 'stack' | 'onClaimed' | 'target'> & { claimed: EnvHostRecord[]; balanced: Set<string>; recordWith?: EnvHostRecord[] },
+    opts: Omit<Parameters<typeof placeServices>[1], 'tenantId' | 'name' | 'stack' | 'onClaimed' | 'target'> & { claimed: EnvHostRecord[]; balanced: Set<string>; recordWith?: EnvHostRecord[]; private: boolean },
   ) {
-    const { claimed, balanced, recordWith = [], ...rest } = opts;
+    const { claimed, balanced, recordWith = [], private: isPrivate, ...rest } = opts;
     // Without the caller's (a deploy): the pool refills once the hosts are placed.
     let createDone = (): void => undefined;
     const refillAfter = rest.refillAfter ?? new Promise<void>((resolve) => (createDone = resolve));
@@ -305,7 +330,7 @@ export class EnvironmentService {
       const balanceMs = performance.now() - tBalance;
       const backends = placement.hosts.filter((h) => h.service === null || h.service === target.service);
       const tRoute = performance.now();
-      this.deps.router.setRoute(name, this.routeSpec(backends, target, rest.ref));
+      this.deps.router.setRoute(name, this.routeSpec({ tenantId, name, private: isPrivate }, backends, target, rest.ref));
       return { ...placement, timings: { ...placement.timings, ...(balancing ? { balanceMs } : {}), routeMs: performance.now() - tRoute } };
     } finally {
       // The pools refill now: launching hosts meanwhile would take the CPU the services need.
@@ -318,7 +343,7 @@ export class EnvironmentService {
     const { spec, target, init } = await environmentStack(this.deps, { tenantId: row.tenant_id, stack: row.stack, ref: row.ref, command: row.command });
     const generation = (row.route?.generation ?? 0) + 1;
     const mode = row.mode === 'service' ? 'service' : 'review';
-    const placed = await this.place(row.tenant_id, row.name, spec, target, { pool: row.pool, mode, ref: row.ref, replicas: row.replicas, owner: row.owner, settings: row.settings, generation, deadline, claimed, balanced, init });
+    const placed = await this.place(row.tenant_id, row.name, spec, target, { pool: row.pool, mode, ref: row.ref, replicas: row.replicas, owner: row.owner, settings: row.settings, generation, deadline, claimed, balanced, init, private: row.private });
     return { timings: placed.timings, route: { ...target, generation } };
   }
 
@@ -329,23 +354,31 @@ export class EnvironmentService {
     return changed;
   }
 
-  private routeSpec(hosts: readonly PlacedHost[], target: RouteTarget, ref: string | null): RouteSpec {
+  private routeSpec(env: { tenantId: string; name: string; private: boolean }, hosts: readonly PlacedHost[], target: RouteTarget, ref: string | null): RouteSpec {
     return {
       backends: hosts.map((h) => ({ id: h.hostId, url: `http://${h.ip}:${target.port}`, label: target.service })),
       healthPath: target.healthPath,
       healthIntervalMs: this.deps.healthIntervalMs ?? 1000,
       info: { ref },
+      ...this.guardOf(env),
     };
   }
 
-  private async restoreRoute(tenantId: string, row: Pick<EnvironmentRow, 'name' | 'hosts' | 'ref'>, target: RouteTarget & { generation?: number }): Promise<void> {
+  /** A private environment's route guard (access.ts). */
+  private guardOf(env: { tenantId: string; name: string; private: boolean }): Pick<RouteSpec, 'guard'> {
+    if (!env.private) return {};
+    if (!this.deps.access) throw new BerthError('validation_failed', `environment ${env.name} cannot be private on this server: it has no access control`, 'Leave --private out.');
+    return { guard: this.deps.access.guard(env.tenantId, env.name) };
+  }
+
+  private async restoreRoute(tenantId: string, row: Pick<EnvironmentRow, 'name' | 'hosts' | 'ref' | 'private'>, target: RouteTarget & { generation?: number }): Promise<void> {
     const gen = target.generation ?? Math.max(0, ...row.hosts.map((h) => h.generation));
     const hosts: PlacedHost[] = [];
     for (const record of row.hosts.filter((h) => h.generation === gen && (h.service === null || h.service === target.service))) {
       const host = await this.deps.hosts.get(tenantId, record.hostId);
       if (host?.ip && host.state !== 'terminated') hosts.push({ ...record, ip: host.ip });
     }
-    this.deps.router.setRoute(row.name, this.routeSpec(hosts, target, row.ref));
+    this.deps.router.setRoute(row.name, this.routeSpec({ tenantId, name: row.name, private: row.private }, hosts, target, row.ref));
   }
 
   private async finishRemoval(row: EnvironmentRow, why: string): Promise<void> {

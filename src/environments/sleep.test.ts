@@ -48,6 +48,7 @@ describe('environment sleep', () => {
       steps.push(`release ${hosts.map((h) => h.hostId).join(',')} (${why})`);
       return Promise.resolve();
     },
+    guardOf: () => ({}),
     log: (line) => steps.push(`log ${line}`),
   });
   const get = async (name: string): Promise<EnvironmentRow> => {
@@ -116,7 +117,7 @@ describe('environment sleep', () => {
     const sleeper = new EnvironmentSleeper(deps());
     for (const [name, after] of [['d1', 1000], ['d2', 60_000]] as const) {
       await readyEnvironment(repo.envs, name);
-      await repo.envs.setTimers(T, name, { sleepAfterMs: after });
+      await repo.envs.setOptions(T, name, { sleepAfterMs: after }, ['ready']);
       idle.set(name, 5000);
     }
     await readyEnvironment(repo.envs, 'd3'); // never sleeps

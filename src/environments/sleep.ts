@@ -52,6 +52,8 @@ export interface SleepDeps {
   placeAgain(row: EnvironmentRow, claimed: EnvHostRecord[], balanced: Set<string>, deadline: number): Promise<{ timings: Record<string, number>; route: NonNullable<EnvironmentRow['route']> }>;
   /** Gives `hosts` back; `balanced`: the services attached to a load balancer (default: all of them). */
   release(row: EnvironmentRow, hosts: readonly EnvHostRecord[], why: string, balanced?: ReadonlySet<string>): Promise<void>;
+  /** A private environment's guard, for its sleeping route too: nobody else may wake it. */
+  guardOf(row: EnvironmentRow): Pick<RouteSpec, 'guard'>;
   log: (line: string) => void;
 }
 
@@ -141,6 +143,7 @@ export class EnvironmentSleeper {
       backends: [],
       ...(row.route ? { healthPath: row.route.healthPath } : {}),
       info: { ref: row.ref, asleep: true },
+      ...this.deps.guardOf(row),
       wake: async () => void (await this.wake(row.tenant_id, row.name, { why: 'woken by a request' })),
     };
   }

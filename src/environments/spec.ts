@@ -30,6 +30,7 @@ export const createEnvironmentBody = z
       .describe("Env values for every service, over the stack's layers"),
     ttl: z.string().optional().describe('Removed after this long: 90s, 30m, 2h, 7d'),
     sleepAfter: sleepAfterField.optional(),
+    private: z.boolean().default(false).describe('Only requests with a berth token that may see it get through (berth env open NAME prints a link for a browser)'),
     wait: z.number().positive().max(600).default(120).describe('Seconds to wait for every service to be ready'),
   })
   .strict();
@@ -48,9 +49,10 @@ export const environmentPatchBody = z
   .object({
     ttl: z.string().min(1).max(32).nullable().optional().describe('Removed this long from now (90s, 30m, 2h, 7d); null: never'),
     sleepAfter: sleepAfterField.nullable().optional(),
+    private: z.boolean().optional().describe('Only requests with a berth token that may see it get through'),
   })
   .strict()
-  .refine((body) => body.ttl !== undefined || body.sleepAfter !== undefined, { message: 'give ttl, sleepAfter or both' });
+  .refine((body) => body.ttl !== undefined || body.sleepAfter !== undefined || body.private !== undefined, { message: 'give ttl, sleepAfter or private' });
 
 /** `90s`, `30m`, `2h`, `7d` (or plain seconds) in milliseconds. */
 export function parseTtl(text: string): number {

@@ -18,6 +18,8 @@ import type { PoolsRepo } from '../store/pools-repo.js';
 import type { StacksRepo } from '../store/stacks-repo.js';
 import type { EventBus } from '../events/event-bus.js';
 import { EnvironmentService } from './environment-service.js';
+import { EnvironmentAccess, type AccessDeps } from './access.js';
+import { ConfigHashKeys } from '../store/tokens-repo.js';
 
 export interface StartEnvironmentsDeps {
   db: Store['db'];
@@ -32,6 +34,8 @@ export interface StartEnvironmentsDeps {
   slugs: SlugStore;
   /** Where hosts fetch a slug from (the agent port's files). */
   slugUrl: (digest: string) => string;
+  /** Who a token is: private environments let in only those that may see them. */
+  tokens: AccessDeps['tokens'];
   log: (line: string) => void;
   progress: (line: string) => void;
 }
@@ -55,6 +59,7 @@ export async function startEnvironments(config: Pick<ServerConfig, 'driver' | 'r
     ? new (await import('../drivers/aws/service-load-balancing.js')).AwsServiceLoadBalancing(config.driver.resolvedConfig(), { log })
     : undefined;
   const routerRequests = new RouterRequestCounts();
+  const tenantKeys = new ConfigHashKeys(deps.db);
   const router = new EnvironmentRouter({ domain: config.router?.domain ?? 'localhost', log, onResponse: routerRequests.observe });
   const environments = new EnvironmentService({
     envs: new EnvironmentsRepo(deps.db, deps.events),
@@ -73,6 +78,7 @@ export async function startEnvironments(config: Pick<ServerConfig, 'driver' | 'r
     log,
     ...(config.router?.healthIntervalMs !== undefined ? { healthIntervalMs: config.router.healthIntervalMs } : {}),
     ...(loadBalancing ? { loadBalancing } : {}),
+    access: new EnvironmentAccess({ tokens: deps.tokens, tenantKey: (tenantId) => tenantKeys.of(tenantId) }),
   });
   try {
     await router.listen({ port: config.router?.port ?? 7080, host: config.router?.host ?? '127.0.0.1' });

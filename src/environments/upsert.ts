@@ -3,7 +3,8 @@
  * before — the one command a CI pipeline runs on every push of a branch. Absent, it is created;
  * present, what differs is changed in place: a new ref (or slug command) is deployed (new hosts
  * first, with new settings if they differ too), other settings are set host by host, and the TTL
- * and sleep-after given are applied (a TTL counts again from now, so a branch pushed to lives on).
+ * and sleep-after given are applied (a TTL counts again from now, so a branch pushed to lives on),
+ * and so is `private`.
  * The same request again changes nothing. What cannot change in place (stack, pool, mode, replicas,
  * user) is refused, changing nothing; so is any bad value, checked before anything is done.
  */
@@ -29,6 +30,7 @@ export const upsertEnvironmentBody = z
     set: create.set.removeDefault().optional().describe('Its settings, all of them: given, any setting not named is unset; left out, they are kept'),
     ttl: create.ttl,
     sleepAfter: create.sleepAfter,
+    private: create.private.removeDefault().optional().describe('Only requests with a berth token that may see it get through; left out: as it is (public when it is created)'),
     wait: create.wait,
   })
   .strict();
@@ -49,7 +51,7 @@ export interface UpsertOps {
   create(tenantId: string, input: CreateEnvironmentInput): Promise<EnvironmentView>;
   deploy(tenantId: string, name: string, ref: string, waitS: number, opts: { command?: string; settings?: Record<string, string> }): Promise<EnvironmentView>;
   changeSettings(tenantId: string, name: string, change: SettingsChange): Promise<EnvironmentView>;
-  setTimers(tenantId: string, name: string, timers: { ttl?: string; sleepAfter?: string }): Promise<EnvironmentView>;
+  setOptions(tenantId: string, name: string, options: { ttl?: string; sleepAfter?: string; private?: boolean }): Promise<EnvironmentView>;
   get(tenantId: string, name: string): Promise<EnvironmentView>;
 }
 
@@ -97,10 +99,12 @@ export async function upsertEnvironment(ops: UpsertOps, tenantId: string, name: 
     action = 'configured';
     changes.push(`settings ${settingsChange(row.settings, settings)}`);
   }
-  if (body.ttl !== undefined || body.sleepAfter !== undefined) {
-    await ops.setTimers(tenantId, name, { ...(body.ttl !== undefined ? { ttl: body.ttl } : {}), ...(body.sleepAfter !== undefined ? { sleepAfter: body.sleepAfter } : {}) });
+  const privacy = body.private !== undefined && body.private !== row.private ? body.private : undefined;
+  if (body.ttl !== undefined || body.sleepAfter !== undefined || privacy !== undefined) {
+    await ops.setOptions(tenantId, name, { ...(body.ttl !== undefined ? { ttl: body.ttl } : {}), ...(body.sleepAfter !== undefined ? { sleepAfter: body.sleepAfter } : {}), ...(privacy !== undefined ? { private: privacy } : {}) });
     if (body.ttl !== undefined) changes.push(`expires ${body.ttl} from now`);
     if (body.sleepAfter !== undefined) changes.push(`sleeps after ${body.sleepAfter} idle`);
+    if (privacy !== undefined) changes.push(privacy ? 'private' : 'public');
   }
   return { action, changes, environment: await ops.get(tenantId, name) };
 }

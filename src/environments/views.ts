@@ -23,6 +23,8 @@ export interface EnvironmentView {
   /** The router's view of its backends (health, requests), when it has a route. */
   backends: RouteView['backends'] | null;
   expiresAt: string | null;
+  /** Only requests with a berth token that may see it get through (access.ts). */
+  private: boolean;
   /** Sleeps after this long without a request through the router (ms); null: never. */
   sleepAfterMs: number | null;
   /** The latest request through the router since the server started (null: none). */
@@ -51,6 +53,7 @@ export function toEnvironmentView(row: EnvironmentRow, url: string | null, route
     operation: row.operation,
     backends: route?.backends ?? null,
     expiresAt: iso(row.expires_at),
+    private: row.private,
     sleepAfterMs: row.sleep_after_ms,
     lastRequestAt: route?.lastRequestAt ?? null,
     createdAt: new Date(row.created_at).toISOString(),

@@ -16,6 +16,10 @@ export type RouterErrorCode =
   | 'no_healthy_backend'
   /** The environment sleeps, and waking it for this request failed. */
   | 'environment_asleep'
+  /** A private environment, and the request brought no credential that lets it in. */
+  | 'environment_private'
+  /** A private environment, and the request's token may not look at it. */
+  | 'access_denied'
   /** The backend failed before answering, and no retry could help. */
   | 'backend_failed'
   /** The backend accepted the request but sent no response headers in time. */

@@ -5,6 +5,7 @@
  */
 import { BerthError } from '../core/errors.js';
 import { isDnsLabel } from './host-name.js';
+import type { RouteGuard } from './router.js';
 
 export interface BackendSpec {
   /** Stable identity, e.g. the host id (`h-…`); health state survives a setRoute for the same id+url. */
@@ -28,6 +29,8 @@ export interface RouteSpec {
    * while it runs, and waits for it; it resolves once the route has backends again (setRoute).
    */
   wake?: () => Promise<void>;
+  /** A private environment: who may reach it, checked before anything is sent on or woken. */
+  guard?: RouteGuard;
 }
 
 export interface BackendView {
@@ -62,6 +65,8 @@ export interface RouteView {
   unavailable: number;
   /** It has no backends and wakes at its next request. */
   asleep: boolean;
+  /** Only requests its guard lets in reach it. */
+  private: boolean;
   /** The latest request's arrival (null: none since the route was made, e.g. by a server start). */
   lastRequestAt: string | null;
 }
@@ -159,6 +164,7 @@ export class Route {
   requests = 0;
   unavailable = 0;
   wake: (() => Promise<void>) | undefined;
+  guard: RouteGuard | undefined;
   lastRequestAt: number | null = null;
   private cursor = 0;
   private waking: Promise<void> | undefined;
@@ -219,6 +225,7 @@ export class Route {
     this.healthIntervalMs = spec.healthIntervalMs ?? DEFAULT_HEALTH_INTERVAL_MS;
     this.info = spec.info === undefined ? undefined : structuredClone(spec.info);
     this.wake = spec.wake;
+    this.guard = spec.guard;
     if (this.backends.length > 0) this.routed?.();
     return [...previous.values()];
   }
@@ -256,6 +263,7 @@ export class Route {
       requests: this.requests,
       unavailable: this.unavailable,
       asleep: this.backends.length === 0 && this.wake !== undefined,
+      private: this.guard !== undefined,
       lastRequestAt: isoOrNull(this.lastRequestAt),
     };
   }

@@ -51,6 +51,22 @@ export interface ListenOptions {
 }
 
 type Selected = { route: Route; backend: Backend } | { route?: Route; page: RouterErrorPage };
+type Target = Selected | { route: Route; waking: Promise<void> };
+
+/** Where a private environment's access link is exchanged for its cookie (see environments/access.ts). */
+export const ACCESS_PATH = '/.berth/access';
+
+/** A private environment's gate (environments/access.ts). */
+export interface RouteGuard {
+  /** Nothing: the request may go on (its credentials taken out of it); else the page that answers it. */
+  check(req: IncomingMessage): Promise<RouterErrorPage | undefined>;
+  /** A request for ACCESS_PATH: a cookie and where to go, or the page that answers it. */
+  login(req: IncomingMessage): Promise<{ setCookie: string; location: string } | RouterErrorPage>;
+}
+
+function guardFailedPage(name: string, err: unknown): RouterErrorPage {
+  return { status: 503, code: 'environment_private', message: `environment ${name} is private, and whether this request may see it could not be checked: ${err instanceof Error ? err.message : String(err)}`, hint: 'Retry shortly.', environment: name };
+}
 
 export class EnvironmentRouter {
   readonly domain: string;
@@ -162,17 +178,34 @@ export class EnvironmentRouter {
 
   /** The request handler, public so the router can also serve from a server the caller owns. */
   readonly handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    const target = this.select(req);
+    const found = this.resolve(req);
     const onResponse = this.onResponse;
     if (onResponse) {
-      const environment = target.route?.name ?? null;
+      const environment = found.route?.name ?? null;
       res.once('close', () => {
         if (res.headersSent) onResponse(environment, res.statusCode);
       });
     }
-    if ('page' in target) sendErrorPage(req, res, target.page);
-    else if ('waking' in target) this.afterWake(target, res, (next) => ('page' in next ? sendErrorPage(req, res, next.page) : this.forwarder.web(req, res, next.route, next.backend)));
-    else this.forwarder.web(req, res, target.route, target.backend);
+    const send = (target: Target) => {
+      if ('page' in target) sendErrorPage(req, res, target.page);
+      else if ('waking' in target) this.afterWake(target, res, send);
+      else this.forwarder.web(req, res, target.route, target.backend);
+    };
+    if (!found.route) return send({ page: found.page });
+    const { route } = found;
+    if (!route.guard) return send(this.choose(route));
+    // A private environment: its access link is answered here; any other request is let in first.
+    if ((req.url ?? '/').split('?')[0] === ACCESS_PATH) {
+      void route.guard.login(req).then(
+        (answer) => {
+          if ('status' in answer) return sendErrorPage(req, res, answer);
+          res.writeHead(303, { location: answer.location, 'set-cookie': answer.setCookie, 'cache-control': 'no-store', 'content-length': '0' }).end();
+        },
+        (err: unknown) => sendErrorPage(req, res, guardFailedPage(route.name, err)),
+      );
+      return;
+    }
+    this.guarded(route, req, res, send);
   };
 
   /** The 'upgrade' handler: WebSocket upgrades pass through to a backend, others are refused. */
@@ -184,10 +217,15 @@ export class EnvironmentRouter {
       writeErrorToSocket(req, socket, page);
       return;
     }
-    const target = this.select(req);
-    if ('page' in target) writeErrorToSocket(req, socket, target.page);
-    else if ('waking' in target) this.afterWake(target, socket, (next) => ('page' in next ? writeErrorToSocket(req, socket, next.page) : this.forwarder.ws(req, socket, head, next.route, next.backend)));
-    else this.forwarder.ws(req, socket, head, target.route, target.backend);
+    const send = (target: Target) => {
+      if ('page' in target) writeErrorToSocket(req, socket, target.page);
+      else if ('waking' in target) this.afterWake(target, socket, send);
+      else this.forwarder.ws(req, socket, head, target.route, target.backend);
+    };
+    const found = this.resolve(req);
+    if (!found.route) return send({ page: found.page });
+    if (found.route.guard) this.guarded(found.route, req, socket, send);
+    else send(this.choose(found.route));
   };
 
   /** How long environment `name` has gone without a request (0 while one is in flight); undefined: no route. */
@@ -195,11 +233,8 @@ export class EnvironmentRouter {
     return this.table.get(name.toLowerCase())?.idleMs(now);
   }
 
-  /** The route and the backend a request goes to (counted), the error page that answers it, or the wake it waits for. */
-  private select(req: IncomingMessage): Selected | { route: Route; waking: Promise<void> } {
-    const target = this.resolve(req);
-    if (!target.route) return { page: target.page };
-    const route = target.route;
+  /** The backend a request to `route` goes to (counted), the error page that answers it, or the wake it waits for. */
+  private choose(route: Route): Target {
     route.requests++;
     route.touch(Date.now());
     const backend = route.pick();
@@ -210,8 +245,23 @@ export class EnvironmentRouter {
     return { route, page: noHealthyBackendPage(route.name, route.backends) };
   }
 
+  /** A private environment's request: sent on once its guard lets it in (taking its credentials out), else refused. */
+  private guarded(route: Route, req: IncomingMessage, client: { destroyed: boolean }, send: (target: Target) => void): void {
+    const guard = route.guard;
+    if (!guard) return send(this.choose(route));
+    guard.check(req).then(
+      (page) => {
+        if (client.destroyed) return;
+        send(page ? { route, page } : this.choose(route));
+      },
+      (err: unknown) => {
+        if (!client.destroyed) send({ route, page: guardFailedPage(route.name, err) });
+      },
+    );
+  }
+
   /** Holds a request until its environment woke, then sends it on (or answers why it could not wake). */
-  private afterWake(target: { route: Route; waking: Promise<void> }, client: { destroyed: boolean }, send: (next: Selected) => void): void {
+  private afterWake(target: { route: Route; waking: Promise<void> }, client: { destroyed: boolean }, send: (next: Target) => void): void {
     const { route } = target;
     const answer = (next: Selected) => {
       if (!client.destroyed) send(next);

@@ -242,6 +242,7 @@ export class BerthServer {
         db: store.db, events, stacks: stacksRepo, pools: poolsRepo, hosts: hostsRepo, claims, services, slugs,
         changeHostTags: (tenantId, hostId, change) => hostsService.changeTags(tenantId, hostId, change),
         slugUrl: (digest) => `http://${agentAddress.host}:${agentAddress.port}/slugs/${digest}.tar`,
+        tokens: tokenService,
         log,
         progress,
       });

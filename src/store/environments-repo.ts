@@ -19,6 +19,8 @@ export interface NewEnvironment {
   expiresAt: Date | null;
   /** Sleeps after this long without a request; default never. */
   sleepAfterMs?: number | null;
+  /** Only requests with a token that may see it get through; default false. */
+  private?: boolean;
 }
 
 /** What brought an environment to `ready` with new hosts (its timings say how long it took). */
@@ -52,6 +54,7 @@ export class EnvironmentsRepo {
         timings: '{}',
         expires_at: env.expiresAt,
         sleep_after_ms: env.sleepAfterMs ?? null,
+        private: env.private ?? false,
       })
       .onConflict((oc) => oc.columns(['tenant_id', 'name']).doNothing())
       .returning('name')
@@ -78,20 +81,26 @@ export class EnvironmentsRepo {
   }
 
   /**
-   * A new expiry and/or sleep-after (null: none / never) for an environment not being removed;
-   * undefined when it is (or is gone).
+   * A new expiry and/or sleep-after (null: none / never), and whether it is private, for an
+   * environment in one of `states`; undefined when it is in none of them (or is gone).
    */
-  async setTimers(tenantId: string, name: string, timers: { expiresAt?: Date | null; sleepAfterMs?: number | null }): Promise<EnvironmentRow | undefined> {
+  async setOptions(
+    tenantId: string,
+    name: string,
+    options: { expiresAt?: Date | null; sleepAfterMs?: number | null; private?: boolean },
+    states: readonly EnvironmentState[],
+  ): Promise<EnvironmentRow | undefined> {
     return this.db
       .updateTable('environments')
       .set({
         updated_at: new Date(),
-        ...(timers.expiresAt !== undefined ? { expires_at: timers.expiresAt } : {}),
-        ...(timers.sleepAfterMs !== undefined ? { sleep_after_ms: timers.sleepAfterMs } : {}),
+        ...(options.expiresAt !== undefined ? { expires_at: options.expiresAt } : {}),
+        ...(options.sleepAfterMs !== undefined ? { sleep_after_ms: options.sleepAfterMs } : {}),
+        ...(options.private !== undefined ? { private: options.private } : {}),
       })
       .where('tenant_id', '=', tenantId)
       .where('name', '=', name)
-      .where('state', '!=', 'removing')
+      .where('state', 'in', [...states])
       .returningAll()
       .executeTakeFirst();
   }

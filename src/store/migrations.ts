@@ -308,6 +308,9 @@ const POOL_SCHEDULE = [`alter table pools add column schedule jsonb`];
  */
 const ENVIRONMENT_SLEEP = [`alter table environments add column sleep_after_ms integer`, `alter table environments add column operation text`];
 
+/** Private environments (environments/access.ts): only requests with a token that may see them get through. */
+const ENVIRONMENT_ACCESS = [`alter table environments add column private boolean not null default false`];
+
 const migrations: Record<string, Migration> = {
   '0001_foundation': statements(FOUNDATION),
   '0002_pools': statements(POOLS),
@@ -326,6 +329,7 @@ const migrations: Record<string, Migration> = {
   '0015_command_creator': statements(COMMAND_CREATOR),
   '0016_pool_schedule': statements(POOL_SCHEDULE),
   '0017_environment_sleep': statements(ENVIRONMENT_SLEEP),
+  '0018_environment_access': statements(ENVIRONMENT_ACCESS),
 };
 
 export const migrationProvider: MigrationProvider = {

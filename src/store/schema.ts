@@ -241,6 +241,8 @@ export interface EnvironmentsTable {
   sleep_after_ms: ColumnType<number | null, number | null | undefined, number | null>;
   /** What put it in its latest state with timings: create, deploy or wake; null before migration 0017. */
   operation: ColumnType<string | null, string | null | undefined, string | null>;
+  /** Only requests with a token that may see it reach it (environments/access.ts). */
+  private: ColumnType<boolean, boolean | undefined, boolean>;
   created_at: CreatedAt;
   updated_at: CreatedAt;
 }

@@ -47,6 +47,10 @@ export class TokensRepo {
     return this.db.selectFrom('api_tokens').selectAll().where('token_hash', '=', tokenHash).executeTakeFirst();
   }
 
+  async byId(tenantId: string, id: string): Promise<TokenRow | undefined> {
+    return this.db.selectFrom('api_tokens').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst();
+  }
+
   /** A tenant's live tokens (revoked ones too with `withRevoked`), oldest first. */
   async list(tenantId: string, opts: { withRevoked?: boolean } = {}): Promise<TokenRow[]> {
     let query = this.db.selectFrom('api_tokens').selectAll().where('tenant_id', '=', tenantId);

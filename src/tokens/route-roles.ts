@@ -24,6 +24,8 @@ const ROUTE_ROLES: Record<string, Role> = {
   'POST /v1/environments/:name/restart': 'use',
   'POST /v1/environments/:name/sleep': 'use',
   'PUT /v1/environments/:name': 'use',
+  // A link into a private environment for the caller itself: looking, not changing.
+  'POST /v1/environments/:name/access': 'read',
   'POST /v1/environments/:name/wake': 'use',
   // A terminal on a host (a WebSocket upgrade, served beside the routes: src/shells/shell-endpoint.ts).
   'GET /v1/hosts/:id/shell': 'use',

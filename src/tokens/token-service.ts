@@ -101,6 +101,26 @@ export class TokenService {
     return cached.principal;
   }
 
+  /**
+   * Who token `tokenId` is now, if it is still live (not revoked, not expired): for a grant made
+   * in its name (an environment's access link). Cached as authenticate's answers are.
+   */
+  async live(tenantId: string, tokenId: string): Promise<Principal | undefined> {
+    const now = this.now();
+    const key = `id:${tenantId}:${tokenId}`;
+    let cached = this.cache.get(key);
+    if (!cached || now - cached.checkedAt > this.recheckMs) {
+      const row = await this.repo.byId(tenantId, tokenId);
+      if (!row || row.revoked_at) {
+        this.cache.delete(key);
+        return undefined;
+      }
+      cached = { principal: principalOf(row), expiresAt: row.expires_at?.getTime(), checkedAt: now };
+      this.cache.set(key, cached);
+    }
+    return cached.expiresAt !== undefined && cached.expiresAt <= now ? undefined : cached.principal;
+  }
+
   /** Makes a token; its secret is in the answer and nowhere else. */
   async create(tenantId: string, req: NewTokenRequest): Promise<{ token: string; view: TokenView }> {
     if (!TOKEN_NAME.test(req.name)) {

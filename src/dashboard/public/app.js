@@ -183,7 +183,7 @@ function renderEnvironments(s) {
   const rows = s.environments
     .map(
       (e) =>
-        `<tr data-env="${esc(e.name)}"><td><b>${esc(e.name)}</b></td><td>${state(e.state)}</td>` +
+        `<tr data-env="${esc(e.name)}"><td><b>${esc(e.name)}</b>${e.private ? ' <small class="muted" title="only tokens that may see it get through">private</small>' : ''}</td><td>${state(e.state)}</td>` +
         `<td>${e.url ? `<a href="${esc(e.url)}" target="_blank" rel="noopener">${esc(e.url)}</a>` : '<span class="muted">–</span>'}</td>` +
         `<td>${esc(e.pool)}</td><td>${esc(e.stack)} <small class="muted">${esc(e.mode)}</small></td><td>${esc(e.user ?? '')}</td><td class="num">${e.hosts}</td>` +
         `<td>${e.operation ? `<small class="muted">${esc(e.operation)}</small> ` : ''}${timingBar(e.timings)}</td><td><small>${esc(e.settingNames.join(', '))}</small></td></tr>`,

@@ -1,6 +1,9 @@
 /** Environments: create (claim, start, route), list, show, deploy a new ref, remove. */
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
+import type { FastifyRequest } from 'fastify';
 import { z } from 'zod';
+import { BerthError } from '../../core/errors.js';
+import type { Principal } from '../../tokens/token-service.js';
 import type { EnvironmentService } from '../../environments/environment-service.js';
 import { createEnvironmentBody, deployEnvironmentBody, environmentName, environmentPatchBody } from '../../environments/spec.js';
 import { changeSettingsBody } from '../../environments/settings.js';
@@ -39,12 +42,18 @@ const environmentView = z.object({
   operation: z.string().nullable(),
   backends: z.array(backend).nullable(),
   expiresAt: z.string().nullable(),
+  private: z.boolean(),
   sleepAfterMs: z.number().nullable(),
   lastRequestAt: z.string().nullable(),
   createdAt: z.string(),
   updatedAt: z.string(),
 });
 const nameParams = z.object({ name: environmentName });
+
+function principalOf(request: FastifyRequest): Principal {
+  if (!request.principal) throw new BerthError('unauthorized', 'missing API token', 'Send `Authorization: Bearer <token>`.');
+  return request.principal;
+}
 const upsertResult = z.object({ action: z.enum(['created', 'deployed', 'configured', 'unchanged']), changes: z.array(z.string()), environment: environmentView });
 const errors = { '4xx': errorBody, '5xx': errorBody };
 
@@ -112,7 +121,19 @@ export function environmentRoutes(envs: EnvironmentService): FastifyPluginCallba
           response: { 200: environmentView, ...errors },
         },
       },
-      async (request) => envs.setTimers(request.tenantId, request.params.name, request.body),
+      async (request) => envs.setOptions(request.tenantId, request.params.name, request.body),
+    );
+    app.post(
+      '/v1/environments/:name/access',
+      {
+        schema: {
+          tags: ['environments'],
+          summary: "A link into a private environment for the calling token, good for 5 minutes (a browser opening it gets a cookie good for 12 hours); a public one's plain URL",
+          params: nameParams,
+          response: { 200: z.object({ url: z.string(), expiresAt: z.string().nullable() }), ...errors },
+        },
+      },
+      async (request) => envs.accessLink(principalOf(request), request.params.name),
     );
     app.post(
       '/v1/environments/:name/sleep',

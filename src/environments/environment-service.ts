@@ -14,7 +14,7 @@ import type { EnvironmentsRepo } from '../store/environments-repo.js';
 import type { EnvHostRecord, EnvironmentRow, HostRow, PoolRow } from '../store/schema.js';
 import type { StackSpec } from '../stacks/spec.js';
 import { parseTtl, type CreateEnvironmentInput } from './spec.js';
-import { placeServices, type PlacedHost, type PlacementDeps, type RouteTarget } from './placement.js';
+import { placeServices, type PlacementDeps, type RouteTarget } from './placement.js';
 import { toEnvironmentView, type EnvironmentView } from './views.js';
 import { LoadBalancedServices, type ServiceLoadBalancing } from './load-balancing.js';
 import { environmentStack, type EnvironmentStackDeps } from './slug-stack.js';
@@ -23,6 +23,7 @@ import { restartServices, type RestartDeps, type RestartInput } from './restart.
 import { EnvironmentSleeper, parseSleepAfter } from './sleep.js';
 import { recoverEnvironments } from './recovery.js';
 import { HostRelease } from './release.js';
+import { EnvironmentRoutes } from './routes.js';
 import type { EnvironmentAccess } from './access.js';
 import { ENVIRONMENT_STATES } from './state.js';
 import type { Principal } from '../tokens/token-service.js';
@@ -63,16 +64,18 @@ export class EnvironmentService {
   private readonly balancing: LoadBalancedServices | undefined;
   private readonly sleeper: EnvironmentSleeper;
   private readonly hostRelease: HostRelease;
+  private readonly routes: EnvironmentRoutes;
 
   constructor(private readonly deps: EnvironmentServiceDeps) {
     this.balancing = deps.loadBalancing ? new LoadBalancedServices(deps.loadBalancing, deps) : undefined;
     this.hostRelease = new HostRelease(deps, this.balancing);
+    this.routes = new EnvironmentRoutes(deps);
     this.sleeper = new EnvironmentSleeper({
       envs: deps.envs,
       router: deps.router,
       placeAgain: (row, claimed, balanced, deadline) => this.placeAgain(row, claimed, balanced, deadline),
       release: (row, hosts, why, balanced) => this.hostRelease.letGo(row, hosts, why, balanced),
-      guardOf: (row) => this.guardOf({ tenantId: row.tenant_id, name: row.name, private: row.private }),
+      guardOf: (row) => this.routes.guardOf({ tenantId: row.tenant_id, name: row.name, private: row.private }),
       log: deps.log,
     });
   }
@@ -81,7 +84,7 @@ export class EnvironmentService {
     const t0 = performance.now();
     const expiresAt = input.ttl !== undefined ? new Date(Date.now() + parseTtl(input.ttl)) : null;
     const sleepAfterMs = input.sleepAfter !== undefined ? parseSleepAfter(input.sleepAfter) : null;
-    this.guardOf({ tenantId, name: input.name, private: input.private });
+    this.routes.guardOf({ tenantId, name: input.name, private: input.private });
     const pool = input.pool ?? input.stack;
     const [{ spec, target, init }, poolRow] = await Promise.all([environmentStack(this.deps, { tenantId, stack: input.stack, ref: input.ref, command: input.command, signal }), this.deps.pools.getRecent(tenantId, pool)]);
     if (!poolRow) {
@@ -137,7 +140,7 @@ export class EnvironmentService {
   async setOptions(tenantId: string, name: string, options: { ttl?: string | null | undefined; sleepAfter?: string | null | undefined; private?: boolean | undefined }): Promise<EnvironmentView> {
     const expiresAt = options.ttl === undefined ? undefined : options.ttl === null ? null : new Date(Date.now() + parseTtl(options.ttl));
     const sleepAfterMs = options.sleepAfter === undefined ? undefined : options.sleepAfter === null ? null : parseSleepAfter(options.sleepAfter);
-    if (options.private) this.guardOf({ tenantId, name, private: true });
+    if (options.private) this.routes.guardOf({ tenantId, name, private: true });
     const states = options.private === undefined ? ENVIRONMENT_STATES.filter((s) => s !== 'removing') : (['ready', 'sleeping', 'failed'] as const);
     const row = await this.deps.envs.setOptions(tenantId, name, { ...(expiresAt !== undefined ? { expiresAt } : {}), ...(sleepAfterMs !== undefined ? { sleepAfterMs } : {}), ...(options.private !== undefined ? { private: options.private } : {}) }, states);
     if (!row) {
@@ -146,7 +149,7 @@ export class EnvironmentService {
     }
     if (options.private !== undefined) {
       if (row.state === 'sleeping') this.deps.router.setRoute(name, this.sleeper.sleepingRoute(row));
-      else if (row.route && this.deps.router.route(name)) await this.restoreRoute(tenantId, row, row.route);
+      else if (row.route && this.deps.router.route(name)) await this.routes.restore(row, row.route);
     }
     return this.view(row);
   }
@@ -236,7 +239,7 @@ export class EnvironmentService {
       return this.view(done);
     } catch (err) {
       // The route never left the old hosts: put it back as it was and give the new ones back.
-      await this.restoreRoute(tenantId, row, target).catch(() => undefined);
+      await this.routes.restore(row, target).catch(() => undefined);
       const why = `environment ${name}: deploy of ${ref} failed`;
       const stuck = this.balancing ? await this.balancing.detach(env, spec, claimed.filter((h) => h.service !== null && balanced.has(h.service)), why) : undefined;
       await this.hostRelease.releaseAll(tenantId, row.pool, claimed, why, claimed.filter((h) => stuck?.has(h.hostId)));
@@ -294,7 +297,7 @@ export class EnvironmentService {
       finishRemoval: (row) => this.finishRemoval(row, 'removed'),
       settleSettings: (row) => settleSettings(this.settingsDeps(), row),
       recoverAsleep: (row) => this.sleeper.recover(row),
-      restoreRoute: (row, route) => this.restoreRoute(row.tenant_id, row, route),
+      restoreRoute: (row, route) => this.routes.restore(row, route),
       log: this.deps.log,
     });
   }
@@ -330,7 +333,7 @@ export class EnvironmentService {
       const balanceMs = performance.now() - tBalance;
       const backends = placement.hosts.filter((h) => h.service === null || h.service === target.service);
       const tRoute = performance.now();
-      this.deps.router.setRoute(name, this.routeSpec({ tenantId, name, private: isPrivate }, backends, target, rest.ref));
+      this.routes.set({ tenantId, name, private: isPrivate }, backends, target, rest.ref);
       return { ...placement, timings: { ...placement.timings, ...(balancing ? { balanceMs } : {}), routeMs: performance.now() - tRoute } };
     } finally {
       // The pools refill now: launching hosts meanwhile would take the CPU the services need.
@@ -352,33 +355,6 @@ export class EnvironmentService {
     const changed = await this.deps.envs.changeAsleep(row.tenant_id, row.name, fields);
     if (!changed) throw new BerthError('conflict', `environment ${row.name} woke or changed meanwhile`, 'Look at it (berth env show), then try again.');
     return changed;
-  }
-
-  private routeSpec(env: { tenantId: string; name: string; private: boolean }, hosts: readonly PlacedHost[], target: RouteTarget, ref: string | null): RouteSpec {
-    return {
-      backends: hosts.map((h) => ({ id: h.hostId, url: `http://${h.ip}:${target.port}`, label: target.service })),
-      healthPath: target.healthPath,
-      healthIntervalMs: this.deps.healthIntervalMs ?? 1000,
-      info: { ref },
-      ...this.guardOf(env),
-    };
-  }
-
-  /** A private environment's route guard (access.ts). */
-  private guardOf(env: { tenantId: string; name: string; private: boolean }): Pick<RouteSpec, 'guard'> {
-    if (!env.private) return {};
-    if (!this.deps.access) throw new BerthError('validation_failed', `environment ${env.name} cannot be private on this server: it has no access control`, 'Leave --private out.');
-    return { guard: this.deps.access.guard(env.tenantId, env.name) };
-  }
-
-  private async restoreRoute(tenantId: string, row: Pick<EnvironmentRow, 'name' | 'hosts' | 'ref' | 'private'>, target: RouteTarget & { generation?: number }): Promise<void> {
-    const gen = target.generation ?? Math.max(0, ...row.hosts.map((h) => h.generation));
-    const hosts: PlacedHost[] = [];
-    for (const record of row.hosts.filter((h) => h.generation === gen && (h.service === null || h.service === target.service))) {
-      const host = await this.deps.hosts.get(tenantId, record.hostId);
-      if (host?.ip && host.state !== 'terminated') hosts.push({ ...record, ip: host.ip });
-    }
-    this.deps.router.setRoute(row.name, this.routeSpec({ tenantId, name: row.name, private: row.private }, hosts, target, row.ref));
   }
 
   private async finishRemoval(row: EnvironmentRow, why: string): Promise<void> {

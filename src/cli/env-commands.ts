@@ -140,7 +140,8 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
       const body = { ref: slugPath(opts.ref), ...(opts.command ? { command: opts.command } : {}), ...(opts.wait ? { wait: Number(opts.wait) } : {}) };
       const view = await withProgress(ctx, printer, name, `deploying ${opts.ref} to ${name}`, [], () => ctx.client().post<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/deploy`, body));
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
-      printer.err(`switched in ${view.timings['totalMs'] ?? '?'} ms (${formatTimings(view.timings)})\n`);
+      if (view.state === 'sleeping') printer.err(`${name} is asleep: its next request (or berth env wake) runs ${opts.ref}\n`);
+      else printer.err(`switched in ${view.timings['totalMs'] ?? '?'} ms (${formatTimings(view.timings)})\n`);
       printer.out(`${view.url ?? '(no route)'}\n`);
     });
 

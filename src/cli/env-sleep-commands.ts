@@ -38,9 +38,14 @@ export function registerEnvSleepCommands(env: Command, ctx: Context): void {
       if (wait !== undefined && !(wait > 0)) throw new UsageError(`--wait ${opts.wait ?? ''} is not a positive number of seconds`);
       const printer = ctx.printer(opts.json);
       const body = wait !== undefined ? { wait } : {};
+      const before = printer.json ? undefined : await ctx.client().get<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}`);
+      if (before && before.state !== 'sleeping') {
+        printer.err(`${name} is ${before.state}, not asleep\n`);
+        return printer.out(`${before.url ?? '(no route)'}\n`);
+      }
       const view = await withProgress(ctx, printer, name, `waking ${name}`, [], () => ctx.client().post<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/wake`, body));
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
-      if (view.operation === 'wake') printer.err(`awake in ${view.timings['totalMs'] ?? '?'} ms (${formatTimings(view.timings)})\n`);
+      printer.err(`awake in ${view.timings['totalMs'] ?? '?'} ms (${formatTimings(view.timings)})\n`);
       printer.out(`${view.url ?? '(no route)'}\n`);
     });
 

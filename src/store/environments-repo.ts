@@ -77,7 +77,7 @@ export class EnvironmentsRepo {
   }
 
   async expired(now: Date): Promise<EnvironmentRow[]> {
-    return this.db.selectFrom('environments').selectAll().where('expires_at', '<=', now).where('state', 'in', ['ready', 'failed']).execute();
+    return this.db.selectFrom('environments').selectAll().where('expires_at', '<=', now).where('state', 'in', ['ready', 'failed', 'sleeping']).execute();
   }
 
   /**

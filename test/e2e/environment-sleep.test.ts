@@ -146,6 +146,7 @@ describe('environments that sleep when idle', () => {
     // Waking an awake environment changes nothing.
     const again = JSON.parse((await berth(['env', 'wake', 'sleepy', '--json'], env)).stdout) as EnvironmentView;
     expect(again.hosts).toEqual((await show('sleepy')).hosts);
+    expect((await berth(['env', 'wake', 'sleepy'], env)).stderr).toBe('sleepy is ready, not asleep\n');
   });
 
   it('answers why when a wake cannot get hosts, claims nothing, and wakes once it can', async () => {
@@ -188,6 +189,14 @@ describe('environments that sleep when idle', () => {
     expect(refused.code).toBe(2);
     expect((await srv.api.get('/v1/environments/never-made')).status).toBe(404);
     expect((await srv.api.patch('/v1/environments/sleepy', {})).status).toBe(400);
+  });
+
+  it('removes a sleeping environment when its TTL passes', async () => {
+    const created = await berth(['env', 'create', 'brief', '--stack', 'nap', '--ttl', '4s', '--sleep-after', '1s'], env, { timeoutMs: 60_000 });
+    expect(created.code, created.stderr).toBe(0);
+    await waitFor('brief asleep', async () => ((await show('brief')).state === 'sleeping' ? true : undefined), { timeoutMs: 15_000 });
+    await waitFor('brief removed', async () => ((await srv.api.get('/v1/environments/brief')).status === 404 ? true : undefined), { timeoutMs: 15_000 });
+    expect((await viaRouter(routerPort(), 'brief')).status).toBe(404);
   });
 
   it('wakes a sleeping environment after a server restart, and removes one asleep', async () => {

@@ -1,4 +1,4 @@
-/** `berth env create|ls|show|deploy|set|restart|ttl|rm` (and up, sleep, wake, sleep-after): environments, each a URL that answers. */
+/** `berth env create|ls|show|deploy|set|restart|scale|ttl|rm` (and up, sleep, wake, sleep-after): environments, each a URL that answers. */
 import type { Command } from 'commander';
 import type { EnvironmentView } from '../environments/views.js';
 import { formatDurationMs } from '../core/duration.js';
@@ -190,6 +190,24 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
       const view = await withProgress(ctx, printer, name, `restarting ${opts.service ?? 'the services of'} ${name}`, hosts, () => ctx.client().post<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/restart`, body));
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
       printer.out(`${name}: ${view.stateReason}\n`);
+    });
+
+  env
+    .command('scale')
+    .description('another number of replicas: review hosts added or removed in place (the others untouched); in service mode a deploy of its ref on the new count')
+    .argument('<name>')
+    .argument('<replicas>', 'review hosts behind the router, or hosts per service')
+    .option('--wait <s>', "seconds new hosts' services get to be ready (default 120)")
+    .option('--json', 'print JSON')
+    .action(async (name: string, count: string, opts: { wait?: string; json?: boolean }) => {
+      const replicas = Number(count);
+      if (!Number.isInteger(replicas)) throw new UsageError(`replicas ${count} is not a whole number`);
+      const printer = ctx.printer(opts.json);
+      const body = { replicas, ...(opts.wait ? { wait: Number(opts.wait) } : {}) };
+      const hosts = printer.json ? [] : await hostsOf(ctx, name);
+      const view = await withProgress(ctx, printer, name, `scaling ${name} to ${replicas}`, hosts, () => ctx.client().post<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/scale`, body));
+      if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
+      printer.out(`${name}: ${view.replicas} replica${view.replicas === 1 ? '' : 's'}, ${view.hosts.length} host${view.hosts.length === 1 ? '' : 's'}${view.state === 'sleeping' ? ' (asleep: from its next wake)' : ''}\n`);
     });
 
   env

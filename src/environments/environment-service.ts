@@ -23,6 +23,8 @@ import { restartServices, type RestartDeps, type RestartInput } from './restart.
 import { EnvironmentSleeper, parseSleepAfter } from './sleep.js';
 import { recoverEnvironments } from './recovery.js';
 import { HostRelease } from './release.js';
+import { scaleEnvironment } from './scale.js';
+import { deployEnvironment, type DeployDeps, type DeployOptions } from './deploy.js';
 import { EnvironmentRoutes } from './routes.js';
 import type { EnvironmentAccess } from './access.js';
 import { ENVIRONMENT_STATES } from './state.js';
@@ -185,6 +187,28 @@ export class EnvironmentService {
     return this.view(await changeSettings(this.settingsDeps(), row, change));
   }
 
+  /** Another number of replicas: in place for review hosts, by a deploy in service mode (scale.ts). */
+  async scale(tenantId: string, name: string, replicas: number, waitS: number): Promise<EnvironmentView> {
+    const row = await this.row(tenantId, name);
+    return this.view(
+      await scaleEnvironment(
+        {
+          envs: this.deps.envs,
+          hosts: this.deps.hosts,
+          placement: this.deps.placement,
+          routes: this.routes,
+          hostRelease: this.hostRelease,
+          stackOf: (r) => environmentStack(this.deps, { tenantId, stack: r.stack, ref: r.ref, command: r.command }),
+          redeploy: async (r, n, w) => (await this.deploy(tenantId, name, r.ref, w, { replicas: n }), this.row(tenantId, name)),
+          drainMs: this.deps.drainMs ?? 500,
+        },
+        row,
+        replicas,
+        waitS,
+      ),
+    );
+  }
+
   /** Its services restarted host by host, each host back in rotation before the next (restart.ts). */
   async restart(tenantId: string, name: string, input: RestartInput): Promise<EnvironmentView> {
     const row = await this.row(tenantId, name);
@@ -193,66 +217,17 @@ export class EnvironmentService {
   }
 
   /** New hosts with `ref`, the route switched once they answer, then the old ones released. */
-  /** `settings`: the deploy's hosts run these instead of its current ones (recorded once it switched). */
-  async deploy(tenantId: string, name: string, ref: string, waitS: number, opts: { command?: string | undefined; settings?: Record<string, string>; signal?: AbortSignal } = {}): Promise<EnvironmentView> {
-    const { signal } = opts;
-    const t0 = performance.now();
-    const before = await this.row(tenantId, name);
-    const { spec, target, init } = await environmentStack(this.deps, { tenantId, stack: before.stack, ref, command: opts.command ?? before.command, signal });
-    const changes = { ...(opts.command !== undefined ? { command: opts.command } : {}), ...(opts.settings ? { settings: opts.settings } : {}) };
-    // Asleep, it runs nothing to replace: its next wake runs the new ref (checked above, a slug fetched).
-    if (before.state === 'sleeping') return this.view(await this.asleep(before, { ref, ...changes, reason: `deployed ${ref} for its next wake` }));
-    const row = await this.deps.envs.transition(tenantId, name, ['ready', 'failed'], 'deploying', { reason: `deploying ${ref}` });
-    if (!row) throw new BerthError('conflict', `environment ${name} is ${before.state}`, 'Wait until it is ready, then deploy.');
-    const old = row.hosts;
-    const generation = Math.max(0, ...old.map((h) => h.generation)) + 1;
-    const claimed: EnvHostRecord[] = [];
-    const balanced = new Set<string>();
-    const env = { tenantId, name };
-    try {
-      const placed = await this.place(tenantId, name, spec, target, {
-        pool: row.pool,
-        mode: row.mode === 'service' ? 'service' : 'review',
-        ref,
-        replicas: row.replicas,
-        owner: row.owner,
-        settings: opts.settings ?? row.settings,
-        generation,
-        deadline: Date.now() + waitS * 1000,
-        claimed,
-        balanced,
-        init,
-        recordWith: old,
-        private: row.private,
-        ...(signal ? { signal } : {}),
-      });
-      const timings = round({ ...placed.timings, totalMs: performance.now() - t0 });
-      const done = await this.deps.envs.transition(tenantId, name, ['deploying'], 'ready', { ref, ...changes, hosts: claimed, route: { ...target, generation }, timings, operation: 'deploy' });
-      if (!done) throw new BerthError('conflict', `environment ${name} was removed during its deploy`, 'Create it again.');
-      const why = `environment ${name} deployed ${ref}`;
-      // The new hosts are attached (placed above): the old ones leave the load balancer while the router drains them.
-      const [stuck] = await Promise.all([
-        this.balancing && row.mode === 'service' ? this.balancing.detach(env, spec, old, why) : undefined,
-        new Promise((resolve) => setTimeout(resolve, this.deps.drainMs ?? 500)),
-      ]);
-      await this.hostRelease.releaseAll(tenantId, row.pool, old, why, old.filter((h) => stuck?.has(h.hostId)));
-      return this.view(done);
-    } catch (err) {
-      // The route never left the old hosts: put it back as it was and give the new ones back.
-      await this.routes.restore(row, target).catch(() => undefined);
-      const why = `environment ${name}: deploy of ${ref} failed`;
-      const stuck = this.balancing ? await this.balancing.detach(env, spec, claimed.filter((h) => h.service !== null && balanced.has(h.service)), why) : undefined;
-      await this.hostRelease.releaseAll(tenantId, row.pool, claimed, why, claimed.filter((h) => stuck?.has(h.hostId)));
-      await this.deps.envs.transition(tenantId, name, ['deploying'], row.state === 'failed' ? 'failed' : 'ready', { reason: `deploy of ${ref} failed: ${errorMessage(err)}`, hosts: old });
-      throw err;
-    }
+  /** New hosts with `ref` (null: its stack without one), the route switched once they answer, then the old ones released (deploy.ts). */
+  async deploy(tenantId: string, name: string, ref: string | null, waitS: number, opts: DeployOptions = {}): Promise<EnvironmentView> {
+    const deps: DeployDeps = { ...this.deps, routes: this.routes, hostRelease: this.hostRelease, balancing: this.balancing, place: (t, n, spec, target, o) => this.place(t, n, spec, target, o), asleep: (row, fields) => this.asleep(row, fields) };
+    return this.view(await deployEnvironment(deps, await this.row(tenantId, name), ref, waitS, opts));
   }
 
   async remove(tenantId: string, name: string): Promise<EnvironmentView> {
     // A sleep under way finishes first: its hosts are released by it, not twice.
     await this.sleeper.settled(tenantId, name);
     const row = await this.row(tenantId, name);
-    if (row.state === 'creating' || row.state === 'deploying' || row.state === 'configuring' || row.state === 'restarting' || row.state === 'waking') {
+    if (row.state === 'creating' || row.state === 'deploying' || row.state === 'configuring' || row.state === 'restarting' || row.state === 'scaling' || row.state === 'waking') {
       throw new BerthError('conflict', `environment ${name} is ${row.state}`, 'Wait until it is ready (or failed), then remove it.');
     }
     const removing = row.state === 'removing' ? row : await this.deps.envs.transition(tenantId, name, ['ready', 'failed', 'sleeping'], 'removing', { reason: 'removed by request' });

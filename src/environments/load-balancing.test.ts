@@ -269,6 +269,21 @@ describe('environments with a load balancing hook', () => {
     expect(events.indexOf(`attach web ${web.join(',')}`)).toBeLessThan(events.indexOf(`route ${web.join(',')}`));
   });
 
+  it('scales service mode by a deploy on the new count: new hosts attached before the route, the old ones detached after', async () => {
+    const before = await create('prod');
+    lb.calls.length = 0;
+    events.length = 0;
+    const after = await svc.scale(TENANT, 'prod', 1, 10);
+    expect(after).toMatchObject({ state: 'ready', replicas: 1 });
+    const [api, web] = [hostsOf(after, 'api'), hostsOf(after, 'web')];
+    expect([api.length, web.length, after.hosts.length]).toEqual([1, 1, 4]);
+    expect(after.hosts.some((h) => before.hosts.some((b) => b.hostId === h.hostId))).toBe(false);
+    const calls = lb.calls.map((c) => `${c.op} ${c.service} ${c.hosts.join(',')}`);
+    expect(calls.slice(0, 2)).toEqual([`attach api ${api.join(',')}`, `attach web ${web.join(',')}`]);
+    expect(calls.slice(2).filter((c) => c.startsWith('detach')).sort()).toEqual([`detach api ${hostsOf(before, 'api').join(',')}`, `detach web ${hostsOf(before, 'web').join(',')}`]);
+    expect(events.indexOf(`route ${web.join(',')}`)).toBeLessThan(events.findIndex((e) => e.startsWith('detach')));
+  });
+
   it('after a restart, a create cut short has its groups removed; a deploy cut short terminates its new hosts', async () => {
     const envs = new EnvironmentsRepo(store.db);
     await envs.insert({ tenantId: TENANT, name: 'cut', stack: 'shop', pool: 'shop', mode: 'service', ref: null, command: null, replicas: 1, owner: null, settings: {}, expiresAt: null });

@@ -6,7 +6,7 @@
  * and sleep-after given are applied (a TTL counts again from now, so a branch pushed to lives on),
  * and so is `private`.
  * The same request again changes nothing. What cannot change in place (stack, pool, mode, replicas,
- * user) is refused, changing nothing; so is any bad value, checked before anything is done.
+ * user) is refused, changing nothing (replicas scale it, as `env scale` does); so is any bad value, checked before anything is done.
  */
 import { z } from 'zod';
 import { BerthError } from '../core/errors.js';
@@ -25,7 +25,7 @@ export const upsertEnvironmentBody = z
     mode: create.mode.removeDefault().optional().describe('review or service (default review when it is created); must match when it exists'),
     ref: create.ref,
     command: create.command,
-    replicas: create.replicas.removeDefault().optional().describe('Hosts per service or review hosts (default 1 when it is created); must match when it exists'),
+    replicas: create.replicas.removeDefault().optional().describe('Hosts per service or review hosts (default 1 when it is created); another number scales it (env scale)'),
     user: create.user,
     set: create.set.removeDefault().optional().describe('Its settings, all of them: given, any setting not named is unset; left out, they are kept'),
     ttl: create.ttl,
@@ -38,7 +38,7 @@ export const upsertEnvironmentBody = z
 export type UpsertEnvironmentInput = z.output<typeof upsertEnvironmentBody>;
 
 /** What `env up` did to the running environment; `changes` also lists its timers. */
-export type UpsertAction = 'created' | 'deployed' | 'configured' | 'unchanged';
+export type UpsertAction = 'created' | 'deployed' | 'configured' | 'scaled' | 'unchanged';
 
 export interface UpsertResult {
   action: UpsertAction;
@@ -49,14 +49,15 @@ export interface UpsertResult {
 export interface UpsertOps {
   find(tenantId: string, name: string): Promise<EnvironmentRow | undefined>;
   create(tenantId: string, input: CreateEnvironmentInput): Promise<EnvironmentView>;
-  deploy(tenantId: string, name: string, ref: string, waitS: number, opts: { command?: string; settings?: Record<string, string> }): Promise<EnvironmentView>;
+  deploy(tenantId: string, name: string, ref: string, waitS: number, opts: { command?: string; settings?: Record<string, string>; replicas?: number }): Promise<EnvironmentView>;
   changeSettings(tenantId: string, name: string, change: SettingsChange): Promise<EnvironmentView>;
+  scale(tenantId: string, name: string, replicas: number, waitS: number): Promise<EnvironmentView>;
   setOptions(tenantId: string, name: string, options: { ttl?: string; sleepAfter?: string; private?: boolean }): Promise<EnvironmentView>;
   get(tenantId: string, name: string): Promise<EnvironmentView>;
 }
 
 /** States in which another operation is under way: `env up` waits for none, it says so. */
-const BUSY = new Set(['creating', 'deploying', 'configuring', 'restarting', 'waking', 'removing']);
+const BUSY = new Set(['creating', 'deploying', 'configuring', 'restarting', 'scaling', 'waking', 'removing']);
 
 export async function upsertEnvironment(ops: UpsertOps, tenantId: string, name: string, body: UpsertEnvironmentInput): Promise<UpsertResult> {
   // Every value is checked before anything changes.
@@ -72,7 +73,6 @@ export async function upsertEnvironment(ops: UpsertOps, tenantId: string, name: 
     ['stack', body.stack, row.stack],
     ['pool', body.pool, row.pool],
     ['mode', body.mode, row.mode],
-    ['replicas', body.replicas, row.replicas],
     ['user', body.user, row.owner],
   ];
   const differs = fixed.find(([, wanted, has]) => wanted !== undefined && wanted !== has);
@@ -85,19 +85,30 @@ export async function upsertEnvironment(ops: UpsertOps, tenantId: string, name: 
   const changes: string[] = [];
   let action: UpsertAction = 'unchanged';
   const settings = body.set !== undefined && !sameSettings(body.set, row.settings) ? body.set : undefined;
+  const replicas = body.replicas !== undefined && body.replicas !== row.replicas ? body.replicas : undefined;
+  const scaled = `scaled from ${row.replicas} to ${replicas ?? row.replicas} replica${replicas === 1 ? '' : 's'}`;
   const ref = body.ref ?? row.ref;
   const newRef = (body.ref !== undefined && body.ref !== row.ref) || (body.command !== undefined && body.command !== row.command);
   // A failed environment (a deploy or recovery that could not restore its route) is deployed again.
   if ((newRef || row.state === 'failed') && ref !== null) {
-    await ops.deploy(tenantId, name, ref, body.wait, { ...(body.command !== undefined ? { command: body.command } : {}), ...(settings ? { settings } : {}) });
+    // One deploy: its new hosts start with the new settings and count.
+    await ops.deploy(tenantId, name, ref, body.wait, { ...(body.command !== undefined ? { command: body.command } : {}), ...(settings ? { settings } : {}), ...(replicas !== undefined ? { replicas } : {}) });
     action = 'deployed';
     changes.push(`deployed ${ref}${row.state === 'sleeping' ? ' for its next wake' : ''}`);
     if (settings) changes.push(`settings ${settingsChange(row.settings, settings)}`);
-  } else if (settings) {
-    const unset = Object.keys(row.settings).filter((key) => !Object.hasOwn(settings, key));
-    await ops.changeSettings(tenantId, name, { set: settings, unset, wait: body.wait });
-    action = 'configured';
-    changes.push(`settings ${settingsChange(row.settings, settings)}`);
+    if (replicas !== undefined) changes.push(scaled);
+  } else {
+    if (settings) {
+      const unset = Object.keys(row.settings).filter((key) => !Object.hasOwn(settings, key));
+      await ops.changeSettings(tenantId, name, { set: settings, unset, wait: body.wait });
+      action = 'configured';
+      changes.push(`settings ${settingsChange(row.settings, settings)}`);
+    }
+    if (replicas !== undefined) {
+      await ops.scale(tenantId, name, replicas, body.wait);
+      if (action === 'unchanged') action = 'scaled';
+      changes.push(scaled);
+    }
   }
   const privacy = body.private !== undefined && body.private !== row.private ? body.private : undefined;
   if (body.ttl !== undefined || body.sleepAfter !== undefined || privacy !== undefined) {

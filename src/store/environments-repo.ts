@@ -111,7 +111,7 @@ export class EnvironmentsRepo {
   }
 
   /** A sleeping environment's ref, command or settings, for its next wake; undefined when it is not asleep. */
-  async changeAsleep(tenantId: string, name: string, fields: { ref?: string | null; command?: string | null; settings?: Record<string, string>; reason: string }): Promise<EnvironmentRow | undefined> {
+  async changeAsleep(tenantId: string, name: string, fields: { ref?: string | null; command?: string | null; settings?: Record<string, string>; replicas?: number; reason: string }): Promise<EnvironmentRow | undefined> {
     const row = await this.db
       .updateTable('environments')
       .set({
@@ -120,6 +120,7 @@ export class EnvironmentsRepo {
         ...(fields.ref !== undefined ? { ref: fields.ref } : {}),
         ...(fields.command !== undefined ? { command: fields.command } : {}),
         ...(fields.settings !== undefined ? { settings: JSON.stringify(fields.settings) } : {}),
+        ...(fields.replicas !== undefined ? { replicas: fields.replicas } : {}),
       })
       .where('tenant_id', '=', tenantId)
       .where('name', '=', name)
@@ -149,6 +150,7 @@ export class EnvironmentsRepo {
       operation?: EnvironmentOperation;
       ref?: string | null;
       command?: string | null;
+      replicas?: number;
       hosts?: EnvHostRecord[];
       settings?: Record<string, string>;
     } = {},
@@ -164,6 +166,7 @@ export class EnvironmentsRepo {
         ...(fields.timings !== undefined ? { timings: JSON.stringify(fields.timings) } : {}),
         ...(fields.ref !== undefined ? { ref: fields.ref } : {}),
         ...(fields.command !== undefined ? { command: fields.command } : {}),
+        ...(fields.replicas !== undefined ? { replicas: fields.replicas } : {}),
         ...(fields.hosts !== undefined ? { hosts: JSON.stringify(fields.hosts) } : {}),
         ...(fields.settings !== undefined ? { settings: JSON.stringify(fields.settings) } : {}),
         ...(fields.operation !== undefined ? { operation: fields.operation } : {}),

@@ -24,6 +24,7 @@ const ROUTE_ROLES: Record<string, Role> = {
   'POST /v1/environments/:name/restart': 'use',
   'POST /v1/environments/:name/sleep': 'use',
   'PUT /v1/environments/:name': 'use',
+  'POST /v1/environments/:name/scale': 'use',
   // A link into a private environment for the caller itself: looking, not changing.
   'POST /v1/environments/:name/access': 'read',
   'POST /v1/environments/:name/wake': 'use',

@@ -110,6 +110,7 @@ const CHECKS: Record<string, Check> = {
   'POST /v1/environments/:name/restart': namedGroup((r) => param(r, 'name'), 'environment'),
   'POST /v1/environments/:name/sleep': namedGroup((r) => param(r, 'name'), 'environment'),
   'PUT /v1/environments/:name': namedGroup((r) => param(r, 'name'), 'environment'),
+  'POST /v1/environments/:name/scale': namedGroup((r) => param(r, 'name'), 'environment'),
   'POST /v1/environments/:name/access': namedGroup((r) => param(r, 'name'), 'environment'),
   'POST /v1/environments/:name/wake': namedGroup((r) => param(r, 'name'), 'environment'),
 };

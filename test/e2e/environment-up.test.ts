@@ -111,7 +111,6 @@ describe('berth env up', () => {
     const before = (await srv.api.get<EnvironmentView>('/v1/environments/pr-1')).body;
     const cases: Array<[string[], RegExp]> = [
       [['--mode', 'service'], /environment pr-1 exists with mode review, not service/],
-      [['--replicas', '2'], /exists with replicas 1, not 2/],
       [['--pool', 'other'], /exists with pool app, not other/],
       [['--ref', 'v9', '--ttl', 'soon'], /ttl "soon" is not a duration/],
       [['--ref', 'v9', '--sleep-after', '8d'], /sleep-after 8d is out of range/],
@@ -125,6 +124,60 @@ describe('berth env up', () => {
     expect({ ref: after.ref, hosts: after.hosts, state: after.state }).toEqual({ ref: before.ref, hosts: before.hosts, state: before.state });
     expect((await berth(['env', 'up', 'pr-1'], env)).code).toBe(2);
     expect((await berth(['env', 'up', 'pr-1', '--stack', 'app', '--set', 'A=1', '--keep-settings'], env)).code).toBe(2);
+  });
+
+  it('scales review hosts in place: the first one stays, new ones join the route, leaving ones lose no request', async () => {
+    const made = await berth(['env', 'create', 'wide', '--stack', 'app', '--ref', 'v1', '--json'], env, { timeoutMs: 60_000 });
+    expect(made.code, made.stderr).toBe(0);
+    const first = (JSON.parse(made.stdout) as EnvironmentView).hosts[0]?.hostId;
+    const up3 = await berth(['env', 'scale', 'wide', '3'], env, { timeoutMs: 60_000 });
+    expect(up3.code, up3.stderr).toBe(0);
+    expect(up3.stdout).toBe('wide: 3 replicas, 3 hosts\n');
+    const three = (await srv.api.get<EnvironmentView>('/v1/environments/wide')).body;
+    expect(three).toMatchObject({ state: 'ready', replicas: 3, stateReason: 'scaled to 3 replicas' });
+    expect(three.hosts[0]?.hostId).toBe(first);
+    expect(new Set(three.hosts.map((h) => h.generation))).toEqual(new Set([1]));
+    expect(three.backends?.map((b) => b.id).sort()).toEqual(three.hosts.map((h) => h.hostId).sort());
+    const seen = new Set<string>();
+    for (let i = 0; i < 9; i++) {
+      const res = await new Promise<string | undefined>((resolve, reject) => {
+        http.get({ host: '127.0.0.1', port: routerPort(), path: '/', headers: { host: `wide.localhost:${routerPort()}` }, agent: false }, (r) => {
+          r.resume();
+          r.on('end', () => resolve(r.headers['x-berth-backend'] as string | undefined));
+        }).on('error', reject);
+      });
+      if (res) seen.add(res);
+    }
+    expect(seen.size).toBe(3);
+
+    // Down to one under a steady load: the leaving hosts drain first, nothing fails.
+    let stop = false;
+    const failures: string[] = [];
+    let ok = 0;
+    const load = (async () => {
+      while (!stop) {
+        const answer = await page(routerPort(), 'wide').catch((err: unknown) => String(err));
+        if (answer.startsWith('200 ')) ok++;
+        else failures.push(answer);
+      }
+    })();
+    const down = await berth(['env', 'scale', 'wide', '1', '--json'], env, { timeoutMs: 60_000 });
+    await new Promise((r) => setTimeout(r, 300));
+    stop = true;
+    await load;
+    expect(down.code, down.stderr).toBe(0);
+    expect(JSON.parse(down.stdout)).toMatchObject({ replicas: 1, hosts: [{ hostId: first }] });
+    expect(failures).toEqual([]);
+    expect(ok).toBeGreaterThan(5);
+    const gone = three.hosts.slice(1).map((h) => h.hostId);
+    for (const id of gone) expect((await srv.api.get<{ state: string }>(`/v1/hosts/${id}`)).body.state).toBe('terminated');
+
+    // env up scales too, and bad counts change nothing.
+    expect((await berth(['env', 'up', 'wide', '--stack', 'app', '--ref', 'v1', '--replicas', '2', '--keep-settings', '--json'], env, { timeoutMs: 60_000 })).stdout).toContain('"action": "scaled"');
+    expect((await berth(['env', 'scale', 'wide', '0'], env)).code).toBe(2);
+    expect((await berth(['env', 'scale', 'wide', 'many'], env)).code).toBe(2);
+    expect((await srv.api.get<EnvironmentView>('/v1/environments/wide')).body.hosts).toHaveLength(2);
+    expect((await berth(['env', 'rm', 'wide'], env)).code).toBe(0);
   });
 
   it('gives a sleeping environment the new ref for its next wake, claiming nothing meanwhile', async () => {

@@ -10,6 +10,7 @@ import { changeSettingsBody } from '../../environments/settings.js';
 import { restartEnvironmentBody } from '../../environments/restart.js';
 import { environmentWakeBody } from '../../environments/sleep.js';
 import { upsertEnvironmentBody } from '../../environments/upsert.js';
+import { scaleEnvironmentBody } from '../../environments/scale.js';
 import { errorBody } from './schemas.js';
 
 const backend = z.object({
@@ -54,7 +55,7 @@ function principalOf(request: FastifyRequest): Principal {
   if (!request.principal) throw new BerthError('unauthorized', 'missing API token', 'Send `Authorization: Bearer <token>`.');
   return request.principal;
 }
-const upsertResult = z.object({ action: z.enum(['created', 'deployed', 'configured', 'unchanged']), changes: z.array(z.string()), environment: environmentView });
+const upsertResult = z.object({ action: z.enum(['created', 'deployed', 'configured', 'scaled', 'unchanged']), changes: z.array(z.string()), environment: environmentView });
 const errors = { '4xx': errorBody, '5xx': errorBody };
 
 export function environmentRoutes(envs: EnvironmentService): FastifyPluginCallbackZod {
@@ -134,6 +135,19 @@ export function environmentRoutes(envs: EnvironmentService): FastifyPluginCallba
         },
       },
       async (request) => envs.accessLink(principalOf(request), request.params.name),
+    );
+    app.post(
+      '/v1/environments/:name/scale',
+      {
+        schema: {
+          tags: ['environments'],
+          summary: 'Another number of replicas: review hosts added or removed in place (the others untouched), or in service mode a deploy of its ref on the new count',
+          params: nameParams,
+          body: scaleEnvironmentBody,
+          response: { 200: environmentView, ...errors },
+        },
+      },
+      async (request) => envs.scale(request.tenantId, request.params.name, request.body.replicas, request.body.wait),
     );
     app.post(
       '/v1/environments/:name/sleep',

@@ -1,0 +1,121 @@
+/**
+ * `berth env scale NAME N` (`heroku ps:scale`, `fly scale count`): another number of replicas for a
+ * live environment.
+ *
+ * - `review` mode, in place: the hosts it keeps are not touched. More: new hosts are claimed as a
+ *   create claims them, and join the route once their services are ready and they answer; fewer:
+ *   the newest leave the route first, get the drain time for requests in flight, then go back to
+ *   the pool. A scale-up that fails gives back what it claimed, and the environment runs as before.
+ * - `service` mode, by a deploy of the same ref on the new count: each service's hosts are told
+ *   where the services they depend on answer (`BERTH_SERVICE_*_ADDR`), so a new count changes
+ *   every dependent's configuration anyway; a deploy does that atomically, new hosts first, the
+ *   route switched when they answer (from a warm pool, in the time of a claim per host).
+ * - Asleep, the new count is recorded for its next wake.
+ *
+ * While it scales in place the environment is `scaling`. Hosts joining or leaving are recorded
+ * outside the routed generation until the route has them or has let them go, so a server restart
+ * in the middle gives them back (recovery.ts treats them as a deploy's cut short).
+ */
+import { z } from 'zod';
+import { BerthError, errorMessage } from '../core/errors.js';
+import type { EnvironmentsRepo } from '../store/environments-repo.js';
+import type { EnvHostRecord, EnvironmentRow, HostRow } from '../store/schema.js';
+import { placeServices, type PlacedHost, type PlacementDeps } from './placement.js';
+import type { HostRelease } from './release.js';
+import type { EnvironmentRoutes } from './routes.js';
+import type { EnvironmentStack } from './slug-stack.js';
+
+export const scaleEnvironmentBody = z
+  .object({
+    replicas: z.number().int().min(1, 'replicas must be at least 1').max(100).describe('Review hosts behind the router (review mode) or hosts per service (service mode)'),
+    wait: z.number().positive().max(600).default(120).describe("Seconds new hosts' services get to be ready"),
+  })
+  .strict();
+
+export interface ScaleDeps {
+  envs: Pick<EnvironmentsRepo, 'transition' | 'setHosts' | 'changeAsleep'>;
+  hosts: { get(tenantId: string, id: string): Promise<HostRow | undefined> };
+  placement: PlacementDeps;
+  routes: EnvironmentRoutes;
+  hostRelease: HostRelease;
+  stackOf(row: EnvironmentRow): Promise<EnvironmentStack>;
+  /** A service-mode environment on `replicas`: a deploy of its ref. */
+  redeploy(row: EnvironmentRow, replicas: number, waitS: number): Promise<EnvironmentRow>;
+  /** Requests in flight on a leaving host get this long, ms. */
+  drainMs: number;
+}
+
+export async function scaleEnvironment(deps: ScaleDeps, row: EnvironmentRow, replicas: number, waitS: number): Promise<EnvironmentRow> {
+  const { tenant_id: tenantId, name } = row;
+  if (replicas === row.replicas) return row;
+  const count = `${replicas} replica${replicas === 1 ? '' : 's'}`;
+  if (row.state === 'sleeping') {
+    const asleep = await deps.envs.changeAsleep(tenantId, name, { replicas, reason: `scaled to ${count} for its next wake` });
+    if (!asleep) throw new BerthError('conflict', `environment ${name} woke or changed meanwhile`, 'Look at it (berth env show), then try again.');
+    return asleep;
+  }
+  if (row.mode === 'service') return deps.redeploy(row, replicas, waitS);
+  const started = await deps.envs.transition(tenantId, name, ['ready'], 'scaling', { reason: `scaling from ${row.replicas} to ${count}` });
+  if (!started?.route) throw new BerthError('conflict', `environment ${name} is ${row.state}`, 'Wait until it is ready, then scale it.');
+  const route = started.route;
+  const routed = started.hosts.filter((h) => h.generation === route.generation);
+  const { spec, target, init } = await deps.stackOf(started);
+  const env = { tenantId, name, private: started.private };
+  if (replicas < routed.length) {
+    // The newest leave: recorded outside the routed generation first, so a restart gives them back.
+    const leaving = routed.slice(replicas);
+    const kept = routed.slice(0, replicas);
+    await deps.envs.setHosts(tenantId, name, [...kept, ...leaving.map((h) => ({ ...h, generation: route.generation + 1 }))]);
+    deps.routes.set(env, await addressed(deps, tenantId, kept), target, started.ref);
+    await new Promise((resolve) => setTimeout(resolve, deps.drainMs));
+    await deps.hostRelease.releaseAll(tenantId, started.pool, leaving, `environment ${name} scaled to ${count}`);
+    return done(deps, started, kept, replicas, `scaled to ${count}`);
+  }
+  const joining: EnvHostRecord[] = [];
+  try {
+    const placed = await placeServices(deps.placement, {
+      tenantId,
+      name,
+      stack: spec,
+      pool: started.pool,
+      mode: 'review',
+      ref: started.ref,
+      replicas: replicas - routed.length,
+      owner: started.owner,
+      settings: started.settings,
+      generation: route.generation + 1,
+      init,
+      target,
+      deadline: Date.now() + waitS * 1000,
+      onClaimed: async (host) => {
+        joining.push({ hostId: host.hostId, service: host.service, generation: host.generation });
+        await deps.envs.setHosts(tenantId, name, [...routed, ...joining]);
+      },
+    });
+    const all = [...(await addressed(deps, tenantId, routed)), ...placed.hosts.map((h) => ({ ...h, generation: route.generation }))];
+    deps.routes.set(env, all, target, started.ref);
+    return await done(deps, started, all.map(({ hostId, service, generation }) => ({ hostId, service, generation })), replicas, `scaled to ${count}`);
+  } catch (err) {
+    // The route has the hosts it had (set again: the failure may have come after it changed).
+    deps.routes.set(env, await addressed(deps, tenantId, routed), target, started.ref);
+    await deps.hostRelease.releaseAll(tenantId, started.pool, joining, `environment ${name}: scale to ${count} failed`);
+    await deps.envs.transition(tenantId, name, ['scaling'], 'ready', { reason: `scale to ${count} failed: ${errorMessage(err)}`, hosts: routed });
+    throw err;
+  }
+}
+
+async function done(deps: ScaleDeps, row: EnvironmentRow, hosts: EnvHostRecord[], replicas: number, reason: string): Promise<EnvironmentRow> {
+  const finished = await deps.envs.transition(row.tenant_id, row.name, ['scaling'], 'ready', { hosts, replicas, reason });
+  if (!finished) throw new BerthError('conflict', `environment ${row.name} changed while it scaled`, 'Look at it (berth env show).');
+  return finished;
+}
+
+/** The routed hosts with their addresses (a host gone meanwhile is left out). */
+async function addressed(deps: ScaleDeps, tenantId: string, hosts: readonly EnvHostRecord[]): Promise<PlacedHost[]> {
+  const out: PlacedHost[] = [];
+  for (const h of hosts) {
+    const host = await deps.hosts.get(tenantId, h.hostId);
+    if (host?.ip && host.state !== 'terminated') out.push({ ...h, ip: host.ip });
+  }
+  return out;
+}

@@ -10,7 +10,7 @@ import type { EnvironmentsRepo } from '../store/environments-repo.js';
 import type { EnvHostRecord, EnvironmentRow } from '../store/schema.js';
 import type { StackSpec } from '../stacks/spec.js';
 import type { LoadBalancedServices } from './load-balancing.js';
-import type { RouteTarget } from './placement.js';
+import type { PlaceOptions, RouteTarget } from './placement.js';
 import type { HostRelease } from './release.js';
 import type { EnvironmentRoutes } from './routes.js';
 import { environmentStack, type EnvironmentStackDeps } from './slug-stack.js';
@@ -38,22 +38,7 @@ export interface DeployDeps extends EnvironmentStackDeps {
     name: string,
     stack: StackSpec,
     target: RouteTarget,
-    opts: {
-      pool: string;
-      mode: 'review' | 'service';
-      ref: string | null;
-      replicas: number;
-      owner: string | null;
-      settings: Record<string, string>;
-      generation: number;
-      deadline: number;
-      claimed: EnvHostRecord[];
-      balanced: Set<string>;
-      init: string[];
-      recordWith: EnvHostRecord[];
-      private: boolean;
-      signal?: AbortSignal;
-    },
+    opts: PlaceOptions,
   ): Promise<{ timings: Record<string, number> }>;
   /** Records a sleeping environment's new ref, command or settings for its next wake. */
   asleep(row: EnvironmentRow, fields: Parameters<EnvironmentsRepo['changeAsleep']>[2]): Promise<EnvironmentRow>;

@@ -14,7 +14,7 @@ import type { EnvironmentsRepo } from '../store/environments-repo.js';
 import type { EnvHostRecord, EnvironmentRow, HostRow, PoolRow } from '../store/schema.js';
 import type { StackSpec } from '../stacks/spec.js';
 import { parseTtl, type CreateEnvironmentInput } from './spec.js';
-import { placeServices, type PlacementDeps, type RouteTarget } from './placement.js';
+import { placeServices, type PlaceOptions, type PlacementDeps, type RouteTarget } from './placement.js';
 import { toEnvironmentView, type EnvironmentView } from './views.js';
 import { LoadBalancedServices, type ServiceLoadBalancing } from './load-balancing.js';
 import { environmentStack, type EnvironmentStackDeps } from './slug-stack.js';
@@ -282,7 +282,7 @@ export class EnvironmentService {
     name: string,
     stack: StackSpec,
     target: RouteTarget,
-    opts: Omit<Parameters<typeof placeServices>[1], 'tenantId' | 'name' | 'stack' | 'onClaimed' | 'target'> & { claimed: EnvHostRecord[]; balanced: Set<string>; recordWith?: EnvHostRecord[]; private: boolean },
+    opts: PlaceOptions,
   ) {
     const { claimed, balanced, recordWith = [], private: isPrivate, ...rest } = opts;
     // Without the caller's (a deploy): the pool refills once the hosts are placed.

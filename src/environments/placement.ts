@@ -45,6 +45,19 @@ export interface PlacementRequest {
   onClaimed: (host: PlacedHost) => Promise<void>;
 }
 
+/**
+ * What the environment service's own placement takes besides the environment and its stack: the
+ * request's other fields, the list each claimed host is pushed onto (and recorded with `recordWith`,
+ * the hosts it keeps meanwhile), the services attached to a load balancer so far, and whether the
+ * route it sets is private.
+ */
+export type PlaceOptions = Omit<PlacementRequest, 'tenantId' | 'name' | 'stack' | 'onClaimed' | 'target'> & {
+  claimed: EnvHostRecord[];
+  balanced: Set<string>;
+  recordWith?: EnvHostRecord[];
+  private: boolean;
+};
+
 export interface PlacedHost extends EnvHostRecord {
   ip: string;
 }

@@ -7,8 +7,8 @@ import { once } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { ACCESS_PATH, EnvironmentRouter, type RouteGuard } from './router.js';
-import { send, startBackend } from './test-backends.js';
+import { ACCESS_PATH, type RouteGuard } from './router.js';
+import { routerAndBackend, send } from './test-backends.js';
 
 /** Lets in requests with `x-pass: yes` (taking the header out); the access path sets a cookie. */
 const guard: RouteGuard = {
@@ -27,14 +27,7 @@ describe('EnvironmentRouter guarded routes', () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
 
-  const setUp = async () => {
-    const router = new EnvironmentRouter();
-    const port = await router.listen({ port: 0, host: '127.0.0.1' });
-    cleanups.push(() => router.close());
-    const backend = await startBackend('h-private');
-    cleanups.push(() => backend.kill());
-    return { router, port, backend };
-  };
+  const setUp = () => routerAndBackend(cleanups, 'h-private');
 
   it('refuses what the guard refuses before the backend sees it, and sends the rest on without the credential', async () => {
     const { router, port, backend } = await setUp();

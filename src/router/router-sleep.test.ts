@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { EnvironmentRouter } from './router.js';
-import { send, sleep, startBackend, type TestBackend } from './test-backends.js';
+import { routerAndBackend, send, sleep, startBackend, type TestBackend } from './test-backends.js';
 
 describe('EnvironmentRouter sleeping routes', () => {
   const cleanups: (() => Promise<void> | void)[] = [];
@@ -14,14 +14,7 @@ describe('EnvironmentRouter sleeping routes', () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
 
-  const setUp = async () => {
-    const router = new EnvironmentRouter();
-    const port = await router.listen({ port: 0, host: '127.0.0.1' });
-    cleanups.push(() => router.close());
-    const backend = await startBackend('h-woken');
-    cleanups.push(() => backend.kill());
-    return { router, port, backend };
-  };
+  const setUp = () => routerAndBackend(cleanups, 'h-woken');
   /** A wake that routes to `backend` after `delayMs`, counting its calls. */
   const waker = (router: EnvironmentRouter, name: string, backend: TestBackend, delayMs: number) => {
     const calls = { n: 0 };

@@ -5,6 +5,7 @@
 import http, { type IncomingHttpHeaders, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
+import { EnvironmentRouter } from './router.js';
 
 export interface SeenRequest {
   method: string;
@@ -152,4 +153,14 @@ export async function waitFor(check: () => boolean, timeoutMs: number, what: str
     await sleep(5);
   }
   return Date.now() - start;
+}
+
+/** A router listening on 127.0.0.1 and one backend `id`, both closed by `cleanups` (which the test runs after it). */
+export async function routerAndBackend(cleanups: Array<() => Promise<void> | void>, id: string): Promise<{ router: EnvironmentRouter; port: number; backend: TestBackend }> {
+  const router = new EnvironmentRouter();
+  const port = await router.listen({ port: 0, host: '127.0.0.1' });
+  cleanups.push(() => router.close());
+  const backend = await startBackend(id);
+  cleanups.push(() => backend.kill());
+  return { router, port, backend };
 }

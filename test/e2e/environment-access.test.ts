@@ -4,14 +4,10 @@
  * X-Berth-Token does; `berth env open` gives a link a browser exchanges for a cookie, which stops
  * working when its token is revoked; `env access … public` opens it to everyone.
  */
-import http from 'node:http';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { EnvironmentView } from '../../src/environments/views.js';
-import { berth, startServer, type InProcessServer } from '../helpers/server.js';
-import { waitFor } from '../helpers/wait.js';
+import { berth } from '../helpers/server.js';
+import { routerGet, useStackServer } from '../helpers/stack-server.js';
 
 const NET = { bridge: 'berthacc0', subnet: '10.254.0.0/22', cgroupName: 'berthacc' };
 
@@ -29,51 +25,18 @@ pools:
     template: {tags: {berth.stack: app, berth.mode: review}}
 `;
 
-interface Answer {
-  status: number;
-  body: string;
-  headers: http.IncomingHttpHeaders;
-}
-
-function get(port: number, name: string, path = '/', headers: Record<string, string> = {}): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, path, headers: { host: `${name}.localhost:${port}`, ...headers }, agent: false }, (res) => {
-        let body = '';
-        res.on('data', (d: Buffer) => (body += d.toString()));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
-      })
-      .on('error', reject);
-  });
-}
-
 describe('private environments', () => {
-  let srv: InProcessServer;
-  let admin: Record<string, string>;
-  let project: string;
-  const routerPort = () => Number(new URL(srv.server.router.urlFor('x') ?? 'http://x:0').port);
+  const stack = useStackServer(NET, berthYaml, { app: 2 });
+  const routerPort = () => stack.routerPort();
+  const get = (port: number, name: string, path = '/', headers: Record<string, string> = {}) => routerGet(port, name, { path, headers });
   const token = async (name: string, scope: string) => {
-    const made = await berth(['token', 'create', name, '--role', 'read', '--scope', scope], admin);
+    const made = await berth(['token', 'create', name, '--role', 'read', '--scope', scope], stack.env);
     expect(made.code, made.stderr).toBe(0);
     return made.stdout.trim();
   };
 
-  beforeAll(async () => {
-    srv = await startServer(NET);
-    admin = { BERTH_URL: srv.server.url, BERTH_TOKEN: srv.server.token };
-    project = await mkdtemp(join(tmpdir(), 'berth-access-'));
-    await writeFile(join(project, 'berth.yaml'), berthYaml);
-    const applied = await berth(['apply', '-f', join(project, 'berth.yaml')], admin);
-    expect(applied.code, applied.stderr).toBe(0);
-    await waitFor('the pool full', async () => ((await srv.api.get<{ status: { ready: number } }>('/v1/pools/app')).body.status.ready >= 2 ? true : undefined), { timeoutMs: 60_000 });
-  });
-  afterAll(async () => {
-    await srv.stop();
-    await rm(project, { recursive: true, force: true });
-  });
-
   it('answers only tokens that may see it, whether sent by a program or left by a link as a cookie', async () => {
-    const created = await berth(['env', 'create', 'alice-pr', '--stack', 'app', '--private'], admin, { timeoutMs: 60_000 });
+    const created = await berth(['env', 'create', 'alice-pr', '--stack', 'app', '--private'], stack.env, { timeoutMs: 60_000 });
     expect(created.code, created.stderr).toBe(0);
     expect(created.stderr).toContain('private: berth env open alice-pr prints a link for a browser');
     const anonymous = await get(routerPort(), 'alice-pr');
@@ -87,8 +50,8 @@ describe('private environments', () => {
     expect((await get(routerPort(), 'alice-pr', '/', { 'x-berth-token': bob })).status).toBe(403);
 
     // Bob may not even ask for a link; alice's link lets a browser in.
-    expect((await berth(['env', 'open', 'alice-pr'], { ...admin, BERTH_TOKEN: bob })).code).toBe(2);
-    const opened = await berth(['env', 'open', 'alice-pr'], { ...admin, BERTH_TOKEN: alice });
+    expect((await berth(['env', 'open', 'alice-pr'], { ...stack.env, BERTH_TOKEN: bob })).code).toBe(2);
+    const opened = await berth(['env', 'open', 'alice-pr'], { ...stack.env, BERTH_TOKEN: alice });
     expect(opened.code, opened.stderr).toBe(0);
     expect(opened.stderr).toContain('alice-pr is private: open this link within 5 minutes');
     const link = new URL(opened.stdout.trim());
@@ -99,23 +62,23 @@ describe('private environments', () => {
     expect(cookie).toMatch(/^berth_access=/);
     expect(await get(routerPort(), 'alice-pr', '/', { cookie })).toMatchObject({ status: 200, body: 'page of alice-pr\n' });
     // The cookie is alice's token's: revoked, it lets nobody in.
-    expect((await berth(['token', 'revoke', 'alice'], admin)).code).toBe(0);
+    expect((await berth(['token', 'revoke', 'alice'], stack.env)).code).toBe(0);
     expect((await get(routerPort(), 'alice-pr', '/', { cookie })).status).toBe(401);
     expect((await get(routerPort(), 'alice-pr', '/', { 'x-berth-token': alice })).status).toBe(401);
   });
 
   it('does not wake a sleeping private environment for a stranger, and opens to everyone when made public', async () => {
-    expect((await berth(['env', 'sleep', 'alice-pr'], admin)).code).toBe(0);
+    expect((await berth(['env', 'sleep', 'alice-pr'], stack.env)).code).toBe(0);
     expect((await get(routerPort(), 'alice-pr')).status).toBe(401);
-    expect((await srv.api.get<EnvironmentView>('/v1/environments/alice-pr')).body).toMatchObject({ state: 'sleeping', hosts: [], private: true });
-    const made = await berth(['env', 'access', 'alice-pr', 'public'], admin);
+    expect((await stack.srv.api.get<EnvironmentView>('/v1/environments/alice-pr')).body).toMatchObject({ state: 'sleeping', hosts: [], private: true });
+    const made = await berth(['env', 'access', 'alice-pr', 'public'], stack.env);
     expect(made.stdout).toBe('alice-pr is public\n');
     expect(await get(routerPort(), 'alice-pr')).toMatchObject({ status: 200, body: 'page of alice-pr\n' });
-    expect((await berth(['env', 'open', 'alice-pr'], admin)).stdout.trim()).toBe(`http://alice-pr.localhost:${routerPort()}/`);
+    expect((await berth(['env', 'open', 'alice-pr'], stack.env)).stdout.trim()).toBe(`http://alice-pr.localhost:${routerPort()}/`);
     // And private again, at once, while it runs.
-    expect((await berth(['env', 'access', 'alice-pr', 'private'], admin)).code).toBe(0);
+    expect((await berth(['env', 'access', 'alice-pr', 'private'], stack.env)).code).toBe(0);
     expect((await get(routerPort(), 'alice-pr')).status).toBe(401);
-    expect((await berth(['env', 'access', 'alice-pr', 'secret'], admin)).code).toBe(2);
-    expect((await berth(['env', 'rm', 'alice-pr'], admin)).code).toBe(0);
+    expect((await berth(['env', 'access', 'alice-pr', 'secret'], stack.env)).code).toBe(2);
+    expect((await berth(['env', 'rm', 'alice-pr'], stack.env)).code).toBe(0);
   });
 });

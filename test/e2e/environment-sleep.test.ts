@@ -5,14 +5,11 @@
  * page that says why and leaves nothing claimed; changes made while asleep are what it wakes with;
  * and a sleeping environment still wakes after a server restart.
  */
-import http from 'node:http';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import type { EnvironmentView } from '../../src/environments/views.js';
 import type { BerthEvent } from '../../src/events/types.js';
-import { berth, startServer, type InProcessServer } from '../helpers/server.js';
+import { berth, type InProcessServer } from '../helpers/server.js';
+import { routerGet, useStackServer } from '../helpers/stack-server.js';
 import { waitFor } from '../helpers/wait.js';
 
 const NET = { bridge: 'berthslp0', subnet: '10.250.0.0/22', cgroupName: 'berthslp' };
@@ -36,42 +33,23 @@ pools:
     template: {tags: {berth.stack: nap, berth.mode: review}}
 `;
 
-function viaRouter(port: number, name: string, accept = 'text/html'): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/', headers: { host: `${name}.localhost:${port}`, accept }, agent: false }, (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', reject);
-  });
+async function viaRouter(port: number, name: string, accept = 'text/html'): Promise<{ status: number; body: string }> {
+  const { status, body } = await routerGet(port, name, { headers: { accept } });
+  return { status, body };
 }
 
 describe('environments that sleep when idle', () => {
+  const stack = useStackServer(NET, berthYaml, { nap: 2, scarce: 1 });
+  const routerPort = () => stack.routerPort();
   let srv: InProcessServer;
   let env: Record<string, string>;
-  let project: string;
-  const routerPort = () => Number(new URL(srv.server.router.urlFor('x') ?? 'http://x:0').port);
+  beforeEach(() => {
+    srv = stack.srv;
+    env = stack.env;
+  });
   const show = async (name: string) => (await srv.api.get<EnvironmentView>(`/v1/environments/${name}`)).body;
   const claimed = async (pool: string) => (await srv.api.get<{ hosts: { id: string; slot: string | null }[] }>(`/v1/pools/${pool}/hosts`)).body.hosts.filter((h) => h.slot === 'claimed').map((h) => h.id);
   const events = async (name: string) => (await srv.api.get<BerthEvent[]>('/v1/events?kind=environment')).body.filter((e) => e.id === name);
-
-  beforeAll(async () => {
-    srv = await startServer(NET);
-    env = { BERTH_URL: srv.server.url, BERTH_TOKEN: srv.server.token };
-    project = await mkdtemp(join(tmpdir(), 'berth-sleep-'));
-    await writeFile(join(project, 'berth.yaml'), berthYaml);
-    const applied = await berth(['apply', '-f', join(project, 'berth.yaml')], env);
-    expect(applied.code, applied.stderr).toBe(0);
-    await waitFor('the pools full', async () => {
-      const { pools } = (await srv.api.get<{ pools: { name: string; status: { ready: number } }[] }>('/v1/pools')).body;
-      return pools.every((p) => p.status.ready >= (p.name === 'nap' ? 2 : 1)) || undefined;
-    }, { timeoutMs: 60_000 });
-  });
-  afterAll(async () => {
-    await srv.stop();
-    await rm(project, { recursive: true, force: true });
-  });
 
   it('goes to sleep when idle, holding no host, and wakes at its next request with its own page', async () => {
     const created = await berth(['env', 'create', 'sleepy', '--stack', 'nap', '--set', 'GREETING=zz', '--sleep-after', '1s', '--json'], env, { timeoutMs: 60_000 });
@@ -201,10 +179,9 @@ describe('environments that sleep when idle', () => {
 
   it('wakes a sleeping environment after a server restart, and removes one asleep', async () => {
     expect((await berth(['env', 'sleep', 'sleepy'], env)).code).toBe(0);
-    const dataDir = srv.dataDir;
-    await srv.server.stop();
-    srv = { ...srv, ...(await startServer(NET, { dataDir })) };
-    env = { BERTH_URL: srv.server.url, BERTH_TOKEN: srv.server.token };
+    await stack.restart();
+    srv = stack.srv;
+    env = stack.env;
     expect(await show('sleepy')).toMatchObject({ state: 'sleeping', hosts: [] });
     const page = await viaRouter(routerPort(), 'sleepy');
     expect(page).toEqual({ status: 200, body: 'hello later from sleepy at v2\n' });

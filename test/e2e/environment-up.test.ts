@@ -4,15 +4,11 @@
  * same run again changes nothing, what cannot change in place and bad values are refused changing
  * nothing, and a sleeping environment takes the new ref for its next wake.
  */
-import http from 'node:http';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { UpsertResult } from '../../src/environments/upsert.js';
 import type { EnvironmentView } from '../../src/environments/views.js';
-import { berth, startServer, type InProcessServer } from '../helpers/server.js';
-import { waitFor } from '../helpers/wait.js';
+import { berth } from '../helpers/server.js';
+import { routerGet, useStackServer } from '../helpers/stack-server.js';
 
 const NET = { bridge: 'berthupt0', subnet: '10.253.0.0/22', cgroupName: 'berthupt' };
 
@@ -31,43 +27,21 @@ pools:
     template: {tags: {berth.stack: app, berth.mode: review}}
 `;
 
-function page(port: number, name: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, path: '/', headers: { host: `${name}.localhost:${port}` }, agent: false }, (res) => {
-        let body = '';
-        res.on('data', (d: Buffer) => (body += d.toString()));
-        res.on('end', () => resolve(`${res.statusCode ?? 0} ${body}`));
-      })
-      .on('error', reject);
-  });
+/** `STATUS BODY` of a GET through the router. */
+async function page(port: number, name: string): Promise<string> {
+  const answer = await routerGet(port, name);
+  return `${answer.status} ${answer.body}`;
 }
 
 describe('berth env up', () => {
-  let srv: InProcessServer;
-  let env: Record<string, string>;
-  let project: string;
-  const routerPort = () => Number(new URL(srv.server.router.urlFor('x') ?? 'http://x:0').port);
+  const stack = useStackServer(NET, berthYaml, { app: 2 });
+  const routerPort = () => stack.routerPort();
   const up = async (args: string[]) => {
-    const res = await berth(['env', 'up', 'pr-1', '--stack', 'app', ...args, '--json'], env, { timeoutMs: 60_000 });
+    const res = await berth(['env', 'up', 'pr-1', '--stack', 'app', ...args, '--json'], stack.env, { timeoutMs: 60_000 });
     if (res.code !== 0) return { code: res.code, stderr: res.stderr, result: undefined };
     return { code: 0, stderr: res.stderr, result: JSON.parse(res.stdout) as UpsertResult };
   };
   const hostsOf = (e: EnvironmentView | undefined) => (e?.hosts ?? []).map((h) => h.hostId);
-
-  beforeAll(async () => {
-    srv = await startServer(NET);
-    env = { BERTH_URL: srv.server.url, BERTH_TOKEN: srv.server.token };
-    project = await mkdtemp(join(tmpdir(), 'berth-up-'));
-    await writeFile(join(project, 'berth.yaml'), berthYaml);
-    const applied = await berth(['apply', '-f', join(project, 'berth.yaml')], env);
-    expect(applied.code, applied.stderr).toBe(0);
-    await waitFor('the pool full', async () => ((await srv.api.get<{ status: { ready: number } }>('/v1/pools/app')).body.status.ready >= 2 ? true : undefined), { timeoutMs: 60_000 });
-  });
-  afterAll(async () => {
-    await srv.stop();
-    await rm(project, { recursive: true, force: true });
-  });
 
   it('creates, then deploys a new ref, changes settings in place, and changes nothing when run again', async () => {
     const created = await up(['--ref', 'v1', '--set', 'GREETING=hi', '--ttl', '1h']);
@@ -100,7 +74,7 @@ describe('berth env up', () => {
     expect(await page(routerPort(), 'pr-1')).toBe('200 hello pr-1 at v3\n');
 
     // A person reads what it did.
-    const human = await berth(['env', 'up', 'pr-1', '--stack', 'app', '--ref', 'v4'], env, { timeoutMs: 60_000 });
+    const human = await berth(['env', 'up', 'pr-1', '--stack', 'app', '--ref', 'v4'], stack.env, { timeoutMs: 60_000 });
     expect(human.code, human.stderr).toBe(0);
     expect(human.stderr).toMatch(/^bringing pr-1 up to date \(stack app, ref v4\)…\n/);
     expect(human.stderr).toMatch(/pr-1 deployed: deployed v4 in [\d.]+ ms \(claim [\d.]+ ms/);
@@ -108,7 +82,7 @@ describe('berth env up', () => {
   });
 
   it('refuses what cannot change in place and bad values, changing nothing', async () => {
-    const before = (await srv.api.get<EnvironmentView>('/v1/environments/pr-1')).body;
+    const before = (await stack.srv.api.get<EnvironmentView>('/v1/environments/pr-1')).body;
     const cases: Array<[string[], RegExp]> = [
       [['--mode', 'service'], /environment pr-1 exists with mode review, not service/],
       [['--pool', 'other'], /exists with pool app, not other/],
@@ -120,32 +94,27 @@ describe('berth env up', () => {
       const res = await up(args);
       expect([args.join(' '), res.code, res.stderr]).toEqual([args.join(' '), 2, expect.stringMatching(message)]);
     }
-    const after = (await srv.api.get<EnvironmentView>('/v1/environments/pr-1')).body;
+    const after = (await stack.srv.api.get<EnvironmentView>('/v1/environments/pr-1')).body;
     expect({ ref: after.ref, hosts: after.hosts, state: after.state }).toEqual({ ref: before.ref, hosts: before.hosts, state: before.state });
-    expect((await berth(['env', 'up', 'pr-1'], env)).code).toBe(2);
-    expect((await berth(['env', 'up', 'pr-1', '--stack', 'app', '--set', 'A=1', '--keep-settings'], env)).code).toBe(2);
+    expect((await berth(['env', 'up', 'pr-1'], stack.env)).code).toBe(2);
+    expect((await berth(['env', 'up', 'pr-1', '--stack', 'app', '--set', 'A=1', '--keep-settings'], stack.env)).code).toBe(2);
   });
 
   it('scales review hosts in place: the first one stays, new ones join the route, leaving ones lose no request', async () => {
-    const made = await berth(['env', 'create', 'wide', '--stack', 'app', '--ref', 'v1', '--json'], env, { timeoutMs: 60_000 });
+    const made = await berth(['env', 'create', 'wide', '--stack', 'app', '--ref', 'v1', '--json'], stack.env, { timeoutMs: 60_000 });
     expect(made.code, made.stderr).toBe(0);
     const first = (JSON.parse(made.stdout) as EnvironmentView).hosts[0]?.hostId;
-    const up3 = await berth(['env', 'scale', 'wide', '3'], env, { timeoutMs: 60_000 });
+    const up3 = await berth(['env', 'scale', 'wide', '3'], stack.env, { timeoutMs: 60_000 });
     expect(up3.code, up3.stderr).toBe(0);
     expect(up3.stdout).toBe('wide: 3 replicas, 3 hosts\n');
-    const three = (await srv.api.get<EnvironmentView>('/v1/environments/wide')).body;
+    const three = (await stack.srv.api.get<EnvironmentView>('/v1/environments/wide')).body;
     expect(three).toMatchObject({ state: 'ready', replicas: 3, stateReason: 'scaled to 3 replicas' });
     expect(three.hosts[0]?.hostId).toBe(first);
     expect(new Set(three.hosts.map((h) => h.generation))).toEqual(new Set([1]));
     expect(three.backends?.map((b) => b.id).sort()).toEqual(three.hosts.map((h) => h.hostId).sort());
     const seen = new Set<string>();
     for (let i = 0; i < 9; i++) {
-      const res = await new Promise<string | undefined>((resolve, reject) => {
-        http.get({ host: '127.0.0.1', port: routerPort(), path: '/', headers: { host: `wide.localhost:${routerPort()}` }, agent: false }, (r) => {
-          r.resume();
-          r.on('end', () => resolve(r.headers['x-berth-backend'] as string | undefined));
-        }).on('error', reject);
-      });
+      const res = (await routerGet(routerPort(), 'wide')).headers['x-berth-backend'] as string | undefined;
       if (res) seen.add(res);
     }
     expect(seen.size).toBe(3);
@@ -161,7 +130,7 @@ describe('berth env up', () => {
         else failures.push(answer);
       }
     })();
-    const down = await berth(['env', 'scale', 'wide', '1', '--json'], env, { timeoutMs: 60_000 });
+    const down = await berth(['env', 'scale', 'wide', '1', '--json'], stack.env, { timeoutMs: 60_000 });
     await new Promise((r) => setTimeout(r, 300));
     stop = true;
     await load;
@@ -170,21 +139,21 @@ describe('berth env up', () => {
     expect(failures).toEqual([]);
     expect(ok).toBeGreaterThan(5);
     const gone = three.hosts.slice(1).map((h) => h.hostId);
-    for (const id of gone) expect((await srv.api.get<{ state: string }>(`/v1/hosts/${id}`)).body.state).toBe('terminated');
+    for (const id of gone) expect((await stack.srv.api.get<{ state: string }>(`/v1/hosts/${id}`)).body.state).toBe('terminated');
 
     // env up scales too, and bad counts change nothing.
-    expect((await berth(['env', 'up', 'wide', '--stack', 'app', '--ref', 'v1', '--replicas', '2', '--keep-settings', '--json'], env, { timeoutMs: 60_000 })).stdout).toContain('"action": "scaled"');
-    expect((await berth(['env', 'scale', 'wide', '0'], env)).code).toBe(2);
-    expect((await berth(['env', 'scale', 'wide', 'many'], env)).code).toBe(2);
-    expect((await srv.api.get<EnvironmentView>('/v1/environments/wide')).body.hosts).toHaveLength(2);
-    expect((await berth(['env', 'rm', 'wide'], env)).code).toBe(0);
+    expect((await berth(['env', 'up', 'wide', '--stack', 'app', '--ref', 'v1', '--replicas', '2', '--keep-settings', '--json'], stack.env, { timeoutMs: 60_000 })).stdout).toContain('"action": "scaled"');
+    expect((await berth(['env', 'scale', 'wide', '0'], stack.env)).code).toBe(2);
+    expect((await berth(['env', 'scale', 'wide', 'many'], stack.env)).code).toBe(2);
+    expect((await stack.srv.api.get<EnvironmentView>('/v1/environments/wide')).body.hosts).toHaveLength(2);
+    expect((await berth(['env', 'rm', 'wide'], stack.env)).code).toBe(0);
   });
 
   it('gives a sleeping environment the new ref for its next wake, claiming nothing meanwhile', async () => {
-    expect((await berth(['env', 'sleep', 'pr-1'], env)).code).toBe(0);
+    expect((await berth(['env', 'sleep', 'pr-1'], stack.env)).code).toBe(0);
     const asleep = await up(['--ref', 'v5', '--keep-settings', '--sleep-after', '10m']);
     expect(asleep.result).toMatchObject({ action: 'deployed', changes: ['deployed v5 for its next wake', 'sleeps after 10m idle'], environment: { state: 'sleeping', hosts: [], ref: 'v5', sleepAfterMs: 600_000 } });
     expect(await page(routerPort(), 'pr-1')).toBe('200 hello pr-1 at v5\n');
-    expect((await berth(['env', 'rm', 'pr-1'], env)).code).toBe(0);
+    expect((await berth(['env', 'rm', 'pr-1'], stack.env)).code).toBe(0);
   });
 });

@@ -78,6 +78,7 @@ export class EnvironmentService {
       placeAgain: (row, claimed, balanced, deadline) => this.placeAgain(row, claimed, balanced, deadline),
       release: (row, hosts, why, balanced) => this.hostRelease.letGo(row, hosts, why, balanced),
       guardOf: (row) => this.routes.guardOf({ tenantId: row.tenant_id, name: row.name, private: row.private }),
+      drainMs: deps.drainMs ?? 500,
       log: deps.log,
     });
   }

@@ -55,24 +55,25 @@ export async function scaleEnvironment(deps: ScaleDeps, row: EnvironmentRow, rep
     return asleep;
   }
   if (row.mode === 'service') return deps.redeploy(row, replicas, waitS);
+  const { spec, target, init } = await deps.stackOf(row);
   const started = await deps.envs.transition(tenantId, name, ['ready'], 'scaling', { reason: `scaling from ${row.replicas} to ${count}` });
-  if (!started?.route) throw new BerthError('conflict', `environment ${name} is ${row.state}`, 'Wait until it is ready, then scale it.');
-  const route = started.route;
-  const routed = started.hosts.filter((h) => h.generation === route.generation);
-  const { spec, target, init } = await deps.stackOf(started);
+  if (!started) throw new BerthError('conflict', `environment ${name} is ${row.state}`, 'Wait until it is ready, then scale it.');
+  const routedGeneration = started.route?.generation ?? Math.max(0, ...started.hosts.map((h) => h.generation));
+  const routed = started.hosts.filter((h) => h.generation === routedGeneration);
   const env = { tenantId, name, private: started.private };
-  if (replicas < routed.length) {
-    // The newest leave: recorded outside the routed generation first, so a restart gives them back.
-    const leaving = routed.slice(replicas);
-    const kept = routed.slice(0, replicas);
-    await deps.envs.setHosts(tenantId, name, [...kept, ...leaving.map((h) => ({ ...h, generation: route.generation + 1 }))]);
-    deps.routes.set(env, await addressed(deps, tenantId, kept), target, started.ref);
-    await new Promise((resolve) => setTimeout(resolve, deps.drainMs));
-    await deps.hostRelease.releaseAll(tenantId, started.pool, leaving, `environment ${name} scaled to ${count}`);
-    return done(deps, started, kept, replicas, `scaled to ${count}`);
-  }
   const joining: EnvHostRecord[] = [];
+  let kept = routed;
   try {
+    if (replicas < routed.length) {
+      // The newest leave: recorded outside the routed generation first, so a restart gives them back.
+      const leaving = routed.slice(replicas);
+      await deps.envs.setHosts(tenantId, name, [...routed.slice(0, replicas), ...leaving.map((h) => ({ ...h, generation: routedGeneration + 1 }))]);
+      deps.routes.set(env, await addressed(deps, tenantId, routed.slice(0, replicas)), target, started.ref);
+      kept = routed.slice(0, replicas);
+      await new Promise((resolve) => setTimeout(resolve, deps.drainMs));
+      await deps.hostRelease.releaseAll(tenantId, started.pool, leaving, `environment ${name} scaled to ${count}`);
+      return await done(deps, started, kept, replicas, `scaled to ${count}`);
+    }
     const placed = await placeServices(deps.placement, {
       tenantId,
       name,
@@ -83,7 +84,7 @@ export async function scaleEnvironment(deps: ScaleDeps, row: EnvironmentRow, rep
       replicas: replicas - routed.length,
       owner: started.owner,
       settings: started.settings,
-      generation: route.generation + 1,
+      generation: routedGeneration + 1,
       init,
       target,
       deadline: Date.now() + waitS * 1000,
@@ -92,14 +93,16 @@ export async function scaleEnvironment(deps: ScaleDeps, row: EnvironmentRow, rep
         await deps.envs.setHosts(tenantId, name, [...routed, ...joining]);
       },
     });
-    const all = [...(await addressed(deps, tenantId, routed)), ...placed.hosts.map((h) => ({ ...h, generation: route.generation }))];
+    const all = [...(await addressed(deps, tenantId, routed)), ...placed.hosts.map((h) => ({ ...h, generation: routedGeneration }))];
     deps.routes.set(env, all, target, started.ref);
     return await done(deps, started, all.map(({ hostId, service, generation }) => ({ hostId, service, generation })), replicas, `scaled to ${count}`);
   } catch (err) {
     // The route has the hosts it had (set again: the failure may have come after it changed).
-    deps.routes.set(env, await addressed(deps, tenantId, routed), target, started.ref);
+    await addressed(deps, tenantId, kept)
+      .then((hosts) => deps.routes.set(env, hosts, target, started.ref))
+      .catch(() => undefined);
     await deps.hostRelease.releaseAll(tenantId, started.pool, joining, `environment ${name}: scale to ${count} failed`);
-    await deps.envs.transition(tenantId, name, ['scaling'], 'ready', { reason: `scale to ${count} failed: ${errorMessage(err)}`, hosts: routed });
+    await deps.envs.transition(tenantId, name, ['scaling'], 'ready', { reason: `scale to ${count} failed: ${errorMessage(err)}`, hosts: kept });
     throw err;
   }
 }

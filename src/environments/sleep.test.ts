@@ -49,6 +49,7 @@ describe('environment sleep', () => {
       return Promise.resolve();
     },
     guardOf: () => ({}),
+    drainMs: 0,
     log: (line) => steps.push(`log ${line}`),
   });
   const get = async (name: string): Promise<EnvironmentRow> => {

@@ -54,6 +54,8 @@ export interface SleepDeps {
   release(row: EnvironmentRow, hosts: readonly EnvHostRecord[], why: string, balanced?: ReadonlySet<string>): Promise<void>;
   /** A private environment's guard, for its sleeping route too: nobody else may wake it. */
   guardOf(row: EnvironmentRow): Pick<RouteSpec, 'guard'>;
+  /** Requests already sent to its hosts get this long before the hosts go, ms. */
+  drainMs: number;
   log: (line: string) => void;
 }
 
@@ -75,8 +77,10 @@ export class EnvironmentSleeper {
         if (now?.state === 'sleeping') return now;
         throw new BerthError('conflict', `environment ${row.name} is ${now?.state ?? 'gone'}`, 'Only a ready environment can sleep; wait until it is ready.');
       }
-      // From here its requests wait for a wake, which waits for this sleep to end.
+      // From here its requests wait for a wake, which waits for this sleep to end; those sent
+      // before (one may have come as the sweep decided) finish first.
       this.deps.router.setRoute(row.name, this.sleepingRoute(asleep));
+      await new Promise((resolve) => setTimeout(resolve, this.deps.drainMs));
       return this.finishSleep(asleep, reason);
     });
   }

@@ -4,7 +4,8 @@
  * environment (or an unscoped one of its tenant). Anyone else gets a 401 page that says how to get
  * in; nothing reaches the app, and a sleeping one is not woken.
  *
- * Two ways in, and neither hands the app a berth token (the router takes both out of the request):
+ * Two ways in, and neither hands the app a berth token (the router takes both out of every request it
+ * sends on, private or not):
  * - programs (CI smoke tests, curl) send the token itself in `X-Berth-Token`;
  * - people open the link `berth env open NAME` prints: `/.berth/access?grant=…` on the
  *   environment's own address, a grant signed by the server in the name of the token that asked,
@@ -17,14 +18,12 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { BerthError } from '../core/errors.js';
-import { ACCESS_PATH, type RouteGuard } from '../router/router.js';
+import { ACCESS_PATH, CREDENTIAL_COOKIE, CREDENTIAL_HEADER, credentialCookie, type RouteGuard } from '../router/router.js';
 import type { RouterErrorPage } from '../router/error-pages.js';
 import type { Principal } from '../tokens/token-service.js';
 import { inScope } from '../tokens/scope.js';
 
-export const ACCESS_HEADER = 'x-berth-token';
-export const ACCESS_COOKIE = 'berth_access';
-export { ACCESS_PATH };
+export { ACCESS_PATH, CREDENTIAL_COOKIE as ACCESS_COOKIE, CREDENTIAL_HEADER as ACCESS_HEADER };
 
 const LINK_TTL_MS = 5 * 60_000;
 const SESSION_TTL_MS = 12 * 3600_000;
@@ -75,9 +74,8 @@ export class EnvironmentAccess {
   }
 
   private async check(req: IncomingMessage, tenantId: string, env: string): Promise<RouterErrorPage | undefined> {
-    const header = req.headers[ACCESS_HEADER];
-    delete req.headers[ACCESS_HEADER];
-    const cookie = takeCookie(req);
+    const header = req.headers[CREDENTIAL_HEADER];
+    const cookie = credentialCookie(req);
     let principal: Principal | undefined;
     if (typeof header === 'string' && header !== '') {
       try {
@@ -102,7 +100,7 @@ export class EnvironmentAccess {
     if (!principal) return denied(env, 401, 'this access link is not good (expired, altered, for another environment, or its token was revoked)');
     if (!allowed(principal, tenantId, env)) return denied(env, 403, `token "${principal.tokenName}" may not look at it`);
     const session = await this.sign({ kind: 'session', tenant: tenantId, env, token: principal.tokenId, exp: this.now() + SESSION_TTL_MS });
-    return { setCookie: `${ACCESS_COOKIE}=${session}; HttpOnly; SameSite=Lax; Path=/; Max-Age=${SESSION_TTL_MS / 1000}`, location: '/' };
+    return { setCookie: `${CREDENTIAL_COOKIE}=${session}; HttpOnly; SameSite=Lax; Path=/; Max-Age=${SESSION_TTL_MS / 1000}`, location: '/' };
   }
 
   private async sign(grant: Grant): Promise<string> {
@@ -137,27 +135,12 @@ function allowed(principal: Principal, tenantId: string, env: string): boolean {
   return principal.tenantId === tenantId && (!principal.scope || inScope(principal.scope, env));
 }
 
-/** Takes the access cookie out of the request (the app never sees it) and returns its value. */
-function takeCookie(req: IncomingMessage): string | undefined {
-  const header = req.headers.cookie;
-  if (!header) return undefined;
-  let value: string | undefined;
-  const kept = header.split(/;\s*/).filter((part) => {
-    if (!part.startsWith(`${ACCESS_COOKIE}=`)) return true;
-    value = part.slice(ACCESS_COOKIE.length + 1);
-    return false;
-  });
-  if (kept.length > 0) req.headers.cookie = kept.join('; ');
-  else delete req.headers.cookie;
-  return value;
-}
-
 function denied(env: string, status: 401 | 403, why: string): RouterErrorPage {
   return {
     status,
     code: status === 401 ? 'environment_private' : 'access_denied',
     message: `environment ${env} is private: ${why}`,
-    hint: `Open it with the link \`berth env open ${env}\` prints, or send a berth token whose scope covers it in ${ACCESS_HEADER}.`,
+    hint: `Open it with the link \`berth env open ${env}\` prints, or send a berth token whose scope covers it in ${CREDENTIAL_HEADER}.`,
     environment: env,
   };
 }

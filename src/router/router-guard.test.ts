@@ -44,6 +44,19 @@ describe('EnvironmentRouter guarded routes', () => {
     expect(backend.seen.map((r) => r.url)).toEqual(['/x']);
   });
 
+  it("keeps berth's credentials from every app, private or public, and leaves other cookies", async () => {
+    const { router, port, backend } = await setUp();
+    router.setRoute('secret', { backends: [{ id: backend.id, url: backend.url }], guard, healthIntervalMs: 60_000 });
+    router.setRoute('open', { backends: [{ id: backend.id, url: backend.url }], healthIntervalMs: 60_000 });
+    for (const name of ['secret', 'open']) {
+      const answer = await send(port, `${name}.localhost:${port}`, '/', { headers: { 'x-pass': 'yes', 'x-berth-token': 'tok', cookie: 'theme=dark; berth_access=abc.def; lang=en' } });
+      const seen = JSON.parse(answer.body) as { headers: Record<string, string> };
+      expect([name, seen.headers['x-berth-token'], seen.headers.cookie]).toEqual([name, undefined, 'theme=dark; lang=en']);
+    }
+    const alone = await send(port, `open.localhost:${port}`, '/', { headers: { cookie: 'berth_access=abc.def' } });
+    expect((JSON.parse(alone.body) as { headers: Record<string, string> }).headers.cookie).toBeUndefined();
+  });
+
   it('answers the access path itself: a cookie and a redirect, or the refusal', async () => {
     const { router, port, backend } = await setUp();
     router.setRoute('secret', { backends: [{ id: backend.id, url: backend.url }], guard, healthIntervalMs: 60_000 });

@@ -55,10 +55,32 @@ type Target = Selected | { route: Route; waking: Promise<void> };
 
 /** Where a private environment's access link is exchanged for its cookie (see environments/access.ts). */
 export const ACCESS_PATH = '/.berth/access';
+/** berth's own credentials for private environments: no app sees them, private or not. */
+export const CREDENTIAL_HEADER = 'x-berth-token';
+export const CREDENTIAL_COOKIE = 'berth_access';
+
+/** The value of berth's access cookie in a request, if any. */
+export function credentialCookie(req: IncomingMessage): string | undefined {
+  const prefix = `${CREDENTIAL_COOKIE}=`;
+  return req.headers.cookie
+    ?.split(/;\s*/)
+    .find((part) => part.startsWith(prefix))
+    ?.slice(prefix.length);
+}
+
+/** Takes berth's credentials out of a request before it goes to an app (other cookies stay). */
+function stripCredentials(req: IncomingMessage): void {
+  delete req.headers[CREDENTIAL_HEADER];
+  const cookie = req.headers.cookie;
+  if (!cookie?.includes(`${CREDENTIAL_COOKIE}=`)) return;
+  const kept = cookie.split(/;\s*/).filter((part) => !part.startsWith(`${CREDENTIAL_COOKIE}=`));
+  if (kept.length > 0) req.headers.cookie = kept.join('; ');
+  else delete req.headers.cookie;
+}
 
 /** A private environment's gate (environments/access.ts). */
 export interface RouteGuard {
-  /** Nothing: the request may go on (its credentials taken out of it); else the page that answers it. */
+  /** Nothing: the request may go on; else the page that answers it. (The router takes berth's credentials out either way.) */
   check(req: IncomingMessage): Promise<RouterErrorPage | undefined>;
   /** A request for ACCESS_PATH: a cookie and where to go, or the page that answers it. */
   login(req: IncomingMessage): Promise<{ setCookie: string; location: string } | RouterErrorPage>;
@@ -189,7 +211,10 @@ export class EnvironmentRouter {
     const send = (target: Target) => {
       if ('page' in target) sendErrorPage(req, res, target.page);
       else if ('waking' in target) this.afterWake(target, res, send);
-      else this.forwarder.web(req, res, target.route, target.backend);
+      else {
+        stripCredentials(req);
+        this.forwarder.web(req, res, target.route, target.backend);
+      }
     };
     if (!found.route) return send({ page: found.page });
     const { route } = found;
@@ -220,7 +245,10 @@ export class EnvironmentRouter {
     const send = (target: Target) => {
       if ('page' in target) writeErrorToSocket(req, socket, target.page);
       else if ('waking' in target) this.afterWake(target, socket, send);
-      else this.forwarder.ws(req, socket, head, target.route, target.backend);
+      else {
+        stripCredentials(req);
+        this.forwarder.ws(req, socket, head, target.route, target.backend);
+      }
     };
     const found = this.resolve(req);
     if (!found.route) return send({ page: found.page });

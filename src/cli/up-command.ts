@@ -63,6 +63,7 @@ export function registerUpCommand(program: Command, ctx: Context, env: NodeJS.Pr
         `  npx berth env ls\n` +
         `  npx berth env shell alice                      # a terminal on alice's host\n` +
         `  npx berth env deploy alice --ref v2            # new hosts first; no request lost\n` +
+        `  npx berth env sleep alice                      # its host back to the pool; its next request wakes it\n` +
         `  npx berth env rm alice\n` +
         `  npx berth dashboard                            # the web dashboard's address, with the token\n`,
     );

@@ -92,7 +92,7 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
       if (environments.length === 0) return printer.out('no environments\n');
       printer.out(
         table(
-          ['NAME', 'STACK', 'MODE', 'REF', 'STATE', 'HOSTS', 'HEALTHY', 'URL', 'AGE', 'EXPIRES'],
+          ['NAME', 'STACK', 'MODE', 'REF', 'STATE', 'HOSTS', 'HEALTHY', 'URL', 'AGE', 'EXPIRES', 'SLEEPS', 'ACCESS'],
           environments.map((e) => [
             e.name,
             e.stack,
@@ -104,6 +104,8 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
             e.url ?? '-',
             age(e.createdAt),
             e.expiresAt ? `in ${until(e.expiresAt)}` : '-',
+            e.sleepAfterMs === null ? '-' : `${formatDurationMs(e.sleepAfterMs)} idle`,
+            e.private ? 'private' : 'public',
           ]),
         ),
       );

@@ -68,7 +68,7 @@ describe('environments that sleep when idle', () => {
     expect(await claimed('nap')).toEqual([]);
     const host = (await srv.api.get<{ state: string }>(`/v1/hosts/${first.hosts[0]?.hostId ?? ''}`)).body;
     expect(host.state).toBe('terminated');
-    expect((await berth(['env', 'ls'], env)).stdout).toMatch(/sleepy\s+nap\s+review\s+-\s+sleeping\s+0/);
+    expect((await berth(['env', 'ls'], env)).stdout).toMatch(/sleepy\s+nap\s+review\s+-\s+sleeping\s+0\s.*\s1s idle\s+public\n/);
 
     // The next request is held while it wakes, then answered by the app itself.
     const t0 = performance.now();

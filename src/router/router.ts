@@ -273,7 +273,7 @@ export class EnvironmentRouter {
     return { route, page: noHealthyBackendPage(route.name, route.backends) };
   }
 
-  /** A private environment's request: sent on once its guard lets it in (taking its credentials out), else refused. */
+  /** A private environment's request: sent on once its guard lets it in, else refused. */
   private guarded(route: Route, req: IncomingMessage, client: { destroyed: boolean }, send: (target: Target) => void): void {
     const guard = route.guard;
     if (!guard) return send(this.choose(route));

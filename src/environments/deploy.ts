@@ -10,7 +10,7 @@ import type { EnvironmentsRepo } from '../store/environments-repo.js';
 import type { EnvHostRecord, EnvironmentRow } from '../store/schema.js';
 import type { StackSpec } from '../stacks/spec.js';
 import type { LoadBalancedServices } from './load-balancing.js';
-import type { PlaceOptions, RouteTarget } from './placement.js';
+import { roundTimings, type PlaceOptions, type RouteTarget } from './placement.js';
 import type { HostRelease } from './release.js';
 import type { EnvironmentRoutes } from './routes.js';
 import { environmentStack, type EnvironmentStackDeps } from './slug-stack.js';
@@ -79,7 +79,7 @@ export async function deployEnvironment(deps: DeployDeps, before: EnvironmentRow
       private: row.private,
       ...(signal ? { signal } : {}),
     });
-    const timings = Object.fromEntries(Object.entries({ ...placed.timings, totalMs: performance.now() - t0 }).map(([k, v]) => [k, Math.round(v * 10) / 10]));
+    const timings = roundTimings({ ...placed.timings, totalMs: performance.now() - t0 });
     const done = await deps.envs.transition(tenantId, name, ['deploying'], 'ready', { ref, ...changes, hosts: claimed, route: { ...target, generation }, timings, operation: 'deploy' });
     if (!done) throw new BerthError('conflict', `environment ${name} was removed during its deploy`, 'Create it again.');
     const why = `environment ${name} deployed ${what}`;

@@ -14,7 +14,7 @@ import type { EnvironmentsRepo } from '../store/environments-repo.js';
 import type { EnvHostRecord, EnvironmentRow, HostRow, PoolRow } from '../store/schema.js';
 import type { StackSpec } from '../stacks/spec.js';
 import { parseTtl, type CreateEnvironmentInput } from './spec.js';
-import { placeServices, type PlaceOptions, type PlacementDeps, type RouteTarget } from './placement.js';
+import { placeServices, roundTimings, type PlaceOptions, type PlacementDeps, type RouteTarget } from './placement.js';
 import { toEnvironmentView, type EnvironmentView } from './views.js';
 import { LoadBalancedServices, type ServiceLoadBalancing } from './load-balancing.js';
 import { environmentStack, type EnvironmentStackDeps } from './slug-stack.js';
@@ -103,7 +103,7 @@ export class EnvironmentService {
     try {
       const placed = await this.place(tenantId, input.name, spec, target, { pool, mode: input.mode, ref: input.ref ?? null, replicas: input.replicas, owner: input.user ?? null, settings: input.set, generation: 1, deadline: Date.now() + input.wait * 1000, claimed, balanced, init, refillAfter, private: input.private, ...(signal ? { signal } : {}) });
       const timings = { ...placed.timings, totalMs: performance.now() - t0 };
-      const row = await this.deps.envs.transition(tenantId, input.name, ['creating'], 'ready', { hosts: claimed, route: { ...target, generation: 1 }, timings: round(timings), operation: 'create' });
+      const row = await this.deps.envs.transition(tenantId, input.name, ['creating'], 'ready', { hosts: claimed, route: { ...target, generation: 1 }, timings: roundTimings(timings), operation: 'create' });
       if (!row) throw new BerthError('conflict', `environment ${input.name} was removed while it was being created`, 'Create it again.');
       return this.view(row);
     } catch (err) {
@@ -361,8 +361,4 @@ export class EnvironmentService {
     const route = this.deps.router.route(row.name);
     return toEnvironmentView(row, route?.url ?? null, route);
   }
-}
-
-function round(timings: Record<string, number>): Record<string, number> {
-  return Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, Math.round(v * 10) / 10]));
 }

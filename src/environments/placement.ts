@@ -71,6 +71,11 @@ export interface Placement {
   timings: { claimMs: number; initMs: number; servicesMs: number; readyMs: number };
 }
 
+/** Stage timings as environments keep and show them: ms, to a tenth. */
+export function roundTimings(timings: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, Math.round(v * 10) / 10]));
+}
+
 /** Where the router sends an environment's traffic: `web`, or else the first service with a port. */
 export interface RouteTarget {
   service: string;

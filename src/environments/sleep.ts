@@ -19,6 +19,7 @@ import { formatDurationMs, parseDurationMs } from '../core/duration.js';
 import type { RouteSpec, RouteView } from '../router/router.js';
 import type { EnvironmentsRepo } from '../store/environments-repo.js';
 import type { EnvHostRecord, EnvironmentRow } from '../store/schema.js';
+import { roundTimings } from './placement.js';
 
 /** Sleeping longer than this is not idling: remove it (or give it a TTL) instead. */
 const MAX_SLEEP_AFTER_MS = 7 * 24 * 3600_000;
@@ -168,7 +169,7 @@ export class EnvironmentSleeper {
     const balanced = new Set<string>();
     try {
       const placed = await this.deps.placeAgain(waking, claimed, balanced, Date.now() + waitS * 1000);
-      const timings = Object.fromEntries(Object.entries({ ...placed.timings, totalMs: performance.now() - t0 }).map(([k, v]) => [k, Math.round(v * 10) / 10]));
+      const timings = roundTimings({ ...placed.timings, totalMs: performance.now() - t0 });
       const done = await this.deps.envs.transition(tenantId, name, ['waking'], 'ready', { reason: why, hosts: claimed, route: placed.route, timings, operation: 'wake' });
       if (!done) throw new BerthError('conflict', `environment ${name} changed while waking`, 'Look at it (berth env show).');
       this.failed.delete(key);

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import type { EnvironmentView } from '../environments/views.js';
 import { formatDurationMs } from '../core/duration.js';
-import { age, collect, parseChanges, parseKeyValues, table, UsageError, type Printer } from './output.js';
+import { age, collect, parseChanges, parseKeyValues, parseReplicas, table, UsageError, type Printer } from './output.js';
 import type { Context } from './context.js';
 import { registerEnvShellCommand } from './shell-command.js';
 import { registerEnvLogsCommand } from './env-logs.js';
@@ -17,7 +17,7 @@ interface CreateOptions {
   ref?: string;
   command?: string;
   mode: string;
-  replicas: string;
+  replicas: string[];
   user?: string;
   set: string[];
   ttl?: string;
@@ -44,7 +44,7 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
     .option('--ref <ref>', 'the version it runs (BERTH_REF in every service), or a slug: a .tar/.tgz path or http(s) URL (#sha256=HEX optional) with the app and its Procfile')
     .option('--command <cmd>', "a slug's web command, when the slug has no Procfile (it listens on $PORT)")
     .option('--mode <mode>', 'review: the whole stack on one host; service: each service on its own hosts', 'review')
-    .option('--replicas <n>', 'hosts per service (service mode) or review hosts behind the router', '1')
+    .option('--replicas <n>', 'hosts per service (service mode) or review hosts behind the router (default 1); SERVICE=N gives a service its own count in service mode (repeatable)', collect, [])
     .option('--user <user>', 'who it is for')
     .option('--set <k=v>', 'env value for every service (repeatable)', collect, [])
     .option('--ttl <duration>', 'removed after this long: 90s, 30m, 2h, 7d')
@@ -54,15 +54,14 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
     .option('--json', 'print JSON')
     .action(async (name: string, opts: CreateOptions) => {
       if (!opts.stack) throw new UsageError('no stack: give --stack NAME (see berth.yaml `stacks:`)');
-      const replicas = Number(opts.replicas);
-      if (!Number.isInteger(replicas)) throw new UsageError(`--replicas ${opts.replicas} is not a whole number`);
+      const counts = parseReplicas(opts.replicas);
       const wait = opts.wait === undefined ? undefined : Number(opts.wait);
       if (wait !== undefined && !(wait > 0)) throw new UsageError(`--wait ${opts.wait ?? ''} is not a positive number of seconds`);
       const body = {
         name,
         stack: opts.stack,
         mode: opts.mode,
-        replicas,
+        ...counts,
         set: parseKeyValues(opts.set, 'set'),
         ...(opts.pool ? { pool: opts.pool } : {}),
         ...(opts.ref ? { ref: slugPath(opts.ref) } : {}),
@@ -196,20 +195,19 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
 
   env
     .command('scale')
-    .description('another number of replicas: review hosts added or removed in place (the others untouched); in service mode a deploy of its ref on the new count')
+    .description('another number of replicas: review hosts added or removed in place (the others untouched); in service mode a deploy of its ref on the new counts')
     .argument('<name>')
-    .argument('<replicas>', 'review hosts behind the router, or hosts per service')
+    .argument('<replicas...>', 'N: review hosts behind the router, or hosts of every service; SERVICE=N (service mode): that service, the others as they are')
     .option('--wait <s>', "seconds new hosts' services get to be ready (default 120)")
     .option('--json', 'print JSON')
-    .action(async (name: string, count: string, opts: { wait?: string; json?: boolean }) => {
-      const replicas = Number(count);
-      if (!Number.isInteger(replicas)) throw new UsageError(`replicas ${count} is not a whole number`);
+    .action(async (name: string, counts: string[], opts: { wait?: string; json?: boolean }) => {
+      const change = parseReplicas(counts, 'replicas');
       const printer = ctx.printer(opts.json);
-      const body = { replicas, ...(opts.wait ? { wait: Number(opts.wait) } : {}) };
+      const body = { ...change, ...(opts.wait ? { wait: Number(opts.wait) } : {}) };
       const hosts = printer.json ? [] : await hostsOf(ctx, name);
-      const view = await withProgress(ctx, printer, name, `scaling ${name} to ${replicas}`, hosts, () => ctx.client().post<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/scale`, body));
+      const view = await withProgress(ctx, printer, name, `scaling ${name} to ${counts.join(' ')}`, hosts, () => ctx.client().post<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/scale`, body));
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
-      printer.out(`${name}: ${view.replicas} replica${view.replicas === 1 ? '' : 's'}, ${view.hosts.length} host${view.hosts.length === 1 ? '' : 's'}${view.state === 'sleeping' ? ' (asleep: from its next wake)' : ''}\n`);
+      printer.out(`${name}: ${replicaLine(view)}, ${view.hosts.length} host${view.hosts.length === 1 ? '' : 's'}${view.state === 'sleeping' ? ' (asleep: from its next wake)' : ''}\n`);
     });
 
   env
@@ -233,6 +231,12 @@ function until(iso: string): string {
   return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : s < 172_800 ? `${Math.round(s / 3600)}h` : `${Math.round(s / 86_400)}d`;
 }
 
+/** `2 replicas`, `2 replicas (web 3, worker 1)`. */
+function replicaLine(e: Pick<EnvironmentView, 'replicas' | 'serviceReplicas'>): string {
+  const own = Object.entries(e.serviceReplicas).map(([service, n]) => `${service} ${n}`);
+  return `${e.replicas} replica${e.replicas === 1 ? '' : 's'}${own.length > 0 ? ` (${own.join(', ')})` : ''}`;
+}
+
 function sleepLine(e: EnvironmentView): string {
   if (e.sleepAfterMs === null) return e.state === 'sleeping' ? 'asleep (put to sleep by hand); its next request wakes it' : 'never';
   const after = `after ${formatDurationMs(e.sleepAfterMs)} without a request`;
@@ -243,7 +247,7 @@ function printEnvironment(printer: Printer, e: EnvironmentView): void {
   printer.out(
     `${e.name}  ${e.state}${e.stateReason ? ` (${e.stateReason})` : ''}\n` +
       `  url:      ${e.url ?? '-'}\n` +
-      `  stack:    ${e.stack} (${e.mode}, ${e.replicas} replica${e.replicas === 1 ? '' : 's'}) from pool ${e.pool}, ref ${e.ref ?? '-'}\n` +
+      `  stack:    ${e.stack} (${e.mode}, ${replicaLine(e)}) from pool ${e.pool}, ref ${e.ref ?? '-'}\n` +
       `  user:     ${e.user ?? '-'}   settings: ${e.settings.join(', ') || '-'}   expires: ${e.expiresAt ?? 'never'}\n` +
       `  sleeps:   ${sleepLine(e)}   access: ${e.private ? `private (berth env open ${e.name})` : 'public'}\n` +
       `  timings:  ${e.operation ?? 'last'}: ${formatTimings(e.timings)}, total ${e.timings['totalMs'] ?? '?'} ms\n`,

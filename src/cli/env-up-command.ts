@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import type { UpsertResult } from '../environments/upsert.js';
 import type { Context } from './context.js';
 import { formatTimings, withProgress } from './env-progress.js';
-import { collect, parseKeyValues, UsageError } from './output.js';
+import { collect, parseKeyValues, parseReplicas, UsageError } from './output.js';
 
 interface UpOptions {
   stack?: string;
@@ -16,7 +16,7 @@ interface UpOptions {
   ref?: string;
   command?: string;
   mode?: string;
-  replicas?: string;
+  replicas: string[];
   user?: string;
   set: string[];
   keepSettings?: boolean;
@@ -38,7 +38,7 @@ export function registerEnvUpCommand(env: Command, ctx: Context): void {
     .option('--ref <ref>', 'the version it runs, or a slug (see env create); a new one is deployed')
     .option('--command <cmd>', "a slug's web command, when the slug has no Procfile")
     .option('--mode <mode>', 'review or service (when it is created; default review)')
-    .option('--replicas <n>', 'hosts per service or review hosts (when it is created; default 1)')
+    .option('--replicas <n>', "hosts per service or review hosts (default 1 when created; another number scales it); SERVICE=N: a service's own count in service mode (repeatable)", collect, [])
     .option('--user <user>', 'who it is for')
     .option('--set <k=v>', 'its settings, all of them (repeatable): any setting not given is unset, unless --keep-settings', collect, [])
     .option('--keep-settings', 'leave its settings as they are')
@@ -52,8 +52,7 @@ export function registerEnvUpCommand(env: Command, ctx: Context): void {
       if (!opts.stack) throw new UsageError('no stack: give --stack NAME (see berth.yaml `stacks:`)');
       if (opts.keepSettings && opts.set.length > 0) throw new UsageError('--keep-settings and --set: give one or the other');
       if (opts.private && opts.public) throw new UsageError('--private and --public: give one or the other');
-      const replicas = opts.replicas === undefined ? undefined : Number(opts.replicas);
-      if (replicas !== undefined && !Number.isInteger(replicas)) throw new UsageError(`--replicas ${opts.replicas ?? ''} is not a whole number`);
+      const counts = parseReplicas(opts.replicas);
       const wait = opts.wait === undefined ? undefined : Number(opts.wait);
       if (wait !== undefined && !(wait > 0)) throw new UsageError(`--wait ${opts.wait ?? ''} is not a positive number of seconds`);
       const body = {
@@ -63,7 +62,7 @@ export function registerEnvUpCommand(env: Command, ctx: Context): void {
         ...(opts.ref ? { ref: slugPath(opts.ref) } : {}),
         ...(opts.command ? { command: opts.command } : {}),
         ...(opts.mode ? { mode: opts.mode } : {}),
-        ...(replicas !== undefined ? { replicas } : {}),
+        ...counts,
         ...(opts.user ? { user: opts.user } : {}),
         ...(opts.ttl ? { ttl: opts.ttl } : {}),
         ...(opts.sleepAfter ? { sleepAfter: opts.sleepAfter } : {}),

@@ -41,6 +41,22 @@ export function parseKeyValues(values: string[], what: string): Record<string, s
   return out;
 }
 
+/**
+ * Replica counts as `--replicas` (repeatable, or comma-separated) and `env scale` take them: `N`
+ * for every service, `SERVICE=N` for one (service mode); the body fields the API takes.
+ */
+export function parseReplicas(values: readonly string[], what = '--replicas'): { replicas?: number; serviceReplicas?: Record<string, number> } {
+  const out: { replicas?: number; serviceReplicas?: Record<string, number> } = {};
+  for (const value of splitList(values)) {
+    const match = /^(?:([a-z0-9][a-z0-9_-]*)=)?(\d+)$/.exec(value);
+    if (!match?.[2]) throw new UsageError(`${what} ${value}: give a whole number (every service) or SERVICE=N (one service)`);
+    const n = Number(match[2]);
+    if (match[1] === undefined) out.replicas = n;
+    else out.serviceReplicas = { ...out.serviceReplicas, [match[1]]: n };
+  }
+  return out;
+}
+
 /** Bad usage detected by the CLI itself: exit code 2, nothing sent. */
 export class UsageError extends Error {
   override name = 'UsageError';

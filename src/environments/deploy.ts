@@ -14,14 +14,15 @@ import { roundTimings, type PlaceOptions, type RouteTarget } from './placement.j
 import type { HostRelease } from './release.js';
 import type { EnvironmentRoutes } from './routes.js';
 import { environmentStack, type EnvironmentStackDeps } from './slug-stack.js';
+import { checkServiceReplicas, countsOf, describeCounts, type ReplicaCounts } from './replicas.js';
 
 export interface DeployOptions {
   /** A slug's web command, when the slug has no Procfile. */
   command?: string | undefined;
   /** The new hosts run these settings (recorded once the route switched). */
   settings?: Record<string, string>;
-  /** The new hosts are this many per service (recorded once the route switched). */
-  replicas?: number;
+  /** The new hosts are this many (per service, replicas.ts; recorded once the route switched). */
+  counts?: ReplicaCounts;
   signal?: AbortSignal;
 }
 
@@ -50,11 +51,12 @@ export async function deployEnvironment(deps: DeployDeps, before: EnvironmentRow
   const { signal } = opts;
   const t0 = performance.now();
   const { spec, target, init } = await environmentStack(deps, { tenantId, stack: before.stack, ref, command: opts.command ?? before.command, signal });
-  const changes = { ...(opts.command !== undefined ? { command: opts.command } : {}), ...(opts.settings ? { settings: opts.settings } : {}), ...(opts.replicas !== undefined ? { replicas: opts.replicas } : {}) };
+  const changes = { ...(opts.command !== undefined ? { command: opts.command } : {}), ...(opts.settings ? { settings: opts.settings } : {}), ...(opts.counts ? { ...opts.counts } : {}) };
+  if (opts.counts) checkServiceReplicas(spec, before.mode, opts.counts.serviceReplicas);
   const what = ref ?? `${before.stack} (no ref)`;
   // Asleep, it runs nothing to replace: its next wake runs the new ref (checked above, a slug fetched).
   if (before.state === 'sleeping') return deps.asleep(before, { ref, ...changes, reason: `deployed ${what} for its next wake` });
-  const on = opts.replicas !== undefined ? ` on ${opts.replicas} replica${opts.replicas === 1 ? '' : 's'}` : '';
+  const on = opts.counts ? ` on ${describeCounts(opts.counts)}` : '';
   const row = await deps.envs.transition(tenantId, name, ['ready', 'failed'], 'deploying', { reason: `deploying ${what}${on}` });
   if (!row) throw new BerthError('conflict', `environment ${name} is ${before.state}`, 'Wait until it is ready, then deploy.');
   const old = row.hosts;
@@ -67,7 +69,7 @@ export async function deployEnvironment(deps: DeployDeps, before: EnvironmentRow
       pool: row.pool,
       mode: row.mode === 'service' ? 'service' : 'review',
       ref,
-      replicas: opts.replicas ?? row.replicas,
+      ...(opts.counts ?? countsOf(row)),
       owner: row.owner,
       settings: opts.settings ?? row.settings,
       generation,

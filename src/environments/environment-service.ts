@@ -24,6 +24,7 @@ import { EnvironmentSleeper, parseSleepAfter } from './sleep.js';
 import { recoverEnvironments } from './recovery.js';
 import { HostRelease } from './release.js';
 import { scaleEnvironment } from './scale.js';
+import { applyReplicaChange, checkServiceReplicas, countsOf, type ReplicaChange } from './replicas.js';
 import { deployEnvironment, type DeployDeps, type DeployOptions } from './deploy.js';
 import { EnvironmentRoutes } from './routes.js';
 import type { EnvironmentAccess } from './access.js';
@@ -93,7 +94,9 @@ export class EnvironmentService {
     if (!poolRow) {
       throw new BerthError('pool_not_found', `pool ${pool} does not exist`, input.pool ? 'Create it (berth apply, or berth pool create).' : `Environments of stack ${input.stack} are claimed from the pool named after it: create pool ${pool}, or pass --pool.`);
     }
-    const inserted = await this.deps.envs.insert({ tenantId, name: input.name, stack: input.stack, pool, mode: input.mode, ref: input.ref ?? null, command: input.command ?? null, replicas: input.replicas, owner: input.user ?? null, settings: input.set, expiresAt, sleepAfterMs, private: input.private });
+    const counts = applyReplicaChange({ replicas: input.replicas, serviceReplicas: {} }, { replicas: input.replicas, services: input.serviceReplicas });
+    checkServiceReplicas(spec, input.mode, input.serviceReplicas);
+    const inserted = await this.deps.envs.insert({ tenantId, name: input.name, stack: input.stack, pool, mode: input.mode, ref: input.ref ?? null, command: input.command ?? null, ...counts, owner: input.user ?? null, settings: input.set, expiresAt, sleepAfterMs, private: input.private });
     if (!inserted) throw new BerthError('environment_exists', `environment ${input.name} exists already`, `Pick another name, or remove it first: berth env rm ${input.name}`);
     const claimed: EnvHostRecord[] = [];
     const balanced = new Set<string>();
@@ -101,7 +104,7 @@ export class EnvironmentService {
     let createDone = (): void => undefined;
     const refillAfter = new Promise<void>((resolve) => (createDone = resolve));
     try {
-      const placed = await this.place(tenantId, input.name, spec, target, { pool, mode: input.mode, ref: input.ref ?? null, replicas: input.replicas, owner: input.user ?? null, settings: input.set, generation: 1, deadline: Date.now() + input.wait * 1000, claimed, balanced, init, refillAfter, private: input.private, ...(signal ? { signal } : {}) });
+      const placed = await this.place(tenantId, input.name, spec, target, { pool, mode: input.mode, ref: input.ref ?? null, ...counts, owner: input.user ?? null, settings: input.set, generation: 1, deadline: Date.now() + input.wait * 1000, claimed, balanced, init, refillAfter, private: input.private, ...(signal ? { signal } : {}) });
       const timings = { ...placed.timings, totalMs: performance.now() - t0 };
       const row = await this.deps.envs.transition(tenantId, input.name, ['creating'], 'ready', { hosts: claimed, route: { ...target, generation: 1 }, timings: roundTimings(timings), operation: 'create' });
       if (!row) throw new BerthError('conflict', `environment ${input.name} was removed while it was being created`, 'Create it again.');
@@ -120,6 +123,12 @@ export class EnvironmentService {
   /** The environment as asked: created, or changed in place where it differs (upsert.ts). */
   upsert(tenantId: string, name: string, body: UpsertEnvironmentInput): Promise<UpsertResult> {
     return upsertEnvironment(this, tenantId, name, body);
+  }
+
+  /** Refuses counts of their own for services `row`'s stack has not, or in review mode. */
+  async checkReplicas(row: EnvironmentRow, serviceReplicas: Record<string, number>): Promise<void> {
+    const stack = row.mode === 'service' ? (await environmentStack(this.deps, { tenantId: row.tenant_id, stack: row.stack, ref: row.ref, command: row.command })).spec : undefined;
+    checkServiceReplicas(stack, row.mode, serviceReplicas);
   }
 
   /** Its stored row (settings' values included), if it exists. */
@@ -188,8 +197,8 @@ export class EnvironmentService {
     return this.view(await changeSettings(this.settingsDeps(), row, change));
   }
 
-  /** Another number of replicas: in place for review hosts, by a deploy in service mode (scale.ts). */
-  async scale(tenantId: string, name: string, replicas: number, waitS: number): Promise<EnvironmentView> {
+  /** Another number of replicas (or services' own counts): in place for review hosts, by a deploy in service mode (scale.ts). */
+  async scale(tenantId: string, name: string, change: ReplicaChange, waitS: number): Promise<EnvironmentView> {
     const row = await this.row(tenantId, name);
     return this.view(
       await scaleEnvironment(
@@ -200,11 +209,11 @@ export class EnvironmentService {
           routes: this.routes,
           hostRelease: this.hostRelease,
           stackOf: (r) => environmentStack(this.deps, { tenantId, stack: r.stack, ref: r.ref, command: r.command }),
-          redeploy: async (r, n, w) => (await this.deploy(tenantId, name, r.ref, w, { replicas: n }), this.row(tenantId, name)),
+          redeploy: async (r, counts, w) => (await this.deploy(tenantId, name, r.ref, w, { counts }), this.row(tenantId, name)),
           drainMs: this.deps.drainMs ?? 500,
         },
         row,
-        replicas,
+        change,
         waitS,
       ),
     );
@@ -322,7 +331,7 @@ export class EnvironmentService {
     const { spec, target, init } = await environmentStack(this.deps, { tenantId: row.tenant_id, stack: row.stack, ref: row.ref, command: row.command });
     const generation = (row.route?.generation ?? 0) + 1;
     const mode = row.mode === 'service' ? 'service' : 'review';
-    const placed = await this.place(row.tenant_id, row.name, spec, target, { pool: row.pool, mode, ref: row.ref, replicas: row.replicas, owner: row.owner, settings: row.settings, generation, deadline, claimed, balanced, init, private: row.private });
+    const placed = await this.place(row.tenant_id, row.name, spec, target, { pool: row.pool, mode, ref: row.ref, ...countsOf(row), owner: row.owner, settings: row.settings, generation, deadline, claimed, balanced, init, private: row.private });
     return { timings: placed.timings, route: { ...target, generation } };
   }
 

@@ -273,7 +273,7 @@ describe('environments with a load balancing hook', () => {
     const before = await create('prod');
     lb.calls.length = 0;
     events.length = 0;
-    const after = await svc.scale(TENANT, 'prod', 1, 10);
+    const after = await svc.scale(TENANT, 'prod', { replicas: 1 }, 10);
     expect(after).toMatchObject({ state: 'ready', replicas: 1 });
     const [api, web] = [hostsOf(after, 'api'), hostsOf(after, 'web')];
     expect([api.length, web.length, after.hosts.length]).toEqual([1, 1, 4]);
@@ -282,6 +282,40 @@ describe('environments with a load balancing hook', () => {
     expect(calls.slice(0, 2)).toEqual([`attach api ${api.join(',')}`, `attach web ${web.join(',')}`]);
     expect(calls.slice(2).filter((c) => c.startsWith('detach')).sort()).toEqual([`detach api ${hostsOf(before, 'api').join(',')}`, `detach web ${hostsOf(before, 'web').join(',')}`]);
     expect(events.indexOf(`route ${web.join(',')}`)).toBeLessThan(events.findIndex((e) => e.startsWith('detach')));
+  });
+
+  it('gives services their own counts: each its hosts, the load balancer all of them; a count changed by a deploy, recorded while asleep', async () => {
+    const view = await create('prod', { replicas: 1, serviceReplicas: { web: 3, worker: 2 } });
+    expect(view).toMatchObject({ replicas: 1, serviceReplicas: { web: 3, worker: 2 } });
+    expect([hostsOf(view, 'api').length, hostsOf(view, 'db').length, hostsOf(view, 'web').length, hostsOf(view, 'worker').length]).toEqual([1, 1, 3, 2]);
+    expect(lb.calls.find((c) => c.op === 'attach' && c.service === 'web')?.hosts).toEqual(hostsOf(view, 'web'));
+
+    // One count changed: the others kept; the change is a deploy (new hosts for every service).
+    const scaled = await svc.scale(TENANT, 'prod', { services: { api: 2 } }, 10);
+    expect(scaled.serviceReplicas).toEqual({ api: 2, web: 3, worker: 2 });
+    expect([hostsOf(scaled, 'api').length, hostsOf(scaled, 'db').length, hostsOf(scaled, 'web').length, hostsOf(scaled, 'worker').length]).toEqual([2, 1, 3, 2]);
+    expect(scaled.hosts.some((h) => view.hosts.some((b) => b.hostId === h.hostId))).toBe(false);
+    // The same counts again: nothing done.
+    expect((await svc.scale(TENANT, 'prod', { services: { api: 2 } }, 10)).hosts).toEqual(scaled.hosts);
+
+    await svc.sleep(TENANT, 'prod');
+    const asleep = await svc.scale(TENANT, 'prod', { replicas: 2, services: { web: 1 } }, 10);
+    expect(asleep).toMatchObject({ state: 'sleeping', hosts: [], replicas: 2, serviceReplicas: { web: 1 } });
+    const awake = await svc.wake(TENANT, 'prod', 10);
+    expect([hostsOf(awake, 'api').length, hostsOf(awake, 'db').length, hostsOf(awake, 'web').length, hostsOf(awake, 'worker').length]).toEqual([2, 2, 1, 2]);
+  });
+
+  it('refuses a count for a service the stack has not, and counts of their own in review mode, claiming nothing', async () => {
+    const claimsBefore = n;
+    expect((await rejection(create('prod', { serviceReplicas: { cache: 2 } }))).message).toBe('stack shop has no service cache');
+    expect((await rejection(create('rev', { mode: 'review', serviceReplicas: { web: 2 } }))).code).toBe('validation_failed');
+    expect(n).toBe(claimsBefore);
+    expect(await store.db.selectFrom('environments').select('name').execute()).toEqual([]);
+    const view = await create('prod', { replicas: 1 });
+    const err = await rejection(svc.scale(TENANT, 'prod', { services: { cache: 2 } }, 10));
+    expect(err).toMatchObject({ code: 'validation_failed', hint: 'Its services: api, db, worker, web.' });
+    expect((await svc.get(TENANT, 'prod')).hosts).toEqual(view.hosts);
+    expect(n).toBe(claimsBefore + 4);
   });
 
   it('after a restart, a create cut short has its groups removed; a deploy cut short terminates its new hosts', async () => {

@@ -12,6 +12,7 @@ import type { StackSpec } from '../stacks/spec.js';
 import type { ClaimInput } from '../pools/spec.js';
 import type { EnvHostRecord } from '../store/schema.js';
 import { checkBackend } from './backend-check.js';
+import { replicasOf } from './replicas.js';
 
 /** The tag that says which environment a host serves (system tags have a colon, as berth:group). */
 export const ENVIRONMENT_NAME_TAG = 'berth:environment';
@@ -29,7 +30,10 @@ export interface PlacementRequest {
   pool: string;
   mode: 'review' | 'service';
   ref: string | null;
+  /** Review hosts, or hosts of every service without a count of its own (replicas.ts). */
   replicas: number;
+  /** Service mode: services with a count of their own. */
+  serviceReplicas?: Record<string, number>;
   owner: string | null;
   settings: Record<string, string>;
   generation: number;
@@ -132,7 +136,7 @@ export async function placeServices(deps: PlacementDeps, req: PlacementRequest):
     for (const level of dependencyLevels(req.stack)) {
       const addresses = serviceAddresses(req.stack, placed);
       const hosts = await Promise.all(
-        level.flatMap((service) => Array.from({ length: req.replicas }, () => claimOne(service, hostTags(req, { [MODE_TAG]: 'service', [SERVICE_TAG]: service, ...addresses })))),
+        level.flatMap((service) => Array.from({ length: replicasOf({ replicas: req.replicas, serviceReplicas: req.serviceReplicas ?? {} }, service) }, () => claimOne(service, hostTags(req, { [MODE_TAG]: 'service', [SERVICE_TAG]: service, ...addresses })))),
       );
       servicesStart = performance.now();
       await Promise.all(hosts.map(ready));

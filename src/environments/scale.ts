@@ -11,6 +11,7 @@
  *   every dependent's configuration anyway; a deploy does that atomically, new hosts first, the
  *   route switched when they answer (from a warm pool, in the time of a claim per host).
  * - Asleep, the new count is recorded for its next wake.
+ * - Services' own counts (replicas.ts) are service mode's: changing one is a deploy as above.
  *
  * While it scales in place the environment is `scaling`. Hosts joining or leaving are recorded
  * outside the routed generation until the route has them or has let them go, so a server restart
@@ -24,13 +25,16 @@ import { placeServices, type PlacedHost, type PlacementDeps } from './placement.
 import type { HostRelease } from './release.js';
 import type { EnvironmentRoutes } from './routes.js';
 import type { EnvironmentStack } from './slug-stack.js';
+import { applyReplicaChange, checkServiceReplicas, countsOf, describeCounts, replicaCount, sameCounts, serviceReplicasField, type ReplicaChange, type ReplicaCounts } from './replicas.js';
 
 export const scaleEnvironmentBody = z
   .object({
-    replicas: z.number().int().min(1, 'replicas must be at least 1').max(100).describe('Review hosts behind the router (review mode) or hosts per service (service mode)'),
+    replicas: replicaCount.optional().describe('Review hosts behind the router (review mode) or hosts of every service (service mode); alone, services lose their own counts'),
+    serviceReplicas: serviceReplicasField.optional().describe('Service mode: these services get their own counts (alone: the other services keep theirs)'),
     wait: z.number().positive().max(600).default(120).describe("Seconds new hosts' services get to be ready"),
   })
-  .strict();
+  .strict()
+  .refine((body) => body.replicas !== undefined || body.serviceReplicas !== undefined, { message: 'give replicas, serviceReplicas or both' });
 
 export interface ScaleDeps {
   envs: Pick<EnvironmentsRepo, 'transition' | 'setHosts' | 'changeAsleep'>;
@@ -39,24 +43,28 @@ export interface ScaleDeps {
   routes: EnvironmentRoutes;
   hostRelease: HostRelease;
   stackOf(row: EnvironmentRow): Promise<EnvironmentStack>;
-  /** A service-mode environment on `replicas`: a deploy of its ref. */
-  redeploy(row: EnvironmentRow, replicas: number, waitS: number): Promise<EnvironmentRow>;
+  /** A service-mode environment on new counts: a deploy of its ref. */
+  redeploy(row: EnvironmentRow, counts: ReplicaCounts, waitS: number): Promise<EnvironmentRow>;
   /** Requests in flight on a leaving host get this long, ms. */
   drainMs: number;
 }
 
-export async function scaleEnvironment(deps: ScaleDeps, row: EnvironmentRow, replicas: number, waitS: number): Promise<EnvironmentRow> {
+export async function scaleEnvironment(deps: ScaleDeps, row: EnvironmentRow, change: ReplicaChange, waitS: number): Promise<EnvironmentRow> {
   const { tenant_id: tenantId, name } = row;
-  if (replicas === row.replicas) return row;
-  const count = `${replicas} replica${replicas === 1 ? '' : 's'}`;
+  // Counts of their own are checked against the stack (a slug's Procfile names its services).
+  if (change.services && Object.keys(change.services).length > 0) checkServiceReplicas(row.mode === 'service' ? (await deps.stackOf(row)).spec : undefined, row.mode, change.services);
+  const next = applyReplicaChange(countsOf(row), change);
+  if (sameCounts(next, countsOf(row))) return row;
+  const { replicas } = next;
+  const count = describeCounts(next);
   if (row.state === 'sleeping') {
-    const asleep = await deps.envs.changeAsleep(tenantId, name, { replicas, reason: `scaled to ${count} for its next wake` });
+    const asleep = await deps.envs.changeAsleep(tenantId, name, { ...next, reason: `scaled to ${count} for its next wake` });
     if (!asleep) throw new BerthError('conflict', `environment ${name} woke or changed meanwhile`, 'Look at it (berth env show), then try again.');
     return asleep;
   }
-  if (row.mode === 'service') return deps.redeploy(row, replicas, waitS);
+  if (row.mode === 'service') return deps.redeploy(row, next, waitS);
   const { spec, target, init } = await deps.stackOf(row);
-  const started = await deps.envs.transition(tenantId, name, ['ready'], 'scaling', { reason: `scaling from ${row.replicas} to ${count}` });
+  const started = await deps.envs.transition(tenantId, name, ['ready'], 'scaling', { reason: `scaling from ${describeCounts(countsOf(row))} to ${count}` });
   if (!started) throw new BerthError('conflict', `environment ${name} is ${row.state}`, 'Wait until it is ready, then scale it.');
   const routedGeneration = started.route?.generation ?? Math.max(0, ...started.hosts.map((h) => h.generation));
   const routed = started.hosts.filter((h) => h.generation === routedGeneration);

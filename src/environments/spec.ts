@@ -1,12 +1,13 @@
 /**
  * What `berth env create` asks for (the HTTP body; the CLI builds it), checked before anything is
- * claimed: a name that is a DNS label (it becomes NAME.<domain>), a known mode, replicas ≥ 1, env
+ * claimed: a name that is a DNS label (it becomes NAME.<domain>), a known mode, replicas ≥ 1 (a service's own count only in service mode, for a service of the stack), env
  * names that are identifiers, a TTL that parses.
  */
 import { z } from 'zod';
 import { ENV_NAME_PATTERN } from '../protocol/messages.js';
 import { parseDurationMs } from '../core/duration.js';
 import { sleepAfterField } from './sleep.js';
+import { replicaCount, serviceReplicasField } from './replicas.js';
 
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
@@ -22,7 +23,8 @@ export const createEnvironmentBody = z
     mode: z.enum(['review', 'service']).default('review').describe('review: the whole stack on one host; service: each service on its own hosts'),
     ref: z.string().min(1).max(2000).optional().describe('The version it runs (BERTH_REF in every service); or a slug: an http(s) URL or absolute path of a .tar/.tgz (optionally #sha256=HEX) holding the app and a Procfile'),
     command: z.string().min(1).max(4000).optional().describe("A slug's web command, when the slug has no Procfile"),
-    replicas: z.number().int().min(1, 'replicas must be at least 1').max(100).default(1).describe('Hosts per service (service mode) or review hosts behind the router'),
+    replicas: replicaCount.default(1).describe('Hosts per service (service mode) or review hosts behind the router'),
+    serviceReplicas: serviceReplicasField.default({}),
     user: z.string().min(1).max(128).optional().describe('Who it is for (tag owner=USER)'),
     set: z
       .record(z.string().regex(ENV_NAME_PATTERN, 'an env name is letters, digits and underscores, not starting with a digit'), z.string().max(4096))

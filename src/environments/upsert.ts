@@ -15,6 +15,7 @@ import { createEnvironmentBody, parseTtl, type CreateEnvironmentInput } from './
 import { nextSettings, type SettingsChange } from './settings.js';
 import { parseSleepAfter } from './sleep.js';
 import type { EnvironmentView } from './views.js';
+import { applyReplicaChange, checkServiceReplicas, countsOf, describeCounts, sameCounts, type ReplicaChange, type ReplicaCounts } from './replicas.js';
 
 const create = createEnvironmentBody.shape;
 
@@ -25,7 +26,8 @@ export const upsertEnvironmentBody = z
     mode: create.mode.removeDefault().optional().describe('review or service (default review when it is created); must match when it exists'),
     ref: create.ref,
     command: create.command,
-    replicas: create.replicas.removeDefault().optional().describe('Hosts per service or review hosts (default 1 when it is created); another number scales it (env scale)'),
+    replicas: create.replicas.removeDefault().optional().describe('Hosts per service or review hosts (default 1 when it is created); another number scales it (env scale): alone, services lose their own counts'),
+    serviceReplicas: create.serviceReplicas.removeDefault().optional().describe('Service mode: services with a count of their own (alone: the other services keep theirs)'),
     user: create.user,
     set: create.set.removeDefault().optional().describe('Its settings, all of them: given, any setting not named is unset; left out, they are kept'),
     ttl: create.ttl,
@@ -49,11 +51,13 @@ export interface UpsertResult {
 export interface UpsertOps {
   find(tenantId: string, name: string): Promise<EnvironmentRow | undefined>;
   create(tenantId: string, input: CreateEnvironmentInput): Promise<EnvironmentView>;
-  deploy(tenantId: string, name: string, ref: string, waitS: number, opts: { command?: string; settings?: Record<string, string>; replicas?: number }): Promise<EnvironmentView>;
+  deploy(tenantId: string, name: string, ref: string, waitS: number, opts: { command?: string; settings?: Record<string, string>; counts?: ReplicaCounts }): Promise<EnvironmentView>;
   changeSettings(tenantId: string, name: string, change: SettingsChange): Promise<EnvironmentView>;
-  scale(tenantId: string, name: string, replicas: number, waitS: number): Promise<EnvironmentView>;
+  scale(tenantId: string, name: string, change: ReplicaChange, waitS: number): Promise<EnvironmentView>;
   setOptions(tenantId: string, name: string, options: { ttl?: string; sleepAfter?: string; private?: boolean }): Promise<EnvironmentView>;
   get(tenantId: string, name: string): Promise<EnvironmentView>;
+  /** Refuses counts for services its stack has not (replicas.ts checkServiceReplicas). */
+  checkReplicas(row: EnvironmentRow, serviceReplicas: Record<string, number>): Promise<void>;
 }
 
 /** States in which another operation is under way: `env up` waits for none, it says so. */
@@ -67,7 +71,7 @@ export async function upsertEnvironment(ops: UpsertOps, tenantId: string, name: 
   const row = await ops.find(tenantId, name);
   if (!row) {
     const input = createEnvironmentBody.parse({ ...body, name, set: body.set ?? {} });
-    return { action: 'created', changes: [`created (${input.mode}, ${input.replicas} replica${input.replicas === 1 ? '' : 's'})`], environment: await ops.create(tenantId, input) };
+    return { action: 'created', changes: [`created (${input.mode}, ${describeCounts({ replicas: input.replicas, serviceReplicas: input.serviceReplicas })})`], environment: await ops.create(tenantId, input) };
   }
   const fixed: Array<[string, unknown, unknown]> = [
     ['stack', body.stack, row.stack],
@@ -85,27 +89,33 @@ export async function upsertEnvironment(ops: UpsertOps, tenantId: string, name: 
   const changes: string[] = [];
   let action: UpsertAction = 'unchanged';
   const settings = body.set !== undefined && !sameSettings(body.set, row.settings) ? body.set : undefined;
-  const replicas = body.replicas !== undefined && body.replicas !== row.replicas ? body.replicas : undefined;
-  const scaled = `scaled from ${row.replicas} to ${replicas ?? row.replicas} replica${replicas === 1 ? '' : 's'}`;
+  const change: ReplicaChange = { replicas: body.replicas, services: body.serviceReplicas };
+  // A review environment's services have no counts of their own: refused before anything changes.
+  if (body.serviceReplicas) checkServiceReplicas(undefined, row.mode, body.serviceReplicas);
+  const counts = body.replicas !== undefined || body.serviceReplicas !== undefined ? applyReplicaChange(countsOf(row), change) : undefined;
+  const rescaled = counts && !sameCounts(counts, countsOf(row)) ? counts : undefined;
+  const scaled = `scaled from ${describeCounts(countsOf(row))} to ${describeCounts(rescaled ?? countsOf(row))}`;
   const ref = body.ref ?? row.ref;
   const newRef = (body.ref !== undefined && body.ref !== row.ref) || (body.command !== undefined && body.command !== row.command);
   // A failed environment (a deploy or recovery that could not restore its route) is deployed again.
   if ((newRef || row.state === 'failed') && ref !== null) {
     // One deploy: its new hosts start with the new settings and count.
-    await ops.deploy(tenantId, name, ref, body.wait, { ...(body.command !== undefined ? { command: body.command } : {}), ...(settings ? { settings } : {}), ...(replicas !== undefined ? { replicas } : {}) });
+    await ops.deploy(tenantId, name, ref, body.wait, { ...(body.command !== undefined ? { command: body.command } : {}), ...(settings ? { settings } : {}), ...(rescaled ? { counts: rescaled } : {}) });
     action = 'deployed';
     changes.push(`deployed ${ref}${row.state === 'sleeping' ? ' for its next wake' : ''}`);
     if (settings) changes.push(`settings ${settingsChange(row.settings, settings)}`);
-    if (replicas !== undefined) changes.push(scaled);
+    if (rescaled) changes.push(scaled);
   } else {
+    // Checked against its stack before the settings change: nothing is done when a count is refused.
+    if (rescaled && body.serviceReplicas) await ops.checkReplicas(row, body.serviceReplicas);
     if (settings) {
       const unset = Object.keys(row.settings).filter((key) => !Object.hasOwn(settings, key));
       await ops.changeSettings(tenantId, name, { set: settings, unset, wait: body.wait });
       action = 'configured';
       changes.push(`settings ${settingsChange(row.settings, settings)}`);
     }
-    if (replicas !== undefined) {
-      await ops.scale(tenantId, name, replicas, body.wait);
+    if (rescaled) {
+      await ops.scale(tenantId, name, change, body.wait);
       if (action === 'unchanged') action = 'scaled';
       changes.push(scaled);
     }

@@ -8,7 +8,10 @@ export interface EnvironmentView {
   pool: string;
   mode: string;
   ref: string | null;
+  /** Review hosts, or hosts of every service without a count of its own. */
   replicas: number;
+  /** Service mode: services with a count of their own. */
+  serviceReplicas: Record<string, number>;
   user: string | null;
   /** Names only: values may be secrets. */
   settings: string[];
@@ -42,6 +45,7 @@ export function toEnvironmentView(row: EnvironmentRow, url: string | null, route
     mode: row.mode,
     ref: row.ref,
     replicas: row.replicas,
+    serviceReplicas: row.service_replicas,
     user: row.owner,
     settings: Object.keys(row.settings).sort(),
     state: row.state,

@@ -14,6 +14,8 @@ export interface NewEnvironment {
   ref: string | null;
   command: string | null;
   replicas: number;
+  /** Service mode: services with a count of their own; default none. */
+  serviceReplicas?: Record<string, number>;
   owner: string | null;
   settings: Record<string, string>;
   expiresAt: Date | null;
@@ -46,6 +48,7 @@ export class EnvironmentsRepo {
         ref: env.ref,
         command: env.command,
         replicas: env.replicas,
+        service_replicas: JSON.stringify(env.serviceReplicas ?? {}),
         owner: env.owner,
         settings: JSON.stringify(env.settings),
         state: 'creating',
@@ -111,7 +114,7 @@ export class EnvironmentsRepo {
   }
 
   /** A sleeping environment's ref, command or settings, for its next wake; undefined when it is not asleep. */
-  async changeAsleep(tenantId: string, name: string, fields: { ref?: string | null; command?: string | null; settings?: Record<string, string>; replicas?: number; reason: string }): Promise<EnvironmentRow | undefined> {
+  async changeAsleep(tenantId: string, name: string, fields: { ref?: string | null; command?: string | null; settings?: Record<string, string>; replicas?: number; serviceReplicas?: Record<string, number>; reason: string }): Promise<EnvironmentRow | undefined> {
     const row = await this.db
       .updateTable('environments')
       .set({
@@ -121,6 +124,7 @@ export class EnvironmentsRepo {
         ...(fields.command !== undefined ? { command: fields.command } : {}),
         ...(fields.settings !== undefined ? { settings: JSON.stringify(fields.settings) } : {}),
         ...(fields.replicas !== undefined ? { replicas: fields.replicas } : {}),
+        ...(fields.serviceReplicas !== undefined ? { service_replicas: JSON.stringify(fields.serviceReplicas) } : {}),
       })
       .where('tenant_id', '=', tenantId)
       .where('name', '=', name)
@@ -151,6 +155,7 @@ export class EnvironmentsRepo {
       ref?: string | null;
       command?: string | null;
       replicas?: number;
+      serviceReplicas?: Record<string, number>;
       hosts?: EnvHostRecord[];
       settings?: Record<string, string>;
     } = {},
@@ -167,6 +172,7 @@ export class EnvironmentsRepo {
         ...(fields.ref !== undefined ? { ref: fields.ref } : {}),
         ...(fields.command !== undefined ? { command: fields.command } : {}),
         ...(fields.replicas !== undefined ? { replicas: fields.replicas } : {}),
+        ...(fields.serviceReplicas !== undefined ? { service_replicas: JSON.stringify(fields.serviceReplicas) } : {}),
         ...(fields.hosts !== undefined ? { hosts: JSON.stringify(fields.hosts) } : {}),
         ...(fields.settings !== undefined ? { settings: JSON.stringify(fields.settings) } : {}),
         ...(fields.operation !== undefined ? { operation: fields.operation } : {}),

@@ -311,6 +311,9 @@ const ENVIRONMENT_SLEEP = [`alter table environments add column sleep_after_ms i
 /** Private environments (environments/access.ts): only requests with a token that may see them get through. */
 const ENVIRONMENT_ACCESS = [`alter table environments add column private boolean not null default false`];
 
+/** Service mode: services with a host count of their own (environments/replicas.ts). */
+const SERVICE_REPLICAS = [`alter table environments add column service_replicas jsonb not null default '{}'`];
+
 const migrations: Record<string, Migration> = {
   '0001_foundation': statements(FOUNDATION),
   '0002_pools': statements(POOLS),
@@ -330,6 +333,7 @@ const migrations: Record<string, Migration> = {
   '0016_pool_schedule': statements(POOL_SCHEDULE),
   '0017_environment_sleep': statements(ENVIRONMENT_SLEEP),
   '0018_environment_access': statements(ENVIRONMENT_ACCESS),
+  '0019_service_replicas': statements(SERVICE_REPLICAS),
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -225,6 +225,8 @@ export interface EnvironmentsTable {
   /** A slug's command, when its ref is a slug without a Procfile. */
   command: string | null;
   replicas: number;
+  /** Service mode: services with a host count of their own (the others get `replicas`). */
+  service_replicas: ColumnType<Record<string, number>, string | undefined, string>;
   owner: string | null;
   /** `--set KEY=VALUE`: host overrides of every service's env. */
   settings: Json<Record<string, string>>;

@@ -32,6 +32,7 @@ const environmentView = z.object({
   mode: z.string(),
   ref: z.string().nullable(),
   replicas: z.number(),
+  serviceReplicas: z.record(z.string(), z.number()),
   user: z.string().nullable(),
   settings: z.array(z.string()),
   state: z.string(),
@@ -141,13 +142,13 @@ export function environmentRoutes(envs: EnvironmentService): FastifyPluginCallba
       {
         schema: {
           tags: ['environments'],
-          summary: 'Another number of replicas: review hosts added or removed in place (the others untouched), or in service mode a deploy of its ref on the new count',
+          summary: 'Another number of replicas: review hosts added or removed in place (the others untouched), or in service mode (where services may have counts of their own) a deploy of its ref on the new counts',
           params: nameParams,
           body: scaleEnvironmentBody,
           response: { 200: environmentView, ...errors },
         },
       },
-      async (request) => envs.scale(request.tenantId, request.params.name, request.body.replicas, request.body.wait),
+      async (request) => envs.scale(request.tenantId, request.params.name, { replicas: request.body.replicas, services: request.body.serviceReplicas }, request.body.wait),
     );
     app.post(
       '/v1/environments/:name/sleep',

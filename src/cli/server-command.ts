@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { BerthServer, ServerConfig } from '../server/berth-server.js';
 import { EventBus } from '../events/event-bus.js';
@@ -29,6 +30,9 @@ export interface ServerOptions {
   agentPort: string;
   routerPort: string;
   routerHost: string;
+  routerTlsCert?: string;
+  routerTlsKey?: string;
+  routerRedirectPort?: string;
   domain: string;
   host: string;
   bridge?: string;
@@ -50,6 +54,9 @@ export function withServerOptions(command: Command): Command {
     .option('--agent-port <port>', 'port of the agent channel on the bridge address', '7071')
     .option('--router-port <port>', "the environments' router: NAME.<domain>:PORT reaches environment NAME", '7080')
     .option('--router-host <addr>', "the router's listen address", '127.0.0.1')
+    .option('--router-tls-cert <file>', 'serve the router over HTTPS with this certificate (PEM, for *.<domain>, its chain after it); a renewal of the files is served without a restart')
+    .option('--router-tls-key <file>', "the certificate's private key (PEM)")
+    .option('--router-redirect-port <port>', 'with HTTPS: plain HTTP on this port, redirecting every request to HTTPS')
     .option('--domain <domain>', 'environments answer at NAME.<domain> (*.localhost resolves to this machine in browsers)', 'localhost')
     .option('--bridge <name>', 'Linux bridge berth owns for its hosts', 'berth0')
     .option('--subnet <cidr>', 'private IPv4 subnet of the bridge', '10.213.0.0/16')
@@ -57,6 +64,22 @@ export function withServerOptions(command: Command): Command {
     .option('--dns <servers>', "comma-separated name servers (IP or IP:port) that hosts with egress resolve names through, relayed at the bridge address ('none': no name service; default: this machine's, from /etc/resolv.conf)")
     .option('--name <name>', 'instance name: prefixes the cgroups and network namespaces of its hosts, so several servers can share a machine', 'berth')
     .option('--image <image>', "default image of hosts: an image name, or a root filesystem directory (default: this machine's root)", '/');
+}
+
+/** The router's part of the server's config, from its options (a half-given TLS pair: exit 2). */
+export function routerConfig(opts: ServerOptions): NonNullable<ServerConfig['router']> {
+  const bad = (message: string, hint: string) => new BerthError('validation_failed', message, hint);
+  if ((opts.routerTlsCert === undefined) !== (opts.routerTlsKey === undefined)) throw bad('--router-tls-cert and --router-tls-key go together', 'Give both for HTTPS (the certificate and its key, PEM files), or neither for plain HTTP.');
+  if (opts.routerRedirectPort !== undefined && opts.routerTlsCert === undefined) throw bad('--router-redirect-port redirects to HTTPS: give --router-tls-cert and --router-tls-key too', 'Or leave --router-redirect-port out: without a certificate the router serves plain HTTP on --router-port.');
+  const redirectPort = opts.routerRedirectPort === undefined ? undefined : Number(opts.routerRedirectPort);
+  if (redirectPort !== undefined && !(Number.isInteger(redirectPort) && redirectPort >= 0 && redirectPort < 65536)) throw bad(`--router-redirect-port ${opts.routerRedirectPort ?? ''} is not a port`, 'Give a port number, 80 for instance.');
+  return {
+    port: Number(opts.routerPort),
+    host: opts.routerHost,
+    domain: opts.domain,
+    ...(opts.routerTlsCert && opts.routerTlsKey ? { tls: { certFile: resolve(opts.routerTlsCert), keyFile: resolve(opts.routerTlsKey) } } : {}),
+    ...(redirectPort !== undefined ? { redirectPort } : {}),
+  };
 }
 
 /** A control plane with the local driver on this machine, as `berth server` runs it. */
@@ -83,7 +106,7 @@ export async function startLocalServer(dataDir: string, opts: ServerOptions, env
     host: opts.host,
     port: Number(opts.port),
     agentPort: Number(opts.agentPort),
-    router: { port: Number(opts.routerPort), host: opts.routerHost, domain: opts.domain },
+    router: routerConfig(opts),
     databaseUrl: env['BERTH_DATABASE_URL'],
     driver,
     agentDir,
@@ -135,7 +158,7 @@ export async function startAwsServer(dataDir: string, opts: ServerOptions & AwsS
     port: Number(opts.port),
     agentPort: Number(opts.agentPort),
     agentAdvertiseHost: opts.agentAdvertise,
-    router: { port: Number(opts.routerPort), host: opts.routerHost, domain: opts.domain },
+    router: routerConfig(opts),
     databaseUrl: env['BERTH_DATABASE_URL'],
     driver,
     agentDir: agentBundleDir(),

@@ -15,6 +15,7 @@
  * Grants are HMAC-SHA256 signed with a key derived from the tenant's secret key, so every server
  * sharing the store honours them.
  */
+import type { TLSSocket } from 'node:tls';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { BerthError } from '../core/errors.js';
@@ -100,7 +101,9 @@ export class EnvironmentAccess {
     if (!principal) return denied(env, 401, 'this access link is not good (expired, altered, for another environment, or its token was revoked)');
     if (!allowed(principal, tenantId, env)) return denied(env, 403, `token "${principal.tokenName}" may not look at it`);
     const session = await this.sign({ kind: 'session', tenant: tenantId, env, token: principal.tokenId, exp: this.now() + SESSION_TTL_MS });
-    return { setCookie: `${CREDENTIAL_COOKIE}=${session}; HttpOnly; SameSite=Lax; Path=/; Max-Age=${SESSION_TTL_MS / 1000}`, location: '/' };
+    // Over HTTPS the browser sends it back over HTTPS only.
+    const secure = (req.socket as Partial<TLSSocket>).encrypted === true ? '; Secure' : '';
+    return { setCookie: `${CREDENTIAL_COOKIE}=${session}; HttpOnly; SameSite=Lax; Path=/; Max-Age=${SESSION_TTL_MS / 1000}${secure}`, location: '/' };
   }
 
   private async sign(grant: Grant): Promise<string> {

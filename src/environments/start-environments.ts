@@ -8,6 +8,7 @@ import type { AwsDriver } from '../drivers/aws/aws-driver.js';
 import { RouterRequestCounts } from '../metrics/metrics.js';
 import type { ClaimService } from '../pools/claim-service.js';
 import { EnvironmentRouter } from '../router/router.js';
+import { CertificateWatcher, type TlsPair } from '../router/router-tls.js';
 import type { ServerConfig } from '../server/server-config.js';
 import type { ServicesService } from '../services/services-service.js';
 import type { SlugStore } from '../slugs/slug-store.js';
@@ -38,6 +39,8 @@ export interface StartEnvironmentsDeps {
   tokens: AccessDeps['tokens'];
   log: (line: string) => void;
   progress: (line: string) => void;
+  /** HTTPS for the router: the pair loaded at start (router-tls.ts); its files are watched from then on. */
+  routerTls?: TlsPair;
 }
 
 export interface Environments {
@@ -81,7 +84,15 @@ export async function startEnvironments(config: Pick<ServerConfig, 'driver' | 'r
     access: new EnvironmentAccess({ tokens: deps.tokens, tenantKey: (tenantId) => tenantKeys.of(tenantId) }),
   });
   try {
-    await router.listen({ port: config.router?.port ?? 7080, host: config.router?.host ?? '127.0.0.1' });
+    const host = config.router?.host ?? '127.0.0.1';
+    const { routerTls } = deps;
+    await router.listen({ port: config.router?.port ?? 7080, host, ...(routerTls ? { tls: routerTls } : {}) });
+    if (routerTls && config.router?.tls) {
+      const watcher = new CertificateWatcher(config.router.tls, router.domain, routerTls, (pair) => router.setCertificate(pair), log);
+      watcher.start();
+      router.whenClosed(() => watcher.stop());
+      if (config.router.redirectPort !== undefined) await router.listenRedirect({ port: config.router.redirectPort, host });
+    }
   } catch (err) {
     await router.close();
     throw err;

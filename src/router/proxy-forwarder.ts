@@ -4,6 +4,7 @@
  * has no body (so nothing of it has been read), sends it again to another healthy backend. That is
  * what lets a replica die or a route switch without a client seeing an error.
  */
+import type { TLSSocket } from 'node:tls';
 import http, { type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable, type Duplex } from 'node:stream';
@@ -289,7 +290,7 @@ function forwardedHeaders(req: IncomingMessage): Record<string, string> {
   const priorText = Array.isArray(prior) ? prior.join(', ') : prior;
   return {
     'x-forwarded-for': priorText ? `${priorText}, ${client}` : client,
-    'x-forwarded-proto': 'http',
+    'x-forwarded-proto': (req.socket as Partial<TLSSocket>).encrypted === true ? 'https' : 'http',
     'x-forwarded-host': req.headers.host ?? '',
   };
 }

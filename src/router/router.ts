@@ -5,6 +5,7 @@
  * health-checked per route, and every failure answers with a page that names the environment and why.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { BerthError } from '../core/errors.js';
@@ -48,6 +49,8 @@ export interface ListenOptions {
   port: number;
   /** Default: all interfaces, as http.Server.listen does. */
   host?: string;
+  /** HTTPS with this certificate (and chain) and key, PEM (router-tls.ts); URLs are https:// then. */
+  tls?: { cert: Buffer | string; key: Buffer | string };
 }
 
 type Selected = { route: Route; backend: Backend } | { route?: Route; page: RouterErrorPage };
@@ -97,9 +100,11 @@ export class EnvironmentRouter {
   private readonly forwarder: ProxyForwarder;
   private readonly log: (line: string) => void;
   private readonly onResponse: ((environment: string | null, status: number) => void) | undefined;
-  private server: http.Server | undefined;
+  private server: http.Server | https.Server | undefined;
+  private redirect: http.Server | undefined;
   private port: number | undefined;
   private closing: Promise<void> | undefined;
+  private readonly closeHooks: Array<() => void> = [];
 
   constructor(options: RouterOptions = {}) {
     this.domain = normaliseDomain(options.domain ?? 'localhost');
@@ -162,10 +167,11 @@ export class EnvironmentRouter {
     return route?.view(this.urlFor(route.name));
   }
 
-  /** `http://NAME.<domain>:<port>/` once listening; null before. */
+  /** `http://NAME.<domain>:<port>/` (https:// with TLS) once listening; null before. */
   urlFor(name: string): string | null {
     if (this.port === undefined) return null;
-    return `http://${this.hostFor(name.toLowerCase())}${this.port === 80 ? '' : `:${this.port}`}/`;
+    const secure = this.server instanceof https.Server;
+    return `${secure ? 'https' : 'http'}://${this.hostFor(name.toLowerCase())}${this.port === (secure ? 443 : 80) ? '' : `:${this.port}`}/`;
   }
 
   /** Starts answering; resolves with the bound port (useful with port 0). */
@@ -173,7 +179,7 @@ export class EnvironmentRouter {
     this.assertOpen();
     if (this.server) throw new BerthError('invalid_state', 'the router is already listening', 'Call listen() once per router.');
     // No whole-request deadline: bodies may stream for as long as they need (headers still time out).
-    const server = http.createServer({ requestTimeout: 0 }, this.handleRequest);
+    const server = options.tls ? https.createServer({ requestTimeout: 0, cert: options.tls.cert, key: options.tls.key }, this.handleRequest) : http.createServer({ requestTimeout: 0 }, this.handleRequest);
     server.on('upgrade', this.handleUpgrade);
     this.server = server;
     try {
@@ -190,6 +196,39 @@ export class EnvironmentRouter {
     }
     this.port = (server.address() as AddressInfo).port;
     return this.port;
+  }
+
+  /** A new certificate and key for connections from now on (open ones keep theirs); HTTPS only. */
+  setCertificate(pair: { cert: Buffer | string; key: Buffer | string }): void {
+    if (!(this.server instanceof https.Server)) throw new BerthError('invalid_state', 'the router does not serve HTTPS', 'Start it with a certificate (--router-tls-cert and --router-tls-key).');
+    this.server.setSecureContext({ cert: pair.cert, key: pair.key });
+  }
+
+  /**
+   * Plain HTTP on another port that sends every request to the same address over HTTPS (308 keeps
+   * the method and body), for people who type a name without https://. Call after listen() with TLS.
+   */
+  async listenRedirect(options: { port: number; host?: string }): Promise<number> {
+    this.assertOpen();
+    const httpsPort = this.port;
+    if (!(this.server instanceof https.Server) || httpsPort === undefined) throw new BerthError('invalid_state', 'the router redirects to HTTPS only once it serves HTTPS', 'Start it with a certificate first.');
+    const server = http.createServer((req, res) => {
+      const host = (req.headers.host ?? '').replace(/:\d+$/, '');
+      if (environmentFromHost(host, this.domain).kind === 'none') return sendErrorPage(req, res, noEnvironmentPage(this.domain, portOfHost(req.headers.host)));
+      const location = `https://${host}${httpsPort === 443 ? '' : `:${httpsPort}`}${req.url ?? '/'}`;
+      res.writeHead(308, { location, 'content-length': '0', connection: 'close' }).end();
+    });
+    this.redirect = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err) => reject(new BerthError('conflict', `the router's HTTP redirect cannot listen on ${options.host ?? '*'}:${options.port}: ${err.message}`, 'Pick another port or stop what holds it.', undefined, { cause: err })));
+      server.listen(options.port, options.host, () => resolve());
+    });
+    return (server.address() as AddressInfo).port;
+  }
+
+  /** `stop` runs when the router closes (what serves it, as a certificate watcher, stops with it). */
+  whenClosed(stop: () => void): void {
+    this.closeHooks.push(stop);
   }
 
   /** Stops listening and health checks, and closes every open connection, WebSockets included. */
@@ -318,6 +357,12 @@ export class EnvironmentRouter {
 
   private async shutDown(): Promise<void> {
     this.health.stop();
+    for (const stop of this.closeHooks) stop();
+    const redirect = this.redirect;
+    if (redirect) {
+      redirect.closeAllConnections();
+      await new Promise((resolve) => redirect.close(resolve));
+    }
     const server = this.server;
     if (server) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));

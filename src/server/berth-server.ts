@@ -36,6 +36,8 @@ import { StacksRepo } from '../store/stacks-repo.js';
 import type { EnvironmentService } from '../environments/environment-service.js';
 import { startEnvironments } from '../environments/start-environments.js';
 import type { EnvironmentRouter } from '../router/router.js';
+import { loadTlsPair } from '../router/router-tls.js';
+import { normaliseDomain } from '../router/host-name.js';
 import { SlugStore } from '../slugs/slug-store.js';
 import { DataDir } from './data-dir.js';
 import type { ServerConfig } from './server-config.js';
@@ -89,6 +91,8 @@ export class BerthServer {
   static async start(config: ServerConfig): Promise<BerthServer> {
     const log = config.log ?? ((line: string) => process.stderr.write(`berth: ${line}\n`));
     const progress = config.progress ?? (() => {});
+    // A certificate that cannot serve stops the start before anything is done.
+    const routerTls = config.router?.tls ? loadTlsPair(config.router.tls, normaliseDomain(config.router.domain ?? 'localhost')) : undefined;
     const dataDir = new DataDir(config.dataDir);
     if (!config.databaseUrl) dataDir.assertStoreHere();
     dataDir.lock();
@@ -245,6 +249,7 @@ export class BerthServer {
         tokens: tokenService,
         log,
         progress,
+        ...(routerTls ? { routerTls } : {}),
       });
 
       const apiRequests = new ApiRequestCounts();

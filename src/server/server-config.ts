@@ -1,4 +1,5 @@
 /** What a berth server is started with: its data dir, driver, ports, store and tuning. */
+import type { RouterTlsFiles } from '../router/router-tls.js';
 import type { CommandRunner } from '../drivers/local/proc.js';
 import type { HostDriver, HostResources } from '../drivers/types.js';
 import type { EventBus } from '../events/event-bus.js';
@@ -35,8 +36,12 @@ export interface ServerConfig {
   poolBackoffMs?: number;
   /** The time pools' schedules are read at; default the machine's clock (tests move it). */
   scheduleClock?: () => Date;
-  /** The environments' router: port (default 7080; 0 picks a free one), address and domain. */
-  router?: { port?: number; host?: string; domain?: string; healthIntervalMs?: number };
+  /**
+   * The environments' router: port (default 7080; 0 picks a free one), address and domain; HTTPS
+   * with a certificate and key in PEM files (watched: a renewal is served without a restart), and
+   * then, optionally, a plain HTTP port that redirects to it.
+   */
+  router?: { port?: number; host?: string; domain?: string; healthIntervalMs?: number; tls?: RouterTlsFiles; redirectPort?: number };
   /** How often expired environments are removed. */
   envSweepIntervalMs?: number;
   /** How often machines the store does not know are looked for and removed (and, on AWS, claiming groups left empty). */

@@ -7,9 +7,11 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { makeCertificate } from '../helpers/certs.js';
 
 const bin = join(import.meta.dirname, '..', '..', 'bin', 'berth.js');
 const dir = mkdtempSync(join(tmpdir(), 'berth-server-options-'));
+const cert = makeCertificate(dir, 'router', ['*.example.test']);
 
 function server(...args: string[]): Promise<{ code: number; stderr: string }> {
   return new Promise((resolve) => {
@@ -27,6 +29,10 @@ describe('berth server with options it cannot use', () => {
     [['--dns', '192.0.2.53:99999'], /not a name server address/],
     [['--egress-deny', '10.0.0.0/33'], /10\.0\.0\.0\/33/],
     [['--shell-idle-timeout', 'soon'], /--shell-idle-timeout "soon" is not a duration/],
+    [['--router-tls-cert', 'router.crt'], /--router-tls-cert and --router-tls-key go together/],
+    [['--router-redirect-port', '8080'], /--router-redirect-port redirects to HTTPS: give --router-tls-cert and --router-tls-key too/],
+    [['--router-tls-cert', join(dir, 'none.crt'), '--router-tls-key', join(dir, 'none.key')], /the router's TLS certificate .*none\.crt cannot be read/],
+    [['--router-tls-cert', cert.certFile, '--router-tls-key', cert.keyFile], /certificate is for DNS:\*\.example\.test, which does not cover the environments' names \(NAME\.localhost\)/],
   ])('%j: exit 2, nothing made', async (args, message) => {
     const out = await server(...args);
     expect(out.code).toBe(2);

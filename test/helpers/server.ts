@@ -53,6 +53,8 @@ export interface StartOptions {
   agentPort?: number;
   databaseUrl?: string;
   routerPort?: number;
+  /** The router's domain, HTTPS files and plain-HTTP redirect port (ServerConfig.router). */
+  router?: { domain?: string; tls?: { certFile: string; keyFile: string }; redirectPort?: number };
   recordShells?: boolean;
   /** The time pools' schedules are read at (ServerConfig.scheduleClock). */
   scheduleClock?: () => Date;
@@ -73,7 +75,7 @@ export async function startServer(net: TestNetwork, opts: StartOptions = {}): Pr
     log: process.env['BERTH_TEST_LOG'] ? (line: string) => process.stderr.write(`berth: ${line}\n`) : () => {},
     sweepIntervalMs: 200,
     monitorIntervalMs: 500,
-    router: { port: opts.routerPort ?? 0, healthIntervalMs: 200 },
+    router: { port: opts.routerPort ?? 0, healthIntervalMs: 200, ...opts.router },
     envSweepIntervalMs: 200,
     ...(opts.recordShells ? { recordShells: true } : {}),
     ...(opts.scheduleClock ? { scheduleClock: opts.scheduleClock } : {}),

@@ -1,0 +1,108 @@
+/**
+ * A server whose router serves HTTPS (`--router-tls-cert/--router-tls-key`, here through its
+ * config), on real hosts through the real CLI: `env create` prints an https:// URL that answers
+ * the app's page, the app is told the request came over https, a private environment's link gives
+ * a cookie marked Secure, and plain HTTP on the redirect port is sent to HTTPS.
+ */
+import http from 'node:http';
+import https from 'node:https';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeCertificate } from '../helpers/certs.js';
+import { berth, startServer, type InProcessServer } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait.js';
+
+const NET = { bridge: 'berthtls0', subnet: '10.243.0.0/24', cgroupName: 'berthtls' };
+const DOMAIN = 'envs.test';
+
+// The page shows what the app was told about the request.
+const berthYaml = `stacks:
+  app:
+    services:
+      web:
+        cmd: |
+          cat > /tmp/app.py <<'EOF'
+          import http.server as h
+          class H(h.BaseHTTPRequestHandler):
+              def do_GET(self):
+                  body = ('proto=%s\\n' % self.headers.get('X-Forwarded-Proto')).encode()
+                  self.send_response(200)
+                  self.send_header('Content-Length', str(len(body)))
+                  self.end_headers()
+                  self.wfile.write(body)
+          h.ThreadingHTTPServer(('', 8080), H).serve_forever()
+          EOF
+          exec python3 /tmp/app.py
+        ports: [8080]
+        ready: {http: 8080}
+        stopTimeout: 1s
+pools:
+  - name: app
+    size: 1
+    template: {tags: {berth.stack: app, berth.mode: review}}
+`;
+
+function request(url: URL, ca: Buffer, headers: Record<string, string> = {}): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const options = { host: '127.0.0.1', port: url.port, path: `${url.pathname}${url.search}`, headers: { host: url.host, ...headers }, agent: false };
+    const onResponse = (res: http.IncomingMessage) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
+    };
+    const req = url.protocol === 'https:' ? https.get({ ...options, servername: url.hostname, ca }, onResponse) : http.get(options, onResponse);
+    req.on('error', reject);
+  });
+}
+
+describe('environments over HTTPS', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-https-'));
+  const cert = makeCertificate(dir, 'router', [`*.${DOMAIN}`]);
+  let srv: InProcessServer;
+  let env: Record<string, string>;
+  const redirectPort = 9611;
+
+  beforeAll(async () => {
+    srv = await startServer(NET, { router: { domain: DOMAIN, tls: { certFile: cert.certFile, keyFile: cert.keyFile }, redirectPort } });
+    env = { BERTH_URL: srv.server.url, BERTH_TOKEN: srv.server.token };
+    const file = join(dir, 'berth.yaml');
+    writeFileSync(file, berthYaml);
+    const applied = await berth(['apply', '-f', file], env);
+    expect(applied.code, applied.stderr).toBe(0);
+    await waitFor('the pool full', async () => ((await srv.api.get<{ status: { ready: number } }>('/v1/pools/app')).body.status.ready >= 1) || undefined, { timeoutMs: 60_000 });
+  });
+  afterAll(async () => {
+    await srv.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('prints an https:// URL that answers, tells the app it came over https, and redirects plain HTTP', async () => {
+    const created = await berth(['env', 'create', 'shop', '--stack', 'app'], env, { timeoutMs: 60_000 });
+    expect(created.code, created.stderr).toBe(0);
+    const url = new URL(created.stdout.trim());
+    expect(url.protocol).toBe('https:');
+    expect(url.hostname).toBe(`shop.${DOMAIN}`);
+    expect(await request(url, cert.cert)).toMatchObject({ status: 200, body: 'proto=https\n' });
+    const plain = await request(new URL(`http://shop.${DOMAIN}:${redirectPort}/x?y=1`), cert.cert);
+    expect([plain.status, plain.headers.location]).toEqual([308, `https://shop.${DOMAIN}:${url.port}/x?y=1`]);
+  });
+
+  it("gives a private environment's browser a cookie marked Secure", async () => {
+    expect((await berth(['env', 'access', 'shop', 'private'], env)).code).toBe(0);
+    const anonymous = await request(new URL(`https://shop.${DOMAIN}:${new URL(srv.server.router.urlFor('shop') ?? '').port}/`), cert.cert);
+    expect(anonymous.status).toBe(401);
+    const opened = await berth(['env', 'open', 'shop'], env);
+    expect(opened.code, opened.stderr).toBe(0);
+    const link = new URL(opened.stdout.trim());
+    expect(link.protocol).toBe('https:');
+    const exchanged = await request(link, cert.cert);
+    expect(exchanged.status).toBe(303);
+    const setCookie = exchanged.headers['set-cookie']?.[0] ?? '';
+    expect(setCookie).toMatch(/^berth_access=[^;]+; HttpOnly; SameSite=Lax; Path=\/; Max-Age=43200; Secure$/);
+    const page = await request(new URL(link.origin), cert.cert, { cookie: setCookie.split(';')[0] ?? '' });
+    expect(page).toMatchObject({ status: 200, body: 'proto=https\n' });
+    expect((await berth(['env', 'rm', 'shop'], env)).code).toBe(0);
+  });
+});

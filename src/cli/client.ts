@@ -1,10 +1,13 @@
 /**
  * The CLI's HTTP client. It finds the server through BERTH_URL and BERTH_TOKEN, or, on the server's
- * own machine, through the data dir (server.json and token), so a local user needs neither.
+ * own machine, through the data dir (server.json and token), so a local user needs neither. An API
+ * served over HTTPS with a certificate of a private CA (or self-signed) is trusted through
+ * BERTH_CA_FILE, or on the server's machine through the certificate file server.json names.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
+import { rootCertificates } from 'node:tls';
 import { join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { BerthError, type ErrorBody } from '../core/errors.js';
@@ -12,15 +15,19 @@ import { BerthError, type ErrorBody } from '../core/errors.js';
 export interface ClientConfig {
   url: string;
   token: string;
+  /** PEM certificates trusted besides the well-known CAs (an API with a private CA's certificate). */
+  ca?: string;
 }
 
-export function resolveClientConfig(opts: { url?: string | undefined; token?: string | undefined; dataDir: string }): ClientConfig {
+export function resolveClientConfig(opts: { url?: string | undefined; token?: string | undefined; dataDir: string; caFile?: string | undefined }): ClientConfig {
   let url = opts.url;
   let token = opts.token;
+  let caFile = opts.caFile;
   if (!url) {
     try {
-      const info = JSON.parse(readFileSync(join(opts.dataDir, 'server.json'), 'utf8')) as { url?: string };
+      const info = JSON.parse(readFileSync(join(opts.dataDir, 'server.json'), 'utf8')) as { url?: string; tlsCertFile?: string };
       url = info.url;
+      caFile ??= info.tlsCertFile;
     } catch {
       // fall through to the error below
     }
@@ -33,11 +40,26 @@ export function resolveClientConfig(opts: { url?: string | undefined; token?: st
     if (existsSync(file)) token = readFileSync(file, 'utf8').trim();
   }
   if (!token) throw new BerthError('unauthorized', 'no API token', `Set BERTH_TOKEN, or run on the server's machine where ${join(opts.dataDir, 'token')} exists.`);
-  return { url: url.replace(/\/$/, ''), token };
+  let ca: string | undefined;
+  if (caFile) {
+    try {
+      ca = readFileSync(caFile, 'utf8');
+    } catch (err) {
+      throw new BerthError('validation_failed', `the CA file ${caFile} cannot be read: ${err instanceof Error ? err.message : String(err)}`, 'Set BERTH_CA_FILE to a readable PEM file (the certificate of the CA that issued the server\'s), or unset it.');
+    }
+  }
+  return { url: url.replace(/\/$/, ''), token, ...(ca ? { ca } : {}) };
 }
 
 export class ApiClient {
-  constructor(private readonly config: ClientConfig) {}
+  /** With a CA of its own: an agent that trusts it (and the well-known CAs) too. */
+  private readonly httpsAgent: https.Agent;
+  private readonly trusted: string[] | undefined;
+
+  constructor(private readonly config: ClientConfig) {
+    this.trusted = config.ca ? [...rootCertificates, config.ca] : undefined;
+    this.httpsAgent = this.trusted ? new https.Agent({ keepAlive: true, ca: this.trusted }) : sharedHttpsAgent;
+  }
 
   /** The server's address (never the token). */
   get url(): string {
@@ -121,7 +143,7 @@ export class ApiClient {
     const { WebSocket } = await import('ws');
     const url = `${this.config.url.replace(/^http/, 'ws')}${path}`;
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, { headers: { authorization: `Bearer ${this.config.token}` }, perMessageDeflate: false });
+      const ws = new WebSocket(url, { headers: { authorization: `Bearer ${this.config.token}` }, perMessageDeflate: false, ...(this.trusted ? { ca: this.trusted } : {}) });
       ws.once('open', () => resolve(ws));
       ws.once('unexpected-response', (_req, res) => void toError(res).then(reject));
       ws.once('error', (err) => reject(new BerthError('server_unreachable', `cannot reach the berth server at ${this.config.url}: ${err.message}`, 'Start it with `berth server`, or check BERTH_URL.')));
@@ -157,7 +179,7 @@ export class ApiClient {
       if (signal?.aborted) return reject(abortError(signal));
       const req = transport.request(url, {
         method,
-        agent: url.protocol === 'https:' ? httpsAgent : httpAgent,
+        agent: url.protocol === 'https:' ? this.httpsAgent : httpAgent,
         headers: {
           authorization: `Bearer ${this.config.token}`,
           ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) } : {}),
@@ -177,7 +199,7 @@ export class ApiClient {
  * loop); unref'd by Node when idle, so they never hold a finished command's process open.
  */
 const httpAgent = new http.Agent({ keepAlive: true });
-const httpsAgent = new https.Agent({ keepAlive: true });
+const sharedHttpsAgent = new https.Agent({ keepAlive: true });
 
 function ok(res: IncomingMessage): boolean {
   const status = res.statusCode ?? 0;

@@ -14,7 +14,7 @@ export function createContext(env: NodeJS.ProcessEnv, dataDir: () => string): Co
   let client: ApiClient | undefined;
   return {
     dataDir,
-    client: () => (client ??= new ApiClient(resolveClientConfig({ url: env['BERTH_URL'], token: env['BERTH_TOKEN'], dataDir: dataDir() }))),
+    client: () => (client ??= new ApiClient(resolveClientConfig({ url: env['BERTH_URL'], token: env['BERTH_TOKEN'], dataDir: dataDir(), caFile: env['BERTH_CA_FILE'] }))),
     printer: (json) => consolePrinter(Boolean(json)),
     exitCode: 0,
   };

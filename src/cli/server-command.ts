@@ -30,6 +30,8 @@ export interface ServerOptions {
   agentPort: string;
   routerPort: string;
   routerHost: string;
+  tlsCert?: string;
+  tlsKey?: string;
   routerTlsCert?: string;
   routerTlsKey?: string;
   routerRedirectPort?: string;
@@ -51,6 +53,8 @@ export function withServerOptions(command: Command): Command {
   return command
     .option('--port <port>', 'API port', '7070')
     .option('--host <addr>', 'API listen address', '127.0.0.1')
+    .option('--tls-cert <file>', 'serve the API and dashboard over HTTPS with this certificate (PEM, its chain after it); a renewal is served without a restart')
+    .option('--tls-key <file>', "the API certificate's private key (PEM)")
     .option('--agent-port <port>', 'port of the agent channel on the bridge address', '7071')
     .option('--router-port <port>', "the environments' router: NAME.<domain>:PORT reaches environment NAME", '7080')
     .option('--router-host <addr>', "the router's listen address", '127.0.0.1')
@@ -64,6 +68,12 @@ export function withServerOptions(command: Command): Command {
     .option('--dns <servers>', "comma-separated name servers (IP or IP:port) that hosts with egress resolve names through, relayed at the bridge address ('none': no name service; default: this machine's, from /etc/resolv.conf)")
     .option('--name <name>', 'instance name: prefixes the cgroups and network namespaces of its hosts, so several servers can share a machine', 'berth')
     .option('--image <image>', "default image of hosts: an image name, or a root filesystem directory (default: this machine's root)", '/');
+}
+
+/** The API's certificate files, from `--tls-cert/--tls-key` (one without the other: exit 2). */
+export function apiTlsConfig(opts: ServerOptions): Pick<ServerConfig, 'tls'> {
+  if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined)) throw new BerthError('validation_failed', '--tls-cert and --tls-key go together', 'Give both for an API over HTTPS (the certificate and its key, PEM files), or neither.');
+  return opts.tlsCert && opts.tlsKey ? { tls: { certFile: resolve(opts.tlsCert), keyFile: resolve(opts.tlsKey) } } : {};
 }
 
 /** The router's part of the server's config, from its options (a half-given TLS pair: exit 2). */
@@ -107,6 +117,7 @@ export async function startLocalServer(dataDir: string, opts: ServerOptions, env
     port: Number(opts.port),
     agentPort: Number(opts.agentPort),
     router: routerConfig(opts),
+    ...apiTlsConfig(opts),
     databaseUrl: env['BERTH_DATABASE_URL'],
     driver,
     agentDir,
@@ -159,6 +170,7 @@ export async function startAwsServer(dataDir: string, opts: ServerOptions & AwsS
     agentPort: Number(opts.agentPort),
     agentAdvertiseHost: opts.agentAdvertise,
     router: routerConfig(opts),
+    ...apiTlsConfig(opts),
     databaseUrl: env['BERTH_DATABASE_URL'],
     driver,
     agentDir: agentBundleDir(),

@@ -8,7 +8,7 @@ import type { AwsDriver } from '../drivers/aws/aws-driver.js';
 import { RouterRequestCounts } from '../metrics/metrics.js';
 import type { ClaimService } from '../pools/claim-service.js';
 import { EnvironmentRouter } from '../router/router.js';
-import { CertificateWatcher, type TlsPair } from '../router/router-tls.js';
+import { CertificateWatcher, routerTlsUse, type TlsPair } from '../server/tls-files.js';
 import type { ServerConfig } from '../server/server-config.js';
 import type { ServicesService } from '../services/services-service.js';
 import type { SlugStore } from '../slugs/slug-store.js';
@@ -88,7 +88,7 @@ export async function startEnvironments(config: Pick<ServerConfig, 'driver' | 'r
     const { routerTls } = deps;
     await router.listen({ port: config.router?.port ?? 7080, host, ...(routerTls ? { tls: routerTls } : {}) });
     if (routerTls && config.router?.tls) {
-      const watcher = new CertificateWatcher(config.router.tls, router.domain, routerTls, (pair) => router.setCertificate(pair), log);
+      const watcher = new CertificateWatcher(config.router.tls, routerTlsUse(router.domain), routerTls, (pair) => router.setCertificate(pair), log);
       watcher.start();
       router.whenClosed(() => watcher.stop());
       if (config.router.redirectPort !== undefined) await router.listenRedirect({ port: config.router.redirectPort, host });

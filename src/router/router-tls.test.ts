@@ -17,7 +17,7 @@ import { makeCertificate, type TestCertificate } from '../../test/helpers/certs.
 import { thrown } from '../../test/helpers/errors.js';
 import { waitFor } from '../../test/helpers/wait.js';
 import { EnvironmentRouter } from './router.js';
-import { CertificateWatcher, loadTlsPair } from './router-tls.js';
+import { CertificateWatcher, loadTlsPair, routerTlsUse } from '../server/tls-files.js';
 import { send, startBackend } from './test-backends.js';
 
 const DOMAIN = 'envs.test';
@@ -94,7 +94,7 @@ describe('the router over HTTPS', () => {
     writeFileSync(live.keyFile, first.key);
     const { router, port } = await setUp();
     const logs: string[] = [];
-    const watcher = new CertificateWatcher(live, DOMAIN, loadTlsPair(live, DOMAIN), (pair) => router.setCertificate(pair), (line) => logs.push(line), 50);
+    const watcher = new CertificateWatcher(live, routerTlsUse(DOMAIN), loadTlsPair(live, routerTlsUse(DOMAIN)), (pair) => router.setCertificate(pair), (line) => logs.push(line), 50);
     watcher.start();
     cleanups.push(() => watcher.stop());
     const before = await getTls(port, `shop.${DOMAIN}`, first.cert);
@@ -137,10 +137,10 @@ describe('the router over HTTPS', () => {
       [first, new Date(Date.now() + 5 * 86_400_000), /is valid from .* to .*, not now/],
     ];
     for (const [files, now, message] of cases) {
-      const err = thrown(() => loadTlsPair(files, DOMAIN, now));
+      const err = thrown(() => loadTlsPair(files, routerTlsUse(DOMAIN), now));
       expect([err.code, err.message]).toEqual(['validation_failed', expect.stringMatching(message)]);
       expect(err.hint.length).toBeGreaterThan(10);
     }
-    expect(loadTlsPair(first, DOMAIN).names).toBe('DNS:*.envs.test');
+    expect(loadTlsPair(first, routerTlsUse(DOMAIN)).names).toBe('DNS:*.envs.test');
   });
 });

@@ -36,7 +36,7 @@ import { StacksRepo } from '../store/stacks-repo.js';
 import type { EnvironmentService } from '../environments/environment-service.js';
 import { startEnvironments } from '../environments/start-environments.js';
 import type { EnvironmentRouter } from '../router/router.js';
-import { loadTlsPair } from '../router/router-tls.js';
+import { API_TLS_USE, CertificateWatcher, loadTlsPair, routerTlsUse } from './tls-files.js';
 import { normaliseDomain } from '../router/host-name.js';
 import { SlugStore } from '../slugs/slug-store.js';
 import { DataDir } from './data-dir.js';
@@ -45,7 +45,7 @@ import type { ServerConfig } from './server-config.js';
 export type { ServerConfig } from './server-config.js';
 import { MetricsCollector } from '../metrics/metrics.js';
 import { ApiRequestCounts } from '../metrics/api-usage.js';
-import { buildApp } from './http/app.js';
+import { buildApp, setApiCertificate } from './http/app.js';
 import { EventBus } from '../events/event-bus.js';
 import { createDashboard } from '../dashboard/create-dashboard.js';
 import { ShellBroker } from '../shells/shell-broker.js';
@@ -67,6 +67,7 @@ export class BerthServer {
   private backendAgents: BackendAgents | undefined;
   private driver: HostDriver | undefined;
   private stopShells: (() => void) | undefined;
+  private stopTls: (() => void) | undefined;
   private audit: AuditLog | undefined;
 
   private constructor(
@@ -92,7 +93,8 @@ export class BerthServer {
     const log = config.log ?? ((line: string) => process.stderr.write(`berth: ${line}\n`));
     const progress = config.progress ?? (() => {});
     // A certificate that cannot serve stops the start before anything is done.
-    const routerTls = config.router?.tls ? loadTlsPair(config.router.tls, normaliseDomain(config.router.domain ?? 'localhost')) : undefined;
+    const routerTls = config.router?.tls ? loadTlsPair(config.router.tls, routerTlsUse(normaliseDomain(config.router.domain ?? 'localhost'))) : undefined;
+    const apiTls = config.tls ? loadTlsPair(config.tls, API_TLS_USE) : undefined;
     const dataDir = new DataDir(config.dataDir);
     if (!config.databaseUrl) dataDir.assertStoreHere();
     dataDir.lock();
@@ -294,9 +296,12 @@ export class BerthServer {
         dashboard: dashboard.feed,
         shells: { broker: shells, ...(shellRecorder ? { recorder: shellRecorder } : {}) },
         ...(config.eventsHeartbeatMs !== undefined ? { eventsHeartbeatMs: config.eventsHeartbeatMs } : {}),
+        ...(apiTls ? { tls: apiTls } : {}),
       });
       const stopShells = serveShells(app.server, { broker: shells, authenticate: (token) => tokenService.authenticate(token), hostGroups: (tenantId, ids) => hostsRepo.groupsOf(tenantId, ids), audit, log });
-      const address = await app.listen({ host: config.host ?? '127.0.0.1', port: config.port ?? 7070 });
+      const listened = await app.listen({ host: config.host ?? '127.0.0.1', port: config.port ?? 7070 });
+      // Fastify names the address after the options it was given, which do not say https (see buildApp).
+      const address = apiTls ? listened.replace(/^http:/, 'https:') : listened;
       const server = new BerthServer(address, agentUrl, access.dataDirToken(), store, hostsService, commands, app, gateway, dataDir, recovered, { pools: poolService, claims, reconciler }, images, environments, router, events);
       server.backendAgents = config.driver.agents;
       server.audit = audit;
@@ -307,7 +312,12 @@ export class BerthServer {
         stopShells();
       };
       server.driver = config.driver;
-      dataDir.writeServerInfo({ url: address, pid: process.pid, agentUrl, startedAt: new Date().toISOString() });
+      if (apiTls && config.tls) {
+        const watcher = new CertificateWatcher(config.tls, API_TLS_USE, apiTls, (pair) => setApiCertificate(app, pair), log);
+        watcher.start();
+        server.stopTls = () => watcher.stop();
+      }
+      dataDir.writeServerInfo({ url: address, pid: process.pid, agentUrl, startedAt: new Date().toISOString(), ...(config.tls ? { tlsCertFile: config.tls.certFile } : {}) });
       server.loop(config.sweepIntervalMs ?? 500, () => dispatcher.sweep(), report('command sweep'));
       server.loop(config.monitorIntervalMs ?? 2000, () => hostsService.monitor(), report('host monitor'));
       server.loop(config.poolIntervalMs ?? 1000, () => reconciler.kickAll(), report('pool reconciler'));
@@ -343,6 +353,7 @@ export class BerthServer {
     for (const timer of this.timers) clearInterval(timer);
     this.environments.stop();
     this.stopShells?.();
+    this.stopTls?.();
     await this.router.close();
     await this.pools.reconciler.stop();
     await this.app.close();

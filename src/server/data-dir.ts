@@ -18,6 +18,8 @@ export interface ServerInfo {
   pid: number;
   agentUrl: string;
   startedAt: string;
+  /** The API's certificate when it serves HTTPS: the local CLI trusts it (a self-signed one too). */
+  tlsCertFile?: string;
 }
 
 export class DataDir {

@@ -1,5 +1,5 @@
 /** What a berth server is started with: its data dir, driver, ports, store and tuning. */
-import type { RouterTlsFiles } from '../router/router-tls.js';
+import type { TlsFiles } from './tls-files.js';
 import type { CommandRunner } from '../drivers/local/proc.js';
 import type { HostDriver, HostResources } from '../drivers/types.js';
 import type { EventBus } from '../events/event-bus.js';
@@ -10,6 +10,8 @@ export interface ServerConfig {
   host?: string;
   /** API port; 0 picks a free one. */
   port?: number;
+  /** The API (and dashboard) over HTTPS with this certificate and key, PEM files, watched for renewals (tls-files.ts). */
+  tls?: TlsFiles;
   /** Agent channel port on the driver's agent address; 0 picks a free one. */
   agentPort?: number;
   /** The address hosts dial for the agent channel, when not the one it listens on (0.0.0.0 on AWS). */
@@ -41,7 +43,7 @@ export interface ServerConfig {
    * with a certificate and key in PEM files (watched: a renewal is served without a restart), and
    * then, optionally, a plain HTTP port that redirects to it.
    */
-  router?: { port?: number; host?: string; domain?: string; healthIntervalMs?: number; tls?: RouterTlsFiles; redirectPort?: number };
+  router?: { port?: number; host?: string; domain?: string; healthIntervalMs?: number; tls?: TlsFiles; redirectPort?: number };
   /** How often expired environments are removed. */
   envSweepIntervalMs?: number;
   /** How often machines the store does not know are looked for and removed (and, on AWS, claiming groups left empty). */

@@ -1,12 +1,16 @@
 /**
- * A server whose router serves HTTPS (`--router-tls-cert/--router-tls-key`, here through its
- * config), on real hosts through the real CLI: `env create` prints an https:// URL that answers
+ * A server that serves HTTPS everywhere (`--tls-cert/--tls-key` for the API, `--router-tls-cert/
+ * --router-tls-key` for the router; here through its config), on real hosts through the real CLI:
+ * the CLI trusts a self-signed API certificate through BERTH_CA_FILE (or, on the server's machine,
+ * through the data dir) and refuses it otherwise; `env create` prints an https:// URL that answers
  * the app's page, the app is told the request came over https, a private environment's link gives
  * a cookie marked Secure, and plain HTTP on the redirect port is sent to HTTPS.
  */
 import http from 'node:http';
 import https from 'node:https';
+import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -59,14 +63,16 @@ function request(url: URL, ca: Buffer, headers: Record<string, string> = {}): Pr
 
 describe('environments over HTTPS', () => {
   const dir = mkdtempSync(join(tmpdir(), 'berth-https-'));
-  const cert = makeCertificate(dir, 'router', [`*.${DOMAIN}`]);
+  // One certificate for both: the router's names and the API's address.
+  const cert = makeCertificate(dir, 'server', [`*.${DOMAIN}`, '127.0.0.1']);
   let srv: InProcessServer;
   let env: Record<string, string>;
   const redirectPort = 9611;
 
   beforeAll(async () => {
-    srv = await startServer(NET, { router: { domain: DOMAIN, tls: { certFile: cert.certFile, keyFile: cert.keyFile }, redirectPort } });
-    env = { BERTH_URL: srv.server.url, BERTH_TOKEN: srv.server.token };
+    const files = { certFile: cert.certFile, keyFile: cert.keyFile };
+    srv = await startServer(NET, { router: { domain: DOMAIN, tls: files, redirectPort }, tls: files });
+    env = { BERTH_URL: srv.server.url, BERTH_TOKEN: srv.server.token, BERTH_CA_FILE: cert.certFile };
     const file = join(dir, 'berth.yaml');
     writeFileSync(file, berthYaml);
     const applied = await berth(['apply', '-f', file], env);
@@ -76,6 +82,22 @@ describe('environments over HTTPS', () => {
   afterAll(async () => {
     await srv.stop();
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('serves the API over HTTPS: the CLI trusts it through BERTH_CA_FILE or the data dir, and refuses an unknown certificate', async () => {
+    expect(srv.server.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+    const listed = await berth(['pool', 'ls', '--json'], env);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(JSON.parse(listed.stdout)).toEqual([expect.objectContaining({ name: 'app' })]);
+    const untrusted = await berth(['pool', 'ls'], { BERTH_URL: env['BERTH_URL'] ?? '', BERTH_TOKEN: env['BERTH_TOKEN'] ?? '' });
+    expect(untrusted.code).not.toBe(0);
+    expect(untrusted.stderr).toMatch(/cannot reach the berth server at https:\/\/127\.0\.0\.1:\d+: self-signed certificate/);
+    // On the server's machine the data dir says where the server is and which certificate it shows.
+    const local = await berth(['--data-dir', srv.dataDir, 'pool', 'ls', '--json'], {});
+    expect(local.code, local.stderr).toBe(0);
+    const missing = await berth(['pool', 'ls'], { ...env, BERTH_CA_FILE: join(dir, 'none.pem') });
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/the CA file .*none\.pem cannot be read/);
   });
 
   it('prints an https:// URL that answers, tells the app it came over https, and redirects plain HTTP', async () => {
@@ -104,5 +126,27 @@ describe('environments over HTTPS', () => {
     const page = await request(new URL(link.origin), cert.cert, { cookie: setCookie.split(';')[0] ?? '' });
     expect(page).toMatchObject({ status: 200, body: 'proto=https\n' });
     expect((await berth(['env', 'rm', 'shop'], env)).code).toBe(0);
+  });
+
+  it('serves renewed files on the API and the router without a restart', async () => {
+    const shown = (port: string, servername: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = tlsConnect({ host: '127.0.0.1', port: Number(port), servername, rejectUnauthorized: false }, () => {
+          resolve(socket.getPeerCertificate().fingerprint256);
+          socket.end();
+        });
+        socket.on('error', reject);
+      });
+    const apiPort = new URL(srv.server.url).port;
+    const routerPort = new URL(srv.server.router.urlFor('x') ?? '').port;
+    const before = cert.cert.toString();
+    const renewed = makeCertificate(dir, 'renewed', [`*.${DOMAIN}`, '127.0.0.1']);
+    writeFileSync(cert.keyFile, renewed.key);
+    writeFileSync(cert.certFile, renewed.cert);
+    const fingerprint = new X509Certificate(renewed.cert).fingerprint256;
+    await waitFor('the renewed certificate on both', async () => ((await shown(apiPort, '127.0.0.1')) === fingerprint && (await shown(routerPort, `x.${DOMAIN}`)) === fingerprint) || undefined, { timeoutMs: 10_000 });
+    expect(renewed.cert.toString()).not.toBe(before);
+    // The CLI trusts the file as it is now.
+    expect((await berth(['pool', 'ls'], env)).code).toBe(0);
   });
 });

@@ -30,6 +30,8 @@ describe('berth server with options it cannot use', () => {
     [['--egress-deny', '10.0.0.0/33'], /10\.0\.0\.0\/33/],
     [['--shell-idle-timeout', 'soon'], /--shell-idle-timeout "soon" is not a duration/],
     [['--router-tls-cert', 'router.crt'], /--router-tls-cert and --router-tls-key go together/],
+    [['--tls-key', 'api.key'], /--tls-cert and --tls-key go together/],
+    [['--tls-cert', cert.certFile, '--tls-key', join(dir, 'none.key')], /the API's TLS key .*none\.key cannot be read/],
     [['--router-redirect-port', '8080'], /--router-redirect-port redirects to HTTPS: give --router-tls-cert and --router-tls-key too/],
     [['--router-tls-cert', join(dir, 'none.crt'), '--router-tls-key', join(dir, 'none.key')], /the router's TLS certificate .*none\.crt cannot be read/],
     [['--router-tls-cert', cert.certFile, '--router-tls-key', cert.keyFile], /certificate is for DNS:\*\.example\.test, which does not cover the environments' names \(NAME\.localhost\)/],

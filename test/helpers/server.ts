@@ -6,6 +6,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect } from 'vitest';
@@ -55,6 +56,8 @@ export interface StartOptions {
   routerPort?: number;
   /** The router's domain, HTTPS files and plain-HTTP redirect port (ServerConfig.router). */
   router?: { domain?: string; tls?: { certFile: string; keyFile: string }; redirectPort?: number };
+  /** The API over HTTPS (ServerConfig.tls). */
+  tls?: { certFile: string; keyFile: string };
   recordShells?: boolean;
   /** The time pools' schedules are read at (ServerConfig.scheduleClock). */
   scheduleClock?: () => Date;
@@ -78,9 +81,11 @@ export async function startServer(net: TestNetwork, opts: StartOptions = {}): Pr
     router: { port: opts.routerPort ?? 0, healthIntervalMs: 200, ...opts.router },
     envSweepIntervalMs: 200,
     ...(opts.recordShells ? { recordShells: true } : {}),
+    ...(opts.tls ? { tls: opts.tls } : {}),
     ...(opts.scheduleClock ? { scheduleClock: opts.scheduleClock } : {}),
   });
-  const api = new Api(server.url, server.token);
+  const ca = opts.tls?.certFile;
+  const api = new Api(server.url, server.token, ca);
   return {
     server,
     dataDir,
@@ -88,7 +93,7 @@ export async function startServer(net: TestNetwork, opts: StartOptions = {}): Pr
     leftovers: () => countLocalLeftovers(config),
     async stop({ removeHosts = true } = {}) {
       // With the server's token as it is now: a test may have rotated it.
-      const api = new Api(server.url, server.token);
+      const api = new Api(server.url, server.token, ca);
       if (removeHosts) {
         // Pools first, or they would refill as their hosts go.
         const pools = await api.get<{ pools: { name: string }[] }>('/v1/pools');
@@ -108,9 +113,11 @@ export async function startServer(net: TestNetwork, opts: StartOptions = {}): Pr
 
 /** A thin JSON client that returns status and body, so tests can assert on both. */
 export class Api {
+  /** `caFile`: the certificate an API over HTTPS is trusted by, read at each call (fetch trusts the well-known CAs only). */
   constructor(
     readonly url: string,
     readonly token: string | undefined,
+    private readonly caFile?: string,
   ) {}
 
   get<T>(path: string) {
@@ -130,17 +137,27 @@ export class Api {
   }
 
   async call<T>(method: string, path: string, rawBody?: string, headers: Record<string, string> = {}): Promise<{ status: number; body: T }> {
-    const res = await fetch(`${this.url}${path}`, {
-      method,
-      headers: {
-        ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
-        ...(rawBody !== undefined ? { 'content-type': 'application/json' } : {}),
-        ...headers,
-      },
-      ...(rawBody !== undefined ? { body: rawBody } : {}),
-    });
+    const allHeaders = {
+      ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
+      ...(rawBody !== undefined ? { 'content-type': 'application/json' } : {}),
+      ...headers,
+    };
+    if (this.caFile) return this.callTrusting<T>(readFileSync(this.caFile), method, path, rawBody, allHeaders);
+    const res = await fetch(`${this.url}${path}`, { method, headers: allHeaders, ...(rawBody !== undefined ? { body: rawBody } : {}) });
     const text = await res.text();
     return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T };
+  }
+
+  private callTrusting<T>(ca: Buffer, method: string, path: string, rawBody: string | undefined, headers: Record<string, string>): Promise<{ status: number; body: T }> {
+    return new Promise((resolve, reject) => {
+      const req = httpsRequest(`${this.url}${path}`, { method, headers, ca, agent: false }, (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: (text ? JSON.parse(text) : undefined) as T }));
+      });
+      req.on('error', reject);
+      req.end(rawBody);
+    });
   }
 }
 

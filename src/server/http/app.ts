@@ -1,4 +1,7 @@
 /** The HTTP API: fastify with zod schemas, OpenAPI at /openapi.json, browsable docs at /docs. */
+import http from 'node:http';
+import https from 'node:https';
+import { BerthError } from '../../core/errors.js';
 import { metricsRoutes } from '../../metrics/routes-metrics.js';
 import type { MetricsCollector } from '../../metrics/metrics.js';
 import swagger from '@fastify/swagger';
@@ -60,10 +63,19 @@ export interface AppDeps {
   shells: ShellRouteDeps;
   /** Comments on an idle event stream, ms (default 15 s). */
   eventsHeartbeatMs?: number;
+  /** HTTPS with this certificate (and chain) and key, PEM (server/tls-files.ts). */
+  tls?: { cert: Buffer; key: Buffer };
 }
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
-  const app = Fastify({ logger: deps.logger, bodyLimit: 8 * 1024 * 1024 }).withTypeProvider<ZodTypeProvider>();
+  const { tls } = deps;
+  const app = Fastify({
+    logger: deps.logger,
+    bodyLimit: 8 * 1024 * 1024,
+    // Fastify's types tie the https server to another instance type than every route module takes;
+    // what Fastify does with its server (listen, request and upgrade events) is the same for both.
+    ...(tls ? { serverFactory: (handler: http.RequestListener) => https.createServer({ cert: tls.cert, key: tls.key }, handler) as unknown as http.Server } : {}),
+  }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app);
@@ -112,4 +124,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(eventRoutes(deps.events, deps.eventsHeartbeatMs !== undefined ? { heartbeatMs: deps.eventsHeartbeatMs } : {}));
   await app.register(dashboardRoutes(deps.dashboard, deps.eventsHeartbeatMs !== undefined ? { heartbeatMs: deps.eventsHeartbeatMs } : {}));
   return app;
+}
+
+/** A new certificate and key for the API's connections from now on (open ones keep theirs); HTTPS only. */
+export function setApiCertificate(app: FastifyInstance, pair: { cert: Buffer; key: Buffer }): void {
+  const server: unknown = app.server;
+  if (!(server instanceof https.Server)) throw new BerthError('invalid_state', 'the API does not serve HTTPS', 'Start the server with --tls-cert and --tls-key.');
+  server.setSecureContext({ cert: pair.cert, key: pair.key });
 }

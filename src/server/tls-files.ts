@@ -1,0 +1,128 @@
+/**
+ * HTTPS from a certificate (its chain after it) and key in PEM files, for the router
+ * (`--router-tls-cert/--router-tls-key`) and the API (`--tls-cert/--tls-key`). A pair is checked
+ * when the server starts — it must match, be valid now and, for the router, cover the environments'
+ * names — and a bad one stops the start with what to fix. Certificates are renewed in place
+ * (certbot, cert-manager and the like rewrite or swap the files), so both files are watched: a new
+ * good pair serves new connections from then on, open connections keep theirs, and a pair that does
+ * not load is logged and ignored (the last good one keeps serving).
+ */
+import { watchFile, unwatchFile, readFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { createSecureContext } from 'node:tls';
+import { BerthError } from '../core/errors.js';
+
+export interface TlsFiles {
+  certFile: string;
+  keyFile: string;
+}
+
+/** Whose pair it is: for messages, and the name it must cover. */
+export interface TlsUse {
+  /** `router`, `API`: "the router's certificate …". */
+  owner: string;
+  /** The options that name the files, without -cert/-key: `--router-tls`, `--tls`. */
+  flag: string;
+  /** A name the certificate must cover, what it stands for, and what to do when it does not. */
+  covers?: { name: string; what: string; hint: string };
+}
+
+/** The router's: any name under the domain stands for every environment's (a wildcard covers all or none). */
+export function routerTlsUse(domain: string): TlsUse {
+  return { owner: 'router', flag: '--router-tls', covers: { name: `berth-check.${domain}`, what: `the environments' names (NAME.${domain})`, hint: `Use a certificate for *.${domain}, or --domain to match it.` } };
+}
+
+/** The API's: clients reach it by whatever name or address they were given, so no name is checked. */
+export const API_TLS_USE: TlsUse = { owner: 'API', flag: '--tls' };
+
+export interface TlsPair {
+  cert: Buffer;
+  key: Buffer;
+  /** The leaf certificate's subject alternative names, as OpenSSL prints them (`DNS:*.envs.example.com`). */
+  names: string;
+  notAfter: Date;
+  fingerprint: string;
+}
+
+/** Reads and checks a pair; throws a BerthError saying what is wrong and what to do. */
+export function loadTlsPair(files: TlsFiles, use: TlsUse, now = new Date()): TlsPair {
+  const bad = (message: string, hint: string) => new BerthError('validation_failed', message, hint);
+  const read = (file: string, what: 'certificate' | 'key'): Buffer => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw bad(`the ${use.owner}'s TLS ${what} ${file} cannot be read: ${err instanceof Error ? err.message : String(err)}`, `Give a readable PEM file (${use.flag}-${what === 'certificate' ? 'cert' : 'key'}).`);
+    }
+  };
+  const cert = read(files.certFile, 'certificate');
+  const key = read(files.keyFile, 'key');
+  let leaf: X509Certificate;
+  try {
+    leaf = new X509Certificate(cert);
+  } catch (err) {
+    throw bad(`${files.certFile} holds no PEM certificate: ${err instanceof Error ? err.message : String(err)}`, 'Give the certificate (and its chain after it) in PEM form: -----BEGIN CERTIFICATE-----.');
+  }
+  try {
+    createSecureContext({ cert, key });
+  } catch (err) {
+    throw bad(`the ${use.owner}'s TLS key ${files.keyFile} does not go with ${files.certFile}: ${err instanceof Error ? err.message : String(err)}`, 'Give the private key the certificate was issued for, in PEM form, unencrypted.');
+  }
+  const notAfter = new Date(leaf.validTo);
+  const notBefore = new Date(leaf.validFrom);
+  if (notAfter <= now || notBefore > now) {
+    throw bad(`the ${use.owner}'s certificate ${files.certFile} is valid from ${notBefore.toISOString()} to ${notAfter.toISOString()}, not now`, 'Renew it; berth serves the new one as soon as the files change.');
+  }
+  if (use.covers && !leaf.checkHost(use.covers.name)) {
+    throw bad(`the ${use.owner}'s certificate is for ${leaf.subjectAltName ?? leaf.subject.replace(/\n/g, ', ')}, which does not cover ${use.covers.what}`, use.covers.hint);
+  }
+  return { cert, key, names: leaf.subjectAltName ?? leaf.subject.replace(/\n/g, ', '), notAfter, fingerprint: leaf.fingerprint256 };
+}
+
+/** Watches both files (by polling their stat: swaps by rename are seen too) and hands each new good pair to `onPair`. */
+export class CertificateWatcher {
+  private current: string;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly files: TlsFiles,
+    private readonly use: TlsUse,
+    loaded: TlsPair,
+    private readonly onPair: (pair: TlsPair) => void,
+    private readonly log: (line: string) => void,
+    private readonly intervalMs = 2000,
+  ) {
+    this.current = loaded.fingerprint + loaded.key.toString('base64');
+  }
+
+  start(): void {
+    const changed = () => this.changed();
+    for (const file of [this.files.certFile, this.files.keyFile]) watchFile(file, { interval: this.intervalMs, persistent: false }, changed);
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    for (const file of [this.files.certFile, this.files.keyFile]) unwatchFile(file);
+  }
+
+  /** Both files are often written one after the other: read them once the second had time to land. */
+  private changed(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.reload(), 200);
+    this.timer.unref();
+  }
+
+  private reload(): void {
+    let pair: TlsPair;
+    try {
+      pair = loadTlsPair(this.files, this.use);
+    } catch (err) {
+      this.log(`${this.use.owner}: the changed TLS files were not loaded, the previous certificate keeps serving: ${err instanceof Error ? err.message : String(err)}`);
+      return;
+    }
+    const id = pair.fingerprint + pair.key.toString('base64');
+    if (id === this.current) return;
+    this.current = id;
+    this.onPair(pair);
+    this.log(`${this.use.owner}: serving the new certificate (${pair.names}, valid until ${pair.notAfter.toISOString()})`);
+  }
+}

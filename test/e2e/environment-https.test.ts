@@ -95,6 +95,9 @@ describe('environments over HTTPS', () => {
     // On the server's machine the data dir says where the server is and which certificate it shows.
     const local = await berth(['--data-dir', srv.dataDir, 'pool', 'ls', '--json'], {});
     expect(local.code, local.stderr).toBe(0);
+    // The dashboard's token cookie is for HTTPS only.
+    const dashboard = await request(new URL(`${srv.server.url}/dashboard?token=${encodeURIComponent(srv.server.token)}`), cert.cert);
+    expect(dashboard.headers['set-cookie']?.[0]).toMatch(/; HttpOnly; SameSite=Strict; Path=\/; Secure$/);
     const missing = await berth(['pool', 'ls'], { ...env, BERTH_CA_FILE: join(dir, 'none.pem') });
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/the CA file .*none\.pem cannot be read/);

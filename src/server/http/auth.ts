@@ -49,7 +49,8 @@ export function installAuth(app: FastifyInstance, authenticate: Authenticate): v
     request.principal = principal;
     // A route that does not exist answers 404 to any valid token.
     requireRole(principal, request.routeOptions.config.role ?? 'read', `${request.method} ${request.routeOptions.url ?? path}`);
-    if (fromQuery) void reply.header('set-cookie', `${COOKIE}=${encodeURIComponent(token)}; HttpOnly; SameSite=Strict; Path=/`);
+    // Over HTTPS the browser sends it back over HTTPS only.
+    if (fromQuery) void reply.header('set-cookie', `${COOKIE}=${encodeURIComponent(token)}; HttpOnly; SameSite=Strict; Path=/${request.protocol === 'https' ? '; Secure' : ''}`);
   });
   // The handler runs inside the token's context (a callback hook: the handler is called from
   // `done`), so the events of the changes it makes name the token (src/events/actor.ts).

@@ -23,6 +23,8 @@ export interface DeployOptions {
   settings?: Record<string, string>;
   /** The new hosts are this many (per service, replicas.ts; recorded once the route switched). */
   counts?: ReplicaCounts;
+  /** Why, when berth deploys by itself (heal.ts): in the state's reason. */
+  because?: string;
   signal?: AbortSignal;
 }
 
@@ -57,7 +59,7 @@ export async function deployEnvironment(deps: DeployDeps, before: EnvironmentRow
   // Asleep, it runs nothing to replace: its next wake runs the new ref (checked above, a slug fetched).
   if (before.state === 'sleeping') return deps.asleep(before, { ref, ...changes, reason: `deployed ${what} for its next wake` });
   const on = opts.counts ? ` on ${describeCounts(opts.counts)}` : '';
-  const row = await deps.envs.transition(tenantId, name, ['ready', 'failed'], 'deploying', { reason: `deploying ${what}${on}` });
+  const row = await deps.envs.transition(tenantId, name, ['ready', 'failed'], 'deploying', { reason: `deploying ${what}${on}${opts.because ? ` (${opts.because})` : ''}` });
   if (!row) throw new BerthError('conflict', `environment ${name} is ${before.state}`, 'Wait until it is ready, then deploy.');
   const old = row.hosts;
   const generation = Math.max(0, ...old.map((h) => h.generation)) + 1;

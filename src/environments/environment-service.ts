@@ -27,6 +27,7 @@ import { scaleEnvironment } from './scale.js';
 import { applyReplicaChange, checkServiceReplicas, countsOf, type ReplicaChange } from './replicas.js';
 import { deployEnvironment, type DeployDeps, type DeployOptions } from './deploy.js';
 import { EnvironmentRoutes } from './routes.js';
+import { EnvironmentHealer } from './heal.js';
 import type { EnvironmentAccess } from './access.js';
 import { ENVIRONMENT_STATES } from './state.js';
 import type { Principal } from '../tokens/token-service.js';
@@ -58,6 +59,8 @@ export interface EnvironmentServiceDeps extends EnvironmentStackDeps {
   drainMs?: number;
   /** The driver's load balancing of `service` mode environments (AWS: ELBv2 target groups); none: the router only. */
   loadBalancing?: ServiceLoadBalancing;
+  /** After a failed replacement of a lost host, the first wait before the next try (heal.ts); default 10 s. */
+  healRetryMs?: number;
   /** Who may see private environments (access.ts); without it none can be private. */
   access?: EnvironmentAccess;
 }
@@ -68,6 +71,7 @@ export class EnvironmentService {
   private readonly sleeper: EnvironmentSleeper;
   private readonly hostRelease: HostRelease;
   private readonly routes: EnvironmentRoutes;
+  private readonly healer: EnvironmentHealer;
 
   constructor(private readonly deps: EnvironmentServiceDeps) {
     this.balancing = deps.loadBalancing ? new LoadBalancedServices(deps.loadBalancing, deps) : undefined;
@@ -81,6 +85,16 @@ export class EnvironmentService {
       guardOf: (row) => this.routes.guardOf({ tenantId: row.tenant_id, name: row.name, private: row.private }),
       drainMs: deps.drainMs ?? 500,
       log: deps.log,
+    });
+    this.healer = new EnvironmentHealer({
+      envs: deps.envs,
+      placement: deps.placement,
+      routes: this.routes,
+      hostRelease: this.hostRelease,
+      stackOf: (row) => environmentStack(deps, { tenantId: row.tenant_id, stack: row.stack, ref: row.ref, command: row.command }),
+      redeploy: (row, because) => this.deploy(row.tenant_id, row.name, row.ref, 120, { because }),
+      log: deps.log,
+      ...(deps.healRetryMs !== undefined ? { retryMs: deps.healRetryMs } : {}),
     });
   }
 
@@ -204,7 +218,6 @@ export class EnvironmentService {
       await scaleEnvironment(
         {
           envs: this.deps.envs,
-          hosts: this.deps.hosts,
           placement: this.deps.placement,
           routes: this.routes,
           hostRelease: this.hostRelease,
@@ -237,7 +250,7 @@ export class EnvironmentService {
     // A sleep under way finishes first: its hosts are released by it, not twice.
     await this.sleeper.settled(tenantId, name);
     const row = await this.row(tenantId, name);
-    if (row.state === 'creating' || row.state === 'deploying' || row.state === 'configuring' || row.state === 'restarting' || row.state === 'scaling' || row.state === 'waking') {
+    if (row.state === 'creating' || row.state === 'deploying' || row.state === 'configuring' || row.state === 'restarting' || row.state === 'scaling' || row.state === 'healing' || row.state === 'waking') {
       throw new BerthError('conflict', `environment ${name} is ${row.state}`, 'Wait until it is ready (or failed), then remove it.');
     }
     const removing = row.state === 'removing' ? row : await this.deps.envs.transition(tenantId, name, ['ready', 'failed', 'sleeping'], 'removing', { reason: 'removed by request' });
@@ -258,7 +271,7 @@ export class EnvironmentService {
     if (this.sweeper) clearInterval(this.sweeper);
   }
 
-  /** Removes environments whose TTL passed, and puts to sleep those idle longer than their sleep-after. */
+  /** Removes environments whose TTL passed, puts to sleep those idle longer than their sleep-after, and replaces lost hosts (heal.ts). */
   async sweep(now = new Date()): Promise<string[]> {
     const gone: string[] = [];
     for (const row of await this.deps.envs.expired(now)) {
@@ -269,6 +282,7 @@ export class EnvironmentService {
       gone.push(row.name);
     }
     await this.sleeper.sweep();
+    await this.healer.sweep();
     return gone;
   }
 

@@ -44,5 +44,14 @@ describe('recovery after a restart', () => {
       const row = await repo.envs.get(T, name);
       expect({ state: row?.state, reason: row?.state_reason, hosts: row?.hosts.map((h) => h.hostId) }).toEqual({ state: 'ready', reason: 'a scale was cut short by a server restart', hosts });
     }
+
+    // A heal cut short: its replacement given back, the lost host kept in the record for the next sweep.
+    steps.length = 0;
+    await repo.envs.insert({ tenantId: T, name: 'heal', stack: 's', pool: 's', mode: 'review', ref: null, command: null, replicas: 1, owner: null, settings: {}, expiresAt: null });
+    await repo.envs.transition(T, 'heal', ['creating'], 'ready', { route });
+    await repo.envs.transition(T, 'heal', ['ready'], 'healing', { hosts: [{ hostId: 'lost-1', service: null, generation: 1 }, { hostId: 'new-1', service: null, generation: 2 }] });
+    await recoverEnvironments(ops);
+    expect(steps).toContain('release heal new-1');
+    expect(await repo.envs.get(T, 'heal')).toMatchObject({ state: 'ready', state_reason: 'replacing lost hosts was cut short by a server restart', hosts: [{ hostId: 'lost-1' }] });
   });
 });

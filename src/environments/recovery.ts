@@ -1,7 +1,7 @@
 /**
  * What a server finds after a restart, and what it does so no environment is left half-done:
  * routes come back for ready environments; a create cut short releases what it had claimed and is
- * gone; a deploy or scale cut short returns to the hosts its route was on; a settings change cut short puts
+ * gone; a deploy, scale or heal cut short returns to the hosts its route was on; a settings change cut short puts
  * every host back; a restart cut short is over; a removal finishes; a sleeping environment (or one
  * whose wake was cut short) sleeps, routed so its next request wakes it (sleep.ts).
  */
@@ -44,6 +44,8 @@ export async function recoverEnvironments(ops: RecoveryOps): Promise<{ routed: s
         const kept = row.hosts.filter((h) => h.generation <= routedGen);
         if (row.state === 'deploying') await ops.envs.transition(row.tenant_id, row.name, ['deploying'], 'ready', { reason: 'a deploy was cut short by a server restart', hosts: kept });
         if (row.state === 'scaling') await ops.envs.transition(row.tenant_id, row.name, ['scaling'], 'ready', { reason: 'a scale was cut short by a server restart', hosts: kept });
+        // Its lost hosts are still in the record: the next sweep replaces them again.
+        if (row.state === 'healing') await ops.envs.transition(row.tenant_id, row.name, ['healing'], 'ready', { reason: 'replacing lost hosts was cut short by a server restart', hosts: kept });
         if (row.state === 'configuring') await ops.settleSettings(row);
         if (row.state === 'restarting') await ops.envs.transition(row.tenant_id, row.name, ['restarting'], 'ready', { reason: 'a restart was cut short by a server restart' });
         await ops.restoreRoute({ ...row, hosts: kept }, row.route);

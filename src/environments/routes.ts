@@ -5,7 +5,7 @@
  */
 import { BerthError } from '../core/errors.js';
 import type { RouteSpec, RouteView } from '../router/router.js';
-import type { EnvironmentRow, HostRow } from '../store/schema.js';
+import type { EnvHostRecord, EnvironmentRow, HostRow } from '../store/schema.js';
 import type { EnvironmentAccess } from './access.js';
 import type { PlacedHost, RouteTarget } from './placement.js';
 
@@ -48,11 +48,17 @@ export class EnvironmentRoutes {
   /** The route again from the store: the hosts of the routed generation that still have an address. */
   async restore(row: Pick<EnvironmentRow, 'tenant_id' | 'name' | 'hosts' | 'ref' | 'private'>, target: RouteTarget & { generation?: number }): Promise<void> {
     const gen = target.generation ?? Math.max(0, ...row.hosts.map((h) => h.generation));
-    const hosts: PlacedHost[] = [];
-    for (const record of row.hosts.filter((h) => h.generation === gen && (h.service === null || h.service === target.service))) {
-      const host = await this.deps.hosts.get(row.tenant_id, record.hostId);
-      if (host?.ip && host.state !== 'terminated') hosts.push({ ...record, ip: host.ip });
-    }
+    const hosts = await this.addressed(row.tenant_id, row.hosts.filter((h) => h.generation === gen && (h.service === null || h.service === target.service)));
     this.set({ tenantId: row.tenant_id, name: row.name, private: row.private }, hosts, target, row.ref);
+  }
+
+  /** `hosts` with their addresses; a host gone meanwhile (terminated, or no address) is left out. */
+  async addressed(tenantId: string, hosts: readonly EnvHostRecord[]): Promise<PlacedHost[]> {
+    const out: PlacedHost[] = [];
+    for (const record of hosts) {
+      const host = await this.deps.hosts.get(tenantId, record.hostId);
+      if (host?.ip && host.state !== 'terminated') out.push({ ...record, ip: host.ip });
+    }
+    return out;
   }
 }

@@ -20,8 +20,8 @@
 import { z } from 'zod';
 import { BerthError, errorMessage } from '../core/errors.js';
 import type { EnvironmentsRepo } from '../store/environments-repo.js';
-import type { EnvHostRecord, EnvironmentRow, HostRow } from '../store/schema.js';
-import { placeServices, type PlacedHost, type PlacementDeps } from './placement.js';
+import type { EnvHostRecord, EnvironmentRow } from '../store/schema.js';
+import { placeServices, type PlacementDeps } from './placement.js';
 import type { HostRelease } from './release.js';
 import type { EnvironmentRoutes } from './routes.js';
 import type { EnvironmentStack } from './slug-stack.js';
@@ -38,7 +38,6 @@ export const scaleEnvironmentBody = z
 
 export interface ScaleDeps {
   envs: Pick<EnvironmentsRepo, 'transition' | 'setHosts' | 'changeAsleep'>;
-  hosts: { get(tenantId: string, id: string): Promise<HostRow | undefined> };
   placement: PlacementDeps;
   routes: EnvironmentRoutes;
   hostRelease: HostRelease;
@@ -76,7 +75,7 @@ export async function scaleEnvironment(deps: ScaleDeps, row: EnvironmentRow, cha
       // The newest leave: recorded outside the routed generation first, so a restart gives them back.
       const leaving = routed.slice(replicas);
       await deps.envs.setHosts(tenantId, name, [...routed.slice(0, replicas), ...leaving.map((h) => ({ ...h, generation: routedGeneration + 1 }))]);
-      deps.routes.set(env, await addressed(deps, tenantId, routed.slice(0, replicas)), target, started.ref);
+      deps.routes.set(env, await deps.routes.addressed(tenantId, routed.slice(0, replicas)), target, started.ref);
       kept = routed.slice(0, replicas);
       await new Promise((resolve) => setTimeout(resolve, deps.drainMs));
       await deps.hostRelease.releaseAll(tenantId, started.pool, leaving, `environment ${name} scaled to ${count}`);
@@ -101,12 +100,12 @@ export async function scaleEnvironment(deps: ScaleDeps, row: EnvironmentRow, cha
         await deps.envs.setHosts(tenantId, name, [...routed, ...joining]);
       },
     });
-    const all = [...(await addressed(deps, tenantId, routed)), ...placed.hosts.map((h) => ({ ...h, generation: routedGeneration }))];
+    const all = [...(await deps.routes.addressed(tenantId, routed)), ...placed.hosts.map((h) => ({ ...h, generation: routedGeneration }))];
     deps.routes.set(env, all, target, started.ref);
     return await done(deps, started, all.map(({ hostId, service, generation }) => ({ hostId, service, generation })), replicas, `scaled to ${count}`);
   } catch (err) {
     // The route has the hosts it had (set again: the failure may have come after it changed).
-    await addressed(deps, tenantId, kept)
+    await deps.routes.addressed(tenantId, kept)
       .then((hosts) => deps.routes.set(env, hosts, target, started.ref))
       .catch(() => undefined);
     await deps.hostRelease.releaseAll(tenantId, started.pool, joining, `environment ${name}: scale to ${count} failed`);
@@ -119,14 +118,4 @@ async function done(deps: ScaleDeps, row: EnvironmentRow, hosts: EnvHostRecord[]
   const finished = await deps.envs.transition(row.tenant_id, row.name, ['scaling'], 'ready', { hosts, replicas, reason });
   if (!finished) throw new BerthError('conflict', `environment ${row.name} changed while it scaled`, 'Look at it (berth env show).');
   return finished;
-}
-
-/** The routed hosts with their addresses (a host gone meanwhile is left out). */
-async function addressed(deps: ScaleDeps, tenantId: string, hosts: readonly EnvHostRecord[]): Promise<PlacedHost[]> {
-  const out: PlacedHost[] = [];
-  for (const h of hosts) {
-    const host = await deps.hosts.get(tenantId, h.hostId);
-    if (host?.ip && host.state !== 'terminated') out.push({ ...h, ip: host.ip });
-  }
-  return out;
 }

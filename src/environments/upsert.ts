@@ -61,7 +61,7 @@ export interface UpsertOps {
 }
 
 /** States in which another operation is under way: `env up` waits for none, it says so. */
-const BUSY = new Set(['creating', 'deploying', 'configuring', 'restarting', 'scaling', 'waking', 'removing']);
+const BUSY = new Set(['creating', 'deploying', 'configuring', 'restarting', 'scaling', 'healing', 'waking', 'removing']);
 
 export async function upsertEnvironment(ops: UpsertOps, tenantId: string, name: string, body: UpsertEnvironmentInput): Promise<UpsertResult> {
   // Every value is checked before anything changes.

@@ -1,5 +1,5 @@
 /** Environments (src/environments): one row per name, with the hosts serving it and its route. */
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import { assertEnvTransition, type EnvironmentState } from '../environments/state.js';
 import type { Database, EnvHostRecord, EnvironmentRow } from './schema.js';
 import { environmentEvent } from '../events/changes.js';
@@ -106,6 +106,21 @@ export class EnvironmentsRepo {
       .where('state', 'in', [...states])
       .returningAll()
       .executeTakeFirst();
+  }
+
+  /**
+   * Hosts of ready environments that are gone (lost, failed, terminated, or no longer in the store),
+   * with what happened to each: what the healer (environments/heal.ts) replaces. One statement.
+   */
+  async lostHosts(): Promise<Array<{ tenantId: string; name: string; hostId: string; state: string | null; reason: string | null }>> {
+    const { rows } = await sql<{ tenant_id: string; name: string; host_id: string; state: string | null; reason: string | null }>`
+      select e.tenant_id, e.name, h.value->>'hostId' as host_id, hs.state, hs.state_reason as reason
+      from environments e
+      cross join lateral jsonb_array_elements(e.hosts) h
+      left join hosts hs on hs.id = h.value->>'hostId'
+      where e.state = 'ready' and (hs.id is null or hs.state not in ('booting', 'running'))
+      order by e.tenant_id, e.name`.execute(this.db);
+    return rows.map((r) => ({ tenantId: r.tenant_id, name: r.name, hostId: r.host_id, state: r.state, reason: r.reason }));
   }
 
   /** Ready environments that sleep when idle (the sweep asks the router how long each has been). */

@@ -1,0 +1,150 @@
+/**
+ * EnvironmentHealer on the environments and hosts tables of an in-memory PGlite, with claims and the
+ * router faked (what they do is tested elsewhere; test/e2e/environment-heal.test.ts runs it on real
+ * hosts): which hosts count as lost, what a heal records and routes, the retry after a failure, and
+ * what it leaves alone.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { BerthError } from '../core/errors.js';
+import type { ClaimView } from '../pools/views.js';
+import type { RouteSpec } from '../router/router.js';
+import type { StackSpec } from '../stacks/spec.js';
+import { EnvironmentsRepo } from '../store/environments-repo.js';
+import { HostsRepo } from '../store/hosts-repo.js';
+import type { PoolRow } from '../store/schema.js';
+import { openStore, type Store } from '../store/store.js';
+import { ENV_OVERRIDE_TAG_PREFIX } from '../stacks/modes.js';
+import { EnvironmentHealer } from './heal.js';
+import { HostRelease } from './release.js';
+import { EnvironmentRoutes } from './routes.js';
+
+const T = 'default';
+const at = { file: 'berth.yaml', line: 1, column: 1 };
+const stack: StackSpec = { name: 's', at, secrets: [], services: { web: { name: 'web', cmd: 'run', env: {}, envAt: {}, ports: [8080], dependsOn: [], restart: { policy: 'always' }, at, from: 'services' } } };
+
+describe('EnvironmentHealer', () => {
+  let store: Store;
+  let envs: EnvironmentsRepo;
+  let hosts: HostsRepo;
+  let routes: Map<string, RouteSpec>;
+  let released: string[];
+  let redeployed: string[];
+  let claims: number;
+  let failClaims: boolean;
+  let logs: string[];
+  let healer: EnvironmentHealer;
+  let backend: http.Server;
+  let port: number;
+
+  // Every fake host is 127.0.0.1: a new one must answer on the routed port over the network.
+  beforeAll(async () => {
+    store = await openStore({ dataDir: 'memory://' });
+    backend = http.createServer((_req, res) => res.end('ok'));
+    await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+    port = (backend.address() as AddressInfo).port;
+  });
+  afterAll(async () => {
+    await new Promise((resolve) => backend.close(resolve));
+    await store.close();
+  });
+
+  /** A host in the store in `state`, at 127.0.0.1. */
+  const host = async (id: string, state: 'running' | 'lost' | 'terminated' | 'failed') => {
+    await hosts.insert({ id, tenantId: T, driver: 'test', image: '/', hostname: id, tags: {}, resources: {}, agentTokenHash: 'x' });
+    await store.db.updateTable('hosts').set({ state, ip: '127.0.0.1' }).where('id', '=', id).execute();
+  };
+  const env = async (name: string, mode: 'review' | 'service', ids: string[], state: 'ready' | 'deploying' = 'ready') => {
+    await envs.insert({ tenantId: T, name, stack: 's', pool: 'p', mode, ref: 'v1', command: null, replicas: ids.length, owner: null, settings: { A: '1' }, expiresAt: null });
+    await envs.transition(T, name, ['creating'], 'ready', { hosts: ids.map((hostId) => ({ hostId, service: mode === 'service' ? 'web' : null, generation: 1 })), route: { service: 'web', port: 8080, healthPath: '/', generation: 1 } });
+    if (state !== 'ready') await envs.transition(T, name, ['ready'], state);
+  };
+
+  beforeEach(() => {
+    envs = new EnvironmentsRepo(store.db);
+    hosts = new HostsRepo(store.db);
+    routes = new Map();
+    released = [];
+    redeployed = [];
+    claims = 0;
+    failClaims = false;
+    logs = [];
+    const log = (line: string) => logs.push(line);
+    healer = new EnvironmentHealer({
+      envs,
+      placement: {
+        claim: async (_t, pool, input) => {
+          if (failClaims) throw new BerthError('pool_empty', `pool ${pool} has no ready host`, 'Wait.');
+          const id = `new-${++claims}`;
+          await host(id, 'running');
+          // A review host of the environment, with its settings.
+          expect(input.tags).toMatchObject({ 'berth.mode': 'review', [`${ENV_OVERRIDE_TAG_PREFIX}A`]: '1' });
+          return { id: `c-${id}`, pool, group: input.group, timings: {}, host: { id, ip: '127.0.0.1' } } as unknown as ClaimView;
+        },
+        awaitServicesReady: () => Promise.resolve(),
+      },
+      routes: new EnvironmentRoutes({ router: { setRoute: (name, spec) => (routes.set(name, spec), { name } as never) }, hosts: { get: (t, id) => hosts.get(t, id) } }),
+      hostRelease: new HostRelease({ pools: { get: () => Promise.resolve({ on_release: 'terminate' } as PoolRow) }, release: (_t, id) => (released.push(id), Promise.resolve()), log }, undefined),
+      stackOf: () => Promise.resolve({ spec: stack, target: { service: 'web', port, healthPath: '/' }, init: [] }),
+      redeploy: (row, why) => (redeployed.push(`${row.name}: ${why}`), Promise.resolve()),
+      log,
+      retryMs: 1000,
+      waitS: 1,
+    });
+  });
+  afterEach(async () => {
+    await store.db.deleteFrom('environments').execute();
+    await store.db.deleteFrom('hosts').execute();
+  });
+
+  it('counts as lost the hosts of ready environments that are lost, failed, terminated or not in the store', async () => {
+    await host('a1', 'running');
+    await host('a2', 'lost');
+    await host('b1', 'terminated');
+    await host('c1', 'failed');
+    await env('a', 'review', ['a1', 'a2', 'a-gone']);
+    await env('b', 'review', ['b1']);
+    await env('c', 'review', ['c1'], 'deploying');
+    expect((await envs.lostHosts()).map((l) => `${l.name} ${l.hostId} ${l.state ?? '-'}`)).toEqual(['a a2 lost', 'a a-gone -', 'b b1 terminated']);
+  });
+
+  it('replaces lost review hosts in place: the others kept, the route set, the reason recorded', async () => {
+    await host('a1', 'running');
+    await host('a2', 'lost');
+    await env('a', 'review', ['a1', 'a2']);
+    expect(await healer.sweep()).toEqual(['a']);
+    const row = await envs.get(T, 'a');
+    expect(row).toMatchObject({ state: 'ready', hosts: [{ hostId: 'a1', generation: 1 }, { hostId: 'new-1', generation: 1 }] });
+    expect(row?.state_reason).toBe('replaced a2 (a2 lost) with new-1');
+    expect(routes.get('a')?.backends.map((b) => b.id)).toEqual(['a1', 'new-1']);
+    expect(released).toEqual([]);
+    expect(await healer.sweep()).toEqual([]); // nothing lost any more
+  });
+
+  it('gives back what a failed heal claimed, says why, and tries again only after its wait', async () => {
+    await host('a2', 'terminated');
+    await env('a', 'review', ['a2']);
+    failClaims = true;
+    const t0 = Date.now();
+    expect(await healer.sweep(t0)).toEqual(['a']);
+    expect(await envs.get(T, 'a')).toMatchObject({ state: 'ready', hosts: [{ hostId: 'a2' }], state_reason: 'could not replace a2 (a2 terminated): pool p has no ready host' });
+    expect(logs.at(-1)).toMatch(/could not replace lost a2: pool p has no ready host; trying again in 1 s$/);
+    expect(await healer.sweep(t0 + 500)).toEqual([]);
+    expect(await healer.sweep(Date.now() + 1100)).toEqual(['a']);
+    expect(logs.at(-1)).toMatch(/trying again in 2 s$/);
+    failClaims = false;
+    expect(await healer.sweep(Date.now() + 2100)).toEqual(['a']);
+    expect(await envs.get(T, 'a')).toMatchObject({ state: 'ready', hosts: [{ hostId: 'new-1' }] });
+  });
+
+  it('redeploys a service-mode environment, and leaves environments that are busy alone', async () => {
+    await host('s1', 'lost');
+    await host('d1', 'lost');
+    await env('svc', 'service', ['s1']);
+    await env('busy', 'review', ['d1'], 'deploying');
+    expect(await healer.sweep()).toEqual(['svc']);
+    expect(redeployed).toEqual(['svc: replacing lost s1 (web)']);
+    expect(claims).toBe(0);
+  });
+});

@@ -1,0 +1,138 @@
+/**
+ * Environments heal: a host of a ready environment that is gone — lost (its machine stopped or its
+ * init died, as the host monitor finds), failed, or terminated by someone — is replaced, as an Auto
+ * Scaling group replaces an unhealthy instance and a ReplicaSet a deleted pod. Nobody has to notice
+ * that a review app stopped answering and recreate it.
+ *
+ * - `review` mode, in place: the environment is `healing`; a new host is claimed for each one lost,
+ *   as a create claims them (its services started, ready, answering over the network), and the route
+ *   gets them; the others are not touched. The lost hosts leave the environment's record (the host
+ *   service cleans their machines up, as for any lost host).
+ * - `service` mode, by a deploy of its ref: the lost host's dependents are told the addresses of the
+ *   services they need, so a new host changes their configuration anyway (see scale.ts).
+ * - A replacement that fails (an empty pool with `onEmpty: fail`, a service that does not start)
+ *   gives back what it claimed, leaves the environment `ready` with the reason, and is tried again
+ *   later: after 10 s, then twice as long each time, up to 5 minutes.
+ *
+ * Found by the environments' sweep (every 5 s) with one statement (EnvironmentsRepo.lostHosts). A
+ * heal cut short by a server restart is undone like a scale (recovery.ts) and done again by the
+ * next sweep, as the lost hosts are still in the record until a heal finishes.
+ */
+import { errorMessage } from '../core/errors.js';
+import type { EnvironmentsRepo } from '../store/environments-repo.js';
+import type { EnvHostRecord, EnvironmentRow } from '../store/schema.js';
+import { placeServices, type PlacementDeps } from './placement.js';
+import type { HostRelease } from './release.js';
+import type { EnvironmentRoutes } from './routes.js';
+import type { EnvironmentStack } from './slug-stack.js';
+
+type LostHost = Awaited<ReturnType<EnvironmentsRepo['lostHosts']>>[number];
+
+export interface HealDeps {
+  envs: Pick<EnvironmentsRepo, 'lostHosts' | 'get' | 'transition' | 'setHosts'>;
+  placement: PlacementDeps;
+  routes: EnvironmentRoutes;
+  hostRelease: HostRelease;
+  stackOf(row: EnvironmentRow): Promise<EnvironmentStack>;
+  /** A service-mode environment on new hosts: a deploy of its ref, `why` in its reason. */
+  redeploy(row: EnvironmentRow, why: string): Promise<unknown>;
+  log: (line: string) => void;
+  /** The first wait after a failed replacement, ms (doubling up to 30 times it); default 10 s. */
+  retryMs?: number;
+  /** Seconds a replacement's services get to be ready; default 120. */
+  waitS?: number;
+}
+
+export class EnvironmentHealer {
+  private readonly healing = new Map<string, Promise<void>>();
+  private readonly retry = new Map<string, { at: number; waitMs: number }>();
+
+  constructor(private readonly deps: HealDeps) {}
+
+  /** Starts replacing the lost hosts of every ready environment not waiting to retry; resolves once those heals are over. */
+  async sweep(now = Date.now()): Promise<string[]> {
+    const byEnv = new Map<string, LostHost[]>();
+    for (const lost of await this.deps.envs.lostHosts()) {
+      const key = `${lost.tenantId}/${lost.name}`;
+      byEnv.set(key, [...(byEnv.get(key) ?? []), lost]);
+    }
+    const started: string[] = [];
+    for (const [key, lost] of byEnv) {
+      if (this.healing.has(key) || (this.retry.get(key)?.at ?? 0) > now) continue;
+      const first = lost[0];
+      if (!first) continue;
+      const heal = this.heal(first.tenantId, first.name, lost)
+        .catch((err: unknown) => this.deps.log(`environment ${first.name}: healing: ${errorMessage(err)}`))
+        .finally(() => this.healing.delete(key));
+      this.healing.set(key, heal);
+      started.push(first.name);
+    }
+    await Promise.all([...this.healing.values()]);
+    return started;
+  }
+
+  private async heal(tenantId: string, name: string, lost: LostHost[]): Promise<void> {
+    const row = await this.deps.envs.get(tenantId, name);
+    if (row?.state !== 'ready') return;
+    const gone = row.hosts.filter((h) => lost.some((l) => l.hostId === h.hostId));
+    if (gone.length === 0) return;
+    const what = gone.map((h) => `${h.hostId}${h.service ? ` (${h.service})` : ''}`).join(', ');
+    const why = lost.map((l) => `${l.hostId} ${l.state ?? 'is gone'}${l.reason ? `: ${l.reason}` : ''}`).join('; ');
+    const key = `${tenantId}/${name}`;
+    try {
+      if (row.mode === 'service') await this.deps.redeploy(row, `replacing lost ${what}`);
+      else await this.replaceInPlace(row, gone, what, why);
+      this.retry.delete(key);
+      this.deps.log(`environment ${name}: replaced lost ${what} (${why})`);
+    } catch (err) {
+      const waitMs = Math.min((this.retry.get(key)?.waitMs ?? (this.deps.retryMs ?? 10_000) / 2) * 2, (this.deps.retryMs ?? 10_000) * 30);
+      this.retry.set(key, { at: Date.now() + waitMs, waitMs });
+      this.deps.log(`environment ${name}: could not replace lost ${what}: ${errorMessage(err)}; trying again in ${Math.round(waitMs / 1000)} s`);
+    }
+  }
+
+  /** Review hosts: new ones for the lost, the others untouched. */
+  private async replaceInPlace(row: EnvironmentRow, gone: EnvHostRecord[], what: string, why: string): Promise<void> {
+    const { tenant_id: tenantId, name } = row;
+    const { spec, target, init } = await this.deps.stackOf(row);
+    const started = await this.deps.envs.transition(tenantId, name, ['ready'], 'healing', { reason: `replacing ${what} (${why})` });
+    if (!started) return; // another operation came first; the next sweep looks again
+    const routedGeneration = started.route?.generation ?? Math.max(0, ...started.hosts.map((h) => h.generation));
+    const routed = started.hosts.filter((h) => h.generation === routedGeneration);
+    const kept = routed.filter((h) => !gone.some((g) => g.hostId === h.hostId));
+    const env = { tenantId, name, private: started.private };
+    // Recorded outside the routed generation until the route has them, so a restart gives them back.
+    const joining: EnvHostRecord[] = [];
+    try {
+      const placed = await placeServices(this.deps.placement, {
+        tenantId,
+        name,
+        stack: spec,
+        pool: started.pool,
+        mode: 'review',
+        ref: started.ref,
+        replicas: gone.length,
+        owner: started.owner,
+        settings: started.settings,
+        generation: routedGeneration + 1,
+        init,
+        target,
+        deadline: Date.now() + (this.deps.waitS ?? 120) * 1000,
+        onClaimed: async (host) => {
+          joining.push({ hostId: host.hostId, service: host.service, generation: host.generation });
+          await this.deps.envs.setHosts(tenantId, name, [...routed, ...joining]);
+        },
+      });
+      const all = [...(await this.deps.routes.addressed(tenantId, kept)), ...placed.hosts.map((h) => ({ ...h, generation: routedGeneration }))];
+      this.deps.routes.set(env, all, target, started.ref);
+      const hosts = all.map(({ hostId, service, generation }) => ({ hostId, service, generation }));
+      const replaced = placed.hosts.map((h) => h.hostId).join(', ');
+      const done = await this.deps.envs.transition(tenantId, name, ['healing'], 'ready', { hosts, reason: `replaced ${what} (${why}) with ${replaced}` });
+      if (!done) throw new Error('it changed while it healed');
+    } catch (err) {
+      await this.deps.hostRelease.releaseAll(tenantId, started.pool, joining, `environment ${name}: replacing ${what} failed`);
+      await this.deps.envs.transition(tenantId, name, ['healing'], 'ready', { hosts: routed, reason: `could not replace ${what} (${why}): ${errorMessage(err)}` });
+      throw err;
+    }
+  }
+}

@@ -18,7 +18,7 @@ const people: Record<string, Principal> = {
 };
 
 function request(url: string, headers: Record<string, string> = {}): IncomingMessage {
-  return { url, headers: { ...headers } } as unknown as IncomingMessage;
+  return { url, headers: { ...headers }, socket: {} /* plain HTTP */ } as unknown as IncomingMessage;
 }
 
 describe('private environments', () => {

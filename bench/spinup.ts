@@ -6,7 +6,9 @@
  *   (c) a pool of hosts of the baked image (seed 2): only the services start at claim;
  *   (d) a pool of review hosts with the stack already running: the user's settings arrive by reload;
  *   (e) beside them, an environment of (d)'s pool asleep (its host back in the pool): its next
- *       request, held by the router while the environment wakes, until that request's 200.
+ *       request, held by the router while the environment wakes, until that request's 200;
+ *   (f) an environment of (d)'s pool whose host dies (its init killed): from the kill to its URL's
+ *       first 200 from the new host berth put in its place by itself (environments/heal.ts).
  * The client (berth's API client for the create, plain GETs through the router) runs in its own
  * process, bench/spinup-client.mjs, as a user's CLI and browser do.
  * Writes the table and a chart (bench/results/spinup.svg, docs/spinup.svg).
@@ -27,7 +29,7 @@ export interface SpinupOptions {
   /** Creates per variant: cold and install-at-claim are slow, so they get fewer. */
   slow: number;
   fast: number;
-  /** Which of a, b, c, d, e to run (all by default). */
+  /** Which of a, b, c, d, e, f to run (all by default). */
   variants?: string[];
   progress: (line: string) => void;
 }
@@ -92,6 +94,11 @@ export async function spinupBench(srv: InProcessServer, opts: SpinupOptions): Pr
       results.set('e-awake', woken.awake);
       breakdowns.set('e', woken.phases);
     }
+    if (!opts.variants || opts.variants.includes('f')) {
+      const healed = await heals(srv, client, opts);
+      results.set('f', healed.heal);
+      breakdowns.set('f', healed.phases);
+    }
   } finally {
     client.close();
     for (const { name } of pools) await srv.api.delete(`/v1/pools/${name}`);
@@ -116,7 +123,8 @@ export async function spinupBench(srv: InProcessServer, opts: SpinupOptions): Pr
     `| spin-up ${variants[3]?.label ?? ''} | ${d.n} | ${ms(d.p50)} | ${ms(d.p99)} | target p50 <= 25 ms, p99 <= 100 ms: ${ok(d.p50 <= 25 && d.p99 <= 100)} | chart: docs/spinup.svg |`,
     `| of which: store statements during a create's API call, mean, (c) / (d) (PGlite) | | | | ${perCreate('c')} / ${perCreate('d')} | |`,
     ...(results.has('e') ? [`| spin-up (e) a sleeping environment of (d)'s pool: its next request, held while it wakes, to its 200 | ${get('e').n} | ${ms(get('e').p50)} | ${ms(get('e').p99)} | the same request once awake: ${ms(get('e-awake').p50)} p50 | |`] : []),
-    ...['c', 'd', 'e'].filter((key) => breakdowns.get(key)?.length).map((key) => `| of which (${key}), p50 of each part: ${medians(breakdowns.get(key) ?? [])} | | | | | |`),
+    ...(results.has('f') ? [`| spin-up (f) an environment of (d)'s pool whose host died (init killed): the kill to its URL's first 200 from the host berth put in its place | ${get('f').n} | ${ms(get('f').p50)} | ${ms(get('f').p99)} | | |`] : []),
+    ...['c', 'd', 'e', 'f'].filter((key) => breakdowns.get(key)?.length).map((key) => `| of which (${key}), p50 of each part: ${medians(breakdowns.get(key) ?? [])} | | | | | |`),
     ...['c', 'd'].filter((key) => breakdowns.get(key)?.length).map((key) => `| (${key}), the slowest create's parts: ${slowest(breakdowns.get(key) ?? [])} | | | | | |`),
   ];
 }
@@ -178,6 +186,49 @@ async function wakes(srv: InProcessServer, client: SpinupClient, opts: SpinupOpt
   }
   await srv.api.delete('/v1/environments/sp-e');
   return { wake: summarize(wake), awake: summarize(awake), phases };
+}
+
+/**
+ * (f): an environment of the review pool, its host killed (SIGKILL to the host's init, as a crash of
+ * the machine would end it) once the pool is full again, then GETs through the router until one
+ * answers 200 from another host; the heal's own timings (`operation: heal`) beside it.
+ */
+async function heals(srv: InProcessServer, client: SpinupClient, opts: SpinupOptions): Promise<{ heal: Summary; phases: Phases[] }> {
+  const samples: number[] = [];
+  const phases: Phases[] = [];
+  const v = { key: 'f', label: '', pool: 'sp-review', stack: 'demo', runs: opts.fast };
+  await poolFull(srv, v.pool);
+  await createToFirst200(srv, client, 'sp-f', v, new StatementCount(), [], { keep: true });
+  type View = { url: string; state: string; operation: string; hosts: { hostId: string }[]; timings: Record<string, number> };
+  const view = async () => (await srv.api.get<View>('/v1/environments/sp-f')).body;
+  for (let i = 0; i < opts.fast; i++) {
+    await poolFull(srv, v.pool);
+    opts.progress(`spinup: (f) heal ${i + 1}/${opts.fast}`);
+    const before = await view();
+    const dead = before.hosts[0]?.hostId ?? '';
+    const state = JSON.parse(readFileSync(join(srv.dataDir, 'hosts', dead, 'state.json'), 'utf8')) as { initPid?: number };
+    if (!state.initPid) throw new Error(`sp-f: no init pid recorded for ${dead}`);
+    const t0 = performance.now();
+    process.kill(state.initPid, 'SIGKILL');
+    // The URL answers 200 again once a host other than the dead one serves it.
+    let after = before;
+    while (!(after.state === 'ready' && after.hosts.length > 0 && !after.hosts.some((h) => h.hostId === dead))) {
+      if (performance.now() - t0 > 60_000) throw new Error(`sp-f was not healed within 60 s (${after.state})`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      after = await view();
+    }
+    let answer = await client.get(before.url);
+    while (answer.status !== 200) {
+      if (performance.now() - t0 > 60_000) throw new Error(`sp-f answered ${answer.status} after its heal`);
+      answer = await client.get(before.url);
+    }
+    const elapsed = performance.now() - t0;
+    if (after.operation !== 'heal') throw new Error(`sp-f: its latest operation is ${after.operation}, not a heal`);
+    samples.push(elapsed);
+    phases.push({ ...after.timings, 'kill to its 200': elapsed });
+  }
+  await srv.api.delete('/v1/environments/sp-f');
+  return { heal: summarize(samples), phases };
 }
 
 /** Per create: the server's own timings, and the client's view around them (ms). */

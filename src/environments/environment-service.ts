@@ -269,6 +269,7 @@ export class EnvironmentService {
 
   stop(): void {
     if (this.sweeper) clearInterval(this.sweeper);
+    this.healer.stop();
   }
 
   /** Removes environments whose TTL passed, puts to sleep those idle longer than their sleep-after, and replaces lost hosts (heal.ts). */
@@ -284,6 +285,14 @@ export class EnvironmentService {
     await this.sleeper.sweep();
     await this.healer.sweep();
     return gone;
+  }
+
+  /**
+   * Looks for lost hosts now rather than at the next sweep (heal.ts): called when a host of a group
+   * leaves for good, so an environment that lost one is on its way back within a moment.
+   */
+  healSoon(): void {
+    this.healer.soon();
   }
 
   /** After a restart: nothing is left half-done (recovery.ts). */

@@ -96,6 +96,7 @@ describe('EnvironmentHealer', () => {
   afterEach(async () => {
     await store.db.deleteFrom('environments').execute();
     await store.db.deleteFrom('hosts').execute();
+    await store.db.deleteFrom('environment_timings').execute();
   });
 
   it('counts as lost the hosts of ready environments that are lost, failed, terminated or not in the store', async () => {
@@ -117,6 +118,8 @@ describe('EnvironmentHealer', () => {
     const row = await envs.get(T, 'a');
     expect(row).toMatchObject({ state: 'ready', hosts: [{ hostId: 'a1', generation: 1 }, { hostId: 'new-1', generation: 1 }] });
     expect(row?.state_reason).toBe('replaced a2 (a2 lost) with new-1');
+    expect(row?.operation).toBe('heal');
+    expect(await store.db.selectFrom('environment_timings').select(['environment', 'operation']).execute()).toEqual([{ environment: 'a', operation: 'heal' }]);
     expect(routes.get('a')?.backends.map((b) => b.id)).toEqual(['a1', 'new-1']);
     expect(released).toEqual([]);
     expect(await healer.sweep()).toEqual([]); // nothing lost any more

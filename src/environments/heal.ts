@@ -10,18 +10,21 @@
  *   service cleans their machines up, as for any lost host).
  * - `service` mode, by a deploy of its ref: the lost host's dependents are told the addresses of the
  *   services they need, so a new host changes their configuration anyway (see scale.ts).
+ * - Its timings (claim, services, ready, route) are the environment's, as a create's, with
+ *   `operation: heal` (`env show`, /metrics).
  * - A replacement that fails (an empty pool with `onEmpty: fail`, a service that does not start)
  *   gives back what it claimed, leaves the environment `ready` with the reason, and is tried again
  *   later: after 10 s, then twice as long each time, up to 5 minutes.
  *
- * Found by the environments' sweep (every 5 s) with one statement (EnvironmentsRepo.lostHosts). A
+ * Found by the environments' sweep (every 5 s), and at once when a host of a group leaves for good
+ * (`soon`, from the server's events), with one statement (EnvironmentsRepo.lostHosts). A
  * heal cut short by a server restart is undone like a scale (recovery.ts) and done again by the
  * next sweep, as the lost hosts are still in the record until a heal finishes.
  */
 import { errorMessage } from '../core/errors.js';
 import type { EnvironmentsRepo } from '../store/environments-repo.js';
 import type { EnvHostRecord, EnvironmentRow } from '../store/schema.js';
-import { placeServices, type PlacementDeps } from './placement.js';
+import { placeServices, roundTimings, type PlacementDeps } from './placement.js';
 import type { HostRelease } from './release.js';
 import type { EnvironmentRoutes } from './routes.js';
 import type { EnvironmentStack } from './slug-stack.js';
@@ -46,8 +49,23 @@ export interface HealDeps {
 export class EnvironmentHealer {
   private readonly healing = new Map<string, Promise<void>>();
   private readonly retry = new Map<string, { at: number; waitMs: number }>();
+  private soonTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: HealDeps) {}
+
+  /** A sweep in a moment: one for every host that went at about the same time (a machine's hosts die together). */
+  soon(): void {
+    if (this.soonTimer) return;
+    this.soonTimer = setTimeout(() => {
+      this.soonTimer = undefined;
+      void this.sweep().catch((err: unknown) => this.deps.log(`environments: healing: ${errorMessage(err)}`));
+    }, 20);
+    this.soonTimer.unref();
+  }
+
+  stop(): void {
+    if (this.soonTimer) clearTimeout(this.soonTimer);
+  }
 
   /** Starts replacing the lost hosts of every ready environment not waiting to retry; resolves once those heals are over. */
   async sweep(now = Date.now()): Promise<string[]> {
@@ -94,6 +112,7 @@ export class EnvironmentHealer {
   /** Review hosts: new ones for the lost, the others untouched. */
   private async replaceInPlace(row: EnvironmentRow, gone: EnvHostRecord[], what: string, why: string): Promise<void> {
     const { tenant_id: tenantId, name } = row;
+    const t0 = performance.now();
     const { spec, target, init } = await this.deps.stackOf(row);
     const started = await this.deps.envs.transition(tenantId, name, ['ready'], 'healing', { reason: `replacing ${what} (${why})` });
     if (!started) return; // another operation came first; the next sweep looks again
@@ -124,10 +143,12 @@ export class EnvironmentHealer {
         },
       });
       const all = [...(await this.deps.routes.addressed(tenantId, kept)), ...placed.hosts.map((h) => ({ ...h, generation: routedGeneration }))];
+      const tRoute = performance.now();
       this.deps.routes.set(env, all, target, started.ref);
+      const timings = roundTimings({ ...placed.timings, routeMs: performance.now() - tRoute, totalMs: performance.now() - t0 });
       const hosts = all.map(({ hostId, service, generation }) => ({ hostId, service, generation }));
       const replaced = placed.hosts.map((h) => h.hostId).join(', ');
-      const done = await this.deps.envs.transition(tenantId, name, ['healing'], 'ready', { hosts, reason: `replaced ${what} (${why}) with ${replaced}` });
+      const done = await this.deps.envs.transition(tenantId, name, ['healing'], 'ready', { hosts, reason: `replaced ${what} (${why}) with ${replaced}`, timings, operation: 'heal' });
       if (!done) throw new Error('it changed while it healed');
     } catch (err) {
       await this.deps.hostRelease.releaseAll(tenantId, started.pool, joining, `environment ${name}: replacing ${what} failed`);

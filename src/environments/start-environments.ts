@@ -97,6 +97,11 @@ export async function startEnvironments(config: Pick<ServerConfig, 'driver' | 'r
     await router.close();
     throw err;
   }
+  // A host of a group gone for good may be an environment's: it is replaced at once (heal.ts).
+  const unsubscribe = deps.events.subscribe((event) => {
+    if (event.kind === 'host' && event.group && (event.state === 'terminating' || event.state === 'failed')) environments.healSoon();
+  });
+  router.whenClosed(unsubscribe);
   deps.progress('restoring environments and their routes');
   const envs = await environments.recover().catch(async (err: unknown) => {
     await router.close();

@@ -116,19 +116,21 @@ export async function sweepOrphans(ctx: RecoveryContext): Promise<string[]> {
 
 /** Periodic check: hosts whose processes died are marked lost and cleaned; hosts that never enrol fail. */
 export async function monitorHosts(ctx: RecoveryContext, now: Date): Promise<void> {
+  for (const row of await ctx.deps.hosts.listInStates(['booting', 'running', 'lost'])) await checkHost(ctx, row, now);
+}
+
+/** One host of the monitor's (also looked at as soon as its agent goes away): lost if its machine is gone, failed if it never enrolled. */
+export async function checkHost(ctx: RecoveryContext, row: HostRow, now: Date): Promise<void> {
   const { deps } = ctx;
-  const bootTimeoutMs = deps.bootTimeoutMs ?? 60_000;
-  for (const row of await deps.hosts.listInStates(['booting', 'running', 'lost'])) {
-    if (deps.agents.isConnected(row.id) || ctx.isResetting(row.id)) continue;
-    const described = await deps.driver.describe(row.id, row.driver_data).catch(() => ({ state: 'running' as const, reason: undefined }));
-    // A backend's agent (SSM) registers in minutes where berth's enrols in a second: its own limit.
-    const limit = bootTimeoutOf(deps.driver, row.driver_data) ?? bootTimeoutMs;
-    if (described.state !== 'running') {
-      await ctx.markLost(row, described.reason ?? `host is ${described.state}`);
-    } else if (row.state === 'booting' && now.getTime() - new Date(row.created_at).getTime() > limit) {
-      await deps.hosts.transition(row.id, ['booting'], 'terminating', { reason: `agent never enrolled within ${limit / 1000} s` });
-      await ctx.cleanUp(row, 'agent never enrolled');
-    }
+  if (!['booting', 'running', 'lost'].includes(row.state) || deps.agents.isConnected(row.id) || ctx.isResetting(row.id) || ctx.isTerminating(row.id)) return;
+  const described = await deps.driver.describe(row.id, row.driver_data).catch(() => ({ state: 'running' as const, reason: undefined }));
+  // A backend's agent (SSM) registers in minutes where berth's enrols in a second: its own limit.
+  const limit = bootTimeoutOf(deps.driver, row.driver_data) ?? deps.bootTimeoutMs ?? 60_000;
+  if (described.state !== 'running') {
+    await ctx.markLost(row, described.reason ?? `host is ${described.state}`);
+  } else if (row.state === 'booting' && now.getTime() - new Date(row.created_at).getTime() > limit) {
+    if (!(await deps.hosts.transition(row.id, ['booting'], 'terminating', { reason: `agent never enrolled within ${limit / 1000} s` }))) return;
+    await ctx.cleanUp(row, 'agent never enrolled');
   }
 }
 

@@ -11,7 +11,7 @@ import type { BootImage, HostServiceDeps, LaunchRequest, RegisteredHost } from '
 import type { NewHost } from '../store/hosts-repo.js';
 import type { HostRow } from '../store/schema.js';
 import { toHostSummary, toHostView, type HostStatsView, type HostSummary, type HostView } from './views.js';
-import { bootTimeoutOf, monitorHosts, recoverHosts, sweepOrphans, type RecoveryContext } from './host-recovery.js';
+import { bootTimeoutOf, checkHost, monitorHosts, recoverHosts, sweepOrphans, type RecoveryContext } from './host-recovery.js';
 import { ReadyWaiters } from './ready-waiters.js';
 
 export type { AgentPresence, BootImage, HostServiceDeps, ImageResolver, LaunchRequest, RegisteredHost } from './host-types.js';
@@ -339,6 +339,18 @@ export class HostService {
   async onAgentDisconnected(hostId: string): Promise<void> {
     if (this.deps.agents.isConnected(hostId)) return; // a newer connection took over
     await this.deps.hosts.setAgent(hostId, false, new Date());
+    // The agent may have gone with its machine: look now rather than at the next pass of the
+    // monitor (up to 2 s later), so an environment can replace a dead host at once (heal.ts). Twice:
+    // a killed host's agent may leave while its init is still exiting (then it looks alive).
+    for (const afterMs of [50, 300]) {
+      const check = setTimeout(() => void this.checkNow(hostId).catch((err: unknown) => this.deps.log(`host ${hostId}: check after its agent left: ${errorMessage(err)}`)), afterMs);
+      check.unref();
+    }
+  }
+
+  private async checkNow(hostId: string): Promise<void> {
+    const row = await this.deps.hosts.getAnyTenant(hostId);
+    if (row) await checkHost(this.recovery(), row, new Date());
   }
 
   /**
@@ -371,9 +383,10 @@ export class HostService {
   }
 
   private async markLost(row: HostRow, why: string): Promise<void> {
-    this.deps.log(`host ${row.id}: lost (${why}); cleaning up`);
     await this.deps.hosts.transition(row.id, ['booting', 'running'], 'lost', { reason: why });
-    await this.deps.hosts.transition(row.id, ['lost'], 'terminating', { reason: `lost: ${why}` });
+    // Whoever moves it on from lost cleans it up (the monitor and a check after a disconnect may race).
+    if (!(await this.deps.hosts.transition(row.id, ['lost'], 'terminating', { reason: `lost: ${why}` }))) return;
+    this.deps.log(`host ${row.id}: lost (${why}); cleaning up`);
     await this.cleanUp(row, `host lost: ${why}`);
   }
 

@@ -26,7 +26,7 @@ export interface NewEnvironment {
 }
 
 /** What brought an environment to `ready` with new hosts (its timings say how long it took). */
-export type EnvironmentOperation = 'create' | 'deploy' | 'wake';
+export type EnvironmentOperation = 'create' | 'deploy' | 'wake' | 'heal';
 
 export class EnvironmentsRepo {
   /** `events`: environments' changes of state, and their removal, are reported there. */
@@ -196,7 +196,7 @@ export class EnvironmentsRepo {
       .where('name', '=', name)
       .where('state', 'in', [...from])
       .returningAll();
-    // A create, deploy or wake that finished is also kept in its history, in the same statement.
+    // A create, deploy, wake or heal that finished is also kept in its history, in the same statement.
     const finished = to === 'ready' && fields.timings !== undefined ? fields.timings : undefined;
     const operation = fields.operation ?? (fields.route?.generation === 1 ? 'create' : 'deploy');
     const row = finished

@@ -60,6 +60,8 @@ describe('environments heal', () => {
     const after = await healed('pair', dies);
     expect(after.hosts.map((h) => h.hostId)).toContain(stays);
     expect(after.hosts).toHaveLength(2);
+    expect(after.operation).toBe('heal');
+    expect(Object.keys(after.timings).sort()).toEqual(['claimMs', 'initMs', 'readyMs', 'routeMs', 'servicesMs', 'totalMs']);
     expect(after.stateReason).toMatch(new RegExp(`^replaced ${dies} \\(${dies} (terminated|terminating|lost): .*\\) with h-`));
     expect(after.backends?.map((b) => b.id).sort()).toEqual(after.hosts.map((h) => h.hostId).sort());
     const seen = new Set<string>();

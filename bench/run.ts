@@ -27,6 +27,7 @@ import { claimBench } from './claims.js';
 import { imageBench } from './images.js';
 import { serviceBench } from './services.js';
 import { spinupBench } from './spinup.js';
+import { routerTlsBench } from './router-tls.js';
 import { ms, summarize, type Summary } from './stats.js';
 import { diskLaunchBench } from './disk.js';
 import { hostStatsBench } from './host-stats.js';
@@ -91,7 +92,10 @@ async function main(): Promise<void> {
       if (ONLY.has('claims')) rows.push(...(await claimBench(srv, { ...CLAIMS, progress })));
       if (ONLY.has('images')) rows.push(...(await imageBench(srv, { ...IMAGES, progress })));
       if (ONLY.has('services')) rows.push(...(await serviceBench(srv, { ...SERVICES, progress })));
-      if (ONLY.has('spinup')) rows.push(...(await spinupBench(srv, { ...SPINUP, progress })));
+      if (ONLY.has('spinup')) {
+        rows.push(...(await spinupBench(srv, { ...SPINUP, progress })));
+        rows.push(...(await routerTlsBench({ requests: Number(process.env['BENCH_ROUTER_REQUESTS'] ?? 2000), connections: Number(process.env['BENCH_ROUTER_CONNECTIONS'] ?? 400), progress })));
+      }
     } finally {
       await srv.stop();
     }

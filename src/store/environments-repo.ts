@@ -74,9 +74,9 @@ export class EnvironmentsRepo {
     return this.db.selectFrom('environments').selectAll().where('tenant_id', '=', tenantId).orderBy('name').execute();
   }
 
-  /** Every tenant's environments, oldest first (recovery after a restart). */
+  /** Every tenant's environments, oldest first (recovery after a restart); the same order every time (ties by name). */
   async all(): Promise<EnvironmentRow[]> {
-    return this.db.selectFrom('environments').selectAll().orderBy('created_at').execute();
+    return this.db.selectFrom('environments').selectAll().orderBy('created_at').orderBy('tenant_id').orderBy('name').execute();
   }
 
   async expired(now: Date): Promise<EnvironmentRow[]> {

@@ -4,8 +4,6 @@
  * hosts): which hosts count as lost, what a heal records and routes, the retry after a failure, and
  * what it leaves alone.
  */
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { BerthError } from '../core/errors.js';
 import type { ClaimView } from '../pools/views.js';
@@ -16,6 +14,7 @@ import { HostsRepo } from '../store/hosts-repo.js';
 import type { PoolRow } from '../store/schema.js';
 import { openStore, type Store } from '../store/store.js';
 import { ENV_OVERRIDE_TAG_PREFIX } from '../stacks/modes.js';
+import { startBackend, type TestBackend } from '../router/test-backends.js';
 import { EnvironmentHealer } from './heal.js';
 import { HostRelease } from './release.js';
 import { EnvironmentRoutes } from './routes.js';
@@ -35,18 +34,15 @@ describe('EnvironmentHealer', () => {
   let failClaims: boolean;
   let logs: string[];
   let healer: EnvironmentHealer;
-  let backend: http.Server;
-  let port: number;
+  let backend: TestBackend;
 
   // Every fake host is 127.0.0.1: a new one must answer on the routed port over the network.
   beforeAll(async () => {
     store = await openStore({ dataDir: 'memory://' });
-    backend = http.createServer((_req, res) => res.end('ok'));
-    await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
-    port = (backend.address() as AddressInfo).port;
+    backend = await startBackend('any-host');
   });
   afterAll(async () => {
-    await new Promise((resolve) => backend.close(resolve));
+    await backend.kill();
     await store.close();
   });
 
@@ -86,7 +82,7 @@ describe('EnvironmentHealer', () => {
       },
       routes: new EnvironmentRoutes({ router: { setRoute: (name, spec) => (routes.set(name, spec), { name } as never) }, hosts: { get: (t, id) => hosts.get(t, id) } }),
       hostRelease: new HostRelease({ pools: { get: () => Promise.resolve({ on_release: 'terminate' } as PoolRow) }, release: (_t, id) => (released.push(id), Promise.resolve()), log }, undefined),
-      stackOf: () => Promise.resolve({ spec: stack, target: { service: 'web', port, healthPath: '/' }, init: [] }),
+      stackOf: () => Promise.resolve({ spec: stack, target: { service: 'web', port: backend.port, healthPath: '/' }, init: [] }),
       redeploy: (row, why) => (redeployed.push(`${row.name}: ${why}`), Promise.resolve()),
       log,
       retryMs: 1000,

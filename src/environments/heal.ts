@@ -24,7 +24,8 @@
 import { errorMessage } from '../core/errors.js';
 import type { EnvironmentsRepo } from '../store/environments-repo.js';
 import type { EnvHostRecord, EnvironmentRow } from '../store/schema.js';
-import { placeServices, roundTimings, type PlacementDeps } from './placement.js';
+import { roundTimings, type PlacementDeps } from './placement.js';
+import { joinReviewHosts } from './scale.js';
 import type { HostRelease } from './release.js';
 import type { EnvironmentRoutes } from './routes.js';
 import type { EnvironmentStack } from './slug-stack.js';
@@ -119,36 +120,12 @@ export class EnvironmentHealer {
     const routedGeneration = started.route?.generation ?? Math.max(0, ...started.hosts.map((h) => h.generation));
     const routed = started.hosts.filter((h) => h.generation === routedGeneration);
     const kept = routed.filter((h) => !gone.some((g) => g.hostId === h.hostId));
-    const env = { tenantId, name, private: started.private };
-    // Recorded outside the routed generation until the route has them, so a restart gives them back.
     const joining: EnvHostRecord[] = [];
     try {
-      const placed = await placeServices(this.deps.placement, {
-        tenantId,
-        name,
-        stack: spec,
-        pool: started.pool,
-        mode: 'review',
-        ref: started.ref,
-        replicas: gone.length,
-        owner: started.owner,
-        settings: started.settings,
-        generation: routedGeneration + 1,
-        init,
-        target,
-        deadline: Date.now() + (this.deps.waitS ?? 120) * 1000,
-        onClaimed: async (host) => {
-          joining.push({ hostId: host.hostId, service: host.service, generation: host.generation });
-          await this.deps.envs.setHosts(tenantId, name, [...routed, ...joining]);
-        },
-      });
-      const all = [...(await this.deps.routes.addressed(tenantId, kept)), ...placed.hosts.map((h) => ({ ...h, generation: routedGeneration }))];
-      const tRoute = performance.now();
-      this.deps.routes.set(env, all, target, started.ref);
-      const timings = roundTimings({ ...placed.timings, routeMs: performance.now() - tRoute, totalMs: performance.now() - t0 });
-      const hosts = all.map(({ hostId, service, generation }) => ({ hostId, service, generation }));
-      const replaced = placed.hosts.map((h) => h.hostId).join(', ');
-      const done = await this.deps.envs.transition(tenantId, name, ['healing'], 'ready', { hosts, reason: `replaced ${what} (${why}) with ${replaced}`, timings, operation: 'heal' });
+      const deadline = Date.now() + (this.deps.waitS ?? 120) * 1000;
+      const joined = await joinReviewHosts(this.deps, started, { spec, target, init }, { count: gone.length, generation: routedGeneration, routed, kept, joining, deadline });
+      const timings = roundTimings({ ...joined.timings, totalMs: performance.now() - t0 });
+      const done = await this.deps.envs.transition(tenantId, name, ['healing'], 'ready', { hosts: joined.hosts, reason: `replaced ${what} (${why}) with ${joined.added.join(', ')}`, timings, operation: 'heal' });
       if (!done) throw new Error('it changed while it healed');
     } catch (err) {
       await this.deps.hostRelease.releaseAll(tenantId, started.pool, joining, `environment ${name}: replacing ${what} failed`);

@@ -81,28 +81,8 @@ export async function scaleEnvironment(deps: ScaleDeps, row: EnvironmentRow, cha
       await deps.hostRelease.releaseAll(tenantId, started.pool, leaving, `environment ${name} scaled to ${count}`);
       return await done(deps, started, kept, replicas, `scaled to ${count}`);
     }
-    const placed = await placeServices(deps.placement, {
-      tenantId,
-      name,
-      stack: spec,
-      pool: started.pool,
-      mode: 'review',
-      ref: started.ref,
-      replicas: replicas - routed.length,
-      owner: started.owner,
-      settings: started.settings,
-      generation: routedGeneration + 1,
-      init,
-      target,
-      deadline: Date.now() + waitS * 1000,
-      onClaimed: async (host) => {
-        joining.push({ hostId: host.hostId, service: host.service, generation: host.generation });
-        await deps.envs.setHosts(tenantId, name, [...routed, ...joining]);
-      },
-    });
-    const all = [...(await deps.routes.addressed(tenantId, routed)), ...placed.hosts.map((h) => ({ ...h, generation: routedGeneration }))];
-    deps.routes.set(env, all, target, started.ref);
-    return await done(deps, started, all.map(({ hostId, service, generation }) => ({ hostId, service, generation })), replicas, `scaled to ${count}`);
+    const joined = await joinReviewHosts(deps, started, { spec, target, init }, { count: replicas - routed.length, generation: routedGeneration, routed, kept: routed, joining, deadline: Date.now() + waitS * 1000 });
+    return await done(deps, started, joined.hosts, replicas, `scaled to ${count}`);
   } catch (err) {
     // The route has the hosts it had (set again: the failure may have come after it changed).
     await deps.routes.addressed(tenantId, kept)
@@ -112,6 +92,48 @@ export async function scaleEnvironment(deps: ScaleDeps, row: EnvironmentRow, cha
     await deps.envs.transition(tenantId, name, ['scaling'], 'ready', { reason: `scale to ${count} failed: ${errorMessage(err)}`, hosts: kept });
     throw err;
   }
+}
+
+/**
+ * Review hosts joining a running environment (a scale up, a heal): claimed as a create claims them,
+ * each recorded as it lands outside the routed generation (onto `joining`, after `routed`) so a
+ * restart gives it back, then routed with `kept` once all answer. Returns what is routed now, the
+ * new hosts, and the placement's timings with the route's.
+ */
+export async function joinReviewHosts(
+  deps: { placement: PlacementDeps; envs: Pick<EnvironmentsRepo, 'setHosts'>; routes: EnvironmentRoutes },
+  row: EnvironmentRow,
+  { spec, target, init }: EnvironmentStack,
+  opts: { count: number; generation: number; routed: readonly EnvHostRecord[]; kept: readonly EnvHostRecord[]; joining: EnvHostRecord[]; deadline: number },
+): Promise<{ hosts: EnvHostRecord[]; added: string[]; timings: Record<string, number> }> {
+  const { tenant_id: tenantId, name } = row;
+  const placed = await placeServices(deps.placement, {
+    tenantId,
+    name,
+    stack: spec,
+    pool: row.pool,
+    mode: 'review',
+    ref: row.ref,
+    replicas: opts.count,
+    owner: row.owner,
+    settings: row.settings,
+    generation: opts.generation + 1,
+    init,
+    target,
+    deadline: opts.deadline,
+    onClaimed: async (host) => {
+      opts.joining.push({ hostId: host.hostId, service: host.service, generation: host.generation });
+      await deps.envs.setHosts(tenantId, name, [...opts.routed, ...opts.joining]);
+    },
+  });
+  const all = [...(await deps.routes.addressed(tenantId, opts.kept)), ...placed.hosts.map((h) => ({ ...h, generation: opts.generation }))];
+  const tRoute = performance.now();
+  deps.routes.set({ tenantId, name, private: row.private }, all, target, row.ref);
+  return {
+    hosts: all.map(({ hostId, service, generation }) => ({ hostId, service, generation })),
+    added: placed.hosts.map((h) => h.hostId),
+    timings: { ...placed.timings, routeMs: performance.now() - tRoute },
+  };
 }
 
 async function done(deps: ScaleDeps, row: EnvironmentRow, hosts: EnvHostRecord[], replicas: number, reason: string): Promise<EnvironmentRow> {

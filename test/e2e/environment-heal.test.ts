@@ -9,28 +9,12 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { EnvironmentView } from '../../src/environments/views.js';
 import { berth } from '../helpers/server.js';
-import { routerGet, useStackServer } from '../helpers/stack-server.js';
+import { routerGet, shopYaml, useStackServer } from '../helpers/stack-server.js';
 import { waitFor } from '../helpers/wait.js';
 
 const NET = { bridge: 'berthhel0', subnet: '10.222.0.0/24', cgroupName: 'berthhel' };
 
-const berthYaml = `stacks:
-  shop:
-    services:
-      api:
-        cmd: exec sleep 1000000
-      web:
-        cmd: mkdir -p /tmp/www && printf '%s from %s\\n' "$GREETING" "$BERTH_ENVIRONMENT" > /tmp/www/index.html && exec python3 -m http.server 8080 --directory /tmp/www
-        env: {GREETING: "hello"}
-        ports: [8080]
-        ready: {http: 8080}
-        dependsOn: [api]
-        stopTimeout: 1s
-pools:
-  - name: shop
-    size: 3
-    template: {tags: {berth.stack: shop, berth.mode: review}}
-`;
+const berthYaml = shopYaml(`'%s from %s\\n' "$GREETING" "$BERTH_ENVIRONMENT"`, 3, '{GREETING: "hello"}');
 
 describe('environments heal', () => {
   const stack = useStackServer(NET, berthYaml, { shop: 3 });

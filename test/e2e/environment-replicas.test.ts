@@ -9,26 +9,11 @@ import { describe, expect, it } from 'vitest';
 import type { UpsertResult } from '../../src/environments/upsert.js';
 import type { EnvironmentView } from '../../src/environments/views.js';
 import { berth } from '../helpers/server.js';
-import { routerGet, useStackServer } from '../helpers/stack-server.js';
+import { routerGet, shopYaml, useStackServer } from '../helpers/stack-server.js';
 
 const NET = { bridge: 'berthrep0', subnet: '10.255.0.0/22', cgroupName: 'berthrep' };
 
-const berthYaml = `stacks:
-  shop:
-    services:
-      api:
-        cmd: exec sleep 1000000
-      web:
-        cmd: mkdir -p /tmp/www && printf 'web of %s\\n' "$BERTH_ENVIRONMENT" > /tmp/www/index.html && exec python3 -m http.server 8080 --directory /tmp/www
-        ports: [8080]
-        ready: {http: 8080}
-        dependsOn: [api]
-        stopTimeout: 1s
-pools:
-  - name: shop
-    size: 4
-    template: {tags: {berth.stack: shop, berth.mode: review}}
-`;
+const berthYaml = shopYaml(`'web of %s\\n' "$BERTH_ENVIRONMENT"`, 4);
 
 /** Each service's number of hosts, e.g. `{ api: 1, web: 2 }`. */
 function perService(view: EnvironmentView): Record<string, number> {

@@ -15,28 +15,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CommandView } from '../../src/commands/views.js';
 import type { EnvironmentView } from '../../src/environments/views.js';
 import { berth, startServer, type InProcessServer } from '../helpers/server.js';
+import { shopYaml } from '../helpers/stack-server.js';
 import { waitFor } from '../helpers/wait.js';
 
 const NET = { bridge: 'berthenv0', subnet: '10.234.0.0/22', cgroupName: 'berthenv' };
 
 // web writes a page from its env and serves it on every interface; api stands for the rest of a stack.
-const berthYaml = `stacks:
-  shop:
-    services:
-      api:
-        cmd: exec sleep 1000000
-      web:
-        cmd: mkdir -p /tmp/www && printf 'hello %s from %s at %s\\n' "$GREETING" "$BERTH_ENVIRONMENT" "\${BERTH_REF:-none}" > /tmp/www/index.html && exec python3 -m http.server 8080 --directory /tmp/www
-        env: {GREETING: "world"}
-        ports: [8080]
-        ready: {http: 8080}
-        dependsOn: [api]
-        stopTimeout: 1s
-pools:
-  - name: shop
-    size: 2
-    template: {tags: {berth.stack: shop, berth.mode: review}}
-`;
+const berthYaml = shopYaml(`'hello %s from %s at %s\\n' "$GREETING" "$BERTH_ENVIRONMENT" "\${BERTH_REF:-none}"`, 2, '{GREETING: "world"}');
 
 /** GET through the router, as a browser at http://NAME.localhost:PORT/ would. */
 function viaRouter(port: number, name: string, path = '/'): Promise<{ status: number; body: string; backend: string | undefined }> {

@@ -81,3 +81,28 @@ export function routerGet(port: number, name: string, opts: { path?: string; hea
       .on('error', reject);
   });
 }
+
+/**
+ * A berth.yaml with stack `shop` — web: python's http.server on 8080 serving a page that `printf`
+ * writes from its env (`page`: the format and its arguments, e.g. `'%s from %s\\n' "$GREETING"
+ * "$BERTH_ENVIRONMENT"`), depending on api, which only sleeps (the rest of a stack) — and a pool
+ * `shop` of `poolSize` review hosts. `env`: web's own env, as YAML flow (`{GREETING: "hi"}`).
+ */
+export function shopYaml(page: string, poolSize: number, env?: string): string {
+  return `stacks:
+  shop:
+    services:
+      api:
+        cmd: exec sleep 1000000
+      web:
+        cmd: mkdir -p /tmp/www && printf ${page} > /tmp/www/index.html && exec python3 -m http.server 8080 --directory /tmp/www
+${env ? `        env: ${env}\n` : ''}        ports: [8080]
+        ready: {http: 8080}
+        dependsOn: [api]
+        stopTimeout: 1s
+pools:
+  - name: shop
+    size: ${poolSize}
+    template: {tags: {berth.stack: shop, berth.mode: review}}
+`;
+}

@@ -138,3 +138,38 @@ export async function checkHost(ctx: RecoveryContext, row: HostRow, now: Date): 
 export function bootTimeoutOf(driver: HostDriver, driverData: Record<string, unknown>): number | undefined {
   return driver.agents?.handles(driverData) ? driver.agents.bootTimeoutMs : undefined;
 }
+
+/**
+ * Looks at a host whose agent just left, rather than at the monitor's next pass (up to 2 s later),
+ * so an environment can replace a dead host at once (environments/heal.ts). Twice, 50 and 300 ms
+ * after: a killed host's agent may leave while its init is still exiting (it looks alive then). An
+ * agent that only restarted (its init does that) leaves a host that is running: nothing is done.
+ */
+export class LeftAgentChecks {
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private stopped = false;
+
+  constructor(
+    private readonly check: (hostId: string) => Promise<void>,
+    private readonly log: (line: string) => void,
+  ) {}
+
+  schedule(hostId: string): void {
+    if (this.stopped) return;
+    for (const afterMs of [50, 300]) {
+      const timer = setTimeout(() => {
+        this.timers.delete(timer);
+        void this.check(hostId).catch((err: unknown) => this.log(`host ${hostId}: check after its agent left: ${errorMessage(err)}`));
+      }, afterMs);
+      timer.unref();
+      this.timers.add(timer);
+    }
+  }
+
+  /** Nothing more is looked at: the server stops (every agent leaves as its channel closes). */
+  stop(): void {
+    this.stopped = true;
+    for (const timer of this.timers) clearTimeout(timer);
+    this.timers.clear();
+  }
+}

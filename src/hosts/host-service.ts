@@ -11,7 +11,7 @@ import type { BootImage, HostServiceDeps, LaunchRequest, RegisteredHost } from '
 import type { NewHost } from '../store/hosts-repo.js';
 import type { HostRow } from '../store/schema.js';
 import { toHostSummary, toHostView, type HostStatsView, type HostSummary, type HostView } from './views.js';
-import { bootTimeoutOf, checkHost, monitorHosts, recoverHosts, sweepOrphans, type RecoveryContext } from './host-recovery.js';
+import { bootTimeoutOf, checkHost, LeftAgentChecks, monitorHosts, recoverHosts, sweepOrphans, type RecoveryContext } from './host-recovery.js';
 import { ReadyWaiters } from './ready-waiters.js';
 
 export type { AgentPresence, BootImage, HostServiceDeps, ImageResolver, LaunchRequest, RegisteredHost } from './host-types.js';
@@ -21,6 +21,7 @@ export class HostService {
   /** Hosts being reset by this process: their init is replaced on purpose, so the monitor leaves them be. */
   private readonly resetting = new Set<string>();
   private readonly terminations = new Map<string, Promise<HostView>>();
+  private readonly leftAgents = new LeftAgentChecks((id) => this.deps.hosts.getAnyTenant(id).then((row) => row && checkHost(this.recovery(), row, new Date())), (line) => this.deps.log(line));
 
   constructor(private readonly deps: HostServiceDeps) {}
 
@@ -339,18 +340,12 @@ export class HostService {
   async onAgentDisconnected(hostId: string): Promise<void> {
     if (this.deps.agents.isConnected(hostId)) return; // a newer connection took over
     await this.deps.hosts.setAgent(hostId, false, new Date());
-    // The agent may have gone with its machine: look now rather than at the next pass of the
-    // monitor (up to 2 s later), so an environment can replace a dead host at once (heal.ts). Twice:
-    // a killed host's agent may leave while its init is still exiting (then it looks alive).
-    for (const afterMs of [50, 300]) {
-      const check = setTimeout(() => void this.checkNow(hostId).catch((err: unknown) => this.deps.log(`host ${hostId}: check after its agent left: ${errorMessage(err)}`)), afterMs);
-      check.unref();
-    }
+    this.leftAgents.schedule(hostId); // it may have gone with its machine
   }
 
-  private async checkNow(hostId: string): Promise<void> {
-    const row = await this.deps.hosts.getAnyTenant(hostId);
-    if (row) await checkHost(this.recovery(), row, new Date());
+  /** The server stops: agents leaving now (all, as the agent channel closes) are not looked at. */
+  stop(): void {
+    this.leftAgents.stop();
   }
 
   /**

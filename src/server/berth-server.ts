@@ -352,6 +352,7 @@ export class BerthServer {
     this.stopped = true;
     for (const timer of this.timers) clearInterval(timer);
     this.environments.stop();
+    this.hosts.stop();
     this.stopShells?.();
     this.stopTls?.();
     await this.router.close();

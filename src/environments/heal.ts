@@ -75,6 +75,8 @@ export class EnvironmentHealer {
       const key = `${lost.tenantId}/${lost.name}`;
       byEnv.set(key, [...(byEnv.get(key) ?? []), lost]);
     }
+    // An environment healed meanwhile by a deploy, or removed, waits for nothing any more.
+    for (const key of this.retry.keys()) if (!byEnv.has(key)) this.retry.delete(key);
     const started: string[] = [];
     for (const [key, lost] of byEnv) {
       if (this.healing.has(key) || (this.retry.get(key)?.at ?? 0) > now) continue;

@@ -48,6 +48,8 @@ export interface Environments {
   router: EnvironmentRouter;
   /** The router's responses, for /metrics. */
   routerRequests: RouterRequestCounts;
+  /** The certificate the router serves now, when it serves HTTPS. */
+  routerCertificate?: () => TlsPair;
 }
 
 function isAwsDriver(driver: HostDriver): driver is AwsDriver {
@@ -83,14 +85,16 @@ export async function startEnvironments(config: Pick<ServerConfig, 'driver' | 'r
     ...(loadBalancing ? { loadBalancing } : {}),
     access: new EnvironmentAccess({ tokens: deps.tokens, tenantKey: (tenantId) => tenantKeys.of(tenantId) }),
   });
+  let watcher: CertificateWatcher | undefined;
   try {
     const host = config.router?.host ?? '127.0.0.1';
     const { routerTls } = deps;
     await router.listen({ port: config.router?.port ?? 7080, host, ...(routerTls ? { tls: routerTls } : {}) });
     if (routerTls && config.router?.tls) {
-      const watcher = new CertificateWatcher(config.router.tls, routerTlsUse(router.domain), routerTls, (pair) => router.setCertificate(pair), log);
-      watcher.start();
-      router.whenClosed(() => watcher.stop());
+      const watching = new CertificateWatcher(config.router.tls, routerTlsUse(router.domain), routerTls, (pair) => router.setCertificate(pair), log);
+      watcher = watching;
+      watching.start();
+      router.whenClosed(() => watching.stop());
       if (config.router.redirectPort !== undefined) await router.listenRedirect({ port: config.router.redirectPort, host });
     }
   } catch (err) {
@@ -108,5 +112,6 @@ export async function startEnvironments(config: Pick<ServerConfig, 'driver' | 'r
     throw err;
   });
   if (envs.routed.length + envs.cleaned.length > 0) log(`recovered after restart: ${envs.routed.length} environment route(s) restored, ${envs.cleaned.length} unfinished environment(s) cleaned up`);
-  return { environments, router, routerRequests };
+  const served = watcher;
+  return { environments, router, routerRequests, ...(served ? { routerCertificate: () => served.pair } : {}) };
 }

@@ -166,6 +166,8 @@ export interface MetricsCollectorDeps {
   nameService?: () => NameServiceCounts | undefined;
   /** The API's responses, counted by the server process (api-usage.ts). */
   apiRequests?: ApiRequestCounts;
+  /** The certificates the server serves now, by listener (`api`, `router`); none: plain HTTP. */
+  certificates?: () => Array<{ listener: string; notAfter: Date }>;
 }
 
 export class MetricsCollector {
@@ -307,6 +309,11 @@ export class MetricsCollector {
     const names = this.deps.nameService?.();
     if (names) families.push(...nameServiceFamilies(names));
     if (this.deps.apiRequests) families.push(...this.deps.apiRequests.families(tenantId));
+    const certificates = this.deps.certificates?.() ?? [];
+    if (certificates.length > 0) {
+      // Machine-wide, as the name service's. Alert on `… - time() < 14 * 86400`: a renewal that did not happen.
+      family('berth_tls_certificate_expiry_timestamp_seconds', 'gauge', 'When the certificate each HTTPS listener serves now (api, router) expires, Unix time; renewed files replace it as they are served.', certificates.map((c) => ({ labels: { listener: c.listener }, value: c.notAfter.getTime() / 1000 })));
+    }
 
     // Supervised services, as their agents last reported them.
     if (this.deps.services) {

@@ -244,7 +244,7 @@ export class BerthServer {
         log(`recovered after restart: adopted ${recovered.adopted.length} host(s), cleaned up ${recovered.cleaned.length}, failed ${failedClaims} unfinished claim(s), retiring ${retired} pool host(s) of unknown state`);
       }
 
-      const { environments, router, routerRequests } = await startEnvironments(config, {
+      const { environments, router, routerRequests, routerCertificate } = await startEnvironments(config, {
         db: store.db, events, stacks: stacksRepo, pools: poolsRepo, hosts: hostsRepo, claims, services, slugs,
         changeHostTags: (tenantId, hostId, change) => hostsService.changeTags(tenantId, hostId, change),
         slugUrl: (digest) => `http://${agentAddress.host}:${agentAddress.port}/slugs/${digest}.tar`,
@@ -255,7 +255,12 @@ export class BerthServer {
       });
 
       const apiRequests = new ApiRequestCounts();
+      let apiCertificate: CertificateWatcher | undefined;
       const metrics = new MetricsCollector({
+        certificates: () => [
+          ...(apiCertificate ? [{ listener: 'api', notAfter: apiCertificate.pair.notAfter }] : []),
+          ...(routerCertificate ? [{ listener: 'router', notAfter: routerCertificate().notAfter }] : []),
+        ],
         apiRequests,
         db: store.db,
         routerRequests,
@@ -315,6 +320,7 @@ export class BerthServer {
       if (apiTls && config.tls) {
         const watcher = new CertificateWatcher(config.tls, API_TLS_USE, apiTls, (pair) => setApiCertificate(app, pair), log);
         watcher.start();
+        apiCertificate = watcher;
         server.stopTls = () => watcher.stop();
       }
       dataDir.writeServerInfo({ url: address, pid: process.pid, agentUrl, startedAt: new Date().toISOString(), ...(config.tls ? { tlsCertFile: config.tls.certFile } : {}) });

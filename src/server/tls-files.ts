@@ -83,6 +83,8 @@ export class CertificateWatcher {
   private current: string;
   private timer: NodeJS.Timeout | undefined;
 
+  private serving: TlsPair;
+
   constructor(
     private readonly files: TlsFiles,
     private readonly use: TlsUse,
@@ -92,6 +94,12 @@ export class CertificateWatcher {
     private readonly intervalMs = 2000,
   ) {
     this.current = loaded.fingerprint + loaded.key.toString('base64');
+    this.serving = loaded;
+  }
+
+  /** The pair served now (for its expiry in /metrics). */
+  get pair(): TlsPair {
+    return this.serving;
   }
 
   start(): void {
@@ -123,6 +131,7 @@ export class CertificateWatcher {
     if (id === this.current) return;
     this.current = id;
     this.onPair(pair);
+    this.serving = pair;
     this.log(`${this.use.owner}: serving the new certificate (${pair.names}, valid until ${pair.notAfter.toISOString()})`);
   }
 }

@@ -95,6 +95,10 @@ describe('environments over HTTPS', () => {
     // On the server's machine the data dir says where the server is and which certificate it shows.
     const local = await berth(['--data-dir', srv.dataDir, 'pool', 'ls', '--json'], {});
     expect(local.code, local.stderr).toBe(0);
+    // Both certificates' expiry, for an alert before a renewal that did not happen.
+    const metrics = await request(new URL(`${srv.server.url}/metrics`), cert.cert, { authorization: `Bearer ${srv.server.token}` });
+    const expiry = new Date(new X509Certificate(cert.cert).validTo).getTime() / 1000;
+    for (const listener of ['api', 'router']) expect(metrics.body).toContain(`berth_tls_certificate_expiry_timestamp_seconds{listener="${listener}"} ${expiry}\n`);
     // The dashboard's token cookie is for HTTPS only.
     const dashboard = await request(new URL(`${srv.server.url}/dashboard?token=${encodeURIComponent(srv.server.token)}`), cert.cert);
     expect(dashboard.headers['set-cookie']?.[0]).toMatch(/; HttpOnly; SameSite=Strict; Path=\/; Secure$/);

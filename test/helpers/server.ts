@@ -236,7 +236,7 @@ export function agentPidOf(dataDir: string, hostId: string): number {
 
 /**
  * A server in a process of its own, so a test can kill -9 it and start it again on the same data
- * dir and ports. `remove()` kills it and removes its network, cgroup parents and data dir.
+ * dir and ports. `remove()` kills it and removes its hosts, network, cgroup parents and data dir.
  */
 export class ServerProcess {
   /** A client with the data dir's token (created by the first start). */
@@ -286,7 +286,10 @@ export class ServerProcess {
 
   async remove(): Promise<void> {
     await this.kill();
-    await new LocalDriver(driverConfig(this.dataDir, this.net)).teardown();
+    const driver = new LocalDriver(driverConfig(this.dataDir, this.net));
+    // Hosts outlive a killed server: removed here, or their namespaces and processes stay on the machine.
+    for (const found of await driver.list()) await driver.terminate(found.id, found.driverData).catch(() => undefined);
+    await driver.teardown();
     // A killed server leaves its bake views (under images/) mounted; its next start would reuse them.
     const ours = [...mountPoints()].filter((p) => p.startsWith(`${this.dataDir}/`)).sort((a, b) => b.length - a.length);
     for (const point of ours) execFileSync('umount', ['-l', point]);

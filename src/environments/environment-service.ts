@@ -24,7 +24,7 @@ import { EnvironmentSleeper, parseSleepAfter } from './sleep.js';
 import { recoverEnvironments } from './recovery.js';
 import { HostRelease } from './release.js';
 import { scaleEnvironment } from './scale.js';
-import { applyReplicaChange, checkServiceReplicas, countsOf, type ReplicaChange } from './replicas.js';
+import { checkServiceReplicas, countsOf, type ReplicaChange } from './replicas.js';
 import { deployEnvironment, type DeployDeps, type DeployOptions } from './deploy.js';
 import { EnvironmentRoutes } from './routes.js';
 import { EnvironmentHealer } from './heal.js';
@@ -108,8 +108,8 @@ export class EnvironmentService {
     if (!poolRow) {
       throw new BerthError('pool_not_found', `pool ${pool} does not exist`, input.pool ? 'Create it (berth apply, or berth pool create).' : `Environments of stack ${input.stack} are claimed from the pool named after it: create pool ${pool}, or pass --pool.`);
     }
-    const counts = applyReplicaChange({ replicas: input.replicas, serviceReplicas: {} }, { replicas: input.replicas, services: input.serviceReplicas });
-    checkServiceReplicas(spec, input.mode, input.serviceReplicas);
+    const counts = { replicas: input.replicas, serviceReplicas: input.serviceReplicas };
+    checkServiceReplicas(spec, input.mode, counts.serviceReplicas);
     const inserted = await this.deps.envs.insert({ tenantId, name: input.name, stack: input.stack, pool, mode: input.mode, ref: input.ref ?? null, command: input.command ?? null, ...counts, owner: input.user ?? null, settings: input.set, expiresAt, sleepAfterMs, private: input.private });
     if (!inserted) throw new BerthError('environment_exists', `environment ${input.name} exists already`, `Pick another name, or remove it first: berth env rm ${input.name}`);
     const claimed: EnvHostRecord[] = [];

@@ -50,13 +50,16 @@ export interface ScaleDeps {
 
 export async function scaleEnvironment(deps: ScaleDeps, row: EnvironmentRow, change: ReplicaChange, waitS: number): Promise<EnvironmentRow> {
   const { tenant_id: tenantId, name } = row;
-  // Counts of their own are checked against the stack (a slug's Procfile names its services).
-  if (change.services && Object.keys(change.services).length > 0) checkServiceReplicas(row.mode === 'service' ? (await deps.stackOf(row)).spec : undefined, row.mode, change.services);
+  const own = change.services ?? {};
+  // Refused at once in review mode; in service mode checked against the stack (a slug's Procfile
+  // names its services): below when asleep, by the deploy otherwise.
+  if (row.mode !== 'service') checkServiceReplicas(undefined, row.mode, own);
   const next = applyReplicaChange(countsOf(row), change);
   if (sameCounts(next, countsOf(row))) return row;
   const { replicas } = next;
   const count = describeCounts(next);
   if (row.state === 'sleeping') {
+    if (row.mode === 'service' && Object.keys(own).length > 0) checkServiceReplicas((await deps.stackOf(row)).spec, row.mode, own);
     const asleep = await deps.envs.changeAsleep(tenantId, name, { ...next, reason: `scaled to ${count} for its next wake` });
     if (!asleep) throw new BerthError('conflict', `environment ${name} woke or changed meanwhile`, 'Look at it (berth env show), then try again.');
     return asleep;

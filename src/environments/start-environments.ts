@@ -39,7 +39,7 @@ export interface StartEnvironmentsDeps {
   tokens: AccessDeps['tokens'];
   log: (line: string) => void;
   progress: (line: string) => void;
-  /** HTTPS for the router: the pair loaded at start (router-tls.ts); its files are watched from then on. */
+  /** HTTPS for the router: the pair loaded at start (server/tls-files.ts); its files are watched from then on. */
   routerTls?: TlsPair;
 }
 
@@ -85,16 +85,16 @@ export async function startEnvironments(config: Pick<ServerConfig, 'driver' | 'r
     ...(loadBalancing ? { loadBalancing } : {}),
     access: new EnvironmentAccess({ tokens: deps.tokens, tenantKey: (tenantId) => tenantKeys.of(tenantId) }),
   });
-  let watcher: CertificateWatcher | undefined;
+  let routerCertificate: (() => TlsPair) | undefined;
   try {
     const host = config.router?.host ?? '127.0.0.1';
     const { routerTls } = deps;
     await router.listen({ port: config.router?.port ?? 7080, host, ...(routerTls ? { tls: routerTls } : {}) });
     if (routerTls && config.router?.tls) {
-      const watching = new CertificateWatcher(config.router.tls, routerTlsUse(router.domain), routerTls, (pair) => router.setCertificate(pair), log);
-      watcher = watching;
-      watching.start();
-      router.whenClosed(() => watching.stop());
+      const watcher = new CertificateWatcher(config.router.tls, routerTlsUse(router.domain), routerTls, (pair) => router.setCertificate(pair), log);
+      watcher.start();
+      router.whenClosed(() => watcher.stop());
+      routerCertificate = () => watcher.pair;
       if (config.router.redirectPort !== undefined) await router.listenRedirect({ port: config.router.redirectPort, host });
     }
   } catch (err) {
@@ -112,6 +112,5 @@ export async function startEnvironments(config: Pick<ServerConfig, 'driver' | 'r
     throw err;
   });
   if (envs.routed.length + envs.cleaned.length > 0) log(`recovered after restart: ${envs.routed.length} environment route(s) restored, ${envs.cleaned.length} unfinished environment(s) cleaned up`);
-  const served = watcher;
-  return { environments, router, routerRequests, ...(served ? { routerCertificate: () => served.pair } : {}) };
+  return { environments, router, routerRequests, ...(routerCertificate ? { routerCertificate } : {}) };
 }

@@ -86,7 +86,7 @@ export async function dashboardBench(opts: { loads: number; claims: number; prog
       hosts: hostsRepo,
       driver: new LocalDriver(driverConfig('/nonexistent-bench', { bridge: 'berthbench9', subnet: '10.219.0.0/24', cgroupName: 'berthbench9' })),
       agents: { isConnected, disconnect: notInBench('disconnecting an agent') },
-      agentUrl: 'ws://127.0.0.1:1/v1/agent',
+      agentChannel: { url: 'ws://127.0.0.1:1/v1/agent' },
       defaultImage: '/',
       defaultResources: {},
       images: { resolve: notInBench('resolving an image') },

@@ -71,6 +71,7 @@ export class Agent {
     if (hasEntries(this.supervisorDir)) void this.services();
     this.connection = new AgentConnection({
       serverUrl: opts.identity.serverUrl,
+      ca: opts.identity.ca,
       hostId: opts.identity.hostId,
       token: opts.identity.token,
       log: this.log,

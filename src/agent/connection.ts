@@ -7,6 +7,8 @@ import { HOST_ID_HEADER, parseServerMessage, type AgentMessage, type ServerMessa
 
 export interface ConnectionOptions {
   serverUrl: string;
+  /** For a wss:// serverUrl: the CA certificates (PEM) to trust; default the system's roots. */
+  ca?: string | undefined;
   hostId: string;
   token: string;
   /** Called on every (re)connection, before anything else is sent; returns the hello frame. */
@@ -25,6 +27,7 @@ export class AgentConnection {
   private stopped = false;
   private heartbeat: NodeJS.Timeout | undefined;
   private retry: NodeJS.Timeout | undefined;
+  private lastTlsError: string | undefined;
 
   constructor(private readonly opts: ConnectionOptions) {}
 
@@ -56,6 +59,7 @@ export class AgentConnection {
     const socket = new WsClient(this.opts.serverUrl, {
       headers: { authorization: `Bearer ${this.opts.token}`, [HOST_ID_HEADER]: this.opts.hostId },
       handshakeTimeoutMs: 5000,
+      ...(this.opts.ca ? { ca: this.opts.ca } : {}),
     });
     this.socket = socket;
     socket.on('open', () => {
@@ -74,8 +78,12 @@ export class AgentConnection {
     socket.on('unexpected-response', (status: number) => {
       this.opts.log(`server refused the connection: HTTP ${status}`);
     });
-    socket.on('error', () => {
+    socket.on('error', (err: Error & { code?: string }) => {
       // 'close' follows and schedules the retry; errors are expected while the network comes up.
+      // A certificate the agent does not trust is not one of them: said once, it is retried all the same.
+      const untrusted = /CERT|SELF_SIGNED|UNABLE_TO|HOSTNAME|ERR_TLS|ERR_SSL/.test(err.code ?? '');
+      if (untrusted && err.message !== this.lastTlsError) this.opts.log(`the server's certificate is refused: ${err.message}`);
+      this.lastTlsError = untrusted ? err.message : undefined;
     });
     socket.on('close', () => {
       clearInterval(this.heartbeat);

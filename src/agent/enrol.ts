@@ -29,26 +29,21 @@ export async function enrol(enrolment: AgentEnrolment, opts: EnrolOptions): Prom
   let delay = opts.retryMs ?? 200;
   for (;;) {
     opts.signal?.throwIfAborted();
-    let res: Response | undefined;
+    let res: { status: number; text: string } | undefined;
     try {
-      res = await fetch(enrolment.enrolUrl, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(body),
-        signal: opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(30_000)]) : AbortSignal.timeout(30_000),
-      });
+      res = await postJson(enrolment.enrolUrl, body, enrolment.ca, opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(30_000)]) : AbortSignal.timeout(30_000));
     } catch (err) {
       if (opts.signal?.aborted) throw err;
       opts.log(`enrolment: ${enrolment.enrolUrl} cannot be reached (${err instanceof Error ? err.message : String(err)}); retrying`);
     }
-    if (res?.ok) {
-      const identity = agentIdentity.parse(await res.json());
+    if (res && res.status >= 200 && res.status < 300) {
+      const identity = agentIdentity.parse(JSON.parse(res.text));
       keep(identity, opts.identityPath);
       opts.log(`enrolled as host ${identity.hostId} of pool ${enrolment.pool}`);
       return identity;
     }
     if (res) {
-      const text = await res.text();
+      const { text } = res;
       // Refused (not one of the pool's machines, enrolled already, wrong secret): retrying cannot help.
       if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) throw new EnrolmentRefused(`enrolment refused (${res.status}): ${text.slice(0, 500)}`);
       opts.log(`enrolment: ${res.status} ${text.slice(0, 200)}; retrying`);
@@ -56,6 +51,26 @@ export async function enrol(enrolment: AgentEnrolment, opts: EnrolOptions): Prom
     await new Promise((resolve) => setTimeout(resolve, delay));
     delay = Math.min(delay * 2, 5_000);
   }
+}
+
+/**
+ * POSTs JSON over http or https; over https trusting `ca` (PEM) when given (fetch cannot be told a
+ * CA of its own), so the pool's secret goes only to a server the agent trusts.
+ */
+async function postJson(url: string, body: unknown, ca: string | undefined, signal: AbortSignal): Promise<{ status: number; text: string }> {
+  const target = new URL(url);
+  const { request } = target.protocol === 'https:' ? await import('node:https') : await import('node:http');
+  const payload = JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = request(target, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }, signal, ...(ca ? { ca } : {}) }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
 }
 
 function keep(identity: AgentIdentity, path: string): void {

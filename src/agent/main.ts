@@ -2,7 +2,7 @@
  * Entry point of the agent bundle that runs inside every host (`node /.berth/agent/berth-agent.cjs`).
  * Kept tiny: it is on the launch -> ready path.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { AGENT_ENROLMENT_PATH, AGENT_IDENTITY_PATH, agentEnrolment, agentIdentity, IMAGE_ENV_PATH, type AgentIdentity } from '../protocol/messages.js';
 import { Agent } from './agent.js';
@@ -37,6 +37,8 @@ function startAgent(identity: AgentIdentity, stateDir: string, log: (line: strin
   log(`first boot: machine-id ${firstBoot.machineId}, ssh host keys ${firstBoot.sshHostKeys}`);
   // Before the agent starts its warm shells: they and every command inherit this environment.
   Object.assign(process.env, readImageEnv(IMAGE_ENV_PATH, log));
+  // The slug a command downloads comes from the agent channel's port: over https it trusts the same CA.
+  if (identity.ca) Object.assign(process.env, { BERTH_SERVER_CA_FILE: keepServerCa(identity.ca, stateDir) });
   // Commands can run the agent's own tools (`$BERTH_NODE $BERTH_AGENT_BUNDLE follow …`, see log-follow.ts).
   Object.assign(process.env, { BERTH_NODE: process.execPath, BERTH_AGENT_BUNDLE: resolve(process.argv[1] ?? '') });
   const agent = new Agent({ identity, stateDir });
@@ -50,6 +52,13 @@ function startAgent(identity: AgentIdentity, stateDir: string, log: (line: strin
   process.on('SIGINT', stop);
   agent.start();
   return agent;
+}
+
+function keepServerCa(ca: string, stateDir: string): string {
+  const path = `${stateDir}/server-ca.pem`;
+  mkdirSync(stateDir, { recursive: true });
+  writeFileSync(path, ca, { mode: 0o644 });
+  return path;
 }
 
 function flag(argv: string[], name: string): string | undefined {

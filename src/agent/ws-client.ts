@@ -7,7 +7,7 @@
 import { createHash, randomBytes, randomFillSync } from 'node:crypto';
 import { endianness } from 'node:os';
 import { EventEmitter } from 'node:events';
-import { connect as netConnect, type Socket } from 'node:net';
+import { connect as netConnect, isIP, type Socket } from 'node:net';
 
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 const OP_CONT = 0x0;
@@ -21,6 +21,8 @@ const MAX_MESSAGE = 16 * 1024 * 1024;
 export interface WsClientOptions {
   headers?: Record<string, string>;
   handshakeTimeoutMs?: number;
+  /** For wss://: the CA certificates (PEM) to trust instead of the system's roots. */
+  ca?: string;
 }
 
 /**
@@ -71,7 +73,9 @@ export class WsClient extends EventEmitter {
     if (!secure && url.protocol !== 'ws:') throw new Error(`unsupported URL scheme ${url.protocol}`);
     const port = Number(url.port) || (secure ? 443 : 80);
     const host = url.hostname.replace(/^\[|\]$/g, '');
-    const socket = secure ? (await import('node:tls')).connect({ host, port, servername: host }) : netConnect({ host, port });
+    // SNI carries names only (RFC 6066): an address is checked against the certificate's IP SANs.
+    const tlsOptions = { host, port, ...(isIP(host) ? {} : { servername: host }), ...(opts.ca ? { ca: opts.ca } : {}) };
+    const socket = secure ? (await import('node:tls')).connect(tlsOptions) : netConnect({ host, port });
     this.socket = socket;
     socket.setNoDelay(true);
     const key = randomBytes(16).toString('base64');

@@ -5,7 +5,8 @@
  * ends on close, or when pings go unanswered for two intervals.
  */
 import { createReadStream } from 'node:fs';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type RequestListener, type Server } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { isBerthError } from '../core/errors.js';
@@ -52,6 +53,8 @@ export interface GatewayOptions {
    * body as sent, parsed JSON. Throws a BerthError to refuse.
    */
   enrol?: (body: unknown) => Promise<AgentIdentity>;
+  /** Serve the channel over TLS (wss://, https://) with this certificate (and chain) and key, PEM. */
+  tls?: { cert: Buffer; key: Buffer };
 }
 
 /** An enrolment request is a few hundred bytes; anything much larger is not one. */
@@ -63,7 +66,7 @@ interface Session extends AgentSessionInfo {
 }
 
 export class AgentGateway {
-  private readonly http: Server;
+  private readonly http: Server | HttpsServer;
   private readonly wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 16 * 1024 * 1024 });
   private readonly sessions = new Map<string, Session>();
   private readonly heartbeatIntervalMs: number;
@@ -82,7 +85,7 @@ export class AgentGateway {
   ) {
     this.heartbeatIntervalMs = opts.heartbeatIntervalMs ?? 5000;
     this.log = opts.log ?? (() => {});
-    this.http = createServer((req, res) => {
+    const onRequest: RequestListener = (req, res) => {
       if (req.method === 'POST' && req.url === AGENT_ENROL_PATH && opts.enrol) {
         void this.onEnrol(req, opts.enrol).then(({ status, body }) => {
           res.writeHead(status, { 'content-type': 'application/json' });
@@ -100,7 +103,8 @@ export class AgentGateway {
       }
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ code: 'not_found', message: 'this port serves only the agent channel', hint: `Agents connect to ${AGENT_PATH}.` }));
-    });
+    };
+    this.http = opts.tls ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, onRequest) : createServer(onRequest);
     this.http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       this.onUpgrade(req, socket, head).catch((err: unknown) => {
         this.log(`agent upgrade failed: ${String(err)}`);
@@ -130,6 +134,11 @@ export class AgentGateway {
       this.log(`enrolment failed: ${String(err)}`);
       return { status: 500, body: { code: 'internal', message: 'enrolment failed on the control plane', hint: 'See the server log; the agent retries.' } };
     }
+  }
+
+  /** A renewed certificate and key for connections from now on (open sessions keep theirs); TLS only. */
+  setCertificate(pair: { cert: Buffer; key: Buffer }): void {
+    if ('setSecureContext' in this.http) this.http.setSecureContext({ cert: pair.cert, key: pair.key });
   }
 
   async listen(): Promise<{ host: string; port: number }> {

@@ -32,6 +32,9 @@ export interface ServerOptions {
   routerHost: string;
   tlsCert?: string;
   tlsKey?: string;
+  agentTlsCert?: string;
+  agentTlsKey?: string;
+  agentTlsCa?: string;
   routerTlsCert?: string;
   routerTlsKey?: string;
   routerRedirectPort?: string;
@@ -56,6 +59,9 @@ export function withServerOptions(command: Command): Command {
     .option('--tls-cert <file>', 'serve the API and dashboard over HTTPS with this certificate (PEM, its chain after it); a renewal is served without a restart')
     .option('--tls-key <file>', "the API certificate's private key (PEM)")
     .option('--agent-port <port>', 'port of the agent channel on the bridge address', '7071')
+    .option('--agent-tls-cert <file>', 'serve the agent channel over TLS (wss://; enrolment and downloads over https://) with this certificate (PEM, covering the address agents dial); a renewal is served without a restart')
+    .option('--agent-tls-key <file>', "the agent channel certificate's private key (PEM)")
+    .option('--agent-tls-ca <file>', "the CA (PEM) hosts are told to trust for it (default: the certificate itself when self-signed, else the public CAs)")
     .option('--router-port <port>', "the environments' router: NAME.<domain>:PORT reaches environment NAME", '7080')
     .option('--router-host <addr>', "the router's listen address", '127.0.0.1')
     .option('--router-tls-cert <file>', 'serve the router over HTTPS with this certificate (PEM, for *.<domain>, its chain after it); a renewal of the files is served without a restart')
@@ -68,6 +74,14 @@ export function withServerOptions(command: Command): Command {
     .option('--dns <servers>', "comma-separated name servers (IP or IP:port) that hosts with egress resolve names through, relayed at the bridge address ('none': no name service; default: this machine's, from /etc/resolv.conf)")
     .option('--name <name>', 'instance name: prefixes the cgroups and network namespaces of its hosts, so several servers can share a machine', 'berth')
     .option('--image <image>', "default image of hosts: an image name, or a root filesystem directory (default: this machine's root)", '/');
+}
+
+/** The agent channel's certificate files, from `--agent-tls-cert/--agent-tls-key [--agent-tls-ca]` (exit 2 when incomplete). */
+export function agentTlsConfig(opts: ServerOptions): Pick<ServerConfig, 'agentTls'> {
+  if ((opts.agentTlsCert === undefined) !== (opts.agentTlsKey === undefined)) throw new BerthError('validation_failed', '--agent-tls-cert and --agent-tls-key go together', 'Give both for an agent channel over TLS (the certificate and its key, PEM files), or neither.');
+  if (opts.agentTlsCa !== undefined && opts.agentTlsCert === undefined) throw new BerthError('validation_failed', '--agent-tls-ca names the CA of --agent-tls-cert: give the certificate and its key too', 'Or leave --agent-tls-ca out for a plain agent channel.');
+  if (!opts.agentTlsCert || !opts.agentTlsKey) return {};
+  return { agentTls: { certFile: resolve(opts.agentTlsCert), keyFile: resolve(opts.agentTlsKey), ...(opts.agentTlsCa ? { caFile: resolve(opts.agentTlsCa) } : {}) } };
 }
 
 /** The API's certificate files, from `--tls-cert/--tls-key` (one without the other: exit 2). */
@@ -118,6 +132,7 @@ export async function startLocalServer(dataDir: string, opts: ServerOptions, env
     agentPort: Number(opts.agentPort),
     router: routerConfig(opts),
     ...apiTlsConfig(opts),
+    ...agentTlsConfig(opts),
     databaseUrl: env['BERTH_DATABASE_URL'],
     driver,
     agentDir,
@@ -171,6 +186,7 @@ export async function startAwsServer(dataDir: string, opts: ServerOptions & AwsS
     agentAdvertiseHost: opts.agentAdvertise,
     router: routerConfig(opts),
     ...apiTlsConfig(opts),
+    ...agentTlsConfig(opts),
     databaseUrl: env['BERTH_DATABASE_URL'],
     driver,
     agentDir: agentBundleDir(),

@@ -82,8 +82,20 @@ export interface AgentBootstrap {
   hostId: string;
   /** Per-host secret; the control plane stores only its hash. */
   token: string;
-  /** WebSocket URL the agent dials, e.g. `ws://10.213.0.1:7071/v1/agent`. */
+  /** WebSocket URL the agent dials, e.g. `ws://10.213.0.1:7071/v1/agent` (`wss://` with agent TLS). */
   serverUrl: string;
+  /** The CA certificates (PEM) the agent trusts for a `wss://` serverUrl; absent: the system's roots. */
+  ca?: string;
+}
+
+/** Where agents dial and what they trust there; every host's AgentBootstrap is made from it. */
+export interface AgentChannel {
+  url: string;
+  ca?: string;
+}
+
+export function agentBootstrap(channel: AgentChannel, hostId: string, token: string): AgentBootstrap {
+  return { hostId, token, serverUrl: channel.url, ...(channel.ca ? { ca: channel.ca } : {}) };
 }
 
 export interface LaunchedHost {
@@ -136,6 +148,8 @@ export interface FleetEnrolment {
   token: string;
   /** The pool's generation (its template): a machine enrolling after a change says which it boots. */
   generation: number;
+  /** What the agent trusts for an https:// url (AgentBootstrap's ca). */
+  ca?: string;
 }
 
 export interface FleetPool {

@@ -6,7 +6,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { BerthError, errorMessage } from '../core/errors.js';
 import { hashSecret, newId, newSecret } from '../core/ids.js';
 import { LIVE_HOST_STATES } from '../core/host-state.js';
-import type { HostResources } from '../drivers/types.js';
+import { agentBootstrap, type HostResources } from '../drivers/types.js';
 import type { BootImage, HostServiceDeps, LaunchRequest, RegisteredHost } from './host-types.js';
 import type { NewHost } from '../store/hosts-repo.js';
 import type { HostRow } from '../store/schema.js';
@@ -72,7 +72,7 @@ export class HostService {
     const ready = opts.waitMs ? this.readyWaiters.wait(id, opts.waitMs, opts.signal) : undefined;
     try {
       const launched = await this.deps.driver.launch(
-        { id, hostname: host.hostname, image: host.boot.base, layers: host.boot.layers, tags: host.tags, resources: host.resources, agent: { hostId: id, token: host.token, serverUrl: this.deps.agentUrl }, ...(host.standby ? { standby: true } : {}) },
+        { id, hostname: host.hostname, image: host.boot.base, layers: host.boot.layers, tags: host.tags, resources: host.resources, agent: agentBootstrap(this.deps.agentChannel, id, host.token), ...(host.standby ? { standby: true } : {}) },
         opts.signal ? { signal: opts.signal } : {},
       );
       await this.deps.hosts.setLaunched(id, launched.ip, launched.driverData);
@@ -242,7 +242,7 @@ export class HostService {
     const ready = this.readyWaiters.wait(id, opts.waitMs, opts.signal);
     try {
       const resources = { ...row.resources, ...(req.resources ?? {}) };
-      const spec = { id, hostname: row.hostname, image: boot.base, layers: boot.layers, tags: req.tags, resources, agent: { hostId: id, token, serverUrl: this.deps.agentUrl }, ...(req.standby ? { standby: true } : {}) };
+      const spec = { id, hostname: row.hostname, image: boot.base, layers: boot.layers, tags: req.tags, resources, agent: agentBootstrap(this.deps.agentChannel, id, token), ...(req.standby ? { standby: true } : {}) };
       const launched = await reset(spec, row.driver_data, opts.signal ? { signal: opts.signal } : {});
       await this.deps.hosts.setLaunched(id, launched.ip, launched.driverData);
       await ready;

@@ -2,7 +2,7 @@
  * What the host service works with: launch requests, the image a host boots, a host registered in
  * the store but not yet started, and the service's dependencies (see host-service.ts).
  */
-import type { HostDriver, HostResources } from '../drivers/types.js';
+import type { AgentChannel, HostDriver, HostResources } from '../drivers/types.js';
 import type { HostsRepo } from '../store/hosts-repo.js';
 import type { HostRow } from '../store/schema.js';
 
@@ -53,8 +53,8 @@ export interface HostServiceDeps {
   hosts: HostsRepo;
   driver: HostDriver;
   agents: AgentPresence;
-  /** URL agents dial, as seen from inside a host. */
-  agentUrl: string;
+  /** Where agents dial, as seen from inside a host, and what they trust there. */
+  agentChannel: AgentChannel;
   defaultImage: string;
   defaultResources: HostResources;
   images: ImageResolver;

@@ -14,6 +14,7 @@ import { BerthError, errorMessage } from '../core/errors.js';
 import { LIVE_HOST_STATES } from '../core/host-state.js';
 import type { AmiBackend } from '../drivers/aws/ami-backend.js';
 import type { BuilderRunner } from '../drivers/aws/ami-bake.js';
+import { agentBootstrap, type AgentChannel } from '../drivers/types.js';
 import type { HostService, RegisteredHost } from '../hosts/host-service.js';
 import type { HostsRepo } from '../store/hosts-repo.js';
 import type { ImagesRepo } from '../store/images-repo.js';
@@ -42,7 +43,7 @@ export interface AmiBuildsDeps {
   publishTar: (tarPath: string) => Promise<string>;
   /** The agent port's URL of a path, as builders reach it. */
   fileUrl: (urlPath: string) => string;
-  agentUrl: string;
+  agentChannel: AgentChannel;
   /** AMIs of an image kept besides those in use (default 3). */
   keep?: number;
   pollMs?: number;
@@ -94,7 +95,7 @@ export class AmiBuilds {
           // Only when a builder is launched: the host it will connect as, and its boot script.
           userData: async () => {
             builder = await this.deps.hosts.register(tenantId, { hostname: `bake-${randomUUID().slice(0, 8)}`, tags: { 'berth:role': 'bake', 'berth:image': spec.name } }, undefined, { image: `${spec.name} (bake)`, imageId: null, base: parentAmi, layers: [] });
-            return this.deps.backend.builderUserData(builder.hostname, builder.tags, { hostId: builder.id, token: builder.token, serverUrl: this.deps.agentUrl });
+            return this.deps.backend.builderUserData(builder.hostname, builder.tags, agentBootstrap(this.deps.agentChannel, builder.id, builder.token));
           },
         },
       );

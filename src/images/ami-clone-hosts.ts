@@ -9,6 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { errorMessage } from '../core/errors.js';
 import type { CloneCheckHooks } from '../drivers/aws/ami-clone-check.js';
 import type { AmiBackend } from '../drivers/aws/ami-backend.js';
+import { agentBootstrap, type AgentChannel } from '../drivers/types.js';
 import type { HostService } from '../hosts/host-service.js';
 import type { HostsRepo } from '../store/hosts-repo.js';
 import { AMI_PRELUDE } from './ami-steps.js';
@@ -20,7 +21,7 @@ export interface CloneHostsDeps {
   hosts: HostService;
   hostsRepo: HostsRepo;
   bakeHosts: BakeHosts;
-  agentUrl: string;
+  agentChannel: AgentChannel;
   /** How long an instance may take to boot and connect its agent. */
   bootTimeoutMs: number;
   log: (line: string) => void;
@@ -51,7 +52,7 @@ export class CloneCheckHosts implements CloneCheckHooks {
     }
     // No hostname given: the host's is its id, so two clones' hostnames differ as two hosts' do.
     const host = await this.deps.hosts.register(this.tenantId, { tags: { 'berth:role': 'bake-check', 'berth:image': this.image } }, undefined, { image: `${this.image} (bake check)`, imageId: null, base: imageId, layers: [] });
-    return { hostId: host.id, userData: this.deps.backend.builderUserData(host.hostname, host.tags, { hostId: host.id, token: host.token, serverUrl: this.deps.agentUrl }) };
+    return { hostId: host.id, userData: this.deps.backend.builderUserData(host.hostname, host.tags, agentBootstrap(this.deps.agentChannel, host.id, host.token)) };
   }
 
   async run(hostId: string, instanceId: string, commands: string[], opts: { signal: AbortSignal; timeoutS: number }): Promise<string> {

@@ -49,4 +49,4 @@ export async function startImages(
 }
 
 /** What AMI builds need of the server besides the image store (see AmiBuildsDeps). */
-export type AwsImageDeps = Pick<AmiBuildsDeps, 'hostsRepo' | 'publishTar' | 'fileUrl' | 'agentUrl'>;
+export type AwsImageDeps = Pick<AmiBuildsDeps, 'hostsRepo' | 'publishTar' | 'fileUrl' | 'agentChannel'>;

@@ -6,7 +6,7 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { BerthError, errorMessage } from '../core/errors.js';
-import type { FleetPool, PoolFleet } from '../drivers/types.js';
+import { agentBootstrap, type AgentChannel, type FleetPool, type PoolFleet } from '../drivers/types.js';
 import type { HostService, RegisteredHost } from '../hosts/host-service.js';
 import { enrolRequest, type AgentIdentity } from '../protocol/messages.js';
 import type { PoolsRepo } from '../store/pools-repo.js';
@@ -26,8 +26,8 @@ export interface FleetPoolsDeps {
   hashKeys: ConfigHashKeys;
   /** The agent channel's enrolment URL, as machines reach it. */
   enrolUrl: string;
-  /** The agent channel's URL, as machines reach it. */
-  agentUrl: string;
+  /** The agent channel, as machines reach it. */
+  agentChannel: AgentChannel;
   /** Whether a host of this id exists (admitted before), in any state. */
   known: (hostId: string) => Promise<boolean>;
   /** An admitted host is the reconciler's to warm up from here. */
@@ -77,7 +77,7 @@ export class FleetPools {
     const { image: ref, tags, resources } = launchRequest(pool);
     // Resolved at each ensure: a new build of the image starts a new generation, which comes here.
     const image = this.deps.resolveImage ? await this.deps.resolveImage(pool.tenant_id, ref) : ref;
-    return { name: pool.name, size: pool.size, image, tags, resources, ...(pool.template.aws ? { settings: { ...pool.template.aws } } : {}), enrolment: { url: this.deps.enrolUrl, tenantId: pool.tenant_id, pool: pool.name, token: await this.enrolmentToken(pool), generation: pool.generation } };
+    return { name: pool.name, size: pool.size, image, tags, resources, ...(pool.template.aws ? { settings: { ...pool.template.aws } } : {}), enrolment: { url: this.deps.enrolUrl, tenantId: pool.tenant_id, pool: pool.name, token: await this.enrolmentToken(pool), generation: pool.generation, ...(this.deps.agentChannel.ca ? { ca: this.deps.agentChannel.ca } : {}) } };
   }
 
   async remove(pool: string): Promise<void> {
@@ -96,7 +96,7 @@ export class FleetPools {
     const expected = Buffer.from(await this.enrolmentToken(pool));
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw refused;
     const host = await this.admitMachine(pool, req.machineId, req.generation ?? pool.generation);
-    return { hostId: host.id, token: host.token, serverUrl: this.deps.agentUrl };
+    return agentBootstrap(this.deps.agentChannel, host.id, host.token);
   }
 
   private async admitMachine(pool: PoolRow, machineId: string, generation: number): Promise<RegisteredHost> {

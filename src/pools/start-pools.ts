@@ -4,7 +4,7 @@
  * groups. Everything enters through `deps`.
  */
 import type { CommandService } from '../commands/command-service.js';
-import type { HostDriver } from '../drivers/types.js';
+import type { AgentChannel, HostDriver } from '../drivers/types.js';
 import type { HostService } from '../hosts/host-service.js';
 import type { NetworkGroups } from '../hosts/network-groups.js';
 import type { ServicesService } from '../services/services-service.js';
@@ -36,7 +36,7 @@ export interface StartPoolsDeps {
   isConnected: (hostId: string) => boolean;
   /** Where a fleet pool's machines enrol and then connect (the agent port). */
   enrolUrl: string;
-  agentUrl: string;
+  agentChannel: AgentChannel;
   bootTimeoutMs: number | undefined;
   backoffMs: number | undefined;
   scheduleClock: (() => Date) | undefined;
@@ -82,7 +82,7 @@ export function startPools(deps: StartPoolsDeps): Pools {
       hostService,
       hashKeys: deps.hashKeys,
       enrolUrl: deps.enrolUrl,
-      agentUrl: deps.agentUrl,
+      agentChannel: deps.agentChannel,
       onAdmitted: (pool, host) => reconciler.adoptEnrolled(pool, host),
       resolveImage: async (tenantId, ref) => (await deps.resolveImage(tenantId, ref)).base,
       known: async (hostId) => (await hostsRepo.getAnyTenant(hostId)) !== undefined,

@@ -253,7 +253,11 @@ export interface FirstBootPlan {
  * Written by bakes, applied by the agent to every command it runs.
  */
 export const IMAGE_ENV_PATH = '/etc/berth/image.env';
-export const agentIdentity = z.object({ hostId: z.string(), token: z.string(), serverUrl: z.string() });
+/**
+ * `ca`: the certificates (PEM) the agent trusts for a `wss://` serverUrl, when the agent channel's
+ * certificate is not from a public CA; without it the system's roots apply.
+ */
+export const agentIdentity = z.object({ hostId: z.string(), token: z.string(), serverUrl: z.string(), ca: z.optional(z.string()) });
 export type AgentIdentity = z.infer<typeof agentIdentity>;
 
 
@@ -274,6 +278,8 @@ export const agentEnrolment = z.object({
   generation: z.optional(z.number()),
   /** Given by a harness that emulates the machine; on EC2 the agent asks the instance metadata service. */
   machineId: z.optional(z.string()),
+  /** What the agent trusts for an https:// enrolUrl (as AgentIdentity's ca). */
+  ca: z.optional(z.string()),
 });
 export type AgentEnrolment = z.infer<typeof agentEnrolment>;
 export const AGENT_ENROL_PATH = '/v1/agent/enrol';

@@ -94,7 +94,7 @@ describe('the router over HTTPS', () => {
     writeFileSync(live.keyFile, first.key);
     const { router, port } = await setUp();
     const logs: string[] = [];
-    const watcher = new CertificateWatcher(live, routerTlsUse(DOMAIN), loadTlsPair(live, routerTlsUse(DOMAIN)), (pair) => router.setCertificate(pair), (line) => logs.push(line), 50);
+    const watcher = new CertificateWatcher(live, routerTlsUse(DOMAIN), loadTlsPair(live, routerTlsUse(DOMAIN)), (pair) => router.setCertificate(pair), (line) => logs.push(line), { intervalMs: 50 });
     watcher.start();
     cleanups.push(() => watcher.stop());
     const before = await getTls(port, `shop.${DOMAIN}`, first.cert);

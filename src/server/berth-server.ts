@@ -36,7 +36,8 @@ import { StacksRepo } from '../store/stacks-repo.js';
 import type { EnvironmentService } from '../environments/environment-service.js';
 import { startEnvironments } from '../environments/start-environments.js';
 import type { EnvironmentRouter } from '../router/router.js';
-import { API_TLS_USE, CertificateWatcher, loadTlsPair, routerTlsUse } from './tls-files.js';
+import { API_TLS_USE, CertificateWatcher, loadTlsPair, routerTlsUse, ServedCertificates } from './tls-files.js';
+import { agentTlsUse, coverDialHost, loadAgentTls } from './agent-tls.js';
 import { normaliseDomain } from '../router/host-name.js';
 import { SlugStore } from '../slugs/slug-store.js';
 import { DataDir } from './data-dir.js';
@@ -95,11 +96,18 @@ export class BerthServer {
     // A certificate that cannot serve stops the start before anything is done.
     const routerTls = config.router?.tls ? loadTlsPair(config.router.tls, routerTlsUse(normaliseDomain(config.router.domain ?? 'localhost'))) : undefined;
     const apiTls = config.tls ? loadTlsPair(config.tls, API_TLS_USE) : undefined;
+    const agentTls = config.agentTls ? await loadAgentTls(config.agentTls) : undefined;
     const dataDir = new DataDir(config.dataDir);
     if (!config.databaseUrl) dataDir.assertStoreHere();
     dataDir.lock();
     progress(`preparing the ${config.driver.name} driver`);
     const driverInfo = await config.driver.init();
+    try {
+      if (config.agentTls) coverDialHost(config.agentTls, config.agentAdvertiseHost ?? driverInfo.agentListenHost);
+    } catch (err) {
+      dataDir.unlock();
+      throw err;
+    }
     const bootTimeoutMs = config.bootTimeoutMs ?? driverInfo.bootTimeoutMs;
     progress(config.databaseUrl ? 'connecting to PostgreSQL' : 'opening the embedded store (the first start creates it, a few seconds)');
     const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
@@ -144,6 +152,7 @@ export class BerthServer {
           port: config.agentPort ?? 7071,
           heartbeatIntervalMs: config.heartbeatIntervalMs ?? 5000,
           log,
+          ...(agentTls ? { tls: agentTls.pair } : {}),
           files: (urlPath) => slugs.fileFor(urlPath),
           ...(config.driver.fleet
             ? { enrol: (body: unknown) => (late.fleet ? late.fleet.enrol(body) : Promise.reject(new Error('enrolment before the server started'))) }
@@ -156,7 +165,10 @@ export class BerthServer {
       const agents = new AgentChannels(gateway, config.driver.agents);
       const listening = await gateway.listen();
       const agentAddress = { ...listening, host: config.agentAdvertiseHost ?? listening.host };
-      const agentUrl = `ws://${agentAddress.host}:${agentAddress.port}${AGENT_PATH}`;
+      // One port serves the channel, enrolment and the files hosts fetch; over TLS when it has a certificate.
+      const agentBase = `${agentTls ? 'https' : 'http'}://${agentAddress.host}:${agentAddress.port}`;
+      const agentUrl = `${agentBase.replace(/^http/, 'ws')}${AGENT_PATH}`;
+      const agentChannel = { url: agentUrl, ...(agentTls?.ca ? { ca: agentTls.ca } : {}) };
 
       const shellRecorder = config.recordShells ? new ShellRecorder({ dir: `${dataDir.path}/shells` }) : undefined;
       const shells = new ShellBroker({
@@ -190,7 +202,7 @@ export class BerthServer {
         hosts: hostsRepo,
         driver: config.driver,
         agents,
-        agentUrl,
+        agentChannel,
         defaultImage: config.defaultImage ?? '/',
         defaultResources: config.defaultResources ?? { cpus: 1, memoryMiB: 1024, pids: 512 },
         onHostGone: (hostId, detail) => {
@@ -212,7 +224,7 @@ export class BerthServer {
       late.hosts = hostsService;
       const poolsRepo = new PoolsRepo(store.db, events);
       // On AWS an image build runs on a builder instance, whose files come from the agent port.
-      const aws = { hostsRepo, agentUrl, publishTar: (path: string) => slugs.publishTar(path), fileUrl: (path: string) => `http://${agentAddress.host}:${agentAddress.port}${path}` };
+      const aws = { hostsRepo, agentChannel, publishTar: (path: string) => slugs.publishTar(path), fileUrl: (path: string) => `${agentBase}${path}` };
       const images = await startImages(config, dataDir.path, { hosts: hostsService, commands, live, poolsRepo, imagesRepo: new ImagesRepo(store.db), log, aws });
       late.images = images;
       const claimsRepo = new ClaimsRepo(store.db, events);
@@ -221,8 +233,8 @@ export class BerthServer {
         driver: config.driver, poolsRepo, hostsRepo, claimsRepo, hostService: hostsService, commands, services, stacks, networkGroups, hashKeys,
         resolveImage: (tenantId, ref) => bootImages.resolve(tenantId, ref),
         isConnected,
-        enrolUrl: `http://${agentAddress.host}:${agentAddress.port}${AGENT_ENROL_PATH}`,
-        agentUrl,
+        enrolUrl: `${agentBase}${AGENT_ENROL_PATH}`,
+        agentChannel,
         bootTimeoutMs,
         backoffMs: config.poolBackoffMs,
         scheduleClock: config.scheduleClock,
@@ -247,7 +259,7 @@ export class BerthServer {
       const { environments, router, routerRequests, routerCertificate } = await startEnvironments(config, {
         db: store.db, events, stacks: stacksRepo, pools: poolsRepo, hosts: hostsRepo, claims, services, slugs,
         changeHostTags: (tenantId, hostId, change) => hostsService.changeTags(tenantId, hostId, change),
-        slugUrl: (digest) => `http://${agentAddress.host}:${agentAddress.port}/slugs/${digest}.tar`,
+        slugUrl: (digest) => `${agentBase}/slugs/${digest}.tar`,
         tokens: tokenService,
         log,
         progress,
@@ -255,12 +267,10 @@ export class BerthServer {
       });
 
       const apiRequests = new ApiRequestCounts();
-      let apiCertificate: CertificateWatcher | undefined;
+      const certificates = new ServedCertificates();
+      if (routerCertificate) certificates.add('router', routerCertificate);
       const metrics = new MetricsCollector({
-        certificates: () => [
-          ...(apiCertificate ? [{ listener: 'api', notAfter: apiCertificate.pair.notAfter }] : []),
-          ...(routerCertificate ? [{ listener: 'router', notAfter: routerCertificate().notAfter }] : []),
-        ],
+        certificates: () => certificates.list(),
         apiRequests,
         db: store.db,
         routerRequests,
@@ -317,12 +327,9 @@ export class BerthServer {
         stopShells();
       };
       server.driver = config.driver;
-      if (apiTls && config.tls) {
-        const watcher = new CertificateWatcher(config.tls, API_TLS_USE, apiTls, (pair) => setApiCertificate(app, pair), log);
-        watcher.start();
-        apiCertificate = watcher;
-        server.stopTls = () => watcher.stop();
-      }
+      if (apiTls && config.tls) certificates.watch('api', new CertificateWatcher(config.tls, API_TLS_USE, apiTls, (pair) => setApiCertificate(app, pair), log));
+      if (agentTls && config.agentTls) certificates.watch('agent', new CertificateWatcher(config.agentTls, agentTlsUse(agentAddress.host), agentTls.pair, (pair) => gateway.setCertificate(pair), log, { accept: agentTls.accepts }));
+      server.stopTls = () => certificates.stop();
       dataDir.writeServerInfo({ url: address, pid: process.pid, agentUrl, startedAt: new Date().toISOString(), ...(config.tls ? { tlsCertFile: config.tls.certFile } : {}) });
       server.loop(config.sweepIntervalMs ?? 500, () => dispatcher.sweep(), report('command sweep'));
       server.loop(config.monitorIntervalMs ?? 2000, () => hostsService.monitor(), report('host monitor'));

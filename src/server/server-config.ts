@@ -1,5 +1,6 @@
 /** What a berth server is started with: its data dir, driver, ports, store and tuning. */
 import type { TlsFiles } from './tls-files.js';
+import type { AgentTlsFiles } from './agent-tls.js';
 import type { CommandRunner } from '../drivers/local/proc.js';
 import type { HostDriver, HostResources } from '../drivers/types.js';
 import type { EventBus } from '../events/event-bus.js';
@@ -12,6 +13,8 @@ export interface ServerConfig {
   port?: number;
   /** The API (and dashboard) over HTTPS with this certificate and key, PEM files, watched for renewals (tls-files.ts). */
   tls?: TlsFiles;
+  /** The agent channel (wss://, and enrolment and host downloads over https://) with this certificate, key and CA (agent-tls.ts). */
+  agentTls?: AgentTlsFiles;
   /** Agent channel port on the driver's agent address; 0 picks a free one. */
   agentPort?: number;
   /** The address hosts dial for the agent channel, when not the one it listens on (0.0.0.0 on AWS). */

@@ -10,6 +10,7 @@
 import { watchFile, unwatchFile, readFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
+import { isIP } from 'node:net';
 import { BerthError } from '../core/errors.js';
 
 export interface TlsFiles {
@@ -72,10 +73,17 @@ export function loadTlsPair(files: TlsFiles, use: TlsUse, now = new Date()): Tls
   if (notAfter <= now || notBefore > now) {
     throw bad(`the ${use.owner}'s certificate ${files.certFile} is valid from ${notBefore.toISOString()} to ${notAfter.toISOString()}, not now`, 'Renew it; berth serves the new one as soon as the files change.');
   }
-  if (use.covers && !leaf.checkHost(use.covers.name)) {
+  if (use.covers && !(isIP(use.covers.name) ? leaf.checkIP(use.covers.name) : leaf.checkHost(use.covers.name))) {
     throw bad(`the ${use.owner}'s certificate is for ${leaf.subjectAltName ?? leaf.subject.replace(/\n/g, ', ')}, which does not cover ${use.covers.what}`, use.covers.hint);
   }
   return { cert, key, names: leaf.subjectAltName ?? leaf.subject.replace(/\n/g, ', '), notAfter, fingerprint: leaf.fingerprint256 };
+}
+
+export interface WatchOptions {
+  /** How often the files' stat is polled; default 2 s. */
+  intervalMs?: number;
+  /** A check of the owner's own a new pair must pass (undefined), else why it is not served. */
+  accept?: (pair: TlsPair) => Promise<string | undefined>;
 }
 
 /** Watches both files (by polling their stat: swaps by rename are seen too) and hands each new good pair to `onPair`. */
@@ -91,7 +99,7 @@ export class CertificateWatcher {
     loaded: TlsPair,
     private readonly onPair: (pair: TlsPair) => void,
     private readonly log: (line: string) => void,
-    private readonly intervalMs = 2000,
+    private readonly opts: WatchOptions = {},
   ) {
     this.current = loaded.fingerprint + loaded.key.toString('base64');
     this.serving = loaded;
@@ -104,7 +112,7 @@ export class CertificateWatcher {
 
   start(): void {
     const changed = () => this.changed();
-    for (const file of [this.files.certFile, this.files.keyFile]) watchFile(file, { interval: this.intervalMs, persistent: false }, changed);
+    for (const file of [this.files.certFile, this.files.keyFile]) watchFile(file, { interval: this.opts.intervalMs ?? 2000, persistent: false }, changed);
   }
 
   stop(): void {
@@ -115,23 +123,55 @@ export class CertificateWatcher {
   /** Both files are often written one after the other: read them once the second had time to land. */
   private changed(): void {
     if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.reload(), 200);
+    this.timer = setTimeout(() => void this.reload(), 200);
     this.timer.unref();
   }
 
-  private reload(): void {
+  private async reload(): Promise<void> {
+    const notLoaded = (why: string) => this.log(`${this.use.owner}: the changed TLS files were not loaded, the previous certificate keeps serving: ${why}`);
     let pair: TlsPair;
     try {
       pair = loadTlsPair(this.files, this.use);
     } catch (err) {
-      this.log(`${this.use.owner}: the changed TLS files were not loaded, the previous certificate keeps serving: ${err instanceof Error ? err.message : String(err)}`);
+      notLoaded(err instanceof Error ? err.message : String(err));
       return;
     }
     const id = pair.fingerprint + pair.key.toString('base64');
     if (id === this.current) return;
+    const refused = await this.opts.accept?.(pair);
+    if (refused !== undefined) {
+      notLoaded(refused);
+      return;
+    }
     this.current = id;
     this.onPair(pair);
     this.serving = pair;
     this.log(`${this.use.owner}: serving the new certificate (${pair.names}, valid until ${pair.notAfter.toISOString()})`);
+  }
+}
+
+/** The certificates a server serves, by listener (`api`, `agent`, `router`): for /metrics, and their watchers stop with it. */
+export class ServedCertificates {
+  private readonly served = new Map<string, () => TlsPair>();
+  private readonly watchers: CertificateWatcher[] = [];
+
+  /** Starts `watcher` and reports what it serves as `listener`'s. */
+  watch(listener: string, watcher: CertificateWatcher): void {
+    watcher.start();
+    this.watchers.push(watcher);
+    this.served.set(listener, () => watcher.pair);
+  }
+
+  /** A listener whose certificate is watched elsewhere (the router's, with the router). */
+  add(listener: string, pair: () => TlsPair): void {
+    this.served.set(listener, pair);
+  }
+
+  list(): Array<{ listener: string; notAfter: Date }> {
+    return [...this.served].map(([listener, pair]) => ({ listener, notAfter: pair().notAfter }));
+  }
+
+  stop(): void {
+    for (const watcher of this.watchers) watcher.stop();
   }
 }

@@ -7,11 +7,13 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { makeCertificate } from '../helpers/certs.js';
+import { makeCa, makeCertificate } from '../helpers/certs.js';
 
 const bin = join(import.meta.dirname, '..', '..', 'bin', 'berth.js');
 const dir = mkdtempSync(join(tmpdir(), 'berth-server-options-'));
 const cert = makeCertificate(dir, 'router', ['*.example.test']);
+const privateCa = makeCa(dir, 'private');
+const issued = makeCertificate(dir, 'agents', ['10.213.0.1'], privateCa);
 
 function server(...args: string[]): Promise<{ code: number; stderr: string }> {
   return new Promise((resolve) => {
@@ -35,6 +37,10 @@ describe('berth server with options it cannot use', () => {
     [['--router-redirect-port', '8080'], /--router-redirect-port redirects to HTTPS: give --router-tls-cert and --router-tls-key too/],
     [['--router-tls-cert', join(dir, 'none.crt'), '--router-tls-key', join(dir, 'none.key')], /the router's TLS certificate .*none\.crt cannot be read/],
     [['--router-tls-cert', cert.certFile, '--router-tls-key', cert.keyFile], /certificate is for DNS:\*\.example\.test, which does not cover the environments' names \(NAME\.localhost\)/],
+    [['--agent-tls-key', 'agent.key'], /--agent-tls-cert and --agent-tls-key go together/],
+    [['--agent-tls-ca', privateCa.certFile], /--agent-tls-ca names the CA of --agent-tls-cert/],
+    [['--agent-tls-cert', issued.certFile, '--agent-tls-key', issued.keyFile], /agents would not accept the agent channel's certificate .*: unable to (verify the first certificate|get local issuer certificate)/],
+    [['--agent-tls-cert', issued.certFile, '--agent-tls-key', issued.keyFile, '--agent-tls-ca', cert.certFile], /agents would not accept/],
   ])('%j: exit 2, nothing made', async (args, message) => {
     const out = await server(...args);
     expect(out.code).toBe(2);

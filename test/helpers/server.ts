@@ -58,6 +58,8 @@ export interface StartOptions {
   router?: { domain?: string; tls?: { certFile: string; keyFile: string }; redirectPort?: number };
   /** The API over HTTPS (ServerConfig.tls). */
   tls?: { certFile: string; keyFile: string };
+  /** The agent channel over TLS (ServerConfig.agentTls). */
+  agentTls?: { certFile: string; keyFile: string; caFile?: string };
   recordShells?: boolean;
   /** The time pools' schedules are read at (ServerConfig.scheduleClock). */
   scheduleClock?: () => Date;
@@ -82,6 +84,7 @@ export async function startServer(net: TestNetwork, opts: StartOptions = {}): Pr
     envSweepIntervalMs: 200,
     ...(opts.recordShells ? { recordShells: true } : {}),
     ...(opts.tls ? { tls: opts.tls } : {}),
+    ...(opts.agentTls ? { agentTls: opts.agentTls } : {}),
     ...(opts.scheduleClock ? { scheduleClock: opts.scheduleClock } : {}),
   });
   const ca = opts.tls?.certFile;

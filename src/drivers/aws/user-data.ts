@@ -44,7 +44,7 @@ export function buildUserData(spec: HostSpec, agentCommand: string[] | null): st
  * identity it got.
  */
 export function buildFleetUserData(enrolment: FleetEnrolment, tags: Record<string, string>, agentCommand: string[] | null): string {
-  const file: AgentEnrolment = { enrolUrl: enrolment.url, tenantId: enrolment.tenantId, pool: enrolment.pool, token: enrolment.token, generation: enrolment.generation };
+  const file: AgentEnrolment = { enrolUrl: enrolment.url, tenantId: enrolment.tenantId, pool: enrolment.pool, token: enrolment.token, generation: enrolment.generation, ...(enrolment.ca ? { ca: enrolment.ca } : {}) };
   // Without berth's agent (SSM) nothing enrols: the control plane finds the group's instances itself.
   return script([...(agentCommand ? [fileFrom(AGENT_ENROLMENT_PATH, JSON.stringify(file), '600')] : []), fileFrom(HOST_TAGS_PATH, JSON.stringify(tags), '644')], agentCommand);
 }

@@ -1,0 +1,124 @@
+/**
+ * The agent channel over TLS on real hosts (`--agent-tls-cert/--agent-tls-key/--agent-tls-ca`;
+ * here through the server's config): hosts are told the CA and dial wss://, so a pool fills and
+ * claims run commands as on a plain channel; a slug reaches its hosts over https:// (the agent's
+ * fetch trusts the same CA); the port speaks nothing but TLS; and /metrics shows the certificate's
+ * expiry. The certificate is issued by a test CA for the bridge's address, as an operator's would be.
+ */
+import http from 'node:http';
+import https from 'node:https';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { create as createTar } from 'tar';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeCa, makeCertificate } from '../helpers/certs.js';
+import { berth, startServer, type InProcessServer } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait.js';
+
+const NET = { bridge: 'berthatl0', subnet: '10.215.0.0/24', cgroupName: 'berthatl' };
+const GATEWAY = '10.215.0.1';
+
+const berthYaml = `stacks:
+  app:
+    services:
+      web:
+        cmd: exec python3 -m http.server 8080
+        ports: [8080]
+        ready: {http: 8080}
+        stopTimeout: 1s
+pools:
+  - name: app
+    size: 1
+    template: {tags: {berth.stack: app, berth.mode: review}}
+`;
+
+function get(url: string, ca?: Buffer): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = https.get(url, { ...(ca ? { ca } : {}), agent: false }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+  });
+}
+
+/** GET through the router, as a browser at the environment's URL would. */
+function viaRouter(url: URL): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port: url.port, path: '/', headers: { host: url.host }, agent: false }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+  });
+}
+
+describe('the agent channel over TLS', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-agent-tls-'));
+  const ca = makeCa(dir, 'hosts');
+  const cert = makeCertificate(dir, 'agent', [GATEWAY], ca);
+  let srv: InProcessServer;
+  let env: Record<string, string>;
+
+  beforeAll(async () => {
+    srv = await startServer(NET, { agentTls: { certFile: cert.certFile, keyFile: cert.keyFile, caFile: ca.certFile } });
+    env = { BERTH_URL: srv.server.url, BERTH_TOKEN: srv.server.token };
+    const file = join(dir, 'berth.yaml');
+    writeFileSync(file, berthYaml);
+    const applied = await berth(['apply', '-f', file], env);
+    expect(applied.code, applied.stderr).toBe(0);
+    await waitFor('the pool full', async () => ((await srv.api.get<{ status: { ready: number } }>('/v1/pools/app')).body.status.ready >= 1) || undefined, { timeoutMs: 60_000 });
+  });
+  afterAll(async () => {
+    await srv?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('fills a pool over wss://, and a claim runs commands that see the CA they may use', async () => {
+    expect(srv.server.agentUrl).toMatch(new RegExp(`^wss://${GATEWAY.replace(/\./g, '\\.')}:\\d+/v1/agent$`));
+    const claimed = await berth(['claim', 'app', '--group', 'tls-user', '--init', 'echo ready', '--json'], env);
+    expect(claimed.code, claimed.stderr).toBe(0);
+    const hostId = (JSON.parse(claimed.stdout) as { host: { id: string } }).host.id;
+    const ran = await berth(['run', '--host', hostId, '--json', '--', 'cat "$BERTH_SERVER_CA_FILE"'], env);
+    expect(ran.code, ran.stderr).toBe(0);
+    // The CA's own lines (base64, no JSON escapes in them), not only a PEM header.
+    for (const line of ca.cert.toString().trim().split('\n')) expect(ran.stdout).toContain(line);
+    const released = await berth(['release', hostId], env);
+    expect(released.code, released.stderr).toBe(0);
+  });
+
+  it('serves a slug to its hosts over https://, and speaks nothing but TLS on the port', async () => {
+    const app = join(dir, 'app');
+    mkdirSync(app, { recursive: true });
+    writeFileSync(join(app, 'index.html'), 'slug over tls\n');
+    writeFileSync(join(app, 'Procfile'), 'web: exec python3 -m http.server $PORT\n');
+    const slug = join(dir, 'app.tgz');
+    await createTar({ gzip: true, file: slug, cwd: app, portable: true }, ['.']);
+    const created = await berth(['env', 'create', 'sluggy', '--stack', 'app', '--ref', slug, '--json'], env);
+    expect(created.code, created.stderr).toBe(0);
+    const { url } = JSON.parse(created.stdout) as { url: string };
+    const page = await viaRouter(new URL(url));
+    expect(page).toEqual({ status: 200, body: 'slug over tls\n' });
+    await berth(['env', 'rm', 'sluggy'], env);
+
+    const port = new URL(srv.server.agentUrl).port;
+    // Plain HTTP on the agent port is not answered; over TLS with the CA it is (and says what it is for).
+    await expect(fetch(`http://${GATEWAY}:${port}/`)).rejects.toThrow();
+    const answered = await get(`https://${GATEWAY}:${port}/`, ca.cert);
+    expect(answered.status).toBe(404);
+    expect(answered.body).toContain('this port serves only the agent channel');
+    // Nobody who does not trust the CA gets that far.
+    await expect(get(`https://${GATEWAY}:${port}/`)).rejects.toThrow(/unable to (verify the first certificate|get local issuer certificate)/);
+  });
+
+  it('reports when the agent channel certificate expires', async () => {
+    const metrics = await (await fetch(`${srv.server.url}/metrics`, { headers: { authorization: `Bearer ${srv.server.token}` } })).text();
+    const expiry = /berth_tls_certificate_expiry_timestamp_seconds\{listener="agent"\} (\d+)/.exec(metrics);
+    expect(expiry).not.toBeNull();
+    const seconds = Number(expiry?.[1]);
+    expect(seconds * 1000).toBeGreaterThan(Date.now() + 86_400_000); // two days, as made
+  });
+});

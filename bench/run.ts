@@ -3,7 +3,7 @@
  * baseline taken in the same run:
  *   - host launch -> agent ready (API call until the agent has enrolled), vs a bare `node` start;
  *   - Run Command round trip for `true` (API call until the result is stored), vs a bare bash spawn;
- *   - the agent's idle RSS and CPU;
+ *   - the agent's idle RSS and CPU; what TLS on the agent channel adds to a launch, a round trip and RSS;
  *   - warm claim vs the cold path (launch + the same init), and sustained claims/s (bench/claims.ts).
  * Prints a Markdown report and writes it to bench/results/latest.md.
  */
@@ -28,6 +28,7 @@ import { imageBench } from './images.js';
 import { serviceBench } from './services.js';
 import { spinupBench } from './spinup.js';
 import { routerTlsBench } from './router-tls.js';
+import { agentTlsBench } from './agent-tls.js';
 import { ms, summarize, type Summary } from './stats.js';
 import { diskLaunchBench } from './disk.js';
 import { hostStatsBench } from './host-stats.js';
@@ -88,6 +89,7 @@ async function main(): Promise<void> {
         rows.push(...(await machinePortsBench(srv, { bridge: NET.bridge, rounds: 12, perRound: 100, progress })));
         rows.push(...(await dnsBench(srv, { dnsPort: DNS_PORT, gateway: '10.220.0.1', queries: 1000, progress })));
         rows.push(...(await shellBench(srv, { opens: 40, echoes: 1000, floodBytes: 64 * 1024 * 1024, progress })));
+        rows.push(...(await agentTlsBench(srv, { launches: Number(process.env['BENCH_AGENT_TLS_LAUNCHES'] ?? 30), trips: Number(process.env['BENCH_AGENT_TLS_TRIPS'] ?? 200), progress })));
       }
       if (ONLY.has('claims')) rows.push(...(await claimBench(srv, { ...CLAIMS, progress })));
       if (ONLY.has('images')) rows.push(...(await imageBench(srv, { ...IMAGES, progress })));

@@ -5,14 +5,13 @@
  * fetch trusts the same CA); the port speaks nothing but TLS; and /metrics shows the certificate's
  * expiry. The certificate is issued by a test CA for the bridge's address, as an operator's would be.
  */
-import http from 'node:http';
-import https from 'node:https';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { create as createTar } from 'tar';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCa, makeCertificate } from '../helpers/certs.js';
+import { getUrl } from '../helpers/http-get.js';
 import { berth, startServer, type InProcessServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -32,29 +31,6 @@ pools:
     size: 1
     template: {tags: {berth.stack: app, berth.mode: review}}
 `;
-
-function get(url: string, ca?: Buffer): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = https.get(url, { ...(ca ? { ca } : {}), agent: false }, (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', reject);
-  });
-}
-
-/** GET through the router, as a browser at the environment's URL would. */
-function viaRouter(url: URL): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port: url.port, path: '/', headers: { host: url.host }, agent: false }, (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', reject);
-  });
-}
 
 describe('the agent channel over TLS', () => {
   const dir = mkdtempSync(join(tmpdir(), 'berth-agent-tls-'));
@@ -100,18 +76,18 @@ describe('the agent channel over TLS', () => {
     const created = await berth(['env', 'create', 'sluggy', '--stack', 'app', '--ref', slug, '--json'], env);
     expect(created.code, created.stderr).toBe(0);
     const { url } = JSON.parse(created.stdout) as { url: string };
-    const page = await viaRouter(new URL(url));
-    expect(page).toEqual({ status: 200, body: 'slug over tls\n' });
+    const page = await getUrl(new URL(url), { address: '127.0.0.1' });
+    expect(page).toMatchObject({ status: 200, body: 'slug over tls\n' });
     await berth(['env', 'rm', 'sluggy'], env);
 
     const port = new URL(srv.server.agentUrl).port;
     // Plain HTTP on the agent port is not answered; over TLS with the CA it is (and says what it is for).
     await expect(fetch(`http://${GATEWAY}:${port}/`)).rejects.toThrow();
-    const answered = await get(`https://${GATEWAY}:${port}/`, ca.cert);
+    const answered = await getUrl(new URL(`https://${GATEWAY}:${port}/`), { ca: ca.cert });
     expect(answered.status).toBe(404);
     expect(answered.body).toContain('this port serves only the agent channel');
     // Nobody who does not trust the CA gets that far.
-    await expect(get(`https://${GATEWAY}:${port}/`)).rejects.toThrow(/unable to (verify the first certificate|get local issuer certificate)/);
+    await expect(getUrl(new URL(`https://${GATEWAY}:${port}/`))).rejects.toThrow(/unable to (verify the first certificate|get local issuer certificate)/);
   });
 
   it('reports when the agent channel certificate expires', async () => {

@@ -8,30 +8,23 @@
  * pool naming the image boots its AMI and rolls to the next, a failing step leaves nothing.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DescribeImagesCommand, DescribeInstancesCommand, DescribeLaunchTemplateVersionsCommand, DescribeSnapshotsCommand, type Image, type Instance } from '@aws-sdk/client-ec2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AwsDriver } from '../../src/drivers/aws/aws-driver.js';
-import { agentBundleDir } from '../../src/cli/paths.js';
 import type { ImageView } from '../../src/images/views.js';
 import type { PoolStatusView } from '../../src/pools/views.js';
-import { BerthServer } from '../../src/server/berth-server.js';
-import { motoDriverConfig, motoNetwork, type MotoNetwork } from '../drivers/aws-fixtures.js';
-import { EmulatedFleet } from '../helpers/emulated-fleet.js';
-import { motoAvailable, startMoto, type Moto } from '../helpers/moto.js';
-import { freePort } from '../helpers/ports.js';
+import type { MotoNetwork } from '../drivers/aws-fixtures.js';
+import { startFleetServer, type FleetServer } from '../helpers/aws-fleet-server.js';
+import type { EmulatedFleet } from '../helpers/emulated-fleet.js';
+import { motoAvailable } from '../helpers/moto.js';
 import { Api, berth } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
 
 const NAME = 'bami';
 
 describe.skipIf(!motoAvailable('AWS image builds end to end on moto'))('AWS image builds end to end on moto', () => {
-  let moto: Moto;
   let net: MotoNetwork;
-  let driver: AwsDriver;
-  let server: BerthServer;
   let fleet: EmulatedFleet;
   let api: Api;
   let dir: string;
@@ -54,38 +47,19 @@ describe.skipIf(!motoAvailable('AWS image builds end to end on moto'))('AWS imag
   };
   const current = async (): Promise<ImageView | undefined> => (await api.get<{ images: ImageView[] }>('/v1/images')).body.images.find((i) => i.name === 'web');
 
+  let harness: FleetServer | undefined;
+
   beforeAll(async () => {
-    moto = await startMoto();
-    net = await motoNetwork(moto.endpoint);
-    dir = await mkdtemp(join(tmpdir(), 'berth-awsami-'));
+    harness = await startFleetServer(NAME, { amiImages: { keep: 1, pollMs: 200, builderBootTimeoutMs: 30_000 } });
+    ({ net, fleet, api, dir } = harness);
     project = join(dir, 'project');
     await mkdir(join(project, 'app'), { recursive: true });
     await writeFile(join(project, 'app', 'hello.txt'), 'hello from the project\n');
-    driver = new AwsDriver(motoDriverConfig(moto.endpoint, net, NAME, { agentListenHost: '127.0.0.1' }));
-    server = await BerthServer.start({
-      dataDir: join(dir, 'data'),
-      port: 0,
-      agentPort: await freePort(),
-      driver,
-      agentDir: agentBundleDir(),
-      log: process.env['BERTH_TEST_LOG'] ? (line: string) => process.stderr.write(`berth: ${line}\n`) : () => {},
-      monitorIntervalMs: 500,
-      router: { port: 0 },
-      amiImages: { keep: 1, pollMs: 200, builderBootTimeoutMs: 30_000 },
-    });
-    api = new Api(server.url, server.token);
     env = { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' };
-    fleet = new EmulatedFleet({ endpoint: moto.endpoint, driverName: NAME, dir: join(dir, 'machines') });
-    fleet.start();
   }, 60_000);
 
   afterAll(async () => {
-    await fleet?.stop();
-    await server?.stop();
-    driver?.close();
-    net?.ec2.destroy();
-    await moto?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await harness?.stop();
   }, 60_000);
 
   let first: Image | undefined;

@@ -6,8 +6,6 @@
  * the app's page, the app is told the request came over https, a private environment's link gives
  * a cookie marked Secure, and plain HTTP on the redirect port is sent to HTTPS.
  */
-import http from 'node:http';
-import https from 'node:https';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as tlsConnect } from 'node:tls';
@@ -15,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCertificate } from '../helpers/certs.js';
+import { getUrl } from '../helpers/http-get.js';
 import { berth, startServer, type InProcessServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -48,18 +47,8 @@ pools:
     template: {tags: {berth.stack: app, berth.mode: review}}
 `;
 
-function request(url: URL, ca: Buffer, headers: Record<string, string> = {}): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }> {
-  return new Promise((resolve, reject) => {
-    const options = { host: '127.0.0.1', port: url.port, path: `${url.pathname}${url.search}`, headers: { host: url.host, ...headers }, agent: false };
-    const onResponse = (res: http.IncomingMessage) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
-    };
-    const req = url.protocol === 'https:' ? https.get({ ...options, servername: url.hostname, ca }, onResponse) : http.get(options, onResponse);
-    req.on('error', reject);
-  });
-}
+/** Names under DOMAIN resolve nowhere: every request goes to this machine, as the name's. */
+const request = (url: URL, ca: Buffer, headers: Record<string, string> = {}) => getUrl(url, { ca, headers, address: '127.0.0.1' });
 
 describe('environments over HTTPS', () => {
   const dir = mkdtempSync(join(tmpdir(), 'berth-https-'));

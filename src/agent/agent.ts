@@ -37,6 +37,8 @@ export interface AgentOptions {
    * (BERTH_NODE, …) in its environment; agents sharing one process (tests' emulated machines) give theirs here.
    */
   env?: Record<string, string>;
+  /** The server gave a new CA bundle for its channel (AgentConnection's onTrust). */
+  onTrust?: (ca: string) => void;
 }
 
 export class Agent {
@@ -72,6 +74,7 @@ export class Agent {
     this.connection = new AgentConnection({
       serverUrl: opts.identity.serverUrl,
       ca: opts.identity.ca,
+      ...(opts.onTrust ? { onTrust: opts.onTrust } : {}),
       hostId: opts.identity.hostId,
       token: opts.identity.token,
       log: this.log,

@@ -11,6 +11,8 @@ export interface ConnectionOptions {
   ca?: string | undefined;
   hostId: string;
   token: string;
+  /** The server sent a new CA bundle to trust (see the `trust` frame): keep it for the next start. */
+  onTrust?: (ca: string) => void;
   /** Called on every (re)connection, before anything else is sent; returns the hello frame. */
   hello: () => AgentMessage;
   onMessage: (msg: ServerMessage) => void;
@@ -28,8 +30,11 @@ export class AgentConnection {
   private heartbeat: NodeJS.Timeout | undefined;
   private retry: NodeJS.Timeout | undefined;
   private lastTlsError: string | undefined;
+  private ca: string | undefined;
 
-  constructor(private readonly opts: ConnectionOptions) {}
+  constructor(private readonly opts: ConnectionOptions) {
+    this.ca = opts.ca;
+  }
 
   start(): void {
     this.connect();
@@ -59,7 +64,7 @@ export class AgentConnection {
     const socket = new WsClient(this.opts.serverUrl, {
       headers: { authorization: `Bearer ${this.opts.token}`, [HOST_ID_HEADER]: this.opts.hostId },
       handshakeTimeoutMs: 5000,
-      ...(this.opts.ca ? { ca: this.opts.ca } : {}),
+      ...(this.ca ? { ca: this.ca } : {}),
     });
     this.socket = socket;
     socket.on('open', () => {
@@ -73,6 +78,7 @@ export class AgentConnection {
         return;
       }
       if (msg.type === 'welcome') this.startHeartbeat(msg.heartbeatIntervalMs);
+      if (msg.type === 'trust') return this.onTrust(msg.ca);
       this.opts.onMessage(msg);
     });
     socket.on('unexpected-response', (status: number) => {
@@ -91,6 +97,14 @@ export class AgentConnection {
       this.opts.onClose?.();
       this.scheduleRetry();
     });
+  }
+
+  /** Only a server this agent verified over TLS may change what it trusts (never one on plain ws://). */
+  private onTrust(ca: string): void {
+    if (!this.opts.serverUrl.startsWith('wss:') || ca === this.ca) return;
+    this.ca = ca;
+    this.opts.log('the server sent a new CA bundle: trusted from the next connection on');
+    this.opts.onTrust?.(ca);
   }
 
   private startHeartbeat(intervalMs: number): void {

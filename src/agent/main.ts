@@ -2,7 +2,7 @@
  * Entry point of the agent bundle that runs inside every host (`node /.berth/agent/berth-agent.cjs`).
  * Kept tiny: it is on the launch -> ready path.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { AGENT_ENROLMENT_PATH, AGENT_IDENTITY_PATH, agentEnrolment, agentIdentity, IMAGE_ENV_PATH, type AgentIdentity } from '../protocol/messages.js';
 import { Agent } from './agent.js';
@@ -17,14 +17,14 @@ export function runAgent(argv: string[] = process.argv.slice(2)): void {
   // A host launched with its identity (or a fleet host that enrolled before a restart) has it;
   // a fleet host's first start enrols for one (loaded only then: the agent's RSS is on every host).
   if (existsSync(identityPath) || !existsSync(enrolmentPath)) {
-    startAgent(agentIdentity.parse(JSON.parse(readFileSync(identityPath, 'utf8'))), stateDir, log);
+    startAgent(agentIdentity.parse(JSON.parse(readFileSync(identityPath, 'utf8'))), identityPath, stateDir, log);
     return;
   }
   const enrolment = agentEnrolment.parse(JSON.parse(readFileSync(enrolmentPath, 'utf8')));
   import('./enrol.js')
     .then(({ enrol }) => enrol(enrolment, { identityPath, log }))
     .then(
-      (identity) => void startAgent(identity, stateDir, log),
+      (identity) => void startAgent(identity, identityPath, stateDir, log),
       (err: unknown) => {
         log(`cannot enrol: ${err instanceof Error ? err.message : String(err)}`);
         process.exit(1);
@@ -32,7 +32,7 @@ export function runAgent(argv: string[] = process.argv.slice(2)): void {
     );
 }
 
-function startAgent(identity: AgentIdentity, stateDir: string, log: (line: string) => void): Agent {
+function startAgent(identity: AgentIdentity, identityPath: string, stateDir: string, log: (line: string) => void): Agent {
   const firstBoot = regenerateIdentity({ log });
   log(`first boot: machine-id ${firstBoot.machineId}, ssh host keys ${firstBoot.sshHostKeys}`);
   // Before the agent starts its warm shells: they and every command inherit this environment.
@@ -41,7 +41,16 @@ function startAgent(identity: AgentIdentity, stateDir: string, log: (line: strin
   if (identity.ca) Object.assign(process.env, { BERTH_SERVER_CA_FILE: keepServerCa(identity.ca, stateDir) });
   // Commands can run the agent's own tools (`$BERTH_NODE $BERTH_AGENT_BUNDLE follow …`, see log-follow.ts).
   Object.assign(process.env, { BERTH_NODE: process.execPath, BERTH_AGENT_BUNDLE: resolve(process.argv[1] ?? '') });
-  const agent = new Agent({ identity, stateDir });
+  // A CA bundle the server rolls over to is kept: a restarted agent dials with it.
+  const onTrust = (ca: string): void => {
+    try {
+      writeAtomically(identityPath, `${JSON.stringify({ ...identity, ca })}\n`, 0o600);
+      process.env['BERTH_SERVER_CA_FILE'] = keepServerCa(ca, stateDir);
+    } catch (err) {
+      log(`cannot keep the new CA bundle in ${identityPath}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  };
+  const agent = new Agent({ identity, stateDir, onTrust });
   let stopping = false;
   const stop = () => {
     if (stopping) return;
@@ -57,8 +66,13 @@ function startAgent(identity: AgentIdentity, stateDir: string, log: (line: strin
 function keepServerCa(ca: string, stateDir: string): string {
   const path = `${stateDir}/server-ca.pem`;
   mkdirSync(stateDir, { recursive: true });
-  writeFileSync(path, ca, { mode: 0o644 });
+  writeAtomically(path, ca, 0o644);
   return path;
+}
+
+function writeAtomically(path: string, text: string, mode: number): void {
+  writeFileSync(`${path}.tmp`, text, { mode });
+  renameSync(`${path}.tmp`, path);
 }
 
 function flag(argv: string[], name: string): string | undefined {

@@ -55,6 +55,8 @@ export interface GatewayOptions {
   enrol?: (body: unknown) => Promise<AgentIdentity>;
   /** Serve the channel over TLS (wss://, https://) with this certificate (and chain) and key, PEM. */
   tls?: { cert: Buffer; key: Buffer };
+  /** The CA bundle agents trust now (TLS): each agent is told it after its welcome (see sendTrust). */
+  trust?: () => string | undefined;
 }
 
 /** An enrolment request is a few hundred bytes; anything much larger is not one. */
@@ -134,6 +136,12 @@ export class AgentGateway {
       this.log(`enrolment failed: ${String(err)}`);
       return { status: 500, body: { code: 'internal', message: 'enrolment failed on the control plane', hint: 'See the server log; the agent retries.' } };
     }
+  }
+
+  /** A new CA bundle: every connected agent trusts it from now on (and keeps it for its next start). */
+  sendTrust(ca: string): void {
+    const frame = JSON.stringify({ type: 'trust', ca } satisfies ServerMessage);
+    for (const session of this.sessions.values()) session.socket.send(frame);
   }
 
   /** A renewed certificate and key for connections from now on (open sessions keep theirs); TLS only. */
@@ -238,6 +246,8 @@ export class AgentGateway {
         // A newer connection from the same host replaces the old one (the old socket is dead or dying).
         if (previous) previous.socket.terminate();
         ws.send(JSON.stringify({ type: 'welcome', heartbeatIntervalMs: this.heartbeatIntervalMs, serverTime: now.toISOString() } satisfies ServerMessage));
+        const ca = this.opts.trust?.();
+        if (ca) ws.send(JSON.stringify({ type: 'trust', ca } satisfies ServerMessage));
         this.handlers.onHello(hostId, msg);
         return;
       }

@@ -32,7 +32,11 @@ export interface ReconcilerDeps {
    * A fleet driver's pools (see PoolFleet): their group launches and replaces machines, which
    * enrol by themselves; the reconciler sizes the group instead of launching, and warms what enrols.
    */
-  fleet?: { ensure(pool: PoolRow, signal?: AbortSignal): Promise<void> };
+  fleet?: {
+    ensure(pool: PoolRow, signal?: AbortSignal): Promise<void>;
+    /** Changes when what every pool's machines boot with changes outside the pool (the agents' CA): its groups are ensured again. */
+    bootVersion?: () => string;
+  };
   /** Demand figures for pools sized by demand (the store); without it every pool keeps its size. */
   demand?: DemandSource;
   /** The time pools' schedules are read at (default: now). */

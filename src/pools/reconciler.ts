@@ -194,7 +194,7 @@ export class PoolReconciler {
     const now = Date.now();
     const backoffUntil = this.backoffUntil(pool);
     let notFull = '';
-    const want = `${pool.size}/${pool.generation}`;
+    const want = `${pool.size}/${pool.generation}/${fleet.bootVersion?.() ?? ''}`;
     if (backoffUntil > now) {
       notFull = `backing off after ${pool.consecutive_failures} failed host(s): ${pool.last_failure ?? 'unknown'}; the pool's group is refilled in ${Math.ceil((backoffUntil - now) / 1000)} s`;
       setTimeout(() => this.kick(pool.tenant_id, pool.name), backoffUntil - now).unref();

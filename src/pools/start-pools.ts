@@ -4,6 +4,7 @@
  * groups. Everything enters through `deps`.
  */
 import type { CommandService } from '../commands/command-service.js';
+import { createHash } from 'node:crypto';
 import type { AgentChannel, HostDriver } from '../drivers/types.js';
 import type { HostService } from '../hosts/host-service.js';
 import type { NetworkGroups } from '../hosts/network-groups.js';
@@ -69,7 +70,7 @@ export function startPools(deps: StartPoolsDeps): Pools {
     ...(deps.scheduleClock ? { scheduleClock: deps.scheduleClock } : {}),
     events: deps.events,
     ...bootTimeout,
-    ...(driver.fleet ? { fleet: { ensure: (pool, signal) => (late.fleet ? late.fleet.ensure(pool, signal) : Promise.resolve()) } } : {}),
+    ...(driver.fleet ? { fleet: { ensure: (pool, signal) => (late.fleet ? late.fleet.ensure(pool, signal) : Promise.resolve()), bootVersion: () => bootVersion(deps.agentChannel) } } : {}),
     demand: {
       demandPeak: (tenantId, pool, windowS, spanS) => claimsRepo.demandPeak(tenantId, pool, windowS, spanS),
       medianLeadTimeS: (tenantId, pool) => hostsRepo.medianLeadTimeS(tenantId, pool),
@@ -119,4 +120,9 @@ export function startPools(deps: StartPoolsDeps): Pools {
     ...(fleet ? { removeFleetPool: (name: string) => fleet.remove(name) } : {}),
   });
   return { pools, claims, reconciler, fleet };
+}
+
+/** A fleet's boot script carries the agents' CA: a CA rolled over is a new launch template. */
+function bootVersion(channel: AgentChannel): string {
+  return channel.ca ? createHash('sha256').update(channel.ca).digest('hex').slice(0, 16) : '';
 }

@@ -210,6 +210,11 @@ export const serverMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('serviceAction'), name: z.string(), action: z.enum(['start', 'stop', 'restart']) }),
   /** The host's tags changed (a claim gave it its user's): commands and services can read them. */
   z.object({ type: z.literal('tags'), tags: z.record(z.string(), z.string()) }),
+  /**
+   * What the agent trusts for its wss:// channel from now on (the CA bundle, PEM): sent after the
+   * welcome and whenever it changes. Taken only over TLS, from a server the agent verified.
+   */
+  z.object({ type: z.literal('trust'), ca: z.string() }),
   ...shellServerFrames,
 ]);
 export type ServerMessage = z.infer<typeof serverMessage>;

@@ -18,7 +18,6 @@ import { AgentConnection } from '../agent/connection.js';
 import { enrol } from '../agent/enrol.js';
 import { AGENT_ENROL_PATH, AGENT_PATH, PROTOCOL_VERSION } from '../protocol/messages.js';
 import { agentTlsUse, loadAgentTls } from './agent-tls.js';
-import { CertificateWatcher } from './tls-files.js';
 
 const ADDRESS = '127.0.0.1';
 
@@ -96,39 +95,64 @@ describe('the agent channel over TLS', () => {
     }
   });
 
-  it('serves a renewal from the same CA to new connections, and not one the agents would refuse', async () => {
-    const live = { certFile: join(dir, 'live.crt'), keyFile: join(dir, 'live.key'), caFile: ca.certFile };
+  it('serves a renewal the agents accept, rolls the CA over through the agents, and refuses what would strand them', async () => {
+    const live = { certFile: join(dir, 'live.crt'), keyFile: join(dir, 'live.key'), caFile: join(dir, 'live-ca.pem') };
     const install = (c: { cert: Buffer; key: Buffer }) => {
       writeFileSync(live.keyFile, c.key);
       writeFileSync(live.certFile, c.cert);
     };
     install(issued);
+    writeFileSync(live.caFile, ca.cert);
     const tls = await loadAgentTls(live, ADDRESS);
-    const gateway = new AgentGateway({ host: ADDRESS, port: 0, tls: tls.pair }, { authenticate: () => Promise.resolve(undefined), onHello: () => {}, onMessage: () => {}, onDisconnect: () => {} });
+    const hellos: string[] = [];
+    const gateway = new AgentGateway({ host: ADDRESS, port: 0, tls: tls.pair, trust: () => tls.ca }, { authenticate: () => Promise.resolve({ tenantId: 'default' }), onHello: (id) => hellos.push(id), onMessage: () => {}, onDisconnect: () => {} });
     const { port } = await gateway.listen();
     const logs: string[] = [];
-    const watcher = new CertificateWatcher(live, agentTlsUse(ADDRESS), tls.pair, (pair) => gateway.setCertificate(pair), (line) => logs.push(line), { intervalMs: 50, accept: tls.accepts });
-    const served = () =>
+    const watched = tls.watch(ADDRESS, gateway, (line) => logs.push(line), 50);
+    const served = (trust: Buffer | string) =>
       new Promise<PeerCertificate>((resolve, reject) => {
-        const socket = connect({ host: ADDRESS, port, ca: ca.cert, checkServerIdentity: () => undefined }, () => {
+        const socket = connect({ host: ADDRESS, port, ca: trust, checkServerIdentity: () => undefined }, () => {
           resolve(socket.getPeerCertificate());
           socket.destroy();
         });
         socket.on('error', reject);
       });
+    const told: string[] = [];
+    const agent = new AgentConnection({ serverUrl: `wss://${ADDRESS}:${port}${AGENT_PATH}`, ca: tls.ca, hostId: 'h-1', token: 't', log: () => {}, onTrust: (bundle) => told.push(bundle), onMessage: () => {}, hello: () => ({ type: 'hello', protocol: PROTOCOL_VERSION, hostId: 'h-1', agentVersion: 'test', bootId: 'b', pid: 1, invocations: [] }) });
     try {
-      watcher.start();
-      const renewed = makeCertificate(dir, 'renewed', [ADDRESS], ca);
-      install(renewed);
-      await waitFor('the renewal to be served', async () => ((await served()).fingerprint256 !== tls.pair.fingerprint ? true : undefined));
-      const renewedServed = (await served()).fingerprint256;
-      // A self-signed certificate in its place: the agents trust the CA, not it, so it is not served.
+      watched.start();
+      agent.start();
+      await waitFor('the agent connected', () => Promise.resolve(hellos.length > 0 ? true : undefined));
+      // A renewal from the same CA is served; one the agents would refuse (self-signed) is not.
+      install(makeCertificate(dir, 'renewed', [ADDRESS], ca));
+      await waitFor('the renewal to be served', async () => ((await served(ca.cert)).fingerprint256 !== tls.pair.fingerprint ? true : undefined));
+      const renewed = watched.pair.fingerprint;
       install(self);
       await waitFor('the refusal to be logged', () => Promise.resolve(logs.some((l) => l.includes('the previous certificate keeps serving')) ? true : undefined));
       expect(logs.at(-1)).toContain('self-signed certificate');
-      expect((await served()).fingerprint256).toBe(renewedServed);
+      expect((await served(ca.cert)).fingerprint256).toBe(renewed);
+      expect(told).toEqual([]); // the welcome's trust was what the agent had
+
+      // The roll-over: the next CA beside the old, told to the connected agent; then a certificate of the next is served.
+      const next = makeCa(dir, 'next');
+      const both = `${ca.cert.toString().trim()}\n${next.cert.toString().trim()}\n`;
+      writeFileSync(live.caFile, both);
+      await waitFor('the agent told the bundle', () => Promise.resolve(told.length > 0 ? true : undefined));
+      expect(told).toEqual([both]);
+      expect(tls.ca).toBe(both);
+      install(makeCertificate(dir, 'of-next', [ADDRESS], next));
+      await waitFor('the next CA\'s certificate served', () => served(next.cert).then((c) => (c.issuer.CN === 'next test CA' ? true : undefined), () => undefined));
+      // A CA file without the CA of the certificate served now would strand every agent: not taken.
+      writeFileSync(live.caFile, ca.cert);
+      await waitFor('the refusal to be logged', () => Promise.resolve(logs.some((l) => l.includes('does not trust the certificate served now')) ? true : undefined));
+      expect(tls.ca).toBe(both);
+      // Dropping the old CA is.
+      writeFileSync(live.caFile, next.cert);
+      await waitFor('the agent told the next CA alone', () => Promise.resolve(told.length === 2 ? true : undefined));
+      expect(told[1]?.trim()).toBe(next.cert.toString().trim());
     } finally {
-      watcher.stop();
+      agent.stop();
+      watched.stop();
       await gateway.close();
     }
   });

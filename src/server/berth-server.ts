@@ -37,7 +37,7 @@ import type { EnvironmentService } from '../environments/environment-service.js'
 import { startEnvironments } from '../environments/start-environments.js';
 import type { EnvironmentRouter } from '../router/router.js';
 import { API_TLS_USE, CertificateWatcher, loadTlsPair, routerTlsUse, ServedCertificates } from './tls-files.js';
-import { agentTlsUse, coverDialHost, loadAgentTls } from './agent-tls.js';
+import { coverDialHost, loadAgentTls } from './agent-tls.js';
 import { normaliseDomain } from '../router/host-name.js';
 import { SlugStore } from '../slugs/slug-store.js';
 import { DataDir } from './data-dir.js';
@@ -152,7 +152,7 @@ export class BerthServer {
           port: config.agentPort ?? 7071,
           heartbeatIntervalMs: config.heartbeatIntervalMs ?? 5000,
           log,
-          ...(agentTls ? { tls: agentTls.pair } : {}),
+          ...(agentTls ? { tls: agentTls.pair, trust: () => agentTls.ca } : {}),
           files: (urlPath) => slugs.fileFor(urlPath),
           ...(config.driver.fleet
             ? { enrol: (body: unknown) => (late.fleet ? late.fleet.enrol(body) : Promise.reject(new Error('enrolment before the server started'))) }
@@ -168,7 +168,7 @@ export class BerthServer {
       // One port serves the channel, enrolment and the files hosts fetch; over TLS when it has a certificate.
       const agentBase = `${agentTls ? 'https' : 'http'}://${agentAddress.host}:${agentAddress.port}`;
       const agentUrl = `${agentBase.replace(/^http/, 'ws')}${AGENT_PATH}`;
-      const agentChannel = { url: agentUrl, ...(agentTls?.ca ? { ca: agentTls.ca } : {}) };
+      const agentChannel = { url: agentUrl, get ca() { return agentTls?.ca; } }; // a CA rolled over is given to hosts launched after
 
       const shellRecorder = config.recordShells ? new ShellRecorder({ dir: `${dataDir.path}/shells` }) : undefined;
       const shells = new ShellBroker({
@@ -328,7 +328,7 @@ export class BerthServer {
       };
       server.driver = config.driver;
       if (apiTls && config.tls) certificates.watch('api', new CertificateWatcher(config.tls, API_TLS_USE, apiTls, (pair) => setApiCertificate(app, pair), log));
-      if (agentTls && config.agentTls) certificates.watch('agent', new CertificateWatcher(config.agentTls, agentTlsUse(agentAddress.host), agentTls.pair, (pair) => gateway.setCertificate(pair), log, { accept: agentTls.accepts }));
+      if (agentTls) certificates.watch('agent', agentTls.watch(agentAddress.host, gateway, log));
       server.stopTls = () => certificates.stop();
       dataDir.writeServerInfo({ url: address, pid: process.pid, agentUrl, startedAt: new Date().toISOString(), ...(config.tls ? { tlsCertFile: config.tls.certFile } : {}) });
       server.loop(config.sweepIntervalMs ?? 500, () => dispatcher.sweep(), report('command sweep'));

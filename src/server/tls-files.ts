@@ -150,13 +150,20 @@ export class CertificateWatcher {
   }
 }
 
+/** A certificate served and watched for renewals (a CertificateWatcher, or one with more to watch). */
+export interface WatchedCertificate {
+  start(): void;
+  stop(): void;
+  readonly pair: TlsPair;
+}
+
 /** The certificates a server serves, by listener (`api`, `agent`, `router`): for /metrics, and their watchers stop with it. */
 export class ServedCertificates {
   private readonly served = new Map<string, () => TlsPair>();
-  private readonly watchers: CertificateWatcher[] = [];
+  private readonly watchers: WatchedCertificate[] = [];
 
   /** Starts `watcher` and reports what it serves as `listener`'s. */
-  watch(listener: string, watcher: CertificateWatcher): void {
+  watch(listener: string, watcher: WatchedCertificate): void {
     watcher.start();
     this.watchers.push(watcher);
     this.served.set(listener, () => watcher.pair);

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCa, makeCertificate } from '../helpers/certs.js';
 import { getUrl } from '../helpers/http-get.js';
 import { berth, startServer, type InProcessServer } from '../helpers/server.js';
+import { freePort } from '../helpers/ports.js';
 import { waitFor } from '../helpers/wait.js';
 
 const NET = { bridge: 'berthatl0', subnet: '10.215.0.0/24', cgroupName: 'berthatl' };
@@ -35,12 +36,21 @@ pools:
 describe('the agent channel over TLS', () => {
   const dir = mkdtempSync(join(tmpdir(), 'berth-agent-tls-'));
   const ca = makeCa(dir, 'hosts');
-  const cert = makeCertificate(dir, 'agent', [GATEWAY], ca);
+  // The files the server reads, rewritten in place as an operator's renewal would.
+  const live = { certFile: join(dir, 'live.crt'), keyFile: join(dir, 'live.key'), caFile: join(dir, 'live-ca.pem') };
+  const install = (c: { cert: Buffer; key: Buffer }) => {
+    writeFileSync(live.keyFile, c.key);
+    writeFileSync(live.certFile, c.cert);
+  };
+  let agentPort: number;
   let srv: InProcessServer;
   let env: Record<string, string>;
 
   beforeAll(async () => {
-    srv = await startServer(NET, { agentTls: { certFile: cert.certFile, keyFile: cert.keyFile, caFile: ca.certFile } });
+    install(makeCertificate(dir, 'agent', [GATEWAY], ca));
+    writeFileSync(live.caFile, ca.cert);
+    agentPort = await freePort(); // hosts dial the same port after the restart below
+    srv = await startServer(NET, { agentTls: live, agentPort });
     env = { BERTH_URL: srv.server.url, BERTH_TOKEN: srv.server.token };
     const file = join(dir, 'berth.yaml');
     writeFileSync(file, berthYaml);
@@ -88,6 +98,37 @@ describe('the agent channel over TLS', () => {
     expect(answered.body).toContain('this port serves only the agent channel');
     // Nobody who does not trust the CA gets that far.
     await expect(getUrl(new URL(`https://${GATEWAY}:${port}/`))).rejects.toThrow(/unable to (verify the first certificate|get local issuer certificate)/);
+  });
+
+  it('rolls the CA over under running hosts, which keep it across a restart of the server', async () => {
+    const claimed = await berth(['claim', 'app', '--group', 'roll', '--json'], env);
+    expect(claimed.code, claimed.stderr).toBe(0);
+    const hostId = (JSON.parse(claimed.stdout) as { host: { id: string } }).host.id;
+    const identity = async (): Promise<string> => {
+      const ran = await berth(['run', '--host', hostId, '--json', '--', 'cat /etc/berth/agent.json'], env);
+      expect(ran.code, ran.stderr).toBe(0);
+      return ran.stdout;
+    };
+    const lineOf = (c: { cert: Buffer }) => c.cert.toString().split('\n')[1] ?? 'none';
+    // The next CA beside the old: the running host is told, and keeps both in its identity.
+    const next = makeCa(dir, 'next');
+    writeFileSync(live.caFile, `${ca.cert.toString().trim()}\n${next.cert.toString().trim()}\n`);
+    await waitFor('the host to keep the bundle', async () => ((await identity()).includes(lineOf(next)) ? true : undefined), { timeoutMs: 10_000 });
+    expect(await identity()).toContain(lineOf(ca));
+    // The certificate renewed from the next CA, then the old CA dropped.
+    install(makeCertificate(dir, 'of-next', [GATEWAY], next));
+    await waitFor('the next certificate served', () => getUrl(new URL(`https://${GATEWAY}:${agentPort}/`), { ca: next.cert }).then(() => true, () => undefined), { timeoutMs: 10_000 });
+    writeFileSync(live.caFile, next.cert);
+    await waitFor('the host to drop the old CA', async () => ((await identity()).includes(lineOf(ca)) ? undefined : true), { timeoutMs: 10_000 });
+    // A restart: the host's agent dials again, trusting only the next CA now, and is served.
+    await srv.stop({ removeHosts: false });
+    srv = await startServer(NET, { dataDir: srv.dataDir, agentTls: live, agentPort });
+    env = { BERTH_URL: srv.server.url, BERTH_TOKEN: srv.server.token };
+    await waitFor('the host\'s agent back', async () => ((await srv.api.get<{ agent: { connected: boolean } }>(`/v1/hosts/${hostId}`)).body.agent.connected ? true : undefined), { timeoutMs: 20_000 });
+    const ran = await berth(['run', '--host', hostId, '--json', '--', 'echo still-here'], env);
+    expect(ran.code, ran.stderr).toBe(0);
+    expect(ran.stdout).toContain('still-here');
+    await berth(['release', hostId], env);
   });
 
   it('reports when the agent channel certificate expires', async () => {

@@ -4,7 +4,7 @@
  * a server it trusts, is given an identity that trusts the same CA, and dials wss://. The machines
  * are real agents standing in for moto's instances (test/helpers/emulated-fleet.ts).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DescribeLaunchTemplateVersionsCommand } from '@aws-sdk/client-ec2';
@@ -23,16 +23,25 @@ describe.skipIf(!motoAvailable('AWS fleet with a TLS agent channel'))('AWS fleet
   const certs = mkdtempSync(join(tmpdir(), 'berth-awstls-certs-'));
   const ca = makeCa(certs, 'vpc');
   const cert = makeCertificate(certs, 'control', ['control.berth.test', '127.0.0.1'], ca);
+  const caFile = join(certs, 'agents-ca.pem'); // rewritten below, as an operator rolling the CA over would
   let h: FleetServer;
 
   beforeAll(async () => {
-    h = await startFleetServer(NAME, { agentTls: { certFile: cert.certFile, keyFile: cert.keyFile, caFile: ca.certFile } });
+    writeFileSync(caFile, ca.cert);
+    h = await startFleetServer(NAME, { agentTls: { certFile: cert.certFile, keyFile: cert.keyFile, caFile } });
   }, 60_000);
 
   afterAll(async () => {
     await h?.stop();
     rmSync(certs, { recursive: true, force: true });
   }, 60_000);
+
+  /** The enrolment the pool's machines boot with, from the emulator's launch template. */
+  const bootEnrolment = async () => {
+    const versions = await h.net.ec2.send(new DescribeLaunchTemplateVersionsCommand({ LaunchTemplateName: `${NAME}-pool-web`, Versions: ['$Latest'] }));
+    const userData = Buffer.from(versions.LaunchTemplateVersions?.[0]?.LaunchTemplateData?.UserData ?? '', 'base64').toString();
+    return agentEnrolment.parse(JSON.parse(filesFromUserData(userData).get(AGENT_ENROLMENT_PATH) ?? '{}'));
+  };
 
   it('enrols machines over https:// with the CA from the boot script, and their agents dial wss://', async () => {
     expect(h.server.agentUrl).toMatch(/^wss:\/\/127\.0\.0\.1:\d+\/v1\/agent$/);
@@ -42,9 +51,7 @@ describe.skipIf(!motoAvailable('AWS fleet with a TLS agent channel'))('AWS fleet
     expect(h.fleet.refused.size).toBe(0);
 
     // What the pool's machines boot with: the enrolment URL over https and the CA beside it.
-    const versions = await h.net.ec2.send(new DescribeLaunchTemplateVersionsCommand({ LaunchTemplateName: `${NAME}-pool-web`, Versions: ['$Latest'] }));
-    const userData = Buffer.from(versions.LaunchTemplateVersions?.[0]?.LaunchTemplateData?.UserData ?? '', 'base64').toString();
-    const enrolment = agentEnrolment.parse(JSON.parse(filesFromUserData(userData).get(AGENT_ENROLMENT_PATH) ?? '{}'));
+    const enrolment = await bootEnrolment();
     expect(enrolment.enrolUrl).toMatch(/^https:\/\/127\.0\.0\.1:\d+\/v1\/agent\/enrol$/);
     expect(enrolment.ca?.trim()).toBe(ca.cert.toString().trim());
 
@@ -52,5 +59,11 @@ describe.skipIf(!motoAvailable('AWS fleet with a TLS agent channel'))('AWS fleet
     const claim = await h.api.post<ClaimView>('/v1/pools/web/claims', { group: 'alice', init: ['echo "hello from $(hostname)"'] });
     expect(claim.status, JSON.stringify(claim.body)).toBe(201);
     expect(claim.body.host).toMatchObject({ group: 'alice', slot: 'claimed' });
+
+    // The CA rolled over (the next beside the old): machines launched from now on boot trusting both.
+    const next = makeCa(certs, 'next');
+    const both = `${ca.cert.toString().trim()}\n${next.cert.toString().trim()}\n`;
+    writeFileSync(caFile, both);
+    await waitFor('the pool\'s template to carry the new bundle', async () => ((await bootEnrolment()).ca === both ? true : undefined), { timeoutMs: 20_000 });
   }, 120_000);
 });

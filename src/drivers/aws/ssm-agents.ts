@@ -151,6 +151,7 @@ export class SsmAgents implements BackendAgents {
       case 'services':
       case 'serviceAction':
       case 'welcome':
+      case 'trust':
       case 'shellOpen':
       case 'shellInput':
       case 'shellResize':

@@ -2,6 +2,7 @@
  * Process wiring of the control plane: store, driver, agent gateway, services, HTTP API and the
  * periodic loops. Everything enters through the config; nothing reads globals.
  */
+import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import { CommandService } from '../commands/command-service.js';
 import { CommandDispatcher } from '../commands/dispatch.js';
@@ -102,15 +103,16 @@ export class BerthServer {
     dataDir.lock();
     progress(`preparing the ${config.driver.name} driver`);
     const driverInfo = await config.driver.init();
+    const bootTimeoutMs = config.bootTimeoutMs ?? driverInfo.bootTimeoutMs;
+    let store: Store;
     try {
       if (config.agentTls) coverDialHost(config.agentTls, config.agentAdvertiseHost ?? driverInfo.agentListenHost);
+      progress(config.databaseUrl ? 'connecting to PostgreSQL' : 'opening the embedded store (the first start creates it, a few seconds)');
+      store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, exclusive: { holder: `berth server pid ${process.pid} on ${hostname()}`, log } });
     } catch (err) {
-      dataDir.unlock();
+      dataDir.unlock(); // refused before anything else: a start that failed holds nothing
       throw err;
     }
-    const bootTimeoutMs = config.bootTimeoutMs ?? driverInfo.bootTimeoutMs;
-    progress(config.databaseUrl ? 'connecting to PostgreSQL' : 'opening the embedded store (the first start creates it, a few seconds)');
-    const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
     const events = config.events ?? new EventBus();
     try {
       const access = await startAccess(store.db, { dataDir, auditRetentionMs: config.auditRetentionMs, log });

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { Kysely, Migrator, PostgresDialect } from 'kysely';
 import { BerthError, errorMessage } from '../core/errors.js';
 import { PGliteDialect } from './pglite-dialect.js';
+import { DatabaseLock } from './database-lock.js';
 import { migrationProvider } from './migrations.js';
 import type { Database } from './schema.js';
 
@@ -19,6 +20,11 @@ export interface StoreConfig {
   dataDir?: string | undefined;
   /** Connections in the PostgreSQL pool. */
   poolSize?: number;
+  /**
+   * A server's store: on PostgreSQL, the database is held for this process (DatabaseLock) and a
+   * second server is refused. `holder` names this server to that one.
+   */
+  exclusive?: { holder: string; log: (line: string) => void; retakeMs?: number };
 }
 
 export interface Store {
@@ -28,7 +34,7 @@ export interface Store {
 }
 
 export async function openStore(config: StoreConfig): Promise<Store> {
-  const store = config.databaseUrl ? await openPostgres(config.databaseUrl, config.poolSize ?? 8) : await openPGlite(config.dataDir);
+  const store = config.databaseUrl ? await openPostgres(config.databaseUrl, config.poolSize ?? 8, config.exclusive) : await openPGlite(config.dataDir);
   try {
     await migrate(store.db);
   } catch (err) {
@@ -57,14 +63,17 @@ async function openPGlite(dataDir: string | undefined): Promise<Store> {
   };
 }
 
-async function openPostgres(url: string, poolSize: number): Promise<Store> {
+async function openPostgres(url: string, poolSize: number, exclusive: StoreConfig['exclusive']): Promise<Store> {
   const pg = await import('pg');
   const pool = new pg.default.Pool({ connectionString: url, max: poolSize });
+  let lock: DatabaseLock | undefined;
   try {
     const client = await pool.connect();
     client.release();
+    if (exclusive) lock = await DatabaseLock.take(pg.default.Client, url, exclusive.holder, exclusive.log, exclusive.retakeMs);
   } catch (err) {
     await pool.end();
+    if (err instanceof BerthError) throw err;
     throw new BerthError('internal', `cannot connect to PostgreSQL: ${errorMessage(err)}`, 'Check BERTH_DATABASE_URL (postgres://user:pass@host:5432/db) and that the server is running.', undefined, { cause: err });
   }
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
@@ -73,6 +82,7 @@ async function openPostgres(url: string, poolSize: number): Promise<Store> {
     db,
     async close() {
       await db.destroy();
+      await lock?.release();
     },
   };
 }

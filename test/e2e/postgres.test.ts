@@ -1,16 +1,25 @@
 /**
  * The control plane on a real PostgreSQL server (CI always has one): hosts and commands work as on
- * the embedded store, and two data dirs can share one database, each with its own token.
+ * the embedded store, two data dirs can use one database in turn, each with its own token, and a
+ * second server is refused while one runs on it.
  */
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { CommandView } from '../../src/commands/views.js';
 import type { HostView } from '../../src/hosts/views.js';
 import type { ClaimView, PoolStatusView } from '../../src/pools/views.js';
-import { startServer, type InProcessServer } from '../helpers/server.js';
+import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { agentBundleDir } from '../../src/cli/paths.js';
+import { LocalDriver } from '../../src/drivers/local/index.js';
+import { BerthServer } from '../../src/server/berth-server.js';
+import { rejection } from '../helpers/errors.js';
+import { driverConfig, startServer, tempDataDir, type InProcessServer } from '../helpers/server.js';
 
 const url = process.env['BERTH_TEST_DATABASE_URL'];
 const NET = { bridge: 'berthpgs0', subnet: '10.223.0.0/24', cgroupName: 'berthpgs' };
+const THIRD = { bridge: 'berthpgs1', subnet: '10.223.1.0/24', cgroupName: 'berthpgs1' };
 
 describe.skipIf(!url && !process.env['CI'])('control plane on PostgreSQL', () => {
   const servers: InProcessServer[] = [];
@@ -45,6 +54,20 @@ describe.skipIf(!url && !process.env['CI'])('control plane on PostgreSQL', () =>
     const listed = await second.api.get<{ commands: CommandView[] }>('/v1/commands');
     expect(listed.status).toBe(200);
     expect(listed.body.commands.map((c) => c.id)).toContain(run.body.id);
+
+    // A server on a database another server is using is refused, naming it, and holds nothing.
+    const dataDir = await tempDataDir('pg-third');
+    const driver = new LocalDriver(driverConfig(dataDir, THIRD));
+    try {
+      const refused = await rejection(BerthServer.start({ dataDir, port: 0, agentPort: 0, driver, agentDir: agentBundleDir(), databaseUrl: url, log: () => {}, router: { port: 0 } }));
+      expect(refused.code).toBe('conflict');
+      expect(refused.message).toMatch(new RegExp(`^another berth server is using this database: berth server pid ${process.pid} on `));
+      expect(existsSync(join(dataDir, 'server.pid'))).toBe(false);
+    } finally {
+      await driver.teardown();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+    expect((await second.api.get('/v1/hosts')).status).toBe(200);
   });
 
   it('runs a claim storm on PostgreSQL: distinct hosts, counted once, the pool refilled', async () => {

@@ -1,0 +1,116 @@
+/**
+ * One berth server per PostgreSQL database. Every server treats every host, pool, command and
+ * environment in its store as its own — it refills the pools, checks and replaces the hosts, and
+ * recovers what is half-done at its start — so a second server on the same database would launch
+ * beside the first and mark the first one's hosts lost (see docs: "One server per store"). The
+ * server holds a session-level advisory lock on a connection of its own for as long as it runs:
+ * a second one is refused at its start, saying who holds the database; a server that dies (even
+ * by kill -9) lets go with its connection. The embedded store has the data dir's lock instead.
+ */
+import type pg from 'pg';
+import { BerthError, errorMessage } from '../core/errors.js';
+
+/** pg_try_advisory_lock(int4, int4): 'bert' and 1. pg_locks shows it as classid / objid, objsubid 2. */
+const LOCK = [0x62657274, 1] as const;
+
+export class DatabaseLock {
+  private client: pg.Client;
+  private retake: NodeJS.Timeout | undefined;
+  private released = false;
+
+  private constructor(
+    private readonly Client: typeof pg.Client,
+    private readonly url: string,
+    private readonly holder: string,
+    private readonly log: (line: string) => void,
+    client: pg.Client,
+    private readonly retakeMs: number,
+  ) {
+    this.client = client;
+    this.watch(client);
+  }
+
+  /**
+   * Takes the database for this server, or throws a `conflict` naming the server that has it.
+   * `holder` says who this is (`berth server pid 4242 on build-1`), for the other server's message.
+   */
+  static async take(Client: typeof pg.Client, url: string, holder: string, log: (line: string) => void, retakeMs = 5_000): Promise<DatabaseLock> {
+    const client = await connect(Client, url, holder);
+    try {
+      if (!(await tryLock(client))) throw new BerthError('conflict', `another berth server is using this database: ${await describeHolder(client)}`, 'Stop it first, or give this server a database of its own: two servers on one database would each treat the other\'s hosts as their own (refill, mark lost, replace).');
+    } catch (err) {
+      await client.end().catch(() => {});
+      throw err;
+    }
+    return new DatabaseLock(Client, url, holder, log, client, retakeMs);
+  }
+
+  async release(): Promise<void> {
+    this.released = true;
+    clearTimeout(this.retake);
+    await this.client.end().catch(() => {});
+  }
+
+  /** The connection dropped (the database restarted, the network broke): the lock went with it; take it again. */
+  private watch(client: pg.Client): void {
+    const lost = (why: string) => {
+      if (this.released || this.client !== client || this.retake) return;
+      this.log(`database lock: the connection holding it failed (${why}); taking it again`);
+      this.scheduleRetake();
+    };
+    client.on('error', (err) => lost(err.message));
+    client.on('end', () => lost('closed'));
+  }
+
+  private scheduleRetake(): void {
+    clearTimeout(this.retake);
+    this.retake = setTimeout(() => void this.takeAgain(), this.retakeMs);
+    this.retake.unref();
+  }
+
+  private async takeAgain(): Promise<void> {
+    this.retake = undefined;
+    let client: pg.Client | undefined;
+    try {
+      client = await connect(this.Client, this.url, this.holder);
+      if (this.released) return void (await client.end());
+      if (await tryLock(client)) {
+        this.client = client;
+        this.watch(client);
+        this.log('database lock: taken again');
+        return;
+      }
+      this.log(`database lock: ANOTHER SERVER TOOK THIS DATABASE (${await describeHolder(client)}); stop one of them`);
+      await client.end();
+    } catch (err) {
+      this.log(`database lock: cannot take it again yet: ${errorMessage(err)}`);
+      await client?.end().catch(() => {});
+    }
+    this.scheduleRetake();
+  }
+}
+
+async function connect(Client: typeof pg.Client, url: string, holder: string): Promise<pg.Client> {
+  // The name PostgreSQL shows for this session (pg_stat_activity) is how a second server says who holds the lock.
+  const client = new Client({ connectionString: url, application_name: holder.slice(0, 63) });
+  await client.connect();
+  return client;
+}
+
+async function tryLock(client: pg.Client): Promise<boolean> {
+  const res = await client.query<{ locked: boolean }>('select pg_try_advisory_lock($1, $2) as locked', [LOCK[0], LOCK[1]]);
+  return res.rows[0]?.locked === true;
+}
+
+async function describeHolder(client: pg.Client): Promise<string> {
+  const res = await client.query<{ application_name: string; client_addr: string | null; backend_start: Date }>(
+    `select a.application_name, host(a.client_addr) as client_addr, a.backend_start
+       from pg_locks l join pg_stat_activity a on a.pid = l.pid
+      where l.locktype = 'advisory' and l.granted and l.classid = $1 and l.objid = $2 and l.objsubid = 2`,
+    [LOCK[0], LOCK[1]],
+  );
+  const row = res.rows[0];
+  if (!row) return 'it let go just now; start again';
+  const from = row.client_addr ? ` from ${row.client_addr}` : '';
+  return `${row.application_name || 'a server'}${from}, connected since ${row.backend_start.toISOString()}`;
+}

@@ -49,7 +49,7 @@ export interface ServerOptions {
 }
 
 /** What the command running the server adds: its log and the bus it logs. */
-type ServerExtras = Pick<ServerConfig, 'events' | 'log' | 'hostHourPrice' | 'shellIdleTimeoutMs' | 'recordShells' | 'auditRetentionMs'>;
+type ServerExtras = Pick<ServerConfig, 'events' | 'log' | 'hostHourPrice' | 'shellIdleTimeoutMs' | 'recordShells' | 'auditRetentionMs' | 'standby'>;
 
 /** The options of a local server (`berth server`, `berth up`). */
 export function withServerOptions(command: Command): Command {
@@ -214,9 +214,10 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
     .option('--currency <code>', 'currency of --host-hour-price', 'USD')
     .option('--shell-idle-timeout <duration>', "end shell sessions with no byte either way for this long: 20m, 1h ('none', the default: never)", 'none')
     .option('--record-shells', "record every shell session's output (not what is typed), timed, in the data dir: `berth shell recordings`, asciinema's format")
+    .option('--standby', 'PostgreSQL: while another server holds the database, wait, and start when it lets go (a second machine ready to take over; a server whose database another took stops)')
     .option('--audit-retention <duration>', 'keep the audit log (`berth audit`: who changed what through the API) this long', '90d')
     .option('--log-format <format>', 'stderr: json (a JSON object a line: every state change, and messages), text (readable lines), or auto (text on a terminal, else json)', 'auto')
-    .action(async (opts: ServerOptions & AwsServerOptions & { logFormat: string; hostHourPrice?: string; currency: string; shellIdleTimeout: string; recordShells?: boolean; auditRetention: string }) => {
+    .action(async (opts: ServerOptions & AwsServerOptions & { logFormat: string; hostHourPrice?: string; currency: string; shellIdleTimeout: string; recordShells?: boolean; auditRetention: string; standby?: boolean }) => {
       if (opts.driver !== 'local' && opts.driver !== 'aws') throw new UsageError(`--driver must be local or aws (got ${opts.driver})`);
       const format = resolveLogFormat(opts.logFormat, process.stderr.isTTY === true);
       if (!format) throw new UsageError(`--log-format must be json, text or auto (got ${opts.logFormat})`);
@@ -230,6 +231,7 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
         throw new BerthError('validation_failed', errorMessage(err), 'Write it as 90s, 30m or 2h, or none for no idle timeout.');
       }
       const auditRetentionMs = parseDurationMs(opts.auditRetention, '--audit-retention');
+      if (opts.standby && !env['BERTH_DATABASE_URL']) throw new BerthError('validation_failed', '--standby waits for a PostgreSQL database another server holds: set BERTH_DATABASE_URL', 'The embedded store has one server, on its data dir: a standby needs PostgreSQL (berth store copy --to moves an installation there).');
       const dataDir = ctx.dataDir();
       // Every state change is logged, from the first (recovery at start-up) on.
       const logger = eventLog(format, (text) => void process.stderr.write(text));
@@ -242,6 +244,7 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
         ...(shellIdleTimeoutMs !== undefined ? { shellIdleTimeoutMs } : {}),
         ...(opts.recordShells ? { recordShells: true } : {}),
         auditRetentionMs,
+        ...(opts.standby ? { standby: true } : {}),
       };
       const progress = (step: string): void => (format === 'json' ? logger.line(step) : void process.stderr.write(`berth server: ${step}…\n`));
       const server = opts.driver === 'aws' ? await startAwsServer(dataDir, opts, env, progress, extras) : await startLocalServer(dataDir, opts, env, progress, extras);
@@ -258,10 +261,13 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
             : '') +
           `  try:       berth host launch && berth host ls\n`,
       );
-      await untilStopped();
-      const stopping = 'berth server stopping (hosts keep running and are adopted at the next start)';
+      const fenced = await Promise.race([untilStopped().then(() => undefined), server.fenced]);
+      const stopping = fenced
+        ? `berth server stopped: another server took its database (${fenced}); hosts keep running under that one`
+        : 'berth server stopping (hosts keep running and are adopted at the next start)';
       if (format === 'json') logger.line(stopping);
       else process.stderr.write(`${stopping}\n`);
       await server.stop();
+      if (fenced) process.exitCode = 1;
     });
 }

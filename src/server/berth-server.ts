@@ -2,7 +2,6 @@
  * Process wiring of the control plane: store, driver, agent gateway, services, HTTP API and the
  * periodic loops. Everything enters through the config; nothing reads globals.
  */
-import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import { CommandService } from '../commands/command-service.js';
 import { CommandDispatcher } from '../commands/dispatch.js';
@@ -15,6 +14,7 @@ import { HostService } from '../hosts/host-service.js';
 import { CommandsRepo } from '../store/commands-repo.js';
 import { HostsRepo } from '../store/hosts-repo.js';
 import { openStore, type Store } from '../store/store.js';
+import { databaseLockOptions, TaskLoops } from './server-runtime.js';
 import { ConfigHashKeys } from '../store/tokens-repo.js';
 import { startAccess } from '../tokens/access.js';
 import type { AuditLog } from '../audit/audit-log.js';
@@ -63,7 +63,7 @@ export interface PoolServices {
 }
 
 export class BerthServer {
-  private timers: NodeJS.Timeout[] = [];
+  private readonly loops = new TaskLoops();
   private stopped = false;
   /** The driver's backend agents (SSM) report to this server until it stops. */
   private backendAgents: BackendAgents | undefined;
@@ -71,6 +71,8 @@ export class BerthServer {
   private stopShells: (() => void) | undefined;
   private stopTls: (() => void) | undefined;
   private audit: AuditLog | undefined;
+  /** Resolves, naming it, when another server took this one's database and this one stopped (see DatabaseLockOptions.onTaken). */
+  fenced: Promise<string> = new Promise(() => {});
 
   private constructor(
     readonly url: string,
@@ -104,11 +106,13 @@ export class BerthServer {
     progress(`preparing the ${config.driver.name} driver`);
     const driverInfo = await config.driver.init();
     const bootTimeoutMs = config.bootTimeoutMs ?? driverInfo.bootTimeoutMs;
+    let fence: (holder: string) => void = () => {};
+    const fenced = new Promise<string>((resolve) => (fence = resolve));
     let store: Store;
     try {
       if (config.agentTls) coverDialHost(config.agentTls, config.agentAdvertiseHost ?? driverInfo.agentListenHost);
       progress(config.databaseUrl ? 'connecting to PostgreSQL' : 'opening the embedded store (the first start creates it, a few seconds)');
-      store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, exclusive: { holder: `berth server pid ${process.pid} on ${hostname()}`, log } });
+      store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, exclusive: databaseLockOptions(config, log, progress, fence) });
     } catch (err) {
       dataDir.unlock(); // refused before anything else: a start that failed holds nothing
       throw err;
@@ -329,15 +333,16 @@ export class BerthServer {
         stopShells();
       };
       server.driver = config.driver;
+      server.fenced = fenced.then(async (holder) => (await server.stop(), holder));
       if (apiTls && config.tls) certificates.watch('api', new CertificateWatcher(config.tls, API_TLS_USE, apiTls, (pair) => setApiCertificate(app, pair), log));
       if (agentTls) certificates.watch('agent', agentTls.watch(agentAddress.host, gateway, log));
       server.stopTls = () => certificates.stop();
       dataDir.writeServerInfo({ url: address, pid: process.pid, agentUrl, startedAt: new Date().toISOString(), ...(config.tls ? { tlsCertFile: config.tls.certFile } : {}) });
-      server.loop(config.sweepIntervalMs ?? 500, () => dispatcher.sweep(), report('command sweep'));
-      server.loop(config.monitorIntervalMs ?? 2000, () => hostsService.monitor(), report('host monitor'));
-      server.loop(config.poolIntervalMs ?? 1000, () => reconciler.kickAll(), report('pool reconciler'));
-      server.loop(5000, dashboard.sampleLevels, report('dashboard level sampler'));
-      server.loop(
+      server.loops.add(config.sweepIntervalMs ?? 500, () => dispatcher.sweep(), report('command sweep'));
+      server.loops.add(config.monitorIntervalMs ?? 2000, () => hostsService.monitor(), report('host monitor'));
+      server.loops.add(config.poolIntervalMs ?? 1000, () => reconciler.kickAll(), report('pool reconciler'));
+      server.loops.add(5000, dashboard.sampleLevels, report('dashboard level sampler'));
+      server.loops.add(
         config.orphanSweepIntervalMs ?? 60_000,
         async () => {
           await hostsService.sweepOrphans();
@@ -347,7 +352,7 @@ export class BerthServer {
       );
       if (fleet && config.driver.fleet?.discover) {
         // Pools whose machines run no berth agent (SSM): their group's machines are admitted from here.
-        server.loop(config.fleetDiscoveryIntervalMs ?? 5000, async () => void (await Promise.all((await poolsRepo.list()).map((pool) => fleet.discover(pool)))), report('fleet discovery'));
+        server.loops.add(config.fleetDiscoveryIntervalMs ?? 5000, async () => void (await Promise.all((await poolsRepo.list()).map((pool) => fleet.discover(pool)))), report('fleet discovery'));
       }
       await reconciler.kickAll();
       environments.startSweeper(config.envSweepIntervalMs ?? 5000);
@@ -365,7 +370,7 @@ export class BerthServer {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    for (const timer of this.timers) clearInterval(timer);
+    this.loops.stop();
     this.environments.stop();
     this.hosts.stop();
     this.stopShells?.();
@@ -382,18 +387,5 @@ export class BerthServer {
     this.dataDir.unlock();
   }
 
-  private loop(intervalMs: number, task: () => Promise<void>, onError: (err: unknown) => void): void {
-    let running = false;
-    const timer = setInterval(() => {
-      if (running || this.stopped) return;
-      running = true;
-      task()
-        .catch(onError)
-        .finally(() => {
-          running = false;
-        });
-    }, intervalMs);
-    timer.unref();
-    this.timers.push(timer);
-  }
 }
+

@@ -13,6 +13,8 @@ export interface ServerConfig {
   port?: number;
   /** The API (and dashboard) over HTTPS with this certificate and key, PEM files, watched for renewals (tls-files.ts). */
   tls?: TlsFiles;
+  /** PostgreSQL only: wait while another server holds the database, and start when it lets go (`--standby`). */
+  standby?: boolean;
   /** The agent channel (wss://, and enrolment and host downloads over https://) with this certificate, key and CA (agent-tls.ts). */
   agentTls?: AgentTlsFiles;
   /** Agent channel port on the driver's agent address; 0 picks a free one. */

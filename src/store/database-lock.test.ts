@@ -53,13 +53,38 @@ describe.skipIf(!url && !process.env['CI'])('one server per PostgreSQL database'
       await open.pop()?.close();
       // A holder that would look again only after a second; another server starts in between: it
       // gets the database (its holder's session is gone), and the first says so, loudly.
-      const slow = await openStore({ databaseUrl: url, poolSize: 1, exclusive: { holder: 'berth server pid 5 on epsilon', log: (line) => logs.push(`epsilon: ${line}`), retakeMs: 1_000 } });
+      const taken: string[] = [];
+      const slow = await openStore({ databaseUrl: url, poolSize: 1, exclusive: { holder: 'berth server pid 5 on epsilon', log: (line) => logs.push(`epsilon: ${line}`), retakeMs: 1_000, onTaken: (by) => taken.push(by) } });
       open.push(slow);
       await kill('berth server pid 5 on epsilon');
       open.push(await server('berth server pid 4 on delta'));
       await waitFor('epsilon to say the database was taken', () => Promise.resolve(logs.some((l) => l.startsWith('epsilon: database lock: ANOTHER SERVER TOOK THIS DATABASE (berth server pid 4 on delta')) ? true : undefined));
+      // ...and is told once, to stop acting on it (a server stops: see BerthServer.fenced).
+      await waitFor('another attempt', () => Promise.resolve(logs.filter((l) => l.startsWith('epsilon: database lock: ANOTHER')).length >= 2 ? true : undefined));
+      expect(taken).toEqual([expect.stringMatching(/^berth server pid 4 on delta/)]);
     } finally {
       await admin.end();
     }
+  });
+
+  it('lets a standby wait while another server holds the database, and take it when that one lets go', async () => {
+    for (const store of open.splice(0)) await store.close();
+    const first = await server('berth server pid 6 on zeta');
+    const waiting: string[] = [];
+    let started = false;
+    const standby = openStore({ databaseUrl: url, poolSize: 1, exclusive: { holder: 'berth server pid 7 on eta', log: () => {}, standby: { onWaiting: (by) => waiting.push(by), pollMs: 50 } } }).then((store) => {
+      started = true;
+      return store;
+    });
+    await waitFor('the standby to say who holds the database', () => Promise.resolve(waiting.length > 0 ? true : undefined));
+    expect(waiting[0]).toMatch(/^berth server pid 6 on zeta/);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(started).toBe(false);
+    expect(waiting).toHaveLength(1); // said once, not at every look
+    await first.close();
+    open.push(await standby);
+    expect(started).toBe(true);
+    const refused = await rejection(server('berth server pid 8 on theta'));
+    expect(refused.message).toContain('berth server pid 7 on eta');
   });
 });

@@ -13,36 +13,58 @@ import { BerthError, errorMessage } from '../core/errors.js';
 /** pg_try_advisory_lock(int4, int4): 'bert' and 1. pg_locks shows it as classid / objid, objsubid 2. */
 const LOCK = [0x62657274, 1] as const;
 
+export interface DatabaseLockOptions {
+  /** Who this is (`berth server pid 4242 on build-1`), for another server's message. */
+  holder: string;
+  log: (line: string) => void;
+  /** After the connection holding the lock dropped, how long until it is taken again; default 5 s. */
+  retakeMs?: number;
+  /**
+   * A standby (`berth server --standby`): while another server holds the database, wait — told
+   * who holds it, each time that changes — and take it when it lets go, instead of refusing.
+   */
+  standby?: { onWaiting: (holder: string) => void; pollMs?: number };
+  /**
+   * The lock was lost and another server holds the database now (a standby took over while this
+   * server's connection was down): this server must stop acting on it. Called once.
+   */
+  onTaken?: (holder: string) => void;
+}
+
 export class DatabaseLock {
   private client: pg.Client;
   private retake: NodeJS.Timeout | undefined;
   private released = false;
+  private taken = false;
 
   private constructor(
     private readonly Client: typeof pg.Client,
     private readonly url: string,
-    private readonly holder: string,
-    private readonly log: (line: string) => void,
+    private readonly opts: DatabaseLockOptions,
     client: pg.Client,
-    private readonly retakeMs: number,
   ) {
     this.client = client;
     this.watch(client);
   }
 
-  /**
-   * Takes the database for this server, or throws a `conflict` naming the server that has it.
-   * `holder` says who this is (`berth server pid 4242 on build-1`), for the other server's message.
-   */
-  static async take(Client: typeof pg.Client, url: string, holder: string, log: (line: string) => void, retakeMs = 5_000): Promise<DatabaseLock> {
-    const client = await connect(Client, url, holder);
+  /** Takes the database for this server, or throws a `conflict` naming the server that has it (a standby waits instead). */
+  static async take(Client: typeof pg.Client, url: string, opts: DatabaseLockOptions): Promise<DatabaseLock> {
+    const client = await connect(Client, url, opts.holder);
     try {
-      if (!(await tryLock(client))) throw new BerthError('conflict', `another berth server is using this database: ${await describeHolder(client)}`, 'Stop it first, or give this server a database of its own: two servers on one database would each treat the other\'s hosts as their own (refill, mark lost, replace).');
+      const { standby } = opts;
+      let last = '';
+      while (!(await tryLock(client))) {
+        const holder = await describeHolder(client);
+        if (!standby) throw new BerthError('conflict', `another berth server is using this database: ${holder}`, 'Stop it first, or give this server a database of its own: two servers on one database would each treat the other\'s hosts as their own (refill, mark lost, replace). Or start it with --standby to take over when the other stops.');
+        if (holder !== last) standby.onWaiting(holder);
+        last = holder;
+        await new Promise((resolve) => setTimeout(resolve, standby.pollMs ?? 1_000));
+      }
     } catch (err) {
       await client.end().catch(() => {});
       throw err;
     }
-    return new DatabaseLock(Client, url, holder, log, client, retakeMs);
+    return new DatabaseLock(Client, url, opts, client);
   }
 
   async release(): Promise<void> {
@@ -55,7 +77,7 @@ export class DatabaseLock {
   private watch(client: pg.Client): void {
     const lost = (why: string) => {
       if (this.released || this.client !== client || this.retake) return;
-      this.log(`database lock: the connection holding it failed (${why}); taking it again`);
+      this.opts.log(`database lock: the connection holding it failed (${why}); taking it again`);
       this.scheduleRetake();
     };
     client.on('error', (err) => lost(err.message));
@@ -64,7 +86,7 @@ export class DatabaseLock {
 
   private scheduleRetake(): void {
     clearTimeout(this.retake);
-    this.retake = setTimeout(() => void this.takeAgain(), this.retakeMs);
+    this.retake = setTimeout(() => void this.takeAgain(), this.opts.retakeMs ?? 5_000);
     this.retake.unref();
   }
 
@@ -72,18 +94,23 @@ export class DatabaseLock {
     this.retake = undefined;
     let client: pg.Client | undefined;
     try {
-      client = await connect(this.Client, this.url, this.holder);
+      client = await connect(this.Client, this.url, this.opts.holder);
       if (this.released) return void (await client.end());
       if (await tryLock(client)) {
         this.client = client;
         this.watch(client);
-        this.log('database lock: taken again');
+        this.opts.log('database lock: taken again');
         return;
       }
-      this.log(`database lock: ANOTHER SERVER TOOK THIS DATABASE (${await describeHolder(client)}); stop one of them`);
+      const holder = await describeHolder(client);
       await client.end();
+      this.opts.log(`database lock: ANOTHER SERVER TOOK THIS DATABASE (${holder})`);
+      if (!this.taken) {
+        this.taken = true;
+        this.opts.onTaken?.(holder);
+      }
     } catch (err) {
-      this.log(`database lock: cannot take it again yet: ${errorMessage(err)}`);
+      this.opts.log(`database lock: cannot take it again yet: ${errorMessage(err)}`);
       await client?.end().catch(() => {});
     }
     this.scheduleRetake();

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Kysely, Migrator, PostgresDialect } from 'kysely';
 import { BerthError, errorMessage } from '../core/errors.js';
 import { PGliteDialect } from './pglite-dialect.js';
-import { DatabaseLock } from './database-lock.js';
+import { DatabaseLock, type DatabaseLockOptions } from './database-lock.js';
 import { migrationProvider } from './migrations.js';
 import type { Database } from './schema.js';
 
@@ -24,7 +24,7 @@ export interface StoreConfig {
    * A server's store: on PostgreSQL, the database is held for this process (DatabaseLock) and a
    * second server is refused. `holder` names this server to that one.
    */
-  exclusive?: { holder: string; log: (line: string) => void; retakeMs?: number };
+  exclusive?: DatabaseLockOptions;
 }
 
 export interface Store {
@@ -70,7 +70,7 @@ async function openPostgres(url: string, poolSize: number, exclusive: StoreConfi
   try {
     const client = await pool.connect();
     client.release();
-    if (exclusive) lock = await DatabaseLock.take(pg.default.Client, url, exclusive.holder, exclusive.log, exclusive.retakeMs);
+    if (exclusive) lock = await DatabaseLock.take(pg.default.Client, url, exclusive);
   } catch (err) {
     await pool.end();
     if (err instanceof BerthError) throw err;

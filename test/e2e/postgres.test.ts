@@ -4,6 +4,8 @@
  * second server is refused while one runs on it.
  */
 import pg from 'pg';
+import { hostname } from 'node:os';
+import { openStore, type Store } from '../../src/store/store.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { CommandView } from '../../src/commands/views.js';
 import type { HostView } from '../../src/hosts/views.js';
@@ -27,7 +29,7 @@ describe.skipIf(!url && !process.env['CI'])('control plane on PostgreSQL', () =>
     for (const srv of servers.reverse()) await srv.stop();
   });
 
-  it('launches a host, runs a command, and lets a second data dir share the database', async () => {
+  it('launches a host, runs a command, lets a second data dir use the database after it, and refuses a third beside it', async () => {
     if (!url) throw new Error('CI must provide BERTH_TEST_DATABASE_URL');
     const client = new pg.Client({ connectionString: url });
     await client.connect();
@@ -110,4 +112,29 @@ describe.skipIf(!url && !process.env['CI'])('control plane on PostgreSQL', () =>
     expect(after.status.hits + after.status.misses).toBe(60);
     expect(after.status.claimLatency.reduce((sum, b) => sum + b.count, 0)).toBe(60);
   }, 180_000);
+
+  it('stops a server whose database another took while its connection was down', async () => {
+    if (!url) throw new Error('CI must provide BERTH_TEST_DATABASE_URL');
+    const srv = servers[servers.length - 1];
+    if (!srv) throw new Error('no server');
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    let other: Store | undefined;
+    try {
+      // Its connection holding the database ends (a network break), and another server starts meanwhile.
+      await admin.query('select pg_terminate_backend(pid) from pg_stat_activity where application_name = $1', [`berth server pid ${process.pid} on ${hostname()}`]);
+      other = await openStore({ databaseUrl: url, poolSize: 1, exclusive: { holder: 'berth server pid 9 on elsewhere', log: () => {} } });
+      // When it looks again it finds the other: it stops rather than act beside it.
+      const fenced = await Promise.race([srv.server.fenced, new Promise<string>((_, reject) => setTimeout(() => reject(new Error('not stopped within 15 s')), 15_000))]);
+      expect(fenced).toMatch(/^berth server pid 9 on elsewhere/);
+      await expect(fetch(`${srv.server.url}/v1/health`)).rejects.toThrow();
+    } finally {
+      await other?.close();
+      await admin.end();
+    }
+    // Once the other lets go, a server started on the data dir adopts what the stopped one left.
+    const next = await startServer(NET, { dataDir: srv.dataDir, databaseUrl: url });
+    servers[servers.length - 1] = next;
+    expect(next.server.recovered.adopted.length).toBeGreaterThan(0);
+  }, 30_000);
 });

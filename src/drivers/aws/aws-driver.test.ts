@@ -120,6 +120,14 @@ describe('AWS driver: errors', () => {
     expect((await rejection(d.launch({ ...spec('h-x'), hostname: "x'; reboot" }))).code).toBe('validation_failed');
     expect((await rejection(d.launch({ ...spec('h-x'), tags: { 'aws:owner': 'me' } }))).message).toContain('aws:owner');
     expect((await rejection(d.launch({ ...spec('h-x'), layers: ['/var/lib/berth/layers/1'] }))).message).toContain('image layers');
+    // A boot script over 16 KiB; with the agent channel's CA in it, the hint says how much it takes.
+    const manyTags = Object.fromEntries(Array.from({ length: 45 }, (_, i) => [`t${i}-${'k'.repeat(120)}`, 'v'.repeat(250)]));
+    const tooLong = await rejection(d.launch({ ...spec('h-x'), tags: manyTags }));
+    expect(tooLong.message).toMatch(/boot script is \d+ bytes, over EC2's 16 KiB/);
+    expect(tooLong.hint).toBe('Use fewer or shorter tags.');
+    const ca = `-----BEGIN CERTIFICATE-----\n${'A'.repeat(9000)}\n-----END CERTIFICATE-----\n`;
+    const withCa = await rejection(d.launch({ ...spec('h-x'), tags: Object.fromEntries(Object.entries(manyTags).slice(0, 20)), agent: { ...spec('h-x').agent, serverUrl: 'wss://x', ca } }));
+    expect(withCa.hint).toContain(`the agent channel's CA bundle takes ${ca.length} bytes of it`);
     expect(ec2.commandCalls(RunInstancesCommand)).toHaveLength(0);
   });
 });

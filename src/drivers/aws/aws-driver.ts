@@ -23,7 +23,7 @@ import { hasAwsCode } from './errors.js';
 import { ensureLaunchTemplate } from './launch-template.js';
 import { RootVolumes } from './root-volume.js';
 import { awsCall, CallCounter, createEc2Client, type CallInfo, type RequestHandler } from './sdk.js';
-import { buildUserData, USER_DATA_LIMIT } from './user-data.js';
+import { buildUserData, caHint, USER_DATA_LIMIT } from './user-data.js';
 import { SsmChannel } from './ssm.js';
 import { SsmAgents } from './ssm-agents.js';
 
@@ -175,7 +175,7 @@ export class AwsDriver implements HostDriver {
     }
     const userData = buildUserData(spec, this.cfg.commandChannel === 'ssm' ? null : this.cfg.agentCommand);
     if (Buffer.byteLength(userData) > USER_DATA_LIMIT) {
-      throw new BerthError('validation_failed', `host ${spec.id}'s boot script is ${Buffer.byteLength(userData)} bytes, over EC2's 16 KiB`, 'Use fewer or shorter tags.');
+      throw new BerthError('validation_failed', `host ${spec.id}'s boot script is ${Buffer.byteLength(userData)} bytes, over EC2's 16 KiB`, `Use fewer or shorter tags${caHint(spec.agent.ca)}.`);
     }
     return userData;
   }

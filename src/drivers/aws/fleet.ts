@@ -14,7 +14,7 @@ import { isAmiId, type CommandChannel, type ResolvedAwsConfig } from './config.j
 import type { AwsGroups } from './groups.js';
 import { RootVolumes } from './root-volume.js';
 import { awsCall, callTally } from './sdk.js';
-import { buildFleetUserData, USER_DATA_LIMIT } from './user-data.js';
+import { buildFleetUserData, caHint, USER_DATA_LIMIT } from './user-data.js';
 
 /** A pool's own AWS settings (checked by the pool schema), over the driver's. */
 /** A pool's `template.aws.warmPool` (checked by the pool schema). */
@@ -83,7 +83,7 @@ export class AwsFleet implements PoolFleet {
     const ssm = this.channelOf(pool) === 'ssm';
     const userData = buildFleetUserData(pool.enrolment, pool.tags, ssm ? null : this.cfg.agentCommand);
     if (Buffer.byteLength(userData) > USER_DATA_LIMIT) {
-      throw new BerthError('validation_failed', `pool ${pool.name}'s boot script is over EC2's 16 KiB`, 'Use fewer or shorter tags in the pool template.', { pool: pool.name });
+      throw new BerthError('validation_failed', `pool ${pool.name}'s boot script is over EC2's 16 KiB`, `Use fewer or shorter tags in the pool template${caHint(pool.enrolment.ca)}.`, { pool: pool.name });
     }
     const settings = poolSettings(pool);
     const [rootVolume] = (await this.rootVolumes.mappings(pool.image === '/' ? this.cfg.imageId : pool.image, pool.resources.diskMiB, opts)) ?? [];

@@ -9,6 +9,11 @@ import type { FleetEnrolment, HostSpec } from '../types.js';
 
 /** EC2 refuses user data over 16 KiB (before base64). */
 export const USER_DATA_LIMIT = 16 * 1024;
+
+/** For an over-long boot script: the agent channel's CA bundle rides in it too. */
+export function caHint(ca: string | undefined): string {
+  return ca ? `; the agent channel's CA bundle takes ${Buffer.byteLength(ca)} bytes of it: keep in --agent-tls-ca only the CAs agents need` : '';
+}
 const UNIT = '/etc/systemd/system/berth-agent.service';
 const LOG = '/var/log/berth-agent.log';
 

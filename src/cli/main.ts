@@ -51,7 +51,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   registerDriverCommand(program, ctx);
   registerEventsCommand(program, ctx);
   registerDashboardCommand(program, ctx);
-  registerDoctorCommand(program, ctx);
+  registerDoctorCommand(program, ctx, env);
   registerTokenCommands(program, ctx);
   registerAuditCommand(program, ctx);
   registerStoreCommand(program, ctx);

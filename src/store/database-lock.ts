@@ -12,6 +12,7 @@ import { BerthError, errorMessage } from '../core/errors.js';
 
 /** pg_try_advisory_lock(int4, int4): 'bert' and 1. pg_locks shows it as classid / objid, objsubid 2. */
 const LOCK = [0x62657274, 1] as const;
+const NO_HOLDER = 'it let go just now; start again';
 
 export interface DatabaseLockOptions {
   /** Who this is (`berth server pid 4242 on build-1`), for another server's message. */
@@ -137,7 +138,22 @@ async function describeHolder(client: pg.Client): Promise<string> {
     [LOCK[0], LOCK[1]],
   );
   const row = res.rows[0];
-  if (!row) return 'it let go just now; start again';
+  if (!row) return NO_HOLDER;
   const from = row.client_addr ? ` from ${row.client_addr}` : '';
   return `${row.application_name || 'a server'}${from}, connected since ${row.backend_start.toISOString()}`;
+}
+
+/**
+ * Which server holds the database at `url` (its name and since when), or undefined when none does;
+ * throws when the database cannot be reached. For `berth doctor`: which server of a pair is active.
+ */
+export async function databaseHolder(Client: typeof pg.Client, url: string): Promise<string | undefined> {
+  const client = new Client({ connectionString: url, application_name: 'berth doctor' });
+  await client.connect();
+  try {
+    const holder = await describeHolder(client);
+    return holder === NO_HOLDER ? undefined : holder;
+  } finally {
+    await client.end();
+  }
 }

@@ -9,7 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MachineCheck } from '../../src/drivers/local/doctor.js';
+import { openStore } from '../../src/store/store.js';
 import { berth } from '../helpers/server.js';
+
+const url = process.env['BERTH_TEST_DATABASE_URL'];
 
 const canRun = process.platform === 'linux' && process.getuid?.() === 0;
 // A network of the machine's own that is not berth's: an interface (a bridge: this kernel has no dummy) with a /24.
@@ -49,5 +52,30 @@ describe.skipIf(!canRun)('berth doctor', () => {
     expect(subnet?.hint).toContain('--subnet');
     const text = await berth(['--data-dir', dataDir, 'doctor', '--subnet', '10.251.0.0/16', '--bridge', 'berthdoc1'], {});
     expect(text.stdout).toContain('1 check(s) failed: this machine cannot run local hosts until they are fixed');
+  });
+
+  it('with BERTH_DATABASE_URL, says which server holds that database, or that it cannot be reached', async () => {
+    const args = ['--data-dir', dataDir, 'doctor', '--json', '--subnet', '10.252.0.0/16', '--bridge', 'berthdoc1'];
+    const unreachable = await berth(args, { BERTH_DATABASE_URL: 'postgres://berth@127.0.0.1:1/none' });
+    expect(unreachable.code).toBe(1);
+    const failed = (JSON.parse(unreachable.stdout) as MachineCheck[]).find((c) => c.name === 'database');
+    expect(failed?.status).toBe('fail');
+    expect(failed?.detail).toMatch(/^PostgreSQL at 127\.0\.0\.1:1\/none cannot be reached: .*ECONNREFUSED/);
+    expect(failed?.hint).toContain('BERTH_DATABASE_URL');
+    const text = await berth(args.filter((a) => a !== '--json'), { BERTH_DATABASE_URL: 'postgres://berth@127.0.0.1:1/none' });
+    expect(text.stdout).toContain('1 check(s) failed\n');
+    if (!url) return;
+    const free = await berth(args, { BERTH_DATABASE_URL: url });
+    expect((JSON.parse(free.stdout) as MachineCheck[]).find((c) => c.name === 'database')?.detail).toMatch(/, no server holds it$/);
+    const held = await openStore({ databaseUrl: url, poolSize: 1, exclusive: { holder: 'berth server pid 42 on doctor-test', log: () => {} } });
+    try {
+      const res = await berth(args, { BERTH_DATABASE_URL: url });
+      expect(res.code, res.stderr).toBe(0);
+      const database = (JSON.parse(res.stdout) as MachineCheck[]).find((c) => c.name === 'database');
+      expect(database?.status).toBe('ok');
+      expect(database?.detail).toMatch(/, held by berth server pid 42 on doctor-test( from [^,]+)?, connected since /);
+    } finally {
+      await held.close();
+    }
   });
 });

@@ -5,31 +5,18 @@
  * (its Auto Scaling group is created) and for a returning user's (the group exists). moto answers
  * on loopback in about a millisecond, so the latencies show berth's own cost, not AWS's.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { agentBundleDir } from '../src/cli/paths.js';
-import { AwsDriver } from '../src/drivers/aws/aws-driver.js';
 import type { ClaimView, PoolStatusView } from '../src/pools/views.js';
-import { BerthServer } from '../src/server/berth-server.js';
-import { motoDriverConfig, motoNetwork } from '../test/drivers/aws-fixtures.js';
-import { EmulatedFleet } from '../test/helpers/emulated-fleet.js';
-import { motoInstalled, startMoto } from '../test/helpers/moto.js';
-import { Api } from '../test/helpers/server.js';
+import { startFleetServer } from '../test/helpers/aws-fleet-server.js';
+import { motoInstalled } from '../test/helpers/moto.js';
 import { ms, summarize } from './stats.js';
 
 const NAME = 'bbench';
 
 export async function awsBench(opts: { claims: number; progress: (line: string) => void }): Promise<string[]> {
   if (!motoInstalled()) return ["| AWS claim path on moto | | | | skipped: moto is not installed (pip install 'moto[server]') | |"];
-  const moto = await startMoto();
-  const dir = await mkdtemp(join(tmpdir(), 'berth-bench-aws-'));
-  const net = await motoNetwork(moto.endpoint);
-  const driver = new AwsDriver(motoDriverConfig(moto.endpoint, net, NAME, { agentListenHost: '127.0.0.1' }));
-  const server = await BerthServer.start({ dataDir: join(dir, 'data'), port: 0, agentPort: 0, driver, agentDir: agentBundleDir(), log: () => {}, router: { port: 0 } });
-  const fleet = new EmulatedFleet({ endpoint: moto.endpoint, driverName: NAME, dir: join(dir, 'machines') });
-  fleet.start();
-  const api = new Api(server.url, server.token);
+  // The monitor at the server's own default (the tests' harness looks every 0.5 s).
+  const harness = await startFleetServer(NAME, { monitorIntervalMs: 2000 });
+  const { api, driver } = harness;
   try {
     const size = 8;
     await api.post('/v1/pools', { name: 'bench', size, maxLaunching: size, onEmpty: 'fail' });
@@ -70,11 +57,6 @@ export async function awsBench(opts: { claims: number; progress: (line: string) 
       `| AWS describes (polling) during claims | ${opts.claims} | | | ${describes} DescribeAutoScalingGroups (target 0: ${describes === 0 ? 'met' : 'MISSED'}); max ${maxCalls} calls per claim | |`,
     ];
   } finally {
-    await fleet.stop();
-    await server.stop();
-    driver.close();
-    net.ec2.destroy();
-    await moto.stop();
-    await rm(dir, { recursive: true, force: true });
+    await harness.stop();
   }
 }

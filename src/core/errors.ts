@@ -34,6 +34,7 @@ export type ErrorCode =
   | 'environment_failed'
   | 'token_not_found'
   | 'token_exists'
+  | 'standby'
   | 'internal';
 
 const STATUS: Record<ErrorCode, number> = {
@@ -71,6 +72,8 @@ const STATUS: Record<ErrorCode, number> = {
   environment_exists: 409,
   // Its hosts were claimed but a service never became ready (or its stack's tags made no sense).
   environment_failed: 422,
+  // A standby server (--standby) waiting for the database: another server is the active one.
+  standby: 503,
   internal: 500,
 };
 

@@ -13,8 +13,8 @@ import { AgentGateway } from '../agents/gateway.js';
 import { HostService } from '../hosts/host-service.js';
 import { CommandsRepo } from '../store/commands-repo.js';
 import { HostsRepo } from '../store/hosts-repo.js';
-import { openStore, type Store } from '../store/store.js';
-import { databaseLockOptions, TaskLoops } from './server-runtime.js';
+import type { Store } from '../store/store.js';
+import { openServerStore, TaskLoops } from './server-runtime.js';
 import { ConfigHashKeys } from '../store/tokens-repo.js';
 import { startAccess } from '../tokens/access.js';
 import type { AuditLog } from '../audit/audit-log.js';
@@ -112,7 +112,7 @@ export class BerthServer {
     try {
       if (config.agentTls) coverDialHost(config.agentTls, config.agentAdvertiseHost ?? driverInfo.agentListenHost);
       progress(config.databaseUrl ? 'connecting to PostgreSQL' : 'opening the embedded store (the first start creates it, a few seconds)');
-      store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, exclusive: databaseLockOptions(config, log, progress, fence) });
+      store = await openServerStore(config, apiTls, log, progress, fence);
     } catch (err) {
       dataDir.unlock(); // refused before anything else: a start that failed holds nothing
       throw err;

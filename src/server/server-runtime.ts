@@ -1,8 +1,11 @@
 /**
- * Two small pieces of a running server: its periodic tasks, and its hold on a PostgreSQL store.
+ * Two small pieces of a running server: its periodic tasks, and its store held for it alone.
  */
 import { hostname } from 'node:os';
 import type { DatabaseLockOptions } from '../store/database-lock.js';
+import { openStore, type Store } from '../store/store.js';
+import { StandbyListener } from './standby-listener.js';
+import type { TlsPair } from './tls-files.js';
 import type { ServerConfig } from './server-config.js';
 
 /** Tasks run every so often, one run at a time each (a slow run is not overlapped by the next), until stop(). */
@@ -31,15 +34,32 @@ export class TaskLoops {
   }
 }
 
-/** This server's hold on a PostgreSQL store (one server per database): a standby waits for it; a server whose database another took stops. */
-export function databaseLockOptions(config: ServerConfig, log: (line: string) => void, progress: (step: string) => void, fence: (holder: string) => void): DatabaseLockOptions {
-  return {
+/**
+ * Opens the server's store, holding the database (one server per PostgreSQL database; see
+ * DatabaseLock). A standby waits for it, answering 503 on the API address meanwhile (StandbyListener);
+ * a server whose database another took later is fenced: `fence` stops it.
+ */
+export async function openServerStore(config: ServerConfig, apiTls: TlsPair | undefined, log: (line: string) => void, progress: (step: string) => void, fence: (holder: string) => void): Promise<Store> {
+  const listener = config.standby && config.databaseUrl ? await StandbyListener.open(config.host ?? '127.0.0.1', config.port ?? 7070, apiTls) : undefined;
+  const exclusive: DatabaseLockOptions = {
     holder: `berth server pid ${process.pid} on ${hostname()}`,
     log,
-    ...(config.standby ? { standby: { onWaiting: (holder: string) => progress(`standing by: another server holds the database (${holder}); this one starts when it lets go`) } } : {}),
     onTaken: (holder) => {
       log(`another server took this server's database (${holder}): stopping, so that one server acts on it`);
       fence(holder);
     },
   };
+  if (config.standby) {
+    exclusive.standby = {
+      onWaiting: (holder) => {
+        listener?.waitingFor(holder);
+        progress(`standing by: another server holds the database (${holder}); this one starts when it lets go`);
+      },
+    };
+  }
+  try {
+    return await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, exclusive });
+  } finally {
+    await listener?.close();
+  }
 }

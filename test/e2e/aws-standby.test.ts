@@ -1,6 +1,7 @@
 /**
  * A standby control plane on AWS (moto) and PostgreSQL: a second server started with `standby`
- * waits while the first holds the database, saying which server it waits for; when the first
+ * waits while the first holds the database, saying which server it waits for (and answering 503
+ * `standby` on its API address, for readiness probes); when the first
  * stops, it starts on the same agent address, adopts the pool's instances (their agents dial it
  * again), and serves claims on them. The machines are real agents standing in for moto's
  * instances (test/helpers/emulated-fleet.ts).
@@ -14,6 +15,7 @@ import { BerthServer } from '../../src/server/berth-server.js';
 import { motoDriverConfig } from '../drivers/aws-fixtures.js';
 import { startFleetServer, type FleetServer } from '../helpers/aws-fleet-server.js';
 import { motoAvailable } from '../helpers/moto.js';
+import { freePort } from '../helpers/ports.js';
 import { Api } from '../helpers/server.js';
 import { resetDatabase } from '../helpers/stores.js';
 import { waitFor } from '../helpers/wait.js';
@@ -47,9 +49,10 @@ describe.skipIf(!motoAvailable('AWS standby server') || (!url && !process.env['C
     const steps: string[] = [];
     standbyDriver = new AwsDriver(motoDriverConfig(h.moto.endpoint, h.net, NAME, { agentListenHost: '127.0.0.1' }));
     let started = false;
+    const apiPort = await freePort();
     const starting = BerthServer.start({
       dataDir: join(h.dir, 'standby'),
-      port: 0,
+      port: apiPort,
       agentPort: Number(new URL(h.server.agentUrl).port),
       driver: standbyDriver,
       agentDir: agentBundleDir(),
@@ -67,10 +70,20 @@ describe.skipIf(!motoAvailable('AWS standby server') || (!url && !process.env['C
     await waitFor('the standby to say whom it waits for', () => Promise.resolve(steps.some((s) => s.startsWith('standing by: another server holds the database (berth server pid')) ? true : undefined));
     await new Promise((r) => setTimeout(r, 500));
     expect(started).toBe(false);
+    // Meanwhile its API address answers, 503: a readiness probe sees it is not the active server.
+    const probe = await fetch(`http://127.0.0.1:${apiPort}/v1/health`);
+    expect(probe.status).toBe(503);
+    expect(probe.headers.get('retry-after')).toBe('5');
+    const body = (await probe.json()) as { code: string; status: string; message: string };
+    expect(body.code).toBe('standby');
+    expect(body.status).toBe('standby');
+    expect(body.message).toMatch(/^this berth server is a standby: another server holds the database \(berth server pid \d+ on /);
 
     // The first server stops (its machines keep running): the standby starts and adopts them.
     await h.server.stop();
     const server = await starting;
+    expect(server.url).toBe(`http://127.0.0.1:${apiPort}`);
+    expect((await fetch(`${server.url}/v1/health`)).status).toBe(200); // the server's own API, at the same address
     const api = new Api(server.url, server.token);
     // The same instances, their agents connected to the standby now.
     const after = (await api.get<{ hosts: Array<{ id: string }> }>('/v1/pools/web/hosts')).body.hosts.map((x) => x.id).sort();

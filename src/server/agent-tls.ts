@@ -17,7 +17,7 @@ import { isIP } from 'node:net';
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import { BerthError } from '../core/errors.js';
-import { CertificateWatcher, loadTlsPair, type TlsFiles, type TlsPair, type TlsUse, type WatchedCertificate } from './tls-files.js';
+import { assertCovers, CertificateWatcher, loadTlsPair, type TlsFiles, type TlsPair, type TlsUse, type WatchedCertificate } from './tls-files.js';
 
 export interface AgentTlsFiles extends TlsFiles {
   /** The CA (PEM, one or more certificates) agents are told to trust; needed for a private CA. */
@@ -127,9 +127,9 @@ export async function loadAgentTls(files: AgentTlsFiles, dialHost?: string): Pro
   return new AgentTls(files, pair, ca);
 }
 
-/** Throws what loadTlsPair would for a certificate that does not cover the address agents dial. */
-export function coverDialHost(files: TlsFiles, dialHost: string): void {
-  loadTlsPair(files, agentTlsUse(dialHost));
+/** Throws, saying what to do, when the loaded certificate does not cover the address agents dial. */
+export function coverDialHost(tls: AgentTls, dialHost: string): void {
+  assertCovers(tls.pair, agentTlsUse(dialHost));
 }
 
 function readCa(file: string): string {

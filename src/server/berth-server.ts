@@ -110,7 +110,7 @@ export class BerthServer {
     const fenced = new Promise<string>((resolve) => (fence = resolve));
     let store: Store;
     try {
-      if (config.agentTls) coverDialHost(config.agentTls, config.agentAdvertiseHost ?? driverInfo.agentListenHost);
+      if (agentTls) coverDialHost(agentTls, config.agentAdvertiseHost ?? driverInfo.agentListenHost);
       progress(config.databaseUrl ? 'connecting to PostgreSQL' : 'opening the embedded store (the first start creates it, a few seconds)');
       store = await openServerStore(config, apiTls, log, progress, fence);
     } catch (err) {

@@ -73,10 +73,19 @@ export function loadTlsPair(files: TlsFiles, use: TlsUse, now = new Date()): Tls
   if (notAfter <= now || notBefore > now) {
     throw bad(`the ${use.owner}'s certificate ${files.certFile} is valid from ${notBefore.toISOString()} to ${notAfter.toISOString()}, not now`, 'Renew it; berth serves the new one as soon as the files change.');
   }
-  if (use.covers && !(isIP(use.covers.name) ? leaf.checkIP(use.covers.name) : leaf.checkHost(use.covers.name))) {
-    throw bad(`the ${use.owner}'s certificate is for ${leaf.subjectAltName ?? leaf.subject.replace(/\n/g, ', ')}, which does not cover ${use.covers.what}`, use.covers.hint);
+  const names = leaf.subjectAltName ?? leaf.subject.replace(/\n/g, ', ');
+  const pair = { cert, key, names, notAfter, fingerprint: leaf.fingerprint256 };
+  assertCovers(pair, use);
+  return pair;
+}
+
+/** Throws, saying what to do, when the pair's certificate does not cover the name (or address) `use` needs. */
+export function assertCovers(pair: TlsPair, use: TlsUse): void {
+  if (!use.covers) return;
+  const leaf = new X509Certificate(pair.cert);
+  if (!(isIP(use.covers.name) ? leaf.checkIP(use.covers.name) : leaf.checkHost(use.covers.name))) {
+    throw new BerthError('validation_failed', `the ${use.owner}'s certificate is for ${pair.names}, which does not cover ${use.covers.what}`, use.covers.hint);
   }
-  return { cert, key, names: leaf.subjectAltName ?? leaf.subject.replace(/\n/g, ', '), notAfter, fingerprint: leaf.fingerprint256 };
 }
 
 export interface WatchOptions {

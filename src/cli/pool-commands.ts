@@ -206,7 +206,7 @@ function printPool(printer: Printer, p: PoolStatusView, hosts: PoolHostView[]): 
     `  health check: ${p.healthCheck ? `${JSON.stringify(p.healthCheck.command)} every ${p.healthCheck.interval} s, timeout ${p.healthCheck.timeout} s` : '-'}`,
     `  template: ${templateOf(p.template) || '-'}`,
     `status: ${statusOf(p)}`,
-    `  ready ${s.ready}/${s.targetSize}${scheduleNote(p)}${s.demand ? ` (demand: peak ${s.demand.peak} claims within ${s.demand.leadTimeS} s)` : ''}, warming ${s.warming}, claiming ${s.claiming}, claimed ${s.claimed}, quarantined ${s.quarantined}, retiring ${s.retiring}, stale ${s.stale}`,
+    `  ready ${s.ready}/${s.targetSize}${scheduleNote(p)}${s.demand ? ` (demand: peak ${s.demand.peak} claims within ${s.demand.leadTimeS} s)` : ''}${s.reconnecting ? `, reconnecting ${s.reconnecting}` : ''}, warming ${s.warming}, claiming ${s.claiming}, claimed ${s.claimed}, quarantined ${s.quarantined}, retiring ${s.retiring}, stale ${s.stale}`,
     `  hits ${s.hits}, misses ${s.misses}, idle host-seconds ${s.idleHostSeconds}, consecutive failures ${s.consecutiveFailures}`,
     `  last failure: ${s.lastFailure ? `${s.lastFailure.reason} (${age(s.lastFailure.at)} ago)` : '-'}`,
     `  last claim: ${s.lastClaimAt ? `${age(s.lastClaimAt)} ago` : 'never (its ready hosts are pure cost)'}`,

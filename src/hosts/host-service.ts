@@ -12,12 +12,14 @@ import type { NewHost } from '../store/hosts-repo.js';
 import type { HostRow } from '../store/schema.js';
 import { toHostSummary, toHostView, type HostStatsView, type HostSummary, type HostView } from './views.js';
 import { bootTimeoutOf, checkHost, LeftAgentChecks, monitorHosts, recoverHosts, sweepOrphans, type RecoveryContext } from './host-recovery.js';
-import { ReadyWaiters } from './ready-waiters.js';
+import { AgentArrivals, ReadyWaiters } from './ready-waiters.js';
 
 export type { AgentPresence, BootImage, HostServiceDeps, ImageResolver, LaunchRequest, RegisteredHost } from './host-types.js';
 
 export class HostService {
   private readonly readyWaiters = new ReadyWaiters();
+  /** Every agent that (re)connects to a running host: claims wait here for a pool's hosts after a restart. */
+  readonly agentArrivals = new AgentArrivals<HostRow>();
   /** Hosts being reset by this process: their init is replaced on purpose, so the monitor leaves them be. */
   private readonly resetting = new Set<string>();
   private readonly terminations = new Map<string, Promise<HostView>>();
@@ -333,7 +335,9 @@ export class HostService {
     const now = new Date();
     await this.deps.hosts.setAgent(hostId, true, now, version);
     const row = (await this.deps.hosts.transition(hostId, ['launching', 'booting', 'lost'], 'running', { readyAt: now, reason: '' })) ?? (await this.deps.hosts.getAnyTenant(hostId));
-    if (row?.state === 'running') this.readyWaiters.ready(hostId);
+    if (row?.state !== 'running') return row;
+    this.readyWaiters.ready(hostId);
+    this.agentArrivals.arrived(row);
     return row;
   }
 

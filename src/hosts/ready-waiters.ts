@@ -48,3 +48,47 @@ export class ReadyWaiters {
     });
   }
 }
+
+/** A wait for some agent to (re)connect, made before the caller looks in the store (so none is missed). */
+export interface ArrivalWait {
+  /** True when a matching agent connected within the time, false when the time ran out or the wait was cancelled. */
+  arrived: Promise<boolean>;
+  cancel(): void;
+}
+
+/**
+ * Agents (re)connecting to hosts the store already holds as running: after a server restart, a
+ * pool's ready hosts count only once their agents redial, and a claim waits here for one.
+ */
+export class AgentArrivals<Row> {
+  private readonly events = new EventEmitter();
+
+  constructor() {
+    this.events.setMaxListeners(0);
+  }
+
+  arrived(row: Row): void {
+    this.events.emit('arrival', row);
+  }
+
+  wait(matches: (row: Row) => boolean, timeoutMs: number, signal?: AbortSignal): ArrivalWait {
+    let settle: (came: boolean) => void = () => undefined;
+    const arrived = new Promise<boolean>((resolve) => {
+      const onArrival = (row: Row) => {
+        if (matches(row)) settle(true);
+      };
+      const onAbort = () => settle(false);
+      const timer = setTimeout(() => settle(false), Math.max(0, timeoutMs));
+      settle = (came: boolean) => {
+        clearTimeout(timer);
+        this.events.off('arrival', onArrival);
+        signal?.removeEventListener('abort', onAbort);
+        resolve(came);
+      };
+      this.events.on('arrival', onArrival);
+      if (signal?.aborted) settle(false);
+      else signal?.addEventListener('abort', onAbort, { once: true });
+    });
+    return { arrived, cancel: () => settle(false) };
+  }
+}

@@ -21,6 +21,8 @@ export interface PoolHostGroup {
   slot: string;
   /** The host's generation is the pool's (false for an older one). */
   current: boolean;
+  /** The host runs and its agent is connected (a waiting host without: reconnecting). */
+  connected: boolean;
   hosts: number;
   /** For slot `ready`: the seconds these hosts have waited ready so far (0 for other slots). */
   readySeconds: number;
@@ -120,6 +122,7 @@ export class MetricsRepo {
    */
   async poolHostGroups(tenantId: string): Promise<PoolHostGroup[]> {
     const current = sql<boolean>`coalesce(h.generation = p.generation, false)`;
+    const connected = sql<boolean>`(h.state = 'running' and h.agent_connected)`;
     const rows = await this.db
       .selectFrom('hosts as h')
       .innerJoin('pools as p', (join) => join.onRef('p.tenant_id', '=', 'h.tenant_id').onRef('p.name', '=', 'h.pool'))
@@ -127,15 +130,16 @@ export class MetricsRepo {
         'p.name as pool',
         'h.slot',
         current.as('current'),
+        connected.as('connected'),
         sql<number>`count(*)::int`.as('hosts'),
         sql<number>`coalesce(sum(extract(epoch from now() - coalesce(h.slot_since, h.created_at))) filter (where h.slot = 'ready'), 0)::float8`.as('ready_s'),
       ])
       .where('h.tenant_id', '=', tenantId)
       .where('h.state', 'in', [...LIVE_HOST_STATES])
       .where('h.slot', 'is not', null)
-      .groupBy(['p.name', 'h.slot', current])
+      .groupBy(['p.name', 'h.slot', current, connected])
       .execute();
-    return rows.map((r) => ({ pool: r.pool, slot: r.slot ?? '', current: r.current, hosts: Number(r.hosts), readySeconds: Number(r.ready_s) }));
+    return rows.map((r) => ({ pool: r.pool, slot: r.slot ?? '', current: r.current, connected: r.connected, hosts: Number(r.hosts), readySeconds: Number(r.ready_s) }));
   }
 
   async pools(tenantId: string): Promise<PoolFacts[]> {

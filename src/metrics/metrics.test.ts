@@ -31,7 +31,7 @@ import { CLAIM_BUCKETS_MS, EXPOSITION_CONTENT_TYPE, MetricsCollector, RouterRequ
 import { metricsRoutes } from './routes-metrics.js';
 
 const T = DEFAULT_TENANT;
-const SLOTS = ['warming', 'ready', 'claiming', 'claimed', 'quarantined', 'retiring', 'stale'] as const;
+const SLOTS = ['warming', 'ready', 'reconnecting', 'claiming', 'claimed', 'quarantined', 'retiring', 'stale'] as const;
 
 const spec = poolSpec;
 
@@ -222,6 +222,9 @@ for (const backend of storeBackends()) {
       await readyHost('web', 2, 'h-web-new1');
       await readyHost('web', 2, 'h-web-new2');
       await host('web', 2, 'h-web-new-warming', 'warming');
+      // Waiting, but its agent has not redialled (a server restart): not one a claim can take.
+      await readyHost('web', 2, 'h-web-redial');
+      await hosts.setAgent('h-web-redial', false, new Date());
 
       await miss('api', 1, 'cl-a1', { pickMs: 0.9, launchMs: 1180.4, initMs: 20.6, totalMs: 1203.7 });
       await miss('api', 1, 'cl-a2', { pickMs: 1.1, launchMs: 1490.2, initMs: 18.8, totalMs: 1511.3 });
@@ -292,6 +295,7 @@ for (const backend of storeBackends()) {
       expect(find(samples, 'berth_pool_hosts', { pool: 'web', slot: 'stale' })[0]?.value).toBe(3);
       expect(find(samples, 'berth_pool_hosts', { pool: 'web', slot: 'claimed' })[0]?.value).toBe(3);
       expect(find(samples, 'berth_pool_hosts', { pool: 'web', slot: 'ready' })[0]?.value).toBe(2);
+      expect(find(samples, 'berth_pool_hosts', { pool: 'web', slot: 'reconnecting' })[0]?.value).toBe(1);
     });
 
     it('counts claims by outcome, rollbacks and stages as the claims rows say', async () => {

@@ -2,13 +2,13 @@
 import type { PoolHostGroup } from './metrics-repo.js';
 
 /** The slots `berth pool show` reports (PoolCounts without staleReady), in its order. */
-export const POOL_SLOTS = ['warming', 'ready', 'claiming', 'claimed', 'quarantined', 'retiring', 'stale'] as const;
+export const POOL_SLOTS = ['warming', 'ready', 'reconnecting', 'claiming', 'claimed', 'quarantined', 'retiring', 'stale'] as const;
 type PoolSlot = (typeof POOL_SLOTS)[number];
 
 export type SlotCounts = Record<PoolSlot, number>;
 
 export function emptyCounts(): SlotCounts {
-  return { warming: 0, ready: 0, claiming: 0, claimed: 0, quarantined: 0, retiring: 0, stale: 0 };
+  return { warming: 0, ready: 0, reconnecting: 0, claiming: 0, claimed: 0, quarantined: 0, retiring: 0, stale: 0 };
 }
 
 /**
@@ -26,8 +26,10 @@ export function foldPoolHosts(groups: readonly PoolHostGroup[]): Map<string, { c
       out.set(g.pool, pool);
     }
     if (g.slot === 'ready') pool.readySeconds += g.readySeconds;
+    // A waiting host whose agent has not redialled yet cannot be claimed: not `ready` (PoolsRepo.counts).
+    const slot = g.slot === 'ready' && !g.connected ? 'reconnecting' : g.slot;
     if (g.current || g.slot === 'claimed' || g.slot === 'claiming' || g.slot === 'retiring' || g.slot === 'quarantined') {
-      if (g.slot in pool.counts) pool.counts[g.slot as PoolSlot] += g.hosts;
+      if (slot in pool.counts) pool.counts[slot as PoolSlot] += g.hosts;
     } else {
       pool.counts.stale += g.hosts;
     }

@@ -45,6 +45,13 @@ type FirstPick = { host: HostRow; idleSeconds: number; ms: number };
 /** See the refill in `attempts`. */
 const REFILL_DELAY_MS = 50;
 
+/**
+ * The longest a claim waits, in all, for a ready host whose agent has not redialled yet (after a
+ * server restart). Agents retry at most 2 s apart (agent/connection.ts), and enrolling takes a
+ * moment more: a warm host then comes sooner than a cold one with its warm-up would.
+ */
+const RECONNECT_WAIT_MS = 4000;
+
 interface Attempt {
   hostId: string;
   hit: boolean;
@@ -152,6 +159,21 @@ export class ClaimService {
     return pending.length;
   }
 
+  /**
+   * Whether an agent of one of the pool's ready hosts connects within `ms`; false at once when none
+   * is away (the usual empty pool). Listening starts before the count, so an agent that redials
+   * in between is not missed.
+   */
+  private async agentOfPool(pool: PoolRow, ms: number, signal: AbortSignal): Promise<boolean> {
+    if (ms <= 0) return false;
+    const wait = this.deps.hostService.agentArrivals.wait((row) => row.tenant_id === pool.tenant_id && row.pool === pool.name && row.slot === 'ready', ms, signal);
+    if ((await this.deps.claims.reconnecting(pool.tenant_id, pool.name)) === 0) {
+      wait.cancel();
+      return false;
+    }
+    return wait.arrived;
+  }
+
   private async run(pool: PoolRow, claimId: string, input: ClaimInput, t0: number, signal: AbortSignal | undefined, firstPick: FirstPick | undefined, refillAfter: Promise<unknown> | undefined): Promise<ClaimView> {
     const tenantId = pool.tenant_id;
     const deadline = Date.now() + input.deadline * 1000;
@@ -179,6 +201,8 @@ export class ClaimService {
     const tenantId = pool.tenant_id;
     const attempts: Attempt[] = [];
     const script = [...input.init, ...(pool.health_check ? [pool.health_check.command] : [])];
+    let reconnectWaitMs = 0;
+    let awaitReconnects = true;
     while (attempts.length < input.maxAttempts && Date.now() < deadline) {
       // The first pick was made with the claim's insert; later attempts pick again.
       const tPick = performance.now();
@@ -194,6 +218,15 @@ export class ClaimService {
         // init needs (on a small machine it tripled a warm claim's latency).
         if (!ctx.refill.held) ctx.refill.timer ??= setTimeout(() => this.deps.reconciler.kick(tenantId, pool.name), REFILL_DELAY_MS);
       } else {
+        // None ready now, but some will be as soon as their agents redial: wait for that first.
+        if (awaitReconnects) {
+          const tWait = performance.now();
+          const came = await this.agentOfPool(pool, Math.min(RECONNECT_WAIT_MS - reconnectWaitMs, deadline - Date.now()), deadlineSignal);
+          reconnectWaitMs += performance.now() - tWait;
+          if (came) continue;
+          // Nothing to wait for (or nobody came in time): the pool is empty, as its policy says.
+          awaitReconnects = false;
+        }
         if (pool.on_empty === 'fail') {
           await this.fail(claimId, attempts, t0, 'no ready host');
           throw new BerthError('pool_empty', `pool ${pool.name} has no ready host`, 'Retry after the Retry-After delay, raise the pool size, or set onEmpty: launch.', {
@@ -248,6 +281,7 @@ export class ClaimService {
       }
       timings['initMs'] = performance.now() - tInit;
       const tags = { ...launchRequest(pool).tags, ...input.tags, 'berth:group': input.group };
+      if (reconnectWaitMs >= 1) timings['reconnectWaitMs'] = reconnectWaitMs;
       timings['totalMs'] = performance.now() - t0;
       const done = await this.deps.claims.complete({ claimId, tenantId, pool: pool.name, hostId: host.id, tags, hit, attempts: attempts.length + 1, timings: round(timings), durationMs: timings['totalMs'] });
       if (!done) {

@@ -118,7 +118,7 @@ export class PoolService {
 
   private async status(row: PoolRow, withClaimHistory = true): Promise<PoolStatusView> {
     const counts = await this.deps.pools.counts(row.tenant_id, row.name, row.generation);
-    const hosts = counts.ready > 0 ? await this.deps.hosts.listPoolMembers(row.tenant_id, row.name) : [];
+    const hosts = counts.ready + counts.reconnecting > 0 ? await this.deps.hosts.listPoolMembers(row.tenant_id, row.name) : [];
     const now = Date.now();
     const currentIdleSeconds = hosts.filter((h) => h.slot === 'ready').reduce((sum, h) => sum + (now - new Date(h.slot_since ?? h.created_at).getTime()) / 1000, 0);
     const claimLatency = withClaimHistory ? await this.deps.claims.latencyHistogram(row.tenant_id, row.name) : [];

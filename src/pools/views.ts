@@ -52,7 +52,10 @@ export interface PoolView {
 
 export interface PoolStatusView extends PoolView {
   status: {
+    /** Waiting hosts a claim can take now (their agents are connected). */
     ready: number;
+    /** Waiting hosts whose agents have not redialled yet (after a server restart): claims wait for them. */
+    reconnecting: number;
     warming: number;
     claiming: number;
     claimed: number;
@@ -136,6 +139,7 @@ export function toPoolStatusView(
     ...toPoolView(row),
     status: {
       ready: counts.ready,
+      reconnecting: counts.reconnecting,
       warming: counts.warming,
       claiming: counts.claiming,
       claimed: counts.claimed,
@@ -147,7 +151,7 @@ export function toPoolStatusView(
       demand: reading ? { peak: reading.peak, leadTimeS: reading.leadTimeS } : null,
       full: counts.ready >= target,
       rolling: counts.stale > 0,
-      notFullReason: counts.ready >= target ? '' : progress.notFullReason,
+      notFullReason: counts.ready >= target ? '' : notFullReason(counts, target, progress),
       hits: row.hits,
       misses: row.misses,
       idleHostSeconds: Math.round((row.idle_host_seconds + extra.currentIdleSeconds) * 10) / 10,
@@ -157,4 +161,10 @@ export function toPoolStatusView(
       lastClaimAt: extra.lastClaimAt ? extra.lastClaimAt.toISOString() : null,
     },
   };
+}
+
+function notFullReason(counts: PoolCounts, target: number, progress: PoolProgress): string {
+  // The reconciler counts these hosts as ready (it must not replace them): say what is missing.
+  if (counts.reconnecting > 0 && counts.ready + counts.reconnecting >= target) return `${counts.reconnecting} ready host(s) waiting for their agents to reconnect`;
+  return progress.notFullReason;
 }

@@ -73,6 +73,19 @@ export class ClaimsRepo {
   }
 
   /**
+   * Ready hosts of the pool's current generation whose agents are not connected: after a server
+   * restart, until they redial. The pick passes them over; a claim may wait for one.
+   */
+  async reconnecting(tenantId: string, pool: string): Promise<number> {
+    const result = await sql<{ n: number }>`
+      select count(*)::int as n from hosts h
+      join pools p on p.tenant_id = h.tenant_id and p.name = h.pool
+      where h.tenant_id = ${tenantId} and h.pool = ${pool} and h.slot = 'ready'
+        and h.generation = p.generation and h.state = 'running' and not h.agent_connected`.execute(this.db);
+    return Number(result.rows[0]?.n ?? 0);
+  }
+
+  /**
    * Completes a claim in one statement: its host goes `claiming` -> `claimed` with the user's tags,
    * the claim `pending` -> `ready`, and the pool counts a hit or a miss — all or nothing. Returns
    * the host and claim as stored, or undefined when either had moved on (the claim lost its host).

@@ -29,7 +29,10 @@ export interface PoolSpec {
 /** Host counts of one pool by slot; `stale` counts hosts of an older generation (any slot). */
 export interface PoolCounts {
   warming: number;
+  /** Waiting hosts whose agent is connected: what a claim can take now. */
   ready: number;
+  /** Waiting hosts whose agent is not connected (yet): after a server restart, until agents redial. */
+  reconnecting: number;
   claiming: number;
   claimed: number;
   quarantined: number;
@@ -37,6 +40,9 @@ export interface PoolCounts {
   stale: number;
   staleReady: number;
 }
+
+/** Whether a host's agent is connected and it runs: the claim's pick asks the same (claims-repo.ts). */
+const CONNECTED = sql<boolean>`(state = 'running' and agent_connected)`;
 
 export class PoolsRepo {
   /** Recently read pools, for the claim path (see getRecent). */
@@ -124,17 +130,17 @@ export class PoolsRepo {
   async counts(tenantId: string, name: string, generation: number): Promise<PoolCounts> {
     const rows = await this.db
       .selectFrom('hosts')
-      .select(['slot', 'generation', sql<number>`count(*)::int`.as('n')])
+      .select(['slot', 'generation', CONNECTED.as('connected'), sql<number>`count(*)::int`.as('n')])
       .where('tenant_id', '=', tenantId)
       .where('pool', '=', name)
       .where('state', 'not in', ['terminated', 'failed'])
       .where('slot', 'is not', null)
-      .groupBy(['slot', 'generation'])
+      .groupBy(['slot', 'generation', CONNECTED])
       .execute();
-    const counts: PoolCounts = { warming: 0, ready: 0, claiming: 0, claimed: 0, quarantined: 0, retiring: 0, stale: 0, staleReady: 0 };
+    const counts: PoolCounts = { warming: 0, ready: 0, reconnecting: 0, claiming: 0, claimed: 0, quarantined: 0, retiring: 0, stale: 0, staleReady: 0 };
     for (const r of rows) {
       const n = Number(r.n);
-      const slot = r.slot as keyof PoolCounts;
+      const slot = (r.slot === 'ready' && !r.connected ? 'reconnecting' : r.slot) as keyof PoolCounts;
       const current = r.generation === generation;
       // Claimed hosts belong to their groups whatever their generation; retiring and quarantined
       // ones are on their way out either way. Only waiting hosts of an old generation are stale.
@@ -142,7 +148,7 @@ export class PoolsRepo {
         if (slot in counts) counts[slot] += n;
       } else {
         counts.stale += n;
-        if (slot === 'ready') counts.staleReady += n;
+        if (r.slot === 'ready') counts.staleReady += n;
       }
     }
     return counts;

@@ -1,12 +1,13 @@
 /**
  * kill -9 of the server in the middle of a claim storm, then restart: no host is in two groups, no
  * claim is left half-done, and the pool converges back to its size. And a health-checked pool's
- * ready hosts are adopted, not failed for an agent that had no time to reconnect.
+ * ready hosts are adopted, not failed for an agent that had no time to reconnect; and a claim made
+ * before the agents have redialled waits for one of them instead of finding the pool empty.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LeftoverCounts } from '../../src/drivers/local/index.js';
 import type { ClaimView, PoolHostView, PoolStatusView } from '../../src/pools/views.js';
-import { ServerProcess, type Api } from '../helpers/server.js';
+import { agentPidOf, ServerProcess, type Api } from '../helpers/server.js';
 import { waitFor as poll } from '../helpers/wait.js';
 
 /** The server is down for a moment in these tests: a failed probe is a "not yet". */
@@ -106,6 +107,45 @@ describe('claim storm across a control-plane crash', () => {
     const hosts = (await api.get<{ hosts: PoolHostView[] }>('/v1/pools/checked/hosts')).body.hosts;
     expect(hosts.map((h) => [h.id, h.slot]).sort()).toEqual(before.map((id) => [id, 'ready']));
     await api.delete('/v1/pools/checked');
+    await waitFor('every host to go', async () => ((await api.get<{ hosts: unknown[] }>('/v1/hosts')).body.hosts.length === 0 ? true : undefined));
+    expect(proc.leftovers()).toEqual(baseline);
+  }, 120_000);
+
+  it('a claim right after a restart waits for a ready host whose agent has not redialled yet, and gets it', async () => {
+    expect((await api.post('/v1/pools', { name: 'redial', size: 2, onEmpty: 'fail' })).status).toBe(201);
+    const before = await waitFor('2 ready hosts', async () => {
+      const hosts = (await api.get<{ hosts: PoolHostView[] }>('/v1/pools/redial/hosts')).body.hosts.filter((h) => h.slot === 'ready');
+      return hosts.length === 2 ? hosts.map((h) => h.id).sort() : undefined;
+    });
+    await proc.kill();
+    // Their agents are held still until the claim below is under way: they cannot redial before it.
+    const agents = before.map((id) => agentPidOf(proc.dataDir, id));
+    for (const pid of agents) process.kill(pid, 'SIGSTOP');
+    let claim: Promise<{ status: number; body: ClaimView & { code?: string } }> | undefined;
+    try {
+      await proc.restart();
+      api = proc.api;
+      const away = (await api.get<PoolStatusView>('/v1/pools/redial')).body.status;
+      // Not ready for a claim, but not missing either: the reconciler launches nothing for them.
+      expect({ ready: away.ready, reconnecting: away.reconnecting, warming: away.warming, full: away.full }).toEqual({ ready: 0, reconnecting: 2, warming: 0, full: false });
+      expect(away.notFullReason).toBe('2 ready host(s) waiting for their agents to reconnect');
+      claim = api.post<ClaimView & { code?: string }>('/v1/pools/redial/claims', { group: 'early', init: ['true'] });
+      await new Promise((r) => setTimeout(r, 500));
+    } finally {
+      for (const pid of agents) process.kill(pid, 'SIGCONT');
+    }
+    const res = await claim;
+    // Without the wait this was a 503 pool_empty while `pool show` said 2 ready.
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+    expect(res.body.hit).toBe(true);
+    expect(before).toContain(res.body.host?.id);
+    expect(res.body.timings['reconnectWaitMs']).toBeGreaterThanOrEqual(400);
+    const after = (await api.get<PoolStatusView>('/v1/pools/redial')).body.status;
+    expect(after.reconnecting).toBe(0);
+    expect(after.hits).toBe(1);
+
+    await api.delete('/v1/pools/redial');
+    expect((await api.post(`/v1/hosts/${res.body.host?.id}/release`, {})).status).toBe(200);
     await waitFor('every host to go', async () => ((await api.get<{ hosts: unknown[] }>('/v1/hosts')).body.hosts.length === 0 ? true : undefined));
     expect(proc.leftovers()).toEqual(baseline);
   }, 120_000);

@@ -8,7 +8,7 @@
 const $ = (id) => document.getElementById(id);
 const ESC = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 const esc = (v) => String(v ?? '').replace(/[&<>"']/g, (c) => ESC[c]);
-const SLOTS = ['ready', 'warming', 'claiming', 'claimed', 'quarantined', 'retiring', 'stale'];
+const SLOTS = ['ready', 'reconnecting', 'warming', 'claiming', 'claimed', 'quarantined', 'retiring', 'stale'];
 const STAGES = ['claim', 'init', 'services', 'ready', 'route', 'balance'];
 
 let latest = null;
@@ -111,6 +111,7 @@ function poolCard(p, price) {
     `<div class="slots" title="${SLOTS.map((k) => `${k} ${p[k]}`).join(', ')}">${bar}</div>` +
     sparkline(p.levels, p.targetSize ?? p.size) +
     `<dl class="kv">` +
+    (p.reconnecting ? row('reconnecting', 'reconnecting', p.reconnecting) : '') +
     row('warming', 'warming', p.warming) +
     row('claimed', 'claimed', p.claimed) +
     row('quarantined', 'quarantined', p.quarantined) +

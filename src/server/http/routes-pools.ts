@@ -37,7 +37,8 @@ const poolView = z.object({
   createdAt: z.string(),
   updatedAt: z.string(),
   status: z.object({
-    ready: z.number(),
+    ready: z.number().describe('Waiting hosts a claim can take now (their agents are connected)'),
+    reconnecting: z.number().describe("Waiting hosts whose agents have not redialled yet (after a server restart); a claim waits a few seconds for one"),
     warming: z.number(),
     claiming: z.number(),
     claimed: z.number(),

@@ -35,6 +35,7 @@ import { hostStatsBench } from './host-stats.js';
 import { machinePortsBench } from './machine-ports.js';
 import { dnsBench } from './dns.js';
 import { shellBench } from './shell.js';
+import { agentStartBench } from './agent-start.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -210,6 +211,7 @@ async function foundationBench(srv: Awaited<ReturnType<typeof startServer>>): Pr
   // start, and a bash spawn from a small process (as the agent is; a big process forks slower).
   const nodeStart = timeSync(30, () => spawnSync(process.execPath, ['-e', '0'], { env: {} }));
   const bashTrue = bashSpawnFloor(200);
+  const agentStart = agentStartBench(progress);
 
   const launch: number[] = [];
   const hosts: HostView[] = [];
@@ -286,6 +288,7 @@ async function foundationBench(srv: Awaited<ReturnType<typeof startServer>>): Pr
     `| host launch -> agent ready | ${launchS.n} | ${ms(launchS.p50)} | ${ms(launchS.p99)} | p50 <= 150 ms | ${verdict(launchS.p50 <= 150)} |`,
     `| CPU per host (a launch, and a terminate for all but 3), machine-wide; of which this process (server and its in-process client) / the new agent until ready | ${LAUNCHES} | ${ms(machinePerCycle)}; ${ms(serverPerCycle)} / ${ms(agentsAtReady / LAUNCHES)} | | hosts replaced per s that ${cpus().length} cores allow: ${((cpus().length * 1000) / machinePerCycle).toFixed(1)} | |`,
     `| baseline: bare \`node -e 0\` start | ${nodeStart.n} | ${ms(nodeStart.p50)} | ${ms(nodeStart.p99)} | launch p50 / this = ${(launchS.p50 / nodeStart.p50).toFixed(2)}x | |`,
+    ...agentStart,
     `| Run Command round trip (\`true\`), berth's API client in its own process | ${rtS.n} | ${ms(rtS.p50)} | ${ms(rtS.p99)} | p50 <= 5 ms | ${verdict(rtS.p50 <= 5)} |`,
     `| the same through a plain \`fetch()\` client (undici), same server, another host | ${viaFetch.n} | ${ms(viaFetch.p50)} | ${ms(viaFetch.p99)} | fetch / berth's client p50 = ${(viaFetch.p50 / rtS.p50).toFixed(2)}x | |`,
     `| of which the agent's part: run sent -> result received by the server | ${agentTrip.n} | ${ms(agentTrip.p50)} | ${ms(agentTrip.p99)} | ${((100 * agentTrip.p50) / rtS.p50).toFixed(0)} % of the round trip | |`,

@@ -340,7 +340,7 @@ export class Agent {
 
   /**
    * An agent spends most of its life idle in a warm pool: once work stops, a full GC gives back the
-   * memory that bursts of commands grew (the host's init starts node with --expose-gc).
+   * memory that bursts of commands grew (`gc` is exposed by runAgent, see v8-tuning.ts).
    */
   private compactWhenIdle(): void {
     clearTimeout(this.idleTimer);

@@ -24,17 +24,11 @@ export function agentBundleDir(): string {
 }
 
 /**
- * How every host's init starts its agent. The V8 flags trade nothing the agent needs (its work is
- * waiting on sockets and child processes) for memory: no optimising or baseline compiler (without
- * Sparkplug the interpreter alone runs it: ~1 MiB less resident, no slower on a command's round
- * trip), a small young generation, one GC thread, and a full GC when the agent falls idle
- * (agent.ts) that also compacts the old generation: without compaction V8 kept 9 to 15 MiB of
- * pages committed for ~4 MiB of live objects, depending on how many commands had run (an agent
- * idled at 46-54 MiB resident; compacted, 44.6-46.1). Full GCs are rare in the agent (its garbage
- * dies young), so compacting each costs nothing a command would notice. Measured by `npm run
- * bench` (agent idle RSS).
+ * How every host's init starts its agent. Node's own options only: the agent sets its V8 flags
+ * itself once loaded (agent/v8-tuning.ts), as one given here would make V8 refuse node's code cache
+ * for its built-in modules. One GC thread, and one worker for V8's background tasks.
  */
-export const AGENT_NODE_FLAGS = ['--no-opt', '--no-sparkplug', '--max-semi-space-size=1', '--v8-pool-size=1', '--single-threaded-gc', '--compact-on-every-full-gc', '--expose-gc'];
+export const AGENT_NODE_FLAGS = ['--v8-pool-size=1', '--single-threaded-gc'];
 
 export function agentCommand(nodePath = process.execPath): string[] {
   return [nodePath, ...AGENT_NODE_FLAGS, '/.berth/agent/berth-agent.cjs'];

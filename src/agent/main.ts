@@ -11,28 +11,39 @@ import { readImageEnv } from './image-env.js';
 import { tuneAgentV8 } from './v8-tuning.js';
 
 export function runAgent(argv: string[] = process.argv.slice(2)): void {
-  // Here, once every module of the bundle is loaded (see v8-tuning.ts); the idle GC uses `gc`.
-  (globalThis as { gc?: () => void }).gc ??= tuneAgentV8();
   const identityPath = flag(argv, '--identity') ?? AGENT_IDENTITY_PATH;
   const enrolmentPath = flag(argv, '--enrolment') ?? AGENT_ENROLMENT_PATH;
   const stateDir = flag(argv, '--state-dir') ?? '/run/berth/agent';
   const log = (line: string): void => void process.stderr.write(`berth-agent: ${line}\n`);
+  const start = (identity: AgentIdentity): Promise<Agent> => tuneFor(identity).then(() => startAgent(identity, identityPath, stateDir, log));
   // A host launched with its identity (or a fleet host that enrolled before a restart) has it;
   // a fleet host's first start enrols for one (loaded only then: the agent's RSS is on every host).
   if (existsSync(identityPath) || !existsSync(enrolmentPath)) {
-    startAgent(agentIdentity.parse(JSON.parse(readFileSync(identityPath, 'utf8'))), identityPath, stateDir, log);
+    void start(agentIdentity.parse(JSON.parse(readFileSync(identityPath, 'utf8'))));
     return;
   }
   const enrolment = agentEnrolment.parse(JSON.parse(readFileSync(enrolmentPath, 'utf8')));
   import('./enrol.js')
     .then(({ enrol }) => enrol(enrolment, { identityPath, log }))
     .then(
-      (identity) => void startAgent(identity, identityPath, stateDir, log),
+      (identity) => void start(identity),
       (err: unknown) => {
         log(`cannot enrol: ${err instanceof Error ? err.message : String(err)}`);
         process.exit(1);
       },
     );
+}
+
+/**
+ * Sets the agent's V8 flags (v8-tuning.ts) once what it runs on is loaded: a built-in module loaded
+ * after them compiles without node's code cache. The agent channel loads TLS only when it needs it
+ * (ws-client.ts), so that comes first; the idle GC uses the `gc` this returns.
+ */
+async function tuneFor(identity: AgentIdentity): Promise<void> {
+  if (identity.serverUrl.startsWith('wss:')) await import('node:tls');
+  // stderr (the host's console log, a file) is made on first use, with a module of its own.
+  void process.stderr.writable;
+  (globalThis as { gc?: () => void }).gc ??= tuneAgentV8();
 }
 
 function startAgent(identity: AgentIdentity, identityPath: string, stateDir: string, log: (line: string) => void): Agent {

@@ -39,6 +39,8 @@ export interface AgentOptions {
   env?: Record<string, string>;
   /** The server gave a new CA bundle for its channel (AgentConnection's onTrust). */
   onTrust?: (ca: string) => void;
+  /** The server moved its channel to TLS (AgentConnection's onSwitch). */
+  onSwitch?: (serverUrl: string, ca: string | undefined) => void;
 }
 
 export class Agent {
@@ -75,6 +77,7 @@ export class Agent {
       serverUrl: opts.identity.serverUrl,
       ca: opts.identity.ca,
       ...(opts.onTrust ? { onTrust: opts.onTrust } : {}),
+      ...(opts.onSwitch ? { onSwitch: opts.onSwitch } : {}),
       hostId: opts.identity.hostId,
       token: opts.identity.token,
       log: this.log,

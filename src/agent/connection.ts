@@ -13,6 +13,8 @@ export interface ConnectionOptions {
   token: string;
   /** The server sent a new CA bundle to trust (see the `trust` frame): keep it for the next start. */
   onTrust?: (ca: string) => void;
+  /** The server moved the channel to TLS (see the `switch` frame): keep its URL and CA for the next start. */
+  onSwitch?: (serverUrl: string, ca: string | undefined) => void;
   /** Called on every (re)connection, before anything else is sent; returns the hello frame. */
   hello: () => AgentMessage;
   onMessage: (msg: ServerMessage) => void;
@@ -31,9 +33,11 @@ export class AgentConnection {
   private retry: NodeJS.Timeout | undefined;
   private lastTlsError: string | undefined;
   private ca: string | undefined;
+  private url: string;
 
   constructor(private readonly opts: ConnectionOptions) {
     this.ca = opts.ca;
+    this.url = opts.serverUrl;
   }
 
   start(): void {
@@ -61,7 +65,7 @@ export class AgentConnection {
 
   private connect(): void {
     if (this.stopped) return;
-    const socket = new WsClient(this.opts.serverUrl, {
+    const socket = new WsClient(this.url, {
       headers: { authorization: `Bearer ${this.opts.token}`, [HOST_ID_HEADER]: this.opts.hostId },
       handshakeTimeoutMs: 5000,
       ...(this.ca ? { ca: this.ca } : {}),
@@ -79,6 +83,7 @@ export class AgentConnection {
       }
       if (msg.type === 'welcome') this.startHeartbeat(msg.heartbeatIntervalMs);
       if (msg.type === 'trust') return this.onTrust(msg.ca);
+      if (msg.type === 'switch') return this.onSwitch(socket, msg.url, msg.ca);
       this.opts.onMessage(msg);
     });
     socket.on('unexpected-response', (status: number) => {
@@ -101,10 +106,34 @@ export class AgentConnection {
 
   /** Only a server this agent verified over TLS may change what it trusts (never one on plain ws://). */
   private onTrust(ca: string): void {
-    if (!this.opts.serverUrl.startsWith('wss:') || ca === this.ca) return;
+    if (!this.url.startsWith('wss:') || ca === this.ca) return;
     this.ca = ca;
     this.opts.log('the server sent a new CA bundle: trusted from the next connection on');
     this.opts.onTrust?.(ca);
+  }
+
+  /**
+   * The server this agent dials in plain now serves TLS on the same port: from here on the agent
+   * dials wss:// there, and nothing else. A switch to another host or port is refused, so the
+   * plain channel (which anyone on the path could speak) cannot send the agent elsewhere.
+   */
+  private onSwitch(socket: WsClient, url: string, ca: string | undefined): void {
+    const from = new URL(this.url);
+    let to: URL;
+    try {
+      to = new URL(url);
+    } catch {
+      return this.opts.log(`refused to switch to ${url}: not a URL`);
+    }
+    if (from.protocol !== 'ws:' || to.protocol !== 'wss:' || to.host !== from.host || to.pathname !== from.pathname) {
+      return this.opts.log(`refused to switch from ${this.url} to ${url}: only ws:// to wss:// on the same address`);
+    }
+    this.url = url;
+    this.ca = ca;
+    this.opts.log(`the server now serves the agent channel over TLS: dialling ${url}`);
+    this.opts.onSwitch?.(url, ca);
+    this.attempt = 0;
+    socket.close(1000, 'switching to TLS');
   }
 
   private startHeartbeat(intervalMs: number): void {

@@ -55,16 +55,25 @@ function startAgent(identity: AgentIdentity, identityPath: string, stateDir: str
   if (identity.ca) Object.assign(process.env, { BERTH_SERVER_CA_FILE: keepServerCa(identity.ca, stateDir) });
   // Commands can run the agent's own tools (`$BERTH_NODE $BERTH_AGENT_BUNDLE follow …`, see log-follow.ts).
   Object.assign(process.env, { BERTH_NODE: process.execPath, BERTH_AGENT_BUNDLE: resolve(process.argv[1] ?? '') });
-  // A CA bundle the server rolls over to is kept: a restarted agent dials with it.
-  const onTrust = (ca: string): void => {
+  // What the server says to dial and trust from now on (a CA roll-over, a switch to TLS) is kept: a
+  // restarted agent dials with it.
+  let current = identity;
+  const keep = (next: AgentIdentity): void => {
     try {
-      writeAtomically(identityPath, `${JSON.stringify({ ...identity, ca })}\n`, 0o600);
-      process.env['BERTH_SERVER_CA_FILE'] = keepServerCa(ca, stateDir);
+      writeAtomically(identityPath, `${JSON.stringify(next)}\n`, 0o600);
+      current = next;
+      if (next.ca) process.env['BERTH_SERVER_CA_FILE'] = keepServerCa(next.ca, stateDir);
+      else delete process.env['BERTH_SERVER_CA_FILE'];
     } catch (err) {
-      log(`cannot keep the new CA bundle in ${identityPath}: ${err instanceof Error ? err.message : String(err)}`);
+      log(`cannot keep the server's new address or CA bundle in ${identityPath}: ${err instanceof Error ? err.message : String(err)}`);
     }
   };
-  const agent = new Agent({ identity, stateDir, onTrust });
+  const onTrust = (ca: string): void => keep({ ...current, ca });
+  const onSwitch = (serverUrl: string, ca: string | undefined): void => {
+    const { ca: _old, ...rest } = current;
+    keep({ ...rest, serverUrl, ...(ca ? { ca } : {}) });
+  };
+  const agent = new Agent({ identity, stateDir, onTrust, onSwitch });
   let stopping = false;
   const stop = () => {
     if (stopping) return;

@@ -7,6 +7,7 @@
 import { createReadStream } from 'node:fs';
 import { createServer, type IncomingMessage, type RequestListener, type Server } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { isBerthError } from '../core/errors.js';
@@ -57,7 +58,15 @@ export interface GatewayOptions {
   tls?: { cert: Buffer; key: Buffer };
   /** The CA bundle agents trust now (TLS): each agent is told it after its welcome (see sendTrust). */
   trust?: () => string | undefined;
+  /**
+   * TLS only: what an agent that dials this port in plain (launched before the channel had TLS) is
+   * told to dial instead (the `switch` frame). Undefined: it is refused.
+   */
+  switchTo?: () => { url: string; ca?: string | undefined } | undefined;
 }
+
+/** How long a plain connection told to switch may stay (an agent older than the frame ignores it). */
+const PLAIN_GRACE_MS = 30_000;
 
 /** An enrolment request is a few hundred bytes; anything much larger is not one. */
 const ENROL_BODY_LIMIT = 16 * 1024;
@@ -69,6 +78,10 @@ interface Session extends AgentSessionInfo {
 
 export class AgentGateway {
   private readonly http: Server | HttpsServer;
+  /** With TLS: where a plain connection goes (an agent launched before, to be told to switch). */
+  private readonly plain: Server | undefined;
+  /** What listens: the HTTP server, or with TLS one that hands each connection on by its first byte. */
+  private readonly listener: Server | NetServer;
   private readonly wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 16 * 1024 * 1024 });
   private readonly sessions = new Map<string, Session>();
   private readonly heartbeatIntervalMs: number;
@@ -106,12 +119,39 @@ export class AgentGateway {
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ code: 'not_found', message: 'this port serves only the agent channel', hint: `Agents connect to ${AGENT_PATH}.` }));
     };
-    this.http = opts.tls ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, onRequest) : createServer(onRequest);
-    this.http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-      this.onUpgrade(req, socket, head).catch((err: unknown) => {
+    const upgrades = (plain: boolean) => (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      this.onUpgrade(req, socket, head, plain).catch((err: unknown) => {
         this.log(`agent upgrade failed: ${String(err)}`);
         reject(socket, 500, 'internal error');
       });
+    };
+    if (opts.tls) {
+      this.http = createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, onRequest);
+      this.plain = createServer((_req, res) => {
+        res.writeHead(426, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ code: 'bad_request', message: 'this port serves the agent channel over TLS', hint: 'Use https:// (wss:// for agents).' }));
+      });
+      this.plain.on('upgrade', upgrades(true));
+      this.listener = createNetServer((socket) => this.route(socket));
+    } else {
+      this.http = createServer(onRequest);
+      this.listener = this.http;
+    }
+    this.http.on('upgrade', upgrades(false));
+  }
+
+  /** TLS: a connection starting with a TLS handshake record (0x16) is TLS; anything else is plain HTTP. */
+  private route(socket: Socket): void {
+    socket.on('error', () => socket.destroy());
+    socket.once('data', (first: Buffer) => {
+      socket.pause();
+      socket.unshift(first);
+      if (first[0] === 0x16) {
+        this.http.emit('connection', socket); // TLS reads what is buffered itself
+      } else {
+        this.plain?.emit('connection', socket);
+        socket.resume(); // the HTTP parser reads from 'data' events
+      }
     });
   }
 
@@ -151,15 +191,15 @@ export class AgentGateway {
 
   async listen(): Promise<{ host: string; port: number }> {
     await new Promise<void>((resolve, reject) => {
-      this.http.once('error', reject);
-      this.http.listen(this.opts.port, this.opts.host, () => {
-        this.http.off('error', reject);
+      this.listener.once('error', reject);
+      this.listener.listen(this.opts.port, this.opts.host, () => {
+        this.listener.off('error', reject);
         resolve();
       });
     });
     this.pinger = setInterval(() => this.checkLiveness(), this.heartbeatIntervalMs);
     this.pinger.unref();
-    const address = this.http.address();
+    const address = this.listener.address();
     const port = typeof address === 'object' && address ? address.port : this.opts.port;
     return { host: this.opts.host, port };
   }
@@ -202,10 +242,11 @@ export class AgentGateway {
     for (const ws of this.wss.clients) ws.terminate();
     this.wss.close();
     this.http.closeAllConnections();
-    await new Promise<void>((resolve) => this.http.close(() => resolve()));
+    this.plain?.closeAllConnections();
+    await new Promise<void>((resolve) => this.listener.close(() => resolve()));
   }
 
-  private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+  private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, plain: boolean): Promise<void> {
     const path = (req.url ?? '').split('?')[0];
     if (path !== AGENT_PATH) return reject(socket, 404, 'not found');
     const hostId = header(req, HOST_ID_HEADER);
@@ -217,7 +258,23 @@ export class AgentGateway {
       return reject(socket, 401, 'unauthorized');
     }
     if (this.closing) return void socket.destroy(); // the agent redials the next server
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(hostId, identity.tenantId, ws));
+    this.wss.handleUpgrade(req, socket, head, (ws) => (plain ? this.onPlainConnection(hostId, ws) : this.onConnection(hostId, identity.tenantId, ws)));
+  }
+
+  /**
+   * An agent launched before the channel had TLS dialled in plain: it is told where to dial now and
+   * nothing else happens on this connection (no session, no command). The agent closes it to
+   * redial; one that does not know the frame stays here, idle, rather than redialling at once.
+   */
+  private onPlainConnection(hostId: string, ws: WebSocket): void {
+    const to = this.opts.switchTo?.();
+    if (!to) return ws.close(1008, 'this port serves the agent channel over TLS');
+    ws.send(JSON.stringify({ type: 'switch', url: to.url, ...(to.ca ? { ca: to.ca } : {}) } satisfies ServerMessage));
+    this.log(`host ${hostId}: its agent dialled in plain; told to dial ${to.url}`);
+    const grace = setTimeout(() => ws.terminate(), PLAIN_GRACE_MS);
+    grace.unref();
+    ws.on('close', () => clearTimeout(grace));
+    ws.on('error', () => ws.terminate());
   }
 
   private onConnection(hostId: string, tenantId: string, ws: WebSocket): void {

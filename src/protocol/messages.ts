@@ -215,6 +215,12 @@ export const serverMessage = z.discriminatedUnion('type', [
    * welcome and whenever it changes. Taken only over TLS, from a server the agent verified.
    */
   z.object({ type: z.literal('trust'), ca: z.string() }),
+  /**
+   * The server now serves the agent channel over TLS, on the port the agent dialled in plain: dial
+   * `url` (wss://, same host and port) trusting `ca` (absent: the system's roots) from now on, and
+   * keep both for the next start. Sent, and taken, only on a plain ws:// connection.
+   */
+  z.object({ type: z.literal('switch'), url: z.string(), ca: z.optional(z.string()) }),
   ...shellServerFrames,
 ]);
 export type ServerMessage = z.infer<typeof serverMessage>;

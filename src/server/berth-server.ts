@@ -152,13 +152,15 @@ export class BerthServer {
           void late.hosts?.onAgentDisconnected(hostId).catch(report(`host ${hostId}: disconnect`));
         },
       };
+      const switchUrl: { url?: string } = {}; // known once the gateway listens
       const gateway = new AgentGateway(
         {
           host: driverInfo.agentListenHost,
           port: config.agentPort ?? 7071,
           heartbeatIntervalMs: config.heartbeatIntervalMs ?? 5000,
           log,
-          ...(agentTls ? { tls: agentTls.pair, trust: () => agentTls.ca } : {}),
+          // Agents launched before the channel had TLS are told to switch to it (wss://, same address).
+          ...(agentTls ? { tls: agentTls.pair, trust: () => agentTls.ca, switchTo: () => (switchUrl.url ? { url: switchUrl.url, ca: agentTls.ca } : undefined) } : {}),
           files: (urlPath) => slugs.fileFor(urlPath),
           ...(config.driver.fleet
             ? { enrol: (body: unknown) => (late.fleet ? late.fleet.enrol(body) : Promise.reject(new Error('enrolment before the server started'))) }
@@ -174,6 +176,7 @@ export class BerthServer {
       // One port serves the channel, enrolment and the files hosts fetch; over TLS when it has a certificate.
       const agentBase = `${agentTls ? 'https' : 'http'}://${agentAddress.host}:${agentAddress.port}`;
       const agentUrl = `${agentBase.replace(/^http/, 'ws')}${AGENT_PATH}`;
+      switchUrl.url = agentUrl;
       const agentChannel = { url: agentUrl, get ca() { return agentTls?.ca; } }; // a CA rolled over is given to hosts launched after
 
       const shellRecorder = config.recordShells ? new ShellRecorder({ dir: `${dataDir.path}/shells` }) : undefined;

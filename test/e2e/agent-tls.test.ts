@@ -2,7 +2,7 @@
  * The agent channel over TLS on real hosts (`--agent-tls-cert/--agent-tls-key/--agent-tls-ca`;
  * here through the server's config): hosts are told the CA and dial wss://, so a pool fills and
  * claims run commands as on a plain channel; a slug reaches its hosts over https:// (the agent's
- * fetch trusts the same CA); the port speaks nothing but TLS; and /metrics shows the certificate's
+ * fetch trusts the same CA); plain HTTP on the port gets only "use TLS"; and /metrics shows the certificate's
  * expiry. The certificate is issued by a test CA for the bridge's address, as an operator's would be.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -76,7 +76,7 @@ describe('the agent channel over TLS', () => {
     expect(released.code, released.stderr).toBe(0);
   });
 
-  it('serves a slug to its hosts over https://, and speaks nothing but TLS on the port', async () => {
+  it('serves a slug to its hosts over https://, and answers plain HTTP on the port only with "use TLS"', async () => {
     const app = join(dir, 'app');
     mkdirSync(app, { recursive: true });
     writeFileSync(join(app, 'index.html'), 'slug over tls\n');
@@ -91,8 +91,11 @@ describe('the agent channel over TLS', () => {
     await berth(['env', 'rm', 'sluggy'], env);
 
     const port = new URL(srv.server.agentUrl).port;
-    // Plain HTTP on the agent port is not answered; over TLS with the CA it is (and says what it is for).
-    await expect(fetch(`http://${GATEWAY}:${port}/`)).rejects.toThrow();
+    // Plain HTTP on the agent port gets only "use TLS" (agents launched before TLS are told to switch:
+    // agent-tls-switch.test.ts); over TLS with the CA it is answered (and says what it is for).
+    const plain = await fetch(`http://${GATEWAY}:${port}/`);
+    expect(plain.status).toBe(426);
+    expect(await plain.text()).toContain('this port serves the agent channel over TLS');
     const answered = await getUrl(new URL(`https://${GATEWAY}:${port}/`), { ca: ca.cert });
     expect(answered.status).toBe(404);
     expect(answered.body).toContain('this port serves only the agent channel');

@@ -152,6 +152,7 @@ export class SsmAgents implements BackendAgents {
       case 'serviceAction':
       case 'welcome':
       case 'trust':
+      case 'switch':
       case 'shellOpen':
       case 'shellInput':
       case 'shellResize':

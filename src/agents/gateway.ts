@@ -63,6 +63,8 @@ export interface GatewayOptions {
    * told to dial instead (the `switch` frame). Undefined: it is refused.
    */
   switchTo?: () => { url: string; ca?: string | undefined } | undefined;
+  /** TLS only: how long a new connection may stay silent before it is dropped (default 10 s). */
+  firstByteTimeoutMs?: number;
 }
 
 /** How long a plain connection told to switch may stay (an agent older than the frame ignores it). */
@@ -143,7 +145,10 @@ export class AgentGateway {
   /** TLS: a connection starting with a TLS handshake record (0x16) is TLS; anything else is plain HTTP. */
   private route(socket: Socket): void {
     socket.on('error', () => socket.destroy());
+    // Until it says something, nothing else (TLS's or HTTP's own timeouts) watches the connection.
+    socket.setTimeout(this.opts.firstByteTimeoutMs ?? 10_000, () => socket.destroy());
     socket.once('data', (first: Buffer) => {
+      socket.setTimeout(0);
       socket.pause();
       socket.unshift(first);
       if (first[0] === 0x16) {

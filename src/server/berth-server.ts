@@ -14,7 +14,7 @@ import { HostService } from '../hosts/host-service.js';
 import { CommandsRepo } from '../store/commands-repo.js';
 import { HostsRepo } from '../store/hosts-repo.js';
 import type { Store } from '../store/store.js';
-import { openServerStore, TaskLoops } from './server-runtime.js';
+import { openServerStore, stopStep, TaskLoops } from './server-runtime.js';
 import { ConfigHashKeys } from '../store/tokens-repo.js';
 import { startAccess } from '../tokens/access.js';
 import type { AuditLog } from '../audit/audit-log.js';
@@ -71,6 +71,7 @@ export class BerthServer {
   private stopShells: (() => void) | undefined;
   private stopTls: (() => void) | undefined;
   private audit: AuditLog | undefined;
+  private log: (line: string) => void = () => {};
   /** Resolves, naming it, when another server took this one's database and this one stopped (see DatabaseLockOptions.onTaken). */
   fenced: Promise<string> = new Promise(() => {});
 
@@ -336,6 +337,7 @@ export class BerthServer {
         stopShells();
       };
       server.driver = config.driver;
+      server.log = log;
       server.fenced = fenced.then(async (holder) => (await server.stop(), holder));
       if (apiTls && config.tls) certificates.watch('api', new CertificateWatcher(config.tls, API_TLS_USE, apiTls, (pair) => setApiCertificate(app, pair), log));
       if (agentTls) certificates.watch('agent', agentTls.watch(agentAddress.host, gateway, log));
@@ -378,15 +380,16 @@ export class BerthServer {
     this.hosts.stop();
     this.stopShells?.();
     this.stopTls?.();
-    await this.router.close();
-    await this.pools.reconciler.stop();
-    await this.app.close();
-    await this.audit?.close();
-    await this.images.close().catch(() => undefined);
-    await this.backendAgents?.close();
-    await this.driver?.stopServing?.();
-    await this.gateway.close();
-    await this.store.close();
+    const step = (name: string, run: () => unknown) => stopStep(name, run, this.log);
+    await step('the router', () => this.router.close());
+    await step("the pools' reconciler", () => this.pools.reconciler.stop());
+    await step('the API (its open requests and connections)', () => this.app.close());
+    await step('the audit log', () => this.audit?.close());
+    await step('image builds', () => this.images.close().catch(() => undefined));
+    await step("the backend's agents", () => this.backendAgents?.close());
+    await step("the driver's services", () => this.driver?.stopServing?.());
+    await step('the agent channel', () => this.gateway.close());
+    await step('the store', () => this.store.close());
     this.dataDir.unlock();
   }
 

@@ -1,5 +1,6 @@
 /**
- * Two small pieces of a running server: its periodic tasks, and its store held for it alone.
+ * Small pieces of a running server: its periodic tasks, its store held for it alone, and the steps
+ * of its stop.
  */
 import { hostname } from 'node:os';
 import type { DatabaseLockOptions } from '../store/database-lock.js';
@@ -7,6 +8,21 @@ import { openStore, type Store } from '../store/store.js';
 import { StandbyListener } from './standby-listener.js';
 import type { TlsPair } from './tls-files.js';
 import type { ServerConfig } from './server-config.js';
+
+/**
+ * Runs one step of a server's stop, saying in the log every `warnMs` while it has not finished, and
+ * which step it is: a stop that hangs (on a connection that does not close, say) names its cause.
+ */
+export async function stopStep(name: string, step: () => unknown, log: (line: string) => void, warnMs = 5000): Promise<void> {
+  const t0 = Date.now();
+  const timer = setInterval(() => log(`stopping: still waiting for ${name} after ${Math.round((Date.now() - t0) / 1000)} s`), warnMs);
+  timer.unref();
+  try {
+    await step();
+  } finally {
+    clearInterval(timer);
+  }
+}
 
 /** Tasks run every so often, one run at a time each (a slow run is not overlapped by the next), until stop(). */
 export class TaskLoops {

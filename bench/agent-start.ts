@@ -2,8 +2,8 @@
  * What starting the agent's node costs, three ways taking turns: as hosts start it now (node's own
  * options only, the agent loaded with its code cache, agent/loader.ts); the same without the
  * agent's code cache; and with its V8 flags on node's command line, as hosts did until the
- * twenty-second session (a V8 flag there makes V8 refuse every code cache: node's for its built-in
- * modules and the agent's). `--expose-internals` lets a preloaded probe count node's modules.
+ * twenty-second session (the old set, plus today's --semi-space-growth-factor=1; any V8 flag there
+ * makes V8 refuse every code cache: node's for its built-in modules and the agent's). `--expose-internals` lets a preloaded probe count node's modules.
  *
  * Measured on the bundle's `follow` tool without arguments: node starts, the whole agent loads
  * (every module it imports), the tool prints its usage and exits — the agent's start up to its own

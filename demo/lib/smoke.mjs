@@ -17,14 +17,20 @@ const dataDir = mkdtempSync(join(tmpdir(), 'berth-demo-smoke-'));
 const children = [];
 const output = [];
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-    probe.on('error', reject);
-  });
+// All probes stay open until every port is known: a port closed before the next probe listens can
+// be handed out again, and api and web would then be told the same one.
+async function freePorts(count) {
+  const probes = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      const probe = createServer();
+      probes.push(probe);
+      await new Promise((resolve, reject) => probe.once('error', reject).listen(0, '127.0.0.1', resolve));
+    }
+    return probes.map((probe) => probe.address().port);
+  } finally {
+    await Promise.all(probes.map((probe) => new Promise((resolve) => probe.close(() => resolve()))));
+  }
 }
 
 function start(service, env) {
@@ -49,7 +55,7 @@ async function waitHttp(url) {
 }
 
 async function main() {
-  const [apiPort, webPort] = [await freePort(), await freePort()];
+  const [apiPort, webPort] = await freePorts(2);
   const apiUrl = `http://127.0.0.1:${apiPort}`;
   const web = `http://127.0.0.1:${webPort}`;
   start('api', { PORT: String(apiPort) });

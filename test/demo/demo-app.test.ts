@@ -6,12 +6,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
+import { freePorts } from '../helpers/ports.js';
 import { waitFor } from '../helpers/wait.js';
 
 const DEMO = fileURLToPath(new URL('../../demo/', import.meta.url));
@@ -80,16 +80,6 @@ class Service {
 
 const running = new Set<Service>();
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer().listen(0, '127.0.0.1', () => {
-      const address = probe.address();
-      probe.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-    probe.on('error', reject);
-  });
-}
-
 async function healthy(base: string): Promise<void> {
   await waitFor(`${base}/healthz`, async () => ((await fetch(`${base}/healthz`)).ok ? true : undefined), { timeoutMs: 5000, intervalMs: 20, ignoreErrors: true });
 }
@@ -152,8 +142,7 @@ describe('the demo stack', () => {
         '',
       ].join('\n'),
     );
-    apiPort = await freePort();
-    webPort = await freePort();
+    [apiPort = 0, webPort = 0] = await freePorts(2);
     const tags = JSON.stringify({ 'berth.stack': 'demo', 'berth.mode': 'review', team: 'a', 'berth.env.DEMO_SECRET_TOKEN': TOKEN });
     const common = { BERTH_ENV_FILE: envFile, BERTH_TAGS: tags, API_URL: apiBase() };
     apiEnv = { ...common, PORT: String(apiPort), DATA_DIR: join(dir, 'data') };

@@ -18,7 +18,7 @@ import { EmulatedFleet } from '../helpers/emulated-fleet.js';
 import { motoAvailable, MOTO_CREDENTIALS, MOTO_REGION, startMoto, type Moto } from '../helpers/moto.js';
 import { berth } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
-import { freePort } from '../helpers/ports.js';
+import { freePorts } from '../helpers/ports.js';
 
 const NAME = 'bcli';
 
@@ -38,7 +38,7 @@ describe.skipIf(!motoAvailable('berth server --driver aws on moto'))('berth serv
     asg = new AutoScalingClient({ region: MOTO_REGION, endpoint: moto.endpoint, credentials: MOTO_CREDENTIALS });
     dir = await mkdtemp(join(tmpdir(), 'berth-awscli-'));
     env = { AWS_ACCESS_KEY_ID: MOTO_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: MOTO_CREDENTIALS.secretAccessKey, AWS_REGION: MOTO_REGION, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' };
-    const [api, agent] = [await freePort(), await freePort()];
+    const [api = 0, agent = 0] = await freePorts(2);
     // `--data-dir` and `--port`: the CLI below finds the server through the data dir.
     // prettier-ignore
     const args = [

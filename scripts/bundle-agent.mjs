@@ -3,11 +3,11 @@
 // one file to read, no ES module loader and nothing compiled from source means a faster start, and a
 // host needs nothing of the server's dependencies.
 import { build } from 'esbuild';
-import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { AGENT_NODE_FLAGS } from '../dist/cli/paths.js';
+import { writeAgentCodeCache } from './agent-code-cache.mjs';
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const outDir = join(root, 'dist/agent-bundle');
@@ -43,8 +43,11 @@ await build({
 const dynamic = /\bimport\(/.exec(readFileSync(join(outDir, 'agent.cjs'), 'utf8'));
 if (dynamic) throw new Error(`the agent bundle has an import() left (at ${dynamic.index}); import the module statically or as a node: built-in`);
 await build({ ...common, entryPoints: [join(root, 'src/agent/loader-entry.ts')], outfile: join(outDir, 'berth-agent.cjs') });
-// Made by this node with the options hosts start the agent with (no V8 flag: see src/cli/paths.ts).
-const made = spawnSync(process.execPath, [...AGENT_NODE_FLAGS, join(outDir, 'berth-agent.cjs'), '--write-code-cache'], { encoding: 'utf8' });
-if (made.status !== 0) {
-  process.stderr.write(`warning: no code cache for the agent (it will compile at each start): ${made.stderr || made.error}\n`);
+// Made by this node with the options hosts start the agent with (no V8 flag: see src/cli/paths.ts),
+// after a rehearsal of a first command (see agent-code-cache.mjs).
+try {
+  const made = await writeAgentCodeCache(outDir, AGENT_NODE_FLAGS);
+  if (!made.rehearsed) process.stderr.write(`warning: the agent's code cache was made without its rehearsal (a host's first command compiles its path): ${made.error}\n`);
+} catch (err) {
+  process.stderr.write(`warning: no code cache for the agent (it will compile at each start): ${err instanceof Error ? err.message : String(err)}\n`);
 }

@@ -41,6 +41,8 @@ export interface AgentOptions {
   onTrust?: (ca: string) => void;
   /** The server moved its channel to TLS (AgentConnection's onSwitch). */
   onSwitch?: (serverUrl: string, ca: string | undefined) => void;
+  /** The channel closed (the agent redials by itself); the build's rehearsal stops there. */
+  onDisconnect?: () => void;
 }
 
 export class Agent {
@@ -91,7 +93,10 @@ export class Agent {
         invocations: this.journal.known(),
       }),
       onMessage: (msg) => this.onMessage(msg),
-      onClose: () => this.shells.closeAll(),
+      onClose: () => {
+        this.shells.closeAll();
+        this.opts.onDisconnect?.();
+      },
     });
     this.shells = new ShellSessions({
       send: (msg) => this.connection.send(msg),

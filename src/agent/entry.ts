@@ -3,9 +3,11 @@
 // host: `… berth-agent.cjs follow [-n N] FILE` (`berth svc logs -f`, see log-follow.ts) and `… fetch
 // URL` (environments' slugs, see fetch-tool.ts). The tools are imported only when asked for: the
 // agent's idle RSS is on every host's budget. Loading the bundle runs nothing (the build loads it
-// to make its code cache); `main` does.
+// to make its code cache, after `rehearse`); `main` does.
 import type { LoadNotes } from './loader.js';
 import { runAgent } from './main.js';
+
+export { rehearse } from './rehearsal.js';
 
 const tools: Record<string, () => Promise<(args: string[]) => Promise<number>>> = {
   follow: () => import('./log-follow.js').then((m) => m.followMain),

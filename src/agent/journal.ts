@@ -4,7 +4,7 @@
  * reconnect or an agent restart is recognised and never executed twice; and after it ends, so its
  * result survives until the server acknowledges it.
  */
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync, renameSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, unlinkSync, writeFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import type { InvocationResult, KnownInvocation } from '../protocol/messages.js';
 
@@ -26,7 +26,7 @@ export class InvocationJournal {
         const entry = JSON.parse(readFileSync(join(dir, name), 'utf8')) as JournalEntry;
         this.entries.set(entry.invocationId, entry);
       } catch {
-        rmSync(join(dir, name), { force: true });
+        removeFile(join(dir, name));
       }
     }
   }
@@ -52,7 +52,7 @@ export class InvocationJournal {
     const entry = this.entries.get(id);
     if (!entry || entry.state !== 'finished') return;
     this.entries.delete(id);
-    rmSync(join(this.dir, `${safeName(id)}.json`), { force: true });
+    removeFile(join(this.dir, `${safeName(id)}.json`));
     this.acknowledged.add(id);
     if (this.acknowledged.size > 10_000) {
       const oldest = this.acknowledged.values().next().value;
@@ -78,4 +78,16 @@ export class InvocationJournal {
 
 function safeName(id: string): string {
   return id.replace(/[^A-Za-z0-9_.-]/g, '_');
+}
+
+/**
+ * unlink, a missing file being fine. Not rmSync: on node 20 it loads a module of its own on first
+ * use (rimraf), which the agent, its V8 flags set by then, would compile from source on every host.
+ */
+function removeFile(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
 }

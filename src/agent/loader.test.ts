@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AGENT_NODE_FLAGS, agentBundleDir } from '../cli/paths.js';
+import { writeAgentCodeCache } from '../../scripts/agent-code-cache.mjs';
 import { AGENT_CODE_CACHE } from './loader.js';
 
 // A copy of the built bundle (`npm test` builds first), so the cache can be spoiled without harm.
@@ -61,6 +62,19 @@ describe('the agent loader (berth-agent.cjs)', () => {
     const made = spawnSync(process.execPath, [...AGENT_NODE_FLAGS, join(dir, 'berth-agent.cjs'), '--write-code-cache'], { encoding: 'utf8', env: {} });
     expect(made.status, made.stderr).toBe(0);
     expect(readFileSync(cache).length).toBeGreaterThan(10_000);
+    expect(startAgent().stderr).not.toContain(REFUSED);
+  });
+
+  it("holds a first command's path compiled: the build rehearses one through the agent before it takes the cache", async () => {
+    const cache = join(dir, AGENT_CODE_CACHE);
+    const plain = spawnSync(process.execPath, [...AGENT_NODE_FLAGS, join(dir, 'berth-agent.cjs'), '--write-code-cache'], { encoding: 'utf8', env: {} });
+    expect(plain.status, plain.stderr).toBe(0);
+    const loadedOnly = readFileSync(cache).length;
+    // The stand-in server plays welcome, tags, `run` of `true`, ack, close; the agent's real
+    // channel, journal and warm shell answer, and the result it saw was a success.
+    expect(await writeAgentCodeCache(dir, AGENT_NODE_FLAGS)).toEqual({ rehearsed: true });
+    // What the command's path compiled is in it (its parse, journal, shell, result frame: ~60 KiB).
+    expect(readFileSync(cache).length).toBeGreaterThan(loadedOnly + 30_000);
     expect(startAgent().stderr).not.toContain(REFUSED);
   });
 });

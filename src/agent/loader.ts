@@ -3,8 +3,9 @@
  * (agent.cjs beside it) with the V8 code cache the build made for it (agent.cache), so no host's
  * agent compiles its ~100 KiB of JavaScript from source at each start; then runs it (entry.ts).
  * A cache made by another node (an image's own) is refused by V8, which then compiles as usual:
- * the agent says so once in its log. `--write-code-cache` is the build's: it loads the agent
- * without running it and writes the cache.
+ * the agent says so once in its log. `--write-code-cache [URL]` is the build's: it loads the agent,
+ * with a URL has it rehearse a first command against the build's stand-in server there (so the
+ * cache holds that path compiled, see rehearsal.ts), and writes the cache.
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -16,6 +17,8 @@ export const AGENT_CODE_CACHE = 'agent.cache';
 
 interface AgentModule {
   main(argv: string[], loaded?: LoadNotes): void;
+  /** The build's rehearsal of a first command (rehearsal.ts). */
+  rehearse?(serverUrl: string): Promise<void>;
 }
 
 /** What the loader tells the agent about how it was loaded (the agent logs it; its tools do not). */
@@ -53,10 +56,18 @@ function load(dir: string, useCache: boolean): Loaded {
 export function runLoader(argv: string[]): void {
   const dir = dirname(argv[1] ?? '.');
   if (argv[2] === '--write-code-cache') {
-    const { script } = load(dir, false);
-    const path = join(dir, AGENT_CODE_CACHE);
-    writeFileSync(`${path}.tmp`, script.createCachedData());
-    renameSync(`${path}.tmp`, path);
+    const { agent, script } = load(dir, false);
+    const rehearsal = argv[3] && agent.rehearse ? agent.rehearse(argv[3]) : Promise.resolve();
+    void rehearsal.then(() => {
+      const path = join(dir, AGENT_CODE_CACHE);
+      writeFileSync(`${path}.tmp`, script.createCachedData());
+      renameSync(`${path}.tmp`, path);
+      // The agent's timers and handles are gone; anything else left must not hold the build.
+      process.exit(0);
+    }, (err: unknown) => {
+      process.stderr.write(`the agent's rehearsal failed: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exit(1);
+    });
     return;
   }
   const { agent, cacheRejected } = load(dir, true);

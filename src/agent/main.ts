@@ -43,6 +43,8 @@ async function tuneFor(identity: AgentIdentity): Promise<void> {
   if (identity.serverUrl.startsWith('wss:')) await import('node:tls');
   // stderr (the host's console log, a file) is made on first use, with a module of its own.
   void process.stderr.writable;
+  // The first Date made reads the zone (/etc/localtime): here, not in the first command's path.
+  void new Date().toISOString();
   (globalThis as { gc?: () => void }).gc ??= tuneAgentV8();
 }
 

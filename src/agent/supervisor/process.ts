@@ -10,6 +10,7 @@ import { signalAll, signalGroup } from '../runcommand/sweep.js';
 import type { ObservedExit } from './backoff.js';
 import { ServiceStartError } from './errors.js';
 import { groupAlive, isSameLiveProcess, markedProcesses as serviceProcesses, readProcStat } from '../procfs.js';
+import { monotonicMs } from '../clock.js';
 
 export interface LaunchParams {
   cmd: string;
@@ -118,9 +119,9 @@ export class ServiceProcess {
     signalAll(serviceProcesses(target), stopSignal);
     // A stopped (SIGSTOP) process handles the stop signal only once continued.
     if (stopSignal !== 'SIGKILL') signalGroup(this.pid, 'SIGCONT');
-    const deadline = performance.now() + timeoutMs;
-    while (performance.now() < deadline && (!this.hasExited || groupAlive(this.pid))) {
-      await delay(Math.min(STOP_POLL_MS, Math.max(1, deadline - performance.now())));
+    const deadline = monotonicMs() + timeoutMs;
+    while (monotonicMs() < deadline && (!this.hasExited || groupAlive(this.pid))) {
+      await delay(Math.min(STOP_POLL_MS, Math.max(1, deadline - monotonicMs())));
       if (this.adopted && !this.hasExited && !isSameLiveProcess(this.pid, this.startTime)) {
         this.settle({ code: null, signal: null, known: false });
       }
@@ -174,12 +175,12 @@ export class ServiceProcess {
  * (one may fork between a scan and its kill) and `pending` is false, or KILL_SWEEP_MS has passed.
  */
 export async function killServiceRemnants(target: { pgid?: number; marker: string }, pending = () => false): Promise<void> {
-  const deadline = performance.now() + KILL_SWEEP_MS;
+  const deadline = monotonicMs() + KILL_SWEEP_MS;
   for (;;) {
     if (target.pgid !== undefined) signalGroup(target.pgid, 'SIGKILL');
     const pids = serviceProcesses(target);
     signalAll(pids, 'SIGKILL');
-    if ((pids.length === 0 && !pending()) || performance.now() >= deadline) return;
+    if ((pids.length === 0 && !pending()) || monotonicMs() >= deadline) return;
     await delay(5);
   }
 }

@@ -10,6 +10,7 @@ import { request } from 'node:http';
 import { connect } from 'node:net';
 import type { ServiceReadyCheck } from '../../protocol/messages.js';
 import { signalGroup } from '../runcommand/sweep.js';
+import { monotonicMs } from '../clock.js';
 
 export type ReadinessOutcome = { outcome: 'ready' } | { outcome: 'timeout'; reason: string } | { outcome: 'aborted' };
 
@@ -35,7 +36,7 @@ export function hasProbes(check: ServiceReadyCheck | undefined): check is Servic
 }
 
 export async function waitUntilReady(check: ServiceReadyCheck, ctx: ProbeContext, signal: AbortSignal): Promise<ReadinessOutcome> {
-  const started = performance.now();
+  const started = monotonicMs();
   const deadline = started + check.timeoutSeconds * 1000;
   for (;;) {
     let failure: string | undefined;
@@ -46,18 +47,18 @@ export async function waitUntilReady(check: ServiceReadyCheck, ctx: ProbeContext
     }
     if (signal.aborted) return { outcome: 'aborted' };
     if (failure === undefined) return { outcome: 'ready' };
-    const left = deadline - performance.now();
+    const left = deadline - monotonicMs();
     if (left <= 0) return { outcome: 'timeout', reason: `not ready within ${check.timeoutSeconds} s: ${failure}` };
-    const young = Math.max(MIN_POLL_MS, (performance.now() - started) / 4);
+    const young = Math.max(MIN_POLL_MS, (monotonicMs() - started) / 4);
     await sleep(Math.min(check.intervalMs, young, left), signal);
     if (signal.aborted) return { outcome: 'aborted' };
-    if (performance.now() >= deadline) return { outcome: 'timeout', reason: `not ready within ${check.timeoutSeconds} s: ${failure}` };
+    if (monotonicMs() >= deadline) return { outcome: 'timeout', reason: `not ready within ${check.timeoutSeconds} s: ${failure}` };
   }
 }
 
 /** Runs every probe of the check; the first failure's description, or undefined when all pass. */
 async function probeOnce(check: ServiceReadyCheck, ctx: ProbeContext, deadline: number, signal: AbortSignal): Promise<string | undefined> {
-  const timeoutMs = () => Math.max(MIN_PROBE_TIMEOUT_MS, deadline - performance.now());
+  const timeoutMs = () => Math.max(MIN_PROBE_TIMEOUT_MS, deadline - monotonicMs());
   if (check.tcp) {
     const failure = await probeTcp(check.tcp.port, timeoutMs(), signal);
     if (failure) return failure;

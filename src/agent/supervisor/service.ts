@@ -22,6 +22,7 @@ import { ServiceProcess } from './process.js';
 import { hasProbes, waitUntilReady } from './readiness.js';
 import type { ServiceRecord, ServiceStateStore } from './state-file.js';
 import { ServiceStatusBook } from './status.js';
+import { monotonicMs } from '../clock.js';
 
 export type ServicePhase = 'idle' | 'pending' | 'starting' | 'ready' | 'backoff' | 'stopping';
 
@@ -280,12 +281,12 @@ export class Service {
     }
     const probe = new AbortController();
     this.probe = probe;
-    const startedAt = performance.now();
+    const startedAt = monotonicMs();
     void waitUntilReady(check, ctx, probe.signal).then((result) => {
       if (this.probe === probe) this.probe = undefined;
       if (result.outcome === 'aborted' || this.run !== proc || this.phaseValue !== 'starting') return;
       if (result.outcome === 'ready') {
-        this.markReady(`ready after ${Math.round(performance.now() - startedAt)} ms`);
+        this.markReady(`ready after ${Math.round(monotonicMs() - startedAt)} ms`);
         return;
       }
       this.log.note(result.reason);

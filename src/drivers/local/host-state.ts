@@ -3,8 +3,7 @@
  * as driverData. Paths and names are re-derived from the host id and the driver config rather than
  * trusted from the record, so a tampered or stale record can never point terminate at other files.
  */
-import { readFileSync } from 'node:fs';
-import { rename, writeFile } from 'node:fs/promises';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { isSameLiveProcess } from './proc.js';
 
 export const STATE_VERSION = 1;
@@ -92,10 +91,11 @@ export function liveAddress(stateFile: string, driverData: Record<string, unknow
 }
 
 /** Atomic replace, so a crash mid-write never leaves a truncated record behind. */
-export async function writeStateFile(path: string, record: HostRecord): Promise<void> {
+/** Synchronous, as the boot files are (see writeHostFiles): one small file, twice per launch. */
+export function writeStateFile(path: string, record: HostRecord): void {
   const tmp = `${path}.tmp`;
-  await writeFile(tmp, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
-  await rename(tmp, path);
+  writeFileSync(tmp, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
+  renameSync(tmp, path);
 }
 
 export function recordToDriverData(record: HostRecord): Record<string, unknown> {

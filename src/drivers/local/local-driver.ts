@@ -231,7 +231,9 @@ export class LocalDriver implements HostDriver {
       if (reach.egressAllow && !(nameServer && access.forwardsNames) && parseEgressAllow(reach.egressAllow).names.length > 0) {
         throw new BerthError('driver_unavailable', `host ${spec.id} may reach names, but hosts get no name service on this machine (see the server's log)`, 'Give berth server name servers (--dns IP[,IP...]), or allow the host ranges only.');
       }
-      await Promise.all([writeHostFiles(names, spec, ip, fstab, nameServer), writeStateFile(names.stateFile, record), access.admit(ip, reach)]);
+      writeHostFiles(names, spec, ip, fstab, nameServer);
+      writeStateFile(names.stateFile, record);
+      await access.admit(ip, reach);
     } catch (err) {
       launcher.abort();
       await launcher.ready.catch(() => undefined);
@@ -245,7 +247,7 @@ export class LocalDriver implements HostDriver {
     if (!init) throw new LaunchProcessError(`init process ${host.initPid} exited right after starting`, host.outerPid);
     Object.assign(record, { initPid: host.initPid, initStartTime: init.startTime });
     if (outer) Object.assign(record, { outerPid: host.outerPid, outerStartTime: outer.startTime });
-    await writeStateFile(names.stateFile, record);
+    writeStateFile(names.stateFile, record);
     const totalMs = performance.now() - how.started;
     this.cfg.logger.debug({ hostId: spec.id, ip, initPid: host.initPid, prepMs: round(prepMs), totalMs: round(totalMs), reset: how.reset }, 'host launched');
     return { id: spec.id, hostname: spec.hostname, ip, driverData: recordToDriverData(record) };

@@ -76,13 +76,13 @@ export function registerClaimCommands(program: Command, ctx: Context): void {
     .command('release')
     .description('release a claimed host from its group; the host is terminated and the pool refills')
     .argument('<host>', 'host id')
-    .option('--reuse', 'return the host to its pool instead (not available yet: the server refuses it)')
+    .option('--reuse', 'reset the host in place (new files, processes and agent credentials) and return it to its pool instead')
     .option('--json', 'print JSON')
     .action(async (hostId: string, opts: { reuse?: boolean; json?: boolean }) => {
       const view = await ctx.client().post<PoolHostView>(`/v1/hosts/${encodeURIComponent(hostId)}/release`, { reuse: Boolean(opts.reuse) });
       const printer = ctx.printer(opts.json);
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
-      printer.out(`${view.id} released: ${view.state}\n`);
+      printer.out(view.slot === 'warming' ? `${view.id} released: being reset for pool ${view.pool ?? '?'}\n` : `${view.id} released: ${view.state}\n`);
     });
 
   const group = program.command('group').description('groups: who claimed hosts (users, tenants, environments)');

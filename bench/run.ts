@@ -47,6 +47,9 @@ const CLI_RUNS = 20;
 const DISK_LAUNCHES = Number(process.env['BENCH_DISK_LAUNCHES'] ?? 20);
 const ROUND_TRIPS = Number(process.env['BENCH_ROUND_TRIPS'] ?? 600);
 const IDLE_SECONDS = Number(process.env['BENCH_IDLE_SECONDS'] ?? 10);
+/** Trips that each come after the machine sat idle this long (see the round trip after idle). */
+const IDLE_GAP_MS = 500;
+const GAP_TRIPS = Number(process.env['BENCH_GAP_TRIPS'] ?? 40);
 /**
  * Seconds after work before the idle window: going idle, the agent runs its compacting GC 2 s after
  * its last command, and V8's memory reducer one or two more some 8-15 s later (each 15-25 ms of CPU).
@@ -241,10 +244,10 @@ async function foundationBench(srv: Awaited<ReturnType<typeof startServer>>): Pr
 
   // The client runs in its own process, as a real one would, so it does not share the server's loop.
   // Asynchronously: the server shares this process's event loop.
-  const clientLoop = async (client: 'berth' | 'fetch', host: HostView, n: number): Promise<number[]> => {
+  const clientLoop = async (client: 'berth' | 'fetch', host: HostView, n: number, gapMs = 0): Promise<number[]> => {
     const { stdout } = await execFileAsync(process.execPath, [join(packageRoot(), 'bench', 'client-loop.mjs'), srv.server.url, srv.server.token, host.id, String(n)], {
       maxBuffer: 64 * 1024 * 1024,
-      env: { ...process.env, BENCH_CLIENT: client },
+      env: { ...process.env, BENCH_CLIENT: client, BENCH_GAP_MS: String(gapMs) },
     });
     return JSON.parse(stdout) as number[];
   };
@@ -265,6 +268,12 @@ async function foundationBench(srv: Awaited<ReturnType<typeof startServer>>): Pr
   }
   const agentTrip = summarize(agentTrips);
   const viaFetch = summarize(fetchTrip);
+  // The same trips, each after the machine sat idle for a while, as a claim on a quiet pool comes:
+  // every process on the path (client, server, agent, its shell) wakes up cold.
+  progress(`round trip after ${IDLE_GAP_MS} ms idle, x${GAP_TRIPS}…`);
+  const beforeGap = srv.server.commands.roundTrips.recent().length;
+  const gapTrip = summarize(await clientLoop('berth', target, GAP_TRIPS, IDLE_GAP_MS));
+  const gapAgent = summarize(srv.server.commands.roundTrips.recent().slice(beforeGap));
 
   progress(`agent idle for ${IDLE_SETTLE_SECONDS} + ${IDLE_SECONDS} s…`);
   const idle = await measureIdle(srv.dataDir, hosts, IDLE_SECONDS);
@@ -292,6 +301,7 @@ async function foundationBench(srv: Awaited<ReturnType<typeof startServer>>): Pr
     `| Run Command round trip (\`true\`), berth's API client in its own process | ${rtS.n} | ${ms(rtS.p50)} | ${ms(rtS.p99)} | p50 <= 5 ms | ${verdict(rtS.p50 <= 5)} |`,
     `| the same through a plain \`fetch()\` client (undici), same server, another host | ${viaFetch.n} | ${ms(viaFetch.p50)} | ${ms(viaFetch.p99)} | fetch / berth's client p50 = ${(viaFetch.p50 / rtS.p50).toFixed(2)}x | |`,
     `| of which the agent's part: run sent -> result received by the server | ${agentTrip.n} | ${ms(agentTrip.p50)} | ${ms(agentTrip.p99)} | ${((100 * agentTrip.p50) / rtS.p50).toFixed(0)} % of the round trip | |`,
+    `| the same round trip, each after ${IDLE_GAP_MS} ms of the machine idle (as a claim on a quiet pool comes); of which the agent's part | ${gapTrip.n} | ${ms(gapTrip.p50)}; ${ms(gapAgent.p50)} | ${ms(gapTrip.p99)}; ${ms(gapAgent.p99)} | after idle / back to back p50 = ${(gapTrip.p50 / rtS.p50).toFixed(2)}x | |`,
     `| baseline: \`bash -c true\` spawned by a small node process | ${bashTrue.n} | ${ms(bashTrue.p50)} | ${ms(bashTrue.p99)} | round trip p50 / this = ${(rtS.p50 / bashTrue.p50).toFixed(2)}x | |`,
     `| CLI one-shot command (\`berth host ls --json\`: a fresh process, its request, its output) | ${cliS.n} | ${ms(cliS.p50)} | ${ms(cliS.p99)} | this / bare node start = ${(cliS.p50 / nodeStart.p50).toFixed(2)}x | |`,
     `| agent idle RSS (max of ${idle.agents}) | ${idle.agents} | ${idle.rssMiB.toFixed(1)} MiB (${(idle.rssMiB * 1.048576).toFixed(1)} MB) | | <= 50 MB | ${verdict(idle.rssMiB * 1.048576 <= 50)} |`,

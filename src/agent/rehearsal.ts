@@ -1,8 +1,9 @@
 /**
  * The build's rehearsal of a host's first command. V8 compiles a function only when it first runs,
  * and a code cache holds what was compiled when it was made: taken right after loading, it left a
- * host's first command (a warm claim's init) compiling the whole path of a command, from the `run`
- * frame to the result, ~1.5 ms on the claim's clock. So the build (`--write-code-cache`, see
+ * host's first command (a pool host's readiness check; any command on a host outside a pool)
+ * compiling the whole path of a command, from the `run` frame to the result: ~0.9 ms more of the
+ * agent's CPU (3.6 against 2.7 ms, docs/benchmarks.md). So the build (`--write-code-cache`, see
  * loader.ts) runs this first: an agent with a scratch state dir serves one session of a stand-in
  * server (scripts/agent-code-cache.mjs: welcome, the user's tags, `run` of `true`, ack, close) with
  * its real channel, journal and warm shell, and only then takes the cache.

@@ -1,6 +1,6 @@
 // Makes the agent's code cache (agent.cache beside agent.cjs) after a rehearsal of a host's first
 // command (src/agent/rehearsal.ts): the loader, started as hosts start it, connects an agent to the
-// stand-in server here, which plays one claim's session on the real protocol (welcome, the user's
+// stand-in server here, which plays a host's first session on the real protocol (welcome, the user's
 // tags, `run` of `true`, ack once its result came, close); then the loader writes the cache.
 // Without the rehearsal (it failed, or took over 10 s) the cache holds what loading compiles.
 import { spawn } from 'node:child_process';

@@ -26,6 +26,7 @@ import { registerShellCommands } from './shell-command.js';
 import { registerTokenCommands } from './token-commands.js';
 import { registerAuditCommand } from './audit-command.js';
 import { registerStoreCommand } from './store-command.js';
+import { registerDownCommand } from './down-command.js';
 
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const program = new Command('berth')
@@ -38,6 +39,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
 
   registerServerCommand(program, ctx, env);
   registerUpCommand(program, ctx, env);
+  registerDownCommand(program, ctx, env);
   registerHostCommands(program, ctx);
   registerRunCommands(program, ctx);
   registerShellCommands(program, ctx);

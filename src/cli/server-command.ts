@@ -8,6 +8,7 @@ import type { Context } from './context.js';
 import { UsageError } from './output.js';
 import { parseDurationMs } from '../core/duration.js';
 import { BerthError, errorMessage } from '../core/errors.js';
+import type { LocalNetwork } from '../drivers/local/network-record.js';
 
 /** `berth server --driver aws`: where and what to launch; credentials and region come from the SDK's standard chain. */
 export interface AwsServerOptions {
@@ -49,7 +50,10 @@ export interface ServerOptions {
 }
 
 /** What the command running the server adds: its log and the bus it logs. */
-type ServerExtras = Pick<ServerConfig, 'events' | 'log' | 'hostHourPrice' | 'shellIdleTimeoutMs' | 'recordShells' | 'auditRetentionMs' | 'standby'>;
+type ServerExtras = Pick<ServerConfig, 'events' | 'log' | 'hostHourPrice' | 'shellIdleTimeoutMs' | 'recordShells' | 'auditRetentionMs' | 'standby' | 'runLoops'>;
+
+/** Where a local server's hosts live on the machine unless told otherwise. */
+export const LOCAL_NETWORK_DEFAULTS: LocalNetwork = { bridge: 'berth0', subnet: '10.213.0.0/16', name: 'berth' };
 
 /** The options of a local server (`berth server`, `berth up`). */
 export function withServerOptions(command: Command): Command {
@@ -68,11 +72,11 @@ export function withServerOptions(command: Command): Command {
     .option('--router-tls-key <file>', "the certificate's private key (PEM)")
     .option('--router-redirect-port <port>', 'with HTTPS: plain HTTP on this port, redirecting every request to HTTPS')
     .option('--domain <domain>', 'environments answer at NAME.<domain> (*.localhost resolves to this machine in browsers)', 'localhost')
-    .option('--bridge <name>', 'Linux bridge berth owns for its hosts', 'berth0')
-    .option('--subnet <cidr>', 'private IPv4 subnet of the bridge', '10.213.0.0/16')
+    .option('--bridge <name>', 'Linux bridge berth owns for its hosts', LOCAL_NETWORK_DEFAULTS.bridge)
+    .option('--subnet <cidr>', 'private IPv4 subnet of the bridge', LOCAL_NETWORK_DEFAULTS.subnet)
     .option('--egress-deny <cidrs>', "comma-separated IPv4 ranges that hosts with egress may not reach ('none': no range; default: private, shared, link-local and multicast ranges)")
     .option('--dns <servers>', "comma-separated name servers (IP or IP:port) that hosts with egress resolve names through, relayed at the bridge address ('none': no name service; default: this machine's, from /etc/resolv.conf)")
-    .option('--name <name>', 'instance name: prefixes the cgroups and network namespaces of its hosts, so several servers can share a machine', 'berth')
+    .option('--name <name>', 'instance name: prefixes the cgroups and network namespaces of its hosts, so several servers can share a machine', LOCAL_NETWORK_DEFAULTS.name)
     .option('--image <image>', "default image of hosts: an image name, or a root filesystem directory (default: this machine's root)", '/');
 }
 
@@ -264,7 +268,7 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
       const fenced = await Promise.race([untilStopped().then(() => undefined), server.fenced]);
       const stopping = fenced
         ? `berth server stopped: another server took its database (${fenced}); hosts keep running under that one`
-        : 'berth server stopping (hosts keep running and are adopted at the next start)';
+        : 'berth server stopping (hosts keep running and are adopted at the next start; `berth down` removes them)';
       if (format === 'json') logger.line(stopping);
       else process.stderr.write(`${stopping}\n`);
       await server.stop();

@@ -68,7 +68,7 @@ export function registerUpCommand(program: Command, ctx: Context, env: NodeJS.Pr
         `  npx berth dashboard                            # the web dashboard's address, with the token\n`,
     );
     if (!server) return;
-    say('serving; Ctrl-C stops the server (hosts keep running and are adopted at the next start)');
+    say('serving; Ctrl-C stops the server (hosts keep running and are adopted at the next start; then `berth down` removes them all)');
     await untilStopped();
     await server.stop();
   });

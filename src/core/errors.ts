@@ -115,3 +115,20 @@ export function isBerthError(err: unknown): err is BerthError {
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/**
+ * A listener that could not start, as a person can act on it: which address, why in plain words,
+ * and (in `hint`) the option that moves it.
+ */
+export function listenError(err: unknown, what: string, address: string, hint: string): BerthError {
+  const code = typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : undefined;
+  const reason =
+    code === 'EADDRINUSE'
+      ? 'another program (or another berth server) uses that port'
+      : code === 'EADDRNOTAVAIL'
+        ? 'this machine has no such address'
+        : code === 'EACCES'
+          ? 'a port below 1024 needs root'
+          : errorMessage(err);
+  return new BerthError('conflict', `${what} cannot listen on ${address}: ${reason}`, hint, undefined, { cause: err });
+}

@@ -298,6 +298,12 @@ export interface HostDriver {
   checkResources?(resources: HostResources): void;
   /** Optional: what the driver's name service for hosts answered so far (the local driver's relay), by how; undefined before it started. */
   nameServiceCounts?(): NameServiceCounts | undefined;
+  /**
+   * Optional: removes what `init` set up on the machine (the local driver's bridge, firewall tables,
+   * cgroup parents, mounted image views), once no host of this driver is left: `berth down`. While
+   * one is, it removes nothing and returns false. A later `init` sets it all up again.
+   */
+  teardown?(): Promise<boolean>;
   /** Optional: stops what the driver serves from this process (the local driver's DNS for hosts); the server is stopping. Hosts keep running. */
   stopServing?(): Promise<void>;
   /** A cloud driver's API calls so far, by operation (retries not counted). */

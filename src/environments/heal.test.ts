@@ -15,7 +15,7 @@ import type { PoolRow } from '../store/schema.js';
 import { openStore, type Store } from '../store/store.js';
 import { ENV_OVERRIDE_TAG_PREFIX } from '../stacks/modes.js';
 import { startBackend, type TestBackend } from '../router/test-backends.js';
-import { EnvironmentHealer } from './heal.js';
+import { EnvironmentHealer, type HealDeps } from './heal.js';
 import { HostRelease } from './release.js';
 import { EnvironmentRoutes } from './routes.js';
 
@@ -34,6 +34,7 @@ describe('EnvironmentHealer', () => {
   let failClaims: boolean;
   let logs: string[];
   let healer: EnvironmentHealer;
+  let healerDeps: HealDeps;
   let backend: TestBackend;
 
   // Every fake host is 127.0.0.1: a new one must answer on the routed port over the network.
@@ -67,7 +68,7 @@ describe('EnvironmentHealer', () => {
     failClaims = false;
     logs = [];
     const log = (line: string) => logs.push(line);
-    healer = new EnvironmentHealer({
+    healerDeps = {
       envs,
       placement: {
         claim: async (_t, pool, input) => {
@@ -87,7 +88,8 @@ describe('EnvironmentHealer', () => {
       log,
       retryMs: 1000,
       waitS: 1,
-    });
+    };
+    healer = new EnvironmentHealer(healerDeps);
   });
   afterEach(async () => {
     await store.db.deleteFrom('environments').execute();
@@ -119,6 +121,22 @@ describe('EnvironmentHealer', () => {
     expect(routes.get('a')?.backends.map((b) => b.id)).toEqual(['a1', 'new-1']);
     expect(released).toEqual([]);
     expect(await healer.sweep()).toEqual([]); // nothing lost any more
+  });
+
+  it('heals soon after a host goes, but never once stopped (the server stopping, berth down)', async () => {
+    await host('s1', 'lost');
+    await env('s', 'review', ['s1']);
+    healer.stop();
+    healer.soon();
+    await new Promise((r) => setTimeout(r, 200));
+    expect(claims).toBe(0);
+    // A healer that was not stopped does replace it, in a moment.
+    const live = new EnvironmentHealer(healerDeps);
+    live.soon();
+    const deadline = Date.now() + 5000;
+    while (claims === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    live.stop();
+    expect(claims).toBe(1);
   });
 
   it('gives back what a failed heal claimed, says why, and tries again only after its wait', async () => {

@@ -51,12 +51,14 @@ export class EnvironmentHealer {
   private readonly healing = new Map<string, Promise<void>>();
   private readonly retry = new Map<string, { at: number; waitMs: number }>();
   private soonTimer: NodeJS.Timeout | undefined;
+  /** Once stopped, hosts that go (the server stopping, `berth down`) are not replaced. */
+  private stopped = false;
 
   constructor(private readonly deps: HealDeps) {}
 
   /** A sweep in a moment: one for every host that went at about the same time (a machine's hosts die together). */
   soon(): void {
-    if (this.soonTimer) return;
+    if (this.soonTimer || this.stopped) return;
     this.soonTimer = setTimeout(() => {
       this.soonTimer = undefined;
       void this.sweep().catch((err: unknown) => this.deps.log(`environments: healing: ${errorMessage(err)}`));
@@ -65,6 +67,7 @@ export class EnvironmentHealer {
   }
 
   stop(): void {
+    this.stopped = true;
     if (this.soonTimer) clearTimeout(this.soonTimer);
   }
 

@@ -3,6 +3,7 @@
  * monitor (hosts that died or never enrolled), and the sweep of machines the store does not know.
  */
 import { BerthError, errorMessage } from '../core/errors.js';
+import { mapLimit } from '../core/map-limit.js';
 import { LIVE_HOST_STATES } from '../core/host-state.js';
 import type { HostRow } from '../store/schema.js';
 import type { HostDriver } from '../drivers/types.js';
@@ -23,20 +24,6 @@ export interface RecoveryContext {
 /** Driver errors that say nothing about the host, only that the backend could not answer now. */
 const TRANSIENT: readonly string[] = ['driver_unavailable', 'deadline_exceeded', 'server_unreachable'];
 
-/** Runs `fn` over `items`, at most `limit` at once; results in order. */
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      results[i] = await fn(items[i] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
-}
-
 /**
  * After a control-plane restart: hosts whose processes still run are adopted (their agents
  * reconnect by themselves); hosts that died, were mid-launch or mid-termination are cleaned up;
@@ -44,10 +31,21 @@ async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) 
  */
 export async function recoverHosts(ctx: RecoveryContext): Promise<{ adopted: string[]; cleaned: string[] }> {
   const { deps } = ctx;
+  const live = await deps.hosts.listInStates(LIVE_HOST_STATES);
+  // A store shared with a server of another driver (PostgreSQL): this driver would find none of
+  // those hosts and record them all as gone while they run on. Refused before anything changes.
+  const foreign = live.filter((row) => row.driver !== deps.driver.name);
+  const other = foreign[0];
+  if (other) {
+    throw new BerthError(
+      'conflict',
+      `the store has ${foreign.length} live host(s) of the ${other.driver} driver (${foreign.slice(0, 3).map((row) => row.id).join(', ')}), and this server runs the ${deps.driver.name} driver`,
+      `Start the server with --driver ${other.driver} (and its options), or remove those hosts through a server that runs them first.`,
+    );
+  }
   await deps.hosts.markAllDisconnected();
   const adopted: string[] = [];
   const cleaned: string[] = [];
-  const live = await deps.hosts.listInStates(LIVE_HOST_STATES);
   for (const row of live) {
     if (row.state === 'launching' || row.state === 'terminating') {
       await deps.hosts.transition(row.id, ['launching'], 'terminating', { reason: `control plane restarted while the host was ${row.state}` });

@@ -176,6 +176,11 @@ export class HostService {
     return rows.map((row) => toHostView(row, this.deps.agents.isConnected(row.id)));
   }
 
+  /** Every host of every tenant that may still have processes or resources on the backend. */
+  liveHosts(): Promise<HostRow[]> {
+    return this.deps.hosts.listInStates([...LIVE_HOST_STATES, 'failed']);
+  }
+
   /** Live and failed hosts, as a table lists them (the dashboard): fewer columns than `list`, read faster. */
   async summaries(tenantId: string): Promise<HostSummary[]> {
     const rows = await this.deps.hosts.listSummaries(tenantId, [...LIVE_HOST_STATES, 'failed']);

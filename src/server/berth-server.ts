@@ -6,7 +6,7 @@ import type { FastifyInstance } from 'fastify';
 import { CommandService } from '../commands/command-service.js';
 import { CommandDispatcher } from '../commands/dispatch.js';
 import { LiveOutput } from '../commands/live-output.js';
-import { errorMessage } from '../core/errors.js';
+import { errorMessage, listenError } from '../core/errors.js';
 import { LIVE_HOST_STATES } from '../core/host-state.js';
 import type { BackendAgents, HostDriver } from '../drivers/types.js';
 import { AgentGateway } from '../agents/gateway.js';
@@ -43,6 +43,7 @@ import { normaliseDomain } from '../router/host-name.js';
 import { SlugStore } from '../slugs/slug-store.js';
 import { DataDir } from './data-dir.js';
 import type { ServerConfig } from './server-config.js';
+import { takeDown, type TakeDownReport, type TakeDownStep } from './take-down.js';
 
 export type { ServerConfig } from './server-config.js';
 import { MetricsCollector } from '../metrics/metrics.js';
@@ -119,9 +120,12 @@ export class BerthServer {
       throw err;
     }
     const events = config.events ?? new EventBus();
+    // What a start that fails half-way must close again, or its listeners keep the process alive.
+    const undo: (() => unknown)[] = [];
     try {
       const access = await startAccess(store.db, { dataDir, auditRetentionMs: config.auditRetentionMs, log });
       const { tokens: tokenService, audit } = access;
+      undo.push(() => audit.close());
       const hostsRepo = new HostsRepo(store.db, events);
       const commandsRepo = new CommandsRepo(store.db, events);
       const live = new LiveOutput(64 * 1024);
@@ -154,10 +158,12 @@ export class BerthServer {
         },
       };
       const switchUrl: { url?: string } = {}; // known once the gateway listens
+      const agentHost = driverInfo.agentListenHost;
+      const agentPort = config.agentPort ?? 7071;
       const gateway = new AgentGateway(
         {
-          host: driverInfo.agentListenHost,
-          port: config.agentPort ?? 7071,
+          host: agentHost,
+          port: agentPort,
           heartbeatIntervalMs: config.heartbeatIntervalMs ?? 5000,
           log,
           // Agents launched before the channel had TLS are told to switch to it (wss://, same address).
@@ -172,7 +178,10 @@ export class BerthServer {
       // Hosts whose commands go through the backend's own agent (SSM) report to the same handlers.
       config.driver.agents?.start(agentHandlers);
       const agents = new AgentChannels(gateway, config.driver.agents);
-      const listening = await gateway.listen();
+      const listening = await gateway.listen().catch((err: unknown) => {
+        throw listenError(err, 'the agent channel', `${agentHost}:${agentPort}`, 'Stop what holds that port, or start berth with another --agent-port.');
+      });
+      undo.push(() => gateway.close());
       const agentAddress = { ...listening, host: config.agentAdvertiseHost ?? listening.host };
       // One port serves the channel, enrolment and the files hosts fetch; over TLS when it has a certificate.
       const agentBase = `${agentTls ? 'https' : 'http'}://${agentAddress.host}:${agentAddress.port}`;
@@ -232,11 +241,13 @@ export class BerthServer {
         log,
       });
       late.hosts = hostsService;
+      undo.push(() => hostsService.stop());
       const poolsRepo = new PoolsRepo(store.db, events);
       // On AWS an image build runs on a builder instance, whose files come from the agent port.
       const aws = { hostsRepo, agentChannel, publishTar: (path: string) => slugs.publishTar(path), fileUrl: (path: string) => `${agentBase}${path}` };
       const images = await startImages(config, dataDir.path, { hosts: hostsService, commands, live, poolsRepo, imagesRepo: new ImagesRepo(store.db), log, aws });
       late.images = images;
+      undo.push(() => images.close());
       const claimsRepo = new ClaimsRepo(store.db, events);
       const isConnected = (hostId: string) => agents.isConnected(hostId);
       const { pools: poolService, claims, reconciler, fleet } = startPools({
@@ -275,6 +286,7 @@ export class BerthServer {
         progress,
         ...(routerTls ? { routerTls } : {}),
       });
+      undo.push(() => router.close(), () => environments.stop());
 
       const apiRequests = new ApiRequestCounts();
       const certificates = new ServedCertificates();
@@ -323,8 +335,12 @@ export class BerthServer {
         ...(config.eventsHeartbeatMs !== undefined ? { eventsHeartbeatMs: config.eventsHeartbeatMs } : {}),
         ...(apiTls ? { tls: apiTls } : {}),
       });
+      undo.push(() => app.close());
       const stopShells = serveShells(app.server, { broker: shells, authenticate: (token) => tokenService.authenticate(token), hostGroups: (tenantId, ids) => hostsRepo.groupsOf(tenantId, ids), audit, log });
-      const listened = await app.listen({ host: config.host ?? '127.0.0.1', port: config.port ?? 7070 });
+      const apiAddress = { host: config.host ?? '127.0.0.1', port: config.port ?? 7070 };
+      const listened = await app.listen(apiAddress).catch((err: unknown) => {
+        throw listenError(err, 'the API', `${apiAddress.host}:${apiAddress.port}`, 'Stop what holds that port, or start berth with another --port (or --host).');
+      });
       // Fastify names the address after the options it was given, which do not say https (see buildApp).
       const address = apiTls ? listened.replace(/^http:/, 'https:') : listened;
       const server = new BerthServer(address, agentUrl, access.dataDirToken(), store, hostsService, commands, app, gateway, dataDir, recovered, { pools: poolService, claims, reconciler }, images, environments, router, events);
@@ -343,6 +359,7 @@ export class BerthServer {
       if (agentTls) certificates.watch('agent', agentTls.watch(agentAddress.host, gateway, log));
       server.stopTls = () => certificates.stop();
       dataDir.writeServerInfo({ url: address, pid: process.pid, agentUrl, startedAt: new Date().toISOString(), ...(config.tls ? { tlsCertFile: config.tls.certFile } : {}) });
+      if (config.runLoops === false) return server;
       server.loops.add(config.sweepIntervalMs ?? 500, () => dispatcher.sweep(), report('command sweep'));
       server.loops.add(config.monitorIntervalMs ?? 2000, () => hostsService.monitor(), report('host monitor'));
       server.loops.add(config.poolIntervalMs ?? 1000, () => reconciler.kickAll(), report('pool reconciler'));
@@ -363,6 +380,7 @@ export class BerthServer {
       environments.startSweeper(config.envSweepIntervalMs ?? 5000);
       return server;
     } catch (err) {
+      for (const close of undo.reverse()) await Promise.resolve().then(close).catch(() => undefined);
       await config.driver.agents?.close();
       await config.driver.stopServing?.();
       await store.close();
@@ -393,5 +411,13 @@ export class BerthServer {
     this.dataDir.unlock();
   }
 
+  /**
+   * `berth down`: every host of this store terminated, then what the driver set up on the machine
+   * (take-down.ts). For a server started with `runLoops: false`; it is stopped after.
+   */
+  takeDown(progress: (step: TakeDownStep) => void, signal?: AbortSignal): Promise<TakeDownReport> {
+    if (!this.driver) throw new Error('takeDown before the server started');
+    return takeDown({ hosts: this.hosts, reconciler: this.pools.reconciler, environments: this.environments, images: this.images, driver: this.driver }, progress, signal);
+  }
 }
 

@@ -65,14 +65,9 @@ export class DataDir {
 
   /** Takes the data dir for this process; refuses when another live server holds it. */
   lock(pid = process.pid): void {
-    const file = join(this.path, 'server.pid');
-    if (existsSync(file)) {
-      const other = Number(readFileSync(file, 'utf8').trim());
-      if (other && other !== pid && isAlive(other)) {
-        throw new BerthError('conflict', `another berth server (pid ${other}) is using ${this.path}`, 'Stop it first, or start this one with a different --data-dir.');
-      }
-    }
-    writeFileSync(file, `${pid}\n`);
+    const other = this.runningServerPid(pid);
+    if (other) throw new BerthError('conflict', `another berth server (pid ${other}) is using ${this.path}`, 'Stop it first, or start this one with a different --data-dir.');
+    writeFileSync(join(this.path, 'server.pid'), `${pid}\n`);
   }
 
   unlock(): void {
@@ -101,6 +96,16 @@ export class DataDir {
 
   markStoreMoved(to: string): void {
     writeFileSync(join(this.path, 'store-moved.json'), `${JSON.stringify({ to, at: new Date().toISOString() }, null, 2)}\n`, { mode: 0o600 });
+  }
+
+  /** The pid of the live server holding this data dir, if one does (other than `self`). */
+  runningServerPid(self = process.pid): number | undefined {
+    try {
+      const pid = Number(readFileSync(join(this.path, 'server.pid'), 'utf8').trim());
+      return pid && pid !== self && isAlive(pid) ? pid : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   writeServerInfo(info: ServerInfo): void {

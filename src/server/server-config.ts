@@ -69,6 +69,11 @@ export interface ServerConfig {
   auditRetentionMs?: number;
   /** Image builds on the AWS driver: AMIs kept per image besides those in use (default 3), poll interval, builder boot limit. */
   amiImages?: { keep?: number; pollMs?: number; builderBootTimeoutMs?: number };
+  /**
+   * false: no background work at all (no periodic loops, pool refills or environment sweeps), for
+   * `berth down`, which starts a server only to remove its hosts (take-down.ts). Default true.
+   */
+  runLoops?: boolean;
   /** What one host costs an hour, for the dashboard's idle cost (unset: host-hours only). */
   hostHourPrice?: { amount: number; currency: string };
 }

@@ -188,6 +188,13 @@ export function describeDriverConformance(name: string, setup: () => Promise<Con
       expect(await t.driver.describe(spec.id, {})).toMatchObject({ state: 'gone' });
     });
 
+    it('teardown, where the driver has one, refuses while a host of its lives and leaves that host running', async (ctx) => {
+      if (!t.driver.teardown) return ctx.skip();
+      const host = await launch();
+      expect(await t.driver.teardown()).toBe(false);
+      expect(await t.driver.describe(host.id, host.driverData)).toMatchObject({ id: host.id, state: 'running', ip: host.ip });
+    });
+
     it('terminating every host leaves list empty', async () => {
       for (const host of launched.values()) await t.driver.terminate(host.id, host.driverData);
       launched.clear();

@@ -1,9 +1,12 @@
 /**
  * `berth server` refuses options it cannot use before it touches anything: exit code 2, a message
- * that names the value and says what to give instead, and no data dir made.
+ * that names the value and says what to give instead, and no data dir made. And a port another
+ * program holds: exit 2 naming it and the option that moves it, the process gone (not hanging on
+ * what it had opened), and `berth down` then leaves nothing.
  */
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -15,13 +18,20 @@ const cert = makeCertificate(dir, 'router', ['*.example.test']);
 const privateCa = makeCa(dir, 'private');
 const issued = makeCertificate(dir, 'agents', ['10.213.0.1'], privateCa);
 
-function server(...args: string[]): Promise<{ code: number; stderr: string }> {
+function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [bin, 'server', '--data-dir', join(dir, 'data'), '--port', '0', ...args], { timeout: 30_000 }, (err, _stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stderr });
+    execFile(process.execPath, [bin, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
     });
   });
 }
+
+function server(...args: string[]): Promise<{ code: number; stderr: string }> {
+  return run(['server', '--data-dir', join(dir, 'data'), '--port', '0', ...args]);
+}
+
+const canRun = process.platform === 'linux' && process.getuid?.() === 0;
+const NET = { bridge: 'berthprt0', subnet: '10.209.0.0/24', name: 'berthprt' };
 
 describe('berth server with options it cannot use', () => {
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -48,5 +58,25 @@ describe('berth server with options it cannot use', () => {
     expect(out.stderr).toMatch(message);
     expect(out.stderr).toContain('hint:');
     expect(existsSync(join(dir, 'data'))).toBe(false);
+  });
+});
+
+describe.skipIf(!canRun)('berth server on a port another program holds', () => {
+  it('exits 2 naming the port and the option that moves it; berth down then leaves nothing', async () => {
+    const data = join(dir, 'ports');
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    const port = (holder.address() as AddressInfo).port;
+    try {
+      const out = await run(['server', '--data-dir', data, '--port', String(port), '--agent-port', '0', '--router-port', '0', '--bridge', NET.bridge, '--subnet', NET.subnet, '--name', NET.name]);
+      expect(out.code, out.stderr).toBe(2);
+      expect(out.stderr).toContain(`berth: the API cannot listen on 127.0.0.1:${port}: another program (or another berth server) uses that port\n  hint: Stop what holds that port, or start berth with another --port`);
+    } finally {
+      holder.close();
+    }
+    const down = await run(['down', '--data-dir', data, '--purge']);
+    expect(down.code, down.stderr).toBe(0);
+    expect(existsSync(`/sys/class/net/${NET.bridge}`)).toBe(false);
+    expect(existsSync(data)).toBe(false);
   });
 });

@@ -2,9 +2,10 @@
  * The main job as the README runs it: `berth up` on a fresh data dir starts the server, bakes the
  * bundled demo (its npm dependencies installed during the bake), applies its stack and pool and
  * fills the pool; `berth env create alice --stack demo` then prints a URL that answers 200 with the
- * demo's own page, through the router.
+ * demo's own page, through the router. Then Ctrl-C and `berth down --purge` leave nothing behind.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -31,14 +32,8 @@ function get(url: string): Promise<{ status: number; body: string }> {
 describe('berth up', () => {
   let up: ChildProcess | undefined;
   let cleanup: ServerProcess | undefined;
+  // What a failed test left: the server stopped, then whatever is still there removed.
   afterAll(async () => {
-    if (cleanup) {
-      const env = { BERTH_URL: `http://127.0.0.1:${PORTS.api}`, BERTH_TOKEN: cleanup.api.token ?? '' };
-      await berth(['env', 'rm', 'alice'], env).catch(() => undefined);
-      await berth(['pool', 'rm', 'demo'], env).catch(() => undefined);
-      const hosts = await berth(['host', 'ls', '--json'], env).catch(() => undefined);
-      for (const h of hosts ? (JSON.parse(hosts.stdout || '[]') as { id: string }[]) : []) await berth(['host', 'rm', h.id], env);
-    }
     if (up && up.exitCode === null) {
       const exited = new Promise((r) => up?.once('exit', r));
       up.kill('SIGINT');
@@ -87,5 +82,17 @@ describe('berth up', () => {
     const config = await get(`http://bob.localhost:${PORTS.router}/api/config`);
     expect(config.status, config.body).toBe(200);
     expect(config.body).toContain('"environment":"bob"');
+
+    // The README's way out: Ctrl-C, then `berth down --purge` leaves nothing of berth on the machine.
+    const upNowExited = new Promise((r) => upNow.once('exit', r));
+    upNow.kill('SIGINT');
+    await upNowExited;
+    expect(cleanup.leftovers().processes).toBeGreaterThan(0); // the hosts outlive the server
+    const down = await berth(['down', '--data-dir', cleanup.dataDir, '--purge'], {}, { timeoutMs: 120_000 });
+    expect(down.code, down.stderr).toBe(0);
+    expect(down.stdout).toMatch(/^berth is down: \d+ host\(s\) removed, and bridge berthup0 with its firewall tables and cgroups; data dir .* removed\n$/);
+    expect(cleanup.leftovers()).toEqual({ netns: 0, mounts: 0, veths: 0, cgroups: 0, processes: 0, hostDirs: 0, peerRules: 0, loopDevices: 0, machinePortGrants: 0, egressGrants: 0 });
+    expect(existsSync(`/sys/class/net/${NET.bridge}`)).toBe(false);
+    expect(existsSync(cleanup.dataDir)).toBe(false);
   }, 300_000);
 });

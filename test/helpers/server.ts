@@ -274,12 +274,21 @@ export class ServerProcess {
     this.api = new Api(`http://127.0.0.1:${this.ports.api}`, tokenOf(this.dataDir));
   }
 
+  /** As a person's Ctrl-C: SIGINT, and waits until it has stopped (its hosts keep running). */
+  stop(): Promise<void> {
+    return this.signal('SIGINT');
+  }
+
   /** kill -9, and waits until it is gone. */
-  async kill(): Promise<void> {
+  kill(): Promise<void> {
+    return this.signal('SIGKILL');
+  }
+
+  private async signal(signal: NodeJS.Signals): Promise<void> {
     const child = this.child;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGKILL');
+    child.kill(signal);
     await exited;
   }
 

@@ -9,6 +9,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CancelCommandCommand, DescribeInstanceInformationCommand, GetCommandInvocationCommand, ListCommandsCommand, SendCommandCommand, SSMClient, type SSMClientConfig } from '@aws-sdk/client-ssm';
 import { BerthError, type ErrorCode } from '../../core/errors.js';
+import { mapLimit } from '../../core/map-limit.js';
 import { isTerminal } from '../../core/command-status.js';
 import type { OperationOptions } from '../types.js';
 import type { ResolvedAwsConfig } from './config.js';
@@ -306,12 +307,6 @@ function checkSeconds(what: string, value: number, [min, max]: readonly [number,
     throw new BerthError('validation_failed', `${what} must be a whole number of seconds from ${min} to ${max} (got ${value})`, `SSM accepts ${min}–${max} s.`);
   }
   return value;
-}
-
-async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = [];
-  for (let i = 0; i < items.length; i += limit) out.push(...(await Promise.all(items.slice(i, i + limit).map(fn))));
-  return out;
 }
 
 /**

@@ -24,5 +24,11 @@ describe('doctor: overlapping routes and the report', () => {
     ]);
     expect(report).toBe('      CHECK     RESULT\nok    cgroups   v2\nWARN  nftables  not installed\n\nwhat to do:\n  nftables: apt-get install nftables\n\nthis machine can run local hosts; 1 optional feature(s) missing\n');
     expect(doctorReport([{ name: 'x', status: 'fail', detail: 'no', hint: 'fix' }])).toContain('1 check(s) failed');
+    // Hosts a stopped server left are no missing feature.
+    const left = { name: 'hosts', status: 'warn', detail: '2 still running', hint: 'berth down' } as const;
+    expect(doctorReport([left])).toMatch(/\nthis machine can run local hosts; hosts of a stopped server still run\n$/);
+    expect(doctorReport([left, { name: 'nftables', status: 'warn', detail: 'not installed', hint: 'apt-get install nftables' }])).toMatch(
+      /\nthis machine can run local hosts; 1 optional feature\(s\) missing; hosts of a stopped server still run\n$/,
+    );
   });
 });

@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readdirSync, rmdirSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { assertSameNetwork, recordNetwork } from './network-record.js';
 import { BerthError, errorMessage, isBerthError } from '../../core/errors.js';
 import type { DescribedHost, DriverInfo, FoundHost, GroupMember, HostDriver, HostSpec, HostStats, LaunchedHost, NameServiceCounts, OperationOptions } from '../types.js';
 import {
@@ -112,6 +113,9 @@ export class LocalDriver implements HostDriver {
     this.tools = tools;
     checkAgentDir(this.cfg.agentDir);
     mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o700 });
+    const network = { bridge: this.cfg.bridge, subnet: this.cfg.subnet.cidr, name: this.cfg.cgroupName };
+    assertSameNetwork(this.cfg.stateDir, network);
+    recordNetwork(this.cfg.stateDir, network);
     const layout = detectCgroupLayout(readMountinfo());
     this.layout = layout;
     if (layout.hierarchies.length === 0) {

@@ -8,7 +8,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AutoScalingClient, DescribeAutoScalingGroupsCommand, TerminateInstanceInAutoScalingGroupCommand, type AutoScalingGroup } from '@aws-sdk/client-auto-scaling';
+import { AutoScalingClient, DescribeAutoScalingGroupsCommand, DetachInstancesCommand, TerminateInstanceInAutoScalingGroupCommand, type AutoScalingGroup } from '@aws-sdk/client-auto-scaling';
 import { DescribeInstancesCommand, DescribeLaunchTemplateVersionsCommand, RunInstancesCommand, TerminateInstancesCommand } from '@aws-sdk/client-ec2';
 import { filesFromUserData } from '../../src/drivers/aws/user-data.js';
 import { AGENT_ENROLMENT_PATH, agentEnrolment } from '../../src/protocol/messages.js';
@@ -237,6 +237,36 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
     expect((await groupsNow()).filter((g) => members([g], g.AutoScalingGroupName ?? '').includes(instanceId))).toEqual([]);
     expect((await api.delete('/v1/pools/lone')).status).toBe(200);
     await server.pools.reconciler.settled();
+  }, 120_000);
+
+  it("removing a host that has left its claiming group already terminates it and leaves the group's other hosts alone", async () => {
+    // AWS (or a person) can take an instance out of a claiming group before berth removes its host.
+    // The detach berth then makes is refused; the instance is terminated all the same, and the
+    // group's desired capacity, which the refused detach must not lower, keeps its other host.
+    const claimOne = async () => {
+      const claim = await api.post<ClaimView>('/v1/pools/web/claims', { group: 'pair', init: ['true'] });
+      expect(claim.status).toBe(201);
+      return { hostId: claim.body.host?.id ?? '', instanceId: `i-${(claim.body.host?.id ?? '').slice(2)}` };
+    };
+    const first = await claimOne();
+    await waitFull('web', 3);
+    const second = await claimOne();
+    const pair = `${NAME}-group-pair`;
+    expect(members(await groupsNow(), pair).sort()).toEqual([first.instanceId, second.instanceId].sort());
+    await asg.send(new DetachInstancesCommand({ AutoScalingGroupName: pair, InstanceIds: [first.instanceId], ShouldDecrementDesiredCapacity: true }));
+
+    expect((await api.post(`/v1/hosts/${first.hostId}/release`, {})).status).toBe(200);
+    const stateOf = async (id: string) => (await net.ec2.send(new DescribeInstancesCommand({ InstanceIds: [id] }))).Reservations?.[0]?.Instances?.[0]?.State?.Name;
+    await waitFor('the released instance to be terminated', async () => (['shutting-down', 'terminated'].includes((await stateOf(first.instanceId)) ?? '') ? true : undefined), { timeoutMs: 20_000 });
+    expect(await stateOf(second.instanceId)).toBe('running');
+    const group = (await groupsNow()).find((g) => g.AutoScalingGroupName === pair);
+    expect(group?.Instances?.map((i) => i.InstanceId)).toEqual([second.instanceId]);
+    expect(group?.DesiredCapacity).toBe(1);
+    expect((await api.get<PoolHostView>(`/v1/hosts/${second.hostId}`)).status).toBe(200);
+
+    expect((await api.post(`/v1/hosts/${second.hostId}/release`, {})).status).toBe(200);
+    await waitFor('the claiming group to be empty', async () => (members(await groupsNow(), pair).length === 0 ? true : undefined), { timeoutMs: 20_000 });
+    await waitFull('web', 3);
   }, 120_000);
 
   it('after a server restart, ready and claimed hosts are adopted (their agents reconnect) and claims go on', async () => {

@@ -34,16 +34,62 @@ export interface Moto {
 }
 
 /**
- * `python -m moto.server`, with one difference: requests are answered one at a time. moto's
- * server is threaded but its models are not locked, so concurrent Auto Scaling calls corrupt its
- * group lists (two concurrent detaches from one group can bring an instance back, or lose it) —
- * AWS applies each call atomically, so serialising is the faithful emulation. Connections are
- * still accepted concurrently.
+ * `python -m moto.server`, with differences that make it answer as AWS does where berth relies on it:
+ * - Requests are answered one at a time. moto's server is threaded but its models are not locked,
+ *   so concurrent Auto Scaling calls corrupt its group lists (two concurrent detaches from one group
+ *   can bring an instance back, or lose it); AWS applies each call atomically. Connections are
+ *   still accepted concurrently.
+ * - DetachInstances of an instance that is not in the group is refused (AWS: ValidationError "…is
+ *   not part of Auto Scaling group…"). moto answered with no activity and still lowered the group's
+ *   desired capacity by one, which then terminated another member: a user's claimed host vanished
+ *   when a host that had already left their group was removed.
+ * - An attached instance belongs to the group it was attached to. moto kept the group that launched
+ *   it, so TerminateInstanceInAutoScalingGroup (and DescribeAutoScalingInstances) acted on that one.
+ * - TerminateInstanceInAutoScalingGroup of an instance in no group is a ValidationError, as on AWS
+ *   (moto failed with an internal error).
  */
 const SERIALIZED_MOTO = `
 import sys, threading
 from werkzeug.serving import run_simple
+from moto.autoscaling.exceptions import ValidationError
+from moto.autoscaling.models import AutoScalingBackend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+def group_of(backend, instance_id):
+    return next((g for g in backend.autoscaling_groups.values() if any(s.instance.id == instance_id for s in g.instance_states)), None)
+
+moto_attach, moto_detach, moto_terminate = AutoScalingBackend.attach_instances, AutoScalingBackend.detach_instances, AutoScalingBackend.terminate_instance
+
+def attach_instances(self, group_name, instance_ids):
+    group = self.autoscaling_groups[group_name]
+    instances = [self.ec2_backend.get_instance(i) for i in instance_ids]
+    before = [getattr(i, 'autoscaling_group', None) for i in instances]
+    for i in instances:
+        i.autoscaling_group = group
+    try:
+        return moto_attach(self, group_name, instance_ids)
+    except Exception:
+        for i, g in zip(instances, before):
+            i.autoscaling_group = g
+        raise
+
+def detach_instances(self, group_name, instance_ids, should_decrement):
+    group = self.autoscaling_groups.get(group_name)
+    members = {s.instance.id for s in group.instance_states} if group else set()
+    for i in instance_ids:
+        if group is not None and i not in members:
+            raise ValidationError(f"The instance {i} is not part of Auto Scaling group {group_name}.")
+    return moto_detach(self, group_name, instance_ids, should_decrement)
+
+def terminate_instance(self, instance_id, should_decrement):
+    if group_of(self, instance_id) is None:
+        raise ValidationError(f"Instance Id not found - No managed instance found for instance ID: {instance_id}")
+    return moto_terminate(self, instance_id, should_decrement)
+
+AutoScalingBackend.attach_instances = attach_instances
+AutoScalingBackend.detach_instances = detach_instances
+AutoScalingBackend.terminate_instance = terminate_instance
+
 app = DomainDispatcherApplication(create_backend_app)
 lock = threading.Lock()
 def serialized(environ, start_response):

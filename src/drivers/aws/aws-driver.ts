@@ -19,7 +19,7 @@ import type { DescribedHost, DriverInfo, FoundHost, HostDriver, HostResources, H
 import { AwsFleet } from './fleet.js';
 import { AwsGroups } from './groups.js';
 import { isAmiId, resolveAwsConfig, TAG_HOST_ID, TAG_MANAGED_BY, type AwsDriverConfig, type ResolvedAwsConfig } from './config.js';
-import { hasAwsCode } from './errors.js';
+import { hasAwsCode, isNotInGroup } from './errors.js';
 import { ensureLaunchTemplate } from './launch-template.js';
 import { RootVolumes } from './root-volume.js';
 import { awsCall, CallCounter, createEc2Client, type CallInfo, type RequestHandler } from './sdk.js';
@@ -204,9 +204,11 @@ export class AwsDriver implements HostDriver {
       } else {
         // Out of the claiming group (which shrinks, and never replaces), then terminated below.
         // Not TerminateInstanceInAutoScalingGroup: moto applies that to the group an instance was
-        // launched by, not the one it was attached to; these two calls work on both.
+        // launched by, not the one it was attached to; these two calls work on both. An instance
+        // that has left the group already (terminated by AWS, detached by hand) is refused by the
+        // detach and terminated all the same.
         await this.fleet.groups.detach(known, group, opts).catch((err: unknown) => {
-          if (!(err instanceof BerthError && (err.code === 'validation_failed' || err.code === 'not_found'))) throw err;
+          if (!(isNotInGroup(err) || (err instanceof BerthError && (err.code === 'validation_failed' || err.code === 'not_found')))) throw err;
         });
       }
     }

@@ -136,6 +136,13 @@ export function toBerthError(err: unknown, ctx: CallContext): BerthError {
   return make(berthCode, `AWS ${ctx.operation} failed: ${code}: ${e.message}`, 'See the AWS error code in the details; retry if the cause was transient.');
 }
 
+const NOT_IN_GROUP = 'notInGroup';
+
+/** Whether an Auto Scaling call was refused because the instance is not (or no longer) in the group. */
+export function isNotInGroup(err: unknown): boolean {
+  return err instanceof BerthError && err.details?.[NOT_IN_GROUP] === true;
+}
+
 /** Auto Scaling's own codes; its ValidationError covers many cases, told apart by the message. */
 function autoScalingError(code: string, message: string, ctx: CallContext, make: (c: ErrorCode, m: string, h: string) => BerthError): BerthError | undefined {
   const group = ctx.group ? `Auto Scaling group ${ctx.group}` : 'an Auto Scaling group';
@@ -148,7 +155,9 @@ function autoScalingError(code: string, message: string, ctx: CallContext, make:
   if (code !== 'ValidationError') return undefined;
   if (/not found/i.test(message)) return make('not_found', `${group} does not exist in region ${ctx.region}`, 'Ensure the group first (ensurePoolGroup / ensureUserGroup); it may have been removed.');
   if (/not part of|is not in/i.test(message)) {
-    return make('conflict', `instance ${ctx.instanceId ?? '?'} is not in ${group}: another claim took it, or it left the group`, 'Pick another instance of the pool.');
+    const err = make('conflict', `instance ${ctx.instanceId ?? '?'} is not in ${group}: another claim took it, or it left the group`, 'Pick another instance of the pool.');
+    if (err.details) err.details[NOT_IN_GROUP] = true;
+    return err;
   }
   if (/max/i.test(message)) return make('conflict', `${ctx.operation} would take ${group} over its max size (${message})`, 'Raise the group\'s max size first.');
   return make('validation_failed', `AWS refused ${ctx.operation} on ${group}: ${message}`, 'See the message; the instance must be running, in a subnet of the group, and in no other group.');

@@ -14,11 +14,12 @@ import { HostService } from '../hosts/host-service.js';
 import { CommandsRepo } from '../store/commands-repo.js';
 import { HostsRepo } from '../store/hosts-repo.js';
 import type { Store } from '../store/store.js';
-import { openServerStore, stopStep, TaskLoops } from './server-runtime.js';
+import { openServerStore, startLoops, stopStep, TaskLoops } from './server-runtime.js';
+import { agentHandlersFor, type LateServices } from './agent-handlers.js';
 import { ConfigHashKeys } from '../store/tokens-repo.js';
 import { startAccess } from '../tokens/access.js';
 import type { AuditLog } from '../audit/audit-log.js';
-import { AGENT_ENROL_PATH, AGENT_PATH, type AgentMessage } from '../protocol/messages.js';
+import { AGENT_ENROL_PATH, AGENT_PATH } from '../protocol/messages.js';
 import { AgentChannels } from '../agents/agent-channels.js';
 import { NetworkGroups } from '../hosts/network-groups.js';
 import type { PoolService } from '../pools/pool-service.js';
@@ -131,32 +132,10 @@ export class BerthServer {
       const live = new LiveOutput(64 * 1024);
 
       // The gateway and the services refer to each other: the gateway's handlers find the services here.
-      const late: { hosts?: HostService; dispatcher?: CommandDispatcher; images?: ImageService; services?: ServicesService; stacks?: StackSync; fleet?: FleetPools; shells?: ShellBroker } = {};
+      const late: LateServices & { images?: ImageService; fleet?: FleetPools } = {};
       const report = (what: string) => (err: unknown) => log(`${what}: ${errorMessage(err)}`);
       const slugs = new SlugStore(`${dataDir.path}/slugs`);
-      const agentHandlers = {
-        onHello: (hostId: string, hello: Extract<AgentMessage, { type: 'hello' }>) => {
-          late.services?.onAgentSession(hostId);
-          void (async () => {
-            const row = await late.hosts?.onAgentConnected(hostId, hello.agentVersion);
-            await late.dispatcher?.onHello(hostId, hello);
-            if (!row) return;
-            // The stored set first, then what the host's tags ask now (if that differs, it follows):
-            // the agent converges to the last. No extra read for a host without either.
-            late.services?.onAgentHello(row);
-            await late.stacks?.syncTagged(row);
-          })().catch(report(`host ${hostId}: enrolment`));
-        },
-        onMessage: (hostId: string, msg: AgentMessage) => {
-          if (msg.type === 'services') late.services?.onAgentReport(hostId, msg.statuses);
-          else if (late.shells?.onAgentMessage(hostId, msg)) return;
-          else void late.dispatcher?.onMessage(hostId, msg).catch(report(`host ${hostId}: ${msg.type}`));
-        },
-        onDisconnect: (hostId: string) => {
-          late.shells?.onAgentGone(hostId);
-          void late.hosts?.onAgentDisconnected(hostId).catch(report(`host ${hostId}: disconnect`));
-        },
-      };
+      const agentHandlers = agentHandlersFor(late, report);
       const switchUrl: { url?: string } = {}; // known once the gateway listens
       const agentHost = driverInfo.agentListenHost;
       const agentPort = config.agentPort ?? 7071;
@@ -360,22 +339,18 @@ export class BerthServer {
       server.stopTls = () => certificates.stop();
       dataDir.writeServerInfo({ url: address, pid: process.pid, agentUrl, startedAt: new Date().toISOString(), ...(config.tls ? { tlsCertFile: config.tls.certFile } : {}) });
       if (config.runLoops === false) return server;
-      server.loops.add(config.sweepIntervalMs ?? 500, () => dispatcher.sweep(), report('command sweep'));
-      server.loops.add(config.monitorIntervalMs ?? 2000, () => hostsService.monitor(), report('host monitor'));
-      server.loops.add(config.poolIntervalMs ?? 1000, () => reconciler.kickAll(), report('pool reconciler'));
-      server.loops.add(5000, dashboard.sampleLevels, report('dashboard level sampler'));
-      server.loops.add(
-        config.orphanSweepIntervalMs ?? 60_000,
-        async () => {
+      startLoops(server.loops, config, {
+        sweepCommands: () => dispatcher.sweep(),
+        monitorHosts: () => hostsService.monitor(),
+        reconcilePools: () => reconciler.kickAll(),
+        sampleLevels: dashboard.sampleLevels,
+        sweepOrphans: async () => {
           await hostsService.sweepOrphans();
           if (config.driver.fleet?.sweepGroups) await config.driver.fleet.sweepGroups(new Set(await hostsRepo.groupsWithLiveHosts()));
         },
-        report('orphan sweep'),
-      );
-      if (fleet && config.driver.fleet?.discover) {
         // Pools whose machines run no berth agent (SSM): their group's machines are admitted from here.
-        server.loops.add(config.fleetDiscoveryIntervalMs ?? 5000, async () => void (await Promise.all((await poolsRepo.list()).map((pool) => fleet.discover(pool)))), report('fleet discovery'));
-      }
+        ...(fleet && config.driver.fleet?.discover ? { discoverFleet: async () => void (await Promise.all((await poolsRepo.list()).map((pool) => fleet.discover(pool)))) } : {}),
+      }, report);
       await reconciler.kickAll();
       environments.startSweeper(config.envSweepIntervalMs ?? 5000);
       return server;

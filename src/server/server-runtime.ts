@@ -79,3 +79,23 @@ export async function openServerStore(config: ServerConfig, apiTls: TlsPair | un
     await listener?.close();
   }
 }
+
+/** What a running server does every so often. */
+export interface PeriodicWork {
+  sweepCommands: () => Promise<void>;
+  monitorHosts: () => Promise<void>;
+  reconcilePools: () => Promise<void>;
+  sampleLevels: () => Promise<void>;
+  sweepOrphans: () => Promise<void>;
+  discoverFleet?: () => Promise<void>;
+}
+
+/** Starts a server's periodic work on `loops`, at the intervals its config gives (or the defaults). */
+export function startLoops(loops: TaskLoops, config: ServerConfig, work: PeriodicWork, report: (what: string) => (err: unknown) => void): void {
+  loops.add(config.sweepIntervalMs ?? 500, work.sweepCommands, report('command sweep'));
+  loops.add(config.monitorIntervalMs ?? 2000, work.monitorHosts, report('host monitor'));
+  loops.add(config.poolIntervalMs ?? 1000, work.reconcilePools, report('pool reconciler'));
+  loops.add(5000, work.sampleLevels, report('dashboard level sampler'));
+  loops.add(config.orphanSweepIntervalMs ?? 60_000, work.sweepOrphans, report('orphan sweep'));
+  if (work.discoverFleet) loops.add(config.fleetDiscoveryIntervalMs ?? 5000, work.discoverFleet, report('fleet discovery'));
+}

@@ -14,10 +14,12 @@ import { BerthError } from '../core/errors.js';
 import { DataDir } from '../server/data-dir.js';
 import type { TakeDownReport } from '../server/take-down.js';
 import type { Context } from './context.js';
-import type { Printer } from './output.js';
-import { LOCAL_NETWORK_DEFAULTS, startLocalServer } from './server-command.js';
+import { recordedDriver } from './driver-record.js';
+import { UsageError, type Printer } from './output.js';
+import { LOCAL_NETWORK_DEFAULTS, startAwsServer, startLocalServer } from './server-command.js';
 
 interface DownOptions {
+  driver?: string;
   purge?: boolean;
   bridge?: string;
   subnet?: string;
@@ -31,7 +33,8 @@ export function registerDownCommand(program: Command, ctx: Context, env: NodeJS.
     .description(
       "remove every host berth runs on this machine, and the bridge, firewall tables and cgroups of its server (which must be stopped); pools, stacks, environments and images stay for the next `berth up` (--purge: the data dir goes too)",
     )
-    .option('--purge', 'also remove the data dir: its store, images, tokens and logs (a PostgreSQL database of BERTH_DATABASE_URL is kept)')
+    .option('--driver <driver>', "the driver of the server taken down: local or aws (default: the one it last ran; AWS: with the options it ran with, credentials from the SDK's chain)")
+    .option('--purge', "also remove the data dir: its store, images, tokens and logs (a PostgreSQL database of BERTH_DATABASE_URL is kept); AWS: the pools' Auto Scaling groups and launch templates too")
     .option('--bridge <name>', `the bridge of the server taken down (default: the one it last ran with, else ${LOCAL_NETWORK_DEFAULTS.bridge})`)
     .option('--subnet <cidr>', `its subnet (default: the one it last ran with, else ${LOCAL_NETWORK_DEFAULTS.subnet})`)
     .option('--name <name>', `its instance name (default: the one it last ran with, else ${LOCAL_NETWORK_DEFAULTS.name})`)
@@ -47,6 +50,11 @@ export function registerDownCommand(program: Command, ctx: Context, env: NodeJS.
       const pid = dataDir.runningServerPid();
       if (pid) throw new BerthError('conflict', `a berth server (pid ${pid}) is running on ${path}`, `Stop it first (Ctrl-C where it runs, or kill ${pid}); its hosts keep running until berth down removes them.`);
       if (opts.purge) assertPurgeable(path);
+      const recorded = recordedDriver(path);
+      const driver = opts.driver ?? recorded?.driver ?? 'local';
+      if (driver !== 'local' && driver !== 'aws') throw new UsageError(`--driver must be local or aws (got ${driver})`);
+      const aws = driver === 'aws' ? recorded?.aws : undefined;
+      if (driver === 'aws' && !aws) throw new BerthError('validation_failed', `no AWS server has run on ${path} since berth began recording its options`, 'Start it once (berth server --driver aws with its options) and stop it, then run berth down again; or remove its pools with berth pool rm.');
       // Loaded here, not at start-up (see startup.test.ts).
       const { recordedNetwork } = await import('../drivers/local/network-record.js');
       const last = recordedNetwork(join(path, 'hosts'));
@@ -55,7 +63,7 @@ export function registerDownCommand(program: Command, ctx: Context, env: NodeJS.
         subnet: opts.subnet ?? last?.subnet ?? LOCAL_NETWORK_DEFAULTS.subnet,
         name: opts.name ?? last?.name ?? LOCAL_NETWORK_DEFAULTS.name,
       };
-      printer.err(`taking berth down (data dir ${path}, bridge ${network.bridge})…\n`);
+      printer.err(`taking berth down (data dir ${path}, ${aws ? `AWS, instances named ${aws.name}` : `bridge ${network.bridge}`})…\n`);
       // Every port is a free one: this server only removes hosts, and must not need the usual ports free.
       const serverOptions = { port: '0', agentPort: '0', routerPort: '0', routerHost: '127.0.0.1', host: '127.0.0.1', domain: 'localhost', dns: 'none', ...network };
       // Ctrl-C: the hosts under way are finished, the server stopped properly (its store closed), and
@@ -68,12 +76,16 @@ export function registerDownCommand(program: Command, ctx: Context, env: NodeJS.
       process.once('SIGINT', onInterrupt);
       let report: TakeDownReport;
       try {
-        const server = await startLocalServer(path, serverOptions, env, (step) => printer.err(`  ${step}…\n`), { runLoops: false, log: (line) => printer.err(`  ${line}\n`) });
+        const say = (step: string): void => printer.err(`  ${step}…\n`);
+        const extras = { runLoops: false, log: (line: string) => printer.err(`  ${line}\n`) };
+        const server = aws
+          ? await startAwsServer(path, { ...serverOptions, ...aws, driver: 'aws', name: opts.name ?? aws.name, agentAdvertise: aws.agentAdvertise ?? '127.0.0.1' }, env, say, extras)
+          : await startLocalServer(path, serverOptions, env, say, extras);
         try {
           report = await server.takeDown((step) => {
             if (step.kind === 'found') printer.err(`  removing ${step.hosts} host(s)…\n`);
             else printer.err(`  ${step.error ? `could not remove ${step.id}: ${step.error}` : `removed ${step.id}`} (${step.done}/${step.total})\n`);
-          }, interrupt.signal);
+          }, { signal: interrupt.signal, ...(opts.purge ? { purge: true } : {}) });
         } finally {
           await server.stop();
         }
@@ -90,11 +102,14 @@ export function registerDownCommand(program: Command, ctx: Context, env: NodeJS.
       }
       const purged = Boolean(opts.purge) && !unfinished && (await purge(path, printer));
       const machine = report.machineRemoved === undefined ? 'none' : report.machineRemoved ? 'removed' : 'kept';
-      if (printer.json) return printer.out(`${JSON.stringify({ dataDir: path, ...network, removed: report.removed, failed: report.failed, interrupted: report.interrupted, machine, purged }, null, 2)}\n`);
+      const where = aws ? { driver, name: opts.name ?? aws.name, drainedPools: report.drainedPools, removedOnAws: report.purged } : { driver, ...network };
+      if (printer.json) return printer.out(`${JSON.stringify({ dataDir: path, ...where, removed: report.removed, failed: report.failed, interrupted: report.interrupted, machine, purged }, null, 2)}\n`);
       if (unfinished) return;
-      const what = `${report.removed.length} host(s) removed${machine === 'removed' ? `, and bridge ${network.bridge} with its firewall tables and cgroups` : ''}`;
+      const what = `${report.removed.length} host(s) removed${machine === 'removed' ? `, and bridge ${network.bridge} with its firewall tables and cgroups` : ''}${
+        report.purged.length > 0 ? `, and on AWS: ${report.purged.join(', ')}` : report.drainedPools.length > 0 ? `; the Auto Scaling group of each pool (${report.drainedPools.join(', ')}) keeps no instance until the server starts again` : ''
+      }`;
       if (purged) printer.out(`berth is down: ${what}; data dir ${path} removed${env['BERTH_DATABASE_URL'] ? ' (the database of BERTH_DATABASE_URL is kept)' : ''}\n`);
-      else printer.out(`berth is down: ${what}. Pools, stacks, environments and images are kept: berth up brings them back (berth down --purge removes them)\n`);
+      else printer.out(`berth is down: ${what}. Pools, stacks, environments and images are kept: ${aws ? 'berth server --driver aws (with its options)' : 'berth up'} brings them back (berth down --purge removes them)\n`);
     });
 }
 

@@ -9,6 +9,7 @@ import { UsageError } from './output.js';
 import { parseDurationMs } from '../core/duration.js';
 import { BerthError, errorMessage } from '../core/errors.js';
 import type { LocalNetwork } from '../drivers/local/network-record.js';
+import { awsRecord, recordDriver } from './driver-record.js';
 
 /** `berth server --driver aws`: where and what to launch; credentials and region come from the SDK's standard chain. */
 export interface AwsServerOptions {
@@ -129,7 +130,7 @@ export async function startLocalServer(dataDir: string, opts: ServerOptions, env
     // With this machine's root as the image, hosts would otherwise see the data dir (token, store).
     hiddenPaths: [dataDir],
   });
-  return BerthServer.start({
+  const server = await BerthServer.start({
     dataDir,
     host: opts.host,
     port: Number(opts.port),
@@ -145,6 +146,9 @@ export async function startLocalServer(dataDir: string, opts: ServerOptions, env
     progress,
     ...extras,
   });
+  // After the start (bad options change nothing); berth down's own server must not replace the record it read.
+  if (extras.runLoops !== false) recordDriver(dataDir, { driver: 'local' });
+  return server;
 }
 
 /** Resolves on the first SIGINT or SIGTERM. */
@@ -182,7 +186,7 @@ export async function startAwsServer(dataDir: string, opts: ServerOptions & AwsS
     commandChannel: channel,
     ...(opts.awsSsmEndpoint ? { ssmEndpoint: opts.awsSsmEndpoint } : {}),
   });
-  return BerthServer.start({
+  const server = await BerthServer.start({
     dataDir,
     host: opts.host,
     port: Number(opts.port),
@@ -198,6 +202,8 @@ export async function startAwsServer(dataDir: string, opts: ServerOptions & AwsS
     progress,
     ...extras,
   });
+  if (extras.runLoops !== false) recordDriver(dataDir, { driver: 'aws', aws: awsRecord(opts) });
+  return server;
 }
 
 export function registerServerCommand(program: Command, ctx: Context, env: NodeJS.ProcessEnv): void {

@@ -199,6 +199,16 @@ export interface PoolFleet {
   discover?(pool: FleetPool, opts?: OperationOptions): Promise<string[]>;
   /** Optional: removes claiming groups' backend groups that hold nothing and are not in `keep`. */
   sweepGroups?(keep: Set<string>, opts?: OperationOptions): Promise<string[]>;
+  /**
+   * Optional (`berth down`): the pool's group keeps no machine, and launches none, until the next
+   * ensurePool sizes it again. Whether it had a group.
+   */
+  drainPool?(pool: string, opts?: OperationOptions): Promise<boolean>;
+  /**
+   * Optional (`berth down --purge`, once no host is left): removes what the driver made for these
+   * pools and for claiming groups on the backend (groups, templates). Returns what it removed.
+   */
+  purge?(pools: string[], opts?: OperationOptions): Promise<string[]>;
 }
 
 /** Where a backend's agents report, as berth's agents report through the agent channel. */

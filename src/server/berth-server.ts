@@ -74,6 +74,7 @@ export class BerthServer {
   private stopTls: (() => void) | undefined;
   private audit: AuditLog | undefined;
   private log: (line: string) => void = () => {};
+  private poolNames: () => Promise<string[]> = () => Promise.resolve([]);
   /** Resolves, naming it, when another server took this one's database and this one stopped (see DatabaseLockOptions.onTaken). */
   fenced: Promise<string> = new Promise(() => {});
 
@@ -333,6 +334,7 @@ export class BerthServer {
       };
       server.driver = config.driver;
       server.log = log;
+      server.poolNames = async () => [...new Set((await poolsRepo.list()).map((pool) => pool.name))];
       server.fenced = fenced.then(async (holder) => (await server.stop(), holder));
       if (apiTls && config.tls) certificates.watch('api', new CertificateWatcher(config.tls, API_TLS_USE, apiTls, (pair) => setApiCertificate(app, pair), log));
       if (agentTls) certificates.watch('agent', agentTls.watch(agentAddress.host, gateway, log));
@@ -390,9 +392,9 @@ export class BerthServer {
    * `berth down`: every host of this store terminated, then what the driver set up on the machine
    * (take-down.ts). For a server started with `runLoops: false`; it is stopped after.
    */
-  takeDown(progress: (step: TakeDownStep) => void, signal?: AbortSignal): Promise<TakeDownReport> {
+  takeDown(progress: (step: TakeDownStep) => void, opts: { purge?: boolean; signal?: AbortSignal } = {}): Promise<TakeDownReport> {
     if (!this.driver) throw new Error('takeDown before the server started');
-    return takeDown({ hosts: this.hosts, reconciler: this.pools.reconciler, environments: this.environments, images: this.images, driver: this.driver }, progress, signal);
+    return takeDown({ hosts: this.hosts, reconciler: this.pools.reconciler, environments: this.environments, images: this.images, driver: this.driver, poolNames: this.poolNames }, progress, opts);
   }
 }
 

@@ -4,14 +4,17 @@
  * so it adopts the hosts the last one left running; then, in this order:
  *
  *   1. nothing may replace a host any more: the pools' reconciler, the environments' sweeps and
- *      healing, and image builds are stopped (a pool would otherwise refill as its hosts go);
+ *      healing, and image builds are stopped (a pool would otherwise refill as its hosts go); on a
+ *      fleet driver (AWS) each pool's group is drained too, or it would replace them itself;
  *   2. every host the store knows as live is terminated through the host service, as `berth host
  *      rm` would: its claim, group, services and shells are let go of in the store too;
  *   3. hosts the driver finds that the store does not know (a crash between the two) are removed;
- *   4. the driver removes what it set up on the machine (the bridge, firewall tables, cgroups).
+ *   4. the driver removes what it set up on the machine (the bridge, firewall tables, cgroups);
+ *      with `purge`, a fleet driver removes the pools' groups and templates on its backend too.
  *
  * Pools, stacks, environments, images and tokens stay in the store: the next `berth up` or
- * `berth server` fills the pools again and gives environments new hosts.
+ * `berth server` fills the pools again (a drained group is sized again) and gives environments
+ * new hosts.
  */
 import { errorMessage } from '../core/errors.js';
 import { mapLimit } from '../core/map-limit.js';
@@ -27,6 +30,8 @@ export interface TakeDownParts {
   environments: EnvironmentService;
   images: ImageService;
   driver: HostDriver;
+  /** Every pool's name (all tenants): a fleet driver's groups are named after them. */
+  poolNames: () => Promise<string[]>;
 }
 
 /** What `berth down` shows as it goes: the hosts found, then each one removed (or not). */
@@ -41,6 +46,10 @@ export interface TakeDownReport {
   machineRemoved: boolean | undefined;
   /** Stopped by its signal (Ctrl-C): the hosts under way were finished, the rest left for the next run. */
   interrupted: boolean;
+  /** A fleet driver's pools whose groups were drained (step 1). */
+  drainedPools: string[];
+  /** With `purge`, what a fleet driver removed on its backend (groups, templates). */
+  purged: string[];
 }
 
 /** How many hosts are terminated at once: each is a few short-lived processes and kernel objects. */
@@ -52,10 +61,17 @@ const REASON = 'berth down: every host on this machine removed';
  * `signal`: no further host is started on once it aborts; those under way finish (a host is never
  * left half-removed), the machine's resources stay, and a later run goes on from there.
  */
-export async function takeDown(parts: TakeDownParts, progress: (step: TakeDownStep) => void, signal?: AbortSignal): Promise<TakeDownReport> {
+export async function takeDown(parts: TakeDownParts, progress: (step: TakeDownStep) => void, opts: { purge?: boolean; signal?: AbortSignal } = {}): Promise<TakeDownReport> {
+  const { signal } = opts;
   parts.environments.stop();
   await parts.reconciler.stop();
   await parts.images.close();
+  // Before any host goes: a group that still wanted its size would launch a replacement for each.
+  // A drain that fails stops here, nothing terminated (exit 1; the next run tries again).
+  const fleet = parts.driver.fleet;
+  const pools = fleet?.drainPool ? await parts.poolNames() : [];
+  const drainedPools: string[] = [];
+  for (const pool of pools) if (await fleet?.drainPool?.(pool)) drainedPools.push(pool);
 
   const known = await parts.hosts.liveHosts();
   const knownIds = new Set(known.map((row) => row.id));
@@ -84,6 +100,8 @@ export async function takeDown(parts: TakeDownParts, progress: (step: TakeDownSt
 
   // With a host left, the bridge and cgroups it uses must stay (teardown refuses then anyway).
   const interrupted = removed.length + failed.length < jobs.length;
-  const machineRemoved = failed.length > 0 || interrupted ? false : await parts.driver.teardown?.();
-  return { removed, failed, machineRemoved, interrupted };
+  const done = failed.length === 0 && !interrupted;
+  const machineRemoved = done ? await parts.driver.teardown?.() : false;
+  const purged = done && opts.purge && fleet?.purge ? await fleet.purge(fleet.drainPool ? pools : await parts.poolNames()) : [];
+  return { removed, failed, machineRemoved, interrupted, drainedPools, purged };
 }

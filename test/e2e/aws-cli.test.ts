@@ -8,8 +8,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AutoScalingClient, DescribeWarmPoolCommand } from '@aws-sdk/client-auto-scaling';
-import { DescribeInstancesCommand, DescribeLaunchTemplateVersionsCommand } from '@aws-sdk/client-ec2';
+import { AutoScalingClient, DescribeAutoScalingGroupsCommand, DescribeWarmPoolCommand } from '@aws-sdk/client-auto-scaling';
+import { DescribeInstancesCommand, DescribeLaunchTemplatesCommand, DescribeLaunchTemplateVersionsCommand } from '@aws-sdk/client-ec2';
+import { existsSync } from 'node:fs';
+import { TAG_MANAGED_BY } from '../../src/drivers/aws/config.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { packageRoot } from '../../src/cli/paths.js';
 import type { ClaimView, PoolStatusView } from '../../src/pools/views.js';
@@ -32,14 +34,10 @@ describe.skipIf(!motoAvailable('berth server --driver aws on moto'))('berth serv
   let fleet: EmulatedFleet;
   let env: Record<string, string>;
 
-  beforeAll(async () => {
-    moto = await startMoto();
-    net = await motoNetwork(moto.endpoint);
-    asg = new AutoScalingClient({ region: MOTO_REGION, endpoint: moto.endpoint, credentials: MOTO_CREDENTIALS });
-    dir = await mkdtemp(join(tmpdir(), 'berth-awscli-'));
-    env = { AWS_ACCESS_KEY_ID: MOTO_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: MOTO_CREDENTIALS.secretAccessKey, AWS_REGION: MOTO_REGION, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' };
-    const [api = 0, agent = 0] = await freePorts(2);
-    // `--data-dir` and `--port`: the CLI below finds the server through the data dir.
+  let api = 0;
+  let agent = 0;
+  /** `berth server --driver aws` in its own process, as a person runs it; `--data-dir` and `--port`: the CLI below finds it through the data dir. */
+  const startServer = async (): Promise<void> => {
     // prettier-ignore
     const args = [
       'server', '--driver', 'aws', '--data-dir', join(dir, 'data'), '--port', String(api), '--agent-port', String(agent), '--router-port', '0',
@@ -50,16 +48,30 @@ describe.skipIf(!motoAvailable('berth server --driver aws on moto'))('berth serv
     server = spawn(process.execPath, [join(packageRoot(), 'bin', 'berth.js'), ...args], { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/root', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
     server.stderr?.on('data', (d: Buffer) => void (process.env['BERTH_TEST_SERVER_LOG'] && process.stderr.write(d)));
     await waitFor('berth server --driver aws to answer', async () => ((await fetch(`http://127.0.0.1:${api}/v1/health`).catch(() => undefined))?.ok ? true : undefined), { timeoutMs: 30_000 });
+  };
+  /** Ctrl-C, as a person stops it: its hosts keep running. */
+  const stopServer = async (): Promise<void> => {
+    if (server.exitCode !== null || server.signalCode !== null) return;
+    const exited = new Promise((resolve) => server.once('exit', resolve));
+    server.kill('SIGINT');
+    await exited;
+  };
+
+  beforeAll(async () => {
+    moto = await startMoto();
+    net = await motoNetwork(moto.endpoint);
+    asg = new AutoScalingClient({ region: MOTO_REGION, endpoint: moto.endpoint, credentials: MOTO_CREDENTIALS });
+    dir = await mkdtemp(join(tmpdir(), 'berth-awscli-'));
+    env = { AWS_ACCESS_KEY_ID: MOTO_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: MOTO_CREDENTIALS.secretAccessKey, AWS_REGION: MOTO_REGION, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' };
+    [api = 0, agent = 0] = await freePorts(2);
+    await startServer();
     fleet = new EmulatedFleet({ endpoint: moto.endpoint, driverName: NAME, dir: join(dir, 'machines') });
     fleet.start();
   }, 60_000);
 
   afterAll(async () => {
     await fleet?.stop();
-    if (server && server.exitCode === null) {
-      server.kill('SIGTERM');
-      await new Promise((resolve) => server.once('exit', resolve));
-    }
+    if (server) await stopServer();
     net?.ec2.destroy();
     asg?.destroy();
     await moto?.stop();
@@ -136,4 +148,49 @@ describe.skipIf(!motoAvailable('berth server --driver aws on moto'))('berth serv
     const listed = await cli('pool', 'ls', '--json');
     expect((JSON.parse(listed.stdout) as { name: string }[]).map((p) => p.name)).toEqual(['api']);
   });
+
+  it('berth down takes the AWS hosts down with the options the server last ran with; the pool fills at the next start; --purge removes its groups and template', async () => {
+    const group = async (name: string) => (await asg.send(new DescribeAutoScalingGroupsCommand({ AutoScalingGroupNames: [name] }))).AutoScalingGroups?.[0];
+    const running = async () => {
+      const out = await net.ec2.send(new DescribeInstancesCommand({ Filters: [{ Name: `tag:${TAG_MANAGED_BY}`, Values: [NAME] }, { Name: 'instance-state-name', Values: ['pending', 'running'] }] }));
+      return (out.Reservations ?? []).flatMap((r) => r.Instances ?? []).map((i) => i.InstanceId ?? '');
+    };
+    expect((await running()).length).toBeGreaterThanOrEqual(3); // the pool's 2, and carol's
+    const refused = await cli('down');
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('is running on');
+    await stopServer();
+
+    // No option of the server's given again: berth down reads what it ran with.
+    const down = await cli('down', '--json');
+    expect(down.code).toBe(0);
+    const report = JSON.parse(down.stdout) as { driver: string; name: string; drainedPools: string[]; removed: string[]; failed: unknown[]; purged: boolean };
+    expect(report).toMatchObject({ driver: 'aws', name: NAME, drainedPools: ['api'], failed: [], purged: false });
+    expect(report.removed.length).toBeGreaterThanOrEqual(3);
+    expect(await running()).toEqual([]);
+    const api = await group(`${NAME}-pool-api`);
+    expect(api).toMatchObject({ MinSize: 0, DesiredCapacity: 0, Instances: [] });
+    expect((await asg.send(new DescribeWarmPoolCommand({ AutoScalingGroupName: `${NAME}-pool-api` }))).WarmPoolConfiguration).toBeUndefined();
+    expect((await group(`${NAME}-group-carol`))?.Instances).toEqual([]);
+
+    // The pool stayed in the store: the next server sizes its group again, and it fills.
+    await startServer();
+    await waitFor('pool api to fill again', async () => ((JSON.parse((await cli('pool', 'show', 'api', '--json')).stdout) as PoolStatusView).status.ready === 2 ? true : undefined), { timeoutMs: 60_000 });
+    expect(await group(`${NAME}-pool-api`)).toMatchObject({ MinSize: 2, DesiredCapacity: 2 });
+    expect((await asg.send(new DescribeWarmPoolCommand({ AutoScalingGroupName: `${NAME}-pool-api` }))).WarmPoolConfiguration).toMatchObject({ PoolState: 'Stopped', MinSize: 1 });
+    await stopServer();
+
+    // --purge: the machine and the account as before berth, but for what it does not own.
+    const purged = await cli('down', '--purge', '--json');
+    expect(purged.code).toBe(0);
+    const purgeReport = JSON.parse(purged.stdout) as { removedOnAws: string[]; purged: boolean };
+    expect(purgeReport.purged).toBe(true);
+    expect(purgeReport.removedOnAws).toEqual(expect.arrayContaining([`Auto Scaling group ${NAME}-pool-api`, `Auto Scaling group ${NAME}-group-carol`, `launch template ${NAME}-pool-api`]));
+    expect(await running()).toEqual([]);
+    const left = (await asg.send(new DescribeAutoScalingGroupsCommand({}))).AutoScalingGroups ?? [];
+    expect(left.filter((g) => g.AutoScalingGroupName?.startsWith(`${NAME}-`) && g.Status === undefined).map((g) => g.AutoScalingGroupName)).toEqual([]);
+    const templates = await net.ec2.send(new DescribeLaunchTemplatesCommand({ Filters: [{ Name: 'launch-template-name', Values: [`${NAME}-pool-api`] }] }));
+    expect(templates.LaunchTemplates ?? []).toEqual([]);
+    expect(existsSync(join(dir, 'data'))).toBe(false);
+  }, 180_000);
 });

@@ -12,6 +12,7 @@ import { BerthError } from '../../core/errors.js';
 import type { FleetPool, OperationOptions, PoolFleet } from '../types.js';
 import { isAmiId, type CommandChannel, type ResolvedAwsConfig } from './config.js';
 import type { AwsGroups } from './groups.js';
+import { deleteLaunchTemplate } from './launch-template.js';
 import { RootVolumes } from './root-volume.js';
 import { awsCall, callTally } from './sdk.js';
 import { buildFleetUserData, caHint, USER_DATA_LIMIT } from './user-data.js';
@@ -174,5 +175,23 @@ export class AwsFleet implements PoolFleet {
 
   async removePool(pool: string, opts?: OperationOptions): Promise<void> {
     await this.groups.removeGroup(this.groups.poolGroupName(pool), opts);
+  }
+
+  drainPool(pool: string, opts?: OperationOptions): Promise<boolean> {
+    return this.groups.drainPoolGroup(pool, opts);
+  }
+
+  /** The pools' groups and launch templates, and every claiming group left empty (no quiet time: nothing claims any more). */
+  async purge(pools: string[], opts?: OperationOptions): Promise<string[]> {
+    const removed: string[] = [];
+    for (const pool of pools) {
+      await this.groups.removeGroup(this.groups.poolGroupName(pool), opts);
+      removed.push(`Auto Scaling group ${this.groups.poolGroupName(pool)}`);
+    }
+    removed.push(...(await this.groups.sweepUserGroups(new Set(), 0, opts)).map((name) => `Auto Scaling group ${name}`));
+    for (const pool of pools) {
+      if (await deleteLaunchTemplate(this.ec2, this.cfg, this.templateName(pool), opts)) removed.push(`launch template ${this.templateName(pool)}`);
+    }
+    return removed;
   }
 }

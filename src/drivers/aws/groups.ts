@@ -9,6 +9,7 @@ import {
   DescribeAutoScalingInstancesCommand,
   CreateAutoScalingGroupCommand,
   DeleteAutoScalingGroupCommand,
+  DeleteWarmPoolCommand,
   DescribeAutoScalingGroupsCommand,
   DetachInstancesCommand,
   PutWarmPoolCommand,
@@ -117,6 +118,26 @@ export class AwsGroups {
     const templateName = template ? await ensureLaunchTemplate(this.ec2, this.cfg, opts, template) : undefined;
     await this.ensureGroup(name, { min: size, max: size + headroom, desired: size }, { Key: TAG_POOL, Value: pool }, opts, true, templateName, subnetIds, instanceTags);
     return name;
+  }
+
+  /**
+   * Stops the pool's group from keeping machines (`berth down`): min and desired 0, so it terminates
+   * its instances and launches none, and its EC2 warm pool deleted (a Running warm pool costs as
+   * much as the group). The next ensurePoolGroup sizes it again. False when there is no group. 1-3 calls.
+   */
+  async drainPoolGroup(pool: string, opts?: OperationOptions): Promise<boolean> {
+    const name = this.poolGroupName(pool);
+    const existing = await this.describe(name, opts);
+    if (!existing) return false;
+    if (existing.MinSize !== 0 || existing.DesiredCapacity !== 0) {
+      await this.call({ operation: 'UpdateAutoScalingGroup', group: name }, opts, (abortSignal) =>
+        this.asg.send(new UpdateAutoScalingGroupCommand({ AutoScalingGroupName: name, MinSize: 0, DesiredCapacity: 0 }), { abortSignal }),
+      );
+    }
+    if (existing.WarmPoolConfiguration) {
+      await this.call({ operation: 'DeleteWarmPool', group: name }, opts, (abortSignal) => this.asg.send(new DeleteWarmPoolCommand({ AutoScalingGroupName: name, ForceDelete: true }), { abortSignal }));
+    }
+    return true;
   }
 
   /**

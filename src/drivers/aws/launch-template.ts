@@ -7,6 +7,7 @@
 import {
   CreateLaunchTemplateCommand,
   CreateLaunchTemplateVersionCommand,
+  DeleteLaunchTemplateCommand,
   DescribeLaunchTemplateVersionsCommand,
   type _InstanceType,
   type BlockDeviceMapping,
@@ -74,6 +75,17 @@ function matches(want: RequestLaunchTemplateData, have: ResponseLaunchTemplateDa
 }
 
 /** Makes sure the template exists with the configuration's data; returns its name. */
+/** Deletes a launch template (all its versions); false when there was none. 1 call. */
+export async function deleteLaunchTemplate(client: EC2Client, cfg: ResolvedAwsConfig, name: string, opts?: OperationOptions): Promise<boolean> {
+  try {
+    await awsCall(client, cfg, { operation: 'DeleteLaunchTemplate' }, opts, (abortSignal) => client.send(new DeleteLaunchTemplateCommand({ LaunchTemplateName: name }), { abortSignal }));
+    return true;
+  } catch (err) {
+    if (hasAwsCode(err, ...TEMPLATE_NOT_FOUND)) return false;
+    throw err;
+  }
+}
+
 export async function ensureLaunchTemplate(client: EC2Client, cfg: ResolvedAwsConfig, opts?: OperationOptions, variant?: TemplateVariant): Promise<string> {
   const name = variant?.name ?? launchTemplateName(cfg);
   const want = templateData(cfg, variant);

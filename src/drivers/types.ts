@@ -206,7 +206,7 @@ export interface PoolFleet {
   drainPool?(pool: string, opts?: OperationOptions): Promise<boolean>;
   /**
    * Optional (`berth down --purge`, once no host is left): removes what the driver made for these
-   * pools and for claiming groups on the backend (groups, templates). Returns what it removed.
+   * pools and for claiming groups on the backend (groups, templates). Returns what is gone now.
    */
   purge?(pools: string[], opts?: OperationOptions): Promise<string[]>;
 }

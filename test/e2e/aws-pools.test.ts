@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AutoScalingClient, DescribeAutoScalingGroupsCommand, DetachInstancesCommand, TerminateInstanceInAutoScalingGroupCommand, type AutoScalingGroup } from '@aws-sdk/client-auto-scaling';
-import { DescribeInstancesCommand, DescribeLaunchTemplateVersionsCommand, RunInstancesCommand, TerminateInstancesCommand } from '@aws-sdk/client-ec2';
+import { DescribeInstancesCommand, DescribeLaunchTemplatesCommand, DescribeLaunchTemplateVersionsCommand, RunInstancesCommand, TerminateInstancesCommand } from '@aws-sdk/client-ec2';
 import { filesFromUserData } from '../../src/drivers/aws/user-data.js';
 import { AGENT_ENROLMENT_PATH, agentEnrolment } from '../../src/protocol/messages.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -236,6 +236,10 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
     else expect([503, 422]).toContain(claim.status);
     expect((await groupsNow()).filter((g) => members([g], g.AutoScalingGroupName ?? '').includes(instanceId))).toEqual([]);
     expect((await api.delete('/v1/pools/lone')).status).toBe(200);
+    // Its group and its launch template go with it (a region holds 5,000 templates).
+    expect((await groupsNow()).map((g) => g.AutoScalingGroupName)).not.toContain(`${NAME}-pool-lone`);
+    const templates = await net.ec2.send(new DescribeLaunchTemplatesCommand({ Filters: [{ Name: 'launch-template-name', Values: [`${NAME}-pool-lone`] }] }));
+    expect(templates.LaunchTemplates ?? []).toEqual([]);
     await server.pools.reconciler.settled();
   }, 120_000);
 

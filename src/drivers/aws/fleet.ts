@@ -173,8 +173,14 @@ export class AwsFleet implements PoolFleet {
   /** How long a claiming group's group must have been idle before the sweep removes it (tests shorten it). */
   sweepQuietMs = 10 * 60_000;
 
+  /**
+   * The group (its instances with it), then the pool's launch template: a region holds 5,000, and a
+   * pool per branch would use them up. Claiming groups made from it keep their instances; they
+   * never launch, so they need no template.
+   */
   async removePool(pool: string, opts?: OperationOptions): Promise<void> {
     await this.groups.removeGroup(this.groups.poolGroupName(pool), opts);
+    await deleteLaunchTemplate(this.ec2, this.cfg, this.templateName(pool), opts);
   }
 
   drainPool(pool: string, opts?: OperationOptions): Promise<boolean> {
@@ -185,13 +191,10 @@ export class AwsFleet implements PoolFleet {
   async purge(pools: string[], opts?: OperationOptions): Promise<string[]> {
     const removed: string[] = [];
     for (const pool of pools) {
-      await this.groups.removeGroup(this.groups.poolGroupName(pool), opts);
-      removed.push(`Auto Scaling group ${this.groups.poolGroupName(pool)}`);
+      await this.removePool(pool, opts);
+      removed.push(`Auto Scaling group ${this.groups.poolGroupName(pool)}`, `launch template ${this.templateName(pool)}`);
     }
     removed.push(...(await this.groups.sweepUserGroups(new Set(), 0, opts)).map((name) => `Auto Scaling group ${name}`));
-    for (const pool of pools) {
-      if (await deleteLaunchTemplate(this.ec2, this.cfg, this.templateName(pool), opts)) removed.push(`launch template ${this.templateName(pool)}`);
-    }
     return removed;
   }
 }

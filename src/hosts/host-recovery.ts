@@ -40,7 +40,7 @@ export async function recoverHosts(ctx: RecoveryContext): Promise<{ adopted: str
     throw new BerthError(
       'conflict',
       `the store has ${foreign.length} live host(s) of the ${other.driver} driver (${foreign.slice(0, 3).map((row) => row.id).join(', ')}), and this server runs the ${deps.driver.name} driver`,
-      `Start the server with --driver ${other.driver} (and its options), or remove those hosts through a server that runs them first.`,
+      `Start the server (or berth down) with --driver ${other.driver}, or remove those hosts through a server that runs them first.`,
     );
   }
   await deps.hosts.markAllDisconnected();

@@ -143,7 +143,11 @@ describe.skipIf(!canRun)('berth down', () => {
     const down = await berth(['down', '--data-dir', shared.dataDir], {}, { timeoutMs: 120_000 });
     expect(down.code).toBe(2);
     expect(down.stderr).toContain(`the store has 1 live host(s) of the aws driver (${foreignId}), and this server runs the local driver`);
-    expect(down.stderr).toContain('hint: Start the server with --driver aws');
+    expect(down.stderr).toContain('hint: Start the server (or berth down) with --driver aws');
+    // berth down --driver aws needs the options an AWS server ran with, which none did here.
+    const noAws = await berth(['down', '--driver', 'aws', '--data-dir', shared.dataDir], {});
+    expect(noAws.code).toBe(2);
+    expect(noAws.stderr).toContain('no AWS server has run on');
     // Both hosts as they were: the local one still runs, the other is still recorded running.
     expect(shared.leftovers().processes).toBeGreaterThan(0);
     const after = await openStore({ dataDir: shared.dataDir });

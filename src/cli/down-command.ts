@@ -3,7 +3,8 @@
  * cgroups its server set up (src/server/take-down.ts), while what was declared stays in the store
  * for the next `berth up`. `--purge` removes the data dir too: the machine as it was before berth.
  * Hosts outlive their server by design, so without this a person who tried berth had to start the
- * server again and remove environments, pools and hosts one by one.
+ * server again and remove environments, pools and hosts one by one. On a data dir whose server ran
+ * the AWS driver (driver-record.ts), the same for its instances: see docs/aws.md.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, realpathSync, rmSync } from 'node:fs';
@@ -31,7 +32,7 @@ export function registerDownCommand(program: Command, ctx: Context, env: NodeJS.
   program
     .command('down')
     .description(
-      "remove every host berth runs on this machine, and the bridge, firewall tables and cgroups of its server (which must be stopped); pools, stacks, environments and images stay for the next `berth up` (--purge: the data dir goes too)",
+      "remove every host berth runs on this machine, and the bridge, firewall tables and cgroups of its server (which must be stopped), or for an AWS server its instances (its pools' groups drained); pools, stacks, environments and images stay for the next start (--purge: the data dir goes too)",
     )
     .option('--driver <driver>', "the driver of the server taken down: local or aws (default: the one it last ran; AWS: with the options it ran with, credentials from the SDK's chain)")
     .option('--purge', "also remove the data dir: its store, images, tokens and logs (a PostgreSQL database of BERTH_DATABASE_URL is kept); AWS: the pools' Auto Scaling groups and launch templates too")

@@ -69,7 +69,7 @@ export async function takeDown(parts: TakeDownParts, progress: (step: TakeDownSt
   // Before any host goes: a group that still wanted its size would launch a replacement for each.
   // A drain that fails stops here, nothing terminated (exit 1; the next run tries again).
   const fleet = parts.driver.fleet;
-  const pools = fleet?.drainPool ? await parts.poolNames() : [];
+  const pools = fleet ? await parts.poolNames() : [];
   const drainedPools: string[] = [];
   for (const pool of pools) if (await fleet?.drainPool?.(pool)) drainedPools.push(pool);
 
@@ -102,6 +102,6 @@ export async function takeDown(parts: TakeDownParts, progress: (step: TakeDownSt
   const interrupted = removed.length + failed.length < jobs.length;
   const done = failed.length === 0 && !interrupted;
   const machineRemoved = done ? await parts.driver.teardown?.() : false;
-  const purged = done && opts.purge && fleet?.purge ? await fleet.purge(fleet.drainPool ? pools : await parts.poolNames()) : [];
+  const purged = done && opts.purge && fleet?.purge ? await fleet.purge(pools) : [];
   return { removed, failed, machineRemoved, interrupted, drainedPools, purged };
 }

@@ -54,7 +54,7 @@ export function registerDownCommand(program: Command, ctx: Context, env: NodeJS.
       const recorded = recordedDriver(path);
       const driver = opts.driver ?? recorded?.driver ?? 'local';
       if (driver !== 'local' && driver !== 'aws') throw new UsageError(`--driver must be local or aws (got ${driver})`);
-      const aws = driver === 'aws' ? recorded?.aws : undefined;
+      const aws = driver === 'aws' && recorded?.aws ? { ...recorded.aws, name: opts.name ?? recorded.aws.name } : undefined;
       if (driver === 'aws' && !aws) throw new BerthError('validation_failed', `no AWS server has run on ${path} since berth began recording its options`, 'Start it once (berth server --driver aws with its options) and stop it, then run berth down again; or remove its pools with berth pool rm.');
       // Loaded here, not at start-up (see startup.test.ts).
       const { recordedNetwork } = await import('../drivers/local/network-record.js');
@@ -80,7 +80,7 @@ export function registerDownCommand(program: Command, ctx: Context, env: NodeJS.
         const say = (step: string): void => printer.err(`  ${step}…\n`);
         const extras = { runLoops: false, log: (line: string) => printer.err(`  ${line}\n`) };
         const server = aws
-          ? await startAwsServer(path, { ...serverOptions, ...aws, driver: 'aws', name: opts.name ?? aws.name, agentAdvertise: aws.agentAdvertise ?? '127.0.0.1' }, env, say, extras)
+          ? await startAwsServer(path, { ...serverOptions, ...aws, driver: 'aws', agentAdvertise: aws.agentAdvertise ?? '127.0.0.1' }, env, say, extras)
           : await startLocalServer(path, serverOptions, env, say, extras);
         try {
           report = await server.takeDown((step) => {
@@ -103,11 +103,11 @@ export function registerDownCommand(program: Command, ctx: Context, env: NodeJS.
       }
       const purged = Boolean(opts.purge) && !unfinished && (await purge(path, printer));
       const machine = report.machineRemoved === undefined ? 'none' : report.machineRemoved ? 'removed' : 'kept';
-      const where = aws ? { driver, name: opts.name ?? aws.name, drainedPools: report.drainedPools, removedOnAws: report.purged } : { driver, ...network };
+      const where = aws ? { driver, name: aws.name, drainedPools: report.drainedPools, removedOnAws: report.removedOnBackend } : { driver, ...network };
       if (printer.json) return printer.out(`${JSON.stringify({ dataDir: path, ...where, removed: report.removed, failed: report.failed, interrupted: report.interrupted, machine, purged }, null, 2)}\n`);
       if (unfinished) return;
       const what = `${report.removed.length} host(s) removed${machine === 'removed' ? `, and bridge ${network.bridge} with its firewall tables and cgroups` : ''}${
-        report.purged.length > 0 ? `, and on AWS: ${report.purged.join(', ')}` : report.drainedPools.length > 0 ? `; the Auto Scaling group of each pool (${report.drainedPools.join(', ')}) keeps no instance until the server starts again` : ''
+        report.removedOnBackend.length > 0 ? `, and on AWS: ${report.removedOnBackend.join(', ')}` : report.drainedPools.length > 0 ? `; the Auto Scaling group of each pool (${report.drainedPools.join(', ')}) keeps no instance until the server starts again` : ''
       }`;
       if (purged) printer.out(`berth is down: ${what}; data dir ${path} removed${env['BERTH_DATABASE_URL'] ? ' (the database of BERTH_DATABASE_URL is kept)' : ''}\n`);
       else printer.out(`berth is down: ${what}. Pools, stacks, environments and images are kept: ${aws ? 'berth server --driver aws (with its options)' : 'berth up'} brings them back (berth down --purge removes them)\n`);

@@ -21,8 +21,8 @@ const FILE = 'driver.json';
 
 const AWS_KEYS = ['awsImage', 'awsInstanceType', 'awsRegion', 'awsEndpoint', 'awsSubnets', 'awsSecurityGroups', 'awsInstanceProfile', 'awsCommandChannel', 'awsSsmEndpoint', 'agentAdvertise', 'agentListen'] as const;
 
-/** What of a server's options `berth down` needs to reach its AWS hosts again. */
-export function awsRecord(opts: AwsServerOptions & { name: string }): AwsRecord {
+/** What of a server's options (or of a file read back) `berth down` needs to reach its AWS hosts again: the known string options. */
+export function awsRecord(opts: Partial<Record<(typeof AWS_KEYS)[number], unknown>> & { name: string }): AwsRecord {
   const record: AwsRecord = { name: opts.name };
   for (const key of AWS_KEYS) {
     const value = opts[key];
@@ -49,7 +49,7 @@ export function recordedDriver(dataDir: string): DriverRecord | undefined {
   if (driver === 'local') return { driver };
   if (driver === 'aws' && typeof aws === 'object' && aws !== null && typeof (aws as { name?: unknown }).name === 'string') {
     // Only the known string options are kept: a hand-edited file cannot put anything else into the driver's config.
-    return { driver, aws: awsRecord({ ...(aws as Record<string, unknown>), driver: 'aws' } as AwsServerOptions & { name: string }) };
+    return { driver, aws: awsRecord(aws as { name: string }) };
   }
   return undefined;
 }

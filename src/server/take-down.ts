@@ -48,8 +48,8 @@ export interface TakeDownReport {
   interrupted: boolean;
   /** A fleet driver's pools whose groups were drained (step 1). */
   drainedPools: string[];
-  /** With `purge`, what a fleet driver removed on its backend (groups, templates). */
-  purged: string[];
+  /** With `purge`, what of a fleet driver's on its backend is gone now (groups, templates). */
+  removedOnBackend: string[];
 }
 
 /** How many hosts are terminated at once: each is a few short-lived processes and kernel objects. */
@@ -102,6 +102,6 @@ export async function takeDown(parts: TakeDownParts, progress: (step: TakeDownSt
   const interrupted = removed.length + failed.length < jobs.length;
   const done = failed.length === 0 && !interrupted;
   const machineRemoved = done ? await parts.driver.teardown?.() : false;
-  const purged = done && opts.purge && fleet?.purge ? await fleet.purge(pools) : [];
-  return { removed, failed, machineRemoved, interrupted, drainedPools, purged };
+  const removedOnBackend = done && opts.purge && fleet?.purge ? await fleet.purge(pools) : [];
+  return { removed, failed, machineRemoved, interrupted, drainedPools, removedOnBackend };
 }

@@ -14,8 +14,8 @@ import { agentPidOf, berth, startServer, type InProcessServer } from '../helpers
 import { freePort } from '../helpers/ports.js';
 import { waitFor } from '../helpers/wait.js';
 
-const NET = { bridge: 'berthsw0', subnet: '10.213.0.0/24', cgroupName: 'berthsw' };
-const GATEWAY = '10.213.0.1';
+const NET = { bridge: 'berthsw0', subnet: '10.208.0.0/24', cgroupName: 'berthsw' };
+const GATEWAY = '10.208.0.1';
 
 describe('switching a running installation to TLS on the agent channel', () => {
   const dir = mkdtempSync(join(tmpdir(), 'berth-tls-switch-'));

@@ -4,6 +4,7 @@
  * another network of the machine uses fails, naming it, with exit code 1.
  */
 import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -52,6 +53,16 @@ describe.skipIf(!canRun)('berth doctor', () => {
     expect(subnet?.hint).toContain('--subnet');
     const text = await berth(['--data-dir', dataDir, 'doctor', '--subnet', '10.251.0.0/16', '--bridge', 'berthdoc1'], {});
     expect(text.stdout).toContain('1 check(s) failed: this machine cannot run local hosts until they are fixed');
+  });
+
+  it('a server refuses that subnet too, before it changes anything on the machine: exit 2, no bridge, no record', async () => {
+    const serverDir = join(dataDir, 'server');
+    const res = await berth(['server', '--data-dir', serverDir, '--port', '0', '--agent-port', '0', '--router-port', '0', '--subnet', '10.251.0.0/16', '--bridge', 'berthdoc1', '--name', 'berthdoc'], {}, { timeoutMs: 30_000 });
+    expect(res.code, res.stderr).toBe(2);
+    expect(res.stderr).toContain("berth: the hosts' subnet 10.251.0.0/16 overlaps 10.251.0.0/24 on berthdoc0");
+    expect(res.stderr).toMatch(/hint: Choose a subnet no other network of this machine uses \(berth server --subnet\)/);
+    expect(existsSync('/sys/class/net/berthdoc1')).toBe(false);
+    expect(existsSync(join(serverDir, 'hosts', '.network.json'))).toBe(false);
   });
 
   it('with BERTH_DATABASE_URL, says which server holds that database, or that it cannot be reached', async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { doctorReport } from '../../cli/doctor-command.js';
-import { overlappingRoutes } from './doctor.js';
+import { overlappingRoutes } from './network.js';
 import { parseSubnet } from './subnet.js';
 
 describe('doctor: overlapping routes and the report', () => {

@@ -10,7 +10,8 @@ import { detectCgroupLayout, readMountinfo } from './cgroups.js';
 import { machineNameServers, wildcardDnsListeners } from './dns-forwarder.js';
 import { findTool, probeNamespacesAndOverlay, resolveTools } from './preflight.js';
 import { runCommand } from './proc.js';
-import { ipToInt, parseSubnet, type Subnet } from './subnet.js';
+import { routesOverlapping } from './network.js';
+import { parseSubnet, type Subnet } from './subnet.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
@@ -27,26 +28,6 @@ export interface DoctorInput {
   agentDir: string;
   bridge: string;
   subnet: string;
-}
-
-interface IpRoute {
-  dst?: string;
-  dev?: string;
-}
-
-/** Routes of the machine (other than the bridge's own) whose prefix overlaps `subnet`. */
-export function overlappingRoutes(subnet: Subnet, bridge: string, routes: readonly IpRoute[]): IpRoute[] {
-  const size = (bits: number) => 2 ** (32 - bits);
-  const start = ipToInt(subnet.cidr.split('/')[0] ?? '') ?? 0;
-  const end = start + size(subnet.prefixLength);
-  return routes.filter((r) => {
-    if (!r.dst || r.dst === 'default' || r.dev === bridge) return false;
-    const [address, bits] = r.dst.includes('/') ? r.dst.split('/') : [r.dst, '32'];
-    const from = ipToInt(address ?? '');
-    if (from === undefined) return false;
-    const to = from + size(Number(bits));
-    return from < end && start < to;
-  });
 }
 
 const ok = (name: string, detail: string): MachineCheck => ({ name, status: 'ok', detail });
@@ -104,8 +85,7 @@ export async function checkMachine(input: DoctorInput): Promise<MachineCheck[]> 
     checks.push(fail('bridge subnet', errorMessage(err), 'Choose another subnet (--subnet), e.g. 10.213.0.0/16.'));
   }
   if (subnet) {
-    const shown = await runCommand('ip', ['-j', '-4', 'route', 'show', 'table', 'main']);
-    const clash = overlappingRoutes(subnet, input.bridge, shown.code === 0 ? (JSON.parse(shown.stdout || '[]') as IpRoute[]) : []);
+    const clash = await routesOverlapping('ip', subnet, input.bridge);
     checks.push(
       clash.length > 0
         ? fail('bridge subnet', `${subnet.cidr} overlaps ${clash.map((r) => `${r.dst ?? '?'} on ${r.dev ?? '?'}`).join(', ')}`, 'Choose a subnet no other network of this machine uses (berth server --subnet).')

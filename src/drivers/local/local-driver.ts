@@ -33,7 +33,7 @@ import { BaseViews, lowerDirOption } from './overlay.js';
 import { cancelled, consoleTail, createHostDir, launchError, LaunchProcessError, spawnLocally, startLauncher, writeHostFiles } from './host-launch.js';
 import { Spawner, type LaunchRequest, type LauncherChild } from './spawner.js';
 import { liveAddress, parseHostRecord, readStateFile, recordToDriverData, STATE_VERSION, writeStateFile, type HostRecord } from './host-state.js';
-import { ensureBridge, innerNetworkBatch, listNetnsHostIds, outerNetworkBatch, removeHostNetwork } from './network.js';
+import { assertSubnetFree, ensureBridge, innerNetworkBatch, listNetnsHostIds, outerNetworkBatch, removeHostNetwork } from './network.js';
 import { HostReachability } from './reachability.js';
 import { accessRecord, HostAccess } from './host-access.js';
 import { parseEgressAllow } from '../../core/egress-allow.js';
@@ -112,6 +112,7 @@ export class LocalDriver implements HostDriver {
     const tools = resolveTools();
     this.tools = tools;
     checkAgentDir(this.cfg.agentDir);
+    await assertSubnetFree(tools.ip, this.cfg.subnet, this.cfg.bridge, (message) => this.cfg.logger.warn({ bridge: this.cfg.bridge }, message));
     mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o700 });
     const network = { bridge: this.cfg.bridge, subnet: this.cfg.subnet.cidr, name: this.cfg.cgroupName };
     assertSameNetwork(this.cfg.stateDir, network);

@@ -10,7 +10,7 @@ import { basename } from 'node:path';
 import { BerthError } from '../../core/errors.js';
 import type { HostNames } from './config.js';
 import { describeFailure, runCommand, type CommandRunner } from './proc.js';
-import type { Subnet } from './subnet.js';
+import { ipToInt, type Subnet } from './subnet.js';
 
 export const NETNS_DIR = '/run/netns';
 
@@ -48,6 +48,52 @@ export function bridgeMac(bridge: string): string {
   const hash = createHash('sha256').update(`berth-bridge:${bridge}`).digest();
   const bytes = [0x02, ...hash.subarray(0, 5)];
   return bytes.map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
+export interface IpRoute {
+  dst?: string;
+  dev?: string;
+}
+
+/** Routes of the machine (other than the bridge's own) whose prefix overlaps `subnet`. */
+export function overlappingRoutes(subnet: Subnet, bridge: string, routes: readonly IpRoute[]): IpRoute[] {
+  const size = (bits: number) => 2 ** (32 - bits);
+  const start = ipToInt(subnet.cidr.split('/')[0] ?? '') ?? 0;
+  const end = start + size(subnet.prefixLength);
+  return routes.filter((r) => {
+    if (!r.dst || r.dst === 'default' || r.dev === bridge) return false;
+    const [address, bits] = r.dst.includes('/') ? r.dst.split('/') : [r.dst, '32'];
+    const from = ipToInt(address ?? '');
+    if (from === undefined) return false;
+    const to = from + size(Number(bits));
+    return from < end && start < to;
+  });
+}
+
+/** The machine's IPv4 routes (main table) that overlap `subnet` on another device than `bridge`. */
+export async function routesOverlapping(ipTool: string, subnet: Subnet, bridge: string): Promise<IpRoute[]> {
+  const shown = await runCommand(ipTool, ['-j', '-4', 'route', 'show', 'table', 'main']);
+  return overlappingRoutes(subnet, bridge, shown.code === 0 ? (JSON.parse(shown.stdout || '[]') as IpRoute[]) : []);
+}
+
+/**
+ * Refuses a subnet that another network of the machine routes (another berth's bridge, a VPN,
+ * docker0): the more specific route wins, so hosts on one side or the other would silently lose
+ * their traffic. Checked before the driver changes anything on the machine. Once the bridge exists
+ * the clash came later and is only reported through `warn`: refusing then would leave running hosts
+ * without their server, and `berth down` unable to remove them.
+ */
+export async function assertSubnetFree(ipTool: string, subnet: Subnet, bridge: string, warn: (message: string) => void): Promise<void> {
+  const clash = await routesOverlapping(ipTool, subnet, bridge);
+  if (clash.length === 0) return;
+  const held = clash.map((r) => `${r.dst ?? '?'} on ${r.dev ?? '?'}`).join(', ');
+  const message = `the hosts' subnet ${subnet.cidr} overlaps ${held}: traffic to the hosts of one or the other would go astray`;
+  const hint = 'Choose a subnet no other network of this machine uses (berth server --subnet), or remove the interface that holds it (another berth data dir: berth down there).';
+  if (existsSync(`/sys/class/net/${bridge}`)) {
+    warn(`${message}. ${hint}`);
+    return;
+  }
+  throw new BerthError('conflict', message, hint, { subnet: subnet.cidr, overlaps: held });
 }
 
 /** Creates the bridge with the gateway address if missing and brings it up. Idempotent. */

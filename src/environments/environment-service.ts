@@ -211,7 +211,7 @@ export class EnvironmentService {
     return this.view(await changeSettings(this.settingsDeps(), row, change));
   }
 
-  /** Another number of replicas (or services' own counts): in place for review hosts, by a deploy in service mode (scale.ts). */
+  /** Another number of replicas (or services' own counts): in place, or by a deploy when other services' hosts must learn new addresses (scale.ts). */
   async scale(tenantId: string, name: string, change: ReplicaChange, waitS: number): Promise<EnvironmentView> {
     const row = await this.row(tenantId, name);
     return this.view(
@@ -221,8 +221,13 @@ export class EnvironmentService {
           placement: this.deps.placement,
           routes: this.routes,
           hostRelease: this.hostRelease,
+          balancing: this.balancing,
           stackOf: (r) => environmentStack(this.deps, { tenantId, stack: r.stack, ref: r.ref, command: r.command }),
           redeploy: async (r, counts, w) => (await this.deploy(tenantId, name, r.ref, w, { counts }), this.row(tenantId, name)),
+          placeMore: async (r, { spec, target, init }, more) => {
+            const { routed, existing, counts, ...kept } = more;
+            await this.place(tenantId, name, spec, target, { pool: r.pool, mode: 'service', ref: r.ref, ...countsOf(r), owner: r.owner, settings: r.settings, init, private: r.private, recordWith: routed, routeWith: existing, adding: { counts, existing }, ...kept });
+          },
           drainMs: this.deps.drainMs ?? 500,
         },
         row,
@@ -317,7 +322,7 @@ export class EnvironmentService {
     target: RouteTarget,
     opts: PlaceOptions,
   ) {
-    const { claimed, balanced, recordWith = [], private: isPrivate, ...rest } = opts;
+    const { claimed, balanced, recordWith = [], routeWith = [], private: isPrivate, ...rest } = opts;
     // Without the caller's (a deploy): the pool refills once the hosts are placed.
     let createDone = (): void => undefined;
     const refillAfter = rest.refillAfter ?? new Promise<void>((resolve) => (createDone = resolve));
@@ -339,7 +344,7 @@ export class EnvironmentService {
       const balancing = this.balancing && rest.mode === 'service' ? this.balancing : undefined;
       if (balancing) await balancing.attach({ tenantId, name }, stack, placement.hosts, { deadline: rest.deadline, ...(rest.signal ? { signal: rest.signal } : {}) }, balanced);
       const balanceMs = performance.now() - tBalance;
-      const backends = placement.hosts.filter((h) => h.service === null || h.service === target.service);
+      const backends = [...routeWith, ...placement.hosts].filter((h) => h.service === null || h.service === target.service);
       const tRoute = performance.now();
       this.routes.set({ tenantId, name, private: isPrivate }, backends, target, rest.ref);
       return { ...placement, timings: { ...placement.timings, ...(balancing ? { balanceMs } : {}), routeMs: performance.now() - tRoute } };

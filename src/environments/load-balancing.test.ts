@@ -305,6 +305,48 @@ describe('environments with a load balancing hook', () => {
     expect([hostsOf(awake, 'api').length, hostsOf(awake, 'db').length, hostsOf(awake, 'web').length, hostsOf(awake, 'worker').length]).toEqual([2, 2, 1, 2]);
   });
 
+  it('scales in place the services no host is told the address of (web, worker): only their new hosts attached, before the route; leaving ones detached, then released', async () => {
+    const view = await create('prod', { replicas: 1, serviceReplicas: { web: 2 } });
+    lb.calls.length = 0;
+    events.length = 0;
+    const calls = () => lb.calls.map((c) => `${c.op} ${c.service} ${c.hosts.join(',')}`);
+    const more = await svc.scale(TENANT, 'prod', { services: { web: 3, worker: 2 } }, 10);
+    expect(more).toMatchObject({ state: 'ready', replicas: 1, serviceReplicas: { web: 3, worker: 2 } });
+    const added = more.hosts.filter((h) => !view.hosts.some((b) => b.hostId === h.hostId));
+    expect(more.hosts.filter((h) => !added.includes(h))).toEqual(view.hosts);
+    expect(added.map((h) => h.service).sort()).toEqual(['web', 'worker']);
+    const newWeb = added.find((h) => h.service === 'web')?.hostId ?? '';
+    expect(calls()).toEqual([`attach web ${newWeb}`]);
+    expect(events.indexOf(`attach web ${newWeb}`)).toBeLessThan(events.findIndex((e) => e.startsWith('route ') && e.includes(newWeb)));
+    expect(events.filter((e) => e.startsWith('claim')).map((e) => e.split(' ')[1]).sort()).toEqual(['web', 'worker']);
+    expect(released).toEqual([]);
+
+    lb.calls.length = 0;
+    events.length = 0;
+    const fewer = await svc.scale(TENANT, 'prod', { services: { web: 1, worker: 1 } }, 10);
+    expect(fewer.hosts).toEqual(view.hosts.filter((h) => h.service !== 'web' || h.hostId === view.hosts.find((x) => x.service === 'web')?.hostId));
+    const gone = more.hosts.filter((h) => !fewer.hosts.some((f) => f.hostId === h.hostId));
+    const goneWeb = gone.filter((h) => h.service === 'web').map((h) => h.hostId).sort();
+    expect(calls()).toEqual([`detach web ${goneWeb.join(',')}`]);
+    expect(events.findIndex((e) => e.startsWith('route '))).toBeLessThan(events.findIndex((e) => e.startsWith('release')));
+    expect(released.map((r) => r.hostId).sort()).toEqual(gone.map((h) => h.hostId).sort());
+    expect(released.every((r) => r.reuse)).toBe(true);
+  });
+
+  it('a scale in place that fails gives back only its new hosts, detached from their group, and the environment runs as before', async () => {
+    const view = await create('prod', { replicas: 1 });
+    lb.calls.length = 0;
+    released.length = 0;
+    lb.fail.set('web', 'attach');
+    const err = await rejection(svc.scale(TENANT, 'prod', { services: { web: 2 } }, 10));
+    expect(err.message).toBe('attach of web failed');
+    const newWeb = released.map((r) => r.hostId);
+    expect(newWeb).toHaveLength(1);
+    expect(view.hosts.some((h) => h.hostId === newWeb[0])).toBe(false);
+    expect(lb.calls.map((c) => `${c.op} ${c.service} ${c.hosts.join(',')}`)).toEqual([`attach web ${newWeb[0]}`, `detach web ${newWeb[0]}`]);
+    expect(await svc.get(TENANT, 'prod')).toMatchObject({ state: 'ready', hosts: view.hosts, serviceReplicas: {} });
+  });
+
   it('refuses a count for a service the stack has not, and counts of their own in review mode, claiming nothing', async () => {
     const claimsBefore = n;
     expect((await rejection(create('prod', { serviceReplicas: { cache: 2 } }))).message).toBe('stack shop has no service cache');

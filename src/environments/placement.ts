@@ -43,6 +43,11 @@ export interface PlacementRequest {
   refillAfter?: Promise<unknown>;
   /** What the router will reach: each of its hosts must answer there over the network too. */
   target: RouteTarget;
+  /**
+   * Service mode, a scale in place (scale.ts): only this many more hosts of these services, each
+   * told the addresses of the environment's `existing` hosts as its siblings were at their placement.
+   */
+  adding?: { counts: Record<string, number>; existing: readonly PlacedHost[] };
   /** Epoch ms by which every service must be ready. */
   deadline: number;
   signal?: AbortSignal;
@@ -59,6 +64,8 @@ export type PlaceOptions = Omit<PlacementRequest, 'tenantId' | 'name' | 'stack' 
   claimed: EnvHostRecord[];
   balanced: Set<string>;
   recordWith?: EnvHostRecord[];
+  /** Hosts routed besides the placed ones (a scale in place adds to them). */
+  routeWith?: readonly PlacedHost[];
   private: boolean;
 };
 
@@ -132,12 +139,16 @@ export async function placeServices(deps: PlacementDeps, req: PlacementRequest):
     servicesStart = performance.now();
     await Promise.all(hosts.map(ready));
   } else {
-    // Dependencies first, so each service's hosts are told where the services it needs answer.
-    for (const level of dependencyLevels(req.stack)) {
-      const addresses = serviceAddresses(req.stack, placed);
-      const hosts = await Promise.all(
-        level.flatMap((service) => Array.from({ length: replicasOf({ replicas: req.replicas, serviceReplicas: req.serviceReplicas ?? {} }, service) }, () => claimOne(service, hostTags(req, { [MODE_TAG]: 'service', [SERVICE_TAG]: service, ...addresses })))),
-      );
+    // Dependencies first, so each service's hosts are told where the services it needs answer:
+    // the services of the levels below its own.
+    const levels = dependencyLevels(req.stack);
+    const countOf = (service: string) => (req.adding ? (req.adding.counts[service] ?? 0) : replicasOf({ replicas: req.replicas, serviceReplicas: req.serviceReplicas ?? {} }, service));
+    for (const [i, level] of levels.entries()) {
+      const below = new Set(levels.slice(0, i).flat());
+      const existing = (req.adding?.existing ?? []).filter((h) => h.service !== null && below.has(h.service));
+      const addresses = serviceAddresses(req.stack, [...existing, ...placed]);
+      const hosts = await Promise.all(level.flatMap((service) => Array.from({ length: countOf(service) }, () => claimOne(service, hostTags(req, { [MODE_TAG]: 'service', [SERVICE_TAG]: service, ...addresses })))));
+      if (hosts.length === 0) continue;
       servicesStart = performance.now();
       await Promise.all(hosts.map(ready));
     }
@@ -160,11 +171,16 @@ function hostTags(req: PlacementRequest, mode: Record<string, string>): Record<s
   return tags;
 }
 
+/** The port other services reach a service on (its `BERTH_SERVICE_<NAME>_ADDR`); undefined: it listens on none. */
+export function listeningPort(service: StackSpec['services'][string]): number | undefined {
+  return service.ports[0] ?? service.ready?.http?.port ?? service.ready?.tcp?.port;
+}
+
 /** `BERTH_SERVICE_<NAME>_ADDR=ip:port,…` for every placed service that listens. */
 function serviceAddresses(stack: StackSpec, placed: readonly PlacedHost[]): Record<string, string> {
   const tags: Record<string, string> = {};
   for (const service of Object.values(stack.services)) {
-    const port = service.ports[0] ?? service.ready?.http?.port ?? service.ready?.tcp?.port;
+    const port = listeningPort(service);
     const hosts = placed.filter((h) => h.service === service.name);
     if (port === undefined || hosts.length === 0) continue;
     const key = `BERTH_SERVICE_${service.name.toUpperCase().replace(/[^A-Z0-9]/g, '_')}_ADDR`;

@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { parseReplicas, UsageError } from '../cli/output.js';
 import { applyReplicaChange, describeCounts, replicasOf, sameCounts } from './replicas.js';
-import { scaleEnvironmentBody } from './scale.js';
+import { tmpdir } from 'node:os';
+import { parseStacksFile } from '../stacks/spec.js';
+import { scaleEnvironmentBody, scalesInPlace } from './scale.js';
 import { createEnvironmentBody } from './spec.js';
 
 describe('replica counts per service', () => {
@@ -38,5 +40,29 @@ describe('replica counts per service', () => {
     for (const serviceReplicas of [{ web: 0 }, { web: 101 }, { web: 1.5 }, { 'No Such': 1 }]) expect(createEnvironmentBody.safeParse({ ...body, serviceReplicas }).success).toBe(false);
     expect(scaleEnvironmentBody.safeParse({}).success).toBe(false);
     expect(scaleEnvironmentBody.safeParse({ serviceReplicas: { web: 2 } }).success).toBe(true);
+  });
+});
+
+describe('a service-mode scale in place, or by a deploy', () => {
+  // db listens and web depends on it; web listens, nothing depends on it; worker listens on nothing.
+  const [stack] = parseStacksFile(
+    ['stacks:', '  shop:', '    services:', '      db: {cmd: run-db, ready: {tcp: 5432}}', '      web: {cmd: run-web, ports: [8080], dependsOn: [db]}', '      worker: {cmd: run-worker, dependsOn: [db]}'].join('\n'),
+    'berth.yaml',
+    tmpdir(),
+  );
+  const from = { replicas: 1, serviceReplicas: {} };
+
+  it('is in place when no host is told the changed services addresses: a top-level service, one without a port', () => {
+    if (!stack) throw new Error('expected the stack');
+    expect(scalesInPlace(stack, from, { replicas: 1, serviceReplicas: { web: 3 } })).toBe(true);
+    expect(scalesInPlace(stack, from, { replicas: 1, serviceReplicas: { worker: 2, web: 2 } })).toBe(true);
+    expect(scalesInPlace(stack, { replicas: 1, serviceReplicas: { web: 3 } }, from)).toBe(true);
+  });
+
+  it("is a deploy when the hosts above a changed service are told its addresses (db's, here)", () => {
+    if (!stack) throw new Error('expected the stack');
+    expect(scalesInPlace(stack, from, { replicas: 1, serviceReplicas: { db: 2 } })).toBe(false);
+    expect(scalesInPlace(stack, from, { replicas: 2, serviceReplicas: {} })).toBe(false);
+    expect(scalesInPlace(stack, from, { replicas: 2, serviceReplicas: { db: 1 } })).toBe(true);
   });
 });

@@ -6,12 +6,17 @@
  *   create claims them, and join the route once their services are ready and they answer; fewer:
  *   the newest leave the route first, get the drain time for requests in flight, then go back to
  *   the pool. A scale-up that fails gives back what it claimed, and the environment runs as before.
- * - `service` mode, by a deploy of the same ref on the new count: each service's hosts are told
- *   where the services they depend on answer (`BERTH_SERVICE_*_ADDR`), so a new count changes
- *   every dependent's configuration anyway; a deploy does that atomically, new hosts first, the
- *   route switched when they answer (from a warm pool, in the time of a claim per host).
+ * - `service` mode, in place as well when no other service's hosts are told the changed services'
+ *   addresses (`BERTH_SERVICE_*_ADDR`, given to the hosts of the services at the dependency levels
+ *   above theirs): a service that listens on no port (a worker), or one of the last level (started
+ *   last, as a web front). More hosts of it are claimed first, told the addresses their siblings were, and
+ *   routed (and load balanced) with the others once ready; then the newest of a service with fewer
+ *   leave as above. The hosts of every other service are not touched.
+ * - `service` mode otherwise, by a deploy of the same ref on the new count: every dependent's
+ *   configuration changes anyway, and a deploy changes it atomically, new hosts first, the route
+ *   switched when they answer (from a warm pool, in the time of a claim per host).
  * - Asleep, the new count is recorded for its next wake.
- * - Services' own counts (replicas.ts) are service mode's: changing one is a deploy as above.
+ * - Services' own counts (replicas.ts) are service mode's.
  *
  * While it scales in place the environment is `scaling`. Hosts joining or leaving are recorded
  * outside the routed generation until the route has them or has let them go, so a server restart
@@ -21,11 +26,13 @@ import { z } from 'zod';
 import { BerthError, errorMessage } from '../core/errors.js';
 import type { EnvironmentsRepo } from '../store/environments-repo.js';
 import type { EnvHostRecord, EnvironmentRow } from '../store/schema.js';
-import { placeServices, type PlacementDeps } from './placement.js';
+import { dependencyLevels, listeningPort, placeServices, type PlacedHost, type PlacementDeps } from './placement.js';
+import type { StackSpec } from '../stacks/spec.js';
+import { balancedServices, type LoadBalancedServices } from './load-balancing.js';
 import type { HostRelease } from './release.js';
 import type { EnvironmentRoutes } from './routes.js';
 import type { EnvironmentStack } from './slug-stack.js';
-import { applyReplicaChange, checkServiceReplicas, countsOf, describeCounts, replicaCount, sameCounts, serviceReplicasField, type ReplicaChange, type ReplicaCounts } from './replicas.js';
+import { applyReplicaChange, checkServiceReplicas, countsOf, describeCounts, replicaCount, replicasOf, sameCounts, serviceReplicasField, type ReplicaChange, type ReplicaCounts } from './replicas.js';
 
 export const scaleEnvironmentBody = z
   .object({
@@ -41,9 +48,21 @@ export interface ScaleDeps {
   placement: PlacementDeps;
   routes: EnvironmentRoutes;
   hostRelease: HostRelease;
+  /** Service mode's load balancing, when the driver has one. */
+  balancing?: Pick<LoadBalancedServices, 'detach'> | undefined;
   stackOf(row: EnvironmentRow): Promise<EnvironmentStack>;
   /** A service-mode environment on new counts: a deploy of its ref. */
   redeploy(row: EnvironmentRow, counts: ReplicaCounts, waitS: number): Promise<EnvironmentRow>;
+  /**
+   * Service mode in place: `counts` more hosts of those services placed (each pushed onto `claimed`
+   * and recorded after `routed` as it lands), load balanced (`balanced`: the services attached) and
+   * routed with `existing`, the routed hosts with their addresses.
+   */
+  placeMore(
+    row: EnvironmentRow,
+    stack: EnvironmentStack,
+    more: { counts: Record<string, number>; routed: EnvHostRecord[]; existing: PlacedHost[]; generation: number; claimed: EnvHostRecord[]; balanced: Set<string>; deadline: number },
+  ): Promise<void>;
   /** Requests in flight on a leaving host get this long, ms. */
   drainMs: number;
 }
@@ -64,7 +83,11 @@ export async function scaleEnvironment(deps: ScaleDeps, row: EnvironmentRow, cha
     if (!asleep) throw new BerthError('conflict', `environment ${name} woke or changed meanwhile`, 'Look at it (berth env show), then try again.');
     return asleep;
   }
-  if (row.mode === 'service') return deps.redeploy(row, next, waitS);
+  if (row.mode === 'service') {
+    const stack = await deps.stackOf(row);
+    checkServiceReplicas(stack.spec, row.mode, own);
+    return scalesInPlace(stack.spec, countsOf(row), next) ? scaleServicesInPlace(deps, row, next, stack, waitS) : deps.redeploy(row, next, waitS);
+  }
   const { spec, target, init } = await deps.stackOf(row);
   const started = await deps.envs.transition(tenantId, name, ['ready'], 'scaling', { reason: `scaling from ${describeCounts(countsOf(row))} to ${count}` });
   if (!started) throw new BerthError('conflict', `environment ${name} is ${row.state}`, 'Wait until it is ready, then scale it.');
@@ -82,10 +105,10 @@ export async function scaleEnvironment(deps: ScaleDeps, row: EnvironmentRow, cha
       kept = routed.slice(0, replicas);
       await new Promise((resolve) => setTimeout(resolve, deps.drainMs));
       await deps.hostRelease.releaseAll(tenantId, started.pool, leaving, `environment ${name} scaled to ${count}`);
-      return await done(deps, started, kept, replicas, `scaled to ${count}`);
+      return await done(deps, started, kept, next, `scaled to ${count}`);
     }
     const joined = await joinReviewHosts(deps, started, { spec, target, init }, { count: replicas - routed.length, generation: routedGeneration, routed, kept: routed, joining, deadline: Date.now() + waitS * 1000 });
-    return await done(deps, started, joined.hosts, replicas, `scaled to ${count}`);
+    return await done(deps, started, joined.hosts, next, `scaled to ${count}`);
   } catch (err) {
     // The route has the hosts it had (set again: the failure may have come after it changed).
     await deps.routes.addressed(tenantId, kept)
@@ -139,8 +162,69 @@ export async function joinReviewHosts(
   };
 }
 
-async function done(deps: ScaleDeps, row: EnvironmentRow, hosts: EnvHostRecord[], replicas: number, reason: string): Promise<EnvironmentRow> {
-  const finished = await deps.envs.transition(row.tenant_id, row.name, ['scaling'], 'ready', { hosts, replicas, reason });
+/**
+ * Whether a service-mode environment goes from `from` to `to` in place: every service whose count
+ * changes listens on no port, or sits at the top dependency level (no host is told its addresses).
+ */
+export function scalesInPlace(stack: StackSpec, from: ReplicaCounts, to: ReplicaCounts): boolean {
+  const levels = dependencyLevels(stack);
+  const top = new Set(levels.at(-1) ?? []);
+  return Object.values(stack.services).every((service) => replicasOf(from, service.name) === replicasOf(to, service.name) || listeningPort(service) === undefined || top.has(service.name));
+}
+
+/** Service mode in place (see the top of the file): more hosts first, then the newest leave. */
+async function scaleServicesInPlace(deps: ScaleDeps, row: EnvironmentRow, next: ReplicaCounts, stack: EnvironmentStack, waitS: number): Promise<EnvironmentRow> {
+  const { tenant_id: tenantId, name } = row;
+  const count = describeCounts(next);
+  const started = await deps.envs.transition(tenantId, name, ['ready'], 'scaling', { reason: `scaling from ${describeCounts(countsOf(row))} to ${count}` });
+  if (!started) throw new BerthError('conflict', `environment ${name} is ${row.state}`, 'Wait until it is ready, then scale it.');
+  const routedGeneration = started.route?.generation ?? Math.max(0, ...started.hosts.map((h) => h.generation));
+  const routed = started.hosts.filter((h) => h.generation === routedGeneration);
+  const more: Record<string, number> = {};
+  const leaving: EnvHostRecord[] = [];
+  for (const service of Object.keys(stack.spec.services)) {
+    const have = routed.filter((h) => h.service === service);
+    const want = replicasOf(next, service);
+    if (want > have.length) more[service] = want - have.length;
+    else leaving.push(...have.slice(want));
+  }
+  const env = { tenantId, name, private: started.private };
+  const claimed: EnvHostRecord[] = [];
+  const balanced = new Set<string>();
+  if (Object.keys(more).length > 0) {
+    try {
+      // Recorded outside the routed generation as they land (a restart gives them back), routed with the others once ready.
+      const existing = await deps.routes.addressed(tenantId, routed);
+      await deps.placeMore(started, stack, { counts: more, routed, existing, generation: routedGeneration + 1, claimed, balanced, deadline: Date.now() + waitS * 1000 });
+    } catch (err) {
+      await deps.routes.addressed(tenantId, routed.filter((h) => h.service === stack.target.service))
+        .then((hosts) => deps.routes.set(env, hosts, stack.target, started.ref))
+        .catch(() => undefined);
+      // Only the new hosts leave the load balancing: their services' groups keep the others.
+      const why = `environment ${name}: scale to ${count} failed`;
+      const stuck = deps.balancing ? await deps.balancing.detach(env, stack.spec, claimed.filter((h) => h.service !== null && balanced.has(h.service)), why) : undefined;
+      await deps.hostRelease.releaseAll(tenantId, started.pool, claimed, why, claimed.filter((h) => stuck?.has(h.hostId)));
+      await deps.envs.transition(tenantId, name, ['scaling'], 'ready', { reason: `scale to ${count} failed: ${errorMessage(err)}`, hosts: routed });
+      throw err;
+    }
+  }
+  const hosts = [...routed.filter((h) => !leaving.includes(h)), ...claimed.map((h) => ({ ...h, generation: routedGeneration }))];
+  if (leaving.length > 0) {
+    await deps.envs.setHosts(tenantId, name, [...hosts, ...leaving.map((h) => ({ ...h, generation: routedGeneration + 1 }))]);
+    const why = `environment ${name} scaled to ${count}`;
+    const routedLeave = leaving.some((h) => h.service === stack.target.service);
+    if (routedLeave) deps.routes.set(env, await deps.routes.addressed(tenantId, hosts.filter((h) => h.service === stack.target.service)), stack.target, started.ref);
+    // Out of the route and their load balancers, then the drain time for requests in flight.
+    const balancedNames = new Set(balancedServices(stack.spec).services.map((x) => x.name));
+    const detached = leaving.filter((h) => h.service !== null && balancedNames.has(h.service));
+    const [stuck] = await Promise.all([detached.length > 0 ? deps.balancing?.detach(env, stack.spec, detached, why) : undefined, routedLeave || deps.balancing ? new Promise((resolve) => setTimeout(resolve, deps.drainMs)) : undefined]);
+    await deps.hostRelease.releaseAll(tenantId, started.pool, leaving, why, leaving.filter((h) => stuck?.has(h.hostId)));
+  }
+  return done(deps, started, hosts, next, `scaled to ${count}`);
+}
+
+async function done(deps: ScaleDeps, row: EnvironmentRow, hosts: EnvHostRecord[], counts: ReplicaCounts, reason: string): Promise<EnvironmentRow> {
+  const finished = await deps.envs.transition(row.tenant_id, row.name, ['scaling'], 'ready', { hosts, replicas: counts.replicas, serviceReplicas: counts.serviceReplicas, reason });
   if (!finished) throw new BerthError('conflict', `environment ${row.name} changed while it scaled`, 'Look at it (berth env show).');
   return finished;
 }

@@ -50,7 +50,7 @@ describe('service mode with counts per service', () => {
     const shown = await berth(['env', 'show', 'fleet'], stack.env);
     expect(shown.stdout).toContain('stack:    shop (service, 1 replica (web 2)) from pool shop');
 
-    // web to 3 under a steady load: a deploy on the new counts, no request lost.
+    // web to 3 under a steady load: in place (nothing above web is told its address), no request lost.
     let stop = false;
     const failures: string[] = [];
     const load = (async () => {
@@ -67,16 +67,34 @@ describe('service mode with counts per service', () => {
     expect(web3).toMatchObject({ state: 'ready', replicas: 1, serviceReplicas: { web: 3 } });
     expect(perService(web3)).toEqual({ api: 1, web: 3 });
     expect(web3.backends).toHaveLength(3);
+    // Every host it had stays, and the one new host runs web: nothing else was replaced.
+    const ids = (view: EnvironmentView) => view.hosts.map((h) => h.hostId);
+    expect(ids(web3)).toEqual(expect.arrayContaining(ids(created)));
+    expect(web3.hosts.filter((h) => !ids(created).includes(h.hostId)).map((h) => h.service)).toEqual(['web']);
 
+    // api listens on no port (no host is told its address): in place too.
     const api2 = await scale('fleet', ['api=2']);
     expect(api2.serviceReplicas).toEqual({ api: 2, web: 3 });
     expect(perService(api2)).toEqual({ api: 2, web: 3 });
+    expect(ids(api2)).toEqual(expect.arrayContaining(ids(web3)));
+    const newApi = api2.hosts.find((h) => !ids(web3).includes(h.hostId));
+    expect(newApi?.service).toBe('api');
+    // The new host runs api alone, as its sibling does.
+    const services = async (hostId: string) => (await stack.srv.api.get<{ services: { name: string; status: { state: string } | null }[] }>(`/v1/hosts/${hostId}/services`)).body.services.map((x) => `${x.name}:${x.status?.state ?? '-'}`);
+    expect(await services(newApi?.hostId ?? '')).toEqual(await services(created.hosts.find((h) => h.service === 'api')?.hostId ?? ''));
+    expect(await services(newApi?.hostId ?? '')).toEqual(['api:ready']);
 
     const human = await berth(['env', 'scale', 'fleet', '1'], stack.env, { timeoutMs: 90_000 });
     expect(human.code, human.stderr).toBe(0);
     expect(human.stdout).toBe('fleet: 1 replica, 2 hosts\n');
     const one = await show('fleet');
     expect({ replicas: one.replicas, own: one.serviceReplicas, hosts: perService(one) }).toEqual({ replicas: 1, own: {}, hosts: { api: 1, web: 1 } });
+    // Fewer, in place: the oldest of each service stay, the others went back to the pool.
+    expect(ids(one).sort()).toEqual([created.hosts.find((h) => h.service === 'api')?.hostId, created.hosts.find((h) => h.service === 'web')?.hostId].sort());
+    expect(one.backends?.map((b) => b.id)).toEqual(one.hosts.filter((h) => h.service === 'web').map((h) => h.hostId));
+    for (const h of api2.hosts.filter((x) => !ids(one).includes(x.hostId))) {
+      expect((await stack.srv.api.get<{ group: string | null; state: string }>(`/v1/hosts/${h.hostId}`)).body).not.toMatchObject({ group: 'fleet', state: 'running' });
+    }
   });
 
   it('refuses a service the stack has not, counts for a review environment, and counts below one, changing nothing', async () => {

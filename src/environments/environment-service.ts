@@ -17,14 +17,15 @@ import { parseTtl, type CreateEnvironmentInput } from './spec.js';
 import { placeServices, roundTimings, type PlaceOptions, type PlacementDeps, type RouteTarget } from './placement.js';
 import { toEnvironmentView, type EnvironmentView } from './views.js';
 import { LoadBalancedServices, type ServiceLoadBalancing } from './load-balancing.js';
-import { environmentStack, type EnvironmentStackDeps } from './slug-stack.js';
+import { environmentStack, type EnvironmentStack, type EnvironmentStackDeps } from './slug-stack.js';
+import type { ServiceHostsDeps } from './service-hosts.js';
 import { changeSettings, nextSettings, settleSettings, type SettingsChange, type SettingsDeps } from './settings.js';
 import { restartServices, type RestartDeps, type RestartInput } from './restart.js';
 import { EnvironmentSleeper, parseSleepAfter } from './sleep.js';
 import { recoverEnvironments } from './recovery.js';
 import { HostRelease } from './release.js';
 import { scaleEnvironment } from './scale.js';
-import { checkServiceReplicas, countsOf, type ReplicaChange } from './replicas.js';
+import { checkServiceReplicas, countsOf, type ReplicaChange, type ReplicaCounts } from './replicas.js';
 import { deployEnvironment, type DeployDeps, type DeployOptions } from './deploy.js';
 import { EnvironmentRoutes } from './routes.js';
 import { EnvironmentHealer } from './heal.js';
@@ -93,6 +94,8 @@ export class EnvironmentService {
       hostRelease: this.hostRelease,
       stackOf: (row) => environmentStack(deps, { tenantId: row.tenant_id, stack: row.stack, ref: row.ref, command: row.command }),
       redeploy: (row, because) => this.deploy(row.tenant_id, row.name, row.ref, 120, { because }),
+      balancing: this.balancing,
+      placeMore: this.placeMore.bind(this),
       log: deps.log,
       ...(deps.healRetryMs !== undefined ? { retryMs: deps.healRetryMs } : {}),
     });
@@ -213,28 +216,11 @@ export class EnvironmentService {
 
   /** Another number of replicas (or services' own counts): in place, or by a deploy when other services' hosts must learn new addresses (scale.ts). */
   async scale(tenantId: string, name: string, change: ReplicaChange, waitS: number): Promise<EnvironmentView> {
-    const row = await this.row(tenantId, name);
-    return this.view(
-      await scaleEnvironment(
-        {
-          envs: this.deps.envs,
-          placement: this.deps.placement,
-          routes: this.routes,
-          hostRelease: this.hostRelease,
-          balancing: this.balancing,
-          stackOf: (r) => environmentStack(this.deps, { tenantId, stack: r.stack, ref: r.ref, command: r.command }),
-          redeploy: async (r, counts, w) => (await this.deploy(tenantId, name, r.ref, w, { counts }), this.row(tenantId, name)),
-          placeMore: async (r, { spec, target, init }, more) => {
-            const { routed, existing, counts, ...kept } = more;
-            await this.place(tenantId, name, spec, target, { pool: r.pool, mode: 'service', ref: r.ref, ...countsOf(r), owner: r.owner, settings: r.settings, init, private: r.private, recordWith: routed, routeWith: existing, adding: { counts, existing }, ...kept });
-          },
-          drainMs: this.deps.drainMs ?? 500,
-        },
-        row,
-        change,
-        waitS,
-      ),
-    );
+    const { envs, placement, drainMs = 500 } = this.deps;
+    const stackOf = (r: EnvironmentRow) => environmentStack(this.deps, { tenantId, stack: r.stack, ref: r.ref, command: r.command });
+    const redeploy = async (r: EnvironmentRow, counts: ReplicaCounts, w: number) => (await this.deploy(tenantId, name, r.ref, w, { counts }), this.row(tenantId, name));
+    const deps = { envs, placement, routes: this.routes, hostRelease: this.hostRelease, balancing: this.balancing, stackOf, redeploy, placeMore: this.placeMore.bind(this), drainMs };
+    return this.view(await scaleEnvironment(deps, await this.row(tenantId, name), change, waitS));
   }
 
   /** Its services restarted host by host, each host back in rotation before the next (restart.ts). */
@@ -352,6 +338,13 @@ export class EnvironmentService {
       // The pools refill now: launching hosts meanwhile would take the CPU the services need.
       createDone();
     }
+  }
+
+  /** Service mode in place: more hosts of some services beside the others (service-hosts.ts). */
+  private placeMore(row: EnvironmentRow, { spec, target, init }: EnvironmentStack, more: Parameters<ServiceHostsDeps['placeMore']>[2]) {
+    const { routed, existing, counts, ...rest } = more;
+    const opts = { pool: row.pool, mode: 'service' as const, ref: row.ref, ...countsOf(row), owner: row.owner, settings: row.settings, init, private: row.private };
+    return this.place(row.tenant_id, row.name, spec, target, { ...opts, recordWith: routed, routeWith: existing, adding: { counts, existing }, ...rest });
   }
 
   /** A sleeping environment's services on new hosts again (its wake; sleep.ts), routed once they answer. */

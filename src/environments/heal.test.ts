@@ -21,7 +21,9 @@ import { EnvironmentRoutes } from './routes.js';
 
 const T = 'default';
 const at = { file: 'berth.yaml', line: 1, column: 1 };
-const stack: StackSpec = { name: 's', at, secrets: [], services: { web: { name: 'web', cmd: 'run', env: {}, envAt: {}, ports: [8080], dependsOn: [], restart: { policy: 'always' }, at, from: 'services' } } };
+const service = (name: string, port: number, dependsOn: string[]) => ({ name, cmd: 'run', env: {}, envAt: {}, ports: [port], dependsOn, restart: { policy: 'always' as const }, at, from: 'services' as const });
+// web (routed) depends on api: web's hosts are told api's addresses, nobody is told web's.
+const stack: StackSpec = { name: 's', at, secrets: [], services: { api: service('api', 9000, []), web: service('web', 8080, ['api']) } };
 
 describe('EnvironmentHealer', () => {
   let store: Store;
@@ -30,6 +32,7 @@ describe('EnvironmentHealer', () => {
   let routes: Map<string, RouteSpec>;
   let released: string[];
   let redeployed: string[];
+  let placedMore: { service: string; kept: string[] }[];
   let claims: number;
   let failClaims: boolean;
   let logs: string[];
@@ -52,9 +55,11 @@ describe('EnvironmentHealer', () => {
     await hosts.insert({ id, tenantId: T, driver: 'test', image: '/', hostname: id, tags: {}, resources: {}, agentTokenHash: 'x' });
     await store.db.updateTable('hosts').set({ state, ip: '127.0.0.1' }).where('id', '=', id).execute();
   };
+  /** Service mode: `service:id`, e.g. `api:s1`. */
   const env = async (name: string, mode: 'review' | 'service', ids: string[], state: 'ready' | 'deploying' = 'ready') => {
     await envs.insert({ tenantId: T, name, stack: 's', pool: 'p', mode, ref: 'v1', command: null, replicas: ids.length, owner: null, settings: { A: '1' }, expiresAt: null });
-    await envs.transition(T, name, ['creating'], 'ready', { hosts: ids.map((hostId) => ({ hostId, service: mode === 'service' ? 'web' : null, generation: 1 })), route: { service: 'web', port: 8080, healthPath: '/', generation: 1 } });
+    const record = (id: string) => (mode === 'service' ? { hostId: id.split(':')[1] ?? id, service: id.split(':')[0] ?? null } : { hostId: id, service: null });
+    await envs.transition(T, name, ['creating'], 'ready', { hosts: ids.map((id) => ({ ...record(id), generation: 1 })), route: { service: 'web', port: 8080, healthPath: '/', generation: 1 } });
     if (state !== 'ready') await envs.transition(T, name, ['ready'], state);
   };
 
@@ -64,6 +69,7 @@ describe('EnvironmentHealer', () => {
     routes = new Map();
     released = [];
     redeployed = [];
+    placedMore = [];
     claims = 0;
     failClaims = false;
     logs = [];
@@ -85,6 +91,18 @@ describe('EnvironmentHealer', () => {
       hostRelease: new HostRelease({ pools: { get: () => Promise.resolve({ on_release: 'terminate' } as PoolRow) }, release: (_t, id) => (released.push(id), Promise.resolve()), log }, undefined),
       stackOf: () => Promise.resolve({ spec: stack, target: { service: 'web', port: backend.port, healthPath: '/' }, init: [] }),
       redeploy: (row, why) => (redeployed.push(`${row.name}: ${why}`), Promise.resolve()),
+      // Service mode in place: the environment service's placement (tested on real hosts in test/e2e/environment-heal.test.ts).
+      placeMore: async (_row, _stack, more) => {
+        for (const [name, count] of Object.entries(more.counts)) {
+          for (let i = 0; i < count; i++) {
+            const id = `new-${++claims}`;
+            await host(id, 'running');
+            placedMore.push({ service: name, kept: more.existing.map((h) => h.hostId) });
+            more.claimed.push({ hostId: id, service: name, generation: more.generation });
+          }
+        }
+        return { timings: { claimMs: 1 } };
+      },
       log,
       retryMs: 1000,
       waitS: 1,
@@ -155,13 +173,28 @@ describe('EnvironmentHealer', () => {
     expect(await envs.get(T, 'a')).toMatchObject({ state: 'ready', hosts: [{ hostId: 'new-1' }] });
   });
 
-  it('redeploys a service-mode environment, and leaves environments that are busy alone', async () => {
+  it('redeploys a service-mode environment whose lost host others are told the address of, and leaves environments that are busy alone', async () => {
     await host('s1', 'lost');
+    await host('s2', 'running');
     await host('d1', 'lost');
-    await env('svc', 'service', ['s1']);
+    await env('svc', 'service', ['api:s1', 'web:s2']);
     await env('busy', 'review', ['d1'], 'deploying');
     expect(await healer.sweep()).toEqual(['svc']);
-    expect(redeployed).toEqual(['svc: replacing lost s1 (web)']);
+    expect(redeployed).toEqual(['svc: replacing lost s1 (api)']);
     expect(claims).toBe(0);
+  });
+
+  it('replaces a lost service host in place when nobody is told its address (the routed web): the others kept', async () => {
+    await host('a1', 'running');
+    await host('w1', 'running');
+    await host('w2', 'lost');
+    await env('svc', 'service', ['api:a1', 'web:w1', 'web:w2']);
+    expect(await healer.sweep()).toEqual(['svc']);
+    expect(redeployed).toEqual([]);
+    expect(placedMore).toEqual([{ service: 'web', kept: ['a1', 'w1'] }]);
+    const row = await envs.get(T, 'svc');
+    expect(row).toMatchObject({ state: 'ready', operation: 'heal', hosts: [{ hostId: 'a1', service: 'api', generation: 1 }, { hostId: 'w1', service: 'web', generation: 1 }, { hostId: 'new-1', service: 'web', generation: 1 }] });
+    expect(row?.state_reason).toBe('replaced w2 (web) (w2 lost) with new-1');
+    expect(await healer.sweep()).toEqual([]);
   });
 });

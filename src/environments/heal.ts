@@ -8,8 +8,10 @@
  *   as a create claims them (its services started, ready, answering over the network), and the route
  *   gets them; the others are not touched. The lost hosts leave the environment's record (the host
  *   service cleans their machines up, as for any lost host).
- * - `service` mode, by a deploy of its ref: the lost host's dependents are told the addresses of the
- *   services they need, so a new host changes their configuration anyway (see scale.ts).
+ * - `service` mode, in place too when no other host is told the lost hosts' services' addresses (a
+ *   worker, the web front; service-hosts.ts): a new host for each lost one, routed and load balanced
+ *   with the others, the lost ones out of their load balancers. Otherwise by a deploy of its ref: the
+ *   hosts above the lost one's service are told where it answers, so their configuration changes.
  * - Its timings (claim, services, ready, route) are the environment's, as a create's, with
  *   `operation: heal` (`env show`, /metrics).
  * - A replacement that fails (an empty pool with `onEmpty: fail`, a service that does not start)
@@ -25,18 +27,16 @@ import { errorMessage } from '../core/errors.js';
 import type { EnvironmentsRepo } from '../store/environments-repo.js';
 import type { EnvHostRecord, EnvironmentRow } from '../store/schema.js';
 import { roundTimings, type PlacementDeps } from './placement.js';
+import { balancedServices } from './load-balancing.js';
 import { joinReviewHosts } from './scale.js';
-import type { HostRelease } from './release.js';
-import type { EnvironmentRoutes } from './routes.js';
+import { addServiceHosts, changesInPlace, type ServiceHostsDeps } from './service-hosts.js';
 import type { EnvironmentStack } from './slug-stack.js';
 
 type LostHost = Awaited<ReturnType<EnvironmentsRepo['lostHosts']>>[number];
 
-export interface HealDeps {
+export interface HealDeps extends ServiceHostsDeps {
   envs: Pick<EnvironmentsRepo, 'lostHosts' | 'get' | 'transition' | 'setHosts'>;
   placement: PlacementDeps;
-  routes: EnvironmentRoutes;
-  hostRelease: HostRelease;
   stackOf(row: EnvironmentRow): Promise<EnvironmentStack>;
   /** A service-mode environment on new hosts: a deploy of its ref, `why` in its reason. */
   redeploy(row: EnvironmentRow, why: string): Promise<unknown>;
@@ -104,14 +104,45 @@ export class EnvironmentHealer {
     const why = lost.map((l) => `${l.hostId} ${l.state ?? 'is gone'}${l.reason ? `: ${l.reason}` : ''}`).join('; ');
     const key = `${tenantId}/${name}`;
     try {
-      if (row.mode === 'service') await this.deps.redeploy(row, `replacing lost ${what}`);
-      else await this.replaceInPlace(row, gone, what, why);
+      if (row.mode !== 'service') await this.replaceInPlace(row, gone, what, why);
+      else {
+        const stack = await this.deps.stackOf(row);
+        if (changesInPlace(stack.spec, gone.map((h) => h.service ?? ''))) await this.replaceServicesInPlace(row, stack, gone, what, why);
+        else await this.deps.redeploy(row, `replacing lost ${what}`);
+      }
       this.retry.delete(key);
       this.deps.log(`environment ${name}: replaced lost ${what} (${why})`);
     } catch (err) {
       const waitMs = Math.min((this.retry.get(key)?.waitMs ?? (this.deps.retryMs ?? 10_000) / 2) * 2, (this.deps.retryMs ?? 10_000) * 30);
       this.retry.set(key, { at: Date.now() + waitMs, waitMs });
       this.deps.log(`environment ${name}: could not replace lost ${what}: ${errorMessage(err)}; trying again in ${Math.round(waitMs / 1000)} s`);
+    }
+  }
+
+  /** Service mode in place: a new host of its service for each lost one, the others untouched. */
+  private async replaceServicesInPlace(row: EnvironmentRow, stack: EnvironmentStack, gone: EnvHostRecord[], what: string, why: string): Promise<void> {
+    const { tenant_id: tenantId, name } = row;
+    const t0 = performance.now();
+    const started = await this.deps.envs.transition(tenantId, name, ['ready'], 'healing', { reason: `replacing ${what} (${why})` });
+    if (!started) return; // another operation came first; the next sweep looks again
+    const routedGeneration = started.route?.generation ?? Math.max(0, ...started.hosts.map((h) => h.generation));
+    const routed = started.hosts.filter((h) => h.generation === routedGeneration);
+    const kept = routed.filter((h) => !gone.some((g) => g.hostId === h.hostId));
+    const counts: Record<string, number> = {};
+    for (const h of gone) if (h.service !== null) counts[h.service] = (counts[h.service] ?? 0) + 1;
+    try {
+      const deadline = Date.now() + (this.deps.waitS ?? 120) * 1000;
+      const added = await addServiceHosts(this.deps, started, stack, { routed, kept, counts, generation: routedGeneration, deadline, why: `environment ${name}: replacing ${what} failed` });
+      // A lost instance may still be registered with its service's load balancer.
+      const balanced = new Set(balancedServices(stack.spec).services.map((x) => x.name));
+      const registered = gone.filter((h) => h.service !== null && balanced.has(h.service));
+      if (this.deps.balancing && registered.length > 0) await this.deps.balancing.detach({ tenantId, name }, stack.spec, registered, `environment ${name}: replaced ${what}`);
+      const timings = roundTimings({ ...added.timings, totalMs: performance.now() - t0 });
+      const done = await this.deps.envs.transition(tenantId, name, ['healing'], 'ready', { hosts: [...kept, ...added.hosts], reason: `replaced ${what} (${why}) with ${added.hosts.map((h) => h.hostId).join(', ')}`, timings, operation: 'heal' });
+      if (!done) throw new Error('it changed while it healed');
+    } catch (err) {
+      await this.deps.envs.transition(tenantId, name, ['healing'], 'ready', { hosts: routed, reason: `could not replace ${what} (${why}): ${errorMessage(err)}` });
+      throw err;
     }
   }
 

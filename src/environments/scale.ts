@@ -26,10 +26,10 @@ import { z } from 'zod';
 import { BerthError, errorMessage } from '../core/errors.js';
 import type { EnvironmentsRepo } from '../store/environments-repo.js';
 import type { EnvHostRecord, EnvironmentRow } from '../store/schema.js';
-import { dependencyLevels, listeningPort, placeServices, type PlacedHost, type PlacementDeps } from './placement.js';
+import { placeServices, type PlacementDeps } from './placement.js';
+import { addServiceHosts, changesInPlace, type ServiceHostsDeps } from './service-hosts.js';
 import type { StackSpec } from '../stacks/spec.js';
-import { balancedServices, type LoadBalancedServices } from './load-balancing.js';
-import type { HostRelease } from './release.js';
+import { balancedServices } from './load-balancing.js';
 import type { EnvironmentRoutes } from './routes.js';
 import type { EnvironmentStack } from './slug-stack.js';
 import { applyReplicaChange, checkServiceReplicas, countsOf, describeCounts, replicaCount, replicasOf, sameCounts, serviceReplicasField, type ReplicaChange, type ReplicaCounts } from './replicas.js';
@@ -43,26 +43,12 @@ export const scaleEnvironmentBody = z
   .strict()
   .refine((body) => body.replicas !== undefined || body.serviceReplicas !== undefined, { message: 'give replicas, serviceReplicas or both' });
 
-export interface ScaleDeps {
+export interface ScaleDeps extends ServiceHostsDeps {
   envs: Pick<EnvironmentsRepo, 'transition' | 'setHosts' | 'changeAsleep'>;
   placement: PlacementDeps;
-  routes: EnvironmentRoutes;
-  hostRelease: HostRelease;
-  /** Service mode's load balancing, when the driver has one. */
-  balancing?: Pick<LoadBalancedServices, 'detach'> | undefined;
   stackOf(row: EnvironmentRow): Promise<EnvironmentStack>;
   /** A service-mode environment on new counts: a deploy of its ref. */
   redeploy(row: EnvironmentRow, counts: ReplicaCounts, waitS: number): Promise<EnvironmentRow>;
-  /**
-   * Service mode in place: `counts` more hosts of those services placed (each pushed onto `claimed`
-   * and recorded after `routed` as it lands), load balanced (`balanced`: the services attached) and
-   * routed with `existing`, the routed hosts with their addresses.
-   */
-  placeMore(
-    row: EnvironmentRow,
-    stack: EnvironmentStack,
-    more: { counts: Record<string, number>; routed: EnvHostRecord[]; existing: PlacedHost[]; generation: number; claimed: EnvHostRecord[]; balanced: Set<string>; deadline: number },
-  ): Promise<void>;
   /** Requests in flight on a leaving host get this long, ms. */
   drainMs: number;
 }
@@ -162,14 +148,9 @@ export async function joinReviewHosts(
   };
 }
 
-/**
- * Whether a service-mode environment goes from `from` to `to` in place: every service whose count
- * changes listens on no port, or sits at the top dependency level (no host is told its addresses).
- */
+/** Whether a service-mode environment goes from `from` to `to` in place (service-hosts.ts). */
 export function scalesInPlace(stack: StackSpec, from: ReplicaCounts, to: ReplicaCounts): boolean {
-  const levels = dependencyLevels(stack);
-  const top = new Set(levels.at(-1) ?? []);
-  return Object.values(stack.services).every((service) => replicasOf(from, service.name) === replicasOf(to, service.name) || listeningPort(service) === undefined || top.has(service.name));
+  return changesInPlace(stack, Object.keys(stack.services).filter((name) => replicasOf(from, name) !== replicasOf(to, name)));
 }
 
 /** Service mode in place (see the top of the file): more hosts first, then the newest leave. */
@@ -188,30 +169,20 @@ async function scaleServicesInPlace(deps: ScaleDeps, row: EnvironmentRow, next: 
     if (want > have.length) more[service] = want - have.length;
     else leaving.push(...have.slice(want));
   }
-  const env = { tenantId, name, private: started.private };
-  const claimed: EnvHostRecord[] = [];
-  const balanced = new Set<string>();
+  let added: EnvHostRecord[] = [];
   if (Object.keys(more).length > 0) {
     try {
-      // Recorded outside the routed generation as they land (a restart gives them back), routed with the others once ready.
-      const existing = await deps.routes.addressed(tenantId, routed);
-      await deps.placeMore(started, stack, { counts: more, routed, existing, generation: routedGeneration + 1, claimed, balanced, deadline: Date.now() + waitS * 1000 });
+      ({ hosts: added } = await addServiceHosts(deps, started, stack, { routed, kept: routed, counts: more, generation: routedGeneration, deadline: Date.now() + waitS * 1000, why: `environment ${name}: scale to ${count} failed` }));
     } catch (err) {
-      await deps.routes.addressed(tenantId, routed.filter((h) => h.service === stack.target.service))
-        .then((hosts) => deps.routes.set(env, hosts, stack.target, started.ref))
-        .catch(() => undefined);
-      // Only the new hosts leave the load balancing: their services' groups keep the others.
-      const why = `environment ${name}: scale to ${count} failed`;
-      const stuck = deps.balancing ? await deps.balancing.detach(env, stack.spec, claimed.filter((h) => h.service !== null && balanced.has(h.service)), why) : undefined;
-      await deps.hostRelease.releaseAll(tenantId, started.pool, claimed, why, claimed.filter((h) => stuck?.has(h.hostId)));
       await deps.envs.transition(tenantId, name, ['scaling'], 'ready', { reason: `scale to ${count} failed: ${errorMessage(err)}`, hosts: routed });
       throw err;
     }
   }
-  const hosts = [...routed.filter((h) => !leaving.includes(h)), ...claimed.map((h) => ({ ...h, generation: routedGeneration }))];
+  const hosts = [...routed.filter((h) => !leaving.includes(h)), ...added];
   if (leaving.length > 0) {
     await deps.envs.setHosts(tenantId, name, [...hosts, ...leaving.map((h) => ({ ...h, generation: routedGeneration + 1 }))]);
     const why = `environment ${name} scaled to ${count}`;
+    const env = { tenantId, name, private: started.private };
     const routedLeave = leaving.some((h) => h.service === stack.target.service);
     if (routedLeave) deps.routes.set(env, await deps.routes.addressed(tenantId, hosts.filter((h) => h.service === stack.target.service)), stack.target, started.ref);
     // Out of the route and their load balancers, then the drain time for requests in flight.

@@ -1,8 +1,8 @@
 /**
  * Environments heal, on real hosts: a host whose machine dies (its init killed, as a crash or an
  * OOM kill of the whole host would) or that someone terminates is replaced from the pool without
- * anyone asking — in place for review hosts (the others untouched, its settings kept), by a deploy
- * in service mode — and the URL answers again.
+ * anyone asking — in place (the others untouched, its settings kept), for review hosts and for a
+ * service-mode host whose address no other host is told — and the URL answers again.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -73,14 +73,19 @@ describe('environments heal', () => {
     expect((await berth(['env', 'rm', 'solo'], stack.env)).code).toBe(0);
   });
 
-  it('in service mode, replaces a lost host by a deploy: every service on new hosts, dependents told where it is now', async () => {
+  it('in service mode, replaces a lost host in place when no other host is told its address: a new api host, web untouched', async () => {
     const before = await create(['fleet', '--stack', 'shop', '--mode', 'service']);
     const api = before.hosts.find((h) => h.service === 'api')?.hostId ?? '';
+    const web = before.hosts.find((h) => h.service === 'web')?.hostId ?? '';
     killHost(api);
     const after = await healed('fleet', api);
     expect(after.hosts.map((h) => h.service).sort()).toEqual(['api', 'web']);
-    expect(after.hosts.some((h) => before.hosts.some((b) => b.hostId === h.hostId))).toBe(false);
-    expect(after.operation).toBe('deploy');
+    expect(after.hosts.find((h) => h.service === 'web')?.hostId).toBe(web);
+    expect(after.operation).toBe('heal');
+    expect(after.stateReason).toMatch(new RegExp(`^replaced ${api} \\(api\\) .* with h-`));
+    const newApi = after.hosts.find((h) => h.service === 'api')?.hostId ?? '';
+    const services = (await stack.srv.api.get<{ services: { name: string; status: { state: string } | null }[] }>(`/v1/hosts/${newApi}/services`)).body.services;
+    expect(services.map((x) => `${x.name}:${x.status?.state ?? '-'}`)).toEqual(['api:ready']);
     expect((await routerGet(stack.routerPort(), 'fleet')).body).toBe('hello from fleet\n');
     expect((await berth(['env', 'rm', 'fleet'], stack.env)).code).toBe(0);
   });

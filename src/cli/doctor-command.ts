@@ -1,33 +1,52 @@
-/** `berth doctor`: can this machine run local hosts, and which of their optional features does it have. */
+/** `berth doctor`: can this machine run local hosts, and which of their optional features does it have; or can berth run hosts on AWS. */
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { MachineCheck } from '../drivers/local/doctor.js';
 import type { Context } from './context.js';
 import { agentBundleDir } from './paths.js';
-import { table } from './output.js';
+import { table, UsageError } from './output.js';
 import { errorMessage } from '../core/errors.js';
 import { DataDir } from '../server/data-dir.js';
-import { LOCAL_NETWORK_DEFAULTS } from './server-command.js';
+import { awsDriverConfig, LOCAL_NETWORK_DEFAULTS, withAwsOptions, type AwsServerOptions } from './server-command.js';
+import { recordedDriver, type AwsRecord } from './driver-record.js';
 
 const MARK = { ok: 'ok', warn: 'WARN', fail: 'FAIL' } as const;
 
 /** The checks as a table, then what to do about each one that is not ok, then the verdict. */
-export function doctorReport(checks: readonly MachineCheck[]): string {
+export function doctorReport(checks: readonly MachineCheck[], driver: 'local' | 'aws' = 'local'): string {
   const failed = checks.filter((c) => c.status === 'fail').length;
-  const machineFailed = checks.some((c) => c.status === 'fail' && c.name !== 'database');
-  const warned = checks.filter((c) => c.status === 'warn' && c.name !== LEFT_HOSTS).length;
-  const leftHosts = checks.some((c) => c.status === 'warn' && c.name === LEFT_HOSTS);
+  const hostsFailed = checks.some((c) => c.status === 'fail' && c.name !== 'database');
+  const left = driver === 'aws' ? AWS_LEFT : LEFT_HOSTS;
+  const warned = checks.filter((c) => c.status === 'warn' && c.name !== left).length;
+  const leftHosts = checks.some((c) => c.status === 'warn' && c.name === left);
   const todo = checks.filter((c) => c.hint).map((c) => `  ${c.name}: ${c.hint ?? ''}\n`);
+  const can = driver === 'aws' ? 'berth can run hosts on AWS with these options' : 'this machine can run local hosts';
   const verdict =
     failed > 0
-      ? `${failed} check(s) failed${machineFailed ? ': this machine cannot run local hosts until they are fixed' : ''}`
+      ? `${failed} check(s) failed${hostsFailed ? `: ${driver === 'aws' ? 'berth cannot run hosts on AWS with these options' : 'this machine cannot run local hosts'} until they are fixed` : ''}`
       : warned > 0 || leftHosts
-        ? `this machine can run local hosts; ${[...(warned > 0 ? [`${warned} optional feature(s) missing`] : []), ...(leftHosts ? ['hosts of a stopped server still run'] : [])].join('; ')}`
-        : 'this machine can run local hosts, with every feature';
+        ? `${can}; ${[...(warned > 0 ? [driver === 'aws' ? `${warned} warning(s)` : `${warned} optional feature(s) missing`] : []), ...(leftHosts ? [driver === 'aws' ? 'instances run while the server is stopped' : 'hosts of a stopped server still run'] : [])].join('; ')}`
+        : driver === 'aws' ? can : `${can}, with every feature`;
   return `${table(['', 'CHECK', 'RESULT'], checks.map((c) => [MARK[c.status], c.name, c.detail]))}${todo.length > 0 ? `\nwhat to do:\n${todo.join('')}` : ''}\n${verdict}\n`;
 }
 
 const LEFT_HOSTS = 'hosts';
+const AWS_LEFT = 'instances';
+
+type DoctorOptions = Omit<AwsServerOptions, 'driver'> & { bridge?: string; subnet?: string; json?: boolean; name?: string };
+
+/** AWS: the options the data dir's server last ran with (driver-record.ts), those given overriding them. */
+async function awsChecks(path: string, opts: DoctorOptions, recorded: AwsRecord | undefined): Promise<MachineCheck[]> {
+  const given = Object.fromEntries(Object.entries(opts).filter(([key, value]) => key.startsWith('aws') && typeof value === 'string'));
+  const merged = { ...recorded, ...given, name: opts.name ?? recorded?.name ?? 'berth' };
+  if (!merged.awsImage || !merged.awsInstanceType) {
+    throw new UsageError(`no AWS server has run on ${path}: give the options it will run with (--aws-image AMI --aws-instance-type TYPE, and --aws-subnets, --aws-region... as for berth server)`);
+  }
+  // Loaded here only: the AWS SDK costs every other command its start-up time.
+  const [{ checkAws }, { resolveAwsConfig }] = await Promise.all([import('../drivers/aws/doctor.js'), import('../drivers/aws/config.js')]);
+  const cfg = resolveAwsConfig(awsDriverConfig({ ...merged, awsImage: merged.awsImage, awsInstanceType: merged.awsInstanceType }));
+  return checkAws({ cfg, serverPid: new DataDir(path).runningServerPid() });
+}
 
 /**
  * Hosts outlive their server by design: a stopped server's are adopted at its next start. Said here
@@ -60,24 +79,36 @@ async function databaseCheck(url: string): Promise<MachineCheck> {
 }
 
 export function registerDoctorCommand(program: Command, ctx: Context, env: NodeJS.ProcessEnv): void {
-  program
-    .command('doctor')
-    .description('check that this machine can run local hosts (namespaces, cgroups, overlayfs, the bridge subnet) and which optional features it has, and with BERTH_DATABASE_URL which server holds that database; exit 1 if something fails')
-    .option('--bridge <name>', `the bridge berth server will own (default: the one the data dir's server last ran with, else ${LOCAL_NETWORK_DEFAULTS.bridge})`)
-    .option('--subnet <cidr>', `the bridge's subnet (default: the one the data dir's server last ran with, else ${LOCAL_NETWORK_DEFAULTS.subnet})`)
-    .option('--json', 'print JSON')
-    .action(async (opts: { bridge?: string; subnet?: string; json?: boolean }) => {
+  withAwsOptions(
+    program
+      .command('doctor')
+      .description(
+        "check that this machine can run local hosts (namespaces, cgroups, overlayfs, the bridge subnet) and which optional features it has, or with --driver aws that berth can run hosts on AWS (credentials, AMI, instance type, subnets, security groups, the pools' groups and their last launch, instances left running); with BERTH_DATABASE_URL which server holds that database; exit 1 if something fails",
+      )
+      .option('--driver <driver>', "local or aws (default: the driver the data dir's server last ran; AWS: with its options, those given here overriding them)")
+      .option('--name <name>', "AWS: the installation's name (default: the one the server ran with, else berth)")
+      .option('--bridge <name>', `the bridge berth server will own (default: the one the data dir's server last ran with, else ${LOCAL_NETWORK_DEFAULTS.bridge})`)
+      .option('--subnet <cidr>', `the bridge's subnet (default: the one the data dir's server last ran with, else ${LOCAL_NETWORK_DEFAULTS.subnet})`)
+      .option('--json', 'print JSON'),
+  ).action(async (opts: DoctorOptions & { driver?: string }) => {
+    const path = ctx.dataDir();
+    const recorded = recordedDriver(path);
+    const driver = opts.driver ?? recorded?.driver ?? 'local';
+    if (driver !== 'local' && driver !== 'aws') throw new UsageError(`--driver must be local or aws (got ${driver})`);
+    let checks: MachineCheck[];
+    if (driver === 'aws') checks = await awsChecks(path, opts, recorded?.aws);
+    else {
       // Loaded here only: the driver's modules are the server's, not every command's.
       const [{ checkMachine }, { recordedNetwork, hostDirCount }] = await Promise.all([import('../drivers/local/doctor.js'), import('../drivers/local/network-record.js')]);
-      const path = ctx.dataDir();
       const last = recordedNetwork(join(path, 'hosts'));
       const bridge = opts.bridge ?? last?.bridge ?? LOCAL_NETWORK_DEFAULTS.bridge;
       const subnet = opts.subnet ?? last?.subnet ?? LOCAL_NETWORK_DEFAULTS.subnet;
-      const checks = await checkMachine({ stateDir: `${path}/hosts`, agentDir: agentBundleDir(), bridge, subnet });
+      checks = await checkMachine({ stateDir: `${path}/hosts`, agentDir: agentBundleDir(), bridge, subnet });
       checks.push(leftHostsCheck(path, hostDirCount(join(path, 'hosts'))));
-      if (env['BERTH_DATABASE_URL']) checks.push(await databaseCheck(env['BERTH_DATABASE_URL']));
-      const printer = ctx.printer(opts.json);
-      printer.out(printer.json ? `${JSON.stringify(checks, null, 2)}\n` : doctorReport(checks));
-      if (checks.some((c) => c.status === 'fail')) ctx.exitCode = 1;
-    });
+    }
+    if (env['BERTH_DATABASE_URL']) checks.push(await databaseCheck(env['BERTH_DATABASE_URL']));
+    const printer = ctx.printer(opts.json);
+    printer.out(printer.json ? `${JSON.stringify(checks, null, 2)}\n` : doctorReport(checks, driver));
+    if (checks.some((c) => c.status === 'fail')) ctx.exitCode = 1;
+  });
 }

@@ -9,6 +9,7 @@ import { UsageError } from './output.js';
 import { parseDurationMs } from '../core/duration.js';
 import { BerthError, errorMessage } from '../core/errors.js';
 import type { LocalNetwork } from '../drivers/local/network-record.js';
+import type { AwsDriverConfig } from '../drivers/aws/config.js';
 import { awsRecord, recordDriver } from './driver-record.js';
 
 /** `berth server --driver aws`: where and what to launch; credentials and region come from the SDK's standard chain. */
@@ -160,20 +161,12 @@ export function untilStopped(): Promise<void> {
   });
 }
 
-/**
- * A control plane whose pools are EC2 Auto Scaling groups (see src/drivers/aws/README.md). Its
- * agent channel listens on every address (instances reach it over the VPC) unless told otherwise,
- * and instances dial `--agent-advertise`.
- */
-export async function startAwsServer(dataDir: string, opts: ServerOptions & AwsServerOptions, env: NodeJS.ProcessEnv, progress: (step: string) => void, extras: ServerExtras = {}): Promise<BerthServer> {
-  if (!opts.awsImage || !opts.awsInstanceType) throw new UsageError('--driver aws needs --aws-image AMI and --aws-instance-type TYPE');
-  if (!opts.agentAdvertise) throw new UsageError('--driver aws needs --agent-advertise ADDR: the address instances dial to reach this server (e.g. its private IP)');
+/** The AWS driver's configuration from `--aws-*` options (`berth server`, `berth doctor`). */
+export function awsDriverConfig(opts: Omit<AwsServerOptions, 'driver'> & { awsImage: string; awsInstanceType: string; name: string }): AwsDriverConfig {
   const list = (value: string | undefined): string[] => (value ? value.split(',').map((s) => s.trim()).filter(Boolean) : []);
   const channel = opts.awsCommandChannel ?? 'agent';
   if (channel !== 'agent' && channel !== 'ssm') throw new UsageError(`--aws-command-channel must be agent or ssm (got ${channel})`);
-  // Loaded only here: the AWS SDK costs every other command its start-up time.
-  const [{ BerthServer }, { AwsDriver }] = await Promise.all([import('../server/berth-server.js'), import('../drivers/aws/aws-driver.js')]);
-  const driver = new AwsDriver({
+  return {
     imageId: opts.awsImage,
     instanceType: opts.awsInstanceType,
     name: opts.name,
@@ -185,7 +178,34 @@ export async function startAwsServer(dataDir: string, opts: ServerOptions & AwsS
     ...(opts.agentListen ? { agentListenHost: opts.agentListen } : {}),
     commandChannel: channel,
     ...(opts.awsSsmEndpoint ? { ssmEndpoint: opts.awsSsmEndpoint } : {}),
-  });
+  };
+}
+
+/** The `--aws-*` options that say where hosts run, as `berth server --driver aws` and `berth doctor --driver aws` take them. */
+export function withAwsOptions(command: Command): Command {
+  return command
+    .option('--aws-image <ami>', 'AWS: the AMI hosts boot (it must hold Node and the berth agent)')
+    .option('--aws-instance-type <type>', 'AWS: instance type, e.g. t3.micro')
+    .option('--aws-region <region>', "AWS: region (default: the SDK's standard chain)")
+    .option('--aws-endpoint <url>', 'AWS: another endpoint, e.g. an emulator such as moto')
+    .option('--aws-subnets <ids>', "AWS: comma-separated subnet ids hosts are spread over (default: the default VPC's)")
+    .option('--aws-security-groups <ids>', 'AWS: comma-separated security group ids of every host')
+    .option('--aws-instance-profile <name>', 'AWS: IAM instance profile of every host (name or ARN)')
+    .option('--aws-command-channel <channel>', "AWS: how commands reach hosts: agent (berth's agent, the default) or ssm (the AMI's SSM agent, AWS-RunShellScript; no berth agent runs)")
+    .option('--aws-ssm-endpoint <url>', 'AWS: another endpoint for SSM alone (a VPC endpoint, an emulator)');
+}
+
+/**
+ * A control plane whose pools are EC2 Auto Scaling groups (see src/drivers/aws/README.md). Its
+ * agent channel listens on every address (instances reach it over the VPC) unless told otherwise,
+ * and instances dial `--agent-advertise`.
+ */
+export async function startAwsServer(dataDir: string, opts: ServerOptions & AwsServerOptions, env: NodeJS.ProcessEnv, progress: (step: string) => void, extras: ServerExtras = {}): Promise<BerthServer> {
+  if (!opts.awsImage || !opts.awsInstanceType) throw new UsageError('--driver aws needs --aws-image AMI and --aws-instance-type TYPE');
+  if (!opts.agentAdvertise) throw new UsageError('--driver aws needs --agent-advertise ADDR: the address instances dial to reach this server (e.g. its private IP)');
+  // Loaded only here: the AWS SDK costs every other command its start-up time.
+  const [{ BerthServer }, { AwsDriver }] = await Promise.all([import('../server/berth-server.js'), import('../drivers/aws/aws-driver.js')]);
+  const driver = new AwsDriver(awsDriverConfig({ ...opts, awsImage: opts.awsImage, awsInstanceType: opts.awsInstanceType }));
   const server = await BerthServer.start({
     dataDir,
     host: opts.host,
@@ -207,17 +227,13 @@ export async function startAwsServer(dataDir: string, opts: ServerOptions & AwsS
 }
 
 export function registerServerCommand(program: Command, ctx: Context, env: NodeJS.ProcessEnv): void {
-  withServerOptions(program.command('server').description('run the control plane (API, agent channel, and the local driver, or the AWS driver) in the foreground'))
-    .option('--driver <driver>', 'where hosts run: local (Linux namespaces on this machine) or aws (EC2 Auto Scaling; needs the --aws-* options)', 'local')
-    .option('--aws-image <ami>', 'AWS: the AMI hosts boot (it must hold Node and the berth agent)')
-    .option('--aws-instance-type <type>', 'AWS: instance type, e.g. t3.micro')
-    .option('--aws-region <region>', "AWS: region (default: the SDK's standard chain)")
-    .option('--aws-endpoint <url>', 'AWS: another endpoint, e.g. an emulator such as moto')
-    .option('--aws-subnets <ids>', "AWS: comma-separated subnet ids hosts are spread over (default: the default VPC's)")
-    .option('--aws-security-groups <ids>', 'AWS: comma-separated security group ids of every host')
-    .option('--aws-instance-profile <name>', 'AWS: IAM instance profile of every host (name or ARN)')
-    .option('--aws-command-channel <channel>', "AWS: how commands reach hosts: agent (berth's agent, the default) or ssm (the AMI's SSM agent, AWS-RunShellScript; no berth agent runs)")
-    .option('--aws-ssm-endpoint <url>', 'AWS: another endpoint for SSM alone (a VPC endpoint, an emulator)')
+  withAwsOptions(
+    withServerOptions(program.command('server').description('run the control plane (API, agent channel, and the local driver, or the AWS driver) in the foreground')).option(
+      '--driver <driver>',
+      'where hosts run: local (Linux namespaces on this machine) or aws (EC2 Auto Scaling; needs the --aws-* options)',
+      'local',
+    ),
+  )
     .option('--agent-listen <addr>', 'AWS: the address the agent channel listens on (default: every address)')
     .option('--agent-advertise <addr>', 'the address hosts dial for the agent channel (AWS: this server\'s address in the VPC)')
     .option('--host-hour-price <amount>', "what one host costs an hour, for the dashboard's idle cost (e.g. 0.0104 for a t4g.micro; default: host-hours only)")

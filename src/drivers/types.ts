@@ -244,6 +244,15 @@ export interface BackendAgents {
   close(): Promise<void>;
 }
 
+/** One finding of `berth doctor` about where hosts run (this machine, an AWS account). */
+export interface DoctorCheck {
+  name: string;
+  status: 'ok' | 'warn' | 'fail';
+  detail: string;
+  /** What to do, when the status is not ok. */
+  hint?: string;
+}
+
 export interface DriverInfo {
   name: string;
   /** Address the control plane must listen on so agents inside hosts can reach it. */

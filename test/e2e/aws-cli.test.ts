@@ -156,10 +156,26 @@ describe.skipIf(!motoAvailable('berth server --driver aws on moto'))('berth serv
       return (out.Reservations ?? []).flatMap((r) => r.Instances ?? []).map((i) => i.InstanceId ?? '');
     };
     expect((await running()).length).toBeGreaterThanOrEqual(3); // the pool's 2, and carol's
+    // berth doctor checks the account with the options the server runs with.
+    type Check = { name: string; status: string; detail: string; hint?: string };
+    const doctor = async (...args: string[]) => {
+      const res = await cli('doctor', '--json', ...args);
+      return { code: res.code, stderr: res.stderr, checks: res.stdout ? (JSON.parse(res.stdout) as Check[]) : [] };
+    };
+    const checked = await doctor();
+    expect(checked.code, checked.stderr).toBe(0);
+    expect(checked.checks.map((c) => `${c.status} ${c.name}`)).toEqual(['ok AWS API', 'ok AMI', 'ok instance type', 'ok subnets', 'ok security groups', 'ok pools', 'ok instances']);
+    expect(checked.checks.find((c) => c.name === 'pools')?.detail).toBe('in service / desired: api 2/2');
+    expect(checked.checks.find((c) => c.name === 'instances')?.detail).toMatch(/^\d+, looked after by this data dir's server \(pid \d+\)$/);
     const refused = await cli('down');
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain('is running on');
     await stopServer();
+    // Stopped, its instances run on (and cost): doctor says so, and what to do.
+    const stopped = await doctor();
+    expect(stopped.code).toBe(0);
+    expect(stopped.checks.find((c) => c.name === 'instances')).toMatchObject({ status: 'warn', detail: expect.stringMatching(/^\d+ named bcli run on AWS \(and cost money\) while this data dir's server is stopped$/) as unknown, hint: expect.stringContaining('berth down') as unknown });
+    expect((await cli('doctor')).stdout).toContain('berth can run hosts on AWS with these options; instances run while the server is stopped');
 
     // No option of the server's given again: berth down reads what it ran with.
     const down = await cli('down', '--json');
@@ -172,6 +188,7 @@ describe.skipIf(!motoAvailable('berth server --driver aws on moto'))('berth serv
     expect(api).toMatchObject({ MinSize: 0, DesiredCapacity: 0, Instances: [] });
     expect((await asg.send(new DescribeWarmPoolCommand({ AutoScalingGroupName: `${NAME}-pool-api` }))).WarmPoolConfiguration).toBeUndefined();
     expect((await group(`${NAME}-group-carol`))?.Instances).toEqual([]);
+    expect((await doctor()).checks.find((c) => c.name === 'instances')).toEqual({ name: 'instances', status: 'ok', detail: 'none named bcli' });
 
     // The pool stayed in the store: the next server sizes its group again, and it fills.
     await startServer();
@@ -192,5 +209,12 @@ describe.skipIf(!motoAvailable('berth server --driver aws on moto'))('berth serv
     const templates = await net.ec2.send(new DescribeLaunchTemplatesCommand({ Filters: [{ Name: 'launch-template-name', Values: [`${NAME}-pool-api`] }] }));
     expect(templates.LaunchTemplates ?? []).toEqual([]);
     expect(existsSync(join(dir, 'data'))).toBe(false);
+
+    // Before a first start, doctor takes the options; an AMI the region has not is a failure (exit 1), no options at all a usage error.
+    expect((await doctor('--driver', 'aws')).code).toBe(2);
+    const bad = await doctor('--driver', 'aws', '--name', NAME, '--aws-endpoint', moto.endpoint, '--aws-image', 'ami-0000000000000dead', '--aws-instance-type', 't3.micro', '--aws-subnets', net.subnetIds.join(','));
+    expect(bad.code).toBe(1);
+    expect(bad.checks.find((c) => c.name === 'AMI')).toMatchObject({ status: 'fail', detail: expect.stringContaining('ami-0000000000000dead') as unknown });
+    expect(bad.checks.find((c) => c.name === 'subnets')?.status).toBe('ok');
   }, 180_000);
 });

@@ -6,6 +6,7 @@
  */
 import { accessSync, constants, existsSync, mkdirSync, statSync } from 'node:fs';
 import { errorMessage } from '../../core/errors.js';
+import type { DoctorCheck } from '../types.js';
 import { detectCgroupLayout, readMountinfo } from './cgroups.js';
 import { machineNameServers, wildcardDnsListeners } from './dns-forwarder.js';
 import { findTool, probeNamespacesAndOverlay, resolveTools } from './preflight.js';
@@ -13,15 +14,7 @@ import { runCommand } from './proc.js';
 import { routesOverlapping } from './network.js';
 import { parseSubnet, type Subnet } from './subnet.js';
 
-export type CheckStatus = 'ok' | 'warn' | 'fail';
-
-export interface MachineCheck {
-  name: string;
-  status: CheckStatus;
-  detail: string;
-  /** What to do, when the status is not ok. */
-  hint?: string;
-}
+export type MachineCheck = DoctorCheck;
 
 export interface DoctorInput {
   stateDir: string;

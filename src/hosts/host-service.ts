@@ -3,7 +3,7 @@
  * after a restart adopt what still runs and clean up everything else (nothing is ever leaked).
  */
 import { timingSafeEqual } from 'node:crypto';
-import { BerthError, errorMessage } from '../core/errors.js';
+import { BerthError, errorMessage, isBerthError } from '../core/errors.js';
 import { hashSecret, newId, newSecret } from '../core/ids.js';
 import { LIVE_HOST_STATES } from '../core/host-state.js';
 import { agentBootstrap, type HostResources } from '../drivers/types.js';
@@ -13,6 +13,7 @@ import type { HostRow } from '../store/schema.js';
 import { toHostSummary, toHostView, type HostStatsView, type HostSummary, type HostView } from './views.js';
 import { bootTimeoutOf, checkHost, LeftAgentChecks, monitorHosts, recoverHosts, sweepOrphans, type RecoveryContext } from './host-recovery.js';
 import { AgentArrivals, ReadyWaiters } from './ready-waiters.js';
+import { hostStats, runningHostStats } from './host-stats.js';
 
 export type { AgentPresence, BootImage, HostServiceDeps, ImageResolver, LaunchRequest, RegisteredHost } from './host-types.js';
 
@@ -140,35 +141,14 @@ export class HostService {
     return toHostView(row, this.deps.agents.isConnected(id));
   }
 
-  /** What a running host uses now, as its driver measures it (HostDriver.stats), with the time it was read. */
-  async stats(tenantId: string, id: string): Promise<HostStatsView> {
-    const row = await this.deps.hosts.get(tenantId, id);
-    if (!row) throw new BerthError('host_not_found', `host ${id} does not exist`, 'List hosts with `berth host ls`.', { hostId: id });
-    if (row.state !== 'running') throw new BerthError('invalid_state', `host ${id} is ${row.state}, so it uses nothing`, 'Ask for the stats of a running host.', { hostId: id, state: row.state });
-    return this.statsOf(row);
+  /** What a running host uses now (host-stats.ts). */
+  stats(tenantId: string, id: string): Promise<HostStatsView> {
+    return hostStats(this.deps, tenantId, id);
   }
 
-  /**
-   * The stats of every running host of the tenant (one store read); one that stops meanwhile is left
-   * out. One host after another, giving the event loop back every few: a reading costs ~0.2 ms of
-   * this process's time, and a scrape of hundreds of hosts must not hold up claims meanwhile.
-   */
-  async runningStats(tenantId: string): Promise<HostStatsView[]> {
-    const rows = await this.deps.hosts.list(tenantId, { states: ['running'] });
-    const read: HostStatsView[] = [];
-    for (const [i, row] of rows.entries()) {
-      if (i > 0 && i % 16 === 0) await new Promise((resolve) => setImmediate(resolve));
-      const stats = await this.statsOf(row).catch(() => undefined);
-      if (stats) read.push(stats);
-    }
-    return read;
-  }
-
-  private async statsOf(row: HostRow): Promise<HostStatsView> {
-    const driver = this.deps.driver;
-    if (!driver.stats) throw new BerthError('invalid_state', `the ${driver.name} driver does not report what its hosts use`, driver.name === 'aws' ? "Look at the instance's CloudWatch metrics." : 'Use a driver that reports host stats.', { hostId: row.id });
-    const stats = await driver.stats(row.id, row.driver_data);
-    return { hostId: row.id, at: new Date().toISOString(), ...stats };
+  /** The stats of every running host of the tenant (host-stats.ts). */
+  runningStats(tenantId: string): Promise<HostStatsView[]> {
+    return runningHostStats(this.deps, tenantId);
   }
 
   async list(tenantId: string, opts: { all?: boolean; tags?: Record<string, string> } = {}): Promise<HostView[]> {
@@ -400,7 +380,10 @@ export class HostService {
       await this.deps.driver.terminate(row.id, row.driver_data, { replace: replace ?? (row.pool !== null && row.group_name === null) });
     } catch (err) {
       await this.deps.hosts.transition(row.id, ['terminating'], 'failed', { reason: `termination failed: ${errorMessage(err)}` });
-      throw new BerthError('internal', `host ${row.id} could not be terminated: ${errorMessage(err)}`, 'Retry `berth host rm`; see the server log for what was left.', { hostId: row.id }, { cause: err });
+      // The driver's own code and hint when they are a server-side one (a missing permission, a throttled or unreachable API): they say what to do.
+      const own = isBerthError(err) && err.status >= 500 ? err : undefined;
+      const hint = own ? `${own.hint} Then retry \`berth host rm ${row.id}\`.` : 'Retry `berth host rm`; see the server log for what was left.';
+      throw new BerthError(own?.code ?? 'internal', `host ${row.id} could not be terminated: ${errorMessage(err)}`, hint, { ...own?.details, hostId: row.id }, { cause: err });
     }
     await this.deps.hosts.transition(row.id, ['terminating'], 'terminated', { terminatedAt: new Date() });
     this.readyWaiters.gone(row.id, reason);

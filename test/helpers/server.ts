@@ -63,12 +63,14 @@ export interface StartOptions {
   recordShells?: boolean;
   /** The time pools' schedules are read at (ServerConfig.scheduleClock). */
   scheduleClock?: () => Date;
+  /** Another driver on the test's network (a LocalDriver subclass that fails on cue). */
+  driver?: (config: LocalDriverConfig) => LocalDriver;
 }
 
 export async function startServer(net: TestNetwork, opts: StartOptions = {}): Promise<InProcessServer> {
   const dataDir = opts.dataDir ?? (await tempDataDir('srv'));
   const config = driverConfig(dataDir, net);
-  const driver = new LocalDriver(config);
+  const driver = opts.driver ? opts.driver(config) : new LocalDriver(config);
   const server = await BerthServer.start({
     dataDir,
     port: 0,

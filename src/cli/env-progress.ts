@@ -6,6 +6,7 @@
  * cannot stream events only costs the lines: the command itself goes on.
  */
 import type { BerthEvent } from '../events/types.js';
+import { SERVICE_REMOVED_REASON } from '../protocol/reasons.js';
 import type { ApiClient } from './client.js';
 import type { Context } from './context.js';
 import type { Printer } from './output.js';
@@ -25,8 +26,10 @@ export function progressLine(event: BerthEvent, name: string, hosts: Set<string>
     return undefined;
   }
   if (event.kind === 'service' && event.hostId && hosts.has(event.hostId)) {
-    // Reasons often restate the state ("ready after 67 ms"): then the reason says it all.
     const reason = event.reason ?? '';
+    // A pool host stopping the services that are not its own (service mode): housekeeping, not progress.
+    if (reason === SERVICE_REMOVED_REASON && event.state !== 'failed') return undefined;
+    // Reasons often restate the state ("ready after 67 ms"): then the reason says it all.
     return `${event.hostId}: ${event.service ?? '?'} ${reason.startsWith(event.state) ? reason : `${event.state}${reason ? ` (${reason})` : ''}`}`;
   }
   // `creating` says nothing the command has not said already.

@@ -13,6 +13,7 @@ import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import type { ServiceSpec, ServiceStatus } from '../../protocol/messages.js';
+import { SERVICE_REMOVED_REASON } from '../../protocol/reasons.js';
 import { SupervisorDetachedError, UnknownServiceError } from './errors.js';
 import type { LogReadOptions } from './log-read.js';
 import { Service, type ServiceRuntime } from './service.js';
@@ -110,7 +111,7 @@ export class Supervisor {
       const restarted = changed.filter((name) => !reloaded.has(name));
       const removedSet = new Set(removed);
       await this.stopDependentsFirst([...removed, ...restarted], (name) =>
-        removedSet.has(name) ? 'removed from the service set' : 'configuration changed',
+        removedSet.has(name) ? SERVICE_REMOVED_REASON : 'configuration changed',
       );
       await Promise.all(removed.flatMap((name) => this.services.get(name)?.dispose() ?? []));
       for (const name of removed) this.services.delete(name);

@@ -303,8 +303,15 @@ export class ClaimService {
     });
   }
 
-  /** The empty-pool path: a new host launched straight into the claim (a miss). */
-  private async coldHost(pool: PoolRow, claimId: string, group: string, deadline: number, signal: AbortSignal): Promise<HostRow> {
+  /**
+   * The empty-pool path: a new host launched straight into the claim (a miss). Of the pool as the
+   * store has it now, not as the claim path's cache (PoolsRepo.getRecent) may: a host launched from
+   * a template changed a moment ago would be of the old generation (the pick checks the generation
+   * in the store itself; a launch has only the row it is given).
+   */
+  private async coldHost(cached: PoolRow, claimId: string, group: string, deadline: number, signal: AbortSignal): Promise<HostRow> {
+    const pool = await this.deps.pools.get(cached.tenant_id, cached.name);
+    if (!pool) throw poolNotFound(cached.name);
     const registered = await this.deps.hostService.register(pool.tenant_id, launchRequest(pool), { name: pool.name, generation: pool.generation, slot: 'claiming', group, claimId });
     try {
       const bootMs = Math.min(this.deps.bootTimeoutMs ?? 30_000, Math.max(1, deadline - Date.now()));

@@ -47,6 +47,8 @@ const CONNECTED = sql<boolean>`(state = 'running' and agent_connected)`;
 export class PoolsRepo {
   /** Recently read pools, for the claim path (see getRecent). */
   private readonly recent = new Map<string, { row: PoolRow; at: number }>();
+  /** Per pool, how many times it was forgotten: a read that started before a change is not cached after it. */
+  private readonly changes = new Map<string, number>();
 
   /** `events`: pools created, changed and removed are reported there. */
   constructor(
@@ -64,15 +66,20 @@ export class PoolsRepo {
     const key = `${tenantId}/${name}`;
     const hit = this.recent.get(key);
     if (hit && Date.now() - hit.at < maxAgeMs) return hit.row;
+    const changes = this.changes.get(key) ?? 0;
     const row = await this.get(tenantId, name);
+    // Changed while it was read: the row may be from before, and must not outlive the change here.
+    if ((this.changes.get(key) ?? 0) !== changes) return row;
     if (row) this.recent.set(key, { row, at: Date.now() });
     else this.recent.delete(key);
     return row;
   }
 
-  /** Drops a cached pool, after a change made outside this repo (an image rolled it). */
+  /** Drops a cached pool, after a change made outside this repo (an image rolled it) and around this repo's own. */
   forget(tenantId: string, name: string): void {
-    this.recent.delete(`${tenantId}/${name}`);
+    const key = `${tenantId}/${name}`;
+    this.recent.delete(key);
+    this.changes.set(key, (this.changes.get(key) ?? 0) + 1);
   }
 
   async create(tenantId: string, spec: PoolSpec): Promise<PoolRow> {
@@ -106,6 +113,8 @@ export class PoolsRepo {
         .executeTakeFirstOrThrow();
       return { row, rolled };
     });
+    // Again once committed: a claim that read the pool meanwhile had the old row.
+    this.forget(tenantId, spec.name);
     if (updated) this.events.emit(poolEvent(tenantId, spec.name, updated.rolled ? 'rolled' : 'updated'));
     return updated;
   }
@@ -123,6 +132,7 @@ export class PoolsRepo {
   async remove(tenantId: string, name: string): Promise<boolean> {
     this.forget(tenantId, name);
     const result = await this.db.deleteFrom('pools').where('tenant_id', '=', tenantId).where('name', '=', name).executeTakeFirst();
+    this.forget(tenantId, name);
     if (result.numDeletedRows > 0n) this.events.emit(poolEvent(tenantId, name, 'removed'));
     return result.numDeletedRows > 0n;
   }

@@ -9,12 +9,13 @@
  * - `service` mode, in place as well when no other service's hosts are told the changed services'
  *   addresses (`BERTH_SERVICE_*_ADDR`, given to the hosts of the services at the dependency levels
  *   above theirs): a service that listens on no port (a worker), or one of the last level (started
- *   last, as a web front). More hosts of it are claimed first, told the addresses their siblings were, and
- *   routed (and load balanced) with the others once ready; then the newest of a service with fewer
- *   leave as above. The hosts of every other service are not touched.
- * - `service` mode otherwise, by a deploy of the same ref on the new count: every dependent's
- *   configuration changes anyway, and a deploy changes it atomically, new hosts first, the route
- *   switched when they answer (from a warm pool, in the time of a claim per host).
+ *   last, as a web front). More hosts of it are claimed first, told the addresses their siblings
+ *   were, and routed (and load balanced) with the others once ready; then the newest of a service
+ *   with fewer leave as above. The hosts of every other service are not touched.
+ * - `service` mode otherwise (or a failed environment), by a deploy of the same ref on the new
+ *   count: every dependent's configuration changes anyway, and a deploy changes it atomically, new
+ *   hosts first, the route switched when they answer (from a warm pool, in the time of a claim per
+ *   host).
  * - Asleep, the new count is recorded for its next wake.
  * - Services' own counts (replicas.ts) are service mode's.
  *
@@ -72,7 +73,9 @@ export async function scaleEnvironment(deps: ScaleDeps, row: EnvironmentRow, cha
   if (row.mode === 'service') {
     const stack = await deps.stackOf(row);
     checkServiceReplicas(stack.spec, row.mode, own);
-    return scalesInPlace(stack.spec, countsOf(row), next) ? scaleServicesInPlace(deps, row, next, stack, waitS) : deps.redeploy(row, next, waitS);
+    // A failed environment is deployed anew on the new counts, as before in-place scaling.
+    const inPlace = row.state === 'ready' && scalesInPlace(stack.spec, countsOf(row), next);
+    return inPlace ? scaleServicesInPlace(deps, row, next, stack, waitS) : deps.redeploy(row, next, waitS);
   }
   const { spec, target, init } = await deps.stackOf(row);
   const started = await deps.envs.transition(tenantId, name, ['ready'], 'scaling', { reason: `scaling from ${describeCounts(countsOf(row))} to ${count}` });

@@ -112,10 +112,10 @@ export class LocalDriver implements HostDriver {
     const tools = resolveTools();
     this.tools = tools;
     checkAgentDir(this.cfg.agentDir);
-    await assertSubnetFree(tools.ip, this.cfg.subnet, this.cfg.bridge, (message) => this.cfg.logger.warn({ bridge: this.cfg.bridge }, message));
     mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o700 });
     const network = { bridge: this.cfg.bridge, subnet: this.cfg.subnet.cidr, name: this.cfg.cgroupName };
     assertSameNetwork(this.cfg.stateDir, network);
+    await assertSubnetFree(tools.ip, this.cfg.subnet, this.cfg.bridge, (message) => this.cfg.logger.warn({ bridge: this.cfg.bridge }, message));
     recordNetwork(this.cfg.stateDir, network);
     const layout = detectCgroupLayout(readMountinfo());
     this.layout = layout;

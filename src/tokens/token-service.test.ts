@@ -77,6 +77,27 @@ describe('API tokens', () => {
     expect((await here.list(DEFAULT_TENANT, { withRevoked: true })).map((t) => t.name)).toContain('alice@example.com');
   });
 
+  it('revokes at once here even for a request whose token was being read meanwhile: it is not cached after the revocation', async () => {
+    // On PostgreSQL the read may come back after the revocation commits on another connection; PGlite
+    // answers in order, so the read is held back here until the revocation is done.
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    class HeldReads extends TokensRepo {
+      override async byHash(hash: string) {
+        const row = await super.byHash(hash);
+        await held;
+        return row;
+      }
+    }
+    const here = new TokenService(new HeldReads(store.db), { now, recheckMs: 5000 });
+    const { token } = await here.create(DEFAULT_TENANT, { name: 'bob@example.com', role: 'use' });
+    const during = here.authenticate(token);
+    await here.revoke(DEFAULT_TENANT, 'bob@example.com');
+    release();
+    expect((await during).tokenName).toBe('bob@example.com');
+    expect((await rejection(here.authenticate(token))).message).toContain('"bob@example.com" was revoked');
+  });
+
   it("refuses to revoke a data dir's own token, which keeps working", async () => {
     const tokens = new TokenService(repo, { now });
     const refused = await rejection(tokens.revoke(DEFAULT_TENANT, 't-datadir'));

@@ -65,6 +65,8 @@ export interface TokenServiceOptions {
 
 export class TokenService {
   private readonly cache = new Map<string, Cached>();
+  /** Revocations through this service so far: a token read under way during one is not cached. */
+  private revocations = 0;
   private readonly touched = new Map<string, number>();
   private readonly recheckMs: number;
   private readonly touchEveryMs: number;
@@ -85,6 +87,7 @@ export class TokenService {
     const now = this.now();
     let cached = this.cache.get(hash);
     if (!cached || now - cached.checkedAt > this.recheckMs) {
+      const revocations = this.revocations;
       const row = await this.repo.byHash(hash);
       if (!row) throw new BerthError('unauthorized', 'invalid API token', "Use the token from the server's data dir (file `token`), one from `berth token create`, or set BERTH_TOKEN.");
       if (row.revoked_at) {
@@ -92,7 +95,8 @@ export class TokenService {
         throw new BerthError('unauthorized', `API token "${row.name}" was revoked at ${row.revoked_at.toISOString()}`, 'Ask an admin of this server for a new token (`berth token create NAME --role ROLE`).');
       }
       cached = { principal: principalOf(row), expiresAt: row.expires_at?.getTime(), checkedAt: now };
-      this.cache.set(hash, cached);
+      // A revocation while it was read: the row may be from before it, and must not be cached after it.
+      if (this.revocations === revocations) this.cache.set(hash, cached);
     }
     if (cached.expiresAt !== undefined && cached.expiresAt <= now) {
       throw new BerthError('unauthorized', `API token "${cached.principal.tokenName}" expired at ${new Date(cached.expiresAt).toISOString()}`, 'Ask an admin of this server for a new token (`berth token create NAME --role ROLE --expires 30d`).');
@@ -110,13 +114,14 @@ export class TokenService {
     const key = `id:${tenantId}:${tokenId}`;
     let cached = this.cache.get(key);
     if (!cached || now - cached.checkedAt > this.recheckMs) {
+      const revocations = this.revocations;
       const row = await this.repo.byId(tenantId, tokenId);
       if (!row || row.revoked_at) {
         this.cache.delete(key);
         return undefined;
       }
       cached = { principal: principalOf(row), expiresAt: row.expires_at?.getTime(), checkedAt: now };
-      this.cache.set(key, cached);
+      if (this.revocations === revocations) this.cache.set(key, cached);
     }
     return cached.expiresAt !== undefined && cached.expiresAt <= now ? undefined : cached.principal;
   }
@@ -199,6 +204,7 @@ export class TokenService {
   }
 
   private forget(tokenId: string): void {
+    this.revocations++;
     for (const [hash, cached] of this.cache) if (cached.principal.tokenId === tokenId) this.cache.delete(hash);
   }
 }

@@ -33,6 +33,7 @@ describe('EnvironmentHealer', () => {
   let released: string[];
   let redeployed: string[];
   let placedMore: { service: string; kept: string[] }[];
+  let duringPlace: (() => Promise<void>) | undefined;
   let claims: number;
   let failClaims: boolean;
   let logs: string[];
@@ -70,6 +71,7 @@ describe('EnvironmentHealer', () => {
     released = [];
     redeployed = [];
     placedMore = [];
+    duringPlace = undefined;
     claims = 0;
     failClaims = false;
     logs = [];
@@ -101,6 +103,7 @@ describe('EnvironmentHealer', () => {
             more.claimed.push({ hostId: id, service: name, generation: more.generation });
           }
         }
+        await duringPlace?.();
         return { timings: { claimMs: 1 } };
       },
       log,
@@ -196,5 +199,16 @@ describe('EnvironmentHealer', () => {
     expect(row).toMatchObject({ state: 'ready', operation: 'heal', hosts: [{ hostId: 'a1', service: 'api', generation: 1 }, { hostId: 'w1', service: 'web', generation: 1 }, { hostId: 'new-1', service: 'web', generation: 1 }] });
     expect(row?.state_reason).toBe('replaced w2 (web) (w2 lost) with new-1');
     expect(await healer.sweep()).toEqual([]);
+  });
+
+  it('gives back a replacement it placed but could not record (the environment changed meanwhile), never reused', async () => {
+    await host('a1', 'running');
+    await host('w1', 'lost');
+    await env('svc', 'service', ['api:a1', 'web:w1']);
+    // Something else takes the environment while the replacement is placed.
+    duringPlace = async () => void (await store.db.updateTable('environments').set({ state: 'removing' }).where('name', '=', 'svc').execute());
+    expect(await healer.sweep()).toEqual(['svc']);
+    expect(released).toEqual(['new-1']);
+    expect(logs.at(-1)).toMatch(/^environment svc: could not replace lost w1 \(web\): it changed while it healed; trying again in/);
   });
 });

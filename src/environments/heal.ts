@@ -130,9 +130,11 @@ export class EnvironmentHealer {
     const kept = routed.filter((h) => !gone.some((g) => g.hostId === h.hostId));
     const counts: Record<string, number> = {};
     for (const h of gone) if (h.service !== null) counts[h.service] = (counts[h.service] ?? 0) + 1;
+    let placed: EnvHostRecord[] = [];
     try {
       const deadline = Date.now() + (this.deps.waitS ?? 120) * 1000;
       const added = await addServiceHosts(this.deps, started, stack, { routed, kept, counts, generation: routedGeneration, deadline, why: `environment ${name}: replacing ${what} failed` });
+      placed = added.hosts;
       // A lost instance may still be registered with its service's load balancer.
       const balanced = new Set(balancedServices(stack.spec).services.map((x) => x.name));
       const registered = gone.filter((h) => h.service !== null && balanced.has(h.service));
@@ -141,6 +143,12 @@ export class EnvironmentHealer {
       const done = await this.deps.envs.transition(tenantId, name, ['healing'], 'ready', { hosts: [...kept, ...added.hosts], reason: `replaced ${what} (${why}) with ${added.hosts.map((h) => h.hostId).join(', ')}`, timings, operation: 'heal' });
       if (!done) throw new Error('it changed while it healed');
     } catch (err) {
+      // Placed but not recorded (addServiceHosts gives back what it placed when it fails itself): the
+      // route back on the hosts it had, and those given back, never reused (they may be load balanced).
+      if (placed.length > 0) {
+        await this.deps.routes.restore(started, { ...stack.target, generation: routedGeneration }).catch(() => undefined);
+        await this.deps.hostRelease.releaseAll(tenantId, started.pool, placed, `environment ${name}: replacing ${what} failed`, placed);
+      }
       await this.deps.envs.transition(tenantId, name, ['healing'], 'ready', { hosts: routed, reason: `could not replace ${what} (${why}): ${errorMessage(err)}` });
       throw err;
     }

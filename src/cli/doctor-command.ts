@@ -12,26 +12,26 @@ import { recordedDriver, type AwsRecord } from './driver-record.js';
 
 const MARK = { ok: 'ok', warn: 'WARN', fail: 'FAIL' } as const;
 
+const LEFT_HOSTS = 'hosts';
+
+/** How the verdict reads for each driver; `leftCheck`: the check saying what runs while its server is stopped. */
+const VERDICT = {
+  local: { can: 'this machine can run local hosts', cannot: 'this machine cannot run local hosts', warned: 'optional feature(s) missing', left: 'hosts of a stopped server still run', all: ', with every feature', leftCheck: LEFT_HOSTS },
+  aws: { can: 'berth can run hosts on AWS with these options', cannot: 'berth cannot run hosts on AWS with these options', warned: 'warning(s)', left: 'instances run while the server is stopped', all: '', leftCheck: 'instances' },
+} as const;
+
 /** The checks as a table, then what to do about each one that is not ok, then the verdict. */
 export function doctorReport(checks: readonly MachineCheck[], driver: 'local' | 'aws' = 'local'): string {
+  const words = VERDICT[driver];
   const failed = checks.filter((c) => c.status === 'fail').length;
   const hostsFailed = checks.some((c) => c.status === 'fail' && c.name !== 'database');
-  const left = driver === 'aws' ? AWS_LEFT : LEFT_HOSTS;
-  const warned = checks.filter((c) => c.status === 'warn' && c.name !== left).length;
-  const leftHosts = checks.some((c) => c.status === 'warn' && c.name === left);
+  const warned = checks.filter((c) => c.status === 'warn' && c.name !== words.leftCheck).length;
+  const leftHosts = checks.some((c) => c.status === 'warn' && c.name === words.leftCheck);
   const todo = checks.filter((c) => c.hint).map((c) => `  ${c.name}: ${c.hint ?? ''}\n`);
-  const can = driver === 'aws' ? 'berth can run hosts on AWS with these options' : 'this machine can run local hosts';
-  const verdict =
-    failed > 0
-      ? `${failed} check(s) failed${hostsFailed ? `: ${driver === 'aws' ? 'berth cannot run hosts on AWS with these options' : 'this machine cannot run local hosts'} until they are fixed` : ''}`
-      : warned > 0 || leftHosts
-        ? `${can}; ${[...(warned > 0 ? [driver === 'aws' ? `${warned} warning(s)` : `${warned} optional feature(s) missing`] : []), ...(leftHosts ? [driver === 'aws' ? 'instances run while the server is stopped' : 'hosts of a stopped server still run'] : [])].join('; ')}`
-        : driver === 'aws' ? can : `${can}, with every feature`;
+  const notes = [...(warned > 0 ? [`${warned} ${words.warned}`] : []), ...(leftHosts ? [words.left] : [])];
+  const verdict = failed > 0 ? `${failed} check(s) failed${hostsFailed ? `: ${words.cannot} until they are fixed` : ''}` : notes.length > 0 ? `${words.can}; ${notes.join('; ')}` : `${words.can}${words.all}`;
   return `${table(['', 'CHECK', 'RESULT'], checks.map((c) => [MARK[c.status], c.name, c.detail]))}${todo.length > 0 ? `\nwhat to do:\n${todo.join('')}` : ''}\n${verdict}\n`;
 }
-
-const LEFT_HOSTS = 'hosts';
-const AWS_LEFT = 'instances';
 
 type DoctorOptions = Omit<AwsServerOptions, 'driver'> & { bridge?: string; subnet?: string; json?: boolean; name?: string };
 

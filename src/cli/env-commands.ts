@@ -195,7 +195,7 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
 
   env
     .command('scale')
-    .description('another number of replicas: review hosts added or removed in place (the others untouched); in service mode a deploy of its ref on the new counts')
+    .description("another number of replicas, in place (hosts added or removed, the others untouched); in service mode a deploy of its ref on the new counts when other services' hosts are told the changed one's addresses")
     .argument('<name>')
     .argument('<replicas...>', 'N: review hosts behind the router, or hosts of every service; SERVICE=N (service mode): that service, the others as they are')
     .option('--wait <s>', "seconds new hosts' services get to be ready (default 120)")
@@ -207,7 +207,11 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
       const hosts = printer.json ? [] : await hostsOf(ctx, name);
       const view = await withProgress(ctx, printer, name, `scaling ${name} to ${counts.join(' ')}`, hosts, () => ctx.client().post<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/scale`, body));
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
-      printer.out(`${name}: ${replicaLine(view)}, ${view.hosts.length} host${view.hosts.length === 1 ? '' : 's'}${view.state === 'sleeping' ? ' (asleep: from its next wake)' : ''}\n`);
+      // Which hosts came and went says whether it scaled in place or deployed anew.
+      const now = view.hosts.map((h) => h.hostId);
+      const moves = [`${now.filter((id) => !hosts.includes(id)).length} new`, `${hosts.filter((id) => !now.includes(id)).length} released`].filter((m) => !m.startsWith('0 '));
+      const asleep = view.state === 'sleeping' ? ' (asleep: from its next wake)' : '';
+      printer.out(`${name}: ${replicaLine(view)}, ${now.length} host${now.length === 1 ? '' : 's'}${moves.length > 0 ? ` (${moves.join(', ')})` : ''}${asleep}\n`);
     });
 
   env

@@ -86,7 +86,7 @@ describe('service mode with counts per service', () => {
 
     const human = await berth(['env', 'scale', 'fleet', '1'], stack.env, { timeoutMs: 90_000 });
     expect(human.code, human.stderr).toBe(0);
-    expect(human.stdout).toBe('fleet: 1 replica, 2 hosts\n');
+    expect(human.stdout).toBe('fleet: 1 replica, 2 hosts (3 released)\n');
     const one = await show('fleet');
     expect({ replicas: one.replicas, own: one.serviceReplicas, hosts: perService(one) }).toEqual({ replicas: 1, own: {}, hosts: { api: 1, web: 1 } });
     // Fewer, in place: the oldest of each service stay, the others went back to the pool.

@@ -106,7 +106,7 @@ describe('berth env up', () => {
     const first = (JSON.parse(made.stdout) as EnvironmentView).hosts[0]?.hostId;
     const up3 = await berth(['env', 'scale', 'wide', '3'], stack.env, { timeoutMs: 60_000 });
     expect(up3.code, up3.stderr).toBe(0);
-    expect(up3.stdout).toBe('wide: 3 replicas, 3 hosts\n');
+    expect(up3.stdout).toBe('wide: 3 replicas, 3 hosts (2 new)\n');
     const three = (await stack.srv.api.get<EnvironmentView>('/v1/environments/wide')).body;
     expect(three).toMatchObject({ state: 'ready', replicas: 3, stateReason: 'scaled to 3 replicas' });
     expect(three.hosts[0]?.hostId).toBe(first);

@@ -14,6 +14,8 @@ import { DescribeInstanceAttributeCommand, DescribeInstancesCommand } from '@aws
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { AwsDriver } from '../../src/drivers/aws/aws-driver.js';
+import { resolveAwsConfig } from '../../src/drivers/aws/config.js';
+import { checkAws } from '../../src/drivers/aws/doctor.js';
 import { filesFromUserData } from '../../src/drivers/aws/user-data.js';
 import { AGENT_IDENTITY_PATH, HOST_TAGS_PATH } from '../../src/protocol/messages.js';
 import { BerthServer } from '../../src/server/berth-server.js';
@@ -175,8 +177,14 @@ describe.skipIf(!motoAvailable('SSM command channel on moto'))('SSM command chan
     expect(refused.status).toBe(409);
     expect(refused.body.code).toBe('host_not_connected');
     expect(refused.body.message).toContain(hostId);
+    // berth doctor --driver aws says so too, with what to check on the instance (its registration limit set to nothing here).
+    const doctorCfg = resolveAwsConfig(motoDriverConfig(moto.endpoint, net, NAME, { commandChannel: 'ssm', ssmEndpoint: ssm.endpoint, ssmRegistrationTimeoutMs: 1 }));
+    const ssmCheckOf = async () => (await checkAws({ cfg: doctorCfg, serverPid: undefined })).find((c) => c.name === 'SSM');
+    const offline = await ssmCheckOf();
+    expect(offline).toMatchObject({ status: 'warn', detail: expect.stringContaining(`${instanceId} (ConnectionLost)`) as unknown, hint: expect.stringContaining('AmazonSSMManagedInstanceCore') as unknown });
     ssm.setPing(instanceId, 'Online');
     await waitFor('berth to see the agent online again', async () => ((await api.get<HostView>(`/v1/hosts/${hostId}`)).body.agent.connected ? true : undefined), { timeoutMs: 10_000 });
+    expect(await ssmCheckOf()).toMatchObject({ status: 'ok', detail: expect.stringMatching(/^(\d+) of \1 running instance\(s\) online with SSM$/) as unknown });
   });
 
   it('a command in flight across a server restart is followed to its end and never sent twice', async () => {

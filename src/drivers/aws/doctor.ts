@@ -3,8 +3,9 @@
  * it runs there now, each finding with what to do. It only reads (Describe* calls): the AWS API with
  * these credentials and region, the AMI, the instance type, the subnets and security groups (one
  * VPC), the pools' Auto Scaling groups with the last launch activity of each (a launch that keeps
- * failing shows there, and nowhere in berth until a pool stays empty), and the instances berth runs,
- * which cost money while no server looks after them.
+ * failing shows there, and nowhere in berth until a pool stays empty), the instances berth runs,
+ * which cost money while no server looks after them, and with the SSM channel whether their SSM
+ * agents are online.
  */
 import { DescribeAutoScalingGroupsCommand, DescribeScalingActivitiesCommand, type AutoScalingGroup } from '@aws-sdk/client-auto-scaling';
 import { DescribeImagesCommand, DescribeInstancesCommand, DescribeInstanceTypesCommand, DescribeSecurityGroupsCommand, DescribeSubnetsCommand, type _InstanceType } from '@aws-sdk/client-ec2';
@@ -12,6 +13,7 @@ import { errorMessage, isBerthError } from '../../core/errors.js';
 import type { DoctorCheck } from '../types.js';
 import { TAG_MANAGED_BY, type ResolvedAwsConfig } from './config.js';
 import { awsCall, createAutoScalingClient, createEc2Client, type CallInfo, type RequestHandler } from './sdk.js';
+import { MAX_INSTANCES, SsmChannel } from './ssm.js';
 
 export interface AwsDoctorInput {
   cfg: ResolvedAwsConfig;
@@ -35,12 +37,12 @@ export async function checkAws(input: AwsDoctorInput): Promise<DoctorCheck[]> {
   const checks: DoctorCheck[] = [];
   try {
     const region = cfg.region ?? (await ec2.config.region().catch(() => 'unknown'));
-    let instances: string[];
+    let instances: { id: string; running: boolean; launchedAt: number }[];
     try {
       const out = await ec2Call({ operation: 'DescribeInstances' }, (abortSignal) =>
         ec2.send(new DescribeInstancesCommand({ Filters: [{ Name: `tag:${TAG_MANAGED_BY}`, Values: [cfg.name] }, { Name: 'instance-state-name', Values: ['pending', 'running', 'stopping', 'stopped'] }] }), { abortSignal }),
       );
-      instances = (out.Reservations ?? []).flatMap((r) => r.Instances ?? []).map((i) => i.InstanceId ?? '');
+      instances = (out.Reservations ?? []).flatMap((r) => r.Instances ?? []).map((i) => ({ id: i.InstanceId ?? '', running: i.State?.Name === 'running', launchedAt: i.LaunchTime?.getTime() ?? 0 }));
       checks.push(ok('AWS API', `region ${region}${cfg.endpoint ? ` at ${cfg.endpoint}` : ''} answers with these credentials`));
     } catch (err) {
       // Nothing else can be asked: say only this.
@@ -48,6 +50,7 @@ export async function checkAws(input: AwsDoctorInput): Promise<DoctorCheck[]> {
     }
     checks.push(await imageCheck(cfg, ec2Call, ec2), await instanceTypeCheck(cfg, ec2Call, ec2), ...(await networkChecks(cfg, ec2Call, ec2)));
     checks.push(await poolsCheck(cfg, asgCall, asg), instancesCheck(cfg, instances.length, input.serverPid));
+    if (cfg.commandChannel === 'ssm') checks.push(await ssmCheck(cfg, instances, input.requestHandler));
     return checks;
   } finally {
     ec2.destroy();
@@ -144,6 +147,27 @@ async function poolsCheck(cfg: ResolvedAwsConfig, call: Ec2Call, asg: Asg): Prom
     return ok('pools', detail);
   } catch (err) {
     return failed('pools', err);
+  }
+}
+
+/** The SSM channel: are the running instances' SSM agents online (the one thing commands need)? */
+async function ssmCheck(cfg: ResolvedAwsConfig, instances: { id: string; running: boolean; launchedAt: number }[], requestHandler: RequestHandler | undefined): Promise<DoctorCheck> {
+  const running = instances.filter((i) => i.running);
+  if (running.length === 0) return ok('SSM', 'commands go through SSM; no instance runs to ask about');
+  const ssm = new SsmChannel(cfg, requestHandler ? { requestHandler } : {});
+  try {
+    const pings = new Map<string, string>();
+    for (let i = 0; i < running.length; i += MAX_INSTANCES) for (const [id, ping] of await ssm.agentPings(running.slice(i, i + MAX_INSTANCES).map((x) => x.id))) pings.set(id, ping);
+    const online = running.filter((i) => pings.get(i.id) === 'Online').length;
+    // Past the time the driver gives an SSM agent to come online, it is not just slow to register.
+    const stuck = running.filter((i) => pings.get(i.id) !== 'Online' && Date.now() - i.launchedAt > cfg.ssmRegistrationTimeoutMs);
+    const detail = `${online} of ${running.length} running instance(s) online with SSM`;
+    if (stuck.length === 0) return ok('SSM', detail);
+    return warn('SSM', `${detail}; not online ${Math.round(cfg.ssmRegistrationTimeoutMs / 1000)} s after launch: ${stuck.map((i) => `${i.id} (${pings.get(i.id) ?? 'not registered'})`).join(', ')}`, SsmChannel.registrationHint);
+  } catch (err) {
+    return failed('SSM', err);
+  } finally {
+    ssm.close();
   }
 }
 

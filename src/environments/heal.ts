@@ -27,9 +27,8 @@ import { errorMessage } from '../core/errors.js';
 import type { EnvironmentsRepo } from '../store/environments-repo.js';
 import type { EnvHostRecord, EnvironmentRow } from '../store/schema.js';
 import { roundTimings, type PlacementDeps } from './placement.js';
-import { balancedServices } from './load-balancing.js';
 import { joinReviewHosts } from './scale.js';
-import { addServiceHosts, changesInPlace, type ServiceHostsDeps } from './service-hosts.js';
+import { addServiceHosts, changesInPlace, detachHosts, type ServiceHostsDeps } from './service-hosts.js';
 import type { EnvironmentStack } from './slug-stack.js';
 
 type LostHost = Awaited<ReturnType<EnvironmentsRepo['lostHosts']>>[number];
@@ -136,9 +135,7 @@ export class EnvironmentHealer {
       const added = await addServiceHosts(this.deps, started, stack, { routed, kept, counts, generation: routedGeneration, deadline, why: `environment ${name}: replacing ${what} failed` });
       placed = added.hosts;
       // A lost instance may still be registered with its service's load balancer.
-      const balanced = new Set(balancedServices(stack.spec).services.map((x) => x.name));
-      const registered = gone.filter((h) => h.service !== null && balanced.has(h.service));
-      if (this.deps.balancing && registered.length > 0) await this.deps.balancing.detach({ tenantId, name }, stack.spec, registered, `environment ${name}: replaced ${what}`);
+      await detachHosts(this.deps, started, stack, gone, `environment ${name}: replaced ${what}`);
       const timings = roundTimings({ ...added.timings, totalMs: performance.now() - t0 });
       const done = await this.deps.envs.transition(tenantId, name, ['healing'], 'ready', { hosts: [...kept, ...added.hosts], reason: `replaced ${what} (${why}) with ${added.hosts.map((h) => h.hostId).join(', ')}`, timings, operation: 'heal' });
       if (!done) throw new Error('it changed while it healed');

@@ -28,9 +28,8 @@ import { BerthError, errorMessage } from '../core/errors.js';
 import type { EnvironmentsRepo } from '../store/environments-repo.js';
 import type { EnvHostRecord, EnvironmentRow } from '../store/schema.js';
 import { placeServices, type PlacementDeps } from './placement.js';
-import { addServiceHosts, changesInPlace, type ServiceHostsDeps } from './service-hosts.js';
+import { addServiceHosts, changesInPlace, detachHosts, type ServiceHostsDeps } from './service-hosts.js';
 import type { StackSpec } from '../stacks/spec.js';
-import { balancedServices } from './load-balancing.js';
 import type { EnvironmentRoutes } from './routes.js';
 import type { EnvironmentStack } from './slug-stack.js';
 import { applyReplicaChange, checkServiceReplicas, countsOf, describeCounts, replicaCount, replicasOf, sameCounts, serviceReplicasField, type ReplicaChange, type ReplicaCounts } from './replicas.js';
@@ -189,9 +188,7 @@ async function scaleServicesInPlace(deps: ScaleDeps, row: EnvironmentRow, next: 
     const routedLeave = leaving.some((h) => h.service === stack.target.service);
     if (routedLeave) deps.routes.set(env, await deps.routes.addressed(tenantId, hosts.filter((h) => h.service === stack.target.service)), stack.target, started.ref);
     // Out of the route and their load balancers, then the drain time for requests in flight.
-    const balancedNames = new Set(balancedServices(stack.spec).services.map((x) => x.name));
-    const detached = leaving.filter((h) => h.service !== null && balancedNames.has(h.service));
-    const [stuck] = await Promise.all([detached.length > 0 ? deps.balancing?.detach(env, stack.spec, detached, why) : undefined, routedLeave || deps.balancing ? new Promise((resolve) => setTimeout(resolve, deps.drainMs)) : undefined]);
+    const [stuck] = await Promise.all([detachHosts(deps, started, stack, leaving, why), new Promise((resolve) => setTimeout(resolve, routedLeave ? deps.drainMs : 0))]);
     await deps.hostRelease.releaseAll(tenantId, started.pool, leaving, why, leaving.filter((h) => stuck?.has(h.hostId)));
   }
   return done(deps, started, hosts, next, `scaled to ${count}`);

@@ -8,7 +8,7 @@
  */
 import type { StackSpec } from '../stacks/spec.js';
 import type { EnvHostRecord, EnvironmentRow } from '../store/schema.js';
-import type { LoadBalancedServices } from './load-balancing.js';
+import { balancedServices, type LoadBalancedServices } from './load-balancing.js';
 import { dependencyLevels, listeningPort, type PlacedHost } from './placement.js';
 import type { HostRelease } from './release.js';
 import type { EnvironmentRoutes } from './routes.js';
@@ -61,14 +61,22 @@ export async function addServiceHosts(
     const { timings } = await deps.placeMore(row, stack, { counts: opts.counts, routed: opts.routed, existing, generation: opts.generation + 1, claimed, balanced, deadline: opts.deadline });
     return { hosts: claimed.map((h) => ({ ...h, generation: opts.generation })), timings };
   } catch (err) {
-    const env = { tenantId, name: row.name, private: row.private };
-    await deps.routes.addressed(tenantId, opts.routed.filter((h) => h.service === stack.target.service))
-      .then((hosts) => deps.routes.set(env, hosts, stack.target, row.ref))
-      .catch(() => undefined);
+    await deps.routes.restore(row, { ...stack.target, generation: opts.generation }).catch(() => undefined);
     // Only the new hosts leave the load balancing: their services' groups keep the others.
-    const attached = claimed.filter((h) => h.service !== null && balanced.has(h.service));
-    const stuck = deps.balancing && attached.length > 0 ? await deps.balancing.detach(env, stack.spec, attached, opts.why) : undefined;
+    const stuck = await detachHosts(deps, row, stack, claimed.filter((h) => h.service !== null && balanced.has(h.service)), opts.why);
     await deps.hostRelease.releaseAll(tenantId, row.pool, claimed, opts.why, claimed.filter((h) => stuck?.has(h.hostId)));
     throw err;
   }
+}
+
+/**
+ * Takes `hosts` (leaving or lost) out of their services' load balancers, those of services the
+ * stack balances; the others have no group to leave. Returns the ids that may still be registered
+ * (never reuse them), or undefined when nothing was detached.
+ */
+export async function detachHosts(deps: Pick<ServiceHostsDeps, 'balancing'>, row: Pick<EnvironmentRow, 'tenant_id' | 'name'>, stack: EnvironmentStack, hosts: readonly EnvHostRecord[], why: string): Promise<Set<string> | undefined> {
+  const names = new Set(balancedServices(stack.spec).services.map((s) => s.name));
+  const registered = hosts.filter((h) => h.service !== null && names.has(h.service));
+  if (!deps.balancing || registered.length === 0) return undefined;
+  return deps.balancing.detach({ tenantId: row.tenant_id, name: row.name }, stack.spec, registered, why);
 }

@@ -59,8 +59,8 @@ export class PoolsRepo {
   /**
    * A pool as read at most `maxAgeMs` ago. For the claim path, which reads the pool on every claim:
    * changes made through this process are seen at once (they drop the entry), changes made by
-   * another server within `maxAgeMs`. The pick itself checks the generation in the store, so a
-   * stale entry can never hand out a host of an old generation.
+   * another server within `maxAgeMs`. The pick itself checks the generation in the store, and a
+   * miss launches from the pool read afresh, so a stale entry never hands out a host of an old one.
    */
   async getRecent(tenantId: string, name: string, maxAgeMs = 1000): Promise<PoolRow | undefined> {
     const key = `${tenantId}/${name}`;
@@ -75,7 +75,7 @@ export class PoolsRepo {
     return row;
   }
 
-  /** Drops a cached pool, after a change made outside this repo (an image rolled it) and around this repo's own. */
+  /** Drops a cached pool once a change is committed: this repo's own, or one made outside it (an image rolled it). */
   forget(tenantId: string, name: string): void {
     const key = `${tenantId}/${name}`;
     this.recent.delete(key);
@@ -99,7 +99,6 @@ export class PoolsRepo {
    * no host of an older one is handed to a claim.
    */
   async update(tenantId: string, spec: PoolSpec): Promise<{ row: PoolRow; rolled: boolean } | undefined> {
-    this.forget(tenantId, spec.name);
     const updated = await this.db.transaction().execute(async (tx) => {
       const old = await tx.selectFrom('pools').selectAll().where('tenant_id', '=', tenantId).where('name', '=', spec.name).forUpdate().executeTakeFirst();
       if (!old) return undefined;
@@ -113,7 +112,7 @@ export class PoolsRepo {
         .executeTakeFirstOrThrow();
       return { row, rolled };
     });
-    // Again once committed: a claim that read the pool meanwhile had the old row.
+    // Once committed: a claim that read the pool before or meanwhile had the old row.
     this.forget(tenantId, spec.name);
     if (updated) this.events.emit(poolEvent(tenantId, spec.name, updated.rolled ? 'rolled' : 'updated'));
     return updated;
@@ -130,7 +129,6 @@ export class PoolsRepo {
   }
 
   async remove(tenantId: string, name: string): Promise<boolean> {
-    this.forget(tenantId, name);
     const result = await this.db.deleteFrom('pools').where('tenant_id', '=', tenantId).where('name', '=', name).executeTakeFirst();
     this.forget(tenantId, name);
     if (result.numDeletedRows > 0n) this.events.emit(poolEvent(tenantId, name, 'removed'));

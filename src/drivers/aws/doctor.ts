@@ -58,11 +58,11 @@ export async function checkAws(input: AwsDoctorInput): Promise<DoctorCheck[]> {
   }
 }
 
-type Ec2Call = <T>(info: CallInfo, run: (signal: AbortSignal) => Promise<T>) => Promise<T>;
+type Call = <T>(info: CallInfo, run: (signal: AbortSignal) => Promise<T>) => Promise<T>;
 type Ec2 = ReturnType<typeof createEc2Client>;
 type Asg = ReturnType<typeof createAutoScalingClient>;
 
-async function imageCheck(cfg: ResolvedAwsConfig, call: Ec2Call, ec2: Ec2): Promise<DoctorCheck> {
+async function imageCheck(cfg: ResolvedAwsConfig, call: Call, ec2: Ec2): Promise<DoctorCheck> {
   try {
     const out = await call({ operation: 'DescribeImages', imageId: cfg.imageId }, (abortSignal) => ec2.send(new DescribeImagesCommand({ ImageIds: [cfg.imageId] }), { abortSignal }));
     const image = out.Images?.[0];
@@ -75,7 +75,7 @@ async function imageCheck(cfg: ResolvedAwsConfig, call: Ec2Call, ec2: Ec2): Prom
   }
 }
 
-async function instanceTypeCheck(cfg: ResolvedAwsConfig, call: Ec2Call, ec2: Ec2): Promise<DoctorCheck> {
+async function instanceTypeCheck(cfg: ResolvedAwsConfig, call: Call, ec2: Ec2): Promise<DoctorCheck> {
   try {
     const out = await call({ operation: 'DescribeInstanceTypes' }, (abortSignal) => ec2.send(new DescribeInstanceTypesCommand({ InstanceTypes: [cfg.instanceType as _InstanceType] }), { abortSignal }));
     const type = out.InstanceTypes?.[0];
@@ -87,7 +87,7 @@ async function instanceTypeCheck(cfg: ResolvedAwsConfig, call: Ec2Call, ec2: Ec2
 }
 
 /** Subnets and security groups: each exists, and all are in one VPC (a service's target group lives in one). */
-async function networkChecks(cfg: ResolvedAwsConfig, call: Ec2Call, ec2: Ec2): Promise<DoctorCheck[]> {
+async function networkChecks(cfg: ResolvedAwsConfig, call: Call, ec2: Ec2): Promise<DoctorCheck[]> {
   const checks: DoctorCheck[] = [];
   let vpcs = new Set<string>();
   try {
@@ -119,7 +119,7 @@ async function networkChecks(cfg: ResolvedAwsConfig, call: Ec2Call, ec2: Ec2): P
 }
 
 /** Each pool's group: how full, and whether its last launch failed (the group retries; berth only sees a pool that stays short). */
-async function poolsCheck(cfg: ResolvedAwsConfig, call: Ec2Call, asg: Asg): Promise<DoctorCheck> {
+async function poolsCheck(cfg: ResolvedAwsConfig, call: Call, asg: Asg): Promise<DoctorCheck> {
   const prefix = `${cfg.name}-pool-`;
   try {
     const groups: AutoScalingGroup[] = [];

@@ -293,8 +293,9 @@ export interface HostDriver {
    * no host reaches a host outside its group (the machine and its control plane stay reachable).
    * Each group given is the whole truth for its members; with `all`, the groups given are the whole
    * truth (hosts in none reach no other host). A member whose driverData is stale (the host was
-   * reset or terminated since) is left out. A driver without it keeps hosts apart by its own means
-   * (AWS: the VPC's security groups). Terminate and reset take a host out of its group themselves.
+   * reset or terminated since) is left out. A driver without it keeps hosts apart by its own means.
+   * Terminate and reset take a host out of its group themselves. (Local: routing rules per host,
+   * local/reachability.ts; AWS: a security group per group, aws/network-groups.ts.)
    * A member's `names` (DNS labels: its hostname, its service) resolve, for its group mates, to its
    * address where the driver answers DNS (the local driver: dns-forwarder.ts).
    */

@@ -5,7 +5,7 @@
 import { DescribeInstancesCommand } from '@aws-sdk/client-ec2';
 import { AwsDriver } from '../../src/drivers/aws/index.js';
 import { motoAvailable, startMoto } from '../helpers/moto.js';
-import { awsSpec, motoDriverConfig, motoNetwork } from './aws-fixtures.js';
+import { awsSpec, motoDriverConfig, motoNetwork, securityGroupsLetReach } from './aws-fixtures.js';
 import { describeDriverConformance } from './conformance.js';
 
 describeDriverConformance(
@@ -26,6 +26,8 @@ describeDriverConformance(
           const tags = out.Reservations?.[0]?.Instances?.[0]?.Tags ?? [];
           return Object.fromEntries(tags.map((t) => [t.Key ?? '', t.Value ?? '']));
         },
+        // moto's default group lets no instance in (AWS's own default group lets its members in).
+        reaches: (from, to) => securityGroupsLetReach(net.ec2, from, to),
         other: { driver: other, spec: awsSpec },
         cleanup: async () => {
           driver.close();

@@ -15,7 +15,7 @@ export interface ConformanceTarget {
   spec: (id: string, tags?: Record<string, string>) => HostSpec;
   /** The tags the backend shows for a launched host (instance tags, the host's tags file). */
   readTags?: (host: LaunchedHost) => Promise<Record<string, string>>;
-  /** Whether `from` can open a TCP connection to `to` (for the drivers with setNetworkGroups). */
+  /** Whether `from` can open a TCP connection to `to` (for the drivers with setNetworkGroups; on an emulator that routes no traffic, whether its rules let it). */
   reaches?: (from: LaunchedHost, to: LaunchedHost) => Promise<boolean>;
   /** A second driver of the same kind on the same backend, under another name. */
   other?: { driver: HostDriver; spec: (id: string) => HostSpec };

@@ -164,7 +164,7 @@ describe.skipIf(!motoAvailable('berth server --driver aws on moto'))('berth serv
     };
     const checked = await doctor();
     expect(checked.code, checked.stderr).toBe(0);
-    expect(checked.checks.map((c) => `${c.status} ${c.name}`)).toEqual(['ok AWS API', 'ok AMI', 'ok instance type', 'ok subnets', 'ok security groups', 'ok pools', 'ok instances']);
+    expect(checked.checks.map((c) => `${c.status} ${c.name}`)).toEqual(['ok AWS API', 'ok AMI', 'ok instance type', 'ok subnets', 'ok security groups', 'ok groups apart', 'ok pools', 'ok instances']);
     expect(checked.checks.find((c) => c.name === 'pools')?.detail).toBe('in service / desired: api 2/2');
     expect(checked.checks.find((c) => c.name === 'instances')?.detail).toMatch(/^\d+, looked after by this data dir's server \(pid \d+\)$/);
     const refused = await cli('down');

@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AutoScalingClient, DescribeAutoScalingGroupsCommand, DetachInstancesCommand, TerminateInstanceInAutoScalingGroupCommand, type AutoScalingGroup } from '@aws-sdk/client-auto-scaling';
-import { DescribeInstancesCommand, DescribeLaunchTemplatesCommand, DescribeLaunchTemplateVersionsCommand, RunInstancesCommand, TerminateInstancesCommand } from '@aws-sdk/client-ec2';
+import { DescribeInstancesCommand, DescribeLaunchTemplatesCommand, DescribeSecurityGroupsCommand, DescribeLaunchTemplateVersionsCommand, RunInstancesCommand, TerminateInstancesCommand } from '@aws-sdk/client-ec2';
 import { filesFromUserData } from '../../src/drivers/aws/user-data.js';
 import { AGENT_ENROLMENT_PATH, agentEnrolment } from '../../src/protocol/messages.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -66,6 +66,9 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
     return out;
   };
   const members = (groups: AutoScalingGroup[], name: string): string[] => (groups.find((g) => g.AutoScalingGroupName === name)?.Instances ?? []).map((i) => i.InstanceId ?? '');
+  /** The security groups berth made for groups of hosts (network-groups.ts) that an instance holds. */
+  const netGroupsOf = async (instanceId: string): Promise<string[]> =>
+    ((await net.ec2.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }))).Reservations?.[0]?.Instances?.[0]?.SecurityGroups ?? []).filter((g) => g.GroupName?.startsWith(`${NAME}-net-`)).map((g) => g.GroupId ?? '');
   const poolStatus = async (name: string) => (await api.get<PoolStatusView>(`/v1/pools/${name}`)).body;
   const waitFull = (name: string, size: number, timeoutMs = 60_000) =>
     waitFor(`pool ${name} to hold ${size} ready hosts`, async () => ((await poolStatus(name)).status.ready >= size ? true : undefined), { timeoutMs });
@@ -77,7 +80,7 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
     dir = await mkdtemp(join(tmpdir(), 'berth-awsfleet-'));
     const say = (level: string) => (obj: Record<string, unknown>, msg: string): void => void process.stderr.write(`aws ${level}: ${msg} ${JSON.stringify(obj)}\n`);
     const logger = process.env['BERTH_TEST_LOG'] ? { debug: () => {}, info: say('info'), warn: say('warn') } : undefined;
-    driver = new AwsDriver(motoDriverConfig(moto.endpoint, net, NAME, { agentListenHost: '127.0.0.1', ...(logger ? { logger } : {}) }));
+    driver = new AwsDriver(motoDriverConfig(moto.endpoint, net, NAME, { agentListenHost: '127.0.0.1', ...(logger ? { logger } : {}) }), { networkSweepDelayMs: 200 });
     agentPort = await freePort();
     server = await startBerth();
     api = new Api(server.url, server.token);
@@ -257,6 +260,13 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
     const second = await claimOne();
     const pair = `${NAME}-group-pair`;
     expect(members(await groupsNow(), pair).sort()).toEqual([first.instanceId, second.instanceId].sort());
+    // The claim answered once its host reached its group mate: both hold the group's own security
+    // group, and no other instance does (the storm's groups have theirs).
+    const [shared] = await netGroupsOf(first.instanceId);
+    expect(shared).toMatch(/^sg-/);
+    expect(await netGroupsOf(second.instanceId)).toEqual([shared]);
+    const holders = await net.ec2.send(new DescribeInstancesCommand({ Filters: [{ Name: 'instance.group-id', Values: [shared ?? ''] }, { Name: 'instance-state-name', Values: ['running'] }] }));
+    expect((holders.Reservations ?? []).flatMap((r) => r.Instances ?? []).map((i) => i.InstanceId).sort()).toEqual([first.instanceId, second.instanceId].sort());
     await asg.send(new DetachInstancesCommand({ AutoScalingGroupName: pair, InstanceIds: [first.instanceId], ShouldDecrementDesiredCapacity: true }));
 
     expect((await api.post(`/v1/hosts/${first.hostId}/release`, {})).status).toBe(200);
@@ -270,6 +280,9 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
 
     expect((await api.post(`/v1/hosts/${second.hostId}/release`, {})).status).toBe(200);
     await waitFor('the claiming group to be empty', async () => (members(await groupsNow(), pair).length === 0 ? true : undefined), { timeoutMs: 20_000 });
+    // Nobody holds the group's security group any more: a sweep deletes it.
+    const exists = async () => ((await net.ec2.send(new DescribeSecurityGroupsCommand({ Filters: [{ Name: 'group-id', Values: [shared ?? ''] }] }))).SecurityGroups ?? []).length > 0;
+    await waitFor("the pair's security group to be deleted", async () => ((await exists()) ? undefined : true), { timeoutMs: 20_000 });
     await waitFull('web', 3);
   }, 120_000);
 

@@ -47,12 +47,19 @@ export interface Moto {
  *   it, so TerminateInstanceInAutoScalingGroup (and DescribeAutoScalingInstances) acted on that one.
  * - TerminateInstanceInAutoScalingGroup of an instance in no group is a ValidationError, as on AWS
  *   (moto failed with an internal error).
+ * - DescribeInstances filtered by security group (group-id, instance.group-id, instance.group-name)
+ *   matches an instance holding it among others, as on AWS (moto compared the first group only).
+ * - DeleteSecurityGroup of a group an instance that is not terminated still holds is refused with
+ *   DependencyViolation, as on AWS (moto deleted it, leaving the instance with a group that is gone).
  */
 const SERIALIZED_MOTO = `
 import sys, threading
 from werkzeug.serving import run_simple
 from moto.autoscaling.exceptions import ValidationError
 from moto.autoscaling.models import AutoScalingBackend
+from moto.ec2.exceptions import DependencyViolationError
+from moto.ec2.models.security_groups import SecurityGroupBackend
+import moto.ec2.utils as ec2_utils
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
 def group_of(backend, instance_id):
@@ -86,6 +93,32 @@ def terminate_instance(self, instance_id, should_decrement):
         raise ValidationError(f"Instance Id not found - No managed instance found for instance ID: {instance_id}")
     return moto_terminate(self, instance_id, should_decrement)
 
+moto_delete_security_group = SecurityGroupBackend.delete_security_group
+
+def delete_security_group(self, name=None, group_id=None):
+    group = self.get_security_group_from_id(group_id) if group_id else None
+    if group is not None:
+        for i in self.all_instances():
+            if i._state.name != 'terminated' and any(g.id == group.id for g in i.security_groups):
+                raise DependencyViolationError(f"resource {group.id} has a dependent object")
+    return moto_delete_security_group(self, name, group_id)
+
+SecurityGroupBackend.delete_security_group = delete_security_group
+
+moto_passes_filter_dict = ec2_utils.passes_filter_dict
+
+def passes_filter_dict(instance, filter_dict):
+    rest = dict(filter_dict)
+    for name in ('group-id', 'instance.group-id', 'instance.group-name'):
+        values = rest.pop(name, None)
+        if values is None:
+            continue
+        held = {(g.name if name.endswith('group-name') else g.id) for g in getattr(instance, 'security_groups', [])}
+        if not set(values) & held:
+            return False
+    return moto_passes_filter_dict(instance, rest)
+
+ec2_utils.passes_filter_dict = passes_filter_dict
 AutoScalingBackend.attach_instances = attach_instances
 AutoScalingBackend.detach_instances = detach_instances
 AutoScalingBackend.terminate_instance = terminate_instance

@@ -15,12 +15,13 @@ import {
   type Tag,
 } from '@aws-sdk/client-ec2';
 import { BerthError, errorMessage } from '../../core/errors.js';
-import type { DescribedHost, DriverInfo, FoundHost, HostDriver, HostResources, HostSpec, LaunchedHost, OperationOptions, TerminateOptions } from '../types.js';
+import type { DescribedHost, DriverInfo, FoundHost, GroupMember, HostDriver, HostResources, HostSpec, LaunchedHost, OperationOptions, TerminateOptions } from '../types.js';
 import { AwsFleet } from './fleet.js';
 import { AwsGroups } from './groups.js';
 import { isAmiId, resolveAwsConfig, TAG_HOST_ID, TAG_MANAGED_BY, type AwsDriverConfig, type ResolvedAwsConfig } from './config.js';
 import { hasAwsCode, isNotInGroup } from './errors.js';
 import { ensureLaunchTemplate } from './launch-template.js';
+import { AwsNetworkGroups } from './network-groups.js';
 import { RootVolumes } from './root-volume.js';
 import { awsCall, CallCounter, createEc2Client, type CallInfo, type RequestHandler } from './sdk.js';
 import { buildUserData, caHint, USER_DATA_LIMIT } from './user-data.js';
@@ -37,6 +38,8 @@ const ORPHAN_SEARCH_DELAYS_MS = [0, 500, 1500];
 export interface AwsDriverOptions {
   /** For tests: an SDK request handler instead of the network. */
   requestHandler?: RequestHandler;
+  /** For tests: how long after a termination the network groups nobody holds are swept (default 30 s). */
+  networkSweepDelayMs?: number;
 }
 
 export class AwsDriver implements HostDriver {
@@ -52,6 +55,7 @@ export class AwsDriver implements HostDriver {
   readonly agents: SsmAgents;
   private readonly ssm: SsmChannel;
   private readonly rootVolumes: RootVolumes;
+  private readonly networkGroups: AwsNetworkGroups;
 
   constructor(config: AwsDriverConfig, options: AwsDriverOptions = {}) {
     this.cfg = resolveAwsConfig(config);
@@ -61,6 +65,7 @@ export class AwsDriver implements HostDriver {
     this.rootVolumes = new RootVolumes(this.ec2, this.cfg);
     this.ssm = new SsmChannel(this.cfg, options.requestHandler ? { requestHandler: options.requestHandler } : {});
     this.agents = new SsmAgents(this.ssm, { pollMs: this.cfg.ssmPollMs, registrationTimeoutMs: this.cfg.ssmRegistrationTimeoutMs, logger: this.cfg.logger });
+    this.networkGroups = new AwsNetworkGroups({ ec2: this.ec2, cfg: this.cfg, call: (info, opts, run) => this.call(info, opts, run), describe: (filters, opts) => this.describeAll(filters, opts), ...(options.networkSweepDelayMs !== undefined ? { sweepDelayMs: options.networkSweepDelayMs } : {}) });
   }
 
   /** The configuration as resolved, for the driver's other AWS parts (ELBv2: service-load-balancing.ts). */
@@ -215,6 +220,7 @@ export class AwsDriver implements HostDriver {
     // Without an instance id (a launch that failed half-way), the host is whatever carries its tag.
     const ids = known ? [known] : (await this.findByHostId(id, opts)).filter((i) => LIVE_STATES.includes(i.State?.Name ?? '')).map((i) => i.InstanceId ?? '');
     if (ids.length === 0) return;
+    this.networkGroups.afterTermination();
     try {
       await this.call({ operation: 'TerminateInstances', hostId: id }, opts, (abortSignal) => this.ec2.send(new TerminateInstancesCommand({ InstanceIds: ids }), { abortSignal }));
     } catch (err) {
@@ -337,6 +343,16 @@ export class AwsDriver implements HostDriver {
     }
   }
 
+  /** See HostDriver.setNetworkGroups: a security group per group of hosts (network-groups.ts). */
+  setNetworkGroups(groups: GroupMember[][], opts?: OperationOptions & { all?: boolean }): Promise<void> {
+    return this.networkGroups.set(groups, opts);
+  }
+
+  /** See HostDriver.teardown: the network groups go once no instance of this driver is left. */
+  teardown(): Promise<boolean> {
+    return this.networkGroups.teardown();
+  }
+
   /** See HostDriver.checkResources: an instance's egress is its VPC's to decide, so a narrowing would not hold. */
   checkResources(resources: HostResources): void {
     if (resources.egressAllow?.length) {
@@ -346,6 +362,7 @@ export class AwsDriver implements HostDriver {
 
   /** Releases the SDK's sockets. */
   close(): void {
+    this.networkGroups.close();
     this.ec2.destroy();
     this.fleet.groups.close();
     this.ssm.close();

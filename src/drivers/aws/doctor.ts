@@ -2,13 +2,13 @@
  * `berth doctor --driver aws`: whether berth can run hosts on AWS with a server's options, and what
  * it runs there now, each finding with what to do. It only reads (Describe* calls): the AWS API with
  * these credentials and region, the AMI, the instance type, the subnets and security groups (one
- * VPC), the pools' Auto Scaling groups with the last launch activity of each (a launch that keeps
+ * VPC) and whether they keep groups of hosts apart, the pools' Auto Scaling groups with the last launch activity of each (a launch that keeps
  * failing shows there, and nowhere in berth until a pool stays empty), the instances berth runs,
  * which cost money while no server looks after them, and with the SSM channel whether their SSM
  * agents are online.
  */
 import { DescribeAutoScalingGroupsCommand, DescribeScalingActivitiesCommand, type AutoScalingGroup } from '@aws-sdk/client-auto-scaling';
-import { DescribeImagesCommand, DescribeInstancesCommand, DescribeInstanceTypesCommand, DescribeSecurityGroupsCommand, DescribeSubnetsCommand, type _InstanceType } from '@aws-sdk/client-ec2';
+import { DescribeImagesCommand, DescribeInstancesCommand, DescribeInstanceTypesCommand, DescribeSecurityGroupsCommand, DescribeSubnetsCommand, type _InstanceType, type SecurityGroup } from '@aws-sdk/client-ec2';
 import { errorMessage, isBerthError } from '../../core/errors.js';
 import type { DoctorCheck } from '../types.js';
 import { TAG_MANAGED_BY, type ResolvedAwsConfig } from './config.js';
@@ -90,6 +90,7 @@ async function instanceTypeCheck(cfg: ResolvedAwsConfig, call: Call, ec2: Ec2): 
 async function networkChecks(cfg: ResolvedAwsConfig, call: Call, ec2: Ec2): Promise<DoctorCheck[]> {
   const checks: DoctorCheck[] = [];
   let vpcs = new Set<string>();
+  let cidrs: string[] = [];
   try {
     const given = cfg.subnetIds.length > 0;
     const out = await call({ operation: 'DescribeSubnets' }, (abortSignal) =>
@@ -97,25 +98,66 @@ async function networkChecks(cfg: ResolvedAwsConfig, call: Call, ec2: Ec2): Prom
     );
     const subnets = out.Subnets ?? [];
     vpcs = new Set(subnets.map((s) => s.VpcId ?? '?'));
+    cidrs = subnets.flatMap((s) => s.CidrBlock ?? []);
     if (!given && subnets.length === 0) checks.push(fail('subnets', 'none given, and this region has no default VPC', 'Give the subnets hosts go in (--aws-subnets subnet-…,subnet-…).'));
     else if (vpcs.size > 1) checks.push(fail('subnets', `${subnets.map((s) => `${s.SubnetId ?? '?'} (${s.VpcId ?? '?'})`).join(', ')}: more than one VPC`, 'Give subnets of one VPC: a service\'s load balancer target group and the security groups belong to one.'));
     else checks.push(ok('subnets', `${given ? cfg.subnetIds.join(', ') : `the default VPC's (${subnets.length})`} in ${[...vpcs].join('')}`));
   } catch (err) {
     checks.push(failed('subnets', err));
   }
-  if (cfg.securityGroupIds.length === 0) return [...checks, ok('security groups', 'none given: the VPC\'s default group')];
+  const given = cfg.securityGroupIds.length > 0;
+  if (!given && vpcs.size === 0) return checks; // no VPC known: the subnets' failure says why
   try {
-    const out = await call({ operation: 'DescribeSecurityGroups' }, (abortSignal) => ec2.send(new DescribeSecurityGroupsCommand({ GroupIds: cfg.securityGroupIds }), { abortSignal }));
-    const elsewhere = (out.SecurityGroups ?? []).filter((g) => vpcs.size > 0 && !vpcs.has(g.VpcId ?? ''));
+    // None given: instances get their VPC's default group (one VPC, checked above).
+    const out = await call({ operation: 'DescribeSecurityGroups' }, (abortSignal) =>
+      ec2.send(new DescribeSecurityGroupsCommand(given ? { GroupIds: cfg.securityGroupIds } : { Filters: [{ Name: 'group-name', Values: ['default'] }, { Name: 'vpc-id', Values: [...vpcs] }] }), { abortSignal }),
+    );
+    const groups = out.SecurityGroups ?? [];
+    const elsewhere = groups.filter((g) => vpcs.size > 0 && !vpcs.has(g.VpcId ?? ''));
     checks.push(
       elsewhere.length > 0
         ? fail('security groups', `${elsewhere.map((g) => `${g.GroupId ?? '?'} (${g.VpcId ?? '?'})`).join(', ')} not in the subnets' VPC`, 'Give security groups of the subnets\' VPC (--aws-security-groups).')
-        : ok('security groups', cfg.securityGroupIds.join(', ')),
+        : ok('security groups', given ? cfg.securityGroupIds.join(', ') : `none given: the VPC's default group${groups[0]?.GroupId ? ` (${groups[0].GroupId})` : ''}`),
+      apartCheck(groups, cidrs),
     );
   } catch (err) {
     checks.push(failed('security groups', err));
   }
   return checks;
+}
+
+/**
+ * berth keeps groups of hosts apart with a security group per group that lets only its holders in
+ * (network-groups.ts); security groups only allow, so a rule of the hosts' own groups that lets one
+ * host reach another (a group that lets itself in, as a VPC's default group does, or an address
+ * range over the hosts' subnets) opens every host to every other, whatever their group.
+ */
+function apartCheck(groups: SecurityGroup[], subnetCidrs: string[]): DoctorCheck {
+  const own = new Set(groups.map((g) => g.GroupId ?? ''));
+  const open: string[] = [];
+  for (const g of groups) {
+    for (const p of g.IpPermissions ?? []) {
+      const what = p.IpProtocol === '-1' ? 'all traffic' : `${p.IpProtocol ?? '?'} ${p.FromPort === p.ToPort ? String(p.FromPort) : `${p.FromPort ?? '?'}-${p.ToPort ?? '?'}`}`;
+      for (const pair of p.UserIdGroupPairs ?? []) if (own.has(pair.GroupId ?? '')) open.push(`${g.GroupId ?? '?'} lets ${pair.GroupId === g.GroupId ? 'itself' : pair.GroupId} in (${what})`);
+      for (const range of p.IpRanges ?? []) if (subnetCidrs.some((c) => cidrsOverlap(range.CidrIp ?? '', c))) open.push(`${g.GroupId ?? '?'} lets ${range.CidrIp ?? '?'} in (${what})`);
+    }
+  }
+  if (open.length === 0) return ok('groups apart', "the hosts' security groups let no host reach another; berth's per-group ones let a group's hosts reach each other");
+  return warn('groups apart', `hosts of different groups reach each other: ${open.join('; ')}`, "Security groups only allow: give hosts security groups that let no other host in (berth adds one per group that lets the group's hosts reach each other), or accept that every host reaches every other on these ports.");
+}
+
+function cidrsOverlap(a: string, b: string): boolean {
+  const parse = (cidr: string): [number, number] | undefined => {
+    const [base, bits] = cidr.split('/');
+    const prefix = Number(bits ?? '32');
+    const parts = (base ?? '').split('.').map(Number);
+    if (parts.length !== 4 || parts.some((n) => !Number.isInteger(n) || n < 0 || n > 255) || !Number.isInteger(prefix) || prefix < 0 || prefix > 32) return undefined;
+    return [parts.reduce((n, part) => n * 256 + part, 0), prefix];
+  };
+  const [x, y] = [parse(a), parse(b)];
+  if (!x || !y) return false;
+  const block = 2 ** (32 - Math.min(x[1], y[1]));
+  return Math.floor(x[0] / block) === Math.floor(y[0] / block);
 }
 
 /** Each pool's group: how full, and whether its last launch failed (the group retries; berth only sees a pool that stays short). */

@@ -93,9 +93,9 @@ export class AmiBuilds {
           progress: (line) => emit({ type: 'log', image: spec.name, index: clones.started !== undefined ? clones.index : (runner.current ?? total), line }),
           cloneCheck: clones,
           // Only when a builder is launched: the host it will connect as, and its boot script.
-          userData: async () => {
+          builderBoot: async () => {
             builder = await this.deps.hosts.register(tenantId, { hostname: `bake-${randomUUID().slice(0, 8)}`, tags: { 'berth:role': 'bake', 'berth:image': spec.name } }, undefined, { image: `${spec.name} (bake)`, imageId: null, base: parentAmi, layers: [] });
-            return this.deps.backend.builderUserData(builder.hostname, builder.tags, agentBootstrap(this.deps.agentChannel, builder.id, builder.token));
+            return { hostId: builder.id, userData: this.deps.backend.builderUserData(builder.hostname, builder.tags, agentBootstrap(this.deps.agentChannel, builder.id, builder.token)) };
           },
         },
       );

@@ -99,6 +99,11 @@ describe.skipIf(!motoAvailable('AWS image builds end to end on moto'))('AWS imag
     // The builder's host record went with it.
     const hosts = (await api.get<{ hosts: { id: string; state: string; tags: Record<string, string> }[] }>('/v1/hosts')).body.hosts;
     expect(hosts.filter((h) => h.tags['berth:role'] === 'bake' && h.state !== 'terminated')).toEqual([]);
+    // The builder carries its host's id: a server that dies mid-bake terminates it when it starts
+    // again (its bake host is cleaned up, and terminating a host without an instance id finds the
+    // instance by that tag), and the orphan sweep would too.
+    const bakeHosts = (await allHosts()).filter((h) => h.tags['berth:role'] === 'bake');
+    expect(bakeHosts.map((h) => h.id)).toEqual([tagsOf(builder ?? {})['berth:host-id']]);
 
     // The clone check: two instances launched from the new AMI, each booting as a bake-check host,
     // probed (their emulated roots are copies of the builder's when the AMI was made, each with

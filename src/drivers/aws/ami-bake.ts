@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CreateTagsCommand, DescribeInstancesCommand, RunInstancesCommand, TerminateInstancesCommand, type EC2Client, type Instance, type Tag, type _InstanceType } from '@aws-sdk/client-ec2';
 import { BerthError, errorMessage } from '../../core/errors.js';
 import { sha256 } from '../../images/digests.js';
-import { isAmiId, TAG_MANAGED_BY, type ResolvedAwsConfig } from './config.js';
+import { isAmiId, TAG_HOST_ID, TAG_MANAGED_BY, type ResolvedAwsConfig } from './config.js';
 import { hasAwsCode } from './errors.js';
 import { bakedImageTags, createBakedImage, findBakedImage, findImages, removeImage, snapshotIdsOf, TAG_IMAGE, TAG_SPEC_DIGEST, tagOf, waitForImage } from './ami-retention.js';
 import { awsCall, CallCounter, createEc2Client, type CallInfo, type RequestHandler } from './sdk.js';
@@ -46,8 +46,13 @@ export interface AmiBakeOptions {
   pollMs?: number;
   /** Bound on the whole bake. Default 60 min. */
   timeoutMs?: number;
-  /** The builder's boot script (one that starts the runner's agent), asked for only when a builder is launched; its digest seeds the ClientToken. */
-  userData?: () => Promise<string>;
+  /**
+   * The host the builder boots as and its boot script (one that starts the runner's agent), asked
+   * for only when a builder is launched. The script's digest seeds the ClientToken; the instance
+   * carries the host's id (`berth:host-id`), so a server that died mid-bake terminates it at its
+   * restart, as any host it finds no use for.
+   */
+  builderBoot?: () => Promise<{ hostId: string; userData: string }>;
   /** The clone-uniqueness check on two instances of a newly made AMI (ami-clone-check.ts); its failure removes the AMI. Not run on a reused AMI. */
   cloneCheck?: CloneCheckHooks;
 }
@@ -218,13 +223,14 @@ class Bake {
    */
   private async acquireBuilder(): Promise<string> {
     const type = this.spec.instanceType ?? this.cfg.instanceType;
-    const userData = this.opts.userData ? await this.opts.userData() : undefined;
+    const boot = this.opts.builderBoot ? await this.opts.builderBoot() : undefined;
+    const userData = boot?.userData;
     const seed = sha256([this.cfg.name, this.spec.specDigest, this.spec.parentImageId, type, ...(userData === undefined ? [] : [sha256(userData)])].join('\n')).slice(0, 32);
     for (let generation = 0; generation < MAX_TOKEN_GENERATIONS; generation++) {
       this.phase = `launching a builder from ${this.spec.parentImageId}`;
       this.say(`${this.phase} (${type})`);
       this.launchToken = `berth-bake-${seed}-${generation}`;
-      const launched = await this.launch(this.launchToken, type, userData);
+      const launched = await this.launch(this.launchToken, type, userData, boot?.hostId);
       const id = launched?.InstanceId;
       if (!id || ENDED.includes(launched.State?.Name ?? '')) continue;
       this.builder = id;
@@ -247,10 +253,14 @@ class Bake {
     throw new BerthError('launch_failed', `image ${this.spec.name} failed to bake ${MAX_TOKEN_GENERATIONS} times: EC2 still holds the launch tokens of their builders`, 'EC2 forgets a launch token 24 h or more after its instance ended: fix what makes the bake fail, then bake again later.');
   }
 
-  private async launch(token: string, type: string, userData: string | undefined): Promise<Instance | undefined> {
+  private async launch(token: string, type: string, userData: string | undefined, hostId: string | undefined): Promise<Instance | undefined> {
     const profile = this.cfg.instanceProfile;
-    // Nothing per bake in the request: a replay must send the same parameters as the first one.
-    const tags: Tag[] = [{ Key: 'Name', Value: `${this.name}-builder` }, { Key: TAG_ROLE, Value: 'builder' }, { Key: TAG_MANAGED_BY, Value: this.cfg.name }, { Key: TAG_IMAGE, Value: this.spec.name }, { Key: TAG_SPEC_DIGEST, Value: this.spec.specDigest }];
+    // A replay must send the same parameters as the first one: the token is derived from all of
+    // them, the host (in the boot script) included.
+    const tags: Tag[] = [
+      { Key: 'Name', Value: `${this.name}-builder` }, { Key: TAG_ROLE, Value: 'builder' }, { Key: TAG_MANAGED_BY, Value: this.cfg.name }, { Key: TAG_IMAGE, Value: this.spec.name }, { Key: TAG_SPEC_DIGEST, Value: this.spec.specDigest },
+      ...(hostId ? [{ Key: TAG_HOST_ID, Value: hostId }] : []),
+    ];
     const info: CallInfo = { operation: 'RunInstances', imageId: this.spec.parentImageId, ...(profile ? { instanceProfile: profile } : {}) };
     const request = new RunInstancesCommand({
       ImageId: this.spec.parentImageId,

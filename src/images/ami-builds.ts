@@ -80,7 +80,7 @@ export class AmiBuilds {
     const started = performance.now();
     // Its step begins when AmiBaker starts the check: the AMI step is done then.
     const done = (): void => emit({ type: 'step', image: spec.name, ...last, total, state: 'done', elapsedMs: Math.round(performance.now() - started) });
-    const clones = new CloneCheckHosts({ ...this.deps, bootTimeoutMs: this.deps.builderBootTimeoutMs ?? DEFAULT_BUILDER_BOOT_MS }, tenantId, spec.name, total + 1, emit, done);
+    const clones = new CloneCheckHosts({ ...this.deps, bootTimeoutMs: this.deps.builderBootTimeoutMs ?? DEFAULT_BUILDER_BOOT_MS }, tenantId, spec.name, total + 1, emit, done, plan.tests);
     try {
       const steps = plan.steps(await this.stageInputs(plan, stage, signal));
       const runner = new AgentRunner(this.deps, tenantId, spec.name, total, steps, () => builder, emit);
@@ -106,7 +106,7 @@ export class AmiBuilds {
       const baked: BakedImage = { name: spec.name, parent: spec.parent, parentId: parent.parentId, base: result.imageId, layers: [], own: [], env: plan.env, testsDigest: '', steps: plan.definitions };
       const check = result.cloneCheck;
       const ami = { imageId: result.imageId, name: result.name, reused: result.reused, specDigest: plan.specDigest, layerDigests: plan.layerDigests, parentImageId: parentAmi, ...(result.builderInstanceId ? { builderInstanceId: result.builderInstanceId } : {}), ...(check ? { checkInstanceIds: check.instanceIds } : {}) };
-      return { baked, manifest: { source: { file: req.file }, steps: plan.definitions, ami, ...(check ? { uniqueness: check.uniqueness } : {}), tests: [] } };
+      return { baked, manifest: { source: { file: req.file }, steps: plan.definitions, ami, ...(check ? { uniqueness: check.uniqueness } : {}), tests: check?.tests ?? [] } };
     } catch (err) {
       if (clones.started !== undefined) clones.step('failed', errorMessage(err));
       else if (!(err instanceof BerthError && err.details?.['phase'] === 'steps')) emit({ type: 'step', image: spec.name, ...last, total, state: 'failed', elapsedMs: Math.round(performance.now() - started), tail: errorMessage(err) });

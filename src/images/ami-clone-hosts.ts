@@ -2,17 +2,18 @@
  * The berth side of an AMI bake's clone-uniqueness check (drivers/aws/ami-clone-check.ts launches
  * and terminates the two instances): each instance boots as a registered host of role
  * `bake-check` — its user data starts berth's agent with that host's identity, as the builder's
- * does — and the identity probe runs on it through berth's Run Command. Progress is shown as a
- * local bake shows its check: a `[image check] check clones differ` step.
+ * does — and the identity probe runs on it through berth's Run Command, then the image's test
+ * steps on the first. Progress is shown as a local bake shows its check: a `[image check] check
+ * clones differ` step (`… and run N test step(s)`).
  */
 import { performance } from 'node:perf_hooks';
-import { errorMessage } from '../core/errors.js';
+import { BerthError, errorMessage } from '../core/errors.js';
 import type { CloneCheckHooks } from '../drivers/aws/ami-clone-check.js';
 import type { AmiBackend } from '../drivers/aws/ami-backend.js';
 import { agentBootstrap, type AgentChannel } from '../drivers/types.js';
 import type { HostService } from '../hosts/host-service.js';
 import type { HostsRepo } from '../store/hosts-repo.js';
-import { AMI_PRELUDE } from './ami-steps.js';
+import { AMI_PRELUDE, type AmiTest } from './ami-steps.js';
 import { CommandFailed, type BakeHosts } from './bake-hosts.js';
 import type { BakeEvent } from './builder.js';
 
@@ -29,6 +30,11 @@ export interface CloneHostsDeps {
 
 export const CHECK_TITLE = 'check clones differ';
 
+/** The check's step title, as a local bake's (builder.ts): with the number of test steps it runs. */
+export function checkTitle(tests: number): string {
+  return `${CHECK_TITLE}${tests ? ` and run ${tests} test step(s)` : ''}`;
+}
+
 export class CloneCheckHosts implements CloneCheckHooks {
   /** Set when the check began (the AMI is available): the step's index, for progress lines. */
   started: number | undefined;
@@ -42,7 +48,26 @@ export class CloneCheckHosts implements CloneCheckHooks {
     private readonly emit: (event: BakeEvent) => void,
     /** Called once, when the check begins: the AMI step is done by then. */
     private readonly onStart: () => void,
+    /** The image's test steps, run on the first clone once the clones differ. */
+    private readonly tests: readonly AmiTest[] = [],
   ) {}
+
+  async runTests(hostId: string, _instanceId: string, opts: { signal: AbortSignal }): Promise<{ title: string; durationMs: number }[]> {
+    const results: { title: string; durationMs: number }[] = [];
+    for (const test of this.tests) {
+      const started = performance.now();
+      try {
+        await this.deps.bakeHosts.run(this.tenantId, hostId, { commands: [AMI_PRELUDE, test.command], env: {}, timeoutSeconds: test.timeoutS }, undefined, opts.signal);
+      } catch (err) {
+        if (!(err instanceof CommandFailed)) throw err;
+        // As a local bake says it (bake-hosts.ts); the AMI is removed by the bake.
+        throw new BerthError('bake_failed', `${test.where}: test failed: ${err.message}\n${err.output}`, 'Fix the image or the test; the AMI was deregistered and its snapshots deleted.', { phase: 'clone-check', exitCode: err.exitCode, output: err.output });
+      }
+      results.push({ title: test.title, durationMs: Math.round(performance.now() - started) });
+      this.emit({ type: 'log', image: this.image, index: this.index, line: `test passed: ${test.title}` });
+    }
+    return results;
+  }
 
   async prepare(imageId: string): Promise<{ hostId: string; userData: string }> {
     if (this.started === undefined) {
@@ -76,6 +101,6 @@ export class CloneCheckHosts implements CloneCheckHooks {
   /** The check's step line, as a local bake prints it (kind `check`). */
   step(state: 'running' | 'done' | 'failed', tail?: string): void {
     const elapsedMs = this.started === undefined ? 0 : Math.round(performance.now() - this.started);
-    this.emit({ type: 'step', image: this.image, index: this.index, total: this.index, kind: 'check', title: CHECK_TITLE, state, elapsedMs, ...(tail !== undefined ? { tail } : {}) });
+    this.emit({ type: 'step', image: this.image, index: this.index, total: this.index, kind: 'check', title: checkTitle(this.tests.length), state, elapsedMs, ...(tail !== undefined ? { tail } : {}) });
   }
 }

@@ -26,12 +26,23 @@ export const MACHINE_ROOT_ENV = 'BERTH_MACHINE_ROOT';
 export const AMI_PRELUDE = `R="\${${MACHINE_ROOT_ENV}:-}"; R="\${R%/}"; set -- "$R"`;
 const AGENT_TOOL = '"${BERTH_NODE:-node}" "${BERTH_AGENT_BUNDLE:-/usr/local/lib/berth/agent/berth-agent.cjs}"';
 const DEFAULT_RUN_TIMEOUT_S = 3600;
+/** As a local bake's test step (builder.ts). */
+const DEFAULT_TEST_TIMEOUT_S = 600;
 const FILE_TIMEOUT_S = 1800;
 
 export interface AmiStep {
   /** 1-based, as the CLI numbers steps. */
   index: number;
   title: string;
+  command: string;
+  timeoutS: number;
+}
+
+/** A test step: run on an instance of the new AMI (the first of the clone check's) before the AMI is published. */
+export interface AmiTest {
+  title: string;
+  /** Where the step is written (`file:line:col: images.NAME.steps[i]`), for its failure. */
+  where: string;
   command: string;
   timeoutS: number;
 }
@@ -51,18 +62,13 @@ export interface AmiPlan {
   /** The steps, once each file input's URL is known. */
   steps: (urls: Map<number, string>) => AmiStep[];
   inputs: FileInput[];
+  tests: AmiTest[];
 }
 
 type Step = Exclude<ImageStep, { kind: 'test' }>;
 
 /** What an AMI bake cannot do, said where it is written; throws before anything runs. */
 export function checkAmiSpec(spec: ImageSpec): void {
-  const at = (i: number, step: ImageStep) => ({ ...step.at, path: `images.${spec.name}.steps[${i}].${step.kind}` });
-  for (const [i, step] of spec.steps.entries()) {
-    if (step.kind === 'test') {
-      throw new ImageSpecError([{ ...at(i, step), message: 'test steps are not run on the AWS driver: the AMI is published without them', hint: 'Remove the test step for AWS images, or bake the image with the local driver, which runs them on clones of the image.' }]);
-    }
-  }
   if (spec.identity.strip.length > 0 || spec.identity.keep.length > 0) {
     throw new ImageSpecError([{ ...spec.at, path: `images.${spec.name}.identity`, message: 'identity strip/keep lists are not applied to AMIs: the builder is stripped by a fixed script', hint: 'Remove identity: for AWS images, or remove the files in a run step.' }]);
   }
@@ -100,8 +106,24 @@ export async function planAmiSteps(spec: ImageSpec, parentImageId: string, paren
       makers.push((urls) => ({ index, title, command: unpackCommand(urls.get(index) ?? '', input.dest, index), timeoutS: FILE_TIMEOUT_S }));
     }
   }
-  const specDigest = `sha256:${sha256(canonicalJson({ kind: 'ami', parent: parentImageId, layers: chain, identity: identityDigest }))}`;
-  return { specDigest, layerDigests, definitions, env, inputs, steps: (urls) => makers.map((make) => make(urls)) };
+  // The tests are part of what an AMI of this digest passed: a changed test is a new bake (an AMI
+  // is reused, unchecked, only for the very spec it was checked for). Without tests, the digest is
+  // what it was before test steps ran on AWS, so AMIs baked then are still reused.
+  const testSteps = spec.steps.flatMap((step, i) => (step.kind === 'test' ? [{ step, i }] : []));
+  const testDefinitions = testSteps.map(({ step }) => stepDefinition(step));
+  const specDigest = `sha256:${sha256(canonicalJson({ kind: 'ami', parent: parentImageId, layers: chain, identity: identityDigest, ...(testDefinitions.length ? { tests: testDefinitions } : {}) }))}`;
+  const tests = testSteps.map(({ step, i }) => ({
+    title: stepTitle(step),
+    where: `${step.at.file}:${step.at.line}:${step.at.column}: images.${spec.name}.steps[${i}]`,
+    command: testCommand(step.commands, env),
+    timeoutS: step.timeoutSeconds ?? DEFAULT_TEST_TIMEOUT_S,
+  }));
+  return { specDigest, layerDigests, definitions, env, inputs, tests, steps: (urls) => makers.map((make) => make(urls)) };
+}
+
+/** A test runs as a host of the image would run a command: the image's env, in its `/`, stopping at the first failure. */
+function testCommand(commands: string[], imageEnv: Record<string, string>): string {
+  return ['(', ...exports(imageEnv), 'cd "$R"/ || exit 1', ...commands.map((c) => `eval ${q(c)} || exit $?`), ')'].join('\n');
 }
 
 function q(s: string): string {

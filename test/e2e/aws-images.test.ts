@@ -186,13 +186,43 @@ describe.skipIf(!motoAvailable('AWS image builds end to end on moto'))('AWS imag
     for (const b of await builders()) expect(['shutting-down', 'terminated']).toContain(b.State?.Name);
   }, 120_000);
 
+  it('test steps run on an instance of the new AMI before it is published; a failing one publishes nothing and leaves no AMI', async () => {
+    const tested = async (name: string, test: string[]): Promise<string> => {
+      const file = join(project, name);
+      await writeFile(file, ['images:', '  web:', '    steps:', '      - env: { GREETING: hello }', '      - run: echo tested > etc/tested', '      - test:', ...test.map((t) => `          - ${t}`), ''].join('\n'));
+      return file;
+    };
+    // The image's env, in the image's root, as a host of it runs a command.
+    const passed = await build(await tested('tested.yaml', ['test "$GREETING" = hello', 'grep -qx tested etc/tested']));
+    expect(passed.stderr).not.toMatch(/FAILED/);
+    expect(passed.code).toBe(0);
+    expect(passed.stderr).toMatch(/\[web check\] check clones differ and run 1 test step\(s\) +done/);
+    expect(passed.stderr).toContain('test passed: test test "$GREETING" = hello && grep -qx tested etc/tested');
+    const good = (await current())?.base ?? '';
+    const manifest = (await api.get<{ manifest: { tests: { title: string; durationMs: number }[] } }>('/v1/images/web')).body.manifest;
+    expect(manifest.tests).toEqual([{ title: 'test test "$GREETING" = hello && grep -qx tested etc/tested', durationMs: expect.any(Number) as unknown }]);
+
+    const before = (await amis()).filter((i) => i.State !== 'deregistered').map((i) => i.ImageId).sort();
+    const checksBefore = (await withRole('bake-check')).length;
+    const failed = await build(await tested('tested-bad.yaml', ['test "$GREETING" = hello', 'echo "output of the failing test"; exit 4']));
+    expect(failed.code).toBe(1);
+    expect(failed.stderr).toMatch(/tested-bad\.yaml:\d+:\d+: images\.web\.steps\[2\]: test failed/);
+    expect(failed.stderr).toContain('output of the failing test');
+    // The AMI it made is gone, the image is what it was, and its instances are terminated.
+    expect((await amis()).filter((i) => i.State !== 'deregistered').map((i) => i.ImageId).sort()).toEqual(before);
+    expect((await current())?.base).toBe(good);
+    const checks = await withRole('bake-check');
+    expect(checks.length).toBe(checksBefore + 2);
+    for (const c of [...checks, ...(await builders())]) expect(['shutting-down', 'terminated']).toContain(c.State?.Name);
+  }, 180_000);
+
   it('refuses what an AMI bake cannot do before launching anything', async () => {
     const before = (await builders()).length;
-    const file = join(project, 'tests.yaml');
-    await writeFile(file, ['images:', '  web:', '    steps:', '      - run: "true"', '      - test: "true"', ''].join('\n'));
+    const file = join(project, 'identity.yaml');
+    await writeFile(file, ['images:', '  web:', '    identity:', '      strip: [/etc/oops]', '    steps:', '      - run: "true"', ''].join('\n'));
     const refused = await build(file);
     expect(refused.code).toBe(2);
-    expect(refused.stderr).toContain('test steps are not run on the AWS driver');
+    expect(refused.stderr).toContain('identity strip/keep lists are not applied to AMIs');
     expect(refused.stderr).toContain('hint:');
     expect((await builders()).length).toBe(before);
   }, 60_000);

@@ -5,7 +5,7 @@
  * probe (src/images/uniqueness.ts) run on both, and their answers compared. Two clones that share
  * a machine-id, an SSH host key, an agent identity or a hostname mean every host of the AMI would
  * be indistinguishable: the check throws, and AmiBaker deregisters the AMI and deletes its
- * snapshots. Both instances are terminated whatever happens, without the caller's signal, so a
+ * snapshots. Then the image's test steps run on the first clone; a failing one fails the check too. Both instances are terminated whatever happens, without the caller's signal, so a
  * cancelled build cannot leak them.
  */
 import { randomUUID } from 'node:crypto';
@@ -31,6 +31,12 @@ export interface CloneCheckHooks {
   run(hostId: string, instanceId: string, commands: string[], opts: { signal: AbortSignal; timeoutS: number }): Promise<string>;
   /** Ends the hosts' records, once their instances are terminated (or were never launched). Must not throw. */
   release(hostIds: string[]): Promise<void>;
+  /**
+   * The image's test steps, run on the first clone once the clones differ; rejects (bake_failed,
+   * naming the test and with its output) at the first that fails, which fails the check. Their
+   * titles and durations, for the image's manifest.
+   */
+  runTests?(hostId: string, instanceId: string, opts: { signal: AbortSignal }): Promise<{ title: string; durationMs: number }[]>;
 }
 
 export interface CloneCheckTarget {
@@ -45,6 +51,8 @@ export interface CloneCheckTarget {
 export interface CloneCheckResult {
   instanceIds: string[];
   uniqueness: UniquenessReport;
+  /** The image's tests that passed on the first clone (none without test steps). */
+  tests: { title: string; durationMs: number }[];
 }
 
 interface Clone {
@@ -103,7 +111,9 @@ async function check(ec2: EC2Client, cfg: ResolvedAwsConfig, target: CloneCheckT
   const ssh = uniqueness.items.some((i) => i.item === 'ssh-host-keys' && i.verdict === 'differ');
   // The line a local bake prints for its check (src/images/bake-hosts.ts).
   poll.say(`clones differ: machine-id, hostname, agent identity${ssh ? ', SSH host keys' : ''}`);
-  return { instanceIds: ids, uniqueness };
+  const [first] = clones;
+  const tests = first && hooks.runTests ? await hooks.runTests(first.hostId, first.instanceId ?? '', { signal: poll.signal }) : [];
+  return { instanceIds: ids, uniqueness, tests };
 }
 
 /** Names what the two clones share (or lack), then the comparison's table. */

@@ -263,12 +263,14 @@ export class ClaimService {
           timings['moveMs'] = performance.now() - tMove;
         }
       }
+      const tags = { ...launchRequest(pool).tags, ...input.tags, 'berth:group': input.group };
       const tInit = performance.now();
       try {
         if (script.length > 0) {
           await runChecks(this.deps.commands, tenantId, host.id, 'init', script, {
             timeoutS: Math.max(1, (deadline - Date.now()) / 1000),
-            env: input.env,
+            // The init sees the tags the claim gives (its user's), which the host keeps only once it passed.
+            env: { BERTH_TAGS: JSON.stringify(tags), ...input.env },
             signal: deadlineSignal,
           });
         }
@@ -280,7 +282,6 @@ export class ClaimService {
         throw err;
       }
       timings['initMs'] = performance.now() - tInit;
-      const tags = { ...launchRequest(pool).tags, ...input.tags, 'berth:group': input.group };
       if (reconnectWaitMs >= 1) timings['reconnectWaitMs'] = reconnectWaitMs;
       timings['totalMs'] = performance.now() - t0;
       const done = await this.deps.claims.complete({ claimId, tenantId, pool: pool.name, hostId: host.id, tags, hit, attempts: attempts.length + 1, timings: round(timings), durationMs: timings['totalMs'] });

@@ -72,7 +72,9 @@ describe.skipIf(!motoAvailable('SSM command channel on moto'))('SSM command chan
     dir = await mkdtemp(join(tmpdir(), 'berth-ssmchan-'));
     ssm = new EmulatedSsm({ motoEndpoint: moto.endpoint, driverName: NAME, dir: join(dir, 'instances'), registerAfterMs: 1500 });
     await ssm.start();
-    driver = new AwsDriver(motoDriverConfig(moto.endpoint, net, NAME, { agentListenHost: '127.0.0.1', commandChannel: 'ssm', ssmEndpoint: ssm.endpoint, ssmPollMs: 100 }));
+    // The emulator runs commands on this machine, in each instance's own directory: the host's tags
+    // file is there (relative), not in this machine's /etc.
+    driver = new AwsDriver(motoDriverConfig(moto.endpoint, net, NAME, { agentListenHost: '127.0.0.1', commandChannel: 'ssm', ssmEndpoint: ssm.endpoint, ssmPollMs: 100 }), { ssmTagsFile: 'tags.json' });
     agentPort = await freePort();
     server = await startBerth();
     api = new Api(server.url, server.token);
@@ -207,7 +209,8 @@ describe.skipIf(!motoAvailable('SSM command channel on moto'))('SSM command chan
     const created = await api.post<PoolStatusView>('/v1/pools', { name: 'ops', size: 2, onEmpty: 'fail', template: { aws: { commandChannel: 'ssm' } } });
     expect(created.status).toBe(201);
     await waitFor('pool ops to hold 2 ready hosts', async () => ((await api.get<PoolStatusView>('/v1/pools/ops')).body.status.ready >= 2 ? true : undefined), { timeoutMs: 60_000 });
-    const claim = await api.post<ClaimView>('/v1/pools/ops/claims', { group: 'carol', init: ['echo "init for $BERTH_USER" > init.out', 'test "$BERTH_USER" = carol'], env: { BERTH_USER: 'carol' } });
+    // The init sees the user's tags (the claim's group among them) as a berth agent's would give them.
+    const claim = await api.post<ClaimView>('/v1/pools/ops/claims', { group: 'carol', tags: { team: 'ops' }, init: ['echo "init for $BERTH_USER" > init.out', 'test "$BERTH_USER" = carol', 'printf %s "$BERTH_TAGS" > tags.out'], env: { BERTH_USER: 'carol' } });
     expect(claim.status).toBe(201);
     const claimed = `i-${(claim.body.host?.id ?? '').slice(2)}`;
     // The init went through SSM, to that very instance.
@@ -221,6 +224,11 @@ describe.skipIf(!motoAvailable('SSM command channel on moto'))('SSM command chan
     }
     const out = await api.post<CommandView>('/v1/commands', { targets: { hostIds: [claim.body.host?.id ?? ''] }, parameters: { commands: ['cat init.out'] }, wait: 20 });
     expect(out.body.invocations[0]?.stdout).toBe('init for carol\n');
+    // Later commands read them from the host's tags file, which the claim's first command wrote.
+    const tags = await api.post<CommandView>('/v1/commands', { targets: { hostIds: [claim.body.host?.id ?? ''] }, parameters: { commands: ['cat tags.out', 'echo', 'printf %s "$BERTH_TAGS"'] }, wait: 20 });
+    const [atInit, later] = (tags.body.invocations[0]?.stdout ?? '').split('\n');
+    expect(JSON.parse(atInit ?? '')).toMatchObject({ 'berth:group': 'carol', team: 'ops' });
+    expect(JSON.parse(later ?? '')).toEqual(JSON.parse(atInit ?? ''));
   }, 120_000);
 });
 

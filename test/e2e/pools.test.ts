@@ -195,6 +195,8 @@ describe('pools and claims', () => {
       tags: { user: 'alice' },
       env: { SECRET: 'alice-secret' },
       init: [
+        // The init sees the tags the claim gives the host (its user's).
+        `printf %s "$BERTH_TAGS" | grep -q '"user":"alice"' && printf %s "$BERTH_TAGS" | grep -q '"berth:group":"alice"'`,
         'echo "$SECRET" > /root/alice.txt',
         'nohup sleep 600 >/dev/null 2>&1 &',
       ],

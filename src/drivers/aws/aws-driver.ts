@@ -40,6 +40,8 @@ export interface AwsDriverOptions {
   requestHandler?: RequestHandler;
   /** For tests: how long after a termination the network groups nobody holds are swept (default 30 s). */
   networkSweepDelayMs?: number;
+  /** For tests: where SSM hosts' commands find the host's tags (an emulator runs them on this machine). */
+  ssmTagsFile?: string;
 }
 
 export class AwsDriver implements HostDriver {
@@ -64,7 +66,7 @@ export class AwsDriver implements HostDriver {
     this.fleet = new AwsFleet(this.cfg, this.ec2, new AwsGroups(config, options));
     this.rootVolumes = new RootVolumes(this.ec2, this.cfg);
     this.ssm = new SsmChannel(this.cfg, options.requestHandler ? { requestHandler: options.requestHandler } : {});
-    this.agents = new SsmAgents(this.ssm, { pollMs: this.cfg.ssmPollMs, registrationTimeoutMs: this.cfg.ssmRegistrationTimeoutMs, logger: this.cfg.logger });
+    this.agents = new SsmAgents(this.ssm, { pollMs: this.cfg.ssmPollMs, registrationTimeoutMs: this.cfg.ssmRegistrationTimeoutMs, logger: this.cfg.logger, ...(options.ssmTagsFile ? { tagsFile: options.ssmTagsFile } : {}) });
     this.networkGroups = new AwsNetworkGroups({ ec2: this.ec2, cfg: this.cfg, call: (info, opts, run) => this.call(info, opts, run), describe: (filters, opts) => this.describeAll(filters, opts), ...(options.networkSweepDelayMs !== undefined ? { sweepDelayMs: options.networkSweepDelayMs } : {}) });
   }
 

@@ -6,9 +6,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { BerthError } from '../../core/errors.js';
-import type { AgentMessage, ServerMessage } from '../../protocol/messages.js';
+import { HOST_TAGS_PATH, type AgentMessage, type ServerMessage } from '../../protocol/messages.js';
 import { SsmAgents, type SsmApi } from './ssm-agents.js';
-import type { SsmInvocation } from './ssm.js';
+import type { SsmCommandDoc, SsmInvocation } from './ssm.js';
 
 const silent = { debug: () => undefined, info: () => undefined, warn: () => undefined };
 const INSTANCE = 'i-0123456789abcdef0';
@@ -98,6 +98,26 @@ describe('SsmAgents', () => {
     expect(agents.send('h-1', { type: 'services', services: [] })).toBe(false);
     expect(agents.send('h-1', { type: 'serviceAction', name: 'web', action: 'restart' })).toBe(false);
     await agents.close();
+  });
+
+  it("gives the host's commands its tags: read from the tags file until a claim sends new ones (even while offline), then those", async () => {
+    const docs: SsmCommandDoc[] = [];
+    const ssm = fakeSsm();
+    const { agents, hellos, messages } = harness({ ...ssm, send: (ids, doc, opts) => (docs.push(doc), ssm.send(ids, doc, opts)) });
+    // Taken while the agent is not online yet: the first command after must not run with the old tags.
+    expect(agents.send('h-1', { type: 'tags', tags: { 'berth:group': 'alice' } })).toBe(true);
+    await until(() => (hellos.length ? true : undefined));
+    expect(agents.send('h-1', run('c-5'))).toBe(true);
+    await until(() => messages.find((m) => m.type === 'result' && m.invocationId === 'c-5'));
+    expect(docs[0]?.tags).toEqual({ json: '{"berth:group":"alice"}', file: HOST_TAGS_PATH });
+    await agents.close();
+
+    const fresh = harness(fakeSsm({ send: (ids, doc) => (docs.push(doc), Promise.resolve({ commandId: 'cmd-x', instanceIds: ids, sentAt: Date.now() })) }));
+    await until(() => (fresh.hellos.length ? true : undefined));
+    fresh.agents.send('h-1', run('c-6'));
+    await until(() => (docs.length === 2 ? true : undefined));
+    expect(docs[1]?.tags).toEqual({ file: HOST_TAGS_PATH }); // the boot script's file
+    await fresh.agents.close();
   });
 
   it('never looks connected while SSM cannot be asked', async () => {

@@ -13,7 +13,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BerthError, errorMessage } from '../../core/errors.js';
 import { isTerminal } from '../../core/command-status.js';
-import { PROTOCOL_VERSION, type AgentMessage, type InvocationResult, type KnownInvocation, type ServerMessage } from '../../protocol/messages.js';
+import { HOST_TAGS_PATH, PROTOCOL_VERSION, type AgentMessage, type InvocationResult, type KnownInvocation, type ServerMessage } from '../../protocol/messages.js';
 import type { BackendAgentHandlers, BackendAgents } from '../types.js';
 import type { AwsDriverLogger } from './config.js';
 import { DELIVERY_TIMEOUT_S, EXECUTION_TIMEOUT_S, type SsmChannel, type SsmInvocation } from './ssm.js';
@@ -35,6 +35,8 @@ export interface SsmAgentsOptions {
   resultPollMs?: number;
   /** How long a host may take from its launch until SSM says its agent is online. Default 10 min. */
   registrationTimeoutMs?: number;
+  /** Where the host's tags are on it (its boot script writes them there). Default /etc/berth/tags.json; tests use a relative one. */
+  tagsFile?: string;
   logger: AwsDriverLogger;
 }
 
@@ -58,6 +60,8 @@ interface Followed {
   recovered: boolean;
   runs: Map<string, Run>;
   stop: AbortController;
+  /** The host's tags (JSON) since the control plane last sent them; unset: those its boot script wrote. */
+  tags?: string;
 }
 
 export class SsmAgents implements BackendAgents {
@@ -120,6 +124,13 @@ export class SsmAgents implements BackendAgents {
 
   send(hostId: string, msg: ServerMessage): boolean {
     const host = this.hosts.get(hostId);
+    if (host && msg.type === 'tags') {
+      // No agent of berth's to tell: the next commands write them to the tags file and give them
+      // to their commands as BERTH_TAGS (the boot script wrote those the host started with).
+      // Kept while the agent is offline too: its next command must not run with the old ones.
+      host.tags = JSON.stringify(msg.tags);
+      return true;
+    }
     if (!host?.online) return false;
     switch (msg.type) {
       case 'run': {
@@ -146,8 +157,7 @@ export class SsmAgents implements BackendAgents {
         return true;
       }
       case 'tags':
-        // The boot script wrote the tags the host started with; SSM hosts do not follow later changes.
-        return true;
+        return true; // taken above
       case 'services':
       case 'serviceAction':
       case 'welcome':
@@ -270,6 +280,7 @@ export class SsmAgents implements BackendAgents {
       return;
     }
     const p = msg.parameters;
+    const tags = host.tags;
     try {
       const sent = await this.ssm.send(
         [host.instanceId],
@@ -280,6 +291,8 @@ export class SsmAgents implements BackendAgents {
           executionTimeoutS: clamp(Math.ceil(p.executionTimeoutSeconds), EXECUTION_TIMEOUT_S),
           deliveryTimeoutS: clamp(Math.ceil((deliverBy - Date.now()) / 1000), DELIVERY_TIMEOUT_S),
           comment: `${COMMENT_PREFIX}${run.invocationId}`,
+          // Once changed, every command writes them too (cheap): one that never ran cannot leave the file stale.
+          tags: { ...(tags !== undefined ? { json: tags } : {}), file: this.opts.tagsFile ?? HOST_TAGS_PATH },
         },
         // The host's agent was Online at the last poll; another check per command would double the calls.
         { skipAgentCheck: true, signal: host.stop.signal },

@@ -13,6 +13,12 @@ export interface ScriptSpec {
   commands: string[];
   workingDirectory?: string | undefined;
   env?: Record<string, string> | undefined;
+  /**
+   * The host's tags, as berth's agent gives them to commands: `BERTH_TAGS` (JSON; `env` may
+   * override it). `json` = the tags now, also written to `file` first (a claim changed them);
+   * absent = read from `file` (the boot script wrote it), `{}` without one.
+   */
+  tags?: { json?: string | undefined; file: string } | undefined;
 }
 
 /** One line per command that ran, on stderr: `##berth-ssm## cmd=<index> exit=<code>`. */
@@ -57,6 +63,7 @@ export function failFastScript(spec: ScriptSpec): string {
     '  [ "$__berth_rc" -eq 0 ] || exit "$__berth_rc"',
     '}',
   ];
+  if (spec.tags) lines.push(...tagsLines(spec.tags.json, spec.tags.file));
   for (const [name, value] of Object.entries(spec.env ?? {})) {
     if (!ENV_NAME_RE.test(name)) {
       throw invalid(`environment variable name ${JSON.stringify(name)} is not valid`, 'Use letters, digits and underscores, not starting with a digit.');
@@ -73,6 +80,16 @@ export function failFastScript(spec: ScriptSpec): string {
   }
   spec.commands.forEach((command, i) => lines.push(`__berth_i=${i}; __berth_cmd=${shellQuote(command)}; __berth_run`));
   return `${lines.join('\n')}\n`;
+}
+
+function tagsLines(json: string | undefined, file: string): string[] {
+  const path = shellQuote(file);
+  if (json === undefined) return [`BERTH_TAGS=$(cat -- ${path} 2>/dev/null) || BERTH_TAGS='{}'`, 'export BERTH_TAGS'];
+  checkText('the host tags', json);
+  const dir = shellQuote(file.slice(0, file.lastIndexOf('/')) || '/');
+  const tmp = shellQuote(`${file}.berth-tmp`);
+  // Through a rename, as berth's agent writes it: a reader never sees half a file.
+  return [`export BERTH_TAGS=${shellQuote(json)}`, `{ mkdir -p -- ${dir} && printf '%s\\n' "$BERTH_TAGS" > ${tmp} && mv -f -- ${tmp} ${path}; } 2>/dev/null || :`];
 }
 
 /** stderr without berth's marker lines, and the exit code of each command that ran, in order. */

@@ -121,6 +121,19 @@ describe('the fail-fast script, run by /bin/sh', () => {
     expect(r.stdout).toBe(`${dir}\n${Object.values(env).join('|')}|`);
   });
 
+  it("gives commands the host's tags as BERTH_TAGS, as berth's agent does: the new ones written to the tags file first, else read from it", () => {
+    const file = join(root, 'etc', 'berth', 'tags.json');
+    const show = [`printf '%s|' "$BERTH_TAGS"`, `cat ${file}`];
+    // Before a claim: the file the boot script wrote (none here: {}).
+    expect(runScript(failFastScript({ commands: show.slice(0, 1), tags: { file } }), root).stdout).toBe('{}|');
+    // A claim changed them: written (through a rename), and given to the commands.
+    const tags = JSON.stringify({ 'berth:group': 'alice', quote: `it's "x"` });
+    expect(runScript(failFastScript({ commands: show, tags: { json: tags, file } }), root).stdout).toBe(`${tags}|${tags}\n`);
+    // Later commands read them from the file, and the command's own env still wins.
+    expect(runScript(failFastScript({ commands: show.slice(0, 1), tags: { file } }), root).stdout).toBe(`${tags}|`);
+    expect(runScript(failFastScript({ commands: show.slice(0, 1), tags: { file }, env: { BERTH_TAGS: 'mine' } }), root).stdout).toBe('mine|');
+  });
+
   it('a working directory that does not exist fails before any command runs', () => {
     const r = runScript(failFastScript({ commands: ['echo never'], workingDirectory: join(root, 'missing') }), '/');
     expect(r.code).toBe(1);

@@ -44,6 +44,8 @@ export interface SsmCommandDoc {
   deliveryTimeoutS: number;
   env?: Record<string, string>;
   comment?: string;
+  /** See ScriptSpec.tags (ssm-status.ts): commands of a host get its tags as BERTH_TAGS. */
+  tags?: { json?: string | undefined; file: string };
 }
 
 export interface SendOptions extends OperationOptions {

@@ -13,6 +13,7 @@ import { InvocationJournal } from './journal.js';
 import { defaultShell, killInvocationProcesses, runShellScript, WarmShellPool } from './runcommand/index.js';
 import type { ExecutionResult } from './runcommand/types.js';
 import { ShellSessions } from './shell/shell-sessions.js';
+import { readMachineStats } from './machine-stats.js';
 
 export const AGENT_VERSION = '0.1.0';
 const IDLE_GC_DELAY_MS = 2000;
@@ -233,6 +234,12 @@ export class Agent {
         return;
       case 'ack':
         this.journal.forget(msg.invocationId);
+        return;
+      case 'statsRequest':
+        void readMachineStats().then(
+          (stats) => this.connection.send({ type: 'stats', requestId: msg.requestId, stats }),
+          (err: unknown) => this.connection.send({ type: 'stats', requestId: msg.requestId, stats: {}, error: err instanceof Error ? err.message : String(err) }),
+        );
         return;
       default:
         this.shells.handle(msg);

@@ -2,7 +2,7 @@
  * What the host service works with: launch requests, the image a host boots, a host registered in
  * the store but not yet started, and the service's dependencies (see host-service.ts).
  */
-import type { AgentChannel, HostDriver, HostResources } from '../drivers/types.js';
+import type { AgentChannel, HostDriver, HostResources, HostStats } from '../drivers/types.js';
 import type { HostsRepo } from '../store/hosts-repo.js';
 import type { HostRow } from '../store/schema.js';
 
@@ -67,6 +67,8 @@ export interface HostServiceDeps {
   onTagsChanged?: (row: HostRow) => Promise<void>;
   /** A user's reset of a host that stays in its group is over: it reaches its group's hosts again (the driver's reset cut it off). */
   onResetInGroup?: (row: HostRow) => Promise<void>;
+  /** Asks a host's agent what the machine uses, for a driver that cannot say (agent-stats.ts). */
+  agentStats?: { ask(hostId: string): Promise<HostStats> };
   /** A host's machine exists (launched or admitted): a backend agent of the driver may speak for it. */
   onMachine?: (host: { id: string; tenantId: string; driverData: Record<string, unknown> }) => void;
 }

@@ -166,6 +166,21 @@ export type ServiceState = ServiceStatus['state'];
 /** Where the agent writes each service's log (`<name>.log`, rotated to `.1`, `.2`, …). */
 export const SERVICE_LOG_DIR = '/var/log/berth';
 
+/**
+ * What a host's machine uses, as its agent reads it (/proc, statfs of `/`), for drivers that cannot
+ * measure their hosts themselves (EC2): the whole machine's CPU time since boot (seconds), memory in
+ * use (total less available) against the total, processes, and the root filesystem.
+ */
+export const machineStats = z.object({
+  cpuSeconds: z.optional(z.number()),
+  memoryBytes: z.optional(z.number()),
+  memoryLimitBytes: z.optional(z.number()),
+  pids: z.optional(z.int()),
+  diskUsedBytes: z.optional(z.number()),
+  diskSizeBytes: z.optional(z.number()),
+});
+export type MachineStats = z.infer<typeof machineStats>;
+
 export const agentMessage = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('hello'),
@@ -184,6 +199,8 @@ export const agentMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('result'), invocationId: z.string(), result: invocationResult }),
   /** Every service's status, after any change (and once after each hello). */
   z.object({ type: z.literal('services'), statuses: z.array(serviceStatus) }),
+  /** The answer to a `statsRequest` (`error`: what could not be read, when nothing could). */
+  z.object({ type: z.literal('stats'), requestId: z.string(), stats: machineStats, error: z.optional(z.string()) }),
   ...shellAgentFrames,
 ]);
 export type AgentMessage = z.infer<typeof agentMessage>;
@@ -221,6 +238,8 @@ export const serverMessage = z.discriminatedUnion('type', [
    * keep both for the next start. Sent, and taken, only on a plain ws:// connection.
    */
   z.object({ type: z.literal('switch'), url: z.string(), ca: z.optional(z.string()) }),
+  /** Asks what the machine uses now; answered by a `stats` frame. An agent older than this ignores it. */
+  z.object({ type: z.literal('statsRequest'), requestId: z.string() }),
   ...shellServerFrames,
 ]);
 export type ServerMessage = z.infer<typeof serverMessage>;

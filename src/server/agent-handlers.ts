@@ -3,6 +3,7 @@
  * services it hands these to, so the handlers find them late, in `LateServices`.
  */
 import type { CommandDispatcher } from '../commands/dispatch.js';
+import type { AgentStats } from '../hosts/agent-stats.js';
 import type { HostService } from '../hosts/host-service.js';
 import type { AgentMessage } from '../protocol/messages.js';
 import type { ServicesService } from '../services/services-service.js';
@@ -16,6 +17,7 @@ export interface LateServices {
   services?: ServicesService;
   stacks?: StackSync;
   shells?: ShellBroker;
+  agentStats?: AgentStats;
 }
 
 export interface AgentHandlers {
@@ -40,11 +42,13 @@ export function agentHandlersFor(late: LateServices, report: (what: string) => (
     },
     onMessage: (hostId, msg) => {
       if (msg.type === 'services') late.services?.onAgentReport(hostId, msg.statuses);
+      else if (msg.type === 'stats') late.agentStats?.onReply(hostId, msg);
       else if (late.shells?.onAgentMessage(hostId, msg)) return;
       else void late.dispatcher?.onMessage(hostId, msg).catch(report(`host ${hostId}: ${msg.type}`));
     },
     onDisconnect: (hostId) => {
       late.shells?.onAgentGone(hostId);
+      late.agentStats?.onGone(hostId);
       void late.hosts?.onAgentDisconnected(hostId).catch(report(`host ${hostId}: disconnect`));
     },
   };

@@ -16,6 +16,8 @@ import { HostsRepo } from '../store/hosts-repo.js';
 import type { Store } from '../store/store.js';
 import { openServerStore, startLoops, stopStep, TaskLoops } from './server-runtime.js';
 import { agentHandlersFor, type LateServices } from './agent-handlers.js';
+import { AgentStats } from '../hosts/agent-stats.js';
+import { bootImageResolver } from './boot-images.js';
 import { ConfigHashKeys } from '../store/tokens-repo.js';
 import { startAccess } from '../tokens/access.js';
 import type { AuditLog } from '../audit/audit-log.js';
@@ -158,6 +160,8 @@ export class BerthServer {
       // Hosts whose commands go through the backend's own agent (SSM) report to the same handlers.
       config.driver.agents?.start(agentHandlers);
       const agents = new AgentChannels(gateway, config.driver.agents);
+      // A driver that cannot measure its hosts (EC2) asks their agents instead.
+      const agentStats = config.driver.stats ? undefined : (late.agentStats = new AgentStats({ send: (hostId, msg) => agents.send(hostId, msg) }));
       const listening = await gateway.listen().catch((err: unknown) => {
         throw listenError(err, 'the agent channel', `${agentHost}:${agentPort}`, 'Stop what holds that port, or start berth with another --agent-port.');
       });
@@ -187,15 +191,7 @@ export class BerthServer {
       const stacksRepo = new StacksRepo(store.db);
       const stacks = new StackSync({ stacks: stacksRepo, hosts: hostsRepo, services, hashKeys, log });
       late.stacks = stacks;
-      // A machine image of the driver's own (an AMI) is booted as it is; berth's images resolve to layers.
-      const machineImage = config.driver.name === 'aws' ? /^ami-[0-9a-f]{8,17}$/ : undefined;
-      const bootImages = {
-        resolve: (tenantId: string, ref: string) => {
-          if (machineImage?.test(ref)) return Promise.resolve({ image: ref, imageId: null, base: ref, layers: [] });
-          if (!late.images) throw new Error('images used before the server started');
-          return late.images.resolve(tenantId, ref);
-        },
-      };
+      const bootImages = bootImageResolver(config.driver.name, () => late.images);
       const networkGroups = new NetworkGroups({ driver: config.driver, hosts: hostsRepo, log });
       const hostsService = new HostService({
         hosts: hostsRepo,
@@ -216,6 +212,7 @@ export class BerthServer {
           await stacks.syncTagged(row);
         },
         onResetInGroup: (row) => networkGroups.joined(row),
+        ...(agentStats ? { agentStats } : {}),
         onMachine: (host) => agents.attach(host),
         ...(bootTimeoutMs !== undefined ? { bootTimeoutMs } : {}),
         log,
@@ -280,7 +277,7 @@ export class BerthServer {
         poolTarget: (tenantId, pool) => reconciler.progressOf(tenantId, pool).target,
         shells: (tenantId) => shells.totalsFor(tenantId),
         ...(config.driver.nameServiceCounts ? { nameService: () => config.driver.nameServiceCounts?.() } : {}),
-        ...(config.driver.stats ? { hostStats: (tenantId: string) => hostsService.runningStats(tenantId) } : {}),
+        hostStats: (tenantId: string) => hostsService.runningStats(tenantId),
       });
       const dashboard = createDashboard({ db: store.db, events, metrics, pools: poolService, hosts: hostsService, environments, commands, hostHourPrice: config.hostHourPrice });
       const app = await buildApp({

@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AwsDriver } from '../../src/drivers/aws/aws-driver.js';
 import { BerthServer } from '../../src/server/berth-server.js';
 import type { ClaimView, PoolHostView, PoolStatusView } from '../../src/pools/views.js';
+import type { HostStatsView } from '../../src/hosts/views.js';
 import { agentBundleDir } from '../../src/cli/paths.js';
 import { EmulatedFleet } from '../helpers/emulated-fleet.js';
 import { motoAvailable, MOTO_CREDENTIALS, MOTO_REGION, startMoto, type Moto } from '../helpers/moto.js';
@@ -144,6 +145,15 @@ describe.skipIf(!motoAvailable('AWS pools end to end on moto'))('AWS pools end t
     expect(done.invocations[0]?.stdout).toContain('"berth:group":"alice"');
     // Its own hostname (the emulated machine's UTS namespace): the host's, named after its instance.
     expect(done.invocations[0]?.stdout.trim().split('\n').at(-1)).toBe(instanceId);
+
+    // What the host uses: EC2 cannot say, so its agent reads its machine (here: this one's /proc).
+    const stats = await api.get<HostStatsView>(`/v1/hosts/${hostId}/stats`);
+    expect(stats.status).toBe(200);
+    expect(stats.body).toMatchObject({ hostId, cpuSeconds: expect.any(Number) as unknown, memoryBytes: expect.any(Number) as unknown, pids: expect.any(Number) as unknown, diskSizeBytes: expect.any(Number) as unknown });
+    expect(stats.body.memoryBytes).toBeLessThanOrEqual(stats.body.memoryLimitBytes ?? 0);
+    expect(stats.body.diskUsedBytes).toBeLessThanOrEqual(stats.body.diskSizeBytes ?? 0);
+    const metrics = await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${server.token}` } });
+    expect(await metrics.text()).toMatch(new RegExp(`berth_host_memory_bytes\\{[^}]*host="${hostId}"[^}]*\\} \\d+`));
 
     // The pool's group launched the replacement, which enrols and warms: the pool is full again.
     await waitFull('web', 3);

@@ -168,7 +168,8 @@ export class SsmAgents implements BackendAgents {
       case 'shellResize':
       case 'shellClose':
       case 'shellAck':
-        // No supervisor and no berth terminal run on an SSM host: the caller must be told the
+      case 'statsRequest':
+        // No supervisor, no berth terminal and no berth agent to measure the machine run on an SSM host: the caller must be told the
         // message went nowhere (shells on such hosts are SSM's Session Manager's).
         return false;
     }

@@ -27,7 +27,7 @@ import { z } from 'zod';
 import { BerthError, errorMessage } from '../core/errors.js';
 import type { EnvironmentsRepo } from '../store/environments-repo.js';
 import type { EnvHostRecord, EnvironmentRow } from '../store/schema.js';
-import { placeServices, type PlacementDeps } from './placement.js';
+import { placeServices, roundTimings, type PlacementDeps } from './placement.js';
 import { addServiceHosts, changesInPlace, detachHosts, type ServiceHostsDeps } from './service-hosts.js';
 import type { StackSpec } from '../stacks/spec.js';
 import type { EnvironmentRoutes } from './routes.js';
@@ -77,6 +77,7 @@ export async function scaleEnvironment(deps: ScaleDeps, row: EnvironmentRow, cha
     return inPlace ? scaleServicesInPlace(deps, row, next, stack, waitS) : deps.redeploy(row, next, waitS);
   }
   const { spec, target, init } = await deps.stackOf(row);
+  const t0 = performance.now();
   const started = await deps.envs.transition(tenantId, name, ['ready'], 'scaling', { reason: `scaling from ${describeCounts(countsOf(row))} to ${count}` });
   if (!started) throw new BerthError('conflict', `environment ${name} is ${row.state}`, 'Wait until it is ready, then scale it.');
   const routedGeneration = started.route?.generation ?? Math.max(0, ...started.hosts.map((h) => h.generation));
@@ -91,12 +92,14 @@ export async function scaleEnvironment(deps: ScaleDeps, row: EnvironmentRow, cha
       await deps.envs.setHosts(tenantId, name, [...routed.slice(0, replicas), ...leaving.map((h) => ({ ...h, generation: routedGeneration + 1 }))]);
       deps.routes.set(env, await deps.routes.addressed(tenantId, routed.slice(0, replicas)), target, started.ref);
       kept = routed.slice(0, replicas);
+      const tDrain = performance.now();
       await new Promise((resolve) => setTimeout(resolve, deps.drainMs));
+      const tRelease = performance.now();
       await deps.hostRelease.releaseAll(tenantId, started.pool, leaving, `environment ${name} scaled to ${count}`);
-      return await done(deps, started, kept, next, `scaled to ${count}`);
+      return await done(deps, started, kept, next, `scaled to ${count}`, { drainMs: tRelease - tDrain, releaseMs: performance.now() - tRelease, totalMs: performance.now() - t0 });
     }
     const joined = await joinReviewHosts(deps, started, { spec, target, init }, { count: replicas - routed.length, generation: routedGeneration, routed, kept: routed, joining, deadline: Date.now() + waitS * 1000 });
-    return await done(deps, started, joined.hosts, next, `scaled to ${count}`);
+    return await done(deps, started, joined.hosts, next, `scaled to ${count}`, { ...joined.timings, totalMs: performance.now() - t0 });
   } catch (err) {
     // The route has the hosts it had (set again: the failure may have come after it changed).
     await deps.routes.addressed(tenantId, kept)
@@ -159,10 +162,12 @@ export function scalesInPlace(stack: StackSpec, from: ReplicaCounts, to: Replica
 async function scaleServicesInPlace(deps: ScaleDeps, row: EnvironmentRow, next: ReplicaCounts, stack: EnvironmentStack, waitS: number): Promise<EnvironmentRow> {
   const { tenant_id: tenantId, name } = row;
   const count = describeCounts(next);
+  const t0 = performance.now();
   const started = await deps.envs.transition(tenantId, name, ['ready'], 'scaling', { reason: `scaling from ${describeCounts(countsOf(row))} to ${count}` });
   if (!started) throw new BerthError('conflict', `environment ${name} is ${row.state}`, 'Wait until it is ready, then scale it.');
   const routedGeneration = started.route?.generation ?? Math.max(0, ...started.hosts.map((h) => h.generation));
   const routed = started.hosts.filter((h) => h.generation === routedGeneration);
+  let timings: Record<string, number> = {};
   const more: Record<string, number> = {};
   const leaving: EnvHostRecord[] = [];
   for (const service of Object.keys(stack.spec.services)) {
@@ -174,7 +179,7 @@ async function scaleServicesInPlace(deps: ScaleDeps, row: EnvironmentRow, next: 
   let added: EnvHostRecord[] = [];
   if (Object.keys(more).length > 0) {
     try {
-      ({ hosts: added } = await addServiceHosts(deps, started, stack, { routed, kept: routed, counts: more, generation: routedGeneration, deadline: Date.now() + waitS * 1000, why: `environment ${name}: scale to ${count} failed` }));
+      ({ hosts: added, timings } = await addServiceHosts(deps, started, stack, { routed, kept: routed, counts: more, generation: routedGeneration, deadline: Date.now() + waitS * 1000, why: `environment ${name}: scale to ${count} failed` }));
     } catch (err) {
       await deps.envs.transition(tenantId, name, ['scaling'], 'ready', { reason: `scale to ${count} failed: ${errorMessage(err)}`, hosts: routed });
       throw err;
@@ -188,14 +193,18 @@ async function scaleServicesInPlace(deps: ScaleDeps, row: EnvironmentRow, next: 
     const routedLeave = leaving.some((h) => h.service === stack.target.service);
     if (routedLeave) deps.routes.set(env, await deps.routes.addressed(tenantId, hosts.filter((h) => h.service === stack.target.service)), stack.target, started.ref);
     // Out of the route and their load balancers, then the drain time for requests in flight.
+    const tDrain = performance.now();
     const [stuck] = await Promise.all([detachHosts(deps, started, stack, leaving, why), new Promise((resolve) => setTimeout(resolve, routedLeave ? deps.drainMs : 0))]);
+    const tRelease = performance.now();
     await deps.hostRelease.releaseAll(tenantId, started.pool, leaving, why, leaving.filter((h) => stuck?.has(h.hostId)));
+    timings = { ...timings, drainMs: tRelease - tDrain, releaseMs: performance.now() - tRelease };
   }
-  return done(deps, started, hosts, next, `scaled to ${count}`);
+  return done(deps, started, hosts, next, `scaled to ${count}`, { ...timings, totalMs: performance.now() - t0 });
 }
 
-async function done(deps: ScaleDeps, row: EnvironmentRow, hosts: EnvHostRecord[], counts: ReplicaCounts, reason: string): Promise<EnvironmentRow> {
-  const finished = await deps.envs.transition(row.tenant_id, row.name, ['scaling'], 'ready', { hosts, replicas: counts.replicas, serviceReplicas: counts.serviceReplicas, reason });
+/** The scale is over: its hosts and counts, and what each of its stages took (the environment's timings; the metrics' `scale` operation). */
+async function done(deps: ScaleDeps, row: EnvironmentRow, hosts: EnvHostRecord[], counts: ReplicaCounts, reason: string, timings: Record<string, number>): Promise<EnvironmentRow> {
+  const finished = await deps.envs.transition(row.tenant_id, row.name, ['scaling'], 'ready', { hosts, replicas: counts.replicas, serviceReplicas: counts.serviceReplicas, reason, timings: roundTimings(timings), operation: 'scale' });
   if (!finished) throw new BerthError('conflict', `environment ${row.name} changed while it scaled`, 'Look at it (berth env show).');
   return finished;
 }

@@ -20,7 +20,7 @@ export interface EnvironmentView {
   url: string | null;
   hosts: Array<{ hostId: string; service: string | null; generation: number }>;
   route: { service: string; port: number; healthPath: string; generation: number } | null;
-  /** Milliseconds of the last create, deploy or wake (`operation`): claim, init, services, ready, route, total. */
+  /** Milliseconds of the last create, deploy, wake, heal or scale (`operation`): claim, init, services, ready, route, total (a scale down: drain, release). */
   timings: Record<string, number>;
   operation: string | null;
   /** The router's view of its backends (health, requests), when it has a route. */

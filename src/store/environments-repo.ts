@@ -26,7 +26,7 @@ export interface NewEnvironment {
 }
 
 /** What brought an environment to `ready` with new hosts (its timings say how long it took). */
-export type EnvironmentOperation = 'create' | 'deploy' | 'wake' | 'heal';
+export type EnvironmentOperation = 'create' | 'deploy' | 'wake' | 'heal' | 'scale';
 
 export class EnvironmentsRepo {
   /** `events`: environments' changes of state, and their removal, are reported there. */

@@ -71,6 +71,9 @@ describe('service mode with counts per service', () => {
     const ids = (view: EnvironmentView) => view.hosts.map((h) => h.hostId);
     expect(ids(web3)).toEqual(expect.arrayContaining(ids(created)));
     expect(web3.hosts.filter((h) => !ids(created).includes(h.hostId)).map((h) => h.service)).toEqual(['web']);
+    // What the scale took, stage by stage, is the environment's timings now.
+    expect(web3.operation).toBe('scale');
+    expect(web3.timings).toMatchObject({ claimMs: expect.any(Number) as unknown, routeMs: expect.any(Number) as unknown, totalMs: expect.any(Number) as unknown });
 
     // api listens on no port (no host is told its address): in place too.
     const api2 = await scale('fleet', ['api=2']);
@@ -89,6 +92,7 @@ describe('service mode with counts per service', () => {
     expect(human.stdout).toBe('fleet: 1 replica, 2 hosts (3 released)\n');
     const one = await show('fleet');
     expect({ replicas: one.replicas, own: one.serviceReplicas, hosts: perService(one) }).toEqual({ replicas: 1, own: {}, hosts: { api: 1, web: 1 } });
+    expect(one).toMatchObject({ operation: 'scale', timings: { drainMs: expect.any(Number) as unknown, releaseMs: expect.any(Number) as unknown } });
     // Fewer, in place: the oldest of each service stay, the others went back to the pool.
     expect(ids(one).sort()).toEqual([created.hosts.find((h) => h.service === 'api')?.hostId, created.hosts.find((h) => h.service === 'web')?.hostId].sort());
     expect(one.backends?.map((b) => b.id)).toEqual(one.hosts.filter((h) => h.service === 'web').map((h) => h.hostId));

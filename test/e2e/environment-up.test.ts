@@ -109,6 +109,8 @@ describe('berth env up', () => {
     expect(up3.stdout).toBe('wide: 3 replicas, 3 hosts (2 new)\n');
     const three = (await stack.srv.api.get<EnvironmentView>('/v1/environments/wide')).body;
     expect(three).toMatchObject({ state: 'ready', replicas: 3, stateReason: 'scaled to 3 replicas' });
+    // The scale's own stages are the environment's timings now (env show, /metrics).
+    expect(three).toMatchObject({ operation: 'scale', timings: { claimMs: expect.any(Number) as unknown, readyMs: expect.any(Number) as unknown, routeMs: expect.any(Number) as unknown, totalMs: expect.any(Number) as unknown } });
     expect(three.hosts[0]?.hostId).toBe(first);
     expect(new Set(three.hosts.map((h) => h.generation))).toEqual(new Set([1]));
     expect(three.backends?.map((b) => b.id).sort()).toEqual(three.hosts.map((h) => h.hostId).sort());
@@ -135,7 +137,7 @@ describe('berth env up', () => {
     stop = true;
     await load;
     expect(down.code, down.stderr).toBe(0);
-    expect(JSON.parse(down.stdout)).toMatchObject({ replicas: 1, hosts: [{ hostId: first }] });
+    expect(JSON.parse(down.stdout)).toMatchObject({ replicas: 1, hosts: [{ hostId: first }], operation: 'scale', timings: { drainMs: expect.any(Number) as unknown, releaseMs: expect.any(Number) as unknown } });
     expect(failures).toEqual([]);
     expect(ok).toBeGreaterThan(5);
     const gone = three.hosts.slice(1).map((h) => h.hostId);

@@ -131,12 +131,16 @@ export class AwsNetworkGroups {
     // pool's instance carries no host id tag, one launched alone must carry the member's).
     const members = groups.map((list) => list.flatMap((m) => ((i) => (i && (hostIdOf(i) ?? m.id) === m.id ? [i] : []))(known.get(instanceIdOf(m.driverData) ?? ''))));
     const plan = this.plan(members, [...known.values()], all);
+    // Independent calls go out together: a claim waits for this (a second host of a group: a
+    // describe, the group's creation, its three rules, both hosts' changes: 4 round trips, not 8).
     const created = new Map<string, string>();
-    for (const [placeholder, vpcId] of plan.create) created.set(placeholder, await this.createGroup(vpcId, opts));
-    for (const [instanceId, net] of plan.wanted) {
-      const instance = known.get(instanceId);
-      if (instance) await this.hold(instance, net === undefined ? undefined : (created.get(net) ?? net), opts);
-    }
+    await settleAll([...plan.create].map(async ([placeholder, vpcId]) => void created.set(placeholder, await this.createGroup(vpcId, opts))));
+    await settleAll(
+      [...plan.wanted].flatMap(([instanceId, net]) => {
+        const instance = known.get(instanceId);
+        return instance ? [this.hold(instance, net === undefined ? undefined : (created.get(net) ?? net), opts)] : [];
+      }),
+    );
     // What nobody holds any more goes: with `all`, every network group of this driver.
     const after = new Set([...known.values()].flatMap((i) => (plan.wanted.has(i.InstanceId ?? '') ? [] : this.netGroupsOf(i))));
     for (const net of plan.wanted.values()) if (net) after.add(created.get(net) ?? net);
@@ -212,13 +216,16 @@ export class AwsNetworkGroups {
     const groupId = out.GroupId ?? '';
     try {
       const self = [{ IpProtocol: '-1', UserIdGroupPairs: [{ GroupId: groupId }] }];
-      await this.deps.call({ operation: 'AuthorizeSecurityGroupIngress' }, opts, (abortSignal) => this.deps.ec2.send(new AuthorizeSecurityGroupIngressCommand({ GroupId: groupId, IpPermissions: self }), { abortSignal }));
       // A new group lets its holders send anywhere; security groups add up, so that would widen
-      // whatever the hosts' own groups allow out. It lets them send to each other only.
-      await this.deps.call({ operation: 'AuthorizeSecurityGroupEgress' }, opts, (abortSignal) => this.deps.ec2.send(new AuthorizeSecurityGroupEgressCommand({ GroupId: groupId, IpPermissions: self }), { abortSignal }));
-      await this.deps.call({ operation: 'RevokeSecurityGroupEgress' }, opts, (abortSignal) =>
-        this.deps.ec2.send(new RevokeSecurityGroupEgressCommand({ GroupId: groupId, IpPermissions: [{ IpProtocol: '-1', IpRanges: [{ CidrIp: '0.0.0.0/0' }] }] }), { abortSignal }),
-      );
+      // whatever the hosts' own groups allow out. It lets them send to each other only. (The
+      // group is no instance's yet: the order of these three does not matter.)
+      await settleAll([
+        this.deps.call({ operation: 'AuthorizeSecurityGroupIngress' }, opts, (abortSignal) => this.deps.ec2.send(new AuthorizeSecurityGroupIngressCommand({ GroupId: groupId, IpPermissions: self }), { abortSignal })),
+        this.deps.call({ operation: 'AuthorizeSecurityGroupEgress' }, opts, (abortSignal) => this.deps.ec2.send(new AuthorizeSecurityGroupEgressCommand({ GroupId: groupId, IpPermissions: self }), { abortSignal })),
+        this.deps.call({ operation: 'RevokeSecurityGroupEgress' }, opts, (abortSignal) =>
+          this.deps.ec2.send(new RevokeSecurityGroupEgressCommand({ GroupId: groupId, IpPermissions: [{ IpProtocol: '-1', IpRanges: [{ CidrIp: '0.0.0.0/0' }] }] }), { abortSignal }),
+        ),
+      ]);
     } catch (err) {
       await this.deleteGroup(groupId, {});
       throw err;
@@ -285,6 +292,13 @@ export class AwsNetworkGroups {
     const prefix = this.namePrefix();
     return (instance.SecurityGroups ?? []).filter((g) => g.GroupName?.startsWith(prefix) && g.GroupId).map((g) => g.GroupId ?? '');
   }
+}
+
+/** Waits for every promise, then throws the first failure (nothing is left running behind a throw). */
+async function settleAll(promises: Promise<unknown>[]): Promise<void> {
+  const settled = await Promise.allSettled(promises);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
 }
 
 function liveFilter(): Filter {

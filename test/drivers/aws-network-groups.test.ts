@@ -155,5 +155,10 @@ describe.skipIf(!motoAvailable('AWS network groups on moto'))('AWS driver: hosts
     const office = (await net.ec2.send(new CreateSecurityGroupCommand({ GroupName: `bnetg-office-${Date.now()}`, Description: 'an office', VpcId: vpcId }))).GroupId ?? '';
     await net.ec2.send(new AuthorizeSecurityGroupIngressCommand({ GroupId: office, IpPermissions: [{ IpProtocol: 'tcp', FromPort: 22, ToPort: 22, IpRanges: [{ CidrIp: '203.0.113.0/24' }] }] }));
     expect(await doctor([office])).toMatchObject({ status: 'ok' });
+    // Five of their own leave no room for berth's (EC2's default quota is 5 per instance).
+    const five = [office];
+    for (let i = 0; i < 4; i++) five.push((await net.ec2.send(new CreateSecurityGroupCommand({ GroupName: `bnetg-many-${i}-${Date.now()}`, Description: 'one of many', VpcId: vpcId }))).GroupId ?? '');
+    expect(await doctor(five)).toMatchObject({ status: 'warn', detail: expect.stringContaining('hosts hold 5 security groups of their own') as unknown });
+    expect(await doctor(five.slice(0, 4))).toMatchObject({ status: 'ok' });
   }, 60_000);
 });

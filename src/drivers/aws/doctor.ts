@@ -132,6 +132,8 @@ async function networkChecks(cfg: ResolvedAwsConfig, call: Call, ec2: Ec2): Prom
  * host reach another (a group that lets itself in, as a VPC's default group does, or an address
  * range over the hosts' subnets) opens every host to every other, whatever their group.
  */
+const MAX_OWN_GROUPS = 4;
+
 function apartCheck(groups: SecurityGroup[], subnetCidrs: string[]): DoctorCheck {
   const own = new Set(groups.map((g) => g.GroupId ?? ''));
   const open: string[] = [];
@@ -141,6 +143,10 @@ function apartCheck(groups: SecurityGroup[], subnetCidrs: string[]): DoctorCheck
       for (const pair of p.UserIdGroupPairs ?? []) if (own.has(pair.GroupId ?? '')) open.push(`${g.GroupId ?? '?'} lets ${pair.GroupId === g.GroupId ? 'itself' : pair.GroupId} in (${what})`);
       for (const range of p.IpRanges ?? []) if (subnetCidrs.some((c) => cidrsOverlap(range.CidrIp ?? '', c))) open.push(`${g.GroupId ?? '?'} lets ${range.CidrIp ?? '?'} in (${what})`);
     }
+  }
+  // EC2 allows 5 security groups per network interface unless the quota was raised: berth's is one more.
+  if (open.length === 0 && groups.length >= MAX_OWN_GROUPS + 1) {
+    return warn('groups apart', `hosts hold ${groups.length} security groups of their own; berth adds one for a group of hosts, and EC2 allows 5 per instance by default`, "Give hosts at most 4 security groups (or raise the 'Security groups per network interface' quota), or the hosts of a group cannot be let reach each other.");
   }
   if (open.length === 0) return ok('groups apart', "the hosts' security groups let no host reach another; berth's per-group ones let a group's hosts reach each other");
   return warn('groups apart', `hosts of different groups reach each other: ${open.join('; ')}`, "Security groups only allow: give hosts security groups that let no other host in (berth adds one per group that lets the group's hosts reach each other), or accept that every host reaches every other on these ports.");

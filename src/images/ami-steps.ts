@@ -14,7 +14,7 @@ import { basename, join, posix } from 'node:path';
 import { c as createTar } from 'tar';
 import { IMAGE_ENV_PATH } from '../protocol/messages.js';
 import type { ArtifactCache } from './artifacts.js';
-import { stepTitle } from './builder.js';
+import { DEFAULT_TEST_TIMEOUT_S, stepTitle } from './builder.js';
 import { baseChainId, canonicalJson, fileDigest, layerId, sha256, treeDigest } from './digests.js';
 import { sourceOf } from './file-steps.js';
 import { ImageSpecError, stepDefinition, type ImageSpec, type ImageStep } from './spec.js';
@@ -26,8 +26,6 @@ export const MACHINE_ROOT_ENV = 'BERTH_MACHINE_ROOT';
 export const AMI_PRELUDE = `R="\${${MACHINE_ROOT_ENV}:-}"; R="\${R%/}"; set -- "$R"`;
 const AGENT_TOOL = '"${BERTH_NODE:-node}" "${BERTH_AGENT_BUNDLE:-/usr/local/lib/berth/agent/berth-agent.cjs}"';
 const DEFAULT_RUN_TIMEOUT_S = 3600;
-/** As a local bake's test step (builder.ts). */
-const DEFAULT_TEST_TIMEOUT_S = 600;
 const FILE_TIMEOUT_S = 1800;
 
 export interface AmiStep {

@@ -78,7 +78,7 @@ type TestStep = Extract<ImageStep, { kind: 'test' }>;
 /** Built-in identity items, hashed into the identity layer's id: a new list re-strips every image. */
 const IDENTITY_LIST_DIGEST = sha256(canonicalJson({ items: BUILTIN_IDENTITY_ITEMS, method: 'whiteouts, first-boot plan' }));
 const DEFAULT_RUN_TIMEOUT_S = 3600;
-const DEFAULT_TEST_TIMEOUT_S = 600;
+export const DEFAULT_TEST_TIMEOUT_S = 600;
 
 export class ImageBuilder {
   constructor(private readonly deps: BuilderDeps) {}

@@ -11,6 +11,7 @@
 import { randomUUID } from 'node:crypto';
 import { DescribeInstancesCommand, RunInstancesCommand, TerminateInstancesCommand, type EC2Client, type Instance, type Tag, type _InstanceType } from '@aws-sdk/client-ec2';
 import { BerthError, errorMessage } from '../../core/errors.js';
+import { settleAll } from '../../core/settle-all.js';
 import { compareIdentities, failingItems, formatUniquenessReport, parseIdentityProbe, type UniquenessReport } from '../../images/uniqueness.js';
 import { AMI_IDENTITY_PROBE } from './ami-identity.js';
 import { TAG_IMAGE, type Poller } from './ami-retention.js';
@@ -199,12 +200,4 @@ async function terminateClones(ec2: EC2Client, cfg: ResolvedAwsConfig, clones: C
   await awsCall(ec2, cfg, { operation: 'TerminateInstances', instanceId: ids.join(',') }, undefined, (abortSignal) => ec2.send(new TerminateInstancesCommand({ InstanceIds: ids }), { abortSignal })).catch((err: unknown) => {
     if (!hasAwsCode(err, 'InvalidInstanceID.NotFound')) throw err;
   });
-}
-
-/** Waits for every promise (so each launch's id is recorded), then throws the first failure. */
-async function settleAll<T>(promises: Promise<T>[]): Promise<T[]> {
-  const settled = await Promise.allSettled(promises);
-  const rejected = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (rejected) throw rejected.reason;
-  return settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
 }

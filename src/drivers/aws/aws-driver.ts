@@ -19,6 +19,7 @@ import type { DescribedHost, DriverInfo, FoundHost, GroupMember, HostDriver, Hos
 import { AwsFleet } from './fleet.js';
 import { AwsGroups } from './groups.js';
 import { isAmiId, resolveAwsConfig, TAG_HOST_ID, TAG_MANAGED_BY, type AwsDriverConfig, type ResolvedAwsConfig } from './config.js';
+import { instanceIdOf } from './driver-data.js';
 import { hasAwsCode, isNotInGroup } from './errors.js';
 import { ensureLaunchTemplate } from './launch-template.js';
 import { AwsNetworkGroups } from './network-groups.js';
@@ -375,11 +376,6 @@ function sumCounts(a: Record<string, number>, b: Record<string, number>): Record
   const out = { ...a };
   for (const [op, n] of Object.entries(b)) out[op] = (out[op] ?? 0) + n;
   return Object.fromEntries(Object.entries(out).sort(([x], [y]) => x.localeCompare(y)));
-}
-
-function instanceIdOf(driverData: Record<string, unknown>): string | undefined {
-  const value = driverData['instanceId'];
-  return typeof value === 'string' && value.startsWith('i-') ? value : undefined;
 }
 
 function refusedByEc2(err: unknown): boolean {

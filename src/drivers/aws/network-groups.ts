@@ -26,8 +26,10 @@ import {
   type Instance,
 } from '@aws-sdk/client-ec2';
 import { errorMessage } from '../../core/errors.js';
+import { settleAll } from '../../core/settle-all.js';
 import type { GroupMember, OperationOptions } from '../types.js';
 import { TAG_HOST_ID, TAG_MANAGED_BY, type ResolvedAwsConfig } from './config.js';
+import { instanceIdOf } from './driver-data.js';
 import { hasAwsCode } from './errors.js';
 import type { CallInfo } from './sdk.js';
 
@@ -294,22 +296,10 @@ export class AwsNetworkGroups {
   }
 }
 
-/** Waits for every promise, then throws the first failure (nothing is left running behind a throw). */
-async function settleAll(promises: Promise<unknown>[]): Promise<void> {
-  const settled = await Promise.allSettled(promises);
-  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed) throw failed.reason;
-}
-
 function liveFilter(): Filter {
   return { Name: 'instance-state-name', Values: HOLDING_STATES };
 }
 
 function hostIdOf(instance: Instance): string | undefined {
   return instance.Tags?.find((t) => t.Key === TAG_HOST_ID)?.Value;
-}
-
-function instanceIdOf(driverData: Record<string, unknown>): string | undefined {
-  const value = driverData['instanceId'];
-  return typeof value === 'string' && value.startsWith('i-') ? value : undefined;
 }

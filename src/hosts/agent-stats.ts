@@ -40,7 +40,7 @@ export class AgentStats {
       }, timeoutMs);
       this.pending.set(requestId, { hostId, resolve, reject, timer });
       if (!this.deps.send(hostId, { type: 'statsRequest', requestId })) {
-        this.settle(requestId)?.reject(new BerthError('host_not_connected', `host ${hostId} has no berth agent connected to say what it uses`, 'Wait until its agent is connected (berth host show), or look at the machine itself.', { hostId }));
+        this.settle(requestId)?.reject(new BerthError('host_not_connected', `host ${hostId} has no berth agent connected to say what it uses`, "Wait until its agent is connected (berth host show). A host whose commands go through SSM has none: its instance's CloudWatch metrics say what it uses.", { hostId }));
       }
     });
   }

@@ -169,8 +169,9 @@ export class SsmAgents implements BackendAgents {
       case 'shellClose':
       case 'shellAck':
       case 'statsRequest':
-        // No supervisor, no berth terminal and no berth agent to measure the machine run on an SSM host: the caller must be told the
-        // message went nowhere (shells on such hosts are SSM's Session Manager's).
+        // No supervisor, no berth terminal and no berth agent to read the machine run on an SSM
+        // host: the caller must be told the message went nowhere (shells on such hosts are SSM's
+        // Session Manager's).
         return false;
     }
   }

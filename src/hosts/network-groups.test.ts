@@ -7,21 +7,23 @@ import { NetworkGroups } from './network-groups.js';
 const host = (id: string, group: string | null = 'alice', tags: Record<string, string> = {}): HostRow => ({ id, tenant_id: 't', group_name: group, hostname: id, tags, driver_data: { initPid: id.length } }) as unknown as HostRow;
 const mate = (id: string, tags: Record<string, string> = {}) => ({ id, hostname: id, tags, driver_data: { initPid: id.length } });
 
-function setup() {
+function setup(running: HostRow[] = []) {
   const calls: string[][][] = [];
+  const all: boolean[] = [];
   const names: Record<string, string[] | undefined>[] = [];
   const groups = new NetworkGroups({
     driver: {
-      setNetworkGroups: (g) => {
+      setNetworkGroups: (g, opts) => {
+        all.push(opts?.all === true);
         calls.push(g.map((members) => members.map((m) => m.id).sort()));
         names.push(Object.fromEntries(g.flat().map((m) => [m.id, m.names])));
         return Promise.resolve();
       },
     },
-    hosts: { groupMembers: () => Promise.resolve([]) } as unknown as HostsRepo,
+    hosts: { groupMembers: () => Promise.resolve([]), listInStates: () => Promise.resolve(running) } as unknown as HostsRepo,
     log: () => undefined,
   });
-  return { calls, names, groups };
+  return { calls, names, groups, all };
 }
 
 describe('network groups', () => {
@@ -63,5 +65,20 @@ describe('network groups', () => {
     await groups.joined(host('h-b', 'bob'), []);
     await groups.joined(host('h-c', null), []);
     expect(calls).toEqual([]);
+  });
+
+  it('sets the whole truth from the store, with the joins of this process the store did not show yet', async () => {
+    const claimed = (id: string, group: string): HostRow => ({ ...host(id, group), slot: 'claimed' }) as HostRow;
+    const spare = { ...host('h-spare', null), slot: 'ready' } as HostRow;
+    const { calls, all, groups } = setup([claimed('h-a', 'alice'), claimed('h-b', 'alice'), claimed('h-c', 'bob'), spare]);
+    // h-d joined bob after the store was read (its claim committed meanwhile): it stays in bob's group.
+    await groups.joined(host('h-d', 'bob'), [mate('h-c')]);
+    await groups.syncAll();
+    expect(all).toEqual([false, true]);
+    expect(calls.at(-1)).toEqual([['h-a', 'h-b'], ['h-c', 'h-d']]);
+    // One that left is not put back.
+    groups.left('h-d');
+    await groups.syncAll();
+    expect(calls.at(-1)).toEqual([['h-a', 'h-b'], ['h-c']]);
   });
 });

@@ -79,19 +79,26 @@ export class NetworkGroups {
     }
   }
 
-  /** At start: every group's running hosts, as the whole truth (whatever changed while no server ran). */
+  /**
+   * Every group's running hosts, as the whole truth: at start (whatever changed while no server
+   * ran), and every few minutes (a change the driver failed to make, a throttled cloud API, is made
+   * then). This process's recent joins are added: one whose claim committed after the store was
+   * read here is in them (it is recorded before its own call to the driver, which then runs after
+   * this one), so the whole truth never cuts off a host that just joined.
+   */
   async syncAll(): Promise<void> {
     if (!this.enabled) return;
-    const groups = new Map<string, Member[]>();
+    const groups = new Map<string, Map<string, Member>>();
+    const add = (key: string, m: Member): void => void groups.set(key, (groups.get(key) ?? new Map<string, Member>()).set(m.id, m));
     for (const host of await this.deps.hosts.listInStates(['running'])) {
-      if (!host.group_name || host.slot !== 'claimed') continue;
-      const key = groupKey(host.tenant_id, host.group_name);
-      groups.set(key, [...(groups.get(key) ?? []), member(host)]);
+      if (host.group_name && host.slot === 'claimed') add(groupKey(host.tenant_id, host.group_name), member(host));
     }
+    const now = Date.now();
+    for (const [key, list] of this.recent) for (const r of list) if (now - r.at < RECENT_MS && !groups.get(key)?.has(r.member.id)) add(key, r.member);
     try {
-      await this.deps.driver.setNetworkGroups?.([...groups.values()], { all: true });
+      await this.deps.driver.setNetworkGroups?.([...groups.values()].map((g) => [...g.values()]), { all: true });
     } catch (err) {
-      this.deps.log(`could not restore which hosts reach each other: ${errorMessage(err)}`);
+      this.deps.log(`could not set which hosts reach each other: ${errorMessage(err)}`);
     }
   }
 }

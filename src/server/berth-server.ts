@@ -341,6 +341,7 @@ export class BerthServer {
       startLoops(server.loops, config, {
         sweepCommands: () => dispatcher.sweep(),
         monitorHosts: () => hostsService.monitor(),
+        syncNetworkGroups: () => networkGroups.syncAll(),
         reconcilePools: () => reconciler.kickAll(),
         sampleLevels: dashboard.sampleLevels,
         sweepOrphans: async () => {

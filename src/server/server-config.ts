@@ -53,6 +53,8 @@ export interface ServerConfig {
   envSweepIntervalMs?: number;
   /** How often machines the store does not know are looked for and removed (and, on AWS, claiming groups left empty). */
   orphanSweepIntervalMs?: number;
+  /** How often which hosts reach each other is set whole again (a failed change made then). Default 5 min. */
+  networkSyncIntervalMs?: number;
   /** How long a host's agent has to enrol after its launch before the host is failed (berth's agent; a backend's agent has the driver's own limit). Default: the driver's (AWS: 5 min), else 60 s for the host monitor and 30 s for pools' launches and `host launch`. */
   bootTimeoutMs?: number;
   /** How often pools whose machines run no berth agent (SSM) look for new machines in their group. Default 5000 ms. */

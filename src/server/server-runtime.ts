@@ -87,6 +87,8 @@ export interface PeriodicWork {
   reconcilePools: () => Promise<void>;
   sampleLevels: () => Promise<void>;
   sweepOrphans: () => Promise<void>;
+  /** Which hosts reach each other, set whole again (NetworkGroups.syncAll). */
+  syncNetworkGroups: () => Promise<void>;
   discoverFleet?: () => Promise<void>;
 }
 
@@ -97,5 +99,6 @@ export function startLoops(loops: TaskLoops, config: ServerConfig, work: Periodi
   loops.add(config.poolIntervalMs ?? 1000, work.reconcilePools, report('pool reconciler'));
   loops.add(5000, work.sampleLevels, report('dashboard level sampler'));
   loops.add(config.orphanSweepIntervalMs ?? 60_000, work.sweepOrphans, report('orphan sweep'));
+  loops.add(config.networkSyncIntervalMs ?? 300_000, work.syncNetworkGroups, report('network groups'));
   if (work.discoverFleet) loops.add(config.fleetDiscoveryIntervalMs ?? 5000, work.discoverFleet, report('fleet discovery'));
 }

@@ -68,7 +68,7 @@ describe('network groups', () => {
   });
 
   it('sets the whole truth from the store, with the joins of this process the store did not show yet', async () => {
-    const claimed = (id: string, group: string): HostRow => ({ ...host(id, group), slot: 'claimed' }) as HostRow;
+    const claimed = (id: string, group: string): HostRow => ({ ...host(id, group), slot: 'claimed' });
     const spare = { ...host('h-spare', null), slot: 'ready' } as HostRow;
     const { calls, all, groups } = setup([claimed('h-a', 'alice'), claimed('h-b', 'alice'), claimed('h-c', 'bob'), spare]);
     // h-d joined bob after the store was read (its claim committed meanwhile): it stays in bob's group.

@@ -106,7 +106,8 @@ export function registerDownCommand(program: Command, ctx: Context, env: NodeJS.
       const where = aws ? { driver, name: aws.name, drainedPools: report.drainedPools, removedOnAws: report.removedOnBackend } : { driver, ...network };
       if (printer.json) return printer.out(`${JSON.stringify({ dataDir: path, ...where, removed: report.removed, failed: report.failed, interrupted: report.interrupted, machine, purged }, null, 2)}\n`);
       if (unfinished) return;
-      const what = `${report.removed.length} host(s) removed${machine === 'removed' ? `, and bridge ${network.bridge} with its firewall tables and cgroups` : ''}${
+      const machineWhat = aws ? ', and the security groups berth made for groups of hosts' : `, and bridge ${network.bridge} with its firewall tables and cgroups`;
+      const what = `${report.removed.length} host(s) removed${machine === 'removed' ? machineWhat : ''}${
         report.removedOnBackend.length > 0 ? `, and on AWS: ${report.removedOnBackend.join(', ')}` : report.drainedPools.length > 0 ? `; the Auto Scaling group of each pool (${report.drainedPools.join(', ')}) keeps no instance until the server starts again` : ''
       }`;
       if (purged) printer.out(`berth is down: ${what}; data dir ${path} removed${env['BERTH_DATABASE_URL'] ? ' (the database of BERTH_DATABASE_URL is kept)' : ''}\n`);

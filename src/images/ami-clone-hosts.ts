@@ -15,7 +15,7 @@ import type { HostService } from '../hosts/host-service.js';
 import type { HostsRepo } from '../store/hosts-repo.js';
 import { AMI_PRELUDE, type AmiTest } from './ami-steps.js';
 import { CommandFailed, type BakeHosts } from './bake-hosts.js';
-import type { BakeEvent } from './builder.js';
+import { checkTitle, type BakeEvent } from './builder.js';
 
 export interface CloneHostsDeps {
   backend: AmiBackend;
@@ -28,12 +28,6 @@ export interface CloneHostsDeps {
   log: (line: string) => void;
 }
 
-export const CHECK_TITLE = 'check clones differ';
-
-/** The check's step title, as a local bake's (builder.ts): with the number of test steps it runs. */
-export function checkTitle(tests: number): string {
-  return `${CHECK_TITLE}${tests ? ` and run ${tests} test step(s)` : ''}`;
-}
 
 export class CloneCheckHosts implements CloneCheckHooks {
   /** Set when the check began (the AMI is available): the step's index, for progress lines. */

@@ -179,7 +179,7 @@ export class ImageBuilder {
   async check(tenantId: string, spec: ImageSpec, boot: BootImage, env: Record<string, string>, emit: Emit, signal?: AbortSignal): Promise<{ uniqueness: UniquenessReport; tests: { title: string; durationMs: number }[] }> {
     const tests = spec.steps.flatMap((step, i) => (step.kind === 'test' ? [{ step, i }] : []));
     const index = spec.steps.filter((s) => s.kind !== 'test').length + 3;
-    const title = `check clones differ${tests.length ? ` and run ${tests.length} test step(s)` : ''}`;
+    const title = checkTitle(tests.length);
     const started = performance.now();
     emit({ type: 'step', image: spec.name, index, total: index, kind: 'check', title, state: 'running', elapsedMs: 0 });
     try {
@@ -252,6 +252,11 @@ export class ImageBuilder {
     }
     return {};
   }
+}
+
+/** The check's step title, for a local bake and an AMI bake alike: with the number of test steps it runs. */
+export function checkTitle(tests: number): string {
+  return `check clones differ${tests ? ` and run ${tests} test step(s)` : ''}`;
 }
 
 export function stepTitle(step: ImageStep): string {

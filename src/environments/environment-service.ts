@@ -33,6 +33,7 @@ import type { EnvironmentAccess } from './access.js';
 import { ENVIRONMENT_STATES } from './state.js';
 import type { Principal } from '../tokens/token-service.js';
 import { upsertEnvironment, type UpsertEnvironmentInput, type UpsertResult } from './upsert.js';
+import { routerDrain } from './rolling.js';
 
 export interface EnvironmentServiceDeps extends EnvironmentStackDeps {
   envs: EnvironmentsRepo;
@@ -50,6 +51,7 @@ export interface EnvironmentServiceDeps extends EnvironmentStackDeps {
     setRoute(name: string, spec: RouteSpec): RouteView;
     removeRoute(name: string): boolean;
     route(name: string): RouteView | undefined;
+    setDraining(name: string, backendId: string, draining: boolean): boolean;
     /** How long its route has gone without a request (sleep.ts). */
     idleMs(name: string): number | undefined;
   };
@@ -377,6 +379,7 @@ export class EnvironmentService {
       changeHostTags,
       awaitServicesReady: (tenantId, hostId, timeoutMs, label) => placement.awaitServicesReady(tenantId, hostId, timeoutMs, label),
       backendHealthy: (name, hostId) => this.deps.router.route(name)?.backends.find((b) => b.id === hostId)?.healthy,
+      ...routerDrain(this.deps.router, this.deps.drainMs ?? 500),
       log,
     };
   }

@@ -134,6 +134,7 @@ describe('environments with a load balancing hook', () => {
           return route.delete(name);
         },
         route: () => undefined,
+        setDraining: () => false,
         idleMs: () => undefined,
       },
       log: (line) => logs.push(line),

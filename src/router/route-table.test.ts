@@ -17,6 +17,20 @@ describe('Route', () => {
     expect(route.pick()).toBeUndefined();
   });
 
+  it('sends nothing new to a draining backend while another is healthy, and falls back to it when none is', () => {
+    const route = new Route('shop');
+    route.update(spec('a', 'b'));
+    const [a, b] = route.backends;
+    if (!a || !b) throw new Error('no backends');
+    a.draining = true;
+    expect([1, 2, 3].map(() => route.pick()?.id)).toEqual(['b', 'b', 'b']);
+    expect(a.view()).toMatchObject({ healthy: true, draining: true });
+    b.markDown('connection refused', Date.now(), true);
+    expect(route.pick()?.id).toBe('a'); // better a backend about to restart than a 503
+    a.draining = false;
+    expect(route.pick()?.id).toBe('a');
+  });
+
   it('keeps health and counters of backends with the same id and url across updates', () => {
     const route = new Route('shop');
     route.update(spec('a', 'b'));

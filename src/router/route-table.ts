@@ -39,6 +39,8 @@ export interface BackendView {
   label: string | null;
   /** In rotation. A backend never checked yet counts as healthy (`lastCheckedAt` is null then). */
   healthy: boolean;
+  /** Taken out of rotation while its host restarts (env set, env restart); it gets requests only when no other backend can. */
+  draining: boolean;
   lastCheckedAt: string | null;
   /** The most recent failure (check or request), kept after recovery for debugging; null if none. */
   lastError: string | null;
@@ -85,6 +87,8 @@ export class Backend {
   readonly hostname: string;
   readonly port: number;
   healthy = true;
+  /** Taken out of rotation by the control plane (its host is about to restart): new requests go to the others. */
+  draining = false;
   lastCheckedAt: number | null = null;
   lastError: string | null = null;
   lastErrorAt: number | null = null;
@@ -141,6 +145,7 @@ export class Backend {
       url: this.url,
       label: this.label ?? null,
       healthy: this.healthy,
+      draining: this.draining,
       lastCheckedAt: isoOrNull(this.lastCheckedAt),
       lastError: this.lastError,
       lastErrorAt: isoOrNull(this.lastErrorAt),
@@ -230,14 +235,21 @@ export class Route {
     return [...previous.values()];
   }
 
-  /** The next healthy backend in round-robin order that is not in `exclude`; undefined if none. */
+  /**
+   * The next healthy backend in round-robin order that is not in `exclude`; undefined if none. A
+   * draining one only when no other healthy one is left (better a backend about to restart than a 503).
+   */
   pick(exclude?: ReadonlySet<Backend>): Backend | undefined {
+    return this.next(exclude, false) ?? this.next(exclude, true);
+  }
+
+  private next(exclude: ReadonlySet<Backend> | undefined, draining: boolean): Backend | undefined {
     const backends = this.backends;
     const count = backends.length;
     for (let i = 0; i < count; i++) {
       const index = (this.cursor + i) % count;
       const backend = backends[index];
-      if (backend && backend.healthy && !exclude?.has(backend)) {
+      if (backend && backend.healthy && backend.draining === draining && !exclude?.has(backend)) {
         this.cursor = (index + 1) % count;
         return backend;
       }

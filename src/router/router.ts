@@ -147,6 +147,16 @@ export class EnvironmentRouter {
     return route.view(this.urlFor(key));
   }
 
+  /**
+   * Takes a backend of route `name` out of rotation for new requests (`draining`), or puts it back;
+   * requests in flight on it finish. False when the route has no such backend.
+   */
+  setDraining(name: string, backendId: string, draining: boolean): boolean {
+    const backend = this.table.get(name.toLowerCase())?.backends.find((b) => b.id === backendId);
+    if (backend) backend.draining = draining;
+    return backend !== undefined;
+  }
+
   /** Returns false when there was no such route. In-flight requests finish; nothing is retried on it. */
   removeRoute(name: string): boolean {
     const key = name.toLowerCase();

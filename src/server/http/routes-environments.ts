@@ -18,6 +18,7 @@ const backend = z.object({
   url: z.string(),
   label: z.string().nullable(),
   healthy: z.boolean(),
+  draining: z.boolean().describe('Taken out of rotation while its host restarts (env set, env restart)'),
   lastCheckedAt: z.string().nullable(),
   lastError: z.string().nullable(),
   lastErrorAt: z.string().nullable(),

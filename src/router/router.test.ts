@@ -208,7 +208,9 @@ describe('EnvironmentRouter', () => {
     const web = await backend('h-1');
     const view = router.setRoute('shop', { backends: [{ id: web.id, url: web.url, label: 'web' }], healthPath: '/status/204', info: { version: 'v1' } });
     expect(view).toMatchObject({ name: 'shop', url: `http://shop.localhost:${port}/`, healthPath: '/status/204', healthIntervalMs: 1000, info: { version: 'v1' }, healthyBackends: 1 });
-    expect(view.backends[0]).toEqual({ id: 'h-1', url: web.url, label: 'web', healthy: true, lastCheckedAt: null, lastError: null, lastErrorAt: null, requests: 0, failures: 0, active: 0 });
+    expect(view.backends[0]).toEqual({ id: 'h-1', url: web.url, label: 'web', healthy: true, draining: false, lastCheckedAt: null, lastError: null, lastErrorAt: null, requests: 0, failures: 0, active: 0 });
+    // Drained (its host about to restart) and back; an unknown backend is said so.
+    expect([router.setDraining('SHOP', 'h-1', true), router.route('shop')?.backends[0]?.draining, router.setDraining('shop', 'h-1', false), router.setDraining('shop', 'h-9', true)]).toEqual([true, true, true, false]);
     expect(JSON.parse(JSON.stringify(router.routes()))).toEqual(router.routes());
     expect(router.removeRoute('SHOP')).toBe(true);
     expect(router.removeRoute('shop')).toBe(false);

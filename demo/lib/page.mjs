@@ -12,7 +12,11 @@ function scriptJson(value) {
 }
 
 export function renderPage(config) {
-  const meta = [config.environment && `environment <b id="environment">${escapeHtml(config.environment)}</b>`, `version <b id="version">${escapeHtml(config.version)}</b>`]
+  const meta = [
+    config.environment && `environment <b id="environment">${escapeHtml(config.environment)}</b>`,
+    config.ref && `ref <b id="ref">${escapeHtml(config.ref)}</b>`,
+    `version <b id="version">${escapeHtml(config.version)}</b>`,
+  ]
     .filter(Boolean)
     .join(' · ');
   return `<!doctype html>

@@ -178,11 +178,14 @@ export class Settings {
   publicConfig(service) {
     const tags = this.tags();
     const environment = this.get('BERTH_ENVIRONMENT') ?? tags?.['berth.env'];
+    // berth gives every service of an environment its ref: `env deploy --ref v2` shows on the page.
+    const ref = this.get('BERTH_REF');
     return {
       service,
       greeting: this.get('GREETING', 'Hello from berth'),
       ...(environment !== undefined && { environment }),
       version: this.get('APP_VERSION', 'dev'),
+      ...(ref !== undefined && ref !== '' && { ref }),
       ...(tags !== undefined && { tags }),
     };
   }

@@ -14,6 +14,7 @@ function showConfig(config) {
   meta.replaceChildren();
   const parts = [];
   if (config.environment) parts.push(['environment', config.environment]);
+  if (config.ref) parts.push(['ref', config.ref]);
   parts.push(['version', config.version]);
   parts.forEach(([label, value], i) => {
     if (i > 0) meta.append(' · ');

@@ -138,6 +138,7 @@ describe('the demo stack', () => {
         'GREETING="Hello from the test"   # quoted, with a comment',
         "export APP_VERSION='7'",
         'BERTH_ENVIRONMENT=review',
+        'BERTH_REF=v2',
         `DEMO_SECRET_TOKEN=${TOKEN}`,
         '',
       ].join('\n'),
@@ -161,14 +162,14 @@ describe('the demo stack', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('serves its page with the title, the greeting, the environment and the version', async () => {
+  it('serves its page with the title, the greeting, the environment, its ref and the version', async () => {
     const res = await fetch(`${webBase()}/`);
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toMatch(/^text\/html/);
     const page = await res.text();
     expect(page).toContain('<title>berth demo</title>');
     expect(page).toContain('<h1 id="greeting">Hello from the test</h1>');
-    expect(page).toMatch(/environment <b id="environment">review<\/b>/);
+    expect(page).toMatch(/environment <b id="environment">review<\/b> · ref <b id="ref">v2<\/b> · version/);
     expect(page).toMatch(/version <b id="version">7<\/b>/);
     expect(page).toContain('id="job-form"');
     expect(page).not.toContain(TOKEN);
@@ -185,6 +186,7 @@ describe('the demo stack', () => {
       greeting: 'Hello from the test',
       environment: 'review',
       version: '7',
+      ref: 'v2',
       tags: { 'berth.stack': 'demo', 'berth.mode': 'review', team: 'a', 'berth.env.DEMO_SECRET_TOKEN': '********' },
     });
     expect(text).not.toContain(TOKEN);

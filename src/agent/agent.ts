@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { StringDecoder } from 'node:string_decoder';
 import type { AgentIdentity, InvocationResult, ServerMessage, ServiceSpec } from '../protocol/messages.js';
 import { HOST_TAGS_PATH, PROTOCOL_VERSION, SERVICE_LOG_DIR } from '../protocol/messages.js';
-import { existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import type { Supervisor } from './supervisor/index.js';
 import { AgentConnection } from './connection.js';
 import { InvocationJournal } from './journal.js';
@@ -14,6 +14,7 @@ import { defaultShell, killInvocationProcesses, runShellScript, WarmShellPool } 
 import type { ExecutionResult } from './runcommand/types.js';
 import { ShellSessions } from './shell/shell-sessions.js';
 import { readMachineStats } from './machine-stats.js';
+import { HostTagsFile } from './host-tags.js';
 
 export const AGENT_VERSION = '0.1.0';
 const IDLE_GC_DELAY_MS = 2000;
@@ -54,6 +55,7 @@ export class Agent {
   private readonly log: (line: string) => void;
   private readonly warmShells: WarmShellPool;
   private readonly shells: ShellSessions;
+  private readonly tags: HostTagsFile;
   private idleTimer: NodeJS.Timeout | undefined;
   /**
    * Made on first use (a services message, or services a previous agent process left to re-adopt):
@@ -65,11 +67,10 @@ export class Agent {
   /** Converges run one after another, newest set last: a set that arrives meanwhile waits its turn. */
   private converging: Promise<void> = Promise.resolve();
   private reportTimer: NodeJS.Immediate | undefined;
-  /** The host's tags as JSON, given to every command as BERTH_TAGS; read on first use. */
-  private tagsJson: string | undefined;
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.log ?? ((line) => process.stderr.write(`berth-agent: ${line}\n`));
+    this.tags = new HostTagsFile(opts.tagsPath ?? HOST_TAGS_PATH, this.log);
     this.warmShells = new WarmShellPool(opts.shell ?? defaultShell(), opts.env ? { ...process.env, ...opts.env } : process.env);
     this.journal = new InvocationJournal(`${opts.stateDir}/invocations`);
     this.settleOrphans();
@@ -101,7 +102,7 @@ export class Agent {
     });
     this.shells = new ShellSessions({
       send: (msg) => this.connection.send(msg),
-      env: () => ({ ...process.env, ...this.opts.env, BERTH_TAGS: this.hostTags() }),
+      env: () => ({ ...process.env, ...this.opts.env, BERTH_TAGS: this.tags.json() }),
       ...(this.opts.shell ? { shell: this.opts.shell } : {}),
       log: this.log,
     });
@@ -224,7 +225,7 @@ export class Agent {
         this.serviceAction(msg.name, msg.action);
         return;
       case 'tags':
-        this.onTags(msg.tags);
+        this.tags.set(msg.tags);
         return;
       case 'run':
         this.onRun(msg);
@@ -244,29 +245,6 @@ export class Agent {
       default:
         this.shells.handle(msg);
     }
-  }
-
-  /** New tags (a claim): the file is rewritten whole (through a rename) and later commands see them. */
-  private onTags(tags: Record<string, string>): void {
-    this.tagsJson = JSON.stringify(tags);
-    const path = this.opts.tagsPath ?? HOST_TAGS_PATH;
-    try {
-      writeFileSync(`${path}.berth-tmp`, `${this.tagsJson}\n`, { mode: 0o644 });
-      renameSync(`${path}.berth-tmp`, path);
-    } catch (err) {
-      this.log(`tags: cannot write ${path}: ${err instanceof Error ? err.message : String(err)}`);
-    }
-  }
-
-  private hostTags(): string {
-    if (this.tagsJson === undefined) {
-      try {
-        this.tagsJson = JSON.stringify(JSON.parse(readFileSync(this.opts.tagsPath ?? HOST_TAGS_PATH, 'utf8')) as unknown);
-      } catch {
-        this.tagsJson = '{}';
-      }
-    }
-    return this.tagsJson;
   }
 
   private onRun(msg: Extract<ServerMessage, { type: 'run' }>): void {
@@ -306,7 +284,7 @@ export class Agent {
     const decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
     runShellScript(
       id,
-      { ...msg.parameters, env: { ...this.opts.env, BERTH_TAGS: this.hostTags(), ...msg.parameters.env } },
+      { ...msg.parameters, env: { ...this.opts.env, BERTH_TAGS: this.tags.json(), ...msg.parameters.env } },
       {
         scratchDir: `${this.opts.stateDir}/scratch`,
         ...(this.opts.shell ? { shell: this.opts.shell } : {}),

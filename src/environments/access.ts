@@ -19,7 +19,7 @@ import type { TLSSocket } from 'node:tls';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { BerthError } from '../core/errors.js';
-import { ACCESS_PATH, CREDENTIAL_COOKIE, CREDENTIAL_HEADER, credentialCookie, type RouteGuard } from '../router/router.js';
+import { ACCESS_PATH, CREDENTIAL_COOKIE, CREDENTIAL_HEADER, credentialCookie, type RouteGuard } from '../router/route-guard.js';
 import type { RouterErrorPage } from '../router/error-pages.js';
 import type { Principal } from '../tokens/token-service.js';
 import { inScope } from '../tokens/scope.js';

@@ -5,7 +5,7 @@
  */
 import { BerthError } from '../core/errors.js';
 import { isDnsLabel } from './host-name.js';
-import type { RouteGuard } from './router.js';
+import type { RouteGuard } from './route-guard.js';
 
 export interface BackendSpec {
   /** Stable identity, e.g. the host id (`h-…`); health state survives a setRoute for the same id+url. */

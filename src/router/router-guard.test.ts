@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { ACCESS_PATH, type RouteGuard } from './router.js';
+import { ACCESS_PATH, type RouteGuard } from './route-guard.js';
 import { routerAndBackend, send } from './test-backends.js';
 
 /** Lets in requests with `x-pass: yes` (taking the header out); the access path sets a cookie. */

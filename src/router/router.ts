@@ -22,6 +22,7 @@ import { HealthMonitor } from './health-monitor.js';
 import { environmentFromHost, isDomain, normaliseDomain, portOfHost } from './host-name.js';
 import { ProxyForwarder } from './proxy-forwarder.js';
 import { Route, validateRoute, type Backend, type RouteSpec, type RouteView } from './route-table.js';
+import { ACCESS_PATH, guardFailedPage, stripCredentials } from './route-guard.js';
 
 export interface RouterOptions {
   /** Environments answer at `NAME.<domain>`; default `localhost` (browsers resolve *.localhost to loopback). */
@@ -55,43 +56,6 @@ export interface ListenOptions {
 
 type Selected = { route: Route; backend: Backend } | { route?: Route; page: RouterErrorPage };
 type Target = Selected | { route: Route; waking: Promise<void> };
-
-/** Where a private environment's access link is exchanged for its cookie (see environments/access.ts). */
-export const ACCESS_PATH = '/.berth/access';
-/** berth's own credentials for private environments: no app sees them, private or not. */
-export const CREDENTIAL_HEADER = 'x-berth-token';
-export const CREDENTIAL_COOKIE = 'berth_access';
-
-/** The value of berth's access cookie in a request, if any. */
-export function credentialCookie(req: IncomingMessage): string | undefined {
-  const prefix = `${CREDENTIAL_COOKIE}=`;
-  return req.headers.cookie
-    ?.split(/;\s*/)
-    .find((part) => part.startsWith(prefix))
-    ?.slice(prefix.length);
-}
-
-/** Takes berth's credentials out of a request before it goes to an app (other cookies stay). */
-function stripCredentials(req: IncomingMessage): void {
-  delete req.headers[CREDENTIAL_HEADER];
-  const cookie = req.headers.cookie;
-  if (!cookie?.includes(`${CREDENTIAL_COOKIE}=`)) return;
-  const kept = cookie.split(/;\s*/).filter((part) => !part.startsWith(`${CREDENTIAL_COOKIE}=`));
-  if (kept.length > 0) req.headers.cookie = kept.join('; ');
-  else delete req.headers.cookie;
-}
-
-/** A private environment's gate (environments/access.ts). */
-export interface RouteGuard {
-  /** Nothing: the request may go on; else the page that answers it. (The router takes berth's credentials out either way.) */
-  check(req: IncomingMessage): Promise<RouterErrorPage | undefined>;
-  /** A request for ACCESS_PATH: a cookie and where to go, or the page that answers it. */
-  login(req: IncomingMessage): Promise<{ setCookie: string; location: string } | RouterErrorPage>;
-}
-
-function guardFailedPage(name: string, err: unknown): RouterErrorPage {
-  return { status: 503, code: 'environment_private', message: `environment ${name} is private, and whether this request may see it could not be checked: ${err instanceof Error ? err.message : String(err)}`, hint: 'Retry shortly.', environment: name };
-}
 
 export class EnvironmentRouter {
   readonly domain: string;

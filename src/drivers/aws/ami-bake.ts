@@ -12,26 +12,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CreateTagsCommand, DescribeInstancesCommand, RunInstancesCommand, TerminateInstancesCommand, type EC2Client, type Instance, type Tag, type _InstanceType } from '@aws-sdk/client-ec2';
 import { BerthError, errorMessage } from '../../core/errors.js';
 import { sha256 } from '../../images/digests.js';
-import { isAmiId, TAG_HOST_ID, TAG_MANAGED_BY, type ResolvedAwsConfig } from './config.js';
+import { TAG_HOST_ID, TAG_MANAGED_BY, type ResolvedAwsConfig } from './config.js';
 import { hasAwsCode } from './errors.js';
 import { bakedImageTags, createBakedImage, findBakedImage, findImages, removeImage, snapshotIdsOf, TAG_IMAGE, TAG_SPEC_DIGEST, tagOf, waitForImage } from './ami-retention.js';
+import { checkSpec, digestHex, type AmiBakeSpec } from './ami-bake-spec.js';
 import { awsCall, CallCounter, createEc2Client, type CallInfo, type RequestHandler } from './sdk.js';
 
 export const TAG_ROLE = 'berth:role';
 /** Put on the builder once a bake has taken it: the instance a replayed ClientToken returns may be another bake's. */
 export const TAG_BAKE_ID = 'berth:bake-id';
 export const TAG_BAKE_DEADLINE = 'berth:bake-deadline';
-
-export interface AmiBakeSpec {
-  name: string;
-  parentImageId: string;
-  /** Shell commands, run as root on the builder in this order. */
-  steps: string[];
-  specDigest: string;
-  layerDigests?: string[];
-  /** Default: the driver's instance type. */
-  instanceType?: string;
-}
 
 /** Runs commands on the builder as root; resolves when all exited 0, rejects otherwise (their output in the message). */
 export interface BuilderRunner {
@@ -76,11 +66,10 @@ const DEFAULT_TIMEOUT_MS = 60 * 60_000;
 const DEFAULT_POLL_MS = 3_000;
 /** Each failed bake of a spec spends one ClientToken (EC2 keeps a token ≥ 24 h after its instance ended). */
 const MAX_TOKEN_GENERATIONS = 16;
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
-const DIGEST_RE = /^(?:sha256:)?([0-9a-f]{12,128})$/;
 const ENDED = ['shutting-down', 'terminated'];
 
 export { AMI_IDENTITY_CHECK_SCRIPT, AMI_IDENTITY_STRIP_SCRIPT } from './ami-identity.js';
+export type { AmiBakeSpec } from './ami-bake-spec.js';
 
 export class AmiBaker {
   private readonly ec2: EC2Client;
@@ -102,7 +91,7 @@ export class AmiBaker {
   }
 
   imageName(spec: Pick<AmiBakeSpec, 'name' | 'specDigest'>): string {
-    return `${this.cfg.name}-${spec.name}-${(DIGEST_RE.exec(spec.specDigest)?.[1] ?? spec.specDigest).slice(0, 12)}`;
+    return `${this.cfg.name}-${spec.name}-${digestHex(spec.specDigest).slice(0, 12)}`;
   }
 
   async bake(spec: AmiBakeSpec, runner: BuilderRunner, opts: AmiBakeOptions = {}): Promise<AmiBakeResult> {
@@ -383,16 +372,6 @@ class Bake {
     if (err instanceof BerthError) return new BerthError(err.code, err.message, err.hint, { ...details, ...err.details }, { cause: err });
     return new BerthError('internal', `bake of image ${this.spec.name} failed while ${this.phase}: ${errorMessage(err)}`, 'Bake again; report it if it persists.', details, { cause: err });
   }
-}
-
-function checkSpec(spec: AmiBakeSpec, name: string): void {
-  const bad = (message: string, hint: string): BerthError => new BerthError('validation_failed', message, hint);
-  if (!NAME_RE.test(spec.name)) throw bad(`image name ${JSON.stringify(spec.name)} cannot name an AMI`, 'Use 1-128 letters, digits, dots, hyphens or underscores.');
-  if (name.length > 128) throw bad(`AMI name ${name} is longer than EC2's 128 characters`, 'Use a shorter image or driver name.');
-  if (!isAmiId(spec.parentImageId)) throw bad(`parent image ${JSON.stringify(spec.parentImageId)} is not an AMI id`, "Give the id of an AMI in the driver's region, e.g. ami-0123456789abcdef0.");
-  if (!DIGEST_RE.test(spec.specDigest)) throw bad(`spec digest ${JSON.stringify(spec.specDigest)} is not a hex digest`, "Pass the image spec's sha256 (src/images/digests.ts).");
-  if (!Array.isArray(spec.steps) || spec.steps.some((s) => typeof s !== 'string')) throw bad('the steps of an AMI bake must be shell commands (strings)', 'Pass steps as a list of commands.');
-  if ((spec.layerDigests ?? []).some((d) => d.includes(','))) throw bad('a layer digest contains a comma', 'Layer digests are joined with commas in a tag.');
 }
 
 /** Waits for a bake of the same spec to end (success or not); the caller's signal ends the wait. */

@@ -2,16 +2,16 @@
  * What a local host's spec must be before a launch, how its processes are stopped, and how a host
  * that is not running is described. The last two go by its record's pids, each checked against its
  * start time (a pid may belong to another process by now), falling back on its cgroups when the
- * launch was never recorded.
+ * launch was never recorded. And which hosts have any trace on the machine.
  */
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { parseEgressAllow } from '../../core/egress-allow.js';
 import { BerthError } from '../../core/errors.js';
 import type { DescribedHost, HostSpec } from '../types.js';
-import { cgroupPids } from './cgroups.js';
-import { checkSafePath, type HostNames } from './config.js';
+import { cgroupPids, listHostCgroupIds, type CgroupLayout } from './cgroups.js';
+import { checkSafePath, isValidHostId, netnsPrefix, type HostNames, type ResolvedLocalConfig } from './config.js';
 import type { HostRecord } from './host-state.js';
-import { NETNS_DIR } from './network.js';
+import { listNetnsHostIds, NETNS_DIR } from './network.js';
 import { checkStack } from './overlay.js';
 import { findInitPid, isSameLiveProcess, pollUntil, readProcessStat, sendSignal } from './proc.js';
 
@@ -87,4 +87,19 @@ export function describeHost(names: HostNames, record: Partial<HostRecord>, cgro
   const reused = stat !== undefined && stat.startTime !== record.initStartTime;
   const why = reused ? `init process ${record.initPid} is gone (its pid now belongs to another process)` : `init process ${record.initPid} exited`;
   return { id, state: 'stopped', ...(ip ? { ip } : {}), reason: `${why}; see ${names.consoleLog}` };
+}
+
+/** Ids of every host with any trace on the machine: a state dir, a named netns or a cgroup. */
+export function foundHostIds(cfg: ResolvedLocalConfig, layout: CgroupLayout): string[] {
+  const ids = new Set<string>();
+  try {
+    for (const entry of readdirSync(cfg.stateDir, { withFileTypes: true })) {
+      if (entry.isDirectory() && !entry.name.startsWith('.')) ids.add(entry.name);
+    }
+  } catch {
+    // No state dir yet.
+  }
+  for (const id of listNetnsHostIds(netnsPrefix(cfg))) ids.add(id);
+  for (const id of listHostCgroupIds(layout, cfg.cgroupName)) ids.add(id);
+  return [...ids].filter(isValidHostId).sort();
 }

@@ -101,3 +101,10 @@ export function writeStateFile(path: string, record: HostRecord): void {
 export function recordToDriverData(record: HostRecord): Record<string, unknown> {
   return { ...record, cgroupDirs: [...record.cgroupDirs], ...(record.machinePorts ? { machinePorts: [...record.machinePorts] } : {}), ...(record.egressAllow ? { egressAllow: [...record.egressAllow] } : {}) };
 }
+
+/** driverData from the control plane, completed by the state file (either may be missing after a crash). */
+export function knownRecord(stateFile: string, driverData: Record<string, unknown>): Partial<HostRecord> {
+  const fromStore = parseHostRecord(driverData);
+  const fromDisk = readStateFile(stateFile) ?? {};
+  return { ...fromDisk, ...fromStore };
+}

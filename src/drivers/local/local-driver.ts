@@ -3,7 +3,7 @@
  * overlayfs copy-on-write root, its own address on a bridge and cgroup limits. See host-scripts.ts for
  * how a host is brought up, and config.ts for how every resource's name derives from the host id.
  */
-import { existsSync, mkdirSync, readdirSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdirSync, rmdirSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -11,7 +11,7 @@ import { assertSameNetwork, recordNetwork } from './network-record.js';
 import { BerthError, errorMessage, isBerthError } from '../../core/errors.js';
 import type { DescribedHost, DriverInfo, FoundHost, GroupMember, HostDriver, HostSpec, HostStats, LaunchedHost, NameServiceCounts, OperationOptions } from '../types.js';
 import {
-  devTemplateDir, hostNames, hostToolsDir, isValidHostId, netnsPrefix, resolveLocalConfig,
+  devTemplateDir, hostNames, hostToolsDir, isValidHostId, resolveLocalConfig,
   type HostNames, type LocalDriverConfig, type ResolvedLocalConfig,
 } from './config.js';
 import {
@@ -21,7 +21,6 @@ import {
   detectCgroupLayout,
   ensureCgroupParents,
   hostCgroupDirs,
-  listHostCgroupIds,
   parentDirs,
   readMountinfo,
   type CgroupLayout,
@@ -32,14 +31,14 @@ import { hasSysrqTrigger, prepareCapabilityTool, type CapabilityTool } from './c
 import { BaseViews, lowerDirOption } from './overlay.js';
 import { cancelled, consoleTail, createHostDir, launchError, LaunchProcessError, spawnLocally, startLauncher, writeHostFiles } from './host-launch.js';
 import { Spawner, type LaunchRequest, type LauncherChild } from './spawner.js';
-import { liveAddress, parseHostRecord, readStateFile, recordToDriverData, STATE_VERSION, writeStateFile, type HostRecord } from './host-state.js';
-import { assertSubnetFree, ensureBridge, innerNetworkBatch, listNetnsHostIds, outerNetworkBatch, removeHostNetwork } from './network.js';
+import { knownRecord, liveAddress, readStateFile, recordToDriverData, STATE_VERSION, writeStateFile, type HostRecord } from './host-state.js';
+import { assertSubnetFree, ensureBridge, innerNetworkBatch, outerNetworkBatch, removeHostNetwork } from './network.js';
 import { HostReachability } from './reachability.js';
 import { accessRecord, HostAccess } from './host-access.js';
 import { parseEgressAllow } from '../../core/egress-allow.js';
 import { createHostDisk, diskPaths, hasOwnDisk, removeHostDisk } from './disk.js';
 import { readHostStats } from './host-stats.js';
-import { checkHostSpec, describeHost, stopHostProcesses } from './host-lifecycle.js';
+import { checkHostSpec, describeHost, foundHostIds, stopHostProcesses } from './host-lifecycle.js';
 import { checkAgentDir, checkPlatform, findTool, prepareDevTemplate, probeNamespacesAndOverlay, resolveTools } from './preflight.js';
 import { describeFailure, isSameLiveProcess, readProcessStat, runCommand, SYSTEM_PATH, type CommandRunner } from './proc.js';
 import { IpAllocator } from './subnet.js';
@@ -137,7 +136,7 @@ export class LocalDriver implements HostDriver {
     const access = new HostAccess({ tools: { ip: tools.ip, nft: findTool('nft') }, bridge, subnet, egressDeny, agentPort, nameServers, run: this.run, logger });
     const prepared: Prepared = { tools, layout, capTool, reachability, access, info: { name: this.name, agentListenHost: this.cfg.subnet.gateway } };
     // Addresses of hosts that survived a restart stay taken, and they keep what they may reach.
-    const records = this.foundHostIds(layout).map((id) => readStateFile(hostNames(this.cfg, id).stateFile) ?? {});
+    const records = foundHostIds(this.cfg, layout).map((id) => readStateFile(hostNames(this.cfg, id).stateFile) ?? {});
     for (const { ip } of records) if (ip) this.addresses.reserve(ip);
     await access.prepare(records);
     this.cfg.logger.info({ bridge: this.cfg.bridge, subnet: this.cfg.subnet.cidr, cgroups: layout.hierarchies.map((h) => `${h.mountPoint} (v${h.version})`) }, 'local driver ready');
@@ -179,7 +178,7 @@ export class LocalDriver implements HostDriver {
     const { layout, tools, reachability, access } = await this.prepared();
     const names = hostNames(this.cfg, spec.id);
     checkHostSpec(spec);
-    const record = this.knownRecord(names, driverData);
+    const record = knownRecord(names.stateFile, driverData);
     const ip = record.ip;
     if (!ip || !existsSync(names.hostDir)) {
       throw new BerthError('invalid_state', `host ${spec.id} cannot be reset: it is not fully present on this machine`, 'Terminate it and launch a new one.', { hostId: spec.id });
@@ -265,7 +264,7 @@ export class LocalDriver implements HostDriver {
   async captureLayer(id: string, driverData: Record<string, unknown>, dest: string, opts: OperationOptions & { stop: boolean }): Promise<void> {
     const { tools, layout } = await this.prepared();
     const names = hostNames(this.cfg, id);
-    const record = this.knownRecord(names, driverData);
+    const record = knownRecord(names.stateFile, driverData);
     if (!record.ip || !record.hostname) throw new BerthError('invalid_state', `host ${id} is not fully present on this machine`, 'Capture a running host.', { hostId: id });
     if (opts.stop) await this.stopProcesses(record, hostCgroupDirs(layout, this.cfg.cgroupName, id));
     await captureUpperDir({ names, hostname: record.hostname, ip: record.ip, gateway: this.cfg.subnet.gateway, dest, move: opts.stop, cp: tools.cp, run: this.run });
@@ -288,7 +287,7 @@ export class LocalDriver implements HostDriver {
   async stats(id: string, driverData: Record<string, unknown>, _opts?: OperationOptions): Promise<HostStats> {
     const { layout } = await this.prepared();
     const names = hostNames(this.cfg, id);
-    const record = this.knownRecord(names, driverData);
+    const record = knownRecord(names.stateFile, driverData);
     if (!isSameLiveProcess(record.initPid, record.initStartTime)) throw new BerthError('invalid_state', `host ${id} is not running on this machine`, 'Ask for the stats of a running host.', { hostId: id });
     return readHostStats(layout, this.cfg.cgroupName, id, hasOwnDisk(names) ? diskPaths(names).mountPoint : undefined);
   }
@@ -300,7 +299,7 @@ export class LocalDriver implements HostDriver {
   async terminate(id: string, driverData: Record<string, unknown>, _opts?: OperationOptions): Promise<void> {
     const { reachability } = await this.prepared();
     const names = hostNames(this.cfg, id);
-    const record = this.knownRecord(names, driverData);
+    const record = knownRecord(names.stateFile, driverData);
     try {
       await this.destroy(names, record);
       // Only once it is gone (a member listed from now on is stale), and before its address is free.
@@ -338,12 +337,12 @@ export class LocalDriver implements HostDriver {
   async describe(id: string, driverData: Record<string, unknown>, _opts?: OperationOptions): Promise<DescribedHost> {
     const { layout } = await this.prepared();
     const names = hostNames(this.cfg, id);
-    return describeHost(names, this.knownRecord(names, driverData), hostCgroupDirs(layout, this.cfg.cgroupName, id));
+    return describeHost(names, knownRecord(names.stateFile, driverData), hostCgroupDirs(layout, this.cfg.cgroupName, id));
   }
 
   async list(_opts?: OperationOptions): Promise<FoundHost[]> {
     const { layout } = await this.prepared();
-    return this.foundHostIds(layout).map((id) => {
+    return foundHostIds(this.cfg, layout).map((id) => {
       const names = hostNames(this.cfg, id);
       const record = readStateFile(names.stateFile) ?? {};
       return { id, driverData: { ...record, id, netns: names.netns, veth: names.veth, hostDir: names.hostDir } };
@@ -385,28 +384,6 @@ export class LocalDriver implements HostDriver {
     }
     this.preparing = undefined;
     return true;
-  }
-
-  /** Ids of every host with any trace on the machine: a state dir, a named netns or a cgroup. */
-  private foundHostIds(layout: CgroupLayout): string[] {
-    const ids = new Set<string>();
-    try {
-      for (const entry of readdirSync(this.cfg.stateDir, { withFileTypes: true })) {
-        if (entry.isDirectory() && !entry.name.startsWith('.')) ids.add(entry.name);
-      }
-    } catch {
-      // No state dir yet.
-    }
-    for (const id of listNetnsHostIds(netnsPrefix(this.cfg))) ids.add(id);
-    for (const id of listHostCgroupIds(layout, this.cfg.cgroupName)) ids.add(id);
-    return [...ids].filter(isValidHostId).sort();
-  }
-
-  /** driverData from the control plane, completed by the state file (either may be missing after a crash). */
-  private knownRecord(names: HostNames, driverData: Record<string, unknown>): Partial<HostRecord> {
-    const fromStore = parseHostRecord(driverData);
-    const fromDisk = readStateFile(names.stateFile) ?? {};
-    return { ...fromDisk, ...fromStore };
   }
 }
 

@@ -22,6 +22,7 @@ export type ErrorCode =
   | 'pool_not_found'
   | 'pool_exists'
   | 'pool_empty'
+  | 'pool_failing'
   | 'claim_not_found'
   | 'claim_failed'
   | 'host_not_claimed'
@@ -58,6 +59,8 @@ const STATUS: Record<ErrorCode, number> = {
   token_exists: 409,
   pool_exists: 409,
   pool_empty: 503,
+  // Its hosts keep failing to become ready: a claim does not launch another while the pool backs off.
+  pool_failing: 503,
   claim_not_found: 404,
   // The claim's init failed on every host it tried (or its deadline passed): the request is fine,
   // the work is not.

@@ -2,11 +2,12 @@
  * Claims: hand one ready host of a pool to a group, atomically, initialise it for its user, and
  * answer with a timing breakdown. A claim completes or rolls back: when init or the health check
  * fails, its host is quarantined (never left in the group) and the claim tries another host within
- * its deadline. When no host is ready it launches one (`onEmpty: launch`, counted as a miss) or
- * fails with 503 and Retry-After (`onEmpty: fail`). The refill never runs on the claim's path.
+ * its deadline. When no host is ready it launches one (`onEmpty: launch`, counted as a miss;
+ * cold-launch.ts) or fails with 503 and Retry-After (`onEmpty: fail`). The refill never runs on the
+ * claim's path.
  */
 import { EventEmitter } from 'node:events';
-import { BerthError, errorMessage } from '../core/errors.js';
+import { BerthError, errorMessage, isBerthError } from '../core/errors.js';
 import { newId } from '../core/ids.js';
 import type { CommandService } from '../commands/command-service.js';
 import type { PoolFleet } from '../drivers/types.js';
@@ -16,7 +17,8 @@ import type { HostsRepo } from '../store/hosts-repo.js';
 import type { PoolsRepo } from '../store/pools-repo.js';
 import type { ClaimRow, HostRow, PoolRow } from '../store/schema.js';
 import { CheckFailed, runChecks } from './host-checks.js';
-import { launchRequest, prepareHost } from './readiness.js';
+import { launchForClaim, poolNotFound, quarantine, refillEstimateS } from './cold-launch.js';
+import { launchRequest } from './readiness.js';
 import type { PoolReconciler } from './reconciler.js';
 import type { ClaimInput } from './spec.js';
 import { toClaimView, type ClaimView } from './views.js';
@@ -231,13 +233,17 @@ export class ClaimService {
           await this.fail(claimId, attempts, t0, 'no ready host');
           throw new BerthError('pool_empty', `pool ${pool.name} has no ready host`, 'Retry after the Retry-After delay, raise the pool size, or set onEmpty: launch.', {
             pool: pool.name,
-            retryAfterS: 1,
+            retryAfterS: await refillEstimateS(this.deps.hosts, pool),
           });
         }
         const tLaunch = performance.now();
         try {
-          host = await this.coldHost(pool, claimId, input.group, deadline, deadlineSignal);
+          host = await launchForClaim(this.deps, pool, claimId, input.group, deadline, deadlineSignal);
         } catch (err) {
+          if (isBerthError(err) && err.code === 'pool_failing') {
+            await this.fail(claimId, attempts, t0, err.message);
+            throw err;
+          }
           attempts.push({ hostId: '', hit: false, error: `cold launch: ${errorMessage(err)}` });
           continue;
         } finally {
@@ -257,7 +263,7 @@ export class ClaimService {
           timings['backendCalls'] = Object.values(moved.calls).reduce((a, b) => a + b, 0);
         } catch (err) {
           attempts.push({ hostId: host.id, hit, error: `moving it into group ${input.group}: ${errorMessage(err)}` });
-          await this.quarantine(host, pool);
+          await quarantine(this.deps, host, pool);
           continue;
         } finally {
           timings['moveMs'] = performance.now() - tMove;
@@ -277,7 +283,7 @@ export class ClaimService {
       } catch (err) {
         timings['initMs'] = performance.now() - tInit;
         attempts.push({ hostId: host.id, hit, error: errorMessage(err) });
-        await this.quarantine(host, pool);
+        await quarantine(this.deps, host, pool);
         if (err instanceof CheckFailed || deadlineSignal.aborted) continue;
         throw err;
       }
@@ -287,7 +293,7 @@ export class ClaimService {
       const done = await this.deps.claims.complete({ claimId, tenantId, pool: pool.name, hostId: host.id, tags, hit, attempts: attempts.length + 1, timings: round(timings), durationMs: timings['totalMs'] });
       if (!done) {
         attempts.push({ hostId: host.id, hit, error: 'the host left the claim while it was being initialised' });
-        await this.quarantine(host, pool);
+        await quarantine(this.deps, host, pool);
         continue;
       }
       // Awaited (its failure only logged): when the claim answers, the host's stack services have
@@ -302,35 +308,6 @@ export class ClaimService {
       claimId,
       attempts,
     });
-  }
-
-  /**
-   * The empty-pool path: a new host launched straight into the claim (a miss). Of the pool as the
-   * store has it now, not as the claim path's cache (PoolsRepo.getRecent) may: a host launched from
-   * a template changed a moment ago would be of the old generation (the pick checks the generation
-   * in the store itself; a launch has only the row it is given).
-   */
-  private async coldHost(cached: PoolRow, claimId: string, group: string, deadline: number, signal: AbortSignal): Promise<HostRow> {
-    const pool = await this.deps.pools.get(cached.tenant_id, cached.name);
-    if (!pool) throw poolNotFound(cached.name);
-    const registered = await this.deps.hostService.register(pool.tenant_id, launchRequest(pool), { name: pool.name, generation: pool.generation, slot: 'claiming', group, claimId });
-    try {
-      const bootMs = Math.min(this.deps.bootTimeoutMs ?? 30_000, Math.max(1, deadline - Date.now()));
-      await prepareHost(this.deps, pool, registered, bootMs, Math.max(1, (deadline - Date.now()) / 1000), signal);
-    } catch (err) {
-      const row = await this.deps.hosts.get(pool.tenant_id, registered.id);
-      if (row) await this.quarantine(row, pool);
-      throw err;
-    }
-    const row = await this.deps.hosts.get(pool.tenant_id, registered.id);
-    if (!row) throw new BerthError('internal', `host ${registered.id} vanished while it was launched for a claim`, 'Retry the claim.');
-    return row;
-  }
-
-  /** Takes a host that failed a claim out of the group; the reconciler retires it. */
-  private async quarantine(host: HostRow, pool: PoolRow): Promise<void> {
-    await this.deps.hosts.setSlot(host.id, ['claiming'], 'quarantined', { group: null, claimId: null });
-    this.deps.reconciler.kick(pool.tenant_id, pool.name);
   }
 
   private async fail(claimId: string, attempts: Attempt[], t0: number, why: string): Promise<void> {
@@ -379,9 +356,6 @@ export class ClaimService {
   }
 }
 
-export function poolNotFound(name: string): BerthError {
-  return new BerthError('pool_not_found', `pool ${name} does not exist`, 'List pools with `berth pool ls`; create one with `berth pool create`.', { pool: name });
-}
 
 function round(timings: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, Math.round(v * 100) / 100]));

@@ -4,7 +4,7 @@ import type { ClaimsRepo } from '../store/claims-repo.js';
 import type { HostsRepo } from '../store/hosts-repo.js';
 import type { PoolSpec, PoolsRepo } from '../store/pools-repo.js';
 import type { PoolRow } from '../store/schema.js';
-import { poolNotFound } from './claim-service.js';
+import { poolNotFound } from './cold-launch.js';
 import { checkPoolSizes } from './spec.js';
 import type { PoolReconciler } from './reconciler.js';
 import { toPoolHostView, toPoolStatusView, type PoolHostView, type PoolStatusView } from './views.js';

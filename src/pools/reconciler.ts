@@ -238,7 +238,8 @@ export class PoolReconciler {
     this.targets.forget(tenantId, name);
   }
 
-  private backoffUntil(pool: PoolRow): number {
+  /** When the pool may launch again after failed launches (0: at once); claims heed it too. */
+  backoffUntil(pool: Pick<PoolRow, 'consecutive_failures' | 'last_failure_at'>): number {
     if (pool.consecutive_failures === 0 || !pool.last_failure_at) return 0;
     const base = this.deps.backoffMs ?? 1000;
     const delay = Math.min(base * 2 ** (pool.consecutive_failures - 1), this.deps.maxBackoffMs ?? 60_000);

@@ -62,6 +62,39 @@ describe('pool policies', () => {
     expect((await srv.api.delete('/v1/pools/broken')).status).toBe(200);
   });
 
+  it("counts a claim's failed cold launches as the pool's, and then fails claims at once instead of launching more", async () => {
+    // size 0: no refill launches, so every host here is a claim's. An empty directory is no root filesystem.
+    const notARoot = await mkdtemp(join(tmpdir(), 'berth-not-a-root-'));
+    expect((await srv.api.post('/v1/pools', { name: 'doomed', size: 0, image: notARoot })).status).toBe(201);
+    const launched = async () => (await srv.api.get<{ hosts: HostView[] }>('/v1/hosts?all=true&tag=berth:pool=doomed')).body.hosts.length;
+    const first = await srv.api.post<{ code: string }>('/v1/pools/doomed/claims', { group: 'g1', maxAttempts: 3 });
+    expect([first.status, first.body.code]).toEqual([422, 'claim_failed']);
+    expect(await launched()).toBe(3);
+    const failing = (await pool('doomed')).status;
+    expect(failing.consecutiveFailures).toBe(3);
+    expect(failing.lastFailure?.reason).toMatch(/a claim's cold launch/);
+    // Backing off (4 s after a third failure): the next claim launches nothing and says why.
+    const started = Date.now();
+    const res = await fetch(`${srv.server.url}/v1/pools/doomed/claims`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${srv.server.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ group: 'g2' }),
+    });
+    const body = (await res.json()) as { code: string; message: string; hint: string };
+    expect(res.status).toBe(503);
+    expect(body.code).toBe('pool_failing');
+    expect(body.message).toMatch(/failed to become ready 3 times in a row \(last: host h-\w+ \(a claim's cold launch\)/);
+    expect(body.hint).toMatch(/berth pool show doomed/);
+    const retryAfter = Number(res.headers.get('retry-after'));
+    expect(retryAfter).toBeGreaterThanOrEqual(1);
+    expect(retryAfter).toBeLessThanOrEqual(4);
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(await launched()).toBe(3);
+    const claims = (await srv.api.get<{ claims: Array<{ group: string; state: string }> }>('/v1/claims?pool=doomed')).body.claims;
+    expect(claims.find((c) => c.group === 'g2')?.state).toBe('failed');
+    expect((await srv.api.delete('/v1/pools/doomed')).status).toBe(200);
+  });
+
   it('quarantines and replaces a ready host that fails its health check', async () => {
     expect((await srv.api.post('/v1/pools', { name: 'health', size: 1, healthCheck: { command: 'test ! -e /tmp/sick', interval: 1 } })).status).toBe(201);
     const [first] = await waitFor('a ready host', async () => {

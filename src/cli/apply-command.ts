@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import type { Context } from './context.js';
+import { UsageError } from './output.js';
 
 export function registerApplyCommand(program: Command, ctx: Context): void {
   program
@@ -13,10 +14,13 @@ export function registerApplyCommand(program: Command, ctx: Context): void {
       'Create or change the pools a berth.yaml declares (`pools:` list; see README); prints created, updated, rolled (a new image or template: hosts are replaced) or unchanged for each. The whole file is checked before anything is sent; pools the file does not name are left alone',
     )
     .requiredOption('-f, --file <file>', 'the berth.yaml')
+    .option('--wait [s]', "then wait until every pool the file declares is full of its current generation (its ready hosts there, its roll complete), showing progress; seconds, default 300")
     .option('--json', 'print JSON')
-    .action(async (opts: { file: string; json?: boolean }) => {
+    .action(async (opts: { file: string; wait?: string | true; json?: boolean }) => {
+      const waitS = opts.wait === undefined ? undefined : opts.wait === true ? 300 : Number(opts.wait);
+      if (waitS !== undefined && !(Number.isFinite(waitS) && waitS > 0)) throw new UsageError(`--wait takes seconds (a positive number), not ${JSON.stringify(opts.wait)}`);
       const { applyFile } = await import('./apply-file.js');
-      await applyFile(ctx, opts.file, ctx.printer(opts.json));
+      await applyFile(ctx, opts.file, ctx.printer(opts.json), waitS === undefined ? {} : { waitMs: waitS * 1000 });
     });
 }
 

@@ -15,6 +15,7 @@ import { parseStacksFile, type StackSpec } from '../stacks/spec.js';
 import type { PoolStatusView } from '../pools/views.js';
 import type { Context } from './context.js';
 import { UsageError, type Printer } from './output.js';
+import { waitForPools } from './pool-wait.js';
 
 type ApplyAction = 'created' | 'updated' | 'rolled' | 'unchanged';
 
@@ -24,8 +25,11 @@ interface DeclaredPool {
   body: Record<string, unknown>;
 }
 
-/** Checks the whole file, then sends its stacks and pools (`berth apply`, `berth up`). */
-export async function applyFile(ctx: Context, file: string, printer: Printer): Promise<void> {
+/**
+ * Checks the whole file, then sends its stacks and pools (`berth apply`, `berth up`); with `waitMs`,
+ * then waits until its pools are full of their current generation (pool-wait.ts).
+ */
+export async function applyFile(ctx: Context, file: string, printer: Printer, opts: { waitMs?: number } = {}): Promise<void> {
   const pools = readBerthYaml(file);
   const stacks = readStacks(file);
   if (pools.length === 0 && stacks.length === 0 && !printer.json) printer.err(`${file} declares no pools and no stacks: nothing to do\n`);
@@ -40,6 +44,12 @@ export async function applyFile(ctx: Context, file: string, printer: Printer): P
     const result = await ctx.client().put<{ action: ApplyAction; pool: PoolStatusView }>(`/v1/pools/${encodeURIComponent(pool.name)}`, pool.body);
     results.push(result);
     if (!printer.json) printer.out(`${result.action} ${pool.name}\n`);
+  }
+  if (opts.waitMs !== undefined && results.length > 0) {
+    if (!printer.json) printer.err(`waiting for ${results.length === 1 ? 'the pool to be full of its' : `the ${results.length} pools to be full of their`} current generation…\n`);
+    const views = await waitForPools(ctx.client(), results.map((r) => r.pool.name), opts.waitMs, (line) => printer.err(`${line}\n`));
+    views.forEach((view, i) => Object.assign(results[i] ?? {}, { pool: view }));
+    if (!printer.json) printer.out(`${results.length === 1 ? 'pool' : 'pools'} full: ${views.map((v) => `${v.name} ${v.status.ready}/${v.status.targetSize}`).join(', ')}\n`);
   }
   if (printer.json) printer.out(`${JSON.stringify(stacks.length ? { pools: results, stacks: stackResults } : results, null, 2)}\n`);
 }

@@ -6,13 +6,12 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { BerthError } from '../core/errors.js';
-import type { PoolStatusView } from '../pools/views.js';
 import type { BerthServer } from '../server/berth-server.js';
 import { ApiClient } from './client.js';
 import type { Context } from './context.js';
 import { bake, readSpecFile } from './image-commands.js';
 import { packageRoot } from './paths.js';
+import { waitForPools } from './pool-wait.js';
 import { startLocalServer, untilStopped, withServerOptions, type ServerOptions } from './server-command.js';
 
 interface UpOptions extends ServerOptions {
@@ -53,7 +52,7 @@ export function registerUpCommand(program: Command, ctx: Context, env: NodeJS.Pr
     }
     say(`applying ${file}…`);
     await applyFile(upCtx, file, printer);
-    await fillPools(client, pools.map((p) => p.name), Number(opts.wait) * 1000, say);
+    await waitForPools(client, pools.map((p) => p.name), Number(opts.wait) * 1000, say);
 
     const stack = parseStacksFile(readFileSync(file, 'utf8'), file, dirname(resolve(file)))[0]?.name ?? 'STACK';
     const routerUrl = server?.router.urlFor('alice') ?? `http://alice.localhost:${opts.routerPort}/`;
@@ -82,23 +81,5 @@ async function runningServer(ctx: Context): Promise<ApiClient | undefined> {
     return client;
   } catch {
     return undefined;
-  }
-}
-
-async function fillPools(client: ApiClient, names: string[], timeoutMs: number, say: (line: string) => void): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  for (;;) {
-    const views = await Promise.all(names.map((name) => client.get<PoolStatusView>(`/v1/pools/${encodeURIComponent(name)}`)));
-    const line = views.map((p) => `pool ${p.name}: ${p.status.ready}/${p.size} ready${p.status.warming ? `, ${p.status.warming} warming` : ''}`).join('; ');
-    if (line !== last) {
-      say(`  ${line}`);
-      last = line;
-    }
-    if (views.every((p) => p.status.ready >= p.size)) return;
-    const failing = views.find((p) => p.status.consecutiveFailures >= 3 && p.status.lastFailure);
-    if (failing) throw new BerthError('launch_failed', `pool ${failing.name} cannot fill: ${failing.status.lastFailure?.reason ?? ''}`, `See berth pool show ${failing.name}.`);
-    if (Date.now() > deadline) throw new BerthError('deadline_exceeded', `the pools did not fill within ${timeoutMs / 1000} s (${line})`, 'Raise --wait, or see berth pool show NAME.');
-    await new Promise((r) => setTimeout(r, 250));
   }
 }

@@ -31,8 +31,11 @@ export function slotEvent(row: HostRow, from?: string): NewEvent {
   return event('pool', row.id, row.tenant_id, row.slot ?? 'none', { from, hostId: row.id, pool: row.pool, group: row.group_name, claimId: row.claim_id });
 }
 
-/** A pool itself: created, updated, rolled (a new generation), resized (by its schedule or demand) or removed. */
-export function poolEvent(tenantId: string, pool: string, state: 'created' | 'updated' | 'rolled' | 'resized' | 'removed'): NewEvent {
+/**
+ * A pool itself: created, updated, rolled (a new generation), roll-complete (no waiting host of an
+ * older one left), resized (by its schedule or demand) or removed.
+ */
+export function poolEvent(tenantId: string, pool: string, state: 'created' | 'updated' | 'rolled' | 'roll-complete' | 'resized' | 'removed'): NewEvent {
   return event('pool', pool, tenantId, state, { pool });
 }
 

@@ -13,6 +13,7 @@ import type { HostsRepo, PoolMember } from '../store/hosts-repo.js';
 import type { HostRow, PoolRow } from '../store/schema.js';
 import { runChecks } from './host-checks.js';
 import { PoolTargets } from './targets.js';
+import { RollWatch } from './roll-watch.js';
 import type { PoolProgress, ReconcilerDeps } from './reconciler-deps.js';
 import { checkReady, launchRequest, prepareHost } from './readiness.js';
 import { asSystem } from '../events/actor.js';
@@ -31,6 +32,7 @@ export class PoolReconciler {
   private readonly passes = new Map<string, { running: Promise<void>; again: boolean }>();
   private readonly progress = new Map<string, PoolProgress>();
   private readonly targets: PoolTargets;
+  private readonly rolls: RollWatch;
   private readonly background = new Set<Promise<unknown>>();
   private readonly stopping = new AbortController();
   /** Fleet pools: the size and generation this process last gave each pool's group. */
@@ -40,6 +42,7 @@ export class PoolReconciler {
     // Every warm-up in flight listens to it.
     setMaxListeners(0, this.stopping.signal);
     this.targets = new PoolTargets(deps);
+    this.rolls = new RollWatch(deps.events);
   }
 
   progressOf(tenantId: string, name: string): PoolProgress {
@@ -121,6 +124,7 @@ export class PoolReconciler {
     const warmingCurrent = warming.filter((h) => !stale(h));
     const ready = rows.filter((h) => h.slot === 'ready' && !stale(h) && h.state === 'running');
     const staleReady = rows.filter((h) => h.slot === 'ready' && stale(h));
+    this.rolls.observe(pool, rows);
 
     for (const h of rows.filter((r) => r.slot === 'quarantined')) this.retire(h, ['quarantined'], 'quarantined');
     // Warming hosts nobody is warming (the process that was is gone) would wait forever. A fleet
@@ -236,6 +240,7 @@ export class PoolReconciler {
   forget(tenantId: string, name: string): void {
     this.ensured.delete(poolKey(tenantId, name));
     this.targets.forget(tenantId, name);
+    this.rolls.forget(tenantId, name);
   }
 
   /** When the pool may launch again after failed launches (0: at once); claims heed it too. */

@@ -284,6 +284,19 @@ describe('berth pool, claim, release, group and apply', () => {
     expect(third[0]).toMatchObject({ action: 'rolled', pool: { name: 'api', generation: 2, template: { tags: { app: 'api2' } } } });
     const rolled = await waitReady('api');
     expect(rolled.hosts.filter((h) => h.slot === 'ready').map((h) => h.generation)).toEqual([2]);
+
+    // --wait returns once the roll is complete: the pool's ready host is of the new generation, no old one left.
+    await writeFile(file, yaml('api3'));
+    const waited = await berth(['apply', '-f', file, '--wait', '60'], env);
+    expect(waited).toMatchObject({ code: 0, stdout: 'rolled api\npool full: api 1/1\n' });
+    expect(waited.stderr).toContain('waiting for the pool to be full of its current generation');
+    expect(waited.stderr).toMatch(/pool api: 1\/1 ready/);
+    const after = (await srv.api.get<PoolShow>('/v1/pools/api')).body;
+    expect([after.generation, after.status.rolling, after.status.stale, after.status.ready]).toEqual([3, false, 0, 1]);
+    // Each roll says when it is complete, after it started.
+    const poolStates = (await srv.api.get<{ id: string; state: string; reason?: string }[]>('/v1/events?kind=pool&pool=api')).body.filter((e) => e.id === 'api').map((e) => e.state);
+    expect(poolStates.filter((st) => st === 'rolled' || st === 'roll-complete')).toEqual(['rolled', 'roll-complete', 'rolled', 'roll-complete']);
+    expect((await berth(['apply', '-f', file, '--wait', 'soon'], env)).code).toBe(2);
   });
 
   it('an invalid berth.yaml exits 2 and creates none of its pools', async () => {

@@ -46,6 +46,8 @@ export const BUILTIN_IDENTITY_ITEMS: readonly IdentityItem[] = [
   { id: 'ssh-host-keys', what: 'SSH host keys', paths: ['/etc/ssh/ssh_host_*'], action: 'remove', regenerated: 'the berth agent makes new keys of the types the image had, in the background at first boot, ed25519 first (the identity layer lists them in /etc/berth/first-boot.json)' },
   { id: 'authorized-keys', what: "the builder's SSH authorized_keys", paths: ['/root/.ssh/authorized_keys', '/home/*/.ssh/authorized_keys'], action: 'remove', regenerated: 'not needed (hosts are reached through berth)' },
   { id: 'dhcp-leases', what: 'DHCP client leases', paths: ['/var/lib/dhcp/*.leases', '/var/lib/dhclient/*', '/var/lib/NetworkManager/*.lease'], action: 'remove', regenerated: 'the DHCP client, when it gets a new lease' },
+  // udev's old generator tied interface names to MAC addresses: a clone, on another MAC, got eth1 and no network.
+  { id: 'persistent-net', what: 'udev persistent network interface names (tied to MAC addresses)', paths: ['/etc/udev/rules.d/70-persistent-net.rules'], action: 'remove', regenerated: 'udev, when its generator is installed; not needed otherwise' },
   { id: 'cloud-init', what: 'cloud-init state (instance id, which modules ran)', paths: ['/var/lib/cloud'], action: 'remove', regenerated: 'cloud-init at first boot, when installed' },
   { id: 'random-seed', what: 'saved random seeds', paths: ['/var/lib/systemd/random-seed', '/var/lib/urandom/random-seed'], action: 'remove', regenerated: 'systemd-random-seed / urandom service, when installed; not needed otherwise' },
   { id: 'journal', what: 'systemd journal (its files name the machine id)', paths: ['/var/log/journal'], action: 'remove', regenerated: 'journald at first boot, when installed' },

@@ -75,7 +75,7 @@ describe('AMI identity strip and check, on a directory tree', () => {
   it('the check fails on the tree before the strip, naming what remains', () => {
     const before = run(AMI_IDENTITY_CHECK_SCRIPT);
     expect(before.status).toBe(1);
-    for (const item of ['machine-id', 'dbus-machine-id', 'hostname', 'ssh-host-keys', 'authorized-keys', 'dhcp-leases', 'cloud-init', 'random-seed', 'berth-agent', 'docker', 'shell-history']) {
+    for (const item of ['machine-id', 'dbus-machine-id', 'hostname', 'ssh-host-keys', 'authorized-keys', 'dhcp-leases', 'persistent-net', 'cloud-init', 'random-seed', 'berth-agent', 'docker', 'shell-history']) {
       expect(before.out).toContain(`berth-identity-check: ${item} remains:`);
     }
     expect(before.out).toContain('berth-identity-check: logs remain: /var/log/syslog');

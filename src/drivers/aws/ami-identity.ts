@@ -13,6 +13,7 @@ const REMOVED: [item: string, words: string][] = [
   ['ssh-host-keys', '"$R"/etc/ssh/ssh_host_*'],
   ['authorized-keys', '"$R/root/.ssh/authorized_keys" "$R"/home/*/.ssh/authorized_keys'],
   ['dhcp-leases', '"$R"/var/lib/dhcp/*.leases "$R"/var/lib/dhclient/* "$R"/var/lib/NetworkManager/*.lease "$R"/var/lib/dhcpcd/*.lease'],
+  ['persistent-net', '"$R/etc/udev/rules.d/70-persistent-net.rules"'],
   ['random-seed', '"$R/var/lib/systemd/random-seed" "$R/var/lib/urandom/random-seed"'],
   ['berth-agent', '"$R/etc/berth/agent.json" "$R/etc/berth/tags.json"'],
   ['docker', '"$R/etc/docker/key.json" "$R/var/lib/docker/engine-id"'],

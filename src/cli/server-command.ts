@@ -242,9 +242,10 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
     .option('--record-shells', "record every shell session's output (not what is typed), timed, in the data dir: `berth shell recordings`, asciinema's format")
     .option('--standby', 'PostgreSQL: while another server holds the database, wait, and start when it lets go (a second machine ready to take over; a server whose database another took stops)')
     .option('--audit-retention <duration>', 'keep the audit log (`berth audit`: who changed what through the API) this long', '90d')
+    .option('--image-gc-after <duration>', "local images: every hour, remove builds no longer current that no live host runs, and layers no build uses once this old (a failed bake's wait for its next try); 'none': only `berth image gc` does", '24h')
     .option('--aws-ami-keep <n>', 'AWS: how many AMIs of each image berth image build keeps, newest first (besides those a current image, a live host or a pool runs)', '3')
     .option('--log-format <format>', 'stderr: json (a JSON object a line: every state change, and messages), text (readable lines), or auto (text on a terminal, else json)', 'auto')
-    .action(async (opts: ServerOptions & AwsServerOptions & { logFormat: string; hostHourPrice?: string; currency: string; shellIdleTimeout: string; recordShells?: boolean; auditRetention: string; standby?: boolean; awsAmiKeep: string }) => {
+    .action(async (opts: ServerOptions & AwsServerOptions & { logFormat: string; hostHourPrice?: string; currency: string; shellIdleTimeout: string; recordShells?: boolean; auditRetention: string; standby?: boolean; awsAmiKeep: string; imageGcAfter: string }) => {
       if (opts.driver !== 'local' && opts.driver !== 'aws') throw new UsageError(`--driver must be local or aws (got ${opts.driver})`);
       const format = resolveLogFormat(opts.logFormat, process.stderr.isTTY === true);
       if (!format) throw new UsageError(`--log-format must be json, text or auto (got ${opts.logFormat})`);
@@ -258,6 +259,12 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
         throw new BerthError('validation_failed', errorMessage(err), 'Write it as 90s, 30m or 2h, or none for no idle timeout.');
       }
       const auditRetentionMs = parseDurationMs(opts.auditRetention, '--audit-retention');
+      let imageGcAfterMs = 0;
+      try {
+        if (opts.imageGcAfter !== 'none') imageGcAfterMs = parseDurationMs(opts.imageGcAfter, '--image-gc-after');
+      } catch (err) {
+        throw new BerthError('validation_failed', errorMessage(err), 'Write it as 12h or 7d, or none to collect only with berth image gc.');
+      }
       const amiKeep = Number(opts.awsAmiKeep);
       if (!Number.isInteger(amiKeep) || amiKeep < 1) throw new BerthError('validation_failed', `--aws-ami-keep must be a whole number of at least 1 (got ${opts.awsAmiKeep})`, "Give how many AMIs of each image to keep, e.g. 3 (those a current image, a live host or a pool runs are kept anyway).");
       if (opts.standby && !env['BERTH_DATABASE_URL']) throw new BerthError('validation_failed', '--standby waits for a PostgreSQL database another server holds: set BERTH_DATABASE_URL', 'The embedded store has one server, on its data dir: a standby needs PostgreSQL (berth store copy --to moves an installation there).');
@@ -273,6 +280,7 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
         ...(shellIdleTimeoutMs !== undefined ? { shellIdleTimeoutMs } : {}),
         ...(opts.recordShells ? { recordShells: true } : {}),
         auditRetentionMs,
+        imageGcAfterMs,
         ...(opts.standby ? { standby: true } : {}),
         ...(opts.driver === 'aws' ? { amiImages: { keep: amiKeep } } : {}),
       };

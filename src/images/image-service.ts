@@ -17,6 +17,7 @@ import type { BakedImage, BakeEvent, ImageBuilder, ParentImage } from './builder
 import { isInside } from './root-path.js';
 import { validateIdentityOptions } from './identity.js';
 import type { LayerStore } from './layer-store.js';
+import { collectGarbage, type GcResult } from './image-gc.js';
 import { checkStepInputs, IMAGE_NAME, ImageSpecError, parseImagesFile, type ImageSpec } from './spec.js';
 import { toImageView, type ImageView } from './views.js';
 
@@ -50,12 +51,31 @@ export interface ImageServiceDeps {
   log: (line: string) => void;
   /** On the AWS driver: images are AMIs, baked on a builder instance (ami-builds.ts). */
   ami?: AmiBuilds;
+  /** Collect the local store's garbage every `everyMs` on its own, layers once `layerAgeMs` old (image-gc.ts). */
+  autoGc?: { everyMs: number; layerAgeMs: number };
 }
 
 export class ImageService implements ImageResolver {
   private readonly building = new Map<string, Promise<unknown>>();
+  private gcRunning: Promise<void> | undefined;
+  private gcTimer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly deps: ImageServiceDeps) {}
+  constructor(private readonly deps: ImageServiceDeps) {
+    const auto = deps.autoGc;
+    if (auto && !deps.ami) {
+      this.gcTimer = setInterval(() => void this.collectNow(auto.layerAgeMs), auto.everyMs);
+      this.gcTimer.unref();
+    }
+  }
+
+  private async collectNow(layerAgeMs: number): Promise<void> {
+    try {
+      const done = await this.collect(layerAgeMs);
+      if (done && done.builds + done.layers > 0) this.deps.log(`image gc: removed ${done.builds} old build(s) and ${done.layers} unused layer(s), ${done.bytes} bytes`);
+    } catch (err) {
+      this.deps.log(`image gc failed: ${errorMessage(err)}`);
+    }
+  }
 
   async resolve(tenantId: string, ref: string): Promise<BootImage> {
     if (ref.startsWith('/')) {
@@ -203,7 +223,7 @@ export class ImageService implements ImageResolver {
   /** One bake of a name at a time (a second waits): two would race to publish. */
   private async exclusively<T>(tenantId: string, name: string, work: () => Promise<T>): Promise<T> {
     const key = `${tenantId}/${name}`;
-    while (this.building.has(key)) await this.building.get(key)?.catch(() => undefined);
+    while (this.building.has(key) || this.gcRunning) await (this.gcRunning ?? this.building.get(key)?.catch(() => undefined));
     const running = work();
     this.building.set(key, running);
     try {
@@ -214,6 +234,8 @@ export class ImageService implements ImageResolver {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.gcTimer);
+    await this.gcRunning;
     this.deps.ami?.close();
     await this.deps.builder.close();
   }
@@ -257,17 +279,32 @@ export class ImageService implements ImageResolver {
    * Removes old builds no live host runs, then every layer no remaining build uses (layers of failed
    * bakes among them). Refused while a bake runs: its fresh layers belong to no image yet.
    */
-  async gc(tenantId: string): Promise<{ builds: number; layers: number; bytes: number }> {
+  async gc(tenantId: string): Promise<GcResult> {
     if (this.building.size > 0) throw new BerthError('conflict', 'a bake is running', 'Run `berth image gc` when it has finished.');
-    const inUse = await this.deps.images.idsInUse(tenantId);
-    let builds = 0;
-    for (const row of await this.deps.images.all()) {
-      if (row.tenant_id !== tenantId || row.current || inUse.has(row.id)) continue;
-      builds += await this.deps.images.remove(tenantId, row.name, row.id);
+    return this.collecting(() => collectGarbage(this.deps, [tenantId]));
+  }
+
+  /**
+   * The server's own collection (image-gc.ts), for every tenant: a layer no build uses goes once
+   * older than `layerAgeMs` (at `now`). Skipped (undefined) while a bake runs.
+   */
+  async collect(layerAgeMs: number, now = Date.now()): Promise<GcResult | undefined> {
+    if (this.building.size > 0 || this.gcRunning) return undefined;
+    return this.collecting(async () => {
+      const tenants = [...new Set((await this.deps.images.all()).map((row) => row.tenant_id))];
+      return collectGarbage(this.deps, tenants, { layersCreatedBefore: now - layerAgeMs });
+    });
+  }
+
+  /** A bake waits for a collection under way: it could take a layer the bake is about to reuse. */
+  private async collecting(work: () => Promise<GcResult>): Promise<GcResult> {
+    const running = work();
+    this.gcRunning = running.then(() => undefined, () => undefined);
+    try {
+      return await running;
+    } finally {
+      this.gcRunning = undefined;
     }
-    const keep = new Set((await this.deps.images.all()).flatMap((row) => row.layers));
-    const removed = await this.deps.layers.removeExcept(keep);
-    return { builds, ...removed };
   }
 }
 

@@ -108,13 +108,18 @@ export class LayerStore {
     }
   }
 
-  /** Removes every layer not in `keep`; returns what went. */
-  async removeExcept(keep: ReadonlySet<string>): Promise<{ layers: number; bytes: number }> {
+  /**
+   * Removes every layer not in `keep` (with `createdBefore`, only those made before that time, ms
+   * since the epoch; one whose record cannot be read counts as old); returns what went.
+   */
+  async removeExcept(keep: ReadonlySet<string>, opts: { createdBefore?: number } = {}): Promise<{ layers: number; bytes: number }> {
     let layers = 0;
     let bytes = 0;
     for (const id of await this.list()) {
       if (keep.has(id)) continue;
-      bytes += this.meta(id)?.sizeBytes ?? 0;
+      const meta = this.meta(id);
+      if (opts.createdBefore !== undefined && meta && !(Date.parse(meta.createdAt) < opts.createdBefore)) continue;
+      bytes += meta?.sizeBytes ?? 0;
       // Renamed away first, so a half-removed layer is never taken for a complete one.
       const doomed = join(this.tmpDir, `gc-${id}`);
       await mkdir(this.tmpDir, { recursive: true, mode: 0o700 });

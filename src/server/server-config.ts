@@ -69,6 +69,11 @@ export interface ServerConfig {
   recordShells?: boolean;
   /** Audit log entries older than this are removed (ms); default 90 days. */
   auditRetentionMs?: number;
+  /**
+   * The local image store's own garbage collection (image-gc.ts): a layer no build uses goes once
+   * older than this, ms (default 24 h; 0: only `berth image gc` collects). Runs every hour, or as often as this if shorter.
+   */
+  imageGcAfterMs?: number;
   /** Image builds on the AWS driver: AMIs kept per image besides those in use (default 3), poll interval, builder boot limit. */
   amiImages?: { keep?: number; pollMs?: number; builderBootTimeoutMs?: number };
   /**

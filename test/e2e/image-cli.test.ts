@@ -163,10 +163,25 @@ describe('berth image', () => {
     expect(await imageNames()).toEqual([]);
     expect((await berth(['image', 'inspect', 'web'], env)).code).toBe(2);
 
+    // The server's own collection leaves layers younger than its grace (24 h by default).
+    expect(await server.srv.server.images.collect(24 * 3600_000)).toEqual({ builds: 0, layers: 0, bytes: 0 });
     const gc = await json<{ builds: number; layers: number; bytes: number }>('image', 'gc');
     expect(gc.layers).toBeGreaterThan(5);
     expect(gc.bytes).toBeGreaterThan(0);
     const again = await berth(['image', 'gc'], env);
     expect(again).toMatchObject({ code: 0, stdout: 'removed 0 old builds, 0 layers, 0 B\n' });
+  });
+
+  it("the server's own image gc keeps a failed bake's layers for its next try until they are older than its grace", async () => {
+    const halfway = join(project, 'halfway.yaml');
+    await writeFile(halfway, 'images:\n  halfway:\n    steps:\n      - run: echo kept > /etc/kept\n      - run: exit 3\n');
+    expect((await berth(['image', 'build', '-f', halfway], env)).code).toBe(1);
+    const images = server.srv.server.images;
+    expect(await images.collect(24 * 3600_000)).toMatchObject({ builds: 0, layers: 0 });
+    const retry = await berth(['image', 'build', '-f', halfway], env);
+    expect(retry.stderr).toMatch(/\[halfway 1\/4\] run echo kept > \/etc\/kept {2}cached/);
+    // A day later, nobody having used it: it goes.
+    expect(await images.collect(24 * 3600_000, Date.now() + 25 * 3600_000)).toMatchObject({ builds: 0, layers: 1 });
+    expect((await json<{ layers: number }>('image', 'gc')).layers).toBe(0);
   });
 });

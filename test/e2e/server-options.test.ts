@@ -49,6 +49,7 @@ describe('berth server with options it cannot use', () => {
     [['--router-tls-cert', cert.certFile, '--router-tls-key', cert.keyFile], /certificate is for DNS:\*\.example\.test, which does not cover the environments' names \(NAME\.localhost\)/],
     [['--standby'], /--standby waits for a PostgreSQL database another server holds: set BERTH_DATABASE_URL/],
     [['--aws-ami-keep', '0'], /--aws-ami-keep must be a whole number of at least 1 \(got 0\)/],
+    [['--image-gc-after', 'weekly'], /--image-gc-after "weekly" is not a duration/],
     [['--agent-tls-key', 'agent.key'], /--agent-tls-cert and --agent-tls-key go together/],
     [['--agent-tls-ca', privateCa.certFile], /--agent-tls-ca names the CA of --agent-tls-cert/],
     [['--agent-tls-cert', issued.certFile, '--agent-tls-key', issued.keyFile], /agents would not accept the agent channel's certificate .*: unable to (verify the first certificate|get local issuer certificate)/],

@@ -281,6 +281,8 @@ export class ImageService implements ImageResolver {
    */
   async gc(tenantId: string): Promise<GcResult> {
     if (this.building.size > 0) throw new BerthError('conflict', 'a bake is running', 'Run `berth image gc` when it has finished.');
+    // The server's own collection may be under way: one at a time.
+    while (this.gcRunning) await this.gcRunning;
     return this.collecting(() => collectGarbage(this.deps, [tenantId]));
   }
 

@@ -280,9 +280,9 @@ export class ImageService implements ImageResolver {
    * bakes among them). Refused while a bake runs: its fresh layers belong to no image yet.
    */
   async gc(tenantId: string): Promise<GcResult> {
-    if (this.building.size > 0) throw new BerthError('conflict', 'a bake is running', 'Run `berth image gc` when it has finished.');
     // The server's own collection may be under way: one at a time.
     while (this.gcRunning) await this.gcRunning;
+    if (this.building.size > 0) throw new BerthError('conflict', 'a bake is running', 'Run `berth image gc` when it has finished.');
     return this.collecting(() => collectGarbage(this.deps, [tenantId]));
   }
 

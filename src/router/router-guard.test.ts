@@ -51,10 +51,10 @@ describe('EnvironmentRouter guarded routes', () => {
     for (const name of ['secret', 'open']) {
       const answer = await send(port, `${name}.localhost:${port}`, '/', { headers: { 'x-pass': 'yes', 'x-berth-token': 'tok', cookie: 'theme=dark; berth_access=abc.def; lang=en' } });
       const seen = JSON.parse(answer.body) as { headers: Record<string, string> };
-      expect([name, seen.headers['x-berth-token'], seen.headers.cookie]).toEqual([name, undefined, 'theme=dark; lang=en']);
+      expect([name, seen.headers['x-berth-token'], seen.headers['cookie']]).toEqual([name, undefined, 'theme=dark; lang=en']);
     }
     const alone = await send(port, `open.localhost:${port}`, '/', { headers: { cookie: 'berth_access=abc.def' } });
-    expect((JSON.parse(alone.body) as { headers: Record<string, string> }).headers.cookie).toBeUndefined();
+    expect((JSON.parse(alone.body) as { headers: Record<string, string> }).headers['cookie']).toBeUndefined();
   });
 
   it('answers the access path itself: a cookie and a redirect, or the refusal', async () => {

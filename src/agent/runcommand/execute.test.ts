@@ -127,7 +127,7 @@ describe('runShellScript: results', () => {
 
   it('passes process env, params.env and BERTH_INVOCATION_ID', async () => {
     const id = newId();
-    process.env.BERTH_TEST_PARENT_VAR = 'from-parent';
+    process.env['BERTH_TEST_PARENT_VAR'] = 'from-parent';
     try {
       const r = await run(
         ['echo "$FOO|$SPACED|$BERTH_INVOCATION_ID|$BERTH_TEST_PARENT_VAR"'],
@@ -138,7 +138,7 @@ describe('runShellScript: results', () => {
       );
       expect(r.stdout.text).toBe(`bar|it's a b|${id}|from-parent\n`);
     } finally {
-      delete process.env.BERTH_TEST_PARENT_VAR;
+      delete process.env['BERTH_TEST_PARENT_VAR'];
     }
   });
 

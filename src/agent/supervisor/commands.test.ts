@@ -57,7 +57,7 @@ describe('how a service runs', () => {
       const entries = readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0');
       return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'sleep' && entries.length > 1 && entries;
     });
-    expect(env).toEqual(expect.arrayContaining(['GREETING=hi there', 'BERTH_SERVICE=asuser', `HOME=${nobody.home}`, `PATH=${process.env.PATH}`]));
+    expect(env).toEqual(expect.arrayContaining(['GREETING=hi there', 'BERTH_SERVICE=asuser', `HOME=${nobody.home}`, `PATH=${process.env['PATH']}`]));
     await sup.stopAll();
   });
 

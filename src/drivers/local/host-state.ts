@@ -51,21 +51,21 @@ export function parseHostRecord(data: unknown): Partial<HostRecord> {
   if (typeof data !== 'object' || data === null) return {};
   const d = data as Record<string, unknown>;
   const record: Partial<HostRecord> = {};
-  if (typeof d.version === 'number') record.version = d.version;
+  if (typeof d['version'] === 'number') record.version = d['version'];
   for (const key of ['id', 'hostname', 'ip', 'gateway', 'image', 'netns', 'veth', 'hostDir', 'consoleLog', 'launchedAt', 'agentIp'] as const) {
     if (typeof d[key] === 'string') record[key] = text(d[key]);
   }
-  if (typeof d.prefixLength === 'number') record.prefixLength = d.prefixLength;
-  if (Array.isArray(d.cgroupDirs)) record.cgroupDirs = d.cgroupDirs.filter((x): x is string => typeof x === 'string');
-  if (d.egress === true) record.egress = true;
-  if (Array.isArray(d.egressAllow)) record.egressAllow = d.egressAllow.filter((x): x is string => typeof x === 'string');
-  const agentPort = optionalNumber(d.agentPort);
+  if (typeof d['prefixLength'] === 'number') record.prefixLength = d['prefixLength'];
+  if (Array.isArray(d['cgroupDirs'])) record.cgroupDirs = d['cgroupDirs'].filter((x): x is string => typeof x === 'string');
+  if (d['egress'] === true) record.egress = true;
+  if (Array.isArray(d['egressAllow'])) record.egressAllow = d['egressAllow'].filter((x): x is string => typeof x === 'string');
+  const agentPort = optionalNumber(d['agentPort']);
   if (agentPort !== undefined) record.agentPort = agentPort;
-  if (Array.isArray(d.machinePorts)) record.machinePorts = d.machinePorts.filter((p): p is number => optionalNumber(p) !== undefined && p <= 65535);
-  const outerPid = optionalNumber(d.outerPid);
-  const outerStartTime = optionalNumber(d.outerStartTime);
-  const initPid = optionalNumber(d.initPid);
-  const initStartTime = optionalNumber(d.initStartTime);
+  if (Array.isArray(d['machinePorts'])) record.machinePorts = d['machinePorts'].filter((p): p is number => optionalNumber(p) !== undefined && p <= 65535);
+  const outerPid = optionalNumber(d['outerPid']);
+  const outerStartTime = optionalNumber(d['outerStartTime']);
+  const initPid = optionalNumber(d['initPid']);
+  const initStartTime = optionalNumber(d['initStartTime']);
   if (outerPid !== undefined && outerStartTime !== undefined) Object.assign(record, { outerPid, outerStartTime });
   if (initPid !== undefined && initStartTime !== undefined) Object.assign(record, { initPid, initStartTime });
   return record;

@@ -19,7 +19,7 @@ const config: LocalDriverConfig = {
   cgroupName: 'berthtim',
   logger: {
     debug: (fields) => {
-      if (typeof fields.prepMs === 'number') prepMs.push(fields.prepMs);
+      if (typeof fields['prepMs'] === 'number') prepMs.push(fields['prepMs']);
     },
     info: () => undefined,
     warn: () => undefined,
@@ -79,7 +79,7 @@ describe.skipIf(!canRun)('local driver launch timing', () => {
       const started = performance.now();
       const host = await driver.launch({ id, hostname: id, image: '/', tags: {}, resources: { cpus: 1, memoryMiB: 256, pids: 256 }, agent: { hostId: id, token: 't', serverUrl: 'ws://10.230.0.1:1' } });
       launchMs.push(performance.now() - started);
-      const initPid = host.driverData.initPid as number;
+      const initPid = host.driverData['initPid'] as number;
       while (!agentRunning(initPid)) await new Promise((r) => setTimeout(r, 1));
       agentMs.push(performance.now() - started);
       await nsenterTrue(initPid);

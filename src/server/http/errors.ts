@@ -17,7 +17,7 @@ export function installErrorHandling(app: FastifyInstance): void {
       return reply.status(err.status).send(err.toJSON());
     }
     if (hasZodFastifySchemaValidationErrors(err)) {
-      const issues = err.validation.map((v) => `${v.instancePath.replace(/^\//, '').replace(/\//g, '.') || (v.params.issue as { path?: PropertyKey[] } | undefined)?.path?.map(String).join('.') || '(body)'}: ${v.message ?? 'invalid'}`);
+      const issues = err.validation.map((v) => `${v.instancePath.replace(/^\//, '').replace(/\//g, '.') || (v.params['issue'] as { path?: PropertyKey[] } | undefined)?.path?.map(String).join('.') || '(body)'}: ${v.message ?? 'invalid'}`);
       return reply.status(400).send({
         code: 'validation_failed',
         message: `invalid ${err.validationContext ?? 'request'}: ${issues.join('; ')}`,

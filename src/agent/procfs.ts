@@ -68,6 +68,15 @@ export function markedProcesses(target: { pgid?: number; marker?: string }, proc
   return found;
 }
 
+/**
+ * The marked processes that left process group `pgid` (setsid): a signal to the group misses them.
+ * Those still in it are left out, so a signal to the group and then to these reaches each process
+ * once (a second TERM runs a shell's trap again, and many programs take it as "stop now").
+ */
+export function escapedProcesses(marker: string, pgid: number, procRoot = '/proc'): number[] {
+  return markedProcesses({ marker }, procRoot).filter((pid) => readProcStat(pid, procRoot)?.pgrp !== pgid);
+}
+
 /** Cheaper than serviceProcesses: only the process group, for polling while a stop is under way. */
 export function groupAlive(pgid: number, procRoot = '/proc'): boolean {
   try {

@@ -14,6 +14,7 @@ export function registerRunCommands(program: Command, ctx: Context): void {
     .option('--group <name>', "target every live host of this group (with --tag: the group's hosts with those tags)")
     .option('-c, --command <cmd>', 'a command; repeat for several (run in order in one shell, stopping at the first failure)', collect, [])
     .option('--timeout <s>', 'execution timeout in seconds (default 3600)', Number)
+    .option('--kill-grace <s>', 'seconds between TERM and KILL when it times out or is cancelled (default 5)', Number)
     .option('--delivery-timeout <s>', 'seconds for the agent to accept it, from when it is sent (default 30)', Number)
     .option('--max-concurrency <n|n%>', 'at most this many hosts at once (a count, or a percentage of the targets); the rest wait their turn')
     .option('--max-errors <n|n%>', 'stop sending to further hosts once more than this many failed (a count or a percentage)')
@@ -30,6 +31,7 @@ export function registerRunCommands(program: Command, ctx: Context): void {
       for (const [name, value] of [['--timeout', opts.timeout], ['--delivery-timeout', opts.deliveryTimeout]] as const) {
         if (value !== undefined && !(value > 0)) throw new UsageError(`${name} must be a positive number of seconds`);
       }
+      if (opts.killGrace !== undefined && !(opts.killGrace >= 0)) throw new UsageError('--kill-grace must be 0 or more seconds');
       const body = {
         targets: {
           ...(opts.host.length ? { hostIds: opts.host } : {}),
@@ -40,6 +42,7 @@ export function registerRunCommands(program: Command, ctx: Context): void {
           commands,
           ...(opts.cwd ? { workingDirectory: opts.cwd } : {}),
           ...(opts.timeout !== undefined ? { executionTimeout: opts.timeout } : {}),
+          ...(opts.killGrace !== undefined ? { killGrace: opts.killGrace } : {}),
           ...(opts.env.length ? { env: parseKeyValues(opts.env, 'env') } : {}),
         },
         ...(opts.deliveryTimeout !== undefined ? { deliveryTimeout: opts.deliveryTimeout } : {}),
@@ -102,6 +105,7 @@ interface RunOptions {
   group?: string;
   command: string[];
   timeout?: number;
+  killGrace?: number;
   deliveryTimeout?: number;
   maxConcurrency?: string;
   maxErrors?: string;

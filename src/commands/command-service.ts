@@ -29,6 +29,8 @@ export interface SendCommandRequest {
     workingDirectory?: string | undefined;
     /** Seconds; default 3600 as in SSM. */
     executionTimeout?: number | undefined;
+    /** Seconds between TERM and KILL on timeout or cancel; default the agent's (5). */
+    killGrace?: number | undefined;
     env?: Record<string, string> | undefined;
   };
   /** Seconds a target's agent has to accept the invocation (counted from when it is sent); default 30. */
@@ -88,6 +90,7 @@ export class CommandService {
       executionTimeoutSeconds: req.parameters.executionTimeout ?? DEFAULT_EXECUTION_TIMEOUT_S,
       ...(req.parameters.workingDirectory !== undefined ? { workingDirectory: req.parameters.workingDirectory } : {}),
       ...(req.parameters.env !== undefined ? { env: req.parameters.env } : {}),
+      ...(req.parameters.killGrace !== undefined ? { killGraceSeconds: req.parameters.killGrace } : {}),
     };
     // Host id order, so that under rate control the invocations go out in an order a user can predict.
     if (rateControl) targets.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));

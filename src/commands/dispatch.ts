@@ -120,8 +120,10 @@ export class CommandDispatcher {
       return { status: 'DeliveryTimedOut', statusDetail: `not delivered within ${open.deliveryTimeoutS} s: ${why}`, finishedAt: now };
     }
     const timeoutS = Number(open.parameters['executionTimeoutSeconds'] ?? 3600);
+    // The agent's TERM-to-KILL grace comes after the timeout: its result may come that much later.
+    const graceS = Number(open.parameters['killGraceSeconds'] ?? 0);
     const started = (open.startedAt ?? open.createdAt).getTime();
-    if (now.getTime() < started + timeoutS * 1000 + this.slackMs) return undefined;
+    if (now.getTime() < started + (timeoutS + graceS) * 1000 + this.slackMs) return undefined;
     return {
       status: open.status === 'Cancelling' ? 'Cancelled' : 'TimedOut',
       statusDetail: `no result from the agent ${Math.round(this.slackMs / 1000)} s past the ${timeoutS} s execution timeout; the agent is ${this.deps.agents.isConnected(open.hostId) ? 'connected but silent' : 'not connected'}`,

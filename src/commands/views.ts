@@ -6,6 +6,8 @@ import { ERROR_STATUSES } from './rate-control.js';
 
 /** The longest executionTimeout the API takes (48 h, as SSM's AWS-RunShellScript allows). */
 export const MAX_EXECUTION_TIMEOUT_SECONDS = 172_800;
+/** The longest grace between TERM and KILL a command may ask for (10 min). */
+export const MAX_KILL_GRACE_SECONDS = 600;
 
 export interface InvocationView {
   hostId: string;

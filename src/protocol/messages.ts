@@ -21,6 +21,8 @@ export const runShellScriptParameters = z.object({
   workingDirectory: z.optional(z.string()),
   executionTimeoutSeconds: z.number().check(z.positive()),
   env: z.optional(z.record(z.string(), z.string())),
+  /** TERM, then KILL this long after (on timeout or cancel); absent: the agent's default. An older agent ignores it. */
+  killGraceSeconds: z.optional(z.number().check(z.nonnegative())),
 });
 export type RunShellScriptParameters = z.infer<typeof runShellScriptParameters>;
 

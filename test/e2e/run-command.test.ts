@@ -72,6 +72,21 @@ describe('berth run', () => {
     expect(left.inv.stdout.trim()).toBe('0');
   });
 
+  it("--kill-grace sets the command's time between TERM and KILL: 0 gives a trapped clean-up none", async () => {
+    const cleanup = "trap 'sleep 0.5; echo cleaned; exit 7' TERM; sleep 30 & wait";
+    const graced = await runJson('--timeout', '1', '--', cleanup);
+    expect([graced.inv.status, graced.inv.exitCodes, graced.inv.stdout]).toEqual(['TimedOut', [7], 'cleaned\n']);
+    const none = await runJson('--timeout', '1', '--kill-grace', '0', '--', cleanup);
+    expect([none.inv.status, none.inv.exitCodes, none.inv.stdout]).toEqual(['TimedOut', [137], '']);
+    expect((await berth(['run', '--host', host.id, '--kill-grace', '-1', '--', 'true'], env)).code).toBe(2);
+    const tooLong = await fetch(`${srv.server.url}/v1/commands`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${srv.server.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ targets: { hostIds: [host.id] }, parameters: { commands: ['true'], killGrace: 601 } }),
+    });
+    expect(tooLong.status).toBe(400);
+  });
+
   it('a command printing 1 MiB: head and tail kept, marked truncated', async () => {
     const { inv } = await runJson('--', "head -c 1048576 /dev/zero | tr '\\0' 'x'; echo; echo END");
     expect(inv.status).toBe('Success');

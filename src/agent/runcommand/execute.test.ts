@@ -346,6 +346,28 @@ describe('runShellScript: timeout, cancel and process cleanup', () => {
     expect(Date.now() - started).toBeLessThan(2000);
   });
 
+  it("a command's own killGraceSeconds overrides the agent's grace: a slow clean-up finishes with a longer one, and 0 kills at once", async () => {
+    // The clean-up takes 1.5 s: longer than the agent's grace here (500 ms), shorter than the command's (3 s).
+    const slowCleanup = `trap 'sleep 1.5; echo cleaned; exit 7' TERM; sleep 30 & wait`;
+    const longer = await run([slowCleanup], { executionTimeoutSeconds: 1, killGraceSeconds: 3 }, { killGraceMs: 500 });
+    expect([longer.status, longer.exitCodes, longer.stdout.text]).toEqual(['TimedOut', [7], 'cleaned\n']);
+    const started = Date.now();
+    const none = await run([slowCleanup], { executionTimeoutSeconds: 1, killGraceSeconds: 0 }, { killGraceMs: 5000 });
+    expect([none.status, none.exitCodes, none.stdout.text]).toEqual(['TimedOut', [137], '']);
+    expect(Date.now() - started).toBeLessThan(2000);
+  });
+
+  it("on timeout a shell's TERM trap runs once (the group's TERM is not sent again to its members)", async () => {
+    const runs = await Promise.all(
+      [0, 1, 2, 3].map(async (i) => {
+        const file = join(scratchDir, `trapped-${i}`);
+        await run([`trap 'echo trapped >> ${file}; sleep 0.3; exit 7' TERM; sleep 30 & wait`], { executionTimeoutSeconds: 1 });
+        return readFileSync(file, 'utf8');
+      }),
+    );
+    expect(runs).toEqual(['trapped\n', 'trapped\n', 'trapped\n', 'trapped\n']);
+  });
+
   it('children that clear their env but stay in the group are killed too', async () => {
     const id = newId();
     let pgid = 0;

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { constants as osConstants } from 'node:os';
 import { DEFAULT_OUTPUT_LIMIT_BYTES, OutputCapture } from './output.js';
-import { findInvocationProcesses, killInvocationProcesses, MARKER_ENV, signalAll, signalGroup } from './sweep.js';
+import { findEscapees, findInvocationProcesses, killInvocationProcesses, MARKER_ENV, signalAll, signalGroup } from './sweep.js';
 import { buildScript, defaultShell, removeScript, statusFdFor, warmPrelude, writeScript } from './script.js';
 
 export { buildScript, defaultShell, shellQuote } from './script.js';
@@ -283,8 +283,9 @@ class Run {
   private async terminate(): Promise<void> {
     const target = { invocationId: this.invocationId, pgid: this.pgid };
     if (this.pgid !== undefined) signalGroup(this.pgid, 'SIGTERM');
-    signalAll(findInvocationProcesses(target), 'SIGTERM');
-    const grace = this.options.killGraceMs ?? DEFAULT_KILL_GRACE_MS;
+    // Escapees only: a member of the group got its TERM already, and a second would run its trap again.
+    signalAll(this.pgid !== undefined ? findEscapees({ invocationId: this.invocationId, pgid: this.pgid }) : findInvocationProcesses(target), 'SIGTERM');
+    const grace = this.params.killGraceSeconds !== undefined ? this.params.killGraceSeconds * 1000 : (this.options.killGraceMs ?? DEFAULT_KILL_GRACE_MS);
     const deadline = Date.now() + Math.max(0, grace);
     // Wait for everything to exit by itself, at most the grace period.
     while (Date.now() < deadline) {

@@ -1,4 +1,4 @@
-import { markedProcesses } from '../procfs.js';
+import { escapedProcesses, markedProcesses } from '../procfs.js';
 
 /** Name of the environment variable that marks every process of an invocation. */
 export const MARKER_ENV = 'BERTH_INVOCATION_ID';
@@ -17,6 +17,15 @@ export interface SweepTarget {
  */
 export function findInvocationProcesses(target: SweepTarget, procRoot = '/proc'): number[] {
   return markedProcesses({ marker: `${MARKER_ENV}=${target.invocationId}`, ...(target.pgid !== undefined ? { pgid: target.pgid } : {}) }, procRoot);
+}
+
+/**
+ * The invocation's processes that left its process group (setsid): a signal to the group misses
+ * them. Those still in it are left out, so one signal to the group reaches each process once (a
+ * shell's TERM trap must not run twice).
+ */
+export function findEscapees(target: Required<SweepTarget>, procRoot = '/proc'): number[] {
+  return escapedProcesses(`${MARKER_ENV}=${target.invocationId}`, target.pgid, procRoot);
 }
 
 /** Sends `signal` to each pid, ignoring processes that are already gone. */

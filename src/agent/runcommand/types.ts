@@ -9,6 +9,8 @@ export interface RunShellScriptParams {
   /** Seconds; on expiry TERM goes to the whole process group, KILL after the grace period. */
   executionTimeoutSeconds: number;
   env?: Record<string, string>;
+  /** This command's time between TERM and KILL; default ExecutorOptions.killGraceMs. */
+  killGraceSeconds?: number;
 }
 
 export type ExecutionStatus = 'Success' | 'Failed' | 'TimedOut' | 'Cancelled';

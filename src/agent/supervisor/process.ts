@@ -9,7 +9,7 @@ import { closeSync, statSync } from 'node:fs';
 import { signalAll, signalGroup } from '../runcommand/sweep.js';
 import type { ObservedExit } from './backoff.js';
 import { ServiceStartError } from './errors.js';
-import { groupAlive, isSameLiveProcess, markedProcesses as serviceProcesses, readProcStat } from '../procfs.js';
+import { escapedProcesses, groupAlive, isSameLiveProcess, markedProcesses as serviceProcesses, readProcStat } from '../procfs.js';
 import { monotonicMs } from '../clock.js';
 
 export interface LaunchParams {
@@ -116,7 +116,8 @@ export class ServiceProcess {
   async terminate(stopSignal: NodeJS.Signals, timeoutMs: number, onKill?: () => void): Promise<ObservedExit> {
     const target = { pgid: this.pid, marker: this.marker };
     signalGroup(this.pid, stopSignal);
-    signalAll(serviceProcesses(target), stopSignal);
+    // Escapees only: the group's members got the signal already, and a second TERM is "stop now" to many programs.
+    signalAll(escapedProcesses(this.marker, this.pid), stopSignal);
     // A stopped (SIGSTOP) process handles the stop signal only once continued.
     if (stopSignal !== 'SIGKILL') signalGroup(this.pid, 'SIGCONT');
     const deadline = monotonicMs() + timeoutMs;

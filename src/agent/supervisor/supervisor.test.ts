@@ -80,6 +80,15 @@ describe('stopping', () => {
     expect([pid, child, escaped].filter(isAlive)).toEqual([]);
   });
 
+  it('a stop sends the stop signal once: a TERM trap runs once (a second TERM is "stop now" to many programs)', async () => {
+    const sup = box.supervisor();
+    const names = ['once-a', 'once-b', 'once-c'];
+    await sup.converge(names.map((name) => makeSpec(name, `trap 'echo trapped >> ${box.path(name)}; sleep 0.3; exit 0' TERM; sleep 1000 & wait`)));
+    await Promise.all(names.map((name) => sup.stop(name)));
+    expect(names.map((name) => readFileSync(box.path(name), 'utf8'))).toEqual(['trapped\n', 'trapped\n', 'trapped\n']);
+    expect(box.processes(names)).toEqual([]);
+  });
+
   it('stopAll stops everything, dependents first, and leaves no process', async () => {
     const sup = box.supervisor();
     const order = box.path('stop-order');

@@ -1,6 +1,6 @@
 /** Request and response schemas of the HTTP API: validation and the OpenAPI document come from these. */
 import { z } from 'zod';
-import { MAX_EXECUTION_TIMEOUT_SECONDS } from '../../commands/views.js';
+import { MAX_EXECUTION_TIMEOUT_SECONDS, MAX_KILL_GRACE_SECONDS } from '../../commands/views.js';
 import { DISK_MAX_MIB, DISK_MIN_MIB } from '../../core/resources.js';
 import { EGRESS_ALLOW_NEEDS_EGRESS, egressAllow, egressAllowNeedsEgress, machinePorts } from '../../core/resources-schema.js';
 
@@ -99,6 +99,12 @@ export const sendCommandBody = z
         commands: z.array(z.string()).min(1, 'commands must list at least one command').max(1000),
         workingDirectory: z.string().min(1).optional(),
         executionTimeout: z.number().positive('executionTimeout must be a positive number of seconds').max(MAX_EXECUTION_TIMEOUT_SECONDS).optional(),
+        killGrace: z
+          .number()
+          .min(0, 'killGrace must be 0 or more seconds')
+          .max(MAX_KILL_GRACE_SECONDS)
+          .optional()
+          .describe('Seconds the processes get between TERM and KILL when the command times out or is cancelled (default 5; SSM hosts: SSM kills at once)'),
         env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'env names are letters, digits and underscores'), z.string()).optional(),
       })
       .strict(),

@@ -220,7 +220,12 @@ function printResults(printer: Printer, results: BuildResult[]): void {
 function printInspect(printer: Printer, view: InspectView): void {
   const manifest = view.manifest ?? {};
   const source = record(manifest['source']);
-  const from = typeof source['capturedFrom'] === 'string' ? `captured from host ${source['capturedFrom']}` : typeof source['file'] === 'string' ? source['file'] : '-';
+  const field = (key: string): string | undefined => (typeof source[key] === 'string' ? source[key] : undefined);
+  const commit = field('commit');
+  const from =
+    (field('capturedFrom') ? `captured from host ${field('capturedFrom')}` : (field('file') ?? '-')) +
+    (commit ? ` at commit ${commit.slice(0, 12)}${field('ref') ? ` (${field('ref')})` : ''}` : '') +
+    (field('builtBy') ? `, built by ${field('builtBy')}` : '');
   printer.out(
     [
       `image ${view.name}`,

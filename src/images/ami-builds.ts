@@ -24,6 +24,7 @@ import { AMI_PRELUDE, packTree, planAmiSteps, checkAmiSpec, type AmiPlan, type A
 import { CommandFailed, type BakeHosts } from './bake-hosts.js';
 import type { BakedImage, BakeEvent, ParentImage } from './builder.js';
 import type { BuildRequest } from './image-service.js';
+import { buildSource } from './provenance.js';
 import { ImageSpecError, type ImageSpec } from './spec.js';
 
 const AMI_ID = /^ami-[0-9a-f]{8,17}$/;
@@ -106,7 +107,7 @@ export class AmiBuilds {
       const baked: BakedImage = { name: spec.name, parent: spec.parent, parentId: parent.parentId, base: result.imageId, layers: [], own: [], env: plan.env, testsDigest: '', steps: plan.definitions };
       const check = result.cloneCheck;
       const ami = { imageId: result.imageId, name: result.name, reused: result.reused, specDigest: plan.specDigest, layerDigests: plan.layerDigests, parentImageId: parentAmi, ...(result.builderInstanceId ? { builderInstanceId: result.builderInstanceId } : {}), ...(check ? { checkInstanceIds: check.instanceIds } : {}) };
-      return { baked, manifest: { source: { file: req.file }, steps: plan.definitions, ami, ...(check ? { uniqueness: check.uniqueness } : {}), tests: check?.tests ?? [] } };
+      return { baked, manifest: { source: buildSource(req.file, req.projectDir, req.builtBy), steps: plan.definitions, ami, ...(check ? { uniqueness: check.uniqueness } : {}), tests: check?.tests ?? [] } };
     } catch (err) {
       if (clones.started !== undefined) clones.step('failed', errorMessage(err));
       else if (!(err instanceof BerthError && err.details?.['phase'] === 'steps')) emit({ type: 'step', image: spec.name, ...last, total, state: 'failed', elapsedMs: Math.round(performance.now() - started), tail: errorMessage(err) });

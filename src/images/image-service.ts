@@ -18,6 +18,7 @@ import { isInside } from './root-path.js';
 import { validateIdentityOptions } from './identity.js';
 import type { LayerStore } from './layer-store.js';
 import { collectGarbage, type GcResult } from './image-gc.js';
+import { buildSource } from './provenance.js';
 import { checkStepInputs, IMAGE_NAME, ImageSpecError, parseImagesFile, type ImageSpec } from './spec.js';
 import { toImageView, type ImageView } from './views.js';
 
@@ -32,6 +33,8 @@ export interface BuildRequest {
   projectDir: string;
   /** Image to build (its parents declared in the same file first); default: every image of the file. */
   name?: string | undefined;
+  /** The token that asked (the manifest's `source.builtBy`). */
+  builtBy?: string | undefined;
 }
 
 export interface BuildResult {
@@ -136,7 +139,7 @@ export class ImageService implements ImageResolver {
     const boot = this.candidate(spec.name, baked);
     const checked = await this.deps.builder.check(tenantId, spec, boot, baked.env, emit, signal);
     const buildMs = Math.round(performance.now() - started);
-    return this.publish(tenantId, baked, id, buildMs, { source: { file: req.file }, steps: baked.steps, uniqueness: checked.uniqueness, tests: checked.tests, testsDigest: baked.testsDigest });
+    return this.publish(tenantId, baked, id, buildMs, { source: buildSource(req.file, req.projectDir, req.builtBy), steps: baked.steps, uniqueness: checked.uniqueness, tests: checked.tests, testsDigest: baked.testsDigest });
   }
 
   /** An AMI: the row's base is its id and it has no layers; a new AMI rolls the pools as a new build does. */

@@ -1,5 +1,5 @@
 /** `berth image` end to end: CLI -> server -> real bakes on real hosts. */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -37,6 +37,10 @@ describe('berth image', () => {
     project = await mkdtemp(join(tmpdir(), 'berth-imc-project-'));
     file = join(project, 'berth.yaml');
     await writeFile(join(project, 'hello.txt'), 'hello from the project\n');
+    // The project is a git checkout on branch main: its bakes record the commit.
+    await mkdir(join(project, '.git/refs/heads'), { recursive: true });
+    await writeFile(join(project, '.git/HEAD'), 'ref: refs/heads/main\n');
+    await writeFile(join(project, '.git/refs/heads/main'), `${'c'.repeat(40)}\n`);
     await writeFile(file, spec('hello'));
   });
   afterAll(async () => {
@@ -93,6 +97,7 @@ describe('berth image', () => {
     const inspect = await berth(['image', 'inspect', 'web'], env);
     expect(inspect.code, inspect.stderr).toBe(0);
     expect(inspect.stdout).toContain(`  id:         ${web.id}\n`);
+    expect(inspect.stdout).toMatch(/^ {2}source: {5}\S*berth\.yaml at commit c{12} \(main\), built by data dir token$/m);
     expect(inspect.stdout).toMatch(/^ID\s+KIND\s+TITLE\s+CACHED\s+TIME\s+SIZE\s+FILES$/m);
     expect(inspect.stdout).toMatch(/^[0-9a-f]{12}\s+copy\s+copy hello\.txt → \/etc\/hello\.txt\s+yes\s/m);
     expect(inspect.stdout).toMatch(/^[0-9a-f]{12}\s+env\s+env GREETING\s+no\s/m);

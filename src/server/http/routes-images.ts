@@ -44,8 +44,9 @@ export function imageRoutes(images: ImageService): FastifyPluginCallbackZod {
         },
       },
       async (request, reply) => {
-        const plan = await images.plan(request.tenantId, request.body);
-        await streamBake(reply, (emit, signal) => images.build(request.tenantId, request.body, plan, emit, signal));
+        const req = { ...request.body, ...(request.principal ? { builtBy: request.principal.tokenName } : {}) };
+        const plan = await images.plan(request.tenantId, req);
+        await streamBake(reply, (emit, signal) => images.build(request.tenantId, req, plan, emit, signal));
       },
     );
     app.post(

@@ -35,7 +35,7 @@ export function registerClaimCommands(program: Command, ctx: Context): void {
     .option('--env <k=v>', 'environment of the init commands (repeatable)', collect, [])
     .option('--tag <k=v>', 'tag the claimed host (repeatable)', collect, [])
     .option('--idempotency-key <key>', 'same key, same claim (and host): safe to retry')
-    .option('--deadline <s>', 'seconds the claim may take, retries and cold launch included (default 60)')
+    .option('--deadline <s>', "seconds the claim may take, retries and cold launch included (default 60; on AWS the driver's boot limit + 30)")
     .option('--pool <name>', 'with ls: only claims of this pool')
     .option('--limit <n>', 'with ls: how many (default 100)')
     .option('--json', 'print JSON')

@@ -43,6 +43,18 @@ export interface ClaimServiceDeps {
 }
 
 type FirstPick = { host: HostRow; idleSeconds: number; ms: number };
+type DeadlinedClaim = ClaimInput & { deadline: number };
+
+/** A claim's deadline when it names none and the driver boots fast. */
+const DEFAULT_DEADLINE_S = 60;
+
+/**
+ * The seconds a claim may take: as given, else 60, or the driver's boot limit and 30 s more when
+ * that is longer: a cold launch must fit in a claim that names no deadline (on EC2 one takes minutes).
+ */
+export function claimDeadlineS(given: number | undefined, bootTimeoutMs: number | undefined): number {
+  return given ?? Math.max(DEFAULT_DEADLINE_S, Math.ceil((bootTimeoutMs ?? 0) / 1000) + 30);
+}
 
 /** See the refill in `attempts`. */
 const REFILL_DELAY_MS = 50;
@@ -74,7 +86,8 @@ export class ClaimService {
    * after the claim: a host launched meanwhile would take the CPU they need). Without it the refill
    * starts when the claim ends, or REFILL_DELAY_MS into a long init.
    */
-  async claim(tenantId: string, poolName: string, input: ClaimInput, signal?: AbortSignal, opts: { refillAfter?: Promise<unknown> } = {}): Promise<ClaimView> {
+  async claim(tenantId: string, poolName: string, given: ClaimInput, signal?: AbortSignal, opts: { refillAfter?: Promise<unknown> } = {}): Promise<ClaimView> {
+    const input: DeadlinedClaim = { ...given, deadline: claimDeadlineS(given.deadline, this.deps.bootTimeoutMs) };
     const t0 = performance.now();
     const pool = await this.deps.pools.getRecent(tenantId, poolName);
     if (!pool) throw poolNotFound(poolName);
@@ -176,7 +189,7 @@ export class ClaimService {
     return wait.arrived;
   }
 
-  private async run(pool: PoolRow, claimId: string, input: ClaimInput, t0: number, signal: AbortSignal | undefined, firstPick: FirstPick | undefined, refillAfter: Promise<unknown> | undefined): Promise<ClaimView> {
+  private async run(pool: PoolRow, claimId: string, input: DeadlinedClaim, t0: number, signal: AbortSignal | undefined, firstPick: FirstPick | undefined, refillAfter: Promise<unknown> | undefined): Promise<ClaimView> {
     const tenantId = pool.tenant_id;
     const deadline = Date.now() + input.deadline * 1000;
     const deadlineSignal = AbortSignal.any([AbortSignal.timeout(input.deadline * 1000), ...(signal ? [signal] : [])]);
@@ -196,7 +209,7 @@ export class ClaimService {
   private async attempts(
     pool: PoolRow,
     claimId: string,
-    input: ClaimInput,
+    input: DeadlinedClaim,
     ctx: { t0: number; deadline: number; signal: AbortSignal; refill: { timer?: NodeJS.Timeout; held?: boolean }; firstPick: FirstPick | undefined },
   ): Promise<ClaimView> {
     const { t0, deadline, signal: deadlineSignal } = ctx;

@@ -172,7 +172,12 @@ export const claimInput = z
     env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).default({}).describe('Environment of the init commands'),
     tags: tags.default({}).describe('Tags the host gets for this user'),
     labels: tags.optional().describe("Labels merged into the group's"),
-    deadline: z.number().positive().max(3600).default(60).describe('Seconds the claim may take, retries and cold launch included'),
+    deadline: z
+      .number()
+      .positive()
+      .max(3600)
+      .optional()
+      .describe("Seconds the claim may take, retries and cold launch included (default 60, or the driver's boot limit + 30 when that is longer: an EC2 instance's cold launch takes minutes)"),
     idempotencyKey: z.string().min(1).max(200).optional().describe('Same key, same claim (and host)'),
     maxAttempts: z.number().int().min(1).max(10).default(3).describe('Hosts tried before the claim fails'),
   })

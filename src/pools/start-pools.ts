@@ -106,6 +106,8 @@ export function startPools(deps: StartPoolsDeps): Pools {
       await stacks.syncTagged(host);
     },
     ...(driver.fleet ? { fleet: driver.fleet } : {}),
+    // A claim's cold launch waits for its agent as long as a refill's does (EC2: minutes, not 30 s).
+    ...bootTimeout,
   });
   const fleet = late.fleet;
   const pools = new PoolService({

@@ -14,6 +14,7 @@ import type { HostRow, PoolRow } from '../store/schema.js';
 import { runChecks } from './host-checks.js';
 import { PoolTargets } from './targets.js';
 import { RollWatch } from './roll-watch.js';
+import { FAIL_FAST_AFTER_FAILURES } from './cold-launch.js';
 import type { PoolProgress, ReconcilerDeps } from './reconciler-deps.js';
 import { checkReady, launchRequest, prepareHost } from './readiness.js';
 import { asSystem } from '../events/actor.js';
@@ -167,7 +168,7 @@ export class PoolReconciler {
     let notFull = '';
     if (need > 0) {
       if (backoffUntil > now) {
-        notFull = `backing off after ${pool.consecutive_failures} failed launch(es): ${pool.last_failure ?? 'unknown'}; next attempt in ${Math.ceil((backoffUntil - now) / 1000)} s`;
+        notFull = `backing off after ${pool.consecutive_failures} failed launch(es): ${pool.last_failure ?? 'unknown'}; next attempt in ${Math.ceil((backoffUntil - now) / 1000)} s${pool.consecutive_failures >= FAIL_FAST_AFTER_FAILURES ? ' (claims that find it empty fail at once meanwhile)' : ''}`;
         setTimeout(() => this.kick(tenantId, name), backoffUntil - now).unref();
       } else {
         for (let i = 0; i < launch; i++) await this.launchOne(pool);

@@ -48,7 +48,8 @@ export async function applyFile(ctx: Context, file: string, printer: Printer, op
   if (opts.waitMs !== undefined && results.length > 0) {
     if (!printer.json) printer.err(`waiting for ${results.length === 1 ? 'the pool to be full of its' : `the ${results.length} pools to be full of their`} current generation…\n`);
     const views = await waitForPools(ctx.client(), results.map((r) => r.pool.name), opts.waitMs, (line) => printer.err(`${line}\n`));
-    views.forEach((view, i) => Object.assign(results[i] ?? {}, { pool: view }));
+    // What --json prints: each pool as it is now that it is full.
+    results.forEach((result, i) => (result.pool = views[i] ?? result.pool));
     if (!printer.json) printer.out(`${results.length === 1 ? 'pool' : 'pools'} full: ${views.map((v) => `${v.name} ${v.status.ready}/${v.status.targetSize}`).join(', ')}\n`);
   }
   if (printer.json) printer.out(`${JSON.stringify(stacks.length ? { pools: results, stacks: stackResults } : results, null, 2)}\n`);

@@ -7,7 +7,11 @@ import { BerthError } from '../core/errors.js';
 import type { PoolStatusView } from '../pools/views.js';
 import type { ApiClient } from './client.js';
 
-/** The pools that keep failing this many times in a row (since the wait began) cannot fill. */
+/**
+ * The pools that keep failing this many times in a row (since the wait began) cannot fill: the count
+ * after which the server fails their claims fast (pools/cold-launch.ts, not imported: the CLI loads
+ * no server code).
+ */
 const FAILING_AFTER = 3;
 const POLL_MS = 250;
 

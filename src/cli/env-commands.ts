@@ -251,7 +251,7 @@ function printEnvironment(printer: Printer, e: EnvironmentView): void {
   printer.out(
     `${e.name}  ${e.state}${e.stateReason ? ` (${e.stateReason})` : ''}\n` +
       `  url:      ${e.url ?? '-'}\n` +
-      `  stack:    ${e.stack} (${e.mode}, ${replicaLine(e)}) from pool ${e.pool}, ref ${e.ref ?? '-'}\n` +
+      `  stack:    ${e.stack} (${e.mode}, ${replicaLine(e)}) from pool ${e.pool}, ref ${e.ref ?? '-'}${e.slugDigest ? ` (slug sha256 ${e.slugDigest.slice(0, 12)})` : ''}\n` +
       `  user:     ${e.user ?? '-'}   settings: ${e.settings.join(', ') || '-'}   expires: ${e.expiresAt ?? 'never'}\n` +
       `  sleeps:   ${sleepLine(e)}   access: ${e.private ? `private (berth env open ${e.name})` : 'public'}\n` +
       `  timings:  ${e.operation ?? 'last'}: ${formatTimings(e.timings)}, total ${e.timings['totalMs'] ?? '?'} ms\n`,

@@ -25,6 +25,11 @@ export interface DeployOptions {
   counts?: ReplicaCounts;
   /** Why, when berth deploys by itself (heal.ts): in the state's reason. */
   because?: string;
+  /**
+   * The slug must be this one: berth's own deploys of what runs (a heal, a scale) and `env up`
+   * (which read the ref already) pass it; a user's deploy reads the ref anew.
+   */
+  slugDigest?: string | null;
   signal?: AbortSignal;
 }
 
@@ -52,8 +57,8 @@ export async function deployEnvironment(deps: DeployDeps, before: EnvironmentRow
   const { tenant_id: tenantId, name } = before;
   const { signal } = opts;
   const t0 = performance.now();
-  const { spec, target, init } = await environmentStack(deps, { tenantId, stack: before.stack, ref, command: opts.command ?? before.command, signal });
-  const changes = { ...(opts.command !== undefined ? { command: opts.command } : {}), ...(opts.settings ? { settings: opts.settings } : {}), ...(opts.counts ? { ...opts.counts } : {}) };
+  const { spec, target, init, slugDigest } = await environmentStack(deps, { tenantId, stack: before.stack, ref, command: opts.command ?? before.command, slugDigest: opts.slugDigest, signal });
+  const changes = { slugDigest, ...(opts.command !== undefined ? { command: opts.command } : {}), ...(opts.settings ? { settings: opts.settings } : {}), ...(opts.counts ? { ...opts.counts } : {}) };
   if (opts.counts) checkServiceReplicas(spec, before.mode, opts.counts.serviceReplicas);
   const what = ref ?? `${before.stack} (no ref)`;
   // Asleep, it runs nothing to replace: its next wake runs the new ref (checked above, a slug fetched).

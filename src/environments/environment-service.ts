@@ -17,7 +17,7 @@ import { parseTtl, type CreateEnvironmentInput } from './spec.js';
 import { placeServices, roundTimings, type PlaceOptions, type PlacementDeps, type RouteTarget } from './placement.js';
 import { toEnvironmentView, type EnvironmentView } from './views.js';
 import { LoadBalancedServices, type ServiceLoadBalancing } from './load-balancing.js';
-import { environmentStack, type EnvironmentStack, type EnvironmentStackDeps } from './slug-stack.js';
+import { currentSlugDigest, environmentStack, recordedStack, type EnvironmentStack, type EnvironmentStackDeps } from './slug-stack.js';
 import type { ServiceHostsDeps } from './service-hosts.js';
 import { changeSettings, nextSettings, settleSettings, type SettingsChange, type SettingsDeps } from './settings.js';
 import { restartServices, type RestartDeps, type RestartInput } from './restart.js';
@@ -94,8 +94,8 @@ export class EnvironmentService {
       placement: deps.placement,
       routes: this.routes,
       hostRelease: this.hostRelease,
-      stackOf: (row) => environmentStack(deps, { tenantId: row.tenant_id, stack: row.stack, ref: row.ref, command: row.command }),
-      redeploy: (row, because) => this.deploy(row.tenant_id, row.name, row.ref, 120, { because }),
+      stackOf: (row) => recordedStack(deps, row),
+      redeploy: (row, because) => this.deploy(row.tenant_id, row.name, row.ref, 120, { because, slugDigest: row.slug_digest }),
       balancing: this.balancing,
       placeMore: this.placeMore.bind(this),
       log: deps.log,
@@ -109,13 +109,13 @@ export class EnvironmentService {
     const sleepAfterMs = input.sleepAfter !== undefined ? parseSleepAfter(input.sleepAfter) : null;
     this.routes.guardOf({ tenantId, name: input.name, private: input.private });
     const pool = input.pool ?? input.stack;
-    const [{ spec, target, init }, poolRow] = await Promise.all([environmentStack(this.deps, { tenantId, stack: input.stack, ref: input.ref, command: input.command, signal }), this.deps.pools.getRecent(tenantId, pool)]);
+    const [{ spec, target, init, slugDigest }, poolRow] = await Promise.all([environmentStack(this.deps, { tenantId, stack: input.stack, ref: input.ref, command: input.command, signal }), this.deps.pools.getRecent(tenantId, pool)]);
     if (!poolRow) {
       throw new BerthError('pool_not_found', `pool ${pool} does not exist`, input.pool ? 'Create it (berth apply, or berth pool create).' : `Environments of stack ${input.stack} are claimed from the pool named after it: create pool ${pool}, or pass --pool.`);
     }
     const counts = { replicas: input.replicas, serviceReplicas: input.serviceReplicas };
     checkServiceReplicas(spec, input.mode, counts.serviceReplicas);
-    const inserted = await this.deps.envs.insert({ tenantId, name: input.name, stack: input.stack, pool, mode: input.mode, ref: input.ref ?? null, command: input.command ?? null, ...counts, owner: input.user ?? null, settings: input.set, expiresAt, sleepAfterMs, private: input.private });
+    const inserted = await this.deps.envs.insert({ tenantId, name: input.name, stack: input.stack, pool, mode: input.mode, ref: input.ref ?? null, slugDigest, command: input.command ?? null, ...counts, owner: input.user ?? null, settings: input.set, expiresAt, sleepAfterMs, private: input.private });
     if (!inserted) throw new BerthError('environment_exists', `environment ${input.name} exists already`, `Pick another name, or remove it first: berth env rm ${input.name}`);
     const claimed: EnvHostRecord[] = [];
     const balanced = new Set<string>();
@@ -144,9 +144,12 @@ export class EnvironmentService {
     return upsertEnvironment(this, tenantId, name, body);
   }
 
+  /** For `env up`: what the slug at a ref holds now (a rebuild at the same path is a new deploy). */
+  readonly slugDigest = (ref: string): Promise<string | null> => currentSlugDigest(this.deps, ref);
+
   /** Refuses counts of their own for services `row`'s stack has not, or in review mode. */
   async checkReplicas(row: EnvironmentRow, serviceReplicas: Record<string, number>): Promise<void> {
-    const stack = row.mode === 'service' ? (await environmentStack(this.deps, { tenantId: row.tenant_id, stack: row.stack, ref: row.ref, command: row.command })).spec : undefined;
+    const stack = row.mode === 'service' ? (await recordedStack(this.deps, row)).spec : undefined;
     checkServiceReplicas(stack, row.mode, serviceReplicas);
   }
 
@@ -219,8 +222,8 @@ export class EnvironmentService {
   /** Another number of replicas (or services' own counts): in place, or by a deploy when other services' hosts must learn new addresses (scale.ts). */
   async scale(tenantId: string, name: string, change: ReplicaChange, waitS: number): Promise<EnvironmentView> {
     const { envs, placement, drainMs = 500 } = this.deps;
-    const stackOf = (r: EnvironmentRow) => environmentStack(this.deps, { tenantId, stack: r.stack, ref: r.ref, command: r.command });
-    const redeploy = async (r: EnvironmentRow, counts: ReplicaCounts, w: number) => (await this.deploy(tenantId, name, r.ref, w, { counts }), this.row(tenantId, name));
+    const stackOf = (r: EnvironmentRow) => recordedStack(this.deps, r);
+    const redeploy = async (r: EnvironmentRow, counts: ReplicaCounts, w: number) => (await this.deploy(tenantId, name, r.ref, w, { counts, slugDigest: r.slug_digest }), this.row(tenantId, name));
     const deps = { envs, placement, routes: this.routes, hostRelease: this.hostRelease, balancing: this.balancing, stackOf, redeploy, placeMore: this.placeMore.bind(this), drainMs };
     return this.view(await scaleEnvironment(deps, await this.row(tenantId, name), change, waitS));
   }
@@ -351,7 +354,7 @@ export class EnvironmentService {
 
   /** A sleeping environment's services on new hosts again (its wake; sleep.ts), routed once they answer. */
   private async placeAgain(row: EnvironmentRow, claimed: EnvHostRecord[], balanced: Set<string>, deadline: number) {
-    const { spec, target, init } = await environmentStack(this.deps, { tenantId: row.tenant_id, stack: row.stack, ref: row.ref, command: row.command });
+    const { spec, target, init } = await recordedStack(this.deps, row);
     const generation = (row.route?.generation ?? 0) + 1;
     const mode = row.mode === 'service' ? 'service' : 'review';
     const placed = await this.place(row.tenant_id, row.name, spec, target, { pool: row.pool, mode, ref: row.ref, ...countsOf(row), owner: row.owner, settings: row.settings, generation, deadline, claimed, balanced, init, private: row.private });

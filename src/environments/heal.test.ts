@@ -91,7 +91,7 @@ describe('EnvironmentHealer', () => {
       },
       routes: new EnvironmentRoutes({ router: { setRoute: (name, spec) => (routes.set(name, spec), { name } as never) }, hosts: { get: (t, id) => hosts.get(t, id) } }),
       hostRelease: new HostRelease({ pools: { get: () => Promise.resolve({ on_release: 'terminate' } as PoolRow) }, release: (_t, id) => (released.push(id), Promise.resolve()), log }, undefined),
-      stackOf: () => Promise.resolve({ spec: stack, target: { service: 'web', port: backend.port, healthPath: '/' }, init: [] }),
+      stackOf: () => Promise.resolve({ spec: stack, target: { service: 'web', port: backend.port, healthPath: '/' }, init: [], slugDigest: null }),
       redeploy: (row, why) => (redeployed.push(`${row.name}: ${why}`), Promise.resolve()),
       // Service mode in place: the environment service's placement (tested on real hosts in test/e2e/environment-heal.test.ts).
       placeMore: async (_row, _stack, more) => {

@@ -120,7 +120,7 @@ export async function scaleEnvironment(deps: ScaleDeps, row: EnvironmentRow, cha
 export async function joinReviewHosts(
   deps: { placement: PlacementDeps; envs: Pick<EnvironmentsRepo, 'setHosts'>; routes: EnvironmentRoutes },
   row: EnvironmentRow,
-  { spec, target, init }: EnvironmentStack,
+  { spec, target, init }: Pick<EnvironmentStack, 'spec' | 'target' | 'init'>,
   opts: { count: number; generation: number; routed: readonly EnvHostRecord[]; kept: readonly EnvHostRecord[]; joining: EnvHostRecord[]; deadline: number },
 ): Promise<{ hosts: EnvHostRecord[]; added: string[]; timings: Record<string, number> }> {
   const { tenant_id: tenantId, name } = row;

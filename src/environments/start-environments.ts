@@ -78,7 +78,7 @@ export async function startEnvironments(config: Pick<ServerConfig, 'driver' | 'r
     release: (tenantId, hostId, opts) => claims.release(tenantId, hostId, opts),
     changeHostTags: deps.changeHostTags,
     services,
-    slugs: { prepare: (ref, signal) => slugs.prepare(ref, signal), urlFor: (slug) => deps.slugUrl(slug.digest) },
+    slugs: { prepare: (ref, signal, pinned) => slugs.prepare(ref, signal, pinned), urlFor: (slug) => deps.slugUrl(slug.digest) },
     router,
     log,
     ...(config.router?.healthIntervalMs !== undefined ? { healthIntervalMs: config.router.healthIntervalMs } : {}),

@@ -51,7 +51,9 @@ export interface UpsertResult {
 export interface UpsertOps {
   find(tenantId: string, name: string): Promise<EnvironmentRow | undefined>;
   create(tenantId: string, input: CreateEnvironmentInput): Promise<EnvironmentView>;
-  deploy(tenantId: string, name: string, ref: string, waitS: number, opts: { command?: string; settings?: Record<string, string>; counts?: ReplicaCounts }): Promise<EnvironmentView>;
+  deploy(tenantId: string, name: string, ref: string, waitS: number, opts: { command?: string; settings?: Record<string, string>; counts?: ReplicaCounts; slugDigest?: string | null }): Promise<EnvironmentView>;
+  /** The sha256 of the slug `ref` names now, or null when it is not a slug. */
+  slugDigest(ref: string): Promise<string | null>;
   changeSettings(tenantId: string, name: string, change: SettingsChange): Promise<EnvironmentView>;
   scale(tenantId: string, name: string, change: ReplicaChange, waitS: number): Promise<EnvironmentView>;
   setOptions(tenantId: string, name: string, options: { ttl?: string; sleepAfter?: string; private?: boolean }): Promise<EnvironmentView>;
@@ -96,13 +98,17 @@ export async function upsertEnvironment(ops: UpsertOps, tenantId: string, name: 
   const rescaled = counts && !sameCounts(counts, countsOf(row)) ? counts : undefined;
   const scaled = `scaled from ${describeCounts(countsOf(row))} to ${describeCounts(rescaled ?? countsOf(row))}`;
   const ref = body.ref ?? row.ref;
-  const newRef = (body.ref !== undefined && body.ref !== row.ref) || (body.command !== undefined && body.command !== row.command);
+  // The same slug path or URL may hold a new build (CI writes each push's there): read it again.
+  const slugDigest = body.ref !== undefined && body.ref === row.ref ? await ops.slugDigest(body.ref) : null;
+  const rebuilt = slugDigest !== null && slugDigest !== row.slug_digest;
+  const newRef = (body.ref !== undefined && body.ref !== row.ref) || rebuilt || (body.command !== undefined && body.command !== row.command);
   // A failed environment (a deploy or recovery that could not restore its route) is deployed again.
   if ((newRef || row.state === 'failed') && ref !== null) {
     // One deploy: its new hosts start with the new settings and count.
-    await ops.deploy(tenantId, name, ref, body.wait, { ...(body.command !== undefined ? { command: body.command } : {}), ...(settings ? { settings } : {}), ...(rescaled ? { counts: rescaled } : {}) });
+    await ops.deploy(tenantId, name, ref, body.wait, { ...(body.command !== undefined ? { command: body.command } : {}), ...(settings ? { settings } : {}), ...(rescaled ? { counts: rescaled } : {}), ...(slugDigest !== null ? { slugDigest } : {}) });
     action = 'deployed';
-    changes.push(`deployed ${ref}${row.state === 'sleeping' ? ' for its next wake' : ''}`);
+    const content = rebuilt ? ` (new content: sha256 ${slugDigest.slice(0, 12)}, was ${row.slug_digest?.slice(0, 12) ?? 'not recorded'})` : '';
+    changes.push(`deployed ${ref}${content}${row.state === 'sleeping' ? ' for its next wake' : ''}`);
     if (settings) changes.push(`settings ${settingsChange(row.settings, settings)}`);
     if (rescaled) changes.push(scaled);
   } else {

@@ -8,6 +8,8 @@ export interface EnvironmentView {
   pool: string;
   mode: string;
   ref: string | null;
+  /** When the ref is a slug: the sha256 of the one it runs (read at its create or deploy; its hosts are replaced, added and woken with it). */
+  slugDigest: string | null;
   /** Review hosts, or hosts of every service without a count of its own. */
   replicas: number;
   /** Service mode: services with a count of their own. */
@@ -44,6 +46,7 @@ export function toEnvironmentView(row: EnvironmentRow, url: string | null, route
     pool: row.pool,
     mode: row.mode,
     ref: row.ref,
+    slugDigest: row.slug_digest,
     replicas: row.replicas,
     serviceReplicas: row.service_replicas,
     user: row.owner,

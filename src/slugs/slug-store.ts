@@ -7,10 +7,10 @@
  * hosts download and extract: never the archive as it came.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { c as createTar } from 'tar';
-import { BerthError } from '../core/errors.js';
+import { BerthError, isBerthError } from '../core/errors.js';
 import { randomUUID } from 'node:crypto';
 import { ArtifactCache } from '../images/artifacts.js';
 import { fileDigest } from '../images/digests.js';
@@ -52,12 +52,21 @@ export class SlugStore {
     this.artifacts = new ArtifactCache(join(dir, 'archives'));
   }
 
-  /** Fetches, checks and unpacks the slug (once per digest); throws validation_failed with the reason. */
-  async prepare(ref: string, signal?: AbortSignal): Promise<Slug> {
+  /**
+   * Fetches, checks and unpacks the slug (once per digest); throws validation_failed with the reason.
+   * `pinned`: the digest it must have (an environment's, recorded at its deploy): its tree here is
+   * used without reading the source at all, and a source that no longer has it is refused.
+   */
+  async prepare(ref: string, signal?: AbortSignal, pinned?: string): Promise<Slug> {
     const [location = '', fragment] = ref.split('#', 2);
-    const sha256 = fragment?.startsWith('sha256=') ? fragment.slice('sha256='.length) : undefined;
+    const sha256 = fragment?.startsWith('sha256=') ? fragment.slice('sha256='.length) : pinned;
+    const known = sha256 === undefined ? undefined : await this.unpacked(sha256.replace(/^sha256:/, '').toLowerCase(), ref);
+    if (known) return known;
     const source = /^https?:\/\//i.test(location) ? { url: location } : { path: location };
     const archive = await this.artifacts.get(source, { maxBytes: this.limits.maxArchiveBytes, unverified: true, ...(sha256 ? { sha256 } : {}), ...(signal ? { signal } : {}) }).catch((err: unknown) => {
+      if (pinned !== undefined && sha256 === pinned && isBerthError(err) && err.details?.['expected'] !== undefined) {
+        throw new BerthError('validation_failed', `slug ${ref} no longer holds the app deployed from it (sha256 ${pinned.slice(0, 12)}), and this server's copy is gone`, 'Deploy it again (berth env deploy NAME --ref REF) to run what it holds now.', err.details, { cause: err });
+      }
       throw asSlugError(err, ref);
     });
     const digest = archive.sha256;
@@ -89,6 +98,16 @@ export class SlugStore {
     return existsSync(path) ? path : undefined;
   }
 
+  /** The slug of this digest when its tree is here already (undefined otherwise): its last use is now. */
+  private async unpacked(digest: string, ref: string): Promise<Slug | undefined> {
+    if (!/^[0-9a-f]{64}$/.test(digest)) return undefined;
+    const tarPath = join(this.dir, 'trees', `${digest}.tar`);
+    if (!existsSync(tarPath) || !existsSync(join(this.dir, 'trees', digest))) return undefined;
+    const now = new Date();
+    await utimes(tarPath, now, now).catch(() => undefined);
+    return this.slugOf(digest, ref);
+  }
+
   private async unpack(digest: string, archive: string, ref: string, signal?: AbortSignal): Promise<Slug> {
     const trees = join(this.dir, 'trees');
     const tree = join(trees, digest);
@@ -108,6 +127,13 @@ export class SlugStore {
         throw asSlugError(err, ref);
       }
     }
+    return this.slugOf(digest, ref);
+  }
+
+  private async slugOf(digest: string, ref: string): Promise<Slug> {
+    const trees = join(this.dir, 'trees');
+    const tree = join(trees, digest);
+    const tarPath = join(trees, `${digest}.tar`);
     const procfileText = await readFile(join(tree, 'Procfile'), 'utf8').catch(() => undefined);
     let procfile: Slug['procfile'] = null;
     if (procfileText !== undefined) {

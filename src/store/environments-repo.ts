@@ -13,6 +13,8 @@ export interface NewEnvironment {
   mode: 'review' | 'service';
   ref: string | null;
   command: string | null;
+  /** The slug's digest when `ref` is a slug (slug-stack.ts). */
+  slugDigest?: string | null;
   replicas: number;
   /** Service mode: services with a count of their own; default none. */
   serviceReplicas?: Record<string, number>;
@@ -47,6 +49,7 @@ export class EnvironmentsRepo {
         mode: env.mode,
         ref: env.ref,
         command: env.command,
+        slug_digest: env.slugDigest ?? null,
         replicas: env.replicas,
         service_replicas: JSON.stringify(env.serviceReplicas ?? {}),
         owner: env.owner,
@@ -129,13 +132,14 @@ export class EnvironmentsRepo {
   }
 
   /** A sleeping environment's ref, command or settings, for its next wake; undefined when it is not asleep. */
-  async changeAsleep(tenantId: string, name: string, fields: { ref?: string | null; command?: string | null; settings?: Record<string, string>; replicas?: number; serviceReplicas?: Record<string, number>; reason: string }): Promise<EnvironmentRow | undefined> {
+  async changeAsleep(tenantId: string, name: string, fields: { ref?: string | null; slugDigest?: string | null; command?: string | null; settings?: Record<string, string>; replicas?: number; serviceReplicas?: Record<string, number>; reason: string }): Promise<EnvironmentRow | undefined> {
     const row = await this.db
       .updateTable('environments')
       .set({
         state_reason: fields.reason,
         updated_at: new Date(),
         ...(fields.ref !== undefined ? { ref: fields.ref } : {}),
+        ...(fields.slugDigest !== undefined ? { slug_digest: fields.slugDigest } : {}),
         ...(fields.command !== undefined ? { command: fields.command } : {}),
         ...(fields.settings !== undefined ? { settings: JSON.stringify(fields.settings) } : {}),
         ...(fields.replicas !== undefined ? { replicas: fields.replicas } : {}),
@@ -168,6 +172,7 @@ export class EnvironmentsRepo {
       timings?: Record<string, number>;
       operation?: EnvironmentOperation;
       ref?: string | null;
+      slugDigest?: string | null;
       command?: string | null;
       replicas?: number;
       serviceReplicas?: Record<string, number>;
@@ -185,6 +190,7 @@ export class EnvironmentsRepo {
         ...(fields.route !== undefined ? { route: JSON.stringify(fields.route) } : {}),
         ...(fields.timings !== undefined ? { timings: JSON.stringify(fields.timings) } : {}),
         ...(fields.ref !== undefined ? { ref: fields.ref } : {}),
+        ...(fields.slugDigest !== undefined ? { slug_digest: fields.slugDigest } : {}),
         ...(fields.command !== undefined ? { command: fields.command } : {}),
         ...(fields.replicas !== undefined ? { replicas: fields.replicas } : {}),
         ...(fields.serviceReplicas !== undefined ? { service_replicas: JSON.stringify(fields.serviceReplicas) } : {}),

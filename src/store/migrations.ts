@@ -314,6 +314,12 @@ const ENVIRONMENT_ACCESS = [`alter table environments add column private boolean
 /** Service mode: services with a host count of their own (environments/replicas.ts). */
 const SERVICE_REPLICAS = [`alter table environments add column service_replicas jsonb not null default '{}'`];
 
+/**
+ * The slug an environment runs, pinned by content digest at its create or deploy: a heal, scale
+ * or wake runs that slug again, not whatever its path or URL holds by then (slug-stack.ts).
+ */
+const ENVIRONMENT_SLUG = [`alter table environments add column slug_digest text`];
+
 const migrations: Record<string, Migration> = {
   '0001_foundation': statements(FOUNDATION),
   '0002_pools': statements(POOLS),
@@ -334,6 +340,7 @@ const migrations: Record<string, Migration> = {
   '0017_environment_sleep': statements(ENVIRONMENT_SLEEP),
   '0018_environment_access': statements(ENVIRONMENT_ACCESS),
   '0019_service_replicas': statements(SERVICE_REPLICAS),
+  '0020_environment_slug': statements(ENVIRONMENT_SLUG),
 };
 
 export const migrationProvider: MigrationProvider = {

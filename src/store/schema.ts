@@ -224,6 +224,8 @@ export interface EnvironmentsTable {
   ref: string | null;
   /** A slug's command, when its ref is a slug without a Procfile. */
   command: string | null;
+  /** The sha256 of the slug its ref named when it was created or deployed (null: not a slug, or before migration 0020). */
+  slug_digest: ColumnType<string | null, string | null | undefined, string | null>;
   replicas: number;
   /** Service mode: services with a host count of their own (the others get `replicas`). */
   service_replicas: ColumnType<Record<string, number>, string | undefined, string>;

@@ -4,6 +4,10 @@
  * same run again changes nothing, what cannot change in place and bad values are refused changing
  * nothing, and a sleeping environment takes the new ref for its next wake.
  */
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { c as createTar } from 'tar';
 import { describe, expect, it } from 'vitest';
 import type { UpsertResult } from '../../src/environments/upsert.js';
 import type { EnvironmentView } from '../../src/environments/views.js';
@@ -157,5 +161,53 @@ describe('berth env up', () => {
     expect(asleep.result).toMatchObject({ action: 'deployed', changes: ['deployed v5 for its next wake', 'sleeps after 10m idle'], environment: { state: 'sleeping', hosts: [], ref: 'v5', sleepAfterMs: 600_000 } });
     expect(await page(routerPort(), 'pr-1')).toBe('200 hello pr-1 at v5\n');
     expect((await berth(['env', 'rm', 'pr-1'], stack.env)).code).toBe(0);
+  });
+
+  it('runs the slug it was deployed with when it scales or wakes, and deploys a slug rebuilt at the same path', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'berth-slug-pin-'));
+    const slug = join(dir, 'app.tgz');
+    const build = async (body: string) => {
+      const app = join(dir, 'app');
+      await mkdir(app, { recursive: true });
+      await writeFile(join(app, 'index.html'), body);
+      await writeFile(join(app, 'Procfile'), 'web: exec python3 -m http.server $PORT\n');
+      await createTar({ gzip: true, file: slug, cwd: app, portable: true }, ['.']);
+    };
+    const slugUp = async (args: string[]) => {
+      const res = await berth(['env', 'up', 'slugged', '--stack', 'app', '--ref', slug, ...args, '--json'], stack.env, { timeoutMs: 60_000 });
+      expect(res.code, res.stderr).toBe(0);
+      return JSON.parse(res.stdout) as UpsertResult;
+    };
+    const pages = async (n: number) => {
+      const seen = new Set<string>();
+      for (let i = 0; i < n; i++) seen.add(await page(routerPort(), 'slugged'));
+      return [...seen];
+    };
+    try {
+      await build('slug v1\n');
+      const created = await slugUp([]);
+      const v1 = created.environment.slugDigest;
+      expect(v1).toMatch(/^[0-9a-f]{64}$/);
+      expect(await pages(1)).toEqual(['200 slug v1\n']);
+
+      // CI writes the next build to the same path: the hosts berth adds still run what was deployed.
+      await build('slug v2\n');
+      expect((await berth(['env', 'scale', 'slugged', '2'], stack.env, { timeoutMs: 60_000 })).code).toBe(0);
+      expect(await pages(6)).toEqual(['200 slug v1\n']);
+      expect((await berth(['env', 'sleep', 'slugged'], stack.env)).code).toBe(0);
+      expect(await pages(4)).toEqual(['200 slug v1\n']);
+      const shown = await berth(['env', 'show', 'slugged'], stack.env);
+      expect(shown.stdout).toContain(`ref ${slug} (slug sha256 ${v1?.slice(0, 12) ?? ''})`);
+
+      // env up reads the path again: new content is a deploy, the same content is nothing.
+      const deployed = await slugUp(['--keep-settings']);
+      expect(deployed).toMatchObject({ action: 'deployed', changes: [`deployed ${slug} (new content: sha256 ${deployed.environment.slugDigest?.slice(0, 12) ?? ''}, was ${v1?.slice(0, 12) ?? ''})`] });
+      expect(deployed.environment.slugDigest).not.toBe(v1);
+      expect(await pages(6)).toEqual(['200 slug v2\n']);
+      expect((await slugUp(['--keep-settings'])).action).toBe('unchanged');
+    } finally {
+      await berth(['env', 'rm', 'slugged'], stack.env);
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

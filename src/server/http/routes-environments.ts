@@ -32,6 +32,7 @@ const environmentView = z.object({
   pool: z.string(),
   mode: z.string(),
   ref: z.string().nullable(),
+  slugDigest: z.string().nullable(),
   replicas: z.number(),
   serviceReplicas: z.record(z.string(), z.number()),
   user: z.string().nullable(),

@@ -1,8 +1,9 @@
 /**
  * Sends one request (or WebSocket upgrade) to a chosen backend through http-proxy-3, and deals with
  * what goes wrong: a connection error takes the backend out of rotation at once and, when the request
- * has no body (so nothing of it has been read), sends it again to another healthy backend. That is
- * what lets a replica die or a route switch without a client seeing an error.
+ * has no body (so nothing of it has been read), sends it again to another healthy backend — once the
+ * connection was made, only if its method may be repeated. That is what lets a replica die or a route
+ * switch without a client seeing an error, and no order is placed twice.
  */
 import type { TLSSocket } from 'node:tls';
 import http, { type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -31,6 +32,8 @@ interface Attempt {
   proxyReq: ClientRequest | undefined;
   connectTimedOut: boolean;
   responseTimedOut: boolean;
+  /** The connection to the backend was established (a reused one was): the request may have reached it. */
+  connected: boolean;
   /** The WebSocket handshake completed: the socket now carries frames, no HTTP answer may follow. */
   upgraded: boolean;
   /** Counted out of `backend.active` (once, whichever of error or close comes first). */
@@ -42,6 +45,7 @@ export class ProxyForwarder {
   private readonly proxy = new ProxyServer();
   /** Keep-alive connections to backends: a request costs no TCP handshake once the pool is warm. */
   private readonly agent = new http.Agent({ keepAlive: true, timeout: 30_000 });
+  private readonly freshAgent = new http.Agent({ keepAlive: false });
   /** The attempt in progress per incoming request; http-proxy-3's events find theirs here. */
   private readonly attempts = new WeakMap<IncomingMessage, Attempt>();
   /** Upgraded sockets on both sides: the HTTP server no longer tracks them, close() must. */
@@ -56,6 +60,21 @@ export class ProxyForwarder {
       if (!attempt) return;
       attempt.proxyReq = proxyReq;
       this.armTimeouts(attempt, proxyReq, socket);
+    });
+    // http-proxy-3's first pass marks a DELETE or OPTIONS without Content-Length as bodiless (length
+    // 0, chunking dropped) yet still streams its body after it: the backend would read those bytes
+    // as a request of their own (one whose X-Forwarded-* the client wrote). Its framing is put back.
+    const framing = new WeakMap<IncomingMessage, string>();
+    this.proxy.before('web', 'deleteLength', (req: IncomingMessage) => {
+      const chunked = req.headers['transfer-encoding'];
+      if (chunked !== undefined && req.headers['content-length'] === undefined) framing.set(req, chunked);
+    });
+    // (Before the pass after it: http-proxy-3's `after` inserts before the named pass as well.)
+    this.proxy.before('web', 'timeout', (req: IncomingMessage) => {
+      const chunked = framing.get(req);
+      if (chunked === undefined) return;
+      delete req.headers['content-length'];
+      req.headers['transfer-encoding'] = chunked;
     });
     this.proxy.on('proxyRes', (proxyRes, req, res) => this.onBackendResponse(proxyRes, req, res));
     this.proxy.on('proxyReqWs', (proxyReq, req) => this.onBackendUpgradeRequest(proxyReq, req));
@@ -117,6 +136,7 @@ export class ProxyForwarder {
     for (const socket of this.upgradedSockets) socket.destroy();
     this.upgradedSockets.clear();
     this.agent.destroy();
+    this.freshAgent.destroy();
   }
 
   private send(
@@ -134,7 +154,9 @@ export class ProxyForwarder {
     res.setHeader('x-berth-backend', backend.id);
     const options = {
       target: backend.target,
-      agent: this.agent,
+      // A request that may not be sent twice goes on a connection of its own: a pooled one the backend
+      // closed just as it was reused would leave no way to tell whether the backend got the request.
+      agent: IDEMPOTENT_METHODS.has(req.method ?? '') ? this.agent : this.freshAgent,
       headers,
       // A retry has nothing left to read from the request (only bodiless ones are retried, and it has
       // ended): an empty stream ends the backend request instead.
@@ -144,7 +166,7 @@ export class ProxyForwarder {
   }
 
   private begin(req: IncomingMessage, route: Route, backend: Backend): Attempt {
-    const attempt: Attempt = { route, backend, proxyReq: undefined, connectTimedOut: false, responseTimedOut: false, upgraded: false, ended: false, failed: false };
+    const attempt: Attempt = { route, backend, proxyReq: undefined, connected: false, connectTimedOut: false, responseTimedOut: false, upgraded: false, ended: false, failed: false };
     this.attempts.set(req, attempt);
     backend.requests++;
     backend.active++;
@@ -188,7 +210,10 @@ export class ProxyForwarder {
       tried.add(backend);
       this.markDown(route, backend, reason);
     }
-    if (connectionError && retryable && retries < this.options.connectRetries) {
+    // Once connected, the backend may have acted on the request before the connection broke: only a
+    // method that may be repeated (RFC 9110 9.2.2) is sent again then, as nginx does.
+    const mayRepeat = !attempt.connected || IDEMPOTENT_METHODS.has(req.method ?? '');
+    if (connectionError && retryable && mayRepeat && retries < this.options.connectRetries) {
       // The route's current backends: after a setRoute switch that is the new set.
       const next = staleConnection ? (route.pick(new Set([...tried, backend])) ?? (backend.healthy ? backend : undefined)) : route.pick(tried);
       if (next) {
@@ -212,7 +237,9 @@ export class ProxyForwarder {
 
   private armTimeouts(attempt: Attempt, proxyReq: ClientRequest, socket: Socket): void {
     const { connectTimeoutMs, responseTimeoutMs } = this.options;
+    attempt.connected = !socket.connecting;
     if (socket.connecting) {
+      socket.once('connect', () => (attempt.connected = true));
       const timer = setTimeout(() => {
         attempt.connectTimedOut = true;
         proxyReq.destroy(new BerthError('deadline_exceeded', `connection not established within ${connectTimeoutMs} ms`, 'Check that the backend host is up and reachable.'));
@@ -272,8 +299,10 @@ export class ProxyForwarder {
   }
 }
 
+const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
 /** The request has no body at all, so it can be sent again as it is. */
-function hasNoBody(req: IncomingMessage): boolean {
+export function hasNoBody(req: IncomingMessage): boolean {
   const length = req.headers['content-length'];
   return req.headers['transfer-encoding'] === undefined && (length === undefined || length === '0');
 }

@@ -1,5 +1,6 @@
 /** Health checks, passive failure detection with retry, and route switches under load: no request may fail. */
 import http from 'node:http';
+import { PassThrough } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EnvironmentRouter, type RouterOptions } from './router.js';
 import { send, sleep, startBackend, waitFor, type TestBackend } from './test-backends.js';
@@ -205,5 +206,43 @@ describe('EnvironmentRouter health and failover', () => {
     router.setRoute('shop', { backends: [{ id: b.id, url: b.url }], healthIntervalMs: 30 });
     await waitFor(() => backendView(router, 'h-1')?.healthy === false, 2000, 'down on timeout');
     expect(backendView(router, 'h-1')?.lastError).toBe('health check GET / got no answer within 50 ms');
+  });
+
+  it('does not send a POST again once its backend may have acted on it; a GET it does', async () => {
+    const { router, port } = await startRouter();
+    let orders = 0;
+    // Takes the order, then dies before answering (a replica killed mid-request).
+    const crashing = await startBackend('h-crash', (req, res) => {
+      if (req.url === '/order') orders++;
+      req.resume();
+      res.socket?.destroy();
+    });
+    cleanups.push(() => crashing.kill());
+    const [steady] = await backends('h-steady');
+    if (!steady) throw new Error('backends');
+    router.setRoute('shop', { backends: [{ id: crashing.id, url: crashing.url }, { id: steady.id, url: steady.url }], healthIntervalMs: 60_000 });
+    const post = await send(port, 'shop.localhost', '/order', { method: 'POST', headers: { 'content-length': '0' } });
+    expect(post.status).toBe(502);
+    expect(orders + steady.seen.filter((r) => r.url === '/order').length).toBe(1);
+    // Back in rotation (as its health check would put it), a GET that meets the same end is retried.
+    router.setRoute('shop', { backends: [{ id: crashing.id, url: crashing.url }, { id: steady.id, url: steady.url }], healthIntervalMs: 60_000 });
+    const get = await send(port, 'shop.localhost', '/order');
+    expect(get.status).toBe(200);
+    expect(get.headers['x-berth-backend']).toBe('h-steady');
+  });
+
+  it('forwards a chunked DELETE body as a body, never as a request of its own', async () => {
+    const { router, port } = await startRouter();
+    const [b1] = await backends('h-1');
+    if (!b1) throw new Error('backends');
+    router.setRoute('shop', { backends: [{ id: b1.id, url: b1.url }], healthIntervalMs: 60_000 });
+    const agent = keepAliveAgent();
+    const smuggled = 'GET /smuggled HTTP/1.1\r\nHost: shop.localhost\r\nX-Forwarded-For: 10.9.9.9\r\n\r\n';
+    const body = new PassThrough();
+    const deleted = send(port, 'shop.localhost', '/echo', { method: 'DELETE', body, agent, headers: { 'transfer-encoding': 'chunked' } });
+    body.end(smuggled);
+    expect((await deleted).body).toBe(smuggled);
+    expect((await send(port, 'shop.localhost', '/next', { agent })).status).toBe(200);
+    expect(b1.seen.map((r) => `${r.method} ${r.url}`)).toEqual(['DELETE /echo', 'GET /next']);
   });
 });

@@ -4,7 +4,7 @@ import type { IncomingMessage } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { EnvironmentRouter } from './router.js';
-import { closedPort, startBackend } from './test-backends.js';
+import { closedPort, send, startBackend } from './test-backends.js';
 
 describe('EnvironmentRouter WebSockets', () => {
   const cleanups: (() => Promise<void> | void)[] = [];
@@ -12,13 +12,14 @@ describe('EnvironmentRouter WebSockets', () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
 
-  const setUp = async () => {
+  const setUp = async (handshakeDelayMs = 0) => {
     const router = new EnvironmentRouter();
     const port = await router.listen({ port: 0, host: '127.0.0.1' });
     cleanups.push(() => router.close());
     const backend = await startBackend('h-ws');
     cleanups.push(() => backend.kill());
-    const wss = new WebSocketServer({ server: backend.server });
+    const verifyClient = (_info: unknown, done: (ok: boolean) => void) => void setTimeout(() => done(true), handshakeDelayMs);
+    const wss = new WebSocketServer({ server: backend.server, ...(handshakeDelayMs > 0 ? { verifyClient } : {}) });
     cleanups.push(() => {
       for (const client of wss.clients) client.terminate();
       wss.close();
@@ -29,7 +30,7 @@ describe('EnvironmentRouter WebSockets', () => {
       socket.on('message', (data, isBinary) => socket.send(isBinary ? data : `echo: ${(data as Buffer).toString()}`, { binary: isBinary }));
     });
     router.setRoute('chat', { backends: [{ id: backend.id, url: backend.url }], healthIntervalMs: 60_000 });
-    return { router, port, upgrades };
+    return { router, port, upgrades, wss };
   };
   const connect = (port: number, host: string, path = '/') => {
     const ws = new WebSocket(`ws://127.0.0.1:${port}${path}`, { headers: { host } });
@@ -90,5 +91,33 @@ describe('EnvironmentRouter WebSockets', () => {
     for await (const chunk of badGateway) body.push(chunk as Buffer);
     expect(Buffer.concat(body).toString()).toContain(`environment gone: backend h-dead (127.0.0.1:${dead}) failed: connection refused`);
     expect(router.route('gone')?.backends[0]).toMatchObject({ healthy: false, active: 0 });
+  });
+
+  it('answers a request offering another protocol (h2c) over HTTP/1.1, as if it had offered none', async () => {
+    const { port } = await setUp();
+    const offer = { connection: 'Upgrade, HTTP2-Settings', upgrade: 'h2c', 'http2-settings': 'AAMAAABkAARAAAAAAAIAAAAA' };
+    const res = await send(port, `chat.localhost:${port}`, '/page?x=1', { headers: offer });
+    expect(res.status).toBe(200);
+    const seen = JSON.parse(res.body) as { backend: string; url: string; headers: Record<string, string> };
+    expect(seen).toMatchObject({ backend: 'h-ws', url: '/page?x=1' });
+    expect(seen.headers['upgrade']).toBeUndefined();
+    expect(seen.headers['http2-settings']).toBeUndefined();
+    expect(seen.headers['x-forwarded-for']).toBe('127.0.0.1');
+    // With a body it cannot be read once the server let the socket go: refused, saying what to do.
+    const withBody = await send(port, `chat.localhost:${port}`, '/', { method: 'POST', headers: { ...offer, 'content-length': '2' }, body: 'hi' });
+    expect(withBody.status).toBe(400);
+    expect(withBody.body).toContain('without its Upgrade header');
+  });
+
+  it('drops the backend connection of a client that leaves during a slow handshake', async () => {
+    const { router, port, upgrades, wss } = await setUp(300);
+    const ws = connect(port, 'chat.localhost');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    ws.terminate();
+    // The backend's handshake finishes at 300 ms, on a connection the router has closed: it closes too.
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    expect(upgrades.length).toBeLessThanOrEqual(1);
+    expect(wss.clients.size).toBe(0);
+    expect(router.route('chat')?.backends[0]).toMatchObject({ healthy: true, active: 0, failures: 0 });
   });
 });

@@ -6,7 +6,7 @@
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { BerthError } from '../core/errors.js';
 import {
@@ -20,7 +20,7 @@ import {
 } from './error-pages.js';
 import { HealthMonitor } from './health-monitor.js';
 import { environmentFromHost, isDomain, normaliseDomain, portOfHost } from './host-name.js';
-import { ProxyForwarder } from './proxy-forwarder.js';
+import { hasNoBody, ProxyForwarder } from './proxy-forwarder.js';
 import { Route, validateRoute, type Backend, type RouteSpec, type RouteView } from './route-table.js';
 import { ACCESS_PATH, guardFailedPage, stripCredentials } from './route-guard.js';
 
@@ -251,8 +251,14 @@ export class EnvironmentRouter {
     // The HTTP server stops watching an upgraded socket's errors; an unwatched error would crash us.
     socket.on('error', () => socket.destroy());
     if (req.headers.upgrade?.toLowerCase() !== 'websocket') {
-      const page: RouterErrorPage = { status: 400, code: 'upgrade_not_supported', message: `the router passes WebSocket upgrades only, not ${req.headers.upgrade ?? '(none)'}` };
-      writeErrorToSocket(req, socket, page);
+      // HTTP lets a server ignore an Upgrade it does not take and answer over HTTP/1.1 (RFC 9110
+      // 7.8), as nginx does: clients that offer h2c (curl --http2, Java's HttpClient) get their page.
+      if (!hasNoBody(req)) {
+        const page: RouterErrorPage = { status: 400, code: 'upgrade_not_supported', message: `the router speaks HTTP/1.1 and WebSocket only, not ${req.headers.upgrade ?? '(none)'}`, hint: 'Send the request without its Upgrade header.' };
+        writeErrorToSocket(req, socket, page);
+        return;
+      }
+      this.handleRequest(withoutUpgrade(req), plainResponse(req, socket));
       return;
     }
     const send = (target: Target) => {
@@ -382,3 +388,24 @@ function positive(value: number | undefined, fallback: number, name: string): nu
 
 export type { BackendSpec, BackendView, RouteSpec, RouteView } from './route-table.js';
 export type { RouterErrorCode } from './error-pages.js';
+
+/** The request as one that asks for no protocol switch (its hop-by-hop upgrade headers dropped). */
+function withoutUpgrade(req: IncomingMessage): IncomingMessage {
+  const offered = (req.headers.connection ?? '').split(',').map((token) => token.trim().toLowerCase());
+  for (const name of offered) if (name !== 'close' && name !== 'keep-alive') delete req.headers[name];
+  delete req.headers.upgrade;
+  req.headers.connection = 'close';
+  return req;
+}
+
+/** A response on a socket the HTTP server let go of (it took it for an upgrade): one answer, then closed. */
+function plainResponse(req: IncomingMessage, socket: Duplex): ServerResponse {
+  const res = new http.ServerResponse(req);
+  res.shouldKeepAlive = false;
+  res.assignSocket(socket as Socket);
+  res.once('finish', () => socket.end());
+  res.once('close', () => {
+    if (!res.writableFinished) socket.destroy();
+  });
+  return res;
+}

@@ -78,4 +78,19 @@ describe('RotatingLog', () => {
     expect(seen).toEqual(['old', ...Array.from({ length: 50 }, (_, i) => `new ${i + 1}`)]);
     log.close();
   });
+
+  it('survives its directory being removed: says so once, then writes to it again', () => {
+    const logDir = join(dir, 'removed');
+    const path = join(logDir, 'e.log');
+    const errors: string[] = [];
+    const log = new RotatingLog(path, serviceLogPolicy.parse({ maxBytes: 40, keep: 1, timestamps: false }), clock, (m) => errors.push(m));
+    log.write(Buffer.from('before\n'));
+    rmSync(logDir, { recursive: true });
+    // A full file rotates: the rename fails (no directory), the new file is made where it belongs.
+    for (let i = 0; i < 6; i++) log.write(Buffer.from(`line ${i} of the service\n`));
+    expect(errors.length).toBeGreaterThan(0);
+    expect(errors[0]).toMatch(/cannot rotate .*e\.log/);
+    expect(readFileSync(path, 'utf8')).toContain('line 5 of the service\n');
+    log.close();
+  });
 });

@@ -14,7 +14,8 @@ export type LogListener = (data: Buffer | null) => void;
 const NEWLINE = 0x0a;
 
 export class RotatingLog {
-  private fd: number;
+  /** Undefined while the file cannot be opened (its directory removed, no inodes): output is dropped meanwhile. */
+  private fd: number | undefined;
   private size: number;
   /** False while the service is in the middle of a line (its next bytes get no timestamp). */
   private atLineStart: boolean;
@@ -95,7 +96,7 @@ export class RotatingLog {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    closeSync(this.fd);
+    if (this.fd !== undefined) closeSync(this.fd);
     for (const listener of this.listeners) listener(null);
     this.listeners.clear();
   }
@@ -103,9 +104,11 @@ export class RotatingLog {
   private append(parts: Buffer[]): void {
     if (parts.length === 0) return;
     const data = parts.length === 1 && parts[0] ? parts[0] : Buffer.concat(parts);
+    const fd = this.fd ?? this.reopen();
+    if (fd === undefined) return;
     try {
       let off = 0;
-      while (off < data.length) off += writeSync(this.fd, data, off, data.length - off);
+      while (off < data.length) off += writeSync(fd, data, off, data.length - off);
       this.size += data.length;
       this.writeErrorReported = false;
     } catch (e) {
@@ -119,7 +122,8 @@ export class RotatingLog {
 
   /** <name>.log.<keep-1> -> .<keep> (dropping the oldest), …, <name>.log -> .1, then a new <name>.log. */
   private rotate(): void {
-    closeSync(this.fd);
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
     const keep = this.policy.keep;
     try {
       if (keep === 0) {
@@ -131,8 +135,25 @@ export class RotatingLog {
     } catch (e) {
       this.onError(`cannot rotate ${this.path}: ${(e as Error).message}`);
     }
-    this.fd = openSync(this.path, 'a+');
-    this.size = fstatSync(this.fd).size;
+    this.reopen();
+  }
+
+  /**
+   * A new file at the path (its directory made again if someone removed it). When that fails the
+   * output is dropped, said once, and tried again at the next write: the agent must not die of it.
+   */
+  private reopen(): number | undefined {
+    try {
+      mkdirSync(dirname(this.path), { recursive: true });
+      this.fd = openSync(this.path, 'a+');
+      this.size = fstatSync(this.fd).size;
+      return this.fd;
+    } catch (e) {
+      this.fd = undefined;
+      if (!this.writeErrorReported) this.onError(`cannot open ${this.path}: ${(e as Error).message}; its output is dropped until it can be`);
+      this.writeErrorReported = true;
+      return undefined;
+    }
   }
 
   /** Rotated files numbered past `keep` (left by a policy that kept more). */

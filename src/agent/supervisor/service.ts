@@ -321,7 +321,9 @@ export class Service {
     this.log.note(decision.reason);
     this.phaseValue = 'backoff';
     this.setState('backoff', decision.reason);
-    this.backoffTimer = setTimeout(() => void remnantsGone.then(() => this.launch()), decision.delayMs);
+    // A stop and a new start while the leftovers are awaited make this wait stale: it launches nothing.
+    const timer = setTimeout(() => void remnantsGone.then(() => this.backoffTimer === timer && this.launch()), decision.delayMs);
+    this.backoffTimer = timer;
     this.persist();
   }
 

@@ -1,5 +1,6 @@
 /** WebSocket upgrades through the router, against a real `ws` server behind a real HTTP backend. */
 import { once } from 'node:events';
+import { connect as connectRaw } from 'node:net';
 import type { IncomingMessage } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
@@ -119,5 +120,16 @@ describe('EnvironmentRouter WebSockets', () => {
     expect(upgrades.length).toBeLessThanOrEqual(1);
     expect(wss.clients.size).toBe(0);
     expect(router.route('chat')?.backends[0]).toMatchObject({ healthy: true, active: 0, failures: 0 });
+  });
+
+  it('closes even while a client holds open an upgrade it was refused', async () => {
+    const { router, port } = await setUp();
+    const client = connectRaw({ port, host: '127.0.0.1', allowHalfOpen: true });
+    cleanups.push(() => client.destroy());
+    await once(client, 'connect');
+    client.write('GET / HTTP/1.1\r\nHost: nope.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+    await once(client, 'data'); // the 404 page; the client never closes its side
+    const closed = await Promise.race([router.close().then(() => 'closed'), new Promise((resolve) => setTimeout(() => resolve('still open after 2 s'), 2000))]);
+    expect(closed).toBe('closed');
   });
 });

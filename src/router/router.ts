@@ -6,7 +6,7 @@
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { BerthError } from '../core/errors.js';
 import {
@@ -20,6 +20,7 @@ import {
 } from './error-pages.js';
 import { HealthMonitor } from './health-monitor.js';
 import { environmentFromHost, isDomain, normaliseDomain, portOfHost } from './host-name.js';
+import { plainResponse, withoutUpgrade } from './plain-upgrade.js';
 import { hasNoBody, ProxyForwarder } from './proxy-forwarder.js';
 import { Route, validateRoute, type Backend, type RouteSpec, type RouteView } from './route-table.js';
 import { ACCESS_PATH, guardFailedPage, stripCredentials } from './route-guard.js';
@@ -68,6 +69,8 @@ export class EnvironmentRouter {
   private redirect: http.Server | undefined;
   private port: number | undefined;
   private closing: Promise<void> | undefined;
+  /** Every socket the HTTP server handed over for an upgrade, until it closes. */
+  private readonly upgradeSockets = new Set<Duplex>();
   private readonly closeHooks: Array<() => void> = [];
 
   constructor(options: RouterOptions = {}) {
@@ -250,6 +253,9 @@ export class EnvironmentRouter {
   readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     // The HTTP server stops watching an upgraded socket's errors; an unwatched error would crash us.
     socket.on('error', () => socket.destroy());
+    // Nor does it close such a socket (an error page's, one waiting for a guard or a wake): close() does.
+    this.upgradeSockets.add(socket);
+    socket.once('close', () => this.upgradeSockets.delete(socket));
     if (req.headers.upgrade?.toLowerCase() !== 'websocket') {
       // HTTP lets a server ignore an Upgrade it does not take and answer over HTTP/1.1 (RFC 9110
       // 7.8), as nginx does: clients that offer h2c (curl --http2, Java's HttpClient) get their page.
@@ -262,7 +268,8 @@ export class EnvironmentRouter {
       return;
     }
     const send = (target: Target) => {
-      if ('page' in target) writeErrorToSocket(req, socket, target.page);
+      if (this.closing) socket.destroy(); // a guard or wake that ended after the router closed
+      else if ('page' in target) writeErrorToSocket(req, socket, target.page);
       else if ('waking' in target) this.afterWake(target, socket, send);
       else {
         stripCredentials(req);
@@ -350,9 +357,11 @@ export class EnvironmentRouter {
       // After closeAllConnections: upgraded sockets are no longer the HTTP server's, but still count
       // as its connections, so close() waits for them.
       this.forwarder.destroy();
+      for (const socket of this.upgradeSockets) socket.destroy();
       await closed;
     } else {
       this.forwarder.destroy();
+      for (const socket of this.upgradeSockets) socket.destroy();
     }
   }
 
@@ -388,24 +397,3 @@ function positive(value: number | undefined, fallback: number, name: string): nu
 
 export type { BackendSpec, BackendView, RouteSpec, RouteView } from './route-table.js';
 export type { RouterErrorCode } from './error-pages.js';
-
-/** The request as one that asks for no protocol switch (its hop-by-hop upgrade headers dropped). */
-function withoutUpgrade(req: IncomingMessage): IncomingMessage {
-  const offered = (req.headers.connection ?? '').split(',').map((token) => token.trim().toLowerCase());
-  for (const name of offered) if (name !== 'close' && name !== 'keep-alive') delete req.headers[name];
-  delete req.headers.upgrade;
-  req.headers.connection = 'close';
-  return req;
-}
-
-/** A response on a socket the HTTP server let go of (it took it for an upgrade): one answer, then closed. */
-function plainResponse(req: IncomingMessage, socket: Duplex): ServerResponse {
-  const res = new http.ServerResponse(req);
-  res.shouldKeepAlive = false;
-  res.assignSocket(socket as Socket);
-  res.once('finish', () => socket.end());
-  res.once('close', () => {
-    if (!res.writableFinished) socket.destroy();
-  });
-  return res;
-}

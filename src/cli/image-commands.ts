@@ -84,13 +84,13 @@ export function registerImageCommands(program: Command, ctx: Context): void {
 
   image
     .command('gc')
-    .description('remove old builds no host runs, then every layer no image uses')
+    .description('remove old builds no host runs, then every layer no image uses and the cached artifacts of fetch steps')
     .option('--json', 'print JSON')
     .action(async (opts: { json?: boolean }) => {
-      const result = await ctx.client().post<{ builds: number; layers: number; bytes: number }>('/v1/images/gc', {});
+      const result = await ctx.client().post<{ builds: number; layers: number; artifacts: number; bytes: number }>('/v1/images/gc', {});
       const printer = ctx.printer(opts.json);
       if (printer.json) return printer.out(`${JSON.stringify(result, null, 2)}\n`);
-      printer.out(`removed ${plural(result.builds, 'old build')}, ${plural(result.layers, 'layer')}, ${bytes(result.bytes)}\n`);
+      printer.out(`removed ${plural(result.builds, 'old build')}, ${plural(result.layers, 'layer')}, ${plural(result.artifacts, 'cached artifact')}, ${bytes(result.bytes)}\n`);
     });
 }
 

@@ -242,7 +242,7 @@ export function registerServerCommand(program: Command, ctx: Context, env: NodeJ
     .option('--record-shells', "record every shell session's output (not what is typed), timed, in the data dir: `berth shell recordings`, asciinema's format")
     .option('--standby', 'PostgreSQL: while another server holds the database, wait, and start when it lets go (a second machine ready to take over; a server whose database another took stops)')
     .option('--audit-retention <duration>', 'keep the audit log (`berth audit`: who changed what through the API) this long', '90d')
-    .option('--image-gc-after <duration>', "local images: every hour, remove builds no longer current that no live host runs, and layers no build uses once this old (a failed bake's wait for its next try); 'none': only `berth image gc` does", '24h')
+    .option('--image-gc-after <duration>', "every hour, remove local builds no longer current that no live host runs, layers no build uses once this old (a failed bake's wait for its next try), and cached artifacts and slugs no environment runs unused this long; 'none': only `berth image gc` does", '24h')
     .option('--aws-ami-keep <n>', 'AWS: how many AMIs of each image berth image build keeps, newest first (besides those a current image, a live host or a pool runs)', '3')
     .option('--log-format <format>', 'stderr: json (a JSON object a line: every state change, and messages), text (readable lines), or auto (text on a terminal, else json)', 'auto')
     .action(async (opts: ServerOptions & AwsServerOptions & { logFormat: string; hostHourPrice?: string; currency: string; shellIdleTimeout: string; recordShells?: boolean; auditRetention: string; standby?: boolean; awsAmiKeep: string; imageGcAfter: string }) => {

@@ -11,7 +11,9 @@ import { EnvironmentRouter } from '../router/router.js';
 import { CertificateWatcher, routerTlsUse, type TlsPair } from '../server/tls-files.js';
 import type { ServerConfig } from '../server/server-config.js';
 import type { ServicesService } from '../services/services-service.js';
+import { startSlugRetention } from '../slugs/slug-retention.js';
 import type { SlugStore } from '../slugs/slug-store.js';
+import { DEFAULT_GC_AFTER_MS, GC_EVERY_MS } from '../images/start-images.js';
 import type { Store } from '../store/store.js';
 import { EnvironmentsRepo } from '../store/environments-repo.js';
 import type { HostsRepo } from '../store/hosts-repo.js';
@@ -56,7 +58,7 @@ function isAwsDriver(driver: HostDriver): driver is AwsDriver {
   return driver.name === 'aws' && typeof (driver as Partial<AwsDriver>).resolvedConfig === 'function';
 }
 
-export async function startEnvironments(config: Pick<ServerConfig, 'driver' | 'router'>, deps: StartEnvironmentsDeps): Promise<Environments> {
+export async function startEnvironments(config: Pick<ServerConfig, 'driver' | 'router' | 'imageGcAfterMs' | 'runLoops'>, deps: StartEnvironmentsDeps): Promise<Environments> {
   const { claims, services, slugs, log } = deps;
   // Service mode on AWS: each service's hosts in an ELBv2 target group. Loaded only then: the
   // AWS SDK would cost every local server its start-up time.
@@ -66,8 +68,9 @@ export async function startEnvironments(config: Pick<ServerConfig, 'driver' | 'r
   const routerRequests = new RouterRequestCounts();
   const tenantKeys = new ConfigHashKeys(deps.db);
   const router = new EnvironmentRouter({ domain: config.router?.domain ?? 'localhost', log, onResponse: routerRequests.observe });
+  const envs = new EnvironmentsRepo(deps.db, deps.events);
   const environments = new EnvironmentService({
-    envs: new EnvironmentsRepo(deps.db, deps.events),
+    envs,
     stacks: deps.stacks,
     pools: deps.pools,
     hosts: deps.hosts,
@@ -101,16 +104,20 @@ export async function startEnvironments(config: Pick<ServerConfig, 'driver' | 'r
     await router.close();
     throw err;
   }
+  const gcAfterMs = config.imageGcAfterMs ?? DEFAULT_GC_AFTER_MS;
+  if (gcAfterMs > 0 && config.runLoops !== false) {
+    router.whenClosed(startSlugRetention({ slugs, inUse: () => envs.slugDigests(), log }, { unusedForMs: gcAfterMs, everyMs: Math.min(gcAfterMs, GC_EVERY_MS) }));
+  }
   // A host of a group gone for good may be an environment's: it is replaced at once (heal.ts).
   const unsubscribe = deps.events.subscribe((event) => {
     if (event.kind === 'host' && event.group && (event.state === 'terminating' || event.state === 'failed')) environments.healSoon();
   });
   router.whenClosed(unsubscribe);
   deps.progress('restoring environments and their routes');
-  const envs = await environments.recover().catch(async (err: unknown) => {
+  const recovered = await environments.recover().catch(async (err: unknown) => {
     await router.close();
     throw err;
   });
-  if (envs.routed.length + envs.cleaned.length > 0) log(`recovered after restart: ${envs.routed.length} environment route(s) restored, ${envs.cleaned.length} unfinished environment(s) cleaned up`);
+  if (recovered.routed.length + recovered.cleaned.length > 0) log(`recovered after restart: ${recovered.routed.length} environment route(s) restored, ${recovered.cleaned.length} unfinished environment(s) cleaned up`);
   return { environments, router, routerRequests, ...(routerCertificate ? { routerCertificate } : {}) };
 }

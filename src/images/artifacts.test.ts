@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -170,5 +170,28 @@ describe('ArtifactCache: local paths', () => {
     writeFileSync(big, ARTIFACT);
     expect((await rejection(cache.get({ path: big }, { maxBytes: 1000 }))).message).toBe(`${big} exceeds the size limit of 1000 bytes`);
     expect(cacheFiles()).toEqual([]);
+  });
+});
+
+describe('ArtifactCache: retention', () => {
+  it('collects what was last used before the cut-off, keeps what a get used since, and fetches it again after', async () => {
+    const old = await cache.get({ url: `${baseUrl}/slug.tgz` }, { sha256: DIGEST, maxBytes: 1 << 20 });
+    const source = join(dir, 'other.bin');
+    writeFileSync(source, 'another artifact');
+    const other = await cache.get({ path: source }, { maxBytes: 1 << 20 });
+    mkdirSync(join(dir, 'cache', 'tmp'), { recursive: true });
+    writeFileSync(join(dir, 'cache', 'tmp', 'left-by-a-crash.partial'), 'half');
+    const dayAgo = new Date(Date.now() - 86_400_000);
+    for (const path of [old.path, other.path, join(dir, 'cache', 'tmp', 'left-by-a-crash.partial')]) utimesSync(path, dayAgo, dayAgo);
+    // A bake uses the first one again: its use counts from now.
+    expect((await cache.get({ url: `${baseUrl}/slug.tgz` }, { sha256: DIGEST, maxBytes: 1 << 20 })).cached).toBe(true);
+
+    expect(await cache.collect(Date.now() - 3_600_000)).toEqual({ files: 2, bytes: 'another artifact'.length + 'half'.length });
+    expect(cacheFiles()).toEqual([`sha256/${DIGEST}`]);
+    expect(await cache.collect(Date.now() + 1)).toEqual({ files: 1, bytes: ARTIFACT.length });
+    expect(cacheFiles()).toEqual([]);
+    const again = await cache.get({ url: `${baseUrl}/slug.tgz` }, { sha256: DIGEST, maxBytes: 1 << 20 });
+    expect(again.cached).toBe(false);
+    expect(requests).toEqual(['/slug.tgz', '/slug.tgz']);
   });
 });

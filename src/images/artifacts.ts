@@ -9,7 +9,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { chmod, mkdir, rename, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Readable as NodeReadable, Transform } from 'node:stream';
@@ -95,10 +95,36 @@ export class ArtifactCache {
     const path = this.pathFor(hex);
     try {
       const stats = await stat(path);
-      return stats.isFile() ? { path, sha256: hex, bytes: stats.size, cached: true } : undefined;
+      if (!stats.isFile()) return undefined;
+      // Its last use, for collect(): an artifact a bake keeps using is kept.
+      const now = new Date();
+      await utimes(path, now, now).catch(() => undefined);
+      return { path, sha256: hex, bytes: stats.size, cached: true };
     } catch {
       return undefined;
     }
+  }
+
+  /**
+   * Removes the artifacts last fetched or used before `unusedBefore` (ms since the epoch), and
+   * downloads left unfinished by then (a crash mid-fetch). What a bake needs again is fetched again,
+   * checked against the same checksum.
+   */
+  async collect(unusedBefore: number): Promise<{ files: number; bytes: number }> {
+    let files = 0;
+    let bytes = 0;
+    for (const sub of ['sha256', 'tmp']) {
+      const names = await readdir(join(this.dir, sub)).catch(() => [] as string[]);
+      for (const name of names) {
+        const path = join(this.dir, sub, name);
+        const stats = await stat(path).catch(() => undefined);
+        if (!stats?.isFile() || stats.mtimeMs >= unusedBefore) continue;
+        await rm(path, { force: true });
+        files++;
+        bytes += stats.size;
+      }
+    }
+    return { files, bytes };
   }
 
   private async download(url: URL, label: string, temp: string, opts: ArtifactGetOptions): Promise<Streamed> {

@@ -17,6 +17,7 @@ import type { BakedImage, BakeEvent, ImageBuilder, ParentImage } from './builder
 import { isInside } from './root-path.js';
 import { validateIdentityOptions } from './identity.js';
 import type { LayerStore } from './layer-store.js';
+import type { ArtifactCache } from './artifacts.js';
 import { collectGarbage, type GcResult } from './image-gc.js';
 import { buildSource } from './provenance.js';
 import { checkStepInputs, IMAGE_NAME, ImageSpecError, parseImagesFile, type ImageSpec } from './spec.js';
@@ -54,6 +55,8 @@ export interface ImageServiceDeps {
   log: (line: string) => void;
   /** On the AWS driver: images are AMIs, baked on a builder instance (ami-builds.ts). */
   ami?: AmiBuilds;
+  /** The cache of fetch steps' artifacts, collected with the rest (image-gc.ts). */
+  artifacts?: ArtifactCache;
   /** Collect the local store's garbage every `everyMs` on its own, layers once `layerAgeMs` old (image-gc.ts). */
   autoGc?: { everyMs: number; layerAgeMs: number };
 }
@@ -74,7 +77,7 @@ export class ImageService implements ImageResolver {
   private async collectNow(layerAgeMs: number): Promise<void> {
     try {
       const done = await this.collect(layerAgeMs);
-      if (done && done.builds + done.layers > 0) this.deps.log(`image gc: removed ${done.builds} old build(s) and ${done.layers} unused layer(s), ${done.bytes} bytes`);
+      if (done && done.builds + done.layers + done.artifacts > 0) this.deps.log(`image gc: removed ${done.builds} old build(s), ${done.layers} unused layer(s) and ${done.artifacts} cached artifact(s), ${done.bytes} bytes`);
     } catch (err) {
       this.deps.log(`image gc failed: ${errorMessage(err)}`);
     }
@@ -286,7 +289,8 @@ export class ImageService implements ImageResolver {
     // The server's own collection may be under way: one at a time.
     while (this.gcRunning) await this.gcRunning;
     if (this.building.size > 0) throw new BerthError('conflict', 'a bake is running', 'Run `berth image gc` when it has finished.');
-    return this.collecting(() => collectGarbage(this.deps, [tenantId]));
+    // No bake runs: no cached artifact is about to be used.
+    return this.collecting(() => collectGarbage(this.deps, [tenantId], { artifactsUnusedBefore: Date.now() }));
   }
 
   /**
@@ -297,7 +301,7 @@ export class ImageService implements ImageResolver {
     if (this.building.size > 0 || this.gcRunning) return undefined;
     return this.collecting(async () => {
       const tenants = [...new Set((await this.deps.images.all()).map((row) => row.tenant_id))];
-      return collectGarbage(this.deps, tenants, { layersCreatedBefore: now - layerAgeMs });
+      return collectGarbage(this.deps, tenants, { layersCreatedBefore: now - layerAgeMs, artifactsUnusedBefore: now - layerAgeMs });
     });
   }
 

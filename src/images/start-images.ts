@@ -16,8 +16,9 @@ import { treeDigest } from './digests.js';
 import { ImageService } from './image-service.js';
 import { LayerStore, umountWith } from './layer-store.js';
 
-const DEFAULT_GC_AFTER_MS = 24 * 3600_000;
-const GC_EVERY_MS = 3600_000;
+/** The stores' own collections (images, layers, artifacts; slugs too): their grace, and how often. */
+export const DEFAULT_GC_AFTER_MS = 24 * 3600_000;
+export const GC_EVERY_MS = 3600_000;
 
 /** The local image store under `<dataDir>/images`: layers, artifact cache, bake views. */
 export async function startImages(
@@ -50,7 +51,7 @@ export async function startImages(
       : undefined;
   const gcAfterMs = config.imageGcAfterMs ?? DEFAULT_GC_AFTER_MS;
   const autoGc = gcAfterMs > 0 && config.runLoops !== false ? { layerAgeMs: gcAfterMs, everyMs: Math.min(gcAfterMs, GC_EVERY_MS) } : undefined;
-  return new ImageService({ images: deps.imagesRepo, pools: deps.poolsRepo, layers, builder, hosts: deps.hosts, log: deps.log, ...(ami ? { ami } : {}), ...(autoGc ? { autoGc } : {}) });
+  return new ImageService({ images: deps.imagesRepo, pools: deps.poolsRepo, layers, artifacts, builder, hosts: deps.hosts, log: deps.log, ...(ami ? { ami } : {}), ...(autoGc ? { autoGc } : {}) });
 }
 
 /** What AMI builds need of the server besides the image store (see AmiBuildsDeps). */

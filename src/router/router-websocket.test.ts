@@ -125,7 +125,7 @@ describe('EnvironmentRouter WebSockets', () => {
   it('closes even while a client holds open an upgrade it was refused', async () => {
     const { router, port } = await setUp();
     const client = connectRaw({ port, host: '127.0.0.1', allowHalfOpen: true });
-    cleanups.push(() => client.destroy());
+    cleanups.push(() => void client.destroy());
     await once(client, 'connect');
     client.write('GET / HTTP/1.1\r\nHost: nope.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
     await once(client, 'data'); // the 404 page; the client never closes its side

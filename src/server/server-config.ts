@@ -71,7 +71,8 @@ export interface ServerConfig {
   auditRetentionMs?: number;
   /**
    * The local image store's own garbage collection (image-gc.ts): a layer no build uses goes once
-   * older than this, ms (default 24 h; 0: only `berth image gc` collects). Runs every hour, or as often as this if shorter.
+   * older than this, ms (default 24 h; 0: only `berth image gc` collects), and so do cached artifacts
+   * and slugs no environment runs unused this long (slugs/slug-retention.ts). Runs every hour, or as often as this if shorter.
    */
   imageGcAfterMs?: number;
   /** Image builds on the AWS driver: AMIs kept per image besides those in use (default 3), poll interval, builder boot limit. */

@@ -7,7 +7,7 @@
  * hosts download and extract: never the archive as it came.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { c as createTar } from 'tar';
 import { BerthError, isBerthError } from '../core/errors.js';
@@ -34,6 +34,8 @@ export interface SlugLimits {
   maxEntries: number;
 }
 
+const PUBLISHED_KEEP_MS = 6 * 3600_000;
+
 const DEFAULT_LIMITS: SlugLimits = { maxArchiveBytes: 512 * 2 ** 20, maxUnpackedBytes: 2 * 2 ** 30, maxEntries: 200_000 };
 
 /** A ref that names a slug: an http(s) URL, or an absolute path to a .tar, .tgz or .tar.gz. */
@@ -44,6 +46,8 @@ export function isSlugRef(ref: string): boolean {
 export class SlugStore {
   private readonly artifacts: ArtifactCache;
   private readonly preparing = new Map<string, Promise<Slug>>();
+  /** Trees published for AMI bakes, and when: a bake's builder downloads its tree while it boots. */
+  private readonly published = new Map<string, number>();
 
   constructor(
     private readonly dir: string,
@@ -87,7 +91,37 @@ export class SlugStore {
     const trees = join(this.dir, 'trees');
     await mkdir(trees, { recursive: true });
     await rename(tarPath, join(trees, `${digest}.tar`));
+    this.published.set(digest, Date.now());
     return `/slugs/${digest}.tar`;
+  }
+
+  /**
+   * Removes slugs no environment runs (`keep`: their digests) and none used since `unusedBefore`
+   * (ms since the epoch; a prepare counts as a use), the fetched archives last used before then
+   * (a slug's tree is what hosts get; its archive only served the unpacking), and what a crash left
+   * half-made. A tree published for an AMI bake is kept for PUBLISHED_KEEP_MS whatever the cut-off.
+   */
+  async collect(keep: ReadonlySet<string>, unusedBefore: number): Promise<{ slugs: number; bytes: number }> {
+    const trees = join(this.dir, 'trees');
+    const now = Date.now();
+    for (const [digest, at] of this.published) if (now - at > PUBLISHED_KEEP_MS) this.published.delete(digest);
+    let slugs = 0;
+    let bytes = 0;
+    for (const entry of await readdir(trees, { withFileTypes: true }).catch(() => [])) {
+      const path = join(trees, entry.name);
+      const digest = /^([0-9a-f]{64})(\.tar)?$/.exec(entry.name)?.[1];
+      const halfMade = entry.name.startsWith('.') || entry.name.endsWith('.partial');
+      if (digest === undefined && !halfMade) continue;
+      if (digest !== undefined && (keep.has(digest) || this.published.has(digest) || this.preparing.has(digest))) continue;
+      // A slug's last use is its packed tree's time (touched at each prepare); a tree alone goes with it.
+      const stats = await stat(digest !== undefined && !halfMade ? join(trees, `${digest}.tar`) : path).catch(() => undefined);
+      if (stats && stats.mtimeMs >= unusedBefore) continue;
+      bytes += await diskBytes(path);
+      await rm(path, { recursive: true, force: true });
+      if (entry.name.endsWith('.tar')) slugs++;
+    }
+    const archives = await this.artifacts.collect(unusedBefore);
+    return { slugs, bytes: bytes + archives.bytes };
   }
 
   /** The packed tree of a prepared slug, for the agent gateway to serve; undefined for any other path. */
@@ -115,15 +149,16 @@ export class SlugStore {
     await mkdir(trees, { recursive: true });
     if (!existsSync(tarPath)) {
       const staging = join(trees, `.${digest}.${randomUUID()}`);
+      const packing = `${tarPath}.${randomUUID()}.partial`;
       try {
         await unpackTarSafely(archive, staging, { maxBytes: this.limits.maxUnpackedBytes, maxEntries: this.limits.maxEntries }, signal);
-        const packing = `${tarPath}.${randomUUID()}.partial`;
         await createTar({ cwd: staging, file: packing, portable: true, noMtime: false }, ['.']);
         await rm(tree, { recursive: true, force: true });
         await rename(staging, tree);
         await rename(packing, tarPath);
       } catch (err) {
         await rm(staging, { recursive: true, force: true });
+        await rm(packing, { force: true });
         throw asSlugError(err, ref);
       }
     }
@@ -151,4 +186,13 @@ function asSlugError(err: unknown, ref: string): BerthError {
     return new BerthError('validation_failed', `slug ${ref}: ${err.message}`, err.hint, err.details, { cause: err });
   }
   return new BerthError('validation_failed', `slug ${ref}: ${err instanceof Error ? err.message : String(err)}`, 'Check the slug: a tar or tgz archive of the app.', undefined, { cause: err });
+}
+
+/** Bytes a file or directory tree takes (its files' sizes; links are not followed). */
+async function diskBytes(path: string): Promise<number> {
+  const stats = await lstat(path).catch(() => undefined);
+  if (!stats?.isDirectory()) return stats?.size ?? 0;
+  let total = 0;
+  for (const name of await readdir(path).catch(() => [] as string[])) total += await diskBytes(join(path, name));
+  return total;
 }

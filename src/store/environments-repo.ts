@@ -126,6 +126,12 @@ export class EnvironmentsRepo {
     return rows.map((r) => ({ tenantId: r.tenant_id, name: r.name, hostId: r.host_id, state: r.state, reason: r.reason }));
   }
 
+  /** The slugs environments run (any tenant, any state): the slug store keeps these. */
+  async slugDigests(): Promise<Set<string>> {
+    const rows = await this.db.selectFrom('environments').select('slug_digest').distinct().where('slug_digest', 'is not', null).execute();
+    return new Set(rows.flatMap((r) => (r.slug_digest === null ? [] : [r.slug_digest])));
+  }
+
   /** Ready environments that sleep when idle (the sweep asks the router how long each has been). */
   async sleepers(): Promise<EnvironmentRow[]> {
     return this.db.selectFrom('environments').selectAll().where('state', '=', 'ready').where('sleep_after_ms', 'is not', null).execute();

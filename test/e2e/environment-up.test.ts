@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { c as createTar } from 'tar';
 import { describe, expect, it } from 'vitest';
 import type { UpsertResult } from '../../src/environments/upsert.js';
+import { EnvironmentsRepo } from '../../src/store/environments-repo.js';
 import type { EnvironmentView } from '../../src/environments/views.js';
 import { berth } from '../helpers/server.js';
 import { routerGet, useStackServer } from '../helpers/stack-server.js';
@@ -205,6 +206,10 @@ describe('berth env up', () => {
       expect(deployed.environment.slugDigest).not.toBe(v1);
       expect(await pages(6)).toEqual(['200 slug v2\n']);
       expect((await slugUp(['--keep-settings'])).action).toBe('unchanged');
+      // What the slug store's collection keeps: the slug it runs now, not the one before.
+      const inUse = await new EnvironmentsRepo(stack.srv.server.store.db).slugDigests();
+      expect(inUse.has(deployed.environment.slugDigest ?? '')).toBe(true);
+      expect(inUse.has(v1 ?? '')).toBe(false);
     } finally {
       await berth(['env', 'rm', 'slugged'], stack.env);
       await rm(dir, { recursive: true, force: true });

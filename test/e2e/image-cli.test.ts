@@ -169,12 +169,12 @@ describe('berth image', () => {
     expect((await berth(['image', 'inspect', 'web'], env)).code).toBe(2);
 
     // The server's own collection leaves layers younger than its grace (24 h by default).
-    expect(await server.srv.server.images.collect(24 * 3600_000)).toEqual({ builds: 0, layers: 0, bytes: 0 });
-    const gc = await json<{ builds: number; layers: number; bytes: number }>('image', 'gc');
+    expect(await server.srv.server.images.collect(24 * 3600_000)).toEqual({ builds: 0, layers: 0, artifacts: 0, bytes: 0 });
+    const gc = await json<{ builds: number; layers: number; artifacts: number; bytes: number }>('image', 'gc');
     expect(gc.layers).toBeGreaterThan(5);
     expect(gc.bytes).toBeGreaterThan(0);
     const again = await berth(['image', 'gc'], env);
-    expect(again).toMatchObject({ code: 0, stdout: 'removed 0 old builds, 0 layers, 0 B\n' });
+    expect(again).toMatchObject({ code: 0, stdout: 'removed 0 old builds, 0 layers, 0 cached artifacts, 0 B\n' });
   });
 
   it("the server's own image gc keeps a failed bake's layers for its next try until they are older than its grace", async () => {

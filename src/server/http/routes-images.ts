@@ -80,7 +80,7 @@ export function imageRoutes(images: ImageService): FastifyPluginCallbackZod {
     );
     app.post(
       '/v1/images/gc',
-      { schema: { tags: ['images'], summary: 'Remove old builds no host runs and every layer no image uses', response: { 200: z.object({ builds: z.number(), layers: z.number(), bytes: z.number() }), ...errors } } },
+      { schema: { tags: ['images'], summary: 'Remove old builds no host runs, every layer no image uses and the cached artifacts of fetch steps', response: { 200: z.object({ builds: z.number(), layers: z.number(), artifacts: z.number(), bytes: z.number() }), ...errors } } },
       async (request) => images.gc(request.tenantId),
     );
     done();

@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import type { Context } from './context.js';
-import { UsageError } from './output.js';
+import { waitSeconds } from './output.js';
 
 export function registerApplyCommand(program: Command, ctx: Context): void {
   program
@@ -17,8 +17,7 @@ export function registerApplyCommand(program: Command, ctx: Context): void {
     .option('--wait [s]', "then wait until every pool the file declares is full of its current generation (its ready hosts there, its roll complete), showing progress; seconds, default 300")
     .option('--json', 'print JSON')
     .action(async (opts: { file: string; wait?: string | true; json?: boolean }) => {
-      const waitS = opts.wait === undefined ? undefined : opts.wait === true ? 300 : Number(opts.wait);
-      if (waitS !== undefined && !(Number.isFinite(waitS) && waitS > 0)) throw new UsageError(`--wait takes seconds (a positive number), not ${JSON.stringify(opts.wait)}`);
+      const waitS = opts.wait === true ? 300 : waitSeconds(opts.wait);
       const { applyFile } = await import('./apply-file.js');
       await applyFile(ctx, opts.file, ctx.printer(opts.json), waitS === undefined ? {} : { waitMs: waitS * 1000 });
     });

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import type { EnvironmentView } from '../environments/views.js';
 import { formatDurationMs } from '../core/duration.js';
-import { age, collect, parseChanges, parseKeyValues, parseReplicas, table, UsageError, type Printer } from './output.js';
+import { age, collect, parseChanges, parseKeyValues, parseReplicas, table, UsageError, waitSeconds, type Printer } from './output.js';
 import type { Context } from './context.js';
 import { registerEnvShellCommand } from './shell-command.js';
 import { registerEnvLogsCommand } from './env-logs.js';
@@ -55,8 +55,7 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
     .action(async (name: string, opts: CreateOptions) => {
       if (!opts.stack) throw new UsageError('no stack: give --stack NAME (see berth.yaml `stacks:`)');
       const counts = parseReplicas(opts.replicas);
-      const wait = opts.wait === undefined ? undefined : Number(opts.wait);
-      if (wait !== undefined && !(wait > 0)) throw new UsageError(`--wait ${opts.wait ?? ''} is not a positive number of seconds`);
+      const wait = waitSeconds(opts.wait);
       const body = {
         name,
         stack: opts.stack,
@@ -138,7 +137,7 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
     .option('--json', 'print JSON')
     .action(async (name: string, opts: { ref: string; command?: string; wait?: string; json?: boolean }) => {
       const printer = ctx.printer(opts.json);
-      const body = { ref: slugPath(opts.ref), ...(opts.command ? { command: opts.command } : {}), ...(opts.wait ? { wait: Number(opts.wait) } : {}) };
+      const body = { ref: slugPath(opts.ref), ...(opts.command ? { command: opts.command } : {}), ...(opts.wait !== undefined ? { wait: waitSeconds(opts.wait) } : {}) };
       const view = await withProgress(ctx, printer, name, `deploying ${opts.ref} to ${name}`, [], () => ctx.client().post<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/deploy`, body));
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
       if (view.state === 'sleeping') printer.err(`${name} is asleep: its next request (or berth env wake) runs ${opts.ref}\n`);
@@ -170,7 +169,7 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
     .action(async (name: string, changes: string[], opts: { wait?: string; json?: boolean }) => {
       const printer = ctx.printer(opts.json);
       const { set, remove } = parseChanges(changes, 'a setting');
-      const body = { set, unset: remove, ...(opts.wait ? { wait: Number(opts.wait) } : {}) };
+      const body = { set, unset: remove, ...(opts.wait !== undefined ? { wait: waitSeconds(opts.wait) } : {}) };
       const hosts = printer.json ? [] : await hostsOf(ctx, name);
       const view = await withProgress(ctx, printer, name, `changing ${name}'s settings`, hosts, () => ctx.client().patch<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/settings`, body));
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
@@ -186,7 +185,7 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
     .option('--json', 'print JSON')
     .action(async (name: string, opts: { service?: string; wait?: string; json?: boolean }) => {
       const printer = ctx.printer(opts.json);
-      const body = { ...(opts.service ? { service: opts.service } : {}), ...(opts.wait ? { wait: Number(opts.wait) } : {}) };
+      const body = { ...(opts.service ? { service: opts.service } : {}), ...(opts.wait !== undefined ? { wait: waitSeconds(opts.wait) } : {}) };
       const hosts = printer.json ? [] : await hostsOf(ctx, name);
       const view = await withProgress(ctx, printer, name, `restarting ${opts.service ?? 'the services of'} ${name}`, hosts, () => ctx.client().post<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/restart`, body));
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
@@ -203,7 +202,7 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
     .action(async (name: string, counts: string[], opts: { wait?: string; json?: boolean }) => {
       const change = parseReplicas(counts, 'replicas');
       const printer = ctx.printer(opts.json);
-      const body = { ...change, ...(opts.wait ? { wait: Number(opts.wait) } : {}) };
+      const body = { ...change, ...(opts.wait !== undefined ? { wait: waitSeconds(opts.wait) } : {}) };
       const hosts = printer.json ? [] : await hostsOf(ctx, name);
       const view = await withProgress(ctx, printer, name, `scaling ${name} to ${counts.join(' ')}`, hosts, () => ctx.client().post<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/scale`, body));
       if (printer.json) return printer.out(`${JSON.stringify(view, null, 2)}\n`);
@@ -222,11 +221,15 @@ export function registerEnvCommands(program: Command, ctx: Context): void {
     .action(async (names: string[], opts: { json?: boolean }) => {
       const printer = ctx.printer(opts.json);
       const removed: EnvironmentView[] = [];
-      for (const name of names) {
-        removed.push(await ctx.client().delete<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}`));
-        if (!printer.json) printer.out(`${name} removed\n`);
+      try {
+        for (const name of names) {
+          removed.push(await ctx.client().delete<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}`));
+          if (!printer.json) printer.out(`${name} removed\n`);
+        }
+      } finally {
+        // Also when a later name failed: the ones before it are gone all the same.
+        if (printer.json) printer.out(`${JSON.stringify(removed, null, 2)}\n`);
       }
-      if (printer.json) printer.out(`${JSON.stringify(removed, null, 2)}\n`);
     });
 }
 

@@ -8,7 +8,7 @@ import { formatDurationMs } from '../core/duration.js';
 import type { EnvironmentView } from '../environments/views.js';
 import type { Context } from './context.js';
 import { formatTimings, withProgress } from './env-progress.js';
-import { UsageError } from './output.js';
+import { waitSeconds } from './output.js';
 
 export function registerEnvSleepCommands(env: Command, ctx: Context): void {
   env
@@ -19,12 +19,16 @@ export function registerEnvSleepCommands(env: Command, ctx: Context): void {
     .action(async (names: string[], opts: { json?: boolean }) => {
       const printer = ctx.printer(opts.json);
       const asleep: EnvironmentView[] = [];
-      for (const name of names) {
-        const view = await ctx.client().post<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/sleep`, {});
-        asleep.push(view);
-        if (!printer.json) printer.out(`${name} asleep: its hosts went back to pool ${view.pool}; its next request wakes it (${view.url ?? 'no route'})\n`);
+      try {
+        for (const name of names) {
+          const view = await ctx.client().post<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}/sleep`, {});
+          asleep.push(view);
+          if (!printer.json) printer.out(`${name} asleep: its hosts went back to pool ${view.pool}; its next request wakes it (${view.url ?? 'no route'})\n`);
+        }
+      } finally {
+        // Also when a later name failed: the ones before it sleep all the same.
+        if (printer.json) printer.out(`${JSON.stringify(asleep, null, 2)}\n`);
       }
-      if (printer.json) printer.out(`${JSON.stringify(asleep, null, 2)}\n`);
     });
 
   env
@@ -34,8 +38,7 @@ export function registerEnvSleepCommands(env: Command, ctx: Context): void {
     .option('--wait <s>', 'seconds to wait for its services to be ready (default 120)')
     .option('--json', 'print JSON')
     .action(async (name: string, opts: { wait?: string; json?: boolean }) => {
-      const wait = opts.wait === undefined ? undefined : Number(opts.wait);
-      if (wait !== undefined && !(wait > 0)) throw new UsageError(`--wait ${opts.wait ?? ''} is not a positive number of seconds`);
+      const wait = waitSeconds(opts.wait);
       const printer = ctx.printer(opts.json);
       const body = wait !== undefined ? { wait } : {};
       const before = printer.json ? undefined : await ctx.client().get<EnvironmentView>(`/v1/environments/${encodeURIComponent(name)}`);

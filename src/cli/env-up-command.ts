@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import type { UpsertResult } from '../environments/upsert.js';
 import type { Context } from './context.js';
 import { formatTimings, withProgress } from './env-progress.js';
-import { collect, parseKeyValues, parseReplicas, UsageError } from './output.js';
+import { collect, parseKeyValues, parseReplicas, UsageError, waitSeconds } from './output.js';
 
 interface UpOptions {
   stack?: string;
@@ -53,8 +53,7 @@ export function registerEnvUpCommand(env: Command, ctx: Context): void {
       if (opts.keepSettings && opts.set.length > 0) throw new UsageError('--keep-settings and --set: give one or the other');
       if (opts.private && opts.public) throw new UsageError('--private and --public: give one or the other');
       const counts = parseReplicas(opts.replicas);
-      const wait = opts.wait === undefined ? undefined : Number(opts.wait);
-      if (wait !== undefined && !(wait > 0)) throw new UsageError(`--wait ${opts.wait ?? ''} is not a positive number of seconds`);
+      const wait = waitSeconds(opts.wait);
       const body = {
         stack: opts.stack,
         ...(opts.keepSettings ? {} : { set: parseKeyValues(opts.set, 'set') }),

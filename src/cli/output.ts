@@ -62,6 +62,14 @@ export class UsageError extends Error {
   override name = 'UsageError';
 }
 
+/** A `--wait <s>` option: undefined when not given; a positive number of seconds, or exit 2. */
+export function waitSeconds(value: string | undefined, flag = '--wait'): number | undefined {
+  if (value === undefined) return undefined;
+  const seconds = Number(value);
+  if (!(Number.isFinite(seconds) && seconds > 0)) throw new UsageError(`${flag} takes seconds (a positive number), not ${JSON.stringify(value)}`);
+  return seconds;
+}
+
 export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }

@@ -11,6 +11,7 @@ import { ApiClient } from './client.js';
 import type { Context } from './context.js';
 import { bake, readSpecFile } from './image-commands.js';
 import { packageRoot } from './paths.js';
+import { waitSeconds } from './output.js';
 import { waitForPools } from './pool-wait.js';
 import { startLocalServer, untilStopped, withServerOptions, type ServerOptions } from './server-command.js';
 
@@ -28,6 +29,7 @@ export function registerUpCommand(program: Command, ctx: Context, env: NodeJS.Pr
       .option('--wait <s>', 'seconds to wait for the pools to fill', '300'),
   ).action(async (opts: UpOptions) => {
     const file = opts.file ?? (existsSync('berth.yaml') ? 'berth.yaml' : join(packageRoot(), 'berth.yaml'));
+    const waitS = waitSeconds(opts.wait) ?? 300;
     const say = (line: string) => process.stderr.write(`${line}\n`);
     const [{ applyFile, readBerthYaml }, { parseStacksFile }] = await Promise.all([import('./apply-file.js'), import('../stacks/spec.js')]);
     // Checked before anything starts: a bad file changes nothing.
@@ -52,7 +54,7 @@ export function registerUpCommand(program: Command, ctx: Context, env: NodeJS.Pr
     }
     say(`applying ${file}…`);
     await applyFile(upCtx, file, printer);
-    await waitForPools(client, pools.map((p) => p.name), Number(opts.wait) * 1000, say);
+    await waitForPools(client, pools.map((p) => p.name), waitS * 1000, say);
 
     const stack = parseStacksFile(readFileSync(file, 'utf8'), file, dirname(resolve(file)))[0]?.name ?? 'STACK';
     const routerUrl = server?.router.urlFor('alice') ?? `http://alice.localhost:${opts.routerPort}/`;

@@ -71,6 +71,7 @@ export async function deployEnvironment(deps: DeployDeps, before: EnvironmentRow
   const claimed: EnvHostRecord[] = [];
   const balanced = new Set<string>();
   const env = { tenantId, name };
+  let deployed: EnvironmentRow;
   try {
     const placed = await deps.place(tenantId, name, spec, target, {
       pool: row.pool,
@@ -91,21 +92,24 @@ export async function deployEnvironment(deps: DeployDeps, before: EnvironmentRow
     const timings = roundTimings({ ...placed.timings, totalMs: performance.now() - t0 });
     const done = await deps.envs.transition(tenantId, name, ['deploying'], 'ready', { ref, ...changes, hosts: claimed, route: { ...target, generation }, timings, operation: 'deploy' });
     if (!done) throw new BerthError('conflict', `environment ${name} was removed during its deploy`, 'Create it again.');
-    const why = `environment ${name} deployed ${what}`;
-    // The new hosts are attached (placed above): the old ones leave the load balancer while the router drains them.
-    const [stuck] = await Promise.all([
-      deps.balancing && row.mode === 'service' ? deps.balancing.detach(env, spec, old, why) : undefined,
-      new Promise((resolve) => setTimeout(resolve, deps.drainMs ?? 500)),
-    ]);
-    await deps.hostRelease.releaseAll(tenantId, row.pool, old, why, old.filter((h) => stuck?.has(h.hostId)));
-    return done;
+    deployed = done;
   } catch (err) {
-    // The route never left the old hosts: put it back as it was and give the new ones back.
-    await deps.routes.restore(row, target).catch(() => undefined);
+    // The route never left the old hosts (it switches with the commit above): put it back as it was,
+    // to the old hosts' own service and port, and give the new ones back.
+    await deps.routes.restore(row, row.route ?? target).catch(() => undefined);
     const why = `environment ${name}: deploy of ${what} failed`;
     const stuck = deps.balancing ? await deps.balancing.detach(env, spec, claimed.filter((h) => h.service !== null && balanced.has(h.service)), why) : undefined;
     await deps.hostRelease.releaseAll(tenantId, row.pool, claimed, why, claimed.filter((h) => stuck?.has(h.hostId)));
     await deps.envs.transition(tenantId, name, ['deploying'], row.state === 'failed' ? 'failed' : 'ready', { reason: `deploy of ${what} failed: ${errorMessage(err)}`, hosts: old });
     throw err;
   }
+  // Committed: what follows cannot undo the deploy, whatever fails in it.
+  const why = `environment ${name} deployed ${what}`;
+  // The new hosts are attached (placed above): the old ones leave the load balancer while the router drains them.
+  const [stuck] = await Promise.all([
+    deps.balancing && row.mode === 'service' ? deps.balancing.detach(env, spec, old, why) : undefined,
+    new Promise((resolve) => setTimeout(resolve, deps.drainMs ?? 500)),
+  ]);
+  await deps.hostRelease.releaseAll(tenantId, row.pool, old, why, old.filter((h) => stuck?.has(h.hostId)));
+  return deployed;
 }

@@ -6,6 +6,7 @@
  * record it and release it should anything later fail: nothing is ever left claimed by mistake.
  */
 import { BerthError } from '../core/errors.js';
+import { settleAll } from '../core/settle-all.js';
 import type { ClaimView } from '../pools/views.js';
 import { ENV_OVERRIDE_TAG_PREFIX, MODE_TAG, SERVICE_TAG, STACK_TAG } from '../stacks/modes.js';
 import type { StackSpec } from '../stacks/spec.js';
@@ -135,7 +136,9 @@ export async function placeServices(deps: PlacementDeps, req: PlacementRequest):
   const tClaims = performance.now();
   let servicesStart = tClaims;
   if (req.mode === 'review') {
-    const hosts = await Promise.all(Array.from({ length: req.replicas }, () => claimOne(null, hostTags(req, { [MODE_TAG]: 'review' }))));
+    // Every claim ends before a failure is thrown: one still under way would land after the caller
+    // gave back what it had, in a group no one records.
+    const hosts = await settleAll(Array.from({ length: req.replicas }, () => claimOne(null, hostTags(req, { [MODE_TAG]: 'review' }))));
     servicesStart = performance.now();
     await Promise.all(hosts.map(ready));
   } else {
@@ -147,7 +150,7 @@ export async function placeServices(deps: PlacementDeps, req: PlacementRequest):
       const below = new Set(levels.slice(0, i).flat());
       const existing = (req.adding?.existing ?? []).filter((h) => h.service !== null && below.has(h.service));
       const addresses = serviceAddresses(req.stack, [...existing, ...placed]);
-      const hosts = await Promise.all(level.flatMap((service) => Array.from({ length: countOf(service) }, () => claimOne(service, hostTags(req, { [MODE_TAG]: 'service', [SERVICE_TAG]: service, ...addresses })))));
+      const hosts = await settleAll(level.flatMap((service) => Array.from({ length: countOf(service) }, () => claimOne(service, hostTags(req, { [MODE_TAG]: 'service', [SERVICE_TAG]: service, ...addresses })))));
       if (hosts.length === 0) continue;
       servicesStart = performance.now();
       await Promise.all(hosts.map(ready));

@@ -36,7 +36,8 @@ export const environmentWakeBody = z.object({ wait: z.number().positive().max(60
 
 /** `15m` in ms, checked against the bounds; throws a validation error (exit 2 / 400). */
 export function parseSleepAfter(text: string): number {
-  const ms = parseDurationMs(text, 'sleep-after');
+  // Whole ms: it is stored in an integer column (1.1h is 3960000.0000000005 in floating point).
+  const ms = Math.round(parseDurationMs(text, 'sleep-after'));
   if (ms < 1000 || ms > MAX_SLEEP_AFTER_MS) {
     throw new BerthError('validation_failed', `sleep-after ${text} is out of range`, 'Give 1s to 7d, e.g. 15m; or never.');
   }

@@ -152,11 +152,21 @@ describe('environments that sleep when idle', () => {
     const woken = await berth(['env', 'wake', 'frail', '--json'], env, { timeoutMs: 60_000 });
     expect(woken.code, woken.stderr).toBe(0);
     expect((await viaRouter(routerPort(), 'frail')).status).toBe(200);
+
+    // A create that gets one of its hosts and not the others gives back the one it got, even when
+    // that claim ends after the others failed.
+    await waitFor('scarce refilled again', async () => ((await srv.api.get<{ status: { ready: number } }>('/v1/pools/scarce')).body.status.ready === 1 ? true : undefined), { timeoutMs: 30_000 });
+    const greedy = await berth(['env', 'create', 'greedy', '--stack', 'nap', '--pool', 'scarce', '--replicas', '3'], env, { timeoutMs: 60_000 });
+    expect(greedy.code).toBe(1);
+    expect(greedy.stderr).toContain('pool scarce');
+    expect(await claimed('scarce')).toEqual((JSON.parse(woken.stdout) as EnvironmentView).hosts.map((h) => h.hostId));
+    expect((await srv.api.get('/v1/environments/greedy')).status).toBe(404);
   });
 
   it('takes sleep-after changes and refuses bad ones, changing nothing', async () => {
     const never = await berth(['env', 'sleep-after', 'sleepy', 'never', '--json'], env);
     expect(JSON.parse(never.stdout)).toMatchObject({ name: 'sleepy', sleepAfterMs: null });
+    expect((await berth(['env', 'sleep-after', 'sleepy', '1.1h', '--json'], env)).stdout).toContain('"sleepAfterMs": 3960000');
     expect((await berth(['env', 'sleep-after', 'sleepy', '2h'], env)).stdout).toBe('sleepy sleeps after 2h without a request\n');
     for (const bad of ['soon', '0.5s', '8d']) {
       const res = await berth(['env', 'sleep-after', 'sleepy', bad], env);

@@ -26,6 +26,13 @@ const berthYaml = `stacks:
         ports: [8080]
         ready: {http: 8080}
         stopTimeout: 1s
+  nine:
+    services:
+      web:
+        cmd: mkdir -p /tmp/www && echo nine > /tmp/www/index.html && exec python3 -m http.server 9090 --directory /tmp/www
+        ports: [9090]
+        ready: {http: 9090}
+        stopTimeout: 1s
 pools:
   - name: app
     size: 2
@@ -102,6 +109,11 @@ describe('berth env up', () => {
     const after = (await stack.srv.api.get<EnvironmentView>('/v1/environments/pr-1')).body;
     expect({ ref: after.ref, hosts: after.hosts, state: after.state }).toEqual({ ref: before.ref, hosts: before.hosts, state: before.state });
     expect((await berth(['env', 'up', 'pr-1'], stack.env)).code).toBe(2);
+    // A duration where seconds are asked for is refused by the CLI, before anything is sent or started.
+    for (const args of [['env', 'deploy', 'pr-1', '--ref', 'v9', '--wait', '5m'], ['env', 'scale', 'pr-1', '2', '--wait', '0'], ['up', '--wait', '5m']]) {
+      const res = await berth(args, stack.env);
+      expect([args.join(' '), res.code, res.stderr]).toEqual([args.join(' '), 2, expect.stringContaining('--wait takes seconds (a positive number)')]);
+    }
     expect((await berth(['env', 'up', 'pr-1', '--stack', 'app', '--set', 'A=1', '--keep-settings'], stack.env)).code).toBe(2);
   });
 
@@ -212,6 +224,25 @@ describe('berth env up', () => {
       expect(inUse.has(v1 ?? '')).toBe(false);
     } finally {
       await berth(['env', 'rm', 'slugged'], stack.env);
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a failed deploy leaves the route where it was: on the old hosts, their service and port', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'berth-slug-crash-'));
+    try {
+      const made = await berth(['env', 'create', 'nine', '--stack', 'nine', '--pool', 'app'], stack.env, { timeoutMs: 60_000 });
+      expect(made.code, made.stderr).toBe(0);
+      expect(await page(routerPort(), 'nine')).toBe('200 nine\n');
+      // A slug whose web never starts: its route target (port 8080) is not the running one's.
+      await writeFile(join(dir, 'Procfile'), 'web: exit 3\n');
+      await createTar({ gzip: true, file: join(dir, 'crash.tgz'), cwd: dir, portable: true }, ['Procfile']);
+      const deploy = await berth(['env', 'deploy', 'nine', '--ref', join(dir, 'crash.tgz'), '--wait', '5'], stack.env, { timeoutMs: 60_000 });
+      expect(deploy.code).not.toBe(0);
+      expect(await page(routerPort(), 'nine')).toBe('200 nine\n');
+      expect((await stack.srv.api.get<EnvironmentView>('/v1/environments/nine')).body).toMatchObject({ state: 'ready', route: { port: 9090 } });
+    } finally {
+      await berth(['env', 'rm', 'nine'], stack.env);
       await rm(dir, { recursive: true, force: true });
     }
   });

@@ -175,7 +175,9 @@ export class CommandService {
       const abort = () => done();
       const timer = setTimeout(done, timeoutMs);
       this.completions.on(id, done);
-      signal?.addEventListener('abort', abort);
+      // An abort already past fires no event: it must end the wait all the same.
+      if (signal?.aborted) abort();
+      else signal?.addEventListener('abort', abort);
     });
   }
 
@@ -288,7 +290,8 @@ export class CommandService {
 
   /** Target hosts; `row` is read from the store only for hosts whose agent is not connected. */
   private async resolveTargets(tenantId: string, targets: SendCommandRequest['targets']): Promise<{ id: string; row?: HostRow }[]> {
-    const ids = targets.hostIds ?? [];
+    // A host named twice is one target (SSM's InstanceIds too), not a clash in the store.
+    const ids = [...new Set(targets.hostIds ?? [])];
     const tags = targets.tags ?? {};
     const group = targets.group;
     if (ids.length === 0 && Object.keys(tags).length === 0 && group === undefined) {

@@ -44,7 +44,9 @@ export class ReadyWaiters {
         reject(new BerthError('deadline_exceeded', `host ${id}: its agent did not enrol within ${timeoutMs} ms`, 'Check the host console log in the data dir, and that hosts can reach the server on the bridge.', { hostId: id }));
       }, timeoutMs);
       this.events.on(id, onReady);
-      signal?.addEventListener('abort', onAbort);
+      // An abort already past fires no event: it must end the wait all the same.
+      if (signal?.aborted) onAbort();
+      else signal?.addEventListener('abort', onAbort);
     });
   }
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { claimDeadlineS } from './claim-service.js';
+import { claimDeadlineS } from './claim-deadline.js';
 
 describe("a claim's deadline", () => {
   it('is what the claim gives; else 60 s, or the driver boot limit + 30 s when that is longer (EC2)', () => {

@@ -6,6 +6,7 @@
  * cold-launch.ts) or fails with 503 and Retry-After (`onEmpty: fail`). The refill never runs on the
  * claim's path.
  */
+import { claimDeadlineS } from './claim-deadline.js';
 import { EventEmitter } from 'node:events';
 import { BerthError, errorMessage, isBerthError } from '../core/errors.js';
 import { newId } from '../core/ids.js';
@@ -45,17 +46,6 @@ export interface ClaimServiceDeps {
 type FirstPick = { host: HostRow; idleSeconds: number; ms: number };
 type DeadlinedClaim = ClaimInput & { deadline: number };
 
-/** A claim's deadline when it names none and the driver boots fast. */
-const DEFAULT_DEADLINE_S = 60;
-
-/**
- * The seconds a claim may take: as given, else 60, or the driver's boot limit and 30 s more when
- * that is longer: a cold launch must fit in a claim that names no deadline (on EC2 one takes minutes).
- */
-export function claimDeadlineS(given: number | undefined, bootTimeoutMs: number | undefined): number {
-  return given ?? Math.max(DEFAULT_DEADLINE_S, Math.ceil((bootTimeoutMs ?? 0) / 1000) + 30);
-}
-
 /** See the refill in `attempts`. */
 const REFILL_DELAY_MS = 50;
 
@@ -92,7 +82,7 @@ export class ClaimService {
     const pool = await this.deps.pools.getRecent(tenantId, poolName);
     if (!pool) throw poolNotFound(poolName);
     if (input.idempotencyKey) {
-      const existing = await this.existing(tenantId, input.idempotencyKey, poolName, input.group);
+      const existing = await this.existing(tenantId, input.idempotencyKey, poolName, input.group, input.deadline * 1000, signal);
       if (existing) return existing;
     }
     await this.ensureGroup(tenantId, input.group, input.labels);
@@ -108,7 +98,7 @@ export class ClaimService {
     });
     if (!first.inserted) {
       // Another request with the same key got in first: it is the claim.
-      const existing = input.idempotencyKey ? await this.existing(tenantId, input.idempotencyKey, poolName, input.group) : undefined;
+      const existing = input.idempotencyKey ? await this.existing(tenantId, input.idempotencyKey, poolName, input.group, input.deadline * 1000, signal) : undefined;
       if (existing) return existing;
       throw new BerthError('conflict', `a claim with idempotency key ${input.idempotencyKey ?? ''} is being replaced`, 'Retry the claim.');
     }
@@ -196,6 +186,11 @@ export class ClaimService {
     const refill: { timer?: NodeJS.Timeout; held?: boolean } = refillAfter ? { held: true } : {};
     try {
       return await this.attempts(pool, claimId, input, { t0, deadline, signal: deadlineSignal, refill, firstPick });
+    } catch (err) {
+      // Whatever ended it (the store failing, a bug): the claim fails rather than stay pending, and a
+      // host it held half-claimed goes to quarantine (its init may have half-run), as after a restart.
+      await this.abandon(claimId, t0, err).catch((e: unknown) => this.deps.log(`claim ${claimId}: cleaning up after it failed: ${errorMessage(e)}`));
+      throw err;
     } finally {
       const kick = () => setImmediate(() => this.deps.reconciler.kick(tenantId, pool.name));
       if (refillAfter) void refillAfter.catch(() => undefined).finally(kick);
@@ -218,7 +213,8 @@ export class ClaimService {
     const script = [...input.init, ...(pool.health_check ? [pool.health_check.command] : [])];
     let reconnectWaitMs = 0;
     let awaitReconnects = true;
-    while (attempts.length < input.maxAttempts && Date.now() < deadline) {
+    // The deadline signal also aborts when the caller went away: then no other host is tried for nobody.
+    while (attempts.length < input.maxAttempts && Date.now() < deadline && !deadlineSignal.aborted) {
       // The first pick was made with the claim's insert; later attempts pick again.
       const tPick = performance.now();
       const picked = attempts.length === 0 && ctx.firstPick ? ctx.firstPick : await this.deps.claims.pickReady(tenantId, pool.name, claimId, input.group);
@@ -323,6 +319,13 @@ export class ClaimService {
     });
   }
 
+  private async abandon(claimId: string, t0: number, err: unknown): Promise<void> {
+    await this.deps.claims.finish(claimId, 'pending', 'failed', { hostId: null, durationMs: performance.now() - t0, error: { message: errorMessage(err) } });
+    for (const host of await this.deps.hosts.listInSlots(['claiming'])) {
+      if (host.claim_id === claimId) await this.deps.hosts.setSlot(host.id, ['claiming'], 'quarantined', { group: null, claimId: null });
+    }
+  }
+
   private async fail(claimId: string, attempts: Attempt[], t0: number, why: string): Promise<void> {
     await this.deps.claims.finish(claimId, 'pending', 'failed', { hostId: null, durationMs: performance.now() - t0, error: { message: why, attempts } });
   }
@@ -334,8 +337,11 @@ export class ClaimService {
     this.knownGroups.add(key);
   }
 
-  /** The claim a key already names: finished, or awaited while it runs. Failed ones free their key. */
-  private async existing(tenantId: string, key: string, poolName: string, group: string): Promise<ClaimView | undefined> {
+  /**
+   * The claim a key already names: finished, or awaited while it runs (as long as this request's own
+   * deadline, or until its caller leaves). Failed ones free their key.
+   */
+  private async existing(tenantId: string, key: string, poolName: string, group: string, waitMs: number, signal: AbortSignal | undefined): Promise<ClaimView | undefined> {
     let row = await this.deps.claims.byIdempotencyKey(tenantId, key);
     if (!row) return undefined;
     if (row.pool !== poolName) {
@@ -348,13 +354,23 @@ export class ClaimService {
     if (row.state === 'pending') {
       const id = row.id;
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, 120_000);
-        this.finished.once(id, () => {
+        const end = () => {
           clearTimeout(timer);
+          this.finished.off(id, end);
+          signal?.removeEventListener('abort', end);
           resolve();
-        });
+        };
+        const timer = setTimeout(end, waitMs);
+        this.finished.once(id, end);
+        if (signal?.aborted) end();
+        else signal?.addEventListener('abort', end, { once: true });
+        // It may have ended between the read above and the listening.
+        void this.deps.claims.get(tenantId, id).then((r) => r?.state !== 'pending' && end(), () => undefined);
       });
       row = (await this.deps.claims.get(tenantId, id)) ?? row;
+      if (row.state === 'pending') {
+        throw new BerthError('conflict', `the claim with idempotency key ${key} (${id}) is still running`, 'Retry with the same key once it has finished (`berth claim ls` shows it).', { claimId: id });
+      }
     }
     if (row.state === 'failed') {
       await this.deps.claims.forgetKey(row.id);

@@ -285,6 +285,13 @@ export class PoolReconciler {
       await boot();
       this.lastHealth.set(hostId, Date.now());
       const moved = await this.deps.hosts.setSlot(hostId, ['warming'], 'ready');
+      // A pool removed while this host was registered (after remove() listed its hosts) would leave
+      // it running for good, and a new pool of the same name would hand it out: it goes instead.
+      const still = moved ? await this.deps.pools.get(pool.tenant_id, pool.name) : undefined;
+      if (moved && (!still || new Date(still.created_at).getTime() !== new Date(pool.created_at).getTime())) {
+        this.retire(moved.row, ['ready'], `pool ${pool.name} was removed`, { replace: false });
+        return;
+      }
       if (moved) await this.deps.pools.resetFailures(pool.tenant_id, pool.name);
     } catch (err) {
       if (this.stopping.signal.aborted) return;

@@ -72,6 +72,12 @@ describe('bad input', () => {
     });
   }
 
+  it('runs a command once on a host named twice in its targets', async () => {
+    const res = await srv.api.post<{ id: string; counts: { targets: number } }>('/v1/commands', { targets: { hostIds: [host.id, host.id] }, parameters: { commands: ['true'] } });
+    expect(res.status).toBe(201);
+    expect(res.body.counts.targets).toBe(1);
+  });
+
   it('does not let one host act as another (its token is bound to its id)', async () => {
     const other = (await srv.api.post<HostView>('/v1/hosts', {})).body;
     const identity = JSON.parse(readFileSync(join(srv.dataDir, 'hosts', host.id, 'upper', 'etc', 'berth', 'agent.json'), 'utf8')) as { token: string; serverUrl: string };

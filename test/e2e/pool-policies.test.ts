@@ -42,6 +42,41 @@ describe('pool policies', () => {
     expect((await pool('empty')).status.misses).toBe(0);
   });
 
+  it('stops a claim whose caller went away during its init: no other host is claimed for nobody', async () => {
+    expect((await srv.api.post('/v1/pools', { name: 'patient', size: 2 })).status).toBe(201);
+    await waitFor('patient full', async () => ((await readyHosts('patient')).length === 2 ? true : undefined), { timeoutMs: 30_000 });
+    const caller = new AbortController();
+    const claiming = fetch(`${srv.server.url}/v1/pools/patient/claims`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${srv.server.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ group: 'walked-away', init: ['sleep 2'] }),
+      signal: caller.signal,
+    }).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 500));
+    caller.abort();
+    await claiming;
+    const claim = await waitFor('the claim to end', async () => {
+      const mine = (await srv.api.get<{ claims: Array<{ state: string }> }>('/v1/claims?group=walked-away')).body.claims[0];
+      return mine && mine.state !== 'pending' ? mine : undefined;
+    }, { timeoutMs: 10_000 });
+    expect(claim.state).toBe('failed');
+    await new Promise((r) => setTimeout(r, 2500)); // as long as another host's init would have taken
+    const hosts = (await srv.api.get<{ hosts: PoolHostView[] }>('/v1/pools/patient/hosts')).body.hosts;
+    expect(hosts.filter((h) => h.slot === 'claimed')).toEqual([]);
+    expect((await srv.api.get<{ hosts: HostView[] }>('/v1/hosts?tag=berth:group=walked-away')).body.hosts).toEqual([]);
+  });
+
+  it('leaves no host running of a pool removed while it was filling', async () => {
+    for (let round = 0; round < 4; round++) {
+      expect((await srv.api.post('/v1/pools', { name: 'fleeting', size: 4, maxLaunching: 4 })).status).toBe(201);
+      await new Promise((r) => setTimeout(r, 8 * round));
+      expect((await srv.api.delete('/v1/pools/fleeting')).status).toBe(200);
+    }
+    await new Promise((r) => setTimeout(r, 4000)); // the launches under way end
+    const left = (await srv.api.get<{ hosts: HostView[] }>('/v1/hosts?all=true&tag=berth:pool=fleeting')).body.hosts.filter((h) => h.state !== 'terminated');
+    expect(left.map((h) => `${h.id} ${h.state}`)).toEqual([]);
+  });
+
   it('backs off an image that keeps failing instead of burning launches, and says why', async () => {
     // A pool's image must exist (a missing one is refused at once), so: a directory that is no root
     // filesystem (an empty directory), whose every launch fails.

@@ -173,6 +173,16 @@ describe('pools and claims', () => {
     expect(other.status).toBe(409);
     expect(other.body.message).toBe('idempotency key signup-42 was used for a claim for another group');
     expect((await srv.api.get<{ hosts: unknown[] }>('/v1/groups/someone-else/hosts')).body.hosts).toHaveLength(0);
+    // A repeat whose own deadline ends while the first still runs says so (409), and takes nothing.
+    const slow = { group: 'idem-slow', init: ['sleep 3'], idempotencyKey: 'signup-43' };
+    const first = srv.api.post<ClaimView>('/v1/pools/storm/claims', slow);
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = Date.now();
+    const impatient = await srv.api.post<{ code: string; message: string }>('/v1/pools/storm/claims', { ...slow, deadline: 1 });
+    expect([impatient.status, impatient.body.code]).toEqual([409, 'conflict']);
+    expect(impatient.body.message).toMatch(/^the claim with idempotency key signup-43 \(cl-\S+\) is still running$/);
+    expect(Date.now() - t0).toBeLessThan(2500);
+    expect((await first).status).toBe(201);
 
     // Run Command can target the group: its one host, and only it.
     const cmd = await srv.api.post<{ status: string; invocations: { hostId: string; stdout: string }[] }>('/v1/commands', {

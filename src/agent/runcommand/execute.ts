@@ -193,7 +193,9 @@ class Run {
     if (Number.isFinite(seconds) && seconds > 0) {
       this.timeoutTimer = setTimeout(() => this.stop('TimedOut'), Math.ceil(seconds * 1000));
     }
-    callbacks.signal?.addEventListener('abort', this.onAbort, { once: true });
+    // An abort already past fires no event.
+    if (callbacks.signal?.aborted) this.onAbort();
+    else callbacks.signal?.addEventListener('abort', this.onAbort, { once: true });
   }
 
   private attachOutput(stream: Readable | null, name: 'stdout' | 'stderr', capture: OutputCapture): void {

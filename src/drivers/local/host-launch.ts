@@ -180,7 +180,9 @@ export async function startLauncher(
     };
     const onAbort = (): void => giveUp('launch was cancelled');
     const timer = setTimeout(() => giveUp(`host did not come up within ${timeoutMs} ms`), timeoutMs);
-    signal?.addEventListener('abort', onAbort, { once: true });
+    // An abort already past fires no event (a claim whose caller left before its cold launch).
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
     launcher.on('error', (err) => finish(new LaunchProcessError(`cannot start ${shell}: ${err.message}`, launcher.pid)));
     if (!readyPipe) {
       finish(new LaunchProcessError('no ready pipe to the launcher', launcher.pid));

@@ -38,7 +38,14 @@ export class CommandDispatcher {
     for (const inv of hello.invocations) {
       if (inv.state === 'finished' && inv.result) await this.onResult(hostId, inv.invocationId, inv.result);
     }
-    for (const open of await this.deps.commands.openInvocations({ hostId })) {
+    const opens = await this.deps.commands.openInvocations({ hostId });
+    // A run this server has already ended (cancelled or timed out for delivery while the agent was
+    // away, its acceptance lost with the connection) must not go on: the store says it is over.
+    const stillOpen = new Set(opens.map((open) => open.commandId));
+    for (const inv of hello.invocations) {
+      if (inv.state === 'running' && !stillOpen.has(inv.invocationId)) this.deps.agents.send(hostId, { type: 'cancel', invocationId: inv.invocationId });
+    }
+    for (const open of opens) {
       const seen = known.get(open.commandId);
       if (seen?.state === 'finished') continue;
       if (seen?.state === 'running') {

@@ -1,8 +1,11 @@
 /** `berth run` end to end: CLI -> server -> agent in a real host, and back. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AgentGateway } from '../../src/agents/gateway.js';
 import type { CommandView } from '../../src/commands/views.js';
+import { CommandsRepo } from '../../src/store/commands-repo.js';
 import type { HostView } from '../../src/hosts/views.js';
 import { agentPidOf, berth, startServer, type InProcessServer } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait.js';
 
 const NET = { bridge: 'berthrun0', subnet: '10.217.0.0/24', cgroupName: 'berthrun' };
 
@@ -155,6 +158,19 @@ describe('berth run', () => {
     }
     await new Promise((r) => setTimeout(r, 500));
     expect((await runJson('--', 'test -e /tmp/ran-too-late && echo ran || echo never-ran')).inv.stdout).toBe('never-ran\n');
+  });
+
+  it('stops a run the server had already ended when its agent reconnects still running it', async () => {
+    const sent = await berth(['run', '--host', host.id, '--no-wait', '--json', '--', 'sleep 121'], env);
+    const id = (JSON.parse(sent.stdout) as CommandView).id;
+    await new Promise((r) => setTimeout(r, 300));
+    // As when the server's watchdog ended it while the agent was away (or its acceptance was lost).
+    const ended = await new CommandsRepo(srv.server.store.db).updateInvocation(id, host.id, ['InProgress'], { status: 'TimedOut', statusDetail: 'ended by the server (test)', finishedAt: new Date() });
+    expect(ended?.status).toBe('TimedOut');
+    (srv.server as unknown as { gateway: AgentGateway }).gateway.disconnect(host.id, 'test: drop the connection');
+    const left = async () => (await runJson('--', "ps -eo args= | grep -E '^sleep 121$' | wc -l")).inv.stdout.trim();
+    await waitFor('the run to be stopped', async () => ((await left().catch(() => '?')) === '0' ? true : undefined), { timeoutMs: 15_000 });
+    expect((await srv.api.get<CommandView>(`/v1/commands/${id}`)).body.status).toBe('TimedOut');
   });
 
   it('targets hosts by tag', async () => {

@@ -28,11 +28,16 @@ class BoundedText {
     this.total += Buffer.byteLength(data);
     const half = this.limit / 2;
     if (this.head.length < half) {
-      const room = half - this.head.length;
+      // Never between the two halves of a surrogate pair (an emoji would show as two U+FFFD).
+      const room = endsWithinPair(data, half - this.head.length) ? half - this.head.length - 1 : half - this.head.length;
       this.head += data.slice(0, room);
       data = data.slice(room);
     }
-    if (data.length > 0) this.tail = (this.tail + data).slice(-half);
+    if (data.length > 0) {
+      const joined = this.tail + data;
+      const from = Math.max(0, joined.length - half);
+      this.tail = joined.slice(endsWithinPair(joined, from) ? from + 1 : from);
+    }
   }
 
   view(): { text: string; truncated: boolean; bytes: number } {
@@ -41,6 +46,12 @@ class BoundedText {
     if (omitted <= 0) return { text: this.head + this.tail, truncated: false, bytes: this.total };
     return { text: `${this.head}\n[berth: ${omitted} bytes omitted]\n${this.tail}`, truncated: true, bytes: this.total };
   }
+}
+
+/** Whether cutting `text` at `at` would split a surrogate pair. */
+function endsWithinPair(text: string, at: number): boolean {
+  const before = text.charCodeAt(at - 1);
+  return at > 0 && at < text.length && before >= 0xd800 && before <= 0xdbff;
 }
 
 export class LiveOutput {

@@ -40,9 +40,10 @@ describe('recovery after a restart', () => {
     await repo.envs.transition(T, 'nap', ['ready'], 'sleeping');
     expect(await recoverEnvironments(ops)).toEqual({ routed: ['up', 'down', 'nap'], cleaned: [] });
     expect(steps).toEqual(['release up up-3', 'route up gen 1: up-1,up-2', 'release down down-2', 'route down gen 1: down-1', 'asleep nap (sleeping)']);
+    // Its count is the hosts it kept: `env scale down 1` again is not taken for nothing to do.
     for (const [name, hosts] of [['up', ['up-1', 'up-2']], ['down', ['down-1']]] as const) {
       const row = await repo.envs.get(T, name);
-      expect({ state: row?.state, reason: row?.state_reason, hosts: row?.hosts.map((h) => h.hostId) }).toEqual({ state: 'ready', reason: 'a scale was cut short by a server restart', hosts });
+      expect({ state: row?.state, reason: row?.state_reason, hosts: row?.hosts.map((h) => h.hostId), replicas: row?.replicas }).toEqual({ state: 'ready', reason: 'a scale was cut short by a server restart', hosts, replicas: hosts.length });
     }
 
     // A heal cut short: its replacement given back, the lost host kept in the record for the next sweep.

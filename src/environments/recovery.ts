@@ -43,7 +43,9 @@ export async function recoverEnvironments(ops: RecoveryOps): Promise<{ routed: s
         if (stale.length > 0) await ops.releaseStale(row, stale, `environment ${row.name}: its deploy was cut short by a server restart`);
         const kept = row.hosts.filter((h) => h.generation <= routedGen);
         if (row.state === 'deploying') await ops.envs.transition(row.tenant_id, row.name, ['deploying'], 'ready', { reason: 'a deploy was cut short by a server restart', hosts: kept });
-        if (row.state === 'scaling') await ops.envs.transition(row.tenant_id, row.name, ['scaling'], 'ready', { reason: 'a scale was cut short by a server restart', hosts: kept });
+        // A review environment's count is its hosts now (a scale records it only at its end), so that
+        // the same scale asked again is not taken for nothing to do.
+        if (row.state === 'scaling') await ops.envs.transition(row.tenant_id, row.name, ['scaling'], 'ready', { reason: 'a scale was cut short by a server restart', hosts: kept, ...(row.mode === 'review' && kept.length > 0 ? { replicas: kept.length } : {}) });
         // Its lost hosts are still in the record: the next sweep replaces them again.
         if (row.state === 'healing') await ops.envs.transition(row.tenant_id, row.name, ['healing'], 'ready', { reason: 'replacing lost hosts was cut short by a server restart', hosts: kept });
         if (row.state === 'configuring') await ops.settleSettings(row);

@@ -15,6 +15,7 @@ import type { ExecutionResult } from './runcommand/types.js';
 import { ShellSessions } from './shell/shell-sessions.js';
 import { readMachineStats } from './machine-stats.js';
 import { HostTagsFile } from './host-tags.js';
+import { isSameLiveProcess, readProcStat } from './procfs.js';
 
 export const AGENT_VERSION = '0.1.0';
 const IDLE_GC_DELAY_MS = 2000;
@@ -193,7 +194,8 @@ export class Agent {
   private settleOrphans(): void {
     for (const entry of this.journal.all()) {
       if (entry.state !== 'running') continue;
-      void killInvocationProcesses({ invocationId: entry.invocationId }).catch(() => undefined);
+      const shell = entry.shell && isSameLiveProcess(entry.shell.pid, entry.shell.startTime) ? { pgid: entry.shell.pid } : {};
+      void killInvocationProcesses({ invocationId: entry.invocationId, ...shell }).catch(() => undefined);
       const now = new Date().toISOString();
       const empty = { text: '', truncated: false, bytes: 0 };
       this.journal.put({
@@ -265,7 +267,10 @@ export class Agent {
       return;
     }
     const startedAt = new Date().toISOString();
-    this.journal.put({ invocationId: id, state: 'running', startedAt });
+    // The warm shell the run is about to take (runShellScript takes the idle one, synchronously).
+    const shellPid = this.warmShells.idlePid();
+    const shellStat = shellPid === undefined ? undefined : readProcStat(shellPid);
+    this.journal.put({ invocationId: id, state: 'running', startedAt, ...(shellPid !== undefined && shellStat ? { shell: { pid: shellPid, startTime: shellStat.startTime } } : {}) });
     // `accepted` tells the server the command started; a command that ends sooner says so with its
     // result. Most end within milliseconds, and a message each way is a large share of their round
     // trip. Output is never sent before it.

@@ -12,6 +12,12 @@ export interface JournalEntry {
   invocationId: string;
   state: 'running' | 'finished';
   startedAt: string;
+  /**
+   * The warm shell it was to run in (pid = process group, and its start time against pid reuse):
+   * that shell got its marker variable only by `export`, so after an agent restart the shell itself
+   * is found by its group, not by its environment.
+   */
+  shell?: { pid: number; startTime: number };
   result?: InvocationResult;
 }
 

@@ -214,6 +214,24 @@ describe('berth run', () => {
     expect((await runJson('--', 'echo', 'back')).inv.stdout).toBe('back\n');
   });
 
+  it("kills what is left of a command whose agent died, the shell running its script included", async () => {
+    await new Promise((r) => setTimeout(r, 300)); // the agent's warm shell is ready again
+    const loop = await srv.api.post<CommandView>('/v1/commands', {
+      targets: { hostIds: [host.id] },
+      // Its output goes nowhere: no write to the dead agent's pipes stops it (SIGPIPE) on its own.
+      parameters: { commands: ['exec >/dev/null 2>&1; while :; do date +%s%N > /tmp/loop-alive; sleep 0.1; done'] },
+    });
+    expect(loop.status).toBe(201);
+    await new Promise((r) => setTimeout(r, 500));
+    process.kill(agentPidOf(srv.dataDir, host.id), 'SIGKILL');
+    const settled = await srv.api.get<CommandView>(`/v1/commands/${loop.body.id}?wait=15`);
+    expect(settled.body.invocations[0]?.statusDetail).toContain('its processes were killed');
+    const alive = async () => (await runJson('--', 'cat /tmp/loop-alive')).inv.stdout;
+    const before = await alive();
+    await new Promise((r) => setTimeout(r, 600));
+    expect(await alive()).toBe(before);
+  });
+
   it('exits 2 on bad usage and changes nothing', async () => {
     const before = (JSON.parse((await berth(['cmd', 'ls', '--json', '--limit', '1000'], env)).stdout) as CommandView[]).length;
     expect((await berth(['run', '--host', host.id], env)).code).toBe(2);

@@ -196,6 +196,11 @@ describe('runShellScript: results', () => {
     expect(r2.exitCodes).toEqual([]);
     expect(r2.statusDetail).toBe(`working directory ${file} is not a directory`);
     rmSync(file);
+
+    // A name no directory can have: the command fails, nothing throws (it took the agent down).
+    const r3 = await run(['true'], { workingDirectory: `/${'x'.repeat(300)}` });
+    expect(r3.status).toBe('Failed');
+    expect(r3.statusDetail).toMatch(/^working directory "\/x+" cannot be used: ENAMETOOLONG/);
   });
 
   it('removes the generated script file', async () => {

@@ -75,7 +75,14 @@ export function runShellScript(
 
   const cwd = params.workingDirectory;
   if (cwd !== undefined && cwd !== '') {
-    const st = statSync(cwd, { throwIfNoEntry: false });
+    let st: ReturnType<typeof statSync>;
+    try {
+      st = statSync(cwd, { throwIfNoEntry: false });
+    } catch (e) {
+      // ENAMETOOLONG, ELOOP, a NUL byte…: the command fails, the agent goes on.
+      const detail = `working directory ${JSON.stringify(cwd)} cannot be used: ${(e as Error).message}`;
+      return Promise.resolve(notStarted('Failed', detail, startedAt, detail));
+    }
     if (!st || !st.isDirectory()) {
       const detail = `working directory ${cwd} ${st ? 'is not a directory' : 'does not exist'}`;
       return Promise.resolve(notStarted('Failed', detail, startedAt, detail));

@@ -43,6 +43,12 @@ export class WarmShellPool {
     this.idle = child;
   }
 
+  /** The idle shell's pid (its process group and session: it leads both), if there is one. */
+  idlePid(): number | undefined {
+    const child = this.idle;
+    return child && child.exitCode === null && child.signalCode === null ? child.pid : undefined;
+  }
+
   /**
    * Hands out the idle shell (or undefined when there is none) and makes it source `scriptPath`.
    * The caller owns the process from here on.

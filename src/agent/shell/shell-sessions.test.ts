@@ -77,6 +77,9 @@ describe.skipIf(!existsSync('/usr/bin/script'))('shell sessions', () => {
     expect(h.exitOf('c1')?.code).toBe(3);
     h.open('c2', { command: 'true', cwd: '/no/such/dir' });
     expect(h.exitOf('c2')).toMatchObject({ code: null, error: 'working directory /no/such/dir does not exist on the host' });
+    // A name no directory can have is refused the same way (it threw, and took the agent down).
+    h.open('c3', { command: 'true', cwd: `/${'x'.repeat(300)}` });
+    expect(h.exitOf('c3')).toMatchObject({ code: null, error: expect.stringContaining('does not exist on the host') as unknown });
   });
 
   it('resizes a running terminal: the program in it sees the new size', async () => {

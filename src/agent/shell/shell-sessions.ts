@@ -90,7 +90,7 @@ export class ShellSessions {
     if (this.sessions.size >= (this.opts.maxSessions ?? SHELL_MAX_SESSIONS_PER_HOST)) {
       return refuse(`this host has ${this.sessions.size} shell sessions open already (the most it runs at once); close one first`);
     }
-    if (msg.cwd !== undefined && !statSync(msg.cwd, { throwIfNoEntry: false })?.isDirectory()) {
+    if (msg.cwd !== undefined && !isDirectory(msg.cwd)) {
       return refuse(`working directory ${msg.cwd} does not exist on the host`);
     }
     const shell = this.opts.shell ?? (existsSync('/bin/bash') ? '/bin/bash' : '/bin/sh');
@@ -263,4 +263,13 @@ function suCommand(user: string, command: string | undefined): string {
 function homeOf(user: string): string {
   const home = user === 'root' ? '/root' : `/home/${user}`;
   return statSync(home, { throwIfNoEntry: false })?.isDirectory() ? home : '/';
+}
+
+/** A directory there; false for anything else, a name that cannot be one (NUL, too long) included. */
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path, { throwIfNoEntry: false })?.isDirectory() === true;
+  } catch {
+    return false;
+  }
 }

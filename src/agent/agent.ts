@@ -94,6 +94,7 @@ export class Agent {
         bootId: this.bootId,
         pid: process.pid,
         invocations: this.journal.known(),
+        tags: JSON.parse(this.tags.json()) as Record<string, string>,
       }),
       onMessage: (msg) => this.onMessage(msg),
       onClose: () => {

@@ -194,6 +194,8 @@ export const agentMessage = z.discriminatedUnion('type', [
     pid: z.int(),
     /** Invocations the agent still holds: running ones and results not yet acknowledged. */
     invocations: z.array(knownInvocation),
+    /** The tags the host has now (its tags file): the server sends the stored ones when they differ. */
+    tags: z.optional(z.record(z.string(), z.string())),
   }),
   z.object({ type: z.literal('heartbeat'), at: z.string() }),
   z.object({ type: z.literal('accepted'), invocationId: z.string(), startedAt: z.string() }),

@@ -34,6 +34,8 @@ export function agentHandlersFor(late: LateServices, report: (what: string) => (
         const row = await late.hosts?.onAgentConnected(hostId, hello.agentVersion);
         await late.dispatcher?.onHello(hostId, hello);
         if (!row) return;
+        // Tags changed while the agent was away (or booting) reach it now.
+        if (!sameTags(hello.tags, row.tags)) late.services?.pushTags(hostId, row.tags);
         // The stored set first, then what the host's tags ask now (if that differs, it follows):
         // the agent converges to the last. No extra read for a host without either.
         late.services?.onAgentHello(row);
@@ -52,4 +54,10 @@ export function agentHandlersFor(late: LateServices, report: (what: string) => (
       void late.hosts?.onAgentDisconnected(hostId).catch(report(`host ${hostId}: disconnect`));
     },
   };
+}
+
+function sameTags(a: Record<string, string> | undefined, b: Record<string, string>): boolean {
+  if (!a) return false;
+  const keys = Object.keys(b);
+  return Object.keys(a).length === keys.length && keys.every((k) => a[k] === b[k]);
 }

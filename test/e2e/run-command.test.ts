@@ -232,6 +232,18 @@ describe('berth run', () => {
     expect(await alive()).toBe(before);
   });
 
+  it('gives the agent the tags that changed while it was away', async () => {
+    process.kill(agentPidOf(srv.dataDir, host.id), 'SIGKILL');
+    const awayBy = Date.now() + 5000;
+    while ((await srv.api.get<HostView>(`/v1/hosts/${host.id}`)).body.agent.connected && Date.now() < awayBy) await new Promise((r) => setTimeout(r, 20));
+    // The host's init starts it again a second later: meanwhile its tags change.
+    expect((await berth(['host', 'tag', host.id, 'while-away=yes'], env)).code).toBe(0);
+    const backBy = Date.now() + 10_000;
+    while (!(await srv.api.get<HostView>(`/v1/hosts/${host.id}`)).body.agent.connected && Date.now() < backBy) await new Promise((r) => setTimeout(r, 50));
+    await waitFor('the tags file to follow', async () => ((await runJson('--', 'cat /etc/berth/tags.json')).inv.stdout.includes('"while-away":"yes"') ? true : undefined), { timeoutMs: 5000 });
+    expect(JSON.parse((await runJson('--', 'printf %s "$BERTH_TAGS"')).inv.stdout)).toMatchObject({ 'while-away': 'yes' });
+  });
+
   it('exits 2 on bad usage and changes nothing', async () => {
     const before = (JSON.parse((await berth(['cmd', 'ls', '--json', '--limit', '1000'], env)).stdout) as CommandView[]).length;
     expect((await berth(['run', '--host', host.id], env)).code).toBe(2);

@@ -112,6 +112,10 @@ async function accept(wss: WebSocketServer, req: IncomingMessage, socket: Duplex
     throw new BerthError('validation_failed', `bad shell request: ${problems}`, 'Give cols and rows as 1-1000, and cwd as an absolute path.');
   }
   const request: ShellRequest = stripUndefined(parsed.data);
+  // Checked before the host starts anything: `ws` refuses a bad handshake itself, but only later.
+  if (req.headers.upgrade?.toLowerCase() !== 'websocket' || !/^[+/0-9A-Za-z]{22}==$/.test(req.headers['sec-websocket-key'] ?? '')) {
+    throw new BerthError('validation_failed', 'not a WebSocket handshake', 'Open the terminal with a WebSocket client (berth host shell does).');
+  }
 
   // Output that comes before the socket is ready (it cannot, in practice: the upgrade follows at
   // once) waits in `early`.
@@ -130,6 +134,8 @@ async function accept(wss: WebSocketServer, req: IncomingMessage, socket: Duplex
   }, principal.tokenName);
   if (state.stopped) socket.destroy();
   if (socket.destroyed) return handle.close();
+  // A socket that closes before it became a WebSocket (a handshake `ws` refused) leaves no terminal open.
+  socket.once('close', () => ws === undefined && handle.close());
   wss.handleUpgrade(req, socket, head, (client) => {
     ws = client;
     const ping = setInterval(() => client.ping(), PING_INTERVAL_MS);

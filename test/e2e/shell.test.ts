@@ -5,6 +5,7 @@
  * flood of output arrives whole, and every refusal says why and changes nothing.
  */
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { packageRoot } from '../../src/cli/paths.js';
@@ -148,6 +149,16 @@ describe('berth host shell', () => {
     expect(badToken.stderr).toContain('invalid API token');
     await expect(openSocket('cols=0')).rejects.toThrow('HTTP 400');
     await expect(openSocket(`command=${'x'.repeat(9000)}`)).rejects.toThrow('HTTP 400');
+    // An upgrade that is no WebSocket handshake (no key): refused, and no terminal left open.
+    const noKey = await new Promise<number>((resolve, reject) => {
+      const req = http.request(`${srv.server.url}/v1/hosts/${host.id}/shell`, { headers: { authorization: `Bearer ${srv.server.token}`, connection: 'Upgrade', upgrade: 'websocket' } });
+      req.on('response', (res) => resolve(res.statusCode ?? 0));
+      req.on('upgrade', () => resolve(101));
+      req.on('error', reject);
+      req.end();
+    });
+    expect(noKey).toBe(400);
+    expect(JSON.parse((await berth(['shell', 'ls', '--json'], env)).stdout)).toEqual([]);
     expect(await hostRun('ps -e --no-headers | wc -l')).toBe(before);
   });
 

@@ -4,7 +4,7 @@
  * reset gives a fresh one; a capture copies its layer; terminate leaves no mount or loop device.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HostSpec } from '../types.js';
 import { countLocalLeftovers, LocalDriver, type LocalDriverConfig } from './index.js';
@@ -45,6 +45,11 @@ describe.skipIf(!canRun)('a host with a disk of its own', () => {
     expect(fill.stdout).toMatch(/No space left on device/);
     expect(fill.stdout).not.toContain('exit 0');
     expect(allocated(`${config.stateDir}/${host.id}/disk.img`)).toBeLessThanOrEqual(33 * 1024 * 1024);
+    // Nor through its console log (the init's output, open to anything in the host at /proc/1/fd/1).
+    await inHost(host, 'dd if=/dev/zero of=/proc/1/fd/1 bs=1M count=64 2>/dev/null; true');
+    expect(allocated(realpathSync(`${config.stateDir}/${host.id}/console.log`))).toBeLessThanOrEqual(33 * 1024 * 1024);
+    expect(allocated(`${config.stateDir}/${host.id}/disk.img`)).toBeLessThanOrEqual(33 * 1024 * 1024);
+    await inHost(host, ': > /proc/1/fd/1');
     // The host still works: removing the file gives the room back.
     expect((await inHost(host, 'rm /root/big && echo hello > /root/small && cat /root/small')).stdout).toBe('hello\n');
     // Another host, without a disk of its own, writes on as before.

@@ -3,8 +3,8 @@
  * through its overlay's upper dir, without bound: one host could fill the disk the store and every
  * other host live on. With one, its upper and work dirs live on an ext4 filesystem of that size in
  * a sparse file of the host's directory, loop-mounted at `<hostDir>/disk`; `<hostDir>/upper` and
- * `<hostDir>/work` are symlinks into it (the overlay follows them), so everything else finds the
- * layer where it always does. A host that fills its disk gets ENOSPC; the machine gives it at most
+ * `<hostDir>/work` (and its console log) are symlinks into it (the overlay follows them), so
+ * everything else finds the layer where it always does. A host that fills its disk gets ENOSPC; the machine gives it at most
  * its size. Making one costs ~20 ms at launch (mkfs without a journal, lazily initialised inodes:
  * nothing about it needs to survive a crash of the machine), which a pool pays before any claim.
  *
@@ -48,6 +48,9 @@ export async function createHostDisk(names: HostNames, sizeMiB: number, sh: stri
     `mkdir -m 0700 ${shQuote(join(mountPoint, 'work'))}`,
     `ln -s disk/upper ${shQuote(names.upperDir)}`,
     `ln -s disk/work ${shQuote(names.workDir)}`,
+    // Its console log too (the init's output, which anything in the host can write to through
+    // /proc/1/fd/1): on the machine's disk it would hold more than the host's size.
+    `ln -sfn disk/console.log ${shQuote(names.consoleLog)}`,
   ].join('\n');
   const result = await run(sh, ['-c', script]);
   if (result.code !== 0) {
@@ -75,7 +78,7 @@ export async function removeHostDisk(names: HostNames, run: CommandRunner): Prom
   await Promise.all([
     rm(image, { force: true }),
     rm(mountPoint, { recursive: true, force: true }),
-    ...(links ? [rm(names.upperDir, { force: true }), rm(names.workDir, { force: true })] : []),
+    ...(links ? [rm(names.upperDir, { force: true }), rm(names.workDir, { force: true }), rm(names.consoleLog, { force: true })] : []),
   ]);
 }
 

@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isBerthError } from '../../core/errors.js';
@@ -371,7 +371,7 @@ process.stdout.write(JSON.stringify(host) + '\\n', () => process.kill(process.pi
   it('resets a host in place: same address, nothing of its previous life left', async () => {
     const before = countLocalLeftovers(config);
     const r = await driver.launch(spec('reset', { tags: { user: 'alice' } }));
-    expect((await inHost(r, 'echo secret > /root/alice.txt; echo x > /etc/motd; (sleep 600 >/dev/null 2>&1 &) ; sleep 0.1; ps -e -o comm= | sort | tr "\\n" " "')).stdout).toContain('sleep');
+    expect((await inHost(r, 'echo secret > /root/alice.txt; echo x > /etc/motd; echo alice-console-secret > /proc/1/fd/1; (sleep 600 >/dev/null 2>&1 &) ; sleep 0.1; ps -e -o comm= | sort | tr "\\n" " "')).stdout).toContain('sleep');
     // Its user was root in its network namespace too.
     expect((await inHost(r, 'ip addr add 10.9.9.9/32 dev lo && ip route add 10.99.0.0/16 dev eth0 && ip link set eth0 mtu 1400 && echo changed')).stdout).toContain('changed');
     const tReset = performance.now();
@@ -385,6 +385,8 @@ process.stdout.write(JSON.stringify(host) + '\\n', () => process.kill(process.pi
     expect(inside.stdout).not.toContain('x\n');
     expect(inside.stdout).toContain('token-new');
     expect(inside.stdout).not.toContain('alice');
+    // Nor in its console log on the machine (what a failed boot's error message quotes).
+    expect(readFileSync(join(config.stateDir, r.id, 'console.log'), 'utf8')).not.toContain('alice-console-secret');
     expect(performance.now() - t0).toBeLessThan(5000);
     const net = await inHost(fresh, 'echo "$(ip -o addr | grep -c 10.9.9.9) $(ip route | grep -c 10.99) $(cat /sys/class/net/eth0/mtu)"; ip route');
     expect(net.stdout).toContain('0 0 1500');

@@ -193,7 +193,8 @@ export class LocalDriver implements HostDriver {
       // its own disk, which goes; the boot makes a new one).
       await removeHostDisk(names, this.run);
       await Promise.all([
-        ...[names.upperDir, names.workDir, names.rootDir].map((dir) => rm(dir, { recursive: true, force: true, maxRetries: 3 })),
+        // The console log too: what the previous user's programs printed there is not the next one's to read.
+        ...[names.upperDir, names.workDir, names.rootDir, names.consoleLog].map((dir) => rm(dir, { recursive: true, force: true, maxRetries: 3 })),
         removeHostNetwork(tools.ip, names, this.run),
       ]);
       return await this.boot(spec, names, ip, { reset: true, started, ...(opts?.signal ? { signal: opts.signal } : {}) });

@@ -23,6 +23,8 @@ export class HostService {
   readonly agentArrivals = new AgentArrivals<HostRow>();
   /** Hosts being reset by this process: their init is replaced on purpose, so the monitor leaves them be. */
   private readonly resetting = new Set<string>();
+  /** Resets under way: a terminate waits for its host's (both would rebuild or remove its parts at once). */
+  private readonly resetsOver = new Map<string, Promise<void>>();
   private readonly terminations = new Map<string, Promise<HostView>>();
   private readonly leftAgents = new LeftAgentChecks((id) => this.deps.hosts.getAnyTenant(id).then((row) => row && checkHost(this.recovery(), row, new Date())), (line) => this.deps.log(line));
 
@@ -181,6 +183,7 @@ export class HostService {
   }
 
   private async terminateOnce(tenantId: string, id: string, reason: string, replace: boolean | undefined): Promise<HostView> {
+    await this.resetsOver.get(id);
     const row = await this.deps.hosts.get(tenantId, id);
     if (!row) throw new BerthError('host_not_found', `host ${id} does not exist`, 'List hosts with `berth host ls`.', { hostId: id });
     if (row.state === 'terminated') return toHostView(row, false);
@@ -224,6 +227,8 @@ export class HostService {
     const row = await this.deps.hosts.beginReset(id, hashSecret(token), req.tags, { image: boot.image, imageId: boot.imageId }, req.keepServices ?? false);
     if (!row) throw new BerthError('invalid_state', `host ${id} is not running, so it cannot be reset`, 'Check it with `berth host ls`.', { hostId: id });
     this.resetting.add(id);
+    let over = (): void => undefined;
+    this.resetsOver.set(id, new Promise<void>((resolve) => (over = () => (this.resetsOver.delete(id), resolve()))));
     this.deps.agents.disconnect(id, 'the host is being reset');
     await this.deps.onHostGone(id, 'the host was reset');
     const ready = this.readyWaiters.wait(id, opts.waitMs, opts.signal);
@@ -236,10 +241,12 @@ export class HostService {
     } catch (err) {
       ready.catch(() => undefined);
       this.resetting.delete(id);
+      over();
       await this.terminate(tenantId, id, `reset failed: ${errorMessage(err)}`).catch((cleanupErr: unknown) => this.deps.log(`host ${id}: cleanup after a failed reset: ${errorMessage(cleanupErr)}`));
       throw err instanceof BerthError ? err : new BerthError('launch_failed', `host ${id} could not be reset: ${errorMessage(err)}`, 'A new host will replace it.', { hostId: id }, { cause: err });
     }
     this.resetting.delete(id);
+    over();
     const after = await this.deps.hosts.get(tenantId, id);
     if (!after) throw new BerthError('host_not_found', `host ${id} vanished during its reset`, 'A new host will replace it.');
     return after;

@@ -4,6 +4,8 @@
  * the services, and refuses a bad set without changing anything.
  */
 import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { CommandView } from '../../src/commands/views.js';
 import type { HostView } from '../../src/hosts/views.js';
@@ -112,6 +114,20 @@ describe('supervised services', () => {
     const check = await run('test -e /root/leftover && echo file-left; grep -c BERTH_LEFTOVER /etc/environment; ps -eo args | grep -c "^sleep 1001$"; true');
     expect(check?.stdout).not.toContain('file-left');
     expect(check?.stdout.trim().split('\n')).toEqual(['0', '0']);
+  });
+
+  it('a host removed while it is being reset is gone for good, nothing of it left running', async () => {
+    const doomed = (await srv.api.post<HostView>('/v1/hosts', {})).body;
+    const resetting = srv.api.post<HostView>(`/v1/hosts/${doomed.id}/reset`, {});
+    await new Promise((r) => setTimeout(r, 30));
+    const removed = await srv.api.delete<HostView>(`/v1/hosts/${doomed.id}`);
+    await resetting;
+    expect([removed.status, removed.body.state]).toEqual([200, 'terminated']);
+    await new Promise((r) => setTimeout(r, 1000));
+    expect((await srv.api.get<HostView>(`/v1/hosts/${doomed.id}`)).body.state).toBe('terminated');
+    // No machine of it: its network namespace and its directory are gone.
+    expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toContain(doomed.id);
+    expect(existsSync(join(srv.dataDir, 'hosts', doomed.id))).toBe(false);
   });
 
   it('refuses to reset an unknown host, or a host waiting in a pool', async () => {

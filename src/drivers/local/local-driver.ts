@@ -159,8 +159,10 @@ export class LocalDriver implements HostDriver {
       const output = consoleTail(names.consoleLog);
       // The grant may be in place before the state file that names it (both are written at once).
       const known = { ...(readStateFile(names.stateFile) ?? {}), ip, ...accessRecord(spec.agent.serverUrl, spec.resources, this.cfg.subnet.gateway) };
-      if (claimedDir) await this.destroy(names, known).catch((cleanupErr: unknown) => this.cfg.logger.warn({ hostId: spec.id, err: errorMessage(cleanupErr) }, 'cleanup after failed launch failed'));
-      this.addresses.release(ip);
+      const cleaned = !claimedDir || (await this.destroy(names, known).then(() => true, (cleanupErr: unknown) => (this.cfg.logger.warn({ hostId: spec.id, err: errorMessage(cleanupErr) }, 'cleanup after failed launch failed'), false)));
+      // An address whose host could not be taken down may still be on its network namespace: not
+      // another host's until this server starts again (and finds what is left of it).
+      if (cleaned) this.addresses.release(ip);
       throw launchError(spec, err, output);
     }
   }

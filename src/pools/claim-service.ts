@@ -46,6 +46,9 @@ export interface ClaimServiceDeps {
 type FirstPick = { host: HostRow; idleSeconds: number; ms: number };
 type DeadlinedClaim = ClaimInput & { deadline: number };
 
+/** The errors `attempts` throws once it has recorded the claim's failure itself. */
+const RECORDED_FAILURES: ReadonlySet<string> = new Set(['pool_empty', 'pool_failing', 'claim_failed']);
+
 /** See the refill in `attempts`. */
 const REFILL_DELAY_MS = 50;
 
@@ -187,9 +190,12 @@ export class ClaimService {
     try {
       return await this.attempts(pool, claimId, input, { t0, deadline, signal: deadlineSignal, refill, firstPick });
     } catch (err) {
-      // Whatever ended it (the store failing, a bug): the claim fails rather than stay pending, and a
-      // host it held half-claimed goes to quarantine (its init may have half-run), as after a restart.
-      await this.abandon(claimId, t0, err).catch((e: unknown) => this.deps.log(`claim ${claimId}: cleaning up after it failed: ${errorMessage(e)}`));
+      // Whatever else ended it (the store failing, a bug): the claim fails rather than stay pending,
+      // and a host it held half-claimed goes to quarantine (its init may have half-run), as after a
+      // restart. The failures `attempts` recorded itself cost nothing more (an empty pool's 503 is hot).
+      if (!(isBerthError(err) && RECORDED_FAILURES.has(err.code))) {
+        await this.abandon(claimId, t0, err).catch((e: unknown) => this.deps.log(`claim ${claimId}: cleaning up after it failed: ${errorMessage(e)}`));
+      }
       throw err;
     } finally {
       const kick = () => setImmediate(() => this.deps.reconciler.kick(tenantId, pool.name));

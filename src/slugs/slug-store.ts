@@ -161,6 +161,9 @@ export class SlugStore {
         await rm(packing, { force: true });
         throw asSlugError(err, ref);
       }
+    } else {
+      const now = new Date();
+      await utimes(tarPath, now, now).catch(() => undefined); // its last use, for collect()
     }
     return this.slugOf(digest, ref);
   }
